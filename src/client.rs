@@ -1,0 +1,210 @@
+//! The client handle of the Rust API.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, Protocol, ResumeState};
+use crate::dialect::SharedResume;
+use crate::event::Event;
+use crate::queue::{EventQueue, Pop};
+use crate::session::{Command, ReplyTo};
+use crate::status::{Error, Status};
+
+/// Request ids: positive, increasing, shared by requests and pings (spec §3.1). The start is
+/// random because the backend's in-flight table is shared by all its connections (spec §3.5).
+pub struct IdGen(AtomicI64);
+
+impl IdGen {
+    fn new() -> IdGen {
+        IdGen(AtomicI64::new(rand::random_range(1..1i64 << 30)))
+    }
+
+    /// The next id.
+    pub fn next(&self) -> i64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn issued(&self, id: i64) -> bool {
+        id > 0 && id < self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection to one backend, kept alive and resumed across drops.
+///
+/// All methods are non-blocking except [`Client::poll`], which waits up to its timeout.
+/// Dropping the client closes it (gomuks: close code 1001) without waiting.
+pub struct Client {
+    cfg: Arc<Config>,
+    queue: Arc<EventQueue>,
+    ids: Arc<IdGen>,
+    resume: Arc<SharedResume>,
+    tx: mpsc::UnboundedSender<Command>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    closed: AtomicBool,
+}
+
+impl Client {
+    /// A client for this configuration; nothing happens on the network until [`Client::connect`].
+    pub fn new(cfg: Config) -> Client {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let resume = Arc::new(SharedResume::new(&cfg.resume));
+        Client {
+            queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
+            cfg: Arc::new(cfg),
+            ids: Arc::new(IdGen::new()),
+            resume,
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the session in the background; progress arrives as events. Errors with
+    /// `ErrState` if already started or closed.
+    pub fn connect(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ErrState, "client is closed"));
+        }
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| Error::new(Status::ErrState, "connect was already called"))?;
+        let handle = crate::runtime::handle()
+            .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
+        match self.cfg.protocol {
+            Protocol::Gomuks => {
+                let dialect = crate::dialect::gomuks::Gomuks::new(self.cfg.clone(), self.resume.clone())?;
+                handle.spawn(crate::session::run(
+                    self.cfg.clone(),
+                    self.queue.clone(),
+                    self.ids.clone(),
+                    dialect,
+                    rx,
+                ));
+            }
+            Protocol::Rwws => {
+                return Err(Error::new(Status::ErrConfig, "the rwws dialect is not implemented yet"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ErrState, "client is closed"));
+        }
+        if command.is_empty() {
+            return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
+        }
+        if !data.is_empty() {
+            serde_json::from_slice::<&serde_json::value::RawValue>(data)
+                .map_err(|e| Error::new(Status::ErrInvalidUtf8, format!("request data is not JSON: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn submit(&self, command: &str, data: &[u8], timeout: Option<Duration>, reply: ReplyTo) -> Result<i64, Error> {
+        self.validate_request(command, data)?;
+        let id = self.ids.next();
+        self.tx
+            .send(Command::Request {
+                id,
+                command: command.to_owned(),
+                data: data.to_vec(),
+                timeout: timeout.unwrap_or(self.cfg.request_timeout),
+                reply,
+            })
+            .map_err(|_| Error::new(Status::ErrState, "client is closed"))?;
+        Ok(id)
+    }
+
+    /// Sends a request; the reply arrives as a RESPONSE event with this id. `data` is JSON
+    /// (empty means `{}`). Requests made while disconnected are sent once connected.
+    pub fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
+        self.submit(command, data, None, ReplyTo::Event)
+    }
+
+    /// [`Client::request`] with its own timeout.
+    pub fn request_with_timeout(&self, command: &str, data: &[u8], timeout: Duration) -> Result<i64, Error> {
+        self.submit(command, data, Some(timeout), ReplyTo::Event)
+    }
+
+    /// Sends a request and awaits its reply directly (it does not go through the event queue).
+    /// Returns the raw JSON `data` of the response.
+    pub async fn call(&self, command: &str, data: &[u8]) -> Result<Bytes, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(command, data, None, ReplyTo::Oneshot(tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::new(Status::ErrClientClosed, "client closed before the reply")))
+    }
+
+    /// Cancels request `id`: its RESPONSE carries `ErrCancelled` and the server is told.
+    pub fn cancel(&self, id: i64) -> Result<(), Error> {
+        if !self.ids.issued(id) {
+            return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
+        }
+        self.tx
+            .send(Command::Cancel(id))
+            .map_err(|_| Error::new(Status::ErrState, "client is closed"))
+    }
+
+    /// Closes gracefully; CLOSED will be the last event. A second close is `ErrState`.
+    pub fn close(&self) -> Result<(), Error> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::new(Status::ErrState, "client is already closed"));
+        }
+        let never_started = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
+        if never_started {
+            self.queue.push(Event::new(crate::event::EventKind::Closed));
+        } else {
+            let _ = self.tx.send(Command::Close);
+        }
+        Ok(())
+    }
+
+    /// Takes the next event, waiting up to `timeout` (`None`: until one arrives).
+    pub fn poll(&self, timeout: Option<Duration>) -> Pop {
+        self.queue.pop_blocking(timeout)
+    }
+
+    /// Takes the next event asynchronously; `None` after CLOSED was taken.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.queue.pop().await
+    }
+
+    /// Takes up to `max` queued events without waiting.
+    pub fn drain(&self, out: &mut Vec<Event>, max: usize) -> usize {
+        self.queue.drain_into(out, max)
+    }
+
+    /// The resume point: persist it and pass it to a new client's config to resume there.
+    pub fn resume_state(&self) -> ResumeState {
+        self.resume.get()
+    }
+
+    /// The event queue (for the C ABI's readiness signal and dispatcher).
+    pub fn queue(&self) -> &Arc<EventQueue> {
+        &self.queue
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Command::Close);
+        }
+        // Nobody will read the queue again; never let the session wait for space.
+        self.queue.abandon();
+    }
+}

@@ -1,0 +1,410 @@
+//! Typed client configuration, validated once by [`ConfigBuilder::build`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::status::{Error, Status};
+
+/// Which wire protocol the client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// gomuks JSON RPC over `/_gomuks/websocket`.
+    Gomuks,
+    /// rwws binary packets over `/api/ws`.
+    Rwws,
+}
+
+impl Protocol {
+    /// The websocket path derived from an `http(s)://` base URL.
+    pub(crate) fn websocket_path(self) -> &'static str {
+        match self {
+            Protocol::Gomuks => "/_gomuks/websocket",
+            Protocol::Rwws => "/api/ws",
+        }
+    }
+}
+
+/// A secret that never shows up in `Debug` output, logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself; call sites are the few places that put it on the wire.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Credentials for the gomuks auth endpoint.
+#[derive(Clone, Debug)]
+pub struct BasicAuth {
+    /// Username (`desktop-key` for the desktop key form).
+    pub username: String,
+    /// Password (or the `GOMUKS_DESKTOP_KEY` value).
+    pub password: Secret,
+}
+
+/// Resume point carried across clients (and processes): the backend's `run_id` and the most
+/// recent (most negative) buffered event id the app has received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResumeState {
+    /// `run_id` string from the backend's `run_id` event; empty if unknown.
+    pub run_id: String,
+    /// Most recent negative event id received; 0 if none.
+    pub last_received_event: i64,
+}
+
+/// Validated, immutable configuration. Build it with [`Config::builder`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) url: Url,
+    pub(crate) protocol: Protocol,
+    pub(crate) token: Option<Secret>,
+    pub(crate) basic_auth: Option<BasicAuth>,
+    pub(crate) compression: bool,
+    pub(crate) ping_interval: Duration,
+    pub(crate) receive_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) resume: ResumeState,
+    pub(crate) last_server_ts: Option<i64>,
+    pub(crate) send_prev_listener_id: bool,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) extra_ca_pem: Option<Arc<Vec<u8>>>,
+}
+
+impl Config {
+    /// A builder with the defaults of the gomuks web client (§8, §16 of the spec).
+    pub fn builder(url: &str) -> ConfigBuilder {
+        ConfigBuilder::new(url)
+    }
+
+    /// The websocket URL this configuration connects to.
+    pub fn websocket_url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+/// Builder for [`Config`]; setters never fail, [`ConfigBuilder::build`] validates everything.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    url: String,
+    protocol: Protocol,
+    token: Option<Secret>,
+    basic_auth: Option<BasicAuth>,
+    compression: bool,
+    ping_interval: Duration,
+    receive_timeout: Duration,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    backoff: (Duration, Duration),
+    max_message_bytes: usize,
+    queue_capacity: usize,
+    resume: ResumeState,
+    last_server_ts: Option<i64>,
+    send_prev_listener_id: bool,
+    headers: Vec<(String, String)>,
+    extra_ca_pem: Option<Vec<u8>>,
+    allow_insecure_credentials: bool,
+}
+
+/// Default cap on one server message after decompression; the gomuks Go client reads up to
+/// 50 MiB and initial-sync payloads reach several MB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+impl ConfigBuilder {
+    /// Starts a builder; `url` is a `ws(s)://` endpoint or an `http(s)://` backend base.
+    pub fn new(url: &str) -> ConfigBuilder {
+        ConfigBuilder {
+            url: url.to_owned(),
+            protocol: Protocol::Gomuks,
+            token: None,
+            basic_auth: None,
+            compression: true,
+            ping_interval: Duration::from_secs(15),
+            receive_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            backoff: (Duration::from_millis(125), Duration::from_secs(10)),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            queue_capacity: 4096,
+            resume: ResumeState::default(),
+            last_server_ts: None,
+            send_prev_listener_id: false,
+            headers: Vec::new(),
+            extra_ca_pem: None,
+            allow_insecure_credentials: false,
+        }
+    }
+
+    /// Replaces the URL.
+    pub fn url(mut self, url: &str) -> Self {
+        self.url = url.to_owned();
+        self
+    }
+    /// Selects the protocol (default gomuks).
+    pub fn protocol(mut self, p: Protocol) -> Self {
+        self.protocol = p;
+        self
+    }
+    /// gomuks: the `gomuks_auth` cookie token.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(Secret::new(token));
+        self
+    }
+    /// gomuks: username and password for `POST /_gomuks/auth`.
+    pub fn basic_auth(mut self, username: &str, password: &str) -> Self {
+        self.basic_auth = Some(BasicAuth {
+            username: username.to_owned(),
+            password: Secret::new(password),
+        });
+        self
+    }
+    /// gomuks: the desktop key form of auth (Basic user `desktop-key`).
+    pub fn desktop_key(self, key: &str) -> Self {
+        self.basic_auth("desktop-key", key)
+    }
+    /// gomuks: `compress=1` (default on).
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
+        self
+    }
+    /// Interval between keepalive pings (default 15 s).
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// Reconnect when nothing arrives for this long (default 60 s).
+    pub fn receive_timeout(mut self, d: Duration) -> Self {
+        self.receive_timeout = d;
+        self
+    }
+    /// Default per-request timeout (default 60 s); a timed-out request is cancelled server-side.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+    /// Bound on TCP connect + TLS + upgrade (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Reconnect backoff bounds (default 125 ms doubling to 10 s, as the gomuks web client).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+    /// Cap on one server message after decompression (default 64 MiB).
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+    /// How many events may wait for the app before the socket stops being read (default 4096).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+    /// Resume point from an earlier client (see [`crate::Client::resume_state`]).
+    pub fn resume_state(mut self, run_id: &str, last_received_event: i64) -> Self {
+        self.resume = ResumeState {
+            run_id: run_id.to_owned(),
+            last_received_event,
+        };
+        self
+    }
+    /// gomuks: send `last_server_ts` so a failed resume costs a catchup, not a full sync.
+    /// Only set this if the app persisted state from that time (spec §2, §7.4).
+    pub fn last_server_ts(mut self, ts: i64) -> Self {
+        self.last_server_ts = Some(ts);
+        self
+    }
+    /// gomuks: send `prev_listener_id` on reconnect. Off by default: in the current backend it
+    /// empties the buffer before the new listener subscribes and so defeats resume (spec §7.4).
+    pub fn send_prev_listener_id(mut self, on: bool) -> Self {
+        self.send_prev_listener_id = on;
+        self
+    }
+    /// Adds a header to the upgrade request (e.g. `Origin`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    /// Trusts the CA certificates in this PEM data in addition to the webpki roots.
+    pub fn extra_ca_pem(mut self, pem: &[u8]) -> Self {
+        self.extra_ca_pem = Some(pem.to_vec());
+        self
+    }
+    /// Allows tokens and passwords over plain `ws://`/`http://` to a non-loopback host.
+    pub fn allow_insecure_credentials(mut self, on: bool) -> Self {
+        self.allow_insecure_credentials = on;
+        self
+    }
+
+    /// Validates and freezes the configuration.
+    pub fn build(self) -> Result<Config, Error> {
+        let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+        let mut url = Url::parse(&self.url).map_err(|e| bad(&format!("invalid URL: {e}")))?;
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            "http" | "https" => {
+                let secure = url.scheme() == "https";
+                let base = url.path().trim_end_matches('/').to_owned();
+                url.set_path(&format!("{base}{}", self.protocol.websocket_path()));
+                url.set_scheme(if secure { "wss" } else { "ws" })
+                    .map_err(|_| bad("cannot derive websocket URL"))?;
+                secure
+            }
+            other => return Err(bad(&format!("unsupported URL scheme {other:?}"))),
+        };
+        if url.host_str().is_none() {
+            return Err(bad("URL has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials in the URL are not supported; use the auth setters"));
+        }
+        let has_credentials = self.token.is_some() || self.basic_auth.is_some();
+        if has_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
+            return Err(bad(
+                "refusing to send credentials over plain ws:// to a non-loopback host",
+            ));
+        }
+        if self.protocol == Protocol::Gomuks {
+            if let Some(t) = &self.token {
+                let t = t.expose();
+                if t.is_empty() || t.len() > 500 || t.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b';') {
+                    return Err(bad("gomuks token must be 1-500 printable characters"));
+                }
+            }
+        }
+        let ms = |d: Duration| d.as_millis();
+        if ms(self.ping_interval) == 0 || ms(self.receive_timeout) == 0 {
+            return Err(bad("ping interval and receive timeout must be positive"));
+        }
+        if self.receive_timeout <= self.ping_interval {
+            return Err(bad("receive timeout must exceed the ping interval"));
+        }
+        if ms(self.request_timeout) == 0 || ms(self.connect_timeout) == 0 {
+            return Err(bad("timeouts must be positive"));
+        }
+        let (min, max) = self.backoff;
+        if min.is_zero() || max < min {
+            return Err(bad("reconnect backoff needs 0 < min <= max"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(bad("max message bytes must be at least 1024"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(bad("queue capacity must be positive"));
+        }
+        if self.resume.last_received_event > 0 {
+            return Err(bad("last_received_event must be 0 or negative"));
+        }
+        for (name, value) in &self.headers {
+            let ok_name = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !ok_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(bad("invalid extra header"));
+            }
+        }
+        if let Some(pem) = &self.extra_ca_pem {
+            crate::session::transport::parse_ca_pem(pem)?;
+        }
+        Ok(Config {
+            url,
+            protocol: self.protocol,
+            token: self.token,
+            basic_auth: self.basic_auth,
+            compression: self.compression,
+            ping_interval: self.ping_interval,
+            receive_timeout: self.receive_timeout,
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            backoff_min: min,
+            backoff_max: max,
+            max_message_bytes: self.max_message_bytes,
+            queue_capacity: self.queue_capacity,
+            resume: self.resume,
+            last_server_ts: self.last_server_ts,
+            send_prev_listener_id: self.send_prev_listener_id,
+            headers: self.headers,
+            extra_ca_pem: self.extra_ca_pem.map(Arc::new),
+        })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_base_derives_websocket_path() {
+        let c = Config::builder("http://127.0.0.1:29325").build().unwrap();
+        assert_eq!(c.url.as_str(), "ws://127.0.0.1:29325/_gomuks/websocket");
+        let c = Config::builder("https://example.org/sub/").build().unwrap();
+        assert_eq!(c.url.as_str(), "wss://example.org/sub/_gomuks/websocket");
+        let c = Config::builder("wss://h/x?y=1").build().unwrap();
+        assert_eq!(c.url.as_str(), "wss://h/x?y=1");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for url in ["ftp://x", "not a url", "ws://u:p@h/"] {
+            assert_eq!(Config::builder(url).build().unwrap_err().status(), Status::ErrConfig);
+        }
+        let e = Config::builder("ws://example.org/").token("t").build().unwrap_err();
+        assert!(e.message().contains("plain ws://"));
+        assert!(Config::builder("ws://example.org/")
+            .token("t")
+            .allow_insecure_credentials(true)
+            .build()
+            .is_ok());
+        assert!(Config::builder("ws://localhost/").token("bad;token").build().is_err());
+        assert!(Config::builder("ws://localhost/").resume_state("1", 5).build().is_err());
+        assert!(Config::builder("ws://localhost/")
+            .ping_interval(Duration::from_secs(60))
+            .build()
+            .is_err());
+        assert!(Config::builder("ws://localhost/").header("X\r\n", "v").build().is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let b = Config::builder("wss://h/").basic_auth("u", "hunter2").token("tok-SECRET");
+        let s = format!("{:?}", b.clone().build().unwrap());
+        assert!(!s.contains("hunter2") && !s.contains("tok-SECRET"), "{s}");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,106 @@
+//! `POST /_gomuks/auth` (spec §1.2, §16 step 1).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use url::Url;
+
+use crate::config::BasicAuth;
+use crate::session::transport::ConnectError;
+use crate::status::{Error, Status};
+
+/// The auth endpoint that belongs to a websocket URL: `…/_gomuks/websocket` → `…/_gomuks/auth`.
+pub fn auth_url(ws_url: &Url) -> Url {
+    let mut u = ws_url.clone();
+    let secure = u.scheme() == "wss";
+    // Infallible for ws/wss URLs: both special schemes.
+    let _ = u.set_scheme(if secure { "https" } else { "http" });
+    let path = u.path();
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..i],
+        None => "",
+    };
+    let new_path = format!("{dir}/auth");
+    u.set_path(&new_path);
+    u.set_query(Some("output=json&no_prompt=true&insecure_cookie=true"));
+    u
+}
+
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    token: String,
+}
+
+/// Exchanges Basic credentials for a `gomuks_auth` token.
+pub async fn fetch_token(
+    http: &reqwest::Client,
+    url: &Url,
+    creds: &BasicAuth,
+) -> Result<Option<String>, ConnectError> {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", creds.username, creds.password.expose()));
+    let resp = http
+        .post(url.as_str())
+        .header("Authorization", format!("Basic {basic}"))
+        .send()
+        .await
+        .map_err(|e| {
+            // reqwest errors may echo the URL but never headers, so no secret leaks here.
+            let status = if e.is_connect() || e.is_timeout() { Status::ErrConnect } else { Status::ErrHttp };
+            ConnectError { error: Error::new(status, format!("auth request failed: {}", e.without_url())), http_status: None }
+        })?;
+    let code = resp.status().as_u16();
+    match code {
+        200 | 201 => {
+            let body = resp.bytes().await.map_err(|e| ConnectError {
+                error: Error::new(Status::ErrConnect, format!("auth response: {e}")),
+                http_status: Some(code),
+            })?;
+            let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
+                error: Error::new(Status::ErrProtocol, format!("auth response is not a token: {e}")),
+                http_status: Some(code),
+            })?;
+            Ok(Some(reply.token))
+        }
+        // Auth disabled on the backend: no cookie needed.
+        204 => Ok(None),
+        _ => {
+            let status = match code {
+                401 => Status::ErrUnauthorized,
+                403 => Status::ErrForbidden,
+                _ => Status::ErrHttp,
+            };
+            let text = resp.text().await.unwrap_or_default();
+            Err(ConnectError {
+                error: Error::new(status, format!("auth endpoint answered HTTP {code}: {}", text.trim())),
+                http_status: Some(code),
+            })
+        }
+    }
+}
+
+/// The HTTP client for auth, verifying TLS exactly like the websocket does.
+pub fn http_client(tls: Arc<rustls::ClientConfig>, timeout: std::time::Duration) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::new(Status::ErrConfig, format!("HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec1_2_auth_url_from_websocket_url() {
+        let u = Url::parse("ws://127.0.0.1:5/_gomuks/websocket?compress=1").unwrap();
+        assert_eq!(
+            auth_url(&u).as_str(),
+            "http://127.0.0.1:5/_gomuks/auth?output=json&no_prompt=true&insecure_cookie=true"
+        );
+        let u = Url::parse("wss://h/sub/_gomuks/websocket").unwrap();
+        assert!(auth_url(&u).as_str().starts_with("https://h/sub/_gomuks/auth?"));
+    }
+}

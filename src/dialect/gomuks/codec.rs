@@ -1,0 +1,352 @@
+//! gomuks wire codec: per-connection raw inflater, newline splitter and envelope parser.
+//!
+//! Spec §3.2 and §5: compressed mode sends binary messages that continue one raw-deflate
+//! stream (sync-flushed per message); the output is JSON objects each ending in `\n`.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use flate2::{Decompress, FlushDecompress, Status as ZStatus};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::status::{Error, Status};
+
+/// One raw-deflate stream for the lifetime of a connection (spec §5: never reset).
+pub struct Inflater {
+    z: Decompress,
+    cap: usize,
+}
+
+impl Inflater {
+    /// A fresh inflater; `cap` bounds one message's decompressed size.
+    pub fn new(cap: usize) -> Inflater {
+        Inflater {
+            z: Decompress::new(false),
+            cap,
+        }
+    }
+
+    /// Inflates one websocket message, appending to `out`.
+    ///
+    /// Keeps calling the decoder while it fills the output buffer, because a small
+    /// compressed message may expand to many times its size.
+    pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), Error> {
+        let start_len = out.len();
+        let mut consumed = 0usize;
+        loop {
+            if out.capacity() - out.len() < 4096 {
+                let grow = (out.len() - start_len).max(input.len() * 4).clamp(16 * 1024, 4 << 20);
+                out.reserve(grow);
+            }
+            let before_in = self.z.total_in();
+            let before_out = self.z.total_out();
+            let spare = out.spare_capacity_mut();
+            // SAFETY: zlib writes only initialised bytes into the spare capacity and reports how
+            // many; `set_len` below covers exactly those.
+            let buf = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len()) };
+            let status = self
+                .z
+                .decompress(&input[consumed..], buf, FlushDecompress::Sync)
+                .map_err(|e| Error::new(Status::ErrInflate, format!("invalid deflate data: {e}")))?;
+            let read = (self.z.total_in() - before_in) as usize;
+            let written = (self.z.total_out() - before_out) as usize;
+            unsafe { out.set_len(out.len() + written) };
+            consumed += read;
+            if out.len() - start_len > self.cap {
+                return Err(Error::new(
+                    Status::ErrMessageTooLarge,
+                    format!("decompressed message exceeds {} bytes", self.cap),
+                ));
+            }
+            let output_full = written == buf.len();
+            match status {
+                ZStatus::StreamEnd if consumed < input.len() => {
+                    return Err(Error::new(
+                        Status::ErrInflate,
+                        "data after the end of the deflate stream",
+                    ))
+                }
+                ZStatus::StreamEnd => return Ok(()),
+                _ => {}
+            }
+            if consumed == input.len() && !output_full {
+                return Ok(());
+            }
+            if read == 0 && written == 0 && !output_full {
+                return Err(Error::new(Status::ErrInflate, "deflate stream made no progress"));
+            }
+        }
+    }
+}
+
+/// Splits decompressed (or text) bytes into newline-terminated lines, carrying a partial last
+/// line over to the next message (the TS client parses across messages; so do we).
+pub struct LineSplitter {
+    partial: BytesMut,
+    cap: usize,
+}
+
+impl LineSplitter {
+    /// A splitter whose carried partial line may not exceed `cap`.
+    pub fn new(cap: usize) -> LineSplitter {
+        LineSplitter {
+            partial: BytesMut::new(),
+            cap,
+        }
+    }
+
+    /// Feeds one decoded message; calls `f` with each complete line (without the `\n`).
+    pub fn feed(
+        &mut self,
+        data: Bytes,
+        mut f: impl FnMut(Bytes) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut rest = data;
+        if !self.partial.is_empty() {
+            match memchr::memchr(b'\n', &rest) {
+                None => {
+                    self.partial.extend_from_slice(&rest);
+                    return self.check_partial();
+                }
+                Some(i) => {
+                    self.partial.extend_from_slice(&rest[..i]);
+                    let line = std::mem::take(&mut self.partial).freeze();
+                    rest = rest.slice(i + 1..);
+                    f(line)?;
+                }
+            }
+        }
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', &rest) {
+            if i > start {
+                f(rest.slice(start..i))?;
+            }
+            start = i + 1;
+        }
+        if start < rest.len() {
+            self.partial.extend_from_slice(&rest[start..]);
+            self.check_partial()?;
+        }
+        Ok(())
+    }
+
+    fn check_partial(&self) -> Result<(), Error> {
+        if self.partial.len() > self.cap {
+            return Err(Error::new(
+                Status::ErrMessageTooLarge,
+                format!("unterminated server message exceeds {} bytes", self.cap),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of an unfinished line waiting for the next message.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    command: Cow<'a, str>,
+    request_id: i64,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// A parsed server message: the command, its id and where `data` sits in the line.
+#[derive(Debug)]
+pub struct Envelope {
+    /// `response`, `error`, `pong` or an event name.
+    pub command: Cow<'static, str>,
+    /// The id: request id for replies, negative or 0 for events.
+    pub request_id: i64,
+    /// The raw `data` JSON, a zero-copy slice of the line (`null` when absent).
+    pub data: Bytes,
+}
+
+/// Which kind of server message an envelope is (spec §3.2).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `response`.
+    Response,
+    /// `error`.
+    Error,
+    /// `pong`.
+    Pong,
+    /// Anything else is an event.
+    Event,
+}
+
+impl Envelope {
+    /// Classifies the message.
+    pub fn kind(&self) -> Kind {
+        match &*self.command {
+            "response\0" => Kind::Response,
+            "error\0" => Kind::Error,
+            "pong\0" => Kind::Pong,
+            _ => Kind::Event,
+        }
+    }
+}
+
+static NULL: &[u8] = b"null";
+
+/// Parses one line; `data` borrows from `line` without re-serialising.
+pub fn parse_envelope(line: &Bytes) -> Result<Envelope, Error> {
+    let env: RawEnvelope<'_> = serde_json::from_slice(line).map_err(|e| {
+        let status = if e.is_data() { Status::ErrProtocol } else { Status::ErrJson };
+        Error::new(status, format!("bad server message: {e}"))
+    })?;
+    let data = match env.data {
+        Some(raw) => {
+            let s = raw.get().as_bytes();
+            let off = s.as_ptr() as usize - line.as_ptr() as usize;
+            line.slice(Range {
+                start: off,
+                end: off + s.len(),
+            })
+        }
+        None => Bytes::from_static(NULL),
+    };
+    let command = match &*env.command {
+        "response" => Cow::Borrowed("response\0"),
+        "error" => Cow::Borrowed("error\0"),
+        "pong" => Cow::Borrowed("pong\0"),
+        other => crate::event::command_name(other),
+    };
+    Ok(Envelope {
+        command,
+        request_id: env.request_id,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compress, Compression, FlushCompress};
+
+    fn deflate_messages(msgs: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut c = Compress::new(Compression::default(), false);
+        msgs.iter()
+            .map(|m| {
+                let mut out = Vec::with_capacity(m.len() + 64);
+                let mut consumed = 0;
+                loop {
+                    out.reserve(1024);
+                    let before = c.total_in();
+                    c.compress_vec(&m[consumed..], &mut out, FlushCompress::Sync).unwrap();
+                    consumed += (c.total_in() - before) as usize;
+                    if consumed == m.len() && out.len() < out.capacity() {
+                        break;
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Spec §5: one inflater across messages; each message decodes completely on its own.
+    #[test]
+    fn spec5_stream_across_messages() {
+        let a = br#"{"command":"typing","request_id":0,"data":{"room_id":"!a"}}
+"#;
+        let b = br#"{"command":"sync_complete","request_id":-1,"data":{"rooms":{}}}
+{"command":"sync_complete","request_id":-2,"data":{}}
+"#;
+        let frames = deflate_messages(&[a, b, a]);
+        let mut inf = Inflater::new(1 << 20);
+        let mut split = LineSplitter::new(1 << 20);
+        let mut ids = Vec::new();
+        for f in frames {
+            let mut out = BytesMut::new();
+            inf.inflate(&f, &mut out).unwrap();
+            split
+                .feed(out.freeze(), |line| {
+                    let env = parse_envelope(&line)?;
+                    ids.push((env.command.to_string(), env.request_id, env.data.clone()));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(ids.len(), 4);
+        assert_eq!(ids[1].1, -1);
+        assert_eq!(&ids[1].2[..], br#"{"rooms":{}}"#);
+        assert_eq!(ids[0].0, "typing\0");
+        assert_eq!(split.pending(), 0);
+    }
+
+    /// §10 / DESIGN "Errors": a decompression bomb stops at the cap.
+    #[test]
+    fn spec5_bomb_hits_cap() {
+        let big = vec![b'a'; 4 << 20];
+        let frames = deflate_messages(&[&big]);
+        assert!(frames[0].len() < 64 * 1024);
+        let mut inf = Inflater::new(1 << 20);
+        let err = inf.inflate(&frames[0], &mut BytesMut::new()).unwrap_err();
+        assert_eq!(err.status(), Status::ErrMessageTooLarge);
+        let mut inf = Inflater::new(8 << 20);
+        let mut out = BytesMut::new();
+        inf.inflate(&frames[0], &mut out).unwrap();
+        assert_eq!(out.len(), big.len());
+    }
+
+    #[test]
+    fn spec5_invalid_deflate_is_an_error() {
+        let mut inf = Inflater::new(1 << 20);
+        let err = inf.inflate(&[0xff, 0xff, 0xff, 0xff, 0x00], &mut BytesMut::new()).unwrap_err();
+        assert_eq!(err.status(), Status::ErrInflate);
+    }
+
+    /// Differential: every chunking of the stream yields the same lines as one-shot decoding.
+    #[test]
+    fn spec5_chunking_is_transparent() {
+        let body: Vec<u8> = (0..300)
+            .flat_map(|i| format!("{{\"command\":\"e\",\"request_id\":-{},\"data\":{{\"n\":{i}}}}}\n", i + 1).into_bytes())
+            .collect();
+        let mut split = LineSplitter::new(1 << 20);
+        let mut count = 0;
+        for chunk in body.chunks(37) {
+            split
+                .feed(Bytes::copy_from_slice(chunk), |l| {
+                    let e = parse_envelope(&l)?;
+                    assert_eq!(e.request_id, -(count + 1));
+                    count += 1;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(count, 300);
+    }
+
+    /// §3.2: the envelope fields are typed; a mistyped or missing field is a protocol error.
+    #[test]
+    fn spec3_bad_envelopes() {
+        let cases: &[(&[u8], Status)] = &[
+            (b"{", Status::ErrJson),
+            (b"not json", Status::ErrJson),
+            (br#"{"request_id":1,"data":null}"#, Status::ErrProtocol),
+            (br#"{"command":"x","request_id":"5","data":null}"#, Status::ErrProtocol),
+            (br#"{"command":5,"request_id":1}"#, Status::ErrProtocol),
+            (b"{\"command\":\"\xff\",\"request_id\":1}", Status::ErrJson),
+        ];
+        for (line, st) in cases {
+            let e = parse_envelope(&Bytes::copy_from_slice(line)).unwrap_err();
+            assert_eq!(e.status(), *st, "{}", String::from_utf8_lossy(line));
+        }
+        let ok = parse_envelope(&Bytes::from_static(br#"{"command":"pong","request_id":7}"#)).unwrap();
+        assert_eq!(ok.kind(), Kind::Pong);
+        assert_eq!(&ok.data[..], b"null");
+    }
+
+    #[test]
+    fn oversize_partial_line_is_rejected() {
+        let mut split = LineSplitter::new(1024);
+        let err = split.feed(Bytes::from(vec![b'x'; 2000]), |_| Ok(())).unwrap_err();
+        assert_eq!(err.status(), Status::ErrMessageTooLarge);
+    }
+}

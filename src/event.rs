@@ -1,0 +1,173 @@
+//! Events delivered to the application, in order, through the bounded queue.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::status::Status;
+
+/// What an [`Event`] reports. Discriminants are the C ABI's `TETHER_EVENT_*` values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A connection attempt starts.
+    Connecting = 1,
+    /// The websocket is open (and, for rwws, authenticated).
+    Connected = 2,
+    /// The connection ended; see status, close code, reason and whether a retry follows.
+    Disconnected = 3,
+    /// A server event (gomuks: every non-reply message, `run_id` and friends included).
+    Message = 4,
+    /// The reply to a request (success or failure, see status).
+    Response = 5,
+    /// A keepalive reply, with the round-trip time.
+    Pong = 6,
+    /// rwws: a packet the library does not consume.
+    Packet = 7,
+    /// The client is closed; always the last event.
+    Closed = 8,
+}
+
+/// One event. Cheap to move: payloads are reference-counted slices of the received message.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub(crate) kind: EventKind,
+    pub(crate) request_id: i64,
+    pub(crate) status: Status,
+    /// Always NUL-terminated so the C ABI can lend it without copying.
+    pub(crate) command: Cow<'static, str>,
+    pub(crate) data: Bytes,
+    pub(crate) close_code: u16,
+    pub(crate) resume_attempted: bool,
+    pub(crate) retry_in: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
+    pub(crate) acked_id: i64,
+    pub(crate) server_time_ms: i64,
+    pub(crate) attempt: u32,
+}
+
+const EMPTY_COMMAND: &str = "\0";
+
+impl Event {
+    pub(crate) fn new(kind: EventKind) -> Event {
+        Event {
+            kind,
+            request_id: 0,
+            status: Status::Ok,
+            command: Cow::Borrowed(EMPTY_COMMAND),
+            data: Bytes::new(),
+            close_code: 0,
+            resume_attempted: false,
+            retry_in: None,
+            rtt: None,
+            acked_id: 0,
+            server_time_ms: 0,
+            attempt: 0,
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// Request id for RESPONSE and PONG; the server's event id (negative, or 0) for MESSAGE.
+    pub fn request_id(&self) -> i64 {
+        self.request_id
+    }
+    /// RESPONSE: the outcome; DISCONNECTED: the reason; otherwise `Ok`.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// gomuks command name of a MESSAGE (`sync_complete`, `run_id`, ...), `""` otherwise.
+    pub fn command(&self) -> &str {
+        &self.command[..self.command.len() - 1]
+    }
+    /// The command name with its terminating NUL (for the C ABI).
+    pub fn command_with_nul(&self) -> &str {
+        &self.command
+    }
+    /// MESSAGE/RESPONSE: the raw JSON of the envelope's `data`, exactly as received;
+    /// PACKET: the packet bytes; DISCONNECTED: the close reason or error text.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+    /// The data as a shared buffer (no copy).
+    pub fn data_bytes(&self) -> &Bytes {
+        &self.data
+    }
+    /// DISCONNECTED: the websocket close code (0 when the connection ended without a close
+    /// frame), or the HTTP status when the upgrade was refused.
+    pub fn close_code(&self) -> u16 {
+        self.close_code
+    }
+    /// CONNECTED/CONNECTING: whether this connection asked the server to resume.
+    pub fn resume_attempted(&self) -> bool {
+        self.resume_attempted
+    }
+    /// DISCONNECTED: when the next attempt starts; `None` means no retry (CLOSED follows).
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_in
+    }
+    /// PONG: the round-trip time of the ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+    /// PONG (gomuks): the event id this ping acknowledged (0 if it carried no ack).
+    pub fn acked_id(&self) -> i64 {
+        self.acked_id
+    }
+    /// PONG (rwws): the server's unix time in milliseconds (0 if not plausible).
+    pub fn server_time_ms(&self) -> i64 {
+        self.server_time_ms
+    }
+    /// CONNECTING/CONNECTED/DISCONNECTED: the connection attempt number (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// Whether the data is a JSON `null` (or empty).
+    pub fn data_is_null(&self) -> bool {
+        self.data.is_empty() || &self.data[..] == b"null"
+    }
+}
+
+/// Interns the command names of the gomuks spec (§4.2) so most events allocate nothing.
+pub(crate) fn command_name(name: &str) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        "sync_complete\0",
+        "events_decrypted\0",
+        "typing\0",
+        "send_complete\0",
+        "run_id\0",
+        "client_state\0",
+        "sync_status\0",
+        "image_auth_token\0",
+        "init_complete\0",
+    ];
+    for k in KNOWN {
+        if &k[..k.len() - 1] == name {
+            return Cow::Borrowed(k);
+        }
+    }
+    let mut s = String::with_capacity(name.len() + 1);
+    // An interior NUL would truncate the name for C callers; the server never sends one.
+    s.extend(name.chars().filter(|&c| c != '\0'));
+    s.push('\0');
+    Cow::Owned(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_names_keep_nul_internally() {
+        assert!(matches!(command_name("typing"), Cow::Borrowed(_)));
+        let c = command_name("x\0y");
+        assert_eq!(&*c, "xy\0");
+        let mut ev = Event::new(EventKind::Message);
+        ev.command = command_name("custom");
+        assert_eq!(ev.command(), "custom");
+        assert_eq!(Event::new(EventKind::Pong).command(), "");
+    }
+}

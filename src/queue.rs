@@ -1,0 +1,298 @@
+//! Bounded event queue shared by poll, callback and async delivery.
+//!
+//! The producer (the session task) checks [`EventQueue::has_space`] before it reads the next
+//! websocket message, so when the app falls behind the socket is simply not read: TCP
+//! backpressure reaches the server and nothing is dropped. One message may carry a batch, so
+//! the queue can exceed its capacity by at most one message's events.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::event::{Event, EventKind};
+
+/// What a blocking pop returns.
+#[derive(Debug)]
+pub enum Pop {
+    /// An event.
+    Event(Event),
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// The final CLOSED event has already been taken.
+    Finished,
+}
+
+/// Hook called with `true` when the queue becomes non-empty and `false` when it drains, so a
+/// host-visible readiness signal (eventfd, pipe) can follow the queue.
+pub type ReadinessHook = Box<dyn Fn(bool) + Send + Sync>;
+
+struct Inner {
+    events: VecDeque<Event>,
+    /// CLOSED has been pushed; nothing more will be.
+    closed_pushed: bool,
+    /// CLOSED has been taken by the consumer.
+    finished: bool,
+    /// The consumer is gone; pushes are discarded so the producer never waits forever.
+    abandoned: bool,
+}
+
+/// The queue. Single producer, single consumer at a time.
+pub struct EventQueue {
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    readable: Notify,
+    space: Notify,
+    capacity: usize,
+    hook: Mutex<Option<ReadinessHook>>,
+}
+
+impl EventQueue {
+    /// A queue that holds `capacity` events before the producer pauses.
+    pub fn new(capacity: usize) -> EventQueue {
+        EventQueue {
+            inner: Mutex::new(Inner {
+                events: VecDeque::with_capacity(capacity.min(1024)),
+                closed_pushed: false,
+                finished: false,
+                abandoned: false,
+            }),
+            cond: Condvar::new(),
+            readable: Notify::new(),
+            space: Notify::new(),
+            capacity,
+            hook: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not make the queue unusable: the data is a plain deque.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the readiness hook and reports the current state through it.
+    pub fn set_readiness_hook(&self, hook: ReadinessHook) {
+        let ready = !self.lock().events.is_empty();
+        hook(ready);
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    fn signal(&self, ready: bool) {
+        if let Some(h) = &*self.hook.lock().unwrap_or_else(|e| e.into_inner()) {
+            h(ready);
+        }
+    }
+
+    /// Whether the producer may read another message.
+    pub fn has_space(&self) -> bool {
+        let g = self.lock();
+        g.abandoned || g.events.len() < self.capacity
+    }
+
+    /// Waits until [`EventQueue::has_space`] is true.
+    pub async fn wait_space(&self) {
+        loop {
+            let notified = self.space.notified();
+            if self.has_space() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Appends an event; never blocks. Nothing is accepted after CLOSED.
+    pub fn push(&self, ev: Event) {
+        let was_empty;
+        {
+            let mut g = self.lock();
+            if g.abandoned || g.closed_pushed {
+                return;
+            }
+            if ev.kind == EventKind::Closed {
+                g.closed_pushed = true;
+            }
+            was_empty = g.events.is_empty();
+            g.events.push_back(ev);
+        }
+        if was_empty {
+            self.signal(true);
+        }
+        self.cond.notify_one();
+        self.readable.notify_one();
+    }
+
+    fn take(&self, g: &mut MutexGuard<'_, Inner>) -> Option<Event> {
+        let ev = g.events.pop_front()?;
+        if ev.kind == EventKind::Closed {
+            g.finished = true;
+        }
+        if g.events.len() + 1 == self.capacity || g.events.len() < self.capacity {
+            self.space.notify_one();
+        }
+        Some(ev)
+    }
+
+    fn after_take(&self, now_empty: bool) {
+        if now_empty {
+            self.signal(false);
+        }
+    }
+
+    /// Takes the next event, waiting up to `timeout` (`None` waits until one arrives).
+    pub fn pop_blocking(&self, timeout: Option<Duration>) -> Pop {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.lock();
+        loop {
+            if let Some(ev) = self.take(&mut g) {
+                let empty = g.events.is_empty();
+                drop(g);
+                self.after_take(empty);
+                return Pop::Event(ev);
+            }
+            if g.finished {
+                return Pop::Finished;
+            }
+            match deadline {
+                None => g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Pop::Timeout;
+                    }
+                    g = self
+                        .cond
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Takes up to `max` events without waiting (the batch path).
+    pub fn drain_into(&self, out: &mut Vec<Event>, max: usize) -> usize {
+        let mut g = self.lock();
+        let mut n = 0;
+        while n < max {
+            match self.take(&mut g) {
+                Some(ev) => {
+                    out.push(ev);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        let empty = g.events.is_empty();
+        drop(g);
+        if n > 0 {
+            self.after_take(empty);
+        }
+        n
+    }
+
+    /// Takes the next event asynchronously; `None` once CLOSED has been taken.
+    pub async fn pop(&self) -> Option<Event> {
+        loop {
+            let notified = self.readable.notified();
+            {
+                let mut g = self.lock();
+                if let Some(ev) = self.take(&mut g) {
+                    let empty = g.events.is_empty();
+                    drop(g);
+                    self.after_take(empty);
+                    return Some(ev);
+                }
+                if g.finished {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether CLOSED has been taken.
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// Number of queued events.
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The consumer is gone: drop what is queued and never make the producer wait again.
+    pub fn abandon(&self) {
+        let drained: Vec<Event> = {
+            let mut g = self.lock();
+            g.abandoned = true;
+            g.events.drain(..).collect()
+        };
+        drop(drained);
+        self.space.notify_one();
+        self.signal(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: i64) -> Event {
+        let mut e = Event::new(EventKind::Message);
+        e.request_id = id;
+        e
+    }
+
+    #[test]
+    fn fifo_timeout_and_finish() {
+        let q = EventQueue::new(2);
+        assert!(matches!(q.pop_blocking(Some(Duration::from_millis(5))), Pop::Timeout));
+        q.push(ev(1));
+        q.push(ev(2));
+        assert!(!q.has_space());
+        match q.pop_blocking(Some(Duration::ZERO)) {
+            Pop::Event(e) => assert_eq!(e.request_id, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(q.has_space());
+        q.push(Event::new(EventKind::Closed));
+        q.push(ev(3)); // after CLOSED: ignored
+        let mut v = Vec::new();
+        assert_eq!(q.drain_into(&mut v, 10), 2);
+        assert_eq!(v[1].kind, EventKind::Closed);
+        assert!(matches!(q.pop_blocking(None), Pop::Finished));
+    }
+
+    #[test]
+    fn readiness_hook_follows_queue() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let q = EventQueue::new(4);
+        let flag = Arc::new(AtomicBool::new(true));
+        let f = flag.clone();
+        q.set_readiness_hook(Box::new(move |r| f.store(r, Ordering::SeqCst)));
+        assert!(!flag.load(Ordering::SeqCst));
+        q.push(ev(1));
+        assert!(flag.load(Ordering::SeqCst));
+        let _ = q.pop_blocking(Some(Duration::ZERO));
+        assert!(!flag.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn wait_space_wakes_after_pop() {
+        let q = std::sync::Arc::new(EventQueue::new(1));
+        q.push(ev(1));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait_space().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        assert!(q.pop().await.is_some());
+        tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,574 @@
+//! The connection supervisor shared by both dialects: connect, keepalive, receive timeout,
+//! request bookkeeping, backoff and reconnect, close.
+
+pub mod backoff;
+pub mod transport;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::config::Config;
+use crate::dialect::{Dialect, Incoming, Policy};
+use crate::event::{Event, EventKind};
+use crate::queue::EventQueue;
+use crate::status::{Error, Status};
+use backoff::Backoff;
+use transport::Ws;
+
+/// Where a request's reply goes.
+pub enum ReplyTo {
+    /// As a RESPONSE event in the queue.
+    Event,
+    /// To an awaiting caller of the Rust API.
+    Oneshot(oneshot::Sender<Result<Bytes, Error>>),
+}
+
+/// Commands from the client handle to its session task.
+pub enum Command {
+    /// Send a request (queued until connected).
+    Request {
+        /// Request id.
+        id: i64,
+        /// Command name.
+        command: String,
+        /// Validated JSON payload.
+        data: Vec<u8>,
+        /// Per-request timeout.
+        timeout: Duration,
+        /// Reply destination.
+        reply: ReplyTo,
+    },
+    /// Cancel an in-flight request.
+    Cancel(i64),
+    /// Close for good.
+    Close,
+}
+
+enum Pending {
+    Request {
+        message: Option<Message>,
+        reply: ReplyTo,
+        deadline: Instant,
+    },
+    Ping {
+        sent_at: Instant,
+        acked: i64,
+    },
+    Internal,
+}
+
+struct Core<D: Dialect> {
+    cfg: Arc<Config>,
+    queue: Arc<EventQueue>,
+    ids: Arc<crate::client::IdGen>,
+    dialect: D,
+    pending: BTreeMap<i64, Pending>,
+    /// Requests waiting for a connection, in submission order.
+    unsent: VecDeque<i64>,
+    timers: BTreeSet<(Instant, i64)>,
+    closing: bool,
+}
+
+/// How a connection ended.
+struct Ended {
+    status: Status,
+    code: u16,
+    reason: String,
+    /// The user asked to close.
+    by_user: bool,
+}
+
+impl Ended {
+    fn new(status: Status, code: u16, reason: impl Into<String>) -> Ended {
+        Ended {
+            status,
+            code,
+            reason: reason.into(),
+            by_user: false,
+        }
+    }
+}
+
+/// Runs a client's session until it closes for good.
+pub async fn run<D: Dialect>(
+    cfg: Arc<Config>,
+    queue: Arc<EventQueue>,
+    ids: Arc<crate::client::IdGen>,
+    dialect: D,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut core = Core {
+        cfg: cfg.clone(),
+        queue,
+        ids,
+        dialect,
+        pending: BTreeMap::new(),
+        unsent: VecDeque::new(),
+        timers: BTreeSet::new(),
+        closing: false,
+    };
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut attempt: u32 = 0;
+    let mut reauthed = false;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let mut ev = Event::new(EventKind::Connecting);
+        ev.attempt = attempt;
+        core.queue.push(ev);
+
+        // A close during connect aborts it; other commands wait until the attempt settles.
+        let mut buffered = Vec::new();
+        let result = {
+            let fut = core.connect(&mut reauthed);
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    r = &mut fut => break Some(r),
+                    c = commands.recv() => match c {
+                        Some(Command::Close) | None => break None,
+                        Some(c) => buffered.push(c),
+                    },
+                }
+            }
+        };
+        for c in buffered {
+            core.command_offline(c);
+        }
+        let (ended, healthy) = match result {
+            None => {
+                core.closing = true;
+                (None, false)
+            }
+            Some(Err(e)) => (
+                Some(Ended::new(e.error.status(), e.http_status.unwrap_or(0), e.error.message())),
+                false,
+            ),
+            Some(Ok((ws, resume_attempted))) => {
+                reauthed = false;
+                let mut ev = Event::new(EventKind::Connected);
+                ev.attempt = attempt;
+                ev.resume_attempted = resume_attempted;
+                core.queue.push(ev);
+                let (ended, healthy) = core.serve(ws, &mut commands).await;
+                (Some(ended), healthy)
+            }
+        };
+        core.fail_sent(Status::ErrDisconnected, "connection lost before the reply");
+        if healthy {
+            backoff.reset();
+        }
+        let Some(ended) = ended else {
+            core.finish();
+            return;
+        };
+        let policy = if ended.by_user || core.closing {
+            Policy::Stop
+        } else {
+            core.dialect.policy(ended.status, ended.code)
+        };
+        let delay = match policy {
+            Policy::Stop => None,
+            Policy::Immediately => Some(Duration::ZERO),
+            Policy::Backoff => Some(backoff.next_delay()),
+        };
+        let mut ev = Event::new(EventKind::Disconnected);
+        ev.status = ended.status;
+        ev.close_code = ended.code;
+        ev.data = Bytes::from(ended.reason.into_bytes());
+        ev.retry_in = delay;
+        ev.attempt = attempt;
+        core.queue.push(ev);
+        let Some(delay) = delay else {
+            core.finish();
+            return;
+        };
+        if !core.idle(delay, &mut commands).await {
+            core.finish();
+            return;
+        }
+    }
+}
+
+impl<D: Dialect> Core<D> {
+    async fn connect(&mut self, reauthed: &mut bool) -> Result<(Ws, bool), transport::ConnectError> {
+        let tls = transport::tls_config(&self.cfg).map_err(|e| transport::ConnectError { error: e, http_status: None })?;
+        let fut = async {
+            loop {
+                let up = self.dialect.prepare().await?;
+                match transport::connect(&self.cfg, &tls, &up.url, &up.headers).await {
+                    Ok(mut ws) => {
+                        self.dialect.on_connected();
+                        self.dialect
+                            .handshake(&mut ws)
+                            .await
+                            .map_err(|e| transport::ConnectError { error: e, http_status: None })?;
+                        return Ok((ws, up.resume_attempted));
+                    }
+                    Err(e) if e.http_status == Some(401) && !*reauthed => {
+                        *reauthed = true;
+                        if !self.dialect.reauthenticate().await? {
+                            return Err(e);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match timeout(self.cfg.connect_timeout * 2, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(transport::ConnectError {
+                error: Error::new(Status::ErrConnect, "connect timed out"),
+                http_status: None,
+            }),
+        }
+    }
+
+    /// Serves one open connection; returns how it ended and whether it proved healthy.
+    async fn serve(&mut self, ws: Ws, commands: &mut mpsc::UnboundedReceiver<Command>) -> (Ended, bool) {
+        let (mut sink, mut stream) = ws.split();
+        let write_timeout = self.cfg.receive_timeout;
+        let mut healthy = false;
+        let mut last_recv = Instant::now();
+        let mut next_ping = Instant::now() + self.cfg.ping_interval;
+
+        // Requests submitted while disconnected go out first, in order.
+        while let Some(id) = self.unsent.pop_front() {
+            if let Some(Pending::Request { message, .. }) = self.pending.get_mut(&id) {
+                if let Some(m) = message.take() {
+                    if let Err(e) = send(&mut sink, m, write_timeout).await {
+                        return (e, healthy);
+                    }
+                }
+            }
+        }
+
+        let ended = loop {
+            let can_read = self.queue.has_space();
+            let next_timer = self.timers.first().map(|(t, _)| *t);
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else {
+                        break self.close_gracefully(&mut sink, &mut stream).await;
+                    };
+                    match self.command(cmd) {
+                        Ok(Some(m)) => if let Err(e) = send(&mut sink, m, write_timeout).await { break e },
+                        Ok(None) => {}
+                        Err(()) => break self.close_gracefully(&mut sink, &mut stream).await,
+                    }
+                }
+                msg = stream.next(), if can_read => {
+                    last_recv = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            // Let tungstenite write the close reply, bounded.
+                            let _ = timeout(Duration::from_secs(1), sink.close()).await;
+                            break Ended::new(Status::ErrRemoteClosed, code, reason);
+                        }
+                        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                            healthy = true;
+                            if let Err(e) = self.incoming(m) {
+                                let close = CloseFrame { code: CloseCode::Unsupported, reason: "Invalid data".into() };
+                                let _ = timeout(Duration::from_secs(1), sink.send(Message::Close(Some(close)))).await;
+                                break Ended::new(e.status(), 0, e.message());
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break ws_error(e),
+                        None => break Ended::new(Status::ErrConnect, 0, "connection closed without a close frame"),
+                    }
+                }
+                () = self.queue.wait_space(), if !can_read => {
+                    // Our own stall is not the server's silence.
+                    last_recv = Instant::now();
+                }
+                () = sleep_until(next_ping) => {
+                    next_ping = Instant::now() + self.cfg.ping_interval;
+                    let id = self.ids.next();
+                    let (m, acked) = self.dialect.ping(id);
+                    self.pending.insert(id, Pending::Ping { sent_at: Instant::now(), acked });
+                    if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
+                }
+                () = sleep_until(last_recv + self.cfg.receive_timeout), if can_read => {
+                    let close = CloseFrame { code: CloseCode::from(4002), reason: "Ping timeout".into() };
+                    let _ = timeout(Duration::from_secs(1), sink.send(Message::Close(Some(close)))).await;
+                    break Ended::new(Status::ErrReceiveTimeout, 0, "nothing received within the receive timeout");
+                }
+                () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                    let mut failed = None;
+                    for m in self.expire() {
+                        if let Err(e) = send(&mut sink, m, write_timeout).await {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed { break e }
+                }
+            }
+        };
+        // Pings die with their connection.
+        self.pending.retain(|_, p| !matches!(p, Pending::Ping { .. }));
+        (ended, healthy)
+    }
+
+    async fn close_gracefully(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+        stream: &mut futures_util::stream::SplitStream<Ws>,
+    ) -> Ended {
+        self.closing = true;
+        let (code, reason) = self.dialect.final_close();
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let _ = timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+        // Wait (bounded) for the server's close reply so the close handshake completes.
+        let _ = timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ended {
+            status: Status::Ok,
+            code,
+            reason: reason.to_owned(),
+            by_user: true,
+        }
+    }
+
+    /// Handles a command; `Err(())` means close.
+    fn command(&mut self, cmd: Command) -> Result<Option<Message>, ()> {
+        match cmd {
+            Command::Request { id, command, data, timeout, reply } => {
+                let message = self.dialect.request(id, &command, &data);
+                let deadline = Instant::now() + timeout;
+                self.timers.insert((deadline, id));
+                self.pending.insert(id, Pending::Request { message: None, reply, deadline });
+                Ok(Some(message))
+            }
+            Command::Cancel(id) => Ok(self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller")),
+            Command::Close => Err(()),
+        }
+    }
+
+    /// Handles a command while disconnected; returns false on close.
+    fn command_offline(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Request { id, command, data, timeout, reply } => {
+                let message = self.dialect.request(id, &command, &data);
+                let deadline = Instant::now() + timeout;
+                self.timers.insert((deadline, id));
+                self.pending.insert(id, Pending::Request { message: Some(message), reply, deadline });
+                self.unsent.push_back(id);
+                true
+            }
+            Command::Cancel(id) => {
+                let _ = self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller");
+                true
+            }
+            Command::Close => false,
+        }
+    }
+
+    /// Fails request `id` locally; returns the cancel message to send if it was on the wire.
+    fn resolve_local(&mut self, id: i64, status: Status, why: &str) -> Option<Message> {
+        if !matches!(self.pending.get(&id), Some(Pending::Request { .. })) {
+            return None;
+        }
+        let Some(Pending::Request { message, reply, deadline }) = self.pending.remove(&id) else {
+            return None;
+        };
+        self.timers.remove(&(deadline, id));
+        let was_sent = message.is_none();
+        if !was_sent {
+            self.unsent.retain(|&u| u != id);
+        }
+        self.reply(id, reply, Err(Error::new(status, why)));
+        if was_sent {
+            let cid = self.ids.next();
+            self.pending.insert(cid, Pending::Internal);
+            return self.dialect.cancel(cid, id, why);
+        }
+        None
+    }
+
+    /// Fails requests whose deadline passed; returns cancel messages for those on the wire.
+    fn expire(&mut self) -> Vec<Message> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            // A timer whose request is gone must not spin the loop.
+            self.timers.remove(&(t, id));
+            out.extend(self.resolve_local(id, Status::ErrRequestTimeout, "request timed out"));
+        }
+        out
+    }
+
+    fn reply(&mut self, id: i64, to: ReplyTo, result: Result<Bytes, Error>) {
+        match to {
+            ReplyTo::Oneshot(tx) => {
+                let _ = tx.send(result);
+            }
+            ReplyTo::Event => {
+                let mut ev = Event::new(EventKind::Response);
+                ev.request_id = id;
+                match result {
+                    Ok(data) => ev.data = data,
+                    Err(e) => {
+                        ev.status = e.status();
+                        ev.data = Bytes::from(serde_json::to_string(e.message()).unwrap_or_default());
+                    }
+                }
+                self.queue.push(ev);
+            }
+        }
+    }
+
+    fn incoming(&mut self, m: Message) -> Result<(), Error> {
+        let mut items = Vec::new();
+        self.dialect.decode(m, &mut |i| items.push(i))?;
+        for item in items {
+            match item {
+                Incoming::Reply { id, ok, data } => match self.pending.remove(&id) {
+                    Some(Pending::Request { reply, deadline, .. }) => {
+                        self.timers.remove(&(deadline, id));
+                        let r = if ok {
+                            Ok(data)
+                        } else {
+                            // `error` data is a JSON string (spec §3.4); anything else is kept raw.
+                            let text = serde_json::from_slice::<String>(&data)
+                                .unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned());
+                            Err(Error::new(Status::ErrRemote, text))
+                        };
+                        self.reply(id, reply, r);
+                    }
+                    Some(Pending::Internal) | None => {
+                        tracing::debug!(id, "reply to an unknown or finished request ignored");
+                    }
+                    Some(p @ Pending::Ping { .. }) => {
+                        self.pending.insert(id, p);
+                    }
+                },
+                Incoming::Pong { id, server_time_ms } => {
+                    let mut ev = Event::new(EventKind::Pong);
+                    ev.request_id = id;
+                    ev.server_time_ms = server_time_ms;
+                    if let Some(Pending::Ping { sent_at, acked }) = self.pending.remove(&id) {
+                        ev.rtt = Some(sent_at.elapsed());
+                        ev.acked_id = acked;
+                        self.dialect.ping_answered(acked);
+                    }
+                    self.queue.push(ev);
+                }
+                Incoming::Event { command, id, data } => {
+                    let mut ev = Event::new(EventKind::Message);
+                    ev.command = command;
+                    ev.request_id = id;
+                    ev.data = data;
+                    self.queue.push(ev);
+                }
+                Incoming::Packet(data) => {
+                    let mut ev = Event::new(EventKind::Packet);
+                    ev.data = data;
+                    self.queue.push(ev);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails requests that were on the wire: their outcome is unknown after a drop.
+    fn fail_sent(&mut self, status: Status, why: &str) {
+        let sent: Vec<i64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Request { message: None, .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in sent {
+            if let Some(Pending::Request { reply, deadline, .. }) = self.pending.remove(&id) {
+                self.timers.remove(&(deadline, id));
+                self.reply(id, reply, Err(Error::new(status, why)));
+            }
+        }
+        self.pending.retain(|_, p| matches!(p, Pending::Request { .. }));
+    }
+
+    /// Waits out a backoff delay while still taking commands; false means close.
+    async fn idle(&mut self, delay: Duration, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            let next_timer = self.timers.first().map(|(t, _)| *t);
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(c) => if !self.command_offline(c) { self.closing = true; return false },
+                    None => { self.closing = true; return false }
+                },
+                () = sleep_until(next_timer.unwrap_or(until)), if next_timer.is_some_and(|t| t < until) => {
+                    let _ = self.expire();
+                }
+                () = sleep_until(until) => {
+                    // Commands that arrived meanwhile are taken before connecting.
+                    while let Ok(c) = commands.try_recv() {
+                        if !self.command_offline(c) { self.closing = true; return false }
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Fails everything left and emits CLOSED.
+    fn finish(&mut self) {
+        let ids: Vec<i64> = self.pending.keys().copied().collect();
+        for id in ids {
+            if let Some(Pending::Request { reply, .. }) = self.pending.remove(&id) {
+                self.reply(id, reply, Err(Error::new(Status::ErrClientClosed, "client closed before the reply")));
+            }
+        }
+        self.timers.clear();
+        self.unsent.clear();
+        self.queue.push(Event::new(EventKind::Closed));
+    }
+}
+
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    m: Message,
+    limit: Duration,
+) -> Result<(), Ended> {
+    match timeout(limit, sink.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ws_error(e)),
+        Err(_) => Err(Ended::new(Status::ErrConnect, 0, "write timed out")),
+    }
+}
+
+fn ws_error(e: WsError) -> Ended {
+    match e {
+        WsError::Capacity(c) => Ended::new(Status::ErrMessageTooLarge, 0, format!("server message too large: {c}")),
+        WsError::Utf8(_) => Ended::new(Status::ErrJson, 0, "text frame is not valid UTF-8"),
+        WsError::Protocol(p) => Ended::new(Status::ErrProtocol, 0, format!("websocket protocol error: {p}")),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            Ended::new(Status::ErrConnect, 0, "connection closed")
+        }
+        other => Ended::new(Status::ErrConnect, 0, format!("connection lost: {other}")),
+    }
+}

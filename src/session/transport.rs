@@ -1,0 +1,193 @@
+//! TCP (Nagle off) + optional rustls + websocket upgrade.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use once_cell::sync::OnceCell;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::WebSocketStream;
+use url::Url;
+
+use crate::config::Config;
+use crate::status::{Error, Status};
+
+/// Plain or TLS stream under the websocket.
+pub enum Stream {
+    /// ws://
+    Plain(TcpStream),
+    /// wss://
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// The websocket type every dialect reads and writes.
+pub type Ws = WebSocketStream<Stream>;
+
+/// Parses PEM CA certificates; an empty or unparsable bundle is a config error.
+pub fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(Error::new(Status::ErrConfig, "CA file holds no certificate")),
+        Err(e) => Err(Error::new(Status::ErrConfig, format!("invalid CA PEM: {e}"))),
+    }
+}
+
+/// The rustls config for a client: webpki roots plus the configured extra CAs. Shared by the
+/// websocket and the auth HTTP client so both verify the same way.
+pub fn tls_config(cfg: &Config) -> Result<Arc<ClientConfig>, Error> {
+    static DEFAULT: OnceCell<Arc<ClientConfig>> = OnceCell::new();
+    let build = |extra: Option<&[u8]>| -> Result<Arc<ClientConfig>, Error> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(pem) = extra {
+            for c in parse_ca_pem(pem)? {
+                roots
+                    .add(c)
+                    .map_err(|e| Error::new(Status::ErrConfig, format!("bad CA certificate: {e}")))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cc = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(cc))
+    };
+    match &cfg.extra_ca_pem {
+        None => DEFAULT.get_or_try_init(|| build(None)).cloned(),
+        Some(pem) => build(Some(pem)),
+    }
+}
+
+/// Opens the websocket at `url` with the given extra headers (cookie, Origin, ...).
+pub async fn connect(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+    headers: &[(String, String)],
+) -> Result<Ws, ConnectError> {
+    let host = url.host_str().ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host_for_dns, port))
+        .await
+        .map_err(|e| ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}")))?;
+    // Pings, acks and small requests must not wait for Nagle.
+    tcp.set_nodelay(true).ok();
+    let stream = if url.scheme() == "wss" {
+        let name = ServerName::try_from(host_for_dns.to_owned())
+            .map_err(|e| ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}")))?;
+        let tls_stream = TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ConnectError::other(Status::ErrTls, format!("TLS handshake with {host}: {e}")))?;
+        Stream::Tls(Box::new(tls_stream))
+    } else {
+        Stream::Plain(tcp)
+    };
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}")))?;
+    for (k, v) in headers.iter().chain(cfg.headers.iter()) {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header name"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
+        req.headers_mut().append(name, value);
+    }
+    let mut wsc = WebSocketConfig::default();
+    wsc.max_message_size = Some(cfg.max_message_bytes);
+    wsc.max_frame_size = Some(cfg.max_message_bytes);
+    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
+        .await
+        .map_err(ConnectError::from_ws)?;
+    Ok(ws)
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// Classified status.
+    pub error: Error,
+    /// HTTP status of a refused upgrade.
+    pub http_status: Option<u16>,
+}
+
+impl ConnectError {
+    fn other(status: Status, msg: impl Into<String>) -> ConnectError {
+        ConnectError {
+            error: Error::new(status, msg),
+            http_status: None,
+        }
+    }
+
+    fn from_ws(e: WsError) -> ConnectError {
+        match e {
+            WsError::Http(resp) => {
+                let code = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
+                    .unwrap_or_default();
+                let status = match code {
+                    401 => Status::ErrUnauthorized,
+                    403 => Status::ErrForbidden,
+                    _ => Status::ErrHttp,
+                };
+                ConnectError {
+                    error: Error::new(status, format!("HTTP {code} at upgrade: {}", body.trim())),
+                    http_status: Some(code),
+                }
+            }
+            WsError::Io(e) => ConnectError::other(Status::ErrConnect, format!("upgrade I/O: {e}")),
+            other => ConnectError::other(Status::ErrProtocol, format!("websocket upgrade: {other}")),
+        }
+    }
+}
