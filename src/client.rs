@@ -79,7 +79,8 @@ impl Client {
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         match self.cfg.protocol {
             Protocol::Gomuks => {
-                let dialect = crate::dialect::gomuks::Gomuks::new(self.cfg.clone(), self.resume.clone())?;
+                let dialect =
+                    crate::dialect::gomuks::Gomuks::new(self.cfg.clone(), self.resume.clone())?;
                 handle.spawn(crate::session::run(
                     self.cfg.clone(),
                     self.queue.clone(),
@@ -89,7 +90,10 @@ impl Client {
                 ));
             }
             Protocol::Rwws => {
-                return Err(Error::new(Status::ErrConfig, "the rwws dialect is not implemented yet"));
+                return Err(Error::new(
+                    Status::ErrConfig,
+                    "the rwws dialect is not implemented yet",
+                ));
             }
         }
         Ok(())
@@ -103,13 +107,23 @@ impl Client {
             return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
         }
         if !data.is_empty() {
-            serde_json::from_slice::<&serde_json::value::RawValue>(data)
-                .map_err(|e| Error::new(Status::ErrInvalidUtf8, format!("request data is not JSON: {e}")))?;
+            serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {
+                Error::new(
+                    Status::ErrInvalidUtf8,
+                    format!("request data is not JSON: {e}"),
+                )
+            })?;
         }
         Ok(())
     }
 
-    fn submit(&self, command: &str, data: &[u8], timeout: Option<Duration>, reply: ReplyTo) -> Result<i64, Error> {
+    fn submit(
+        &self,
+        command: &str,
+        data: &[u8],
+        timeout: Option<Duration>,
+        reply: ReplyTo,
+    ) -> Result<i64, Error> {
         self.validate_request(command, data)?;
         let id = self.ids.next();
         self.tx
@@ -131,7 +145,12 @@ impl Client {
     }
 
     /// [`Client::request`] with its own timeout.
-    pub fn request_with_timeout(&self, command: &str, data: &[u8], timeout: Duration) -> Result<i64, Error> {
+    pub fn request_with_timeout(
+        &self,
+        command: &str,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<i64, Error> {
         self.submit(command, data, Some(timeout), ReplyTo::Event)
     }
 
@@ -140,8 +159,12 @@ impl Client {
     pub async fn call(&self, command: &str, data: &[u8]) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
         self.submit(command, data, None, ReplyTo::Oneshot(tx))?;
-        rx.await
-            .unwrap_or_else(|_| Err(Error::new(Status::ErrClientClosed, "client closed before the reply")))
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                Status::ErrClientClosed,
+                "client closed before the reply",
+            ))
+        })
     }
 
     /// Cancels request `id`: its RESPONSE carries `ErrCancelled` and the server is told.
@@ -159,7 +182,12 @@ impl Client {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(Status::ErrState, "client is already closed"));
         }
-        let never_started = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
+        let never_started = self
+            .rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some();
         if never_started {
             self.queue.push(Event::new(crate::event::EventKind::Closed));
         } else {

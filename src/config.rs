@@ -284,7 +284,9 @@ impl ConfigBuilder {
             return Err(bad("URL has no host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("credentials in the URL are not supported; use the auth setters"));
+            return Err(bad(
+                "credentials in the URL are not supported; use the auth setters",
+            ));
         }
         let has_credentials = self.token.is_some() || self.basic_auth.is_some();
         if has_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
@@ -295,7 +297,10 @@ impl ConfigBuilder {
         if self.protocol == Protocol::Gomuks {
             if let Some(t) = &self.token {
                 let t = t.expose();
-                if t.is_empty() || t.len() > 500 || t.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b';') {
+                if t.is_empty()
+                    || t.len() > 500
+                    || t.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b';')
+                {
                     return Err(bad("gomuks token must be 1-500 printable characters"));
                 }
             }
@@ -325,7 +330,9 @@ impl ConfigBuilder {
         }
         for (name, value) in &self.headers {
             let ok_name = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
             if !ok_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 return Err(bad("invalid extra header"));
             }
@@ -382,27 +389,44 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         for url in ["ftp://x", "not a url", "ws://u:p@h/"] {
-            assert_eq!(Config::builder(url).build().unwrap_err().status(), Status::ErrConfig);
+            assert_eq!(
+                Config::builder(url).build().unwrap_err().status(),
+                Status::ErrConfig
+            );
         }
-        let e = Config::builder("ws://example.org/").token("t").build().unwrap_err();
+        let e = Config::builder("ws://example.org/")
+            .token("t")
+            .build()
+            .unwrap_err();
         assert!(e.message().contains("plain ws://"));
         assert!(Config::builder("ws://example.org/")
             .token("t")
             .allow_insecure_credentials(true)
             .build()
             .is_ok());
-        assert!(Config::builder("ws://localhost/").token("bad;token").build().is_err());
-        assert!(Config::builder("ws://localhost/").resume_state("1", 5).build().is_err());
+        assert!(Config::builder("ws://localhost/")
+            .token("bad;token")
+            .build()
+            .is_err());
+        assert!(Config::builder("ws://localhost/")
+            .resume_state("1", 5)
+            .build()
+            .is_err());
         assert!(Config::builder("ws://localhost/")
             .ping_interval(Duration::from_secs(60))
             .build()
             .is_err());
-        assert!(Config::builder("ws://localhost/").header("X\r\n", "v").build().is_err());
+        assert!(Config::builder("ws://localhost/")
+            .header("X\r\n", "v")
+            .build()
+            .is_err());
     }
 
     #[test]
     fn secrets_never_print() {
-        let b = Config::builder("wss://h/").basic_auth("u", "hunter2").token("tok-SECRET");
+        let b = Config::builder("wss://h/")
+            .basic_auth("u", "hunter2")
+            .token("tok-SECRET");
         let s = format!("{:?}", b.clone().build().unwrap());
         assert!(!s.contains("hunter2") && !s.contains("tok-SECRET"), "{s}");
         assert!(!format!("{b:?}").contains("hunter2"));

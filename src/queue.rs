@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn fifo_timeout_and_finish() {
         let q = EventQueue::new(2);
-        assert!(matches!(q.pop_blocking(Some(Duration::from_millis(5))), Pop::Timeout));
+        assert!(matches!(
+            q.pop_blocking(Some(Duration::from_millis(5))),
+            Pop::Timeout
+        ));
         q.push(ev(1));
         q.push(ev(2));
         assert!(!q.has_space());
@@ -293,6 +296,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiter.is_finished());
         assert!(q.pop().await.is_some());
-        tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -10,7 +10,9 @@ static RUNTIME: OnceCell<Runtime> = OnceCell::new();
 pub fn handle() -> Result<Handle, std::io::Error> {
     RUNTIME
         .get_or_try_init(|| {
-            let workers = std::thread::available_parallelism().map(|n| n.get().min(2)).unwrap_or(1);
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get().min(2))
+                .unwrap_or(1);
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name_fn(|| {

@@ -110,7 +110,11 @@ impl SharedResume {
 
     /// A consistent snapshot.
     pub fn get(&self) -> crate::config::ResumeState {
-        let run_id = self.run_id.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let run_id = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         crate::config::ResumeState {
             run_id,
             last_received_event: self.last_event(),
@@ -124,12 +128,14 @@ impl SharedResume {
 
     /// Records a received event id (ids only decrease within a run).
     pub fn advance(&self, id: i64) {
-        self.last_event.fetch_min(id, std::sync::atomic::Ordering::AcqRel);
+        self.last_event
+            .fetch_min(id, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Forgets older ids after a backend restart.
     pub fn reset_last_event(&self, id: i64) {
-        self.last_event.store(id, std::sync::atomic::Ordering::Release);
+        self.last_event
+            .store(id, std::sync::atomic::Ordering::Release);
     }
 
     /// Stores the run id; returns true if it changed from a known, different one or was unknown.

@@ -16,7 +16,11 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, doubles to `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, step: min }
+        Backoff {
+            min,
+            max,
+            step: min,
+        }
     }
 
     /// The next delay; doubles the step for the one after.
@@ -45,10 +49,15 @@ mod tests {
         for _ in 0..12 {
             steps.push(b.next_delay());
         }
-        assert!(steps[0] >= Duration::from_micros(62_500) && steps[0] <= Duration::from_millis(125));
+        assert!(
+            steps[0] >= Duration::from_micros(62_500) && steps[0] <= Duration::from_millis(125)
+        );
         assert!(steps[3] >= Duration::from_millis(500) && steps[3] <= Duration::from_secs(1));
         for s in &steps[7..] {
-            assert!(*s >= Duration::from_secs(5) && *s <= Duration::from_secs(10), "{s:?}");
+            assert!(
+                *s >= Duration::from_secs(5) && *s <= Duration::from_secs(10),
+                "{s:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(125));

@@ -149,7 +149,11 @@ pub async fn run<D: Dialect>(
                 (None, false)
             }
             Some(Err(e)) => (
-                Some(Ended::new(e.error.status(), e.http_status.unwrap_or(0), e.error.message())),
+                Some(Ended::new(
+                    e.error.status(),
+                    e.http_status.unwrap_or(0),
+                    e.error.message(),
+                )),
                 false,
             ),
             Some(Ok((ws, resume_attempted))) => {
@@ -199,18 +203,26 @@ pub async fn run<D: Dialect>(
 }
 
 impl<D: Dialect> Core<D> {
-    async fn connect(&mut self, reauthed: &mut bool) -> Result<(Ws, bool), transport::ConnectError> {
-        let tls = transport::tls_config(&self.cfg).map_err(|e| transport::ConnectError { error: e, http_status: None })?;
+    async fn connect(
+        &mut self,
+        reauthed: &mut bool,
+    ) -> Result<(Ws, bool), transport::ConnectError> {
+        let tls = transport::tls_config(&self.cfg).map_err(|e| transport::ConnectError {
+            error: e,
+            http_status: None,
+        })?;
         let fut = async {
             loop {
                 let up = self.dialect.prepare().await?;
                 match transport::connect(&self.cfg, &tls, &up.url, &up.headers).await {
                     Ok(mut ws) => {
                         self.dialect.on_connected();
-                        self.dialect
-                            .handshake(&mut ws)
-                            .await
-                            .map_err(|e| transport::ConnectError { error: e, http_status: None })?;
+                        self.dialect.handshake(&mut ws).await.map_err(|e| {
+                            transport::ConnectError {
+                                error: e,
+                                http_status: None,
+                            }
+                        })?;
                         return Ok((ws, up.resume_attempted));
                     }
                     Err(e) if e.http_status == Some(401) && !*reauthed => {
@@ -233,7 +245,11 @@ impl<D: Dialect> Core<D> {
     }
 
     /// Serves one open connection; returns how it ended and whether it proved healthy.
-    async fn serve(&mut self, ws: Ws, commands: &mut mpsc::UnboundedReceiver<Command>) -> (Ended, bool) {
+    async fn serve(
+        &mut self,
+        ws: Ws,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> (Ended, bool) {
         let (mut sink, mut stream) = ws.split();
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
@@ -319,7 +335,8 @@ impl<D: Dialect> Core<D> {
             }
         };
         // Pings die with their connection.
-        self.pending.retain(|_, p| !matches!(p, Pending::Ping { .. }));
+        self.pending
+            .retain(|_, p| !matches!(p, Pending::Ping { .. }));
         (ended, healthy)
     }
 
@@ -330,8 +347,15 @@ impl<D: Dialect> Core<D> {
     ) -> Ended {
         self.closing = true;
         let (code, reason) = self.dialect.final_close();
-        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let _ = timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = timeout(
+            Duration::from_secs(2),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
         // Wait (bounded) for the server's close reply so the close handshake completes.
         let _ = timeout(Duration::from_secs(2), async {
             while let Some(Ok(m)) = stream.next().await {
@@ -352,14 +376,29 @@ impl<D: Dialect> Core<D> {
     /// Handles a command; `Err(())` means close.
     fn command(&mut self, cmd: Command) -> Result<Option<Message>, ()> {
         match cmd {
-            Command::Request { id, command, data, timeout, reply } => {
+            Command::Request {
+                id,
+                command,
+                data,
+                timeout,
+                reply,
+            } => {
                 let message = self.dialect.request(id, &command, &data);
                 let deadline = Instant::now() + timeout;
                 self.timers.insert((deadline, id));
-                self.pending.insert(id, Pending::Request { message: None, reply, deadline });
+                self.pending.insert(
+                    id,
+                    Pending::Request {
+                        message: None,
+                        reply,
+                        deadline,
+                    },
+                );
                 Ok(Some(message))
             }
-            Command::Cancel(id) => Ok(self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller")),
+            Command::Cancel(id) => {
+                Ok(self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller"))
+            }
             Command::Close => Err(()),
         }
     }
@@ -367,11 +406,24 @@ impl<D: Dialect> Core<D> {
     /// Handles a command while disconnected; returns false on close.
     fn command_offline(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Request { id, command, data, timeout, reply } => {
+            Command::Request {
+                id,
+                command,
+                data,
+                timeout,
+                reply,
+            } => {
                 let message = self.dialect.request(id, &command, &data);
                 let deadline = Instant::now() + timeout;
                 self.timers.insert((deadline, id));
-                self.pending.insert(id, Pending::Request { message: Some(message), reply, deadline });
+                self.pending.insert(
+                    id,
+                    Pending::Request {
+                        message: Some(message),
+                        reply,
+                        deadline,
+                    },
+                );
                 self.unsent.push_back(id);
                 true
             }
@@ -388,7 +440,12 @@ impl<D: Dialect> Core<D> {
         if !matches!(self.pending.get(&id), Some(Pending::Request { .. })) {
             return None;
         }
-        let Some(Pending::Request { message, reply, deadline }) = self.pending.remove(&id) else {
+        let Some(Pending::Request {
+            message,
+            reply,
+            deadline,
+        }) = self.pending.remove(&id)
+        else {
             return None;
         };
         self.timers.remove(&(deadline, id));
@@ -432,7 +489,8 @@ impl<D: Dialect> Core<D> {
                     Ok(data) => ev.data = data,
                     Err(e) => {
                         ev.status = e.status();
-                        ev.data = Bytes::from(serde_json::to_string(e.message()).unwrap_or_default());
+                        ev.data =
+                            Bytes::from(serde_json::to_string(e.message()).unwrap_or_default());
                     }
                 }
                 self.queue.push(ev);
@@ -446,7 +504,9 @@ impl<D: Dialect> Core<D> {
         for item in items {
             match item {
                 Incoming::Reply { id, ok, data } => match self.pending.remove(&id) {
-                    Some(Pending::Request { reply, deadline, .. }) => {
+                    Some(Pending::Request {
+                        reply, deadline, ..
+                    }) => {
                         self.timers.remove(&(deadline, id));
                         let r = if ok {
                             Ok(data)
@@ -502,16 +562,24 @@ impl<D: Dialect> Core<D> {
             .map(|(id, _)| *id)
             .collect();
         for id in sent {
-            if let Some(Pending::Request { reply, deadline, .. }) = self.pending.remove(&id) {
+            if let Some(Pending::Request {
+                reply, deadline, ..
+            }) = self.pending.remove(&id)
+            {
                 self.timers.remove(&(deadline, id));
                 self.reply(id, reply, Err(Error::new(status, why)));
             }
         }
-        self.pending.retain(|_, p| matches!(p, Pending::Request { .. }));
+        self.pending
+            .retain(|_, p| matches!(p, Pending::Request { .. }));
     }
 
     /// Waits out a backoff delay while still taking commands; false means close.
-    async fn idle(&mut self, delay: Duration, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+    async fn idle(
+        &mut self,
+        delay: Duration,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
         let until = Instant::now() + delay;
         loop {
             let next_timer = self.timers.first().map(|(t, _)| *t);
@@ -540,7 +608,14 @@ impl<D: Dialect> Core<D> {
         let ids: Vec<i64> = self.pending.keys().copied().collect();
         for id in ids {
             if let Some(Pending::Request { reply, .. }) = self.pending.remove(&id) {
-                self.reply(id, reply, Err(Error::new(Status::ErrClientClosed, "client closed before the reply")));
+                self.reply(
+                    id,
+                    reply,
+                    Err(Error::new(
+                        Status::ErrClientClosed,
+                        "client closed before the reply",
+                    )),
+                );
             }
         }
         self.timers.clear();
@@ -563,9 +638,17 @@ async fn send(
 
 fn ws_error(e: WsError) -> Ended {
     match e {
-        WsError::Capacity(c) => Ended::new(Status::ErrMessageTooLarge, 0, format!("server message too large: {c}")),
+        WsError::Capacity(c) => Ended::new(
+            Status::ErrMessageTooLarge,
+            0,
+            format!("server message too large: {c}"),
+        ),
         WsError::Utf8(_) => Ended::new(Status::ErrJson, 0, "text frame is not valid UTF-8"),
-        WsError::Protocol(p) => Ended::new(Status::ErrProtocol, 0, format!("websocket protocol error: {p}")),
+        WsError::Protocol(p) => Ended::new(
+            Status::ErrProtocol,
+            0,
+            format!("websocket protocol error: {p}"),
+        ),
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             Ended::new(Status::ErrConnect, 0, "connection closed")
         }

@@ -46,13 +46,21 @@ macro_rules! delegate {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -72,8 +80,14 @@ pub fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(Error::new(Status::ErrConfig, "CA file holds no certificate")),
-        Err(e) => Err(Error::new(Status::ErrConfig, format!("invalid CA PEM: {e}"))),
+        Ok(_) => Err(Error::new(
+            Status::ErrConfig,
+            "CA file holds no certificate",
+        )),
+        Err(e) => Err(Error::new(
+            Status::ErrConfig,
+            format!("invalid CA PEM: {e}"),
+        )),
     }
 }
 
@@ -86,9 +100,9 @@ pub fn tls_config(cfg: &Config) -> Result<Arc<ClientConfig>, Error> {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(pem) = extra {
             for c in parse_ca_pem(pem)? {
-                roots
-                    .add(c)
-                    .map_err(|e| Error::new(Status::ErrConfig, format!("bad CA certificate: {e}")))?;
+                roots.add(c).map_err(|e| {
+                    Error::new(Status::ErrConfig, format!("bad CA certificate: {e}"))
+                })?;
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -112,33 +126,40 @@ pub async fn connect(
     url: &Url,
     headers: &[(String, String)],
 ) -> Result<Ws, ConnectError> {
-    let host = url.host_str().ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let tcp = TcpStream::connect((host_for_dns, port))
         .await
-        .map_err(|e| ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}")))?;
+        .map_err(|e| {
+            ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
+        })?;
     // Pings, acks and small requests must not wait for Nagle.
     tcp.set_nodelay(true).ok();
     let stream = if url.scheme() == "wss" {
-        let name = ServerName::try_from(host_for_dns.to_owned())
-            .map_err(|e| ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}")))?;
+        let name = ServerName::try_from(host_for_dns.to_owned()).map_err(|e| {
+            ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}"))
+        })?;
         let tls_stream = TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| ConnectError::other(Status::ErrTls, format!("TLS handshake with {host}: {e}")))?;
+            .map_err(|e| {
+                ConnectError::other(Status::ErrTls, format!("TLS handshake with {host}: {e}"))
+            })?;
         Stream::Tls(Box::new(tls_stream))
     } else {
         Stream::Plain(tcp)
     };
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}")))?;
+    let mut req = url.as_str().into_client_request().map_err(|e| {
+        ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}"))
+    })?;
     for (k, v) in headers.iter().chain(cfg.headers.iter()) {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header name"))?;
-        let value = HeaderValue::from_str(v).map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
         req.headers_mut().append(name, value);
     }
     let mut wsc = WebSocketConfig::default();
@@ -187,7 +208,9 @@ impl ConnectError {
                 }
             }
             WsError::Io(e) => ConnectError::other(Status::ErrConnect, format!("upgrade I/O: {e}")),
-            other => ConnectError::other(Status::ErrProtocol, format!("websocket upgrade: {other}")),
+            other => {
+                ConnectError::other(Status::ErrProtocol, format!("websocket upgrade: {other}"))
+            }
         }
     }
 }

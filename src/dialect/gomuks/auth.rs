@@ -37,8 +37,11 @@ pub async fn fetch_token(
     url: &Url,
     creds: &BasicAuth,
 ) -> Result<Option<String>, ConnectError> {
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", creds.username, creds.password.expose()));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        creds.username,
+        creds.password.expose()
+    ));
     let resp = http
         .post(url.as_str())
         .header("Authorization", format!("Basic {basic}"))
@@ -46,8 +49,15 @@ pub async fn fetch_token(
         .await
         .map_err(|e| {
             // reqwest errors may echo the URL but never headers, so no secret leaks here.
-            let status = if e.is_connect() || e.is_timeout() { Status::ErrConnect } else { Status::ErrHttp };
-            ConnectError { error: Error::new(status, format!("auth request failed: {}", e.without_url())), http_status: None }
+            let status = if e.is_connect() || e.is_timeout() {
+                Status::ErrConnect
+            } else {
+                Status::ErrHttp
+            };
+            ConnectError {
+                error: Error::new(status, format!("auth request failed: {}", e.without_url())),
+                http_status: None,
+            }
         })?;
     let code = resp.status().as_u16();
     match code {
@@ -57,7 +67,10 @@ pub async fn fetch_token(
                 http_status: Some(code),
             })?;
             let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
-                error: Error::new(Status::ErrProtocol, format!("auth response is not a token: {e}")),
+                error: Error::new(
+                    Status::ErrProtocol,
+                    format!("auth response is not a token: {e}"),
+                ),
                 http_status: Some(code),
             })?;
             Ok(Some(reply.token))
@@ -72,7 +85,10 @@ pub async fn fetch_token(
             };
             let text = resp.text().await.unwrap_or_default();
             Err(ConnectError {
-                error: Error::new(status, format!("auth endpoint answered HTTP {code}: {}", text.trim())),
+                error: Error::new(
+                    status,
+                    format!("auth endpoint answered HTTP {code}: {}", text.trim()),
+                ),
                 http_status: Some(code),
             })
         }
@@ -80,7 +96,10 @@ pub async fn fetch_token(
 }
 
 /// The HTTP client for auth, verifying TLS exactly like the websocket does.
-pub fn http_client(tls: Arc<rustls::ClientConfig>, timeout: std::time::Duration) -> Result<reqwest::Client, Error> {
+pub fn http_client(
+    tls: Arc<rustls::ClientConfig>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .timeout(timeout)
@@ -101,6 +120,8 @@ mod tests {
             "http://127.0.0.1:5/_gomuks/auth?output=json&no_prompt=true&insecure_cookie=true"
         );
         let u = Url::parse("wss://h/sub/_gomuks/websocket").unwrap();
-        assert!(auth_url(&u).as_str().starts_with("https://h/sub/_gomuks/auth?"));
+        assert!(auth_url(&u)
+            .as_str()
+            .starts_with("https://h/sub/_gomuks/auth?"));
     }
 }

@@ -37,7 +37,9 @@ impl Inflater {
         let mut consumed = 0usize;
         loop {
             if out.capacity() - out.len() < 4096 {
-                let grow = (out.len() - start_len).max(input.len() * 4).clamp(16 * 1024, 4 << 20);
+                let grow = (out.len() - start_len)
+                    .max(input.len() * 4)
+                    .clamp(16 * 1024, 4 << 20);
                 out.reserve(grow);
             }
             let before_in = self.z.total_in();
@@ -45,11 +47,15 @@ impl Inflater {
             let spare = out.spare_capacity_mut();
             // SAFETY: zlib writes only initialised bytes into the spare capacity and reports how
             // many; `set_len` below covers exactly those.
-            let buf = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len()) };
+            let buf = unsafe {
+                std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
+            };
             let status = self
                 .z
                 .decompress(&input[consumed..], buf, FlushDecompress::Sync)
-                .map_err(|e| Error::new(Status::ErrInflate, format!("invalid deflate data: {e}")))?;
+                .map_err(|e| {
+                    Error::new(Status::ErrInflate, format!("invalid deflate data: {e}"))
+                })?;
             let read = (self.z.total_in() - before_in) as usize;
             let written = (self.z.total_out() - before_out) as usize;
             unsafe { out.set_len(out.len() + written) };
@@ -75,7 +81,10 @@ impl Inflater {
                 return Ok(());
             }
             if read == 0 && written == 0 && !output_full {
-                return Err(Error::new(Status::ErrInflate, "deflate stream made no progress"));
+                return Err(Error::new(
+                    Status::ErrInflate,
+                    "deflate stream made no progress",
+                ));
             }
         }
     }
@@ -198,7 +207,11 @@ static NULL: &[u8] = b"null";
 /// Parses one line; `data` borrows from `line` without re-serialising.
 pub fn parse_envelope(line: &Bytes) -> Result<Envelope, Error> {
     let env: RawEnvelope<'_> = serde_json::from_slice(line).map_err(|e| {
-        let status = if e.is_data() { Status::ErrProtocol } else { Status::ErrJson };
+        let status = if e.is_data() {
+            Status::ErrProtocol
+        } else {
+            Status::ErrJson
+        };
         Error::new(status, format!("bad server message: {e}"))
     })?;
     let data = match env.data {
@@ -239,7 +252,8 @@ mod tests {
                 loop {
                     out.reserve(1024);
                     let before = c.total_in();
-                    c.compress_vec(&m[consumed..], &mut out, FlushCompress::Sync).unwrap();
+                    c.compress_vec(&m[consumed..], &mut out, FlushCompress::Sync)
+                        .unwrap();
                     consumed += (c.total_in() - before) as usize;
                     if consumed == m.len() && out.len() < out.capacity() {
                         break;
@@ -298,7 +312,9 @@ mod tests {
     #[test]
     fn spec5_invalid_deflate_is_an_error() {
         let mut inf = Inflater::new(1 << 20);
-        let err = inf.inflate(&[0xff, 0xff, 0xff, 0xff, 0x00], &mut BytesMut::new()).unwrap_err();
+        let err = inf
+            .inflate(&[0xff, 0xff, 0xff, 0xff, 0x00], &mut BytesMut::new())
+            .unwrap_err();
         assert_eq!(err.status(), Status::ErrInflate);
     }
 
@@ -306,7 +322,13 @@ mod tests {
     #[test]
     fn spec5_chunking_is_transparent() {
         let body: Vec<u8> = (0..300)
-            .flat_map(|i| format!("{{\"command\":\"e\",\"request_id\":-{},\"data\":{{\"n\":{i}}}}}\n", i + 1).into_bytes())
+            .flat_map(|i| {
+                format!(
+                    "{{\"command\":\"e\",\"request_id\":-{},\"data\":{{\"n\":{i}}}}}\n",
+                    i + 1
+                )
+                .into_bytes()
+            })
             .collect();
         let mut split = LineSplitter::new(1 << 20);
         let mut count = 0;
@@ -330,7 +352,10 @@ mod tests {
             (b"{", Status::ErrJson),
             (b"not json", Status::ErrJson),
             (br#"{"request_id":1,"data":null}"#, Status::ErrProtocol),
-            (br#"{"command":"x","request_id":"5","data":null}"#, Status::ErrProtocol),
+            (
+                br#"{"command":"x","request_id":"5","data":null}"#,
+                Status::ErrProtocol,
+            ),
             (br#"{"command":5,"request_id":1}"#, Status::ErrProtocol),
             (b"{\"command\":\"\xff\",\"request_id\":1}", Status::ErrJson),
         ];
@@ -338,7 +363,8 @@ mod tests {
             let e = parse_envelope(&Bytes::copy_from_slice(line)).unwrap_err();
             assert_eq!(e.status(), *st, "{}", String::from_utf8_lossy(line));
         }
-        let ok = parse_envelope(&Bytes::from_static(br#"{"command":"pong","request_id":7}"#)).unwrap();
+        let ok =
+            parse_envelope(&Bytes::from_static(br#"{"command":"pong","request_id":7}"#)).unwrap();
         assert_eq!(ok.kind(), Kind::Pong);
         assert_eq!(&ok.data[..], b"null");
     }
@@ -346,7 +372,9 @@ mod tests {
     #[test]
     fn oversize_partial_line_is_rejected() {
         let mut split = LineSplitter::new(1024);
-        let err = split.feed(Bytes::from(vec![b'x'; 2000]), |_| Ok(())).unwrap_err();
+        let err = split
+            .feed(Bytes::from(vec![b'x'; 2000]), |_| Ok(()))
+            .unwrap_err();
         assert_eq!(err.status(), Status::ErrMessageTooLarge);
     }
 }

@@ -130,7 +130,10 @@ impl Dialect for Gomuks {
             }
             if resume_attempted {
                 q.append_pair("run_id", &snapshot.run_id);
-                q.append_pair("last_received_event", &snapshot.last_received_event.to_string());
+                q.append_pair(
+                    "last_received_event",
+                    &snapshot.last_received_event.to_string(),
+                );
                 if self.cfg.send_prev_listener_id && self.listener_id != 0 {
                     q.append_pair("prev_listener_id", &self.listener_id.to_string());
                 }
@@ -144,7 +147,11 @@ impl Dialect for Gomuks {
             headers.push(("Cookie".to_owned(), format!("gomuks_auth={}", t.expose())));
         }
         // The server's ack entry for a resumed listener starts at the resume point.
-        self.last_sent_ack = if resume_attempted { snapshot.last_received_event } else { 0 };
+        self.last_sent_ack = if resume_attempted {
+            snapshot.last_received_event
+        } else {
+            0
+        };
         Ok(Upgrade {
             url,
             headers,
@@ -169,7 +176,10 @@ impl Dialect for Gomuks {
         match msg {
             Message::Text(text) => {
                 if self.inflater.is_some() {
-                    return Err(Error::new(Status::ErrProtocol, "text frame in compressed mode"));
+                    return Err(Error::new(
+                        Status::ErrProtocol,
+                        "text frame in compressed mode",
+                    ));
                 }
                 let mut b = Bytes::from(text);
                 while b.last() == Some(&b'\n') {
@@ -179,7 +189,10 @@ impl Dialect for Gomuks {
             }
             Message::Binary(data) => {
                 let Some(inf) = self.inflater.as_mut() else {
-                    return Err(Error::new(Status::ErrProtocol, "binary frame in uncompressed mode"));
+                    return Err(Error::new(
+                        Status::ErrProtocol,
+                        "binary frame in uncompressed mode",
+                    ));
                 };
                 let mut buf = std::mem::take(&mut self.scratch);
                 buf.clear();
@@ -197,11 +210,17 @@ impl Dialect for Gomuks {
 
     fn ping(&mut self, id: i64) -> (Message, i64) {
         let last = self.resume.last_event();
-        let ack = if last != 0 && last != self.last_sent_ack { last } else { 0 };
+        let ack = if last != 0 && last != self.last_sent_ack {
+            last
+        } else {
+            0
+        };
         if ack != 0 {
             self.last_sent_ack = ack;
         }
-        let text = format!(r#"{{"command":"ping","request_id":{id},"data":{{"last_received_id":{ack}}}}}"#);
+        let text = format!(
+            r#"{{"command":"ping","request_id":{id},"data":{{"last_received_id":{ack}}}}}"#
+        );
         (Message::text(text), ack)
     }
 
@@ -209,8 +228,14 @@ impl Dialect for Gomuks {
 
     fn request(&mut self, id: i64, command: &str, data: &[u8]) -> Message {
         let cmd = serde_json::to_string(command).unwrap_or_else(|_| "\"\"".to_owned());
-        let data = if data.is_empty() { "{}" } else { std::str::from_utf8(data).unwrap_or("{}") };
-        Message::text(format!(r#"{{"command":{cmd},"request_id":{id},"data":{data}}}"#))
+        let data = if data.is_empty() {
+            "{}"
+        } else {
+            std::str::from_utf8(data).unwrap_or("{}")
+        };
+        Message::text(format!(
+            r#"{{"command":{cmd},"request_id":{id},"data":{data}}}"#
+        ))
     }
 
     fn cancel(&mut self, id: i64, target: i64, reason: &str) -> Option<Message> {
@@ -233,7 +258,10 @@ impl Dialect for Gomuks {
     }
 
     fn on_connected(&mut self) {
-        self.inflater = self.cfg.compression.then(|| Inflater::new(self.cfg.max_message_bytes));
+        self.inflater = self
+            .cfg
+            .compression
+            .then(|| Inflater::new(self.cfg.max_message_bytes));
         self.splitter = LineSplitter::new(self.cfg.max_message_bytes);
         self.conn_min_event = 0;
     }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Installs nothing beyond the Rust toolchain's own components.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (rustup) first" >&2
+  exit 1
+fi
+echo "== format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== Rust tests"
+cargo test --workspace
