@@ -1,0 +1,892 @@
+//! Reference gomuks backend (server side of shared/protocols/gomuks-rpc.md) for tests.
+//!
+//! Faithful where the client can observe it: cookie auth and 401s, the start-up sequence,
+//! the process-wide event buffer and the resume rule (§7.2), pings as acks, raw-deflate
+//! compression with sync flush and batching (§5), close codes (§9). Faults are injectable.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use flate2::{Compress, Compression, FlushCompress};
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Backend settings.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Basic-auth username.
+    pub username: String,
+    /// Basic-auth password.
+    pub password: String,
+    /// Desktop key (Basic user `desktop-key`).
+    pub desktop_key: Option<String>,
+    /// HMAC key for tokens.
+    pub token_key: Vec<u8>,
+    /// Accept everything without auth.
+    pub disable_auth: bool,
+    /// Buffered events kept for resume (§7.1, default 512).
+    pub event_buffer_size: usize,
+    /// Close 4002 after this long without a client text message (§8).
+    pub ping_timeout: Duration,
+    /// Whether the account is logged in and verified (initial sync on connect, §6.1).
+    pub logged_in: bool,
+    /// Where to listen (loopback only).
+    pub listen: SocketAddr,
+    /// Seed of the event generator.
+    pub seed: u64,
+    /// Size range of generated events' data, bytes.
+    pub event_size: (usize, usize),
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            username: "tether".into(),
+            password: "tether-password".into(),
+            desktop_key: None,
+            token_key: rand::random::<[u8; 32]>().to_vec(),
+            disable_auth: false,
+            event_buffer_size: 512,
+            ping_timeout: Duration::from_secs(60),
+            logged_in: true,
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            seed: 1,
+            event_size: (300, 2000),
+        }
+    }
+}
+
+/// Server misbehaviour to inject into every open connection.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Garbage where deflate data belongs.
+    InvalidDeflate,
+    /// A line that is not JSON.
+    InvalidJson,
+    /// A line with invalid UTF-8.
+    InvalidUtf8,
+    /// An envelope without `command`.
+    MissingFields,
+    /// Text frame in compressed mode, binary in uncompressed mode.
+    WrongFrameType,
+    /// One event whose data is this many bytes.
+    Oversize(usize),
+    /// A small compressed message inflating to this many bytes (uncompressed: like Oversize).
+    Bomb(usize),
+    /// An event with a command nobody knows.
+    UnknownCommandEvent,
+    /// A `response` to an id nobody asked for.
+    ResponseUnknownId,
+}
+
+/// What the backend has seen.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Current run id.
+    pub run_id: String,
+    /// Newest event id issued (0 if none).
+    pub newest_id: i64,
+    /// Ack entry per listener.
+    pub acks: HashMap<u64, i64>,
+    /// Most recent non-zero ack received.
+    pub last_ack: i64,
+    /// Open websocket connections.
+    pub connections: usize,
+    /// Websocket connections ever accepted.
+    pub total_connections: u64,
+    /// Close code of the last client close frame.
+    pub last_client_close_code: Option<u16>,
+    /// Connections that resumed.
+    pub resumes: u64,
+    /// Connections that started fresh.
+    pub fresh_starts: u64,
+}
+
+enum Out {
+    Event(Arc<str>),
+    Line(String),
+    Fault(Fault),
+    Close(u16, String),
+    Cut,
+}
+
+struct State {
+    cfg: BackendConfig,
+    stats: Stats,
+    buffer: VecDeque<(i64, Arc<str>)>,
+    conns: HashMap<u64, mpsc::UnboundedSender<Out>>,
+    next_listener: u64,
+    rng: u64,
+}
+
+impl State {
+    fn new_run(&mut self) {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.stats.run_id = nanos.to_string();
+        self.stats.newest_id = 0;
+        self.stats.acks.clear();
+        self.buffer.clear();
+    }
+
+    fn push(&mut self, command: &str, data: &Value) -> i64 {
+        let id = self.stats.newest_id - 1;
+        self.stats.newest_id = id;
+        let line: Arc<str> = format!(
+            "{}\n",
+            json!({"command": command, "request_id": id, "data": data})
+        )
+        .into();
+        self.buffer.push_back((id, line.clone()));
+        while self.buffer.len() > self.cfg.event_buffer_size {
+            self.buffer.pop_front();
+        }
+        for tx in self.conns.values() {
+            let _ = tx.send(Out::Event(line.clone()));
+        }
+        id
+    }
+
+    /// §7.2: resume iff the run matches and every event newer than `last` is still stored.
+    fn replay_for(&self, run_id: &str, last: i64) -> Option<Vec<Arc<str>>> {
+        if run_id != self.stats.run_id || last >= 0 || last < self.stats.newest_id {
+            return None;
+        }
+        if last == self.stats.newest_id {
+            return Some(Vec::new());
+        }
+        let oldest = self.buffer.front()?.0;
+        if oldest < last - 1 {
+            return None;
+        }
+        Some(
+            self.buffer
+                .iter()
+                .filter(|(id, _)| *id < last)
+                .map(|(_, l)| l.clone())
+                .collect(),
+        )
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift: deterministic per seed, no dependency on the rand crate's stream.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+}
+
+/// A running backend; dropping it stops accepting connections.
+pub struct Backend {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut_all();
+    }
+}
+
+impl Backend {
+    /// Binds and starts serving.
+    pub async fn start(cfg: BackendConfig) -> std::io::Result<Backend> {
+        if !cfg.listen.ip().is_loopback() {
+            return Err(std::io::Error::other(
+                "the testkit backend only listens on loopback",
+            ));
+        }
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let mut st = State {
+            rng: cfg.seed.max(1),
+            cfg,
+            stats: Stats::default(),
+            buffer: VecDeque::new(),
+            conns: HashMap::new(),
+            next_listener: 0,
+        };
+        st.new_run();
+        let state = Arc::new(Mutex::new(st));
+        let s2 = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tcp.set_nodelay(true).ok();
+                tokio::spawn(handle_tcp(tcp, s2.clone()));
+            }
+        });
+        Ok(Backend {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// The websocket endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/_gomuks/websocket", self.addr)
+    }
+    /// A fresh valid session token.
+    pub fn token(&self) -> String {
+        let g = self.lock();
+        make_token(&g.cfg)
+    }
+    /// Pushes `n` generated Matrix-like events; returns the newest id.
+    pub fn push_events(&self, n: usize) -> i64 {
+        let mut g = self.lock();
+        let mut id = g.stats.newest_id;
+        for _ in 0..n {
+            let (lo, hi) = g.cfg.event_size;
+            let size = lo + (g.next_rand() as usize) % (hi.saturating_sub(lo) + 1);
+            let seq = g.next_rand();
+            let data = crate::events::sync_complete(seq, size);
+            id = g.push("sync_complete", &data);
+        }
+        id
+    }
+    /// Pushes one event.
+    pub fn push_event(&self, command: &str, data: Value) -> i64 {
+        self.lock().push(command, &data)
+    }
+    /// Simulates a backend restart: new run id, ids and buffer reset, connections dropped.
+    pub fn restart(&self) {
+        let mut g = self.lock();
+        g.new_run();
+        for tx in g.conns.values() {
+            let _ = tx.send(Out::Cut);
+        }
+    }
+    /// Drops every websocket connection without a close frame.
+    pub fn cut_all(&self) {
+        for tx in self.lock().conns.values() {
+            let _ = tx.send(Out::Cut);
+        }
+    }
+    /// Sends a close frame on every connection.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for tx in self.lock().conns.values() {
+            let _ = tx.send(Out::Close(code, reason.to_owned()));
+        }
+    }
+    /// Injects a fault into every open connection.
+    pub fn inject(&self, fault: Fault) {
+        for tx in self.lock().conns.values() {
+            let _ = tx.send(Out::Fault(fault.clone()));
+        }
+    }
+    /// A snapshot of what the backend has seen.
+    pub fn stats(&self) -> Stats {
+        let g = self.lock();
+        let mut s = g.stats.clone();
+        s.connections = g.conns.len();
+        s
+    }
+    /// Polls stats every 10 ms until `f` holds or `timeout` passes.
+    pub async fn wait_for<F: Fn(&Stats) -> bool>(&self, f: F, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if f(&self.stats()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f(&self.stats())
+    }
+}
+
+fn make_token(cfg: &BackendConfig) -> String {
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 7 * 86400;
+    let payload = json!({"username": cfg.username, "expiry": expiry}).to_string();
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&cfg.token_key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    format!(
+        "{}.{}",
+        B64.encode(payload),
+        B64.encode(mac.finalize().into_bytes())
+    )
+}
+
+fn valid_token(cfg: &BackendConfig, token: &str) -> bool {
+    if token.len() > 500 {
+        return false;
+    }
+    let Some((p, sig)) = token.split_once('.') else {
+        return false;
+    };
+    let (Ok(payload), Ok(sig)) = (B64.decode(p), B64.decode(sig)) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&cfg.token_key).expect("HMAC takes any key length");
+    mac.update(&payload);
+    if mac.verify_slice(&sig).is_err() {
+        return false;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&payload) else {
+        return false;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    v["username"] == cfg.username.as_str()
+        && v["expiry"].as_u64().is_some_and(|e| e > now)
+        && v["image_only"] != true
+}
+
+fn basic_ok(cfg: &BackendConfig, header: Option<&str>) -> bool {
+    let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(v.trim()) else {
+        return false;
+    };
+    let Ok(s) = String::from_utf8(raw) else {
+        return false;
+    };
+    let Some((u, p)) = s.split_once(':') else {
+        return false;
+    };
+    (u == cfg.username && p == cfg.password)
+        || (u == "desktop-key" && cfg.desktop_key.as_deref() == Some(p))
+}
+
+struct Head {
+    method: String,
+    path: String,
+    query: HashMap<String, String>,
+    headers: HashMap<String, String>,
+    len: usize,
+}
+
+/// Reads the request head without consuming it, so the websocket upgrade can read it again.
+async fn peek_head(tcp: &TcpStream) -> Option<Head> {
+    let mut buf = vec![0u8; 16 * 1024];
+    for _ in 0..500 {
+        let n = tcp.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut hs);
+        match req.parse(&buf[..n]) {
+            Ok(httparse::Status::Complete(len)) => {
+                let target = req.path?.to_owned();
+                let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+                let query = q
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let headers = req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                return Some(Head {
+                    method: req.method?.to_owned(),
+                    path: path.to_owned(),
+                    query,
+                    headers,
+                    len,
+                });
+            }
+            Ok(httparse::Status::Partial) if n < buf.len() => {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+async fn respond(mut tcp: TcpStream, head: &Head, code: u16, ctype: &str, body: &str) {
+    // Consume the request (head + body) so closing does not reset the connection.
+    let body_len: usize = head
+        .headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut sink = vec![0u8; head.len + body_len.min(1 << 20)];
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut sink)).await;
+    let reason = match code {
+        200 => "OK",
+        201 => "Created",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        _ => "Error",
+    };
+    let msg = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(msg.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+fn cookie(head: &Head) -> Option<String> {
+    head.headers
+        .get("cookie")?
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("gomuks_auth=").map(str::to_owned))
+}
+
+async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
+    let Some(head) = peek_head(&tcp).await else {
+        return;
+    };
+    let cfg = state.lock().unwrap_or_else(|e| e.into_inner()).cfg.clone();
+    match (head.method.as_str(), head.path.as_str()) {
+        ("POST", "/_gomuks/auth") => {
+            let ok = match cookie(&head) {
+                Some(c) => valid_token(&cfg, &c),
+                None => basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
+            };
+            if !ok {
+                return respond(
+                    tcp,
+                    &head,
+                    401,
+                    "text/plain",
+                    "Incorrect basic auth credentials",
+                )
+                .await;
+            }
+            let body = format!("{}\n", json!({"token": make_token(&cfg)}));
+            respond(tcp, &head, 201, "application/json", &body).await
+        }
+        ("GET", "/_gomuks/websocket") => {
+            if !cfg.disable_auth {
+                let authorized = match cookie(&head) {
+                    Some(c) if valid_token(&cfg, &c) => true,
+                    Some(_) => {
+                        let b = r#"{"errcode":"FI.MAU.GOMUKS.INVALID_COOKIE","error":"Invalid gomuks_auth cookie"}"#;
+                        return respond(tcp, &head, 401, "application/json", b).await;
+                    }
+                    None => basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
+                };
+                if !authorized {
+                    let b = r#"{"errcode":"FI.MAU.GOMUKS.MISSING_COOKIE","error":"Missing gomuks_auth cookie"}"#;
+                    return respond(tcp, &head, 401, "application/json", b).await;
+                }
+            }
+            if let Some(origin) = head.headers.get("origin") {
+                let host = head.headers.get("host").cloned().unwrap_or_default();
+                let o = origin.split("://").nth(1).unwrap_or(origin);
+                if !o.eq_ignore_ascii_case(&host) && !o.starts_with("localhost:") {
+                    return respond(
+                        tcp,
+                        &head,
+                        403,
+                        "text/plain",
+                        "request Origin is not authorized",
+                    )
+                    .await;
+                }
+            }
+            serve_ws(tcp, head, state).await
+        }
+        _ => respond(tcp, &head, 404, "text/plain", "404 page not found").await,
+    }
+}
+
+struct Writer {
+    compress: Option<Compress>,
+}
+
+impl Writer {
+    fn deflate(&mut self, data: &[u8]) -> Vec<u8> {
+        let c = self.compress.as_mut().expect("compressed mode");
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let mut consumed = 0;
+        loop {
+            out.reserve(4096);
+            let before = c.total_in();
+            if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+                .is_err()
+            {
+                break;
+            }
+            consumed += (c.total_in() - before) as usize;
+            if consumed == data.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        out
+    }
+
+    fn message(&mut self, text: &str) -> Message {
+        if self.compress.is_some() {
+            Message::binary(self.deflate(text.as_bytes()))
+        } else {
+            Message::text(text.to_owned())
+        }
+    }
+
+    fn fault(&mut self, f: Fault) -> Vec<Message> {
+        let compressed = self.compress.is_some();
+        let line = |s: String| -> Message {
+            Message::Frame(Frame::message(
+                s.into_bytes(),
+                OpCode::Data(Data::Text),
+                true,
+            ))
+        };
+        match f {
+            Fault::InvalidDeflate if compressed => {
+                vec![Message::binary(vec![0xff, 0xfe, 0xfd, 0x00, 0x13])]
+            }
+            Fault::InvalidDeflate => vec![],
+            Fault::InvalidJson => {
+                vec![self.message("{\"command\":\"sync_complete\",\"request_id\":-1,\"data\":{\n")]
+            }
+            Fault::InvalidUtf8 => {
+                let bytes =
+                    b"{\"command\":\"typing\",\"request_id\":0,\"data\":\"\xff\xfe\"}\n".to_vec();
+                if compressed {
+                    vec![Message::binary(self.deflate(&bytes))]
+                } else {
+                    vec![Message::Frame(Frame::message(
+                        bytes,
+                        OpCode::Data(Data::Text),
+                        true,
+                    ))]
+                }
+            }
+            Fault::MissingFields => vec![self.message("{\"request_id\":0,\"data\":{}}\n")],
+            Fault::WrongFrameType if compressed => vec![line(
+                "{\"command\":\"typing\",\"request_id\":0,\"data\":{}}\n".into(),
+            )],
+            Fault::WrongFrameType => vec![Message::binary(b"{}\n".to_vec())],
+            Fault::Oversize(n) | Fault::Bomb(n) => {
+                let body = format!(
+                    "{{\"command\":\"typing\",\"request_id\":0,\"data\":\"{}\"}}\n",
+                    "a".repeat(n)
+                );
+                vec![self.message(&body)]
+            }
+            Fault::UnknownCommandEvent => vec![self.message(
+                "{\"command\":\"brand_new_event\",\"request_id\":0,\"data\":{\"x\":1}}\n",
+            )],
+            Fault::ResponseUnknownId => vec![self
+                .message("{\"command\":\"response\",\"request_id\":987654321987,\"data\":true}\n")],
+        }
+    }
+}
+
+/// Soft cap of one batched compressed message (§5 `preferredMaxFrameSize`).
+const BATCH_BYTES: usize = 256 * 1024;
+
+async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
+    let mut wsc = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    wsc.max_message_size = Some(1024 * 1024 + 1);
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(wsc)).await else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let q = |k: &str| head.query.get(k).cloned().unwrap_or_default();
+    let compress = q("compress") == "1";
+    let last: i64 = q("last_received_event").parse().unwrap_or(0);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (listener, replay, run_id, ping_timeout, logged_in) = {
+        let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+        g.next_listener += 1;
+        let listener = g.next_listener;
+        let run_matches = q("run_id") == g.stats.run_id;
+        if run_matches {
+            if let Ok(prev) = q("prev_listener_id").parse::<u64>() {
+                g.stats.acks.remove(&prev);
+            }
+        }
+        let replay = g.replay_for(&q("run_id"), last);
+        let start = if replay.is_some() {
+            last
+        } else {
+            g.stats.newest_id
+        };
+        g.stats.acks.insert(listener, start);
+        if replay.is_some() {
+            g.stats.resumes += 1;
+        } else {
+            g.stats.fresh_starts += 1;
+        }
+        g.stats.total_connections += 1;
+        g.conns.insert(listener, tx.clone());
+        (
+            listener,
+            replay,
+            g.stats.run_id.clone(),
+            g.cfg.ping_timeout,
+            g.cfg.logged_in,
+        )
+    };
+    let mut w = Writer {
+        compress: compress.then(|| Compress::new(Compression::default(), false)),
+    };
+    let env = |cmd: &str, id: i64, data: Value| {
+        format!(
+            "{}\n",
+            json!({"command": cmd, "request_id": id, "data": data})
+        )
+    };
+    let mut startup = vec![
+        env(
+            "run_id",
+            0,
+            json!({"run_id": run_id, "etag": "", "vapid_key": "", "listener_id": listener}),
+        ),
+        env(
+            "client_state",
+            0,
+            json!({"is_initialized": true, "is_logged_in": logged_in, "is_verified": logged_in,
+            "verification_state": {"is_verified": logged_in, "state_checked": true, "has_cross_signing": logged_in, "has_ssss": logged_in}}),
+        ),
+        env(
+            "sync_status",
+            0,
+            json!({"type": "ok", "error_count": 0, "last_sync": 0}),
+        ),
+        env("image_auth_token", 0, json!("image-token")),
+    ];
+    if let Some(replay) = replay {
+        // Batched like live events (§5), then init_complete (§6.3).
+        let mut batch = String::new();
+        for l in replay {
+            batch.push_str(&l);
+            if !compress || batch.len() > BATCH_BYTES {
+                startup.push(std::mem::take(&mut batch));
+            }
+        }
+        if !batch.is_empty() {
+            startup.push(batch);
+        }
+        startup.push(env("init_complete", 0, json!({})));
+    } else if logged_in {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        if let Ok(since) = q("last_server_ts").parse::<i64>() {
+            startup.push(env(
+                "sync_complete",
+                0,
+                json!({"catchup": true, "server_timestamp": ts, "since_ts": since}),
+            ));
+        } else {
+            startup.push(env("sync_complete", 0, json!({"clear_state": true, "server_timestamp": ts,
+                "rooms": {"!room:example.org": {"meta": {"room_id": "!room:example.org", "name": "Test room"}}}})));
+        }
+        startup.push(env("init_complete", 0, json!({})));
+    }
+    for m in startup {
+        if sink.send(w.message(&m)).await.is_err() {
+            // A closed queue ends the serving loop at its first turn.
+            rx.close();
+            break;
+        }
+    }
+    let mut last_text = Instant::now();
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_timeout, ping_timeout);
+    let mut tasks: HashMap<i64, tokio::task::AbortHandle> = HashMap::new();
+    let mut close_code = None;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Event(line)) => {
+                    let mut text = line.to_string();
+                    // Batching (§5): drain what is already queued, compressed mode only.
+                    let mut extra = Vec::new();
+                    while compress && text.len() < BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(Out::Event(l)) => text.push_str(&l),
+                            Ok(other) => { extra.push(other); break }
+                            Err(_) => break,
+                        }
+                    }
+                    if sink.send(w.message(&text)).await.is_err() { break }
+                    for o in extra { let _ = tx.send(o); }
+                }
+                Some(Out::Line(l)) => if sink.send(w.message(&l)).await.is_err() { break },
+                Some(Out::Fault(f)) => for m in w.fault(f) { if sink.send(m).await.is_err() { break } },
+                Some(Out::Close(code, reason)) => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))).await;
+                    break;
+                }
+                Some(Out::Cut) | None => break,
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    last_text = Instant::now();
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                        let _ = sink.send(close(1003, "Invalid JSON")).await;
+                        break;
+                    };
+                    let (Some(cmd), Some(id)) = (v["command"].as_str(), v.get("request_id").and_then(Value::as_i64).or(Some(0))) else {
+                        let _ = sink.send(close(1003, "Invalid JSON")).await;
+                        break;
+                    };
+                    let data = v.get("data").cloned().unwrap_or(json!({}));
+                    handle_command(cmd, id, data, listener, &state, &tx, &mut tasks);
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = sink.send(close(1003, "Non-text message")).await;
+                    break;
+                }
+                Some(Ok(Message::Close(f))) => {
+                    close_code = Some(f.map(|f| u16::from(f.code)).unwrap_or(1005));
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                    let _ = sink.send(close(1009, "read limited at 1048577 bytes")).await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
+            },
+            _ = ticker.tick() => {
+                if last_text.elapsed() > ping_timeout {
+                    let _ = sink.send(close(4002, "Ping timeout")).await;
+                    break;
+                }
+            }
+        }
+    }
+    for t in tasks.values() {
+        t.abort();
+    }
+    let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+    g.conns.remove(&listener);
+    if close_code.is_some() {
+        g.stats.last_client_close_code = close_code;
+    }
+    // §7.1: only 1001 frees the ack entry; other disconnects keep it for a resume.
+    if close_code == Some(1001) {
+        g.stats.acks.remove(&listener);
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }))
+}
+
+fn handle_command(
+    cmd: &str,
+    id: i64,
+    data: Value,
+    listener: u64,
+    state: &Arc<Mutex<State>>,
+    tx: &mpsc::UnboundedSender<Out>,
+    tasks: &mut HashMap<i64, tokio::task::AbortHandle>,
+) {
+    let reply = |command: &str, data: Value| {
+        format!(
+            "{}\n",
+            json!({"command": command, "request_id": id, "data": data})
+        )
+    };
+    match cmd {
+        "ping" => {
+            let ack = data["last_received_id"].as_i64().unwrap_or(0);
+            if ack != 0 {
+                let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+                g.stats.acks.insert(listener, ack);
+                g.stats.last_ack = ack;
+            }
+            let _ = tx.send(Out::Line(reply("pong", Value::Null)));
+        }
+        "cancel" => {
+            let target = data["request_id"].as_i64().unwrap_or(0);
+            let found = tasks.remove(&target).map(|t| {
+                t.abort();
+                let reason = data["reason"].as_str().unwrap_or("");
+                let err = json!({"command": "error", "request_id": target, "data": format!("context canceled: {reason}")});
+                let _ = tx.send(Out::Line(format!("{err}\n")));
+            });
+            let _ = tx.send(Out::Line(reply("response", json!(found.is_some()))));
+        }
+        "echo" => {
+            let _ = tx.send(Out::Line(reply("response", data)));
+        }
+        "fail" => {
+            let _ = tx.send(Out::Line(reply(
+                "error",
+                json!(data["message"].as_str().unwrap_or("failed")),
+            )));
+        }
+        "get_state" => {
+            let s = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats
+                .clone();
+            let _ = tx.send(Out::Line(reply(
+                "response",
+                json!({"run_id": s.run_id, "newest_id": s.newest_id, "acks": s.acks}),
+            )));
+        }
+        "sleep" => {
+            let ms = data["ms"].as_u64().unwrap_or(0).min(60_000);
+            let tx = tx.clone();
+            let line = reply("response", Value::Null);
+            tasks.retain(|_, t| !t.is_finished());
+            let h = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = tx.send(Out::Line(line));
+            });
+            tasks.insert(id, h.abort_handle());
+        }
+        other => {
+            let _ = tx.send(Out::Line(reply(
+                "error",
+                json!(format!("unknown command \"{other}\"")),
+            )));
+        }
+    }
+}

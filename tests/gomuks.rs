@@ -1,0 +1,542 @@
+//! gomuks dialect over real sockets against the testkit backend.
+//! Each test names the section of shared/protocols/gomuks-rpc.md it checks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tether::{Client, Config, EventKind, Status};
+use tether_testkit::gomuks::Fault;
+use tether_testkit::proxy::Proxy;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// §1.2 + §6.1: cookie auth, then run_id, client_state, sync_status, the initial sync with
+/// clear_state and init_complete, all as MESSAGE events with request_id 0.
+#[tokio::test]
+async fn spec1_2_and_6_1_cookie_auth_and_startup_sequence() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    let (ev, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(!ev.resume_attempted());
+    let (init, skipped) = until_command(&c, "init_complete").await;
+    assert_eq!(init.request_id(), 0);
+    let names: Vec<&str> = skipped.iter().map(|e| e.command()).collect();
+    for want in ["run_id", "client_state", "sync_status", "sync_complete"] {
+        assert!(names.contains(&want), "missing {want} in {names:?}");
+    }
+    let sync = skipped
+        .iter()
+        .find(|e| e.command() == "sync_complete")
+        .unwrap();
+    assert_eq!(json(sync)["clear_state"], true);
+    let st = c.resume_state();
+    assert_eq!(st.run_id, b.stats().run_id);
+    close_and_drain(&c).await;
+}
+
+/// §1.2: username/password through POST /_gomuks/auth, then the cookie on the upgrade.
+#[tokio::test]
+async fn spec1_2_basic_auth_through_auth_endpoint() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .basic_auth("tether", "tether-password")
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    c.connect().unwrap();
+    until_command(&c, "run_id").await;
+    close_and_drain(&c).await;
+}
+
+/// §1.2: wrong password → UNAUTHORIZED, no retry loop, then CLOSED.
+#[tokio::test]
+async fn spec1_2_wrong_password_stops_with_unauthorized() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .basic_auth("tether", "wrong")
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    c.connect().unwrap();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+    assert_eq!(d.retry_in(), None);
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+    assert_eq!(b.stats().total_connections, 0);
+}
+
+/// §1.2: an invalid cookie is a 401 at the upgrade; with only a token there is nobody to
+/// re-authenticate, so the client stops with UNAUTHORIZED.
+#[tokio::test]
+async fn spec1_2_invalid_cookie_is_unauthorized() {
+    let b = backend().await;
+    let c = client_at(&b.http_url(), "not-a-valid-token", |c| c);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+    assert_eq!(d.close_code(), 401);
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+}
+
+/// §16 step 1: HTTP 401 at the upgrade → re-authenticate once with the password, then connect.
+#[tokio::test]
+async fn spec16_reauth_once_after_401() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .token("stale.token")
+        .basic_auth("tether", "tether-password")
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    c.connect().unwrap();
+    let (_, skipped) = until_command(&c, "run_id").await;
+    assert!(
+        !skipped.iter().any(|e| e.kind() == EventKind::Disconnected),
+        "{:?}",
+        kinds(&skipped)
+    );
+    close_and_drain(&c).await;
+}
+
+/// §3.1/§3.2: responses are matched by id even out of order.
+#[tokio::test]
+async fn spec3_responses_matched_by_id_out_of_order() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    let slow = c.request("sleep", br#"{"ms":300}"#).unwrap();
+    let fast = c.request("echo", br#"{"hello":[1,2,3]}"#).unwrap();
+    assert!(fast > slow && slow > 0);
+    let (r1, _) = until_kind(&c, EventKind::Response).await;
+    let (r2, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!(
+        r1.request_id(),
+        fast,
+        "the fast reply overtakes the slow one"
+    );
+    assert_eq!(r1.status(), Status::Ok);
+    assert_eq!(
+        r1.data(),
+        br#"{"hello":[1,2,3]}"#,
+        "data is the raw JSON, untouched"
+    );
+    assert_eq!(r2.request_id(), slow);
+    assert!(r2.data_is_null());
+    close_and_drain(&c).await;
+}
+
+/// §3.4: an `error` reply fails the request with REMOTE and the message as a JSON string.
+#[tokio::test]
+async fn spec3_4_unknown_command_is_remote_error() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    let id = c.request("no_such_command", b"{}").unwrap();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!(r.request_id(), id);
+    assert_eq!(r.status(), Status::ErrRemote);
+    let msg: String = serde_json::from_slice(r.data()).unwrap();
+    assert!(msg.contains("unknown command"), "{msg}");
+    let err = c.call("no_such_command", b"").await.unwrap_err();
+    assert_eq!(err.status(), Status::ErrRemote);
+    assert!(err.message().contains("unknown command"));
+    close_and_drain(&c).await;
+}
+
+/// §3.5: a request past its timeout fails with REQUEST_TIMEOUT and a `cancel` is sent; an
+/// explicit cancel fails it with CANCELLED. Late replies are ignored.
+#[tokio::test]
+async fn spec3_5_timeout_and_cancel() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "run_id").await;
+    let t = c
+        .request_with_timeout("sleep", br#"{"ms":5000}"#, ms(200))
+        .unwrap();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!((r.request_id(), r.status()), (t, Status::ErrRequestTimeout));
+    let x = c.request("sleep", br#"{"ms":5000}"#).unwrap();
+    tokio::time::sleep(ms(50)).await;
+    c.cancel(x).unwrap();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!((r.request_id(), r.status()), (x, Status::ErrCancelled));
+    // The connection is still fine and no stray RESPONSE follows for the cancelled ids.
+    let e = c.request("echo", b"1").unwrap();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!((r.request_id(), r.data()), (e, &b"1"[..]));
+    assert_eq!(
+        c.cancel(-5).unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    close_and_drain(&c).await;
+}
+
+async fn stream_in_order(compress: bool) {
+    let b = backend().await;
+    let c = client(&b, |c| c.compression(compress));
+    until_command(&c, "init_complete").await;
+    let newest = b.push_events(300);
+    let mut got = Vec::new();
+    while got.last() != Some(&newest) {
+        let ev = next(&c).await;
+        if ev.kind() == EventKind::Message && ev.request_id() < 0 {
+            json(&ev);
+            got.push(ev.request_id());
+        }
+    }
+    let want: Vec<i64> = (newest..newest + 300).rev().collect();
+    assert_eq!(got, want);
+    assert_eq!(c.resume_state().last_received_event, newest);
+    close_and_drain(&c).await;
+}
+
+/// §5: compressed (raw deflate, batched) stream: every event once, in order.
+#[tokio::test]
+async fn spec5_compressed_stream_in_order() {
+    stream_in_order(true).await;
+}
+
+/// §3.2: uncompressed text frames: every event once, in order.
+#[tokio::test]
+async fn spec3_2_uncompressed_stream_in_order() {
+    stream_in_order(false).await;
+}
+
+/// §7.2/§6.3: after a cut, the client resumes with run_id + last_received_event and gets
+/// exactly the missed events, then init_complete, without clear_state.
+#[tokio::test]
+async fn spec7_2_resume_after_cut_replays_missed_events() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let first = b.push_events(10);
+    let (_, _) = until(&c, |e| e.request_id() == first).await;
+    b.cut_all();
+    let newest = b.push_events(25);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert!(d.retry_in().is_some());
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    let (_, skipped) = until_command(&c, "init_complete").await;
+    assert_eq!(
+        event_ids(&skipped),
+        (newest..first).rev().collect::<Vec<_>>()
+    );
+    assert!(!skipped
+        .iter()
+        .any(|e| e.command() == "sync_complete" && json(e)["clear_state"] == true));
+    assert!(b.stats().resumes >= 1);
+    close_and_drain(&c).await;
+}
+
+/// §7.3/§7.4: pings acknowledge the last received event, only when it changed.
+#[tokio::test]
+async fn spec7_3_pings_ack_last_received_event() {
+    let b = backend().await;
+    let c = client(&b, |c| c.ping_interval(ms(100)).receive_timeout(ms(2000)));
+    until_command(&c, "init_complete").await;
+    let newest = b.push_events(5);
+    until(&c, |e| e.request_id() == newest).await;
+    let (pong, _) = until(&c, |e| e.kind() == EventKind::Pong && e.acked_id() != 0).await;
+    assert_eq!(pong.acked_id(), newest);
+    assert!(pong.rtt().is_some());
+    assert!(
+        b.wait_for(|s| s.last_ack == newest, WAIT).await,
+        "backend saw the ack"
+    );
+    // Later pings carry no ack until something new arrives.
+    let (p2, _) = until_kind(&c, EventKind::Pong).await;
+    assert_eq!(p2.acked_id(), 0);
+    close_and_drain(&c).await;
+}
+
+/// §7.2: a backend restart changes run_id: full resync with clear_state, stale id dropped.
+#[tokio::test]
+async fn spec7_2_restart_gives_full_resync_not_stale_resume() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let old = b.push_events(20);
+    until(&c, |e| e.request_id() == old).await;
+    let old_run = c.resume_state().run_id;
+    b.restart();
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    let (run, _) = until_command(&c, "run_id").await;
+    assert_ne!(json(&run)["run_id"].as_str().unwrap(), old_run);
+    let (_, skipped) = until_command(&c, "init_complete").await;
+    assert!(skipped
+        .iter()
+        .any(|e| e.command() == "sync_complete" && json(e)["clear_state"] == true));
+    let st = c.resume_state();
+    assert_ne!(st.run_id, old_run);
+    assert!(
+        st.last_received_event > old || st.last_received_event == 0,
+        "stale id forgotten: {st:?}"
+    );
+    close_and_drain(&c).await;
+}
+
+/// §16 step 6: requests in flight when the socket drops fail with DISCONNECTED.
+#[tokio::test]
+async fn spec16_pending_requests_fail_on_drop() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "run_id").await;
+    let id = c.request("sleep", br#"{"ms":10000}"#).unwrap();
+    tokio::time::sleep(ms(100)).await;
+    b.cut_all();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!((r.request_id(), r.status()), (id, Status::ErrDisconnected));
+    until_kind(&c, EventKind::Connected).await;
+    close_and_drain(&c).await;
+}
+
+/// §8: nothing received within the receive timeout → close and reconnect.
+#[tokio::test]
+async fn spec8_receive_timeout_reconnects() {
+    let b = backend().await;
+    let p = Proxy::start(b.addr()).await.unwrap();
+    let url = format!("http://{}", p.addr());
+    let c = client_at(&url, &b.token(), |c| {
+        c.ping_interval(ms(100)).receive_timeout(ms(600))
+    });
+    until_command(&c, "run_id").await;
+    p.set_blackhole(true);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrReceiveTimeout);
+    p.set_blackhole(false);
+    until_kind(&c, EventKind::Connected).await;
+    until_command(&c, "run_id").await;
+    close_and_drain(&c).await;
+}
+
+/// §5 via the proxy: 1-byte TCP slicing yields exactly the same events.
+#[tokio::test]
+async fn spec5_one_byte_slicing_is_transparent() {
+    let b = backend().await;
+    let p = Proxy::start(b.addr()).await.unwrap();
+    p.set_slice(Some(1));
+    let url = format!("http://{}", p.addr());
+    let c = client_at(&url, &b.token(), |c| c);
+    until_command(&c, "init_complete").await;
+    let newest = b.push_events(40);
+    let (_, skipped) = until(&c, |e| e.request_id() == newest).await;
+    let mut ids = event_ids(&skipped);
+    ids.push(newest);
+    assert_eq!(ids, (newest..newest + 40).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}
+
+/// §7.2 chaos: 10,000 events, the stream cut 50 times at random byte offsets: every event
+/// arrives exactly once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec7_2_ten_thousand_events_cut_fifty_times_exactly_once() {
+    use rand::Rng;
+    let b = backend_with(|c| c.event_buffer_size = 20_000).await;
+    let p = Proxy::start(b.addr()).await.unwrap();
+    let mut rng = rand::rng();
+    // First connection must get through start-up; later ones are cut mid-stream.
+    let mut schedule = vec![u64::MAX];
+    schedule.extend((0..50).map(|_| rng.random_range(2_000..200_000u64)));
+    p.set_cut_schedule(schedule);
+    let url = format!("http://{}", p.addr());
+    let c = client_at(&url, &b.token(), |c| c);
+    until_command(&c, "init_complete").await;
+    // A resume point must exist before the cuts start (otherwise a fresh start is correct).
+    let seed = b.push_events(1);
+    until(&c, |e| e.request_id() == seed).await;
+    p.cut_all();
+    let total = 10_000usize;
+    let mut newest = 0;
+    for _ in 0..(total / 500) {
+        newest = b.push_events(500);
+        tokio::time::sleep(ms(15)).await;
+    }
+    let first = seed - 1;
+    assert_eq!(newest, first - total as i64 + 1);
+    let mut got = Vec::with_capacity(total);
+    let mut disconnects = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while got.last() != Some(&newest) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled after {} events",
+            got.len()
+        );
+        let ev = next(&c).await;
+        match ev.kind() {
+            EventKind::Message if ev.request_id() < 0 => got.push(ev.request_id()),
+            // Before the first event there is nothing to resume from; after it, a resync
+            // would mean a failed resume.
+            EventKind::Message if ev.command() == "sync_complete" && !got.is_empty() => {
+                assert_ne!(
+                    json(&ev)["clear_state"],
+                    true,
+                    "resume failed after {} events",
+                    got.len()
+                );
+            }
+            EventKind::Disconnected => disconnects += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(got, (newest..=first).rev().collect::<Vec<_>>());
+    assert!(disconnects >= 10, "only {disconnects} cuts happened");
+    close_and_drain(&c).await;
+}
+
+/// DESIGN "Errors": every malformed server input gives its status, no panic, and a reconnect.
+#[tokio::test]
+async fn malformed_server_input_statuses() {
+    let cases: Vec<(Fault, bool, Status)> = vec![
+        (Fault::InvalidDeflate, true, Status::ErrInflate),
+        (Fault::InvalidJson, true, Status::ErrJson),
+        (Fault::InvalidJson, false, Status::ErrJson),
+        (Fault::InvalidUtf8, true, Status::ErrJson),
+        (Fault::InvalidUtf8, false, Status::ErrJson),
+        (Fault::MissingFields, true, Status::ErrProtocol),
+        (Fault::WrongFrameType, true, Status::ErrProtocol),
+        (Fault::WrongFrameType, false, Status::ErrProtocol),
+        (Fault::Oversize(3 << 20), true, Status::ErrMessageTooLarge),
+        (Fault::Oversize(3 << 20), false, Status::ErrMessageTooLarge),
+        (Fault::Bomb(64 << 20), true, Status::ErrMessageTooLarge),
+    ];
+    let b = backend().await;
+    for (fault, compress, want) in cases {
+        let label = format!("{fault:?} compress={compress}");
+        let c = client(&b, |c| c.compression(compress).max_message_bytes(1 << 20));
+        until_command(&c, "run_id").await;
+        b.inject(fault);
+        let (d, skipped) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(
+            d.status(),
+            want,
+            "{label}: {:?} {:?}",
+            String::from_utf8_lossy(d.data()),
+            kinds(&skipped)
+        );
+        assert!(d.retry_in().is_some(), "{label}: retries");
+        until_kind(&c, EventKind::Connected).await;
+        close_and_drain(&c).await;
+    }
+}
+
+/// Unknown event commands and replies to unknown ids are harmless (§3.2, §4.2).
+#[tokio::test]
+async fn unknown_commands_and_ids_are_tolerated() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    b.inject(Fault::UnknownCommandEvent);
+    b.inject(Fault::ResponseUnknownId);
+    let id = c.request("echo", b"2").unwrap();
+    let (r, skipped) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert!(
+        !skipped.iter().any(|e| e.kind() == EventKind::Disconnected),
+        "{:?}",
+        kinds(&skipped)
+    );
+    close_and_drain(&c).await;
+}
+
+/// DESIGN "queue": a full queue stops reading the socket; nothing is dropped.
+#[tokio::test]
+async fn backpressure_loses_nothing() {
+    let b = backend().await;
+    let c = client(&b, |c| c.queue_capacity(8));
+    until_command(&c, "init_complete").await;
+    let newest = b.push_events(400);
+    tokio::time::sleep(ms(500)).await;
+    assert!(
+        c.queue().len() <= 8 + 400,
+        "bounded by capacity plus one batch"
+    );
+    let (_, skipped) = until(&c, |e| e.request_id() == newest).await;
+    let mut ids = event_ids(&skipped);
+    ids.push(newest);
+    assert_eq!(ids, (newest..newest + 400).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}
+
+/// §7.1/§9: close sends 1001 so the backend frees the listener; CLOSED is last; a second
+/// close and later requests are refused.
+#[tokio::test]
+async fn spec9_close_sends_1001_and_closed_is_last() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "run_id").await;
+    c.close().unwrap();
+    assert_eq!(c.close().unwrap_err().status(), Status::ErrState);
+    assert_eq!(
+        c.request("echo", b"{}").unwrap_err().status(),
+        Status::ErrState
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(
+        (d.status(), d.close_code(), d.retry_in()),
+        (Status::Ok, 1001, None)
+    );
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+    assert!(c.next_event().await.is_none());
+    assert!(
+        b.wait_for(|s| s.last_client_close_code == Some(1001), WAIT)
+            .await
+    );
+}
+
+/// Requests made before the connection exists are sent once it opens.
+#[tokio::test]
+async fn requests_before_connect_are_sent_when_connected() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .token(&b.token())
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    let id = c.request("echo", br#"{"early":true}"#).unwrap();
+    c.connect().unwrap();
+    assert_eq!(c.connect().unwrap_err().status(), Status::ErrState);
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!((r.request_id(), r.data()), (id, &br#"{"early":true}"#[..]));
+    close_and_drain(&c).await;
+}
+
+/// Bad caller input returns a status and changes nothing.
+#[tokio::test]
+async fn bad_request_input_is_rejected() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    assert_eq!(
+        c.request("echo", b"{not json").unwrap_err().status(),
+        Status::ErrInvalidUtf8
+    );
+    assert_eq!(
+        c.request("", b"{}").unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    let id = c.request("echo", b"[1]").unwrap();
+    let (r, _) = until_kind(&c, EventKind::Response).await;
+    assert_eq!(r.request_id(), id);
+    close_and_drain(&c).await;
+}
+
+/// A connection refused at TCP level retries with backoff and reports CONNECT errors.
+#[tokio::test]
+async fn refused_connection_retries_with_backoff() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let c = client_at(&format!("http://{addr}"), "t", |c| c);
+    for _ in 0..3 {
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(d.status(), Status::ErrConnect);
+        assert!(d.retry_in().unwrap() <= ms(200));
+    }
+    close_and_drain(&c).await;
+}
