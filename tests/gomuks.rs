@@ -216,6 +216,11 @@ async fn spec7_2_resume_after_cut_replays_missed_events() {
     let newest = b.push_events(25);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert!(d.retry_in().is_some());
+    assert_eq!(
+        (d.status(), d.close_code()),
+        (Status::ErrConnect, 0),
+        "a cut is a connection loss"
+    );
     let (conn, _) = until_kind(&c, EventKind::Connected).await;
     assert!(conn.resume_attempted());
     let (_, skipped) = until_command(&c, "init_complete").await;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -644,6 +645,12 @@ fn ws_error(e: WsError) -> Ended {
             format!("server message too large: {c}"),
         ),
         WsError::Utf8(_) => Ended::new(Status::ErrJson, 0, "text frame is not valid UTF-8"),
+        // A peer (or proxy) dropping TCP is a lost connection, not a protocol breach.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ended::new(
+            Status::ErrConnect,
+            0,
+            "connection closed without a close frame",
+        ),
         WsError::Protocol(p) => Ended::new(
             Status::ErrProtocol,
             0,

@@ -1,1 +1,97 @@
-fn main() {}
+//! `tether-backend`: the reference gomuks backend as a process for non-Rust tests and demos.
+
+use std::time::Duration;
+
+use tether_testkit::gomuks::{Backend, BackendConfig};
+
+const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks]
+  [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
+  [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--seed N] [--not-logged-in]
+Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.";
+
+fn main() {
+    let mut cfg = BackendConfig::default();
+    if let Ok(k) = std::env::var("GOMUKS_DESKTOP_KEY") {
+        cfg.desktop_key = Some(k);
+    }
+    let mut rate = 0.0f64;
+    let mut args = std::env::args().skip(1);
+    let fail = |m: String| -> ! {
+        eprintln!("tether-backend: {m}\n{USAGE}");
+        std::process::exit(2)
+    };
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| fail(format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return;
+            }
+            "--listen" => {
+                cfg.listen = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--listen: {e}")))
+            }
+            "--protocol" => {
+                let p = val();
+                if p != "gomuks" {
+                    fail(format!(
+                        "protocol {p:?} is not implemented yet (only gomuks)"
+                    ));
+                }
+            }
+            "--username" => cfg.username = val(),
+            "--password" => cfg.password = val(),
+            "--desktop-key" => cfg.desktop_key = Some(val()),
+            "--token-key" => cfg.token_key = val().into_bytes(),
+            "--disable-auth" => cfg.disable_auth = true,
+            "--not-logged-in" => cfg.logged_in = false,
+            "--buffer-size" => {
+                cfg.event_buffer_size = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--buffer-size: {e}")))
+            }
+            "--ping-timeout-ms" => {
+                let ms: u64 = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--ping-timeout-ms: {e}")));
+                cfg.ping_timeout = Duration::from_millis(ms.max(1));
+            }
+            "--event-rate" => {
+                rate = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--event-rate: {e}")))
+            }
+            "--seed" => {
+                cfg.seed = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--seed: {e}")))
+            }
+            other => fail(format!("unknown argument {other:?}")),
+        }
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(format!("runtime: {e}")));
+    rt.block_on(async move {
+        let backend = Backend::start(cfg)
+            .await
+            .unwrap_or_else(|e| fail(format!("cannot listen: {e}")));
+        println!("{{\"started\":true,\"address\":\"{}\"}}", backend.addr());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if rate > 0.0 {
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / rate.min(100_000.0)));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { backend.push_events(1); }
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    });
+}
