@@ -545,3 +545,50 @@ async fn refused_connection_retries_with_backoff() {
     }
     close_and_drain(&c).await;
 }
+
+/// §1.3: an Origin the backend does not allow is a 403 → FORBIDDEN and no retry; a matching
+/// Origin (extra header) connects.
+#[tokio::test]
+async fn spec1_3_origin_header() {
+    let b = backend().await;
+    let c = client(&b, |c| c.header("Origin", "https://evil.example"));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(
+        (d.status(), d.close_code(), d.retry_in()),
+        (Status::ErrForbidden, 403, None)
+    );
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+    let origin = format!("http://{}", b.addr());
+    let c = client(&b, |c| c.header("Origin", &origin));
+    until_command(&c, "run_id").await;
+    close_and_drain(&c).await;
+}
+
+/// §1.2: the desktop key form (Basic user `desktop-key`).
+#[tokio::test]
+async fn spec1_2_desktop_key_auth() {
+    let b = backend_with(|c| c.desktop_key = Some("desk-key-123".into())).await;
+    let cfg = Config::builder(&b.http_url())
+        .desktop_key("desk-key-123")
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    c.connect().unwrap();
+    until_command(&c, "run_id").await;
+    close_and_drain(&c).await;
+}
+
+/// §2/§6.1: with `last_server_ts` a non-resumed start is a catchup, not a clear_state dump.
+#[tokio::test]
+async fn spec6_1_last_server_ts_gives_catchup() {
+    let b = backend().await;
+    let c = client(&b, |c| c.last_server_ts(1_700_000_000_000));
+    let (_, skipped) = until_command(&c, "init_complete").await;
+    let sync = skipped
+        .iter()
+        .find(|e| e.command() == "sync_complete")
+        .expect("a sync");
+    assert_eq!(json(sync)["catchup"], true);
+    assert_ne!(json(sync)["clear_state"], true);
+    close_and_drain(&c).await;
+}
