@@ -46,8 +46,7 @@ async fn spec1_2_basic_auth_through_auth_endpoint() {
         .basic_auth("tether", "tether-password")
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     until_command(&c, "run_id").await;
     close_and_drain(&c).await;
 }
@@ -60,8 +59,7 @@ async fn spec1_2_wrong_password_stops_with_unauthorized() {
         .basic_auth("tether", "wrong")
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrUnauthorized);
     assert_eq!(d.retry_in(), None);
@@ -90,8 +88,7 @@ async fn spec16_reauth_once_after_401() {
         .basic_auth("tether", "tether-password")
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     let (_, skipped) = until_command(&c, "run_id").await;
     assert!(
         !skipped.iter().any(|e| e.kind() == EventKind::Disconnected),
@@ -572,8 +569,7 @@ async fn spec1_2_desktop_key_auth() {
         .desktop_key("desk-key-123")
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     until_command(&c, "run_id").await;
     close_and_drain(&c).await;
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use tether::{Client, Config, EventKind, Status};
+use tether::{Config, EventKind, Status};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -54,8 +54,7 @@ async fn wss_with_extra_ca_connects() {
         .extra_ca_pem(pem.as_bytes())
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     until_command(&c, "init_complete").await;
     let r = c.call("echo", br#"{"over":"tls"}"#).await.unwrap();
     assert_eq!(&r[..], br#"{"over":"tls"}"#);
@@ -71,8 +70,7 @@ async fn wss_self_signed_is_refused_by_default() {
         .token(&b.token())
         .build()
         .unwrap();
-    let c = Client::new(cfg);
-    c.connect().unwrap();
+    let c = start(cfg);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(
         d.status(),

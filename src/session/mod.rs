@@ -277,7 +277,7 @@ impl<D: Dialect> Core<D> {
                     let Some(cmd) = cmd else {
                         break self.close_gracefully(&mut sink, &mut stream).await;
                     };
-                    match self.command(cmd) {
+                    match self.command(cmd, true) {
                         Ok(Some(m)) => if let Err(e) = send(&mut sink, m, write_timeout).await { break e },
                         Ok(None) => {}
                         Err(()) => break self.close_gracefully(&mut sink, &mut stream).await,
@@ -374,8 +374,9 @@ impl<D: Dialect> Core<D> {
         }
     }
 
-    /// Handles a command; `Err(())` means close.
-    fn command(&mut self, cmd: Command) -> Result<Option<Message>, ()> {
+    /// Handles a command; `Err(())` means close. Online, a request's message is returned for
+    /// sending; offline it is kept and sent, in order, when the next connection opens.
+    fn command(&mut self, cmd: Command, online: bool) -> Result<Option<Message>, ()> {
         match cmd {
             Command::Request {
                 id,
@@ -387,18 +388,26 @@ impl<D: Dialect> Core<D> {
                 let message = self.dialect.request(id, &command, &data);
                 let deadline = Instant::now() + timeout;
                 self.timers.insert((deadline, id));
+                let (kept, out) = if online {
+                    (None, Some(message))
+                } else {
+                    self.unsent.push_back(id);
+                    (Some(message), None)
+                };
                 self.pending.insert(
                     id,
                     Pending::Request {
-                        message: None,
+                        message: kept,
                         reply,
                         deadline,
                     },
                 );
-                Ok(Some(message))
+                Ok(out)
             }
             Command::Cancel(id) => {
-                Ok(self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller"))
+                let cancel =
+                    self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller");
+                Ok(cancel.filter(|_| online))
             }
             Command::Close => Err(()),
         }
@@ -406,34 +415,7 @@ impl<D: Dialect> Core<D> {
 
     /// Handles a command while disconnected; returns false on close.
     fn command_offline(&mut self, cmd: Command) -> bool {
-        match cmd {
-            Command::Request {
-                id,
-                command,
-                data,
-                timeout,
-                reply,
-            } => {
-                let message = self.dialect.request(id, &command, &data);
-                let deadline = Instant::now() + timeout;
-                self.timers.insert((deadline, id));
-                self.pending.insert(
-                    id,
-                    Pending::Request {
-                        message: Some(message),
-                        reply,
-                        deadline,
-                    },
-                );
-                self.unsent.push_back(id);
-                true
-            }
-            Command::Cancel(id) => {
-                let _ = self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller");
-                true
-            }
-            Command::Close => false,
-        }
+        self.command(cmd, false).is_ok()
     }
 
     /// Fails request `id` locally; returns the cancel message to send if it was on the wire.

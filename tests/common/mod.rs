@@ -29,6 +29,13 @@ pub fn client_at(url: &str, token: &str, f: impl FnOnce(ConfigBuilder) -> Config
     c
 }
 
+/// Starts a client for an already-built config.
+pub fn start(cfg: Config) -> Client {
+    let c = Client::new(cfg);
+    c.connect().expect("connect");
+    c
+}
+
 pub fn client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
     client_at(&b.http_url(), &b.token(), f)
 }
