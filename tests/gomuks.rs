@@ -588,3 +588,33 @@ async fn spec6_1_last_server_ts_gives_catchup() {
     assert_ne!(json(sync)["clear_state"], true);
     close_and_drain(&c).await;
 }
+
+/// §8/§9: a client that stays silent past the server's ping timeout is closed with 4002 and
+/// reconnects; one that pings in time stays connected.
+#[tokio::test]
+async fn spec8_server_ping_timeout_4002() {
+    let b = backend_with(|c| c.ping_timeout = ms(300)).await;
+    let silent = client(&b, |c| {
+        c.ping_interval(Duration::from_secs(30))
+            .receive_timeout(Duration::from_secs(60))
+    });
+    let (d, _) = until_kind(&silent, EventKind::Disconnected).await;
+    assert_eq!(
+        (d.status(), d.close_code()),
+        (Status::ErrRemoteClosed, 4002)
+    );
+    assert_eq!(d.data(), b"Ping timeout");
+    assert!(d.retry_in().is_some());
+    until_kind(&silent, EventKind::Connected).await;
+    close_and_drain(&silent).await;
+
+    let pinging = client(&b, |c| c.ping_interval(ms(100)).receive_timeout(ms(2000)));
+    until_command(&pinging, "run_id").await;
+    tokio::time::sleep(ms(1500)).await;
+    let skipped = close_and_drain(&pinging).await;
+    let drops = skipped
+        .iter()
+        .filter(|e| e.kind() == EventKind::Disconnected && e.status() != Status::Ok)
+        .count();
+    assert_eq!(drops, 0, "{:?}", kinds(&skipped));
+}
