@@ -184,6 +184,29 @@ impl State {
         )
     }
 
+    fn push_generated(&mut self, n: usize) -> i64 {
+        let mut id = self.stats.newest_id;
+        for _ in 0..n {
+            let (lo, hi) = self.cfg.event_size;
+            let size = lo + (self.next_rand() as usize) % (hi.saturating_sub(lo) + 1);
+            let seq = self.next_rand();
+            id = self.push("sync_complete", &crate::events::sync_complete(seq, size));
+        }
+        id
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Out) {
+        for tx in self.conns.values() {
+            let _ = tx.send(make());
+        }
+    }
+
+    fn snapshot(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.connections = self.conns.len();
+        s
+    }
+
     fn next_rand(&mut self) -> u64 {
         // xorshift: deterministic per seed, no dependency on the rand crate's stream.
         self.rng ^= self.rng << 13;
@@ -264,16 +287,7 @@ impl Backend {
     }
     /// Pushes `n` generated Matrix-like events; returns the newest id.
     pub fn push_events(&self, n: usize) -> i64 {
-        let mut g = self.lock();
-        let mut id = g.stats.newest_id;
-        for _ in 0..n {
-            let (lo, hi) = g.cfg.event_size;
-            let size = lo + (g.next_rand() as usize) % (hi.saturating_sub(lo) + 1);
-            let seq = g.next_rand();
-            let data = crate::events::sync_complete(seq, size);
-            id = g.push("sync_complete", &data);
-        }
-        id
+        self.lock().push_generated(n)
     }
     /// Pushes one event.
     pub fn push_event(&self, command: &str, data: Value) -> i64 {
@@ -283,34 +297,24 @@ impl Backend {
     pub fn restart(&self) {
         let mut g = self.lock();
         g.new_run();
-        for tx in g.conns.values() {
-            let _ = tx.send(Out::Cut);
-        }
+        g.broadcast(|| Out::Cut);
     }
     /// Drops every websocket connection without a close frame.
     pub fn cut_all(&self) {
-        for tx in self.lock().conns.values() {
-            let _ = tx.send(Out::Cut);
-        }
+        self.lock().broadcast(|| Out::Cut);
     }
     /// Sends a close frame on every connection.
     pub fn close_all(&self, code: u16, reason: &str) {
-        for tx in self.lock().conns.values() {
-            let _ = tx.send(Out::Close(code, reason.to_owned()));
-        }
+        self.lock()
+            .broadcast(|| Out::Close(code, reason.to_owned()));
     }
     /// Injects a fault into every open connection.
     pub fn inject(&self, fault: Fault) {
-        for tx in self.lock().conns.values() {
-            let _ = tx.send(Out::Fault(fault.clone()));
-        }
+        self.lock().broadcast(|| Out::Fault(fault.clone()));
     }
     /// A snapshot of what the backend has seen.
     pub fn stats(&self) -> Stats {
-        let g = self.lock();
-        let mut s = g.stats.clone();
-        s.connections = g.conns.len();
-        s
+        self.lock().snapshot()
     }
     /// Polls stats every 10 ms until `f` holds or `timeout` passes.
     pub async fn wait_for<F: Fn(&Stats) -> bool>(&self, f: F, timeout: Duration) -> bool {
@@ -528,7 +532,70 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             }
             serve_ws(tcp, head, state).await
         }
+        (_, path) if path.starts_with("/_testkit/") => {
+            let (code, body) = control(&head, &state);
+            respond(tcp, &head, code, "application/json", &body).await
+        }
         _ => respond(tcp, &head, 404, "text/plain", "404 page not found").await,
+    }
+}
+
+/// Scripting for tests in other languages: the same operations as the Rust API, over HTTP on
+/// the backend's own loopback port.
+fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
+    let q = |k: &str| head.query.get(k).cloned().unwrap_or_default();
+    let n = |default: usize| q("n").parse::<usize>().unwrap_or(default);
+    let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+    let ok = json!({"ok": true}).to_string();
+    match (head.method.as_str(), head.path.as_str()) {
+        ("GET", "/_testkit/stats") => (
+            200,
+            serde_json::to_string(&g.snapshot()).unwrap_or_default(),
+        ),
+        ("POST", "/_testkit/push") => {
+            let newest = g.push_generated(n(1).min(1_000_000));
+            (200, json!({"newest_id": newest}).to_string())
+        }
+        ("POST", "/_testkit/cut") => {
+            g.broadcast(|| Out::Cut);
+            (200, ok)
+        }
+        ("POST", "/_testkit/restart") => {
+            g.new_run();
+            g.broadcast(|| Out::Cut);
+            (200, ok)
+        }
+        ("POST", "/_testkit/close") => {
+            let code = q("code").parse().unwrap_or(1000);
+            let reason = q("reason");
+            g.broadcast(|| Out::Close(code, reason.clone()));
+            (200, ok)
+        }
+        ("POST", "/_testkit/fault") => {
+            let fault = match q("kind").as_str() {
+                "invalid_deflate" => Fault::InvalidDeflate,
+                "invalid_json" => Fault::InvalidJson,
+                "invalid_utf8" => Fault::InvalidUtf8,
+                "missing_fields" => Fault::MissingFields,
+                "wrong_frame_type" => Fault::WrongFrameType,
+                "oversize" => Fault::Oversize(n(2 << 20)),
+                "bomb" => Fault::Bomb(n(64 << 20)),
+                "unknown_command_event" => Fault::UnknownCommandEvent,
+                "response_unknown_id" => Fault::ResponseUnknownId,
+                other => {
+                    return (
+                        400,
+                        json!({"error": format!("unknown fault kind {other:?}")}).to_string(),
+                    )
+                }
+            };
+            g.broadcast(|| Out::Fault(fault.clone()));
+            (200, ok)
+        }
+        _ => (
+            404,
+            json!({"error": "unknown control endpoint"}).to_string(),
+        ),
     }
 }
 
