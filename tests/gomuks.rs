@@ -56,12 +56,18 @@ async fn spec1_2_basic_auth_through_auth_endpoint() {
 async fn spec1_2_wrong_password_stops_with_unauthorized() {
     let b = backend().await;
     let cfg = Config::builder(&b.http_url())
-        .basic_auth("tether", "wrong")
+        .basic_auth("tether", "wrong-pass-SECRET")
         .build()
         .unwrap();
+    assert!(!format!("{cfg:?}").contains("SECRET"));
     let c = start(cfg);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrUnauthorized);
+    let text = String::from_utf8_lossy(d.data());
+    assert!(
+        !text.contains("SECRET") && !text.contains("d3Jvbmc"),
+        "no password (or its base64) in {text}"
+    );
     assert_eq!(d.retry_in(), None);
     assert_eq!(next(&c).await.kind(), EventKind::Closed);
     assert_eq!(b.stats().total_connections, 0);
@@ -72,9 +78,13 @@ async fn spec1_2_wrong_password_stops_with_unauthorized() {
 #[tokio::test]
 async fn spec1_2_invalid_cookie_is_unauthorized() {
     let b = backend().await;
-    let c = client_at(&b.http_url(), "not-a-valid-token", |c| c);
+    let c = client_at(&b.http_url(), "not-a-valid-token-SECRET", |c| c);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrUnauthorized);
+    assert!(
+        !String::from_utf8_lossy(d.data()).contains("SECRET"),
+        "the token never appears in errors"
+    );
     assert_eq!(d.close_code(), 401);
     assert_eq!(next(&c).await.kind(), EventKind::Closed);
 }
