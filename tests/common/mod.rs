@@ -106,3 +106,12 @@ pub fn event_ids(evs: &[Event]) -> Vec<i64> {
 pub fn json(ev: &Event) -> serde_json::Value {
     serde_json::from_slice(ev.data()).expect("event data is JSON")
 }
+
+/// Asserts that no connection dropped among these events (a user close reports `Ok`).
+pub fn assert_no_drop(evs: &[Event]) {
+    let drops = evs
+        .iter()
+        .filter(|e| e.kind() == EventKind::Disconnected && e.status() != tether::Status::Ok)
+        .count();
+    assert_eq!(drops, 0, "{:?}", kinds(evs));
+}
