@@ -64,38 +64,45 @@ impl Client {
     }
 
     /// Starts the session in the background; progress arrives as events. Errors with
-    /// `ErrState` if already started or closed.
+    /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(Status::ErrState, "client is closed"));
         }
-        let rx = self
-            .rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| Error::new(Status::ErrState, "connect was already called"))?;
+        let mut slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            return Err(Error::new(Status::ErrState, "connect was already called"));
+        }
+        // Everything fallible happens before the receiver is taken, so an error leaves the
+        // client as it was.
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
-        match self.cfg.protocol {
-            Protocol::Gomuks => {
-                let dialect =
-                    crate::dialect::gomuks::Gomuks::new(self.cfg.clone(), self.resume.clone())?;
-                handle.spawn(crate::session::run(
-                    self.cfg.clone(),
-                    self.queue.clone(),
-                    self.ids.clone(),
-                    dialect,
-                    rx,
-                ));
-            }
+        // One TLS config per client, shared by the websocket and the auth HTTP client.
+        let tls = crate::session::transport::tls_config(&self.cfg)?;
+        let dialect = match self.cfg.protocol {
+            Protocol::Gomuks => crate::dialect::gomuks::Gomuks::new(
+                self.cfg.clone(),
+                tls.clone(),
+                self.resume.clone(),
+            )?,
             Protocol::Rwws => {
                 return Err(Error::new(
                     Status::ErrConfig,
                     "the rwws dialect is not implemented yet",
                 ));
             }
-        }
+        };
+        let Some(rx) = slot.take() else {
+            return Err(Error::new(Status::ErrState, "connect was already called"));
+        };
+        handle.spawn(crate::session::run(
+            self.cfg.clone(),
+            tls,
+            self.queue.clone(),
+            self.ids.clone(),
+            dialect,
+            rx,
+        ));
         Ok(())
     }
 
@@ -234,5 +241,30 @@ impl Drop for Client {
         }
         // Nobody will read the queue again; never let the session wait for space.
         self.queue.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connect that fails changes nothing: the same error again (not "already called"), and
+    /// close still ends with CLOSED.
+    #[test]
+    fn failed_connect_leaves_client_unchanged() {
+        let cfg = Config::builder("ws://127.0.0.1:9/")
+            .protocol(Protocol::Rwws)
+            .build()
+            .unwrap();
+        let c = Client::new(cfg);
+        for _ in 0..2 {
+            assert_eq!(c.connect().unwrap_err().status(), Status::ErrConfig);
+        }
+        c.close().unwrap();
+        match c.poll(Some(Duration::ZERO)) {
+            Pop::Event(ev) => assert_eq!(ev.kind(), crate::event::EventKind::Closed),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.connect().unwrap_err().status(), Status::ErrState);
     }
 }

@@ -69,6 +69,7 @@ enum Pending {
 
 struct Core<D: Dialect> {
     cfg: Arc<Config>,
+    tls: Arc<rustls::ClientConfig>,
     queue: Arc<EventQueue>,
     ids: Arc<crate::client::IdGen>,
     dialect: D,
@@ -76,7 +77,6 @@ struct Core<D: Dialect> {
     /// Requests waiting for a connection, in submission order.
     unsent: VecDeque<i64>,
     timers: BTreeSet<(Instant, i64)>,
-    closing: bool,
 }
 
 /// How a connection ended.
@@ -102,6 +102,7 @@ impl Ended {
 /// Runs a client's session until it closes for good.
 pub async fn run<D: Dialect>(
     cfg: Arc<Config>,
+    tls: Arc<rustls::ClientConfig>,
     queue: Arc<EventQueue>,
     ids: Arc<crate::client::IdGen>,
     dialect: D,
@@ -109,13 +110,13 @@ pub async fn run<D: Dialect>(
 ) {
     let mut core = Core {
         cfg: cfg.clone(),
+        tls,
         queue,
         ids,
         dialect,
         pending: BTreeMap::new(),
         unsent: VecDeque::new(),
         timers: BTreeSet::new(),
-        closing: false,
     };
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     let mut attempt: u32 = 0;
@@ -145,10 +146,7 @@ pub async fn run<D: Dialect>(
             core.command_offline(c);
         }
         let (ended, healthy) = match result {
-            None => {
-                core.closing = true;
-                (None, false)
-            }
+            None => (None, false),
             Some(Err(e)) => (
                 Some(Ended::new(
                     e.error.status(),
@@ -175,7 +173,7 @@ pub async fn run<D: Dialect>(
             core.finish();
             return;
         };
-        let policy = if ended.by_user || core.closing {
+        let policy = if ended.by_user {
             Policy::Stop
         } else {
             core.dialect.policy(ended.status, ended.code)
@@ -208,14 +206,10 @@ impl<D: Dialect> Core<D> {
         &mut self,
         reauthed: &mut bool,
     ) -> Result<(Ws, bool), transport::ConnectError> {
-        let tls = transport::tls_config(&self.cfg).map_err(|e| transport::ConnectError {
-            error: e,
-            http_status: None,
-        })?;
         let fut = async {
             loop {
                 let up = self.dialect.prepare().await?;
-                match transport::connect(&self.cfg, &tls, &up.url, &up.headers).await {
+                match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers).await {
                     Ok(mut ws) => {
                         self.dialect.on_connected();
                         self.dialect.handshake(&mut ws).await.map_err(|e| {
@@ -297,8 +291,7 @@ impl<D: Dialect> Core<D> {
                         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                             healthy = true;
                             if let Err(e) = self.incoming(m) {
-                                let close = CloseFrame { code: CloseCode::Unsupported, reason: "Invalid data".into() };
-                                let _ = timeout(Duration::from_secs(1), sink.send(Message::Close(Some(close)))).await;
+                                send_close(&mut sink, 1003, "Invalid data", Duration::from_secs(1)).await;
                                 break Ended::new(e.status(), 0, e.message());
                             }
                         }
@@ -319,8 +312,7 @@ impl<D: Dialect> Core<D> {
                     if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
                 }
                 () = sleep_until(last_recv + self.cfg.receive_timeout), if can_read => {
-                    let close = CloseFrame { code: CloseCode::from(4002), reason: "Ping timeout".into() };
-                    let _ = timeout(Duration::from_secs(1), sink.send(Message::Close(Some(close)))).await;
+                    send_close(&mut sink, 4002, "Ping timeout", Duration::from_secs(1)).await;
                     break Ended::new(Status::ErrReceiveTimeout, 0, "nothing received within the receive timeout");
                 }
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
@@ -346,17 +338,8 @@ impl<D: Dialect> Core<D> {
         sink: &mut futures_util::stream::SplitSink<Ws, Message>,
         stream: &mut futures_util::stream::SplitStream<Ws>,
     ) -> Ended {
-        self.closing = true;
         let (code, reason) = self.dialect.final_close();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let _ = timeout(
-            Duration::from_secs(2),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        send_close(sink, code, reason, Duration::from_secs(2)).await;
         // Wait (bounded) for the server's close reply so the close handshake completes.
         let _ = timeout(Duration::from_secs(2), async {
             while let Some(Ok(m)) = stream.next().await {
@@ -569,8 +552,8 @@ impl<D: Dialect> Core<D> {
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
-                    Some(c) => if !self.command_offline(c) { self.closing = true; return false },
-                    None => { self.closing = true; return false }
+                    Some(c) => if !self.command_offline(c) { return false },
+                    None => return false,
                 },
                 () = sleep_until(next_timer.unwrap_or(until)), if next_timer.is_some_and(|t| t < until) => {
                     let _ = self.expire();
@@ -578,7 +561,7 @@ impl<D: Dialect> Core<D> {
                 () = sleep_until(until) => {
                     // Commands that arrived meanwhile are taken before connecting.
                     while let Ok(c) = commands.try_recv() {
-                        if !self.command_offline(c) { self.closing = true; return false }
+                        if !self.command_offline(c) { return false }
                     }
                     return true;
                 }
@@ -605,6 +588,20 @@ impl<D: Dialect> Core<D> {
         self.unsent.clear();
         self.queue.push(Event::new(EventKind::Closed));
     }
+}
+
+/// Sends a close frame, giving up after `limit`: the peer may be gone or not reading.
+async fn send_close(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    code: u16,
+    reason: &str,
+    limit: Duration,
+) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
 }
 
 async fn send(

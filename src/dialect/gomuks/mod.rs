@@ -34,8 +34,11 @@ pub struct Gomuks {
 
 impl Gomuks {
     /// A dialect for this configuration.
-    pub fn new(cfg: Arc<Config>, resume: Arc<SharedResume>) -> Result<Gomuks, Error> {
-        let tls = crate::session::transport::tls_config(&cfg)?;
+    pub fn new(
+        cfg: Arc<Config>,
+        tls: Arc<rustls::ClientConfig>,
+        resume: Arc<SharedResume>,
+    ) -> Result<Gomuks, Error> {
         let http = auth::http_client(tls, cfg.connect_timeout)?;
         Ok(Gomuks {
             token: cfg.token.clone(),
