@@ -135,10 +135,7 @@ struct State {
 
 impl State {
     fn new_run(&mut self) {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = since_epoch().as_nanos();
         self.stats.run_id = nanos.to_string();
         self.stats.newest_id = 0;
         self.stats.acks.clear();
@@ -265,7 +262,7 @@ impl Backend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Listening address.
@@ -329,12 +326,20 @@ impl Backend {
     }
 }
 
-fn make_token(cfg: &BackendConfig) -> String {
-    let expiry = SystemTime::now()
+/// Wall-clock time since the Unix epoch (zero if the clock is before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 7 * 86400;
+        .unwrap_or_default()
+}
+
+/// Locks the shared state; a panicked test thread must not wedge the backend.
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn make_token(cfg: &BackendConfig) -> String {
+    let expiry = since_epoch().as_secs() + 7 * 86400;
     let payload = json!({"username": cfg.username, "expiry": expiry}).to_string();
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&cfg.token_key).expect("HMAC takes any key length");
@@ -365,10 +370,7 @@ fn valid_token(cfg: &BackendConfig, token: &str) -> bool {
     let Ok(v) = serde_json::from_slice::<Value>(&payload) else {
         return false;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = since_epoch().as_secs();
     v["username"] == cfg.username.as_str()
         && v["expiry"].as_u64().is_some_and(|e| e > now)
         && v["image_only"] != true
@@ -481,7 +483,7 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
     let Some(head) = peek_head(&tcp).await else {
         return;
     };
-    let cfg = state.lock().unwrap_or_else(|e| e.into_inner()).cfg.clone();
+    let cfg = lock(&state).cfg.clone();
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/_gomuks/auth") => {
             let ok = match cookie(&head) {
@@ -545,7 +547,7 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
 fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
     let q = |k: &str| head.query.get(k).cloned().unwrap_or_default();
     let n = |default: usize| q("n").parse::<usize>().unwrap_or(default);
-    let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = lock(state);
     let ok = json!({"ok": true}).to_string();
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/_testkit/stats") => (
@@ -698,7 +700,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     let last: i64 = q("last_received_event").parse().unwrap_or(0);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (listener, replay, run_id, ping_timeout, logged_in) = {
-        let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&state);
         g.next_listener += 1;
         let listener = g.next_listener;
         let run_matches = q("run_id") == g.stats.run_id;
@@ -771,10 +773,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
         }
         startup.push(env("init_complete", 0, json!({})));
     } else if logged_in {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let ts = since_epoch().as_millis() as i64;
         if let Ok(since) = q("last_server_ts").parse::<i64>() {
             startup.push(env(
                 "sync_complete",
@@ -865,7 +864,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     for t in tasks.values() {
         t.abort();
     }
-    let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = lock(&state);
     g.conns.remove(&listener);
     if close_code.is_some() {
         g.stats.last_client_close_code = close_code;
@@ -902,7 +901,7 @@ fn handle_command(
         "ping" => {
             let ack = data["last_received_id"].as_i64().unwrap_or(0);
             if ack != 0 {
-                let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut g = lock(state);
                 g.stats.acks.insert(listener, ack);
                 g.stats.last_ack = ack;
             }
@@ -928,11 +927,7 @@ fn handle_command(
             )));
         }
         "get_state" => {
-            let s = state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .stats
-                .clone();
+            let s = lock(state).stats.clone();
             let _ = tx.send(Out::Line(reply(
                 "response",
                 json!({"run_id": s.run_id, "newest_id": s.newest_id, "acks": s.acks}),
