@@ -1,10 +1,13 @@
 //! The client handle of the Rust API.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Protocol, ResumeState};
@@ -45,6 +48,7 @@ pub struct Client {
     tx: mpsc::UnboundedSender<Command>,
     rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     closed: AtomicBool,
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -60,6 +64,7 @@ impl Client {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             closed: AtomicBool::new(false),
+            poisoned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -95,15 +100,45 @@ impl Client {
         let Some(rx) = slot.take() else {
             return Err(Error::new(Status::ErrState, "connect was already called"));
         };
-        handle.spawn(crate::session::run(
+        let session = crate::session::run(
             self.cfg.clone(),
             tls,
             self.queue.clone(),
             self.ids.clone(),
             dialect,
             rx,
+        );
+        handle.spawn(guard_session(
+            session,
+            self.queue.clone(),
+            self.poisoned.clone(),
         ));
         Ok(())
+    }
+
+    /// Whether an internal panic ended the session; the client is then unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// rwws: sends one raw packet. Not available for gomuks clients.
+    pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ErrState, "client is closed"));
+        }
+        if bytes.is_empty() {
+            return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
+        }
+        match self.cfg.protocol {
+            Protocol::Gomuks => Err(Error::new(
+                Status::ErrState,
+                "send_packet is for rwws clients; gomuks uses requests",
+            )),
+            Protocol::Rwws => Err(Error::new(
+                Status::ErrState,
+                "the rwws dialect is not implemented yet",
+            )),
+        }
     }
 
     fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
@@ -234,6 +269,23 @@ impl Client {
     }
 }
 
+/// Runs the session; if it panics, the client is poisoned and the app still sees the end
+/// (DISCONNECTED with `ErrPanic`, then CLOSED) instead of a silent stall.
+async fn guard_session(
+    session: impl Future<Output = ()>,
+    queue: Arc<EventQueue>,
+    poisoned: Arc<AtomicBool>,
+) {
+    if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+        poisoned.store(true, Ordering::Release);
+        let mut ev = Event::new(crate::event::EventKind::Disconnected);
+        ev.status = Status::ErrPanic;
+        ev.data = Bytes::from_static(b"internal panic in the session task");
+        queue.push(ev);
+        queue.push(Event::new(crate::event::EventKind::Closed));
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
@@ -247,6 +299,26 @@ impl Drop for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
+
+    /// A panicking session poisons the client and still ends the event stream with CLOSED.
+    #[tokio::test]
+    async fn session_panic_poisons_and_closes() {
+        let queue = Arc::new(EventQueue::new(8));
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let session = async { panic!("injected") };
+        tokio::spawn(guard_session(session, queue.clone(), poisoned.clone()))
+            .await
+            .unwrap();
+        assert!(poisoned.load(Ordering::Acquire));
+        let ev = queue.pop().await.unwrap();
+        assert_eq!(
+            (ev.kind(), ev.status()),
+            (EventKind::Disconnected, Status::ErrPanic)
+        );
+        assert_eq!(queue.pop().await.unwrap().kind(), EventKind::Closed);
+        assert!(queue.pop().await.is_none());
+    }
 
     /// A connect that fails changes nothing: the same error again (not "already called"), and
     /// close still ends with CLOSED.

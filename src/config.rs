@@ -266,6 +266,9 @@ impl ConfigBuilder {
     /// Validates and freezes the configuration.
     pub fn build(self) -> Result<Config, Error> {
         let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+        if self.url.is_empty() {
+            return Err(bad("no URL set"));
+        }
         let mut url = Url::parse(&self.url).map_err(|e| bad(&format!("invalid URL: {e}")))?;
         let secure = match url.scheme() {
             "ws" => false,

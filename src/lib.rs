@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod dialect;
 pub mod event;
+pub mod ffi;
 pub mod queue;
 pub mod runtime;
 pub mod session;

@@ -25,7 +25,9 @@ pub enum Pop {
 }
 
 /// Hook called with `true` when the queue becomes non-empty and `false` when it drains, so a
-/// host-visible readiness signal (eventfd, pipe) can follow the queue.
+/// host-visible readiness signal (eventfd, pipe) can follow the queue. It runs under the queue
+/// lock, so transitions are reported in order and the signal can never lag behind the queue;
+/// it must be quick and must not call back into the queue.
 pub type ReadinessHook = Box<dyn Fn(bool) + Send + Sync>;
 
 struct Inner {
@@ -73,12 +75,14 @@ impl EventQueue {
 
     /// Installs the readiness hook and reports the current state through it.
     pub fn set_readiness_hook(&self, hook: ReadinessHook) {
-        let ready = !self.lock().events.is_empty();
-        hook(ready);
+        let g = self.lock();
+        hook(!g.events.is_empty());
         *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        drop(g);
     }
 
-    fn signal(&self, ready: bool) {
+    /// Reports a transition; the caller holds the queue lock (see [`ReadinessHook`]).
+    fn signal(&self, _held: &MutexGuard<'_, Inner>, ready: bool) {
         if let Some(h) = &*self.hook.lock().unwrap_or_else(|e| e.into_inner()) {
             h(ready);
         }
@@ -103,7 +107,6 @@ impl EventQueue {
 
     /// Appends an event; never blocks. Nothing is accepted after CLOSED.
     pub fn push(&self, ev: Event) {
-        let was_empty;
         {
             let mut g = self.lock();
             if g.abandoned || g.closed_pushed {
@@ -112,11 +115,10 @@ impl EventQueue {
             if ev.kind == EventKind::Closed {
                 g.closed_pushed = true;
             }
-            was_empty = g.events.is_empty();
             g.events.push_back(ev);
-        }
-        if was_empty {
-            self.signal(true);
+            if g.events.len() == 1 {
+                self.signal(&g, true);
+            }
         }
         self.cond.notify_one();
         self.readable.notify_one();
@@ -127,16 +129,13 @@ impl EventQueue {
         if ev.kind == EventKind::Closed {
             g.finished = true;
         }
-        if g.events.len() + 1 == self.capacity || g.events.len() < self.capacity {
+        if g.events.len() < self.capacity {
             self.space.notify_one();
         }
-        Some(ev)
-    }
-
-    fn after_take(&self, now_empty: bool) {
-        if now_empty {
-            self.signal(false);
+        if g.events.is_empty() {
+            self.signal(g, false);
         }
+        Some(ev)
     }
 
     /// Takes the next event, waiting up to `timeout` (`None` waits until one arrives).
@@ -145,12 +144,9 @@ impl EventQueue {
         let mut g = self.lock();
         loop {
             if let Some(ev) = self.take(&mut g) {
-                let empty = g.events.is_empty();
-                drop(g);
-                self.after_take(empty);
                 return Pop::Event(ev);
             }
-            if g.finished {
+            if g.finished || g.abandoned {
                 return Pop::Finished;
             }
             match deadline {
@@ -183,11 +179,6 @@ impl EventQueue {
                 None => break,
             }
         }
-        let empty = g.events.is_empty();
-        drop(g);
-        if n > 0 {
-            self.after_take(empty);
-        }
         n
     }
 
@@ -198,12 +189,9 @@ impl EventQueue {
             {
                 let mut g = self.lock();
                 if let Some(ev) = self.take(&mut g) {
-                    let empty = g.events.is_empty();
-                    drop(g);
-                    self.after_take(empty);
                     return Some(ev);
                 }
-                if g.finished {
+                if g.finished || g.abandoned {
                     return None;
                 }
             }
@@ -226,16 +214,23 @@ impl EventQueue {
         self.len() == 0
     }
 
-    /// The consumer is gone: drop what is queued and never make the producer wait again.
+    /// The consumer is gone: drop what is queued, never make the producer wait again, wake
+    /// blocked consumers (they see the end) and drop the readiness hook.
     pub fn abandon(&self) {
-        let drained: Vec<Event> = {
+        let (drained, hook) = {
             let mut g = self.lock();
             g.abandoned = true;
-            g.events.drain(..).collect()
+            if !g.events.is_empty() {
+                self.signal(&g, false);
+            }
+            let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+            (std::mem::take(&mut g.events), hook)
         };
-        drop(drained);
+        // Event payloads and the hook are dropped outside the lock.
+        drop((drained, hook));
         self.space.notify_one();
-        self.signal(false);
+        self.cond.notify_all();
+        self.readable.notify_waiters();
     }
 }
 

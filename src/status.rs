@@ -33,6 +33,8 @@ pub enum Status {
     ErrForked = -7,
     /// The configuration is invalid (missing URL, bad scheme, bad key, ...).
     ErrConfig = -8,
+    /// A caller-supplied buffer was too small (the needed size is reported).
+    ErrBufferTooSmall = -9,
     /// The server answered a request with an `error` reply.
     ErrRemote = -20,
     /// A request got no reply within its timeout (a `cancel` was sent).
@@ -85,6 +87,7 @@ impl Status {
         Status::ErrPanic,
         Status::ErrForked,
         Status::ErrConfig,
+        Status::ErrBufferTooSmall,
         Status::ErrRemote,
         Status::ErrRequestTimeout,
         Status::ErrCancelled,
@@ -129,6 +132,7 @@ impl Status {
             Status::ErrPanic => "internal panic; the client is unusable\0",
             Status::ErrForked => "used after fork()\0",
             Status::ErrConfig => "invalid configuration\0",
+            Status::ErrBufferTooSmall => "buffer too small\0",
             Status::ErrRemote => "the server returned an error\0",
             Status::ErrRequestTimeout => "request timed out\0",
             Status::ErrCancelled => "request cancelled\0",

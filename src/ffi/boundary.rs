@@ -1,0 +1,222 @@
+//! The boundary every export runs inside: panics caught, fork detected, errors recorded.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use crate::status::{Error, Status};
+
+use super::client::tether_client;
+use super::tether_status;
+
+thread_local! {
+    /// Message of the last failure on this thread (`tether_last_error`).
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Set in a child process by the `pthread_atfork` handler: the runtime's threads did not
+/// survive the fork, so nothing may touch it.
+static FORKED: AtomicBool = AtomicBool::new(false);
+static FORK_GUARD: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: a single atomic store.
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// Arms the fork guard; called when the first client is created.
+pub(crate) fn install_fork_guard() {
+    FORK_GUARD.call_once(|| {
+        // SAFETY: registers a handler that only stores an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// Records `message` as this thread's last error.
+pub(crate) fn set_last_error(message: &str) {
+    let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Pointer to this thread's last error message; valid until the thread's next failing call.
+pub(crate) fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Records the error and returns its status code.
+pub(crate) fn fail(e: Error) -> tether_status {
+    set_last_error(&e.to_string());
+    e.status().code()
+}
+
+/// `Ok(())` to `TETHER_OK`, errors recorded.
+pub(crate) fn status_of(r: Result<(), Error>) -> tether_status {
+    match r {
+        Ok(()) => Status::Ok.code(),
+        Err(e) => fail(e),
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal panic: {what}")
+}
+
+/// Runs an export body. After a fork or a panic it returns `fallback(status)` instead; no
+/// panic ever unwinds into C.
+pub(crate) fn boundary<T>(fallback: impl Fn(Status) -> T, body: impl FnOnce() -> T) -> T {
+    if FORKED.load(Ordering::Relaxed) {
+        set_last_error("tether cannot be used in a child process after fork()");
+        return fallback(Status::ErrForked);
+    }
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(p) => {
+            set_last_error(&panic_message(&*p));
+            fallback(Status::ErrPanic)
+        }
+    }
+}
+
+/// [`boundary`] for calls on a client: NULL is `ErrNull`, a poisoned client is `ErrPanic`, and
+/// a panic poisons the client.
+pub(crate) fn client_boundary<T>(
+    c: *const tether_client,
+    fallback: impl Fn(Status) -> T,
+    body: impl FnOnce(&tether_client) -> T,
+) -> T {
+    boundary(&fallback, || {
+        // SAFETY: the caller passes a pointer from tether_client_new that it has not freed.
+        let Some(client) = (unsafe { c.as_ref() }) else {
+            set_last_error("client is NULL");
+            return fallback(Status::ErrNull);
+        };
+        if client.is_poisoned() {
+            set_last_error("the client is unusable after an internal panic");
+            return fallback(Status::ErrPanic);
+        }
+        match catch_unwind(AssertUnwindSafe(|| body(client))) {
+            Ok(v) => v,
+            Err(p) => {
+                client.poison();
+                set_last_error(&panic_message(&*p));
+                fallback(Status::ErrPanic)
+            }
+        }
+    })
+}
+
+/// The fallback for functions returning a status.
+pub(crate) fn code(s: Status) -> tether_status {
+    s.code()
+}
+
+/// Reads a required NUL-terminated UTF-8 argument.
+pub(crate) fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::new(Status::ErrNull, format!("{what} is NULL")));
+    }
+    // SAFETY: the caller passes a NUL-terminated string that outlives this call.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Error::new(Status::ErrInvalidUtf8, format!("{what} is not valid UTF-8")))
+}
+
+/// Reads a `(ptr, len)` payload; NULL is allowed only with length 0.
+pub(crate) fn bytes_arg<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Error> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::new(
+            Status::ErrNull,
+            format!("{what} is NULL with a non-zero length"),
+        ));
+    }
+    // SAFETY: the caller passes `len` readable bytes that outlive this call.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Writes an output, or fails with `ErrNull` if the pointer is NULL.
+pub(crate) fn out_arg<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Error> {
+    // SAFETY: the caller passes a writable pointer or NULL.
+    unsafe { p.as_mut() }.ok_or_else(|| Error::new(Status::ErrNull, format!("{what} is NULL")))
+}
+
+/// Converts a C millisecond timeout: negative waits forever.
+pub(crate) fn timeout_arg(ms: i32) -> Option<std::time::Duration> {
+    u64::try_from(ms).ok().map(std::time::Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_errors_with_a_message() {
+        let r = boundary(code, || -> tether_status { panic!("boom") });
+        assert_eq!(r, Status::ErrPanic.code());
+        // SAFETY: pointer to this thread's message.
+        let msg = unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_str()
+            .unwrap();
+        assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn argument_helpers() {
+        assert_eq!(
+            str_arg(std::ptr::null(), "x").unwrap_err().status(),
+            Status::ErrNull
+        );
+        let bad = b"\xff\0";
+        assert_eq!(
+            str_arg(bad.as_ptr().cast(), "x").unwrap_err().status(),
+            Status::ErrInvalidUtf8
+        );
+        assert_eq!(bytes_arg(std::ptr::null(), 0, "d").unwrap(), b"");
+        assert_eq!(
+            bytes_arg(std::ptr::null(), 3, "d").unwrap_err().status(),
+            Status::ErrNull
+        );
+        assert_eq!(timeout_arg(-1), None);
+        assert_eq!(timeout_arg(5), Some(std::time::Duration::from_millis(5)));
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+    use crate::ffi::*;
+
+    /// A panic inside a client call returns TETHER_ERR_PANIC and poisons that client: every
+    /// later call on it fails the same way, while free still works.
+    #[test]
+    fn panic_poisons_the_client() {
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let mut cfg = std::ptr::null_mut();
+            assert_eq!(tether_config_new(&mut cfg), TETHER_OK);
+            assert_eq!(
+                tether_config_set_url(cfg, c"ws://127.0.0.1:9/".as_ptr()),
+                TETHER_OK
+            );
+            let mut c = std::ptr::null_mut();
+            assert_eq!(tether_client_new(cfg, &mut c), TETHER_OK);
+            tether_config_free(cfg);
+            let r = client_boundary(c, code, |_| -> tether_status { panic!("injected") });
+            assert_eq!(r, TETHER_ERR_PANIC);
+            assert_eq!(tether_client_close(c), TETHER_ERR_PANIC);
+            assert_eq!(tether_client_event_fd(c), -1);
+            tether_client_free(c);
+        }
+    }
+}

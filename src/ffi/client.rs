@@ -1,0 +1,411 @@
+//! `tether_client`: lifecycle, requests, and the two ways of consuming events.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::queue::Pop;
+use crate::status::{Error, Status};
+
+use super::boundary::{
+    boundary, bytes_arg, client_boundary, code, fail, install_fork_guard, out_arg, status_of,
+    str_arg, timeout_arg,
+};
+use super::config::tether_config;
+use super::dispatch::{tether_destroy_cb, tether_event_cb, Dispatcher};
+use super::event::tether_event;
+use super::readiness::Readiness;
+use super::tether_status;
+
+const MODE_UNSET: u8 = 0;
+const MODE_POLL: u8 = 1;
+const MODE_CALLBACK: u8 = 2;
+
+/// A connection to one backend, kept alive and resumed across drops. Create with
+/// `tether_client_new`, free with `tether_client_free`.
+pub struct tether_client {
+    client: Client,
+    poisoned: AtomicBool,
+    mode: AtomicU8,
+    readiness: Mutex<Option<Arc<Readiness>>>,
+    dispatcher: Mutex<Option<Dispatcher>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl tether_client {
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire) || self.client.is_poisoned()
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Fixes the delivery mode on first use; the other mode is `ErrWrongMode` from then on.
+    fn claim(&self, want: u8) -> Result<(), Error> {
+        match self
+            .mode
+            .compare_exchange(MODE_UNSET, want, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(m) if m == want => Ok(()),
+            Err(_) => Err(Error::new(
+                Status::ErrWrongMode,
+                if want == MODE_POLL {
+                    "this client delivers events to a callback; poll is not available"
+                } else {
+                    "this client is in poll mode; a callback cannot be set"
+                },
+            )),
+        }
+    }
+}
+
+/// Creates a client from `cfg` (copied; the config may be freed right after). Nothing happens
+/// on the network until `tether_client_connect`. `*out` receives a client owned by the caller
+/// (free with `tether_client_free`). `TETHER_ERR_CONFIG` with the reason in
+/// `tether_last_error()` if the configuration is invalid; `TETHER_ERR_NULL` for NULL. Any
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_new(
+    cfg: *const tether_config,
+    out: *mut *mut tether_client,
+) -> tether_status {
+    boundary(code, || status_of(client_new(cfg, out)))
+}
+
+fn client_new(cfg: *const tether_config, out: *mut *mut tether_client) -> Result<(), Error> {
+    // SAFETY: the caller passes a live config or NULL.
+    let cfg =
+        unsafe { cfg.as_ref() }.ok_or_else(|| Error::new(Status::ErrNull, "config is NULL"))?;
+    let out = out_arg(out, "out")?;
+    let config = cfg.builder.clone().build()?;
+    install_fork_guard();
+    *out = Box::into_raw(Box::new(tether_client {
+        client: Client::new(config),
+        poisoned: AtomicBool::new(false),
+        mode: AtomicU8::new(MODE_UNSET),
+        readiness: Mutex::new(None),
+        dispatcher: Mutex::new(None),
+    }));
+    Ok(())
+}
+
+/// Starts connecting in the background and returns at once; progress arrives as events
+/// (CONNECTING, CONNECTED, MESSAGE..., DISCONNECTED with the reason and whether a retry
+/// follows). `TETHER_ERR_STATE` if already connected once or closed. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_connect(c: *mut tether_client) -> tether_status {
+    client_boundary(c, code, |h| status_of(h.client.connect()))
+}
+
+/// Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
+/// with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
+/// event carrying the id written to `*out_request_id` (may be NULL). Requests made while
+/// disconnected are sent once connected. The config's request timeout applies.
+/// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
+/// `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_request(
+    c: *mut tether_client,
+    command: *const c_char,
+    data: *const u8,
+    len: usize,
+    out_request_id: *mut i64,
+) -> tether_status {
+    client_boundary(c, code, |h| {
+        status_of(request(h, command, data, len, None, out_request_id))
+    })
+}
+
+/// `tether_client_request` with its own timeout in milliseconds (must be positive).
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_request_with_timeout(
+    c: *mut tether_client,
+    command: *const c_char,
+    data: *const u8,
+    len: usize,
+    timeout_ms: u32,
+    out_request_id: *mut i64,
+) -> tether_status {
+    client_boundary(c, code, |h| {
+        if timeout_ms == 0 {
+            return fail(Error::new(
+                Status::ErrInvalidArgument,
+                "timeout must be positive",
+            ));
+        }
+        let t = Duration::from_millis(u64::from(timeout_ms));
+        status_of(request(h, command, data, len, Some(t), out_request_id))
+    })
+}
+
+fn request(
+    h: &tether_client,
+    command: *const c_char,
+    data: *const u8,
+    len: usize,
+    timeout: Option<Duration>,
+    out_request_id: *mut i64,
+) -> Result<(), Error> {
+    let command = str_arg(command, "command")?;
+    let data = bytes_arg(data, len, "data")?;
+    let id = match timeout {
+        Some(t) => h.client.request_with_timeout(command, data, t)?,
+        None => h.client.request(command, data)?,
+    };
+    // SAFETY: the caller passes a writable pointer or NULL.
+    if let Some(o) = unsafe { out_request_id.as_mut() } {
+        *o = id;
+    }
+    Ok(())
+}
+
+/// Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
+/// reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
+/// client never issued. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_cancel(
+    c: *mut tether_client,
+    request_id: i64,
+) -> tether_status {
+    client_boundary(c, code, |h| status_of(h.client.cancel(request_id)))
+}
+
+/// rwws: sends one raw packet (`len` bytes, copied). `TETHER_ERR_STATE` for gomuks clients.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_send_packet(
+    c: *mut tether_client,
+    bytes: *const u8,
+    len: usize,
+) -> tether_status {
+    client_boundary(c, code, |h| {
+        status_of(bytes_arg(bytes, len, "bytes").and_then(|b| h.client.send_packet(b)))
+    })
+}
+
+/// Takes the next event, waiting up to `timeout_ms` (0: do not wait; negative: wait until one
+/// arrives). Returns `TETHER_OK` with `*out` set to an event the caller frees with
+/// `tether_event_free`; `TETHER_TIMEOUT` if none arrived; `TETHER_CLOSED` once the CLOSED event
+/// has been taken (every later call too). Puts the client in poll mode
+/// (`TETHER_ERR_WRONG_MODE` if a callback is set). Any thread; concurrent pollers each get
+/// different events.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_poll(
+    c: *mut tether_client,
+    timeout_ms: i32,
+    out: *mut *mut tether_event,
+) -> tether_status {
+    client_boundary(c, code, |h| match poll(h, timeout_ms, out) {
+        Ok(s) => s.code(),
+        Err(e) => fail(e),
+    })
+}
+
+fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Result<Status, Error> {
+    let out = out_arg(out, "out")?;
+    h.claim(MODE_POLL)?;
+    Ok(match h.client.poll(timeout_arg(timeout_ms)) {
+        Pop::Event(ev) => {
+            *out = Box::into_raw(Box::new(tether_event::wrap(ev)));
+            Status::Ok
+        }
+        Pop::Timeout => Status::Timeout,
+        Pop::Finished => Status::Closed,
+    })
+}
+
+/// Waits up to `timeout_ms` for one event (negative: until one arrives), then takes it and
+/// whatever else is queued, up to `max` events. Helper of `tether_client_poll_batch`.
+pub(crate) fn take_batch(
+    h: &tether_client,
+    timeout_ms: i32,
+    max: usize,
+    out: &mut Vec<crate::event::Event>,
+) -> Result<Status, Error> {
+    h.claim(MODE_POLL)?;
+    match h.client.poll(timeout_arg(timeout_ms)) {
+        Pop::Event(ev) => {
+            let last = ev.kind() == crate::event::EventKind::Closed;
+            out.push(ev);
+            if !last && max > 1 {
+                h.client.drain(out, max - 1);
+            }
+            Ok(Status::Ok)
+        }
+        Pop::Timeout => Ok(Status::Timeout),
+        Pop::Finished => Ok(Status::Closed),
+    }
+}
+
+/// A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
+/// pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
+/// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`. Only wait for readability and
+/// never read or close it: the library resets it when the queue drains and closes it in
+/// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
+/// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
+/// for NULL, in callback mode, or if no descriptor could be created.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_event_fd(c: *const tether_client) -> c_int {
+    client_boundary(
+        c,
+        |_| -1,
+        |h| match event_fd(h) {
+            Ok(fd) => fd,
+            Err(e) => {
+                fail(e);
+                -1
+            }
+        },
+    )
+}
+
+fn event_fd(h: &tether_client) -> Result<c_int, Error> {
+    h.claim(MODE_POLL)?;
+    let mut slot = lock(&h.readiness);
+    if let Some(r) = &*slot {
+        return Ok(r.fd());
+    }
+    let r = Arc::new(Readiness::new().map_err(|e| {
+        Error::new(
+            Status::ErrState,
+            format!("cannot create the event descriptor: {e}"),
+        )
+    })?);
+    let hook = r.clone();
+    h.client
+        .queue()
+        .set_readiness_hook(Box::new(move |ready| hook.set(ready)));
+    let fd = r.fd();
+    *slot = Some(r);
+    Ok(fd)
+}
+
+/// Delivers every event to `cb(ctx, ev)` on a dedicated dispatcher thread, one at a time and
+/// in order; `ev` is borrowed for the call (do not free it; copy what you keep). Events queued
+/// before this call are delivered too. `destroy(ctx)` (may be NULL) runs exactly once on that
+/// thread after the last callback: after the CLOSED event, or when the client is freed.
+/// Inside `cb` you may call `tether_client_request`, `_cancel`, `_close` and `_free` on this
+/// client; do not block for long, since events wait behind the callback. On failure nothing is
+/// started and `destroy` is not called. `TETHER_ERR_NULL` if `cb` is NULL;
+/// `TETHER_ERR_WRONG_MODE` after poll mode was used; `TETHER_ERR_STATE` if a callback is
+/// already set.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_set_event_callback(
+    c: *mut tether_client,
+    cb: tether_event_cb,
+    ctx: *mut c_void,
+    destroy: tether_destroy_cb,
+) -> tether_status {
+    client_boundary(c, code, |h| status_of(set_callback(h, cb, ctx, destroy)))
+}
+
+fn set_callback(
+    h: &tether_client,
+    cb: tether_event_cb,
+    ctx: *mut c_void,
+    destroy: tether_destroy_cb,
+) -> Result<(), Error> {
+    let cb = cb.ok_or_else(|| Error::new(Status::ErrNull, "callback is NULL"))?;
+    let mut slot = lock(&h.dispatcher);
+    if slot.is_some() {
+        return Err(Error::new(
+            Status::ErrState,
+            "an event callback is already set",
+        ));
+    }
+    h.claim(MODE_CALLBACK)?;
+    let d = Dispatcher::start(h.client.queue().clone(), cb, ctx, destroy).map_err(|e| {
+        h.mode.store(MODE_UNSET, Ordering::Release);
+        Error::new(
+            Status::ErrState,
+            format!("cannot start the dispatcher thread: {e}"),
+        )
+    })?;
+    *slot = Some(d);
+    Ok(())
+}
+
+/// Closes gracefully and returns at once: the close frame is sent (gomuks: 1001), pending
+/// requests complete with `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event.
+/// `TETHER_ERR_STATE` if already closed. Any thread, including inside an event callback.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_close(c: *mut tether_client) -> tether_status {
+    client_boundary(c, code, |h| status_of(h.client.close()))
+}
+
+/// The resume point, to persist and pass to a later client with
+/// `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
+/// `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
+/// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
+/// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
+/// `run_id = NULL, run_id_cap = 0` asks for the size. The run_id is "" before the first
+/// connection. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_resume_state(
+    c: *const tether_client,
+    run_id: *mut c_char,
+    run_id_cap: usize,
+    out_run_id_len: *mut usize,
+    out_last_received_event: *mut i64,
+) -> tether_status {
+    client_boundary(c, code, |h| {
+        let st = h.client.resume_state();
+        let id = st.run_id.as_bytes();
+        // SAFETY: the caller passes writable pointers or NULL.
+        if let Some(l) = unsafe { out_run_id_len.as_mut() } {
+            *l = id.len();
+        }
+        if run_id_cap < id.len() + 1 {
+            return fail(Error::new(
+                Status::ErrBufferTooSmall,
+                format!("run_id needs {} bytes", id.len() + 1),
+            ));
+        }
+        if run_id.is_null() {
+            return fail(Error::new(Status::ErrNull, "run_id is NULL"));
+        }
+        // SAFETY: the caller promised `run_id_cap` writable bytes at `run_id`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(id.as_ptr(), run_id.cast::<u8>(), id.len());
+            *run_id.add(id.len()) = 0;
+            if let Some(l) = out_last_received_event.as_mut() {
+                *l = st.last_received_event;
+            }
+        }
+        Status::Ok.code()
+    })
+}
+
+/// Frees the client. NULL is fine; never twice, and never while another thread is inside a
+/// call on this client. If the client is open it is closed in the background (no waiting on
+/// the network); queued events are discarded. In callback mode this waits for a running
+/// callback to return, so no callback runs after free returns, except when called from the
+/// callback itself: then the dispatcher stops after the callback returns. Either way
+/// `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory
+/// is left alone).
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_free(c: *mut tether_client) {
+    boundary(
+        |_| (),
+        || {
+            // SAFETY: the caller passes a client from tether_client_new, once, or NULL.
+            let Some(h) = (unsafe { c.as_ref() }) else {
+                return;
+            };
+            // Wake the dispatcher and any poller, and detach the event fd from the queue.
+            h.client.queue().abandon();
+            let dispatcher = lock(&h.dispatcher).take();
+            if let Some(d) = dispatcher {
+                d.stop();
+            }
+            // SAFETY: as above; no callback of ours uses the handle any more.
+            drop(unsafe { Box::from_raw(c) });
+        },
+    )
+}
