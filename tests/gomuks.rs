@@ -616,3 +616,42 @@ async fn spec8_server_ping_timeout_4002() {
     let skipped = close_and_drain(&pinging).await;
     assert_no_drop(&skipped);
 }
+
+/// Spec §16 (resume) under the backend's scheduled cuts: every connection is cut after
+/// `cut` (events or bytes, see `cut_after_events`/`cut_after_bytes` and the matching
+/// `tether-backend` flags), and 45 events still arrive exactly once and in order.
+async fn resume_across_scheduled_cuts(
+    cut: impl FnOnce(&mut tether_testkit::gomuks::BackendConfig),
+) {
+    let b = backend_with(cut).await;
+    let c = client(&b, |c| {
+        c.reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
+    });
+    until_command(&c, "init_complete").await;
+    // A trickle, like a live stream: the cut counts live traffic, not replayed events.
+    let mut newest = 0;
+    for _ in 0..9 {
+        newest = b.push_events(5);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, seen) = until(&c, |e| e.request_id() == newest).await;
+    let mut ids = event_ids(&seen);
+    ids.push(newest);
+    assert_eq!(ids, (newest..=-1).rev().collect::<Vec<_>>());
+    let cuts = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Disconnected)
+        .count();
+    assert!(cuts >= 2, "expected scheduled cuts, saw {cuts}");
+    close_and_drain(&c).await;
+}
+
+#[tokio::test]
+async fn resume_across_cuts_after_n_events() {
+    resume_across_scheduled_cuts(|c| c.cut_after_events = Some(10)).await;
+}
+
+#[tokio::test]
+async fn resume_across_cuts_after_n_bytes() {
+    resume_across_scheduled_cuts(|c| c.cut_after_bytes = Some(1500)).await;
+}

@@ -86,6 +86,15 @@ pub(crate) fn boundary<T>(fallback: impl Fn(Status) -> T, body: impl FnOnce() ->
     }
 }
 
+/// [`boundary`] for functions that touch no shared state (status strings, version, last
+/// error): they keep working in a forked child.
+pub(crate) fn pure_boundary<T>(fallback: impl Fn(Status) -> T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| {
+        set_last_error(&panic_message(&*p));
+        fallback(Status::ErrPanic)
+    })
+}
+
 /// [`boundary`] for calls on a client: NULL is `ErrNull`, a poisoned client is `ErrPanic`, and
 /// a panic poisons the client.
 pub(crate) fn client_boundary<T>(

@@ -2,8 +2,9 @@
 //! off the I/O threads, and calls `destroy(ctx)` exactly once at the end.
 
 use std::ffi::c_void;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 
 use crate::event::EventKind;
 use crate::queue::{EventQueue, Pop};
@@ -22,7 +23,6 @@ unsafe impl Send for Ctx {}
 
 pub(crate) struct Dispatcher {
     thread: Option<JoinHandle<()>>,
-    id: ThreadId,
 }
 
 impl Dispatcher {
@@ -60,7 +60,6 @@ impl Dispatcher {
                 }
             })?;
         Ok(Dispatcher {
-            id: thread.thread().id(),
             thread: Some(thread),
         })
     }
@@ -70,7 +69,12 @@ impl Dispatcher {
     /// after the callback returns.
     pub(crate) fn stop(mut self) {
         if let Some(t) = self.thread.take() {
-            if std::thread::current().id() != self.id {
+            // pthread ids rather than std::thread::current(): the caller is usually a foreign
+            // thread, where std would allocate a thread handle that lives until thread exit.
+            // SAFETY: pthread_self and pthread_equal have no preconditions.
+            let on_dispatcher =
+                unsafe { libc::pthread_equal(t.as_pthread_t(), libc::pthread_self()) } != 0;
+            if !on_dispatcher {
                 let _ = t.join();
             }
         }

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use crate::event::Event;
 use crate::status::{Error, Status};
 
-use super::boundary::{boundary, code, last_error_ptr, out_arg, status_of};
+use super::boundary::{boundary, code, last_error_ptr, out_arg, pure_boundary, status_of};
 use super::tether_status;
 
 /// One event, taken with `tether_client_poll` (owned; free with `tether_event_free`) or lent to
@@ -167,7 +167,7 @@ pub unsafe extern "C" fn tether_event_free(ev: *mut tether_event) {
 /// library does not define. Never NULL, never freed. Any thread.
 #[no_mangle]
 pub extern "C" fn tether_status_str(s: tether_status) -> *const c_char {
-    boundary(
+    pure_boundary(
         |st| st.description_nul().as_ptr().cast(),
         || match Status::from_code(s) {
             Some(st) => st.description_nul().as_ptr().cast(),
@@ -181,21 +181,21 @@ pub extern "C" fn tether_status_str(s: tether_status) -> *const c_char {
 /// the next failing tether call on this thread. Never NULL. Credentials never appear in it.
 #[no_mangle]
 pub extern "C" fn tether_last_error() -> *const c_char {
-    boundary(|_| last_error_ptr(), last_error_ptr)
+    pure_boundary(|_| last_error_ptr(), last_error_ptr)
 }
 
 /// The library version, e.g. "0.1.0" (static, never freed). Compare with
 /// `TETHER_VERSION_STRING` to detect a header/library mismatch.
 #[no_mangle]
 pub extern "C" fn tether_version() -> *const c_char {
-    boundary(|_| VERSION.as_ptr().cast(), || VERSION.as_ptr().cast())
+    pure_boundary(|_| VERSION.as_ptr().cast(), || VERSION.as_ptr().cast())
 }
 
 /// The library version as `(MAJOR << 16) | (MINOR << 8) | PATCH`, the same encoding as
 /// `TETHER_VERSION_NUMBER`. Before 1.0 a different MAJOR.MINOR means an incompatible ABI.
 #[no_mangle]
 pub extern "C" fn tether_version_number() -> u32 {
-    boundary(|_| version_number(), version_number)
+    pure_boundary(|_| version_number(), version_number)
 }
 
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

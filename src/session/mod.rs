@@ -165,7 +165,11 @@ pub async fn run<D: Dialect>(
                 (Some(ended), healthy)
             }
         };
-        core.fail_sent(Status::ErrDisconnected, "connection lost before the reply");
+        if ended.as_ref().is_some_and(|e| e.by_user) {
+            core.fail_sent(Status::ErrClientClosed, "client closed before the reply");
+        } else {
+            core.fail_sent(Status::ErrDisconnected, "connection lost before the reply");
+        }
         if healthy {
             backoff.reset();
         }

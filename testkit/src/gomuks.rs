@@ -50,6 +50,11 @@ pub struct BackendConfig {
     pub seed: u64,
     /// Size range of generated events' data, bytes.
     pub event_size: (usize, usize),
+    /// Cut every connection (TCP close, no close frame) once it has carried this many live
+    /// events, so reconnect and resume happen on a schedule.
+    pub cut_after_events: Option<usize>,
+    /// Cut every connection once this many websocket payload bytes were sent on it.
+    pub cut_after_bytes: Option<usize>,
 }
 
 impl Default for BackendConfig {
@@ -66,6 +71,8 @@ impl Default for BackendConfig {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             seed: 1,
             event_size: (300, 2000),
+            cut_after_events: None,
+            cut_after_bytes: None,
         }
     }
 }
@@ -798,6 +805,11 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
         tokio::time::interval_at(tokio::time::Instant::now() + ping_timeout, ping_timeout);
     let mut tasks: HashMap<i64, tokio::task::AbortHandle> = HashMap::new();
     let mut close_code = None;
+    let (cut_after_events, cut_after_bytes) = {
+        let g = lock(&state);
+        (g.cfg.cut_after_events, g.cfg.cut_after_bytes)
+    };
+    let (mut sent_events, mut sent_bytes) = (0usize, 0usize);
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -805,15 +817,31 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                     let mut text = line.to_string();
                     // Batching (§5): drain what is already queued, compressed mode only.
                     let mut extra = Vec::new();
-                    while compress && text.len() < BATCH_BYTES {
+                    let mut lines = 1;
+                    // A scheduled cut lands exactly after its Nth event, even inside a batch.
+                    while compress
+                        && text.len() < BATCH_BYTES
+                        && !matches!(cut_after_events, Some(n) if sent_events + lines >= n)
+                    {
                         match rx.try_recv() {
-                            Ok(Out::Event(l)) => text.push_str(&l),
+                            Ok(Out::Event(l)) => {
+                                text.push_str(&l);
+                                lines += 1;
+                            }
                             Ok(other) => { extra.push(other); break }
                             Err(_) => break,
                         }
                     }
-                    if sink.send(w.message(&text)).await.is_err() { break }
+                    let m = w.message(&text);
+                    sent_bytes += m.len();
+                    sent_events += lines;
+                    if sink.send(m).await.is_err() { break }
                     for o in extra { let _ = tx.send(o); }
+                    if cut_after_events.is_some_and(|n| sent_events >= n)
+                        || cut_after_bytes.is_some_and(|n| sent_bytes >= n)
+                    {
+                        break;
+                    }
                 }
                 Some(Out::Line(l)) => if sink.send(w.message(&l)).await.is_err() { break },
                 Some(Out::Fault(f)) => for m in w.fault(f) { if sink.send(m).await.is_err() { break } },

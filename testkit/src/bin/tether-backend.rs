@@ -7,6 +7,7 @@ use tether_testkit::gomuks::{Backend, BackendConfig};
 const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks]
   [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
   [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--seed N] [--not-logged-in]
+  [--cut-after-events N] [--cut-after-bytes N]
 Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.";
 
 fn main() {
@@ -64,6 +65,20 @@ fn main() {
                 rate = val()
                     .parse()
                     .unwrap_or_else(|e| fail(format!("--event-rate: {e}")))
+            }
+            "--cut-after-events" => {
+                cfg.cut_after_events = Some(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("--cut-after-events: {e}"))),
+                )
+            }
+            "--cut-after-bytes" => {
+                cfg.cut_after_bytes = Some(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("--cut-after-bytes: {e}"))),
+                )
             }
             "--seed" => {
                 cfg.seed = val()

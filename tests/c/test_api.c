@@ -1,0 +1,393 @@
+/*
+ * C API contract tests against a real tether-backend: lifecycle, requests and replies,
+ * argument checking, modes, the event fd, the batch path and the resume state getter.
+ * Also compiled as C++ (the header must work there too).
+ */
+#include "harness.h"
+
+#include <stddef.h>
+
+/* The batch entry layout is part of the ABI (bindings read it with struct offsets). */
+#ifdef __cplusplus
+#define TH_STATIC_ASSERT static_assert
+#else
+#define TH_STATIC_ASSERT _Static_assert
+#endif
+TH_STATIC_ASSERT(sizeof(tether_batch_entry) == 80, "entry size");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, request_id) == 0, "request_id");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, data_offset) == 8, "data_offset");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, data_len) == 16, "data_len");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, acked_id) == 24, "acked_id");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, server_time_ms) == 32, "server_time_ms");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, rtt_us) == 40, "rtt_us");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, retry_in_ms) == 48, "retry_in_ms");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, kind) == 56, "kind");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, status) == 60, "status");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, command_offset) == 64, "command_offset");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, command_len) == 68, "command_len");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, attempt) == 72, "attempt");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, close_code) == 76, "close_code");
+TH_STATIC_ASSERT(offsetof(tether_batch_entry, resume_attempted) == 78, "resume_attempted");
+
+static th_backend backend;
+
+static tether_client *connected_client(void) {
+    tether_client *c = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_connect(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
+    return c;
+}
+
+static int64_t send_request(tether_client *c, const char *command, const char *json) {
+    int64_t id = 0;
+    CHECK_OK(tether_client_request(c, command, (const uint8_t *)json, strlen(json), &id));
+    CHECK(id > 0);
+    return id;
+}
+
+static void test_version_and_status_strings(void) {
+    CHECK(strcmp(tether_version(), TETHER_VERSION_STRING) == 0);
+    CHECK(tether_version_number() == TETHER_VERSION_NUMBER);
+    const tether_status all[] = {
+        TETHER_OK, TETHER_TIMEOUT, TETHER_CLOSED, TETHER_ERR_NULL,
+        TETHER_ERR_INVALID_ARGUMENT, TETHER_ERR_INVALID_UTF8, TETHER_ERR_STATE,
+        TETHER_ERR_WRONG_MODE, TETHER_ERR_PANIC, TETHER_ERR_FORKED, TETHER_ERR_CONFIG,
+        TETHER_ERR_BUFFER_TOO_SMALL, TETHER_ERR_REMOTE, TETHER_ERR_REQUEST_TIMEOUT,
+        TETHER_ERR_CANCELLED, TETHER_ERR_DISCONNECTED, TETHER_ERR_CLIENT_CLOSED,
+        TETHER_ERR_CONNECT, TETHER_ERR_TLS, TETHER_ERR_UNAUTHORIZED, TETHER_ERR_FORBIDDEN,
+        TETHER_ERR_HTTP, TETHER_ERR_RECEIVE_TIMEOUT, TETHER_ERR_REMOTE_CLOSED,
+        TETHER_ERR_PROTOCOL, TETHER_ERR_INFLATE, TETHER_ERR_JSON,
+        TETHER_ERR_MESSAGE_TOO_LARGE, TETHER_ERR_VERSION_MISMATCH, TETHER_ERR_KEY_REVOKED};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *s = tether_status_str(all[i]);
+        CHECK(s != NULL && *s != 0 && strcmp(s, "unknown status") != 0);
+        for (size_t j = 0; j < i; j++) CHECK(strcmp(s, tether_status_str(all[j])) != 0);
+    }
+    CHECK(strcmp(tether_status_str(12345), "unknown status") == 0);
+}
+
+static void test_null_arguments(void) {
+    tether_config *cfg = NULL;
+    tether_client *c = NULL;
+    tether_event *ev = NULL;
+    tether_batch *b = NULL;
+    CHECK_STATUS(tether_config_new(NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_config_set_url(NULL, "ws://x"), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_config_set_compression(NULL, true), TETHER_ERR_NULL);
+    CHECK_OK(tether_config_new(&cfg));
+    CHECK_STATUS(tether_config_set_url(cfg, NULL), TETHER_ERR_NULL);
+    CHECK(strstr(tether_last_error(), "url") != NULL);
+    CHECK_STATUS(tether_config_set_basic_auth(cfg, "u", NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_config_set_ca_pem(cfg, NULL, 10), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_new(NULL, &c), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_new(cfg, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_connect(NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_request(NULL, "echo", NULL, 0, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_cancel(NULL, 1), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_poll(NULL, 0, &ev), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_close(NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_set_event_callback(NULL, NULL, NULL, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_resume_state(NULL, NULL, 0, NULL, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_poll_batch(NULL, 0, NULL, NULL), TETHER_ERR_NULL);
+    CHECK(tether_client_event_fd(NULL) == -1);
+    CHECK(ev == NULL);
+    /* Event accessors on NULL return their documented defaults. */
+    CHECK(tether_event_kind(NULL) == 0);
+    CHECK(tether_event_request_id(NULL) == 0);
+    CHECK(tether_event_status(NULL) == TETHER_ERR_NULL);
+    CHECK(strcmp(tether_event_command(NULL), "") == 0);
+    CHECK(tether_event_close_code(NULL) == 0);
+    CHECK(tether_event_retry_in_ms(NULL) == -1);
+    CHECK(tether_event_rtt_us(NULL) == -1);
+    CHECK(tether_event_acked_id(NULL) == 0);
+    CHECK(!tether_event_resume_attempted(NULL));
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    CHECK_STATUS(tether_event_data(NULL, &p, &n), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_batch_new(4, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_batch_view(NULL, NULL, NULL, NULL, NULL), TETHER_ERR_NULL);
+    /* Every free accepts NULL. */
+    tether_config_free(NULL);
+    tether_client_free(NULL);
+    tether_event_free(NULL);
+    tether_batch_free(NULL);
+    tether_config_free(cfg);
+    CHECK(b == NULL);
+}
+
+static void test_invalid_input(void) {
+    const char bad_utf8[] = {'w', 's', ':', '/', '/', (char)0xff, 0};
+    tether_config *cfg = NULL;
+    CHECK_OK(tether_config_new(&cfg));
+    CHECK_STATUS(tether_config_set_url(cfg, bad_utf8), TETHER_ERR_INVALID_UTF8);
+    CHECK_STATUS(tether_config_set_protocol(cfg, 99), TETHER_ERR_INVALID_ARGUMENT);
+    /* No URL: the config is rejected with a reason, and *out is left alone. */
+    tether_client *sentinel = (tether_client *)&cfg;
+    tether_client *c = sentinel;
+    CHECK_STATUS(tether_client_new(cfg, &c), TETHER_ERR_CONFIG);
+    CHECK(c == sentinel);
+    CHECK(strstr(tether_last_error(), "URL") != NULL);
+    CHECK_OK(tether_config_set_url(cfg, "ftp://127.0.0.1/"));
+    CHECK_STATUS(tether_client_new(cfg, &c), TETHER_ERR_CONFIG);
+    CHECK_OK(tether_config_set_url(cfg, backend.http));
+    CHECK_OK(tether_config_set_ping_interval_ms(cfg, 0));
+    CHECK_STATUS(tether_client_new(cfg, &c), TETHER_ERR_CONFIG);
+    CHECK_OK(tether_config_set_ping_interval_ms(cfg, 15000));
+    CHECK_OK(tether_config_set_basic_auth(cfg, "tether", "tether-password"));
+    CHECK_OK(tether_client_new(cfg, &c));
+    tether_config_free(cfg);
+
+    int64_t id = 77;
+    CHECK_STATUS(tether_client_request(c, bad_utf8, NULL, 0, &id), TETHER_ERR_INVALID_UTF8);
+    CHECK_STATUS(tether_client_request(c, "", NULL, 0, &id), TETHER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(tether_client_request(c, "echo", (const uint8_t *)"{nope", 5, &id),
+                 TETHER_ERR_INVALID_UTF8);
+    CHECK_STATUS(tether_client_request(c, "echo", NULL, 3, &id), TETHER_ERR_NULL);
+    CHECK(id == 77); /* outputs untouched on failure */
+    CHECK_STATUS(tether_client_cancel(c, 123456789012LL), TETHER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(tether_client_send_packet(c, (const uint8_t *)"x", 1), TETHER_ERR_STATE);
+    /* Never connected: close still ends with CLOSED. */
+    th_close_and_free(c);
+}
+
+static void test_request_response(void) {
+    tether_client *c = connected_client();
+    int64_t echo = send_request(c, "echo", "{\"a\":1}");
+    tether_event *ev = th_wait_response(c, echo, 10000);
+    CHECK(tether_event_status(ev) == TETHER_OK);
+    CHECK(th_data_is(ev, "{\"a\":1}"));
+    tether_event_free(ev);
+
+    int64_t fail = send_request(c, "fail", "{\"message\":\"nope\"}");
+    ev = th_wait_response(c, fail, 10000);
+    CHECK(tether_event_status(ev) == TETHER_ERR_REMOTE);
+    CHECK(th_data_is(ev, "\"nope\""));
+    tether_event_free(ev);
+
+    int64_t empty = 0;
+    CHECK_OK(tether_client_request(c, "no_such_command", NULL, 0, &empty));
+    ev = th_wait_response(c, empty, 10000);
+    CHECK(tether_event_status(ev) == TETHER_ERR_REMOTE);
+    tether_event_free(ev);
+
+    int64_t slow = 0;
+    CHECK_OK(tether_client_request_with_timeout(c, "sleep", (const uint8_t *)"{\"ms\":5000}", 11,
+                                                100, &slow));
+    ev = th_wait_response(c, slow, 10000);
+    CHECK(tether_event_status(ev) == TETHER_ERR_REQUEST_TIMEOUT);
+    tether_event_free(ev);
+
+    int64_t cancelled = send_request(c, "sleep", "{\"ms\":5000}");
+    CHECK_OK(tether_client_cancel(c, cancelled));
+    ev = th_wait_response(c, cancelled, 10000);
+    CHECK(tether_event_status(ev) == TETHER_ERR_CANCELLED);
+    tether_event_free(ev);
+
+    /* A request pending at close completes with CLIENT_CLOSED before CLOSED. */
+    int64_t pending = send_request(c, "sleep", "{\"ms\":5000}");
+    CHECK_OK(tether_client_close(c));
+    ev = th_wait_response(c, pending, 10000);
+    CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CLIENT_CLOSED);
+    tether_event_free(ev);
+    tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
+    tether_client_free(c);
+}
+
+static void test_double_close_and_poll_after_close(void) {
+    tether_client *c = connected_client();
+    CHECK_OK(tether_client_close(c));
+    CHECK_STATUS(tether_client_close(c), TETHER_ERR_STATE);
+    CHECK_STATUS(tether_client_request(c, "echo", NULL, 0, NULL), TETHER_ERR_STATE);
+    tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
+    for (int i = 0; i < 3; i++) {
+        tether_event *ev = NULL;
+        CHECK_STATUS(tether_client_poll(c, 10, &ev), TETHER_CLOSED);
+        CHECK(ev == NULL);
+    }
+    CHECK_STATUS(tether_client_connect(c), TETHER_ERR_STATE);
+    tether_client_free(c);
+}
+
+static int destroyed;
+static void count_destroy(void *ctx) {
+    (void)ctx;
+    destroyed++;
+}
+static void ignore_event(void *ctx, const tether_event *ev) {
+    (void)ctx;
+    (void)ev;
+}
+
+static void test_wrong_mode(void) {
+    tether_client *c = th_client_from(th_config(&backend));
+    tether_event *ev = NULL;
+    CHECK_STATUS(tether_client_poll(c, 0, &ev), TETHER_TIMEOUT);
+    destroyed = 0;
+    CHECK_STATUS(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy),
+                 TETHER_ERR_WRONG_MODE);
+    tether_client_free(c);
+    CHECK(destroyed == 0); /* a failed registration keeps ctx with the caller */
+
+    c = th_client_from(th_config(&backend));
+    CHECK_STATUS(tether_client_set_event_callback(c, NULL, NULL, NULL), TETHER_ERR_NULL);
+    CHECK_OK(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy));
+    CHECK_STATUS(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy),
+                 TETHER_ERR_STATE);
+    CHECK_STATUS(tether_client_poll(c, 0, &ev), TETHER_ERR_WRONG_MODE);
+    CHECK(tether_client_event_fd(c) == -1);
+    tether_batch *b = NULL;
+    CHECK_OK(tether_batch_new(8, &b));
+    CHECK_STATUS(tether_client_poll_batch(c, 0, b, NULL), TETHER_ERR_WRONG_MODE);
+    tether_batch_free(b);
+    tether_client_free(c);
+    CHECK(destroyed == 1);
+    CHECK(ev == NULL);
+}
+
+static int fd_readable(int fd, int ms) {
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void test_event_fd(void) {
+    tether_client *c = th_client_from(th_config(&backend));
+    int fd = tether_client_event_fd(c);
+    CHECK(fd >= 0);
+    CHECK(tether_client_event_fd(c) == fd);
+    CHECK(!fd_readable(fd, 0));
+    CHECK_OK(tether_client_connect(c));
+    int seen_init = 0;
+    int64_t deadline = th_now_ms() + 10000 * th_scale();
+    while (!seen_init) {
+        CHECK(th_now_ms() < deadline);
+        if (!fd_readable(fd, 1000)) continue;
+        /* Readable means at least one event is there right now. */
+        tether_event *ev = NULL;
+        CHECK_OK(tether_client_poll(c, 0, &ev));
+        for (;;) {
+            if (strcmp(tether_event_command(ev), "init_complete") == 0) seen_init = 1;
+            tether_event_free(ev);
+            ev = NULL;
+            tether_status s = tether_client_poll(c, 0, &ev);
+            if (s == TETHER_TIMEOUT) break;
+            CHECK(s == TETHER_OK);
+        }
+        CHECK(!fd_readable(fd, 0)); /* drained: not readable */
+    }
+    th_push(&backend, 3);
+    CHECK(fd_readable(fd, 5000 * th_scale()));
+    th_close_and_free(c);
+}
+
+static void test_batch(void) {
+    tether_batch *b = NULL;
+    CHECK_STATUS(tether_batch_new(0, &b), TETHER_ERR_INVALID_ARGUMENT);
+    CHECK_OK(tether_batch_new(16, &b));
+    tether_client *c = connected_client();
+    int64_t newest = th_push(&backend, 50);
+    int64_t first = newest + 49, expect = first;
+    int64_t deadline = th_now_ms() + 10000 * th_scale();
+    while (expect >= newest) {
+        CHECK(th_now_ms() < deadline);
+        size_t count = 0;
+        tether_status s = tether_client_poll_batch(c, 500, b, &count);
+        if (s == TETHER_TIMEOUT) continue;
+        CHECK_OK(s);
+        CHECK(count >= 1 && count <= 16);
+        const tether_batch_entry *e = NULL;
+        const uint8_t *bytes = NULL;
+        size_t n = 0, len = 0;
+        CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
+        CHECK(n == count);
+        for (size_t i = 0; i < n; i++) {
+            CHECK(e[i].command_offset + (uint64_t)e[i].command_len <= len);
+            CHECK(e[i].data_offset + e[i].data_len <= len);
+            if (e[i].kind != TETHER_EVENT_MESSAGE || e[i].request_id >= 0) continue;
+            if (e[i].request_id > first) continue; /* older events replayed at connect */
+            CHECK(e[i].request_id == expect);
+            expect--;
+            CHECK(e[i].command_len > 0);
+            CHECK(e[i].data_len > 0 && bytes[e[i].data_offset] == '{');
+            CHECK(e[i].rtt_us == -1 && e[i].retry_in_ms == -1 && e[i].reserved == 0);
+        }
+    }
+    CHECK_OK(tether_client_close(c));
+    int closed = 0;
+    while (!closed) {
+        size_t count = 0;
+        CHECK_OK(tether_client_poll_batch(c, 5000 * th_scale(), b, &count));
+        const tether_batch_entry *e = NULL;
+        const uint8_t *bytes = NULL;
+        size_t n = 0, len = 0;
+        CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
+        for (size_t i = 0; i < n; i++) {
+            if (e[i].kind == TETHER_EVENT_CLOSED) {
+                CHECK(i == n - 1);
+                closed = 1;
+            }
+        }
+    }
+    size_t count = 99;
+    CHECK_STATUS(tether_client_poll_batch(c, 0, b, &count), TETHER_CLOSED);
+    CHECK(count == 99);
+    tether_client_free(c);
+    tether_batch_free(b);
+}
+
+static void test_resume_state(void) {
+    tether_client *c = connected_client();
+    int64_t newest = th_push(&backend, 3);
+    tether_event *ev = NULL;
+    for (;;) {
+        ev = th_wait(c, TETHER_EVENT_MESSAGE, NULL, 10000);
+        int done = tether_event_request_id(ev) == newest;
+        tether_event_free(ev);
+        if (done) break;
+    }
+    size_t len = 0;
+    int64_t last = 1;
+    CHECK_STATUS(tether_client_resume_state(c, NULL, 0, &len, &last), TETHER_ERR_BUFFER_TOO_SMALL);
+    CHECK(len > 0 && last == 1);
+    char run_id[128];
+    CHECK(len < sizeof run_id);
+    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, &len, &last));
+    CHECK(strlen(run_id) == len);
+    CHECK(last == newest);
+    tether_client_free(c); /* no close: free alone must be enough */
+
+    /* Events pushed while no client is connected are replayed to a client that resumes. */
+    int64_t missed = th_push(&backend, 2);
+    tether_config *cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_resume_state(cfg, run_id, last));
+    c = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(c));
+    ev = th_wait(c, TETHER_EVENT_CONNECTED, NULL, 10000);
+    CHECK(tether_event_resume_attempted(ev));
+    tether_event_free(ev);
+    int64_t expect = missed + 1;
+    while (expect >= missed) {
+        ev = th_wait(c, TETHER_EVENT_MESSAGE, NULL, 10000);
+        int64_t id = tether_event_request_id(ev);
+        if (id < 0) {
+            CHECK(id == expect);
+            expect--;
+        }
+        tether_event_free(ev);
+    }
+    th_close_and_free(c);
+}
+
+int main(void) {
+    th_backend_start(&backend, NULL);
+    TH_RUN(test_version_and_status_strings);
+    TH_RUN(test_null_arguments);
+    TH_RUN(test_invalid_input);
+    TH_RUN(test_request_response);
+    TH_RUN(test_double_close_and_poll_after_close);
+    TH_RUN(test_wrong_mode);
+    TH_RUN(test_event_fd);
+    TH_RUN(test_batch);
+    TH_RUN(test_resume_state);
+    th_backend_stop(&backend);
+    return 0;
+}
