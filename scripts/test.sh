@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Installs nothing beyond the Rust toolchain's own components.
+# Runs every test of the project. Installs the system tools it needs (scripts/ensure-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -14,3 +14,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== Rust tests"
 cargo test --workspace
+echo "== C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
+tests/c/run.sh

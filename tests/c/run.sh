@@ -4,7 +4,8 @@
 #      sanitizer runtime is really linked;
 #   2. without sanitizers under valgrind (memcheck, full leak check), zero errors required;
 #   3. test_api also compiled and run as C++;
-#   4. one program linked through pkg-config against the static library.
+#   4. examples/c/ping_ack_resume.c built through pkg-config (shared and static) and run
+#      against a backend that cuts every connection after 40 events.
 # Usage: tests/c/run.sh [--no-valgrind]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,15 +13,13 @@ ROOT=$PWD
 OUT=$ROOT/target/c-tests
 mkdir -p "$OUT"
 VALGRIND=1
+LOG=$OUT/run.log
+: > "$LOG"
+# Runs a test program, keeping its "ok" lines for the closing count.
+run() { "$@" 2>&1 | tee -a "$LOG"; }
 [[ "${1:-}" == "--no-valgrind" ]] && VALGRIND=0
 
-for tool in cc c++; do
-  command -v $tool >/dev/null || { echo "tests/c: $tool not found (install gcc/g++)" >&2; exit 1; }
-done
-if [[ $VALGRIND == 1 ]] && ! command -v valgrind >/dev/null; then
-  echo "tests/c: valgrind not found; install it (apt-get install valgrind)" >&2
-  exit 1
-fi
+scripts/ensure-tools.sh
 
 cargo build --quiet -p tether --lib
 cargo build --quiet -p tether-testkit --bin tether-backend
@@ -43,17 +42,39 @@ for t in "${TESTS[@]}"; do
   cc "${CFLAGS[@]}" -O0 "tests/c/$t.c" "${LINK[@]}" -o "$OUT/$t.plain"
 done
 c++ -std=c++17 -x c++ "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c" tests/c/test_api.c \
-  -x none "${LINK[@]}" -o "$OUT/test_api.cxx"
+  -x none "${LINK[@]}" -o run "$OUT/test_api.cxx"
 
 echo "-- ASan + UBSan"
 for t in "${TESTS[@]}"; do
   echo "[$t.asan]"
   ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    "$OUT/$t.asan"
+    run "$OUT/$t.asan"
 done
 
 echo "-- C++"
 "$OUT/test_api.cxx"
+
+echo "-- example through pkg-config"
+scripts/install.sh "$OUT/prefix" --debug >/dev/null
+export PKG_CONFIG_PATH=$OUT/prefix/lib/pkgconfig
+EX=examples/c/ping_ack_resume.c
+# shellcheck disable=SC2046
+cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether) -Wl,-rpath,"$OUT/prefix/lib" -o "$OUT/example.shared"
+# shellcheck disable=SC2046
+cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether-static) -o "$OUT/example.static"
+if ldd "$OUT/example.static" | grep -q libtether; then echo "example.static links libtether.so" >&2; exit 1; fi
+"$TETHER_BACKEND" --event-rate 30 --cut-after-events 40 > "$OUT/backend.out" &
+BACKEND=$!
+trap 'kill $BACKEND 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q started "$OUT/backend.out" && break; sleep 0.1; done
+ADDR=$(grep -o '127.0.0.1:[0-9]*' "$OUT/backend.out")
+for ex in example.static example.shared; do
+  "$OUT/$ex" "http://$ADDR" 4 > "$OUT/$ex.log"
+  grep -q "replayed" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no resume seen" >&2; exit 1; }
+  grep -q "^pong: .*acknowledged event -" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no ack" >&2; exit 1; }
+  tail -1 "$OUT/$ex.log"
+done
+kill $BACKEND
 
 if [[ $VALGRIND == 1 ]]; then
   echo "-- valgrind"
@@ -64,7 +85,7 @@ if [[ $VALGRIND == 1 ]]; then
     # table or thread would be "definitely lost".
     TETHER_TEST_SLOW=1 valgrind -q --error-exitcode=99 --leak-check=full \
       --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-      --child-silent-after-fork=yes "$OUT/$t.plain"
+      --child-silent-after-fork=yes "$OUT/$t.plain" 2>&1 | tee -a "$LOG"
   done
 fi
-echo "-- C tests passed"
+echo "c-tests: $(grep -c '^ok ' "$LOG") passed, 0 failed"

@@ -1,0 +1,153 @@
+/*
+ * ping_ack_resume: the gomuks keepalive, acknowledgement and resume flow through the C API.
+ *
+ * Connects to a running tether-backend (or any gomuks backend), sends a request every two
+ * seconds, prints each pong with its round-trip time and the event id it acknowledged, rides
+ * out the cuts the backend makes, shows the events it missed being replayed, and closes
+ * cleanly (close code 1001) after the given number of seconds.
+ *
+ *   tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
+ *   ping_ack_resume http://127.0.0.1:PORT [seconds] [user] [password]
+ *
+ * Exit status 0 when every buffered event arrived exactly once and in order.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tether.h"
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int check(tether_status s, const char *what) {
+    if (s != TETHER_OK) {
+        fprintf(stderr, "%s: %s (%s)\n", what, tether_status_str(s), tether_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s URL [seconds] [user] [password]\n", argv[0]);
+        return 2;
+    }
+    int seconds = argc > 2 ? atoi(argv[2]) : 10;
+    const char *user = argc > 3 ? argv[3] : "tether";
+    const char *password = argc > 4 ? argv[4] : "tether-password";
+    printf("tether %s\n", tether_version());
+
+    tether_config *cfg = NULL;
+    tether_client *c = NULL;
+    if (!check(tether_config_new(&cfg), "config") ||
+        !check(tether_config_set_url(cfg, argv[1]), "url") ||
+        !check(tether_config_set_basic_auth(cfg, user, password), "auth") ||
+        !check(tether_config_set_ping_interval_ms(cfg, 1000), "ping interval") ||
+        !check(tether_client_new(cfg, &c), "client")) {
+        tether_config_free(cfg);
+        return 1;
+    }
+    tether_config_free(cfg); /* the client keeps its own copy */
+    if (!check(tether_client_connect(c), "connect")) {
+        tether_client_free(c);
+        return 1;
+    }
+
+    int64_t last_id = 0;      /* most recent buffered event id (negative) */
+    int64_t received = 0, gaps = 0, replayed = 0, pongs = 0, cuts = 0;
+    int resuming = 0;
+    int64_t end = now_ms() + (int64_t)seconds * 1000, next_request = now_ms() + 2000;
+    int closing = 0, done = 0;
+    while (!done) {
+        int64_t now = now_ms();
+        if (!closing && now >= end) {
+            printf("closing (1001)\n");
+            check(tether_client_close(c), "close");
+            closing = 1;
+        }
+        if (!closing && now >= next_request) {
+            int64_t id = 0;
+            const char *body = "{\"hello\":\"from C\"}";
+            if (check(tether_client_request(c, "echo", (const uint8_t *)body, strlen(body), &id),
+                      "request"))
+                printf("request %lld: echo %s\n", (long long)id, body);
+            next_request = now + 2000;
+        }
+        tether_event *ev = NULL;
+        tether_status s = tether_client_poll(c, 200, &ev);
+        if (s == TETHER_TIMEOUT) continue;
+        if (s == TETHER_CLOSED) break;
+        if (!check(s, "poll")) break;
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        tether_event_data(ev, &data, &len);
+        switch (tether_event_kind(ev)) {
+        case TETHER_EVENT_CONNECTING:
+            printf("connecting (attempt %u)\n", tether_event_attempt(ev));
+            break;
+        case TETHER_EVENT_CONNECTED:
+            resuming = tether_event_resume_attempted(ev);
+            printf("connected%s\n", resuming ? ", resuming after the last received event" : "");
+            if (resuming) printf("  resume from event %lld\n", (long long)last_id);
+            break;
+        case TETHER_EVENT_DISCONNECTED:
+            cuts++;
+            printf("disconnected: %s, close code %u, \"%.*s\"; retry in %lld ms\n",
+                   tether_status_str(tether_event_status(ev)), tether_event_close_code(ev),
+                   (int)len, (const char *)data, (long long)tether_event_retry_in_ms(ev));
+            break;
+        case TETHER_EVENT_MESSAGE: {
+            int64_t id = tether_event_request_id(ev);
+            if (id < 0) {
+                if (last_id != 0 && id != last_id - 1) {
+                    printf("  GAP: event %lld after %lld\n", (long long)id, (long long)last_id);
+                    gaps++;
+                }
+                if (id < last_id || last_id == 0) last_id = id;
+                received++;
+                if (resuming && replayed++ == 0) printf("  replay starts at event %lld\n", (long long)id);
+            } else if (strcmp(tether_event_command(ev), "init_complete") == 0 && resuming) {
+                /* The backend sends what was missed before init_complete. */
+                printf("  replayed %lld missed events, up to %lld; %s\n", (long long)replayed,
+                       (long long)last_id, gaps ? "WITH GAPS" : "in order, no gap");
+                resuming = 0;
+                replayed = 0;
+            } else {
+                printf("event %s\n", tether_event_command(ev));
+            }
+            break;
+        }
+        case TETHER_EVENT_RESPONSE:
+            printf("response %lld: %s %.*s\n", (long long)tether_event_request_id(ev),
+                   tether_status_str(tether_event_status(ev)), (int)len, (const char *)data);
+            break;
+        case TETHER_EVENT_PONG:
+            pongs++;
+            printf("pong: rtt %lld us, acknowledged event %lld\n",
+                   (long long)tether_event_rtt_us(ev), (long long)tether_event_acked_id(ev));
+            break;
+        case TETHER_EVENT_CLOSED:
+            printf("closed\n");
+            done = 1;
+            break;
+        default:
+            break;
+        }
+        tether_event_free(ev);
+    }
+    char run_id[128];
+    int64_t last = 0;
+    size_t run_id_len = 0;
+    if (tether_client_resume_state(c, run_id, sizeof run_id, &run_id_len, &last) == TETHER_OK)
+        printf("resume state to persist: run_id %s, last event %lld\n", run_id, (long long)last);
+    tether_client_free(c);
+    printf("summary: %lld events, %lld gaps, %lld cuts survived, %lld pongs\n",
+           (long long)received, (long long)gaps, (long long)cuts, (long long)pongs);
+    return gaps == 0 && received > 0 ? 0 : 1;
+}

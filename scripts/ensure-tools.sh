@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system tools the test suite needs when they are missing (Debian/Ubuntu, as
+# root or with sudo): a C/C++ compiler, valgrind, pkg-config and binutils' nm.
+set -euo pipefail
+declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [nm]=binutils)
+missing=()
+for cmd in "${!pkg[@]}"; do
+  command -v "$cmd" >/dev/null || missing+=("${pkg[$cmd]}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=
+[[ $(id -u) -ne 0 ]] && SUDO=sudo
+if ! command -v apt-get >/dev/null; then
+  echo "missing tools (${missing[*]}) and no apt-get: install them by hand" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
