@@ -42,7 +42,7 @@ for t in "${TESTS[@]}"; do
   cc "${CFLAGS[@]}" -O0 "tests/c/$t.c" "${LINK[@]}" -o "$OUT/$t.plain"
 done
 c++ -std=c++17 -x c++ "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c" tests/c/test_api.c \
-  -x none "${LINK[@]}" -o run "$OUT/test_api.cxx"
+  -x none "${LINK[@]}" -o "$OUT/test_api.cxx"
 
 echo "-- ASan + UBSan"
 for t in "${TESTS[@]}"; do
@@ -52,7 +52,7 @@ for t in "${TESTS[@]}"; do
 done
 
 echo "-- C++"
-"$OUT/test_api.cxx"
+run "$OUT/test_api.cxx"
 
 echo "-- example through pkg-config"
 scripts/install.sh "$OUT/prefix" --debug >/dev/null
