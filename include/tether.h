@@ -106,6 +106,36 @@
 #define TETHER_EVENT_CLOSED 8
 
 /**
+ * The protocol version byte (0 in every revision, spec §1.2).
+ */
+#define VERSION 0
+
+/**
+ * Client to server: Ping.
+ */
+#define PING 0
+
+/**
+ * Client to server: Settings.
+ */
+#define SETTINGS 1
+
+/**
+ * Ends a Settings list.
+ */
+#define SETTINGS_END 255
+
+/**
+ * Server to client: Pong (+ 8-byte unix millis).
+ */
+#define PONG 0
+
+/**
+ * Bound on the packets parsed from one message (spec §4 item 5).
+ */
+#define MAX_PACKETS_PER_MESSAGE 8192
+
+/**
  * gomuks JSON RPC over `/_gomuks/websocket` (the default).
  */
 #define TETHER_PROTOCOL_GOMUKS 1
@@ -139,6 +169,12 @@ typedef struct tether_config tether_config;
  * an event callback (borrowed for the call only).
  */
 typedef struct tether_event tether_event;
+
+/**
+ * rwws settings to send with `tether_client_send_settings`. Create with
+ * `tether_settings_new`, free with `tether_settings_free`. Not thread-safe.
+ */
+typedef struct tether_settings tether_settings;
 
 /**
  * Result of a fallible call: `TETHER_OK` (0), a positive informational value, or a negative
@@ -375,6 +411,11 @@ typedef void (*tether_destroy_cb)(void *ctx);
  */
 #define TETHER_ERR_KEY_REVOKED (-51)
 
+/**
+ * Start of the client's auth message.
+ */
+#define AUTH_MAGIC { 182, 196, }
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -428,7 +469,8 @@ tether_status tether_client_connect(struct tether_client *c);
  * Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
  * with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
  * event carrying the id written to `*out_request_id` (may be NULL). Requests made while
- * disconnected are sent once connected. The config's request timeout applies.
+ * disconnected are sent once connected. The config's request timeout applies. gomuks only:
+ * `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
  * `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
  * `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
  */
@@ -447,7 +489,9 @@ tether_status tether_client_request_with_timeout(struct tether_client *c, const 
 tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 
 /**
- * rwws: sends one raw packet (`len` bytes, copied). `TETHER_ERR_STATE` for gomuks clients.
+ * rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
+ * disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
+ * clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
  */
 tether_status tether_client_send_packet(struct tether_client *c, const uint8_t *bytes, size_t len);
 
@@ -515,8 +559,8 @@ tether_status tether_client_resume_state(const struct tether_client *c, char *ru
 void tether_client_free(struct tether_client *c);
 
 /**
- * Creates a config with the defaults (gomuks, compression on, ping 15 s, receive timeout
- * 60 s, request timeout 60 s, backoff 125 ms..10 s, 64 MiB message cap) and no URL.
+ * Creates a config with the defaults (gomuks, compression on, request timeout 60 s, connect
+ * timeout 10 s, and per-protocol keepalive and backoff defaults, see the setters) and no URL.
  * `*out` receives a config owned by the caller (free with `tether_config_free`).
  * `TETHER_ERR_NULL` if `out` is NULL.
  */
@@ -536,7 +580,9 @@ tether_status tether_config_set_url(struct tether_config *cfg, const char *url);
 tether_status tether_config_set_protocol(struct tether_config *cfg, uint32_t protocol);
 
 /**
- * gomuks: the `gomuks_auth` cookie token; rwws: the base64 access key. Copied; never logged.
+ * gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64 (standard or URL-safe
+ * alphabet, padding optional, 1-127 bytes decoded; checked by `tether_client_new`). Copied;
+ * never logged.
  */
 tether_status tether_config_set_token(struct tether_config *cfg, const char *token);
 
@@ -552,12 +598,14 @@ tether_status tether_config_set_basic_auth(struct tether_config *cfg, const char
 tether_status tether_config_set_compression(struct tether_config *cfg, bool on);
 
 /**
- * Keepalive ping interval in milliseconds (default 15000; must be below the receive timeout).
+ * Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
+ * receive timeout, and for rwws below the server's 30000 limit).
  */
 tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
- * Reconnect when nothing arrives for this many milliseconds (default 60000).
+ * Reconnect when nothing arrives for this many milliseconds (default gomuks 60000; rwws
+ * 20000, the pong deadline).
  */
 tether_status tether_config_set_receive_timeout_ms(struct tether_config *cfg, uint32_t ms);
 
@@ -573,13 +621,15 @@ tether_status tether_config_set_request_timeout_ms(struct tether_config *cfg, ui
 tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
- * Reconnect backoff: the first delay and the cap, in milliseconds (default 125 and 10000);
+ * Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
+ * 10000, rwws 1000 and 60000);
  * delays double with jitter. Needs `0 < min_ms <= max_ms` (checked by `tether_client_new`).
  */
 tether_status tether_config_set_reconnect_backoff_ms(struct tether_config *cfg, uint32_t min_ms, uint32_t max_ms);
 
 /**
- * Cap on one server message after decompression (default 64 MiB, at least 1024). A larger
+ * Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
+ * 1024). A larger
  * message, a decompression bomb included, ends the connection with
  * `TETHER_ERR_MESSAGE_TOO_LARGE`.
  */
@@ -733,6 +783,30 @@ const char *tether_version(void);
  * `TETHER_VERSION_NUMBER`. Before 1.0 a different MAJOR.MINOR means an incompatible ABI.
  */
 uint32_t tether_version_number(void);
+
+/**
+ * Creates an empty settings list; `*out` is owned by the caller (free with
+ * `tether_settings_free`). `TETHER_ERR_NULL` if `out` is NULL.
+ */
+tether_status tether_settings_new(struct tether_settings **out);
+
+/**
+ * Appends setting `id` with `value` (`len` bytes, copied; NULL with 0 for an empty value).
+ * Ids 0x00 (reserved) and 0xFF (the list terminator) are `TETHER_ERR_INVALID_ARGUMENT`.
+ * The protocol defines no setting yet; the server must know the id and its value layout.
+ */
+tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const uint8_t *value, size_t len);
+
+/**
+ * rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
+ * disconnected. `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+ */
+tether_status tether_client_send_settings(struct tether_client *c, const struct tether_settings *s);
+
+/**
+ * Frees a settings list. NULL is fine; never twice.
+ */
+void tether_settings_free(struct tether_settings *s);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -84,22 +84,32 @@ impl Client {
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         // One TLS config per client, shared by the websocket and the auth HTTP client.
         let tls = crate::session::transport::tls_config(&self.cfg)?;
-        let dialect = match self.cfg.protocol {
-            Protocol::Gomuks => crate::dialect::gomuks::Gomuks::new(
-                self.cfg.clone(),
-                tls.clone(),
-                self.resume.clone(),
-            )?,
-            Protocol::Rwws => {
-                return Err(Error::new(
-                    Status::ErrConfig,
-                    "the rwws dialect is not implemented yet",
-                ));
+        match self.cfg.protocol {
+            Protocol::Gomuks => {
+                let d = crate::dialect::gomuks::Gomuks::new(
+                    self.cfg.clone(),
+                    tls.clone(),
+                    self.resume.clone(),
+                )?;
+                self.spawn_session(&handle, tls, d, &mut slot);
             }
-        };
-        let Some(rx) = slot.take() else {
-            return Err(Error::new(Status::ErrState, "connect was already called"));
-        };
+            Protocol::Rwws => {
+                let d = crate::dialect::rwws::Rwws::new(self.cfg.clone())?;
+                self.spawn_session(&handle, tls, d, &mut slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the command receiver (the point of no return) and starts the session task.
+    fn spawn_session<D: crate::dialect::Dialect>(
+        &self,
+        handle: &tokio::runtime::Handle,
+        tls: Arc<rustls::ClientConfig>,
+        dialect: D,
+        slot: &mut Option<mpsc::UnboundedReceiver<Command>>,
+    ) {
+        let Some(rx) = slot.take() else { return };
         let session = crate::session::run(
             self.cfg.clone(),
             tls,
@@ -113,7 +123,6 @@ impl Client {
             self.queue.clone(),
             self.poisoned.clone(),
         ));
-        Ok(())
     }
 
     /// Whether an internal panic ended the session; the client is then unusable.
@@ -129,21 +138,33 @@ impl Client {
         if bytes.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
         }
-        match self.cfg.protocol {
-            Protocol::Gomuks => Err(Error::new(
+        if self.cfg.protocol != Protocol::Rwws {
+            return Err(Error::new(
                 Status::ErrState,
                 "send_packet is for rwws clients; gomuks uses requests",
-            )),
-            Protocol::Rwws => Err(Error::new(
-                Status::ErrState,
-                "the rwws dialect is not implemented yet",
-            )),
+            ));
         }
+        self.tx
+            .send(Command::Packet(bytes.to_vec()))
+            .map_err(|_| Error::new(Status::ErrState, "client is closed"))
+    }
+
+    /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
+    /// 0xFF are reserved; values are sent as given. No setting is defined by the protocol yet.
+    pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
+        let packet = crate::dialect::rwws::codec::settings_packet(settings.iter().copied())?;
+        self.send_packet(&packet)
     }
 
     fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(Status::ErrState, "client is closed"));
+        }
+        if self.cfg.protocol == Protocol::Rwws {
+            return Err(Error::new(
+                Status::ErrState,
+                "rwws has no requests; use send_packet or send_settings",
+            ));
         }
         if command.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
@@ -324,10 +345,13 @@ mod tests {
     /// close still ends with CLOSED.
     #[test]
     fn failed_connect_leaves_client_unchanged() {
-        let cfg = Config::builder("ws://127.0.0.1:9/")
+        let mut cfg = Config::builder("ws://127.0.0.1:9/")
             .protocol(Protocol::Rwws)
+            .token("AAECAw==")
             .build()
             .unwrap();
+        // Unreachable through the builder; stands in for any failure inside connect.
+        cfg.rwws_key = None;
         let c = Client::new(cfg);
         for _ in 0..2 {
             assert_eq!(c.connect().unwrap_err().status(), Status::ErrConfig);

@@ -89,7 +89,51 @@ pub struct Config {
     pub(crate) send_prev_listener_id: bool,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) extra_ca_pem: Option<Arc<Vec<u8>>>,
+    /// rwws: the access key, base64-decoded once here.
+    pub(crate) rwws_key: Option<SecretBytes>,
 }
+
+/// Secret bytes (the decoded rwws key) that never show up in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SecretBytes(pub(crate) Vec<u8>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// Per-protocol defaults: gomuks follows its web client, rwws its spec (§2.7, reconnect
+/// table): ping every 10 s (server limit 30 s), a 20 s pong deadline, backoff 1 s to 60 s,
+/// and 64 KiB messages (a legitimate rwws message is a few bytes).
+struct Defaults {
+    ping_interval: Duration,
+    receive_timeout: Duration,
+    backoff: (Duration, Duration),
+    max_message_bytes: usize,
+}
+
+impl Protocol {
+    fn defaults(self) -> Defaults {
+        match self {
+            Protocol::Gomuks => Defaults {
+                ping_interval: Duration::from_secs(15),
+                receive_timeout: Duration::from_secs(60),
+                backoff: (Duration::from_millis(125), Duration::from_secs(10)),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            },
+            Protocol::Rwws => Defaults {
+                ping_interval: Duration::from_secs(10),
+                receive_timeout: Duration::from_secs(20),
+                backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+                max_message_bytes: 64 * 1024,
+            },
+        }
+    }
+}
+
+/// The rwws server closes connections that have not pinged for this long (spec §2.7).
+pub const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// A builder with the defaults of the gomuks web client (§8, §16 of the spec).
@@ -116,12 +160,12 @@ pub struct ConfigBuilder {
     token: Option<Secret>,
     basic_auth: Option<BasicAuth>,
     compression: bool,
-    ping_interval: Duration,
-    receive_timeout: Duration,
+    ping_interval: Option<Duration>,
+    receive_timeout: Option<Duration>,
     request_timeout: Duration,
     connect_timeout: Duration,
-    backoff: (Duration, Duration),
-    max_message_bytes: usize,
+    backoff: Option<(Duration, Duration)>,
+    max_message_bytes: Option<usize>,
     queue_capacity: usize,
     resume: ResumeState,
     last_server_ts: Option<i64>,
@@ -144,12 +188,12 @@ impl ConfigBuilder {
             token: None,
             basic_auth: None,
             compression: true,
-            ping_interval: Duration::from_secs(15),
-            receive_timeout: Duration::from_secs(60),
+            ping_interval: None,
+            receive_timeout: None,
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            backoff: (Duration::from_millis(125), Duration::from_secs(10)),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            backoff: None,
+            max_message_bytes: None,
             queue_capacity: 4096,
             resume: ResumeState::default(),
             last_server_ts: None,
@@ -192,14 +236,16 @@ impl ConfigBuilder {
         self.compression = on;
         self
     }
-    /// Interval between keepalive pings (default 15 s).
+    /// Interval between keepalive pings (default gomuks 15 s; rwws 10 s, and it must stay
+    /// below the server's 30 s limit).
     pub fn ping_interval(mut self, d: Duration) -> Self {
-        self.ping_interval = d;
+        self.ping_interval = Some(d);
         self
     }
-    /// Reconnect when nothing arrives for this long (default 60 s).
+    /// Reconnect when nothing arrives for this long (default gomuks 60 s; rwws 20 s, which is
+    /// the pong deadline since the server only answers pings).
     pub fn receive_timeout(mut self, d: Duration) -> Self {
-        self.receive_timeout = d;
+        self.receive_timeout = Some(d);
         self
     }
     /// Default per-request timeout (default 60 s); a timed-out request is cancelled server-side.
@@ -212,14 +258,15 @@ impl ConfigBuilder {
         self.connect_timeout = d;
         self
     }
-    /// Reconnect backoff bounds (default 125 ms doubling to 10 s, as the gomuks web client).
+    /// Reconnect backoff bounds (default gomuks 125 ms doubling to 10 s, as its web client;
+    /// rwws 1 s doubling to 60 s).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff = (min, max);
+        self.backoff = Some((min, max));
         self
     }
-    /// Cap on one server message after decompression (default 64 MiB).
+    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB).
     pub fn max_message_bytes(mut self, n: usize) -> Self {
-        self.max_message_bytes = n;
+        self.max_message_bytes = Some(n);
         self
     }
     /// How many events may wait for the app before the socket stops being read (default 4096).
@@ -308,21 +355,38 @@ impl ConfigBuilder {
                 }
             }
         }
+        let rwws_key = match self.protocol {
+            Protocol::Rwws => {
+                Some(decode_rwws_key(self.token.as_ref().ok_or_else(|| {
+                    bad("rwws needs an access key (the token setting)")
+                })?)?)
+            }
+            Protocol::Gomuks => None,
+        };
+        let d = self.protocol.defaults();
+        let ping_interval = self.ping_interval.unwrap_or(d.ping_interval);
+        let receive_timeout = self.receive_timeout.unwrap_or(d.receive_timeout);
         let ms = |d: Duration| d.as_millis();
-        if ms(self.ping_interval) == 0 || ms(self.receive_timeout) == 0 {
+        if ms(ping_interval) == 0 || ms(receive_timeout) == 0 {
             return Err(bad("ping interval and receive timeout must be positive"));
         }
-        if self.receive_timeout <= self.ping_interval {
+        if receive_timeout <= ping_interval {
             return Err(bad("receive timeout must exceed the ping interval"));
+        }
+        if self.protocol == Protocol::Rwws && ping_interval >= RWWS_SERVER_PING_LIMIT {
+            return Err(bad(
+                "rwws ping interval must stay below the server's 30 s limit",
+            ));
         }
         if ms(self.request_timeout) == 0 || ms(self.connect_timeout) == 0 {
             return Err(bad("timeouts must be positive"));
         }
-        let (min, max) = self.backoff;
+        let (min, max) = self.backoff.unwrap_or(d.backoff);
+        let max_message_bytes = self.max_message_bytes.unwrap_or(d.max_message_bytes);
         if min.is_zero() || max < min {
             return Err(bad("reconnect backoff needs 0 < min <= max"));
         }
-        if self.max_message_bytes < 1024 {
+        if max_message_bytes < 1024 {
             return Err(bad("max message bytes must be at least 1024"));
         }
         if self.queue_capacity == 0 {
@@ -349,21 +413,43 @@ impl ConfigBuilder {
             token: self.token,
             basic_auth: self.basic_auth,
             compression: self.compression,
-            ping_interval: self.ping_interval,
-            receive_timeout: self.receive_timeout,
+            ping_interval,
+            receive_timeout,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             backoff_min: min,
             backoff_max: max,
-            max_message_bytes: self.max_message_bytes,
+            max_message_bytes,
             queue_capacity: self.queue_capacity,
             resume: self.resume,
             last_server_ts: self.last_server_ts,
             send_prev_listener_id: self.send_prev_listener_id,
             headers: self.headers,
             extra_ca_pem: self.extra_ca_pem.map(Arc::new),
+            rwws_key,
         })
     }
+}
+
+/// Decodes an rwws access key leniently (spec §2.6): surrounding whitespace ignored, standard
+/// or URL-safe alphabet, padding optional; 1 to 127 bytes (the length travels in a signed
+/// byte). Errors never contain the key.
+fn decode_rwws_key(key: &Secret) -> Result<SecretBytes, Error> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+    let text = key.expose().trim();
+    let cfg = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let alphabet = if text.contains(['-', '_']) {
+        &base64::alphabet::URL_SAFE
+    } else {
+        &base64::alphabet::STANDARD
+    };
+    let bytes = base64::Engine::decode(&GeneralPurpose::new(alphabet, cfg), text)
+        .map_err(|_| bad("the rwws access key is not valid base64"))?;
+    if bytes.is_empty() || bytes.len() > 127 {
+        return Err(bad("the rwws access key must decode to 1-127 bytes"));
+    }
+    Ok(SecretBytes(bytes))
 }
 
 fn is_loopback(url: &Url) -> bool {

@@ -11,6 +11,7 @@ use crate::session::transport::{ConnectError, Ws};
 use crate::status::{Error, Status};
 
 pub mod gomuks;
+pub mod rwws;
 
 /// A decoded server message, as the supervisor needs it.
 #[derive(Debug)]
@@ -72,8 +73,13 @@ pub trait Dialect: Send + 'static {
     /// The upgrade was refused with 401: refresh credentials and return true to retry at once,
     /// or false to give up.
     fn reauthenticate(&mut self) -> impl Future<Output = Result<bool, ConnectError>> + Send;
-    /// Protocol handshake after the upgrade (rwws hello/auth); gomuks has none.
-    fn handshake(&mut self, ws: &mut Ws) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Protocol handshake after the upgrade (rwws hello/auth); gomuks has none. Events the
+    /// handshake decodes (the rwws auth Pong) go to `out` once the connection is reported.
+    fn handshake(
+        &mut self,
+        ws: &mut Ws,
+        out: &mut Vec<Incoming>,
+    ) -> impl Future<Output = Result<(), ConnectError>> + Send;
     /// Decodes one websocket data message.
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error>;
     /// The next keepalive ping; returns the message and the id it acknowledges (0 if none).
@@ -90,6 +96,20 @@ pub trait Dialect: Send + 'static {
     fn final_close(&self) -> (u16, &'static str);
     /// A new connection starts (reset per-connection state such as the inflater).
     fn on_connected(&mut self);
+    /// The status a server close frame with `code` maps to.
+    fn close_status(&self, _code: u16) -> Status {
+        Status::ErrRemoteClosed
+    }
+    /// Close code and reason sent when nothing arrived within the receive timeout.
+    fn timeout_close(&self) -> (u16, &'static str);
+    /// Delay of the first ping on a new connection (`None`: the ping interval).
+    fn first_ping_delay(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Encodes a raw packet for the wire, if the dialect carries raw packets.
+    fn packet(&mut self, _bytes: &[u8]) -> Option<Message> {
+        None
+    }
 }
 
 /// The resume point, readable by the app at any time while the session task updates it.

@@ -42,6 +42,10 @@ impl tether_client {
         self.poisoned.load(Ordering::Acquire) || self.client.is_poisoned()
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub(crate) fn poison(&self) {
         self.poisoned.store(true, Ordering::Release);
     }
@@ -107,7 +111,8 @@ pub unsafe extern "C" fn tether_client_connect(c: *mut tether_client) -> tether_
 /// Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
 /// with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
 /// event carrying the id written to `*out_request_id` (may be NULL). Requests made while
-/// disconnected are sent once connected. The config's request timeout applies.
+/// disconnected are sent once connected. The config's request timeout applies. gomuks only:
+/// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
 /// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
 /// `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
 #[no_mangle]
@@ -177,7 +182,9 @@ pub unsafe extern "C" fn tether_client_cancel(
     client_boundary(c, code, |h| status_of(h.client.cancel(request_id)))
 }
 
-/// rwws: sends one raw packet (`len` bytes, copied). `TETHER_ERR_STATE` for gomuks clients.
+/// rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
+/// disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
+/// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn tether_client_send_packet(
     c: *mut tether_client,

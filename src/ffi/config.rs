@@ -33,8 +33,8 @@ fn millis(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
 }
 
-/// Creates a config with the defaults (gomuks, compression on, ping 15 s, receive timeout
-/// 60 s, request timeout 60 s, backoff 125 ms..10 s, 64 MiB message cap) and no URL.
+/// Creates a config with the defaults (gomuks, compression on, request timeout 60 s, connect
+/// timeout 10 s, and per-protocol keepalive and backoff defaults, see the setters) and no URL.
 /// `*out` receives a config owned by the caller (free with `tether_config_free`).
 /// `TETHER_ERR_NULL` if `out` is NULL.
 #[no_mangle]
@@ -75,7 +75,9 @@ pub unsafe extern "C" fn tether_config_set_protocol(
     })
 }
 
-/// gomuks: the `gomuks_auth` cookie token; rwws: the base64 access key. Copied; never logged.
+/// gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64 (standard or URL-safe
+/// alphabet, padding optional, 1-127 bytes decoded; checked by `tether_client_new`). Copied;
+/// never logged.
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_set_token(
     cfg: *mut tether_config,
@@ -110,7 +112,8 @@ pub unsafe extern "C" fn tether_config_set_compression(
     boundary(code, || edit(cfg, |b| Ok(b.compression(on))))
 }
 
-/// Keepalive ping interval in milliseconds (default 15000; must be below the receive timeout).
+/// Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
+/// receive timeout, and for rwws below the server's 30000 limit).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_set_ping_interval_ms(
     cfg: *mut tether_config,
@@ -119,7 +122,8 @@ pub unsafe extern "C" fn tether_config_set_ping_interval_ms(
     boundary(code, || edit(cfg, |b| Ok(b.ping_interval(millis(ms)))))
 }
 
-/// Reconnect when nothing arrives for this many milliseconds (default 60000).
+/// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000; rwws
+/// 20000, the pong deadline).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_set_receive_timeout_ms(
     cfg: *mut tether_config,
@@ -147,7 +151,8 @@ pub unsafe extern "C" fn tether_config_set_connect_timeout_ms(
     boundary(code, || edit(cfg, |b| Ok(b.connect_timeout(millis(ms)))))
 }
 
-/// Reconnect backoff: the first delay and the cap, in milliseconds (default 125 and 10000);
+/// Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
+/// 10000, rwws 1000 and 60000);
 /// delays double with jitter. Needs `0 < min_ms <= max_ms` (checked by `tether_client_new`).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_set_reconnect_backoff_ms(
@@ -162,7 +167,8 @@ pub unsafe extern "C" fn tether_config_set_reconnect_backoff_ms(
     })
 }
 
-/// Cap on one server message after decompression (default 64 MiB, at least 1024). A larger
+/// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
+/// 1024). A larger
 /// message, a decompression bomb included, ends the connection with
 /// `TETHER_ERR_MESSAGE_TOO_LARGE`.
 #[no_mangle]

@@ -17,12 +17,14 @@ mod config;
 mod dispatch;
 mod event;
 mod readiness;
+mod settings;
 
 pub use batch::*;
 pub use client::*;
 pub use config::*;
 pub use dispatch::{tether_destroy_cb, tether_event_cb};
 pub use event::*;
+pub use settings::*;
 
 /// Result of a fallible call: `TETHER_OK` (0), a positive informational value, or a negative
 /// `TETHER_ERR_*`.
@@ -72,6 +74,7 @@ mod tests {
             include_str!("client.rs"),
             include_str!("config.rs"),
             include_str!("event.rs"),
+            include_str!("settings.rs"),
         ];
         let mut exports = Vec::new();
         let mut boundaries = 0;

@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// Cancel an in-flight request.
     Cancel(i64),
+    /// Send a raw packet (rwws); queued until connected.
+    Packet(Vec<u8>),
     /// Close for good.
     Close,
 }
@@ -76,6 +78,8 @@ struct Core<D: Dialect> {
     pending: BTreeMap<i64, Pending>,
     /// Requests waiting for a connection, in submission order.
     unsent: VecDeque<i64>,
+    /// rwws packets submitted while disconnected.
+    unsent_packets: VecDeque<Message>,
     timers: BTreeSet<(Instant, i64)>,
 }
 
@@ -116,6 +120,7 @@ pub async fn run<D: Dialect>(
         dialect,
         pending: BTreeMap::new(),
         unsent: VecDeque::new(),
+        unsent_packets: VecDeque::new(),
         timers: BTreeSet::new(),
     };
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
@@ -150,17 +155,18 @@ pub async fn run<D: Dialect>(
             Some(Err(e)) => (
                 Some(Ended::new(
                     e.error.status(),
-                    e.http_status.unwrap_or(0),
+                    e.code.unwrap_or(0),
                     e.error.message(),
                 )),
                 false,
             ),
-            Some(Ok((ws, resume_attempted))) => {
+            Some(Ok((ws, resume_attempted, early))) => {
                 reauthed = false;
                 let mut ev = Event::new(EventKind::Connected);
                 ev.attempt = attempt;
                 ev.resume_attempted = resume_attempted;
                 core.queue.push(ev);
+                core.deliver(early);
                 let (ended, healthy) = core.serve(ws, &mut commands).await;
                 (Some(ended), healthy)
             }
@@ -209,22 +215,18 @@ impl<D: Dialect> Core<D> {
     async fn connect(
         &mut self,
         reauthed: &mut bool,
-    ) -> Result<(Ws, bool), transport::ConnectError> {
+    ) -> Result<(Ws, bool, Vec<Incoming>), transport::ConnectError> {
         let fut = async {
             loop {
                 let up = self.dialect.prepare().await?;
                 match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers).await {
                     Ok(mut ws) => {
                         self.dialect.on_connected();
-                        self.dialect.handshake(&mut ws).await.map_err(|e| {
-                            transport::ConnectError {
-                                error: e,
-                                http_status: None,
-                            }
-                        })?;
-                        return Ok((ws, up.resume_attempted));
+                        let mut early = Vec::new();
+                        self.dialect.handshake(&mut ws, &mut early).await?;
+                        return Ok((ws, up.resume_attempted, early));
                     }
-                    Err(e) if e.http_status == Some(401) && !*reauthed => {
+                    Err(e) if e.code == Some(401) && !*reauthed => {
                         *reauthed = true;
                         if !self.dialect.reauthenticate().await? {
                             return Err(e);
@@ -238,7 +240,7 @@ impl<D: Dialect> Core<D> {
             Ok(r) => r,
             Err(_) => Err(transport::ConnectError {
                 error: Error::new(Status::ErrConnect, "connect timed out"),
-                http_status: None,
+                code: None,
             }),
         }
     }
@@ -253,9 +255,18 @@ impl<D: Dialect> Core<D> {
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
         let mut last_recv = Instant::now();
-        let mut next_ping = Instant::now() + self.cfg.ping_interval;
+        let mut next_ping = Instant::now()
+            + self
+                .dialect
+                .first_ping_delay()
+                .unwrap_or(self.cfg.ping_interval);
 
-        // Requests submitted while disconnected go out first, in order.
+        // Packets and requests submitted while disconnected go out first, in order.
+        while let Some(m) = self.unsent_packets.pop_front() {
+            if let Err(e) = send(&mut sink, m, write_timeout).await {
+                return (e, healthy);
+            }
+        }
         while let Some(id) = self.unsent.pop_front() {
             if let Some(Pending::Request { message, .. }) = self.pending.get_mut(&id) {
                 if let Some(m) = message.take() {
@@ -290,7 +301,7 @@ impl<D: Dialect> Core<D> {
                                 .unwrap_or((1005, String::new()));
                             // Let tungstenite write the close reply, bounded.
                             let _ = timeout(Duration::from_secs(1), sink.close()).await;
-                            break Ended::new(Status::ErrRemoteClosed, code, reason);
+                            break Ended::new(self.dialect.close_status(code), code, reason);
                         }
                         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                             healthy = true;
@@ -316,7 +327,8 @@ impl<D: Dialect> Core<D> {
                     if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
                 }
                 () = sleep_until(last_recv + self.cfg.receive_timeout), if can_read => {
-                    send_close(&mut sink, 4002, "Ping timeout", Duration::from_secs(1)).await;
+                    let (code, reason) = self.dialect.timeout_close();
+                    send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
                     break Ended::new(Status::ErrReceiveTimeout, 0, "nothing received within the receive timeout");
                 }
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
@@ -396,6 +408,15 @@ impl<D: Dialect> Core<D> {
                     self.resolve_local(id, Status::ErrCancelled, "cancelled by the caller");
                 Ok(cancel.filter(|_| online))
             }
+            Command::Packet(bytes) => {
+                let m = self.dialect.packet(&bytes);
+                if online {
+                    Ok(m)
+                } else {
+                    self.unsent_packets.extend(m);
+                    Ok(None)
+                }
+            }
             Command::Close => Err(()),
         }
     }
@@ -471,6 +492,12 @@ impl<D: Dialect> Core<D> {
     fn incoming(&mut self, m: Message) -> Result<(), Error> {
         let mut items = Vec::new();
         self.dialect.decode(m, &mut |i| items.push(i))?;
+        self.deliver(items);
+        Ok(())
+    }
+
+    /// Turns decoded items into events and replies.
+    fn deliver(&mut self, items: Vec<Incoming>) {
         for item in items {
             match item {
                 Incoming::Reply { id, ok, data } => match self.pending.remove(&id) {
@@ -496,6 +523,15 @@ impl<D: Dialect> Core<D> {
                     }
                 },
                 Incoming::Pong { id, server_time_ms } => {
+                    // A pong without an id (rwws) answers the oldest ping still waiting.
+                    let id = if id != 0 {
+                        id
+                    } else {
+                        self.pending
+                            .iter()
+                            .find(|(_, p)| matches!(p, Pending::Ping { .. }))
+                            .map_or(0, |(id, _)| *id)
+                    };
                     let mut ev = Event::new(EventKind::Pong);
                     ev.request_id = id;
                     ev.server_time_ms = server_time_ms;
@@ -520,7 +556,6 @@ impl<D: Dialect> Core<D> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Fails requests that were on the wire: their outcome is unknown after a drop.

@@ -176,15 +176,17 @@ pub async fn connect(
 pub struct ConnectError {
     /// Classified status.
     pub error: Error,
-    /// HTTP status of a refused upgrade.
-    pub http_status: Option<u16>,
+    /// The HTTP status of a refused upgrade or auth call, or the websocket close code of a
+    /// close during the protocol handshake (they never overlap: close codes start at 1000).
+    pub code: Option<u16>,
 }
 
 impl ConnectError {
-    fn other(status: Status, msg: impl Into<String>) -> ConnectError {
+    /// A failure with no HTTP status or close code.
+    pub(crate) fn other(status: Status, msg: impl Into<String>) -> ConnectError {
         ConnectError {
             error: Error::new(status, msg),
-            http_status: None,
+            code: None,
         }
     }
 
@@ -204,7 +206,7 @@ impl ConnectError {
                 };
                 ConnectError {
                     error: Error::new(status, format!("HTTP {code} at upgrade: {}", body.trim())),
-                    http_status: Some(code),
+                    code: Some(code),
                 }
             }
             WsError::Io(e) => ConnectError::other(Status::ErrConnect, format!("upgrade I/O: {e}")),

@@ -55,6 +55,8 @@ pub struct BackendConfig {
     pub cut_after_events: Option<usize>,
     /// Cut every connection once this many websocket payload bytes were sent on it.
     pub cut_after_bytes: Option<usize>,
+    /// The rwws side, served at `/api/ws`.
+    pub rwws: crate::rwws::RwwsConfig,
 }
 
 impl Default for BackendConfig {
@@ -73,6 +75,7 @@ impl Default for BackendConfig {
             event_size: (300, 2000),
             cut_after_events: None,
             cut_after_bytes: None,
+            rwws: crate::rwws::RwwsConfig::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ enum Out {
 
 struct State {
     cfg: BackendConfig,
+    rwws: crate::rwws::Rwws,
     stats: Stats,
     buffer: VecDeque<(i64, Arc<str>)>,
     conns: HashMap<u64, mpsc::UnboundedSender<Out>>,
@@ -245,6 +249,9 @@ impl Backend {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let mut st = State {
+            rwws: crate::rwws::Rwws(Arc::new(Mutex::new(crate::rwws::RwwsState::new(
+                cfg.rwws.clone(),
+            )))),
             rng: cfg.seed.max(1),
             cfg,
             stats: Stats::default(),
@@ -283,6 +290,14 @@ impl Backend {
     /// The websocket endpoint.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/_gomuks/websocket", self.addr)
+    }
+    /// The rwws endpoint.
+    pub fn rwws_url(&self) -> String {
+        format!("ws://{}/api/ws", self.addr)
+    }
+    /// The rwws side: stats, closes, revocation, faults.
+    pub fn rwws(&self) -> crate::rwws::Rwws {
+        self.lock().rwws.clone()
     }
     /// A fresh valid session token.
     pub fn token(&self) -> String {
@@ -510,6 +525,10 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             let body = format!("{}\n", json!({"token": make_token(&cfg)}));
             respond(tcp, &head, 201, "application/json", &body).await
         }
+        ("GET", "/api/ws") => {
+            let rwws = lock(&state).rwws.clone();
+            crate::rwws::serve(tcp, rwws).await
+        }
         ("GET", "/_gomuks/websocket") => {
             if !cfg.disable_auth {
                 let authorized = match cookie(&head) {
@@ -542,7 +561,9 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             serve_ws(tcp, head, state).await
         }
         (_, path) if path.starts_with("/_testkit/") => {
-            let (code, body) = control(&head, &state);
+            let rwws = lock(&state).rwws.clone();
+            let (code, body) = crate::rwws::control(&head.method, path, &head.query, &rwws)
+                .unwrap_or_else(|| control(&head, &state));
             respond(tcp, &head, code, "application/json", &body).await
         }
         _ => respond(tcp, &head, 404, "text/plain", "404 page not found").await,

@@ -56,7 +56,7 @@ pub async fn fetch_token(
             };
             ConnectError {
                 error: Error::new(status, format!("auth request failed: {}", e.without_url())),
-                http_status: None,
+                code: None,
             }
         })?;
     let code = resp.status().as_u16();
@@ -64,14 +64,14 @@ pub async fn fetch_token(
         200 | 201 => {
             let body = resp.bytes().await.map_err(|e| ConnectError {
                 error: Error::new(Status::ErrConnect, format!("auth response: {e}")),
-                http_status: Some(code),
+                code: Some(code),
             })?;
             let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
                 error: Error::new(
                     Status::ErrProtocol,
                     format!("auth response is not a token: {e}"),
                 ),
-                http_status: Some(code),
+                code: Some(code),
             })?;
             Ok(Some(reply.token))
         }
@@ -89,7 +89,7 @@ pub async fn fetch_token(
                     status,
                     format!("auth endpoint answered HTTP {code}: {}", text.trim()),
                 ),
-                http_status: Some(code),
+                code: Some(code),
             })
         }
     }

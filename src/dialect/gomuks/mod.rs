@@ -171,7 +171,11 @@ impl Dialect for Gomuks {
         Ok(true)
     }
 
-    async fn handshake(&mut self, _ws: &mut Ws) -> Result<(), Error> {
+    async fn handshake(
+        &mut self,
+        _ws: &mut Ws,
+        _out: &mut Vec<Incoming>,
+    ) -> Result<(), ConnectError> {
         Ok(())
     }
 
@@ -253,6 +257,10 @@ impl Dialect for Gomuks {
             Status::ErrUnauthorized | Status::ErrForbidden | Status::ErrConfig => Policy::Stop,
             _ => Policy::Backoff,
         }
+    }
+
+    fn timeout_close(&self) -> (u16, &'static str) {
+        (4002, "Ping timeout")
     }
 
     fn final_close(&self) -> (u16, &'static str) {

@@ -3,11 +3,16 @@
 use std::time::Duration;
 
 use tether_testkit::gomuks::{Backend, BackendConfig};
+use tether_testkit::rwws::Hello;
 
-const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks]
+const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks|rwws]
   [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
   [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--seed N] [--not-logged-in]
   [--cut-after-events N] [--cut-after-bytes N]
+  [--rwws-key BASE64]... [--rwws-ping-timeout-ms N] [--rwws-hello binary|text|wrong|silent]
+  [--rwws-silent-auth]
+Serves gomuks at /_gomuks/websocket and rwws at /api/ws on the same port (--protocol is
+accepted for clarity; both are always served). The default rwws key is dGV0aGVyLXRlc3Qta2V5.
 Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.";
 
 fn main() {
@@ -16,6 +21,7 @@ fn main() {
         cfg.desktop_key = Some(k);
     }
     let mut rate = 0.0f64;
+    let mut rwws_keys_given = false;
     let mut args = std::env::args().skip(1);
     let fail = |m: String| -> ! {
         eprintln!("tether-backend: {m}\n{USAGE}");
@@ -38,12 +44,37 @@ fn main() {
             }
             "--protocol" => {
                 let p = val();
-                if p != "gomuks" {
-                    fail(format!(
-                        "protocol {p:?} is not implemented yet (only gomuks)"
-                    ));
+                if p != "gomuks" && p != "rwws" {
+                    fail(format!("unknown protocol {p:?}"));
                 }
             }
+            "--rwws-key" => {
+                use base64::Engine;
+                let k = base64::engine::general_purpose::STANDARD
+                    .decode(val().trim())
+                    .unwrap_or_else(|e| fail(format!("--rwws-key: {e}")));
+                if !rwws_keys_given {
+                    cfg.rwws.keys.clear();
+                    rwws_keys_given = true;
+                }
+                cfg.rwws.keys.push(k);
+            }
+            "--rwws-ping-timeout-ms" => {
+                let ms: u64 = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--rwws-ping-timeout-ms: {e}")));
+                cfg.rwws.ping_timeout = Duration::from_millis(ms.max(1));
+            }
+            "--rwws-hello" => {
+                cfg.rwws.hello = match val().as_str() {
+                    "binary" => Hello::Binary,
+                    "text" => Hello::Text,
+                    "wrong" => Hello::Wrong,
+                    "silent" => Hello::Silent,
+                    other => fail(format!("--rwws-hello: unknown mode {other:?}")),
+                }
+            }
+            "--rwws-silent-auth" => cfg.rwws.silent_auth = true,
             "--username" => cfg.username = val(),
             "--password" => cfg.password = val(),
             "--desktop-key" => cfg.desktop_key = Some(val()),

@@ -1,0 +1,228 @@
+//! The rwws binary dialect (spec: shared/protocols/rwws-binary.md; §5.3 is the client state
+//! machine, §4 the reconnect table).
+
+pub mod codec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::Config;
+use crate::dialect::{Dialect, Incoming, Policy, Upgrade};
+use crate::session::transport::{ConnectError, Ws};
+use crate::status::{Error, Status};
+
+/// rwws session state: the decoded key, re-sent on every connection.
+pub struct Rwws {
+    cfg: Arc<Config>,
+}
+
+impl Rwws {
+    /// A dialect for this configuration (the key was validated when the config was built).
+    pub fn new(cfg: Arc<Config>) -> Result<Rwws, Error> {
+        if cfg.rwws_key.is_none() {
+            return Err(Error::new(Status::ErrConfig, "rwws needs an access key"));
+        }
+        Ok(Rwws { cfg })
+    }
+
+    fn key(&self) -> &[u8] {
+        self.cfg.rwws_key.as_ref().map_or(&[], |k| &k.0)
+    }
+}
+
+/// Maps a close code to the status the app sees (spec §1.2, §4).
+fn close_status(code: u16) -> Status {
+    match code {
+        3001 => Status::ErrUnauthorized,
+        3002 => Status::ErrVersionMismatch,
+        3004 => Status::ErrKeyRevoked,
+        _ => Status::ErrRemoteClosed,
+    }
+}
+
+/// Waits for the next data message of the handshake; a close frame becomes an error carrying
+/// its code and reason.
+async fn next_data(ws: &mut Ws, deadline: Duration, what: &str) -> Result<Message, ConnectError> {
+    let wait = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => return Ok(m),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Err(ConnectError {
+                        error: Error::new(
+                            close_status(code),
+                            format!("server closed during the handshake ({code}): {reason}"),
+                        ),
+                        code: Some(code),
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(ConnectError::other(
+                        Status::ErrConnect,
+                        format!("connection failed while waiting for the {what}: {e}"),
+                    ))
+                }
+                None => {
+                    return Err(ConnectError::other(
+                        Status::ErrConnect,
+                        format!("connection closed while waiting for the {what}"),
+                    ))
+                }
+            }
+        }
+    };
+    tokio::time::timeout(deadline, wait)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectError::other(
+                Status::ErrProtocol,
+                format!("no {what} within {} ms", deadline.as_millis()),
+            ))
+        })
+}
+
+async fn fail_handshake(ws: &mut Ws, status: Status, message: &str) -> ConnectError {
+    let frame = CloseFrame {
+        code: CloseCode::Protocol,
+        reason: message.chars().take(100).collect::<String>().into(),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+    ConnectError::other(status, message)
+}
+
+impl Dialect for Rwws {
+    async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
+        Ok(Upgrade {
+            url: self.cfg.url.clone(),
+            headers: Vec::new(),
+            resume_attempted: false,
+        })
+    }
+
+    async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
+        Ok(false)
+    }
+
+    /// Spec §2.4: hello `6d 73` (binary or text), then one binary auth message, then the first
+    /// Pong means authenticated. Each wait is bounded by the connect timeout.
+    async fn handshake(
+        &mut self,
+        ws: &mut Ws,
+        out: &mut Vec<Incoming>,
+    ) -> Result<(), ConnectError> {
+        let deadline = self.cfg.connect_timeout;
+        let hello = next_data(ws, deadline, "rwws hello").await?;
+        if !codec::is_hello(&hello) {
+            // Not a retryable condition: the URL points at something that is not rwws.
+            return Err(fail_handshake(
+                ws,
+                Status::ErrConfig,
+                "the server did not send the rwws hello; is this an rwws /api/ws endpoint?",
+            )
+            .await);
+        }
+        let auth = codec::auth_message(self.key());
+        tokio::time::timeout(deadline, ws.send(Message::binary(auth)))
+            .await
+            .map_err(|_| {
+                ConnectError::other(Status::ErrConnect, "sending the auth message timed out")
+            })?
+            .map_err(|e| {
+                ConnectError::other(Status::ErrConnect, format!("sending the auth message: {e}"))
+            })?;
+        let reply = loop {
+            match next_data(ws, deadline, "auth reply").await? {
+                Message::Binary(b) => break b,
+                _ => tracing::debug!("ignoring a text frame during the rwws handshake"),
+            }
+        };
+        let mut first_is_pong = false;
+        codec::parse_server_message(&reply, |item| {
+            if out.is_empty() {
+                first_is_pong = matches!(item, Incoming::Pong { .. });
+            }
+            out.push(item);
+        });
+        if !first_is_pong {
+            out.clear();
+            return Err(
+                fail_handshake(ws, Status::ErrProtocol, "the auth reply was not a pong").await,
+            );
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
+        match msg {
+            Message::Binary(data) => codec::parse_server_message(&data, out),
+            // Spec §2.1: after the hello, text frames carry nothing; log and ignore.
+            Message::Text(_) => tracing::debug!("ignoring a text frame from the rwws server"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn ping(&mut self, _id: i64) -> (Message, i64) {
+        (Message::binary(Bytes::from_static(&[codec::PING])), 0)
+    }
+
+    fn ping_answered(&mut self, _acked: i64) {}
+
+    fn request(&mut self, _id: i64, _command: &str, _data: &[u8]) -> Message {
+        // Never reached: the client refuses requests on rwws before they get here.
+        Message::binary(Bytes::new())
+    }
+
+    fn cancel(&mut self, _id: i64, _target: i64, _reason: &str) -> Option<Message> {
+        None
+    }
+
+    fn policy(&self, status: Status, close_code: u16) -> Policy {
+        match close_code {
+            3001 | 3002 | 3004 => Policy::Stop,
+            // The server saw our pings stall (machine sleep, blocked runtime): come back now.
+            3003 => Policy::Immediately,
+            _ => match status {
+                Status::ErrConfig
+                | Status::ErrUnauthorized
+                | Status::ErrVersionMismatch
+                | Status::ErrKeyRevoked => Policy::Stop,
+                _ => Policy::Backoff,
+            },
+        }
+    }
+
+    fn final_close(&self) -> (u16, &'static str) {
+        (1000, "client closed")
+    }
+
+    fn timeout_close(&self) -> (u16, &'static str) {
+        (1000, "pong timeout")
+    }
+
+    fn on_connected(&mut self) {}
+
+    fn close_status(&self, code: u16) -> Status {
+        close_status(code)
+    }
+
+    fn packet(&mut self, bytes: &[u8]) -> Option<Message> {
+        Some(Message::binary(bytes.to_vec()))
+    }
+
+    fn first_ping_delay(&self) -> Option<Duration> {
+        // Spec §2.7: ping right after auth, then at the interval.
+        Some(Duration::ZERO)
+    }
+}

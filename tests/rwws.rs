@@ -1,0 +1,273 @@
+//! The rwws dialect against the testkit's `/api/ws` server (spec: rwws-binary.md; §5.3 is the
+//! client state machine, §4 the reconnect table).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tether::{Client, Config, ConfigBuilder, EventKind, Protocol, Status};
+use tether_testkit::gomuks::Backend;
+use tether_testkit::rwws::{Hello, RwwsFault, DEFAULT_KEY};
+
+fn rwws_client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
+    let cfg = Config::builder(&b.http_url())
+        .protocol(Protocol::Rwws)
+        .token(DEFAULT_KEY)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(500));
+    start(f(cfg).build().expect("valid config"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// §2.4: hello, auth, the auth Pong means connected; §2.7: a ping right after auth; each PONG
+/// carries the server's clock (§2.2, big-endian) and, for answered pings, the round-trip time.
+#[tokio::test]
+async fn spec2_4_handshake_then_ping_at_once() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    let (auth_pong, _) = until_kind(&c, EventKind::Pong).await;
+    assert!((auth_pong.server_time_ms() - now_ms()).abs() < 60_000);
+    // The first ping goes out at once, long before the 10 s interval.
+    let (pong, _) = until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    assert!(pong.rtt().unwrap() < Duration::from_secs(5));
+    assert!((pong.server_time_ms() - now_ms()).abs() < 60_000);
+    assert_eq!(b.rwws().stats().authenticated, 1);
+    close_and_drain(&c).await;
+}
+
+/// §2.7: pings keep the session alive past the server's ping deadline.
+#[tokio::test]
+async fn spec2_7_pings_beat_the_server_deadline() {
+    let b = backend_with(|c| c.rwws.ping_timeout = Duration::from_millis(400)).await;
+    let c = rwws_client(&b, |c| c.ping_interval(Duration::from_millis(100)));
+    until_kind(&c, EventKind::Connected).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = b.rwws().stats();
+    assert!(st.pings >= 8, "{st:?}");
+    assert!(st.max_ping_gap_ms < 400, "{st:?}");
+    assert!(!st.closes_sent.contains(&3003), "{st:?}");
+    let evs = close_and_drain(&c).await;
+    assert_no_drop(&evs);
+    assert_eq!(b.rwws().stats().closes_received, vec![1000]);
+}
+
+/// §2.3: several packets in one message, in order; an unknown id or a truncated Pong hands the
+/// rest of that message to the app as a PACKET and the connection stays up.
+#[tokio::test]
+async fn spec2_3_packets_unknown_ids_and_truncation() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    until_kind(&c, EventKind::Pong).await;
+    b.rwws().inject(RwwsFault::DoublePong);
+    let (p1, _) = until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_none()).await;
+    let (p2, _) = until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_none()).await;
+    assert!(p1.server_time_ms() > 0 && p2.server_time_ms() > 0);
+    b.rwws().inject(RwwsFault::UnknownPacket);
+    let (pk, skipped) = until_kind(&c, EventKind::Packet).await;
+    assert_eq!(pk.data(), [0x7f, 1, 2]);
+    b.rwws().inject(RwwsFault::TruncatedPong);
+    let (pk, skipped2) = until_kind(&c, EventKind::Packet).await;
+    assert_eq!(pk.data(), [0x00, 1, 2]);
+    b.rwws().inject(RwwsFault::TextFrame);
+    b.rwws().inject(RwwsFault::LittleEndianPong);
+    let (le, skipped3) = until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_none()).await;
+    assert!((le.server_time_ms() - now_ms()).abs() < 60_000);
+    for s in [&skipped, &skipped2, &skipped3] {
+        assert_no_drop(s);
+    }
+    close_and_drain(&c).await;
+}
+
+/// The next DISCONNECTED, checked to carry `code`.
+async fn ends_with(c: &Client, code: u16) -> tether::Event {
+    let (d, _) = until_kind(c, EventKind::Disconnected).await;
+    assert_eq!(
+        d.close_code(),
+        code,
+        "{:?}",
+        String::from_utf8_lossy(d.data())
+    );
+    d
+}
+
+/// §4: 3001 (a key the server rejects) stops the client with UNAUTHORIZED: no retry.
+#[tokio::test]
+async fn spec4_3001_unauthorized_stops() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c.token("d3Jvbmcta2V5"));
+    let d = ends_with(&c, 3001).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+    assert_eq!(d.retry_in(), None);
+    until_kind(&c, EventKind::Closed).await;
+    assert_eq!(b.rwws().stats().authenticated, 0);
+}
+
+/// §4: 3002 and 3004 stop the client with their own statuses; a revoked key is also refused on
+/// the next connection (3001).
+#[tokio::test]
+async fn spec4_3002_and_3004_stop() {
+    let b = backend().await;
+    for (code, status) in [
+        (3002, Status::ErrVersionMismatch),
+        (3004, Status::ErrKeyRevoked),
+    ] {
+        let c = rwws_client(&b, |c| c);
+        until_kind(&c, EventKind::Connected).await;
+        until_kind(&c, EventKind::Pong).await;
+        if code == 3004 {
+            use base64::Engine;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(DEFAULT_KEY)
+                .unwrap();
+            b.rwws().revoke(&key);
+        } else {
+            b.rwws().close_all(code, "version mismatch");
+        }
+        let d = ends_with(&c, code).await;
+        assert_eq!((d.status(), d.retry_in()), (status, None));
+        until_kind(&c, EventKind::Closed).await;
+    }
+    let c = rwws_client(&b, |c| c);
+    let d = ends_with(&c, 3001).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+}
+
+/// §4: 3003 reconnects at once; 3005, 3000 and unknown codes back off with jitter, and the
+/// client comes back each time.
+#[tokio::test]
+async fn spec4_retryable_codes() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| {
+        c.reconnect_backoff(Duration::from_millis(50), Duration::from_millis(100))
+    });
+    until_kind(&c, EventKind::Connected).await;
+    for code in [3003u16, 3005, 3000, 4321] {
+        until_kind(&c, EventKind::Pong).await;
+        b.rwws().close_all(code, "test");
+        let d = ends_with(&c, code).await;
+        assert_eq!(d.status(), Status::ErrRemoteClosed);
+        let wait = d.retry_in().expect("retries");
+        if code == 3003 {
+            assert_eq!(wait, Duration::ZERO);
+        } else {
+            assert!(
+                wait > Duration::ZERO && wait <= Duration::from_millis(100),
+                "{wait:?}"
+            );
+        }
+        until_kind(&c, EventKind::Connected).await;
+    }
+    close_and_drain(&c).await;
+}
+
+/// §2.4 client rules: a wrong hello is a configuration error (no retry); a missing hello or a
+/// missing auth reply times out and retries with backoff.
+#[tokio::test]
+async fn spec2_4_hello_and_auth_deadlines() {
+    let b = backend_with(|c| c.rwws.hello = Hello::Wrong).await;
+    let c = rwws_client(&b, |c| c);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!((d.status(), d.retry_in()), (Status::ErrConfig, None));
+    until_kind(&c, EventKind::Closed).await;
+
+    for cfg in [
+        |c: &mut tether_testkit::gomuks::BackendConfig| c.rwws.hello = Hello::Silent,
+        |c: &mut tether_testkit::gomuks::BackendConfig| c.rwws.silent_auth = true,
+    ] {
+        let b = backend_with(cfg).await;
+        let c = rwws_client(&b, |c| c.connect_timeout(Duration::from_millis(200)));
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(
+            d.status(),
+            Status::ErrProtocol,
+            "{:?}",
+            String::from_utf8_lossy(d.data())
+        );
+        assert!(d.retry_in().is_some());
+        close_and_drain(&c).await;
+    }
+
+    // The hello as a text frame is accepted (§2.1).
+    let b = backend_with(|c| c.rwws.hello = Hello::Text).await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    close_and_drain(&c).await;
+}
+
+/// §2.8: Settings go out as `01 (id value)* ff`; reserved ids are refused locally; raw packets
+/// pass through; requests do not exist on rwws.
+#[tokio::test]
+async fn spec2_8_settings_and_raw_packets() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c);
+    // Queued while connecting, sent once authenticated.
+    c.send_settings(&[(5, &[1, 2][..])]).unwrap();
+    assert_eq!(
+        c.send_settings(&[(0xff, &[][..])]).unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    assert_eq!(
+        c.request("echo", b"{}").unwrap_err().status(),
+        Status::ErrState
+    );
+    until_kind(&c, EventKind::Connected).await;
+    c.send_packet(&[0x01, 0xff]).unwrap();
+    c.send_packet(&[0x42, 0x43]).unwrap();
+    let r = b.rwws();
+    assert!(
+        r.wait_for(
+            |s| s.settings == ["01050102ff", "01ff"] && s.unknown == ["4243"],
+            WAIT
+        )
+        .await,
+        "{:?}",
+        r.stats()
+    );
+    close_and_drain(&c).await;
+}
+
+/// §2.6: keys decode leniently; bad keys are config errors that never echo the key.
+#[test]
+fn spec2_6_key_handling() {
+    let build = |k: &str| {
+        Config::builder("ws://127.0.0.1:1/api/ws")
+            .protocol(Protocol::Rwws)
+            .token(k)
+            .build()
+    };
+    for ok in ["AAECAw==", "AAECAw", " AAECAw== ", "-_-_", "+/+/"] {
+        assert!(build(ok).is_ok(), "{ok}");
+    }
+    let long = "A".repeat(200);
+    for bad in ["", "!!!!", long.as_str()] {
+        let e = build(bad).unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
+        if !bad.is_empty() {
+            assert!(!e.to_string().contains(bad));
+        }
+    }
+    let cfg = build("c2VjcmV0LWtleS1ieXRlcw==").unwrap();
+    let dbg = format!("{cfg:?}");
+    assert!(
+        !dbg.contains("c2VjcmV0") && !dbg.contains("secret-key"),
+        "{dbg}"
+    );
+    // The ping interval must stay below the server's 30 s limit.
+    let e = Config::builder("ws://127.0.0.1:1/api/ws")
+        .protocol(Protocol::Rwws)
+        .token("AAECAw==")
+        .ping_interval(Duration::from_secs(30))
+        .receive_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+}
