@@ -26,7 +26,7 @@ cargo build --quiet -p tether-testkit --bin tether-backend
 export TETHER_BACKEND=$ROOT/target/debug/tether-backend
 LIBDIR=$ROOT/target/debug
 
-TESTS=(test_api test_callbacks test_resume test_fork)
+TESTS=(test_api test_callbacks test_resume test_fork test_rwws)
 WARN=(-Wall -Wextra -Wpedantic -Werror)
 CFLAGS=(-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c")
 LINK=(-L"$LIBDIR" -ltether -Wl,-rpath,"$LIBDIR" -lpthread)
