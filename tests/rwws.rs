@@ -271,3 +271,42 @@ fn spec2_6_key_handling() {
         .unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig);
 }
+
+/// §4 item 5: a message over the size cap (64 KiB by default for rwws) ends the connection with
+/// MESSAGE_TOO_LARGE, and the client reconnects.
+#[tokio::test]
+async fn spec4_message_size_cap() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    until_kind(&c, EventKind::Pong).await;
+    b.rwws().inject(RwwsFault::Oversize(70 * 1024));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrMessageTooLarge);
+    assert!(d.retry_in().is_some());
+    until_kind(&c, EventKind::Connected).await;
+    close_and_drain(&c).await;
+}
+
+/// §2.7: when pongs stop, the pong deadline (the receive timeout, 20 s by default) ends the
+/// connection; the client closes with 1000 and reconnects.
+#[tokio::test]
+async fn spec2_7_pong_deadline() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| {
+        c.ping_interval(Duration::from_millis(50))
+            .receive_timeout(Duration::from_millis(300))
+    });
+    until_kind(&c, EventKind::Connected).await;
+    until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    b.rwws().inject(RwwsFault::Mute);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrReceiveTimeout);
+    let r = b.rwws();
+    assert!(
+        r.wait_for(|s| s.closes_received.contains(&1000), WAIT)
+            .await
+    );
+    until_kind(&c, EventKind::Connected).await;
+    close_and_drain(&c).await;
+}

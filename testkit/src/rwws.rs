@@ -74,6 +74,10 @@ pub enum RwwsFault {
     LittleEndianPong,
     /// A text frame.
     TextFrame,
+    /// One message of this many bytes (Pongs back to back), to hit the client's size cap.
+    Oversize(usize),
+    /// Stop answering pings (the client's pong deadline must fire).
+    Mute,
 }
 
 /// What the rwws side has seen.
@@ -270,6 +274,7 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
         id
     };
     let mut last_ping = Instant::now();
+    let mut muted = false;
     loop {
         let deadline = tokio::time::Instant::from_std(last_ping + cfg.ping_timeout);
         tokio::select! {
@@ -285,6 +290,11 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
                         RwwsFault::DoublePong => Message::binary([pong(false), pong(false)].concat()),
                         RwwsFault::LittleEndianPong => Message::binary(pong(true)),
                         RwwsFault::TextFrame => Message::text("not a packet"),
+                        RwwsFault::Oversize(n) => Message::binary(pong(false).repeat(n / 9 + 1)),
+                        RwwsFault::Mute => {
+                            muted = true;
+                            continue;
+                        }
                     };
                     if sink.send(m).await.is_err() { break }
                 }
@@ -302,7 +312,9 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
                                 let gap = last_ping.elapsed().as_millis() as u64;
                                 g.stats.max_ping_gap_ms = g.stats.max_ping_gap_ms.max(gap);
                                 last_ping = Instant::now();
-                                replies.push(pong(false));
+                                if !muted {
+                                    replies.push(pong(false));
+                                }
                                 at += 1;
                             }
                             0x01 => {
@@ -419,6 +431,8 @@ pub fn control(
                 "double_pong" => RwwsFault::DoublePong,
                 "little_endian_pong" => RwwsFault::LittleEndianPong,
                 "text_frame" => RwwsFault::TextFrame,
+                "oversize" => RwwsFault::Oversize(q("n").parse().unwrap_or(128 * 1024)),
+                "mute" => RwwsFault::Mute,
                 _ => return Some((400, r#"{"error":"unknown fault kind"}"#.to_owned())),
             };
             rwws.inject(f);

@@ -1,0 +1,92 @@
+//! Secrets never reach the logs: every log record of the library and its dependencies
+//! (tracing and `log`, at TRACE) is captured while clients authenticate with an rwws key, a
+//! gomuks password and a gomuks token, and none of them appears, in any encoding we can think
+//! of. (rwws spec §2.6; issue: "the key never appears in logs, errors or Debug output".)
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tether::{Config, EventKind, Protocol};
+use tether_testkit::rwws::DEFAULT_KEY;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_in_trace_logs() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .init();
+
+    let b = backend().await;
+    // rwws with the default key.
+    let c = start(
+        Config::builder(&b.http_url())
+            .protocol(Protocol::Rwws)
+            .token(DEFAULT_KEY)
+            .build()
+            .unwrap(),
+    );
+    until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    close_and_drain(&c).await;
+    // gomuks with a password (goes through POST /_gomuks/auth) and then the token.
+    let c = start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "tether-password")
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+    let token = b.token();
+    let c = client(&b, |c| c.ping_interval(Duration::from_millis(100)));
+    until_kind(&c, EventKind::Pong).await;
+    close_and_drain(&c).await;
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.len() > 1000, "logging was not captured: {text}");
+    let key = b"tether-test-key";
+    let decimal = key
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("tether:tether-password");
+    for secret in [
+        DEFAULT_KEY,
+        "tether-test-key",
+        decimal.as_str(),
+        hex.as_str(),
+        "tether-password",
+        basic.as_str(),
+        &token[..token.len().min(24)],
+    ] {
+        if let Some(at) = text.find(secret) {
+            let line = text[..at].rfind('\n').unwrap_or(0);
+            panic!(
+                "secret {secret:?} found in the logs: {}",
+                &text[line..(at + 80).min(text.len())]
+            );
+        }
+    }
+}
