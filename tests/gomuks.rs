@@ -655,3 +655,35 @@ async fn resume_across_cuts_after_n_events() {
 async fn resume_across_cuts_after_n_bytes() {
     resume_across_scheduled_cuts(|c| c.cut_after_bytes = Some(1500)).await;
 }
+
+/// Spec §10 (web client reconnect): the first retry reconnects directly; later retries first
+/// re-POST `/_gomuks/auth`, which refreshes the token before it can expire.
+#[tokio::test]
+async fn spec10_later_retries_refresh_the_token() {
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "tether-password")
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    assert_eq!(b.stats().auth_requests, 1);
+    // A plain cut: the first retry succeeds without a new token.
+    b.cut_all();
+    until_kind(&c, EventKind::Connected).await;
+    assert_eq!(b.stats().auth_requests, 1);
+    // Two refused upgrades: retry 1 goes direct, retries 2 and 3 refresh first.
+    b.reject_upgrades(2);
+    b.cut_all();
+    let (_, seen) = until_kind(&c, EventKind::Connected).await;
+    let refused: Vec<u16> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Disconnected)
+        .map(|e| e.close_code())
+        .collect();
+    assert_eq!(refused, [0, 503, 503], "{:?}", kinds(&seen));
+    assert_eq!(b.stats().auth_requests, 3);
+    close_and_drain(&c).await;
+}

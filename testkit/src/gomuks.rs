@@ -124,6 +124,10 @@ pub struct Stats {
     pub resumes: u64,
     /// Connections that started fresh.
     pub fresh_starts: u64,
+    /// `POST /_gomuks/auth` requests answered.
+    pub auth_requests: u64,
+    /// Websocket upgrades still to refuse with 503 (`reject_upgrades`).
+    pub reject_upgrades: u64,
 }
 
 enum Out {
@@ -331,6 +335,10 @@ impl Backend {
     pub fn inject(&self, fault: Fault) {
         self.lock().broadcast(|| Out::Fault(fault.clone()));
     }
+    /// Refuses the next `n` websocket upgrades with HTTP 503 (auth keeps working).
+    pub fn reject_upgrades(&self, n: u64) {
+        self.lock().stats.reject_upgrades = n;
+    }
     /// A snapshot of what the backend has seen.
     pub fn stats(&self) -> Stats {
         self.lock().snapshot()
@@ -345,6 +353,17 @@ impl Backend {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         f(&self.stats())
+    }
+}
+
+/// Consumes one scripted upgrade rejection, if any is left.
+fn take_rejection(state: &Mutex<State>) -> bool {
+    let mut g = lock(state);
+    if g.stats.reject_upgrades > 0 {
+        g.stats.reject_upgrades -= 1;
+        true
+    } else {
+        false
     }
 }
 
@@ -508,6 +527,7 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
     let cfg = lock(&state).cfg.clone();
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/_gomuks/auth") => {
+            lock(&state).stats.auth_requests += 1;
             let ok = match cookie(&head) {
                 Some(c) => valid_token(&cfg, &c),
                 None => basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
@@ -528,6 +548,9 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
         ("GET", "/api/ws") => {
             let rwws = lock(&state).rwws.clone();
             crate::rwws::serve(tcp, rwws).await
+        }
+        ("GET", "/_gomuks/websocket") if take_rejection(&state) => {
+            respond(tcp, &head, 503, "text/plain", "Service Unavailable").await
         }
         ("GET", "/_gomuks/websocket") => {
             if !cfg.disable_auth {
@@ -585,6 +608,10 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
         ("POST", "/_testkit/push") => {
             let newest = g.push_generated(n(1).min(1_000_000));
             (200, json!({"newest_id": newest}).to_string())
+        }
+        ("POST", "/_testkit/reject_upgrades") => {
+            g.stats.reject_upgrades = n(1) as u64;
+            (200, ok)
         }
         ("POST", "/_testkit/cut") => {
             g.broadcast(|| Out::Cut);

@@ -30,7 +30,15 @@ pub struct Gomuks {
     inflater: Option<Inflater>,
     splitter: LineSplitter,
     scratch: BytesMut,
+    /// Attempts since the last successful upgrade: the gomuks web client refreshes its token
+    /// before every retry but the first (spec §10).
+    attempts_since_open: u32,
+    /// When the current token was fetched; refreshed daily (spec §2: tokens live 7 days).
+    token_fetched: Option<std::time::Instant>,
 }
+
+/// Tokens are refreshed after this long, well inside their 7-day life.
+const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl Gomuks {
     /// A dialect for this configuration.
@@ -52,6 +60,8 @@ impl Gomuks {
             last_sent_ack: 0,
             inflater: None,
             scratch: BytesMut::new(),
+            attempts_since_open: 0,
+            token_fetched: None,
         })
     }
 
@@ -59,7 +69,10 @@ impl Gomuks {
         if let Some(creds) = &self.cfg.basic_auth {
             let url = auth::auth_url(&self.cfg.url);
             match auth::fetch_token(&self.http, &url, creds).await? {
-                Some(t) => self.token = Some(Secret::new(t)),
+                Some(t) => {
+                    self.token = Some(Secret::new(t));
+                    self.token_fetched = Some(std::time::Instant::now());
+                }
                 None => self.auth_disabled = true,
             }
         }
@@ -120,7 +133,12 @@ impl Gomuks {
 
 impl Dialect for Gomuks {
     async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
-        if self.token.is_none() && !self.auth_disabled {
+        self.attempts_since_open = self.attempts_since_open.saturating_add(1);
+        let stale = self
+            .token_fetched
+            .is_some_and(|t| t.elapsed() >= TOKEN_REFRESH);
+        let retrying = self.attempts_since_open >= 2 && self.cfg.basic_auth.is_some();
+        if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
             self.login().await?;
         }
         let mut url = self.cfg.url.clone();
@@ -269,6 +287,7 @@ impl Dialect for Gomuks {
     }
 
     fn on_connected(&mut self) {
+        self.attempts_since_open = 0;
         self.inflater = self
             .cfg
             .compression
