@@ -687,3 +687,31 @@ async fn spec10_later_retries_refresh_the_token() {
     assert_eq!(b.stats().auth_requests, 3);
     close_and_drain(&c).await;
 }
+
+/// Spec §10: more than 512 events queued for one connection close it with 4001 "Event queue
+/// full"; the client reconnects, resumes, and with a large enough buffer loses nothing.
+#[tokio::test]
+async fn spec10_event_queue_full_closes_4001_then_resume() {
+    let b = backend_with(|c| c.event_buffer_size = 2000).await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let seed = b.push_events(1);
+    until(&c, |e| e.request_id() == seed).await;
+    let newest = b.push_events(600); // one burst: the connection's queue overflows
+    let (_, seen) = until(&c, |e| e.request_id() == newest).await;
+    let closes: Vec<(u16, Status)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Disconnected)
+        .map(|e| (e.close_code(), e.status()))
+        .collect();
+    assert_eq!(
+        closes,
+        [(4001, Status::ErrRemoteClosed)],
+        "{:?}",
+        kinds(&seen)
+    );
+    let mut ids = event_ids(&seen);
+    ids.push(newest);
+    assert_eq!(ids, (newest..seed).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}

@@ -57,6 +57,9 @@ pub struct BackendConfig {
     pub cut_after_bytes: Option<usize>,
     /// The rwws side, served at `/api/ws`.
     pub rwws: crate::rwws::RwwsConfig,
+    /// Close a connection with 4001 "Event queue full" when more events than this wait to be
+    /// written to it (spec §10: 512 in gomuks); `None` never closes.
+    pub conn_queue_limit: Option<usize>,
 }
 
 impl Default for BackendConfig {
@@ -76,6 +79,7 @@ impl Default for BackendConfig {
             cut_after_events: None,
             cut_after_bytes: None,
             rwws: crate::rwws::RwwsConfig::default(),
+            conn_queue_limit: Some(512),
         }
     }
 }
@@ -143,9 +147,18 @@ struct State {
     rwws: crate::rwws::Rwws,
     stats: Stats,
     buffer: VecDeque<(i64, Arc<str>)>,
-    conns: HashMap<u64, mpsc::UnboundedSender<Out>>,
+    conns: HashMap<u64, Conn>,
     next_listener: u64,
     rng: u64,
+}
+
+/// One websocket connection as the event buffer sees it.
+struct Conn {
+    tx: mpsc::UnboundedSender<Out>,
+    /// Events queued for this connection and not yet written.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Woken when `queued` passes the limit.
+    overflow: Arc<tokio::sync::Notify>,
 }
 
 impl State {
@@ -169,8 +182,13 @@ impl State {
         while self.buffer.len() > self.cfg.event_buffer_size {
             self.buffer.pop_front();
         }
-        for tx in self.conns.values() {
-            let _ = tx.send(Out::Event(line.clone()));
+        let limit = self.cfg.conn_queue_limit.unwrap_or(usize::MAX);
+        for c in self.conns.values() {
+            let n = c.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+            let _ = c.tx.send(Out::Event(line.clone()));
+            if n > limit {
+                c.overflow.notify_one();
+            }
         }
         id
     }
@@ -208,8 +226,8 @@ impl State {
     }
 
     fn broadcast(&self, make: impl Fn() -> Out) {
-        for tx in self.conns.values() {
-            let _ = tx.send(make());
+        for c in self.conns.values() {
+            let _ = c.tx.send(make());
         }
     }
 
@@ -754,6 +772,8 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     let compress = q("compress") == "1";
     let last: i64 = q("last_received_event").parse().unwrap_or(0);
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let overflow = Arc::new(tokio::sync::Notify::new());
     let (listener, replay, run_id, ping_timeout, logged_in) = {
         let mut g = lock(&state);
         g.next_listener += 1;
@@ -777,7 +797,14 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
             g.stats.fresh_starts += 1;
         }
         g.stats.total_connections += 1;
-        g.conns.insert(listener, tx.clone());
+        g.conns.insert(
+            listener,
+            Conn {
+                tx: tx.clone(),
+                queued: queued.clone(),
+                overflow: overflow.clone(),
+            },
+        );
         (
             listener,
             replay,
@@ -880,10 +907,19 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                             Err(_) => break,
                         }
                     }
+                    queued.fetch_sub(lines, std::sync::atomic::Ordering::AcqRel);
                     let m = w.message(&text);
                     sent_bytes += m.len();
                     sent_events += lines;
-                    if sink.send(m).await.is_err() { break }
+                    // §10: a writer stuck on a slow client does not stop the 4001.
+                    let sent = tokio::select! {
+                        r = sink.send(m) => r.is_ok(),
+                        () = overflow.notified() => {
+                            let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close(4001, "Event queue full"))).await;
+                            false
+                        }
+                    };
+                    if !sent { break }
                     for o in extra { let _ = tx.send(o); }
                     if cut_after_events.is_some_and(|n| sent_events >= n)
                         || cut_after_bytes.is_some_and(|n| sent_bytes >= n)
@@ -929,6 +965,10 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                 }
                 Some(Err(_)) | None => break,
             },
+            () = overflow.notified() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close(4001, "Event queue full"))).await;
+                break;
+            }
             _ = ticker.tick() => {
                 if last_text.elapsed() > ping_timeout {
                     let _ = sink.send(close(4002, "Ping timeout")).await;

@@ -8,7 +8,7 @@ use tether_testkit::rwws::Hello;
 const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks|rwws]
   [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
   [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--seed N] [--not-logged-in]
-  [--cut-after-events N] [--cut-after-bytes N]
+  [--cut-after-events N] [--cut-after-bytes N] [--conn-queue-limit N (default 512, 0: none)]
   [--rwws-key BASE64]... [--rwws-ping-timeout-ms N] [--rwws-hello binary|text|wrong|silent]
   [--rwws-silent-auth]
 Serves gomuks at /_gomuks/websocket and rwws at /api/ws on the same port (--protocol is
@@ -75,6 +75,12 @@ fn main() {
                 }
             }
             "--rwws-silent-auth" => cfg.rwws.silent_auth = true,
+            "--conn-queue-limit" => {
+                let n: usize = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--conn-queue-limit: {e}")));
+                cfg.conn_queue_limit = (n > 0).then_some(n);
+            }
             "--username" => cfg.username = val(),
             "--password" => cfg.password = val(),
             "--desktop-key" => cfg.desktop_key = Some(val()),
