@@ -715,3 +715,52 @@ async fn spec10_event_queue_full_closes_4001_then_resume() {
     assert_eq!(ids, (newest..seed).rev().collect::<Vec<_>>());
     close_and_drain(&c).await;
 }
+
+/// Latency through the fault proxy shows in the PONG round-trip time (both directions).
+#[tokio::test]
+async fn proxy_delay_shows_in_pong_rtt() {
+    let b = backend().await;
+    let p = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", p.addr()), &b.token(), |c| {
+        c.ping_interval(ms(100))
+    });
+    until_command(&c, "init_complete").await;
+    p.set_delay(ms(60));
+    // A pong for a ping sent after the delay was set.
+    let mut rtt = Duration::ZERO;
+    for _ in 0..3 {
+        let (pong, _) = until_kind(&c, EventKind::Pong).await;
+        rtt = pong.rtt().unwrap();
+    }
+    assert!(rtt >= ms(120), "rtt {rtt:?}");
+    p.set_delay(Duration::ZERO);
+    close_and_drain(&c).await;
+}
+
+/// A connection reset (RST, no close frame, no FIN) is a connection error: the client
+/// reconnects and resumes with nothing lost (spec §16).
+#[tokio::test]
+async fn tcp_reset_reconnects_and_resumes() {
+    let b = backend().await;
+    let p = Proxy::start(b.addr()).await.unwrap();
+    p.set_reset(true);
+    let c = client_at(&format!("http://{}", p.addr()), &b.token(), |c| c);
+    until_command(&c, "init_complete").await;
+    let first = b.push_events(5);
+    until(&c, |e| e.request_id() == first).await;
+    p.cut_all();
+    let newest = b.push_events(5);
+    let (_, seen) = until(&c, |e| e.request_id() == newest).await;
+    let (d, _) = seen
+        .iter()
+        .find(|e| e.kind() == EventKind::Disconnected)
+        .map(|d| (d, ()))
+        .expect("a disconnect");
+    let why = String::from_utf8_lossy(d.data());
+    assert_eq!(d.status(), Status::ErrConnect, "{why}");
+    assert!(why.to_lowercase().contains("reset"), "not a reset: {why}");
+    let mut ids = event_ids(&seen);
+    ids.push(newest);
+    assert_eq!(ids, (newest..first).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}

@@ -1,4 +1,4 @@
-//! Fault-injecting TCP proxy on loopback: cut, slice, blackhole.
+//! Fault-injecting TCP proxy on loopback: cut (FIN or RST), slice, delay, blackhole.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,6 +12,8 @@ use tokio::sync::broadcast;
 #[derive(Default)]
 struct Settings {
     slice: AtomicUsize,
+    delay_ms: AtomicU64,
+    reset: AtomicBool,
     blackhole: AtomicBool,
     schedule: Mutex<VecDeque<u64>>,
     connections: AtomicU64,
@@ -67,6 +69,16 @@ impl Proxy {
     pub fn set_slice(&self, n: Option<usize>) {
         self.settings.slice.store(n.unwrap_or(0), Ordering::Relaxed);
     }
+    /// Delays every forwarded chunk, both directions, by `d` (latency injection).
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.settings
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Connections opened from now on end with a TCP RST instead of a FIN when cut.
+    pub fn set_reset(&self, on: bool) {
+        self.settings.reset.store(on, Ordering::Relaxed);
+    }
     /// While on, nothing is forwarded in either direction but connections stay open.
     pub fn set_blackhole(&self, on: bool) {
         self.settings.blackhole.store(on, Ordering::Relaxed);
@@ -99,9 +111,15 @@ async fn pipe(
     let Ok(up) = TcpStream::connect(upstream).await else {
         return;
     };
+    if s.reset.load(Ordering::Relaxed) {
+        // Linger 0: closing sends RST, as a crashed peer or a middlebox does.
+        let _ = socket2::SockRef::from(&down).set_linger(Some(std::time::Duration::ZERO));
+    }
+    let mut down = down;
     down.set_nodelay(true).ok();
     up.set_nodelay(true).ok();
-    let (mut dr, mut dw) = down.into_split();
+    // Borrowed halves: dropping them sends no FIN, so with linger 0 the peer sees a bare RST.
+    let (mut dr, mut dw) = down.split();
     let (mut ur, mut uw) = up.into_split();
     let s2 = s.clone();
     let upward = async move {
@@ -147,9 +165,13 @@ async fn pipe(
     }
 }
 
-async fn forward(s: &Settings, w: &mut tokio::net::tcp::OwnedWriteHalf, data: &[u8]) -> bool {
+async fn forward<W: AsyncWriteExt + Unpin>(s: &Settings, w: &mut W, data: &[u8]) -> bool {
     if s.blackhole.load(Ordering::Relaxed) {
         return true;
+    }
+    let delay = s.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let slice = s.slice.load(Ordering::Relaxed);
     let pieces = if slice == 0 { data.len().max(1) } else { slice };
