@@ -7,7 +7,8 @@ use tether_testkit::rwws::Hello;
 
 const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks|rwws]
   [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
-  [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--seed N] [--not-logged-in]
+  [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--event-size MIN..MAX (300..2000)]
+  [--seed N] [--not-logged-in]
   [--cut-after-events N] [--cut-after-bytes N] [--conn-queue-limit N (default 512, 0: none)]
   [--rwws-key BASE64]... [--rwws-ping-timeout-ms N] [--rwws-hello binary|text|wrong|silent]
   [--rwws-silent-auth]
@@ -116,6 +117,16 @@ fn main() {
                         .parse()
                         .unwrap_or_else(|e| fail(format!("--cut-after-bytes: {e}"))),
                 )
+            }
+            "--event-size" => {
+                let v = val();
+                let parsed = v
+                    .split_once("..")
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .filter(|(a, b): &(usize, usize)| a <= b && *b <= 16 << 20);
+                cfg.event_size = parsed.unwrap_or_else(|| {
+                    fail(format!("--event-size: want MIN..MAX bytes, got {v:?}"))
+                });
             }
             "--seed" => {
                 cfg.seed = val()
