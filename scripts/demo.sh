@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: embedded testkit backend + connect, request, ping/ack, cut, resume, close.
+# The main job: `tether demo` starts the embedded testkit backend and walks through connect,
+# request, ping/ack, a cut, the resume and close 1001, all through the library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --release --example demo
+exec cargo run --quiet --release -p tether-cli -- demo "$@"

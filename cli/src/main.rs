@@ -1,0 +1,391 @@
+//! `tether`: a command-line client for gomuks JSON RPC and rwws backends, built on the tether
+//! library the way websocat is used for plain websockets.
+
+mod demo;
+mod output;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tether::{Client, Config, Event, EventKind, Protocol, Status};
+
+/// Exit codes, shared by every subcommand.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The connection failed for good (bad credentials, refused key, config error).
+    pub const CONNECTION: u8 = 1;
+    /// Bad usage (clap also uses 2).
+    pub const USAGE: u8 = 2;
+    /// The server answered the request with an error.
+    pub const REMOTE: u8 = 3;
+    /// No reply in time.
+    pub const TIMEOUT: u8 = 4;
+    /// Interrupted by Ctrl-C (after a clean close).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Talk to gomuks JSON RPC and rwws backends."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Connect and stay connected: every event is one JSON line on stdout; requests are read
+    /// from stdin as `COMMAND JSON` lines (rwws: hex bytes of a packet). Connection state,
+    /// pongs and reconnects go to stderr. At the end of stdin the client closes once every
+    /// request is answered (unless --keep-open). Ctrl-C closes cleanly (gomuks: 1001).
+    Connect(Connect),
+    /// Send one request and print the response's JSON data. Exit status: 0 ok, 1 connection
+    /// failed, 3 the server answered with an error, 4 no answer in time, 130 Ctrl-C.
+    Request(Request),
+    /// Start the embedded testkit backend and walk through connect, request, ping and
+    /// acknowledgement, a cut, and the resume, with a live status line.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args)]
+struct ConnOpts {
+    /// Backend base (`http(s)://host:port`) or websocket endpoint (`ws(s)://...`).
+    url: String,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value = "gomuks")]
+    protocol: ProtocolArg,
+    /// gomuks session token (cookie) or rwws access key (base64).
+    #[arg(
+        long,
+        env = "TETHER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    token: Option<String>,
+    /// gomuks user for `POST /_gomuks/auth` (with --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    user: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// gomuks: no compression.
+    #[arg(long)]
+    no_compress: bool,
+    /// Extra CA certificates (PEM) to trust for wss/https.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Connection status on stderr as JSON lines instead of prose.
+    #[arg(long)]
+    json_status: bool,
+    /// Keepalive ping interval in milliseconds (protocol default if unset).
+    #[arg(long, value_name = "MS")]
+    ping_interval: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    Gomuks,
+    Rwws,
+}
+
+#[derive(Args)]
+struct Connect {
+    #[command(flatten)]
+    conn: ConnOpts,
+    /// Keep running after the end of stdin.
+    #[arg(long)]
+    keep_open: bool,
+}
+
+#[derive(Args)]
+struct Request {
+    #[command(flatten)]
+    conn: ConnOpts,
+    /// The command, e.g. `get_state`.
+    command: String,
+    /// The request data as JSON (default `{}`).
+    json: Option<String>,
+    /// Seconds to wait for the answer (the request is cancelled on the server after that).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start a runtime: {e}");
+            return ExitCode::from(exit::CONNECTION);
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Connect(a) => connect(a).await,
+            Cmd::Request(a) => request(a).await,
+            Cmd::Demo(a) => demo::run(a).await,
+        }
+    });
+    ExitCode::from(code)
+}
+
+/// Reads the password line if asked, builds the config, starts the client.
+fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> Result<Client, u8> {
+    let mut b = Config::builder(&o.url)
+        .protocol(match o.protocol {
+            ProtocolArg::Gomuks => Protocol::Gomuks,
+            ProtocolArg::Rwws => Protocol::Rwws,
+        })
+        .compression(!o.no_compress);
+    if let Some(t) = &o.token {
+        b = b.token(t);
+    }
+    if let Some(user) = &o.user {
+        let mut pw = String::new();
+        if stdin.read_line(&mut pw).is_err() || pw.is_empty() {
+            eprintln!("tether: --password-stdin: no password on stdin");
+            return Err(exit::USAGE);
+        }
+        b = b.basic_auth(user, pw.trim_end_matches(['\r', '\n']));
+    }
+    if let Some(path) = &o.ca {
+        match std::fs::read(path) {
+            Ok(pem) => b = b.extra_ca_pem(&pem),
+            Err(e) => {
+                eprintln!("tether: --ca {}: {e}", path.display());
+                return Err(exit::USAGE);
+            }
+        }
+    }
+    if let Some(ms) = o.ping_interval {
+        b = b.ping_interval(Duration::from_millis(ms));
+    }
+    if let Some(t) = timeout {
+        b = b.request_timeout(t);
+    }
+    let client = b
+        .build()
+        .map(Client::new)
+        .and_then(|c| c.connect().map(|()| c))
+        .map_err(|e| {
+            eprintln!("tether: {e}");
+            exit::USAGE
+        })?;
+    Ok(client)
+}
+
+/// Resolves at the first Ctrl-C. The listener is installed at once, not on the first poll of a
+/// `select!` branch, so a signal can never slip between loop turns.
+fn interrupted() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    rx
+}
+
+/// A DISCONNECTED after which nothing follows: the connection failed for good.
+fn gave_up(ev: &Event) -> bool {
+    ev.kind() == EventKind::Disconnected && ev.retry_in().is_none() && ev.status() != Status::Ok
+}
+
+async fn connect(a: Connect) -> u8 {
+    output::set_json_status(a.conn.json_status);
+    let mut sigint = interrupted();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut stdin = std::io::stdin().lock();
+    let client = match start(&a.conn, &mut stdin, None) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    drop(stdin);
+    // Blocking stdin reads live on their own thread; lines arrive through the channel, and
+    // its end means the end of stdin.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let rwws = matches!(a.conn.protocol, ProtocolArg::Rwws);
+    let pending = AtomicUsize::new(0);
+    let mut stdin_open = true;
+    let mut closing = false;
+    let mut interrupted = false;
+    let mut failed = false;
+    // Packets and requests typed before the first connection go out when it opens, so the
+    // end of stdin closes only after that.
+    let mut connected_once = false;
+    loop {
+        tokio::select! {
+            line = lines.recv(), if stdin_open => match line {
+                Some(line) => match send_line(&client, &line, rwws) {
+                    Ok(true) => { pending.fetch_add(1, Ordering::Relaxed); }
+                    Ok(false) => {}
+                    Err(e) => eprintln!("tether: {e}"),
+                },
+                None => {
+                    stdin_open = false;
+                    if a.keep_open { continue; }
+                }
+            },
+            ev = client.next_event() => {
+                let Some(ev) = ev else { break };
+                output::emit(&ev);
+                if ev.kind() == EventKind::Response {
+                    pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                failed |= gave_up(&ev);
+                connected_once |= ev.kind() == EventKind::Connected;
+                if ev.kind() == EventKind::Closed {
+                    break;
+                }
+            },
+            _ = &mut sigint, if !closing => {
+                interrupted = true;
+                closing = true;
+                let _ = client.close();
+            },
+        }
+        if !closing
+            && !stdin_open
+            && !a.keep_open
+            && connected_once
+            && pending.load(Ordering::Relaxed) == 0
+        {
+            closing = true;
+            let _ = client.close();
+        }
+    }
+    if failed {
+        exit::CONNECTION
+    } else if interrupted {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    }
+}
+
+/// Sends one stdin line; `Ok(true)` when a reply will come.
+fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(false);
+    }
+    if rwws {
+        let hex: String = line.split_whitespace().collect();
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("x"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| format!("not hex bytes: {line:?}"))?;
+        client.send_packet(&bytes).map_err(|e| e.to_string())?;
+        return Ok(false);
+    }
+    let (command, data) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    client
+        .request(command, data.trim().as_bytes())
+        .map(|id| {
+            output::status(&format!("request {id}: {command}"), || {
+                format!(r#"{{"type":"request","request_id":{id}}}"#)
+            })
+        })
+        .map(|()| true)
+        .map_err(|e| e.to_string())
+}
+
+async fn request(a: Request) -> u8 {
+    let timeout = Duration::from_secs_f64(a.timeout.clamp(0.001, 86_400.0));
+    let mut sigint = interrupted();
+    let mut stdin = std::io::stdin().lock();
+    let client = match start(&a.conn, &mut stdin, Some(timeout)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    drop(stdin);
+    let data = a.json.unwrap_or_default();
+    let id = match client.request(&a.command, data.as_bytes()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return exit::USAGE;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
+    let mut last_problem = String::new();
+    let code = loop {
+        tokio::select! {
+            ev = client.next_event() => {
+                let Some(ev) = ev else { break exit::CONNECTION };
+                if ev.kind() == EventKind::Response && ev.request_id() == id {
+                    break match ev.status() {
+                        Status::Ok => {
+                            println!("{}", String::from_utf8_lossy(ev.data()));
+                            exit::OK
+                        }
+                        Status::ErrRemote => {
+                            // The error data is a JSON string (gomuks spec §3.4).
+                            let text = serde_json::from_slice::<String>(ev.data())
+                                .unwrap_or_else(|_| String::from_utf8_lossy(ev.data()).into_owned());
+                            eprintln!("tether: {}: {text}", a.command);
+                            exit::REMOTE
+                        }
+                        Status::ErrRequestTimeout => {
+                            eprintln!("tether: no answer within {timeout:?}{last_problem}");
+                            exit::TIMEOUT
+                        }
+                        s => {
+                            eprintln!("tether: {s}: {}", String::from_utf8_lossy(ev.data()));
+                            exit::CONNECTION
+                        }
+                    };
+                }
+                if ev.kind() == EventKind::Disconnected {
+                    last_problem = format!(" (last attempt: {}: {})", ev.status(), String::from_utf8_lossy(ev.data()));
+                }
+                if gave_up(&ev) {
+                    eprintln!("tether: {}: {}", ev.status(), String::from_utf8_lossy(ev.data()));
+                    break exit::CONNECTION;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                eprintln!("tether: no answer within {timeout:?}{last_problem}");
+                break exit::TIMEOUT;
+            }
+            _ = &mut sigint => break exit::INTERRUPTED,
+        }
+    };
+    // Close cleanly (gomuks 1001) and wait, bounded, for the end.
+    let _ = client.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(ev) = client.next_event().await {
+            if ev.kind() == EventKind::Closed {
+                break;
+            }
+        }
+    })
+    .await;
+    code
+}
+
+/// Whether stderr is a terminal (for the demo's live line).
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}

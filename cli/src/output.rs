@@ -1,0 +1,158 @@
+//! How events are printed: data on stdout as JSON lines, connection state on stderr.
+
+use std::io::Write;
+
+use tether::{Event, EventKind, Status};
+
+/// A JSON string literal.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Short machine name of a status (`ok`, `remote`, `request_timeout`, ...).
+pub fn status_name(s: Status) -> String {
+    let name = format!("{s:?}");
+    let name = name.strip_prefix("Err").unwrap_or(&name);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The event's data as JSON: raw when it is JSON, else a string.
+fn data_json(ev: &Event) -> String {
+    let raw = ev.data();
+    if !raw.is_empty() && serde_json::from_slice::<&serde_json::value::RawValue>(raw).is_ok() {
+        String::from_utf8_lossy(raw).into_owned()
+    } else {
+        q(&String::from_utf8_lossy(raw))
+    }
+}
+
+/// Writes a state line to stderr: prose, or the JSON form with --json-status.
+pub fn status(prose: &str, json: impl FnOnce() -> String) {
+    let mut e = std::io::stderr().lock();
+    if JSON_STATUS.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(e, "{}", json());
+    } else {
+        let _ = writeln!(e, "{prose}");
+    }
+}
+
+static JSON_STATUS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Chooses the stderr format (--json-status).
+pub fn set_json_status(on: bool) {
+    JSON_STATUS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints one event where it belongs.
+pub fn emit(ev: &Event) {
+    match ev.kind() {
+        EventKind::Message => out(&format!(
+            r#"{{"type":"message","id":{},"command":{},"data":{}}}"#,
+            ev.request_id(),
+            q(ev.command()),
+            data_json(ev)
+        )),
+        EventKind::Response => out(&format!(
+            r#"{{"type":"response","request_id":{},"status":{},"data":{}}}"#,
+            ev.request_id(),
+            q(&status_name(ev.status())),
+            data_json(ev)
+        )),
+        EventKind::Packet => {
+            let hex: String = ev.data().iter().map(|b| format!("{b:02x}")).collect();
+            out(&format!(r#"{{"type":"packet","hex":"{hex}"}}"#))
+        }
+        EventKind::Connecting => status(&format!("connecting (attempt {})", ev.attempt()), || {
+            format!(r#"{{"type":"connecting","attempt":{}}}"#, ev.attempt())
+        }),
+        EventKind::Connected => status(
+            &format!(
+                "connected{}",
+                if ev.resume_attempted() {
+                    ", resuming"
+                } else {
+                    ""
+                }
+            ),
+            || {
+                format!(
+                    r#"{{"type":"connected","attempt":{},"resume_attempted":{}}}"#,
+                    ev.attempt(),
+                    ev.resume_attempted()
+                )
+            },
+        ),
+        EventKind::Pong => {
+            let rtt = ev.rtt().map(|d| d.as_secs_f64() * 1000.0);
+            let mut prose = match rtt {
+                Some(ms) => format!("pong: rtt {ms:.2} ms"),
+                None => "pong".to_owned(),
+            };
+            if ev.acked_id() != 0 {
+                prose.push_str(&format!(", acknowledged event {}", ev.acked_id()));
+            }
+            if ev.server_time_ms() != 0 {
+                prose.push_str(&format!(", server time {} ms", ev.server_time_ms()));
+            }
+            status(&prose, || {
+                format!(
+                    r#"{{"type":"pong","rtt_ms":{},"acked_id":{},"server_time_ms":{}}}"#,
+                    rtt.map_or("null".into(), |v| format!("{v:.3}")),
+                    ev.acked_id(),
+                    ev.server_time_ms()
+                )
+            })
+        }
+        EventKind::Disconnected => {
+            let reason = String::from_utf8_lossy(ev.data());
+            let next = match ev.retry_in() {
+                Some(d) => format!("reconnecting in {} ms", d.as_millis()),
+                None if ev.status() == Status::Ok => "closed by us".to_owned(),
+                None => "giving up".to_owned(),
+            };
+            status(
+                &format!(
+                    "disconnected: {} (code {}): {reason}; {next}",
+                    ev.status(),
+                    ev.close_code()
+                ),
+                || {
+                    format!(
+                        r#"{{"type":"disconnected","status":{},"code":{},"reason":{},"retry_in_ms":{}}}"#,
+                        q(&status_name(ev.status())),
+                        ev.close_code(),
+                        q(&reason),
+                        ev.retry_in()
+                            .map_or("null".into(), |d| d.as_millis().to_string())
+                    )
+                },
+            )
+        }
+        EventKind::Closed => status("closed", || r#"{"type":"closed"}"#.to_owned()),
+    }
+}
+
+fn out(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names() {
+        assert_eq!(status_name(Status::Ok), "ok");
+        assert_eq!(status_name(Status::ErrRequestTimeout), "request_timeout");
+        assert_eq!(status_name(Status::ErrRemote), "remote");
+    }
+}

@@ -1,0 +1,258 @@
+//! The `tether` binary driven as a subprocess against the testkit backend.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tether_testkit::gomuks::{Backend, BackendConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+async fn backend() -> Backend {
+    Backend::start(BackendConfig::default()).await.unwrap()
+}
+
+/// Runs the binary with `stdin` and returns its output (bounded by a 30 s watchdog).
+async fn run(args: &[&str], stdin: &str) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let pid = child.id();
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(30));
+            // SAFETY: kill on a pid we spawned; harmless if it already exited.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        });
+        let out = child.wait_with_output().unwrap();
+        drop(watchdog);
+        out
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_for_every_command() {
+    for args in [
+        &["--help"][..],
+        &["connect", "--help"],
+        &["request", "--help"],
+        &["demo", "--help"],
+        &["--version"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+    let out = Command::new(BIN).args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn request_prints_data_and_exit_codes_follow_the_status() {
+    let b = backend().await;
+    let url = b.http_url();
+    let pw = "tether-password\n";
+    let auth = ["--user", "tether", "--password-stdin"];
+    let req = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["request".to_owned(), url.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend(auth.iter().map(|s| s.to_string()));
+        v
+    };
+    let call = |v: Vec<String>, stdin: &'static str| async move {
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        run(&refs, stdin).await
+    };
+    let out = call(req(&["echo", r#"{"a":1}"#]), pw).await;
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "{\"a\":1}\n".into())
+    );
+    let out = call(req(&["fail", r#"{"message":"nope"}"#]), pw).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("fail: nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = call(req(&["sleep", r#"{"ms":5000}"#, "--timeout", "0.3"]), pw).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let out = call(req(&["echo"]), "wrong-password\n").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unauthorized"));
+    // The token from the environment works too, and never shows in the output.
+    let token = b.token();
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let token = token.clone();
+        move || {
+            Command::new(BIN)
+                .args(["request", &url, "get_state"])
+                .env("TETHER_TOKEN", &token)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(&token) && !text(&out.stderr).contains(&token));
+    // Nothing listening: no answer in time, with the reason.
+    let out = run(
+        &["request", "http://127.0.0.1:9", "echo", "--timeout", "0.5"],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("connection"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn connect_streams_events_and_answers_stdin_requests() {
+    let b = backend().await;
+    let stdin = "tether-password\necho {\"x\":2}\nno_such_command\n";
+    let args = [
+        "connect",
+        &b.http_url(),
+        "--user",
+        "tether",
+        "--password-stdin",
+        "--json-status",
+    ];
+    let out = run(&args, stdin).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    assert!(lines.iter().any(|l| l["command"] == "init_complete"));
+    let responses: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["type"] == "response").collect();
+    assert_eq!(responses.len(), 2);
+    assert_eq!(responses[0]["data"], serde_json::json!({"x": 2}));
+    assert_eq!(responses[1]["status"], "remote");
+    let status: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every --json-status line is JSON"))
+        .collect();
+    assert!(status.iter().any(|s| s["type"] == "connected"));
+    assert_eq!(status.last().unwrap()["type"], "closed");
+    assert_eq!(b.stats().last_client_close_code, Some(1001));
+}
+
+/// Ctrl-C closes cleanly: close 1001 reaches the backend and the exit status is 130.
+#[tokio::test]
+async fn ctrl_c_closes_with_1001() {
+    let b = backend().await;
+    let url = b.http_url();
+    let token = b.token();
+    let code = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(["connect", &url, "--keep-open", "--ping-interval", "100"])
+            .env("TETHER_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut line = String::new();
+        // Wait for a pong: connected, and the keepalive runs.
+        while !line.starts_with("pong") {
+            assert!(Instant::now() < deadline);
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0);
+        }
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tether connect ignored Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(130));
+    assert!(
+        b.wait_for(
+            |s| s.last_client_close_code == Some(1001),
+            Duration::from_secs(5)
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn rwws_connect_sends_hex_packets_and_reports_pongs() {
+    let b = backend().await;
+    let args = [
+        "connect",
+        &b.http_url(),
+        "--protocol",
+        "rwws",
+        "--token",
+        tether_testkit::rwws::DEFAULT_KEY,
+    ];
+    let out = run(&args, "01 ff\n4243\n").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("server time"));
+    let st = b.rwws().stats();
+    assert_eq!(
+        (st.settings, st.unknown),
+        (vec!["01ff".to_owned()], vec!["4243".to_owned()])
+    );
+    // A rejected key: no retry, exit 1.
+    let out = run(
+        &[
+            "connect",
+            &b.http_url(),
+            "--protocol",
+            "rwws",
+            "--token",
+            "d3Jvbmc=",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("3001"));
+}
+
+#[tokio::test]
+async fn demo_walks_through_and_closes_with_1001() {
+    let out = run(&["demo"], "").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("CONNECTED (resume attempted: true)"), "{s}");
+    assert!(s.contains("backend saw close code Some(1001)"), "{s}");
+}
