@@ -256,3 +256,28 @@ async fn demo_walks_through_and_closes_with_1001() {
     assert!(s.contains("CONNECTED (resume attempted: true)"), "{s}");
     assert!(s.contains("backend saw close code Some(1001)"), "{s}");
 }
+
+#[tokio::test]
+async fn no_compress_and_ca_options() {
+    let b = backend().await;
+    let url = b.http_url();
+    let out = run(
+        &["connect", &url, "--no-compress", "--token", &b.token()],
+        "echo {\"plain\":true}\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(r#""data":{"plain":true}"#));
+    let out = run(&["request", &url, "echo", "--ca", "/nonexistent.pem"], "").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent.pem"));
+    let dir = std::env::temp_dir().join(format!("tether-cli-ca-{}", std::process::id()));
+    std::fs::write(&dir, "not a certificate").unwrap();
+    let out = run(
+        &["request", &url, "echo", "--ca", dir.to_str().unwrap()],
+        "",
+    )
+    .await;
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
