@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suite needs when they are missing (Debian/Ubuntu, as
-# root or with sudo): a C/C++ compiler, valgrind, pkg-config and binutils' nm.
+# root or with sudo): a C/C++ compiler, valgrind, pkg-config, binutils' nm, a JDK and Maven.
 set -euo pipefail
-declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [nm]=binutils)
+declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [nm]=binutils
+  [java]=default-jdk-headless [mvn]=maven)
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null || missing+=("${pkg[$cmd]}")

@@ -16,3 +16,6 @@ echo "== Rust tests"
 cargo test --workspace
 echo "== C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
 tests/c/run.sh
+echo "== Kotlin binding (JUnit against tether-backend)"
+scripts/ensure-tools.sh
+bindings/kotlin/run-tests.sh

@@ -1,0 +1,73 @@
+package org.tether
+
+/** What an [Event] reports (`TETHER_EVENT_*`). */
+enum class EventKind(val code: Int) {
+    CONNECTING(1), CONNECTED(2), DISCONNECTED(3), MESSAGE(4), RESPONSE(5), PONG(6), PACKET(7),
+    CLOSED(8);
+
+    companion object {
+        fun of(code: Int): EventKind =
+            entries.firstOrNull { it.code == code } ?: error("unknown event kind $code")
+    }
+}
+
+/**
+ * One event, copied out of the library. [data] is the raw payload: JSON for MESSAGE and
+ * RESPONSE, packet bytes for PACKET, the reason text for DISCONNECTED ([text] decodes it).
+ */
+class Event internal constructor(
+    val kind: EventKind,
+    /** RESPONSE/PONG: the request id; MESSAGE: the server's event id (negative when buffered). */
+    val requestId: Long,
+    val status: Status,
+    /** gomuks command name of a MESSAGE, "" otherwise. */
+    val command: String,
+    val data: ByteArray,
+    /** DISCONNECTED: close code, or HTTP status of a refused upgrade. */
+    val closeCode: Int,
+    /** DISCONNECTED: ms until the next attempt, null when no retry follows. */
+    val retryInMs: Long?,
+    /** PONG: round-trip time in µs, null if unknown. */
+    val rttMicros: Long?,
+    /** PONG (gomuks): the event id this ping acknowledged, 0 for none. */
+    val ackedId: Long,
+    /** PONG (rwws): the server's unix millis, 0 if unknown. */
+    val serverTimeMs: Long,
+    /** CONNECTING/CONNECTED: whether a resume was attempted. */
+    val resumeAttempted: Boolean,
+) {
+    /** The payload as UTF-8 text. */
+    val text: String get() = data.toString(Charsets.UTF_8)
+
+    override fun toString(): String =
+        "Event($kind id=$requestId status=$status command=$command ${data.size} bytes)"
+
+    internal companion object {
+        /** Copies a borrowed `tether_event*`. */
+        fun copy(ev: com.sun.jna.Pointer): Event {
+            val n = TetherNative
+            val ptr = com.sun.jna.ptr.PointerByReference()
+            val len = com.sun.jna.ptr.LongByReference()
+            val data = if (n.tether_event_data(ev, ptr, len) == 0 && len.value > 0) {
+                ptr.value.getByteArray(0, len.value.toInt())
+            } else {
+                ByteArray(0)
+            }
+            val retry = n.tether_event_retry_in_ms(ev)
+            val rtt = n.tether_event_rtt_us(ev)
+            return Event(
+                kind = EventKind.of(n.tether_event_kind(ev)),
+                requestId = n.tether_event_request_id(ev),
+                status = Status.of(n.tether_event_status(ev)),
+                command = n.string(n.tether_event_command(ev)),
+                data = data,
+                closeCode = n.tether_event_close_code(ev).toInt() and 0xffff,
+                retryInMs = if (retry < 0) null else retry,
+                rttMicros = if (rtt < 0) null else rtt,
+                ackedId = n.tether_event_acked_id(ev),
+                serverTimeMs = n.tether_event_server_time_ms(ev),
+                resumeAttempted = n.tether_event_resume_attempted(ev).toInt() != 0,
+            )
+        }
+    }
+}

@@ -1,0 +1,176 @@
+package org.tether
+
+import java.io.BufferedReader
+import java.io.File
+import java.io.InputStreamReader
+import java.net.URI
+import java.net.http.HttpClient
+import java.net.http.HttpRequest
+import java.net.http.HttpResponse
+import kotlinx.coroutines.async
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.takeWhile
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.assertThrows
+
+/** Against a real `tether-backend` process (gomuks and rwws on one port). */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class TetherClientTest {
+    private lateinit var backend: Process
+    private lateinit var url: String
+    private val http = HttpClient.newHttpClient()
+
+    @BeforeAll
+    fun start() {
+        val bin = System.getProperty("tether.backend")
+        backend = ProcessBuilder(bin, "--conn-queue-limit", "0").redirectErrorStream(false).start()
+        val line = BufferedReader(InputStreamReader(backend.inputStream)).readLine()
+        val addr = Regex("127\\.0\\.0\\.1:\\d+").find(line ?: "")?.value ?: error("backend said: $line")
+        url = "http://$addr"
+    }
+
+    @AfterAll
+    fun stop() {
+        backend.destroyForcibly()
+    }
+
+    private fun control(path: String, method: String = "POST"): String {
+        val req = HttpRequest.newBuilder(URI("$url$path")).method(method, HttpRequest.BodyPublishers.noBody()).build()
+        val r = http.send(req, HttpResponse.BodyHandlers.ofString())
+        assertEquals(200, r.statusCode(), r.body())
+        return r.body()
+    }
+
+    private fun push(n: Int): Long =
+        Regex("-?\\d+").find(control("/_testkit/push?n=$n").substringAfter("newest_id"))!!.value.toLong()
+
+    private fun gomuks(pingMs: Int? = null, resume: ResumeState? = null) = TetherClient(
+        url, username = "tether", password = "tether-password", pingIntervalMs = pingMs,
+        reconnectBackoffMs = 20 to 200, resume = resume,
+    )
+
+    @Test
+    fun `request and response, errors map to typed exceptions`(): Unit = runBlocking {
+        gomuks().use { c ->
+            withTimeout(20_000) {
+                assertEquals("{\"a\":1}", c.request("echo", "{\"a\":1}"))
+                val e = assertThrows<RemoteException> { runBlocking { c.request("fail", "{\"message\":\"nope\"}") } }
+                assertEquals("nope", e.message)
+                assertThrows<InvalidArgumentException> { runBlocking { c.request("echo", "{not json") } }
+            }
+        }
+    }
+
+    @Test
+    fun `pings acknowledge the newest event (gomuks spec 7_4)`(): Unit = runBlocking {
+        gomuks(pingMs = 100).use { c ->
+            withTimeout(20_000) {
+                c.events.first { it.command == "init_complete" }
+                val newest = push(5)
+                val pong = c.events.first { it.kind == EventKind.PONG && it.ackedId == newest }
+                assertTrue(pong.rttMicros!! >= 0)
+                assertTrue(control("/_testkit/stats", "GET").contains("\"last_ack\":$newest"))
+            }
+        }
+    }
+
+    @Test
+    fun `resume after a cut delivers every event once and in order (spec 16)`(): Unit = runBlocking {
+        gomuks().use { c ->
+            withTimeout(20_000) {
+                c.events.first { it.command == "init_complete" }
+                val first = push(10)
+                val collected = async {
+                    val ids = mutableListOf<Long>()
+                    var reconnects = 0
+                    c.events.takeWhile { ids.lastOrNull() != first - 20 }.collect {
+                        if (it.kind == EventKind.MESSAGE && it.requestId < 0) ids.add(it.requestId)
+                        if (it.kind == EventKind.CONNECTED && it.resumeAttempted) reconnects++
+                    }
+                    ids to reconnects
+                }
+                control("/_testkit/cut")
+                push(20)
+                val (ids, resumed) = collected.await()
+                // The 10 events before the cut and the 20 after it, each once, in order.
+                assertEquals(((first + 9) downTo (first - 20)).toList(), ids)
+                assertEquals(1, resumed)
+            }
+            // The resume point can be carried to a new client.
+            val state = c.resumeState()
+            assertTrue(state.runId.isNotEmpty() && state.lastReceivedEvent < 0)
+        }
+    }
+
+    @Test
+    fun `rwws handshake and pong with server time`(): Unit = runBlocking {
+        TetherClient(url, protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5").use { c ->
+            withTimeout(20_000) {
+                c.events.first { it.kind == EventKind.CONNECTED }
+                val pong = c.events.first { it.kind == EventKind.PONG }
+                assertTrue(pong.serverTimeMs > 1_700_000_000_000)
+                assertThrows<StateException> { runBlocking { c.request("echo") } }
+            }
+        }
+    }
+
+    @Test
+    fun `a rejected rwws key stops with an auth status and closes`(): Unit = runBlocking {
+        TetherClient(url, protocol = Protocol.RWWS, token = "d3Jvbmc=").use { c ->
+            withTimeout(20_000) {
+                val evs = c.events.toList()
+                val d = evs.first { it.kind == EventKind.DISCONNECTED }
+                assertEquals(Status.ERR_UNAUTHORIZED, d.status)
+                assertEquals(3001, d.closeCode)
+                assertEquals(null, d.retryInMs)
+                assertEquals(EventKind.CLOSED, evs.last().kind)
+            }
+        }
+    }
+
+    @Test
+    fun `config errors and use after close`() {
+        assertThrows<ConfigException> { TetherClient("ftp://nope") }
+        val c = gomuks()
+        c.close()
+        c.close()
+        assertThrows<ClientClosedException> { runBlocking { c.request("echo") } }
+    }
+
+    @Test
+    fun `every header status has a Kotlin status`() {
+        val header = File(System.getProperty("tether.header")).readText()
+        val defs = Regex("#define TETHER_(\\w+) \\(?(-?\\d+)\\)?").findAll(header)
+            .map { it.groupValues[1] to it.groupValues[2].toInt() }
+            .filter { (name, _) -> !name.startsWith("EVENT_") && !name.startsWith("PROTOCOL_") && !name.startsWith("VERSION_") }
+            .toList()
+        assertEquals(Status.entries.size - 1, defs.size, "statuses: $defs")
+        for ((name, code) in defs) {
+            assertEquals(Status.valueOf(name).code, code, name)
+            assertEquals(Status.valueOf(name), TetherException.of(code, "x").status)
+        }
+    }
+
+    @Test
+    fun `the example runs against a cutting backend`() {
+        val p = ProcessBuilder(System.getProperty("tether.backend"), "--event-rate", "20", "--cut-after-events", "40").start()
+        try {
+            val addr = Regex("127\\.0\\.0\\.1:\\d+").find(BufferedReader(InputStreamReader(p.inputStream)).readLine())!!.value
+            val lines = mutableListOf<String>()
+            val code = org.tether.examples.pingAckResume("http://$addr", 5) { synchronized(lines) { lines.add(it) } }
+            assertEquals(0, code, lines.joinToString("\n"))
+            assertTrue(lines.any { it.startsWith("pong:") && !it.endsWith("event 0") }, lines.joinToString("\n"))
+            assertTrue(lines.any { it.contains("replayed") }, lines.joinToString("\n"))
+        } finally {
+            p.destroyForcibly()
+        }
+    }
+}
