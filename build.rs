@@ -50,6 +50,7 @@ fn main() {
     let mut raw = Vec::new();
     bindings.write(&mut raw);
     let header = parenthesize_negative_defines(&String::from_utf8(raw).expect("UTF-8 header"));
+    assert_namespaced(&header);
     let header = header.into_bytes();
 
     let target = root.join("include/tether.h");
@@ -64,6 +65,24 @@ fn main() {
         std::fs::create_dir_all(root.join("include")).expect("create include/");
         std::fs::write(&target, &header).expect("write include/tether.h");
     }
+}
+
+/// Every macro the header defines must carry the library's prefix: a bare `PING` or `VERSION`
+/// from some `pub const` deep in the crate would collide with the including program's names.
+/// cbindgen exports every public constant it finds, so a new one fails the build here until it
+/// is added to `exclude` in cbindgen.toml (or given a `TETHER_` name on purpose).
+fn assert_namespaced(h: &str) {
+    let leaked: Vec<&str> = h
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|name| !name.starts_with("TETHER_"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "include/tether.h would define un-prefixed macros {leaked:?}: add them to `exclude` in \
+         cbindgen.toml or make them non-public"
+    );
 }
 
 /// `#define X -1` breaks in expressions like `a-X`; cbindgen writes bare literals, so wrap them.

@@ -106,36 +106,6 @@
 #define TETHER_EVENT_CLOSED 8
 
 /**
- * The protocol version byte (0 in every revision, spec §1.2).
- */
-#define VERSION 0
-
-/**
- * Client to server: Ping.
- */
-#define PING 0
-
-/**
- * Client to server: Settings.
- */
-#define SETTINGS 1
-
-/**
- * Ends a Settings list.
- */
-#define SETTINGS_END 255
-
-/**
- * Server to client: Pong (+ 8-byte unix millis).
- */
-#define PONG 0
-
-/**
- * Bound on the packets parsed from one message (spec §4 item 5).
- */
-#define MAX_PACKETS_PER_MESSAGE 8192
-
-/**
  * gomuks JSON RPC over `/_gomuks/websocket` (the default).
  */
 #define TETHER_PROTOCOL_GOMUKS 1
@@ -410,11 +380,6 @@ typedef void (*tether_destroy_cb)(void *ctx);
  * rwws: the access key was revoked (close 3004).
  */
 #define TETHER_ERR_KEY_REVOKED (-51)
-
-/**
- * Start of the client's auth message.
- */
-#define AUTH_MAGIC { 182, 196, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -728,6 +693,10 @@ int64_t tether_event_retry_in_ms(const struct tether_event *ev);
 
 /**
  * PONG: the round-trip time in microseconds; -1 for other kinds and NULL.
+ *
+ * Also -1 for the PONG that rwws servers send as the answer to the auth frame (spec
+ * rwws-binary.md §2.4): it answers no ping of ours, so it has no round trip, and its request id
+ * is 0. Its server clock (`tether_event_server_time_ms`) is still valid.
  */
 int64_t tether_event_rtt_us(const struct tether_event *ev);
 

@@ -58,5 +58,8 @@ async fn control_endpoints_push_fault_stats() {
         (d.status(), d.close_code()),
         (Status::ErrRemoteClosed, 4001)
     );
+    // The query is percent-decoded: the close frame carries the reason as written.
+    let reason = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(reason.contains("Event queue full"), "{reason}");
     close_and_drain(&c).await;
 }

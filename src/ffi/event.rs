@@ -109,6 +109,10 @@ pub unsafe extern "C" fn tether_event_retry_in_ms(ev: *const tether_event) -> i6
 }
 
 /// PONG: the round-trip time in microseconds; -1 for other kinds and NULL.
+///
+/// Also -1 for the PONG that rwws servers send as the answer to the auth frame (spec
+/// rwws-binary.md §2.4): it answers no ping of ours, so it has no round trip, and its request id
+/// is 0. Its server clock (`tether_event_server_time_ms`) is still valid.
 #[no_mangle]
 pub unsafe extern "C" fn tether_event_rtt_us(ev: *const tether_event) -> i64 {
     boundary(

@@ -474,10 +474,9 @@ async fn peek_head(tcp: &TcpStream) -> Option<Head> {
             Ok(httparse::Status::Complete(len)) => {
                 let target = req.path?.to_owned();
                 let (path, q) = target.split_once('?').unwrap_or((&target, ""));
-                let query = q
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                // Decoded, so `?reason=going%20away` closes with "going away" as a test expects.
+                let query = form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
                 let headers = req
                     .headers
