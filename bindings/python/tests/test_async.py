@@ -1,0 +1,260 @@
+"""tether.aio.AsyncClient against a real tether-backend (no pytest plugin: each test runs
+its own event loop with an overall deadline)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Awaitable, List
+
+import pytest
+
+import tether
+from tether import EventKind, Status
+from tether.aio import AsyncClient
+
+from conftest import SLOW, Backend, await_event, gomuks_opts
+
+
+def arun(coro: Awaitable[Any], timeout: float = 30.0) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))  # type: ignore[arg-type]
+
+
+def client(backend: Backend, **extra: Any) -> AsyncClient:
+    return AsyncClient(backend.url, **gomuks_opts(**extra))
+
+
+async def init_complete(c: AsyncClient) -> None:
+    await await_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete")
+
+
+async def buffered_ids(c: AsyncClient, until: int, seen: List[Any]) -> List[int]:
+    ids: List[int] = []
+
+    def pred(e: Any) -> bool:
+        if e.kind == EventKind.MESSAGE and e.id < 0:
+            ids.append(e.id)
+        return e.kind == EventKind.MESSAGE and e.id == until
+
+    await await_event(c, pred, seen=seen)
+    return ids
+
+
+def test_request_response_and_errors(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            assert await c.request("echo", {"a": [1, "b"]}) == {"a": [1, "b"]}
+            assert await c.request("echo") == {}
+            with pytest.raises(tether.RemoteError) as e:
+                await c.request("fail", {"message": "async nope"})
+            assert e.value.message == "async nope"
+            with pytest.raises(tether.InvalidUtf8Error):
+                await c.request("echo", b"[1,")
+            replies = await asyncio.gather(*(c.request("echo", {"i": i}) for i in range(50)))
+            assert replies == [{"i": i} for i in range(50)]
+
+    arun(main())
+
+
+def test_request_timeout(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            await c.wait_connected(10 * SLOW)
+            t0 = time.monotonic()
+            with pytest.raises(tether.RequestTimeoutError):
+                await c.request("sleep", {"ms": 3000}, timeout=0.3)
+            assert time.monotonic() - t0 < 2.5 * SLOW
+            assert await c.request("echo", {"ok": 1}) == {"ok": 1}
+
+    arun(main())
+
+
+def test_cancelling_the_task_cancels_the_request(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            await c.wait_connected(10 * SLOW)
+            cancelled: List[int] = []
+            real_cancel = c._core.cancel
+
+            def spy(rid: int) -> None:
+                cancelled.append(rid)
+                real_cancel(rid)
+
+            c._core.cancel = spy  # type: ignore[assignment,method-assign]
+            t0 = time.monotonic()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.request("sleep", {"ms": 5000}), 0.2)
+            assert time.monotonic() - t0 < 2 * SLOW
+            assert len(cancelled) == 1  # the library (and so the server) was told
+            task = asyncio.ensure_future(c.request("sleep", {"ms": 5000}))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(cancelled) == 2
+            assert c._core.pending == {} or all(f.done() for f in c._core.pending.values())
+            assert await c.request("echo", {"after": "cancel"}) == {"after": "cancel"}
+
+    arun(main())
+
+
+def test_async_for_yields_events_until_closed(backend: Backend) -> None:
+    async def main() -> None:
+        c = client(backend)
+        await init_complete(c)
+        newest = backend.push(5)
+        ids = await buffered_ids(c, newest, [])
+        assert ids == list(range(newest + 4, newest - 1, -1))
+        ev_kinds: List[Any] = []
+
+        async def consume() -> None:
+            async for ev in c:
+                ev_kinds.append(ev.kind)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.05)
+        await c.close()
+        await asyncio.wait_for(task, 5 * SLOW)  # the iteration ended by itself
+        assert ev_kinds[-1] == EventKind.CLOSED
+        assert await c.next_event(0.1) is None
+        backend.wait_stats(lambda s: s["last_client_close_code"] == 1001)
+
+    arun(main())
+
+
+def test_resume_after_a_cut_delivers_every_event_exactly_once(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            await init_complete(c)
+            first = backend.push(10)
+            seen: List[Any] = []
+            before = await buffered_ids(c, first, seen)
+            backend.cut()
+            newest = backend.push(20)
+            after = await buffered_ids(c, newest, seen)
+            assert before + after == list(range(first + 9, newest - 1, -1))
+            assert len([e for e in seen if e.kind == EventKind.CONNECTED and e.resume_attempted]) == 1
+            state = c.resume_state()
+        assert state.last_event_id == newest
+        missed = backend.push(7)
+        async with client(backend, resume=state) as b:
+            assert await buffered_ids(b, missed, []) == list(range(newest - 1, missed - 1, -1))
+
+    arun(main())
+
+
+def test_pongs_acknowledge_received_events(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend, ping_interval=0.1) as c:
+            await init_complete(c)
+            newest = backend.push(3)
+            pong = await await_event(c, lambda e: e.kind == EventKind.PONG and e.acked_id == newest)
+            assert pong.rtt_us is not None
+
+    arun(main())
+
+
+def test_no_thread_per_client_and_no_busy_polling(backend: Backend) -> None:
+    async def main() -> None:
+        threads = threading.active_count()
+        async with client(backend) as c:  # default ping interval: 15 s, so the link is idle
+            await init_complete(c)
+            assert threading.active_count() == threads  # no Python thread was started
+            calls = 0
+            real = c._core.reader.poll
+
+            def counting(ptr: int, timeout: int) -> Any:
+                nonlocal calls
+                calls += 1
+                return real(ptr, timeout)
+
+            c._core.reader.poll = counting  # type: ignore[assignment,method-assign]
+            await asyncio.sleep(1.0)
+            assert calls == 0, f"{calls} polls while nothing arrived"
+            newest = backend.push(3)
+            await buffered_ids(c, newest, [])
+            assert 1 <= calls <= 10, calls  # woken by the descriptor, a few batches
+
+    arun(main())
+
+
+def test_bad_credentials_end_the_client(backend: Backend) -> None:
+    async def main() -> None:
+        c = AsyncClient(backend.url, username="tether", password="wrong")
+        try:
+            with pytest.raises(tether.ClientClosedError):
+                await c.wait_connected(10 * SLOW)
+            assert isinstance(c.fatal, tether.UnauthorizedError)
+            kinds = [e.kind async for e in c.events(timeout=5)]
+            assert kinds[-2:] == [EventKind.DISCONNECTED, EventKind.CLOSED]
+            with pytest.raises(tether.ClientClosedError):
+                await c.request("echo")
+        finally:
+            await c.close()
+
+    arun(main())
+
+
+def test_server_close_codes_reconnect(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            await init_complete(c)
+            backend.close_all(4002, "ping-timeout")
+            d = await await_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+            assert (d.status, d.close_code, d.reason) == (Status.ERR_REMOTE_CLOSED, 4002, "ping-timeout")
+            await await_event(c, lambda e: e.kind == EventKind.CONNECTED)
+            assert await c.request("echo", {"back": 1}) == {"back": 1}
+
+    arun(main())
+
+
+def test_close_fails_pending_requests(backend: Backend) -> None:
+    async def main() -> None:
+        c = client(backend)
+        await c.wait_connected(10 * SLOW)
+        task = asyncio.ensure_future(c.request("sleep", {"ms": 5000}))
+        await asyncio.sleep(0.05)
+        await c.close()
+        with pytest.raises(tether.ClientClosedError):
+            await task
+        with pytest.raises(tether.ClientClosedError):
+            await c.request("echo")
+        await c.close()  # idempotent
+
+    arun(main())
+
+
+def test_a_small_event_queue_pauses_reading_without_loss(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend, event_queue_size=4, batch_size=2) as c:
+            await init_complete(c)
+            newest = backend.push(40)
+            await asyncio.sleep(0.3)
+            assert c._core.paused and c._core.queue.qsize() <= 4 + 2
+            assert await buffered_ids(c, newest, []) == list(range(newest + 39, newest - 1, -1))
+
+    arun(main())
+
+
+def test_creating_outside_a_running_loop_is_an_error(backend: Backend) -> None:
+    with pytest.raises(RuntimeError):
+        AsyncClient(backend.url, **gomuks_opts())
+
+
+def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Backend) -> None:
+    import gc
+
+    async def main() -> None:
+        c = client(backend)
+        await c.wait_connected(10 * SLOW)
+        core = c._core
+        del c
+        gc.collect()
+        deadline = time.monotonic() + 10 * SLOW
+        while core.handle.live and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not core.handle.live and not core.watching
+        backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1001)
+
+    arun(main())

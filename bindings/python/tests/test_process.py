@@ -1,0 +1,130 @@
+"""Process-level behaviour, each in a fresh interpreter: exiting with open clients, and use
+after fork()."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from conftest import SLOW, run_python
+
+PRELUDE = """
+import asyncio, os, sys, threading, time
+import tether
+from tether.aio import AsyncClient
+URL = sys.argv[1] if len(sys.argv) > 1 else os.environ["URL"]
+OPTS = dict(username="tether", password="tether-password")
+def ready():
+    print("READY", flush=True)
+"""
+
+EXIT_CASES = {
+    # An open poll-mode client, events queued and unread, a request pending in a thread.
+    "poll": """
+        c = tether.Client(URL, **OPTS)
+        c.wait_connected(10)
+        def pending():
+            try:
+                c.request("sleep", {"ms": 10000})
+            except tether.ClientClosedError:
+                print("PENDING-FAILED", flush=True)  # closed at exit: the documented outcome
+        threading.Thread(target=pending, daemon=True).start()
+        time.sleep(0.2)
+        ready()
+    """,
+    # Callbacks running Python code (slowly) while the interpreter exits.
+    "callback": """
+        def on_event(ev):
+            time.sleep(0.002)
+        c = tether.Client(URL, on_event=on_event, **OPTS)
+        c.wait_connected(10)
+        import urllib.request
+        urllib.request.urlopen(urllib.request.Request(URL + "/_testkit/push?n=500", method="POST", data=b""))
+        time.sleep(0.1)
+        ready()
+    """,
+    # An AsyncClient never closed; asyncio.run() closed its loop.
+    "asyncio": """
+        async def main():
+            c = AsyncClient(URL, **OPTS)
+            await c.wait_connected(10)
+            return c
+        keep = asyncio.run(main())
+        ready()
+    """,
+    # Several clients of both kinds, one of them already closed by the library.
+    "mixed": """
+        a = tether.Client(URL, **OPTS)
+        b = tether.Client(URL, username="tether", password="wrong")
+        d = tether.Client(URL, protocol="rwws", token="dGV0aGVyLXRlc3Qta2V5")
+        a.wait_connected(10); d.wait_connected(10)
+        ready()
+    """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXIT_CASES))
+def test_the_interpreter_exits_cleanly_with_open_clients(make_backend: Any, case: str) -> None:
+    b = make_backend("--conn-queue-limit", "0")
+    code = PRELUDE + textwrap.dedent(EXIT_CASES[case])
+    t0 = time.monotonic()
+    r = run_python(code, timeout=30, URL=b.url)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, f"exit status {r.returncode}\n{r.stderr}"
+    assert "READY" in r.stdout, r.stderr
+    assert "Traceback" not in r.stderr and "Fatal" not in r.stderr, r.stderr
+    assert elapsed < 10 * SLOW, f"took {elapsed:.1f} s to exit"
+    # atexit closed the gomuks connections gracefully (1001), not by dropping them.
+    stats = b.wait_stats(lambda s: s["connections"] == 0)
+    assert stats["last_client_close_code"] == 1001, stats
+
+
+FORK = PRELUDE + """
+c = tether.Client(URL, **OPTS)
+c.wait_connected(10)
+pid = os.fork()
+if pid == 0:
+    failures = []
+    def expect_forked(what, fn):
+        try:
+            fn()
+            failures.append(what + ": no error")
+        except tether.ForkedError as e:
+            if "fork" not in str(e):
+                failures.append(what + ": unclear message " + str(e))
+        except BaseException as e:
+            failures.append(what + ": " + repr(e))
+    expect_forked("request", lambda: c.request("echo", {}))
+    expect_forked("submit", lambda: c.submit("echo", {}))
+    expect_forked("resume_state", c.resume_state)
+    expect_forked("next_event", lambda: c.next_event(0))
+    expect_forked("close", c.close)
+    expect_forked("new client", lambda: tether.Client(URL, **OPTS))
+    print("CHILD", failures, flush=True)
+    sys.exit(1 if failures else 0)  # a normal exit: atexit and finalizers run in the child
+_, status = os.waitpid(pid, 0)
+print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
+# The parent's client is unaffected.
+print("PARENT", c.request("echo", {"after": "fork"}), flush=True)
+c.close()
+"""
+
+
+def test_use_after_fork_raises_forked_error(backend: Any) -> None:
+    r = run_python(FORK, timeout=30, URL=backend.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CHILD []" in r.stdout, r.stdout + r.stderr
+    assert "CHILD-EXIT 0" in r.stdout, r.stdout + r.stderr
+    assert "PARENT {'after': 'fork'}" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def backend() -> Any:
+    from conftest import Backend
+
+    b = Backend()
+    yield b
+    b.stop()

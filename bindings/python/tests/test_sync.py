@@ -1,0 +1,457 @@
+"""The blocking Client against a real tether-backend."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from typing import Any, List
+
+import pytest
+
+import tether
+from tether import Client, EventKind, Status
+from tether.events import _UNSET
+
+from conftest import SLOW, Backend, gomuks_opts, wait_event
+
+
+def client(backend: Backend, **extra: Any) -> Client:
+    return Client(backend.url, **gomuks_opts(**extra))
+
+
+def init_complete(c: Client) -> None:
+    wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete")
+
+
+def buffered_ids(c: Client, until: int, seen: List[Any], timeout: float = 10.0) -> List[int]:
+    """Ids of buffered events (negative) received until ``until`` arrived."""
+    ids: List[int] = []
+
+    def pred(e: Any) -> bool:
+        if e.kind == EventKind.MESSAGE and e.id < 0:
+            ids.append(e.id)
+        return e.kind == EventKind.MESSAGE and e.id == until
+
+    wait_event(c, pred, timeout, seen)
+    return ids
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def test_request_returns_the_reply_data(backend: Backend) -> None:
+    with client(backend) as c:
+        payload = {"text": "héllo ✓", "n": [1, 2.5, None, True], "nested": {"a": {}}}
+        assert c.request("echo", payload, timeout=10) == payload
+        assert c.request("echo", b'{"raw":1}') == {"raw": 1}
+        assert c.request("echo") == {}
+        state = c.request("get_state")
+        assert isinstance(state, dict)
+
+
+def test_remote_errors_carry_the_servers_message(backend: Backend) -> None:
+    with client(backend) as c:
+        with pytest.raises(tether.RemoteError) as e:
+            c.request("fail", {"message": "nope, not today"})
+        assert e.value.message == "nope, not today"
+        assert e.value.status == Status.ERR_REMOTE and e.value.request_id > 0
+        with pytest.raises(tether.RemoteError):
+            c.request("no_such_command", {})
+        assert c.request("echo", {"still": "usable"}) == {"still": "usable"}
+
+
+def test_bad_requests_are_refused_before_sending(backend: Backend) -> None:
+    with client(backend) as c:
+        with pytest.raises(tether.InvalidUtf8Error):
+            c.request("echo", b"{not json")
+        with pytest.raises(tether.InvalidArgumentError, match="NUL"):
+            c.request("ec\0ho", {})
+        with pytest.raises(tether.InvalidArgumentError):
+            c.request("echo", {}, timeout=0)
+        with pytest.raises(TypeError):
+            c.request("echo", {"x": object()})
+
+
+def test_a_request_timeout_raises_and_the_client_stays_usable(backend: Backend) -> None:
+    with client(backend) as c:
+        c.wait_connected(10 * SLOW)
+        t0 = time.monotonic()
+        with pytest.raises(tether.RequestTimeoutError) as e:
+            c.request("sleep", {"ms": 3000}, timeout=0.3)
+        assert e.value.status == Status.ERR_REQUEST_TIMEOUT
+        assert time.monotonic() - t0 < 2.5 * SLOW
+        assert c.request("echo", {"after": "timeout"}) == {"after": "timeout"}
+
+
+def test_the_client_request_timeout_option_applies(backend: Backend) -> None:
+    with client(backend, request_timeout=0.3) as c:
+        with pytest.raises(tether.RequestTimeoutError):
+            c.request("sleep", {"ms": 3000})
+
+
+def test_cancel_a_pending_request(backend: Backend) -> None:
+    with client(backend) as c:
+        c.wait_connected(10 * SLOW)
+        p = c.submit("sleep", {"ms": 5000})
+        assert not p.done()
+        assert p.cancel()
+        t0 = time.monotonic()
+        with pytest.raises(tether.RequestCancelledError):
+            p.result(5 * SLOW)
+        assert time.monotonic() - t0 < 2 * SLOW
+        assert not p.cancel()  # already answered
+        with pytest.raises(tether.InvalidArgumentError):
+            c.cancel(10**12)  # never issued
+        assert c.request("echo", {"x": 1}) == {"x": 1}
+
+
+def test_concurrent_requests_from_many_threads(backend: Backend) -> None:
+    errors: List[BaseException] = []
+    with client(backend) as c:
+
+        def worker(n: int) -> None:
+            try:
+                for i in range(25):
+                    assert c.request("echo", {"t": n, "i": i}) == {"t": n, "i": i}
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30 * SLOW)
+        assert not any(t.is_alive() for t in threads)
+    assert not errors, errors
+
+
+def test_requests_made_before_the_connection_is_up_are_sent_once_connected(
+    backend: Backend,
+) -> None:
+    with client(backend) as c:
+        p = [c.submit("echo", {"i": i}) for i in range(5)]  # right after construction
+        assert [x.result(10 * SLOW) for x in p] == [{"i": i} for i in range(5)]
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def test_events_arrive_in_order_with_lazily_parsed_data(backend: Backend) -> None:
+    with client(backend) as c:
+        seen: List[Any] = []
+        wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete",
+                   seen=seen)
+        kinds = [e.kind for e in seen]
+        assert kinds[:2] == [EventKind.CONNECTING, EventKind.CONNECTED]
+        assert "run_id" in [e.command for e in seen]
+        newest = backend.push(5)
+        events = [wait_event(c, lambda e: e.kind == EventKind.MESSAGE) for _ in range(5)]
+        assert [e.id for e in events] == list(range(newest + 4, newest - 1, -1))
+        ev = events[0]
+        assert ev.command == "sync_complete"
+        assert ev._data is _UNSET  # not parsed until asked for
+        assert isinstance(ev.raw, bytes) and ev.raw.startswith(b"{")
+        assert isinstance(ev.data, dict) and ev._data is ev.data  # parsed once, then cached
+        assert json.loads(ev.raw) == ev.data
+        assert "sync_complete" in repr(ev)
+
+
+def test_pongs_acknowledge_the_newest_event(backend: Backend) -> None:
+    with client(backend, ping_interval=0.1) as c:
+        init_complete(c)
+        newest = backend.push(5)
+        pong = wait_event(c, lambda e: e.kind == EventKind.PONG and e.acked_id == newest)
+        assert pong.rtt_us is not None and pong.rtt_us >= 0
+        backend.wait_stats(lambda s: s["last_ack"] == newest)
+
+
+def test_resume_after_a_cut_delivers_every_event_exactly_once(backend: Backend) -> None:
+    with client(backend) as c:
+        init_complete(c)
+        first = backend.push(10)
+        seen: List[Any] = []
+        before = buffered_ids(c, first - 0, seen)
+        backend.cut()
+        newest = backend.push(20)
+        after = buffered_ids(c, newest, seen)
+        ids = before + after
+        assert ids == list(range(first + 9, newest - 1, -1)), ids
+        resumed = [e for e in seen if e.kind == EventKind.CONNECTED and e.resume_attempted]
+        assert len(resumed) == 1
+        disconnected = [e for e in seen if e.kind == EventKind.DISCONNECTED]
+        assert len(disconnected) == 1 and disconnected[0].retry_in_ms is not None
+        assert c.resume_state().last_event_id == newest
+
+
+def test_resume_state_passed_to_a_new_client(backend: Backend) -> None:
+    with client(backend) as a:
+        init_complete(a)
+        first = backend.push(3)
+        buffered_ids(a, first, [])
+        state = a.resume_state()
+        assert state.run_id and state.last_event_id == first
+    assert a.resume_state() == state  # kept after close
+    newest = backend.push(15)  # missed while no client is connected
+    resumes = backend.stats()["resumes"]
+    with client(backend, resume=state) as b:
+        seen: List[Any] = []
+        ids = buffered_ids(b, newest, seen)
+        assert ids == list(range(first - 1, newest - 1, -1))
+        assert [e for e in seen if e.kind == EventKind.CONNECTED][0].resume_attempted
+        # Nothing is delivered twice afterwards either.
+        more = backend.push(1)
+        assert buffered_ids(b, more, []) == [more]
+    assert backend.stats()["resumes"] == resumes + 1
+
+
+def test_a_small_event_queue_applies_backpressure_without_loss(backend: Backend) -> None:
+    with client(backend, event_queue_size=4, batch_size=2) as c:
+        init_complete(c)
+        newest = backend.push(60)
+        time.sleep(0.3)  # let the reader hit the limit
+        assert len(c._core.queue) <= 4 + 2  # the limit, overshot by at most one batch
+        ids = buffered_ids(c, newest, [])
+        assert ids == list(range(newest + 59, newest - 1, -1))
+        assert c.request("echo", {"ok": 1}) == {"ok": 1}
+
+
+# -- disconnects and close -----------------------------------------------------------------
+
+
+def test_server_close_codes_reconnect(backend: Backend) -> None:
+    with client(backend) as c:
+        init_complete(c)
+        backend.close_all(4001, "go-away")  # the testkit does not URL-decode
+        d = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+        assert d.status == Status.ERR_REMOTE_CLOSED and d.close_code == 4001
+        assert d.reason == "go-away" and d.retry_in_ms is not None
+        assert isinstance(d.error, tether.RemoteClosedError)
+        wait_event(c, lambda e: e.kind == EventKind.CONNECTED and e.attempt >= 2)
+        assert c.request("echo", {"back": True}) == {"back": True}
+
+
+@pytest.mark.parametrize(
+    "fault,status",
+    [("invalid_json", Status.ERR_JSON), ("invalid_deflate", Status.ERR_INFLATE)],
+)
+def test_bad_server_data_disconnects_with_a_specific_status(
+    backend: Backend, fault: str, status: Status
+) -> None:
+    with client(backend) as c:
+        init_complete(c)
+        backend.fault(fault)
+        d = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+        assert d.status == status and d.retry_in_ms is not None
+        wait_event(c, lambda e: e.kind == EventKind.CONNECTED)
+
+
+def test_bad_credentials_end_the_client_with_unauthorized(backend: Backend) -> None:
+    c = Client(backend.url, username="tether", password="wrong")
+    try:
+        seen: List[Any] = []
+        wait_event(c, lambda e: e.kind == EventKind.CLOSED, seen=seen)
+        d = [e for e in seen if e.kind == EventKind.DISCONNECTED][-1]
+        assert d.status == Status.ERR_UNAUTHORIZED and d.retry_in_ms is None
+        assert isinstance(c.fatal, tether.UnauthorizedError)
+        assert c.closed and c.next_event(0) is None and list(c.events()) == []
+        with pytest.raises(tether.ClientClosedError, match="unauthorized|401"):
+            c.wait_connected(1)
+        with pytest.raises(tether.ClientClosedError):
+            c.request("echo", {})
+    finally:
+        c.close()
+
+
+def test_close_fails_pending_requests_and_sends_1001(backend: Backend) -> None:
+    c = client(backend)
+    init_complete(c)
+    p = c.submit("sleep", {"ms": 5000})
+    t0 = time.monotonic()
+    c.close()
+    assert time.monotonic() - t0 < 5 * SLOW
+    with pytest.raises(tether.ClientClosedError):
+        p.result(5 * SLOW)
+    with pytest.raises(tether.ClientClosedError):
+        c.request("echo", {})
+    c.close()  # idempotent
+    rest = list(c.events(timeout=5))
+    assert rest and rest[-1].kind == EventKind.CLOSED
+    backend.wait_stats(lambda s: s["last_client_close_code"] == 1001)
+
+
+def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Backend) -> None:
+    before = backend.stats()["total_connections"]
+    c = client(backend)
+    c.wait_connected(10 * SLOW)
+    backend.wait_stats(lambda s: s["total_connections"] == before + 1 and s["connections"] >= 1)
+    del c
+    gc.collect()
+    backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1001)
+
+
+# -- callback mode -------------------------------------------------------------------------
+
+
+def test_callback_mode_delivers_events_and_completes_requests(backend: Backend) -> None:
+    got: List[Any] = []
+    ready = threading.Event()
+    threads = set()
+
+    def on_event(ev: Any) -> None:
+        threads.add(threading.current_thread().name)
+        got.append(ev)
+        if ev.kind == EventKind.MESSAGE and ev.command == "init_complete":
+            ready.set()
+
+    with client(backend, on_event=on_event) as c:
+        assert ready.wait(10 * SLOW)
+        assert c.request("echo", {"cb": 1}) == {"cb": 1}
+        with pytest.raises(tether.WrongModeError):
+            c.next_event(0)
+        newest = backend.push(3)
+        deadline = time.monotonic() + 10 * SLOW
+        while not any(e.id == newest for e in got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ids = [e.id for e in got if e.kind == EventKind.MESSAGE and e.id < 0]
+        assert ids == [newest + 2, newest + 1, newest]
+    assert got[-1].kind == EventKind.CLOSED
+    assert all(e.kind != EventKind.RESPONSE for e in got)
+    assert threading.current_thread().name not in threads  # the library's dispatcher thread
+
+
+def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backend) -> None:
+    results: List[Any] = []
+    done = threading.Event()
+
+    def on_event(ev: Any) -> None:
+        if ev.kind == EventKind.MESSAGE and ev.command == "init_complete":
+            try:
+                box["c"].request("echo", {})
+            except tether.StateError as e:
+                results.append(e)
+            results.append(box["c"].submit("echo", {"from": "callback"}))
+            box["c"].close()  # closing from inside the callback must not deadlock
+        if ev.kind == EventKind.CLOSED:
+            done.set()
+
+    box: dict = {}
+    box["c"] = c = client(backend, on_event=on_event)
+    assert done.wait(10 * SLOW)
+    assert isinstance(results[0], tether.StateError)
+    # The submitted request was answered or failed with the close; never left hanging.
+    try:
+        assert results[1].result(5 * SLOW) == {"from": "callback"}
+    except tether.ClientClosedError:
+        pass
+    assert c.closed
+    deadline = time.monotonic() + 5 * SLOW
+    while c._core.handle.live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not c._core.handle.live  # freed inside the CLOSED callback
+    assert c._core.destroyed.wait(5 * SLOW)
+
+
+def test_the_callback_is_kept_alive_until_the_library_is_done(backend: Backend) -> None:
+    from tether import client as client_mod
+
+    got: List[int] = []
+    c = client(backend, on_event=lambda ev: got.append(ev.kind))  # only the client holds it
+    ctx = c._core.ctx
+    gc.collect()
+    assert ctx in client_mod._registry
+    c.wait_connected(10 * SLOW)
+    assert c.request("echo", {"n": 1}) == {"n": 1}
+    c.close()
+    assert c._core.destroyed.wait(5 * SLOW)
+    assert ctx not in client_mod._registry  # released by destroy(ctx)
+    assert got[0] == EventKind.CONNECTING and got[-1] == EventKind.CLOSED
+
+
+def busy(stop: threading.Event) -> int:
+    """Pure-Python work that holds the GIL (switching only at the interpreter's interval)."""
+    n = 0
+    while not stop.is_set():
+        for i in range(10000):
+            n += i * i % 7
+    return n
+
+
+def test_a_callback_runs_while_another_python_thread_is_busy(backend: Backend) -> None:
+    arrived = threading.Event()
+    newest_box: List[int] = []
+    got: List[int] = []
+
+    def on_event(ev: Any) -> None:
+        got.append(ev.id)
+        if newest_box and ev.id == newest_box[0]:
+            arrived.set()
+
+    stop = threading.Event()
+    worker = threading.Thread(target=busy, args=(stop,))
+    with client(backend, on_event=on_event) as c:
+        c.wait_connected(10 * SLOW)
+        time.sleep(0.2)  # let the connect sequence pass
+        worker.start()
+        try:
+            t0 = time.monotonic()
+            newest_box.append(backend.push(10))
+            assert arrived.wait(5 * SLOW), "callbacks starved by a busy thread"
+            assert c.request("echo", {"busy": True}, timeout=5) == {"busy": True}
+            assert time.monotonic() - t0 < 5 * SLOW
+            assert worker.is_alive()  # it really was busy the whole time
+        finally:
+            stop.set()
+            worker.join(10)
+    ids = [i for i in got if i < 0]
+    assert ids == list(range(newest_box[0] + 9, newest_box[0] - 1, -1))
+
+
+def test_poll_mode_requests_complete_while_another_thread_is_busy(backend: Backend) -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=busy, args=(stop,))
+    with client(backend) as c:
+        c.wait_connected(10 * SLOW)
+        worker.start()
+        try:
+            t0 = time.monotonic()
+            for i in range(20):
+                assert c.request("echo", {"i": i}, timeout=5) == {"i": i}
+            assert time.monotonic() - t0 < 5 * SLOW
+        finally:
+            stop.set()
+            worker.join(10)
+
+
+def test_an_interrupt_while_waiting_cancels_the_request(backend: Backend) -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    with client(backend) as c:
+        c.wait_connected(10 * SLOW)
+        cancelled: List[int] = []
+        real_cancel = c._core.cancel
+
+        def spy(rid: int) -> None:
+            cancelled.append(rid)
+            real_cancel(rid)
+
+        c._core.cancel = spy  # type: ignore[assignment,method-assign]
+        old = signal.signal(signal.SIGALRM, handler)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            t0 = time.monotonic()
+            with pytest.raises(Interrupted):
+                c.request("sleep", {"ms": 5000})  # like Ctrl-C while blocked in request()
+            assert time.monotonic() - t0 < 2 * SLOW
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        assert len(cancelled) == 1
+        assert c.request("echo", {"after": "interrupt"}) == {"after": "interrupt"}

@@ -1,0 +1,114 @@
+"""tether: a resumable websocket RPC client (gomuks JSON RPC, rwws binary) for Python.
+
+A ctypes binding of the tether native library. The library keeps the connection alive
+(keepalive pings that acknowledge received events, reconnects with backoff) and resumes it
+after a drop so buffered server events arrive exactly once.
+
+>>> import tether
+>>> with tether.Client("http://127.0.0.1:29325", username="me", password="...") as client:
+...     state = client.request("get_state", {})          # blocks, GIL released
+...     for event in client.events(timeout=5):            # every event but replies
+...         print(event.kind.name, event.command, event.id)
+
+Asyncio: :class:`tether.aio.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+from ._base import ResumeState
+from ._ffi import ABI_VERSION, LIBRARY_VERSION, LibraryLoadError, library_path
+from .client import Client, PendingRequest
+from .errors import (
+    Status,
+    TetherError,
+    UsageError,
+    NullArgumentError,
+    InvalidArgumentError,
+    InvalidUtf8Error,
+    StateError,
+    WrongModeError,
+    ConfigError,
+    BufferTooSmallError,
+    PanicError,
+    ForkedError,
+    RequestError,
+    RemoteError,
+    RequestTimeoutError,
+    RequestCancelledError,
+    DisconnectedError,
+    ClientClosedError,
+    ConnectionFailedError,
+    ConnectError,
+    TlsError,
+    AuthError,
+    UnauthorizedError,
+    ForbiddenError,
+    KeyRevokedError,
+    HttpError,
+    ReceiveTimeoutError,
+    RemoteClosedError,
+    ProtocolError,
+    InflateError,
+    JsonError,
+    MessageTooLargeError,
+    VersionMismatchError,
+    LibraryError,
+    exception_for,
+)
+from .events import Event, EventKind
+
+__version__ = "0.1.0"
+
+
+def library_version() -> str:
+    """The version of the loaded native library, e.g. ``"0.1.0"``."""
+    return LIBRARY_VERSION
+
+
+__all__ = [
+    "Client",
+    "PendingRequest",
+    "Event",
+    "EventKind",
+    "ResumeState",
+    "LibraryLoadError",
+    "ABI_VERSION",
+    "library_path",
+    "library_version",
+    "__version__",
+    "Status",
+    "TetherError",
+    "UsageError",
+    "NullArgumentError",
+    "InvalidArgumentError",
+    "InvalidUtf8Error",
+    "StateError",
+    "WrongModeError",
+    "ConfigError",
+    "BufferTooSmallError",
+    "PanicError",
+    "ForkedError",
+    "RequestError",
+    "RemoteError",
+    "RequestTimeoutError",
+    "RequestCancelledError",
+    "DisconnectedError",
+    "ClientClosedError",
+    "ConnectionFailedError",
+    "ConnectError",
+    "TlsError",
+    "AuthError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "KeyRevokedError",
+    "HttpError",
+    "ReceiveTimeoutError",
+    "RemoteClosedError",
+    "ProtocolError",
+    "InflateError",
+    "JsonError",
+    "MessageTooLargeError",
+    "VersionMismatchError",
+    "LibraryError",
+    "exception_for",
+]

@@ -1,0 +1,480 @@
+"""What the sync and asyncio clients share: configuration, the guarded native handle,
+request encoding, resume state, fork detection and closing clients at interpreter exit."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+import weakref
+from ctypes import byref, c_int64, c_size_t, create_string_buffer
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import _ffi
+from .errors import (
+    ClientClosedError,
+    InvalidArgumentError,
+    RemoteError,
+    Status,
+    TetherError,
+    exception_for,
+)
+from .events import Event, EventKind, remote_message
+
+log = logging.getLogger("tether")
+
+#: Extra time, past a request's own timeout, that the binding waits for the library's
+#: answer before giving up on its own (the library always answers, so this is a backstop).
+REQUEST_GRACE_S = 5.0
+#: The library's default request timeout (``tether_config_new``).
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+
+JSONData = Any
+Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+
+class ResumeState(NamedTuple):
+    """Where a gomuks session can resume: the backend's ``run_id`` and the id of the last
+    buffered event received (0 or negative). Persist it and pass it as ``resume=`` to a new
+    client to receive exactly the events that were missed."""
+
+    run_id: str
+    last_event_id: int
+
+
+def _ms(name: str, seconds: Optional[float], minimum: int = 1) -> Optional[int]:
+    if seconds is None:
+        return None
+    ms = int(round(float(seconds) * 1000))
+    if ms < minimum or ms > 0xFFFFFFFF:
+        raise InvalidArgumentError(f"{name} must be between {minimum} ms and 2^32-1 ms")
+    return ms
+
+
+def _cstr(name: str, value: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    b = value.encode("utf-8")
+    if b"\0" in b:
+        raise InvalidArgumentError(f"{name} contains a NUL character")
+    return b
+
+
+def encode_payload(data: JSONData) -> bytes:
+    """Request data as JSON bytes: ``None`` is ``{}``; ``bytes`` are sent as they are (they
+    must already be JSON); anything else goes through ``json.dumps``."""
+    if data is None:
+        return b""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_protocol(protocol: Union[str, int]) -> int:
+    """``"gomuks"`` / ``"rwws"`` (or ``TETHER_PROTOCOL_*``) to the library's value."""
+    if isinstance(protocol, str):
+        p = protocol.lower()
+        if p == "gomuks":
+            return _ffi.PROTOCOL_GOMUKS
+        if p == "rwws":
+            return _ffi.PROTOCOL_RWWS
+        raise InvalidArgumentError(f"unknown protocol {protocol!r} (gomuks or rwws)")
+    if protocol in (_ffi.PROTOCOL_GOMUKS, _ffi.PROTOCOL_RWWS):
+        return int(protocol)
+    raise InvalidArgumentError(f"unknown protocol {protocol!r}")
+
+
+def build_config(
+    url: str,
+    *,
+    protocol: Union[str, int] = "gomuks",
+    token: Optional[str] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    compress: bool = True,
+    ping_interval: Optional[float] = None,
+    receive_timeout: Optional[float] = None,
+    request_timeout: Optional[float] = None,
+    connect_timeout: Optional[float] = None,
+    reconnect_backoff: Optional[Tuple[float, float]] = None,
+    max_message_bytes: Optional[int] = None,
+    queue_capacity: Optional[int] = None,
+    resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
+    last_server_ts: Optional[int] = None,
+    prev_listener_id: bool = False,
+    headers: Optional[Headers] = None,
+    ca_pem: Optional[Union[bytes, str]] = None,
+    allow_insecure_credentials: bool = False,
+) -> int:
+    """Builds a ``tether_config`` (caller frees it) from keyword options."""
+    lib = _ffi.lib
+    check = _ffi.check
+    cfg = _ffi.new_handle(lib.tether_config_new)
+    try:
+        check(lib.tether_config_set_url(cfg, _cstr("url", url)), "url")
+        check(lib.tether_config_set_protocol(cfg, parse_protocol(protocol)), "protocol")
+        if token is not None:
+            check(lib.tether_config_set_token(cfg, _cstr("token", token)), "token")
+        if username is not None or password is not None:
+            if username is None or password is None:
+                raise InvalidArgumentError("username and password go together")
+            check(
+                lib.tether_config_set_basic_auth(
+                    cfg, _cstr("username", username), _cstr("password", password)
+                ),
+                "basic auth",
+            )
+        check(lib.tether_config_set_compression(cfg, bool(compress)), "compress")
+        ms = _ms("ping_interval", ping_interval)
+        if ms is not None:
+            check(lib.tether_config_set_ping_interval_ms(cfg, ms), "ping_interval")
+        ms = _ms("receive_timeout", receive_timeout)
+        if ms is not None:
+            check(lib.tether_config_set_receive_timeout_ms(cfg, ms), "receive_timeout")
+        ms = _ms("request_timeout", request_timeout)
+        if ms is not None:
+            check(lib.tether_config_set_request_timeout_ms(cfg, ms), "request_timeout")
+        ms = _ms("connect_timeout", connect_timeout)
+        if ms is not None:
+            check(lib.tether_config_set_connect_timeout_ms(cfg, ms), "connect_timeout")
+        if reconnect_backoff is not None:
+            lo, hi = reconnect_backoff
+            check(
+                lib.tether_config_set_reconnect_backoff_ms(
+                    cfg, _ms("reconnect_backoff", lo), _ms("reconnect_backoff", hi)
+                ),
+                "reconnect_backoff",
+            )
+        if max_message_bytes is not None:
+            check(
+                lib.tether_config_set_max_message_bytes(cfg, int(max_message_bytes)),
+                "max_message_bytes",
+            )
+        if queue_capacity is not None:
+            check(lib.tether_config_set_queue_capacity(cfg, int(queue_capacity)), "queue_capacity")
+        if resume is not None:
+            run_id, last = resume
+            check(
+                lib.tether_config_set_resume_state(cfg, _cstr("run_id", run_id), int(last)),
+                "resume",
+            )
+        if last_server_ts is not None:
+            check(lib.tether_config_set_last_server_ts(cfg, int(last_server_ts)), "last_server_ts")
+        if prev_listener_id:
+            check(lib.tether_config_set_prev_listener_id(cfg, True), "prev_listener_id")
+        if headers:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            for name, value in items:
+                check(
+                    lib.tether_config_add_header(
+                        cfg, _cstr("header name", name), _cstr("header value", value)
+                    ),
+                    "header",
+                )
+        if ca_pem is not None:
+            pem = ca_pem.encode() if isinstance(ca_pem, str) else bytes(ca_pem)
+            check(lib.tether_config_set_ca_pem(cfg, pem, len(pem)), "ca_pem")
+        if allow_insecure_credentials:
+            check(lib.tether_config_set_allow_insecure_credentials(cfg, True), "allow_insecure")
+        return cfg
+    except BaseException:
+        lib.tether_config_free(cfg)
+        raise
+
+
+class Handle:
+    """A ``tether_client *`` shared by threads. Calls go through :meth:`call`, which counts
+    callers in flight; :meth:`free` forbids new calls, waits for those in flight, then frees,
+    so ``tether_client_free`` never races another call on the client (the header's rule)."""
+
+    __slots__ = ("_ptr", "_cond", "_busy", "_state")
+
+    LIVE, FREEING, FREED = 0, 1, 2
+
+    def __init__(self, ptr: int) -> None:
+        self._ptr: Optional[int] = ptr
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = 0
+        self._state = Handle.LIVE
+
+    @property
+    def live(self) -> bool:
+        return self._state == Handle.LIVE
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(ptr, *args)``, or :class:`ClientClosedError` once the handle is freed."""
+        with self._cond:
+            ptr = self._ptr
+            if ptr is None:
+                raise ClientClosedError("the client is closed", Status.ERR_CLIENT_CLOSED)
+            self._busy += 1
+        try:
+            return fn(ptr, *args)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cond.notify_all()
+
+    def free(self, before: Optional[Callable[[int], None]] = None) -> bool:
+        """Frees the client once; returns whether this call did it. ``before(ptr)`` runs
+        after the last caller left and before ``tether_client_free``."""
+        with self._cond:
+            if self._state != Handle.LIVE:
+                return False
+            self._state = Handle.FREEING
+            ptr = self._ptr
+            self._ptr = None
+            self._cond.wait_for(lambda: self._busy == 0)
+        assert ptr is not None
+        try:
+            if before is not None:
+                before(ptr)
+        finally:
+            _ffi.lib.tether_client_free(ptr)
+            with self._cond:
+                self._state = Handle.FREED
+        return True
+
+
+# -- processes: fork detection and interpreter exit ---------------------------------------
+
+_forked_child = False
+_live: "weakref.WeakSet[CoreBase]" = weakref.WeakSet()
+_strong: "set[CoreBase]" = set()  # cores that must outlive their client object (closing)
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    """Closes and frees every client still open when the interpreter exits, so no library
+    callback or poller touches a finalizing interpreter."""
+    if _forked_child:
+        return
+    cores = list(_live) + list(_strong)
+    for core in cores:
+        try:
+            if core.pid == os.getpid():
+                core.shutdown_at_exit()
+        except Exception:  # pragma: no cover - best effort at exit
+            log.debug("tether: closing a client at exit failed", exc_info=True)
+
+
+class CoreBase:
+    """The native client and the state both APIs share. The public classes wrap a core so
+    that a client object nobody references can be collected (its core then closes)."""
+
+    #: Thread that delivers events (reader thread, dispatcher thread); user code never
+    #: waits for a reply on it.
+    delivery_ident: Optional[int] = None
+
+    def __init__(
+        self,
+        url: str,
+        options: Dict[str, Any],
+        event_queue_size: int,
+    ) -> None:
+        if event_queue_size < 1:
+            raise InvalidArgumentError("event_queue_size must be positive")
+        self.pid = os.getpid()
+        self.protocol = parse_protocol(options.get("protocol", "gomuks"))
+        rt = options.get("request_timeout")
+        self.request_timeout = float(rt) if rt is not None else DEFAULT_REQUEST_TIMEOUT_S
+        self.queue_limit = event_queue_size
+        cfg = build_config(url, **options)
+        try:
+            ptr = _ffi.new_handle(_ffi.lib.tether_client_new, cfg)
+        finally:
+            _ffi.lib.tether_config_free(cfg)
+        self.handle = Handle(ptr)
+        self.lock = threading.Lock()
+        self.closing = False  # tether_client_close was called by us
+        self.closed = False  # the CLOSED event was seen
+        self.connected = False
+        #: Why the connection ended for good (DISCONNECTED with no retry), if it did.
+        self.fatal: Optional[TetherError] = None
+        self.last_disconnect: Optional[Event] = None
+        self.saved_resume: Optional[ResumeState] = None
+        _live.add(self)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def check_pid(self) -> None:
+        if _forked_child or os.getpid() != self.pid:
+            raise _ffi.forked_error()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.check_pid()
+        return self.handle.call(fn, *args)
+
+    def closed_error(self) -> ClientClosedError:
+        if self.fatal is not None:
+            return ClientClosedError(
+                f"the client is closed: {self.fatal}", Status.ERR_CLIENT_CLOSED
+            )
+        return ClientClosedError("the client is closed", Status.ERR_CLIENT_CLOSED)
+
+    # -- operations ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        _ffi.check(self.call(_ffi.lib.tether_client_connect), "connect")
+
+    def start_request(self, command: str, data: JSONData, timeout: Optional[float]) -> int:
+        """Sends a request; returns its id. Raises for refused calls."""
+        self.check_pid()
+        if self.closing or self.closed:
+            raise self.closed_error()
+        cmd = _cstr("command", command)
+        payload = encode_payload(data)
+        rid = c_int64()
+        lib = _ffi.lib
+        if timeout is None:
+            st, err = self.handle.call(_request, lib.tether_client_request, cmd, payload, rid)
+        else:
+            ms = _ms("timeout", timeout)
+            st, err = self.handle.call(
+                _request_t, lib.tether_client_request_with_timeout, cmd, payload, ms, rid
+            )
+        if st < 0:
+            if st == Status.ERR_STATE and (self.closing or self.closed):
+                raise self.closed_error()
+            raise exception_for(st, f"request {command!r}: {err}")
+        return rid.value
+
+    def cancel(self, request_id: int) -> None:
+        _ffi.check(self.call(_ffi.lib.tether_client_cancel, int(request_id)), "cancel")
+
+    def send_packet(self, packet: bytes) -> None:
+        data = bytes(packet)
+        _ffi.check(
+            self.call(_ffi.lib.tether_client_send_packet, data, len(data)), "send_packet"
+        )
+
+    def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
+        lib = _ffi.lib
+        self.check_pid()
+        s = _ffi.new_handle(lib.tether_settings_new)
+        try:
+            for sid, value in settings:
+                v = bytes(value)
+                _ffi.check(lib.tether_settings_add(s, int(sid), v, len(v)), "settings")
+            _ffi.check(self.handle.call(lib.tether_client_send_settings, s), "send_settings")
+        finally:
+            lib.tether_settings_free(s)
+
+    def resume_state(self) -> ResumeState:
+        self.check_pid()
+        if not self.handle.live:
+            return self.saved_resume or ResumeState("", 0)
+        try:
+            state: ResumeState = self.handle.call(_resume_state)
+            return state
+        except ClientClosedError:
+            return self.saved_resume or ResumeState("", 0)
+
+    def close_native(self) -> None:
+        """``tether_client_close``; an already closed client is fine."""
+        with self.lock:
+            self.closing = True
+        try:
+            st, _ = self.handle.call(_close)
+        except ClientClosedError:
+            return
+        if st < 0 and st != Status.ERR_STATE:
+            _ffi.check(st, "close")
+
+    def free(self) -> None:
+        """Frees the native client once, saving its resume state first."""
+
+        def save(ptr: int) -> None:
+            try:
+                self.saved_resume = _resume_state(ptr)
+            except TetherError:
+                pass
+
+        if self.handle.free(save):
+            _strong.discard(self)
+            _live.discard(self)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def note(self, ev: Event) -> None:
+        """Tracks connection state from a non-RESPONSE event."""
+        k = ev.kind
+        if k == EventKind.CONNECTED:
+            self.connected = True
+        elif k == EventKind.DISCONNECTED:
+            self.connected = False
+            self.last_disconnect = ev
+            if ev.retry_in_ms is None and ev.status < 0:
+                self.fatal = ev.error
+        elif k == EventKind.CLOSED:
+            self.connected = False
+            self.closed = True
+
+    def shutdown_at_exit(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _request(ptr: int, fn: Any, cmd: bytes, payload: bytes, rid: c_int64) -> Tuple[int, str]:
+    st = fn(ptr, cmd, payload or None, len(payload), byref(rid))
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
+def _request_t(
+    ptr: int, fn: Any, cmd: bytes, payload: bytes, ms: int, rid: c_int64
+) -> Tuple[int, str]:
+    st = fn(ptr, cmd, payload or None, len(payload), ms, byref(rid))
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
+def _close(ptr: int) -> Tuple[int, str]:
+    st = _ffi.lib.tether_client_close(ptr)
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
+def _resume_state(ptr: int) -> ResumeState:
+    lib = _ffi.lib
+    n = c_size_t()
+    last = c_int64()
+    while True:
+        st = lib.tether_client_resume_state(ptr, None, 0, byref(n), None)
+        if st not in (Status.OK, Status.ERR_BUFFER_TOO_SMALL):
+            _ffi.check(st, "resume_state")
+        buf = create_string_buffer(n.value + 1)
+        st = lib.tether_client_resume_state(ptr, buf, len(buf), byref(n), byref(last))
+        if st == Status.ERR_BUFFER_TOO_SMALL:  # the run_id changed in between
+            continue
+        _ffi.check(st, "resume_state")
+        return ResumeState(buf.value.decode("utf-8", "replace"), last.value)
+
+
+def response_result(ev: Event) -> JSONData:
+    """The value of a RESPONSE event, or its mapped exception raised."""
+    st = ev.status
+    if st == Status.OK:
+        return ev.data
+    if st == Status.ERR_REMOTE:
+        raise RemoteError(remote_message(ev.raw), st, request_id=ev.request_id)
+    raise exception_for(st, _ffi.status_str(st), ev.request_id)

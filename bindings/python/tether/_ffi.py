@@ -1,0 +1,273 @@
+"""Loads the tether shared library with ctypes and declares every function of
+``include/tether.h`` (argtypes and restype), then checks the library's ABI version.
+
+Which file is loaded:
+
+1. ``$TETHER_LIBRARY`` if set: a path to ``libtether.so`` / ``libtether.dylib``, or a bare
+   file name that the dynamic loader searches for (e.g. a system-wide install);
+2. otherwise the copy bundled in ``tether/_native/`` by ``pip install``.
+
+``ctypes.CDLL`` releases the GIL for the duration of every call, so a thread blocked in
+``tether_client_poll_batch`` does not stop other Python threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_int,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint8,
+    c_uint16,
+    c_uint32,
+    c_void_p,
+)
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import ForkedError, Status, TetherError, exception_for
+
+#: MAJOR.MINOR of the C ABI this binding was written for (``TETHER_VERSION_*`` in the
+#: header). Before 1.0 a different MAJOR.MINOR means an incompatible ABI.
+ABI_VERSION: Tuple[int, int] = (0, 1)
+
+#: ``TETHER_PROTOCOL_*``.
+PROTOCOL_GOMUKS = 1
+PROTOCOL_RWWS = 2
+
+#: ``tether_batch_entry``: 80 bytes, native byte order, offsets as documented in the header:
+#: request_id@0 data_offset@8 data_len@16 acked_id@24 server_time_ms@32 rtt_us@40
+#: retry_in_ms@48 kind@56 status@60 command_offset@64 command_len@68 attempt@72
+#: close_code@76 resume_attempted@78 reserved@79.
+BATCH_ENTRY = struct.Struct("=qQQqqqqIiIIIHBB")
+#: The field names in ``BATCH_ENTRY`` order (the header's declaration order).
+BATCH_FIELDS = (
+    "request_id",
+    "data_offset",
+    "data_len",
+    "acked_id",
+    "server_time_ms",
+    "rtt_us",
+    "retry_in_ms",
+    "kind",
+    "status",
+    "command_offset",
+    "command_len",
+    "attempt",
+    "close_code",
+    "resume_attempted",
+    "reserved",
+)
+assert BATCH_ENTRY.size == 80
+
+#: ``tether_event_cb`` and ``tether_destroy_cb``.
+EVENT_CB = CFUNCTYPE(None, c_void_p, c_void_p)
+DESTROY_CB = CFUNCTYPE(None, c_void_p)
+
+_status = c_int32
+_p = c_void_p  # every opaque handle (tether_client *, tether_config *, ...)
+_pp = POINTER(c_void_p)  # an out-pointer to a handle or to borrowed memory
+
+#: Every exported function: name -> (restype, argtypes). Checked against the header by
+#: ``tests/test_ffi.py``.
+SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
+    # batch
+    "tether_batch_new": (_status, [c_size_t, _pp]),
+    "tether_client_poll_batch": (_status, [_p, c_int32, _p, POINTER(c_size_t)]),
+    "tether_batch_view": (
+        _status,
+        [_p, _pp, POINTER(c_size_t), _pp, POINTER(c_size_t)],
+    ),
+    "tether_batch_free": (None, [_p]),
+    # client
+    "tether_client_new": (_status, [_p, _pp]),
+    "tether_client_connect": (_status, [_p]),
+    "tether_client_request": (
+        _status,
+        [_p, c_char_p, c_char_p, c_size_t, POINTER(c_int64)],
+    ),
+    "tether_client_request_with_timeout": (
+        _status,
+        [_p, c_char_p, c_char_p, c_size_t, c_uint32, POINTER(c_int64)],
+    ),
+    "tether_client_cancel": (_status, [_p, c_int64]),
+    "tether_client_send_packet": (_status, [_p, c_char_p, c_size_t]),
+    "tether_client_poll": (_status, [_p, c_int32, _pp]),
+    "tether_client_event_fd": (c_int, [_p]),
+    "tether_client_set_event_callback": (_status, [_p, EVENT_CB, _p, DESTROY_CB]),
+    "tether_client_close": (_status, [_p]),
+    "tether_client_resume_state": (
+        _status,
+        [_p, POINTER(c_char), c_size_t, POINTER(c_size_t), POINTER(c_int64)],
+    ),
+    "tether_client_free": (None, [_p]),
+    # config
+    "tether_config_new": (_status, [_pp]),
+    "tether_config_set_url": (_status, [_p, c_char_p]),
+    "tether_config_set_protocol": (_status, [_p, c_uint32]),
+    "tether_config_set_token": (_status, [_p, c_char_p]),
+    "tether_config_set_basic_auth": (_status, [_p, c_char_p, c_char_p]),
+    "tether_config_set_compression": (_status, [_p, c_bool]),
+    "tether_config_set_ping_interval_ms": (_status, [_p, c_uint32]),
+    "tether_config_set_receive_timeout_ms": (_status, [_p, c_uint32]),
+    "tether_config_set_request_timeout_ms": (_status, [_p, c_uint32]),
+    "tether_config_set_connect_timeout_ms": (_status, [_p, c_uint32]),
+    "tether_config_set_reconnect_backoff_ms": (_status, [_p, c_uint32, c_uint32]),
+    "tether_config_set_max_message_bytes": (_status, [_p, c_size_t]),
+    "tether_config_set_queue_capacity": (_status, [_p, c_size_t]),
+    "tether_config_set_resume_state": (_status, [_p, c_char_p, c_int64]),
+    "tether_config_set_last_server_ts": (_status, [_p, c_int64]),
+    "tether_config_set_prev_listener_id": (_status, [_p, c_bool]),
+    "tether_config_add_header": (_status, [_p, c_char_p, c_char_p]),
+    "tether_config_set_ca_pem": (_status, [_p, c_char_p, c_size_t]),
+    "tether_config_set_allow_insecure_credentials": (_status, [_p, c_bool]),
+    "tether_config_free": (None, [_p]),
+    # event
+    "tether_event_kind": (c_uint32, [_p]),
+    "tether_event_request_id": (c_int64, [_p]),
+    "tether_event_status": (_status, [_p]),
+    "tether_event_command": (c_char_p, [_p]),
+    "tether_event_data": (_status, [_p, _pp, POINTER(c_size_t)]),
+    "tether_event_close_code": (c_uint16, [_p]),
+    "tether_event_retry_in_ms": (c_int64, [_p]),
+    "tether_event_rtt_us": (c_int64, [_p]),
+    "tether_event_acked_id": (c_int64, [_p]),
+    "tether_event_server_time_ms": (c_int64, [_p]),
+    "tether_event_resume_attempted": (c_bool, [_p]),
+    "tether_event_attempt": (c_uint32, [_p]),
+    "tether_event_free": (None, [_p]),
+    # misc
+    "tether_status_str": (c_char_p, [_status]),
+    "tether_last_error": (c_char_p, []),
+    "tether_version": (c_char_p, []),
+    "tether_version_number": (c_uint32, []),
+    # rwws settings
+    "tether_settings_new": (_status, [_pp]),
+    "tether_settings_add": (_status, [_p, c_uint8, c_char_p, c_size_t]),
+    "tether_client_send_settings": (_status, [_p, _p]),
+    "tether_settings_free": (None, [_p]),
+}
+
+
+class LibraryLoadError(ImportError):
+    """The native library is missing, cannot be loaded, or has an incompatible ABI."""
+
+
+def _library_name() -> str:
+    if sys.platform == "darwin":
+        return "libtether.dylib"
+    if sys.platform == "win32":
+        return "tether.dll"
+    return "libtether.so"
+
+
+def library_path() -> str:
+    """The path of the shared library this package loads (or would load)."""
+    env = os.environ.get("TETHER_LIBRARY")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native", _library_name())
+
+
+def _load() -> ctypes.CDLL:
+    path = library_path()
+    # A bare name ("libtether.so.0") is left to the dynamic loader's search path.
+    if os.sep in path and not os.path.exists(path):
+        raise LibraryLoadError(
+            f"tether: native library not found at {path}. Install the package with "
+            "`pip install ./bindings/python` (which builds and bundles it) or set "
+            "TETHER_LIBRARY=/path/to/libtether.so"
+        )
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        raise LibraryLoadError(f"tether: cannot load {path}: {e}") from e
+    for name, (restype, argtypes) in SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError as e:
+            raise LibraryLoadError(
+                f"tether: {path} does not export {name}; it is not the library this "
+                f"binding (ABI {ABI_VERSION[0]}.{ABI_VERSION[1]}) was written for"
+            ) from e
+        fn.restype = restype
+        fn.argtypes = argtypes
+    check_version(lib.tether_version_number(), lib.tether_version().decode(), path)
+    return lib
+
+
+def check_version(number: int, text: str, path: str = "the library") -> None:
+    """Raises :class:`LibraryLoadError` unless MAJOR.MINOR of ``number`` is ``ABI_VERSION``."""
+    major, minor = (number >> 16) & 0xFF, (number >> 8) & 0xFF
+    if (major, minor) != ABI_VERSION:
+        raise LibraryLoadError(
+            f"tether: {path} is version {text} (ABI {major}.{minor}), but this Python binding "
+            f"needs ABI {ABI_VERSION[0]}.{ABI_VERSION[1]}; rebuild and reinstall the package "
+            "or point TETHER_LIBRARY at a matching build"
+        )
+
+
+lib: ctypes.CDLL = _load()
+
+#: The library's version string, e.g. "0.1.0".
+LIBRARY_VERSION: str = lib.tether_version().decode()
+
+
+def last_error() -> str:
+    """``tether_last_error()`` of the calling thread, decoded."""
+    raw = lib.tether_last_error()
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
+def status_str(status: int) -> str:
+    """``tether_status_str(status)``, decoded."""
+    raw: bytes = lib.tether_status_str(status)
+    return raw.decode("utf-8", "replace")
+
+
+def check(status: int, what: str = "") -> int:
+    """Returns non-negative statuses; raises the mapped exception for negative ones."""
+    if status >= 0:
+        return status
+    raise error(status, what)
+
+
+def error(status: int, what: str = "") -> TetherError:
+    """The exception for a failed call on this thread (message from ``tether_last_error``)."""
+    msg = last_error() or status_str(status)
+    if what:
+        msg = f"{what}: {msg}"
+    return exception_for(status, msg)
+
+
+def forked_error() -> ForkedError:
+    """The error raised when a client is used in a forked child."""
+    return ForkedError(
+        "this tether client was created in another process; after fork() the child cannot "
+        "use it (create clients after forking, in the process that uses them)",
+        Status.ERR_FORKED,
+    )
+
+
+def new_handle(fn: Any, *args: Any) -> int:
+    """Calls a ``*_new(..., out)`` constructor and returns the handle."""
+    out = c_void_p()
+    check(fn(*args, ctypes.byref(out)))
+    assert out.value is not None
+    return out.value
+
+
+def borrowed_bytes(ptr: Optional[int], length: int) -> bytes:
+    """Copies ``length`` bytes at ``ptr`` (``b""`` for 0)."""
+    if not length or not ptr:
+        return b""
+    return ctypes.string_at(ptr, length)

@@ -1,0 +1,615 @@
+"""The blocking client: :class:`Client`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterator,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import _ffi
+from ._base import (
+    REQUEST_GRACE_S,
+    CoreBase,
+    Headers,
+    JSONData,
+    ResumeState,
+    _strong,
+    log,
+    response_result,
+)
+from .errors import (
+    ClientClosedError,
+    RequestTimeoutError,
+    StateError,
+    Status,
+    TetherError,
+    WrongModeError,
+)
+from .events import BatchReader, Event, EventKind, event_from_pointer
+
+__all__ = ["Client", "PendingRequest"]
+
+EventCallback = Callable[[Event], Any]
+
+
+class PendingRequest:
+    """A request in flight (from :meth:`Client.submit`). Its reply arrives exactly once: the
+    result, the server's error, a timeout, a cancel, a disconnect or the client's close."""
+
+    __slots__ = ("id", "_core", "_done", "_event")
+
+    def __init__(self, core: "_SyncCore", request_id: int) -> None:
+        self.id: int = request_id
+        self._core = core
+        self._done = threading.Event()
+        self._event: Optional[Event] = None
+
+    def _resolve(self, ev: Event) -> None:
+        self._event = ev
+        self._done.set()
+
+    def done(self) -> bool:
+        """Whether the reply (of any kind) has arrived."""
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits for the reply; returns whether it arrived within ``timeout`` seconds."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: Optional[float] = None) -> JSONData:
+        """The reply's data parsed from JSON, or the mapped exception.
+
+        :raises TimeoutError: nothing arrived within ``timeout`` seconds here (the request
+            stays in flight; this is not the request's own timeout).
+        :raises RemoteError: the server answered with an error (``.message`` is its text).
+        :raises RequestTimeoutError: the request's timeout passed (the server was told).
+        :raises RequestCancelledError: the request was cancelled.
+        :raises DisconnectedError: the connection dropped first; the outcome is unknown.
+        :raises ClientClosedError: the client was closed first.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.id}: no reply within {timeout} s")
+        assert self._event is not None
+        return response_result(self._event)
+
+    @property
+    def response(self) -> Optional[Event]:
+        """The RESPONSE event once it arrived."""
+        return self._event
+
+    def cancel(self) -> bool:
+        """Asks the library to cancel the request (the server is told). Returns ``False`` if
+        the reply had already arrived. The reply then arrives as ``RequestCancelledError``,
+        unless the server's answer won the race."""
+        if self._done.is_set():
+            return False
+        try:
+            self._core.cancel(self.id)
+        except ClientClosedError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"<PendingRequest {self.id} {'done' if self.done() else 'pending'}>"
+
+
+_STATE_KINDS = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED)
+
+_registry: Dict[int, "_SyncCore"] = {}
+_registry_ids = itertools.count(1)
+
+
+def _on_event_c(ctx: int, ev: int) -> None:
+    core = _registry.get(ctx or 0)
+    if core is None:
+        return
+    try:
+        core.on_native_event(event_from_pointer(ev))
+    except BaseException:  # never let an exception reach the library's thread
+        log.exception("tether: event callback failed")
+
+
+def _on_destroy_c(ctx: int) -> None:
+    core = _registry.pop(ctx or 0, None)
+    if core is not None:
+        core.destroyed.set()
+
+
+# Module-level thunks: never freed, so the library can call them at any time until destroy.
+_EVENT_THUNK = _ffi.EVENT_CB(_on_event_c)
+_DESTROY_THUNK = _ffi.DESTROY_CB(_on_destroy_c)
+
+
+class _SyncCore(CoreBase):
+    def __init__(
+        self,
+        url: str,
+        options: Dict[str, Any],
+        event_queue_size: int,
+        batch_size: int,
+        on_event: Optional[EventCallback],
+    ) -> None:
+        super().__init__(url, options, event_queue_size)
+        self.batch_size = batch_size
+        self.on_event = on_event
+        self.pending: Dict[int, PendingRequest] = {}
+        self.orphans: Dict[int, Event] = {}
+        self.cond = threading.Condition(self.lock)
+        self.queue: Deque[Event] = deque()
+        self.ended = False  # CLOSED was queued (no more events will come)
+        self.free_on_closed = False
+        self.destroyed = threading.Event()
+        self.closed_event = threading.Event()
+        self.reader: Optional[threading.Thread] = None
+        self.ctx = 0
+
+    def start(self) -> None:
+        if self.on_event is not None:
+            self.ctx = next(_registry_ids)
+            _registry[self.ctx] = self
+            try:
+                _ffi.check(
+                    self.call(
+                        _ffi.lib.tether_client_set_event_callback,
+                        _EVENT_THUNK,
+                        self.ctx,
+                        _DESTROY_THUNK,
+                    ),
+                    "set_event_callback",
+                )
+            except BaseException:
+                _registry.pop(self.ctx, None)
+                raise
+        else:
+            self.reader = threading.Thread(
+                target=self.run_reader, name="tether-python-reader", daemon=True
+            )
+            self.reader.start()
+        self.connect()
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def run_reader(self) -> None:
+        """Poll mode: one thread takes batches (GIL released while it waits) and routes them."""
+        self.delivery_ident = threading.get_ident()
+        reader = BatchReader(self.batch_size)
+        try:
+            while True:
+                try:
+                    st, events = self.handle.call(reader.poll, -1)
+                except ClientClosedError:
+                    break
+                if st != Status.OK:
+                    break
+                self.deliver(events)
+                if self.closed:
+                    break
+                with self.cond:
+                    while len(self.queue) >= self.queue_limit and not self.closing:
+                        self.cond.wait()
+        except TetherError as e:  # panic or fork: the client is unusable
+            self.fatal = e
+            log.error("tether: event reader stopped: %s", e)
+        finally:
+            reader.free()
+            self.finish()
+            if self.free_on_closed:
+                self.free()
+
+    def on_native_event(self, ev: Event) -> None:
+        """Callback mode: runs on the library's dispatcher thread."""
+        if self.delivery_ident is None:
+            self.delivery_ident = threading.get_ident()
+        self.deliver([ev])
+        if ev.kind == EventKind.CLOSED:
+            self.finish()
+            if self.free_on_closed:
+                self.free()  # allowed inside the callback; destroy follows
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            if ev.kind == EventKind.RESPONSE:
+                self.resolve(ev)
+                continue
+            self.note(ev)
+            if ev.kind in _STATE_KINDS:
+                with self.cond:
+                    self.cond.notify_all()  # wait_connected()
+            if self.on_event is not None:
+                try:
+                    self.on_event(ev)
+                except Exception:
+                    log.exception("tether: on_event raised")
+            else:
+                with self.cond:
+                    self.queue.append(ev)
+                    if ev.kind == EventKind.CLOSED:
+                        self.ended = True
+                    self.cond.notify_all()
+
+    def resolve(self, ev: Event) -> None:
+        with self.lock:
+            waiter = self.pending.pop(ev.request_id, None)
+            if waiter is None:
+                # The reply beat start_request's bookkeeping; keep it for submit().
+                self.orphans[ev.request_id] = ev
+                while len(self.orphans) > 1024:
+                    self.orphans.pop(next(iter(self.orphans)))
+        if waiter is not None:
+            waiter._resolve(ev)
+
+    def finish(self) -> None:
+        """Delivery ended: wake everyone, fail requests that can no longer be answered."""
+        with self.cond:
+            self.ended = True
+            waiters = list(self.pending.values())
+            self.pending.clear()
+            self.cond.notify_all()
+        self.closed_event.set()
+        for w in waiters:
+            if not w.done():
+                w._resolve(
+                    Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b"")
+                )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(self, command: str, data: JSONData, timeout: Optional[float]) -> PendingRequest:
+        rid = self.start_request(command, data, timeout)
+        p = PendingRequest(self, rid)
+        with self.lock:
+            early = self.orphans.pop(rid, None)
+            if early is None:
+                if self.ended:
+                    early = Event(EventKind.RESPONSE, rid, Status.ERR_CLIENT_CLOSED, "", b"")
+                else:
+                    self.pending[rid] = p
+        if early is not None:
+            p._resolve(early)
+        return p
+
+    # -- events ----------------------------------------------------------------------------
+
+    def next_event(self, timeout: Optional[float]) -> Optional[Event]:
+        if self.on_event is not None:
+            raise WrongModeError(
+                "this client delivers events to on_event; events() is not available",
+                Status.ERR_WRONG_MODE,
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while not self.queue:
+                if self.ended:
+                    return None
+                if deadline is None:
+                    self.cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.cond.wait(left)
+            ev = self.queue.popleft()
+            if len(self.queue) == self.queue_limit - 1:
+                self.cond.notify_all()  # the reader may wait for room
+            return ev
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def on_delivery_thread(self) -> bool:
+        return self.delivery_ident is not None and threading.get_ident() == self.delivery_ident
+
+    def close(self, timeout: Optional[float]) -> None:
+        self.check_pid()
+        if not self.handle.live:
+            return
+        self.close_native()
+        with self.cond:
+            self.cond.notify_all()  # a reader waiting for room goes on
+        if self.on_delivery_thread():
+            # Inside on_event (or a collection on the reader): CLOSED comes after we return.
+            if self.closed:
+                self.free()
+            else:
+                self.free_on_closed = True
+                _strong.add(self)
+            return
+        if self.reader is not None:
+            self.reader.join(timeout)
+            if self.reader.is_alive():
+                # Never free while the reader may be inside poll: it frees when it ends.
+                self.free_on_closed = True
+                _strong.add(self)
+                log.warning("tether: CLOSED did not arrive in %s s; freeing later", timeout)
+                return
+        else:
+            self.closed_event.wait(timeout)
+        self.free()
+        if self.on_event is not None:
+            self.finish()
+
+    def close_from_gc(self) -> None:
+        """The Client object was collected without close(): close without waiting."""
+        if self.pid != os.getpid() or not self.handle.live:
+            return
+        _strong.add(self)
+        try:
+            # Close gracefully; the delivery thread (reader or dispatcher) frees the client
+            # when CLOSED arrives. If delivery has already ended, free here.
+            self.free_on_closed = True
+            self.close_native()
+            with self.cond:
+                self.cond.notify_all()
+            if self.ended and (self.reader is None or not self.reader.is_alive()):
+                self.free()
+        except TetherError:
+            pass
+
+    def shutdown_at_exit(self) -> None:
+        if self.handle.live and not self.on_delivery_thread():
+            self.close(2.0)
+
+    def abort(self) -> None:
+        """start() failed: release what exists without waiting for events."""
+        try:
+            self.close_native()
+        except TetherError:
+            pass
+        with self.cond:
+            self.cond.notify_all()
+        if self.reader is not None:
+            self.reader.join(2.0)
+            if self.reader.is_alive():
+                self.free_on_closed = True
+                return
+        self.free()
+
+
+class Client:
+    """A blocking client for one backend, kept connected and resumed by the library.
+
+    The connection starts at once, in the background. Events other than replies go to
+    :meth:`events` (or to ``on_event``); :meth:`request` blocks its caller only, with the
+    GIL released. Use it as a context manager, or call :meth:`close`.
+
+    :param url: ``http(s)://host:port`` (the backend's base; the dialect's paths are derived)
+        or the websocket endpoint ``ws(s)://...``.
+    :param protocol: ``"gomuks"`` (JSON RPC, default) or ``"rwws"`` (binary packets).
+    :param token: gomuks: the ``gomuks_auth`` cookie token; rwws: the base64 access key.
+    :param username: gomuks: user for ``POST /_gomuks/auth`` (with ``password``).
+    :param password: gomuks: password (never logged).
+    :param compress: gomuks: raw-deflate compression (default on).
+    :param ping_interval: keepalive interval in seconds (library default: gomuks 15, rwws 10).
+    :param receive_timeout: reconnect when nothing arrives for this many seconds.
+    :param request_timeout: default per-request timeout in seconds (library default 60).
+    :param connect_timeout: bound on TCP connect + TLS + upgrade, in seconds.
+    :param reconnect_backoff: ``(first, cap)`` reconnect delays in seconds.
+    :param max_message_bytes: cap on one server message after decompression.
+    :param queue_capacity: events the library buffers before it stops reading the socket.
+    :param resume: a :class:`ResumeState` (or ``(run_id, last_event_id)``) from an earlier
+        client: the backend replays exactly the events that client missed.
+    :param last_server_ts: gomuks ``last_server_ts`` (only if the app persisted its state).
+    :param prev_listener_id: gomuks: send ``prev_listener_id`` on reconnect.
+    :param headers: extra headers for the websocket upgrade (e.g. ``Origin``).
+    :param ca_pem: extra trusted CA certificates (PEM).
+    :param allow_insecure_credentials: allow credentials over plain ws/http to a
+        non-loopback host.
+    :param on_event: callback mode: ``on_event(event)`` runs on the library's dispatcher
+        thread for every event except replies (which still complete requests), in order.
+        Keep it short; it is kept referenced until the library is done with it.
+    :param event_queue_size: poll mode: events buffered in Python before the reader stops
+        taking more (the library then applies TCP backpressure). Replies wait behind them,
+        so consume :meth:`events` or use ``on_event``.
+    :param batch_size: events taken per native call.
+    :raises ConfigError: the configuration is invalid (see the message).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        protocol: Union[str, int] = "gomuks",
+        token: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        compress: bool = True,
+        ping_interval: Optional[float] = None,
+        receive_timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        reconnect_backoff: Optional[Tuple[float, float]] = None,
+        max_message_bytes: Optional[int] = None,
+        queue_capacity: Optional[int] = None,
+        resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
+        last_server_ts: Optional[int] = None,
+        prev_listener_id: bool = False,
+        headers: Optional[Headers] = None,
+        ca_pem: Optional[Union[bytes, str]] = None,
+        allow_insecure_credentials: bool = False,
+        on_event: Optional[EventCallback] = None,
+        event_queue_size: int = 10000,
+        batch_size: int = 256,
+    ) -> None:
+        options = dict(
+            protocol=protocol,
+            token=token,
+            username=username,
+            password=password,
+            compress=compress,
+            ping_interval=ping_interval,
+            receive_timeout=receive_timeout,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            reconnect_backoff=reconnect_backoff,
+            max_message_bytes=max_message_bytes,
+            queue_capacity=queue_capacity,
+            resume=resume,
+            last_server_ts=last_server_ts,
+            prev_listener_id=prev_listener_id,
+            headers=headers,
+            ca_pem=ca_pem,
+            allow_insecure_credentials=allow_insecure_credentials,
+        )
+        self._core = core = _SyncCore(url, options, event_queue_size, batch_size, on_event)
+        try:
+            core.start()
+        except BaseException:
+            core.abort()
+            raise
+        self._finalizer = weakref.finalize(self, core.close_from_gc)
+        self._finalizer.atexit = False  # at exit, tether's own handler closes and waits
+
+    # -- requests --------------------------------------------------------------------------
+
+    def request(
+        self, command: str, data: JSONData = None, *, timeout: Optional[float] = None
+    ) -> JSONData:
+        """Sends ``command`` with ``data`` and blocks until the reply; returns the reply's
+        data parsed from JSON (a ``dict`` for most commands).
+
+        ``data`` is any JSON-serialisable value (``None`` sends ``{}``) or ``bytes`` of JSON.
+        ``timeout`` (seconds) overrides the client's request timeout; when it passes the
+        server is told to cancel. An interrupt (``KeyboardInterrupt``) cancels it too.
+
+        :raises RemoteError: the server answered with an error (``.message`` is its text).
+        :raises RequestTimeoutError: no reply in time.
+        :raises DisconnectedError: the connection dropped first; the outcome is unknown.
+        :raises ClientClosedError: the client is (or got) closed.
+        :raises StateError: not possible on this client (rwws has no requests; or called
+            inside ``on_event``, where replies cannot arrive: use :meth:`submit` there).
+        """
+        core = self._core
+        if core.on_event is not None and core.on_delivery_thread():
+            raise StateError(
+                "request() inside on_event would wait forever (replies are delivered on this "
+                "thread); use submit()",
+                Status.ERR_STATE,
+            )
+        p = core.submit(command, data, timeout)
+        bound = (timeout if timeout is not None else core.request_timeout) + REQUEST_GRACE_S
+        try:
+            arrived = p.wait(bound)
+        except BaseException:
+            p.cancel()
+            raise
+        if not arrived:
+            p.cancel()
+            raise RequestTimeoutError(
+                f"request {command!r}: no reply within {bound:.1f} s", request_id=p.id
+            )
+        return p.result(0)
+
+    def submit(
+        self, command: str, data: JSONData = None, *, timeout: Optional[float] = None
+    ) -> PendingRequest:
+        """Sends a request without waiting; returns a :class:`PendingRequest` to wait on or
+        cancel. Safe inside ``on_event``."""
+        return self._core.submit(command, data, timeout)
+
+    def cancel(self, request_id: int) -> None:
+        """Cancels request ``request_id`` (its reply arrives as ``RequestCancelledError``)."""
+        self._core.cancel(request_id)
+
+    def send_packet(self, packet: bytes) -> None:
+        """rwws: sends one raw packet (queued while disconnected)."""
+        self._core.send_packet(packet)
+
+    def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
+        """rwws: sends one Settings packet with ``(id, value)`` pairs."""
+        self._core.send_settings(settings)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next event (never a RESPONSE), waiting up to ``timeout`` seconds (``None``:
+        until one arrives). Returns ``None`` on timeout, and at once after CLOSED was taken.
+
+        :raises WrongModeError: the client was created with ``on_event``.
+        """
+        self._core.check_pid()
+        return self._core.next_event(timeout)
+
+    def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
+        """Iterates over events until CLOSED (which is yielded last). With ``timeout``, the
+        iteration also ends once ``timeout`` seconds have passed since it started (a
+        deadline for the whole loop, not an idle time: keepalive pongs keep arriving)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ev = self.next_event(left)
+            if ev is None:
+                return
+            yield ev
+            if ev.kind == EventKind.CLOSED:
+                return
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def wait_connected(self, timeout: Optional[float] = None) -> None:
+        """Waits (without consuming events) until the client is connected.
+
+        :raises TimeoutError: not connected within ``timeout`` seconds.
+        :raises ClientClosedError: the client closed (for good: ``fatal`` says why).
+        """
+        core = self._core
+        core.check_pid()
+        with core.cond:
+            core.cond.wait_for(lambda: core.connected or core.closed or core.ended, timeout)
+        if core.connected:
+            return
+        if core.closed or core.ended:
+            raise core.closed_error()
+        raise TimeoutError(f"not connected within {timeout} s")
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last connection event seen was CONNECTED."""
+        return self._core.connected
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
+        return self._core.closed or not self._core.handle.live
+
+    @property
+    def fatal(self) -> Optional[TetherError]:
+        """Why the connection ended for good (a DISCONNECTED with no retry), if it did."""
+        return self._core.fatal
+
+    def resume_state(self) -> ResumeState:
+        """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
+        return self._core.resume_state()
+
+    def close(self, timeout: Optional[float] = 10.0) -> None:
+        """Closes gracefully (gomuks close code 1001), waits up to ``timeout`` seconds for
+        the library to finish, and frees the native client. Pending requests fail with
+        :class:`ClientClosedError`; queued events can still be read. Idempotent."""
+        self._core.close(timeout)
+        if not self._core.handle.live:
+            self._finalizer.detach()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("connected" if self.connected else "connecting")
+        return f"<tether.Client {state}>"

@@ -1,0 +1,336 @@
+"""Events delivered by a client, and the batch reader that produces them."""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+from ctypes import byref, c_size_t, c_void_p
+from typing import Any, Dict, List, Optional
+
+from . import _ffi
+from .errors import Status, TetherError, exception_for
+
+__all__ = ["EventKind", "Event"]
+
+
+class EventKind(enum.IntEnum):
+    """``TETHER_EVENT_*``."""
+
+    CONNECTING = 1
+    """A connection attempt starts (``attempt``, ``resume_attempted``)."""
+    CONNECTED = 2
+    """The websocket is open (rwws: authenticated)."""
+    DISCONNECTED = 3
+    """The connection ended: ``status``, ``close_code``, ``reason``, ``retry_in_ms``."""
+    MESSAGE = 4
+    """A server event: ``command``, ``id`` (negative for buffered events), ``data``."""
+    RESPONSE = 5
+    """The reply to a request (consumed by ``request()``; seen only via ``on_event``)."""
+    PONG = 6
+    """A keepalive reply: ``rtt_us``, ``acked_id`` (gomuks), ``server_time_ms`` (rwws)."""
+    PACKET = 7
+    """rwws: a packet the library does not consume (``raw`` holds its bytes)."""
+    CLOSED = 8
+    """The client is closed; always the last event."""
+
+
+_KINDS = {int(k): k for k in EventKind}
+_UNSET: Any = object()
+# Command names repeat; decode each distinct one once.
+_COMMANDS: Dict[bytes, str] = {}
+
+
+def _command(raw: bytes) -> str:
+    s = _COMMANDS.get(raw)
+    if s is None:
+        s = raw.decode("utf-8", "replace")
+        if len(_COMMANDS) < 4096:
+            _COMMANDS[raw] = s
+    return s
+
+
+class Event:
+    """One event. Cheap to create: the payload stays raw bytes until ``data`` is read.
+
+    Attributes common to all kinds: ``kind`` (:class:`EventKind`), ``raw`` (the payload
+    bytes). Fields that do not apply to a kind hold 0, ``""`` or ``None``.
+    """
+
+    __slots__ = (
+        "kind",
+        "request_id",
+        "status",
+        "command",
+        "raw",
+        "acked_id",
+        "server_time_ms",
+        "rtt_us",
+        "retry_in_ms",
+        "close_code",
+        "attempt",
+        "resume_attempted",
+        "_data",
+    )
+
+    kind: EventKind
+    #: RESPONSE: the request's id; PONG: the ping's id; MESSAGE: the server's event id
+    #: (negative for buffered events, 0 otherwise).
+    request_id: int
+    #: RESPONSE: the outcome; DISCONNECTED: why the connection ended; else ``Status.OK``.
+    status: int
+    #: MESSAGE: the gomuks command name (``sync_complete``, ``init_complete``, ...).
+    command: str
+    #: The payload exactly as received: JSON for MESSAGE and RESPONSE, the packet for PACKET,
+    #: the close reason or error text for DISCONNECTED.
+    raw: bytes
+    #: PONG (gomuks): the event id the ping acknowledged (0 if none).
+    acked_id: int
+    #: PONG (rwws): the server's unix time in milliseconds (0 if absent).
+    server_time_ms: int
+    #: PONG: round-trip time in microseconds; ``None`` for other kinds and for a pong that
+    #: answered no ping of ours (rwws: the server's pong that acknowledges authentication).
+    rtt_us: Optional[int]
+    #: DISCONNECTED: milliseconds until the next attempt; ``None`` when no retry follows.
+    retry_in_ms: Optional[int]
+    #: DISCONNECTED: the websocket close code, 0 without a close frame, or the HTTP status.
+    close_code: int
+    #: CONNECTING, CONNECTED, DISCONNECTED: the attempt number, from 1.
+    attempt: int
+    #: CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked to resume.
+    resume_attempted: bool
+
+    def __init__(
+        self,
+        kind: int,
+        request_id: int = 0,
+        status: int = 0,
+        command: str = "",
+        raw: bytes = b"",
+        acked_id: int = 0,
+        server_time_ms: int = 0,
+        rtt_us: Optional[int] = None,
+        retry_in_ms: Optional[int] = None,
+        close_code: int = 0,
+        attempt: int = 0,
+        resume_attempted: bool = False,
+    ) -> None:
+        k = _KINDS.get(kind)  # a kind newer than this binding stays a plain int
+        self.kind = k if k is not None else kind  # type: ignore[assignment]
+        self.request_id = request_id
+        self.status = status
+        self.command = command
+        self.raw = raw
+        self.acked_id = acked_id
+        self.server_time_ms = server_time_ms
+        self.rtt_us = rtt_us
+        self.retry_in_ms = retry_in_ms
+        self.close_code = close_code
+        self.attempt = attempt
+        self.resume_attempted = resume_attempted
+        self._data = _UNSET
+
+    @property
+    def id(self) -> int:
+        """Alias of ``request_id`` (for MESSAGE: the server's event id)."""
+        return self.request_id
+
+    @property
+    def data(self) -> Any:
+        """The payload parsed from JSON on first access (MESSAGE and RESPONSE).
+
+        ``None`` for kinds whose payload is not JSON (use ``raw`` or ``reason``).
+        Raises ``ValueError`` if the bytes are not JSON.
+        """
+        d = self._data
+        if d is _UNSET:
+            if self.kind in (EventKind.MESSAGE, EventKind.RESPONSE) and self.raw:
+                d = json.loads(self.raw)
+            else:
+                d = None
+            self._data = d
+        return d
+
+    @property
+    def reason(self) -> str:
+        """DISCONNECTED: the close reason or error text; ``""`` otherwise."""
+        if self.kind != EventKind.DISCONNECTED:
+            return ""
+        return self.raw.decode("utf-8", "replace")
+
+    @property
+    def error(self) -> Optional[TetherError]:
+        """The exception matching a negative ``status`` (``None`` for success)."""
+        if self.status >= 0:
+            return None
+        if self.kind == EventKind.RESPONSE and self.status == Status.ERR_REMOTE:
+            return exception_for(self.status, remote_message(self.raw), self.request_id)
+        text = self.reason if self.kind == EventKind.DISCONNECTED else ""
+        return exception_for(
+            self.status, text or _ffi.status_str(self.status), self.request_id
+        )
+
+    def __repr__(self) -> str:
+        parts = [self.kind.name if isinstance(self.kind, EventKind) else str(self.kind)]
+        if self.command:
+            parts.append(f"command={self.command!r}")
+        if self.request_id:
+            parts.append(f"id={self.request_id}")
+        if self.status:
+            try:
+                parts.append(f"status={Status(self.status).name}")
+            except ValueError:
+                parts.append(f"status={self.status}")
+        if self.kind == EventKind.PONG:
+            parts.append(f"rtt_us={self.rtt_us} acked_id={self.acked_id}")
+        if self.kind == EventKind.DISCONNECTED:
+            parts.append(f"close_code={self.close_code} retry_in_ms={self.retry_in_ms}")
+            parts.append(f"reason={self.reason!r}")
+        elif self.kind in (EventKind.CONNECTING, EventKind.CONNECTED):
+            parts.append(f"attempt={self.attempt} resume_attempted={self.resume_attempted}")
+        elif self.raw:
+            parts.append(f"{len(self.raw)} bytes")
+        return f"Event({', '.join(parts)})"
+
+
+def remote_message(raw: bytes) -> str:
+    """The text of an error reply (its data is a JSON string, or any JSON)."""
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+class BatchReader:
+    """Owns one ``tether_batch`` and turns each ``tether_client_poll_batch`` into Events.
+
+    Per batch: one ``poll_batch`` call, one ``batch_view`` call and two ``string_at`` copies
+    (entries and payload buffer); entries are decoded with one ``struct.Struct``. Not
+    thread-safe (one reader per polling thread), as the C batch.
+    """
+
+    def __init__(self, max_events: int = 256) -> None:
+        self._lib = _ffi.lib
+        self._handle: Optional[int] = _ffi.new_handle(self._lib.tether_batch_new, max_events)
+        self._count = c_size_t()
+        self._entries = c_void_p()
+        self._n = c_size_t()
+        self._bytes = c_void_p()
+        self._len = c_size_t()
+
+    def poll(self, client: int, timeout_ms: int) -> "tuple[int, List[Event]]":
+        """Returns ``(status, events)``; status is OK, TIMEOUT or CLOSED (errors raise)."""
+        lib = self._lib
+        st = lib.tether_client_poll_batch(client, timeout_ms, self._handle, byref(self._count))
+        if st != Status.OK:
+            _ffi.check(st, "poll")
+            return st, []
+        _ffi.check(
+            lib.tether_batch_view(
+                self._handle,
+                byref(self._entries),
+                byref(self._n),
+                byref(self._bytes),
+                byref(self._len),
+            ),
+            "batch view",
+        )
+        n = self._n.value
+        entries = ctypes.string_at(self._entries.value or 0, n * 80) if n else b""
+        buf = _ffi.borrowed_bytes(self._bytes.value, self._len.value)
+        out: List[Event] = []
+        append = out.append
+        for (
+            request_id,
+            data_off,
+            data_len,
+            acked_id,
+            server_time_ms,
+            rtt_us,
+            retry_in_ms,
+            kind,
+            status,
+            cmd_off,
+            cmd_len,
+            attempt,
+            close_code,
+            resume,
+            _reserved,
+        ) in _ffi.BATCH_ENTRY.iter_unpack(entries):
+            append(
+                Event(
+                    kind,
+                    request_id,
+                    status,
+                    _command(buf[cmd_off : cmd_off + cmd_len]) if cmd_len else "",
+                    buf[data_off : data_off + data_len],
+                    acked_id,
+                    server_time_ms,
+                    None if rtt_us < 0 else rtt_us,
+                    None if retry_in_ms < 0 else retry_in_ms,
+                    close_code,
+                    attempt,
+                    bool(resume),
+                )
+            )
+        return st, out
+
+    def free(self) -> None:
+        """Frees the batch (idempotent)."""
+        h, self._handle = self._handle, None
+        if h:
+            self._lib.tether_batch_free(h)
+
+    def __del__(self) -> None:
+        try:
+            self.free()
+        except Exception:  # pragma: no cover - interpreter teardown
+            pass
+
+
+def event_from_pointer(ev: int) -> Event:
+    """Copies a borrowed ``tether_event *`` (callback mode) into an Event."""
+    lib = _ffi.lib
+    kind = lib.tether_event_kind(ev)
+    ptr = c_void_p()
+    n = c_size_t()
+    raw = b""
+    if lib.tether_event_data(ev, byref(ptr), byref(n)) == Status.OK:
+        raw = _ffi.borrowed_bytes(ptr.value, n.value)
+    if kind == EventKind.MESSAGE:
+        return Event(
+            kind,
+            lib.tether_event_request_id(ev),
+            0,
+            _command(lib.tether_event_command(ev) or b""),
+            raw,
+        )
+    if kind == EventKind.RESPONSE:
+        return Event(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
+    if kind == EventKind.PONG:
+        rtt = lib.tether_event_rtt_us(ev)
+        return Event(
+            kind,
+            lib.tether_event_request_id(ev),
+            0,
+            "",
+            raw,
+            lib.tether_event_acked_id(ev),
+            lib.tether_event_server_time_ms(ev),
+            None if rtt < 0 else rtt,
+        )
+    if kind in (EventKind.CONNECTING, EventKind.CONNECTED, EventKind.DISCONNECTED):
+        retry = lib.tether_event_retry_in_ms(ev)
+        return Event(
+            kind,
+            0,
+            lib.tether_event_status(ev),
+            "",
+            raw,
+            retry_in_ms=None if retry < 0 else retry,
+            close_code=lib.tether_event_close_code(ev),
+            attempt=lib.tether_event_attempt(ev),
+            resume_attempted=bool(lib.tether_event_resume_attempted(ev)),
+        )
+    return Event(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
