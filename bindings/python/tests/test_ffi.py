@@ -240,3 +240,20 @@ def test_the_package_is_typed() -> None:
     from pathlib import Path
 
     assert (Path(tether.__file__).parent / "py.typed").exists()
+
+
+def test_client_signatures_offer_every_config_option():
+    """Client and AsyncClient spell out build_config's options; none may be missing or renamed."""
+    import inspect
+
+    from tether._base import CONFIG_OPTIONS
+    from tether.aio import AsyncClient
+
+    assert "token" in CONFIG_OPTIONS and "allow_insecure_credentials" in CONFIG_OPTIONS
+    for cls in (tether.Client, AsyncClient):
+        params = inspect.signature(cls.__init__).parameters
+        missing = [name for name in CONFIG_OPTIONS if name not in params]
+        assert not missing, f"{cls.__name__} lacks {missing}"
+        for name in CONFIG_OPTIONS:
+            default = inspect.signature(tether._base.build_config).parameters[name].default
+            assert params[name].default == default, (cls.__name__, name)

@@ -4,6 +4,7 @@ request encoding, resume state, fork detection and closing clients at interprete
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import logging
 import os
@@ -255,6 +256,19 @@ class Handle:
 _forked_child = False
 _live: "weakref.WeakSet[CoreBase]" = weakref.WeakSet()
 _strong: "set[CoreBase]" = set()  # cores that must outlive their client object (closing)
+
+
+#: The keyword options of :func:`build_config`; ``Client`` and ``AsyncClient`` spell them out
+#: in their own signatures (for type checkers and IDEs) and pass them on with
+#: :func:`config_options`. A test checks that the three signatures agree.
+CONFIG_OPTIONS: Tuple[str, ...] = tuple(
+    p.name for p in inspect.signature(build_config).parameters.values() if p.kind == p.KEYWORD_ONLY
+)
+
+
+def config_options(namespace: Dict[str, Any]) -> Dict[str, Any]:
+    """Picks the :data:`CONFIG_OPTIONS` out of a constructor's ``locals()``."""
+    return {name: namespace[name] for name in CONFIG_OPTIONS}
 
 
 def _after_fork_in_child() -> None:

@@ -22,6 +22,7 @@ from ._base import (
     JSONData,
     ResumeState,
     _strong,
+    config_options,
     log,
     response_result,
 )
@@ -306,26 +307,7 @@ class AsyncClient:
         batch_size: int = 256,
     ) -> None:
         loop = asyncio.get_running_loop()
-        options = dict(
-            protocol=protocol,
-            token=token,
-            username=username,
-            password=password,
-            compress=compress,
-            ping_interval=ping_interval,
-            receive_timeout=receive_timeout,
-            request_timeout=request_timeout,
-            connect_timeout=connect_timeout,
-            reconnect_backoff=reconnect_backoff,
-            max_message_bytes=max_message_bytes,
-            queue_capacity=queue_capacity,
-            resume=resume,
-            last_server_ts=last_server_ts,
-            prev_listener_id=prev_listener_id,
-            headers=headers,
-            ca_pem=ca_pem,
-            allow_insecure_credentials=allow_insecure_credentials,
-        )
+        options = config_options(locals())
         self._core = core = _AsyncCore(url, options, event_queue_size, batch_size, loop)
         try:
             core.start()

@@ -28,6 +28,7 @@ from ._base import (
     JSONData,
     ResumeState,
     _strong,
+    config_options,
     log,
     response_result,
 )
@@ -443,26 +444,7 @@ class Client:
         event_queue_size: int = 10000,
         batch_size: int = 256,
     ) -> None:
-        options = dict(
-            protocol=protocol,
-            token=token,
-            username=username,
-            password=password,
-            compress=compress,
-            ping_interval=ping_interval,
-            receive_timeout=receive_timeout,
-            request_timeout=request_timeout,
-            connect_timeout=connect_timeout,
-            reconnect_backoff=reconnect_backoff,
-            max_message_bytes=max_message_bytes,
-            queue_capacity=queue_capacity,
-            resume=resume,
-            last_server_ts=last_server_ts,
-            prev_listener_id=prev_listener_id,
-            headers=headers,
-            ca_pem=ca_pem,
-            allow_insecure_credentials=allow_insecure_credentials,
-        )
+        options = config_options(locals())
         self._core = core = _SyncCore(url, options, event_queue_size, batch_size, on_event)
         try:
             core.start()
