@@ -688,6 +688,36 @@ async fn spec10_later_retries_refresh_the_token() {
     close_and_drain(&c).await;
 }
 
+/// Spec §1.2 + §10: a client configured with a token alone renews it the same way, by
+/// re-POSTing `/_gomuks/auth` with the cookie, so a long session does not die after 7 days.
+#[tokio::test]
+async fn spec1_2_token_only_clients_renew_their_cookie_on_later_retries() {
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .token(&b.token())
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    assert_eq!(
+        b.stats().auth_requests,
+        0,
+        "a configured token is used as it is"
+    );
+    b.reject_upgrades(2);
+    b.cut_all();
+    until_kind(&c, EventKind::Connected).await;
+    assert_eq!(
+        b.stats().auth_requests,
+        2,
+        "retries 2 and 3 renew the cookie first"
+    );
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}
+
 /// Spec §10: more than 512 events queued for one connection close it with 4001 "Event queue
 /// full"; the client reconnects, resumes, and with a large enough buffer loses nothing.
 #[tokio::test]

@@ -545,9 +545,13 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/_gomuks/auth") => {
             lock(&state).stats.auth_requests += 1;
-            let ok = match cookie(&head) {
-                Some(c) => valid_token(&cfg, &c),
-                None => basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
+            // A valid cookie renews the token (200); Basic credentials create one (201).
+            let (ok, created) = match cookie(&head) {
+                Some(c) => (valid_token(&cfg, &c), 200),
+                None => (
+                    basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
+                    201,
+                ),
             };
             if !ok {
                 return respond(
@@ -560,7 +564,7 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
                 .await;
             }
             let body = format!("{}\n", json!({"token": make_token(&cfg)}));
-            respond(tcp, &head, 201, "application/json", &body).await
+            respond(tcp, &head, created, "application/json", &body).await
         }
         ("GET", "/api/ws") => {
             let rwws = lock(&state).rwws.clone();

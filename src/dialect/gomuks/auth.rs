@@ -31,20 +31,35 @@ struct TokenReply {
     token: String,
 }
 
-/// Exchanges Basic credentials for a `gomuks_auth` token.
+/// What `POST /_gomuks/auth` is shown to get a token.
+pub enum Credentials<'a> {
+    /// HTTP Basic: a new token (201).
+    Basic(&'a BasicAuth),
+    /// A still-valid `gomuks_auth` token, renewed for another 7 days (200, spec §1.2). This is
+    /// how a client configured with a token alone keeps a long session alive.
+    Cookie(&'a str),
+}
+
+/// Exchanges credentials for a `gomuks_auth` token; `None` when the backend has auth disabled.
 pub async fn fetch_token(
     http: &reqwest::Client,
     url: &Url,
-    creds: &BasicAuth,
+    creds: Credentials<'_>,
 ) -> Result<Option<String>, ConnectError> {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        creds.username,
-        creds.password.expose()
-    ));
+    let (name, value) = match creds {
+        Credentials::Basic(b) => {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                b.username,
+                b.password.expose()
+            ));
+            ("Authorization", format!("Basic {basic}"))
+        }
+        Credentials::Cookie(token) => ("Cookie", format!("gomuks_auth={token}")),
+    };
     let resp = http
         .post(url.as_str())
-        .header("Authorization", format!("Basic {basic}"))
+        .header(name, value)
         .send()
         .await
         .map_err(|e| {

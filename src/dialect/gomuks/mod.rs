@@ -48,6 +48,9 @@ impl Gomuks {
         resume: Arc<SharedResume>,
     ) -> Result<Gomuks, Error> {
         let http = auth::http_client(tls, cfg.connect_timeout)?;
+        // A configured token's age is unknown: count from now, so a long-running client renews
+        // it daily like a fetched one instead of letting it expire after 7 days.
+        let token_fetched = cfg.token.as_ref().map(|_| std::time::Instant::now());
         Ok(Gomuks {
             token: cfg.token.clone(),
             splitter: LineSplitter::new(cfg.max_message_bytes),
@@ -61,20 +64,25 @@ impl Gomuks {
             inflater: None,
             scratch: BytesMut::new(),
             attempts_since_open: 0,
-            token_fetched: None,
+            token_fetched,
         })
     }
 
+    /// Gets a fresh token: from the Basic credentials when configured, else by renewing the
+    /// token we hold (spec §1.2). Without either there is nothing to do.
     async fn login(&mut self) -> Result<(), ConnectError> {
-        if let Some(creds) = &self.cfg.basic_auth {
-            let url = auth::auth_url(&self.cfg.url);
-            match auth::fetch_token(&self.http, &url, creds).await? {
-                Some(t) => {
-                    self.token = Some(Secret::new(t));
-                    self.token_fetched = Some(std::time::Instant::now());
-                }
-                None => self.auth_disabled = true,
+        let creds = match (&self.cfg.basic_auth, &self.token) {
+            (Some(b), _) => auth::Credentials::Basic(b),
+            (None, Some(t)) => auth::Credentials::Cookie(t.expose()),
+            (None, None) => return Ok(()),
+        };
+        let url = auth::auth_url(&self.cfg.url);
+        match auth::fetch_token(&self.http, &url, creds).await? {
+            Some(t) => {
+                self.token = Some(Secret::new(t));
+                self.token_fetched = Some(std::time::Instant::now());
             }
+            None => self.auth_disabled = true,
         }
         Ok(())
     }
@@ -137,7 +145,7 @@ impl Dialect for Gomuks {
         let stale = self
             .token_fetched
             .is_some_and(|t| t.elapsed() >= TOKEN_REFRESH);
-        let retrying = self.attempts_since_open >= 2 && self.cfg.basic_auth.is_some();
+        let retrying = self.attempts_since_open >= 2;
         if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
             self.login().await?;
         }
