@@ -259,6 +259,51 @@ async fn spec7_3_pings_ack_last_received_event() {
     close_and_drain(&c).await;
 }
 
+/// §7.4 (GC drops a listener whose ack is newer than the oldest stored event): after a failed
+/// resume in the same run, the client must not ack its stale resume point. If it did, the
+/// backend would drop the new listener, store nothing more, and fail the next resume too —
+/// the events of that cut would never be replayed. (Checked: sending that ack fails here.)
+#[tokio::test]
+async fn spec7_4_no_stale_ack_after_a_failed_resume() {
+    let b = backend_with(|c| c.event_buffer_size = 5).await;
+    let c = client(&b, |c| c.ping_interval(ms(50)).receive_timeout(ms(2000)));
+    until_command(&c, "init_complete").await;
+    let acked = b.push_events(3);
+    until(&c, |e| e.request_id() == acked).await;
+    assert!(b.wait_for(|s| s.last_ack == acked, WAIT).await);
+    // Offline while more events happen than the buffer holds: the resume will fail.
+    b.reject_upgrades(u64::MAX);
+    b.cut_all();
+    until_kind(&c, EventKind::Disconnected).await;
+    b.push_events(10);
+    let fresh_before = b.stats().fresh_starts;
+    b.reject_upgrades(0);
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    until_command(&c, "init_complete").await;
+    assert_eq!(
+        b.stats().fresh_starts,
+        fresh_before + 1,
+        "the resume failed"
+    );
+    // Several pings with no new event: nothing to ack yet on this connection.
+    tokio::time::sleep(ms(400)).await;
+    let live = b.push_events(2);
+    until(&c, |e| e.request_id() == live).await;
+    assert!(b.wait_for(|s| s.last_ack == live, WAIT).await);
+    // This cut must resume and replay what it missed.
+    b.reject_upgrades(u64::MAX);
+    b.cut_all();
+    until_kind(&c, EventKind::Disconnected).await;
+    let missed = b.push_events(2);
+    let resumes_before = b.stats().resumes;
+    b.reject_upgrades(0);
+    let (_, seen) = until_command(&c, "init_complete").await;
+    assert_eq!(b.stats().resumes, resumes_before + 1, "{:?}", kinds(&seen));
+    assert_eq!(event_ids(&seen), [live - 1, missed]);
+    close_and_drain(&c).await;
+}
+
 /// §7.2: a backend restart changes run_id: full resync with clear_state, stale id dropped.
 #[tokio::test]
 async fn spec7_2_restart_gives_full_resync_not_stale_resume() {

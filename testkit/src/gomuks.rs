@@ -4,7 +4,7 @@
 //! the process-wide event buffer and the resume rule (§7.2), pings as acks, raw-deflate
 //! compression with sync flush and batching (§5), close codes (§9). Faults are injectable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,8 @@ use flate2::{Compress, Compression, FlushCompress};
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
+
+use crate::buffer::EventBuffer;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,9 +114,9 @@ pub enum Fault {
 pub struct Stats {
     /// Current run id.
     pub run_id: String,
-    /// Newest event id issued (0 if none).
+    /// Newest event id issued (0 if none), from the event buffer.
     pub newest_id: i64,
-    /// Ack entry per listener.
+    /// Ack entry per listener, from the event buffer (GC drops entries, §7.4).
     pub acks: HashMap<u64, i64>,
     /// Most recent non-zero ack received.
     pub last_ack: i64,
@@ -146,7 +148,7 @@ struct State {
     cfg: BackendConfig,
     rwws: crate::rwws::Rwws,
     stats: Stats,
-    buffer: VecDeque<(i64, Arc<str>)>,
+    buffer: EventBuffer,
     conns: HashMap<u64, Conn>,
     next_listener: u64,
     rng: u64,
@@ -165,23 +167,17 @@ impl State {
     fn new_run(&mut self) {
         let nanos = since_epoch().as_nanos();
         self.stats.run_id = nanos.to_string();
-        self.stats.newest_id = 0;
-        self.stats.acks.clear();
-        self.buffer.clear();
+        self.buffer = EventBuffer::new(self.cfg.event_buffer_size);
     }
 
     fn push(&mut self, command: &str, data: &Value) -> i64 {
-        let id = self.stats.newest_id - 1;
-        self.stats.newest_id = id;
-        let line: Arc<str> = format!(
-            "{}\n",
-            json!({"command": command, "request_id": id, "data": data})
-        )
-        .into();
-        self.buffer.push_back((id, line.clone()));
-        while self.buffer.len() > self.cfg.event_buffer_size {
-            self.buffer.pop_front();
-        }
+        let (id, line) = self.buffer.push(|id| {
+            format!(
+                "{}\n",
+                json!({"command": command, "request_id": id, "data": data})
+            )
+            .into()
+        });
         let limit = self.cfg.conn_queue_limit.unwrap_or(usize::MAX);
         for c in self.conns.values() {
             let n = c.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
@@ -193,29 +189,8 @@ impl State {
         id
     }
 
-    /// §7.2: resume iff the run matches and every event newer than `last` is still stored.
-    fn replay_for(&self, run_id: &str, last: i64) -> Option<Vec<Arc<str>>> {
-        if run_id != self.stats.run_id || last >= 0 || last < self.stats.newest_id {
-            return None;
-        }
-        if last == self.stats.newest_id {
-            return Some(Vec::new());
-        }
-        let oldest = self.buffer.front()?.0;
-        if oldest < last - 1 {
-            return None;
-        }
-        Some(
-            self.buffer
-                .iter()
-                .filter(|(id, _)| *id < last)
-                .map(|(_, l)| l.clone())
-                .collect(),
-        )
-    }
-
     fn push_generated(&mut self, n: usize) -> i64 {
-        let mut id = self.stats.newest_id;
+        let mut id = self.buffer.newest_id();
         for _ in 0..n {
             let (lo, hi) = self.cfg.event_size;
             let size = lo + (self.next_rand() as usize) % (hi.saturating_sub(lo) + 1);
@@ -234,6 +209,8 @@ impl State {
     fn snapshot(&self) -> Stats {
         let mut s = self.stats.clone();
         s.connections = self.conns.len();
+        s.newest_id = self.buffer.newest_id();
+        s.acks = self.buffer.acks().clone();
         s
     }
 
@@ -277,7 +254,7 @@ impl Backend {
             rng: cfg.seed.max(1),
             cfg,
             stats: Stats::default(),
-            buffer: VecDeque::new(),
+            buffer: EventBuffer::new(0),
             conns: HashMap::new(),
             next_listener: 0,
         };
@@ -782,18 +759,15 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
         g.next_listener += 1;
         let listener = g.next_listener;
         let run_matches = q("run_id") == g.stats.run_id;
+        // §2/§7.2: a run id from another process makes the resume point meaningless; the old
+        // entry goes (with its GC) before the new listener subscribes (§7.4 item 1).
+        let resume_from = if run_matches { last } else { 0 };
         if run_matches {
             if let Ok(prev) = q("prev_listener_id").parse::<u64>() {
-                g.stats.acks.remove(&prev);
+                g.buffer.forget(prev);
             }
         }
-        let replay = g.replay_for(&q("run_id"), last);
-        let start = if replay.is_some() {
-            last
-        } else {
-            g.stats.newest_id
-        };
-        g.stats.acks.insert(listener, start);
+        let replay = g.buffer.subscribe(listener, resume_from);
         if replay.is_some() {
             g.stats.resumes += 1;
         } else {
@@ -990,7 +964,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     }
     // §7.1: only 1001 frees the ack entry; other disconnects keep it for a resume.
     if close_code == Some(1001) {
-        g.stats.acks.remove(&listener);
+        g.buffer.forget(listener);
     }
 }
 
@@ -1021,7 +995,7 @@ fn handle_command(
             let ack = data["last_received_id"].as_i64().unwrap_or(0);
             if ack != 0 {
                 let mut g = lock(state);
-                g.stats.acks.insert(listener, ack);
+                g.buffer.ack(listener, ack);
                 g.stats.last_ack = ack;
             }
             let _ = tx.send(Out::Line(reply("pong", Value::Null)));
@@ -1046,7 +1020,7 @@ fn handle_command(
             )));
         }
         "get_state" => {
-            let s = lock(state).stats.clone();
+            let s = lock(state).snapshot();
             let _ = tx.send(Out::Line(reply(
                 "response",
                 json!({"run_id": s.run_id, "newest_id": s.newest_id, "acks": s.acks}),
