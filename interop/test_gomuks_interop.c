@@ -15,6 +15,12 @@
             th_fail(__FILE__, __LINE__, "%s not in %.600s", (needle), (text));             \
     } while (0)
 
+#define CHECK_PREFIX(text, prefix)                                                         \
+    do {                                                                                   \
+        if (strncmp((text), (prefix), strlen(prefix)) != 0)                                \
+            th_fail(__FILE__, __LINE__, "expected %s... got %.600s", (prefix), (text));    \
+    } while (0)
+
 static th_backend backend;
 static char desktop_key[64];
 static char basic_header[320]; /* "Authorization: Basic ...\r\n" for the hand-rolled checks */
@@ -351,6 +357,11 @@ static void test_cancel_in_flight(void) {
         if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
         int conn = accept(hs, NULL, NULL);
         CHECK(conn >= 0);
+        /* Cancel only once the backend's request is fully out: cancelled earlier, Go's HTTP
+         * transport may keep the fresh connection idle instead of closing it. */
+        char head[4096];
+        w_read_head(conn, head, sizeof head);
+        CHECK_PREFIX(head, "GET /_matrix/client/versions ");
         if (round == 0) CHECK_OK(tether_client_cancel(c, id));
         tether_event *ev = th_wait_response(c, id, 15000);
         CHECK_STATUS(tether_event_status(ev),
@@ -436,6 +447,95 @@ static void test_close_1003(void) {
     close(s);
 }
 
+/* Reads messages until one contains `needle`; returns it in buf. Messages passed over must be
+ * in `allowed` (a substring each may contain), or the test fails. */
+static void raw_expect(int s, const char *needle, char *buf, size_t cap) {
+    for (int i = 0; i < 8; i++) {
+        w_ws_read_text(s, buf, cap);
+        if (strstr(buf, needle)) return;
+        if (!strstr(buf, "\"image_auth_token\""))
+            th_fail(__FILE__, __LINE__, "expected %s, got %s", needle, buf);
+    }
+    th_fail(__FILE__, __LINE__, "no message with %s", needle);
+}
+
+static void raw_send(int s, const char *text) { w_ws_send(s, 1, text, strlen(text)); }
+
+
+
+/* §3.1-§3.5 on the wire, where the library's own framing cannot go: the exact text of the
+ * connect snapshot, trailing bytes after the JSON, a request without request_id or data,
+ * cancel of an unknown and of a running request (order and text of both replies), and a
+ * request_id of the wrong type (1003). tests/interop_parity.rs holds the testkit to the same. */
+static void test_envelope_on_the_wire(void) {
+    char buf[65536];
+    int s = w_ws_open(backend.port, cookie_header);
+    const char *first[] = {"{\"command\":\"run_id\",\"request_id\":0,\"data\":{\"run_id\":\"",
+                           "{\"command\":\"client_state\",\"request_id\":0,\"data\":"
+                           "{\"is_initialized\":true,\"is_logged_in\":false,\"is_verified\":false,"
+                           "\"verification_state\":{\"is_verified\":false,\"state_checked\":false,"
+                           "\"has_cross_signing\":false,\"has_ssss\":false}}}\n",
+                           "{\"command\":\"sync_status\",\"request_id\":0,\"data\":"
+                           "{\"type\":\"waiting\",\"error_count\":0,\"last_sync\":0}}\n"};
+    for (int i = 0; i < 3; i++) {
+        w_ws_read_text(s, buf, sizeof buf);
+        if (getenv("INTEROP_VERBOSE")) fprintf(stderr, "     wire: %s", buf);
+        if (i == 0) {
+            CHECK_PREFIX(buf, first[0]);
+            CHECK_HAS(buf, "\"etag\":\"\",\"vapid_key\":\"");
+            CHECK(strstr(buf, "listener_id") == NULL); /* added after v0.2607.0 */
+        } else if (strcmp(buf, first[i]) != 0) {
+            th_fail(__FILE__, __LINE__, "snapshot message %d differs: %s", i, buf);
+        }
+    }
+    raw_send(s, "{\"command\":\"ping\",\"request_id\":7,\"data\":{\"last_received_id\":0}} trailing");
+    raw_expect(s, "\"pong\"", buf, sizeof buf);
+    CHECK(strcmp(buf, "{\"command\":\"pong\",\"request_id\":7,\"data\":null}\n") == 0);
+
+    raw_send(s, "{\"command\":\"get_state\"}");
+    raw_expect(s, "\"response\"", buf, sizeof buf);
+    CHECK_PREFIX(buf, "{\"command\":\"response\",\"request_id\":0,\"data\":{");
+
+    raw_send(s, "{\"command\":\"cancel\",\"request_id\":8,\"data\":{\"request_id\":99}}\n");
+    raw_expect(s, "\"request_id\":8", buf, sizeof buf);
+    CHECK(strcmp(buf, "{\"command\":\"response\",\"request_id\":8,\"data\":false}\n") == 0);
+
+    int hs_port = 0;
+    int hs = w_listen(&hs_port);
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"command\":\"get_login_flows\",\"request_id\":9,\"data\":{\"homeserver_url\":"
+             "\"http://127.0.0.1:%d\"}}",
+             hs_port);
+    raw_send(s, req);
+    if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
+    int conn = accept(hs, NULL, NULL);
+    CHECK(conn >= 0);
+    char head[4096];
+    w_read_head(conn, head, sizeof head);
+    raw_send(s, "{\"command\":\"cancel\",\"request_id\":10,\"data\":{\"request_id\":9,\"reason\":\"bye\"}}");
+    char a[4096], b[4096];
+    raw_expect(s, "\"request_id\":", a, sizeof a);
+    raw_expect(s, "\"request_id\":", b, sizeof b);
+    const char *cancel_reply = "{\"command\":\"response\",\"request_id\":10,\"data\":true}\n";
+    const char *err_reply = strstr(a, "\"request_id\":9") ? a : b;
+    CHECK(strcmp(err_reply == a ? b : a, cancel_reply) == 0);
+    if (getenv("INTEROP_VERBOSE"))
+        fprintf(stderr, "     wire: first %s     wire: then %s", a, b);
+    CHECK_PREFIX(err_reply, "{\"command\":\"error\",\"request_id\":9,\"data\":\"");
+    /* The reason is the context's cause and ends the handler's own error text; the §3.5
+     * "context canceled: <reason>" form appears only when nothing wraps it. */
+    CHECK_HAS(err_reply, ": bye\"}\n");
+    close(conn);
+    close(hs);
+
+    raw_send(s, "{\"command\":\"get_state\",\"request_id\":\"5\"}");
+    char reason[128];
+    CHECK(w_ws_wait_close(s, reason, sizeof reason) == 1003);
+    CHECK(strcmp(reason, "Invalid JSON") == 0);
+    close(s);
+}
+
 /* §8, §9: a client that never sends anything is closed with 4002 "Ping timeout" by the
  * backend's 60 s ticker (not configurable in gomuks, so this waits 60-120 s; it runs alongside
  * the other tests). The library reports it and reconnects. */
@@ -497,6 +597,7 @@ int main(void) {
     TH_RUN(test_cancel_in_flight);
     TH_RUN(test_ping_pong_compression_and_close_1001);
     TH_RUN(test_close_1003);
+    TH_RUN(test_envelope_on_the_wire);
     TH_RUN(test_server_ping_timeout_4002);
     /* SIGTERM, not the harness's SIGKILL: gomuks shuts down and the launcher cleans up. */
     kill(backend.pid, SIGTERM);

@@ -172,29 +172,60 @@ static inline int w_read_exact(int s, unsigned char *buf, size_t n) {
     return 1;
 }
 
-/* Reads server frames (unmasked) until a close frame; returns its code (reason copied), or 1006
- * if the connection ended without one. */
+/* One server frame (unmasked): opcode, FIN bit, payload into buf (NUL-terminated). Returns
+ * the payload length, or -1 if the connection ended. */
+static inline long w_ws_frame(int s, int *opcode, int *fin, unsigned char *buf, size_t cap) {
+    unsigned char h[2];
+    if (!w_read_exact(s, h, 2)) return -1;
+    uint64_t n = h[1] & 0x7f;
+    if (n == 126) {
+        unsigned char e[2];
+        if (!w_read_exact(s, e, 2)) return -1;
+        n = ((uint64_t)e[0] << 8) | e[1];
+    } else if (n == 127) {
+        unsigned char e[8];
+        if (!w_read_exact(s, e, 8)) return -1;
+        n = 0;
+        for (int i = 0; i < 8; i++) n = (n << 8) | e[i];
+    }
+    CHECK(!(h[1] & 0x80)); /* servers never mask */
+    CHECK(n < cap);
+    if (!w_read_exact(s, buf, (size_t)n)) return -1;
+    buf[n] = 0;
+    *opcode = h[0] & 0x0f;
+    *fin = (h[0] & 0x80) != 0;
+    return (long)n;
+}
+
+/* The next whole text message (continuation frames joined: gomuks ends each message with an
+ * empty final continuation frame, §3.2) into buf; fails on anything else. */
+static inline void w_ws_read_text(int s, char *buf, size_t cap) {
+    size_t len = 0;
+    int first = 1;
+    for (;;) {
+        int op = 0, fin = 0;
+        long n = w_ws_frame(s, &op, &fin, (unsigned char *)buf + len, cap - len);
+        if (n < 0) th_fail(__FILE__, __LINE__, "connection ended while waiting for a message");
+        if (op == 8) th_fail(__FILE__, __LINE__, "closed while waiting for a message");
+        if (op == 9 || op == 10) continue;
+        CHECK(first ? op == 1 : op == 0);
+        first = 0;
+        len += (size_t)n;
+        if (fin) break;
+    }
+    buf[len] = 0;
+}
+
+/* Reads server frames until a close frame; returns its code (reason copied), or 1006 if the
+ * connection ended without one. */
 static inline int w_ws_wait_close(int s, char *reason, size_t cap) {
     static unsigned char payload[1 << 20];
     reason[0] = 0;
     for (;;) {
-        unsigned char h[2];
-        if (!w_read_exact(s, h, 2)) return 1006;
-        uint64_t n = h[1] & 0x7f;
-        if (n == 126) {
-            unsigned char e[2];
-            if (!w_read_exact(s, e, 2)) return 1006;
-            n = ((uint64_t)e[0] << 8) | e[1];
-        } else if (n == 127) {
-            unsigned char e[8];
-            if (!w_read_exact(s, e, 8)) return 1006;
-            n = 0;
-            for (int i = 0; i < 8; i++) n = (n << 8) | e[i];
-        }
-        CHECK(!(h[1] & 0x80)); /* servers never mask */
-        CHECK(n <= sizeof payload);
-        if (!w_read_exact(s, payload, (size_t)n)) return 1006;
-        if ((h[0] & 0x0f) == 0x8) {
+        int op = 0, fin = 0;
+        long n = w_ws_frame(s, &op, &fin, payload, sizeof payload);
+        if (n < 0) return 1006;
+        if (op == 8) {
             if (n < 2) return 1005;
             size_t rl = (size_t)n - 2 < cap - 1 ? (size_t)n - 2 : cap - 1;
             memcpy(reason, payload + 2, rl);
