@@ -523,23 +523,20 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
         ("POST", "/_gomuks/auth") => {
             lock(&state).stats.auth_requests += 1;
             // A valid cookie renews the token (200); Basic credentials create one (201).
-            let (ok, created) = match cookie(&head) {
-                Some(c) => (valid_token(&cfg, &c), 200),
-                None => (
-                    basic_ok(&cfg, head.headers.get("authorization").map(String::as_str)),
-                    201,
-                ),
+            // An invalid cookie is not final: gomuks then tries Basic credentials.
+            let basic = head.headers.get("authorization").map(String::as_str);
+            let created = if cookie(&head).is_some_and(|c| valid_token(&cfg, &c)) {
+                200
+            } else if basic_ok(&cfg, basic) {
+                201
+            } else {
+                let b = if basic.is_some_and(|b| b.starts_with("Basic ")) {
+                    "Incorrect basic auth credentials"
+                } else {
+                    "Missing basic auth credentials"
+                };
+                return respond(tcp, &head, 401, "text/plain", b).await;
             };
-            if !ok {
-                return respond(
-                    tcp,
-                    &head,
-                    401,
-                    "text/plain",
-                    "Incorrect basic auth credentials",
-                )
-                .await;
-            }
             let body = format!("{}\n", json!({"token": make_token(&cfg)}));
             respond(tcp, &head, created, "application/json", &body).await
         }
@@ -569,14 +566,8 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
                 let host = head.headers.get("host").cloned().unwrap_or_default();
                 let o = origin.split("://").nth(1).unwrap_or(origin);
                 if !o.eq_ignore_ascii_case(&host) && !o.starts_with("localhost:") {
-                    return respond(
-                        tcp,
-                        &head,
-                        403,
-                        "text/plain",
-                        "request Origin is not authorized",
-                    )
-                    .await;
+                    let b = format!("request Origin {o:?} is not authorized for Host {host:?}");
+                    return respond(tcp, &head, 403, "text/plain", &b).await;
                 }
             }
             serve_ws(tcp, head, state).await
@@ -809,12 +800,13 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
             "client_state",
             0,
             json!({"is_initialized": true, "is_logged_in": logged_in, "is_verified": logged_in,
-            "verification_state": {"is_verified": logged_in, "state_checked": true, "has_cross_signing": logged_in, "has_ssss": logged_in}}),
+            "verification_state": {"is_verified": logged_in, "state_checked": logged_in, "has_cross_signing": logged_in, "has_ssss": logged_in}}),
         ),
         env(
             "sync_status",
             0,
-            json!({"type": "ok", "error_count": 0, "last_sync": 0}),
+            // Real gomuks reports "waiting" until a first sync, which needs an account.
+            json!({"type": if logged_in { "ok" } else { "waiting" }, "error_count": 0, "last_sync": 0}),
         ),
         env("image_auth_token", 0, json!("image-token")),
     ];
@@ -915,11 +907,14 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     last_text = Instant::now();
-                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    // Like gomuks' json.Decoder: the first value counts, trailing bytes are ignored.
+                    let Some(Ok(v)) = serde_json::Deserializer::from_str(t.as_str()).into_iter::<Value>().next() else {
                         let _ = sink.send(close(1003, "Invalid JSON")).await;
                         break;
                     };
-                    let (Some(cmd), Some(id)) = (v["command"].as_str(), v.get("request_id").and_then(Value::as_i64).or(Some(0))) else {
+                    // A request_id of the wrong type fails decoding (1003); a missing one is 0.
+                    let id = match v.get("request_id") { None => Some(0), Some(r) => r.as_i64() };
+                    let (Some(cmd), Some(id)) = (v["command"].as_str(), id) else {
                         let _ = sink.send(close(1003, "Invalid JSON")).await;
                         break;
                     };
