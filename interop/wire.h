@@ -239,7 +239,7 @@ static inline int w_ws_wait_close(int s, char *reason, size_t cap) {
  * opcode of the server's first data frame (text 1 or binary 2: tells a compressed session from
  * a plain one) and the code of the client's close frame. Each accepted connection gets its own
  * thread (the library keeps its auth connection open while it upgrades on another). */
-#define W_RELAY_MAX 8
+#define W_RELAY_MAX 64
 
 typedef struct w_relay w_relay;
 
@@ -269,6 +269,7 @@ struct w_relay {
     int nconns;
     w_relay_conn conns[W_RELAY_MAX];
     volatile int stop;
+    volatile int refuse; /* accept and close at once: a server that is down */
 };
 
 /* Feeds bytes; calls back (opcode, payload prefix up to 125 bytes unmasked) per frame once
@@ -397,7 +398,7 @@ static inline void *w_relay_main(void *arg) {
         if (poll(&lp, 1, 100) != 1) continue;
         int a = accept(r->listen_fd, NULL, NULL);
         if (a < 0) continue;
-        if (r->nconns == W_RELAY_MAX) {
+        if (r->refuse || r->nconns == W_RELAY_MAX) {
             close(a);
             continue;
         }
@@ -411,9 +412,22 @@ static inline void *w_relay_main(void *arg) {
             close(c->b);
             continue;
         }
+        pthread_mutex_lock(&r->lock);
         r->nconns++;
+        pthread_mutex_unlock(&r->lock);
     }
     return NULL;
+}
+
+/* Cuts every relayed connection (both ends see a TCP shutdown, no close frame): a network
+ * drop. */
+static inline void w_relay_cut(w_relay *r) {
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->nconns; i++) {
+        shutdown(r->conns[i].a, SHUT_RDWR);
+        shutdown(r->conns[i].b, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&r->lock);
 }
 
 static inline void w_relay_start(w_relay *r, int target_port) {
