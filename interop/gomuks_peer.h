@@ -23,6 +23,7 @@
 static th_backend backend;
 static char desktop_key[64];
 static char basic_header[320]; /* "Authorization: Basic ...\r\n" for the hand-rolled checks */
+static char cookie_header[700]; /* "Cookie: gomuks_auth=...\r\n", likewise */
 
 static inline tether_config *gomuks_config(const char *url) {
     tether_config *cfg = NULL;
@@ -50,6 +51,24 @@ static inline int64_t request(tether_client *c, const char *command, const char 
     return id;
 }
 
+/* POST /auth?output=json with `auth_header`; returns the status, the token in `token`. */
+static inline int fetch_token(const char *auth_header, char *token, size_t cap) {
+    char resp[8192];
+    int code = w_http(backend.port, "POST",
+                      "/_gomuks/auth?output=json&no_prompt=true&insecure_cookie=true", auth_header,
+                      resp, sizeof resp);
+    token[0] = 0;
+    const char *t = strstr(w_body(resp), "{\"token\":\"");
+    if (t) {
+        t += strlen("{\"token\":\"");
+        size_t n = strcspn(t, "\"");
+        CHECK(n < cap);
+        memcpy(token, t, n);
+        token[n] = 0;
+    }
+    return code;
+}
+
 /* Starts the backend with a desktop key of this process's own (§13.1 desktop mode). */
 static inline void peer_start(void) {
     const char *bin = getenv("TETHER_BACKEND");
@@ -65,6 +84,9 @@ static inline void peer_start(void) {
     th_backend_start(&backend, NULL);
     fprintf(stderr, "     gomuks up at %s in %lld ms\n", backend.http,
             (long long)(th_now_ms() - t0));
+    char token[600];
+    CHECK(fetch_token(basic_header, token, sizeof token) == 201);
+    snprintf(cookie_header, sizeof cookie_header, "Cookie: gomuks_auth=%s\r\n", token);
 }
 
 /* SIGTERM, not the harness's SIGKILL: gomuks shuts down and the launcher cleans up. */

@@ -8,8 +8,6 @@
  */
 #include "gomuks_peer.h"
 
-static char cookie_header[700]; /* "Cookie: gomuks_auth=...\r\n" for the hand-rolled checks */
-
 /* The four request_id-0 events every fresh connection gets (§6 steps 3-4, §6.2); returns the
  * run_id event's data in run_data. */
 static void expect_connect_snapshot(tether_client *c, char *run_data, size_t cap) {
@@ -102,24 +100,6 @@ static void test_desktop_key_auth_and_connect_snapshot(void) {
     CHECK(strstr(run_data, want) != NULL);
     CHECK(last == 0); /* no negative-ID event seen: nothing to resume from */
     th_close_and_free(c);
-}
-
-/* POST /auth?output=json with `auth_header`; returns the status, the token in `token`. */
-static int fetch_token(const char *auth_header, char *token, size_t cap) {
-    char resp[8192];
-    int code = w_http(backend.port, "POST",
-                      "/_gomuks/auth?output=json&no_prompt=true&insecure_cookie=true", auth_header,
-                      resp, sizeof resp);
-    token[0] = 0;
-    const char *t = strstr(w_body(resp), "{\"token\":\"");
-    if (t) {
-        t += strlen("{\"token\":\"");
-        size_t n = strcspn(t, "\"");
-        CHECK(n < cap);
-        memcpy(token, t, n);
-        token[n] = 0;
-    }
-    return code;
 }
 
 /* §1.2 cookie flow: a token from POST /auth (output=json) alone is enough; re-POSTing /auth
@@ -527,9 +507,6 @@ static void test_server_ping_timeout_4002(void) {
 
 int main(void) {
     peer_start();
-    char token[600];
-    CHECK(fetch_token(basic_header, token, sizeof token) == 201);
-    snprintf(cookie_header, sizeof cookie_header, "Cookie: gomuks_auth=%s\r\n", token);
     start_silent_client();
     TH_RUN(test_desktop_key_auth_and_connect_snapshot);
     TH_RUN(test_cookie_token_flow);

@@ -119,23 +119,27 @@ static inline const char *w_body(const char *resp) {
     return b ? b + 4 : "";
 }
 
-/* Opens a websocket by hand (auth header given whole, e.g. "Authorization: Basic ...\r\n"),
+/* Opens a websocket by hand at `path` (auth header given whole, e.g. "Cookie: ...\r\n"),
  * checks the 101, and returns the socket. */
-static inline int w_ws_open(int port, const char *auth_header) {
+static inline int w_ws_open_path(int port, const char *path, const char *auth_header) {
     int s = w_connect(port);
-    char req[1024];
+    char req[2048];
     int n = snprintf(req, sizeof req,
-                     "GET /_gomuks/websocket HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s"
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s"
                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     port, auth_header);
+                     path, port, auth_header);
     w_write_all(s, req, (size_t)n);
     char head[4096];
     w_read_head(s, head, sizeof head);
     if (strncmp(head, "HTTP/1.1 101", 12) != 0)
         th_fail(__FILE__, __LINE__, "websocket upgrade refused: %s", head);
     return s;
+}
+
+static inline int w_ws_open(int port, const char *auth_header) {
+    return w_ws_open_path(port, "/_gomuks/websocket", auth_header);
 }
 
 /* Sends one masked client frame. */

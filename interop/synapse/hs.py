@@ -58,7 +58,7 @@ def start(d):
     cfg = os.path.join(d, "hs.yaml")
     subprocess.run([py, "-m", "synapse.app.homeserver", "--server-name", "localhost",
                     "--config-path", cfg, "--generate-config", "--report-stats=no",
-                    "--data-directory", d], check=True, stdout=subprocess.DEVNULL)
+                    "--data-directory", d], check=True, stdout=subprocess.DEVNULL, cwd=d)
     port = free_port()
     secret = "interop-shared-secret"
     extra = f"""
@@ -107,7 +107,7 @@ rc_key_requests: {{per_second: 1000, burst_count: 1000}}
         f.write("\n".join(kept) + "\n" + extra)
     log = open(os.path.join(d, "synapse.out"), "w")
     proc = subprocess.Popen([py, "-m", "synapse.app.homeserver", "--config-path", cfg],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=d)
     with open(os.path.join(d, "pid"), "w") as f:
         f.write(str(proc.pid))
     hs = f"http://127.0.0.1:{port}"
@@ -161,7 +161,7 @@ def stop(d):
 
 
 if __name__ == "__main__":
-    cmd, d = sys.argv[1], sys.argv[2]
+    cmd, d = sys.argv[1], os.path.abspath(sys.argv[2])
     if cmd == "start":
         start(d)
     elif cmd == "send":
