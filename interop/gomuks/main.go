@@ -14,7 +14,8 @@
 // stdout protocol: exactly one line, {"address":"127.0.0.1:PORT","interop_ready":true,
 // "root":"DIR"}; gomuks' own {"started":true,...} line and all logs go to stderr.
 // Data lives in -root, else $GOMUKS_ROOT (both kept), else a fresh temporary directory
-// removed on SIGINT/SIGTERM.
+// removed on SIGINT/SIGTERM. $GOMUKS_INTEROP_LOG, if set, names a file that takes the
+// process's stderr (gomuks' logs) so a test runner's own output stays readable.
 package main
 
 import (
@@ -32,7 +33,6 @@ import (
 func main() {
 	keep := flag.Bool("keep", false, "keep the temporary data directory on exit (for debugging)")
 	root := flag.String("root", "", "use this data directory instead of a fresh temporary one (kept on exit)")
-	bufferSize := flag.Int("event-buffer-size", 0, "web.event_buffer_size override (0 = gomuks default)")
 	flag.Parse()
 
 	key := os.Getenv("GOMUKS_DESKTOP_KEY")
@@ -86,10 +86,6 @@ func main() {
 	}
 	// Overrides live only in memory: LoadConfig has already written the file.
 	gmx.Config.Web.ListenAddress = "127.0.0.1:0"
-	if *bufferSize > 0 {
-		gmx.Config.Web.EventBufferSize = *bufferSize
-		gmx.EventBuffer = gomuks.NewEventBuffer(*bufferSize)
-	}
 	gmx.SetupLog()
 	// gomuks' own {"started":...} line comes before the client exists; keep it off stdout so
 	// the single line there is the one that means "ready".
