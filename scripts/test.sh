@@ -18,6 +18,8 @@ echo "== Rust tests"
 cargo test --workspace
 echo "== C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
 tests/c/run.sh
+echo "== Interop with the real gomuks backend (skipped without Go) and a throwaway Synapse"
+interop/run.sh
 echo "== Python binding (pip install into a venv, pytest against tether-backend, examples)"
 bindings/python/run-tests.sh
 echo "== Kotlin binding (JUnit against tether-backend)"
