@@ -261,9 +261,8 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
         }
         return;
     }
-    if sink.send(Message::binary(pong(false))).await.is_err() {
-        return;
-    }
+    // Registered before the auth Pong goes out: a client that saw that Pong may inject a fault
+    // at once, and it must reach this connection (queued behind the Pong in `rx`).
     let (tx, mut rx) = mpsc::unbounded_channel();
     let id = {
         let mut g = lock(&state);
@@ -273,6 +272,10 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
         g.conns.insert(id, (key, tx));
         id
     };
+    if sink.send(Message::binary(pong(false))).await.is_err() {
+        lock(&state).conns.remove(&id);
+        return;
+    }
     let mut last_ping = Instant::now();
     let mut muted = false;
     loop {
