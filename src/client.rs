@@ -71,7 +71,7 @@ impl Client {
     /// Starts the session in the background; progress arrives as events. Errors with
     /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(Error::new(Status::ErrState, "client is closed"));
         }
         let mut slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,6 +125,14 @@ impl Client {
         ));
     }
 
+    /// Closed by the app, or the session ended on its own (a stop such as bad credentials)
+    /// and the app has taken CLOSED. The session drops its command receiver only after
+    /// pushing CLOSED, so without the second check a request made right after CLOSED could
+    /// be accepted and then silently never sent.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.queue.is_finished()
+    }
+
     /// Whether an internal panic ended the session; the client is then unusable.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
@@ -132,7 +140,7 @@ impl Client {
 
     /// rwws: sends one raw packet. Not available for gomuks clients.
     pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(Error::new(Status::ErrState, "client is closed"));
         }
         if bytes.is_empty() {
@@ -157,7 +165,7 @@ impl Client {
     }
 
     fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(Error::new(Status::ErrState, "client is closed"));
         }
         if self.cfg.protocol == Protocol::Rwws {
