@@ -1,0 +1,34 @@
+"""Python binding throughput client: the blocking client's batch path, each event's JSON parsed.
+
+Usage: tether_client.py URL COMPRESS(0|1). Timed from the first server message to the end marker.
+"""
+import json
+import sys
+import time
+
+import tether
+
+
+def main() -> None:
+    url, compress = sys.argv[1], sys.argv[2] == "1"
+    with tether.Client(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
+                       ping_interval=300.0, receive_timeout=600.0) as client:
+        start = None
+        events = 0
+        for ev in client.events():
+            if ev.kind == tether.EventKind.DISCONNECTED:
+                raise SystemExit(f"disconnected: {ev.reason}")
+            if ev.kind != tether.EventKind.MESSAGE:
+                continue
+            if start is None:
+                start = time.perf_counter()
+            ev.data  # parses the payload, as an application would
+            if ev.command == "bench_end":
+                break
+            events += 1
+        secs = time.perf_counter() - start
+    events -= 1  # the run_id snapshot is not an event of the stream
+    print(json.dumps({"client": "python-tether", "events": events, "secs": secs, "eps": events / secs}))
+
+
+main()

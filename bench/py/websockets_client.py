@@ -1,0 +1,43 @@
+"""What a Python user would otherwise write: `websockets` + zlib + json (gomuks-rpc.md §3.2, §5).
+
+Usage: websockets_client.py URL COMPRESS(0|1). Timed from the first server message to the end marker.
+"""
+import asyncio
+import json
+import sys
+import time
+import zlib
+
+import websockets
+
+
+async def main() -> None:
+    url, compress = sys.argv[1], sys.argv[2] == "1"
+    ws_url = url.replace("http://", "ws://") + "/_gomuks/websocket" + ("?compress=1" if compress else "")
+    inflater = zlib.decompressobj(-15)
+    async with websockets.connect(ws_url, additional_headers={"Cookie": "gomuks_auth=bench-token"},
+                                  max_size=None, compression=None) as ws:
+        start = None
+        events = 0
+        done = False
+        async for msg in ws:
+            if start is None:
+                start = time.perf_counter()
+            if isinstance(msg, bytes):
+                msg = inflater.decompress(msg).decode()
+            for line in msg.split("\n"):
+                if not line:
+                    continue
+                env = json.loads(line)
+                if env["command"] == "bench_end":
+                    done = True
+                    break
+                events += 1
+            if done:
+                break
+        secs = time.perf_counter() - start
+    events -= 1
+    print(json.dumps({"client": "python-websockets", "events": events, "secs": secs, "eps": events / secs}))
+
+
+asyncio.run(main())
