@@ -129,6 +129,86 @@ target_row("Python binding ahead of Node ws", "python-tether", "node-ws", 1.0)
 target_row("Python binding ahead of Go coder/websocket", "python-tether", "go-coder", 1.0)
 w("")
 
+def chart_path(name):
+    return os.path.relpath(os.path.join(CHARTS, name), os.path.dirname(MD))
+
+
+rtt = [json.loads(line) for line in open(os.path.join(OUT, "rtt.jsonl"))]
+RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
+               ("python", "tether Python binding (blocking request())")]
+w("## 2. Request round trip\n")
+w("Server: `tether-bench echo`, which answers each gomuks request on loopback with a `response` carrying "
+  "its data. One request in flight at a time, uncompressed; median over the rounds of each round's p50 "
+  "and p99.\n")
+w("| client | p50 µs | p99 µs | p50 ratio to bare |\n|---|---:|---:|---:|")
+rtt_med = {}
+for c, cname in RTT_CLIENTS:
+    v = [r for r in rtt if r["client"] == c]
+    rtt_med[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
+for c, cname in RTT_CLIENTS:
+    p50, p99 = rtt_med[c]
+    w(f"| {cname} | {p50:.1f} | {p99:.1f} | {p50 / rtt_med['floor'][0]:.2f}x |")
+w("")
+fig, ax = plt.subplots(figsize=(8, 3.2))
+ys = range(len(RTT_CLIENTS))
+ax.barh([y + 0.2 for y in ys], [rtt_med[c][0] for c, _ in RTT_CLIENTS], height=0.4, label="p50", color="#1f77b4")
+ax.barh([y - 0.2 for y in ys], [rtt_med[c][1] for c, _ in RTT_CLIENTS], height=0.4, label="p99", color="#aec7e8")
+for y, (c, _) in zip(ys, RTT_CLIENTS):
+    ax.text(rtt_med[c][0], y + 0.2, f" {rtt_med[c][0]:.0f} µs ({rtt_med[c][0] / rtt_med['floor'][0]:.1f}x)", va="center", fontsize=8)
+    ax.text(rtt_med[c][1], y - 0.2, f" {rtt_med[c][1]:.0f} µs", va="center", fontsize=8)
+ax.set_yticks(list(ys), [c for c, _ in RTT_CLIENTS])
+ax.set_xlabel("round trip, µs (lower is better)")
+ax.set_xlim(0, max(v[1] for v in rtt_med.values()) * 1.3)
+ax.legend(loc="lower right")
+ax.set_title("Request round trip on loopback (target: p50 ≤ 1.3x bare)")
+fig.tight_layout()
+fig.savefig(os.path.join(CHARTS, "rtt.png"), dpi=90)
+plt.close(fig)
+w(f"![rtt]({chart_path('rtt.png')})\n")
+
+conns = [json.loads(line) for line in open(os.path.join(OUT, "conns.jsonl"))]
+w("## 3. Memory per connection\n")
+n_conns = conns[0]["clients"]
+w(f"RSS growth of one process per added tether client, {n_conns:,} idle connected clients (gomuks, Rust API, "
+  "against `tether-bench echo`), measured after the first client brought up the shared runtime. Median of "
+  "the rounds.\n")
+w("| mode | KiB per connection | target | met |\n|---|---:|---:|---|")
+mem = {}
+for z, target in ((0, 64), (1, 128)):
+    mem[z] = statistics.median(r["kib_per_conn"] for r in conns if r["compress"] == z)
+    w(f"| {'compressed' if z else 'uncompressed'} | {mem[z]:.1f} | ≤ {target} | {'yes' if mem[z] <= target else '**no**'} |")
+w("")
+fig, ax = plt.subplots(figsize=(7, 2.6))
+ax.barh(["compressed", "uncompressed"], [mem[1], mem[0]], color="#1f77b4")
+for y, (v, t) in enumerate(((mem[1], 128), (mem[0], 64))):
+    ax.plot([t, t], [y - 0.4, y + 0.4], color="red")
+    ax.text(v, y, f" {v:.0f} KiB (target {t})", va="center")
+ax.set_xlim(0, 180)
+ax.set_xlabel(f"KiB RSS per idle connection ({n_conns} clients); red: target")
+fig.tight_layout()
+fig.savefig(os.path.join(CHARTS, "memory.png"), dpi=90)
+plt.close(fig)
+w(f"![memory]({chart_path('memory.png')})\n")
+
+idle = json.load(open(os.path.join(OUT, "idle.json")))
+w("## 4. Idle cost\n")
+w(f"{idle['clients']} idle connected clients (plus the warm-up client), compressed, default 15 s keepalive, "
+  f"over {idle['idle_secs']:.0f} s; CPU time from /proc/self/stat, wake-ups as the voluntary plus "
+  "non-voluntary context switches of every thread (/proc/self/task/*/status).\n")
+w("| CPU time | wake-ups | keepalive pings due | wake-ups per ping |\n|---:|---:|---:|---:|")
+per = idle["idle_switches"] / idle["pings_expected"] if idle["pings_expected"] else float("nan")
+w(f"| {idle['idle_cpu_ms']:.0f} ms | {idle['idle_switches']} | {idle['pings_expected']:.0f} | {per:.2f} |\n")
+fig, ax = plt.subplots(figsize=(7, 2.4))
+ax.barh(["wake-ups", "pings due"], [idle["idle_switches"], idle["pings_expected"]], color=["#1f77b4", "#888888"])
+for y, v in enumerate((idle["idle_switches"], idle["pings_expected"])):
+    ax.text(v, y, f" {v:.0f}", va="center")
+ax.set_xlim(0, max(idle["idle_switches"], idle["pings_expected"], 1) * 1.25)
+ax.set_title(f"{idle['clients']} idle clients, {idle['idle_secs']:.0f} s: {idle['idle_cpu_ms']:.0f} ms CPU")
+fig.tight_layout()
+fig.savefig(os.path.join(CHARTS, "idle.png"), dpi=90)
+plt.close(fig)
+w(f"![idle]({chart_path('idle.png')})\n")
+
 bw = json.load(open(os.path.join(OUT, "bandwidth.json")))
 w("## 6. Bandwidth saved by compression\n")
 w(f"The realistic stream ({bw['events']:,} events, {bw['json_bytes']:,} bytes of JSON), bytes on the wire "
@@ -151,7 +231,7 @@ ax.set_title(f"Bandwidth of {bw['events']:,} realistic events")
 fig.tight_layout()
 fig.savefig(os.path.join(CHARTS, "bandwidth.png"), dpi=90)
 plt.close(fig)
-w(f"![bandwidth]({os.path.relpath(os.path.join(CHARTS, 'bandwidth.png'), os.path.dirname(MD))})\n")
+w(f"![bandwidth]({chart_path('bandwidth.png')})\n")
 
 extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
 if os.path.exists(extra):

@@ -80,6 +80,42 @@ for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
   done
 done
 
+if [[ $SMOKE == 1 ]]; then
+  N_RTT=200; N_CONNS=20; IDLE_CLIENTS=5; IDLE_SECS=2
+else
+  N_RTT=5000; N_CONNS=1000; IDLE_CLIENTS=100; IDLE_SECS=60
+fi
+ulimit -n 8192 2>/dev/null || true
+target/release/tether-bench echo 0 > "$OUT/echo.out" &
+BLASTER_PID=$!
+until grep -q port "$OUT/echo.out" 2>/dev/null; do sleep 0.1; done
+port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$OUT/echo.out")
+URL=http://127.0.0.1:$port
+
+echo "== round trip: $N_RTT requests, $ROUNDS rounds"
+RTT=$OUT/rtt.jsonl
+: > "$RTT"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
+             "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
+    line=$(timeout 300 $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
+    echo "   $line"; echo "$line" >> "$RTT"
+  done
+done
+
+echo "== memory per connection: $N_CONNS clients; idle cost: $IDLE_CLIENTS clients for $IDLE_SECS s"
+CONNS=$OUT/conns.jsonl
+: > "$CONNS"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for z in 0 1; do
+    line=$(timeout 300 target/release/tether-bench conns "$URL" "$N_CONNS" "$z" 0) || exit 1
+    echo "   $line"; echo "$line" >> "$CONNS"
+  done
+done
+line=$(timeout 300 target/release/tether-bench conns "$URL" "$IDLE_CLIENTS" 1 "$IDLE_SECS") || exit 1
+echo "   $line"; echo "$line" > "$OUT/idle.json"
+kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+
 echo "== bandwidth"
 target/release/tether-bench stats realistic "$N_SMALL" 16 > "$OUT/bandwidth.json"
 cat "$OUT/bandwidth.json"

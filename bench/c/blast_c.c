@@ -1,6 +1,8 @@
 /* The C API throughput client: reads the blaster's stream through tether_client_poll (one event
  * per call) or tether_client_poll_batch, timed from the first server message to the end marker.
- * Usage: blast_c URL COMPRESS(0|1) single|batch */
+ * With "rtt COUNT" it instead times COUNT requests to the echo server, one at a time, from
+ * tether_client_request to the RESPONSE taken with tether_client_poll.
+ * Usage: blast_c URL COMPRESS(0|1) single|batch|rtt [COUNT] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +22,49 @@ static void check(tether_status s, const char *what) {
     }
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int rtt(struct tether_client *c, int count) {
+    double *us = calloc((size_t)count, sizeof *us);
+    struct tether_event *ev;
+    /* Wait for the connection, so the first sample holds no handshake. */
+    for (;;) {
+        check(tether_client_poll(c, -1, &ev), "poll");
+        uint32_t kind = tether_event_kind(ev);
+        tether_event_free(ev);
+        if (kind == TETHER_EVENT_CONNECTED) break;
+    }
+    for (int i = 0; i < count; i++) {
+        char body[64];
+        int len = snprintf(body, sizeof body, "{\"n\":%d}", i);
+        int64_t id;
+        double t = now();
+        check(tether_client_request(c, "echo", (const uint8_t *)body, (size_t)len, &id), "request");
+        for (;;) {
+            check(tether_client_poll(c, -1, &ev), "poll");
+            int mine = tether_event_kind(ev) == TETHER_EVENT_RESPONSE && tether_event_request_id(ev) == id;
+            tether_event_free(ev);
+            if (mine) break;
+        }
+        us[i] = (now() - t) * 1e6;
+    }
+    qsort(us, (size_t)count, sizeof *us, cmp_double);
+    printf("{\"client\":\"c\",\"n\":%d,\"p50_us\":%.1f,\"p99_us\":%.1f}\n", count,
+           us[(int)((count - 1) * 0.5 + 0.5)], us[(int)((count - 1) * 0.99 + 0.5)]);
+    fflush(stdout);
+    free(us);
+    tether_client_close(c);
+    while (tether_client_poll(c, 5000, &ev) == TETHER_OK) tether_event_free(ev);
+    tether_client_free(c);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s URL COMPRESS single|batch\n", argv[0]);
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s URL COMPRESS single|batch|rtt [COUNT]\n", argv[0]);
         return 2;
     }
     int batch_mode = strcmp(argv[3], "batch") == 0;
@@ -38,6 +80,8 @@ int main(int argc, char **argv) {
     check(tether_client_new(cfg, &c), "client");
     tether_config_free(cfg);
     check(tether_client_connect(c), "connect");
+
+    if (strcmp(argv[3], "rtt") == 0) return rtt(c, argc > 4 ? atoi(argv[4]) : 1000);
 
     double start = 0;
     unsigned long long events = 0, sum = 0;

@@ -28,6 +28,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  tether-bench blaster PORT SHAPE EVENTS COMPRESS(0|1) PER_MESSAGE\n  \
          tether-bench floor URL COMPRESS\n  tether-bench rust URL COMPRESS\n  \
+         tether-bench echo PORT\n  tether-bench rtt-floor WS_URL COUNT\n  \
+         tether-bench conns URL COUNT COMPRESS IDLE_SECS\n  \
          tether-bench stats SHAPE EVENTS PER_MESSAGE"
     );
     std::process::exit(2)
@@ -49,6 +51,14 @@ fn main() {
         }
         "floor" => floor(arg(2), arg(3) == "1"),
         "rust" => rust_api(arg(2), arg(3) == "1"),
+        "conns" => conns(
+            arg(2),
+            arg(3).parse().unwrap_or_else(|_| usage()),
+            arg(4) == "1",
+            arg(5).parse().unwrap_or_else(|_| usage()),
+        ),
+        "echo" => echo_server(arg(2).parse().unwrap_or_else(|_| usage())),
+        "rtt-floor" => rtt_floor(arg(2), arg(3).parse().unwrap_or_else(|_| usage())),
         "stats" => stats(
             Shape::parse(arg(2)).unwrap_or_else(|e| panic!("{e}")),
             arg(3).parse().unwrap_or_else(|_| usage()),
@@ -82,6 +92,18 @@ fn stats(shape: Shape, events: u64, per_message: usize) {
     );
 }
 
+/// Prints round-trip percentiles of `samples` (microseconds) as one JSON line.
+fn report_rtt(client: &str, samples: &mut [f64]) {
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{{\"client\":\"{client}\",\"n\":{},\"p50_us\":{:.1},\"p99_us\":{:.1}}}",
+        samples.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+}
+
 // ---------------------------------------------------------------- blaster
 
 fn blaster(port: u16, shape: Shape, events: u64, compress: bool, per_message: usize) {
@@ -95,7 +117,19 @@ fn blaster(port: u16, shape: Shape, events: u64, compress: bool, per_message: us
         enc.wire.len()
     );
     std::io::stdout().flush().unwrap();
-    let wire: &'static [u8] = Box::leak(enc.wire.into_boxed_slice());
+    accept(listener, Some(Box::leak(enc.wire.into_boxed_slice())));
+}
+
+/// The gomuks echo server for round trips: every request is answered with its own data.
+fn echo_server(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    println!("{{\"port\":{}}}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    accept(listener, None);
+}
+
+/// One thread per connection, so one client's pace never holds up another.
+fn accept(listener: TcpListener, wire: Option<&'static [u8]>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         std::thread::spawn(move || {
@@ -104,20 +138,24 @@ fn blaster(port: u16, shape: Shape, events: u64, compress: bool, per_message: us
     }
 }
 
-/// Answers `/auth` with a token, upgrades the websocket, writes the stream, then answers the
-/// client's close so its shutdown is not delayed by a close timeout.
-fn serve(mut conn: TcpStream, wire: &[u8]) -> std::io::Result<()> {
+/// Answers `/auth` with a token, upgrades the websocket, then either writes the stream
+/// (`wire`) or, with `None`, answers every request with a `response` carrying its data
+/// (gomuks-rpc.md §3.2). A client close is answered, so no client waits out a close timeout.
+fn serve(mut conn: TcpStream, wire: Option<&[u8]>) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     let mut req = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(at) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = conn.read(&mut buf)?;
         if n == 0 || req.len() > 65536 {
             return Ok(());
         }
         req.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&req).into_owned();
+    };
+    let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("");
     if path.starts_with("/_gomuks/auth") {
         let body = format!("{{\"token\":\"{TOKEN}\"}}\n");
@@ -142,29 +180,56 @@ fn serve(mut conn: TcpStream, wire: &[u8]) -> std::io::Result<()> {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
     )?;
-    for chunk in wire.chunks(256 * 1024) {
-        conn.write_all(chunk)?;
+    if let Some(wire) = wire {
+        for chunk in wire.chunks(256 * 1024) {
+            conn.write_all(chunk)?;
+        }
     }
-    // Client frames are masked; only a close frame matters here.
-    let mut inbox = Vec::new();
+    let mut inbox = req[head_end..].to_vec();
+    let mut reply = Vec::new();
     loop {
+        while let Some((opcode, payload_at, len)) = client_frame(&inbox) {
+            if opcode == 0x8 {
+                conn.write_all(&[0x88, 0x02, 0x03, 0xE9])?;
+                return Ok(());
+            }
+            if wire.is_none() && opcode == 0x1 {
+                let mask: [u8; 4] = inbox[payload_at - 4..payload_at].try_into().unwrap();
+                let payload: Vec<u8> = inbox[payload_at..len]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[i % 4])
+                    .collect();
+                let env: Envelope = serde_json::from_slice(&payload).expect("request envelope");
+                // Keepalives get what gomuks sends (§8), so idle clients see real pongs.
+                let body = if env.command == "ping" {
+                    format!(
+                        "{{\"command\":\"pong\",\"request_id\":{},\"data\":null}}\n",
+                        env.request_id
+                    )
+                } else {
+                    format!(
+                        "{{\"command\":\"response\",\"request_id\":{},\"data\":{}}}\n",
+                        env.request_id,
+                        env.data.get()
+                    )
+                };
+                reply.clear();
+                stream::push_frame(&mut reply, 0x1, body.as_bytes());
+                conn.write_all(&reply)?;
+            }
+            inbox.drain(..len);
+        }
         let n = conn.read(&mut buf)?;
         if n == 0 {
             return Ok(());
         }
         inbox.extend_from_slice(&buf[..n]);
-        while let Some((opcode, len)) = client_frame(&inbox) {
-            if opcode == 0x8 {
-                conn.write_all(&[0x88, 0x02, 0x03, 0xE9])?;
-                return Ok(());
-            }
-            inbox.drain(..len);
-        }
     }
 }
 
-/// The opcode and total length of the first complete client frame in `b`.
-fn client_frame(b: &[u8]) -> Option<(u8, usize)> {
+/// The opcode, payload offset and total length of the first complete client frame in `b`.
+fn client_frame(b: &[u8]) -> Option<(u8, usize, usize)> {
     if b.len() < 2 {
         return None;
     }
@@ -180,7 +245,7 @@ fn client_frame(b: &[u8]) -> Option<(u8, usize)> {
     if b[1] & 0x80 != 0 {
         at += 4;
     }
-    (b.len() >= at + len).then_some((b[0] & 0x0F, at + len))
+    (b.len() >= at + len).then_some((b[0] & 0x0F, at, at + len))
 }
 
 // ---------------------------------------------------------------- floor
@@ -218,29 +283,68 @@ fn inflate(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn floor(url: &str, compress: bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A bare tokio-tungstenite connection to the gomuks endpoint, Nagle off (anchors §1.4).
+async fn bare_connect(url: &str, compress: bool) -> Ws {
+    let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let full = format!(
+        "{url}/_gomuks/websocket{}",
+        if compress { "?compress=1" } else { "" }
+    );
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        full.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Cookie", format!("gomuks_auth={TOKEN}").parse().unwrap());
+    tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("handshake")
+        .0
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).unwrap();
-        let full = format!(
-            "{url}/_gomuks/websocket{}",
-            if compress { "?compress=1" } else { "" }
-        );
-        let mut req =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                full.as_str(),
-            )
-            .unwrap();
-        req.headers_mut()
-            .insert("Cookie", format!("gomuks_auth={TOKEN}").parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
-            .await
-            .expect("handshake");
+        .unwrap()
+}
+
+/// The floor for round trips: a bare tokio-tungstenite client sending gomuks requests to the
+/// echo server and parsing each reply's envelope.
+fn rtt_floor(url: &str, count: usize) {
+    current_thread().block_on(async {
+        let mut ws = bare_connect(url, false).await;
+        let mut samples = Vec::with_capacity(count);
+        for id in 1..=count as i64 {
+            let t = Instant::now();
+            let req =
+                format!("{{\"command\":\"echo\",\"request_id\":{id},\"data\":{{\"n\":{id}}}}}");
+            futures_util::SinkExt::send(&mut ws, Message::text(req))
+                .await
+                .expect("send");
+            loop {
+                let Message::Text(t) = ws.next().await.expect("eof").expect("read") else {
+                    continue;
+                };
+                let env: Envelope = serde_json::from_str(t.as_str().trim_end()).expect("reply");
+                if env.request_id == id {
+                    break;
+                }
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        report_rtt("floor", &mut samples);
+        let _ = ws.close(None).await;
+    });
+}
+
+fn floor(url: &str, compress: bool) {
+    current_thread().block_on(async {
+        let mut ws = bare_connect(url, compress).await;
         let mut z = Decompress::new(false);
         let mut out = Vec::new();
         let mut start = None;
@@ -323,4 +427,99 @@ fn rust_api(url: &str, compress: bool) {
     report("rust", events - 1, secs);
     let _ = client.close();
     while let tether::queue::Pop::Event(_) = client.poll(Some(Duration::from_secs(5))) {}
+}
+
+// ---------------------------------------------------------------- connections
+
+/// A field of /proc/self/status in kB (or a count), summed over `paths`.
+fn proc_status(paths: &[std::path::PathBuf], field: &str) -> u64 {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Context switches of every thread of this process: each is a wake-up (or preemption).
+fn switches() -> u64 {
+    let tasks: Vec<_> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("status")))
+        .collect();
+    proc_status(&tasks, "voluntary_ctxt_switches:")
+        + proc_status(&tasks, "nonvoluntary_ctxt_switches:")
+}
+
+/// User plus system CPU time of this process in milliseconds (/proc/self/stat fields 14, 15).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // /proc reports clock ticks in USER_HZ, which Linux fixes at 100 on every platform.
+    ticks as f64 * 10.0
+}
+
+fn rss_kib() -> u64 {
+    proc_status(&["/proc/self/status".into()], "VmRSS:")
+}
+
+/// Memory per connection (RSS growth per added connected client) and the idle cost (CPU time
+/// and wake-ups over `idle_secs` with every client connected and nobody sending).
+fn conns(url: &str, count: usize, compress: bool, idle_secs: u64) {
+    let ping = Duration::from_secs(15);
+    let make = || {
+        let cfg = tether::Config::builder(url)
+            .token(TOKEN)
+            .compression(compress)
+            .allow_insecure_credentials(true)
+            .ping_interval(ping)
+            .build()
+            .expect("config");
+        let c = tether::Client::new(cfg);
+        c.connect().expect("connect");
+        c
+    };
+    let wait_connected = |c: &tether::Client| loop {
+        match c.poll(Some(Duration::from_secs(30))) {
+            tether::queue::Pop::Event(ev) if ev.kind() == tether::EventKind::Connected => break,
+            tether::queue::Pop::Event(ev) if ev.kind() == tether::EventKind::Disconnected => {
+                panic!("disconnected: {ev:?}")
+            }
+            tether::queue::Pop::Event(_) => {}
+            _ => panic!("no connection"),
+        }
+    };
+    // The first client brings up the shared runtime; it is not what a further client costs.
+    let first = make();
+    wait_connected(&first);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib();
+    let clients: Vec<_> = (0..count).map(|_| make()).collect();
+    for c in &clients {
+        wait_connected(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib();
+    let (cpu0, sw0, t0) = (cpu_ms(), switches(), Instant::now());
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (cpu1, sw1, secs) = (cpu_ms(), switches(), t0.elapsed().as_secs_f64());
+    let pings = (count + 1) as f64 * secs / ping.as_secs_f64();
+    println!(
+        "{{\"clients\":{count},\"compress\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"kib_per_conn\":{:.1},\"idle_secs\":{secs:.1},\"idle_cpu_ms\":{:.0},\"idle_switches\":{},\"pings_expected\":{pings:.0}}}",
+        u8::from(compress),
+        (after.saturating_sub(before)) as f64 / count as f64,
+        cpu1 - cpu0,
+        sw1 - sw0
+    );
+    for c in clients.iter().chain(std::iter::once(&first)) {
+        let _ = c.close();
+    }
+    for c in clients.iter().chain(std::iter::once(&first)) {
+        while let tether::queue::Pop::Event(_) = c.poll(Some(Duration::from_secs(5))) {}
+    }
 }
