@@ -37,12 +37,15 @@
  * SHUTDOWN
  *  1. tether_client_close(c): the library sends the protocol's close frame
  *     (gomuks: 1001) and ends the session; no new requests are accepted.
+ *     tether_client_close_keep_resume(c) does the same with gomuks close code 1000, so
+ *     the backend keeps the events a later client resuming from
+ *     tether_client_resume_state will need.
  *  2. Keep consuming events until TETHER_EVENT_CLOSED (the last event); pending requests
  *     complete with TETHER_ERR_CLIENT_CLOSED first. tether_client_poll then returns
  *     TETHER_CLOSED. In callback mode, destroy(ctx) follows the CLOSED callback.
  *  3. tether_client_free(c).
- *  Freeing without closing is also fine: free closes the connection in the background,
- *  discards queued events, stops the dispatcher (waiting for a running callback unless
+ *  Freeing without closing is also fine: free closes the connection in the background
+ *  (as tether_client_close_keep_resume does), discards queued events, stops the dispatcher (waiting for a running callback unless
  *  called from it) and returns without waiting for the network.
  */
 
@@ -495,11 +498,24 @@ int tether_client_event_fd(const struct tether_client *c);
 tether_status tether_client_set_event_callback(struct tether_client *c, tether_event_cb cb, void *ctx, tether_destroy_cb destroy);
 
 /**
- * Closes gracefully and returns at once: the close frame is sent (gomuks: 1001), pending
- * requests complete with `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event.
- * `TETHER_ERR_STATE` if already closed. Any thread, including inside an event callback.
+ * Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
+ * the backend frees the events it kept for this client), pending requests complete with
+ * `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
+ * `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
+ * `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
+ * inside an event callback.
  */
 tether_status tether_client_close(struct tether_client *c);
+
+/**
+ * Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
+ * close code 1000 instead of 1001), so a later client given this one's
+ * `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
+ * it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
+ * rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
+ * closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
+ */
+tether_status tether_client_close_keep_resume(struct tether_client *c);
 
 /**
  * The resume point, to persist and pass to a later client with
@@ -515,7 +531,8 @@ tether_status tether_client_resume_state(const struct tether_client *c, char *ru
 /**
  * Frees the client. NULL is fine; never twice, and never while another thread is inside a
  * call on this client. If the client is open it is closed in the background (no waiting on
- * the network); queued events are discarded. In callback mode this waits for a running
+ * the network) as by `tether_client_close_keep_resume`, so its resume state stays usable;
+ * queued events are discarded. In callback mode this waits for a running
  * callback to return, so no callback runs after free returns, except when called from the
  * callback itself: then the dispatcher stops after the callback returns. Either way
  * `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory

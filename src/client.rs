@@ -14,7 +14,7 @@ use crate::config::{Config, Protocol, ResumeState};
 use crate::dialect::SharedResume;
 use crate::event::Event;
 use crate::queue::{EventQueue, Pop};
-use crate::session::{Command, ReplyTo};
+use crate::session::{CloseIntent, Command, ReplyTo};
 use crate::status::{Error, Status};
 
 /// Request ids: positive, increasing, shared by requests and pings (spec §3.1). The start is
@@ -248,8 +248,21 @@ impl Client {
             .map_err(|_| Error::new(Status::ErrState, "client is closed"))
     }
 
-    /// Closes gracefully; CLOSED will be the last event. A second close is `ErrState`.
+    /// Closes gracefully for good; CLOSED will be the last event. A second close is
+    /// `ErrState`. gomuks: close code 1001, so the backend frees the events it kept for us —
+    /// use [`Client::close_keep_resume`] to resume later from [`Client::resume_state`].
     pub fn close(&self) -> Result<(), Error> {
+        self.close_with(CloseIntent::Final)
+    }
+
+    /// Closes gracefully like [`Client::close`], but asks the backend to keep what it buffers
+    /// for us (gomuks: close code 1000 instead of 1001), so a later client configured with
+    /// [`Client::resume_state`] receives the events it missed. rwws: the same as `close`.
+    pub fn close_keep_resume(&self) -> Result<(), Error> {
+        self.close_with(CloseIntent::KeepResume)
+    }
+
+    fn close_with(&self, intent: CloseIntent) -> Result<(), Error> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(Status::ErrState, "client is already closed"));
         }
@@ -262,7 +275,7 @@ impl Client {
         if never_started {
             self.queue.push(Event::new(crate::event::EventKind::Closed));
         } else {
-            let _ = self.tx.send(Command::Close);
+            let _ = self.tx.send(Command::Close(intent));
         }
         Ok(())
     }
@@ -317,8 +330,10 @@ async fn guard_session(
 
 impl Drop for Client {
     fn drop(&mut self) {
+        // Dropped without a close: the app may still hold the resume state, so keep the
+        // backend's entry (a deliberate, final close is `close()`).
         if !self.closed.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Command::Close);
+            let _ = self.tx.send(Command::Close(CloseIntent::KeepResume));
         }
         // Nobody will read the queue again; never let the session wait for space.
         self.queue.abandon();

@@ -303,6 +303,47 @@ async fn spec7_4_no_stale_ack_after_a_failed_resume() {
     close_and_drain(&c).await;
 }
 
+/// §7.1: only close code 1001 frees the listener's buffer entry. `close()` is final (1001) and
+/// a later resume from its state finds nothing kept; `close_keep_resume()` closes with 1000
+/// and a new client given the resume state receives exactly what it missed.
+#[tokio::test]
+async fn spec7_1_close_keep_resume_keeps_the_buffer_entry() {
+    for keep in [false, true] {
+        let b = backend().await;
+        let c = client(&b, |c| c.ping_interval(ms(50)));
+        until_command(&c, "init_complete").await;
+        let seen = b.push_events(3);
+        until(&c, |e| e.request_id() == seen).await;
+        assert!(b.wait_for(|s| s.last_ack == seen, WAIT).await);
+        let state = c.resume_state();
+        if keep {
+            c.close_keep_resume().unwrap();
+        } else {
+            c.close().unwrap();
+        }
+        until_kind(&c, EventKind::Closed).await;
+        let code = if keep { 1000 } else { 1001 };
+        assert!(
+            b.wait_for(|s| s.last_client_close_code == Some(code), WAIT)
+                .await
+        );
+        assert_eq!(b.stats().acks.is_empty(), !keep, "{:?}", b.stats().acks);
+        let missed = b.push_events(2);
+        let c2 = client(&b, |c| {
+            c.resume_state(&state.run_id, state.last_received_event)
+        });
+        let (_, got) = until_command(&c2, "init_complete").await;
+        if keep {
+            assert_eq!(event_ids(&got), [missed + 1, missed]);
+            assert_eq!(b.stats().resumes, 1);
+        } else {
+            assert!(event_ids(&got).is_empty());
+            assert_eq!(b.stats().resumes, 0, "nothing was kept to resume from");
+        }
+        close_and_drain(&c2).await;
+    }
+}
+
 /// §7.2: a backend restart changes run_id: full resync with clear_state, stale id dropped.
 #[tokio::test]
 async fn spec7_2_restart_gives_full_resync_not_stale_resume() {

@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
 use crate::session::transport::{ConnectError, Ws};
+use crate::session::CloseIntent;
 use crate::status::{Error, Status};
 
 pub mod gomuks;
@@ -92,8 +93,8 @@ pub trait Dialect: Send + 'static {
     fn cancel(&mut self, id: i64, target: i64, reason: &str) -> Option<Message>;
     /// The connection ended with this status and close code.
     fn policy(&self, status: Status, close_code: u16) -> Policy;
-    /// Close code and reason for a final, client-initiated close.
-    fn final_close(&self) -> (u16, &'static str);
+    /// Close code and reason for a client-initiated close.
+    fn final_close(&self, intent: CloseIntent) -> (u16, &'static str);
     /// A new connection starts (reset per-connection state such as the inflater).
     fn on_connected(&mut self);
     /// The status a server close frame with `code` maps to.

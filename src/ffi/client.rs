@@ -338,12 +338,26 @@ fn set_callback(
     Ok(())
 }
 
-/// Closes gracefully and returns at once: the close frame is sent (gomuks: 1001), pending
-/// requests complete with `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event.
-/// `TETHER_ERR_STATE` if already closed. Any thread, including inside an event callback.
+/// Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
+/// the backend frees the events it kept for this client), pending requests complete with
+/// `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
+/// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
+/// `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
+/// inside an event callback.
 #[no_mangle]
 pub unsafe extern "C" fn tether_client_close(c: *mut tether_client) -> tether_status {
     client_boundary(c, code, |h| status_of(h.client.close()))
+}
+
+/// Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
+/// close code 1000 instead of 1001), so a later client given this one's
+/// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
+/// it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
+/// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
+/// closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_close_keep_resume(c: *mut tether_client) -> tether_status {
+    client_boundary(c, code, |h| status_of(h.client.close_keep_resume()))
 }
 
 /// The resume point, to persist and pass to a later client with
@@ -391,7 +405,8 @@ pub unsafe extern "C" fn tether_client_resume_state(
 
 /// Frees the client. NULL is fine; never twice, and never while another thread is inside a
 /// call on this client. If the client is open it is closed in the background (no waiting on
-/// the network); queued events are discarded. In callback mode this waits for a running
+/// the network) as by `tether_client_close_keep_resume`, so its resume state stays usable;
+/// queued events are discarded. In callback mode this waits for a running
 /// callback to return, so no callback runs after free returns, except when called from the
 /// callback itself: then the dispatcher stops after the callback returns. Either way
 /// `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory

@@ -52,8 +52,18 @@ pub enum Command {
     Cancel(i64),
     /// Send a raw packet (rwws); queued until connected.
     Packet(Vec<u8>),
-    /// Close for good.
-    Close,
+    /// Close the session; how the server should treat our resume point.
+    Close(CloseIntent),
+}
+
+/// What a client-initiated close tells the server about resuming later (gomuks-rpc.md §7.1:
+/// only close code 1001 frees this client's entry in the backend's event buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseIntent {
+    /// Done for good: the server may forget us (gomuks: 1001 frees the buffer entry).
+    Final,
+    /// The app keeps the resume state to resume later: keep our entry (gomuks: 1000).
+    KeepResume,
 }
 
 enum Pending {
@@ -141,7 +151,7 @@ pub async fn run<D: Dialect>(
                 tokio::select! {
                     r = &mut fut => break Some(r),
                     c = commands.recv() => match c {
-                        Some(Command::Close) | None => break None,
+                        Some(Command::Close(_)) | None => break None,
                         Some(c) => buffered.push(c),
                     },
                 }
@@ -283,13 +293,14 @@ impl<D: Dialect> Core<D> {
             tokio::select! {
                 biased;
                 cmd = commands.recv() => {
+                    // Every handle gone without a word: like a free without close.
                     let Some(cmd) = cmd else {
-                        break self.close_gracefully(&mut sink, &mut stream).await;
+                        break self.close_gracefully(&mut sink, &mut stream, CloseIntent::KeepResume).await;
                     };
                     match self.command(cmd, true) {
                         Ok(Some(m)) => if let Err(e) = send(&mut sink, m, write_timeout).await { break e },
                         Ok(None) => {}
-                        Err(()) => break self.close_gracefully(&mut sink, &mut stream).await,
+                        Err(intent) => break self.close_gracefully(&mut sink, &mut stream, intent).await,
                     }
                 }
                 msg = stream.next(), if can_read => {
@@ -353,8 +364,9 @@ impl<D: Dialect> Core<D> {
         &mut self,
         sink: &mut futures_util::stream::SplitSink<Ws, Message>,
         stream: &mut futures_util::stream::SplitStream<Ws>,
+        intent: CloseIntent,
     ) -> Ended {
-        let (code, reason) = self.dialect.final_close();
+        let (code, reason) = self.dialect.final_close(intent);
         send_close(sink, code, reason, Duration::from_secs(2)).await;
         // Wait (bounded) for the server's close reply so the close handshake completes.
         let _ = timeout(Duration::from_secs(2), async {
@@ -373,9 +385,9 @@ impl<D: Dialect> Core<D> {
         }
     }
 
-    /// Handles a command; `Err(())` means close. Online, a request's message is returned for
+    /// Handles a command; `Err(intent)` means close. Online, a request's message is returned for
     /// sending; offline it is kept and sent, in order, when the next connection opens.
-    fn command(&mut self, cmd: Command, online: bool) -> Result<Option<Message>, ()> {
+    fn command(&mut self, cmd: Command, online: bool) -> Result<Option<Message>, CloseIntent> {
         match cmd {
             Command::Request {
                 id,
@@ -417,7 +429,7 @@ impl<D: Dialect> Core<D> {
                     Ok(None)
                 }
             }
-            Command::Close => Err(()),
+            Command::Close(intent) => Err(intent),
         }
     }
 

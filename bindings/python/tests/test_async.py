@@ -136,6 +136,7 @@ def test_resume_after_a_cut_delivers_every_event_exactly_once(backend: Backend) 
             assert before + after == list(range(first + 9, newest - 1, -1))
             assert len([e for e in seen if e.kind == EventKind.CONNECTED and e.resume_attempted]) == 1
             state = c.resume_state()
+            await c.close(keep_resume=True)  # 1001 would free the backend's entry (§7.1)
         assert state.last_event_id == newest
         missed = backend.push(7)
         async with client(backend, resume=state) as b:
@@ -255,6 +256,7 @@ def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Back
         while core.handle.live and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert not core.handle.live and not core.watching
-        backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1001)
+        # A close the app did not ask for keeps the resume point (1000, gomuks-rpc.md §7.1).
+        backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
 
     arun(main())

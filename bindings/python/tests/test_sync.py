@@ -192,6 +192,8 @@ def test_resume_state_passed_to_a_new_client(backend: Backend) -> None:
         buffered_ids(a, first, [])
         state = a.resume_state()
         assert state.run_id and state.last_event_id == first
+        # gomuks-rpc.md §7.1: close code 1000 keeps the backend's buffer entry (1001 frees it).
+        a.close(keep_resume=True)
     assert a.resume_state() == state  # kept after close
     newest = backend.push(15)  # missed while no client is connected
     resumes = backend.stats()["resumes"]
@@ -204,6 +206,20 @@ def test_resume_state_passed_to_a_new_client(backend: Backend) -> None:
         more = backend.push(1)
         assert buffered_ids(b, more, []) == [more]
     assert backend.stats()["resumes"] == resumes + 1
+
+
+def test_a_final_close_lets_the_backend_forget_the_resume_point(backend: Backend) -> None:
+    """gomuks-rpc.md §7.1: a plain close() sends 1001 and the backend drops what it kept."""
+    with client(backend) as a:
+        init_complete(a)
+        first = backend.push(2)
+        buffered_ids(a, first, [])
+        state = a.resume_state()
+    backend.push(3)
+    resumes = backend.stats()["resumes"]
+    with client(backend, resume=state) as b:
+        init_complete(b)
+    assert backend.stats()["resumes"] == resumes
 
 
 def test_a_small_event_queue_applies_backpressure_without_loss(backend: Backend) -> None:
@@ -288,7 +304,8 @@ def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Back
     backend.wait_stats(lambda s: s["total_connections"] == before + 1 and s["connections"] >= 1)
     del c
     gc.collect()
-    backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1001)
+    # A close the app did not ask for keeps the resume point (1000, gomuks-rpc.md §7.1).
+    backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
 
 
 # -- callback mode -------------------------------------------------------------------------

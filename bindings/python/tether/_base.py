@@ -407,12 +407,14 @@ class CoreBase:
         except ClientClosedError:
             return self.saved_resume or ResumeState("", 0)
 
-    def close_native(self) -> None:
-        """``tether_client_close``; an already closed client is fine."""
+    def close_native(self, keep_resume: bool = True) -> None:
+        """``tether_client_close`` (``keep_resume``: ``tether_client_close_keep_resume``); an
+        already closed client is fine. Closes the app did not ask for (garbage collection,
+        interpreter exit) keep the resume point usable, as ``tether_client_free`` does."""
         with self.lock:
             self.closing = True
         try:
-            st, _ = self.handle.call(_close)
+            st, _ = self.handle.call(_close_keep_resume if keep_resume else _close)
         except ClientClosedError:
             return
         if st < 0 and st != Status.ERR_STATE:
@@ -465,6 +467,11 @@ def _request_t(
 
 def _close(ptr: int) -> Tuple[int, str]:
     st = _ffi.lib.tether_client_close(ptr)
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
+def _close_keep_resume(ptr: int) -> Tuple[int, str]:
+    st = _ffi.lib.tether_client_close_keep_resume(ptr)
     return st, (_ffi.last_error() if st < 0 else "")
 
 

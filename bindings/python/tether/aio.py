@@ -200,11 +200,11 @@ class _AsyncCore(CoreBase):
         self.free()
         self.fail_pending()
 
-    async def close(self, timeout: Optional[float]) -> None:
+    async def close(self, timeout: Optional[float], keep_resume: bool) -> None:
         self.check_pid()
         if not self.handle.live:
             return
-        self.close_native()
+        self.close_native(keep_resume)
         if not self.closed:
             self.watch()  # a paused client must still see CLOSED
             try:
@@ -411,11 +411,14 @@ class AsyncClient:
         """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
         return self._core.resume_state()
 
-    async def close(self, timeout: Optional[float] = 10.0) -> None:
-        """Closes gracefully (gomuks close code 1001), waits up to ``timeout`` seconds for
-        CLOSED and frees the native client. Pending requests fail with
-        :class:`ClientClosedError`. Idempotent."""
-        await self._core.close(timeout)
+    async def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
+        """Closes gracefully, waits up to ``timeout`` seconds for CLOSED and frees the native
+        client. Pending requests fail with :class:`ClientClosedError`. Idempotent.
+
+        gomuks: close code 1001 frees the events the backend kept for this client;
+        ``keep_resume=True`` closes with 1000 so a later client given :meth:`resume_state`
+        receives what it missed."""
+        await self._core.close(timeout, keep_resume)
         self._finalizer.detach()
 
     aclose = close

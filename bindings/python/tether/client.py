@@ -313,11 +313,11 @@ class _SyncCore(CoreBase):
     def on_delivery_thread(self) -> bool:
         return self.delivery_ident is not None and threading.get_ident() == self.delivery_ident
 
-    def close(self, timeout: Optional[float]) -> None:
+    def close(self, timeout: Optional[float], keep_resume: bool) -> None:
         self.check_pid()
         if not self.handle.live:
             return
-        self.close_native()
+        self.close_native(keep_resume)
         with self.cond:
             self.cond.notify_all()  # a reader waiting for room goes on
         if self.on_delivery_thread():
@@ -361,7 +361,7 @@ class _SyncCore(CoreBase):
 
     def shutdown_at_exit(self) -> None:
         if self.handle.live and not self.on_delivery_thread():
-            self.close(2.0)
+            self.close(2.0, keep_resume=True)
 
     def abort(self) -> None:
         """start() failed: release what exists without waiting for events."""
@@ -578,11 +578,16 @@ class Client:
         """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
         return self._core.resume_state()
 
-    def close(self, timeout: Optional[float] = 10.0) -> None:
-        """Closes gracefully (gomuks close code 1001), waits up to ``timeout`` seconds for
-        the library to finish, and frees the native client. Pending requests fail with
-        :class:`ClientClosedError`; queued events can still be read. Idempotent."""
-        self._core.close(timeout)
+    def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
+        """Closes gracefully, waits up to ``timeout`` seconds for the library to finish, and
+        frees the native client. Pending requests fail with :class:`ClientClosedError`; queued
+        events can still be read. Idempotent.
+
+        gomuks: close code 1001, so the backend frees the events it kept for this client.
+        With ``keep_resume=True`` the code is 1000 and the backend keeps them, so a later
+        client given :meth:`resume_state` receives what it missed (a client that is only
+        garbage-collected also closes this way)."""
+        self._core.close(timeout, keep_resume)
         if not self._core.handle.live:
             self._finalizer.detach()
 

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::{Config, Secret};
 use crate::dialect::{Dialect, Incoming, Policy, SharedResume, Upgrade};
 use crate::session::transport::{ConnectError, Ws};
+use crate::session::CloseIntent;
 use crate::status::{Error, Status};
 use codec::{parse_envelope, Inflater, Kind, LineSplitter};
 
@@ -289,9 +290,13 @@ impl Dialect for Gomuks {
         (4002, "Ping timeout")
     }
 
-    fn final_close(&self) -> (u16, &'static str) {
-        // 1001 makes the backend drop this listener's buffer entry (spec §7.1, §9).
-        (1001, "client closed")
+    fn final_close(&self, intent: CloseIntent) -> (u16, &'static str) {
+        // Only 1001 makes the backend drop this listener's buffer entry (spec §7.1, §7.4);
+        // any other code keeps the missed events for a later resume.
+        match intent {
+            CloseIntent::Final => (1001, "client closed"),
+            CloseIntent::KeepResume => (1000, "client suspended, will resume"),
+        }
     }
 
     fn on_connected(&mut self) {

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::Config;
 use crate::dialect::{Dialect, Incoming, Policy, Upgrade};
 use crate::session::transport::{ConnectError, Ws};
+use crate::session::CloseIntent;
 use crate::status::{Error, Status};
 
 /// rwws session state: the decoded key, re-sent on every connection.
@@ -203,7 +204,8 @@ impl Dialect for Rwws {
         }
     }
 
-    fn final_close(&self) -> (u16, &'static str) {
+    fn final_close(&self, _intent: CloseIntent) -> (u16, &'static str) {
+        // rwws has no resume: both intents are a normal close.
         (1000, "client closed")
     }
 

@@ -303,9 +303,11 @@ public final class TetherClient {
         return ResumeState(runId: String(cString: buf), lastReceivedEvent: last)
     }
 
-    /// Closes gracefully (gomuks 1001, rwws 1000); `events` finishes after CLOSED.
-    public func close() throws {
-        try check(tether_client_close(client))
+    /// Closes gracefully; `events` finishes after CLOSED. gomuks: close code 1001, so the
+    /// backend frees the events it kept for this client; with `keepResume: true` the code is
+    /// 1000 and a later client given `resumeState()` receives what it missed. rwws: 1000.
+    public func close(keepResume: Bool = false) throws {
+        try check(keepResume ? tether_client_close_keep_resume(client) : tether_client_close(client))
     }
 
     /// The native library's version string.

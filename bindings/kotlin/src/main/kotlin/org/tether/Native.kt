@@ -48,6 +48,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_client_send_packet(c: Pointer, bytes: ByteArray, len: Long): Int
     @JvmStatic external fun tether_client_set_event_callback(c: Pointer, cb: EventCallback, ctx: Pointer?, destroy: DestroyCallback): Int
     @JvmStatic external fun tether_client_close(c: Pointer): Int
+    @JvmStatic external fun tether_client_close_keep_resume(c: Pointer): Int
     @JvmStatic external fun tether_client_resume_state(c: Pointer, runId: ByteArray?, runIdCap: Long, outRunIdLen: LongByReference, outLastReceivedEvent: LongByReference): Int
     @JvmStatic external fun tether_client_free(c: Pointer?)
 

@@ -137,11 +137,16 @@ class TetherClient(
     }
 
     /**
-     * Closes gracefully (gomuks 1001, rwws 1000) and waits up to [timeoutMs] for the final
-     * CLOSED event, then frees the client.
+     * Closes gracefully and waits up to [timeoutMs] for the final CLOSED event, then frees the
+     * client. gomuks: close code 1001, so the backend frees the events it kept for this
+     * client; with [keepResume] the code is 1000 and a later client given [resumeState]
+     * receives what it missed. rwws: 1000 either way.
      */
-    suspend fun closeAndWait(timeoutMs: Long = 5000) {
-        state.callOrNull { c -> TetherNative.tether_client_close(c) }
+    suspend fun closeAndWait(timeoutMs: Long = 5000, keepResume: Boolean = false) {
+        state.callOrNull { c ->
+            if (keepResume) TetherNative.tether_client_close_keep_resume(c)
+            else TetherNative.tether_client_close(c)
+        }
         withTimeoutOrNull(timeoutMs) { state.closed.await() }
         close()
     }
