@@ -165,6 +165,10 @@ pub async fn connect(
     let mut wsc = WebSocketConfig::default();
     wsc.max_message_size = Some(cfg.max_message_bytes);
     wsc.max_frame_size = Some(cfg.max_message_bytes);
+    // tungstenite zero-fills a 128 KiB read buffer per connection by default, which alone
+    // breaks the 64 KiB-per-idle-connection budget (bench/RESULTS.md §3); 16 KiB reads
+    // still carry a 10 KB event per read.
+    wsc.read_buffer_size = 16 * 1024;
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
         .await
         .map_err(ConnectError::from_ws)?;
