@@ -38,6 +38,9 @@ struct Inner {
     finished: bool,
     /// The consumer is gone; pushes are discarded so the producer never waits forever.
     abandoned: bool,
+    /// Threads blocked in `pop_blocking`. A push wakes the condvar only when this is
+    /// non-zero: std's notify is a futex syscall even with nobody waiting, once per event.
+    sleepers: usize,
 }
 
 /// The queue. Single producer, single consumer at a time.
@@ -59,6 +62,7 @@ impl EventQueue {
                 closed_pushed: false,
                 finished: false,
                 abandoned: false,
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             readable: Notify::new(),
@@ -107,7 +111,7 @@ impl EventQueue {
 
     /// Appends an event; never blocks. Nothing is accepted after CLOSED.
     pub fn push(&self, ev: Event) {
-        {
+        let sleepers = {
             let mut g = self.lock();
             if g.abandoned || g.closed_pushed {
                 return;
@@ -119,8 +123,11 @@ impl EventQueue {
             if g.events.len() == 1 {
                 self.signal(&g, true);
             }
+            g.sleepers
+        };
+        if sleepers > 0 {
+            self.cond.notify_one();
         }
-        self.cond.notify_one();
         self.readable.notify_one();
     }
 
@@ -149,11 +156,13 @@ impl EventQueue {
             if g.finished || g.abandoned {
                 return Pop::Finished;
             }
+            g.sleepers += 1;
             match deadline {
                 None => g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        g.sleepers -= 1;
                         return Pop::Timeout;
                     }
                     g = self
@@ -163,6 +172,7 @@ impl EventQueue {
                         .0;
                 }
             }
+            g.sleepers -= 1;
         }
     }
 
