@@ -39,13 +39,26 @@ fi
 if [[ $SMOKE == 1 ]]; then
   ROUNDS=1; N_SMALL=2000; N_BIG=300
 else
-  ROUNDS=5; N_SMALL=100000; N_BIG=20000
+  ROUNDS=5; N_SMALL=50000; N_BIG=10000
 fi
 RES=$OUT/throughput.jsonl
 : > "$RES"
 BLASTER_PID=
 cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
+
+# Starts a tether-bench server in the background and sets BLASTER_PID and port from the JSON
+# line it prints once listening (the file is removed first, so an old one is never read).
+start_server() {
+  local out=$1; shift
+  rm -f "$out"
+  target/release/tether-bench "$@" > "$out" &
+  BLASTER_PID=$!
+  until port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$out" 2>/dev/null); do
+    kill -0 "$BLASTER_PID" || { echo "server failed: $*" >&2; exit 1; }
+    sleep 0.2
+  done
+}
 
 # One client run: adds the scenario to the client's JSON line; a failing client fails the run.
 run_client() {
@@ -60,10 +73,7 @@ for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
   set -- $spec; shape=$1; n=$2
   for z in 0 1; do
     echo "== throughput: $shape events, compress=$z, $n events, $ROUNDS rounds"
-    target/release/tether-bench blaster 0 "$shape" "$n" "$z" 16 > "$OUT/blaster.out" &
-    BLASTER_PID=$!
-    until grep -q port "$OUT/blaster.out" 2>/dev/null; do sleep 0.1; done
-    port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$OUT/blaster.out")
+    start_server "$OUT/blaster.out" blaster 0 "$shape" "$n" "$z" 16
     URL=http://127.0.0.1:$port
     # Round-robin, so load from elsewhere on the machine hits every client alike.
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -86,10 +96,7 @@ else
   N_RTT=5000; N_CONNS=1000; IDLE_CLIENTS=100; IDLE_SECS=60
 fi
 ulimit -n 8192 2>/dev/null || true
-target/release/tether-bench echo 0 > "$OUT/echo.out" &
-BLASTER_PID=$!
-until grep -q port "$OUT/echo.out" 2>/dev/null; do sleep 0.1; done
-port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$OUT/echo.out")
+start_server "$OUT/echo.out" echo 0
 URL=http://127.0.0.1:$port
 
 echo "== round trip: $N_RTT requests, $ROUNDS rounds"
