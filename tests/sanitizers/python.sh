@@ -39,7 +39,7 @@ pytest_args=(-q -p no:cacheprovider tests)
 if [[ $mode == asan || $mode == all ]]; then
     echo "== python under ASan (LD_PRELOAD libasan)"
     libasan="$(gcc -print-file-name=libasan.so)"
-    (cd bindings/python && PYTHONMALLOC=malloc LD_PRELOAD="$libasan" \
+    (cd bindings/python && PYTHONMALLOC=malloc TETHER_TEST_SLOW=1 LD_PRELOAD="$libasan" \
         ASAN_OPTIONS=detect_leaks=1:exitcode=23:log_path="$out/asan" \
         LSAN_OPTIONS=suppressions="$root/tests/sanitizers/python-lsan.supp":print_suppressions=0 \
         "$venv/bin/python" "$venv/bin/pytest" "${pytest_args[@]}" "${by_design[@]}")
