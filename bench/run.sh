@@ -145,7 +145,7 @@ echo "== report"
   echo "node=$([[ $HAVE_NODE == 1 ]] && node --version || echo absent)"
   echo "ws=$([[ $HAVE_NODE == 1 ]] && node -p 'require("./bench/node/node_modules/ws/package.json").version' || echo absent)"
   echo "go=$([[ $HAVE_GO == 1 ]] && go version || echo absent)"
-  echo "coder_websocket=$(awk '/coder\/websocket/{print $2}' bench/go/go.mod)"
+  echo "coder_websocket=$(awk '/coder\/websocket/{print $NF}' bench/go/go.mod)"
 } > "$OUT/env.txt"
 if [[ $SMOKE == 1 ]]; then
   # The smoke run checks the harness works end to end; it must not overwrite the real figures.
