@@ -20,6 +20,8 @@ echo "== C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
 tests/c/run.sh
 echo "== Interop with the real gomuks backend (skipped without Go) and a throwaway Synapse"
 interop/run.sh
+echo "== Reliability: fuzzing, soak, Python under ASan, Autobahn (short variants)"
+scripts/reliability.sh
 echo "== Python binding (pip install into a venv, pytest against tether-backend, examples)"
 bindings/python/run-tests.sh
 echo "== Kotlin binding (JUnit against tether-backend)"
