@@ -22,6 +22,8 @@ echo "== Interop with the real gomuks backend (skipped without Go) and a throwaw
 interop/run.sh
 echo "== Reliability: fuzzing, soak, Python under ASan, Autobahn (short variants)"
 scripts/reliability.sh
+echo "== Benchmark harness smoke run (tiny sizes, no thresholds; figures: bench/run.sh)"
+bench/run.sh --smoke
 echo "== Python binding (pip install into a venv, pytest against tether-backend, examples)"
 bindings/python/run-tests.sh
 echo "== Kotlin binding (JUnit against tether-backend)"
