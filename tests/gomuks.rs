@@ -432,7 +432,8 @@ async fn spec7_2_ten_thousand_events_cut_fifty_times_exactly_once() {
     let mut rng = rand::rng();
     // First connection must get through start-up; later ones are cut mid-stream.
     let mut schedule = vec![u64::MAX];
-    schedule.extend((0..50).map(|_| rng.random_range(2_000..200_000u64)));
+    // Offsets well below the compressed stream size (~600 KB), so nearly all 50 land.
+    schedule.extend((0..50).map(|_| rng.random_range(2_000..40_000u64)));
     p.set_cut_schedule(schedule);
     let url = format!("http://{}", p.addr());
     let c = client_at(&url, &b.token(), |c| c);
