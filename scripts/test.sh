@@ -18,14 +18,14 @@ echo "== Rust tests"
 cargo test --workspace
 echo "== C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
 tests/c/run.sh
+echo "== Python binding (pip install into a venv, pytest against tether-backend, examples)"
+bindings/python/run-tests.sh
 echo "== Interop with the real gomuks backend (skipped without Go) and a throwaway Synapse"
 interop/run.sh
 echo "== Reliability: fuzzing, soak, Python under ASan, Autobahn (short variants)"
 scripts/reliability.sh
 echo "== Benchmark harness smoke run (tiny sizes, no thresholds; figures: bench/run.sh)"
 bench/run.sh --smoke
-echo "== Python binding (pip install into a venv, pytest against tether-backend, examples)"
-bindings/python/run-tests.sh
 echo "== Kotlin binding (JUnit against tether-backend)"
 scripts/ensure-tools.sh
 bindings/kotlin/run-tests.sh

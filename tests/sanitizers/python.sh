@@ -17,17 +17,17 @@ kexpr="${2:-}"
 out="$root/target/sanitizers"
 mkdir -p "$out"
 cd "$root"
+cargo build --quiet -p tether --lib
+cargo build --quiet -p tether-testkit --bin tether-backend
+export TETHER_LIBRARY="$root/target/debug/libtether.so"
+export TETHER_BACKEND="$root/target/debug/tether-backend"
 venv="$root/bindings/python/.venv"
 if [[ ! -x $venv/bin/pytest ]] || ! "$venv/bin/python" -c 'import tether' 2>/dev/null; then
     venv="$out/venv"
     [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=7"
-    TETHER_LIBRARY=skip "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ./bindings/python
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ./bindings/python
 fi
-cargo build --quiet -p tether --lib
-cargo build --quiet -p tether-testkit --bin tether-backend
-export TETHER_LIBRARY="$root/target/debug/libtether.so"
-export TETHER_BACKEND="$root/target/debug/tether-backend"
 # Two tests end a child interpreter with clients still open (fork guard, exit with open
 # clients): by the binding's contract the runtime is then abandoned, not freed, so LeakSanitizer
 # in that child would report it by design. They are deselected under ASan only.
