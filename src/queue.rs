@@ -109,18 +109,40 @@ impl EventQueue {
         }
     }
 
+    /// Room left before [`EventQueue::has_space`] turns false (unbounded once abandoned).
+    pub fn space_left(&self) -> usize {
+        let g = self.lock();
+        if g.abandoned {
+            usize::MAX
+        } else {
+            self.capacity.saturating_sub(g.events.len())
+        }
+    }
+
     /// Appends an event; never blocks. Nothing is accepted after CLOSED.
     pub fn push(&self, ev: Event) {
+        self.push_all(std::iter::once(ev));
+    }
+
+    /// Appends events in order under one lock, with at most one readiness signal and one
+    /// wake-up: a consumer woken per event would cost a futex round trip each.
+    pub fn push_all(&self, evs: impl IntoIterator<Item = Event>) {
         let sleepers = {
             let mut g = self.lock();
-            if g.abandoned || g.closed_pushed {
+            let was_empty = g.events.is_empty();
+            for ev in evs {
+                if g.abandoned || g.closed_pushed {
+                    break;
+                }
+                if ev.kind == EventKind::Closed {
+                    g.closed_pushed = true;
+                }
+                g.events.push_back(ev);
+            }
+            if g.events.is_empty() {
                 return;
             }
-            if ev.kind == EventKind::Closed {
-                g.closed_pushed = true;
-            }
-            g.events.push_back(ev);
-            if g.events.len() == 1 {
+            if was_empty {
                 self.signal(&g, true);
             }
             g.sleepers

@@ -1221,3 +1221,39 @@ async fn api_misuse_on_a_live_client() {
         "gomuks connection left open"
     );
 }
+
+/// gomuks-rpc.md §5 (batched lines) with §7.2 (resume point): a compressed message whose
+/// third line is malformed still delivers the two events before it, in order and before the
+/// DISCONNECTED, since the resume point has already moved past them; dropping them would lose
+/// them for good (the resume replays only what comes after).
+#[tokio::test]
+async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
+    let batch = concat!(
+        r#"{"command":"first","request_id":-1,"data":{}}"#,
+        "\n",
+        r#"{"command":"second","request_id":-2,"data":{}}"#,
+        "\n",
+        "{not json\n",
+    );
+    let srv = ScriptServer::start(Script::Upgrade(vec![Step::Raw(frame(
+        BINARY,
+        &deflate_sync(batch.as_bytes()),
+    ))]))
+    .await;
+    let c = start(config(&srv.http_url(), "scripted-token", Dialect::Gz, same));
+    let (d, seen) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrJson);
+    let got: Vec<(String, i64)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Message)
+        .map(|e| (e.command().to_owned(), e.request_id()))
+        .collect();
+    assert_eq!(
+        got,
+        [("first".to_owned(), -1), ("second".to_owned(), -2)],
+        "{:?}",
+        kinds(&seen)
+    );
+    assert_eq!(c.resume_state().last_received_event, -2);
+    close_and_drain(&c).await;
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -111,6 +111,28 @@ impl Ended {
             by_user: false,
         }
     }
+}
+
+/// Most messages decoded per wake-up of the session task. A compressed gomuks message is a
+/// batch already; the bound keeps a fast server from starving pings, commands and timers.
+const READ_BURST: usize = 64;
+
+/// How a read burst went.
+struct Read {
+    /// A data message arrived (the connection works, whatever came after).
+    healthy: bool,
+    /// The message that ended the connection, if one did.
+    end: Option<ReadEnd>,
+}
+
+/// Why a read burst ended the connection.
+enum ReadEnd {
+    /// The server sent a close frame (code, reason).
+    Close(u16, String),
+    /// A message could not be decoded; the connection is closed with 1003.
+    Invalid(Error),
+    /// The transport failed or ended.
+    Lost(Ended),
 }
 
 /// Runs a client's session until it closes for good.
@@ -305,25 +327,25 @@ impl<D: Dialect> Core<D> {
                 }
                 msg = stream.next(), if can_read => {
                     last_recv = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Close(frame))) => {
-                            let (code, reason) = frame
-                                .map(|f| (u16::from(f.code), f.reason.to_string()))
-                                .unwrap_or((1005, String::new()));
+                    let (items, read) = self.read_burst(msg, &mut stream);
+                    if read.healthy {
+                        healthy = true;
+                    }
+                    // What was decoded is delivered before the end is reported: the resume
+                    // point already counts it, so dropping it would lose it for good.
+                    self.deliver(items);
+                    match read.end {
+                        None => {}
+                        Some(ReadEnd::Close(code, reason)) => {
                             // Let tungstenite write the close reply, bounded.
                             let _ = timeout(Duration::from_secs(1), sink.close()).await;
                             break Ended::new(self.dialect.close_status(code), code, reason);
                         }
-                        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                            healthy = true;
-                            if let Err(e) = self.incoming(m) {
-                                send_close(&mut sink, 1003, "Invalid data", Duration::from_secs(1)).await;
-                                break Ended::new(e.status(), 0, e.message());
-                            }
+                        Some(ReadEnd::Invalid(e)) => {
+                            send_close(&mut sink, 1003, "Invalid data", Duration::from_secs(1)).await;
+                            break Ended::new(e.status(), 0, e.message());
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => break ws_error(e),
-                        None => break Ended::new(Status::ErrConnect, 0, "connection closed without a close frame"),
+                        Some(ReadEnd::Lost(e)) => break e,
                     }
                 }
                 () = self.queue.wait_space(), if !can_read => {
@@ -481,35 +503,67 @@ impl<D: Dialect> Core<D> {
     }
 
     fn reply(&mut self, id: i64, to: ReplyTo, result: Result<Bytes, Error>) {
-        match to {
-            ReplyTo::Oneshot(tx) => {
-                let _ = tx.send(result);
-            }
-            ReplyTo::Event => {
-                let mut ev = Event::new(EventKind::Response);
-                ev.request_id = id;
-                match result {
-                    Ok(data) => ev.data = data,
-                    Err(e) => {
-                        ev.status = e.status();
-                        ev.data =
-                            Bytes::from(serde_json::to_string(e.message()).unwrap_or_default());
-                    }
-                }
-                self.queue.push(ev);
-            }
+        if let Some(ev) = reply_event(id, to, result) {
+            self.queue.push(ev);
         }
     }
 
-    fn incoming(&mut self, m: Message) -> Result<(), Error> {
+    /// Decodes `first` and every further message the transport already holds (up to
+    /// [`READ_BURST`], while the queue has room), so a burst reaches the app as one queue
+    /// operation and one wake-up rather than one per message. Stops at the first message that
+    /// ends the connection; the items decoded before it are returned all the same.
+    fn read_burst(
+        &mut self,
+        first: Option<Result<Message, WsError>>,
+        stream: &mut futures_util::stream::SplitStream<Ws>,
+    ) -> (Vec<Incoming>, Read) {
         let mut items = Vec::new();
-        self.dialect.decode(m, &mut |i| items.push(i))?;
-        self.deliver(items);
-        Ok(())
+        let mut read = Read {
+            healthy: false,
+            end: None,
+        };
+        let mut msg = first;
+        let mut budget = READ_BURST;
+        loop {
+            match msg {
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    read.end = Some(ReadEnd::Close(code, reason));
+                }
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    read.healthy = true;
+                    if let Err(e) = self.dialect.decode(m, &mut |i| items.push(i)) {
+                        read.end = Some(ReadEnd::Invalid(e));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => read.end = Some(ReadEnd::Lost(ws_error(e))),
+                None => {
+                    read.end = Some(ReadEnd::Lost(Ended::new(
+                        Status::ErrConnect,
+                        0,
+                        "connection closed without a close frame",
+                    )))
+                }
+            }
+            budget -= 1;
+            if read.end.is_some() || budget == 0 || items.len() >= self.queue.space_left() {
+                break;
+            }
+            match stream.next().now_or_never() {
+                Some(m) => msg = m,
+                None => break,
+            }
+        }
+        (items, read)
     }
 
     /// Turns decoded items into events and replies.
     fn deliver(&mut self, items: Vec<Incoming>) {
+        // One queue operation (and at most one wake-up of the app) for the whole batch.
+        let mut out = Vec::with_capacity(items.len());
         for item in items {
             match item {
                 Incoming::Reply { id, ok, data } => match self.pending.remove(&id) {
@@ -525,7 +579,7 @@ impl<D: Dialect> Core<D> {
                                 .unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned());
                             Err(Error::new(Status::ErrRemote, text))
                         };
-                        self.reply(id, reply, r);
+                        out.extend(reply_event(id, reply, r));
                     }
                     Some(Pending::Internal) | None => {
                         tracing::debug!(id, "reply to an unknown or finished request ignored");
@@ -552,22 +606,23 @@ impl<D: Dialect> Core<D> {
                         ev.acked_id = acked;
                         self.dialect.ping_answered(acked);
                     }
-                    self.queue.push(ev);
+                    out.push(ev);
                 }
                 Incoming::Event { command, id, data } => {
                     let mut ev = Event::new(EventKind::Message);
                     ev.command = command;
                     ev.request_id = id;
                     ev.data = data;
-                    self.queue.push(ev);
+                    out.push(ev);
                 }
                 Incoming::Packet(data) => {
                     let mut ev = Event::new(EventKind::Packet);
                     ev.data = data;
-                    self.queue.push(ev);
+                    out.push(ev);
                 }
             }
         }
+        self.queue.push_all(out);
     }
 
     /// Fails requests that were on the wire: their outcome is unknown after a drop.
@@ -664,6 +719,29 @@ async fn send(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ws_error(e)),
         Err(_) => Err(Ended::new(Status::ErrConnect, 0, "write timed out")),
+    }
+}
+
+/// Completes a request: a waiting Rust caller gets the result directly; otherwise it becomes
+/// the RESPONSE event returned here.
+fn reply_event(id: i64, to: ReplyTo, result: Result<Bytes, Error>) -> Option<Event> {
+    match to {
+        ReplyTo::Oneshot(tx) => {
+            let _ = tx.send(result);
+            None
+        }
+        ReplyTo::Event => {
+            let mut ev = Event::new(EventKind::Response);
+            ev.request_id = id;
+            match result {
+                Ok(data) => ev.data = data,
+                Err(e) => {
+                    ev.status = e.status();
+                    ev.data = Bytes::from(serde_json::to_string(e.message()).unwrap_or_default());
+                }
+            }
+            Some(ev)
+        }
     }
 }
 
