@@ -14,6 +14,7 @@ from typing import (
     Deque,
     Dict,
     Iterator,
+    List,
     Optional,
     Sequence,
     Tuple,
@@ -151,6 +152,7 @@ class _SyncCore(CoreBase):
         self.orphans: Dict[int, Event] = {}
         self.cond = threading.Condition(self.lock)
         self.queue: Deque[Event] = deque()
+        self.reader_blocked = False  # the reader waits for room in the queue
         self.ended = False  # CLOSED was queued (no more events will come)
         self.free_on_closed = False
         self.destroyed = threading.Event()
@@ -199,9 +201,14 @@ class _SyncCore(CoreBase):
                 self.deliver(events)
                 if self.closed:
                     break
-                with self.cond:
-                    while len(self.queue) >= self.queue_limit and not self.closing:
-                        self.cond.wait()
+                if len(self.queue) >= self.queue_limit:
+                    with self.cond:
+                        # next_event() pops without the lock and notifies only when it
+                        # sees this flag, which is set before the length is checked again.
+                        self.reader_blocked = True
+                        while len(self.queue) >= self.queue_limit and not self.closing:
+                            self.cond.wait()
+                        self.reader_blocked = False
         except TetherError as e:  # panic or fork: the client is unusable
             self.fatal = e
             log.error("tether: event reader stopped: %s", e)
@@ -222,25 +229,31 @@ class _SyncCore(CoreBase):
                 self.free()  # allowed inside the callback; destroy follows
 
     def deliver(self, events: Sequence[Event]) -> None:
+        ready: List[Event] = []
+        state_changed = False
         for ev in events:
-            if ev.kind == EventKind.RESPONSE:
+            kind = ev.kind
+            if kind == EventKind.RESPONSE:
                 self.resolve(ev)
                 continue
-            self.note(ev)
-            if ev.kind in _STATE_KINDS:
-                with self.cond:
-                    self.cond.notify_all()  # wait_connected()
+            if kind in _STATE_KINDS:
+                self.note(ev)
+                state_changed = True
             if self.on_event is not None:
                 try:
                     self.on_event(ev)
                 except Exception:
                     log.exception("tether: on_event raised")
             else:
-                with self.cond:
-                    self.queue.append(ev)
-                    if ev.kind == EventKind.CLOSED:
-                        self.ended = True
-                    self.cond.notify_all()
+                ready.append(ev)
+        if not ready and not state_changed:
+            return
+        # One lock and one notify per batch: the consumer's wake-up is the dear part.
+        with self.cond:
+            self.queue.extend(ready)
+            if ready and ready[-1].kind == EventKind.CLOSED:
+                self.ended = True
+            self.cond.notify_all()  # next_event(), wait_connected()
 
     def resolve(self, ev: Event) -> None:
         with self.lock:
@@ -291,6 +304,17 @@ class _SyncCore(CoreBase):
                 "this client delivers events to on_event; events() is not available",
                 Status.ERR_WRONG_MODE,
             )
+        # Fast path without the lock: deque.popleft is atomic under the GIL and the reader
+        # appends under the lock, so an event seen here is complete.
+        try:
+            ev = self.queue.popleft()
+        except IndexError:
+            pass
+        else:
+            if self.reader_blocked:
+                with self.cond:
+                    self.cond.notify_all()  # the reader waits for room
+            return ev
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             while not self.queue:
@@ -304,8 +328,8 @@ class _SyncCore(CoreBase):
                         return None
                     self.cond.wait(left)
             ev = self.queue.popleft()
-            if len(self.queue) == self.queue_limit - 1:
-                self.cond.notify_all()  # the reader may wait for room
+            if self.reader_blocked:
+                self.cond.notify_all()
             return ev
 
     # -- closing ---------------------------------------------------------------------------
