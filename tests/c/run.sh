@@ -3,7 +3,7 @@
 #   1. with AddressSanitizer + UndefinedBehaviorSanitizer (and LeakSanitizer), checking the
 #      sanitizer runtime is really linked;
 #   2. without sanitizers under valgrind (memcheck, full leak check), zero errors required;
-#   3. test_api also compiled and run as C++;
+#   3. test_api and test_misuse also compiled and run as C++;
 #   4. examples/c/ping_ack_resume.c built through pkg-config (shared and static) and run
 #      against a backend that cuts every connection after 40 events.
 # Usage: tests/c/run.sh [--no-valgrind]
@@ -26,7 +26,9 @@ cargo build --quiet -p tether-testkit --bin tether-backend
 export TETHER_BACKEND=$ROOT/target/debug/tether-backend
 LIBDIR=$ROOT/target/debug
 
-TESTS=(test_api test_callbacks test_resume test_fork test_rwws)
+TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws)
+# Also compiled and run as C++ (the header must work there too).
+CXX_TESTS=(test_api test_misuse)
 WARN=(-Wall -Wextra -Wpedantic -Werror)
 CFLAGS=(-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c")
 LINK=(-L"$LIBDIR" -ltether -Wl,-rpath,"$LIBDIR" -lpthread)
@@ -41,8 +43,10 @@ for t in "${TESTS[@]}"; do
   grep -q __ubsan_handle <<<"$syms" || { echo "$t.asan: UBSan not linked" >&2; exit 1; }
   cc "${CFLAGS[@]}" -O0 "tests/c/$t.c" "${LINK[@]}" -o "$OUT/$t.plain"
 done
-c++ -std=c++17 -x c++ "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c" tests/c/test_api.c \
-  -x none "${LINK[@]}" -o "$OUT/test_api.cxx"
+for t in "${CXX_TESTS[@]}"; do
+  c++ -std=c++17 -x c++ "${WARN[@]}" -g -I"$ROOT/include" -I"$ROOT/tests/c" "tests/c/$t.c" \
+    -x none "${LINK[@]}" -o "$OUT/$t.cxx"
+done
 
 echo "-- ASan + UBSan"
 for t in "${TESTS[@]}"; do
@@ -52,7 +56,10 @@ for t in "${TESTS[@]}"; do
 done
 
 echo "-- C++"
-run "$OUT/test_api.cxx"
+for t in "${CXX_TESTS[@]}"; do
+  echo "[$t.cxx]"
+  run "$OUT/$t.cxx"
+done
 
 echo "-- example through pkg-config"
 scripts/install.sh "$OUT/prefix" --debug >/dev/null
