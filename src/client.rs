@@ -19,20 +19,28 @@ use crate::status::{Error, Status};
 
 /// Request ids: positive, increasing, shared by requests and pings (spec §3.1). The start is
 /// random because the backend's in-flight table is shared by all its connections (spec §3.5).
-pub struct IdGen(AtomicI64);
+pub struct IdGen {
+    first: i64,
+    next: AtomicI64,
+}
 
 impl IdGen {
     fn new() -> IdGen {
-        IdGen(AtomicI64::new(rand::random_range(1..1i64 << 30)))
+        let first = rand::random_range(1..1i64 << 30);
+        IdGen {
+            first,
+            next: AtomicI64::new(first),
+        }
     }
 
     /// The next id.
     pub fn next(&self) -> i64 {
-        self.0.fetch_add(1, Ordering::Relaxed)
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether this client handed out `id` (ids below the random start never were).
     fn issued(&self, id: i64) -> bool {
-        id > 0 && id < self.0.load(Ordering::Relaxed)
+        id >= self.first && id < self.next.load(Ordering::Relaxed)
     }
 }
 
@@ -266,14 +274,20 @@ impl Client {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(Status::ErrState, "client is already closed"));
         }
-        let never_started = self
-            .rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .is_some();
-        if never_started {
-            self.queue.push(Event::new(crate::event::EventKind::Closed));
+        let never_started = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut rx) = never_started {
+            // Requests made before connect() are answered as the header promises, not dropped
+            // with the channel: CLIENT_CLOSED for each, then CLOSED.
+            let mut out = Vec::new();
+            while let Ok(cmd) = rx.try_recv() {
+                if let Command::Request { id, reply, .. } = cmd {
+                    let closed =
+                        Error::new(Status::ErrClientClosed, "client closed before the reply");
+                    out.extend(crate::session::reply_event(id, reply, Err(closed)));
+                }
+            }
+            out.push(Event::new(crate::event::EventKind::Closed));
+            self.queue.push_all(out);
         } else {
             let _ = self.tx.send(Command::Close(intent));
         }

@@ -132,6 +132,17 @@ impl Protocol {
     }
 }
 
+/// Headers the websocket upgrade sets itself; an extra header may not repeat them.
+const HANDSHAKE_HEADERS: [&str; 7] = [
+    "Host",
+    "Connection",
+    "Upgrade",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Extensions",
+    "Sec-WebSocket-Protocol",
+];
+
 /// The rwws server closes connections that have not pinged for this long (spec §2.7).
 pub const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 
@@ -294,7 +305,9 @@ impl ConfigBuilder {
         self.send_prev_listener_id = on;
         self
     }
-    /// Adds a header to the upgrade request (e.g. `Origin`).
+    /// Adds a header to the upgrade request (e.g. `Origin`). [`ConfigBuilder::build`] refuses
+    /// a name other than letters, digits, `-` and `_`, a value other than printable ASCII,
+    /// space and tab, and the websocket handshake's own headers (`Host`, `Upgrade`, ...).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
@@ -400,8 +413,22 @@ impl ConfigBuilder {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            if !ok_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(bad("invalid extra header"));
+            // Visible ASCII, space and tab only: the upgrade request is built with
+            // header values that must be ASCII text, so anything else would fail at connect
+            // (for ever, on every retry) instead of here.
+            let ok_value = value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if !ok_name || !ok_value {
+                return Err(bad("invalid extra header (name: letters, digits, '-' or '_'; value: printable ASCII)"));
+            }
+            if HANDSHAKE_HEADERS
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+            {
+                return Err(bad(
+                    "extra header would replace one of the websocket handshake",
+                ));
             }
         }
         if let Some(pem) = &self.extra_ca_pem {

@@ -157,6 +157,12 @@ impl EventQueue {
         let ev = g.events.pop_front()?;
         if ev.kind == EventKind::Closed {
             g.finished = true;
+            // Every other waiting consumer must see the end, not sleep on.
+            self.cond.notify_all();
+            self.readable.notify_waiters();
+        } else if !g.events.is_empty() && g.sleepers > 0 {
+            // A push wakes one consumer per batch; with several waiting, pass it on.
+            self.cond.notify_one();
         }
         if g.events.len() < self.capacity {
             self.space.notify_one();

@@ -225,7 +225,9 @@ pub unsafe extern "C" fn tether_config_set_prev_listener_id(
 }
 
 /// Adds a header to the websocket upgrade request (e.g. `Origin`). Both strings are copied;
-/// invalid names or values are reported by `tether_client_new`.
+/// `tether_client_new` refuses (`TETHER_ERR_CONFIG`) a name other than letters, digits, `-`
+/// and `_`, a value other than printable ASCII, space and tab, and the handshake's own
+/// headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_add_header(
     cfg: *mut tether_config,

@@ -724,7 +724,7 @@ async fn send(
 
 /// Completes a request: a waiting Rust caller gets the result directly; otherwise it becomes
 /// the RESPONSE event returned here.
-fn reply_event(id: i64, to: ReplyTo, result: Result<Bytes, Error>) -> Option<Event> {
+pub(crate) fn reply_event(id: i64, to: ReplyTo, result: Result<Bytes, Error>) -> Option<Event> {
     match to {
         ReplyTo::Oneshot(tx) => {
             let _ = tx.send(result);
