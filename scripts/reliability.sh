@@ -2,7 +2,7 @@
 # Issue 8 parts 3-6, short bounded variants (long variants and figures: tests/RELIABILITY.md):
 #   fuzz      cargo-fuzz, each target for FUZZ_SECONDS (default 15) from its committed seeds
 #   soak      500 cut/resume cycles through the C API (RSS, fds, threads)
-#   python    the Python binding's pytest suite under ASan (valgrind: RELIABILITY_VALGRIND=1)
+#   python    the Python binding's pytest suite under ASan, then under valgrind
 #   autobahn  RFC 6455 client cases (kosoku, compression groups excluded)
 # Usage: scripts/reliability.sh [fuzz|soak|python|autobahn ...]   (default: all)
 # Installs what it needs: cargo-fuzz into target/tools (nightly features via RUSTC_BOOTSTRAP
@@ -41,8 +41,7 @@ for p in "${parts[@]}"; do
         fuzz) fuzz ;;
         soak) tests/soak/run.sh 500 ;;
         python)
-            if [[ ${RELIABILITY_VALGRIND:-0} == 1 ]]; then tests/sanitizers/python.sh all
-            else tests/sanitizers/python.sh asan; fi ;;
+            tests/sanitizers/python.sh all ;;
         autobahn) tests/autobahn/run.sh ;;
         *) echo "unknown part $p" >&2; exit 2 ;;
     esac
