@@ -586,8 +586,8 @@ tether_status tether_config_set_compression(struct tether_config *cfg, bool on);
 tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
- * Reconnect when nothing arrives for this many milliseconds (default gomuks 60000; rwws
- * 20000, the pong deadline).
+ * Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
+ * intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
  */
 tether_status tether_config_set_receive_timeout_ms(struct tether_config *cfg, uint32_t ms);
 

@@ -253,8 +253,9 @@ impl ConfigBuilder {
         self.ping_interval = Some(d);
         self
     }
-    /// Reconnect when nothing arrives for this long (default gomuks 60 s; rwws 20 s, which is
-    /// the pong deadline since the server only answers pings).
+    /// Reconnect when nothing arrives for this long (default gomuks 60 s or 4 ping intervals,
+    /// whichever is longer; rwws 20 s or 2 ping intervals, the pong deadline since the server
+    /// only answers pings). Must exceed the ping interval.
     pub fn receive_timeout(mut self, d: Duration) -> Self {
         self.receive_timeout = Some(d);
         self
@@ -378,7 +379,12 @@ impl ConfigBuilder {
         };
         let d = self.protocol.defaults();
         let ping_interval = self.ping_interval.unwrap_or(d.ping_interval);
-        let receive_timeout = self.receive_timeout.unwrap_or(d.receive_timeout);
+        // Unset, it keeps the default's ratio to the ping interval, so raising only the ping
+        // interval does not make the config invalid.
+        let ratio = (d.receive_timeout.as_millis() / d.ping_interval.as_millis()) as u32;
+        let receive_timeout = self
+            .receive_timeout
+            .unwrap_or_else(|| d.receive_timeout.max(ping_interval.saturating_mul(ratio)));
         let ms = |d: Duration| d.as_millis();
         if ms(ping_interval) == 0 || ms(receive_timeout) == 0 {
             return Err(bad("ping interval and receive timeout must be positive"));
@@ -503,6 +509,29 @@ mod tests {
     }
 
     #[test]
+    fn unset_receive_timeout_follows_a_longer_ping_interval() {
+        let b = || Config::builder("http://127.0.0.1:1");
+        let c = b().ping_interval(Duration::from_secs(60)).build().unwrap();
+        assert_eq!(c.receive_timeout, Duration::from_secs(240));
+        let c = b().ping_interval(Duration::from_secs(5)).build().unwrap();
+        assert_eq!(c.receive_timeout, Duration::from_secs(60));
+        let c = b()
+            .protocol(Protocol::Rwws)
+            .token("a2V5")
+            .ping_interval(Duration::from_secs(25))
+            .build()
+            .unwrap();
+        assert_eq!(c.receive_timeout, Duration::from_secs(50));
+        // Set explicitly, it is still checked against the ping interval.
+        let e = b()
+            .ping_interval(Duration::from_secs(60))
+            .receive_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
+    }
+
+    #[test]
     fn rejects_bad_input() {
         for url in ["ftp://x", "not a url", "ws://u:p@h/"] {
             assert_eq!(
@@ -530,6 +559,7 @@ mod tests {
             .is_err());
         assert!(Config::builder("ws://localhost/")
             .ping_interval(Duration::from_secs(60))
+            .receive_timeout(Duration::from_secs(60))
             .build()
             .is_err());
         assert!(Config::builder("ws://localhost/")

@@ -122,8 +122,8 @@ pub unsafe extern "C" fn tether_config_set_ping_interval_ms(
     boundary(code, || edit(cfg, |b| Ok(b.ping_interval(millis(ms)))))
 }
 
-/// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000; rwws
-/// 20000, the pong deadline).
+/// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
+/// intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_set_receive_timeout_ms(
     cfg: *mut tether_config,
