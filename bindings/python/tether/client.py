@@ -21,7 +21,7 @@ from typing import (
     Union,
 )
 
-from . import _ffi
+from . import _base, _ffi
 from ._base import (
     REQUEST_GRACE_S,
     CoreBase,
@@ -304,16 +304,8 @@ class _SyncCore(CoreBase):
                 "this client delivers events to on_event; events() is not available",
                 Status.ERR_WRONG_MODE,
             )
-        # Fast path without the lock: deque.popleft is atomic under the GIL and the reader
-        # appends under the lock, so an event seen here is complete.
-        try:
-            ev = self.queue.popleft()
-        except IndexError:
-            pass
-        else:
-            if self.reader_blocked:
-                with self.cond:
-                    self.cond.notify_all()  # the reader waits for room
+        ev = self.take_ready()
+        if ev is not None:
             return ev
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
@@ -331,6 +323,19 @@ class _SyncCore(CoreBase):
             if self.reader_blocked:
                 self.cond.notify_all()
             return ev
+
+    def take_ready(self) -> Optional[Event]:
+        """An event already queued, taken without waiting or locking; ``None`` if none.
+        deque.popleft is atomic under the GIL and the reader appends under the lock, so an
+        event seen here is complete."""
+        try:
+            ev = self.queue.popleft()
+        except IndexError:
+            return None
+        if self.reader_blocked:
+            with self.cond:
+                self.cond.notify_all()  # the reader waits for room
+        return ev
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -545,8 +550,15 @@ class Client:
 
         :raises WrongModeError: the client was created with ``on_event``.
         """
-        self._core.check_pid()
-        return self._core.next_event(timeout)
+        core = self._core
+        # Per-event path: the at-fork flag stands in for getpid() (a syscall) while events are
+        # queued; the waiting path below checks the pid as well.
+        if not _base._forked_child:
+            ev = core.take_ready()
+            if ev is not None:
+                return ev
+        core.check_pid()
+        return core.next_event(timeout)
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
         """Iterates over events until CLOSED (which is yielded last). With ``timeout``, the
