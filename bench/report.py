@@ -1,10 +1,17 @@
 """Turns bench/out/*.jsonl into RESULTS.md and one PNG chart per benchmark.
 
-Usage: report.py OUT_DIR RESULTS_MD CHART_DIR. Medians over the rounds; every ratio divides
-medians taken in the same run (the floor and the clients share the blaster and the rounds).
+Usage: report.py [--only KEYS] OUT_DIR RESULTS_MD CHART_DIR. Medians over the rounds; every ratio
+divides medians taken in the same run (the floor and the clients share the blaster and the rounds).
+
+With --only (comma-separated keys: throughput, rtt, memory, resume, bandwidth; what
+`BENCH_ONLY=... bench/run.sh` ran), only those sections (and their rows in the targets table) are
+regenerated from OUT_DIR and spliced into the existing RESULTS_MD; every other section keeps its
+figures, and the header says which sections were measured later and when. NOTES.md is always
+appended afresh.
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -13,7 +20,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-OUT, MD, CHARTS = sys.argv[1:4]
+args = sys.argv[1:]
+ONLY = None
+if args[:1] == ["--only"]:
+    ONLY = [k for k in args[1].split(",") if k]
+    args = args[2:]
+OUT, MD, CHARTS = args[:3]
 os.makedirs(CHARTS, exist_ok=True)
 
 CLIENTS = [
@@ -28,213 +40,502 @@ CLIENTS = [
 ]
 SHAPES = [("realistic", "realistic (~440 B avg)"), ("1024", "1 KB"), ("10240", "10 KB")]
 
-env = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(OUT, "env.txt")) if "=" in line)
-rows = [json.loads(line) for line in open(os.path.join(OUT, "throughput.jsonl"))]
+# Section headings in page order, with the benchmark (BENCH_ONLY key) that produces each.
+SECTIONS = [
+    ("throughput", "## 1. Event throughput"),
+    ("rtt", "## 2. Request round trip"),
+    ("memory", "## 3. Memory per connection"),
+    ("memory", "## 4. Idle cost"),
+    ("resume", "## 5. Resume latency"),
+    ("bandwidth", "## 6. Bandwidth saved by compression"),
+]
+KEYS = {k for k, _ in SECTIONS}
+if ONLY is not None and not set(ONLY) <= KEYS:
+    sys.exit(f"--only: unknown benchmark(s) {sorted(set(ONLY) - KEYS)}")
+# Where the appended NOTES.md begins, so a partial report can replace it.
+NOTES_MARKER = "<!-- NOTES.md -->"
+TARGETS_HEADER = "| target | measured (throughput rows: realistic events, uncompressed / compressed) | met |"
+OLD_TARGETS_HEADER = "| target | measured (realistic events, uncompressed / compressed) | met |"
+RESUME_TARGET_MS = 250
+RESUME_ROW = "| Resume latency ≤ 250 ms"
 
+env = dict(line.rstrip("\n").split("=", 1)
+           for line in open(os.path.join(OUT, "env-only.txt" if ONLY is not None else "env.txt")) if "=" in line)
 
-def median_eps(shape, z, client):
-    v = [r["eps"] for r in rows if r["shape"] == shape and r["compress"] == z and r["client"] == client]
-    return (statistics.median(v), len(v)) if v else (None, 0)
-
-
-med = {}
-for shape, _ in SHAPES:
-    for z in (0, 1):
-        for c, _ in CLIENTS:
-            med[(shape, z, c)] = median_eps(shape, z, c)
-
-lines = []
-w = lines.append
-w("# tether benchmarks\n")
-if env.get("smoke") == "1":
-    w("**SMOKE RUN: tiny sizes, one round. These numbers mean nothing.**\n")
-w("Reproduce every figure and chart on this page with one command (from the repository root):\n")
-w("```sh\nbench/run.sh\n```\n")
-w(f"Command of this run: `{env.get('command')}`, {env.get('rounds')} rounds, finished {env.get('date')}.\n")
-w("## Machine and versions\n")
-w("| | |\n|---|---|")
-for k in ("cpu", "cores", "mem", "kernel", "uptime", "rustc", "tether", "python", "websockets", "node", "ws", "go",
-          "coder_websocket"):
-    w(f"| {k} | `{env.get(k, '')}` |")
-w("")
-w("The machine is shared with other builds and test runs, so absolute numbers are noisy (see the load "
-  "average above). Each round runs every client once, one after the other, against the same blaster "
-  "process, so ratios of medians from the same run are what count.\n")
-
-w("## 1. Event throughput\n")
-w("Server: `tether-bench blaster` writes a stream built before the test (gomuks framing: one text message "
-  "per event; compressed: raw deflate, one compressor for the connection, sync flush per message, 16 "
-  "events batched per message as gomuks batches when the client falls behind, gomuks-rpc.md §5), so the "
-  "client is what is measured (performance-anchors.md §7). Time runs from the first server message to the "
-  "end marker. Every client extracts command, request id and payload of every event; the Python, Node and "
-  "Go clients parse each event's JSON fully. Figures: events per second, median of the rounds.\n")
-for shape, sname in SHAPES:
-    for z in (0, 1):
-        floor, _ = med[(shape, z, "floor")]
-        w(f"### {sname} events, {'compressed' if z else 'uncompressed'}\n")
-        w("| client | events/s (median) | runs | ratio to floor |\n|---|---:|---:|---:|")
-        for c, cname in CLIENTS:
-            m, n = med[(shape, z, c)]
-            if m is None:
-                w(f"| {cname} | not run | 0 | |")
-                continue
-            ratio = f"{m / floor:.2f}x" if floor else ""
-            w(f"| {cname} | {m:,.0f} | {n} | {ratio} |")
-        w("")
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
-    for ax, z in zip(axes, (0, 1)):
-        names, vals, colors = [], [], []
-        for c, cname in CLIENTS:
-            m, _ = med[(shape, z, c)]
-            if m is None:
-                continue
-            names.append(c)
-            vals.append(m)
-            colors.append("#888888" if c == "floor" else ("#1f77b4" if c in ("rust", "c-single", "c-batch", "python-tether") else "#ff7f0e"))
-        bars = ax.barh(names[::-1], vals[::-1], color=colors[::-1])
-        floor = med[(shape, z, "floor")][0]
-        for b, v in zip(bars, vals[::-1]):
-            ax.text(b.get_width(), b.get_y() + b.get_height() / 2,
-                    f" {v / 1000:,.0f}k" + (f" ({v / floor:.2f}x)" if floor else ""), va="center", fontsize=8)
-        ax.set_title(f"{'compressed' if z else 'uncompressed'}")
-        ax.set_xlabel("events/s (median)")
-        ax.set_xlim(0, max(vals) * 1.35)
-    fig.suptitle(f"Throughput, {sname} events (grey: floor, blue: tether, orange: other clients)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(CHARTS, f"throughput-{shape}.png"), dpi=90)
-    plt.close(fig)
-    w(f"![throughput {sname}]({os.path.relpath(os.path.join(CHARTS, f'throughput-{shape}.png'), os.path.dirname(MD))})\n")
-
-w("### Targets\n")
-w("| target | measured (realistic events, uncompressed / compressed) | met |\n|---|---|---|")
-
-
-def ratio(z, a, b):
-    x, y = med[("realistic", z, a)][0], med[("realistic", z, b)][0]
-    return x / y if x and y else None
-
-
-def target_row(name, a, b, want, key=lambda r, want: r >= want):
-    rs = [ratio(z, a, b) for z in (0, 1)]
-    shown = " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
-    met = all(r is not None and key(r, want) for r in rs)
-    w(f"| {name} | {shown} | {'yes' if met else '**no**'} |")
-
-
-target_row("Rust API ≥ 0.8x floor", "rust", "floor", 0.8)
-target_row("C batch poll ≥ 0.7x floor", "c-batch", "floor", 0.7)
-target_row("Python binding ≥ 3x Python websockets", "python-tether", "python-websockets", 3.0)
-target_row("Python binding ahead of Node ws", "python-tether", "node-ws", 1.0)
-target_row("Python binding ahead of Go coder/websocket", "python-tether", "go-coder", 1.0)
-w("")
 
 def chart_path(name):
     return os.path.relpath(os.path.join(CHARTS, name), os.path.dirname(MD))
 
 
-rtt = [json.loads(line) for line in open(os.path.join(OUT, "rtt.jsonl"))]
-RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
-               ("python", "tether Python binding (blocking request())")]
-w("## 2. Request round trip\n")
-w("Server: `tether-bench echo`, which answers each gomuks request on loopback with a `response` carrying "
-  "its data. One request in flight at a time, uncompressed; median over the rounds of each round's p50 "
-  "and p99.\n")
-w("| client | p50 µs | p99 µs | p50 ratio to bare |\n|---|---:|---:|---:|")
-rtt_med = {}
-for c, cname in RTT_CLIENTS:
-    v = [r for r in rtt if r["client"] == c]
-    rtt_med[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
-for c, cname in RTT_CLIENTS:
-    p50, p99 = rtt_med[c]
-    w(f"| {cname} | {p50:.1f} | {p99:.1f} | {p50 / rtt_med['floor'][0]:.2f}x |")
-w("")
-fig, ax = plt.subplots(figsize=(8, 3.2))
-ys = range(len(RTT_CLIENTS))
-ax.barh([y + 0.2 for y in ys], [rtt_med[c][0] for c, _ in RTT_CLIENTS], height=0.4, label="p50", color="#1f77b4")
-ax.barh([y - 0.2 for y in ys], [rtt_med[c][1] for c, _ in RTT_CLIENTS], height=0.4, label="p99", color="#aec7e8")
-for y, (c, _) in zip(ys, RTT_CLIENTS):
-    ax.text(rtt_med[c][0], y + 0.2, f" {rtt_med[c][0]:.0f} µs ({rtt_med[c][0] / rtt_med['floor'][0]:.1f}x)", va="center", fontsize=8)
-    ax.text(rtt_med[c][1], y - 0.2, f" {rtt_med[c][1]:.0f} µs", va="center", fontsize=8)
-ax.set_yticks(list(ys), [c for c, _ in RTT_CLIENTS])
-ax.set_xlabel("round trip, µs (lower is better)")
-ax.set_xlim(0, max(v[1] for v in rtt_med.values()) * 1.3)
-ax.legend(loc="lower right")
-ax.set_title("Request round trip on loopback (target: p50 ≤ 1.3x bare)")
-fig.tight_layout()
-fig.savefig(os.path.join(CHARTS, "rtt.png"), dpi=90)
-plt.close(fig)
-w(f"![rtt]({chart_path('rtt.png')})\n")
+def save_chart(fig, name, alt):
+    """Writes the figure to CHARTS/name, frees it, and returns the Markdown line showing it."""
+    fig.tight_layout()
+    fig.savefig(os.path.join(CHARTS, name), dpi=90)
+    plt.close(fig)
+    return f"![{alt}]({chart_path(name)})\n"
 
-conns = [json.loads(line) for line in open(os.path.join(OUT, "conns.jsonl"))]
-w("## 3. Memory per connection\n")
-n_conns = conns[0]["clients"]
-w(f"RSS growth of one process per added tether client, {n_conns:,} idle connected clients (gomuks, Rust API, "
-  "against `tether-bench echo`), measured after the first client brought up the shared runtime. Median of "
-  "the rounds.\n")
-w("| mode | KiB per connection | target | met |\n|---|---:|---:|---|")
-mem = {}
-for z, target in ((0, 64), (1, 128)):
-    mem[z] = statistics.median(r["kib_per_conn"] for r in conns if r["compress"] == z)
-    w(f"| {'compressed' if z else 'uncompressed'} | {mem[z]:.1f} | ≤ {target} | {'yes' if mem[z] <= target else '**no**'} |")
-w("")
-fig, ax = plt.subplots(figsize=(7, 2.6))
-ax.barh(["compressed", "uncompressed"], [mem[1], mem[0]], color="#1f77b4")
-for y, (v, t) in enumerate(((mem[1], 128), (mem[0], 64))):
-    ax.plot([t, t], [y - 0.4, y + 0.4], color="red")
-    ax.text(v, y, f" {v:.0f} KiB (target {t})", va="center")
-ax.set_xlim(0, 180)
-ax.set_xlabel(f"KiB RSS per idle connection ({n_conns} clients); red: target")
-fig.tight_layout()
-fig.savefig(os.path.join(CHARTS, "memory.png"), dpi=90)
-plt.close(fig)
-w(f"![memory]({chart_path('memory.png')})\n")
 
-idle = json.load(open(os.path.join(OUT, "idle.json")))
-w("## 4. Idle cost\n")
-w(f"{idle['clients']} idle connected clients (plus the warm-up client), compressed, default 15 s keepalive, "
-  f"over {idle['idle_secs']:.0f} s; CPU time from /proc/self/stat, wake-ups as the voluntary plus "
-  "non-voluntary context switches of every thread (/proc/self/task/*/status).\n")
-w("| CPU time | wake-ups | keepalive pings due | wake-ups per ping |\n|---:|---:|---:|---:|")
-per = idle["idle_switches"] / idle["pings_expected"] if idle["pings_expected"] else float("nan")
-w(f"| {idle['idle_cpu_ms']:.0f} ms | {idle['idle_switches']} | {idle['pings_expected']:.0f} | {per:.2f} |\n")
-fig, ax = plt.subplots(figsize=(7, 2.4))
-ax.barh(["wake-ups", "pings due"], [idle["idle_switches"], idle["pings_expected"]], color=["#1f77b4", "#888888"])
-for y, v in enumerate((idle["idle_switches"], idle["pings_expected"])):
-    ax.text(v, y, f" {v:.0f}", va="center")
-ax.set_xlim(0, max(idle["idle_switches"], idle["pings_expected"], 1) * 1.25)
-ax.set_title(f"{idle['clients']} idle clients, {idle['idle_secs']:.0f} s: {idle['idle_cpu_ms']:.0f} ms CPU")
-fig.tight_layout()
-fig.savefig(os.path.join(CHARTS, "idle.png"), dpi=90)
-plt.close(fig)
-w(f"![idle]({chart_path('idle.png')})\n")
+def pct(values, q):
+    """Nearest-rank percentile, as the clients' own round-trip figures use."""
+    v = sorted(values)
+    return v[round((len(v) - 1) * q)]
 
-bw = json.load(open(os.path.join(OUT, "bandwidth.json")))
-w("## 6. Bandwidth saved by compression\n")
-w(f"The realistic stream ({bw['events']:,} events, {bw['json_bytes']:,} bytes of JSON), bytes on the wire "
-  "including websocket frame headers:\n")
-w("| encoding | wire bytes | saved vs uncompressed |\n|---|---:|---:|")
-w(f"| uncompressed (text message per event) | {bw['plain_wire']:,} | |")
-w(f"| compressed, one event per message (live trickle) | {bw['z_wire_1']:,} | {1 - bw['z_wire_1'] / bw['plain_wire']:.1%} |")
-w(f"| compressed, {bw['per_message']} events per message (client behind) | {bw['z_wire_batched']:,} | "
-  f"{1 - bw['z_wire_batched'] / bw['plain_wire']:.1%} |")
-w("")
-fig, ax = plt.subplots(figsize=(8, 3))
-labels = ["uncompressed", "deflate, 1/msg", f"deflate, {bw['per_message']}/msg"]
-vals = [bw["plain_wire"] / 1e6, bw["z_wire_1"] / 1e6, bw["z_wire_batched"] / 1e6]
-bars = ax.barh(labels[::-1], vals[::-1], color=["#1f77b4", "#1f77b4", "#888888"])
-for b, v in zip(bars, vals[::-1]):
-    ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.1f} MB ({v / vals[0]:.0%})", va="center")
-ax.set_xlim(0, vals[0] * 1.3)
-ax.set_xlabel("MB on the wire")
-ax.set_title(f"Bandwidth of {bw['events']:,} realistic events")
-fig.tight_layout()
-fig.savefig(os.path.join(CHARTS, "bandwidth.png"), dpi=90)
-plt.close(fig)
-w(f"![bandwidth]({chart_path('bandwidth.png')})\n")
 
-extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
-if os.path.exists(extra):
-    w(open(extra).read())
-open(MD, "w").write("\n".join(lines) + "\n")
+# ---------------------------------------------------------------- header
+
+def header():
+    lines = []
+    w = lines.append
+    w("# tether benchmarks\n")
+    if env.get("smoke") == "1":
+        w("**SMOKE RUN: tiny sizes, one round. These numbers mean nothing.**\n")
+    w("Reproduce every figure and chart on this page with one command (from the repository root):\n")
+    w("```sh\nbench/run.sh\n```\n")
+    w(f"Command of this run: `{env.get('command')}`, {env.get('rounds')} rounds, finished {env.get('date')}.\n")
+    w("## Machine and versions\n")
+    w("| | |\n|---|---|")
+    for k in ("cpu", "cores", "mem", "kernel", "uptime", "rustc", "tether", "python", "websockets", "node", "ws", "go",
+              "coder_websocket"):
+        w(f"| {k} | `{env.get(k, '')}` |")
+    w("")
+    w("The machine is shared with other builds and test runs, so absolute numbers are noisy (see the load "
+      "average above). Each round runs every client once, one after the other, against the same blaster "
+      "process, so ratios of medians from the same run are what count.\n")
+    return lines
+
+
+# ---------------------------------------------------------------- 1. throughput
+
+def throughput():
+    rows = [json.loads(line) for line in open(os.path.join(OUT, "throughput.jsonl"))]
+
+    def median_eps(shape, z, client):
+        v = [r["eps"] for r in rows if r["shape"] == shape and r["compress"] == z and r["client"] == client]
+        return (statistics.median(v), len(v)) if v else (None, 0)
+
+    med = {}
+    for shape, _ in SHAPES:
+        for z in (0, 1):
+            for c, _ in CLIENTS:
+                med[(shape, z, c)] = median_eps(shape, z, c)
+
+    lines = []
+    w = lines.append
+    w("## 1. Event throughput\n")
+    w("Server: `tether-bench blaster` writes a stream built before the test (gomuks framing: one text message "
+      "per event; compressed: raw deflate, one compressor for the connection, sync flush per message, 16 "
+      "events batched per message as gomuks batches when the client falls behind, gomuks-rpc.md §5), so the "
+      "client is what is measured (performance-anchors.md §7). Time runs from the first server message to the "
+      "end marker. Every client extracts command, request id and payload of every event; the Python, Node and "
+      "Go clients parse each event's JSON fully. Figures: events per second, median of the rounds.\n")
+    for shape, sname in SHAPES:
+        for z in (0, 1):
+            floor, _ = med[(shape, z, "floor")]
+            w(f"### {sname} events, {'compressed' if z else 'uncompressed'}\n")
+            w("| client | events/s (median) | runs | ratio to floor |\n|---|---:|---:|---:|")
+            for c, cname in CLIENTS:
+                m, n = med[(shape, z, c)]
+                if m is None:
+                    w(f"| {cname} | not run | 0 | |")
+                    continue
+                ratio = f"{m / floor:.2f}x" if floor else ""
+                w(f"| {cname} | {m:,.0f} | {n} | {ratio} |")
+            w("")
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
+        for ax, z in zip(axes, (0, 1)):
+            names, vals, colors = [], [], []
+            for c, cname in CLIENTS:
+                m, _ = med[(shape, z, c)]
+                if m is None:
+                    continue
+                names.append(c)
+                vals.append(m)
+                colors.append("#888888" if c == "floor" else ("#1f77b4" if c in ("rust", "c-single", "c-batch", "python-tether") else "#ff7f0e"))
+            bars = ax.barh(names[::-1], vals[::-1], color=colors[::-1])
+            floor = med[(shape, z, "floor")][0]
+            for b, v in zip(bars, vals[::-1]):
+                ax.text(b.get_width(), b.get_y() + b.get_height() / 2,
+                        f" {v / 1000:,.0f}k" + (f" ({v / floor:.2f}x)" if floor else ""), va="center", fontsize=8)
+            ax.set_title(f"{'compressed' if z else 'uncompressed'}")
+            ax.set_xlabel("events/s (median)")
+            ax.set_xlim(0, max(vals) * 1.35)
+        fig.suptitle(f"Throughput, {sname} events (grey: floor, blue: tether, orange: other clients)")
+        w(save_chart(fig, f"throughput-{shape}.png", f"throughput {sname}"))
+
+    w("### Targets\n")
+    w(TARGETS_HEADER + "\n|---|---|---|")
+
+    def ratio(z, a, b):
+        x, y = med[("realistic", z, a)][0], med[("realistic", z, b)][0]
+        return x / y if x and y else None
+
+    def target_row(name, a, b, want, key=lambda r, want: r >= want):
+        rs = [ratio(z, a, b) for z in (0, 1)]
+        shown = " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
+        met = all(r is not None and key(r, want) for r in rs)
+        w(f"| {name} | {shown} | {'yes' if met else '**no**'} |")
+
+    target_row("Rust API ≥ 0.8x floor", "rust", "floor", 0.8)
+    target_row("C batch poll ≥ 0.7x floor", "c-batch", "floor", 0.7)
+    target_row("Python binding ≥ 3x Python websockets", "python-tether", "python-websockets", 3.0)
+    target_row("Python binding ahead of Node ws", "python-tether", "node-ws", 1.0)
+    target_row("Python binding ahead of Go coder/websocket", "python-tether", "go-coder", 1.0)
+    row = resume_target_row()
+    if row:
+        w(row)
+    w("")
+    return lines
+
+
+# ---------------------------------------------------------------- 2. round trip
+
+def rtt():
+    rtt = [json.loads(line) for line in open(os.path.join(OUT, "rtt.jsonl"))]
+    RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
+                   ("python", "tether Python binding (blocking request())")]
+    lines = []
+    w = lines.append
+    w("## 2. Request round trip\n")
+    w("Server: `tether-bench echo`, which answers each gomuks request on loopback with a `response` carrying "
+      "its data. One request in flight at a time, uncompressed; median over the rounds of each round's p50 "
+      "and p99.\n")
+    w("| client | p50 µs | p99 µs | p50 ratio to bare |\n|---|---:|---:|---:|")
+    rtt_med = {}
+    for c, cname in RTT_CLIENTS:
+        v = [r for r in rtt if r["client"] == c]
+        rtt_med[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
+    for c, cname in RTT_CLIENTS:
+        p50, p99 = rtt_med[c]
+        w(f"| {cname} | {p50:.1f} | {p99:.1f} | {p50 / rtt_med['floor'][0]:.2f}x |")
+    w("")
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ys = range(len(RTT_CLIENTS))
+    ax.barh([y + 0.2 for y in ys], [rtt_med[c][0] for c, _ in RTT_CLIENTS], height=0.4, label="p50", color="#1f77b4")
+    ax.barh([y - 0.2 for y in ys], [rtt_med[c][1] for c, _ in RTT_CLIENTS], height=0.4, label="p99", color="#aec7e8")
+    for y, (c, _) in zip(ys, RTT_CLIENTS):
+        ax.text(rtt_med[c][0], y + 0.2, f" {rtt_med[c][0]:.0f} µs ({rtt_med[c][0] / rtt_med['floor'][0]:.1f}x)", va="center", fontsize=8)
+        ax.text(rtt_med[c][1], y - 0.2, f" {rtt_med[c][1]:.0f} µs", va="center", fontsize=8)
+    ax.set_yticks(list(ys), [c for c, _ in RTT_CLIENTS])
+    ax.set_xlabel("round trip, µs (lower is better)")
+    ax.set_xlim(0, max(v[1] for v in rtt_med.values()) * 1.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Request round trip on loopback (target: p50 ≤ 1.3x bare)")
+    w(save_chart(fig, "rtt.png", "rtt"))
+    return lines
+
+
+# ---------------------------------------------------------------- 3. memory, 4. idle
+
+def memory():
+    conns = [json.loads(line) for line in open(os.path.join(OUT, "conns.jsonl"))]
+    lines = []
+    w = lines.append
+    w("## 3. Memory per connection\n")
+    n_conns = conns[0]["clients"]
+    w(f"RSS growth of one process per added tether client, {n_conns:,} idle connected clients (gomuks, Rust API, "
+      "against `tether-bench echo`), measured after the first client brought up the shared runtime. Median of "
+      "the rounds.\n")
+    w("| mode | KiB per connection | target | met |\n|---|---:|---:|---|")
+    mem = {}
+    for z, target in ((0, 64), (1, 128)):
+        mem[z] = statistics.median(r["kib_per_conn"] for r in conns if r["compress"] == z)
+        w(f"| {'compressed' if z else 'uncompressed'} | {mem[z]:.1f} | ≤ {target} | {'yes' if mem[z] <= target else '**no**'} |")
+    w("")
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.barh(["compressed", "uncompressed"], [mem[1], mem[0]], color="#1f77b4")
+    for y, (v, t) in enumerate(((mem[1], 128), (mem[0], 64))):
+        ax.plot([t, t], [y - 0.4, y + 0.4], color="red")
+        ax.text(v, y, f" {v:.0f} KiB (target {t})", va="center")
+    ax.set_xlim(0, 180)
+    ax.set_xlabel(f"KiB RSS per idle connection ({n_conns} clients); red: target")
+    w(save_chart(fig, "memory.png", "memory"))
+    return lines
+
+
+def idle():
+    idle = json.load(open(os.path.join(OUT, "idle.json")))
+    lines = []
+    w = lines.append
+    w("## 4. Idle cost\n")
+    w(f"{idle['clients']} idle connected clients (plus the warm-up client), compressed, default 15 s keepalive, "
+      f"over {idle['idle_secs']:.0f} s; CPU time from /proc/self/stat, wake-ups as the voluntary plus "
+      "non-voluntary context switches of every thread (/proc/self/task/*/status).\n")
+    w("| CPU time | wake-ups | keepalive pings due | wake-ups per ping |\n|---:|---:|---:|---:|")
+    per = idle["idle_switches"] / idle["pings_expected"] if idle["pings_expected"] else float("nan")
+    w(f"| {idle['idle_cpu_ms']:.0f} ms | {idle['idle_switches']} | {idle['pings_expected']:.0f} | {per:.2f} |\n")
+    fig, ax = plt.subplots(figsize=(7, 2.4))
+    ax.barh(["wake-ups", "pings due"], [idle["idle_switches"], idle["pings_expected"]], color=["#1f77b4", "#888888"])
+    for y, v in enumerate((idle["idle_switches"], idle["pings_expected"])):
+        ax.text(v, y, f" {v:.0f}", va="center")
+    ax.set_xlim(0, max(idle["idle_switches"], idle["pings_expected"], 1) * 1.25)
+    ax.set_title(f"{idle['clients']} idle clients, {idle['idle_secs']:.0f} s: {idle['idle_cpu_ms']:.0f} ms CPU")
+    w(save_chart(fig, "idle.png", "idle"))
+    return lines
+
+
+# ---------------------------------------------------------------- 5. resume latency
+
+RESUME_CLIENTS = [("rust", "tether Rust API"), ("c", "tether C API, tether_client_poll")]
+
+
+def resume_runs():
+    path = os.path.join(OUT, "resume.jsonl")
+    if not os.path.exists(path):
+        return []
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    for r in runs:
+        # Per-cut spans between the stages, in ms.
+        r["lib_ms"] = [f - t for f, t in zip(r["first_ms"], r["retry_ms"])]
+        r["reconnect_ms"] = [c - d for c, d in zip(r["conn_ms"], r["disc_ms"])]
+        r["replay_gap_ms"] = [f - c for f, c in zip(r["first_ms"], r["conn_ms"])]
+    # Default backoff first, then by client.
+    order = {c: i for i, (c, _) in enumerate(RESUME_CLIENTS)}
+    runs.sort(key=lambda r: (not r["backoff_default"], order.get(r["client"], 9)))
+    return runs
+
+
+def run_label(r, short=False):
+    name = dict(RESUME_CLIENTS).get(r["client"], r["client"])
+    if short:
+        name = {"rust": "Rust API", "c": "C poll"}.get(r["client"], r["client"])
+    b = f"default backoff ({r['backoff_min_ms']} ms)" if r["backoff_default"] else f"{r['backoff_min_ms']} ms backoff"
+    return f"{name}, {b}"
+
+
+def resume_target_row():
+    runs = [r for r in resume_runs() if r["backoff_default"]]
+    if not runs:
+        return None
+    shown = " / ".join(f"{pct(r['first_ms'], 0.99):.0f} ms" for r in runs)
+    maxes = " / ".join(f"{max(r['first_ms']):.0f}" for r in runs)
+    met = all(pct(r["first_ms"], 0.99) <= RESUME_TARGET_MS for r in runs)
+    who = " / ".join({"rust": "Rust API", "c": "C poll"}.get(r["client"], r["client"]) for r in runs)
+    return (f"{RESUME_ROW} (cut → first replayed event, p99, default backoff; {who}) | {shown} (max {maxes} ms) | "
+            f"{'yes' if met else '**no**'} |")
+
+
+def resume():
+    runs = resume_runs()
+    lines = []
+    w = lines.append
+    w("## 5. Resume latency\n")
+    if not runs:
+        w("Not run.\n")
+        return lines
+    r0 = runs[0]
+    w(f"Server: the testkit's gomuks backend (`tether-backend`, own process: gomuks' event buffer and resume rule, "
+      "gomuks-rpc.md §7), Basic-auth login once, then the cached token. The client starts each cycle caught up at "
+      f"event id L; it asks the backend (HTTP control port) to cut the connection (TCP close, no close frame) and, "
+      f"under the same lock, to push {r0['per_cut']} events, so the cut connection never carries them and the "
+      "client cannot reconnect before they are buffered: they reach the client only as the replay of the resumed "
+      f"connection. {r0['cuts']} cuts per run, {r0['pause_ms']} ms pause after each cycle is caught up. "
+      "The harness checks every cycle: exactly one DISCONNECTED, a CONNECTED that attempted a resume, no event "
+      "on the cut connection, the first event after the reconnect is id L-1 (the next one), the rest follow "
+      "without gap or duplicate, all before `init_complete` (replayed, not live), and no initial sync (a failed "
+      "resume); any deviation aborts the run. Times are taken when `poll` hands the event to the application, "
+      "from just before the control request (an upper bound: the cut lands within the control round trip, p50 "
+      f"{statistics.median(x for r in runs for x in r['ctl_ms']):.2f} ms). Everything but the backoff is the "
+      "library default (compression on, 15 s pings).\n")
+    d = next((r for r in runs if r["backoff_default"]), None)
+    default = (f"{d['backoff_min_ms']} ms minimum ({d['backoff_max_ms'] / 1000:g} s cap, as the gomuks web client)"
+               if d else "not run here")
+    w("Backoff: the first retry delay is drawn from [min/2, min] and the backoff resets after every healthy "
+      "connection, so every cut waits that long before reconnecting and the minimum bounds the figure. The "
+      f"library's default for gomuks, which the default-backoff runs use: {default}; the harness fails if the "
+      "delays the library draws fall outside [min/2, min] of the stated minimum. The small-backoff runs show "
+      "what the library itself costs.\n")
+    w("### Cut → first replayed event delivered to the application\n")
+    w("| client, backoff | cuts | replayed ids checked | p50 ms | p90 ms | p99 ms | max ms | "
+      f"p99 ≤ {RESUME_TARGET_MS} ms |\n|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in runs:
+        f = r["first_ms"]
+        met = "yes" if pct(f, 0.99) <= RESUME_TARGET_MS else "**no**"
+        w(f"| {run_label(r)} | {r['cuts']} | {r['replayed_checked']:,} | {pct(f, .5):.1f} | {pct(f, .9):.1f} | "
+          f"{pct(f, .99):.1f} | {max(f):.1f} | {met if r['backoff_default'] else '(not the target setting)'} |")
+    w("")
+    w("### Where the time goes (p50 / p99, ms from the cut)\n")
+    w("| client, backoff | → DISCONNECTED seen | → CONNECTED seen | → first replayed | → all replayed "
+      "(`init_complete`) | retry delay drawn (p50, range) | first replayed minus the retry delay |\n"
+      "|---|---:|---:|---:|---:|---:|---:|")
+    for r in runs:
+        def pp(key):
+            return f"{pct(r[key], .5):.2f} / {pct(r[key], .99):.2f}"
+        rt = r["retry_ms"]
+        fmt = "{:.0f}" if r["client"] == "c" else "{:.1f}"  # the C API gives whole milliseconds
+        drawn = f"{fmt.format(pct(rt, .5))} ({fmt.format(min(rt))}–{fmt.format(max(rt))})"
+        w(f"| {run_label(r)} | {pp('disc_ms')} | {pp('conn_ms')} | {pp('first_ms')} | {pp('caught_up_ms')} | "
+          f"{drawn} | {pp('lib_ms')} |")
+    w("")
+    w("The C API reports the retry delay in whole milliseconds (truncated: a 0.5–1 ms delay shows as 0), so "
+      "its last column overstates the library's part by up to 1 ms. Between DISCONNECTED and CONNECTED lie the retry delay (tokio's timer "
+      "rounds it up to its 1 ms tick), the TCP connect and the websocket upgrade; between CONNECTED and the first "
+      "replayed event, the backend's start-up messages (`run_id`, `client_state`, `sync_status`, "
+      "`image_auth_token`) and the replay itself.\n")
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.25, 1]})
+    ax = axes[0]
+    styles = {("rust", True): ("#1f77b4", "-"), ("c", True): ("#ff7f0e", "-"),
+              ("rust", False): ("#1f77b4", "--"), ("c", False): ("#ff7f0e", "--")}
+    for r in runs:
+        v = sorted(r["first_ms"])
+        color, ls = styles.get((r["client"], r["backoff_default"]), ("#888888", ":"))
+        ax.step([v[0]] + v, [0.0] + [(i + 1) / len(v) for i in range(len(v))], where="post", color=color,
+                linestyle=ls, label=run_label(r, short=True))
+    ax.axvline(RESUME_TARGET_MS, color="red", linewidth=1)
+    ax.text(RESUME_TARGET_MS, 0.03, f" target {RESUME_TARGET_MS} ms", color="red", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("cut → first replayed event delivered, ms (log scale)")
+    ax.set_ylabel("fraction of cuts")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="center left", fontsize=8)
+    ax.set_title("Distribution over the cuts")
+
+    ax = axes[1]
+    small = [r for r in runs if not r["backoff_default"]] or runs
+    stages = [("cut → DISCONNECTED seen", "disc_ms", "#888888"),
+              ("→ CONNECTED (retry delay, connect, upgrade)", "reconnect_ms", "#1f77b4"),
+              ("→ first replayed (start-up messages, replay)", "replay_gap_ms", "#2ca02c")]
+    ys = list(range(len(small)))[::-1]
+    left = [0.0] * len(small)
+    for name, key, color in stages:
+        vals = [max(statistics.median(r[key]), 0.0) for r in small]
+        ax.barh(ys, vals, left=left, color=color, label=name, height=0.5)
+        left = [a + b for a, b in zip(left, vals)]
+    for y, r, x in zip(ys, small, left):
+        ax.text(x, y, f"  p50 {pct(r['first_ms'], .5):.2f} ms", va="center", fontsize=8)
+    ax.set_yticks(ys, [run_label(r, short=True) for r in small])
+    ax.set_ylim(-0.8, len(small) - 0.2)
+    ax.set_xlim(0, max(left) * 1.35)
+    ax.set_xlabel("ms from the cut (median of each stage)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=1, frameon=False)
+    ax.set_title("The library's own cost (small backoff)")
+    fig.suptitle("Resume latency: backend cut → first replayed event in the application")
+    w(save_chart(fig, "resume.png", "resume"))
+    return lines
+
+
+# ---------------------------------------------------------------- 6. bandwidth
+
+def bandwidth():
+    bw = json.load(open(os.path.join(OUT, "bandwidth.json")))
+    lines = []
+    w = lines.append
+    w("## 6. Bandwidth saved by compression\n")
+    w(f"The realistic stream ({bw['events']:,} events, {bw['json_bytes']:,} bytes of JSON), bytes on the wire "
+      "including websocket frame headers:\n")
+    w("| encoding | wire bytes | saved vs uncompressed |\n|---|---:|---:|")
+    w(f"| uncompressed (text message per event) | {bw['plain_wire']:,} | |")
+    w(f"| compressed, one event per message (live trickle) | {bw['z_wire_1']:,} | {1 - bw['z_wire_1'] / bw['plain_wire']:.1%} |")
+    w(f"| compressed, {bw['per_message']} events per message (client behind) | {bw['z_wire_batched']:,} | "
+      f"{1 - bw['z_wire_batched'] / bw['plain_wire']:.1%} |")
+    w("")
+    fig, ax = plt.subplots(figsize=(8, 3))
+    labels = ["uncompressed", "deflate, 1/msg", f"deflate, {bw['per_message']}/msg"]
+    vals = [bw["plain_wire"] / 1e6, bw["z_wire_1"] / 1e6, bw["z_wire_batched"] / 1e6]
+    bars = ax.barh(labels[::-1], vals[::-1], color=["#1f77b4", "#1f77b4", "#888888"])
+    for b, v in zip(bars, vals[::-1]):
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.1f} MB ({v / vals[0]:.0%})", va="center")
+    ax.set_xlim(0, vals[0] * 1.3)
+    ax.set_xlabel("MB on the wire")
+    ax.set_title(f"Bandwidth of {bw['events']:,} realistic events")
+    w(save_chart(fig, "bandwidth.png", "bandwidth"))
+    return lines
+
+
+GENERATORS = {
+    "## 1. Event throughput": throughput,
+    "## 2. Request round trip": rtt,
+    "## 3. Memory per connection": memory,
+    "## 4. Idle cost": idle,
+    "## 5. Resume latency": resume,
+    "## 6. Bandwidth saved by compression": bandwidth,
+}
+
+
+def notes():
+    extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+    return [NOTES_MARKER, open(extra).read()] if os.path.exists(extra) else []
+
+
+def block(lines):
+    """A section's lines as text, ending with exactly one blank line."""
+    return "\n".join(lines).rstrip("\n") + "\n\n"
+
+
+def full_report():
+    text = "\n".join(header()) + "\n"
+    for _, heading in SECTIONS:
+        text += block(GENERATORS[heading]())
+    return text + "\n".join(notes()) + "\n"
+
+
+def split_sections(text):
+    """(prefix, {heading: block}) for the generated sections of an existing report; the rest
+    (the appended notes, wherever they start) is dropped, to be appended afresh."""
+    if NOTES_MARKER in text:
+        text = text[:text.index(NOTES_MARKER)]
+    prefix, blocks = "", {}
+    for p in re.split(r"(?m)^(?=## )", text):
+        heading = p.split("\n", 1)[0].rstrip()
+        if heading in GENERATORS:
+            blocks[heading] = p.rstrip("\n") + "\n\n"
+        elif blocks:
+            break  # an older report's notes, appended without the marker
+        else:
+            prefix += p  # title, command, machine and versions
+    return prefix, blocks
+
+
+def partial_report(old):
+    prefix, blocks = split_sections(old)
+    done = []
+    for key, heading in SECTIONS:
+        if key in ONLY:
+            blocks[heading] = block(GENERATORS[heading]())
+            done.append(heading.split()[1].rstrip("."))
+    # The targets table lives in section 1: refresh its resume row when only resume ran.
+    t = "## 1. Event throughput"
+    if "resume" in ONLY and "throughput" not in ONLY and t in blocks:
+        sec = blocks[t].replace(OLD_TARGETS_HEADER, TARGETS_HEADER)
+        sec_lines = [line for line in sec.split("\n") if not line.startswith(RESUME_ROW)]
+        row = resume_target_row()
+        if row:
+            # After the last row of the targets table.
+            start = sec_lines.index("### Targets")
+            at = max(i for i, line in enumerate(sec_lines) if i > start and line.startswith("| "))
+            sec_lines.insert(at + 1, row)
+        blocks[t] = "\n".join(sec_lines)
+    # Say which sections come from this later, partial run.
+    lines = prefix.rstrip("\n").split("\n")
+    for n in done:
+        tag = f"Section {n} was measured on its own afterwards"
+        lines = [line for line in lines if not line.startswith(tag)]
+        la = env.get("uptime", "").split("load average:")[-1].strip()
+        note = (f"{tag}: `{env.get('command')}`, finished {env.get('date')}, tether `{env.get('tether')}`, "
+                f"load average {la}.")
+        at = next((i for i, line in enumerate(lines) if line.startswith("Command of this run:")), len(lines) - 1)
+        lines.insert(at + 1, "")
+        lines.insert(at + 2, note)
+    # Collapse the blank lines the insertions may have doubled.
+    prefix = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n\n"
+    text = prefix
+    for _, heading in SECTIONS:
+        if heading in blocks:
+            text += blocks[heading]
+    return text + "\n".join(notes()) + "\n"
+
+
+if ONLY is None:
+    out = full_report()
+elif os.path.exists(MD):
+    out = partial_report(open(MD).read())
+else:
+    # Nothing to splice into: a page with the header and just these sections.
+    out = "\n".join(header()) + "\n"
+    for key, heading in SECTIONS:
+        if key in ONLY:
+            out += block(GENERATORS[heading]())
+    out += "\n".join(notes()) + "\n"
+open(MD, "w").write(out)
 print(f"wrote {MD} and charts in {CHARTS}")

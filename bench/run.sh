@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces every benchmark figure into bench/RESULTS.md and bench/charts/*.png.
 #   bench/run.sh            full run (5 rounds, about 10 minutes on the 2-core machine)
-#   bench/run.sh --smoke    every harness once with tiny sizes, no thresholds (< 90 s after builds)
+#   bench/run.sh --smoke    every harness once with tiny sizes, no thresholds (< 90 s after builds);
+#                           its data and report go to bench/out/smoke/, so the full run's stay
+#   BENCH_ONLY=resume bench/run.sh   only the named benchmarks (comma-separated: throughput, rtt,
+#                           memory (sections 3 and 4), resume, bandwidth); report.py then replaces
+#                           just their sections (and target rows) in the existing RESULTS.md
 # Installs what it needs itself: Python venv in bench/.venv (websockets, matplotlib, the tether
 # binding built against target/release/libtether.so), npm packages from bench/node's lockfile,
 # Go modules through the module proxy (the Go client is skipped, and said so, without Go).
@@ -12,13 +16,26 @@ SMOKE=0
 ARGS="$*"
 if [[ "${1:-}" == "--smoke" ]]; then SMOKE=1; fi
 OUT=bench/out
+if [[ $SMOKE == 1 ]]; then OUT=bench/out/smoke; fi
 mkdir -p "$OUT"
+ONLY=${BENCH_ONLY:-}
+for b in ${ONLY//,/ }; do
+  case $b in throughput | rtt | memory | resume | bandwidth) ;; *) echo "BENCH_ONLY: unknown benchmark $b" >&2; exit 2 ;; esac
+done
+# Whether benchmark $1 runs (all of them without BENCH_ONLY).
+want() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
 
 echo "== building (release)"
 # BENCH_SKIP_BUILD=1 reuses target/release as it is (e.g. while src/ is mid-edit).
-if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then cargo build --release --quiet -p tether -p tether-bench; fi
+if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
+  cargo build --release --quiet -p tether -p tether-bench
+  # A build of its own: built together, the testkit's tokio features ("full") would be unified
+  # into libtether and the Rust-API client, and change what the other benchmarks measure.
+  cargo build --release --quiet -p tether-testkit --bin tether-backend
+fi
 LIB=$ROOT/target/release
 cc -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/blast_c" bench/c/blast_c.c -L"$LIB" -ltether -Wl,-rpath,"$LIB"
+cc -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/resume_c" bench/c/resume_c.c -L"$LIB" -ltether -Wl,-rpath,"$LIB"
 
 echo "== Python venv"
 PY=bench/.venv/bin/python
@@ -28,11 +45,11 @@ $PY -m pip install -q --disable-pip-version-check -r bench/py/requirements.txt
 TETHER_LIBRARY=$LIB/libtether.so $PY -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
 
 HAVE_NODE=0
-if command -v node >/dev/null && command -v npm >/dev/null; then
+if want throughput && command -v node >/dev/null && command -v npm >/dev/null; then
   (cd bench/node && npm ci --silent --no-audit --no-fund) && HAVE_NODE=1
 fi
 HAVE_GO=0
-if command -v go >/dev/null; then
+if want throughput && command -v go >/dev/null; then
   (cd bench/go && go build -o "$ROOT/$OUT/go-client" .) && HAVE_GO=1
 fi
 
@@ -42,19 +59,19 @@ else
   ROUNDS=5; N_SMALL=50000; N_BIG=10000
 fi
 RES=$OUT/throughput.jsonl
-: > "$RES"
 BLASTER_PID=
 cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# Starts a tether-bench server in the background and sets BLASTER_PID and port from the JSON
-# line it prints once listening (the file is removed first, so an old one is never read).
+# Starts a server (a tether-bench one unless the first argument is a path) in the background and
+# sets BLASTER_PID and port from the JSON line it prints once listening ("port", or tether-backend's
+# "address"); the file is removed first, so an old one is never read.
 start_server() {
   local out=$1; shift
   rm -f "$out"
-  target/release/tether-bench "$@" > "$out" &
+  if [[ $1 == */* ]]; then "$@" > "$out" & else target/release/tether-bench "$@" > "$out" & fi
   BLASTER_PID=$!
-  until port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$out" 2>/dev/null); do
+  until port=$($PY -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d.get("port") or d["address"].rsplit(":",1)[1])' "$out" 2>/dev/null); do
     kill -0 "$BLASTER_PID" || { echo "server failed: $*" >&2; exit 1; }
     sleep 0.2
   done
@@ -69,7 +86,8 @@ run_client() {
   echo "   $line"
 }
 
-for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
+want throughput && : > "$RES"
+want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
   set -- $spec; shape=$1; n=$2
   for z in 0 1; do
     echo "== throughput: $shape events, compress=$z, $n events, $ROUNDS rounds"
@@ -96,40 +114,76 @@ else
   N_RTT=5000; N_CONNS=1000; IDLE_CLIENTS=100; IDLE_SECS=60
 fi
 ulimit -n 8192 2>/dev/null || true
-start_server "$OUT/echo.out" echo 0
-URL=http://127.0.0.1:$port
+if want rtt || want memory; then
+  start_server "$OUT/echo.out" echo 0
+  URL=http://127.0.0.1:$port
+fi
 
-echo "== round trip: $N_RTT requests, $ROUNDS rounds"
-RTT=$OUT/rtt.jsonl
-: > "$RTT"
-for ((r = 1; r <= ROUNDS; r++)); do
-  for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
-             "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
-    line=$(timeout 300 $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
-    echo "   $line"; echo "$line" >> "$RTT"
+if want rtt; then
+  echo "== round trip: $N_RTT requests, $ROUNDS rounds"
+  RTT=$OUT/rtt.jsonl
+  : > "$RTT"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
+               "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
+      line=$(timeout 300 $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
+      echo "   $line"; echo "$line" >> "$RTT"
+    done
   done
-done
+fi
 
-echo "== memory per connection: $N_CONNS clients; idle cost: $IDLE_CLIENTS clients for $IDLE_SECS s"
-CONNS=$OUT/conns.jsonl
-: > "$CONNS"
-for ((r = 1; r <= ROUNDS; r++)); do
-  for z in 0 1; do
-    line=$(timeout 300 target/release/tether-bench conns "$URL" "$N_CONNS" "$z" 0) || exit 1
-    echo "   $line"; echo "$line" >> "$CONNS"
+if want memory; then
+  echo "== memory per connection: $N_CONNS clients; idle cost: $IDLE_CLIENTS clients for $IDLE_SECS s"
+  CONNS=$OUT/conns.jsonl
+  : > "$CONNS"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for z in 0 1; do
+      line=$(timeout 300 target/release/tether-bench conns "$URL" "$N_CONNS" "$z" 0) || exit 1
+      echo "   $line"; echo "$line" >> "$CONNS"
+    done
   done
-done
-line=$(timeout 300 target/release/tether-bench conns "$URL" "$IDLE_CLIENTS" 1 "$IDLE_SECS") || exit 1
-echo "   $line"; echo "$line" > "$OUT/idle.json"
-kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+  line=$(timeout 300 target/release/tether-bench conns "$URL" "$IDLE_CLIENTS" 1 "$IDLE_SECS") || exit 1
+  echo "   $line"; echo "$line" > "$OUT/idle.json"
+fi
+if want rtt || want memory; then
+  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+fi
 
-echo "== bandwidth"
-target/release/tether-bench stats realistic "$N_SMALL" 16 > "$OUT/bandwidth.json"
-cat "$OUT/bandwidth.json"
+if want resume; then
+  if [[ $SMOKE == 1 ]]; then N_CUTS=5; PER_CUT=3; else N_CUTS=200; PER_CUT=10; fi
+  # The testkit's gomuks backend (event buffer and resume rule of gomuks, §7); each cut pushes
+  # PER_CUT events the cut connection never carries, so they come back only as a replay.
+  # Backoff "default" is what a user gets (gomuks: 125 ms minimum); 1 ms shows the library's own cost.
+  echo "== resume latency: $N_CUTS cuts per run, $PER_CUT events replayed per cut"
+  RESUME=$OUT/resume.jsonl
+  : > "$RESUME"
+  start_server "$OUT/backend.out" target/release/tether-backend --listen 127.0.0.1:0
+  URL=http://127.0.0.1:$port
+  for backoff in default 1; do
+    for cmd in "target/release/tether-bench resume $URL $N_CUTS $PER_CUT $backoff" \
+               "$OUT/resume_c $URL $N_CUTS $PER_CUT $backoff"; do
+      line=$(timeout 600 $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
+      echo "$line" >> "$RESUME"
+      echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); v=sorted(d["first_ms"]); p=lambda q: v[round((len(v)-1)*q)]
+print("   {}, backoff min {} ms: cut -> first replayed event p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms ({} replayed ids checked)".format(d["client"], d["backoff_min_ms"], p(.5), p(.99), v[-1], d["replayed_checked"]))'
+    done
+  done
+  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+fi
+
+if want bandwidth; then
+  echo "== bandwidth"
+  target/release/tether-bench stats realistic "$N_SMALL" 16 > "$OUT/bandwidth.json"
+  cat "$OUT/bandwidth.json"
+fi
 
 echo "== report"
+# A partial run keeps its own environment file: the full run's one describes the other sections.
+ENV_FILE=$OUT/env.txt
+if [[ -n $ONLY ]]; then ENV_FILE=$OUT/env-only.txt; fi
 {
-  echo "command=bench/run.sh${ARGS:+ $ARGS}"
+  echo "command=${ONLY:+BENCH_ONLY=$ONLY }bench/run.sh${ARGS:+ $ARGS}"
+  echo "only=$ONLY"
   echo "smoke=$SMOKE"
   echo "rounds=$ROUNDS"
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -139,17 +193,19 @@ echo "== report"
   echo "mem=$(free -h | awk '/Mem:/{print $2}')"
   echo "kernel=$(uname -r)"
   echo "rustc=$(rustc --version)"
-  echo "tether=$(git rev-parse --short HEAD) $(grep -m1 '^version' Cargo.toml)"
+  echo "tether=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src testkit bench || echo +uncommitted) $(grep -m1 '^version' Cargo.toml)"
   echo "python=$($PY --version 2>&1)"
   echo "websockets=$($PY -c 'import websockets; print(websockets.__version__)')"
   echo "node=$([[ $HAVE_NODE == 1 ]] && node --version || echo absent)"
   echo "ws=$([[ $HAVE_NODE == 1 ]] && node -p 'require("./bench/node/node_modules/ws/package.json").version' || echo absent)"
   echo "go=$([[ $HAVE_GO == 1 ]] && go version || echo absent)"
   echo "coder_websocket=$(awk '/coder\/websocket/{print $NF}' bench/go/go.mod)"
-} > "$OUT/env.txt"
+} > "$ENV_FILE"
+REPORT_ARGS=()
+if [[ -n $ONLY ]]; then REPORT_ARGS=(--only "$ONLY"); fi
 if [[ $SMOKE == 1 ]]; then
   # The smoke run checks the harness works end to end; it must not overwrite the real figures.
-  $PY bench/report.py "$OUT" "$OUT/SMOKE.md" "$OUT/charts"
+  $PY bench/report.py "${REPORT_ARGS[@]}" "$OUT" "$OUT/SMOKE.md" "$OUT/charts"
 else
-  $PY bench/report.py "$OUT" bench/RESULTS.md bench/charts
+  $PY bench/report.py "${REPORT_ARGS[@]}" "$OUT" bench/RESULTS.md bench/charts
 fi

@@ -63,3 +63,43 @@ async fn control_endpoints_push_fault_stats() {
     assert!(reason.contains("Event queue full"), "{reason}");
     close_and_drain(&c).await;
 }
+
+/// `POST /_testkit/cut?push=N` (spec §7, resume): the N events are buffered after every
+/// connection is dropped, so the client gets them only as the replay of its resumed connection,
+/// in order and once each.
+#[tokio::test]
+async fn spec7_cut_with_push_replays_the_pushed_events_on_resume() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let (_, v) = post(&b, "/_testkit/push?n=1").await;
+    let last = v["newest_id"].as_i64().unwrap();
+    until(&c, |e| e.request_id() == last).await;
+
+    let (code, v) = post(&b, "/_testkit/cut?push=3").await;
+    assert_eq!(code, 200);
+    let newest = v["newest_id"].as_i64().unwrap();
+    assert_eq!(newest, last - 3);
+    until_kind(&c, EventKind::Disconnected).await;
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    let mut ids = Vec::new();
+    let (ev, _) = until(&c, |e| {
+        if e.request_id() < 0 {
+            ids.push(e.request_id());
+        }
+        e.command() == "init_complete"
+    })
+    .await;
+    assert_eq!(ev.command(), "init_complete");
+    assert_eq!(
+        ids,
+        vec![last - 1, last - 2, last - 3],
+        "replayed before init_complete"
+    );
+    // Without `push` the endpoint answers as before.
+    let (code, v) = post(&b, "/_testkit/cut").await;
+    assert_eq!((code, v["ok"].as_bool()), (200, Some(true)));
+    assert!(v.get("newest_id").is_none());
+    close_and_drain(&c).await;
+}

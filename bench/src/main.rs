@@ -1,11 +1,12 @@
 //! tether-bench: the blaster (a server that writes a pre-encoded gomuks stream, so the client,
 //! not the server, is what gets measured — performance-anchors.md §1.2/§7), the floor client
 //! (bare tokio-tungstenite + zlib-rs with newline split and envelope parse, no library), the
-//! Rust-API client and the compression statistics.
+//! Rust-API client, the compression statistics and the resume-latency client (resume.rs).
 //!
 //! Every client prints one JSON line: `{"client":…,"events":…,"secs":…,"eps":…}`, timed from
 //! the first server message to the end marker.
 
+mod resume;
 mod stream;
 
 use std::borrow::Cow;
@@ -30,7 +31,8 @@ fn usage() -> ! {
          tether-bench floor URL COMPRESS\n  tether-bench rust URL COMPRESS\n  \
          tether-bench echo PORT\n  tether-bench rtt-floor WS_URL COUNT\n  \
          tether-bench conns URL COUNT COMPRESS IDLE_SECS\n  \
-         tether-bench stats SHAPE EVENTS PER_MESSAGE"
+         tether-bench stats SHAPE EVENTS PER_MESSAGE\n  \
+         tether-bench resume URL CUTS EVENTS_PER_CUT BACKOFF_MIN_MS|default"
     );
     std::process::exit(2)
 }
@@ -63,6 +65,15 @@ fn main() {
             Shape::parse(arg(2)).unwrap_or_else(|e| panic!("{e}")),
             arg(3).parse().unwrap_or_else(|_| usage()),
             arg(4).parse().unwrap_or_else(|_| usage()),
+        ),
+        "resume" => resume::run(
+            arg(2),
+            arg(3).parse().unwrap_or_else(|_| usage()),
+            arg(4).parse().unwrap_or_else(|_| usage()),
+            match arg(5) {
+                "default" => None,
+                ms => Some(ms.parse().unwrap_or_else(|_| usage())),
+            },
         ),
         _ => usage(),
     }
