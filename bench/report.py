@@ -33,11 +33,14 @@ CLIENTS = [
     ("rust", "tether Rust API"),
     ("c-single", "tether C API, tether_client_poll"),
     ("c-batch", "tether C API, tether_client_poll_batch"),
-    ("python-tether", "tether Python binding (batch path, JSON parsed)"),
+    ("python-tether", "tether Python binding (batch path, JSON parsed with json)"),
+    ("python-tether-orjson", "tether Python binding, json_loads=orjson.loads"),
     ("python-websockets", "Python websockets + zlib + json"),
+    ("python-websockets-orjson", "Python websockets + zlib + orjson"),
     ("node-ws", "Node ws + zlib + JSON.parse"),
     ("go-coder", "Go coder/websocket + compress/flate + encoding/json"),
 ]
+TETHER_CLIENTS = ("rust", "c-single", "c-batch", "python-tether", "python-tether-orjson")
 SHAPES = [("realistic", "realistic (~440 B avg)"), ("1024", "1 KB"), ("10240", "10 KB")]
 
 # Section headings in page order, with the benchmark (BENCH_ONLY key) that produces each.
@@ -94,7 +97,7 @@ def header():
     w(f"Command of this run: `{env.get('command')}`, {env.get('rounds')} rounds, finished {env.get('date')}.\n")
     w("## Machine and versions\n")
     w("| | |\n|---|---|")
-    for k in ("cpu", "cores", "mem", "kernel", "uptime", "rustc", "tether", "python", "websockets", "node", "ws", "go",
+    for k in ("cpu", "cores", "mem", "kernel", "uptime", "rustc", "tether", "python", "websockets", "orjson", "node", "ws", "go",
               "coder_websocket"):
         w(f"| {k} | `{env.get(k, '')}` |")
     w("")
@@ -151,7 +154,7 @@ def throughput():
                     continue
                 names.append(c)
                 vals.append(m)
-                colors.append("#888888" if c == "floor" else ("#1f77b4" if c in ("rust", "c-single", "c-batch", "python-tether") else "#ff7f0e"))
+                colors.append("#888888" if c == "floor" else ("#1f77b4" if c in TETHER_CLIENTS else "#ff7f0e"))
             bars = ax.barh(names[::-1], vals[::-1], color=colors[::-1])
             floor = med[(shape, z, "floor")][0]
             for b, v in zip(bars, vals[::-1]):
@@ -178,9 +181,13 @@ def throughput():
 
     target_row("Rust API ≥ 0.8x floor", "rust", "floor", 0.8)
     target_row("C batch poll ≥ 0.7x floor", "c-batch", "floor", 0.7)
-    target_row("Python binding ≥ 3x Python websockets", "python-tether", "python-websockets", 3.0)
-    target_row("Python binding ahead of Node ws", "python-tether", "node-ws", 1.0)
-    target_row("Python binding ahead of Go coder/websocket", "python-tether", "go-coder", 1.0)
+    # The binding with each parser: json (what it does by default) and orjson (its `fast` extra).
+    for c, how in (("python-tether", "json"), ("python-tether-orjson", "orjson")):
+        target_row(f"Python binding ({how}) ≥ 3x Python websockets (json)", c, "python-websockets", 3.0)
+        target_row(f"Python binding ({how}) ahead of Node ws", c, "node-ws", 1.0)
+        target_row(f"Python binding ({how}) ahead of Go coder/websocket", c, "go-coder", 1.0)
+    target_row("Python binding ≥ 3x websockets, both with orjson (like for like)", "python-tether-orjson",
+               "python-websockets-orjson", 3.0)
     row = resume_target_row()
     if row:
         w(row)

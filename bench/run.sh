@@ -100,7 +100,9 @@ want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BI
       run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" single
       run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" batch
       run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z"
+      run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
       run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z"
+      run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z" orjson
       if [[ $HAVE_NODE == 1 ]]; then run_client "$shape" "$z" "$r" node bench/node/client.js "$URL" "$z"; fi
       if [[ $HAVE_GO == 1 ]]; then run_client "$shape" "$z" "$r" "$OUT/go-client" "$URL" "$z"; fi
     done
@@ -196,6 +198,7 @@ if [[ -n $ONLY ]]; then ENV_FILE=$OUT/env-only.txt; fi
   echo "tether=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src testkit bench || echo +uncommitted) $(grep -m1 '^version' Cargo.toml)"
   echo "python=$($PY --version 2>&1)"
   echo "websockets=$($PY -c 'import websockets; print(websockets.__version__)')"
+  echo "orjson=$($PY -c 'import orjson; print(orjson.__version__)')"
   echo "node=$([[ $HAVE_NODE == 1 ]] && node --version || echo absent)"
   echo "ws=$([[ $HAVE_NODE == 1 ]] && node -p 'require("./bench/node/node_modules/ws/package.json").version' || echo absent)"
   echo "go=$([[ $HAVE_GO == 1 ]] && go version || echo absent)"

@@ -1,6 +1,8 @@
 """Python binding throughput client: the blocking client's batch path, each event's JSON parsed.
 
-Usage: tether_client.py URL COMPRESS(0|1). Timed from the first server message to the end marker.
+Usage: tether_client.py URL COMPRESS(0|1) [orjson]. With `orjson`, the client is created with
+``json_loads=orjson.loads`` (the binding's ``fast`` extra); otherwise ``data`` uses ``json.loads``.
+Timed from the first server message to the end marker.
 """
 import json
 import sys
@@ -11,8 +13,14 @@ import tether
 
 def main() -> None:
     url, compress = sys.argv[1], sys.argv[2] == "1"
+    fast = sys.argv[3:] == ["orjson"]
+    loads = None
+    if fast:
+        import orjson
+
+        loads = orjson.loads
     with tether.Client(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
-                       ping_interval=300.0, receive_timeout=600.0) as client:
+                       ping_interval=300.0, receive_timeout=600.0, json_loads=loads) as client:
         start = None
         events = 0
         for ev in client.events():
@@ -28,7 +36,8 @@ def main() -> None:
             events += 1
         secs = time.perf_counter() - start
     events -= 1  # the run_id snapshot is not an event of the stream
-    print(json.dumps({"client": "python-tether", "events": events, "secs": secs, "eps": events / secs}))
+    name = "python-tether-orjson" if fast else "python-tether"
+    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
 
 
 main()

@@ -1,6 +1,7 @@
 """What a Python user would otherwise write: `websockets` + zlib + json (gomuks-rpc.md §3.2, §5).
 
-Usage: websockets_client.py URL COMPRESS(0|1). Timed from the first server message to the end marker.
+Usage: websockets_client.py URL COMPRESS(0|1) [orjson]. With `orjson`, each line is parsed with
+orjson.loads instead of json.loads. Timed from the first server message to the end marker.
 """
 import asyncio
 import json
@@ -13,6 +14,12 @@ import websockets
 
 async def main() -> None:
     url, compress = sys.argv[1], sys.argv[2] == "1"
+    fast = sys.argv[3:] == ["orjson"]
+    loads = json.loads
+    if fast:
+        import orjson
+
+        loads = orjson.loads
     ws_url = url.replace("http://", "ws://") + "/_gomuks/websocket" + ("?compress=1" if compress else "")
     inflater = zlib.decompressobj(-15)
     async with websockets.connect(ws_url, additional_headers={"Cookie": "gomuks_auth=bench-token"},
@@ -28,7 +35,7 @@ async def main() -> None:
             for line in msg.split("\n"):
                 if not line:
                     continue
-                env = json.loads(line)
+                env = loads(line)
                 if env["command"] == "bench_end":
                     done = True
                     break
@@ -37,7 +44,8 @@ async def main() -> None:
                 break
         secs = time.perf_counter() - start
     events -= 1
-    print(json.dumps({"client": "python-websockets", "events": events, "secs": secs, "eps": events / secs}))
+    name = "python-websockets-orjson" if fast else "python-websockets"
+    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
 
 
 asyncio.run(main())

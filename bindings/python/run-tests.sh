@@ -34,7 +34,7 @@ if [[ ! -x $VENV/bin/python ]]; then
   fi
 fi
 VPY=$VENV/bin/python
-"$VPY" -m pip install --quiet --disable-pip-version-check "pytest>=7"
+"$VPY" -m pip install --quiet --disable-pip-version-check "pytest>=7" "orjson>=3.9"
 
 echo "== python: pip install ./bindings/python (cargo build --release -p tether --lib)"
 "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./bindings/python

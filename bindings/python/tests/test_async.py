@@ -4,6 +4,7 @@ its own event loop with an overall deadline)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any, Awaitable, List
@@ -258,5 +259,27 @@ def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Back
         assert not core.handle.live and not core.watching
         # A close the app did not ask for keeps the resume point (1000, gomuks-rpc.md §7.1).
         backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
+
+    arun(main())
+
+
+def test_json_loads_parses_event_data_and_request_results(backend: Backend) -> None:
+    calls: List[bytes] = []
+
+    def loads(raw: bytes) -> Any:
+        calls.append(raw)
+        return json.loads(raw)
+
+    async def main() -> None:
+        async with client(backend, json_loads=loads) as c:
+            assert await c.request("echo", {"aio": 1}) == {"aio": 1}
+            assert b'{"aio":1}' in calls
+            newest = backend.push(2)
+            seen: List[Any] = []
+            await await_event(c, lambda e: e.id == newest, seen=seen)
+            ev = seen[-1]
+            before = len(calls)
+            assert ev.data == json.loads(ev.raw)
+            assert calls[before:] == [ev.raw]
 
     arun(main())

@@ -472,3 +472,64 @@ def test_an_interrupt_while_waiting_cancels_the_request(backend: Backend) -> Non
             signal.signal(signal.SIGALRM, old)
         assert len(cancelled) == 1
         assert c.request("echo", {"after": "interrupt"}) == {"after": "interrupt"}
+
+
+# -- the JSON parser -----------------------------------------------------------------------
+
+
+class RecordingLoads:
+    """A ``json_loads`` that parses with ``json.loads`` and records what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: List[bytes] = []
+
+    def __call__(self, raw: bytes) -> Any:
+        self.calls.append(raw)
+        return json.loads(raw)
+
+
+@pytest.mark.parametrize("mode", ["poll", "callback"])
+def test_json_loads_parses_event_data_and_request_results(backend: Backend, mode: str) -> None:
+    loads = RecordingLoads()
+    got: List[Any] = []
+    opts: Any = {"on_event": got.append} if mode == "callback" else {}
+    with client(backend, json_loads=loads, **opts) as c:
+        assert c.request("echo", {"via": "custom"}) == {"via": "custom"}
+        assert b'{"via":"custom"}' in loads.calls
+        newest = backend.push(3)
+        if mode == "poll":
+            wait_event(c, lambda e: e.id == newest, seen=got)
+        else:
+            deadline = time.monotonic() + 10 * SLOW
+            while not any(e.id == newest for e in got) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        ev = next(e for e in got if e.id == newest)
+        assert isinstance(ev, tether.Event)
+        before = len(loads.calls)
+        assert ev.data == json.loads(ev.raw)
+        assert ev.data is ev.data  # parsed once
+        assert loads.calls[before:] == [ev.raw]
+    # Another client without the option keeps json.loads.
+    assert tether.Event._loads is json.loads
+
+
+def test_json_loads_that_is_not_callable_is_refused(backend: Backend) -> None:
+    with pytest.raises(TypeError, match="json_loads"):
+        client(backend, json_loads="orjson")
+
+
+def test_orjson_parses_the_stream_as_json_does(backend: Backend) -> None:
+    orjson = pytest.importorskip("orjson")
+    with client(backend, json_loads=orjson.loads) as c:
+        init_complete(c)
+        newest = backend.push(50)
+        seen: List[Any] = []
+        wait_event(c, lambda e: e.id == newest, seen=seen)
+        events = [e for e in seen if e.kind == EventKind.MESSAGE and e.raw]
+        assert len(events) >= 50
+        for e in events:
+            assert e.data == json.loads(e.raw), e.command
+        assert c.request("echo", {"n": [1, 2.5, None], "s": "héllo ✓"}) == {
+            "n": [1, 2.5, None],
+            "s": "héllo ✓",
+        }

@@ -33,7 +33,7 @@ from .errors import (
     TetherError,
     exception_for,
 )
-from .events import Event, EventKind, remote_message
+from .events import Event, EventKind, JSONLoads, event_class, remote_message
 
 log = logging.getLogger("tether")
 
@@ -308,9 +308,12 @@ class CoreBase:
         url: str,
         options: Dict[str, Any],
         event_queue_size: int,
+        json_loads: Optional[JSONLoads],
     ) -> None:
         if event_queue_size < 1:
             raise InvalidArgumentError("event_queue_size must be positive")
+        #: The class of this client's events (its ``data`` parses with ``json_loads``).
+        self.event_cls = event_class(json_loads)
         self.pid = os.getpid()
         self.protocol = parse_protocol(options.get("protocol", "gomuks"))
         rt = options.get("request_timeout")

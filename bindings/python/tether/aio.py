@@ -32,7 +32,7 @@ from .errors import (
     Status,
     TetherError,
 )
-from .events import BatchReader, Event, EventKind
+from .events import BatchReader, Event, EventKind, JSONLoads
 
 __all__ = ["AsyncClient"]
 
@@ -48,11 +48,12 @@ class _AsyncCore(CoreBase):
         event_queue_size: int,
         batch_size: int,
         loop: asyncio.AbstractEventLoop,
+        json_loads: Optional[JSONLoads],
     ) -> None:
-        super().__init__(url, options, event_queue_size)
+        super().__init__(url, options, event_queue_size, json_loads)
         self.loop = loop
         self.loop_thread = threading.get_ident()
-        self.reader = BatchReader(batch_size)
+        self.reader = BatchReader(batch_size, self.event_cls)
         self.batch_size = batch_size
         self.pending: Dict[int, "asyncio.Future[Event]"] = {}
         self.queue: "asyncio.Queue[Optional[Event]]" = asyncio.Queue()
@@ -270,7 +271,7 @@ class AsyncClient:
     ``loop.add_reader``); the connection starts at once. Use ``async with``, or ``await
     client.close()``. Takes the same connection options as :class:`tether.Client`
     (``protocol``, ``token``, ``username``, ``password``, ``compress``, ``ping_interval``,
-    ``resume``, ...) except ``on_event``.
+    ``resume``, ``json_loads``, ...) except ``on_event``.
 
     >>> async with AsyncClient(url, username="me", password="...") as client:
     ...     print(await client.request("echo", {"x": 1}))
@@ -305,10 +306,13 @@ class AsyncClient:
         allow_insecure_credentials: bool = False,
         event_queue_size: int = 10000,
         batch_size: int = 256,
+        json_loads: Optional[JSONLoads] = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         options = config_options(locals())
-        self._core = core = _AsyncCore(url, options, event_queue_size, batch_size, loop)
+        self._core = core = _AsyncCore(
+            url, options, event_queue_size, batch_size, loop, json_loads
+        )
         try:
             core.start()
         except BaseException:

@@ -41,7 +41,7 @@ from .errors import (
     TetherError,
     WrongModeError,
 )
-from .events import BatchReader, Event, EventKind, event_from_pointer
+from .events import BatchReader, Event, EventKind, JSONLoads, event_from_pointer
 
 __all__ = ["Client", "PendingRequest"]
 
@@ -120,7 +120,7 @@ def _on_event_c(ctx: int, ev: int) -> None:
     if core is None:
         return
     try:
-        core.on_native_event(event_from_pointer(ev))
+        core.on_native_event(event_from_pointer(ev, core.event_cls))
     except BaseException:  # never let an exception reach the library's thread
         log.exception("tether: event callback failed")
 
@@ -144,8 +144,9 @@ class _SyncCore(CoreBase):
         event_queue_size: int,
         batch_size: int,
         on_event: Optional[EventCallback],
+        json_loads: Optional[JSONLoads],
     ) -> None:
-        super().__init__(url, options, event_queue_size)
+        super().__init__(url, options, event_queue_size, json_loads)
         self.batch_size = batch_size
         self.on_event = on_event
         self.pending: Dict[int, PendingRequest] = {}
@@ -189,7 +190,7 @@ class _SyncCore(CoreBase):
     def run_reader(self) -> None:
         """Poll mode: one thread takes batches (GIL released while it waits) and routes them."""
         self.delivery_ident = threading.get_ident()
-        reader = BatchReader(self.batch_size)
+        reader = BatchReader(self.batch_size, self.event_cls)
         try:
             while True:
                 try:
@@ -444,6 +445,10 @@ class Client:
         taking more (the library then applies TCP backpressure). Replies wait behind them,
         so consume :meth:`events` or use ``on_event``.
     :param batch_size: events taken per native call.
+    :param json_loads: the parser behind ``Event.data`` and :meth:`request`'s result, called
+        with the payload's bytes (default ``json.loads``). E.g. ``orjson.loads``, about 4x
+        faster on gomuks events (``pip install "tether[fast]"``); mind its semantics: it
+        turns integers beyond 64 bits into floats and refuses ``NaN`` and lone surrogates.
     :raises ConfigError: the configuration is invalid (see the message).
     """
 
@@ -472,9 +477,12 @@ class Client:
         on_event: Optional[EventCallback] = None,
         event_queue_size: int = 10000,
         batch_size: int = 256,
+        json_loads: Optional[JSONLoads] = None,
     ) -> None:
         options = config_options(locals())
-        self._core = core = _SyncCore(url, options, event_queue_size, batch_size, on_event)
+        self._core = core = _SyncCore(
+            url, options, event_queue_size, batch_size, on_event, json_loads
+        )
         try:
             core.start()
         except BaseException:

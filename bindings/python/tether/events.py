@@ -6,12 +6,16 @@ import ctypes
 import enum
 import json
 from ctypes import byref, c_size_t, c_void_p
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _ffi
 from .errors import Status, TetherError, exception_for
 
-__all__ = ["EventKind", "Event"]
+__all__ = ["EventKind", "Event", "JSONLoads"]
+
+#: A JSON parser for event payloads: takes the raw bytes, returns the value (``json.loads``,
+#: ``orjson.loads``, ...). See the ``json_loads`` option of :class:`tether.Client`.
+JSONLoads = Callable[[bytes], Any]
 
 
 class EventKind(enum.IntEnum):
@@ -99,6 +103,9 @@ class Event:
     attempt: int
     #: CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked to resume.
     resume_attempted: bool
+    # The parser of ``data``; a client created with ``json_loads`` uses a subclass that
+    # replaces it (event_class), so no event pays for carrying it.
+    _loads: JSONLoads = staticmethod(json.loads)
 
     def __init__(
         self,
@@ -140,12 +147,13 @@ class Event:
         """The payload parsed from JSON on first access (MESSAGE and RESPONSE).
 
         ``None`` for kinds whose payload is not JSON (use ``raw`` or ``reason``).
-        Raises ``ValueError`` if the bytes are not JSON.
+        Raises ``ValueError`` if the bytes are not JSON. Parsed by ``json.loads``, or by the
+        client's ``json_loads``.
         """
         d = self._data
         if d is _UNSET:
             if self.kind in (EventKind.MESSAGE, EventKind.RESPONSE) and self.raw:
-                d = json.loads(self.raw)
+                d = self._loads(self.raw)
             else:
                 d = None
             self._data = d
@@ -193,6 +201,21 @@ class Event:
         return f"Event({', '.join(parts)})"
 
 
+def event_class(loads: Optional[JSONLoads]) -> Type[Event]:
+    """The Event class whose ``data`` parses with ``loads`` (``None``: ``json.loads``)."""
+    if loads is None or loads is json.loads:
+        return Event
+    if not callable(loads):
+        raise TypeError(f"json_loads must be callable, not {type(loads).__name__}")
+    # One subclass per client; it shares Event's name, slots and methods.
+    return type(
+        "Event",
+        (Event,),
+        {"__slots__": (), "__module__": __name__, "__qualname__": "Event",
+         "_loads": staticmethod(loads)},
+    )
+
+
 def remote_message(raw: bytes) -> str:
     """The text of an error reply (its data is a JSON string, or any JSON)."""
     try:
@@ -210,8 +233,9 @@ class BatchReader:
     thread-safe (one reader per polling thread), as the C batch.
     """
 
-    def __init__(self, max_events: int = 256) -> None:
+    def __init__(self, max_events: int = 256, event_cls: Type[Event] = Event) -> None:
         self._lib = _ffi.lib
+        self._event_cls = event_cls
         self._handle: Optional[int] = _ffi.new_handle(self._lib.tether_batch_new, max_events)
         self._count = c_size_t()
         self._entries = c_void_p()
@@ -241,6 +265,7 @@ class BatchReader:
         buf = _ffi.borrowed_bytes(self._bytes.value, self._len.value)
         out: List[Event] = []
         append = out.append
+        make = self._event_cls
         for (
             request_id,
             data_off,
@@ -259,7 +284,7 @@ class BatchReader:
             _reserved,
         ) in _ffi.BATCH_ENTRY.iter_unpack(entries):
             append(
-                Event(
+                make(
                     kind,
                     request_id,
                     status,
@@ -289,8 +314,9 @@ class BatchReader:
             pass
 
 
-def event_from_pointer(ev: int) -> Event:
-    """Copies a borrowed ``tether_event *`` (callback mode) into an Event."""
+def event_from_pointer(ev: int, cls: Type[Event] = Event) -> Event:
+    """Copies a borrowed ``tether_event *`` (callback mode) into an Event of the client's
+    class ``cls``."""
     lib = _ffi.lib
     kind = lib.tether_event_kind(ev)
     ptr = c_void_p()
@@ -299,7 +325,7 @@ def event_from_pointer(ev: int) -> Event:
     if lib.tether_event_data(ev, byref(ptr), byref(n)) == Status.OK:
         raw = _ffi.borrowed_bytes(ptr.value, n.value)
     if kind == EventKind.MESSAGE:
-        return Event(
+        return cls(
             kind,
             lib.tether_event_request_id(ev),
             0,
@@ -307,10 +333,10 @@ def event_from_pointer(ev: int) -> Event:
             raw,
         )
     if kind == EventKind.RESPONSE:
-        return Event(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
+        return cls(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
     if kind == EventKind.PONG:
         rtt = lib.tether_event_rtt_us(ev)
-        return Event(
+        return cls(
             kind,
             lib.tether_event_request_id(ev),
             0,
@@ -322,7 +348,7 @@ def event_from_pointer(ev: int) -> Event:
         )
     if kind in (EventKind.CONNECTING, EventKind.CONNECTED, EventKind.DISCONNECTED):
         retry = lib.tether_event_retry_in_ms(ev)
-        return Event(
+        return cls(
             kind,
             0,
             lib.tether_event_status(ev),
@@ -333,4 +359,4 @@ def event_from_pointer(ev: int) -> Event:
             attempt=lib.tether_event_attempt(ev),
             resume_attempted=bool(lib.tether_event_resume_attempted(ev)),
         )
-    return Event(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
+    return cls(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)
