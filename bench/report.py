@@ -61,6 +61,11 @@ TARGETS_HEADER = "| target | measured (throughput rows: realistic events, uncomp
 OLD_TARGETS_HEADER = "| target | measured (realistic events, uncompressed / compressed) | met |"
 RESUME_TARGET_MS = 250
 RESUME_ROW = "| Resume latency ≤ 250 ms"
+RTT_ROW = "| Round trip p50 ≤ 1.3x bare"
+MEMORY_ROW = "| Memory per idle connection"
+IDLE_ROW = "| Idle clients wake only for their pings"
+# Rows of the targets table that come from sections 2-5 (a partial run refreshes them).
+LATER_ROWS = (RTT_ROW, MEMORY_ROW, IDLE_ROW, RESUME_ROW)
 
 env = dict(line.rstrip("\n").split("=", 1)
            for line in open(os.path.join(OUT, "env-only.txt" if ONLY is not None else "env.txt")) if "=" in line)
@@ -188,8 +193,7 @@ def throughput():
         target_row(f"Python binding ({how}) ahead of Go coder/websocket", c, "go-coder", 1.0)
     target_row("Python binding ≥ 3x websockets, both with orjson (like for like)", "python-tether-orjson",
                "python-websockets-orjson", 3.0)
-    row = resume_target_row()
-    if row:
+    for row in later_target_rows():
         w(row)
     w("")
     return lines
@@ -198,7 +202,7 @@ def throughput():
 # ---------------------------------------------------------------- 2. round trip
 
 def rtt():
-    rtt = [json.loads(line) for line in open(os.path.join(OUT, "rtt.jsonl"))]
+    rtt = load_jsonl("rtt.jsonl")
     RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
                    ("python", "tether Python binding (blocking request())")]
     lines = []
@@ -208,10 +212,7 @@ def rtt():
       "its data. One request in flight at a time, uncompressed; median over the rounds of each round's p50 "
       "and p99.\n")
     w("| client | p50 µs | p99 µs | p50 ratio to bare |\n|---|---:|---:|---:|")
-    rtt_med = {}
-    for c, cname in RTT_CLIENTS:
-        v = [r for r in rtt if r["client"] == c]
-        rtt_med[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
+    rtt_med = rtt_medians(rtt)
     for c, cname in RTT_CLIENTS:
         p50, p99 = rtt_med[c]
         w(f"| {cname} | {p50:.1f} | {p99:.1f} | {p50 / rtt_med['floor'][0]:.2f}x |")
@@ -308,6 +309,52 @@ def run_label(r, short=False):
         name = {"rust": "Rust API", "c": "C poll"}.get(r["client"], r["client"])
     b = f"default backoff ({r['backoff_min_ms']} ms)" if r["backoff_default"] else f"{r['backoff_min_ms']} ms backoff"
     return f"{name}, {b}"
+
+
+def load_jsonl(name):
+    """The rows of OUT/name, or [] when that benchmark has not run."""
+    path = os.path.join(OUT, name)
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def rtt_medians(rows):
+    """{client: (median p50, median p99)} over the rounds."""
+    out = {}
+    for c in sorted({r["client"] for r in rows}):
+        v = [r for r in rows if r["client"] == c]
+        out[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
+    return out
+
+
+def yes_no(met):
+    return "yes" if met else "**no**"
+
+
+def later_target_rows():
+    """Target rows for sections 2-5, for those whose data exist."""
+    rows = []
+    med = rtt_medians(load_jsonl("rtt.jsonl"))
+    if "floor" in med and "c" in med:
+        r = med["c"][0] / med["floor"][0]
+        rows.append(f"{RTT_ROW} (C API; section 2) | {r:.2f}x ({med['c'][0]:.0f} / {med['floor'][0]:.0f} µs) | "
+                    f"{yes_no(r <= 1.3)} |")
+    conns = load_jsonl("conns.jsonl")
+    if conns:
+        m = {z: statistics.median(c["kib_per_conn"] for c in conns if c["compress"] == z) for z in (0, 1)}
+        rows.append(f"{MEMORY_ROW} ≤ 64 / 128 KiB (uncompressed / compressed; section 3) | "
+                    f"{m[0]:.1f} / {m[1]:.1f} KiB | {yes_no(m[0] <= 64 and m[1] <= 128)} |")
+    idle_path = os.path.join(OUT, "idle.json")
+    if os.path.exists(idle_path):
+        idle = json.load(open(idle_path))
+        per = idle["idle_switches"] / idle["pings_expected"] if idle["pings_expected"] else float("inf")
+        # A ping costs about 4 switches (timer, write, pong read, pong queued): more would mean
+        # a periodic wake-up of its own.
+        rows.append(f"{IDLE_ROW} (section 4; about 4 thread wake-ups per ping) | {per:.2f} wake-ups per ping, "
+                    f"{idle['idle_cpu_ms']:.0f} ms CPU in {idle['idle_secs']:.0f} s | {yes_no(per <= 5)} |")
+    row = resume_target_row()
+    if row:
+        rows.append(row)
+    return rows
 
 
 def resume_target_row():
@@ -501,17 +548,16 @@ def partial_report(old):
         if key in ONLY:
             blocks[heading] = block(GENERATORS[heading]())
             done.append(heading.split()[1].rstrip("."))
-    # The targets table lives in section 1: refresh its resume row when only resume ran.
+    # The targets table lives in section 1: refresh the rows of the later sections when section 1
+    # itself did not run.
     t = "## 1. Event throughput"
-    if "resume" in ONLY and "throughput" not in ONLY and t in blocks:
+    if "throughput" not in ONLY and t in blocks:
         sec = blocks[t].replace(OLD_TARGETS_HEADER, TARGETS_HEADER)
-        sec_lines = [line for line in sec.split("\n") if not line.startswith(RESUME_ROW)]
-        row = resume_target_row()
-        if row:
-            # After the last row of the targets table.
-            start = sec_lines.index("### Targets")
-            at = max(i for i, line in enumerate(sec_lines) if i > start and line.startswith("| "))
-            sec_lines.insert(at + 1, row)
+        sec_lines = [line for line in sec.split("\n") if not line.startswith(LATER_ROWS)]
+        # After the last row of the targets table.
+        start = sec_lines.index("### Targets")
+        at = max(i for i, line in enumerate(sec_lines) if i > start and line.startswith("| "))
+        sec_lines[at + 1:at + 1] = later_target_rows()
         blocks[t] = "\n".join(sec_lines)
     # Say which sections come from this later, partial run.
     lines = prefix.rstrip("\n").split("\n")

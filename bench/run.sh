@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces every benchmark figure into bench/RESULTS.md and bench/charts/*.png.
-#   bench/run.sh            full run (5 rounds, about 10 minutes on the 2-core machine)
-#   bench/run.sh --smoke    every harness once with tiny sizes, no thresholds (< 90 s after builds);
+#   bench/run.sh            full run (5 rounds, about 5 minutes on the 2-core machine after the builds)
+#   bench/run.sh --smoke    every harness once with tiny sizes, no thresholds (about 2 minutes);
 #                           its data and report go to bench/out/smoke/, so the full run's stay
 #   BENCH_ONLY=resume bench/run.sh   only the named benchmarks (comma-separated: throughput, rtt,
 #                           memory (sections 3 and 4), resume, bandwidth); report.py then replaces
