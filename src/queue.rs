@@ -164,7 +164,10 @@ impl EventQueue {
             // A push wakes one consumer per batch; with several waiting, pass it on.
             self.cond.notify_one();
         }
-        if g.events.len() < self.capacity {
+        // The producer waits for space only once the queue is full (`wait_space`), so only the
+        // take that ends a full queue needs to wake it: a notify per event costs atomics and
+        // leaves a stale permit behind.
+        if g.events.len() + 1 == self.capacity {
             self.space.notify_one();
         }
         if g.events.is_empty() {
@@ -333,5 +336,26 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// A burst can overfill the queue; the producer waits until it is below capacity again
+    /// and is woken by the take that gets it there, not before and not never.
+    #[tokio::test]
+    async fn wait_space_wakes_when_an_overfull_queue_drops_below_capacity() {
+        let q = std::sync::Arc::new(EventQueue::new(2));
+        q.push_all((1..=5).map(ev));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait_space().await });
+        for left in [4, 3, 2] {
+            assert!(q.pop().await.is_some());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(!waiter.is_finished(), "woken with {left} queued");
+        }
+        assert!(q.pop().await.is_some());
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.len(), 1);
     }
 }
