@@ -79,9 +79,7 @@ impl Client {
     /// Starts the session in the background; progress arrives as events. Errors with
     /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
-        if self.is_closed() {
-            return Err(Error::new(Status::ErrState, "client is closed"));
-        }
+        self.ensure_open()?;
         let mut slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             return Err(Error::new(Status::ErrState, "connect was already called"));
@@ -148,34 +146,46 @@ impl Client {
 
     /// rwws: sends one raw packet. Not available for gomuks clients.
     pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
-        if self.is_closed() {
-            return Err(Error::new(Status::ErrState, "client is closed"));
-        }
+        self.ensure_open()?;
         if bytes.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
         }
-        if self.cfg.protocol != Protocol::Rwws {
-            return Err(Error::new(
-                Status::ErrState,
-                "send_packet is for rwws clients; gomuks uses requests",
-            ));
-        }
+        self.require_rwws("send_packet")?;
         self.tx
             .send(Command::Packet(bytes.to_vec()))
-            .map_err(|_| Error::new(Status::ErrState, "client is closed"))
+            .map_err(|_| closed_error())
     }
 
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
     /// 0xFF are reserved; values are sent as given. No setting is defined by the protocol yet.
     pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
+        self.ensure_open()?;
+        self.require_rwws("send_settings")?;
         let packet = crate::dialect::rwws::codec::settings_packet(settings.iter().copied())?;
         self.send_packet(&packet)
     }
 
-    fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
+    /// Refuses any call once the client is closed.
+    fn ensure_open(&self) -> Result<(), Error> {
         if self.is_closed() {
-            return Err(Error::new(Status::ErrState, "client is closed"));
+            return Err(closed_error());
         }
+        Ok(())
+    }
+
+    /// Refuses an rwws-only call on a gomuks client, naming the call.
+    fn require_rwws(&self, call: &str) -> Result<(), Error> {
+        if self.cfg.protocol == Protocol::Rwws {
+            return Ok(());
+        }
+        Err(Error::new(
+            Status::ErrState,
+            format!("{call} is for rwws clients; gomuks uses requests"),
+        ))
+    }
+
+    fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
+        self.ensure_open()?;
         if self.cfg.protocol == Protocol::Rwws {
             return Err(Error::new(
                 Status::ErrState,
@@ -213,7 +223,7 @@ impl Client {
                 timeout: timeout.unwrap_or(self.cfg.request_timeout),
                 reply,
             })
-            .map_err(|_| Error::new(Status::ErrState, "client is closed"))?;
+            .map_err(|_| closed_error())?;
         Ok(id)
     }
 
@@ -253,7 +263,7 @@ impl Client {
         }
         self.tx
             .send(Command::Cancel(id))
-            .map_err(|_| Error::new(Status::ErrState, "client is closed"))
+            .map_err(|_| closed_error())
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is
@@ -352,6 +362,11 @@ impl Drop for Client {
         // Nobody will read the queue again; never let the session wait for space.
         self.queue.abandon();
     }
+}
+
+/// What a call on a closed client fails with.
+fn closed_error() -> Error {
+    Error::new(Status::ErrState, "client is closed")
 }
 
 #[cfg(test)]

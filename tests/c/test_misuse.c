@@ -423,8 +423,9 @@ static void test_rwws_only_calls_on_gomuks_client(void) {
     tether_settings *s = NULL;
     CHECK_OK(tether_settings_new(&s));
     CHECK_OK(tether_settings_add(s, 5, (const uint8_t *)"\x01", 1));
-    CHECK_FAILS(tether_client_send_settings(c, s), TETHER_ERR_STATE, "rwws");
-    CHECK_FAILS(tether_client_send_packet(c, (const uint8_t *)"\x42", 1), TETHER_ERR_STATE, "rwws");
+    CHECK_FAILS(tether_client_send_settings(c, s), TETHER_ERR_STATE, "send_settings is for rwws");
+    CHECK_FAILS(tether_client_send_packet(c, (const uint8_t *)"\x42", 1), TETHER_ERR_STATE,
+                "send_packet is for rwws");
     tether_settings_free(s);
     echo(c);
     th_close_and_free(c);
