@@ -645,7 +645,9 @@ tether_status tether_config_set_prev_listener_id(struct tether_config *cfg, bool
  * Adds a header to the websocket upgrade request (e.g. `Origin`). Both strings are copied;
  * `tether_client_new` refuses (`TETHER_ERR_CONFIG`) a name other than letters, digits, `-`
  * and `_`, a value other than printable ASCII, space and tab, and the handshake's own
- * headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`).
+ * headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`). `Cookie` headers are sent
+ * as one header after the library's `gomuks_auth` cookie; one that sets `gomuks_auth`
+ * while a token or login is configured is refused (`TETHER_ERR_CONFIG`).
  */
 tether_status tether_config_add_header(struct tether_config *cfg, const char *name, const char *value);
 

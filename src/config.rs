@@ -133,6 +133,14 @@ impl Protocol {
 }
 
 /// Headers the websocket upgrade sets itself; an extra header may not repeat them.
+/// Whether a user header is a `Cookie` that carries `gomuks_auth`.
+fn sets_gomuks_cookie(name: &str, value: &str) -> bool {
+    name.eq_ignore_ascii_case("cookie")
+        && value
+            .split(';')
+            .any(|c| c.trim_start().starts_with("gomuks_auth="))
+}
+
 const HANDSHAKE_HEADERS: [&str; 7] = [
     "Host",
     "Connection",
@@ -309,6 +317,8 @@ impl ConfigBuilder {
     /// Adds a header to the upgrade request (e.g. `Origin`). [`ConfigBuilder::build`] refuses
     /// a name other than letters, digits, `-` and `_`, a value other than printable ASCII,
     /// space and tab, and the websocket handshake's own headers (`Host`, `Upgrade`, ...).
+    /// `Cookie` headers are merged into one, after the library's `gomuks_auth` cookie; one that
+    /// sets `gomuks_auth` next to a configured token or login is refused.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
@@ -367,6 +377,14 @@ impl ConfigBuilder {
                 {
                     return Err(bad("gomuks token must be 1-500 printable characters"));
                 }
+            }
+            // The library sends `gomuks_auth` itself when it has credentials; a second one
+            // from the app would make the backend pick one of the two.
+            if has_credentials && self.headers.iter().any(|(k, v)| sets_gomuks_cookie(k, v)) {
+                return Err(bad(
+                    "a Cookie header with gomuks_auth conflicts with the token or login; \
+                     set the token instead",
+                ));
             }
         }
         let rwws_key = match self.protocol {

@@ -826,3 +826,21 @@ async fn tcp_reset_reconnects_and_resumes() {
     assert_eq!(ids, (newest..first).rev().collect::<Vec<_>>());
     close_and_drain(&c).await;
 }
+
+/// §1.2: an app cookie (e.g. for a proxy in front of the backend) travels with the library's
+/// `gomuks_auth` cookie, and the connection is authorized; an app cookie that sets
+/// `gomuks_auth` itself next to configured credentials is refused at build.
+#[tokio::test]
+async fn spec1_2_app_cookie_travels_with_the_auth_cookie() {
+    let b = backend().await;
+    let c = client(&b, |c| c.header("Cookie", "theme=dark; lb=node-2"));
+    until_command(&c, "run_id").await;
+    close_and_drain(&c).await;
+    let e = Config::builder(&b.http_url())
+        .token("tok")
+        .header("cookie", "x=1; gomuks_auth=other")
+        .build()
+        .unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    assert!(e.message().contains("gomuks_auth"), "{}", e.message());
+}

@@ -227,7 +227,9 @@ pub unsafe extern "C" fn tether_config_set_prev_listener_id(
 /// Adds a header to the websocket upgrade request (e.g. `Origin`). Both strings are copied;
 /// `tether_client_new` refuses (`TETHER_ERR_CONFIG`) a name other than letters, digits, `-`
 /// and `_`, a value other than printable ASCII, space and tab, and the handshake's own
-/// headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`).
+/// headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`). `Cookie` headers are sent
+/// as one header after the library's `gomuks_auth` cookie; one that sets `gomuks_auth`
+/// while a token or login is configured is refused (`TETHER_ERR_CONFIG`).
 #[no_mangle]
 pub unsafe extern "C" fn tether_config_add_header(
     cfg: *mut tether_config,

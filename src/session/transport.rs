@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::header::COOKIE;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -152,16 +154,7 @@ pub async fn connect(
     } else {
         Stream::Plain(tcp)
     };
-    let mut req = url.as_str().into_client_request().map_err(|e| {
-        ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}"))
-    })?;
-    for (k, v) in headers.iter().chain(cfg.headers.iter()) {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header name"))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
-        req.headers_mut().append(name, value);
-    }
+    let req = upgrade_request(url, headers, &cfg.headers)?;
     let mut wsc = WebSocketConfig::default();
     wsc.max_message_size = Some(cfg.max_message_bytes);
     wsc.max_frame_size = Some(cfg.max_message_bytes);
@@ -218,5 +211,75 @@ impl ConnectError {
                 ConnectError::other(Status::ErrProtocol, format!("websocket upgrade: {other}"))
             }
         }
+    }
+}
+
+/// The upgrade request with the dialect's headers, then the user's. Cookies from both go into
+/// one `Cookie` header, the library's first: a client sends at most one (RFC 6265 §5.4), and a
+/// server that reads only one line would otherwise miss the `gomuks_auth` cookie or the app's.
+fn upgrade_request(
+    url: &Url,
+    headers: &[(String, String)],
+    extra: &[(String, String)],
+) -> Result<Request, ConnectError> {
+    let mut req = url.as_str().into_client_request().map_err(|e| {
+        ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}"))
+    })?;
+    let mut cookies: Vec<&str> = Vec::new();
+    for (k, v) in headers.iter().chain(extra.iter()) {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header name"))?;
+        if name == COOKIE {
+            cookies.push(v);
+            continue;
+        }
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
+        req.headers_mut().append(name, value);
+    }
+    if !cookies.is_empty() {
+        let mut value = HeaderValue::from_str(&cookies.join("; "))
+            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
+        // Holds the token: kept out of any header dump (http's Debug prints "Sensitive").
+        value.set_sensitive(true);
+        req.headers_mut().insert(COOKIE, value);
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn cookies_of_the_library_and_the_app_share_one_header() {
+        let url = Url::parse("ws://127.0.0.1:1/_gomuks/websocket").unwrap();
+        let req = upgrade_request(
+            &url,
+            &pairs(&[("Cookie", "gomuks_auth=T")]),
+            &pairs(&[
+                ("cookie", "theme=dark"),
+                ("Origin", "http://x"),
+                ("COOKIE", "a=b"),
+            ]),
+        )
+        .unwrap();
+        let cookies: Vec<_> = req.headers().get_all(COOKIE).iter().collect();
+        assert_eq!(cookies, ["gomuks_auth=T; theme=dark; a=b"]);
+        assert!(cookies[0].is_sensitive());
+        assert_eq!(req.headers()["origin"], "http://x");
+    }
+
+    #[test]
+    fn without_cookies_no_cookie_header_is_sent() {
+        let url = Url::parse("ws://127.0.0.1:1/api/ws").unwrap();
+        let req = upgrade_request(&url, &[], &pairs(&[("Origin", "http://x")])).unwrap();
+        assert!(req.headers().get(COOKIE).is_none());
     }
 }

@@ -463,16 +463,16 @@ async fn peek_head(tcp: &TcpStream) -> Option<Head> {
                 let query = form_urlencoded::parse(q.as_bytes())
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
-                let headers = req
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
+                let mut headers: HashMap<String, String> = HashMap::new();
+                for h in req.headers.iter() {
+                    let name = h.name.to_ascii_lowercase();
+                    let mut value = String::from_utf8_lossy(h.value).into_owned();
+                    // Go's net/http reads cookies from every Cookie line, the first match wins.
+                    if let (true, Some(prev)) = (name == "cookie", headers.get(&name)) {
+                        value = format!("{prev}; {value}");
+                    }
+                    headers.insert(name, value);
+                }
                 return Some(Head {
                     method: req.method?.to_owned(),
                     path: path.to_owned(),
