@@ -529,6 +529,18 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
 tether_status tether_client_resume_state(const struct tether_client *c, char *run_id, size_t run_id_cap, size_t *out_run_id_len, int64_t *out_last_received_event);
 
 /**
+ * The credential the client's next connection sends, for an app that persists it instead of
+ * a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
+ * Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
+ * access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
+ * NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
+ * `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
+ * password has logged in, and when the backend has auth disabled. The token is a secret:
+ * keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
+ */
+tether_status tether_client_auth_token(const struct tether_client *c, char *buf, size_t cap, size_t *out_len);
+
+/**
  * Frees the client. NULL is fine; never twice, and never while another thread is inside a
  * call on this client. If the client is open it is closed in the background (no waiting on
  * the network) as by `tether_client_close_keep_resume`, so its resume state stays usable;

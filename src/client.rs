@@ -63,7 +63,7 @@ impl Client {
     /// A client for this configuration; nothing happens on the network until [`Client::connect`].
     pub fn new(cfg: Config) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        let resume = Arc::new(SharedResume::new(&cfg.resume));
+        let resume = Arc::new(SharedResume::new(&cfg));
         Client {
             queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
             cfg: Arc::new(cfg),
@@ -322,6 +322,16 @@ impl Client {
     /// The resume point: persist it and pass it to a new client's config to resume there.
     pub fn resume_state(&self) -> ResumeState {
         self.resume.get()
+    }
+
+    /// The credential the next connection sends, for an app that persists it instead of a
+    /// password: gomuks, the `gomuks_auth` token (the configured one until a login with the
+    /// Basic credentials or a renewal, spec §1.2, replaces it; renewals happen daily and
+    /// before reconnect attempts); rwws, the configured access key. `None` before a gomuks
+    /// client configured with a username and password first logs in, and with auth disabled.
+    /// A secret: keep it out of logs.
+    pub fn auth_token(&self) -> Option<String> {
+        self.resume.token().map(|t| t.expose().to_owned())
     }
 
     /// The event queue (for the C ABI's readiness signal and dispatcher).

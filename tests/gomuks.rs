@@ -844,3 +844,39 @@ async fn spec1_2_app_cookie_travels_with_the_auth_cookie() {
     assert_eq!(e.status(), Status::ErrConfig);
     assert!(e.message().contains("gomuks_auth"), "{}", e.message());
 }
+
+/// §1.2: the token the library holds is handed back for the app to persist instead of the
+/// password: none before the login, the backend's after it, and it alone authorizes a new
+/// client; a stale configured token is reported until a login replaces it.
+#[tokio::test]
+async fn spec1_2_auth_token_is_handed_back_after_login() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .basic_auth("tether", "tether-password")
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    assert_eq!(c.auth_token(), None, "no login yet");
+    c.connect().unwrap();
+    until_command(&c, "run_id").await;
+    let token = c.auth_token().expect("a token after the login");
+    assert!(!token.is_empty());
+    close_and_drain(&c).await;
+    let c2 = client_at(&b.http_url(), &token, |c| c);
+    assert_eq!(c2.auth_token().as_deref(), Some(token.as_str()));
+    until_command(&c2, "run_id").await;
+    close_and_drain(&c2).await;
+
+    let cfg = Config::builder(&b.http_url())
+        .token("stale.token")
+        .basic_auth("tether", "tether-password")
+        .build()
+        .unwrap();
+    let c3 = Client::new(cfg);
+    assert_eq!(c3.auth_token().as_deref(), Some("stale.token"));
+    c3.connect().unwrap();
+    until_command(&c3, "run_id").await;
+    let renewed = c3.auth_token().unwrap();
+    assert_ne!(renewed, "stale.token");
+    close_and_drain(&c3).await;
+}

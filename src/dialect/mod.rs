@@ -113,20 +113,34 @@ pub trait Dialect: Send + 'static {
     }
 }
 
-/// The resume point, readable by the app at any time while the session task updates it.
+/// What an app persists to come back later, readable at any time while the session task
+/// updates it: the resume point and the credential the next connection sends.
 #[derive(Debug, Default)]
 pub struct SharedResume {
     run_id: std::sync::Mutex<String>,
     last_event: std::sync::atomic::AtomicI64,
+    token: std::sync::Mutex<Option<crate::config::Secret>>,
 }
 
 impl SharedResume {
     /// Seeded from the configuration.
-    pub fn new(initial: &crate::config::ResumeState) -> SharedResume {
+    pub fn new(cfg: &crate::config::Config) -> SharedResume {
         SharedResume {
-            run_id: std::sync::Mutex::new(initial.run_id.clone()),
-            last_event: std::sync::atomic::AtomicI64::new(initial.last_received_event),
+            run_id: std::sync::Mutex::new(cfg.resume.run_id.clone()),
+            last_event: std::sync::atomic::AtomicI64::new(cfg.resume.last_received_event),
+            token: std::sync::Mutex::new(cfg.token.clone()),
         }
+    }
+
+    /// The token the next connection sends: the configured one, or the one the last login or
+    /// renewal obtained.
+    pub fn token(&self) -> Option<crate::config::Secret> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a token obtained from the backend.
+    pub fn set_token(&self, token: crate::config::Secret) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
     }
 
     /// A consistent snapshot.

@@ -377,30 +377,79 @@ pub unsafe extern "C" fn tether_client_resume_state(
 ) -> tether_status {
     client_boundary(c, code, |h| {
         let st = h.client.resume_state();
-        let id = st.run_id.as_bytes();
-        // SAFETY: the caller passes writable pointers or NULL.
-        if let Some(l) = unsafe { out_run_id_len.as_mut() } {
-            *l = id.len();
+        // SAFETY: the caller passes `run_id_cap` writable bytes at `run_id` (or NULL) and a
+        // writable length pointer or NULL.
+        let copied =
+            unsafe { copy_c_string("run_id", &st.run_id, run_id, run_id_cap, out_run_id_len) };
+        if let Err(e) = copied {
+            return fail(e);
         }
-        if run_id_cap < id.len() + 1 {
-            return fail(Error::new(
-                Status::ErrBufferTooSmall,
-                format!("run_id needs {} bytes", id.len() + 1),
-            ));
-        }
-        if run_id.is_null() {
-            return fail(Error::new(Status::ErrNull, "run_id is NULL"));
-        }
-        // SAFETY: the caller promised `run_id_cap` writable bytes at `run_id`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(id.as_ptr(), run_id.cast::<u8>(), id.len());
-            *run_id.add(id.len()) = 0;
-            if let Some(l) = out_last_received_event.as_mut() {
-                *l = st.last_received_event;
-            }
+        // SAFETY: the caller passes a writable pointer or NULL.
+        if let Some(l) = unsafe { out_last_received_event.as_mut() } {
+            *l = st.last_received_event;
         }
         Status::Ok.code()
     })
+}
+
+/// The credential the client's next connection sends, for an app that persists it instead of
+/// a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
+/// Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
+/// access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
+/// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
+/// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
+/// password has logged in, and when the backend has auth disabled. The token is a secret:
+/// keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tether_client_auth_token(
+    c: *const tether_client,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> tether_status {
+    client_boundary(c, code, |h| {
+        let token = h.client.auth_token().unwrap_or_default();
+        // SAFETY: the caller passes `cap` writable bytes at `buf` (or NULL) and a writable
+        // length pointer or NULL.
+        status_of(unsafe { copy_c_string("token", &token, buf, cap, out_len) })
+    })
+}
+
+/// Copies `s` NUL-terminated into the caller's `buf` of `cap` bytes, writing its length to
+/// `*out_len` first (also when the buffer is too small, so callers can size it).
+///
+/// # Safety
+/// `buf` is NULL or points to `cap` writable bytes; `out_len` is NULL or writable.
+unsafe fn copy_c_string(
+    what: &str,
+    s: &str,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<(), Error> {
+    let bytes = s.as_bytes();
+    // SAFETY: the caller guarantees `out_len` is NULL or writable.
+    if let Some(l) = unsafe { out_len.as_mut() } {
+        *l = bytes.len();
+    }
+    if cap < bytes.len() + 1 {
+        return Err(Error::new(
+            Status::ErrBufferTooSmall,
+            format!("{what} needs {} bytes", bytes.len() + 1),
+        ));
+    }
+    if buf.is_null() {
+        return Err(Error::new(
+            Status::ErrNull,
+            format!("{what} buffer is NULL"),
+        ));
+    }
+    // SAFETY: `buf` has `cap` > len writable bytes (the caller's promise, checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len());
+        *buf.add(bytes.len()) = 0;
+    }
+    Ok(())
 }
 
 /// Frees the client. NULL is fine; never twice, and never while another thread is inside a

@@ -381,6 +381,46 @@ static void test_resume_state(void) {
     th_close_and_free(c);
 }
 
+/* gomuks-rpc.md §1.2: the token from the Basic login is handed back; it alone authorizes a
+ * later client, which is how an app persists a session without the password. */
+static void test_auth_token(void) {
+    tether_client *c = th_client_from(th_config(&backend));
+    size_t len = 99;
+    CHECK_STATUS(tether_client_auth_token(c, NULL, 0, &len), TETHER_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 0); /* no login before connect */
+    char none[1] = {'x'};
+    CHECK_OK(tether_client_auth_token(c, none, sizeof none, NULL));
+    CHECK(none[0] == 0);
+    CHECK_OK(tether_client_connect(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_CONNECTED, NULL, 10000));
+    CHECK_STATUS(tether_client_auth_token(c, NULL, 0, &len), TETHER_ERR_BUFFER_TOO_SMALL);
+    CHECK(len > 0);
+    char small[4] = "abc";
+    CHECK_STATUS(tether_client_auth_token(c, small, sizeof small, NULL), TETHER_ERR_BUFFER_TOO_SMALL);
+    CHECK(strcmp(small, "abc") == 0); /* untouched when too small */
+    char *token = (char *)malloc(len + 1);
+    CHECK(token != NULL);
+    size_t len2 = 0;
+    CHECK_OK(tether_client_auth_token(c, token, len + 1, &len2));
+    CHECK(len2 == len && strlen(token) == len);
+    th_close_and_free(c);
+
+    tether_config *cfg = NULL;
+    CHECK_OK(tether_config_new(&cfg));
+    CHECK_OK(tether_config_set_url(cfg, backend.http));
+    CHECK_OK(tether_config_set_token(cfg, token));
+    c = th_client_from(cfg);
+    char again[512];
+    CHECK_OK(tether_client_auth_token(c, again, sizeof again, NULL));
+    CHECK(strcmp(again, token) == 0);
+    CHECK_OK(tether_client_connect(c));
+    tether_event *ev = th_wait(c, TETHER_EVENT_CONNECTED, NULL, 10000);
+    CHECK(tether_event_status(ev) == TETHER_OK);
+    tether_event_free(ev);
+    th_close_and_free(c);
+    free(token);
+}
+
 int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_version_and_status_strings);
@@ -392,6 +432,7 @@ int main(void) {
     TH_RUN(test_event_fd);
     TH_RUN(test_batch);
     TH_RUN(test_resume_state);
+    TH_RUN(test_auth_token);
     th_backend_stop(&backend);
     return 0;
 }

@@ -145,6 +145,8 @@ static void test_client_calls_reject_null_client_and_keep_outputs(void) {
     CHECK_FAILS(tether_client_resume_state(NULL, buf, sizeof buf, &len, &last), TETHER_ERR_NULL,
                 "client");
     CHECK(len == 9 && last == 9 && strcmp(buf, "keep") == 0);
+    CHECK_FAILS(tether_client_auth_token(NULL, buf, sizeof buf, &len), TETHER_ERR_NULL, "client");
+    CHECK(len == 9 && strcmp(buf, "keep") == 0);
 }
 
 static void test_settings_reject_null_list_and_null_value(void) {

@@ -283,3 +283,16 @@ def test_json_loads_parses_event_data_and_request_results(backend: Backend) -> N
             assert calls[before:] == [ev.raw]
 
     arun(main())
+
+
+def test_auth_token_from_the_login(backend: Backend) -> None:
+    async def main() -> None:
+        async with client(backend) as c:
+            await c.wait_connected(10 * SLOW)
+            token = c.auth_token()
+            assert token
+        async with AsyncClient(backend.url, token=token) as c2:
+            assert await c2.request("echo", {"t": 2}) == {"t": 2}
+            assert c2.auth_token() == token
+
+    arun(main())

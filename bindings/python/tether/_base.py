@@ -333,6 +333,7 @@ class CoreBase:
         self.fatal: Optional[TetherError] = None
         self.last_disconnect: Optional[Event] = None
         self.saved_resume: Optional[ResumeState] = None
+        self.saved_token: Optional[str] = None
         _live.add(self)
 
     # -- checks ----------------------------------------------------------------------------
@@ -410,6 +411,16 @@ class CoreBase:
         except ClientClosedError:
             return self.saved_resume or ResumeState("", 0)
 
+    def auth_token(self) -> Optional[str]:
+        self.check_pid()
+        if not self.handle.live:
+            return self.saved_token
+        try:
+            token: Optional[str] = self.handle.call(_auth_token)
+            return token
+        except ClientClosedError:
+            return self.saved_token
+
     def close_native(self, keep_resume: bool = True) -> None:
         """``tether_client_close`` (``keep_resume``: ``tether_client_close_keep_resume``); an
         already closed client is fine. Closes the app did not ask for (garbage collection,
@@ -429,6 +440,7 @@ class CoreBase:
         def save(ptr: int) -> None:
             try:
                 self.saved_resume = _resume_state(ptr)
+                self.saved_token = _auth_token(ptr)
             except TetherError:
                 pass
 
@@ -478,20 +490,71 @@ def _close_keep_resume(ptr: int) -> Tuple[int, str]:
     return st, (_ffi.last_error() if st < 0 else "")
 
 
+class ClientState:
+    """The state both public clients report, read from their core."""
+
+    _core: CoreBase
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last connection event seen was CONNECTED."""
+        return self._core.connected
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
+        return self._core.closed or not self._core.handle.live
+
+    @property
+    def fatal(self) -> Optional[TetherError]:
+        """Why the connection ended for good (a DISCONNECTED with no retry), if it did."""
+        return self._core.fatal
+
+    def resume_state(self) -> ResumeState:
+        """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
+        return self._core.resume_state()
+
+    def auth_token(self) -> Optional[str]:
+        """The credential the next connection sends, to persist instead of the password:
+        gomuks, the ``gomuks_auth`` token (the configured one until a login with
+        ``username``/``password`` or a renewal replaces it); rwws, the configured key.
+        ``None`` before the first login, and with auth disabled. Also valid after
+        :meth:`close`. A secret: keep it out of logs."""
+        return self._core.auth_token()
+
+
+def _sized_string(what: str, call: Callable[[Any, int, Any], int]) -> str:
+    """A string from a ``(buf, cap, out_len)`` function of the C API: asks for the length,
+    then copies; asks again if it grew in between (a new run_id, a renewed token)."""
+    n = c_size_t()
+    while True:
+        st = call(None, 0, byref(n))
+        if st not in (Status.OK, Status.ERR_BUFFER_TOO_SMALL):
+            _ffi.check(st, what)
+        buf = create_string_buffer(n.value + 1)
+        st = call(buf, len(buf), byref(n))
+        if st == Status.ERR_BUFFER_TOO_SMALL:
+            continue
+        _ffi.check(st, what)
+        return buf.value.decode("utf-8", "replace")
+
+
 def _resume_state(ptr: int) -> ResumeState:
     lib = _ffi.lib
-    n = c_size_t()
     last = c_int64()
-    while True:
-        st = lib.tether_client_resume_state(ptr, None, 0, byref(n), None)
-        if st not in (Status.OK, Status.ERR_BUFFER_TOO_SMALL):
-            _ffi.check(st, "resume_state")
-        buf = create_string_buffer(n.value + 1)
-        st = lib.tether_client_resume_state(ptr, buf, len(buf), byref(n), byref(last))
-        if st == Status.ERR_BUFFER_TOO_SMALL:  # the run_id changed in between
-            continue
-        _ffi.check(st, "resume_state")
-        return ResumeState(buf.value.decode("utf-8", "replace"), last.value)
+    run_id = _sized_string(
+        "resume_state",
+        lambda buf, cap, n: lib.tether_client_resume_state(ptr, buf, cap, n, byref(last)),
+    )
+    return ResumeState(run_id, last.value)
+
+
+def _auth_token(ptr: int) -> Optional[str]:
+    lib = _ffi.lib
+    token = _sized_string(
+        "auth_token", lambda buf, cap, n: lib.tether_client_auth_token(ptr, buf, cap, n)
+    )
+    return token or None
 
 
 def response_result(ev: Event) -> JSONData:

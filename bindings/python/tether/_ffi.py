@@ -110,6 +110,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         _status,
         [_p, POINTER(c_char), c_size_t, POINTER(c_size_t), POINTER(c_int64)],
     ),
+    "tether_client_auth_token": (_status, [_p, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
     "tether_client_free": (None, [_p]),
     # config
     "tether_config_new": (_status, [_pp]),

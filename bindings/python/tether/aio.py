@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Dict, Optional, Sequence, Tuple, Union
 from . import _ffi
 from ._base import (
     REQUEST_GRACE_S,
+    ClientState,
     CoreBase,
     Headers,
     JSONData,
@@ -264,7 +265,7 @@ class _AsyncCore(CoreBase):
         self.release()
 
 
-class AsyncClient:
+class AsyncClient(ClientState):
     """An asyncio client for one backend, kept connected and resumed by the library.
 
     Create it inside a running event loop (it registers the library's event descriptor with
@@ -395,25 +396,6 @@ class AsyncClient:
                 await core.state_changed.wait()
 
         await asyncio.wait_for(until(), timeout)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the last connection event seen was CONNECTED."""
-        return self._core.connected
-
-    @property
-    def closed(self) -> bool:
-        """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
-        return self._core.closed or not self._core.handle.live
-
-    @property
-    def fatal(self) -> Optional[TetherError]:
-        """Why the connection ended for good (a DISCONNECTED with no retry), if it did."""
-        return self._core.fatal
-
-    def resume_state(self) -> ResumeState:
-        """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
-        return self._core.resume_state()
 
     async def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
         """Closes gracefully, waits up to ``timeout`` seconds for CLOSED and frees the native

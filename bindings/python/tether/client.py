@@ -24,6 +24,7 @@ from typing import (
 from . import _base, _ffi
 from ._base import (
     REQUEST_GRACE_S,
+    ClientState,
     CoreBase,
     Headers,
     JSONData,
@@ -409,7 +410,7 @@ class _SyncCore(CoreBase):
         self.free()
 
 
-class Client:
+class Client(ClientState):
     """A blocking client for one backend, kept connected and resumed by the library.
 
     The connection starts at once, in the background. Events other than replies go to
@@ -601,26 +602,7 @@ class Client:
             raise core.closed_error()
         raise TimeoutError(f"not connected within {timeout} s")
 
-    # -- state -----------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether the last connection event seen was CONNECTED."""
-        return self._core.connected
-
-    @property
-    def closed(self) -> bool:
-        """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
-        return self._core.closed or not self._core.handle.live
-
-    @property
-    def fatal(self) -> Optional[TetherError]:
-        """Why the connection ended for good (a DISCONNECTED with no retry), if it did."""
-        return self._core.fatal
-
-    def resume_state(self) -> ResumeState:
-        """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
-        return self._core.resume_state()
+    # -- closing -----------------------------------------------------------------------------
 
     def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
         """Closes gracefully, waits up to ``timeout`` seconds for the library to finish, and

@@ -80,7 +80,9 @@ impl Gomuks {
         let url = auth::auth_url(&self.cfg.url);
         match auth::fetch_token(&self.http, &url, creds).await? {
             Some(t) => {
-                self.token = Some(Secret::new(t));
+                let t = Secret::new(t);
+                self.resume.set_token(t.clone());
+                self.token = Some(t);
                 self.token_fetched = Some(std::time::Instant::now());
             }
             None => self.auth_disabled = true,

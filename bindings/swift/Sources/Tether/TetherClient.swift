@@ -295,12 +295,22 @@ public final class TetherClient {
 
     /// The resume point to persist and pass to a later client.
     public func resumeState() throws -> ResumeState {
-        var len: Int = 0
         var last: Int64 = 0
-        _ = tether_client_resume_state(client, nil, 0, &len, &last)  // size query
-        var buf = [CChar](repeating: 0, count: len + 1)
-        try check(tether_client_resume_state(client, &buf, buf.count, &len, &last))
-        return ResumeState(runId: String(cString: buf), lastReceivedEvent: last)
+        let runId = try sizedString { buf, cap, len in
+            tether_client_resume_state(client, buf, cap, len, &last)
+        }
+        return ResumeState(runId: runId, lastReceivedEvent: last)
+    }
+
+    /// The credential the next connection sends, to persist instead of the password (gomuks
+    /// spec 1.2): the `gomuks_auth` token, the configured one until a login with the username
+    /// and password or a renewal replaces it; rwws: the configured key. `nil` before the first
+    /// login and with auth disabled. A secret: keep it out of logs.
+    public func authToken() throws -> String? {
+        let token = try sizedString { buf, cap, len in
+            tether_client_auth_token(client, buf, cap, len)
+        }
+        return token.isEmpty ? nil : token
     }
 
     /// Closes gracefully; `events` finishes after CLOSED. gomuks: close code 1001, so the
@@ -312,6 +322,23 @@ public final class TetherClient {
 
     /// The native library's version string.
     public static var libraryVersion: String { String(cString: tether_version()) }
+}
+
+/// A string from a `(buf, cap, out_len)` function of the C API: asks for the length, then
+/// copies; asks again if the value grew in between (a new run_id, a renewed token).
+func sizedString(
+    _ call: (UnsafeMutablePointer<CChar>?, Int, UnsafeMutablePointer<Int>) -> tether_status
+) throws -> String {
+    var len: Int = 0
+    while true {
+        let sized = call(nil, 0, &len)
+        if sized != TETHER_OK && sized != TETHER_ERR_BUFFER_TOO_SMALL { try check(sized) }
+        var buf = [CChar](repeating: 0, count: len + 1)
+        let status = buf.withUnsafeMutableBufferPointer { call($0.baseAddress, $0.count, &len) }
+        if status == TETHER_ERR_BUFFER_TOO_SMALL { continue }
+        try check(status)
+        return String(cString: buf)
+    }
 }
 
 /// The id of a request in flight, readable from the cancellation handler.

@@ -50,6 +50,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_client_close(c: Pointer): Int
     @JvmStatic external fun tether_client_close_keep_resume(c: Pointer): Int
     @JvmStatic external fun tether_client_resume_state(c: Pointer, runId: ByteArray?, runIdCap: Long, outRunIdLen: LongByReference, outLastReceivedEvent: LongByReference): Int
+    @JvmStatic external fun tether_client_auth_token(c: Pointer, buf: ByteArray?, cap: Long, outLen: LongByReference): Int
     @JvmStatic external fun tether_client_free(c: Pointer?)
 
     @JvmStatic external fun tether_event_kind(ev: Pointer): Int

@@ -128,12 +128,22 @@ class TetherClient(
 
     /** The resume point to persist and pass to a later client. */
     fun resumeState(): ResumeState = state.call { c ->
-        val len = LongByReference()
         val last = LongByReference()
-        TetherNative.tether_client_resume_state(c, null, 0, len, last) // size query
-        val buf = ByteArray(len.value.toInt() + 1)
-        check(TetherNative.tether_client_resume_state(c, buf, buf.size.toLong(), len, last))
-        ResumeState(String(buf, 0, len.value.toInt(), Charsets.UTF_8), last.value)
+        val runId = sizedString { buf, cap, len ->
+            TetherNative.tether_client_resume_state(c, buf, cap, len, last)
+        }
+        ResumeState(runId, last.value)
+    }
+
+    /**
+     * The credential the next connection sends, to persist instead of the password (gomuks
+     * spec 1.2): the `gomuks_auth` token, the configured one until a login with [username] and
+     * [password] or a renewal replaces it; rwws: the configured key. `null` before the first
+     * login and with auth disabled. A secret: keep it out of logs.
+     */
+    fun authToken(): String? = state.call { c ->
+        sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }
+            .ifEmpty { null }
     }
 
     /**
@@ -257,5 +267,22 @@ class TetherClient(
             }
             return out.toString()
         }
+    }
+}
+
+/**
+ * A string from a `(buf, cap, out_len)` function of the C API: asks for the length, then
+ * copies; asks again if the value grew in between (a new run_id, a renewed token).
+ */
+internal fun sizedString(call: (ByteArray?, Long, LongByReference) -> Int): String {
+    val len = LongByReference()
+    while (true) {
+        val sized = call(null, 0, len)
+        if (sized != Status.OK.code && sized != Status.ERR_BUFFER_TOO_SMALL.code) check(sized)
+        val buf = ByteArray(len.value.toInt() + 1)
+        val st = call(buf, buf.size.toLong(), len)
+        if (st == Status.ERR_BUFFER_TOO_SMALL.code) continue
+        check(st)
+        return String(buf, 0, len.value.toInt(), Charsets.UTF_8)
     }
 }

@@ -111,6 +111,19 @@ class TetherClientTest {
     }
 
     @Test
+    fun `the token from the login authorizes a later client (gomuks spec 1_2)`(): Unit = runBlocking {
+        val token = gomuks().use { c ->
+            withTimeout(20_000) { c.events.first { it.kind == EventKind.CONNECTED } }
+            c.authToken()
+        }
+        assertTrue(!token.isNullOrEmpty())
+        TetherClient(url, token = token).use { c ->
+            assertEquals(token, c.authToken())
+            withTimeout(20_000) { assertEquals("{\"t\":1}", c.request("echo", "{\"t\":1}")) }
+        }
+    }
+
+    @Test
     fun `rwws handshake and pong with server time`(): Unit = runBlocking {
         TetherClient(url, protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5").use { c ->
             withTimeout(20_000) {
