@@ -140,6 +140,26 @@ static void test_cookie_token_flow(void) {
     th_close_and_free(c);
 }
 
+/* §1.2: the token the library got from the desktop-key login is handed back
+ * (tether_client_auth_token), and a client with only that token plus an app cookie (merged
+ * into one Cookie header after gomuks_auth) is authorized by the real backend. */
+static void test_auth_token_handed_back_and_app_cookie(void) {
+    tether_client *c = connect_client(gomuks_config(NULL), NULL, 0);
+    char token[600];
+    size_t len = 0;
+    CHECK_OK(tether_client_auth_token(c, token, sizeof token, &len));
+    CHECK(len > 10 && strlen(token) == len && strchr(token, '.') != NULL);
+    th_close_and_free(c);
+
+    tether_config *cfg = NULL;
+    CHECK_OK(tether_config_new(&cfg));
+    CHECK_OK(tether_config_set_url(cfg, backend.http));
+    CHECK_OK(tether_config_set_token(cfg, token));
+    CHECK_OK(tether_config_add_header(cfg, "Cookie", "theme=dark; lb=node-2"));
+    c = connect_client(cfg, NULL, 0);
+    th_close_and_free(c);
+}
+
 /* §1.2: 401 at /auth (wrong desktop key) and at the upgrade (bad cookie, no password) ends the
  * client with TETHER_ERR_UNAUTHORIZED and no retry; a bad cookie with good credentials is
  * re-authenticated once and connects. */
@@ -510,6 +530,7 @@ int main(void) {
     start_silent_client();
     TH_RUN(test_desktop_key_auth_and_connect_snapshot);
     TH_RUN(test_cookie_token_flow);
+    TH_RUN(test_auth_token_handed_back_and_app_cookie);
     TH_RUN(test_unauthorized);
     TH_RUN(test_forbidden_origin);
     TH_RUN(test_requests_without_account);
