@@ -151,9 +151,7 @@ impl Client {
             return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
         }
         self.require_rwws("send_packet")?;
-        self.tx
-            .send(Command::Packet(bytes.to_vec()))
-            .map_err(|_| closed_error())
+        self.queue_packet(bytes.to_vec())
     }
 
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
@@ -162,7 +160,14 @@ impl Client {
         self.ensure_open()?;
         self.require_rwws("send_settings")?;
         let packet = crate::dialect::rwws::codec::settings_packet(settings.iter().copied())?;
-        self.send_packet(&packet)
+        self.queue_packet(packet)
+    }
+
+    /// Hands a checked, non-empty packet to the session.
+    fn queue_packet(&self, packet: Vec<u8>) -> Result<(), Error> {
+        self.tx
+            .send(Command::Packet(packet))
+            .map_err(|_| closed_error())
     }
 
     /// Refuses any call once the client is closed.
@@ -328,7 +333,8 @@ impl Client {
     /// password: gomuks, the `gomuks_auth` token (the configured one until a login with the
     /// Basic credentials or a renewal, spec §1.2, replaces it; renewals happen daily and
     /// before reconnect attempts); rwws, the configured access key. `None` before a gomuks
-    /// client configured with a username and password first logs in, and with auth disabled.
+    /// client configured with a username and password (and no token) first logs in, and
+    /// while the backend has auth disabled and no token was configured.
     /// A secret: keep it out of logs.
     pub fn auth_token(&self) -> Option<String> {
         self.resume.token().map(|t| t.expose().to_owned())

@@ -132,7 +132,6 @@ impl Protocol {
     }
 }
 
-/// Headers the websocket upgrade sets itself; an extra header may not repeat them.
 /// Whether a user header is a `Cookie` that carries `gomuks_auth`.
 fn sets_gomuks_cookie(name: &str, value: &str) -> bool {
     name.eq_ignore_ascii_case("cookie")
@@ -141,6 +140,7 @@ fn sets_gomuks_cookie(name: &str, value: &str) -> bool {
             .any(|c| c.trim_start().starts_with("gomuks_auth="))
 }
 
+/// Headers the websocket upgrade sets itself; an extra header may not repeat them.
 const HANDSHAKE_HEADERS: [&str; 7] = [
     "Host",
     "Connection",

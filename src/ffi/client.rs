@@ -398,7 +398,7 @@ pub unsafe extern "C" fn tether_client_resume_state(
 /// access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
 /// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
 /// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
-/// password has logged in, and when the backend has auth disabled. The token is a secret:
+/// password (and no token) has logged in, and with auth disabled and no token configured. The token is a secret:
 /// keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn tether_client_auth_token(

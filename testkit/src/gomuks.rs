@@ -321,14 +321,6 @@ impl Backend {
     pub fn cut_all(&self) {
         self.lock().broadcast(|| Out::Cut);
     }
-    /// Drops every connection and pushes `n` events under the same lock, so no connection
-    /// carries them and no client can reconnect in between: a resuming client must get them
-    /// replayed. Returns the newest id.
-    pub fn cut_all_then_push(&self, n: usize) -> i64 {
-        let mut g = self.lock();
-        g.broadcast(|| Out::Cut);
-        g.push_generated(n)
-    }
     /// Sends a close frame on every connection.
     pub fn close_all(&self, code: u16, reason: &str) {
         self.lock()
@@ -612,7 +604,8 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
         }
         ("POST", "/_testkit/cut") => {
             g.broadcast(|| Out::Cut);
-            // `?push=N`: as `cut_all_then_push`, N events the cut connections never carry.
+            // `?push=N`: N events pushed under the same lock as the cut, so no connection carries
+            // them and no client can reconnect in between: a resuming client gets them replayed.
             match q("push").parse::<usize>() {
                 Ok(m) => {
                     let newest = g.push_generated(m.min(1_000_000));

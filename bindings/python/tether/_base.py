@@ -518,8 +518,8 @@ class ClientState:
         """The credential the next connection sends, to persist instead of the password:
         gomuks, the ``gomuks_auth`` token (the configured one until a login with
         ``username``/``password`` or a renewal replaces it); rwws, the configured key.
-        ``None`` before the first login, and with auth disabled. Also valid after
-        :meth:`close`. A secret: keep it out of logs."""
+        ``None`` before the first login, and with auth disabled unless a token was
+        configured. Also valid after :meth:`close`. A secret: keep it out of logs."""
         return self._core.auth_token()
 
 

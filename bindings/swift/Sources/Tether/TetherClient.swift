@@ -305,7 +305,7 @@ public final class TetherClient {
     /// The credential the next connection sends, to persist instead of the password (gomuks
     /// spec 1.2): the `gomuks_auth` token, the configured one until a login with the username
     /// and password or a renewal replaces it; rwws: the configured key. `nil` before the first
-    /// login and with auth disabled. A secret: keep it out of logs.
+    /// login and with auth disabled, unless a token was configured. A secret: keep it out of logs.
     public func authToken() throws -> String? {
         let token = try sizedString { buf, cap, len in
             tether_client_auth_token(client, buf, cap, len)

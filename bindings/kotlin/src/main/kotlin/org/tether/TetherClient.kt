@@ -139,7 +139,7 @@ class TetherClient(
      * The credential the next connection sends, to persist instead of the password (gomuks
      * spec 1.2): the `gomuks_auth` token, the configured one until a login with [username] and
      * [password] or a renewal replaces it; rwws: the configured key. `null` before the first
-     * login and with auth disabled. A secret: keep it out of logs.
+     * login and with auth disabled, unless a token was configured. A secret: keep it out of logs.
      */
     fun authToken(): String? = state.call { c ->
         sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }
