@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,39 +10,18 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, Protocol, ResumeState};
-use crate::dialect::SharedResume;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::{Config, Protocol};
+use crate::dialect::{gomuks, rwws};
 use crate::event::Event;
+use crate::ids::IdGen;
 use crate::queue::{EventQueue, Pop};
-use crate::session::{CloseIntent, Command, ReplyTo};
+use crate::resume::{ResumeState, SharedResume};
+use crate::session::dialect::{CloseIntent, Dialect};
+use crate::session::requests::{ReplyTo, Request};
+use crate::session::Command;
 use crate::status::{Error, Status};
-
-/// Request ids: positive, increasing, shared by requests and pings (spec §3.1). The start is
-/// random because the backend's in-flight table is shared by all its connections (spec §3.5).
-pub struct IdGen {
-    first: i64,
-    next: AtomicI64,
-}
-
-impl IdGen {
-    fn new() -> IdGen {
-        let first = rand::random_range(1..1i64 << 30);
-        IdGen {
-            first,
-            next: AtomicI64::new(first),
-        }
-    }
-
-    /// The next id.
-    pub fn next(&self) -> i64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether this client handed out `id` (ids below the random start never were).
-    fn issued(&self, id: i64) -> bool {
-        id >= self.first && id < self.next.load(Ordering::Relaxed)
-    }
-}
 
 /// A connection to one backend, kept alive and resumed across drops.
 ///
@@ -63,7 +42,7 @@ impl Client {
     /// A client for this configuration; nothing happens on the network until [`Client::connect`].
     pub fn new(cfg: Config) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        let resume = Arc::new(SharedResume::new(&cfg));
+        let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         Client {
             queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
             cfg: Arc::new(cfg),
@@ -89,36 +68,30 @@ impl Client {
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         // One TLS config per client, shared by the websocket and the auth HTTP client.
-        let tls = crate::session::transport::tls_config(&self.cfg)?;
+        let tls = crate::tls::client_config(self.cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
         match self.cfg.protocol {
             Protocol::Gomuks => {
-                let d = crate::dialect::gomuks::Gomuks::new(
-                    self.cfg.clone(),
-                    tls.clone(),
-                    self.resume.clone(),
-                )?;
-                self.spawn_session(&handle, tls, d, &mut slot);
+                let d = gomuks::Gomuks::new(self.cfg.clone(), tls, self.resume.clone())?;
+                self.spawn_session(&handle, d, &mut slot);
             }
             Protocol::Rwws => {
-                let d = crate::dialect::rwws::Rwws::new(self.cfg.clone())?;
-                self.spawn_session(&handle, tls, d, &mut slot);
+                let d = rwws::Rwws::new(self.cfg.clone(), tls)?;
+                self.spawn_session(&handle, d, &mut slot);
             }
         }
         Ok(())
     }
 
     /// Takes the command receiver (the point of no return) and starts the session task.
-    fn spawn_session<D: crate::dialect::Dialect>(
+    fn spawn_session<D: Dialect>(
         &self,
         handle: &tokio::runtime::Handle,
-        tls: Arc<rustls::ClientConfig>,
         dialect: D,
         slot: &mut Option<mpsc::UnboundedReceiver<Command>>,
     ) {
         let Some(rx) = slot.take() else { return };
         let session = crate::session::run(
             self.cfg.clone(),
-            tls,
             self.queue.clone(),
             self.ids.clone(),
             dialect,
@@ -151,7 +124,7 @@ impl Client {
             return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
         }
         self.require_rwws("send_packet")?;
-        self.queue_packet(bytes.to_vec())
+        self.queue_packet(Message::binary(bytes.to_vec()))
     }
 
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
@@ -159,14 +132,14 @@ impl Client {
     pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
         self.ensure_open()?;
         self.require_rwws("send_settings")?;
-        let packet = crate::dialect::rwws::codec::settings_packet(settings.iter().copied())?;
-        self.queue_packet(packet)
+        let packet = rwws::codec::settings_packet(settings.iter().copied())?;
+        self.queue_packet(Message::binary(packet))
     }
 
     /// Hands a checked, non-empty packet to the session.
-    fn queue_packet(&self, packet: Vec<u8>) -> Result<(), Error> {
+    fn queue_packet(&self, packet: Message) -> Result<(), Error> {
         self.tx
-            .send(Command::Packet(packet))
+            .send(Command::Send(packet))
             .map_err(|_| closed_error())
     }
 
@@ -219,15 +192,17 @@ impl Client {
         reply: ReplyTo,
     ) -> Result<i64, Error> {
         self.validate_request(command, data)?;
+        // The deadline counts from the app's call, whatever the session is doing meanwhile.
+        let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();
         self.tx
-            .send(Command::Request {
+            .send(Command::Request(Request {
                 id,
-                command: command.to_owned(),
-                data: data.to_vec(),
-                timeout: timeout.unwrap_or(self.cfg.request_timeout),
+                message: gomuks::codec::request_message(id, command, data),
+                deadline,
                 reply,
-            })
+                cancel: gomuks::codec::cancel_message,
+            }))
             .map_err(|_| closed_error())?;
         Ok(id)
     }
@@ -293,16 +268,7 @@ impl Client {
         if let Some(mut rx) = never_started {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
-            let mut out = Vec::new();
-            while let Ok(cmd) = rx.try_recv() {
-                if let Command::Request { id, reply, .. } = cmd {
-                    let closed =
-                        Error::new(Status::ErrClientClosed, "client closed before the reply");
-                    out.extend(crate::session::reply_event(id, reply, Err(closed)));
-                }
-            }
-            out.push(Event::new(crate::event::EventKind::Closed));
-            self.queue.push_all(out);
+            crate::session::close_channel(&mut rx, &self.queue);
         } else {
             let _ = self.tx.send(Command::Close(intent));
         }
@@ -340,8 +306,15 @@ impl Client {
         self.resume.token().map(|t| t.expose().to_owned())
     }
 
+    /// How many events wait to be taken. With a consumer that falls behind it stays near the
+    /// configured queue capacity: past it the socket is not read (one message's events may
+    /// overshoot).
+    pub fn queued_events(&self) -> usize {
+        self.queue.depth()
+    }
+
     /// The event queue (for the C ABI's readiness signal and dispatcher).
-    pub fn queue(&self) -> &Arc<EventQueue> {
+    pub(crate) fn queue(&self) -> &Arc<EventQueue> {
         &self.queue
     }
 

@@ -1,11 +1,12 @@
 //! Typed client configuration, validated once by [`ConfigBuilder::build`].
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
+use crate::resume::ResumeState;
+use crate::secret::{Secret, SecretBytes};
 use crate::status::{Error, Status};
 
 /// Which wire protocol the client speaks.
@@ -27,45 +28,13 @@ impl Protocol {
     }
 }
 
-/// A secret that never shows up in `Debug` output, logs or errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret string.
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    /// The secret itself; call sites are the few places that put it on the wire.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// Credentials for the gomuks auth endpoint.
 #[derive(Clone, Debug)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     /// Username (`desktop-key` for the desktop key form).
-    pub username: String,
+    pub(crate) username: String,
     /// Password (or the `GOMUKS_DESKTOP_KEY` value).
-    pub password: Secret,
-}
-
-/// Resume point carried across clients (and processes): the backend's `run_id` and the most
-/// recent (most negative) buffered event id the app has received.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResumeState {
-    /// `run_id` string from the backend's `run_id` event; empty if unknown.
-    pub run_id: String,
-    /// Most recent negative event id received; 0 if none.
-    pub last_received_event: i64,
+    pub(crate) password: Secret,
 }
 
 /// Validated, immutable configuration. Build it with [`Config::builder`].
@@ -91,16 +60,6 @@ pub struct Config {
     pub(crate) extra_ca_pem: Option<Arc<Vec<u8>>>,
     /// rwws: the access key, base64-decoded once here.
     pub(crate) rwws_key: Option<SecretBytes>,
-}
-
-/// Secret bytes (the decoded rwws key) that never show up in `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct SecretBytes(pub(crate) Vec<u8>);
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
-    }
 }
 
 /// Per-protocol defaults: gomuks follows its web client, rwws its spec (§2.7, reconnect
@@ -152,7 +111,7 @@ const HANDSHAKE_HEADERS: [&str; 7] = [
 ];
 
 /// The rwws server closes connections that have not pinged for this long (spec §2.7).
-pub const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// A builder with the defaults of the gomuks web client (§8, §16 of the spec).
@@ -196,7 +155,7 @@ pub struct ConfigBuilder {
 
 /// Default cap on one server message after decompression; the gomuks Go client reads up to
 /// 50 MiB and initial-sync payloads reach several MB.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 impl ConfigBuilder {
     /// Starts a builder; `url` is a `ws(s)://` endpoint or an `http(s)://` backend base.
@@ -456,7 +415,7 @@ impl ConfigBuilder {
             }
         }
         if let Some(pem) = &self.extra_ca_pem {
-            crate::session::transport::parse_ca_pem(pem)?;
+            crate::tls::parse_ca_pem(pem)?;
         }
         Ok(Config {
             url,

@@ -12,19 +12,69 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Every module is private; the items below are the whole public API. ARCHITECTURE.md in the
+//! repository describes the layers and which way imports point.
 
-pub mod client;
-pub mod config;
-pub mod dialect;
-pub mod event;
-pub mod ffi;
-pub mod queue;
-pub mod runtime;
-pub mod session;
-pub mod status;
+// The layers, from the C boundary down, one group each; a module imports only from groups
+// below its own, and the last group imports nothing of the crate (tests/layers.rs checks both,
+// and that no modules anywhere import each other in a circle). ARCHITECTURE.md explains them.
+mod ffi;
+
+mod client;
+
+mod dialect;
+
+mod session;
+
+mod config;
+mod queue;
+mod runtime;
+
+mod event;
+mod resume;
+mod tls;
+
+mod ids;
+mod secret;
+mod status;
 
 pub use client::Client;
-pub use config::{Config, ConfigBuilder, Protocol, ResumeState};
+pub use config::{Config, ConfigBuilder, Protocol};
 pub use event::{Event, EventKind};
 pub use queue::Pop;
+pub use resume::ResumeState;
 pub use status::{Error, Status};
+
+/// Not part of the API and without any semver promise: the internals that tether's own fuzz
+/// targets, benchmarks and test tools drive directly.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::dialect::gomuks::codec::{
+        parse_envelope, Envelope, Inflater, Kind, LineSplitter,
+    };
+    pub use crate::dialect::rwws::codec::{parse_server_message, MAX_PACKETS_PER_MESSAGE};
+    pub use crate::session::dialect::Incoming;
+
+    /// The C ABI's functions, for Rust-side fuzzing of call sequences.
+    pub mod ffi {
+        pub use crate::ffi::*;
+    }
+
+    /// Opens a websocket exactly as a client connection does (TLS, the config's headers and
+    /// size limits), without a session: for the Autobahn conformance harness.
+    pub async fn open_websocket(
+        cfg: &crate::Config,
+        url: &url::Url,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        >,
+        crate::Error,
+    > {
+        let tls = crate::tls::client_config(cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
+        crate::session::transport::connect(cfg, &tls, url, &[])
+            .await
+            .map_err(|e| e.error)
+    }
+}

@@ -246,13 +246,8 @@ impl EventQueue {
     }
 
     /// Number of queued events.
-    pub fn len(&self) -> usize {
+    pub fn depth(&self) -> usize {
         self.lock().events.len()
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The consumer is gone: drop what is queued, never make the producer wait again, wake
@@ -356,6 +351,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(q.len(), 1);
+        assert_eq!(q.depth(), 1);
     }
 }

@@ -490,7 +490,7 @@ async fn backpressure_loses_nothing() {
     let newest = b.push_events(400);
     tokio::time::sleep(ms(500)).await;
     assert!(
-        c.queue().len() <= 8 + 400,
+        c.queued_events() <= 8 + 400,
         "bounded by capacity plus one batch"
     );
     let (_, skipped) = until(&c, |e| e.request_id() == newest).await;

@@ -414,7 +414,7 @@ fn rust_api(url: &str, compress: bool) {
     let mut batch = Vec::with_capacity(1024);
     'outer: loop {
         match client.poll(None) {
-            tether::queue::Pop::Event(ev) => batch.push(ev),
+            tether::Pop::Event(ev) => batch.push(ev),
             _ => panic!("closed before the end marker"),
         }
         client.drain(&mut batch, 1023);
@@ -437,7 +437,7 @@ fn rust_api(url: &str, compress: bool) {
     std::hint::black_box(sum);
     report("rust", events - 1, secs);
     let _ = client.close();
-    while let tether::queue::Pop::Event(_) = client.poll(Some(Duration::from_secs(5))) {}
+    while let tether::Pop::Event(_) = client.poll(Some(Duration::from_secs(5))) {}
 }
 
 // ---------------------------------------------------------------- connections
@@ -497,11 +497,11 @@ fn conns(url: &str, count: usize, compress: bool, idle_secs: u64) {
     };
     let wait_connected = |c: &tether::Client| loop {
         match c.poll(Some(Duration::from_secs(30))) {
-            tether::queue::Pop::Event(ev) if ev.kind() == tether::EventKind::Connected => break,
-            tether::queue::Pop::Event(ev) if ev.kind() == tether::EventKind::Disconnected => {
+            tether::Pop::Event(ev) if ev.kind() == tether::EventKind::Connected => break,
+            tether::Pop::Event(ev) if ev.kind() == tether::EventKind::Disconnected => {
                 panic!("disconnected: {ev:?}")
             }
-            tether::queue::Pop::Event(_) => {}
+            tether::Pop::Event(_) => {}
             _ => panic!("no connection"),
         }
     };
@@ -531,6 +531,6 @@ fn conns(url: &str, count: usize, compress: bool, idle_secs: u64) {
         let _ = c.close();
     }
     for c in clients.iter().chain(std::iter::once(&first)) {
-        while let tether::queue::Pop::Event(_) = c.poll(Some(Duration::from_secs(5))) {}
+        while let tether::Pop::Event(_) = c.poll(Some(Duration::from_secs(5))) {}
     }
 }

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tether::dialect::gomuks::codec::{parse_envelope, Kind};
+use tether::internals::{parse_envelope, Kind};
 
 fuzz_target!(|data: &[u8]| {
     let line = Bytes::copy_from_slice(data);

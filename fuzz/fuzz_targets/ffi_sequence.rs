@@ -10,7 +10,7 @@ use std::ffi::{c_char, CString};
 use std::ptr;
 
 use libfuzzer_sys::fuzz_target;
-use tether::ffi::*;
+use tether::internals::ffi::*;
 
 const OK: i32 = 0;
 const TIMEOUT: i32 = 1;

@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use flate2::{Compress, Compression, FlushCompress};
 use libfuzzer_sys::fuzz_target;
-use tether::dialect::gomuks::codec::Inflater;
+use tether::internals::Inflater;
 
 const CAP: usize = 1 << 20;
 

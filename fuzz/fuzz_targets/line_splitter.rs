@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tether::dialect::gomuks::codec::LineSplitter;
+use tether::internals::LineSplitter;
 use tether::Status;
 
 fuzz_target!(|data: &[u8]| {

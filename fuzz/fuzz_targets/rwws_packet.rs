@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::dialect::rwws::codec::{parse_server_message, MAX_PACKETS_PER_MESSAGE};
-use tether::dialect::Incoming;
+use tether::internals::{parse_server_message, MAX_PACKETS_PER_MESSAGE};
+use tether::internals::Incoming;
 
 fuzz_target!(|msg: &[u8]| {
     let mut pongs = 0usize;

@@ -5,9 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use once_cell::sync::OnceCell;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -25,7 +24,7 @@ use crate::config::Config;
 use crate::status::{Error, Status};
 
 /// Plain or TLS stream under the websocket.
-pub enum Stream {
+pub(crate) enum Stream {
     /// ws://
     Plain(TcpStream),
     /// wss://
@@ -74,55 +73,10 @@ impl AsyncWrite for Stream {
 }
 
 /// The websocket type every dialect reads and writes.
-pub type Ws = WebSocketStream<Stream>;
-
-/// Parses PEM CA certificates; an empty or unparsable bundle is a config error.
-pub fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
-    match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(Error::new(
-            Status::ErrConfig,
-            "CA file holds no certificate",
-        )),
-        Err(e) => Err(Error::new(
-            Status::ErrConfig,
-            format!("invalid CA PEM: {e}"),
-        )),
-    }
-}
-
-/// The rustls config for a client: webpki roots plus the configured extra CAs. Shared by the
-/// websocket and the auth HTTP client so both verify the same way.
-pub fn tls_config(cfg: &Config) -> Result<Arc<ClientConfig>, Error> {
-    static DEFAULT: OnceCell<Arc<ClientConfig>> = OnceCell::new();
-    let build = |extra: Option<&[u8]>| -> Result<Arc<ClientConfig>, Error> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(pem) = extra {
-            for c in parse_ca_pem(pem)? {
-                roots.add(c).map_err(|e| {
-                    Error::new(Status::ErrConfig, format!("bad CA certificate: {e}"))
-                })?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cc = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(cc))
-    };
-    match &cfg.extra_ca_pem {
-        None => DEFAULT.get_or_try_init(|| build(None)).cloned(),
-        Some(pem) => build(Some(pem)),
-    }
-}
+pub(crate) type Ws = WebSocketStream<Stream>;
 
 /// Opens the websocket at `url` with the given extra headers (cookie, Origin, ...).
-pub async fn connect(
+pub(crate) async fn connect(
     cfg: &Config,
     tls: &Arc<ClientConfig>,
     url: &Url,
@@ -170,12 +124,12 @@ pub async fn connect(
 
 /// Why a connection attempt failed.
 #[derive(Debug)]
-pub struct ConnectError {
+pub(crate) struct ConnectError {
     /// Classified status.
-    pub error: Error,
+    pub(crate) error: Error,
     /// The HTTP status of a refused upgrade or auth call, or the websocket close code of a
     /// close during the protocol handshake (they never overlap: close codes start at 1000).
-    pub code: Option<u16>,
+    pub(crate) code: Option<u16>,
 }
 
 impl ConnectError {

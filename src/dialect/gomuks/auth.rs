@@ -10,7 +10,7 @@ use crate::session::transport::ConnectError;
 use crate::status::{Error, Status};
 
 /// The auth endpoint that belongs to a websocket URL: `…/_gomuks/websocket` → `…/_gomuks/auth`.
-pub fn auth_url(ws_url: &Url) -> Url {
+pub(crate) fn auth_url(ws_url: &Url) -> Url {
     let mut u = ws_url.clone();
     let secure = u.scheme() == "wss";
     // Infallible for ws/wss URLs: both special schemes.
@@ -32,7 +32,7 @@ struct TokenReply {
 }
 
 /// What `POST /_gomuks/auth` is shown to get a token.
-pub enum Credentials<'a> {
+pub(crate) enum Credentials<'a> {
     /// HTTP Basic: a new token (201).
     Basic(&'a BasicAuth),
     /// A still-valid `gomuks_auth` token, renewed for another 7 days (200, spec §1.2). This is
@@ -41,7 +41,7 @@ pub enum Credentials<'a> {
 }
 
 /// Exchanges credentials for a `gomuks_auth` token; `None` when the backend has auth disabled.
-pub async fn fetch_token(
+pub(crate) async fn fetch_token(
     http: &reqwest::Client,
     url: &Url,
     creds: Credentials<'_>,
@@ -111,7 +111,7 @@ pub async fn fetch_token(
 }
 
 /// The HTTP client for auth, verifying TLS exactly like the websocket does.
-pub fn http_client(
+pub(crate) fn http_client(
     tls: Arc<rustls::ClientConfig>,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, Error> {

@@ -11,6 +11,8 @@ use flate2::{Decompress, FlushDecompress, Status as ZStatus};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::status::{Error, Status};
 
 /// One raw-deflate stream for the lifetime of a connection (spec §5: never reset).
@@ -236,6 +238,34 @@ pub fn parse_envelope(line: &Bytes) -> Result<Envelope, Error> {
         request_id: env.request_id,
         data,
     })
+}
+
+/// A request envelope (spec §3.1). `data` is JSON the client already validated; empty means
+/// `{}`.
+pub(crate) fn request_message(id: i64, command: &str, data: &[u8]) -> Message {
+    let cmd = serde_json::to_string(command).unwrap_or_else(|_| "\"\"".to_owned());
+    let data = match std::str::from_utf8(data) {
+        Ok(d) if !d.is_empty() => d,
+        _ => "{}",
+    };
+    Message::text(format!(
+        r#"{{"command":{cmd},"request_id":{id},"data":{data}}}"#
+    ))
+}
+
+/// A `cancel` of request `target` (spec §3.5).
+pub(crate) fn cancel_message(id: i64, target: i64, reason: &str) -> Message {
+    let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".to_owned());
+    Message::text(format!(
+        r#"{{"command":"cancel","request_id":{id},"data":{{"request_id":{target},"reason":{reason}}}}}"#
+    ))
+}
+
+/// A keepalive `ping` acknowledging event `ack` (0: none; spec §6).
+pub(crate) fn ping_message(id: i64, ack: i64) -> Message {
+    Message::text(format!(
+        r#"{{"command":"ping","request_id":{id},"data":{{"last_received_id":{ack}}}}}"#
+    ))
 }
 
 #[cfg(test)]

@@ -1,70 +1,78 @@
-//! The gomuks JSON RPC dialect (spec: shared/protocols/gomuks-rpc.md, §16 is the algorithm).
+//! The gomuks JSON RPC dialect (docs/protocol/gomuks-rpc.md; §16 is the algorithm).
 
-pub mod auth;
-pub mod codec;
+pub(crate) mod auth;
+pub(crate) mod codec;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::{Config, Secret};
-use crate::dialect::{Dialect, Incoming, Policy, SharedResume, Upgrade};
-use crate::session::transport::{ConnectError, Ws};
-use crate::session::CloseIntent;
+use crate::config::Config;
+use crate::resume::{SharedResume, Tracker};
+use crate::secret::Secret;
+use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
+use crate::session::transport::{self, ConnectError};
 use crate::status::{Error, Status};
 use codec::{parse_envelope, Inflater, Kind, LineSplitter};
 
 /// gomuks session state that outlives single connections: credentials and the resume point.
-pub struct Gomuks {
+pub(crate) struct Gomuks {
     cfg: Arc<Config>,
+    tls: Arc<rustls::ClientConfig>,
     http: reqwest::Client,
     token: Option<Secret>,
     auth_disabled: bool,
     resume: Arc<SharedResume>,
-    listener_id: u64,
-    /// Most negative event id seen on the current connection (spec §7.2: a changed run_id
-    /// makes every older id meaningless, but ids from this connection already belong to it).
-    conn_min_event: i64,
-    /// Last id sent as an ack; the same id is never acked twice (spec §7.4 item 2).
-    last_sent_ack: i64,
+    tracker: Tracker,
     inflater: Option<Inflater>,
     splitter: LineSplitter,
     scratch: BytesMut,
     /// Attempts since the last successful upgrade: the gomuks web client refreshes its token
     /// before every retry but the first (spec §10).
     attempts_since_open: u32,
+    /// A 401 at the upgrade already led to a fresh login since the last successful upgrade;
+    /// a second one is final.
+    reauthed: bool,
     /// When the current token was fetched; refreshed daily (spec §2: tokens live 7 days).
-    token_fetched: Option<std::time::Instant>,
+    token_fetched: Option<Instant>,
 }
 
 /// Tokens are refreshed after this long, well inside their 7-day life.
-const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const TOKEN_REFRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// The upgrade request for one attempt.
+struct Upgrade {
+    url: url::Url,
+    headers: Vec<(String, String)>,
+    resume_attempted: bool,
+}
 
 impl Gomuks {
     /// A dialect for this configuration.
-    pub fn new(
+    pub(crate) fn new(
         cfg: Arc<Config>,
         tls: Arc<rustls::ClientConfig>,
         resume: Arc<SharedResume>,
     ) -> Result<Gomuks, Error> {
-        let http = auth::http_client(tls, cfg.connect_timeout)?;
+        let http = auth::http_client(tls.clone(), cfg.connect_timeout)?;
         // A configured token's age is unknown: count from now, so a long-running client renews
         // it daily like a fetched one instead of letting it expire after 7 days.
-        let token_fetched = cfg.token.as_ref().map(|_| std::time::Instant::now());
+        let token_fetched = cfg.token.as_ref().map(|_| Instant::now());
         Ok(Gomuks {
             token: cfg.token.clone(),
             splitter: LineSplitter::new(cfg.max_message_bytes),
             cfg,
+            tls,
             http,
             auth_disabled: false,
+            tracker: Tracker::new(resume.clone()),
             resume,
-            listener_id: 0,
-            conn_min_event: 0,
-            last_sent_ack: 0,
             inflater: None,
             scratch: BytesMut::new(),
             attempts_since_open: 0,
+            reauthed: false,
             token_fetched,
         })
     }
@@ -83,18 +91,80 @@ impl Gomuks {
                 let t = Secret::new(t);
                 self.resume.set_token(t.clone());
                 self.token = Some(t);
-                self.token_fetched = Some(std::time::Instant::now());
+                self.token_fetched = Some(Instant::now());
             }
             None => self.auth_disabled = true,
         }
         Ok(())
     }
 
-    fn observe_event(&mut self, command: &str, id: i64, data: &[u8]) {
-        if id < 0 {
-            self.conn_min_event = self.conn_min_event.min(id);
-            self.resume.advance(id);
+    /// Credentials and resume parameters for the next upgrade (spec §16 steps 1-2).
+    async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
+        self.attempts_since_open = self.attempts_since_open.saturating_add(1);
+        let stale = self
+            .token_fetched
+            .is_some_and(|t| t.elapsed() >= TOKEN_REFRESH);
+        let retrying = self.attempts_since_open >= 2;
+        if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
+            self.login().await?;
         }
+        let mut url = self.cfg.url.clone();
+        let resume = self.tracker.begin_attempt();
+        {
+            let mut q = url.query_pairs_mut();
+            if self.cfg.compression {
+                q.append_pair("compress", "1");
+            }
+            if let Some(r) = &resume {
+                q.append_pair("run_id", &r.run_id);
+                q.append_pair("last_received_event", &r.last_received_event.to_string());
+                if let (true, Some(l)) =
+                    (self.cfg.send_prev_listener_id, self.tracker.listener_id())
+                {
+                    q.append_pair("prev_listener_id", &l.to_string());
+                }
+            }
+            if let Some(ts) = self.cfg.last_server_ts {
+                q.append_pair("last_server_ts", &ts.to_string());
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(t) = &self.token {
+            headers.push(("Cookie".to_owned(), format!("gomuks_auth={}", t.expose())));
+        }
+        Ok(Upgrade {
+            url,
+            headers,
+            resume_attempted: resume.is_some(),
+        })
+    }
+
+    /// The upgrade was refused with 401: with a login configured, log in afresh and retry
+    /// once (spec §1.2); a token alone cannot recover.
+    async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
+        if self.reauthed || self.cfg.basic_auth.is_none() {
+            return Ok(false);
+        }
+        self.reauthed = true;
+        self.token = None;
+        self.login().await?;
+        Ok(true)
+    }
+
+    /// Per-connection state starts afresh: the deflate stream and the line splitter (spec §5).
+    fn connection_opened(&mut self) {
+        self.attempts_since_open = 0;
+        self.reauthed = false;
+        self.inflater = self
+            .cfg
+            .compression
+            .then(|| Inflater::new(self.cfg.max_message_bytes));
+        self.splitter = LineSplitter::new(self.cfg.max_message_bytes);
+        self.tracker.connection_opened();
+    }
+
+    fn observe_event(&mut self, command: &str, id: i64, data: &[u8]) {
+        self.tracker.event(id);
         if command == "run_id" {
             #[derive(serde::Deserialize)]
             struct RunData {
@@ -103,14 +173,7 @@ impl Gomuks {
                 listener_id: u64,
             }
             match serde_json::from_slice::<RunData>(data) {
-                Ok(rd) => {
-                    self.listener_id = rd.listener_id;
-                    if self.resume.set_run_id(&rd.run_id) {
-                        // New backend process: only this connection's ids are valid.
-                        self.resume.reset_last_event(self.conn_min_event);
-                        self.last_sent_ack = 0;
-                    }
-                }
+                Ok(rd) => self.tracker.run_id(&rd.run_id, rd.listener_id),
                 Err(e) => tracing::warn!("ignoring malformed run_id event: {e}"),
             }
         }
@@ -143,69 +206,26 @@ impl Gomuks {
 }
 
 impl Dialect for Gomuks {
-    async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
-        self.attempts_since_open = self.attempts_since_open.saturating_add(1);
-        let stale = self
-            .token_fetched
-            .is_some_and(|t| t.elapsed() >= TOKEN_REFRESH);
-        let retrying = self.attempts_since_open >= 2;
-        if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
-            self.login().await?;
-        }
-        let mut url = self.cfg.url.clone();
-        let snapshot = self.resume.get();
-        let resume_attempted = !snapshot.run_id.is_empty() && snapshot.last_received_event < 0;
-        {
-            let mut q = url.query_pairs_mut();
-            if self.cfg.compression {
-                q.append_pair("compress", "1");
-            }
-            if resume_attempted {
-                q.append_pair("run_id", &snapshot.run_id);
-                q.append_pair(
-                    "last_received_event",
-                    &snapshot.last_received_event.to_string(),
-                );
-                if self.cfg.send_prev_listener_id && self.listener_id != 0 {
-                    q.append_pair("prev_listener_id", &self.listener_id.to_string());
+    async fn open(&mut self) -> Result<Opened, ConnectError> {
+        loop {
+            let up = self.prepare().await?;
+            match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers).await {
+                Ok(ws) => {
+                    self.connection_opened();
+                    return Ok(Opened {
+                        ws,
+                        resume_attempted: up.resume_attempted,
+                        early: Vec::new(),
+                    });
                 }
+                Err(e) if e.code == Some(401) => {
+                    if !self.reauthenticate().await? {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            if let Some(ts) = self.cfg.last_server_ts {
-                q.append_pair("last_server_ts", &ts.to_string());
-            }
         }
-        let mut headers = Vec::new();
-        if let Some(t) = &self.token {
-            headers.push(("Cookie".to_owned(), format!("gomuks_auth={}", t.expose())));
-        }
-        // The server's ack entry for a resumed listener starts at the resume point.
-        self.last_sent_ack = if resume_attempted {
-            snapshot.last_received_event
-        } else {
-            0
-        };
-        Ok(Upgrade {
-            url,
-            headers,
-            resume_attempted,
-        })
-    }
-
-    async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
-        if self.cfg.basic_auth.is_none() {
-            return Ok(false);
-        }
-        self.token = None;
-        self.login().await?;
-        Ok(true)
-    }
-
-    async fn handshake(
-        &mut self,
-        _ws: &mut Ws,
-        _out: &mut Vec<Incoming>,
-    ) -> Result<(), ConnectError> {
-        Ok(())
     }
 
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
@@ -245,40 +265,12 @@ impl Dialect for Gomuks {
     }
 
     fn ping(&mut self, id: i64) -> (Message, i64) {
-        let last = self.resume.last_event();
-        let ack = if last != 0 && last != self.last_sent_ack {
-            last
-        } else {
-            0
-        };
-        if ack != 0 {
-            self.last_sent_ack = ack;
-        }
-        let text = format!(
-            r#"{{"command":"ping","request_id":{id},"data":{{"last_received_id":{ack}}}}}"#
-        );
-        (Message::text(text), ack)
+        let ack = self.tracker.ack();
+        (codec::ping_message(id, ack), ack)
     }
 
-    fn ping_answered(&mut self, _acked: i64) {}
-
-    fn request(&mut self, id: i64, command: &str, data: &[u8]) -> Message {
-        let cmd = serde_json::to_string(command).unwrap_or_else(|_| "\"\"".to_owned());
-        let data = if data.is_empty() {
-            "{}"
-        } else {
-            std::str::from_utf8(data).unwrap_or("{}")
-        };
-        Message::text(format!(
-            r#"{{"command":{cmd},"request_id":{id},"data":{data}}}"#
-        ))
-    }
-
-    fn cancel(&mut self, id: i64, target: i64, reason: &str) -> Option<Message> {
-        let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".to_owned());
-        Some(Message::text(format!(
-            r#"{{"command":"cancel","request_id":{id},"data":{{"request_id":{target},"reason":{reason}}}}}"#
-        )))
+    fn first_ping_delay(&self, interval: Duration) -> Duration {
+        interval
     }
 
     fn policy(&self, status: Status, _close_code: u16) -> Policy {
@@ -288,8 +280,8 @@ impl Dialect for Gomuks {
         }
     }
 
-    fn timeout_close(&self) -> (u16, &'static str) {
-        (4002, "Ping timeout")
+    fn close_status(&self, _code: u16) -> Status {
+        Status::ErrRemoteClosed
     }
 
     fn final_close(&self, intent: CloseIntent) -> (u16, &'static str) {
@@ -301,13 +293,7 @@ impl Dialect for Gomuks {
         }
     }
 
-    fn on_connected(&mut self) {
-        self.attempts_since_open = 0;
-        self.inflater = self
-            .cfg
-            .compression
-            .then(|| Inflater::new(self.cfg.max_message_bytes));
-        self.splitter = LineSplitter::new(self.cfg.max_message_bytes);
-        self.conn_min_event = 0;
+    fn timeout_close(&self) -> (u16, &'static str) {
+        (4002, "Ping timeout")
     }
 }

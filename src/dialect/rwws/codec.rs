@@ -5,28 +5,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::dialect::Incoming;
+use crate::session::dialect::Incoming;
 use crate::status::{Error, Status};
 
 /// The server's first message.
-pub const HELLO: &[u8] = b"ms";
+pub(crate) const HELLO: &[u8] = b"ms";
 /// Start of the client's auth message.
-pub const AUTH_MAGIC: [u8; 2] = [0xb6, 0xc4];
+pub(crate) const AUTH_MAGIC: [u8; 2] = [0xb6, 0xc4];
 /// The protocol version byte (0 in every revision, spec §1.2).
-pub const VERSION: u8 = 0;
+pub(crate) const VERSION: u8 = 0;
 /// Client to server: Ping.
-pub const PING: u8 = 0x00;
+pub(crate) const PING: u8 = 0x00;
 /// Client to server: Settings.
-pub const SETTINGS: u8 = 0x01;
+pub(crate) const SETTINGS: u8 = 0x01;
 /// Ends a Settings list.
-pub const SETTINGS_END: u8 = 0xff;
+pub(crate) const SETTINGS_END: u8 = 0xff;
 /// Server to client: Pong (+ 8-byte unix millis).
-pub const PONG: u8 = 0x00;
+pub(crate) const PONG: u8 = 0x00;
 /// Bound on the packets parsed from one message (spec §4 item 5).
 pub const MAX_PACKETS_PER_MESSAGE: usize = 8192;
 
 /// Whether `m` is the hello, as a binary or a text frame (spec §2.1).
-pub fn is_hello(m: &Message) -> bool {
+pub(crate) fn is_hello(m: &Message) -> bool {
     match m {
         Message::Binary(b) => &b[..] == HELLO,
         Message::Text(t) => t.as_bytes() == HELLO,
@@ -36,7 +36,7 @@ pub fn is_hello(m: &Message) -> bool {
 
 /// `b6 c4`, version, key length, key (spec §5.2). The key is 1..=127 bytes (checked when the
 /// config is built).
-pub fn auth_message(key: &[u8]) -> Vec<u8> {
+pub(crate) fn auth_message(key: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(4 + key.len());
     m.extend_from_slice(&AUTH_MAGIC);
     m.push(VERSION);
@@ -47,7 +47,7 @@ pub fn auth_message(key: &[u8]) -> Vec<u8> {
 
 /// A Settings packet: `01`, (id, value)*, `ff` (spec §2.8). Ids 0x00 (reserved) and 0xff (the
 /// terminator) are refused.
-pub fn settings_packet<'a>(
+pub(crate) fn settings_packet<'a>(
     settings: impl IntoIterator<Item = (u8, &'a [u8])>,
 ) -> Result<Vec<u8>, Error> {
     let mut p = vec![SETTINGS];
@@ -73,7 +73,7 @@ fn now_ms() -> i64 {
 
 /// The Pong's time: big-endian unless only the little-endian reading is within a year of the
 /// local clock (spec §2.2: byte order undocumented); 0 if neither is plausible.
-pub fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
+pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
     const YEAR_MS: i64 = 366 * 24 * 3600 * 1000;
     let near = |v: i64| v.checked_sub(now_ms).is_some_and(|d| d.abs() <= YEAR_MS);
     let be = i64::from_be_bytes(raw);

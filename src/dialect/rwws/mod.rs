@@ -1,7 +1,7 @@
-//! The rwws binary dialect (spec: shared/protocols/rwws-binary.md; §5.3 is the client state
+//! The rwws binary dialect (spec: docs/protocol/rwws-binary.md; §5.3 is the client state
 //! machine, §4 the reconnect table).
 
-pub mod codec;
+pub(crate) mod codec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,23 +13,23 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
-use crate::dialect::{Dialect, Incoming, Policy, Upgrade};
-use crate::session::transport::{ConnectError, Ws};
-use crate::session::CloseIntent;
+use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
+use crate::session::transport::{self, ConnectError, Ws};
 use crate::status::{Error, Status};
 
 /// rwws session state: the decoded key, re-sent on every connection.
-pub struct Rwws {
+pub(crate) struct Rwws {
     cfg: Arc<Config>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Rwws {
     /// A dialect for this configuration (the key was validated when the config was built).
-    pub fn new(cfg: Arc<Config>) -> Result<Rwws, Error> {
+    pub(crate) fn new(cfg: Arc<Config>, tls: Arc<rustls::ClientConfig>) -> Result<Rwws, Error> {
         if cfg.rwws_key.is_none() {
             return Err(Error::new(Status::ErrConfig, "rwws needs an access key"));
         }
-        Ok(Rwws { cfg })
+        Ok(Rwws { cfg, tls })
     }
 
     fn key(&self) -> &[u8] {
@@ -102,26 +102,10 @@ async fn fail_handshake(ws: &mut Ws, status: Status, message: &str) -> ConnectEr
     ConnectError::other(status, message)
 }
 
-impl Dialect for Rwws {
-    async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
-        Ok(Upgrade {
-            url: self.cfg.url.clone(),
-            headers: Vec::new(),
-            resume_attempted: false,
-        })
-    }
-
-    async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
-        Ok(false)
-    }
-
+impl Rwws {
     /// Spec §2.4: hello `6d 73` (binary or text), then one binary auth message, then the first
     /// Pong means authenticated. Each wait is bounded by the connect timeout.
-    async fn handshake(
-        &mut self,
-        ws: &mut Ws,
-        out: &mut Vec<Incoming>,
-    ) -> Result<(), ConnectError> {
+    async fn handshake(&self, ws: &mut Ws, out: &mut Vec<Incoming>) -> Result<(), ConnectError> {
         let deadline = self.cfg.connect_timeout;
         let hello = next_data(ws, deadline, "rwws hello").await?;
         if !codec::is_hello(&hello) {
@@ -163,6 +147,19 @@ impl Dialect for Rwws {
         }
         Ok(())
     }
+}
+
+impl Dialect for Rwws {
+    async fn open(&mut self) -> Result<Opened, ConnectError> {
+        let mut ws = transport::connect(&self.cfg, &self.tls, &self.cfg.url, &[]).await?;
+        let mut early = Vec::new();
+        self.handshake(&mut ws, &mut early).await?;
+        Ok(Opened {
+            ws,
+            resume_attempted: false,
+            early,
+        })
+    }
 
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
         match msg {
@@ -176,17 +173,6 @@ impl Dialect for Rwws {
 
     fn ping(&mut self, _id: i64) -> (Message, i64) {
         (Message::binary(Bytes::from_static(&[codec::PING])), 0)
-    }
-
-    fn ping_answered(&mut self, _acked: i64) {}
-
-    fn request(&mut self, _id: i64, _command: &str, _data: &[u8]) -> Message {
-        // Never reached: the client refuses requests on rwws before they get here.
-        Message::binary(Bytes::new())
-    }
-
-    fn cancel(&mut self, _id: i64, _target: i64, _reason: &str) -> Option<Message> {
-        None
     }
 
     fn policy(&self, status: Status, close_code: u16) -> Policy {
@@ -213,18 +199,12 @@ impl Dialect for Rwws {
         (1000, "pong timeout")
     }
 
-    fn on_connected(&mut self) {}
-
     fn close_status(&self, code: u16) -> Status {
         close_status(code)
     }
 
-    fn packet(&mut self, bytes: &[u8]) -> Option<Message> {
-        Some(Message::binary(bytes.to_vec()))
-    }
-
-    fn first_ping_delay(&self) -> Option<Duration> {
+    fn first_ping_delay(&self, _interval: Duration) -> Duration {
         // Spec §2.7: ping right after auth, then at the interval.
-        Some(Duration::ZERO)
+        Duration::ZERO
     }
 }

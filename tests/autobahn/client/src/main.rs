@@ -1,6 +1,6 @@
 //! Autobahn fuzzingserver echo agent (RFC 6455 conformance, issue 8 part 6).
 //!
-//! Every connection is opened by `tether::session::transport::connect` with the exact
+//! Every connection is opened by `tether::internals::open_websocket` with the exact
 //! `WebSocketConfig` the library uses in production (frame and message caps from
 //! `tether::Config`), so the cases test tether's websocket layer, not a test-only setup.
 //!
@@ -21,13 +21,11 @@ async fn main() {
     let cfg = tether::Config::builder(&http)
         .build()
         .expect("tether config");
-    let tls = tether::session::transport::tls_config(&cfg).expect("tls config");
 
     let count: u32 = {
         let url = Url::parse(&format!("{base}/getCaseCount")).unwrap();
-        let mut ws = tether::session::transport::connect(&cfg, &tls, &url, &[])
+        let mut ws = tether::internals::open_websocket(&cfg, &url)
             .await
-            .map_err(|e| e.error)
             .expect("getCaseCount");
         let mut n = None;
         while let Some(Ok(m)) = ws.next().await {
@@ -41,11 +39,11 @@ async fn main() {
 
     for case in 1..=count {
         let url = Url::parse(&format!("{base}/runCase?case={case}&agent={agent}")).unwrap();
-        let mut ws = match tether::session::transport::connect(&cfg, &tls, &url, &[]).await {
+        let mut ws = match tether::internals::open_websocket(&cfg, &url).await {
             Ok(ws) => ws,
             Err(e) => {
                 // Some cases legitimately fail the connection; the fuzzingserver judges it.
-                eprintln!("case {case}: connect failed: {}", e.error);
+                eprintln!("case {case}: connect failed: {e}");
                 continue;
             }
         };
@@ -62,7 +60,7 @@ async fn main() {
     }
 
     let url = Url::parse(&format!("{base}/updateReports?agent={agent}")).unwrap();
-    if let Ok(mut ws) = tether::session::transport::connect(&cfg, &tls, &url, &[]).await {
+    if let Ok(mut ws) = tether::internals::open_websocket(&cfg, &url).await {
         while let Some(Ok(_)) = ws.next().await {}
     }
 }

@@ -1,0 +1,239 @@
+//! The resume point, in one place: what the app persists (run id, last received event, the
+//! credential), and the gomuks rules that keep it right across connections and backend
+//! restarts (gomuks-rpc.md §7). Imports only leaves.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::secret::Secret;
+
+/// Resume point carried across clients (and processes): the backend's `run_id` and the most
+/// recent (most negative) buffered event id the app has received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResumeState {
+    /// `run_id` string from the backend's `run_id` event; empty if unknown.
+    pub run_id: String,
+    /// Most recent negative event id received; 0 if none.
+    pub last_received_event: i64,
+}
+
+impl ResumeState {
+    /// Whether a connection can ask the backend to resume from here (§7.2: both parts known).
+    pub(crate) fn is_resumable(&self) -> bool {
+        !self.run_id.is_empty() && self.last_received_event < 0
+    }
+}
+
+/// What an app persists to come back later, readable from any thread while the session task
+/// updates it: the resume point and the credential the next connection sends.
+#[derive(Debug, Default)]
+pub(crate) struct SharedResume {
+    run_id: Mutex<String>,
+    last_event: AtomicI64,
+    token: Mutex<Option<Secret>>,
+}
+
+impl SharedResume {
+    /// Seeded from the configuration.
+    pub(crate) fn new(resume: &ResumeState, token: Option<Secret>) -> SharedResume {
+        SharedResume {
+            run_id: Mutex::new(resume.run_id.clone()),
+            last_event: AtomicI64::new(resume.last_received_event),
+            token: Mutex::new(token),
+        }
+    }
+
+    /// The token the next connection sends: the configured one, or the one the last login or
+    /// renewal obtained.
+    pub(crate) fn token(&self) -> Option<Secret> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a token obtained from the backend.
+    pub(crate) fn set_token(&self, token: Secret) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+    }
+
+    /// A consistent snapshot.
+    pub(crate) fn get(&self) -> ResumeState {
+        let run_id = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ResumeState {
+            run_id,
+            last_received_event: self.last_event(),
+        }
+    }
+
+    fn last_event(&self) -> i64 {
+        self.last_event.load(Ordering::Acquire)
+    }
+
+    /// Ids only decrease within a run, so the minimum is the most recent.
+    fn advance(&self, id: i64) {
+        self.last_event.fetch_min(id, Ordering::AcqRel);
+    }
+
+    fn reset_last_event(&self, id: i64) {
+        self.last_event.store(id, Ordering::Release);
+    }
+
+    /// Stores the run id; true if it changed (a different backend process, or unknown before).
+    fn set_run_id(&self, run_id: &str) -> bool {
+        let mut g = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
+        if *g == run_id {
+            return false;
+        }
+        *g = run_id.to_owned();
+        true
+    }
+}
+
+/// The gomuks session's side of resume: follows received event ids and `run_id` events, says
+/// what a new connection asks for, and which id each ping acknowledges.
+pub(crate) struct Tracker {
+    shared: Arc<SharedResume>,
+    /// Most negative event id seen on the current connection (§7.2: a changed run_id makes
+    /// every older id meaningless, but ids from this connection already belong to it).
+    conn_min_event: i64,
+    /// Last id sent as an ack; the same id is never acked twice (§7.4 item 2).
+    last_sent_ack: i64,
+    /// The backend's id for our current listener, for `prev_listener_id` (§7.4).
+    listener_id: u64,
+}
+
+impl Tracker {
+    pub(crate) fn new(shared: Arc<SharedResume>) -> Tracker {
+        Tracker {
+            shared,
+            conn_min_event: 0,
+            last_sent_ack: 0,
+            listener_id: 0,
+        }
+    }
+
+    /// The resume point a new connection asks for, if there is one (§7.2). The server's ack
+    /// entry for a resumed listener starts there, so the next ack is counted from it.
+    pub(crate) fn begin_attempt(&mut self) -> Option<ResumeState> {
+        let snapshot = self.shared.get();
+        if snapshot.is_resumable() {
+            self.last_sent_ack = snapshot.last_received_event;
+            Some(snapshot)
+        } else {
+            self.last_sent_ack = 0;
+            None
+        }
+    }
+
+    /// A new connection is open: its events start afresh.
+    pub(crate) fn connection_opened(&mut self) {
+        self.conn_min_event = 0;
+    }
+
+    /// The listener id of the previous connection, once known.
+    pub(crate) fn listener_id(&self) -> Option<u64> {
+        (self.listener_id != 0).then_some(self.listener_id)
+    }
+
+    /// A server event with id `id` was received (negative ids are buffered events, §7.1).
+    pub(crate) fn event(&mut self, id: i64) {
+        if id < 0 {
+            self.conn_min_event = self.conn_min_event.min(id);
+            self.shared.advance(id);
+        }
+    }
+
+    /// The backend's `run_id` event (§7.2).
+    pub(crate) fn run_id(&mut self, run_id: &str, listener_id: u64) {
+        self.listener_id = listener_id;
+        if self.shared.set_run_id(run_id) {
+            // New backend process: only this connection's ids are valid.
+            self.shared.reset_last_event(self.conn_min_event);
+            self.last_sent_ack = 0;
+        }
+    }
+
+    /// The id the next ping acknowledges, or 0 (§6: ack only on change).
+    pub(crate) fn ack(&mut self) -> i64 {
+        let last = self.shared.last_event();
+        if last == 0 || last == self.last_sent_ack {
+            return 0;
+        }
+        self.last_sent_ack = last;
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker(run_id: &str, last: i64) -> (Tracker, Arc<SharedResume>) {
+        let shared = Arc::new(SharedResume::new(
+            &ResumeState {
+                run_id: run_id.into(),
+                last_received_event: last,
+            },
+            None,
+        ));
+        (Tracker::new(shared.clone()), shared)
+    }
+
+    #[test]
+    fn spec7_2_resume_needs_run_id_and_an_event() {
+        assert!(tracker("", -5).0.begin_attempt().is_none());
+        assert!(tracker("r", 0).0.begin_attempt().is_none());
+        let got = tracker("r", -5).0.begin_attempt().unwrap();
+        assert_eq!((got.run_id.as_str(), got.last_received_event), ("r", -5));
+    }
+
+    #[test]
+    fn spec7_4_acks_only_on_change_and_not_the_resume_point_again() {
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt();
+        t.connection_opened();
+        assert_eq!(
+            t.ack(),
+            0,
+            "the server already holds -5 as the resume point"
+        );
+        t.event(-6);
+        t.event(-7);
+        assert_eq!(t.ack(), -7);
+        assert_eq!(t.ack(), 0);
+        t.event(3); // a positive id is no buffered event
+        assert_eq!(t.ack(), 0);
+    }
+
+    #[test]
+    fn spec7_2_new_run_id_keeps_only_this_connections_events() {
+        let (mut t, shared) = tracker("old", -50);
+        t.begin_attempt();
+        t.connection_opened();
+        t.event(-1);
+        t.event(-2);
+        t.run_id("new", 7);
+        assert_eq!(
+            shared.get(),
+            ResumeState {
+                run_id: "new".into(),
+                last_received_event: -2
+            }
+        );
+        assert_eq!(t.listener_id(), Some(7));
+        assert_eq!(t.ack(), -2);
+        // The same run id again changes nothing.
+        t.event(-3);
+        t.run_id("new", 8);
+        assert_eq!(shared.get().last_received_event, -3);
+    }
+
+    #[test]
+    fn token_is_shared_with_readers() {
+        let shared = SharedResume::new(&ResumeState::default(), Some(Secret::new("a")));
+        shared.set_token(Secret::new("b"));
+        assert_eq!(shared.token().unwrap().expose(), "b");
+    }
+}

@@ -1,0 +1,99 @@
+//! The interface the supervisor drives each wire dialect through. The supervisor owns it;
+//! the dialects (gomuks, rwws) implement it. It carries only what both dialects do: a
+//! capability one of them lacks (requests, raw packets) never passes through here.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::transport::{ConnectError, Ws};
+use crate::status::{Error, Status};
+
+/// A decoded server message, as the supervisor needs it.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A reply to request `id`: `Ok(data)` or `Err(error data)`.
+    Reply {
+        /// Request id.
+        id: i64,
+        /// Whether the server reported success.
+        ok: bool,
+        /// Raw JSON data.
+        data: Bytes,
+    },
+    /// A keepalive reply.
+    Pong {
+        /// The ping's id (gomuks) or 0 (rwws).
+        id: i64,
+        /// Server unix millis (rwws), 0 if unknown.
+        server_time_ms: i64,
+    },
+    /// A server event for the app.
+    Event {
+        /// Command name, NUL-terminated.
+        command: Cow<'static, str>,
+        /// Event id (negative, or 0).
+        id: i64,
+        /// Raw JSON data.
+        data: Bytes,
+    },
+    /// Raw bytes for the app (rwws).
+    Packet(Bytes),
+}
+
+/// What to do after a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Reconnect after the backoff delay.
+    Backoff,
+    /// Reconnect at once.
+    Immediately,
+    /// Give up; the client closes.
+    Stop,
+}
+
+/// What a client-initiated close tells the server about resuming later (gomuks-rpc.md §7.1:
+/// only close code 1001 frees this client's entry in the backend's event buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseIntent {
+    /// Done for good: the server may forget us (gomuks: 1001 frees the buffer entry).
+    Final,
+    /// The app keeps the resume state to resume later: keep our entry (gomuks: 1000).
+    KeepResume,
+}
+
+/// A connection the dialect opened and, where the protocol has one, authenticated.
+pub(crate) struct Opened {
+    /// The websocket.
+    pub(crate) ws: Ws,
+    /// Whether this connection asked the server to resume.
+    pub(crate) resume_attempted: bool,
+    /// Messages the handshake already decoded (the rwws auth pong), delivered once the
+    /// connection is reported.
+    pub(crate) early: Vec<Incoming>,
+}
+
+/// One protocol's side of the session.
+pub(crate) trait Dialect: Send + 'static {
+    /// Opens one connection: credentials, the upgrade and the protocol's handshake. The
+    /// supervisor bounds the whole call by twice the connect timeout.
+    fn open(&mut self) -> impl Future<Output = Result<Opened, ConnectError>> + Send;
+    /// Decodes one websocket data message.
+    fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error>;
+    /// The next keepalive ping; returns the message and the event id it acknowledges (0 if
+    /// none).
+    fn ping(&mut self, id: i64) -> (Message, i64);
+    /// Delay of the first ping on a new connection.
+    fn first_ping_delay(&self, interval: Duration) -> Duration;
+    /// What to do after the connection ended with this status and close code.
+    fn policy(&self, status: Status, close_code: u16) -> Policy;
+    /// The status a server close frame with `code` maps to.
+    fn close_status(&self, code: u16) -> Status;
+    /// Close code and reason for a client-initiated close.
+    fn final_close(&self, intent: CloseIntent) -> (u16, &'static str);
+    /// Close code and reason sent when nothing arrived within the receive timeout.
+    fn timeout_close(&self) -> (u16, &'static str);
+}
