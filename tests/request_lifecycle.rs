@@ -1,0 +1,214 @@
+//! Every request ends, on time, whatever the connection is doing (gomuks-rpc.md §3.1, §3.5):
+//! a timeout or cancel takes effect while a connection attempt hangs or a backoff runs, and a
+//! close racing requests from other threads still answers every accepted id before CLOSED.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether::{Client, Config, EventKind, Pop, Status};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Plenty for a 200 ms timeout on a loaded 2-core machine; a request held by a connection
+/// attempt used to take the whole attempt (20-30 s).
+const ON_TIME: Duration = Duration::from_millis(1500);
+
+/// A client whose connection attempts take 10 s to give up, against `url`.
+fn slow_client(url: &str) -> Client {
+    let cfg = Config::builder(url)
+        .connect_timeout(Duration::from_secs(10))
+        .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    start(cfg)
+}
+
+/// Waits for the RESPONSE to `id`; returns its status and how long it took from `since`.
+async fn response(c: &Client, id: i64, since: Instant) -> (Status, Duration) {
+    let (ev, _) = until(c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    (ev.status(), since.elapsed())
+}
+
+/// Times out one request and cancels another while the client is stuck in `state`.
+async fn timeout_and_cancel_on_time(c: &Client, state: &str) {
+    let t0 = Instant::now();
+    let timed = c
+        .request_with_timeout("get_state", b"{}", Duration::from_millis(200))
+        .unwrap();
+    let (st, took) = response(c, timed, t0).await;
+    assert_eq!(st, Status::ErrRequestTimeout, "{state}");
+    assert!(
+        took >= Duration::from_millis(190) && took < ON_TIME,
+        "{state}: timeout took {took:?}"
+    );
+
+    let t0 = Instant::now();
+    let cancelled = c.request("get_state", b"{}").unwrap();
+    c.cancel(cancelled).unwrap();
+    let (st, took) = response(c, cancelled, t0).await;
+    assert_eq!(st, Status::ErrCancelled, "{state}");
+    assert!(took < ON_TIME, "{state}: cancel took {took:?}");
+}
+
+/// A server that takes the TCP connection and never answers the websocket upgrade.
+#[tokio::test]
+async fn spec3_1_timeout_and_cancel_while_the_upgrade_hangs() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let c = slow_client(&url);
+    until_kind(&c, EventKind::Connecting).await;
+    timeout_and_cancel_on_time(&c, "upgrade hangs").await;
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the attempt reached the server"
+    );
+    close_and_drain(&c).await;
+}
+
+/// A server whose accept queue is full: the SYN goes unanswered and TCP connect hangs.
+#[tokio::test]
+async fn spec3_1_timeout_and_cancel_while_tcp_connect_hangs() {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the accept queue (never accepted), so further SYNs are dropped.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let c = slow_client(&format!("http://{addr}"));
+    until_kind(&c, EventKind::Connecting).await;
+    timeout_and_cancel_on_time(&c, "TCP connect hangs").await;
+    close_and_drain(&c).await;
+    drop(listener);
+}
+
+/// Nothing listens: the client waits out a 10 s backoff between attempts.
+#[tokio::test]
+async fn spec3_1_timeout_and_cancel_while_waiting_in_backoff() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = slow_client(&format!("http://127.0.0.1:{port}"));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    // Jitter picks the delay between half and all of the 10 s step.
+    assert!(
+        d.retry_in().unwrap() >= Duration::from_secs(5),
+        "{:?}",
+        d.retry_in()
+    );
+    timeout_and_cancel_on_time(&c, "backoff").await;
+    close_and_drain(&c).await;
+}
+
+/// A request made while connected times out on time when the server sits on it.
+#[tokio::test]
+async fn spec3_5_timeout_while_connected_cancels_on_the_server() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let t0 = Instant::now();
+    let id = c
+        .request_with_timeout("sleep", br#"{"ms":5000}"#, Duration::from_millis(200))
+        .unwrap();
+    let (st, took) = response(&c, id, t0).await;
+    assert_eq!(st, Status::ErrRequestTimeout);
+    assert!(took < ON_TIME, "took {took:?}");
+    close_and_drain(&c).await;
+}
+
+/// Many threads request while another closes: every id accepted gets exactly one RESPONSE
+/// before CLOSED, and a request refused after the close never produces one.
+#[test]
+fn close_racing_requests_answers_every_accepted_id_before_closed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = rt.block_on(backend());
+    let rounds = std::env::var("TETHER_CLOSE_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut lost_rounds = 0;
+    for round in 0..rounds {
+        let c = Arc::new(client(&b, |c| c));
+        if round % 2 == 0 {
+            // Half the rounds close while connecting, half once connected.
+            while let Pop::Event(ev) = c.poll(Some(WAIT)) {
+                if ev.kind() == EventKind::Connected {
+                    break;
+                }
+            }
+        }
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    while let Ok(id) = c.request("sleep", br#"{"ms":50}"#) {
+                        ids.push(id);
+                        if ids.len() % 8 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_micros(rand::random_range(0..1000)));
+        c.close().unwrap();
+        let mut answered = Vec::new();
+        let closed_at = Instant::now();
+        loop {
+            match c.poll(Some(WAIT)) {
+                Pop::Event(ev) if ev.kind() == EventKind::Response => {
+                    answered.push(ev.request_id())
+                }
+                Pop::Event(ev) if ev.kind() == EventKind::Closed => break,
+                Pop::Event(_) => {}
+                other => panic!("round {round}: {other:?} before CLOSED"),
+            }
+        }
+        assert!(closed_at.elapsed() < WAIT);
+        let accepted: Vec<i64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: HashSet<i64> = answered.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            answered.len(),
+            "round {round}: duplicate RESPONSE"
+        );
+        let accepted_set: HashSet<i64> = accepted.iter().copied().collect();
+        let lost: Vec<_> = accepted_set.difference(&unique).collect();
+        let extra: Vec<_> = unique.difference(&accepted_set).collect();
+        if !lost.is_empty() {
+            lost_rounds += 1;
+        }
+        assert!(
+            lost.is_empty() && extra.is_empty(),
+            "round {round}: accepted {} answered {} lost {lost:?} extra {extra:?}",
+            accepted.len(),
+            answered.len()
+        );
+    }
+    assert_eq!(lost_rounds, 0);
+}
