@@ -133,7 +133,7 @@ def throughput():
     w("Server: `tether-bench blaster` writes a stream built before the test (gomuks framing: one text message "
       "per event; compressed: raw deflate, one compressor for the connection, sync flush per message, 16 "
       "events batched per message as gomuks batches when the client falls behind, gomuks-rpc.md §5), so the "
-      "client is what is measured (performance-anchors.md §7). Time runs from the first server message to the "
+      "client is what is measured. Time runs from the first server message to the "
       "end marker. Every client extracts command, request id and payload of every event; the Python, Node and "
       "Go clients parse each event's JSON fully. Figures: events per second, median of the rounds.\n")
     for shape, sname in SHAPES:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interop suite (issue 10): tether's C API against the real gomuks backend.
+# Interop suite: tether's C API against the real gomuks backend.
 # Builds interop/gomuks (the pinned go.mau.fi/gomuks module, cgo sqlite, tags goolm noheic
 # sqlite_fts5) with the local Go toolchain, builds the C tests under ASan+UBSan and runs
 #   1. test_gomuks_interop: gomuks not logged in (auth, errors, cancel, pings, close codes);

@@ -1,10 +1,10 @@
 /*
- * tether against the real gomuks backend (issue 10), through the C API.
+ * tether against the real gomuks backend, through the C API.
  *
  * The backend is interop/gomuks (the pinned go.mau.fi/gomuks module started headless in
  * desktop mode, not logged in to any homeserver: gomuks-rpc.md §13.2). $TETHER_BACKEND points
  * at its binary; $GOMUKS_DESKTOP_KEY is set here and inherited by it.
- * Spec references are to ../shared/protocols/gomuks-rpc.md.
+ * Spec references are to docs/protocol/gomuks-rpc.md.
  */
 #include "gomuks_peer.h"
 

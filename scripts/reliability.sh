@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8 parts 3-6, short bounded variants (long variants and figures: tests/RELIABILITY.md):
+# Reliability checks (fuzzing, soak, Python under sanitizers, Autobahn), short bounded variants (long variants and figures: tests/RELIABILITY.md):
 #   fuzz      cargo-fuzz, each target for FUZZ_SECONDS (default 15) from its committed seeds
 #   soak      500 cut/resume cycles through the C API (RSS, fds, threads)
 #   python    the Python binding's pytest suite under ASan, then under valgrind

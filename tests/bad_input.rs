@@ -1,4 +1,4 @@
-//! Issue 8 part 2: the bad-input corpus. One table of named cases of server misbehaviour
+//! The bad-input corpus. One table of named cases of server misbehaviour
 //! (both dialects) and one of API misuse; each case states its input, the status the app sees
 //! and the recovery, and the test asserts all three, that the client is still usable
 //! afterwards, and that it lets go of every connection when closed (nothing leaks, nothing
@@ -6,7 +6,7 @@
 //!
 //! Spec sections: gomuks-rpc.md §1.2 (auth), §3 (envelope), §4.2 (events), §5 (deflate),
 //! §9 (close codes), §16 (reconnect); rwws-binary.md §2 (framing, hello, pong), §4 (close
-//! codes and the reconnect table); DESIGN.md "Errors".
+//! codes and the reconnect table); ARCHITECTURE.md "Errors".
 
 mod common;
 #[path = "common/script.rs"]
@@ -155,7 +155,7 @@ fn server_cases() -> Vec<Case> {
         deflate_sync(&zeros)
     };
     let mut cases = vec![
-        // --- gomuks, testkit faults (DESIGN "Errors", gomuks-rpc.md §3, §5) ---
+        // --- gomuks, testkit faults (ARCHITECTURE.md "Errors", gomuks-rpc.md §3, §5) ---
         case(
             "gz invalid deflate",
             Gz,
@@ -969,7 +969,7 @@ fn assert_no_drop_named(name: &str, evs: &[tether::Event]) -> Result<(), String>
     }
 }
 
-/// Issue 8 part 2: every server-misbehaviour case, several at a time.
+/// Every server-misbehaviour case, several at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_misbehaviour_corpus() {
     // CORPUS_CASE=substring runs only the matching cases (for debugging one).
@@ -1095,7 +1095,7 @@ fn config_misuse() -> Vec<(&'static str, ConfigBuilder)> {
     ]
 }
 
-/// Issue 8 part 2, API misuse: every bad configuration is refused with ErrConfig, and the
+/// API misuse: every bad configuration is refused with ErrConfig, and the
 /// message never contains the secret it was given.
 #[test]
 fn api_misuse_config_corpus() {
@@ -1119,7 +1119,7 @@ fn api_misuse_config_corpus() {
     }
 }
 
-/// Issue 8 part 2, API misuse on a live client: each call fails with its status, changes
+/// API misuse on a live client: each call fails with its status, changes
 /// nothing, and the client still answers a request afterwards (gomuks-rpc.md §3.1).
 #[tokio::test]
 async fn api_misuse_on_a_live_client() {

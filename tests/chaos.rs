@@ -1,4 +1,4 @@
-//! Issue 8 part 1, chaos: the gomuks event stream through the fault proxy, cut at random byte
+//! Chaos: the gomuks event stream through the fault proxy, cut at random byte
 //! offsets (mid-frame, mid-deflate block, mid-batch) with random latency and 1-byte slicing
 //! switched on and off, must deliver every event exactly once and in order while the backend's
 //! buffer holds (gomuks-rpc.md §7.2 resume rule, §16 reconnect); when it cannot (buffer
@@ -201,7 +201,7 @@ impl StreamCheck {
     }
 }
 
-/// Issue 8 part 1, default size: 5,000 events, 50 cuts (gomuks-rpc.md §7.2, §16).
+/// Default size: 5,000 events, 50 cuts (gomuks-rpc.md §7.2, §16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec7_2_chaos_exactly_once_in_order() {
     let (total, cuts) = if full() { (100_000, 500) } else { (5_000, 50) };

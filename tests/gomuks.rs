@@ -1,5 +1,5 @@
 //! gomuks dialect over real sockets against the testkit backend.
-//! Each test names the section of shared/protocols/gomuks-rpc.md it checks.
+//! Each test names the section of docs/protocol/gomuks-rpc.md it checks.
 
 mod common;
 
@@ -481,7 +481,7 @@ async fn spec7_2_ten_thousand_events_cut_fifty_times_exactly_once() {
     close_and_drain(&c).await;
 }
 
-/// DESIGN "queue": a full queue stops reading the socket; nothing is dropped.
+/// ARCHITECTURE.md "The event queue": a full queue stops reading the socket; nothing is dropped.
 #[tokio::test]
 async fn backpressure_loses_nothing() {
     let b = backend().await;
@@ -688,7 +688,7 @@ async fn resume_across_cuts_after_n_bytes() {
     resume_across_scheduled_cuts(|c| c.cut_after_bytes = Some(1500)).await;
 }
 
-/// Spec §10 (web client reconnect): the first retry reconnects directly; later retries first
+/// Spec §11.1 (web client reconnect): the first retry reconnects directly; later retries first
 /// re-POST `/_gomuks/auth`, which refreshes the token before it can expire.
 #[tokio::test]
 async fn spec10_later_retries_refresh_the_token() {
@@ -720,7 +720,7 @@ async fn spec10_later_retries_refresh_the_token() {
     close_and_drain(&c).await;
 }
 
-/// Spec §1.2 + §10: a client configured with a token alone renews it the same way, by
+/// Spec §1.2 + §11.1: a client configured with a token alone renews it the same way, by
 /// re-POSTing `/_gomuks/auth` with the cookie, so a long session does not die after 7 days.
 #[tokio::test]
 async fn spec1_2_token_only_clients_renew_their_cookie_on_later_retries() {

@@ -1,6 +1,6 @@
 //! The testkit backend held to what the real gomuks backend (go.mau.fi/gomuks v0.2607.0, run by
 //! interop/run.sh) was seen to do; each test names its finding in interop/FINDINGS.md and the
-//! spec section (../shared/protocols/gomuks-rpc.md). Raw sockets, because these are the
+//! spec section (docs/protocol/gomuks-rpc.md). Raw sockets, because these are the
 //! server's answers to things the library never sends.
 
 use std::time::Duration;

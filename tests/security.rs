@@ -1,9 +1,9 @@
-//! Issue 8 part 7, security: credentials are never sent over plain ws:// to a non-loopback
+//! Security: credentials are never sent over plain ws:// to a non-loopback
 //! host unless explicitly allowed (for both dialects, and for gomuks' auth POST, which uses the
 //! same base URL), the refusal happens before any connection attempt, and secrets never show
 //! in Debug output or error messages. TLS verification is in tests/tls.rs, log capture in
 //! tests/secrets_in_logs.rs, the decompressed-size cap in tests/bad_input.rs (the bomb cases);
-//! tests/RELIABILITY.md §7 lists them together. (DESIGN.md "Security", rwws-binary.md §2.6.)
+//! tests/RELIABILITY.md §7 lists them together. (ARCHITECTURE.md "Security", rwws-binary.md §2.6.)
 
 use tether::{Client, Config, ConfigBuilder, Protocol, Status};
 

@@ -1,5 +1,5 @@
 //! tether-bench: the blaster (a server that writes a pre-encoded gomuks stream, so the client,
-//! not the server, is what gets measured — performance-anchors.md §1.2/§7), the floor client
+//! not the server, is what gets measured — the blaster pre-encodes its stream), the floor client
 //! (bare tokio-tungstenite + zlib-rs with newline split and envelope parse, no library), the
 //! Rust-API client, the compression statistics and the resume-latency client (resume.rs).
 //!
@@ -296,7 +296,7 @@ fn inflate(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>) {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// A bare tokio-tungstenite connection to the gomuks endpoint, Nagle off (anchors §1.4).
+/// A bare tokio-tungstenite connection to the gomuks endpoint, Nagle off.
 async fn bare_connect(url: &str, compress: bool) -> Ws {
     let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -1,4 +1,4 @@
-//! Sequences of C API calls (include/tether.h contract; ffi-anchors.md): the fuzzer's bytes
+//! Sequences of C API calls (the include/tether.h contract): the fuzzer's bytes
 //! are an op list run against one config slot and one client slot, with NULL pointers, bad
 //! strings and out-of-range values mixed in. Only sequences the contract allows are generated
 //! (no use after free, no double free); the documented misuse (NULLs, calls in the wrong state)

@@ -1,4 +1,4 @@
-//! Reference gomuks backend (server side of shared/protocols/gomuks-rpc.md) for tests.
+//! Reference gomuks backend (server side of docs/protocol/gomuks-rpc.md) for tests.
 //!
 //! Faithful where the client can observe it: cookie auth and 401s, the start-up sequence,
 //! the process-wide event buffer and the resume rule (§7.2), pings as acks, raw-deflate

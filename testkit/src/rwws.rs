@@ -1,4 +1,4 @@
-//! The server side of the rwws binary protocol (spec: shared/protocols/rwws-binary.md, §5.2),
+//! The server side of the rwws binary protocol (spec: docs/protocol/rwws-binary.md, §5.2),
 //! served by the same backend at `/api/ws`, with scriptable misbehaviour.
 //!
 //! Choices where the spec says "(unknown)": the ping deadline starts at auth success and only

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Autobahn client cases (RFC 6455 conformance, issue 8 part 6) against tether's websocket layer.
+# Autobahn client cases (RFC 6455 conformance) against tether's websocket layer.
 # The runner is `kosoku` from PyPI (a maintained Rust port of the Autobahn fuzzingserver that
 # drives Autobahn's own case files; the original autobahntestsuite needs Python 2).
 # Compression groups 12.* and 13.* are excluded: tether does not negotiate permessage-deflate

@@ -1,5 +1,5 @@
 /*
- * Callback mode (DESIGN.md "Runtime and threads"): one dispatcher thread, events in order,
+ * Callback mode (ARCHITECTURE.md "Runtime and threads"): one dispatcher thread, events in order,
  * destroy(ctx) exactly once after the last callback; request, close and free allowed inside
  * a callback; free from another thread waits for a running callback.
  */

@@ -1,5 +1,5 @@
 /*
- * Fork guard (DESIGN.md "Runtime and threads"): after fork() in a process that created a
+ * Fork guard (ARCHITECTURE.md "Runtime and threads"): after fork() in a process that created a
  * client, every call in the child fails with TETHER_ERR_FORKED and touches nothing; the
  * parent keeps working.
  */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python binding's pytest suite (bindings/python/tests) under AddressSanitizer and under
-# valgrind (issue 8 part 4), against the debug libtether.so through TETHER_LIBRARY.
+# valgrind, against the debug libtether.so through TETHER_LIBRARY.
 #   asan:     libasan is LD_PRELOADed into the interpreter (CPython is not instrumented), so
 #             every malloc/free in the process, libtether's included, goes through ASan's
 #             allocator: double/invalid frees, use of freed memory reached through the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reconnect/resume soak through the C API (issue 8 part 5): tests/soak/soak.c against
+# Reconnect/resume soak through the C API: tests/soak/soak.c against
 # tether-backend. Short variant (the test command): 500 cycles, ~10 s.
 # Long variant: tests/soak/run.sh 20000 (~4-5 min). Fails if RSS grows by 1 MiB or more after
 # warm-up, or the open descriptor or thread count changes, or any event is lost or repeated.

@@ -1,5 +1,5 @@
 /*
- * Reconnect/resume soak through the C API (issue 8 part 5; gomuks-rpc.md §16 resume, §7.4 acks).
+ * Reconnect/resume soak through the C API (gomuks-rpc.md §16 resume, §7.4 acks).
  * One client lives through N cycles of: the backend cuts the connection (/_testkit/cut), two
  * events are pushed while the client is away, the client reconnects with run_id +
  * last_received_event and receives them exactly once and in order. After a warm-up the

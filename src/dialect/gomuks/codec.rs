@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(split.pending(), 0);
     }
 
-    /// §10 / DESIGN "Errors": a decompression bomb stops at the cap.
+    /// §10 / ARCHITECTURE.md "Errors": a decompression bomb stops at the cap.
     #[test]
     fn spec5_bomb_hits_cap() {
         let big = vec![b'a'; 4 << 20];

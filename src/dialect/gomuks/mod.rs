@@ -30,12 +30,12 @@ pub(crate) struct Gomuks {
     splitter: LineSplitter,
     scratch: BytesMut,
     /// Attempts since the last successful upgrade: the gomuks web client refreshes its token
-    /// before every retry but the first (spec §10).
+    /// before every retry but the first (spec §11.1).
     attempts_since_open: u32,
     /// A 401 at the upgrade already led to a fresh login since the last successful upgrade;
     /// a second one is final.
     reauthed: bool,
-    /// When the current token was fetched; refreshed daily (spec §2: tokens live 7 days).
+    /// When the current token was fetched; refreshed daily (spec §1.2: tokens live 7 days).
     token_fetched: Option<Instant>,
 }
 

@@ -1,4 +1,4 @@
-//! Autobahn fuzzingserver echo agent (RFC 6455 conformance, issue 8 part 6).
+//! Autobahn fuzzingserver echo agent (RFC 6455 conformance).
 //!
 //! Every connection is opened by `tether::internals::open_websocket` with the exact
 //! `WebSocketConfig` the library uses in production (frame and message caps from
