@@ -274,8 +274,9 @@ impl<D: Dialect> Supervisor<D> {
         let end = loop {
             let can_read = self.book.queue.has_space();
             let next_timer = self.book.requests.next_deadline();
+            // Not biased: neither a flood of requests nor a fast server may starve the other
+            // branches (reads, pings, the receive timeout, request deadlines).
             tokio::select! {
-                biased;
                 cmd = commands.recv() => {
                     // Every handle gone without a word: like a free without close.
                     let flow = match cmd {
@@ -433,8 +434,8 @@ impl Book {
     ) -> Offline<F::Output> {
         loop {
             let next_timer = self.requests.next_deadline();
+            // Not biased: an app flooding requests must not starve the connection attempt.
             tokio::select! {
-                biased;
                 cmd = commands.recv() => match cmd {
                     Some(c) => if let Flow::Close(_) = self.command(c, false) { return Offline::Closed },
                     None => return Offline::Closed,
