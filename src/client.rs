@@ -21,6 +21,7 @@ use crate::resume::{ResumeState, SharedResume};
 use crate::session::dialect::{CloseIntent, Dialect};
 use crate::session::requests::{ReplyTo, Request};
 use crate::session::Command;
+use crate::stats::{ConnectionState, Probe, Stats};
 use crate::status::{Error, Status};
 
 /// A connection to one backend, kept alive and resumed across drops.
@@ -36,6 +37,7 @@ pub struct Client {
     rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     closed: AtomicBool,
     poisoned: Arc<AtomicBool>,
+    probe: Probe,
 }
 
 impl Client {
@@ -52,7 +54,23 @@ impl Client {
             rx: std::sync::Mutex::new(Some(rx)),
             closed: AtomicBool::new(false),
             poisoned: Arc::new(AtomicBool::new(false)),
+            probe: Probe::new(),
         }
+    }
+
+    /// This client's id, unique in the process: log records name their client by it.
+    pub fn id(&self) -> u64 {
+        self.probe.client
+    }
+
+    /// Where the connection is now; reading it takes no event.
+    pub fn state(&self) -> ConnectionState {
+        self.probe.counters.state()
+    }
+
+    /// A snapshot of this client's counters.
+    pub fn stats(&self) -> Stats {
+        self.probe.counters.snapshot(self.queue.depth())
     }
 
     /// Starts the session in the background; progress arrives as events. Errors with
@@ -71,11 +89,16 @@ impl Client {
         let tls = crate::tls::client_config(self.cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
         match self.cfg.protocol {
             Protocol::Gomuks => {
-                let d = gomuks::Gomuks::new(self.cfg.clone(), tls, self.resume.clone())?;
+                let d = gomuks::Gomuks::new(
+                    self.cfg.clone(),
+                    tls,
+                    self.resume.clone(),
+                    self.probe.clone(),
+                )?;
                 self.spawn_session(&handle, d, &mut slot);
             }
             Protocol::Rwws => {
-                let d = rwws::Rwws::new(self.cfg.clone(), tls)?;
+                let d = rwws::Rwws::new(self.cfg.clone(), tls, self.probe.clone())?;
                 self.spawn_session(&handle, d, &mut slot);
             }
         }
@@ -94,6 +117,7 @@ impl Client {
             self.cfg.clone(),
             self.queue.clone(),
             self.ids.clone(),
+            self.probe.clone(),
             dialect,
             rx,
         );
@@ -268,6 +292,7 @@ impl Client {
         if let Some(mut rx) = never_started {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
+            self.probe.counters.set_state(ConnectionState::Closed);
             crate::session::close_channel(&mut rx, &self.queue);
         } else {
             let _ = self.tx.send(Command::Close(intent));

@@ -36,14 +36,18 @@ mod resume;
 mod tls;
 
 mod ids;
+mod logging;
 mod secret;
+mod stats;
 mod status;
 
 pub use client::Client;
 pub use config::{Config, ConfigBuilder, Protocol};
 pub use event::{Event, EventKind};
+pub use logging::{set_log_sink, LogLevel, LogRecord, LogSink};
 pub use queue::Pop;
 pub use resume::ResumeState;
+pub use stats::{ConnectionState, Stats};
 pub use status::{Error, Status};
 
 /// Not part of the API and without any semver promise: the internals that tether's own fuzz
@@ -73,7 +77,7 @@ pub mod internals {
         crate::Error,
     > {
         let tls = crate::tls::client_config(cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
-        crate::session::transport::connect(cfg, &tls, url, &[])
+        crate::session::transport::connect(cfg, &tls, url, &[], &Default::default())
             .await
             .map_err(|e| e.error)
     }

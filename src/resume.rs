@@ -91,6 +91,18 @@ impl SharedResume {
     }
 }
 
+/// What became of a connection's request to resume. The server never says (§7.2); the client
+/// infers it: a changed `run_id` or a `sync_complete` with `clear_state` before
+/// `init_complete` means the state was reset; `init_complete` without either means every
+/// missed event was replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResumeOutcome {
+    /// Every missed event was replayed.
+    Succeeded,
+    /// The backend started afresh: the app's cached state is gone.
+    Reset,
+}
+
 /// The gomuks session's side of resume: follows received event ids and `run_id` events, says
 /// what a new connection asks for, and which id each ping acknowledges.
 pub(crate) struct Tracker {
@@ -102,6 +114,8 @@ pub(crate) struct Tracker {
     last_sent_ack: i64,
     /// The backend's id for our current listener, for `prev_listener_id` (§7.4).
     listener_id: u64,
+    /// This connection asked to resume and its outcome is not known yet.
+    deciding: bool,
 }
 
 impl Tracker {
@@ -111,6 +125,7 @@ impl Tracker {
             conn_min_event: 0,
             last_sent_ack: 0,
             listener_id: 0,
+            deciding: false,
         }
     }
 
@@ -118,7 +133,8 @@ impl Tracker {
     /// entry for a resumed listener starts there, so the next ack is counted from it.
     pub(crate) fn begin_attempt(&mut self) -> Option<ResumeState> {
         let snapshot = self.shared.get();
-        if snapshot.is_resumable() {
+        self.deciding = snapshot.is_resumable();
+        if self.deciding {
             self.last_sent_ack = snapshot.last_received_event;
             Some(snapshot)
         } else {
@@ -146,13 +162,37 @@ impl Tracker {
     }
 
     /// The backend's `run_id` event (§7.2).
-    pub(crate) fn run_id(&mut self, run_id: &str, listener_id: u64) {
+    pub(crate) fn run_id(&mut self, run_id: &str, listener_id: u64) -> Option<ResumeOutcome> {
         self.listener_id = listener_id;
         if self.shared.set_run_id(run_id) {
             // New backend process: only this connection's ids are valid.
             self.shared.reset_last_event(self.conn_min_event);
             self.last_sent_ack = 0;
+            return self.decide(ResumeOutcome::Reset);
         }
+        None
+    }
+
+    /// Whether a `sync_complete` should be looked at for `clear_state`.
+    pub(crate) fn deciding(&self) -> bool {
+        self.deciding
+    }
+
+    /// A `sync_complete` arrived; `clear_state` says the backend sent its state afresh (§6.1).
+    pub(crate) fn sync_complete(&mut self, clear_state: bool) -> Option<ResumeOutcome> {
+        if clear_state {
+            return self.decide(ResumeOutcome::Reset);
+        }
+        None
+    }
+
+    /// `init_complete` arrived: with no reset seen, the replay was complete (§7.5).
+    pub(crate) fn init_complete(&mut self) -> Option<ResumeOutcome> {
+        self.decide(ResumeOutcome::Succeeded)
+    }
+
+    fn decide(&mut self, outcome: ResumeOutcome) -> Option<ResumeOutcome> {
+        std::mem::take(&mut self.deciding).then_some(outcome)
     }
 
     /// The id the next ping acknowledges, or 0 (§6: ack only on change).
@@ -226,8 +266,34 @@ mod tests {
         assert_eq!(t.ack(), -2);
         // The same run id again changes nothing.
         t.event(-3);
-        t.run_id("new", 8);
+        assert_eq!(t.run_id("new", 8), None);
         assert_eq!(shared.get().last_received_event, -3);
+    }
+
+    #[test]
+    fn spec7_2_resume_outcome_is_decided_once_per_connection() {
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt();
+        assert!(t.deciding());
+        assert_eq!(t.run_id("r", 1), None);
+        assert_eq!(t.sync_complete(false), None);
+        assert_eq!(t.init_complete(), Some(ResumeOutcome::Succeeded));
+        assert_eq!(t.init_complete(), None, "decided once");
+
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt();
+        assert_eq!(t.sync_complete(true), Some(ResumeOutcome::Reset));
+        assert_eq!(t.init_complete(), None);
+
+        let (mut t, _) = tracker("old", -5);
+        t.begin_attempt();
+        assert_eq!(t.run_id("new", 1), Some(ResumeOutcome::Reset));
+
+        // No resume asked: nothing to decide.
+        let (mut t, _) = tracker("", 0);
+        t.begin_attempt();
+        assert!(!t.deciding());
+        assert_eq!(t.init_complete(), None);
     }
 
     #[test]

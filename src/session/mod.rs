@@ -26,7 +26,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::ids::IdGen;
+use crate::logging::tlog;
 use crate::queue::EventQueue;
+use crate::stats::{self, ConnectionState, Probe};
 use crate::status::{Error, Status};
 use backoff::Backoff;
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
@@ -112,6 +114,7 @@ enum ReadEnd {
 struct Book {
     queue: Arc<EventQueue>,
     ids: Arc<IdGen>,
+    probe: Probe,
     requests: Requests,
     /// Packets written while disconnected, in order.
     unsent_packets: VecDeque<Message>,
@@ -122,6 +125,7 @@ pub(crate) async fn run<D: Dialect>(
     cfg: Arc<Config>,
     queue: Arc<EventQueue>,
     ids: Arc<IdGen>,
+    probe: Probe,
     dialect: D,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -133,6 +137,7 @@ pub(crate) async fn run<D: Dialect>(
         book: Book {
             queue,
             ids,
+            probe,
             requests: Requests::default(),
             unsent_packets: VecDeque::new(),
         },
@@ -167,6 +172,18 @@ impl<D: Dialect> Supervisor<D> {
     /// close aborts it.
     async fn connecting(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> State {
         self.attempt = self.attempt.saturating_add(1);
+        let probe = &self.book.probe;
+        probe.counters.set_state(ConnectionState::Connecting);
+        stats::add(&probe.counters.connect_attempts, 1);
+        tlog!(
+            probe.client,
+            Info,
+            "session",
+            "connecting to {} (attempt {})",
+            redacted_url(&self.cfg.url),
+            self.attempt
+        );
+        let t0 = Instant::now();
         let mut ev = Event::new(EventKind::Connecting);
         ev.attempt = self.attempt;
         self.book.queue.push(ev);
@@ -177,6 +194,34 @@ impl<D: Dialect> Supervisor<D> {
             Offline::Closed => return State::Closed,
             Offline::Ready(r) => r,
         };
+        let client = self.book.probe.client;
+        match &result {
+            Ok(Ok(_)) => tlog!(
+                client,
+                Info,
+                "session",
+                "connected in {} ms (attempt {})",
+                t0.elapsed().as_millis(),
+                self.attempt
+            ),
+            Ok(Err(e)) => tlog!(
+                client,
+                Warn,
+                "session",
+                "attempt {} failed after {} ms: {}",
+                self.attempt,
+                t0.elapsed().as_millis(),
+                e.error
+            ),
+            Err(_) => tlog!(
+                client,
+                Warn,
+                "session",
+                "attempt {} timed out after {} ms",
+                self.attempt,
+                t0.elapsed().as_millis()
+            ),
+        }
         match result {
             Ok(Ok(opened)) => State::Connected(Box::new(opened)),
             Ok(Err(e)) => State::Disconnected {
@@ -195,6 +240,9 @@ impl<D: Dialect> Supervisor<D> {
         opened: Box<Opened>,
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> State {
+        let c = &self.book.probe.counters;
+        c.set_state(ConnectionState::Connected);
+        stats::add(&c.connections, 1);
         let mut ev = Event::new(EventKind::Connected);
         ev.attempt = self.attempt;
         ev.resume_attempted = opened.resume_attempted;
@@ -232,6 +280,35 @@ impl<D: Dialect> Supervisor<D> {
             Policy::Immediately => Some(Duration::ZERO),
             Policy::Backoff => Some(self.backoff.next_delay()),
         };
+        let client = self.book.probe.client;
+        match delay {
+            None if status == Status::Ok => tlog!(
+                client,
+                Info,
+                "session",
+                "closed by the app (close code {code})"
+            ),
+            None => tlog!(
+                client,
+                Error,
+                "session",
+                "connection ended for good: {} (close code {code}) {reason}",
+                status.description()
+            ),
+            Some(d) => tlog!(
+                client,
+                Info,
+                "session",
+                "disconnected: {} (close code {code}) {reason}; reconnecting in {} ms",
+                status.description(),
+                d.as_millis()
+            ),
+        }
+        self.book.probe.counters.set_state(if delay.is_some() {
+            ConnectionState::Waiting
+        } else {
+            ConnectionState::Closed
+        });
         let mut ev = Event::new(EventKind::Disconnected);
         ev.status = status;
         ev.close_code = code;
@@ -259,12 +336,9 @@ impl<D: Dialect> Supervisor<D> {
         let mut next_ping = Instant::now() + self.dialect.first_ping_delay(self.cfg.ping_interval);
 
         // Packets and requests made while disconnected go out first, in order.
-        let backlog: Vec<Message> = self
-            .book
-            .unsent_packets
-            .drain(..)
-            .chain(self.book.requests.take_unsent())
-            .collect();
+        let unsent = self.book.requests.take_unsent();
+        stats::add(&self.book.probe.counters.requests_sent, unsent.len() as u64);
+        let backlog: Vec<Message> = self.book.unsent_packets.drain(..).chain(unsent).collect();
         for m in backlog {
             if let Err(e) = send(&mut sink, m, write_timeout).await {
                 return (e, healthy);
@@ -304,6 +378,7 @@ impl<D: Dialect> Supervisor<D> {
                             break End::lost(self.dialect.close_status(code), code, reason);
                         }
                         Some(ReadEnd::Invalid(e)) => {
+                            tlog!(self.book.probe.client, Warn, "session", "closing with 1003: {e}");
                             send_close(&mut sink, 1003, "Invalid data", Duration::from_secs(1)).await;
                             break End::lost(e.status(), 0, e.message());
                         }
@@ -389,6 +464,7 @@ impl<D: Dialect> Supervisor<D> {
                 }
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     healthy = true;
+                    stats::add(&self.book.probe.counters.messages_received, 1);
                     if let Err(e) = self.dialect.decode(m, &mut |i| items.push(i)) {
                         end = Some(ReadEnd::Invalid(e));
                     }
@@ -465,11 +541,27 @@ impl Book {
     /// Handles a command. Online, what it produces is written now; offline it is kept and
     /// written, in order, when the next connection opens.
     fn command(&mut self, cmd: Command, online: bool) -> Flow {
+        let flow = self.command_inner(cmd, online);
+        self.count_in_flight();
+        flow
+    }
+
+    fn count_in_flight(&self) {
+        self.probe.counters.requests_in_flight.store(
+            self.requests.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn command_inner(&mut self, cmd: Command, online: bool) -> Flow {
         match cmd {
-            Command::Request(r) => self
-                .requests
-                .add(r, online)
-                .map_or(Flow::Nothing, Flow::Write),
+            Command::Request(r) => match self.requests.add(r, online) {
+                Some(m) => {
+                    stats::add(&self.probe.counters.requests_sent, 1);
+                    Flow::Write(m)
+                }
+                None => Flow::Nothing,
+            },
             Command::Cancel(id) => {
                 match self.end_request(id, Status::ErrCancelled, "cancelled by the caller") {
                     Some(m) if online => Flow::Write(m),
@@ -500,12 +592,20 @@ impl Book {
         let mut out = Vec::new();
         for ended in self.requests.expire(Instant::now()) {
             let id = ended.outcome.id;
+            stats::add(&self.probe.counters.requests_timed_out, 1);
+            tlog!(
+                self.probe.client,
+                Debug,
+                "session",
+                "request {id} timed out"
+            );
             out.extend(ended.outcome.into_event());
             if let Some(encode) = ended.cancel {
                 cancels.push(encode(self.ids.next(), id, "request timed out"));
             }
         }
         self.push_events(out);
+        self.count_in_flight();
         cancels
     }
 
@@ -529,6 +629,7 @@ impl Book {
     fn fail_sent(&mut self, status: Status, why: &str) {
         let failed = self.requests.fail_sent(status, why);
         self.push_outcomes(failed);
+        self.count_in_flight();
     }
 
     /// Turns decoded items into events and request outcomes, as one queue operation (and at
@@ -548,7 +649,10 @@ impl Book {
                         Err(Error::new(Status::ErrRemote, text))
                     };
                     match self.requests.reply(id, result) {
-                        Some(o) => out.extend(o.into_event()),
+                        Some(o) => {
+                            out.extend(o.into_event());
+                            self.count_in_flight();
+                        }
                         None => {
                             tracing::debug!(id, "reply to an unknown or finished request ignored")
                         }
@@ -560,10 +664,14 @@ impl Book {
                     ev.request_id = answered.id;
                     ev.server_time_ms = server_time_ms;
                     ev.rtt = answered.rtt;
+                    if let Some(rtt) = answered.rtt {
+                        self.probe.counters.set_rtt(rtt);
+                    }
                     ev.acked_id = answered.acked;
                     out.push(ev);
                 }
                 Incoming::Event { command, id, data } => {
+                    stats::add(&self.probe.counters.events_received, 1);
                     let mut ev = Event::new(EventKind::Message);
                     ev.command = command;
                     ev.request_id = id;
@@ -571,6 +679,7 @@ impl Book {
                     out.push(ev);
                 }
                 Incoming::Packet(data) => {
+                    stats::add(&self.probe.counters.events_received, 1);
                     let mut ev = Event::new(EventKind::Packet);
                     ev.data = data;
                     out.push(ev);
@@ -588,6 +697,14 @@ impl Book {
             .fail_all(Status::ErrClientClosed, "client closed before the reply");
         self.push_outcomes(failed);
         self.unsent_packets.clear();
+        self.probe.counters.set_state(ConnectionState::Closed);
+        self.count_in_flight();
+        tlog!(
+            self.probe.client,
+            Info,
+            "session",
+            "client closed; CLOSED is the last event"
+        );
         close_channel(commands, &self.queue);
     }
 }
@@ -613,6 +730,13 @@ pub(crate) fn close_channel(commands: &mut mpsc::UnboundedReceiver<Command>, que
     }
     out.push(Event::new(EventKind::Closed));
     queue.push_all(out);
+}
+
+/// The URL without its query: resume parameters are no secret, but they make logs noisy.
+fn redacted_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
 }
 
 /// Sends a close frame, giving up after `limit`: the peer may be gone or not reading.

@@ -197,7 +197,6 @@ impl Requests {
     }
 
     /// How many requests have no outcome yet.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }

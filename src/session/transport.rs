@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -21,14 +22,63 @@ use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
 use crate::config::Config;
+use crate::logging::tlog;
+use crate::stats::{self, Counters, Probe};
 use crate::status::{Error, Status};
 
 /// Plain or TLS stream under the websocket.
 pub(crate) enum Stream {
     /// ws://
-    Plain(TcpStream),
+    Plain(Counted),
     /// wss://
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Counted>>),
+}
+
+/// The TCP stream, counting the bytes it carries into the client's statistics (TLS records
+/// and websocket framing included, which is what the network sees).
+pub(crate) struct Counted {
+    tcp: TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            stats::add(
+                &this.counters.wire_bytes_in,
+                (buf.filled().len() - before) as u64,
+            );
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            stats::add(&this.counters.wire_bytes_out, n as u64);
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
 }
 
 macro_rules! delegate {
@@ -81,33 +131,58 @@ pub(crate) async fn connect(
     tls: &Arc<ClientConfig>,
     url: &Url,
     headers: &[(String, String)],
+    probe: &Probe,
 ) -> Result<Ws, ConnectError> {
+    let client = probe.client;
     let host = url
         .host_str()
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
+    let t0 = Instant::now();
     let tcp = TcpStream::connect((host_for_dns, port))
         .await
         .map_err(|e| {
             ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
         })?;
+    if let Ok(peer) = tcp.peer_addr() {
+        tlog!(
+            client,
+            Debug,
+            "transport",
+            "TCP connected to {peer} in {} ms",
+            t0.elapsed().as_millis()
+        );
+    }
     // Pings, acks and small requests must not wait for Nagle.
     tcp.set_nodelay(true).ok();
+    let tcp = Counted {
+        tcp,
+        counters: probe.counters.clone(),
+    };
     let stream = if url.scheme() == "wss" {
         let name = ServerName::try_from(host_for_dns.to_owned()).map_err(|e| {
             ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}"))
         })?;
+        let t1 = Instant::now();
         let tls_stream = TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| {
                 ConnectError::other(Status::ErrTls, format!("TLS handshake with {host}: {e}"))
             })?;
+        tlog!(
+            client,
+            Debug,
+            "transport",
+            "TLS handshake with {host} in {} ms",
+            t1.elapsed().as_millis()
+        );
         Stream::Tls(Box::new(tls_stream))
     } else {
         Stream::Plain(tcp)
     };
+    let t2 = Instant::now();
     let req = upgrade_request(url, headers, &cfg.headers)?;
     let mut wsc = WebSocketConfig::default();
     wsc.max_message_size = Some(cfg.max_message_bytes);
@@ -116,9 +191,18 @@ pub(crate) async fn connect(
     // breaks the 64 KiB-per-idle-connection budget (bench/RESULTS.md §3); 16 KiB reads
     // still carry a 10 KB event per read.
     wsc.read_buffer_size = 16 * 1024;
-    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
         .await
         .map_err(ConnectError::from_ws)?;
+    tlog!(
+        client,
+        Debug,
+        "transport",
+        "websocket upgrade to {} answered {} in {} ms",
+        url.path(),
+        resp.status().as_u16(),
+        t2.elapsed().as_millis()
+    );
     Ok(ws)
 }
 

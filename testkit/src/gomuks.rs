@@ -15,6 +15,7 @@ use flate2::{Compress, Compression, FlushCompress};
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
+use std::sync::atomic::AtomicU64;
 
 use crate::buffer::EventBuffer;
 use serde_json::{json, Value};
@@ -134,6 +135,20 @@ pub struct Stats {
     pub auth_requests: u64,
     /// Websocket upgrades still to refuse with 503 (`reject_upgrades`).
     pub reject_upgrades: u64,
+    /// Websocket data messages written, on every connection.
+    pub messages_sent: u64,
+    /// Bytes of those messages before compression (the JSON lines).
+    pub payload_bytes_sent: u64,
+    /// Bytes of those messages as framed payloads (after compression, if on).
+    pub frame_payload_bytes_sent: u64,
+}
+
+/// What the writers of every connection count, apart from the state lock they never take.
+#[derive(Default)]
+struct Sent {
+    messages: AtomicU64,
+    payload_bytes: AtomicU64,
+    frame_payload_bytes: AtomicU64,
 }
 
 enum Out {
@@ -145,6 +160,7 @@ enum Out {
 }
 
 struct State {
+    sent: Arc<Sent>,
     cfg: BackendConfig,
     rwws: crate::rwws::Rwws,
     stats: Stats,
@@ -208,6 +224,10 @@ impl State {
 
     fn snapshot(&self) -> Stats {
         let mut s = self.stats.clone();
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        s.messages_sent = get(&self.sent.messages);
+        s.payload_bytes_sent = get(&self.sent.payload_bytes);
+        s.frame_payload_bytes_sent = get(&self.sent.frame_payload_bytes);
         s.connections = self.conns.len();
         s.newest_id = self.buffer.newest_id();
         s.acks = self.buffer.acks().clone();
@@ -248,6 +268,7 @@ impl Backend {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let mut st = State {
+            sent: Arc::default(),
             rwws: crate::rwws::Rwws(Arc::new(Mutex::new(crate::rwws::RwwsState::new(
                 cfg.rwws.clone(),
             )))),
@@ -655,6 +676,7 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
 
 struct Writer {
     compress: Option<Compress>,
+    sent: Arc<Sent>,
 }
 
 impl Writer {
@@ -679,11 +701,17 @@ impl Writer {
     }
 
     fn message(&mut self, text: &str) -> Message {
-        if self.compress.is_some() {
+        let m = if self.compress.is_some() {
             Message::binary(self.deflate(text.as_bytes()))
         } else {
             Message::text(text.to_owned())
-        }
+        };
+        let add =
+            |c: &AtomicU64, n: usize| c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        add(&self.sent.messages, 1);
+        add(&self.sent.payload_bytes, text.len());
+        add(&self.sent.frame_payload_bytes, m.len());
+        m
     }
 
     fn fault(&mut self, f: Fault) -> Vec<Message> {
@@ -791,6 +819,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     };
     let mut w = Writer {
         compress: compress.then(|| Compress::new(Compression::default(), false)),
+        sent: lock(&state).sent.clone(),
     };
     let env = |cmd: &str, id: i64, data: Value| {
         format!(

@@ -10,10 +10,12 @@ use bytes::{Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
-use crate::resume::{SharedResume, Tracker};
+use crate::logging::tlog;
+use crate::resume::{ResumeOutcome, SharedResume, Tracker};
 use crate::secret::Secret;
 use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use crate::session::transport::{self, ConnectError};
+use crate::stats::{self, Probe};
 use crate::status::{Error, Status};
 use codec::{parse_envelope, Inflater, Kind, LineSplitter};
 
@@ -37,6 +39,7 @@ pub(crate) struct Gomuks {
     reauthed: bool,
     /// When the current token was fetched; refreshed daily (spec §1.2: tokens live 7 days).
     token_fetched: Option<Instant>,
+    probe: Probe,
 }
 
 /// Tokens are refreshed after this long, well inside their 7-day life.
@@ -55,6 +58,7 @@ impl Gomuks {
         cfg: Arc<Config>,
         tls: Arc<rustls::ClientConfig>,
         resume: Arc<SharedResume>,
+        probe: Probe,
     ) -> Result<Gomuks, Error> {
         let http = auth::http_client(tls.clone(), cfg.connect_timeout)?;
         // A configured token's age is unknown: count from now, so a long-running client renews
@@ -74,6 +78,7 @@ impl Gomuks {
             attempts_since_open: 0,
             reauthed: false,
             token_fetched,
+            probe,
         })
     }
 
@@ -85,8 +90,33 @@ impl Gomuks {
             (None, Some(t)) => auth::Credentials::Cookie(t.expose()),
             (None, None) => return Ok(()),
         };
+        let how = match creds {
+            auth::Credentials::Basic(_) => "log in with the username and password",
+            auth::Credentials::Cookie(_) => "renew the token",
+        };
         let url = auth::auth_url(&self.cfg.url);
-        match auth::fetch_token(&self.http, &url, creds).await? {
+        let t0 = Instant::now();
+        let got = auth::fetch_token(&self.http, &url, creds).await;
+        let client = self.probe.client;
+        match &got {
+            Ok(_) => tlog!(
+                client,
+                Info,
+                "gomuks",
+                "POST {} to {how}: done in {} ms",
+                url.path(),
+                t0.elapsed().as_millis()
+            ),
+            Err(e) => tlog!(
+                client,
+                Warn,
+                "gomuks",
+                "POST {} to {how} failed: {}",
+                url.path(),
+                e.error.message()
+            ),
+        }
+        match got? {
             Some(t) => {
                 let t = Secret::new(t);
                 self.resume.set_token(t.clone());
@@ -116,6 +146,14 @@ impl Gomuks {
                 q.append_pair("compress", "1");
             }
             if let Some(r) = &resume {
+                tlog!(
+                    self.probe.client,
+                    Info,
+                    "gomuks",
+                    "asking to resume run {} after event {}",
+                    r.run_id,
+                    r.last_received_event
+                );
                 q.append_pair("run_id", &r.run_id);
                 q.append_pair("last_received_event", &r.last_received_event.to_string());
                 if let (true, Some(l)) =
@@ -165,17 +203,61 @@ impl Gomuks {
 
     fn observe_event(&mut self, command: &str, id: i64, data: &[u8]) {
         self.tracker.event(id);
-        if command == "run_id" {
-            #[derive(serde::Deserialize)]
-            struct RunData {
-                run_id: String,
-                #[serde(default)]
-                listener_id: u64,
+        let outcome = match command {
+            "run_id" => {
+                #[derive(serde::Deserialize)]
+                struct RunData {
+                    run_id: String,
+                    #[serde(default)]
+                    listener_id: u64,
+                }
+                match serde_json::from_slice::<RunData>(data) {
+                    Ok(rd) => self.tracker.run_id(&rd.run_id, rd.listener_id),
+                    Err(e) => {
+                        tlog!(
+                            self.probe.client,
+                            Warn,
+                            "gomuks",
+                            "ignoring a malformed run_id event: {e}"
+                        );
+                        None
+                    }
+                }
             }
-            match serde_json::from_slice::<RunData>(data) {
-                Ok(rd) => self.tracker.run_id(&rd.run_id, rd.listener_id),
-                Err(e) => tracing::warn!("ignoring malformed run_id event: {e}"),
+            // Only the first sync of a connection that asked to resume is looked into.
+            "sync_complete" if self.tracker.deciding() => {
+                #[derive(serde::Deserialize)]
+                struct SyncData {
+                    #[serde(default)]
+                    clear_state: bool,
+                }
+                let clear = serde_json::from_slice::<SyncData>(data).is_ok_and(|d| d.clear_state);
+                self.tracker.sync_complete(clear)
             }
+            "init_complete" => self.tracker.init_complete(),
+            _ => None,
+        };
+        let c = &self.probe.counters;
+        match outcome {
+            Some(ResumeOutcome::Succeeded) => {
+                stats::add(&c.resumes_succeeded, 1);
+                tlog!(
+                    self.probe.client,
+                    Info,
+                    "gomuks",
+                    "resume succeeded: every missed event was replayed"
+                );
+            }
+            Some(ResumeOutcome::Reset) => {
+                stats::add(&c.resumes_reset, 1);
+                tlog!(
+                    self.probe.client,
+                    Warn,
+                    "gomuks",
+                    "resume failed: the backend sent its state afresh (cached state is stale)"
+                );
+            }
+            None => {}
         }
     }
 
@@ -209,7 +291,8 @@ impl Dialect for Gomuks {
     async fn open(&mut self) -> Result<Opened, ConnectError> {
         loop {
             let up = self.prepare().await?;
-            match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers).await {
+            match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers, &self.probe).await
+            {
                 Ok(ws) => {
                     self.connection_opened();
                     return Ok(Opened {
@@ -238,6 +321,7 @@ impl Dialect for Gomuks {
                     ));
                 }
                 let mut b = Bytes::from(text);
+                stats::add(&self.probe.counters.payload_bytes_in, b.len() as u64);
                 while b.last() == Some(&b'\n') {
                     b.truncate(b.len() - 1);
                 }
@@ -255,6 +339,7 @@ impl Dialect for Gomuks {
                 inf.inflate(&data, &mut buf)?;
                 let decoded = buf.split().freeze();
                 self.scratch = buf;
+                stats::add(&self.probe.counters.payload_bytes_in, decoded.len() as u64);
                 let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
                 let r = splitter.feed(decoded, |line| self.dispatch_line(line, out));
                 self.splitter = splitter;

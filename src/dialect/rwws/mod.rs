@@ -15,21 +15,27 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::Config;
 use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use crate::session::transport::{self, ConnectError, Ws};
+use crate::stats::{self, Probe};
 use crate::status::{Error, Status};
 
 /// rwws session state: the decoded key, re-sent on every connection.
 pub(crate) struct Rwws {
     cfg: Arc<Config>,
     tls: Arc<rustls::ClientConfig>,
+    probe: Probe,
 }
 
 impl Rwws {
     /// A dialect for this configuration (the key was validated when the config was built).
-    pub(crate) fn new(cfg: Arc<Config>, tls: Arc<rustls::ClientConfig>) -> Result<Rwws, Error> {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        tls: Arc<rustls::ClientConfig>,
+        probe: Probe,
+    ) -> Result<Rwws, Error> {
         if cfg.rwws_key.is_none() {
             return Err(Error::new(Status::ErrConfig, "rwws needs an access key"));
         }
-        Ok(Rwws { cfg, tls })
+        Ok(Rwws { cfg, tls, probe })
     }
 
     fn key(&self) -> &[u8] {
@@ -151,7 +157,8 @@ impl Rwws {
 
 impl Dialect for Rwws {
     async fn open(&mut self) -> Result<Opened, ConnectError> {
-        let mut ws = transport::connect(&self.cfg, &self.tls, &self.cfg.url, &[]).await?;
+        let mut ws =
+            transport::connect(&self.cfg, &self.tls, &self.cfg.url, &[], &self.probe).await?;
         let mut early = Vec::new();
         self.handshake(&mut ws, &mut early).await?;
         Ok(Opened {
@@ -163,7 +170,10 @@ impl Dialect for Rwws {
 
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
         match msg {
-            Message::Binary(data) => codec::parse_server_message(&data, out),
+            Message::Binary(data) => {
+                stats::add(&self.probe.counters.payload_bytes_in, data.len() as u64);
+                codec::parse_server_message(&data, out)
+            }
             // Spec §2.1: after the hello, text frames carry nothing; log and ignore.
             Message::Text(_) => tracing::debug!("ignoring a text frame from the rwws server"),
             _ => {}

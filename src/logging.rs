@@ -1,0 +1,254 @@
+//! Log records an app can attach to a bug report: what the library did and why, never a
+//! secret. A record goes to `tracing` (for Rust apps) and to the sink an app installed with
+//! [`set_log_sink`] (the C hook and the bindings' loggers). A leaf: imports nothing of the
+//! crate.
+//!
+//! The sink runs on its own thread (`tether-log`), fed through a bounded channel, so a slow or
+//! blocking sink (a Python logger waiting for the GIL) never stalls the network threads; when
+//! the channel is full, records are dropped and the next delivered record says how many.
+//! With no sink installed a record costs one relaxed atomic load before any formatting.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Mutex;
+
+/// How important a record is. Discriminants are the C ABI's `TETHER_LOG_*` values.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// The client gave up or a call failed in a way the app must handle.
+    Error = 1,
+    /// Something failed and will be retried: a lost connection, a refused attempt.
+    Warn = 2,
+    /// The connection's life: attempts, connections, closes, resumes, backoff.
+    Info = 3,
+    /// Details: timings of each step, requests that timed out, ignored messages.
+    Debug = 4,
+    /// Everything else the library notices.
+    Trace = 5,
+}
+
+impl LogLevel {
+    /// The level for a C value, clamping values above TRACE to TRACE; 0 is "off".
+    pub fn from_u8(v: u8) -> Option<LogLevel> {
+        match v {
+            0 => None,
+            1 => Some(LogLevel::Error),
+            2 => Some(LogLevel::Warn),
+            3 => Some(LogLevel::Info),
+            4 => Some(LogLevel::Debug),
+            _ => Some(LogLevel::Trace),
+        }
+    }
+}
+
+/// One log record, as a sink receives it.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    /// Importance.
+    pub level: LogLevel,
+    /// The part of the library that wrote it (`tether::session`, `tether::gomuks`, ...).
+    pub target: &'static str,
+    /// The id of the client it belongs to ([`crate::Client::id`]); 0 for none.
+    pub client: u64,
+    /// What happened, in words. Never holds a token, password, cookie or key.
+    pub message: String,
+}
+
+/// Receives records on the `tether-log` thread, one at a time, in order.
+pub type LogSink = Box<dyn FnMut(&LogRecord) + Send>;
+
+/// Records more important than this (or equal) reach the sink; 0 while no sink is installed.
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
+/// Records dropped because the sink thread fell behind, not yet reported.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static SENDER: Mutex<Option<SyncSender<Msg>>> = Mutex::new(None);
+
+/// How many records may wait for a slow sink before new ones are dropped.
+const BACKLOG: usize = 4096;
+
+enum Msg {
+    Record(LogRecord),
+    /// Replaces the sink; the old one is dropped on the log thread, after its last record.
+    Sink(Option<LogSink>),
+}
+
+/// Installs `sink` for every record at `max` or more important, replacing (and dropping, after
+/// its last record) the previous sink; `None` removes it. Records are delivered on the
+/// `tether-log` thread. Returns false, changing nothing, when called from a sink itself (the
+/// log thread would wait for itself).
+pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
+    if std::thread::current().name() == Some("tether-log") {
+        return false;
+    }
+    let level = if sink.is_some() { max as u8 } else { 0 };
+    let tx = {
+        let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            if sink.is_none() {
+                return true;
+            }
+            match start_thread() {
+                Some(tx) => *g = Some(tx),
+                None => return false,
+            }
+        }
+        g.clone()
+    };
+    if let Some(tx) = tx {
+        // Blocking here is fine: this is the app's call, and the thread drains the channel.
+        let _ = tx.send(Msg::Sink(sink));
+    }
+    MAX_LEVEL.store(level, Ordering::Release);
+    true
+}
+
+fn start_thread() -> Option<SyncSender<Msg>> {
+    let (tx, rx) = sync_channel::<Msg>(BACKLOG);
+    std::thread::Builder::new()
+        .name("tether-log".into())
+        .spawn(move || {
+            let mut sink: Option<LogSink> = None;
+            for msg in rx {
+                match msg {
+                    Msg::Sink(s) => sink = s,
+                    Msg::Record(r) => {
+                        let Some(f) = sink.as_mut() else { continue };
+                        let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                        if dropped > 0 {
+                            f(&LogRecord {
+                                level: LogLevel::Warn,
+                                target: "tether::log",
+                                client: 0,
+                                message: format!(
+                                    "{dropped} log records dropped: the log callback fell behind"
+                                ),
+                            });
+                        }
+                        f(&r);
+                    }
+                }
+            }
+        })
+        .ok()
+        .map(|_| tx)
+}
+
+/// Whether a record at `level` would reach the sink.
+#[inline]
+pub(crate) fn enabled(level: LogLevel) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Hands a record to the sink thread without ever blocking the caller.
+pub(crate) fn emit(level: LogLevel, target: &'static str, client: u64, message: String) {
+    let g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tx) = g.as_ref() else { return };
+    let r = LogRecord {
+        level,
+        target,
+        client,
+        message,
+    };
+    if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Record(r)) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes a record for client `$client` to `tracing` and, when enabled, to the app's sink:
+/// `tlog!(client_id, Info, "session", "connected in {} ms", ms)`. The message is formatted
+/// only when someone listens.
+macro_rules! tlog {
+    ($client:expr, $level:ident, $target:literal, $($arg:tt)+) => {{
+        let level = $crate::logging::LogLevel::$level;
+        let to_sink = $crate::logging::enabled(level);
+        let to_tracing = $crate::logging::tracing_enabled!($level);
+        if to_sink || to_tracing {
+            let message = format!($($arg)+);
+            if to_tracing {
+                $crate::logging::tracing_event!($level, $target, $client, &message);
+            }
+            if to_sink {
+                $crate::logging::emit(level, concat!("tether::", $target), $client, message);
+            }
+        }
+    }};
+}
+pub(crate) use tlog;
+
+macro_rules! tracing_enabled {
+    (Error) => {
+        tracing::enabled!(tracing::Level::ERROR)
+    };
+    (Warn) => {
+        tracing::enabled!(tracing::Level::WARN)
+    };
+    (Info) => {
+        tracing::enabled!(tracing::Level::INFO)
+    };
+    (Debug) => {
+        tracing::enabled!(tracing::Level::DEBUG)
+    };
+    (Trace) => {
+        tracing::enabled!(tracing::Level::TRACE)
+    };
+}
+pub(crate) use tracing_enabled;
+
+macro_rules! tracing_event {
+    (Error, $target:literal, $client:expr, $m:expr) => { tracing::error!(target: concat!("tether::", $target), client = $client, "{}", $m) };
+    (Warn, $target:literal, $client:expr, $m:expr) => { tracing::warn!(target: concat!("tether::", $target), client = $client, "{}", $m) };
+    (Info, $target:literal, $client:expr, $m:expr) => { tracing::info!(target: concat!("tether::", $target), client = $client, "{}", $m) };
+    (Debug, $target:literal, $client:expr, $m:expr) => { tracing::debug!(target: concat!("tether::", $target), client = $client, "{}", $m) };
+    (Trace, $target:literal, $client:expr, $m:expr) => { tracing::trace!(target: concat!("tether::", $target), client = $client, "{}", $m) };
+}
+pub(crate) use tracing_event;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    /// The sink is process-wide; tests that install one run in this single test.
+    #[test]
+    fn sink_gets_records_at_or_above_its_level_in_order_and_is_dropped_when_replaced() {
+        let (tx, rx) = channel::<(LogLevel, String, u64)>();
+        let tx2 = tx.clone();
+        assert!(set_log_sink(
+            Some(Box::new(move |r: &LogRecord| {
+                tx.send((r.level, r.message.clone(), r.client)).unwrap();
+            })),
+            LogLevel::Info,
+        ));
+        assert!(enabled(LogLevel::Warn) && enabled(LogLevel::Info) && !enabled(LogLevel::Debug));
+        tlog!(7u64, Info, "test", "one {}", 1);
+        tlog!(7u64, Debug, "test", "hidden");
+        tlog!(8u64, Error, "test", "two");
+        let got: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (LogLevel::Info, "one 1".to_owned(), 7),
+                (LogLevel::Error, "two".to_owned(), 8)
+            ]
+        );
+
+        // A replaced sink is dropped (its sender with it) after its last record.
+        set_log_sink(
+            Some(Box::new(move |r: &LogRecord| {
+                tx2.send((r.level, r.message.clone(), r.client)).unwrap();
+            })),
+            LogLevel::Trace,
+        );
+        tlog!(1u64, Trace, "test", "three");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().1, "three");
+        set_log_sink(None, LogLevel::Trace);
+        assert!(!enabled(LogLevel::Error));
+        tlog!(1u64, Error, "test", "nobody listens");
+        // Both sinks gone: every sender dropped, the channel ends.
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-client counters and the connection state, readable at any time from any thread while
+//! the session task updates them. A leaf: imports nothing of the crate.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a client's connection is. Discriminants are the C ABI's `TETHER_STATE_*` values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Created; `connect` was not called yet.
+    Idle = 0,
+    /// A connection attempt runs (TCP, TLS, upgrade, handshake).
+    Connecting = 1,
+    /// Connected.
+    Connected = 2,
+    /// Between attempts, waiting out the backoff delay.
+    Waiting = 3,
+    /// Closed for good (by the app, or the server refused us for good).
+    Closed = 4,
+}
+
+impl ConnectionState {
+    fn from_u8(v: u8) -> ConnectionState {
+        match v {
+            1 => ConnectionState::Connecting,
+            2 => ConnectionState::Connected,
+            3 => ConnectionState::Waiting,
+            4 => ConnectionState::Closed,
+            _ => ConnectionState::Idle,
+        }
+    }
+}
+
+/// A snapshot of a client's counters ([`crate::Client::stats`]). Byte and message counts
+/// cover every connection of the client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connection attempts started.
+    pub connect_attempts: u64,
+    /// Attempts that ended connected (and, for rwws, authenticated).
+    pub connections: u64,
+    /// gomuks: connections that asked to resume and got every missed event.
+    pub resumes_succeeded: u64,
+    /// gomuks: connections that asked to resume and got a fresh state instead.
+    pub resumes_reset: u64,
+    /// Bytes read from the network (TLS and websocket framing included).
+    pub wire_bytes_in: u64,
+    /// Bytes written to the network (TLS and websocket framing included).
+    pub wire_bytes_out: u64,
+    /// Bytes of the messages' payloads after decompression; with gomuks compression,
+    /// `1 - wire_bytes_in / payload_bytes_in` is what compression saved.
+    pub payload_bytes_in: u64,
+    /// Websocket data messages received.
+    pub messages_received: u64,
+    /// Server events received (gomuks: envelopes that are not replies or pongs; rwws:
+    /// packets).
+    pub events_received: u64,
+    /// Requests written to a connection.
+    pub requests_sent: u64,
+    /// Requests without an outcome yet.
+    pub requests_in_flight: u64,
+    /// Requests that ended with REQUEST_TIMEOUT.
+    pub requests_timed_out: u64,
+    /// Events waiting for the app.
+    pub queued_events: u64,
+    /// Round-trip time of the last answered ping.
+    pub last_rtt: Option<Duration>,
+    /// How long the current connection has been up; `None` while not connected.
+    pub connected_for: Option<Duration>,
+}
+
+/// What the session and the dialects of one client report through: its id for log records
+/// and its counters.
+#[derive(Clone, Default)]
+pub(crate) struct Probe {
+    pub(crate) client: u64,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Probe {
+    /// A probe for a new client, with the next process-wide client id (ids start at 1).
+    pub(crate) fn new() -> Probe {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Probe {
+            client: NEXT.fetch_add(1, Ordering::Relaxed),
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// The live counters behind [`Stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    state: AtomicU8,
+    pub(crate) connect_attempts: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) resumes_succeeded: AtomicU64,
+    pub(crate) resumes_reset: AtomicU64,
+    pub(crate) wire_bytes_in: AtomicU64,
+    pub(crate) wire_bytes_out: AtomicU64,
+    pub(crate) payload_bytes_in: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) events_received: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) requests_in_flight: AtomicU64,
+    pub(crate) requests_timed_out: AtomicU64,
+    /// Last RTT in microseconds, plus one (0: none yet).
+    last_rtt_us: AtomicU64,
+    /// When the current connection opened, as microseconds since `epoch`, plus one (0: not
+    /// connected).
+    connected_at_us: AtomicU64,
+    epoch: EpochCell,
+}
+
+/// A fixed instant that connection times are measured from (atomics hold no `Instant`).
+struct EpochCell(Instant);
+
+impl Default for EpochCell {
+    fn default() -> Self {
+        EpochCell(Instant::now())
+    }
+}
+
+/// Adds `n` to a counter; relaxed: each counter is read on its own, never as a set.
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn state(&self) -> ConnectionState {
+        ConnectionState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, s: ConnectionState) {
+        self.state.store(s as u8, Ordering::Release);
+        let at = if s == ConnectionState::Connected {
+            self.epoch.0.elapsed().as_micros() as u64 + 1
+        } else {
+            0
+        };
+        self.connected_at_us.store(at, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_rtt(&self, rtt: Duration) {
+        self.last_rtt_us
+            .store(rtt.as_micros() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// A snapshot; `queued_events` comes from the queue, which the counters do not know.
+    pub(crate) fn snapshot(&self, queued_events: usize) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rtt = get(&self.last_rtt_us);
+        let at = get(&self.connected_at_us);
+        Stats {
+            connect_attempts: get(&self.connect_attempts),
+            connections: get(&self.connections),
+            resumes_succeeded: get(&self.resumes_succeeded),
+            resumes_reset: get(&self.resumes_reset),
+            wire_bytes_in: get(&self.wire_bytes_in),
+            wire_bytes_out: get(&self.wire_bytes_out),
+            payload_bytes_in: get(&self.payload_bytes_in),
+            messages_received: get(&self.messages_received),
+            events_received: get(&self.events_received),
+            requests_sent: get(&self.requests_sent),
+            requests_in_flight: get(&self.requests_in_flight),
+            requests_timed_out: get(&self.requests_timed_out),
+            queued_events: queued_events as u64,
+            last_rtt: (rtt > 0).then(|| Duration::from_micros(rtt - 1)),
+            connected_for: (at > 0).then(|| {
+                self.epoch
+                    .0
+                    .elapsed()
+                    .saturating_sub(Duration::from_micros(at - 1))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_and_connected_time_follow_each_other() {
+        let c = Counters::default();
+        assert_eq!(c.state(), ConnectionState::Idle);
+        assert_eq!(c.snapshot(0).connected_for, None);
+        c.set_state(ConnectionState::Connected);
+        std::thread::sleep(Duration::from_millis(5));
+        let s = c.snapshot(3);
+        assert!(s.connected_for.unwrap() >= Duration::from_millis(5));
+        assert_eq!(s.queued_events, 3);
+        c.set_state(ConnectionState::Waiting);
+        assert_eq!(c.state(), ConnectionState::Waiting);
+        assert_eq!(c.snapshot(0).connected_for, None);
+    }
+
+    #[test]
+    fn rtt_zero_is_still_an_rtt() {
+        let c = Counters::default();
+        assert_eq!(c.snapshot(0).last_rtt, None);
+        c.set_rtt(Duration::ZERO);
+        assert_eq!(c.snapshot(0).last_rtt, Some(Duration::ZERO));
+    }
+}

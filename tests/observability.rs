@@ -1,0 +1,260 @@
+//! What a user can attach to a bug report: per-client statistics counted exactly (checked
+//! against the testkit backend's own counters), the connection state, and log records for
+//! each step of the connection's life (gomuks-rpc.md §1.2 auth, §7.2 resume, §9 close codes).
+
+mod common;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use common::*;
+use tether::{Config, ConnectionState, EventKind, LogLevel, LogRecord, Status};
+
+/// Every record of the process, for the tests to filter by client id (the sink is global).
+fn records() -> &'static Mutex<Vec<LogRecord>> {
+    static RECORDS: OnceLock<Mutex<Vec<LogRecord>>> = OnceLock::new();
+    RECORDS.get_or_init(|| {
+        assert!(tether::set_log_sink(
+            Some(Box::new(|r: &LogRecord| {
+                records().lock().unwrap().push(r.clone());
+            })),
+            LogLevel::Debug,
+        ));
+        Mutex::new(Vec::new())
+    })
+}
+
+/// Waits (bounded) until client `id` logged a record containing `text`; returns its records.
+async fn wait_log(id: u64, text: &str) -> Vec<LogRecord> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mine: Vec<LogRecord> = records()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.client == id)
+            .cloned()
+            .collect();
+        if mine.iter().any(|r| r.message.contains(text)) {
+            return mine;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record with {text:?} for client {id}: {:#?}",
+            mine.iter().map(|r| &r.message).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn level_of(recs: &[LogRecord], text: &str) -> LogLevel {
+    recs.iter()
+        .find(|r| r.message.contains(text))
+        .map(|r| r.level)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stats_match_what_the_backend_sent() {
+    records();
+    for compression in [true, false] {
+        let b = backend().await;
+        let c = client(&b, |c| c.compression(compression));
+        assert_eq!(c.state(), ConnectionState::Connecting);
+        until_command(&c, "init_complete").await;
+        let newest = b.push_events(40);
+        let (_, skipped) = until(&c, |e| e.request_id() == newest).await;
+        let id = c.request("sleep", br#"{"ms":0}"#).unwrap();
+        until(&c, |e| {
+            e.kind() == EventKind::Response && e.request_id() == id
+        })
+        .await;
+        let sent = b.stats();
+        let s = c.stats();
+        assert_eq!(c.state(), ConnectionState::Connected);
+        assert_eq!((s.connect_attempts, s.connections), (1, 1));
+        assert_eq!(
+            s.messages_received, sent.messages_sent,
+            "compression {compression}"
+        );
+        assert_eq!(s.payload_bytes_in, sent.payload_bytes_sent);
+        // Framing, the upgrade response and (for compression) nothing else: the wire carries
+        // a little more than the frames' payloads.
+        assert!(s.wire_bytes_in > sent.frame_payload_bytes_sent);
+        assert!(s.wire_bytes_in < sent.frame_payload_bytes_sent + 4096);
+        if compression {
+            assert!(s.wire_bytes_in < s.payload_bytes_in / 2, "{s:?}");
+        }
+        assert!(s.wire_bytes_out > 0);
+        // Every server event the app took (the pushed ones and those skipped on the way).
+        let taken = 1 + skipped
+            .iter()
+            .filter(|e| e.kind() == EventKind::Message)
+            .count();
+        assert!(s.events_received >= taken as u64, "{s:?}");
+        assert_eq!(
+            (s.requests_sent, s.requests_in_flight, s.requests_timed_out),
+            (1, 0, 0)
+        );
+        assert!(s.connected_for.is_some());
+        assert_eq!(s.queued_events, 0);
+        close_and_drain(&c).await;
+        assert_eq!(c.state(), ConnectionState::Closed);
+        assert_eq!(c.stats().connected_for, None);
+    }
+}
+
+#[tokio::test]
+async fn stats_count_events_rtt_timeouts_and_queue_depth() {
+    records();
+    let b = backend().await;
+    let c = client(&b, |c| c.ping_interval(Duration::from_millis(100)));
+    until_command(&c, "init_complete").await;
+    let before = c.stats().events_received;
+    let newest = b.push_events(10);
+    // Not taken yet: they wait in the queue.
+    b.wait_for(|s| s.newest_id == newest, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.stats().events_received < before + 10 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(c.stats().queued_events >= 10);
+    until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    assert!(c.stats().last_rtt.is_some());
+    let id = c
+        .request_with_timeout("sleep", br#"{"ms":5000}"#, Duration::from_millis(50))
+        .unwrap();
+    let (r, _) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    assert_eq!(r.status(), Status::ErrRequestTimeout);
+    let s = c.stats();
+    assert_eq!((s.requests_timed_out, s.requests_in_flight), (1, 0));
+    close_and_drain(&c).await;
+}
+
+/// §7.2: a cut resumes (succeeded), a backend restart cannot (reset); both counted and logged.
+#[tokio::test]
+async fn resumes_succeeded_and_reset_are_counted_and_logged() {
+    records();
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    b.push_events(3);
+    let newest = b.push_events(1);
+    until(&c, |e| e.request_id() == newest).await;
+    b.cut_all();
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    until_command(&c, "init_complete").await;
+    wait_log(c.id(), "resume succeeded").await;
+    assert_eq!(
+        (c.stats().resumes_succeeded, c.stats().resumes_reset),
+        (1, 0)
+    );
+
+    b.restart();
+    until_kind(&c, EventKind::Connected).await;
+    until_command(&c, "init_complete").await;
+    let recs = wait_log(c.id(), "resume failed").await;
+    assert_eq!(level_of(&recs, "resume failed"), LogLevel::Warn);
+    assert!(recs
+        .iter()
+        .any(|r| r.message.contains("asking to resume run")));
+    let s = c.stats();
+    assert_eq!((s.resumes_succeeded, s.resumes_reset), (1, 1));
+    assert_eq!(s.connect_attempts, s.connections);
+    assert!(s.connections >= 3);
+    close_and_drain(&c).await;
+}
+
+/// A wrong password: the auth call's HTTP status and the end of the client, in the records.
+#[tokio::test]
+async fn log_records_say_why_a_login_failed() {
+    records();
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "wrong")
+            .build()
+            .unwrap(),
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+    let recs = wait_log(c.id(), "connection ended for good").await;
+    let auth = recs
+        .iter()
+        .find(|r| r.message.contains("POST /_gomuks/auth to log in"))
+        .expect("auth record");
+    assert!(auth.message.contains("401"), "{}", auth.message);
+    assert_eq!(auth.level, LogLevel::Warn);
+    assert_eq!(
+        level_of(&recs, "connection ended for good"),
+        LogLevel::Error
+    );
+    assert!(recs.iter().all(|r| !r.message.contains("wrong")));
+    assert!(recs.iter().all(|r| r.target.starts_with("tether::")));
+    close_and_drain(&c).await;
+    assert_eq!(c.state(), ConnectionState::Closed);
+}
+
+/// A refused port: each attempt, its failure and the backoff chosen.
+#[tokio::test]
+async fn log_records_describe_attempts_and_backoff() {
+    records();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = start(
+        Config::builder(&format!("http://127.0.0.1:{port}"))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    );
+    let recs = wait_log(c.id(), "attempt 2 failed").await;
+    let connecting = recs
+        .iter()
+        .find(|r| r.message.contains("connecting to"))
+        .unwrap();
+    assert!(connecting
+        .message
+        .contains(&format!("127.0.0.1:{port}/_gomuks/websocket")));
+    assert!(recs.iter().any(|r| r.message.contains("attempt 1 failed")
+        && r.message.contains(&format!("127.0.0.1:{port}"))));
+    assert!(recs.iter().any(|r| r.message.contains("reconnecting in")));
+    let state = c.state();
+    assert!(
+        matches!(
+            state,
+            ConnectionState::Connecting | ConnectionState::Waiting
+        ),
+        "{state:?}"
+    );
+    close_and_drain(&c).await;
+}
+
+/// A server close code and the timings of a successful connect.
+#[tokio::test]
+async fn log_records_give_close_codes_and_timings() {
+    records();
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let recs = wait_log(c.id(), "connected in").await;
+    assert!(recs
+        .iter()
+        .any(|r| r.message.starts_with("TCP connected to 127.0.0.1:")));
+    assert!(recs.iter().any(|r| r
+        .message
+        .contains("websocket upgrade to /_gomuks/websocket answered 101")));
+    b.close_all(4001, "Event queue full");
+    let recs = wait_log(c.id(), "close code 4001").await;
+    assert_eq!(level_of(&recs, "close code 4001"), LogLevel::Info);
+    until_kind(&c, EventKind::Connected).await;
+    close_and_drain(&c).await;
+    wait_log(c.id(), "client closed").await;
+    wait_log(c.id(), "closed by the app (close code 1001)").await;
+}
