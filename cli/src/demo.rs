@@ -199,5 +199,17 @@ async fn walk(a: DemoArgs) -> Result<(), String> {
         "   backend saw close code {:?}",
         backend.stats().last_client_close_code
     );
+    let s = client.stats();
+    println!(
+        "== summary: {} connections ({} resumed), {} events in {} messages; {} payload bytes \
+         arrived as {} bytes on the wire: compression saved {:.1}%",
+        s.connections,
+        s.resumes_succeeded,
+        s.events_received,
+        s.messages_received,
+        s.payload_bytes_in,
+        s.wire_bytes_in,
+        crate::output::saved_percent(&s)
+    );
     Ok(())
 }

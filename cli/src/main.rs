@@ -37,6 +37,10 @@ pub mod exit {
     about = "Talk to gomuks JSON RPC and rwws backends."
 )]
 struct Cli {
+    /// Show the library's log records on stderr: -v connection life, -vv details and
+    /// timings, -vvv everything. Records never hold a secret.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -104,6 +108,9 @@ struct Connect {
     /// Keep running after the end of stdin.
     #[arg(long)]
     keep_open: bool,
+    /// Print the client's statistics on stderr when it closes (JSON with --json-status).
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Args)]
@@ -121,6 +128,19 @@ struct Request {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(level) =
+        tether::LogLevel::from_u8(cli.verbose.saturating_add(2)).filter(|_| cli.verbose > 0)
+    {
+        tether::set_log_sink(
+            Some(Box::new(|r: &tether::LogRecord| {
+                eprintln!(
+                    "tether[{}] {:?} {}: {}",
+                    r.client, r.level, r.target, r.message
+                );
+            })),
+            level,
+        );
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -273,6 +293,9 @@ async fn connect(a: Connect) -> u8 {
             closing = true;
             let _ = client.close();
         }
+    }
+    if a.stats {
+        output::stats(&client.stats());
     }
     if failed {
         exit::CONNECTION

@@ -145,6 +145,59 @@ fn out(line: &str) {
     let _ = o.flush();
 }
 
+/// How much of the received data compression kept off the wire, as a percentage.
+pub fn saved_percent(s: &tether::Stats) -> f64 {
+    if s.payload_bytes_in == 0 {
+        return 0.0;
+    }
+    100.0 * (1.0 - s.wire_bytes_in as f64 / s.payload_bytes_in as f64)
+}
+
+/// Writes the client's statistics to stderr (`--stats`): prose, or one JSON object.
+pub fn stats(s: &tether::Stats) {
+    let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+    status(
+        &format!(
+            "stats: {} attempts, {} connections, resumes {} ok / {} reset; in {} wire bytes for \
+             {} payload bytes ({:.1}% saved), out {} bytes; {} messages, {} events; requests {} \
+             sent, {} in flight, {} timed out; last rtt {:.2} ms",
+            s.connect_attempts,
+            s.connections,
+            s.resumes_succeeded,
+            s.resumes_reset,
+            s.wire_bytes_in,
+            s.payload_bytes_in,
+            saved_percent(s),
+            s.wire_bytes_out,
+            s.messages_received,
+            s.events_received,
+            s.requests_sent,
+            s.requests_in_flight,
+            s.requests_timed_out,
+            ms(s.last_rtt),
+        ),
+        || {
+            format!(
+                r#"{{"type":"stats","connect_attempts":{},"connections":{},"resumes_succeeded":{},"resumes_reset":{},"wire_bytes_in":{},"wire_bytes_out":{},"payload_bytes_in":{},"messages_received":{},"events_received":{},"requests_sent":{},"requests_in_flight":{},"requests_timed_out":{},"queued_events":{},"last_rtt_ms":{}}}"#,
+                s.connect_attempts,
+                s.connections,
+                s.resumes_succeeded,
+                s.resumes_reset,
+                s.wire_bytes_in,
+                s.wire_bytes_out,
+                s.payload_bytes_in,
+                s.messages_received,
+                s.events_received,
+                s.requests_sent,
+                s.requests_in_flight,
+                s.requests_timed_out,
+                s.queued_events,
+                ms(s.last_rtt),
+            )
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

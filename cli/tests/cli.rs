@@ -255,6 +255,70 @@ async fn demo_walks_through_and_closes_with_1001() {
     let s = text(&out.stdout);
     assert!(s.contains("CONNECTED (resume attempted: true)"), "{s}");
     assert!(s.contains("backend saw close code Some(1001)"), "{s}");
+    assert!(s.contains("compression saved"), "{s}");
+}
+
+/// -v/-vv show the library's records on stderr; --stats prints the counters at the end.
+#[tokio::test]
+async fn verbose_shows_log_records_and_stats_prints_counters() {
+    let b = backend().await;
+    let url = b.http_url();
+    let token = b.token();
+    let out = run(
+        &["connect", &url, "--token", &token, "-vv", "--stats"],
+        "echo {}\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Info tether::session: connecting to ws://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Debug tether::transport: TCP connected to 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("closed by the app (close code 1001)"), "{err}");
+    assert!(err.contains("stats: 1 attempts, 1 connections"), "{err}");
+    assert!(
+        err.contains("requests 1 sent, 0 in flight, 0 timed out"),
+        "{err}"
+    );
+    assert!(!err.contains(&token), "the token reached stderr");
+    let out = run(
+        &[
+            "connect",
+            &url,
+            "--token",
+            &token,
+            "-v",
+            "--json-status",
+            "--stats",
+        ],
+        "echo {}\n",
+    )
+    .await;
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains("Debug tether::"),
+        "-v shows no debug records: {err}"
+    );
+    let stats = err
+        .lines()
+        .find(|l| l.contains(r#""type":"stats""#))
+        .expect("a stats line");
+    let v: serde_json::Value = serde_json::from_str(stats).unwrap();
+    assert_eq!(
+        (v["connections"].as_u64(), v["requests_sent"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(v["wire_bytes_in"].as_u64().unwrap() > 0);
+    let out = run(&["connect", &url, "--token", &token], "echo {}\n").await;
+    assert!(
+        !text(&out.stderr).contains("tether::"),
+        "records without -v"
+    );
 }
 
 #[tokio::test]
