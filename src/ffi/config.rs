@@ -8,7 +8,12 @@ use crate::config::{ConfigBuilder, Protocol};
 use crate::status::{Error, Status};
 
 use super::boundary::{boundary, bytes_arg, code, out_arg, status_of, str_arg};
-use super::{tether_status, TETHER_PROTOCOL_GOMUKS, TETHER_PROTOCOL_RWWS};
+use super::tether_status;
+
+/// gomuks JSON RPC over `/_gomuks/websocket` (the default).
+pub const TETHER_PROTOCOL_GOMUKS: u32 = 1;
+/// rwws binary packets over `/api/ws`.
+pub const TETHER_PROTOCOL_RWWS: u32 = 2;
 
 /// Connection settings; create with `tether_config_new`, free with `tether_config_free`.
 /// A client copies what it needs, so a config may be freed or reused right after

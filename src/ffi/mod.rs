@@ -9,6 +9,10 @@
 // Every export checks its pointers before use; the safety contract is the C documentation.
 #![allow(clippy::missing_safety_doc)]
 
+// `TETHER_<STATUS>` and `TETHER_EVENT_<KIND>`, generated from the Rust enums by
+// `cargo xtask header`. First, as cbindgen emits constants in module order.
+mod consts;
+
 // Declaration order is the header's order.
 mod batch;
 mod boundary;
@@ -22,6 +26,7 @@ mod settings;
 pub use batch::*;
 pub use client::*;
 pub use config::*;
+pub use consts::*;
 pub use dispatch::{tether_destroy_cb, tether_event_cb};
 pub use event::*;
 pub use settings::*;
@@ -29,14 +34,6 @@ pub use settings::*;
 /// Result of a fallible call: `TETHER_OK` (0), a positive informational value, or a negative
 /// `TETHER_ERR_*`.
 pub type tether_status = i32;
-
-/// gomuks JSON RPC over `/_gomuks/websocket` (the default).
-pub const TETHER_PROTOCOL_GOMUKS: u32 = 1;
-/// rwws binary packets over `/api/ws`.
-pub const TETHER_PROTOCOL_RWWS: u32 = 2;
-
-// `TETHER_<STATUS>` and `TETHER_EVENT_<KIND>`, generated from the Rust enums by build.rs.
-include!(concat!(env!("OUT_DIR"), "/ffi_consts.rs"));
 
 #[cfg(test)]
 mod tests {
