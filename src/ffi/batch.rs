@@ -9,7 +9,7 @@
 use crate::event::Event;
 use crate::status::{Error, Status};
 
-use super::boundary::{boundary, client_boundary, code, fail, out_arg, status_of};
+use super::boundary::{code, fail, free_handle, out_arg, status_of};
 use super::client::{take_batch, tether_client};
 use super::tether_status;
 
@@ -102,14 +102,10 @@ impl tether_batch {
     }
 }
 
-/// Creates a batch that holds up to `max_events` events (at least 1). `*out` receives a batch
-/// owned by the caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_new(
-    max_events: usize,
-    out: *mut *mut tether_batch,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Creates a batch that holds up to `max_events` events (at least 1). `*out` receives a batch
+    /// owned by the caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
+    fn tether_batch_new(max_events: usize, out: *mut *mut tether_batch) -> tether_status {
         if max_events == 0 {
             return fail(Error::new(
                 Status::ErrInvalidArgument,
@@ -124,23 +120,22 @@ pub unsafe extern "C" fn tether_batch_new(
                 bytes: Vec::new(),
             }));
         }))
-    })
+    } ?= code
 }
 
-/// Waits up to `timeout_ms` (0: do not wait; negative: until one arrives) for an event, then
-/// moves it and every other queued event, up to the batch's capacity, into `batch`, replacing
-/// what it held. Returns `TETHER_OK` with `*out_count` (may be NULL) set to the number of
-/// events (at least 1); `TETHER_TIMEOUT` or `TETHER_CLOSED` (as `tether_client_poll`) with the
-/// batch emptied. A CLOSED event is always the last entry. Puts the client in poll mode.
-/// Any thread, but one batch per thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_poll_batch(
-    c: *mut tether_client,
-    timeout_ms: i32,
-    batch: *mut tether_batch,
-    out_count: *mut usize,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// Waits up to `timeout_ms` (0: do not wait; negative: until one arrives) for an event, then
+    /// moves it and every other queued event, up to the batch's capacity, into `batch`, replacing
+    /// what it held. Returns `TETHER_OK` with `*out_count` (may be NULL) set to the number of
+    /// events (at least 1); `TETHER_TIMEOUT` or `TETHER_CLOSED` (as `tether_client_poll`) with the
+    /// batch emptied. A CLOSED event is always the last entry. Puts the client in poll mode.
+    /// Any thread, but one batch per thread.
+    client fn tether_client_poll_batch(
+        c: *mut tether_client,
+        timeout_ms: i32,
+        batch: *mut tether_batch,
+        out_count: *mut usize,
+    ) -> tether_status |h| {
         let b = match out_arg(batch, "batch") {
             Ok(b) => b,
             Err(e) => return fail(e),
@@ -159,24 +154,23 @@ pub unsafe extern "C" fn tether_client_poll_batch(
             }
             Err(e) => fail(e),
         }
-    })
+    } ?= code
 }
 
-/// Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
-/// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
-/// Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
-/// argument is NULL.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_view(
-    batch: *const tether_batch,
-    entries: *mut *const tether_batch_entry,
-    count: *mut usize,
-    bytes: *mut *const u8,
-    bytes_len: *mut usize,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
+    /// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
+    /// Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
+    /// argument is NULL.
+    fn tether_batch_view(
+        batch: *const tether_batch,
+        entries: *mut *const tether_batch_entry,
+        count: *mut usize,
+        bytes: *mut *const u8,
+        bytes_len: *mut usize,
+    ) -> tether_status {
         status_of(view(batch, entries, count, bytes, bytes_len))
-    })
+    } ?= code
 }
 
 fn view(
@@ -202,16 +196,10 @@ fn view(
     Ok(())
 }
 
-/// Frees a batch. NULL is fine; never twice.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_free(batch: *mut tether_batch) {
-    boundary(
-        |_| (),
-        || {
-            if !batch.is_null() {
-                // SAFETY: the caller passes a batch from tether_batch_new, once.
-                drop(unsafe { Box::from_raw(batch) });
-            }
-        },
-    )
+ffi_fn! {
+    /// Frees a batch. NULL is fine; never twice.
+    fn tether_batch_free(batch: *mut tether_batch) {
+        // SAFETY: the caller passes a batch from tether_batch_new, once, or NULL.
+        unsafe { free_handle(batch, |_| ()) }
+    } ?= |_| ()
 }
