@@ -401,6 +401,11 @@ tether_status tether_batch_new(size_t max_events, struct tether_batch **out);
  * events (at least 1); `TETHER_TIMEOUT` or `TETHER_CLOSED` (as `tether_client_poll`) with the
  * batch emptied. A CLOSED event is always the last entry. Puts the client in poll mode.
  * Any thread, but one batch per thread.
+ *
+ * The batch buffer holds at most 4 GiB: an event that would take it further stays queued
+ * for the next call. If the first event alone is larger, nothing is taken and
+ * `TETHER_ERR_MESSAGE_TOO_LARGE` is returned with the batch emptied and the event still
+ * queued; take it with `tether_client_poll`.
  */
 tether_status tether_client_poll_batch(struct tether_client *c, int32_t timeout_ms, struct tether_batch *batch, size_t *out_count);
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::queue::Pop;
+use crate::queue::{Batch, Pop};
 use crate::status::{Error, Status};
 
 use super::boundary::{
@@ -223,26 +223,20 @@ fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Resu
 }
 
 /// Waits up to `timeout_ms` for one event (negative: until one arrives), then takes it and
-/// whatever else is queued, up to `max` events. Helper of `tether_client_poll_batch`.
+/// whatever else is queued, up to `max` events, for as long as `fits` accepts the next one
+/// (see [`EventQueue::pop_batch`](crate::queue::EventQueue::pop_batch)). Helper of
+/// `tether_client_poll_batch`.
 pub(crate) fn take_batch(
     h: &tether_client,
     timeout_ms: i32,
     max: usize,
     out: &mut Vec<crate::event::Event>,
-) -> Result<Status, Error> {
+    fits: impl FnMut(&crate::event::Event) -> bool,
+) -> Result<Batch, Error> {
     h.claim(MODE_POLL)?;
-    match h.client.poll(timeout_arg(timeout_ms)) {
-        Pop::Event(ev) => {
-            let last = ev.kind() == crate::event::EventKind::Closed;
-            out.push(ev);
-            if !last && max > 1 {
-                h.client.drain(out, max - 1);
-            }
-            Ok(Status::Ok)
-        }
-        Pop::Timeout => Ok(Status::Timeout),
-        Pop::Finished => Ok(Status::Closed),
-    }
+    Ok(h.client
+        .queue()
+        .pop_batch(timeout_arg(timeout_ms), max, out, fits))
 }
 
 ffi_fn! {
