@@ -14,11 +14,15 @@ stage() {
   stage_start=$SECONDS
   echo "== $*"
 }
-stage "format, lint and the C header"
+stage "format, lint, the C header and the crate package"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # include/tether.h and src/ffi/consts.rs match the sources, and the header declares every export.
 cargo xtask header --check
+# The crate as published (src/, include/, README) builds on its own; testkit and the other
+# path dev-dependencies are stripped from it. --allow-dirty: what matters is that it builds,
+# also from a tree with uncommitted changes.
+cargo package -q -p tether --allow-dirty
 # No Swift toolchain in CI: check the Swift (and Kotlin) calls against the header instead.
 python3 scripts/check-bindings.py
 stage "Rust tests"
