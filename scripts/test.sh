@@ -17,12 +17,14 @@ stage() {
 stage "format, lint, the C header and the crate package"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The crate as published (src/, include/, README) builds on its own; the testkit, a path-only
+# dev-dependency, is stripped from it. --allow-dirty: what matters is that it builds, also from
+# a tree with uncommitted changes. Its verify build shares target/debug with the workspace's
+# tether under the same file names, so it runs before the next build of the library (the
+# header check's) rather than between two that could share one.
+cargo package -q -p tether --allow-dirty
 # include/tether.h and src/ffi/consts.rs match the sources, and the header declares every export.
 cargo xtask header --check
-# The crate as published (src/, include/, README) builds on its own; testkit and the other
-# path dev-dependencies are stripped from it. --allow-dirty: what matters is that it builds,
-# also from a tree with uncommitted changes.
-cargo package -q -p tether --allow-dirty
 # No Swift toolchain in CI: check the Swift (and Kotlin) calls against the header instead.
 python3 scripts/check-bindings.py
 stage "Rust tests"
