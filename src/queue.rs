@@ -24,6 +24,25 @@ pub enum Pop {
     Finished,
 }
 
+/// What [`EventQueue::pop_batch`] returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// This many events were taken (at least 1).
+    Taken(usize),
+    /// An event is queued but the consumer could not hold it; it is still queued.
+    Refused,
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// The final CLOSED event has already been taken.
+    Finished,
+}
+
+/// Why a wait ended without an event.
+enum Idle {
+    Timeout,
+    Finished,
+}
+
 /// Hook called with `true` when the queue becomes non-empty and `false` when it drains, so a
 /// host-visible readiness signal (eventfd, pipe) can follow the queue. It runs under the queue
 /// lock, so transitions are reported in order and the signal can never lag behind the queue;
@@ -178,14 +197,27 @@ impl EventQueue {
 
     /// Takes the next event, waiting up to `timeout` (`None` waits until one arrives).
     pub fn pop_blocking(&self, timeout: Option<Duration>) -> Pop {
+        match self.wait_queued(timeout) {
+            Ok(mut g) => match self.take(&mut g) {
+                Some(ev) => Pop::Event(ev),
+                None => unreachable!("wait_queued returns with an event queued"),
+            },
+            Err(Idle::Timeout) => Pop::Timeout,
+            Err(Idle::Finished) => Pop::Finished,
+        }
+    }
+
+    /// Waits up to `timeout` until an event is queued and returns the lock with it still
+    /// queued, or says why there is none.
+    fn wait_queued(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_, Inner>, Idle> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = self.lock();
         loop {
-            if let Some(ev) = self.take(&mut g) {
-                return Pop::Event(ev);
+            if !g.events.is_empty() {
+                return Ok(g);
             }
             if g.finished || g.abandoned {
-                return Pop::Finished;
+                return Err(Idle::Finished);
             }
             g.sleepers += 1;
             match deadline {
@@ -194,7 +226,7 @@ impl EventQueue {
                     let now = Instant::now();
                     if now >= d {
                         g.sleepers -= 1;
-                        return Pop::Timeout;
+                        return Err(Idle::Timeout);
                     }
                     g = self
                         .cond
@@ -207,7 +239,48 @@ impl EventQueue {
         }
     }
 
-    /// Takes up to `max` events without waiting (the batch path).
+    /// Waits up to `timeout` for an event, then moves events into `out` in order, up to
+    /// `max`, for as long as `fits` accepts the next one. `fits` sees each event before it is
+    /// taken, under the queue lock (keep it cheap); the event it refuses stays first in the
+    /// queue, so a consumer that cannot hold an event never loses it.
+    pub fn pop_batch(
+        &self,
+        timeout: Option<Duration>,
+        max: usize,
+        out: &mut Vec<Event>,
+        mut fits: impl FnMut(&Event) -> bool,
+    ) -> Batch {
+        let mut g = match self.wait_queued(timeout) {
+            Ok(g) => g,
+            Err(Idle::Timeout) => return Batch::Timeout,
+            Err(Idle::Finished) => return Batch::Finished,
+        };
+        let mut n = 0;
+        while n < max {
+            match g.events.front() {
+                Some(ev) if fits(ev) => {}
+                _ => break,
+            }
+            let Some(ev) = self.take(&mut g) else { break };
+            let last = ev.kind == EventKind::Closed;
+            out.push(ev);
+            n += 1;
+            if last {
+                break;
+            }
+        }
+        if n == 0 {
+            // This caller may have been woken for the event it leaves; another waiting
+            // consumer (one that can take it) must not sleep through it.
+            if g.sleepers > 0 {
+                self.cond.notify_one();
+            }
+            return Batch::Refused;
+        }
+        Batch::Taken(n)
+    }
+
+    /// Takes up to `max` events without waiting.
     pub fn drain_into(&self, out: &mut Vec<Event>, max: usize) -> usize {
         let mut g = self.lock();
         let mut n = 0;
@@ -301,6 +374,39 @@ mod tests {
         assert_eq!(q.drain_into(&mut v, 10), 2);
         assert_eq!(v[1].kind, EventKind::Closed);
         assert!(matches!(q.pop_blocking(None), Pop::Finished));
+    }
+
+    #[test]
+    fn pop_batch_leaves_what_does_not_fit() {
+        let q = EventQueue::new(8);
+        assert_eq!(
+            q.pop_batch(Some(Duration::ZERO), 8, &mut Vec::new(), |_| true),
+            Batch::Timeout
+        );
+        q.push_all([ev(1), ev(2), ev(3), Event::new(EventKind::Closed)]);
+        let mut v = Vec::new();
+        let mut room = 2;
+        let fits = |_: &Event| {
+            room -= 1;
+            room >= 0
+        };
+        assert_eq!(q.pop_batch(None, 8, &mut v, fits), Batch::Taken(2));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_batch(None, 8, &mut v, |_| false), Batch::Refused);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_batch(None, 1, &mut v, |_| true), Batch::Taken(1));
+        assert_eq!(q.pop_batch(None, 8, &mut v, |_| true), Batch::Taken(1));
+        let ids: Vec<_> = v.iter().map(|e| (e.kind, e.request_id)).collect();
+        assert_eq!(
+            ids[..3],
+            [
+                (EventKind::Message, 1),
+                (EventKind::Message, 2),
+                (EventKind::Message, 3)
+            ]
+        );
+        assert_eq!(ids[3].0, EventKind::Closed);
+        assert_eq!(q.pop_batch(None, 8, &mut v, |_| true), Batch::Finished);
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! length, so a binding can copy the whole buffer out once and slice it.
 
 use crate::event::Event;
+use crate::queue::Batch;
 use crate::status::{Error, Status};
 
-use super::boundary::{boundary, client_boundary, code, fail, out_arg, status_of};
+use super::boundary::{code, fail, free_handle, out_arg, status_of};
 use super::client::{take_batch, tether_client};
 use super::tether_status;
 
@@ -52,6 +53,24 @@ pub struct tether_batch_entry {
     pub reserved: u8,
 }
 
+/// Most bytes one batch buffer holds: entries locate command names with `u32` offsets. An
+/// event is taken off the queue only if it fits, so packing cannot fail after the take.
+const MAX_BATCH_BYTES: usize = u32::MAX as usize;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests lower the cap instead of allocating 4 GiB.
+    static TEST_MAX_BATCH_BYTES: std::cell::Cell<usize> =
+        const { std::cell::Cell::new(MAX_BATCH_BYTES) };
+}
+
+fn max_batch_bytes() -> usize {
+    #[cfg(test)]
+    return TEST_MAX_BATCH_BYTES.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    MAX_BATCH_BYTES
+}
+
 /// A reusable container for `tether_client_poll_batch`. Create with `tether_batch_new`, free
 /// with `tether_batch_free`. Not thread-safe: one batch per polling thread.
 pub struct tether_batch {
@@ -68,11 +87,12 @@ impl tether_batch {
         self.bytes.clear();
     }
 
-    fn pack(&mut self) -> Result<(), Error> {
-        let too_big = || Error::new(Status::ErrInvalidArgument, "batch buffer over 4 GiB");
+    /// Copies the taken events into the buffer. The events were taken only while they fit in
+    /// `max_batch_bytes()`, so every offset fits its field.
+    fn pack(&mut self) {
         for ev in &self.events {
             let cmd = ev.command().as_bytes();
-            let command_offset = u32::try_from(self.bytes.len()).map_err(|_| too_big())?;
+            let command_offset = self.bytes.len() as u32;
             self.bytes.extend_from_slice(cmd);
             let data_offset = self.bytes.len() as u64;
             self.bytes.extend_from_slice(ev.data());
@@ -98,18 +118,13 @@ impl tether_batch {
         }
         // The payloads now live in `bytes`; release the received buffers at once.
         self.events.clear();
-        Ok(())
     }
 }
 
-/// Creates a batch that holds up to `max_events` events (at least 1). `*out` receives a batch
-/// owned by the caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_new(
-    max_events: usize,
-    out: *mut *mut tether_batch,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Creates a batch that holds up to `max_events` events (at least 1). `*out` receives a batch
+    /// owned by the caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
+    fn tether_batch_new(max_events: usize, out: *mut *mut tether_batch) -> tether_status {
         if max_events == 0 {
             return fail(Error::new(
                 Status::ErrInvalidArgument,
@@ -124,59 +139,86 @@ pub unsafe extern "C" fn tether_batch_new(
                 bytes: Vec::new(),
             }));
         }))
-    })
+    } ?= code
 }
 
-/// Waits up to `timeout_ms` (0: do not wait; negative: until one arrives) for an event, then
-/// moves it and every other queued event, up to the batch's capacity, into `batch`, replacing
-/// what it held. Returns `TETHER_OK` with `*out_count` (may be NULL) set to the number of
-/// events (at least 1); `TETHER_TIMEOUT` or `TETHER_CLOSED` (as `tether_client_poll`) with the
-/// batch emptied. A CLOSED event is always the last entry. Puts the client in poll mode.
-/// Any thread, but one batch per thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_poll_batch(
-    c: *mut tether_client,
-    timeout_ms: i32,
-    batch: *mut tether_batch,
-    out_count: *mut usize,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// Waits up to `timeout_ms` (0: do not wait; negative: until one arrives) for an event, then
+    /// moves it and every other queued event, up to the batch's capacity, into `batch`, replacing
+    /// what it held. Returns `TETHER_OK` with `*out_count` (may be NULL) set to the number of
+    /// events (at least 1); `TETHER_TIMEOUT` or `TETHER_CLOSED` (as `tether_client_poll`) with the
+    /// batch emptied. A CLOSED event is always the last entry. Puts the client in poll mode.
+    /// Any thread, but one batch per thread.
+    ///
+    /// The batch buffer holds at most 4 GiB: an event that would take it further stays queued
+    /// for the next call. If the first event alone is larger, nothing is taken and
+    /// `TETHER_ERR_MESSAGE_TOO_LARGE` is returned with the batch emptied and the event still
+    /// queued; take it with `tether_client_poll`.
+    client fn tether_client_poll_batch(
+        c: *mut tether_client,
+        timeout_ms: i32,
+        batch: *mut tether_batch,
+        out_count: *mut usize,
+    ) -> tether_status |h| {
         let b = match out_arg(batch, "batch") {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
         b.clear();
-        let mut events = std::mem::take(&mut b.events);
-        let r = take_batch(h, timeout_ms, b.max, &mut events);
-        b.events = events;
-        match r.and_then(|s| b.pack().map(|()| s)) {
-            Ok(s) => {
-                // SAFETY: the caller passes a writable pointer or NULL.
-                if let (Status::Ok, Some(n)) = (s, unsafe { out_count.as_mut() }) {
-                    *n = b.entries.len();
-                }
-                s.code()
+        let (cap, mut used, mut refused) = (max_batch_bytes(), 0usize, 0usize);
+        // Sizes only: this runs under the queue lock; the copying happens in `pack`.
+        let fits = |ev: &Event| {
+            let n = ev.command().len() + ev.data().len();
+            if n > cap - used {
+                refused = n;
+                return false;
             }
-            Err(e) => fail(e),
+            used += n;
+            true
+        };
+        let mut events = std::mem::take(&mut b.events);
+        let taken = take_batch(h, timeout_ms, b.max, &mut events, fits);
+        b.events = events;
+        let status = match taken {
+            Ok(Batch::Taken(_)) => {
+                b.pack();
+                Status::Ok
+            }
+            Ok(Batch::Refused) => {
+                return fail(Error::new(
+                    Status::ErrMessageTooLarge,
+                    format!(
+                        "the next event ({refused} bytes) does not fit in a batch (at most \
+                         {cap} bytes); it stays queued, take it with tether_client_poll"
+                    ),
+                ))
+            }
+            Ok(Batch::Timeout) => Status::Timeout,
+            Ok(Batch::Finished) => Status::Closed,
+            Err(e) => return fail(e),
+        };
+        // SAFETY: the caller passes a writable pointer or NULL.
+        if let (Status::Ok, Some(n)) = (status, unsafe { out_count.as_mut() }) {
+            *n = b.entries.len();
         }
-    })
+        status.code()
+    } ?= code
 }
 
-/// Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
-/// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
-/// Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
-/// argument is NULL.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_view(
-    batch: *const tether_batch,
-    entries: *mut *const tether_batch_entry,
-    count: *mut usize,
-    bytes: *mut *const u8,
-    bytes_len: *mut usize,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
+    /// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
+    /// Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
+    /// argument is NULL.
+    fn tether_batch_view(
+        batch: *const tether_batch,
+        entries: *mut *const tether_batch_entry,
+        count: *mut usize,
+        bytes: *mut *const u8,
+        bytes_len: *mut usize,
+    ) -> tether_status {
         status_of(view(batch, entries, count, bytes, bytes_len))
-    })
+    } ?= code
 }
 
 fn view(
@@ -202,16 +244,117 @@ fn view(
     Ok(())
 }
 
-/// Frees a batch. NULL is fine; never twice.
-#[no_mangle]
-pub unsafe extern "C" fn tether_batch_free(batch: *mut tether_batch) {
-    boundary(
-        |_| (),
-        || {
-            if !batch.is_null() {
-                // SAFETY: the caller passes a batch from tether_batch_new, once.
-                drop(unsafe { Box::from_raw(batch) });
-            }
-        },
-    )
+ffi_fn! {
+    /// Frees a batch. NULL is fine; never twice.
+    fn tether_batch_free(batch: *mut tether_batch) {
+        // SAFETY: the caller passes a batch from tether_batch_new, once, or NULL.
+        unsafe { free_handle(batch, |_| ()) }
+    } ?= |_| ()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::ffi::*;
+    use std::ptr::null_mut;
+
+    fn message(id: i64, len: usize) -> Event {
+        let mut e = Event::new(EventKind::Message);
+        e.request_id = id;
+        e.data = bytes::Bytes::from(vec![b'x'; len]);
+        e
+    }
+
+    /// An unconnected client whose queue the test fills directly.
+    unsafe fn client_with(events: Vec<Event>) -> *mut tether_client {
+        let mut cfg = null_mut();
+        assert_eq!(tether_config_new(&mut cfg), TETHER_OK);
+        assert_eq!(
+            tether_config_set_url(cfg, c"ws://127.0.0.1:9/".as_ptr()),
+            TETHER_OK
+        );
+        let mut c = null_mut();
+        assert_eq!(tether_client_new(cfg, &mut c), TETHER_OK);
+        tether_config_free(cfg);
+        (*c).client().queue().push_all(events);
+        c
+    }
+
+    /// (kind, request id, data length) of each entry.
+    unsafe fn entries(b: *const tether_batch) -> Vec<(u32, i64, u64)> {
+        let (mut e, mut n, mut bytes, mut len) = (std::ptr::null(), 0, std::ptr::null(), 0);
+        assert_eq!(
+            tether_batch_view(b, &mut e, &mut n, &mut bytes, &mut len),
+            TETHER_OK
+        );
+        std::slice::from_raw_parts(e, n)
+            .iter()
+            .map(|e| (e.kind, e.request_id, e.data_len))
+            .collect()
+    }
+
+    /// Packing used to fail after the events had been taken off the queue, losing them
+    /// (CLOSED among them). An event the buffer cannot hold now waits for the next call.
+    #[test]
+    fn a_full_batch_leaves_the_next_event_queued() {
+        TEST_MAX_BATCH_BYTES.with(|m| m.set(100));
+        let closed = Event::new(EventKind::Closed);
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let c = client_with(vec![message(1, 40), message(2, 40), message(3, 40), closed]);
+            let mut b = null_mut();
+            assert_eq!(tether_batch_new(16, &mut b), TETHER_OK);
+            let mut n = 0;
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+            assert_eq!(
+                entries(b),
+                [(TETHER_EVENT_MESSAGE, 1, 40), (TETHER_EVENT_MESSAGE, 2, 40)]
+            );
+            assert_eq!(n, 2);
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+            assert_eq!(
+                entries(b),
+                [(TETHER_EVENT_MESSAGE, 3, 40), (TETHER_EVENT_CLOSED, 0, 0)]
+            );
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_CLOSED);
+            tether_batch_free(b);
+            tether_client_free(c);
+        }
+    }
+
+    /// An event no batch can hold is refused with a status, stays first in the queue, and
+    /// `tether_client_poll` still delivers it.
+    #[test]
+    fn an_event_larger_than_any_batch_stays_queued_for_poll() {
+        TEST_MAX_BATCH_BYTES.with(|m| m.set(10));
+        let closed = Event::new(EventKind::Closed);
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let c = client_with(vec![message(1, 40), closed]);
+            let mut b = null_mut();
+            assert_eq!(tether_batch_new(16, &mut b), TETHER_OK);
+            let mut n = 7;
+            assert_eq!(
+                tether_client_poll_batch(c, 0, b, &mut n),
+                TETHER_ERR_MESSAGE_TOO_LARGE
+            );
+            assert_eq!((n, entries(b).len()), (7, 0));
+            let msg = std::ffi::CStr::from_ptr(tether_last_error())
+                .to_str()
+                .unwrap();
+            assert!(msg.contains("tether_client_poll"), "{msg}");
+            let mut ev = null_mut();
+            assert_eq!(tether_client_poll(c, 0, &mut ev), TETHER_OK);
+            assert_eq!(
+                (tether_event_kind(ev), tether_event_request_id(ev)),
+                (TETHER_EVENT_MESSAGE, 1)
+            );
+            tether_event_free(ev);
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+            assert_eq!(entries(b), [(TETHER_EVENT_CLOSED, 0, 0)]);
+            tether_batch_free(b);
+            tether_client_free(c);
+        }
+    }
 }

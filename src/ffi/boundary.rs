@@ -123,6 +123,23 @@ pub(crate) fn client_boundary<T>(
     })
 }
 
+/// Releases a handle the library handed to C, for every `tether_*_free`: NULL is a no-op;
+/// otherwise `teardown` runs first on a shared reference, because another thread (a
+/// callback on the dispatcher) may still be using the handle until teardown has stopped it,
+/// and only then is the Box reclaimed, once.
+///
+/// # Safety
+/// `p` is NULL or a pointer from `Box::into_raw` that the caller gives up here, once.
+pub(crate) unsafe fn free_handle<T>(p: *mut T, teardown: impl FnOnce(&T)) {
+    // SAFETY: the caller's promise; the handle is live until the Box is rebuilt below.
+    let Some(h) = (unsafe { p.as_ref() }) else {
+        return;
+    };
+    teardown(h);
+    // SAFETY: as above; nothing uses the handle once teardown has returned.
+    drop(unsafe { Box::from_raw(p) });
+}
+
 /// The fallback for functions returning a status.
 pub(crate) fn code(s: Status) -> tether_status {
     s.code()
@@ -178,6 +195,29 @@ mod tests {
             .to_str()
             .unwrap();
         assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn free_handle_accepts_null_and_drops_once() {
+        use std::sync::atomic::AtomicUsize;
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted;
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let mut torn_down = 0;
+        // SAFETY: NULL, then a fresh Box given up once.
+        unsafe {
+            free_handle(std::ptr::null_mut::<Counted>(), |_| torn_down += 1);
+            assert_eq!(torn_down, 0);
+            free_handle(Box::into_raw(Box::new(Counted)), |_| {
+                assert_eq!(DROPS.load(Ordering::SeqCst), 0, "dropped before teardown");
+                torn_down += 1;
+            });
+        }
+        assert_eq!((torn_down, DROPS.load(Ordering::SeqCst)), (1, 1));
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::queue::Pop;
+use crate::queue::{Batch, Pop};
 use crate::status::{Error, Status};
 
 use super::boundary::{
-    boundary, bytes_arg, client_boundary, code, fail, install_fork_guard, out_arg, status_of,
-    str_arg, timeout_arg,
+    bytes_arg, code, fail, free_handle, install_fork_guard, out_arg, status_of, str_arg,
+    timeout_arg,
 };
 use super::config::tether_config;
 use super::dispatch::{tether_destroy_cb, tether_event_cb, Dispatcher};
@@ -70,17 +70,15 @@ impl tether_client {
     }
 }
 
-/// Creates a client from `cfg` (copied; the config may be freed right after). Nothing happens
-/// on the network until `tether_client_connect`. `*out` receives a client owned by the caller
-/// (free with `tether_client_free`). `TETHER_ERR_CONFIG` with the reason in
-/// `tether_last_error()` if the configuration is invalid; `TETHER_ERR_NULL` for NULL. Any
-/// thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_new(
-    cfg: *const tether_config,
-    out: *mut *mut tether_client,
-) -> tether_status {
-    boundary(code, || status_of(client_new(cfg, out)))
+ffi_fn! {
+    /// Creates a client from `cfg` (copied; the config may be freed right after). Nothing happens
+    /// on the network until `tether_client_connect`. `*out` receives a client owned by the caller
+    /// (free with `tether_client_free`). `TETHER_ERR_CONFIG` with the reason in
+    /// `tether_last_error()` if the configuration is invalid; `TETHER_ERR_NULL` for NULL. Any
+    /// thread.
+    fn tether_client_new(cfg: *const tether_config, out: *mut *mut tether_client) -> tether_status {
+        status_of(client_new(cfg, out))
+    } ?= code
 }
 
 fn client_new(cfg: *const tether_config, out: *mut *mut tether_client) -> Result<(), Error> {
@@ -100,45 +98,44 @@ fn client_new(cfg: *const tether_config, out: *mut *mut tether_client) -> Result
     Ok(())
 }
 
-/// Starts connecting in the background and returns at once; progress arrives as events
-/// (CONNECTING, CONNECTED, MESSAGE..., DISCONNECTED with the reason and whether a retry
-/// follows). `TETHER_ERR_STATE` if already connected once or closed. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_connect(c: *mut tether_client) -> tether_status {
-    client_boundary(c, code, |h| status_of(h.client.connect()))
+ffi_fn! {
+    /// Starts connecting in the background and returns at once; progress arrives as events
+    /// (CONNECTING, CONNECTED, MESSAGE..., DISCONNECTED with the reason and whether a retry
+    /// follows). `TETHER_ERR_STATE` if already connected once or closed. Any thread.
+    client fn tether_client_connect(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.connect())
+    } ?= code
 }
 
-/// Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
-/// with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
-/// event carrying the id written to `*out_request_id` (may be NULL). Requests made while
-/// disconnected are sent once connected. The config's request timeout applies. gomuks only:
-/// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
-/// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
-/// `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_request(
-    c: *mut tether_client,
-    command: *const c_char,
-    data: *const u8,
-    len: usize,
-    out_request_id: *mut i64,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
+    /// with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
+    /// event carrying the id written to `*out_request_id` (may be NULL). Requests made while
+    /// disconnected are sent once connected. The config's request timeout applies. gomuks only:
+    /// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
+    /// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
+    /// `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
+    client fn tether_client_request(
+        c: *mut tether_client,
+        command: *const c_char,
+        data: *const u8,
+        len: usize,
+        out_request_id: *mut i64,
+    ) -> tether_status |h| {
         status_of(request(h, command, data, len, None, out_request_id))
-    })
+    } ?= code
 }
 
-/// `tether_client_request` with its own timeout in milliseconds (must be positive).
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_request_with_timeout(
-    c: *mut tether_client,
-    command: *const c_char,
-    data: *const u8,
-    len: usize,
-    timeout_ms: u32,
-    out_request_id: *mut i64,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// `tether_client_request` with its own timeout in milliseconds (must be positive).
+    client fn tether_client_request_with_timeout(
+        c: *mut tether_client,
+        command: *const c_char,
+        data: *const u8,
+        len: usize,
+        timeout_ms: u32,
+        out_request_id: *mut i64,
+    ) -> tether_status |h| {
         if timeout_ms == 0 {
             return fail(Error::new(
                 Status::ErrInvalidArgument,
@@ -147,7 +144,7 @@ pub unsafe extern "C" fn tether_client_request_with_timeout(
         }
         let t = Duration::from_millis(u64::from(timeout_ms));
         status_of(request(h, command, data, len, Some(t), out_request_id))
-    })
+    } ?= code
 }
 
 fn request(
@@ -171,47 +168,45 @@ fn request(
     Ok(())
 }
 
-/// Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
-/// reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
-/// client never issued. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_cancel(
-    c: *mut tether_client,
-    request_id: i64,
-) -> tether_status {
-    client_boundary(c, code, |h| status_of(h.client.cancel(request_id)))
+ffi_fn! {
+    /// Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
+    /// reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
+    /// client never issued. Any thread.
+    client fn tether_client_cancel(c: *mut tether_client, request_id: i64) -> tether_status |h| {
+        status_of(h.client.cancel(request_id))
+    } ?= code
 }
 
-/// rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
-/// disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
-/// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_send_packet(
-    c: *mut tether_client,
-    bytes: *const u8,
-    len: usize,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
+    /// disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
+    /// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
+    client fn tether_client_send_packet(
+        c: *mut tether_client,
+        bytes: *const u8,
+        len: usize,
+    ) -> tether_status |h| {
         status_of(bytes_arg(bytes, len, "bytes").and_then(|b| h.client.send_packet(b)))
-    })
+    } ?= code
 }
 
-/// Takes the next event, waiting up to `timeout_ms` (0: do not wait; negative: wait until one
-/// arrives). Returns `TETHER_OK` with `*out` set to an event the caller frees with
-/// `tether_event_free`; `TETHER_TIMEOUT` if none arrived; `TETHER_CLOSED` once the CLOSED event
-/// has been taken (every later call too). Puts the client in poll mode
-/// (`TETHER_ERR_WRONG_MODE` if a callback is set). Any thread; concurrent pollers each get
-/// different events.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_poll(
-    c: *mut tether_client,
-    timeout_ms: i32,
-    out: *mut *mut tether_event,
-) -> tether_status {
-    client_boundary(c, code, |h| match poll(h, timeout_ms, out) {
-        Ok(s) => s.code(),
-        Err(e) => fail(e),
-    })
+ffi_fn! {
+    /// Takes the next event, waiting up to `timeout_ms` (0: do not wait; negative: wait until one
+    /// arrives). Returns `TETHER_OK` with `*out` set to an event the caller frees with
+    /// `tether_event_free`; `TETHER_TIMEOUT` if none arrived; `TETHER_CLOSED` once the CLOSED event
+    /// has been taken (every later call too). Puts the client in poll mode
+    /// (`TETHER_ERR_WRONG_MODE` if a callback is set). Any thread; concurrent pollers each get
+    /// different events.
+    client fn tether_client_poll(
+        c: *mut tether_client,
+        timeout_ms: i32,
+        out: *mut *mut tether_event,
+    ) -> tether_status |h| {
+        match poll(h, timeout_ms, out) {
+            Ok(s) => s.code(),
+            Err(e) => fail(e),
+        }
+    } ?= code
 }
 
 fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Result<Status, Error> {
@@ -228,48 +223,39 @@ fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Resu
 }
 
 /// Waits up to `timeout_ms` for one event (negative: until one arrives), then takes it and
-/// whatever else is queued, up to `max` events. Helper of `tether_client_poll_batch`.
+/// whatever else is queued, up to `max` events, for as long as `fits` accepts the next one
+/// (see [`EventQueue::pop_batch`](crate::queue::EventQueue::pop_batch)). Helper of
+/// `tether_client_poll_batch`.
 pub(crate) fn take_batch(
     h: &tether_client,
     timeout_ms: i32,
     max: usize,
     out: &mut Vec<crate::event::Event>,
-) -> Result<Status, Error> {
+    fits: impl FnMut(&crate::event::Event) -> bool,
+) -> Result<Batch, Error> {
     h.claim(MODE_POLL)?;
-    match h.client.poll(timeout_arg(timeout_ms)) {
-        Pop::Event(ev) => {
-            let last = ev.kind() == crate::event::EventKind::Closed;
-            out.push(ev);
-            if !last && max > 1 {
-                h.client.drain(out, max - 1);
-            }
-            Ok(Status::Ok)
-        }
-        Pop::Timeout => Ok(Status::Timeout),
-        Pop::Finished => Ok(Status::Closed),
-    }
+    Ok(h.client
+        .queue()
+        .pop_batch(timeout_arg(timeout_ms), max, out, fits))
 }
 
-/// A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
-/// pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
-/// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`. Only wait for readability and
-/// never read or close it: the library resets it when the queue drains and closes it in
-/// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
-/// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
-/// for NULL, in callback mode, or if no descriptor could be created.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_event_fd(c: *const tether_client) -> c_int {
-    client_boundary(
-        c,
-        |_| -1,
-        |h| match event_fd(h) {
+ffi_fn! {
+    /// A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
+    /// pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
+    /// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`. Only wait for readability and
+    /// never read or close it: the library resets it when the queue drains and closes it in
+    /// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
+    /// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
+    /// for NULL, in callback mode, or if no descriptor could be created.
+    client fn tether_client_event_fd(c: *const tether_client) -> c_int |h| {
+        match event_fd(h) {
             Ok(fd) => fd,
             Err(e) => {
                 fail(e);
                 -1
             }
-        },
-    )
+        }
+    } ?= |_| -1
 }
 
 fn event_fd(h: &tether_client) -> Result<c_int, Error> {
@@ -293,23 +279,24 @@ fn event_fd(h: &tether_client) -> Result<c_int, Error> {
     Ok(fd)
 }
 
-/// Delivers every event to `cb(ctx, ev)` on a dedicated dispatcher thread, one at a time and
-/// in order; `ev` is borrowed for the call (do not free it; copy what you keep). Events queued
-/// before this call are delivered too. `destroy(ctx)` (may be NULL) runs exactly once on that
-/// thread after the last callback: after the CLOSED event, or when the client is freed.
-/// Inside `cb` you may call `tether_client_request`, `_cancel`, `_close` and `_free` on this
-/// client; do not block for long, since events wait behind the callback. On failure nothing is
-/// started and `destroy` is not called. `TETHER_ERR_NULL` if `cb` is NULL;
-/// `TETHER_ERR_WRONG_MODE` after poll mode was used; `TETHER_ERR_STATE` if a callback is
-/// already set.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_set_event_callback(
-    c: *mut tether_client,
-    cb: tether_event_cb,
-    ctx: *mut c_void,
-    destroy: tether_destroy_cb,
-) -> tether_status {
-    client_boundary(c, code, |h| status_of(set_callback(h, cb, ctx, destroy)))
+ffi_fn! {
+    /// Delivers every event to `cb(ctx, ev)` on a dedicated dispatcher thread, one at a time and
+    /// in order; `ev` is borrowed for the call (do not free it; copy what you keep). Events queued
+    /// before this call are delivered too. `destroy(ctx)` (may be NULL) runs exactly once on that
+    /// thread after the last callback: after the CLOSED event, or when the client is freed.
+    /// Inside `cb` you may call `tether_client_request`, `_cancel`, `_close` and `_free` on this
+    /// client; do not block for long, since events wait behind the callback. On failure nothing is
+    /// started and `destroy` is not called. `TETHER_ERR_NULL` if `cb` is NULL;
+    /// `TETHER_ERR_WRONG_MODE` after poll mode was used; `TETHER_ERR_STATE` if a callback is
+    /// already set.
+    client fn tether_client_set_event_callback(
+        c: *mut tether_client,
+        cb: tether_event_cb,
+        ctx: *mut c_void,
+        destroy: tether_destroy_cb,
+    ) -> tether_status |h| {
+        status_of(set_callback(h, cb, ctx, destroy))
+    } ?= code
 }
 
 fn set_callback(
@@ -338,44 +325,45 @@ fn set_callback(
     Ok(())
 }
 
-/// Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
-/// the backend frees the events it kept for this client), pending requests complete with
-/// `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
-/// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
-/// `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
-/// inside an event callback.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_close(c: *mut tether_client) -> tether_status {
-    client_boundary(c, code, |h| status_of(h.client.close()))
+ffi_fn! {
+    /// Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
+    /// the backend frees the events it kept for this client), pending requests complete with
+    /// `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
+    /// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
+    /// `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
+    /// inside an event callback.
+    client fn tether_client_close(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.close())
+    } ?= code
 }
 
-/// Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
-/// close code 1000 instead of 1001), so a later client given this one's
-/// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
-/// it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
-/// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
-/// closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_close_keep_resume(c: *mut tether_client) -> tether_status {
-    client_boundary(c, code, |h| status_of(h.client.close_keep_resume()))
+ffi_fn! {
+    /// Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
+    /// close code 1000 instead of 1001), so a later client given this one's
+    /// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
+    /// it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
+    /// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
+    /// closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
+    client fn tether_client_close_keep_resume(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.close_keep_resume())
+    } ?= code
 }
 
-/// The resume point, to persist and pass to a later client with
-/// `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
-/// `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
-/// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
-/// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
-/// `run_id = NULL, run_id_cap = 0` asks for the size. The run_id is "" before the first
-/// connection. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_resume_state(
-    c: *const tether_client,
-    run_id: *mut c_char,
-    run_id_cap: usize,
-    out_run_id_len: *mut usize,
-    out_last_received_event: *mut i64,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// The resume point, to persist and pass to a later client with
+    /// `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
+    /// `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
+    /// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
+    /// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
+    /// `run_id = NULL, run_id_cap = 0` asks for the size. The run_id is "" before the first
+    /// connection. Any thread.
+    client fn tether_client_resume_state(
+        c: *const tether_client,
+        run_id: *mut c_char,
+        run_id_cap: usize,
+        out_run_id_len: *mut usize,
+        out_last_received_event: *mut i64,
+    ) -> tether_status |h| {
         let st = h.client.resume_state();
         // SAFETY: the caller passes `run_id_cap` writable bytes at `run_id` (or NULL) and a
         // writable length pointer or NULL.
@@ -389,30 +377,29 @@ pub unsafe extern "C" fn tether_client_resume_state(
             *l = st.last_received_event;
         }
         Status::Ok.code()
-    })
+    } ?= code
 }
 
-/// The credential the client's next connection sends, for an app that persists it instead of
-/// a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
-/// Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
-/// access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
-/// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
-/// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
-/// password (and no token) has logged in, and with auth disabled and no token configured. The token is a secret:
-/// keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_auth_token(
-    c: *const tether_client,
-    buf: *mut c_char,
-    cap: usize,
-    out_len: *mut usize,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// The credential the client's next connection sends, for an app that persists it instead of
+    /// a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
+    /// Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
+    /// access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
+    /// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
+    /// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
+    /// password (and no token) has logged in, and with auth disabled and no token configured. The token is a secret:
+    /// keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
+    client fn tether_client_auth_token(
+        c: *const tether_client,
+        buf: *mut c_char,
+        cap: usize,
+        out_len: *mut usize,
+    ) -> tether_status |h| {
         let token = h.client.auth_token().unwrap_or_default();
         // SAFETY: the caller passes `cap` writable bytes at `buf` (or NULL) and a writable
         // length pointer or NULL.
         status_of(unsafe { copy_c_string("token", &token, buf, cap, out_len) })
-    })
+    } ?= code
 }
 
 /// Copies `s` NUL-terminated into the caller's `buf` of `cap` bytes, writing its length to
@@ -452,31 +439,26 @@ unsafe fn copy_c_string(
     Ok(())
 }
 
-/// Frees the client. NULL is fine; never twice, and never while another thread is inside a
-/// call on this client. If the client is open it is closed in the background (no waiting on
-/// the network) as by `tether_client_close_keep_resume`, so its resume state stays usable;
-/// queued events are discarded. In callback mode this waits for a running
-/// callback to return, so no callback runs after free returns, except when called from the
-/// callback itself: then the dispatcher stops after the callback returns. Either way
-/// `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory
-/// is left alone).
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_free(c: *mut tether_client) {
-    boundary(
-        |_| (),
-        || {
-            // SAFETY: the caller passes a client from tether_client_new, once, or NULL.
-            let Some(h) = (unsafe { c.as_ref() }) else {
-                return;
-            };
-            // Wake the dispatcher and any poller, and detach the event fd from the queue.
-            h.client.queue().abandon();
-            let dispatcher = lock(&h.dispatcher).take();
-            if let Some(d) = dispatcher {
-                d.stop();
-            }
-            // SAFETY: as above; no callback of ours uses the handle any more.
-            drop(unsafe { Box::from_raw(c) });
-        },
-    )
+ffi_fn! {
+    /// Frees the client. NULL is fine; never twice, and never while another thread is inside a
+    /// call on this client. If the client is open it is closed in the background (no waiting on
+    /// the network) as by `tether_client_close_keep_resume`, so its resume state stays usable;
+    /// queued events are discarded. In callback mode this waits for a running
+    /// callback to return, so no callback runs after free returns, except when called from the
+    /// callback itself: then the dispatcher stops after the callback returns. Either way
+    /// `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory
+    /// is left alone).
+    fn tether_client_free(c: *mut tether_client) {
+        // SAFETY: the caller passes a client from tether_client_new, once, or NULL.
+        unsafe {
+            free_handle(c, |h| {
+                // Wake the dispatcher and any poller, and detach the event fd from the queue.
+                h.client.queue().abandon();
+                let dispatcher = lock(&h.dispatcher).take();
+                if let Some(d) = dispatcher {
+                    d.stop();
+                }
+            })
+        }
+    } ?= |_| ()
 }

@@ -7,8 +7,13 @@ use std::time::Duration;
 use crate::config::{ConfigBuilder, Protocol};
 use crate::status::{Error, Status};
 
-use super::boundary::{boundary, bytes_arg, code, out_arg, status_of, str_arg};
-use super::{tether_status, TETHER_PROTOCOL_GOMUKS, TETHER_PROTOCOL_RWWS};
+use super::boundary::{bytes_arg, code, free_handle, out_arg, status_of, str_arg};
+use super::tether_status;
+
+/// gomuks JSON RPC over `/_gomuks/websocket` (the default).
+pub const TETHER_PROTOCOL_GOMUKS: u32 = 1;
+/// rwws binary packets over `/api/ws`.
+pub const TETHER_PROTOCOL_RWWS: u32 = 2;
 
 /// Connection settings; create with `tether_config_new`, free with `tether_config_free`.
 /// A client copies what it needs, so a config may be freed or reused right after
@@ -33,225 +38,191 @@ fn millis(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
 }
 
-/// Creates a config with the defaults (gomuks, compression on, request timeout 60 s, connect
-/// timeout 10 s, and per-protocol keepalive and backoff defaults, see the setters) and no URL.
-/// `*out` receives a config owned by the caller (free with `tether_config_free`).
-/// `TETHER_ERR_NULL` if `out` is NULL.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_new(out: *mut *mut tether_config) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Creates a config with the defaults (gomuks, compression on, request timeout 60 s, connect
+    /// timeout 10 s, and per-protocol keepalive and backoff defaults, see the setters) and no URL.
+    /// `*out` receives a config owned by the caller (free with `tether_config_free`).
+    /// `TETHER_ERR_NULL` if `out` is NULL.
+    fn tether_config_new(out: *mut *mut tether_config) -> tether_status {
         status_of(out_arg(out, "out").map(|o| {
             *o = Box::into_raw(Box::new(tether_config {
                 builder: ConfigBuilder::new(""),
             }));
         }))
-    })
+    } ?= code
 }
 
-/// Sets the URL: `ws://` or `wss://` is the websocket endpoint as given; `http://` or
-/// `https://` is the backend's base, from which the dialect's paths are derived. Checked by
-/// `tether_client_new`. The string is copied.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_url(
-    cfg: *mut tether_config,
-    url: *const c_char,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.url(str_arg(url, "url")?))))
+ffi_fn! {
+    /// Sets the URL: `ws://` or `wss://` is the websocket endpoint as given; `http://` or
+    /// `https://` is the backend's base, from which the dialect's paths are derived. Checked by
+    /// `tether_client_new`. The string is copied.
+    fn tether_config_set_url(cfg: *mut tether_config, url: *const c_char) -> tether_status {
+        edit(cfg, |b| Ok(b.url(str_arg(url, "url")?)))
+    } ?= code
 }
 
-/// Selects the protocol: `TETHER_PROTOCOL_GOMUKS` (default) or `TETHER_PROTOCOL_RWWS`.
-/// `TETHER_ERR_INVALID_ARGUMENT` for other values.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_protocol(
-    cfg: *mut tether_config,
-    protocol: u32,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Selects the protocol: `TETHER_PROTOCOL_GOMUKS` (default) or `TETHER_PROTOCOL_RWWS`.
+    /// `TETHER_ERR_INVALID_ARGUMENT` for other values.
+    fn tether_config_set_protocol(cfg: *mut tether_config, protocol: u32) -> tether_status {
         edit(cfg, |b| match protocol {
             TETHER_PROTOCOL_GOMUKS => Ok(b.protocol(Protocol::Gomuks)),
             TETHER_PROTOCOL_RWWS => Ok(b.protocol(Protocol::Rwws)),
             _ => Err(Error::new(Status::ErrInvalidArgument, "unknown protocol")),
         })
-    })
+    } ?= code
 }
 
-/// gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64 (standard or URL-safe
-/// alphabet, padding optional, 1-127 bytes decoded; checked by `tether_client_new`). Copied;
-/// never logged.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_token(
-    cfg: *mut tether_config,
-    token: *const c_char,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64 (standard or URL-safe
+    /// alphabet, padding optional, 1-127 bytes decoded; checked by `tether_client_new`). Copied;
+    /// never logged.
+    fn tether_config_set_token(cfg: *mut tether_config, token: *const c_char) -> tether_status {
         edit(cfg, |b| Ok(b.token(str_arg(token, "token")?)))
-    })
+    } ?= code
 }
 
-/// gomuks: username and password for `POST /_gomuks/auth` (used when no token is set or the
-/// token is rejected). Both copied; the password is never logged.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_basic_auth(
-    cfg: *mut tether_config,
-    user: *const c_char,
-    password: *const c_char,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// gomuks: username and password for `POST /_gomuks/auth` (used when no token is set or the
+    /// token is rejected). Both copied; the password is never logged.
+    fn tether_config_set_basic_auth(
+        cfg: *mut tether_config,
+        user: *const c_char,
+        password: *const c_char,
+    ) -> tether_status {
         edit(cfg, |b| {
             Ok(b.basic_auth(str_arg(user, "user")?, str_arg(password, "password")?))
         })
-    })
+    } ?= code
 }
 
-/// gomuks: compression (`compress=1`, raw deflate), on by default.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_compression(
-    cfg: *mut tether_config,
-    on: bool,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.compression(on))))
+ffi_fn! {
+    /// gomuks: compression (`compress=1`, raw deflate), on by default.
+    fn tether_config_set_compression(cfg: *mut tether_config, on: bool) -> tether_status {
+        edit(cfg, |b| Ok(b.compression(on)))
+    } ?= code
 }
 
-/// Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
-/// receive timeout, and for rwws below the server's 30000 limit).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_ping_interval_ms(
-    cfg: *mut tether_config,
-    ms: u32,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.ping_interval(millis(ms)))))
+ffi_fn! {
+    /// Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
+    /// receive timeout, and for rwws below the server's 30000 limit).
+    fn tether_config_set_ping_interval_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
+        edit(cfg, |b| Ok(b.ping_interval(millis(ms))))
+    } ?= code
 }
 
-/// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
-/// intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_receive_timeout_ms(
-    cfg: *mut tether_config,
-    ms: u32,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.receive_timeout(millis(ms)))))
+ffi_fn! {
+    /// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
+    /// intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
+    fn tether_config_set_receive_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
+        edit(cfg, |b| Ok(b.receive_timeout(millis(ms))))
+    } ?= code
 }
 
-/// Default per-request timeout in milliseconds (default 60000); a request that times out is
-/// cancelled on the server and answered with `TETHER_ERR_REQUEST_TIMEOUT`.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_request_timeout_ms(
-    cfg: *mut tether_config,
-    ms: u32,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.request_timeout(millis(ms)))))
+ffi_fn! {
+    /// Default per-request timeout in milliseconds (default 60000); a request that times out is
+    /// cancelled on the server and answered with `TETHER_ERR_REQUEST_TIMEOUT`.
+    fn tether_config_set_request_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
+        edit(cfg, |b| Ok(b.request_timeout(millis(ms))))
+    } ?= code
 }
 
-/// Bound on TCP connect + TLS + upgrade in milliseconds (default 10000).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_connect_timeout_ms(
-    cfg: *mut tether_config,
-    ms: u32,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.connect_timeout(millis(ms)))))
+ffi_fn! {
+    /// Bound on TCP connect + TLS + upgrade in milliseconds (default 10000).
+    fn tether_config_set_connect_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
+        edit(cfg, |b| Ok(b.connect_timeout(millis(ms))))
+    } ?= code
 }
 
-/// Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
-/// 10000, rwws 1000 and 60000);
-/// delays double with jitter. Needs `0 < min_ms <= max_ms` (checked by `tether_client_new`).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_reconnect_backoff_ms(
-    cfg: *mut tether_config,
-    min_ms: u32,
-    max_ms: u32,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
+    /// 10000, rwws 1000 and 60000);
+    /// delays double with jitter. Needs `0 < min_ms <= max_ms` (checked by `tether_client_new`).
+    fn tether_config_set_reconnect_backoff_ms(
+        cfg: *mut tether_config,
+        min_ms: u32,
+        max_ms: u32,
+    ) -> tether_status {
         edit(cfg, |b| {
             Ok(b.reconnect_backoff(millis(min_ms), millis(max_ms)))
         })
-    })
+    } ?= code
 }
 
-/// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
-/// 1024). A larger
-/// message, a decompression bomb included, ends the connection with
-/// `TETHER_ERR_MESSAGE_TOO_LARGE`.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_max_message_bytes(
-    cfg: *mut tether_config,
-    bytes: usize,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.max_message_bytes(bytes))))
+ffi_fn! {
+    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
+    /// 1024). A larger
+    /// message, a decompression bomb included, ends the connection with
+    /// `TETHER_ERR_MESSAGE_TOO_LARGE`.
+    fn tether_config_set_max_message_bytes(cfg: *mut tether_config, bytes: usize) -> tether_status {
+        edit(cfg, |b| Ok(b.max_message_bytes(bytes)))
+    } ?= code
 }
 
-/// How many events may wait for the app before the library stops reading the socket
-/// (default 4096). Nothing is dropped: the server sees TCP backpressure.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_queue_capacity(
-    cfg: *mut tether_config,
-    events: usize,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.queue_capacity(events))))
+ffi_fn! {
+    /// How many events may wait for the app before the library stops reading the socket
+    /// (default 4096). Nothing is dropped: the server sees TCP backpressure.
+    fn tether_config_set_queue_capacity(cfg: *mut tether_config, events: usize) -> tether_status {
+        edit(cfg, |b| Ok(b.queue_capacity(events)))
+    } ?= code
 }
 
-/// Resume point from an earlier client (see `tether_client_resume_state`): the backend's
-/// `run_id` and the last received event id (0 or negative). The string is copied.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_resume_state(
-    cfg: *mut tether_config,
-    run_id: *const c_char,
-    last_received_event: i64,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Resume point from an earlier client (see `tether_client_resume_state`): the backend's
+    /// `run_id` and the last received event id (0 or negative). The string is copied.
+    fn tether_config_set_resume_state(
+        cfg: *mut tether_config,
+        run_id: *const c_char,
+        last_received_event: i64,
+    ) -> tether_status {
         edit(cfg, |b| {
             Ok(b.resume_state(str_arg(run_id, "run_id")?, last_received_event))
         })
-    })
+    } ?= code
 }
 
-/// gomuks: sends `last_server_ts` so a failed resume costs a catch-up rather than a full
-/// sync. Only set it if the app persisted its state from that time.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_last_server_ts(
-    cfg: *mut tether_config,
-    ts_ms: i64,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.last_server_ts(ts_ms))))
+ffi_fn! {
+    /// gomuks: sends `last_server_ts` so a failed resume costs a catch-up rather than a full
+    /// sync. Only set it if the app persisted its state from that time.
+    fn tether_config_set_last_server_ts(cfg: *mut tether_config, ts_ms: i64) -> tether_status {
+        edit(cfg, |b| Ok(b.last_server_ts(ts_ms)))
+    } ?= code
 }
 
-/// gomuks: send `prev_listener_id` on reconnect (off by default: the current backend then
-/// drops its buffer before the new listener subscribes, which defeats resume).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_prev_listener_id(
-    cfg: *mut tether_config,
-    on: bool,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.send_prev_listener_id(on))))
+ffi_fn! {
+    /// gomuks: send `prev_listener_id` on reconnect (off by default: the current backend then
+    /// drops its buffer before the new listener subscribes, which defeats resume).
+    fn tether_config_set_prev_listener_id(cfg: *mut tether_config, on: bool) -> tether_status {
+        edit(cfg, |b| Ok(b.send_prev_listener_id(on)))
+    } ?= code
 }
 
-/// Adds a header to the websocket upgrade request (e.g. `Origin`). Both strings are copied;
-/// `tether_client_new` refuses (`TETHER_ERR_CONFIG`) a name other than letters, digits, `-`
-/// and `_`, a value other than printable ASCII, space and tab, and the handshake's own
-/// headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`). `Cookie` headers are sent
-/// as one header after the library's `gomuks_auth` cookie; one that sets `gomuks_auth`
-/// while a token or login is configured is refused (`TETHER_ERR_CONFIG`).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_add_header(
-    cfg: *mut tether_config,
-    name: *const c_char,
-    value: *const c_char,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Adds a header to the websocket upgrade request (e.g. `Origin`). Both strings are copied;
+    /// `tether_client_new` refuses (`TETHER_ERR_CONFIG`) a name other than letters, digits, `-`
+    /// and `_`, a value other than printable ASCII, space and tab, and the handshake's own
+    /// headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`). `Cookie` headers are sent
+    /// as one header after the library's `gomuks_auth` cookie; one that sets `gomuks_auth`
+    /// while a token or login is configured is refused (`TETHER_ERR_CONFIG`).
+    fn tether_config_add_header(
+        cfg: *mut tether_config,
+        name: *const c_char,
+        value: *const c_char,
+    ) -> tether_status {
         edit(cfg, |b| {
             Ok(b.header(str_arg(name, "name")?, str_arg(value, "value")?))
         })
-    })
+    } ?= code
 }
 
-/// Trusts the CA certificates in this PEM data, in addition to the built-in webpki roots.
-/// The bytes are copied; they are parsed by `tether_client_new`.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_ca_pem(
-    cfg: *mut tether_config,
-    pem: *const u8,
-    len: usize,
-) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Trusts the CA certificates in this PEM data, in addition to the built-in webpki roots.
+    /// The bytes are copied; they are parsed by `tether_client_new`.
+    fn tether_config_set_ca_pem(
+        cfg: *mut tether_config,
+        pem: *const u8,
+        len: usize,
+    ) -> tether_status {
         edit(cfg, |b| {
             let pem = bytes_arg(pem, len, "pem")?;
             if pem.is_empty() {
@@ -259,29 +230,24 @@ pub unsafe extern "C" fn tether_config_set_ca_pem(
             }
             Ok(b.extra_ca_pem(pem))
         })
-    })
+    } ?= code
 }
 
-/// Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback
-/// (refused by default).
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_set_allow_insecure_credentials(
-    cfg: *mut tether_config,
-    on: bool,
-) -> tether_status {
-    boundary(code, || edit(cfg, |b| Ok(b.allow_insecure_credentials(on))))
+ffi_fn! {
+    /// Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback
+    /// (refused by default).
+    fn tether_config_set_allow_insecure_credentials(
+        cfg: *mut tether_config,
+        on: bool,
+    ) -> tether_status {
+        edit(cfg, |b| Ok(b.allow_insecure_credentials(on)))
+    } ?= code
 }
 
-/// Frees a config. NULL is fine; never twice. Clients created from it are unaffected.
-#[no_mangle]
-pub unsafe extern "C" fn tether_config_free(cfg: *mut tether_config) {
-    boundary(
-        |_| (),
-        || {
-            if !cfg.is_null() {
-                // SAFETY: the caller passes a config from tether_config_new, once.
-                drop(unsafe { Box::from_raw(cfg) });
-            }
-        },
-    )
+ffi_fn! {
+    /// Frees a config. NULL is fine; never twice. Clients created from it are unaffected.
+    fn tether_config_free(cfg: *mut tether_config) {
+        // SAFETY: the caller passes a config from tether_config_new, once, or NULL.
+        unsafe { free_handle(cfg, |_| ()) }
+    } ?= |_| ()
 }

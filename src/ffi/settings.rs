@@ -2,7 +2,7 @@
 
 use crate::status::{Error, Status};
 
-use super::boundary::{boundary, bytes_arg, client_boundary, code, fail, out_arg, status_of};
+use super::boundary::{bytes_arg, code, fail, free_handle, out_arg, status_of};
 use super::client::tether_client;
 use super::tether_status;
 
@@ -12,28 +12,28 @@ pub struct tether_settings {
     items: Vec<(u8, Vec<u8>)>,
 }
 
-/// Creates an empty settings list; `*out` is owned by the caller (free with
-/// `tether_settings_free`). `TETHER_ERR_NULL` if `out` is NULL.
-#[no_mangle]
-pub unsafe extern "C" fn tether_settings_new(out: *mut *mut tether_settings) -> tether_status {
-    boundary(code, || {
+ffi_fn! {
+    /// Creates an empty settings list; `*out` is owned by the caller (free with
+    /// `tether_settings_free`). `TETHER_ERR_NULL` if `out` is NULL.
+    fn tether_settings_new(out: *mut *mut tether_settings) -> tether_status {
         status_of(out_arg(out, "out").map(|o| {
             *o = Box::into_raw(Box::new(tether_settings { items: Vec::new() }));
         }))
-    })
+    } ?= code
 }
 
-/// Appends setting `id` with `value` (`len` bytes, copied; NULL with 0 for an empty value).
-/// Ids 0x00 (reserved) and 0xFF (the list terminator) are `TETHER_ERR_INVALID_ARGUMENT`.
-/// The protocol defines no setting yet; the server must know the id and its value layout.
-#[no_mangle]
-pub unsafe extern "C" fn tether_settings_add(
-    s: *mut tether_settings,
-    id: u8,
-    value: *const u8,
-    len: usize,
-) -> tether_status {
-    boundary(code, || status_of(add(s, id, value, len)))
+ffi_fn! {
+    /// Appends setting `id` with `value` (`len` bytes, copied; NULL with 0 for an empty value).
+    /// Ids 0x00 (reserved) and 0xFF (the list terminator) are `TETHER_ERR_INVALID_ARGUMENT`.
+    /// The protocol defines no setting yet; the server must know the id and its value layout.
+    fn tether_settings_add(
+        s: *mut tether_settings,
+        id: u8,
+        value: *const u8,
+        len: usize,
+    ) -> tether_status {
+        status_of(add(s, id, value, len))
+    } ?= code
 }
 
 fn add(s: *mut tether_settings, id: u8, value: *const u8, len: usize) -> Result<(), Error> {
@@ -45,33 +45,26 @@ fn add(s: *mut tether_settings, id: u8, value: *const u8, len: usize) -> Result<
     Ok(())
 }
 
-/// rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
-/// disconnected. `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
-#[no_mangle]
-pub unsafe extern "C" fn tether_client_send_settings(
-    c: *mut tether_client,
-    s: *const tether_settings,
-) -> tether_status {
-    client_boundary(c, code, |h| {
+ffi_fn! {
+    /// rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
+    /// disconnected. `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+    client fn tether_client_send_settings(
+        c: *mut tether_client,
+        s: *const tether_settings,
+    ) -> tether_status |h| {
         // SAFETY: the caller passes a live settings list or NULL.
         let Some(s) = (unsafe { s.as_ref() }) else {
             return fail(Error::new(Status::ErrNull, "settings is NULL"));
         };
         let pairs: Vec<(u8, &[u8])> = s.items.iter().map(|(id, v)| (*id, &v[..])).collect();
         status_of(h.client().send_settings(&pairs))
-    })
+    } ?= code
 }
 
-/// Frees a settings list. NULL is fine; never twice.
-#[no_mangle]
-pub unsafe extern "C" fn tether_settings_free(s: *mut tether_settings) {
-    boundary(
-        |_| (),
-        || {
-            if !s.is_null() {
-                // SAFETY: the caller passes a list from tether_settings_new, once.
-                drop(unsafe { Box::from_raw(s) });
-            }
-        },
-    )
+ffi_fn! {
+    /// Frees a settings list. NULL is fine; never twice.
+    fn tether_settings_free(s: *mut tether_settings) {
+        // SAFETY: the caller passes a list from tether_settings_new, once, or NULL.
+        unsafe { free_handle(s, |_| ()) }
+    } ?= |_| ()
 }
