@@ -12,21 +12,19 @@ import asyncio
 import os
 import threading
 import weakref
-from typing import Any, AsyncIterator, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import _ffi
 from ._base import (
     REQUEST_GRACE_S,
     ClientState,
     CoreBase,
-    Headers,
     JSONData,
-    ResumeState,
     _strong,
-    config_options,
     log,
     response_result,
 )
+from ._options import Options, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -34,6 +32,10 @@ from .errors import (
     TetherError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads
+
+if TYPE_CHECKING:
+    # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncClient"]
 
@@ -45,7 +47,7 @@ class _AsyncCore(CoreBase):
     def __init__(
         self,
         url: str,
-        options: Dict[str, Any],
+        options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
         loop: asyncio.AbstractEventLoop,
@@ -270,9 +272,8 @@ class AsyncClient(ClientState):
 
     Create it inside a running event loop (it registers the library's event descriptor with
     ``loop.add_reader``); the connection starts at once. Use ``async with``, or ``await
-    client.close()``. Takes the same connection options as :class:`tether.Client`
-    (``protocol``, ``token``, ``username``, ``password``, ``compress``, ``ping_interval``,
-    ``resume``, ``json_loads``, ...) except ``on_event``.
+    client.close()``. Takes the connection options of :class:`tether.Options` and the
+    parameters of :class:`tether.Client` except ``on_event``.
 
     >>> async with AsyncClient(url, username="me", password="...") as client:
     ...     print(await client.request("echo", {"x": 1}))
@@ -281,36 +282,22 @@ class AsyncClient(ClientState):
 
     :raises RuntimeError: no event loop is running.
     :raises ConfigError: the configuration is invalid.
+    :raises TypeError: a keyword argument that is not an option.
     """
+
+    _core: _AsyncCore
 
     def __init__(
         self,
         url: str,
         *,
-        protocol: Union[str, int] = "gomuks",
-        token: Optional[str] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        compress: bool = True,
-        ping_interval: Optional[float] = None,
-        receive_timeout: Optional[float] = None,
-        request_timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = None,
-        reconnect_backoff: Optional[Tuple[float, float]] = None,
-        max_message_bytes: Optional[int] = None,
-        queue_capacity: Optional[int] = None,
-        resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
-        last_server_ts: Optional[int] = None,
-        prev_listener_id: bool = False,
-        headers: Optional[Headers] = None,
-        ca_pem: Optional[Union[bytes, str]] = None,
-        allow_insecure_credentials: bool = False,
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        **options: Unpack[Options],
     ) -> None:
+        check_options("AsyncClient", options)
         loop = asyncio.get_running_loop()
-        options = config_options(locals())
         self._core = core = _AsyncCore(
             url, options, event_queue_size, batch_size, loop, json_loads
         )

@@ -9,16 +9,17 @@ import time
 import weakref
 from collections import deque
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Deque,
     Dict,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
-    Union,
 )
 
 from . import _base, _ffi
@@ -26,14 +27,12 @@ from ._base import (
     REQUEST_GRACE_S,
     ClientState,
     CoreBase,
-    Headers,
     JSONData,
-    ResumeState,
     _strong,
-    config_options,
     log,
     response_result,
 )
+from ._options import Options, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -43,6 +42,10 @@ from .errors import (
     WrongModeError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads, event_from_pointer
+
+if TYPE_CHECKING:
+    # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
+    from typing_extensions import Unpack
 
 __all__ = ["Client", "PendingRequest"]
 
@@ -141,7 +144,7 @@ class _SyncCore(CoreBase):
     def __init__(
         self,
         url: str,
-        options: Dict[str, Any],
+        options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
         on_event: Optional[EventCallback],
@@ -419,26 +422,9 @@ class Client(ClientState):
 
     :param url: ``http(s)://host:port`` (the backend's base; the dialect's paths are derived)
         or the websocket endpoint ``ws(s)://...``.
-    :param protocol: ``"gomuks"`` (JSON RPC, default) or ``"rwws"`` (binary packets).
-    :param token: gomuks: the ``gomuks_auth`` cookie token; rwws: the base64 access key.
-    :param username: gomuks: user for ``POST /_gomuks/auth`` (with ``password``).
-    :param password: gomuks: password (never logged).
-    :param compress: gomuks: raw-deflate compression (default on).
-    :param ping_interval: keepalive interval in seconds (library default: gomuks 15, rwws 10).
-    :param receive_timeout: reconnect when nothing arrives for this many seconds.
-    :param request_timeout: default per-request timeout in seconds (library default 60).
-    :param connect_timeout: bound on TCP connect + TLS + upgrade, in seconds.
-    :param reconnect_backoff: ``(first, cap)`` reconnect delays in seconds.
-    :param max_message_bytes: cap on one server message after decompression.
-    :param queue_capacity: events the library buffers before it stops reading the socket.
-    :param resume: a :class:`ResumeState` (or ``(run_id, last_event_id)``) from an earlier
-        client: the backend replays exactly the events that client missed.
-    :param last_server_ts: gomuks ``last_server_ts`` (only if the app persisted its state).
-    :param prev_listener_id: gomuks: send ``prev_listener_id`` on reconnect.
-    :param headers: extra headers for the websocket upgrade (e.g. ``Origin``).
-    :param ca_pem: extra trusted CA certificates (PEM).
-    :param allow_insecure_credentials: allow credentials over plain ws/http to a
-        non-loopback host.
+    :param options: the connection options of :class:`tether.Options` (``protocol``,
+        ``token``, ``username``/``password``, ``ping_interval``, ``resume``, ``headers``,
+        ...), each with its default and documentation there.
     :param on_event: callback mode: ``on_event(event)`` runs on the library's dispatcher
         thread for every event except replies (which still complete requests), in order.
         Keep it short; it is kept referenced until the library is done with it.
@@ -451,36 +437,22 @@ class Client(ClientState):
         faster on gomuks events (``pip install "tether[fast]"``); mind its semantics: it
         turns integers beyond 64 bits into floats and refuses ``NaN`` and lone surrogates.
     :raises ConfigError: the configuration is invalid (see the message).
+    :raises TypeError: a keyword argument that is not an option.
     """
+
+    _core: _SyncCore
 
     def __init__(
         self,
         url: str,
         *,
-        protocol: Union[str, int] = "gomuks",
-        token: Optional[str] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        compress: bool = True,
-        ping_interval: Optional[float] = None,
-        receive_timeout: Optional[float] = None,
-        request_timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = None,
-        reconnect_backoff: Optional[Tuple[float, float]] = None,
-        max_message_bytes: Optional[int] = None,
-        queue_capacity: Optional[int] = None,
-        resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
-        last_server_ts: Optional[int] = None,
-        prev_listener_id: bool = False,
-        headers: Optional[Headers] = None,
-        ca_pem: Optional[Union[bytes, str]] = None,
-        allow_insecure_credentials: bool = False,
         on_event: Optional[EventCallback] = None,
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        **options: Unpack[Options],
     ) -> None:
-        options = config_options(locals())
+        check_options("Client", options)
         self._core = core = _SyncCore(
             url, options, event_queue_size, batch_size, on_event, json_loads
         )
