@@ -149,12 +149,19 @@ class _AsyncCore(CoreBase):
         if self.ended and self.queue.empty():
             return None
         try:
-            if timeout is None:
-                ev = await self.queue.get()
-            else:
-                ev = await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+            # What is queued first: asyncio.wait_for(get(), 0) gives up before get() runs,
+            # even with an event queued.
+            ev = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            if timeout is not None and timeout <= 0:
+                return None
+            try:
+                if timeout is None:
+                    ev = await self.queue.get()
+                else:
+                    ev = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return None
         if ev is None:
             self.ended = True
             self.queue.put_nowait(None)
