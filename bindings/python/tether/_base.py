@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from ctypes import byref, c_int64, c_size_t, create_string_buffer
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
@@ -31,6 +32,8 @@ log = logging.getLogger("tether")
 REQUEST_GRACE_S = 5.0
 #: The library's default request timeout (``tether_config_new``).
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: How long interpreter exit waits for a client's CLOSED.
+AT_EXIT_TIMEOUT_S = 2.0
 
 JSONData = Any
 
@@ -125,8 +128,9 @@ def _close_all_at_exit() -> None:
     cores = list(_live) + list(_strong)
     for core in cores:
         try:
-            if core.pid == os.getpid():
-                core.shutdown_at_exit()
+            if core.pid == os.getpid() and core.begin_exit():
+                if not core.end_exit(time.monotonic() + AT_EXIT_TIMEOUT_S):
+                    log.warning("tether: CLOSED did not arrive in %s s", AT_EXIT_TIMEOUT_S)
         except Exception:  # pragma: no cover - best effort at exit
             log.debug("tether: closing a client at exit failed", exc_info=True)
 
@@ -161,6 +165,8 @@ class CoreBase:
         finally:
             _ffi.lib.tether_config_free(cfg)
         self.handle = Handle(ptr)
+        #: Set once the native client is freed (by whichever thread got to free it).
+        self.freed = threading.Event()
         self.lock = threading.Lock()
         self.closing = False  # tether_client_close was called by us
         self.closed = False  # the CLOSED event was seen
@@ -283,6 +289,7 @@ class CoreBase:
         if self.handle.free(save):
             _strong.discard(self)
             _live.discard(self)
+            self.freed.set()
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -300,7 +307,15 @@ class CoreBase:
             self.connected = False
             self.closed = True
 
-    def shutdown_at_exit(self) -> None:  # pragma: no cover - overridden
+    # -- interpreter exit ---------------------------------------------------------------------
+
+    def begin_exit(self) -> bool:  # pragma: no cover - overridden
+        """Starts closing without waiting; returns whether :meth:`end_exit` must follow."""
+        raise NotImplementedError
+
+    def end_exit(self, deadline: float) -> bool:  # pragma: no cover - overridden
+        """Waits for CLOSED until ``deadline`` (``time.monotonic()``), then frees what can be
+        freed; returns whether CLOSED arrived in time."""
         raise NotImplementedError
 
 
@@ -339,7 +354,8 @@ class ClientState:
     @property
     def closed(self) -> bool:
         """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
-        return self._core.closed or not self._core.handle.live
+        core = self._core
+        return core.closed or core.closing or not core.handle.live
 
     @property
     def fatal(self) -> Optional[TetherError]:

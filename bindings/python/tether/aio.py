@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import _ffi
 from ._base import (
+    AT_EXIT_TIMEOUT_S,
     REQUEST_GRACE_S,
     ClientState,
     CoreBase,
@@ -242,36 +244,41 @@ class _AsyncCore(CoreBase):
             elif not self.loop.is_closed() and self.loop.is_running():
                 _strong.add(self)
                 self.loop.call_soon_threadsafe(self.close_from_gc)
-            else:
-                self.shutdown_at_exit()
+            elif self.begin_exit():
+                # No loop will read its events any more: drain here, as at exit.
+                self.end_exit(time.monotonic() + AT_EXIT_TIMEOUT_S)
         except TetherError:
             pass
         except RuntimeError:  # the loop closed in between
             pass
 
-    def shutdown_at_exit(self) -> None:
-        """At exit (or when the loop is gone): close, drain until CLOSED, free. Only when
-        no loop is running this client's reader, so nothing polls concurrently."""
+    def begin_exit(self) -> bool:
         if not self.handle.live:
-            return
+            return False
+        self.close_native()
         if not self.loop.is_closed() and self.loop.is_running():
             if threading.get_ident() != self.loop_thread:
-                self.close_native()  # the loop's thread owns polling; leave the memory
-                return
-        self.close_native()
-        deadline_ms = 2000
+                return False  # the loop's thread owns polling; leave the memory
+        return True
+
+    def end_exit(self, deadline: float) -> bool:
+        """Drains until CLOSED or ``deadline``, then frees. Only when no loop is running
+        this client's reader, so nothing polls concurrently."""
         try:
-            while not self.closed and deadline_ms > 0:
-                st, events = self.handle.call(self.reader.poll, 100)
-                deadline_ms -= 100
+            while not self.closed:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                st, events = self.handle.call(self.reader.poll, max(0, left_ms))
                 if st == Status.CLOSED:
                     break
-                if st == Status.OK:
-                    for ev in events:
-                        self.note(ev)
+                for ev in events:
+                    self.note(ev)
+                if left_ms <= 0:
+                    break
         except TetherError:
             pass
+        arrived = self.closed
         self.release()
+        return arrived
 
 
 class AsyncClient(ClientState):

@@ -118,6 +118,14 @@ _STATE_KINDS = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED)
 _registry: Dict[int, "_SyncCore"] = {}
 _registry_ids = itertools.count(1)
 
+# Marks the library's dispatcher threads (each runs only our callbacks): code there must
+# never wait for another client's dispatcher, which may be waiting for this one.
+_dispatcher = threading.local()
+
+
+def _on_dispatcher() -> bool:
+    return getattr(_dispatcher, "flag", False)
+
 
 def _on_event_c(ctx: int, ev: int) -> None:
     core = _registry.get(ctx or 0)
@@ -159,7 +167,11 @@ class _SyncCore(CoreBase):
         self.queue: Deque[Event] = deque()
         self.reader_blocked = False  # the reader waits for room in the queue
         self.ended = False  # CLOSED was queued (no more events will come)
+        # Who frees: the delivery thread when it ends (free_on_closed), else the thread that
+        # sees it ended (delivery_done); both are read and set under the lock.
         self.free_on_closed = False
+        self.delivery_done = False
+        self.replies_ended = False  # pending requests were failed: fail newcomers too
         self.destroyed = threading.Event()
         self.closed_event = threading.Event()
         self.reader: Optional[threading.Thread] = None
@@ -220,18 +232,36 @@ class _SyncCore(CoreBase):
         finally:
             reader.free()
             self.finish()
-            if self.free_on_closed:
-                self.free()
+            self.delivery_ended()
 
     def on_native_event(self, ev: Event) -> None:
         """Callback mode: runs on the library's dispatcher thread."""
         if self.delivery_ident is None:
             self.delivery_ident = threading.get_ident()
+            _dispatcher.flag = True
         self.deliver([ev])
         if ev.kind == EventKind.CLOSED:
             self.finish()
-            if self.free_on_closed:
-                self.free()  # allowed inside the callback; destroy follows
+            self.delivery_ended()  # a free here is allowed inside the callback; destroy follows
+
+    def delivery_ended(self) -> None:
+        """On the delivery thread, after its last event: frees if a close asked for it."""
+        with self.lock:
+            self.delivery_done = True
+            free = self.free_on_closed
+        if free:
+            self.free()
+
+    def free_when_delivery_ends(self) -> bool:
+        """Hands the free to the delivery thread, to happen when it ends (after CLOSED), so
+        no caller waits for it. Returns ``True`` if delivery has already ended: the caller
+        frees then (nothing runs that the free would wait for)."""
+        with self.lock:
+            if self.delivery_done:
+                return True
+            self.free_on_closed = True
+            _strong.add(self)  # alive until the delivery thread frees it
+            return False
 
     def deliver(self, events: Sequence[Event]) -> None:
         ready: List[Event] = []
@@ -275,15 +305,21 @@ class _SyncCore(CoreBase):
         """Delivery ended: wake everyone, fail requests that can no longer be answered."""
         with self.cond:
             self.ended = True
-            waiters = list(self.pending.values())
-            self.pending.clear()
             self.cond.notify_all()
         self.closed_event.set()
+        self.fail_pending()
+
+    def fail_pending(self) -> None:
+        """Fails every request still waiting, and any registered later, with
+        ``ClientClosedError``: after a close that did not wait for CLOSED, or once nothing
+        can arrive any more."""
+        with self.lock:
+            self.replies_ended = True
+            waiters = list(self.pending.values())
+            self.pending.clear()
         for w in waiters:
             if not w.done():
-                w._resolve(
-                    Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b"")
-                )
+                w._resolve(Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b""))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -293,7 +329,7 @@ class _SyncCore(CoreBase):
         with self.lock:
             early = self.orphans.pop(rid, None)
             if early is None:
-                if self.ended:
+                if self.ended or self.replies_ended:
                     early = Event(EventKind.RESPONSE, rid, Status.ERR_CLIENT_CLOSED, "", b"")
                 else:
                     self.pending[rid] = p
@@ -354,48 +390,62 @@ class _SyncCore(CoreBase):
         self.close_native(keep_resume)
         with self.cond:
             self.cond.notify_all()  # a reader waiting for room goes on
+        # tether_client_free waits for a running callback, and the reader may sit in a poll:
+        # the delivery thread frees when CLOSED has passed; this call only waits for that.
+        if self.free_when_delivery_ends():
+            self.free()
+            return
         if self.on_delivery_thread():
-            # Inside on_event (or a collection on the reader): CLOSED comes after we return.
-            if self.closed:
-                self.free()
-            else:
-                self.free_on_closed = True
-                _strong.add(self)
+            return  # inside on_event (or a collection on the reader): CLOSED comes after
+        if self.on_event is not None and _on_dispatcher():
+            # Inside another client's callback: this client's dispatcher may be waiting for
+            # ours (each closing the other), so do not wait for it at all.
+            self.fail_pending()
             return
         if self.reader is not None:
             self.reader.join(timeout)
-            if self.reader.is_alive():
-                # Never free while the reader may be inside poll: it frees when it ends.
-                self.free_on_closed = True
-                _strong.add(self)
-                log.warning("tether: CLOSED did not arrive in %s s; freeing later", timeout)
-                return
         else:
-            self.closed_event.wait(timeout)
-        self.free()
-        if self.on_event is not None:
-            self.finish()
+            self.freed.wait(timeout)
+        if not self.freed.is_set():
+            log.warning("tether: CLOSED did not arrive in %s s; freeing later", timeout)
+            self.fail_pending()
 
     def close_from_gc(self) -> None:
         """The Client object was collected without close(): close without waiting."""
         if self.pid != os.getpid() or not self.handle.live:
             return
-        _strong.add(self)
         try:
-            # Close gracefully; the delivery thread (reader or dispatcher) frees the client
-            # when CLOSED arrives. If delivery has already ended, free here.
-            self.free_on_closed = True
             self.close_native()
             with self.cond:
                 self.cond.notify_all()
-            if self.ended and (self.reader is None or not self.reader.is_alive()):
+            if self.free_when_delivery_ends():
                 self.free()
         except TetherError:
             pass
 
-    def shutdown_at_exit(self) -> None:
-        if self.handle.live and not self.on_delivery_thread():
-            self.close(2.0, keep_resume=True)
+    def begin_exit(self) -> bool:
+        if not self.handle.live or self.on_delivery_thread():
+            return False
+        self.close_native(keep_resume=True)
+        with self.cond:
+            self.cond.notify_all()
+        if self.free_when_delivery_ends():
+            self.free()
+            return False
+        return True
+
+    def end_exit(self, deadline: float) -> bool:
+        left = max(0.0, deadline - time.monotonic())
+        if self.reader is not None:
+            # A reader still inside its poll cannot be freed under it: it frees if CLOSED
+            # comes before the process ends.
+            self.reader.join(left)
+        elif not self.freed.wait(left):
+            # No callback may run into a finalizing interpreter: free now, which stops the
+            # dispatcher (after a callback that is running, if any).
+            self.free()
+        self.fail_pending()
+        return self.ended
 
     def abort(self) -> None:
         """start() failed: release what exists without waiting for events."""
@@ -407,9 +457,8 @@ class _SyncCore(CoreBase):
             self.cond.notify_all()
         if self.reader is not None:
             self.reader.join(2.0)
-            if self.reader.is_alive():
-                self.free_on_closed = True
-                return
+            if not self.free_when_delivery_ends():
+                return  # the reader frees when it ends
         self.free()
 
 
@@ -567,27 +616,32 @@ class Client(ClientState):
         core = self._core
         core.check_pid()
         with core.cond:
-            core.cond.wait_for(lambda: core.connected or core.closed or core.ended, timeout)
+            core.cond.wait_for(
+                lambda: core.connected or core.closed or core.ended or core.closing, timeout
+            )
         if core.connected:
             return
-        if core.closed or core.ended:
+        if core.closed or core.ended or core.closing:
             raise core.closed_error()
         raise TimeoutError(f"not connected within {timeout} s")
 
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
-        """Closes gracefully, waits up to ``timeout`` seconds for the library to finish, and
-        frees the native client. Pending requests fail with :class:`ClientClosedError`; queued
-        events can still be read. Idempotent.
+        """Closes gracefully and waits up to ``timeout`` seconds for the library to finish
+        (CLOSED delivered, native client freed); it never waits longer, even for a slow
+        ``on_event``: the native client is then freed once CLOSED has been delivered. Inside
+        an ``on_event`` callback it does not wait for a client in callback mode (that
+        client's callback may be waiting for this one). Pending requests have failed with
+        :class:`ClientClosedError` when it returns; queued events can still be read, and
+        ``on_event`` still receives every event up to CLOSED. Idempotent.
 
         gomuks: close code 1001, so the backend frees the events it kept for this client.
         With ``keep_resume=True`` the code is 1000 and the backend keeps them, so a later
         client given :meth:`resume_state` receives what it missed (a client that is only
         garbage-collected also closes this way)."""
         self._core.close(timeout, keep_resume)
-        if not self._core.handle.live:
-            self._finalizer.detach()
+        self._finalizer.detach()  # the core is freed, or frees itself after CLOSED
 
     def __enter__(self) -> "Client":
         return self
