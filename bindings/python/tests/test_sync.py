@@ -341,10 +341,11 @@ def test_callback_mode_delivers_events_and_completes_requests(backend: Backend) 
 
 def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backend) -> None:
     results: List[Any] = []
-    done = threading.Event()
+    done, created = threading.Event(), threading.Event()
 
     def on_event(ev: Any) -> None:
         if ev.kind == EventKind.MESSAGE and ev.command == "init_complete":
+            created.wait(10 * SLOW)  # init_complete can come before the constructor returns
             try:
                 box["c"].request("echo", {})
             except tether.StateError as e:
@@ -356,6 +357,7 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
 
     box: dict = {}
     box["c"] = c = client(backend, on_event=on_event)
+    created.set()
     assert done.wait(10 * SLOW)
     assert isinstance(results[0], tether.StateError)
     # The submitted request was answered or failed with the close; never left hanging.
