@@ -369,7 +369,7 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
     deadline = time.monotonic() + 5 * SLOW
     while c._core.handle.live and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not c._core.handle.live  # freed inside the CLOSED callback
+    assert not c._core.handle.live  # freed once the CLOSED callback returned
     assert c._core.destroyed.wait(5 * SLOW)
 
 

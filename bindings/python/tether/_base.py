@@ -276,8 +276,9 @@ class CoreBase:
         if st < 0 and st != Status.ERR_STATE:
             _ffi.check(st, "close")
 
-    def free(self) -> None:
-        """Frees the native client once, saving its resume state first."""
+    def free(self) -> bool:
+        """Frees the native client once, saving its resume state first. Returns whether
+        this call did it."""
 
         def save(ptr: int) -> None:
             try:
@@ -286,10 +287,12 @@ class CoreBase:
             except TetherError:
                 pass
 
-        if self.handle.free(save):
-            _strong.discard(self)
-            _live.discard(self)
-            self.freed.set()
+        if not self.handle.free(save):
+            return False
+        _strong.discard(self)
+        _live.discard(self)
+        self.freed.set()
+        return True
 
     # -- routing ---------------------------------------------------------------------------
 

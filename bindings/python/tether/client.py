@@ -242,14 +242,25 @@ class _SyncCore(CoreBase):
         self.deliver([ev])
         if ev.kind == EventKind.CLOSED:
             self.finish()
-            self.delivery_ended()  # a free here is allowed inside the callback; destroy follows
+            self.delivery_ended()
 
     def delivery_ended(self) -> None:
         """On the delivery thread, after its last event: frees if a close asked for it."""
         with self.lock:
             self.delivery_done = True
             free = self.free_on_closed
-        if free:
+        if not free:
+            return
+        if self.reader is not None:
+            self.free()
+            return
+        # Not on the dispatcher itself: there tether_client_free returns before the thread
+        # ends (destroy still to run), while from another thread it joins it. So once
+        # `freed` is set no callback of this client can run any more, which interpreter exit
+        # relies on (a callback into a finalizing interpreter aborts the process).
+        try:
+            threading.Thread(target=self.free, name="tether-python-free", daemon=True).start()
+        except RuntimeError:  # no new threads at interpreter shutdown
             self.free()
 
     def free_when_delivery_ends(self) -> bool:
@@ -424,8 +435,10 @@ class _SyncCore(CoreBase):
             pass
 
     def begin_exit(self) -> bool:
-        if not self.handle.live or self.on_delivery_thread():
+        if self.freed.is_set() or self.on_delivery_thread():
             return False
+        if not self.handle.live:
+            return True  # being freed on another thread: end_exit waits for it
         self.close_native(keep_resume=True)
         with self.cond:
             self.cond.notify_all()
@@ -441,9 +454,11 @@ class _SyncCore(CoreBase):
             # comes before the process ends.
             self.reader.join(left)
         elif not self.freed.wait(left):
-            # No callback may run into a finalizing interpreter: free now, which stops the
-            # dispatcher (after a callback that is running, if any).
-            self.free()
+            # No callback may run into a finalizing interpreter: free now, which joins the
+            # dispatcher (after a callback that is running, if any); or, if another thread
+            # is freeing it, wait for that join (CLOSED has passed: only destroy is left).
+            if not self.free():
+                self.freed.wait()
         self.fail_pending()
         return self.ended
 
