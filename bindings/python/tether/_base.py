@@ -32,7 +32,7 @@ log = logging.getLogger("tether")
 REQUEST_GRACE_S = 5.0
 #: The library's default request timeout (``tether_config_new``).
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-#: How long interpreter exit waits for a client's CLOSED.
+#: How long interpreter exit waits for CLOSED, all open clients together.
 AT_EXIT_TIMEOUT_S = 2.0
 
 JSONData = Any
@@ -122,17 +122,31 @@ if hasattr(os, "register_at_fork"):
 @atexit.register
 def _close_all_at_exit() -> None:
     """Closes and frees every client still open when the interpreter exits, so no library
-    callback or poller touches a finalizing interpreter."""
+    callback or poller touches a finalizing interpreter. All are closed first and then
+    awaited against one deadline: a silent server costs one timeout, not one per client."""
     if _forked_child:
         return
-    cores = list(_live) + list(_strong)
+    pid = os.getpid()
+    cores = [c for c in dict.fromkeys([*_live, *_strong]) if c.pid == pid]
+    deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
+    closing = []
     for core in cores:
         try:
-            if core.pid == os.getpid() and core.begin_exit():
-                if not core.end_exit(time.monotonic() + AT_EXIT_TIMEOUT_S):
-                    log.warning("tether: CLOSED did not arrive in %s s", AT_EXIT_TIMEOUT_S)
+            if core.begin_exit():
+                closing.append(core)
         except Exception:  # pragma: no cover - best effort at exit
             log.debug("tether: closing a client at exit failed", exc_info=True)
+    late = 0
+    for core in closing:
+        try:
+            if not core.end_exit(deadline):
+                late += 1
+        except Exception:  # pragma: no cover - best effort at exit
+            log.debug("tether: closing a client at exit failed", exc_info=True)
+    if late:
+        log.warning(
+            "tether: %d client(s) had no CLOSED within %s s at exit", late, AT_EXIT_TIMEOUT_S
+        )
 
 
 class CoreBase:
@@ -310,7 +324,7 @@ class CoreBase:
             self.connected = False
             self.closed = True
 
-    # -- interpreter exit ---------------------------------------------------------------------
+    # -- interpreter exit: all clients share one deadline ----------------------------------
 
     def begin_exit(self) -> bool:  # pragma: no cover - overridden
         """Starts closing without waiting; returns whether :meth:`end_exit` must follow."""
