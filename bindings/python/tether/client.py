@@ -167,8 +167,9 @@ class _SyncCore(CoreBase):
         self.queue: Deque[Event] = deque()
         self.reader_blocked = False  # the reader waits for room in the queue
         self.ended = False  # CLOSED was queued (no more events will come)
-        # Who frees: the delivery thread when it ends (free_on_closed), else the thread that
-        # sees it ended (delivery_done); both are read and set under the lock.
+        # Who frees: if a close came first (free_on_closed), the delivery thread when it
+        # ends (in callback mode through a helper thread); else the close that finds it
+        # ended (delivery_done). Both flags are read and set under the lock.
         self.free_on_closed = False
         self.delivery_done = False
         self.replies_ended = False  # pending requests were failed: fail newcomers too
