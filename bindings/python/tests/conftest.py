@@ -203,8 +203,8 @@ async def await_event(client: Any, pred: Callable[[Any], bool], timeout: float =
             return ev
 
 
-def run_python(code: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedProcess:
-    """Runs ``code`` in a fresh interpreter with the same ``tether`` import path."""
+def python_env(**env: str) -> Dict[str, Any]:
+    """``subprocess`` arguments for a fresh interpreter with the same ``tether`` import path."""
     import tether
 
     pkg_parent = str(Path(tether.__file__).resolve().parent.parent)
@@ -213,13 +213,29 @@ def run_python(code: str, timeout: float = 30.0, **env: str) -> subprocess.Compl
     e.update(env)
     # A neutral working directory: `-c` puts it first on sys.path, and the package sources
     # next to the tests must not shadow the installed package.
+    return dict(env=e, cwd=tempfile.gettempdir())
+
+
+def run_python(code: str, timeout: float = 30.0, **env: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter with the same ``tether`` import path."""
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=timeout * SLOW,
-        env=e,
-        cwd=tempfile.gettempdir(),
+        **python_env(**env),
+    )
+
+
+def start_python(code: str, **env: str) -> subprocess.Popen:
+    """Starts ``code`` in a fresh interpreter (pipes for stdin, stdout and stderr)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **python_env(**env),
     )
 
 

@@ -124,6 +124,34 @@ def test_async_for_yields_events_until_closed(backend: Backend) -> None:
     arun(main())
 
 
+def test_next_event_with_timeout_zero_takes_a_queued_event(backend: Backend) -> None:
+    """Timeout 0 takes what is already queued, as the blocking client does
+    (``asyncio.wait_for(queue.get(), 0)`` gives up before the getter runs)."""
+
+    async def main() -> None:
+        async with client(backend) as c:
+            await init_complete(c)
+            newest = backend.push(3)
+            deadline = time.monotonic() + 10 * SLOW
+            queued = c._core.queue._queue  # type: ignore[attr-defined]
+            while not any(e is not None and e.id == newest for e in list(queued)):
+                assert time.monotonic() < deadline, "the events were never queued"
+                await asyncio.sleep(0.01)
+            ids: List[int] = []
+            while True:
+                ev = await c.next_event(0)
+                assert ev is not None, f"next_event(0) returned None with events queued; got {ids}"
+                ids.append(ev.id)
+                if ev.id == newest:
+                    break
+            assert [i for i in ids if i < 0] == [newest + 2, newest + 1, newest]
+            t0 = time.monotonic()
+            await c.next_event(0)  # nothing queued (or a pong): returns at once
+            assert time.monotonic() - t0 < 0.5 * SLOW
+
+    arun(main())
+
+
 def test_resume_after_a_cut_delivers_every_event_exactly_once(backend: Backend) -> None:
     async def main() -> None:
         async with client(backend) as c:

@@ -242,18 +242,36 @@ def test_the_package_is_typed() -> None:
     assert (Path(tether.__file__).parent / "py.typed").exists()
 
 
-def test_client_signatures_offer_every_config_option():
-    """Client and AsyncClient spell out build_config's options; none may be missing or renamed."""
+def test_both_clients_take_the_options_declared_once() -> None:
+    """Client and AsyncClient take tether.Options as **options; each option names a config
+    function of the header, and every config setter of the header is some option's."""
     import inspect
 
-    from tether._base import CONFIG_OPTIONS
+    from tether._options import OPTIONS
     from tether.aio import AsyncClient
 
-    assert "token" in CONFIG_OPTIONS and "allow_insecure_credentials" in CONFIG_OPTIONS
+    assert list(OPTIONS) == list(tether.Options.__annotations__)
+    assert "token" in OPTIONS and "allow_insecure_credentials" in OPTIONS
     for cls in (tether.Client, AsyncClient):
         params = inspect.signature(cls.__init__).parameters
-        missing = [name for name in CONFIG_OPTIONS if name not in params]
-        assert not missing, f"{cls.__name__} lacks {missing}"
-        for name in CONFIG_OPTIONS:
-            default = inspect.signature(tether._base.build_config).parameters[name].default
-            assert params[name].default == default, (cls.__name__, name)
+        assert params["options"].kind == inspect.Parameter.VAR_KEYWORD
+        assert str(params["options"].annotation) == "Unpack[Options]"
+        assert not set(OPTIONS) & set(params), f"{cls.__name__} spells out an option again"
+    setters = {o.setter for o in OPTIONS.values() if o.setter is not None}
+    in_header = {
+        n for n in header_functions() if n.startswith(("tether_config_set_", "tether_config_add_"))
+    }
+    assert setters == in_header - {"tether_config_set_url"}  # the url is a parameter
+    assert OPTIONS["protocol"].default == "gomuks" and OPTIONS["compress"].default is True
+
+
+def test_an_unknown_option_is_a_type_error() -> None:
+    from tether.aio import AsyncClient
+
+    with pytest.raises(TypeError, match=r"Client\(\) got an unexpected keyword argument 'tokn' "
+                       r"\(did you mean 'token'\?\)"):
+        tether.Client("http://127.0.0.1:1", tokn="x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'on_event'"):
+        AsyncClient("http://127.0.0.1:1", on_event=print)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        tether._options.build_config("http://127.0.0.1:1", bogus=1)

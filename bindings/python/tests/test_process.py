@@ -3,13 +3,15 @@ after fork()."""
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import time
 from typing import Any
 
 import pytest
 
-from conftest import SLOW, run_python
+from conftest import SLOW, run_python, start_python
 
 PRELUDE = """
 import asyncio, os, sys, threading, time
@@ -81,6 +83,46 @@ def test_the_interpreter_exits_cleanly_with_open_clients(make_backend: Any, case
     # the app did not ask to be forgotten, so the resume point stays usable (§7.1).
     stats = b.wait_stats(lambda s: s["connections"] == 0)
     assert stats["last_client_close_code"] == 1000, stats
+
+
+def test_exit_waits_once_for_all_clients_when_the_server_is_silent(make_backend: Any) -> None:
+    """At exit every open client is closed first and then all are awaited against one
+    deadline: 20 clients of a stopped server cost one deadline, not 20."""
+    import tether._base
+
+    deadline = tether._base.AT_EXIT_TIMEOUT_S
+    b = make_backend("--conn-queue-limit", "0")
+    code = PRELUDE + textwrap.dedent(
+        """
+        clients = [tether.Client(URL, **OPTS) for _ in range(20)]
+        for c in clients:
+            c.wait_connected(10)
+        ready()
+        sys.stdin.readline()  # the test stops the backend, then lets us exit
+        """
+    )
+    p = start_python(code, URL=b.url)
+    stopped = False
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        line = p.stdout.readline()
+        assert line.strip() == "READY", line + p.communicate(timeout=30)[1]
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        stopped = True
+        t0 = time.monotonic()
+        p.stdin.write("\n")
+        p.stdin.flush()
+        _, err = p.communicate(timeout=120 * SLOW)
+        elapsed = time.monotonic() - t0
+    finally:
+        if stopped:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, f"exit status {p.returncode}\n{err}"
+    assert "Traceback" not in err and "Fatal" not in err, err
+    assert elapsed < 2 * deadline * SLOW, f"exit took {elapsed:.1f} s with 20 clients\n{err}"
 
 
 FORK = PRELUDE + """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import textwrap
 import threading
 import time
 from typing import Any, List
@@ -14,7 +15,7 @@ import tether
 from tether import Client, EventKind, Status
 from tether.events import _UNSET
 
-from conftest import SLOW, Backend, gomuks_opts, wait_event
+from conftest import SLOW, Backend, gomuks_opts, run_python, wait_event
 
 
 def client(backend: Backend, **extra: Any) -> Client:
@@ -340,10 +341,11 @@ def test_callback_mode_delivers_events_and_completes_requests(backend: Backend) 
 
 def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backend) -> None:
     results: List[Any] = []
-    done = threading.Event()
+    done, created = threading.Event(), threading.Event()
 
     def on_event(ev: Any) -> None:
         if ev.kind == EventKind.MESSAGE and ev.command == "init_complete":
+            created.wait(10 * SLOW)  # init_complete can come before the constructor returns
             try:
                 box["c"].request("echo", {})
             except tether.StateError as e:
@@ -355,6 +357,7 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
 
     box: dict = {}
     box["c"] = c = client(backend, on_event=on_event)
+    created.set()
     assert done.wait(10 * SLOW)
     assert isinstance(results[0], tether.StateError)
     # The submitted request was answered or failed with the close; never left hanging.
@@ -366,7 +369,7 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
     deadline = time.monotonic() + 5 * SLOW
     while c._core.handle.live and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not c._core.handle.live  # freed inside the CLOSED callback
+    assert not c._core.handle.live  # freed once the CLOSED callback returned
     assert c._core.destroyed.wait(5 * SLOW)
 
 
@@ -384,6 +387,96 @@ def test_the_callback_is_kept_alive_until_the_library_is_done(backend: Backend) 
     assert c._core.destroyed.wait(5 * SLOW)
     assert ctx not in client_mod._registry  # released by destroy(ctx)
     assert got[0] == EventKind.CONNECTING and got[-1] == EventKind.CLOSED
+
+
+def test_close_returns_within_its_timeout_while_a_callback_is_busy(backend: Backend) -> None:
+    """close(timeout) does not wait for a running callback past its timeout: the native
+    client is freed later, when CLOSED is delivered, and nothing is lost meanwhile."""
+    entered, release = threading.Event(), threading.Event()
+    kinds: List[Any] = []
+
+    def on_event(ev: Any) -> None:
+        kinds.append(ev.kind)
+        if ev.kind == EventKind.MESSAGE and ev.command == "init_complete":
+            entered.set()
+            release.wait(4 * SLOW)  # a slow callback (bounded, so a regression only fails)
+
+    c = client(backend, on_event=on_event)
+    try:
+        assert entered.wait(10 * SLOW)
+        pending = c.submit("sleep", {"ms": 5000})
+        t0 = time.monotonic()
+        c.close(timeout=0.5)
+        took = time.monotonic() - t0
+        assert took < 0.5 + 0.5 * SLOW, f"close(timeout=0.5) took {took:.2f} s"
+        assert c.closed
+        # The accepted request has its outcome when close() returns.
+        assert pending.done()
+        with pytest.raises(tether.ClientClosedError):
+            pending.result(0)
+    finally:
+        release.set()
+    # Once the callback returns, the dispatcher delivers the rest, CLOSED last, and the
+    # client is freed from the CLOSED callback; destroy follows.
+    assert c._core.destroyed.wait(10 * SLOW)
+    assert not c._core.handle.live
+    assert kinds[-1] == EventKind.CLOSED
+    c.close()  # idempotent
+
+
+def test_callbacks_closing_each_others_clients_do_not_deadlock(backend: Backend) -> None:
+    """Each client's on_event closes the other client while both callbacks run: neither may
+    wait for the other's dispatcher. A subprocess, so that a deadlock fails the test (by its
+    timeout) instead of hanging the suite."""
+    code = textwrap.dedent(
+        """
+        import sys, threading, time
+        import tether
+        URL = sys.argv[1] if len(sys.argv) > 1 else __import__("os").environ["URL"]
+        OPTS = dict(username="tether", password="tether-password")
+        go = threading.Event()
+        inside = threading.Barrier(2, timeout=10)
+        clients = {}
+        took = {}
+        kinds = {"a": [], "b": []}
+
+        def make(me, other):
+            def on_event(ev):
+                kinds[me].append(ev.kind)
+                if ev.kind == tether.EventKind.MESSAGE and ev.command == "init_complete":
+                    go.wait(10)
+                    inside.wait()  # both callbacks are running now
+                    t0 = time.monotonic()
+                    clients[other].close(timeout=1)
+                    took[me] = time.monotonic() - t0
+            return on_event
+
+        clients["a"] = tether.Client(URL, on_event=make("a", "b"), **OPTS)
+        clients["b"] = tether.Client(URL, on_event=make("b", "a"), **OPTS)
+        pending = {k: c.submit("sleep", {"ms": 5000}) for k, c in clients.items()}
+        go.set()
+        deadline = time.monotonic() + 10
+        while len(took) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("TOOK", sorted(took.items()), flush=True)
+        for k, p in pending.items():
+            try:
+                p.result(5)
+                print("RESULT", k, "ok", flush=True)
+            except tether.ClientClosedError:
+                print("RESULT", k, "closed", flush=True)
+        for k, c in clients.items():
+            ok = c._core.destroyed.wait(10)
+            print("FREED", k, ok and not c._core.handle.live, kinds[k][-1].name, flush=True)
+        """
+    )
+    r = run_python(code, timeout=30, URL=backend.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    took = dict(eval(r.stdout.split("TOOK ", 1)[1].splitlines()[0]))
+    assert set(took) == {"a", "b"}, r.stdout + r.stderr
+    assert all(t < 1.0 + 0.5 * SLOW for t in took.values()), took
+    assert "RESULT a closed" in r.stdout and "RESULT b closed" in r.stdout, r.stdout
+    assert "FREED a True CLOSED" in r.stdout and "FREED b True CLOSED" in r.stdout, r.stdout
 
 
 def busy(stop: threading.Event) -> int:

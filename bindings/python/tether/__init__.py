@@ -15,8 +15,8 @@ Asyncio: :class:`tether.aio.AsyncClient`.
 
 from __future__ import annotations
 
-from ._base import ResumeState
 from ._ffi import ABI_VERSION, LIBRARY_VERSION, LibraryLoadError, library_path
+from ._options import Options, ResumeState
 from .client import Client, PendingRequest
 # Every exception class and Status, as listed in errors.__all__ (one list, kept there).
 from .errors import *  # noqa: F401,F403
@@ -36,6 +36,7 @@ __all__ = [
     "PendingRequest",
     "Event",
     "EventKind",
+    "Options",
     "ResumeState",
     "LibraryLoadError",
     "ABI_VERSION",

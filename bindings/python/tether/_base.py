@@ -4,27 +4,17 @@ request encoding, resume state, fork detection and closing clients at interprete
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import logging
 import os
 import threading
+import time
 import weakref
 from ctypes import byref, c_int64, c_size_t, create_string_buffer
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Mapping,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 from . import _ffi
+from ._options import ResumeState, _cstr, _ms, build_config, option, parse_protocol
 from .errors import (
     ClientClosedError,
     InvalidArgumentError,
@@ -42,36 +32,10 @@ log = logging.getLogger("tether")
 REQUEST_GRACE_S = 5.0
 #: The library's default request timeout (``tether_config_new``).
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: How long interpreter exit waits for CLOSED, all open clients together.
+AT_EXIT_TIMEOUT_S = 2.0
 
 JSONData = Any
-Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
-
-
-class ResumeState(NamedTuple):
-    """Where a gomuks session can resume: the backend's ``run_id`` and the id of the last
-    buffered event received (0 or negative). Persist it and pass it as ``resume=`` to a new
-    client to receive exactly the events that were missed."""
-
-    run_id: str
-    last_event_id: int
-
-
-def _ms(name: str, seconds: Optional[float], minimum: int = 1) -> Optional[int]:
-    if seconds is None:
-        return None
-    ms = int(round(float(seconds) * 1000))
-    if ms < minimum or ms > 0xFFFFFFFF:
-        raise InvalidArgumentError(f"{name} must be between {minimum} ms and 2^32-1 ms")
-    return ms
-
-
-def _cstr(name: str, value: str) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    b = value.encode("utf-8")
-    if b"\0" in b:
-        raise InvalidArgumentError(f"{name} contains a NUL character")
-    return b
 
 
 def encode_payload(data: JSONData) -> bytes:
@@ -82,118 +46,6 @@ def encode_payload(data: JSONData) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def parse_protocol(protocol: Union[str, int]) -> int:
-    """``"gomuks"`` / ``"rwws"`` (or ``TETHER_PROTOCOL_*``) to the library's value."""
-    if isinstance(protocol, str):
-        p = protocol.lower()
-        if p == "gomuks":
-            return _ffi.PROTOCOL_GOMUKS
-        if p == "rwws":
-            return _ffi.PROTOCOL_RWWS
-        raise InvalidArgumentError(f"unknown protocol {protocol!r} (gomuks or rwws)")
-    if protocol in (_ffi.PROTOCOL_GOMUKS, _ffi.PROTOCOL_RWWS):
-        return int(protocol)
-    raise InvalidArgumentError(f"unknown protocol {protocol!r}")
-
-
-def build_config(
-    url: str,
-    *,
-    protocol: Union[str, int] = "gomuks",
-    token: Optional[str] = None,
-    username: Optional[str] = None,
-    password: Optional[str] = None,
-    compress: bool = True,
-    ping_interval: Optional[float] = None,
-    receive_timeout: Optional[float] = None,
-    request_timeout: Optional[float] = None,
-    connect_timeout: Optional[float] = None,
-    reconnect_backoff: Optional[Tuple[float, float]] = None,
-    max_message_bytes: Optional[int] = None,
-    queue_capacity: Optional[int] = None,
-    resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
-    last_server_ts: Optional[int] = None,
-    prev_listener_id: bool = False,
-    headers: Optional[Headers] = None,
-    ca_pem: Optional[Union[bytes, str]] = None,
-    allow_insecure_credentials: bool = False,
-) -> int:
-    """Builds a ``tether_config`` (caller frees it) from keyword options."""
-    lib = _ffi.lib
-    check = _ffi.check
-    cfg = _ffi.new_handle(lib.tether_config_new)
-    try:
-        check(lib.tether_config_set_url(cfg, _cstr("url", url)), "url")
-        check(lib.tether_config_set_protocol(cfg, parse_protocol(protocol)), "protocol")
-        if token is not None:
-            check(lib.tether_config_set_token(cfg, _cstr("token", token)), "token")
-        if username is not None or password is not None:
-            if username is None or password is None:
-                raise InvalidArgumentError("username and password go together")
-            check(
-                lib.tether_config_set_basic_auth(
-                    cfg, _cstr("username", username), _cstr("password", password)
-                ),
-                "basic auth",
-            )
-        check(lib.tether_config_set_compression(cfg, bool(compress)), "compress")
-        ms = _ms("ping_interval", ping_interval)
-        if ms is not None:
-            check(lib.tether_config_set_ping_interval_ms(cfg, ms), "ping_interval")
-        ms = _ms("receive_timeout", receive_timeout)
-        if ms is not None:
-            check(lib.tether_config_set_receive_timeout_ms(cfg, ms), "receive_timeout")
-        ms = _ms("request_timeout", request_timeout)
-        if ms is not None:
-            check(lib.tether_config_set_request_timeout_ms(cfg, ms), "request_timeout")
-        ms = _ms("connect_timeout", connect_timeout)
-        if ms is not None:
-            check(lib.tether_config_set_connect_timeout_ms(cfg, ms), "connect_timeout")
-        if reconnect_backoff is not None:
-            lo, hi = reconnect_backoff
-            check(
-                lib.tether_config_set_reconnect_backoff_ms(
-                    cfg, _ms("reconnect_backoff", lo), _ms("reconnect_backoff", hi)
-                ),
-                "reconnect_backoff",
-            )
-        if max_message_bytes is not None:
-            check(
-                lib.tether_config_set_max_message_bytes(cfg, int(max_message_bytes)),
-                "max_message_bytes",
-            )
-        if queue_capacity is not None:
-            check(lib.tether_config_set_queue_capacity(cfg, int(queue_capacity)), "queue_capacity")
-        if resume is not None:
-            run_id, last = resume
-            check(
-                lib.tether_config_set_resume_state(cfg, _cstr("run_id", run_id), int(last)),
-                "resume",
-            )
-        if last_server_ts is not None:
-            check(lib.tether_config_set_last_server_ts(cfg, int(last_server_ts)), "last_server_ts")
-        if prev_listener_id:
-            check(lib.tether_config_set_prev_listener_id(cfg, True), "prev_listener_id")
-        if headers:
-            items = headers.items() if isinstance(headers, Mapping) else headers
-            for name, value in items:
-                check(
-                    lib.tether_config_add_header(
-                        cfg, _cstr("header name", name), _cstr("header value", value)
-                    ),
-                    "header",
-                )
-        if ca_pem is not None:
-            pem = ca_pem.encode() if isinstance(ca_pem, str) else bytes(ca_pem)
-            check(lib.tether_config_set_ca_pem(cfg, pem, len(pem)), "ca_pem")
-        if allow_insecure_credentials:
-            check(lib.tether_config_set_allow_insecure_credentials(cfg, True), "allow_insecure")
-        return cfg
-    except BaseException:
-        lib.tether_config_free(cfg)
-        raise
 
 
 class Handle:
@@ -258,19 +110,6 @@ _live: "weakref.WeakSet[CoreBase]" = weakref.WeakSet()
 _strong: "set[CoreBase]" = set()  # cores that must outlive their client object (closing)
 
 
-#: The keyword options of :func:`build_config`; ``Client`` and ``AsyncClient`` spell them out
-#: in their own signatures (for type checkers and IDEs) and pass them on with
-#: :func:`config_options`. A test checks that the three signatures agree.
-CONFIG_OPTIONS: Tuple[str, ...] = tuple(
-    p.name for p in inspect.signature(build_config).parameters.values() if p.kind == p.KEYWORD_ONLY
-)
-
-
-def config_options(namespace: Dict[str, Any]) -> Dict[str, Any]:
-    """Picks the :data:`CONFIG_OPTIONS` out of a constructor's ``locals()``."""
-    return {name: namespace[name] for name in CONFIG_OPTIONS}
-
-
 def _after_fork_in_child() -> None:
     global _forked_child
     _forked_child = True
@@ -283,16 +122,31 @@ if hasattr(os, "register_at_fork"):
 @atexit.register
 def _close_all_at_exit() -> None:
     """Closes and frees every client still open when the interpreter exits, so no library
-    callback or poller touches a finalizing interpreter."""
+    callback or poller touches a finalizing interpreter. All are closed first and then
+    awaited against one deadline: a silent server costs one timeout, not one per client."""
     if _forked_child:
         return
-    cores = list(_live) + list(_strong)
+    pid = os.getpid()
+    cores = [c for c in dict.fromkeys([*_live, *_strong]) if c.pid == pid]
+    deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
+    closing = []
     for core in cores:
         try:
-            if core.pid == os.getpid():
-                core.shutdown_at_exit()
+            if core.begin_exit():
+                closing.append(core)
         except Exception:  # pragma: no cover - best effort at exit
             log.debug("tether: closing a client at exit failed", exc_info=True)
+    late = 0
+    for core in closing:
+        try:
+            if not core.end_exit(deadline):
+                late += 1
+        except Exception:  # pragma: no cover - best effort at exit
+            log.debug("tether: closing a client at exit failed", exc_info=True)
+    if late:
+        log.warning(
+            "tether: %d client(s) had no CLOSED within %s s at exit", late, AT_EXIT_TIMEOUT_S
+        )
 
 
 class CoreBase:
@@ -306,7 +160,7 @@ class CoreBase:
     def __init__(
         self,
         url: str,
-        options: Dict[str, Any],
+        options: Mapping[str, object],
         event_queue_size: int,
         json_loads: Optional[JSONLoads],
     ) -> None:
@@ -315,8 +169,8 @@ class CoreBase:
         #: The class of this client's events (its ``data`` parses with ``json_loads``).
         self.event_cls = event_class(json_loads)
         self.pid = os.getpid()
-        self.protocol = parse_protocol(options.get("protocol", "gomuks"))
-        rt = options.get("request_timeout")
+        self.protocol = parse_protocol(option(options, "protocol"))
+        rt = option(options, "request_timeout")
         self.request_timeout = float(rt) if rt is not None else DEFAULT_REQUEST_TIMEOUT_S
         self.queue_limit = event_queue_size
         cfg = build_config(url, **options)
@@ -325,6 +179,8 @@ class CoreBase:
         finally:
             _ffi.lib.tether_config_free(cfg)
         self.handle = Handle(ptr)
+        #: Set once the native client is freed (by whichever thread got to free it).
+        self.freed = threading.Event()
         self.lock = threading.Lock()
         self.closing = False  # tether_client_close was called by us
         self.closed = False  # the CLOSED event was seen
@@ -434,8 +290,9 @@ class CoreBase:
         if st < 0 and st != Status.ERR_STATE:
             _ffi.check(st, "close")
 
-    def free(self) -> None:
-        """Frees the native client once, saving its resume state first."""
+    def free(self) -> bool:
+        """Frees the native client once, saving its resume state first. Returns whether
+        this call did it."""
 
         def save(ptr: int) -> None:
             try:
@@ -444,9 +301,12 @@ class CoreBase:
             except TetherError:
                 pass
 
-        if self.handle.free(save):
-            _strong.discard(self)
-            _live.discard(self)
+        if not self.handle.free(save):
+            return False
+        _strong.discard(self)
+        _live.discard(self)
+        self.freed.set()
+        return True
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -464,7 +324,15 @@ class CoreBase:
             self.connected = False
             self.closed = True
 
-    def shutdown_at_exit(self) -> None:  # pragma: no cover - overridden
+    # -- interpreter exit: all clients share one deadline ----------------------------------
+
+    def begin_exit(self) -> bool:  # pragma: no cover - overridden
+        """Starts closing without waiting; returns whether :meth:`end_exit` must follow."""
+        raise NotImplementedError
+
+    def end_exit(self, deadline: float) -> bool:  # pragma: no cover - overridden
+        """Waits for CLOSED until ``deadline`` (``time.monotonic()``), then frees what can be
+        freed; returns whether CLOSED arrived in time."""
         raise NotImplementedError
 
 
@@ -503,7 +371,8 @@ class ClientState:
     @property
     def closed(self) -> bool:
         """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
-        return self._core.closed or not self._core.handle.live
+        core = self._core
+        return core.closed or core.closing or not core.handle.live
 
     @property
     def fatal(self) -> Optional[TetherError]:

@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
-from typing import Any, AsyncIterator, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple
 
 from . import _ffi
 from ._base import (
+    AT_EXIT_TIMEOUT_S,
     REQUEST_GRACE_S,
     ClientState,
     CoreBase,
-    Headers,
     JSONData,
-    ResumeState,
     _strong,
-    config_options,
     log,
     response_result,
 )
+from ._options import Options, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -34,6 +34,10 @@ from .errors import (
     TetherError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads
+
+if TYPE_CHECKING:
+    # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncClient"]
 
@@ -45,7 +49,7 @@ class _AsyncCore(CoreBase):
     def __init__(
         self,
         url: str,
-        options: Dict[str, Any],
+        options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
         loop: asyncio.AbstractEventLoop,
@@ -147,12 +151,19 @@ class _AsyncCore(CoreBase):
         if self.ended and self.queue.empty():
             return None
         try:
-            if timeout is None:
-                ev = await self.queue.get()
-            else:
-                ev = await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+            # What is queued first: asyncio.wait_for(get(), 0) gives up before get() runs,
+            # even with an event queued.
+            ev = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            if timeout is not None and timeout <= 0:
+                return None
+            try:
+                if timeout is None:
+                    ev = await self.queue.get()
+                else:
+                    ev = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return None
         if ev is None:
             self.ended = True
             self.queue.put_nowait(None)
@@ -233,36 +244,41 @@ class _AsyncCore(CoreBase):
             elif not self.loop.is_closed() and self.loop.is_running():
                 _strong.add(self)
                 self.loop.call_soon_threadsafe(self.close_from_gc)
-            else:
-                self.shutdown_at_exit()
+            elif self.begin_exit():
+                # No loop will read its events any more: drain here, as at exit.
+                self.end_exit(time.monotonic() + AT_EXIT_TIMEOUT_S)
         except TetherError:
             pass
         except RuntimeError:  # the loop closed in between
             pass
 
-    def shutdown_at_exit(self) -> None:
-        """At exit (or when the loop is gone): close, drain until CLOSED, free. Only when
-        no loop is running this client's reader, so nothing polls concurrently."""
+    def begin_exit(self) -> bool:
         if not self.handle.live:
-            return
+            return False
+        self.close_native()
         if not self.loop.is_closed() and self.loop.is_running():
             if threading.get_ident() != self.loop_thread:
-                self.close_native()  # the loop's thread owns polling; leave the memory
-                return
-        self.close_native()
-        deadline_ms = 2000
+                return False  # the loop's thread owns polling; leave the memory
+        return True
+
+    def end_exit(self, deadline: float) -> bool:
+        """Drains until CLOSED or ``deadline``, then frees. Only when no loop is running
+        this client's reader, so nothing polls concurrently."""
         try:
-            while not self.closed and deadline_ms > 0:
-                st, events = self.handle.call(self.reader.poll, 100)
-                deadline_ms -= 100
+            while not self.closed:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                st, events = self.handle.call(self.reader.poll, max(0, left_ms))
                 if st == Status.CLOSED:
                     break
-                if st == Status.OK:
-                    for ev in events:
-                        self.note(ev)
+                for ev in events:
+                    self.note(ev)
+                if left_ms <= 0:
+                    break
         except TetherError:
             pass
+        arrived = self.closed
         self.release()
+        return arrived
 
 
 class AsyncClient(ClientState):
@@ -270,9 +286,8 @@ class AsyncClient(ClientState):
 
     Create it inside a running event loop (it registers the library's event descriptor with
     ``loop.add_reader``); the connection starts at once. Use ``async with``, or ``await
-    client.close()``. Takes the same connection options as :class:`tether.Client`
-    (``protocol``, ``token``, ``username``, ``password``, ``compress``, ``ping_interval``,
-    ``resume``, ``json_loads``, ...) except ``on_event``.
+    client.close()``. Takes the connection options of :class:`tether.Options` and the
+    parameters of :class:`tether.Client` except ``on_event``.
 
     >>> async with AsyncClient(url, username="me", password="...") as client:
     ...     print(await client.request("echo", {"x": 1}))
@@ -281,36 +296,22 @@ class AsyncClient(ClientState):
 
     :raises RuntimeError: no event loop is running.
     :raises ConfigError: the configuration is invalid.
+    :raises TypeError: a keyword argument that is not an option.
     """
+
+    _core: _AsyncCore
 
     def __init__(
         self,
         url: str,
         *,
-        protocol: Union[str, int] = "gomuks",
-        token: Optional[str] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        compress: bool = True,
-        ping_interval: Optional[float] = None,
-        receive_timeout: Optional[float] = None,
-        request_timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = None,
-        reconnect_backoff: Optional[Tuple[float, float]] = None,
-        max_message_bytes: Optional[int] = None,
-        queue_capacity: Optional[int] = None,
-        resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
-        last_server_ts: Optional[int] = None,
-        prev_listener_id: bool = False,
-        headers: Optional[Headers] = None,
-        ca_pem: Optional[Union[bytes, str]] = None,
-        allow_insecure_credentials: bool = False,
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        **options: Unpack[Options],
     ) -> None:
+        check_options("AsyncClient", options)
         loop = asyncio.get_running_loop()
-        options = config_options(locals())
         self._core = core = _AsyncCore(
             url, options, event_queue_size, batch_size, loop, json_loads
         )

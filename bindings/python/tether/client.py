@@ -9,16 +9,17 @@ import time
 import weakref
 from collections import deque
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Deque,
     Dict,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
-    Union,
 )
 
 from . import _base, _ffi
@@ -26,14 +27,12 @@ from ._base import (
     REQUEST_GRACE_S,
     ClientState,
     CoreBase,
-    Headers,
     JSONData,
-    ResumeState,
     _strong,
-    config_options,
     log,
     response_result,
 )
+from ._options import Options, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -43,6 +42,10 @@ from .errors import (
     WrongModeError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads, event_from_pointer
+
+if TYPE_CHECKING:
+    # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
+    from typing_extensions import Unpack
 
 __all__ = ["Client", "PendingRequest"]
 
@@ -115,6 +118,14 @@ _STATE_KINDS = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED)
 _registry: Dict[int, "_SyncCore"] = {}
 _registry_ids = itertools.count(1)
 
+# Marks the library's dispatcher threads (each runs only our callbacks): code there must
+# never wait for another client's dispatcher, which may be waiting for this one.
+_dispatcher = threading.local()
+
+
+def _on_dispatcher() -> bool:
+    return getattr(_dispatcher, "flag", False)
+
 
 def _on_event_c(ctx: int, ev: int) -> None:
     core = _registry.get(ctx or 0)
@@ -141,7 +152,7 @@ class _SyncCore(CoreBase):
     def __init__(
         self,
         url: str,
-        options: Dict[str, Any],
+        options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
         on_event: Optional[EventCallback],
@@ -156,7 +167,12 @@ class _SyncCore(CoreBase):
         self.queue: Deque[Event] = deque()
         self.reader_blocked = False  # the reader waits for room in the queue
         self.ended = False  # CLOSED was queued (no more events will come)
+        # Who frees: if a close came first (free_on_closed), the delivery thread when it
+        # ends (in callback mode through a helper thread); else the close that finds it
+        # ended (delivery_done). Both flags are read and set under the lock.
         self.free_on_closed = False
+        self.delivery_done = False
+        self.replies_ended = False  # pending requests were failed: fail newcomers too
         self.destroyed = threading.Event()
         self.closed_event = threading.Event()
         self.reader: Optional[threading.Thread] = None
@@ -217,18 +233,47 @@ class _SyncCore(CoreBase):
         finally:
             reader.free()
             self.finish()
-            if self.free_on_closed:
-                self.free()
+            self.delivery_ended()
 
     def on_native_event(self, ev: Event) -> None:
         """Callback mode: runs on the library's dispatcher thread."""
         if self.delivery_ident is None:
             self.delivery_ident = threading.get_ident()
+            _dispatcher.flag = True
         self.deliver([ev])
         if ev.kind == EventKind.CLOSED:
             self.finish()
-            if self.free_on_closed:
-                self.free()  # allowed inside the callback; destroy follows
+            self.delivery_ended()
+
+    def delivery_ended(self) -> None:
+        """On the delivery thread, after its last event: frees if a close asked for it."""
+        with self.lock:
+            self.delivery_done = True
+            free = self.free_on_closed
+        if not free:
+            return
+        if self.reader is not None:
+            self.free()
+            return
+        # Not on the dispatcher itself: there tether_client_free returns before the thread
+        # ends (destroy still to run), while from another thread it joins it. So once
+        # `freed` is set no callback of this client can run any more, which interpreter exit
+        # relies on (a callback into a finalizing interpreter aborts the process).
+        try:
+            threading.Thread(target=self.free, name="tether-python-free", daemon=True).start()
+        except RuntimeError:  # no new threads at interpreter shutdown
+            self.free()
+
+    def free_when_delivery_ends(self) -> bool:
+        """Hands the free to the delivery thread, to happen when it ends (after CLOSED), so
+        no caller waits for it. Returns ``True`` if delivery has already ended: the caller
+        frees then (nothing runs that the free would wait for)."""
+        with self.lock:
+            if self.delivery_done:
+                return True
+            self.free_on_closed = True
+            _strong.add(self)  # alive until the delivery thread frees it
+            return False
 
     def deliver(self, events: Sequence[Event]) -> None:
         ready: List[Event] = []
@@ -272,15 +317,21 @@ class _SyncCore(CoreBase):
         """Delivery ended: wake everyone, fail requests that can no longer be answered."""
         with self.cond:
             self.ended = True
-            waiters = list(self.pending.values())
-            self.pending.clear()
             self.cond.notify_all()
         self.closed_event.set()
+        self.fail_pending()
+
+    def fail_pending(self) -> None:
+        """Fails every request still waiting, and any registered later, with
+        ``ClientClosedError``: after a close that did not wait for CLOSED, or once nothing
+        can arrive any more."""
+        with self.lock:
+            self.replies_ended = True
+            waiters = list(self.pending.values())
+            self.pending.clear()
         for w in waiters:
             if not w.done():
-                w._resolve(
-                    Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b"")
-                )
+                w._resolve(Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b""))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -290,7 +341,7 @@ class _SyncCore(CoreBase):
         with self.lock:
             early = self.orphans.pop(rid, None)
             if early is None:
-                if self.ended:
+                if self.ended or self.replies_ended:
                     early = Event(EventKind.RESPONSE, rid, Status.ERR_CLIENT_CLOSED, "", b"")
                 else:
                     self.pending[rid] = p
@@ -351,48 +402,66 @@ class _SyncCore(CoreBase):
         self.close_native(keep_resume)
         with self.cond:
             self.cond.notify_all()  # a reader waiting for room goes on
+        # tether_client_free waits for a running callback, and the reader may sit in a poll:
+        # the delivery thread frees when CLOSED has passed; this call only waits for that.
+        if self.free_when_delivery_ends():
+            self.free()
+            return
         if self.on_delivery_thread():
-            # Inside on_event (or a collection on the reader): CLOSED comes after we return.
-            if self.closed:
-                self.free()
-            else:
-                self.free_on_closed = True
-                _strong.add(self)
+            return  # inside on_event (or a collection on the reader): CLOSED comes after
+        if self.on_event is not None and _on_dispatcher():
+            # Inside another client's callback: this client's dispatcher may be waiting for
+            # ours (each closing the other), so do not wait for it at all.
+            self.fail_pending()
             return
         if self.reader is not None:
             self.reader.join(timeout)
-            if self.reader.is_alive():
-                # Never free while the reader may be inside poll: it frees when it ends.
-                self.free_on_closed = True
-                _strong.add(self)
-                log.warning("tether: CLOSED did not arrive in %s s; freeing later", timeout)
-                return
         else:
-            self.closed_event.wait(timeout)
-        self.free()
-        if self.on_event is not None:
-            self.finish()
+            self.freed.wait(timeout)
+        if not self.freed.is_set():
+            log.warning("tether: CLOSED did not arrive in %s s; freeing later", timeout)
+            self.fail_pending()
 
     def close_from_gc(self) -> None:
         """The Client object was collected without close(): close without waiting."""
         if self.pid != os.getpid() or not self.handle.live:
             return
-        _strong.add(self)
         try:
-            # Close gracefully; the delivery thread (reader or dispatcher) frees the client
-            # when CLOSED arrives. If delivery has already ended, free here.
-            self.free_on_closed = True
             self.close_native()
             with self.cond:
                 self.cond.notify_all()
-            if self.ended and (self.reader is None or not self.reader.is_alive()):
+            if self.free_when_delivery_ends():
                 self.free()
         except TetherError:
             pass
 
-    def shutdown_at_exit(self) -> None:
-        if self.handle.live and not self.on_delivery_thread():
-            self.close(2.0, keep_resume=True)
+    def begin_exit(self) -> bool:
+        if self.freed.is_set() or self.on_delivery_thread():
+            return False
+        if not self.handle.live:
+            return True  # being freed on another thread: end_exit waits for it
+        self.close_native(keep_resume=True)
+        with self.cond:
+            self.cond.notify_all()
+        if self.free_when_delivery_ends():
+            self.free()
+            return False
+        return True
+
+    def end_exit(self, deadline: float) -> bool:
+        left = max(0.0, deadline - time.monotonic())
+        if self.reader is not None:
+            # A reader still inside its poll cannot be freed under it: it frees if CLOSED
+            # comes before the process ends.
+            self.reader.join(left)
+        elif not self.freed.wait(left):
+            # No callback may run into a finalizing interpreter: free now, which joins the
+            # dispatcher (after a callback that is running, if any); or, if another thread
+            # is freeing it, wait for that join (CLOSED has passed: only destroy is left).
+            if not self.free():
+                self.freed.wait()
+        self.fail_pending()
+        return self.ended
 
     def abort(self) -> None:
         """start() failed: release what exists without waiting for events."""
@@ -404,9 +473,8 @@ class _SyncCore(CoreBase):
             self.cond.notify_all()
         if self.reader is not None:
             self.reader.join(2.0)
-            if self.reader.is_alive():
-                self.free_on_closed = True
-                return
+            if not self.free_when_delivery_ends():
+                return  # the reader frees when it ends
         self.free()
 
 
@@ -419,26 +487,9 @@ class Client(ClientState):
 
     :param url: ``http(s)://host:port`` (the backend's base; the dialect's paths are derived)
         or the websocket endpoint ``ws(s)://...``.
-    :param protocol: ``"gomuks"`` (JSON RPC, default) or ``"rwws"`` (binary packets).
-    :param token: gomuks: the ``gomuks_auth`` cookie token; rwws: the base64 access key.
-    :param username: gomuks: user for ``POST /_gomuks/auth`` (with ``password``).
-    :param password: gomuks: password (never logged).
-    :param compress: gomuks: raw-deflate compression (default on).
-    :param ping_interval: keepalive interval in seconds (library default: gomuks 15, rwws 10).
-    :param receive_timeout: reconnect when nothing arrives for this many seconds.
-    :param request_timeout: default per-request timeout in seconds (library default 60).
-    :param connect_timeout: bound on TCP connect + TLS + upgrade, in seconds.
-    :param reconnect_backoff: ``(first, cap)`` reconnect delays in seconds.
-    :param max_message_bytes: cap on one server message after decompression.
-    :param queue_capacity: events the library buffers before it stops reading the socket.
-    :param resume: a :class:`ResumeState` (or ``(run_id, last_event_id)``) from an earlier
-        client: the backend replays exactly the events that client missed.
-    :param last_server_ts: gomuks ``last_server_ts`` (only if the app persisted its state).
-    :param prev_listener_id: gomuks: send ``prev_listener_id`` on reconnect.
-    :param headers: extra headers for the websocket upgrade (e.g. ``Origin``).
-    :param ca_pem: extra trusted CA certificates (PEM).
-    :param allow_insecure_credentials: allow credentials over plain ws/http to a
-        non-loopback host.
+    :param options: the connection options of :class:`tether.Options` (``protocol``,
+        ``token``, ``username``/``password``, ``ping_interval``, ``resume``, ``headers``,
+        ...), each with its default and documentation there.
     :param on_event: callback mode: ``on_event(event)`` runs on the library's dispatcher
         thread for every event except replies (which still complete requests), in order.
         Keep it short; it is kept referenced until the library is done with it.
@@ -451,36 +502,22 @@ class Client(ClientState):
         faster on gomuks events (``pip install "tether[fast]"``); mind its semantics: it
         turns integers beyond 64 bits into floats and refuses ``NaN`` and lone surrogates.
     :raises ConfigError: the configuration is invalid (see the message).
+    :raises TypeError: a keyword argument that is not an option.
     """
+
+    _core: _SyncCore
 
     def __init__(
         self,
         url: str,
         *,
-        protocol: Union[str, int] = "gomuks",
-        token: Optional[str] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        compress: bool = True,
-        ping_interval: Optional[float] = None,
-        receive_timeout: Optional[float] = None,
-        request_timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = None,
-        reconnect_backoff: Optional[Tuple[float, float]] = None,
-        max_message_bytes: Optional[int] = None,
-        queue_capacity: Optional[int] = None,
-        resume: Optional[Union[ResumeState, Tuple[str, int]]] = None,
-        last_server_ts: Optional[int] = None,
-        prev_listener_id: bool = False,
-        headers: Optional[Headers] = None,
-        ca_pem: Optional[Union[bytes, str]] = None,
-        allow_insecure_credentials: bool = False,
         on_event: Optional[EventCallback] = None,
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        **options: Unpack[Options],
     ) -> None:
-        options = config_options(locals())
+        check_options("Client", options)
         self._core = core = _SyncCore(
             url, options, event_queue_size, batch_size, on_event, json_loads
         )
@@ -595,27 +632,32 @@ class Client(ClientState):
         core = self._core
         core.check_pid()
         with core.cond:
-            core.cond.wait_for(lambda: core.connected or core.closed or core.ended, timeout)
+            core.cond.wait_for(
+                lambda: core.connected or core.closed or core.ended or core.closing, timeout
+            )
         if core.connected:
             return
-        if core.closed or core.ended:
+        if core.closed or core.ended or core.closing:
             raise core.closed_error()
         raise TimeoutError(f"not connected within {timeout} s")
 
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, timeout: Optional[float] = 10.0, *, keep_resume: bool = False) -> None:
-        """Closes gracefully, waits up to ``timeout`` seconds for the library to finish, and
-        frees the native client. Pending requests fail with :class:`ClientClosedError`; queued
-        events can still be read. Idempotent.
+        """Closes gracefully and waits up to ``timeout`` seconds for the library to finish
+        (CLOSED delivered, native client freed); it never waits longer, even for a slow
+        ``on_event``: the native client is then freed once CLOSED has been delivered. Inside
+        an ``on_event`` callback it does not wait for a client in callback mode (that
+        client's callback may be waiting for this one). Pending requests have failed with
+        :class:`ClientClosedError` when it returns; queued events can still be read, and
+        ``on_event`` still receives every event up to CLOSED. Idempotent.
 
         gomuks: close code 1001, so the backend frees the events it kept for this client.
         With ``keep_resume=True`` the code is 1000 and the backend keeps them, so a later
         client given :meth:`resume_state` receives what it missed (a client that is only
         garbage-collected also closes this way)."""
         self._core.close(timeout, keep_resume)
-        if not self._core.handle.live:
-            self._finalizer.detach()
+        self._finalizer.detach()  # the core is freed, or frees itself after CLOSED
 
     def __enter__(self) -> "Client":
         return self

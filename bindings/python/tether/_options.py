@@ -1,0 +1,282 @@
+"""The connection options of both clients, written once: :class:`Options` gives each one
+its type (for type checkers, through ``**options: Unpack[Options]``), its default, the
+``tether_config_*`` function it maps to and its documentation; :func:`build_config` applies
+them to a native config."""
+
+# No `from __future__ import annotations` here: the Option records inside the Annotated
+# types are read at run time from Options.__annotations__.
+
+import difflib
+import sys
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
+
+from . import _ffi
+from .errors import InvalidArgumentError
+
+if sys.version_info >= (3, 9):
+    from typing import Annotated, TypedDict
+else:  # pragma: no cover - Python 3.8: typing has no Annotated
+    from typing_extensions import Annotated, TypedDict
+
+
+class ResumeState(NamedTuple):
+    """Where a gomuks session can resume: the backend's ``run_id`` and the id of the last
+    buffered event received (0 or negative). Persist it and pass it as ``resume=`` to a new
+    client to receive exactly the events that were missed."""
+
+    run_id: str
+    last_event_id: int
+
+
+Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+#: What an option turns into: the argument tuples of its setter's calls after the config
+#: (none: the library's default stays; several: one call each, as for headers). Given the
+#: option's value and every option passed, for options that go together.
+Args = Callable[[Any, Mapping[str, Any]], Iterable[Tuple[Any, ...]]]
+
+
+class Option(NamedTuple):
+    """How one option reaches the library: its default and the ``tether_config_*``
+    function (``None``: applied together with another option) called with ``args``."""
+
+    default: Any
+    setter: Optional[str]
+    args: Args
+
+
+def _ms(name: str, seconds: Optional[float], minimum: int = 1) -> Optional[int]:
+    if seconds is None:
+        return None
+    ms = int(round(float(seconds) * 1000))
+    if ms < minimum or ms > 0xFFFFFFFF:
+        raise InvalidArgumentError(f"{name} must be between {minimum} ms and 2^32-1 ms")
+    return ms
+
+
+def _cstr(name: str, value: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    b = value.encode("utf-8")
+    if b"\0" in b:
+        raise InvalidArgumentError(f"{name} contains a NUL character")
+    return b
+
+
+def parse_protocol(protocol: Union[str, int]) -> int:
+    """``"gomuks"`` / ``"rwws"`` (or ``TETHER_PROTOCOL_*``) to the library's value."""
+    if isinstance(protocol, str):
+        p = protocol.lower()
+        if p == "gomuks":
+            return _ffi.PROTOCOL_GOMUKS
+        if p == "rwws":
+            return _ffi.PROTOCOL_RWWS
+        raise InvalidArgumentError(f"unknown protocol {protocol!r} (gomuks or rwws)")
+    if protocol in (_ffi.PROTOCOL_GOMUKS, _ffi.PROTOCOL_RWWS):
+        return int(protocol)
+    raise InvalidArgumentError(f"unknown protocol {protocol!r}")
+
+
+# -- how values become setter arguments ----------------------------------------------------
+
+
+def _text(name: str) -> Args:
+    return lambda v, _: [] if v is None else [(_cstr(name, v),)]
+
+
+def _seconds(name: str) -> Args:
+    return lambda v, _: [] if v is None else [(_ms(name, v),)]
+
+
+def _count(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    return [] if v is None else [(int(v),)]
+
+
+def _flag(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    # False leaves the library's default (off) alone.
+    return [(True,)] if v else []
+
+
+def _basic_auth(username: Any, given: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    password = given.get("password")
+    if username is None and password is None:
+        return []
+    if username is None or password is None:
+        raise InvalidArgumentError("username and password go together")
+    return [(_cstr("username", username), _cstr("password", password))]
+
+
+def _backoff(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    lo, hi = v
+    return [(_ms("reconnect_backoff", lo), _ms("reconnect_backoff", hi))]
+
+
+def _resume(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    run_id, last = v
+    return [(_cstr("run_id", run_id), int(last))]
+
+
+def _headers(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    items = v.items() if isinstance(v, Mapping) else (v or ())
+    return [(_cstr("header name", k), _cstr("header value", val)) for k, val in items]
+
+
+def _pem(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    pem = v.encode() if isinstance(v, str) else bytes(v)
+    return [(pem, len(pem))]
+
+
+class Options(TypedDict, total=False):
+    """The connection options that :class:`tether.Client` and
+    :class:`tether.aio.AsyncClient` take as keyword arguments (all optional). A dict of
+    them can be built ahead and passed with ``**``; type checkers check it."""
+
+    protocol: Annotated[
+        Union[str, int],
+        Option("gomuks", "tether_config_set_protocol", lambda v, _: [(parse_protocol(v),)]),
+    ]
+    """``"gomuks"`` (JSON RPC, the default) or ``"rwws"`` (binary packets)."""
+
+    token: Annotated[Optional[str], Option(None, "tether_config_set_token", _text("token"))]
+    """gomuks: the ``gomuks_auth`` cookie token; rwws: the base64 access key."""
+
+    username: Annotated[
+        Optional[str], Option(None, "tether_config_set_basic_auth", _basic_auth)
+    ]
+    """gomuks: user for ``POST /_gomuks/auth`` (with ``password``)."""
+
+    password: Annotated[Optional[str], Option(None, None, lambda v, _: [])]
+    """gomuks: password (never logged); set together with ``username``."""
+
+    compress: Annotated[
+        bool, Option(True, "tether_config_set_compression", lambda v, _: [(bool(v),)])
+    ]
+    """gomuks: raw-deflate compression (default on)."""
+
+    ping_interval: Annotated[
+        Optional[float],
+        Option(None, "tether_config_set_ping_interval_ms", _seconds("ping_interval")),
+    ]
+    """Keepalive interval in seconds (library default: gomuks 15, rwws 10)."""
+
+    receive_timeout: Annotated[
+        Optional[float],
+        Option(None, "tether_config_set_receive_timeout_ms", _seconds("receive_timeout")),
+    ]
+    """Reconnect when nothing arrives for this many seconds."""
+
+    request_timeout: Annotated[
+        Optional[float],
+        Option(None, "tether_config_set_request_timeout_ms", _seconds("request_timeout")),
+    ]
+    """Default per-request timeout in seconds (library default 60)."""
+
+    connect_timeout: Annotated[
+        Optional[float],
+        Option(None, "tether_config_set_connect_timeout_ms", _seconds("connect_timeout")),
+    ]
+    """Bound on TCP connect + TLS + upgrade, in seconds (library default 10)."""
+
+    reconnect_backoff: Annotated[
+        Optional[Tuple[float, float]],
+        Option(None, "tether_config_set_reconnect_backoff_ms", _backoff),
+    ]
+    """``(first, cap)`` reconnect delays in seconds."""
+
+    max_message_bytes: Annotated[
+        Optional[int], Option(None, "tether_config_set_max_message_bytes", _count)
+    ]
+    """Cap on one server message after decompression."""
+
+    queue_capacity: Annotated[
+        Optional[int], Option(None, "tether_config_set_queue_capacity", _count)
+    ]
+    """Events the library buffers before it stops reading the socket."""
+
+    resume: Annotated[
+        Optional[Union[ResumeState, Tuple[str, int]]],
+        Option(None, "tether_config_set_resume_state", _resume),
+    ]
+    """A :class:`ResumeState` (or ``(run_id, last_event_id)``) from an earlier client: the
+    backend replays exactly the events that client missed."""
+
+    last_server_ts: Annotated[
+        Optional[int], Option(None, "tether_config_set_last_server_ts", _count)
+    ]
+    """gomuks ``last_server_ts`` (only if the app persisted its state)."""
+
+    prev_listener_id: Annotated[
+        bool, Option(False, "tether_config_set_prev_listener_id", _flag)
+    ]
+    """gomuks: send ``prev_listener_id`` on reconnect."""
+
+    headers: Annotated[Optional[Headers], Option(None, "tether_config_add_header", _headers)]
+    """Extra headers for the websocket upgrade (e.g. ``Origin``): a mapping or pairs."""
+
+    ca_pem: Annotated[
+        Optional[Union[bytes, str]], Option(None, "tether_config_set_ca_pem", _pem)
+    ]
+    """Extra trusted CA certificates (PEM)."""
+
+    allow_insecure_credentials: Annotated[
+        bool, Option(False, "tether_config_set_allow_insecure_credentials", _flag)
+    ]
+    """Allow credentials over plain ws/http to a non-loopback host."""
+
+
+#: Every option's :class:`Option`, in declaration order (the order they are applied in).
+OPTIONS: Dict[str, Option] = {
+    name: next(m for m in hint.__metadata__ if isinstance(m, Option))
+    for name, hint in Options.__annotations__.items()
+}
+
+
+def option(options: Mapping[str, Any], name: str) -> Any:
+    """The value of option ``name``: the one passed, else its default."""
+    return options.get(name, OPTIONS[name].default)
+
+
+def check_options(owner: str, options: Mapping[str, Any]) -> None:
+    """Raises ``TypeError`` for a keyword that is not an option, as a Python signature
+    would (``owner`` names the callable), with the closest option as a hint."""
+    for name in options:
+        if name not in OPTIONS:
+            close = difflib.get_close_matches(name, OPTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def build_config(url: str, **options: Any) -> int:
+    """Builds a ``tether_config`` (caller frees it) from keyword :class:`Options`."""
+    check_options("build_config", options)
+    lib = _ffi.lib
+    check = _ffi.check
+    cfg = _ffi.new_handle(lib.tether_config_new)
+    try:
+        check(lib.tether_config_set_url(cfg, _cstr("url", url)), "url")
+        for name, opt in OPTIONS.items():
+            if opt.setter is None:
+                continue
+            setter = getattr(lib, opt.setter)
+            for args in opt.args(option(options, name), options):
+                check(setter(cfg, *args), name)
+        return cfg
+    except BaseException:
+        lib.tether_config_free(cfg)
+        raise
