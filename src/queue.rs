@@ -391,9 +391,9 @@ mod tests {
             room >= 0
         };
         assert_eq!(q.pop_batch(None, 8, &mut v, fits), Batch::Taken(2));
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.depth(), 2);
         assert_eq!(q.pop_batch(None, 8, &mut v, |_| false), Batch::Refused);
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.depth(), 2);
         assert_eq!(q.pop_batch(None, 1, &mut v, |_| true), Batch::Taken(1));
         assert_eq!(q.pop_batch(None, 8, &mut v, |_| true), Batch::Taken(1));
         let ids: Vec<_> = v.iter().map(|e| (e.kind, e.request_id)).collect();

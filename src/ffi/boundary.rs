@@ -8,7 +8,6 @@ use std::sync::Once;
 
 use crate::status::{Error, Status};
 
-use super::client::tether_client;
 use super::tether_status;
 
 thread_local! {
@@ -95,21 +94,36 @@ pub(crate) fn pure_boundary<T>(fallback: impl Fn(Status) -> T, body: impl FnOnce
     })
 }
 
-/// [`boundary`] for calls on a client: NULL is `ErrNull`, a poisoned client is `ErrPanic`, and
-/// a panic poisons the client.
-pub(crate) fn client_boundary<T>(
-    c: *const tether_client,
+/// A handle whose calls go through [`handle_boundary`]: a panic inside one of its calls
+/// poisons it, and a poisoned handle refuses every later call.
+pub(crate) trait Handle {
+    /// What a NULL handle is called in the error message ("client").
+    const NAME: &'static str;
+    /// Whether an earlier panic left the handle unusable.
+    fn is_poisoned(&self) -> bool;
+    /// Marks the handle unusable.
+    fn poison(&self);
+}
+
+/// [`boundary`] for calls on a handle: NULL is `ErrNull`, a poisoned handle is `ErrPanic`, and
+/// a panic poisons the handle.
+pub(crate) fn handle_boundary<H: Handle, T>(
+    c: *const H,
     fallback: impl Fn(Status) -> T,
-    body: impl FnOnce(&tether_client) -> T,
+    body: impl FnOnce(&H) -> T,
 ) -> T {
     boundary(&fallback, || {
-        // SAFETY: the caller passes a pointer from tether_client_new that it has not freed.
+        // SAFETY: the caller passes a pointer from the handle's constructor that it has not
+        // freed.
         let Some(client) = (unsafe { c.as_ref() }) else {
-            set_last_error("client is NULL");
+            set_last_error(&format!("{} is NULL", H::NAME));
             return fallback(Status::ErrNull);
         };
         if client.is_poisoned() {
-            set_last_error("the client is unusable after an internal panic");
+            set_last_error(&format!(
+                "the {} is unusable after an internal panic",
+                H::NAME
+            ));
             return fallback(Status::ErrPanic);
         }
         match catch_unwind(AssertUnwindSafe(|| body(client))) {
@@ -238,34 +252,5 @@ mod tests {
         );
         assert_eq!(timeout_arg(-1), None);
         assert_eq!(timeout_arg(5), Some(std::time::Duration::from_millis(5)));
-    }
-}
-
-#[cfg(test)]
-mod client_tests {
-    use super::*;
-    use crate::ffi::*;
-
-    /// A panic inside a client call returns TETHER_ERR_PANIC and poisons that client: every
-    /// later call on it fails the same way, while free still works.
-    #[test]
-    fn panic_poisons_the_client() {
-        // SAFETY: pointers come from the API itself and are freed once.
-        unsafe {
-            let mut cfg = std::ptr::null_mut();
-            assert_eq!(tether_config_new(&mut cfg), TETHER_OK);
-            assert_eq!(
-                tether_config_set_url(cfg, c"ws://127.0.0.1:9/".as_ptr()),
-                TETHER_OK
-            );
-            let mut c = std::ptr::null_mut();
-            assert_eq!(tether_client_new(cfg, &mut c), TETHER_OK);
-            tether_config_free(cfg);
-            let r = client_boundary(c, code, |_| -> tether_status { panic!("injected") });
-            assert_eq!(r, TETHER_ERR_PANIC);
-            assert_eq!(tether_client_close(c), TETHER_ERR_PANIC);
-            assert_eq!(tether_client_event_fd(c), -1);
-            tether_client_free(c);
-        }
     }
 }

@@ -11,7 +11,7 @@ use crate::status::{Error, Status};
 
 use super::boundary::{
     bytes_arg, code, fail, free_handle, install_fork_guard, out_arg, status_of, str_arg,
-    timeout_arg,
+    timeout_arg, Handle,
 };
 use super::config::tether_config;
 use super::dispatch::{tether_destroy_cb, tether_event_cb, Dispatcher};
@@ -37,17 +37,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl tether_client {
-    pub(crate) fn is_poisoned(&self) -> bool {
+impl Handle for tether_client {
+    const NAME: &'static str = "client";
+
+    fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire) || self.client.is_poisoned()
     }
 
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+}
+
+impl tether_client {
     pub(crate) fn client(&self) -> &Client {
         &self.client
-    }
-
-    pub(crate) fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Fixes the delivery mode on first use; the other mode is `ErrWrongMode` from then on.
@@ -461,4 +465,35 @@ ffi_fn! {
             })
         }
     } ?= |_| ()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::*;
+
+    /// A panic inside a client call returns TETHER_ERR_PANIC and poisons that client: every
+    /// later call on it fails the same way, while free still works.
+    #[test]
+    fn panic_poisons_the_client() {
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let mut cfg = std::ptr::null_mut();
+            assert_eq!(tether_config_new(&mut cfg), TETHER_OK);
+            assert_eq!(
+                tether_config_set_url(cfg, c"ws://127.0.0.1:9/".as_ptr()),
+                TETHER_OK
+            );
+            let mut c = std::ptr::null_mut();
+            assert_eq!(tether_client_new(cfg, &mut c), TETHER_OK);
+            tether_config_free(cfg);
+            let r = super::super::boundary::handle_boundary(c, code, |_| -> tether_status {
+                panic!("injected")
+            });
+            assert_eq!(r, TETHER_ERR_PANIC);
+            assert_eq!(tether_client_close(c), TETHER_ERR_PANIC);
+            assert_eq!(tether_client_event_fd(c), -1);
+            tether_client_free(c);
+        }
+    }
 }

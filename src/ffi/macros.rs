@@ -7,7 +7,7 @@
 //! `client` a NULL or poisoned handle):
 //!
 //! - `fn`: [`boundary`](super::boundary::boundary): panics caught, nothing works after fork.
-//! - `client fn`: [`client_boundary`](super::boundary::client_boundary) on the first
+//! - `client fn`: [`handle_boundary`](super::boundary::handle_boundary) on the first
 //!   argument, lent to the body as `|h|`: NULL is `ErrNull`, a poisoned client `ErrPanic`, and
 //!   a panic poisons the client.
 //! - `pure fn`: [`pure_boundary`](super::boundary::pure_boundary), for functions that touch no
@@ -37,7 +37,7 @@ macro_rules! ffi_fn {
         $(#[doc = $doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name($c: $c_ty $(, $arg: $arg_ty)*) $(-> $ret)? {
-            $crate::ffi::boundary::client_boundary(
+            $crate::ffi::boundary::handle_boundary(
                 $c,
                 $fallback,
                 move |$h: &$crate::ffi::tether_client| $body,
