@@ -31,6 +31,8 @@
  *    ("tether-dispatch"): serialised, in event order, never on an I/O thread. The
  *    callback may call tether_client_request, _cancel, _close and even _free on its own
  *    client. destroy(ctx) runs exactly once, after the last callback.
+ *  - The log callback (tether_set_log_callback) is process-wide and runs on one more
+ *    library thread ("tether-log"), so a slow callback drops records, never stalls I/O.
  *  - After fork(), every tether_* call in the child returns TETHER_ERR_FORKED (or the
  *    documented fallback) once the parent has created a client.
  *
@@ -107,6 +109,56 @@
  * The client is closed; always the last event.
  */
 #define TETHER_EVENT_CLOSED 8
+
+/**
+ * Created; `connect` was not called yet.
+ */
+#define TETHER_STATE_IDLE 0
+
+/**
+ * A connection attempt runs (TCP, TLS, upgrade, handshake).
+ */
+#define TETHER_STATE_CONNECTING 1
+
+/**
+ * Connected.
+ */
+#define TETHER_STATE_CONNECTED 2
+
+/**
+ * Between attempts, waiting out the backoff delay.
+ */
+#define TETHER_STATE_WAITING 3
+
+/**
+ * Closed for good (by the app, or the server refused us for good).
+ */
+#define TETHER_STATE_CLOSED 4
+
+/**
+ * The client gave up or a call failed in a way the app must handle.
+ */
+#define TETHER_LOG_ERROR 1
+
+/**
+ * Something failed and will be retried: a lost connection, a refused attempt.
+ */
+#define TETHER_LOG_WARN 2
+
+/**
+ * The connection's life: attempts, connections, closes, resumes, backoff.
+ */
+#define TETHER_LOG_INFO 3
+
+/**
+ * Details: timings of each step, requests that timed out, ignored messages.
+ */
+#define TETHER_LOG_DEBUG 4
+
+/**
+ * Everything else the library notices.
+ */
+#define TETHER_LOG_TRACE 5
 
 /**
  * gomuks JSON RPC over `/_gomuks/websocket` (the default).
@@ -233,6 +285,113 @@ typedef void (*tether_event_cb)(void *ctx, const struct tether_event *ev);
  * Called once with `ctx` after the last event callback.
  */
 typedef void (*tether_destroy_cb)(void *ctx);
+
+/**
+ * One log record, lent to a `tether_log_cb` for the duration of the call.
+ */
+typedef struct tether_log_record {
+    /**
+     * `TETHER_LOG_ERROR` (1) to `TETHER_LOG_TRACE` (5).
+     */
+    uint32_t level;
+    /**
+     * The part of the library that wrote it ("tether::session", "tether::gomuks", ...).
+     */
+    const char *target;
+    /**
+     * `tether_client_id` of the client it belongs to; 0 for none.
+     */
+    uint64_t client_id;
+    /**
+     * What happened, NUL-terminated UTF-8. Never holds a token, password, cookie or key.
+     */
+    const char *message;
+} tether_log_record;
+
+/**
+ * Receives log records on the library's `tether-log` thread, one at a time, in order. The
+ * record and its strings are valid only during the call. It may do anything but call
+ * `tether_set_log_callback`.
+ */
+typedef void (*tether_log_cb)(void *ctx, const struct tether_log_record *record);
+
+/**
+ * A client's statistics, filled by `tether_client_stats`. Set `size` to
+ * `sizeof(tether_stats)` before the call: the struct only grows at its end, so a program
+ * built against an older header keeps working with a newer library, which fills only the
+ * fields that fit in `size`.
+ */
+typedef struct tether_stats {
+    /**
+     * In: the size of the caller's struct. Out: how many bytes the library filled.
+     */
+    uint32_t size;
+    /**
+     * `TETHER_STATE_*`, as `tether_client_state` reports it.
+     */
+    uint32_t state;
+    /**
+     * Connection attempts started.
+     */
+    uint64_t connect_attempts;
+    /**
+     * Attempts that ended connected (for rwws: authenticated).
+     */
+    uint64_t connections;
+    /**
+     * gomuks: connections that asked to resume and got every missed event.
+     */
+    uint64_t resumes_succeeded;
+    /**
+     * gomuks: connections that asked to resume and got a fresh state instead.
+     */
+    uint64_t resumes_reset;
+    /**
+     * Bytes read from the network (TLS and websocket framing included).
+     */
+    uint64_t wire_bytes_in;
+    /**
+     * Bytes written to the network (TLS and websocket framing included).
+     */
+    uint64_t wire_bytes_out;
+    /**
+     * Bytes of the received messages after decompression: compression saved
+     * `1 - wire_bytes_in / payload_bytes_in`.
+     */
+    uint64_t payload_bytes_in;
+    /**
+     * Websocket data messages received.
+     */
+    uint64_t messages_received;
+    /**
+     * Server events received (gomuks: not replies or pongs; rwws: packets).
+     */
+    uint64_t events_received;
+    /**
+     * Requests written to a connection.
+     */
+    uint64_t requests_sent;
+    /**
+     * Requests without an outcome yet.
+     */
+    uint64_t requests_in_flight;
+    /**
+     * Requests that ended with `TETHER_ERR_REQUEST_TIMEOUT`.
+     */
+    uint64_t requests_timed_out;
+    /**
+     * Events waiting to be taken.
+     */
+    uint64_t queued_events;
+    /**
+     * Round-trip time of the last answered ping in microseconds; -1 before the first.
+     */
+    int64_t last_rtt_us;
+    /**
+     * How long the current connection has been up, in milliseconds; -1 while not connected.
+     */
+    int64_t connected_ms;
+} tether_stats;
 
 /**
  * Success.
@@ -790,6 +949,43 @@ const char *tether_version(void);
  * `TETHER_VERSION_NUMBER`. Before 1.0 a different MAJOR.MINOR means an incompatible ABI.
  */
 uint32_t tether_version_number(void);
+
+/**
+ * Installs the process-wide log callback: `cb(ctx, record)` receives every record at
+ * `max_level` or more important (`TETHER_LOG_ERROR` 1 to `TETHER_LOG_TRACE` 5; larger
+ * values mean TRACE), on the library's own `tether-log` thread, never on a network
+ * thread: a slow callback costs dropped records (the next record says how many), never
+ * a stalled connection. Records describe connect attempts with address and timing, the
+ * HTTP status of a refused upgrade or login, TLS failures, close codes, resume
+ * asked/succeeded/reset, the backoff chosen, request timeouts and decoding errors; none
+ * holds a secret. Replaces the previous callback, whose `destroy(ctx)` then runs on the log
+ * thread after its last record. `cb` NULL (or `max_level` 0) removes the callback; then
+ * logging costs one atomic load per record site. `destroy` may be NULL.
+ * `TETHER_ERR_STATE` when called from inside a log callback. Any thread.
+ */
+tether_status tether_set_log_callback(tether_log_cb cb, void *ctx, tether_destroy_cb destroy, uint32_t max_level);
+
+/**
+ * The client's id, unique in the process and never 0: log records name their client by
+ * it (`tether_log_record.client_id`). 0 for NULL. Any thread.
+ */
+uint64_t tether_client_id(const struct tether_client *c);
+
+/**
+ * Writes the client's connection state (`TETHER_STATE_IDLE`, `_CONNECTING`,
+ * `_CONNECTED`, `_WAITING` between attempts, `_CLOSED`) to `*out`. Reading it takes no
+ * event. `TETHER_ERR_NULL` for a NULL argument. Any thread.
+ */
+tether_status tether_client_state(const struct tether_client *c, uint32_t *out);
+
+/**
+ * Fills `*out` with the client's statistics. The caller sets `out->size` to
+ * `sizeof(tether_stats)` first; the library fills the fields that fit in it and sets
+ * `out->size` to the bytes it filled. `TETHER_ERR_INVALID_ARGUMENT` if `out->size` is
+ * smaller than the first version of the struct (nothing else written); `TETHER_ERR_NULL`
+ * for a NULL argument. Cheap (a few atomic loads); any thread.
+ */
+tether_status tether_client_stats(const struct tether_client *c, struct tether_stats *out);
 
 /**
  * Creates an empty settings list; `*out` is owned by the caller (free with

@@ -30,6 +30,8 @@ mod event;
 mod status;
 mod version;
 
+mod observe;
+
 mod readiness;
 mod settings;
 
@@ -39,6 +41,7 @@ pub use config::*;
 pub use consts::*;
 pub use dispatch::{tether_destroy_cb, tether_event_cb};
 pub use event::*;
+pub use observe::*;
 pub use settings::*;
 pub use status::*;
 pub use version::*;
