@@ -69,14 +69,17 @@ const BACKLOG: usize = 4096;
 
 enum Msg {
     Record(LogRecord),
-    /// Replaces the sink; the old one is dropped on the log thread, after its last record.
-    Sink(Option<LogSink>),
+    /// Replaces the sink; the old one is dropped on the log thread, after its last record,
+    /// and then the sender is told.
+    Sink(Option<LogSink>, SyncSender<()>),
 }
 
-/// Installs `sink` for every record at `max` or more important, replacing (and dropping, after
-/// its last record) the previous sink; `None` removes it. Records are delivered on the
-/// `tether-log` thread. Returns false, changing nothing, when called from a sink itself (the
-/// log thread would wait for itself).
+/// Installs `sink` for every record at `max` or more important, replacing the previous sink;
+/// `None` removes it. Records are delivered on the `tether-log` thread. Returns once the
+/// previous sink has received its last record and been dropped, so after this call it is
+/// never called again (what lets a binding remove its sink before its runtime shuts down).
+/// Returns false, changing nothing, when called from a sink itself (the log thread would wait
+/// for itself).
 pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
     if std::thread::current().name() == Some("tether-log") {
         return false;
@@ -95,11 +98,15 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
         }
         g.clone()
     };
-    if let Some(tx) = tx {
-        // Blocking here is fine: this is the app's call, and the thread drains the channel.
-        let _ = tx.send(Msg::Sink(sink));
-    }
+    // Records made before the swap still reach the old sink; new ones wait for the new level.
     MAX_LEVEL.store(level, Ordering::Release);
+    if let Some(tx) = tx {
+        let (done_tx, done) = sync_channel(1);
+        // Blocking here is fine: this is the app's call, and the thread drains the channel.
+        if tx.send(Msg::Sink(sink, done_tx)).is_ok() {
+            let _ = done.recv();
+        }
+    }
     true
 }
 
@@ -111,7 +118,11 @@ fn start_thread() -> Option<SyncSender<Msg>> {
             let mut sink: Option<LogSink> = None;
             for msg in rx {
                 match msg {
-                    Msg::Sink(s) => sink = s,
+                    Msg::Sink(s, done) => {
+                        // The old sink (and what it owns) goes before the caller returns.
+                        drop(std::mem::replace(&mut sink, s));
+                        let _ = done.send(());
+                    }
                     Msg::Record(r) => {
                         let Some(f) = sink.as_mut() else { continue };
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
@@ -245,7 +256,10 @@ mod tests {
         );
         tlog!(1u64, Trace, "test", "three");
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().1, "three");
+        // Removal waits for the sink's last record: nothing can follow it.
+        tlog!(1u64, Trace, "test", "four");
         set_log_sink(None, LogLevel::Trace);
+        assert_eq!(rx.try_recv().unwrap().1, "four");
         assert!(!enabled(LogLevel::Error));
         tlog!(1u64, Error, "test", "nobody listens");
         // Both sinks gone: every sender dropped, the channel ends.

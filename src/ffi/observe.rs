@@ -73,9 +73,11 @@ ffi_fn! {
     /// a stalled connection. Records describe connect attempts with address and timing, the
     /// HTTP status of a refused upgrade or login, TLS failures, close codes, resume
     /// asked/succeeded/reset, the backoff chosen, request timeouts and decoding errors; none
-    /// holds a secret. Replaces the previous callback, whose `destroy(ctx)` then runs on the log
-    /// thread after its last record. `cb` NULL (or `max_level` 0) removes the callback; then
-    /// logging costs one atomic load per record site. `destroy` may be NULL.
+    /// holds a secret. Replaces the previous callback: this call returns once the previous
+    /// callback has received its last record and its `destroy(ctx)` has run (on the log
+    /// thread), so it is never called again afterwards. `cb` NULL (or `max_level` 0) removes
+    /// the callback; then logging costs one atomic load per record site. `destroy` may be
+    /// NULL.
     /// `TETHER_ERR_STATE` when called from inside a log callback. Any thread.
     fn tether_set_log_callback(
         cb: tether_log_cb,
