@@ -880,3 +880,51 @@ async fn spec1_2_auth_token_is_handed_back_after_login() {
     assert_ne!(renewed, "stale.token");
     close_and_drain(&c3).await;
 }
+
+/// Spec §1.2 behind a reverse proxy with its own header auth: the app's headers go on the
+/// `POST /_gomuks/auth` login as well as on the websocket upgrade, so the login gets through.
+#[tokio::test]
+async fn spec1_2_app_headers_reach_the_auth_call_and_the_upgrade() {
+    let b = backend_with(|c| c.required_header = Some(("x-proxy-auth".into(), "let-me-in".into())))
+        .await;
+    let login = |header: bool| {
+        let mut cfg = Config::builder(&b.http_url()).basic_auth("tether", "tether-password");
+        if header {
+            cfg = cfg.header("X-Proxy-Auth", "let-me-in");
+        }
+        start(cfg.build().unwrap())
+    };
+    let c = login(true);
+    until_command(&c, "init_complete").await;
+    assert_eq!(
+        b.stats().auth_requests,
+        1,
+        "the login went through the proxy"
+    );
+    close_and_drain(&c).await;
+    let c = login(false);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(
+        d.status(),
+        Status::ErrForbidden,
+        "{}",
+        String::from_utf8_lossy(d.data())
+    );
+    close_and_drain(&c).await;
+}
+
+/// Spec §1: an IPv6 literal URL (`http://[::1]:port`) reaches a backend on IPv6 loopback,
+/// auth call included.
+#[tokio::test]
+async fn spec1_ipv6_literal_url() {
+    let b = backend_with(|c| c.listen = "[::1]:0".parse().unwrap()).await;
+    let url = format!("http://[::1]:{}", b.addr().port());
+    let c = start(
+        Config::builder(&url)
+            .basic_auth("tether", "tether-password")
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}

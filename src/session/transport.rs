@@ -1,11 +1,15 @@
 //! TCP (Nagle off) + optional rustls + websocket upgrade.
 
+use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -14,8 +18,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::header::COOKIE;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, COOKIE};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
@@ -140,11 +144,16 @@ pub(crate) async fn connect(
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let t0 = Instant::now();
-    let tcp = TcpStream::connect((host_for_dns, port))
+    let failed = |e: io::Error| {
+        ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host_for_dns, port))
         .await
-        .map_err(|e| {
-            ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
-        })?;
+        .map_err(failed)?
+        .collect();
+    let tcp = happy_eyeballs(&interleave(addrs), CONNECTION_ATTEMPT_DELAY)
+        .await
+        .map_err(failed)?;
     if let Ok(peer) = tcp.peer_addr() {
         tlog!(
             client,
@@ -206,6 +215,67 @@ pub(crate) async fn connect(
     Ok(ws)
 }
 
+/// RFC 8305 §5's recommended "Connection Attempt Delay": how long one address may keep us
+/// waiting before the next one is tried alongside it.
+const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Orders resolved addresses as RFC 8305 §4 asks: families alternate, starting with the
+/// family of the first address, each family keeping the resolver's order.
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first_v6) = addrs.first().map(SocketAddr::is_ipv6) else {
+        return addrs;
+    };
+    let (mut first, mut second): (VecDeque<_>, VecDeque<_>) =
+        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    while !first.is_empty() || !second.is_empty() {
+        out.extend(first.pop_front());
+        out.extend(second.pop_front());
+    }
+    out
+}
+
+/// Connects to the first of `addrs` that answers (RFC 8305 §5): a new attempt starts every
+/// `delay`, or at once when every running attempt has failed, and the first to connect wins;
+/// the others are dropped. An address that never answers (a broken IPv6 route, a black hole)
+/// so costs `delay`, not the whole connect timeout.
+async fn happy_eyeballs(addrs: &[SocketAddr], delay: Duration) -> io::Result<TcpStream> {
+    let mut next = addrs.iter();
+    let Some(first) = next.next() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the name resolved to no address",
+        ));
+    };
+    let mut running = FuturesUnordered::new();
+    running.push(TcpStream::connect(*first));
+    let timer = tokio::time::sleep(delay);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            r = running.next(), if !running.is_empty() => match r {
+                Some(Ok(tcp)) => return Ok(tcp),
+                Some(Err(e)) => {
+                    // A failed attempt does not make the next one wait out the delay (§5).
+                    if let Some(a) = next.next() {
+                        running.push(TcpStream::connect(*a));
+                        timer.as_mut().reset(tokio::time::Instant::now() + delay);
+                    } else if running.is_empty() {
+                        return Err(e);
+                    }
+                }
+                None => {}
+            },
+            () = &mut timer, if next.len() > 0 => {
+                if let Some(a) = next.next() {
+                    running.push(TcpStream::connect(*a));
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + delay);
+            }
+        }
+    }
+}
+
 /// Why a connection attempt failed.
 #[derive(Debug)]
 pub(crate) struct ConnectError {
@@ -252,9 +322,38 @@ impl ConnectError {
     }
 }
 
-/// The upgrade request with the dialect's headers, then the user's. Cookies from both go into
-/// one `Cookie` header, the library's first: a client sends at most one (RFC 6265 §5.4), and a
-/// server that reads only one line would otherwise miss the `gomuks_auth` cookie or the app's.
+/// The headers of a request the library makes (the websocket upgrade, the gomuks auth call):
+/// the library's own, then the app's. Cookies from both go into one `Cookie` header, the
+/// library's first: a client sends at most one (RFC 6265 §5.4), and a server that reads only one
+/// line would otherwise miss the `gomuks_auth` cookie or the app's. `Cookie` and
+/// `Authorization` carry credentials, so they are marked sensitive: http's `Debug` prints
+/// "Sensitive" instead of them.
+pub(crate) fn merge_headers(
+    ours: &[(String, String)],
+    app: &[(String, String)],
+) -> Result<HeaderMap, ConnectError> {
+    let bad = |what: &str| ConnectError::other(Status::ErrConfig, format!("bad header {what}"));
+    let mut map = HeaderMap::new();
+    let mut cookies: Vec<&str> = Vec::new();
+    for (k, v) in ours.iter().chain(app.iter()) {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad("name"))?;
+        if name == COOKIE {
+            cookies.push(v);
+            continue;
+        }
+        let mut value = HeaderValue::from_str(v).map_err(|_| bad("value"))?;
+        value.set_sensitive(name == AUTHORIZATION);
+        map.append(name, value);
+    }
+    if !cookies.is_empty() {
+        let mut value = HeaderValue::from_str(&cookies.join("; ")).map_err(|_| bad("value"))?;
+        value.set_sensitive(true);
+        map.insert(COOKIE, value);
+    }
+    Ok(map)
+}
+
+/// The upgrade request with the dialect's headers, then the user's ([`merge_headers`]).
 fn upgrade_request(
     url: &Url,
     headers: &[(String, String)],
@@ -263,24 +362,8 @@ fn upgrade_request(
     let mut req = url.as_str().into_client_request().map_err(|e| {
         ConnectError::other(Status::ErrConfig, format!("bad websocket request: {e}"))
     })?;
-    let mut cookies: Vec<&str> = Vec::new();
-    for (k, v) in headers.iter().chain(extra.iter()) {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header name"))?;
-        if name == COOKIE {
-            cookies.push(v);
-            continue;
-        }
-        let value = HeaderValue::from_str(v)
-            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
-        req.headers_mut().append(name, value);
-    }
-    if !cookies.is_empty() {
-        let mut value = HeaderValue::from_str(&cookies.join("; "))
-            .map_err(|_| ConnectError::other(Status::ErrConfig, "bad header value"))?;
-        // Holds the token: kept out of any header dump (http's Debug prints "Sensitive").
-        value.set_sensitive(true);
-        req.headers_mut().insert(COOKIE, value);
+    for (name, value) in merge_headers(headers, extra)?.iter() {
+        req.headers_mut().append(name.clone(), value.clone());
     }
     Ok(req)
 }
@@ -312,6 +395,109 @@ mod tests {
         assert_eq!(cookies, ["gomuks_auth=T; theme=dark; a=b"]);
         assert!(cookies[0].is_sensitive());
         assert_eq!(req.headers()["origin"], "http://x");
+    }
+
+    #[test]
+    fn repeated_app_headers_all_go_out_and_authorization_is_sensitive() {
+        let map = merge_headers(
+            &pairs(&[("Authorization", "Basic eDp5")]),
+            &pairs(&[("X-Proxy", "a"), ("x-proxy", "b")]),
+        )
+        .unwrap();
+        let got: Vec<_> = map.get_all("x-proxy").iter().collect();
+        assert_eq!(got, ["a", "b"]);
+        assert!(map["authorization"].is_sensitive());
+        let url = Url::parse("ws://127.0.0.1:1/x").unwrap();
+        let req =
+            upgrade_request(&url, &[], &pairs(&[("X-Proxy", "a"), ("x-proxy", "b")])).unwrap();
+        assert_eq!(req.headers().get_all("x-proxy").iter().count(), 2);
+    }
+
+    fn v4(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn v6(port: u16) -> SocketAddr {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+    }
+
+    #[test]
+    fn rfc8305_4_families_alternate_from_the_first() {
+        assert_eq!(
+            interleave(vec![v6(1), v6(2), v6(3), v4(4), v4(5)]),
+            [v6(1), v4(4), v6(2), v4(5), v6(3)]
+        );
+        assert_eq!(interleave(vec![v4(1), v6(2), v4(3)]), [v4(1), v6(2), v4(3)]);
+        assert!(interleave(vec![]).is_empty());
+    }
+
+    /// A listener whose accept queue is full: SYNs to it are dropped, so a connect hangs.
+    async fn black_hole() -> (tokio::net::TcpListener, Vec<TcpStream>) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(v4(0)).unwrap();
+        let l = sock.listen(0).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        (l, fillers)
+    }
+
+    /// RFC 8305 §5: a first address that never answers costs the attempt delay, not the
+    /// connect timeout; the next address (here IPv6 loopback) connects.
+    #[tokio::test]
+    async fn rfc8305_5_a_black_hole_first_costs_only_the_delay() {
+        let (hole, _fillers) = black_hole().await;
+        let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+        let addrs = [hole.local_addr().unwrap(), good.local_addr().unwrap()];
+        let t0 = Instant::now();
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            happy_eyeballs(&addrs, Duration::from_millis(100)),
+        )
+        .await
+        .expect("connected well within the hole's hang")
+        .unwrap();
+        let took = t0.elapsed();
+        assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+    }
+
+    /// A refused address does not wait out the delay: the next one starts at once.
+    #[tokio::test]
+    async fn rfc8305_5_a_refused_address_moves_on_at_once() {
+        let refused = std::net::TcpListener::bind(v4(0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let addrs = [refused, good.local_addr().unwrap()];
+        let t0 = Instant::now();
+        let tcp = happy_eyeballs(&addrs, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // Every address refused: the last error.
+        let err = happy_eyeballs(&[refused], Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            happy_eyeballs(&[], Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct BackendConfig {
     /// Close a connection with 4001 "Event queue full" when more events than this wait to be
     /// written to it (spec §10: 512 in gomuks); `None` never closes.
     pub conn_queue_limit: Option<usize>,
+    /// Stands in for a reverse proxy with its own header auth in front of gomuks: every
+    /// `/_gomuks/*` request without this header (lowercase name, exact value) gets 403.
+    pub required_header: Option<(String, String)>,
 }
 
 impl Default for BackendConfig {
@@ -83,6 +86,7 @@ impl Default for BackendConfig {
             cut_after_bytes: None,
             rwws: crate::rwws::RwwsConfig::default(),
             conn_queue_limit: Some(512),
+            required_header: None,
         }
     }
 }
@@ -540,6 +544,11 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
         return;
     };
     let cfg = lock(&state).cfg.clone();
+    if let Some((name, value)) = &cfg.required_header {
+        if head.path.starts_with("/_gomuks/") && head.headers.get(name) != Some(value) {
+            return respond(tcp, &head, 403, "text/plain", "proxy: missing header").await;
+        }
+    }
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/_gomuks/auth") => {
             lock(&state).stats.auth_requests += 1;

@@ -6,7 +6,7 @@ use base64::Engine;
 use url::Url;
 
 use crate::config::BasicAuth;
-use crate::session::transport::ConnectError;
+use crate::session::transport::{merge_headers, ConnectError};
 use crate::status::{Error, Status};
 
 /// The auth endpoint that belongs to a websocket URL: `…/_gomuks/websocket` → `…/_gomuks/auth`.
@@ -41,10 +41,13 @@ pub(crate) enum Credentials<'a> {
 }
 
 /// Exchanges credentials for a `gomuks_auth` token; `None` when the backend has auth disabled.
+/// The app's headers go along, as on the websocket upgrade: a reverse proxy in front of gomuks
+/// with its own header auth must let the login through too.
 pub(crate) async fn fetch_token(
     http: &reqwest::Client,
     url: &Url,
     creds: Credentials<'_>,
+    app_headers: &[(String, String)],
 ) -> Result<Option<String>, ConnectError> {
     let (name, value) = match creds {
         Credentials::Basic(b) => {
@@ -57,9 +60,10 @@ pub(crate) async fn fetch_token(
         }
         Credentials::Cookie(token) => ("Cookie", format!("gomuks_auth={token}")),
     };
+    let headers = merge_headers(&[(name.to_owned(), value)], app_headers)?;
     let resp = http
         .post(url.as_str())
-        .header(name, value)
+        .headers(headers)
         .send()
         .await
         .map_err(|e| {

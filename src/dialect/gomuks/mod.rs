@@ -96,7 +96,7 @@ impl Gomuks {
         };
         let url = auth::auth_url(&self.cfg.url);
         let t0 = Instant::now();
-        let got = auth::fetch_token(&self.http, &url, creds).await;
+        let got = auth::fetch_token(&self.http, &url, creds, &self.cfg.headers).await;
         let client = self.probe.client;
         match &got {
             Ok(_) => tlog!(
