@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tether::{Client, Config, EventKind, Pop, Status};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpListener;
 
 /// Requests one racing thread makes at most before it waits for the close.
 const MAX_PER_THREAD: usize = 500;
@@ -85,24 +85,13 @@ async fn spec3_1_timeout_and_cancel_while_the_upgrade_hangs() {
 /// A server whose accept queue is full: the SYN goes unanswered and TCP connect hangs.
 #[tokio::test]
 async fn spec3_1_timeout_and_cancel_while_tcp_connect_hangs() {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = sock.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Fill the accept queue (never accepted), so further SYNs are dropped.
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
-        {
-            fillers.push(s);
-        }
-    }
+    let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+    let addr = hole.addr();
     let c = slow_client(&format!("http://{addr}"));
     until_kind(&c, EventKind::Connecting).await;
     timeout_and_cancel_on_time(&c, "TCP connect hangs").await;
     close_and_drain(&c).await;
-    drop(listener);
+    drop(hole);
 }
 
 /// Nothing listens: the client waits out a 10 s backoff between attempts.

@@ -431,30 +431,13 @@ mod tests {
         assert!(interleave(vec![]).is_empty());
     }
 
-    /// A listener whose accept queue is full: SYNs to it are dropped, so a connect hangs.
-    async fn black_hole() -> (tokio::net::TcpListener, Vec<TcpStream>) {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(v4(0)).unwrap();
-        let l = sock.listen(0).unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut fillers = Vec::new();
-        for _ in 0..4 {
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
-            {
-                fillers.push(s);
-            }
-        }
-        (l, fillers)
-    }
-
     /// RFC 8305 §5: a first address that never answers costs the attempt delay, not the
     /// connect timeout; the next address (here IPv6 loopback) connects.
     #[tokio::test]
     async fn rfc8305_5_a_black_hole_first_costs_only_the_delay() {
-        let (hole, _fillers) = black_hole().await;
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
         let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
-        let addrs = [hole.local_addr().unwrap(), good.local_addr().unwrap()];
+        let addrs = [hole.addr(), good.local_addr().unwrap()];
         let t0 = Instant::now();
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),

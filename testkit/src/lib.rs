@@ -1,6 +1,7 @@
 //! tether's test kit: a reference backend for gomuks and rwws, and realistic event payloads.
 //! Never linked into the library.
 
+pub mod blackhole;
 pub mod buffer;
 pub mod events;
 pub mod gomuks;
