@@ -77,6 +77,9 @@ class _AsyncCore(CoreBase):
         self.watch()
         self.connect()
 
+    def queued_here(self) -> int:
+        return self.queue.qsize()
+
     # -- delivery (loop thread) ------------------------------------------------------------
 
     def watch(self) -> None:

@@ -202,6 +202,9 @@ class _SyncCore(CoreBase):
             self.reader.start()
         self.connect()
 
+    def queued_here(self) -> int:
+        return len(self.queue)
+
     # -- delivery --------------------------------------------------------------------------
 
     def run_reader(self) -> None:
