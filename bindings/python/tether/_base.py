@@ -221,6 +221,19 @@ class CoreBase:
         self.check_pid()
         return self.handle.call(fn, *args)
 
+    def connect_error(self) -> TetherError:
+        """What ``wait_connected`` raises once the client cannot connect any more: the
+        reason it ended for good (e.g. :class:`UnauthorizedError`), else
+        :class:`ClientClosedError`. A copy each time: one exception object raised from
+        several calls would collect every caller's traceback."""
+        fatal = self.fatal
+        if fatal is None:
+            return self.closed_error()
+        try:
+            return copy.copy(fatal)
+        except Exception:  # an exception class whose copy fails still has a message
+            return fatal
+
     def closed_error(self) -> ClientClosedError:
         if self.fatal is not None:
             return ClientClosedError(
