@@ -47,6 +47,18 @@ ROOT = "tether"
 if logging.getLevelName(TRACE) == f"Level {TRACE}":
     logging.addLevelName(TRACE, "TRACE")
 
+
+
+def _default_client(record: logging.LogRecord) -> bool:
+    # The binding's own records (logged on "tether" itself) name no client: give them the
+    # attribute too, so a format with %(tether_client)s works for every tether record.
+    if not hasattr(record, CLIENT_ATTR):
+        setattr(record, CLIENT_ATTR, 0)
+    return True
+
+
+logging.getLogger(ROOT).addFilter(_default_client)
+
 # Target -> logger: a handful of targets, so the cache stays tiny and the callback skips
 # logging's manager lock after the first record of each.
 _loggers: Dict[bytes, logging.Logger] = {}

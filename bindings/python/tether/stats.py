@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from ctypes import byref, c_uint32, sizeof
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from . import _ffi
 
@@ -128,6 +128,6 @@ def closed_copy(stats: Stats) -> Stats:
 
 def empty_stats() -> Stats:
     """The stats of a closed client that counted nothing."""
-    zeros = {f.name: 0 for f in dataclasses.fields(Stats)}
+    zeros: Dict[str, Any] = {f.name: 0 for f in dataclasses.fields(Stats)}
     zeros.update(state=ConnectionState.CLOSED, last_rtt=None, connected_for=None)
-    return Stats(**zeros)  # type: ignore[arg-type]
+    return Stats(**zeros)
