@@ -249,6 +249,33 @@ def test_basic_config_shows_the_records_and_exit_is_clean(backend: Backend) -> N
         assert "Traceback" not in r.stderr and "Fatal" not in r.stderr, r.stderr
 
 
+LATE_CLIENT = """
+import atexit, logging, socket, sys, time
+def late():
+    # Runs after tether's own exit handler (registered later, run earlier): the callback is
+    # gone and must stay gone, this close to finalization.
+    print("LATE", flush=True)
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    c = tether.Client(f"http://127.0.0.1:{port}", reconnect_backoff=(0.001, 0.001))
+    time.sleep(0.2)
+    c.close(1)
+atexit.register(late)
+import tether
+logging.basicConfig(level=logging.DEBUG, format="%(name)s %(message)s")
+c = tether.Client(sys.argv[1] if len(sys.argv) > 1 else __import__("os").environ["URL"],
+                  username="tether", password="tether-password")
+c.wait_connected(10)
+"""
+
+
+def test_a_client_created_after_tethers_exit_handler_logs_nothing(backend: Backend) -> None:
+    r = run_python(LATE_CLIENT, URL=backend.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LATE" in r.stdout and "connected in" in r.stderr, r.stdout + r.stderr
+    assert "attempt 1 failed" not in r.stderr, r.stderr
+    assert "Fatal" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 # -- state and stats ------------------------------------------------------------------------
 
 

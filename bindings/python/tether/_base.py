@@ -131,7 +131,7 @@ def _at_exit() -> None:
     try:
         _close_all_at_exit()
     finally:
-        _log.uninstall()
+        _log.uninstall(for_good=True)
 
 
 def _close_all_at_exit() -> None:

@@ -103,6 +103,9 @@ _LOG_THUNK = _ffi.LOG_CB(_on_log)
 _lock = threading.Lock()
 #: The pid that installed the callback; ``None`` while none is installed.
 _installed_pid: Optional[int] = None
+#: Set by the removal at exit: a client created by a later atexit handler must not install
+#: it again, so close to finalization.
+_removed_for_good = False
 
 
 def _after_fork_in_child() -> None:
@@ -119,27 +122,29 @@ if hasattr(os, "register_at_fork"):
 def install() -> None:
     """Installs the log callback once per process (cheap after the first call)."""
     global _installed_pid
-    if _installed_pid is not None:
+    if _installed_pid is not None or _removed_for_good:
         return  # in a forked child too: the parent's installation stands for it (refused)
     with _lock:
-        if _installed_pid is not None:
+        if _installed_pid is not None or _removed_for_good:
             return
         st = _ffi.lib.tether_set_log_callback(_LOG_THUNK, None, _ffi.DESTROY_CB(), 5)
         if st == 0:
             _installed_pid = os.getpid()
         else:
-            # Forked child of a process with clients, or a logging handler that creates a
-            # client (refused inside the callback): the client itself still works.
+            # Refused (a forked child of a process with clients): the client itself may
+            # still be usable, so this costs the records only.
             logging.getLogger(ROOT).debug(
                 "tether: log callback not installed: %s", _ffi.status_str(st)
             )
 
 
-def uninstall() -> None:
+def uninstall(for_good: bool = False) -> None:
     """Removes the log callback if this process installed it; returns once the library will
     never call it again. The GIL is released during the call (ctypes), so a record being
-    delivered right now can finish."""
-    global _installed_pid
+    delivered right now can finish. ``for_good``: no later client installs it again (exit)."""
+    global _installed_pid, _removed_for_good
+    if for_good:
+        _removed_for_good = True
     if _installed_pid != os.getpid():
         return
     with _lock:
