@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import socket
-import textwrap
 import time
 from typing import Callable, List
 
@@ -244,7 +244,7 @@ def test_basic_config_shows_the_records_and_exit_is_clean(backend: Backend) -> N
         assert r.returncode == 0, r.stdout + r.stderr
         assert "RAISED UnauthorizedError" in r.stdout, r.stdout + r.stderr
         cid = r.stdout.split("ID ")[1].split()[0]
-        assert f"WARNING tether." in r.stderr and f"[{cid}] POST /_gomuks/auth" in r.stderr, r.stderr
+        assert "WARNING tether." in r.stderr and f"[{cid}] POST /_gomuks/auth" in r.stderr, r.stderr
         assert "attempt 1 failed" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and "Fatal" not in r.stderr, r.stderr
 
@@ -296,17 +296,11 @@ def test_stats_after_events_and_a_request_are_consistent(backend: Backend) -> No
         assert s.wire_bytes_out > 0
         assert s.connected_for is not None and 0 <= s.connected_for < 60
         assert s.resumes_succeeded == s.resumes_reset == 0
-        with pytest.raises(dataclasses_frozen_error()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             s.connections = 7  # type: ignore[misc]
     after = c.stats()
     assert after.state == ConnectionState.CLOSED and after.connected_for is None
     assert after.requests_sent == 1 and after.events_received >= s.events_received
-
-
-def dataclasses_frozen_error() -> type:
-    import dataclasses
-
-    return dataclasses.FrozenInstanceError
 
 
 def test_state_follows_the_connection_without_taking_events(backend: Backend) -> None:

@@ -352,9 +352,12 @@ class CoreBase:
 
         def save(ptr: int) -> None:
             try:
+                self.saved_stats = closed_copy(read_stats(ptr))
+            except TetherError:
+                pass
+            try:
                 self.saved_resume = _resume_state(ptr)
                 self.saved_token = _auth_token(ptr)
-                self.saved_stats = closed_copy(read_stats(ptr))
             except TetherError:
                 pass
 
