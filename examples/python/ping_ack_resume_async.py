@@ -9,11 +9,14 @@ id they acknowledged, the cuts the backend makes, the missed events replayed on 
     python3 ping_ack_resume_async.py http://127.0.0.1:PORT [seconds] [user] [password]
 
 Exit status 0 when every buffered event arrived exactly once and in order.
+TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff) on stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from typing import List
 
@@ -115,6 +118,7 @@ async def run(url: str, seconds: float, user: str, password: str) -> int:
         await closing
         state = client.resume_state()
         print(f"resume state to persist: run_id {state.run_id}, last event {state.last_event_id}")
+        print_stats(client.stats())
     print(
         f"summary: {tally.received} events, {tally.gaps} gaps, {tally.cuts} cuts survived, "
         f"{tally.resumes} resumes, {tally.pongs} pongs"
@@ -126,10 +130,32 @@ def main(argv: List[str]) -> int:
     if len(argv) < 2:
         print(f"usage: {argv[0]} URL [seconds] [user] [password]", file=sys.stderr)
         return 2
+    setup_logging()
     seconds = float(argv[2]) if len(argv) > 2 else 10.0
     user = argv[3] if len(argv) > 3 else "tether"
     password = argv[4] if len(argv) > 4 else "tether-password"
     return asyncio.run(run(argv[1], seconds, user, password))
+
+
+def print_stats(s: tether.Stats) -> None:
+    """The library's counters for the whole run (stats() after close keeps the last ones)."""
+    saved = 1 - s.wire_bytes_in / s.payload_bytes_in if s.payload_bytes_in else 0.0
+    rtt = f"{s.last_rtt * 1000:.1f} ms" if s.last_rtt is not None else "none"
+    print(
+        f"stats: {s.connections} connections in {s.connect_attempts} attempts, "
+        f"{s.resumes_succeeded} resumed, {s.events_received} events in "
+        f"{s.messages_received} messages, {s.wire_bytes_in} bytes in (compression saved "
+        f"{saved:.0%}), {s.requests_sent} requests, last rtt {rtt}"
+    )
+
+
+def setup_logging() -> None:
+    """The library's records on stderr, at TETHER_LOG_LEVEL (default WARNING: retries and
+    failures; INFO shows each connection's life, DEBUG its steps)."""
+    logging.basicConfig(
+        level=os.environ.get("TETHER_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s [client %(tether_client)s] %(message)s",
+    )
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def test_bad_credentials_end_the_client(backend: Backend) -> None:
     async def main() -> None:
         c = AsyncClient(backend.url, username="tether", password="wrong")
         try:
-            with pytest.raises(tether.ClientClosedError):
+            with pytest.raises(tether.UnauthorizedError):
                 await c.wait_connected(10 * SLOW)
             assert isinstance(c.fatal, tether.UnauthorizedError)
             kinds = [e.kind async for e in c.events(timeout=5)]

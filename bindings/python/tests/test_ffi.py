@@ -8,7 +8,7 @@ import ctypes.util
 import re
 import struct
 from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_size_t
-from ctypes import c_uint8, c_uint16, c_uint32, c_void_p
+from ctypes import c_uint8, c_uint16, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -27,6 +27,7 @@ SCALARS: Dict[str, Any] = {
     "int32_t": c_int32,
     "int64_t": c_int64,
     "uint32_t": c_uint32,
+    "uint64_t": c_uint64,
     "uint16_t": c_uint16,
     "uint8_t": c_uint8,
     "size_t": c_size_t,
@@ -35,6 +36,7 @@ SCALARS: Dict[str, Any] = {
     "void": None,
     "tether_event_cb": _ffi.EVENT_CB,
     "tether_destroy_cb": _ffi.DESTROY_CB,
+    "tether_log_cb": _ffi.LOG_CB,
 }
 
 
@@ -73,7 +75,10 @@ def ctype_for(c: str) -> Any:
         return c_char_p if const else POINTER(c_char)
     if base == "uint8_t" and const:
         return c_char_p  # payloads in: bytes are passed without a copy
-    return {"size_t": POINTER(c_size_t), "int64_t": POINTER(c_int64)}[base]
+    if base == "tether_stats":
+        return POINTER(_ffi.StatsStruct)
+    return {"size_t": POINTER(c_size_t), "int64_t": POINTER(c_int64),
+            "uint32_t": POINTER(c_uint32)}[base]
 
 
 def test_the_header_parses_into_many_functions() -> None:
@@ -275,3 +280,29 @@ def test_an_unknown_option_is_a_type_error() -> None:
         AsyncClient("http://127.0.0.1:1", on_event=print)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         tether._options.build_config("http://127.0.0.1:1", bogus=1)
+
+
+def header_struct_fields(name: str) -> List[Tuple[str, str]]:
+    """``(field, C type)`` of ``typedef struct name { ... } name;``, in declaration order."""
+    body = re.search(rf"typedef struct {name} \{{(.*?)\}} {name};", header_text(), re.S)
+    assert body, name
+    return [(m.group(2), m.group(1).replace("const ", "").strip())
+            for m in re.finditer(r"([\w ]+?\**)\s*(\w+);", body.group(1))]
+
+
+@pytest.mark.parametrize("name,struct", [("tether_stats", "StatsStruct"),
+                                         ("tether_log_record", "LogRecord")])
+def test_the_observability_structs_match_the_header(name: str, struct: str) -> None:
+    fields = header_struct_fields(name)
+    declared = getattr(_ffi, struct)._fields_
+    assert [f for f, _ in fields] == [f for f, _ in declared]
+    for (field, c), (_, ctype) in zip(fields, declared):
+        want = c_char_p if c == "char *" else SCALARS[c]
+        assert ctype == want, f"{name}.{field}: {ctype} for C {c!r}"
+
+
+def test_state_and_log_levels_match_the_header() -> None:
+    assert {f"STATE_{s.name}": int(s) for s in tether.ConnectionState} == header_defines("STATE_")
+    from tether import _log
+
+    assert {f"LOG_{k}": v for k, v in _log.NATIVE_LEVELS.items()} == header_defines("LOG_")

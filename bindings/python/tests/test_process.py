@@ -4,6 +4,7 @@ after fork()."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import textwrap
 import time
@@ -126,6 +127,8 @@ def test_exit_waits_once_for_all_clients_when_the_server_is_silent(make_backend:
 
 
 FORK = PRELUDE + """
+import logging
+logging.basicConfig(level=logging.DEBUG, format="%(name)s [%(tether_client)s] %(message)s")
 c = tether.Client(URL, **OPTS)
 c.wait_connected(10)
 pid = os.fork()
@@ -143,9 +146,12 @@ if pid == 0:
     expect_forked("request", lambda: c.request("echo", {}))
     expect_forked("submit", lambda: c.submit("echo", {}))
     expect_forked("resume_state", c.resume_state)
+    expect_forked("stats", c.stats)
+    expect_forked("state", lambda: c.state)
     expect_forked("next_event", lambda: c.next_event(0))
     expect_forked("close", c.close)
     expect_forked("new client", lambda: tether.Client(URL, **OPTS))
+    logging.getLogger("tether.child").info("the child logs as usual", extra={"tether_client": 0})
     print("CHILD", failures, flush=True)
     sys.exit(1 if failures else 0)  # a normal exit: atexit and finalizers run in the child
 _, status = os.waitpid(pid, 0)
@@ -162,6 +168,9 @@ def test_use_after_fork_raises_forked_error(backend: Any) -> None:
     assert "CHILD []" in r.stdout, r.stdout + r.stderr
     assert "CHILD-EXIT 0" in r.stdout, r.stdout + r.stderr
     assert "PARENT {'after': 'fork'}" in r.stdout, r.stdout + r.stderr
+    # The parent's log records still flow after the fork, up to its close at the end.
+    assert "tether.child [0] the child logs as usual" in r.stderr, r.stderr
+    assert re.search(r"tether.session \[[1-9][0-9]*\] client closed", r.stderr), r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -273,7 +273,7 @@ def test_bad_credentials_end_the_client_with_unauthorized(backend: Backend) -> N
         assert d.status == Status.ERR_UNAUTHORIZED and d.retry_in_ms is None
         assert isinstance(c.fatal, tether.UnauthorizedError)
         assert c.closed and c.next_event(0) is None and list(c.events()) == []
-        with pytest.raises(tether.ClientClosedError, match="unauthorized|401"):
+        with pytest.raises(tether.UnauthorizedError, match="unauthorized|401"):
             c.wait_connected(1)
         with pytest.raises(tether.ClientClosedError):
             c.request("echo", {})

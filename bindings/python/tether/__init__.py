@@ -22,6 +22,7 @@ from .client import Client, PendingRequest
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
 from .events import Event, EventKind
+from .stats import ConnectionState, Stats
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,8 @@ __all__ = [
     "PendingRequest",
     "Event",
     "EventKind",
+    "ConnectionState",
+    "Stats",
     "Options",
     "ResumeState",
     "LibraryLoadError",

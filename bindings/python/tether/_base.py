@@ -1,9 +1,12 @@
 """What the sync and asyncio clients share: configuration, the guarded native handle,
-request encoding, resume state, fork detection and closing clients at interpreter exit."""
+request encoding, resume state, state and statistics, fork detection and closing clients
+(and removing the log callback) at interpreter exit."""
 
 from __future__ import annotations
 
 import atexit
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -13,7 +16,7 @@ import weakref
 from ctypes import byref, c_int64, c_size_t, create_string_buffer
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
-from . import _ffi
+from . import _ffi, _log
 from ._options import ResumeState, _cstr, _ms, build_config, option, parse_protocol
 from .errors import (
     ClientClosedError,
@@ -24,6 +27,7 @@ from .errors import (
     exception_for,
 )
 from .events import Event, EventKind, JSONLoads, event_class, remote_message
+from .stats import ConnectionState, Stats, closed_copy, empty_stats, read_state, read_stats
 
 log = logging.getLogger("tether")
 
@@ -120,6 +124,16 @@ if hasattr(os, "register_at_fork"):
 
 
 @atexit.register
+def _at_exit() -> None:
+    """Closes the clients, then removes the log callback (whose records the closes still
+    reach), all before the interpreter finalizes. One handler, so nothing registered in
+    between can reorder the two."""
+    try:
+        _close_all_at_exit()
+    finally:
+        _log.uninstall(for_good=True)
+
+
 def _close_all_at_exit() -> None:
     """Closes and frees every client still open when the interpreter exits, so no library
     callback or poller touches a finalizing interpreter. All are closed first and then
@@ -175,10 +189,14 @@ class CoreBase:
         self.queue_limit = event_queue_size
         cfg = build_config(url, **options)
         try:
+            # Before the client exists, so its first records are not missed.
+            _log.install()
             ptr = _ffi.new_handle(_ffi.lib.tether_client_new, cfg)
         finally:
             _ffi.lib.tether_config_free(cfg)
         self.handle = Handle(ptr)
+        #: The library's id of this client (``tether_client_id``), as log records name it.
+        self.client_id: int = _ffi.lib.tether_client_id(ptr)
         #: Set once the native client is freed (by whichever thread got to free it).
         self.freed = threading.Event()
         self.lock = threading.Lock()
@@ -190,6 +208,7 @@ class CoreBase:
         self.last_disconnect: Optional[Event] = None
         self.saved_resume: Optional[ResumeState] = None
         self.saved_token: Optional[str] = None
+        self.saved_stats: Optional[Stats] = None
         _live.add(self)
 
     # -- checks ----------------------------------------------------------------------------
@@ -201,6 +220,19 @@ class CoreBase:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.check_pid()
         return self.handle.call(fn, *args)
+
+    def connect_error(self) -> TetherError:
+        """What ``wait_connected`` raises once the client cannot connect any more: the
+        reason it ended for good (e.g. :class:`UnauthorizedError`), else
+        :class:`ClientClosedError`. A copy each time: one exception object raised from
+        several calls would collect every caller's traceback."""
+        fatal = self.fatal
+        if fatal is None:
+            return self.closed_error()
+        try:
+            return copy.copy(fatal)
+        except Exception:  # an exception class whose copy fails still has a message
+            return fatal
 
     def closed_error(self) -> ClientClosedError:
         if self.fatal is not None:
@@ -277,6 +309,30 @@ class CoreBase:
         except ClientClosedError:
             return self.saved_token
 
+    def queued_here(self) -> int:  # pragma: no cover - overridden
+        """Events this binding took from the library and holds for the app."""
+        return 0
+
+    def state(self) -> ConnectionState:
+        self.check_pid()
+        try:
+            state: ConnectionState = self.handle.call(read_state)
+            return state
+        except ClientClosedError:
+            return ConnectionState.CLOSED
+
+    def stats(self) -> Stats:
+        self.check_pid()
+        try:
+            stats: Stats = self.handle.call(read_stats, self.queued_here())
+            return stats
+        except ClientClosedError:
+            pass
+        # Freed: the counters of its last moment (none if the snapshot failed); the library's
+        # queue went with it, this binding's may still hold events.
+        saved = self.saved_stats or empty_stats()
+        return dataclasses.replace(saved, queued_events=self.queued_here())
+
     def close_native(self, keep_resume: bool = True) -> None:
         """``tether_client_close`` (``keep_resume``: ``tether_client_close_keep_resume``); an
         already closed client is fine. Closes the app did not ask for (garbage collection,
@@ -295,6 +351,10 @@ class CoreBase:
         this call did it."""
 
         def save(ptr: int) -> None:
+            try:
+                self.saved_stats = closed_copy(read_stats(ptr))
+            except TetherError:
+                pass
             try:
                 self.saved_resume = _resume_state(ptr)
                 self.saved_token = _auth_token(ptr)
@@ -373,6 +433,23 @@ class ClientState:
         """Whether the client is closed (CLOSED seen, or :meth:`close` called)."""
         core = self._core
         return core.closed or core.closing or not core.handle.live
+
+    @property
+    def id(self) -> int:
+        """The library's id of this client, unique in the process: log records name their
+        client by it (the ``tether_client`` attribute of a :class:`logging.LogRecord`)."""
+        return self._core.client_id
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection state as the library sees it now; reading it takes no event.
+        ``CLOSED`` once the client is closed and freed."""
+        return self._core.state()
+
+    def stats(self) -> Stats:
+        """A snapshot of the client's statistics (:class:`Stats`); takes no event. After
+        :meth:`close` it keeps the counters of the client's last moment, in state CLOSED."""
+        return self._core.stats()
 
     @property
     def fatal(self) -> Optional[TetherError]:

@@ -30,6 +30,7 @@ from ctypes import (
     c_uint8,
     c_uint16,
     c_uint32,
+    c_uint64,
     c_void_p,
 )
 from typing import Any, Dict, List, Optional, Tuple
@@ -72,6 +73,47 @@ assert BATCH_ENTRY.size == 80
 #: ``tether_event_cb`` and ``tether_destroy_cb``.
 EVENT_CB = CFUNCTYPE(None, c_void_p, c_void_p)
 DESTROY_CB = CFUNCTYPE(None, c_void_p)
+
+
+
+class LogRecord(ctypes.Structure):
+    """``tether_log_record``: lent to the log callback for the duration of one call."""
+
+    _fields_ = [
+        ("level", c_uint32),
+        ("target", c_char_p),
+        ("client_id", c_uint64),
+        ("message", c_char_p),
+    ]
+
+
+#: ``tether_log_cb``.
+LOG_CB = CFUNCTYPE(None, c_void_p, POINTER(LogRecord))
+
+
+class StatsStruct(ctypes.Structure):
+    """``tether_stats``, in the header's field order (the struct only grows at its end)."""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("state", c_uint32),
+        ("connect_attempts", c_uint64),
+        ("connections", c_uint64),
+        ("resumes_succeeded", c_uint64),
+        ("resumes_reset", c_uint64),
+        ("wire_bytes_in", c_uint64),
+        ("wire_bytes_out", c_uint64),
+        ("payload_bytes_in", c_uint64),
+        ("messages_received", c_uint64),
+        ("events_received", c_uint64),
+        ("requests_sent", c_uint64),
+        ("requests_in_flight", c_uint64),
+        ("requests_timed_out", c_uint64),
+        ("queued_events", c_uint64),
+        ("last_rtt_us", c_int64),
+        ("connected_ms", c_int64),
+    ]
+
 
 _status = c_int32
 _p = c_void_p  # every opaque handle (tether_client *, tether_config *, ...)
@@ -152,6 +194,11 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_last_error": (c_char_p, []),
     "tether_version": (c_char_p, []),
     "tether_version_number": (c_uint32, []),
+    # observability
+    "tether_set_log_callback": (_status, [LOG_CB, _p, DESTROY_CB, c_uint32]),
+    "tether_client_id": (c_uint64, [_p]),
+    "tether_client_state": (_status, [_p, POINTER(c_uint32)]),
+    "tether_client_stats": (_status, [_p, POINTER(StatsStruct)]),
     # rwws settings
     "tether_settings_new": (_status, [_pp]),
     "tether_settings_add": (_status, [_p, c_uint8, c_char_p, c_size_t]),

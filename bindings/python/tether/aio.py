@@ -77,6 +77,9 @@ class _AsyncCore(CoreBase):
         self.watch()
         self.connect()
 
+    def queued_here(self) -> int:
+        return self.queue.qsize()
+
     # -- delivery (loop thread) ------------------------------------------------------------
 
     def watch(self) -> None:
@@ -119,6 +122,7 @@ class _AsyncCore(CoreBase):
         except TetherError as e:
             self.fatal = e
             log.error("tether: event delivery stopped: %s", e)
+            self.state_changed.set()  # wait_connected() raises it
             self.unwatch()
             self.fail_pending()
             self.queue.put_nowait(None)
@@ -385,14 +389,16 @@ class AsyncClient(ClientState):
         """Waits (without consuming events) until the client is connected.
 
         :raises asyncio.TimeoutError: not connected in time.
-        :raises ClientClosedError: the client closed (``fatal`` says why).
+        :raises ConnectionFailedError: the connection ended for good, e.g.
+            :class:`UnauthorizedError` for a refused login (the same error as ``fatal``).
+        :raises ClientClosedError: the client was closed.
         """
         core = self._core
 
         async def until() -> None:
             while not core.connected:
-                if core.closed:
-                    raise core.closed_error()
+                if core.fatal is not None or core.closed:
+                    raise core.connect_error()
                 core.state_changed.clear()
                 await core.state_changed.wait()
 

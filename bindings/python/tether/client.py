@@ -202,6 +202,9 @@ class _SyncCore(CoreBase):
             self.reader.start()
         self.connect()
 
+    def queued_here(self) -> int:
+        return len(self.queue)
+
     # -- delivery --------------------------------------------------------------------------
 
     def run_reader(self) -> None:
@@ -627,18 +630,25 @@ class Client(ClientState):
         """Waits (without consuming events) until the client is connected.
 
         :raises TimeoutError: not connected within ``timeout`` seconds.
-        :raises ClientClosedError: the client closed (for good: ``fatal`` says why).
+        :raises ConnectionFailedError: the connection ended for good, e.g.
+            :class:`UnauthorizedError` for a refused login (the same error as ``fatal``).
+        :raises ClientClosedError: the client was closed.
         """
         core = self._core
         core.check_pid()
         with core.cond:
             core.cond.wait_for(
-                lambda: core.connected or core.closed or core.ended or core.closing, timeout
+                lambda: core.connected
+                or core.fatal is not None
+                or core.closed
+                or core.ended
+                or core.closing,
+                timeout,
             )
         if core.connected:
             return
-        if core.closed or core.ended or core.closing:
-            raise core.closed_error()
+        if core.fatal is not None or core.closed or core.ended or core.closing:
+            raise core.connect_error()
         raise TimeoutError(f"not connected within {timeout} s")
 
     # -- closing -----------------------------------------------------------------------------
