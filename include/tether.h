@@ -306,6 +306,11 @@ typedef struct tether_log_record {
      * What happened, NUL-terminated UTF-8. Never holds a token, password, cookie or key.
      */
     const char *message;
+    /**
+     * When it happened, in microseconds since the Unix epoch (the callback may run a little
+     * later). Fields are only ever added after this one.
+     */
+    int64_t unix_time_us;
 } tether_log_record;
 
 /**

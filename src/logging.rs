@@ -53,6 +53,8 @@ pub struct LogRecord {
     pub client: u64,
     /// What happened, in words. Never holds a token, password, cookie or key.
     pub message: String,
+    /// When it happened (the sink may run a little later, on its own thread).
+    pub time: std::time::SystemTime,
 }
 
 /// Receives records on the `tether-log` thread, one at a time, in order.
@@ -134,6 +136,7 @@ fn start_thread() -> Option<SyncSender<Msg>> {
                                 message: format!(
                                     "{dropped} log records dropped: the log callback fell behind"
                                 ),
+                                time: r.time,
                             });
                         }
                         f(&r);
@@ -160,6 +163,7 @@ pub(crate) fn emit(level: LogLevel, target: &'static str, client: u64, message: 
         target,
         client,
         message,
+        time: std::time::SystemTime::now(),
     };
     if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Record(r)) {
         DROPPED.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,9 @@ pub struct tether_log_record {
     pub client_id: u64,
     /// What happened, NUL-terminated UTF-8. Never holds a token, password, cookie or key.
     pub message: *const c_char,
+    /// When it happened, in microseconds since the Unix epoch (the callback may run a little
+    /// later). Fields are only ever added after this one.
+    pub unix_time_us: i64,
 }
 
 /// Receives log records on the library's `tether-log` thread, one at a time, in order. The
@@ -49,6 +52,10 @@ impl Hook {
             target: target.as_ptr(),
             client_id: r.client,
             message: message.as_ptr(),
+            unix_time_us: r
+                .time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
         };
         // A panic must not unwind through the app's frames, nor kill the log thread.
         // SAFETY: the app registered `cb` for exactly this call; `rec` outlives it.

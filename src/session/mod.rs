@@ -580,6 +580,8 @@ impl Book {
     /// Ends request `id` here; returns the cancel to send if the server has it.
     fn end_request(&mut self, id: i64, status: Status, why: &str) -> Option<Message> {
         let ended = self.requests.end(id, status, why)?;
+        // Counters first: an app that reads them after the RESPONSE must see it counted.
+        self.count_in_flight();
         if let Some(ev) = ended.outcome.into_event() {
             self.queue.push(ev);
         }
@@ -604,8 +606,8 @@ impl Book {
                 cancels.push(encode(self.ids.next(), id, "request timed out"));
             }
         }
-        self.push_events(out);
         self.count_in_flight();
+        self.push_events(out);
         cancels
     }
 
@@ -628,8 +630,8 @@ impl Book {
     /// Fails requests that were on the wire: their outcome is unknown after a drop.
     fn fail_sent(&mut self, status: Status, why: &str) {
         let failed = self.requests.fail_sent(status, why);
-        self.push_outcomes(failed);
         self.count_in_flight();
+        self.push_outcomes(failed);
     }
 
     /// Turns decoded items into events and request outcomes, as one queue operation (and at
@@ -695,10 +697,10 @@ impl Book {
         let failed = self
             .requests
             .fail_all(Status::ErrClientClosed, "client closed before the reply");
-        self.push_outcomes(failed);
-        self.unsent_packets.clear();
         self.probe.counters.set_state(ConnectionState::Closed);
         self.count_in_flight();
+        self.push_outcomes(failed);
+        self.unsent_packets.clear();
         tlog!(
             self.probe.client,
             Info,

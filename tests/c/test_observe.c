@@ -17,9 +17,10 @@ typedef struct {
     int records;
     int from_callback_status;
     uint64_t last_client;
+    int64_t last_time_us;
 } captured;
 
-static captured cap = {PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0, 0, 0, 0};
+static captured cap = {PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0, 0, 0, 0, 0};
 
 static void on_log(void *ctx, const tether_log_record *r) {
     captured *c = (captured *)ctx;
@@ -31,6 +32,7 @@ static void on_log(void *ctx, const tether_log_record *r) {
     if (n > 0 && c->len + (size_t)n < sizeof c->text) c->len += (size_t)n;
     c->records++;
     c->last_client = r->client_id;
+    c->last_time_us = r->unix_time_us;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -120,6 +122,10 @@ static void test_log_records_state_and_stats(void) {
     tether_event_free(th_wait(quiet, TETHER_EVENT_CONNECTED, NULL, 10000));
     th_close_and_free(quiet);
     CHECK(cap.records == records);
+
+    /* Records carry the time they were written (Unix microseconds). */
+    int64_t now_us = (int64_t)time(NULL) * 1000000;
+    CHECK(cap.last_time_us > now_us - 60000000LL && cap.last_time_us < now_us + 60000000LL);
 
     /* No secret in any record. */
     CHECK(strstr(cap.text, "tether-password") == NULL);

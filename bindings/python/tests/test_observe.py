@@ -112,6 +112,9 @@ def test_a_wrong_password_is_logged_and_raised_by_wait_connected(
         assert record(recs, "connection ended for good").levelno == logging.ERROR
         assert all(r.name.startswith("tether.") and "::" not in r.name for r in recs)
         assert not any("wrong" in r.getMessage() for r in recs)
+        # Each record carries the library's time of writing, not the log thread's.
+        assert all(abs(r.created - time.time()) < 60 for r in recs)
+        assert [r.created for r in recs] == sorted(r.created for r in recs)
         # Nothing else could ever connect it, and the events still tell the story.
         assert c.state == ConnectionState.CLOSED
         kinds = [e.kind for e in c.events(timeout=5 * SLOW)]

@@ -84,6 +84,7 @@ class LogRecord(ctypes.Structure):
         ("target", c_char_p),
         ("client_id", c_uint64),
         ("message", c_char_p),
+        ("unix_time_us", c_int64),
     ]
 
 

@@ -92,7 +92,16 @@ def _on_log(_ctx: Optional[int], record: Any) -> None:
         if not lg.isEnabledFor(level):
             return
         message = (rec.message or b"").decode("utf-8", "replace")
-        lg.log(level, "%s", message, extra={CLIENT_ATTR: int(rec.client_id)})
+        r = lg.makeRecord(
+            lg.name, level, "(tether)", 0, "%s", (message,), None,
+            extra={CLIENT_ATTR: int(rec.client_id)},
+        )
+        # The record's time is when the library wrote it, not when this thread got to it.
+        created = rec.unix_time_us / 1e6
+        r.created = created
+        r.msecs = (created - int(created)) * 1000
+        r.relativeCreated = (created - logging._startTime) * 1000
+        lg.handle(r)
     except BaseException:  # noqa: BLE001 - see above; logging.raiseExceptions is for emit()
         pass
 
