@@ -54,19 +54,26 @@ final class EventBuffer: @unchecked Sendable {
     /// Called on the library's dispatcher thread; waits while the buffer is full.
     func push(_ ev: Event) {
         cond.lock()
-        if finished {
-            cond.unlock()
-            return
+        while true {
+            if finished {
+                cond.unlock()
+                return
+            }
+            // Checked again after every wait: a reader that drained the buffer while this
+            // thread waited is now a waiter, and must get this event, not the one after it.
+            if !waiters.isEmpty {
+                let w = waiters.removeFirst()
+                cond.unlock()
+                w.cont.resume(returning: ev)
+                return
+            }
+            if count < capacity || unbounded {
+                items.append(ev)
+                cond.unlock()
+                return
+            }
+            cond.wait()
         }
-        if !waiters.isEmpty {
-            let w = waiters.removeFirst()
-            cond.unlock()
-            w.cont.resume(returning: ev)
-            return
-        }
-        while count >= capacity && !unbounded && !finished { cond.wait() }
-        if !finished { items.append(ev) }
-        cond.unlock()
     }
 
     /// Stops `push` from waiting (see `unbounded`).
