@@ -150,20 +150,14 @@ public final class TetherClient: @unchecked Sendable {
                 guard let ctx else { return }
                 Unmanaged<ClientCore>.fromOpaque(ctx).release()
             })
+        // Every stored property is set, so throwing from here on runs deinit, which frees the
+        // client: freeing it here as well would free it twice.
         if status != TETHER_OK {
-            let error = TetherError.last(status)
             // Not registered: destroy will never run, so the retain is balanced here.
             Unmanaged<ClientCore>.fromOpaque(ctx).release()
-            tether_client_free(client)
-            throw error
+            throw TetherError.last(status)
         }
-        let connected = tether_client_connect(client)
-        if connected != TETHER_OK {
-            let error = TetherError.last(connected)
-            core.events.stopWaiting()
-            tether_client_free(client)
-            throw error
-        }
+        try check(tether_client_connect(client))
     }
 
     /// `TetherClient(TetherOptions(url:protocol:))`.
