@@ -64,6 +64,16 @@ LIBDIR=$TARGET/release
 BACKEND=$TARGET/debug/tether-backend
 
 echo "== swift: toolchain root"
+root_dir=${TETHER_SWIFT_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/tether/swift-root}
+if [[ ! -f $root_dir/.tether-swift-root ]] && ! command -v debootstrap >/dev/null &&
+  ! command -v apt-get >/dev/null; then
+  if [[ ${CI:-} == true ]]; then
+    echo "swift: no Swift root at $root_dir and no apt-get/debootstrap to build one" >&2
+    exit 1
+  fi
+  echo "swift: skipped (the Swift root is built with debootstrap, and this host has no apt-get)"
+  exit 0
+fi
 SWIFT_ROOT=$("$ROOT/bindings/swift/swift-root.sh")
 
 # The same paths inside the root as outside, so paths in errors, #filePath and the build's
