@@ -42,4 +42,6 @@ bench/run.sh --smoke
 stage "Kotlin binding (JUnit against tether-backend)"
 scripts/ensure-tools.sh
 bindings/kotlin/run-tests.sh
+stage "Swift binding (Swift 6 in a cached Debian trixie chroot: swift build, swift test, example against a cutting backend)"
+bindings/swift/run-tests.sh
 stage "done"

@@ -1,299 +1,248 @@
-// The Swift wrapper over the tether C API (include/tether.h). Reviewed line by line against the
-// header; see README.md for what was and was not compiled.
+// The Swift wrapper over the tether C API (include/tether.h).
 import CTether
 import Foundation
 
-/// Which wire protocol a client speaks.
-public enum TetherProtocol: UInt32 {
-    case gomuks = 1  // TETHER_PROTOCOL_GOMUKS
-    case rwws = 2  // TETHER_PROTOCOL_RWWS
-}
-
-/// Every status of the header, as a Swift error. `message` is `tether_last_error()` or the
-/// event's text.
-public enum TetherError: Error, Equatable {
-    case nullArgument(String)
-    case invalidArgument(String)
-    case invalidUTF8(String)
-    case state(String)
-    case wrongMode(String)
-    case panic(String)
-    case forked(String)
-    case config(String)
-    case bufferTooSmall(String)
-    case remote(String)
-    case requestTimeout(String)
-    case cancelled(String)
-    case disconnected(String)
-    case clientClosed(String)
-    case connect(String)
-    case tls(String)
-    case unauthorized(String)
-    case forbidden(String)
-    case http(String)
-    case receiveTimeout(String)
-    case remoteClosed(String)
-    case protocolViolation(String)
-    case inflate(String)
-    case json(String)
-    case messageTooLarge(String)
-    case versionMismatch(String)
-    case keyRevoked(String)
-    /// A status this wrapper does not know (a newer library), or TIMEOUT/CLOSED where an
-    /// error was expected.
-    case unknown(Int32, String)
-
-    /// The error for a C status. Each case is matched against the header's macro, so a renamed
-    /// or removed status fails to compile.
-    public init(status: Int32, message: String) {
-        switch status {
-        case TETHER_ERR_NULL: self = .nullArgument(message)
-        case TETHER_ERR_INVALID_ARGUMENT: self = .invalidArgument(message)
-        case TETHER_ERR_INVALID_UTF8: self = .invalidUTF8(message)
-        case TETHER_ERR_STATE: self = .state(message)
-        case TETHER_ERR_WRONG_MODE: self = .wrongMode(message)
-        case TETHER_ERR_PANIC: self = .panic(message)
-        case TETHER_ERR_FORKED: self = .forked(message)
-        case TETHER_ERR_CONFIG: self = .config(message)
-        case TETHER_ERR_BUFFER_TOO_SMALL: self = .bufferTooSmall(message)
-        case TETHER_ERR_REMOTE: self = .remote(message)
-        case TETHER_ERR_REQUEST_TIMEOUT: self = .requestTimeout(message)
-        case TETHER_ERR_CANCELLED: self = .cancelled(message)
-        case TETHER_ERR_DISCONNECTED: self = .disconnected(message)
-        case TETHER_ERR_CLIENT_CLOSED: self = .clientClosed(message)
-        case TETHER_ERR_CONNECT: self = .connect(message)
-        case TETHER_ERR_TLS: self = .tls(message)
-        case TETHER_ERR_UNAUTHORIZED: self = .unauthorized(message)
-        case TETHER_ERR_FORBIDDEN: self = .forbidden(message)
-        case TETHER_ERR_HTTP: self = .http(message)
-        case TETHER_ERR_RECEIVE_TIMEOUT: self = .receiveTimeout(message)
-        case TETHER_ERR_REMOTE_CLOSED: self = .remoteClosed(message)
-        case TETHER_ERR_PROTOCOL: self = .protocolViolation(message)
-        case TETHER_ERR_INFLATE: self = .inflate(message)
-        case TETHER_ERR_JSON: self = .json(message)
-        case TETHER_ERR_MESSAGE_TOO_LARGE: self = .messageTooLarge(message)
-        case TETHER_ERR_VERSION_MISMATCH: self = .versionMismatch(message)
-        case TETHER_ERR_KEY_REVOKED: self = .keyRevoked(message)
-        default: self = .unknown(status, message)
-        }
-    }
-}
-
-/// Throws unless `status` is TETHER_OK.
-@inline(__always)
-func check(_ status: tether_status) throws {
-    if status != TETHER_OK {
-        throw TetherError(status: status, message: String(cString: tether_last_error()))
-    }
-}
-
-/// What an event reports (`TETHER_EVENT_*`).
-public enum EventKind: UInt32 {
-    case connecting = 1, connected, disconnected, message, response, pong, packet, closed
-}
-
-/// One event, copied out of the library (the C event is only lent to the callback).
-public struct Event {
-    public let kind: EventKind
-    /// RESPONSE/PONG: the request id; MESSAGE: the server's event id (negative if buffered).
-    public let requestId: Int64
-    public let status: Int32
-    /// gomuks command name of a MESSAGE, "" otherwise.
-    public let command: String
-    /// JSON for MESSAGE/RESPONSE, packet bytes for PACKET, reason text for DISCONNECTED.
-    public let data: Data
-    public let closeCode: UInt16
-    /// DISCONNECTED: milliseconds until the next attempt; nil when no retry follows.
-    public let retryInMs: Int64?
-    /// PONG: round-trip time in microseconds.
-    public let rttMicros: Int64?
-    /// PONG (gomuks): the acknowledged event id, 0 for none.
-    public let ackedId: Int64
-    /// PONG (rwws): the server's unix milliseconds, 0 if unknown.
-    public let serverTimeMs: Int64
-    public let resumeAttempted: Bool
-
-    init(_ ev: OpaquePointer) {
-        var ptr: UnsafePointer<UInt8>? = nil
-        var len: Int = 0
-        if tether_event_data(ev, &ptr, &len) == TETHER_OK, let p = ptr, len > 0 {
-            data = Data(bytes: p, count: len)
-        } else {
-            data = Data()
-        }
-        kind = EventKind(rawValue: tether_event_kind(ev)) ?? .message
-        requestId = tether_event_request_id(ev)
-        status = tether_event_status(ev)
-        command = String(cString: tether_event_command(ev))
-        closeCode = tether_event_close_code(ev)
-        let retry = tether_event_retry_in_ms(ev)
-        retryInMs = retry < 0 ? nil : retry
-        let rtt = tether_event_rtt_us(ev)
-        rttMicros = rtt < 0 ? nil : rtt
-        ackedId = tether_event_acked_id(ev)
-        serverTimeMs = tether_event_server_time_ms(ev)
-        resumeAttempted = tether_event_resume_attempted(ev)
-    }
-}
-
-/// Where to resume: the backend's run id and the last received event id (0 or negative).
-public struct ResumeState: Equatable {
-    public let runId: String
-    public let lastReceivedEvent: Int64
-    public init(runId: String, lastReceivedEvent: Int64) {
-        self.runId = runId
-        self.lastReceivedEvent = lastReceivedEvent
-    }
-}
-
 /// Shared between the client and the C callbacks. Retained once for the library
-/// (`Unmanaged.passRetained`) and released in `destroy`, which runs exactly once.
-final class CallbackBox {
-    let lock = NSLock()
-    var pending: [Int64: CheckedContinuation<Data, Error>] = [:]
-    var early: [Int64: Event] = [:]
-    var events: AsyncStream<Event>.Continuation?
+/// (`Unmanaged.passRetained`) and released by the library's `destroy` callback, which runs
+/// exactly once.
+///
+/// `@unchecked Sendable`: `pending` and `early` are only touched with `lock` held; `events`
+/// and `closed` are thread-safe themselves.
+final class ClientCore: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending: [Int64: CheckedContinuation<Data, Error>] = [:]
+    /// Replies that arrived before their request was registered: the dispatcher can deliver a
+    /// reply between `tether_client_request` returning the id and `register`.
+    private var early: [Int64: Event] = [:]
+    let events: EventBuffer
+    /// Fired when the library delivers CLOSED, whether or not the app has read it yet.
+    let closed = OnceSignal()
 
+    init(eventCapacity: Int) { events = EventBuffer(capacity: eventCapacity) }
+
+    /// On the dispatcher thread, one event at a time, in order.
     func deliver(_ ev: Event) {
-        if ev.kind == .response {
+        switch ev.kind {
+        case .response:
             lock.lock()
             let waiter = pending.removeValue(forKey: ev.requestId)
             if waiter == nil { early[ev.requestId] = ev }
             lock.unlock()
-            if let w = waiter { TetherClient.resume(w, with: ev) }
-            return
+            if let w = waiter { ClientCore.complete(w, with: ev) }
+        case .closed:
+            events.stopWaiting()
+            closed.fire()
+            events.push(ev)
+            events.finish()
+        case .disconnected where ev.retryInMs == nil:
+            // Only CLOSED follows; it must not wait behind a reader that is gone.
+            events.stopWaiting()
+            events.push(ev)
+        default:
+            events.push(ev)
         }
-        events?.yield(ev)
-        if ev.kind == .closed { events?.finish() }
     }
 
-    /// After free: nothing will answer the remaining requests.
+    func register(_ id: Int64, _ w: CheckedContinuation<Data, Error>) {
+        lock.lock()
+        let reply = early.removeValue(forKey: id)
+        if reply == nil { pending[id] = w }
+        lock.unlock()
+        if let ev = reply { ClientCore.complete(w, with: ev) }
+    }
+
+    /// After free: no reply will come for what is still pending.
     func failAll() {
         lock.lock()
         let waiters = pending
         pending.removeAll()
+        early.removeAll()
         lock.unlock()
-        for (_, w) in waiters { w.resume(throwing: TetherError.clientClosed("client closed")) }
-        events?.finish()
+        for (_, w) in waiters { w.resume(throwing: TetherError.clientClosed("client freed")) }
+        events.finish()
+        closed.fire()
+    }
+
+    static func complete(_ w: CheckedContinuation<Data, Error>, with ev: Event) {
+        if ev.status == TETHER_OK {
+            w.resume(returning: ev.data)
+            return
+        }
+        // A remote error's data is the server's error string as JSON; other failures carry
+        // the library's text.
+        var text = String(decoding: ev.data, as: UTF8.self)
+        if ev.status == TETHER_ERR_REMOTE,
+           let s = try? JSONSerialization.jsonObject(with: ev.data, options: .fragmentsAllowed) as? String {
+            text = s
+        }
+        w.resume(throwing: TetherError(status: ev.status, message: text))
+    }
+}
+
+/// Whether a request's task was cancelled, and the id to cancel once it is known: the
+/// cancellation handler can run before, during or after the request is sent.
+///
+/// `@unchecked Sendable`: both properties are only touched with `lock` held.
+final class RequestTicket: @unchecked Sendable {
+    private let lock = NSLock()
+    private var id: Int64?
+    private var cancelled = false
+
+    /// Records the id; true if the task was already cancelled, so the caller cancels it.
+    func sent(_ v: Int64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        id = v
+        return cancelled
+    }
+
+    /// Marks cancelled; the id to cancel if the request was already sent.
+    func cancel() -> Int64? {
+        lock.lock()
+        defer { lock.unlock() }
+        cancelled = true
+        return id
     }
 }
 
 /// A connection to one backend, kept alive and resumed across drops by the native library.
-/// Events arrive on `events` (callbacks run on the library's dispatcher thread, never on an
-/// I/O thread); replies to `request` are routed to the awaiting task. `deinit` frees.
-public final class TetherClient {
+///
+/// Events arrive on `events` (copied on the library's dispatcher thread, never on an I/O
+/// thread); replies to `request` go to the awaiting task. Close with `close()` (or
+/// `close(timeout:)`) and release the client; releasing without closing closes in the
+/// background and keeps the resume state usable.
+///
+/// `@unchecked Sendable`: the stored properties never change, the C API allows every call on
+/// a client from any thread except `tether_client_free`, and that runs only in `deinit`, when
+/// no other reference, and so no other call, exists.
+public final class TetherClient: @unchecked Sendable {
     private let client: OpaquePointer
-    private let box = CallbackBox()
-    /// Every event except request replies, in order; finishes after CLOSED.
-    public let events: AsyncStream<Event>
+    private let core: ClientCore
+    /// Every event except request replies, in order, bounded with backpressure (see
+    /// `TetherEvents`); ends after CLOSED.
+    public let events: TetherEvents
 
-    public init(
-        url: String,
-        protocol proto: TetherProtocol = .gomuks,
-        token: String? = nil,
-        username: String? = nil,
-        password: String? = nil,
-        compress: Bool = true,
-        pingIntervalMs: UInt32? = nil,
-        resume: ResumeState? = nil
-    ) throws {
+    /// Creates the client and starts connecting; progress arrives on `events`. Throws
+    /// `.incompatibleLibrary` if the loaded libtether does not match the header, and the
+    /// library's `.config`/`.invalidArgument` error (naming the option) for a bad option.
+    public init(_ options: TetherOptions) throws {
+        if let e = libraryIncompatibility { throw e }
         var cfg: OpaquePointer? = nil
         try check(tether_config_new(&cfg))
         defer { tether_config_free(cfg) }
-        try check(tether_config_set_url(cfg, url))
-        try check(tether_config_set_protocol(cfg, proto.rawValue))
-        if let t = token { try check(tether_config_set_token(cfg, t)) }
-        if let u = username { try check(tether_config_set_basic_auth(cfg, u, password ?? "")) }
-        try check(tether_config_set_compression(cfg, compress))
-        if let p = pingIntervalMs { try check(tether_config_set_ping_interval_ms(cfg, p)) }
-        if let r = resume {
-            try check(tether_config_set_resume_state(cfg, r.runId, r.lastReceivedEvent))
-        }
+        try options.apply(to: cfg!)
         var c: OpaquePointer? = nil
         try check(tether_client_new(cfg, &c))
-        guard let client = c else { throw TetherError.nullArgument("tether_client_new returned NULL") }
+        guard let client = c else { throw TetherError.nullArgument("tether_client_new gave no client") }
         self.client = client
-        var cont: AsyncStream<Event>.Continuation?
-        events = AsyncStream { cont = $0 }
-        box.events = cont
+        core = ClientCore(eventCapacity: options.eventBufferCapacity)
+        events = TetherEvents(buffer: core.events)
 
-        let ctx = Unmanaged.passRetained(box).toOpaque()
+        let ctx = Unmanaged.passRetained(core).toOpaque()
         let status = tether_client_set_event_callback(
             client,
             { ctx, ev in
-                guard let ctx = ctx, let ev = ev else { return }
-                Unmanaged<CallbackBox>.fromOpaque(ctx).takeUnretainedValue().deliver(Event(ev))
+                guard let ctx, let ev, let event = Event(ev) else { return }
+                Unmanaged<ClientCore>.fromOpaque(ctx).takeUnretainedValue().deliver(event)
             },
             ctx,
             { ctx in
-                guard let ctx = ctx else { return }
-                Unmanaged<CallbackBox>.fromOpaque(ctx).release()
+                guard let ctx else { return }
+                Unmanaged<ClientCore>.fromOpaque(ctx).release()
             })
+        // Every stored property is set, so throwing from here on runs deinit, which frees the
+        // client: freeing it here as well would free it twice.
         if status != TETHER_OK {
-            // Not registered: destroy will never run, so balance the retain here.
-            Unmanaged<CallbackBox>.fromOpaque(ctx).release()
-            tether_client_free(client)
-            throw TetherError(status: status, message: String(cString: tether_last_error()))
+            // Not registered: destroy will never run, so the retain is balanced here.
+            Unmanaged<ClientCore>.fromOpaque(ctx).release()
+            throw TetherError.last(status)
         }
-        do {
-            try check(tether_client_connect(client))
-        } catch {
-            tether_client_free(client)
-            throw error
-        }
+        try check(tether_client_connect(client))
+    }
+
+    /// `TetherClient(TetherOptions(url:protocol:))`.
+    public convenience init(url: String, protocol proto: TetherProtocol = .gomuks) throws {
+        try self.init(TetherOptions(url: url, protocol: proto))
     }
 
     deinit {
-        // Joins the dispatcher: no callback runs after this; destroy releases the box.
+        // A dispatcher blocked on a full event buffer would keep free from returning.
+        core.events.stopWaiting()
+        // Joins the dispatcher: no callback runs after this; destroy releases the core.
         tether_client_free(client)
-        box.failAll()
+        core.failAll()
     }
 
-    static func resume(_ w: CheckedContinuation<Data, Error>, with ev: Event) {
-        if ev.status == TETHER_OK {
-            w.resume(returning: ev.data)
-        } else {
-            let text = String(decoding: ev.data, as: UTF8.self)
-            w.resume(throwing: TetherError(status: ev.status, message: text))
-        }
-    }
-
-    /// Sends `command` with `data` (JSON) and returns the reply's raw JSON data. Task
-    /// cancellation cancels the request on the server.
-    public func request(_ command: String, data: Data = Data("{}".utf8)) async throws -> Data {
-        let idBox = RequestId()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (w: CheckedContinuation<Data, Error>) in
-                var id: Int64 = 0
-                box.lock.lock()
-                let status = data.withUnsafeBytes { raw -> tether_status in
-                    let p = raw.bindMemory(to: UInt8.self).baseAddress
-                    return tether_client_request(client, command, p, raw.count, &id)
+    /// Sends `command` with `data` (JSON) and returns the reply's raw JSON.
+    ///
+    /// Throws `.remote` with the server's error text, `.requestTimeout` after `timeout` (or
+    /// the configured request timeout), `.disconnected` when the connection dropped before the
+    /// reply (the outcome is unknown), `.clientClosed` when the client closed first, and
+    /// `.state` if the client was already closed or speaks rwws. Cancelling the task cancels
+    /// the request on the server and throws `CancellationError`.
+    public func request(_ command: String, data: Data = Data("{}".utf8), timeout: Duration? = nil)
+        async throws -> Data
+    {
+        try Task.checkCancellation()
+        let timeoutMs = timeout.map(Self.milliseconds)
+        let ticket = RequestTicket()
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (w: CheckedContinuation<Data, Error>) in
+                    var id: Int64 = 0
+                    let status = data.withUnsafeBytes { raw -> tether_status in
+                        let p = raw.bindMemory(to: UInt8.self).baseAddress
+                        if let ms = timeoutMs {
+                            return tether_client_request_with_timeout(client, command, p, raw.count, ms, &id)
+                        }
+                        return tether_client_request(client, command, p, raw.count, &id)
+                    }
+                    guard status == TETHER_OK else {
+                        w.resume(throwing: TetherError.last(status))
+                        return
+                    }
+                    core.register(id, w)
+                    if ticket.sent(id) { _ = tether_client_cancel(client, id) }
                 }
-                if status != TETHER_OK {
-                    box.lock.unlock()
-                    w.resume(throwing: TetherError(status: status, message: String(cString: tether_last_error())))
-                    return
-                }
-                idBox.set(id)
-                let early = box.early.removeValue(forKey: id)
-                if early == nil { box.pending[id] = w }
-                box.lock.unlock()
-                if let ev = early { TetherClient.resume(w, with: ev) }
+            } onCancel: {
+                if let id = ticket.cancel() { _ = tether_client_cancel(self.client, id) }
             }
-        } onCancel: {
-            if let id = idBox.get() { _ = tether_client_cancel(client, id) }
+        } catch TetherError.cancelled(_) where Task.isCancelled {
+            throw CancellationError()
         }
     }
 
-    /// rwws: sends one raw packet.
+    /// A duration as the positive milliseconds the C API takes, rounded up and clamped.
+    static func milliseconds(_ d: Duration) -> UInt32 {
+        let (s, atto) = d.components
+        if s < 0 || (s == 0 && atto <= 0) { return 1 }
+        let ms = s.multipliedReportingOverflow(by: 1000)
+        if ms.overflow { return UInt32.max }
+        let total = ms.partialValue + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
+        return UInt32(clamping: total)
+    }
+
+    /// rwws: sends one raw packet (queued while disconnected).
     public func sendPacket(_ bytes: Data) throws {
         try bytes.withUnsafeBytes { raw in
             try check(tether_client_send_packet(client, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
         }
     }
 
-    /// The resume point to persist and pass to a later client.
+    /// rwws: sends one Settings packet with these `(id, value)` pairs, in order.
+    public func sendSettings(_ settings: [(id: UInt8, value: Data)]) throws {
+        var s: OpaquePointer? = nil
+        try check(tether_settings_new(&s))
+        defer { tether_settings_free(s) }
+        for (id, value) in settings {
+            try value.withUnsafeBytes { raw in
+                try check(tether_settings_add(s, id, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
+            }
+        }
+        try check(tether_client_send_settings(client, s))
+    }
+
+    /// The resume point to persist and pass (as `TetherOptions.resume`) to a later client.
     public func resumeState() throws -> ResumeState {
         var last: Int64 = 0
         let runId = try sizedString { buf, cap, len in
@@ -302,10 +251,10 @@ public final class TetherClient {
         return ResumeState(runId: runId, lastReceivedEvent: last)
     }
 
-    /// The credential the next connection sends, to persist instead of the password (gomuks
-    /// spec 1.2): the `gomuks_auth` token, the configured one until a login with the username
-    /// and password or a renewal replaces it; rwws: the configured key. `nil` before the first
-    /// login and with auth disabled, unless a token was configured. A secret: keep it out of logs.
+    /// The credential the next connection sends, to persist instead of the password: gomuks,
+    /// the `gomuks_auth` token (the configured one until a login or a renewal replaces it);
+    /// rwws, the configured key. `nil` before the first login and with auth disabled, unless a
+    /// token was configured. A secret: keep it out of logs.
     public func authToken() throws -> String? {
         let token = try sizedString { buf, cap, len in
             tether_client_auth_token(client, buf, cap, len)
@@ -313,15 +262,55 @@ public final class TetherClient {
         return token.isEmpty ? nil : token
     }
 
-    /// Closes gracefully; `events` finishes after CLOSED. gomuks: close code 1001, so the
-    /// backend frees the events it kept for this client; with `keepResume: true` the code is
-    /// 1000 and a later client given `resumeState()` receives what it missed. rwws: 1000.
-    public func close(keepResume: Bool = false) throws {
-        try check(keepResume ? tether_client_close_keep_resume(client) : tether_client_close(client))
+    /// Starts a graceful close and returns at once; pending requests fail with
+    /// `.clientClosed`, and `events` ends after CLOSED. gomuks: close code 1001, so the backend
+    /// frees the events it kept for this client; with `keepResume` the code is 1000 and a later
+    /// client given `resumeState()` receives what it missed. Closing a closed client does
+    /// nothing.
+    public func close(keepResume: Bool = false) {
+        // From here on the only events left are those the library already holds, so the
+        // buffer may take them all rather than keep CLOSED waiting for a reader.
+        core.events.stopWaiting()
+        // The only failure for a live client is TETHER_ERR_STATE: already closed.
+        _ = keepResume ? tether_client_close_keep_resume(client) : tether_client_close(client)
     }
 
-    /// The native library's version string.
+    /// `close(keepResume:)`, then waits up to `timeout` for the library to finish (CLOSED
+    /// delivered; the app need not have read it). Returns whether it finished in time; an
+    /// unresponsive server cannot make this wait longer than `timeout`.
+    @discardableResult
+    public func close(keepResume: Bool = false, timeout: Duration) async -> Bool {
+        close(keepResume: keepResume)
+        let closed = core.closed
+        if closed.isFired { return true }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await closed.wait()
+                return closed.isFired
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return closed.isFired
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Returns once the library has delivered CLOSED (or at once if the task is cancelled).
+    public func waitUntilClosed() async {
+        await core.closed.wait()
+    }
+
+    /// Whether CLOSED has been delivered.
+    public var isClosed: Bool { core.closed.isFired }
+
+    /// The native library's version string, e.g. "0.1.0".
     public static var libraryVersion: String { String(cString: tether_version()) }
+
+    /// Events held in `events` that no task has read yet.
+    var bufferedEventCount: Int { core.events.bufferedCount }
 }
 
 /// A string from a `(buf, cap, out_len)` function of the C API: asks for the length, then
@@ -337,14 +326,6 @@ func sizedString(
         let status = buf.withUnsafeMutableBufferPointer { call($0.baseAddress, $0.count, &len) }
         if status == TETHER_ERR_BUFFER_TOO_SMALL { continue }
         try check(status)
-        return String(cString: buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
-}
-
-/// The id of a request in flight, readable from the cancellation handler.
-final class RequestId {
-    private let lock = NSLock()
-    private var value: Int64?
-    func set(_ v: Int64) { lock.lock(); value = v; lock.unlock() }
-    func get() -> Int64? { lock.lock(); defer { lock.unlock() }; return value }
 }

@@ -1,41 +1,415 @@
-// XCTest against a running tether-backend: set TETHER_TEST_URL=http://127.0.0.1:PORT
-// (start it with `tether-backend`); the tests are skipped without it.
+// Against real tether-backend processes (TETHER_BACKEND; bindings/swift/run-tests.sh sets it).
 import Foundation
 import XCTest
 
 @testable import Tether
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 final class TetherTests: XCTestCase {
-    private func url() throws -> String {
-        guard let u = ProcessInfo.processInfo.environment["TETHER_TEST_URL"] else {
-            throw XCTSkip("set TETHER_TEST_URL to a running tether-backend")
-        }
-        return u
-    }
-
     func testRequestResponseAndRemoteError() async throws {
-        let c = try TetherClient(url: try url(), username: "tether", password: "tether-password")
-        let data = try await c.request("echo", data: Data(#"{"a":1}"#.utf8))
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        let data = try await c.request("echo", data: json(#"{"a":1}"#))
         XCTAssertEqual(String(decoding: data, as: UTF8.self), #"{"a":1}"#)
-        do {
-            _ = try await c.request("fail", data: Data(#"{"message":"nope"}"#.utf8))
-            XCTFail("expected a remote error")
-        } catch TetherError.remote(let m) {
-            XCTAssertTrue(m.contains("nope"))
+        await assertThrows("remote error", { try await c.request("fail", data: json(#"{"message":"nope"}"#)) }) {
+            $0 == .remote("nope")
         }
+        await assertThrows("not JSON", { try await c.request("echo", data: json("{not json")) }) {
+            if case .invalidUTF8 = $0 { return true }
+            return false
+        }
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
     }
 
-    func testPongAcknowledgesAndRwwsHandshake() async throws {
-        let c = try TetherClient(url: try url(), protocol: .rwws, token: "dGV0aGVyLXRlc3Qta2V5")
-        for await ev in c.events where ev.kind == .pong {
-            XCTAssertGreaterThan(ev.serverTimeMs, 1_700_000_000_000)
-            break
+    func testRequestTimeoutAndCancel() async throws {
+        let b = try Backend()
+        var o = b.gomuks()
+        o.requestTimeoutMs = 300
+        let c = try TetherClient(o)
+        let slow = json(#"{"ms":10000}"#)
+
+        var t0 = ContinuousClock.now
+        await assertThrows("configured timeout", { try await c.request("sleep", data: slow) }) {
+            if case .requestTimeout = $0 { return true }
+            return false
         }
+        XCTAssertLessThan(ContinuousClock.now - t0, .seconds(5))
+
+        t0 = ContinuousClock.now
+        await assertThrows("per-request timeout", { try await c.request("sleep", data: slow, timeout: .milliseconds(200)) }) {
+            if case .requestTimeout = $0 { return true }
+            return false
+        }
+        XCTAssertLessThan(ContinuousClock.now - t0, .seconds(5))
+
+        // Cancelled while the server works on it, and before it was even sent.
+        for delay in [Duration.milliseconds(300), .zero] {
+            t0 = ContinuousClock.now
+            let task = Task { try await c.request("sleep", data: slow, timeout: .seconds(30)) }
+            if delay > .zero { try await Task.sleep(for: delay) }
+            task.cancel()
+            do {
+                _ = try await task.value
+                XCTFail("a cancelled request returned")
+            } catch is CancellationError {
+            } catch {
+                XCTFail("cancelled request: \(error)")
+            }
+            XCTAssertLessThan(ContinuousClock.now - t0, .seconds(5))
+        }
+        // The client is still usable.
+        let echo = try await c.request("echo", data: json(#"{"b":2}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"b":2}"#)
+        await c.close(timeout: .seconds(10))
     }
 
-    func testBadConfigThrowsTypedError() {
+    func testPingsAcknowledgeTheNewestEvent() async throws {
+        let b = try Backend()
+        var o = b.gomuks()
+        o.pingIntervalMs = 100
+        let c = try TetherClient(o)
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let newest = try b.push(5)
+        let pong = try await next(c, "PONG acking \(newest)") { $0.kind == .pong && $0.ackedId == newest }
+        XCTAssertGreaterThanOrEqual(pong.rttMicros ?? -1, 0)
+        XCTAssertTrue(try b.control("/_testkit/stats", method: "GET").contains(#""last_ack":\#(newest)"#))
+        await c.close(timeout: .seconds(10))
+    }
+
+    func testResumeAfterCutDeliversEveryEventOnceInOrder() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let first = try b.push(10)
+        try b.control("/_testkit/cut")
+        _ = try b.push(20)
+        let (ids, resumed) = try await withTimeout(.seconds(20), "30 events") { () -> ([Int64], Int) in
+            var ids: [Int64] = []
+            var resumed = 0
+            for await ev in c.events {
+                if ev.kind == .message && ev.requestId < 0 { ids.append(ev.requestId) }
+                if ev.kind == .connected && ev.resumeAttempted { resumed += 1 }
+                if ids.last == first - 20 { break }
+            }
+            return (ids, resumed)
+        }
+        // The 10 events before the cut and the 20 after it, each once, in order.
+        XCTAssertEqual(ids, Array(stride(from: first + 9, through: first - 20, by: -1)))
+        XCTAssertEqual(resumed, 1)
+
+        // The resume point carries to a new client, which gets what it missed exactly once.
+        let state = try c.resumeState()
+        XCTAssertFalse(state.runId.isEmpty)
+        XCTAssertEqual(state.lastReceivedEvent, first - 20)
+        let closed = await c.close(keepResume: true, timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        let missed = try b.push(5)
+        var o = b.gomuks()
+        o.resume = state
+        let later = try TetherClient(o)
+        let replay = try await withTimeout(.seconds(20), "5 replayed events") { () -> [Int64] in
+            var ids: [Int64] = []
+            for await ev in later.events where ev.kind == .message && ev.requestId < 0 {
+                ids.append(ev.requestId)
+                if ev.requestId == missed { break }
+            }
+            return ids
+        }
+        XCTAssertEqual(replay, Array(stride(from: missed + 4, through: missed, by: -1)))
+        await later.close(timeout: .seconds(10))
+    }
+
+    func testTheLoginTokenAuthorizesALaterClient() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "CONNECTED") { $0.kind == .connected }
+        let token = try XCTUnwrap(try c.authToken())
+        await c.close(timeout: .seconds(10))
+
+        var o = TetherOptions(url: b.url)
+        o.token = token
+        let later = try TetherClient(o)
+        XCTAssertEqual(try later.authToken(), token)
+        let echo = try await later.request("echo", data: json(#"{"t":1}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"t":1}"#)
+        await later.close(timeout: .seconds(10))
+    }
+
+    func testRwwsHandshakeAndPongWithServerTime() async throws {
+        let b = try Backend()
+        var o = TetherOptions(url: b.url, protocol: .rwws)
+        o.token = "dGV0aGVyLXRlc3Qta2V5"
+        let c = try TetherClient(o)
+        _ = try await next(c, "CONNECTED") { $0.kind == .connected }
+        let pong = try await next(c, "PONG") { $0.kind == .pong }
+        XCTAssertGreaterThan(pong.serverTimeMs, 1_700_000_000_000)
+        await assertThrows("request over rwws", { try await c.request("echo") }) {
+            if case .state = $0 { return true }
+            return false
+        }
+        try c.sendPacket(Data([0x00]))
+        await c.close(timeout: .seconds(10))
+    }
+
+    func testARejectedRwwsKeyStopsWithCloseCode3001() async throws {
+        let b = try Backend()
+        var o = TetherOptions(url: b.url, protocol: .rwws)
+        o.token = "d3Jvbmc="
+        let c = try TetherClient(o)
+        let evs = try await rest(c)
+        let d = try XCTUnwrap(evs.first { $0.kind == .disconnected })
+        XCTAssertEqual(TetherError(status: d.status, message: ""), .unauthorized(""))
+        XCTAssertEqual(d.closeCode, 3001)
+        XCTAssertNil(d.retryInMs)
+        XCTAssertEqual(evs.last?.kind, .closed)
+        XCTAssertTrue(c.isClosed)
+    }
+
+    func testConfigErrorsAndUseAfterClose() async throws {
         XCTAssertThrowsError(try TetherClient(url: "ftp://nope")) { e in
             guard case TetherError.config = e else { return XCTFail("\(e)") }
         }
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        c.close()
+        c.close()  // closing twice is harmless
+        await assertThrows("request after close", { try await c.request("echo") }) {
+            if case .state = $0 { return true }
+            return false
+        }
+        let evs = try await rest(c)
+        XCTAssertEqual(evs.last?.kind, .closed)
+    }
+
+    func testEveryHeaderStatusHasACase() throws {
+        let header = try String(contentsOf: repoRoot.appendingPathComponent("include/tether.h"), encoding: .utf8)
+        let re = try NSRegularExpression(pattern: #"#define TETHER_ERR_(\w+) \((-?\d+)\)"#)
+        let matches = re.matches(in: header, range: NSRange(header.startIndex..., in: header))
+        XCTAssertGreaterThan(matches.count, 20)
+        for m in matches {
+            let name = String(header[Range(m.range(at: 1), in: header)!])
+            let code = Int32(header[Range(m.range(at: 2), in: header)!])!
+            if case .unknown = TetherError(status: code, message: "") {
+                XCTFail("TETHER_ERR_\(name) (\(code)) has no TetherError case")
+            }
+        }
+    }
+
+    /// Every config setter of the header is called, once, by `TetherOptions.apply`.
+    func testEveryConfigSetterIsReachableFromOneOptionsStruct() throws {
+        let header = try String(contentsOf: repoRoot.appendingPathComponent("include/tether.h"), encoding: .utf8)
+        // Bracketed so that scripts/check-bindings.py does not take the pattern for a C call.
+        let re = try NSRegularExpression(pattern: #"tether_status[ ](tether[_]config[_](?:set|add)[_]\w+)[(]"#)
+        let setters = re.matches(in: header, range: NSRange(header.startIndex..., in: header))
+            .map { String(header[Range($0.range(at: 1), in: header)!]) }
+        XCTAssertGreaterThanOrEqual(setters.count, 18)
+        let dir = repoRoot.appendingPathComponent("bindings/swift/Sources/Tether")
+        var sources = ""
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir.path) where f.hasSuffix(".swift") {
+            sources += try String(contentsOf: dir.appendingPathComponent(f), encoding: .utf8)
+        }
+        let options = try String(contentsOf: dir.appendingPathComponent("TetherOptions.swift"), encoding: .utf8)
+        for s in setters {
+            XCTAssertEqual(sources.components(separatedBy: "\(s)(").count - 1, 1, "\(s) is not called exactly once")
+            XCTAssertTrue(options.contains("\(s)("), "\(s) is not applied in TetherOptions.swift")
+        }
+    }
+
+    func testBadOptionsAreRefusedAndGoodOnesWork() async throws {
+        let b = try Backend()
+        let bad: [(String, (inout TetherOptions) -> Void)] = [
+            ("url scheme", { $0.url = "ftp://nope" }),
+            ("backoff min 0", { $0.reconnectBackoffMs = (min: 0, max: 100) }),
+            ("backoff min > max", { $0.reconnectBackoffMs = (min: 500, max: 100) }),
+            ("maxMessageBytes below 1024", { $0.maxMessageBytes = 10 }),
+            ("negative maxMessageBytes", { $0.maxMessageBytes = -1 }),
+            ("negative queueCapacity", { $0.queueCapacity = -1 }),
+            ("handshake header", { $0.headers = [(name: "Host", value: "x")] }),
+            ("header name", { $0.headers = [(name: "bad name", value: "x")] }),
+            ("header value", { $0.headers = [(name: "X-A", value: "a\nb")] }),
+            ("rwws key", { $0.protocol = .rwws; $0.token = "not base64!" }),
+            ("eventBufferCapacity", { $0.eventBufferCapacity = 0 }),
+        ]
+        for (what, change) in bad {
+            var o = b.gomuks()
+            change(&o)
+            XCTAssertThrowsError(try TetherClient(o), what) { e in
+                switch e {
+                case TetherError.config, TetherError.invalidArgument: break
+                default: XCTFail("\(what): \(e)")
+                }
+            }
+        }
+
+        // Every option set to a valid value: the client works.
+        var o = b.gomuks()
+        o.compression = false
+        o.pingIntervalMs = 1000
+        o.receiveTimeoutMs = 10_000
+        o.requestTimeoutMs = 5000
+        o.connectTimeoutMs = 2000
+        o.maxMessageBytes = 1 << 20
+        o.queueCapacity = 64
+        o.lastServerTs = 1
+        o.prevListenerId = false
+        o.headers = [(name: "X-Tether-Test", value: "1")]
+        o.allowInsecureCredentials = false
+        o.eventBufferCapacity = 16
+        let c = try TetherClient(o)
+        let echo = try await c.request("echo", data: json(#"{"ok":true}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"ok":true}"#)
+        await c.close(timeout: .seconds(10))
+    }
+
+    func testALibraryOfAnotherMajorOrMinorIsRefused() throws {
+        XCTAssertNil(libraryIncompatibility, "\(String(describing: libraryIncompatibility))")
+        let (major, minor) = (headerABI.major, headerABI.minor)
+        XCTAssertNoThrow(try checkLibraryVersion(number: major << 16 | minor << 8 | 77, text: "x.y.77"))
+        for other in [(major + 1) << 16 | minor << 8, major << 16 | (minor + 1) << 8] {
+            XCTAssertThrowsError(try checkLibraryVersion(number: other, text: "other")) { e in
+                guard case TetherError.incompatibleLibrary(let m) = e else { return XCTFail("\(e)") }
+                XCTAssertTrue(m.contains("other"), m)
+            }
+        }
+    }
+
+    /// Close races requests from three tasks, over many rounds with random timing: every
+    /// request the library accepted ends (a value or an error), none hangs, CLOSED arrives.
+    func testCloseRacingRequestsFromSeveralTasks() async throws {
+        let b = try Backend()
+        let budget = ContinuousClock.now + .seconds(20)
+        var rounds = 0
+        var accepted = 0
+        var refused = 0
+        var closedErrors = 0
+        while rounds < 1000 && ContinuousClock.now < budget {
+            rounds += 1
+            let c = try TetherClient(b.gomuks())
+            // Per round: requests started, ended, refused, and ended with .clientClosed.
+            let tally = Shared((started: 0, ended: 0, refused: 0, clientClosed: 0))
+            var workers: [Task<Void, Never>] = []
+            for _ in 0..<3 {
+                workers.append(Task.detached {
+                    for _ in 0..<200 {
+                        tally.withLock { $0.started += 1 }
+                        do {
+                            if Bool.random() {
+                                _ = try await c.request("echo", data: json(#"{"r":1}"#))
+                            } else {
+                                _ = try await c.request("sleep", data: json(#"{"ms":\#(Int.random(in: 0...3))}"#))
+                            }
+                            tally.withLock { $0.ended += 1 }
+                        } catch TetherError.state {
+                            // Refused because the client is closed: the library never took it.
+                            tally.withLock { $0.refused += 1 }
+                            return
+                        } catch TetherError.clientClosed {
+                            tally.withLock { $0.ended += 1; $0.clientClosed += 1 }
+                        } catch {
+                            tally.withLock { $0.ended += 1 }
+                        }
+                    }
+                })
+            }
+            try await Task.sleep(for: .microseconds(Int.random(in: 0...20_000)))
+            c.close(keepResume: Bool.random())
+            // Watch the counters rather than await the tasks, so a hung request fails the test
+            // instead of hanging it.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while tally.withLock({ $0.started != $0.ended + $0.refused }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            let t = tally.withLock { $0 }
+            if t.started != t.ended + t.refused {
+                XCTFail("round \(rounds): \(t.started - t.ended - t.refused) accepted requests never ended")
+                return
+            }
+            for w in workers { await w.value }
+            let closed = await withTaskGroup(of: Bool.self) { g in
+                g.addTask { await c.waitUntilClosed(); return true }
+                g.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+                defer { g.cancelAll() }
+                return await g.next() ?? false
+            }
+            XCTAssertTrue(closed, "round \(rounds): no CLOSED within 10 s")
+            accepted += t.ended
+            refused += t.refused
+            closedErrors += t.clientClosed
+        }
+        print("close race: \(rounds) rounds, \(accepted) requests ended (\(closedErrors) with clientClosed), \(refused) refused after close")
+        XCTAssertGreaterThanOrEqual(rounds, 20)
+        XCTAssertEqual(refused, rounds * 3)
+    }
+
+    /// A stopped server (SIGSTOP) cannot make `close(timeout:)` wait longer than asked.
+    func testCloseWithTimeoutReturnsOnTimeWhileTheServerIsStopped() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let pending = Task { try await c.request("sleep", data: json(#"{"ms":30000}"#), timeout: .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertEqual(kill(b.pid, SIGSTOP), 0)
+        defer { kill(b.pid, SIGCONT) }
+        let t0 = ContinuousClock.now
+        let closed = await c.close(timeout: .milliseconds(500))
+        let took = ContinuousClock.now - t0
+        XCTAssertLessThan(took, .milliseconds(1500), "close(timeout: 500 ms) took \(took)")
+        print("close while the server is stopped: \(closed ? "CLOSED" : "timed out") after \(took)")
+        // The pending request ends without the server.
+        do {
+            _ = try await withTimeout(.seconds(10), "pending request") { try await pending.value }
+            XCTFail("the request was answered by a stopped server")
+        } catch TetherError.clientClosed {
+        } catch {
+            XCTFail("pending request: \(error)")
+        }
+        kill(b.pid, SIGCONT)
+        let evs = try await rest(c, within: .seconds(30))
+        XCTAssertEqual(evs.last?.kind, .closed)
+    }
+
+    /// An app that stops reading holds at most `eventBufferCapacity` events in Swift; the rest
+    /// waits in the library's bounded queue and then in the server. Nothing is dropped, and
+    /// CLOSED still arrives.
+    func testEventsAreBoundedWithBackpressureAndNothingIsDropped() async throws {
+        let b = try Backend()
+        var o = b.gomuks()
+        o.eventBufferCapacity = 8
+        o.queueCapacity = 16
+        let c = try TetherClient(o)
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let n = 2000
+        let newest = try b.push(n)
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertLessThanOrEqual(c.bufferedEventCount, 8)
+        XCTAssertGreaterThan(c.bufferedEventCount, 0)
+        let ids = try await withTimeout(.seconds(30), "\(n) events") { () -> [Int64] in
+            var ids: [Int64] = []
+            for await ev in c.events where ev.kind == .message && ev.requestId < 0 {
+                ids.append(ev.requestId)
+                if ev.requestId == newest { break }
+            }
+            return ids
+        }
+        XCTAssertEqual(ids, Array(stride(from: newest + Int64(n) - 1, through: newest, by: -1)))
+
+        // Unread again, then closed: CLOSED is delivered although nobody reads, and the events
+        // before it are all still there, followed by CLOSED.
+        let more = try b.push(n)
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertLessThanOrEqual(c.bufferedEventCount, 8)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        let evs = try await rest(c)
+        XCTAssertEqual(evs.last?.kind, .closed)
+        let rest = evs.filter { $0.kind == .message && $0.requestId < 0 }.map(\.requestId)
+        // Close may cut the stream short, but what arrives is in order with no gap or repeat.
+        XCTAssertEqual(rest, Array(stride(from: more + Int64(n) - 1, through: more + Int64(n) - Int64(rest.count), by: -1)))
     }
 }

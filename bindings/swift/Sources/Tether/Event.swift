@@ -1,0 +1,98 @@
+import CTether
+import Foundation
+
+/// Which wire protocol a client speaks.
+public enum TetherProtocol: UInt32, Sendable {
+    /// gomuks JSON RPC over `/_gomuks/websocket` (the default).
+    case gomuks = 1
+    /// rwws binary packets over `/api/ws`.
+    case rwws = 2
+}
+
+/// What an event reports (`TETHER_EVENT_*`).
+public enum EventKind: UInt32, Sendable {
+    /// A connection attempt starts.
+    case connecting = 1
+    /// The websocket is open (and, for rwws, authenticated).
+    case connected
+    /// The connection ended; see `status`, `closeCode`, `data` (the reason) and `retryInMs`.
+    case disconnected
+    /// A server event.
+    case message
+    /// The reply to a request; `TetherClient.request` consumes these, so `events` never
+    /// carries one.
+    case response
+    /// A keepalive reply, with the round-trip time.
+    case pong
+    /// rwws: a packet the library does not consume.
+    case packet
+    /// The client is closed; always the last event.
+    case closed
+}
+
+/// One event, copied out of the library (the C event is only lent to the callback).
+public struct Event: Sendable {
+    public let kind: EventKind
+    /// RESPONSE/PONG: the request id; MESSAGE: the server's event id (negative for buffered
+    /// events, 0 otherwise).
+    public let requestId: Int64
+    /// DISCONNECTED: why the connection ended (a `TETHER_*` status; `TETHER_OK` otherwise).
+    public let status: Int32
+    /// gomuks command name of a MESSAGE, "" otherwise.
+    public let command: String
+    /// JSON for MESSAGE/RESPONSE, packet bytes for PACKET, reason text for DISCONNECTED.
+    public let data: Data
+    /// DISCONNECTED: the websocket close code, 0 without a close frame, or the HTTP status of a
+    /// refused upgrade.
+    public let closeCode: UInt16
+    /// DISCONNECTED: milliseconds until the next attempt; nil when no retry follows.
+    public let retryInMs: Int64?
+    /// PONG: round-trip time in microseconds; nil for the rwws auth answer, which answers no
+    /// ping of ours.
+    public let rttMicros: Int64?
+    /// PONG (gomuks): the acknowledged event id, 0 for none.
+    public let ackedId: Int64
+    /// PONG (rwws): the server's unix milliseconds, 0 if unknown.
+    public let serverTimeMs: Int64
+    /// CONNECTING/CONNECTED/DISCONNECTED: whether this connection asked the server to resume.
+    public let resumeAttempted: Bool
+    /// CONNECTING/CONNECTED/DISCONNECTED: the connection attempt number, from 1; 0 otherwise.
+    public let attempt: UInt32
+
+    /// `nil` for a kind this wrapper does not know (a newer library), which is skipped rather
+    /// than passed on as something it is not.
+    init?(_ ev: OpaquePointer) {
+        guard let kind = EventKind(rawValue: tether_event_kind(ev)) else { return nil }
+        self.kind = kind
+        var ptr: UnsafePointer<UInt8>? = nil
+        var len: Int = 0
+        if tether_event_data(ev, &ptr, &len) == TETHER_OK, let p = ptr, len > 0 {
+            data = Data(bytes: p, count: len)
+        } else {
+            data = Data()
+        }
+        requestId = tether_event_request_id(ev)
+        status = tether_event_status(ev)
+        command = String(cString: tether_event_command(ev))
+        closeCode = tether_event_close_code(ev)
+        let retry = tether_event_retry_in_ms(ev)
+        retryInMs = retry < 0 ? nil : retry
+        let rtt = tether_event_rtt_us(ev)
+        rttMicros = rtt < 0 ? nil : rtt
+        ackedId = tether_event_acked_id(ev)
+        serverTimeMs = tether_event_server_time_ms(ev)
+        resumeAttempted = tether_event_resume_attempted(ev)
+        attempt = tether_event_attempt(ev)
+    }
+}
+
+/// Where to resume: the backend's run id and the last received event id (0 or negative).
+/// Persist it (it is `Codable`) and pass it in `TetherOptions.resume` to a later client.
+public struct ResumeState: Equatable, Sendable, Codable {
+    public let runId: String
+    public let lastReceivedEvent: Int64
+    public init(runId: String, lastReceivedEvent: Int64) {
+        self.runId = runId
+        self.lastReceivedEvent = lastReceivedEvent
+    }
+}

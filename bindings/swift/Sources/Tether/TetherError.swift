@@ -1,0 +1,87 @@
+import CTether
+import Foundation
+
+/// Every status of the header, as a Swift error. The associated text is `tether_last_error()`
+/// for a refused call, or what the event carried (the server's error text for `.remote`).
+public enum TetherError: Error, Equatable, Sendable {
+    case nullArgument(String)
+    case invalidArgument(String)
+    case invalidUTF8(String)
+    case state(String)
+    case wrongMode(String)
+    case panic(String)
+    case forked(String)
+    case config(String)
+    case bufferTooSmall(String)
+    case remote(String)
+    case requestTimeout(String)
+    case cancelled(String)
+    case disconnected(String)
+    case clientClosed(String)
+    case connect(String)
+    case tls(String)
+    case unauthorized(String)
+    case forbidden(String)
+    case http(String)
+    case receiveTimeout(String)
+    case remoteClosed(String)
+    case protocolViolation(String)
+    case inflate(String)
+    case json(String)
+    case messageTooLarge(String)
+    case versionMismatch(String)
+    case keyRevoked(String)
+    /// The loaded libtether is not the MAJOR.MINOR this wrapper was compiled against (no ABI
+    /// promise before 1.0), so no client is created. Not a status of the header.
+    case incompatibleLibrary(String)
+    /// A status this wrapper does not know (a newer library), or TIMEOUT/CLOSED where an
+    /// error was expected.
+    case unknown(Int32, String)
+
+    /// The error for a C status. Each case is matched against the header's macro, so a renamed
+    /// or removed status fails to compile.
+    public init(status: Int32, message: String) {
+        switch status {
+        case TETHER_ERR_NULL: self = .nullArgument(message)
+        case TETHER_ERR_INVALID_ARGUMENT: self = .invalidArgument(message)
+        case TETHER_ERR_INVALID_UTF8: self = .invalidUTF8(message)
+        case TETHER_ERR_STATE: self = .state(message)
+        case TETHER_ERR_WRONG_MODE: self = .wrongMode(message)
+        case TETHER_ERR_PANIC: self = .panic(message)
+        case TETHER_ERR_FORKED: self = .forked(message)
+        case TETHER_ERR_CONFIG: self = .config(message)
+        case TETHER_ERR_BUFFER_TOO_SMALL: self = .bufferTooSmall(message)
+        case TETHER_ERR_REMOTE: self = .remote(message)
+        case TETHER_ERR_REQUEST_TIMEOUT: self = .requestTimeout(message)
+        case TETHER_ERR_CANCELLED: self = .cancelled(message)
+        case TETHER_ERR_DISCONNECTED: self = .disconnected(message)
+        case TETHER_ERR_CLIENT_CLOSED: self = .clientClosed(message)
+        case TETHER_ERR_CONNECT: self = .connect(message)
+        case TETHER_ERR_TLS: self = .tls(message)
+        case TETHER_ERR_UNAUTHORIZED: self = .unauthorized(message)
+        case TETHER_ERR_FORBIDDEN: self = .forbidden(message)
+        case TETHER_ERR_HTTP: self = .http(message)
+        case TETHER_ERR_RECEIVE_TIMEOUT: self = .receiveTimeout(message)
+        case TETHER_ERR_REMOTE_CLOSED: self = .remoteClosed(message)
+        case TETHER_ERR_PROTOCOL: self = .protocolViolation(message)
+        case TETHER_ERR_INFLATE: self = .inflate(message)
+        case TETHER_ERR_JSON: self = .json(message)
+        case TETHER_ERR_MESSAGE_TOO_LARGE: self = .messageTooLarge(message)
+        case TETHER_ERR_VERSION_MISMATCH: self = .versionMismatch(message)
+        case TETHER_ERR_KEY_REVOKED: self = .keyRevoked(message)
+        default: self = .unknown(status, message)
+        }
+    }
+
+    /// The status of a failed call, with the calling thread's `tether_last_error()`: it must be
+    /// read on the thread that made the call, before any other tether call there.
+    static func last(_ status: tether_status) -> TetherError {
+        TetherError(status: status, message: String(cString: tether_last_error()))
+    }
+}
+
+/// Throws unless `status` is TETHER_OK.
+@inline(__always)
+func check(_ status: tether_status) throws {
+    if status != TETHER_OK { throw TetherError.last(status) }
+}

@@ -1,0 +1,107 @@
+import CTether
+import Foundation
+
+/// Everything a client is configured with: one property per `tether_config_*` setter of the
+/// header, plus the wrapper's own event buffer. `nil` keeps the library's default (documented
+/// per setter in include/tether.h). Values are checked by the library when the client is
+/// created; a bad one makes `TetherClient.init` throw `.config` or `.invalidArgument` naming
+/// it.
+public struct TetherOptions: Sendable {
+    /// gomuks username and password for `POST /_gomuks/auth`.
+    public struct BasicAuth: Sendable {
+        public var username: String
+        public var password: String
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+
+    /// `ws://`/`wss://` is the websocket endpoint as given; `http://`/`https://` is the
+    /// backend's base, from which the protocol's path is derived.
+    public var url: String
+    public var `protocol`: TetherProtocol
+    /// gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64. A secret.
+    public var token: String?
+    /// gomuks: used when no token is set or the token is rejected.
+    public var basicAuth: BasicAuth?
+    /// gomuks: `compress=1` (raw deflate); on by default.
+    public var compression: Bool?
+    public var pingIntervalMs: UInt32?
+    /// Reconnect when nothing arrives for this long.
+    public var receiveTimeoutMs: UInt32?
+    /// Default per-request timeout (the library's default is 60 s).
+    public var requestTimeoutMs: UInt32?
+    /// Bound on TCP connect + TLS + upgrade.
+    public var connectTimeoutMs: UInt32?
+    /// First reconnect delay and the cap; needs `0 < min <= max`.
+    public var reconnectBackoffMs: (min: UInt32, max: UInt32)?
+    /// Cap on one server message after decompression (at least 1024).
+    public var maxMessageBytes: Int?
+    /// Events the library queues for the wrapper before it stops reading the socket.
+    public var queueCapacity: Int?
+    /// Resume from an earlier client's `resumeState()`.
+    public var resume: ResumeState?
+    /// gomuks: `last_server_ts`, only if the app persisted its state from that time.
+    public var lastServerTs: Int64?
+    /// gomuks: send `prev_listener_id` on reconnect (off by default; see the header).
+    public var prevListenerId: Bool?
+    /// Extra headers on the websocket upgrade (e.g. `Origin`), in order.
+    public var headers: [(name: String, value: String)] = []
+    /// CA certificates (PEM) trusted in addition to the built-in roots.
+    public var caPEM: Data?
+    /// Allow credentials over plain `ws://`/`http://` to a host that is not loopback.
+    public var allowInsecureCredentials: Bool?
+    /// How many events `TetherClient.events` holds for a task that does not read them; when it
+    /// is full the library's queue (`queueCapacity`) fills next, and then the server sees TCP
+    /// backpressure. Nothing is dropped. At least 1.
+    public var eventBufferCapacity: Int = 256
+
+    public init(url: String, protocol proto: TetherProtocol = .gomuks) {
+        self.url = url
+        self.protocol = proto
+    }
+
+    /// The one place options reach the library, so a new setter is added here and nowhere
+    /// else. Each failure throws the setter's own error, which names the argument.
+    func apply(to cfg: OpaquePointer) throws {
+        func size(_ v: Int, _ name: String) throws -> Int {
+            // size_t arrives as Int: a negative value would wrap to a huge size.
+            guard v >= 0 else { throw TetherError.invalidArgument("\(name) must not be negative") }
+            return v
+        }
+        try check(tether_config_set_url(cfg, url))
+        try check(tether_config_set_protocol(cfg, self.protocol.rawValue))
+        if let v = token { try check(tether_config_set_token(cfg, v)) }
+        if let v = basicAuth { try check(tether_config_set_basic_auth(cfg, v.username, v.password)) }
+        if let v = compression { try check(tether_config_set_compression(cfg, v)) }
+        if let v = pingIntervalMs { try check(tether_config_set_ping_interval_ms(cfg, v)) }
+        if let v = receiveTimeoutMs { try check(tether_config_set_receive_timeout_ms(cfg, v)) }
+        if let v = requestTimeoutMs { try check(tether_config_set_request_timeout_ms(cfg, v)) }
+        if let v = connectTimeoutMs { try check(tether_config_set_connect_timeout_ms(cfg, v)) }
+        if let v = reconnectBackoffMs { try check(tether_config_set_reconnect_backoff_ms(cfg, v.min, v.max)) }
+        if let v = maxMessageBytes {
+            try check(tether_config_set_max_message_bytes(cfg, try size(v, "maxMessageBytes")))
+        }
+        if let v = queueCapacity {
+            try check(tether_config_set_queue_capacity(cfg, try size(v, "queueCapacity")))
+        }
+        if let v = resume {
+            try check(tether_config_set_resume_state(cfg, v.runId, v.lastReceivedEvent))
+        }
+        if let v = lastServerTs { try check(tether_config_set_last_server_ts(cfg, v)) }
+        if let v = prevListenerId { try check(tether_config_set_prev_listener_id(cfg, v)) }
+        for h in headers { try check(tether_config_add_header(cfg, h.name, h.value)) }
+        if let v = caPEM {
+            try v.withUnsafeBytes { raw in
+                try check(tether_config_set_ca_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
+            }
+        }
+        if let v = allowInsecureCredentials {
+            try check(tether_config_set_allow_insecure_credentials(cfg, v))
+        }
+        guard eventBufferCapacity >= 1 else {
+            throw TetherError.invalidArgument("eventBufferCapacity must be at least 1")
+        }
+    }
+}
