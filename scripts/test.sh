@@ -25,7 +25,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo package -q -p tether --allow-dirty
 # include/tether.h and src/ffi/consts.rs match the sources, and the header declares every export.
 cargo xtask header --check
-# No Swift toolchain in CI: check the Swift (and Kotlin) calls against the header instead.
+# Every C call of the Swift and Kotlin bindings exists in the header with its arity (a quick
+# check before their own stages build and test them).
 python3 scripts/check-bindings.py
 stage "Rust tests"
 cargo test --workspace
