@@ -12,10 +12,14 @@ import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import org.tether.EventKind
 import org.tether.TetherClient
+import org.tether.TetherOptions
 
 /** Runs the walk-through; returns 0 when every buffered event arrived once and in order. */
 fun pingAckResume(url: String, seconds: Int, out: (String) -> Unit = ::println): Int = runBlocking {
-    val client = TetherClient(url, username = "tether", password = "tether-password", pingIntervalMs = 1000)
+    val client = TetherClient(
+        url,
+        TetherOptions(username = "tether", password = "tether-password", pingIntervalMs = 1000),
+    )
     var lastId = 0L
     var received = 0
     var gaps = 0
