@@ -6,7 +6,11 @@ import com.sun.jna.Pointer
 enum class Protocol(internal val code: Int) { GOMUKS(1), RWWS(2) }
 
 /** Where to resume: the backend's run id and the last received event id (0 or negative). */
-data class ResumeState(val runId: String, val lastReceivedEvent: Long)
+data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
+    // Written out: the generated one calls java.lang.Long.hashCode(long), which Android
+    // only has from API 24.
+    override fun hashCode(): Int = runId.hashCode() * 31 + (lastReceivedEvent xor (lastReceivedEvent ushr 32)).toInt()
+}
 
 /**
  * Everything a [TetherClient] can be configured with besides its URL: one field per
@@ -65,6 +69,14 @@ data class TetherOptions(
      */
     val eventBufferCapacity: Int = 256,
 ) {
+    // Written out for the same reason as ResumeState.hashCode (Android API 21).
+    override fun hashCode(): Int = arrayOf<Any?>(
+        protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
+        requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes, queueCapacity,
+        resume, lastServerTs, prevListenerId, headers, caPem, allowInsecureCredentials,
+        eventBufferCapacity,
+    ).contentHashCode()
+
     /** Leaves the secrets out, since options end up in logs. */
     override fun toString(): String =
         "TetherOptions(protocol=$protocol, token=${mask(token)}, username=$username, " +
