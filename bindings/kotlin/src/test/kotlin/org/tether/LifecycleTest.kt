@@ -169,6 +169,23 @@ class LifecycleTest {
     }
 
     @Test
+    fun `a client dropped without close is freed by the reaper`(): Unit = runBlocking {
+        fun dropped(): Pair<kotlinx.coroutines.Deferred<Unit>, kotlinx.coroutines.flow.Flow<Event>> {
+            val c = TetherClient(backend.url, testOptions())
+            return c.closedSignal to c.events
+        }
+        val (freed, events) = dropped()
+        withTimeout(20_000) {
+            while (!freed.isCompleted) {
+                System.gc()
+                delay(50)
+            }
+            // Its flow ends too, after what was buffered.
+            events.collect {}
+        }
+    }
+
+    @Test
     fun `a cancelled request leaves nothing behind`(): Unit = runBlocking {
         TetherClient(backend.url, testOptions()).use { c ->
             val (collector, connected) = drain(detached, c)
