@@ -7,10 +7,6 @@ import java.lang.ref.ReferenceQueue
 import java.util.Collections
 import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.Executors
-import java.util.concurrent.atomic.AtomicBoolean
-import java.util.concurrent.locks.ReentrantReadWriteLock
-import kotlin.concurrent.read
-import kotlin.concurrent.write
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
@@ -20,12 +16,15 @@ import kotlinx.coroutines.flow.flow
  * The native client and everything its callbacks touch. Kept apart from [TetherClient] (and
  * never referring to it) so that an unreachable client can be reaped by [Reaper].
  *
- * Locks: [rw] keeps [free] from racing any other call on the native client (the C API
- * forbids it); [lock] guards the request book, the event queue and the flags. No user code
- * ever runs while [lock] is held, and the dispatcher thread never takes [rw].
+ * Locks: [gate] counts the calls inside the native client, so that the free waits for them
+ * (the C API forbids racing it) while a call that comes after the free was asked for fails at
+ * once instead of waiting; [lock] guards the request book, the event queue and the flags. No
+ * user code runs while either is held.
  */
 internal class ClientState(private val client: Pointer, private val capacity: Int) {
-    private val rw = ReentrantReadWriteLock()
+    private val gate = Object()
+    private var users = 0
+    private var freeRequested = false
     private val lock = Object()
     private val pending = HashMap<Long, CompletableDeferred<Event>>()
     private val queue = ArrayDeque<Event>()
@@ -33,8 +32,6 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private val wake = Channel<Unit>(Channel.CONFLATED)
     private var closing = false
     private var ended = false
-    private val freeRequested = AtomicBoolean(false)
-    private var freed = false
     val closed = CompletableDeferred<Unit>()
 
     // Strongly referenced until destroy(ctx) has run (see Reaper.keep): JNA keeps callbacks
@@ -153,13 +150,34 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     /** Forgets request [id]; true if it was still waiting (so the server should be told). */
     fun forget(id: Long): Boolean = synchronized(lock) { pending.remove(id) != null }
 
-    fun <T> call(f: (Pointer) -> T): T = rw.read {
-        if (freeRequested.get() || freed) throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
-        f(client)
+    /** Runs [f] on the native client unless a free was asked for (then [ClientClosedException]). */
+    fun <T> call(f: (Pointer) -> T): T {
+        if (!enter()) throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
+        try {
+            return f(client)
+        } finally {
+            leave()
+        }
     }
 
-    fun <T> callOrNull(f: (Pointer) -> T): T? = rw.read {
-        if (freeRequested.get() || freed) null else f(client)
+    /** Runs [f] on the native client; null once a free was asked for. */
+    fun <T> callOrNull(f: (Pointer) -> T): T? {
+        if (!enter()) return null
+        try {
+            return f(client)
+        } finally {
+            leave()
+        }
+    }
+
+    private fun enter(): Boolean = synchronized(gate) {
+        if (freeRequested) return false
+        users++
+        true
+    }
+
+    private fun leave() = synchronized(gate) {
+        if (--users == 0) gate.notifyAll()
     }
 
     /**
@@ -169,16 +187,29 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * other's client is a deadlock.
      */
     fun free() {
-        if (!freeRequested.compareAndSet(false, true)) return
+        synchronized(gate) {
+            if (freeRequested) return
+            freeRequested = true
+        }
         end()
         if (INSIDE_CALLBACK.get() == true) CLOSERS.execute { release() } else release()
     }
 
     private fun release() {
-        rw.write {
-            freed = true
-            TetherNative.tether_client_free(client)
+        // Calls already inside the library are short (nothing in it blocks on the network);
+        // new ones fail fast, so nobody, a callback included, can be stuck waiting to enter.
+        var interrupted = false
+        synchronized(gate) {
+            while (users > 0) {
+                try {
+                    gate.wait()
+                } catch (e: InterruptedException) {
+                    interrupted = true
+                }
+            }
         }
+        if (interrupted) Thread.currentThread().interrupt()
+        TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
         closed.complete(Unit)

@@ -113,6 +113,10 @@ class LifecycleTest {
                     inCallback.await(5, TimeUnit.SECONDS)
                 }
                 target.close()
+                // Still inside the callback, use this client until the other side's close
+                // lands: the free waiting for this callback must not also block these calls.
+                val until = System.nanoTime() + 5_000_000_000
+                while (System.nanoTime() < until && runCatching { me.resumeState() }.isSuccess) Thread.yield()
             }
             val jobs = listOf(closeFrom(a, b, true), closeFrom(b, a, true), closeFrom(own, own, false))
             try {
