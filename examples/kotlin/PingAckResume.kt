@@ -10,6 +10,7 @@ import kotlin.system.exitProcess
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
+import org.tether.DisconnectedException
 import org.tether.EventKind
 import org.tether.TetherClient
 import org.tether.TetherOptions
@@ -61,7 +62,14 @@ fun pingAckResume(url: String, seconds: Int, out: (String) -> Unit = ::println):
     val end = System.currentTimeMillis() + seconds * 1000L
     while (System.currentTimeMillis() < end) {
         delay(2000)
-        out("response: ${client.request("echo", "{\"hello\":\"from Kotlin\"}")}")
+        // A request on the wire when the backend cuts fails: whether the server ran it is
+        // unknown, so only the app can decide to repeat it (an echo could be).
+        val reply = try {
+            client.request("echo", "{\"hello\":\"from Kotlin\"}")
+        } catch (e: DisconnectedException) {
+            "lost in a cut (${e.message})"
+        }
+        out("response: $reply")
     }
     val resume = client.resumeState()
     out("closing (1001); resume state to persist: $resume")
