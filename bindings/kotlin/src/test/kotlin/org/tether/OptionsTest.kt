@@ -132,6 +132,21 @@ class OptionsTest {
     }
 
     @Test
+    fun `the receive timeout ends a connection to a server that stopped answering`(): Unit = runBlocking {
+        TestBackend.start().use { frozen ->
+            TetherClient(frozen.url, login(TetherOptions(pingIntervalMs = 100, receiveTimeoutMs = 600))).use { c ->
+                withTimeout(15_000) { c.events.first { it.command == "init_complete" } }
+                frozen.freeze()
+                val t = System.nanoTime()
+                val d = withTimeout(5_000) { c.events.first { it.kind == EventKind.DISCONNECTED } }
+                val ms = (System.nanoTime() - t) / 1_000_000
+                assertEquals(Status.ERR_RECEIVE_TIMEOUT, d.status, d.toString())
+                assertTrue(ms < 3_000, "noticed after $ms ms")
+            }
+        }
+    }
+
+    @Test
     fun `resume state is sent by a later client`(): Unit = runBlocking {
         val state = TetherClient(backend.url, login()).use { c ->
             withTimeout(15_000) {
