@@ -2,7 +2,6 @@ package org.tether
 
 import com.sun.jna.CallbackThreadInitializer
 import com.sun.jna.Native
-import com.sun.jna.Pointer
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 import kotlinx.coroutines.CancellationException
@@ -109,9 +108,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
 
     /**
      * The credential the next connection sends, to persist instead of the password (gomuks
-     * spec 1.2): the `gomuks_auth` token, the configured one until a login with [username] and
-     * [password] or a renewal replaces it; rwws: the configured key. `null` before the first
-     * login and with auth disabled, unless a token was configured. A secret: keep it out of logs.
+     * spec 1.2): the `gomuks_auth` token, the configured one until a login with
+     * [TetherOptions.username] and [TetherOptions.password] or a renewal replaces it; rwws: the
+     * configured key. `null` before the first login and with auth disabled, unless a token was
+     * configured. A secret: keep it out of logs.
      */
     fun authToken(): String? = state.call { c ->
         sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }

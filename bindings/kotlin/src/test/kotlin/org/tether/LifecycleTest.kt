@@ -19,6 +19,7 @@ import kotlinx.coroutines.joinAll
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
+import kotlinx.coroutines.withTimeoutOrNull
 import kotlinx.coroutines.yield
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
@@ -149,7 +150,10 @@ class LifecycleTest {
             val (connectingEvents, _) = drain(detached, connecting)
             val stuck2 = detached.async { runCatching { connecting.request("echo") } }
             val dropped = TetherClient(frozen.url, testOptions())
-            withTimeout(5_000) { while (c.pendingRequests() < 1 || connecting.pendingRequests() < 1) delay(5) }
+            for ((client, req) in listOf(c to stuck, connecting to stuck2)) {
+                withTimeoutOrNull(5_000) { while (client.pendingRequests() < 1) delay(5) }
+                    ?: fail<Unit>("request not booked; completed=${req.isCompleted} ${if (req.isCompleted) req.await() else ""}")
+            }
             delay(100)
 
             var t = System.nanoTime()

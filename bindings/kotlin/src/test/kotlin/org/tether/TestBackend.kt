@@ -1,6 +1,7 @@
 package org.tether
 
 import java.io.BufferedReader
+import java.io.File
 import java.io.InputStreamReader
 import java.net.URI
 import java.net.http.HttpClient
@@ -29,7 +30,21 @@ class TestBackend private constructor(private val process: Process, val address:
         Regex("-?\\d+").find(control("/_testkit/push?n=$n").substringAfter("newest_id"))!!.value.toLong()
 
     /** SIGSTOP: the kernel still accepts connections, nothing answers. */
-    fun freeze() = signal("STOP")
+    fun freeze() {
+        signal("STOP")
+        // kill returns before every thread has stopped; a reply could still slip out.
+        val until = System.nanoTime() + 5_000_000_000
+        while (!stopped()) {
+            check(System.nanoTime() < until) { "backend did not stop" }
+            Thread.sleep(1)
+        }
+    }
+
+    private fun stopped(): Boolean {
+        val tasks = File("/proc/${process.pid()}/task").listFiles() ?: return false
+        // The state follows the command name, which is in parentheses.
+        return tasks.all { t -> runCatching { File(t, "stat").readText().substringAfterLast(") ").startsWith("T") }.getOrDefault(true) }
+    }
 
     fun thaw() = signal("CONT")
 
