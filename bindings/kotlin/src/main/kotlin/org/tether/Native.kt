@@ -37,13 +37,22 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_ping_interval_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_receive_timeout_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_request_timeout_ms(cfg: Pointer, ms: Int): Int
+    @JvmStatic external fun tether_config_set_connect_timeout_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_reconnect_backoff_ms(cfg: Pointer, minMs: Int, maxMs: Int): Int
+    @JvmStatic external fun tether_config_set_max_message_bytes(cfg: Pointer, bytes: Long): Int
+    @JvmStatic external fun tether_config_set_queue_capacity(cfg: Pointer, events: Long): Int
     @JvmStatic external fun tether_config_set_resume_state(cfg: Pointer, runId: ByteArray, lastReceivedEvent: Long): Int
+    @JvmStatic external fun tether_config_set_last_server_ts(cfg: Pointer, tsMs: Long): Int
+    @JvmStatic external fun tether_config_set_prev_listener_id(cfg: Pointer, on: Byte): Int
+    @JvmStatic external fun tether_config_add_header(cfg: Pointer, name: ByteArray, value: ByteArray): Int
+    @JvmStatic external fun tether_config_set_ca_pem(cfg: Pointer, pem: ByteArray, len: Long): Int
+    @JvmStatic external fun tether_config_set_allow_insecure_credentials(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_free(cfg: Pointer?)
 
     @JvmStatic external fun tether_client_new(cfg: Pointer, out: PointerByReference): Int
     @JvmStatic external fun tether_client_connect(c: Pointer): Int
     @JvmStatic external fun tether_client_request(c: Pointer, command: ByteArray, data: ByteArray?, len: Long, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_client_request_with_timeout(c: Pointer, command: ByteArray, data: ByteArray?, len: Long, timeoutMs: Int, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_client_cancel(c: Pointer, requestId: Long): Int
     @JvmStatic external fun tether_client_send_packet(c: Pointer, bytes: ByteArray, len: Long): Int
     @JvmStatic external fun tether_client_set_event_callback(c: Pointer, cb: EventCallback, ctx: Pointer?, destroy: DestroyCallback): Int

@@ -2,49 +2,28 @@ package org.tether
 
 import com.sun.jna.CallbackThreadInitializer
 import com.sun.jna.Native
-import com.sun.jna.Pointer
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
-import java.lang.ref.Cleaner
-import java.util.concurrent.atomic.AtomicBoolean
-import java.util.concurrent.locks.ReentrantReadWriteLock
-import kotlin.concurrent.read
-import kotlin.concurrent.write
 import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CompletableDeferred
-import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
-import kotlinx.coroutines.flow.receiveAsFlow
 import kotlinx.coroutines.withTimeoutOrNull
-
-/** Which wire protocol a client speaks. */
-enum class Protocol(internal val code: Int) { GOMUKS(1), RWWS(2) }
-
-/** Where to resume: the backend's run id and the last received event id (0 or negative). */
-data class ResumeState(val runId: String, val lastReceivedEvent: Long)
 
 /**
  * A connection to one backend, kept alive and resumed across drops by the native library.
  *
- * Server events arrive on [events] (a hot [Flow]; collect it once). Replies to [request] are
- * routed to the caller instead. The library's callbacks run on one daemon dispatcher thread
- * per client and are only used to copy events out. [close] frees everything; a [Cleaner]
- * does the same if the client becomes unreachable without being closed.
+ * Server events arrive on [events] (collect it once, on a coroutine of its own). Replies to
+ * [request] are routed to the caller instead. The library's callbacks run on one daemon
+ * dispatcher thread per client and only copy events out. [close] frees everything; a client
+ * that becomes unreachable without being closed is freed by a background reaper thread.
+ *
+ * @param url `ws://`/`wss://` websocket endpoint, or the backend's `http://`/`https://` base.
+ * @param options everything else; see [TetherOptions].
+ * @throws ConfigException when the library refuses the URL or an option.
  */
-class TetherClient(
-    url: String,
-    protocol: Protocol = Protocol.GOMUKS,
-    token: String? = null,
-    username: String? = null,
-    password: String? = null,
-    compress: Boolean = true,
-    pingIntervalMs: Int? = null,
-    requestTimeoutMs: Int? = null,
-    reconnectBackoffMs: Pair<Int, Int>? = null,
-    resume: ResumeState? = null,
-) : AutoCloseable {
-    private val state: State
-    private val cleanable: Cleaner.Cleanable
+class TetherClient(val url: String, val options: TetherOptions = TetherOptions()) : AutoCloseable {
+    private val state: ClientState
+    private val ref: Reaper.Ref
 
     init {
         checkLibraryVersion()
@@ -52,68 +31,60 @@ class TetherClient(
         val out = PointerByReference()
         check(n.tether_config_new(out))
         val cfg = out.value
-        try {
+        val client = try {
             check(n.tether_config_set_url(cfg, n.cstr(url)))
-            check(n.tether_config_set_protocol(cfg, protocol.code))
-            token?.let { check(n.tether_config_set_token(cfg, n.cstr(it))) }
-            if (username != null) {
-                check(n.tether_config_set_basic_auth(cfg, n.cstr(username), n.cstr(password ?: "")))
-            }
-            check(n.tether_config_set_compression(cfg, if (compress) 1 else 0))
-            pingIntervalMs?.let { check(n.tether_config_set_ping_interval_ms(cfg, it)) }
-            requestTimeoutMs?.let { check(n.tether_config_set_request_timeout_ms(cfg, it)) }
-            reconnectBackoffMs?.let {
-                check(n.tether_config_set_reconnect_backoff_ms(cfg, it.first, it.second))
-            }
-            resume?.let {
-                check(n.tether_config_set_resume_state(cfg, n.cstr(it.runId), it.lastReceivedEvent))
-            }
+            options.applyTo(cfg)
             val c = PointerByReference()
             check(n.tether_client_new(cfg, c))
-            state = State(c.value)
+            c.value
         } finally {
             n.tether_config_free(cfg)
         }
-        cleanable = CLEANER.register(this, state)
+        state = ClientState(client, options.eventBufferCapacity)
+        ref = Reaper.register(this, state)
         Native.setCallbackThreadInitializer(
             state.onEvent,
             CallbackThreadInitializer(true, false, "tether-dispatch"),
         )
+        Reaper.keep.add(state)
         try {
-            check(n.tether_client_set_event_callback(state.client, state.onEvent, null, state.onDestroy))
-            check(n.tether_client_connect(state.client))
+            val st = n.tether_client_set_event_callback(client, state.onEvent, null, state.onDestroy)
+            // On failure the library never calls destroy, so nothing else would let go.
+            if (st != Status.OK.code) Reaper.keep.remove(state)
+            check(st)
+            check(n.tether_client_connect(client))
         } catch (e: TetherException) {
-            cleanable.clean()
+            close()
             throw e
         }
     }
 
-    /** Every event except request replies, in order; ends after CLOSED. */
-    val events: Flow<Event> = state.channel.receiveAsFlow()
+    /**
+     * Every event except request replies, in order; ends after CLOSED (or once the client is
+     * freed and the buffered events are read). At most [TetherOptions.eventBufferCapacity]
+     * events wait here: past that the library stops reading the socket until the collector
+     * catches up. Replies share that path, so a [request] also waits while nothing collects.
+     */
+    val events: Flow<Event> = state.events()
 
     /**
      * Sends [command] with [data] (JSON) and suspends until the reply; returns the reply's raw
-     * JSON data. Throws [RemoteException] (with the server's message), [RequestTimeoutException],
-     * [DisconnectedException], [ClientClosedException]. Cancelling the coroutine cancels the
-     * request on the server.
+     * JSON data. [timeoutMs] overrides [TetherOptions.requestTimeoutMs] for this request.
+     * Throws [RemoteException] (with the server's message), [RequestTimeoutException],
+     * [DisconnectedException], [ClientClosedException], [StateException] (after close, or an
+     * rwws client), [InvalidArgumentException] (data is not JSON). Cancelling the coroutine
+     * cancels the request on the server and keeps nothing of it.
      */
-    suspend fun request(command: String, data: String = "{}"): String {
-        val waiter = CompletableDeferred<Event>()
-        val id = state.call { c ->
-            val bytes = data.toByteArray(Charsets.UTF_8)
-            val out = LongByReference()
-            synchronized(state.lock) {
-                check(TetherNative.tether_client_request(c, TetherNative.cstr(command), bytes, bytes.size.toLong(), out))
-                val early = state.early.remove(out.value)
-                if (early != null) waiter.complete(early) else state.pending[out.value] = waiter
-            }
-            out.value
+    suspend fun request(command: String, data: String = "{}", timeoutMs: Int? = null): String {
+        if (timeoutMs != null && timeoutMs <= 0) {
+            throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "timeoutMs must be positive")
         }
+        val waiter = CompletableDeferred<Event>()
+        val id = state.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
         val ev = try {
             waiter.await()
         } catch (e: CancellationException) {
-            synchronized(state.lock) { state.pending.remove(id) }
-            state.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+            if (state.forget(id)) state.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
             throw e
         }
         if (ev.status == Status.OK) return ev.text
@@ -137,9 +108,10 @@ class TetherClient(
 
     /**
      * The credential the next connection sends, to persist instead of the password (gomuks
-     * spec 1.2): the `gomuks_auth` token, the configured one until a login with [username] and
-     * [password] or a renewal replaces it; rwws: the configured key. `null` before the first
-     * login and with auth disabled, unless a token was configured. A secret: keep it out of logs.
+     * spec 1.2): the `gomuks_auth` token, the configured one until a login with
+     * [TetherOptions.username] and [TetherOptions.password] or a renewal replaces it; rwws: the
+     * configured key. `null` before the first login and with auth disabled, unless a token was
+     * configured. A secret: keep it out of logs.
      */
     fun authToken(): String? = state.call { c ->
         sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }
@@ -148,79 +120,47 @@ class TetherClient(
 
     /**
      * Closes gracefully and waits up to [timeoutMs] for the final CLOSED event, then frees the
-     * client. gomuks: close code 1001, so the backend frees the events it kept for this
-     * client; with [keepResume] the code is 1000 and a later client given [resumeState]
-     * receives what it missed. rwws: 1000 either way.
+     * client; returns within [timeoutMs] also when the server does not answer. gomuks: close
+     * code 1001, so the backend frees the events it kept for this client; with [keepResume]
+     * the code is 1000 and a later client given [resumeState] receives what it missed. rwws:
+     * 1000 either way. While closing, [events] takes what the library still delivers without
+     * a bound (at most the library's queue), so that CLOSED is not stuck behind a collector
+     * that stopped reading.
      */
     suspend fun closeAndWait(timeoutMs: Long = 5000, keepResume: Boolean = false) {
-        state.callOrNull { c ->
-            if (keepResume) TetherNative.tether_client_close_keep_resume(c)
-            else TetherNative.tether_client_close(c)
-        }
-        withTimeoutOrNull(timeoutMs) { state.closed.await() }
-        close()
-    }
-
-    /** Frees the client at once (the connection is closed in the background). Idempotent. */
-    override fun close() = cleanable.clean()
-
-    /** Native state, kept apart from the client so the [Cleaner] can free it. */
-    private class State(val client: Pointer) : Runnable {
-        val lock = Any()
-        val pending = HashMap<Long, CompletableDeferred<Event>>()
-        val early = HashMap<Long, Event>()
-        val channel = Channel<Event>(Channel.UNLIMITED)
-        val closed = CompletableDeferred<Unit>()
-        private val freed = AtomicBoolean(false)
-        private val rw = ReentrantReadWriteLock()
-
-        // Strongly referenced until the client is freed; JNA must not lose them before
-        // destroy(ctx) has run.
-        val onEvent = TetherNative.EventCallback { _, ev -> if (ev != null) deliver(Event.copy(ev)) }
-        val onDestroy = TetherNative.DestroyCallback { _ -> channel.close() }
-
-        private fun deliver(ev: Event) {
-            if (ev.kind == EventKind.RESPONSE) {
-                synchronized(lock) {
-                    val waiter = pending.remove(ev.requestId)
-                    if (waiter != null) waiter.complete(ev) else early[ev.requestId] = ev
-                }
-                return
+        try {
+            state.beginClosing()
+            state.callOrNull { c ->
+                if (keepResume) TetherNative.tether_client_close_keep_resume(c)
+                else TetherNative.tether_client_close(c)
             }
-            channel.trySend(ev)
-            if (ev.kind == EventKind.CLOSED) {
-                closed.complete(Unit)
-                channel.close()
-            }
-        }
-
-        fun <T> call(f: (Pointer) -> T): T = rw.read {
-            if (freed.get()) throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
-            f(client)
-        }
-
-        fun <T> callOrNull(f: (Pointer) -> T): T? = rw.read { if (freed.get()) null else f(client) }
-
-        /** Frees the native client (joins the dispatcher); runs once. */
-        override fun run() {
-            rw.write {
-                if (!freed.compareAndSet(false, true)) return
-                TetherNative.tether_client_free(client)
-            }
-            channel.close()
-            synchronized(lock) {
-                for (w in pending.values) {
-                    w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
-                }
-                pending.clear()
-            }
-            closed.complete(Unit)
+            withTimeoutOrNull(timeoutMs) { state.closed.await() }
+        } finally {
+            close()
         }
     }
+
+    /**
+     * Frees the client at once (the connection is closed in the background, keeping the
+     * resume state usable). Pending requests fail with [ClientClosedException], [events] ends
+     * after what it buffered. Idempotent; never waits on the network, and may be called from
+     * anywhere, an event collector of this or another client included.
+     */
+    override fun close() {
+        Reaper.forget(ref)
+        state.free()
+    }
+
+    /** Events buffered for the collector; for tests of the bound. */
+    internal fun queuedEvents(): Int = state.queuedEvents()
+
+    /** Requests booked and waiting for a reply; for tests that nothing is left behind. */
+    internal fun pendingRequests(): Int = state.pendingRequests()
+
+    /** Completes once CLOSED was delivered or the client was freed. */
+    internal val closedSignal: CompletableDeferred<Unit> get() = state.closed
 
     companion object {
-        private val CLEANER: Cleaner = Cleaner.create()
-
         /** The version this binding was written for; MAJOR.MINOR must match (no ABI promise before 1.0). */
         const val BINDING_VERSION = "0.1.0"
 

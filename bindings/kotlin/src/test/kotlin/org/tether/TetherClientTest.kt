@@ -53,8 +53,11 @@ class TetherClientTest {
         Regex("-?\\d+").find(control("/_testkit/push?n=$n").substringAfter("newest_id"))!!.value.toLong()
 
     private fun gomuks(pingMs: Int? = null, resume: ResumeState? = null) = TetherClient(
-        url, username = "tether", password = "tether-password", pingIntervalMs = pingMs,
-        reconnectBackoffMs = 20 to 200, resume = resume,
+        url,
+        TetherOptions(
+            username = "tether", password = "tether-password", pingIntervalMs = pingMs,
+            reconnectBackoffMs = 20..200, resume = resume,
+        ),
     )
 
     @Test
@@ -117,7 +120,7 @@ class TetherClientTest {
             c.authToken()
         }
         assertTrue(!token.isNullOrEmpty())
-        TetherClient(url, token = token).use { c ->
+        TetherClient(url, TetherOptions(token = token)).use { c ->
             assertEquals(token, c.authToken())
             withTimeout(20_000) { assertEquals("{\"t\":1}", c.request("echo", "{\"t\":1}")) }
         }
@@ -125,7 +128,7 @@ class TetherClientTest {
 
     @Test
     fun `rwws handshake and pong with server time`(): Unit = runBlocking {
-        TetherClient(url, protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5").use { c ->
+        TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5")).use { c ->
             withTimeout(20_000) {
                 c.events.first { it.kind == EventKind.CONNECTED }
                 val pong = c.events.first { it.kind == EventKind.PONG }
@@ -137,7 +140,7 @@ class TetherClientTest {
 
     @Test
     fun `a rejected rwws key stops with an auth status and closes`(): Unit = runBlocking {
-        TetherClient(url, protocol = Protocol.RWWS, token = "d3Jvbmc=").use { c ->
+        TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "d3Jvbmc=")).use { c ->
             withTimeout(20_000) {
                 val evs = c.events.toList()
                 val d = evs.first { it.kind == EventKind.DISCONNECTED }

@@ -1,0 +1,136 @@
+package org.tether
+
+import com.sun.jna.Pointer
+
+/** Which wire protocol a client speaks. */
+enum class Protocol(internal val code: Int) { GOMUKS(1), RWWS(2) }
+
+/** Where to resume: the backend's run id and the last received event id (0 or negative). */
+data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
+    // Written out: the generated one calls java.lang.Long.hashCode(long), which Android
+    // only has from API 24.
+    override fun hashCode(): Int = runId.hashCode() * 31 + (lastReceivedEvent xor (lastReceivedEvent ushr 32)).toInt()
+}
+
+/**
+ * Everything a [TetherClient] can be configured with besides its URL: one field per
+ * `tether_config_set_*` / `tether_config_add_header` of `include/tether.h`, plus
+ * [eventBufferCapacity] of this binding. `null` keeps the library's default (given in each
+ * field's description); the library checks the values when the client is created and refuses
+ * bad ones with a [ConfigException] or [InvalidArgumentException].
+ *
+ * Millisecond values are C `uint32_t`: a negative [Int] reaches the library as a value above
+ * 2^31, so it is refused here with an [InvalidArgumentException] instead.
+ */
+data class TetherOptions(
+    /** Wire protocol (default gomuks). */
+    val protocol: Protocol = Protocol.GOMUKS,
+    /** gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64. A secret. */
+    val token: String? = null,
+    /** gomuks: username for `POST /_gomuks/auth`, used when no token is set or it is refused. */
+    val username: String? = null,
+    /** gomuks: password going with [username]. A secret. */
+    val password: String? = null,
+    /** gomuks: per-message raw deflate (default on). */
+    val compression: Boolean = true,
+    /** Keepalive ping interval (default gomuks 15000, rwws 10000); below [receiveTimeoutMs]. */
+    val pingIntervalMs: Int? = null,
+    /** Reconnect when nothing arrives this long (default gomuks 60000, rwws 20000, or more). */
+    val receiveTimeoutMs: Int? = null,
+    /** Default timeout of a [TetherClient.request] (default 60000). */
+    val requestTimeoutMs: Int? = null,
+    /** Bound on TCP connect, TLS and the websocket upgrade together (default 10000). */
+    val connectTimeoutMs: Int? = null,
+    /** First reconnect delay and its cap, `min..max` (default gomuks 125..10000, rwws 1000..60000). */
+    val reconnectBackoffMs: IntRange? = null,
+    /** Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; >= 1024). */
+    val maxMessageBytes: Long? = null,
+    /** Events the library queues before it stops reading the socket (default 4096). */
+    val queueCapacity: Long? = null,
+    /** Resume point of an earlier client, from [TetherClient.resumeState]. */
+    val resume: ResumeState? = null,
+    /** gomuks: `last_server_ts`, so a failed resume costs a catch-up instead of a full sync. */
+    val lastServerTs: Long? = null,
+    /** gomuks: send `prev_listener_id` on reconnect (default off; defeats resume on current backends). */
+    val prevListenerId: Boolean = false,
+    /**
+     * Extra headers of the websocket upgrade (e.g. `Origin`), in order; a name may repeat.
+     * The library refuses the handshake's own headers and non-ASCII values.
+     */
+    val headers: List<Pair<String, String>> = emptyList(),
+    /** PEM certificates to trust in addition to the built-in webpki roots (`wss://`, `https://`). */
+    val caPem: String? = null,
+    /** Allow a token or password over plain `ws://`/`http://` to a host that is not loopback. */
+    val allowInsecureCredentials: Boolean = false,
+    /**
+     * How many events [TetherClient.events] holds for a collector that is behind. When it is
+     * full the library's dispatcher waits, the library's own queue ([queueCapacity]) fills
+     * and the socket stops being read: nothing is dropped, the server sees TCP backpressure.
+     */
+    val eventBufferCapacity: Int = 256,
+) {
+    // Written out for the same reason as ResumeState.hashCode (Android API 21).
+    override fun hashCode(): Int = arrayOf<Any?>(
+        protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
+        requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes, queueCapacity,
+        resume, lastServerTs, prevListenerId, headers, caPem, allowInsecureCredentials,
+        eventBufferCapacity,
+    ).contentHashCode()
+
+    /** Leaves the secrets out, since options end up in logs. */
+    override fun toString(): String =
+        "TetherOptions(protocol=$protocol, token=${mask(token)}, username=$username, " +
+            "password=${mask(password)}, compression=$compression, pingIntervalMs=$pingIntervalMs, " +
+            "receiveTimeoutMs=$receiveTimeoutMs, requestTimeoutMs=$requestTimeoutMs, " +
+            "connectTimeoutMs=$connectTimeoutMs, reconnectBackoffMs=$reconnectBackoffMs, " +
+            "maxMessageBytes=$maxMessageBytes, queueCapacity=$queueCapacity, resume=$resume, " +
+            "lastServerTs=$lastServerTs, prevListenerId=$prevListenerId, " +
+            "headers=${headers.map { it.first }}, caPem=${caPem?.let { "${it.length} chars" }}, " +
+            "allowInsecureCredentials=$allowInsecureCredentials, " +
+            "eventBufferCapacity=$eventBufferCapacity)"
+
+    /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
+    internal fun applyTo(cfg: Pointer) {
+        val n = TetherNative
+        if (eventBufferCapacity < 1) invalid("eventBufferCapacity must be at least 1")
+        check(n.tether_config_set_protocol(cfg, protocol.code))
+        token?.let { check(n.tether_config_set_token(cfg, n.cstr(it))) }
+        if (username != null || password != null) {
+            check(n.tether_config_set_basic_auth(cfg, n.cstr(username ?: ""), n.cstr(password ?: "")))
+        }
+        check(n.tether_config_set_compression(cfg, flag(compression)))
+        pingIntervalMs?.let { check(n.tether_config_set_ping_interval_ms(cfg, u32("pingIntervalMs", it))) }
+        receiveTimeoutMs?.let { check(n.tether_config_set_receive_timeout_ms(cfg, u32("receiveTimeoutMs", it))) }
+        requestTimeoutMs?.let { check(n.tether_config_set_request_timeout_ms(cfg, u32("requestTimeoutMs", it))) }
+        connectTimeoutMs?.let { check(n.tether_config_set_connect_timeout_ms(cfg, u32("connectTimeoutMs", it))) }
+        reconnectBackoffMs?.let {
+            val min = u32("reconnectBackoffMs", it.first)
+            val max = u32("reconnectBackoffMs", it.last)
+            check(n.tether_config_set_reconnect_backoff_ms(cfg, min, max))
+        }
+        maxMessageBytes?.let { check(n.tether_config_set_max_message_bytes(cfg, size("maxMessageBytes", it))) }
+        queueCapacity?.let { check(n.tether_config_set_queue_capacity(cfg, size("queueCapacity", it))) }
+        resume?.let { check(n.tether_config_set_resume_state(cfg, n.cstr(it.runId), it.lastReceivedEvent)) }
+        lastServerTs?.let { check(n.tether_config_set_last_server_ts(cfg, it)) }
+        check(n.tether_config_set_prev_listener_id(cfg, flag(prevListenerId)))
+        for ((name, value) in headers) check(n.tether_config_add_header(cfg, n.cstr(name), n.cstr(value)))
+        caPem?.let {
+            val pem = it.toByteArray(Charsets.UTF_8)
+            check(n.tether_config_set_ca_pem(cfg, pem, pem.size.toLong()))
+        }
+        check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
+    }
+
+    private companion object {
+        fun mask(secret: String?) = if (secret == null) "null" else "<redacted>"
+
+        fun flag(on: Boolean): Byte = if (on) 1 else 0
+
+        fun invalid(message: String): Nothing =
+            throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, message)
+
+        fun u32(name: String, v: Int): Int = if (v < 0) invalid("$name must not be negative") else v
+
+        fun size(name: String, v: Long): Long = if (v < 0) invalid("$name must not be negative") else v
+    }
+}

@@ -1,0 +1,297 @@
+package org.tether
+
+import java.io.File
+import java.net.InetAddress
+import java.net.ServerSocket
+import java.net.Socket
+import java.nio.file.Files
+import java.security.KeyStore
+import javax.net.ssl.KeyManagerFactory
+import javax.net.ssl.SSLContext
+import kotlin.concurrent.thread
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import kotlinx.coroutines.withTimeoutOrNull
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.assertThrows
+
+/** Each [TetherOptions] field reaches the library: bad values are refused, good ones act. */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class OptionsTest {
+    private lateinit var backend: TestBackend
+
+    @BeforeAll
+    fun start() {
+        backend = TestBackend.start()
+    }
+
+    @AfterAll
+    fun stop() = backend.close()
+
+    private fun login(o: TetherOptions = TetherOptions()) =
+        o.copy(username = "tether", password = "tether-password", reconnectBackoffMs = o.reconnectBackoffMs ?: 20..200)
+
+    /** The first DISCONNECTED of a client made with [o]. */
+    private fun firstDisconnect(o: TetherOptions, url: String = backend.url): Event = runBlocking {
+        TetherClient(url, o).use { c -> withTimeout(15_000) { c.events.first { it.kind == EventKind.DISCONNECTED } } }
+    }
+
+    @Test
+    fun `bad values are refused with typed exceptions`() {
+        fun refused(o: TetherOptions, url: String = backend.url) =
+            assertThrows<TetherException>(o.toString()) { TetherClient(url, o).close() }
+
+        fun config(o: TetherOptions, url: String = backend.url) =
+            assertTrue(refused(o, url) is ConfigException, o.toString())
+
+        fun argument(o: TetherOptions) = assertTrue(refused(o) is InvalidArgumentException, o.toString())
+
+        config(TetherOptions(protocol = Protocol.RWWS, token = "not base64!"))
+        config(TetherOptions(token = "\u0001"))
+        config(TetherOptions(pingIntervalMs = 0))
+        config(TetherOptions(pingIntervalMs = 1_000, receiveTimeoutMs = 500))
+        config(TetherOptions(receiveTimeoutMs = 0))
+        config(TetherOptions(requestTimeoutMs = 0))
+        config(TetherOptions(connectTimeoutMs = 0))
+        config(TetherOptions(reconnectBackoffMs = 200..100))
+        config(TetherOptions(reconnectBackoffMs = 0..100))
+        config(TetherOptions(maxMessageBytes = 1_000))
+        config(TetherOptions(queueCapacity = 0))
+        config(TetherOptions(resume = ResumeState("run", 5)))
+        config(TetherOptions(headers = listOf("Sec-WebSocket-Key" to "x")))
+        config(TetherOptions(headers = listOf("bad name" to "x")))
+        config(TetherOptions(headers = listOf("X-Ok" to "caf\u00e9")))
+        config(TetherOptions(token = "t", headers = listOf("Cookie" to "gomuks_auth=other")))
+        config(TetherOptions(caPem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"))
+        config(TetherOptions(caPem = "no certificate here"))
+        argument(TetherOptions(caPem = ""))
+        config(TetherOptions(token = "secret"), url = "http://example.invalid")
+        argument(TetherOptions(eventBufferCapacity = 0))
+        argument(TetherOptions(pingIntervalMs = -1))
+        argument(TetherOptions(maxMessageBytes = -1))
+        // The same values where they are fine.
+        TetherClient("http://example.invalid", TetherOptions(token = "secret", allowInsecureCredentials = true)).close()
+        TetherClient(backend.url, TetherOptions(headers = listOf("Cookie" to "other=1"))).close()
+    }
+
+    @Test
+    fun `toString leaves the secrets out`() {
+        val s = TetherOptions(token = "tok-123", password = "pw-456", username = "u").toString()
+        assertFalse(s.contains("tok-123") || s.contains("pw-456"), s)
+        assertTrue(s.contains("username=u"), s)
+    }
+
+    @Test
+    fun `every option at once, with values that work`(): Unit = runBlocking {
+        val o = login(
+            TetherOptions(
+                compression = false, pingIntervalMs = 200, receiveTimeoutMs = 5_000,
+                requestTimeoutMs = 5_000, connectTimeoutMs = 5_000, reconnectBackoffMs = 10..100,
+                maxMessageBytes = 1L shl 20, queueCapacity = 64, lastServerTs = 1_700_000_000_000,
+                prevListenerId = true, headers = listOf("X-Tether-Test" to "1", "Origin" to backend.url),
+                caPem = selfSigned().pem, allowInsecureCredentials = true, eventBufferCapacity = 8,
+            ),
+        )
+        TetherClient(backend.url, o).use { c ->
+            withTimeout(15_000) {
+                // lastServerTs turns the first sync into a catch-up from that time.
+                val sync = c.events.first { it.command == "sync_complete" }
+                assertTrue(sync.text.contains("\"since_ts\":1700000000000"), sync.text)
+                assertEquals("{\"x\":1}", c.request("echo", "{\"x\":1}"))
+                c.events.first { it.kind == EventKind.PONG }
+            }
+        }
+    }
+
+    @Test
+    fun `credentials, headers and the request timeout act`(): Unit = runBlocking {
+        assertEquals(Status.ERR_UNAUTHORIZED, firstDisconnect(TetherOptions(username = "tether", password = "wrong")).status)
+        // An Origin that does not match the host is refused by the backend: the header arrived.
+        val d = firstDisconnect(login(TetherOptions(headers = listOf("Origin" to "https://evil.example"))))
+        assertEquals(Status.ERR_FORBIDDEN, d.status)
+        assertEquals(403, d.closeCode)
+        // A Cookie header alone authorizes, with a token from an earlier login.
+        val token = token()
+        TetherClient(backend.url, TetherOptions(headers = listOf("Cookie" to "gomuks_auth=$token"))).use { c ->
+            withTimeout(15_000) { assertEquals("{}", c.request("echo")) }
+        }
+        TetherClient(backend.url, login(TetherOptions(requestTimeoutMs = 300))).use { c ->
+            withTimeout(15_000) {
+                assertThrows<RequestTimeoutException> { runBlocking { c.request("sleep", "{\"ms\":3000}") } }
+                assertThrows<RequestTimeoutException> { runBlocking { c.request("sleep", "{\"ms\":3000}", timeoutMs = 200) } }
+                assertEquals("null", c.request("sleep", "{\"ms\":500}", timeoutMs = 5_000))
+            }
+        }
+    }
+
+    @Test
+    fun `the receive timeout ends a connection to a server that stopped answering`(): Unit = runBlocking {
+        TestBackend.start().use { frozen ->
+            TetherClient(frozen.url, login(TetherOptions(pingIntervalMs = 100, receiveTimeoutMs = 600))).use { c ->
+                withTimeout(15_000) { c.events.first { it.command == "init_complete" } }
+                frozen.freeze()
+                val t = System.nanoTime()
+                val d = withTimeout(5_000) { c.events.first { it.kind == EventKind.DISCONNECTED } }
+                val ms = (System.nanoTime() - t) / 1_000_000
+                assertEquals(Status.ERR_RECEIVE_TIMEOUT, d.status, d.toString())
+                assertTrue(ms < 3_000, "noticed after $ms ms")
+            }
+        }
+    }
+
+    @Test
+    fun `resume state is sent by a later client`(): Unit = runBlocking {
+        val state = TetherClient(backend.url, login()).use { c ->
+            withTimeout(15_000) {
+                c.events.first { it.command == "init_complete" }
+                val newest = backend.push(3)
+                c.events.first { it.requestId == newest }
+            }
+            c.resumeState()
+        }
+        TetherClient(backend.url, login(TetherOptions(resume = state))).use { c ->
+            val connected = withTimeout(15_000) { c.events.first { it.kind == EventKind.CONNECTED } }
+            assertTrue(state.lastReceivedEvent < 0 && connected.resumeAttempted, "$state $connected")
+        }
+    }
+
+    @Test
+    fun `connect timeout, message cap and compression act`() {
+        // Accepted by the kernel, never answered: only the connect timeout ends the attempt.
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { silent ->
+            val t = System.nanoTime()
+            val d = firstDisconnect(login(TetherOptions(connectTimeoutMs = 300)), "http://127.0.0.1:${silent.localPort}")
+            val ms = (System.nanoTime() - t) / 1_000_000
+            assertTrue(ms < 3_000, "first attempt ended after $ms ms")
+            assertTrue(d.status != Status.OK, d.toString())
+        }
+        runBlocking {
+            TetherClient(backend.url, login(TetherOptions(maxMessageBytes = 2_048))).use { c ->
+                withTimeout(15_000) {
+                    c.events.first { it.command == "init_complete" }
+                    backend.control("/_testkit/fault?kind=oversize&n=4096")
+                    val d = c.events.first { it.kind == EventKind.DISCONNECTED }
+                    assertEquals(Status.ERR_MESSAGE_TOO_LARGE, d.status)
+                }
+            }
+            for (compression in listOf(true, false)) {
+                TetherClient(backend.url, login(TetherOptions(compression = compression))).use { c ->
+                    withTimeout(15_000) {
+                        c.events.first { it.command == "init_complete" }
+                        // The backend can only send broken deflate to a client that asked for it.
+                        backend.control("/_testkit/fault?kind=invalid_deflate")
+                        if (compression) {
+                            val d = c.events.first { it.kind == EventKind.DISCONNECTED }
+                            assertEquals(Status.ERR_INFLATE, d.status, d.toString())
+                        } else {
+                            // Queued behind the fault on the backend's side of the connection.
+                            assertEquals("{}", c.request("echo"))
+                            assertEquals(null, withTimeoutOrNull(300) { c.events.first { it.kind == EventKind.DISCONNECTED } })
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `ca_pem makes a self-signed TLS front trusted`() {
+        val cert = selfSigned()
+        val token = token()
+        TlsFront(cert, backend.address).use { front ->
+            val url = "https://localhost:${front.port}"
+            val refused = firstDisconnect(TetherOptions(token = token, reconnectBackoffMs = 20..200), url)
+            assertEquals(Status.ERR_TLS, refused.status, refused.text)
+            runBlocking {
+                // The token goes straight to the upgrade; the login goes through POST /_gomuks/auth.
+                for (o in listOf(TetherOptions(token = token), login())) {
+                    TetherClient(url, o.copy(caPem = cert.pem)).use { c ->
+                        withTimeout(15_000) { assertEquals("{\"over\":\"tls\"}", c.request("echo", "{\"over\":\"tls\"}")) }
+                    }
+                }
+            }
+        }
+    }
+
+    /** A token from a login, to connect without credentials in the config. */
+    private fun token(): String = runBlocking {
+        TetherClient(backend.url, login()).use { c ->
+            withTimeout(15_000) { c.events.first { it.kind == EventKind.CONNECTED } }
+            c.authToken()!!
+        }
+    }
+
+    class Cert(val keystore: File, val pem: String)
+
+    /** A fresh self-signed P-256 certificate for localhost and 127.0.0.1, made by keytool. */
+    private fun selfSigned(): Cert {
+        val dir = Files.createTempDirectory("tether-tls").toFile().apply { deleteOnExit() }
+        val ks = File(dir, "front.p12")
+        val keytool = File(System.getProperty("java.home"), "bin/keytool").path
+        fun run(vararg args: String): String {
+            val p = ProcessBuilder(keytool, *args).redirectErrorStream(true).start()
+            val out = p.inputStream.readBytes().toString(Charsets.UTF_8)
+            assertEquals(0, p.waitFor(), out)
+            return out
+        }
+        val common = arrayOf("-keystore", ks.path, "-storetype", "PKCS12", "-storepass", "changeit", "-alias", "front")
+        run(
+            "-genkeypair", *common, "-keyalg", "EC", "-groupname", "secp256r1", "-sigalg", "SHA256withECDSA",
+            "-dname", "CN=localhost", "-validity", "2", "-ext", "SAN=dns:localhost,ip:127.0.0.1",
+            "-ext", "EKU=serverAuth", "-keypass", "changeit",
+        )
+        val pem = run("-exportcert", "-rfc", *common)
+        return Cert(ks, pem.substring(pem.indexOf("-----BEGIN")))
+    }
+
+    /** TLS on a loopback port, relayed byte for byte to [upstream] (host:port). */
+    private class TlsFront(cert: Cert, upstream: String) : AutoCloseable {
+        private val server: ServerSocket
+        val port: Int get() = server.localPort
+
+        init {
+            val ks = KeyStore.getInstance("PKCS12")
+            cert.keystore.inputStream().use { ks.load(it, "changeit".toCharArray()) }
+            val kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm())
+            kmf.init(ks, "changeit".toCharArray())
+            val ctx = SSLContext.getInstance("TLS")
+            ctx.init(kmf.keyManagers, null, null)
+            server = ctx.serverSocketFactory.createServerSocket(0, 50, InetAddress.getLoopbackAddress())
+            val (host, p) = upstream.split(":")
+            thread(isDaemon = true, name = "tls-front") {
+                while (!server.isClosed) {
+                    val tls = try { server.accept() } catch (e: Exception) { break }
+                    thread(isDaemon = true) {
+                        try {
+                            val up = Socket(host, p.toInt())
+                            thread(isDaemon = true) { pump(up, tls) }
+                            pump(tls, up)
+                        } catch (e: Exception) {
+                            tls.close()
+                        }
+                    }
+                }
+            }
+        }
+
+        private fun pump(from: Socket, to: Socket) {
+            try {
+                from.getInputStream().copyTo(to.getOutputStream(), 16 * 1024)
+            } catch (e: Exception) {
+                // One side went away; the other is closed below.
+            } finally {
+                from.close()
+                to.close()
+            }
+        }
+
+        override fun close() = server.close()
+    }
+}
