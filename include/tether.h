@@ -136,6 +136,11 @@
 #define TETHER_STATE_CLOSED 4
 
 /**
+ * Paused by the app: no connection and no attempt until it unpauses.
+ */
+#define TETHER_STATE_PAUSED 5
+
+/**
  * The client gave up or a call failed in a way the app must handle.
  */
 #define TETHER_LOG_ERROR 1
@@ -677,6 +682,34 @@ tether_status tether_client_set_event_callback(struct tether_client *c, tether_e
 tether_status tether_client_close(struct tether_client *c);
 
 /**
+ * Pauses in place (the app goes to the background, the OS suspends its sockets): the
+ * connection closes keeping the backend's resume entry (gomuks close code 1000) with a
+ * DISCONNECTED event (status `TETHER_OK`, no retry), and no reconnect happens until
+ * `tether_client_unpause`. Requests made meanwhile wait for the connection (their timeouts
+ * still run). The same client and events go on afterwards; the events missed meanwhile
+ * arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+ * `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+ */
+tether_status tether_client_pause(struct tether_client *c);
+
+/**
+ * Ends a pause: connects at once and resumes where the paused connection stopped. Does
+ * nothing when not paused. `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any
+ * thread.
+ */
+tether_status tether_client_unpause(struct tether_client *c);
+
+/**
+ * The cue for the OS glue to call on a network change or when the app comes back to the
+ * foreground (Android ConnectivityManager, Apple NWPathMonitor). Waiting to reconnect:
+ * connects now. Connected: probes the link with a ping and reconnects at once if nothing
+ * arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
+ * second connection; does nothing while connecting or paused. `TETHER_ERR_STATE` if
+ * closed; `TETHER_ERR_NULL` for NULL. Any thread.
+ */
+tether_status tether_client_reconnect_now(struct tether_client *c);
+
+/**
  * Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
  * close code 1000 instead of 1001), so a later client given this one's
  * `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
@@ -771,6 +804,14 @@ tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint
  * intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
  */
 tether_status tether_config_set_receive_timeout_ms(struct tether_config *cfg, uint32_t ms);
+
+/**
+ * How long a ping may go unanswered (no byte at all arriving) before the link counts as
+ * dead and the client reconnects, in milliseconds (default 10000): a silent link is noticed
+ * within the ping interval plus this. Also the deadline of the probe that
+ * `tether_client_reconnect_now` sends. Must be positive (checked by `tether_client_new`).
+ */
+tether_status tether_config_set_pong_timeout_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
  * Default per-request timeout in milliseconds (default 60000); a request that times out is

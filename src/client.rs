@@ -162,9 +162,7 @@ impl Client {
 
     /// Hands a checked, non-empty packet to the session.
     fn queue_packet(&self, packet: Message) -> Result<(), Error> {
-        self.tx
-            .send(Command::Send(packet))
-            .map_err(|_| closed_error())
+        self.command(Command::Send(packet))
     }
 
     /// Refuses any call once the client is closed.
@@ -268,6 +266,35 @@ impl Client {
         self.tx
             .send(Command::Cancel(id))
             .map_err(|_| closed_error())
+    }
+
+    /// Pauses in place (an app going to the background, a phone suspending its sockets): the
+    /// connection closes keeping the server's resume entry (gomuks close code 1000) with a
+    /// DISCONNECTED event (status `Ok`, no retry), and no reconnect happens until
+    /// [`Client::unpause`]. Requests made meanwhile wait (their timeouts still run); the same
+    /// client and event stream go on afterwards, and the events missed meanwhile arrive then,
+    /// exactly once. A pause while not connected stops the attempts.
+    pub fn pause(&self) -> Result<(), Error> {
+        self.command(Command::Pause)
+    }
+
+    /// Ends a pause: connects at once and resumes where the paused connection stopped. Does
+    /// nothing when not paused.
+    pub fn unpause(&self) -> Result<(), Error> {
+        self.command(Command::Unpause)
+    }
+
+    /// The OS glue's cue that the network changed or the app came back to the foreground.
+    /// Waiting to reconnect: connects now. Connected: probes the link with a ping and, if
+    /// nothing arrives within the pong timeout, reconnects at once. Never opens a second
+    /// connection; does nothing while connecting or paused.
+    pub fn reconnect_now(&self) -> Result<(), Error> {
+        self.command(Command::Reconnect)
+    }
+
+    fn command(&self, c: Command) -> Result<(), Error> {
+        self.ensure_open()?;
+        self.tx.send(c).map_err(|_| closed_error())
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is

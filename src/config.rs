@@ -47,6 +47,7 @@ pub struct Config {
     pub(crate) compression: bool,
     pub(crate) ping_interval: Duration,
     pub(crate) receive_timeout: Duration,
+    pub(crate) pong_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff_min: Duration,
@@ -140,6 +141,7 @@ pub struct ConfigBuilder {
     compression: bool,
     ping_interval: Option<Duration>,
     receive_timeout: Option<Duration>,
+    pong_timeout: Duration,
     request_timeout: Duration,
     connect_timeout: Duration,
     backoff: Option<(Duration, Duration)>,
@@ -168,6 +170,7 @@ impl ConfigBuilder {
             compression: true,
             ping_interval: None,
             receive_timeout: None,
+            pong_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             backoff: None,
@@ -225,6 +228,14 @@ impl ConfigBuilder {
     /// only answers pings). Must exceed the ping interval.
     pub fn receive_timeout(mut self, d: Duration) -> Self {
         self.receive_timeout = Some(d);
+        self
+    }
+    /// How long a ping may go unanswered (no byte at all arrives) before the link counts as
+    /// dead and the client reconnects (default 10 s): a silent link is noticed within the ping
+    /// interval plus this, not only after the receive timeout. Also the deadline of the probe
+    /// that [`crate::Client::reconnect_now`] sends.
+    pub fn pong_timeout(mut self, d: Duration) -> Self {
+        self.pong_timeout = d;
         self
     }
     /// Default per-request timeout (default 60 s); a timed-out request is cancelled server-side.
@@ -374,7 +385,10 @@ impl ConfigBuilder {
                 "rwws ping interval must stay below the server's 30 s limit",
             ));
         }
-        if ms(self.request_timeout) == 0 || ms(self.connect_timeout) == 0 {
+        if ms(self.request_timeout) == 0
+            || ms(self.connect_timeout) == 0
+            || ms(self.pong_timeout) == 0
+        {
             return Err(bad("timeouts must be positive"));
         }
         let (min, max) = self.backoff.unwrap_or(d.backoff);
@@ -425,6 +439,7 @@ impl ConfigBuilder {
             compression: self.compression,
             ping_interval,
             receive_timeout,
+            pong_timeout: self.pong_timeout,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             backoff_min: min,

@@ -19,6 +19,8 @@ pub enum ConnectionState {
     Waiting = 3,
     /// Closed for good (by the app, or the server refused us for good).
     Closed = 4,
+    /// Paused by the app: no connection and no attempt until it unpauses.
+    Paused = 5,
 }
 
 impl ConnectionState {
@@ -28,6 +30,7 @@ impl ConnectionState {
             2 => ConnectionState::Connected,
             3 => ConnectionState::Waiting,
             4 => ConnectionState::Closed,
+            5 => ConnectionState::Paused,
             _ => ConnectionState::Idle,
         }
     }

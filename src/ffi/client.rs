@@ -342,6 +342,40 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// Pauses in place (the app goes to the background, the OS suspends its sockets): the
+    /// connection closes keeping the backend's resume entry (gomuks close code 1000) with a
+    /// DISCONNECTED event (status `TETHER_OK`, no retry), and no reconnect happens until
+    /// `tether_client_unpause`. Requests made meanwhile wait for the connection (their timeouts
+    /// still run). The same client and events go on afterwards; the events missed meanwhile
+    /// arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+    /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+    client fn tether_client_pause(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.pause())
+    } ?= code
+}
+
+ffi_fn! {
+    /// Ends a pause: connects at once and resumes where the paused connection stopped. Does
+    /// nothing when not paused. `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any
+    /// thread.
+    client fn tether_client_unpause(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.unpause())
+    } ?= code
+}
+
+ffi_fn! {
+    /// The cue for the OS glue to call on a network change or when the app comes back to the
+    /// foreground (Android ConnectivityManager, Apple NWPathMonitor). Waiting to reconnect:
+    /// connects now. Connected: probes the link with a ping and reconnects at once if nothing
+    /// arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
+    /// second connection; does nothing while connecting or paused. `TETHER_ERR_STATE` if
+    /// closed; `TETHER_ERR_NULL` for NULL. Any thread.
+    client fn tether_client_reconnect_now(c: *mut tether_client) -> tether_status |h| {
+        status_of(h.client.reconnect_now())
+    } ?= code
+}
+
+ffi_fn! {
     /// Like `tether_client_close`, but the backend keeps what it buffers for this client (gomuks:
     /// close code 1000 instead of 1001), so a later client given this one's
     /// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events

@@ -120,6 +120,16 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// How long a ping may go unanswered (no byte at all arriving) before the link counts as
+    /// dead and the client reconnects, in milliseconds (default 10000): a silent link is noticed
+    /// within the ping interval plus this. Also the deadline of the probe that
+    /// `tether_client_reconnect_now` sends. Must be positive (checked by `tether_client_new`).
+    fn tether_config_set_pong_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
+        edit(cfg, |b| Ok(b.pong_timeout(millis(ms))))
+    } ?= code
+}
+
+ffi_fn! {
     /// Default per-request timeout in milliseconds (default 60000); a request that times out is
     /// cancelled on the server and answered with `TETHER_ERR_REQUEST_TIMEOUT`.
     fn tether_config_set_request_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {

@@ -93,6 +93,8 @@ pub const TETHER_STATE_CONNECTED: u32 = 2;
 pub const TETHER_STATE_WAITING: u32 = 3;
 /// Closed for good (by the app, or the server refused us for good).
 pub const TETHER_STATE_CLOSED: u32 = 4;
+/// Paused by the app: no connection and no attempt until it unpauses.
+pub const TETHER_STATE_PAUSED: u32 = 5;
 
 /// The client gave up or a call failed in a way the app must handle.
 pub const TETHER_LOG_ERROR: u32 = 1;

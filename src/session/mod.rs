@@ -46,6 +46,15 @@ pub(crate) enum Command {
     Send(Message),
     /// Close the session.
     Close(CloseIntent),
+    /// Close the connection keeping the server's resume entry and stop reconnecting until
+    /// [`Command::Unpause`].
+    Pause,
+    /// Reconnect after a pause.
+    Unpause,
+    /// The network changed or the app came back to the foreground: while waiting to
+    /// reconnect, connect now; while connected, probe the link and reconnect at once if the
+    /// probe goes unanswered.
+    Reconnect,
 }
 
 /// Where the supervisor is.
@@ -58,19 +67,26 @@ enum State {
     Disconnected { end: End, healthy: bool },
     /// Waiting out a backoff delay until the instant.
     Waiting(Instant),
+    /// Paused by the app: no connection, no attempts, commands and timers still served.
+    Paused,
     /// The session is over: the app closed, or the dialect gave up.
     Closed,
 }
 
 /// How a connection ended.
 enum End {
-    /// The app closed it, with this close code and reason.
+    /// The app closed it for good, with this close code and reason.
     ByApp { code: u16, reason: String },
-    /// It failed, or the server closed it.
+    /// The app paused it, with this close code and reason (gomuks: one that keeps the
+    /// server's resume entry).
+    Paused { code: u16, reason: String },
+    /// It failed, or the server closed it. `now`: reconnect at once, whatever the policy (a
+    /// probe the app asked for went unanswered: the app knows the network changed).
     Lost {
         status: Status,
         code: u16,
         reason: String,
+        now: bool,
     },
 }
 
@@ -80,6 +96,7 @@ impl End {
             status,
             code,
             reason: reason.into(),
+            now: false,
         }
     }
 }
@@ -92,6 +109,12 @@ enum Flow {
     Nothing,
     /// Close the session.
     Close(CloseIntent),
+    /// Pause (see [`Command::Pause`]).
+    Pause,
+    /// Unpause.
+    Unpause,
+    /// The app's cue to check the connection (see [`Command::Reconnect`]).
+    Reconnect,
 }
 
 /// Most messages decoded per wake-up of the session task. A compressed gomuks message is a
@@ -149,6 +172,7 @@ pub(crate) async fn run<D: Dialect>(
             State::Connected(opened) => sup.connected(opened, &mut commands).await,
             State::Disconnected { end, healthy } => sup.disconnected(end, healthy),
             State::Waiting(until) => sup.book.wait(until, &mut commands).await,
+            State::Paused => sup.paused(&mut commands).await,
             State::Closed => {
                 sup.book.finish(&mut commands);
                 return;
@@ -190,9 +214,22 @@ impl<D: Dialect> Supervisor<D> {
         let limit = self.cfg.connect_timeout * 2;
         let attempt = timeout(limit, self.dialect.open());
         tokio::pin!(attempt);
-        let result = match self.book.offline(commands, &mut attempt).await {
-            Offline::Closed => return State::Closed,
-            Offline::Ready(r) => r,
+        let result = loop {
+            match self.book.offline(commands, &mut attempt).await {
+                Offline::Closed => return State::Closed,
+                Offline::Ready(r) => break r,
+                Offline::Pause => {
+                    return State::Disconnected {
+                        end: End::Paused {
+                            code: 0,
+                            reason: "paused by the app".into(),
+                        },
+                        healthy: false,
+                    }
+                }
+                // An attempt is running already.
+                Offline::Unpause | Offline::Reconnect => {}
+            }
         };
         let client = self.book.probe.client;
         match &result {
@@ -256,20 +293,34 @@ impl<D: Dialect> Supervisor<D> {
 
     /// Reports the end of a connection and picks what follows.
     fn disconnected(&mut self, end: End, healthy: bool) -> State {
+        let paused = matches!(end, End::Paused { .. });
         let (status, code, reason, policy) = match end {
             End::ByApp { code, reason } => {
                 self.book
                     .fail_sent(Status::ErrClientClosed, "client closed before the reply");
                 (Status::Ok, code, reason, Policy::Stop)
             }
+            End::Paused { code, reason } => {
+                self.book.fail_sent(
+                    Status::ErrDisconnected,
+                    "connection paused before the reply",
+                );
+                (Status::Ok, code, reason, Policy::Stop)
+            }
             End::Lost {
                 status,
                 code,
                 reason,
+                now,
             } => {
                 self.book
                     .fail_sent(Status::ErrDisconnected, "connection lost before the reply");
-                (status, code, reason, self.dialect.policy(status, code))
+                let policy = if now {
+                    Policy::Immediately
+                } else {
+                    self.dialect.policy(status, code)
+                };
+                (status, code, reason, policy)
             }
         };
         if healthy {
@@ -282,6 +333,12 @@ impl<D: Dialect> Supervisor<D> {
         };
         let client = self.book.probe.client;
         match delay {
+            None if paused => tlog!(
+                client,
+                Info,
+                "session",
+                "paused by the app (close code {code}); no reconnect until unpaused"
+            ),
             None if status == Status::Ok => tlog!(
                 client,
                 Info,
@@ -304,10 +361,10 @@ impl<D: Dialect> Supervisor<D> {
                 d.as_millis()
             ),
         }
-        self.book.probe.counters.set_state(if delay.is_some() {
-            ConnectionState::Waiting
-        } else {
-            ConnectionState::Closed
+        self.book.probe.counters.set_state(match delay {
+            Some(_) => ConnectionState::Waiting,
+            None if paused => ConnectionState::Paused,
+            None => ConnectionState::Closed,
         });
         let mut ev = Event::new(EventKind::Disconnected);
         ev.status = status;
@@ -317,8 +374,32 @@ impl<D: Dialect> Supervisor<D> {
         ev.attempt = self.attempt;
         self.book.queue.push(ev);
         match delay {
+            None if paused => State::Paused,
             None => State::Closed,
             Some(d) => State::Waiting(Instant::now() + d),
+        }
+    }
+
+    /// Paused: no connection and no attempt until the app unpauses; commands and request
+    /// timers are still served.
+    async fn paused(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> State {
+        let mut never = std::future::pending::<()>();
+        loop {
+            match self.book.offline(commands, &mut never).await {
+                Offline::Closed => return State::Closed,
+                Offline::Unpause => {
+                    // The app chose the moment: no backoff left over from before the pause.
+                    self.backoff.reset();
+                    tlog!(
+                        self.book.probe.client,
+                        Info,
+                        "session",
+                        "unpaused by the app"
+                    );
+                    return State::Connecting;
+                }
+                Offline::Ready(()) | Offline::Pause | Offline::Reconnect => {}
+            }
         }
     }
 
@@ -334,6 +415,12 @@ impl<D: Dialect> Supervisor<D> {
         let mut healthy = false;
         let mut last_recv = Instant::now();
         let mut next_ping = Instant::now() + self.dialect.first_ping_delay(self.cfg.ping_interval);
+        // An unanswered ping: when its deadline passes, how many bytes had arrived when it was
+        // sent, and whether it was the app's probe. Any byte since then proves the link alive
+        // (a large message may take longer than the deadline to arrive whole).
+        let mut due: Option<(Instant, u64, bool)> = None;
+        let wire_in =
+            |c: &stats::Counters| c.wire_bytes_in.load(std::sync::atomic::Ordering::Relaxed);
 
         // Packets and requests made while disconnected go out first, in order.
         let unsent = self.book.requests.take_unsent();
@@ -359,12 +446,27 @@ impl<D: Dialect> Supervisor<D> {
                     };
                     match flow {
                         Flow::Write(m) => if let Err(e) = send(&mut sink, m, write_timeout).await { break e },
-                        Flow::Nothing => {}
-                        Flow::Close(intent) => break self.close_gracefully(&mut sink, &mut stream, intent).await,
+                        Flow::Nothing | Flow::Unpause => {}
+                        Flow::Close(intent) => {
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, intent).await;
+                            break End::ByApp { code, reason };
+                        }
+                        Flow::Pause => {
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, CloseIntent::KeepResume).await;
+                            break End::Paused { code, reason };
+                        }
+                        Flow::Reconnect => {
+                            // A ping now; the deadline below turns its silence into a reconnect.
+                            let (m, at) = self.ping(&mut pings);
+                            due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), true));
+                            tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
+                            if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
+                        }
                     }
                 }
                 msg = stream.next(), if can_read => {
                     last_recv = Instant::now();
+                    due = None;
                     let (items, read_ok, read_end) = self.read_burst(msg, &mut stream);
                     healthy |= read_ok;
                     // What was decoded is delivered before the end is reported: the resume
@@ -388,13 +490,29 @@ impl<D: Dialect> Supervisor<D> {
                 () = self.book.queue.wait_space(), if !can_read => {
                     // Our own stall is not the server's silence.
                     last_recv = Instant::now();
+                    due = None;
                 }
                 () = sleep_until(next_ping) => {
                     next_ping = Instant::now() + self.cfg.ping_interval;
-                    let id = self.book.ids.next();
-                    let (m, acked) = self.dialect.ping(id);
-                    pings.sent(id, Instant::now(), acked);
+                    let (m, at) = self.ping(&mut pings);
+                    if due.is_none() {
+                        due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), false));
+                    }
                     if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
+                }
+                () = sleep_until(due.map_or_else(Instant::now, |d| d.0)), if due.is_some() && can_read => {
+                    let Some((_, bytes_then, probe)) = due.take() else { continue };
+                    if wire_in(&self.book.probe.counters) == bytes_then {
+                        let ms = self.cfg.pong_timeout.as_millis();
+                        let (code, reason) = self.dialect.timeout_close();
+                        send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
+                        break End::Lost {
+                            status: Status::ErrReceiveTimeout,
+                            code: 0,
+                            reason: format!("no answer to a ping within {ms} ms"),
+                            now: probe,
+                        };
+                    }
                 }
                 () = sleep_until(last_recv + self.cfg.receive_timeout), if can_read => {
                     let (code, reason) = self.dialect.timeout_close();
@@ -416,12 +534,24 @@ impl<D: Dialect> Supervisor<D> {
         (end, healthy)
     }
 
+    /// The next keepalive ping, registered as waiting for its pong; returns it and when it
+    /// was made.
+    fn ping(&mut self, pings: &mut Pings) -> (Message, Instant) {
+        let id = self.book.ids.next();
+        let (m, acked) = self.dialect.ping(id);
+        let now = Instant::now();
+        pings.sent(id, now, acked);
+        (m, now)
+    }
+
+    /// Sends our close frame and waits (bounded) for the server's; returns the code and reason
+    /// sent.
     async fn close_gracefully(
         &mut self,
         sink: &mut SplitSink<Ws, Message>,
         stream: &mut SplitStream<Ws>,
         intent: CloseIntent,
-    ) -> End {
+    ) -> (u16, String) {
         let (code, reason) = self.dialect.final_close(intent);
         send_close(sink, code, reason, Duration::from_secs(2)).await;
         // Wait (bounded) for the server's close reply so the close handshake completes.
@@ -433,10 +563,7 @@ impl<D: Dialect> Supervisor<D> {
             }
         })
         .await;
-        End::ByApp {
-            code,
-            reason: reason.to_owned(),
-        }
+        (code, reason.to_owned())
     }
 
     /// Decodes `first` and every further message the transport already holds (up to
@@ -498,6 +625,12 @@ enum Offline<T> {
     Closed,
     /// The future given to [`Book::offline`] finished.
     Ready(T),
+    /// The app paused.
+    Pause,
+    /// The app unpaused.
+    Unpause,
+    /// The app's cue to connect now.
+    Reconnect,
 }
 
 impl Book {
@@ -512,9 +645,12 @@ impl Book {
             let next_timer = self.requests.next_deadline();
             // Not biased: an app flooding requests must not starve the connection attempt.
             tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(c) => if let Flow::Close(_) = self.command(c, false) { return Offline::Closed },
-                    None => return Offline::Closed,
+                cmd = commands.recv() => match cmd.map(|c| self.command(c, false)) {
+                    None | Some(Flow::Close(_)) => return Offline::Closed,
+                    Some(Flow::Pause) => return Offline::Pause,
+                    Some(Flow::Unpause) => return Offline::Unpause,
+                    Some(Flow::Reconnect) => return Offline::Reconnect,
+                    Some(Flow::Write(_) | Flow::Nothing) => {}
                 },
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
                     // Offline, nothing is on the wire: there is no cancel to send.
@@ -532,9 +668,31 @@ impl Book {
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> State {
         let mut sleep = Box::pin(sleep_until(until));
-        match self.offline(commands, &mut sleep).await {
-            Offline::Closed => State::Closed,
-            Offline::Ready(()) => State::Connecting,
+        loop {
+            match self.offline(commands, &mut sleep).await {
+                Offline::Closed => return State::Closed,
+                Offline::Ready(()) => return State::Connecting,
+                Offline::Reconnect => {
+                    tlog!(
+                        self.probe.client,
+                        Info,
+                        "session",
+                        "the app asked to reconnect: connecting now"
+                    );
+                    return State::Connecting;
+                }
+                Offline::Pause => {
+                    tlog!(
+                        self.probe.client,
+                        Info,
+                        "session",
+                        "paused by the app; no reconnect until unpaused"
+                    );
+                    self.probe.counters.set_state(ConnectionState::Paused);
+                    return State::Paused;
+                }
+                Offline::Unpause => {}
+            }
         }
     }
 
@@ -574,6 +732,9 @@ impl Book {
                 Flow::Nothing
             }
             Command::Close(intent) => Flow::Close(intent),
+            Command::Pause => Flow::Pause,
+            Command::Unpause => Flow::Unpause,
+            Command::Reconnect => Flow::Reconnect,
         }
     }
 

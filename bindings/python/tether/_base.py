@@ -271,6 +271,10 @@ class CoreBase:
     def cancel(self, request_id: int) -> None:
         _ffi.check(self.call(_ffi.lib.tether_client_cancel, int(request_id)), "cancel")
 
+    def command(self, fn: Any, what: str) -> None:
+        """Calls a status-returning C function that takes only the client."""
+        _ffi.check(self.call(fn), what)
+
     def send_packet(self, packet: bytes) -> None:
         data = bytes(packet)
         _ffi.check(
@@ -459,6 +463,26 @@ class ClientState:
     def resume_state(self) -> ResumeState:
         """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
         return self._core.resume_state()
+
+    def pause(self) -> None:
+        """Pauses in place (the app goes to the background): the connection closes keeping
+        the backend's resume entry, a DISCONNECTED event with status OK and no retry follows,
+        and nothing reconnects until :meth:`unpause`. Requests made meanwhile wait (their
+        timeouts still run); after unpausing, the events missed meanwhile arrive exactly once.
+
+        :raises StateError: the client is closed.
+        """
+        self._core.command(_ffi.lib.tether_client_pause, "pause")
+
+    def unpause(self) -> None:
+        """Ends a pause: connects at once and resumes where the paused connection stopped."""
+        self._core.command(_ffi.lib.tether_client_unpause, "unpause")
+
+    def reconnect_now(self) -> None:
+        """The cue for a network change or the app coming back to the foreground: while
+        waiting to reconnect, connects now; while connected, probes the link and reconnects at
+        once if nothing arrives within ``pong_timeout``. Never opens a second connection."""
+        self._core.command(_ffi.lib.tether_client_reconnect_now, "reconnect_now")
 
     def auth_token(self) -> Optional[str]:
         """The credential the next connection sends, to persist instead of the password:

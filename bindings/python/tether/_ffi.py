@@ -149,6 +149,9 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_client_set_event_callback": (_status, [_p, EVENT_CB, _p, DESTROY_CB]),
     "tether_client_close": (_status, [_p]),
     "tether_client_close_keep_resume": (_status, [_p]),
+    "tether_client_pause": (_status, [_p]),
+    "tether_client_unpause": (_status, [_p]),
+    "tether_client_reconnect_now": (_status, [_p]),
     "tether_client_resume_state": (
         _status,
         [_p, POINTER(c_char), c_size_t, POINTER(c_size_t), POINTER(c_int64)],

@@ -181,6 +181,13 @@ class Options(TypedDict, total=False):
     ]
     """Reconnect when nothing arrives for this many seconds."""
 
+    pong_timeout: Annotated[
+        Optional[float],
+        Option(None, "tether_config_set_pong_timeout_ms", _seconds("pong_timeout")),
+    ]
+    """Seconds a ping may go unanswered (no byte arriving) before the link counts as dead
+    (library default 10); also the deadline of :meth:`Client.reconnect_now`'s probe."""
+
     request_timeout: Annotated[
         Optional[float],
         Option(None, "tether_config_set_request_timeout_ms", _seconds("request_timeout")),

@@ -26,6 +26,8 @@ class ConnectionState(enum.IntEnum):
     WAITING = 3
     #: Closed for good (by the app, or the server refused the client for good).
     CLOSED = 4
+    #: Paused by the app (:meth:`Client.pause`): no connection, no attempt until unpaused.
+    PAUSED = 5
 
 
 def _state(value: int) -> ConnectionState:

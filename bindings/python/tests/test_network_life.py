@@ -1,0 +1,56 @@
+"""A phone's network life through the Python binding: pause and unpause in place, the
+reconnect cue, and the pong deadline option (docs/protocol/gomuks-rpc.md §7 resume, §8
+keepalive)."""
+
+import time
+
+import pytest
+
+import tether
+from tether import Client, ConnectionState, EventKind
+
+from conftest import Backend, gomuks_opts, wait_event
+
+
+def test_pause_and_unpause_resume_with_every_missed_event_once(backend: Backend) -> None:
+    with Client(backend.url, **gomuks_opts(pong_timeout=5)) as c:
+        wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete")
+        before = backend.push(2)
+        wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.id == before)
+        c.pause()
+        d = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+        assert d.retry_in_ms is None and d.close_code == 1000
+        assert c.state == ConnectionState.PAUSED and c.fatal is None
+        missed = backend.push(4)
+        time.sleep(0.3)
+        assert c.state == ConnectionState.PAUSED
+        assert backend.stats()["total_connections"] == 1
+        c.unpause()
+        conn = wait_event(c, lambda e: e.kind == EventKind.CONNECTED)
+        assert conn.resume_attempted
+        seen: list = []
+        wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.id == missed, seen=seen)
+        ids = [e.id for e in seen if e.kind == EventKind.MESSAGE and e.id < 0]
+        assert ids == list(range(before - 1, missed - 1, -1))
+        assert c.request("echo", {"ok": 1}) == {"ok": 1}
+
+
+def test_reconnect_cue_while_connected_keeps_a_live_link(backend: Backend) -> None:
+    with Client(backend.url, **gomuks_opts()) as c:
+        c.wait_connected(10)
+        c.reconnect_now()
+        c.reconnect_now()
+        time.sleep(0.5)
+        assert c.state == ConnectionState.CONNECTED
+        stats = backend.stats()
+        assert (stats["connections"], stats["total_connections"]) == (1, 1)
+
+
+def test_pause_after_close_is_a_state_error(backend: Backend) -> None:
+    c = Client(backend.url, **gomuks_opts())
+    c.close()
+    for call in (c.pause, c.unpause, c.reconnect_now):
+        with pytest.raises(tether.TetherError):
+            call()
+    with pytest.raises(tether.ConfigError):
+        Client(backend.url, **gomuks_opts(pong_timeout=0))

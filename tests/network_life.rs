@@ -1,0 +1,234 @@
+//! A phone's network life: pause and unpause in place, the app's reconnect cue, and a pong
+//! deadline that notices a silent link long before the receive timeout (gomuks-rpc.md §7
+//! resume, §8 keepalive).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether::{ConnectionState, EventKind, Status};
+use tether_testkit::proxy::Proxy;
+
+/// §7.1, §7.2: a pause closes with 1000 (the backend keeps our entry), nothing reconnects
+/// meanwhile, requests keep their timeouts, and unpausing resumes with every missed event
+/// exactly once, on the same client and event stream.
+#[tokio::test]
+async fn spec7_pause_and_unpause_in_place_lose_nothing() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let before = b.push_events(3);
+    until(&c, |e| e.request_id() == before).await;
+
+    c.pause().unwrap();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(
+        (d.status(), d.close_code(), d.retry_in()),
+        (Status::Ok, 1000, None)
+    );
+    assert_eq!(c.state(), ConnectionState::Paused);
+    assert!(
+        b.wait_for(|s| s.last_client_close_code == Some(1000), WAIT)
+            .await
+    );
+    let missed = b.push_events(5);
+
+    // Paused: a request's timeout still runs, and nothing reconnects.
+    let t0 = Instant::now();
+    let id = c
+        .request_with_timeout("get_state", b"{}", Duration::from_millis(200))
+        .unwrap();
+    let (r, skipped) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    assert_eq!(r.status(), Status::ErrRequestTimeout);
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    assert!(
+        skipped.iter().all(|e| e.kind() != EventKind::Connecting),
+        "{:?}",
+        kinds(&skipped)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.state(), ConnectionState::Paused);
+    assert_eq!(b.stats().total_connections, 1);
+    c.unpause().unwrap(); // a second pause/unpause pair changes nothing
+    c.unpause().unwrap();
+
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    let (_, got) = until(&c, |e| e.request_id() == missed).await;
+    let mut ids = event_ids(&got);
+    ids.push(missed);
+    assert_eq!(
+        ids,
+        ((missed..=before - 1).rev()).collect::<Vec<_>>(),
+        "each missed event once, in order"
+    );
+    until_command(&c, "init_complete").await;
+    let s = b.stats();
+    assert_eq!((s.resumes, s.total_connections, s.connections), (1, 2, 1));
+    close_and_drain(&c).await;
+}
+
+/// A pause while the client waits out a backoff stops the attempts; unpause connects at once.
+#[tokio::test]
+async fn pause_while_waiting_stops_attempts_and_unpause_connects_now() {
+    let b = backend().await;
+    b.reject_upgrades(1);
+    let c = client(&b, |c| {
+        c.reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert!(d.retry_in().is_some());
+    c.pause().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.state(), ConnectionState::Paused);
+    let t0 = Instant::now();
+    c.unpause().unwrap();
+    until_kind(&c, EventKind::Connected).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "did not wait out the 10 s backoff"
+    );
+    close_and_drain(&c).await;
+}
+
+/// The reconnect cue while waiting in backoff connects at once, and never opens a second
+/// connection.
+#[tokio::test]
+async fn reconnect_cue_in_backoff_connects_now() {
+    let b = backend().await;
+    b.reject_upgrades(1);
+    let c = client(&b, |c| {
+        c.reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_kind(&c, EventKind::Disconnected).await;
+    let t0 = Instant::now();
+    c.reconnect_now().unwrap();
+    until_kind(&c, EventKind::Connected).await;
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // Connected: a cue probes; the live link answers, so nothing else happens.
+    c.reconnect_now().unwrap();
+    c.reconnect_now().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = b.stats();
+    assert_eq!((s.connections, s.total_connections), (1, 1));
+    assert_eq!(c.state(), ConnectionState::Connected);
+    let (ev, skipped) = until_kind(&c, EventKind::Pong).await;
+    assert!(ev.rtt().is_some());
+    assert!(skipped.iter().all(|e| e.kind() != EventKind::Disconnected));
+    close_and_drain(&c).await;
+}
+
+/// The cue on a link that went silent: the probe goes unanswered within the pong timeout
+/// and the client reconnects at once (no backoff), resuming.
+#[tokio::test]
+async fn reconnect_cue_on_a_silent_link_reconnects_at_once() {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.pong_timeout(Duration::from_millis(300))
+            .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_command(&c, "init_complete").await;
+    let newest = b.push_events(1);
+    until(&c, |e| e.request_id() == newest).await;
+    proxy.set_blackhole(true);
+    let t0 = Instant::now();
+    c.reconnect_now().unwrap();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let took = t0.elapsed();
+    assert_eq!(d.status(), Status::ErrReceiveTimeout);
+    assert_eq!(
+        d.retry_in(),
+        Some(Duration::ZERO),
+        "the app's cue skips the backoff"
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    proxy.set_blackhole(false);
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    close_and_drain(&c).await;
+}
+
+/// §8: without any cue, a ping that goes unanswered ends a silent link within the ping
+/// interval plus the pong timeout, long before the 60 s receive timeout.
+#[tokio::test]
+async fn spec8_pong_deadline_notices_a_silent_link() {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.ping_interval(Duration::from_millis(200))
+            .pong_timeout(Duration::from_millis(300))
+            .receive_timeout(Duration::from_secs(60))
+    });
+    until_command(&c, "init_complete").await;
+    proxy.set_blackhole(true);
+    let t0 = Instant::now();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let took = t0.elapsed();
+    assert_eq!(
+        d.status(),
+        Status::ErrReceiveTimeout,
+        "{}",
+        String::from_utf8_lossy(d.data())
+    );
+    assert!(String::from_utf8_lossy(d.data()).contains("no answer to a ping within 300 ms"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        d.retry_in().unwrap() > Duration::ZERO,
+        "no cue: the backoff applies"
+    );
+    proxy.set_blackhole(false);
+    close_and_drain(&c).await;
+}
+
+/// A slow link is not a dead one: bytes still arriving keep the connection, even when no
+/// whole message (and so no pong) gets through within the pong timeout.
+#[tokio::test]
+async fn spec8_a_slow_link_is_not_dead() {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.ping_interval(Duration::from_millis(100))
+            .pong_timeout(Duration::from_millis(150))
+            .compression(false)
+    });
+    until_command(&c, "init_complete").await;
+    // Every chunk waits 40 ms and carries one byte: a message takes far longer than the
+    // pong timeout to arrive whole, but bytes keep coming.
+    proxy.set_slice(Some(1));
+    proxy.set_delay(Duration::from_millis(40));
+    let newest = b.push_events(1);
+    let (_, skipped) = until(&c, |e| e.request_id() == newest).await;
+    assert!(
+        skipped.iter().all(|e| e.kind() != EventKind::Disconnected),
+        "{:?}",
+        kinds(&skipped)
+    );
+    proxy.set_delay(Duration::ZERO);
+    proxy.set_slice(None);
+    close_and_drain(&c).await;
+}
+
+#[test]
+fn pause_and_cues_on_a_closed_client_are_refused() {
+    let c = tether::Client::new(
+        tether::Config::builder("ws://127.0.0.1:9/")
+            .build()
+            .unwrap(),
+    );
+    c.close().unwrap();
+    for r in [c.pause(), c.unpause(), c.reconnect_now()] {
+        assert_eq!(r.unwrap_err().status(), Status::ErrState);
+    }
+    assert!(tether::Config::builder("ws://127.0.0.1:9/")
+        .pong_timeout(Duration::ZERO)
+        .build()
+        .is_err());
+}
