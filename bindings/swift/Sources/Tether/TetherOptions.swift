@@ -30,6 +30,10 @@ public struct TetherOptions: Sendable {
     public var pingIntervalMs: UInt32?
     /// Reconnect when nothing arrives for this long.
     public var receiveTimeoutMs: UInt32?
+    /// How long a ping may go unanswered (no byte arriving) before the link counts as dead;
+    /// also the deadline of ``TetherClient/reconnectNow()``'s probe (the library's default is
+    /// 10 s).
+    public var pongTimeoutMs: UInt32?
     /// Default per-request timeout (the library's default is 60 s).
     public var requestTimeoutMs: UInt32?
     /// Bound on TCP connect + TLS + upgrade.
@@ -77,6 +81,7 @@ public struct TetherOptions: Sendable {
         if let v = compression { try check(tether_config_set_compression(cfg, v)) }
         if let v = pingIntervalMs { try check(tether_config_set_ping_interval_ms(cfg, v)) }
         if let v = receiveTimeoutMs { try check(tether_config_set_receive_timeout_ms(cfg, v)) }
+        if let v = pongTimeoutMs { try check(tether_config_set_pong_timeout_ms(cfg, v)) }
         if let v = requestTimeoutMs { try check(tether_config_set_request_timeout_ms(cfg, v)) }
         if let v = connectTimeoutMs { try check(tether_config_set_connect_timeout_ms(cfg, v)) }
         if let v = reconnectBackoffMs { try check(tether_config_set_reconnect_backoff_ms(cfg, v.min, v.max)) }
