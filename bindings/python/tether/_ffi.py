@@ -167,6 +167,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_set_compression": (_status, [_p, c_bool]),
     "tether_config_set_ping_interval_ms": (_status, [_p, c_uint32]),
     "tether_config_set_receive_timeout_ms": (_status, [_p, c_uint32]),
+    "tether_config_set_pong_timeout_ms": (_status, [_p, c_uint32]),
     "tether_config_set_request_timeout_ms": (_status, [_p, c_uint32]),
     "tether_config_set_connect_timeout_ms": (_status, [_p, c_uint32]),
     "tether_config_set_reconnect_backoff_ms": (_status, [_p, c_uint32, c_uint32]),
