@@ -116,8 +116,12 @@ final class RequestTicket: @unchecked Sendable {
 /// a client from any thread except `tether_client_free`, and that runs only in `deinit`, when
 /// no other reference, and so no other call, exists.
 public final class TetherClient: @unchecked Sendable {
-    private let client: OpaquePointer
+    /// The C client; internal so the extensions in other files of the module can call it.
+    let client: OpaquePointer
     private let core: ClientCore
+    /// Unique in the process and never 0; log records name their client by it
+    /// (`TetherLogRecord.clientID`).
+    public let id: UInt64
     /// Every event except request replies, in order, bounded with backpressure (see
     /// `TetherEvents`); ends after CLOSED.
     public let events: TetherEvents
@@ -135,6 +139,7 @@ public final class TetherClient: @unchecked Sendable {
         try check(tether_client_new(cfg, &c))
         guard let client = c else { throw TetherError.nullArgument("tether_client_new gave no client") }
         self.client = client
+        id = tether_client_id(client)
         core = ClientCore(eventCapacity: options.eventBufferCapacity)
         events = TetherEvents(buffer: core.events)
 

@@ -1,6 +1,7 @@
 // ping/ack/resume through the Swift binding: connects to a running tether-backend, prints
 // pongs with their round-trip time and the acknowledged event, rides out the backend's cuts,
-// shows the missed events replayed, and closes cleanly. Exits 1 if an event was missed or
+// shows the missed events replayed, and closes cleanly; the library's log tells each cut and
+// resume from its side, and the client's statistics sum them up. Exits 1 if an event was missed or
 // seen twice.
 //   tether-backend --event-rate 20 --cut-after-events 40
 //   swift run PingAckResume http://127.0.0.1:PORT [seconds]
@@ -26,6 +27,8 @@ struct PingAckResume {
         var options = TetherOptions(url: args[1])
         options.basicAuth = .init(username: "tether", password: "tether-password")
         options.pingIntervalMs = 1000
+        // Set before the client, so its first attempt is logged too.
+        try TetherLog.setHandler(level: .info) { r in print("log: \(r.level) \(r.target): \(r.message)") }
         let client = try TetherClient(options)
 
         let reader = Task { () -> Summary in
@@ -74,6 +77,10 @@ struct PingAckResume {
         // Without CLOSED the events never end; stop reading rather than wait forever.
         if !closed { reader.cancel() }
         let s = await reader.value
+        let st = try client.stats()
+        print("stats: \(st.connections) connections, \(st.resumesSucceeded) resumed, "
+            + "\(st.wireBytesIn) bytes in for \(st.payloadBytesIn) of messages, \(st.requestsSent) requests")
+        try TetherLog.removeHandler()
         print("summary: \(s.received) events, \(s.gaps) gaps, \(s.resumes) resumes, closed \(closed ? "cleanly" : "late")")
         exit(s.gaps == 0 && s.received > 0 && closed ? 0 : 1)
     }

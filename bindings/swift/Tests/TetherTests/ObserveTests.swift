@@ -1,0 +1,277 @@
+// The log hook, connection state and statistics against real tether-backend processes.
+import Foundation
+import XCTest
+
+@testable import Tether
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Collects every record of the process-wide hook while a test runs. The hook is global, so
+/// each test looks only at the records of its own clients (by id).
+final class LogCapture: Sendable {
+    let records = Shared<[TetherLogRecord]>([])
+
+    init(level: TetherLogLevel = .debug) throws {
+        let records = self.records
+        try TetherLog.setHandler(level: level) { r in records.withLock { $0.append(r) } }
+    }
+
+    func all(_ client: UInt64) -> [TetherLogRecord] {
+        records.withLock { $0.filter { $0.clientID == client } }
+    }
+
+    /// The records of `client` once one contains `text`, within 20 s.
+    func wait(_ client: UInt64, for text: String) async throws -> [TetherLogRecord] {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let recs = all(client)
+            if recs.contains(where: { $0.message.contains(text) }) { return recs }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestFailure("no record of client \(client) with \"\(text)\":\n"
+            + all(client).map(\.description).joined(separator: "\n"))
+    }
+}
+
+/// The first record containing `text`.
+func record(_ recs: [TetherLogRecord], _ text: String, file: StaticString = #filePath, line: UInt = #line)
+    throws -> TetherLogRecord
+{
+    try XCTUnwrap(recs.first { $0.message.contains(text) }, "no record with \"\(text)\"", file: file, line: line)
+}
+
+/// A local port that refuses connections for as long as the returned socket stays open: bound
+/// but not listening, so the kernel answers with a reset and no other process can take it.
+func refusingPort() throws -> (fd: Int32, port: UInt16) {
+    #if canImport(Glibc)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_INET, SOCK_STREAM, 0)
+    #endif
+    guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+        }
+    }
+    guard ok else {
+        close(fd)
+        throw TestFailure("bind: \(errno)")
+    }
+    return (fd, UInt16(bigEndian: addr.sin_port))
+}
+
+final class ObserveTests: XCTestCase {
+    override func tearDown() {
+        // A failed test must not leave its handler collecting records for the next one.
+        try? TetherLog.removeHandler()
+        super.tearDown()
+    }
+
+    func testAWrongPasswordIsLoggedAsRefusedForGood() async throws {
+        let log = try LogCapture()
+        let b = try Backend()
+        var o = b.gomuks()
+        o.basicAuth = .init(username: "tether", password: "wrong-password")
+        let c = try TetherClient(o)
+        let recs = try await log.wait(c.id, for: "connection ended for good")
+        let auth = try record(recs, "POST /_gomuks/auth to log in")
+        XCTAssertTrue(auth.message.contains("failed") && auth.message.contains("401"), auth.message)
+        XCTAssertEqual(auth.level, .warn)
+        XCTAssertEqual(try record(recs, "connection ended for good").level, .error)
+        XCTAssertTrue(recs.allSatisfy { $0.target.hasPrefix("tether") }, "\(recs)")
+        XCTAssertFalse(recs.contains { $0.message.contains("wrong-password") })
+        // The library's time of writing, in order.
+        XCTAssertTrue(recs.allSatisfy { abs($0.date.timeIntervalSinceNow) < 60 })
+        XCTAssertEqual(recs.map(\.date), recs.map(\.date).sorted())
+        await c.waitUntilClosed()
+        XCTAssertEqual(c.state, .closed)
+    }
+
+    func testARefusedPortLogsEachAttemptAndTheBackoff() async throws {
+        let log = try LogCapture()
+        let (fd, port) = try refusingPort()
+        defer { close(fd) }
+        var o = TetherOptions(url: "http://127.0.0.1:\(port)")
+        o.reconnectBackoffMs = (min: 50, max: 50)
+        let c = try TetherClient(o)
+        let recs = try await log.wait(c.id, for: "attempt 2 failed")
+        let first = try record(recs, "attempt 1 failed")
+        XCTAssertEqual(first.level, .warn)
+        XCTAssertTrue(first.message.contains("127.0.0.1:\(port)"), first.message)
+        XCTAssertTrue([.info, .warn].contains(try record(recs, "reconnecting in").level))
+        XCTAssertTrue([.connecting, .waiting].contains(c.state))
+        let s = try c.stats()
+        XCTAssertGreaterThanOrEqual(s.connectAttempts, 2)
+        XCTAssertEqual(s.connections, 0)
+        XCTAssertNil(s.connectedFor)
+        XCTAssertNil(s.lastRTT)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        XCTAssertEqual(c.state, .closed)
+    }
+
+    func testACutAndItsResumeAreLoggedAndCounted() async throws {
+        let log = try LogCapture()
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        // A received event id is what a resume asks from.
+        let newest = try b.push(3)
+        _ = try await next(c, "event \(newest)") { $0.kind == .message && $0.requestId == newest }
+        try b.control("/_testkit/cut")
+        _ = try await next(c, "resumed CONNECTED") { $0.kind == .connected && $0.resumeAttempted }
+        let recs = try await log.wait(c.id, for: "resume succeeded")
+        XCTAssertEqual(try record(recs, "reconnecting in").level, .info)
+        XCTAssertEqual(try record(recs, "asking to resume").level, .info)
+        XCTAssertEqual(try record(recs, "resume succeeded").level, .info)
+        let s = try c.stats()
+        XCTAssertEqual([s.connections, s.resumesSucceeded, s.resumesReset], [2, 1, 0])
+        XCTAssertEqual(s.state, .connected)
+        XCTAssertEqual(c.state, .connected)
+        await c.close(timeout: .seconds(10))
+    }
+
+    func testNoSecretReachesAnyRecordAndRemovingTheHandlerStopsThem() async throws {
+        let log = try LogCapture(level: .trace)
+        let b = try Backend()
+        var ids: [UInt64] = []
+        // A password login (POST /_gomuks/auth), then a connection with the token it got.
+        let c = try TetherClient(b.gomuks())
+        _ = try await c.request("echo", data: json(#"{"x":1}"#))
+        let token = try XCTUnwrap(try c.authToken())
+        ids.append(c.id)
+        await c.close(timeout: .seconds(10))
+        var o = TetherOptions(url: b.url)
+        o.token = token
+        o.pingIntervalMs = 50
+        let t = try TetherClient(o)
+        _ = try await next(t, "PONG") { $0.kind == .pong }
+        ids.append(t.id)
+        await t.close(timeout: .seconds(10))
+        // rwws with its key.
+        let key = "dGV0aGVyLXRlc3Qta2V5"
+        var r = TetherOptions(url: b.url, protocol: .rwws)
+        r.token = key
+        let w = try TetherClient(r)
+        _ = try await next(w, "PONG") { $0.kind == .pong && $0.rttMicros != nil }
+        ids.append(w.id)
+        await w.close(timeout: .seconds(10))
+        XCTAssertEqual(Set(ids).count, 3)
+        XCTAssertFalse(ids.contains(0))
+        // The log thread delivered up to each close.
+        for id in ids { _ = try await log.wait(id, for: "closed") }
+
+        let text = log.records.withLock { $0.map(\.description).joined(separator: "\n") }
+        XCTAssertTrue(text.contains("POST /_gomuks/auth to log in") && text.contains("connected in"), text)
+        let keyBytes = try XCTUnwrap(Data(base64Encoded: key))
+        let secrets = [
+            "tether-password", String(token.prefix(24)), key,
+            String(decoding: keyBytes, as: UTF8.self),
+            keyBytes.map { String(format: "%02x", $0) }.joined(),
+            Data("tether:tether-password".utf8).base64EncodedString(),
+        ]
+        for secret in secrets {
+            XCTAssertFalse(text.contains(secret), "secret \(secret) in the log records")
+        }
+
+        // Removed: this returns after the last record, so nothing arrives afterwards.
+        try TetherLog.removeHandler()
+        let before = log.records.withLock { $0.count }
+        let q = try TetherClient(b.gomuks())
+        _ = try await next(q, "CONNECTED") { $0.kind == .connected }
+        await q.close(timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertEqual(log.records.withLock { $0.count }, before)
+    }
+
+    func testTheHandlerIsReleasedOnceWhenReplacedOrRemoved() async throws {
+        /// Counts its deinits, so a handler released twice or never shows.
+        final class Token: Sendable {
+            let name: String
+            let freed: Shared<[String]>
+            init(_ name: String, _ freed: Shared<[String]>) { self.name = name; self.freed = freed }
+            deinit { freed.withLock { $0.append(name) } }
+        }
+        let freed = Shared<[String]>([])
+        let insideCall = Shared<TetherError?>(nil)
+        let tried = Shared(false)
+        do {
+            let first = Token("first", freed)
+            try TetherLog.setHandler(level: .trace) { _ in
+                withExtendedLifetime(first) {}
+                guard tried.withLock({ t in defer { t = true }; return !t }) else { return }
+                // Setting the hook from inside a handler is refused, not a deadlock, and the
+                // refused handler is released by the library, once.
+                let refused = Token("refused", freed)
+                do {
+                    try TetherLog.setHandler { _ in withExtendedLifetime(refused) {} }
+                } catch let e as TetherError {
+                    insideCall.withLock { $0 = e }
+                } catch {}
+            }
+            let second = Token("second", freed)
+            let b = try Backend()
+            let c = try TetherClient(b.gomuks())
+            _ = try await next(c, "CONNECTED") { $0.kind == .connected }
+            await c.close(timeout: .seconds(10))
+            // Replacing returns after the previous handler's destroy: it is gone already.
+            try TetherLog.setHandler(level: .trace) { _ in withExtendedLifetime(second) {} }
+        }
+        XCTAssertEqual(freed.withLock { $0 }, ["refused", "first"])
+        try TetherLog.removeHandler()
+        XCTAssertEqual(freed.withLock { $0 }, ["refused", "first", "second"])
+        if case .state = insideCall.withLock({ $0 }) {} else {
+            XCTFail("setting the hook inside a handler: \(String(describing: insideCall.withLock { $0 }))")
+        }
+        // Removing twice is harmless.
+        try TetherLog.removeHandler()
+    }
+
+    func testStatsAfterPushedEventsAndOneRequest() async throws {
+        let b = try Backend()
+        // A stopped backend still accepts the TCP connection but never answers the login, so
+        // the client is caught before CONNECTED however slowly this thread runs.
+        kill(b.pid, SIGSTOP)
+        let c = try TetherClient(b.gomuks())
+        XCTAssertNotEqual(c.id, 0)
+        XCTAssertTrue([.idle, .connecting].contains(c.state), "\(c.state)")
+        try await Task.sleep(for: .milliseconds(50))
+        XCTAssertEqual(c.state, .connecting)
+        kill(b.pid, SIGCONT)
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        XCTAssertEqual(c.state, .connected)
+        let newest = try b.push(20)
+        _ = try await next(c, "event \(newest)") { $0.kind == .message && $0.requestId == newest }
+        _ = try await c.request("echo", data: json(#"{"a":1}"#))
+        let s = try c.stats()
+        XCTAssertEqual(s.state, .connected)
+        XCTAssertEqual(s.connectAttempts, 1)
+        XCTAssertEqual(s.connections, 1)
+        XCTAssertEqual(s.requestsSent, 1)
+        XCTAssertEqual(s.requestsInFlight, 0)
+        XCTAssertEqual(s.requestsTimedOut, 0)
+        XCTAssertEqual([s.resumesSucceeded, s.resumesReset], [0, 0])
+        XCTAssertGreaterThanOrEqual(s.eventsReceived, 20)
+        // The backend batches events, so a websocket message may carry several.
+        XCTAssertGreaterThan(s.messagesReceived, 0)
+        XCTAssertGreaterThan(s.wireBytesOut, 0)
+        // Compressed: the wire carries less than the payload.
+        XCTAssertGreaterThan(s.wireBytesIn, 0)
+        XCTAssertLessThan(s.wireBytesIn, s.payloadBytesIn)
+        XCTAssertNotNil(s.connectedFor)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        XCTAssertEqual(c.state, .closed)
+        XCTAssertEqual(try c.stats().state, .closed)
+        XCTAssertNil(try c.stats().connectedFor)
+    }
+}
