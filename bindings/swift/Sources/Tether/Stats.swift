@@ -13,6 +13,8 @@ public enum ConnectionState: UInt32, Sendable, CustomStringConvertible {
     case waiting = 3
     /// Closed for good, by the app or because the server refused the client for good.
     case closed = 4
+    /// Paused by the app (``TetherClient/pause()``): no connection, no attempt until unpaused.
+    case paused = 5
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum ConnectionState: UInt32, Sendable, CustomStringConvertible {
         case .connected: "connected"
         case .waiting: "waiting"
         case .closed: "closed"
+        case .paused: "paused"
         }
     }
 }

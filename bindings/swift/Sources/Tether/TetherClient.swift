@@ -267,6 +267,28 @@ public final class TetherClient: @unchecked Sendable {
         return token.isEmpty ? nil : token
     }
 
+    /// Pauses in place (the app goes to the background): the connection closes keeping the
+    /// backend's resume entry (gomuks close code 1000), a `.disconnected` event with status OK
+    /// and no retry follows, and nothing reconnects until ``unpause()``. Requests made
+    /// meanwhile wait (their timeouts still run); after unpausing, the events missed meanwhile
+    /// arrive exactly once. Throws `.state` once closed.
+    public func pause() throws {
+        try check(tether_client_pause(client))
+    }
+
+    /// Ends a pause: connects at once and resumes where the paused connection stopped.
+    public func unpause() throws {
+        try check(tether_client_unpause(client))
+    }
+
+    /// The cue for `NWPathMonitor` (a network change) or the app returning to the foreground:
+    /// while waiting to reconnect, connects now; while connected, probes the link and
+    /// reconnects at once if nothing arrives within `pongTimeoutMs`. Never opens a second
+    /// connection.
+    public func reconnectNow() throws {
+        try check(tether_client_reconnect_now(client))
+    }
+
     /// Starts a graceful close and returns at once; pending requests fail with
     /// `.clientClosed`, and `events` ends after CLOSED. gomuks: close code 1001, so the backend
     /// frees the events it kept for this client; with `keepResume` the code is 1000 and a later

@@ -274,4 +274,44 @@ final class ObserveTests: XCTestCase {
         XCTAssertEqual(try c.stats().state, .closed)
         XCTAssertNil(try c.stats().connectedFor)
     }
+
+    /// Pause closes keeping the resume entry (1000) and stops reconnecting; unpause resumes
+    /// with every event missed meanwhile, once and in order; the reconnect cue on a live link
+    /// keeps it.
+    func testPauseUnpauseAndTheReconnectCue() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let before = try b.push(2)
+        _ = try await next(c, "event \(before)") { $0.kind == .message && $0.requestId == before }
+        try c.pause()
+        let d = try await next(c, "disconnected") { $0.kind == .disconnected }
+        XCTAssertEqual(d.status, 0)
+        XCTAssertEqual(d.closeCode, 1000)
+        XCTAssertNil(d.retryInMs)
+        XCTAssertEqual(c.state, .paused)
+        let missed = try b.push(3)
+        try await Task.sleep(for: .milliseconds(300))
+        XCTAssertEqual(c.state, .paused)
+        try c.unpause()
+        let (resumed, ids) = try await withTimeout(.seconds(20), "the replay") { () -> (Bool, [Int64]) in
+            var resumed = false
+            var ids: [Int64] = []
+            for await ev in c.events {
+                if ev.kind == .connected { resumed = ev.resumeAttempted }
+                if ev.kind == .message && ev.requestId < 0 { ids.append(ev.requestId) }
+                if ev.kind == .message && ev.requestId == missed { return (resumed, ids) }
+            }
+            throw TestFailure("events ended before the replay")
+        }
+        XCTAssertTrue(resumed)
+        XCTAssertEqual(ids, Array(stride(from: before - 1, through: missed, by: -1)))
+        try c.reconnectNow()
+        try c.reconnectNow()
+        try await Task.sleep(for: .milliseconds(300))
+        XCTAssertEqual(c.state, .connected)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        XCTAssertThrowsError(try c.pause())
+    }
 }
