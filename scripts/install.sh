@@ -8,7 +8,7 @@
 # Installed libraries have their debug info stripped (the build tree keeps it); set
 # TETHER_SPLIT_DEBUG=1 to keep it next to the library (libtether.so.X.Y.Z.debug, found by gdb
 # through a .gnu_debuglink).
-# For packagers: DESTDIR is prepended to every installed path but not to the paths written
+# Honours CARGO_TARGET_DIR. For packagers: DESTDIR is prepended to every installed path but not to the paths written
 # into the pkg-config and CMake files; LIBDIR (default lib) may be e.g. lib/x86_64-linux-gnu.
 # Then: cc app.c $(pkg-config --cflags --libs tether)          (shared library)
 #       cc app.c $(pkg-config --cflags --libs tether-static)   (static library)
@@ -34,7 +34,8 @@ PRIVATE=$(cargo rustc --quiet --profile "$PROFILE" -p tether --lib --crate-type 
   -- -C link-arg=-Wl,-soname,"$SONAME" --print native-static-libs 2>&1 \
   | sed -n 's/.*native-static-libs: //p' | tail -1)
 [[ -n $PRIVATE ]] || { echo "install.sh: rustc did not report the native static libraries" >&2; exit 1; }
-SO=target/$OUTDIR/libtether.so
+TARGET=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+SO=$TARGET/$OUTDIR/libtether.so
 readelf -d "$SO" | grep -q "SONAME.*\[$SONAME\]" || { echo "install.sh: $SO has no SONAME $SONAME" >&2; exit 1; }
 
 L=$DEST/$LIBDIR
@@ -43,7 +44,7 @@ install -m 644 include/tether.h "$DEST/include/tether.h"
 REAL=libtether.so.$VERSION
 rm -f "$L/$REAL" "$L/$SONAME" "$L/libtether.so"  # never write through a mapped library
 install -m 755 "$SO" "$L/$REAL"
-install -m 644 "target/$OUTDIR/libtether.a" "$L/libtether.a"
+install -m 644 "$TARGET/$OUTDIR/libtether.a" "$L/libtether.a"
 if [[ ${TETHER_SPLIT_DEBUG:-0} == 1 ]]; then
   objcopy --only-keep-debug "$L/$REAL" "$L/$REAL.debug"
   chmod 644 "$L/$REAL.debug"
