@@ -53,8 +53,8 @@ except ImportError:  # setuptools < 70.1
 HERE = Path(__file__).resolve().parent
 # Where an sdist carries the crate (see ``sdist`` below).
 BUNDLED_CRATE = HERE / "rust"
-# Oldest glibc a zigbuild library links against; manylinux_2_17 is what pip on any current
-# x86-64 or aarch64 distribution installs.
+# The glibc a zigbuild library is linked against: a manylinux_2_17 wheel installs on every
+# distribution from CentOS 7 on, and Rust's std needs nothing older.
 GLIBC = os.environ.get("TETHER_GLIBC", "2.17")
 PROFILE = "dist"
 # The library build_py bundled, for bdist_wheel's platform tag.
@@ -148,7 +148,8 @@ def zigbuild_target() -> Optional[str]:
         return None
     if not shutil.which("cargo-zigbuild"):
         return None
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine())
+    machine = platform.machine()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
     return f"{arch}-unknown-linux-gnu.{GLIBC}"
 
 
