@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suite needs when they are missing (Debian/Ubuntu, as
-# root or with sudo): a C/C++ compiler, valgrind, pkg-config, binutils' nm, a JDK and Maven.
+# root or with sudo): a C/C++ compiler, valgrind, pkg-config, CMake, binutils (nm, readelf,
+# strip, objcopy), a JDK and Maven.
 set -euo pipefail
-declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [nm]=binutils
+declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [cmake]=cmake
+  [nm]=binutils [readelf]=binutils [strip]=binutils [objcopy]=binutils
   [java]=default-jdk-headless [mvn]=maven)
 missing=()
 for cmd in "${!pkg[@]}"; do

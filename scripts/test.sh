@@ -30,9 +30,9 @@ cargo xtask header --check
 python3 scripts/check-bindings.py
 stage "Rust tests"
 cargo test --workspace
-stage "C API tests (ASan+UBSan, valgrind, C++, pkg-config, example)"
+stage "C API tests (ASan+UBSan, valgrind, C++, install.sh, example via pkg-config and CMake)"
 tests/c/run.sh
-stage "Python binding (pip install into a venv, pytest against tether-backend, examples)"
+stage "Python binding (manylinux wheel and sdist, pytest against tether-backend, examples from a fresh venv)"
 bindings/python/run-tests.sh
 stage "Interop with the real gomuks backend (skipped without Go) and a throwaway Synapse"
 interop/run.sh

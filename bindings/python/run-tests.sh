@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Tests the Python binding the way a user installs it:
-#  1. creates bindings/python/.venv (if missing) and installs pytest into it;
-#  2. `pip install ./bindings/python`, which builds the release library with cargo and bundles
-#     it in the wheel (set TETHER_LIBRARY=/path/to/libtether.so to bundle that build instead);
+#  1. bindings/python/build-wheel.sh builds the manylinux wheel (cargo zigbuild, glibc 2.17)
+#     and the sdist, and checks them with auditwheel;
+#  2. creates bindings/python/.venv (if missing), installs pytest and that wheel into it (set
+#     TETHER_LIBRARY=/path/to/libtether.so to skip 1 and `pip install ./bindings/python` with
+#     that library bundled instead);
 #  3. builds tether-backend (debug) and runs the pytest suite against it;
-#  4. runs both examples against a backend that cuts every 40 events and checks that they
-#     resumed and saw every buffered event exactly once.
+#  4. makes a fresh venv with no cargo reachable, installs the wheel alone into it and runs
+#     both examples against a backend that cuts every 40 events, checking that they resumed
+#     and saw every buffered event exactly once; then checks that installing the sdist there
+#     fails with a message that names cargo.
 # Needs only Python 3 (with venv) and Rust. Honours CARGO_TARGET_DIR. Exits non-zero on any
 # failure, including a pytest run that collected no test.
 set -euo pipefail
@@ -36,8 +40,16 @@ fi
 VPY=$VENV/bin/python
 "$VPY" -m pip install --quiet --disable-pip-version-check "pytest>=7" "orjson>=3.9"
 
-echo "== python: pip install ./bindings/python (cargo build --release -p tether --lib)"
-"$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+DIST=$ROOT/target/python-dist
+if [[ -n ${TETHER_LIBRARY:-} ]]; then
+  echo "== python: pip install ./bindings/python (bundling TETHER_LIBRARY=$TETHER_LIBRARY)"
+  "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+else
+  t0=$SECONDS
+  bindings/python/build-wheel.sh "$DIST"
+  echo "   (wheel and sdist: $((SECONDS - t0)) s)"
+  "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$DIST"/tether-*.whl
+fi
 "$VPY" - <<'PY'
 import pathlib, tether
 pkg = pathlib.Path(tether.__file__).resolve()
@@ -69,6 +81,28 @@ PY
 )
 [[ $PASSED -gt 0 ]] || { echo "no test passed" >&2; exit 1; }
 
+# What a user without Rust has: the wheel, a fresh venv, no cargo on PATH or in ~/.cargo.
+FRESH=$WORK/fresh-venv
+CLEAN_PATH=
+IFS=: read -ra dirs <<<"$PATH"
+for d in "${dirs[@]}"; do [[ -n $d && ! -e $d/cargo ]] && CLEAN_PATH=${CLEAN_PATH:+$CLEAN_PATH:}$d; done
+no_cargo() { env -u CARGO_HOME -u RUSTUP_HOME -u CARGO_TARGET_DIR HOME="$WORK/home" PATH="$FRESH/bin:$CLEAN_PATH" "$@"; }
+mkdir -p "$WORK/home"
+FPY=$VPY
+if [[ -z ${TETHER_LIBRARY:-} ]]; then
+  echo "== python: the wheel alone in a fresh venv, no cargo"
+  t0=$SECONDS
+  "$PY" -m venv "$FRESH"
+  FPY=$FRESH/bin/python
+  if no_cargo bash -c 'command -v cargo'; then echo "cargo is still reachable" >&2; exit 1; fi
+  no_cargo "$FPY" -m pip install --quiet --disable-pip-version-check "$DIST"/tether-*.whl
+  no_cargo "$FPY" -c '
+import pathlib, sys, tether
+lib = pathlib.Path(tether.library_path()).resolve()
+assert str(lib).startswith(str(pathlib.Path(sys.prefix).resolve())), f"{lib} is not inside the fresh venv"
+print(f"fresh venv: tether {tether.__version__}, library {lib.name} ({tether.library_version()})")'
+fi
+
 run_example() {
   local name=$1 out=$WORK/$1.out
   "$TETHER_BACKEND" --event-rate 20 --cut-after-events 40 >"$WORK/backend.out" 2>/dev/null &
@@ -81,7 +115,7 @@ run_example() {
   done
   [[ -n $addr ]] || { echo "tether-backend did not start" >&2; return 1; }
   local ok=1
-  timeout 60 "$VPY" "examples/python/$name" "http://$addr" 6 >"$out" 2>&1 || ok=0
+  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" "http://$addr" 6 >"$out" 2>&1 || ok=0
   kill "$BACKEND_PID" 2>/dev/null || true; wait "$BACKEND_PID" 2>/dev/null || true; BACKEND_PID=
   grep -q "resuming after the last received event" "$out" || ok=0
   grep -q "in order, no gap" "$out" || ok=0
@@ -101,4 +135,18 @@ echo "== python: examples against tether-backend --event-rate 20 --cut-after-eve
 run_example ping_ack_resume.py
 run_example ping_ack_resume_async.py
 PASSED=$((PASSED + 2))
+
+if [[ -z ${TETHER_LIBRARY:-} ]]; then
+  echo "== python: the sdist without cargo fails and says why"
+  rc=0
+  no_cargo "$FPY" -m pip install --disable-pip-version-check --no-deps "$DIST"/tether-*.tar.gz >"$WORK/sdist.out" 2>&1 || rc=$?
+  if [[ $rc -eq 0 ]]; then echo "the sdist installed without cargo?" >&2; exit 1; fi
+  if grep -q "cargo not found" "$WORK/sdist.out"; then
+    echo "ok   sdist without cargo: $(grep -o 'cargo not found[^.]*' "$WORK/sdist.out" | head -1)"
+    PASSED=$((PASSED + 1))
+  else
+    cat "$WORK/sdist.out" >&2; echo "installing the sdist without cargo did not say that cargo is missing" >&2; exit 1
+  fi
+  echo "   (fresh venv, examples and sdist check: $((SECONDS - t0)) s)"
+fi
 echo "python: $PASSED passed, $FAILED failed"

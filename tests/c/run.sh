@@ -4,8 +4,10 @@
 #      sanitizer runtime is really linked;
 #   2. without sanitizers under valgrind (memcheck, full leak check), zero errors required;
 #   3. test_api and test_misuse also compiled and run as C++;
-#   4. examples/c/ping_ack_resume.c built through pkg-config (shared and static) and run
-#      against a backend that cuts every connection after 40 events.
+#   4. scripts/install.sh into a scratch prefix (the shipped `dist` build): SONAME, links
+#      and stripping checked, then examples/c/ping_ack_resume.c built through pkg-config and
+#      through the CMake package (shared and static each) and run against a backend that cuts
+#      every connection after 40 events.
 # Usage: tests/c/run.sh [--no-valgrind]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,25 +63,43 @@ for t in "${CXX_TESTS[@]}"; do
   run "$OUT/$t.cxx"
 done
 
-echo "-- example through pkg-config"
-scripts/install.sh "$OUT/prefix" --debug >/dev/null
-export PKG_CONFIG_PATH=$OUT/prefix/lib/pkgconfig
+echo "-- installed library, example through pkg-config and CMake"
+t0=$SECONDS
+rm -rf "$OUT/prefix"
+scripts/install.sh "$OUT/prefix"
+echo "   (install: $((SECONDS - t0)) s)"
+P=$OUT/prefix/lib
+[[ $(readlink "$P/libtether.so") == libtether.so.0 ]] || { echo "libtether.so does not link to libtether.so.0" >&2; exit 1; }
+[[ $(readlink "$P/libtether.so.0") == libtether.so.0.* ]] || { echo "libtether.so.0 does not link to libtether.so.0.x.y" >&2; exit 1; }
+readelf -d "$P/libtether.so" | grep -q 'SONAME.*\[libtether.so.0\]' || { echo "installed library lacks SONAME libtether.so.0" >&2; exit 1; }
+if readelf -S "$P/libtether.so" | grep -q '\.debug_'; then echo "installed library keeps debug info" >&2; exit 1; fi
+echo "   installed $(readlink -f "$P/libtether.so" | xargs basename): $(stat -L -c %s "$P/libtether.so") bytes"
+export PKG_CONFIG_PATH=$P/pkgconfig
 EX=examples/c/ping_ack_resume.c
 # shellcheck disable=SC2046
 cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether) -Wl,-rpath,"$OUT/prefix/lib" -o "$OUT/example.shared"
 # shellcheck disable=SC2046
 cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether-static) -o "$OUT/example.static"
 if ldd "$OUT/example.static" | grep -q libtether; then echo "example.static links libtether.so" >&2; exit 1; fi
+readelf -d "$OUT/example.shared" | grep -q 'NEEDED.*\[libtether.so.0\]' || { echo "example.shared does not need libtether.so.0" >&2; exit 1; }
+rm -rf "$OUT/cmake-build"
+cmake -S tests/c/cmake -B "$OUT/cmake-build" -DCMAKE_PREFIX_PATH="$OUT/prefix" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log"; exit 1; }
+cmake --build "$OUT/cmake-build" >>"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log"; exit 1; }
+cp "$OUT/cmake-build/example_shared" "$OUT/example.cmake-shared"
+cp "$OUT/cmake-build/example_static" "$OUT/example.cmake-static"
+if ldd "$OUT/example.cmake-static" | grep -q libtether; then echo "example.cmake-static links libtether.so" >&2; exit 1; fi
+ldd "$OUT/example.cmake-shared" | grep -q "libtether.so.0 => $P/" || { echo "example.cmake-shared does not load the installed libtether.so.0" >&2; exit 1; }
 "$TETHER_BACKEND" --event-rate 30 --cut-after-events 40 > "$OUT/backend.out" &
 BACKEND=$!
 trap 'kill $BACKEND 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q started "$OUT/backend.out" && break; sleep 0.1; done
 ADDR=$(grep -o '127.0.0.1:[0-9]*' "$OUT/backend.out")
-for ex in example.static example.shared; do
+for ex in example.static example.shared example.cmake-static example.cmake-shared; do
   "$OUT/$ex" "http://$ADDR" 4 > "$OUT/$ex.log"
   grep -q "replayed" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no resume seen" >&2; exit 1; }
   grep -q "^pong: .*acknowledged event -" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no ack" >&2; exit 1; }
-  tail -1 "$OUT/$ex.log"
+  echo "ok $ex: $(tail -1 "$OUT/$ex.log")" | tee -a "$LOG"
 done
 kill $BACKEND
 
