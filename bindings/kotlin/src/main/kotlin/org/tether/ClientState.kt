@@ -32,6 +32,8 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private val wake = Channel<Unit>(Channel.CONFLATED)
     private var closing = false
     private var ended = false
+    // The last stats of the native client, read just before it is freed.
+    @Volatile private var finalStats: TetherStats? = null
     val closed = CompletableDeferred<Unit>()
 
     // Strongly referenced until destroy(ctx) has run (see Reaper.keep): JNA keeps callbacks
@@ -111,6 +113,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             }
         }
     }
+
+    /** The native client's stats; after the free, the ones it had last, as CLOSED. */
+    fun stats(): TetherStats =
+        callOrNull { c -> TetherStats.read(c, queuedEvents()) } ?: finalStats ?: EMPTY_STATS
 
     /** Events waiting for a collector (never more than the capacity unless closing). */
     fun queuedEvents(): Int = synchronized(lock) { queue.size }
@@ -209,6 +215,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             }
         }
         if (interrupted) Thread.currentThread().interrupt()
+        finalStats = runCatching { TetherStats.read(client, 0) }.getOrNull()?.copy(
+            state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
+        )
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
@@ -216,6 +225,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     }
 
     companion object {
+        private val EMPTY_STATS = TetherStats(
+            ConnectionState.CLOSED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, null, null,
+        )
+
         private val INSIDE_CALLBACK = ThreadLocal<Boolean>()
 
         private val CLOSERS = Executors.newCachedThreadPool { r ->
