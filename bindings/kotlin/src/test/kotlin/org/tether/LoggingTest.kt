@@ -14,6 +14,7 @@ import org.junit.jupiter.api.Assertions.fail
 import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.assertThrows
 
 /** The library's log records through [Tether.setLogHandler]: levels, client ids, no secret, removal. */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
@@ -85,6 +86,9 @@ class LoggingTest {
             assertTrue(recs.all { Math.abs(it.timeMillis - now) < 60_000 })
             assertEquals(recs.map { it.timeMillis }.sorted(), recs.map { it.timeMillis })
             waitState(c, ConnectionState.CLOSED)
+            // Ended for good: nothing could connect it again.
+            assertThrows<StateException> { c.unpause() }
+            assertThrows<StateException> { c.reconnectNow() }
         }
     }
 
