@@ -193,12 +193,23 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * other's client is a deadlock.
      */
     fun free() {
+        // Readable at once, also when the free itself is handed to another thread below;
+        // release() takes a fresher one just before the native free.
+        callOrNull { c -> snapshotStats(c) }
         synchronized(gate) {
             if (freeRequested) return
             freeRequested = true
         }
         end()
         if (INSIDE_CALLBACK.get() == true) CLOSERS.execute { release() } else release()
+    }
+
+    private fun snapshotStats(c: Pointer) {
+        runCatching { TetherStats.read(c, 0) }.getOrNull()?.let {
+            finalStats = it.copy(
+                state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
+            )
+        }
     }
 
     private fun release() {
@@ -215,9 +226,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             }
         }
         if (interrupted) Thread.currentThread().interrupt()
-        finalStats = runCatching { TetherStats.read(client, 0) }.getOrNull()?.copy(
-            state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
-        )
+        snapshotStats(client)
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))

@@ -82,6 +82,9 @@ object Tether {
      * timing, the HTTP status of a refused upgrade or login, TLS failures, close codes,
      * resumes, the backoff chosen, request timeouts and decoding errors.
      *
+     * Waits for a record the old handler is handling to finish: do not call it while holding
+     * a lock that handler takes.
+     *
      * @throws StateException when called from inside a log handler.
      */
     fun setLogHandler(level: LogLevel = LogLevel.INFO, handler: LogHandler) {
@@ -92,7 +95,7 @@ object Tether {
 
     /**
      * Removes the log handler; once this returns it is never called again. Logging then
-     * costs the library next to nothing.
+     * costs the library next to nothing. Waits like [setLogHandler] for a record being handled.
      *
      * @throws StateException when called from inside a log handler.
      */

@@ -51,6 +51,11 @@ class StatsTest {
             assertTrue(s.wireBytesIn < s.payloadBytesIn, s.toString())
             assertTrue(s.connectedMillis!! >= 0, s.toString())
             assertNotEquals(0L, c.id)
+            c.close()
+            val last = c.stats()
+            assertEquals(ConnectionState.CLOSED, last.state)
+            assertEquals(listOf(1L, 1L, 0L), listOf(last.connections, last.requestsSent, last.requestsInFlight))
+            assertTrue(last.eventsReceived >= 50 && last.connectedMillis == null, last.toString())
         }
     }
 
