@@ -32,6 +32,8 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private val wake = Channel<Unit>(Channel.CONFLATED)
     private var closing = false
     private var ended = false
+    // The last stats of the native client, read just before it is freed.
+    @Volatile private var finalStats: TetherStats? = null
     val closed = CompletableDeferred<Unit>()
 
     // Strongly referenced until destroy(ctx) has run (see Reaper.keep): JNA keeps callbacks
@@ -112,6 +114,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         }
     }
 
+    /** The native client's stats; after the free, the ones it had last, as CLOSED. */
+    fun stats(): TetherStats =
+        callOrNull { c -> TetherStats.read(c, queuedEvents()) } ?: finalStats ?: EMPTY_STATS
+
     /** Events waiting for a collector (never more than the capacity unless closing). */
     fun queuedEvents(): Int = synchronized(lock) { queue.size }
 
@@ -187,12 +193,23 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * other's client is a deadlock.
      */
     fun free() {
+        // Readable at once, also when the free itself is handed to another thread below;
+        // release() takes a fresher one just before the native free.
+        callOrNull { c -> snapshotStats(c) }
         synchronized(gate) {
             if (freeRequested) return
             freeRequested = true
         }
         end()
         if (INSIDE_CALLBACK.get() == true) CLOSERS.execute { release() } else release()
+    }
+
+    private fun snapshotStats(c: Pointer) {
+        runCatching { TetherStats.read(c, 0) }.getOrNull()?.let {
+            finalStats = it.copy(
+                state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
+            )
+        }
     }
 
     private fun release() {
@@ -209,6 +226,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             }
         }
         if (interrupted) Thread.currentThread().interrupt()
+        snapshotStats(client)
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
@@ -216,6 +234,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     }
 
     companion object {
+        private val EMPTY_STATS = TetherStats(
+            ConnectionState.CLOSED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, null, null,
+        )
+
         private val INSIDE_CALLBACK = ThreadLocal<Boolean>()
 
         private val CLOSERS = Executors.newCachedThreadPool { r ->

@@ -3,6 +3,8 @@ package org.tether
 import com.sun.jna.Callback
 import com.sun.jna.Native
 import com.sun.jna.Pointer
+import com.sun.jna.Structure
+import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 
@@ -28,6 +30,11 @@ internal object TetherNative {
         fun invoke(ctx: Pointer?)
     }
 
+    /** `tether_log_cb`: runs on the library's `tether-log` thread; [record] is a `tether_log_record*`. */
+    fun interface LogCallback : Callback {
+        fun invoke(ctx: Pointer?, record: Pointer?)
+    }
+
     @JvmStatic external fun tether_config_new(out: PointerByReference): Int
     @JvmStatic external fun tether_config_set_url(cfg: Pointer, url: ByteArray): Int
     @JvmStatic external fun tether_config_set_protocol(cfg: Pointer, protocol: Int): Int
@@ -36,6 +43,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_compression(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_ping_interval_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_receive_timeout_ms(cfg: Pointer, ms: Int): Int
+    @JvmStatic external fun tether_config_set_pong_timeout_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_request_timeout_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_connect_timeout_ms(cfg: Pointer, ms: Int): Int
     @JvmStatic external fun tether_config_set_reconnect_backoff_ms(cfg: Pointer, minMs: Int, maxMs: Int): Int
@@ -60,6 +68,12 @@ internal object TetherNative {
     @JvmStatic external fun tether_client_close_keep_resume(c: Pointer): Int
     @JvmStatic external fun tether_client_resume_state(c: Pointer, runId: ByteArray?, runIdCap: Long, outRunIdLen: LongByReference, outLastReceivedEvent: LongByReference): Int
     @JvmStatic external fun tether_client_auth_token(c: Pointer, buf: ByteArray?, cap: Long, outLen: LongByReference): Int
+    @JvmStatic external fun tether_client_pause(c: Pointer): Int
+    @JvmStatic external fun tether_client_unpause(c: Pointer): Int
+    @JvmStatic external fun tether_client_reconnect_now(c: Pointer): Int
+    @JvmStatic external fun tether_client_id(c: Pointer): Long
+    @JvmStatic external fun tether_client_state(c: Pointer, out: IntByReference): Int
+    @JvmStatic external fun tether_client_stats(c: Pointer, out: StatsStruct): Int
     @JvmStatic external fun tether_client_free(c: Pointer?)
 
     @JvmStatic external fun tether_event_kind(ev: Pointer): Int
@@ -79,10 +93,60 @@ internal object TetherNative {
     @JvmStatic external fun tether_last_error(): Pointer
     @JvmStatic external fun tether_version(): Pointer
     @JvmStatic external fun tether_version_number(): Int
+    @JvmStatic external fun tether_set_log_callback(cb: LogCallback?, ctx: Pointer?, destroy: DestroyCallback?, maxLevel: Int): Int
 
     /** A NUL-terminated UTF-8 copy of [s]. */
     fun cstr(s: String): ByteArray = (s + "\u0000").toByteArray(Charsets.UTF_8)
 
     /** Reads a NUL-terminated UTF-8 string the library lends. */
     fun string(p: Pointer): String = p.getString(0, "UTF-8")
+}
+
+/**
+ * `tether_stats`, field for field (`uint64_t` as `Long`). [size] is set to this struct's size
+ * before each call; the durations start at -1 so that a library filling only a prefix of the
+ * struct reports them as unknown rather than as 0.
+ */
+@Structure.FieldOrder(
+    "size", "state", "connect_attempts", "connections", "resumes_succeeded", "resumes_reset",
+    "wire_bytes_in", "wire_bytes_out", "payload_bytes_in", "messages_received", "events_received",
+    "requests_sent", "requests_in_flight", "requests_timed_out", "queued_events", "last_rtt_us",
+    "connected_ms",
+)
+internal class StatsStruct : Structure() {
+    @JvmField var size: Int = 0
+    @JvmField var state: Int = 0
+    @JvmField var connect_attempts: Long = 0
+    @JvmField var connections: Long = 0
+    @JvmField var resumes_succeeded: Long = 0
+    @JvmField var resumes_reset: Long = 0
+    @JvmField var wire_bytes_in: Long = 0
+    @JvmField var wire_bytes_out: Long = 0
+    @JvmField var payload_bytes_in: Long = 0
+    @JvmField var messages_received: Long = 0
+    @JvmField var events_received: Long = 0
+    @JvmField var requests_sent: Long = 0
+    @JvmField var requests_in_flight: Long = 0
+    @JvmField var requests_timed_out: Long = 0
+    @JvmField var queued_events: Long = 0
+    @JvmField var last_rtt_us: Long = -1
+    @JvmField var connected_ms: Long = -1
+
+    init {
+        size = size()
+    }
+}
+
+/** `tether_log_record`, read from the pointer the log callback lends. */
+@Structure.FieldOrder("level", "target", "client_id", "message", "unix_time_us")
+internal class LogRecordStruct(p: Pointer) : Structure(p) {
+    @JvmField var level: Int = 0
+    @JvmField var target: Pointer? = null
+    @JvmField var client_id: Long = 0
+    @JvmField var message: Pointer? = null
+    @JvmField var unix_time_us: Long = 0
+
+    init {
+        read()
+    }
 }

@@ -2,6 +2,7 @@ package org.tether
 
 import com.sun.jna.CallbackThreadInitializer
 import com.sun.jna.Native
+import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 import kotlinx.coroutines.CancellationException
@@ -22,8 +23,14 @@ import kotlinx.coroutines.withTimeoutOrNull
  * @throws ConfigException when the library refuses the URL or an option.
  */
 class TetherClient(val url: String, val options: TetherOptions = TetherOptions()) : AutoCloseable {
-    private val state: ClientState
+    private val core: ClientState
     private val ref: Reaper.Ref
+
+    /**
+     * The library's id of this client, unique in the process and never 0: the
+     * [LogRecord.clientId] of the records about it.
+     */
+    val id: Long
 
     init {
         checkLibraryVersion()
@@ -40,17 +47,18 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         } finally {
             n.tether_config_free(cfg)
         }
-        state = ClientState(client, options.eventBufferCapacity)
-        ref = Reaper.register(this, state)
+        id = n.tether_client_id(client)
+        core = ClientState(client, options.eventBufferCapacity)
+        ref = Reaper.register(this, core)
         Native.setCallbackThreadInitializer(
-            state.onEvent,
+            core.onEvent,
             CallbackThreadInitializer(true, false, "tether-dispatch"),
         )
-        Reaper.keep.add(state)
+        Reaper.keep.add(core)
         try {
-            val st = n.tether_client_set_event_callback(client, state.onEvent, null, state.onDestroy)
+            val st = n.tether_client_set_event_callback(client, core.onEvent, null, core.onDestroy)
             // On failure the library never calls destroy, so nothing else would let go.
-            if (st != Status.OK.code) Reaper.keep.remove(state)
+            if (st != Status.OK.code) Reaper.keep.remove(core)
             check(st)
             check(n.tether_client_connect(client))
         } catch (e: TetherException) {
@@ -65,7 +73,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * events wait here: past that the library stops reading the socket until the collector
      * catches up. Replies share that path, so a [request] also waits while nothing collects.
      */
-    val events: Flow<Event> = state.events()
+    val events: Flow<Event> = core.events()
 
     /**
      * Sends [command] with [data] (JSON) and suspends until the reply; returns the reply's raw
@@ -80,11 +88,11 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "timeoutMs must be positive")
         }
         val waiter = CompletableDeferred<Event>()
-        val id = state.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
+        val id = core.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
         val ev = try {
             waiter.await()
         } catch (e: CancellationException) {
-            if (state.forget(id)) state.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+            if (core.forget(id)) core.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
             throw e
         }
         if (ev.status == Status.OK) return ev.text
@@ -92,13 +100,67 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         throw TetherException.of(ev.status.code, message)
     }
 
+    /**
+     * Where the connection is now, as the library sees it; reading it takes no event.
+     * [ConnectionState.CLOSED] once the client is closed or freed.
+     */
+    val state: ConnectionState
+        get() = core.callOrNull { c ->
+            val out = IntByReference()
+            check(TetherNative.tether_client_state(c, out))
+            ConnectionState.of(out.value)
+        } ?: ConnectionState.CLOSED
+
+    /**
+     * A snapshot of the client's statistics; cheap (a few atomic loads). After [close] it
+     * keeps the counters of the client's last moment, in state [ConnectionState.CLOSED].
+     */
+    fun stats(): TetherStats = core.stats()
+
+    /**
+     * Pauses in place, for an app going to the background or a network the OS took away:
+     * the connection closes keeping the backend's resume entry (gomuks close code 1000)
+     * with a DISCONNECTED event (status OK, no retry), and nothing reconnects until
+     * [unpause]. Requests made meanwhile wait for the connection (their timeouts still
+     * run). Paused while not connected, the attempts stop.
+     *
+     * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     */
+    fun pause() {
+        core.call { c -> check(TetherNative.tether_client_pause(c)) }
+    }
+
+    /**
+     * Ends a [pause]: connects at once and resumes where the paused connection stopped, so
+     * the events missed meanwhile arrive on [events] exactly once. Does nothing when not
+     * paused.
+     *
+     * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     */
+    fun unpause() {
+        core.call { c -> check(TetherNative.tether_client_unpause(c)) }
+    }
+
+    /**
+     * The cue to give on a network change or when the app comes back to the foreground.
+     * Waiting to reconnect: connects now instead of at the end of the backoff. Connected:
+     * probes the link with a ping and reconnects at once if nothing arrives within
+     * [TetherOptions.pongTimeoutMs]; a live connection is kept. Never opens a second
+     * connection; does nothing while connecting or paused.
+     *
+     * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     */
+    fun reconnectNow() {
+        core.call { c -> check(TetherNative.tether_client_reconnect_now(c)) }
+    }
+
     /** rwws: sends one raw packet. */
     fun sendPacket(bytes: ByteArray) {
-        state.call { c -> check(TetherNative.tether_client_send_packet(c, bytes, bytes.size.toLong())) }
+        core.call { c -> check(TetherNative.tether_client_send_packet(c, bytes, bytes.size.toLong())) }
     }
 
     /** The resume point to persist and pass to a later client. */
-    fun resumeState(): ResumeState = state.call { c ->
+    fun resumeState(): ResumeState = core.call { c ->
         val last = LongByReference()
         val runId = sizedString { buf, cap, len ->
             TetherNative.tether_client_resume_state(c, buf, cap, len, last)
@@ -113,7 +175,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * configured key. `null` before the first login and with auth disabled, unless a token was
      * configured. A secret: keep it out of logs.
      */
-    fun authToken(): String? = state.call { c ->
+    fun authToken(): String? = core.call { c ->
         sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }
             .ifEmpty { null }
     }
@@ -129,12 +191,12 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      */
     suspend fun closeAndWait(timeoutMs: Long = 5000, keepResume: Boolean = false) {
         try {
-            state.beginClosing()
-            state.callOrNull { c ->
+            core.beginClosing()
+            core.callOrNull { c ->
                 if (keepResume) TetherNative.tether_client_close_keep_resume(c)
                 else TetherNative.tether_client_close(c)
             }
-            withTimeoutOrNull(timeoutMs) { state.closed.await() }
+            withTimeoutOrNull(timeoutMs) { core.closed.await() }
         } finally {
             close()
         }
@@ -148,17 +210,17 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      */
     override fun close() {
         Reaper.forget(ref)
-        state.free()
+        core.free()
     }
 
     /** Events buffered for the collector; for tests of the bound. */
-    internal fun queuedEvents(): Int = state.queuedEvents()
+    internal fun queuedEvents(): Int = core.queuedEvents()
 
     /** Requests booked and waiting for a reply; for tests that nothing is left behind. */
-    internal fun pendingRequests(): Int = state.pendingRequests()
+    internal fun pendingRequests(): Int = core.pendingRequests()
 
     /** Completes once CLOSED was delivered or the client was freed. */
-    internal val closedSignal: CompletableDeferred<Unit> get() = state.closed
+    internal val closedSignal: CompletableDeferred<Unit> get() = core.closed
 
     companion object {
         /** The version this binding was written for; MAJOR.MINOR must match (no ABI promise before 1.0). */
@@ -167,7 +229,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         /** The native library's version string. */
         val libraryVersion: String get() = TetherNative.string(TetherNative.tether_version())
 
-        private fun checkLibraryVersion() {
+        internal fun checkLibraryVersion() {
             val n = TetherNative.tether_version_number()
             val (major, minor) = BINDING_VERSION.split(".").map { it.toInt() }
             if (n shr 16 != major || (n shr 8) and 0xff != minor) {

@@ -37,6 +37,13 @@ data class TetherOptions(
     val pingIntervalMs: Int? = null,
     /** Reconnect when nothing arrives this long (default gomuks 60000, rwws 20000, or more). */
     val receiveTimeoutMs: Int? = null,
+    /**
+     * How long a ping may go unanswered, no byte at all arriving, before the link counts as
+     * dead and the client reconnects (default 10000; positive): a silent link is noticed
+     * within [pingIntervalMs] plus this. Also the deadline of the probe
+     * [TetherClient.reconnectNow] sends on a live connection.
+     */
+    val pongTimeoutMs: Int? = null,
     /** Default timeout of a [TetherClient.request] (default 60000). */
     val requestTimeoutMs: Int? = null,
     /** Bound on TCP connect, TLS and the websocket upgrade together (default 10000). */
@@ -72,16 +79,17 @@ data class TetherOptions(
     // Written out for the same reason as ResumeState.hashCode (Android API 21).
     override fun hashCode(): Int = arrayOf<Any?>(
         protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
-        requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes, queueCapacity,
-        resume, lastServerTs, prevListenerId, headers, caPem, allowInsecureCredentials,
-        eventBufferCapacity,
+        pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
+        queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem,
+        allowInsecureCredentials, eventBufferCapacity,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
     override fun toString(): String =
         "TetherOptions(protocol=$protocol, token=${mask(token)}, username=$username, " +
             "password=${mask(password)}, compression=$compression, pingIntervalMs=$pingIntervalMs, " +
-            "receiveTimeoutMs=$receiveTimeoutMs, requestTimeoutMs=$requestTimeoutMs, " +
+            "receiveTimeoutMs=$receiveTimeoutMs, pongTimeoutMs=$pongTimeoutMs, " +
+            "requestTimeoutMs=$requestTimeoutMs, " +
             "connectTimeoutMs=$connectTimeoutMs, reconnectBackoffMs=$reconnectBackoffMs, " +
             "maxMessageBytes=$maxMessageBytes, queueCapacity=$queueCapacity, resume=$resume, " +
             "lastServerTs=$lastServerTs, prevListenerId=$prevListenerId, " +
@@ -101,6 +109,7 @@ data class TetherOptions(
         check(n.tether_config_set_compression(cfg, flag(compression)))
         pingIntervalMs?.let { check(n.tether_config_set_ping_interval_ms(cfg, u32("pingIntervalMs", it))) }
         receiveTimeoutMs?.let { check(n.tether_config_set_receive_timeout_ms(cfg, u32("receiveTimeoutMs", it))) }
+        pongTimeoutMs?.let { check(n.tether_config_set_pong_timeout_ms(cfg, u32("pongTimeoutMs", it))) }
         requestTimeoutMs?.let { check(n.tether_config_set_request_timeout_ms(cfg, u32("requestTimeoutMs", it))) }
         connectTimeoutMs?.let { check(n.tether_config_set_connect_timeout_ms(cfg, u32("connectTimeoutMs", it))) }
         reconnectBackoffMs?.let {

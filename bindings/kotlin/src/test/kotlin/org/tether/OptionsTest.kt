@@ -59,6 +59,7 @@ class OptionsTest {
         config(TetherOptions(pingIntervalMs = 1_000, receiveTimeoutMs = 500))
         config(TetherOptions(receiveTimeoutMs = 0))
         config(TetherOptions(requestTimeoutMs = 0))
+        config(TetherOptions(pongTimeoutMs = 0))
         config(TetherOptions(connectTimeoutMs = 0))
         config(TetherOptions(reconnectBackoffMs = 200..100))
         config(TetherOptions(reconnectBackoffMs = 0..100))
@@ -75,10 +76,25 @@ class OptionsTest {
         config(TetherOptions(token = "secret"), url = "http://example.invalid")
         argument(TetherOptions(eventBufferCapacity = 0))
         argument(TetherOptions(pingIntervalMs = -1))
+        argument(TetherOptions(pongTimeoutMs = -1))
         argument(TetherOptions(maxMessageBytes = -1))
         // The same values where they are fine.
         TetherClient("http://example.invalid", TetherOptions(token = "secret", allowInsecureCredentials = true)).close()
         TetherClient(backend.url, TetherOptions(headers = listOf("Cookie" to "other=1"))).close()
+    }
+
+    @Test
+    fun `every config setter of the header is declared and applied by an option`() {
+        val header = File(System.getProperty("tether.header")).readText()
+        val setters = Regex("\\b(tether_config_(?:set|add)_\\w+)\\s*\\(").findAll(header).map { it.groupValues[1] }.toSortedSet()
+        assertTrue(setters.size >= 19 && "tether_config_set_pong_timeout_ms" in setters, setters.toString())
+        val declared = TetherNative::class.java.declaredMethods.map { it.name }.toSet()
+        val src = File(System.getProperty("tether.sources"), "org/tether/TetherOptions.kt").readText()
+        val applyTo = src.substring(src.indexOf("fun applyTo"))
+        for (name in setters - "tether_config_set_url") {
+            assertTrue(name in declared, "$name is not declared in Native.kt")
+            assertTrue("n.$name(" in applyTo, "$name is not called by TetherOptions.applyTo")
+        }
     }
 
     @Test
@@ -92,7 +108,7 @@ class OptionsTest {
     fun `every option at once, with values that work`(): Unit = runBlocking {
         val o = login(
             TetherOptions(
-                compression = false, pingIntervalMs = 200, receiveTimeoutMs = 5_000,
+                compression = false, pingIntervalMs = 200, receiveTimeoutMs = 5_000, pongTimeoutMs = 3_000,
                 requestTimeoutMs = 5_000, connectTimeoutMs = 5_000, reconnectBackoffMs = 10..100,
                 maxMessageBytes = 1L shl 20, queueCapacity = 64, lastServerTs = 1_700_000_000_000,
                 prevListenerId = true, headers = listOf("X-Tether-Test" to "1", "Origin" to backend.url),

@@ -29,6 +29,10 @@ class TestBackend private constructor(private val process: Process, val address:
     fun push(n: Int): Long =
         Regex("-?\\d+").find(control("/_testkit/push?n=$n").substringAfter("newest_id"))!!.value.toLong()
 
+    /** A number (or `null`) of `/_testkit/stats`, e.g. `total_connections`. */
+    fun stat(name: String): Long? =
+        Regex("\"$name\":(-?\\d+|null)").find(control("/_testkit/stats", "GET"))!!.groupValues[1].toLongOrNull()
+
     /** SIGSTOP: the kernel still accepts connections, nothing answers. */
     fun freeze() {
         signal("STOP")

@@ -185,6 +185,8 @@ class TetherClientTest {
             assertEquals(0, code, lines.joinToString("\n"))
             assertTrue(lines.any { it.startsWith("pong:") && !it.endsWith("event 0") }, lines.joinToString("\n"))
             assertTrue(lines.any { it.contains("replayed") }, lines.joinToString("\n"))
+            assertTrue(lines.any { it.startsWith("log: INFO") && it.contains("resume succeeded") }, lines.joinToString("\n"))
+            assertTrue(lines.any { Regex("stats: \\d+ connections, [1-9]\\d* resumed").containsMatchIn(it) }, lines.joinToString("\n"))
         } finally {
             p.destroyForcibly()
         }
