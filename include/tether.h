@@ -146,12 +146,14 @@
 #define TETHER_LOG_ERROR 1
 
 /**
- * Something failed and will be retried: a lost connection, a refused attempt.
+ * An attempt to connect failed (refused, timed out) and will be retried, or the library
+ * closed a connection over a server's bad message.
  */
 #define TETHER_LOG_WARN 2
 
 /**
- * The connection's life: attempts, connections, closes, resumes, backoff.
+ * The connection's life: attempts, connections, closes, resumes, backoff. A connection
+ * that dropped and will be resumed is normal life on a phone, so it is logged here.
  */
 #define TETHER_LOG_INFO 3
 
@@ -1008,8 +1010,10 @@ uint32_t tether_version_number(void);
  * callback has received its last record and its `destroy(ctx)` has run (on the log
  * thread), so it is never called again afterwards. `cb` NULL (or `max_level` 0) removes
  * the callback; then logging costs one atomic load per record site. `destroy` may be
- * NULL.
- * `TETHER_ERR_STATE` when called from inside a log callback. Any thread.
+ * NULL. `destroy(ctx)` runs exactly once whatever this call returns, also on
+ * `TETHER_ERR_STATE` (called from inside a log callback), where it runs at once; the one
+ * exception is `TETHER_ERR_FORKED` (a child process after fork()), where nothing is
+ * called and `ctx` stays the app's. Any thread.
  */
 tether_status tether_set_log_callback(tether_log_cb cb, void *ctx, tether_destroy_cb destroy, uint32_t max_level);
 

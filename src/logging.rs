@@ -18,9 +18,11 @@ use std::sync::Mutex;
 pub enum LogLevel {
     /// The client gave up or a call failed in a way the app must handle.
     Error = 1,
-    /// Something failed and will be retried: a lost connection, a refused attempt.
+    /// An attempt to connect failed (refused, timed out) and will be retried, or the library
+    /// closed a connection over a server's bad message.
     Warn = 2,
-    /// The connection's life: attempts, connections, closes, resumes, backoff.
+    /// The connection's life: attempts, connections, closes, resumes, backoff. A connection
+    /// that dropped and will be resumed is normal life on a phone, so it is logged here.
     Info = 3,
     /// Details: timings of each step, requests that timed out, ignored messages.
     Debug = 4,

@@ -98,9 +98,11 @@ pub const TETHER_STATE_PAUSED: u32 = 5;
 
 /// The client gave up or a call failed in a way the app must handle.
 pub const TETHER_LOG_ERROR: u32 = 1;
-/// Something failed and will be retried: a lost connection, a refused attempt.
+/// An attempt to connect failed (refused, timed out) and will be retried, or the library
+/// closed a connection over a server's bad message.
 pub const TETHER_LOG_WARN: u32 = 2;
-/// The connection's life: attempts, connections, closes, resumes, backoff.
+/// The connection's life: attempts, connections, closes, resumes, backoff. A connection
+/// that dropped and will be resumed is normal life on a phone, so it is logged here.
 pub const TETHER_LOG_INFO: u32 = 3;
 /// Details: timings of each step, requests that timed out, ignored messages.
 pub const TETHER_LOG_DEBUG: u32 = 4;

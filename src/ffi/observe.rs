@@ -84,8 +84,10 @@ ffi_fn! {
     /// callback has received its last record and its `destroy(ctx)` has run (on the log
     /// thread), so it is never called again afterwards. `cb` NULL (or `max_level` 0) removes
     /// the callback; then logging costs one atomic load per record site. `destroy` may be
-    /// NULL.
-    /// `TETHER_ERR_STATE` when called from inside a log callback. Any thread.
+    /// NULL. `destroy(ctx)` runs exactly once whatever this call returns, also on
+    /// `TETHER_ERR_STATE` (called from inside a log callback), where it runs at once; the one
+    /// exception is `TETHER_ERR_FORKED` (a child process after fork()), where nothing is
+    /// called and `ctx` stays the app's. Any thread.
     fn tether_set_log_callback(
         cb: tether_log_cb,
         ctx: *mut c_void,
