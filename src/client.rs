@@ -113,6 +113,9 @@ impl Client {
         slot: &mut Option<mpsc::UnboundedReceiver<Command>>,
     ) {
         let Some(rx) = slot.take() else { return };
+        // Set here, not only by the task: `state()` right after `connect()` returns must not
+        // still read IDLE while the task waits for a runtime thread.
+        self.probe.counters.set_state(ConnectionState::Connecting);
         let session = crate::session::run(
             self.cfg.clone(),
             self.queue.clone(),
