@@ -122,10 +122,15 @@ pub(crate) async fn fetch_token(
                 _ => Status::ErrHttp,
             };
             let text = resp.text().await.unwrap_or_default();
+            // Through an HTTP proxy the answer may be the proxy's (tinyproxy answers wrong
+            // proxy credentials with 401 and an HTML page): say which way it came, and keep
+            // a page to its start.
+            let via = proxy.map(|p| format!(" (through {p})")).unwrap_or_default();
+            let text: String = text.trim().chars().take(300).collect();
             Err(ConnectError {
                 error: Error::new(
                     status,
-                    format!("auth endpoint answered HTTP {code}: {}", text.trim()),
+                    format!("auth endpoint answered HTTP {code}{via}: {text}"),
                 ),
                 code: Some(code),
             })
