@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::proxies::{ProxyServer, PROXY_SOURCE};
@@ -251,4 +252,77 @@ async fn environment_variables_and_no_proxy_are_honoured() {
         std::env::remove_var(v);
     }
     assert_eq!(peers(&b).len(), 5);
+}
+
+/// A TLS front on 127.0.0.1 for `upstream` with a fresh self-signed certificate for
+/// "localhost" (as in tests/tls.rs); returns its port, the certificate PEM and the peers it
+/// accepted.
+async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String, Arc<Mutex<Vec<IpAddr>>>) {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = ck.cert.pem();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = l.accept().await {
+            seen.lock().unwrap().push(peer.ip());
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, pem, peers)
+}
+
+/// §1.2 over TLS: the https login and the wss websocket both tunnel through the HTTP proxy
+/// (CONNECT), and TLS runs end to end with the origin's name ("localhost") verified.
+#[tokio::test]
+async fn spec1_2_wss_and_the_https_login_tunnel_through_http_connect() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let (port, pem, front_peers) = tls_front(b.addr()).await;
+    let c = start(
+        Config::builder(&format!("https://localhost:{port}"))
+            .basic_auth("tether", "tether-password")
+            .extra_ca_pem(pem.as_bytes())
+            .proxy(&format!("http://puser:ppass@127.0.0.1:{}", p.port))
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    let r = c.call("echo", br#"{"over":"tls"}"#).await.unwrap();
+    assert_eq!(&r[..], br#"{"over":"tls"}"#);
+    close_and_drain(&c).await;
+    assert!(b.stats().auth_requests >= 1);
+    let front = front_peers.lock().unwrap().clone();
+    assert!(
+        front.len() >= 2 && front.iter().all(|ip| *ip == PROXY_SOURCE),
+        "{front:?}"
+    );
+    let log = p.log_text();
+    assert!(
+        log.matches(&format!("CONNECT localhost:{port}")).count() >= 2,
+        "{log}"
+    );
 }
