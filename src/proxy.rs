@@ -155,8 +155,10 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
     } else {
         let user = decode(url.username())?;
         let pass = decode(url.password().unwrap_or(""))?;
-        if kind != ProxyKind::Http && (user.len() > 255 || pass.len() > 255) {
-            return Err(bad("SOCKS5 user name and password are at most 255 bytes"));
+        // RFC 1929 §2: each is one to 255 bytes.
+        let fits = |s: &str| (1..=255).contains(&s.len());
+        if kind != ProxyKind::Http && !(fits(&user) && fits(&pass)) {
+            return Err(bad("SOCKS5 user name and password are 1 to 255 bytes each"));
         }
         Some((user, Secret::new(pass)))
     };
@@ -367,6 +369,8 @@ mod tests {
             "http://u:hunter2@h:1/path",
             "http://u:hunter2@:1",
             "http://u:hunter2@h:99999",
+            "socks5://:hunter2@h:1",
+            "socks5h://u@h:1",
         ] {
             let e = parse(u, "proxy", "explicit").unwrap_err();
             assert_eq!(e.status(), Status::ErrConfig, "{u}");
