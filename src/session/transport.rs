@@ -146,19 +146,8 @@ pub(crate) async fn connect(
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let t0 = Instant::now();
-    let tcp = match &cfg.proxy {
-        None => {
-            let failed = |e: io::Error| {
-                ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
-            };
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host_for_dns, port))
-                .await
-                .map_err(failed)?
-                .collect();
-            happy_eyeballs(&interleave(addrs), CONNECTION_ATTEMPT_DELAY)
-                .await
-                .map_err(failed)?
-        }
+    // Through a proxy, the TCP connection goes to the proxy; the proxy reaches the server.
+    let (dial_host, dial_port) = match &cfg.proxy {
         Some(p) => {
             tlog!(
                 client,
@@ -167,18 +156,24 @@ pub(crate) async fn connect(
                 "connecting to {host}:{port} through {p} (from {})",
                 p.source
             );
-            let failed = |e: io::Error| {
-                ConnectError::other(Status::ErrConnect, format!("connect to {p}: {e}"))
-            };
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(p.addr())
-                .await
-                .map_err(failed)?
-                .collect();
-            happy_eyeballs(&interleave(addrs), CONNECTION_ATTEMPT_DELAY)
-                .await
-                .map_err(failed)?
+            p.addr()
         }
+        None => (host_for_dns, port),
     };
+    let failed = |e: io::Error| {
+        let to = match &cfg.proxy {
+            Some(p) => p.to_string(),
+            None => format!("{host}:{port}"),
+        };
+        ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((dial_host, dial_port))
+        .await
+        .map_err(failed)?
+        .collect();
+    let tcp = happy_eyeballs(&interleave(addrs), CONNECTION_ATTEMPT_DELAY)
+        .await
+        .map_err(failed)?;
     if let Ok(peer) = tcp.peer_addr() {
         tlog!(
             client,
