@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suite needs when they are missing (Debian/Ubuntu, as
 # root or with sudo): a C/C++ compiler, valgrind, pkg-config, CMake, binutils (nm, readelf,
-# strip, objcopy), a JDK and Maven.
+# strip, objcopy), a JDK and Maven, and the proxy servers tests/proxy.rs starts (tinyproxy,
+# dante's danted, microsocks).
 set -euo pipefail
 declare -A pkg=([cc]=gcc [c++]=g++ [valgrind]=valgrind [pkg-config]=pkg-config [cmake]=cmake
   [nm]=binutils [readelf]=binutils [strip]=binutils [objcopy]=binutils
-  [java]=default-jdk-headless [mvn]=maven)
+  [java]=default-jdk-headless [mvn]=maven
+  [tinyproxy]=tinyproxy [danted]=dante-server [microsocks]=microsocks)
 missing=()
 for cmd in "${!pkg[@]}"; do
-  command -v "$cmd" >/dev/null || missing+=("${pkg[$cmd]}")
+  # danted is in /usr/sbin, which a non-root PATH may lack.
+  command -v "$cmd" >/dev/null || [[ -x /usr/sbin/$cmd ]] || missing+=("${pkg[$cmd]}")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 echo "installing: ${missing[*]}"

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::proxy::{self, Proxy, ProxyChoice};
 use crate::resume::ResumeState;
 use crate::secret::{Secret, SecretBytes};
 use crate::status::{Error, Status};
@@ -61,6 +62,9 @@ pub struct Config {
     pub(crate) extra_ca_pem: Option<Arc<Vec<u8>>>,
     /// rwws: the access key, base64-decoded once here.
     pub(crate) rwws_key: Option<SecretBytes>,
+    /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
+    /// once by `proxy::resolve` when the configuration is built.
+    pub(crate) proxy: Option<Proxy>,
 }
 
 /// Per-protocol defaults: gomuks follows its web client, rwws its spec (§2.7, reconnect
@@ -153,6 +157,7 @@ pub struct ConfigBuilder {
     headers: Vec<(String, String)>,
     extra_ca_pem: Option<Vec<u8>>,
     allow_insecure_credentials: bool,
+    proxy: ProxyChoice,
 }
 
 /// Default cap on one server message after decompression; the gomuks Go client reads up to
@@ -182,6 +187,7 @@ impl ConfigBuilder {
             headers: Vec::new(),
             extra_ca_pem: None,
             allow_insecure_credentials: false,
+            proxy: ProxyChoice::Environment,
         }
     }
 
@@ -298,6 +304,27 @@ impl ConfigBuilder {
         self.extra_ca_pem = Some(pem.to_vec());
         self
     }
+    /// Connects through this proxy, for the websocket and the gomuks login alike:
+    /// `http://[user:pass@]host[:port]` (HTTP CONNECT with Basic proxy auth),
+    /// `socks5://[user:pass@]host[:port]` (SOCKS5, RFC 1929 auth, the server's name resolved
+    /// locally) or `socks5h://…` (the proxy resolves the name); no scheme means `http://`.
+    /// An explicit proxy is used for every host, loopback included, and no environment
+    /// variable is read. `""` restores the default, `"direct"` is [`ConfigBuilder::no_proxy`].
+    ///
+    /// Default: the environment decides when the configuration is built — `https_proxy` /
+    /// `HTTPS_PROXY` for `wss://`, `http_proxy` / `HTTP_PROXY` for `ws://`, then `all_proxy` /
+    /// `ALL_PROXY`, minus the hosts in `no_proxy` / `NO_PROXY` (comma list: domain suffixes,
+    /// IPs, networks, `*`) and minus loopback hosts, which are never proxied from the
+    /// environment. [`ConfigBuilder::build`] rejects a URL it cannot use without echoing it.
+    pub fn proxy(mut self, url: &str) -> Self {
+        self.proxy = ProxyChoice::from_setting(url);
+        self
+    }
+    /// Connects directly and ignores the proxy environment variables.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyChoice::Direct;
+        self
+    }
     /// Allows tokens and passwords over plain `ws://`/`http://` to a non-loopback host.
     pub fn allow_insecure_credentials(mut self, on: bool) -> Self {
         self.allow_insecure_credentials = on;
@@ -332,10 +359,21 @@ impl ConfigBuilder {
                 "credentials in the URL are not supported; use the auth setters",
             ));
         }
+        let proxy = proxy::resolve(&self.proxy, &url, &proxy::process_env)?;
         let has_credentials = self.token.is_some() || self.basic_auth.is_some();
         if has_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
             return Err(bad(
                 "refusing to send credentials over plain ws:// to a non-loopback host",
+            ));
+        }
+        // Through a proxy, plain ws:// credentials also cross the way to the proxy.
+        if has_credentials
+            && !secure
+            && !self.allow_insecure_credentials
+            && proxy.as_ref().is_some_and(|p| !p.is_loopback())
+        {
+            return Err(bad(
+                "refusing to send credentials over plain ws:// through a non-loopback proxy",
             ));
         }
         if self.protocol == Protocol::Gomuks {
@@ -452,6 +490,7 @@ impl ConfigBuilder {
             headers: self.headers,
             extra_ca_pem: self.extra_ca_pem.map(Arc::new),
             rwws_key,
+            proxy,
         })
     }
 }
@@ -558,6 +597,35 @@ mod tests {
             .header("X\r\n", "v")
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn proxy_option_is_checked_and_never_printed() {
+        let b = || Config::builder("wss://h/").basic_auth("u", "pw");
+        let c = b()
+            .proxy("socks5h://me:hunter2@127.0.0.1:1080")
+            .build()
+            .unwrap();
+        let p = c.proxy.as_ref().unwrap();
+        assert_eq!(p.addr(), ("127.0.0.1", 1080));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = b().proxy("ftp://me:hunter2@p:1").build().unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
+        assert!(!e.message().contains("hunter2"), "{}", e.message());
+        assert!(b().no_proxy().build().unwrap().proxy.is_none());
+        assert!(b().proxy("direct").build().unwrap().proxy.is_none());
+        // Plain credentials through a proxy elsewhere are refused like plain ws:// elsewhere.
+        let e = Config::builder("ws://127.0.0.1:5/")
+            .token("t")
+            .proxy("http://proxy.example:3128")
+            .build()
+            .unwrap_err();
+        assert!(e.message().contains("proxy"), "{}", e.message());
+        assert!(Config::builder("ws://127.0.0.1:5/")
+            .token("t")
+            .proxy("http://127.0.0.1:3128")
+            .build()
+            .is_ok());
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod queue;
 mod runtime;
 
 mod event;
+mod proxy;
 mod resume;
 mod tls;
 

@@ -73,6 +73,39 @@ async fn no_secret_in_trace_logs() {
     let c = client(&b, |c| c.ping_interval(Duration::from_millis(100)));
     until_kind(&c, EventKind::Pong).await;
     close_and_drain(&c).await;
+    // Through proxies with credentials: the login and the websocket through tinyproxy, then a
+    // wrong proxy password (HTTP CONNECT) and SOCKS5 credentials; none of them is logged.
+    let mut refusals = String::new();
+    if let Some(p) = common::proxies::ProxyServer::tinyproxy(Some(("puser", "proxy-pass-1"))) {
+        let c = start(
+            Config::builder(&b.http_url())
+                .basic_auth("tether", "tether-password")
+                .proxy(&format!("http://puser:proxy-pass-1@127.0.0.1:{}", p.port))
+                .build()
+                .unwrap(),
+        );
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+        let c = client(&b, |c| {
+            c.proxy(&format!("http://puser:proxy-pass-2@127.0.0.1:{}", p.port))
+        });
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        refusals.push_str(&String::from_utf8_lossy(d.data()));
+        until_kind(&c, EventKind::Closed).await;
+    }
+    if let Some(p) = common::proxies::ProxyServer::microsocks("suser", "proxy-pass-3") {
+        for pass in ["proxy-pass-3", "proxy-pass-4"] {
+            let c = client(&b, |c| {
+                c.proxy(&format!("socks5h://suser:{pass}@127.0.0.1:{}", p.port))
+            });
+            let (ev, _) = until(&c, |e| {
+                matches!(e.kind(), EventKind::Connected | EventKind::Disconnected)
+            })
+            .await;
+            refusals.push_str(&String::from_utf8_lossy(ev.data()));
+            close_and_drain(&c).await;
+        }
+    }
 
     // The sink runs on its own thread: give it the last records.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -81,7 +114,7 @@ async fn no_secret_in_trace_logs() {
         hooked.contains("POST /_gomuks/auth to log in") && hooked.contains("connected in"),
         "the sink missed records: {hooked}"
     );
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned() + &hooked;
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned() + &hooked + &refusals;
     assert!(text.len() > 1000, "logging was not captured: {text}");
     let key = b"tether-test-key";
     let decimal = key
@@ -92,7 +125,17 @@ async fn no_secret_in_trace_logs() {
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode("tether:tether-password");
+    let proxy_basic: Vec<String> = ["puser:proxy-pass-1", "puser:proxy-pass-2"]
+        .iter()
+        .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+        .collect();
     for secret in [
+        "proxy-pass-1",
+        "proxy-pass-2",
+        "proxy-pass-3",
+        "proxy-pass-4",
+        proxy_basic[0].as_str(),
+        proxy_basic[1].as_str(),
         DEFAULT_KEY,
         "tether-test-key",
         decimal.as_str(),

@@ -35,9 +35,14 @@ fi
 SWIFT_ROOT=
 MOUNTS=()
 BACKEND_PID=
+PROXY_PID=
 WORK=$(mktemp -d)
 cleanup() {
   local rc=$? i
+  if [[ -n $PROXY_PID ]]; then
+    kill "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+  fi
   if [[ -n $BACKEND_PID ]]; then
     kill -CONT "$BACKEND_PID" 2>/dev/null || true
     kill "$BACKEND_PID" 2>/dev/null || true
@@ -88,10 +93,28 @@ MOUNTS+=("$SWIFT_ROOT/proc")
 bind "$ROOT"
 case $TARGET/ in "$ROOT"/*) ;; *) bind "$TARGET" ;; esac
 
+# tinyproxy with Basic proxy auth on the host's loopback, which the root shares, for the proxy
+# test (TETHER_TEST_PROXY); without tinyproxy that test skips, except under CI=true.
+TEST_PROXY=
+TINYPROXY=$(command -v tinyproxy || true)
+if [[ -n $TINYPROXY ]]; then
+  PROXY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf 'Port %s\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\nLogFile "%s"\nBasicAuth puser ppass\n' \
+    "$PROXY_PORT" "$WORK/tinyproxy.log" >"$WORK/tinyproxy.conf"
+  "$TINYPROXY" -d -c "$WORK/tinyproxy.conf" >/dev/null 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  TEST_PROXY=http://puser:ppass@127.0.0.1:$PROXY_PORT
+fi
+
 # Runs a command in the root, in the clone, with a clean environment.
 in_root() {
   chroot "$SWIFT_ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
     LANG=C.UTF-8 CI="${CI:-}" TETHER_BACKEND="$BACKEND" LD_LIBRARY_PATH="$LIBDIR" \
+    ${TEST_PROXY:+TETHER_TEST_PROXY="$TEST_PROXY"} \
     bash -c "cd '$ROOT' && $1"
 }
 in_root "swift --version" | head -n1

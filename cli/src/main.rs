@@ -93,6 +93,11 @@ struct ConnOpts {
     /// Keepalive ping interval in milliseconds (protocol default if unset).
     #[arg(long, value_name = "MS")]
     ping_interval: Option<u64>,
+    /// Proxy for the websocket and the login: `http://[user:pass@]host:port` (HTTP CONNECT),
+    /// `socks5://...` or `socks5h://...`; `direct` ignores the environment. Unset: the
+    /// https_proxy, http_proxy, all_proxy and no_proxy variables decide.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,6 +197,9 @@ fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> R
     }
     if let Some(ms) = o.ping_interval {
         b = b.ping_interval(Duration::from_millis(ms));
+    }
+    if let Some(p) = &o.proxy {
+        b = b.proxy(p);
     }
     if let Some(t) = timeout {
         b = b.request_timeout(t);

@@ -345,3 +345,98 @@ async fn no_compress_and_ca_options() {
     let _ = std::fs::remove_file(&dir);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// `--proxy` carries the login and the websocket through a SOCKS5 proxy with RFC 1929 auth
+/// (microsocks, binding its outgoing side to 127.0.0.2 so the backend tells it apart); a wrong
+/// proxy password exits with the unauthorized status and never prints the password.
+#[tokio::test]
+async fn proxy_option_goes_through_socks5() {
+    let Some(bin) = ["/usr/bin/microsocks", "/usr/local/bin/microsocks"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "microsocks is not installed (scripts/ensure-tools.sh)"
+        );
+        eprintln!("SKIPPED: microsocks is not installed (scripts/ensure-tools.sh)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut proxy = Command::new(bin)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "cu",
+            "-P",
+            "cp",
+            "-b",
+            "127.0.0.2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "microsocks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = backend().await;
+    let url = b.http_url();
+    let good = format!("socks5://cu:cp@127.0.0.1:{port}");
+    let args = [
+        "request",
+        &url,
+        "echo",
+        r#"{"p":1}"#,
+        "--user",
+        "tether",
+        "--password-stdin",
+        "--proxy",
+        &good,
+    ];
+    let out = run(&args, "tether-password\n").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"p\":1}\n");
+    let peers = b.stats().tcp_peers;
+    assert!(
+        !peers.is_empty() && peers.iter().all(|ip| ip.to_string() == "127.0.0.2"),
+        "{peers:?}"
+    );
+    let bad = format!("socks5h://cu:bad-SECRET@127.0.0.1:{port}");
+    let out = run(
+        &[
+            "request",
+            &url,
+            "echo",
+            "--token",
+            &b.token(),
+            "--proxy",
+            &bad,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("proxy credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("bad-SECRET"));
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

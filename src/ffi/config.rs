@@ -244,6 +244,30 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// The proxy the websocket and the gomuks login (`POST /_gomuks/auth`) both go through:
+    /// `http://[user:pass@]host[:port]` (HTTP CONNECT, Basic proxy auth, port 80 by default),
+    /// `socks5://[user:pass@]host[:port]` (SOCKS5 with RFC 1929 auth, port 1080 by default; the
+    /// server's name is resolved locally) or `socks5h://...` (the proxy resolves the name).
+    /// No scheme means `http://`; user and password may be percent-encoded. An explicit proxy
+    /// is used for every host, loopback included. `"direct"` connects directly and ignores
+    /// the environment. NULL or `""` restores the default: the environment decides when
+    /// `tether_client_new` runs (`https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`,
+    /// `http_proxy`/`HTTP_PROXY` for `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`, lower
+    /// case first; hosts in `no_proxy`/`NO_PROXY` — a comma list of domain suffixes, IPs,
+    /// networks or `*` — and loopback hosts go directly). The URL is checked by
+    /// `tether_client_new` (`TETHER_ERR_CONFIG`, a message that does not repeat the URL). A
+    /// proxy that refuses the credentials (HTTP 407, SOCKS5 auth failure) ends the client
+    /// with `TETHER_ERR_UNAUTHORIZED`, like a 401 from the server; other refusals are
+    /// `TETHER_ERR_CONNECT` and retried. Copied; the credentials are never logged.
+    fn tether_config_set_proxy(cfg: *mut tether_config, url: *const c_char) -> tether_status {
+        edit(cfg, |b| {
+            let url = if url.is_null() { "" } else { str_arg(url, "url")? };
+            Ok(b.proxy(url))
+        })
+    } ?= code
+}
+
+ffi_fn! {
     /// Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback
     /// (refused by default).
     fn tether_config_set_allow_insecure_credentials(

@@ -8,6 +8,7 @@ pub(crate) mod dialect;
 mod pings;
 pub(crate) mod requests;
 pub(crate) mod transport;
+mod tunnel;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

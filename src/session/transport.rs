@@ -25,8 +25,10 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
+use super::tunnel;
 use crate::config::Config;
 use crate::logging::tlog;
+use crate::proxy::{Proxy, ProxyKind};
 use crate::stats::{self, Counters, Probe};
 use crate::status::{Error, Status};
 
@@ -144,10 +146,28 @@ pub(crate) async fn connect(
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let t0 = Instant::now();
-    let failed = |e: io::Error| {
-        ConnectError::other(Status::ErrConnect, format!("connect to {host}:{port}: {e}"))
+    // Through a proxy, the TCP connection goes to the proxy; the proxy reaches the server.
+    let (dial_host, dial_port) = match &cfg.proxy {
+        Some(p) => {
+            tlog!(
+                client,
+                Info,
+                "transport",
+                "connecting to {host}:{port} through {p} (from {})",
+                p.source
+            );
+            p.addr()
+        }
+        None => (host_for_dns, port),
     };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host_for_dns, port))
+    let failed = |e: io::Error| {
+        let to = match &cfg.proxy {
+            Some(p) => p.to_string(),
+            None => format!("{host}:{port}"),
+        };
+        ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((dial_host, dial_port))
         .await
         .map_err(failed)?
         .collect();
@@ -165,10 +185,20 @@ pub(crate) async fn connect(
     }
     // Pings, acks and small requests must not wait for Nagle.
     tcp.set_nodelay(true).ok();
-    let tcp = Counted {
+    let mut tcp = Counted {
         tcp,
         counters: probe.counters.clone(),
     };
+    if let Some(p) = &cfg.proxy {
+        tcp = through_proxy(p, tcp, host_for_dns, port).await?;
+        tlog!(
+            client,
+            Debug,
+            "transport",
+            "{p} opened a tunnel to {host}:{port} in {} ms",
+            t0.elapsed().as_millis()
+        );
+    }
     let stream = if url.scheme() == "wss" {
         let name = ServerName::try_from(host_for_dns.to_owned()).map_err(|e| {
             ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}"))
@@ -213,6 +243,38 @@ pub(crate) async fn connect(
         t2.elapsed().as_millis()
     );
     Ok(ws)
+}
+
+/// Turns the connection to the proxy into a tunnel to `host:port`. Plain `socks5://` gets an
+/// address resolved here (the first the resolver returns); `socks5h://` and HTTP CONNECT hand
+/// the name to the proxy.
+async fn through_proxy(
+    p: &Proxy,
+    tcp: Counted,
+    host: &str,
+    port: u16,
+) -> Result<Counted, ConnectError> {
+    let resolved = if p.kind == ProxyKind::Socks5 {
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                ConnectError::other(
+                    Status::ErrConnect,
+                    format!("resolve {host} for {p}: no address"),
+                )
+            })?;
+        Some(addr)
+    } else {
+        None
+    };
+    tunnel::open(p, tcp, host, port, resolved)
+        .await
+        .map_err(|e| ConnectError {
+            error: Error::new(e.status, e.message),
+            code: e.code,
+        })
 }
 
 /// RFC 8305 §5's recommended "Connection Attempt Delay": how long one address may keep us

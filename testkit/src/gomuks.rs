@@ -145,6 +145,9 @@ pub struct Stats {
     pub payload_bytes_sent: u64,
     /// Bytes of those messages as framed payloads (after compression, if on).
     pub frame_payload_bytes_sent: u64,
+    /// The peer address of every TCP connection accepted (HTTP and websocket alike), in order:
+    /// the proxy tests tell a proxied connection by its source address.
+    pub tcp_peers: Vec<std::net::IpAddr>,
 }
 
 /// What the writers of every connection count, apart from the state lock they never take.
@@ -287,7 +290,8 @@ impl Backend {
         let state = Arc::new(Mutex::new(st));
         let s2 = state.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                lock(&s2).stats.tcp_peers.push(peer.ip());
                 tcp.set_nodelay(true).ok();
                 tokio::spawn(handle_tcp(tcp, s2.clone()));
             }

@@ -121,6 +121,8 @@ static void test_every_config_setter_rejects_null_config(void) {
     CHECK_FAILS(tether_config_set_ca_pem(NULL, pem, sizeof pem), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_allow_insecure_credentials(NULL, true), TETHER_ERR_NULL,
                 "config");
+    CHECK_FAILS(tether_config_set_proxy(NULL, "http://127.0.0.1:3128"), TETHER_ERR_NULL,
+                "config");
 }
 
 static void test_client_calls_reject_null_client_and_keep_outputs(void) {
@@ -351,6 +353,18 @@ static void test_out_of_range_config_values_fail_client_new(void) {
     cfg = rwws_config();
     CHECK_OK(tether_config_set_token(cfg, ""));
     EXPECT_CONFIG_ERROR(cfg, "1-127 bytes");
+    /* A proxy URL tether cannot use: the message names the option, never the URL. */
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy(cfg, "ftp://u:hunter2@127.0.0.1:21"));
+    EXPECT_CONFIG_ERROR(cfg, "unsupported proxy scheme");
+    CHECK(strstr(tether_last_error(), "hunter2") == NULL);
+    cfg = th_config(&backend);
+    CHECK_FAILS(tether_config_set_proxy(cfg, "http://\xff@h:1"), TETHER_ERR_INVALID_UTF8, "url");
+    /* NULL and "" restore the default, "direct" is accepted. */
+    CHECK_OK(tether_config_set_proxy(cfg, NULL));
+    CHECK_OK(tether_config_set_proxy(cfg, ""));
+    CHECK_OK(tether_config_set_proxy(cfg, "direct"));
+    tether_config_free(cfg);
 
     /* The smallest accepted values, on one config that failed first. */
     cfg = th_config(&backend);

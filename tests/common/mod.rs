@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a real backend, a client, bounded waits.
 #![allow(dead_code)]
 
+pub mod proxies;
+
 use std::time::Duration;
 
 use tether::{Client, Config, ConfigBuilder, Event, EventKind, Pop};

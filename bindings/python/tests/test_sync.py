@@ -92,6 +92,66 @@ def test_the_client_request_timeout_option_applies(backend: Backend) -> None:
             c.request("sleep", {"ms": 3000})
 
 
+def _tinyproxy(tmp_path: Any, auth: str) -> Any:
+    """tinyproxy with ``BasicAuth`` on a free loopback port, or a skip (a failure under CI)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tinyproxy is not installed (scripts/ensure-tools.sh installs it)")
+        pytest.skip("tinyproxy is not installed (scripts/ensure-tools.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "tinyproxy.conf"
+    log = tmp_path / "tinyproxy.log"
+    conf.write_text(
+        f"Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\n"
+        f'LogFile "{log}"\nBasicAuth {auth}\n'
+    )
+    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("tinyproxy did not start")
+            time.sleep(0.02)
+    return proc, port, log
+
+
+def test_the_client_proxy_option_applies(backend: Backend, tmp_path: Any) -> None:
+    proc, port, log = _tinyproxy(tmp_path, "puser ppass")
+    try:
+        with client(backend, proxy=f"http://puser:ppass@127.0.0.1:{port}") as c:
+            assert c.request("echo", {"via": "proxy"}) == {"via": "proxy"}
+        text = log.read_text()
+        assert "CONNECT 127.0.0.1:" in text and "/_gomuks/auth" in text, text
+        # A wrong proxy password: UnauthorizedError, no retry, the password never shown.
+        with client(backend, proxy=f"http://puser:not-SECRET@127.0.0.1:{port}") as c:
+            ev = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+            assert ev.status == Status.ERR_UNAUTHORIZED
+            assert ev.retry_in_ms is None
+            assert "not-SECRET" not in repr(ev) and "not-SECRET" not in str(ev.error)
+        # A proxy URL tether cannot use is a configuration error that does not repeat it.
+        with pytest.raises(tether.ConfigError) as e:
+            client(backend, proxy="ftp://u:hunter2@127.0.0.1:1")
+        assert "hunter2" not in str(e.value)
+        with client(backend, proxy="direct") as c:
+            assert c.request("echo", {}) == {}
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
 def test_cancel_a_pending_request(backend: Backend) -> None:
     with client(backend) as c:
         c.wait_connected(10 * SLOW)

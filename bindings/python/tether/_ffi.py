@@ -179,6 +179,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_add_header": (_status, [_p, c_char_p, c_char_p]),
     "tether_config_set_ca_pem": (_status, [_p, c_char_p, c_size_t]),
     "tether_config_set_allow_insecure_credentials": (_status, [_p, c_bool]),
+    "tether_config_set_proxy": (_status, [_p, c_char_p]),
     "tether_config_free": (None, [_p]),
     # event
     "tether_event_kind": (c_uint32, [_p]),

@@ -246,6 +246,13 @@ class Options(TypedDict, total=False):
     ]
     """Allow credentials over plain ws/http to a non-loopback host."""
 
+    proxy: Annotated[Optional[str], Option(None, "tether_config_set_proxy", _text("proxy"))]
+    """The proxy for the websocket and the gomuks login alike: ``http://[user:pass@]host:port``
+    (HTTP CONNECT), ``socks5://…`` (name resolved locally) or ``socks5h://…`` (by the proxy);
+    ``"direct"`` ignores the environment. ``None`` (default): ``https_proxy``/``http_proxy``/
+    ``all_proxy`` and ``no_proxy`` decide, loopback hosts are never proxied from them. A proxy
+    that refuses the credentials raises :class:`tether.UnauthorizedError` (no retry)."""
+
 
 #: Every option's :class:`Option`, in declaration order (the order they are applied in).
 OPTIONS: Dict[str, Option] = {

@@ -6,6 +6,7 @@ use base64::Engine;
 use url::Url;
 
 use crate::config::BasicAuth;
+use crate::proxy::Proxy;
 use crate::session::transport::{merge_headers, ConnectError};
 use crate::status::{Error, Status};
 
@@ -48,6 +49,7 @@ pub(crate) async fn fetch_token(
     url: &Url,
     creds: Credentials<'_>,
     app_headers: &[(String, String)],
+    proxy: Option<&Proxy>,
 ) -> Result<Option<String>, ConnectError> {
     let (name, value) = match creds {
         Credentials::Basic(b) => {
@@ -67,6 +69,11 @@ pub(crate) async fn fetch_token(
         .send()
         .await
         .map_err(|e| {
+            let e = e.without_url();
+            let text = chain(&e);
+            if let Some(refusal) = proxy_refusal(&text, proxy) {
+                return refusal;
+            }
             // reqwest errors may echo the URL but never headers, so no secret leaks here.
             let status = if e.is_connect() || e.is_timeout() {
                 Status::ErrConnect
@@ -74,7 +81,7 @@ pub(crate) async fn fetch_token(
                 Status::ErrHttp
             };
             ConnectError {
-                error: Error::new(status, format!("auth request failed: {}", e.without_url())),
+                error: Error::new(status, format!("auth request failed: {text}")),
                 code: None,
             }
         })?;
@@ -96,6 +103,18 @@ pub(crate) async fn fetch_token(
         }
         // Auth disabled on the backend: no cookie needed.
         204 => Ok(None),
+        // A plain http:// login goes to an HTTP proxy as a forwarded request, so the proxy's
+        // refusal comes back as the answer.
+        407 if proxy.is_some() => Err(ConnectError {
+            error: Error::new(
+                Status::ErrUnauthorized,
+                format!(
+                    "auth request: {} refused the proxy credentials (HTTP 407)",
+                    proxy.map(|p| p.to_string()).unwrap_or_default()
+                ),
+            ),
+            code: Some(407),
+        }),
         _ => {
             let status = match code {
                 401 => Status::ErrUnauthorized,
@@ -103,10 +122,15 @@ pub(crate) async fn fetch_token(
                 _ => Status::ErrHttp,
             };
             let text = resp.text().await.unwrap_or_default();
+            // Through an HTTP proxy the answer may be the proxy's (tinyproxy answers wrong
+            // proxy credentials with 401 and an HTML page): say which way it came, and keep
+            // a page to its start.
+            let via = proxy.map(|p| format!(" (through {p})")).unwrap_or_default();
+            let text: String = text.trim().chars().take(300).collect();
             Err(ConnectError {
                 error: Error::new(
                     status,
-                    format!("auth endpoint answered HTTP {code}: {}", text.trim()),
+                    format!("auth endpoint answered HTTP {code}{via}: {text}"),
                 ),
                 code: Some(code),
             })
@@ -114,17 +138,71 @@ pub(crate) async fn fetch_token(
     }
 }
 
-/// The HTTP client for auth, verifying TLS exactly like the websocket does.
+/// The HTTP client for auth, verifying TLS exactly like the websocket does and going through
+/// the proxy the websocket goes through (`Config::proxy`, decided once by `proxy::resolve`):
+/// reqwest never reads the proxy environment variables itself.
 pub(crate) fn http_client(
     tls: Arc<rustls::ClientConfig>,
     timeout: std::time::Duration,
+    proxy: Option<&Proxy>,
 ) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
+        .no_proxy();
+    if let Some(p) = proxy {
+        // The URL carries the credentials; reqwest percent-decodes them as `proxy::parse`
+        // does. Its error would print the URL, so it is not passed on.
+        let rp = reqwest::Proxy::all(p.url.expose()).map_err(|_| {
+            Error::new(
+                Status::ErrConfig,
+                format!("{p}: not usable for the auth call"),
+            )
+        })?;
+        b = b.proxy(rp);
+    }
+    b.build()
         .map_err(|e| Error::new(Status::ErrConfig, format!("HTTP client: {e}")))
+}
+
+/// The error and its sources, for the message (reqwest's own text is only "error sending
+/// request"). No layer under reqwest prints a header or the proxy URL.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// A failed auth call that the proxy caused: its refusal of our credentials is final like a
+/// 401 (`ErrUnauthorized`), as on the websocket's tunnel. reqwest's proxy layers (hyper-util)
+/// only say so in their error text.
+fn proxy_refusal(text: &str, proxy: Option<&Proxy>) -> Option<ConnectError> {
+    let p = proxy?;
+    let code = if text.contains("proxy authorization required") {
+        Some(407)
+    } else if text.contains("credentials not accepted")
+        || text.contains("does not support user/pass authentication")
+    {
+        None
+    } else {
+        return None;
+    };
+    Some(ConnectError {
+        error: Error::new(
+            Status::ErrUnauthorized,
+            format!("auth request: {p} refused the proxy credentials"),
+        ),
+        code,
+    })
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ impl Gomuks {
         resume: Arc<SharedResume>,
         probe: Probe,
     ) -> Result<Gomuks, Error> {
-        let http = auth::http_client(tls.clone(), cfg.connect_timeout)?;
+        let http = auth::http_client(tls.clone(), cfg.connect_timeout, cfg.proxy.as_ref())?;
         // A configured token's age is unknown: count from now, so a long-running client renews
         // it daily like a fetched one instead of letting it expire after 7 days.
         let token_fetched = cfg.token.as_ref().map(|_| Instant::now());
@@ -95,15 +95,26 @@ impl Gomuks {
             auth::Credentials::Cookie(_) => "renew the token",
         };
         let url = auth::auth_url(&self.cfg.url);
+        let via = match &self.cfg.proxy {
+            Some(p) => format!(" through {p}"),
+            None => String::new(),
+        };
         let t0 = Instant::now();
-        let got = auth::fetch_token(&self.http, &url, creds, &self.cfg.headers).await;
+        let got = auth::fetch_token(
+            &self.http,
+            &url,
+            creds,
+            &self.cfg.headers,
+            self.cfg.proxy.as_ref(),
+        )
+        .await;
         let client = self.probe.client;
         match &got {
             Ok(_) => tlog!(
                 client,
                 Info,
                 "gomuks",
-                "POST {} to {how}: done in {} ms",
+                "POST {}{via} to {how}: done in {} ms",
                 url.path(),
                 t0.elapsed().as_millis()
             ),
@@ -111,7 +122,7 @@ impl Gomuks {
                 client,
                 Warn,
                 "gomuks",
-                "POST {} to {how} failed: {}",
+                "POST {}{via} to {how} failed: {}",
                 url.path(),
                 e.error.message()
             ),

@@ -56,6 +56,12 @@ public struct TetherOptions: Sendable {
     public var caPEM: Data?
     /// Allow credentials over plain `ws://`/`http://` to a host that is not loopback.
     public var allowInsecureCredentials: Bool?
+    /// The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
+    /// (HTTP CONNECT), `socks5://…` (the name resolved locally) or `socks5h://…` (by the
+    /// proxy); `"direct"` ignores the environment. `nil`: the environment decides
+    /// (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A proxy that
+    /// refuses the credentials ends the client with `.unauthorized`. Its credentials are secrets.
+    public var proxy: String?
     /// How many events `TetherClient.events` holds for a task that does not read them; when it
     /// is full the library's queue (`queueCapacity`) fills next, and then the server sees TCP
     /// backpressure. Nothing is dropped. At least 1.
@@ -105,6 +111,7 @@ public struct TetherOptions: Sendable {
         if let v = allowInsecureCredentials {
             try check(tether_config_set_allow_insecure_credentials(cfg, v))
         }
+        if let v = proxy { try check(tether_config_set_proxy(cfg, v)) }
         guard eventBufferCapacity >= 1 else {
             throw TetherError.invalidArgument("eventBufferCapacity must be at least 1")
         }

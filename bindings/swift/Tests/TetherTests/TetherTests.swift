@@ -171,6 +171,33 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(c.isClosed)
     }
 
+    /// The login and the websocket through tinyproxy with Basic proxy auth (run-tests.sh starts
+    /// it on the host's loopback and passes its URL); a wrong proxy password is final.
+    func testTheProxyOptionCarriesTheLoginAndTheWebsocket() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let proxy = env["TETHER_TEST_PROXY"] else {
+            if env["CI"] == "true" { throw TestFailure("CI=true but TETHER_TEST_PROXY is not set") }
+            throw XCTSkip("set TETHER_TEST_PROXY to tinyproxy with BasicAuth puser ppass (run-tests.sh does)")
+        }
+        let b = try Backend()
+        var o = b.gomuks()
+        o.proxy = proxy
+        let c = try TetherClient(o)
+        let echo = try await c.request("echo", data: json(#"{"p":1}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"p":1}"#)
+        await c.close(timeout: .seconds(10))
+
+        var bad = b.gomuks()
+        bad.proxy = proxy.replacingOccurrences(of: ":ppass@", with: ":not-SECRET@")
+        let c2 = try TetherClient(bad)
+        let evs = try await rest(c2)
+        let d = try XCTUnwrap(evs.first { $0.kind == .disconnected })
+        XCTAssertEqual(TetherError(status: d.status, message: ""), .unauthorized(""))
+        XCTAssertNil(d.retryInMs)
+        XCTAssertFalse(String(decoding: d.data, as: UTF8.self).contains("not-SECRET"))
+        XCTAssertEqual(evs.last?.kind, .closed)
+    }
+
     func testConfigErrorsAndUseAfterClose() async throws {
         XCTAssertThrowsError(try TetherClient(url: "ftp://nope")) { e in
             guard case TetherError.config = e else { return XCTFail("\(e)") }

@@ -55,6 +55,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_add_header(cfg: Pointer, name: ByteArray, value: ByteArray): Int
     @JvmStatic external fun tether_config_set_ca_pem(cfg: Pointer, pem: ByteArray, len: Long): Int
     @JvmStatic external fun tether_config_set_allow_insecure_credentials(cfg: Pointer, on: Byte): Int
+    @JvmStatic external fun tether_config_set_proxy(cfg: Pointer, url: ByteArray): Int
     @JvmStatic external fun tether_config_free(cfg: Pointer?)
 
     @JvmStatic external fun tether_client_new(cfg: Pointer, out: PointerByReference): Int

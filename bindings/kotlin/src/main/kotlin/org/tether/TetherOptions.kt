@@ -70,6 +70,15 @@ data class TetherOptions(
     /** Allow a token or password over plain `ws://`/`http://` to a host that is not loopback. */
     val allowInsecureCredentials: Boolean = false,
     /**
+     * The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
+     * (HTTP CONNECT), `socks5://…` (the name resolved locally) or `socks5h://…` (by the
+     * proxy); `"direct"` ignores the environment. `null` (default): the process environment
+     * decides (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A
+     * proxy that refuses the credentials ends the client with [Status.ERR_UNAUTHORIZED]. The
+     * credentials in it are secrets.
+     */
+    val proxy: String? = null,
+    /**
      * How many events [TetherClient.events] holds for a collector that is behind. When it is
      * full the library's dispatcher waits, the library's own queue ([queueCapacity]) fills
      * and the socket stops being read: nothing is dropped, the server sees TCP backpressure.
@@ -81,7 +90,7 @@ data class TetherOptions(
         protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem,
-        allowInsecureCredentials, eventBufferCapacity,
+        allowInsecureCredentials, proxy, eventBufferCapacity,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -94,7 +103,7 @@ data class TetherOptions(
             "maxMessageBytes=$maxMessageBytes, queueCapacity=$queueCapacity, resume=$resume, " +
             "lastServerTs=$lastServerTs, prevListenerId=$prevListenerId, " +
             "headers=${headers.map { it.first }}, caPem=${caPem?.let { "${it.length} chars" }}, " +
-            "allowInsecureCredentials=$allowInsecureCredentials, " +
+            "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
             "eventBufferCapacity=$eventBufferCapacity)"
 
     /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
@@ -128,10 +137,14 @@ data class TetherOptions(
             check(n.tether_config_set_ca_pem(cfg, pem, pem.size.toLong()))
         }
         check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
+        proxy?.let { check(n.tether_config_set_proxy(cfg, n.cstr(it))) }
     }
 
     private companion object {
         fun mask(secret: String?) = if (secret == null) "null" else "<redacted>"
+
+        /** The proxy URL without its user and password. */
+        fun maskProxy(url: String) = url.replace(Regex("^([^/]*//)?[^@/]*@"), "$1<redacted>@")
 
         fun flag(on: Boolean): Byte = if (on) 1 else 0
 

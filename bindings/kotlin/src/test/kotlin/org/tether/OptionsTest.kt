@@ -98,7 +98,47 @@ class OptionsTest {
     }
 
     @Test
+    fun `the proxy option carries the login and the websocket through tinyproxy`(): Unit = runBlocking {
+        val bin = File("/usr/bin/tinyproxy")
+        if (!bin.canExecute()) {
+            check(System.getenv("CI") != "true") { "tinyproxy is not installed (scripts/ensure-tools.sh)" }
+            org.junit.jupiter.api.Assumptions.assumeTrue(false, "tinyproxy is not installed (scripts/ensure-tools.sh)")
+        }
+        val port = ServerSocket(0, 1, InetAddress.getLoopbackAddress()).use { it.localPort }
+        val dir = Files.createTempDirectory("tether-kt-tinyproxy").toFile()
+        val log = File(dir, "tinyproxy.log")
+        val conf = File(dir, "tinyproxy.conf")
+        conf.writeText("Port $port\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\nLogFile \"$log\"\nBasicAuth puser ppass\n")
+        val proc = ProcessBuilder(bin.path, "-d", "-c", conf.path).redirectErrorStream(true)
+            .redirectOutput(File(dir, "out")).start()
+        try {
+            val deadline = System.nanoTime() + 10_000_000_000L
+            while (runCatching { Socket("127.0.0.1", port).close() }.isFailure) {
+                check(System.nanoTime() < deadline) { "tinyproxy did not start" }
+                Thread.sleep(20)
+            }
+            TetherClient(backend.url, login(TetherOptions(proxy = "http://puser:ppass@127.0.0.1:$port"))).use { c ->
+                withTimeout(15_000) { assertEquals("{\"p\":1}", c.request("echo", "{\"p\":1}")) }
+            }
+            val text = log.readText()
+            assertTrue(text.contains("CONNECT 127.0.0.1:") && text.contains("/_gomuks/auth"), text)
+            // A wrong proxy password is final: ERR_UNAUTHORIZED and no retry.
+            val d = firstDisconnect(login(TetherOptions(proxy = "http://puser:not-SECRET@127.0.0.1:$port")))
+            assertEquals(Status.ERR_UNAUTHORIZED, d.status)
+            assertEquals(null, d.retryInMs)
+            assertFalse(d.text.contains("not-SECRET"), d.text)
+        } finally {
+            proc.destroy()
+            proc.waitFor()
+            dir.deleteRecursively()
+        }
+    }
+
+    @Test
     fun `toString leaves the secrets out`() {
+        val p = TetherOptions(proxy = "socks5h://me:px-789@127.0.0.1:1080").toString()
+        assertFalse(p.contains("px-789"), p)
+        assertTrue(p.contains("127.0.0.1:1080"), p)
         val s = TetherOptions(token = "tok-123", password = "pw-456", username = "u").toString()
         assertFalse(s.contains("tok-123") || s.contains("pw-456"), s)
         assertTrue(s.contains("username=u"), s)

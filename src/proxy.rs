@@ -1,0 +1,477 @@
+//! Which proxy, if any, a connection goes through: the one decision that the websocket and the
+//! gomuks auth call both follow. Parses proxy URLs and reads the environment; opening the
+//! tunnel is the transport's job (`session/tunnel.rs`). Imports only leaves.
+//!
+//! The rules:
+//! - An explicit proxy (`ConfigBuilder::proxy`) is used for every destination, loopback
+//!   included. `ConfigBuilder::no_proxy` (the value `"direct"`) connects directly and reads
+//!   no environment variable.
+//! - Otherwise the environment decides, read once when the configuration is built:
+//!   `https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`, `http_proxy`/`HTTP_PROXY` for
+//!   `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`; the lower-case name wins, an empty value
+//!   counts as unset. `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
+//!   comma-separated, `*` for all, a domain matches itself and its subdomains (a leading `.`
+//!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` match a network.
+//! - A loopback destination (`localhost`, `127.0.0.0/8`, `::1`) is never proxied from the
+//!   environment: a proxy cannot reach the app's own machine.
+//! - Proxy URLs: `http://[user:pass@]host[:port]` (HTTP CONNECT, default port 80, Basic
+//!   proxy auth), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929 auth; the
+//!   destination name is resolved locally, as curl does), `socks5h://` (the proxy resolves
+//!   the name). A URL without a scheme is `http://`. User and password are percent-decoded.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use url::Url;
+
+use crate::secret::Secret;
+use crate::status::{Error, Status};
+
+/// The app's choice, before the environment is consulted.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum ProxyChoice {
+    /// Follow the environment variables (the default).
+    #[default]
+    Environment,
+    /// Connect directly; ignore the environment.
+    Direct,
+    /// This proxy URL for every destination.
+    Explicit(Secret),
+}
+
+impl ProxyChoice {
+    /// The choice a setter's string means: empty is the default, `direct` is [`Direct`],
+    /// anything else a proxy URL (checked when the configuration is built).
+    ///
+    /// [`Direct`]: ProxyChoice::Direct
+    pub(crate) fn from_setting(s: &str) -> ProxyChoice {
+        let t = s.trim();
+        if t.is_empty() {
+            ProxyChoice::Environment
+        } else if t.eq_ignore_ascii_case("direct") {
+            ProxyChoice::Direct
+        } else {
+            ProxyChoice::Explicit(Secret::new(t))
+        }
+    }
+}
+
+/// How the tunnel is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProxyKind {
+    /// HTTP CONNECT.
+    Http,
+    /// SOCKS5, the destination name resolved locally.
+    Socks5,
+    /// SOCKS5, the destination name resolved by the proxy.
+    Socks5h,
+}
+
+/// A resolved proxy. `Debug` and `Display` show the kind and `host:port` only.
+#[derive(Clone)]
+pub(crate) struct Proxy {
+    pub(crate) kind: ProxyKind,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Username and password, percent-decoded.
+    pub(crate) auth: Option<(String, Secret)>,
+    /// The URL as given (credentials included), for the HTTP client of the auth call.
+    pub(crate) url: Secret,
+    /// Where it came from: `explicit` or the environment variable's name.
+    pub(crate) source: &'static str,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proxy({self}, from {})", self.source)
+    }
+}
+
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ProxyKind::Http => "HTTP",
+            ProxyKind::Socks5 => "SOCKS5",
+            ProxyKind::Socks5h => "SOCKS5h",
+        };
+        if self.host.contains(':') {
+            write!(f, "{kind} proxy [{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{kind} proxy {}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Proxy {
+    /// `host:port` of the proxy (never its credentials).
+    pub(crate) fn addr(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// Whether the proxy runs on this machine.
+    pub(crate) fn is_loopback(&self) -> bool {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => is_loopback(&url::Host::Domain(&self.host)),
+        }
+    }
+}
+
+/// Parses a proxy URL; the error names `what` (the option or variable), never the URL, which
+/// may hold a password.
+pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Proxy, Error> {
+    let bad = |why: &str| Error::new(Status::ErrConfig, format!("{what}: {why}"));
+    let text = text.trim();
+    let with_scheme = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|_| bad("not a valid proxy URL"))?;
+    let (kind, default_port) = match url.scheme() {
+        "http" => (ProxyKind::Http, 80),
+        "socks5" => (ProxyKind::Socks5, 1080),
+        "socks5h" => (ProxyKind::Socks5h, 1080),
+        _ => {
+            return Err(bad(
+                "unsupported proxy scheme (use http://, socks5:// or socks5h://)",
+            ))
+        }
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(bad("the proxy URL has no host")),
+    };
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a proxy URL has no path, query or fragment"));
+    }
+    let port = url.port().unwrap_or(default_port);
+    let decode =
+        |s: &str| percent_decode(s).ok_or_else(|| bad("the proxy credentials are not valid UTF-8"));
+    let auth = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        let user = decode(url.username())?;
+        let pass = decode(url.password().unwrap_or(""))?;
+        // RFC 1929 §2: each is one to 255 bytes.
+        let fits = |s: &str| (1..=255).contains(&s.len());
+        if kind != ProxyKind::Http && !(fits(&user) && fits(&pass)) {
+            return Err(bad("SOCKS5 user name and password are 1 to 255 bytes each"));
+        }
+        Some((user, Secret::new(pass)))
+    };
+    Ok(Proxy {
+        kind,
+        host,
+        port,
+        auth,
+        url: Secret::new(with_scheme),
+        source,
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The proxy for a connection to `url` (`ws`, `wss`, `http` or `https`), `None` for direct.
+/// `env` looks up an environment variable (the process environment in use; a map in tests).
+pub(crate) fn resolve(
+    choice: &ProxyChoice,
+    url: &Url,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Proxy>, Error> {
+    match choice {
+        ProxyChoice::Direct => Ok(None),
+        ProxyChoice::Explicit(u) => parse(u.expose(), "proxy", "explicit").map(Some),
+        ProxyChoice::Environment => {
+            let secure = matches!(url.scheme(), "wss" | "https");
+            let names: &[&'static str] = if secure {
+                &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+            } else {
+                &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            };
+            let Some((name, value)) = names
+                .iter()
+                .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
+            else {
+                return Ok(None);
+            };
+            let Some(host) = url.host() else {
+                return Ok(None);
+            };
+            if is_loopback(&host) {
+                return Ok(None);
+            }
+            let no_proxy = env("no_proxy")
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| env("NO_PROXY"));
+            if no_proxy.is_some_and(|list| bypassed(&list, &host)) {
+                return Ok(None);
+            }
+            parse(&value, &format!("environment variable {name}"), name).map(Some)
+        }
+    }
+}
+
+/// The process environment, for [`resolve`].
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// Whether `NO_PROXY`'s list exempts `host`.
+fn bypassed(list: &str, host: &url::Host<&str>) -> bool {
+    let ip: Option<IpAddr> = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
+        url::Host::Domain(_) => None,
+    };
+    let name = match host {
+        url::Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    list.split([',', ' ', '\t', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            if let Some(ip) = ip {
+                let entry = entry.trim_start_matches('[').trim_end_matches(']');
+                if let Some((net, bits)) = entry.split_once('/') {
+                    return cidr_contains(net, bits, ip);
+                }
+                return entry.parse::<IpAddr>().is_ok_and(|e| e == ip);
+            }
+            let e = entry
+                .trim_start_matches("*.")
+                .trim_start_matches('.')
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            !e.is_empty()
+                && (name == e
+                    || (name.ends_with(&e) && name[..name.len() - e.len()].ends_with('.')))
+        })
+}
+
+fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) if bits <= 32 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) if bits <= 128 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn at(u: &str, e: &[(&str, &str)]) -> Option<String> {
+        resolve(&ProxyChoice::Environment, &Url::parse(u).unwrap(), &env(e))
+            .unwrap()
+            .map(|p| format!("{p} {}", p.source))
+    }
+
+    #[test]
+    fn parses_the_three_kinds_and_keeps_credentials_out_of_debug() {
+        let p = parse(
+            "http://us%40er:p%3Ass@proxy.example:3128",
+            "proxy",
+            "explicit",
+        )
+        .unwrap();
+        assert_eq!(p.kind, ProxyKind::Http);
+        assert_eq!(p.addr(), ("proxy.example", 3128));
+        let (u, pw) = p.auth.clone().unwrap();
+        assert_eq!((u.as_str(), pw.expose()), ("us@er", "p:ss"));
+        let shown = format!("{p:?} {p}");
+        assert!(
+            !shown.contains("p:ss") && !shown.contains("p%3Ass"),
+            "{shown}"
+        );
+        assert_eq!(
+            parse("proxy:8080", "x", "explicit").unwrap().kind,
+            ProxyKind::Http
+        );
+        assert_eq!(parse("proxy", "x", "explicit").unwrap().port, 80);
+        let s = parse("socks5://[::1]", "x", "explicit").unwrap();
+        assert_eq!(
+            (s.kind, s.port, s.host.as_str()),
+            (ProxyKind::Socks5, 1080, "::1")
+        );
+        assert_eq!(format!("{s}"), "SOCKS5 proxy [::1]:1080");
+        assert_eq!(
+            parse("socks5h://h:1", "x", "explicit").unwrap().kind,
+            ProxyKind::Socks5h
+        );
+    }
+
+    #[test]
+    fn bad_proxy_urls_are_config_errors_that_do_not_echo_the_url() {
+        for u in [
+            "https://u:hunter2@h:1",
+            "socks4://u:hunter2@h:1",
+            "http://u:hunter2@h:1/path",
+            "http://u:hunter2@:1",
+            "http://u:hunter2@h:99999",
+            "socks5://:hunter2@h:1",
+            "socks5h://u@h:1",
+        ] {
+            let e = parse(u, "proxy", "explicit").unwrap_err();
+            assert_eq!(e.status(), Status::ErrConfig, "{u}");
+            assert!(!e.message().contains("hunter2"), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn the_environment_variable_follows_the_scheme() {
+        let e = [
+            ("HTTPS_PROXY", "http://s:1"),
+            ("http_proxy", "http://p:2"),
+            ("ALL_PROXY", "socks5h://a:3"),
+        ];
+        assert_eq!(at("wss://h/x", &e).unwrap(), "HTTP proxy s:1 HTTPS_PROXY");
+        assert_eq!(at("https://h/x", &e).unwrap(), "HTTP proxy s:1 HTTPS_PROXY");
+        assert_eq!(at("ws://h/x", &e).unwrap(), "HTTP proxy p:2 http_proxy");
+        assert_eq!(
+            at("ws://h/x", &[("ALL_PROXY", "socks5h://a:3")]).unwrap(),
+            "SOCKS5h proxy a:3 ALL_PROXY"
+        );
+        // Lower case wins; empty is unset.
+        assert_eq!(
+            at(
+                "wss://h/",
+                &[("https_proxy", "l:1"), ("HTTPS_PROXY", "u:2")]
+            )
+            .unwrap(),
+            "HTTP proxy l:1 https_proxy"
+        );
+        assert_eq!(
+            at("wss://h/", &[("https_proxy", ""), ("HTTPS_PROXY", "u:2")]).unwrap(),
+            "HTTP proxy u:2 HTTPS_PROXY"
+        );
+        assert_eq!(at("wss://h/", &[("http_proxy", "p:1")]), None);
+        assert_eq!(at("wss://h/", &[]), None);
+    }
+
+    #[test]
+    fn loopback_is_never_proxied_from_the_environment() {
+        let e = [("ALL_PROXY", "http://p:1")];
+        for u in [
+            "ws://localhost:5/",
+            "ws://LOCALHOST./",
+            "ws://a.localhost/",
+            "ws://127.0.0.1/",
+            "ws://127.9.9.9/",
+            "ws://[::1]/",
+        ] {
+            assert_eq!(at(u, &e), None, "{u}");
+        }
+        // An explicit proxy is used for loopback too.
+        let p = resolve(
+            &ProxyChoice::from_setting("http://p:1"),
+            &Url::parse("ws://127.0.0.1/").unwrap(),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(p.is_some());
+    }
+
+    #[test]
+    fn no_proxy_lists_suffixes_ips_networks_and_star() {
+        let with = |np: &str, u: &str| at(u, &[("ALL_PROXY", "http://p:1"), ("NO_PROXY", np)]);
+        assert_eq!(with("example.org", "ws://example.org/"), None);
+        assert_eq!(with("example.org", "ws://a.b.example.org/"), None);
+        assert_eq!(with(".example.org", "ws://a.example.org/"), None);
+        assert!(with("example.org", "ws://badexample.org/").is_some());
+        assert!(with("example.org", "ws://example.org.evil/").is_some());
+        assert_eq!(with("*", "ws://anything/"), None);
+        assert_eq!(with("x, 10.1.2.3 ,y", "ws://10.1.2.3/"), None);
+        assert!(with("10.1.2.3", "ws://10.1.2.4/").is_some());
+        assert_eq!(with("10.0.0.0/8", "ws://10.200.0.1/"), None);
+        assert!(with("10.0.0.0/8", "ws://11.0.0.1/").is_some());
+        assert_eq!(with("[2001:db8::1]", "ws://[2001:db8::1]/"), None);
+        assert_eq!(with("2001:db8::/32", "ws://[2001:db8::7]/"), None);
+        // Lower case first.
+        assert!(at(
+            "ws://e.org/",
+            &[
+                ("ALL_PROXY", "p:1"),
+                ("no_proxy", "x.org"),
+                ("NO_PROXY", "e.org")
+            ]
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn direct_and_empty_settings() {
+        let u = Url::parse("ws://h/").unwrap();
+        let e = env(&[("ALL_PROXY", "http://p:1")]);
+        assert!(resolve(&ProxyChoice::from_setting("direct"), &u, &e)
+            .unwrap()
+            .is_none());
+        assert!(resolve(&ProxyChoice::from_setting(""), &u, &e)
+            .unwrap()
+            .is_some());
+        // A broken variable names itself, not its value.
+        let e = env(&[("ALL_PROXY", "ftp://u:hunter2@p:1")]);
+        let err = resolve(&ProxyChoice::Environment, &u, &e).unwrap_err();
+        assert!(err.message().contains("ALL_PROXY") && !err.message().contains("hunter2"));
+    }
+}

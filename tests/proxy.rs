@@ -1,0 +1,328 @@
+//! Proxies, over real sockets against real proxy servers (tinyproxy, dante, microsocks; see
+//! `common/proxies.rs`): the websocket and the gomuks login (`POST /_gomuks/auth`, spec §1.2)
+//! take the same route, a proxy's refusal of our credentials is final and clear, a cut is
+//! resumed through the proxy (spec §7), and the environment variables decide when nothing
+//! is set explicitly.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::proxies::{ProxyServer, PROXY_SOURCE};
+use common::*;
+use tether::{Client, Config, EventKind, Status};
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn peers(b: &tether_testkit::gomuks::Backend) -> Vec<IpAddr> {
+    b.stats().tcp_peers
+}
+
+fn text(ev: &tether::Event) -> String {
+    String::from_utf8_lossy(ev.data()).into_owned()
+}
+
+/// A client that logs in with the backend's username and password (spec §1.2) through `proxy`.
+fn login_client(b: &tether_testkit::gomuks::Backend, proxy: &str) -> Client {
+    start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "tether-password")
+            .proxy(proxy)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// §1.2, §16: through an HTTP proxy with Basic proxy auth, the login and the websocket both
+/// reach the backend from the proxy, and requests work.
+#[tokio::test]
+async fn spec1_2_http_connect_with_auth_carries_the_login_and_the_websocket() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let c = login_client(&b, &format!("http://puser:ppass@127.0.0.1:{}", p.port));
+    until_command(&c, "init_complete").await;
+    let reply = c.call("echo", br#"{"via":"proxy"}"#).await.unwrap();
+    assert_eq!(&reply[..], br#"{"via":"proxy"}"#);
+    let s = b.stats();
+    assert!(s.auth_requests >= 1, "{s:?}");
+    assert!(s.tcp_peers.len() >= 2, "{:?}", s.tcp_peers);
+    assert!(
+        s.tcp_peers.iter().all(|ip| *ip == PROXY_SOURCE),
+        "every connection came through the proxy: {:?}\n{}",
+        s.tcp_peers,
+        p.log_text()
+    );
+    assert!(
+        p.log_text().contains("CONNECT 127.0.0.1:"),
+        "{}",
+        p.log_text()
+    );
+    close_and_drain(&c).await;
+}
+
+/// A proxy that refuses our credentials ends the client, like a 401 from the server: one
+/// DISCONNECTED with ERR_UNAUTHORIZED and the proxy's status, no retry, CLOSED — whether the
+/// websocket's CONNECT or the login's forwarded POST meets the refusal. The password never
+/// shows.
+#[tokio::test]
+async fn a_wrong_proxy_password_is_final_and_clear() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let wrong = format!("http://puser:wrong-SECRET@127.0.0.1:{}", p.port);
+    // A token: the websocket's CONNECT is the first request.
+    let c = client(&b, |c| c.proxy(&wrong));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized, "{}", text(&d));
+    assert_eq!(d.retry_in(), None);
+    // tinyproxy answers a CONNECT with wrong credentials 401, without credentials 407.
+    assert!(matches!(d.close_code(), 401 | 407), "{}", d.close_code());
+    let msg = text(&d);
+    assert!(msg.contains(&format!("127.0.0.1:{}", p.port)), "{msg}");
+    assert!(!msg.contains("wrong-SECRET"), "{msg}");
+    until_kind(&c, EventKind::Closed).await;
+    // The login: the POST to http:// is forwarded, the refusal is the answer.
+    let c = login_client(&b, &wrong);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized, "{}", text(&d));
+    assert_eq!(d.retry_in(), None);
+    until_kind(&c, EventKind::Closed).await;
+    // No credentials at all: 407.
+    let c = client(&b, |c| c.proxy(&format!("http://127.0.0.1:{}", p.port)));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!((d.status(), d.close_code()), (Status::ErrUnauthorized, 407));
+    assert!(
+        text(&d).contains("requires proxy credentials"),
+        "{}",
+        text(&d)
+    );
+    until_kind(&c, EventKind::Closed).await;
+    // No storm: three clients, three requests at the proxy, nothing reached the backend.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = p.log_text();
+    assert_eq!(log.matches("Request (file descriptor").count(), 3, "{log}");
+    assert!(peers(&b).is_empty());
+}
+
+/// §7: SOCKS5 with the name resolved by the proxy (dante, no auth): connected, a request
+/// answered, and a cut resumed through the proxy with every missed event once.
+#[tokio::test]
+async fn spec7_socks5h_through_dante_requests_and_resumes_after_a_cut() {
+    let Some(p) = ProxyServer::dante() else {
+        return;
+    };
+    let b = backend().await;
+    let url = format!("http://localhost:{}", b.addr().port());
+    let c = client_at(&url, &b.token(), |c| {
+        c.proxy(&format!("socks5h://127.0.0.1:{}", p.port))
+    });
+    until_command(&c, "init_complete").await;
+    let reply = c.call("echo", br#"{"socks":5}"#).await.unwrap();
+    assert_eq!(&reply[..], br#"{"socks":5}"#);
+    let before = b.push_events(2);
+    until(&c, |e| e.request_id() == before).await;
+
+    b.cut_all();
+    until_kind(&c, EventKind::Disconnected).await;
+    let missed = b.push_events(4);
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert!(conn.resume_attempted());
+    let (_, got) = until(&c, |e| e.request_id() == missed).await;
+    let mut ids = event_ids(&got);
+    ids.push(missed);
+    assert_eq!(ids, ((missed..=before - 1).rev()).collect::<Vec<_>>());
+    let s = b.stats();
+    assert_eq!((s.resumes, s.total_connections), (1, 2));
+    assert!(
+        s.tcp_peers.len() == 2 && s.tcp_peers.iter().all(|ip| *ip == PROXY_SOURCE),
+        "{:?}\n{}",
+        s.tcp_peers,
+        p.log_text()
+    );
+    close_and_drain(&c).await;
+}
+
+/// §1.2: SOCKS5 with RFC 1929 auth (microsocks): the login and the websocket go through it;
+/// a wrong password ends the client with ERR_UNAUTHORIZED and reaches nothing.
+#[tokio::test]
+async fn spec1_2_socks5_with_auth_carries_the_login_and_refuses_a_wrong_password() {
+    let Some(p) = ProxyServer::microsocks("suser", "spass") else {
+        return;
+    };
+    let b = backend().await;
+    let c = login_client(&b, &format!("socks5://suser:spass@127.0.0.1:{}", p.port));
+    until_command(&c, "init_complete").await;
+    c.call("echo", b"{}").await.unwrap();
+    let s = b.stats();
+    assert!(s.auth_requests >= 1);
+    assert!(
+        s.tcp_peers.len() >= 2 && s.tcp_peers.iter().all(|ip| *ip == PROXY_SOURCE),
+        "{:?}",
+        s.tcp_peers
+    );
+    close_and_drain(&c).await;
+
+    let before = peers(&b).len();
+    for c in [
+        login_client(
+            &b,
+            &format!("socks5://suser:nope-SECRET@127.0.0.1:{}", p.port),
+        ),
+        client(&b, |c| {
+            c.proxy(&format!("socks5h://suser:nope-SECRET@127.0.0.1:{}", p.port))
+        }),
+    ] {
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(d.status(), Status::ErrUnauthorized, "{}", text(&d));
+        assert_eq!(d.retry_in(), None);
+        assert!(text(&d).contains("proxy credentials"), "{}", text(&d));
+        assert!(!text(&d).contains("nope-SECRET"));
+        until_kind(&c, EventKind::Closed).await;
+    }
+    assert_eq!(peers(&b).len(), before);
+}
+
+/// The host name of this machine when it resolves to loopback only: a destination the
+/// library does not know to be loopback (it does not resolve names to decide), so the
+/// environment's proxy applies, while the proxy can still reach the test backend.
+fn loopback_hostname() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_owned();
+    let addrs: Vec<_> = (name.as_str(), 1).to_socket_addrs().ok()?.collect();
+    (!addrs.is_empty() && addrs.iter().all(|a| a.ip() == LOCAL)).then_some(name)
+}
+
+/// `http_proxy` applies to `ws://` when nothing is set explicitly, `no_proxy` exempts the
+/// host, an explicit `no_proxy()` ignores the environment, and a loopback address is never
+/// proxied from the environment. The only test here that reads the environment.
+#[tokio::test]
+async fn environment_variables_and_no_proxy_are_honoured() {
+    let Some(p) = ProxyServer::tinyproxy(None) else {
+        return;
+    };
+    let Some(host) = loopback_hostname() else {
+        eprintln!("SKIPPED: this machine's host name does not resolve to 127.0.0.1 only");
+        return;
+    };
+    let b = backend().await;
+    let url = format!("http://{host}:{}", b.addr().port());
+    for v in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        std::env::remove_var(v);
+    }
+    std::env::set_var("HTTP_PROXY", format!("http://127.0.0.1:{}", p.port));
+    let connect_once = |url: String, f: fn(tether::ConfigBuilder) -> tether::ConfigBuilder| {
+        let token = b.token();
+        async move {
+            let c = client_at(&url, &token, |c| f(c.allow_insecure_credentials(true)));
+            until_kind(&c, EventKind::Connected).await;
+            close_and_drain(&c).await;
+        }
+    };
+    connect_once(url.clone(), |c| c).await;
+    assert_eq!(peers(&b), [PROXY_SOURCE], "HTTP_PROXY applies");
+    connect_once(url.clone(), |c| c.no_proxy()).await;
+    assert_eq!(peers(&b)[1], LOCAL, "no_proxy() ignores the environment");
+    connect_once(b.http_url(), |c| c).await;
+    assert_eq!(
+        peers(&b)[2],
+        LOCAL,
+        "127.0.0.1 is never proxied from the environment"
+    );
+    std::env::set_var("NO_PROXY", format!("example.org, .{host}"));
+    connect_once(url.clone(), |c| c).await;
+    assert_eq!(peers(&b)[3], LOCAL, "NO_PROXY exempts the host");
+    std::env::set_var("no_proxy", "example.org");
+    connect_once(url.clone(), |c| c).await;
+    assert_eq!(peers(&b)[4], PROXY_SOURCE, "no_proxy wins over NO_PROXY");
+    for v in ["HTTP_PROXY", "no_proxy", "NO_PROXY"] {
+        std::env::remove_var(v);
+    }
+    assert_eq!(peers(&b).len(), 5);
+}
+
+/// A TLS front on 127.0.0.1 for `upstream` with a fresh self-signed certificate for
+/// "localhost" (as in tests/tls.rs); returns its port, the certificate PEM and the peers it
+/// accepted.
+async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String, Arc<Mutex<Vec<IpAddr>>>) {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = ck.cert.pem();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = l.accept().await {
+            seen.lock().unwrap().push(peer.ip());
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, pem, peers)
+}
+
+/// §1.2 over TLS: the https login and the wss websocket both tunnel through the HTTP proxy
+/// (CONNECT), and TLS runs end to end with the origin's name ("localhost") verified.
+#[tokio::test]
+async fn spec1_2_wss_and_the_https_login_tunnel_through_http_connect() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let (port, pem, front_peers) = tls_front(b.addr()).await;
+    let c = start(
+        Config::builder(&format!("https://localhost:{port}"))
+            .basic_auth("tether", "tether-password")
+            .extra_ca_pem(pem.as_bytes())
+            .proxy(&format!("http://puser:ppass@127.0.0.1:{}", p.port))
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    let r = c.call("echo", br#"{"over":"tls"}"#).await.unwrap();
+    assert_eq!(&r[..], br#"{"over":"tls"}"#);
+    close_and_drain(&c).await;
+    assert!(b.stats().auth_requests >= 1);
+    let front = front_peers.lock().unwrap().clone();
+    assert!(
+        front.len() >= 2 && front.iter().all(|ip| *ip == PROXY_SOURCE),
+        "{front:?}"
+    );
+    let log = p.log_text();
+    assert!(
+        log.matches(&format!("CONNECT localhost:{port}")).count() >= 2,
+        "{log}"
+    );
+}
