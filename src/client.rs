@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::ids::IdGen;
 use crate::queue::{EventQueue, Pop};
 use crate::resume::{ResumeState, SharedResume};
+use crate::session::commands::{CommandRx, CommandTx};
 use crate::session::dialect::{CloseIntent, Dialect};
 use crate::session::requests::{ReplyTo, Request};
 use crate::session::Command;
@@ -33,8 +34,8 @@ pub struct Client {
     queue: Arc<EventQueue>,
     ids: Arc<IdGen>,
     resume: Arc<SharedResume>,
-    tx: mpsc::UnboundedSender<Command>,
-    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    tx: CommandTx,
+    rx: std::sync::Mutex<Option<CommandRx>>,
     closed: AtomicBool,
     poisoned: Arc<AtomicBool>,
     probe: Probe,
@@ -43,7 +44,7 @@ pub struct Client {
 impl Client {
     /// A client for this configuration; nothing happens on the network until [`Client::connect`].
     pub fn new(cfg: Config) -> Client {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::session::commands::channel();
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         Client {
             queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
@@ -110,7 +111,7 @@ impl Client {
         &self,
         handle: &tokio::runtime::Handle,
         dialect: D,
-        slot: &mut Option<mpsc::UnboundedReceiver<Command>>,
+        slot: &mut Option<CommandRx>,
     ) {
         let Some(rx) = slot.take() else { return };
         // Set here, not only by the task: `state()` right after `connect()` returns must not

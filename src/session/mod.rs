@@ -4,6 +4,7 @@
 //! request rules live in [`requests`], the ping rules in [`pings`].
 
 mod backoff;
+pub(crate) mod commands;
 pub(crate) mod dialect;
 mod pings;
 pub(crate) mod requests;
@@ -17,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -32,6 +32,7 @@ use crate::queue::EventQueue;
 use crate::stats::{self, ConnectionState, Probe};
 use crate::status::{Error, Status};
 use backoff::Backoff;
+use commands::CommandRx;
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use pings::Pings;
 use requests::{Outcome, Request, Requests};
@@ -151,7 +152,7 @@ pub(crate) async fn run<D: Dialect>(
     ids: Arc<IdGen>,
     probe: Probe,
     dialect: D,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: CommandRx,
 ) {
     let mut sup = Supervisor {
         backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
@@ -195,7 +196,7 @@ impl<D: Dialect> Supervisor<D> {
     /// One connection attempt. Commands and request timers are served meanwhile, so a
     /// request's timeout and cancel take effect on time however long the attempt takes; a
     /// close aborts it.
-    async fn connecting(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> State {
+    async fn connecting(&mut self, commands: &mut CommandRx) -> State {
         self.attempt = self.attempt.saturating_add(1);
         let probe = &self.book.probe;
         probe.counters.set_state(ConnectionState::Connecting);
@@ -273,11 +274,7 @@ impl<D: Dialect> Supervisor<D> {
         }
     }
 
-    async fn connected(
-        &mut self,
-        opened: Box<Opened>,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> State {
+    async fn connected(&mut self, opened: Box<Opened>, commands: &mut CommandRx) -> State {
         let c = &self.book.probe.counters;
         c.set_state(ConnectionState::Connected);
         stats::add(&c.connections, 1);
@@ -383,7 +380,7 @@ impl<D: Dialect> Supervisor<D> {
 
     /// Paused: no connection and no attempt until the app unpauses; commands and request
     /// timers are still served.
-    async fn paused(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> State {
+    async fn paused(&mut self, commands: &mut CommandRx) -> State {
         let mut never = std::future::pending::<()>();
         loop {
             match self.book.offline(commands, &mut never).await {
@@ -405,12 +402,7 @@ impl<D: Dialect> Supervisor<D> {
     }
 
     /// Serves one open connection; returns how it ended and whether it proved healthy.
-    async fn serve(
-        &mut self,
-        ws: Ws,
-        mut pings: Pings,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> (End, bool) {
+    async fn serve(&mut self, ws: Ws, mut pings: Pings, commands: &mut CommandRx) -> (End, bool) {
         let (mut sink, mut stream) = ws.split();
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
@@ -639,7 +631,7 @@ impl Book {
     /// app closes.
     async fn offline<F: std::future::Future + Unpin>(
         &mut self,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
+        commands: &mut CommandRx,
         work: &mut F,
     ) -> Offline<F::Output> {
         loop {
@@ -663,11 +655,7 @@ impl Book {
     }
 
     /// Waits out a backoff delay while serving commands and timers.
-    async fn wait(
-        &mut self,
-        until: Instant,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> State {
+    async fn wait(&mut self, until: Instant, commands: &mut CommandRx) -> State {
         let mut sleep = Box::pin(sleep_until(until));
         loop {
             match self.offline(commands, &mut sleep).await {
@@ -855,7 +843,7 @@ impl Book {
 
     /// Ends the session: every request left, and every request that reached the channel
     /// before it closed, gets CLIENT_CLOSED; then CLOSED, the last event.
-    fn finish(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
+    fn finish(&mut self, commands: &mut CommandRx) {
         let failed = self
             .requests
             .fail_all(Status::ErrClientClosed, "client closed before the reply");
@@ -876,10 +864,9 @@ impl Book {
 /// Closes the command channel and answers every request still in it with CLIENT_CLOSED, then
 /// pushes CLOSED. Once the channel is closed no request can enter it (the client's send
 /// fails and the app gets an error instead of an id), so none is left without an outcome.
-pub(crate) fn close_channel(commands: &mut mpsc::UnboundedReceiver<Command>, queue: &EventQueue) {
-    commands.close();
+pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue) {
     let mut out = Vec::new();
-    while let Ok(cmd) = commands.try_recv() {
+    for cmd in commands.close_and_drain() {
         if let Command::Request(r) = cmd {
             let o = Outcome {
                 id: r.id,
