@@ -114,6 +114,9 @@ impl Client {
     ) {
         let Some(rx) = slot.take() else { return };
         let session = crate::session::run(
+        // Before the task starts: `state()` right after `connect()` must not say Idle, however
+        // late the runtime gets to the task.
+        self.probe.counters.set_state(ConnectionState::Connecting);
             self.cfg.clone(),
             self.queue.clone(),
             self.ids.clone(),
