@@ -34,10 +34,11 @@ pub enum EventKind {
     /// on a reset does so before the fresh state arrives (gomuks-rpc.md §7.2, §7.5). None when
     /// the connection ends before the outcome is known (the next one asks again).
     Resumed = 9,
-    /// gomuks: the library holds a new `gomuks_auth` token (a renewal before the old one
-    /// expires, one after a 401, or a login with the configured username and password);
-    /// read it with `auth_token()` and persist it in place of the old one. Carries no secret
-    /// (gomuks-rpc.md §1.2).
+    /// gomuks: a new `gomuks_auth` token replaced the one the client held (a renewal while
+    /// connected before the old one expires, one before a reconnect or after a 401, or a new
+    /// login with the configured username and password); read it with `auth_token()` and
+    /// persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
+    /// token of a password login is not announced: read it after CONNECTED.
     TokenRenewed = 10,
 }
 

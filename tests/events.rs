@@ -214,24 +214,34 @@ async fn spec1_2_upgrade_401_renews_a_token_only_client() {
     close_and_drain(&c).await;
 }
 
-/// §1.2: a login with username and password announces the token it obtained, before the
-/// connection it opens.
+/// §1.2: the first token of a password login is not announced (it replaces nothing); a new
+/// login after a 401 replaces it and is.
 #[tokio::test]
-async fn spec1_2_login_announces_the_token() {
+async fn spec1_2_relogin_after_a_401_is_announced_not_the_first_login() {
     let b = backend().await;
     let cfg = Config::builder(&b.http_url())
         .basic_auth("tether", "tether-password")
+        .reconnect_backoff(ms(20), ms(200))
         .build()
         .unwrap();
     let c = start(cfg);
     assert_eq!(c.auth_token(), None);
-    let (_, skipped) = until_kind(&c, EventKind::Connected).await;
+    let (_, skipped) = until_command(&c, "init_complete").await;
     assert!(
-        skipped.iter().any(|e| e.kind() == EventKind::TokenRenewed),
+        skipped.iter().all(|e| e.kind() != EventKind::TokenRenewed),
         "{:?}",
         kinds(&skipped)
     );
-    assert!(c.auth_token().is_some());
+    let first = c.auth_token().expect("the login's token");
+    tokio::time::sleep(ms(1100)).await;
+    b.reject_upgrades_with(1, 401);
+    b.cut_all();
+    let (_, skipped) = until_kind(&c, EventKind::TokenRenewed).await;
+    assert!(skipped.iter().all(|e| e.kind() != EventKind::Connected));
+    assert_ne!(c.auth_token().unwrap(), first);
+    let (conn, _) = until_kind(&c, EventKind::Connected).await;
+    assert_eq!(conn.attempt(), 2);
+    assert_eq!(b.stats().token_renewals, 0, "a login, not a renewal");
     close_and_drain(&c).await;
 }
 

@@ -90,10 +90,11 @@ pub const TETHER_EVENT_CLOSED: u32 = 8;
 /// on a reset does so before the fresh state arrives (gomuks-rpc.md §7.2, §7.5). None when
 /// the connection ends before the outcome is known (the next one asks again).
 pub const TETHER_EVENT_RESUMED: u32 = 9;
-/// gomuks: the library holds a new `gomuks_auth` token (a renewal before the old one
-/// expires, one after a 401, or a login with the configured username and password);
-/// read it with `auth_token()` and persist it in place of the old one. Carries no secret
-/// (gomuks-rpc.md §1.2).
+/// gomuks: a new `gomuks_auth` token replaced the one the client held (a renewal while
+/// connected before the old one expires, one before a reconnect or after a 401, or a new
+/// login with the configured username and password); read it with `auth_token()` and
+/// persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
+/// token of a password login is not announced: read it after CONNECTED.
 pub const TETHER_EVENT_TOKEN_RENEWED: u32 = 10;
 
 /// The resume succeeded: every event missed since the resume point is delivered exactly

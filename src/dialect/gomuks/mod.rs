@@ -202,13 +202,19 @@ impl Gomuks {
             return;
         };
         self.renew_at = Some(Instant::now() + renew_after(&t));
-        if self.token.as_ref().is_some_and(|old| old.expose() == t) {
-            return;
-        }
+        // Announced when it replaces a token the app could have persisted; the first token
+        // of a password login is read after CONNECTED, as before.
+        let replaces = match &self.token {
+            Some(old) if old.expose() == t => return,
+            Some(_) => true,
+            None => false,
+        };
         let t = Secret::new(t);
         self.resume.set_token(t.clone());
         self.token = Some(t);
-        self.queue.push(Event::new(EventKind::TokenRenewed));
+        if replaces {
+            self.queue.push(Event::new(EventKind::TokenRenewed));
+        }
     }
 
     /// Credentials and resume parameters for the next upgrade (spec §16 steps 1-2).
@@ -268,9 +274,8 @@ impl Gomuks {
             return Ok(false);
         }
         self.reauthed = true;
-        if self.cfg.basic_auth.is_some() {
-            self.token = None;
-        }
+        // With a password configured this logs in afresh (the refused token is replaced);
+        // else it renews the token with itself.
         self.login().await?;
         Ok(true)
     }
