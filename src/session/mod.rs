@@ -174,7 +174,7 @@ pub(crate) async fn run<D: Dialect>(
             State::Waiting(until) => sup.book.wait(until, &mut commands).await,
             State::Paused => sup.paused(&mut commands).await,
             State::Closed => {
-                sup.book.finish(&mut commands);
+                sup.book.finish(&mut commands).await;
                 return;
             }
         }
@@ -874,7 +874,7 @@ impl Book {
 
     /// Ends the session: every request left, and every request that reached the channel
     /// before it closed, gets CLIENT_CLOSED; then CLOSED, the last event.
-    fn finish(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
+    async fn finish(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         let failed = self
             .requests
             .fail_all(Status::ErrClientClosed, "client closed before the reply");
@@ -888,7 +888,7 @@ impl Book {
             "session",
             "client closed; CLOSED is the last event"
         );
-        close_channel(commands, &self.queue);
+        close_channel_in_session(commands, &self.queue).await;
     }
 }
 
@@ -897,8 +897,33 @@ impl Book {
 /// fails and the app gets an error instead of an id), so none is left without an outcome.
 pub(crate) fn close_channel(commands: &mut mpsc::UnboundedReceiver<Command>, queue: &EventQueue) {
     commands.close();
-    let mut out = Vec::new();
+    let mut left = Vec::new();
     while let Ok(cmd) = commands.try_recv() {
+        left.push(cmd);
+    }
+    answer_closed(left, queue);
+}
+
+/// [`close_channel`] for the session task: it also waits for sends already under way. A send
+/// that passed the channel's closed check but has not stored its command yet is invisible to
+/// `try_recv`, yet its caller was told the request was accepted; `recv` returns `None` only
+/// once no send is in flight, so that request is answered too instead of being lost.
+async fn close_channel_in_session(
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    queue: &EventQueue,
+) {
+    commands.close();
+    let mut left = Vec::new();
+    while let Some(cmd) = commands.recv().await {
+        left.push(cmd);
+    }
+    answer_closed(left, queue);
+}
+
+/// Answers the requests among `left` with CLIENT_CLOSED, then pushes CLOSED.
+fn answer_closed(left: Vec<Command>, queue: &EventQueue) {
+    let mut out = Vec::new();
+    for cmd in left {
         if let Command::Request(r) = cmd {
             let o = Outcome {
                 id: r.id,
