@@ -111,6 +111,46 @@
 #define TETHER_EVENT_CLOSED 8
 
 /**
+ * gomuks: what became of the resume this connection asked for (CONNECTED said
+ * `resume_attempted`): see the resume outcome. Once per such connection, as soon as the
+ * first messages decide it, and before the message that decided it (`run_id`,
+ * `sync_complete` with `clear_state`, or `init_complete`), so an app that drops its cache
+ * on a reset does so before the fresh state arrives (gomuks-rpc.md §7.2, §7.5). None when
+ * the connection ends before the outcome is known (the next one asks again).
+ */
+#define TETHER_EVENT_RESUMED 9
+
+/**
+ * gomuks: a new `gomuks_auth` token replaced the one the client held (a renewal while
+ * connected before the old one expires, one before a reconnect or after a 401, or a new
+ * login with the configured username and password); read it with `auth_token()` and
+ * persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
+ * token of a password login is not announced: read it after CONNECTED.
+ */
+#define TETHER_EVENT_TOKEN_RENEWED 10
+
+/**
+ * The resume succeeded: every event missed since the resume point is delivered exactly
+ * once, in order, before `init_complete`; the app's cached state stays valid.
+ */
+#define TETHER_RESUME_SUCCEEDED 1
+
+/**
+ * The server's state was reset (the backend restarted and its `run_id` changed, or its
+ * event buffer no longer held the resume point): missed events are lost and the server
+ * sends its state afresh (`sync_complete` with `clear_state`); drop the cached state.
+ */
+#define TETHER_RESUME_RESET 2
+
+/**
+ * The resume point was gone (as for `Reset`), but the app configured `last_server_ts`,
+ * so the server sends what changed since then as one `sync_complete` with `catchup`
+ * instead of the missed events: the cached state stays valid once that is applied; the
+ * missed events themselves are not delivered (gomuks-rpc.md §6.1).
+ */
+#define TETHER_RESUME_CAUGHT_UP 3
+
+/**
  * Created; `connect` was not called yet.
  */
 #define TETHER_STATE_IDLE 0
@@ -278,9 +318,9 @@ typedef struct tether_batch_entry {
      */
     uint8_t resume_attempted;
     /**
-     * Always 0. Offset 79.
+     * As `tether_event_resume_outcome` (0, or a `TETHER_RESUME_*` value). Offset 79.
      */
-    uint8_t reserved;
+    uint8_t resume_outcome;
 } tether_batch_entry;
 
 /**
@@ -355,7 +395,7 @@ typedef struct tether_stats {
      */
     uint64_t resumes_succeeded;
     /**
-     * gomuks: connections that asked to resume and got a fresh state instead.
+     * gomuks: connections that asked to resume and got a fresh state (or a catchup) instead.
      */
     uint64_t resumes_reset;
     /**
@@ -735,7 +775,10 @@ tether_status tether_client_resume_state(const struct tether_client *c, char *ru
 /**
  * The credential the client's next connection sends, for an app that persists it instead of
  * a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
- * Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
+ * Basic credentials or a renewal replaces it; each replacement is announced by a
+ * `TETHER_EVENT_TOKEN_RENEWED` event, which carries no secret: read the new token here
+ * then. Renewals happen while connected, halfway through the token's remaining life and
+ * at least daily, before reconnect attempts when due, and after a 401); rwws, the configured
  * access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
  * NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
  * `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
@@ -980,6 +1023,17 @@ int64_t tether_event_server_time_ms(const struct tether_event *ev);
  * (gomuks: `run_id` + `last_received_event` were sent). false otherwise and for NULL.
  */
 bool tether_event_resume_attempted(const struct tether_event *ev);
+
+/**
+ * RESUMED (gomuks): `TETHER_RESUME_SUCCEEDED` (every event missed since the resume point
+ * arrives exactly once, before `init_complete`: keep the cached state) or
+ * `TETHER_RESUME_RESET` (the backend restarted or no longer held the resume point: drop
+ * the cached state; the fresh state follows) or `TETHER_RESUME_CAUGHT_UP` (the resume
+ * point was gone, but with `last_server_ts` configured the changes since then follow as
+ * one `sync_complete` with `catchup`: keep the cached state and apply it; the missed
+ * events themselves are not delivered). 0 for other kinds and NULL.
+ */
+uint32_t tether_event_resume_outcome(const struct tether_event *ev);
 
 /**
  * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise.

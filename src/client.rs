@@ -94,6 +94,7 @@ impl Client {
                     self.cfg.clone(),
                     tls,
                     self.resume.clone(),
+                    self.queue.clone(),
                     self.probe.clone(),
                 )?;
                 self.spawn_session(&handle, d, &mut slot);
@@ -353,8 +354,11 @@ impl Client {
 
     /// The credential the next connection sends, for an app that persists it instead of a
     /// password: gomuks, the `gomuks_auth` token (the configured one until a login with the
-    /// Basic credentials or a renewal, spec §1.2, replaces it; renewals happen daily and
-    /// before reconnect attempts); rwws, the configured access key. `None` before a gomuks
+    /// Basic credentials or a renewal, spec §1.2, replaces it; each replacement is announced by
+    /// a [`EventKind::TokenRenewed`](crate::EventKind::TokenRenewed) event, which carries no
+    /// secret. Renewals happen while connected, halfway through the life the token has left
+    /// (read from its expiry) and at least daily, before reconnect attempts once due, and after
+    /// a 401 at the upgrade); rwws, the configured access key. `None` before a gomuks
     /// client configured with a username and password (and no token) first logs in, and
     /// while the backend has auth disabled and no token was configured.
     /// A secret: keep it out of logs.

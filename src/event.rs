@@ -27,6 +27,38 @@ pub enum EventKind {
     Packet = 7,
     /// The client is closed; always the last event.
     Closed = 8,
+    /// gomuks: what became of the resume this connection asked for (CONNECTED said
+    /// `resume_attempted`): see the resume outcome. Once per such connection, as soon as the
+    /// first messages decide it, and before the message that decided it (`run_id`,
+    /// `sync_complete` with `clear_state`, or `init_complete`), so an app that drops its cache
+    /// on a reset does so before the fresh state arrives (gomuks-rpc.md §7.2, §7.5). None when
+    /// the connection ends before the outcome is known (the next one asks again).
+    Resumed = 9,
+    /// gomuks: a new `gomuks_auth` token replaced the one the client held (a renewal while
+    /// connected before the old one expires, one before a reconnect or after a 401, or a new
+    /// login with the configured username and password); read it with `auth_token()` and
+    /// persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
+    /// token of a password login is not announced: read it after CONNECTED.
+    TokenRenewed = 10,
+}
+
+/// What a RESUMED event reports. Discriminants are the C ABI's `TETHER_RESUME_*` values (0
+/// means "no outcome": every event that is not RESUMED).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResumeOutcome {
+    /// The resume succeeded: every event missed since the resume point is delivered exactly
+    /// once, in order, before `init_complete`; the app's cached state stays valid.
+    Succeeded = 1,
+    /// The server's state was reset (the backend restarted and its `run_id` changed, or its
+    /// event buffer no longer held the resume point): missed events are lost and the server
+    /// sends its state afresh (`sync_complete` with `clear_state`); drop the cached state.
+    Reset = 2,
+    /// The resume point was gone (as for `Reset`), but the app configured `last_server_ts`,
+    /// so the server sends what changed since then as one `sync_complete` with `catchup`
+    /// instead of the missed events: the cached state stays valid once that is applied; the
+    /// missed events themselves are not delivered (gomuks-rpc.md §6.1).
+    CaughtUp = 3,
 }
 
 /// One event. Cheap to move: payloads are reference-counted slices of the received message.
@@ -45,6 +77,7 @@ pub struct Event {
     pub(crate) acked_id: i64,
     pub(crate) server_time_ms: i64,
     pub(crate) attempt: u32,
+    pub(crate) resume_outcome: Option<ResumeOutcome>,
 }
 
 const EMPTY_COMMAND: &str = "\0";
@@ -64,6 +97,7 @@ impl Event {
             acked_id: 0,
             server_time_ms: 0,
             attempt: 0,
+            resume_outcome: None,
         }
     }
 
@@ -124,6 +158,11 @@ impl Event {
     /// CONNECTING/CONNECTED/DISCONNECTED: the connection attempt number (1-based).
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+    /// RESUMED: whether the resume succeeded or the server's state was reset; `None` for other
+    /// kinds.
+    pub fn resume_outcome(&self) -> Option<ResumeOutcome> {
+        self.resume_outcome
     }
     /// Whether the data is a JSON `null` (or empty).
     pub fn data_is_null(&self) -> bool {

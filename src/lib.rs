@@ -44,7 +44,7 @@ mod status;
 
 pub use client::Client;
 pub use config::{Config, ConfigBuilder, Protocol};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, ResumeOutcome};
 pub use logging::{set_log_sink, LogLevel, LogRecord, LogSink};
 pub use queue::Pop;
 pub use resume::ResumeState;

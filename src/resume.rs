@@ -93,14 +93,17 @@ impl SharedResume {
 
 /// What became of a connection's request to resume. The server never says (§7.2); the client
 /// infers it: a changed `run_id` or a `sync_complete` with `clear_state` before
-/// `init_complete` means the state was reset; `init_complete` without either means every
-/// missed event was replayed.
+/// `init_complete` means the state was reset; one with `catchup` means the resume point was
+/// gone and a catchup since `last_server_ts` replaced the replay (§6.1); `init_complete`
+/// without any of these means every missed event was replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ResumeOutcome {
     /// Every missed event was replayed.
     Succeeded,
     /// The backend started afresh: the app's cached state is gone.
     Reset,
+    /// The missed events are gone, but a catchup sync brings the state up to date.
+    CaughtUp,
 }
 
 /// The gomuks session's side of resume: follows received event ids and `run_id` events, says
@@ -178,10 +181,18 @@ impl Tracker {
         self.deciding
     }
 
-    /// A `sync_complete` arrived; `clear_state` says the backend sent its state afresh (§6.1).
-    pub(crate) fn sync_complete(&mut self, clear_state: bool) -> Option<ResumeOutcome> {
+    /// A `sync_complete` arrived; `clear_state` says the backend sent its state afresh,
+    /// `catchup` that it sent the changes since `last_server_ts` instead of a replay (§6.1).
+    pub(crate) fn sync_complete(
+        &mut self,
+        clear_state: bool,
+        catchup: bool,
+    ) -> Option<ResumeOutcome> {
         if clear_state {
             return self.decide(ResumeOutcome::Reset);
+        }
+        if catchup {
+            return self.decide(ResumeOutcome::CaughtUp);
         }
         None
     }
@@ -276,13 +287,18 @@ mod tests {
         t.begin_attempt();
         assert!(t.deciding());
         assert_eq!(t.run_id("r", 1), None);
-        assert_eq!(t.sync_complete(false), None);
+        assert_eq!(t.sync_complete(false, false), None);
         assert_eq!(t.init_complete(), Some(ResumeOutcome::Succeeded));
         assert_eq!(t.init_complete(), None, "decided once");
 
         let (mut t, _) = tracker("r", -5);
         t.begin_attempt();
-        assert_eq!(t.sync_complete(true), Some(ResumeOutcome::Reset));
+        assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
+        assert_eq!(t.init_complete(), None);
+
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt();
+        assert_eq!(t.sync_complete(false, true), Some(ResumeOutcome::CaughtUp));
         assert_eq!(t.init_complete(), None);
 
         let (mut t, _) = tracker("old", -5);

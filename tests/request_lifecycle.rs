@@ -149,7 +149,12 @@ fn spawn_requesters(
                     if let Some(p) = pause {
                         std::thread::sleep(p);
                     }
-                    while ids.len() >= MAX_PER_THREAD && !closing.load(Ordering::Acquire) {
+                    // Also released when the session stopped by itself (nobody sets `closing`
+                    // then): the next request is refused and the thread ends.
+                    while ids.len() >= MAX_PER_THREAD
+                        && !closing.load(Ordering::Acquire)
+                        && c.state() != tether::ConnectionState::Closed
+                    {
                         std::thread::sleep(Duration::from_micros(200));
                     }
                 }

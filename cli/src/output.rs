@@ -89,6 +89,24 @@ pub fn emit(ev: &Event) {
                 )
             },
         ),
+        EventKind::Resumed => {
+            let ok = ev.resume_outcome() == Some(tether::ResumeOutcome::Succeeded);
+            let prose = if ok {
+                "resume succeeded: every missed event is replayed"
+            } else {
+                "resume failed: the server's state was reset"
+            };
+            status(prose, || {
+                format!(
+                    r#"{{"type":"resumed","outcome":"{}"}}"#,
+                    if ok { "succeeded" } else { "reset" }
+                )
+            })
+        }
+        // The token itself never goes to a terminal.
+        EventKind::TokenRenewed => {
+            status("token renewed", || r#"{"type":"token_renewed"}"#.to_owned())
+        }
         EventKind::Pong => {
             let rtt = ev.rtt().map(|d| d.as_secs_f64() * 1000.0);
             let mut prose = match rtt {

@@ -49,8 +49,8 @@ pub struct tether_batch_entry {
     pub close_code: u16,
     /// As `tether_event_resume_attempted` (0 or 1). Offset 78.
     pub resume_attempted: u8,
-    /// Always 0. Offset 79.
-    pub reserved: u8,
+    /// As `tether_event_resume_outcome` (0, or a `TETHER_RESUME_*` value). Offset 79.
+    pub resume_outcome: u8,
 }
 
 /// Most bytes one batch buffer holds: entries locate command names with `u32` offsets. An
@@ -113,7 +113,7 @@ impl tether_batch {
                 attempt: ev.attempt(),
                 close_code: ev.close_code(),
                 resume_attempted: u8::from(ev.resume_attempted()),
-                reserved: 0,
+                resume_outcome: ev.resume_outcome().map_or(0, |o| o as u8),
             });
         }
         // The payloads now live in `bytes`; release the received buffers at once.

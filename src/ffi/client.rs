@@ -421,7 +421,10 @@ ffi_fn! {
 ffi_fn! {
     /// The credential the client's next connection sends, for an app that persists it instead of
     /// a password: gomuks, the `gomuks_auth` token (the configured one until a login with the
-    /// Basic credentials or a daily or retry-time renewal replaces it); rwws, the configured
+    /// Basic credentials or a renewal replaces it; each replacement is announced by a
+    /// `TETHER_EVENT_TOKEN_RENEWED` event, which carries no secret: read the new token here
+    /// then. Renewals happen while connected, halfway through the token's remaining life and
+    /// at least daily, before reconnect attempts when due, and after a 401); rwws, the configured
     /// access key. Copied NUL-terminated into `buf` (capacity `cap` bytes); `*out_len` (may be
     /// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
     /// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and

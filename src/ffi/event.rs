@@ -145,6 +145,19 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// RESUMED (gomuks): `TETHER_RESUME_SUCCEEDED` (every event missed since the resume point
+    /// arrives exactly once, before `init_complete`: keep the cached state) or
+    /// `TETHER_RESUME_RESET` (the backend restarted or no longer held the resume point: drop
+    /// the cached state; the fresh state follows) or `TETHER_RESUME_CAUGHT_UP` (the resume
+    /// point was gone, but with `last_server_ts` configured the changes since then follow as
+    /// one `sync_complete` with `catchup`: keep the cached state and apply it; the missed
+    /// events themselves are not delivered). 0 for other kinds and NULL.
+    fn tether_event_resume_outcome(ev: *const tether_event) -> u32 {
+        field(ev, 0, |e| e.resume_outcome().map_or(0, |o| o as u32))
+    } ?= |_| 0
+}
+
+ffi_fn! {
     /// CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise.
     fn tether_event_attempt(ev: *const tether_event) -> u32 {
         field(ev, 0, |e| e.attempt())

@@ -134,7 +134,7 @@ pub struct tether_stats {
     pub connections: u64,
     /// gomuks: connections that asked to resume and got every missed event.
     pub resumes_succeeded: u64,
-    /// gomuks: connections that asked to resume and got a fresh state instead.
+    /// gomuks: connections that asked to resume and got a fresh state (or a catchup) instead.
     pub resumes_reset: u64,
     /// Bytes read from the network (TLS and websocket framing included).
     pub wire_bytes_in: u64,

@@ -4,12 +4,15 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::transport::{ConnectError, Ws};
+use crate::event::ResumeOutcome;
+use crate::secret::Secret;
 use crate::status::{Error, Status};
 
 /// A decoded server message, as the supervisor needs it.
@@ -42,7 +45,14 @@ pub enum Incoming {
     },
     /// Raw bytes for the app (rwws).
     Packet(Bytes),
+    /// gomuks: the outcome of the resume this connection asked for, decided by the message
+    /// that follows (§7.2).
+    Resumed(ResumeOutcome),
 }
+
+/// The result of a credential renewal that ran beside a connection: the new credential,
+/// `None` when the server needs none, or why it failed.
+pub(crate) type Renewal = Result<Option<Secret>, ConnectError>;
 
 /// What to do after a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,4 +106,17 @@ pub(crate) trait Dialect: Send + 'static {
     fn final_close(&self, intent: CloseIntent) -> (u16, &'static str);
     /// Close code and reason sent when nothing arrived within the receive timeout.
     fn timeout_close(&self) -> (u16, &'static str);
+    /// When a credential renewal is due while connected (gomuks: the token, before it
+    /// expires, spec §1.2); `None` when there is nothing to renew.
+    fn renew_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// Starts that renewal. The future runs beside the connection (reads, pings and commands
+    /// go on meanwhile) and its result goes to [`Dialect::renewed`]; it is dropped if the
+    /// connection ends first.
+    fn renew(&mut self) -> Pin<Box<dyn Future<Output = Renewal> + Send>> {
+        Box::pin(std::future::pending())
+    }
+    /// Takes the result of a renewal started with [`Dialect::renew`].
+    fn renewed(&mut self, _result: Renewal) {}
 }

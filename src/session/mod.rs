@@ -414,6 +414,10 @@ impl<D: Dialect> Supervisor<D> {
         let mut due: Option<(Instant, u64, bool)> = None;
         let wire_in =
             |c: &stats::Counters| c.wire_bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+        // A credential renewal running beside the connection (gomuks: the token, spec §1.2).
+        let mut renewal: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = dialect::Renewal> + Send>>,
+        > = None;
 
         // Packets and requests made while disconnected go out first, in order.
         let unsent = self.book.requests.take_unsent();
@@ -428,6 +432,10 @@ impl<D: Dialect> Supervisor<D> {
         let end = loop {
             let can_read = self.book.queue.has_space();
             let next_timer = self.book.requests.next_deadline();
+            let renew_at = match renewal {
+                Some(_) => None,
+                None => self.dialect.renew_at().map(Instant::from_std),
+            };
             // Not biased: neither a flood of requests nor a fast server may starve the other
             // branches (reads, pings, the receive timeout, request deadlines).
             tokio::select! {
@@ -511,6 +519,13 @@ impl<D: Dialect> Supervisor<D> {
                     let (code, reason) = self.dialect.timeout_close();
                     send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
                     break End::lost(Status::ErrReceiveTimeout, 0, "nothing received within the receive timeout");
+                }
+                () = sleep_until(renew_at.unwrap_or_else(Instant::now)), if renew_at.is_some() => {
+                    renewal = Some(self.dialect.renew());
+                }
+                r = async { match renewal.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if renewal.is_some() => {
+                    renewal = None;
+                    self.dialect.renewed(r);
                 }
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
                     let mut failed = None;
@@ -834,6 +849,11 @@ impl Book {
                     stats::add(&self.probe.counters.events_received, 1);
                     let mut ev = Event::new(EventKind::Packet);
                     ev.data = data;
+                    out.push(ev);
+                }
+                Incoming::Resumed(outcome) => {
+                    let mut ev = Event::new(EventKind::Resumed);
+                    ev.resume_outcome = Some(outcome);
                     out.push(ev);
                 }
             }

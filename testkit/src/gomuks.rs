@@ -66,6 +66,9 @@ pub struct BackendConfig {
     /// Stands in for a reverse proxy with its own header auth in front of gomuks: every
     /// `/_gomuks/*` request without this header (lowercase name, exact value) gets 403.
     pub required_header: Option<(String, String)>,
+    /// How long issued tokens stay valid (gomuks: 7 days, spec §1.2). The token's `expiry`
+    /// is in whole seconds, so a token lives between this minus one second and this.
+    pub token_lifetime: Duration,
 }
 
 impl Default for BackendConfig {
@@ -87,6 +90,7 @@ impl Default for BackendConfig {
             rwws: crate::rwws::RwwsConfig::default(),
             conn_queue_limit: Some(512),
             required_header: None,
+            token_lifetime: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct Stats {
     pub fresh_starts: u64,
     /// `POST /_gomuks/auth` requests answered.
     pub auth_requests: u64,
+    /// Of those, renewals: a valid cookie answered with a fresh token (200).
+    pub token_renewals: u64,
     /// Websocket upgrades still to refuse with 503 (`reject_upgrades`).
     pub reject_upgrades: u64,
     /// Websocket data messages written, on every connection.
@@ -168,6 +174,8 @@ enum Out {
 
 struct State {
     sent: Arc<Sent>,
+    /// HTTP status of the scripted upgrade rejections.
+    reject_code: u16,
     cfg: BackendConfig,
     rwws: crate::rwws::Rwws,
     stats: Stats,
@@ -276,6 +284,7 @@ impl Backend {
         let addr = listener.local_addr()?;
         let mut st = State {
             sent: Arc::default(),
+            reject_code: 503,
             rwws: crate::rwws::Rwws(Arc::new(Mutex::new(crate::rwws::RwwsState::new(
                 cfg.rwws.clone(),
             )))),
@@ -361,7 +370,14 @@ impl Backend {
     }
     /// Refuses the next `n` websocket upgrades with HTTP 503 (auth keeps working).
     pub fn reject_upgrades(&self, n: u64) {
-        self.lock().stats.reject_upgrades = n;
+        self.reject_upgrades_with(n, 503);
+    }
+    /// Refuses the next `n` websocket upgrades with HTTP `code` (503, or 401 as gomuks answers
+    /// a refused cookie, spec §1.2); auth keeps working.
+    pub fn reject_upgrades_with(&self, n: u64, code: u16) {
+        let mut g = self.lock();
+        g.stats.reject_upgrades = n;
+        g.reject_code = code;
     }
     /// A snapshot of what the backend has seen.
     pub fn stats(&self) -> Stats {
@@ -380,14 +396,14 @@ impl Backend {
     }
 }
 
-/// Consumes one scripted upgrade rejection, if any is left.
-fn take_rejection(state: &Mutex<State>) -> bool {
+/// Consumes one scripted upgrade rejection, if any is left: its HTTP status.
+fn take_rejection(state: &Mutex<State>) -> Option<u16> {
     let mut g = lock(state);
     if g.stats.reject_upgrades > 0 {
         g.stats.reject_upgrades -= 1;
-        true
+        Some(g.reject_code)
     } else {
-        false
+        None
     }
 }
 
@@ -404,7 +420,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 fn make_token(cfg: &BackendConfig) -> String {
-    let expiry = since_epoch().as_secs() + 7 * 86400;
+    let expiry = (since_epoch() + cfg.token_lifetime).as_secs();
     let payload = json!({"username": cfg.username, "expiry": expiry}).to_string();
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&cfg.token_key).expect("HMAC takes any key length");
@@ -560,6 +576,7 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             // An invalid cookie is not final: gomuks then tries Basic credentials.
             let basic = head.headers.get("authorization").map(String::as_str);
             let created = if cookie(&head).is_some_and(|c| valid_token(&cfg, &c)) {
+                lock(&state).stats.token_renewals += 1;
                 200
             } else if basic_ok(&cfg, basic) {
                 201
@@ -578,10 +595,17 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             let rwws = lock(&state).rwws.clone();
             crate::rwws::serve(tcp, rwws).await
         }
-        ("GET", "/_gomuks/websocket") if take_rejection(&state) => {
-            respond(tcp, &head, 503, "text/plain", "Service Unavailable").await
-        }
         ("GET", "/_gomuks/websocket") => {
+            match take_rejection(&state) {
+                Some(401) => {
+                    let b = r#"{"errcode":"FI.MAU.GOMUKS.INVALID_COOKIE","error":"Invalid gomuks_auth cookie"}"#;
+                    return respond(tcp, &head, 401, "application/json", b).await;
+                }
+                Some(code) => {
+                    return respond(tcp, &head, code, "text/plain", "Service Unavailable").await
+                }
+                None => {}
+            }
             if !cfg.disable_auth {
                 let authorized = match cookie(&head) {
                     Some(c) if valid_token(&cfg, &c) => true,
@@ -634,6 +658,7 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
         }
         ("POST", "/_testkit/reject_upgrades") => {
             g.stats.reject_upgrades = n(1) as u64;
+            g.reject_code = q("code").parse().unwrap_or(503);
             (200, ok)
         }
         ("POST", "/_testkit/cut") => {

@@ -28,7 +28,7 @@ cargo build --quiet -p tether-testkit --bin tether-backend
 export TETHER_BACKEND=$ROOT/target/debug/tether-backend
 LIBDIR=$ROOT/target/debug
 
-TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe)
+TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe test_events)
 # Also compiled and run as C++ (the header must work there too).
 CXX_TESTS=(test_api test_misuse)
 WARN=(-Wall -Wextra -Wpedantic -Werror)

@@ -310,7 +310,7 @@ static void test_batch(void) {
             expect--;
             CHECK(e[i].command_len > 0);
             CHECK(e[i].data_len > 0 && bytes[e[i].data_offset] == '{');
-            CHECK(e[i].rtt_us == -1 && e[i].retry_in_ms == -1 && e[i].reserved == 0);
+            CHECK(e[i].rtt_us == -1 && e[i].retry_in_ms == -1 && e[i].resume_outcome == 0);
         }
     }
     CHECK_OK(tether_client_close(c));

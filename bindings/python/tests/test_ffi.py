@@ -159,6 +159,8 @@ def test_exception_families() -> None:
 def test_event_kinds_and_protocols_match_the_header() -> None:
     kinds = header_defines("EVENT_")
     assert {f"EVENT_{k.name}": int(k) for k in EventKind} == kinds
+    outcomes = header_defines("RESUME_")
+    assert {f"RESUME_{o.name}": int(o) for o in tether.ResumeOutcome} == outcomes
     protocols = header_defines("PROTOCOL_")
     assert protocols == {"PROTOCOL_GOMUKS": _ffi.PROTOCOL_GOMUKS, "PROTOCOL_RWWS": _ffi.PROTOCOL_RWWS}
 

@@ -21,7 +21,7 @@ from .client import Client, PendingRequest
 # Every exception class and Status, as listed in errors.__all__ (one list, kept there).
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
-from .events import Event, EventKind
+from .events import Event, EventKind, ResumeOutcome
 from .stats import ConnectionState, Stats
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "PendingRequest",
     "Event",
     "EventKind",
+    "ResumeOutcome",
     "ConnectionState",
     "Stats",
     "Options",

@@ -48,7 +48,7 @@ PROTOCOL_RWWS = 2
 #: ``tether_batch_entry``: 80 bytes, native byte order, offsets as documented in the header:
 #: request_id@0 data_offset@8 data_len@16 acked_id@24 server_time_ms@32 rtt_us@40
 #: retry_in_ms@48 kind@56 status@60 command_offset@64 command_len@68 attempt@72
-#: close_code@76 resume_attempted@78 reserved@79.
+#: close_code@76 resume_attempted@78 resume_outcome@79.
 BATCH_ENTRY = struct.Struct("=qQQqqqqIiIIIHBB")
 #: The field names in ``BATCH_ENTRY`` order (the header's declaration order).
 BATCH_FIELDS = (
@@ -66,7 +66,7 @@ BATCH_FIELDS = (
     "attempt",
     "close_code",
     "resume_attempted",
-    "reserved",
+    "resume_outcome",
 )
 assert BATCH_ENTRY.size == 80
 
@@ -194,6 +194,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_event_server_time_ms": (c_int64, [_p]),
     "tether_event_resume_attempted": (c_bool, [_p]),
     "tether_event_attempt": (c_uint32, [_p]),
+    "tether_event_resume_outcome": (c_uint32, [_p]),
     "tether_event_free": (None, [_p]),
     # misc
     "tether_status_str": (c_char_p, [_status]),

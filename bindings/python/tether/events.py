@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 from . import _ffi
 from .errors import Status, TetherError, exception_for
 
-__all__ = ["EventKind", "Event", "JSONLoads"]
+__all__ = ["EventKind", "Event", "JSONLoads", "ResumeOutcome"]
 
 #: A JSON parser for event payloads: takes the raw bytes, returns the value (``json.loads``,
 #: ``orjson.loads``, ...). See the ``json_loads`` option of :class:`tether.Client`.
@@ -37,6 +37,31 @@ class EventKind(enum.IntEnum):
     """rwws: a packet the library does not consume (``raw`` holds its bytes)."""
     CLOSED = 8
     """The client is closed; always the last event."""
+    RESUMED = 9
+    """gomuks: what became of the resume this connection asked for: ``resume_outcome``.
+    Once per such connection, before the message that decided it (so before the fresh state
+    of a reset, and before ``init_complete``); none if the connection ends before that."""
+    TOKEN_RENEWED = 10
+    """gomuks: a new token replaced the one the client held (renewed before expiry or after a
+    401, or a new login); read it with ``auth_token()`` and persist it. Carries no secret. The
+    first token of a password login is not announced."""
+
+
+class ResumeOutcome(enum.IntEnum):
+    """``TETHER_RESUME_*``: the ``resume_outcome`` of a RESUMED event."""
+
+    SUCCEEDED = 1
+    """Every missed event is delivered exactly once: keep the cached state."""
+    RESET = 2
+    """The backend restarted or no longer held the resume point: drop the cached state (the
+    fresh state follows, ``sync_complete`` with ``clear_state``)."""
+    CAUGHT_UP = 3
+    """The resume point was gone, but with ``last_server_ts`` configured the changes since then
+    follow as one ``sync_complete`` with ``catchup``: keep the cached state and apply it (the
+    missed events themselves are not delivered)."""
+
+
+_OUTCOMES = {int(o): o for o in ResumeOutcome}
 
 
 _KINDS = {int(k): k for k in EventKind}
@@ -74,6 +99,7 @@ class Event:
         "close_code",
         "attempt",
         "resume_attempted",
+        "resume_outcome",
         "_data",
     )
 
@@ -103,6 +129,8 @@ class Event:
     attempt: int
     #: CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked to resume.
     resume_attempted: bool
+    #: RESUMED: :class:`ResumeOutcome`; ``None`` for other kinds.
+    resume_outcome: Optional[ResumeOutcome]
     # The parser of ``data``; a client created with ``json_loads`` uses a subclass that
     # replaces it (event_class), so no event pays for carrying it.
     _loads: JSONLoads = staticmethod(json.loads)
@@ -121,6 +149,7 @@ class Event:
         close_code: int = 0,
         attempt: int = 0,
         resume_attempted: bool = False,
+        resume_outcome: int = 0,
     ) -> None:
         k = _KINDS.get(kind)  # a kind newer than this binding stays a plain int
         self.kind = k if k is not None else kind  # type: ignore[assignment]
@@ -135,6 +164,7 @@ class Event:
         self.close_code = close_code
         self.attempt = attempt
         self.resume_attempted = resume_attempted
+        self.resume_outcome = _OUTCOMES.get(resume_outcome) if resume_outcome else None
         self._data = _UNSET
 
     @property
@@ -196,6 +226,8 @@ class Event:
             parts.append(f"reason={self.reason!r}")
         elif self.kind in (EventKind.CONNECTING, EventKind.CONNECTED):
             parts.append(f"attempt={self.attempt} resume_attempted={self.resume_attempted}")
+        elif self.resume_outcome is not None:
+            parts.append(f"resume_outcome={self.resume_outcome.name}")
         elif self.raw:
             parts.append(f"{len(self.raw)} bytes")
         return f"Event({', '.join(parts)})"
@@ -281,7 +313,7 @@ class BatchReader:
             attempt,
             close_code,
             resume,
-            _reserved,
+            outcome,
         ) in _ffi.BATCH_ENTRY.iter_unpack(entries):
             append(
                 make(
@@ -297,6 +329,7 @@ class BatchReader:
                     close_code,
                     attempt,
                     bool(resume),
+                    outcome,
                 )
             )
         return st, out
@@ -359,4 +392,6 @@ def event_from_pointer(ev: int, cls: Type[Event] = Event) -> Event:
             attempt=lib.tether_event_attempt(ev),
             resume_attempted=bool(lib.tether_event_resume_attempted(ev)),
         )
+    if kind == EventKind.RESUMED:
+        return cls(kind, resume_outcome=lib.tether_event_resume_outcome(ev))
     return cls(kind, lib.tether_event_request_id(ev), lib.tether_event_status(ev), "", raw)

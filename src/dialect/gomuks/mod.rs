@@ -3,17 +3,21 @@
 pub(crate) mod auth;
 pub(crate) mod codec;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
+use crate::event::{self, Event, EventKind};
 use crate::logging::tlog;
+use crate::queue::EventQueue;
 use crate::resume::{ResumeOutcome, SharedResume, Tracker};
 use crate::secret::Secret;
-use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
+use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy, Renewal};
 use crate::session::transport::{self, ConnectError};
 use crate::stats::{self, Probe};
 use crate::status::{Error, Status};
@@ -34,16 +38,109 @@ pub(crate) struct Gomuks {
     /// Attempts since the last successful upgrade: the gomuks web client refreshes its token
     /// before every retry but the first (spec §11.1).
     attempts_since_open: u32,
-    /// A 401 at the upgrade already led to a fresh login since the last successful upgrade;
-    /// a second one is final.
+    /// A 401 at the upgrade already led to a fresh login or renewal since the last successful
+    /// upgrade; a second one is final.
     reauthed: bool,
-    /// When the current token was fetched; refreshed daily (spec §1.2: tokens live 7 days).
-    token_fetched: Option<Instant>,
+    /// When the token we hold is renewed: before a reconnect once passed, and while connected
+    /// by a timer (spec §1.2: tokens expire). `None`: nothing to renew.
+    renew_at: Option<Instant>,
+    /// Where TOKEN_RENEWED goes.
+    queue: Arc<EventQueue>,
     probe: Probe,
 }
 
-/// Tokens are refreshed after this long, well inside their 7-day life.
+/// A token is renewed at least this often: well inside the 7-day life of gomuks tokens, and
+/// the rule for a token whose expiry cannot be read (spec §1.2).
 const TOKEN_REFRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest wait before a renewal, so a token with a very short life cannot make the
+/// client renew in a tight loop.
+const MIN_RENEW: Duration = Duration::from_millis(250);
+
+/// How long after it was obtained a token is renewed: halfway through the life it has left,
+/// read from the `expiry` inside the token (spec §1.2), and at least daily. A token whose
+/// expiry cannot be read, or that looks expired already by our clock (a clock ahead of the
+/// server's), is renewed daily.
+fn renew_after(token: &str) -> Duration {
+    let Some(expiry) = token_expiry(token) else {
+        return TOKEN_REFRESH;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    match expiry.checked_sub(now) {
+        Some(left) if !left.is_zero() => (left / 2).clamp(MIN_RENEW, TOKEN_REFRESH),
+        _ => TOKEN_REFRESH,
+    }
+}
+
+/// The `expiry` (unix seconds) in a gomuks token: `base64url_nopad(JSON).signature`, the JSON
+/// holding `"expiry"` (spec §1.2). `None` for a token of another shape.
+fn token_expiry(token: &str) -> Option<Duration> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        expiry: u64,
+    }
+    let (payload, _) = token.split_once('.')?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let p: Payload = serde_json::from_slice(&json).ok()?;
+    Some(Duration::from_secs(p.expiry))
+}
+
+/// What `POST /_gomuks/auth` is shown.
+enum Show {
+    /// The configured username and password.
+    Basic,
+    /// The token we hold, to renew it.
+    Cookie(Secret),
+}
+
+/// One `POST /_gomuks/auth`, logged (without the secret); owns what it needs so it can run
+/// beside a connection.
+async fn auth_call(
+    http: reqwest::Client,
+    cfg: Arc<Config>,
+    show: Show,
+    client: u64,
+) -> Result<Option<String>, ConnectError> {
+    let (creds, how) = match (&show, &cfg.basic_auth) {
+        (Show::Basic, Some(b)) => (
+            auth::Credentials::Basic(b),
+            "log in with the username and password",
+        ),
+        (Show::Cookie(t), _) => (auth::Credentials::Cookie(t.expose()), "renew the token"),
+        (Show::Basic, None) => return Ok(None),
+    };
+    let url = auth::auth_url(&cfg.url);
+    let via = match &cfg.proxy {
+        Some(p) => format!(" through {p}"),
+        None => String::new(),
+    };
+    let t0 = Instant::now();
+    let got = auth::fetch_token(&http, &url, creds, &cfg.headers, cfg.proxy.as_ref()).await;
+    match &got {
+        Ok(_) => tlog!(
+            client,
+            Info,
+            "gomuks",
+            "POST {}{via} to {how}: done in {} ms",
+            url.path(),
+            t0.elapsed().as_millis()
+        ),
+        Err(e) => tlog!(
+            client,
+            Warn,
+            "gomuks",
+            "POST {}{via} to {how} failed: {}",
+            url.path(),
+            e.error.message()
+        ),
+    }
+    got
+}
 
 /// The upgrade request for one attempt.
 struct Upgrade {
@@ -58,12 +155,16 @@ impl Gomuks {
         cfg: Arc<Config>,
         tls: Arc<rustls::ClientConfig>,
         resume: Arc<SharedResume>,
+        queue: Arc<EventQueue>,
         probe: Probe,
     ) -> Result<Gomuks, Error> {
         let http = auth::http_client(tls.clone(), cfg.connect_timeout, cfg.proxy.as_ref())?;
-        // A configured token's age is unknown: count from now, so a long-running client renews
-        // it daily like a fetched one instead of letting it expire after 7 days.
-        let token_fetched = cfg.token.as_ref().map(|_| Instant::now());
+        // A configured token is renewed like a fetched one, from the expiry it carries (or
+        // daily), so a long-running client never lets it expire.
+        let renew_at = cfg
+            .token
+            .as_ref()
+            .map(|t| Instant::now() + renew_after(t.expose()));
         Ok(Gomuks {
             token: cfg.token.clone(),
             splitter: LineSplitter::new(cfg.max_message_bytes),
@@ -77,7 +178,8 @@ impl Gomuks {
             scratch: BytesMut::new(),
             attempts_since_open: 0,
             reauthed: false,
-            token_fetched,
+            renew_at,
+            queue,
             probe,
         })
     }
@@ -85,66 +187,43 @@ impl Gomuks {
     /// Gets a fresh token: from the Basic credentials when configured, else by renewing the
     /// token we hold (spec §1.2). Without either there is nothing to do.
     async fn login(&mut self) -> Result<(), ConnectError> {
-        let creds = match (&self.cfg.basic_auth, &self.token) {
-            (Some(b), _) => auth::Credentials::Basic(b),
-            (None, Some(t)) => auth::Credentials::Cookie(t.expose()),
+        let show = match (&self.cfg.basic_auth, &self.token) {
+            (Some(_), _) => Show::Basic,
+            (None, Some(t)) => Show::Cookie(t.clone()),
             (None, None) => return Ok(()),
         };
-        let how = match creds {
-            auth::Credentials::Basic(_) => "log in with the username and password",
-            auth::Credentials::Cookie(_) => "renew the token",
-        };
-        let url = auth::auth_url(&self.cfg.url);
-        let via = match &self.cfg.proxy {
-            Some(p) => format!(" through {p}"),
-            None => String::new(),
-        };
-        let t0 = Instant::now();
-        let got = auth::fetch_token(
-            &self.http,
-            &url,
-            creds,
-            &self.cfg.headers,
-            self.cfg.proxy.as_ref(),
-        )
-        .await;
-        let client = self.probe.client;
-        match &got {
-            Ok(_) => tlog!(
-                client,
-                Info,
-                "gomuks",
-                "POST {}{via} to {how}: done in {} ms",
-                url.path(),
-                t0.elapsed().as_millis()
-            ),
-            Err(e) => tlog!(
-                client,
-                Warn,
-                "gomuks",
-                "POST {}{via} to {how} failed: {}",
-                url.path(),
-                e.error.message()
-            ),
-        }
-        match got? {
-            Some(t) => {
-                let t = Secret::new(t);
-                self.resume.set_token(t.clone());
-                self.token = Some(t);
-                self.token_fetched = Some(Instant::now());
-            }
-            None => self.auth_disabled = true,
-        }
+        let got = auth_call(self.http.clone(), self.cfg.clone(), show, self.probe.client).await?;
+        self.took_token(got);
         Ok(())
+    }
+
+    /// Keeps a token the auth endpoint issued (`None`: the backend has auth disabled),
+    /// schedules its renewal and tells the app (without the secret) when it changed.
+    fn took_token(&mut self, got: Option<String>) {
+        let Some(t) = got else {
+            self.auth_disabled = true;
+            self.renew_at = None;
+            return;
+        };
+        self.renew_at = Some(Instant::now() + renew_after(&t));
+        // Announced when it replaces a token the app could have persisted; the first token
+        // of a password login is read after CONNECTED, as before.
+        let replaces = match &self.token {
+            Some(old) if old.expose() == t => return,
+            Some(_) => true,
+            None => false,
+        };
+        let t = Secret::new(t);
+        self.resume.set_token(t.clone());
+        self.token = Some(t);
+        if replaces {
+            self.queue.push(Event::new(EventKind::TokenRenewed));
+        }
     }
 
     /// Credentials and resume parameters for the next upgrade (spec §16 steps 1-2).
     async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
-        self.attempts_since_open = self.attempts_since_open.saturating_add(1);
-        let stale = self
-            .token_fetched
-            .is_some_and(|t| t.elapsed() >= TOKEN_REFRESH);
+        let stale = self.renew_at.is_some_and(|t| Instant::now() >= t);
         let retrying = self.attempts_since_open >= 2;
         if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
             self.login().await?;
@@ -188,14 +267,19 @@ impl Gomuks {
         })
     }
 
-    /// The upgrade was refused with 401: with a login configured, log in afresh and retry
-    /// once (spec §1.2); a token alone cannot recover.
+    /// The upgrade was refused with 401: log in afresh with the configured username and
+    /// password, or else renew the token we hold, and retry once (spec §1.2). A token the
+    /// upgrade refused is usually refused by the auth endpoint too, which makes the 401 final.
     async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
-        if self.reauthed || self.cfg.basic_auth.is_none() {
+        if self.reauthed
+            || self.auth_disabled
+            || self.token.is_none() && self.cfg.basic_auth.is_none()
+        {
             return Ok(false);
         }
         self.reauthed = true;
-        self.token = None;
+        // With a password configured this logs in afresh (the refused token is replaced);
+        // else it renews the token with itself.
         self.login().await?;
         Ok(true)
     }
@@ -212,7 +296,13 @@ impl Gomuks {
         self.tracker.connection_opened();
     }
 
-    fn observe_event(&mut self, command: &str, id: i64, data: &[u8]) {
+    /// Follows the resume point; returns the resume outcome this event decides, if any.
+    fn observe_event(
+        &mut self,
+        command: &str,
+        id: i64,
+        data: &[u8],
+    ) -> Option<event::ResumeOutcome> {
         self.tracker.event(id);
         let outcome = match command {
             "run_id" => {
@@ -241,16 +331,21 @@ impl Gomuks {
                 struct SyncData {
                     #[serde(default)]
                     clear_state: bool,
+                    #[serde(default)]
+                    catchup: bool,
                 }
-                let clear = serde_json::from_slice::<SyncData>(data).is_ok_and(|d| d.clear_state);
-                self.tracker.sync_complete(clear)
+                let d = serde_json::from_slice::<SyncData>(data).unwrap_or(SyncData {
+                    clear_state: false,
+                    catchup: false,
+                });
+                self.tracker.sync_complete(d.clear_state, d.catchup)
             }
             "init_complete" => self.tracker.init_complete(),
             _ => None,
         };
         let c = &self.probe.counters;
-        match outcome {
-            Some(ResumeOutcome::Succeeded) => {
+        match outcome? {
+            ResumeOutcome::Succeeded => {
                 stats::add(&c.resumes_succeeded, 1);
                 tlog!(
                     self.probe.client,
@@ -258,8 +353,9 @@ impl Gomuks {
                     "gomuks",
                     "resume succeeded: every missed event was replayed"
                 );
+                Some(event::ResumeOutcome::Succeeded)
             }
-            Some(ResumeOutcome::Reset) => {
+            ResumeOutcome::Reset => {
                 stats::add(&c.resumes_reset, 1);
                 tlog!(
                     self.probe.client,
@@ -267,8 +363,18 @@ impl Gomuks {
                     "gomuks",
                     "resume failed: the backend sent its state afresh (cached state is stale)"
                 );
+                Some(event::ResumeOutcome::Reset)
             }
-            None => {}
+            ResumeOutcome::CaughtUp => {
+                stats::add(&c.resumes_reset, 1);
+                tlog!(
+                    self.probe.client,
+                    Warn,
+                    "gomuks",
+                    "resume failed: the missed events are gone; a catchup sync since last_server_ts follows"
+                );
+                Some(event::ResumeOutcome::CaughtUp)
+            }
         }
     }
 
@@ -286,7 +392,11 @@ impl Gomuks {
             }),
             Kind::Event => {
                 let name = &env.command[..env.command.len() - 1];
-                self.observe_event(name, env.request_id, &env.data);
+                // The outcome goes first: an app that drops its cache on a reset must do so
+                // before the fresh state this message starts (§7.2).
+                if let Some(outcome) = self.observe_event(name, env.request_id, &env.data) {
+                    out(Incoming::Resumed(outcome));
+                }
                 out(Incoming::Event {
                     command: env.command,
                     id: env.request_id,
@@ -300,6 +410,9 @@ impl Gomuks {
 
 impl Dialect for Gomuks {
     async fn open(&mut self) -> Result<Opened, ConnectError> {
+        // Counted once per attempt: the retry after a re-authentication is the same attempt
+        // and must not log in again.
+        self.attempts_since_open = self.attempts_since_open.saturating_add(1);
         loop {
             let up = self.prepare().await?;
             match transport::connect(&self.cfg, &self.tls, &up.url, &up.headers, &self.probe).await
@@ -391,5 +504,52 @@ impl Dialect for Gomuks {
 
     fn timeout_close(&self) -> (u16, &'static str) {
         (4002, "Ping timeout")
+    }
+
+    fn renew_at(&self) -> Option<Instant> {
+        if self.auth_disabled || self.token.is_none() {
+            return None;
+        }
+        self.renew_at
+    }
+
+    /// Renews the token with itself as the cookie (spec §1.2: 200 and a fresh token), with the
+    /// app's headers, as before a reconnect.
+    fn renew(&mut self) -> Pin<Box<dyn Future<Output = Renewal> + Send>> {
+        let Some(t) = self.token.clone() else {
+            return Box::pin(std::future::pending());
+        };
+        let call = auth_call(
+            self.http.clone(),
+            self.cfg.clone(),
+            Show::Cookie(t),
+            self.probe.client,
+        );
+        Box::pin(async move { call.await.map(|got| got.map(Secret::new)) })
+    }
+
+    fn renewed(&mut self, result: Renewal) {
+        match result {
+            Ok(got) => self.took_token(got.map(|t| t.expose().to_owned())),
+            // The token was refused: renewing it again cannot help; the next reconnect reports
+            // the 401 (spec §1.2).
+            Err(e)
+                if matches!(
+                    e.error.status(),
+                    Status::ErrUnauthorized | Status::ErrForbidden
+                ) =>
+            {
+                self.renew_at = None;
+            }
+            // The backend or the network failed: try again soon, still before the expiry.
+            Err(_) => {
+                let wait = self
+                    .token
+                    .as_ref()
+                    .map_or(TOKEN_REFRESH, |t| renew_after(t.expose()))
+                    .min(Duration::from_secs(30));
+                self.renew_at = Some(Instant::now() + wait);
+            }
+        }
     }
 }

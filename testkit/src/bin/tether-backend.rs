@@ -8,7 +8,7 @@ use tether_testkit::rwws::Hello;
 const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol gomuks|rwws]
   [--username U] [--password P] [--desktop-key K] [--token-key K] [--disable-auth]
   [--buffer-size N] [--ping-timeout-ms N] [--event-rate N] [--event-size MIN..MAX (300..2000)]
-  [--seed N] [--not-logged-in]
+  [--seed N] [--not-logged-in] [--token-lifetime-ms N (default 7 days)]
   [--cut-after-events N] [--cut-after-bytes N] [--conn-queue-limit N (default 512, 0: none)]
   [--rwws-key BASE64]... [--rwws-ping-timeout-ms N] [--rwws-hello binary|text|wrong|silent]
   [--rwws-silent-auth]
@@ -92,6 +92,12 @@ fn main() {
                 cfg.event_buffer_size = val()
                     .parse()
                     .unwrap_or_else(|e| fail(format!("--buffer-size: {e}")))
+            }
+            "--token-lifetime-ms" => {
+                let ms: u64 = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--token-lifetime-ms: {e}")));
+                cfg.token_lifetime = Duration::from_millis(ms.max(1000));
             }
             "--ping-timeout-ms" => {
                 let ms: u64 = val()

@@ -28,6 +28,27 @@ public enum EventKind: UInt32, Sendable {
     case packet
     /// The client is closed; always the last event.
     case closed
+    /// gomuks: what became of the resume this connection asked for, in `resumeOutcome`. Once
+    /// per such connection, before the message that decided it (so before the fresh state of
+    /// a reset, and before `init_complete`).
+    case resumed
+    /// gomuks: a new token replaced the one the client held (renewed before it expires or
+    /// after a 401, or a new login); read it with `TetherClient.authToken()` and persist it.
+    /// Carries no secret. The first token of a password login is not announced.
+    case tokenRenewed
+}
+
+/// A RESUMED event's `resumeOutcome` (`TETHER_RESUME_*`).
+public enum ResumeOutcome: UInt32, Sendable {
+    /// Every missed event is delivered exactly once: keep the cached state.
+    case succeeded = 1
+    /// The backend restarted or no longer held the resume point: drop the cached state (the
+    /// fresh state follows, `sync_complete` with `clear_state`).
+    case reset = 2
+    /// The resume point was gone, but with `lastServerTs` configured the changes since then
+    /// follow as one `sync_complete` with `catchup`: keep the cached state and apply it (the
+    /// missed events themselves are not delivered).
+    case caughtUp = 3
 }
 
 /// One event, copied out of the library (the C event is only lent to the callback).
@@ -58,6 +79,8 @@ public struct Event: Sendable {
     public let resumeAttempted: Bool
     /// CONNECTING/CONNECTED/DISCONNECTED: the connection attempt number, from 1; 0 otherwise.
     public let attempt: UInt32
+    /// RESUMED: whether the resume succeeded or the server's state was reset; nil otherwise.
+    public let resumeOutcome: ResumeOutcome?
 
     /// `nil` for a kind this wrapper does not know (a newer library), which is skipped rather
     /// than passed on as something it is not.
@@ -83,6 +106,7 @@ public struct Event: Sendable {
         serverTimeMs = tether_event_server_time_ms(ev)
         resumeAttempted = tether_event_resume_attempted(ev)
         attempt = tether_event_attempt(ev)
+        resumeOutcome = ResumeOutcome(rawValue: tether_event_resume_outcome(ev))
     }
 }
 

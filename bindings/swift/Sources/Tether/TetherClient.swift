@@ -257,8 +257,9 @@ public final class TetherClient: @unchecked Sendable {
     }
 
     /// The credential the next connection sends, to persist instead of the password: gomuks,
-    /// the `gomuks_auth` token (the configured one until a login or a renewal replaces it);
-    /// rwws, the configured key. `nil` before the first login and with auth disabled, unless a
+    /// the `gomuks_auth` token (the configured one until a login or a renewal replaces it; each
+    /// replacement comes with a `.tokenRenewed` event, and renewals happen while connected,
+    /// before the token expires); rwws, the configured key. `nil` before the first login and with auth disabled, unless a
     /// token was configured. A secret: keep it out of logs.
     public func authToken() throws -> String? {
         let token = try sizedString { buf, cap, len in

@@ -1,13 +1,46 @@
 package org.tether
 
-/** What an [Event] reports (`TETHER_EVENT_*`). */
+/**
+ * What an [Event] reports (`TETHER_EVENT_*`).
+ *
+ * [RESUMED] (gomuks): what became of the resume a connection asked for, in
+ * [Event.resumeOutcome]; once per such connection, before the message that decided it (so
+ * before the fresh state of a reset, and before `init_complete`).
+ * [TOKEN_RENEWED] (gomuks): a new token replaced the one the client held (renewed before it
+ * expires or after a 401, or a new login); read it with [TetherClient.authToken] and persist
+ * it. It carries no secret. The first token of a password login is not announced.
+ */
 enum class EventKind(val code: Int) {
     CONNECTING(1), CONNECTED(2), DISCONNECTED(3), MESSAGE(4), RESPONSE(5), PONG(6), PACKET(7),
-    CLOSED(8);
+    CLOSED(8), RESUMED(9), TOKEN_RENEWED(10);
 
     companion object {
         fun of(code: Int): EventKind =
             entries.firstOrNull { it.code == code } ?: error("unknown event kind $code")
+    }
+}
+
+/** A RESUMED event's [Event.resumeOutcome] (`TETHER_RESUME_*`). */
+enum class ResumeOutcome(val code: Int) {
+    /** Every missed event is delivered exactly once: keep the cached state. */
+    SUCCEEDED(1),
+
+    /**
+     * The backend restarted or no longer held the resume point: drop the cached state (the
+     * fresh state follows, `sync_complete` with `clear_state`).
+     */
+    RESET(2),
+
+    /**
+     * The resume point was gone, but with `lastServerTs` configured the changes since then
+     * follow as one `sync_complete` with `catchup`: keep the cached state and apply it (the
+     * missed events themselves are not delivered).
+     */
+    CAUGHT_UP(3);
+
+    companion object {
+        /** null for 0 (no outcome: every kind but RESUMED). */
+        fun of(code: Int): ResumeOutcome? = entries.firstOrNull { it.code == code }
     }
 }
 
@@ -35,12 +68,15 @@ class Event internal constructor(
     val serverTimeMs: Long,
     /** CONNECTING/CONNECTED: whether a resume was attempted. */
     val resumeAttempted: Boolean,
+    /** RESUMED: whether the resume succeeded or the server's state was reset; null otherwise. */
+    val resumeOutcome: ResumeOutcome? = null,
 ) {
     /** The payload as UTF-8 text. */
     val text: String get() = data.toString(Charsets.UTF_8)
 
     override fun toString(): String =
-        "Event($kind id=$requestId status=$status command=$command ${data.size} bytes)"
+        "Event($kind id=$requestId status=$status command=$command ${data.size} bytes" +
+            (resumeOutcome?.let { " outcome=$it)" } ?: ")")
 
     internal companion object {
         /** Copies a borrowed `tether_event*`. */
@@ -67,6 +103,7 @@ class Event internal constructor(
                 ackedId = n.tether_event_acked_id(ev),
                 serverTimeMs = n.tether_event_server_time_ms(ev),
                 resumeAttempted = n.tether_event_resume_attempted(ev).toInt() != 0,
+                resumeOutcome = ResumeOutcome.of(n.tether_event_resume_outcome(ev)),
             )
         }
     }

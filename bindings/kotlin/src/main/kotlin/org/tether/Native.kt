@@ -89,6 +89,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_event_server_time_ms(ev: Pointer): Long
     @JvmStatic external fun tether_event_resume_attempted(ev: Pointer): Byte
     @JvmStatic external fun tether_event_attempt(ev: Pointer): Int
+    @JvmStatic external fun tether_event_resume_outcome(ev: Pointer): Int
 
     @JvmStatic external fun tether_status_str(s: Int): Pointer
     @JvmStatic external fun tether_last_error(): Pointer

@@ -171,8 +171,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     /**
      * The credential the next connection sends, to persist instead of the password (gomuks
      * spec 1.2): the `gomuks_auth` token, the configured one until a login with
-     * [TetherOptions.username] and [TetherOptions.password] or a renewal replaces it; rwws: the
-     * configured key. `null` before the first login and with auth disabled, unless a token was
+     * [TetherOptions.username] and [TetherOptions.password] or a renewal replaces it (each
+     * replacement comes with a [EventKind.TOKEN_RENEWED] event; renewals happen while
+     * connected, before the token expires); rwws: the configured key. `null` before the first login and with auth disabled, unless a token was
      * configured. A secret: keep it out of logs.
      */
     fun authToken(): String? = core.call { c ->

@@ -1,0 +1,95 @@
+package org.tether
+
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.takeWhile
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+
+/** RESUMED and TOKEN_RENEWED against a real `tether-backend` (gomuks spec 7.2 and 1.2). */
+class EventsTest {
+    /** Connects, takes a few buffered events (so a reconnect resumes), runs [disrupt], and
+     * returns the events from the resuming CONNECTED up to init_complete. */
+    private fun resumeAfter(b: TestBackend, disrupt: () -> Unit): List<Event> = runBlocking {
+        TetherClient(b.url, testOptions()).use { c ->
+            withTimeout(20_000) {
+                c.events.first { it.command == "init_complete" }
+                val newest = b.push(2)
+                c.events.first { it.requestId == newest }
+                disrupt()
+                val conn = c.events.first { it.kind == EventKind.CONNECTED }
+                assertTrue(conn.resumeAttempted)
+                val seen = mutableListOf<Event>()
+                c.events.takeWhile { seen.lastOrNull()?.command != "init_complete" }.collect { seen.add(it) }
+                seen
+            }
+        }
+    }
+
+    private fun outcomes(evs: List<Event>) = evs.filter { it.kind == EventKind.RESUMED }.map { it.resumeOutcome }
+
+    @Test
+    fun `a resume after a cut reports SUCCEEDED before init_complete (gomuks spec 7_2)`() {
+        TestBackend.start().use { b ->
+            val evs = resumeAfter(b) { b.control("/_testkit/cut?push=3") }
+            assertEquals(listOf(ResumeOutcome.SUCCEEDED), outcomes(evs))
+            assertEquals(EventKind.RESUMED, evs[evs.size - 2].kind)
+            assertTrue(evs.filter { it.kind != EventKind.RESUMED }.all { it.resumeOutcome == null })
+        }
+    }
+
+    @Test
+    fun `a backend restart reports RESET before the new run_id (gomuks spec 7_2)`() {
+        TestBackend.start().use { b ->
+            val evs = resumeAfter(b) { b.control("/_testkit/restart") }
+            assertEquals(listOf(ResumeOutcome.RESET), outcomes(evs))
+            val at = evs.indexOfFirst { it.kind == EventKind.RESUMED }
+            assertEquals("run_id", evs[at + 1].command)
+        }
+    }
+
+    @Test
+    fun `a buffer overrun reports RESET (gomuks spec 7_2)`() {
+        TestBackend.start("--buffer-size", "5").use { b ->
+            val evs = resumeAfter(b) {
+                b.control("/_testkit/reject_upgrades?n=1000000")
+                b.control("/_testkit/cut?push=20")
+                Thread.sleep(300)
+                b.control("/_testkit/reject_upgrades?n=0")
+            }
+            assertEquals(listOf(ResumeOutcome.RESET), outcomes(evs))
+        }
+    }
+
+    @Test
+    fun `a short-lived token is renewed while connected and announced (gomuks spec 1_2)`(): Unit = runBlocking {
+        TestBackend.start("--token-lifetime-ms", "2000").use { b ->
+            TetherClient(b.url, testOptions()).use { c ->
+                withTimeout(20_000) {
+                    c.events.first { it.command == "init_complete" }
+                    val before = c.authToken()
+                    val renewed = c.events.first { it.kind == EventKind.TOKEN_RENEWED }
+                    assertEquals(0, renewed.data.size)
+                    assertNull(renewed.resumeOutcome)
+                    assertNotEquals(before, c.authToken())
+                    assertEquals(1L, b.stat("total_connections"))
+                    assertTrue((b.stat("token_renewals") ?: 0) >= 1)
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `event kinds and resume outcomes match the header`() {
+        val header = java.io.File(System.getProperty("tether.header")).readText()
+        fun defs(prefix: String) = Regex("#define TETHER_$prefix(\\w+) (\\d+)").findAll(header)
+            .associate { it.groupValues[1] to it.groupValues[2].toInt() }
+        assertEquals(defs("EVENT_"), EventKind.entries.associate { it.name to it.code })
+        assertEquals(defs("RESUME_"), ResumeOutcome.entries.associate { it.name to it.code })
+    }
+}
