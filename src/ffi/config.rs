@@ -257,7 +257,9 @@ ffi_fn! {
     /// networks or `*` — and loopback hosts go directly). The URL is checked by
     /// `tether_client_new` (`TETHER_ERR_CONFIG`, a message that does not repeat the URL). A
     /// proxy that refuses the credentials (HTTP 407, SOCKS5 auth failure) ends the client
-    /// with `TETHER_ERR_UNAUTHORIZED`, like a 401 from the server; other refusals are
+    /// with `TETHER_ERR_UNAUTHORIZED`, like a 401 from the server, but with close code 407
+    /// (also when the proxy answered a CONNECT with 401), so an app can tell the proxy's
+    /// refusal from the server's; other refusals are
     /// `TETHER_ERR_CONNECT` and retried. Copied; the credentials are never logged.
     fn tether_config_set_proxy(cfg: *mut tether_config, url: *const c_char) -> tether_status {
         edit(cfg, |b| {

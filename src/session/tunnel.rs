@@ -131,8 +131,11 @@ where
 
 /// A CONNECT answered with a non-2xx status. 407 (the credentials are missing or wrong) is
 /// final, like a 401 from the server, and so is 401, which only the proxy can have sent to a
-/// CONNECT (tinyproxy answers wrong credentials with it); anything else may be passing (a 502 while the proxy
-/// cannot reach the server) and is a connect failure the client retries with backoff.
+/// CONNECT (tinyproxy answers wrong credentials with it); anything else may be passing (a 502
+/// while the proxy cannot reach the server) and is a connect failure the client retries with
+/// backoff. Both refusals are reported as 407, the proxy's own status, with the real one in
+/// the message: a 401 would read as the server refusing the app's login, so an app would ask
+/// for the wrong password and the gomuks dialect would try a fresh login it cannot need.
 fn refused(proxy: &Proxy, code: u16, reason: &str, authority: &str) -> TunnelError {
     if code == 407 || code == 401 {
         let what = if proxy.auth.is_some() {
@@ -142,7 +145,7 @@ fn refused(proxy: &Proxy, code: u16, reason: &str, authority: &str) -> TunnelErr
         };
         TunnelError::new(
             Status::ErrUnauthorized,
-            Some(code),
+            Some(407),
             format!("{proxy} {what} (HTTP {code} {reason})"),
         )
     } else {
