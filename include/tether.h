@@ -960,8 +960,9 @@ tether_status tether_config_set_client_cert_pem(struct tether_config *cfg, const
 /**
  * Trusts the operating system's certificate store instead of the built-in webpki roots
  * (default off): on Linux the OpenSSL locations (`SSL_CERT_FILE`/`SSL_CERT_DIR` replace
- * them when set), on macOS/iOS the keychain, on Windows the system store. CAs given to
- * `tether_config_set_ca_pem` still add to it. Read when the client connects;
+ * them when set), on macOS the keychain, on Windows the system store; on Android and iOS
+ * no store is found (rustls-native-certs reads none there), so the connect fails. CAs
+ * given to `tether_config_set_ca_pem` still add to it. Only read for `wss://`. Read when the client connects;
  * `tether_client_connect` fails with `TETHER_ERR_TLS` when the store holds no usable
  * certificate.
  */

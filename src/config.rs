@@ -338,8 +338,8 @@ impl ConfigBuilder {
     /// default, Mozilla's list compiled into the library), so that a CA the administrator
     /// added is trusted and one the system distrusts is not; extra CAs still add to it. Read
     /// through `rustls-native-certs` when the client connects: on Linux the OpenSSL locations
-    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them when set), on macOS/iOS the keychain,
-    /// on Windows the system store. A store with no usable certificate fails the connect with
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them when set), on macOS the keychain, on
+    /// Windows the system store; on Android and iOS none is found. Only read for `wss://`. A store with no usable certificate fails the connect with
     /// [`Status::ErrTls`]. Default off.
     pub fn use_os_trust(mut self, on: bool) -> Self {
         self.use_os_trust = on;
@@ -508,7 +508,8 @@ impl ConfigBuilder {
             }
         }
         let mut trust = Trust {
-            os_store: self.use_os_trust,
+            // Plain ws:// never uses TLS: no reason to read the store (or fail on its absence).
+            os_store: self.use_os_trust && secure,
             ..Trust::default()
         };
         if let Some(pem) = &self.extra_ca_pem {
