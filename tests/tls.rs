@@ -274,6 +274,22 @@ async fn the_login_refuses_the_certificate_once() {
     refused_once(&c, &f).await;
 }
 
+/// rwws stops on a refused certificate too: its reconnect table retries failed connections,
+/// but this one would fail the same way for ever.
+#[tokio::test]
+async fn rwws_stops_on_a_refused_certificate() {
+    let b = backend().await;
+    let f = front(b.addr(), &Ca::new("unknown CA").issue(false), None).await;
+    let cfg = Config::builder(&at(&f))
+        .protocol(tether::Protocol::Rwws)
+        .token(tether_testkit::rwws::DEFAULT_KEY)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let c = start(cfg);
+    refused_once(&c, &f).await;
+}
+
 /// A TLS failure that is not about a certificate (the server hangs up mid-handshake) is
 /// retried with backoff like a connect failure.
 #[tokio::test]
