@@ -339,8 +339,9 @@ impl ConfigBuilder {
     /// added is trusted and one the system distrusts is not; extra CAs still add to it. Read
     /// through `rustls-native-certs` when the client connects: on Linux the OpenSSL locations
     /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them when set), on macOS the keychain, on
-    /// Windows the system store; on Android and iOS none is found. Only read for `wss://`. A store with no usable certificate fails the connect with
-    /// [`Status::ErrTls`]. Default off.
+    /// Windows the system store; on Android and iOS none is found. Only read for `wss://`.
+    /// A store with no usable certificate fails the connect with [`Status::ErrTls`]. Default
+    /// off.
     pub fn use_os_trust(mut self, on: bool) -> Self {
         self.use_os_trust = on;
         self
