@@ -568,8 +568,9 @@ typedef struct tether_stats {
 #define TETHER_ERR_REMOTE_CLOSED (-36)
 
 /**
- * A certificate was refused: the server's (unknown issuer, wrong name, expired, revoked,
- * no pin matches its key) or ours (the server refused or required a client certificate).
+ * A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
+ * valid, no pin matches its key) or ours (the server refused or required a client
+ * certificate).
  * Final: it would fail the same way on every attempt, so the client stops instead of
  * retrying; reconnect with a new client once the configuration or the server changed.
  */
