@@ -40,6 +40,10 @@ impl Ca {
 
     /// A leaf for "localhost" (a server) or a client certificate.
     fn issue(&self, client: bool) -> Leaf {
+        self.issue_with(client, |_| {})
+    }
+
+    fn issue_with(&self, client: bool, f: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         p.distinguished_name.push(
             DnType::CommonName,
@@ -50,6 +54,7 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        f(&mut p);
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         Leaf { cert, key }
@@ -163,6 +168,22 @@ async fn wrong_name_is_final() {
         |x| x.extra_ca_pem(ca.pem().as_bytes()),
     );
     refused_once(&c, &f).await;
+}
+
+/// An expired certificate from a trusted CA is refused like an unknown one.
+#[tokio::test]
+async fn an_expired_certificate_is_final() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue_with(false, |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let f = front(b.addr(), &leaf, None).await;
+    let c = client_for(&f, &b, |x| x.extra_ca_pem(ca.pem().as_bytes()));
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.to_lowercase().contains("expired"), "{why}");
 }
 
 /// A pin of the leaf's public key, beside one that matches nothing, lets the connection in.
