@@ -536,7 +536,9 @@ typedef struct tether_stats {
 #define TETHER_ERR_CONNECT (-30)
 
 /**
- * TLS handshake or certificate verification failed.
+ * The TLS handshake failed for another reason than a certificate (the connection broke
+ * during the handshake, no common protocol version, a bad record); retried with backoff.
+ * Also: the OS trust store holds no usable certificate (`use_os_trust`).
  */
 #define TETHER_ERR_TLS (-31)
 
@@ -564,6 +566,15 @@ typedef struct tether_stats {
  * The server closed the websocket with a close frame (see the close code).
  */
 #define TETHER_ERR_REMOTE_CLOSED (-36)
+
+/**
+ * A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
+ * valid, no pin matches its key) or ours (the server refused or required a client
+ * certificate).
+ * Final: it would fail the same way on every attempt, so the client stops instead of
+ * retrying; reconnect with a new client once the configuration or the server changed.
+ */
+#define TETHER_ERR_CERTIFICATE (-37)
 
 /**
  * The server violated the protocol (wrong frame type, missing envelope field, bad packet).
@@ -919,10 +930,44 @@ tether_status tether_config_set_prev_listener_id(struct tether_config *cfg, bool
 tether_status tether_config_add_header(struct tether_config *cfg, const char *name, const char *value);
 
 /**
- * Trusts the CA certificates in this PEM data, in addition to the built-in webpki roots.
+ * Trusts the CA certificates in this PEM data, in addition to the roots (the built-in
+ * webpki roots, or the OS store with `tether_config_set_use_os_trust`).
  * The bytes are copied; they are parsed by `tether_client_new`.
  */
 tether_status tether_config_set_ca_pem(struct tether_config *cfg, const uint8_t *pem, size_t len);
+
+/**
+ * Pins the server's public key: adds one SHA-256 hash of the leaf certificate's
+ * SubjectPublicKeyInfo, written `sha256/<base64>` (as OkHttp) or as the bare base64 (as
+ * HPKP's `pin-sha256`). Call once per pin (a backup pin survives a key rotation). With
+ * pins, the server is accepted only when its leaf key matches one, *in addition to* the
+ * normal chain and name verification: a pinned self-signed server still needs its
+ * certificate given to `tether_config_set_ca_pem`. A mismatch ends the client with
+ * `TETHER_ERR_CERTIFICATE` (no retry). Checked by `tether_client_new` (the form, and a
+ * `wss://`/`https://` URL). Copied. Default: no pins.
+ */
+tether_status tether_config_add_pin_sha256(struct tether_config *cfg, const char *pin);
+
+/**
+ * A client certificate for servers that ask for one (mTLS): `cert` is the PEM chain,
+ * leaf first; `key` its private key in PEM (PKCS#8, PKCS#1 or SEC1). Both are copied;
+ * `tether_client_new` parses them and refuses a key that does not belong to the
+ * certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
+ * error messages. A server that refuses the certificate ends the client with
+ * `TETHER_ERR_CERTIFICATE`. Default: none.
+ */
+tether_status tether_config_set_client_cert_pem(struct tether_config *cfg, const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len);
+
+/**
+ * Trusts the operating system's certificate store instead of the built-in webpki roots
+ * (default off): on Linux the OpenSSL locations (`SSL_CERT_FILE`/`SSL_CERT_DIR` replace
+ * them when set), on macOS the keychain, on Windows the system store; on Android and iOS
+ * no store is found (rustls-native-certs reads none there), so the connect fails. CAs
+ * given to `tether_config_set_ca_pem` still add to it. Only read for `wss://`. Read when the client connects;
+ * `tether_client_connect` fails with `TETHER_ERR_TLS` when the store holds no usable
+ * certificate.
+ */
+tether_status tether_config_set_use_os_trust(struct tether_config *cfg, bool on);
 
 /**
  * The proxy the websocket and the gomuks login (`POST /_gomuks/auth`) both go through:

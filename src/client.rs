@@ -87,7 +87,7 @@ impl Client {
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         // One TLS config per client, shared by the websocket and the auth HTTP client.
-        let tls = crate::tls::client_config(self.cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
+        let tls = crate::tls::client_config(&self.cfg.trust)?;
         match self.cfg.protocol {
             Protocol::Gomuks => {
                 let d = gomuks::Gomuks::new(

@@ -1,6 +1,5 @@
 //! Typed client configuration, validated once by [`ConfigBuilder::build`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -9,6 +8,7 @@ use crate::proxy::{self, Proxy, ProxyChoice};
 use crate::resume::ResumeState;
 use crate::secret::{Secret, SecretBytes};
 use crate::status::{Error, Status};
+use crate::tls::{self, Trust};
 
 /// Which wire protocol the client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,8 @@ pub struct Config {
     pub(crate) last_server_ts: Option<i64>,
     pub(crate) send_prev_listener_id: bool,
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) extra_ca_pem: Option<Arc<Vec<u8>>>,
+    /// Roots, extra CAs, pins and the client certificate, parsed once here.
+    pub(crate) trust: Trust,
     /// rwws: the access key, base64-decoded once here.
     pub(crate) rwws_key: Option<SecretBytes>,
     /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
@@ -156,6 +157,9 @@ pub struct ConfigBuilder {
     send_prev_listener_id: bool,
     headers: Vec<(String, String)>,
     extra_ca_pem: Option<Vec<u8>>,
+    pins: Vec<String>,
+    client_cert: Option<(Vec<u8>, SecretBytes)>,
+    use_os_trust: bool,
     allow_insecure_credentials: bool,
     proxy: ProxyChoice,
 }
@@ -186,6 +190,9 @@ impl ConfigBuilder {
             send_prev_listener_id: false,
             headers: Vec::new(),
             extra_ca_pem: None,
+            pins: Vec::new(),
+            client_cert: None,
+            use_os_trust: false,
             allow_insecure_credentials: false,
             proxy: ProxyChoice::Environment,
         }
@@ -299,9 +306,44 @@ impl ConfigBuilder {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
-    /// Trusts the CA certificates in this PEM data in addition to the webpki roots.
+    /// Trusts the CA certificates in this PEM data in addition to the roots (the webpki
+    /// roots, or the OS store with [`ConfigBuilder::use_os_trust`]).
     pub fn extra_ca_pem(mut self, pem: &[u8]) -> Self {
         self.extra_ca_pem = Some(pem.to_vec());
+        self
+    }
+    /// Pins the server's public key: adds one SHA-256 hash of a SubjectPublicKeyInfo, as
+    /// `sha256/<base64>` (OkHttp's form) or the bare base64 (HPKP's `pin-sha256`); `openssl
+    /// x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst
+    /// -sha256 -binary | base64` prints it. With pins, a connection is accepted only when
+    /// the leaf certificate's key matches one of them, *in addition to* the normal chain and
+    /// name verification (a pinned self-signed server still needs its certificate as an
+    /// extra CA). Call once per pin; give a backup pin to survive a key rotation. A mismatch
+    /// ends the client with [`Status::ErrCertificate`] (no retry). Pins need a `wss://` or
+    /// `https://` URL. Default: no pins.
+    pub fn pin_sha256(mut self, pin: &str) -> Self {
+        self.pins.push(pin.to_owned());
+        self
+    }
+    /// A client certificate (PEM chain, leaf first) and its private key (PEM: PKCS#8,
+    /// PKCS#1 or SEC1), shown to a server that asks for one (mTLS). Checked by
+    /// [`ConfigBuilder::build`], which refuses a key that does not belong to the certificate;
+    /// the key is a secret and never appears in `Debug` output, logs or errors. A server that
+    /// refuses the certificate ends the client with [`Status::ErrCertificate`]. Default: none.
+    pub fn client_cert_pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        self.client_cert = Some((cert_pem.to_vec(), SecretBytes(key_pem.to_vec())));
+        self
+    }
+    /// Trusts the operating system's certificate store *instead of* the webpki roots (the
+    /// default, Mozilla's list compiled into the library), so that a CA the administrator
+    /// added is trusted and one the system distrusts is not; extra CAs still add to it. Read
+    /// through `rustls-native-certs` when the client connects: on Linux the OpenSSL locations
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them when set), on macOS the keychain, on
+    /// Windows the system store; on Android and iOS none is found. Only read for `wss://`.
+    /// A store with no usable certificate fails the connect with [`Status::ErrTls`]. Default
+    /// off.
+    pub fn use_os_trust(mut self, on: bool) -> Self {
+        self.use_os_trust = on;
         self
     }
     /// Connects through this proxy, for the websocket and the gomuks login alike:
@@ -466,8 +508,23 @@ impl ConfigBuilder {
                 ));
             }
         }
+        let mut trust = Trust {
+            // Plain ws:// never uses TLS: no reason to read the store (or fail on its absence).
+            os_store: self.use_os_trust && secure,
+            ..Trust::default()
+        };
         if let Some(pem) = &self.extra_ca_pem {
-            crate::tls::parse_ca_pem(pem)?;
+            trust.extra_ca = tls::parse_ca_pem(pem)?;
+        }
+        for pin in &self.pins {
+            trust.pins.push(tls::parse_pin(pin)?);
+        }
+        // Over plain ws:// nothing would check a pin: fail loudly instead.
+        if !trust.pins.is_empty() && !secure {
+            return Err(bad("public key pins need a wss:// or https:// URL"));
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            trust.client_cert = Some(tls::parse_client_cert(cert, &key.0)?);
         }
         Ok(Config {
             url,
@@ -488,7 +545,7 @@ impl ConfigBuilder {
             last_server_ts: self.last_server_ts,
             send_prev_listener_id: self.send_prev_listener_id,
             headers: self.headers,
-            extra_ca_pem: self.extra_ca_pem.map(Arc::new),
+            trust,
             rwws_key,
             proxy,
         })

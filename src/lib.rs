@@ -77,7 +77,7 @@ pub mod internals {
         >,
         crate::Error,
     > {
-        let tls = crate::tls::client_config(cfg.extra_ca_pem.as_deref().map(|v| &v[..]))?;
+        let tls = crate::tls::client_config(&cfg.trust)?;
         crate::session::transport::connect(cfg, &tls, url, &[], &Default::default())
             .await
             .map_err(|e| e.error)

@@ -47,7 +47,9 @@ pub enum Status {
     ErrClientClosed = -24,
     /// TCP connect or I/O failure (refused, reset, unreachable, connect timeout).
     ErrConnect = -30,
-    /// TLS handshake or certificate verification failed.
+    /// The TLS handshake failed for another reason than a certificate (the connection broke
+    /// during the handshake, no common protocol version, a bad record); retried with backoff.
+    /// Also: the OS trust store holds no usable certificate (`use_os_trust`).
     ErrTls = -31,
     /// The server rejected the credentials (HTTP 401 after one re-authentication).
     ErrUnauthorized = -32,
@@ -59,6 +61,12 @@ pub enum Status {
     ErrReceiveTimeout = -35,
     /// The server closed the websocket with a close frame (see the close code).
     ErrRemoteClosed = -36,
+    /// A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
+    /// valid, no pin matches its key) or ours (the server refused or required a client
+    /// certificate).
+    /// Final: it would fail the same way on every attempt, so the client stops instead of
+    /// retrying; reconnect with a new client once the configuration or the server changed.
+    ErrCertificate = -37,
     /// The server violated the protocol (wrong frame type, missing envelope field, bad packet).
     ErrProtocol = -40,
     /// Server data could not be inflated (invalid or truncated deflate stream).
@@ -100,6 +108,7 @@ impl Status {
         Status::ErrHttp,
         Status::ErrReceiveTimeout,
         Status::ErrRemoteClosed,
+        Status::ErrCertificate,
         Status::ErrProtocol,
         Status::ErrInflate,
         Status::ErrJson,
@@ -140,6 +149,7 @@ impl Status {
             Status::ErrClientClosed => "client closed before the reply\0",
             Status::ErrConnect => "connection failed\0",
             Status::ErrTls => "TLS failure\0",
+            Status::ErrCertificate => "certificate refused\0",
             Status::ErrUnauthorized => "unauthorized\0",
             Status::ErrForbidden => "forbidden\0",
             Status::ErrHttp => "unexpected HTTP status at upgrade\0",

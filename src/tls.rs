@@ -1,17 +1,79 @@
 //! TLS setup, in one place: the rustls client config that the websocket and the gomuks auth
-//! call both verify with. Imports only the status leaf.
+//! call both verify with, and which TLS failures are final. Imports only the status leaf.
+//!
+//! Trust is decided by [`Trust`]:
+//! - the roots: the webpki roots (Mozilla's list, compiled in; the default) or the operating
+//!   system's store ([`Trust::os_store`], loaded by `rustls-native-certs` when a client
+//!   connects: instead of the webpki roots, so a CA the system distrusts stays distrusted),
+//!   plus the extra CAs in either case;
+//! - pins: SHA-256 hashes of the leaf certificate's SubjectPublicKeyInfo. They are checked
+//!   *in addition to* the normal chain verification, never instead of it: a pinned
+//!   self-signed server still needs its certificate given as an extra CA;
+//! - a client certificate and key for servers that ask for one (mTLS).
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::sync::Arc;
 
 use once_cell::sync::OnceCell;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, OtherError,
+    RootCertStore, SignatureScheme,
+};
 
 use crate::status::{Error, Status};
 
+/// One SHA-256 pin: the hash of a certificate's DER SubjectPublicKeyInfo.
+pub(crate) type Pin = [u8; 32];
+
+/// A client certificate chain and its private key, parsed and checked against each other.
+#[derive(Clone)]
+pub(crate) struct ClientCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret; the chain is public but long.
+        write!(
+            f,
+            "ClientCert({} certificates, key <redacted>)",
+            self.chain.len()
+        )
+    }
+}
+
+/// Everything that decides whom a client trusts and how it proves itself; parsed and
+/// checked when the configuration is built.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Trust {
+    /// CAs trusted besides the roots.
+    pub(crate) extra_ca: Vec<CertificateDer<'static>>,
+    /// The OS store instead of the webpki roots.
+    pub(crate) os_store: bool,
+    /// With pins, the leaf's public key must match one of them.
+    pub(crate) pins: Vec<Pin>,
+    /// Shown to a server that asks for a client certificate.
+    pub(crate) client_cert: Option<ClientCert>,
+}
+
+impl Trust {
+    fn is_default(&self) -> bool {
+        self.extra_ca.is_empty()
+            && !self.os_store
+            && self.pins.is_empty()
+            && self.client_cert.is_none()
+    }
+}
+
 /// Parses PEM CA certificates; an empty or unparsable bundle is a config error.
 pub(crate) fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
-    use rustls::pki_types::pem::PemObject;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
@@ -26,33 +88,254 @@ pub(crate) fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, E
     }
 }
 
-/// The rustls config for a client: webpki roots plus `extra_ca_pem`. Without extra CAs every
-/// client shares one config (building the root store costs about a millisecond).
-pub(crate) fn client_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, Error> {
+/// Parses a pin: the base64 SHA-256 of a SubjectPublicKeyInfo, as HPKP's `pin-sha256` value,
+/// optionally written `sha256/<base64>` as OkHttp's `CertificatePinner` does.
+pub(crate) fn parse_pin(pin: &str) -> Result<Pin, Error> {
+    use base64::Engine;
+    let text = pin.trim();
+    let text = text.strip_prefix("sha256/").unwrap_or(text);
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|b| Pin::try_from(b.as_slice()).ok())
+        .ok_or_else(|| {
+            Error::new(
+                Status::ErrConfig,
+                format!(
+                    "invalid pin {pin:?}: expected sha256/ and the base64 of a 32-byte SHA-256 \
+                     (44 characters)"
+                ),
+            )
+        })
+}
+
+/// The pin of a DER SubjectPublicKeyInfo.
+fn spki_pin(spki: &[u8]) -> Pin {
+    let d = ring::digest::digest(&ring::digest::SHA256, spki);
+    let mut pin = [0u8; 32];
+    pin.copy_from_slice(d.as_ref());
+    pin
+}
+
+/// `sha256/<base64>`, the form [`parse_pin`] reads.
+fn show_pin(pin: &Pin) -> String {
+    use base64::Engine;
+    format!(
+        "sha256/{}",
+        base64::engine::general_purpose::STANDARD.encode(pin)
+    )
+}
+
+/// Parses a client certificate chain and its private key (PKCS#8, PKCS#1 or SEC1 PEM) and
+/// checks that they belong together. Errors never quote the key file.
+pub(crate) fn parse_client_cert(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, Error> {
+    let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&format!("invalid client certificate PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad("client certificate PEM holds no certificate"));
+    }
+    // The PEM parser's errors may quote a line of the input: never for the key.
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| bad("client key PEM holds no readable private key"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
+        |e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                bad("the client key does not belong to the client certificate")
+            }
+            _ => bad("the client key is not usable (unsupported key type)"),
+        },
+    )?;
+    Ok(ClientCert {
+        chain,
+        key: Arc::new(key),
+    })
+}
+
+/// The rustls config for a client. With default trust every client shares one config
+/// (building the root store costs about a millisecond); the OS store is read anew for each
+/// client that asks for it, so a CA installed meanwhile counts.
+pub(crate) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
     static DEFAULT: OnceCell<Arc<ClientConfig>> = OnceCell::new();
-    match extra_ca_pem {
-        None => DEFAULT.get_or_try_init(|| build(None)).cloned(),
-        Some(pem) => build(Some(pem)),
+    if trust.is_default() {
+        return DEFAULT.get_or_try_init(|| build(trust)).cloned();
+    }
+    build(trust)
+}
+
+fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    if trust.os_store {
+        let found = rustls_native_certs::load_native_certs();
+        // Unreadable entries are skipped, as OpenSSL does; only a store with nothing usable
+        // in it is an error (every connection would be refused).
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 && trust.extra_ca.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            return Err(Error::new(
+                Status::ErrTls,
+                format!("the OS trust store holds no usable certificate{why}"),
+            ));
+        }
+    } else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for c in &trust.extra_ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| Error::new(Status::ErrConfig, format!("bad CA certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
+    let builder = if trust.pins.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                inner,
+                pins: trust.pins.clone(),
+            }))
+    };
+    let cc = match &trust.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .map_err(|_| Error::new(Status::ErrConfig, "the client key is not usable"))?,
+    };
+    Ok(Arc::new(cc))
+}
+
+/// The normal verification, then the pins: the leaf's SubjectPublicKeyInfo must hash to one.
+#[derive(Debug)]
+struct Pinned {
+    inner: Arc<WebPkiServerVerifier>,
+    pins: Vec<Pin>,
+}
+
+/// A verified certificate whose public key matches no pin.
+struct PinMismatch(Pin);
+
+// rustls shows the error inside `InvalidCertificate` with `Debug`: make that the message.
+impl fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
-fn build(extra: Option<&[u8]>) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra {
-        for c in parse_ca_pem(pem)? {
-            roots
-                .add(c)
-                .map_err(|e| Error::new(Status::ErrConfig, format!("bad CA certificate: {e}")))?;
+impl fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server's public key ({}) matches no configured pin",
+            show_pin(&self.0)
+        )
+    }
+}
+
+impl StdError for PinMismatch {}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let spki = ParsedCertificate::try_from(end_entity)?.subject_public_key_info();
+        let pin = spki_pin(spki.as_ref());
+        if self.pins.contains(&pin) {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinMismatch(pin))),
+            )))
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cc = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cc))
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Whether `e` (or an error under it) is a refused certificate: ours refusing the server's
+/// (unknown issuer, wrong name, expired, revoked, pin mismatch) or the server refusing ours
+/// (its alert). Such a failure repeats on every attempt until the configuration or the
+/// server changes, so the session stops instead of retrying; other TLS failures (a reset
+/// during the handshake, a truncated record) are retried.
+pub(crate) fn is_certificate_failure(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return refuses_certificate(r);
+        }
+        // `io::Error::source` skips the error it wraps; look inside.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if is_certificate_failure(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn refuses_certificate(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(_) => true,
+        rustls::Error::AlertReceived(a) => matches!(
+            a,
+            AlertDescription::BadCertificate
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::CertificateRevoked
+                | AlertDescription::CertificateExpired
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::UnknownCA
+                | AlertDescription::CertificateRequired
+                | AlertDescription::AccessDenied
+        ),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -62,17 +345,75 @@ mod tests {
     #[test]
     fn bad_ca_pem_is_a_config_error() {
         for pem in [&b""[..], b"-----BEGIN CERTIFICATE-----\nnot base64\n"] {
-            assert_eq!(
-                client_config(Some(pem)).unwrap_err().status(),
-                Status::ErrConfig
-            );
+            assert_eq!(parse_ca_pem(pem).unwrap_err().status(), Status::ErrConfig);
         }
     }
 
     #[test]
     fn default_config_is_shared() {
-        let a = client_config(None).unwrap();
-        let b = client_config(None).unwrap();
+        let a = client_config(&Trust::default()).unwrap();
+        let b = client_config(&Trust::default()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn pins_read_both_forms_and_nothing_else() {
+        let b64 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let want = spki_pin(b"");
+        assert_eq!(parse_pin(b64).unwrap(), want);
+        assert_eq!(parse_pin(&format!("sha256/{b64}")).unwrap(), want);
+        assert_eq!(show_pin(&want), format!("sha256/{b64}"));
+        for bad in [
+            "",
+            "sha256/",
+            "sha1/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hS",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert_eq!(
+                parse_pin(bad).unwrap_err().status(),
+                Status::ErrConfig,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_key_errors_never_quote_the_key() {
+        let e = parse_client_cert(b"", b"").unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
+        let key = b"-----BEGIN PRIVATE KEY-----\nSECRETSECRET!!\n-----END PRIVATE KEY-----\n";
+        let cert = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+        let e = parse_client_cert(cert.cert.pem().as_bytes(), key).unwrap_err();
+        assert!(!e.message().contains("SECRET"), "{}", e.message());
+        // A key of another certificate.
+        let other = rcgen::generate_simple_self_signed(vec!["y".to_owned()]).unwrap();
+        let e = parse_client_cert(
+            cert.cert.pem().as_bytes(),
+            other.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("does not belong"), "{}", e.message());
+        let ok = parse_client_cert(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("BEGIN"));
+    }
+
+    #[test]
+    fn certificate_failures_are_told_apart_from_other_tls_failures() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert!(is_certificate_failure(&io(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        )));
+        assert!(is_certificate_failure(&io(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+        ))));
+        assert!(!is_certificate_failure(&io(rustls::Error::DecryptError)));
+        assert!(!is_certificate_failure(&std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        )));
     }
 }

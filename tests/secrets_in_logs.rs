@@ -73,9 +73,68 @@ async fn no_secret_in_trace_logs() {
     let c = client(&b, |c| c.ping_interval(Duration::from_millis(100)));
     until_kind(&c, EventKind::Pong).await;
     close_and_drain(&c).await;
+    // mTLS: the client key goes to a TLS front that requires it, and a bad key is refused.
+    let mut refusals = String::new();
+    let key_pem = {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = p.self_signed(&ca_key).unwrap();
+        let issue = || {
+            let k = KeyPair::generate().unwrap();
+            let c = CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .signed_by(&k, &ca, &ca_key)
+                .unwrap();
+            (c, k)
+        };
+        let (server, server_key) = issue();
+        let (me, my_key) = issue();
+        let key_pem = my_key.serialize_pem();
+        let f = tether_testkit::tls::TlsFront::start(
+            b.addr(),
+            tether_testkit::tls::FrontConfig {
+                chain: vec![server.der().clone()],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+                client_ca: Some(CertificateDer::from(ca.der().to_vec())),
+            },
+        )
+        .await
+        .unwrap();
+        let cfg = Config::builder(&format!("https://localhost:{}", f.port()))
+            .token(&token)
+            .extra_ca_pem(ca.pem().as_bytes())
+            .client_cert_pem(me.pem().as_bytes(), key_pem.as_bytes());
+        refusals.push_str(&format!("{cfg:?}"));
+        let cfg = cfg.build().unwrap();
+        refusals.push_str(&format!("{cfg:?}"));
+        let c = start(cfg);
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+        // The key with a line changed: refused without quoting it.
+        let broken: Vec<String> = key_pem
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 1 {
+                    format!("{l}!")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        let broken = broken.join("\n");
+        let e = Config::builder("wss://localhost/")
+            .client_cert_pem(me.pem().as_bytes(), broken.as_bytes())
+            .build()
+            .unwrap_err();
+        refusals.push_str(e.message());
+        key_pem
+    };
     // Through proxies with credentials: the login and the websocket through tinyproxy, then a
     // wrong proxy password (HTTP CONNECT) and SOCKS5 credentials; none of them is logged.
-    let mut refusals = String::new();
     if let Some(p) = common::proxies::ProxyServer::tinyproxy(Some(("puser", "proxy-pass-1"))) {
         let c = start(
             Config::builder(&b.http_url())
@@ -146,6 +205,20 @@ async fn no_secret_in_trace_logs() {
         .iter()
         .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
         .collect();
+    // Every line of the client key's base64 body, and the body's longest run of them.
+    let key_lines: Vec<&str> = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .collect();
+    assert!(!key_lines.is_empty());
+    for line in &key_lines {
+        if let Some(at) = text.find(line) {
+            panic!(
+                "the client key found in the logs: {}",
+                &text[at.saturating_sub(80)..(at + 80).min(text.len())]
+            );
+        }
+    }
     for secret in [
         "proxy-pass-1",
         "proxy-pass-2",

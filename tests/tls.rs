@@ -1,93 +1,370 @@
-//! wss:// through rustls: certificates are verified; an extra CA can be trusted.
+//! wss:// through rustls: certificates are verified; an extra CA can be trusted; pins are
+//! checked on top of the chain; a client certificate is shown to a server that asks; a
+//! refused certificate ends the client after one attempt, other TLS failures are retried.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
-use tether::{Config, EventKind, Status};
-use tokio::net::{TcpListener, TcpStream};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use tether::{Client, Config, ConfigBuilder, Event, EventKind, Status};
+use tether_testkit::tls::{FrontConfig, TlsFront as Front};
+use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::TlsAcceptor;
 
-/// A TLS front on 127.0.0.1 for `upstream`, with a fresh self-signed certificate for
-/// "localhost"; returns its port and the certificate PEM.
-async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let pem = ck.cert.pem();
-    let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(sc));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut up) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
-        }
-    });
-    (port, pem)
+/// A CA made for one test.
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf for "localhost" (a server) or a client certificate.
+    fn issue(&self, client: bool) -> Leaf {
+        self.issue_with(client, |_| {})
+    }
+
+    fn issue_with(&self, client: bool, f: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.distinguished_name.push(
+            DnType::CommonName,
+            if client { "client" } else { "localhost" },
+        );
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        f(&mut p);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf { cert, key }
+    }
+}
+
+struct Leaf {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl Leaf {
+    /// `sha256/<base64>` of the SubjectPublicKeyInfo, as `openssl x509 -pubkey | openssl pkey
+    /// -pubin -outform der | openssl dgst -sha256 -binary | base64` prints it.
+    fn pin(&self) -> String {
+        use base64::Engine;
+        let d = ring::digest::digest(&ring::digest::SHA256, &self.key.public_key_der());
+        format!(
+            "sha256/{}",
+            base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+        )
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from(self.cert.der().to_vec())
+    }
+
+    fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
+    }
+}
+
+/// A front presenting `leaf`; with `client_ca`, it requires a client certificate from it.
+async fn front(upstream: std::net::SocketAddr, leaf: &Leaf, client_ca: Option<&Ca>) -> Front {
+    Front::start(
+        upstream,
+        FrontConfig {
+            chain: vec![leaf.der()],
+            key: leaf.key_der(),
+            client_ca: client_ca.map(|ca| CertificateDer::from(ca.cert.der().to_vec())),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn at(f: &Front) -> String {
+    format!("https://localhost:{}", f.port())
+}
+
+/// A client for the front with the backend's token and a short backoff: a retry would show
+/// up within the grace period of [`refused_once`].
+fn client_for(
+    f: &Front,
+    b: &tether_testkit::gomuks::Backend,
+    cfg: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Client {
+    client_at(&at(f), &b.token(), cfg)
+}
+
+/// The client is refused with `ErrCertificate`, says it will not retry, and makes no second
+/// attempt; returns the DISCONNECTED event.
+async fn refused_once(c: &Client, f: &Front) -> Event {
+    let (d, _) = until_kind(c, EventKind::Disconnected).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
+    assert_eq!(d.retry_in(), None, "{why}");
+    // The backoff is 20 ms: a retry storm would be plain in half a second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.stats().connect_attempts, 1, "{why}");
+    assert_eq!(f.accepted(), 1, "{why}");
+    let (closed, _) = until_kind(c, EventKind::Closed).await;
+    assert_eq!(closed.kind(), EventKind::Closed);
+    d
 }
 
 /// §16 step 2 over wss: with the backend's CA given, the connection is verified and works.
 #[tokio::test]
 async fn wss_with_extra_ca_connects() {
     let b = backend().await;
-    let (port, pem) = tls_front(b.addr()).await;
-    let cfg = Config::builder(&format!("https://localhost:{port}"))
-        .token(&b.token())
-        .extra_ca_pem(pem.as_bytes())
-        .build()
-        .unwrap();
-    let c = start(cfg);
+    let ca = Ca::new("test CA");
+    let f = front(b.addr(), &ca.issue(false), None).await;
+    let c = client_for(&f, &b, |x| x.extra_ca_pem(ca.pem().as_bytes()));
     until_command(&c, "init_complete").await;
     let r = c.call("echo", br#"{"over":"tls"}"#).await.unwrap();
     assert_eq!(&r[..], br#"{"over":"tls"}"#);
     close_and_drain(&c).await;
 }
 
-/// A self-signed backend is refused unless its CA is given.
+/// A server whose CA is not trusted is refused once, with ErrCertificate, and never retried.
 #[tokio::test]
-async fn wss_self_signed_is_refused_by_default() {
+async fn unknown_ca_is_final_after_one_attempt() {
     let b = backend().await;
-    let (port, _) = tls_front(b.addr()).await;
-    let cfg = Config::builder(&format!("wss://localhost:{port}/_gomuks/websocket"))
-        .token(&b.token())
-        .build()
-        .unwrap();
-    let c = start(cfg);
-    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
-    assert_eq!(
-        d.status(),
-        Status::ErrTls,
-        "{}",
-        String::from_utf8_lossy(d.data())
-    );
+    let f = front(b.addr(), &Ca::new("unknown CA").issue(false), None).await;
+    let c = client_for(&f, &b, |x| x);
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.contains("UnknownIssuer"), "{why}");
     assert_eq!(b.stats().total_connections, 0);
+}
+
+/// The certificate of another name is refused like an unknown CA.
+#[tokio::test]
+async fn wrong_name_is_final() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let f = front(b.addr(), &ca.issue(false), None).await;
+    let c = client_at(
+        &format!("https://127.0.0.1:{}", f.port()),
+        &b.token(),
+        |x| x.extra_ca_pem(ca.pem().as_bytes()),
+    );
+    refused_once(&c, &f).await;
+}
+
+/// An expired certificate from a trusted CA is refused like an unknown one.
+#[tokio::test]
+async fn an_expired_certificate_is_final() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue_with(false, |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let f = front(b.addr(), &leaf, None).await;
+    let c = client_for(&f, &b, |x| x.extra_ca_pem(ca.pem().as_bytes()));
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.to_lowercase().contains("expired"), "{why}");
+}
+
+/// A pin of the leaf's public key, beside one that matches nothing, lets the connection in.
+#[tokio::test]
+async fn a_matching_pin_connects() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue(false);
+    let other = ca.issue(false);
+    let f = front(b.addr(), &leaf, None).await;
+    let c = client_for(&f, &b, |x| {
+        x.extra_ca_pem(ca.pem().as_bytes())
+            .pin_sha256(&other.pin())
+            // The bare base64 form (HPKP's pin-sha256) is read too.
+            .pin_sha256(leaf.pin().trim_start_matches("sha256/"))
+    });
+    until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
 }
 
-/// An unparsable CA file is a config error before any connection.
+/// A verified certificate whose key matches no pin is refused once, naming the server's pin.
+#[tokio::test]
+async fn a_pin_mismatch_is_final_after_one_attempt() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue(false);
+    let f = front(b.addr(), &leaf, None).await;
+    let c = client_for(&f, &b, |x| {
+        x.extra_ca_pem(ca.pem().as_bytes())
+            .pin_sha256(&ca.issue(false).pin())
+    });
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.contains("pin") && why.contains(&leaf.pin()), "{why}");
+}
+
+/// Pins add to the chain verification, never replace it: a pinned server whose CA is not
+/// trusted is still refused.
+#[tokio::test]
+async fn a_pin_does_not_replace_the_chain_check() {
+    let b = backend().await;
+    let leaf = Ca::new("unknown CA").issue(false);
+    let f = front(b.addr(), &leaf, None).await;
+    let c = client_for(&f, &b, |x| x.pin_sha256(&leaf.pin()));
+    let d = refused_once(&c, &f).await;
+    assert!(String::from_utf8_lossy(d.data()).contains("UnknownIssuer"));
+}
+
+/// mTLS: a server that requires a client certificate accepts ours.
+#[tokio::test]
+async fn a_client_certificate_is_shown_when_asked() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let me = clients.issue(true);
+    let f = front(b.addr(), &ca.issue(false), Some(&clients)).await;
+    let c = client_for(&f, &b, |x| {
+        x.extra_ca_pem(ca.pem().as_bytes())
+            .client_cert_pem(me.cert.pem().as_bytes(), me.key.serialize_pem().as_bytes())
+    });
+    until_command(&c, "init_complete").await;
+    let r = c.call("echo", br#"{"mtls":true}"#).await.unwrap();
+    assert_eq!(&r[..], br#"{"mtls":true}"#);
+    close_and_drain(&c).await;
+}
+
+/// Without a client certificate, or with one the server does not trust, the server's refusal
+/// is final too.
+#[tokio::test]
+async fn a_missing_or_untrusted_client_certificate_is_final() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let stranger = Ca::new("other CA").issue(true);
+    for with_cert in [false, true] {
+        let f = front(b.addr(), &ca.issue(false), Some(&clients)).await;
+        let c = client_for(&f, &b, |x| {
+            let x = x.extra_ca_pem(ca.pem().as_bytes());
+            if with_cert {
+                x.client_cert_pem(
+                    stranger.cert.pem().as_bytes(),
+                    stranger.key.serialize_pem().as_bytes(),
+                )
+            } else {
+                x
+            }
+        });
+        refused_once(&c, &f).await;
+    }
+    assert_eq!(b.stats().total_connections, 0);
+}
+
+/// The gomuks login (`POST /_gomuks/auth`, §1.2) verifies like the websocket, and its refusal
+/// of a certificate is as final.
+#[tokio::test]
+async fn the_login_refuses_the_certificate_once() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue(false);
+    let f = front(b.addr(), &leaf, None).await;
+    let cfg = Config::builder(&at(&f))
+        .basic_auth("user", "password")
+        .extra_ca_pem(ca.pem().as_bytes())
+        .pin_sha256(&ca.issue(false).pin())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let c = start(cfg);
+    refused_once(&c, &f).await;
+}
+
+/// rwws stops on a refused certificate too: its reconnect table retries failed connections,
+/// but this one would fail the same way for ever.
+#[tokio::test]
+async fn rwws_stops_on_a_refused_certificate() {
+    let b = backend().await;
+    let f = front(b.addr(), &Ca::new("unknown CA").issue(false), None).await;
+    let cfg = Config::builder(&at(&f))
+        .protocol(tether::Protocol::Rwws)
+        .token(tether_testkit::rwws::DEFAULT_KEY)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let c = start(cfg);
+    refused_once(&c, &f).await;
+}
+
+/// A TLS failure that is not about a certificate (the server hangs up mid-handshake) is
+/// retried with backoff like a connect failure.
+#[tokio::test]
+async fn a_broken_handshake_is_retried() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let c = client_at(&format!("wss://localhost:{port}/"), "t", |x| x);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_ne!(d.status(), Status::ErrCertificate);
+    assert!(d.retry_in().is_some());
+    until(&c, |e| {
+        e.kind() == EventKind::Disconnected && e.attempt() >= 2
+    })
+    .await;
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
+    close_and_drain(&c).await;
+}
+
+/// Unparsable trust settings are config errors before any connection, and never quote the key.
 #[test]
-fn bad_ca_pem_is_a_config_error() {
-    let e = Config::builder("wss://localhost/")
-        .extra_ca_pem(b"garbage")
+fn bad_trust_settings_are_config_errors() {
+    let b = || Config::builder("wss://localhost/");
+    let e = b().extra_ca_pem(b"garbage").build().unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    let e = b().pin_sha256("sha256/short").build().unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    // A pin over plain ws:// would check nothing.
+    let e = Config::builder("ws://localhost/")
+        .pin_sha256(&Ca::new("x").issue(false).pin())
         .build()
         .unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig);
+    let me = Ca::new("x").issue(true);
+    let e = b()
+        .client_cert_pem(
+            me.cert.pem().as_bytes(),
+            b"-----BEGIN PRIVATE KEY-----\nSEKRIT\n",
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    assert!(!e.message().contains("SEKRIT"), "{}", e.message());
+    let cfg = b()
+        .client_cert_pem(me.cert.pem().as_bytes(), me.key.serialize_pem().as_bytes())
+        .build()
+        .unwrap();
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
 }

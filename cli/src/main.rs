@@ -87,6 +87,19 @@ struct ConnOpts {
     /// Extra CA certificates (PEM) to trust for wss/https.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Pin the server's public key: `sha256/BASE64` of the SHA-256 of its SubjectPublicKeyInfo,
+    /// checked on top of the chain verification; repeat for backup pins.
+    #[arg(long = "pin", value_name = "SHA256")]
+    pins: Vec<String>,
+    /// Client certificate chain (PEM) for servers that require one (mTLS).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Trust the operating system's certificate store instead of the built-in webpki roots.
+    #[arg(long)]
+    os_trust: bool,
     /// Connection status on stderr as JSON lines instead of prose.
     #[arg(long)]
     json_status: bool,
@@ -195,6 +208,19 @@ fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> R
             }
         }
     }
+    for pin in &o.pins {
+        b = b.pin_sha256(pin);
+    }
+    if let (Some(cert), Some(key)) = (&o.client_cert, &o.client_key) {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                eprintln!("tether: {flag} {}: {e}", path.display());
+                exit::USAGE
+            })
+        };
+        b = b.client_cert_pem(&read("--client-cert", cert)?, &read("--client-key", key)?);
+    }
+    b = b.use_os_trust(o.os_trust);
     if let Some(ms) = o.ping_interval {
         b = b.ping_interval(Duration::from_millis(ms));
     }

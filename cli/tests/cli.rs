@@ -346,6 +346,44 @@ async fn no_compress_and_ca_options() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+/// The trust flags reach the config: a malformed `--pin` is a usage error naming the pin,
+/// `--client-cert` needs `--client-key`, and `--os-trust` is accepted.
+#[tokio::test]
+async fn trust_options() {
+    let b = backend().await;
+    let url = b.http_url();
+    let out = run(
+        &[
+            "request",
+            "https://localhost:1",
+            "echo",
+            "--pin",
+            "sha256/short",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("pin"), "{}", text(&out.stderr));
+    let out = run(
+        &["request", &url, "echo", "--client-cert", "/nonexistent.pem"],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--client-key"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &["request", &url, "echo", "--os-trust", "--token", &b.token()],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 /// `--proxy` carries the login and the websocket through a SOCKS5 proxy with RFC 1929 auth
 /// (microsocks, binding its outgoing side to 127.0.0.2 so the backend tells it apart); a wrong
 /// proxy password exits with the unauthorized status and never prints the password.

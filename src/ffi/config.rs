@@ -226,7 +226,8 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Trusts the CA certificates in this PEM data, in addition to the built-in webpki roots.
+    /// Trusts the CA certificates in this PEM data, in addition to the roots (the built-in
+    /// webpki roots, or the OS store with `tether_config_set_use_os_trust`).
     /// The bytes are copied; they are parsed by `tether_client_new`.
     fn tether_config_set_ca_pem(
         cfg: *mut tether_config,
@@ -240,6 +241,58 @@ ffi_fn! {
             }
             Ok(b.extra_ca_pem(pem))
         })
+    } ?= code
+}
+
+ffi_fn! {
+    /// Pins the server's public key: adds one SHA-256 hash of the leaf certificate's
+    /// SubjectPublicKeyInfo, written `sha256/<base64>` (as OkHttp) or as the bare base64 (as
+    /// HPKP's `pin-sha256`). Call once per pin (a backup pin survives a key rotation). With
+    /// pins, the server is accepted only when its leaf key matches one, *in addition to* the
+    /// normal chain and name verification: a pinned self-signed server still needs its
+    /// certificate given to `tether_config_set_ca_pem`. A mismatch ends the client with
+    /// `TETHER_ERR_CERTIFICATE` (no retry). Checked by `tether_client_new` (the form, and a
+    /// `wss://`/`https://` URL). Copied. Default: no pins.
+    fn tether_config_add_pin_sha256(cfg: *mut tether_config, pin: *const c_char) -> tether_status {
+        edit(cfg, |b| Ok(b.pin_sha256(str_arg(pin, "pin")?)))
+    } ?= code
+}
+
+ffi_fn! {
+    /// A client certificate for servers that ask for one (mTLS): `cert` is the PEM chain,
+    /// leaf first; `key` its private key in PEM (PKCS#8, PKCS#1 or SEC1). Both are copied;
+    /// `tether_client_new` parses them and refuses a key that does not belong to the
+    /// certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
+    /// error messages. A server that refuses the certificate ends the client with
+    /// `TETHER_ERR_CERTIFICATE`. Default: none.
+    fn tether_config_set_client_cert_pem(
+        cfg: *mut tether_config,
+        cert: *const u8,
+        cert_len: usize,
+        key: *const u8,
+        key_len: usize,
+    ) -> tether_status {
+        edit(cfg, |b| {
+            let cert = bytes_arg(cert, cert_len, "cert")?;
+            let key = bytes_arg(key, key_len, "key")?;
+            if cert.is_empty() || key.is_empty() {
+                return Err(Error::new(Status::ErrInvalidArgument, "empty PEM data"));
+            }
+            Ok(b.client_cert_pem(cert, key))
+        })
+    } ?= code
+}
+
+ffi_fn! {
+    /// Trusts the operating system's certificate store instead of the built-in webpki roots
+    /// (default off): on Linux the OpenSSL locations (`SSL_CERT_FILE`/`SSL_CERT_DIR` replace
+    /// them when set), on macOS the keychain, on Windows the system store; on Android and iOS
+    /// no store is found (rustls-native-certs reads none there), so the connect fails. CAs
+    /// given to `tether_config_set_ca_pem` still add to it. Only read for `wss://`. Read when the client connects;
+    /// `tether_client_connect` fails with `TETHER_ERR_TLS` when the store holds no usable
+    /// certificate.
+    fn tether_config_set_use_os_trust(cfg: *mut tether_config, on: bool) -> tether_status {
+        edit(cfg, |b| Ok(b.use_os_trust(on)))
     } ?= code
 }
 

@@ -42,7 +42,9 @@ pub const TETHER_ERR_DISCONNECTED: tether_status = -23;
 pub const TETHER_ERR_CLIENT_CLOSED: tether_status = -24;
 /// TCP connect or I/O failure (refused, reset, unreachable, connect timeout).
 pub const TETHER_ERR_CONNECT: tether_status = -30;
-/// TLS handshake or certificate verification failed.
+/// The TLS handshake failed for another reason than a certificate (the connection broke
+/// during the handshake, no common protocol version, a bad record); retried with backoff.
+/// Also: the OS trust store holds no usable certificate (`use_os_trust`).
 pub const TETHER_ERR_TLS: tether_status = -31;
 /// The server rejected the credentials (HTTP 401 after one re-authentication).
 pub const TETHER_ERR_UNAUTHORIZED: tether_status = -32;
@@ -54,6 +56,12 @@ pub const TETHER_ERR_HTTP: tether_status = -34;
 pub const TETHER_ERR_RECEIVE_TIMEOUT: tether_status = -35;
 /// The server closed the websocket with a close frame (see the close code).
 pub const TETHER_ERR_REMOTE_CLOSED: tether_status = -36;
+/// A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
+/// valid, no pin matches its key) or ours (the server refused or required a client
+/// certificate).
+/// Final: it would fail the same way on every attempt, so the client stops instead of
+/// retrying; reconnect with a new client once the configuration or the server changed.
+pub const TETHER_ERR_CERTIFICATE: tether_status = -37;
 /// The server violated the protocol (wrong frame type, missing envelope field, bad packet).
 pub const TETHER_ERR_PROTOCOL: tether_status = -40;
 /// Server data could not be inflated (invalid or truncated deflate stream).

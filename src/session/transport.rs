@@ -208,7 +208,14 @@ pub(crate) async fn connect(
             .connect(name, tcp)
             .await
             .map_err(|e| {
-                ConnectError::other(Status::ErrTls, format!("TLS handshake with {host}: {e}"))
+                // A refused certificate is final (the dialects stop on it); any other TLS
+                // failure is retried like a broken connection.
+                let status = if crate::tls::is_certificate_failure(&e) {
+                    Status::ErrCertificate
+                } else {
+                    Status::ErrTls
+                };
+                ConnectError::other(status, format!("TLS handshake with {host}: {e}"))
             })?;
         tlog!(
             client,
@@ -376,6 +383,12 @@ impl ConnectError {
                     code: Some(code),
                 }
             }
+            // In TLS 1.3 the server checks our certificate after our side of the handshake
+            // is done, so its refusal arrives as an alert on the upgrade's first read.
+            WsError::Io(e) if crate::tls::is_certificate_failure(&e) => ConnectError::other(
+                Status::ErrCertificate,
+                format!("the server refused the TLS client certificate: {e}"),
+            ),
             WsError::Io(e) => ConnectError::other(Status::ErrConnect, format!("upgrade I/O: {e}")),
             other => {
                 ConnectError::other(Status::ErrProtocol, format!("websocket upgrade: {other}"))

@@ -7,3 +7,4 @@ pub mod events;
 pub mod gomuks;
 pub mod proxy;
 pub mod rwws;
+pub mod tls;

@@ -123,6 +123,10 @@ static void test_every_config_setter_rejects_null_config(void) {
                 "config");
     CHECK_FAILS(tether_config_set_proxy(NULL, "http://127.0.0.1:3128"), TETHER_ERR_NULL,
                 "config");
+    CHECK_FAILS(tether_config_add_pin_sha256(NULL, "sha256/x"), TETHER_ERR_NULL, "config");
+    CHECK_FAILS(tether_config_set_client_cert_pem(NULL, pem, sizeof pem, pem, sizeof pem),
+                TETHER_ERR_NULL, "config");
+    CHECK_FAILS(tether_config_set_use_os_trust(NULL, true), TETHER_ERR_NULL, "config");
 }
 
 static void test_client_calls_reject_null_client_and_keep_outputs(void) {
@@ -187,7 +191,7 @@ static void test_event_accessors_on_null_and_null_outputs(void) {
 
 static void test_status_str_of_undefined_values(void) {
     /* Gaps between the defined ranges, just past both ends, and the extremes. */
-    const tether_status undefined[] = {3, -10, -19, -25, -29, -37, -44, -49, -52, 1000,
+    const tether_status undefined[] = {3, -10, -19, -25, -29, -38, -44, -49, -52, 1000,
                                        INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof undefined / sizeof undefined[0]; i++) {
         const char *s = tether_status_str(undefined[i]);
@@ -216,6 +220,15 @@ static void test_failed_setters_leave_config_unchanged(void) {
     CHECK_FAILS(tether_config_add_header(cfg, "X-A", bad_utf8), TETHER_ERR_INVALID_UTF8, "value");
     CHECK_FAILS(tether_config_set_protocol(cfg, 0), TETHER_ERR_INVALID_ARGUMENT, "protocol");
     CHECK_FAILS(tether_config_set_ca_pem(cfg, (const uint8_t *)"x", 0),
+                TETHER_ERR_INVALID_ARGUMENT, "PEM");
+    CHECK_FAILS(tether_config_add_pin_sha256(cfg, NULL), TETHER_ERR_NULL, "pin");
+    CHECK_FAILS(tether_config_add_pin_sha256(cfg, bad_utf8), TETHER_ERR_INVALID_UTF8, "pin");
+    CHECK_FAILS(tether_config_set_client_cert_pem(cfg, NULL, 5, (const uint8_t *)"k", 1),
+                TETHER_ERR_NULL, "cert");
+    CHECK_FAILS(tether_config_set_client_cert_pem(cfg, (const uint8_t *)"c", 1, NULL, 5),
+                TETHER_ERR_NULL, "key");
+    CHECK_FAILS(tether_config_set_client_cert_pem(cfg, (const uint8_t *)"c", 1,
+                                                  (const uint8_t *)"k", 0),
                 TETHER_ERR_INVALID_ARGUMENT, "PEM");
     CHECK_FAILS(tether_config_set_resume_state(cfg, NULL, -3), TETHER_ERR_NULL, "run_id");
     CHECK_FAILS(tether_config_set_resume_state(cfg, bad_utf8, -3), TETHER_ERR_INVALID_UTF8,
@@ -317,6 +330,66 @@ static void test_add_header_with_crlf_or_bad_name_fails_client_new(void) {
 
 /* Values a setter takes but tether_client_new refuses, with a reason; the same config,
  * corrected, then builds a client (a failed tether_client_new does not spoil it). */
+/* A self-signed client certificate, its key, and a key of another certificate (test data
+ * only, made with openssl for this file). */
+static const char CLIENT_CERT[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBhzCCAS2gAwIBAgIUAsTvoR7qkHP2UD0O7GZhzWZ4FN4wCgYIKoZIzj0EAwIw\n"
+    "GDEWMBQGA1UEAwwNdGV0aGVyLWMtdGVzdDAgFw0yNjEyMDIwMjIzMThaGA8yMTI2\n"
+    "MTEwODAyMjMxOFowGDEWMBQGA1UEAwwNdGV0aGVyLWMtdGVzdDBZMBMGByqGSM49\n"
+    "AgEGCCqGSM49AwEHA0IABH7+DephGSzmM1xENPXClSO41Gju6lrZ4oAS+FE4DTA9\n"
+    "bbxePh6Od2QOHQ19hWTvzIAOIrRTygCHIO3VqIw0wDyjUzBRMB0GA1UdDgQWBBT0\n"
+    "PDoqKuAIEOlr7bvrwDeNaxGaeDAfBgNVHSMEGDAWgBT0PDoqKuAIEOlr7bvrwDeN\n"
+    "axGaeDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIA882o6P5jKu\n"
+    "uN5FYG7IZS9qwTygKZg20TL7F5yI8rjFAiEAyGSeOHoWl2MJZJhbWiD7hCC8rL8i\n"
+    "hS2jTXR8HvYlXjw=\n"
+    "-----END CERTIFICATE-----\n"
+;
+static const char CLIENT_KEY[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgQf6NDpV7muar1pjg\n"
+    "7pxkllwoHxJcBt87nWcjThm4UxehRANCAAR+/g3qYRks5jNcRDT1wpUjuNRo7upa\n"
+    "2eKAEvhROA0wPW28Xj4ejndkDh0NfYVk78yADiK0U8oAhyDt1aiMNMA8\n"
+    "-----END PRIVATE KEY-----\n"
+;
+static const char OTHER_KEY[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg5EW8YFGb/EtbOleG\n"
+    "ONs6Mqs4xicG37q3xYbKbCo8/66hRANCAASOFKkTau+abVTgNnQSBTGqOdfbHkhr\n"
+    "zj3mUv2ffwPeX1bRDc9xOVar5MuSN0Uvree213M7UAhVyHXaXdX4wOvp\n"
+    "-----END PRIVATE KEY-----\n"
+;
+#define BYTES(s) (const uint8_t *)(s), strlen(s)
+
+/* Trust settings are parsed by tether_client_new: a malformed pin, a pin over plain ws://
+ * (it would check nothing), a client key that is no key or belongs to another certificate.
+ * The key's text never appears in the error. */
+static void test_trust_settings_are_checked_by_client_new(void) {
+    tether_config *cfg = th_config(&backend);
+    CHECK_OK(tether_config_add_pin_sha256(cfg, "sha256/too-short"));
+    EXPECT_CONFIG_ERROR(cfg, "pin");
+    cfg = th_config(&backend); /* http://127.0.0.1:... */
+    CHECK_OK(tether_config_add_pin_sha256(cfg, "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="));
+    EXPECT_CONFIG_ERROR(cfg, "wss://");
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_client_cert_pem(cfg, BYTES(CLIENT_CERT),
+                                               BYTES("-----BEGIN PRIVATE KEY-----\nSEKRIT\n")));
+    EXPECT_CONFIG_ERROR(cfg, "client key");
+    CHECK(strstr(tether_last_error(), "SEKRIT") == NULL);
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_client_cert_pem(cfg, BYTES(CLIENT_CERT), BYTES(OTHER_KEY)));
+    EXPECT_CONFIG_ERROR(cfg, "does not belong");
+    /* Well-formed: both forms of a pin over https, a matching key, the OS store. */
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_url(cfg, "https://localhost:1"));
+    CHECK_OK(tether_config_add_pin_sha256(cfg, "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="));
+    CHECK_OK(tether_config_add_pin_sha256(cfg, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="));
+    CHECK_OK(tether_config_set_client_cert_pem(cfg, BYTES(CLIENT_CERT), BYTES(CLIENT_KEY)));
+    CHECK_OK(tether_config_set_use_os_trust(cfg, true));
+    tether_client *c = th_client_from(cfg);
+    tether_client_free(c);
+}
+
 static void test_out_of_range_config_values_fail_client_new(void) {
     tether_config *cfg = th_config(&backend);
     CHECK_OK(tether_config_set_reconnect_backoff_ms(cfg, 200, 100)); /* min > max */
@@ -828,6 +901,7 @@ int main(void) {
     TH_RUN(test_resume_state_setter_rejects_bad_values);
     TH_RUN(test_resume_state_getter_with_small_or_null_buffer);
     TH_RUN(test_add_header_with_crlf_or_bad_name_fails_client_new);
+    TH_RUN(test_trust_settings_are_checked_by_client_new);
     TH_RUN(test_out_of_range_config_values_fail_client_new);
     TH_RUN(test_config_reused_changed_and_freed_after_client_new);
     TH_RUN(test_connect_twice_is_state_error_and_session_survives);

@@ -142,6 +142,27 @@ def _pem(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
     return [(pem, len(pem))]
 
 
+def _pins(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    if isinstance(v, (str, bytes)):
+        # One string would be iterated by character: almost surely a missing list.
+        raise TypeError("pins must be a list of strings, not a single string")
+    return [(_cstr("pin", p),) for p in v]
+
+
+def _client_cert(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    try:
+        cert, key = v
+    except (TypeError, ValueError):
+        raise TypeError("client_cert must be a (certificate PEM, key PEM) pair") from None
+    (cert_pem, cert_len), = _pem(cert, {})
+    (key_pem, key_len), = _pem(key, {})
+    return [(cert_pem, cert_len, key_pem, key_len)]
+
+
 class Options(TypedDict, total=False):
     """The connection options that :class:`tether.Client` and
     :class:`tether.aio.AsyncClient` take as keyword arguments (all optional). A dict of
@@ -239,7 +260,27 @@ class Options(TypedDict, total=False):
     ca_pem: Annotated[
         Optional[Union[bytes, str]], Option(None, "tether_config_set_ca_pem", _pem)
     ]
-    """Extra trusted CA certificates (PEM)."""
+    """Extra trusted CA certificates (PEM), added to the roots (webpki, or the OS store)."""
+
+    pins: Annotated[
+        Optional[Iterable[str]], Option(None, "tether_config_add_pin_sha256", _pins)
+    ]
+    """Public-key pins: ``sha256/<base64>`` (or the bare base64) of the SHA-256 of the
+    server certificate's SubjectPublicKeyInfo. With pins, the leaf's key must match one of
+    them *in addition to* the normal chain and name checks (a pinned self-signed server still
+    needs ``ca_pem``). A mismatch ends the client with :class:`tether.CertificateError`
+    (``ERR_CERTIFICATE``, no retry). Needs a ``wss://``/``https://`` URL."""
+
+    client_cert: Annotated[
+        Optional[Tuple[Union[bytes, str], Union[bytes, str]]],
+        Option(None, "tether_config_set_client_cert_pem", _client_cert),
+    ]
+    """``(certificate chain PEM, private key PEM)`` shown to a server that asks for a client
+    certificate (mTLS). The key is a secret: never logged, never in an error."""
+
+    use_os_trust: Annotated[bool, Option(False, "tether_config_set_use_os_trust", _flag)]
+    """Trust the operating system's certificate store instead of the built-in webpki roots
+    (Linux: the OpenSSL locations, ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set)."""
 
     allow_insecure_credentials: Annotated[
         bool, Option(False, "tether_config_set_allow_insecure_credentials", _flag)

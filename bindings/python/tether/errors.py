@@ -44,6 +44,7 @@ __all__ = [
     "ConnectionFailedError",
     "ConnectError",
     "TlsError",
+    "CertificateError",
     "AuthError",
     "UnauthorizedError",
     "ForbiddenError",
@@ -88,6 +89,7 @@ class Status(enum.IntEnum):
     ERR_HTTP = -34
     ERR_RECEIVE_TIMEOUT = -35
     ERR_REMOTE_CLOSED = -36
+    ERR_CERTIFICATE = -37
     ERR_PROTOCOL = -40
     ERR_INFLATE = -41
     ERR_JSON = -42
@@ -250,9 +252,18 @@ class ConnectError(ConnectionFailedError):
 
 
 class TlsError(ConnectionFailedError):
-    """``TETHER_ERR_TLS``: TLS handshake or certificate verification failed."""
+    """``TETHER_ERR_TLS``: the TLS handshake failed for a reason other than a certificate
+    (retried with backoff)."""
 
     STATUS = Status.ERR_TLS
+
+
+class CertificateError(TlsError):
+    """``TETHER_ERR_CERTIFICATE``: a certificate was refused — the server's (unknown issuer,
+    wrong name, expired, no pin matches) or ours (the server refused or required a client
+    certificate). Final: the client stops after that one attempt."""
+
+    STATUS = Status.ERR_CERTIFICATE
 
 
 class AuthError(ConnectionFailedError):

@@ -75,7 +75,10 @@ pub(crate) async fn fetch_token(
                 return refusal;
             }
             // reqwest errors may echo the URL but never headers, so no secret leaks here.
-            let status = if e.is_connect() || e.is_timeout() {
+            // A refused certificate is final, as on the websocket (the same rustls config).
+            let status = if crate::tls::is_certificate_failure(&e) {
+                Status::ErrCertificate
+            } else if e.is_connect() || e.is_timeout() {
                 Status::ErrConnect
             } else {
                 Status::ErrHttp

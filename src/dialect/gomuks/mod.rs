@@ -484,7 +484,11 @@ impl Dialect for Gomuks {
 
     fn policy(&self, status: Status, _close_code: u16) -> Policy {
         match status {
-            Status::ErrUnauthorized | Status::ErrForbidden | Status::ErrConfig => Policy::Stop,
+            // A refused certificate repeats on every attempt: stop instead of a retry storm.
+            Status::ErrUnauthorized
+            | Status::ErrForbidden
+            | Status::ErrConfig
+            | Status::ErrCertificate => Policy::Stop,
             _ => Policy::Backoff,
         }
     }

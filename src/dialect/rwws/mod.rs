@@ -194,7 +194,8 @@ impl Dialect for Rwws {
                 Status::ErrConfig
                 | Status::ErrUnauthorized
                 | Status::ErrVersionMismatch
-                | Status::ErrKeyRevoked => Policy::Stop,
+                | Status::ErrKeyRevoked
+                | Status::ErrCertificate => Policy::Stop,
                 _ => Policy::Backoff,
             },
         }

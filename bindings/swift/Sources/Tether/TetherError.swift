@@ -25,6 +25,9 @@ public enum TetherError: Error, Equatable, Sendable {
     case http(String)
     case receiveTimeout(String)
     case remoteClosed(String)
+    /// A certificate was refused (unknown issuer, wrong name, expired, pin mismatch, or the
+    /// server refused ours); the client does not retry.
+    case certificate(String)
     case protocolViolation(String)
     case inflate(String)
     case json(String)
@@ -63,6 +66,7 @@ public enum TetherError: Error, Equatable, Sendable {
         case TETHER_ERR_HTTP: self = .http(message)
         case TETHER_ERR_RECEIVE_TIMEOUT: self = .receiveTimeout(message)
         case TETHER_ERR_REMOTE_CLOSED: self = .remoteClosed(message)
+        case TETHER_ERR_CERTIFICATE: self = .certificate(message)
         case TETHER_ERR_PROTOCOL: self = .protocolViolation(message)
         case TETHER_ERR_INFLATE: self = .inflate(message)
         case TETHER_ERR_JSON: self = .json(message)

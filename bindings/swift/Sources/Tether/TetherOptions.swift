@@ -52,8 +52,18 @@ public struct TetherOptions: Sendable {
     public var prevListenerId: Bool?
     /// Extra headers on the websocket upgrade (e.g. `Origin`), in order.
     public var headers: [(name: String, value: String)] = []
-    /// CA certificates (PEM) trusted in addition to the built-in roots.
+    /// CA certificates (PEM) trusted in addition to the roots (webpki, or the OS store).
     public var caPEM: Data?
+    /// Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of the server
+    /// certificate's SubjectPublicKeyInfo, checked *in addition to* the chain and name (a
+    /// pinned self-signed server still needs `caPEM`). A mismatch ends the client with
+    /// `.certificate`, no retry. Needs a `wss://`/`https://` URL.
+    public var pinsSHA256: [String] = []
+    /// A client certificate chain and its private key (PEM) for servers that require one
+    /// (mTLS). The key is a secret.
+    public var clientCertificate: (certPEM: Data, keyPEM: Data)?
+    /// Trust the operating system's certificate store instead of the built-in webpki roots.
+    public var useOSTrust: Bool?
     /// Allow credentials over plain `ws://`/`http://` to a host that is not loopback.
     public var allowInsecureCredentials: Bool?
     /// The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
@@ -108,6 +118,17 @@ public struct TetherOptions: Sendable {
                 try check(tether_config_set_ca_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
             }
         }
+        for pin in pinsSHA256 { try check(tether_config_add_pin_sha256(cfg, pin)) }
+        if let v = clientCertificate {
+            try v.certPEM.withUnsafeBytes { cert in
+                try v.keyPEM.withUnsafeBytes { key in
+                    try check(tether_config_set_client_cert_pem(
+                        cfg, cert.bindMemory(to: UInt8.self).baseAddress, cert.count,
+                        key.bindMemory(to: UInt8.self).baseAddress, key.count))
+                }
+            }
+        }
+        if let v = useOSTrust { try check(tether_config_set_use_os_trust(cfg, v)) }
         if let v = allowInsecureCredentials {
             try check(tether_config_set_allow_insecure_credentials(cfg, v))
         }

@@ -262,6 +262,12 @@ final class TetherTests: XCTestCase {
             ("header value", { $0.headers = [(name: "X-A", value: "a\nb")] }),
             ("rwws key", { $0.protocol = .rwws; $0.token = "not base64!" }),
             ("eventBufferCapacity", { $0.eventBufferCapacity = 0 }),
+            ("malformed pin", { $0.url = "https://localhost:1"; $0.pinsSHA256 = ["sha256/short"] }),
+            ("pin over plain http", { $0.pinsSHA256 = ["sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="] }),
+            ("client key", {
+                $0.clientCertificate = (certPEM: Data("-----BEGIN CERTIFICATE-----".utf8),
+                                        keyPEM: Data("-----BEGIN PRIVATE KEY-----".utf8))
+            }),
         ]
         for (what, change) in bad {
             var o = b.gomuks()
@@ -287,6 +293,7 @@ final class TetherTests: XCTestCase {
         o.prevListenerId = false
         o.headers = [(name: "X-Tether-Test", value: "1")]
         o.allowInsecureCredentials = false
+        o.useOSTrust = true  // only read for wss://
         o.eventBufferCapacity = 16
         let c = try TetherClient(o)
         let echo = try await c.request("echo", data: json(#"{"ok":true}"#))

@@ -8,7 +8,7 @@ enum class Status(val code: Int) {
     ERR_REMOTE(-20), ERR_REQUEST_TIMEOUT(-21), ERR_CANCELLED(-22), ERR_DISCONNECTED(-23),
     ERR_CLIENT_CLOSED(-24),
     ERR_CONNECT(-30), ERR_TLS(-31), ERR_UNAUTHORIZED(-32), ERR_FORBIDDEN(-33), ERR_HTTP(-34),
-    ERR_RECEIVE_TIMEOUT(-35), ERR_REMOTE_CLOSED(-36),
+    ERR_RECEIVE_TIMEOUT(-35), ERR_REMOTE_CLOSED(-36), ERR_CERTIFICATE(-37),
     ERR_PROTOCOL(-40), ERR_INFLATE(-41), ERR_JSON(-42), ERR_MESSAGE_TOO_LARGE(-43),
     ERR_VERSION_MISMATCH(-50), ERR_KEY_REVOKED(-51),
     /** A code this binding does not know (a newer library). */
@@ -47,7 +47,7 @@ open class TetherException(val status: Status, message: String) : Exception(mess
                 Status.ERR_UNAUTHORIZED, Status.ERR_FORBIDDEN, Status.ERR_KEY_REVOKED ->
                     AuthException(s, text)
                 Status.ERR_CONNECT, Status.ERR_TLS, Status.ERR_HTTP, Status.ERR_RECEIVE_TIMEOUT,
-                Status.ERR_REMOTE_CLOSED -> ConnectionException(s, text)
+                Status.ERR_REMOTE_CLOSED, Status.ERR_CERTIFICATE -> ConnectionException(s, text)
                 Status.ERR_PROTOCOL, Status.ERR_INFLATE, Status.ERR_JSON,
                 Status.ERR_MESSAGE_TOO_LARGE, Status.ERR_VERSION_MISMATCH ->
                     ProtocolException(s, text)
@@ -79,7 +79,10 @@ class DisconnectedException(s: Status, m: String) : TetherException(s, m)
 class ClientClosedException(s: Status, m: String) : TetherException(s, m)
 /** Credentials or key refused (401, 403, rwws 3001/3004). */
 class AuthException(s: Status, m: String) : TetherException(s, m)
-/** Network, TLS or HTTP failure, or the server closed the connection. */
+/**
+ * Network, TLS or HTTP failure, or the server closed the connection. With
+ * [Status.ERR_CERTIFICATE] (a refused certificate or pin mismatch) the client does not retry.
+ */
 class ConnectionException(s: Status, m: String) : TetherException(s, m)
 /** The server broke the protocol (bad frames, deflate, JSON, size, version). */
 class ProtocolException(s: Status, m: String) : TetherException(s, m)

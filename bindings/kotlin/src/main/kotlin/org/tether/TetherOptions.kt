@@ -65,8 +65,22 @@ data class TetherOptions(
      * The library refuses the handshake's own headers and non-ASCII values.
      */
     val headers: List<Pair<String, String>> = emptyList(),
-    /** PEM certificates to trust in addition to the built-in webpki roots (`wss://`, `https://`). */
+    /** PEM certificates to trust in addition to the roots (webpki, or the OS store) (`wss://`, `https://`). */
     val caPem: String? = null,
+    /**
+     * Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of the server
+     * certificate's SubjectPublicKeyInfo. With pins, the leaf's key must match one, *in
+     * addition to* the normal chain and name checks (a pinned self-signed server still needs
+     * [caPem]). A mismatch ends the client with [Status.ERR_CERTIFICATE], no retry. Needs a
+     * `wss://`/`https://` URL.
+     */
+    val pinsSha256: List<String> = emptyList(),
+    /** Client certificate chain (PEM, leaf first) for servers that require one (mTLS); needs [clientKeyPem]. */
+    val clientCertPem: String? = null,
+    /** The private key (PEM) of [clientCertPem]. A secret. */
+    val clientKeyPem: String? = null,
+    /** Trust the operating system's certificate store instead of the built-in webpki roots. */
+    val useOsTrust: Boolean = false,
     /** Allow a token or password over plain `ws://`/`http://` to a host that is not loopback. */
     val allowInsecureCredentials: Boolean = false,
     /**
@@ -89,8 +103,8 @@ data class TetherOptions(
     override fun hashCode(): Int = arrayOf<Any?>(
         protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
-        queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem,
-        allowInsecureCredentials, proxy, eventBufferCapacity,
+        queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
+        clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, eventBufferCapacity,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -103,6 +117,8 @@ data class TetherOptions(
             "maxMessageBytes=$maxMessageBytes, queueCapacity=$queueCapacity, resume=$resume, " +
             "lastServerTs=$lastServerTs, prevListenerId=$prevListenerId, " +
             "headers=${headers.map { it.first }}, caPem=${caPem?.let { "${it.length} chars" }}, " +
+            "pinsSha256=$pinsSha256, clientCertPem=${clientCertPem?.let { "${it.length} chars" }}, " +
+            "clientKeyPem=${mask(clientKeyPem)}, useOsTrust=$useOsTrust, " +
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
             "eventBufferCapacity=$eventBufferCapacity)"
 
@@ -136,6 +152,14 @@ data class TetherOptions(
             val pem = it.toByteArray(Charsets.UTF_8)
             check(n.tether_config_set_ca_pem(cfg, pem, pem.size.toLong()))
         }
+        for (pin in pinsSha256) check(n.tether_config_add_pin_sha256(cfg, n.cstr(pin)))
+        if (clientCertPem != null || clientKeyPem != null) {
+            if (clientCertPem == null || clientKeyPem == null) invalid("clientCertPem and clientKeyPem go together")
+            val cert = clientCertPem.toByteArray(Charsets.UTF_8)
+            val key = clientKeyPem.toByteArray(Charsets.UTF_8)
+            check(n.tether_config_set_client_cert_pem(cfg, cert, cert.size.toLong(), key, key.size.toLong()))
+        }
+        if (useOsTrust) check(n.tether_config_set_use_os_trust(cfg, 1))
         check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
         proxy?.let { check(n.tether_config_set_proxy(cfg, n.cstr(it))) }
     }

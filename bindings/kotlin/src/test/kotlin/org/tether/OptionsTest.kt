@@ -264,7 +264,9 @@ class OptionsTest {
         TlsFront(cert, backend.address).use { front ->
             val url = "https://localhost:${front.port}"
             val refused = firstDisconnect(TetherOptions(token = token, reconnectBackoffMs = 20..200), url)
-            assertEquals(Status.ERR_TLS, refused.status, refused.text)
+            // A refused certificate is final: no retry.
+            assertEquals(Status.ERR_CERTIFICATE, refused.status, refused.text)
+            assertEquals(null, refused.retryInMs, refused.text)
             runBlocking {
                 // The token goes straight to the upgrade; the login goes through POST /_gomuks/auth.
                 for (o in listOf(TetherOptions(token = token), login())) {
@@ -274,6 +276,39 @@ class OptionsTest {
                 }
             }
         }
+    }
+
+    @Test
+    fun `pins are checked on top of the chain`() {
+        val cert = selfSigned()
+        val token = token()
+        val ks = KeyStore.getInstance("PKCS12")
+        cert.keystore.inputStream().use { ks.load(it, "changeit".toCharArray()) }
+        val spki = ks.getCertificate("front").publicKey.encoded
+        val pin = "sha256/" + java.util.Base64.getEncoder().encodeToString(
+            java.security.MessageDigest.getInstance("SHA-256").digest(spki),
+        )
+        val wrong = "sha256/" + java.util.Base64.getEncoder().encodeToString(ByteArray(32))
+        TlsFront(cert, backend.address).use { front ->
+            val url = "https://localhost:${front.port}"
+            val base = TetherOptions(token = token, caPem = cert.pem, reconnectBackoffMs = 20..200)
+            val refused = firstDisconnect(base.copy(pinsSha256 = listOf(wrong)), url)
+            assertEquals(Status.ERR_CERTIFICATE, refused.status, refused.text)
+            assertEquals(null, refused.retryInMs, refused.text)
+            assertTrue(pin in refused.text, refused.text)
+            runBlocking {
+                TetherClient(url, base.copy(pinsSha256 = listOf(wrong, pin))).use { c ->
+                    withTimeout(15_000) { assertEquals("{\"pinned\":1}", c.request("echo", "{\"pinned\":1}")) }
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `the client key stays out of toString`() {
+        val o = TetherOptions(clientCertPem = "CERT", clientKeyPem = "-----BEGIN PRIVATE KEY-----SEKRIT")
+        assertFalse("SEKRIT" in o.toString(), o.toString())
+        assertThrows<InvalidArgumentException> { TetherClient("https://localhost:1", TetherOptions(clientKeyPem = "k")) }
     }
 
     /** A token from a login, to connect without credentials in the config. */
