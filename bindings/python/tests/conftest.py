@@ -203,6 +203,13 @@ async def await_event(client: Any, pred: Callable[[Any], bool], timeout: float =
             return ev
 
 
+def foreign_env() -> Dict[str, str]:
+    """The environment for a third-party program a test starts (tinyproxy, openssl): without
+    the sanitizer runs' ``LD_PRELOAD``, which would make LeakSanitizer judge that program's
+    own leaks instead of libtether's."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def python_env(**env: str) -> Dict[str, Any]:
     """``subprocess`` arguments for a fresh interpreter with the same ``tether`` import path."""
     import tether

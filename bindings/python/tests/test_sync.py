@@ -15,7 +15,7 @@ import tether
 from tether import Client, EventKind, Status
 from tether.events import _UNSET
 
-from conftest import SLOW, Backend, gomuks_opts, run_python, wait_event
+from conftest import SLOW, Backend, foreign_env, gomuks_opts, run_python, wait_event
 
 
 def client(backend: Backend, **extra: Any) -> Client:
@@ -114,7 +114,7 @@ def _tinyproxy(tmp_path: Any, auth: str) -> Any:
         f'LogFile "{log}"\nBasicAuth {auth}\n'
     )
     proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=foreign_env())
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -20,13 +20,13 @@ import pytest
 import tether
 from tether import Client, EventKind, Status
 
-from conftest import Backend, gomuks_opts, wait_event
+from conftest import Backend, foreign_env, gomuks_opts, wait_event
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
 def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+    subprocess.run(["openssl", *args], check=True, capture_output=True, env=foreign_env())
 
 
 class Pki:
@@ -58,7 +58,7 @@ class Pki:
     def pin(self) -> str:
         """``sha256/`` and the base64 SHA-256 of the server key's SubjectPublicKeyInfo."""
         spki = subprocess.run(["openssl", "pkey", "-in", self.key, "-pubout", "-outform", "DER"],
-                              check=True, capture_output=True).stdout
+                              check=True, capture_output=True, env=foreign_env()).stdout
         return "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
     def read(self, path: str) -> bytes:
