@@ -51,6 +51,8 @@ enum Cmd {
     /// from stdin as `COMMAND JSON` lines (rwws: hex bytes of a packet). Connection state,
     /// pongs and reconnects go to stderr. At the end of stdin the client closes once every
     /// request is answered (unless --keep-open). Ctrl-C closes cleanly (gomuks: 1001).
+    /// A phone's network life from a shell: the stdin lines `:pause`, `:unpause` and
+    /// `:reconnect`, and SIGUSR1 (e.g. from a network-change hook) as the reconnect cue.
     Connect(Connect),
     /// Send one request and print the response's JSON data. Exit status: 0 ok, 1 connection
     /// failed, 3 the server answered with an error, 4 no answer in time, 130 Ctrl-C.
@@ -106,6 +108,10 @@ struct ConnOpts {
     /// Keepalive ping interval in milliseconds (protocol default if unset).
     #[arg(long, value_name = "MS")]
     ping_interval: Option<u64>,
+    /// Pong deadline in milliseconds: a ping unanswered this long (no byte arriving) ends a
+    /// silent link; also how long the reconnect cue's probe waits (default 10000).
+    #[arg(long, value_name = "MS")]
+    pong_timeout: Option<u64>,
     /// Proxy for the websocket and the login: `http://[user:pass@]host:port` (HTTP CONNECT),
     /// `socks5://...` or `socks5h://...`; `direct` ignores the environment. Unset: the
     /// https_proxy, http_proxy, all_proxy and no_proxy variables decide.
@@ -224,6 +230,9 @@ fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> R
     if let Some(ms) = o.ping_interval {
         b = b.ping_interval(Duration::from_millis(ms));
     }
+    if let Some(ms) = o.pong_timeout {
+        b = b.pong_timeout(Duration::from_millis(ms));
+    }
     if let Some(p) = &o.proxy {
         b = b.proxy(p);
     }
@@ -253,6 +262,27 @@ fn interrupted() -> tokio::sync::oneshot::Receiver<()> {
     rx
 }
 
+/// Yields once per SIGUSR1, the reconnect cue a network-change hook can send
+/// (`kill -USR1 PID`). Installed at once, like [`interrupted`]; never yields elsewhere.
+fn reconnect_cues() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    if let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
 /// A DISCONNECTED after which nothing follows: the connection failed for good.
 fn gave_up(ev: &Event) -> bool {
     ev.kind() == EventKind::Disconnected && ev.retry_in().is_none() && ev.status() != Status::Ok
@@ -261,6 +291,7 @@ fn gave_up(ev: &Event) -> bool {
 async fn connect(a: Connect) -> u8 {
     output::set_json_status(a.conn.json_status);
     let mut sigint = interrupted();
+    let mut cues = reconnect_cues();
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut stdin = std::io::stdin().lock();
     let client = match start(&a.conn, &mut stdin, None) {
@@ -312,6 +343,12 @@ async fn connect(a: Connect) -> u8 {
                     break;
                 }
             },
+            Some(()) = cues.recv() => {
+                output::status("reconnect cue (SIGUSR1)", || r#"{"type":"reconnect_cue"}"#.into());
+                if let Err(e) = client.reconnect_now() {
+                    eprintln!("tether: {e}");
+                }
+            },
             _ = &mut sigint, if !closing => {
                 interrupted = true;
                 closing = true;
@@ -345,6 +382,15 @@ fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(false);
+    }
+    let control = match line {
+        ":pause" => Some(client.pause()),
+        ":unpause" => Some(client.unpause()),
+        ":reconnect" => Some(client.reconnect_now()),
+        _ => None,
+    };
+    if let Some(r) = control {
+        return r.map(|()| false).map_err(|e| e.to_string());
     }
     if rwws {
         let hex: String = line.split_whitespace().collect();

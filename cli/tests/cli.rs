@@ -478,3 +478,88 @@ async fn proxy_option_goes_through_socks5() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+/// Network life from a shell (spec §7.1): `:pause` closes with 1000 and no retry, `:unpause`
+/// connects again, and SIGUSR1 is the reconnect cue, whose probe a live link answers.
+#[tokio::test]
+async fn connect_pauses_unpauses_and_takes_the_reconnect_cue() {
+    let b = backend().await;
+    let url = b.http_url();
+    let token = b.token();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(["connect", &url, "--keep-open", "--json-status"])
+            .args(["--pong-timeout", "2000"])
+            .env("TETHER_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(30));
+            // SAFETY: kill on a pid we spawned; harmless if it already exited.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        let mut stdin = child.stdin.take().unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut seen: Vec<serde_json::Value> = Vec::new();
+        // The next status line of type `want`, keeping every line read on the way.
+        fn until(
+            err: &mut impl BufRead,
+            seen: &mut Vec<serde_json::Value>,
+            want: &str,
+        ) -> serde_json::Value {
+            loop {
+                let mut line = String::new();
+                assert!(
+                    err.read_line(&mut line).unwrap() > 0,
+                    "stderr ended: {seen:?}"
+                );
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("{e}: {line:?} after {seen:?}"));
+                seen.push(v.clone());
+                if v["type"] == want {
+                    return v;
+                }
+            }
+        }
+        let mut next = |want: &str| until(&mut err, &mut seen, want);
+        next("connected");
+        stdin.write_all(b":pause\n").unwrap();
+        let d = next("disconnected");
+        assert_eq!(
+            (d["code"].as_u64(), d["retry_in_ms"].is_null()),
+            (Some(1000), true)
+        );
+        assert_eq!(d["status"], "ok");
+        stdin.write_all(b":unpause\n").unwrap();
+        // Reconnected on the same client (what the resume brings back is tested in
+        // tests/network_life.rs).
+        next("connected");
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        next("reconnect_cue");
+        // The cue's probe (pings are 15 s apart otherwise): answered, so the link stays.
+        until(&mut err, &mut seen, "pong");
+        let since = seen.iter().rposition(|v| v["type"] == "connected").unwrap();
+        assert!(
+            !seen[since..].iter().any(|v| v["type"] == "disconnected"),
+            "{seen:?}"
+        );
+        // The same cue from stdin: another probe, another pong.
+        stdin.write_all(b":reconnect\n").unwrap();
+        until(&mut err, &mut seen, "pong");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        until(&mut err, &mut seen, "closed");
+        let status = child.wait().unwrap();
+        drop(watchdog);
+        assert_eq!(status.code(), Some(130));
+        seen
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.last().unwrap()["type"], "closed");
+}
