@@ -12,6 +12,7 @@ use crate::tls::{self, Trust};
 
 /// Which wire protocol the client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protocol {
     /// gomuks JSON RPC over `/_gomuks/websocket`.
     Gomuks,

@@ -10,6 +10,7 @@ use crate::status::Status;
 /// What an [`Event`] reports. Discriminants are the C ABI's `TETHER_EVENT_*` values.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EventKind {
     /// A connection attempt starts.
     Connecting = 1,
@@ -46,6 +47,7 @@ pub enum EventKind {
 /// means "no outcome": every event that is not RESUMED).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResumeOutcome {
     /// The resume succeeded: every event missed since the resume point is delivered exactly
     /// once, in order, before `init_complete`; the app's cached state stays valid.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 /// Where a client's connection is. Discriminants are the C ABI's `TETHER_STATE_*` values.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Created; `connect` was not called yet.
     Idle = 0,

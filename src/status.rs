@@ -10,6 +10,7 @@ use std::fmt;
 /// The discriminants are the C ABI's `tether_status` values and never change once released.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// Success.
     Ok = 0,

@@ -154,6 +154,10 @@ pub fn emit(ev: &Event) {
             )
         }
         EventKind::Closed => status("closed", || r#"{"type":"closed"}"#.to_owned()),
+        // A kind newer than this binary: say so rather than drop it.
+        other => status(&format!("event {other:?}"), || {
+            format!(r#"{{"type":"unknown","kind":{}}}"#, other as u32)
+        }),
     }
 }
 
