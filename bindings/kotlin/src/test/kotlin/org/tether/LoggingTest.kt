@@ -5,29 +5,16 @@ import java.util.Base64
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Assertions.fail
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
 /** The library's log records through [Tether.setLogHandler]: levels, client ids, no secret, removal. */
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class LoggingTest {
-    private lateinit var backend: TestBackend
-
-    @BeforeAll
-    fun start() {
-        backend = TestBackend.start()
-    }
-
-    @AfterAll
-    fun stop() = backend.close()
+class LoggingTest : WithBackend() {
 
     // The handler is process-wide: no test may leave one behind for the other classes.
     @AfterEach

@@ -5,28 +5,15 @@ import kotlinx.coroutines.flow.takeWhile
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Assertions.fail
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
 /** A phone's network life: pause and unpause in place, and the reconnect cue. */
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class NetworkLifeTest {
-    private lateinit var backend: TestBackend
-
-    @BeforeAll
-    fun start() {
-        backend = TestBackend.start()
-    }
-
-    @AfterAll
-    fun stop() = backend.close()
+class NetworkLifeTest : WithBackend() {
 
     private fun waitFor(what: String, cond: () -> Boolean) {
         val until = System.currentTimeMillis() + 15_000

@@ -13,27 +13,14 @@ import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import kotlinx.coroutines.withTimeoutOrNull
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
 /** Each [TetherOptions] field reaches the library: bad values are refused, good ones act. */
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class OptionsTest {
-    private lateinit var backend: TestBackend
-
-    @BeforeAll
-    fun start() {
-        backend = TestBackend.start()
-    }
-
-    @AfterAll
-    fun stop() = backend.close()
+class OptionsTest : WithBackend() {
 
     private fun login(o: TetherOptions = TetherOptions()) =
         o.copy(username = "tether", password = "tether-password", reconnectBackoffMs = o.reconnectBackoffMs ?: 20..200)

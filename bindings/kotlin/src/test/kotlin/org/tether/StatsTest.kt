@@ -3,28 +3,15 @@ package org.tether
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertNotEquals
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
 /** A client's [TetherClient.stats], [TetherClient.state] and [TetherClient.id]. */
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class StatsTest {
-    private lateinit var backend: TestBackend
-
-    @BeforeAll
-    fun start() {
-        backend = TestBackend.start()
-    }
-
-    @AfterAll
-    fun stop() = backend.close()
+class StatsTest : WithBackend() {
 
     @Test
     fun `stats count a connection, pushed events and one request`(): Unit = runBlocking {

@@ -11,7 +11,27 @@ import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.launch
+import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.TestInstance
+
+/**
+ * A test class sharing one [TestBackend] among its tests: started before the first, stopped
+ * after the last (one test instance per class, so the backend lives in a field).
+ */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+abstract class WithBackend {
+    protected lateinit var backend: TestBackend
+
+    @BeforeAll
+    fun startBackend() {
+        backend = TestBackend.start()
+    }
+
+    @AfterAll
+    fun stopBackend() = backend.close()
+}
 
 /** A `tether-backend` process of its own, scripted over its `/_testkit` HTTP endpoints. */
 class TestBackend private constructor(private val process: Process, val address: String) : AutoCloseable {
