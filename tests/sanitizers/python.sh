@@ -56,7 +56,7 @@ if [[ $mode == asan || $mode == all ]]; then
 fi
 if [[ $mode == valgrind || $mode == all ]]; then
     echo "== python under valgrind"
-    (cd bindings/python && PYTHONMALLOC=malloc TETHER_TEST_SLOW=1 valgrind -q --fair-sched=yes --error-exitcode=99 \
+    (cd bindings/python && PYTHONMALLOC=malloc TETHER_TEST_SLOW=1 valgrind -q --fair-sched=yes --num-callers=40 --error-exitcode=99 \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
         --suppressions="$root/tests/sanitizers/python-valgrind.supp" \
         --trace-children=no "$venv/bin/python" "$venv/bin/pytest" "${pytest_args[@]}" "${valgrind_timing[@]}") 2>&1 |
