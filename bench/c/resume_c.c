@@ -180,6 +180,11 @@ int main(int argc, char **argv) {
                 t_disc = at;
                 break;
             }
+            case TETHER_EVENT_RESUMED:
+                /* The library's own verdict; the replay below is checked event by event too. */
+                if (tether_event_resume_outcome(ev) != TETHER_RESUME_SUCCEEDED)
+                    die("cycle %d: resume failed (outcome %u)", cycle, tether_event_resume_outcome(ev));
+                break;
             case TETHER_EVENT_CONNECTED:
                 if (t_disc < 0) die("cycle %d: CONNECTED without a cut", cycle);
                 if (!tether_event_resume_attempted(ev)) die("cycle %d: no resume attempted", cycle);

@@ -165,6 +165,12 @@ pub fn run(url: &str, cuts: usize, per_cut: usize, backoff_min_ms: Option<u64>) 
                     s.retry.push(r);
                     disc = Some(at);
                 }
+                // The library's own verdict; the replay below is checked event by event too.
+                EventKind::Resumed => assert_eq!(
+                    ev.resume_outcome(),
+                    Some(tether::ResumeOutcome::Succeeded),
+                    "cycle {cycle}: resume failed"
+                ),
                 EventKind::Connected => {
                     assert!(disc.is_some(), "cycle {cycle}: CONNECTED without a cut");
                     assert!(ev.resume_attempted(), "cycle {cycle}: no resume attempted");

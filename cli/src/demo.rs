@@ -93,6 +93,13 @@ fn show(ev: &Event) {
             ev.status(),
             String::from_utf8_lossy(ev.data())
         ),
+        EventKind::Resumed => match ev.resume_outcome() {
+            Some(tether::ResumeOutcome::Succeeded) => {
+                "RESUMED: every missed event is replayed, once".to_owned()
+            }
+            Some(o) => format!("RESUMED: {o:?}, the cached state is stale"),
+            None => "RESUMED".to_owned(),
+        },
         k => format!("{k:?}"),
     };
     if crate::stderr_is_tty() {
