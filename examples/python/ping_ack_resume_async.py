@@ -15,14 +15,15 @@ TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import sys
 from typing import List
 
 import tether
 from tether import EventKind
 from tether.aio import AsyncClient
+
+# The blocking example's helpers: this one differs only in how it drives the client.
+from ping_ack_resume import print_stats, setup_logging
 
 
 class Tally:
@@ -135,27 +136,6 @@ def main(argv: List[str]) -> int:
     user = argv[3] if len(argv) > 3 else "tether"
     password = argv[4] if len(argv) > 4 else "tether-password"
     return asyncio.run(run(argv[1], seconds, user, password))
-
-
-def print_stats(s: tether.Stats) -> None:
-    """The library's counters for the whole run (stats() after close keeps the last ones)."""
-    saved = 1 - s.wire_bytes_in / s.payload_bytes_in if s.payload_bytes_in else 0.0
-    rtt = f"{s.last_rtt * 1000:.1f} ms" if s.last_rtt is not None else "none"
-    print(
-        f"stats: {s.connections} connections in {s.connect_attempts} attempts, "
-        f"{s.resumes_succeeded} resumed, {s.events_received} events in "
-        f"{s.messages_received} messages, {s.wire_bytes_in} bytes in (compression saved "
-        f"{saved:.0%}), {s.requests_sent} requests, last rtt {rtt}"
-    )
-
-
-def setup_logging() -> None:
-    """The library's records on stderr, at TETHER_LOG_LEVEL (default WARNING: retries and
-    failures; INFO shows each connection's life, DEBUG its steps)."""
-    logging.basicConfig(
-        level=os.environ.get("TETHER_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s [client %(tether_client)s] %(message)s",
-    )
 
 
 if __name__ == "__main__":
