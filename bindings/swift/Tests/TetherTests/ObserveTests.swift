@@ -47,15 +47,9 @@ func record(_ recs: [TetherLogRecord], _ text: String, file: StaticString = #fil
 /// A local port that refuses connections for as long as the returned socket stays open: bound
 /// but not listening, so the kernel answers with a reset and no other process can take it.
 func refusingPort() throws -> (fd: Int32, port: UInt16) {
-    #if canImport(Glibc)
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    #else
-    let fd = socket(AF_INET, SOCK_STREAM, 0)
-    #endif
-    guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let s = try loopbackTCPSocket()
+    let fd = s.fd
+    var addr = s.addr
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let ok = withUnsafeMutablePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

@@ -68,17 +68,10 @@ final class Backend: @unchecked Sendable {
     /// A plain HTTP/1.0 exchange over a socket keeps the tests free of FoundationNetworking.
     @discardableResult
     func control(_ path: String, method: String = "POST") throws -> String {
-        #if canImport(Glibc)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_INET, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+        let s = try loopbackTCPSocket(port: port)
+        let fd = s.fd
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var addr = s.addr
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -201,4 +194,20 @@ final class Shared<T>: @unchecked Sendable {
         defer { lock.unlock() }
         return f(&value)
     }
+}
+
+/// A new IPv4 TCP socket and the address 127.0.0.1:`port` (0: any port), where both the
+/// control client and `refusingPort` start. The caller owns the descriptor.
+func loopbackTCPSocket(port: UInt16 = 0) throws -> (fd: Int32, addr: sockaddr_in) {
+    #if canImport(Glibc)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_INET, SOCK_STREAM, 0)
+    #endif
+    guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = port.bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return (fd, addr)
 }
