@@ -258,7 +258,7 @@ impl Client {
         rx.await.unwrap_or_else(|_| {
             Err(Error::new(
                 Status::ErrClientClosed,
-                "client closed before the reply",
+                crate::session::requests::CLOSED_BEFORE_REPLY,
             ))
         })
     }

@@ -295,7 +295,7 @@ impl<D: Dialect> Supervisor<D> {
         let (status, code, reason, policy) = match end {
             End::ByApp { code, reason } => {
                 self.book
-                    .fail_sent(Status::ErrClientClosed, "client closed before the reply");
+                    .fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
                 (Status::Ok, code, reason, Policy::Stop)
             }
             End::Paused { code, reason } => {
@@ -866,7 +866,7 @@ impl Book {
     fn finish(&mut self, commands: &mut CommandRx) {
         let failed = self
             .requests
-            .fail_all(Status::ErrClientClosed, "client closed before the reply");
+            .fail_all(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
         self.probe.counters.set_state(ConnectionState::Closed);
         self.count_in_flight();
         self.push_outcomes(failed);
@@ -893,7 +893,7 @@ pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue) {
                 reply: r.reply,
                 result: Err(Error::new(
                     Status::ErrClientClosed,
-                    "client closed before the reply",
+                    requests::CLOSED_BEFORE_REPLY,
                 )),
             };
             out.extend(o.into_event());

@@ -12,6 +12,11 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::event::{Event, EventKind};
 use crate::status::{Error, Status};
 
+/// Why a request ended without a reply when the app closed the client: one text for every
+/// path that answers it (still in the book, still in the command channel, or awaited by
+/// `Client::call`), so the app sees the same message whichever it was.
+pub(crate) const CLOSED_BEFORE_REPLY: &str = "client closed before the reply";
+
 /// Where a request's outcome goes.
 pub(crate) enum ReplyTo {
     /// As a RESPONSE event in the queue.
