@@ -130,6 +130,18 @@
 #define TETHER_EVENT_TOKEN_RENEWED 10
 
 /**
+ * In-process: progress of the media upload with this request id (see `progress`; the
+ * data is the same number as JSON). Any number of them precede the upload's RESPONSE.
+ */
+#define TETHER_EVENT_PROGRESS 11
+
+/**
+ * In-process: the next bytes of the media download with this request id (the data).
+ * They arrive in order, before the download's RESPONSE.
+ */
+#define TETHER_EVENT_CHUNK 12
+
+/**
  * The resume succeeded: every event missed since the resume point is delivered exactly
  * once, in order, before `init_complete`; the app's cached state stays valid.
  */
@@ -506,6 +518,19 @@ typedef struct tether_stats {
 #define TETHER_ERR_BUFFER_TOO_SMALL (-9)
 
 /**
+ * The call does not apply to this client's transport or protocol (pause, unpause and
+ * reconnect in-process; media uploads and downloads over the websocket; a download from
+ * a backend library without streaming download).
+ */
+#define TETHER_ERR_UNSUPPORTED (-10)
+
+/**
+ * Held by another client: the in-process backend's data root (a lock file guards it
+ * across processes), or the one in-process backend a process can run at a time.
+ */
+#define TETHER_ERR_IN_USE (-11)
+
+/**
  * The server answered a request with an `error` reply.
  */
 #define TETHER_ERR_REMOTE (-20)
@@ -606,6 +631,22 @@ typedef struct tether_stats {
  */
 #define TETHER_ERR_KEY_REVOKED (-51)
 
+/**
+ * In-process: the backend could not open its database (`GomuksStart` returned 10).
+ */
+#define TETHER_ERR_BACKEND_DATABASE (-60)
+
+/**
+ * In-process: the backend could not look up its account (`GomuksStart` returned 11).
+ */
+#define TETHER_ERR_BACKEND_ACCOUNT (-61)
+
+/**
+ * In-process: the backend failed to start (`GomuksStart` returned 12, or another
+ * non-zero code), e.g. a logged-in account whose homeserver is unreachable.
+ */
+#define TETHER_ERR_BACKEND_START (-62)
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -677,6 +718,29 @@ tether_status tether_client_request(struct tether_client *c, const char *command
 tether_status tether_client_request_with_timeout(struct tether_client *c, const char *command, const uint8_t *data, size_t len, uint32_t timeout_ms, int64_t *out_request_id);
 
 /**
+ * In-process clients: uploads media with progress. `params` (`params_len` bytes) is the
+ * JSON of gomuks's `upload_media` (`filename`, `encrypt`, `voice_message`, resize
+ * options, ...). With `bytes` non-NULL the `bytes_len` bytes are uploaded (copied before
+ * the call returns); with `bytes` NULL the file named by `"path"` in the params is.
+ * `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
+ * receives the id: PROGRESS events for it (`tether_event_progress`, 0 to 100) come
+ * first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
+ * `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
+ */
+tether_status tether_client_upload_media(struct tether_client *c, const uint8_t *params, size_t params_len, const uint8_t *bytes, size_t bytes_len, uint32_t timeout_ms, int64_t *out_request_id);
+
+/**
+ * In-process clients: downloads media as a stream. `params` is the JSON of gomuks's
+ * `download_media` (`mxc`, `encrypted`, ...). `timeout_ms` 0 means the configured request
+ * timeout. `*out_request_id` (optional) receives the id: CHUNK events for it carry the
+ * file's bytes in order (for uncached, unencrypted media), then one RESPONSE carries the
+ * cached file's row and path. A backend library without streaming download (gomuks
+ * v0.2607.0 has none) answers with `TETHER_ERR_UNSUPPORTED` in the RESPONSE. Websocket
+ * clients: `TETHER_ERR_UNSUPPORTED` from this call. Any thread.
+ */
+tether_status tether_client_download_media(struct tether_client *c, const uint8_t *params, size_t params_len, uint32_t timeout_ms, int64_t *out_request_id);
+
+/**
  * Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
  * reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
  * client never issued. Any thread.
@@ -741,14 +805,15 @@ tether_status tether_client_close(struct tether_client *c);
  * `tether_client_unpause`. Requests made meanwhile wait for the connection (their timeouts
  * still run). The same client and events go on afterwards; the events missed meanwhile
  * arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+ * `TETHER_ERR_UNSUPPORTED` for an in-process client (there is no connection);
  * `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
  */
 tether_status tether_client_pause(struct tether_client *c);
 
 /**
  * Ends a pause: connects at once and resumes where the paused connection stopped. Does
- * nothing when not paused. `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any
- * thread.
+ * nothing when not paused. `TETHER_ERR_UNSUPPORTED` for an in-process client;
+ * `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
  */
 tether_status tether_client_unpause(struct tether_client *c);
 
@@ -757,8 +822,9 @@ tether_status tether_client_unpause(struct tether_client *c);
  * foreground (Android ConnectivityManager, Apple NWPathMonitor). Waiting to reconnect:
  * connects now. Connected: probes the link with a ping and reconnects at once if nothing
  * arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
- * second connection; does nothing while connecting or paused. `TETHER_ERR_STATE` if
- * closed; `TETHER_ERR_NULL` for NULL. Any thread.
+ * second connection; does nothing while connecting or paused. `TETHER_ERR_UNSUPPORTED`
+ * for an in-process client; `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL.
+ * Any thread.
  */
 tether_status tether_client_reconnect_now(struct tether_client *c);
 
@@ -997,6 +1063,21 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
 tether_status tether_config_set_allow_insecure_credentials(struct tether_config *cfg, bool on);
 
 /**
+ * gomuks: talks to the backend bundled into this process instead of a websocket.
+ * `library_path` names `libgomuksffi` (gomuks `pkg/ffi`), loaded by
+ * `tether_client_connect` and never unloaded (a Go runtime cannot be); `data_root` is
+ * the backend's directory for its config, database, cache and logs, created if missing.
+ * No URL is needed; compression, pings, acks, resume, proxies, TLS settings and
+ * credentials do not apply and are ignored. One in-process backend runs per process at a
+ * time, and a data root is locked while its client runs: a second client gets
+ * `TETHER_ERR_IN_USE` from `tether_client_connect`. The backend writes its own log to
+ * stdout and to a file under the data root (the FFI offers no way to configure it).
+ * Both strings are copied. `TETHER_ERR_NULL` if either is NULL; `tether_client_new`
+ * checks the rest (`TETHER_ERR_CONFIG` for an rwws client or an empty path).
+ */
+tether_status tether_config_set_in_process(struct tether_config *cfg, const char *library_path, const char *data_root);
+
+/**
  * Frees a config. NULL is fine; never twice. Clients created from it are unaffected.
  */
 void tether_config_free(struct tether_config *cfg);
@@ -1086,6 +1167,11 @@ uint32_t tether_event_resume_outcome(const struct tether_event *ev);
  * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise.
  */
 uint32_t tether_event_attempt(const struct tether_event *ev);
+
+/**
+ * PROGRESS: how much of the upload is done, from 0 to 100. -1 for other kinds and NULL.
+ */
+double tether_event_progress(const struct tether_event *ev);
 
 /**
  * Frees an event taken with `tether_client_poll`. NULL is fine; never free an event lent to a

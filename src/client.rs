@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::{Config, Protocol};
+use crate::config::{Config, Protocol, Transport};
 use crate::dialect::{gomuks, rwws};
 use crate::event::Event;
 use crate::ids::IdGen;
@@ -88,6 +88,27 @@ impl Client {
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         // One TLS config per client, shared by the websocket and the auth HTTP client.
         let tls = crate::tls::client_config(&self.cfg.trust)?;
+        if let Transport::InProcess { .. } = self.cfg.transport() {
+            let local = gomuks::inproc::InProcess::open(&self.cfg, self.probe.client)?;
+            let Some(rx) = slot.take() else {
+                return Ok(());
+            };
+            self.probe.counters.set_state(ConnectionState::Connecting);
+            let session = crate::session::local::run(
+                self.cfg.clone(),
+                self.queue.clone(),
+                self.ids.clone(),
+                self.probe.clone(),
+                local,
+                rx,
+            );
+            handle.spawn(guard_session(
+                session,
+                self.queue.clone(),
+                self.poisoned.clone(),
+            ));
+            return Ok(());
+        }
         match self.cfg.protocol {
             Protocol::Gomuks => {
                 let d = gomuks::Gomuks::new(
@@ -219,13 +240,25 @@ impl Client {
         reply: ReplyTo,
     ) -> Result<i64, Error> {
         self.validate_request(command, data)?;
+        self.enqueue(timeout, reply, |id| {
+            gomuks::codec::request_message(id, command, data)
+        })
+    }
+
+    /// Takes an id, fixes the deadline and hands the request `encode` makes to the session.
+    fn enqueue(
+        &self,
+        timeout: Option<Duration>,
+        reply: ReplyTo,
+        encode: impl FnOnce(i64) -> Message,
+    ) -> Result<i64, Error> {
         // The deadline counts from the app's call, whatever the session is doing meanwhile.
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();
         self.tx
             .send(Command::Request(Request {
                 id,
-                message: gomuks::codec::request_message(id, command, data),
+                message: encode(id),
                 deadline,
                 reply,
                 cancel: gomuks::codec::cancel_message,
@@ -279,13 +312,17 @@ impl Client {
     /// [`Client::unpause`]. Requests made meanwhile wait (their timeouts still run); the same
     /// client and event stream go on afterwards, and the events missed meanwhile arrive then,
     /// exactly once. A pause while not connected stops the attempts.
+    /// In-process clients: `ErrUnsupported` (there is no connection to pause).
     pub fn pause(&self) -> Result<(), Error> {
+        self.require_connection("pause")?;
         self.command(Command::Pause)
     }
 
     /// Ends a pause: connects at once and resumes where the paused connection stopped. Does
     /// nothing when not paused.
+    /// In-process clients: `ErrUnsupported`.
     pub fn unpause(&self) -> Result<(), Error> {
+        self.require_connection("unpause")?;
         self.command(Command::Unpause)
     }
 
@@ -293,8 +330,69 @@ impl Client {
     /// Waiting to reconnect: connects now. Connected: probes the link with a ping and, if
     /// nothing arrives within the pong timeout, reconnects at once. Never opens a second
     /// connection; does nothing while connecting or paused.
+    /// In-process clients: `ErrUnsupported`.
     pub fn reconnect_now(&self) -> Result<(), Error> {
+        self.require_connection("reconnect_now")?;
         self.command(Command::Reconnect)
+    }
+
+    /// Refuses a call about the connection on a client that has none (in-process).
+    fn require_connection(&self, call: &str) -> Result<(), Error> {
+        self.ensure_open()?;
+        match self.cfg.transport() {
+            Transport::Websocket => Ok(()),
+            _ => Err(Error::new(
+                Status::ErrUnsupported,
+                format!("{call} does not apply to an in-process backend: there is no connection"),
+            )),
+        }
+    }
+
+    /// Uploads media through an in-process backend (`upload_media` with progress): PROGRESS
+    /// events for the returned request id, then its RESPONSE with the `m.room.message`
+    /// content to send. `params` is the command's JSON (`filename`, `encrypt`, ...; with
+    /// `bytes` `None`, `path` names the file to read). `timeout` `None` means the configured
+    /// request timeout. Websocket clients: `ErrUnsupported` (the backend's HTTP upload
+    /// endpoint serves them).
+    pub fn upload_media(
+        &self,
+        params: &[u8],
+        bytes: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<i64, Error> {
+        self.media(gomuks::inproc::Media::Upload(bytes), params, timeout)
+    }
+
+    /// Downloads media through an in-process backend (`download_media`, streamed): CHUNK
+    /// events with the file's bytes in order (for uncached, unencrypted media), then the
+    /// RESPONSE with the cached file's row and path. A backend library without streaming
+    /// download (gomuks v0.2607.0) answers `ErrUnsupported`; a plain `download_media`
+    /// request still works there if the backend has the command. Websocket clients:
+    /// `ErrUnsupported`.
+    pub fn download_media(&self, params: &[u8], timeout: Option<Duration>) -> Result<i64, Error> {
+        self.media(gomuks::inproc::Media::Download, params, timeout)
+    }
+
+    fn media(
+        &self,
+        media: gomuks::inproc::Media<'_>,
+        params: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<i64, Error> {
+        let what = match media {
+            gomuks::inproc::Media::Upload(_) => "upload_media",
+            gomuks::inproc::Media::Download => "download_media",
+        };
+        self.validate_request(what, params)?;
+        if !matches!(self.cfg.transport(), Transport::InProcess { .. }) {
+            return Err(Error::new(
+                Status::ErrUnsupported,
+                format!("{what} with progress is for in-process clients; over the websocket use the backend's HTTP media endpoints"),
+            ));
+        }
+        self.enqueue(timeout, ReplyTo::Event, |id| {
+            gomuks::inproc::media_message(id, media, params)
+        })
     }
 
     fn command(&self, c: Command) -> Result<(), Error> {

@@ -30,6 +30,23 @@ impl Protocol {
     }
 }
 
+/// How a gomuks client reaches its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The websocket at the configured URL (the default).
+    Websocket,
+    /// The gomuks backend bundled into this process: `libgomuksffi` (gomuks `pkg/ffi`) loaded
+    /// at run time from `library`, keeping its data under `root`. Compression, pings, acks,
+    /// resume, proxies, TLS and credentials do not apply there and are ignored.
+    InProcess {
+        /// Path of the `libgomuksffi` shared library.
+        library: std::path::PathBuf,
+        /// The backend's data root (config, database, cache, logs); created if missing.
+        root: std::path::PathBuf,
+    },
+}
+
 /// Credentials for the gomuks auth endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct BasicAuth {
@@ -67,6 +84,7 @@ pub struct Config {
     /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
     /// once by `proxy::resolve` when the configuration is built.
     pub(crate) proxy: Option<Proxy>,
+    pub(crate) transport: Transport,
 }
 
 /// Per-protocol defaults: gomuks follows its web client, rwws its spec (§2.7, reconnect
@@ -135,6 +153,11 @@ impl Config {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
+
+    /// How the client reaches its backend.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
 }
 
 /// Builder for [`Config`]; setters never fail, [`ConfigBuilder::build`] validates everything.
@@ -163,6 +186,7 @@ pub struct ConfigBuilder {
     use_os_trust: bool,
     allow_insecure_credentials: bool,
     proxy: ProxyChoice,
+    transport: Transport,
 }
 
 /// Default cap on one server message after decompression; the gomuks Go client reads up to
@@ -196,6 +220,7 @@ impl ConfigBuilder {
             use_os_trust: false,
             allow_insecure_credentials: false,
             proxy: ProxyChoice::Environment,
+            transport: Transport::Websocket,
         }
     }
 
@@ -374,9 +399,53 @@ impl ConfigBuilder {
         self
     }
 
+    /// gomuks: talks to the backend bundled into this process instead of a websocket
+    /// ([`Transport::InProcess`]); no URL is needed then. `library` is the path of
+    /// `libgomuksffi`, loaded when the client connects; `root` holds the backend's data.
+    pub fn in_process(
+        mut self,
+        library: impl Into<std::path::PathBuf>,
+        root: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.transport = Transport::InProcess {
+            library: library.into(),
+            root: root.into(),
+        };
+        self
+    }
+
+    /// Uses the websocket at the configured URL (the default; undoes
+    /// [`ConfigBuilder::in_process`]).
+    pub fn websocket(mut self) -> Self {
+        self.transport = Transport::Websocket;
+        self
+    }
+
+    /// The in-process transport's stand-in for the websocket endpoint: the data root as a
+    /// `file:` URL, which is what logs show. Nothing of the websocket applies.
+    fn in_process_endpoint(&self, root: &std::path::Path) -> Result<Url, Error> {
+        let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+        if self.protocol != Protocol::Gomuks {
+            return Err(bad("the in-process transport is for gomuks clients"));
+        }
+        if root.as_os_str().is_empty() || root.to_str().is_none() {
+            return Err(bad("in-process data root must be a non-empty UTF-8 path"));
+        }
+        let root =
+            std::path::absolute(root).map_err(|e| bad(&format!("in-process data root: {e}")))?;
+        Url::from_file_path(&root).map_err(|()| bad("in-process data root is not a usable path"))
+    }
+
     /// Validates and freezes the configuration.
     pub fn build(self) -> Result<Config, Error> {
         let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
+        if let Transport::InProcess { library, root } = &self.transport {
+            if library.as_os_str().is_empty() {
+                return Err(bad("in-process library path is empty"));
+            }
+            let url = self.in_process_endpoint(root)?;
+            return self.freeze(url, false, None, None);
+        }
         if self.url.is_empty() {
             return Err(bad("no URL set"));
         }
@@ -446,6 +515,18 @@ impl ConfigBuilder {
             }
             Protocol::Gomuks => None,
         };
+        self.freeze(url, secure, proxy, rwws_key)
+    }
+
+    /// The checks and defaults every transport shares, and the frozen [`Config`].
+    fn freeze(
+        self,
+        url: Url,
+        secure: bool,
+        proxy: Option<Proxy>,
+        rwws_key: Option<SecretBytes>,
+    ) -> Result<Config, Error> {
+        let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
         let d = self.protocol.defaults();
         let ping_interval = self.ping_interval.unwrap_or(d.ping_interval);
         // Unset, it keeps the default's ratio to the ping interval, so raising only the ping
@@ -549,6 +630,7 @@ impl ConfigBuilder {
             trust,
             rwws_key,
             proxy,
+            transport: self.transport,
         })
     }
 }

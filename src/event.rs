@@ -41,6 +41,12 @@ pub enum EventKind {
     /// persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
     /// token of a password login is not announced: read it after CONNECTED.
     TokenRenewed = 10,
+    /// In-process: progress of the media upload with this request id (see `progress`; the
+    /// data is the same number as JSON). Any number of them precede the upload's RESPONSE.
+    Progress = 11,
+    /// In-process: the next bytes of the media download with this request id (the data).
+    /// They arrive in order, before the download's RESPONSE.
+    Chunk = 12,
 }
 
 /// What a RESUMED event reports. Discriminants are the C ABI's `TETHER_RESUME_*` values (0
@@ -80,6 +86,7 @@ pub struct Event {
     pub(crate) server_time_ms: i64,
     pub(crate) attempt: u32,
     pub(crate) resume_outcome: Option<ResumeOutcome>,
+    pub(crate) progress: Option<f64>,
 }
 
 const EMPTY_COMMAND: &str = "\0";
@@ -100,6 +107,7 @@ impl Event {
             server_time_ms: 0,
             attempt: 0,
             resume_outcome: None,
+            progress: None,
         }
     }
 
@@ -165,6 +173,10 @@ impl Event {
     /// kinds.
     pub fn resume_outcome(&self) -> Option<ResumeOutcome> {
         self.resume_outcome
+    }
+    /// PROGRESS: how much of the upload is done, from 0 to 100; `None` for other kinds.
+    pub fn progress(&self) -> Option<f64> {
+        self.progress
     }
     /// Whether the data is a JSON `null` (or empty).
     pub fn data_is_null(&self) -> bool {

@@ -36,6 +36,13 @@ pub enum Status {
     ErrConfig = -8,
     /// A caller-supplied buffer was too small (the needed size is reported).
     ErrBufferTooSmall = -9,
+    /// The call does not apply to this client's transport or protocol (pause, unpause and
+    /// reconnect in-process; media uploads and downloads over the websocket; a download from
+    /// a backend library without streaming download).
+    ErrUnsupported = -10,
+    /// Held by another client: the in-process backend's data root (a lock file guards it
+    /// across processes), or the one in-process backend a process can run at a time.
+    ErrInUse = -11,
     /// The server answered a request with an `error` reply.
     ErrRemote = -20,
     /// A request got no reply within its timeout (a `cancel` was sent).
@@ -80,6 +87,13 @@ pub enum Status {
     ErrVersionMismatch = -50,
     /// rwws: the access key was revoked (close 3004).
     ErrKeyRevoked = -51,
+    /// In-process: the backend could not open its database (`GomuksStart` returned 10).
+    ErrBackendDatabase = -60,
+    /// In-process: the backend could not look up its account (`GomuksStart` returned 11).
+    ErrBackendAccount = -61,
+    /// In-process: the backend failed to start (`GomuksStart` returned 12, or another
+    /// non-zero code), e.g. a logged-in account whose homeserver is unreachable.
+    ErrBackendStart = -62,
 }
 
 impl Status {
@@ -97,6 +111,8 @@ impl Status {
         Status::ErrForked,
         Status::ErrConfig,
         Status::ErrBufferTooSmall,
+        Status::ErrUnsupported,
+        Status::ErrInUse,
         Status::ErrRemote,
         Status::ErrRequestTimeout,
         Status::ErrCancelled,
@@ -116,6 +132,9 @@ impl Status {
         Status::ErrMessageTooLarge,
         Status::ErrVersionMismatch,
         Status::ErrKeyRevoked,
+        Status::ErrBackendDatabase,
+        Status::ErrBackendAccount,
+        Status::ErrBackendStart,
     ];
 
     /// The C ABI value.
@@ -143,6 +162,8 @@ impl Status {
             Status::ErrForked => "used after fork()\0",
             Status::ErrConfig => "invalid configuration\0",
             Status::ErrBufferTooSmall => "buffer too small\0",
+            Status::ErrUnsupported => "not supported by this transport or protocol\0",
+            Status::ErrInUse => "in use by another client\0",
             Status::ErrRemote => "the server returned an error\0",
             Status::ErrRequestTimeout => "request timed out\0",
             Status::ErrCancelled => "request cancelled\0",
@@ -162,6 +183,9 @@ impl Status {
             Status::ErrMessageTooLarge => "server message over the size cap\0",
             Status::ErrVersionMismatch => "protocol version mismatch\0",
             Status::ErrKeyRevoked => "access key revoked\0",
+            Status::ErrBackendDatabase => "the in-process backend could not open its database\0",
+            Status::ErrBackendAccount => "the in-process backend could not look up its account\0",
+            Status::ErrBackendStart => "the in-process backend failed to start\0",
         }
     }
 

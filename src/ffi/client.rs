@@ -165,11 +165,77 @@ fn request(
         Some(t) => h.client.request_with_timeout(command, data, t)?,
         None => h.client.request(command, data)?,
     };
+    write_id(out_request_id, id);
+    Ok(())
+}
+
+ffi_fn! {
+    /// In-process clients: uploads media with progress. `params` (`params_len` bytes) is the
+    /// JSON of gomuks's `upload_media` (`filename`, `encrypt`, `voice_message`, resize
+    /// options, ...). With `bytes` non-NULL the `bytes_len` bytes are uploaded (copied before
+    /// the call returns); with `bytes` NULL the file named by `"path"` in the params is.
+    /// `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
+    /// receives the id: PROGRESS events for it (`tether_event_progress`, 0 to 100) come
+    /// first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
+    /// `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
+    client fn tether_client_upload_media(
+        c: *mut tether_client,
+        params: *const u8,
+        params_len: usize,
+        bytes: *const u8,
+        bytes_len: usize,
+        timeout_ms: u32,
+        out_request_id: *mut i64,
+    ) -> tether_status |h| {
+        status_of((|| {
+            let params = bytes_arg(params, params_len, "params")?;
+            let bytes = if bytes.is_null() {
+                None
+            } else {
+                Some(bytes_arg(bytes, bytes_len, "bytes")?)
+            };
+            let id = h.client.upload_media(params, bytes, optional_timeout(timeout_ms))?;
+            write_id(out_request_id, id);
+            Ok(())
+        })())
+    } ?= code
+}
+
+ffi_fn! {
+    /// In-process clients: downloads media as a stream. `params` is the JSON of gomuks's
+    /// `download_media` (`mxc`, `encrypted`, ...). `timeout_ms` 0 means the configured request
+    /// timeout. `*out_request_id` (optional) receives the id: CHUNK events for it carry the
+    /// file's bytes in order (for uncached, unencrypted media), then one RESPONSE carries the
+    /// cached file's row and path. A backend library without streaming download (gomuks
+    /// v0.2607.0 has none) answers with `TETHER_ERR_UNSUPPORTED` in the RESPONSE. Websocket
+    /// clients: `TETHER_ERR_UNSUPPORTED` from this call. Any thread.
+    client fn tether_client_download_media(
+        c: *mut tether_client,
+        params: *const u8,
+        params_len: usize,
+        timeout_ms: u32,
+        out_request_id: *mut i64,
+    ) -> tether_status |h| {
+        status_of((|| {
+            let params = bytes_arg(params, params_len, "params")?;
+            let id = h.client.download_media(params, optional_timeout(timeout_ms))?;
+            write_id(out_request_id, id);
+            Ok(())
+        })())
+    } ?= code
+}
+
+/// A C timeout in milliseconds where 0 means "the configured one".
+fn optional_timeout(ms: u32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
+}
+
+/// Writes a request id to an optional out-parameter.
+fn write_id(out: *mut i64, id: i64) {
     // SAFETY: the caller passes a writable pointer or NULL.
-    if let Some(o) = unsafe { out_request_id.as_mut() } {
+    if let Some(o) = unsafe { out.as_mut() } {
         *o = id;
     }
-    Ok(())
 }
 
 ffi_fn! {
@@ -348,6 +414,7 @@ ffi_fn! {
     /// `tether_client_unpause`. Requests made meanwhile wait for the connection (their timeouts
     /// still run). The same client and events go on afterwards; the events missed meanwhile
     /// arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+    /// `TETHER_ERR_UNSUPPORTED` for an in-process client (there is no connection);
     /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
     client fn tether_client_pause(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.pause())
@@ -356,8 +423,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// Ends a pause: connects at once and resumes where the paused connection stopped. Does
-    /// nothing when not paused. `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any
-    /// thread.
+    /// nothing when not paused. `TETHER_ERR_UNSUPPORTED` for an in-process client;
+    /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
     client fn tether_client_unpause(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.unpause())
     } ?= code
@@ -368,8 +435,9 @@ ffi_fn! {
     /// foreground (Android ConnectivityManager, Apple NWPathMonitor). Waiting to reconnect:
     /// connects now. Connected: probes the link with a ping and reconnects at once if nothing
     /// arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
-    /// second connection; does nothing while connecting or paused. `TETHER_ERR_STATE` if
-    /// closed; `TETHER_ERR_NULL` for NULL. Any thread.
+    /// second connection; does nothing while connecting or paused. `TETHER_ERR_UNSUPPORTED`
+    /// for an in-process client; `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL.
+    /// Any thread.
     client fn tether_client_reconnect_now(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.reconnect_now())
     } ?= code

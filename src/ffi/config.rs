@@ -334,6 +334,31 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// gomuks: talks to the backend bundled into this process instead of a websocket.
+    /// `library_path` names `libgomuksffi` (gomuks `pkg/ffi`), loaded by
+    /// `tether_client_connect` and never unloaded (a Go runtime cannot be); `data_root` is
+    /// the backend's directory for its config, database, cache and logs, created if missing.
+    /// No URL is needed; compression, pings, acks, resume, proxies, TLS settings and
+    /// credentials do not apply and are ignored. One in-process backend runs per process at a
+    /// time, and a data root is locked while its client runs: a second client gets
+    /// `TETHER_ERR_IN_USE` from `tether_client_connect`. The backend writes its own log to
+    /// stdout and to a file under the data root (the FFI offers no way to configure it).
+    /// Both strings are copied. `TETHER_ERR_NULL` if either is NULL; `tether_client_new`
+    /// checks the rest (`TETHER_ERR_CONFIG` for an rwws client or an empty path).
+    fn tether_config_set_in_process(
+        cfg: *mut tether_config,
+        library_path: *const c_char,
+        data_root: *const c_char,
+    ) -> tether_status {
+        edit(cfg, |b| {
+            let library = str_arg(library_path, "library_path")?;
+            let root = str_arg(data_root, "data_root")?;
+            Ok(b.in_process(library, root))
+        })
+    } ?= code
+}
+
+ffi_fn! {
     /// Frees a config. NULL is fine; never twice. Clients created from it are unaffected.
     fn tether_config_free(cfg: *mut tether_config) {
         // SAFETY: the caller passes a config from tether_config_new, once, or NULL.

@@ -30,6 +30,13 @@ pub const TETHER_ERR_FORKED: tether_status = -7;
 pub const TETHER_ERR_CONFIG: tether_status = -8;
 /// A caller-supplied buffer was too small (the needed size is reported).
 pub const TETHER_ERR_BUFFER_TOO_SMALL: tether_status = -9;
+/// The call does not apply to this client's transport or protocol (pause, unpause and
+/// reconnect in-process; media uploads and downloads over the websocket; a download from
+/// a backend library without streaming download).
+pub const TETHER_ERR_UNSUPPORTED: tether_status = -10;
+/// Held by another client: the in-process backend's data root (a lock file guards it
+/// across processes), or the one in-process backend a process can run at a time.
+pub const TETHER_ERR_IN_USE: tether_status = -11;
 /// The server answered a request with an `error` reply.
 pub const TETHER_ERR_REMOTE: tether_status = -20;
 /// A request got no reply within its timeout (a `cancel` was sent).
@@ -74,6 +81,13 @@ pub const TETHER_ERR_MESSAGE_TOO_LARGE: tether_status = -43;
 pub const TETHER_ERR_VERSION_MISMATCH: tether_status = -50;
 /// rwws: the access key was revoked (close 3004).
 pub const TETHER_ERR_KEY_REVOKED: tether_status = -51;
+/// In-process: the backend could not open its database (`GomuksStart` returned 10).
+pub const TETHER_ERR_BACKEND_DATABASE: tether_status = -60;
+/// In-process: the backend could not look up its account (`GomuksStart` returned 11).
+pub const TETHER_ERR_BACKEND_ACCOUNT: tether_status = -61;
+/// In-process: the backend failed to start (`GomuksStart` returned 12, or another
+/// non-zero code), e.g. a logged-in account whose homeserver is unreachable.
+pub const TETHER_ERR_BACKEND_START: tether_status = -62;
 
 /// A connection attempt starts.
 pub const TETHER_EVENT_CONNECTING: u32 = 1;
@@ -104,6 +118,12 @@ pub const TETHER_EVENT_RESUMED: u32 = 9;
 /// persist it in place of the old one. Carries no secret (gomuks-rpc.md §1.2). The first
 /// token of a password login is not announced: read it after CONNECTED.
 pub const TETHER_EVENT_TOKEN_RENEWED: u32 = 10;
+/// In-process: progress of the media upload with this request id (see `progress`; the
+/// data is the same number as JSON). Any number of them precede the upload's RESPONSE.
+pub const TETHER_EVENT_PROGRESS: u32 = 11;
+/// In-process: the next bytes of the media download with this request id (the data).
+/// They arrive in order, before the download's RESPONSE.
+pub const TETHER_EVENT_CHUNK: u32 = 12;
 
 /// The resume succeeded: every event missed since the resume point is delivered exactly
 /// once, in order, before `init_complete`; the app's cached state stays valid.

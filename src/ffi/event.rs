@@ -165,6 +165,13 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// PROGRESS: how much of the upload is done, from 0 to 100. -1 for other kinds and NULL.
+    fn tether_event_progress(ev: *const tether_event) -> f64 {
+        field(ev, -1.0, |e| e.progress().unwrap_or(-1.0))
+    } ?= |_| -1.0
+}
+
+ffi_fn! {
     /// Frees an event taken with `tether_client_poll`. NULL is fine; never free an event lent to a
     /// callback, and never free one twice.
     fn tether_event_free(ev: *mut tether_event) {

@@ -48,6 +48,28 @@ pub enum Incoming {
     /// gomuks: the outcome of the resume this connection asked for, decided by the message
     /// that follows (§7.2).
     Resumed(ResumeOutcome),
+    /// In-process: request `id` failed on our side of the transport (not a backend `error`
+    /// reply, which is [`Incoming::Reply`]).
+    Failed {
+        /// Request id.
+        id: i64,
+        /// Why.
+        error: Error,
+    },
+    /// In-process: progress (0 to 100) of the upload that is request `id`.
+    Progress {
+        /// Request id of the upload.
+        id: i64,
+        /// Percent done.
+        progress: f64,
+    },
+    /// In-process: the next bytes of the download that is request `id`.
+    Chunk {
+        /// Request id of the download.
+        id: i64,
+        /// The bytes.
+        data: Bytes,
+    },
 }
 
 /// The result of a credential renewal that ran beside a connection: the new credential,

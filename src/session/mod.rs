@@ -6,6 +6,7 @@
 mod backoff;
 pub(crate) mod commands;
 pub(crate) mod dialect;
+pub(crate) mod local;
 mod pings;
 pub(crate) mod requests;
 pub(crate) mod transport;
@@ -815,16 +816,9 @@ impl Book {
                             .unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned());
                         Err(Error::new(Status::ErrRemote, text))
                     };
-                    match self.requests.reply(id, result) {
-                        Some(o) => {
-                            out.extend(o.into_event());
-                            self.count_in_flight();
-                        }
-                        None => {
-                            tracing::debug!(id, "reply to an unknown or finished request ignored")
-                        }
-                    }
+                    self.answer(id, result, &mut out);
                 }
+                Incoming::Failed { id, error } => self.answer(id, Err(error), &mut out),
                 Incoming::Pong { id, server_time_ms } => {
                     let answered = pings.answered(id, Instant::now());
                     let mut ev = Event::new(EventKind::Pong);
@@ -856,9 +850,37 @@ impl Book {
                     ev.resume_outcome = Some(outcome);
                     out.push(ev);
                 }
+                // Only while the request is pending: a late report after its timeout or
+                // cancel would follow its RESPONSE.
+                Incoming::Progress { id, progress } if self.requests.contains(id) => {
+                    let mut ev = Event::new(EventKind::Progress);
+                    ev.request_id = id;
+                    ev.progress = Some(progress);
+                    ev.data = Bytes::from(format!("{progress}"));
+                    out.push(ev);
+                }
+                Incoming::Chunk { id, data } if self.requests.contains(id) => {
+                    let mut ev = Event::new(EventKind::Chunk);
+                    ev.request_id = id;
+                    ev.data = data;
+                    out.push(ev);
+                }
+                Incoming::Progress { .. } | Incoming::Chunk { .. } => {}
             }
         }
         self.queue.push_all(out);
+    }
+
+    /// Request `id`'s outcome, unless it has one already (a reply after its timeout or
+    /// cancel is dropped).
+    fn answer(&mut self, id: i64, result: Result<Bytes, Error>, out: &mut Vec<Event>) {
+        match self.requests.reply(id, result) {
+            Some(o) => {
+                out.extend(o.into_event());
+                self.count_in_flight();
+            }
+            None => tracing::debug!(id, "reply to an unknown or finished request ignored"),
+        }
     }
 
     /// Ends the session: every request left, and every request that reached the channel

@@ -126,10 +126,18 @@ impl Requests {
     /// The messages of requests made while offline, in submission order; they count as on
     /// the wire from here on.
     pub(crate) fn take_unsent(&mut self) -> Vec<Message> {
+        self.take_unsent_with_ids()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// [`Requests::take_unsent`] with each message's request id.
+    pub(crate) fn take_unsent_with_ids(&mut self) -> Vec<(i64, Message)> {
         let mut out = Vec::with_capacity(self.unsent.len());
         for id in self.unsent.drain(..) {
             if let Some(m) = self.pending.get_mut(&id).and_then(|e| e.message.take()) {
-                out.push(m);
+                out.push((id, m));
             }
         }
         out
@@ -199,6 +207,11 @@ impl Requests {
         ids.into_iter()
             .filter_map(|id| self.reply(id, Err(Error::new(status, why))))
             .collect()
+    }
+
+    /// Whether request `id` still waits for its outcome.
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        self.pending.contains_key(&id)
     }
 
     /// How many requests have no outcome yet.

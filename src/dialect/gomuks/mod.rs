@@ -2,6 +2,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod codec;
+pub(crate) mod inproc;
 
 use std::future::Future;
 use std::pin::Pin;

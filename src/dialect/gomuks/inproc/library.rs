@@ -1,0 +1,410 @@
+//! `libgomuksffi` (gomuks `pkg/ffi`, docs/protocol/gomuks-rpc.md §12) opened at run time, and
+//! the C callbacks it calls.
+//!
+//! The FFI's callbacks carry no `user_data` (§12.3), so what they deliver to is process-wide:
+//! one sink for the one backend a process runs at a time, and a small table of slots for the
+//! progress and stream callbacks of uploads and downloads running at once, each slot with its
+//! own trampoline. Every callback only copies (or takes ownership of) what it is given and
+//! hands it to an unbounded channel: it never blocks the backend's threads.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use bytes::Bytes;
+use once_cell::sync::Lazy;
+
+use crate::event::command_name;
+use crate::session::dialect::Incoming;
+use crate::session::local::Sink;
+use crate::status::{Error, Status};
+
+/// `GomuksBorrowedBuffer`: lent for the duration of one call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct Borrowed {
+    base: *const u8,
+    length: usize,
+}
+
+impl Borrowed {
+    pub(super) fn of(bytes: &[u8]) -> Borrowed {
+        Borrowed {
+            base: bytes.as_ptr(),
+            length: bytes.len(),
+        }
+    }
+
+    /// # Safety
+    /// `base` must point to `length` readable bytes (or be NULL with any length, read as empty).
+    unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.base.is_null() || self.length == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(self.base, self.length)
+        }
+    }
+}
+
+/// `GomuksOwnedBuffer`: ownership passes to us; freed with `GomuksFreeBuffer`.
+#[repr(C)]
+pub(super) struct Owned {
+    base: *mut u8,
+    length: usize,
+}
+
+/// `GomuksResponse`: `command` is a static `"response"` or `"error"`.
+#[repr(C)]
+pub(super) struct Response {
+    buf: Owned,
+    command: *const c_char,
+}
+
+/// `GomuksHandle`: a Go `cgo.Handle`, never 0 for a live instance.
+pub(super) type Handle = usize;
+type EventCallback = unsafe extern "C" fn(*const c_char, i64, Owned);
+type ProgressCallback = unsafe extern "C" fn(f64);
+type StreamCallback = unsafe extern "C" fn(Borrowed);
+
+/// The entry points of one loaded library.
+pub(super) struct Api {
+    // The header declares `char *` for both; the FFI only reads them.
+    init: unsafe extern "C" fn(*const c_char) -> Handle,
+    start: unsafe extern "C" fn(Handle, EventCallback) -> c_int,
+    destroy: unsafe extern "C" fn(Handle),
+    submit: unsafe extern "C" fn(Handle, *const c_char, Borrowed) -> Response,
+    upload_path: unsafe extern "C" fn(Handle, Borrowed, ProgressCallback) -> Response,
+    upload_bytes: unsafe extern "C" fn(Handle, Borrowed, Borrowed, ProgressCallback) -> Response,
+    /// Newer than the pinned gomuks (§12.2); `None` when the library lacks it.
+    download_path: Option<unsafe extern "C" fn(Handle, Borrowed, StreamCallback) -> Response>,
+    free_buffer: unsafe extern "C" fn(Owned),
+}
+
+/// Libraries opened so far, by canonical path. Never closed: a Go runtime cannot be unloaded.
+static LIBRARIES: Lazy<Mutex<HashMap<PathBuf, &'static Api>>> = Lazy::new(Default::default);
+
+/// Opens `path` (once per process) and resolves its entry points.
+pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
+    let bad = |m: String| Error::new(Status::ErrConfig, m);
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| bad(format!("gomuks FFI library {}: {e}", path.display())))?;
+    let mut libs = LIBRARIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(api) = libs.get(&canonical) {
+        return Ok(api);
+    }
+    // SAFETY: loading runs the library's initialisers; a libgomuksffi's start the Go runtime,
+    // which is what the app asked for by naming it.
+    let lib = unsafe { libloading::Library::new(&canonical) }
+        .map_err(|e| bad(format!("cannot load gomuks FFI library: {e}")))?;
+    // Leaked on purpose (see LIBRARIES); the symbols below stay valid for the process.
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    macro_rules! sym {
+        ($name:literal) => {
+            // SAFETY: the type is the one declared in gomuksffi.h for this name.
+            *unsafe { lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| {
+                bad(format!(
+                    "{} is not a gomuks FFI library (no {}): {e}",
+                    canonical.display(),
+                    $name
+                ))
+            })?
+        };
+    }
+    let api = Api {
+        init: sym!("GomuksInit"),
+        start: sym!("GomuksStart"),
+        destroy: sym!("GomuksDestroy"),
+        submit: sym!("GomuksSubmitCommand"),
+        upload_path: sym!("GomuksUploadMediaPath"),
+        upload_bytes: sym!("GomuksUploadMediaBytes"),
+        // SAFETY: as above.
+        download_path: unsafe { lib.get(b"GomuksDownloadMediaPath\0") }
+            .ok()
+            .map(|s| *s),
+        free_buffer: sym!("GomuksFreeBuffer"),
+    };
+    let api: &'static Api = Box::leak(Box::new(api));
+    libs.insert(canonical, api);
+    Ok(api)
+}
+
+/// A buffer the FFI handed over, freed with its `GomuksFreeBuffer` when the last `Bytes`
+/// slice of it goes (no copy on the way to the app).
+struct FfiBuffer {
+    base: *mut u8,
+    length: usize,
+    free: unsafe extern "C" fn(Owned),
+}
+
+// SAFETY: the buffer is plain heap memory owned by us alone; freeing it from another thread is
+// what `free()` allows.
+unsafe impl Send for FfiBuffer {}
+unsafe impl Sync for FfiBuffer {}
+
+impl AsRef<[u8]> for FfiBuffer {
+    fn as_ref(&self) -> &[u8] {
+        if self.base.is_null() {
+            &[]
+        } else {
+            // SAFETY: the FFI gave us `length` bytes at `base`.
+            unsafe { std::slice::from_raw_parts(self.base, self.length) }
+        }
+    }
+}
+
+impl Drop for FfiBuffer {
+    fn drop(&mut self) {
+        if !self.base.is_null() {
+            // SAFETY: ours to free, once.
+            unsafe {
+                (self.free)(Owned {
+                    base: self.base,
+                    length: self.length,
+                })
+            }
+        }
+    }
+}
+
+impl Api {
+    fn take(&self, buf: Owned) -> Bytes {
+        if buf.base.is_null() {
+            return Bytes::new();
+        }
+        Bytes::from_owner(FfiBuffer {
+            base: buf.base,
+            length: buf.length,
+            free: self.free_buffer,
+        })
+    }
+
+    /// Turns a response into the reply's data, or the backend's error (a JSON string).
+    fn answer(&self, r: Response) -> Result<Bytes, Error> {
+        let data = self.take(r.buf);
+        // SAFETY: a static NUL-terminated string (or NULL from a broken library).
+        let command = (!r.command.is_null()).then(|| unsafe { CStr::from_ptr(r.command) });
+        match command.map(CStr::to_bytes) {
+            Some(b"response") => Ok(if data.is_empty() {
+                Bytes::from_static(b"null")
+            } else {
+                data
+            }),
+            Some(b"error") => {
+                let text = serde_json::from_slice::<String>(&data)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned());
+                Err(Error::new(Status::ErrRemote, text))
+            }
+            other => Err(Error::new(
+                Status::ErrProtocol,
+                format!(
+                    "the gomuks FFI answered with {:?} instead of response or error",
+                    other.map(String::from_utf8_lossy)
+                ),
+            )),
+        }
+    }
+
+    /// `GomuksInit`. Blocking (creates the directories under `root`).
+    pub(super) fn init(&self, root: &CStr) -> Handle {
+        // SAFETY: `root` is a valid C string the call only reads.
+        unsafe { (self.init)(root.as_ptr()) }
+    }
+
+    /// `GomuksStart` with the process-wide event trampoline. Blocking.
+    pub(super) fn start(&self, h: Handle) -> c_int {
+        // SAFETY: `h` came from `init` and was not destroyed; the callback is ours.
+        unsafe { (self.start)(h, event_trampoline) }
+    }
+
+    /// `GomuksDestroy`. Blocking.
+    pub(super) fn destroy(&self, h: Handle) {
+        // SAFETY: `h` is live; the caller never uses it again.
+        unsafe { (self.destroy)(h) }
+    }
+
+    /// `GomuksSubmitCommand`. Blocking.
+    pub(super) fn submit(&self, h: Handle, command: &CStr, data: &[u8]) -> Result<Bytes, Error> {
+        // SAFETY: `h` is live and started; both buffers outlive the call.
+        self.answer(unsafe { (self.submit)(h, command.as_ptr(), Borrowed::of(data)) })
+    }
+
+    /// `GomuksUploadMediaBytes` (`bytes` given) or `GomuksUploadMediaPath`, reporting progress
+    /// for request `id`. Blocking.
+    pub(super) fn upload(
+        &self,
+        h: Handle,
+        id: i64,
+        params: &[u8],
+        bytes: Option<&[u8]>,
+    ) -> Result<Bytes, Error> {
+        let slot = PROGRESS.acquire(id);
+        let cb = PROGRESS_TRAMPOLINES[slot.index];
+        // SAFETY: `h` is live and started; the buffers outlive the call; the trampoline's slot
+        // is ours until `slot` drops, after the call returned.
+        let r = unsafe {
+            match bytes {
+                Some(b) => (self.upload_bytes)(h, Borrowed::of(params), Borrowed::of(b), cb),
+                None => (self.upload_path)(h, Borrowed::of(params), cb),
+            }
+        };
+        drop(slot);
+        self.answer(r)
+    }
+
+    /// `GomuksDownloadMediaPath`, streaming chunks for request `id`. Blocking.
+    pub(super) fn download(&self, h: Handle, id: i64, params: &[u8]) -> Result<Bytes, Error> {
+        let Some(download) = self.download_path else {
+            return Err(Error::new(
+                Status::ErrUnsupported,
+                "this gomuks FFI library has no GomuksDownloadMediaPath (gomuks newer than \
+                 v0.2607.0 has it); request download_media without streaming instead",
+            ));
+        };
+        let slot = STREAM.acquire(id);
+        let cb = STREAM_TRAMPOLINES[slot.index];
+        // SAFETY: as for `upload`.
+        let r = unsafe { download(h, Borrowed::of(params), cb) };
+        drop(slot);
+        self.answer(r)
+    }
+}
+
+/// Where the one running backend's events go; `None` while none runs.
+static SINK: Mutex<Option<(Sink, &'static Api)>> = Mutex::new(None);
+
+/// Installs (or with `None`, removes) the sink of the process's running backend.
+pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
+    let guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((sink, api)) = guard.as_ref() {
+        f(sink, api);
+    }
+}
+
+/// The FFI's event callback: takes ownership of the data (no copy), looks the command up
+/// among the known names, and hands both to the session. Never blocks, never unwinds.
+unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, data: Owned) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((sink, api)) = guard.as_ref() else {
+            // No backend is registered (an event after close): nobody wants it.
+            if !data.base.is_null() {
+                // SAFETY: the FFI's malloc'd buffer (§12.1), ours to free.
+                unsafe { libc::free(data.base.cast()) };
+            }
+            return;
+        };
+        // Owned before anything else can fail, so it is freed whatever happens next.
+        let data = api.take(data);
+        let name = if command.is_null() {
+            std::borrow::Cow::Borrowed("")
+        } else {
+            // SAFETY: a static NUL-terminated string from the FFI.
+            String::from_utf8_lossy(unsafe { CStr::from_ptr(command) }.to_bytes())
+        };
+        sink.send(Incoming::Event {
+            command: command_name(&name),
+            id: request_id,
+            data,
+        });
+    }));
+}
+
+/// Slots for the callbacks that carry no context at all (progress, stream): each running
+/// upload or download holds one slot, whose trampoline knows the slot's request id.
+struct Slots {
+    ids: Mutex<[i64; SLOTS]>,
+    freed: Condvar,
+}
+
+/// Uploads (and, separately, downloads) that can report at once; more wait for a slot.
+const SLOTS: usize = 8;
+
+struct SlotGuard {
+    table: &'static Slots,
+    index: usize,
+}
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            ids: Mutex::new([0; SLOTS]),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// A free slot for request `id`; waits (on the blocking thread running the request)
+    /// while all are taken.
+    fn acquire(&'static self, id: i64) -> SlotGuard {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(index) = ids.iter().position(|&s| s == 0) {
+                ids[index] = id;
+                return SlotGuard { table: self, index };
+            }
+            ids = self.freed.wait(ids).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn id(&self, index: usize) -> i64 {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())[index]
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.table.ids.lock().unwrap_or_else(|e| e.into_inner())[self.index] = 0;
+        self.table.freed.notify_one();
+    }
+}
+
+static PROGRESS: Slots = Slots::new();
+static STREAM: Slots = Slots::new();
+
+fn progress_in(slot: usize, progress: f64) {
+    let _ = std::panic::catch_unwind(|| {
+        let id = PROGRESS.id(slot);
+        if id != 0 && progress.is_finite() {
+            with_sink(|sink, _| {
+                sink.send(Incoming::Progress {
+                    id,
+                    progress: progress.clamp(0.0, 100.0),
+                })
+            });
+        }
+    });
+}
+
+fn stream_in(slot: usize, data: Borrowed) {
+    let _ = std::panic::catch_unwind(|| {
+        let id = STREAM.id(slot);
+        // SAFETY: the FFI lends `length` bytes for this call; copied before returning.
+        let bytes = unsafe { data.as_slice() };
+        // The zero-length chunk only marks the end; the RESPONSE says that.
+        if id != 0 && !bytes.is_empty() {
+            let data = Bytes::copy_from_slice(bytes);
+            with_sink(|sink, _| sink.send(Incoming::Chunk { id, data }));
+        }
+    });
+}
+
+macro_rules! trampolines {
+    ($table:ident, $ty:ty, $arg:ty, $target:ident, [$($i:literal => $name:ident),* $(,)?]) => {
+        $(unsafe extern "C" fn $name(a: $arg) { $target($i, a) })*
+        static $table: [$ty; SLOTS] = [$($name),*];
+    };
+}
+
+trampolines!(PROGRESS_TRAMPOLINES, ProgressCallback, f64, progress_in, [
+    0 => progress_0, 1 => progress_1, 2 => progress_2, 3 => progress_3,
+    4 => progress_4, 5 => progress_5, 6 => progress_6, 7 => progress_7,
+]);
+trampolines!(STREAM_TRAMPOLINES, StreamCallback, Borrowed, stream_in, [
+    0 => stream_0, 1 => stream_1, 2 => stream_2, 3 => stream_3,
+    4 => stream_4, 5 => stream_5, 6 => stream_6, 7 => stream_7,
+]);

@@ -1,0 +1,249 @@
+//! The session of a backend that runs in this process (gomuks: `libgomuksffi`) instead of
+//! behind a websocket. Same app-facing half as a connection (the [`Book`]: queue, request ids,
+//! deadlines, cancel, close), different life: start once, serve, stop once. No pings, acks,
+//! resume or reconnects: there is no link to lose.
+//!
+//! The backend is driven through blocking calls, so every one of them runs on the runtime's
+//! blocking pool, never on the app's thread or a runtime worker. Whatever the backend produces
+//! (events from its own threads, progress, chunks, and each call's answer) goes through one
+//! unbounded channel, in order; the session moves it into the bounded queue while the queue
+//! has room, exactly as it reads a socket only while the queue has room.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::commands::CommandRx;
+use super::dialect::Incoming;
+use super::pings::Pings;
+use super::requests::{self, Requests};
+use super::{Book, Command, Offline};
+use crate::config::Config;
+use crate::event::{Event, EventKind};
+use crate::ids::IdGen;
+use crate::logging::tlog;
+use crate::queue::EventQueue;
+use crate::stats::{self, ConnectionState, Probe};
+use crate::status::{Error, Status};
+
+/// A backend in this process, driven through blocking calls.
+pub(crate) trait Local: Send + Sync + 'static {
+    /// Starts the backend; blocks until it runs (or failed). What it produces from now on,
+    /// on any thread, goes to `sink`.
+    fn start(&self, sink: Sink) -> Result<(), Error>;
+    /// Serves request `id` (the message the client encoded); blocks until the backend
+    /// answers. Progress and chunks of the request go to `sink` meanwhile.
+    fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error>;
+    /// Stops the backend and releases what it holds; blocks. Called once, after `start`
+    /// returned, whatever it returned; waits for calls still running.
+    fn stop(&self);
+}
+
+/// The hand-off from the backend's threads to the session: never blocks, never drops (while
+/// the session runs).
+#[derive(Clone)]
+pub(crate) struct Sink(mpsc::UnboundedSender<Incoming>);
+
+impl Sink {
+    /// Hands an item to the session; after the session ended it is dropped.
+    pub(crate) fn send(&self, item: Incoming) {
+        let _ = self.0.send(item);
+    }
+}
+
+/// How long a close waits for the backend to stop before CLOSED goes out anyway (its stop
+/// then finishes in the background).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Most items moved into the queue per wake-up, as a connection's read burst.
+const BURST: usize = 256;
+
+/// Runs a client's in-process session until it closes.
+pub(crate) async fn run<L: Local>(
+    cfg: Arc<Config>,
+    queue: Arc<EventQueue>,
+    ids: Arc<IdGen>,
+    probe: Probe,
+    local: Arc<L>,
+    mut commands: CommandRx,
+) {
+    let mut book = Book {
+        queue,
+        ids,
+        probe,
+        requests: Requests::default(),
+        unsent_packets: Default::default(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink = Sink(tx);
+    let client = book.probe.client;
+    book.probe.counters.set_state(ConnectionState::Connecting);
+    stats::add(&book.probe.counters.connect_attempts, 1);
+    tlog!(
+        client,
+        Info,
+        "session",
+        "starting the in-process backend at {}",
+        cfg.url
+    );
+    let mut ev = Event::new(EventKind::Connecting);
+    ev.attempt = 1;
+    book.queue.push(ev);
+
+    let t0 = tokio::time::Instant::now();
+    let mut start = {
+        let (local, sink) = (local.clone(), sink.clone());
+        tokio::task::spawn_blocking(move || local.start(sink))
+    };
+    // Requests made meanwhile wait in the book: nothing reaches the backend before its start
+    // returned.
+    let started = loop {
+        match book.offline(&mut commands, &mut start).await {
+            Offline::Ready(r) => break r,
+            Offline::Closed => {
+                // The start cannot be interrupted; it is stopped once it returns, in the
+                // background, and the app is not kept waiting for it.
+                tlog!(
+                    client,
+                    Info,
+                    "session",
+                    "closed while the in-process backend was starting; it is stopped once started"
+                );
+                let local = local.clone();
+                tokio::spawn(async move {
+                    let _ = start.await;
+                    let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+                });
+                book.finish(&mut commands);
+                return;
+            }
+            Offline::Pause | Offline::Unpause | Offline::Reconnect => {}
+        }
+    };
+    let started = started.unwrap_or_else(|_| {
+        Err(Error::new(
+            Status::ErrBackendStart,
+            "the in-process backend's start panicked",
+        ))
+    });
+    if let Err(e) = started {
+        tlog!(
+            client,
+            Error,
+            "session",
+            "the in-process backend did not start: {e}"
+        );
+        stop(&local).await;
+        book.fail_sent(e.status(), e.message());
+        end(&mut book, e.status(), e.message().to_owned());
+        book.finish(&mut commands);
+        return;
+    }
+    tlog!(
+        client,
+        Info,
+        "session",
+        "in-process backend started in {} ms",
+        t0.elapsed().as_millis()
+    );
+    book.probe.counters.set_state(ConnectionState::Connected);
+    stats::add(&book.probe.counters.connections, 1);
+    let mut ev = Event::new(EventKind::Connected);
+    ev.attempt = 1;
+    book.queue.push(ev);
+
+    let unsent = book.requests.take_unsent_with_ids();
+    stats::add(&book.probe.counters.requests_sent, unsent.len() as u64);
+    for (id, m) in unsent {
+        call(&local, &sink, id, m);
+    }
+    let mut pings = Pings::default();
+    let mut warn_backlog = cfg.queue_capacity.saturating_mul(4);
+    loop {
+        let can_take = book.queue.has_space();
+        let next_timer = book.requests.next_deadline();
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(Command::Close(_)) => break,
+                Some(Command::Request(r)) => {
+                    let id = r.id;
+                    if let Some(m) = book.requests.add(r, true) {
+                        stats::add(&book.probe.counters.requests_sent, 1);
+                        call(&local, &sink, id, m);
+                    }
+                    book.count_in_flight();
+                }
+                Some(Command::Cancel(id)) => {
+                    // The backend cannot be told (its calls have no id); its late answer is
+                    // dropped.
+                    let _ = book.end_request(id, Status::ErrCancelled, "cancelled by the caller");
+                }
+                // The client refuses these for an in-process backend.
+                Some(Command::Send(_) | Command::Pause | Command::Unpause | Command::Reconnect) => {}
+            },
+            first = rx.recv(), if can_take => {
+                let Some(first) = first else { continue };
+                let mut items = vec![first];
+                let room = book.queue.space_left().min(BURST);
+                while items.len() < room {
+                    match rx.try_recv() {
+                        Ok(i) => items.push(i),
+                        Err(_) => break,
+                    }
+                }
+                let events = items.iter().filter(|i| matches!(i, Incoming::Event { .. })).count();
+                stats::add(&book.probe.counters.messages_received, events as u64);
+                book.deliver(items, &mut pings);
+                // A slow app makes the backend's output wait here, in memory, instead of
+                // stalling the backend; say so when it grows.
+                let backlog = rx.len();
+                if backlog >= warn_backlog {
+                    tlog!(client, Warn, "session", "{backlog} backend events wait for the app to take its queued events");
+                    warn_backlog = warn_backlog.saturating_mul(2);
+                }
+            }
+            () = book.queue.wait_space(), if !can_take => {}
+            () = sleep_until(next_timer.unwrap_or_else(tokio::time::Instant::now)), if next_timer.is_some() => {
+                // Nothing to send: the backend cannot be told to stop.
+                let _ = book.expire();
+            }
+        }
+    }
+    tlog!(client, Info, "session", "stopping the in-process backend");
+    book.fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
+    stop(&local).await;
+    end(&mut book, Status::Ok, "closed by the app".to_owned());
+    book.finish(&mut commands);
+}
+
+/// Runs request `id` on the blocking pool; its answer follows its progress and chunks.
+fn call<L: Local>(local: &Arc<L>, sink: &Sink, id: i64, message: Message) {
+    let (local, sink) = (local.clone(), sink.clone());
+    tokio::task::spawn_blocking(move || {
+        let item = match local.call(id, &message) {
+            Ok(data) => Incoming::Reply { id, ok: true, data },
+            Err(error) => Incoming::Failed { id, error },
+        };
+        sink.send(item);
+    });
+}
+
+/// Stops the backend on the blocking pool, waiting at most [`STOP_WAIT`].
+async fn stop<L: Local>(local: &Arc<L>) {
+    let local = local.clone();
+    let stopping = tokio::task::spawn_blocking(move || local.stop());
+    let _ = timeout(STOP_WAIT, stopping).await;
+}
+
+/// The DISCONNECTED that ends an in-process session: no retry follows.
+fn end(book: &mut Book, status: Status, reason: String) {
+    let mut ev = Event::new(EventKind::Disconnected);
+    ev.status = status;
+    ev.attempt = 1;
+    ev.data = Bytes::from(reason.into_bytes());
+    book.queue.push(ev);
+}
