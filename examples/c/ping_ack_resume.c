@@ -9,7 +9,14 @@
  *   tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
  *   ping_ack_resume http://127.0.0.1:PORT [seconds] [user] [password]
  *
- * Exit status 0 when every buffered event arrived exactly once and in order.
+ * The same program drives the gomuks backend bundled into the process instead (its C FFI,
+ * libgomuksffi, loaded at run time): no socket, so no pings, cuts or resume, but the same
+ * events, requests and close.
+ *
+ *   ping_ack_resume --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
+ *
+ * Exit status 0 when every buffered event arrived exactly once and in order (in-process: when
+ * every request was answered).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -34,19 +41,30 @@ static int check(tether_status s, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s URL [seconds] [user] [password]\n", argv[0]);
+    /* --in-process LIBRARY ROOT takes the place of the URL; everything after is the same. */
+    int in_process = argc > 1 && strcmp(argv[1], "--in-process") == 0;
+    int first = in_process ? 3 : 1; /* index of the last transport argument */
+    if (argc <= first) {
+        fprintf(stderr,
+                "usage: %s URL [seconds] [user] [password]\n"
+                "       %s --in-process LIBGOMUKSFFI DATA_ROOT [seconds]\n",
+                argv[0], argv[0]);
         return 2;
     }
-    int seconds = argc > 2 ? atoi(argv[2]) : 10;
-    const char *user = argc > 3 ? argv[3] : "tether";
-    const char *password = argc > 4 ? argv[4] : "tether-password";
+    int seconds = argc > first + 1 ? atoi(argv[first + 1]) : 10;
+    const char *user = argc > first + 2 ? argv[first + 2] : "tether";
+    const char *password = argc > first + 3 ? argv[first + 3] : "tether-password";
+    /* The testkit answers "echo"; the bundled backend has no such command, but answers the
+     * FFI-only get_account_info (null while logged out). */
+    const char *command = in_process ? "get_account_info" : "echo";
     printf("tether %s\n", tether_version());
 
     tether_config *cfg = NULL;
     tether_client *c = NULL;
     if (!check(tether_config_new(&cfg), "config") ||
-        !check(tether_config_set_url(cfg, argv[1]), "url") ||
+        !check(in_process ? tether_config_set_in_process(cfg, argv[2], argv[3])
+                          : tether_config_set_url(cfg, argv[1]),
+               "transport") ||
         !check(tether_config_set_basic_auth(cfg, user, password), "auth") ||
         !check(tether_config_set_ping_interval_ms(cfg, 1000), "ping interval") ||
         !check(tether_client_new(cfg, &c), "client")) {
@@ -60,23 +78,25 @@ int main(int argc, char **argv) {
     }
 
     int64_t last_id = 0;      /* most recent buffered event id (negative) */
-    int64_t received = 0, gaps = 0, replayed = 0, pongs = 0, cuts = 0;
+    int64_t received = 0, gaps = 0, replayed = 0, pongs = 0, cuts = 0, asked = 0, answered = 0;
     int resuming = 0;
     int64_t end = now_ms() + (int64_t)seconds * 1000, next_request = now_ms() + 2000;
     int closing = 0, done = 0;
     while (!done) {
         int64_t now = now_ms();
         if (!closing && now >= end) {
-            printf("closing (1001)\n");
+            printf(in_process ? "closing\n" : "closing (1001)\n");
             check(tether_client_close(c), "close");
             closing = 1;
         }
         if (!closing && now >= next_request) {
             int64_t id = 0;
             const char *body = "{\"hello\":\"from C\"}";
-            if (check(tether_client_request(c, "echo", (const uint8_t *)body, strlen(body), &id),
-                      "request"))
-                printf("request %lld: echo %s\n", (long long)id, body);
+            if (check(tether_client_request(c, command, (const uint8_t *)body, strlen(body), &id),
+                      "request")) {
+                printf("request %lld: %s %s\n", (long long)id, command, body);
+                asked++;
+            }
             next_request = now + 2000;
         }
         tether_event *ev = NULL;
@@ -97,7 +117,7 @@ int main(int argc, char **argv) {
             if (resuming) printf("  resume from event %lld\n", (long long)last_id);
             break;
         case TETHER_EVENT_DISCONNECTED:
-            cuts++;
+            if (tether_event_status(ev) != TETHER_OK) cuts++;
             printf("disconnected: %s, close code %u, \"%.*s\"; retry in %lld ms\n",
                    tether_status_str(tether_event_status(ev)), tether_event_close_code(ev),
                    (int)len, (const char *)data, (long long)tether_event_retry_in_ms(ev));
@@ -124,6 +144,7 @@ int main(int argc, char **argv) {
             break;
         }
         case TETHER_EVENT_RESPONSE:
+            answered++;
             printf("response %lld: %s %.*s\n", (long long)tether_event_request_id(ev),
                    tether_status_str(tether_event_status(ev)), (int)len, (const char *)data);
             break;
@@ -147,7 +168,10 @@ int main(int argc, char **argv) {
     if (tether_client_resume_state(c, run_id, sizeof run_id, &run_id_len, &last) == TETHER_OK)
         printf("resume state to persist: run_id %s, last event %lld\n", run_id, (long long)last);
     tether_client_free(c);
-    printf("summary: %lld events, %lld gaps, %lld cuts survived, %lld pongs\n",
-           (long long)received, (long long)gaps, (long long)cuts, (long long)pongs);
+    printf("summary: %lld events, %lld gaps, %lld cuts survived, %lld pongs, %lld of %lld "
+           "requests answered\n",
+           (long long)received, (long long)gaps, (long long)cuts, (long long)pongs,
+           (long long)answered, (long long)asked);
+    if (in_process) return asked > 0 && answered == asked ? 0 : 1;
     return gaps == 0 && received > 0 ? 0 : 1;
 }

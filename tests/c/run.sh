@@ -102,6 +102,13 @@ for ex in example.static example.shared example.cmake-static example.cmake-share
   echo "ok $ex: $(tail -1 "$OUT/$ex.log")" | tee -a "$LOG"
 done
 kill $BACKEND
+# The same example through the in-process transport, against the libgomuksffi test double.
+tests/inproc/build.sh "$OUT/fake-ffi"
+INPROC_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tether-c-inproc.XXXXXX")
+"$OUT/example.shared" --in-process "$OUT/fake-ffi/libfakegomuksffi.so" "$INPROC_ROOT" 3 > "$OUT/example.inproc.log"
+rm -rf "$INPROC_ROOT"
+grep -q "^event sync_status" "$OUT/example.inproc.log" || { cat "$OUT/example.inproc.log"; echo "in-process example: no startup events" >&2; exit 1; }
+echo "ok example.shared --in-process: $(tail -1 "$OUT/example.inproc.log")" | tee -a "$LOG"
 
 if [[ $VALGRIND == 1 ]]; then
   echo "-- valgrind"

@@ -36,6 +36,10 @@ public enum EventKind: UInt32, Sendable {
     /// after a 401, or a new login); read it with `TetherClient.authToken()` and persist it.
     /// Carries no secret. The first token of a password login is not announced.
     case tokenRenewed
+    /// In-process: progress of a media upload (the data is the percentage as JSON).
+    case progress
+    /// In-process: the next bytes of a streamed media download (the data).
+    case chunk
 }
 
 /// A RESUMED event's `resumeOutcome` (`TETHER_RESUME_*`).

@@ -13,6 +13,11 @@ public enum TetherError: Error, Equatable, Sendable {
     case forked(String)
     case config(String)
     case bufferTooSmall(String)
+    /// The call does not apply to this transport (pause in-process, media over the websocket).
+    case unsupported(String)
+    /// The in-process backend's data root, or the process's one backend, is held by another
+    /// client.
+    case inUse(String)
     case remote(String)
     case requestTimeout(String)
     case cancelled(String)
@@ -34,6 +39,12 @@ public enum TetherError: Error, Equatable, Sendable {
     case messageTooLarge(String)
     case versionMismatch(String)
     case keyRevoked(String)
+    /// In-process: the backend could not open its database (GomuksStart returned 10).
+    case backendDatabase(String)
+    /// In-process: the backend could not look up its account (GomuksStart returned 11).
+    case backendAccount(String)
+    /// In-process: the backend failed to start (GomuksStart returned 12 or another code).
+    case backendStart(String)
     /// The loaded libtether is not the MAJOR.MINOR this wrapper was compiled against (no ABI
     /// promise before 1.0), so no client is created. Not a status of the header.
     case incompatibleLibrary(String)
@@ -54,6 +65,8 @@ public enum TetherError: Error, Equatable, Sendable {
         case TETHER_ERR_FORKED: self = .forked(message)
         case TETHER_ERR_CONFIG: self = .config(message)
         case TETHER_ERR_BUFFER_TOO_SMALL: self = .bufferTooSmall(message)
+        case TETHER_ERR_UNSUPPORTED: self = .unsupported(message)
+        case TETHER_ERR_IN_USE: self = .inUse(message)
         case TETHER_ERR_REMOTE: self = .remote(message)
         case TETHER_ERR_REQUEST_TIMEOUT: self = .requestTimeout(message)
         case TETHER_ERR_CANCELLED: self = .cancelled(message)
@@ -73,6 +86,9 @@ public enum TetherError: Error, Equatable, Sendable {
         case TETHER_ERR_MESSAGE_TOO_LARGE: self = .messageTooLarge(message)
         case TETHER_ERR_VERSION_MISMATCH: self = .versionMismatch(message)
         case TETHER_ERR_KEY_REVOKED: self = .keyRevoked(message)
+        case TETHER_ERR_BACKEND_DATABASE: self = .backendDatabase(message)
+        case TETHER_ERR_BACKEND_ACCOUNT: self = .backendAccount(message)
+        case TETHER_ERR_BACKEND_START: self = .backendStart(message)
         default: self = .unknown(status, message)
         }
     }

@@ -12,7 +12,13 @@ package org.tether
  */
 enum class EventKind(val code: Int) {
     CONNECTING(1), CONNECTED(2), DISCONNECTED(3), MESSAGE(4), RESPONSE(5), PONG(6), PACKET(7),
-    CLOSED(8), RESUMED(9), TOKEN_RENEWED(10);
+    CLOSED(8), RESUMED(9), TOKEN_RENEWED(10),
+
+    /** In-process: progress of a media upload (the data is the percentage as JSON). */
+    PROGRESS(11),
+
+    /** In-process: the next bytes of a streamed media download (the data). */
+    CHUNK(12);
 
     companion object {
         fun of(code: Int): EventKind =

@@ -5,12 +5,14 @@ enum class Status(val code: Int) {
     OK(0), TIMEOUT(1), CLOSED(2),
     ERR_NULL(-1), ERR_INVALID_ARGUMENT(-2), ERR_INVALID_UTF8(-3), ERR_STATE(-4),
     ERR_WRONG_MODE(-5), ERR_PANIC(-6), ERR_FORKED(-7), ERR_CONFIG(-8), ERR_BUFFER_TOO_SMALL(-9),
+    ERR_UNSUPPORTED(-10), ERR_IN_USE(-11),
     ERR_REMOTE(-20), ERR_REQUEST_TIMEOUT(-21), ERR_CANCELLED(-22), ERR_DISCONNECTED(-23),
     ERR_CLIENT_CLOSED(-24),
     ERR_CONNECT(-30), ERR_TLS(-31), ERR_UNAUTHORIZED(-32), ERR_FORBIDDEN(-33), ERR_HTTP(-34),
     ERR_RECEIVE_TIMEOUT(-35), ERR_REMOTE_CLOSED(-36), ERR_CERTIFICATE(-37),
     ERR_PROTOCOL(-40), ERR_INFLATE(-41), ERR_JSON(-42), ERR_MESSAGE_TOO_LARGE(-43),
     ERR_VERSION_MISMATCH(-50), ERR_KEY_REVOKED(-51),
+    ERR_BACKEND_DATABASE(-60), ERR_BACKEND_ACCOUNT(-61), ERR_BACKEND_START(-62),
     /** A code this binding does not know (a newer library). */
     UNKNOWN(Int.MIN_VALUE);
 
@@ -36,6 +38,10 @@ open class TetherException(val status: Status, message: String) : Exception(mess
                 Status.ERR_NULL, Status.ERR_INVALID_ARGUMENT, Status.ERR_INVALID_UTF8,
                 Status.ERR_BUFFER_TOO_SMALL -> InvalidArgumentException(s, text)
                 Status.ERR_STATE, Status.ERR_WRONG_MODE -> StateException(s, text)
+                Status.ERR_UNSUPPORTED -> UnsupportedException(s, text)
+                Status.ERR_IN_USE -> InUseException(s, text)
+                Status.ERR_BACKEND_DATABASE, Status.ERR_BACKEND_ACCOUNT, Status.ERR_BACKEND_START ->
+                    BackendException(s, text)
                 Status.ERR_PANIC -> PanicException(s, text)
                 Status.ERR_FORKED -> ForkedException(s, text)
                 Status.ERR_CONFIG -> ConfigException(s, text)
@@ -57,6 +63,12 @@ open class TetherException(val status: Status, message: String) : Exception(mess
     }
 }
 
+/** The call does not apply to this transport (pause in-process, media over the websocket). */
+class UnsupportedException(s: Status, m: String) : TetherException(s, m)
+/** The in-process backend's data root (or the process's one backend) is held by another client. */
+class InUseException(s: Status, m: String) : TetherException(s, m)
+/** The in-process backend failed to start (database, account lookup, or start). */
+class BackendException(s: Status, m: String) : TetherException(s, m)
 /** A bad argument (NULL, invalid UTF-8, non-JSON data, out of range). */
 class InvalidArgumentException(s: Status, m: String) : TetherException(s, m)
 /** The call is not valid now (closed client, wrong delivery mode). */

@@ -1,0 +1,433 @@
+//! The in-process transport (gomuks-rpc.md §12) against `tests/inproc/fake_gomuksffi.c`, a
+//! test double of `libgomuksffi` built here with the system C compiler: what the real backend
+//! cannot be made to do on demand (slow calls, start failures, event floods, media progress
+//! and streamed downloads). The interop suite runs the same transport against the real
+//! library.
+//!
+//! One in-process backend runs per process, so the tests here take turns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether::{Client, Config, ConfigBuilder, EventKind, Protocol, Status};
+
+/// One backend per process: the tests take turns.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The double, built once per test run.
+fn fake_library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("target/fake-gomuksffi");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("tests/inproc/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run tests/inproc/build.sh");
+        assert!(status.success(), "building the fake libgomuksffi failed");
+        out.join("libfakegomuksffi.so")
+    })
+}
+
+/// A fresh data root, removed with the value.
+struct Root(PathBuf);
+
+impl Root {
+    fn new() -> Root {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("tether-inproc-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Root(p)
+    }
+
+    /// Makes the double's GomuksStart behave as `file` says (see its header comment).
+    fn with(self, file: &str, value: &str) -> Root {
+        std::fs::create_dir_all(&self.0).unwrap();
+        std::fs::write(self.0.join(file), value).unwrap();
+        self
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(root: &Root, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Config {
+    f(Config::builder("").in_process(fake_library(), &root.0))
+        .build()
+        .unwrap()
+}
+
+/// A connected in-process client past its two startup events.
+async fn started(root: &Root, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
+    let c = start(config(root, f));
+    let (ev, before) = until_kind(&c, EventKind::Connected).await;
+    assert_eq!(ev.attempt(), 1);
+    assert!(!ev.resume_attempted());
+    assert_eq!(kinds(&before), ["Connecting::0"]);
+    for cmd in ["client_state", "sync_status"] {
+        let ev = next(&c).await;
+        assert_eq!((ev.kind(), ev.command(), ev.request_id()), (EventKind::Message, cmd, 0));
+    }
+    c
+}
+
+/// The RESPONSE to `id`, and the events before it.
+async fn response(c: &Client, id: i64) -> (tether::Event, Vec<tether::Event>) {
+    until(c, |e| e.kind() == EventKind::Response && e.request_id() == id).await
+}
+
+/// Plenty on a loaded 2-core machine for something that should be immediate.
+const PROMPT: Duration = Duration::from_millis(1500);
+
+/// §12.3: the startup events arrive as MESSAGE events (id 0), requests are answered with the
+/// backend's data, its `error` is ERR_REMOTE with its text, and close ends with
+/// DISCONNECTED (OK, no retry) then CLOSED.
+#[tokio::test]
+async fn spec12_startup_events_requests_errors_and_close() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let id = c.request("echo", br#"{"a":[1,2]}"#).unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!((ev.status(), ev.data()), (Status::Ok, &br#"{"a":[1,2]}"#[..]));
+    let data = c.call("get_account_info", b"").await.unwrap();
+    assert!(String::from_utf8_lossy(&data).contains("@fake:localhost"));
+    let id = c.request("no_such", b"{}").unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::ErrRemote);
+    assert_eq!(json(&ev), "unknown command \"no_such\"");
+    let stats = c.stats();
+    assert_eq!((stats.connections, stats.requests_sent), (1, 3));
+
+    c.close().unwrap();
+    let (ev, skipped) = until_kind(&c, EventKind::Disconnected).await;
+    assert!(skipped.is_empty(), "{:?}", kinds(&skipped));
+    assert_eq!((ev.status(), ev.retry_in()), (Status::Ok, None));
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+}
+
+/// §12.3: the FFI's calls block and cannot be cancelled; a timeout and a cancel answer the
+/// app at once all the same, and the backend's late replies are dropped, not delivered twice.
+#[tokio::test]
+async fn spec12_3_timeout_and_cancel_answer_at_once_and_late_replies_are_dropped() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let t0 = Instant::now();
+    let timed = c
+        .request_with_timeout("sleep", br#"{"ms":1500}"#, Duration::from_millis(200))
+        .unwrap();
+    let cancelled = c.request("sleep", br#"{"ms":1500}"#).unwrap();
+    c.cancel(cancelled).unwrap();
+    let (ev, _) = response(&c, cancelled).await;
+    assert_eq!(ev.status(), Status::ErrCancelled);
+    let (ev, _) = response(&c, timed).await;
+    assert_eq!(ev.status(), Status::ErrRequestTimeout);
+    assert!(t0.elapsed() < Duration::from_millis(1400), "{:?}", t0.elapsed());
+    // Both sleeps end meanwhile; their answers must not surface.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let id = c.request("echo", b"{}").unwrap();
+    let (_, skipped) = response(&c, id).await;
+    assert!(skipped.is_empty(), "late replies leaked: {:?}", kinds(&skipped));
+    close_and_drain(&c).await;
+}
+
+/// §12.2: nothing may reach the FFI before GomuksStart returned (the real one aborts the
+/// process, and so does the double): a request made during a slow start waits and is
+/// answered after CONNECTED.
+#[tokio::test]
+async fn spec12_2_requests_during_start_wait_for_it() {
+    let _turn = serial().await;
+    let root = Root::new().with("fake_start_delay_ms", "600");
+    let c = start(config(&root, |b| b));
+    let id = c.request("echo", br#"{"early":true}"#).unwrap();
+    let (ev, before) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::Ok);
+    assert_eq!(
+        kinds(&before),
+        [
+            "Connecting::0",
+            "Connected::0",
+            "Message:client_state:0",
+            "Message:sync_status:0"
+        ]
+    );
+    close_and_drain(&c).await;
+}
+
+/// §12.2: GomuksStart's codes 10, 11 and 12 (and any other) end the client with a status
+/// each, no retry, then CLOSED; requests waiting for the start get the same status.
+#[tokio::test]
+async fn spec12_2_start_codes_map_to_statuses() {
+    let _turn = serial().await;
+    for (code, status) in [
+        ("10", Status::ErrBackendDatabase),
+        ("11", Status::ErrBackendAccount),
+        ("12", Status::ErrBackendStart),
+        ("99", Status::ErrBackendStart),
+    ] {
+        let root = Root::new().with("fake_start_code", code);
+        let c = start(config(&root, |b| b));
+        let id = c.request("echo", b"{}").unwrap();
+        let (ev, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!((ev.status(), ev.retry_in()), (status, None), "code {code}");
+        assert!(String::from_utf8_lossy(ev.data()).contains(&format!("returned {code}")));
+        let (ev, _) = response(&c, id).await;
+        assert_eq!(ev.status(), Status::ErrClientClosed);
+        until_kind(&c, EventKind::Closed).await;
+    }
+}
+
+/// A data root serves one client at a time, and a process runs one in-process backend: a
+/// second is refused at connect with ERR_IN_USE (and left as it was); after the first closes,
+/// the root and the slot are free again.
+#[tokio::test]
+async fn one_backend_per_root_and_per_process() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let first = started(&root, |b| b).await;
+    let same_root = Client::new(config(&root, |b| b));
+    let err = same_root.connect().unwrap_err();
+    assert_eq!(err.status(), Status::ErrInUse, "{err}");
+    let other = Root::new();
+    let other_root = Client::new(config(&other, |b| b));
+    assert_eq!(other_root.connect().unwrap_err().status(), Status::ErrInUse);
+    close_and_drain(&first).await;
+    // The refused clients are untouched: connect works now.
+    same_root.connect().unwrap();
+    until_kind(&same_root, EventKind::Connected).await;
+    close_and_drain(&same_root).await;
+    other_root.connect().unwrap();
+    until_kind(&other_root, EventKind::Connected).await;
+    close_and_drain(&other_root).await;
+}
+
+/// §12.3: the FFI's event callback never waits for the app. With a queue of 16 and the app
+/// not taking events for a second, the backend delivers 20 000 events without a callback
+/// taking more than a fraction of that second; the queue stays within its capacity; the app
+/// then gets every event, once, in order.
+#[tokio::test]
+async fn spec12_3_a_slow_app_never_stalls_the_backend() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b.queue_capacity(16)).await;
+    const N: u64 = 20_000;
+    let id = c
+        .request("emit", format!(r#"{{"count":{N},"command":"flood"}}"#).as_bytes())
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(c.queued_events() <= 16, "{}", c.queued_events());
+    let mut seq = 0;
+    let mut answered = false;
+    while seq < N || !answered {
+        let ev = next(&c).await;
+        match ev.kind() {
+            EventKind::Message => {
+                assert_eq!(ev.command(), "flood");
+                assert_eq!(json(&ev)["seq"], seq);
+                seq += 1;
+            }
+            EventKind::Response if ev.request_id() == id => answered = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stats: serde_json::Value =
+        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    assert_eq!(stats["emitted"], N);
+    let max_us = stats["max_callback_us"].as_u64().unwrap();
+    assert!(max_us < 250_000, "a callback waited {max_us} µs for the app");
+    close_and_drain(&c).await;
+}
+
+/// Media upload with progress (§12.2 GomuksUploadMediaBytes/Path): PROGRESS events for the
+/// request, rising, then its RESPONSE; a failing upload is ERR_REMOTE with the backend's text.
+#[tokio::test]
+async fn spec12_2_upload_reports_progress_then_the_content() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let id = c
+        .upload_media(br#"{"filename":"a.bin"}"#, Some(&[7u8; 1000]), None)
+        .unwrap();
+    let (ev, before) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::Ok);
+    assert_eq!(json(&ev)["url"], "mxc://fake/1000");
+    let progress: Vec<f64> = before
+        .iter()
+        .filter(|e| e.kind() == EventKind::Progress && e.request_id() == id)
+        .map(|e| e.progress().unwrap())
+        .collect();
+    assert_eq!(progress, [0.0, 50.0, 100.0]);
+    assert_eq!(before[0].data(), b"0");
+
+    let file = root.0.join("upload.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    let params = serde_json::json!({ "path": file }).to_string();
+    let id = c.upload_media(params.as_bytes(), None, None).unwrap();
+    let (ev, before) = response(&c, id).await;
+    assert_eq!(json(&ev)["url"], "mxc://fake/5");
+    assert_eq!(before.len(), 3);
+
+    let id = c
+        .upload_media(br#"{"fail":true}"#, Some(b"x"), None)
+        .unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::ErrRemote);
+    assert_eq!(json(&ev), "upload failed");
+    close_and_drain(&c).await;
+}
+
+/// Streamed download (GomuksDownloadMediaPath): CHUNK events carry the file in order, then
+/// the RESPONSE; several downloads at once keep their chunks apart.
+#[tokio::test]
+async fn spec12_2_download_streams_chunks_in_order() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let sizes = [200_000usize, 70_000, 1];
+    let ids: Vec<i64> = sizes
+        .iter()
+        .map(|n| {
+            let p = format!(r#"{{"mxc":"mxc://fake/{n}"}}"#);
+            c.download_media(p.as_bytes(), None).unwrap()
+        })
+        .collect();
+    let mut files = vec![Vec::new(); ids.len()];
+    let mut done = 0;
+    while done < ids.len() {
+        let ev = next(&c).await;
+        let i = ids.iter().position(|&id| id == ev.request_id()).unwrap();
+        match ev.kind() {
+            EventKind::Chunk => files[i].extend_from_slice(ev.data()),
+            EventKind::Response => {
+                assert_eq!(ev.status(), Status::Ok);
+                assert_eq!(json(&ev)["size"], sizes[i]);
+                done += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for (file, n) in files.iter().zip(sizes) {
+        let want: Vec<u8> = (0..n).map(|k| (k % 251) as u8).collect();
+        assert!(*file == want, "download of {n} bytes differs");
+    }
+    close_and_drain(&c).await;
+}
+
+/// What has no meaning in-process answers a clear status: pause, unpause and reconnect are
+/// ERR_UNSUPPORTED; media calls on a websocket client too; an rwws in-process config and a
+/// library that is not a gomuks FFI are configuration errors.
+#[tokio::test]
+async fn calls_that_do_not_apply_answer_a_clear_status() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    for r in [c.pause(), c.unpause(), c.reconnect_now()] {
+        assert_eq!(r.unwrap_err().status(), Status::ErrUnsupported);
+    }
+    assert_eq!(
+        c.send_packet(b"x").unwrap_err().status(),
+        Status::ErrState
+    );
+    close_and_drain(&c).await;
+
+    let ws = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+    let e = ws.upload_media(b"{}", Some(b"x"), None).unwrap_err();
+    assert_eq!(e.status(), Status::ErrUnsupported);
+    assert_eq!(
+        ws.download_media(b"{}", None).unwrap_err().status(),
+        Status::ErrUnsupported
+    );
+
+    let e = Config::builder("")
+        .protocol(Protocol::Rwws)
+        .token("AAEC")
+        .in_process(fake_library(), &root.0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    for lib in ["/nonexistent/libgomuksffi.so", "/bin/sh"] {
+        let c = Client::new(
+            Config::builder("")
+                .in_process(lib, &root.0)
+                .build()
+                .unwrap(),
+        );
+        let e = c.connect().unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig, "{lib}: {e}");
+    }
+    let libc_path = "/lib/x86_64-linux-gnu/libc.so.6";
+    if Path::new(libc_path).exists() {
+        let c = Client::new(Config::builder("").in_process(libc_path, &root.0).build().unwrap());
+        let e = c.connect().unwrap_err();
+        assert!(e.message().contains("GomuksInit"), "{e}");
+    }
+}
+
+/// A close while the start still runs answers at once (the start cannot be interrupted); the
+/// backend is stopped once its start returns, after which the root serves a new client.
+#[tokio::test]
+async fn close_during_a_slow_start_is_prompt() {
+    let _turn = serial().await;
+    let root = Root::new().with("fake_start_delay_ms", "1200");
+    let c = start(config(&root, |b| b));
+    let id = c.request("echo", b"{}").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    c.close().unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::ErrClientClosed);
+    until_kind(&c, EventKind::Closed).await;
+    assert!(t0.elapsed() < PROMPT, "{:?}", t0.elapsed());
+    std::fs::remove_file(root.0.join("fake_start_delay_ms")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = Client::new(config(&root, |b| b));
+        match again.connect() {
+            Ok(()) => {
+                until_kind(&again, EventKind::Connected).await;
+                close_and_drain(&again).await;
+                break;
+            }
+            Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Dropping a client without close stops its backend too: the root is free afterwards.
+#[tokio::test]
+async fn drop_without_close_stops_the_backend() {
+    let _turn = serial().await;
+    let root = Root::new();
+    drop(started(&root, |b| b).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = Client::new(config(&root, |b| b));
+        match again.connect() {
+            Ok(()) => {
+                until_kind(&again, EventKind::Connected).await;
+                close_and_drain(&again).await;
+                return;
+            }
+            Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
