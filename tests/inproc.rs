@@ -78,14 +78,20 @@ async fn started(root: &Root, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) ->
     assert_eq!(kinds(&before), ["Connecting::0"]);
     for cmd in ["client_state", "sync_status"] {
         let ev = next(&c).await;
-        assert_eq!((ev.kind(), ev.command(), ev.request_id()), (EventKind::Message, cmd, 0));
+        assert_eq!(
+            (ev.kind(), ev.command(), ev.request_id()),
+            (EventKind::Message, cmd, 0)
+        );
     }
     c
 }
 
 /// The RESPONSE to `id`, and the events before it.
 async fn response(c: &Client, id: i64) -> (tether::Event, Vec<tether::Event>) {
-    until(c, |e| e.kind() == EventKind::Response && e.request_id() == id).await
+    until(c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await
 }
 
 /// Plenty on a loaded 2-core machine for something that should be immediate.
@@ -101,7 +107,10 @@ async fn spec12_startup_events_requests_errors_and_close() {
     let c = started(&root, |b| b).await;
     let id = c.request("echo", br#"{"a":[1,2]}"#).unwrap();
     let (ev, _) = response(&c, id).await;
-    assert_eq!((ev.status(), ev.data()), (Status::Ok, &br#"{"a":[1,2]}"#[..]));
+    assert_eq!(
+        (ev.status(), ev.data()),
+        (Status::Ok, &br#"{"a":[1,2]}"#[..])
+    );
     let data = c.call("get_account_info", b"").await.unwrap();
     assert!(String::from_utf8_lossy(&data).contains("@fake:localhost"));
     let id = c.request("no_such", b"{}").unwrap();
@@ -135,12 +144,20 @@ async fn spec12_3_timeout_and_cancel_answer_at_once_and_late_replies_are_dropped
     assert_eq!(ev.status(), Status::ErrCancelled);
     let (ev, _) = response(&c, timed).await;
     assert_eq!(ev.status(), Status::ErrRequestTimeout);
-    assert!(t0.elapsed() < Duration::from_millis(1400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t0.elapsed()
+    );
     // Both sleeps end meanwhile; their answers must not surface.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let id = c.request("echo", b"{}").unwrap();
     let (_, skipped) = response(&c, id).await;
-    assert!(skipped.is_empty(), "late replies leaked: {:?}", kinds(&skipped));
+    assert!(
+        skipped.is_empty(),
+        "late replies leaked: {:?}",
+        kinds(&skipped)
+    );
     close_and_drain(&c).await;
 }
 
@@ -225,7 +242,10 @@ async fn spec12_3_a_slow_app_never_stalls_the_backend() {
     let c = started(&root, |b| b.queue_capacity(16)).await;
     const N: u64 = 20_000;
     let id = c
-        .request("emit", format!(r#"{{"count":{N},"command":"flood"}}"#).as_bytes())
+        .request(
+            "emit",
+            format!(r#"{{"count":{N},"command":"flood"}}"#).as_bytes(),
+        )
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(c.queued_events() <= 16, "{}", c.queued_events());
@@ -247,7 +267,10 @@ async fn spec12_3_a_slow_app_never_stalls_the_backend() {
         serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
     assert_eq!(stats["emitted"], N);
     let max_us = stats["max_callback_us"].as_u64().unwrap();
-    assert!(max_us < 250_000, "a callback waited {max_us} µs for the app");
+    assert!(
+        max_us < 250_000,
+        "a callback waited {max_us} µs for the app"
+    );
     close_and_drain(&c).await;
 }
 
@@ -326,6 +349,34 @@ async fn spec12_2_download_streams_chunks_in_order() {
     close_and_drain(&c).await;
 }
 
+/// A library without GomuksDownloadMediaPath (gomuks v0.2607.0) answers a streamed download
+/// with ERR_UNSUPPORTED in its RESPONSE; the client goes on.
+#[tokio::test]
+async fn spec12_2_download_without_the_streaming_entry_point_is_unsupported() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let lib = fake_library().with_file_name("libfakegomuksffi-nodownload.so");
+    let c = start(
+        Config::builder("")
+            .in_process(lib, &root.0)
+            .build()
+            .unwrap(),
+    );
+    until_kind(&c, EventKind::Connected).await;
+    let id = c
+        .download_media(br#"{"mxc":"mxc://fake/10"}"#, None)
+        .unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::ErrUnsupported);
+    assert!(json(&ev)
+        .as_str()
+        .unwrap()
+        .contains("GomuksDownloadMediaPath"));
+    let id = c.request("echo", b"{}").unwrap();
+    assert_eq!(response(&c, id).await.0.status(), Status::Ok);
+    close_and_drain(&c).await;
+}
+
 /// What has no meaning in-process answers a clear status: pause, unpause and reconnect are
 /// ERR_UNSUPPORTED; media calls on a websocket client too; an rwws in-process config and a
 /// library that is not a gomuks FFI are configuration errors.
@@ -337,10 +388,7 @@ async fn calls_that_do_not_apply_answer_a_clear_status() {
     for r in [c.pause(), c.unpause(), c.reconnect_now()] {
         assert_eq!(r.unwrap_err().status(), Status::ErrUnsupported);
     }
-    assert_eq!(
-        c.send_packet(b"x").unwrap_err().status(),
-        Status::ErrState
-    );
+    assert_eq!(c.send_packet(b"x").unwrap_err().status(), Status::ErrState);
     close_and_drain(&c).await;
 
     let ws = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
@@ -370,7 +418,12 @@ async fn calls_that_do_not_apply_answer_a_clear_status() {
     }
     let libc_path = "/lib/x86_64-linux-gnu/libc.so.6";
     if Path::new(libc_path).exists() {
-        let c = Client::new(Config::builder("").in_process(libc_path, &root.0).build().unwrap());
+        let c = Client::new(
+            Config::builder("")
+                .in_process(libc_path, &root.0)
+                .build()
+                .unwrap(),
+        );
         let e = c.connect().unwrap_err();
         assert!(e.message().contains("GomuksInit"), "{e}");
     }
