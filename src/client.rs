@@ -90,23 +90,16 @@ impl Client {
         let tls = crate::tls::client_config(&self.cfg.trust)?;
         if let Transport::InProcess { .. } = self.cfg.transport() {
             let local = gomuks::inproc::InProcess::open(&self.cfg, self.probe.client)?;
-            let Some(rx) = slot.take() else {
-                return Ok(());
-            };
-            self.probe.counters.set_state(ConnectionState::Connecting);
-            let session = crate::session::local::run(
-                self.cfg.clone(),
-                self.queue.clone(),
-                self.ids.clone(),
-                self.probe.clone(),
-                local,
-                rx,
-            );
-            handle.spawn(guard_session(
-                session,
-                self.queue.clone(),
-                self.poisoned.clone(),
-            ));
+            self.spawn(&handle, &mut slot, |rx| {
+                crate::session::local::run(
+                    self.cfg.clone(),
+                    self.queue.clone(),
+                    self.ids.clone(),
+                    self.probe.clone(),
+                    local,
+                    rx,
+                )
+            });
             return Ok(());
         }
         match self.cfg.protocol {
@@ -128,27 +121,39 @@ impl Client {
         Ok(())
     }
 
-    /// Takes the command receiver (the point of no return) and starts the session task.
+    /// Starts the connection supervisor's session task for `dialect`.
     fn spawn_session<D: Dialect>(
         &self,
         handle: &tokio::runtime::Handle,
         dialect: D,
         slot: &mut Option<CommandRx>,
     ) {
+        self.spawn(handle, slot, |rx| {
+            crate::session::run(
+                self.cfg.clone(),
+                self.queue.clone(),
+                self.ids.clone(),
+                self.probe.clone(),
+                dialect,
+                rx,
+            )
+        });
+    }
+
+    /// Takes the command receiver (the point of no return) and starts the session `make`
+    /// builds around it, guarded against panics.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        handle: &tokio::runtime::Handle,
+        slot: &mut Option<CommandRx>,
+        make: impl FnOnce(CommandRx) -> F,
+    ) {
         let Some(rx) = slot.take() else { return };
         // Set here, not only by the task: `state()` right after `connect()` returns must not
         // still read IDLE while the task waits for a runtime thread.
         self.probe.counters.set_state(ConnectionState::Connecting);
-        let session = crate::session::run(
-            self.cfg.clone(),
-            self.queue.clone(),
-            self.ids.clone(),
-            self.probe.clone(),
-            dialect,
-            rx,
-        );
         handle.spawn(guard_session(
-            session,
+            make(rx),
             self.queue.clone(),
             self.poisoned.clone(),
         ));

@@ -445,32 +445,15 @@ async fn close_during_a_slow_start_is_prompt() {
     until_kind(&c, EventKind::Closed).await;
     assert!(t0.elapsed() < PROMPT, "{:?}", t0.elapsed());
     std::fs::remove_file(root.0.join("fake_start_delay_ms")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let again = Client::new(config(&root, |b| b));
-        match again.connect() {
-            Ok(()) => {
-                until_kind(&again, EventKind::Connected).await;
-                close_and_drain(&again).await;
-                break;
-            }
-            Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    connect_once_free(&root).await;
 }
 
-/// Dropping a client without close stops its backend too: the root is free afterwards.
-#[tokio::test]
-async fn drop_without_close_stops_the_backend() {
-    let _turn = serial().await;
-    let root = Root::new();
-    drop(started(&root, |b| b).await);
+/// Connects a new client on `root` as soon as the previous one's backend has stopped (that
+/// stop runs in the background), then closes it.
+async fn connect_once_free(root: &Root) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let again = Client::new(config(&root, |b| b));
+        let again = Client::new(config(root, |b| b));
         match again.connect() {
             Ok(()) => {
                 until_kind(&again, EventKind::Connected).await;
@@ -483,4 +466,13 @@ async fn drop_without_close_stops_the_backend() {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// Dropping a client without close stops its backend too: the root is free afterwards.
+#[tokio::test]
+async fn drop_without_close_stops_the_backend() {
+    let _turn = serial().await;
+    let root = Root::new();
+    drop(started(&root, |b| b).await);
+    connect_once_free(&root).await;
 }
