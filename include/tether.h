@@ -71,22 +71,25 @@
 
 
 /**
- * A connection attempt starts.
+ * A connection attempt starts (in-process: the backend is being started).
  */
 #define TETHER_EVENT_CONNECTING 1
 
 /**
- * The websocket is open (and, for rwws, authenticated).
+ * The websocket is open (and, for rwws, authenticated); in-process: the backend started.
  */
 #define TETHER_EVENT_CONNECTED 2
 
 /**
  * The connection ended; see status, close code, reason and whether a retry follows.
+ * In-process: the backend stopped (closed by the app, or its start failed); never
+ * retried.
  */
 #define TETHER_EVENT_DISCONNECTED 3
 
 /**
- * A server event (gomuks: every non-reply message, `run_id` and friends included).
+ * A server event (gomuks: every non-reply message, `run_id` and friends included;
+ * in-process: every event of the backend's callback, all with id 0).
  */
 #define TETHER_EVENT_MESSAGE 4
 

@@ -12,13 +12,16 @@ use crate::status::Status;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// A connection attempt starts.
+    /// A connection attempt starts (in-process: the backend is being started).
     Connecting = 1,
-    /// The websocket is open (and, for rwws, authenticated).
+    /// The websocket is open (and, for rwws, authenticated); in-process: the backend started.
     Connected = 2,
     /// The connection ended; see status, close code, reason and whether a retry follows.
+    /// In-process: the backend stopped (closed by the app, or its start failed); never
+    /// retried.
     Disconnected = 3,
-    /// A server event (gomuks: every non-reply message, `run_id` and friends included).
+    /// A server event (gomuks: every non-reply message, `run_id` and friends included;
+    /// in-process: every event of the backend's callback, all with id 0).
     Message = 4,
     /// The reply to a request (success or failure, see status).
     Response = 5,

@@ -89,13 +89,16 @@ pub const TETHER_ERR_BACKEND_ACCOUNT: tether_status = -61;
 /// non-zero code), e.g. a logged-in account whose homeserver is unreachable.
 pub const TETHER_ERR_BACKEND_START: tether_status = -62;
 
-/// A connection attempt starts.
+/// A connection attempt starts (in-process: the backend is being started).
 pub const TETHER_EVENT_CONNECTING: u32 = 1;
-/// The websocket is open (and, for rwws, authenticated).
+/// The websocket is open (and, for rwws, authenticated); in-process: the backend started.
 pub const TETHER_EVENT_CONNECTED: u32 = 2;
 /// The connection ended; see status, close code, reason and whether a retry follows.
+/// In-process: the backend stopped (closed by the app, or its start failed); never
+/// retried.
 pub const TETHER_EVENT_DISCONNECTED: u32 = 3;
-/// A server event (gomuks: every non-reply message, `run_id` and friends included).
+/// A server event (gomuks: every non-reply message, `run_id` and friends included;
+/// in-process: every event of the backend's callback, all with id 0).
 pub const TETHER_EVENT_MESSAGE: u32 = 4;
 /// The reply to a request (success or failure, see status).
 pub const TETHER_EVENT_RESPONSE: u32 = 5;
