@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the C API tests and runs them against a real tether-backend:
+# Builds the C API tests and runs them against a real tether-backend (test_inproc against the
+# libgomuksffi double tests/inproc/build.sh makes, passed in TETHER_FAKE_GOMUKSFFI):
 #   1. with AddressSanitizer + UndefinedBehaviorSanitizer (and LeakSanitizer), checking the
 #      sanitizer runtime is really linked;
 #   2. without sanitizers under valgrind (memcheck, full leak check), zero errors required;
@@ -27,8 +28,11 @@ cargo build --quiet -p tether --lib
 cargo build --quiet -p tether-testkit --bin tether-backend
 export TETHER_BACKEND=$ROOT/target/debug/tether-backend
 LIBDIR=$ROOT/target/debug
+# The libgomuksffi test double, for test_inproc and the in-process run of the example.
+tests/inproc/build.sh "$OUT/fake-ffi"
+export TETHER_FAKE_GOMUKSFFI=$OUT/fake-ffi/libfakegomuksffi.so
 
-TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe test_events)
+TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe test_events test_inproc)
 # Also compiled and run as C++ (the header must work there too).
 CXX_TESTS=(test_api test_misuse)
 WARN=(-Wall -Wextra -Wpedantic -Werror)
@@ -103,9 +107,8 @@ for ex in example.static example.shared example.cmake-static example.cmake-share
 done
 kill $BACKEND
 # The same example through the in-process transport, against the libgomuksffi test double.
-tests/inproc/build.sh "$OUT/fake-ffi"
 INPROC_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tether-c-inproc.XXXXXX")
-"$OUT/example.shared" --in-process "$OUT/fake-ffi/libfakegomuksffi.so" "$INPROC_ROOT" 3 > "$OUT/example.inproc.log"
+"$OUT/example.shared" --in-process "$TETHER_FAKE_GOMUKSFFI" "$INPROC_ROOT" 3 > "$OUT/example.inproc.log"
 rm -rf "$INPROC_ROOT"
 grep -q "^event sync_status" "$OUT/example.inproc.log" || { cat "$OUT/example.inproc.log"; echo "in-process example: no startup events" >&2; exit 1; }
 echo "ok example.shared --in-process: $(tail -1 "$OUT/example.inproc.log")" | tee -a "$LOG"
