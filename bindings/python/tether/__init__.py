@@ -2,7 +2,8 @@
 
 A ctypes binding of the tether native library. The library keeps the connection alive
 (keepalive pings that acknowledge received events, reconnects with backoff) and resumes it
-after a drop so buffered server events arrive exactly once.
+after a drop so buffered server events arrive exactly once. A gomuks client can also drive
+the gomuks backend bundled into the process (``in_process=(library_path, data_root)``).
 
 >>> import tether
 >>> with tether.Client("http://127.0.0.1:29325", username="me", password="...") as client:

@@ -173,7 +173,7 @@ class CoreBase:
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         json_loads: Optional[JSONLoads],
@@ -471,17 +471,20 @@ class ClientState:
         timeouts still run); after unpausing, the events missed meanwhile arrive exactly once.
 
         :raises StateError: the client is closed.
+        :raises UnsupportedError: an in-process client (there is no connection).
         """
         self._core.command(_ffi.lib.tether_client_pause, "pause")
 
     def unpause(self) -> None:
-        """Ends a pause: connects at once and resumes where the paused connection stopped."""
+        """Ends a pause: connects at once and resumes where the paused connection stopped.
+        In-process clients: :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_unpause, "unpause")
 
     def reconnect_now(self) -> None:
         """The cue for a network change or the app coming back to the foreground: while
         waiting to reconnect, connects now; while connected, probes the link and reconnects at
-        once if nothing arrives within ``pong_timeout``. Never opens a second connection."""
+        once if nothing arrives within ``pong_timeout``. Never opens a second connection.
+        In-process clients: :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_reconnect_now, "reconnect_now")
 
     def auth_token(self) -> Optional[str]:

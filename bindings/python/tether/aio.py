@@ -48,7 +48,7 @@ _MAX_BATCHES_PER_WAKEUP = 8
 class _AsyncCore(CoreBase):
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
@@ -291,7 +291,8 @@ class AsyncClient(ClientState):
     Create it inside a running event loop (it registers the library's event descriptor with
     ``loop.add_reader``); the connection starts at once. Use ``async with``, or ``await
     client.close()``. Takes the connection options of :class:`tether.Options` and the
-    parameters of :class:`tether.Client` except ``on_event``.
+    parameters of :class:`tether.Client` except ``on_event``; like it, no ``url`` with
+    ``in_process=(library_path, data_root)`` (the gomuks backend bundled into the process).
 
     >>> async with AsyncClient(url, username="me", password="...") as client:
     ...     print(await client.request("echo", {"x": 1}))
@@ -307,7 +308,7 @@ class AsyncClient(ClientState):
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str] = None,
         *,
         event_queue_size: int = 10000,
         batch_size: int = 256,

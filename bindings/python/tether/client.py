@@ -151,7 +151,7 @@ _DESTROY_THUNK = _ffi.DESTROY_CB(_on_destroy_c)
 class _SyncCore(CoreBase):
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
@@ -489,7 +489,9 @@ class Client(ClientState):
     GIL released. Use it as a context manager, or call :meth:`close`.
 
     :param url: ``http(s)://host:port`` (the backend's base; the dialect's paths are derived)
-        or the websocket endpoint ``ws(s)://...``.
+        or the websocket endpoint ``ws(s)://...``; ``None`` (or left out) with the
+        ``in_process`` option, which drives the gomuks backend bundled into this process
+        instead (``Client(in_process=(library_path, data_root))``).
     :param options: the connection options of :class:`tether.Options` (``protocol``,
         ``token``, ``username``/``password``, ``ping_interval``, ``resume``, ``headers``,
         ...), each with its default and documentation there.
@@ -512,7 +514,7 @@ class Client(ClientState):
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str] = None,
         *,
         on_event: Optional[EventCallback] = None,
         event_queue_size: int = 10000,
