@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ._ffi import ABI_VERSION, LIBRARY_VERSION, LibraryLoadError, library_path
 from ._options import Options, ResumeState
-from .client import Client, PendingRequest
+from .client import Client, PendingRequest, Transfer
 # Every exception class and Status, as listed in errors.__all__ (one list, kept there).
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
@@ -36,6 +36,7 @@ def library_version() -> str:
 __all__ = [
     "Client",
     "PendingRequest",
+    "Transfer",
     "Event",
     "EventKind",
     "ResumeOutcome",
