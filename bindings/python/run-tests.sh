@@ -8,10 +8,12 @@
 #  3. builds tether-backend (debug) and runs the pytest suite against it;
 #  4. makes a fresh venv with no cargo reachable, installs the wheel alone into it and runs
 #     both examples against a backend that cuts every 40 events, checking that they resumed
-#     and saw every buffered event exactly once; then checks that installing the sdist there
+#     and saw every buffered event exactly once, and both again with --in-process against
+#     the libgomuksffi double (tests/inproc); then checks that installing the sdist there
 #     fails with a message that names cargo.
-# Needs only Python 3 (with venv) and Rust. Honours CARGO_TARGET_DIR. Exits non-zero on any
-# failure, including a pytest run that collected no test.
+# Needs only Python 3 (with venv), Rust and a C compiler (the double). Honours
+# CARGO_TARGET_DIR. Exits non-zero on any failure, including a pytest run that collected no
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -134,6 +136,31 @@ run_example() {
 echo "== python: examples against tether-backend --event-rate 20 --cut-after-events 40"
 run_example ping_ack_resume.py
 run_example ping_ack_resume_async.py
+PASSED=$((PASSED + 2))
+
+# The same examples through the in-process transport: the startup events and every request
+# answered, and they say that pings, cuts and resume do not apply.
+run_example_in_process() {
+  local name=$1 out=$WORK/$1.inproc.out ok=1
+  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" \
+    --in-process "$WORK/fake-ffi/libfakegomuksffi.so" "$WORK/inproc-root-$name" 3 >"$out" 2>&1 || ok=0
+  grep -q "^event sync_status" "$out" || ok=0
+  grep -q "no pings, cuts or resume" "$out" || ok=0
+  grep -q "^response .*: OK" "$out" || ok=0
+  grep -q "access_token': '<redacted>'" "$out" || ok=0
+  if [[ $ok -eq 1 ]]; then
+    echo "ok   examples/python/$name --in-process: $(tail -1 "$out")"
+  else
+    echo "FAIL examples/python/$name --in-process; its output:" >&2
+    cat "$out" >&2
+    return 1
+  fi
+}
+
+echo "== python: examples --in-process against the libgomuksffi double"
+tests/inproc/build.sh "$WORK/fake-ffi" >/dev/null
+run_example_in_process ping_ack_resume.py
+run_example_in_process ping_ack_resume_async.py
 PASSED=$((PASSED + 2))
 
 if [[ -z ${TETHER_LIBRARY:-} ]]; then

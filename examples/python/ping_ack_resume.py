@@ -9,7 +9,14 @@ cleanly (close code 1001) after the given number of seconds.
     tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
     python3 ping_ack_resume.py http://127.0.0.1:PORT [seconds] [user] [password]
 
-Exit status 0 when every buffered event arrived exactly once and in order.
+The same program drives the gomuks backend bundled into the process instead (its C FFI,
+libgomuksffi, loaded at run time): no socket, so no pings, cuts or resume (it says so), but
+the same events, requests and close.
+
+    python3 ping_ack_resume.py --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
+
+Exit status 0 when every buffered event arrived exactly once and in order (in-process: when
+every request was answered).
 TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff) on stderr.
 """
 
@@ -19,25 +26,68 @@ import logging
 import os
 import sys
 import time
-from typing import List
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import tether
 from tether import EventKind
 
 
+class Args(NamedTuple):
+    """What the command line asks for: a websocket URL with credentials, or the in-process
+    backend's library and data root."""
+
+    url: Optional[str]
+    in_process: Optional[Tuple[str, str]]
+    seconds: float
+    user: str
+    password: str
+
+    @property
+    def command(self) -> str:
+        # The testkit answers "echo"; the bundled gomuks backend has no such command, but
+        # answers the FFI-only get_account_info (null while logged out).
+        return "get_account_info" if self.in_process else "echo"
+
+
+def parse_args(argv: List[str]) -> Optional[Args]:
+    """``URL [seconds] [user] [password]`` or ``--in-process LIBRARY ROOT [seconds]``;
+    ``None`` (after printing the usage) for anything else."""
+    if len(argv) > 1 and argv[1] == "--in-process":
+        if len(argv) >= 4:
+            seconds = float(argv[4]) if len(argv) > 4 else 10.0
+            return Args(None, (argv[2], argv[3]), seconds, "", "")
+    elif len(argv) >= 2:
+        seconds = float(argv[2]) if len(argv) > 2 else 10.0
+        user = argv[3] if len(argv) > 3 else "tether"
+        password = argv[4] if len(argv) > 4 else "tether-password"
+        return Args(argv[1], None, seconds, user, password)
+    print(
+        f"usage: {argv[0]} URL [seconds] [user] [password]\n"
+        f"       {argv[0]} --in-process LIBGOMUKSFFI DATA_ROOT [seconds]",
+        file=sys.stderr,
+    )
+    return None
+
+
+def say_what_does_not_apply(args: Args) -> None:
+    if args.in_process:
+        print(
+            "in-process: the gomuks backend runs in this process (no socket), so there are "
+            "no pings, cuts or resume to show; events, requests and close work the same"
+        )
+
+
 def main(argv: List[str]) -> int:
-    if len(argv) < 2:
-        print(f"usage: {argv[0]} URL [seconds] [user] [password]", file=sys.stderr)
+    args = parse_args(argv)
+    if args is None:
         return 2
     setup_logging()
-    url = argv[1]
-    seconds = float(argv[2]) if len(argv) > 2 else 10.0
-    user = argv[3] if len(argv) > 3 else "tether"
-    password = argv[4] if len(argv) > 4 else "tether-password"
     print(f"tether {tether.library_version()} (python binding {tether.__version__})")
+    say_what_does_not_apply(args)
 
     last_id = 0  # most recent buffered event id (negative)
     received = gaps = replayed = pongs = cuts = resumes = 0
+    asked = answered = 0
     resuming = False
     pending: List[tether.PendingRequest] = []
 
@@ -52,7 +102,8 @@ def main(argv: List[str]) -> int:
                 resumes += 1
                 print(f"  resume from event {last_id}")
         elif ev.kind == EventKind.DISCONNECTED:
-            cuts += 1
+            if ev.status != tether.Status.OK:  # not the close's own
+                cuts += 1
             status = tether.Status(ev.status).name if ev.status else "OK"
             retry = f"retry in {ev.retry_in_ms} ms" if ev.retry_in_ms is not None else "no retry"
             print(f"disconnected: {status}, close code {ev.close_code}, {ev.reason!r}; {retry}")
@@ -85,19 +136,21 @@ def main(argv: List[str]) -> int:
             print("closed")
 
     def report_responses() -> None:
+        nonlocal answered
         for p in [p for p in pending if p.done()]:
             pending.remove(p)
+            answered += 1
             try:
-                print(f"response {p.id}: OK {p.result(0)}")
+                print(f"response {p.id}: OK {redacted(p.result(0))}")
             except tether.TetherError as e:
                 print(f"response {p.id}: {e}")
 
     try:
-        client = tether.Client(url, username=user, password=password, ping_interval=1.0)
+        client = connect(args)
     except tether.TetherError as e:
         print(f"client: {e}", file=sys.stderr)
         return 1
-    end = time.monotonic() + seconds
+    end = time.monotonic() + args.seconds
     next_request = time.monotonic() + 2.0
     with client:
         while time.monotonic() < end:
@@ -105,8 +158,9 @@ def main(argv: List[str]) -> int:
             if now >= next_request:
                 body = {"hello": "from Python"}
                 try:
-                    pending.append(client.submit("echo", body))
-                    print(f"request {pending[-1].id}: echo {body}")
+                    pending.append(client.submit(args.command, body))
+                    asked += 1
+                    print(f"request {pending[-1].id}: {args.command} {body}")
                 except tether.TetherError as e:
                     print(f"request: {e}")
                 next_request = now + 2.0
@@ -116,19 +170,42 @@ def main(argv: List[str]) -> int:
                 if ev.kind == EventKind.CLOSED:
                     break
             report_responses()
-        print("closing (1001)")
+        print("closing" if args.in_process else "closing (1001)")
         client.close()
         for ev in client.events(timeout=5):  # what was queued before CLOSED, then CLOSED
             handle(ev)
         report_responses()
-        state = client.resume_state()
-        print(f"resume state to persist: run_id {state.run_id}, last event {state.last_event_id}")
+        print_resume_state(args, client.resume_state())
         print_stats(client.stats())
     print(
         f"summary: {received} events, {gaps} gaps, {cuts} cuts survived, "
-        f"{resumes} resumes, {pongs} pongs"
+        f"{resumes} resumes, {pongs} pongs, {answered} of {asked} requests answered"
     )
+    if args.in_process:
+        return 0 if asked > 0 and answered == asked else 1
     return 0 if gaps == 0 and received > 0 else 1
+
+
+def redacted(reply: Any) -> Any:
+    """get_account_info (in-process) carries the Matrix access token: never print it."""
+    if isinstance(reply, dict) and "access_token" in reply:
+        return {**reply, "access_token": "<redacted>"}
+    return reply
+
+
+def connect(args: Args) -> tether.Client:
+    if args.in_process:
+        return tether.Client(in_process=args.in_process)
+    return tether.Client(
+        args.url, username=args.user, password=args.password, ping_interval=1.0
+    )
+
+
+def print_resume_state(args: Args, state: tether.ResumeState) -> None:
+    if args.in_process:
+        print("resume state: none in-process (no event buffer, nothing to resume)")
+    else:
+        print(f"resume state to persist: run_id {state.run_id}, last event {state.last_event_id}")
 
 
 def print_stats(s: tether.Stats) -> None:

@@ -7,8 +7,11 @@ id they acknowledged, the cuts the backend makes, the missed events replayed on 
 
     tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
     python3 ping_ack_resume_async.py http://127.0.0.1:PORT [seconds] [user] [password]
+    python3 ping_ack_resume_async.py --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
 
-Exit status 0 when every buffered event arrived exactly once and in order.
+In-process (the gomuks backend bundled into the process) there are no pings, cuts or resume;
+it says so and shows the rest. Exit status 0 when every buffered event arrived exactly once
+and in order (in-process: when every request was answered).
 TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff) on stderr.
 """
 
@@ -23,7 +26,15 @@ from tether import EventKind
 from tether.aio import AsyncClient
 
 # The blocking example's helpers: this one differs only in how it drives the client.
-from ping_ack_resume import print_stats, setup_logging
+from ping_ack_resume import (
+    Args,
+    parse_args,
+    print_resume_state,
+    print_stats,
+    redacted,
+    say_what_does_not_apply,
+    setup_logging,
+)
 
 
 class Tally:
@@ -32,6 +43,7 @@ class Tally:
     def __init__(self) -> None:
         self.last_id = 0
         self.received = self.gaps = self.replayed = self.pongs = self.cuts = self.resumes = 0
+        self.asked = self.answered = 0
         self.resuming = False
 
     def handle(self, ev: tether.Event) -> None:
@@ -44,7 +56,8 @@ class Tally:
                 self.resumes += 1
                 print(f"  resume from event {self.last_id}")
         elif ev.kind == EventKind.DISCONNECTED:
-            self.cuts += 1
+            if ev.status != tether.Status.OK:  # not the close's own
+                self.cuts += 1
             status = tether.Status(ev.status).name if ev.status else "OK"
             retry = f"retry in {ev.retry_in_ms} ms" if ev.retry_in_ms is not None else "no retry"
             print(f"disconnected: {status}, close code {ev.close_code}, {ev.reason!r}; {retry}")
@@ -76,15 +89,19 @@ class Tally:
             print("closed")
 
 
-async def requester(client: AsyncClient) -> None:
-    """Sends an echo every two seconds, each awaited in its own task."""
+async def requester(client: AsyncClient, command: str, tally: Tally) -> None:
+    """Sends a request every two seconds, each awaited in its own task."""
 
     async def one(n: int) -> None:
         body = {"hello": "from asyncio", "n": n}
-        print(f"request {n}: echo {body}")
+        print(f"request {n}: {command} {body}")
+        tally.asked += 1
         try:
-            print(f"response {n}: OK {await client.request('echo', body)}")
+            reply = await client.request(command, body)
+            tally.answered += 1
+            print(f"response {n}: OK {redacted(reply)}")
         except tether.TetherError as e:
+            tally.answered += 1
             print(f"response {n}: {e}")
 
     tasks: List["asyncio.Task[None]"] = []
@@ -98,44 +115,49 @@ async def requester(client: AsyncClient) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run(url: str, seconds: float, user: str, password: str) -> int:
+async def run(args: Args) -> int:
     print(f"tether {tether.library_version()} (python binding {tether.__version__}, asyncio)")
+    say_what_does_not_apply(args)
     tally = Tally()
     try:
-        client = AsyncClient(url, username=user, password=password, ping_interval=1.0)
+        if args.in_process:
+            client = AsyncClient(in_process=args.in_process)
+        else:
+            client = AsyncClient(
+                args.url, username=args.user, password=args.password, ping_interval=1.0
+            )
     except tether.TetherError as e:
         print(f"client: {e}", file=sys.stderr)
         return 1
     async with client:
-        requests = asyncio.ensure_future(requester(client))
-        async for ev in client.events(timeout=seconds):
+        requests = asyncio.ensure_future(requester(client, args.command, tally))
+        async for ev in client.events(timeout=args.seconds):
             tally.handle(ev)
         requests.cancel()
         await asyncio.gather(requests, return_exceptions=True)
-        print("closing (1001)")
+        print("closing" if args.in_process else "closing (1001)")
         closing = asyncio.ensure_future(client.close())
         async for ev in client:  # what was queued before CLOSED, then CLOSED
             tally.handle(ev)
         await closing
-        state = client.resume_state()
-        print(f"resume state to persist: run_id {state.run_id}, last event {state.last_event_id}")
+        print_resume_state(args, client.resume_state())
         print_stats(client.stats())
     print(
         f"summary: {tally.received} events, {tally.gaps} gaps, {tally.cuts} cuts survived, "
-        f"{tally.resumes} resumes, {tally.pongs} pongs"
+        f"{tally.resumes} resumes, {tally.pongs} pongs, "
+        f"{tally.answered} of {tally.asked} requests answered"
     )
+    if args.in_process:
+        return 0 if tally.asked > 0 and tally.answered == tally.asked else 1
     return 0 if tally.gaps == 0 and tally.received > 0 else 1
 
 
 def main(argv: List[str]) -> int:
-    if len(argv) < 2:
-        print(f"usage: {argv[0]} URL [seconds] [user] [password]", file=sys.stderr)
+    args = parse_args(argv)
+    if args is None:
         return 2
     setup_logging()
-    seconds = float(argv[2]) if len(argv) > 2 else 10.0
-    user = argv[3] if len(argv) > 3 else "tether"
-    password = argv[4] if len(argv) > 4 else "tether-password"
-    return asyncio.run(run(argv[1], seconds, user, password))
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import ctypes
 import ctypes.util
 import re
 import struct
-from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_size_t
+from ctypes import POINTER, c_bool, c_char, c_char_p, c_double, c_int, c_int32, c_int64, c_size_t
 from ctypes import c_uint8, c_uint16, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, List, Tuple
 
@@ -33,6 +33,7 @@ SCALARS: Dict[str, Any] = {
     "size_t": c_size_t,
     "bool": c_bool,
     "int": c_int,
+    "double": c_double,
     "void": None,
     "tether_event_cb": _ffi.EVENT_CB,
     "tether_destroy_cb": _ffi.DESTROY_CB,

@@ -2,7 +2,8 @@
 
 A ctypes binding of the tether native library. The library keeps the connection alive
 (keepalive pings that acknowledge received events, reconnects with backoff) and resumes it
-after a drop so buffered server events arrive exactly once.
+after a drop so buffered server events arrive exactly once. A gomuks client can also drive
+the gomuks backend bundled into the process (``in_process=(library_path, data_root)``).
 
 >>> import tether
 >>> with tether.Client("http://127.0.0.1:29325", username="me", password="...") as client:
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from ._ffi import ABI_VERSION, LIBRARY_VERSION, LibraryLoadError, library_path
 from ._options import Options, ResumeState
-from .client import Client, PendingRequest
+from .client import Client, PendingRequest, Transfer
 # Every exception class and Status, as listed in errors.__all__ (one list, kept there).
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
@@ -35,6 +36,7 @@ def library_version() -> str:
 __all__ = [
     "Client",
     "PendingRequest",
+    "Transfer",
     "Event",
     "EventKind",
     "ResumeOutcome",

@@ -14,13 +14,14 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_int64, c_size_t, create_string_buffer
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi, _log
-from ._options import ResumeState, _cstr, _ms, build_config, option, parse_protocol
+from ._options import PathArg, ResumeState, _cstr, _ms, build_config, option, parse_protocol
 from .errors import (
     ClientClosedError,
     InvalidArgumentError,
+    InvalidUtf8Error,
     RemoteError,
     Status,
     TetherError,
@@ -40,6 +41,8 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 AT_EXIT_TIMEOUT_S = 2.0
 
 JSONData = Any
+#: Bytes to upload.
+BytesLike = Union[bytes, bytearray, memoryview]
 
 
 def encode_payload(data: JSONData) -> bytes:
@@ -50,6 +53,35 @@ def encode_payload(data: JSONData) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def upload_params(params: JSONData, data: Optional[BytesLike], path: Optional[PathArg]) -> bytes:
+    """The JSON params of ``upload_media``: ``params`` as :func:`encode_payload` takes them,
+    with ``path`` (when given) set as their ``"path"``. Exactly one of ``data`` and a path
+    (``path`` or ``"path"`` in a mapping) says what to upload."""
+    if data is not None and path is not None:
+        raise InvalidArgumentError("upload_media takes data or a path, not both")
+    if path is None:
+        if data is None and isinstance(params, Mapping) and "path" not in params:
+            raise InvalidArgumentError("upload_media needs data or a path")
+        return encode_payload(params)
+    if isinstance(params, (bytes, bytearray, memoryview)):
+        try:
+            params = json.loads(bytes(params))
+        except ValueError as e:
+            raise InvalidUtf8Error(f"upload_media params are not JSON: {e}") from None
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError("upload_media params must be a JSON object (a mapping)")
+    merged = dict(params or {})
+    merged["path"] = os.fspath(path)
+    return encode_payload(merged)
+
+
+def download_params(params: JSONData) -> bytes:
+    """The JSON params of ``download_media``; a ``str`` is the ``mxc://`` URI alone."""
+    if isinstance(params, str):
+        params = {"mxc": params}
+    return encode_payload(params)
 
 
 class Handle:
@@ -173,7 +205,7 @@ class CoreBase:
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         json_loads: Optional[JSONLoads],
@@ -266,6 +298,28 @@ class CoreBase:
             if st == Status.ERR_STATE and (self.closing or self.closed):
                 raise self.closed_error()
             raise exception_for(st, f"request {command!r}: {err}")
+        return rid.value
+
+    def start_media(
+        self, what: str, params: bytes, data: Optional[BytesLike], timeout: Optional[float]
+    ) -> int:
+        """Sends an ``upload_media`` (``data`` ``None``: from the params' path) or a
+        ``download_media`` request (``what``); returns its id. Raises for refused calls
+        (:class:`UnsupportedError` over the websocket)."""
+        self.check_pid()
+        if self.closing or self.closed:
+            raise self.closed_error()
+        ms = 0 if timeout is None else _ms("timeout", timeout)  # 0: the configured timeout
+        rid = c_int64()
+        if what == "upload_media":
+            body = None if data is None else bytes(data)
+            st, err = self.handle.call(_upload, params, body, ms, rid)
+        else:
+            st, err = self.handle.call(_download, params, ms, rid)
+        if st < 0:
+            if st == Status.ERR_STATE and (self.closing or self.closed):
+                raise self.closed_error()
+            raise exception_for(st, f"{what}: {err}")
         return rid.value
 
     def cancel(self, request_id: int) -> None:
@@ -412,6 +466,21 @@ def _request_t(
     return st, (_ffi.last_error() if st < 0 else "")
 
 
+def _upload(
+    ptr: int, params: bytes, body: Optional[bytes], ms: int, rid: c_int64
+) -> Tuple[int, str]:
+    # body b"" is a non-NULL pointer: an empty upload; None is NULL: upload the params' path.
+    st = _ffi.lib.tether_client_upload_media(
+        ptr, params or None, len(params), body, len(body or b""), ms, byref(rid)
+    )
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
+def _download(ptr: int, params: bytes, ms: int, rid: c_int64) -> Tuple[int, str]:
+    st = _ffi.lib.tether_client_download_media(ptr, params or None, len(params), ms, byref(rid))
+    return st, (_ffi.last_error() if st < 0 else "")
+
+
 def _close(ptr: int) -> Tuple[int, str]:
     st = _ffi.lib.tether_client_close(ptr)
     return st, (_ffi.last_error() if st < 0 else "")
@@ -471,17 +540,20 @@ class ClientState:
         timeouts still run); after unpausing, the events missed meanwhile arrive exactly once.
 
         :raises StateError: the client is closed.
+        :raises UnsupportedError: an in-process client (there is no connection).
         """
         self._core.command(_ffi.lib.tether_client_pause, "pause")
 
     def unpause(self) -> None:
-        """Ends a pause: connects at once and resumes where the paused connection stopped."""
+        """Ends a pause: connects at once and resumes where the paused connection stopped.
+        In-process clients: :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_unpause, "unpause")
 
     def reconnect_now(self) -> None:
         """The cue for a network change or the app coming back to the foreground: while
         waiting to reconnect, connects now; while connected, probes the link and reconnects at
-        once if nothing arrives within ``pong_timeout``. Never opens a second connection."""
+        once if nothing arrives within ``pong_timeout``. Never opens a second connection.
+        In-process clients: :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_reconnect_now, "reconnect_now")
 
     def auth_token(self) -> Optional[str]:

@@ -23,6 +23,7 @@ from ctypes import (
     c_bool,
     c_char,
     c_char_p,
+    c_double,
     c_int,
     c_int32,
     c_int64,
@@ -142,6 +143,14 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         _status,
         [_p, c_char_p, c_char_p, c_size_t, c_uint32, POINTER(c_int64)],
     ),
+    "tether_client_upload_media": (
+        _status,
+        [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, POINTER(c_int64)],
+    ),
+    "tether_client_download_media": (
+        _status,
+        [_p, c_char_p, c_size_t, c_uint32, POINTER(c_int64)],
+    ),
     "tether_client_cancel": (_status, [_p, c_int64]),
     "tether_client_send_packet": (_status, [_p, c_char_p, c_size_t]),
     "tether_client_poll": (_status, [_p, c_int32, _pp]),
@@ -183,6 +192,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_set_use_os_trust": (_status, [_p, c_bool]),
     "tether_config_set_allow_insecure_credentials": (_status, [_p, c_bool]),
     "tether_config_set_proxy": (_status, [_p, c_char_p]),
+    "tether_config_set_in_process": (_status, [_p, c_char_p, c_char_p]),
     "tether_config_free": (None, [_p]),
     # event
     "tether_event_kind": (c_uint32, [_p]),
@@ -198,6 +208,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_event_resume_attempted": (c_bool, [_p]),
     "tether_event_attempt": (c_uint32, [_p]),
     "tether_event_resume_outcome": (c_uint32, [_p]),
+    "tether_event_progress": (c_double, [_p]),
     "tether_event_free": (None, [_p]),
     # misc
     "tether_status_str": (c_char_p, [_status]),

@@ -7,6 +7,7 @@ them to a native config."""
 # types are read at run time from Options.__annotations__.
 
 import difflib
+import os
 import sys
 from typing import (
     Any,
@@ -39,6 +40,8 @@ class ResumeState(NamedTuple):
 
 
 Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+#: A file system path: ``str`` or ``os.PathLike`` (``pathlib.Path``).
+PathArg = Union[str, "os.PathLike[str]"]
 
 #: What an option turns into: the argument tuples of its setter's calls after the config
 #: (none: the library's default stays; several: one call each, as for headers). Given the
@@ -163,6 +166,19 @@ def _client_cert(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
     return [(cert_pem, cert_len, key_pem, key_len)]
 
 
+def _in_process(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if v is None:
+        return []
+    if isinstance(v, (str, bytes, os.PathLike)):
+        raise TypeError("in_process must be a (library path, data root) pair, not one path")
+    try:
+        library, root = v
+    except (TypeError, ValueError):
+        raise TypeError("in_process must be a (library path, data root) pair") from None
+    return [(_cstr("in_process library", os.fspath(library)),
+             _cstr("in_process data root", os.fspath(root)))]
+
+
 class Options(TypedDict, total=False):
     """The connection options that :class:`tether.Client` and
     :class:`tether.aio.AsyncClient` take as keyword arguments (all optional). A dict of
@@ -173,6 +189,22 @@ class Options(TypedDict, total=False):
         Option("gomuks", "tether_config_set_protocol", lambda v, _: [(parse_protocol(v),)]),
     ]
     """``"gomuks"`` (JSON RPC, the default) or ``"rwws"`` (binary packets)."""
+
+    in_process: Annotated[
+        Optional[Tuple[PathArg, PathArg]],
+        Option(None, "tether_config_set_in_process", _in_process),
+    ]
+    """gomuks: ``(library_path, data_root)`` to drive the gomuks backend bundled into this
+    process instead of a websocket: ``library_path`` names ``libgomuksffi`` (gomuks
+    ``pkg/ffi``, loaded when the client connects and never unloaded), ``data_root`` the
+    backend's directory (config, database, cache, logs; created if missing). No URL is needed
+    then (one given is ignored), and compression, pings, acks, resume, proxies, TLS settings
+    and credentials do not apply. One in-process backend runs per process, and its data root
+    is locked while the client runs: a second client raises :class:`tether.InUseError`. A
+    failed start ends the client with :class:`tether.BackendStartError` (or its
+    ``BackendDatabaseError``/``BackendAccountError``). ``pause``/``unpause``/
+    ``reconnect_now`` raise :class:`tether.UnsupportedError`; media uploads and downloads
+    (``upload_media``, ``download_media``) work only here."""
 
     token: Annotated[Optional[str], Option(None, "tether_config_set_token", _text("token"))]
     """gomuks: the ``gomuks_auth`` cookie token; rwws: the base64 access key."""
@@ -317,14 +349,17 @@ def check_options(owner: str, options: Mapping[str, Any]) -> None:
             raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")
 
 
-def build_config(url: str, **options: Any) -> int:
-    """Builds a ``tether_config`` (caller frees it) from keyword :class:`Options`."""
+def build_config(url: Optional[str], **options: Any) -> int:
+    """Builds a ``tether_config`` (caller frees it) from keyword :class:`Options`; ``url``
+    ``None`` sets none (an in-process client needs none; a websocket client is refused
+    by ``tether_client_new``)."""
     check_options("build_config", options)
     lib = _ffi.lib
     check = _ffi.check
     cfg = _ffi.new_handle(lib.tether_config_new)
     try:
-        check(lib.tether_config_set_url(cfg, _cstr("url", url)), "url")
+        if url is not None:
+            check(lib.tether_config_set_url(cfg, _cstr("url", url)), "url")
         for name, opt in OPTIONS.items():
             if opt.setter is None:
                 continue

@@ -9,24 +9,41 @@ event, and no polling loop: the loop sleeps until the library has something.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Deque,
+    Dict,
+    Generator,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from . import _ffi
 from ._base import (
     AT_EXIT_TIMEOUT_S,
     REQUEST_GRACE_S,
+    BytesLike,
     ClientState,
     CoreBase,
     JSONData,
     _strong,
+    download_params,
     log,
     response_result,
+    upload_params,
 )
-from ._options import Options, check_options
+from ._options import Options, PathArg, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -39,16 +56,138 @@ if TYPE_CHECKING:
     # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
     from typing_extensions import Unpack
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "AsyncTransfer"]
 
 #: Batches taken per wake-up before yielding back to the loop (fairness under a flood).
 _MAX_BATCHES_PER_WAKEUP = 8
+_TRANSFER_KINDS = (EventKind.PROGRESS, EventKind.CHUNK)
+
+
+class AsyncTransfer:
+    """A media upload or download in flight (from :meth:`AsyncClient.upload_media` or
+    :meth:`AsyncClient.download_media`). ``async for`` over it yields the progress reports
+    (upload: floats from 0 to 100) or the chunks (download: ``bytes``, in order) and ends once
+    all were read and the reply arrived; awaiting it (``await transfer``) gives the reply's
+    data (upload: the ``m.room.message`` content to send; download: the cached file's row and
+    path) or raises.
+
+    Reports not read yet are held in memory; awaiting the result stops the stream (what was
+    not read is dropped) without ending the request. Cancelling the task that iterates or
+    awaits it cancels the request, as for :meth:`AsyncClient.request`; so does passing the
+    request's timeout plus a grace period (``RequestTimeoutError``).
+    """
+
+    __slots__ = ("id", "what", "_core", "_fut", "_items", "_wake", "_streaming", "_deadline")
+
+    def __init__(
+        self,
+        core: "_AsyncCore",
+        request_id: int,
+        what: str,
+        fut: "asyncio.Future[Event]",
+        deadline: float,
+    ) -> None:
+        #: The library's id of the request.
+        self.id: int = request_id
+        #: ``"upload_media"`` or ``"download_media"``.
+        self.what: str = what
+        self._core = core
+        self._fut = fut
+        self._items: Deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._streaming = True
+        self._deadline = deadline  # loop.time()
+        fut.add_done_callback(self._on_reply)
+
+    def _push(self, ev: Event) -> None:
+        if self._streaming:
+            self._items.append(ev)
+            self._wake.set()
+
+    def _on_reply(self, _: "asyncio.Future[Event]") -> None:
+        self._core.transfers.pop(self.id, None)
+        self._wake.set()
+
+    def done(self) -> bool:
+        """Whether the reply (of any kind) has arrived."""
+        return self._fut.done()
+
+    def cancel(self) -> bool:
+        """Asks the library to cancel the request; ``False`` if the reply had arrived. The
+        reply then arrives as ``RequestCancelledError``, unless the backend's won the race."""
+        if self._fut.done():
+            return False
+        try:
+            self._core.cancel(self.id)
+        except ClientClosedError:
+            return False
+        return True
+
+    def __aiter__(self) -> "AsyncTransfer":
+        return self
+
+    async def __anext__(self) -> Any:
+        ev = await self._core.next_item(self)
+        if ev is None:
+            raise StopAsyncIteration
+        return ev.raw if ev.kind == EventKind.CHUNK else ev.progress
+
+    async def result(self) -> JSONData:
+        """Stops the stream (unread reports are dropped) and returns the reply's data.
+
+        :raises RemoteError: the backend refused or failed it (``.message``).
+        :raises RequestTimeoutError: no reply in time (the request is cancelled).
+        :raises UnsupportedError: a download from a backend library without streaming
+            download.
+        :raises ClientClosedError: the client was closed first.
+        """
+        self._streaming = False
+        self._items.clear()
+        core = self._core
+        left = max(0.0, self._deadline - core.loop.time())
+        try:
+            # shield: a timeout here must not cancel the future the delivery resolves.
+            ev = await asyncio.wait_for(asyncio.shield(self._fut), left)
+        except asyncio.TimeoutError:
+            core._cancel_quietly(self.id)
+            raise RequestTimeoutError(
+                f"{self.what}: no reply in time", request_id=self.id
+            ) from None
+        except asyncio.CancelledError:
+            if not self._fut.done():
+                core._cancel_quietly(self.id)
+            raise
+        return response_result(ev)
+
+    def __await__(self) -> Generator[Any, None, JSONData]:
+        return self.result().__await__()
+
+    def __repr__(self) -> str:
+        return f"<AsyncTransfer {self.what} {self.id} {'done' if self.done() else 'pending'}>"
+
+
+async def _run_transfer(t: AsyncTransfer, each: Optional[Callable[[Any], Any]]) -> JSONData:
+    """Reads ``t`` to its end, calling ``each`` (awaiting what it returns, if awaitable) with
+    every report; returns its result. Anything raised meanwhile cancels the request."""
+    try:
+        async for item in t:
+            if each is not None:
+                r = each(item)
+                if inspect.isawaitable(r):
+                    await r
+    except BaseException:
+        try:
+            t.cancel()
+        except TetherError:  # closed meanwhile: what was raised matters, not this
+            pass
+        raise
+    return await t.result()
 
 
 class _AsyncCore(CoreBase):
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
@@ -61,6 +200,7 @@ class _AsyncCore(CoreBase):
         self.reader = BatchReader(batch_size, self.event_cls)
         self.batch_size = batch_size
         self.pending: Dict[int, "asyncio.Future[Event]"] = {}
+        self.transfers: Dict[int, AsyncTransfer] = {}
         self.queue: "asyncio.Queue[Optional[Event]]" = asyncio.Queue()
         self.ended = False  # CLOSED taken by a consumer (or delivery failed)
         self.closed_flag = asyncio.Event()
@@ -136,6 +276,13 @@ class _AsyncCore(CoreBase):
                 if fut is not None and not fut.done():
                     fut.set_result(ev)
                 continue
+            if ev.kind in _TRANSFER_KINDS:
+                # Always a Transfer's (registered before the loop could deliver anything),
+                # and none follows its RESPONSE.
+                t = self.transfers.get(ev.request_id)
+                if t is not None:
+                    t._push(ev)
+                continue
             self.note(ev)
             self.queue.put_nowait(ev)
             if ev.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED):
@@ -201,6 +348,42 @@ class _AsyncCore(CoreBase):
             self._cancel_quietly(rid)
             raise
         return response_result(ev)
+
+    def start_transfer(
+        self, what: str, params: bytes, data: Optional[BytesLike], timeout: Optional[float]
+    ) -> AsyncTransfer:
+        # Loop thread, no await until registered: nothing is delivered in between.
+        rid = self.start_media(what, params, data, timeout)
+        fut: "asyncio.Future[Event]" = self.loop.create_future()
+        bound = (timeout if timeout is not None else self.request_timeout) + REQUEST_GRACE_S
+        t = AsyncTransfer(self, rid, what, fut, self.loop.time() + bound)
+        if self.closed or (self.fatal is not None and not self.watching):
+            fut.set_result(Event(EventKind.RESPONSE, rid, Status.ERR_CLIENT_CLOSED, "", b""))
+        else:
+            self.pending[rid] = fut
+            self.transfers[rid] = t
+        return t
+
+    async def next_item(self, t: AsyncTransfer) -> Optional[Event]:
+        """The next report of ``t``; ``None`` once its reply arrived and every report was
+        taken. Past ``t``'s deadline, or when the awaiting task is cancelled: cancels it."""
+        while True:
+            if t._items:
+                return t._items.popleft()
+            if t._fut.done():
+                return None
+            left = t._deadline - self.loop.time()
+            if left <= 0:
+                self._cancel_quietly(t.id)
+                raise RequestTimeoutError(f"{t.what}: no reply in time", request_id=t.id)
+            t._wake.clear()
+            try:
+                await asyncio.wait_for(t._wake.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                self._cancel_quietly(t.id)
+                raise
 
     def _cancel_quietly(self, rid: int) -> None:
         try:
@@ -291,7 +474,8 @@ class AsyncClient(ClientState):
     Create it inside a running event loop (it registers the library's event descriptor with
     ``loop.add_reader``); the connection starts at once. Use ``async with``, or ``await
     client.close()``. Takes the connection options of :class:`tether.Options` and the
-    parameters of :class:`tether.Client` except ``on_event``.
+    parameters of :class:`tether.Client` except ``on_event``; like it, no ``url`` with
+    ``in_process=(library_path, data_root)`` (the gomuks backend bundled into the process).
 
     >>> async with AsyncClient(url, username="me", password="...") as client:
     ...     print(await client.request("echo", {"x": 1}))
@@ -307,7 +491,7 @@ class AsyncClient(ClientState):
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str] = None,
         *,
         event_queue_size: int = 10000,
         batch_size: int = 256,
@@ -355,6 +539,81 @@ class AsyncClient(ClientState):
     def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
         """rwws: sends one Settings packet with ``(id, value)`` pairs."""
         self._core.send_settings(settings)
+
+    # -- media (in-process) ------------------------------------------------------------------
+
+    def upload_media(
+        self,
+        params: JSONData = None,
+        data: Optional[BytesLike] = None,
+        *,
+        path: Optional[PathArg] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncTransfer:
+        """In-process: starts gomuks's ``upload_media`` of ``data`` (bytes, copied before
+        this returns) or of the file at ``path``, and returns its :class:`AsyncTransfer`
+        at once: ``async for percent in transfer`` for the progress, ``await transfer`` for
+        the ``m.room.message`` content to send. Parameters as :meth:`tether.Client.upload_media`.
+
+        :raises UnsupportedError: a websocket client (use the backend's HTTP upload).
+        :raises InvalidArgumentError: both or neither of ``data`` and a path.
+        """
+        payload = upload_params(params, data, path)
+        return self._core.start_transfer("upload_media", payload, data, timeout)
+
+    async def upload(
+        self,
+        params: JSONData = None,
+        data: Optional[BytesLike] = None,
+        *,
+        path: Optional[PathArg] = None,
+        timeout: Optional[float] = None,
+        on_progress: Optional[Callable[[float], Any]] = None,
+    ) -> JSONData:
+        """In-process: :meth:`upload_media`, calling ``on_progress(percent)`` for each report
+        (awaited if it returns an awaitable); returns the ``m.room.message`` content to send.
+        An exception from ``on_progress``, or cancelling the task, cancels the upload.
+
+        :raises RemoteError: the backend refused or failed the upload.
+        :raises RequestTimeoutError: no reply in time.
+        :raises UnsupportedError: a websocket client.
+        """
+        return await _run_transfer(
+            self.upload_media(params, data, path=path, timeout=timeout), on_progress
+        )
+
+    def download_media(
+        self, params: JSONData, *, timeout: Optional[float] = None
+    ) -> AsyncTransfer:
+        """In-process: starts gomuks's ``download_media`` (its JSON object, or the
+        ``mxc://`` URI alone as a ``str``) and returns its :class:`AsyncTransfer` at once:
+        ``async for chunk in transfer`` for the file's bytes, ``await transfer`` for the
+        cached file's row and path.
+
+        :raises UnsupportedError: a websocket client; as the result, a backend library
+            without streaming download (gomuks v0.2607.0).
+        """
+        return self._core.start_transfer("download_media", download_params(params), None, timeout)
+
+    async def download(
+        self, params: JSONData, into: Any, *, timeout: Optional[float] = None
+    ) -> JSONData:
+        """In-process: :meth:`download_media`, writing each chunk, in order, to ``into``: a
+        file-like object (its ``write`` is awaited when it returns an awaitable, as
+        ``aiofiles``' does) or a callable taking ``bytes`` (sync or async). Returns the
+        reply (the cached file's row and path). An exception from ``into``, or cancelling the
+        task, cancels the download.
+
+        :raises RemoteError: the backend failed the download.
+        :raises UnsupportedError: a websocket client, or a backend library without
+            streaming download.
+        """
+        write = getattr(into, "write", None)
+        if write is None:
+            if not callable(into):
+                raise TypeError("into must be a file-like object or a callable")
+            write = into
+        return await _run_transfer(self.download_media(params, timeout=timeout), write)
 
     async def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next event (never a RESPONSE), waiting up to ``timeout`` seconds. ``None`` on

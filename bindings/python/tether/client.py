@@ -11,6 +11,7 @@ from collections import deque
 from typing import (
     TYPE_CHECKING,
     Any,
+    BinaryIO,
     Callable,
     Deque,
     Dict,
@@ -20,19 +21,23 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Union,
 )
 
 from . import _base, _ffi
 from ._base import (
     REQUEST_GRACE_S,
+    BytesLike,
     ClientState,
     CoreBase,
     JSONData,
     _strong,
+    download_params,
     log,
     response_result,
+    upload_params,
 )
-from ._options import Options, check_options
+from ._options import Options, PathArg, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -47,9 +52,12 @@ if TYPE_CHECKING:
     # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
     from typing_extensions import Unpack
 
-__all__ = ["Client", "PendingRequest"]
+__all__ = ["Client", "PendingRequest", "Transfer"]
 
 EventCallback = Callable[[Event], Any]
+#: Where :meth:`Client.download` puts the chunks: a binary file-like object (its ``write``
+#: is called) or a callable taking each chunk's bytes.
+ChunkSink = Union[BinaryIO, Callable[[bytes], Any]]
 
 
 class PendingRequest:
@@ -113,7 +121,95 @@ class PendingRequest:
         return f"<PendingRequest {self.id} {'done' if self.done() else 'pending'}>"
 
 
+class Transfer(PendingRequest):
+    """A media upload or download in flight (from :meth:`Client.upload_media` or
+    :meth:`Client.download_media`): a :class:`PendingRequest` whose progress reports
+    (upload: floats from 0 to 100) or chunks (download: ``bytes``, in order) are read by
+    iterating it, on the iterating thread; the iteration ends once all have been read and the
+    reply arrived. ``result()`` then gives the reply's data (upload: the ``m.room.message``
+    content to send; download: the cached file's row and path) or raises.
+
+    Reports not read yet are held in memory (the library does not hold the backend back
+    either). Leaving the loop early (``break``, an exception) or calling ``result()`` stops
+    the stream: what was not read is dropped, and the request goes on to its reply (call
+    :meth:`cancel` to give up on it). Past the request's timeout (plus a grace period, as
+    :meth:`Client.request`) the iteration cancels it and raises ``RequestTimeoutError``.
+    """
+
+    __slots__ = ("what", "_items", "_streaming", "_deadline")
+
+    def __init__(self, core: "_SyncCore", request_id: int, what: str, deadline: float) -> None:
+        super().__init__(core, request_id)
+        #: ``"upload_media"`` or ``"download_media"``.
+        self.what: str = what
+        self._items: Deque[Event] = deque()
+        self._streaming = True
+        self._deadline = deadline
+
+    def _push(self, ev: Event) -> None:
+        """Delivery thread, under the core's lock: one PROGRESS or CHUNK of this request."""
+        if self._streaming:
+            self._items.append(ev)
+
+    def _resolve(self, ev: Event) -> None:
+        super()._resolve(ev)
+        with self._core.cond:
+            self._core.cond.notify_all()  # an iterating thread waits on the core's condition
+
+    def _stop(self) -> None:
+        # No lock: this runs when a generator is collected, which may happen on the delivery
+        # thread while it holds the lock. A report pushed in between stays until the
+        # Transfer goes; nothing reads it.
+        self._streaming = False
+        self._items.clear()
+
+    def __iter__(self) -> Iterator[Any]:
+        """Progress (upload, ``float``) or chunks (download, ``bytes``) in order, until the
+        reply arrived.
+
+        :raises RequestTimeoutError: no reply within the request's timeout and a grace period
+            (the request is cancelled).
+        :raises StateError: inside ``on_event`` (the reports are delivered on that thread).
+        """
+        core = self._core
+        core.check_can_wait(self.what)
+        try:
+            while True:
+                ev = core.next_item(self)
+                if ev is None:
+                    return
+                yield ev.raw if ev.kind == EventKind.CHUNK else ev.progress
+        finally:
+            self._stop()
+
+    def result(self, timeout: Optional[float] = None) -> JSONData:
+        """Stops the stream (unread reports are dropped), then as
+        :meth:`PendingRequest.result`."""
+        self._stop()
+        return super().result(timeout)
+
+    def __repr__(self) -> str:
+        return f"<Transfer {self.what} {self.id} {'done' if self.done() else 'pending'}>"
+
+
+def _run_transfer(t: Transfer, each: Optional[Callable[[Any], Any]]) -> JSONData:
+    """Reads ``t`` to its end on this thread, calling ``each`` with every report; returns its
+    result. Anything raised meanwhile (by ``each``, an interrupt) cancels the request."""
+    try:
+        for item in t:
+            if each is not None:
+                each(item)
+    except BaseException:
+        try:
+            t.cancel()
+        except TetherError:  # closed meanwhile: what was raised matters, not this
+            pass
+        raise
+    return t.result(0)
+
+
 _STATE_KINDS = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED)
+_TRANSFER_KINDS = (EventKind.PROGRESS, EventKind.CHUNK)
 
 _registry: Dict[int, "_SyncCore"] = {}
 _registry_ids = itertools.count(1)
@@ -151,7 +247,7 @@ _DESTROY_THUNK = _ffi.DESTROY_CB(_on_destroy_c)
 class _SyncCore(CoreBase):
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         options: Mapping[str, object],
         event_queue_size: int,
         batch_size: int,
@@ -281,10 +377,21 @@ class _SyncCore(CoreBase):
     def deliver(self, events: Sequence[Event]) -> None:
         ready: List[Event] = []
         state_changed = False
+        streamed = False
         for ev in events:
             kind = ev.kind
             if kind == EventKind.RESPONSE:
                 self.resolve(ev)
+                continue
+            if kind in _TRANSFER_KINDS:
+                # Media requests are Transfers, registered under the lock before any of their
+                # reports can be routed (start_transfer), and the library sends none after
+                # the RESPONSE: one without its Transfer was stopped, or is not ours.
+                with self.lock:
+                    t = self.pending.get(ev.request_id)
+                    if isinstance(t, Transfer):
+                        t._push(ev)
+                streamed = True
                 continue
             if kind in _STATE_KINDS:
                 self.note(ev)
@@ -296,9 +403,10 @@ class _SyncCore(CoreBase):
                     log.exception("tether: on_event raised")
             else:
                 ready.append(ev)
-        if not ready and not state_changed:
+        if not ready and not state_changed and not streamed:
             return
-        # One lock and one notify per batch: the consumer's wake-up is the dear part.
+        # One lock and one notify per batch: the consumer's wake-up is the dear part (this
+        # also wakes a thread iterating a Transfer).
         with self.cond:
             self.queue.extend(ready)
             if ready and ready[-1].kind == EventKind.CLOSED:
@@ -351,6 +459,53 @@ class _SyncCore(CoreBase):
         if early is not None:
             p._resolve(early)
         return p
+
+    def start_transfer(
+        self, what: str, params: bytes, data: Optional[BytesLike], timeout: Optional[float]
+    ) -> Transfer:
+        bound = (timeout if timeout is not None else self.request_timeout) + REQUEST_GRACE_S
+        deadline = time.monotonic() + bound
+        early: Optional[Event] = None
+        # The lock spans the call and the registration, so the delivery thread (which takes
+        # it to route a report) finds the Transfer for the first progress report or chunk.
+        # The call only hands the request to the library's runtime: it does not wait.
+        body = None if data is None else bytes(data)  # a copy (if any) outside the lock
+        with self.lock:
+            rid = self.start_media(what, params, body, timeout)
+            t = Transfer(self, rid, what, deadline)
+            early = self.orphans.pop(rid, None)
+            if early is None:
+                if self.ended or self.replies_ended:
+                    early = Event(EventKind.RESPONSE, rid, Status.ERR_CLIENT_CLOSED, "", b"")
+                else:
+                    self.pending[rid] = t
+        if early is not None:
+            t._resolve(early)
+        return t
+
+    def check_can_wait(self, what: str) -> None:
+        if self.on_event is not None and self.on_delivery_thread():
+            raise StateError(
+                f"waiting for {what} inside on_event would wait forever (its reports and reply "
+                "are delivered on this thread)",
+                Status.ERR_STATE,
+            )
+
+    def next_item(self, t: Transfer) -> Optional[Event]:
+        """The next report of ``t``, waiting for it; ``None`` once its reply arrived and
+        every report was taken. Past ``t``'s deadline: cancels it and raises."""
+        with self.cond:
+            while True:
+                if t._items:
+                    return t._items.popleft()
+                if t._done.is_set():
+                    return None
+                left = t._deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+        t.cancel()
+        raise RequestTimeoutError(f"{t.what}: no reply in time", request_id=t.id)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -489,7 +644,9 @@ class Client(ClientState):
     GIL released. Use it as a context manager, or call :meth:`close`.
 
     :param url: ``http(s)://host:port`` (the backend's base; the dialect's paths are derived)
-        or the websocket endpoint ``ws(s)://...``.
+        or the websocket endpoint ``ws(s)://...``; ``None`` (or left out) with the
+        ``in_process`` option, which drives the gomuks backend bundled into this process
+        instead (``Client(in_process=(library_path, data_root))``).
     :param options: the connection options of :class:`tether.Options` (``protocol``,
         ``token``, ``username``/``password``, ``ping_interval``, ``resume``, ``headers``,
         ...), each with its default and documentation there.
@@ -512,7 +669,7 @@ class Client(ClientState):
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str] = None,
         *,
         on_event: Optional[EventCallback] = None,
         event_queue_size: int = 10000,
@@ -582,6 +739,91 @@ class Client(ClientState):
     def cancel(self, request_id: int) -> None:
         """Cancels request ``request_id`` (its reply arrives as ``RequestCancelledError``)."""
         self._core.cancel(request_id)
+
+    # -- media (in-process) ------------------------------------------------------------------
+
+    def upload_media(
+        self,
+        params: JSONData = None,
+        data: Optional[BytesLike] = None,
+        *,
+        path: Optional[PathArg] = None,
+        timeout: Optional[float] = None,
+    ) -> Transfer:
+        """In-process: starts gomuks's ``upload_media`` of ``data`` (bytes, copied before this
+        returns) or of the file at ``path``; returns its :class:`Transfer` without waiting
+        (its ``id`` is the request id). Iterate it for the progress (floats from 0 to 100),
+        then ``result()`` is the ``m.room.message`` content to send. :meth:`upload` does both.
+
+        ``params`` is the command's JSON object (``filename``, ``encrypt``,
+        ``voice_message``, resize options, ...) as :meth:`request` takes data; ``path`` is
+        set as its ``"path"``. ``timeout`` (seconds) overrides the request timeout and
+        covers the whole upload.
+
+        :raises UnsupportedError: a websocket client (use the backend's HTTP upload).
+        :raises InvalidArgumentError: both or neither of ``data`` and a path.
+        :raises ClientClosedError: the client is closed.
+        """
+        payload = upload_params(params, data, path)
+        return self._core.start_transfer("upload_media", payload, data, timeout)
+
+    def upload(
+        self,
+        params: JSONData = None,
+        data: Optional[BytesLike] = None,
+        *,
+        path: Optional[PathArg] = None,
+        timeout: Optional[float] = None,
+        on_progress: Optional[Callable[[float], Any]] = None,
+    ) -> JSONData:
+        """In-process: :meth:`upload_media`, then blocks until its reply, calling
+        ``on_progress(percent)`` on this thread for each progress report; returns the
+        ``m.room.message`` content to send. An exception from ``on_progress`` (or an
+        interrupt) cancels the upload and propagates.
+
+        :raises RemoteError: the backend refused or failed the upload (``.message``).
+        :raises RequestTimeoutError: no reply in time.
+        :raises UnsupportedError: a websocket client.
+        :raises StateError: inside ``on_event`` (use :meth:`upload_media` there).
+        """
+        self._core.check_can_wait("upload_media")
+        t = self.upload_media(params, data, path=path, timeout=timeout)
+        return _run_transfer(t, on_progress)
+
+    def download_media(self, params: JSONData, *, timeout: Optional[float] = None) -> Transfer:
+        """In-process: starts gomuks's ``download_media`` (``params``: its JSON object,
+        ``{"mxc": "mxc://…", "encrypted": …}``, or the ``mxc://`` URI alone as a ``str``);
+        returns its :class:`Transfer` without waiting. Iterate it for the file's bytes, in
+        chunks (uncached, unencrypted media); ``result()`` is the cached file's row and path.
+        :meth:`download` does both.
+
+        :raises UnsupportedError: a websocket client; as the result, a backend library
+            without streaming download (gomuks v0.2607.0).
+        :raises ClientClosedError: the client is closed.
+        """
+        return self._core.start_transfer("download_media", download_params(params), None, timeout)
+
+    def download(
+        self, params: JSONData, into: ChunkSink, *, timeout: Optional[float] = None
+    ) -> JSONData:
+        """In-process: :meth:`download_media`, writing each chunk, in order, to ``into`` (a
+        binary file-like object, or a callable taking ``bytes``) on this thread as it
+        arrives; returns the reply (the cached file's row and path). An exception from
+        ``into`` (or an interrupt) cancels the download and propagates.
+
+        :raises RemoteError: the backend failed the download (``.message``).
+        :raises UnsupportedError: a websocket client, or a backend library without
+            streaming download.
+        :raises StateError: inside ``on_event`` (use :meth:`download_media` there).
+        """
+        write = getattr(into, "write", None)
+        if write is None:
+            if not callable(into):
+                raise TypeError("into must be a binary file-like object or a callable")
+            write = into
+        self._core.check_can_wait("download_media")
+        t = self.download_media(params, timeout=timeout)
+        return _run_transfer(t, write)
 
     def send_packet(self, packet: bytes) -> None:
         """rwws: sends one raw packet (queued while disconnected)."""

@@ -7,9 +7,9 @@ whole family:
 * :class:`RequestError` -- the outcome of one request (remote error, timeout, cancel,
   disconnect, client closed);
 * :class:`ConnectionFailedError` -- why a connection ended (connect, TLS, auth, HTTP,
-  receive timeout, close frame, protocol violations);
+  receive timeout, close frame, protocol violations; in-process, the backend's start);
 * :class:`UsageError` -- a call the library refused (bad argument, wrong state or mode,
-  configuration);
+  configuration, a call that does not apply to the transport, a data root in use);
 * :class:`PanicError` and :class:`ForkedError` -- the library cannot be used any more (in
   this client, or in this process).
 
@@ -33,6 +33,8 @@ __all__ = [
     "WrongModeError",
     "ConfigError",
     "BufferTooSmallError",
+    "UnsupportedError",
+    "InUseError",
     "PanicError",
     "ForkedError",
     "RequestError",
@@ -57,6 +59,9 @@ __all__ = [
     "JsonError",
     "MessageTooLargeError",
     "VersionMismatchError",
+    "BackendStartError",
+    "BackendDatabaseError",
+    "BackendAccountError",
     "LibraryError",
     "exception_for",
 ]
@@ -77,6 +82,8 @@ class Status(enum.IntEnum):
     ERR_FORKED = -7
     ERR_CONFIG = -8
     ERR_BUFFER_TOO_SMALL = -9
+    ERR_UNSUPPORTED = -10
+    ERR_IN_USE = -11
     ERR_REMOTE = -20
     ERR_REQUEST_TIMEOUT = -21
     ERR_CANCELLED = -22
@@ -96,6 +103,9 @@ class Status(enum.IntEnum):
     ERR_MESSAGE_TOO_LARGE = -43
     ERR_VERSION_MISMATCH = -50
     ERR_KEY_REVOKED = -51
+    ERR_BACKEND_DATABASE = -60
+    ERR_BACKEND_ACCOUNT = -61
+    ERR_BACKEND_START = -62
 
 
 class TetherError(Exception):
@@ -176,6 +186,22 @@ class BufferTooSmallError(UsageError):
     """``TETHER_ERR_BUFFER_TOO_SMALL``: an output buffer was too small."""
 
     STATUS = Status.ERR_BUFFER_TOO_SMALL
+
+
+class UnsupportedError(UsageError):
+    """``TETHER_ERR_UNSUPPORTED``: the call does not apply to this client's transport or
+    protocol: ``pause``/``unpause``/``reconnect_now`` in-process, media uploads and
+    downloads over the websocket, or (as a download's outcome) a backend library without
+    streaming download."""
+
+    STATUS = Status.ERR_UNSUPPORTED
+
+
+class InUseError(UsageError):
+    """``TETHER_ERR_IN_USE``: the in-process backend's data root is used by another client
+    (in this process or another), or another in-process backend runs in this process."""
+
+    STATUS = Status.ERR_IN_USE
 
 
 class PanicError(TetherError):
@@ -334,6 +360,28 @@ class VersionMismatchError(ProtocolError):
     """``TETHER_ERR_VERSION_MISMATCH``: rwws protocol version mismatch (close 3002)."""
 
     STATUS = Status.ERR_VERSION_MISMATCH
+
+
+class BackendStartError(ConnectionFailedError):
+    """``TETHER_ERR_BACKEND_START``: the in-process backend failed to start (``GomuksStart``
+    returned 12, or another non-zero code), e.g. a logged-in account whose homeserver is
+    unreachable. Final: the client ends (DISCONNECTED with no retry, then CLOSED)."""
+
+    STATUS = Status.ERR_BACKEND_START
+
+
+class BackendDatabaseError(BackendStartError):
+    """``TETHER_ERR_BACKEND_DATABASE``: the in-process backend could not open its database
+    (``GomuksStart`` returned 10)."""
+
+    STATUS = Status.ERR_BACKEND_DATABASE
+
+
+class BackendAccountError(BackendStartError):
+    """``TETHER_ERR_BACKEND_ACCOUNT``: the in-process backend could not look up its account
+    (``GomuksStart`` returned 11)."""
+
+    STATUS = Status.ERR_BACKEND_ACCOUNT
 
 
 def _classes() -> Dict[int, Type[TetherError]]:

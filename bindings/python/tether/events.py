@@ -45,6 +45,14 @@ class EventKind(enum.IntEnum):
     """gomuks: a new token replaced the one the client held (renewed before expiry or after a
     401, or a new login); read it with ``auth_token()`` and persist it. Carries no secret. The
     first token of a password login is not announced."""
+    PROGRESS = 11
+    """In-process: progress of the media upload ``request_id``, ``progress`` from 0 to 100
+    (``raw`` holds the same number as JSON). The clients hand these to the upload's
+    :class:`~tether.Transfer` (``Client.upload_media``), not to ``events()``."""
+    CHUNK = 12
+    """In-process: the next bytes of the media download ``request_id`` (``raw``), in order,
+    before its RESPONSE. The clients hand these to the download's :class:`~tether.Transfer`
+    (``Client.download_media``), not to ``events()``."""
 
 
 class ResumeOutcome(enum.IntEnum):
@@ -65,6 +73,7 @@ _OUTCOMES = {int(o): o for o in ResumeOutcome}
 
 
 _KINDS = {int(k): k for k in EventKind}
+_JSON_KINDS = (EventKind.MESSAGE, EventKind.RESPONSE, EventKind.PROGRESS)
 _UNSET: Any = object()
 # Command names repeat; decode each distinct one once.
 _COMMANDS: Dict[bytes, str] = {}
@@ -105,14 +114,16 @@ class Event:
 
     kind: EventKind
     #: RESPONSE: the request's id; PONG: the ping's id; MESSAGE: the server's event id
-    #: (negative for buffered events, 0 otherwise).
+    #: (negative for buffered events, 0 otherwise); PROGRESS, CHUNK: the upload's or
+    #: download's request id.
     request_id: int
     #: RESPONSE: the outcome; DISCONNECTED: why the connection ended; else ``Status.OK``.
     status: int
     #: MESSAGE: the gomuks command name (``sync_complete``, ``init_complete``, ...).
     command: str
     #: The payload exactly as received: JSON for MESSAGE and RESPONSE, the packet for PACKET,
-    #: the close reason or error text for DISCONNECTED.
+    #: the close reason or error text for DISCONNECTED, the progress as JSON for PROGRESS,
+    #: the file's next bytes for CHUNK.
     raw: bytes
     #: PONG (gomuks): the event id the ping acknowledged (0 if none).
     acked_id: int
@@ -174,7 +185,7 @@ class Event:
 
     @property
     def data(self) -> Any:
-        """The payload parsed from JSON on first access (MESSAGE and RESPONSE).
+        """The payload parsed from JSON on first access (MESSAGE, RESPONSE and PROGRESS).
 
         ``None`` for kinds whose payload is not JSON (use ``raw`` or ``reason``).
         Raises ``ValueError`` if the bytes are not JSON. Parsed by ``json.loads``, or by the
@@ -182,12 +193,24 @@ class Event:
         """
         d = self._data
         if d is _UNSET:
-            if self.kind in (EventKind.MESSAGE, EventKind.RESPONSE) and self.raw:
+            if self.kind in _JSON_KINDS and self.raw:
                 d = self._loads(self.raw)
             else:
                 d = None
             self._data = d
         return d
+
+    @property
+    def progress(self) -> Optional[float]:
+        """PROGRESS: how much of the upload is done, from 0 to 100, read from the payload
+        (the number as JSON text, which is what the batch path carries); ``None`` for other
+        kinds."""
+        if self.kind != EventKind.PROGRESS:
+            return None
+        try:
+            return float(self.raw)
+        except ValueError:
+            return None
 
     @property
     def reason(self) -> str:
@@ -228,6 +251,8 @@ class Event:
             parts.append(f"attempt={self.attempt} resume_attempted={self.resume_attempted}")
         elif self.resume_outcome is not None:
             parts.append(f"resume_outcome={self.resume_outcome.name}")
+        elif self.kind == EventKind.PROGRESS:
+            parts.append(f"progress={self.progress}")
         elif self.raw:
             parts.append(f"{len(self.raw)} bytes")
         return f"Event({', '.join(parts)})"
