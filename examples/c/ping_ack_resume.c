@@ -145,8 +145,13 @@ int main(int argc, char **argv) {
         }
         case TETHER_EVENT_RESPONSE:
             answered++;
-            printf("response %lld: %s %.*s\n", (long long)tether_event_request_id(ev),
-                   tether_status_str(tether_event_status(ev)), (int)len, (const char *)data);
+            if (in_process)
+                /* get_account_info carries the Matrix access token: never print it. */
+                printf("response %lld: %s (%zu bytes)\n", (long long)tether_event_request_id(ev),
+                       tether_status_str(tether_event_status(ev)), len);
+            else
+                printf("response %lld: %s %.*s\n", (long long)tether_event_request_id(ev),
+                       tether_status_str(tether_event_status(ev)), (int)len, (const char *)data);
             break;
         case TETHER_EVENT_PONG:
             pongs++;

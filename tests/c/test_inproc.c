@@ -315,6 +315,10 @@ static void test_media_calls_argument_errors(void) {
     tether_client *c = started_client(fake_lib, root);
     CHECK_STATUS(tether_client_upload_media(c, NULL, 5, bytes, 4, 0, &id), TETHER_ERR_NULL);
     CHECK_ERROR_MENTIONS("params");
+    /* NULL bytes with a length is a mistake, not a path upload. */
+    CHECK_STATUS(tether_client_upload_media(c, JS("{\"path\":\"/x\"}"), NULL, 4, 0, &id),
+                 TETHER_ERR_NULL);
+    CHECK_ERROR_MENTIONS("bytes");
     CHECK_STATUS(tether_client_download_media(c, NULL, 5, 0, &id), TETHER_ERR_NULL);
     CHECK_ERROR_MENTIONS("params");
     CHECK_STATUS(tether_client_upload_media(c, JS("{nope"), bytes, 4, 0, &id),
