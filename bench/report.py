@@ -37,6 +37,10 @@ CLIENTS = [
     ("python-tether-orjson", "tether Python binding, json_loads=orjson.loads"),
     ("python-websockets", "Python websockets + zlib + json"),
     ("python-websockets-orjson", "Python websockets + zlib + orjson"),
+    ("python-picows", "Python picows + zlib + json"),
+    ("python-picows-orjson", "Python picows + zlib + orjson"),
+    ("python-parse", "parse-only ceiling: json.loads over the same payloads, no socket"),
+    ("python-parse-orjson", "parse-only ceiling: orjson.loads over the same payloads, no socket"),
     ("node-ws", "Node ws + zlib + JSON.parse"),
     ("go-coder", "Go coder/websocket + compress/flate + encoding/json"),
 ]
@@ -193,6 +197,11 @@ def throughput():
         target_row(f"Python binding ({how}) ahead of Go coder/websocket", c, "go-coder", 1.0)
     target_row("Python binding ≥ 3x websockets, both with orjson (like for like)", "python-tether-orjson",
                "python-websockets-orjson", 3.0)
+    # The fastest Python client, with the same parser, and the parse-only ceiling.
+    for c, peer, ceiling, how in (("python-tether", "python-picows", "python-parse", "json"),
+                                  ("python-tether-orjson", "python-picows-orjson", "python-parse-orjson", "orjson")):
+        target_row(f"Python binding ahead of picows, both with {how}", c, peer, 1.0)
+        target_row(f"Python binding ≥ 0.8x the parse-only ceiling ({how})", c, ceiling, 0.8)
     for row in later_target_rows():
         w(row)
     w("")
