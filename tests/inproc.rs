@@ -349,6 +349,26 @@ async fn spec12_2_download_streams_chunks_in_order() {
     close_and_drain(&c).await;
 }
 
+/// A backend that breaks its JSON promise loses nothing and breaks nothing: its non-JSON
+/// event data and reply arrive as JSON strings of the text, so every MESSAGE and RESPONSE
+/// stays JSON (as the websocket's parser guarantees).
+#[tokio::test]
+async fn non_json_from_the_backend_arrives_as_a_json_string() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let id = c.request("not_json", b"{}").unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!((ev.status(), json(&ev)), (Status::Ok, "not json {".into()));
+    c.request("emit", br#"{"count":2,"command":"odd","not_json":true}"#)
+        .unwrap();
+    for seq in 0..2 {
+        let (ev, _) = until_command(&c, "odd").await;
+        assert_eq!(json(&ev), format!("seq {seq}").as_str());
+    }
+    close_and_drain(&c).await;
+}
+
 /// A library without GomuksDownloadMediaPath (gomuks v0.2607.0) answers a streamed download
 /// with ERR_UNSUPPORTED in its RESPONSE; the client goes on.
 #[tokio::test]

@@ -44,10 +44,12 @@
  * GomuksSubmitCommand(handle, command, data). data is bytes (not NUL-terminated); the JSON
  *   scanner is minimal and tolerant: it finds the first `"key"` followed by `:` anywhere.
  *   - "echo": response = data unchanged (not validated); `{}` when data is empty.
+ *   - "not_json": response data `not json {` (a backend breaking its JSON promise).
  *   - "sleep" {"ms":N}: waits N ms on the calling thread, response {"slept_ms":N}. If the
  *     handle is destroyed meanwhile it returns at once with error "context canceled".
  *   - "emit" {"count":N,"command":"name"}: queues N events and answers {"queued":N} at once;
  *     the delivery thread then calls cb(name, 0, {"seq":i}) for i = 0..N-1 back to back
+ *     (with "not_json":true the data is the text `seq i` instead)
  *     (each data a fresh buffer). The events of one emit are contiguous; emits are delivered
  *     in the order they were queued. GomuksDestroy drops what is still queued.
  *   - "fake_stats": {"emitted":E,"max_callback_us":M,"callbacks":C}: E = emit events delivered,
@@ -419,6 +421,7 @@ typedef struct job {
     struct job *next;
     const char *name; /* interned */
     uint64_t count, sent;
+    int not_json; /* "not_json":true: the data is the text `seq N`, not JSON */
 } job;
 
 typedef struct fake {
@@ -593,7 +596,7 @@ static void *delivery_main(void *arg) {
         }
         pthread_mutex_unlock(&g_mu);
         char json[48];
-        snprintf(json, sizeof json, "{\"seq\":%" PRIu64 "}", seq);
+        snprintf(json, sizeof json, j->not_json ? "seq %" PRIu64 : "{\"seq\":%" PRIu64 "}", seq);
         deliver(f, cmd, json, 1);
         pthread_mutex_lock(&g_mu);
     }
@@ -696,6 +699,7 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
         j->name = interned;
         j->count = count;
         j->sent = 0;
+        j->not_json = json_true(p, n, "not_json");
         if (f->tail) f->tail->next = j;
         else f->head = j;
         f->tail = j;
@@ -727,6 +731,9 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
     GomuksResponse r;
     if (strcmp(c, "echo") == 0) {
         r = n ? (GomuksResponse){owned_copy(p, n), RESP_OK} : ok_json("{}");
+    } else if (strcmp(c, "not_json") == 0) {
+        static const char text[] = "not json {";
+        r = (GomuksResponse){owned_copy((const uint8_t *)text, sizeof text - 1), RESP_OK};
     } else if (strcmp(c, "sleep") == 0) {
         r = cmd_sleep(f, p, n);
     } else if (strcmp(c, "emit") == 0) {

@@ -110,6 +110,8 @@ class Event:
         "resume_attempted",
         "resume_outcome",
         "_data",
+        "_batch",
+        "_bi",
     )
 
     kind: EventKind
@@ -177,6 +179,8 @@ class Event:
         self.resume_attempted = resume_attempted
         self.resume_outcome = _OUTCOMES.get(resume_outcome) if resume_outcome else None
         self._data = _UNSET
+        self._batch: Optional[_BatchJSON] = None
+        self._bi = 0
 
     @property
     def id(self) -> int:
@@ -193,10 +197,17 @@ class Event:
         """
         d = self._data
         if d is _UNSET:
-            if self.kind in _JSON_KINDS and self.raw:
-                d = self._loads(self.raw)
-            else:
-                d = None
+            batch = self._batch
+            if batch is not None:
+                # The batch's payloads were parsed together (or refused to be: then each
+                # alone, so an error belongs to its own event).
+                self._batch = None
+                d = batch.get(self._bi)
+            if d is _UNSET:
+                if self.kind in _JSON_KINDS and self.raw:
+                    d = self._loads(self.raw)
+                else:
+                    d = None
             self._data = d
         return d
 
@@ -271,6 +282,46 @@ def event_class(loads: Optional[JSONLoads]) -> Type[Event]:
         {"__slots__": (), "__module__": __name__, "__qualname__": "Event",
          "_loads": staticmethod(loads)},
     )
+
+
+class _BatchJSON:
+    """The JSON payloads of one batch, parsed by one ``loads`` call over a JSON array of them
+    the first time any of its events' ``data`` is read: a call per batch instead of a call per
+    event. Each payload is valid JSON on its own (the library checks what it delivers), so
+    the array has exactly one element per payload; if it does not parse as that, every event
+    parses its own payload instead, as without a batch, so an error stays with its event."""
+
+    __slots__ = ("_raws", "_parsed", "_loads")
+
+    def __init__(self, raws: List[bytes], loads: JSONLoads) -> None:
+        self._raws: Optional[List[bytes]] = raws
+        self._parsed: Any = None
+        self._loads = loads
+
+    def get(self, i: int) -> Any:
+        """Payload ``i`` parsed, or ``_UNSET`` when the event must parse its own."""
+        parsed = self._parsed
+        if parsed is None:
+            raws = self._raws or []
+            try:
+                v = self._loads(b"[" + b",".join(raws) + b"]")
+                parsed = v if type(v) is list and len(v) == len(raws) else False
+            except Exception:  # any parser's error: one payload at a time instead
+                parsed = False
+            self._parsed = parsed
+            self._raws = None
+        return _UNSET if parsed is False else parsed[i]
+
+
+def attach_batch_json(events: "List[Event]", loads: JSONLoads) -> None:
+    """Lets the JSON payloads of ``events`` (in delivery order) be parsed together."""
+    js = [e for e in events if e.raw and e.kind in _JSON_KINDS]
+    if len(js) < 2:
+        return
+    batch = _BatchJSON([e.raw for e in js], loads)
+    for i, e in enumerate(js):
+        e._batch = batch
+        e._bi = i
 
 
 def remote_message(raw: bytes) -> str:
@@ -357,6 +408,7 @@ class BatchReader:
                     outcome,
                 )
             )
+        attach_batch_json(out, self._event_cls._loads)
         return st, out
 
     def free(self) -> None:

@@ -182,7 +182,7 @@ impl Api {
         })
     }
 
-    /// Turns a response into the reply's data, or the backend's error (a JSON string).
+    /// Turns a response into the reply's data (JSON), or the backend's error (a JSON string).
     fn answer(&self, r: Response) -> Result<Bytes, Error> {
         let data = self.take(r.buf);
         // SAFETY: a static NUL-terminated string (or NULL from a broken library).
@@ -191,7 +191,7 @@ impl Api {
             Some(b"response") => Ok(if data.is_empty() {
                 Bytes::from_static(b"null")
             } else {
-                data
+                json_or_string(data)
             }),
             Some(b"error") => {
                 let text = serde_json::from_slice::<String>(&data)
@@ -273,6 +273,21 @@ impl Api {
     }
 }
 
+/// The FFI's JSON as it is, or, should a backend ever hand over something else, that text as
+/// a JSON string: the app is promised JSON in every MESSAGE and RESPONSE (the websocket's
+/// parser checks the same), and nothing is dropped.
+fn json_or_string(data: Bytes) -> Bytes {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
+        return data;
+    }
+    tracing::warn!(
+        len = data.len(),
+        "the in-process backend sent data that is not JSON; delivered as a JSON string"
+    );
+    let text = String::from_utf8_lossy(&data);
+    Bytes::from(serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned()))
+}
+
 /// Where the one running backend's events go; `None` while none runs.
 static SINK: Mutex<Option<(Sink, &'static Api)>> = Mutex::new(None);
 
@@ -302,7 +317,7 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
             return;
         };
         // Owned before anything else can fail, so it is freed whatever happens next.
-        let data = api.take(data);
+        let data = json_or_string(api.take(data));
         let name = if command.is_null() {
             std::borrow::Cow::Borrowed("")
         } else {
