@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the library (debug) and the backend, then `mvn verify`: the Android API 21 check
-# (animal-sniffer), the JUnit tests against tether-backend (they also run examples/kotlin),
+# Builds the library (debug), the backend and the libgomuksffi double (tests/inproc), then
+# `mvn verify`: the Android API 21 check (animal-sniffer), the JUnit tests against
+# tether-backend and, in-process, the double (they also run examples/kotlin),
 # the jar (with linux-x86-64/libtether.so and META-INF/LICENSE) and the *IT tests on that jar.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,11 +11,14 @@ for tool in mvn java; do
 done
 cargo build --quiet -p tether --lib
 cargo build --quiet -p tether-testkit --bin tether-backend
+# The libgomuksffi double for InProcessTest (well under a second).
+tests/inproc/build.sh "$ROOT/target/fake-gomuksffi" >/dev/null
 cd bindings/kotlin
 # Reports of an earlier run must not be counted as this one's.
 rm -rf target/surefire-reports target/failsafe-reports
 status=0
-mvn -q -B -Dtether.native.dir="$ROOT/target/debug" -Dtether.backend="$ROOT/target/debug/tether-backend" verify || status=$?
+mvn -q -B -Dtether.native.dir="$ROOT/target/debug" -Dtether.backend="$ROOT/target/debug/tether-backend" \
+  -Dtether.fakeGomuks="$ROOT/target/fake-gomuksffi/libfakegomuksffi.so" verify || status=$?
 STATUS=$status python3 - <<'PY'
 import glob, os, re
 t = f = 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds and tests the Swift binding with a real Swift toolchain:
-#  1. builds libtether (release) and tether-backend (debug) with cargo on the host;
+#  1. builds libtether (release) and tether-backend (debug) with cargo on the host, and the
+#     libgomuksffi double of the in-process tests (tests/inproc/build.sh, passed to the tests
+#     as TETHER_FAKE_GOMUKS);
 #  2. makes sure the Debian trixie root with Swift 6 exists (swift-root.sh; cached outside the
 #     clone, built once per machine);
 #  3. bind-mounts the clone into that root at the same path and mounts /proc, then inside it:
@@ -60,13 +62,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-echo "== swift: cargo build --release -p tether --lib; cargo build -p tether-testkit --bin tether-backend"
+echo "== swift: cargo build --release -p tether --lib; cargo build -p tether-testkit --bin tether-backend; tests/inproc/build.sh"
 cargo build --quiet --release -p tether --lib
 cargo build --quiet -p tether-testkit --bin tether-backend
 TARGET=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 LIBDIR=$TARGET/release
 BACKEND=$TARGET/debug/tether-backend
+# The libgomuksffi double of the in-process tests (tests/inproc; well under a second), under
+# the target directory, which the root sees (bound below).
+FAKE_GOMUKS_DIR=$TARGET/fake-gomuksffi
+"$ROOT/tests/inproc/build.sh" "$FAKE_GOMUKS_DIR" >/dev/null
+FAKE_GOMUKS=$FAKE_GOMUKS_DIR/libfakegomuksffi.so
 
 echo "== swift: toolchain root"
 root_dir=${TETHER_SWIFT_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/tether/swift-root}
@@ -113,7 +120,8 @@ fi
 # Runs a command in the root, in the clone, with a clean environment.
 in_root() {
   chroot "$SWIFT_ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
-    LANG=C.UTF-8 CI="${CI:-}" TETHER_BACKEND="$BACKEND" LD_LIBRARY_PATH="$LIBDIR" \
+    LANG=C.UTF-8 CI="${CI:-}" TETHER_BACKEND="$BACKEND" TETHER_FAKE_GOMUKS="$FAKE_GOMUKS" \
+    LD_LIBRARY_PATH="$LIBDIR" \
     ${TEST_PROXY:+TETHER_TEST_PROXY="$TEST_PROXY"} \
     bash -c "cd '$ROOT' && $1"
 }

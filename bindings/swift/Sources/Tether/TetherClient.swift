@@ -129,6 +129,8 @@ public final class TetherClient: @unchecked Sendable {
     /// Creates the client and starts connecting; progress arrives on `events`. Throws
     /// `.incompatibleLibrary` if the loaded libtether does not match the header, and the
     /// library's `.config`/`.invalidArgument` error (naming the option) for a bad option.
+    /// In-process (`TetherOptions.inProcess`): `.config` when the library does not load,
+    /// `.inUse` when the data root or the process's one in-process backend is taken.
     public init(_ options: TetherOptions) throws {
         if let e = libraryIncompatibility { throw e }
         var cfg: OpaquePointer? = nil
@@ -272,12 +274,14 @@ public final class TetherClient: @unchecked Sendable {
     /// backend's resume entry (gomuks close code 1000), a `.disconnected` event with status OK
     /// and no retry follows, and nothing reconnects until ``unpause()``. Requests made
     /// meanwhile wait (their timeouts still run); after unpausing, the events missed meanwhile
-    /// arrive exactly once. Throws `.state` once closed.
+    /// arrive exactly once. Throws `.state` once closed, `.unsupported` for an in-process
+    /// client (`TetherOptions.inProcess`: there is no connection).
     public func pause() throws {
         try check(tether_client_pause(client))
     }
 
     /// Ends a pause: connects at once and resumes where the paused connection stopped.
+    /// `.unsupported` for an in-process client.
     public func unpause() throws {
         try check(tether_client_unpause(client))
     }
@@ -285,7 +289,7 @@ public final class TetherClient: @unchecked Sendable {
     /// The cue for `NWPathMonitor` (a network change) or the app returning to the foreground:
     /// while waiting to reconnect, connects now; while connected, probes the link and
     /// reconnects at once if nothing arrives within `pongTimeoutMs`. Never opens a second
-    /// connection.
+    /// connection. `.unsupported` for an in-process client.
     public func reconnectNow() throws {
         try check(tether_client_reconnect_now(client))
     }

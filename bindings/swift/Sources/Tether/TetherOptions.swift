@@ -17,8 +17,23 @@ public struct TetherOptions: Sendable {
         }
     }
 
+    /// gomuks: the backend bundled into this process, driven through its C FFI
+    /// (`tether_config_set_in_process`), instead of a websocket.
+    public struct InProcess: Sendable, Equatable {
+        /// Path of `libgomuksffi` (gomuks `pkg/ffi`), loaded when the client connects and never
+        /// unloaded.
+        public var library: String
+        /// The backend's directory for its config, database, cache and logs, created if
+        /// missing. One client per data root (a lock file guards it, across processes too).
+        public var dataRoot: String
+        public init(library: String, dataRoot: String) {
+            self.library = library
+            self.dataRoot = dataRoot
+        }
+    }
+
     /// `ws://`/`wss://` is the websocket endpoint as given; `http://`/`https://` is the
-    /// backend's base, from which the protocol's path is derived.
+    /// backend's base, from which the protocol's path is derived. Ignored with `inProcess`.
     public var url: String
     public var `protocol`: TetherProtocol
     /// gomuks: the `gomuks_auth` cookie token; rwws: the access key in base64. A secret.
@@ -72,6 +87,17 @@ public struct TetherOptions: Sendable {
     /// (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A proxy that
     /// refuses the credentials ends the client with `.unauthorized`. Its credentials are secrets.
     public var proxy: String?
+    /// gomuks: talk to the backend bundled into this process instead of a websocket (see
+    /// `InProcess`; `init(inProcess:)` sets it). `url` is then ignored, and so are compression,
+    /// pings, acks, `resume`, `proxy`, the TLS options and the credentials. One in-process
+    /// backend runs per process at a time and one client per data root: another client's
+    /// `TetherClient.init` throws `.inUse` until the first is closed. `pause()`, `unpause()`
+    /// and `reconnectNow()` throw `.unsupported`. A failed start ends the client with a
+    /// `.disconnected` event without retry whose status is `.backendDatabase`,
+    /// `.backendAccount` or `.backendStart`. A close answers every request at once but waits
+    /// up to 5 s for calls the backend is still running. `nil` (default): the websocket at
+    /// `url`.
+    public var inProcess: InProcess?
     /// How many events `TetherClient.events` holds for a task that does not read them; when it
     /// is full the library's queue (`queueCapacity`) fills next, and then the server sees TCP
     /// backpressure. Nothing is dropped. At least 1.
@@ -80,6 +106,13 @@ public struct TetherOptions: Sendable {
     public init(url: String, protocol proto: TetherProtocol = .gomuks) {
         self.url = url
         self.protocol = proto
+    }
+
+    /// A gomuks client of the backend bundled into this process (no URL):
+    /// `TetherOptions(inProcess: .init(library: "/path/libgomuksffi.so", dataRoot: "/path/root"))`.
+    public init(inProcess: InProcess) {
+        self.init(url: "")
+        self.inProcess = inProcess
     }
 
     /// The one place options reach the library, so a new setter is added here and nowhere
@@ -133,6 +166,7 @@ public struct TetherOptions: Sendable {
             try check(tether_config_set_allow_insecure_credentials(cfg, v))
         }
         if let v = proxy { try check(tether_config_set_proxy(cfg, v)) }
+        if let v = inProcess { try check(tether_config_set_in_process(cfg, v.library, v.dataRoot)) }
         guard eventBufferCapacity >= 1 else {
             throw TetherError.invalidArgument("eventBufferCapacity must be at least 1")
         }

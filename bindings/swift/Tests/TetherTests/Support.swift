@@ -119,6 +119,39 @@ final class Backend: @unchecked Sendable {
     }
 }
 
+/// The test double of `libgomuksffi` (tests/inproc) for in-process clients, from
+/// TETHER_FAKE_GOMUKS (bindings/swift/run-tests.sh builds it and sets it).
+func fakeGomuks() throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    guard let path = env["TETHER_FAKE_GOMUKS"] else {
+        if env["CI"] == "true" { throw TestFailure("CI=true but TETHER_FAKE_GOMUKS is not set") }
+        throw XCTSkip("set TETHER_FAKE_GOMUKS to tests/inproc's libfakegomuksffi.so (bindings/swift/run-tests.sh does)")
+    }
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw TestFailure("\(path) is missing: build it with tests/inproc/build.sh")
+    }
+    return path
+}
+
+/// A fresh, empty data root for an in-process backend, removed when released.
+final class DataRoot: Sendable {
+    let path: String
+
+    init() throws {
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("tether-swift-inproc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        path = dir.path
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// Options for an in-process client of the double on this root.
+    func options() throws -> TetherOptions {
+        TetherOptions(inProcess: .init(library: try fakeGomuks(), dataRoot: path))
+    }
+}
+
 struct TimedOut: Error, CustomStringConvertible {
     let what: String
     var description: String { "timed out: \(what)" }

@@ -59,6 +59,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_use_os_trust(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_allow_insecure_credentials(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_proxy(cfg: Pointer, url: ByteArray): Int
+    @JvmStatic external fun tether_config_set_in_process(cfg: Pointer, libraryPath: ByteArray, dataRoot: ByteArray): Int
     @JvmStatic external fun tether_config_free(cfg: Pointer?)
 
     @JvmStatic external fun tether_client_new(cfg: Pointer, out: PointerByReference): Int

@@ -19,8 +19,12 @@ import kotlinx.coroutines.withTimeoutOrNull
  * that becomes unreachable without being closed is freed by a background reaper thread.
  *
  * @param url `ws://`/`wss://` websocket endpoint, or the backend's `http://`/`https://` base.
+ *   Ignored with [TetherOptions.inProcess], where `""` will do:
+ *   `TetherClient("", TetherOptions(inProcess = InProcess(library, dataRoot)))`.
  * @param options everything else; see [TetherOptions].
  * @throws ConfigException when the library refuses the URL or an option.
+ * @throws InUseException in-process, when the data root or the process's one in-process
+ *   backend is held by another client.
  */
 class TetherClient(val url: String, val options: TetherOptions = TetherOptions()) : AutoCloseable {
     private val core: ClientState
@@ -125,6 +129,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * run). Paused while not connected, the attempts stop.
      *
      * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     *   In-process ([TetherOptions.inProcess]): [UnsupportedException].
      */
     fun pause() {
         core.call { c -> check(TetherNative.tether_client_pause(c)) }
@@ -136,6 +141,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * paused.
      *
      * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     *   In-process ([TetherOptions.inProcess]): [UnsupportedException].
      */
     fun unpause() {
         core.call { c -> check(TetherNative.tether_client_unpause(c)) }
@@ -149,6 +155,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * connection; does nothing while connecting or paused.
      *
      * @throws ClientClosedException after [close]; [StateException] once the client ended.
+     *   In-process ([TetherOptions.inProcess]): [UnsupportedException].
      */
     fun reconnectNow() {
         core.call { c -> check(TetherNative.tether_client_reconnect_now(c)) }

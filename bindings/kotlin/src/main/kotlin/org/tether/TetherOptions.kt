@@ -13,6 +13,19 @@ data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
 }
 
 /**
+ * The in-process transport (gomuks only): instead of a websocket, the client drives the gomuks
+ * backend bundled into this process through its C FFI (`tether_config_set_in_process`).
+ *
+ * @property library path of `libgomuksffi` (gomuks `pkg/ffi`), loaded when the client connects
+ *   and never unloaded.
+ * @property dataRoot the backend's directory for its config, database, cache and logs, created
+ *   if missing. One client per data root (a lock file guards it, across processes too) and one
+ *   in-process backend per process: another client is refused with [InUseException] when it
+ *   connects, until the first one is closed.
+ */
+data class InProcess(val library: String, val dataRoot: String)
+
+/**
  * Everything a [TetherClient] can be configured with besides its URL: one field per
  * `tether_config_set_*` / `tether_config_add_header` of `include/tether.h`, plus
  * [eventBufferCapacity] of this binding. `null` keeps the library's default (given in each
@@ -93,6 +106,17 @@ data class TetherOptions(
      */
     val proxy: String? = null,
     /**
+     * gomuks: use the backend bundled into this process instead of a websocket (see
+     * [InProcess]). The client's URL is then ignored (pass `""`), and so are [compression],
+     * pings, acks, [resume], [proxy], the TLS options and the credentials. [TetherClient.pause],
+     * [TetherClient.unpause] and [TetherClient.reconnectNow] throw [UnsupportedException]. A
+     * failed start ends the client with [Status.ERR_BACKEND_DATABASE],
+     * [Status.ERR_BACKEND_ACCOUNT] or [Status.ERR_BACKEND_START] (a DISCONNECTED without
+     * retry). A close answers every request at once but waits up to 5 s for calls the backend
+     * is still running. `null` (default): the websocket at the client's URL.
+     */
+    val inProcess: InProcess? = null,
+    /**
      * How many events [TetherClient.events] holds for a collector that is behind. When it is
      * full the library's dispatcher waits, the library's own queue ([queueCapacity]) fills
      * and the socket stops being read: nothing is dropped, the server sees TCP backpressure.
@@ -104,7 +128,8 @@ data class TetherOptions(
         protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
-        clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, eventBufferCapacity,
+        clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, inProcess,
+        eventBufferCapacity,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -120,7 +145,7 @@ data class TetherOptions(
             "pinsSha256=$pinsSha256, clientCertPem=${clientCertPem?.let { "${it.length} chars" }}, " +
             "clientKeyPem=${mask(clientKeyPem)}, useOsTrust=$useOsTrust, " +
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
-            "eventBufferCapacity=$eventBufferCapacity)"
+            "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity)"
 
     /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
     internal fun applyTo(cfg: Pointer) {
@@ -162,6 +187,7 @@ data class TetherOptions(
         if (useOsTrust) check(n.tether_config_set_use_os_trust(cfg, 1))
         check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
         proxy?.let { check(n.tether_config_set_proxy(cfg, n.cstr(it))) }
+        inProcess?.let { check(n.tether_config_set_in_process(cfg, n.cstr(it.library), n.cstr(it.dataRoot))) }
     }
 
     private companion object {

@@ -115,3 +115,26 @@ fun drain(scope: CoroutineScope, c: TetherClient, onEvent: (Event) -> Unit = {})
     }
     return job to connected
 }
+
+/**
+ * The test double of `libgomuksffi` (tests/inproc), from the `tether.fakeGomuks` property that
+ * run-tests.sh sets after building it with `tests/inproc/build.sh`.
+ */
+fun fakeGomuks(): String {
+    val path = System.getProperty("tether.fakeGomuks") ?: error("tether.fakeGomuks is not set (bindings/kotlin/run-tests.sh sets it)")
+    check(File(path).isFile) { "$path is missing: build it with tests/inproc/build.sh (run-tests.sh does)" }
+    return path
+}
+
+/** Runs [f] with a fresh, empty data root for an in-process backend, removed afterwards. */
+inline fun <T> withDataRoot(f: (File) -> T): T {
+    val root = java.nio.file.Files.createTempDirectory("tether-kt-inproc").toFile()
+    try {
+        return f(root)
+    } finally {
+        root.deleteRecursively()
+    }
+}
+
+/** Options for an in-process client of the double on [root]. */
+fun inProcessOptions(root: File) = TetherOptions(inProcess = InProcess(fakeGomuks(), root.path))
