@@ -11,29 +11,6 @@
 
 static char big[1 << 20];
 
-static const char *env(const char *name) {
-    const char *v = getenv(name);
-    if (!v || !*v) th_fail(__FILE__, __LINE__, "%s is not set", name);
-    return v;
-}
-
-static void bob_sends(int n, const char *tag) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %d %s", env("BOB_SEND"), n, tag);
-    if (system(cmd) != 0) th_fail(__FILE__, __LINE__, "bob could not send: %s", cmd);
-}
-
-/* A successful response to `command`, its data copied to `out`. */
-static void call(tether_client *c, const char *command, const char *json, char *out, size_t cap,
-                 int ms) {
-    int64_t id = request(c, command, json);
-    tether_event *ev = th_wait_response(c, id, ms);
-    data_str(ev, out, cap);
-    if (tether_event_status(ev) != TETHER_OK)
-        th_fail(__FILE__, __LINE__, "%s failed: %.500s", command, out);
-    tether_event_free(ev);
-}
-
 /* What one connection's events showed: negative IDs in arrival order and where each message
  * body TAG-i appeared. */
 typedef struct {
@@ -115,24 +92,10 @@ static void test_live_events_cut_and_exactly_once_resume(void) {
     CHECK_OK(tether_client_connect(c));
     tether_event_free(th_wait(c, TETHER_EVENT_CONNECTED, NULL, 15000));
 
-    /* §13.3: login, then a new recovery key and reset_encryption (UIA with the password)
-     * verify the device; the first sync then pushes the room list and a cached
+    /* §13.3: login and verification; the first sync then pushes the room list and a cached
      * init_complete (§6.2). */
-    char params[1024];
-    snprintf(params, sizeof params,
-             "{\"homeserver_url\":\"%s\",\"username\":\"%s\",\"password\":\"%s\"}",
-             env("SYNAPSE_HS"), env("SYNAPSE_USER"), env("SYNAPSE_PASSWORD"));
     int64_t t0 = th_now_ms();
-    call(c, "login", params, buf, sizeof buf, 60000);
-    call(c, "generate_recovery_key", "{\"passphrase\":\"\"}", buf, sizeof buf, 15000);
-    const char *k = strstr(buf, "\"recovery_key\":\"");
-    CHECK(k != NULL);
-    char key[128];
-    k += strlen("\"recovery_key\":\"");
-    snprintf(key, sizeof key, "%.*s", (int)strcspn(k, "\""), k);
-    snprintf(params, sizeof params, "{\"recovery_key\":\"%s\",\"account_password\":\"%s\"}", key,
-             env("SYNAPSE_PASSWORD"));
-    call(c, "reset_encryption", params, buf, sizeof buf, 120000);
+    login_and_verify(c);
     for (;;) {
         tether_event *ev = th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 120000);
         int64_t id = tether_event_request_id(ev);
@@ -141,8 +104,9 @@ static void test_live_events_cut_and_exactly_once_resume(void) {
     }
     fprintf(stderr, "     logged in and verified, first sync done in %lld ms\n",
             (long long)(th_now_ms() - t0));
-    snprintf(params, sizeof params, "{\"room_id_or_alias\":\"%s\"}", env("SYNAPSE_ROOM"));
-    call(c, "join_room", params, buf, sizeof buf, 60000);
+    char params[1024];
+    snprintf(params, sizeof params, "{\"room_id_or_alias\":\"%s\"}", env_or_fail("SYNAPSE_ROOM"));
+    call_ok(c, "join_room", params, buf, sizeof buf, 60000);
 
     /* Live: bob's messages arrive as negative-ID events, each once, and get acked. */
     static seen_ids first, second;

@@ -261,7 +261,8 @@ impl Api {
             return Err(Error::new(
                 Status::ErrUnsupported,
                 "this gomuks FFI library has no GomuksDownloadMediaPath (gomuks newer than \
-                 v0.2607.0 has it); request download_media without streaming instead",
+                 v0.2607.0 has it); a backend with the download_media command (v0.2607.0 has \
+                 none) serves it as a plain request, without streaming",
             ));
         };
         let slot = STREAM.acquire(id);
