@@ -349,6 +349,33 @@ async fn spec12_2_download_streams_chunks_in_order() {
     close_and_drain(&c).await;
 }
 
+/// The bundled gomuks aborts the whole process when `upload_media` or `calculate_room_id` run
+/// without an account (interop/FINDINGS.md I7): while the backend's `client_state` says it is
+/// not logged in, tether answers them ERR_STATE instead of calling it; other requests go on.
+#[tokio::test]
+async fn account_commands_are_refused_while_the_backend_is_logged_out() {
+    let _turn = serial().await;
+    let root = Root::new().with("fake_logged_out", "1");
+    let c = start(config(&root, |b| b));
+    let (ev, _) = until_command(&c, "client_state").await;
+    assert_eq!(json(&ev)["is_logged_in"], false);
+    let ids = [
+        c.upload_media(br#"{"filename":"a"}"#, Some(b"x"), None)
+            .unwrap(),
+        c.request("upload_media", br#"{"path":"/etc/hostname"}"#)
+            .unwrap(),
+        c.request("calculate_room_id", b"{}").unwrap(),
+    ];
+    for id in ids {
+        let (ev, _) = response(&c, id).await;
+        assert_eq!(ev.status(), Status::ErrState);
+        assert!(json(&ev).as_str().unwrap().contains("logged-in backend"));
+    }
+    let id = c.request("echo", b"{}").unwrap();
+    assert_eq!(response(&c, id).await.0.status(), Status::Ok);
+    close_and_drain(&c).await;
+}
+
 /// A backend that breaks its JSON promise loses nothing and breaks nothing: its non-JSON
 /// event data and reply arrive as JSON strings of the text, so every MESSAGE and RESPONSE
 /// stays JSON (as the websocket's parser guarantees).

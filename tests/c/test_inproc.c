@@ -117,7 +117,7 @@ static void take_startup(tether_client *c) {
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);
     CHECK(strcmp(tether_event_command(ev), "client_state") == 0);
     CHECK(tether_event_request_id(ev) == 0);
-    CHECK(th_data_is(ev, "{\"is_logged_in\":false,\"is_verified\":false}"));
+    CHECK(th_data_is(ev, "{\"is_logged_in\":true,\"is_verified\":true}"));
     tether_event_free(ev);
     ev = next_event(c, 10000);
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);

@@ -37,7 +37,8 @@
  *   2. If <root>/fake_start_code holds an integer N != 0, return N; cb is never called.
  *      (A control file holding no integer is ignored with a warning on stderr.)
  *   3. Else, on the calling thread before returning: cb("client_state", 0,
- *      {"is_logged_in":false,"is_verified":false}) then cb("sync_status", 0, {"type":"waiting"});
+ *      {"is_logged_in":true,"is_verified":true}, or false/false when <root>/fake_logged_out
+ *      holds an integer > 0) then cb("sync_status", 0, {"type":"waiting"});
  *      then start one delivery thread and return 0. All later events come from that thread,
  *      one at a time (callbacks are serialised), request_id always 0.
  *
@@ -629,7 +630,12 @@ EXPORT int GomuksStart(GomuksHandle h, EventCallback cb) {
         return (int)code;
     }
 
-    deliver(f, "client_state", "{\"is_logged_in\":false,\"is_verified\":false}", 0);
+    /* Logged in unless told otherwise: tether refuses account commands (upload_media, ...)
+     * to a backend that says it is not, as the real one would abort the process. */
+    deliver(f, "client_state",
+            control_file(f, "fake_logged_out") > 0 ? "{\"is_logged_in\":false,\"is_verified\":false}"
+                                                   : "{\"is_logged_in\":true,\"is_verified\":true}",
+            0);
     deliver(f, "sync_status", "{\"type\":\"waiting\"}", 0);
     int rc = pthread_create(&f->thread, NULL, delivery_main, f);
     if (rc != 0) die("GomuksStart: pthread_create: %s", strerror(rc));

@@ -37,7 +37,7 @@ final class InProcessTests: XCTestCase {
         // The backend's own startup events, with id 0 (no resume in-process).
         XCTAssertEqual(start[2...].map(\.command), ["client_state", "sync_status"])
         XCTAssertEqual(start[2...].map(\.requestId), [0, 0])
-        XCTAssertTrue(text(start[2].data).contains(#""is_logged_in":false"#), text(start[2].data))
+        XCTAssertTrue(text(start[2].data).contains(#""is_logged_in":true"#), text(start[2].data))
         XCTAssertTrue(text(start[3].data).contains(#""waiting""#), text(start[3].data))
 
         let echo = try await c.request("echo", data: json(#"{"a":[1,2]}"#))

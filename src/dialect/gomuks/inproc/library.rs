@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use bytes::Bytes;
@@ -292,9 +293,31 @@ fn json_or_string(data: Bytes) -> Bytes {
 /// Where the one running backend's events go; `None` while none runs.
 static SINK: Mutex<Option<(Sink, &'static Api)>> = Mutex::new(None);
 
+/// Whether the running backend's latest `client_state` said it is logged in.
+static LOGGED_IN: AtomicBool = AtomicBool::new(false);
+
 /// Installs (or with `None`, removes) the sink of the process's running backend.
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
+    LOGGED_IN.store(false, Ordering::Release);
     *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+/// Whether the running backend is logged in, as its latest `client_state` event said (the
+/// first one arrives before `GomuksStart` returns).
+pub(super) fn logged_in() -> bool {
+    LOGGED_IN.load(Ordering::Acquire)
+}
+
+/// Follows `client_state` for [`logged_in`].
+fn note_client_state(data: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct ClientState {
+        #[serde(default)]
+        is_logged_in: bool,
+    }
+    if let Ok(s) = serde_json::from_slice::<ClientState>(data) {
+        LOGGED_IN.store(s.is_logged_in, Ordering::Release);
+    }
 }
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
@@ -325,6 +348,9 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
             // SAFETY: a static NUL-terminated string from the FFI.
             String::from_utf8_lossy(unsafe { CStr::from_ptr(command) }.to_bytes())
         };
+        if name == "client_state" {
+            note_client_state(&data);
+        }
         sink.send(Incoming::Event {
             command: command_name(&name),
             id: request_id,

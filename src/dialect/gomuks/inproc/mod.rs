@@ -129,6 +129,11 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
     }
 }
 
+/// Commands the bundled gomuks (v0.2607.0) runs into a nil account with when not logged in:
+/// over the websocket that costs the connection (close 1011), in-process its Go panic aborts
+/// the app's whole process, so they are refused before they reach it.
+const NEEDS_ACCOUNT: &[&str] = &["upload_media", "calculate_room_id"];
+
 /// Whether a process's one in-process backend is taken.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
@@ -257,6 +262,22 @@ impl Local for InProcess {
 
     fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error> {
         let call = unpack(message)?;
+        let needs_account = match &call {
+            Call::Upload { .. } => Some("upload_media"),
+            Call::Command { command, .. } => NEEDS_ACCOUNT.iter().copied().find(|c| c == command),
+            Call::Download { .. } => None,
+        };
+        if let Some(what) = needs_account {
+            if !library::logged_in() {
+                return Err(Error::new(
+                    Status::ErrState,
+                    format!(
+                        "{what} needs a logged-in backend (wait for client_state with \
+                         is_logged_in): the bundled gomuks aborts the whole process otherwise"
+                    ),
+                ));
+            }
+        }
         let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
         let Some(h) = *handle else {
             return Err(Error::new(

@@ -48,7 +48,7 @@ class InProcessTest {
                     // The backend's own startup events, with id 0 (no resume in-process).
                     assertEquals(listOf("client_state", "sync_status"), start.drop(2).map { it.command })
                     assertEquals(listOf(0L, 0L), start.drop(2).map { it.requestId })
-                    assertTrue(start[2].text.contains("\"is_logged_in\":false"), start[2].text)
+                    assertTrue(start[2].text.contains("\"is_logged_in\":true"), start[2].text)
                     assertTrue(start[3].text.contains("\"waiting\""), start[3].text)
 
                     assertEquals("{\"a\":[1,2]}", c.request("echo", "{\"a\":[1,2]}"))
