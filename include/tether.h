@@ -727,7 +727,7 @@ tether_status tether_client_request_with_timeout(struct tether_client *c, const 
  * the call returns); with `bytes` NULL and `bytes_len` 0 the file named by `"path"` in the
  * params is (NULL with a length is `TETHER_ERR_NULL`).
  * `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
- * receives the id: PROGRESS events for it (`tether_event_progress`, 0 to 100) come
+ * receives the id: PROGRESS events for it (`tether_event_progress`) come
  * first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
  * `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
  */
@@ -1176,7 +1176,9 @@ uint32_t tether_event_resume_outcome(const struct tether_event *ev);
 uint32_t tether_event_attempt(const struct tether_event *ev);
 
 /**
- * PROGRESS: how much of the upload is done, from 0 to 100. -1 for other kinds and NULL.
+ * PROGRESS: how much of the upload is done, as the backend reports it (gomuks v0.2607.0:
+ * a fraction from 0 to 1, although its header promises a percentage). -1 for other kinds
+ * and NULL.
  */
 double tether_event_progress(const struct tether_event *ev);
 

@@ -177,7 +177,9 @@ impl Event {
     pub fn resume_outcome(&self) -> Option<ResumeOutcome> {
         self.resume_outcome
     }
-    /// PROGRESS: how much of the upload is done, from 0 to 100; `None` for other kinds.
+    /// PROGRESS: how much of the upload is done, as the backend reports it: gomuks v0.2607.0
+    /// reports a fraction from 0 to 1 (its header promises a percentage); `None` for other
+    /// kinds.
     pub fn progress(&self) -> Option<f64> {
         self.progress
     }

@@ -176,7 +176,7 @@ ffi_fn! {
     /// the call returns); with `bytes` NULL and `bytes_len` 0 the file named by `"path"` in the
     /// params is (NULL with a length is `TETHER_ERR_NULL`).
     /// `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
-    /// receives the id: PROGRESS events for it (`tether_event_progress`, 0 to 100) come
+    /// receives the id: PROGRESS events for it (`tether_event_progress`) come
     /// first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
     /// `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
     client fn tether_client_upload_media(

@@ -165,7 +165,9 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// PROGRESS: how much of the upload is done, from 0 to 100. -1 for other kinds and NULL.
+    /// PROGRESS: how much of the upload is done, as the backend reports it (gomuks v0.2607.0:
+    /// a fraction from 0 to 1, although its header promises a percentage). -1 for other kinds
+    /// and NULL.
     fn tether_event_progress(ev: *const tether_event) -> f64 {
         field(ev, -1.0, |e| e.progress().unwrap_or(-1.0))
     } ?= |_| -1.0

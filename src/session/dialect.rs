@@ -56,7 +56,7 @@ pub enum Incoming {
         /// Why.
         error: Error,
     },
-    /// In-process: progress (0 to 100) of the upload that is request `id`.
+    /// In-process: progress of the upload that is request `id`, as the backend reports it.
     Progress {
         /// Request id of the upload.
         id: i64,

@@ -66,7 +66,7 @@ _TRANSFER_KINDS = (EventKind.PROGRESS, EventKind.CHUNK)
 class AsyncTransfer:
     """A media upload or download in flight (from :meth:`AsyncClient.upload_media` or
     :meth:`AsyncClient.download_media`). ``async for`` over it yields the progress reports
-    (upload: floats from 0 to 100) or the chunks (download: ``bytes``, in order) and ends once
+    (upload: floats, as the backend reports them: a fraction from 0 to 1 for gomuks v0.2607.0) or the chunks (download: ``bytes``, in order) and ends once
     all were read and the reply arrived; awaiting it (``await transfer``) gives the reply's
     data (upload: the ``m.room.message`` content to send; download: the cached file's row and
     path) or raises.
@@ -570,7 +570,7 @@ class AsyncClient(ClientState):
         timeout: Optional[float] = None,
         on_progress: Optional[Callable[[float], Any]] = None,
     ) -> JSONData:
-        """In-process: :meth:`upload_media`, calling ``on_progress(percent)`` for each report
+        """In-process: :meth:`upload_media`, calling ``on_progress(progress)`` for each report
         (awaited if it returns an awaitable); returns the ``m.room.message`` content to send.
         An exception from ``on_progress``, or cancelling the task, cancels the upload.
 

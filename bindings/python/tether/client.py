@@ -124,7 +124,7 @@ class PendingRequest:
 class Transfer(PendingRequest):
     """A media upload or download in flight (from :meth:`Client.upload_media` or
     :meth:`Client.download_media`): a :class:`PendingRequest` whose progress reports
-    (upload: floats from 0 to 100) or chunks (download: ``bytes``, in order) are read by
+    (upload: floats, as the backend reports them: a fraction from 0 to 1 for gomuks v0.2607.0) or chunks (download: ``bytes``, in order) are read by
     iterating it, on the iterating thread; the iteration ends once all have been read and the
     reply arrived. ``result()`` then gives the reply's data (upload: the ``m.room.message``
     content to send; download: the cached file's row and path) or raises.
@@ -752,7 +752,7 @@ class Client(ClientState):
     ) -> Transfer:
         """In-process: starts gomuks's ``upload_media`` of ``data`` (bytes, copied before this
         returns) or of the file at ``path``; returns its :class:`Transfer` without waiting
-        (its ``id`` is the request id). Iterate it for the progress (floats from 0 to 100),
+        (its ``id`` is the request id). Iterate it for the progress (floats as the backend reports them; gomuks v0.2607.0: 0 to 1),
         then ``result()`` is the ``m.room.message`` content to send. :meth:`upload` does both.
 
         ``params`` is the command's JSON object (``filename``, ``encrypt``,
@@ -777,7 +777,7 @@ class Client(ClientState):
         on_progress: Optional[Callable[[float], Any]] = None,
     ) -> JSONData:
         """In-process: :meth:`upload_media`, then blocks until its reply, calling
-        ``on_progress(percent)`` on this thread for each progress report; returns the
+        ``on_progress(progress)`` on this thread for each progress report; returns the
         ``m.room.message`` content to send. An exception from ``on_progress`` (or an
         interrupt) cancels the upload and propagates.
 

@@ -46,7 +46,7 @@ class EventKind(enum.IntEnum):
     401, or a new login); read it with ``auth_token()`` and persist it. Carries no secret. The
     first token of a password login is not announced."""
     PROGRESS = 11
-    """In-process: progress of the media upload ``request_id``, ``progress`` from 0 to 100
+    """In-process: progress of the media upload ``request_id``, ``progress`` as the backend reports it (gomuks v0.2607.0: a fraction from 0 to 1)
     (``raw`` holds the same number as JSON). The clients hand these to the upload's
     :class:`~tether.Transfer` (``Client.upload_media``), not to ``events()``."""
     CHUNK = 12
@@ -213,7 +213,7 @@ class Event:
 
     @property
     def progress(self) -> Optional[float]:
-        """PROGRESS: how much of the upload is done, from 0 to 100, read from the payload
+        """PROGRESS: how much of the upload is done (gomuks v0.2607.0: a fraction from 0 to 1), read from the payload
         (the number as JSON text, which is what the batch path carries); ``None`` for other
         kinds."""
         if self.kind != EventKind.PROGRESS:
