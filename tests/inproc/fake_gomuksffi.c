@@ -589,6 +589,7 @@ static void *delivery_main(void *arg) {
         if (f->stopping) break;
         job *j = f->head;
         const char *cmd = j->name;
+        int not_json = j->not_json; /* read before j may be freed below */
         uint64_t seq = j->sent++;
         if (j->sent == j->count) {
             f->head = j->next;
@@ -597,7 +598,7 @@ static void *delivery_main(void *arg) {
         }
         pthread_mutex_unlock(&g_mu);
         char json[48];
-        snprintf(json, sizeof json, j->not_json ? "seq %" PRIu64 : "{\"seq\":%" PRIu64 "}", seq);
+        snprintf(json, sizeof json, not_json ? "seq %" PRIu64 : "{\"seq\":%" PRIu64 "}", seq);
         deliver(f, cmd, json, 1);
         pthread_mutex_lock(&g_mu);
     }
