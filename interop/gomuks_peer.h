@@ -54,6 +54,38 @@ static inline int64_t request(tether_client *c, const char *command, const char 
     return id;
 }
 
+/* Sends get_login_flows with `params` naming the silent homeserver listening on `hs` (with its
+ * own timeout when `timeout_ms` > 0) and returns the backend's connection to that homeserver
+ * once the backend's request is fully out: cancelled earlier, Go's HTTP transport may keep the
+ * fresh connection idle instead of closing it. `*id` receives the request id. */
+static inline int blocked_login_flows(tether_client *c, int hs, const char *params,
+                                      uint32_t timeout_ms, int64_t *id) {
+    if (timeout_ms == 0) {
+        *id = request(c, "get_login_flows", params);
+    } else {
+        CHECK_OK(tether_client_request_with_timeout(c, "get_login_flows", (const uint8_t *)params,
+                                                    strlen(params), timeout_ms, id));
+    }
+    if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
+    int conn = accept(hs, NULL, NULL);
+    CHECK(conn >= 0);
+    char head[4096];
+    w_read_head(conn, head, sizeof head);
+    CHECK_PREFIX(head, "GET /_matrix/client/versions ");
+    return conn;
+}
+
+/* Whether the peer closes `conn` within `ms`, reading and dropping what it sends meanwhile. */
+static inline int w_wait_eof(int conn, int64_t ms) {
+    int64_t deadline = th_now_ms() + ms;
+    while (th_now_ms() < deadline) {
+        if (!w_readable(conn, 200)) continue;
+        char junk[4096];
+        if (read(conn, junk, sizeof junk) <= 0) return 1;
+    }
+    return 0;
+}
+
 /* POST /auth?output=json with `auth_header`; returns the status, the token in `token`. */
 static inline int fetch_token(const char *auth_header, char *token, size_t cap) {
     char resp[8192];

@@ -136,12 +136,8 @@ static void child_busy_close(const char *root) {
     tether_client *c = inproc_connect(root, 0);
     char params[128];
     snprintf(params, sizeof params, "{\"homeserver_url\":\"http://127.0.0.1:%d\"}", hs_port);
-    request(c, "get_login_flows", params);
-    if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
-    int conn = accept(hs, NULL, NULL);
-    CHECK(conn >= 0);
-    char head[4096];
-    w_read_head(conn, head, sizeof head);
+    int64_t id = 0;
+    int conn = blocked_login_flows(c, hs, params, 0, &id);
     int64_t took = inproc_close(c, 8000);
     tether_client *again = inproc_client(root);
     tether_status s = tether_client_connect(again);
@@ -281,19 +277,7 @@ static void test_timeout_and_cancel_while_backend_busy(void) {
     for (int round = 0; round < 2; round++) {
         int64_t id = 0;
         int64_t t0 = th_now_ms();
-        if (round == 0) {
-            id = request(c, "get_login_flows", params);
-        } else {
-            CHECK_OK(tether_client_request_with_timeout(c, "get_login_flows",
-                                                        (const uint8_t *)params, strlen(params),
-                                                        300, &id));
-        }
-        if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
-        int conn = accept(hs, NULL, NULL);
-        CHECK(conn >= 0);
-        char head[4096];
-        w_read_head(conn, head, sizeof head);
-        CHECK_PREFIX(head, "GET /_matrix/client/versions ");
+        int conn = blocked_login_flows(c, hs, params, round == 0 ? 0 : 300, &id);
         int64_t t1 = th_now_ms();
         if (round == 0) CHECK_OK(tether_client_cancel(c, id));
         tether_event *ev = th_wait_response(c, id, 5000);
@@ -318,13 +302,7 @@ static void test_timeout_and_cancel_while_backend_busy(void) {
         /* The homeserver answers at last: the call returns an error the library drops. */
         const char *r = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         w_write_all(conn, r, strlen(r));
-        int64_t deadline = th_now_ms() + 5000 * th_scale();
-        int eof = 0;
-        while (!eof && th_now_ms() < deadline) {
-            if (!w_readable(conn, 200)) continue;
-            eof = read(conn, buf, sizeof buf) <= 0;
-        }
-        CHECK(eof);
+        CHECK(w_wait_eof(conn, 5000 * th_scale()));
         close(conn);
         expect_no_response(c, id, 500);
         call_expect(c, "get_state", "{}", TETHER_OK, buf, sizeof buf);

@@ -305,36 +305,15 @@ static void test_cancel_in_flight(void) {
 
     for (int round = 0; round < 2; round++) {
         int64_t id = 0;
-        if (round == 0) {
-            id = request(c, "get_login_flows", params);
-        } else {
-            CHECK_OK(tether_client_request_with_timeout(c, "get_login_flows",
-                                                        (const uint8_t *)params, strlen(params),
-                                                        300, &id));
-        }
-        if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
-        int conn = accept(hs, NULL, NULL);
-        CHECK(conn >= 0);
-        /* Cancel only once the backend's request is fully out: cancelled earlier, Go's HTTP
-         * transport may keep the fresh connection idle instead of closing it. */
-        char head[4096];
-        w_read_head(conn, head, sizeof head);
-        CHECK_PREFIX(head, "GET /_matrix/client/versions ");
+        int conn = blocked_login_flows(c, hs, params, round == 0 ? 0 : 300, &id);
         if (round == 0) CHECK_OK(tether_client_cancel(c, id));
         tether_event *ev = th_wait_response(c, id, 15000);
         CHECK_STATUS(tether_event_status(ev),
                      round == 0 ? TETHER_ERR_CANCELLED : TETHER_ERR_REQUEST_TIMEOUT);
         tether_event_free(ev);
         /* The backend gives up on the homeserver: its connection closes. */
-        int64_t deadline = th_now_ms() + 10000 * th_scale();
-        int eof = 0;
-        while (!eof && th_now_ms() < deadline) {
-            if (!w_readable(conn, 500)) continue;
-            char junk[4096];
-            ssize_t r = read(conn, junk, sizeof junk);
-            if (r <= 0) eof = 1;
-        }
-        if (!eof) th_fail(__FILE__, __LINE__, "backend kept its homeserver request open");
+        if (!w_wait_eof(conn, 10000 * th_scale()))
+            th_fail(__FILE__, __LINE__, "backend kept its homeserver request open");
         close(conn);
         /* No second reply for the same ID (the backend answers the cancelled request with an
          * error of its own): a ping round trip later, the queue holds only the pong. */
