@@ -632,6 +632,109 @@ def test_an_interrupt_while_waiting_cancels_the_request(backend: Backend) -> Non
         assert c.request("echo", {"after": "interrupt"}) == {"after": "interrupt"}
 
 
+# -- who polls the library: the waiting thread itself, else the reader thread ---------------
+
+
+def test_an_interrupt_while_waiting_for_events_loses_none(backend: Backend) -> None:
+    # Ctrl-C reaches a main thread that waits in events() on a quiet connection (it waits
+    # on the library's descriptor itself, interruptibly), and the stream goes on intact.
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    with client(backend, ping_interval=60) as c:
+        init_complete(c)
+        old = signal.signal(signal.SIGALRM, handler)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            t0 = time.monotonic()
+            with pytest.raises(Interrupted):
+                for _ in c.events():
+                    pass
+            assert time.monotonic() - t0 < 2 * SLOW
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        newest = backend.push(50)
+        assert buffered_ids(c, newest, []) == list(range(newest + 49, newest - 1, -1))
+        assert c.request("echo", {"after": "interrupt"}) == {"after": "interrupt"}
+
+
+def test_requests_inside_the_events_loop_are_answered_and_no_event_is_lost(
+    backend: Backend,
+) -> None:
+    # The consuming thread polls for its own reply while events keep coming; each event
+    # is delivered once, in order, around the replies.
+    with client(backend) as c:
+        init_complete(c)
+        newest = backend.push(300)
+        ids: List[int] = []
+        replies = 0
+        for ev in c.events(timeout=20 * SLOW):
+            if ev.kind != EventKind.MESSAGE or ev.id >= 0:
+                continue
+            ids.append(ev.id)
+            if len(ids) % 25 == 0:
+                t0 = time.monotonic()
+                assert c.request("echo", {"n": len(ids)}, timeout=5) == {"n": len(ids)}
+                assert time.monotonic() - t0 < 2 * SLOW
+                replies += 1
+            if ev.id == newest:
+                break
+        assert ids == list(range(newest + 299, newest - 1, -1))
+        assert replies == 12
+
+
+def test_a_thread_waiting_in_events_delivers_the_replies_of_other_threads(
+    backend: Backend,
+) -> None:
+    with client(backend) as c:
+        init_complete(c)
+        got: List[int] = []
+
+        def consume() -> None:
+            for ev in c.events():  # until CLOSED
+                if ev.kind == EventKind.MESSAGE and ev.id < 0:
+                    got.append(ev.id)
+
+        t = threading.Thread(target=consume)
+        t.start()
+        time.sleep(0.3)  # the consumer now waits for events on the library's descriptor
+        for i in range(30):
+            t0 = time.monotonic()
+            assert c.request("echo", {"i": i}, timeout=5) == {"i": i}
+            assert time.monotonic() - t0 < 2 * SLOW
+        newest = backend.push(40)
+        deadline = time.monotonic() + 10 * SLOW
+        while len(got) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == list(range(newest + 39, newest - 1, -1))
+        c.close()
+        t.join(10 * SLOW)
+        assert not t.is_alive()
+
+
+def test_the_reader_thread_delivers_while_nobody_waits(backend: Backend) -> None:
+    # Nobody calls events() or request(): the reader takes what arrives (state, events, up
+    # to event_queue_size), so the app finds it queued.
+    with client(backend) as c:
+        deadline = time.monotonic() + 10 * SLOW
+        while not c._core.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c._core.connected
+        newest = backend.push(20)
+        while time.monotonic() < deadline and not any(
+            e.kind == EventKind.MESSAGE and e.id == newest for e in list(c._core.queue)
+        ):
+            time.sleep(0.01)
+        ids = [e.id for e in list(c._core.queue) if e.kind == EventKind.MESSAGE and e.id < 0]
+        assert ids == list(range(newest + 19, newest - 1, -1))
+
+
 # -- the JSON parser -----------------------------------------------------------------------
 
 
@@ -732,3 +835,32 @@ def test_a_batch_parses_its_payloads_with_one_call_and_an_error_stays_with_its_e
     assert bad[0].data == {"ok": 1}
     with pytest.raises(ValueError):
         bad[1].data
+
+
+def test_a_batch_of_large_payloads_parses_in_runs_of_bounded_size() -> None:
+    # One array per run of consecutive payloads up to BATCH_JSON_BYTES together; a payload
+    # larger than that alone parses by itself. Non-JSON kinds are skipped, not split on.
+    from tether.events import BATCH_JSON_BYTES, Event, attach_batch_json
+
+    calls: List[bytes] = []
+
+    def loads(raw: bytes) -> Any:
+        calls.append(raw)
+        return json.loads(raw)
+
+    def msg(i: int, size: int) -> Event:
+        raw = json.dumps({"i": i, "pad": "x" * size}).encode()
+        return Event(tether.EventKind.MESSAGE, -i, 0, "x", raw)
+
+    third = BATCH_JSON_BYTES // 3
+    evs = [msg(0, third), msg(1, third), Event(tether.EventKind.PONG), msg(2, third),
+           msg(3, BATCH_JSON_BYTES), msg(4, 10), msg(5, 10)]
+    attach_batch_json(evs, loads)
+    got = [e.data for e in evs]
+    assert [d["i"] for d in got if d is not None] == [0, 1, 2, 3, 4, 5]
+    assert got[2] is None
+    # [0, 1] fit together; 2 would overflow them, so it starts a run, which 3 overflows at
+    # once; 3 is a run alone, then [4, 5]. A run of one parses its own payload with the
+    # event's parser (not this loads).
+    assert [[d["i"] for d in json.loads(c)] for c in calls] == [[0, 1], [4, 5]]
+    assert all(len(c) <= BATCH_JSON_BYTES + 3 for c in calls)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import select
 import threading
 import time
 import weakref
@@ -82,7 +84,7 @@ class PendingRequest:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Waits for the reply; returns whether it arrived within ``timeout`` seconds."""
-        return self._done.wait(timeout)
+        return self._core.wait_done(self, timeout)
 
     def result(self, timeout: Optional[float] = None) -> JSONData:
         """The reply's data parsed from JSON, or the mapped exception.
@@ -95,7 +97,7 @@ class PendingRequest:
         :raises DisconnectedError: the connection dropped first; the outcome is unknown.
         :raises ClientClosedError: the client was closed first.
         """
-        if not self._done.wait(timeout):
+        if not self.wait(timeout):
             raise TimeoutError(f"request {self.id}: no reply within {timeout} s")
         assert self._event is not None
         return response_result(self._event)
@@ -208,6 +210,68 @@ def _run_transfer(t: Transfer, each: Optional[Callable[[Any], Any]]) -> JSONData
     return t.result(0)
 
 
+#: How long the reader thread stays away from the library's queue after another thread last
+#: polled it or waited for it: an app that iterates ``events()`` polls for every batch itself,
+#: and a batch taken by the reader in between would reach it through a thread hand-off.
+HANDOFF_GRACE_S = 0.1
+
+
+def _timeout_ms(seconds: float) -> int:
+    """A wait in whole milliseconds, rounded up (a wait never ends early), within int32."""
+    return min(max(0, math.ceil(seconds * 1000)), 2**31 - 1)
+
+
+class _Waiter:
+    """Waits until the library's event descriptor is readable (events are queued), with
+    poll(2): a signal interrupts it (``KeyboardInterrupt`` in the main thread), and another
+    thread can end it early through a pipe. Only the thread holding the token waits."""
+
+    __slots__ = ("_poll", "_r", "_w")
+
+    @classmethod
+    def open(cls, handle: "_base.Handle") -> Optional["_Waiter"]:
+        """A waiter for the client's descriptor, or ``None`` where there is none (no
+        ``select.poll``, or the library could not create one): the token holder then waits
+        in the library's poll, which nothing interrupts."""
+        if not hasattr(select, "poll"):
+            return None
+        fd = handle.call(_ffi.lib.tether_client_event_fd)
+        if fd < 0:
+            log.debug("tether: no event descriptor (%s); polling instead", _ffi.last_error())
+            return None
+        return cls(fd)
+
+    def __init__(self, fd: int) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._r, select.POLLIN)
+
+    def wait(self, timeout: Optional[float]) -> None:
+        """Until events are queued, :meth:`wake` is called, or ``timeout`` seconds passed."""
+        for fd, _ in self._poll.poll(None if timeout is None else _timeout_ms(timeout)):
+            if fd == self._r:
+                try:
+                    while os.read(self._r, 64):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    def wake(self) -> None:
+        """Ends the current (or next) :meth:`wait` early. Any thread."""
+        try:
+            os.write(self._w, b"\0")
+        except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
+            pass
+
+    def close(self) -> None:
+        """Closes the pipe (the library closes the descriptor when the client is freed)."""
+        os.close(self._r)
+        os.close(self._w)
+
+
 _STATE_KINDS = (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED)
 _TRANSFER_KINDS = (EventKind.PROGRESS, EventKind.CHUNK)
 
@@ -261,7 +325,9 @@ class _SyncCore(CoreBase):
         self.orphans: Dict[int, Event] = {}
         self.cond = threading.Condition(self.lock)
         self.queue: Deque[Event] = deque()
-        self.reader_blocked = False  # the reader waits for room in the queue
+        # A thread waits for room in the queue (the reader thread, or a thread that would
+        # poll the library for a reply): taking an event must wake it.
+        self.room_wanted = False
         self.ended = False  # CLOSED was queued (no more events will come)
         # Who frees: if a close came first (free_on_closed), the delivery thread when it
         # ends (in callback mode through a helper thread); else the close that finds it
@@ -273,6 +339,14 @@ class _SyncCore(CoreBase):
         self.closed_event = threading.Event()
         self.reader: Optional[threading.Thread] = None
         self.ctx = 0
+        # Poll mode: whichever thread waits polls the library itself (see wait_until). The
+        # token is held while polling, delivering, and waiting on the event descriptor, so
+        # batches are delivered in the order they were taken.
+        self.token = threading.Lock()
+        self.batch: Optional[BatchReader] = None
+        self.waiter: Optional[_Waiter] = None
+        self.reader_holds = False  # the reader thread holds the token
+        self.last_taken = 0.0  # when a thread other than the reader last held the token
 
     def start(self) -> None:
         if self.on_event is not None:
@@ -292,10 +366,19 @@ class _SyncCore(CoreBase):
                 _registry.pop(self.ctx, None)
                 raise
         else:
-            self.reader = threading.Thread(
-                target=self.run_reader, name="tether-python-reader", daemon=True
-            )
-            self.reader.start()
+            self.batch = BatchReader(self.batch_size, self.event_cls)
+            try:
+                self.waiter = _Waiter.open(self.handle)
+                self.reader = threading.Thread(
+                    target=self.run_reader, name="tether-python-reader", daemon=True
+                )
+                self.reader.start()
+            except BaseException:
+                self.reader = None
+                self.batch.free()
+                if self.waiter is not None:
+                    self.waiter.close()
+                raise
         self.connect()
 
     def queued_here(self) -> int:
@@ -304,35 +387,148 @@ class _SyncCore(CoreBase):
     # -- delivery --------------------------------------------------------------------------
 
     def run_reader(self) -> None:
-        """Poll mode: one thread takes batches (GIL released while it waits) and routes them."""
+        """Poll mode: delivers events while no other thread waits for them, so replies,
+        state changes and up to ``event_queue_size`` events arrive while the app is busy
+        elsewhere. A thread that waits itself (``events()``, ``request()``, ...) polls on its
+        own and the reader stays out of its way: a hand-off between two Python threads
+        costs more than the events it carries."""
         self.delivery_ident = threading.get_ident()
-        reader = BatchReader(self.batch_size, self.event_cls)
+        cond = self.cond
         try:
             while True:
+                with cond:
+                    while not self.ended:
+                        if self.token.locked():
+                            cond.wait()
+                        elif len(self.queue) >= self.queue_limit and not self.closing:
+                            self.room_wanted = True
+                            cond.wait()
+                        else:
+                            idle = self.last_taken + HANDOFF_GRACE_S - time.monotonic()
+                            if idle <= 0 or self.closing:
+                                break
+                            cond.wait(idle)
+                    if self.ended:
+                        break
+                if not self.token.acquire(blocking=False):
+                    continue
                 try:
-                    st, events = self.handle.call(reader.poll, -1)
-                except ClientClosedError:
-                    break
-                if st != Status.OK:
-                    break
-                self.deliver(events)
-                if self.closed:
-                    break
-                if len(self.queue) >= self.queue_limit:
-                    with self.cond:
-                        # next_event() pops without the lock and notifies only when it
-                        # sees this flag, which is set before the length is checked again.
-                        self.reader_blocked = True
-                        while len(self.queue) >= self.queue_limit and not self.closing:
-                            self.cond.wait()
-                        self.reader_blocked = False
+                    with cond:
+                        self.reader_holds = True
+                    while self.reader_may_go_on():
+                        self.take(None)
+                finally:
+                    with cond:
+                        self.reader_holds = False
+                    self.release_token()
+        finally:
+            # Normally delivery has ended here (CLOSED was taken); after an unexpected error
+            # this ends it, so no thread waits for events that nobody would deliver.
+            self.finish()
+            if self.waiter is not None:
+                self.waiter.wake()  # a thread still waiting on the descriptor sees the end
+            with self.token:  # then nobody polls any more
+                if self.batch is not None:
+                    self.batch.free()
+                if self.waiter is not None:
+                    self.waiter.close()
+            self.delivery_ended()
+
+    def reader_may_go_on(self) -> bool:
+        """Whether the reader, holding the token, waits for the next batch: not once another
+        thread asked for the token, nor while the queue is full."""
+        with self.cond:
+            if self.ended:
+                return False
+            if self.last_taken + HANDOFF_GRACE_S > time.monotonic() and not self.closing:
+                return False
+            return len(self.queue) < self.queue_limit or self.closing
+
+    def release_token(self) -> None:
+        self.token.release()
+        with self.cond:
+            self.cond.notify_all()  # threads waiting for the token, or for what was delivered
+
+    def take(self, timeout: Optional[float]) -> None:
+        """Holding the token: moves what the library has queued to this binding, waiting up
+        to ``timeout`` seconds (``None``: no limit) for it. The wait ends early when another
+        thread asks for the token, or (main thread) for a signal such as ``KeyboardInterrupt``."""
+        if self.pump(0):
+            return
+        w = self.waiter
+        if w is None:  # no descriptor: the library's own wait (not interruptible)
+            self.pump(-1 if timeout is None else _timeout_ms(timeout))
+            return
+        w.wait(timeout)
+        self.pump(0)
+
+    def pump(self, timeout_ms: int) -> bool:
+        """Holding the token: one batch from the library, delivered. Returns whether
+        anything happened (events delivered, or delivery ended)."""
+        assert self.batch is not None
+        try:
+            st, events = self.handle.call(self.batch.poll, timeout_ms)
+        except ClientClosedError:
+            self.finish()
+            return True
         except TetherError as e:  # panic or fork: the client is unusable
             self.fatal = e
-            log.error("tether: event reader stopped: %s", e)
-        finally:
-            reader.free()
+            log.error("tether: event delivery stopped: %s", e)
             self.finish()
-            self.delivery_ended()
+            return True
+        if st == Status.TIMEOUT:
+            return False
+        if st == Status.OK:
+            self.deliver(events)
+            if not self.closed:
+                return True
+        self.finish()  # CLOSED was taken
+        return True
+
+    def wait_until(
+        self, ready: Callable[[], bool], deadline: Optional[float], consumer: bool = False
+    ) -> bool:
+        """Waits until ``ready()`` (called under the lock) or ``deadline``
+        (``time.monotonic()``; ``None``: no limit); returns ``ready()``. In poll mode the
+        waiting thread polls the library itself whenever no other thread does, so what it
+        waits for is delivered on this very thread. A ``consumer`` takes events out of the
+        queue, so it may poll while the queue is full; other waiters would only fill it."""
+        cond = self.cond
+        while True:
+            with cond:
+                if ready():
+                    return True
+                if self.ended:
+                    return ready()
+                left = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                full = not consumer and len(self.queue) >= self.queue_limit and not self.closing
+                if self.batch is None or full or self.token.locked():
+                    if full:
+                        self.room_wanted = True
+                    elif self.reader_holds and self.waiter is not None:
+                        self.waiter.wake()  # the reader gives the token up
+                    self.last_taken = time.monotonic()
+                    cond.wait(left)
+                    continue
+                self.last_taken = time.monotonic()
+            if not self.token.acquire(blocking=False):
+                continue
+            try:
+                if not self.ended:
+                    self.take(left)
+            finally:
+                self.release_token()
+
+    def wait_done(self, p: "PendingRequest", timeout: Optional[float]) -> bool:
+        """Waits up to ``timeout`` seconds for ``p``'s reply."""
+        if self.batch is None:  # callback mode: the dispatcher resolves it
+            return p._done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self.wait_until(p._done.is_set, deadline)
 
     def on_native_event(self, ev: Event) -> None:
         """Callback mode: runs on the library's dispatcher thread."""
@@ -378,10 +574,12 @@ class _SyncCore(CoreBase):
         ready: List[Event] = []
         state_changed = False
         streamed = False
+        answered = False
         for ev in events:
             kind = ev.kind
             if kind == EventKind.RESPONSE:
                 self.resolve(ev)
+                answered = True
                 continue
             if kind in _TRANSFER_KINDS:
                 # Media requests are Transfers, registered under the lock before any of their
@@ -403,10 +601,10 @@ class _SyncCore(CoreBase):
                     log.exception("tether: on_event raised")
             else:
                 ready.append(ev)
-        if not ready and not state_changed and not streamed:
+        if not ready and not state_changed and not streamed and not answered:
             return
         # One lock and one notify per batch: the consumer's wake-up is the dear part (this
-        # also wakes a thread iterating a Transfer).
+        # also wakes a thread iterating a Transfer, or waiting for a reply in poll mode).
         with self.cond:
             self.queue.extend(ready)
             if ready and ready[-1].kind == EventKind.CLOSED:
@@ -494,16 +692,11 @@ class _SyncCore(CoreBase):
     def next_item(self, t: Transfer) -> Optional[Event]:
         """The next report of ``t``, waiting for it; ``None`` once its reply arrived and
         every report was taken. Past ``t``'s deadline: cancels it and raises."""
-        with self.cond:
-            while True:
+        if self.wait_until(lambda: bool(t._items) or t._done.is_set(), t._deadline):
+            with self.cond:
                 if t._items:
                     return t._items.popleft()
-                if t._done.is_set():
-                    return None
-                left = t._deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
+            return None
         t.cancel()
         raise RequestTimeoutError(f"{t.what}: no reply in time", request_id=t.id)
 
@@ -515,25 +708,16 @@ class _SyncCore(CoreBase):
                 "this client delivers events to on_event; events() is not available",
                 Status.ERR_WRONG_MODE,
             )
-        ev = self.take_ready()
-        if ev is not None:
-            return ev
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
-            while not self.queue:
-                if self.ended:
-                    return None
-                if deadline is None:
-                    self.cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self.cond.wait(left)
-            ev = self.queue.popleft()
-            if self.reader_blocked:
-                self.cond.notify_all()
-            return ev
+        while True:
+            ev = self.take_ready()
+            if ev is not None:
+                return ev
+            if not self.wait_until(self.has_queued, deadline, consumer=True):
+                return self.take_ready()
+
+    def has_queued(self) -> bool:
+        return bool(self.queue)
 
     def take_ready(self) -> Optional[Event]:
         """An event already queued, taken without waiting or locking; ``None`` if none.
@@ -543,10 +727,15 @@ class _SyncCore(CoreBase):
             ev = self.queue.popleft()
         except IndexError:
             return None
-        if self.reader_blocked:
-            with self.cond:
-                self.cond.notify_all()  # the reader waits for room
+        if self.room_wanted:
+            self.room_taken()
         return ev
+
+    def room_taken(self) -> None:
+        """An event was taken while a thread waits for room in the queue: wake it."""
+        with self.cond:
+            self.room_wanted = False
+            self.cond.notify_all()
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -856,13 +1045,27 @@ class Client(ClientState):
         iteration also ends once ``timeout`` seconds have passed since it started (a
         deadline for the whole loop, not an idle time: keepalive pongs keep arriving)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        core = self._core
+        queue = core.queue
+        closed = EventKind.CLOSED
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ev = self.next_event(left)
+            # The per-event path of next_event(), inlined: most events are taken here.
+            ev = None
+            if queue and not _base._forked_child:
+                try:
+                    ev = queue.popleft()
+                except IndexError:  # another thread took it meanwhile
+                    pass
+                else:
+                    if core.room_wanted:
+                        core.room_taken()
             if ev is None:
-                return
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ev = self.next_event(left)
+                if ev is None:
+                    return
             yield ev
-            if ev.kind == EventKind.CLOSED:
+            if ev.kind is closed:
                 return
 
     def __iter__(self) -> Iterator[Event]:
@@ -878,15 +1081,15 @@ class Client(ClientState):
         """
         core = self._core
         core.check_pid()
-        with core.cond:
-            core.cond.wait_for(
-                lambda: core.connected
-                or core.fatal is not None
-                or core.closed
-                or core.ended
-                or core.closing,
-                timeout,
-            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        core.wait_until(
+            lambda: core.connected
+            or core.fatal is not None
+            or core.closed
+            or core.ended
+            or core.closing,
+            deadline,
+        )
         if core.connected:
             return
         if core.fatal is not None or core.closed or core.ended or core.closing:
