@@ -575,8 +575,13 @@ class _SyncCore(CoreBase):
         state_changed = False
         streamed = False
         answered = False
+        queue_it = self.on_event is None
+        message = EventKind.MESSAGE
         for ev in events:
             kind = ev.kind
+            if kind is message and queue_it:  # most events: straight to the queue
+                ready.append(ev)
+                continue
             if kind == EventKind.RESPONSE:
                 self.resolve(ev)
                 answered = True
