@@ -125,11 +125,19 @@ def throughput():
         v = [r["eps"] for r in rows if r["shape"] == shape and r["compress"] == z and r["client"] == client]
         return (statistics.median(v), len(v)) if v else (None, 0)
 
+    def median_csw(shape, z, client):
+        """Context switches per 100k events, median of the rounds (clients that report them)."""
+        v = [r["csw"] * 100_000 / r["events"] for r in rows
+             if r["shape"] == shape and r["compress"] == z and r["client"] == client and "csw" in r]
+        return statistics.median(v) if v else None
+
     med = {}
+    csw = {}
     for shape, _ in SHAPES:
         for z in (0, 1):
             for c, _ in CLIENTS:
                 med[(shape, z, c)] = median_eps(shape, z, c)
+                csw[(shape, z, c)] = median_csw(shape, z, c)
 
     lines = []
     w = lines.append
@@ -139,19 +147,24 @@ def throughput():
       "events batched per message as gomuks batches when the client falls behind, gomuks-rpc.md §5), so the "
       "client is what is measured. Time runs from the first server message to the "
       "end marker. Every client extracts command, request id and payload of every event; the Python, Node and "
-      "Go clients parse each event's JSON fully. Figures: events per second, median of the rounds.\n")
+      "Go clients parse each event's JSON fully. Figures: events per second, median of the rounds. Context "
+      "switches: every thread of the client's process over the timed part (/proc/self/task/*/status, "
+      "voluntary plus non-voluntary), per 100k events, median of the rounds; the parse-only ceiling, Node "
+      "and Go clients do not report them.\n")
     for shape, sname in SHAPES:
         for z in (0, 1):
             floor, _ = med[(shape, z, "floor")]
             w(f"### {sname} events, {'compressed' if z else 'uncompressed'}\n")
-            w("| client | events/s (median) | runs | ratio to floor |\n|---|---:|---:|---:|")
+            w("| client | events/s (median) | runs | ratio to floor | context switches per 100k events |\n"
+              "|---|---:|---:|---:|---:|")
             for c, cname in CLIENTS:
                 m, n = med[(shape, z, c)]
                 if m is None:
-                    w(f"| {cname} | not run | 0 | |")
+                    w(f"| {cname} | not run | 0 | | |")
                     continue
                 ratio = f"{m / floor:.2f}x" if floor else ""
-                w(f"| {cname} | {m:,.0f} | {n} | {ratio} |")
+                sw = csw[(shape, z, c)]
+                w(f"| {cname} | {m:,.0f} | {n} | {ratio} | {'' if sw is None else f'{sw:,.0f}'} |")
             w("")
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)

@@ -3,11 +3,37 @@
  * With "rtt COUNT" it instead times COUNT requests to the echo server, one at a time, from
  * tether_client_request to the RESPONSE taken with tether_client_poll.
  * Usage: blast_c URL COMPRESS(0|1) single|batch|rtt [COUNT] */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "tether.h"
+
+/* Context switches of every thread of this process (/proc/self/task/N/status, voluntary plus
+ * non-voluntary): the wake-ups a hand-off between threads costs. */
+static unsigned long long switches(void) {
+    unsigned long long sum = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return 0;
+    struct dirent *t;
+    while ((t = readdir(d)) != NULL) {
+        if (t->d_name[0] == '.') continue;
+        char path[300], line[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", t->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        while (fgets(line, sizeof line, f)) {
+            unsigned long long n;
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &n) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %llu", &n) == 1)
+                sum += n;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -84,7 +110,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[3], "rtt") == 0) return rtt(c, argc > 4 ? atoi(argv[4]) : 1000);
 
     double start = 0;
-    unsigned long long events = 0, sum = 0;
+    unsigned long long events = 0, sum = 0, csw0 = 0;
     int done = 0;
     if (batch_mode) {
         struct tether_batch *b;
@@ -102,7 +128,10 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 if (e[i].kind != TETHER_EVENT_MESSAGE) continue;
-                if (start == 0) start = now();
+                if (start == 0) {
+                    csw0 = switches();
+                    start = now();
+                }
                 sum += (unsigned long long)e[i].request_id ^ e[i].data_len;
                 if (e[i].command_len == 9 && memcmp(bytes + e[i].command_offset, "bench_end", 9) == 0)
                     done = 1;
@@ -121,7 +150,10 @@ int main(int argc, char **argv) {
                 return 1;
             }
             if (kind == TETHER_EVENT_MESSAGE) {
-                if (start == 0) start = now();
+                if (start == 0) {
+                    csw0 = switches();
+                    start = now();
+                }
                 const uint8_t *p;
                 size_t len;
                 tether_event_data(ev, &p, &len);
@@ -135,10 +167,11 @@ int main(int argc, char **argv) {
         }
     }
     double secs = now() - start;
+    unsigned long long csw = switches() - csw0;
     if (sum == 42) fputc(' ', stderr); /* keeps the reads alive */
     /* The run_id snapshot is not an event of the stream. */
-    printf("{\"client\":\"c-%s\",\"events\":%llu,\"secs\":%.6f,\"eps\":%.1f}\n", argv[3], events - 1, secs,
-           (events - 1) / secs);
+    printf("{\"client\":\"c-%s\",\"events\":%llu,\"secs\":%.6f,\"eps\":%.1f,\"csw\":%llu}\n", argv[3],
+           events - 1, secs, (events - 1) / secs, csw);
     fflush(stdout);
     tether_client_close(c);
     struct tether_event *ev;

@@ -12,6 +12,8 @@ import sys
 import time
 import zlib
 
+from csw import switches
+
 from picows import WSListener, WSMsgType, ws_connect
 
 
@@ -34,6 +36,7 @@ def main() -> None:
             if not frame.fin:
                 raise SystemExit("fragmented frame: not what the blaster sends")
             if result["start"] is None:
+                result["csw0"] = switches()
                 result["start"] = time.perf_counter()
             if frame.msg_type == WSMsgType.BINARY:
                 text = inflater.decompress(frame.get_payload_as_memoryview()).decode()
@@ -47,6 +50,7 @@ def main() -> None:
                 env = loads(line)
                 if env["command"] == "bench_end":
                     result["end"] = time.perf_counter()
+                    result["csw"] = switches() - result["csw0"]
                     transport.disconnect()
                     return
                 result["events"] += 1
@@ -62,7 +66,8 @@ def main() -> None:
     events = result["events"] - 1  # the run_id snapshot is not an event of the stream
     secs = result["end"] - result["start"]
     name = "python-picows-orjson" if fast else "python-picows"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
+    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs,
+                      "csw": result["csw"]}))
 
 
 main()

@@ -9,6 +9,7 @@ import sys
 import time
 
 import tether
+from csw import switches
 
 
 def main() -> None:
@@ -29,15 +30,17 @@ def main() -> None:
             if ev.kind != tether.EventKind.MESSAGE:
                 continue
             if start is None:
+                csw0 = switches()
                 start = time.perf_counter()
             ev.data  # parses the payload, as an application would
             if ev.command == "bench_end":
                 break
             events += 1
         secs = time.perf_counter() - start
+        csw = switches() - csw0
     events -= 1  # the run_id snapshot is not an event of the stream
     name = "python-tether-orjson" if fast else "python-tether"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
+    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs, "csw": csw}))
 
 
 main()

@@ -11,6 +11,8 @@ import zlib
 
 import websockets
 
+from csw import switches
+
 
 async def main() -> None:
     url, compress = sys.argv[1], sys.argv[2] == "1"
@@ -29,6 +31,7 @@ async def main() -> None:
         done = False
         async for msg in ws:
             if start is None:
+                csw0 = switches()
                 start = time.perf_counter()
             if isinstance(msg, bytes):
                 msg = inflater.decompress(msg).decode()
@@ -43,9 +46,10 @@ async def main() -> None:
             if done:
                 break
         secs = time.perf_counter() - start
+        csw = switches() - csw0
     events -= 1
     name = "python-websockets-orjson" if fast else "python-websockets"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
+    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs, "csw": csw}))
 
 
 asyncio.run(main())

@@ -79,9 +79,11 @@ fn main() {
     }
 }
 
-fn report(client: &str, events: u64, secs: f64) {
+/// One throughput client's JSON line; `csw` is the process's context switches over the timed
+/// part (every thread: the wake-ups a hand-off between threads costs).
+fn report(client: &str, events: u64, secs: f64, csw: u64) {
     println!(
-        "{{\"client\":\"{client}\",\"events\":{events},\"secs\":{secs:.6},\"eps\":{:.1}}}",
+        "{{\"client\":\"{client}\",\"events\":{events},\"secs\":{secs:.6},\"eps\":{:.1},\"csw\":{csw}}}",
         events as f64 / secs
     );
 }
@@ -362,9 +364,13 @@ fn floor(url: &str, compress: bool) {
         let mut events = 0u64;
         let mut sum = 0i64;
         let mut done = false;
+        let mut csw0 = 0;
         while let Some(msg) = ws.next().await {
             let msg = msg.expect("read");
-            start.get_or_insert_with(Instant::now);
+            if start.is_none() {
+                csw0 = switches();
+                start = Some(Instant::now());
+            }
             let text: &[u8] = match &msg {
                 Message::Binary(b) => {
                     inflate(&mut z, b, &mut out);
@@ -390,7 +396,7 @@ fn floor(url: &str, compress: bool) {
         assert!(done, "stream ended early");
         std::hint::black_box(sum);
         // The run_id snapshot is not an event of the stream.
-        report("floor", events - 1, secs);
+        report("floor", events - 1, secs, switches() - csw0);
         let _ = ws.close(None).await;
     });
 }
@@ -412,6 +418,7 @@ fn rust_api(url: &str, compress: bool) {
     let mut events = 0u64;
     let mut sum = 0i64;
     let mut batch = Vec::with_capacity(1024);
+    let mut csw0 = 0;
     'outer: loop {
         match client.poll(None) {
             tether::Pop::Event(ev) => batch.push(ev),
@@ -421,7 +428,10 @@ fn rust_api(url: &str, compress: bool) {
         for ev in batch.drain(..) {
             match ev.kind() {
                 tether::EventKind::Message => {
-                    start.get_or_insert_with(Instant::now);
+                    if start.is_none() {
+                        csw0 = switches();
+                        start = Some(Instant::now());
+                    }
                     sum = sum.wrapping_add(ev.request_id() ^ ev.data().len() as i64);
                     if ev.command() == END_COMMAND {
                         break 'outer;
@@ -435,7 +445,7 @@ fn rust_api(url: &str, compress: bool) {
     }
     let secs = start.unwrap().elapsed().as_secs_f64();
     std::hint::black_box(sum);
-    report("rust", events - 1, secs);
+    report("rust", events - 1, secs, switches() - csw0);
     let _ = client.close();
     while let tether::Pop::Event(_) = client.poll(Some(Duration::from_secs(5))) {}
 }
