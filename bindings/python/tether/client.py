@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import select
+import signal
 import threading
 import time
 import weakref
@@ -149,7 +151,8 @@ class Transfer(PendingRequest):
         self._deadline = deadline
 
     def _push(self, ev: Event) -> None:
-        """Delivery thread, under the core's lock: one PROGRESS or CHUNK of this request."""
+        """The delivering thread, under the core's lock: one PROGRESS or CHUNK of this
+        request."""
         if self._streaming:
             self._items.append(ev)
 
@@ -216,6 +219,31 @@ def _run_transfer(t: Transfer, each: Optional[Callable[[Any], Any]]) -> JSONData
 HANDOFF_GRACE_S = 0.1
 
 
+_HELD_SIGNALS = frozenset(signal.valid_signals()) - {
+    getattr(signal, n)
+    for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGKILL", "SIGSTOP")
+    if hasattr(signal, n)
+}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """On the main thread, holds signals back while a batch taken from the library is
+    delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of the batch,
+    which the library has already handed over. They run right after. Other threads never run
+    signal handlers, so they skip the two system calls."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _timeout_ms(seconds: float) -> int:
     """A wait in whole milliseconds, rounded up (a wait never ends early), within int32."""
     return min(max(0, math.ceil(seconds * 1000)), 2**31 - 1)
@@ -243,11 +271,15 @@ class _Waiter:
 
     def __init__(self, fd: int) -> None:
         self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
-        self._poll.register(self._r, select.POLLIN)
+        try:
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+            self._poll.register(self._r, select.POLLIN)
+        except BaseException:
+            self.close()
+            raise
 
     def wait(self, timeout: Optional[float]) -> None:
         """Until events are queued, :meth:`wake` is called, or ``timeout`` seconds passed."""
@@ -401,8 +433,11 @@ class _SyncCore(CoreBase):
                         if self.token.locked():
                             cond.wait()
                         elif len(self.queue) >= self.queue_limit and not self.closing:
+                            # Set before the length is read again: a consumer pops without
+                            # the lock, then notifies only if it sees the flag.
                             self.room_wanted = True
-                            cond.wait()
+                            if len(self.queue) >= self.queue_limit:
+                                cond.wait()
                         else:
                             idle = self.last_taken + HANDOFF_GRACE_S - time.monotonic()
                             if idle <= 0 or self.closing:
@@ -420,18 +455,21 @@ class _SyncCore(CoreBase):
                 finally:
                     with cond:
                         self.reader_holds = False
-                    self.release_token()
+                    self.release_token(by_reader=True)
         finally:
             # Normally delivery has ended here (CLOSED was taken); after an unexpected error
             # this ends it, so no thread waits for events that nobody would deliver.
             self.finish()
-            if self.waiter is not None:
-                self.waiter.wake()  # a thread still waiting on the descriptor sees the end
+            with self.cond:
+                if self.waiter is not None:
+                    self.waiter.wake()  # a thread still waiting on the descriptor sees the end
             with self.token:  # then nobody polls any more
                 if self.batch is not None:
                     self.batch.free()
-                if self.waiter is not None:
-                    self.waiter.close()
+                with self.cond:  # wake() is only called under the lock
+                    w, self.waiter = self.waiter, None
+                    if w is not None:
+                        w.close()
             self.delivery_ended()
 
     def reader_may_go_on(self) -> bool:
@@ -444,15 +482,21 @@ class _SyncCore(CoreBase):
                 return False
             return len(self.queue) < self.queue_limit or self.closing
 
-    def release_token(self) -> None:
+    def release_token(self, by_reader: bool = False) -> None:
         self.token.release()
         with self.cond:
+            if not by_reader:
+                # The grace period runs from the end of this thread's wait, not its start: a
+                # long wait for one event must not hand the next batch to the reader.
+                self.last_taken = time.monotonic()
             self.cond.notify_all()  # threads waiting for the token, or for what was delivered
 
     def take(self, timeout: Optional[float]) -> None:
         """Holding the token: moves what the library has queued to this binding, waiting up
-        to ``timeout`` seconds (``None``: no limit) for it. The wait ends early when another
-        thread asks for the token, or (main thread) for a signal such as ``KeyboardInterrupt``."""
+        to ``timeout`` seconds (``None``: no limit) for it. The wait ends early when a waiter
+        asks the reader thread for the token, when pending requests fail, or (main thread)
+        for a signal such as ``KeyboardInterrupt``; taking and delivering is never
+        interrupted (see _signals_held)."""
         if self.pump(0):
             return
         w = self.waiter
@@ -465,6 +509,11 @@ class _SyncCore(CoreBase):
     def pump(self, timeout_ms: int) -> bool:
         """Holding the token: one batch from the library, delivered. Returns whether
         anything happened (events delivered, or delivery ended)."""
+        assert self.batch is not None
+        with _signals_held():
+            return self.pump_held(timeout_ms)
+
+    def pump_held(self, timeout_ms: int) -> bool:
         assert self.batch is not None
         try:
             st, events = self.handle.call(self.batch.poll, timeout_ms)
@@ -506,10 +555,11 @@ class _SyncCore(CoreBase):
                     if left <= 0:
                         return False
                 full = not consumer and len(self.queue) >= self.queue_limit and not self.closing
+                if full:
+                    self.room_wanted = True  # then read the length again (see run_reader)
+                    full = len(self.queue) >= self.queue_limit
                 if self.batch is None or full or self.token.locked():
-                    if full:
-                        self.room_wanted = True
-                    elif self.reader_holds and self.waiter is not None:
+                    if not full and self.reader_holds and self.waiter is not None:
                         self.waiter.wake()  # the reader gives the token up
                     self.last_taken = time.monotonic()
                     cond.wait(left)
@@ -628,12 +678,13 @@ class _SyncCore(CoreBase):
             waiter._resolve(ev)
 
     def finish(self) -> None:
-        """Delivery ended: wake everyone, fail requests that can no longer be answered."""
+        """Delivery ended: fail requests that can no longer be answered, wake everyone.
+        Failed first, so a waiter woken by the end finds its reply, not a timeout."""
+        self.fail_pending()
         with self.cond:
             self.ended = True
             self.cond.notify_all()
         self.closed_event.set()
-        self.fail_pending()
 
     def fail_pending(self) -> None:
         """Fails every request still waiting, and any registered later, with
@@ -646,6 +697,13 @@ class _SyncCore(CoreBase):
         for w in waiters:
             if not w.done():
                 w._resolve(Event(EventKind.RESPONSE, w.id, Status.ERR_CLIENT_CLOSED, "", b""))
+        if waiters:
+            # Poll mode: their threads wait on the condition, or (one of them) on the
+            # library's descriptor, where nothing may arrive any more.
+            with self.cond:
+                self.cond.notify_all()
+                if self.waiter is not None:
+                    self.waiter.wake()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -847,9 +905,9 @@ class Client(ClientState):
     :param on_event: callback mode: ``on_event(event)`` runs on the library's dispatcher
         thread for every event except replies (which still complete requests), in order.
         Keep it short; it is kept referenced until the library is done with it.
-    :param event_queue_size: poll mode: events buffered in Python before the reader stops
-        taking more (the library then applies TCP backpressure). Replies wait behind them,
-        so consume :meth:`events` or use ``on_event``.
+    :param event_queue_size: poll mode: events buffered in Python before only a consumer
+        (:meth:`events`) takes more (the library then applies TCP backpressure). Replies wait
+        behind them, so consume :meth:`events` or use ``on_event``.
     :param batch_size: events taken per native call.
     :param json_loads: the parser behind ``Event.data`` and :meth:`request`'s result, called
         with the payload's bytes (default ``json.loads``). E.g. ``orjson.loads``, about 4x

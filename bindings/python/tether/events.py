@@ -381,9 +381,9 @@ def remote_message(raw: bytes) -> str:
 class BatchReader:
     """Owns one ``tether_batch`` and turns each ``tether_client_poll_batch`` into Events.
 
-    Per batch: one ``poll_batch`` call, one ``batch_view`` call and two ``string_at`` copies
-    (entries and payload buffer); entries are decoded with one ``struct.Struct``. Not
-    thread-safe (one reader per polling thread), as the C batch.
+    Per batch: one ``poll_batch`` call, one ``batch_view`` call, one copy of the entries
+    (decoded with one ``struct.Struct``) and one copy of each payload from the lent buffer.
+    Not thread-safe: one thread at a time polls with it (the client's token), as the C batch.
     """
 
     def __init__(self, max_events: int = 256, event_cls: Type[Event] = Event) -> None:
