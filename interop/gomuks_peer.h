@@ -58,6 +58,16 @@ static inline int64_t request(tether_client *c, const char *command, const char 
  * own timeout when `timeout_ms` > 0) and returns the backend's connection to that homeserver
  * once the backend's request is fully out: cancelled earlier, Go's HTTP transport may keep the
  * fresh connection idle instead of closing it. `*id` receives the request id. */
+/* Waits up to 15 s for the backend to call the silent homeserver listening on `hs`, accepts
+ * that connection and reads its request head into `head`; returns the connection. */
+static inline int accept_homeserver_call(int hs, char *head, size_t cap) {
+    if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
+    int conn = accept(hs, NULL, NULL);
+    CHECK(conn >= 0);
+    w_read_head(conn, head, cap);
+    return conn;
+}
+
 static inline int blocked_login_flows(tether_client *c, int hs, const char *params,
                                       uint32_t timeout_ms, int64_t *id) {
     if (timeout_ms == 0) {
@@ -66,11 +76,8 @@ static inline int blocked_login_flows(tether_client *c, int hs, const char *para
         CHECK_OK(tether_client_request_with_timeout(c, "get_login_flows", (const uint8_t *)params,
                                                     strlen(params), timeout_ms, id));
     }
-    if (!w_readable(hs, 15000)) th_fail(__FILE__, __LINE__, "backend never called the homeserver");
-    int conn = accept(hs, NULL, NULL);
-    CHECK(conn >= 0);
     char head[4096];
-    w_read_head(conn, head, sizeof head);
+    int conn = accept_homeserver_call(hs, head, sizeof head);
     CHECK_PREFIX(head, "GET /_matrix/client/versions ");
     return conn;
 }
