@@ -145,6 +145,14 @@
 #define TETHER_EVENT_CHUNK 12
 
 /**
+ * A store attached to this client applied an event or an answer (see `Store`): the data
+ * is the JSON change set (`gen`, what changed, the ids). It follows the MESSAGE it
+ * reflects and precedes the RESPONSE of a store action, so a read after either sees the
+ * change.
+ */
+#define TETHER_EVENT_STORE 13
+
+/**
  * The resume succeeded: every event missed since the resume point is delivered exactly
  * once, in order, before `init_complete`; the app's cached state stays valid.
  */
@@ -262,6 +270,15 @@ typedef struct tether_event tether_event;
  * `tether_settings_new`, free with `tether_settings_free`. Not thread-safe.
  */
 typedef struct tether_settings tether_settings;
+
+/**
+ * A store attached to one gomuks client: room list, timelines, state, receipts and local
+ * echo, kept from the client's events. Create with `tether_store_new`, free with
+ * `tether_store_free`. Every function may be called from any thread, at the same time;
+ * the store may outlive its client (reads keep working, actions fail with
+ * `TETHER_ERR_STATE`).
+ */
+typedef struct tether_store tether_store;
 
 /**
  * Result of a fallible call: `TETHER_OK` (0), a positive informational value, or a negative
@@ -1277,6 +1294,106 @@ tether_status tether_client_send_settings(struct tether_client *c, const struct 
  * Frees a settings list. NULL is fine; never twice.
  */
 void tether_settings_free(struct tether_settings *s);
+
+/**
+ * Attaches a new store to `client`, which must be a gomuks client (websocket or
+ * in-process) on which `tether_client_connect` was not called yet, so the store sees
+ * every event. From then on the client's event stream carries `TETHER_EVENT_STORE`
+ * events: each follows the MESSAGE it reflects and precedes the RESPONSE of a store
+ * action, and a read made after taking any event sees that event applied.
+ * `options_json` may be NULL or JSON: `{"evict_after_ms": N}` (how long a room that is not
+ * open keeps its timeline; default 30 minutes). `*out` is owned by the caller (free with
+ * `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
+ * the client has a store, `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_INVALID_ARGUMENT`
+ * for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
+ */
+tether_status tether_store_new(struct tether_client *c, const char *options_json, struct tether_store **out);
+
+/**
+ * Frees the store and detaches it: the client's stream carries no more STORE events.
+ * NULL is fine; never twice, and never while another thread is inside a call on it.
+ */
+void tether_store_free(struct tether_store *s);
+
+/**
+ * Reads one snapshot as JSON. `what` is one of `room_list`, `room`, `timeline`, `event`,
+ * `state`, `members`, `receipts`, `typing`, `account_data`, `spaces`, `session`;
+ * `args_json` (NULL means none) its arguments, as docs/store.md lists them (for example
+ * `{"room_id": "!a:b", "limit": 50}` for `timeline`). The JSON is copied NUL-terminated
+ * into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
+ * NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
+ * size. The store may change between two calls: a second call may need more room, so
+ * loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. A read of a room or event the store
+ * does not hold gives `null` (`room`, `event`, `state` with a key) or
+ * `TETHER_ERR_INVALID_ARGUMENT` (the others); unknown `what` or bad arguments are
+ * `TETHER_ERR_INVALID_ARGUMENT`. Any thread.
+ */
+tether_status tether_store_read(const struct tether_store *s, const char *what, const char *args_json, char *buf, size_t cap, size_t *out_len);
+
+/**
+ * Loads older history of the room (`paginate`): the RESPONSE with `*out_request_id`
+ * follows the STORE event that reports the prepended rows. `limit` 0 picks 50 (100 once
+ * 100 rows are cached). One pagination per room at a time: `TETHER_ERR_IN_USE` while one
+ * runs. `TETHER_ERR_INVALID_ARGUMENT` for a room the store does not know,
+ * `TETHER_ERR_STATE` once the client is closed, `TETHER_ERR_NULL` for NULL. Any thread.
+ */
+tether_status tether_store_paginate(const struct tether_store *s, const char *room_id, uint32_t limit, int64_t *out_request_id);
+
+/**
+ * Loads the room's whole state (`get_room_state`), with the member list when `members`
+ * is true. The RESPONSE follows the STORE event. Errors as `tether_store_paginate`.
+ */
+tether_status tether_store_load_state(const struct tether_store *s, const char *room_id, bool members, int64_t *out_request_id);
+
+/**
+ * Sends a message with local echo: `params_json` is `send_message`'s parameters
+ * (`room_id`, `text`, ...). The echo joins the room's pending tail (a STORE event) before
+ * the RESPONSE; `send_complete` later marks it sent or failed (`send_error`), and the
+ * synced event replaces it in the timeline. Errors as `tether_store_paginate`, and
+ * `TETHER_ERR_INVALID_ARGUMENT` for params without a `room_id`.
+ */
+tether_status tether_store_send_message(const struct tether_store *s, const char *params_json, int64_t *out_request_id);
+
+/**
+ * Marks the room read up to the newest event the store holds (`mark_read`);
+ * `receipt_type` NULL means `m.read`. The unread counts change with the backend's next
+ * sync. `TETHER_ERR_INVALID_ARGUMENT` when the store holds no event of the room; other
+ * errors as `tether_store_paginate`.
+ */
+tether_status tether_store_mark_read(const struct tether_store *s, const char *room_id, const char *receipt_type, int64_t *out_request_id);
+
+/**
+ * Fetches the member events of the users in `user_ids_json` (a JSON array of user ids)
+ * in one request (`get_specific_room_state`), skipping those the store holds.
+ * `*out_request_id` is 0 when none is missing: nothing is sent and no RESPONSE follows.
+ * Errors as `tether_store_paginate`.
+ */
+tether_status tether_store_request_members(const struct tether_store *s, const char *room_id, const char *user_ids_json, int64_t *out_request_id);
+
+/**
+ * The app shows (`open` true) or no longer shows the room. An open room keeps its
+ * timeline; a closed one loses it after the eviction delay (`evict_after_ms`). With a
+ * watch list (`tether_store_watch`), open rooms are watched. `TETHER_ERR_INVALID_ARGUMENT`
+ * for an unknown room, `TETHER_ERR_NULL` for NULL. Any thread.
+ */
+tether_status tether_store_set_open(const struct tether_store *s, const char *room_id, bool open);
+
+/**
+ * Limits the detail of STORE events to watched rooms; the others report only `meta`
+ * and `removed`, which is all a room list needs. `room_id` NULL with `on` true watches
+ * every room (the default); NULL with false watches only the open rooms; a room id
+ * adds it to or removes it from the watch list. `TETHER_ERR_NULL` for a NULL store.
+ */
+tether_status tether_store_watch(const struct tether_store *s, const char *room_id, bool on);
+
+/**
+ * Evicts now the timelines of rooms that are not open and have been idle for the
+ * eviction delay (this also happens by itself about once a minute while events
+ * arrive); the STORE event reporting it comes with the next event. `*out_evicted` (may
+ * be NULL) receives how many rooms lost their timeline. `TETHER_ERR_NULL` for a NULL
+ * store.
+ */
+tether_status tether_store_collect_garbage(const struct tether_store *s, size_t *out_evicted);
 
 #ifdef __cplusplus
 }  // extern "C"

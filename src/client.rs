@@ -16,7 +16,7 @@ use crate::config::{Config, Protocol, Transport};
 use crate::dialect::{gomuks, rwws};
 use crate::event::Event;
 use crate::ids::IdGen;
-use crate::queue::{EventQueue, Pop};
+use crate::queue::{EventQueue, Pop, Tap};
 use crate::resume::{ResumeState, SharedResume};
 use crate::session::commands::{CommandRx, CommandTx};
 use crate::session::dialect::{CloseIntent, Dialect};
@@ -30,15 +30,22 @@ use crate::status::{Error, Status};
 /// All methods are non-blocking except [`Client::poll`], which waits up to its timeout.
 /// Dropping the client closes it (gomuks: close code 1001) without waiting.
 pub struct Client {
+    req: Requester,
+    resume: Arc<SharedResume>,
+    rx: std::sync::Mutex<Option<CommandRx>>,
+    poisoned: Arc<AtomicBool>,
+    probe: Probe,
+}
+
+/// What sending a request needs, shared beyond the client's own life: a store keeps one for
+/// its actions, and a request after the client closed fails as the client's own would.
+#[derive(Clone)]
+pub(crate) struct Requester {
     cfg: Arc<Config>,
     queue: Arc<EventQueue>,
     ids: Arc<IdGen>,
-    resume: Arc<SharedResume>,
-    tx: CommandTx,
-    rx: std::sync::Mutex<Option<CommandRx>>,
-    closed: AtomicBool,
-    poisoned: Arc<AtomicBool>,
-    probe: Probe,
+    tx: Arc<CommandTx>,
+    closed: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -47,13 +54,15 @@ impl Client {
         let (tx, rx) = crate::session::commands::channel();
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         Client {
-            queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
-            cfg: Arc::new(cfg),
-            ids: Arc::new(IdGen::new()),
+            req: Requester {
+                queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
+                cfg: Arc::new(cfg),
+                ids: Arc::new(IdGen::new()),
+                tx: Arc::new(tx),
+                closed: Arc::new(AtomicBool::new(false)),
+            },
             resume,
-            tx,
             rx: std::sync::Mutex::new(Some(rx)),
-            closed: AtomicBool::new(false),
             poisoned: Arc::new(AtomicBool::new(false)),
             probe: Probe::new(),
         }
@@ -71,13 +80,13 @@ impl Client {
 
     /// A snapshot of this client's counters.
     pub fn stats(&self) -> Stats {
-        self.probe.counters.snapshot(self.queue.depth())
+        self.probe.counters.snapshot(self.req.queue.depth())
     }
 
     /// Starts the session in the background; progress arrives as events. Errors with
     /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
-        self.ensure_open()?;
+        self.req.ensure_open()?;
         let mut slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             return Err(Error::new(Status::ErrState, "connect was already called"));
@@ -87,14 +96,14 @@ impl Client {
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
         // One TLS config per client, shared by the websocket and the auth HTTP client.
-        let tls = crate::tls::client_config(&self.cfg.trust)?;
-        if let Transport::InProcess { .. } = self.cfg.transport() {
-            let local = gomuks::inproc::InProcess::open(&self.cfg, self.probe.client)?;
+        let tls = crate::tls::client_config(&self.req.cfg.trust)?;
+        if let Transport::InProcess { .. } = self.req.cfg.transport() {
+            let local = gomuks::inproc::InProcess::open(&self.req.cfg, self.probe.client)?;
             self.spawn(&handle, &mut slot, |rx| {
                 crate::session::local::run(
-                    self.cfg.clone(),
-                    self.queue.clone(),
-                    self.ids.clone(),
+                    self.req.cfg.clone(),
+                    self.req.queue.clone(),
+                    self.req.ids.clone(),
                     self.probe.clone(),
                     local,
                     rx,
@@ -102,19 +111,19 @@ impl Client {
             });
             return Ok(());
         }
-        match self.cfg.protocol {
+        match self.req.cfg.protocol {
             Protocol::Gomuks => {
                 let d = gomuks::Gomuks::new(
-                    self.cfg.clone(),
+                    self.req.cfg.clone(),
                     tls,
                     self.resume.clone(),
-                    self.queue.clone(),
+                    self.req.queue.clone(),
                     self.probe.clone(),
                 )?;
                 self.spawn_session(&handle, d, &mut slot);
             }
             Protocol::Rwws => {
-                let d = rwws::Rwws::new(self.cfg.clone(), tls, self.probe.clone())?;
+                let d = rwws::Rwws::new(self.req.cfg.clone(), tls, self.probe.clone())?;
                 self.spawn_session(&handle, d, &mut slot);
             }
         }
@@ -130,9 +139,9 @@ impl Client {
     ) {
         self.spawn(handle, slot, |rx| {
             crate::session::run(
-                self.cfg.clone(),
-                self.queue.clone(),
-                self.ids.clone(),
+                self.req.cfg.clone(),
+                self.req.queue.clone(),
+                self.req.ids.clone(),
                 self.probe.clone(),
                 dialect,
                 rx,
@@ -154,17 +163,9 @@ impl Client {
         self.probe.counters.set_state(ConnectionState::Connecting);
         handle.spawn(guard_session(
             make(rx),
-            self.queue.clone(),
+            self.req.queue.clone(),
             self.poisoned.clone(),
         ));
-    }
-
-    /// Closed by the app, or the session ended on its own (a stop such as bad credentials)
-    /// and the app has taken CLOSED. The session drops its command receiver only after
-    /// pushing CLOSED, so without the second check a request made right after CLOSED could
-    /// be accepted and then silently never sent.
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.queue.is_finished()
     }
 
     /// Whether an internal panic ended the session; the client is then unusable.
@@ -174,7 +175,7 @@ impl Client {
 
     /// rwws: sends one raw packet. Not available for gomuks clients.
     pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
-        self.ensure_open()?;
+        self.req.ensure_open()?;
         if bytes.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty packet"));
         }
@@ -185,7 +186,7 @@ impl Client {
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
     /// 0xFF are reserved; values are sent as given. No setting is defined by the protocol yet.
     pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
-        self.ensure_open()?;
+        self.req.ensure_open()?;
         self.require_rwws("send_settings")?;
         let packet = rwws::codec::settings_packet(settings.iter().copied())?;
         self.queue_packet(Message::binary(packet))
@@ -196,17 +197,9 @@ impl Client {
         self.command(Command::Send(packet))
     }
 
-    /// Refuses any call once the client is closed.
-    fn ensure_open(&self) -> Result<(), Error> {
-        if self.is_closed() {
-            return Err(closed_error());
-        }
-        Ok(())
-    }
-
     /// Refuses an rwws-only call on a gomuks client, naming the call.
     fn require_rwws(&self, call: &str) -> Result<(), Error> {
-        if self.cfg.protocol == Protocol::Rwws {
+        if self.req.cfg.protocol == Protocol::Rwws {
             return Ok(());
         }
         Err(Error::new(
@@ -215,67 +208,10 @@ impl Client {
         ))
     }
 
-    fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
-        self.ensure_open()?;
-        if self.cfg.protocol == Protocol::Rwws {
-            return Err(Error::new(
-                Status::ErrState,
-                "rwws has no requests; use send_packet or send_settings",
-            ));
-        }
-        if command.is_empty() {
-            return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
-        }
-        if !data.is_empty() {
-            serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {
-                Error::new(
-                    Status::ErrInvalidUtf8,
-                    format!("request data is not JSON: {e}"),
-                )
-            })?;
-        }
-        Ok(())
-    }
-
-    fn submit(
-        &self,
-        command: &str,
-        data: &[u8],
-        timeout: Option<Duration>,
-        reply: ReplyTo,
-    ) -> Result<i64, Error> {
-        self.validate_request(command, data)?;
-        self.enqueue(timeout, reply, |id| {
-            gomuks::codec::request_message(id, command, data)
-        })
-    }
-
-    /// Takes an id, fixes the deadline and hands the request `encode` makes to the session.
-    fn enqueue(
-        &self,
-        timeout: Option<Duration>,
-        reply: ReplyTo,
-        encode: impl FnOnce(i64) -> Message,
-    ) -> Result<i64, Error> {
-        // The deadline counts from the app's call, whatever the session is doing meanwhile.
-        let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
-        let id = self.ids.next();
-        self.tx
-            .send(Command::Request(Request {
-                id,
-                message: encode(id),
-                deadline,
-                reply,
-                cancel: gomuks::codec::cancel_message,
-            }))
-            .map_err(|_| closed_error())?;
-        Ok(id)
-    }
-
     /// Sends a request; the reply arrives as a RESPONSE event with this id. `data` is JSON
     /// (empty means `{}`). Requests made while disconnected are sent once connected.
     pub fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
-        self.submit(command, data, None, ReplyTo::Event)
+        self.req.submit(command, data, None, ReplyTo::Event)
     }
 
     /// [`Client::request`] with its own timeout.
@@ -285,14 +221,15 @@ impl Client {
         data: &[u8],
         timeout: Duration,
     ) -> Result<i64, Error> {
-        self.submit(command, data, Some(timeout), ReplyTo::Event)
+        self.req
+            .submit(command, data, Some(timeout), ReplyTo::Event)
     }
 
     /// Sends a request and awaits its reply directly (it does not go through the event queue).
     /// Returns the raw JSON `data` of the response.
     pub async fn call(&self, command: &str, data: &[u8]) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
-        self.submit(command, data, None, ReplyTo::Oneshot(tx))?;
+        self.req.submit(command, data, None, ReplyTo::Oneshot(tx))?;
         rx.await.unwrap_or_else(|_| {
             Err(Error::new(
                 Status::ErrClientClosed,
@@ -303,10 +240,11 @@ impl Client {
 
     /// Cancels request `id`: its RESPONSE carries `ErrCancelled` and the server is told.
     pub fn cancel(&self, id: i64) -> Result<(), Error> {
-        if !self.ids.issued(id) {
+        if !self.req.ids.issued(id) {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
         }
-        self.tx
+        self.req
+            .tx
             .send(Command::Cancel(id))
             .map_err(|_| closed_error())
     }
@@ -343,8 +281,8 @@ impl Client {
 
     /// Refuses a call about the connection on a client that has none (in-process).
     fn require_connection(&self, call: &str) -> Result<(), Error> {
-        self.ensure_open()?;
-        match self.cfg.transport() {
+        self.req.ensure_open()?;
+        match self.req.cfg.transport() {
             Transport::Websocket => Ok(()),
             _ => Err(Error::new(
                 Status::ErrUnsupported,
@@ -388,21 +326,21 @@ impl Client {
             gomuks::inproc::Media::Upload(_) => "upload_media",
             gomuks::inproc::Media::Download => "download_media",
         };
-        self.validate_request(what, params)?;
-        if !matches!(self.cfg.transport(), Transport::InProcess { .. }) {
+        self.req.validate_request(what, params)?;
+        if !matches!(self.req.cfg.transport(), Transport::InProcess { .. }) {
             return Err(Error::new(
                 Status::ErrUnsupported,
                 format!("{what} with progress is for in-process clients; over the websocket use the backend's HTTP media endpoints"),
             ));
         }
-        self.enqueue(timeout, ReplyTo::Event, |id| {
+        self.req.enqueue(timeout, ReplyTo::Event, |id| {
             gomuks::inproc::media_message(id, media, params)
         })
     }
 
     fn command(&self, c: Command) -> Result<(), Error> {
-        self.ensure_open()?;
-        self.tx.send(c).map_err(|_| closed_error())
+        self.req.ensure_open()?;
+        self.req.tx.send(c).map_err(|_| closed_error())
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is
@@ -420,7 +358,7 @@ impl Client {
     }
 
     fn close_with(&self, intent: CloseIntent) -> Result<(), Error> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.req.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(Status::ErrState, "client is already closed"));
         }
         let never_started = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -428,26 +366,26 @@ impl Client {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
             self.probe.counters.set_state(ConnectionState::Closed);
-            crate::session::close_channel(&mut rx, &self.queue);
+            crate::session::close_channel(&mut rx, &self.req.queue);
         } else {
-            let _ = self.tx.send(Command::Close(intent));
+            let _ = self.req.tx.send(Command::Close(intent));
         }
         Ok(())
     }
 
     /// Takes the next event, waiting up to `timeout` (`None`: until one arrives).
     pub fn poll(&self, timeout: Option<Duration>) -> Pop {
-        self.queue.pop_blocking(timeout)
+        self.req.queue.pop_blocking(timeout)
     }
 
     /// Takes the next event asynchronously; `None` after CLOSED was taken.
     pub async fn next_event(&self) -> Option<Event> {
-        self.queue.pop().await
+        self.req.queue.pop().await
     }
 
     /// Takes up to `max` queued events without waiting.
     pub fn drain(&self, out: &mut Vec<Event>, max: usize) -> usize {
-        self.queue.drain_into(out, max)
+        self.req.queue.drain_into(out, max)
     }
 
     /// The resume point: persist it and pass it to a new client's config to resume there.
@@ -473,17 +411,127 @@ impl Client {
     /// configured queue capacity: past it the socket is not read (one message's events may
     /// overshoot).
     pub fn queued_events(&self) -> usize {
-        self.queue.depth()
+        self.req.queue.depth()
+    }
+
+    /// What a store needs to send its actions' requests.
+    pub(crate) fn requester(&self) -> &Requester {
+        &self.req
+    }
+
+    /// Lets `tap` see every event before it is queued; only before `connect`, so it sees all
+    /// of them, and only once.
+    pub(crate) fn attach_tap(&self, tap: std::sync::Weak<dyn Tap>) -> Result<(), Error> {
+        if self.req.cfg.protocol != Protocol::Gomuks {
+            return Err(Error::new(
+                Status::ErrUnsupported,
+                "a store is for gomuks clients",
+            ));
+        }
+        let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() || self.req.is_closed() {
+            return Err(Error::new(
+                Status::ErrState,
+                "attach the store before connect (it must see every event)",
+            ));
+        }
+        if !self.req.queue.set_tap(tap) {
+            return Err(Error::new(
+                Status::ErrInUse,
+                "a store is already attached to this client",
+            ));
+        }
+        Ok(())
     }
 
     /// The event queue (for the C ABI's readiness signal and dispatcher).
     pub(crate) fn queue(&self) -> &Arc<EventQueue> {
-        &self.queue
+        &self.req.queue
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.cfg
+        &self.req.cfg
+    }
+}
+
+impl Requester {
+    /// Closed by the app, or the session ended on its own (a stop such as bad credentials)
+    /// and the app has taken CLOSED. The session drops its command receiver only after
+    /// pushing CLOSED, so without the second check a request made right after CLOSED could
+    /// be accepted and then silently never sent.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.queue.is_finished()
+    }
+
+    /// Refuses any call once the client is closed.
+    pub(crate) fn ensure_open(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(closed_error());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
+        self.ensure_open()?;
+        if self.cfg.protocol == Protocol::Rwws {
+            return Err(Error::new(
+                Status::ErrState,
+                "rwws has no requests; use send_packet or send_settings",
+            ));
+        }
+        if command.is_empty() {
+            return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
+        }
+        if !data.is_empty() {
+            serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {
+                Error::new(
+                    Status::ErrInvalidUtf8,
+                    format!("request data is not JSON: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn submit(
+        &self,
+        command: &str,
+        data: &[u8],
+        timeout: Option<Duration>,
+        reply: ReplyTo,
+    ) -> Result<i64, Error> {
+        self.validate_request(command, data)?;
+        self.enqueue(timeout, reply, |id| {
+            gomuks::codec::request_message(id, command, data)
+        })
+    }
+
+    /// Takes an id, fixes the deadline and hands the request `encode` makes to the session.
+    pub(crate) fn enqueue(
+        &self,
+        timeout: Option<Duration>,
+        reply: ReplyTo,
+        encode: impl FnOnce(i64) -> Message,
+    ) -> Result<i64, Error> {
+        // The deadline counts from the app's call, whatever the session is doing meanwhile.
+        let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
+        let id = self.ids.next();
+        self.tx
+            .send(Command::Request(Request {
+                id,
+                message: encode(id),
+                deadline,
+                reply,
+                cancel: gomuks::codec::cancel_message,
+            }))
+            .map_err(|_| closed_error())?;
+        Ok(id)
+    }
+
+    /// [`Client::request`] for the store's actions.
+    pub(crate) fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
+        self.submit(command, data, None, ReplyTo::Event)
     }
 }
 
@@ -508,11 +556,11 @@ impl Drop for Client {
     fn drop(&mut self) {
         // Dropped without a close: the app may still hold the resume state, so keep the
         // backend's entry (a deliberate, final close is `close()`).
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Command::Close(CloseIntent::KeepResume));
+        if !self.req.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.req.tx.send(Command::Close(CloseIntent::KeepResume));
         }
         // Nobody will read the queue again; never let the session wait for space.
-        self.queue.abandon();
+        self.req.queue.abandon();
     }
 }
 

@@ -50,6 +50,11 @@ pub enum EventKind {
     /// In-process: the next bytes of the media download with this request id (the data).
     /// They arrive in order, before the download's RESPONSE.
     Chunk = 12,
+    /// A store attached to this client applied an event or an answer (see `Store`): the data
+    /// is the JSON change set (`gen`, what changed, the ids). It follows the MESSAGE it
+    /// reflects and precedes the RESPONSE of a store action, so a read after either sees the
+    /// change.
+    Store = 13,
 }
 
 /// What a RESUMED event reports. Discriminants are the C ABI's `TETHER_RESUME_*` values (0

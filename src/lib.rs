@@ -21,6 +21,8 @@
 // and that no modules anywhere import each other in a circle). ARCHITECTURE.md explains them.
 mod ffi;
 
+mod store;
+
 mod client;
 
 mod dialect;
@@ -50,6 +52,7 @@ pub use queue::Pop;
 pub use resume::ResumeState;
 pub use stats::{ConnectionState, Stats};
 pub use status::{Error, Status};
+pub use store::{Store, READS as STORE_READS};
 
 /// Not part of the API and without any semver promise: the internals that tether's own fuzz
 /// targets, benchmarks and test tools drive directly.

@@ -49,6 +49,15 @@ enum Idle {
 /// it must be quick and must not call back into the queue.
 pub type ReadinessHook = Box<dyn Fn(bool) + Send + Sync>;
 
+/// Sees every batch of events before it is queued, on the producer's thread and outside the
+/// queue lock, and returns what to queue instead: a store applies server events here, so an
+/// app that reads it after taking an event sees that event applied, and adds its change
+/// notifications to the batch. It must not push into the queue it taps.
+pub(crate) trait Tap: Send + Sync {
+    /// The batch to queue in place of `events`.
+    fn observe(&self, events: Vec<Event>) -> Vec<Event>;
+}
+
 struct Inner {
     events: VecDeque<Event>,
     /// CLOSED has been pushed; nothing more will be.
@@ -70,6 +79,8 @@ pub struct EventQueue {
     space: Notify,
     capacity: usize,
     hook: Mutex<Option<ReadinessHook>>,
+    /// Weak: the tap (a store) holds what sends its requests, which holds this queue.
+    tap: std::sync::OnceLock<std::sync::Weak<dyn Tap>>,
 }
 
 impl EventQueue {
@@ -88,6 +99,7 @@ impl EventQueue {
             space: Notify::new(),
             capacity,
             hook: Mutex::new(None),
+            tap: std::sync::OnceLock::new(),
         }
     }
 
@@ -146,6 +158,19 @@ impl EventQueue {
     /// Appends events in order under one lock, with at most one readiness signal and one
     /// wake-up: a consumer woken per event would cost a futex round trip each.
     pub fn push_all(&self, evs: impl IntoIterator<Item = Event>) {
+        match self.tap.get().and_then(std::sync::Weak::upgrade) {
+            Some(tap) => self.push_untapped(tap.observe(evs.into_iter().collect())),
+            None => self.push_untapped(evs),
+        }
+    }
+
+    /// Installs the tap, for as long as its owner keeps it; `false` if one was installed
+    /// (even one since dropped: a second store would have missed events).
+    pub(crate) fn set_tap(&self, tap: std::sync::Weak<dyn Tap>) -> bool {
+        self.tap.set(tap).is_ok()
+    }
+
+    fn push_untapped(&self, evs: impl IntoIterator<Item = Event>) {
         let sleepers = {
             let mut g = self.lock();
             let was_empty = g.events.is_empty();

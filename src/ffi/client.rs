@@ -518,7 +518,7 @@ ffi_fn! {
 ///
 /// # Safety
 /// `buf` is NULL or points to `cap` writable bytes; `out_len` is NULL or writable.
-unsafe fn copy_c_string(
+pub(crate) unsafe fn copy_c_string(
     what: &str,
     s: &str,
     buf: *mut c_char,

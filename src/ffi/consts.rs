@@ -127,6 +127,11 @@ pub const TETHER_EVENT_PROGRESS: u32 = 11;
 /// In-process: the next bytes of the media download with this request id (the data).
 /// They arrive in order, before the download's RESPONSE.
 pub const TETHER_EVENT_CHUNK: u32 = 12;
+/// A store attached to this client applied an event or an answer (see `Store`): the data
+/// is the JSON change set (`gen`, what changed, the ids). It follows the MESSAGE it
+/// reflects and precedes the RESPONSE of a store action, so a read after either sees the
+/// change.
+pub const TETHER_EVENT_STORE: u32 = 13;
 
 /// The resume succeeded: every event missed since the resume point is delivered exactly
 /// once, in order, before `init_complete`; the app's cached state stays valid.

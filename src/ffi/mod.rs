@@ -34,6 +34,7 @@ mod observe;
 
 mod readiness;
 mod settings;
+mod store;
 
 pub use batch::*;
 pub use client::*;
@@ -44,6 +45,7 @@ pub use event::*;
 pub use observe::*;
 pub use settings::*;
 pub use status::*;
+pub use store::*;
 pub use version::*;
 
 /// Result of a fallible call: `TETHER_OK` (0), a positive informational value, or a negative

@@ -183,6 +183,8 @@ struct State {
     conns: HashMap<u64, Conn>,
     next_listener: u64,
     rng: u64,
+    /// The Matrix room model (`rooms.rs`); empty unless seeded.
+    rooms: crate::rooms::Rooms,
 }
 
 /// One websocket connection as the event buffer sees it.
@@ -229,6 +231,23 @@ impl State {
             id = self.push("sync_complete", &crate::events::sync_complete(seq, size));
         }
         id
+    }
+
+    /// Sends an event that the buffer never caches (request_id 0, like gomuks' `typing`) to
+    /// every open connection.
+    fn push_uncached(&self, command: &str, data: &Value) {
+        let line = format!(
+            "{}\n",
+            json!({"command": command, "request_id": 0, "data": data})
+        );
+        self.broadcast(|| Out::Line(line.clone()));
+    }
+
+    /// A remote message in a modelled room, pushed as a buffered `sync_complete`.
+    fn room_message(&mut self, room: &str, sender: &str, body: &str) -> Result<(i64, i64), String> {
+        let (rowid, tl, sync) = self.rooms.remote_message(room, sender, body)?;
+        self.push("sync_complete", &sync);
+        Ok((rowid, tl))
     }
 
     fn broadcast(&self, make: impl Fn() -> Out) {
@@ -294,6 +313,7 @@ impl Backend {
             buffer: EventBuffer::new(0),
             conns: HashMap::new(),
             next_listener: 0,
+            rooms: crate::rooms::Rooms::new(),
         };
         st.new_run();
         let state = Arc::new(Mutex::new(st));
@@ -348,6 +368,29 @@ impl Backend {
     /// Pushes one event.
     pub fn push_event(&self, command: &str, data: Value) -> i64 {
         self.lock().push(command, &data)
+    }
+    /// Replaces the room model with the fixture of `rooms.rs`: `!space:example.org` (children
+    /// `!r1`, `!r2`), rooms `!r0:example.org` .. `!r{n-1}:example.org` named "Room {i}" with
+    /// `history` messages each (`Room {n-1}` most recently active; `!r0` a DM with Alice, `!r2`
+    /// 3 unread / 1 notification, `!r3` favourite), and the invite `!invite:example.org`.
+    /// Connections opened afterwards get it as their initial sync; open ones are not told.
+    pub fn seed_rooms(&self, n: usize, history: usize) {
+        self.lock().rooms = crate::rooms::Rooms::seeded(n, history);
+    }
+    /// A message from `sender` in a modelled room: a new event and timeline row, unread + 1,
+    /// pushed as a buffered `sync_complete`. Returns `(rowid, timeline_rowid)`.
+    pub fn room_message(&self, room: &str, sender: &str, body: &str) -> Result<(i64, i64), String> {
+        self.lock().room_message(room, sender, body)
+    }
+    /// A `typing` event `{room_id, user_ids}` to every open connection. Like gomuks, it is not
+    /// cached (request_id 0), so a resume does not replay it.
+    pub fn room_typing(&self, room: &str, users: &[String]) {
+        self.lock()
+            .push_uncached("typing", &crate::rooms::typing(room, users));
+    }
+    /// A copy of the room model.
+    pub fn rooms(&self) -> crate::rooms::Rooms {
+        self.lock().rooms.clone()
     }
     /// Simulates a backend restart: new run id, ids and buffer reset, connections dropped.
     pub fn restart(&self) {
@@ -705,6 +748,36 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
             g.broadcast(|| Out::Fault(fault.clone()));
             (200, ok)
         }
+        ("POST", "/_testkit/rooms/seed") => {
+            let n = n(10).min(100_000);
+            let history = q("history").parse::<usize>().unwrap_or(20).min(100_000);
+            g.rooms = crate::rooms::Rooms::seeded(n, history);
+            (
+                200,
+                json!({"ok": true, "rooms": n, "history": history}).to_string(),
+            )
+        }
+        ("POST", "/_testkit/rooms/message") => {
+            let sender = Some(q("sender"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| crate::rooms::ALICE.to_owned());
+            match g.room_message(&q("room"), &sender, &q("body")) {
+                Ok((rowid, tl)) => (
+                    200,
+                    json!({"rowid": rowid, "timeline_rowid": tl}).to_string(),
+                ),
+                Err(e) => (404, json!({"error": e}).to_string()),
+            }
+        }
+        ("POST", "/_testkit/rooms/typing") => {
+            let users: Vec<String> = q("users")
+                .split(',')
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            g.push_uncached("typing", &crate::rooms::typing(&q("room"), &users));
+            (200, ok)
+        }
         _ => (
             404,
             json!({"error": "unknown control endpoint"}).to_string(),
@@ -819,7 +892,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let overflow = Arc::new(tokio::sync::Notify::new());
-    let (listener, replay, run_id, ping_timeout, logged_in) = {
+    let (listener, replay, run_id, ping_timeout, logged_in, initial_rooms) = {
         let mut g = lock(&state);
         g.next_listener += 1;
         let listener = g.next_listener;
@@ -847,12 +920,17 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                 overflow: overflow.clone(),
             },
         );
+        // Built under the same lock as the subscription, so no live room event falls between
+        // the snapshot and the first buffered event this connection receives.
+        let initial_rooms = (replay.is_none() && g.cfg.logged_in && !g.rooms.is_empty())
+            .then(|| g.rooms.initial_sync(Some(since_epoch().as_millis() as i64)));
         (
             listener,
             replay,
             g.stats.run_id.clone(),
             g.cfg.ping_timeout,
             g.cfg.logged_in,
+            initial_rooms,
         )
     };
     let mut w = Writer {
@@ -906,6 +984,11 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                 0,
                 json!({"catchup": true, "server_timestamp": ts, "since_ts": since}),
             ));
+        } else if let Some(payloads) = initial_rooms {
+            // The room model's GetInitialSync payloads (rooms.rs).
+            for p in payloads {
+                startup.push(env("sync_complete", 0, p));
+            }
         } else {
             startup.push(env("sync_complete", 0, json!({"clear_state": true, "server_timestamp": ts,
                 "rooms": {"!room:example.org": {"meta": {"room_id": "!room:example.org", "name": "Test room"}}}})));
@@ -1106,6 +1189,56 @@ fn handle_command(
                 let _ = tx.send(Out::Line(line));
             });
             tasks.insert(id, h.abort_handle());
+        }
+        "paginate" => {
+            let r = lock(state).rooms.paginate(&data);
+            let _ = tx.send(Out::Line(match r {
+                Ok(v) => reply("response", v),
+                Err(e) => reply("error", json!(e)),
+            }));
+        }
+        "get_room_state" => {
+            let v = lock(state).rooms.get_room_state(&data);
+            let _ = tx.send(Out::Line(reply("response", v)));
+        }
+        "get_specific_room_state" => {
+            let v = lock(state).rooms.get_specific_room_state(&data);
+            let _ = tx.send(Out::Line(reply("response", v)));
+        }
+        "send_message" => {
+            let r = lock(state).rooms.send_message(&data);
+            match r {
+                Ok((echo, pending)) => {
+                    let _ = tx.send(Out::Line(reply("response", echo)));
+                    // The homeserver round trip: send_complete, then the sync carrying the event,
+                    // both buffered like any server event.
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let mut g = lock(&state);
+                        for (command, data) in g.rooms.complete_send(&pending) {
+                            g.push(command, &data);
+                        }
+                    });
+                }
+                Err(e) => {
+                    let _ = tx.send(Out::Line(reply("error", json!(e))));
+                }
+            }
+        }
+        "mark_read" => {
+            let mut g = lock(state);
+            match g.rooms.mark_read(&data) {
+                Ok(sync) => {
+                    // gomuks answers commands without a result with null.
+                    let _ = tx.send(Out::Line(reply("response", Value::Null)));
+                    // Pushed after the reply is queued: the homeserver's echo of the receipt.
+                    g.push("sync_complete", &sync);
+                }
+                Err(e) => {
+                    let _ = tx.send(Out::Line(reply("error", json!(e))));
+                }
+            }
         }
         other => {
             let _ = tx.send(Out::Line(reply(

@@ -6,5 +6,6 @@ pub mod buffer;
 pub mod events;
 pub mod gomuks;
 pub mod proxy;
+pub mod rooms;
 pub mod rwws;
 pub mod tls;

@@ -32,7 +32,7 @@ LIBDIR=$ROOT/target/debug
 tests/inproc/build.sh "$OUT/fake-ffi"
 export TETHER_FAKE_GOMUKSFFI=$OUT/fake-ffi/libfakegomuksffi.so
 
-TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe test_events test_inproc)
+TESTS=(test_api test_misuse test_callbacks test_resume test_fork test_rwws test_close_race test_observe test_events test_inproc test_store)
 # Also compiled and run as C++ (the header must work there too).
 CXX_TESTS=(test_api test_misuse)
 WARN=(-Wall -Wextra -Wpedantic -Werror)

@@ -11,9 +11,11 @@ const USAGE: &str = "usage: tether-backend [--listen 127.0.0.1:PORT] [--protocol
   [--seed N] [--not-logged-in] [--token-lifetime-ms N (default 7 days)]
   [--cut-after-events N] [--cut-after-bytes N] [--conn-queue-limit N (default 512, 0: none)]
   [--rwws-key BASE64]... [--rwws-ping-timeout-ms N] [--rwws-hello binary|text|wrong|silent]
-  [--rwws-silent-auth]
+  [--rwws-silent-auth] [--rooms N [--history H (default 20)]]
 Serves gomuks at /_gomuks/websocket and rwws at /api/ws on the same port (--protocol is
 accepted for clarity; both are always served). The default rwws key is dGV0aGVyLXRlc3Qta2V5.
+--rooms seeds the room model (testkit rooms.rs): a space, N rooms !r0..!r{N-1}:example.org with
+H messages each, and an invite; TETHER_BACKEND_ROOMS / TETHER_BACKEND_HISTORY do the same.
 Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.";
 
 fn main() {
@@ -22,6 +24,15 @@ fn main() {
         cfg.desktop_key = Some(k);
     }
     let mut rate = 0.0f64;
+    let env_usize = |k: &str| -> Option<usize> {
+        let v = std::env::var(k).ok()?;
+        Some(v.trim().parse().unwrap_or_else(|e| {
+            eprintln!("tether-backend: {k}: {e}\n{USAGE}");
+            std::process::exit(2)
+        }))
+    };
+    let mut rooms: Option<usize> = env_usize("TETHER_BACKEND_ROOMS");
+    let mut history: usize = env_usize("TETHER_BACKEND_HISTORY").unwrap_or(20);
     let mut rwws_keys_given = false;
     let mut args = std::env::args().skip(1);
     let fail = |m: String| -> ! {
@@ -134,6 +145,18 @@ fn main() {
                     fail(format!("--event-size: want MIN..MAX bytes, got {v:?}"))
                 });
             }
+            "--rooms" => {
+                rooms = Some(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("--rooms: {e}"))),
+                )
+            }
+            "--history" => {
+                history = val()
+                    .parse()
+                    .unwrap_or_else(|e| fail(format!("--history: {e}")))
+            }
             "--seed" => {
                 cfg.seed = val()
                     .parse()
@@ -147,6 +170,9 @@ fn main() {
         let backend = Backend::start(cfg)
             .await
             .unwrap_or_else(|e| fail(format!("cannot listen: {e}")));
+        if let Some(n) = rooms {
+            backend.seed_rooms(n, history);
+        }
         println!("{{\"started\":true,\"address\":\"{}\"}}", backend.addr());
         use std::io::Write;
         let _ = std::io::stdout().flush();

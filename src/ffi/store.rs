@@ -1,0 +1,268 @@
+//! `tether_store`: the native gomuks store attached to a client (docs/store.md).
+
+use std::os::raw::c_char;
+
+use crate::status::{Error, Status};
+use crate::store::Store;
+
+use super::boundary::{code, fail, free_handle, out_arg, status_of, str_arg};
+use super::client::{copy_c_string, tether_client};
+use super::tether_status;
+
+/// A store attached to one gomuks client: room list, timelines, state, receipts and local
+/// echo, kept from the client's events. Create with `tether_store_new`, free with
+/// `tether_store_free`. Every function may be called from any thread, at the same time;
+/// the store may outlive its client (reads keep working, actions fail with
+/// `TETHER_ERR_STATE`).
+pub struct tether_store {
+    store: Store,
+}
+
+/// The store behind a handle, or `ErrNull`.
+fn store<'a>(s: *const tether_store) -> Result<&'a Store, Error> {
+    // SAFETY: the caller passes a live store or NULL.
+    unsafe { s.as_ref() }
+        .map(|s| &s.store)
+        .ok_or_else(|| Error::new(Status::ErrNull, "store is NULL"))
+}
+
+/// An optional NUL-terminated argument: NULL reads as empty.
+fn opt_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        Ok("")
+    } else {
+        str_arg(p, what)
+    }
+}
+
+/// Writes a request id the caller asked for.
+fn put_id(out: *mut i64, r: Result<i64, Error>) -> tether_status {
+    match r.and_then(|id| out_arg(out, "out_request_id").map(|o| *o = id)) {
+        Ok(()) => Status::Ok.code(),
+        Err(e) => fail(e),
+    }
+}
+
+ffi_fn! {
+    /// Attaches a new store to `client`, which must be a gomuks client (websocket or
+    /// in-process) on which `tether_client_connect` was not called yet, so the store sees
+    /// every event. From then on the client's event stream carries `TETHER_EVENT_STORE`
+    /// events: each follows the MESSAGE it reflects and precedes the RESPONSE of a store
+    /// action, and a read made after taking any event sees that event applied.
+    /// `options_json` may be NULL or JSON: `{"evict_after_ms": N}` (how long a room that is not
+    /// open keeps its timeline; default 30 minutes). `*out` is owned by the caller (free with
+    /// `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
+    /// the client has a store, `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_INVALID_ARGUMENT`
+    /// for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
+    client fn tether_store_new(
+        c: *mut tether_client,
+        options_json: *const c_char,
+        out: *mut *mut tether_store,
+    ) -> tether_status |h| {
+        let r = opt_str(options_json, "options_json").and_then(|opts| {
+            let out = out_arg(out, "out")?;
+            let store = Store::attach(h.client(), opts.as_bytes())?;
+            *out = Box::into_raw(Box::new(tether_store { store }));
+            Ok(())
+        });
+        status_of(r)
+    } ?= code
+}
+
+ffi_fn! {
+    /// Frees the store and detaches it: the client's stream carries no more STORE events.
+    /// NULL is fine; never twice, and never while another thread is inside a call on it.
+    fn tether_store_free(s: *mut tether_store) {
+        // SAFETY: the caller passes a store from tether_store_new, once, or NULL.
+        unsafe { free_handle(s, |_| ()) }
+    } ?= |_| ()
+}
+
+ffi_fn! {
+    /// Reads one snapshot as JSON. `what` is one of `room_list`, `room`, `timeline`, `event`,
+    /// `state`, `members`, `receipts`, `typing`, `account_data`, `spaces`, `session`;
+    /// `args_json` (NULL means none) its arguments, as docs/store.md lists them (for example
+    /// `{"room_id": "!a:b", "limit": 50}` for `timeline`). The JSON is copied NUL-terminated
+    /// into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
+    /// NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
+    /// size. The store may change between two calls: a second call may need more room, so
+    /// loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. A read of a room or event the store
+    /// does not hold gives `null` (`room`, `event`, `state` with a key) or
+    /// `TETHER_ERR_INVALID_ARGUMENT` (the others); unknown `what` or bad arguments are
+    /// `TETHER_ERR_INVALID_ARGUMENT`. Any thread.
+    fn tether_store_read(
+        s: *const tether_store,
+        what: *const c_char,
+        args_json: *const c_char,
+        buf: *mut c_char,
+        cap: usize,
+        out_len: *mut usize,
+    ) -> tether_status {
+        let r = (|| {
+            let store = store(s)?;
+            let what = str_arg(what, "what")?;
+            let args = opt_str(args_json, "args_json")?;
+            let json = store.read(what, args.as_bytes())?;
+            let json = String::from_utf8(json).expect("serde_json writes UTF-8");
+            // SAFETY: the caller passes `cap` writable bytes at `buf` (or NULL) and a
+            // writable length pointer or NULL.
+            unsafe { copy_c_string("snapshot", &json, buf, cap, out_len) }
+        })();
+        status_of(r)
+    } ?= code
+}
+
+ffi_fn! {
+    /// Loads older history of the room (`paginate`): the RESPONSE with `*out_request_id`
+    /// follows the STORE event that reports the prepended rows. `limit` 0 picks 50 (100 once
+    /// 100 rows are cached). One pagination per room at a time: `TETHER_ERR_IN_USE` while one
+    /// runs. `TETHER_ERR_INVALID_ARGUMENT` for a room the store does not know,
+    /// `TETHER_ERR_STATE` once the client is closed, `TETHER_ERR_NULL` for NULL. Any thread.
+    fn tether_store_paginate(
+        s: *const tether_store,
+        room_id: *const c_char,
+        limit: u32,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(
+            out_request_id,
+            store(s).and_then(|st| st.paginate(str_arg(room_id, "room_id")?, limit)),
+        )
+    } ?= code
+}
+
+ffi_fn! {
+    /// Loads the room's whole state (`get_room_state`), with the member list when `members`
+    /// is true. The RESPONSE follows the STORE event. Errors as `tether_store_paginate`.
+    fn tether_store_load_state(
+        s: *const tether_store,
+        room_id: *const c_char,
+        members: bool,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(
+            out_request_id,
+            store(s).and_then(|st| st.load_state(str_arg(room_id, "room_id")?, members)),
+        )
+    } ?= code
+}
+
+ffi_fn! {
+    /// Sends a message with local echo: `params_json` is `send_message`'s parameters
+    /// (`room_id`, `text`, ...). The echo joins the room's pending tail (a STORE event) before
+    /// the RESPONSE; `send_complete` later marks it sent or failed (`send_error`), and the
+    /// synced event replaces it in the timeline. Errors as `tether_store_paginate`, and
+    /// `TETHER_ERR_INVALID_ARGUMENT` for params without a `room_id`.
+    fn tether_store_send_message(
+        s: *const tether_store,
+        params_json: *const c_char,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(
+            out_request_id,
+            store(s).and_then(|st| st.send_message(str_arg(params_json, "params_json")?.as_bytes())),
+        )
+    } ?= code
+}
+
+ffi_fn! {
+    /// Marks the room read up to the newest event the store holds (`mark_read`);
+    /// `receipt_type` NULL means `m.read`. The unread counts change with the backend's next
+    /// sync. `TETHER_ERR_INVALID_ARGUMENT` when the store holds no event of the room; other
+    /// errors as `tether_store_paginate`.
+    fn tether_store_mark_read(
+        s: *const tether_store,
+        room_id: *const c_char,
+        receipt_type: *const c_char,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(
+            out_request_id,
+            store(s).and_then(|st| {
+                st.mark_read(str_arg(room_id, "room_id")?, opt_str(receipt_type, "receipt_type")?)
+            }),
+        )
+    } ?= code
+}
+
+ffi_fn! {
+    /// Fetches the member events of the users in `user_ids_json` (a JSON array of user ids)
+    /// in one request (`get_specific_room_state`), skipping those the store holds.
+    /// `*out_request_id` is 0 when none is missing: nothing is sent and no RESPONSE follows.
+    /// Errors as `tether_store_paginate`.
+    fn tether_store_request_members(
+        s: *const tether_store,
+        room_id: *const c_char,
+        user_ids_json: *const c_char,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(
+            out_request_id,
+            store(s).and_then(|st| {
+                let users: Vec<String> = serde_json::from_str(str_arg(user_ids_json, "user_ids_json")?)
+                    .map_err(|e| Error::new(Status::ErrInvalidArgument, format!("user_ids_json: {e}")))?;
+                let users: Vec<&str> = users.iter().map(String::as_str).collect();
+                st.request_members(str_arg(room_id, "room_id")?, &users)
+            }),
+        )
+    } ?= code
+}
+
+ffi_fn! {
+    /// The app shows (`open` true) or no longer shows the room. An open room keeps its
+    /// timeline; a closed one loses it after the eviction delay (`evict_after_ms`). With a
+    /// watch list (`tether_store_watch`), open rooms are watched. `TETHER_ERR_INVALID_ARGUMENT`
+    /// for an unknown room, `TETHER_ERR_NULL` for NULL. Any thread.
+    fn tether_store_set_open(
+        s: *const tether_store,
+        room_id: *const c_char,
+        open: bool,
+    ) -> tether_status {
+        status_of(store(s).and_then(|st| {
+            let id = str_arg(room_id, "room_id")?;
+            if open { st.open_room(id) } else { st.close_room(id) }
+        }))
+    } ?= code
+}
+
+ffi_fn! {
+    /// Limits the detail of STORE events to watched rooms; the others report only `meta`
+    /// and `removed`, which is all a room list needs. `room_id` NULL with `on` true watches
+    /// every room (the default); NULL with false watches only the open rooms; a room id
+    /// adds it to or removes it from the watch list. `TETHER_ERR_NULL` for a NULL store.
+    fn tether_store_watch(
+        s: *const tether_store,
+        room_id: *const c_char,
+        on: bool,
+    ) -> tether_status {
+        status_of(store(s).and_then(|st| {
+            let id = if room_id.is_null() { None } else { Some(str_arg(room_id, "room_id")?) };
+            st.watch(id, on);
+            Ok(())
+        }))
+    } ?= code
+}
+
+ffi_fn! {
+    /// Evicts now the timelines of rooms that are not open and have been idle for the
+    /// eviction delay (this also happens by itself about once a minute while events
+    /// arrive); the STORE event reporting it comes with the next event. `*out_evicted` (may
+    /// be NULL) receives how many rooms lost their timeline. `TETHER_ERR_NULL` for a NULL
+    /// store.
+    fn tether_store_collect_garbage(
+        s: *const tether_store,
+        out_evicted: *mut usize,
+    ) -> tether_status {
+        match store(s) {
+            Ok(st) => {
+                let n = st.collect_garbage();
+                // SAFETY: the caller passes a writable pointer or NULL.
+                if let Some(o) = unsafe { out_evicted.as_mut() } {
+                    *o = n;
+                }
+                Status::Ok.code()
+            }
+            Err(e) => fail(e),
+        }
+    } ?= code
+}

@@ -1,0 +1,587 @@
+//! The native gomuks store: room list, timelines, state, receipts and local echo, kept from
+//! the events a client receives (docs/store.md).
+//!
+//! A store taps its client's event queue (`queue::Tap`): on the session's thread, before an
+//! event is queued, the store applies it and queues a STORE event with what changed right
+//! after it. Store actions (paginate, send with local echo, ...) are requests whose answer
+//! the store applies before their RESPONSE is queued, with the STORE event in front of it.
+//! So whatever event the app takes, a read made after it sees that event applied.
+
+mod model;
+mod views;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::client::{Client, Requester};
+use crate::event::{Event, EventKind};
+use crate::queue::Tap;
+use crate::status::{Error, Status};
+
+use model::{Changes, Model};
+
+/// How long a room that is not open keeps its timeline (the web client's 30 minutes).
+const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often applying events also evicts idle rooms.
+const GC_EVERY: Duration = Duration::from_secs(60);
+
+/// What a store action's answer does to the store.
+enum Action {
+    Paginate { room: String, epoch: u64 },
+    LoadState { room: String, members: bool },
+    Send { room: String },
+    Members,
+    Plain,
+}
+
+/// Which rooms' STORE events carry every detail; the others report only meta changes and
+/// removals (what a room list needs).
+enum Watch {
+    All,
+    Rooms(HashSet<String>),
+}
+
+struct State {
+    model: Model,
+    gen: u64,
+    actions: HashMap<i64, Action>,
+    /// Room → the request id of its running pagination (one at a time per room).
+    paginating: HashMap<String, i64>,
+    watch: Watch,
+    evict_after: Duration,
+    last_gc: Instant,
+    /// Changes made outside the event flow (an eviction the app asked for), announced with
+    /// the next batch.
+    pending: Option<Changes>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    req: Requester,
+}
+
+/// The options of [`Store::attach`], as JSON (all optional).
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Options {
+    /// How long a room that is not open keeps its timeline, in milliseconds.
+    evict_after_ms: Option<u64>,
+}
+
+/// A gomuks store attached to one client. Cheap to clone; every clone is the same store.
+/// Reads and actions may come from any thread. Once the last clone is dropped the client
+/// stops feeding it (no more STORE events); the store may outlive its client.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("gen", &self.lock().gen)
+            .finish()
+    }
+}
+
+/// What a read can ask for: each returns one JSON document.
+pub const READS: &[&str] = &[
+    "room_list",
+    "room",
+    "timeline",
+    "event",
+    "state",
+    "members",
+    "receipts",
+    "typing",
+    "account_data",
+    "spaces",
+    "session",
+];
+
+impl Store {
+    /// Attaches a store to a gomuks client that has not connected yet, so it sees every event
+    /// from the first. `options` is JSON (`{"evict_after_ms": N}`) or empty.
+    /// `ErrState` once `connect` was called, `ErrInUse` if a store is already attached,
+    /// `ErrUnsupported` for an rwws client, `ErrInvalidArgument` for bad options.
+    pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {
+        let opts: Options = views::args(options)?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    model: Model::default(),
+                    gen: 0,
+                    actions: HashMap::new(),
+                    paginating: HashMap::new(),
+                    watch: Watch::All,
+                    evict_after: opts
+                        .evict_after_ms
+                        .map_or(DEFAULT_EVICT_AFTER, Duration::from_millis),
+                    last_gc: Instant::now(),
+                    pending: None,
+                }),
+                req: client.requester().clone(),
+            }),
+        };
+        let weak: std::sync::Weak<Inner> = Arc::downgrade(&store.inner);
+        client.attach_tap(weak)?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The model is plain data: a panic while applying leaves it usable.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One snapshot as JSON: `what` is one of [`READS`], `args` its JSON arguments (empty
+    /// means none). docs/store.md lists the arguments and the shape of each.
+    pub fn read(&self, what: &str, args: &[u8]) -> Result<Vec<u8>, Error> {
+        let st = self.lock();
+        let m = &st.model;
+        let paginating = |args: &[u8]| {
+            views::args::<views::RoomArgs>(args)
+                .map(|a| st.paginating.contains_key(&a.room_id))
+                .unwrap_or(false)
+        };
+        match what {
+            "room_list" => views::room_list(m, st.gen, args),
+            "room" => views::room(m, paginating(args), args),
+            "timeline" => views::timeline(m, paginating(args), args),
+            "event" => views::event(m, args),
+            "state" => views::state(m, args),
+            "members" => views::members(m, args),
+            "receipts" => views::receipts(m, args),
+            "typing" => views::typing(m, args),
+            "account_data" => views::account_data(m, args),
+            "spaces" => views::spaces(m, args),
+            "session" => views::session(m, st.gen, args),
+            other => Err(Error::new(
+                Status::ErrInvalidArgument,
+                format!("unknown read {other:?}; one of {READS:?}"),
+            )),
+        }
+    }
+
+    /// The generation: how many change sets the store has announced.
+    pub fn generation(&self) -> u64 {
+        self.lock().gen
+    }
+
+    /// Sends `command` and registers what its answer does, under the store's lock so the
+    /// answer cannot be applied before it is registered.
+    fn act(
+        &self,
+        st: &mut State,
+        command: &str,
+        params: &[u8],
+        action: Action,
+    ) -> Result<i64, Error> {
+        let id = self.inner.req.request(command, params)?;
+        st.actions.insert(id, action);
+        Ok(id)
+    }
+
+    /// Loads older history of `room_id` (`paginate`); its RESPONSE follows the STORE event
+    /// with the prepended rows. `limit` 0 picks the web client's (50, or 100 once 100 rows
+    /// are cached). One pagination per room at a time: `ErrInUse` while one runs.
+    pub fn paginate(&self, room_id: &str, limit: u32) -> Result<i64, Error> {
+        let mut st = self.lock();
+        let room = known_room(&st.model, room_id)?;
+        if let Some(id) = st.paginating.get(room_id) {
+            return Err(Error::new(
+                Status::ErrInUse,
+                format!("a pagination of {room_id} is running (request {id})"),
+            ));
+        }
+        let limit = match limit {
+            0 if room.timeline.len() >= 100 => 100,
+            0 => 50,
+            n => n,
+        };
+        let params = json!({
+            "room_id": room_id,
+            "max_timeline_id": room.timeline.first().map_or(0, |r| r.timeline_rowid),
+            "limit": limit,
+            "reset": false,
+        });
+        let epoch = room.epoch;
+        let action = Action::Paginate {
+            room: room_id.to_owned(),
+            epoch,
+        };
+        let id = self.act(&mut st, "paginate", params.to_string().as_bytes(), action)?;
+        st.paginating.insert(room_id.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Loads the room's whole state (`get_room_state`), with the member list when `members`
+    /// (fetched from the server if the backend does not have it yet).
+    pub fn load_state(&self, room_id: &str, members: bool) -> Result<i64, Error> {
+        let mut st = self.lock();
+        let room = known_room(&st.model, room_id)?;
+        let have_members = room.meta.get("has_member_list") == Some(&serde_json::Value::Bool(true));
+        let params = json!({
+            "room_id": room_id,
+            "refetch": false,
+            "include_members": members,
+            "fetch_members": members && !have_members,
+        });
+        let action = Action::LoadState {
+            room: room_id.to_owned(),
+            members,
+        };
+        self.act(
+            &mut st,
+            "get_room_state",
+            params.to_string().as_bytes(),
+            action,
+        )
+    }
+
+    /// Sends a message (`send_message`, `params` as the command takes them: `room_id`, `text`,
+    /// ...). Its answer, the local echo, joins the room's pending tail before the RESPONSE;
+    /// `send_complete` then marks it sent (or failed, with the server's reason in
+    /// `send_error`), and the synced event takes its place in the timeline.
+    pub fn send_message(&self, params: &[u8]) -> Result<i64, Error> {
+        #[derive(Deserialize)]
+        struct P {
+            room_id: String,
+        }
+        let p: P = serde_json::from_slice(params).map_err(|e| {
+            Error::new(
+                Status::ErrInvalidArgument,
+                format!("send_message params need a room_id: {e}"),
+            )
+        })?;
+        let mut st = self.lock();
+        known_room(&st.model, &p.room_id)?;
+        self.act(
+            &mut st,
+            "send_message",
+            params,
+            Action::Send { room: p.room_id },
+        )
+    }
+
+    /// Marks the room read up to its newest event (`mark_read`; `receipt_type` empty means
+    /// `m.read`). The unread counts change when the backend's next sync says so.
+    /// `ErrInvalidArgument` when the store holds no event of the room to mark.
+    pub fn mark_read(&self, room_id: &str, receipt_type: &str) -> Result<i64, Error> {
+        let mut st = self.lock();
+        let room = known_room(&st.model, room_id)?;
+        let newest = room
+            .timeline
+            .iter()
+            .rev()
+            .filter_map(|r| room.events.get(&r.event_rowid))
+            .chain(room.events.get(&room.meta_i64("preview_event_rowid")))
+            .find(|e| e.head.event_id.starts_with('$'))
+            .map(|e| e.head.event_id.clone())
+            .ok_or_else(|| {
+                Error::new(
+                    Status::ErrInvalidArgument,
+                    format!("no event of {room_id} to mark read"),
+                )
+            })?;
+        let params = json!({
+            "room_id": room_id,
+            "event_id": newest,
+            "receipt_type": if receipt_type.is_empty() { "m.read" } else { receipt_type },
+        });
+        self.act(
+            &mut st,
+            "mark_read",
+            params.to_string().as_bytes(),
+            Action::Plain,
+        )
+    }
+
+    /// Fetches the member events of these users in one request
+    /// (`get_specific_room_state`), skipping those the store has. `Ok(0)` when none is
+    /// missing: nothing is sent and no RESPONSE follows.
+    pub fn request_members(&self, room_id: &str, user_ids: &[&str]) -> Result<i64, Error> {
+        let mut st = self.lock();
+        let room = known_room(&st.model, room_id)?;
+        let have = room.state.get("m.room.member");
+        let keys: Vec<_> = user_ids
+            .iter()
+            .filter(|u| have.map_or(true, |m| !m.contains_key(**u)))
+            .map(|u| json!({"room_id": room_id, "type": "m.room.member", "state_key": u}))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let params = json!({ "keys": keys });
+        self.act(
+            &mut st,
+            "get_specific_room_state",
+            params.to_string().as_bytes(),
+            Action::Members,
+        )
+    }
+
+    /// The app shows this room: it keeps its timeline, and with a watch list its STORE
+    /// events carry every detail. `ErrInvalidArgument` for an unknown room.
+    pub fn open_room(&self, room_id: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        let room = known_room_mut(&mut st.model, room_id)?;
+        room.open = true;
+        if let Watch::Rooms(set) = &mut st.watch {
+            set.insert(room_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// The app no longer shows this room: after the eviction delay its timeline is dropped.
+    pub fn close_room(&self, room_id: &str) -> Result<(), Error> {
+        let mut st = self.lock();
+        let room = known_room_mut(&mut st.model, room_id)?;
+        room.open = false;
+        room.idle_since = Instant::now();
+        if let Watch::Rooms(set) = &mut st.watch {
+            set.remove(room_id);
+        }
+        Ok(())
+    }
+
+    /// Limits the detail of STORE events: `None` with `true` watches every room (the
+    /// default); `None` with `false` watches none but the open ones; a room id adds or
+    /// removes that room.
+    pub fn watch(&self, room_id: Option<&str>, on: bool) {
+        let mut st = self.lock();
+        let opened = || -> HashSet<String> {
+            st.model
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.open)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let next = match (room_id, on, &st.watch) {
+            (None, true, _) => Watch::All,
+            (None, false, _) => Watch::Rooms(opened()),
+            (Some(id), true, Watch::Rooms(set)) => {
+                let mut set = set.clone();
+                set.insert(id.to_owned());
+                Watch::Rooms(set)
+            }
+            (Some(_), true, Watch::All) => Watch::All,
+            (Some(id), false, Watch::All) => {
+                let mut set: HashSet<String> = st.model.rooms.keys().cloned().collect();
+                set.remove(id);
+                Watch::Rooms(set)
+            }
+            (Some(id), false, Watch::Rooms(set)) => {
+                let mut set = set.clone();
+                set.remove(id);
+                Watch::Rooms(set)
+            }
+        };
+        st.watch = next;
+    }
+
+    /// Evicts now the timelines of rooms that are not open and were idle for the eviction
+    /// delay; the STORE event that reports it is queued with the next event. Returns how
+    /// many rooms were evicted.
+    pub fn collect_garbage(&self) -> usize {
+        let mut st = self.lock();
+        let mut ch = Changes::default();
+        let n = evict_idle(&mut st, &mut ch);
+        if n > 0 {
+            match &mut st.pending {
+                Some(p) => merge(p, ch),
+                None => st.pending = Some(ch),
+            }
+        }
+        n
+    }
+}
+
+fn unknown_room(room_id: &str) -> Error {
+    Error::new(
+        Status::ErrInvalidArgument,
+        format!("unknown room {room_id:?}"),
+    )
+}
+
+fn known_room<'a>(m: &'a Model, room_id: &str) -> Result<&'a model::Room, Error> {
+    m.rooms.get(room_id).ok_or_else(|| unknown_room(room_id))
+}
+
+fn known_room_mut<'a>(m: &'a mut Model, room_id: &str) -> Result<&'a mut model::Room, Error> {
+    m.rooms
+        .get_mut(room_id)
+        .ok_or_else(|| unknown_room(room_id))
+}
+
+/// Evicts the timelines of rooms not open and idle for the eviction delay.
+fn evict_idle(st: &mut State, ch: &mut Changes) -> usize {
+    let now = Instant::now();
+    let after = st.evict_after;
+    let mut n = 0;
+    for (id, room) in &mut st.model.rooms {
+        if !room.open && now.duration_since(room.idle_since) >= after && room.evict() {
+            let rc = ch.room(id);
+            rc.reset = true;
+            n += 1;
+        }
+    }
+    st.last_gc = now;
+    n
+}
+
+/// Folds `b` into `a` (an eviction announced together with the next change set).
+fn merge(a: &mut Changes, b: Changes) {
+    a.cleared |= b.cleared;
+    a.room_list |= b.room_list;
+    a.spaces |= b.spaces;
+    a.session |= b.session;
+    a.account_data.extend(b.account_data);
+    for (id, rc) in b.rooms {
+        let t = a.room(&id);
+        t.reset |= rc.reset;
+        t.meta |= rc.meta;
+        t.removed |= rc.removed;
+    }
+}
+
+/// What caused a change set.
+#[derive(Serialize)]
+struct Cause<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    command: &'a str,
+    /// The server event's id (negative when resumable, 0 otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<i64>,
+    /// The store action whose answer this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<i64>,
+}
+
+impl State {
+    /// The STORE event for `ch`, or `None` when nothing changed.
+    fn announce(&mut self, mut ch: Changes, cause: Cause) -> Option<Event> {
+        if let Some(p) = self.pending.take() {
+            merge(&mut ch, p);
+        }
+        if ch.is_empty() {
+            return None;
+        }
+        if let Watch::Rooms(set) = &self.watch {
+            ch.rooms = std::mem::take(&mut ch.rooms)
+                .into_iter()
+                .filter_map(|(id, rc)| {
+                    let rc = if set.contains(&id) {
+                        Some(rc)
+                    } else {
+                        rc.summary()
+                    };
+                    rc.map(|rc| (id, rc))
+                })
+                .collect();
+        }
+        self.gen += 1;
+        #[derive(Serialize)]
+        struct Out<'a> {
+            gen: u64,
+            cause: Cause<'a>,
+            #[serde(flatten)]
+            changes: &'a Changes,
+        }
+        let data = serde_json::to_vec(&Out {
+            gen: self.gen,
+            cause,
+            changes: &ch,
+        })
+        .expect("change sets serialize infallibly");
+        let mut ev = Event::new(EventKind::Store);
+        ev.data = Bytes::from(data);
+        Some(ev)
+    }
+
+    /// Applies a store action's answer.
+    fn answer(&mut self, action: Action, ok: bool, data: &[u8], ch: &mut Changes) {
+        match action {
+            Action::Paginate { room, epoch } => {
+                self.paginating.remove(&room);
+                if ok {
+                    self.model.apply_page(&room, epoch, data, ch);
+                }
+            }
+            Action::LoadState { room, members } if ok => {
+                self.model.apply_state(&room, members, data, ch);
+            }
+            Action::Send { room } if ok => {
+                if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
+                    self.model.apply_echo(&room, raw, ch);
+                }
+            }
+            Action::Members if ok => self.model.apply_state_events(data, ch),
+            _ => {}
+        }
+    }
+}
+
+impl Tap for Inner {
+    fn observe(&self, events: Vec<Event>) -> Vec<Event> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(events.len() + 1);
+        for ev in events {
+            match ev.kind {
+                EventKind::Message => {
+                    let applied = st.model.apply_event(ev.command(), ev.data());
+                    let cause = Cause {
+                        command: ev.command(),
+                        event_id: Some(ev.request_id),
+                        request_id: None,
+                    };
+                    let note = applied.and_then(|ch| st.announce(ch, cause));
+                    out.push(ev);
+                    out.extend(note);
+                }
+                EventKind::Response => {
+                    if let Some(action) = st.actions.remove(&ev.request_id) {
+                        let mut ch = Changes::default();
+                        st.answer(action, ev.status == Status::Ok, ev.data(), &mut ch);
+                        let cause = Cause {
+                            command: "",
+                            event_id: None,
+                            request_id: Some(ev.request_id),
+                        };
+                        out.extend(st.announce(ch, cause));
+                    }
+                    out.push(ev);
+                }
+                _ => out.push(ev),
+            }
+        }
+        if st.last_gc.elapsed() >= GC_EVERY {
+            let mut ch = Changes::default();
+            evict_idle(&mut st, &mut ch);
+            let note = st.announce(
+                ch,
+                Cause {
+                    command: "gc",
+                    event_id: None,
+                    request_id: None,
+                },
+            );
+            // CLOSED stays last.
+            let at = out
+                .iter()
+                .position(|e| e.kind == EventKind::Closed)
+                .unwrap_or(out.len());
+            if let Some(note) = note {
+                out.insert(at, note);
+            }
+        }
+        out
+    }
+}

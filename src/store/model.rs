@@ -1,0 +1,775 @@
+//! The store's data and how each gomuks event changes it (docs/store.md, "What is applied").
+//!
+//! Plain data, no locks and no I/O: `mod.rs` holds it under its lock and feeds it events, so
+//! every rule here has a unit test without a socket.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::wire::{self, EventHead, TimelineRow};
+
+/// One event, indexed by its head and kept raw for reads.
+pub(super) struct Stored {
+    pub head: EventHead,
+    pub raw: Box<RawValue>,
+}
+
+/// A read receipt, the newest of its (user, type, thread).
+pub(super) struct Receipt {
+    pub event_id: String,
+    pub timestamp: i64,
+    pub raw: Box<RawValue>,
+}
+
+/// Everything the store knows about one joined room.
+pub(super) struct Room {
+    pub meta: Map<String, Value>,
+    pub events: HashMap<i64, Stored>,
+    pub by_id: HashMap<String, i64>,
+    /// Ascending by timeline rowid.
+    pub timeline: Vec<TimelineRow>,
+    /// Local echoes (and failed sends) not yet in the timeline, by event rowid.
+    pub pending: Vec<i64>,
+    pub state: HashMap<String, HashMap<String, i64>>,
+    /// The whole state was loaded (`get_room_state`), and with members.
+    pub state_loaded: bool,
+    pub members_loaded: bool,
+    pub account_data: HashMap<String, Box<RawValue>>,
+    pub receipts: HashMap<(String, String, String), Receipt>,
+    pub typing: Vec<String>,
+    /// The server may hold older history than the oldest cached row.
+    pub has_more: bool,
+    /// Bumped by every timeline reset: a pagination asked before it is stale.
+    pub epoch: u64,
+    /// Open in the app (drives eviction), and since when it is not.
+    pub open: bool,
+    pub idle_since: Instant,
+}
+
+impl Room {
+    fn new(meta: Map<String, Value>) -> Room {
+        Room {
+            meta,
+            events: HashMap::new(),
+            by_id: HashMap::new(),
+            timeline: Vec::new(),
+            pending: Vec::new(),
+            state: HashMap::new(),
+            state_loaded: false,
+            members_loaded: false,
+            account_data: HashMap::new(),
+            receipts: HashMap::new(),
+            typing: Vec::new(),
+            has_more: true,
+            epoch: 0,
+            open: false,
+            idle_since: Instant::now(),
+        }
+    }
+
+    pub fn meta_i64(&self, key: &str) -> i64 {
+        self.meta.get(key).and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.meta
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// `creation_content.type`: "" for a plain room, `m.space` for a space.
+    pub fn room_type(&self) -> &str {
+        self.meta
+            .get("creation_content")
+            .and_then(|c| c.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn is_space(&self) -> bool {
+        self.room_type() == "m.space"
+    }
+
+    /// The room's `m.tag` tags.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.account_data
+            .get("m.tag")
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .is_some_and(|v| v["content"]["tags"].get(tag).is_some())
+    }
+
+    pub fn state_event(&self, kind: &str, key: &str) -> Option<&Stored> {
+        let rowid = self.state.get(kind)?.get(key)?;
+        self.events.get(rowid)
+    }
+
+    /// Inserts or replaces an event; whether it was known before.
+    fn upsert(&mut self, raw: &RawValue) -> Option<(i64, bool)> {
+        let head: EventHead = wire::object(raw.get().as_bytes())?;
+        if head.rowid == 0 {
+            return None;
+        }
+        let rowid = head.rowid;
+        if !head.event_id.is_empty() {
+            self.by_id.insert(head.event_id.clone(), rowid);
+        }
+        let old = self.events.insert(
+            rowid,
+            Stored {
+                head,
+                raw: raw.to_owned(),
+            },
+        );
+        if let Some(old) = &old {
+            // A local echo's `~hicli-…` id gives way to the real one.
+            let new_id = &self.events[&rowid].head.event_id;
+            if &old.head.event_id != new_id && self.by_id.get(&old.head.event_id) == Some(&rowid) {
+                self.by_id.remove(&old.head.event_id);
+            }
+        }
+        Some((rowid, old.is_some()))
+    }
+
+    /// Puts rows in timeline order; rows already there are left alone. Returns the rows
+    /// added at the end and how many went before the previous oldest.
+    fn merge_rows(&mut self, rows: &[TimelineRow]) -> (Vec<i64>, usize) {
+        let mut appended = Vec::new();
+        let mut prepended = 0;
+        for row in rows {
+            if row.timeline_rowid == 0 || row.event_rowid == 0 {
+                continue;
+            }
+            match self.timeline.last() {
+                None => {
+                    self.timeline.push(*row);
+                    appended.push(row.event_rowid);
+                }
+                Some(last) if row.timeline_rowid > last.timeline_rowid => {
+                    self.timeline.push(*row);
+                    appended.push(row.event_rowid);
+                }
+                _ => {
+                    let at = self
+                        .timeline
+                        .partition_point(|r| r.timeline_rowid < row.timeline_rowid);
+                    if self.timeline.get(at).map(|r| r.timeline_rowid) != Some(row.timeline_rowid) {
+                        self.timeline.insert(at, *row);
+                        prepended += 1;
+                    }
+                }
+            }
+            self.pending.retain(|&p| p != row.event_rowid);
+        }
+        (appended, prepended)
+    }
+
+    fn apply_receipts(&mut self, receipts: Option<&RawValue>, ch: &mut RoomChanges) {
+        for (event_id, list) in wire::raw_map(receipts) {
+            for raw in wire::raw_list(Some(list)) {
+                let Some(head) = wire::object::<wire::ReceiptHead>(raw.get().as_bytes()) else {
+                    continue;
+                };
+                if head.user_id.is_empty() {
+                    continue;
+                }
+                let key = (head.user_id, head.receipt_type, head.thread_id);
+                if let Some(old) = self.receipts.get(&key) {
+                    if old.timestamp > head.timestamp {
+                        continue;
+                    }
+                    ch.receipts.insert(old.event_id.clone());
+                }
+                ch.receipts.insert(event_id.clone());
+                self.receipts.insert(
+                    key,
+                    Receipt {
+                        event_id: event_id.clone(),
+                        timestamp: head.timestamp,
+                        raw: raw.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops the timeline and every event but the preview (and its edit) and the preview
+    /// sender's member event, as the web client's garbage collection does.
+    pub fn evict(&mut self) -> bool {
+        if self.timeline.is_empty() && self.events.len() <= 3 {
+            return false;
+        }
+        let mut keep = BTreeSet::new();
+        let preview = self.meta_i64("preview_event_rowid");
+        let mut sender = None;
+        if let Some(ev) = self.events.get(&preview) {
+            keep.insert(preview);
+            keep.extend(ev.head.last_edit_rowid);
+            sender = Some(ev.head.sender.clone());
+        }
+        let member = sender.and_then(|s| {
+            let rowid = *self.state.get("m.room.member")?.get(&s)?;
+            Some((s, rowid))
+        });
+        keep.extend(member.as_ref().map(|m| m.1));
+        keep.extend(self.pending.iter().copied());
+        self.events.retain(|rowid, _| keep.contains(rowid));
+        self.by_id.retain(|_, rowid| keep.contains(rowid));
+        self.timeline.clear();
+        self.state.clear();
+        if let Some((s, rowid)) = member {
+            self.state
+                .entry("m.room.member".into())
+                .or_default()
+                .insert(s, rowid);
+        }
+        self.receipts.clear();
+        self.state_loaded = false;
+        self.members_loaded = false;
+        self.has_more = true;
+        self.epoch += 1;
+        true
+    }
+}
+
+/// An invited room's entry.
+pub(super) struct Invite {
+    pub created_at: i64,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    pub inviter: Option<String>,
+    pub is_direct: bool,
+    pub raw: Box<RawValue>,
+}
+
+/// What the backend said about the session.
+#[derive(Default)]
+pub(super) struct Session {
+    pub client_state: Option<Box<RawValue>>,
+    pub sync_status: Option<Box<RawValue>>,
+    pub image_auth_token: Option<String>,
+    pub run_id: Option<Box<RawValue>>,
+    pub init_complete: bool,
+}
+
+/// The whole store.
+#[derive(Default)]
+pub(super) struct Model {
+    pub rooms: HashMap<String, Room>,
+    pub invites: HashMap<String, Invite>,
+    pub account_data: HashMap<String, Box<RawValue>>,
+    /// Space → (child, edge).
+    pub space_edges: HashMap<String, Vec<(String, Box<RawValue>)>>,
+    pub top_level_spaces: Vec<String>,
+    pub session: Session,
+    /// Events and answers the store could not read (each is skipped whole).
+    pub undecodable: u64,
+    /// Rooms of a sync without meta that the store did not know (v0.2608 omits unchanged
+    /// meta; such an entry for an unknown room has nothing to show).
+    pub skipped_rooms: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What one applied event changed, with the ids an app needs to redraw only that.
+#[derive(Default, Serialize)]
+pub(super) struct Changes {
+    /// Everything was dropped (`clear_state`, or a new session): read it all again.
+    #[serde(skip_serializing_if = "is_false")]
+    pub cleared: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub room_list: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub spaces: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub session: bool,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub account_data: BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rooms: BTreeMap<String, RoomChanges>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.cleared
+            && !self.room_list
+            && !self.spaces
+            && !self.session
+            && self.account_data.is_empty()
+            && self.rooms.is_empty()
+    }
+
+    pub fn room(&mut self, id: &str) -> &mut RoomChanges {
+        self.rooms.entry(id.to_owned()).or_default()
+    }
+}
+
+/// What changed in one room.
+#[derive(Default, Serialize)]
+pub(super) struct RoomChanges {
+    #[serde(skip_serializing_if = "is_false")]
+    pub meta: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub removed: bool,
+    /// The cached timeline was replaced (a limited sync, a catch-up or an eviction).
+    #[serde(skip_serializing_if = "is_false")]
+    pub reset: bool,
+    /// Event rowids appended to the timeline, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub appended: Vec<i64>,
+    /// How many rows went before the oldest (pagination).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prepended: usize,
+    /// Known events that changed (decrypted, edited, reacted to, redacted, sent).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub updated: BTreeSet<i64>,
+    /// The pending tail (local echoes) changed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub pending: bool,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub state: BTreeSet<String>,
+    /// Event ids whose receipts changed.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub receipts: BTreeSet<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub typing: bool,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub account_data: BTreeSet<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl RoomChanges {
+    /// Only what a room list needs, for rooms the app does not watch.
+    pub fn summary(&self) -> Option<RoomChanges> {
+        (self.meta || self.removed).then(|| RoomChanges {
+            meta: self.meta,
+            removed: self.removed,
+            ..RoomChanges::default()
+        })
+    }
+}
+
+/// The fields of a room's list entry: a change to any of them moves or redraws the entry.
+#[derive(PartialEq)]
+pub(super) struct ListKey(Vec<Value>, bool, bool);
+
+impl Model {
+    /// The list-relevant facts of a room, to tell whether an event changed the list.
+    fn list_key(&self, id: &str) -> Option<ListKey> {
+        let r = self.rooms.get(id)?;
+        let fields = [
+            "sorting_timestamp",
+            "name",
+            "avatar",
+            "dm_user_id",
+            "unread_messages",
+            "unread_notifications",
+            "unread_highlights",
+            "marked_unread",
+            "preview_event_rowid",
+            "tombstone",
+        ]
+        .iter()
+        .map(|k| r.meta.get(*k).cloned().unwrap_or(Value::Null))
+        .collect();
+        Some(ListKey(
+            fields,
+            r.has_tag("m.favourite"),
+            r.has_tag("m.lowpriority"),
+        ))
+    }
+
+    /// Applies one server event; `None` when the store does not consume this command.
+    pub fn apply_event(&mut self, command: &str, data: &[u8]) -> Option<Changes> {
+        let mut ch = Changes::default();
+        let ok = match command {
+            "sync_complete" => self.apply_sync(data, &mut ch),
+            "events_decrypted" => self.apply_decrypted(data, &mut ch),
+            "send_complete" => self.apply_send_complete(data, &mut ch),
+            "typing" => self.apply_typing(data, &mut ch),
+            "client_state" | "sync_status" | "run_id" => {
+                let raw = serde_json::from_slice::<Box<RawValue>>(data).ok();
+                ch.session = raw.is_some();
+                let slot = match command {
+                    "client_state" => &mut self.session.client_state,
+                    "sync_status" => &mut self.session.sync_status,
+                    _ => &mut self.session.run_id,
+                };
+                if raw.is_some() {
+                    *slot = raw;
+                }
+                ch.session
+            }
+            "image_auth_token" => match serde_json::from_slice::<String>(data) {
+                Ok(t) => {
+                    self.session.image_auth_token = Some(t);
+                    ch.session = true;
+                    true
+                }
+                Err(_) => false,
+            },
+            "init_complete" => {
+                self.session.init_complete = true;
+                ch.session = true;
+                true
+            }
+            _ => return None,
+        };
+        if !ok {
+            self.undecodable += 1;
+        }
+        Some(ch)
+    }
+
+    fn apply_sync(&mut self, data: &[u8], ch: &mut Changes) -> bool {
+        let Some(s) = wire::object::<wire::SyncComplete>(data) else {
+            return false;
+        };
+        if s.clear_state {
+            self.clear();
+            ch.cleared = true;
+            ch.room_list = true;
+            ch.spaces = true;
+        }
+        for (id, raw) in wire::raw_list(s.invited_rooms)
+            .into_iter()
+            .filter_map(|raw| {
+                let head = wire::object::<wire::InvitedHead>(raw.get().as_bytes())?;
+                (!head.room_id.is_empty()).then(|| (head.room_id.clone(), (head, raw)))
+            })
+        {
+            self.invites.insert(id, invite(raw.0, raw.1));
+            ch.room_list = true;
+        }
+        for (id, raw) in wire::raw_map(s.rooms) {
+            let Some(room) = wire::object::<wire::SyncRoom>(raw.get().as_bytes()) else {
+                self.undecodable += 1;
+                continue;
+            };
+            self.apply_room(&id, room, s.catchup, ch);
+        }
+        for (kind, raw) in wire::raw_map(s.account_data) {
+            self.account_data.insert(kind.clone(), raw.to_owned());
+            ch.account_data.insert(kind);
+        }
+        for id in s.left_rooms {
+            let known = self.rooms.remove(&id).is_some() | self.invites.remove(&id).is_some();
+            if known {
+                ch.room(&id).removed = true;
+                ch.room_list = true;
+                ch.spaces = true;
+            }
+        }
+        for (space, raw) in wire::raw_map(s.space_edges) {
+            let edges = wire::raw_list(Some(raw))
+                .into_iter()
+                .filter_map(|e| {
+                    let head = wire::object::<wire::EdgeHead>(e.get().as_bytes())?;
+                    (!head.child_id.is_empty()).then(|| (head.child_id, e.to_owned()))
+                })
+                .collect();
+            self.space_edges.insert(space, edges);
+            ch.spaces = true;
+            ch.room_list = true;
+        }
+        if let Some(top) = s.top_level_spaces {
+            self.top_level_spaces = top;
+            ch.spaces = true;
+        }
+        true
+    }
+
+    fn apply_room(&mut self, id: &str, sync: wire::SyncRoom, catchup: bool, ch: &mut Changes) {
+        let before = self.list_key(id);
+        let room = match (self.rooms.contains_key(id), sync.meta) {
+            (true, meta) => {
+                let r = self.rooms.get_mut(id).expect("checked");
+                if let Some(meta) = meta {
+                    if r.meta != meta {
+                        r.meta = meta;
+                        ch.room(id).meta = true;
+                    }
+                }
+                r
+            }
+            (false, Some(meta)) => {
+                // A room that was an invite is joined now.
+                self.invites.remove(id);
+                ch.room(id).meta = true;
+                ch.room_list = true;
+                self.rooms.entry(id.to_owned()).or_insert(Room::new(meta))
+            }
+            (false, None) => {
+                self.skipped_rooms += 1;
+                return;
+            }
+        };
+        let rc = ch.room(id);
+        for (kind, raw) in wire::raw_map(sync.account_data) {
+            room.account_data.insert(kind.clone(), raw.to_owned());
+            rc.account_data.insert(kind);
+        }
+        let mut existed = BTreeSet::new();
+        for raw in wire::raw_list(sync.events) {
+            if let Some((rowid, true)) = room.upsert(raw) {
+                existed.insert(rowid);
+            }
+        }
+        for (kind, keys) in sync.state {
+            let slot = room.state.entry(kind.clone()).or_default();
+            slot.extend(keys);
+            rc.state.insert(kind);
+        }
+        if sync.reset || catchup {
+            room.timeline.clear();
+            if !room.pending.is_empty() {
+                rc.pending = true;
+            }
+            room.pending.clear();
+            room.has_more = true;
+            room.epoch += 1;
+            rc.reset = true;
+        }
+        let pending_before = room.pending.len();
+        let (appended, prepended) = room.merge_rows(&sync.timeline);
+        rc.prepended += prepended;
+        rc.pending |= room.pending.len() != pending_before;
+        existed.retain(|rowid| !appended.contains(rowid));
+        rc.appended.extend(appended);
+        rc.updated.extend(existed);
+        room.apply_receipts(sync.receipts, rc);
+        if self.list_key(id) != before {
+            ch.room_list = true;
+            ch.spaces = true;
+        }
+        if ch
+            .rooms
+            .get(id)
+            .is_some_and(|rc| rc == &RoomChanges::default())
+        {
+            ch.rooms.remove(id);
+        }
+    }
+
+    fn apply_decrypted(&mut self, data: &[u8], ch: &mut Changes) -> bool {
+        let Some(d) = wire::object::<wire::EventsDecrypted>(data) else {
+            return false;
+        };
+        let before = self.list_key(&d.room_id);
+        let Some(room) = self.rooms.get_mut(&d.room_id) else {
+            return true;
+        };
+        let rc = ch.room(&d.room_id);
+        for raw in wire::raw_list(d.events) {
+            if let Some((rowid, _)) = room.upsert(raw) {
+                rc.updated.insert(rowid);
+            }
+        }
+        if let Some(p) = d.preview_event_rowid {
+            room.meta.insert("preview_event_rowid".into(), p.into());
+        }
+        if self.list_key(&d.room_id) != before {
+            ch.room_list = true;
+        }
+        true
+    }
+
+    fn apply_send_complete(&mut self, data: &[u8], ch: &mut Changes) -> bool {
+        let Some(s) = wire::object::<wire::SendComplete>(data) else {
+            return false;
+        };
+        let Some(raw) = s.event else { return false };
+        let Some(head) = wire::object::<EventHead>(raw.get().as_bytes()) else {
+            return false;
+        };
+        self.apply_echo(&head.room_id, raw, ch);
+        true
+    }
+
+    /// A local echo or its outcome: kept in the pending tail until the timeline shows it.
+    pub fn apply_echo(&mut self, room_id: &str, raw: &RawValue, ch: &mut Changes) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some((rowid, _)) = room.upsert(raw) else {
+            return;
+        };
+        let rc = ch.room(room_id);
+        rc.updated.insert(rowid);
+        let in_timeline = room.timeline.iter().any(|r| r.event_rowid == rowid);
+        if !in_timeline && !room.pending.contains(&rowid) {
+            room.pending.push(rowid);
+            rc.pending = true;
+        } else if !in_timeline {
+            rc.pending = true;
+        }
+    }
+
+    fn apply_typing(&mut self, data: &[u8], ch: &mut Changes) -> bool {
+        let Some(t) = wire::object::<wire::Typing>(data) else {
+            return false;
+        };
+        if let Some(room) = self.rooms.get_mut(&t.room_id) {
+            if room.typing != t.user_ids {
+                room.typing = t.user_ids;
+                ch.room(&t.room_id).typing = true;
+            }
+        }
+        true
+    }
+
+    /// A `paginate` answer for the room at `epoch`: older rows and their events, the
+    /// receipts that came with them, and whether more history is left.
+    pub fn apply_page(&mut self, room_id: &str, epoch: u64, data: &[u8], ch: &mut Changes) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        // The timeline was reset meanwhile: these rows belong to the old one.
+        if room.epoch != epoch {
+            return;
+        }
+        let Some(p) = wire::object::<wire::Paginated>(data) else {
+            self.undecodable += 1;
+            return;
+        };
+        let rc = ch.room(room_id);
+        let mut rows = Vec::new();
+        for raw in wire::raw_list(p.events) {
+            if let Some((rowid, _)) = room.upsert(raw) {
+                let tr = room.events[&rowid].head.timeline_rowid;
+                rows.push(TimelineRow {
+                    timeline_rowid: tr,
+                    event_rowid: rowid,
+                });
+            }
+        }
+        for raw in wire::raw_list(p.related_events) {
+            room.upsert(raw);
+        }
+        // Newest first on the wire; oldest first in the timeline.
+        rows.sort_by_key(|r| r.timeline_rowid);
+        let (appended, prepended) = room.merge_rows(&rows);
+        rc.prepended += prepended;
+        rc.appended.extend(appended);
+        room.apply_receipts(p.receipts, rc);
+        room.has_more = p.has_more;
+    }
+
+    /// A `get_room_state` answer: the whole state replaces the cached one (members kept when
+    /// the answer has none).
+    pub fn apply_state(&mut self, room_id: &str, members: bool, data: &[u8], ch: &mut Changes) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Ok(list) = serde_json::from_slice::<Vec<&RawValue>>(data) else {
+            self.undecodable += 1;
+            return;
+        };
+        let rc = ch.room(room_id);
+        let old_members = (!members)
+            .then(|| room.state.remove("m.room.member"))
+            .flatten();
+        rc.state.extend(room.state.drain().map(|(k, _)| k));
+        if let Some(m) = old_members {
+            room.state.insert("m.room.member".into(), m);
+        }
+        Self::put_state_events(room, list, rc);
+        room.state_loaded = true;
+        room.members_loaded |= members;
+    }
+
+    /// State events (`get_specific_room_state`), one by one.
+    pub fn apply_state_events(&mut self, data: &[u8], ch: &mut Changes) {
+        let Ok(list) = serde_json::from_slice::<Vec<&RawValue>>(data) else {
+            self.undecodable += 1;
+            return;
+        };
+        for raw in list {
+            let Some(head) = wire::object::<EventHead>(raw.get().as_bytes()) else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(&head.room_id) {
+                Self::put_state_events(room, vec![raw], ch.room(&head.room_id));
+            }
+        }
+    }
+
+    fn put_state_events(room: &mut Room, list: Vec<&RawValue>, rc: &mut RoomChanges) {
+        for raw in list {
+            let Some((rowid, _)) = room.upsert(raw) else {
+                continue;
+            };
+            let head = &room.events[&rowid].head;
+            let Some(key) = head.state_key.clone() else {
+                continue;
+            };
+            let kind = head.kind.clone();
+            room.state
+                .entry(kind.clone())
+                .or_default()
+                .insert(key, rowid);
+            rc.state.insert(kind);
+        }
+    }
+
+    fn clear(&mut self) {
+        let session = std::mem::take(&mut self.session);
+        *self = Model {
+            session,
+            undecodable: self.undecodable,
+            skipped_rooms: self.skipped_rooms,
+            ..Model::default()
+        };
+    }
+}
+
+impl PartialEq for RoomChanges {
+    fn eq(&self, o: &RoomChanges) -> bool {
+        self.meta == o.meta
+            && self.removed == o.removed
+            && self.reset == o.reset
+            && self.appended == o.appended
+            && self.prepended == o.prepended
+            && self.updated == o.updated
+            && self.pending == o.pending
+            && self.state == o.state
+            && self.receipts == o.receipts
+            && self.typing == o.typing
+            && self.account_data == o.account_data
+    }
+}
+
+/// An invite's list entry from its stripped state.
+fn invite(head: wire::InvitedHead, raw: &RawValue) -> Invite {
+    let find = |kind: &str, field: &str| {
+        head.invite_state
+            .iter()
+            .find(|e| e["type"] == kind)
+            .and_then(|e| e["content"][field].as_str())
+            .map(str::to_owned)
+    };
+    let own_member = head
+        .invite_state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite");
+    Invite {
+        created_at: head.created_at,
+        name: find("m.room.name", "name"),
+        avatar: find("m.room.avatar", "url"),
+        inviter: own_member.and_then(|e| e["sender"].as_str().map(str::to_owned)),
+        is_direct: own_member.is_some_and(|e| e["content"]["is_direct"] == true),
+        raw: raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! Rules of applying events, one per test, on hand-made gomuks shapes (tests/fixtures/gomuks:
+//! v0.2607.0 as the pinned backend sends it, and the v0.2608 changes the research in
+//! docs/store.md lists).
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const INITIAL: &str = include_str!("../../../tests/fixtures/gomuks/v0.2607_initial.json");
+const WITHOUT_META: &str =
+    include_str!("../../../tests/fixtures/gomuks/v0.2608_sync_without_meta.json");
+const CATCHUP: &str = include_str!("../../../tests/fixtures/gomuks/v0.2608_catchup.json");
+const ROOM: &str = "!known:example.org";
+
+fn apply(m: &mut Model, command: &str, data: Value) -> Changes {
+    m.apply_event(command, data.to_string().as_bytes())
+        .expect("consumed")
+}
+
+fn seeded() -> Model {
+    let mut m = Model::default();
+    m.apply_event("sync_complete", INITIAL.as_bytes()).unwrap();
+    m
+}
+
+fn msg(rowid: i64, body: &str) -> Value {
+    json!({"rowid": rowid, "room_id": ROOM, "event_id": format!("$e{rowid}"), "sender": "@bob:example.org",
+           "type": "m.room.message", "timestamp": 1_700_000_000_000i64 + rowid, "content": {"body": body}})
+}
+
+fn rows(m: &Model) -> Vec<(i64, i64)> {
+    m.rooms[ROOM]
+        .timeline
+        .iter()
+        .map(|r| (r.timeline_rowid, r.event_rowid))
+        .collect()
+}
+
+#[test]
+fn initial_sync_has_no_timeline_but_previews_and_member_state() {
+    let m = seeded();
+    let r = &m.rooms[ROOM];
+    assert!(r.timeline.is_empty());
+    assert_eq!(r.events.len(), 2);
+    assert_eq!(
+        r.state_event("m.room.member", "@bob:example.org")
+            .unwrap()
+            .head
+            .rowid,
+        50
+    );
+    assert!(m.account_data.contains_key("m.push_rules"));
+}
+
+/// v0.2608 omits unchanged meta (and every empty field): a known room applies the rest, an
+/// unknown one is skipped and counted.
+#[test]
+fn a_room_without_meta_applies_when_known_and_is_skipped_when_not() {
+    let mut m = seeded();
+    let ch = m
+        .apply_event("sync_complete", WITHOUT_META.as_bytes())
+        .unwrap();
+    assert_eq!(rows(&m), [(7, 70)]);
+    assert_eq!(ch.rooms[ROOM].appended, [70]);
+    assert!(!ch.rooms[ROOM].meta);
+    assert!(ch.rooms[ROOM].receipts.contains("$e70"));
+    assert!(!m.rooms.contains_key("!unknown:example.org"));
+    assert_eq!(m.skipped_rooms, 1);
+    assert!(!ch.rooms.contains_key("!unknown:example.org"));
+}
+
+/// v0.2608 catch-up sync: missed events are not delivered, so cached timelines would have a
+/// gap; they are reset.
+#[test]
+fn a_catchup_sync_resets_timelines() {
+    let mut m = seeded();
+    m.apply_event("sync_complete", WITHOUT_META.as_bytes())
+        .unwrap();
+    let epoch = m.rooms[ROOM].epoch;
+    let ch = m.apply_event("sync_complete", CATCHUP.as_bytes()).unwrap();
+    assert!(ch.rooms[ROOM].reset);
+    assert!(m.rooms[ROOM].timeline.is_empty());
+    assert_eq!(m.rooms[ROOM].epoch, epoch + 1);
+    assert_eq!(m.rooms[ROOM].meta_i64("unread_messages"), 4);
+}
+
+#[test]
+fn clear_state_drops_everything_but_the_session() {
+    let mut m = seeded();
+    apply(&mut m, "image_auth_token", json!("tok"));
+    let ch = apply(&mut m, "sync_complete", json!({"clear_state": true}));
+    assert!(ch.cleared && ch.room_list);
+    assert!(m.rooms.is_empty() && m.account_data.is_empty());
+    assert_eq!(m.session.image_auth_token.as_deref(), Some("tok"));
+}
+
+/// A limited sync (`reset`) replaces the timeline and drops pending echoes; a pagination
+/// asked before it is discarded (its rows belong to the old timeline).
+#[test]
+fn a_reset_makes_a_running_pagination_stale() {
+    let mut m = seeded();
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]}}}),
+    );
+    let epoch = m.rooms[ROOM].epoch;
+    let mut ch = Changes::default();
+    m.apply_echo(
+        ROOM,
+        &serde_json::value::to_raw_value(&msg(2, "echo")).unwrap(),
+        &mut ch,
+    );
+    assert_eq!(m.rooms[ROOM].pending, [2]);
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"reset": true, "timeline": [{"timeline_rowid": 20, "event_rowid": 3}], "events": [msg(3, "b")]}}}),
+    );
+    assert!(ch.rooms[ROOM].reset && ch.rooms[ROOM].pending);
+    assert!(m.rooms[ROOM].pending.is_empty());
+    let page = json!({"events": [{"rowid": 4, "timeline_rowid": 5, "room_id": ROOM, "event_id": "$e4"}], "has_more": false});
+    let mut ch = Changes::default();
+    m.apply_page(ROOM, epoch, page.to_string().as_bytes(), &mut ch);
+    assert_eq!(rows(&m), [(20, 3)], "stale page discarded");
+    assert!(m.rooms[ROOM].has_more);
+}
+
+/// Pagination prepends in order; rows already present are not duplicated; live rows keep
+/// appending.
+#[test]
+fn pages_merge_in_timeline_order() {
+    let mut m = seeded();
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]}}}),
+    );
+    let epoch = m.rooms[ROOM].epoch;
+    let ev = |rowid: i64, tr: i64| {
+        let mut e = msg(rowid, "h");
+        e["timeline_rowid"] = tr.into();
+        e
+    };
+    let page = json!({"events": [ev(1, 10), ev(9, 9), ev(8, 8)], "has_more": true});
+    let mut ch = Changes::default();
+    m.apply_page(ROOM, epoch, page.to_string().as_bytes(), &mut ch);
+    assert_eq!(rows(&m), [(8, 8), (9, 9), (10, 1)]);
+    assert_eq!(ch.rooms[ROOM].prepended, 2);
+    assert!(ch.rooms[ROOM].appended.is_empty());
+}
+
+/// A receipt is kept per (user, type, thread), the newest by timestamp.
+#[test]
+fn receipts_keep_the_newest_per_user() {
+    let mut m = seeded();
+    let rc = |event: &str, ts: i64| json!({"rooms": {ROOM: {"receipts": {event: [{"user_id": "@bob:example.org", "receipt_type": "m.read", "event_id": event, "timestamp": ts}]}}}});
+    apply(&mut m, "sync_complete", rc("$new", 20));
+    let ch = apply(&mut m, "sync_complete", rc("$old", 10));
+    assert!(
+        !ch.rooms.contains_key(ROOM),
+        "an older receipt changes nothing"
+    );
+    let r = &m.rooms[ROOM].receipts;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.values().next().unwrap().event_id, "$new");
+}
+
+/// A local echo's `~hicli-…` id gives way to the real one; the synced row clears pending.
+#[test]
+fn the_echo_becomes_the_synced_event() {
+    let mut m = seeded();
+    let mut echo = msg(5, "hi");
+    echo["event_id"] = json!("~hicli-1");
+    let mut ch = Changes::default();
+    m.apply_echo(
+        ROOM,
+        &serde_json::value::to_raw_value(&echo).unwrap(),
+        &mut ch,
+    );
+    assert!(m.rooms[ROOM].by_id.contains_key("~hicli-1"));
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 3, "event_rowid": 5}], "events": [msg(5, "hi")]}}}),
+    );
+    assert_eq!(ch.rooms[ROOM].appended, [5]);
+    assert!(ch.rooms[ROOM].pending);
+    assert!(
+        ch.rooms[ROOM].updated.is_empty(),
+        "an appended row is not also 'updated'"
+    );
+    let r = &m.rooms[ROOM];
+    assert!(r.pending.is_empty());
+    assert!(!r.by_id.contains_key("~hicli-1"));
+    assert_eq!(r.by_id["$e5"], 5);
+}
+
+#[test]
+fn decrypted_events_update_in_place_and_move_the_preview() {
+    let mut m = seeded();
+    let ch = apply(
+        &mut m,
+        "events_decrypted",
+        json!({"room_id": ROOM, "preview_event_rowid": 61, "events": [msg(61, "secret")]}),
+    );
+    assert!(ch.rooms[ROOM].updated.contains(&61));
+    assert!(ch.room_list);
+    assert_eq!(m.rooms[ROOM].meta_i64("preview_event_rowid"), 61);
+}
+
+#[test]
+fn left_rooms_and_invites() {
+    let mut m = seeded();
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"invited_rooms": [{"room_id": "!inv:x", "created_at": 5,
+        "invite_state": [{"type": "m.room.name", "content": {"name": "Inv"}}, {"type": "m.room.member", "sender": "@bob:x", "content": {"membership": "invite", "is_direct": true}}]}]}),
+    );
+    assert!(ch.room_list);
+    let i = &m.invites["!inv:x"];
+    assert_eq!(
+        (i.name.as_deref(), i.inviter.as_deref(), i.is_direct),
+        (Some("Inv"), Some("@bob:x"), true)
+    );
+    // Joining turns the invite into a room.
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {"!inv:x": {"meta": {"room_id": "!inv:x", "name": "Inv"}}}}),
+    );
+    assert!(!m.invites.contains_key("!inv:x") && m.rooms.contains_key("!inv:x"));
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"left_rooms": ["!inv:x", "!never:x"]}),
+    );
+    assert!(ch.rooms["!inv:x"].removed);
+    assert!(!ch.rooms.contains_key("!never:x"));
+    assert!(!m.rooms.contains_key("!inv:x"));
+}
+
+/// Eviction keeps the preview, its edit and its sender's member event, and nothing else.
+#[test]
+fn eviction_keeps_what_the_room_list_shows() {
+    let mut m = seeded();
+    let mut preview = msg(62, "p");
+    preview["last_edit_rowid"] = json!(63);
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {
+        "meta": {"room_id": ROOM, "name": "Known", "preview_event_rowid": 62},
+        "timeline": [{"timeline_rowid": 1, "event_rowid": 61}, {"timeline_rowid": 2, "event_rowid": 62}, {"timeline_rowid": 3, "event_rowid": 63}],
+        "events": [msg(61, "a"), preview, msg(63, "edit")]}}}),
+    );
+    let r = m.rooms.get_mut(ROOM).unwrap();
+    assert!(r.evict());
+    let mut kept: Vec<i64> = r.events.keys().copied().collect();
+    kept.sort();
+    assert_eq!(kept, [50, 62, 63]);
+    assert!(r.timeline.is_empty() && r.has_more);
+    assert!(!r.evict(), "nothing left to evict");
+}
+
+#[test]
+fn unknown_commands_are_not_consumed_and_bad_ones_are_counted() {
+    let mut m = seeded();
+    assert!(m.apply_event("brand_new_event", b"{}").is_none());
+    assert!(m.apply_event("typing", b"[\"x\"]").unwrap().is_empty());
+    assert!(m.apply_event("image_auth_token", b"{}").unwrap().is_empty());
+    assert_eq!(m.undecodable, 2);
+}

@@ -1,0 +1,670 @@
+//! Snapshot reads: each builds one JSON document from the model (docs/store.md, "Reads").
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::model::{Model, Room, Stored};
+use crate::status::{Error, Status};
+
+/// Room types shown in the room list; spaces and unknown types are not (as in the web client).
+const LISTED_TYPES: &[&str] = &[
+    "",
+    "support.feline.policy.lists.msc.v1",
+    "org.matrix.msc3417.call",
+    "fi.mau.msc2545.image_pack",
+];
+
+/// The pseudo-spaces a room list can be filtered by, besides a real space's id.
+pub(super) const PSEUDO_SPACES: &[&str] = &["home", "dms", "unreads", "orphans"];
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::new(Status::ErrInvalidArgument, msg)
+}
+
+/// Decodes a read's arguments; empty means `{}`.
+pub(super) fn args<'a, T: Deserialize<'a> + Default>(data: &'a [u8]) -> Result<T, Error> {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(data).map_err(|e| bad(format!("arguments: {e}")))
+}
+
+fn to_json(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store views serialize infallibly")
+}
+
+/// Whether a room is hidden from the list: a type the list does not show, or a tombstone
+/// whose replacement the store knows and which names this room as its predecessor.
+fn hidden(m: &Model, id: &str, r: &Room) -> bool {
+    if !LISTED_TYPES.contains(&r.room_type()) {
+        return true;
+    }
+    let Some(next) = r
+        .meta
+        .get("tombstone")
+        .and_then(|t| t.get("replacement_room"))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    m.rooms.get(next).is_some_and(|n| {
+        n.meta
+            .get("creation_content")
+            .and_then(|c| c.get("predecessor"))
+            .and_then(|p| p.get("room_id"))
+            .and_then(Value::as_str)
+            == Some(id)
+    })
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    room_id: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dm_user_id: Option<&'a str>,
+    sorting_timestamp: i64,
+    unread_messages: i64,
+    unread_notifications: i64,
+    unread_highlights: i64,
+    marked_unread: bool,
+    favourite: bool,
+    low_priority: bool,
+    invite: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inviter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview: Option<&'a RawValue>,
+}
+
+fn entry<'a>(id: &'a str, r: &'a Room) -> Entry<'a> {
+    let preview = r.events.get(&r.meta_i64("preview_event_rowid"));
+    // The preview shows the edited text when the backend linked an edit.
+    let preview = preview
+        .and_then(|p| p.head.last_edit_rowid)
+        .and_then(|e| r.events.get(&e))
+        .or(preview);
+    Entry {
+        room_id: id,
+        name: r.meta_str("name").unwrap_or("Unnamed room"),
+        avatar: r.meta_str("avatar"),
+        dm_user_id: r.meta_str("dm_user_id"),
+        sorting_timestamp: r.meta_i64("sorting_timestamp"),
+        unread_messages: r.meta_i64("unread_messages"),
+        unread_notifications: r.meta_i64("unread_notifications"),
+        unread_highlights: r.meta_i64("unread_highlights"),
+        marked_unread: r.meta.get("marked_unread") == Some(&Value::Bool(true)),
+        favourite: r.has_tag("m.favourite"),
+        low_priority: r.has_tag("m.lowpriority"),
+        invite: false,
+        inviter: None,
+        preview: preview.map(|p| &*p.raw),
+    }
+}
+
+/// Every room below `space`, through child spaces, with a guard against cycles.
+fn descendants<'a>(m: &'a Model, space: &'a str) -> HashSet<&'a str> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut todo = vec![space];
+    while let Some(s) = todo.pop() {
+        for (child, _) in m.space_edges.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+            if seen.insert(child) && m.space_edges.contains_key(child.as_str()) {
+                todo.push(child);
+            }
+        }
+    }
+    seen
+}
+
+/// Whether `space` (a room id or a pseudo-space) shows this entry.
+struct SpaceFilter<'a> {
+    kind: &'a str,
+    members: HashSet<&'a str>,
+}
+
+impl<'a> SpaceFilter<'a> {
+    fn new(m: &'a Model, space: &'a str) -> SpaceFilter<'a> {
+        let members = match space {
+            "home" | "dms" | "unreads" => HashSet::new(),
+            "orphans" => m
+                .space_edges
+                .values()
+                .flatten()
+                .map(|(c, _)| c.as_str())
+                .collect(),
+            s => descendants(m, s),
+        };
+        SpaceFilter {
+            kind: space,
+            members,
+        }
+    }
+
+    fn shows(&self, e: &Entry) -> bool {
+        match self.kind {
+            "home" => true,
+            "dms" => e.dm_user_id.is_some(),
+            "unreads" => e.unread_messages > 0 || e.marked_unread || e.invite,
+            "orphans" => !self.members.contains(e.room_id),
+            _ => self.members.contains(e.room_id),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ListArgs {
+    space: Option<String>,
+    query: Option<String>,
+    favourites_first: Option<bool>,
+    low_priority_last: Option<bool>,
+    order: Option<String>,
+    invites: Option<bool>,
+    limit: Option<usize>,
+}
+
+/// Unread counts summed over rooms.
+#[derive(Serialize, Default, Clone, Copy)]
+struct Unreads {
+    rooms: i64,
+    messages: i64,
+    notifications: i64,
+    highlights: i64,
+    marked: i64,
+}
+
+impl Unreads {
+    fn add(&mut self, e: &Entry) {
+        let unread = e.unread_messages > 0 || e.marked_unread || e.invite;
+        self.rooms += i64::from(unread);
+        self.messages += e.unread_messages;
+        self.notifications += e.unread_notifications;
+        self.highlights += e.unread_highlights;
+        self.marked += i64::from(e.marked_unread);
+    }
+}
+
+/// Every listed entry: joined rooms that are not hidden, then invites.
+fn entries(m: &Model) -> Vec<Entry<'_>> {
+    let mut out: Vec<Entry> = m
+        .rooms
+        .iter()
+        .filter(|(id, r)| !hidden(m, id, r))
+        .map(|(id, r)| entry(id, r))
+        .collect();
+    out.extend(m.invites.iter().map(|(id, i)| Entry {
+        room_id: id,
+        name: i.name.as_deref().unwrap_or("Unnamed room"),
+        avatar: i.avatar.as_deref(),
+        dm_user_id: i.is_direct.then_some(i.inviter.as_deref()).flatten(),
+        sorting_timestamp: i.created_at,
+        unread_messages: 0,
+        unread_notifications: 0,
+        // An invite counts as a highlight, as in the web client.
+        unread_highlights: 1,
+        marked_unread: true,
+        favourite: false,
+        low_priority: false,
+        invite: true,
+        inviter: i.inviter.as_deref(),
+        preview: None,
+    }));
+    out
+}
+
+pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: ListArgs = args(data)?;
+    let space = a.space.as_deref().unwrap_or("home");
+    if !PSEUDO_SPACES.contains(&space)
+        && !m.space_edges.contains_key(space)
+        && !m.rooms.get(space).is_some_and(Room::is_space)
+    {
+        return Err(bad(format!(
+            "space {space:?} is neither a known space nor one of {PSEUDO_SPACES:?}"
+        )));
+    }
+    let by_name = match a.order.as_deref() {
+        None | Some("activity") => false,
+        Some("name") => true,
+        Some(o) => return Err(bad(format!("order {o:?}: use \"activity\" or \"name\""))),
+    };
+    let filter = SpaceFilter::new(m, space);
+    let query = a.query.as_deref().unwrap_or("").to_lowercase();
+    let mut list: Vec<Entry> = entries(m)
+        .into_iter()
+        .filter(|e| a.invites.unwrap_or(true) || !e.invite)
+        .filter(|e| filter.shows(e))
+        .filter(|e| {
+            query.is_empty()
+                || e.name.to_lowercase().contains(&query)
+                || e.room_id.to_lowercase().contains(&query)
+        })
+        .collect();
+    let fav = a.favourites_first.unwrap_or(true);
+    let low = a.low_priority_last.unwrap_or(true);
+    list.sort_by(|x, y| {
+        let group = |e: &Entry| (!e.invite, !(fav && e.favourite), low && e.low_priority);
+        group(x).cmp(&group(y)).then_with(|| {
+            if by_name {
+                x.name.to_lowercase().cmp(&y.name.to_lowercase())
+            } else {
+                Reverse(x.sorting_timestamp).cmp(&Reverse(y.sorting_timestamp))
+            }
+            .then_with(|| x.room_id.cmp(y.room_id))
+        })
+    });
+    let total = list.len();
+    list.truncate(a.limit.unwrap_or(usize::MAX));
+    #[derive(Serialize)]
+    struct Out<'a> {
+        gen: u64,
+        total: usize,
+        rooms: Vec<Entry<'a>>,
+    }
+    Ok(to_json(&Out {
+        gen,
+        total,
+        rooms: list,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RoomArgs {
+    pub room_id: String,
+    pub event_id: Option<String>,
+    pub rowid: Option<i64>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub state_key: Option<String>,
+    pub before: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+impl RoomArgs {
+    pub fn room<'a>(&self, m: &'a Model) -> Result<&'a Room, Error> {
+        if self.room_id.is_empty() {
+            return Err(bad("room_id is missing"));
+        }
+        m.rooms
+            .get(&self.room_id)
+            .ok_or_else(|| bad(format!("unknown room {}", self.room_id)))
+    }
+}
+
+pub(super) fn room(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let Some(r) = m.rooms.get(&a.room_id) else {
+        // An invite has no room yet: its stripped state is all there is.
+        return Ok(match m.invites.get(&a.room_id) {
+            Some(i) => to_json(&serde_json::json!({ "room_id": a.room_id, "invite": &i.raw })),
+            None => b"null".to_vec(),
+        });
+    };
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room_id: &'a str,
+        meta: &'a serde_json::Map<String, Value>,
+        entry: Option<Entry<'a>>,
+        space: bool,
+        timeline_rows: usize,
+        events: usize,
+        pending: usize,
+        has_more: bool,
+        paginating: bool,
+        state_loaded: bool,
+        members_loaded: bool,
+        open: bool,
+        typing: &'a [String],
+    }
+    Ok(to_json(&Out {
+        room_id: &a.room_id,
+        meta: &r.meta,
+        entry: (!hidden(m, &a.room_id, r)).then(|| entry(&a.room_id, r)),
+        space: r.is_space(),
+        timeline_rows: r.timeline.len(),
+        events: r.events.len(),
+        pending: r.pending.len(),
+        has_more: r.has_more,
+        paginating,
+        state_loaded: r.state_loaded,
+        members_loaded: r.members_loaded,
+        open: r.open,
+        typing: &r.typing,
+    }))
+}
+
+#[derive(Serialize)]
+struct Item<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline_rowid: Option<i64>,
+    event: &'a RawValue,
+    /// The newest edit the backend linked (`last_edit_rowid`), when the store holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edit: Option<&'a RawValue>,
+}
+
+fn item<'a>(r: &'a Room, ev: &'a Stored, timeline_rowid: Option<i64>) -> Item<'a> {
+    Item {
+        timeline_rowid,
+        event: &ev.raw,
+        edit: ev
+            .head
+            .last_edit_rowid
+            .and_then(|e| r.events.get(&e))
+            .map(|e| &*e.raw),
+    }
+}
+
+pub(super) fn timeline(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    let limit = a.limit.unwrap_or(50).max(1);
+    let end = match a.before {
+        None | Some(0) => r.timeline.len(),
+        Some(b) => r.timeline.partition_point(|row| row.timeline_rowid < b),
+    };
+    let start = end.saturating_sub(limit);
+    let events: Vec<Item> = r.timeline[start..end]
+        .iter()
+        .filter_map(|row| {
+            let ev = r.events.get(&row.event_rowid)?;
+            Some(item(r, ev, Some(row.timeline_rowid)))
+        })
+        .collect();
+    let mut pending: Vec<&Stored> = if end == r.timeline.len() {
+        r.pending.iter().filter_map(|p| r.events.get(p)).collect()
+    } else {
+        Vec::new()
+    };
+    pending.sort_by_key(|e| e.head.timestamp);
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room_id: &'a str,
+        events: Vec<Item<'a>>,
+        pending: Vec<Item<'a>>,
+        /// The timeline rowid to pass as `before` for the next older page.
+        oldest: Option<i64>,
+        has_more: bool,
+        paginating: bool,
+    }
+    Ok(to_json(&Out {
+        room_id: &a.room_id,
+        events,
+        pending: pending.into_iter().map(|e| item(r, e, None)).collect(),
+        oldest: r.timeline.get(start).map(|row| row.timeline_rowid),
+        has_more: start > 0 || r.has_more,
+        paginating,
+    }))
+}
+
+pub(super) fn event(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    let rowid = match (&a.event_id, a.rowid) {
+        (Some(id), _) => r.by_id.get(id).copied(),
+        (None, Some(rowid)) => Some(rowid),
+        (None, None) => return Err(bad("give event_id or rowid")),
+    };
+    Ok(match rowid.and_then(|id| r.events.get(&id)) {
+        Some(ev) => to_json(&item(r, ev, None)),
+        None => b"null".to_vec(),
+    })
+}
+
+pub(super) fn state(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    let Some(kind) = &a.kind else {
+        // Every type: type → state_key → event.
+        let all: BTreeMap<&str, BTreeMap<&str, &RawValue>> = r
+            .state
+            .iter()
+            .map(|(k, keys)| {
+                let evs = keys
+                    .iter()
+                    .filter_map(|(sk, rowid)| Some((sk.as_str(), &*r.events.get(rowid)?.raw)))
+                    .collect();
+                (k.as_str(), evs)
+            })
+            .collect();
+        return Ok(to_json(&all));
+    };
+    if let Some(key) = &a.state_key {
+        return Ok(match r.state_event(kind, key) {
+            Some(ev) => to_json(&ev.raw),
+            None => b"null".to_vec(),
+        });
+    }
+    let evs: BTreeMap<&str, &RawValue> = r
+        .state
+        .get(kind)
+        .into_iter()
+        .flatten()
+        .filter_map(|(sk, rowid)| Some((sk.as_str(), &*r.events.get(rowid)?.raw)))
+        .collect();
+    Ok(to_json(&evs))
+}
+
+/// Power levels with room-version-12 creators above everyone (`None` is a creator).
+struct Power {
+    users: serde_json::Map<String, Value>,
+    default: i64,
+    creators: HashSet<String>,
+}
+
+impl Power {
+    fn of(r: &Room) -> Power {
+        let content = |kind: &str| {
+            r.state_event(kind, "")
+                .and_then(|e| serde_json::from_str::<Value>(e.raw.get()).ok())
+                .map(|v| v["content"].clone())
+                .unwrap_or(Value::Null)
+        };
+        let pl = content("m.room.power_levels");
+        let create = content("m.room.create");
+        let mut creators = HashSet::new();
+        if create["room_version"] == "12" {
+            if let Some(c) = r.state_event("m.room.create", "") {
+                creators.insert(c.head.sender.clone());
+            }
+            for c in create["additional_creators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                creators.extend(c.as_str().map(str::to_owned));
+            }
+        }
+        Power {
+            users: pl["users"].as_object().cloned().unwrap_or_default(),
+            default: pl["users_default"].as_i64().unwrap_or(0),
+            creators,
+        }
+    }
+
+    fn level(&self, user: &str) -> Option<i64> {
+        if self.creators.contains(user) {
+            return None;
+        }
+        Some(
+            self.users
+                .get(user)
+                .and_then(Value::as_i64)
+                .unwrap_or(self.default),
+        )
+    }
+}
+
+pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    let power = Power::of(r);
+    #[derive(Serialize)]
+    struct Member {
+        user_id: String,
+        membership: String,
+        displayname: Option<String>,
+        avatar_url: Option<String>,
+        /// `null` for a room creator (room version 12), who outranks every level.
+        power_level: Option<i64>,
+    }
+    let mut list: Vec<Member> = r
+        .state
+        .get("m.room.member")
+        .into_iter()
+        .flatten()
+        .filter_map(|(user, rowid)| {
+            let ev: Value = serde_json::from_str(r.events.get(rowid)?.raw.get()).ok()?;
+            let c = &ev["content"];
+            let membership = c["membership"].as_str()?;
+            matches!(membership, "join" | "invite" | "knock").then(|| Member {
+                user_id: user.clone(),
+                membership: membership.to_owned(),
+                displayname: c["displayname"].as_str().map(str::to_owned),
+                avatar_url: c["avatar_url"].as_str().map(str::to_owned),
+                power_level: power.level(user),
+            })
+        })
+        .collect();
+    list.sort_by(|x, y| {
+        let rank = |p: Option<i64>| Reverse(p.unwrap_or(i64::MAX));
+        let name = |mm: &Member| {
+            mm.displayname
+                .as_deref()
+                .unwrap_or(&mm.user_id)
+                .to_lowercase()
+        };
+        rank(x.power_level)
+            .cmp(&rank(y.power_level))
+            .then_with(|| name(x).cmp(&name(y)))
+            .then_with(|| x.user_id.cmp(&y.user_id))
+    });
+    #[derive(Serialize)]
+    struct Out {
+        members: Vec<Member>,
+        complete: bool,
+    }
+    Ok(to_json(&Out {
+        members: list,
+        complete: r.members_loaded,
+    }))
+}
+
+pub(super) fn receipts(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    let mut by_event: BTreeMap<&str, Vec<&RawValue>> = BTreeMap::new();
+    for rc in r.receipts.values() {
+        if a.event_id.as_deref().map_or(true, |e| e == rc.event_id) {
+            by_event.entry(&rc.event_id).or_default().push(&rc.raw);
+        }
+    }
+    Ok(to_json(&by_event))
+}
+
+pub(super) fn typing(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let r = a.room(m)?;
+    Ok(to_json(&serde_json::json!({ "user_ids": r.typing })))
+}
+
+pub(super) fn account_data(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a: RoomArgs = args(data)?;
+    let map = if a.room_id.is_empty() {
+        &m.account_data
+    } else {
+        &a.room(m)?.account_data
+    };
+    Ok(match &a.kind {
+        Some(k) => map.get(k).map_or(b"null".to_vec(), to_json),
+        None => to_json(&map.iter().collect::<BTreeMap<_, _>>()),
+    })
+}
+
+pub(super) fn spaces(m: &Model, _data: &[u8]) -> Result<Vec<u8>, Error> {
+    let all = entries(m);
+    #[derive(Serialize)]
+    struct Space<'a> {
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        avatar: Option<&'a str>,
+        children: Vec<&'a str>,
+        unread: Unreads,
+    }
+    let mut spaces = BTreeMap::new();
+    for (id, edges) in &m.space_edges {
+        let f = SpaceFilter::new(m, id);
+        let mut unread = Unreads::default();
+        all.iter()
+            .filter(|e| f.shows(e))
+            .for_each(|e| unread.add(e));
+        let r = m.rooms.get(id);
+        spaces.insert(
+            id.as_str(),
+            Space {
+                name: r
+                    .and_then(|r| r.meta_str("name"))
+                    .unwrap_or("Unnamed space"),
+                avatar: r.and_then(|r| r.meta_str("avatar")),
+                children: edges.iter().map(|(c, _)| c.as_str()).collect(),
+                unread,
+            },
+        );
+    }
+    let mut pseudo = BTreeMap::new();
+    for p in PSEUDO_SPACES {
+        let f = SpaceFilter::new(m, p);
+        let mut unread = Unreads::default();
+        all.iter()
+            .filter(|e| f.shows(e))
+            .for_each(|e| unread.add(e));
+        pseudo.insert(*p, unread);
+    }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        top_level: &'a [String],
+        spaces: BTreeMap<&'a str, Space<'a>>,
+        pseudo: BTreeMap<&'a str, Unreads>,
+    }
+    Ok(to_json(&Out {
+        top_level: &m.top_level_spaces,
+        spaces,
+        pseudo,
+    }))
+}
+
+pub(super) fn session(m: &Model, gen: u64, _data: &[u8]) -> Result<Vec<u8>, Error> {
+    let s = &m.session;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        gen: u64,
+        client_state: Option<&'a RawValue>,
+        sync_status: Option<&'a RawValue>,
+        image_auth_token: Option<&'a str>,
+        run_id: Option<&'a RawValue>,
+        init_complete: bool,
+        rooms: usize,
+        invites: usize,
+        undecodable: u64,
+        skipped_rooms: u64,
+    }
+    Ok(to_json(&Out {
+        gen,
+        client_state: s.client_state.as_deref(),
+        sync_status: s.sync_status.as_deref(),
+        image_auth_token: s.image_auth_token.as_deref(),
+        run_id: s.run_id.as_deref(),
+        init_complete: s.init_complete,
+        rooms: m.rooms.len(),
+        invites: m.invites.len(),
+        undecodable: m.undecodable,
+        skipped_rooms: m.skipped_rooms,
+    }))
+}

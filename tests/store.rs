@@ -1,0 +1,580 @@
+//! The native gomuks store over a real socket against the testkit's room model
+//! (docs/store.md; the shapes are gomuks-rpc.md §4.2 and the hicli types it cites).
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tether::{Client, Event, EventKind, Status, Store};
+use tether_testkit::gomuks::Backend;
+use tether_testkit::rooms::{room_id, ALICE, BOB, INVITE_ID, ME, SPACE_ID};
+
+use common::*;
+
+/// A seeded backend and a client with a store attached before connect.
+async fn setup(rooms: usize, history: usize) -> (Backend, Client, Store) {
+    setup_with(rooms, history, b"").await
+}
+
+async fn setup_with(rooms: usize, history: usize, opts: &[u8]) -> (Backend, Client, Store) {
+    let b = backend().await;
+    b.seed_rooms(rooms, history);
+    let (c, s) = attached(&b, opts);
+    until_init(&c).await;
+    (b, c, s)
+}
+
+fn attached(b: &Backend, opts: &[u8]) -> (Client, Store) {
+    let cfg = tether::Config::builder(&b.http_url())
+        .token(&b.token())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let c = Client::new(cfg);
+    let s = Store::attach(&c, opts).expect("attach before connect");
+    c.connect().unwrap();
+    (c, s)
+}
+
+async fn until_init(c: &Client) -> Vec<Event> {
+    let (_, seen) = until_command(c, "init_complete").await;
+    seen
+}
+
+fn read(s: &Store, what: &str, args: Value) -> Value {
+    let out = s.read(what, args.to_string().as_bytes()).expect(what);
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The next STORE event, and what came before it.
+async fn until_store(c: &Client, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Event>) {
+    let (ev, seen) = until(c, |e| e.kind() == EventKind::Store && pred(&json(e))).await;
+    (json(&ev), seen)
+}
+
+/// A store action's RESPONSE, asserting a STORE event for that request came first.
+async fn answered(c: &Client, id: i64) -> (Event, Value) {
+    let mut change = Value::Null;
+    let (ev, seen) = until(c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    for e in seen.iter().rev() {
+        if e.kind() == EventKind::Store && json(e)["cause"]["request_id"] == id {
+            change = json(e);
+            break;
+        }
+    }
+    (ev, change)
+}
+
+/// §4.2 sync_complete, initial sync: the list is ordered by activity with the invite on top
+/// and favourites first; spaces are not listed; pseudo-spaces and a space filter the list.
+#[tokio::test]
+async fn initial_sync_builds_an_ordered_room_list() {
+    let (_b, c, s) = setup(6, 5).await;
+    let list = read(&s, "room_list", json!({}));
+    assert_eq!(
+        names(&list),
+        [
+            "Invite room",
+            "Room 3",
+            "Room 5",
+            "Room 4",
+            "Room 2",
+            "Room 1",
+            "Room 0"
+        ]
+    );
+    assert_eq!(list["rooms"][0]["invite"], true);
+    assert_eq!(list["rooms"][1]["favourite"], true);
+    let plain = read(
+        &s,
+        "room_list",
+        json!({"favourites_first": false, "invites": false}),
+    );
+    assert_eq!(
+        names(&plain),
+        ["Room 5", "Room 4", "Room 3", "Room 2", "Room 1", "Room 0"]
+    );
+    let by_name = read(
+        &s,
+        "room_list",
+        json!({"order": "name", "invites": false, "favourites_first": false}),
+    );
+    assert_eq!(names(&by_name)[0], "Room 0");
+    let dms = read(&s, "room_list", json!({"space": "dms", "invites": false}));
+    assert_eq!(names(&dms), ["Room 0"]);
+    assert_eq!(dms["rooms"][0]["dm_user_id"], ALICE);
+    let space = read(&s, "room_list", json!({"space": SPACE_ID}));
+    assert_eq!(names(&space), ["Room 2", "Room 1"]);
+    let unread = read(
+        &s,
+        "room_list",
+        json!({"space": "unreads", "invites": false}),
+    );
+    assert_eq!(names(&unread), ["Room 2"]);
+    let query = read(&s, "room_list", json!({"query": "room 4"}));
+    assert_eq!(names(&query), ["Room 4"]);
+    // Each entry shows its preview event.
+    assert_eq!(list["rooms"][2]["preview"]["room_id"], room_id(5));
+    let spaces = read(&s, "spaces", json!({}));
+    assert_eq!(spaces["top_level"], json!([SPACE_ID]));
+    assert_eq!(spaces["spaces"][SPACE_ID]["unread"]["messages"], 3);
+    assert_eq!(spaces["spaces"][SPACE_ID]["name"], "Space");
+    let session = read(&s, "session", json!({}));
+    assert_eq!(session["init_complete"], true);
+    assert_eq!(session["client_state"]["is_logged_in"], true);
+    assert_eq!(session["image_auth_token"], "image-token");
+    assert_eq!(session["undecodable"], 0);
+    assert!(read(&s, "room", json!({"room_id": SPACE_ID}))["entry"].is_null());
+    assert_eq!(
+        read(&s, "room", json!({"room_id": INVITE_ID}))["invite"]["room_id"],
+        INVITE_ID
+    );
+    close_and_drain(&c).await;
+}
+
+/// The STORE event follows the MESSAGE it reflects, and a read made after it sees the event
+/// applied (§4.2 live sync: timeline append, meta replaced).
+#[tokio::test]
+async fn a_live_message_is_applied_before_its_notification() {
+    let (b, c, s) = setup(4, 3).await;
+    let gen0 = s.generation();
+    let (rowid, _) = b.room_message(&room_id(0), BOB, "hello").unwrap();
+    let (sync, _) = until_command(&c, "sync_complete").await;
+    // Taken the MESSAGE: the store has it already.
+    assert_eq!(
+        names(&read(&s, "room_list", json!({"invites": false})))[0],
+        "Room 3"
+    );
+    let tl = read(&s, "timeline", json!({"room_id": room_id(0)}));
+    assert_eq!(
+        tl["events"].as_array().unwrap().last().unwrap()["event"]["rowid"],
+        rowid
+    );
+    let ev = next(&c).await;
+    assert_eq!(
+        ev.kind(),
+        EventKind::Store,
+        "the change set right after {}",
+        sync.command()
+    );
+    let ch = json(&ev);
+    assert_eq!(ch["gen"], gen0 + 1);
+    assert_eq!(ch["cause"]["command"], "sync_complete");
+    assert_eq!(ch["cause"]["event_id"], sync.request_id());
+    assert_eq!(ch["room_list"], true);
+    assert_eq!(ch["rooms"][room_id(0)]["appended"], json!([rowid]));
+    assert_eq!(ch["rooms"][room_id(0)]["meta"], true);
+    let plain = read(
+        &s,
+        "room_list",
+        json!({"invites": false, "favourites_first": false}),
+    );
+    assert_eq!(names(&plain)[0], "Room 0", "the room moved to the top");
+    assert_eq!(plain["rooms"][0]["unread_messages"], 1);
+    close_and_drain(&c).await;
+}
+
+/// paginate (§4.3 store actions): pages go before the oldest row, in order and without
+/// overlap, until has_more is false; one pagination per room at a time; the RESPONSE comes
+/// after the STORE event with the prepended rows.
+#[tokio::test]
+async fn paginate_fills_the_timeline_page_by_page() {
+    let (_b, c, s) = setup(3, 25).await;
+    let r = room_id(1);
+    let mut seen = Vec::new();
+    for round in 0.. {
+        let id = s.paginate(&r, 10).unwrap();
+        assert_eq!(s.paginate(&r, 10).unwrap_err().status(), Status::ErrInUse);
+        let room = read(&s, "room", json!({"room_id": r}));
+        assert_eq!(room["paginating"], true);
+        let (resp, change) = answered(&c, id).await;
+        assert_eq!(resp.status(), Status::Ok);
+        let n = change["rooms"][&r]["prepended"].as_u64().unwrap_or(0)
+            + change["rooms"][&r]["appended"]
+                .as_array()
+                .map_or(0, |a| a.len() as u64);
+        let tl = read(&s, "timeline", json!({"room_id": r, "limit": 1000}));
+        let rows: Vec<i64> = tl["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["timeline_rowid"].as_i64().unwrap())
+            .collect();
+        assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
+        assert_eq!(rows.len() as u64, seen.len() as u64 + n, "round {round}");
+        seen = rows;
+        if tl["has_more"] == false {
+            break;
+        }
+        assert!(round < 10, "has_more never ended");
+    }
+    assert_eq!(seen.len(), 25);
+    // The timeline reads back in pages through `before`.
+    let last = read(&s, "timeline", json!({"room_id": r, "limit": 10}));
+    assert_eq!(last["events"].as_array().unwrap().len(), 10);
+    let older = read(
+        &s,
+        "timeline",
+        json!({"room_id": r, "limit": 10, "before": last["oldest"]}),
+    );
+    let o: Vec<i64> = older["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["timeline_rowid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(o, seen[5..15]);
+    assert_eq!(older["has_more"], true);
+    close_and_drain(&c).await;
+}
+
+/// send_message with local echo (§4.3): the echo is pending before the RESPONSE; the synced
+/// event replaces it in the timeline; a failed send stays pending with the server's reason.
+#[tokio::test]
+async fn send_message_shows_a_local_echo_until_synced() {
+    let (_b, c, s) = setup(3, 2).await;
+    let r = room_id(2);
+    let params = json!({"room_id": r, "text": "hi there"}).to_string();
+    let id = s.send_message(params.as_bytes()).unwrap();
+    let (resp, change) = answered(&c, id).await;
+    assert_eq!(resp.status(), Status::Ok);
+    assert_eq!(change["rooms"][&r]["pending"], true);
+    let echo: Value = serde_json::from_slice(resp.data()).unwrap();
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    assert_eq!(tl["pending"][0]["event"]["rowid"], echo["rowid"]);
+    assert_eq!(tl["pending"][0]["event"]["content"]["body"], "hi there");
+    // send_complete, then the sync with the real event.
+    until_store(&c, |ch| {
+        ch["cause"]["command"] == "sync_complete" && ch["rooms"][&r]["appended"].is_array()
+    })
+    .await;
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    assert_eq!(tl["pending"], json!([]));
+    let last = tl["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["event"]["rowid"], echo["rowid"]);
+    assert!(last["event"]["event_id"].as_str().unwrap().starts_with('$'));
+    assert!(read(
+        &s,
+        "event",
+        json!({"room_id": r, "event_id": last["event"]["event_id"]})
+    )["event"]
+        .is_object());
+
+    let fail = json!({"room_id": r, "text": "fail"}).to_string();
+    let id = s.send_message(fail.as_bytes()).unwrap();
+    answered(&c, id).await;
+    until_store(&c, |ch| ch["cause"]["command"] == "send_complete").await;
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    let failed = &tl["pending"][0]["event"];
+    assert!(
+        failed["send_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("M_FORBIDDEN"),
+        "{failed}"
+    );
+    close_and_drain(&c).await;
+}
+
+/// mark_read (§4.3): the backend's sync zeroes the counts and brings our receipt.
+#[tokio::test]
+async fn mark_read_clears_the_unread_count() {
+    let (_b, c, s) = setup(4, 3).await;
+    let r = room_id(2);
+    let before = read(
+        &s,
+        "room_list",
+        json!({"space": "unreads", "invites": false}),
+    );
+    assert_eq!(names(&before), ["Room 2"]);
+    let id = s.mark_read(&r, "").unwrap();
+    let (resp, _) = answered(&c, id).await;
+    assert_eq!(resp.status(), Status::Ok);
+    let (ch, _) = until_store(&c, |ch| ch["rooms"][&r]["receipts"].is_array()).await;
+    assert_eq!(ch["rooms"][&r]["meta"], true);
+    let after = read(
+        &s,
+        "room_list",
+        json!({"space": "unreads", "invites": false}),
+    );
+    assert_eq!(names(&after), Vec::<String>::new());
+    let receipts = read(&s, "receipts", json!({"room_id": r}));
+    let (event, list) = receipts.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(list[0]["user_id"], ME);
+    let preview = read(&s, "room", json!({"room_id": r}))["entry"]["preview"]["event_id"].clone();
+    assert_eq!(event, preview.as_str().unwrap());
+    assert_eq!(
+        read(&s, "spaces", json!({}))["pseudo"]["unreads"]["rooms"],
+        1,
+        "only the invite"
+    );
+    close_and_drain(&c).await;
+}
+
+/// State and members (§4.3 load room state): members sorted by power level, then name;
+/// a batched member fetch skips the members the store holds.
+#[tokio::test]
+async fn load_state_gives_members_by_power_level() {
+    let (_b, c, s) = setup(2, 2).await;
+    let r = room_id(1);
+    assert!(s.request_members(&r, &[BOB, ALICE]).unwrap() > 0);
+    let id = s.load_state(&r, true).unwrap();
+    let (resp, change) = answered(&c, id).await;
+    assert_eq!(resp.status(), Status::Ok);
+    assert!(change["rooms"][&r]["state"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("m.room.member")));
+    let m = read(&s, "members", json!({"room_id": r}));
+    let order: Vec<&str> = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [ALICE, ME, BOB]);
+    assert_eq!(m["members"][0]["power_level"], 100);
+    assert_eq!(m["complete"], true);
+    assert_eq!(
+        read(
+            &s,
+            "state",
+            json!({"room_id": r, "type": "m.room.name", "state_key": ""})
+        )["content"]["name"],
+        "Room 1"
+    );
+    assert_eq!(
+        s.request_members(&r, &[BOB, ALICE]).unwrap(),
+        0,
+        "all known: nothing to send"
+    );
+    close_and_drain(&c).await;
+}
+
+/// §7 resume: after a cut the store equals a fresh client's view, and what was missed while
+/// cut arrives once.
+#[tokio::test]
+async fn a_cut_and_resume_keep_the_store_equal_to_a_fresh_view() {
+    let (b, c, s) = setup(5, 3).await;
+    b.cut_all();
+    until_kind(&c, EventKind::Disconnected).await;
+    b.room_message(&room_id(1), ALICE, "while you were away")
+        .unwrap();
+    until_command(&c, "init_complete").await;
+    let (c2, s2) = attached(&b, b"");
+    until_init(&c2).await;
+    let strip = |mut v: Value| {
+        v["gen"] = Value::Null;
+        v
+    };
+    assert_eq!(
+        strip(read(&s, "room_list", json!({}))),
+        strip(read(&s2, "room_list", json!({})))
+    );
+    assert_eq!(
+        names(&read(
+            &s,
+            "room_list",
+            json!({"invites": false, "favourites_first": false})
+        ))[0],
+        "Room 1"
+    );
+    close_and_drain(&c).await;
+    close_and_drain(&c2).await;
+}
+
+/// §7.2 reset: a backend restart clears the store visibly and rebuilds it.
+#[tokio::test]
+async fn a_backend_restart_resets_the_store_visibly() {
+    let (b, c, s) = setup(3, 2).await;
+    let id = s.paginate(&room_id(0), 5).unwrap();
+    answered(&c, id).await;
+    assert!(
+        read(&s, "room", json!({"room_id": room_id(0)}))["timeline_rows"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    b.restart();
+    let (ch, _) = until_store(&c, |ch| ch["cleared"] == true).await;
+    assert_eq!(ch["room_list"], true);
+    until_command(&c, "init_complete").await;
+    assert_eq!(
+        read(&s, "room", json!({"room_id": room_id(0)}))["timeline_rows"],
+        0
+    );
+    assert_eq!(names(&read(&s, "room_list", json!({}))).len(), 4);
+    close_and_drain(&c).await;
+}
+
+/// typing (§4.2) replaces the list; a watch list limits per-room detail to watched rooms.
+#[tokio::test]
+async fn typing_and_the_watch_filter() {
+    let (b, c, s) = setup(3, 2).await;
+    b.room_typing(&room_id(1), &[BOB.to_owned()]);
+    let (ch, _) = until_store(&c, |ch| ch["rooms"].get(room_id(1)).is_some()).await;
+    assert_eq!(ch["rooms"][room_id(1)]["typing"], true);
+    assert_eq!(
+        read(&s, "typing", json!({"room_id": room_id(1)}))["user_ids"],
+        json!([BOB])
+    );
+    s.watch(None, false);
+    s.open_room(&room_id(2)).unwrap();
+    b.room_message(&room_id(1), BOB, "unwatched").unwrap();
+    let (ch, _) = until_store(&c, |ch| ch["rooms"].get(room_id(1)).is_some()).await;
+    assert_eq!(
+        ch["rooms"][room_id(1)],
+        json!({"meta": true}),
+        "only what a list needs"
+    );
+    b.room_message(&room_id(2), BOB, "watched").unwrap();
+    let (ch, _) = until_store(&c, |ch| ch["rooms"].get(room_id(2)).is_some()).await;
+    assert!(ch["rooms"][room_id(2)]["appended"].is_array());
+    close_and_drain(&c).await;
+}
+
+/// Memory stays bounded: a closed room's timeline is evicted (web GC), an open one's is
+/// kept; the preview event survives.
+#[tokio::test]
+async fn idle_rooms_lose_their_timeline() {
+    let (_b, c, s) = setup_with(3, 12, br#"{"evict_after_ms": 0}"#).await;
+    for r in [room_id(0), room_id(1)] {
+        let id = s.paginate(&r, 10).unwrap();
+        answered(&c, id).await;
+    }
+    s.open_room(&room_id(1)).unwrap();
+    assert_eq!(s.collect_garbage(), 1);
+    let r0 = read(&s, "room", json!({"room_id": room_id(0)}));
+    assert_eq!(r0["timeline_rows"], 0);
+    assert!(r0["entry"]["preview"].is_object(), "the preview stays");
+    assert_eq!(
+        read(&s, "room", json!({"room_id": room_id(1)}))["timeline_rows"],
+        10
+    );
+    // The eviction is announced with the next change.
+    c.request("echo", b"{}").unwrap();
+    let id = s.paginate(&room_id(1), 1).unwrap();
+    let (_, ch) = answered(&c, id).await;
+    assert_eq!(ch["rooms"][room_id(0)]["reset"], true);
+    close_and_drain(&c).await;
+}
+
+/// Bad input loses nothing (§4.2 is not versioned): an undecodable sync is counted and
+/// skipped, a room without meta that the store does not know is skipped (v0.2608 omits
+/// unchanged meta), unknown fields are ignored, and the rest of the stream goes on.
+#[tokio::test]
+async fn malformed_and_newer_shapes_are_tolerated() {
+    let (b, c, s) = setup(2, 1).await;
+    b.push_event("sync_complete", json!([1, 2, 3]));
+    b.push_event(
+        "sync_complete",
+        json!({"rooms": {"!unknown:example.org": {"timeline": [{"timeline_rowid": 1, "event_rowid": 1}]},
+                         (room_id(0)): {"new_field": {"x": 1}, "typing_v2": true}},
+               "catchup": false, "server_timestamp": 5, "brand_new": [1]}),
+    );
+    b.push_event("events_decrypted", json!("not an object"));
+    b.room_message(&room_id(0), BOB, "still here").unwrap();
+    until_store(&c, |ch| ch["rooms"][room_id(0)]["appended"].is_array()).await;
+    let session = read(&s, "session", json!({}));
+    assert_eq!(session["undecodable"], 2);
+    assert_eq!(session["skipped_rooms"], 1);
+    assert_eq!(
+        names(&read(&s, "room_list", json!({"invites": false}))).len(),
+        2
+    );
+    close_and_drain(&c).await;
+}
+
+/// Misuse is refused and changes nothing: attaching after connect or twice, an rwws client,
+/// unknown reads and rooms, bad arguments, actions after close.
+#[tokio::test]
+async fn misuse_is_refused_clearly() {
+    let b = backend().await;
+    let c = client(&b, |x| x);
+    assert_eq!(
+        Store::attach(&c, b"").unwrap_err().status(),
+        Status::ErrState
+    );
+    let fresh = Client::new(
+        tether::Config::builder(&b.http_url())
+            .token(&b.token())
+            .build()
+            .unwrap(),
+    );
+    let s = Store::attach(&fresh, b"").unwrap();
+    assert_eq!(
+        Store::attach(&fresh, b"").unwrap_err().status(),
+        Status::ErrInUse
+    );
+    assert_eq!(
+        Store::attach(
+            &Client::new(
+                tether::Config::builder(&b.http_url())
+                    .token(&b.token())
+                    .build()
+                    .unwrap()
+            ),
+            b"{\"nope\":1}"
+        )
+        .unwrap_err()
+        .status(),
+        Status::ErrInvalidArgument
+    );
+    let rw = Client::new(
+        tether::Config::builder(&b.rwws_url())
+            .protocol(tether::Protocol::Rwws)
+            .token("AAECAw==")
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(
+        Store::attach(&rw, b"").unwrap_err().status(),
+        Status::ErrUnsupported
+    );
+    for (what, args) in [
+        ("nope", "{}"),
+        ("timeline", "{}"),
+        ("timeline", r#"{"room_id": "!nope:x"}"#),
+        ("room_list", r#"{"space": "!nope:x"}"#),
+        ("room_list", r#"{"order": "random"}"#),
+        ("room_list", "[1]"),
+        ("event", r#"{"room_id": "!nope:x", "rowid": 1}"#),
+    ] {
+        let e = s.read(what, args.as_bytes()).unwrap_err();
+        assert_eq!(e.status(), Status::ErrInvalidArgument, "{what} {args}: {e}");
+    }
+    assert_eq!(
+        s.read("room", br#"{"room_id": "!nope:x"}"#).unwrap(),
+        b"null"
+    );
+    assert_eq!(
+        s.paginate("!nope:x", 0).unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    assert_eq!(
+        s.send_message(b"{}").unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    fresh.close().unwrap();
+    drop(fresh);
+    // The store outlives its client: reads work, actions fail.
+    assert!(s.read("session", b"").is_ok());
+    assert_eq!(
+        s.mark_read("!nope:x", "").unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    close_and_drain(&c).await;
+}
