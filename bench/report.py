@@ -55,6 +55,7 @@ SECTIONS = [
     ("memory", "## 4. Idle cost"),
     ("resume", "## 5. Resume latency"),
     ("bandwidth", "## 6. Bandwidth saved by compression"),
+    ("store", "## 7. The gomuks store"),
 ]
 KEYS = {k for k, _ in SECTIONS}
 if ONLY is not None and not set(ONLY) <= KEYS:
@@ -541,6 +542,44 @@ def bandwidth():
     return lines
 
 
+def store():
+    rows = load_jsonl("store.jsonl")
+    lines = []
+    w = lines.append
+    w("## 7. The gomuks store\n")
+    n_rooms = rows[0]["rooms"]
+    burst = rows[0]["burst"]
+    w(f"The same client work with and without a store attached (docs/store.md), alternating in one process "
+      f"against `tether-backend` with its room model: connect to `init_complete` taken (an initial sync of "
+      f"{n_rooms} rooms in gomuks's batches), then {burst:,} live messages spread over those rooms, pushed as one "
+      "burst and taken to the last one (with the store: to its last STORE event). Heap is the bytes allocated "
+      "and not freed (a counting allocator), relative to before the client was created. Medians of "
+      f"{len(rows) // 2} rounds.\n")
+    med = lambda key, st: statistics.median(r[key] for r in rows if r["store"] == st)
+    w("| | without store | with store | ratio |\n|---|---:|---:|---:|")
+    for key, label, unit, scale in (("init_s", f"initial sync, {n_rooms} rooms", "ms", 1e3),
+                                    ("burst_s", f"burst of {burst:,} live messages", "ms", 1e3)):
+        a, b = med(key, False) * scale, med(key, True) * scale
+        w(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {b / a:.2f}x |")
+    for key, label in (("heap_after_init", "heap after the initial sync"),
+                       ("heap_after_burst", "heap after the burst")):
+        a, b = med(key, False) / 1024, med(key, True) / 1024
+        w(f"| {label} | {a:,.0f} KiB | {b:,.0f} KiB | +{b - a:,.0f} KiB |")
+    gc = statistics.median(r["heap_after_gc"] for r in rows if r["store"])
+    own = statistics.median(r["heap_after_gc"] - r["heap_store_dropped"] for r in rows if r["store"])
+    init_own = med("heap_after_init", True) - med("heap_after_init", False)
+    w(f"| heap after evicting every room not open | | {gc / 1024:,.0f} KiB | |")
+    w(f"| of which the store itself (the rest is the client's queue) | | {own / 1024:,.0f} KiB | |")
+    per_event = (med("heap_after_burst", True) - med("heap_after_init", True)) / burst
+    w("")
+    w(f"The store keeps about {per_event:,.0f} bytes per live event until its room is evicted (the raw event, "
+      "its index fields, the rowid and event-id maps). Eviction takes the store back to "
+      f"{own / 1024:,.0f} KiB, against {init_own / 1024:,.0f} KiB right after the initial sync (each room keeps "
+      "its preview). What stays above that belongs to the client: its event queue kept the capacity the burst "
+      "needed, and a store doubles the events a burst queues (each message and its STORE event).\n")
+    return lines
+
+
 GENERATORS = {
     "## 1. Event throughput": throughput,
     "## 2. Request round trip": rtt,
@@ -548,6 +587,7 @@ GENERATORS = {
     "## 4. Idle cost": idle,
     "## 5. Resume latency": resume,
     "## 6. Bandwidth saved by compression": bandwidth,
+    "## 7. The gomuks store": store,
 }
 
 

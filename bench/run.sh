@@ -20,7 +20,7 @@ if [[ $SMOKE == 1 ]]; then OUT=bench/out/smoke; fi
 mkdir -p "$OUT"
 ONLY=${BENCH_ONLY:-}
 for b in ${ONLY//,/ }; do
-  case $b in throughput | rtt | memory | resume | bandwidth) ;; *) echo "BENCH_ONLY: unknown benchmark $b" >&2; exit 2 ;; esac
+  case $b in throughput | rtt | memory | resume | bandwidth | store) ;; *) echo "BENCH_ONLY: unknown benchmark $b" >&2; exit 2 ;; esac
 done
 # Whether benchmark $1 runs (all of them without BENCH_ONLY).
 want() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
@@ -174,6 +174,18 @@ if want resume; then
 print("   {}, backoff min {} ms: cut -> first replayed event p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms ({} replayed ids checked)".format(d["client"], d["backoff_min_ms"], p(.5), p(.99), v[-1], d["replayed_checked"]))'
     done
   done
+  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+fi
+
+if want store; then
+  if [[ $SMOKE == 1 ]]; then S_ROUNDS=1; S_BURST=1000; else S_ROUNDS=$ROUNDS; S_BURST=10000; fi
+  # The gomuks store against the testkit's room model: a 100-room initial sync and a burst of
+  # live messages over those rooms, with and without a store, alternating in one process.
+  # No per-connection queue limit and a buffer that holds the whole burst: the burst must
+  # arrive as a burst, not end in a 4001 close and a reset.
+  echo "== store: 100 rooms, $S_BURST live messages, $S_ROUNDS rounds"
+  start_server "$OUT/backend.out" target/release/tether-backend --listen 127.0.0.1:0 --conn-queue-limit 0 --buffer-size 200000
+  timeout 600 target/release/tether-bench-store "http://127.0.0.1:$port" 100 20 "$S_BURST" "$S_ROUNDS" | tee "$OUT/store.jsonl"
   kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
 fi
 

@@ -523,3 +523,62 @@ async fn drop_without_close_stops_the_backend() {
     drop(started(&root, |b| b).await);
     connect_once_free(&root).await;
 }
+
+/// The store sits above both transports (docs/store.md): attached to an in-process client, it
+/// applies the backend's startup events before the app sees them, announces each with a
+/// STORE event, counts events it cannot read (the double's non-JSON `sync_complete`, which
+/// arrives as a JSON string) without losing the stream, and detaches when dropped.
+#[tokio::test]
+async fn the_store_follows_an_in_process_backend() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = Client::new(config(&root, |b| b));
+    let store = tether::Store::attach(&c, b"").unwrap();
+    c.connect().unwrap();
+    let (ev, _) = until_command(&c, "sync_status").await;
+    assert_eq!(ev.request_id(), 0);
+    let session: serde_json::Value =
+        serde_json::from_slice(&store.read("session", b"").unwrap()).unwrap();
+    assert_eq!(session["client_state"]["is_logged_in"], true);
+    assert_eq!(session["sync_status"]["type"], "waiting");
+    let change = next(&c).await;
+    assert_eq!(change.kind(), EventKind::Store);
+    assert_eq!(json(&change)["cause"]["command"], "sync_status");
+    let id = c
+        .request(
+            "emit",
+            br#"{"count": 2, "command": "sync_complete", "not_json": true}"#,
+        )
+        .unwrap();
+    let (_, mut seen) = response(&c, id).await;
+    while seen
+        .iter()
+        .filter(|e| e.command() == "sync_complete")
+        .count()
+        < 2
+    {
+        seen.push(next(&c).await);
+    }
+    assert!(
+        seen.iter().all(|e| e.kind() != EventKind::Store),
+        "{:?}",
+        kinds(&seen)
+    );
+    let session: serde_json::Value =
+        serde_json::from_slice(&store.read("session", b"").unwrap()).unwrap();
+    assert_eq!(session["undecodable"], 2);
+    drop(store);
+    let id = c
+        .request("emit", br#"{"count": 1, "command": "init_complete"}"#)
+        .unwrap();
+    let (_, mut seen) = response(&c, id).await;
+    while !seen.iter().any(|e| e.command() == "init_complete") {
+        seen.push(next(&c).await);
+    }
+    assert!(
+        seen.iter().all(|e| e.kind() != EventKind::Store),
+        "{:?}",
+        kinds(&seen)
+    );
+    close_and_drain(&c).await;
+}

@@ -228,6 +228,12 @@ impl Room {
                 .insert(s, rowid);
         }
         self.receipts.clear();
+        // Retain and clear keep the capacity, which is most of what a busy room held.
+        self.events.shrink_to_fit();
+        self.by_id.shrink_to_fit();
+        self.timeline.shrink_to_fit();
+        self.state.shrink_to_fit();
+        self.receipts.shrink_to_fit();
         self.state_loaded = false;
         self.members_loaded = false;
         self.has_more = true;

@@ -668,3 +668,131 @@ pub(super) fn session(m: &Model, gen: u64, _data: &[u8]) -> Result<Vec<u8>, Erro
         skipped_rooms: m.skipped_rooms,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn model(sync: Value) -> Model {
+        let mut m = Model::default();
+        m.apply_event("sync_complete", sync.to_string().as_bytes())
+            .unwrap();
+        m
+    }
+
+    fn read(f: impl Fn(&Model, &[u8]) -> Result<Vec<u8>, Error>, m: &Model, args: Value) -> Value {
+        serde_json::from_slice(&f(m, args.to_string().as_bytes()).unwrap()).unwrap()
+    }
+
+    fn list(m: &Model, args: Value) -> Vec<String> {
+        let v = read(|m, a| room_list(m, 0, a), m, args);
+        v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A tombstoned room is hidden once its replacement, naming it as predecessor, is known.
+    #[test]
+    fn tombstoned_rooms_hide_behind_their_replacement() {
+        let old = json!({"room_id": "!old:x", "name": "Old", "sorting_timestamp": 1,
+                         "tombstone": {"replacement_room": "!new:x", "body": "moved"}});
+        let mut m = model(json!({"rooms": {"!old:x": {"meta": old}}}));
+        assert_eq!(list(&m, json!({})), ["!old:x"], "replacement not known yet");
+        m.apply_event(
+            "sync_complete",
+            json!({"rooms": {"!new:x": {"meta": {"room_id": "!new:x", "sorting_timestamp": 2,
+            "creation_content": {"predecessor": {"room_id": "!old:x"}}}}}})
+            .to_string()
+            .as_bytes(),
+        );
+        assert_eq!(list(&m, json!({})), ["!new:x"]);
+    }
+
+    /// Spaces nest; a cycle between spaces ends; orphans are rooms in no space; low-priority
+    /// rooms sink unless asked otherwise.
+    #[test]
+    fn spaces_nest_without_looping_and_priorities_order() {
+        let room = |id: &str, ts: i64| json!({"meta": {"room_id": id, "sorting_timestamp": ts}});
+        let space =
+            |id: &str| json!({"meta": {"room_id": id, "creation_content": {"type": "m.space"}}});
+        let edge = |p: &str, c: &str| json!({"space_id": p, "child_id": c});
+        let mut m = model(json!({
+            "rooms": {"!a:x": room("!a:x", 3), "!b:x": room("!b:x", 2), "!c:x": room("!c:x", 1),
+                      "!s1:x": space("!s1:x"), "!s2:x": space("!s2:x")},
+            "space_edges": {"!s1:x": [edge("!s1:x", "!s2:x"), edge("!s1:x", "!a:x")],
+                            "!s2:x": [edge("!s2:x", "!s1:x"), edge("!s2:x", "!b:x")]},
+            "top_level_spaces": ["!s1:x"]}));
+        assert_eq!(list(&m, json!({"space": "!s1:x"})), ["!a:x", "!b:x"]);
+        assert_eq!(list(&m, json!({"space": "!s2:x"})), ["!a:x", "!b:x"]);
+        assert_eq!(list(&m, json!({"space": "orphans"})), ["!c:x"]);
+        m.apply_event(
+            "sync_complete",
+            json!({"rooms": {"!a:x": {"account_data": {"m.tag": {"type": "m.tag",
+            "content": {"tags": {"m.lowpriority": {}}}}}}}})
+            .to_string()
+            .as_bytes(),
+        );
+        assert_eq!(list(&m, json!({})), ["!b:x", "!c:x", "!a:x"]);
+        assert_eq!(
+            list(&m, json!({"low_priority_last": false})),
+            ["!a:x", "!b:x", "!c:x"]
+        );
+        let spaces = read(spaces, &m, json!({}));
+        assert_eq!(
+            spaces["spaces"]["!s1:x"]["children"],
+            json!(["!s2:x", "!a:x"])
+        );
+    }
+
+    /// Room version 12: creators outrank every power level.
+    #[test]
+    fn creators_of_v12_rooms_come_first() {
+        let ev = |rowid: i64, kind: &str, key: &str, sender: &str, content: Value| json!({"rowid": rowid, "room_id": "!r:x", "type": kind, "state_key": key, "sender": sender, "content": content});
+        let m = model(json!({"rooms": {"!r:x": {
+            "meta": {"room_id": "!r:x"},
+            "state": {"m.room.create": {"": 1}, "m.room.power_levels": {"": 2},
+                      "m.room.member": {"@c:x": 3, "@admin:x": 4, "@z:x": 5, "@gone:x": 6}},
+            "events": [ev(1, "m.room.create", "", "@c:x", json!({"room_version": "12"})),
+                       ev(2, "m.room.power_levels", "", "@c:x", json!({"users": {"@admin:x": 100}})),
+                       ev(3, "m.room.member", "@c:x", "@c:x", json!({"membership": "join", "displayname": "Creator"})),
+                       ev(4, "m.room.member", "@admin:x", "@admin:x", json!({"membership": "join"})),
+                       ev(5, "m.room.member", "@z:x", "@z:x", json!({"membership": "invite", "displayname": "Alice"})),
+                       ev(6, "m.room.member", "@gone:x", "@gone:x", json!({"membership": "leave"}))]}}}));
+        let v = read(members, &m, json!({"room_id": "!r:x"}));
+        let ids: Vec<&str> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["user_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["@c:x", "@admin:x", "@z:x"]);
+        assert!(v["members"][0]["power_level"].is_null());
+    }
+
+    /// A timeline item carries the edit the backend linked; `before` pages backwards.
+    #[test]
+    fn timeline_items_carry_their_edit() {
+        let msg = |rowid: i64, edit: Option<i64>| {
+            json!({"rowid": rowid, "room_id": "!r:x", "event_id": format!("$e{rowid}"),
+            "type": "m.room.message", "last_edit_rowid": edit})
+        };
+        let m = model(json!({"rooms": {"!r:x": {"meta": {"room_id": "!r:x"},
+            "timeline": [{"timeline_rowid": 1, "event_rowid": 10}, {"timeline_rowid": 2, "event_rowid": 11}],
+            "events": [msg(10, Some(11)), msg(11, None)]}}}));
+        let v = read(
+            |m, a| timeline(m, false, a),
+            &m,
+            json!({"room_id": "!r:x", "before": 2}),
+        );
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        assert_eq!(v["events"][0]["edit"]["rowid"], 11);
+        assert_eq!(v["oldest"], 1);
+        let e = read(event, &m, json!({"room_id": "!r:x", "event_id": "$e10"}));
+        assert_eq!(e["edit"]["event_id"], "$e11");
+    }
+}

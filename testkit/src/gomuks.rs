@@ -250,6 +250,24 @@ impl State {
         Ok((rowid, tl))
     }
 
+    /// `n` remote messages spread round-robin over the modelled rooms (by list order), pushed
+    /// under one lock so they leave as one burst. Returns the newest event id.
+    fn room_burst(&mut self, n: usize) -> Result<i64, String> {
+        let ids: Vec<String> = self.rooms.room_ids();
+        if ids.is_empty() {
+            return Err("no modelled rooms: seed them first".into());
+        }
+        let mut newest = 0;
+        for i in 0..n {
+            let room = &ids[i % ids.len()];
+            let (_, _, sync) =
+                self.rooms
+                    .remote_message(room, crate::rooms::BOB, &format!("burst {i}"))?;
+            newest = self.push("sync_complete", &sync);
+        }
+        Ok(newest)
+    }
+
     fn broadcast(&self, make: impl Fn() -> Out) {
         for c in self.conns.values() {
             let _ = c.tx.send(make());
@@ -376,6 +394,11 @@ impl Backend {
     /// Connections opened afterwards get it as their initial sync; open ones are not told.
     pub fn seed_rooms(&self, n: usize, history: usize) {
         self.lock().rooms = crate::rooms::Rooms::seeded(n, history);
+    }
+    /// `n` remote messages round-robin over the modelled rooms, pushed under one lock as one
+    /// burst (`POST /_testkit/rooms/burst?n=N`). Returns the newest event id.
+    pub fn room_burst(&self, n: usize) -> Result<i64, String> {
+        self.lock().room_burst(n)
     }
     /// A message from `sender` in a modelled room: a new event and timeline row, unread + 1,
     /// pushed as a buffered `sync_complete`. Returns `(rowid, timeline_rowid)`.
@@ -769,6 +792,10 @@ fn control(head: &Head, state: &Arc<Mutex<State>>) -> (u16, String) {
                 Err(e) => (404, json!({"error": e}).to_string()),
             }
         }
+        ("POST", "/_testkit/rooms/burst") => match g.room_burst(n(1).min(1_000_000)) {
+            Ok(newest) => (200, json!({"newest_id": newest}).to_string()),
+            Err(e) => (404, json!({"error": e}).to_string()),
+        },
         ("POST", "/_testkit/rooms/typing") => {
             let users: Vec<String> = q("users")
                 .split(',')

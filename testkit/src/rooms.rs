@@ -352,6 +352,15 @@ impl Rooms {
         self.index.get(id).map(|&i| &self.rooms[i])
     }
 
+    /// The ids of the ordinary (non-space) rooms, in seeding order.
+    pub fn room_ids(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|r| r.id != SPACE_ID)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// An event by rowid.
     pub fn event(&self, rowid: i64) -> Option<&Value> {
         self.events.get(&rowid)
