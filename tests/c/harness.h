@@ -212,6 +212,20 @@ static inline tether_event *th_wait(tether_client *c, uint32_t kind, const char 
     }
 }
 
+/* The next event of any kind (owned); fails after `ms` milliseconds. */
+static inline tether_event *th_next(tether_client *c, int ms) {
+    int64_t deadline = th_now_ms() + (int64_t)ms * th_scale();
+    for (;;) {
+        int left = (int)(deadline - th_now_ms());
+        if (left <= 0) th_fail(__FILE__, __LINE__, "no event in time");
+        tether_event *ev = NULL;
+        tether_status s = tether_client_poll(c, left, &ev);
+        if (s == TETHER_TIMEOUT) continue;
+        if (s != TETHER_OK) th_fail(__FILE__, __LINE__, "poll returned %d", (int)s);
+        return ev;
+    }
+}
+
 /* Waits for the RESPONSE to request `id` and returns it (owned). */
 static inline tether_event *th_wait_response(tether_client *c, int64_t id, int ms) {
     int64_t deadline = th_now_ms() + (int64_t)ms * th_scale();

@@ -28,6 +28,16 @@ fn msg(rowid: i64, body: &str) -> Value {
            "type": "m.room.message", "timestamp": 1_700_000_000_000i64 + rowid, "content": {"body": body}})
 }
 
+/// The seeded model with one live row (timeline rowid 10, event 1), and the room's epoch.
+fn with_one_row() -> (Model, u64) {
+    let mut m = seeded();
+    let one =
+        json!({"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]});
+    apply(&mut m, "sync_complete", json!({"rooms": {ROOM: one}}));
+    let epoch = m.rooms[ROOM].epoch;
+    (m, epoch)
+}
+
 fn rows(m: &Model) -> Vec<(i64, i64)> {
     m.rooms[ROOM]
         .timeline
@@ -98,13 +108,7 @@ fn clear_state_drops_everything_but_the_session() {
 /// asked before it is discarded (its rows belong to the old timeline).
 #[test]
 fn a_reset_makes_a_running_pagination_stale() {
-    let mut m = seeded();
-    apply(
-        &mut m,
-        "sync_complete",
-        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]}}}),
-    );
-    let epoch = m.rooms[ROOM].epoch;
+    let (mut m, epoch) = with_one_row();
     let mut ch = Changes::default();
     m.apply_echo(
         ROOM,
@@ -130,13 +134,7 @@ fn a_reset_makes_a_running_pagination_stale() {
 /// appending.
 #[test]
 fn pages_merge_in_timeline_order() {
-    let mut m = seeded();
-    apply(
-        &mut m,
-        "sync_complete",
-        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]}}}),
-    );
-    let epoch = m.rooms[ROOM].epoch;
+    let (mut m, epoch) = with_one_row();
     let ev = |rowid: i64, tr: i64| {
         let mut e = msg(rowid, "h");
         e["timeline_rowid"] = tr.into();
