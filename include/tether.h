@@ -1301,8 +1301,9 @@ void tether_settings_free(struct tether_settings *s);
  * every event. From then on the client's event stream carries `TETHER_EVENT_STORE`
  * events: each follows the MESSAGE it reflects and precedes the RESPONSE of a store
  * action, and a read made after taking any event sees that event applied.
- * `options_json` may be NULL or JSON: `{"evict_after_ms": N}` (how long a room that is not
- * open keeps its timeline; default 30 minutes). `*out` is owned by the caller (free with
+ * `options_json` may be NULL or JSON: `{"evict_after_ms": N, "request_timeout_ms": N}`
+ * (how long a room that is not open keeps its timeline, default 30 minutes; the timeout of
+ * the store's actions, default the client's request timeout). `*out` is owned by the caller (free with
  * `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
  * the client has a store, `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_INVALID_ARGUMENT`
  * for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
@@ -1332,7 +1333,8 @@ tether_status tether_store_read(const struct tether_store *s, const char *what, 
 
 /**
  * Loads older history of the room (`paginate`): the RESPONSE with `*out_request_id`
- * follows the STORE event that reports the prepended rows. `limit` 0 picks 50 (100 once
+ * follows the STORE event that reports the rows as `prepended` (also the first page,
+ * into an empty timeline). `limit` 0 picks 50 (100 once
  * 100 rows are cached). One pagination per room at a time: `TETHER_ERR_IN_USE` while one
  * runs. `TETHER_ERR_INVALID_ARGUMENT` for a room the store does not know,
  * `TETHER_ERR_STATE` once the client is closed, `TETHER_ERR_NULL` for NULL. Any thread.
@@ -1382,14 +1384,15 @@ tether_status tether_store_set_open(const struct tether_store *s, const char *ro
  * Limits the detail of STORE events to watched rooms; the others report only `meta`
  * and `removed`, which is all a room list needs. `room_id` NULL with `on` true watches
  * every room (the default); NULL with false watches only the open rooms; a room id
- * adds it to or removes it from the watch list. `TETHER_ERR_NULL` for a NULL store.
+ * adds it to or removes it from the watch list (`TETHER_ERR_INVALID_ARGUMENT` for a room
+ * the store does not know). `TETHER_ERR_NULL` for a NULL store.
  */
 tether_status tether_store_watch(const struct tether_store *s, const char *room_id, bool on);
 
 /**
  * Evicts now the timelines of rooms that are not open and have been idle for the
  * eviction delay (this also happens by itself about once a minute while events
- * arrive); the STORE event reporting it comes with the next event. `*out_evicted` (may
+ * arrive), and queues the STORE event that reports it (cause `gc`). `*out_evicted` (may
  * be NULL) receives how many rooms lost their timeline. `TETHER_ERR_NULL` for a NULL
  * store.
  */

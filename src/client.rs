@@ -529,9 +529,19 @@ impl Requester {
         Ok(id)
     }
 
-    /// [`Client::request`] for the store's actions.
-    pub(crate) fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
-        self.submit(command, data, None, ReplyTo::Event)
+    /// [`Client::request`] for the store's actions (`None`: the configured timeout).
+    pub(crate) fn request(
+        &self,
+        command: &str,
+        data: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<i64, Error> {
+        self.submit(command, data, timeout, ReplyTo::Event)
+    }
+
+    /// The client's event queue (a store pushes its own change sets into it).
+    pub(crate) fn queue(&self) -> &Arc<EventQueue> {
+        &self.queue
     }
 }
 

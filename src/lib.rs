@@ -63,6 +63,7 @@ pub mod internals {
     };
     pub use crate::dialect::rwws::codec::{parse_server_message, MAX_PACKETS_PER_MESSAGE};
     pub use crate::session::dialect::Incoming;
+    pub use crate::store::Harness as StoreHarness;
 
     /// The C ABI's functions, for Rust-side fuzzing of call sequences.
     pub mod ffi {

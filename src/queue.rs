@@ -50,12 +50,13 @@ enum Idle {
 pub type ReadinessHook = Box<dyn Fn(bool) + Send + Sync>;
 
 /// Sees every batch of events before it is queued, on the producer's thread and outside the
-/// queue lock, and returns what to queue instead: a store applies server events here, so an
-/// app that reads it after taking an event sees that event applied, and adds its change
-/// notifications to the batch. It must not push into the queue it taps.
+/// queue lock, and queues what it wants instead through `queue` (which takes the queue lock
+/// only then): a store applies server events here, so an app that reads it after taking an
+/// event sees that event applied, and adds its change notifications to the batch. Queuing
+/// through `queue` while holding its own lock keeps the tap's additions in its own order.
 pub(crate) trait Tap: Send + Sync {
-    /// The batch to queue in place of `events`.
-    fn observe(&self, events: Vec<Event>) -> Vec<Event>;
+    /// Handles `events`; whatever should be queued goes to `queue`.
+    fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>));
 }
 
 struct Inner {
@@ -159,7 +160,7 @@ impl EventQueue {
     /// wake-up: a consumer woken per event would cost a futex round trip each.
     pub fn push_all(&self, evs: impl IntoIterator<Item = Event>) {
         match self.tap.get().and_then(std::sync::Weak::upgrade) {
-            Some(tap) => self.push_untapped(tap.observe(evs.into_iter().collect())),
+            Some(tap) => tap.deliver(evs.into_iter().collect(), &|v| self.push_untapped(v)),
             None => self.push_untapped(evs),
         }
     }
@@ -170,7 +171,8 @@ impl EventQueue {
         self.tap.set(tap).is_ok()
     }
 
-    fn push_untapped(&self, evs: impl IntoIterator<Item = Event>) {
+    /// [`EventQueue::push_all`] past the tap: for the tap itself.
+    pub(crate) fn push_untapped(&self, evs: impl IntoIterator<Item = Event>) {
         let sleepers = {
             let mut g = self.lock();
             let was_empty = g.events.is_empty();

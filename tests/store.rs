@@ -431,7 +431,11 @@ async fn typing_and_the_watch_filter() {
         read(&s, "typing", json!({"room_id": room_id(1)}))["user_ids"],
         json!([BOB])
     );
-    s.watch(None, false);
+    assert_eq!(
+        s.watch(Some("!nope:x"), true).unwrap_err().status(),
+        Status::ErrInvalidArgument
+    );
+    s.watch(None, false).unwrap();
     s.open_room(&room_id(2)).unwrap();
     b.room_message(&room_id(1), BOB, "unwatched").unwrap();
     let (ch, _) = until_store(&c, |ch| ch["rooms"].get(room_id(1)).is_some()).await;
@@ -464,11 +468,14 @@ async fn idle_rooms_lose_their_timeline() {
         read(&s, "room", json!({"room_id": room_id(1)}))["timeline_rows"],
         10
     );
-    // The eviction is announced with the next change.
-    c.request("echo", b"{}").unwrap();
+    // The eviction is announced at once.
+    let (ch, _) = until_store(&c, |ch| ch["cause"]["command"] == "gc").await;
+    assert_eq!(ch["rooms"][room_id(0)]["reset"], true);
+    assert!(ch["rooms"].get(room_id(1)).is_none());
+    // An open room keeps paginating from where it was.
     let id = s.paginate(&room_id(1), 1).unwrap();
     let (_, ch) = answered(&c, id).await;
-    assert_eq!(ch["rooms"][room_id(0)]["reset"], true);
+    assert_eq!(ch["rooms"][room_id(1)]["prepended"], 1);
     close_and_drain(&c).await;
 }
 

@@ -57,9 +57,8 @@ struct State {
     watch: Watch,
     evict_after: Duration,
     last_gc: Instant,
-    /// Changes made outside the event flow (an eviction the app asked for), announced with
-    /// the next batch.
-    pending: Option<Changes>,
+    /// The store actions' request timeout (the client's when `None`).
+    timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -73,6 +72,9 @@ struct Inner {
 struct Options {
     /// How long a room that is not open keeps its timeline, in milliseconds.
     evict_after_ms: Option<u64>,
+    /// The timeout of the store's actions, in milliseconds (the client's request timeout
+    /// when absent).
+    request_timeout_ms: Option<u64>,
 }
 
 /// A gomuks store attached to one client. Cheap to clone; every clone is the same store.
@@ -125,7 +127,7 @@ impl Store {
                         .evict_after_ms
                         .map_or(DEFAULT_EVICT_AFTER, Duration::from_millis),
                     last_gc: Instant::now(),
-                    pending: None,
+                    timeout: opts.request_timeout_ms.map(Duration::from_millis),
                 }),
                 req: client.requester().clone(),
             }),
@@ -183,7 +185,7 @@ impl Store {
         params: &[u8],
         action: Action,
     ) -> Result<i64, Error> {
-        let id = self.inner.req.request(command, params)?;
+        let id = self.inner.req.request(command, params, st.timeout)?;
         st.actions.insert(id, action);
         Ok(id)
     }
@@ -353,9 +355,12 @@ impl Store {
 
     /// Limits the detail of STORE events: `None` with `true` watches every room (the
     /// default); `None` with `false` watches none but the open ones; a room id adds or
-    /// removes that room.
-    pub fn watch(&self, room_id: Option<&str>, on: bool) {
+    /// removes that room (`ErrInvalidArgument` for a room the store does not know).
+    pub fn watch(&self, room_id: Option<&str>, on: bool) -> Result<(), Error> {
         let mut st = self.lock();
+        if let Some(id) = room_id {
+            known_room(&st.model, id)?;
+        }
         let opened = || -> HashSet<String> {
             st.model
                 .rooms
@@ -385,20 +390,20 @@ impl Store {
             }
         };
         st.watch = next;
+        Ok(())
     }
 
     /// Evicts now the timelines of rooms that are not open and were idle for the eviction
-    /// delay; the STORE event that reports it is queued with the next event. Returns how
-    /// many rooms were evicted.
+    /// delay, and queues the STORE event that reports it (cause `gc`). Returns how many rooms
+    /// were evicted.
     pub fn collect_garbage(&self) -> usize {
         let mut st = self.lock();
         let mut ch = Changes::default();
         let n = evict_idle(&mut st, &mut ch);
-        if n > 0 {
-            match &mut st.pending {
-                Some(p) => merge(p, ch),
-                None => st.pending = Some(ch),
-            }
+        // Queued under the store's lock, past the tap, as the tap queues: generations stay
+        // in order.
+        if let Some(ev) = st.announce(ch, Cause::gc()) {
+            self.inner.req.queue().push_untapped([ev]);
         }
         n
     }
@@ -437,21 +442,6 @@ fn evict_idle(st: &mut State, ch: &mut Changes) -> usize {
     n
 }
 
-/// Folds `b` into `a` (an eviction announced together with the next change set).
-fn merge(a: &mut Changes, b: Changes) {
-    a.cleared |= b.cleared;
-    a.room_list |= b.room_list;
-    a.spaces |= b.spaces;
-    a.session |= b.session;
-    a.account_data.extend(b.account_data);
-    for (id, rc) in b.rooms {
-        let t = a.room(&id);
-        t.reset |= rc.reset;
-        t.meta |= rc.meta;
-        t.removed |= rc.removed;
-    }
-}
-
 /// What caused a change set.
 #[derive(Serialize)]
 struct Cause<'a> {
@@ -465,12 +455,19 @@ struct Cause<'a> {
     request_id: Option<i64>,
 }
 
+impl Cause<'_> {
+    fn gc() -> Cause<'static> {
+        Cause {
+            command: "gc",
+            event_id: None,
+            request_id: None,
+        }
+    }
+}
+
 impl State {
     /// The STORE event for `ch`, or `None` when nothing changed.
     fn announce(&mut self, mut ch: Changes, cause: Cause) -> Option<Event> {
-        if let Some(p) = self.pending.take() {
-            merge(&mut ch, p);
-        }
         if ch.is_empty() {
             return None;
         }
@@ -530,7 +527,7 @@ impl State {
 }
 
 impl Tap for Inner {
-    fn observe(&self, events: Vec<Event>) -> Vec<Event> {
+    fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>)) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(events.len() + 1);
         for ev in events {
@@ -565,14 +562,7 @@ impl Tap for Inner {
         if st.last_gc.elapsed() >= GC_EVERY {
             let mut ch = Changes::default();
             evict_idle(&mut st, &mut ch);
-            let note = st.announce(
-                ch,
-                Cause {
-                    command: "gc",
-                    event_id: None,
-                    request_id: None,
-                },
-            );
+            let note = st.announce(ch, Cause::gc());
             // CLOSED stays last.
             let at = out
                 .iter()
@@ -581,6 +571,69 @@ impl Tap for Inner {
             if let Some(note) = note {
                 out.insert(at, note);
             }
+        }
+        // Under the store's lock, so change sets are queued in generation order.
+        queue(out);
+    }
+}
+
+/// Drives the model without a client, for tether's fuzz target: not part of the API.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Harness {
+    model: Model,
+}
+
+#[doc(hidden)]
+impl Harness {
+    /// Applies a server event; whether the store consumes that command.
+    pub fn apply(&mut self, command: &str, data: &[u8]) -> bool {
+        self.model.apply_event(command, data).is_some()
+    }
+
+    /// Applies `data` as the answer of each store action for the first known room.
+    pub fn answer(&mut self, data: &[u8]) {
+        let Some(room) = self.model.rooms.keys().next().cloned() else {
+            return;
+        };
+        let mut ch = Changes::default();
+        let epoch = self.model.rooms[&room].epoch;
+        self.model.apply_page(&room, epoch, data, &mut ch);
+        self.model.apply_state(&room, true, data, &mut ch);
+        self.model.apply_state_events(data, &mut ch);
+        if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
+            self.model.apply_echo(&room, raw, &mut ch);
+        }
+        for room in self.model.rooms.values_mut() {
+            room.evict();
+        }
+    }
+
+    /// Every read, for up to three known rooms (and an unknown one); each result as JSON text
+    /// or the error.
+    pub fn read_all(&self) -> Vec<Result<Vec<u8>, Error>> {
+        let mut rooms: Vec<&String> = self.model.rooms.keys().take(3).collect();
+        let unknown = "!unknown:fuzz".to_owned();
+        rooms.push(&unknown);
+        let m = &self.model;
+        let mut out = vec![
+            views::room_list(m, 0, b""),
+            views::room_list(m, 0, br#"{"space":"unreads","order":"name","query":"a"}"#),
+            views::spaces(m, b""),
+            views::session(m, 0, b""),
+            views::account_data(m, b""),
+        ];
+        for r in rooms {
+            let a = json!({"room_id": r, "limit": 5}).to_string();
+            let a = a.as_bytes();
+            out.push(views::room(m, false, a));
+            out.push(views::timeline(m, false, a));
+            out.push(views::state(m, a));
+            out.push(views::members(m, a));
+            out.push(views::receipts(m, a));
+            out.push(views::typing(m, a));
+            let e = json!({"room_id": r, "rowid": 1}).to_string();
+            out.push(views::event(m, e.as_bytes()));
         }
         out
     }

@@ -663,9 +663,9 @@ impl Model {
         }
         // Newest first on the wire; oldest first in the timeline.
         rows.sort_by_key(|r| r.timeline_rowid);
+        // History, even into an empty timeline: nothing here is new to the room.
         let (appended, prepended) = room.merge_rows(&rows);
-        rc.prepended += prepended;
-        rc.appended.extend(appended);
+        rc.prepended += prepended + appended.len();
         room.apply_receipts(p.receipts, rc);
         room.has_more = p.has_more;
     }

@@ -408,9 +408,9 @@ pub(super) fn event(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
     let a: RoomArgs = args(data)?;
     let r = a.room(m)?;
     let rowid = match (&a.event_id, a.rowid) {
-        (Some(id), _) => r.by_id.get(id).copied(),
+        (Some(id), None) => r.by_id.get(id).copied(),
         (None, Some(rowid)) => Some(rowid),
-        (None, None) => return Err(bad("give event_id or rowid")),
+        _ => return Err(bad("give either event_id or rowid")),
     };
     Ok(match rowid.and_then(|id| r.events.get(&id)) {
         Some(ev) => to_json(&item(r, ev, None)),
@@ -422,6 +422,9 @@ pub(super) fn state(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
     let a: RoomArgs = args(data)?;
     let r = a.room(m)?;
     let Some(kind) = &a.kind else {
+        if a.state_key.is_some() {
+            return Err(bad("a state_key needs a type"));
+        }
         // Every type: type → state_key → event.
         let all: BTreeMap<&str, BTreeMap<&str, &RawValue>> = r
             .state

@@ -21,7 +21,7 @@ from tether.events import EventKind
 from conftest import HEADER, run_python
 
 OPAQUE = {"tether_client", "tether_config", "tether_batch", "tether_event", "tether_settings",
-          "tether_batch_entry", "void"}
+          "tether_store", "tether_batch_entry", "void"}
 SCALARS: Dict[str, Any] = {
     "tether_status": c_int32,
     "int32_t": c_int32,

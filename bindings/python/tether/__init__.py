@@ -11,7 +11,8 @@ the gomuks backend bundled into the process (``in_process=(library_path, data_ro
 ...     for event in client.events(timeout=5):            # every event but replies
 ...         print(event.kind.name, event.command, event.id)
 
-Asyncio: :class:`tether.aio.AsyncClient`.
+Asyncio: :class:`tether.aio.AsyncClient`. The native gomuks store (room list, timelines,
+local echo): ``Client(..., store=True)``, see :mod:`tether.store`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
 from .events import Event, EventKind, ResumeOutcome
 from .stats import ConnectionState, Stats
+from .store import ChangeStream, Store
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ __all__ = [
     "Client",
     "PendingRequest",
     "Transfer",
+    "Store",
+    "ChangeStream",
     "Event",
     "EventKind",
     "ResumeOutcome",

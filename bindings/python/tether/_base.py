@@ -87,13 +87,22 @@ def download_params(params: JSONData) -> bytes:
 class Handle:
     """A ``tether_client *`` shared by threads. Calls go through :meth:`call`, which counts
     callers in flight; :meth:`free` forbids new calls, waits for those in flight, then frees,
-    so ``tether_client_free`` never races another call on the client (the header's rule)."""
+    so ``tether_client_free`` never races another call on the client (the header's rule).
+    Other handles (a ``tether_store *``) pass their own ``free_fn`` and the error that
+    :meth:`call` raises once they are freed."""
 
-    __slots__ = ("_ptr", "_cond", "_busy", "_state", "_word")
+    __slots__ = ("_ptr", "_cond", "_busy", "_state", "_word", "_free_fn", "_closed")
 
     LIVE, FREEING, FREED = 0, 1, 2
 
-    def __init__(self, ptr: int) -> None:
+    def __init__(
+        self,
+        ptr: int,
+        free_fn: Optional[Callable[[int], None]] = None,
+        closed: Optional[Callable[[], TetherError]] = None,
+    ) -> None:
+        self._free_fn = free_fn
+        self._closed = closed
         self._ptr: Optional[int] = ptr
         # The pointer also as a machine word: a Python int keeps it in 30-bit digits, where
         # a leak checker (LeakSanitizer, valgrind) cannot see that the client is still owned,
@@ -112,6 +121,8 @@ class Handle:
         with self._cond:
             ptr = self._ptr
             if ptr is None:
+                if self._closed is not None:
+                    raise self._closed()
                 raise ClientClosedError("the client is closed", Status.ERR_CLIENT_CLOSED)
             self._busy += 1
         try:
@@ -137,7 +148,7 @@ class Handle:
             if before is not None:
                 before(ptr)
         finally:
-            _ffi.lib.tether_client_free(ptr)
+            (self._free_fn or _ffi.lib.tether_client_free)(ptr)
             with self._cond:
                 self._state = Handle.FREED
                 self._word.value = None
@@ -207,6 +218,9 @@ class CoreBase:
     #: Thread that delivers events (reader thread, dispatcher thread); user code never
     #: waits for a reply on it.
     delivery_ident: Optional[int] = None
+    #: The subscribers of the attached store (``tether.store._Hub``), if the client has one:
+    #: the delivering thread hands it every STORE event before queueing the event.
+    store_hub: Optional[Any] = None
 
     def __init__(
         self,

@@ -225,6 +225,21 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_settings_add": (_status, [_p, c_uint8, c_char_p, c_size_t]),
     "tether_client_send_settings": (_status, [_p, _p]),
     "tether_settings_free": (None, [_p]),
+    # store
+    "tether_store_new": (_status, [_p, c_char_p, _pp]),
+    "tether_store_free": (None, [_p]),
+    "tether_store_read": (
+        _status,
+        [_p, c_char_p, c_char_p, POINTER(c_char), c_size_t, POINTER(c_size_t)],
+    ),
+    "tether_store_paginate": (_status, [_p, c_char_p, c_uint32, POINTER(c_int64)]),
+    "tether_store_load_state": (_status, [_p, c_char_p, c_bool, POINTER(c_int64)]),
+    "tether_store_send_message": (_status, [_p, c_char_p, POINTER(c_int64)]),
+    "tether_store_mark_read": (_status, [_p, c_char_p, c_char_p, POINTER(c_int64)]),
+    "tether_store_request_members": (_status, [_p, c_char_p, c_char_p, POINTER(c_int64)]),
+    "tether_store_set_open": (_status, [_p, c_char_p, c_bool]),
+    "tether_store_watch": (_status, [_p, c_char_p, c_bool]),
+    "tether_store_collect_garbage": (_status, [_p, POINTER(c_size_t)]),
 }
 
 

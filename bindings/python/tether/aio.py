@@ -47,10 +47,12 @@ from ._options import Options, PathArg, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
+    StateError,
     Status,
     TetherError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads
+from .store import AsyncStore, StoreOptions
 
 if TYPE_CHECKING:
     # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
@@ -283,6 +285,11 @@ class _AsyncCore(CoreBase):
                 if t is not None:
                     t._push(ev)
                 continue
+            if ev.kind == EventKind.STORE:
+                # The store's subscribers first, then the app's events like a MESSAGE.
+                hub = self.store_hub
+                if hub is not None:
+                    hub.publish(ev)
             self.note(ev)
             self.queue.put_nowait(ev)
             if ev.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED):
@@ -482,6 +489,9 @@ class AsyncClient(ClientState):
     ...     async for event in client:
     ...         ...
 
+    ``store=True`` (or a mapping of store options) attaches a native gomuks store before
+    connecting: ``client.store`` (:class:`tether.store.AsyncStore`).
+
     :raises RuntimeError: no event loop is running.
     :raises ConfigError: the configuration is invalid.
     :raises TypeError: a keyword argument that is not an option.
@@ -496,6 +506,7 @@ class AsyncClient(ClientState):
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        store: StoreOptions = False,
         **options: Unpack[Options],
     ) -> None:
         check_options("AsyncClient", options)
@@ -503,13 +514,31 @@ class AsyncClient(ClientState):
         self._core = core = _AsyncCore(
             url, options, event_queue_size, batch_size, loop, json_loads
         )
+        self._store: Optional[AsyncStore] = None
         try:
+            if store is not False and store is not None:
+                # Before connect: the store sees every event.
+                self._store = AsyncStore._attach(core, store)
             core.start()
         except BaseException:
+            if self._store is not None:
+                self._store.close()
             core.release()  # nothing polls yet: free at once
             raise
         self._finalizer = weakref.finalize(self, core.close_from_gc)
         self._finalizer.atexit = False  # at exit, tether's own handler closes and waits
+
+    @property
+    def store(self) -> AsyncStore:
+        """The native store attached with ``store=True`` (:class:`tether.store.AsyncStore`).
+
+        :raises StateError: the client was created without ``store=True``."""
+        if self._store is None:
+            raise StateError(
+                "this client has no store: create it with AsyncClient(..., store=True)",
+                Status.ERR_STATE,
+            )
+        return self._store
 
     async def request(
         self, command: str, data: JSONData = None, *, timeout: Optional[float] = None

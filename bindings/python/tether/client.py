@@ -51,6 +51,7 @@ from .errors import (
     WrongModeError,
 )
 from .events import BatchReader, Event, EventKind, JSONLoads, event_from_pointer
+from .store import Store, StoreOptions
 
 if TYPE_CHECKING:
     # typing.Unpack for **kwargs needs Python 3.11; type checkers ship typing_extensions.
@@ -627,6 +628,7 @@ class _SyncCore(CoreBase):
         answered = False
         queue_it = self.on_event is None
         message = EventKind.MESSAGE
+        store_kind = EventKind.STORE
         for ev in events:
             kind = ev.kind
             if kind is message and queue_it:  # most events: straight to the queue
@@ -646,7 +648,13 @@ class _SyncCore(CoreBase):
                         t._push(ev)
                 streamed = True
                 continue
-            if kind in _STATE_KINDS:
+            if kind is store_kind:
+                # The store's subscribers first, then the app's events like a MESSAGE.
+                hub = self.store_hub
+                if hub is not None:
+                    hub.publish(ev)
+                    streamed = True  # wakes a thread iterating Store.changes()
+            elif kind in _STATE_KINDS:
                 self.note(ev)
                 state_changed = True
             if self.on_event is not None:
@@ -708,7 +716,11 @@ class _SyncCore(CoreBase):
     # -- requests --------------------------------------------------------------------------
 
     def submit(self, command: str, data: JSONData, timeout: Optional[float]) -> PendingRequest:
-        rid = self.start_request(command, data, timeout)
+        return self.adopt(self.start_request(command, data, timeout))
+
+    def adopt(self, rid: int) -> PendingRequest:
+        """The :class:`PendingRequest` of request ``rid``, sent already (by :meth:`submit` or
+        a store action): its reply may even have been delivered meanwhile (an orphan)."""
         p = PendingRequest(self, rid)
         with self.lock:
             early = self.orphans.pop(rid, None)
@@ -913,6 +925,10 @@ class Client(ClientState):
         with the payload's bytes (default ``json.loads``). E.g. ``orjson.loads``, about 4x
         faster on gomuks events (``pip install "tether[fast]"``); mind its semantics: it
         turns integers beyond 64 bits into floats and refuses ``NaN`` and lone surrogates.
+    :param store: ``True`` attaches a native gomuks store (:class:`tether.store.Store`,
+        then ``client.store``) before connecting, so it sees every event; a mapping gives
+        its options (``{"evict_after_ms": N}``). Its STORE events arrive like MESSAGE
+        events (see :mod:`tether.store`).
     :raises ConfigError: the configuration is invalid (see the message).
     :raises TypeError: a keyword argument that is not an option.
     """
@@ -927,19 +943,38 @@ class Client(ClientState):
         event_queue_size: int = 10000,
         batch_size: int = 256,
         json_loads: Optional[JSONLoads] = None,
+        store: StoreOptions = False,
         **options: Unpack[Options],
     ) -> None:
         check_options("Client", options)
         self._core = core = _SyncCore(
             url, options, event_queue_size, batch_size, on_event, json_loads
         )
+        self._store: Optional[Store] = None
         try:
+            if store is not False and store is not None:
+                # Before connect (and before the reader starts): the store sees every event.
+                self._store = Store._attach(core, store)
             core.start()
         except BaseException:
+            if self._store is not None:
+                self._store.close()
             core.abort()
             raise
         self._finalizer = weakref.finalize(self, core.close_from_gc)
         self._finalizer.atexit = False  # at exit, tether's own handler closes and waits
+
+    @property
+    def store(self) -> Store:
+        """The native store attached with ``store=True`` (:class:`tether.store.Store`).
+
+        :raises StateError: the client was created without ``store=True``."""
+        if self._store is None:
+            raise StateError(
+                "this client has no store: create it with Client(..., store=True)",
+                Status.ERR_STATE,
+            )
+        return self._store
 
     # -- requests --------------------------------------------------------------------------
 

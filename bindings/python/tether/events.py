@@ -53,6 +53,13 @@ class EventKind(enum.IntEnum):
     """In-process: the next bytes of the media download ``request_id`` (``raw``), in order,
     before its RESPONSE. The clients hand these to the download's :class:`~tether.Transfer`
     (``Client.download_media``), not to ``events()``."""
+    STORE = 13
+    """A store attached to the client (``Client(..., store=True)``) applied an event or the
+    answer to a store action: ``data`` is the JSON change set (``gen``, ``cause``, what
+    changed: ``room_list``, ``rooms``, ``cleared``, ...; see :mod:`tether.store`). It follows
+    the MESSAGE it reflects and precedes the RESPONSE of a store action. Delivered like a
+    MESSAGE (``events()``, ``on_event``, async iteration), and handed to the store's
+    subscribers first (``Store.on_change``, ``Store.changes()``)."""
 
 
 class ResumeOutcome(enum.IntEnum):
@@ -73,9 +80,10 @@ _OUTCOMES = {int(o): o for o in ResumeOutcome}
 
 
 _KINDS = {int(k): k for k in EventKind}
-_JSON_KINDS = (EventKind.MESSAGE, EventKind.RESPONSE, EventKind.PROGRESS)
+_JSON_KINDS = (EventKind.MESSAGE, EventKind.RESPONSE, EventKind.PROGRESS, EventKind.STORE)
 _MESSAGE = int(EventKind.MESSAGE)
 _RESPONSE = int(EventKind.RESPONSE)
+_STORE = int(EventKind.STORE)
 _UNSET: Any = object()
 # The defaults of the fields an Event keeps in its ``_x`` tuple, in that order.
 _NO_RARE = (0, 0, None, None, 0, 0, False, None)
@@ -110,8 +118,8 @@ class Event:
     status: int
     #: MESSAGE: the gomuks command name (``sync_complete``, ``init_complete``, ...).
     command: str
-    #: The payload exactly as received: JSON for MESSAGE and RESPONSE, the packet for PACKET,
-    #: the close reason or error text for DISCONNECTED, the progress as JSON for PROGRESS,
+    #: The payload exactly as received: JSON for MESSAGE, RESPONSE and STORE, the packet for
+    #: PACKET, the close reason or error text for DISCONNECTED, the progress as JSON for PROGRESS,
     #: the file's next bytes for CHUNK.
     raw: bytes
     # The parser of ``data``; a client created with ``json_loads`` uses a subclass that
@@ -212,7 +220,8 @@ class Event:
 
     @property
     def data(self) -> Any:
-        """The payload parsed from JSON on first access (MESSAGE, RESPONSE and PROGRESS).
+        """The payload parsed from JSON on first access (MESSAGE, RESPONSE, PROGRESS and
+        STORE).
 
         ``None`` for kinds whose payload is not JSON (use ``raw`` or ``reason``).
         Raises ``ValueError`` if the bytes are not JSON. Parsed by ``json.loads``, or by the
@@ -432,7 +441,7 @@ class BatchReader:
         commands = _COMMANDS
         for e in _ffi.BATCH_ENTRY.iter_unpack(entries):
             kind = e[7]
-            if kind == _MESSAGE or kind == _RESPONSE:
+            if kind == _MESSAGE or kind == _RESPONSE or kind == _STORE:
                 # The bulk of every stream: only the fields these kinds carry, set directly
                 # (a fifth of the cost of __init__ with every field).
                 ev = new(cls)

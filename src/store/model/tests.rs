@@ -146,6 +146,16 @@ fn pages_merge_in_timeline_order() {
     assert_eq!(rows(&m), [(8, 8), (9, 9), (10, 1)]);
     assert_eq!(ch.rooms[ROOM].prepended, 2);
     assert!(ch.rooms[ROOM].appended.is_empty());
+    // Into an empty timeline (the usual first page: the initial sync has no rows) it is
+    // history too, not new messages.
+    let mut m = seeded();
+    let mut ch = Changes::default();
+    let page = json!({"events": [ev(9, 9), ev(8, 8)], "has_more": true});
+    m.apply_page(ROOM, 0, page.to_string().as_bytes(), &mut ch);
+    assert_eq!(
+        (ch.rooms[ROOM].prepended, ch.rooms[ROOM].appended.len()),
+        (2, 0)
+    );
 }
 
 /// A receipt is kept per (user, type, thread), the newest by timestamp.
