@@ -22,7 +22,7 @@ fuzz() {
     export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$root/target/fuzz"
     cd "$root/fuzz"
     "$tools/bin/cargo-fuzz" build -O
-    for t in inflate_diff line_splitter envelope rwws_packet ffi_sequence; do
+    for t in inflate_diff line_splitter envelope rwws_packet ffi_sequence store; do
         # Seeds stay in the committed corpus directory; new inputs go to a scratch one.
         local scratch="$root/target/fuzz/corpus/$t"
         mkdir -p "$scratch"

@@ -1,0 +1,44 @@
+//! The gomuks store (docs/store.md, "Tolerance"): any sequence of server events and action
+//! answers, of any shape, is applied or skipped without a panic, and every read afterwards
+//! gives valid JSON or an error, never a panic.
+//!
+//! Input: records of `[command index][length: u16 LE][data]`; the index picks one of the
+//! commands the store consumes (or, past them, an action answer).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tether::internals::StoreHarness;
+
+const COMMANDS: &[&str] = &[
+    "sync_complete",
+    "events_decrypted",
+    "send_complete",
+    "typing",
+    "client_state",
+    "sync_status",
+    "run_id",
+    "image_auth_token",
+    "init_complete",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let mut h = StoreHarness::default();
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let idx = rest[0] as usize % (COMMANDS.len() + 1);
+        let len = (u16::from_le_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
+        let body = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        match COMMANDS.get(idx) {
+            Some(cmd) => {
+                assert!(h.apply(cmd, body), "{cmd} is consumed");
+            }
+            None => h.answer(body),
+        }
+    }
+    for r in h.read_all() {
+        if let Ok(json) = r {
+            serde_json::from_slice::<serde_json::Value>(&json).expect("a read is JSON");
+        }
+    }
+});
