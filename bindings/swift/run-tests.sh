@@ -138,13 +138,16 @@ in_root "swift build --scratch-path '$TARGET/swift' $FLAGS"
 echo "== swift: swift test"
 rc=0
 in_root "swift test --scratch-path '$TARGET/swift' $FLAGS" 2>&1 | tee "$WORK/test.log" || rc=$?
-# XCTest's totals: "Executed N tests, with M failures" for the 'All tests' suite.
-read -r executed xfailed < <(
-  grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$WORK/test.log" | tail -n1 |
-    sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1 \2/') || true
+# XCTest's totals: "Executed N tests, with [S test(s) skipped and ]M failures" for the
+# 'All tests' suite (the last such line); skipped tests are not counted as passed.
+read -r executed skipped xfailed < <(
+  grep -E "Executed [0-9]+ tests?, with ([0-9]+ tests? skipped and )?[0-9]+ failures?" "$WORK/test.log" |
+    tail -n1 |
+    sed -E 's/.*Executed ([0-9]+) tests?, with (([0-9]+) tests? skipped and )?([0-9]+) failures?.*/\1 0\3 \4/') || true
 executed=${executed:-0}
+skipped=$((10#${skipped:-0}))
 xfailed=${xfailed:-0}
-passed=$((executed - xfailed))
+passed=$((executed - xfailed - skipped))
 failures=$xfailed
 # A crash or a build failure leaves no totals, or totals without a failure: count it once.
 if [[ $rc -ne 0 && $xfailed -eq 0 ]] || [[ $executed -eq 0 ]]; then
@@ -169,5 +172,6 @@ fi
 echo "swift: example $example"
 
 if [[ $example == passed ]]; then passed=$((passed + 1)); else failures=$((failures + 1)); fi
+if [[ $skipped -gt 0 ]]; then echo "swift: $skipped skipped (see the log above)"; fi
 echo "swift: $passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -40,6 +40,12 @@ public enum EventKind: UInt32, Sendable {
     case progress
     /// In-process: the next bytes of a streamed media download (the data).
     case chunk
+    /// The client's `Store` (`TetherOptions.store`) applied an event or the answer to a store
+    /// action: the data is the JSON change set (`gen`, `cause`, what changed; `StoreChange`
+    /// decodes it). It follows the MESSAGE it reflects and precedes the RESPONSE of a store
+    /// action. It stays in `TetherClient.events` like a MESSAGE, and its change set is handed
+    /// to the store's `changes` streams first.
+    case store
 }
 
 /// A RESUMED event's `resumeOutcome` (`TETHER_RESUME_*`).
@@ -65,7 +71,7 @@ public struct Event: Sendable {
     public let status: Int32
     /// gomuks command name of a MESSAGE, "" otherwise.
     public let command: String
-    /// JSON for MESSAGE/RESPONSE, packet bytes for PACKET, reason text for DISCONNECTED.
+    /// JSON for MESSAGE/RESPONSE/STORE, packet bytes for PACKET, reason text for DISCONNECTED.
     public let data: Data
     /// DISCONNECTED: the websocket close code, 0 without a close frame, or the HTTP status of a
     /// refused upgrade.

@@ -6,17 +6,22 @@ import Foundation
 /// (`Unmanaged.passRetained`) and released by the library's `destroy` callback, which runs
 /// exactly once.
 ///
-/// `@unchecked Sendable`: `pending` and `early` are only touched with `lock` held; `events`
-/// and `closed` are thread-safe themselves.
+/// `@unchecked Sendable`: `pending`, `early` and `freed` are only touched with `lock` held;
+/// `events`, `closed` and `storeHub` are thread-safe themselves.
 final class ClientCore: @unchecked Sendable {
     private let lock = NSLock()
     private var pending: [Int64: CheckedContinuation<Data, Error>] = [:]
+    /// The client was freed: no reply will come (a store, which may outlive its client, can
+    /// still register one).
+    private var freed = false
     /// Replies that arrived before their request was registered: the dispatcher can deliver a
     /// reply between `tether_client_request` returning the id and `register`.
     private var early: [Int64: Event] = [:]
     let events: EventBuffer
     /// Fired when the library delivers CLOSED, whether or not the app has read it yet.
     let closed = OnceSignal()
+    /// The `changes` streams of the client's store (none without a store).
+    let storeHub = StoreHub()
 
     init(eventCapacity: Int) { events = EventBuffer(capacity: eventCapacity) }
 
@@ -29,7 +34,13 @@ final class ClientCore: @unchecked Sendable {
             if waiter == nil { early[ev.requestId] = ev }
             lock.unlock()
             if let w = waiter { ClientCore.complete(w, with: ev) }
+        case .store:
+            // The store's streams first, then the app's events like a MESSAGE: a RESPONSE
+            // that follows (a store action's) completes after every stream has the change.
+            storeHub.publish(ev.data)
+            events.push(ev)
         case .closed:
+            storeHub.finish()
             events.stopWaiting()
             closed.fire()
             events.push(ev)
@@ -46,19 +57,23 @@ final class ClientCore: @unchecked Sendable {
     func register(_ id: Int64, _ w: CheckedContinuation<Data, Error>) {
         lock.lock()
         let reply = early.removeValue(forKey: id)
-        if reply == nil { pending[id] = w }
+        let gone = reply == nil && freed
+        if reply == nil && !gone { pending[id] = w }
         lock.unlock()
         if let ev = reply { ClientCore.complete(w, with: ev) }
+        if gone { w.resume(throwing: TetherError.clientClosed("client freed")) }
     }
 
     /// After free: no reply will come for what is still pending.
     func failAll() {
         lock.lock()
+        freed = true
         let waiters = pending
         pending.removeAll()
         early.removeAll()
         lock.unlock()
         for (_, w) in waiters { w.resume(throwing: TetherError.clientClosed("client freed")) }
+        storeHub.finish()
         events.finish()
         closed.fire()
     }
@@ -125,12 +140,17 @@ public final class TetherClient: @unchecked Sendable {
     /// Every event except request replies, in order, bounded with backpressure (see
     /// `TetherEvents`); ends after CLOSED.
     public let events: TetherEvents
+    /// The client's gomuks store, attached before the client connected when
+    /// `TetherOptions.store` is set; nil otherwise. It may outlive the client (reads work,
+    /// actions fail); release it or call `Store.close()`.
+    public let store: Store?
 
     /// Creates the client and starts connecting; progress arrives on `events`. Throws
     /// `.incompatibleLibrary` if the loaded libtether does not match the header, and the
     /// library's `.config`/`.invalidArgument` error (naming the option) for a bad option.
     /// In-process (`TetherOptions.inProcess`): `.config` when the library does not load,
-    /// `.inUse` when the data root or the process's one in-process backend is taken.
+    /// `.inUse` when the data root or the process's one in-process backend is taken. With
+    /// `TetherOptions.store`: `.unsupported` for rwws, `.invalidArgument` for bad store options.
     public init(_ options: TetherOptions) throws {
         if let e = libraryIncompatibility { throw e }
         var cfg: OpaquePointer? = nil
@@ -144,6 +164,19 @@ public final class TetherClient: @unchecked Sendable {
         id = tether_client_id(client)
         core = ClientCore(eventCapacity: options.eventBufferCapacity)
         events = TetherEvents(buffer: core.events)
+        // Before connect, so that the store sees the first event. Not every stored property
+        // is set if this throws, so deinit will not run: the client is freed here.
+        do {
+            let core = self.core
+            if let so = options.store {
+                store = try Store(client: client, core: core, options: so)
+            } else {
+                store = nil
+            }
+        } catch {
+            tether_client_free(client)
+            throw error
+        }
 
         let ctx = Unmanaged.passRetained(core).toOpaque()
         let status = tether_client_set_event_callback(
@@ -164,7 +197,13 @@ public final class TetherClient: @unchecked Sendable {
             Unmanaged<ClientCore>.fromOpaque(ctx).release()
             throw TetherError.last(status)
         }
+        store?.adopt(owner: self)
         try check(tether_client_connect(client))
+    }
+
+    /// Asks the library to cancel request `id` (a store action's).
+    func cancelRequest(_ id: Int64) {
+        _ = tether_client_cancel(client, id)
     }
 
     /// `TetherClient(TetherOptions(url:protocol:))`.

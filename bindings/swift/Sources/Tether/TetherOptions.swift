@@ -102,6 +102,9 @@ public struct TetherOptions: Sendable {
     /// is full the library's queue (`queueCapacity`) fills next, and then the server sees TCP
     /// backpressure. Nothing is dropped. At least 1.
     public var eventBufferCapacity: Int = 256
+    /// gomuks: attach a `Store` before connecting, read as `TetherClient.store`. nil (default):
+    /// no store. rwws clients refuse it with `.unsupported`.
+    public var store: StoreOptions?
 
     public init(url: String, protocol proto: TetherProtocol = .gomuks) {
         self.url = url

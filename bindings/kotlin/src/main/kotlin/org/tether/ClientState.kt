@@ -21,7 +21,7 @@ import kotlinx.coroutines.flow.flow
  * once instead of waiting; [lock] guards the request book, the event queue and the flags. No
  * user code runs while either is held.
  */
-internal class ClientState(private val client: Pointer, private val capacity: Int) {
+internal class ClientState(private val client: Pointer, private val capacity: Int) : Reaper.Releasable {
     private val gate = Object()
     private var users = 0
     private var freeRequested = false
@@ -35,13 +35,15 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     // The last stats of the native client, read just before it is freed.
     @Volatile private var finalStats: TetherStats? = null
     val closed = CompletableDeferred<Unit>()
+    /** The subscribers of the client's [Store], if it has one (set before connect). */
+    @Volatile var storeHub: StoreHub? = null
 
     // Strongly referenced until destroy(ctx) has run (see Reaper.keep): JNA keeps callbacks
     // only weakly, and a collected callback called from C crashes the process.
     val onEvent = TetherNative.EventCallback { _, ev ->
         INSIDE_CALLBACK.set(true)
         try {
-            if (ev != null) deliver(Event.copy(ev))
+            if (ev != null) Event.copy(ev)?.let { deliver(it) }
         } finally {
             INSIDE_CALLBACK.set(false)
         }
@@ -64,6 +66,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             waiter?.complete(ev)
             return
         }
+        // The store's subscribers first, then the app's events like a MESSAGE: a RESPONSE that
+        // follows (a store action's) completes after every subscriber has the change set.
+        if (ev.kind == EventKind.STORE) storeHub?.publish(ev.text)
         var interrupted = false
         synchronized(lock) {
             // Blocking here is the backpressure: the library's queue fills behind us and it
@@ -84,6 +89,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         wake.trySend(Unit)
         if (ev.kind == EventKind.CLOSED) {
             wake.close()
+            storeHub?.close()
             closed.complete(Unit)
         }
     }
@@ -94,6 +100,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             lock.notifyAll()
         }
         wake.close()
+        storeHub?.close()
     }
 
     /** The events in order; ends after CLOSED, or once the client is freed and the rest read. */
@@ -153,6 +160,21 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             out.value
         }
 
+    /**
+     * A store action: [start] sends it (a `tether_store_*` call that writes the request id)
+     * and [waiter] is booked under that id, atomically as in [request]. Returns the id; 0
+     * means nothing was sent and nothing is booked.
+     */
+    fun storeRequest(waiter: CompletableDeferred<Event>, start: (LongByReference) -> Int): Long =
+        call { _ ->
+            val out = LongByReference()
+            synchronized(lock) {
+                check(start(out))
+                if (out.value != 0L) pending[out.value] = waiter
+            }
+            out.value
+        }
+
     /** Forgets request [id]; true if it was still waiting (so the server should be told). */
     fun forget(id: Long): Boolean = synchronized(lock) { pending.remove(id) != null }
 
@@ -192,7 +214,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * waits for the freed client's running callback, and two callbacks each waiting for the
      * other's client is a deadlock.
      */
-    fun free() {
+    override fun free() {
         // Readable at once, also when the free itself is handed to another thread below;
         // release() takes a fresher one just before the native free.
         callOrNull { c -> snapshotStats(c) }
@@ -250,7 +272,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
 }
 
 /**
- * Frees clients that became unreachable without [TetherClient.close], with a
+ * Frees clients (and stores) that became unreachable without [TetherClient.close] ([Store.close]), with a
  * [PhantomReference] queue and one daemon thread (java.lang.ref.Cleaner needs Android API 33).
  */
 internal object Reaper {
@@ -260,7 +282,12 @@ internal object Reaper {
     /** States whose destroy callback has not run yet; their callbacks must stay reachable. */
     val keep: MutableSet<ClientState> = Collections.newSetFromMap(ConcurrentHashMap())
 
-    class Ref(owner: Any, val state: ClientState) : PhantomReference<Any>(owner, queue)
+    /** What an owner leaves to free (a client's [ClientState], a store's native handle). */
+    interface Releasable {
+        fun free()
+    }
+
+    class Ref(owner: Any, val state: Releasable) : PhantomReference<Any>(owner, queue)
 
     private val thread: Thread by lazy {
         Thread({
@@ -278,7 +305,7 @@ internal object Reaper {
         }
     }
 
-    fun register(owner: Any, state: ClientState): Ref {
+    fun register(owner: Any, state: Releasable): Ref {
         thread
         return Ref(owner, state).also { live.add(it) }
     }

@@ -18,11 +18,23 @@ enum class EventKind(val code: Int) {
     PROGRESS(11),
 
     /** In-process: the next bytes of a streamed media download (the data). */
-    CHUNK(12);
+    CHUNK(12),
+
+    /**
+     * The client's [Store] ([TetherOptions.store]) applied an event or the answer to a store
+     * action: the data is the JSON change set (`gen`, `cause`, what changed). It follows the
+     * MESSAGE it reflects and precedes the RESPONSE of a store action. It stays in
+     * [TetherClient.events] like a MESSAGE, and its change set is handed to [Store.changes]
+     * first.
+     */
+    STORE(13);
 
     companion object {
         fun of(code: Int): EventKind =
-            entries.firstOrNull { it.code == code } ?: error("unknown event kind $code")
+            ofOrNull(code) ?: error("unknown event kind $code")
+
+        /** null for a kind this binding does not know (a newer library). */
+        fun ofOrNull(code: Int): EventKind? = entries.firstOrNull { it.code == code }
     }
 }
 
@@ -51,8 +63,8 @@ enum class ResumeOutcome(val code: Int) {
 }
 
 /**
- * One event, copied out of the library. [data] is the raw payload: JSON for MESSAGE and
- * RESPONSE, packet bytes for PACKET, the reason text for DISCONNECTED ([text] decodes it).
+ * One event, copied out of the library. [data] is the raw payload: JSON for MESSAGE, RESPONSE
+ * and STORE, packet bytes for PACKET, the reason text for DISCONNECTED ([text] decodes it).
  */
 class Event internal constructor(
     val kind: EventKind,
@@ -85,9 +97,13 @@ class Event internal constructor(
             (resumeOutcome?.let { " outcome=$it)" } ?: ")")
 
     internal companion object {
-        /** Copies a borrowed `tether_event*`. */
-        fun copy(ev: com.sun.jna.Pointer): Event {
+        /**
+         * Copies a borrowed `tether_event*`; null for a kind this binding does not know (a
+         * newer library), which is skipped rather than passed on as something it is not.
+         */
+        fun copy(ev: com.sun.jna.Pointer): Event? {
             val n = TetherNative
+            val kind = EventKind.ofOrNull(n.tether_event_kind(ev)) ?: return null
             val ptr = com.sun.jna.ptr.PointerByReference()
             val len = com.sun.jna.ptr.LongByReference()
             val data = if (n.tether_event_data(ev, ptr, len) == 0 && len.value > 0) {
@@ -98,7 +114,7 @@ class Event internal constructor(
             val retry = n.tether_event_retry_in_ms(ev)
             val rtt = n.tether_event_rtt_us(ev)
             return Event(
-                kind = EventKind.of(n.tether_event_kind(ev)),
+                kind = kind,
                 requestId = n.tether_event_request_id(ev),
                 status = Status.of(n.tether_event_status(ev)),
                 command = n.string(n.tether_event_command(ev)),

@@ -95,6 +95,18 @@ internal object TetherNative {
     @JvmStatic external fun tether_event_attempt(ev: Pointer): Int
     @JvmStatic external fun tether_event_resume_outcome(ev: Pointer): Int
 
+    @JvmStatic external fun tether_store_new(c: Pointer, optionsJson: ByteArray?, out: PointerByReference): Int
+    @JvmStatic external fun tether_store_free(s: Pointer?)
+    @JvmStatic external fun tether_store_read(s: Pointer, what: ByteArray, argsJson: ByteArray?, buf: ByteArray?, cap: Long, outLen: LongByReference): Int
+    @JvmStatic external fun tether_store_paginate(s: Pointer, roomId: ByteArray, limit: Int, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_load_state(s: Pointer, roomId: ByteArray, members: Byte, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_send_message(s: Pointer, paramsJson: ByteArray, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_mark_read(s: Pointer, roomId: ByteArray, receiptType: ByteArray?, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_request_members(s: Pointer, roomId: ByteArray, userIdsJson: ByteArray, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_set_open(s: Pointer, roomId: ByteArray, open: Byte): Int
+    @JvmStatic external fun tether_store_watch(s: Pointer, roomId: ByteArray?, on: Byte): Int
+    @JvmStatic external fun tether_store_collect_garbage(s: Pointer, outEvicted: LongByReference): Int
+
     @JvmStatic external fun tether_status_str(s: Int): Pointer
     @JvmStatic external fun tether_last_error(): Pointer
     @JvmStatic external fun tether_version(): Pointer

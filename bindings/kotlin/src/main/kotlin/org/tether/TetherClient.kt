@@ -36,6 +36,13 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      */
     val id: Long
 
+    /**
+     * The client's gomuks store, attached before the client connected when
+     * [TetherOptions.store] is set; `null` otherwise. It stays usable after the client is
+     * closed (reads work, actions fail); close it with [Store.close].
+     */
+    val store: Store?
+
     init {
         checkLibraryVersion()
         val n = TetherNative
@@ -59,16 +66,21 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             CallbackThreadInitializer(true, false, "tether-dispatch"),
         )
         Reaper.keep.add(core)
+        var attached: Store? = null
         try {
             val st = n.tether_client_set_event_callback(client, core.onEvent, null, core.onDestroy)
             // On failure the library never calls destroy, so nothing else would let go.
             if (st != Status.OK.code) Reaper.keep.remove(core)
             check(st)
+            // Before connect, so that the store sees the first event.
+            attached = options.store?.let { Store.attach(client, core, it) }
             check(n.tether_client_connect(client))
         } catch (e: TetherException) {
+            attached?.close()
             close()
             throw e
         }
+        store = attached
     }
 
     /**
@@ -99,9 +111,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             if (core.forget(id)) core.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
             throw e
         }
-        if (ev.status == Status.OK) return ev.text
-        val message = if (ev.status == Status.ERR_REMOTE) jsonString(ev.text) else ev.text
-        throw TetherException.of(ev.status.code, message)
+        return replyText(ev)
     }
 
     /**
@@ -278,6 +288,13 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             return out.toString()
         }
     }
+}
+
+/** A reply's JSON, or the typed exception of a failed request (the server's text for a remote error). */
+internal fun replyText(ev: Event): String {
+    if (ev.status == Status.OK) return ev.text
+    val message = if (ev.status == Status.ERR_REMOTE) TetherClient.jsonString(ev.text) else ev.text
+    throw TetherException.of(ev.status.code, message)
 }
 
 /**

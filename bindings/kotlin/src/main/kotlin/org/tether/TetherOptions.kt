@@ -122,6 +122,12 @@ data class TetherOptions(
      * and the socket stops being read: nothing is dropped, the server sees TCP backpressure.
      */
     val eventBufferCapacity: Int = 256,
+    /**
+     * gomuks: attach a [Store] before connecting (`tether_store_new`), read as
+     * [TetherClient.store]. `null` (default): no store. rwws clients refuse it with an
+     * [UnsupportedException].
+     */
+    val store: StoreOptions? = null,
 ) {
     // Written out for the same reason as ResumeState.hashCode (Android API 21).
     override fun hashCode(): Int = arrayOf<Any?>(
@@ -129,7 +135,7 @@ data class TetherOptions(
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
         clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, inProcess,
-        eventBufferCapacity,
+        eventBufferCapacity, store,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -145,7 +151,7 @@ data class TetherOptions(
             "pinsSha256=$pinsSha256, clientCertPem=${clientCertPem?.let { "${it.length} chars" }}, " +
             "clientKeyPem=${mask(clientKeyPem)}, useOsTrust=$useOsTrust, " +
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
-            "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity)"
+            "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity, store=$store)"
 
     /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
     internal fun applyTo(cfg: Pointer) {
