@@ -11,8 +11,14 @@
 #   3. test_gomuks_synapse: gomuks logged in to a throwaway Synapse on loopback (live events,
 #      acks, a cut and the exactly-once resume);
 #   4. test_gomuks_inproc_synapse: in-process, logged in to the same Synapse (login, first
-#      sync, live events, send, media upload with progress, restart logged in).
-# Synapse comes from PyPI into a venv under target/interop; INTEROP_SYNAPSE=0 skips 3 and 4.
+#      sync, live events, send, media upload with progress, restart logged in);
+#   5. test_store_synapse: tether's native store (tether_store_*) on the websocket, logged in
+#      to the same Synapse (room list order, local echo, pagination, mark_read, state and
+#      typing, a cut and resume against a fresh store, a backend restart);
+#   6. test_gomuks_inproc_store_synapse: the store on an in-process client.
+# Synapse comes from PyPI into a venv under target/interop; INTEROP_SYNAPSE=0 skips 3 to 6.
+# TETHER_RECORD_FIXTURES=DIR has test_store_synapse write the real backend's payloads there
+# (recorded_v0.2607_<name>.json; tests/fixtures/gomuks holds the recorded ones).
 # Skips (exit 0) when Go is absent; any other failure is fatal.
 # Usage: interop/run.sh
 set -euo pipefail
@@ -63,7 +69,8 @@ fi
 
 cargo build --quiet -p tether --lib
 LIBDIR=$ROOT/target/debug
-for t in test_gomuks_interop test_gomuks_synapse test_gomuks_inproc test_gomuks_inproc_synapse; do
+for t in test_gomuks_interop test_gomuks_synapse test_gomuks_inproc test_gomuks_inproc_synapse \
+         test_store_synapse test_gomuks_inproc_store_synapse; do
   cc -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Wpedantic -Werror -g -O1 \
     -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
     -I"$ROOT/include" -I"$ROOT/tests/c" -I"$ROOT/interop" "interop/$t.c" \
@@ -137,13 +144,21 @@ if [[ ${INTEROP_SYNAPSE:-1} != 0 ]]; then
   SYNAPSE_PASSWORD=$(field password)
   export SYNAPSE_HS SYNAPSE_ROOM SYNAPSE_USER SYNAPSE_PASSWORD
   export BOB_SEND="$VENV/bin/python $ROOT/interop/synapse/hs.py send $SCRATCH/synapse"
+  # hs.py's other commands for bob (room, send-to, typing): "$BOB_HS CMD $SYNAPSE_DIR ARGS".
+  export BOB_HS="$VENV/bin/python $ROOT/interop/synapse/hs.py" SYNAPSE_DIR=$SCRATCH/synapse
   t4=$(date +%s)
   echo "interop: synapse ready in $((t4 - t3)) s (venv $((t3 - t2)) s)"
   run_test test_gomuks_synapse
   t5=$(date +%s)
   echo "interop: with synapse, websocket: $((t5 - t4)) s"
   run_test test_gomuks_inproc_synapse
-  echo "interop: with synapse, in-process: $(($(date +%s) - t5)) s"
+  t6=$(date +%s)
+  echo "interop: with synapse, in-process: $((t6 - t5)) s"
+  run_test test_store_synapse
+  t7=$(date +%s)
+  echo "interop: store with synapse, websocket: $((t7 - t6)) s"
+  run_test test_gomuks_inproc_store_synapse
+  echo "interop: store with synapse, in-process: $(($(date +%s) - t7)) s"
 else
   echo "interop: synapse part skipped (INTEROP_SYNAPSE=0)"
 fi

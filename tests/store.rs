@@ -256,6 +256,7 @@ async fn send_message_shows_a_local_echo_until_synced() {
     let tl = read(&s, "timeline", json!({"room_id": r}));
     assert_eq!(tl["pending"][0]["event"]["rowid"], echo["rowid"]);
     assert_eq!(tl["pending"][0]["event"]["content"]["body"], "hi there");
+    assert_eq!(tl["pending"][0]["send_status"], "sending");
     // send_complete, then the sync with the real event.
     until_store(&c, |ch| {
         ch["cause"]["command"] == "sync_complete" && ch["rooms"][&r]["appended"].is_array()
@@ -266,6 +267,10 @@ async fn send_message_shows_a_local_echo_until_synced() {
     let last = tl["events"].as_array().unwrap().last().unwrap();
     assert_eq!(last["event"]["rowid"], echo["rowid"]);
     assert!(last["event"]["event_id"].as_str().unwrap().starts_with('$'));
+    assert_eq!(
+        last["send_status"], "sent",
+        "gomuks keeps \"not sent\" on it: {last}"
+    );
     assert!(read(
         &s,
         "event",

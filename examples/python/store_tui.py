@@ -238,8 +238,8 @@ class App:
         if self.scroll == 0:
             for item in tl["pending"]:
                 ev = item["event"]
-                err = ev.get("send_error")
-                tag = " (sending)" if err in (None, "not sent") else f" (failed: {err})"
+                status = item.get("send_status", "sending")
+                tag = f" (failed: {ev.get('send_error')})" if status == "failed" else f" ({status})"
                 lines.append((self.event_line(ev, None) + tag, curses.A_DIM))
         end = len(lines) - self.scroll if self.scroll else len(lines)
         shown = lines[max(0, end - (height - 1)): end]

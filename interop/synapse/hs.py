@@ -5,6 +5,9 @@ Matrix client that talks to it over plain HTTP (gomuks-rpc.md §13.3).
                        bob create a room and invite alice; prints one JSON line
                        {"hs": URL, "room": ROOM_ID, "user": "alice", "password": ...}
   hs.py send DIR N TAG bob sends N text messages "TAG-0" .. "TAG-(N-1)" to the room
+  hs.py room DIR NAME  bob creates another private room NAME and invites alice; prints its ID
+  hs.py send-to DIR ROOM N TAG   like send, to ROOM
+  hs.py typing DIR ROOM MS       bob types in ROOM for MS milliseconds (0: stops typing)
   hs.py stop DIR       stop Synapse (SIGTERM, then SIGKILL after 10 s)
 
 Everything lives in DIR; the caller removes it.
@@ -134,12 +137,27 @@ rc_key_requests: {{per_second: 1000, burst_count: 1000}}
     print(json.dumps({k: state[k] for k in ("hs", "room", "user", "password")}), flush=True)
 
 
-def send(d, n, tag):
+def send(d, n, tag, room=None):
     st = json.load(open(os.path.join(d, "state.json")))
+    room = room or st["room"]
     for i in range(n):
         txn = f"{tag}-{i}-{time.time_ns()}"
-        url = f"{st['hs']}/_matrix/client/v3/rooms/{st['room']}/send/m.room.message/{txn}"
+        url = f"{st['hs']}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"
         call(url, "PUT", {"msgtype": "m.text", "body": f"{tag}-{i}"}, token=st["bob_token"])
+
+
+def room(d, name):
+    st = json.load(open(os.path.join(d, "state.json")))
+    body = {"preset": "private_chat", "invite": ["@alice:localhost"], "name": name}
+    url = st["hs"] + "/_matrix/client/v3/createRoom"
+    print(call(url, "POST", body, token=st["bob_token"])["room_id"], flush=True)
+
+
+def typing(d, room_id, ms):
+    st = json.load(open(os.path.join(d, "state.json")))
+    url = f"{st['hs']}/_matrix/client/v3/rooms/{room_id}/typing/@bob:localhost"
+    body = {"typing": ms > 0, "timeout": ms} if ms > 0 else {"typing": False}
+    call(url, "PUT", body, token=st["bob_token"])
 
 
 def stop(d):
@@ -166,6 +184,12 @@ if __name__ == "__main__":
         start(d)
     elif cmd == "send":
         send(d, int(sys.argv[3]), sys.argv[4])
+    elif cmd == "room":
+        room(d, sys.argv[3])
+    elif cmd == "send-to":
+        send(d, int(sys.argv[4]), sys.argv[5], sys.argv[3])
+    elif cmd == "typing":
+        typing(d, sys.argv[3], int(sys.argv[4]))
     elif cmd == "stop":
         stop(d)
     else:

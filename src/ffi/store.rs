@@ -152,8 +152,10 @@ ffi_fn! {
 ffi_fn! {
     /// Sends a message with local echo: `params_json` is `send_message`'s parameters
     /// (`room_id`, `text`, ...). The echo joins the room's pending tail (a STORE event) before
-    /// the RESPONSE; `send_complete` later marks it sent or failed (`send_error`), and the
-    /// synced event replaces it in the timeline. Errors as `tether_store_paginate`, and
+    /// the RESPONSE; `send_complete` later updates it, and the synced event replaces it in the
+    /// timeline. Timeline items of own sends carry `send_status` (`sending`, `sent`, `failed`;
+    /// gomuks keeps `send_error: "not sent"` even on a sent event, any other text is the
+    /// failure). Errors as `tether_store_paginate`, and
     /// `TETHER_ERR_INVALID_ARGUMENT` for params without a `room_id`.
     fn tether_store_send_message(
         s: *const tether_store,

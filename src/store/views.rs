@@ -348,11 +348,28 @@ struct Item<'a> {
     /// The newest edit the backend linked (`last_edit_rowid`), when the store holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     edit: Option<&'a RawValue>,
+    /// Own sends only: `sending`, `sent` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_status: Option<&'static str>,
+}
+
+/// The state of an own send. gomuks keeps `send_error: "not sent"` on an event even once the
+/// homeserver took it (its real `$` id says so); any other text is the failure.
+fn send_status(ev: &Stored) -> Option<&'static str> {
+    let err = ev.head.send_error.as_deref()?;
+    Some(if !err.is_empty() && err != "not sent" {
+        "failed"
+    } else if ev.head.event_id.starts_with('$') {
+        "sent"
+    } else {
+        "sending"
+    })
 }
 
 fn item<'a>(r: &'a Room, ev: &'a Stored, timeline_rowid: Option<i64>) -> Item<'a> {
     Item {
         timeline_rowid,
+        send_status: send_status(ev),
         event: &ev.raw,
         edit: ev
             .head
@@ -797,5 +814,23 @@ mod tests {
         assert_eq!(v["oldest"], 1);
         let e = read(event, &m, json!({"room_id": "!r:x", "event_id": "$e10"}));
         assert_eq!(e["edit"]["event_id"], "$e11");
+        assert!(e.get("send_status").is_none(), "not an own send");
+    }
+
+    /// gomuks keeps "not sent" on a sent event (interop/FINDINGS.md): the real id decides.
+    #[test]
+    fn send_status_reads_not_sent_as_sending_or_sent() {
+        let own = |id: &str, err: &str| {
+            let raw = json!({"rowid": 1, "event_id": id, "send_error": err}).to_string();
+            let head = serde_json::from_str(&raw).unwrap();
+            send_status(&Stored {
+                head,
+                raw: serde_json::value::RawValue::from_string(raw).unwrap(),
+            })
+        };
+        assert_eq!(own("~hicli-1", "not sent"), Some("sending"));
+        assert_eq!(own("$real", "not sent"), Some("sent"));
+        assert_eq!(own("~hicli-1", "M_FORBIDDEN: no"), Some("failed"));
+        assert_eq!(own("$real", ""), Some("sent"));
     }
 }

@@ -117,6 +117,10 @@ pub(super) struct EventHead {
     pub timestamp: i64,
     #[serde(default, deserialize_with = "lenient")]
     pub last_edit_rowid: Option<i64>,
+    /// Own sends: "not sent" until the homeserver took it (kept even after, by gomuks
+    /// v0.2607.0), another text when it failed.
+    #[serde(default, deserialize_with = "lenient")]
+    pub send_error: Option<String>,
 }
 
 /// A read receipt (`database.Receipt`).

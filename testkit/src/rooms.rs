@@ -666,11 +666,10 @@ impl Rooms {
         let event_id = format!("$tk{:08}", p.rowid);
         let e = self.events.get_mut(&p.rowid).expect("pending event");
         e["event_id"] = json!(event_id);
-        // hicli's in-memory event keeps the echo's send_error on success (send.go actuallySend
-        // only sets it on failure); the frontends ignore "not sent".
+        // hicli keeps the echo's send_error on success (send.go actuallySend only sets it on
+        // failure), in send_complete and in the synced copy alike (recorded from gomuks
+        // v0.2607.0: interop/FINDINGS.md); the frontends ignore "not sent".
         let completed = e.clone();
-        let obj = e.as_object_mut().expect("event object");
-        obj.remove("send_error");
         let synced = e.clone();
         let tl = self.append_to_timeline(&p.room_id, p.rowid);
         let meta = self.room(&p.room_id).expect("known room").meta();
@@ -896,7 +895,7 @@ mod tests {
         assert_eq!(out[1].0, "sync_complete");
         let sr = &out[1].1["rooms"]["!r1:example.org"];
         assert_eq!(sr["timeline"][0]["event_rowid"], echo["rowid"]);
-        assert!(sr["events"][0].get("send_error").is_none());
+        assert_eq!(sr["events"][0]["send_error"], "not sent");
         assert_eq!(sr["meta"]["preview_event_rowid"], echo["rowid"]);
         assert!(sr["meta"]["sorting_timestamp"].as_i64() > before["sorting_timestamp"].as_i64());
         // The sent message is the newest timeline row.

@@ -341,6 +341,7 @@ def test_a_failed_send_leaves_a_failed_pending_echo(rooms: Backend) -> None:
         pending = s.timeline(R[1])["pending"]
         assert len(pending) == 1 and pending[0]["event"]["rowid"] == echo["rowid"]
         assert "M_FORBIDDEN" in pending[0]["event"]["send_error"]
+        assert pending[0]["send_status"] == "failed"
         assert all(e["event"]["rowid"] != echo["rowid"] for e in s.timeline(R[1])["events"])
 
 
