@@ -1324,10 +1324,10 @@ void tether_store_free(struct tether_store *s);
  * into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
  * NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
  * size. The store may change between two calls: a second call may need more room, so
- * loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. A read of a room or event the store
- * does not hold gives `null` (`room`, `event`, `state` with a key) or
- * `TETHER_ERR_INVALID_ARGUMENT` (the others); unknown `what` or bad arguments are
- * `TETHER_ERR_INVALID_ARGUMENT`. Any thread.
+ * loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. `room` of a room the store does not
+ * hold reads `null`, and so do an unknown event (`event`) and an unknown state key
+ * (`state` with a key); a room the store does not know is `TETHER_ERR_INVALID_ARGUMENT`
+ * in every other read, as are an unknown `what` and bad arguments. Any thread.
  */
 tether_status tether_store_read(const struct tether_store *s, const char *what, const char *args_json, char *buf, size_t cap, size_t *out_len);
 

@@ -1,6 +1,7 @@
 //! The gomuks store (docs/store.md, "Tolerance"): any sequence of server events and action
 //! answers, of any shape, is applied or skipped without a panic, and every read afterwards
-//! gives valid JSON or an error, never a panic.
+//! gives valid JSON or an error, never a panic; after each step the model keeps its rules
+//! (timelines ordered without duplicates, pending echoes not in the timeline, indexes valid).
 //!
 //! Input: records of `[command index][length: u16 LE][data]`; the index picks one of the
 //! commands the store consumes (or, past them, an action answer).
@@ -35,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             }
             None => h.answer(body),
         }
+        h.check();
     }
     for r in h.read_all() {
         if let Ok(json) = r {

@@ -35,9 +35,10 @@ fn opt_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     }
 }
 
-/// Writes a request id the caller asked for.
-fn put_id(out: *mut i64, r: Result<i64, Error>) -> tether_status {
-    match r.and_then(|id| out_arg(out, "out_request_id").map(|o| *o = id)) {
+/// Runs a store action and writes its request id; the out-pointer is checked first, so a
+/// NULL one sends nothing (an id the app never saw would get a RESPONSE nobody expects).
+fn put_id(out: *mut i64, action: impl FnOnce() -> Result<i64, Error>) -> tether_status {
+    match out_arg(out, "out_request_id").and_then(|o| action().map(|id| *o = id)) {
         Ok(()) => Status::Ok.code(),
         Err(e) => fail(e),
     }
@@ -87,10 +88,10 @@ ffi_fn! {
     /// into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
     /// NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
     /// size. The store may change between two calls: a second call may need more room, so
-    /// loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. A read of a room or event the store
-    /// does not hold gives `null` (`room`, `event`, `state` with a key) or
-    /// `TETHER_ERR_INVALID_ARGUMENT` (the others); unknown `what` or bad arguments are
-    /// `TETHER_ERR_INVALID_ARGUMENT`. Any thread.
+    /// loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. `room` of a room the store does not
+    /// hold reads `null`, and so do an unknown event (`event`) and an unknown state key
+    /// (`state` with a key); a room the store does not know is `TETHER_ERR_INVALID_ARGUMENT`
+    /// in every other read, as are an unknown `what` and bad arguments. Any thread.
     fn tether_store_read(
         s: *const tether_store,
         what: *const c_char,
@@ -126,10 +127,9 @@ ffi_fn! {
         limit: u32,
         out_request_id: *mut i64,
     ) -> tether_status {
-        put_id(
-            out_request_id,
-            store(s).and_then(|st| st.paginate(str_arg(room_id, "room_id")?, limit)),
-        )
+        put_id(out_request_id, || {
+            store(s)?.paginate(str_arg(room_id, "room_id")?, limit)
+        })
     } ?= code
 }
 
@@ -142,10 +142,9 @@ ffi_fn! {
         members: bool,
         out_request_id: *mut i64,
     ) -> tether_status {
-        put_id(
-            out_request_id,
-            store(s).and_then(|st| st.load_state(str_arg(room_id, "room_id")?, members)),
-        )
+        put_id(out_request_id, || {
+            store(s)?.load_state(str_arg(room_id, "room_id")?, members)
+        })
     } ?= code
 }
 
@@ -162,10 +161,9 @@ ffi_fn! {
         params_json: *const c_char,
         out_request_id: *mut i64,
     ) -> tether_status {
-        put_id(
-            out_request_id,
-            store(s).and_then(|st| st.send_message(str_arg(params_json, "params_json")?.as_bytes())),
-        )
+        put_id(out_request_id, || {
+            store(s)?.send_message(str_arg(params_json, "params_json")?.as_bytes())
+        })
     } ?= code
 }
 
@@ -180,12 +178,9 @@ ffi_fn! {
         receipt_type: *const c_char,
         out_request_id: *mut i64,
     ) -> tether_status {
-        put_id(
-            out_request_id,
-            store(s).and_then(|st| {
-                st.mark_read(str_arg(room_id, "room_id")?, opt_str(receipt_type, "receipt_type")?)
-            }),
-        )
+        put_id(out_request_id, || {
+            store(s)?.mark_read(str_arg(room_id, "room_id")?, opt_str(receipt_type, "receipt_type")?)
+        })
     } ?= code
 }
 
@@ -200,15 +195,12 @@ ffi_fn! {
         user_ids_json: *const c_char,
         out_request_id: *mut i64,
     ) -> tether_status {
-        put_id(
-            out_request_id,
-            store(s).and_then(|st| {
-                let users: Vec<String> = serde_json::from_str(str_arg(user_ids_json, "user_ids_json")?)
-                    .map_err(|e| Error::new(Status::ErrInvalidArgument, format!("user_ids_json: {e}")))?;
-                let users: Vec<&str> = users.iter().map(String::as_str).collect();
-                st.request_members(str_arg(room_id, "room_id")?, &users)
-            }),
-        )
+        put_id(out_request_id, || {
+            let users: Vec<String> = serde_json::from_str(str_arg(user_ids_json, "user_ids_json")?)
+                .map_err(|e| Error::new(Status::ErrInvalidArgument, format!("user_ids_json: {e}")))?;
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            store(s)?.request_members(str_arg(room_id, "room_id")?, &users)
+        })
     } ?= code
 }
 

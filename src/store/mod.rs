@@ -110,7 +110,8 @@ pub const READS: &[&str] = &[
 
 impl Store {
     /// Attaches a store to a gomuks client that has not connected yet, so it sees every event
-    /// from the first. `options` is JSON (`{"evict_after_ms": N}`) or empty.
+    /// from the first. `options` is JSON (`{"evict_after_ms": N, "request_timeout_ms": N}`,
+    /// docs/store.md) or empty.
     /// `ErrState` once `connect` was called, `ErrInUse` if a store is already attached,
     /// `ErrUnsupported` for an rwws client, `ErrInvalidArgument` for bad options.
     pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {
@@ -335,6 +336,7 @@ impl Store {
         let mut st = self.lock();
         let room = known_room_mut(&mut st.model, room_id)?;
         room.open = true;
+        st.model.open.insert(room_id.to_owned());
         if let Watch::Rooms(set) = &mut st.watch {
             set.insert(room_id.to_owned());
         }
@@ -347,6 +349,7 @@ impl Store {
         let room = known_room_mut(&mut st.model, room_id)?;
         room.open = false;
         room.idle_since = Instant::now();
+        st.model.open.remove(room_id);
         if let Watch::Rooms(set) = &mut st.watch {
             set.remove(room_id);
         }
@@ -468,9 +471,6 @@ impl Cause<'_> {
 impl State {
     /// The STORE event for `ch`, or `None` when nothing changed.
     fn announce(&mut self, mut ch: Changes, cause: Cause) -> Option<Event> {
-        if ch.is_empty() {
-            return None;
-        }
         if let Watch::Rooms(set) = &self.watch {
             ch.rooms = std::mem::take(&mut ch.rooms)
                 .into_iter()
@@ -483,6 +483,10 @@ impl State {
                     rc.map(|rc| (id, rc))
                 })
                 .collect();
+        }
+        ch.prune();
+        if ch.is_empty() {
+            return None;
         }
         self.gen += 1;
         #[derive(Serialize)]
@@ -526,52 +530,68 @@ impl State {
     }
 }
 
-impl Tap for Inner {
-    fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>)) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+impl State {
+    /// The batch to queue for `events`: each with the change set it caused.
+    fn apply_batch(&mut self, events: &[Event]) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len() + 1);
         for ev in events {
             match ev.kind {
                 EventKind::Message => {
-                    let applied = st.model.apply_event(ev.command(), ev.data());
+                    let applied = self.model.apply_event(ev.command(), ev.data());
                     let cause = Cause {
                         command: ev.command(),
                         event_id: Some(ev.request_id),
                         request_id: None,
                     };
-                    let note = applied.and_then(|ch| st.announce(ch, cause));
-                    out.push(ev);
+                    let note = applied.and_then(|ch| self.announce(ch, cause));
+                    out.push(ev.clone());
                     out.extend(note);
                 }
                 EventKind::Response => {
-                    if let Some(action) = st.actions.remove(&ev.request_id) {
+                    if let Some(action) = self.actions.remove(&ev.request_id) {
                         let mut ch = Changes::default();
-                        st.answer(action, ev.status == Status::Ok, ev.data(), &mut ch);
+                        self.answer(action, ev.status == Status::Ok, ev.data(), &mut ch);
                         let cause = Cause {
                             command: "",
                             event_id: None,
                             request_id: Some(ev.request_id),
                         };
-                        out.extend(st.announce(ch, cause));
+                        out.extend(self.announce(ch, cause));
                     }
-                    out.push(ev);
+                    out.push(ev.clone());
                 }
-                _ => out.push(ev),
+                _ => out.push(ev.clone()),
             }
         }
-        if st.last_gc.elapsed() >= GC_EVERY {
+        if self.last_gc.elapsed() >= GC_EVERY {
             let mut ch = Changes::default();
-            evict_idle(&mut st, &mut ch);
-            let note = st.announce(ch, Cause::gc());
-            // CLOSED stays last.
-            let at = out
-                .iter()
-                .position(|e| e.kind == EventKind::Closed)
-                .unwrap_or(out.len());
-            if let Some(note) = note {
+            evict_idle(self, &mut ch);
+            if let Some(note) = self.announce(ch, Cause::gc()) {
+                // CLOSED stays last.
+                let at = out
+                    .iter()
+                    .position(|e| e.kind == EventKind::Closed)
+                    .unwrap_or(out.len());
                 out.insert(at, note);
             }
         }
+        out
+    }
+}
+
+impl Tap for Inner {
+    fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>)) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A bug in the store must not cost the app its events: the batch then goes out as
+        // it came (the answers in it were already retired from the request book).
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.apply_batch(&events)))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "the store failed to apply a batch; its events are queued without it"
+                    );
+                    events
+                });
         // Under the store's lock, so change sets are queued in generation order.
         queue(out);
     }
@@ -606,6 +626,31 @@ impl Harness {
         }
         for room in self.model.rooms.values_mut() {
             room.evict();
+        }
+    }
+
+    /// Panics if the model breaks a rule every read relies on: timelines ascending without
+    /// duplicates, pending echoes not in the timeline, every index pointing at a held event.
+    pub fn check(&self) {
+        for (id, r) in &self.model.rooms {
+            assert!(
+                r.timeline
+                    .windows(2)
+                    .all(|w| w[0].timeline_rowid < w[1].timeline_rowid),
+                "{id}: timeline out of order"
+            );
+            for p in &r.pending {
+                assert!(
+                    !r.timeline.iter().any(|t| t.event_rowid == *p),
+                    "{id}: pending {p} also in the timeline"
+                );
+            }
+            for (eid, rowid) in &r.by_id {
+                assert!(
+                    r.events.contains_key(rowid),
+                    "{id}: {eid} -> {rowid} not held"
+                );
+            }
         }
     }
 

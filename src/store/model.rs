@@ -50,6 +50,13 @@ pub(super) struct Room {
     pub idle_since: Instant,
 }
 
+/// A fresh timeline epoch, unique in the process: a room created again (after `clear_state`,
+/// or a leave and rejoin) must not reuse the epoch a running pagination remembers.
+fn next_epoch() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Room {
     fn new(meta: Map<String, Value>) -> Room {
         Room {
@@ -65,7 +72,7 @@ impl Room {
             receipts: HashMap::new(),
             typing: Vec::new(),
             has_more: true,
-            epoch: 0,
+            epoch: next_epoch(),
             open: false,
             idle_since: Instant::now(),
         }
@@ -179,7 +186,10 @@ impl Room {
                 }
                 let key = (head.user_id, head.receipt_type, head.thread_id);
                 if let Some(old) = self.receipts.get(&key) {
-                    if old.timestamp > head.timestamp {
+                    // An older receipt, or the same one again (a page re-sends them).
+                    if old.timestamp > head.timestamp
+                        || (old.event_id == event_id && old.timestamp == head.timestamp)
+                    {
                         continue;
                     }
                     ch.receipts.insert(old.event_id.clone());
@@ -237,8 +247,28 @@ impl Room {
         self.state_loaded = false;
         self.members_loaded = false;
         self.has_more = true;
-        self.epoch += 1;
+        self.epoch = next_epoch();
         true
+    }
+
+    /// Drops events nothing refers to any more (after the timeline was replaced): those of
+    /// the timeline, the state, the pending tail, the preview, and the edits they link.
+    fn prune(&mut self) {
+        let mut keep: std::collections::HashSet<i64> = self
+            .timeline
+            .iter()
+            .map(|r| r.event_rowid)
+            .chain(self.pending.iter().copied())
+            .chain(self.state.values().flat_map(|m| m.values().copied()))
+            .chain(Some(self.meta_i64("preview_event_rowid")))
+            .collect();
+        let edits: Vec<i64> = keep
+            .iter()
+            .filter_map(|r| self.events.get(r)?.head.last_edit_rowid)
+            .collect();
+        keep.extend(edits);
+        self.events.retain(|rowid, _| keep.contains(rowid));
+        self.by_id.retain(|_, rowid| keep.contains(rowid));
     }
 }
 
@@ -277,6 +307,9 @@ pub(super) struct Model {
     /// Rooms of a sync without meta that the store did not know (v0.2608 omits unchanged
     /// meta; such an entry for an unknown room has nothing to show).
     pub skipped_rooms: u64,
+    /// Rooms the app has open, kept across `clear_state`: the room on screen stays open when
+    /// the backend sends it afresh.
+    pub open: std::collections::HashSet<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -302,6 +335,12 @@ pub(super) struct Changes {
 }
 
 impl Changes {
+    /// Drops rooms whose entry holds nothing (an event that touched a room but changed
+    /// nothing in it).
+    pub fn prune(&mut self) {
+        self.rooms.retain(|_, rc| rc != &RoomChanges::default());
+    }
+
     pub fn is_empty(&self) -> bool {
         !self.cleared
             && !self.room_list
@@ -366,7 +405,7 @@ impl RoomChanges {
 
 /// The fields of a room's list entry: a change to any of them moves or redraws the entry.
 #[derive(PartialEq)]
-pub(super) struct ListKey(Vec<Value>, bool, bool);
+pub(super) struct ListKey(Vec<Value>, Vec<Option<String>>, bool, bool);
 
 impl Model {
     /// The list-relevant facts of a room, to tell whether an event changed the list.
@@ -387,8 +426,19 @@ impl Model {
         .iter()
         .map(|k| r.meta.get(*k).cloned().unwrap_or(Value::Null))
         .collect();
+        // The preview as shown: its event and the edit it links, changed in place by a
+        // decryption or an edit.
+        let preview = r.events.get(&r.meta_i64("preview_event_rowid"));
+        let edit = preview
+            .and_then(|p| p.head.last_edit_rowid)
+            .and_then(|e| r.events.get(&e));
+        let shown = [preview, edit]
+            .iter()
+            .map(|e| e.map(|e| e.raw.get().to_owned()))
+            .collect();
         Some(ListKey(
             fields,
+            shown,
             r.has_tag("m.favourite"),
             r.has_tag("m.lowpriority"),
         ))
@@ -404,28 +454,31 @@ impl Model {
             "typing" => self.apply_typing(data, &mut ch),
             "client_state" | "sync_status" | "run_id" => {
                 let raw = serde_json::from_slice::<Box<RawValue>>(data).ok();
-                ch.session = raw.is_some();
                 let slot = match command {
                     "client_state" => &mut self.session.client_state,
                     "sync_status" => &mut self.session.sync_status,
                     _ => &mut self.session.run_id,
                 };
-                if raw.is_some() {
-                    *slot = raw;
+                match raw {
+                    Some(raw) => {
+                        ch.session = slot.as_ref().map(|o| o.get()) != Some(raw.get());
+                        *slot = Some(raw);
+                        true
+                    }
+                    None => false,
                 }
-                ch.session
             }
             "image_auth_token" => match serde_json::from_slice::<String>(data) {
                 Ok(t) => {
+                    ch.session = self.session.image_auth_token.as_deref() != Some(&t);
                     self.session.image_auth_token = Some(t);
-                    ch.session = true;
                     true
                 }
                 Err(_) => false,
             },
             "init_complete" => {
+                ch.session = !self.session.init_complete;
                 self.session.init_complete = true;
-                ch.session = true;
                 true
             }
             _ => return None,
@@ -454,7 +507,9 @@ impl Model {
             })
         {
             self.invites.insert(id, invite(raw.0, raw.1));
+            // An invite counts as a highlight in the unread sums.
             ch.room_list = true;
+            ch.spaces = true;
         }
         for (id, raw) in wire::raw_map(s.rooms) {
             let Some(room) = wire::object::<wire::SyncRoom>(raw.get().as_bytes()) else {
@@ -512,7 +567,9 @@ impl Model {
                 self.invites.remove(id);
                 ch.room(id).meta = true;
                 ch.room_list = true;
-                self.rooms.entry(id.to_owned()).or_insert(Room::new(meta))
+                let mut room = Room::new(meta);
+                room.open = self.open.contains(id);
+                self.rooms.entry(id.to_owned()).or_insert(room)
             }
             (false, None) => {
                 self.skipped_rooms += 1;
@@ -542,14 +599,18 @@ impl Model {
             }
             room.pending.clear();
             room.has_more = true;
-            room.epoch += 1;
+            room.epoch = next_epoch();
             rc.reset = true;
         }
         let pending_before = room.pending.len();
         let (appended, prepended) = room.merge_rows(&sync.timeline);
+        if rc.reset {
+            room.prune();
+        }
         rc.prepended += prepended;
         rc.pending |= room.pending.len() != pending_before;
-        existed.retain(|rowid| !appended.contains(rowid));
+        let new_rows: std::collections::HashSet<i64> = appended.iter().copied().collect();
+        existed.retain(|rowid| !new_rows.contains(rowid));
         rc.appended.extend(appended);
         rc.updated.extend(existed);
         room.apply_receipts(sync.receipts, rc);
@@ -606,17 +667,22 @@ impl Model {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        let Some(head) = wire::object::<EventHead>(raw.get().as_bytes()) else {
+            return;
+        };
+        // The synced copy came first (the answer or send_complete is late): it is the newer
+        // state of the event, as in the web client.
+        if room.timeline.iter().any(|r| r.event_rowid == head.rowid) {
+            return;
+        }
         let Some((rowid, _)) = room.upsert(raw) else {
             return;
         };
         let rc = ch.room(room_id);
         rc.updated.insert(rowid);
-        let in_timeline = room.timeline.iter().any(|r| r.event_rowid == rowid);
-        if !in_timeline && !room.pending.contains(&rowid) {
+        rc.pending = true;
+        if !room.pending.contains(&rowid) {
             room.pending.push(rowid);
-            rc.pending = true;
-        } else if !in_timeline {
-            rc.pending = true;
         }
     }
 
@@ -663,9 +729,16 @@ impl Model {
         }
         // Newest first on the wire; oldest first in the timeline.
         rows.sort_by_key(|r| r.timeline_rowid);
-        // History, even into an empty timeline: nothing here is new to the room.
+        // History, even into an empty timeline; but rows past a tail the store already had
+        // are new to it (the page was read after a live row the sync has not brought yet).
+        let was_empty = room.timeline.is_empty();
         let (appended, prepended) = room.merge_rows(&rows);
-        rc.prepended += prepended + appended.len();
+        if was_empty {
+            rc.prepended += prepended + appended.len();
+        } else {
+            rc.prepended += prepended;
+            rc.appended.extend(appended);
+        }
         room.apply_receipts(p.receipts, rc);
         room.has_more = p.has_more;
     }
@@ -729,8 +802,10 @@ impl Model {
 
     fn clear(&mut self) {
         let session = std::mem::take(&mut self.session);
+        let open = std::mem::take(&mut self.open);
         *self = Model {
             session,
+            open,
             undecodable: self.undecodable,
             skipped_rooms: self.skipped_rooms,
             ..Model::default()

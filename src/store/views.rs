@@ -180,13 +180,14 @@ struct Unreads {
 }
 
 impl Unreads {
+    /// Counts come from the server: saturating, never overflowing.
     fn add(&mut self, e: &Entry) {
         let unread = e.unread_messages > 0 || e.marked_unread || e.invite;
-        self.rooms += i64::from(unread);
-        self.messages += e.unread_messages;
-        self.notifications += e.unread_notifications;
-        self.highlights += e.unread_highlights;
-        self.marked += i64::from(e.marked_unread);
+        self.rooms = self.rooms.saturating_add(i64::from(unread));
+        self.messages = self.messages.saturating_add(e.unread_messages);
+        self.notifications = self.notifications.saturating_add(e.unread_notifications);
+        self.highlights = self.highlights.saturating_add(e.unread_highlights);
+        self.marked = self.marked.saturating_add(i64::from(e.marked_unread));
     }
 }
 
@@ -300,6 +301,9 @@ impl RoomArgs {
 
 pub(super) fn room(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, Error> {
     let a: RoomArgs = args(data)?;
+    if a.room_id.is_empty() {
+        return Err(bad("room_id is missing"));
+    }
     let Some(r) = m.rooms.get(&a.room_id) else {
         // An invite has no room yet: its stripped state is all there is.
         return Ok(match m.invites.get(&a.room_id) {
