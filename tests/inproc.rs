@@ -195,7 +195,12 @@ async fn spec12_2_start_codes_map_to_statuses() {
         ("12", Status::ErrBackendStart),
         ("99", Status::ErrBackendStart),
     ] {
-        let root = Root::new().with("fake_start_code", code);
+        // The start fails only after a while, so the request below surely waits for it: a
+        // start failing at once can end the session before the request is made (then the
+        // request itself is refused, which is a different case).
+        let root = Root::new()
+            .with("fake_start_code", code)
+            .with("fake_start_delay_ms", "500");
         let c = start(config(&root, |b| b));
         let id = c.request("echo", b"{}").unwrap();
         let (ev, _) = until_kind(&c, EventKind::Disconnected).await;
