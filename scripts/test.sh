@@ -14,6 +14,9 @@ stage() {
   stage_start=$SECONDS
   echo "== $*"
 }
+stage "system tools (scripts/ensure-tools.sh: compilers, valgrind, JDK and Maven, proxies, tmux)"
+# First: the Rust tests already start the proxy servers (and fail under CI=true without them).
+scripts/ensure-tools.sh
 stage "format, lint, the C header and the crate package"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -41,7 +44,6 @@ scripts/reliability.sh
 stage "Benchmark harness smoke run (tiny sizes, no thresholds; figures: bench/run.sh)"
 bench/run.sh --smoke
 stage "Kotlin binding (JUnit against tether-backend)"
-scripts/ensure-tools.sh
 bindings/kotlin/run-tests.sh
 stage "Swift binding (Swift 6 in a cached Debian trixie chroot: swift build, swift test, example against a cutting backend)"
 bindings/swift/run-tests.sh
