@@ -212,7 +212,7 @@ static inline tether_event *th_wait(tether_client *c, uint32_t kind, const char 
     }
 }
 
-/* The next event of any kind (owned); fails after `ms` milliseconds. */
+/* The next event of any kind (owned); fails after `ms` milliseconds (scaled under valgrind). */
 static inline tether_event *th_next(tether_client *c, int ms) {
     int64_t deadline = th_now_ms() + (int64_t)ms * th_scale();
     for (;;) {

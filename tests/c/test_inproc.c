@@ -80,20 +80,6 @@ static tether_client *inproc_client(const char *lib, const char *root) {
     return th_client_from(inproc_config(lib, root));
 }
 
-/* The next event, whatever it is; fails after `ms` (scaled under valgrind). */
-static tether_event *next_event(tether_client *c, int ms) {
-    int64_t deadline = th_now_ms() + (int64_t)ms * th_scale();
-    for (;;) {
-        int left = (int)(deadline - th_now_ms());
-        if (left <= 0) th_fail(__FILE__, __LINE__, "no event in time");
-        tether_event *ev = NULL;
-        tether_status s = tether_client_poll(c, left, &ev);
-        if (s == TETHER_TIMEOUT) continue;
-        if (s != TETHER_OK) th_fail(__FILE__, __LINE__, "poll returned %d", (int)s);
-        return ev;
-    }
-}
-
 static void expect_kind(tether_event *ev, uint32_t kind, int line) {
     if (tether_event_kind(ev) != kind)
         th_fail(__FILE__, line, "event of kind %u (%s), expected %u", tether_event_kind(ev),
@@ -104,22 +90,22 @@ static void expect_kind(tether_event *ev, uint32_t kind, int line) {
  * CONNECTED (attempt 1, no resume), then the double's two startup events as MESSAGE events
  * with request id 0. */
 static void take_startup(tether_client *c) {
-    tether_event *ev = next_event(c, 10000);
+    tether_event *ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CONNECTING, __LINE__);
     CHECK(tether_event_attempt(ev) == 1 && !tether_event_resume_attempted(ev));
     CHECK(tether_event_progress(ev) == -1.0);
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CONNECTED, __LINE__);
     CHECK(tether_event_attempt(ev) == 1 && !tether_event_resume_attempted(ev));
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);
     CHECK(strcmp(tether_event_command(ev), "client_state") == 0);
     CHECK(tether_event_request_id(ev) == 0);
     CHECK(th_data_is(ev, "{\"is_logged_in\":true,\"is_verified\":true}"));
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);
     CHECK(strcmp(tether_event_command(ev), "sync_status") == 0);
     CHECK(tether_event_request_id(ev) == 0);
@@ -142,7 +128,7 @@ static void close_inproc(tether_client *c) {
     CHECK_STATUS(tether_event_status(ev), TETHER_OK);
     CHECK(tether_event_retry_in_ms(ev) == -1);
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CLOSED, __LINE__);
     tether_event_free(ev);
     ev = NULL;
@@ -331,7 +317,7 @@ static void test_media_calls_argument_errors(void) {
     /* Nothing of the refused calls reached the backend: the next event is this echo's. */
     int64_t echo_id = 0;
     CHECK_OK(tether_client_request(c, "echo", JS("[]"), &echo_id));
-    tether_event *ev = next_event(c, 10000);
+    tether_event *ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == echo_id);
     tether_event_free(ev);
@@ -414,7 +400,7 @@ static tether_event *expect_upload_progress(tether_client *c, int64_t id) {
     static const char *const want_data[] = {"0", "50", "100"};
     static const double want[] = {0.0, 50.0, 100.0};
     for (int i = 0;; i++) {
-        tether_event *ev = next_event(c, 10000);
+        tether_event *ev = th_next(c, 10000);
         if (tether_event_kind(ev) == TETHER_EVENT_RESPONSE) {
             CHECK(i == 3);
             CHECK(tether_event_request_id(ev) == id);
@@ -480,7 +466,7 @@ static void test_spec12_poll_mode_requests_upload_download(void) {
     /* A path the backend cannot open: its error text, and no PROGRESS. */
     snprintf(params, sizeof params, "{\"path\":\"%s/missing\"}", root);
     CHECK_OK(tether_client_upload_media(c, u8(params), strlen(params), NULL, 0, 0, &id));
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == id);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_REMOTE);
@@ -493,7 +479,7 @@ static void test_spec12_poll_mode_requests_upload_download(void) {
     size_t got = 0;
     int chunks = 0;
     for (;;) {
-        ev = next_event(c, 10000);
+        ev = th_next(c, 10000);
         CHECK(tether_event_request_id(ev) == id);
         if (tether_event_kind(ev) == TETHER_EVENT_RESPONSE) break;
         expect_kind(ev, TETHER_EVENT_CHUNK, __LINE__);
@@ -517,7 +503,7 @@ static void test_spec12_poll_mode_requests_upload_download(void) {
     /* gomuks v0.2607.0 has no GomuksDownloadMediaPath: the download's RESPONSE says so. */
     c = started_client(fake_lib_nodownload, root);
     CHECK_OK(tether_client_download_media(c, JS("{\"mxc\":\"mxc://fake/10\"}"), 0, &id));
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == id);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_UNSUPPORTED);
@@ -770,7 +756,7 @@ static void test_spec12_3_timeout_and_cancel_answer_at_once(void) {
     CHECK_OK(tether_client_cancel(c, cancelled));
     int got_timed = 0, got_cancelled = 0;
     for (int i = 0; i < 2; i++) {
-        tether_event *ev = next_event(c, 5000);
+        tether_event *ev = th_next(c, 5000);
         expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
         int64_t rid = tether_event_request_id(ev);
         if (rid == cancelled) {
@@ -803,7 +789,7 @@ static void test_spec12_3_timeout_and_cancel_answer_at_once(void) {
     }
     int64_t id = 0;
     CHECK_OK(tether_client_request(c, "echo", NULL, 0, &id));
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == id && th_data_is(ev, "{}"));
     tether_event_free(ev);
@@ -825,22 +811,22 @@ static void test_spec12_2_start_failure_database(void) {
     CHECK_OK(tether_client_connect(c));
     int64_t id = 0;
     CHECK_OK(tether_client_request(c, "echo", NULL, 0, &id));
-    tether_event *ev = next_event(c, 10000);
+    tether_event *ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CONNECTING, __LINE__);
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_DISCONNECTED, __LINE__);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_BACKEND_DATABASE);
     CHECK(tether_event_retry_in_ms(ev) == -1);
     CHECK(tether_event_attempt(ev) == 1);
     CHECK(data_contains(ev, "GomuksStart returned 10"));
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == id);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CLIENT_CLOSED);
     tether_event_free(ev);
-    ev = next_event(c, 10000);
+    ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CLOSED, __LINE__);
     tether_event_free(ev);
     ev = NULL;

@@ -45,8 +45,10 @@ valgrind_covered=(--ignore "tests/test_inproc.py")
 # A stream read under a signal every 2 ms: under memcheck's serialised threads it takes
 # minutes; it tests the binding's Python logic, which the ASan run covers, and drives no
 # library call the other tests here do not.
-# Under ASan it has also failed once (1,362 of 2,000 events, 23 interrupts; whether they were
-# lost or late is not known yet), so both sanitizer runs leave it to the plain pytest stage.
+# Under ASan it passed 10 runs in a row after the fix for the events it lost (Python runs a
+# handler on the main thread whatever thread the kernel gave the signal to, so masking did not
+# hold it back), but two runs before those stalled for the whole 150 s deadline, not yet
+# understood: it stays in the plain pytest stage only.
 valgrind_covered+=(--deselect "tests/test_sync.py::test_interrupts_while_events_stream_in_lose_none")
 by_design+=(--deselect "tests/test_sync.py::test_interrupts_while_events_stream_in_lose_none")
 # orjson (a third-party extension, in the venv for the json_loads test) keeps module state it

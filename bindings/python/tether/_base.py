@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_int64, c_size_t, c_void_p, create_string_buffer
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi, _log
 from ._options import PathArg, ResumeState, _cstr, _ms, build_config, option, parse_protocol
@@ -23,6 +23,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidUtf8Error,
     RemoteError,
+    RequestTimeoutError,
     Status,
     TetherError,
     exception_for,
@@ -626,3 +627,74 @@ def response_result(ev: Event) -> JSONData:
     if st == Status.ERR_REMOTE:
         raise RemoteError(remote_message(ev.raw), st, request_id=ev.request_id)
     raise exception_for(st, _ffi.status_str(st), ev.request_id)
+
+
+class AsyncReply:
+    """A request in flight on an asyncio client whose reply is awaited (``await r``), with
+    the request's timeout plus a grace period; the base of :class:`tether.aio.AsyncTransfer`
+    and :class:`tether.store.AsyncStoreRequest`. Cancelling the awaiting task cancels the
+    request, as for ``AsyncClient.request``."""
+
+    __slots__ = ("id", "what", "_core", "_fut", "_deadline")
+
+    def __init__(self, core: Any, request_id: int, what: str, fut: Any, deadline: float) -> None:
+        #: The library's id of the request.
+        self.id: int = request_id
+        #: What it does (``"upload_media"``, ``"paginate"``, ...).
+        self.what: str = what
+        self._core = core
+        self._fut = fut
+        self._deadline = deadline  # loop.time()
+
+    def done(self) -> bool:
+        """Whether the reply (of any kind) has arrived."""
+        return self._fut.done()
+
+    def cancel(self) -> bool:
+        """Asks the library to cancel the request; ``False`` if the reply had arrived. The
+        reply then arrives as ``RequestCancelledError``, unless the backend's won the race."""
+        if self._fut.done():
+            return False
+        try:
+            self._core.cancel(self.id)
+        except ClientClosedError:
+            return False
+        return True
+
+    def _forget(self) -> None:
+        """Called when the wait gives up (timeout, cancelled task): drops what the core keeps
+        for this request."""
+
+    async def result(self) -> JSONData:
+        """The reply's data, or the mapped exception.
+
+        :raises RemoteError: the backend refused or failed it (``.message``).
+        :raises RequestTimeoutError: no reply in time (the request is cancelled).
+        :raises ClientClosedError: the client was closed first.
+        """
+        import asyncio
+
+        core = self._core
+        left = max(0.0, self._deadline - core.loop.time())
+        try:
+            # shield: a timeout here must not cancel the future the delivery resolves.
+            ev = await asyncio.wait_for(asyncio.shield(self._fut), left)
+        except asyncio.TimeoutError:
+            self._forget()
+            core._cancel_quietly(self.id)
+            raise RequestTimeoutError(
+                f"{self.what}: no reply in time", request_id=self.id
+            ) from None
+        except asyncio.CancelledError:
+            if not self._fut.done():
+                self._forget()
+                core._cancel_quietly(self.id)
+            raise
+        return response_result(ev)
+
+    def __await__(self) -> Generator[Any, None, JSONData]:
+        return self.result().__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<{type(self).__name__} {self.what} {self.id} {state}>"

@@ -22,7 +22,6 @@ from typing import (
     Callable,
     Deque,
     Dict,
-    Generator,
     Mapping,
     Optional,
     Sequence,
@@ -32,6 +31,7 @@ from typing import (
 from . import _ffi
 from ._base import (
     AT_EXIT_TIMEOUT_S,
+    AsyncReply,
     REQUEST_GRACE_S,
     BytesLike,
     ClientState,
@@ -65,7 +65,7 @@ _MAX_BATCHES_PER_WAKEUP = 8
 _TRANSFER_KINDS = (EventKind.PROGRESS, EventKind.CHUNK)
 
 
-class AsyncTransfer:
+class AsyncTransfer(AsyncReply):
     """A media upload or download in flight (from :meth:`AsyncClient.upload_media` or
     :meth:`AsyncClient.download_media`). ``async for`` over it yields the progress reports
     (upload: floats, as the backend reports them: a fraction from 0 to 1 for gomuks v0.2607.0) or the chunks (download: ``bytes``, in order) and ends once
@@ -79,7 +79,7 @@ class AsyncTransfer:
     request's timeout plus a grace period (``RequestTimeoutError``).
     """
 
-    __slots__ = ("id", "what", "_core", "_fut", "_items", "_wake", "_streaming", "_deadline")
+    __slots__ = ("_items", "_wake", "_streaming")
 
     def __init__(
         self,
@@ -89,16 +89,10 @@ class AsyncTransfer:
         fut: "asyncio.Future[Event]",
         deadline: float,
     ) -> None:
-        #: The library's id of the request.
-        self.id: int = request_id
-        #: ``"upload_media"`` or ``"download_media"``.
-        self.what: str = what
-        self._core = core
-        self._fut = fut
+        super().__init__(core, request_id, what, fut, deadline)
         self._items: Deque[Event] = deque()
         self._wake = asyncio.Event()
         self._streaming = True
-        self._deadline = deadline  # loop.time()
         fut.add_done_callback(self._on_reply)
 
     def _push(self, ev: Event) -> None:
@@ -109,21 +103,6 @@ class AsyncTransfer:
     def _on_reply(self, _: "asyncio.Future[Event]") -> None:
         self._core.transfers.pop(self.id, None)
         self._wake.set()
-
-    def done(self) -> bool:
-        """Whether the reply (of any kind) has arrived."""
-        return self._fut.done()
-
-    def cancel(self) -> bool:
-        """Asks the library to cancel the request; ``False`` if the reply had arrived. The
-        reply then arrives as ``RequestCancelledError``, unless the backend's won the race."""
-        if self._fut.done():
-            return False
-        try:
-            self._core.cancel(self.id)
-        except ClientClosedError:
-            return False
-        return True
 
     def __aiter__(self) -> "AsyncTransfer":
         return self
@@ -145,27 +124,7 @@ class AsyncTransfer:
         """
         self._streaming = False
         self._items.clear()
-        core = self._core
-        left = max(0.0, self._deadline - core.loop.time())
-        try:
-            # shield: a timeout here must not cancel the future the delivery resolves.
-            ev = await asyncio.wait_for(asyncio.shield(self._fut), left)
-        except asyncio.TimeoutError:
-            core._cancel_quietly(self.id)
-            raise RequestTimeoutError(
-                f"{self.what}: no reply in time", request_id=self.id
-            ) from None
-        except asyncio.CancelledError:
-            if not self._fut.done():
-                core._cancel_quietly(self.id)
-            raise
-        return response_result(ev)
-
-    def __await__(self) -> Generator[Any, None, JSONData]:
-        return self.result().__await__()
-
-    def __repr__(self) -> str:
-        return f"<AsyncTransfer {self.what} {self.id} {'done' if self.done() else 'pending'}>"
+        return await super().result()
 
 
 async def _run_transfer(t: AsyncTransfer, each: Optional[Callable[[Any], Any]]) -> JSONData:

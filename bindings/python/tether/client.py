@@ -8,6 +8,7 @@ import math
 import os
 import select
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -220,29 +221,42 @@ def _run_transfer(t: Transfer, each: Optional[Callable[[Any], Any]]) -> JSONData
 HANDOFF_GRACE_S = 0.1
 
 
-_HELD_SIGNALS = frozenset(signal.valid_signals()) - {
-    getattr(signal, n)
-    for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGKILL", "SIGSTOP")
-    if hasattr(signal, n)
-}
+#: Signals a Python handler may be set for (SIGKILL and SIGSTOP cannot have one).
+_HANDLEABLE_SIGNALS = tuple(
+    sorted(
+        set(signal.valid_signals())
+        - {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n)}
+    )
+)
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """On the main thread, holds signals back while a batch taken from the library is
-    delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of the batch,
-    which the library has already handed over. They run right after. Other threads never run
-    signal handlers, so they skip the two system calls."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "pthread_sigmask"
-    ):
+    """On the main thread, holds Python signal handlers back while a batch taken from the
+    library is delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of
+    the batch, which the library has already handed over. Each such handler is swapped for
+    one that only notes the signal, and the noted signals are handled right after, in order,
+    by the app's handlers. Masking the signal instead does not work: the kernel hands a
+    process signal to another thread, and Python still runs the handler on the main thread.
+    Other threads never run signal handlers, so they skip this."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    noted: List[int] = []
+    saved: Dict[int, Any] = {}
     try:
+        for n in _HANDLEABLE_SIGNALS:
+            h = signal.getsignal(n)
+            if callable(h):
+                saved[n] = h
+                signal.signal(n, lambda signum, frame: noted.append(signum))
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for n, h in saved.items():
+            signal.signal(n, h)
+        frame = sys._getframe()
+        for n in noted:
+            saved[n](n, frame)
 
 
 def _timeout_ms(seconds: float) -> int:

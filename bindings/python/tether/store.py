@@ -42,7 +42,6 @@ from typing import (
     Callable,
     Deque,
     Dict,
-    Generator,
     Iterable,
     List,
     Mapping,
@@ -52,12 +51,10 @@ from typing import (
 )
 
 from . import _ffi
-from ._base import REQUEST_GRACE_S, CoreBase, Handle, JSONData, log, response_result
+from ._base import REQUEST_GRACE_S, AsyncReply, CoreBase, Handle, log
 from ._options import _cstr
 from .errors import (
-    ClientClosedError,
     InvalidArgumentError,
-    RequestTimeoutError,
     StateError,
     Status,
     exception_for,
@@ -729,63 +726,22 @@ class Store(_StoreBase):
 # -- the asyncio store -------------------------------------------------------------------
 
 
-class AsyncStoreRequest:
+class AsyncStoreRequest(AsyncReply):
     """A store action in flight on an :class:`tether.aio.AsyncClient`: sent when the method
     returned (so a refusal, e.g. ``InUseError``, raises there), awaited for its reply
     (``await store.paginate(room)``), which arrives after the store applied the answer.
-    Cancelling the awaiting task cancels the request, as for ``AsyncClient.request``."""
+    Cancelling the awaiting task cancels the request, as for ``AsyncClient.request``.
+    ``id`` 0: nothing was sent, the result is ``None``."""
 
-    __slots__ = ("id", "what", "_core", "_fut", "_deadline")
+    __slots__ = ()
 
     def __init__(
         self, core: "_AsyncCore", rid: int, what: str, fut: "asyncio.Future[Event]"
     ) -> None:
-        #: The request id (0: nothing was sent, the result is ``None``).
-        self.id = rid
-        #: The action (``"paginate"``, ``"send_message"``, ...).
-        self.what = what
-        self._core = core
-        self._fut = fut
-        self._deadline = core.loop.time() + core.request_timeout + REQUEST_GRACE_S
+        super().__init__(core, rid, what, fut, core.loop.time() + core.request_timeout + REQUEST_GRACE_S)
 
-    def done(self) -> bool:
-        """Whether the reply (of any kind) has arrived."""
-        return self._fut.done()
-
-    def cancel(self) -> bool:
-        """Asks the library to cancel the request; ``False`` if the reply had arrived."""
-        if self._fut.done():
-            return False
-        try:
-            self._core.cancel(self.id)
-        except ClientClosedError:
-            return False
-        return True
-
-    async def result(self) -> JSONData:
-        """The reply's data, or the mapped exception (as ``AsyncClient.request``)."""
-        core = self._core
-        left = max(0.0, self._deadline - core.loop.time())
-        try:
-            ev = await asyncio.wait_for(asyncio.shield(self._fut), left)
-        except asyncio.TimeoutError:
-            core.pending.pop(self.id, None)
-            core._cancel_quietly(self.id)
-            raise RequestTimeoutError(
-                f"{self.what}: no reply in time", request_id=self.id
-            ) from None
-        except asyncio.CancelledError:
-            if not self._fut.done():
-                core.pending.pop(self.id, None)
-                core._cancel_quietly(self.id)
-            raise
-        return response_result(ev)
-
-    def __await__(self) -> Generator[Any, None, JSONData]:
-        return self.result().__await__()
-
-    def __repr__(self) -> str:
-        return f"<AsyncStoreRequest {self.what} {self.id} {'done' if self.done() else 'pending'}>"
+    def _forget(self) -> None:
+        self._core.pending.pop(self.id, None)
 
 
 class AsyncChangeStream:
