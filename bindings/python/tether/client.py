@@ -230,6 +230,19 @@ _HANDLEABLE_SIGNALS = tuple(
 )
 
 
+#: The signals that had a Python handler at the last look, and when that was: asking for every
+#: signal's handler costs about 20 µs, too much for each batch.
+_handled: List[Any] = [(), -1.0]
+_RESCAN_S = 0.05
+
+
+def _rescan_signals() -> Tuple[int, ...]:
+    """Looks again which signals have a Python handler (main thread)."""
+    found = tuple(n for n in _HANDLEABLE_SIGNALS if callable(signal.getsignal(n)))
+    _handled[0], _handled[1] = found, time.monotonic()
+    return found
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """On the main thread, holds Python signal handlers back while a batch taken from the
@@ -238,14 +251,19 @@ def _signals_held() -> Iterator[None]:
     one that only notes the signal, and the noted signals are handled right after, in order,
     by the app's handlers. Masking the signal instead does not work: the kernel hands a
     process signal to another thread, and Python still runs the handler on the main thread.
-    Other threads never run signal handlers, so they skip this."""
+    Which signals have handlers is looked up again every 50 ms and when ``events()`` starts,
+    so a handler set within 50 ms inside a loop may still interrupt a batch. Other threads
+    never run signal handlers, so they skip this."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    handled = _handled[0]
+    if time.monotonic() - _handled[1] > _RESCAN_S:
+        handled = _rescan_signals()
     noted: List[int] = []
     saved: Dict[int, Any] = {}
     try:
-        for n in _HANDLEABLE_SIGNALS:
+        for n in handled:
             h = signal.getsignal(n)
             if callable(h):
                 saved[n] = h
@@ -1160,6 +1178,8 @@ class Client(ClientState):
         core = self._core
         queue = core.queue
         closed = EventKind.CLOSED
+        if threading.current_thread() is threading.main_thread():
+            _rescan_signals()  # a handler set just before the loop is held back at once
         while True:
             # The per-event path of next_event(), inlined: most events are taken here.
             ev = None
