@@ -24,6 +24,7 @@ from .errors import (
     InvalidUtf8Error,
     RemoteError,
     RequestTimeoutError,
+    StateError,
     Status,
     TetherError,
     exception_for,
@@ -515,6 +516,19 @@ class ClientState:
     """The state both public clients report, read from their core."""
 
     _core: CoreBase
+    #: The native store attached with ``store=True`` (``None`` without).
+    _store: Any = None
+
+    def _attached_store(self) -> Any:
+        """The store, for both clients' ``store`` property.
+
+        :raises StateError: the client was created without ``store=True``."""
+        if self._store is None:
+            raise StateError(
+                f"this client has no store: create it with {type(self).__name__}(..., store=True)",
+                Status.ERR_STATE,
+            )
+        return self._store
 
     @property
     def connected(self) -> bool:

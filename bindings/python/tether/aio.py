@@ -47,7 +47,6 @@ from ._options import Options, PathArg, check_options
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
-    StateError,
     Status,
     TetherError,
 )
@@ -492,12 +491,7 @@ class AsyncClient(ClientState):
         """The native store attached with ``store=True`` (:class:`tether.store.AsyncStore`).
 
         :raises StateError: the client was created without ``store=True``."""
-        if self._store is None:
-            raise StateError(
-                "this client has no store: create it with AsyncClient(..., store=True)",
-                Status.ERR_STATE,
-            )
-        return self._store
+        return self._attached_store()
 
     async def request(
         self, command: str, data: JSONData = None, *, timeout: Optional[float] = None

@@ -1001,12 +1001,7 @@ class Client(ClientState):
         """The native store attached with ``store=True`` (:class:`tether.store.Store`).
 
         :raises StateError: the client was created without ``store=True``."""
-        if self._store is None:
-            raise StateError(
-                "this client has no store: create it with Client(..., store=True)",
-                Status.ERR_STATE,
-            )
-        return self._store
+        return self._attached_store()
 
     # -- requests --------------------------------------------------------------------------
 

@@ -512,7 +512,35 @@ class _StoreBase:
 # -- the blocking store ------------------------------------------------------------------
 
 
-class ChangeStream:
+class _Stream:
+    """What both change streams share: the bounded buffer the delivering thread fills."""
+
+    def __init__(self, hub: _Hub, deadline: Optional[float]) -> None:
+        self._hub = hub
+        self._items: Deque[Event] = deque()
+        self._limit = hub.limit
+        self._deadline = deadline
+        self._ended = False
+        #: Change sets dropped because this stream was not read fast enough.
+        self.missed = 0
+
+    def _push(self, ev: Event) -> None:
+        # The delivering thread; deque operations are atomic under the GIL.
+        if len(self._items) >= self._limit:
+            self._items.popleft()
+            self.missed += 1
+        self._items.append(ev)
+        self._pushed()
+
+    def _pushed(self) -> None:
+        """Wakes a reader, where that takes more than the delivery's own notify."""
+
+    def pending(self) -> int:
+        """Change sets waiting to be read."""
+        return len(self._items)
+
+
+class ChangeStream(_Stream):
     """Change sets of a :class:`Store` as they are delivered (from :meth:`Store.changes`):
     an iterator of parsed change-set dicts, oldest first. It collects from its creation, so
     nothing is missed between creating it and the first ``next()``. Waiting on it delivers
@@ -524,24 +552,11 @@ class ChangeStream:
     and counted in :attr:`missed` (``gen`` then skips: re-read what you show)."""
 
     def __init__(self, store: "Store", deadline: Optional[float]) -> None:
+        super().__init__(store._hub, deadline)
         self._core: "_SyncCore" = store._core  # type: ignore[assignment]
-        self._hub = store._hub
-        self._items: Deque[Event] = deque()
-        self._limit = self._hub.limit
-        self._deadline = deadline
-        self._ended = False
-        #: Change sets dropped because this stream was not read fast enough.
-        self.missed = 0
         self._hub.add_stream(self)
         if self._hub.closed:
             self._ended = True
-
-    def _push(self, ev: Event) -> None:
-        # The delivering thread; deque operations are atomic under the GIL.
-        if len(self._items) >= self._limit:
-            self._items.popleft()
-            self.missed += 1
-        self._items.append(ev)
 
     def _end(self) -> None:
         self._ended = True
@@ -582,10 +597,6 @@ class ChangeStream:
         if change is None:
             raise StopIteration
         return change
-
-    def pending(self) -> int:
-        """Change sets waiting to be read."""
-        return len(self._items)
 
     def close(self) -> None:
         """Stops collecting (idempotent); what was collected can still be read."""
@@ -744,28 +755,20 @@ class AsyncStoreRequest(AsyncReply):
         self._core.pending.pop(self.id, None)
 
 
-class AsyncChangeStream:
+class AsyncChangeStream(_Stream):
     """Change sets of an :class:`AsyncStore` (from :meth:`AsyncStore.changes`): ``async
     for change in stream``; collects from its creation, ends after the client's CLOSED, the
     stream's or the store's close, or its ``timeout``. Bounded as :class:`ChangeStream`
     (:attr:`missed`)."""
 
     def __init__(self, store: "AsyncStore", deadline: Optional[float]) -> None:
+        super().__init__(store._hub, deadline)
         self._core: "_AsyncCore" = store._core  # type: ignore[assignment]
-        self._hub = store._hub
-        self._items: Deque[Event] = deque()
-        self._limit = self._hub.limit
         self._wake = asyncio.Event()
-        self._deadline = deadline
         self._ended = self._core.closed
-        self.missed = 0
         self._hub.add_stream(self)
 
-    def _push(self, ev: Event) -> None:  # the loop thread (the client's delivery)
-        if len(self._items) >= self._limit:
-            self._items.popleft()
-            self.missed += 1
-        self._items.append(ev)
+    def _pushed(self) -> None:  # the loop thread (the client's delivery)
         self._wake.set()
 
     def _end(self) -> None:
@@ -804,10 +807,6 @@ class AsyncChangeStream:
         if change is None:
             raise StopAsyncIteration
         return change
-
-    def pending(self) -> int:
-        """Change sets waiting to be read."""
-        return len(self._items)
 
     def close(self) -> None:
         """Stops collecting (idempotent); what was collected can still be read."""
