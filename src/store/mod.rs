@@ -53,7 +53,7 @@ struct State {
     gen: u64,
     actions: HashMap<i64, Action>,
     /// Room → the request id of its running pagination (one at a time per room).
-    paginating: HashMap<String, i64>,
+    paginating: views::Paginating,
     watch: Watch,
     evict_after: Duration,
     last_gc: Instant,
@@ -148,15 +148,10 @@ impl Store {
     pub fn read(&self, what: &str, args: &[u8]) -> Result<Vec<u8>, Error> {
         let st = self.lock();
         let m = &st.model;
-        let paginating = |args: &[u8]| {
-            views::args::<views::RoomArgs>(args)
-                .map(|a| st.paginating.contains_key(&a.room_id))
-                .unwrap_or(false)
-        };
         match what {
             "room_list" => views::room_list(m, st.gen, args),
-            "room" => views::room(m, paginating(args), args),
-            "timeline" => views::timeline(m, paginating(args), args),
+            "room" => views::room(m, &st.paginating, args),
+            "timeline" => views::timeline(m, &st.paginating, args),
             "event" => views::event(m, args),
             "state" => views::state(m, args),
             "members" => views::members(m, args),
@@ -671,8 +666,8 @@ impl Harness {
         for r in rooms {
             let a = json!({"room_id": r, "limit": 5}).to_string();
             let a = a.as_bytes();
-            out.push(views::room(m, false, a));
-            out.push(views::timeline(m, false, a));
+            out.push(views::room(m, &views::Paginating::new(), a));
+            out.push(views::timeline(m, &views::Paginating::new(), a));
             out.push(views::state(m, a));
             out.push(views::members(m, a));
             out.push(views::receipts(m, a));

@@ -39,6 +39,9 @@ pub(super) struct Room {
     pub state_loaded: bool,
     pub members_loaded: bool,
     pub account_data: HashMap<String, Box<RawValue>>,
+    /// The tags of its `m.tag` account data, read once when it arrives: the room list asks
+    /// for them for every room on every read.
+    tags: Vec<String>,
     pub receipts: HashMap<(String, String, String), Receipt>,
     pub typing: Vec<String>,
     /// The server may hold older history than the oldest cached row.
@@ -69,6 +72,7 @@ impl Room {
             state_loaded: false,
             members_loaded: false,
             account_data: HashMap::new(),
+            tags: Vec::new(),
             receipts: HashMap::new(),
             typing: Vec::new(),
             has_more: true,
@@ -102,12 +106,24 @@ impl Room {
         self.room_type() == "m.space"
     }
 
-    /// The room's `m.tag` tags.
+    /// Whether the room's `m.tag` account data has this tag.
     pub fn has_tag(&self, tag: &str) -> bool {
-        self.account_data
-            .get("m.tag")
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            .is_some_and(|v| v["content"]["tags"].get(tag).is_some())
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Stores room account data of one type (keeping the tags current).
+    fn put_account_data(&mut self, kind: &str, raw: &RawValue) {
+        if kind == "m.tag" {
+            self.tags = serde_json::from_str::<Value>(raw.get())
+                .ok()
+                .and_then(|v| {
+                    v["content"]["tags"]
+                        .as_object()
+                        .map(|t| t.keys().cloned().collect())
+                })
+                .unwrap_or_default();
+        }
+        self.account_data.insert(kind.to_owned(), raw.to_owned());
     }
 
     pub fn state_event(&self, kind: &str, key: &str) -> Option<&Stored> {
@@ -578,7 +594,7 @@ impl Model {
         };
         let rc = ch.room(id);
         for (kind, raw) in wire::raw_map(sync.account_data) {
-            room.account_data.insert(kind.clone(), raw.to_owned());
+            room.put_account_data(&kind, raw);
             rc.account_data.insert(kind);
         }
         let mut existed = BTreeSet::new();

@@ -18,6 +18,9 @@ const LISTED_TYPES: &[&str] = &[
     "fi.mau.msc2545.image_pack",
 ];
 
+/// Room → the request id of its running pagination.
+pub(super) type Paginating = std::collections::HashMap<String, i64>;
+
 /// The pseudo-spaces a room list can be filtered by, besides a real space's id.
 pub(super) const PSEUDO_SPACES: &[&str] = &["home", "dms", "unreads", "orphans"];
 
@@ -299,7 +302,7 @@ impl RoomArgs {
     }
 }
 
-pub(super) fn room(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, Error> {
+pub(super) fn room(m: &Model, paginating: &Paginating, data: &[u8]) -> Result<Vec<u8>, Error> {
     let a: RoomArgs = args(data)?;
     if a.room_id.is_empty() {
         return Err(bad("room_id is missing"));
@@ -336,7 +339,7 @@ pub(super) fn room(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, 
         events: r.events.len(),
         pending: r.pending.len(),
         has_more: r.has_more,
-        paginating,
+        paginating: paginating.contains_key(&a.room_id),
         state_loaded: r.state_loaded,
         members_loaded: r.members_loaded,
         open: r.open,
@@ -383,7 +386,7 @@ fn item<'a>(r: &'a Room, ev: &'a Stored, timeline_rowid: Option<i64>) -> Item<'a
     }
 }
 
-pub(super) fn timeline(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u8>, Error> {
+pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Result<Vec<u8>, Error> {
     let a: RoomArgs = args(data)?;
     let r = a.room(m)?;
     let limit = a.limit.unwrap_or(50).max(1);
@@ -421,7 +424,7 @@ pub(super) fn timeline(m: &Model, paginating: bool, data: &[u8]) -> Result<Vec<u
         pending: pending.into_iter().map(|e| item(r, e, None)).collect(),
         oldest: r.timeline.get(start).map(|row| row.timeline_rowid),
         has_more: start > 0 || r.has_more,
-        paginating,
+        paginating: paginating.contains_key(&a.room_id),
     }))
 }
 
@@ -809,7 +812,7 @@ mod tests {
             "timeline": [{"timeline_rowid": 1, "event_rowid": 10}, {"timeline_rowid": 2, "event_rowid": 11}],
             "events": [msg(10, Some(11)), msg(11, None)]}}}));
         let v = read(
-            |m, a| timeline(m, false, a),
+            |m, a| timeline(m, &Paginating::new(), a),
             &m,
             json!({"room_id": "!r:x", "before": 2}),
         );
