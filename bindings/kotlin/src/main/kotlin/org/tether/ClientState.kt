@@ -7,6 +7,7 @@ import java.lang.ref.ReferenceQueue
 import java.util.Collections
 import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.Executors
+import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
@@ -22,9 +23,7 @@ import kotlinx.coroutines.flow.flow
  * user code runs while either is held.
  */
 internal class ClientState(private val client: Pointer, private val capacity: Int) : Reaper.Releasable {
-    private val gate = Object()
-    private var users = 0
-    private var freeRequested = false
+    private val gate = UseGate()
     private val lock = Object()
     private val pending = HashMap<Long, CompletableDeferred<Event>>()
     private val queue = ArrayDeque<Event>()
@@ -178,6 +177,20 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     /** Forgets request [id]; true if it was still waiting (so the server should be told). */
     fun forget(id: Long): Boolean = synchronized(lock) { pending.remove(id) != null }
 
+    /**
+     * Waits for the reply to request [id] booked with [waiter] and returns its text (or throws
+     * its error); a cancelled wait cancels the request and keeps nothing of it.
+     */
+    suspend fun awaitReply(id: Long, waiter: CompletableDeferred<Event>): String {
+        val ev = try {
+            waiter.await()
+        } catch (e: CancellationException) {
+            if (forget(id)) callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+            throw e
+        }
+        return replyText(ev)
+    }
+
     /** Runs [f] on the native client unless a free was asked for (then [ClientClosedException]). */
     fun <T> call(f: (Pointer) -> T): T {
         if (!enter()) throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
@@ -198,15 +211,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         }
     }
 
-    private fun enter(): Boolean = synchronized(gate) {
-        if (freeRequested) return false
-        users++
-        true
-    }
+    private fun enter(): Boolean = gate.enter()
 
-    private fun leave() = synchronized(gate) {
-        if (--users == 0) gate.notifyAll()
-    }
+    private fun leave() = gate.leave()
 
     /**
      * Frees the native client; runs once, from any thread. Inside a tether callback (of this
@@ -218,10 +225,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         // Readable at once, also when the free itself is handed to another thread below;
         // release() takes a fresher one just before the native free.
         callOrNull { c -> snapshotStats(c) }
-        synchronized(gate) {
-            if (freeRequested) return
-            freeRequested = true
-        }
+        if (!gate.close()) return
         end()
         if (INSIDE_CALLBACK.get() == true) CLOSERS.execute { release() } else release()
     }
@@ -237,17 +241,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private fun release() {
         // Calls already inside the library are short (nothing in it blocks on the network);
         // new ones fail fast, so nobody, a callback included, can be stuck waiting to enter.
-        var interrupted = false
-        synchronized(gate) {
-            while (users > 0) {
-                try {
-                    gate.wait()
-                } catch (e: InterruptedException) {
-                    interrupted = true
-                }
-            }
-        }
-        if (interrupted) Thread.currentThread().interrupt()
+        gate.drain()
         snapshotStats(client)
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }

@@ -3,7 +3,6 @@ package org.tether
 import com.sun.jna.Pointer
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
-import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
@@ -257,13 +256,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
         val waiter = CompletableDeferred<Event>()
         val id = handle.use { s -> core.storeRequest(waiter) { out -> start(s, out) } }
         if (id == 0L) return null
-        val ev = try {
-            waiter.await()
-        } catch (e: CancellationException) {
-            if (core.forget(id)) core.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
-            throw e
-        }
-        return replyText(ev)
+        return core.awaitReply(id, waiter)
     }
 
     /** Whether [close] was called. */
@@ -323,38 +316,22 @@ class Store private constructor(private val handle: StoreHandle, private val cor
  * racing `tether_store_free`), and a call after the free was asked for fails at once.
  */
 internal class StoreHandle(private val ptr: Pointer) : Reaper.Releasable {
-    private val gate = Object()
-    private var users = 0
-    private var freed = false
+    private val gate = UseGate()
 
-    val isFreed: Boolean get() = synchronized(gate) { freed }
+    val isFreed: Boolean get() = gate.isClosed
 
     fun <T> use(f: (Pointer) -> T): T {
-        synchronized(gate) {
-            if (freed) throw StateException(Status.ERR_STATE, "the store is closed")
-            users++
-        }
+        if (!gate.enter()) throw StateException(Status.ERR_STATE, "the store is closed")
         try {
             return f(ptr)
         } finally {
-            synchronized(gate) { if (--users == 0) gate.notifyAll() }
+            gate.leave()
         }
     }
 
     override fun free() {
-        var interrupted = false
-        synchronized(gate) {
-            if (freed) return
-            freed = true
-            while (users > 0) {
-                try {
-                    gate.wait()
-                } catch (e: InterruptedException) {
-                    interrupted = true
-                }
-            }
-        }
-        if (interrupted) Thread.currentThread().interrupt()
+        if (!gate.close()) return
+        gate.drain()
         TetherNative.tether_store_free(ptr)
     }
 }

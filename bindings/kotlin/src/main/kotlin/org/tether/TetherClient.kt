@@ -5,7 +5,6 @@ import com.sun.jna.Native
 import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
-import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.withTimeoutOrNull
@@ -105,13 +104,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         }
         val waiter = CompletableDeferred<Event>()
         val id = core.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
-        val ev = try {
-            waiter.await()
-        } catch (e: CancellationException) {
-            if (core.forget(id)) core.callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
-            throw e
-        }
-        return replyText(ev)
+        return core.awaitReply(id, waiter)
     }
 
     /**
