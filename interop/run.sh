@@ -148,17 +148,17 @@ if [[ ${INTEROP_SYNAPSE:-1} != 0 ]]; then
   export BOB_HS="$VENV/bin/python $ROOT/interop/synapse/hs.py" SYNAPSE_DIR=$SCRATCH/synapse
   t4=$(date +%s)
   echo "interop: synapse ready in $((t4 - t3)) s (venv $((t3 - t2)) s)"
-  run_test test_gomuks_synapse
-  t5=$(date +%s)
-  echo "interop: with synapse, websocket: $((t5 - t4)) s"
-  run_test test_gomuks_inproc_synapse
-  t6=$(date +%s)
-  echo "interop: with synapse, in-process: $((t6 - t5)) s"
-  run_test test_store_synapse
-  t7=$(date +%s)
-  echo "interop: store with synapse, websocket: $((t7 - t6)) s"
-  run_test test_gomuks_inproc_store_synapse
-  echo "interop: store with synapse, in-process: $(($(date +%s) - t7)) s"
+  # Runs test $1 and reports its time as "$2".
+  timed_test() {
+    local t0
+    t0=$(date +%s)
+    run_test "$1"
+    echo "interop: $2: $(($(date +%s) - t0)) s"
+  }
+  timed_test test_gomuks_synapse "with synapse, websocket"
+  timed_test test_gomuks_inproc_synapse "with synapse, in-process"
+  timed_test test_store_synapse "store with synapse, websocket"
+  timed_test test_gomuks_inproc_store_synapse "store with synapse, in-process"
 else
   echo "interop: synapse part skipped (INTEROP_SYNAPSE=0)"
 fi
