@@ -113,6 +113,13 @@ pub(crate) trait Dialect: Send + 'static {
     /// Opens one connection: credentials, the upgrade and the protocol's handshake. The
     /// supervisor bounds the whole call by twice the connect timeout.
     fn open(&mut self) -> impl Future<Output = Result<Opened, ConnectError>> + Send;
+    /// Whether the events [`Dialect::decode`] makes from `msg` keep slices of it (so the
+    /// session copies a small payload out of tungstenite's read buffer first: see
+    /// `transport::PayloadCopies`).
+    fn keeps_slices_of(&self, msg: &Message) -> bool {
+        let _ = msg;
+        true
+    }
     /// Decodes one websocket data message.
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error>;
     /// The next keepalive ping; returns the message and the event id it acknowledges (0 if

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use rustls::pki_types::ServerName;
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, COOKIE};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
@@ -31,6 +32,52 @@ use crate::logging::tlog;
 use crate::proxy::{Proxy, ProxyKind};
 use crate::stats::{self, Counters, Probe};
 use crate::status::{Error, Status};
+
+/// Copies small received payloads out of tungstenite's read buffer into buffers of our own.
+///
+/// tungstenite hands each frame over as a slice of its read buffer, and can reuse that buffer
+/// only once no slice of it is alive. The app holds events for a while, so without the copy
+/// every read found the buffer still shared, allocated one just big enough for the frame it
+/// lacked and asked the socket for that much: about 2.3 KB per `recv` on a fast stream of
+/// small events, each read's buffer later freed on the app's thread under the allocator's
+/// lock (bench/RESULTS.md, "What bounds the missed targets"). Dropping tungstenite's slice
+/// right after the copy lets it read 16 KiB at a time again; the app's events share one
+/// allocation per [`PayloadCopies::CHUNK`]. Large payloads keep tungstenite's buffer: it was
+/// allocated for them alone, and copying them would cost more than it saves.
+#[derive(Default)]
+pub(crate) struct PayloadCopies {
+    /// The current chunk; its spare capacity takes the next copies.
+    chunk: BytesMut,
+}
+
+impl PayloadCopies {
+    /// Bytes per chunk (a realistic gomuks event is about 440 bytes).
+    const CHUNK: usize = 16 * 1024;
+    /// Payloads longer than this are not copied.
+    const MAX_COPIED: usize = Self::CHUNK / 4;
+
+    /// `msg` with its payload in a chunk of ours when it is small; control frames unchanged.
+    pub(crate) fn rehome(&mut self, msg: Message) -> Message {
+        match msg {
+            Message::Text(t) if t.len() <= Self::MAX_COPIED => {
+                let copy = self.copy(t.as_bytes());
+                // SAFETY: the bytes are a copy of a `Utf8Bytes`, which tungstenite validated.
+                Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(copy) })
+            }
+            Message::Binary(b) if b.len() <= Self::MAX_COPIED => Message::Binary(self.copy(&b)),
+            other => other,
+        }
+    }
+
+    fn copy(&mut self, src: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < src.len() {
+            // The old chunk is freed when the last event sharing it is dropped.
+            self.chunk = BytesMut::with_capacity(Self::CHUNK);
+        }
+        self.chunk.extend_from_slice(src);
+        self.chunk.split().freeze()
+    }
+}
 
 /// Plain or TLS stream under the websocket.
 pub(crate) enum Stream {
@@ -446,6 +493,75 @@ fn upgrade_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `inner` lies inside `outer`'s memory.
+    fn within(inner: &[u8], outer: &[u8]) -> bool {
+        let o = outer.as_ptr_range();
+        o.start <= inner.as_ptr() && inner.as_ptr() < o.end
+    }
+
+    #[test]
+    fn small_payloads_leave_the_read_buffer_and_share_a_chunk() {
+        // A frame as tungstenite hands it over: a slice of its read buffer.
+        let read_buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut copies = PayloadCopies::default();
+        let mut held = Vec::new();
+        for at in [0usize, 500, 1000] {
+            let frame = read_buffer.slice(at..at + 500);
+            let text = Utf8Bytes::try_from(frame).unwrap();
+            let Message::Text(copy) = copies.rehome(Message::Text(text)) else {
+                panic!("a text message stays text")
+            };
+            assert_eq!(copy.as_str(), "x".repeat(500));
+            assert!(!within(copy.as_bytes(), &read_buffer));
+            held.push(copy);
+        }
+        // One chunk for all three, back to back.
+        assert_eq!(
+            held[1].as_bytes().as_ptr(),
+            held[0].as_bytes().as_ptr().wrapping_add(500)
+        );
+        // Nothing of the read buffer is held any more: tungstenite could reuse it.
+        assert!(read_buffer.is_unique());
+
+        let binary = read_buffer.slice(0..100);
+        let Message::Binary(copy) = copies.rehome(Message::Binary(binary)) else {
+            panic!("a binary message stays binary")
+        };
+        assert!(!within(&copy, &read_buffer));
+    }
+
+    #[test]
+    fn large_payloads_and_control_frames_are_not_copied() {
+        let read_buffer = Bytes::from(vec![b'y'; 64 * 1024]);
+        let mut copies = PayloadCopies::default();
+        let big = read_buffer.slice(0..PayloadCopies::MAX_COPIED + 1);
+        let Message::Binary(kept) = copies.rehome(Message::Binary(big)) else {
+            panic!("a binary message stays binary")
+        };
+        assert!(within(&kept, &read_buffer));
+        let ping = read_buffer.slice(0..4);
+        let Message::Ping(kept) = copies.rehome(Message::Ping(ping)) else {
+            panic!("a ping stays a ping")
+        };
+        assert!(within(&kept, &read_buffer));
+    }
+
+    #[test]
+    fn a_full_chunk_is_replaced_not_grown() {
+        let mut copies = PayloadCopies::default();
+        let payload = vec![b'z'; PayloadCopies::MAX_COPIED];
+        let first: Vec<Bytes> = (0..4).map(|_| copies.copy(&payload)).collect();
+        // The fifth does not fit the 16 KiB chunk: a new one, the old one kept alive by the
+        // four slices only.
+        let fifth = copies.copy(&payload);
+        assert!(first.iter().all(|b| b.len() == payload.len()));
+        assert_ne!(
+            fifth.as_ptr(),
+            first[3].as_ptr().wrapping_add(payload.len()),
+            "a new chunk, not the old one grown in place"
+        );
+    }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()

@@ -436,6 +436,11 @@ impl Dialect for Gomuks {
         }
     }
 
+    fn keeps_slices_of(&self, msg: &Message) -> bool {
+        // A compressed message is inflated into a buffer of ours and dropped.
+        !msg.is_binary()
+    }
+
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
         match msg {
             Message::Text(text) => {
