@@ -288,7 +288,8 @@ typedef int32_t tether_status;
 
 /**
  * One event of a batch. `command_*` and `data_*` locate the command name (no NUL) and the
- * payload (as `tether_event_data`) inside the batch buffer. Fields that do not apply to the
+ * payload (as `tether_event_data`) inside the batch buffer; entries with the same command
+ * name share its bytes (the same `command_offset`). Fields that do not apply to the
  * kind hold the same values as the single-event accessors return (0, or -1 for `rtt_us` and
  * `retry_in_ms`).
  */

@@ -2,9 +2,10 @@
 //! one packed byte buffer, for bindings whose per-call cost is high (ctypes, JNA).
 //!
 //! Layout (all little-endian on the supported targets, native alignment, 80 bytes per entry;
-//! `tests/c` asserts sizes and offsets): see `tether_batch_entry`. Command names and payloads
-//! are copied back to back into the batch's buffer; an entry refers to them by offset and
-//! length, so a binding can copy the whole buffer out once and slice it.
+//! `tests/c` asserts sizes and offsets): see `tether_batch_entry`. Payloads and command names
+//! are copied into the batch's buffer, each distinct command name once per batch; an entry
+//! refers to them by offset and length, so a binding can copy the whole buffer out once and
+//! slice it, and turn each command name into a string once per batch (keyed by its offset).
 
 use crate::event::Event;
 use crate::queue::Batch;
@@ -15,7 +16,8 @@ use super::client::{take_batch, tether_client};
 use super::tether_status;
 
 /// One event of a batch. `command_*` and `data_*` locate the command name (no NUL) and the
-/// payload (as `tether_event_data`) inside the batch buffer. Fields that do not apply to the
+/// payload (as `tether_event_data`) inside the batch buffer; entries with the same command
+/// name share its bytes (the same `command_offset`). Fields that do not apply to the
 /// kind hold the same values as the single-event accessors return (0, or -1 for `rtt_us` and
 /// `retry_in_ms`).
 #[repr(C)]
@@ -57,6 +59,10 @@ pub struct tether_batch_entry {
 /// event is taken off the queue only if it fits, so packing cannot fail after the take.
 const MAX_BATCH_BYTES: usize = u32::MAX as usize;
 
+/// Distinct command names a batch stores once (later ones are stored per entry): gomuks has
+/// nine, and a linear search of a few short names costs less than copying them.
+const MAX_NAMES_SHARED: usize = 8;
+
 #[cfg(test)]
 thread_local! {
     /// Tests lower the cap instead of allocating 4 GiB.
@@ -90,10 +96,24 @@ impl tether_batch {
     /// Copies the taken events into the buffer. The events were taken only while they fit in
     /// `max_batch_bytes()`, so every offset fits its field.
     fn pack(&mut self) {
+        // (offset, length) of the names packed so far: a batch carries a few names many times.
+        let mut names: Vec<(usize, usize)> = Vec::new();
         for ev in &self.events {
             let cmd = ev.command().as_bytes();
-            let command_offset = self.bytes.len() as u32;
-            self.bytes.extend_from_slice(cmd);
+            let command_offset = match names
+                .iter()
+                .find(|&&(at, n)| self.bytes[at..at + n] == *cmd)
+            {
+                Some(&(at, _)) => at as u32,
+                None => {
+                    let at = self.bytes.len();
+                    self.bytes.extend_from_slice(cmd);
+                    if names.len() < MAX_NAMES_SHARED && !cmd.is_empty() {
+                        names.push((at, cmd.len()));
+                    }
+                    at as u32
+                }
+            };
             let data_offset = self.bytes.len() as u64;
             self.bytes.extend_from_slice(ev.data());
             let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -292,6 +312,66 @@ mod tests {
             .iter()
             .map(|e| (e.kind, e.request_id, e.data_len))
             .collect()
+    }
+
+    /// Entries with the same command name share its bytes; every entry still finds its own
+    /// name and payload.
+    #[test]
+    fn a_batch_stores_each_command_name_once() {
+        let named = |id: i64, name: &str| {
+            let mut e = message(id, 3);
+            e.command = crate::event::command_name(name);
+            e
+        };
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let c = client_with(vec![
+                named(1, "sync_complete"),
+                named(2, "typing"),
+                named(3, "sync_complete"),
+                named(4, "custom_event"),
+                named(5, "custom_event"),
+                Event::new(EventKind::Connecting),
+            ]);
+            let mut b = null_mut();
+            assert_eq!(tether_batch_new(16, &mut b), TETHER_OK);
+            let mut n = 0;
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+            let (mut e, mut count, mut bytes, mut len) = (std::ptr::null(), 0, std::ptr::null(), 0);
+            assert_eq!(
+                tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
+                TETHER_OK
+            );
+            let e = std::slice::from_raw_parts(e, count);
+            let buf = std::slice::from_raw_parts(bytes, len);
+            let name = |x: &tether_batch_entry| {
+                let at = x.command_offset as usize;
+                std::str::from_utf8(&buf[at..at + x.command_len as usize]).unwrap()
+            };
+            let names: Vec<&str> = e.iter().map(name).collect();
+            assert_eq!(
+                names,
+                [
+                    "sync_complete",
+                    "typing",
+                    "sync_complete",
+                    "custom_event",
+                    "custom_event",
+                    ""
+                ]
+            );
+            assert_eq!(e[0].command_offset, e[2].command_offset);
+            assert_eq!(e[3].command_offset, e[4].command_offset);
+            assert_ne!(e[0].command_offset, e[1].command_offset);
+            // Three names and five payloads of 3 bytes.
+            assert_eq!(len, "sync_completetypingcustom_event".len() + 5 * 3);
+            for x in &e[..5] {
+                let at = x.data_offset as usize;
+                assert_eq!(&buf[at..at + 3], b"xxx");
+            }
+            tether_batch_free(b);
+            tether_client_free(c);
+        }
     }
 
     /// Packing used to fail after the events had been taken off the queue, losing them

@@ -439,19 +439,25 @@ class BatchReader:
         cls = self._event_cls
         new = object.__new__
         commands = _COMMANDS
-        for e in _ffi.BATCH_ENTRY.iter_unpack(entries):
-            kind = e[7]
+        # A batch stores each command name once: turned into a str once per batch.
+        names: Dict[int, str] = {}
+        for i, e in enumerate(_ffi.BATCH_ENTRY_COMMON.iter_unpack(entries)):
+            kind = e[3]
             if kind == _MESSAGE or kind == _RESPONSE or kind == _STORE:
                 # The bulk of every stream: only the fields these kinds carry, set directly
                 # (a fifth of the cost of __init__ with every field).
                 ev = new(cls)
                 ev.kind = _KINDS[kind]
                 ev.request_id = e[0]
-                ev.status = e[8]
-                cmd_len = e[10]
+                ev.status = e[4]
+                cmd_len = e[6]
                 if cmd_len:
-                    name = buf[e[9] : e[9] + cmd_len].tobytes()
-                    ev.command = commands.get(name) or _command(name)
+                    at = e[5]
+                    name = names.get(at)
+                    if name is None:
+                        b = buf[at : at + cmd_len].tobytes()
+                        name = names[at] = commands.get(b) or _command(b)
+                    ev.command = name
                 else:
                     ev.command = ""
                 ev.raw = buf[e[1] : e[1] + e[2]].tobytes()
@@ -477,7 +483,7 @@ class BatchReader:
                 close_code,
                 resume,
                 outcome,
-            ) = e
+            ) = _ffi.BATCH_ENTRY.unpack_from(entries, i * _ffi.BATCH_ENTRY.size)
             append(
                 cls(
                     kind,
