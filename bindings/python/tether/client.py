@@ -389,6 +389,11 @@ class _SyncCore(CoreBase):
         self.pending: Dict[int, PendingRequest] = {}
         self.orphans: Dict[int, Event] = {}
         self.cond = threading.Condition(self.lock)
+        # The reader thread waits here, woken only by what it acts on (the end, a close, room
+        # in the queue; wake_all), not by every delivery or hand-back of the token: those
+        # woke it twice per batch, and each wake-up made it take the GIL from the thread
+        # consuming the events.
+        self.reader_cond = threading.Condition(self.lock)
         self.queue: Deque[Event] = deque()
         # A thread waits for room in the queue (the reader thread, or a thread that would
         # poll the library for a reply): taking an event must wake it.
@@ -459,23 +464,26 @@ class _SyncCore(CoreBase):
         costs more than the events it carries."""
         self.delivery_ident = threading.get_ident()
         cond = self.cond
+        waits = self.reader_cond
         try:
             while True:
                 with cond:
                     while not self.ended:
                         if self.token.locked():
-                            cond.wait()
+                            # Not woken when the token comes back: looks again a grace
+                            # period later, which is when it could take over at the earliest.
+                            waits.wait(HANDOFF_GRACE_S)
                         elif len(self.queue) >= self.queue_limit and not self.closing:
                             # Set before the length is read again: a consumer pops without
                             # the lock, then notifies only if it sees the flag.
                             self.room_wanted = True
                             if len(self.queue) >= self.queue_limit:
-                                cond.wait()
+                                waits.wait()
                         else:
                             idle = self.last_taken + HANDOFF_GRACE_S - time.monotonic()
                             if idle <= 0 or self.closing:
                                 break
-                            cond.wait(idle)
+                            waits.wait(idle)
                     if self.ended:
                         break
                 if not self.token.acquire(blocking=False):
@@ -514,6 +522,11 @@ class _SyncCore(CoreBase):
             if self.last_taken + HANDOFF_GRACE_S > time.monotonic() and not self.closing:
                 return False
             return len(self.queue) < self.queue_limit or self.closing
+
+    def wake_all(self) -> None:
+        """Under the lock: wakes every waiting thread, the reader among them."""
+        self.cond.notify_all()
+        self.reader_cond.notify_all()
 
     def release_token(self, by_reader: bool = False) -> None:
         self.token.release()
@@ -704,6 +717,7 @@ class _SyncCore(CoreBase):
             self.queue.extend(ready)
             if ready and ready[-1].kind == EventKind.CLOSED:
                 self.ended = True
+                self.reader_cond.notify_all()
             self.cond.notify_all()  # next_event(), wait_connected()
 
     def resolve(self, ev: Event) -> None:
@@ -723,7 +737,7 @@ class _SyncCore(CoreBase):
         self.fail_pending()
         with self.cond:
             self.ended = True
-            self.cond.notify_all()
+            self.wake_all()
         self.closed_event.set()
 
     def fail_pending(self) -> None:
@@ -741,7 +755,7 @@ class _SyncCore(CoreBase):
             # Poll mode: their threads wait on the condition, or (one of them) on the
             # library's descriptor, where nothing may arrive any more.
             with self.cond:
-                self.cond.notify_all()
+                self.wake_all()
                 if self.waiter is not None:
                     self.waiter.wake()
 
@@ -842,7 +856,7 @@ class _SyncCore(CoreBase):
         """An event was taken while a thread waits for room in the queue: wake it."""
         with self.cond:
             self.room_wanted = False
-            self.cond.notify_all()
+            self.wake_all()
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -855,7 +869,7 @@ class _SyncCore(CoreBase):
             return
         self.close_native(keep_resume)
         with self.cond:
-            self.cond.notify_all()  # a reader waiting for room goes on
+            self.wake_all()  # a reader waiting for room goes on
         # tether_client_free waits for a running callback, and the reader may sit in a poll:
         # the delivery thread frees when CLOSED has passed; this call only waits for that.
         if self.free_when_delivery_ends():
@@ -883,7 +897,7 @@ class _SyncCore(CoreBase):
         try:
             self.close_native()
             with self.cond:
-                self.cond.notify_all()
+                self.wake_all()
             if self.free_when_delivery_ends():
                 self.free()
         except TetherError:
@@ -896,7 +910,7 @@ class _SyncCore(CoreBase):
             return True  # being freed on another thread: end_exit waits for it
         self.close_native(keep_resume=True)
         with self.cond:
-            self.cond.notify_all()
+            self.wake_all()
         if self.free_when_delivery_ends():
             self.free()
             return False
@@ -924,7 +938,7 @@ class _SyncCore(CoreBase):
         except TetherError:
             pass
         with self.cond:
-            self.cond.notify_all()
+            self.wake_all()
         if self.reader is not None:
             self.reader.join(2.0)
             if not self.free_when_delivery_ends():
