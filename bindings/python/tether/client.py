@@ -390,10 +390,11 @@ class _SyncCore(CoreBase):
         self.orphans: Dict[int, Event] = {}
         self.cond = threading.Condition(self.lock)
         # The reader thread waits here, woken only by what it acts on (the end, a close, room
-        # in the queue; wake_all), not by every delivery or hand-back of the token: those
-        # woke it twice per batch, and each wake-up made it take the GIL from the thread
-        # consuming the events.
+        # in the queue: wake_all; the token's return while it waits for the token), not by
+        # every delivery and every return of the token: those woke it twice per batch, and
+        # each wake-up made it take the GIL from the thread consuming the events.
         self.reader_cond = threading.Condition(self.lock)
+        self.reader_wants_token = False  # the reader waits for the token (under the lock)
         self.queue: Deque[Event] = deque()
         # A thread waits for room in the queue (the reader thread, or a thread that would
         # poll the library for a reply): taking an event must wake it.
@@ -470,9 +471,17 @@ class _SyncCore(CoreBase):
                 with cond:
                     while not self.ended:
                         if self.token.locked():
-                            # Not woken when the token comes back: looks again a grace
-                            # period later, which is when it could take over at the earliest.
-                            waits.wait(HANDOFF_GRACE_S)
+                            if time.monotonic() - self.last_taken < HANDOFF_GRACE_S:
+                                # A thread is consuming and hands the token back once per
+                                # batch: look again when it could have stopped, rather than
+                                # be woken at every return.
+                                waits.wait(HANDOFF_GRACE_S)
+                            else:
+                                # A thread waits for events with the token: woken when it
+                                # gives the token back.
+                                self.reader_wants_token = True
+                                waits.wait()
+                                self.reader_wants_token = False
                         elif len(self.queue) >= self.queue_limit and not self.closing:
                             # Set before the length is read again: a consumer pops without
                             # the lock, then notifies only if it sees the flag.
@@ -536,6 +545,8 @@ class _SyncCore(CoreBase):
                 # long wait for one event must not hand the next batch to the reader.
                 self.last_taken = time.monotonic()
             self.cond.notify_all()  # threads waiting for the token, or for what was delivered
+            if self.reader_wants_token:
+                self.reader_cond.notify_all()
 
     def take(self, timeout: Optional[float]) -> None:
         """Holding the token: moves what the library has queued to this binding, waiting up
