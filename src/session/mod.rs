@@ -582,10 +582,10 @@ impl<D: Dialect> Supervisor<D> {
     }
 
     /// Decodes `first` and every further message the transport already holds (up to
-    /// [`READ_BURST`] messages and events, while the queue has room), so a burst reaches the app as one queue
-    /// operation and one wake-up rather than one per message. Stops at the first message that
-    /// ends the connection; the items decoded before it are returned all the same. The
-    /// middle value says whether a data message arrived (the connection works).
+    /// [`READ_BURST`] messages and events, while the queue has room), so a burst reaches the
+    /// app as one queue operation and one wake-up rather than one per message. Stops at the
+    /// first message that ends the connection; the items decoded before it are returned all
+    /// the same. The middle value says whether a data message arrived (the connection works).
     fn read_burst(
         &mut self,
         first: Option<Result<Message, WsError>>,

@@ -643,7 +643,33 @@ def response_result(ev: Event) -> JSONData:
     raise exception_for(st, _ffi.status_str(st), ev.request_id)
 
 
-class AsyncReply:
+class RequestInFlight:
+    """What a request in flight is on both kinds of client: its id, whether its reply has
+    arrived (``done``, which each kind answers its own way), and its cancel."""
+
+    __slots__ = ()
+
+    id: int
+    _core: Any
+
+    def done(self) -> bool:
+        """Whether the reply (of any kind) has arrived."""
+        raise NotImplementedError
+
+    def cancel(self) -> bool:
+        """Asks the library to cancel the request (the server is told). Returns ``False`` if
+        the reply had already arrived. The reply then arrives as ``RequestCancelledError``,
+        unless the server's answer won the race."""
+        if self.done():
+            return False
+        try:
+            self._core.cancel(self.id)
+        except ClientClosedError:
+            return False
+        return True
+
+
+class AsyncReply(RequestInFlight):
     """A request in flight on an asyncio client whose reply is awaited (``await r``), with
     the request's timeout plus a grace period; the base of :class:`tether.aio.AsyncTransfer`
     and :class:`tether.store.AsyncStoreRequest`. Cancelling the awaiting task cancels the
@@ -663,17 +689,6 @@ class AsyncReply:
     def done(self) -> bool:
         """Whether the reply (of any kind) has arrived."""
         return self._fut.done()
-
-    def cancel(self) -> bool:
-        """Asks the library to cancel the request; ``False`` if the reply had arrived. The
-        reply then arrives as ``RequestCancelledError``, unless the backend's won the race."""
-        if self._fut.done():
-            return False
-        try:
-            self._core.cancel(self.id)
-        except ClientClosedError:
-            return False
-        return True
 
     def _forget(self) -> None:
         """Called when the wait gives up (timeout, cancelled task): drops what the core keeps

@@ -36,6 +36,7 @@ from ._base import (
     ClientState,
     CoreBase,
     JSONData,
+    RequestInFlight,
     _strong,
     download_params,
     log,
@@ -66,7 +67,7 @@ EventCallback = Callable[[Event], Any]
 ChunkSink = Union[BinaryIO, Callable[[bytes], Any]]
 
 
-class PendingRequest:
+class PendingRequest(RequestInFlight):
     """A request in flight (from :meth:`Client.submit`). Its reply arrives exactly once: the
     result, the server's error, a timeout, a cancel, a disconnect or the client's close."""
 
@@ -110,18 +111,6 @@ class PendingRequest:
     def response(self) -> Optional[Event]:
         """The RESPONSE event once it arrived."""
         return self._event
-
-    def cancel(self) -> bool:
-        """Asks the library to cancel the request (the server is told). Returns ``False`` if
-        the reply had already arrived. The reply then arrives as ``RequestCancelledError``,
-        unless the server's answer won the race."""
-        if self._done.is_set():
-            return False
-        try:
-            self._core.cancel(self.id)
-        except ClientClosedError:
-            return False
-        return True
 
     def __repr__(self) -> str:
         return f"<PendingRequest {self.id} {'done' if self.done() else 'pending'}>"
