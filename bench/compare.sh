@@ -26,7 +26,8 @@ cargo build --release --quiet -p tether -p tether-bench
 (cd "$OLD" && CARGO_TARGET_DIR=$OLD/target cargo build --release --quiet -p tether -p tether-bench)
 for side in new old; do
   dir=$ROOT; [[ $side == old ]] && dir=$OLD
-  cc -O2 -Iinclude -o "$OUT/blast_c.$side" bench/c/blast_c.c -L"$dir/target/release" -ltether \
+  # Each side's own client: the C API may have grown since REV.
+  cc -O2 -I"$dir/include" -o "$OUT/blast_c.$side" "$dir/bench/c/blast_c.c" -L"$dir/target/release" -ltether \
     -Wl,-rpath,"$dir/target/release"
 done
 bench() { local side=$1; shift; if [[ $side == new ]]; then "$ROOT/target/release/tether-bench" "$@"; else "$OLD/target/release/tether-bench" "$@"; fi; }

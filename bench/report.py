@@ -33,6 +33,7 @@ CLIENTS = [
     ("rust", "tether Rust API"),
     ("c-single", "tether C API, tether_client_poll"),
     ("c-batch", "tether C API, tether_client_poll_batch"),
+    ("c-lent", "tether C API, tether_client_poll_batch, lending batch"),
     ("python-tether", "tether Python binding (batch path, JSON parsed with json)"),
     ("python-tether-orjson", "tether Python binding, json_loads=orjson.loads"),
     ("python-websockets", "Python websockets + zlib + json"),
@@ -44,7 +45,7 @@ CLIENTS = [
     ("node-ws", "Node ws + zlib + JSON.parse"),
     ("go-coder", "Go coder/websocket + compress/flate + encoding/json"),
 ]
-TETHER_CLIENTS = ("rust", "c-single", "c-batch", "python-tether", "python-tether-orjson")
+TETHER_CLIENTS = ("rust", "c-single", "c-batch", "c-lent", "python-tether", "python-tether-orjson")
 SHAPES = [("realistic", "realistic (~440 B avg)"), ("1024", "1 KB"), ("10240", "10 KB")]
 
 # Section headings in page order, with the benchmark (BENCH_ONLY key) that produces each.
@@ -224,6 +225,9 @@ def throughput():
     target_row("C tether_client_poll ≥ 0.8x floor", "c-single", "floor", 0.8)
     target_row("C batch poll ≥ 0.7x floor", "c-batch", "floor", 0.7)
     target_row("C batch at least as fast as C poll", "c-batch", "c-single", 1.0)
+    every_stream_row("… on every stream of this section", "c-batch", "c-single", 1.0)
+    target_row("C lending batch at least as fast as C poll", "c-lent", "c-single", 1.0)
+    every_stream_row("… on every stream of this section", "c-lent", "c-single", 1.0)
     # The binding with each parser: json (what it does by default) and orjson (its `fast` extra).
     for c, how in (("python-tether", "json"), ("python-tether-orjson", "orjson")):
         target_row(f"Python binding ({how}) ≥ 3x Python websockets (json)", c, "python-websockets", 3.0)

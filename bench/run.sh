@@ -99,6 +99,7 @@ want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BI
       run_client "$shape" "$z" "$r" target/release/tether-bench rust "$URL" "$z"
       run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" single
       run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" batch
+      run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" lent
       run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z"
       run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
       run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z"

@@ -231,6 +231,12 @@
 #define TETHER_LOG_TRACE 5
 
 /**
+ * `data_offset` of every entry of a lending batch: its payload is not in the batch buffer;
+ * `tether_batch_payloads` lends it.
+ */
+#define TETHER_BATCH_DATA_LENT UINT64_MAX
+
+/**
  * gomuks JSON RPC over `/_gomuks/websocket` (the default).
  */
 #define TETHER_PROTOCOL_GOMUKS 1
@@ -355,6 +361,21 @@ typedef struct tether_batch_entry {
      */
     uint8_t resume_outcome;
 } tether_batch_entry;
+
+/**
+ * One payload a batch lends: `len` bytes at `ptr`. `ptr` is never NULL (with `len` 0 it
+ * addresses nothing).
+ */
+typedef struct tether_bytes {
+    /**
+     * First byte. Offset 0.
+     */
+    const uint8_t *ptr;
+    /**
+     * Number of bytes. Offset 8.
+     */
+    size_t len;
+} tether_bytes;
 
 /**
  * Called with each event. `ev` is borrowed for the duration of the call only.
@@ -679,6 +700,17 @@ extern "C" {
 tether_status tether_batch_new(size_t max_events, struct tether_batch **out);
 
 /**
+ * Creates a batch like `tether_batch_new` that lends the payloads where the library
+ * received them instead of copying them into its buffer: for readers that use each payload
+ * in place, a copy saved per event. Each entry's `data_offset` is `TETHER_BATCH_DATA_LENT`
+ * (only the command names are in the buffer); take the payloads from
+ * `tether_batch_payloads`. Until its next `tether_client_poll_batch` or `tether_batch_free`
+ * the batch keeps the taken events' memory alive. `*out` receives a batch owned by the
+ * caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
+ */
+tether_status tether_batch_new_lending(size_t max_events, struct tether_batch **out);
+
+/**
  * Waits up to `timeout_ms` (0: do not wait; negative: until one arrives) for an event, then
  * moves it and every other queued event, up to the batch's capacity, into `batch`, replacing
  * what it held. Returns `TETHER_OK` with `*out_count` (may be NULL) set to the number of
@@ -695,11 +727,22 @@ tether_status tether_client_poll_batch(struct tether_client *c, int32_t timeout_
 
 /**
  * Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
- * `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
- * Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
- * argument is NULL.
+ * `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into
+ * (in a lending batch, the command names only). Pointers are never NULL on success (they
+ * may address 0 items). `TETHER_ERR_NULL` if any argument is NULL; no output is written
+ * then.
  */
 tether_status tether_batch_view(const struct tether_batch *batch, const struct tether_batch_entry **entries, size_t *count, const uint8_t **bytes, size_t *bytes_len);
+
+/**
+ * Lends one `tether_bytes` per entry, in entry order, until the batch's next
+ * `tether_client_poll_batch` or `tether_batch_free`: `*payloads` and `*count` (the entry
+ * count). In a batch from `tether_batch_new` they point into its buffer, in a lending batch
+ * to where the library received each payload; either way the same bytes as
+ * `tether_event_data`. Any thread, but not while another uses the batch. `TETHER_ERR_NULL`
+ * if any argument is NULL; no output is written then.
+ */
+tether_status tether_batch_payloads(const struct tether_batch *batch, const struct tether_bytes **payloads, size_t *count);
 
 /**
  * Frees a batch. NULL is fine; never twice.

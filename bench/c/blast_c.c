@@ -1,8 +1,9 @@
 /* The C API throughput client: reads the blaster's stream through tether_client_poll (one event
- * per call) or tether_client_poll_batch, timed from the first server message to the end marker.
+ * per call) or tether_client_poll_batch (a copying batch, or with "lent" a lending one), timed
+ * from the first server message to the end marker.
  * With "rtt COUNT" it instead times COUNT requests to the echo server, one at a time, from
  * tether_client_request to the RESPONSE taken with tether_client_poll.
- * Usage: blast_c URL COMPRESS(0|1) single|batch|rtt [COUNT] */
+ * Usage: blast_c URL COMPRESS(0|1) single|batch|lent|rtt [COUNT] */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,10 +91,11 @@ static int rtt(struct tether_client *c, int count) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s URL COMPRESS single|batch|rtt [COUNT]\n", argv[0]);
+        fprintf(stderr, "usage: %s URL COMPRESS single|batch|lent|rtt [COUNT]\n", argv[0]);
         return 2;
     }
-    int batch_mode = strcmp(argv[3], "batch") == 0;
+    int lent = strcmp(argv[3], "lent") == 0;
+    int batch_mode = lent || strcmp(argv[3], "batch") == 0;
     struct tether_config *cfg;
     check(tether_config_new(&cfg), "config");
     check(tether_config_set_url(cfg, argv[1]), "url");
@@ -114,7 +116,7 @@ int main(int argc, char **argv) {
     int done = 0;
     if (batch_mode) {
         struct tether_batch *b;
-        check(tether_batch_new(1024, &b), "batch");
+        check(lent ? tether_batch_new_lending(1024, &b) : tether_batch_new(1024, &b), "batch");
         while (!done) {
             size_t n;
             check(tether_client_poll_batch(c, -1, b, &n), "poll_batch");
@@ -122,9 +124,12 @@ int main(int argc, char **argv) {
             const uint8_t *bytes;
             size_t count, blen;
             check(tether_batch_view(b, &e, &count, &bytes, &blen), "view");
+            /* Both kinds of batch lend every payload here, so the reads below are the same. */
+            const tether_bytes *data;
+            check(tether_batch_payloads(b, &data, &count), "payloads");
             for (size_t i = 0; i < count && !done; i++) {
                 if (e[i].kind == TETHER_EVENT_DISCONNECTED) {
-                    fprintf(stderr, "disconnected: %.*s\n", (int)e[i].data_len, bytes + e[i].data_offset);
+                    fprintf(stderr, "disconnected: %.*s\n", (int)data[i].len, (const char *)data[i].ptr);
                     return 1;
                 }
                 if (e[i].kind != TETHER_EVENT_MESSAGE) continue;
@@ -132,7 +137,7 @@ int main(int argc, char **argv) {
                     csw0 = switches();
                     start = now();
                 }
-                sum += (unsigned long long)e[i].request_id ^ e[i].data_len;
+                sum += (unsigned long long)e[i].request_id ^ data[i].len;
                 if (e[i].command_len == 9 && memcmp(bytes + e[i].command_offset, "bench_end", 9) == 0)
                     done = 1;
                 else

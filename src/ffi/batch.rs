@@ -6,6 +6,10 @@
 //! are copied into the batch's buffer, each distinct command name once per batch; an entry
 //! refers to them by offset and length, so a binding can copy the whole buffer out once and
 //! slice it, and turn each command name into a string once per batch (keyed by its offset).
+//!
+//! A lending batch (`tether_batch_new_lending`) packs only the command names: each payload stays
+//! where the library received it and is lent by pointer (`tether_batch_payloads`) until the next
+//! call, so a C reader pays no copy. The events themselves are kept alive for that long.
 
 use crate::event::Event;
 use crate::queue::Batch;
@@ -55,6 +59,21 @@ pub struct tether_batch_entry {
     pub resume_outcome: u8,
 }
 
+/// `data_offset` of every entry of a lending batch: its payload is not in the batch buffer;
+/// `tether_batch_payloads` lends it.
+pub const TETHER_BATCH_DATA_LENT: u64 = u64::MAX;
+
+/// One payload a batch lends: `len` bytes at `ptr`. `ptr` is never NULL (with `len` 0 it
+/// addresses nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct tether_bytes {
+    /// First byte. Offset 0.
+    pub ptr: *const u8,
+    /// Number of bytes. Offset 8.
+    pub len: usize,
+}
+
 /// Most bytes one batch buffer holds: entries locate command names with `u32` offsets. An
 /// event is taken off the queue only if it fits, so packing cannot fail after the take.
 const MAX_BATCH_BYTES: usize = u32::MAX as usize;
@@ -81,20 +100,37 @@ fn max_batch_bytes() -> usize {
 /// with `tether_batch_free`. Not thread-safe: one batch per polling thread.
 pub struct tether_batch {
     max: usize,
+    /// Payloads stay in the events (kept in `events` until the next call) instead of `bytes`.
+    lends: bool,
     events: Vec<Event>,
     entries: Vec<tether_batch_entry>,
+    /// One per entry, into `bytes` or into the kept events.
+    payloads: Vec<tether_bytes>,
     bytes: Vec<u8>,
 }
 
 impl tether_batch {
+    fn new(max: usize, lends: bool) -> Self {
+        tether_batch {
+            max,
+            lends,
+            events: Vec::with_capacity(max.min(4096)),
+            entries: Vec::with_capacity(max.min(4096)),
+            payloads: Vec::with_capacity(max.min(4096)),
+            bytes: Vec::new(),
+        }
+    }
+
     fn clear(&mut self) {
         self.events.clear();
         self.entries.clear();
+        self.payloads.clear();
         self.bytes.clear();
     }
 
-    /// Copies the taken events into the buffer. The events were taken only while they fit in
-    /// `max_batch_bytes()`, so every offset fits its field.
+    /// Copies the taken events into the buffer (a lending batch: their command names only).
+    /// The events were taken only while they fit in `max_batch_bytes()`, so every offset fits
+    /// its field.
     fn pack(&mut self) {
         // (offset, length) of the names packed so far: a batch carries a few names many times.
         let mut names: Vec<(usize, usize)> = Vec::new();
@@ -114,8 +150,13 @@ impl tether_batch {
                     at as u32
                 }
             };
-            let data_offset = self.bytes.len() as u64;
-            self.bytes.extend_from_slice(ev.data());
+            let data_offset = if self.lends {
+                TETHER_BATCH_DATA_LENT
+            } else {
+                let at = self.bytes.len() as u64;
+                self.bytes.extend_from_slice(ev.data());
+                at
+            };
             let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let us = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
             self.entries.push(tether_batch_entry {
@@ -136,8 +177,24 @@ impl tether_batch {
                 resume_outcome: ev.resume_outcome().map_or(0, |o| o as u8),
             });
         }
-        // The payloads now live in `bytes`; release the received buffers at once.
-        self.events.clear();
+        // Pointers only now that `bytes` has stopped growing.
+        if self.lends {
+            let lent = self.events.iter().map(|ev| tether_bytes {
+                ptr: ev.data().as_ptr(),
+                len: ev.data().len(),
+            });
+            self.payloads.extend(lent);
+        } else {
+            let base = self.bytes.as_ptr();
+            let packed = self.entries.iter().map(|e| tether_bytes {
+                // SAFETY: every entry's payload lies inside `bytes`.
+                ptr: unsafe { base.add(e.data_offset as usize) },
+                len: e.data_len as usize,
+            });
+            self.payloads.extend(packed);
+            // The payloads now live in `bytes`; release the received buffers at once.
+            self.events.clear();
+        }
     }
 }
 
@@ -145,21 +202,33 @@ ffi_fn! {
     /// Creates a batch that holds up to `max_events` events (at least 1). `*out` receives a batch
     /// owned by the caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
     fn tether_batch_new(max_events: usize, out: *mut *mut tether_batch) -> tether_status {
-        if max_events == 0 {
-            return fail(Error::new(
-                Status::ErrInvalidArgument,
-                "max_events must be positive",
-            ));
-        }
-        status_of(out_arg(out, "out").map(|o| {
-            *o = Box::into_raw(Box::new(tether_batch {
-                max: max_events,
-                events: Vec::with_capacity(max_events.min(4096)),
-                entries: Vec::with_capacity(max_events.min(4096)),
-                bytes: Vec::new(),
-            }));
-        }))
+        new_batch(max_events, false, out)
     } ?= code
+}
+
+ffi_fn! {
+    /// Creates a batch like `tether_batch_new` that lends the payloads where the library
+    /// received them instead of copying them into its buffer: for readers that use each payload
+    /// in place, a copy saved per event. Each entry's `data_offset` is `TETHER_BATCH_DATA_LENT`
+    /// (only the command names are in the buffer); take the payloads from
+    /// `tether_batch_payloads`. Until its next `tether_client_poll_batch` or `tether_batch_free`
+    /// the batch keeps the taken events' memory alive. `*out` receives a batch owned by the
+    /// caller (free with `tether_batch_free`). `TETHER_ERR_INVALID_ARGUMENT` for 0.
+    fn tether_batch_new_lending(max_events: usize, out: *mut *mut tether_batch) -> tether_status {
+        new_batch(max_events, true, out)
+    } ?= code
+}
+
+fn new_batch(max_events: usize, lends: bool, out: *mut *mut tether_batch) -> tether_status {
+    if max_events == 0 {
+        return fail(Error::new(
+            Status::ErrInvalidArgument,
+            "max_events must be positive",
+        ));
+    }
+    status_of(out_arg(out, "out").map(|o| {
+        *o = Box::into_raw(Box::new(tether_batch::new(max_events, lends)));
+    }))
 }
 
 ffi_fn! {
@@ -187,8 +256,9 @@ ffi_fn! {
         b.clear();
         let (cap, mut used, mut refused) = (max_batch_bytes(), 0usize, 0usize);
         // Sizes only: this runs under the queue lock; the copying happens in `pack`.
+        let lends = b.lends;
         let fits = |ev: &Event| {
-            let n = ev.command().len() + ev.data().len();
+            let n = ev.command().len() + if lends { 0 } else { ev.data().len() };
             if n > cap - used {
                 refused = n;
                 return false;
@@ -227,9 +297,10 @@ ffi_fn! {
 
 ffi_fn! {
     /// Lends the batch's contents until its next `tether_client_poll_batch` or `tether_batch_free`:
-    /// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into.
-    /// Pointers are never NULL on success (they may address 0 items). `TETHER_ERR_NULL` if any
-    /// argument is NULL.
+    /// `*entries` and `*count` the entries, `*bytes` and `*bytes_len` the buffer they point into
+    /// (in a lending batch, the command names only). Pointers are never NULL on success (they
+    /// may address 0 items). `TETHER_ERR_NULL` if any argument is NULL; no output is written
+    /// then.
     fn tether_batch_view(
         batch: *const tether_batch,
         entries: *mut *const tether_batch_entry,
@@ -262,6 +333,32 @@ fn view(
     *outs.2 = b.bytes.as_ptr();
     *outs.3 = b.bytes.len();
     Ok(())
+}
+
+ffi_fn! {
+    /// Lends one `tether_bytes` per entry, in entry order, until the batch's next
+    /// `tether_client_poll_batch` or `tether_batch_free`: `*payloads` and `*count` (the entry
+    /// count). In a batch from `tether_batch_new` they point into its buffer, in a lending batch
+    /// to where the library received each payload; either way the same bytes as
+    /// `tether_event_data`. Any thread, but not while another uses the batch. `TETHER_ERR_NULL`
+    /// if any argument is NULL; no output is written then.
+    fn tether_batch_payloads(
+        batch: *const tether_batch,
+        payloads: *mut *const tether_bytes,
+        count: *mut usize,
+    ) -> tether_status {
+        // SAFETY: the caller passes a live batch or NULL.
+        let b = match unsafe { batch.as_ref() } {
+            Some(b) => b,
+            None => return fail(Error::new(Status::ErrNull, "batch is NULL")),
+        };
+        status_of(out_arg(payloads, "payloads").and_then(|p| {
+            let n = out_arg(count, "count")?;
+            *p = b.payloads.as_ptr();
+            *n = b.payloads.len();
+            Ok(())
+        }))
+    } ?= code
 }
 
 ffi_fn! {
@@ -371,6 +468,143 @@ mod tests {
             }
             tether_batch_free(b);
             tether_client_free(c);
+        }
+    }
+
+    /// Each entry's payload as `tether_batch_payloads` lends it.
+    unsafe fn payloads(b: *const tether_batch) -> Vec<Vec<u8>> {
+        let (mut p, mut n) = (std::ptr::null(), 0);
+        assert_eq!(tether_batch_payloads(b, &mut p, &mut n), TETHER_OK);
+        std::slice::from_raw_parts(p, n)
+            .iter()
+            .map(|x| {
+                assert!(!x.ptr.is_null());
+                std::slice::from_raw_parts(x.ptr, x.len).to_vec()
+            })
+            .collect()
+    }
+
+    fn distinct(id: i64, len: usize) -> Event {
+        let mut e = message(id, len);
+        e.data = bytes::Bytes::from(
+            (0..len)
+                .map(|i| (id as usize + i) as u8)
+                .collect::<Vec<_>>(),
+        );
+        e
+    }
+
+    /// A lending batch packs only the command names and lends the events' own payload bytes
+    /// (the pointers `tether_event_data` would give), while a copying batch's payloads point
+    /// into its buffer: both hand the same bytes to the reader.
+    #[test]
+    fn a_lending_batch_lends_the_payloads_in_place() {
+        let events = || {
+            let mut v: Vec<Event> = (1..=4).map(|i| distinct(i, 10 * i as usize)).collect();
+            v.push(Event::new(EventKind::Connecting));
+            v
+        };
+        let expected: Vec<Vec<u8>> = events().iter().map(|e| e.data().to_vec()).collect();
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            for lending in [false, true] {
+                let evs = events();
+                let origins: Vec<*const u8> = evs.iter().map(|e| e.data().as_ptr()).collect();
+                let c = client_with(evs);
+                let mut b = null_mut();
+                let new = if lending {
+                    tether_batch_new_lending
+                } else {
+                    tether_batch_new
+                };
+                assert_eq!(new(16, &mut b), TETHER_OK);
+                let mut n = 0;
+                assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+                assert_eq!(payloads(b), expected);
+                let (mut e, mut count, mut bytes, mut len) =
+                    (std::ptr::null(), 0, std::ptr::null(), 0);
+                assert_eq!(
+                    tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
+                    TETHER_OK
+                );
+                let e = std::slice::from_raw_parts(e, count);
+                let (mut p, mut pn) = (std::ptr::null(), 0);
+                assert_eq!(tether_batch_payloads(b, &mut p, &mut pn), TETHER_OK);
+                let p = std::slice::from_raw_parts(p, pn);
+                assert_eq!(pn, count);
+                for (i, (x, lent)) in e.iter().zip(p).enumerate() {
+                    assert_eq!(x.data_len as usize, lent.len);
+                    if lending {
+                        assert_eq!(x.data_offset, TETHER_BATCH_DATA_LENT);
+                        if lent.len > 0 {
+                            assert_eq!(lent.ptr, origins[i], "lent where it was received");
+                        }
+                    } else {
+                        assert_eq!(lent.ptr, bytes.add(x.data_offset as usize));
+                    }
+                }
+                // Lending: only the one command name (the events carry none but "").
+                let payload_bytes: usize = expected.iter().map(Vec::len).sum();
+                assert_eq!(len, if lending { 0 } else { payload_bytes });
+                // An empty poll empties the payloads as it does the entries.
+                assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_TIMEOUT);
+                assert!(payloads(b).is_empty());
+                tether_batch_free(b);
+                tether_client_free(c);
+            }
+        }
+    }
+
+    /// The 4 GiB limit counts what the buffer holds: a lending batch takes payloads however
+    /// large, since they stay where they are.
+    #[test]
+    fn a_lending_batch_counts_only_names_against_the_buffer_limit() {
+        TEST_MAX_BATCH_BYTES.with(|m| m.set(100));
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let c = client_with(vec![message(1, 400), message(2, 400), message(3, 400)]);
+            let mut b = null_mut();
+            assert_eq!(tether_batch_new_lending(16, &mut b), TETHER_OK);
+            let mut n = 0;
+            assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+            assert_eq!(n, 3);
+            assert_eq!(payloads(b), vec![vec![b'x'; 400]; 3]);
+            tether_batch_free(b);
+            tether_client_free(c);
+        }
+    }
+
+    /// Misuse of the payload view: NULL anywhere fails and writes nothing.
+    #[test]
+    fn batch_payloads_rejects_null_and_writes_nothing() {
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let mut b = null_mut();
+            assert_eq!(tether_batch_new_lending(1, &mut b), TETHER_OK);
+            let keep = 0x10 as *const tether_bytes;
+            let (mut p, mut n) = (keep, 7usize);
+            assert_eq!(
+                tether_batch_payloads(std::ptr::null(), &mut p, &mut n),
+                TETHER_ERR_NULL
+            );
+            assert_eq!(
+                tether_batch_payloads(b, null_mut(), &mut n),
+                TETHER_ERR_NULL
+            );
+            assert_eq!(
+                tether_batch_payloads(b, &mut p, null_mut()),
+                TETHER_ERR_NULL
+            );
+            assert_eq!((p, n), (keep, 7));
+            assert_eq!(tether_batch_payloads(b, &mut p, &mut n), TETHER_OK);
+            assert!(!p.is_null() && n == 0);
+            let mut none = 0x10 as *mut tether_batch;
+            assert_eq!(
+                tether_batch_new_lending(0, &mut none),
+                TETHER_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(none, 0x10 as *mut tether_batch);
+            tether_batch_free(b);
         }
     }
 

@@ -683,6 +683,23 @@ static void test_batch_misuse_keeps_outputs(void) {
     CHECK(e == e_keep && n == 7 && len == 7);
     CHECK_FAILS(tether_batch_view(b, NULL, &n, &bytes, &len), TETHER_ERR_NULL, "entries");
     CHECK(bytes == bytes_keep && n == 7 && len == 7);
+    /* The payload view of both kinds: NULL fails and writes nothing; empty is not NULL. */
+    tether_batch *lending = NULL;
+    CHECK_FAILS(tether_batch_new_lending(0, &lending), TETHER_ERR_INVALID_ARGUMENT, "max_events");
+    CHECK(lending == NULL);
+    CHECK_OK(tether_batch_new_lending(1, &lending));
+    const tether_bytes *data_keep = (const tether_bytes *)&backend, *data = data_keep;
+    CHECK_FAILS(tether_batch_payloads(lending, &data, NULL), TETHER_ERR_NULL, "count");
+    CHECK(data == data_keep);
+    CHECK_FAILS(tether_batch_payloads(lending, NULL, &n), TETHER_ERR_NULL, "payloads");
+    CHECK(n == 7);
+    CHECK_FAILS(tether_batch_payloads(NULL, &data, &n), TETHER_ERR_NULL, "batch");
+    CHECK(data == data_keep && n == 7);
+    CHECK_OK(tether_batch_payloads(lending, &data, &n));
+    CHECK(data != NULL && n == 0);
+    CHECK_OK(tether_batch_payloads(b, &data, &n));
+    CHECK(data != NULL && n == 0);
+    tether_batch_free(lending);
     /* A batch of capacity 1 still gets every event, one per call. */
     tether_client *c = th_client_from(th_config(&backend));
     CHECK_OK(tether_client_connect(c));
