@@ -5,7 +5,7 @@
 # Builds REV (release) in a git worktree under target/bench-compare/, then alternates the two
 # builds' clients against one server, so load from elsewhere on the machine hits both alike:
 #   - throughput on the realistic stream, plain and compressed: the Rust API, C poll, C batch;
-#   - request round trip through the C API;
+#   - request round trip through the C API (server and client pinned to different cores);
 #   - memory per connection (1000 compressed connections).
 # Prints each figure's median for both and the ratio new/old (throughput: higher is better;
 # round trip and memory: lower is better). Writes nothing else.
@@ -70,9 +70,17 @@ done
 echo "== round trip and memory, $ROUNDS rounds"
 ulimit -n 8192 2>/dev/null || true
 serve echo 0
+# The round trip with the server on core 0 and the client on core 1, as bench/run.sh's "split"
+# figure: unpinned, the placement the scheduler picks moves it by up to 8x.
+pin_rtt=()
+if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
+  pin_rtt=(taskset -c 1)
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
   for side in new old; do
-    record "c rtt" $side "$("$OUT/blast_c.$side" "http://127.0.0.1:$port" 0 rtt 5000)"
+    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c 0 "$SERVER_PID" >/dev/null
+    record "c rtt" $side "$("${pin_rtt[@]}" "$OUT/blast_c.$side" "http://127.0.0.1:$port" 0 rtt 5000)"
+    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c "0-$(($(nproc) - 1))" "$SERVER_PID" >/dev/null
     record "memory" $side "$(bench $side conns "http://127.0.0.1:$port" 1000 1 0)"
   done
 done

@@ -250,34 +250,62 @@ def throughput():
 
 # ---------------------------------------------------------------- 2. round trip
 
+RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
+               ("python", "tether Python binding (blocking request())")]
+# Where the server and the client ran (bench/run.sh pins them with taskset when it can).
+RTT_PLACEMENTS = [
+    ("split", "server on core 0, client on core 1"),
+    ("shared", "server and client on core 0"),
+    ("free", "unpinned"),
+]
+
+
+def rtt_target_placement(med):
+    """The placement the target is judged on: split (the server elsewhere, as in use) when
+    measured, else the unpinned figures."""
+    return "split" if ("floor", "split") in med else "free"
+
+
 def rtt():
     rtt = load_jsonl("rtt.jsonl")
-    RTT_CLIENTS = [("floor", "bare tokio-tungstenite client, same echo server"), ("c", "tether C API"),
-                   ("python", "tether Python binding (blocking request())")]
     lines = []
     w = lines.append
     w("## 2. Request round trip\n")
     w("Server: `tether-bench echo`, which answers each gomuks request on loopback with a `response` carrying "
       "its data. One request in flight at a time, uncompressed; median over the rounds of each round's p50 "
-      "and p99.\n")
-    w("| client | p50 µs | p99 µs | p50 ratio to bare |\n|---|---:|---:|---:|")
-    rtt_med = rtt_medians(rtt)
-    for c, cname in RTT_CLIENTS:
-        p50, p99 = rtt_med[c]
-        w(f"| {cname} | {p50:.1f} | {p99:.1f} | {p50 / rtt_med['floor'][0]:.2f}x |")
+      "and p99. On this VM, waking a thread on an idle core costs tens of µs, so where the scheduler puts "
+      "the threads decides the figure; each round therefore runs each client three ways: pinned with the "
+      "server on another core (the target's figure: a real server is never on the client's core), pinned "
+      "on the server's core (the library's own cost alone), and unpinned. Each ratio is to the bare client "
+      "placed the same way.\n")
+    w("| client | placement | p50 µs | p99 µs | p50 ratio to bare |\n|---|---|---:|---:|---:|")
+    med = rtt_medians(rtt)
+    for p, pname in RTT_PLACEMENTS:
+        if ("floor", p) not in med:
+            continue
+        for c, cname in RTT_CLIENTS:
+            if (c, p) not in med:
+                continue
+            p50, p99 = med[(c, p)]
+            w(f"| {cname} | {pname} | {p50:.1f} | {p99:.1f} | {p50 / med[('floor', p)][0]:.2f}x |")
     w("")
+    target = rtt_target_placement(med)
+    shown = [(c, cname) for c, cname in RTT_CLIENTS if (c, target) in med]
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    ys = range(len(RTT_CLIENTS))
-    ax.barh([y + 0.2 for y in ys], [rtt_med[c][0] for c, _ in RTT_CLIENTS], height=0.4, label="p50", color="#1f77b4")
-    ax.barh([y - 0.2 for y in ys], [rtt_med[c][1] for c, _ in RTT_CLIENTS], height=0.4, label="p99", color="#aec7e8")
-    for y, (c, _) in zip(ys, RTT_CLIENTS):
-        ax.text(rtt_med[c][0], y + 0.2, f" {rtt_med[c][0]:.0f} µs ({rtt_med[c][0] / rtt_med['floor'][0]:.1f}x)", va="center", fontsize=8)
-        ax.text(rtt_med[c][1], y - 0.2, f" {rtt_med[c][1]:.0f} µs", va="center", fontsize=8)
-    ax.set_yticks(list(ys), [c for c, _ in RTT_CLIENTS])
+    ys = range(len(shown))
+    p50s = [med[(c, target)][0] for c, _ in shown]
+    p99s = [med[(c, target)][1] for c, _ in shown]
+    floor = med[("floor", target)][0]
+    ax.barh([y + 0.2 for y in ys], p50s, height=0.4, label="p50", color="#1f77b4")
+    ax.barh([y - 0.2 for y in ys], p99s, height=0.4, label="p99", color="#aec7e8")
+    for y, a, b in zip(ys, p50s, p99s):
+        ax.text(a, y + 0.2, f" {a:.0f} µs ({a / floor:.1f}x)", va="center", fontsize=8)
+        ax.text(b, y - 0.2, f" {b:.0f} µs", va="center", fontsize=8)
+    ax.set_yticks(list(ys), [c for c, _ in shown])
     ax.set_xlabel("round trip, µs (lower is better)")
-    ax.set_xlim(0, max(v[1] for v in rtt_med.values()) * 1.3)
+    ax.set_xlim(0, max(p99s) * 1.3)
     ax.legend(loc="lower right")
-    ax.set_title("Request round trip on loopback (target: p50 ≤ 1.3x bare)")
+    ax.set_title(f"Request round trip on loopback, {dict(RTT_PLACEMENTS)[target]} (target: p50 ≤ 1.3x bare)")
     w(save_chart(fig, "rtt.png", "rtt"))
     return lines
 
@@ -367,11 +395,12 @@ def load_jsonl(name):
 
 
 def rtt_medians(rows):
-    """{client: (median p50, median p99)} over the rounds."""
+    """{(client, placement): (median p50, median p99)} over the rounds; rows from before the
+    placements were recorded ran unpinned."""
     out = {}
-    for c in sorted({r["client"] for r in rows}):
-        v = [r for r in rows if r["client"] == c]
-        out[c] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
+    for key in sorted({(r["client"], r.get("placement", "free")) for r in rows}):
+        v = [r for r in rows if (r["client"], r.get("placement", "free")) == key]
+        out[key] = (statistics.median(r["p50_us"] for r in v), statistics.median(r["p99_us"] for r in v))
     return out
 
 
@@ -383,10 +412,11 @@ def later_target_rows():
     """Target rows for sections 2-5, for those whose data exist."""
     rows = []
     med = rtt_medians(load_jsonl("rtt.jsonl"))
-    if "floor" in med and "c" in med:
-        r = med["c"][0] / med["floor"][0]
-        rows.append(f"{RTT_ROW} (C API; section 2) | {r:.2f}x ({med['c'][0]:.0f} / {med['floor'][0]:.0f} µs) | "
-                    f"{yes_no(r <= 1.3)} |")
+    p = rtt_target_placement(med)
+    if ("floor", p) in med and ("c", p) in med:
+        (c, _), (f, _) = med[("c", p)], med[("floor", p)]
+        rows.append(f"{RTT_ROW} (C API; section 2, {dict(RTT_PLACEMENTS)[p]}) | {c / f:.2f}x "
+                    f"({c:.0f} / {f:.0f} µs) | {yes_no(c / f <= 1.3)} |")
     conns = load_jsonl("conns.jsonl")
     if conns:
         m = {z: statistics.median(c["kib_per_conn"] for c in conns if c["compress"] == z) for z in (0, 1)}

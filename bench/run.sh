@@ -130,13 +130,34 @@ if want rtt; then
   echo "== round trip: $N_RTT requests, $ROUNDS rounds"
   RTT=$OUT/rtt.jsonl
   : > "$RTT"
+  # Where the scheduler puts the threads decides the figure on a VM, where waking a thread on an
+  # idle core costs tens of µs: unpinned, the bare client sometimes shares the server's core and
+  # takes 9 µs, sometimes not and takes 66 µs. So each round also runs pinned: "split" puts the
+  # server on core 0 and the client on core 1 (a server elsewhere, as in use), "shared" both on
+  # core 0 (the library's own cost alone). "free" is unpinned.
+  PLACEMENTS=(free)
+  if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
+    PLACEMENTS=(free split shared)
+  fi
+  ALL_CPUS=0-$(($(nproc) - 1))
   for ((r = 1; r <= ROUNDS; r++)); do
-    for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
-               "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
-      line=$(timeout 300 $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
-      echo "   $line"; echo "$line" >> "$RTT"
+    for placement in "${PLACEMENTS[@]}"; do
+      pin=()
+      case $placement in
+        free) [[ ${#PLACEMENTS[@]} == 1 ]] || taskset -a -p -c "$ALL_CPUS" "$BLASTER_PID" >/dev/null ;;
+        # New connection threads inherit the accept thread's affinity.
+        split) taskset -a -p -c 0 "$BLASTER_PID" >/dev/null; pin=(taskset -c 1) ;;
+        shared) taskset -a -p -c 0 "$BLASTER_PID" >/dev/null; pin=(taskset -c 0) ;;
+      esac
+      for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
+                 "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
+        line=$(timeout 300 "${pin[@]}" $cmd) || { echo "client failed: $cmd" >&2; exit 1; }
+        line=$(echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(placement=sys.argv[1], round=int(sys.argv[2])); print(json.dumps(d))' "$placement" "$r")
+        echo "   $line"; echo "$line" >> "$RTT"
+      done
     done
   done
+  [[ ${#PLACEMENTS[@]} == 1 ]] || taskset -a -p -c "$ALL_CPUS" "$BLASTER_PID" >/dev/null
 fi
 
 if want memory; then
