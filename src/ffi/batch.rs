@@ -319,9 +319,7 @@ fn view(
     bytes: *mut *const u8,
     bytes_len: *mut usize,
 ) -> Result<(), Error> {
-    // SAFETY: the caller passes a live batch or NULL.
-    let b =
-        unsafe { batch.as_ref() }.ok_or_else(|| Error::new(Status::ErrNull, "batch is NULL"))?;
+    let b = batch_ref(batch)?;
     let outs = (
         out_arg(entries, "entries")?,
         out_arg(count, "count")?,
@@ -347,18 +345,19 @@ ffi_fn! {
         payloads: *mut *const tether_bytes,
         count: *mut usize,
     ) -> tether_status {
-        // SAFETY: the caller passes a live batch or NULL.
-        let b = match unsafe { batch.as_ref() } {
-            Some(b) => b,
-            None => return fail(Error::new(Status::ErrNull, "batch is NULL")),
-        };
-        status_of(out_arg(payloads, "payloads").and_then(|p| {
-            let n = out_arg(count, "count")?;
-            *p = b.payloads.as_ptr();
-            *n = b.payloads.len();
+        status_of(batch_ref(batch).and_then(|b| {
+            let outs = (out_arg(payloads, "payloads")?, out_arg(count, "count")?);
+            *outs.0 = b.payloads.as_ptr();
+            *outs.1 = b.payloads.len();
             Ok(())
         }))
     } ?= code
+}
+
+/// The batch behind a caller's pointer, or `ErrNull`.
+fn batch_ref<'a>(batch: *const tether_batch) -> Result<&'a tether_batch, Error> {
+    // SAFETY: the caller passes a live batch or NULL.
+    unsafe { batch.as_ref() }.ok_or_else(|| Error::new(Status::ErrNull, "batch is NULL"))
 }
 
 ffi_fn! {
