@@ -371,8 +371,14 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
             .unwrap(),
         c.request("calculate_room_id", b"{}").unwrap(),
     ];
-    for id in ids {
-        let (ev, _) = response(&c, id).await;
+    // Each call runs on its own blocking thread, so the answers may come in any order.
+    let mut pending = ids.to_vec();
+    while !pending.is_empty() {
+        let (ev, _) = until(&c, |e| {
+            e.kind() == EventKind::Response && pending.contains(&e.request_id())
+        })
+        .await;
+        pending.retain(|&id| id != ev.request_id());
         assert_eq!(ev.status(), Status::ErrState);
         assert!(json(&ev).as_str().unwrap().contains("logged-in backend"));
     }

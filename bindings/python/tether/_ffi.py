@@ -131,11 +131,13 @@ _pp = POINTER(c_void_p)  # an out-pointer to a handle or to borrowed memory
 SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     # batch
     "tether_batch_new": (_status, [c_size_t, _pp]),
+    "tether_batch_new_lending": (_status, [c_size_t, _pp]),
     "tether_client_poll_batch": (_status, [_p, c_int32, _p, POINTER(c_size_t)]),
     "tether_batch_view": (
         _status,
         [_p, _pp, POINTER(c_size_t), _pp, POINTER(c_size_t)],
     ),
+    "tether_batch_payloads": (_status, [_p, _pp, POINTER(c_size_t)]),
     "tether_batch_free": (None, [_p]),
     # client
     "tether_client_new": (_status, [_p, _pp]),
