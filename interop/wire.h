@@ -64,7 +64,9 @@ static inline int w_readable(int fd, int ms) {
 static inline void w_write_all(int s, const void *buf, size_t n) {
     const char *p = (const char *)buf;
     while (n > 0) {
-        ssize_t w = write(s, p, n);
+        /* send, not write: a peer gone meanwhile is an error here, not a SIGPIPE that kills
+         * the test process (exit 141) before it can say what went wrong. */
+        ssize_t w = send(s, p, n, MSG_NOSIGNAL);
         if (w <= 0) th_fail(__FILE__, __LINE__, "write: %s", strerror(errno));
         p += w;
         n -= (size_t)w;
@@ -368,7 +370,8 @@ static inline void *w_relay_conn_main(void *arg) {
             const unsigned char *q = buf;
             size_t left = (size_t)n;
             while (left > 0) {
-                ssize_t w = write(to, q, left);
+                /* A cut shuts the other end down while this may be writing to it. */
+                ssize_t w = send(to, q, left, MSG_NOSIGNAL);
                 if (w <= 0) {
                     open = 0;
                     break;

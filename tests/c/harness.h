@@ -142,7 +142,7 @@ static inline int th_control(const th_backend *b, const char *method, const char
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n",
                      method, path);
-    CHECK(write(s, req, (size_t)n) == n);
+    CHECK(send(s, req, (size_t)n, MSG_NOSIGNAL) == n);
     char resp[65536];
     size_t len = 0;
     for (;;) {
