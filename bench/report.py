@@ -40,12 +40,15 @@ CLIENTS = [
     ("python-websockets-orjson", "Python websockets + zlib + orjson"),
     ("python-picows", "Python picows + zlib + json"),
     ("python-picows-orjson", "Python picows + zlib + orjson"),
+    ("python-bare", "bound: tether's C batch straight from ctypes, no Event objects, json"),
+    ("python-bare-orjson", "bound: tether's C batch straight from ctypes, no Event objects, orjson"),
     ("python-parse", "parse-only ceiling: json.loads over the same payloads, no socket"),
     ("python-parse-orjson", "parse-only ceiling: orjson.loads over the same payloads, no socket"),
     ("node-ws", "Node ws + zlib + JSON.parse"),
     ("go-coder", "Go coder/websocket + compress/flate + encoding/json"),
 ]
-TETHER_CLIENTS = ("rust", "c-single", "c-batch", "c-lent", "python-tether", "python-tether-orjson")
+TETHER_CLIENTS = ("rust", "c-single", "c-batch", "c-lent", "python-tether", "python-tether-orjson", "python-bare",
+                  "python-bare-orjson")
 SHAPES = [("realistic", "realistic (~440 B avg)"), ("1024", "1 KB"), ("10240", "10 KB")]
 
 # Section headings in page order, with the benchmark (BENCH_ONLY key) that produces each.
@@ -242,6 +245,13 @@ def throughput():
         every_stream_row(f"… on every stream of this section ({how})", c, peer, 1.0)
         target_row(f"Python binding ≥ 0.8x the parse-only ceiling ({how})", c, ceiling, 0.8)
         every_stream_row(f"… on every stream of this section ({how})", c, ceiling, 0.8)
+    # Not targets: what bounds the ceiling rows (bench/py/bare_batch.py, no Event objects).
+    for bare, ceiling, how in (("python-bare", "python-parse", "json"),
+                               ("python-bare-orjson", "python-parse-orjson", "orjson")):
+        rs = [ratio(z, bare, ceiling) for z in (0, 1)]
+        shown = " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
+        w(f"| (bound, not a target) the C batch from ctypes without Event objects vs the parse-only "
+          f"ceiling ({how}) | {shown} | — |")
     for row in later_target_rows():
         w(row)
     w("")

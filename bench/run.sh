@@ -106,6 +106,8 @@ want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BI
       run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z" orjson
       run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z"
       run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z" orjson
+      run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z"
+      run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z" orjson
       run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z"
       run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z" orjson
       if [[ $HAVE_NODE == 1 ]]; then run_client "$shape" "$z" "$r" node bench/node/client.js "$URL" "$z"; fi
