@@ -200,9 +200,13 @@ def throughput():
         x, y = med[("realistic", z, a)][0], med[("realistic", z, b)][0]
         return x / y if x and y else None
 
-    def target_row(name, a, b, want, key=lambda r, want: r >= want):
+    def both_ratios(a, b):
+        """a / b on the realistic stream, uncompressed and compressed, and as shown."""
         rs = [ratio(z, a, b) for z in (0, 1)]
-        shown = " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
+        return rs, " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
+
+    def target_row(name, a, b, want, key=lambda r, want: r >= want):
+        rs, shown = both_ratios(a, b)
         met = all(r is not None and key(r, want) for r in rs)
         w(f"| {name} | {shown} | {'yes' if met else '**no**'} |")
 
@@ -248,8 +252,7 @@ def throughput():
     # Not targets: what bounds the ceiling rows (bench/py/bare_batch.py, no Event objects).
     for bare, ceiling, how in (("python-bare", "python-parse", "json"),
                                ("python-bare-orjson", "python-parse-orjson", "orjson")):
-        rs = [ratio(z, bare, ceiling) for z in (0, 1)]
-        shown = " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
+        _, shown = both_ratios(bare, ceiling)
         w(f"| (bound, not a target) the C batch from ctypes without Event objects vs the parse-only "
           f"ceiling ({how}) | {shown} | — |")
     for row in later_target_rows():

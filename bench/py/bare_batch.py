@@ -18,10 +18,10 @@ from ctypes import byref, c_size_t, c_void_p
 
 from csw import switches
 
-from tether import _ffi
+from tether import EventKind, _ffi
 from tether._options import build_config
 
-MESSAGE = 4
+MESSAGE = int(EventKind.MESSAGE)
 ENTRY_SIZE = _ffi.BATCH_ENTRY.size
 
 
