@@ -399,8 +399,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// gomuks: talks to the backend bundled into this process instead of a websocket
-    /// ([`Transport::InProcess`]); no URL is needed then. `library` is the path of
+    /// gomuks: talks to the backend bundled into this process instead of a websocket; no URL
+    /// is needed then. `library` is the path of
     /// `libgomuksffi`, loaded when the client connects; `root` holds the backend's data.
     pub fn in_process(
         mut self,

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
@@ -22,7 +22,7 @@ use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy, Re
 use crate::session::transport::{self, ConnectError};
 use crate::stats::{self, Probe};
 use crate::status::{Error, Status};
-use codec::{parse_envelope, Inflater, Kind, LineSplitter};
+use codec::{parse_envelope, Decompressor, Kind};
 
 /// gomuks session state that outlives single connections: credentials and the resume point.
 pub(crate) struct Gomuks {
@@ -33,9 +33,8 @@ pub(crate) struct Gomuks {
     auth_disabled: bool,
     resume: Arc<SharedResume>,
     tracker: Tracker,
-    inflater: Option<Inflater>,
-    splitter: LineSplitter,
-    scratch: BytesMut,
+    /// Set for a compressed connection (spec §5), afresh for each.
+    decompressor: Option<Decompressor>,
     /// Attempts since the last successful upgrade: the gomuks web client refreshes its token
     /// before every retry but the first (spec §11.1).
     attempts_since_open: u32,
@@ -168,15 +167,13 @@ impl Gomuks {
             .map(|t| Instant::now() + renew_after(t.expose()));
         Ok(Gomuks {
             token: cfg.token.clone(),
-            splitter: LineSplitter::new(cfg.max_message_bytes),
             cfg,
             tls,
             http,
             auth_disabled: false,
             tracker: Tracker::new(resume.clone()),
             resume,
-            inflater: None,
-            scratch: BytesMut::new(),
+            decompressor: None,
             attempts_since_open: 0,
             reauthed: false,
             renew_at,
@@ -289,11 +286,10 @@ impl Gomuks {
     fn connection_opened(&mut self) {
         self.attempts_since_open = 0;
         self.reauthed = false;
-        self.inflater = self
+        self.decompressor = self
             .cfg
             .compression
-            .then(|| Inflater::new(self.cfg.max_message_bytes));
-        self.splitter = LineSplitter::new(self.cfg.max_message_bytes);
+            .then(|| Decompressor::new(self.cfg.max_message_bytes));
         self.tracker.connection_opened();
     }
 
@@ -444,7 +440,7 @@ impl Dialect for Gomuks {
     fn decode(&mut self, msg: Message, out: &mut dyn FnMut(Incoming)) -> Result<(), Error> {
         match msg {
             Message::Text(text) => {
-                if self.inflater.is_some() {
+                if self.decompressor.is_some() {
                     return Err(Error::new(
                         Status::ErrProtocol,
                         "text frame in compressed mode",
@@ -458,21 +454,17 @@ impl Dialect for Gomuks {
                 self.dispatch_line(b, out)
             }
             Message::Binary(data) => {
-                let Some(inf) = self.inflater.as_mut() else {
+                let Some(mut dec) = self.decompressor.take() else {
                     return Err(Error::new(
                         Status::ErrProtocol,
                         "binary frame in uncompressed mode",
                     ));
                 };
-                let mut buf = std::mem::take(&mut self.scratch);
-                buf.clear();
-                inf.inflate(&data, &mut buf)?;
-                let decoded = buf.split().freeze();
-                self.scratch = buf;
-                stats::add(&self.probe.counters.payload_bytes_in, decoded.len() as u64);
-                let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-                let r = splitter.feed(decoded, |line| self.dispatch_line(line, out));
-                self.splitter = splitter;
+                let r = dec.inflate(&data).and_then(|size| {
+                    stats::add(&self.probe.counters.payload_bytes_in, size as u64);
+                    dec.lines(|line| self.dispatch_line(line, out))
+                });
+                self.decompressor = Some(dec);
                 r
             }
             _ => Ok(()),
