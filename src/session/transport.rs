@@ -52,7 +52,7 @@ pub(crate) struct PayloadCopies {
 
 impl PayloadCopies {
     /// Bytes per chunk (a realistic gomuks event is about 440 bytes).
-    pub(crate) const CHUNK: usize = 16 * 1024;
+    const CHUNK: usize = 16 * 1024;
     /// Payloads longer than this are not copied.
     const MAX_COPIED: usize = Self::CHUNK / 4;
 
@@ -67,15 +67,6 @@ impl PayloadCopies {
             Message::Binary(b) if b.len() <= Self::MAX_COPIED => Message::Binary(self.copy(&b)),
             other => other,
         }
-    }
-
-    /// A copy of `src` that shares no memory with where it came from: in the current chunk
-    /// when it is small, in an allocation of its own otherwise.
-    pub(crate) fn copy_out(&mut self, src: &[u8]) -> Bytes {
-        if src.len() > Self::MAX_COPIED {
-            return Bytes::copy_from_slice(src);
-        }
-        self.copy(src)
     }
 
     fn copy(&mut self, src: &[u8]) -> Bytes {

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status as ZStatus};
@@ -13,7 +14,6 @@ use serde_json::value::RawValue;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::session::transport::PayloadCopies;
 use crate::status::{Error, Status};
 
 /// One raw-deflate stream for the lifetime of a connection (spec §5: never reset).
@@ -97,18 +97,20 @@ impl Inflater {
 /// into and the splitter that carries a partial line over to the next message.
 ///
 /// A decoded message of up to [`Decompressor::KEEP_DECODED`] bytes is handed over as it is:
-/// its lines are slices of it, and the buffer goes with them. A larger one has its lines copied
-/// out ([`PayloadCopies::copy_out`]) so the buffer stays ours and inflates the next message in
-/// place. Handing over messages of 160 KB (16 events of 10 KB) cost a fresh buffer per
-/// message, freed on the app's thread, and glibc gave that memory back to the kernel only to
-/// fault it in again: 8,000-23,000 page faults per 10,000 events for the batch consumers of the
-/// C API, against about 4,500 with the copy (bench/NOTES.md, "Compressed 10 KB events: page
-/// faults").
+/// its lines are slices of it, and the buffer goes with them. A larger one is copied into a
+/// buffer of the connection's [`MessagePool`], which gets it back when the app drops the last
+/// event of that message, so the inflate buffer stays ours and a stream of large messages
+/// cycles through the same memory. Handing each 160 KB message (16 events of 10 KB) over in a
+/// fresh buffer, freed on the app's thread, made glibc give that memory back to the kernel and
+/// fault it in again: 8,000-23,000 page faults per 10,000 events for the batch consumers of
+/// the C API (bench/NOTES.md, "Compressed 10 KB events: page faults").
 pub struct Decompressor {
     inflater: Inflater,
     splitter: LineSplitter,
     scratch: BytesMut,
-    copies: PayloadCopies,
+    pool: Arc<MessagePool>,
+    /// Messages of up to `KEEP_DECODED` since the last larger one.
+    small_run: u32,
 }
 
 impl Decompressor {
@@ -117,6 +119,9 @@ impl Decompressor {
     /// glibc's mmap and trim thresholds), and copying 1 KB events out of 17 KB messages cost
     /// a few per cent.
     const KEEP_DECODED: usize = 64 * 1024;
+    /// After this many smaller messages in a row a burst of large ones is over: the pool's
+    /// spare buffers are freed.
+    const BURST_OVER: u32 = 64;
 
     /// A fresh stream; `cap` bounds one decoded message and one carried partial line.
     pub fn new(cap: usize) -> Decompressor {
@@ -124,7 +129,8 @@ impl Decompressor {
             inflater: Inflater::new(cap),
             splitter: LineSplitter::new(cap),
             scratch: BytesMut::new(),
-            copies: PayloadCopies::default(),
+            pool: Arc::default(),
+            small_run: 0,
         }
     }
 
@@ -137,15 +143,102 @@ impl Decompressor {
     }
 
     /// Calls `f` with each complete line (without the `\n`) of the message just inflated.
-    pub fn lines(&mut self, mut f: impl FnMut(Bytes) -> Result<(), Error>) -> Result<(), Error> {
-        let size = self.scratch.len();
-        let decoded = self.scratch.split().freeze();
-        if size <= Self::KEEP_DECODED {
-            return self.splitter.feed(decoded, f);
+    pub fn lines(&mut self, f: impl FnMut(Bytes) -> Result<(), Error>) -> Result<(), Error> {
+        let decoded = if self.scratch.len() <= Self::KEEP_DECODED {
+            self.small_run = self.small_run.saturating_add(1);
+            if self.small_run == Self::BURST_OVER {
+                self.pool.clear();
+            }
+            self.scratch.split().freeze()
+        } else {
+            self.small_run = 0;
+            let copy = self.pool.copy(&self.scratch);
+            self.scratch.clear();
+            copy
+        };
+        self.splitter.feed(decoded, f)
+    }
+}
+
+/// Buffers for decoded large messages, each given back when the last slice of the message it
+/// holds is dropped. Spare buffers of up to [`MessagePool::SPARE_BYTES`] in all wait for the
+/// next large message: enough for the 16-32 messages of 160 KB that an app taking events in
+/// batches of 256-1,024 gives back at once, or two of the largest gomuks batches (about
+/// 256 KiB compressed, spec §5). Buffers beyond that are freed, and so are the spares once
+/// smaller messages follow (`Decompressor::BURST_OVER`) or the connection is gone.
+#[derive(Default)]
+pub struct MessagePool {
+    spare: Mutex<Spare>,
+}
+
+/// The buffers waiting in a [`MessagePool`] and their capacity in all.
+#[derive(Default)]
+struct Spare {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl MessagePool {
+    const SPARE_BYTES: usize = 4 << 20;
+
+    /// `src` in a buffer of the pool, as bytes that give the buffer back once dropped.
+    fn copy(self: &Arc<Self>, src: &[u8]) -> Bytes {
+        let mut bytes = {
+            let mut spare = self.lock();
+            let buffer = spare.buffers.pop().unwrap_or_default();
+            spare.bytes -= buffer.capacity();
+            buffer
+        };
+        bytes.clear();
+        bytes.extend_from_slice(src);
+        Bytes::from_owner(Pooled {
+            bytes,
+            pool: self.clone(),
+        })
+    }
+
+    /// Takes `buffer` back if the spares have room for it.
+    fn give(&self, buffer: Vec<u8>) {
+        let mut spare = self.lock();
+        if spare.bytes + buffer.capacity() <= Self::SPARE_BYTES {
+            spare.bytes += buffer.capacity();
+            spare.buffers.push(buffer);
         }
-        let copies = &mut self.copies;
-        self.splitter
-            .feed(decoded, |line| f(copies.copy_out(&line)))
+    }
+
+    /// Frees the spare buffers.
+    fn clear(&self) {
+        *self.lock() = Spare::default();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Spare> {
+        // A panic elsewhere cannot leave the list of spare buffers inconsistent.
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spare buffers waiting and their capacity in all (tests).
+    #[cfg(test)]
+    fn spares(&self) -> (usize, usize) {
+        let spare = self.lock();
+        (spare.buffers.len(), spare.bytes)
+    }
+}
+
+/// One decoded message in a buffer of a [`MessagePool`].
+struct Pooled {
+    bytes: Vec<u8>,
+    pool: Arc<MessagePool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -437,6 +530,68 @@ mod tests {
         assert!(held
             .iter()
             .all(|l| !buffer.contains(&(l.as_ptr() as usize))));
+    }
+
+    /// The pool: a large message's buffer comes back when the last of its lines is dropped,
+    /// the next large message is copied into that same buffer, spare buffers never add up to
+    /// more than `SPARE_BYTES`, and they are freed once smaller messages follow.
+    #[test]
+    fn large_message_buffers_come_back_when_their_last_line_is_dropped() {
+        fn feed(dec: &mut Decompressor, frame: &[u8]) -> Vec<Bytes> {
+            dec.inflate(frame).unwrap();
+            let mut lines = Vec::new();
+            dec.lines(|l| {
+                lines.push(l);
+                Ok(())
+            })
+            .unwrap();
+            lines
+        }
+        let text = event_lines(1, 600, 1000);
+        let size = text.len();
+        assert!(size > Decompressor::KEEP_DECODED);
+        let fit = MessagePool::SPARE_BYTES / size;
+        assert!((2..8).contains(&fit));
+        let frames = deflate_messages(&vec![&text[..]; fit + 2]);
+        let mut dec = Decompressor::new(1 << 20);
+        let first = feed(&mut dec, &frames[0]);
+        let at = first[0].as_ptr();
+        let last = first[599].clone();
+        drop(first);
+        assert_eq!(dec.pool.spares(), (0, 0), "one line still holds the buffer");
+        drop(last);
+        assert_eq!(dec.pool.spares(), (1, size));
+        let second = feed(&mut dec, &frames[1]);
+        assert_eq!(second[0].as_ptr(), at, "the same buffer again");
+        assert_eq!(dec.pool.spares(), (0, 0));
+        // More messages held at once than the spares take: all of them intact, and once they
+        // are dropped only what fits in SPARE_BYTES waits.
+        let mut held = vec![second];
+        for f in &frames[2..] {
+            held.push(feed(&mut dec, f));
+        }
+        assert!(held
+            .iter()
+            .all(|m| m.len() == 600 && m[5][..] == held[0][5][..]));
+        drop(held);
+        assert_eq!(dec.pool.spares(), (fit, fit * size));
+        // Once smaller messages follow, the burst is over and the spares are freed.
+        let small = event_lines(5000, 1, 100);
+        let frames = deflate_messages(&vec![&small[..]; Decompressor::BURST_OVER as usize]);
+        let mut dec2 = Decompressor::new(1 << 20);
+        std::mem::swap(&mut dec2.pool, &mut dec.pool);
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(dec2.pool.spares().0, fit, "after {i} small messages");
+            drop(feed(&mut dec2, f));
+        }
+        assert_eq!(dec2.pool.spares(), (0, 0));
+        // A message larger than all the spares may hold is freed, not kept.
+        let big = event_lines(1, 4200, 1000);
+        assert!(big.len() > MessagePool::SPARE_BYTES);
+        let frame = deflate_messages(&[&big]);
+        let mut dec = Decompressor::new(8 << 20);
+        drop(feed(&mut dec, &frame[0]));
+        assert_eq!(dec.pool.spares(), (0, 0));
     }
 
     /// A message up to `KEEP_DECODED` is handed over as it is: its lines are slices of it.
