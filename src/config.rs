@@ -400,8 +400,8 @@ impl ConfigBuilder {
     }
 
     /// gomuks: talks to the backend bundled into this process instead of a websocket; no URL
-    /// is needed then. `library` is the path of
-    /// `libgomuksffi`, loaded when the client connects; `root` holds the backend's data.
+    /// is needed then. `library` is the path of `libgomuksffi`, loaded when the client
+    /// connects; `root` holds the backend's data.
     pub fn in_process(
         mut self,
         library: impl Into<std::path::PathBuf>,

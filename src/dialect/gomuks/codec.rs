@@ -488,12 +488,24 @@ mod tests {
         text
     }
 
+    /// Inflates `frame` and returns its complete lines.
+    fn feed(dec: &mut Decompressor, frame: &[u8]) -> Vec<Bytes> {
+        dec.inflate(frame).unwrap();
+        let mut lines = Vec::new();
+        dec.lines(|l| {
+            lines.push(l);
+            Ok(())
+        })
+        .unwrap();
+        lines
+    }
+
     /// Spec §5 with messages larger than `KEEP_DECODED`: every line arrives whole (one is cut
     /// across two messages), the lines held from earlier messages keep their bytes, and none
     /// of them lies in the buffer, which inflates every message in the same place.
     #[test]
     fn spec5_large_messages_are_copied_out_and_the_buffer_reused() {
-        // Lines of 1 KB (copied into chunks) and of 6 KB (copied on their own).
+        // Lines of 1 KB and of 6 KB, in messages of 72-95 KB.
         let mut text = event_lines(1, 60, 1000);
         text.extend(event_lines(61, 20, 6000));
         text.extend(event_lines(81, 60, 1000));
@@ -537,16 +549,6 @@ mod tests {
     /// more than `SPARE_BYTES`, and they are freed once smaller messages follow.
     #[test]
     fn large_message_buffers_come_back_when_their_last_line_is_dropped() {
-        fn feed(dec: &mut Decompressor, frame: &[u8]) -> Vec<Bytes> {
-            dec.inflate(frame).unwrap();
-            let mut lines = Vec::new();
-            dec.lines(|l| {
-                lines.push(l);
-                Ok(())
-            })
-            .unwrap();
-            lines
-        }
         let text = event_lines(1, 600, 1000);
         let size = text.len();
         assert!(size > Decompressor::KEEP_DECODED);
@@ -600,14 +602,7 @@ mod tests {
         let text = event_lines(1, 5, 300);
         assert!(text.len() <= Decompressor::KEEP_DECODED);
         let frames = deflate_messages(&[&text]);
-        let mut dec = Decompressor::new(1 << 20);
-        dec.inflate(&frames[0]).unwrap();
-        let mut held: Vec<Bytes> = Vec::new();
-        dec.lines(|line| {
-            held.push(line);
-            Ok(())
-        })
-        .unwrap();
+        let held = feed(&mut Decompressor::new(1 << 20), &frames[0]);
         assert_eq!(held.len(), 5);
         // Back to back in the decoded message, one newline apart.
         for w in held.windows(2) {
