@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Paired rounds for the "at least as fast as" comparisons of section 1, which five-round medians
+# cannot decide on this machine (single rounds of one client spread by up to 2x):
+#   bench/pairs.sh [ROUNDS]      (ROUNDS default 21; about 5 s per round over the six streams)
+# Each round runs both clients of a pair back to back against the same blaster, swapping their
+# order every other round: the lending batch against C poll, and the Python binding against
+# picows (both with orjson). Prints, per stream, the median of the per-round ratios, their
+# interquartile range, and in how many rounds the first client was at least as fast.
+# Uses what bench/run.sh built (target/release, bench/out/blast_c, bench/.venv): run that first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-21}
+PY=bench/.venv/bin/python
+OUT=bench/out/pairs.jsonl
+[[ -x bench/out/blast_c && -x $PY ]] || { echo "run bench/run.sh first" >&2; exit 1; }
+: > "$OUT"
+BLASTER_PID=
+cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
+for spec in "realistic 50000" "1024 50000" "10240 10000"; do
+  set -- $spec; shape=$1; n=$2
+  for z in 0 1; do
+    echo "== $shape events, compress=$z, $ROUNDS rounds"
+    rm -f bench/out/pairs-blaster.out
+    target/release/tether-bench blaster 0 "$shape" "$n" "$z" 16 > bench/out/pairs-blaster.out &
+    BLASTER_PID=$!
+    until port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' bench/out/pairs-blaster.out 2>/dev/null); do
+      kill -0 "$BLASTER_PID"; sleep 0.2
+    done
+    URL=http://127.0.0.1:$port
+    for ((r = 1; r <= ROUNDS; r++)); do
+      clients=("bench/out/blast_c $URL $z lent" "bench/out/blast_c $URL $z single"
+               "$PY bench/py/tether_client.py $URL $z orjson" "$PY bench/py/picows_client.py $URL $z orjson")
+      if ((r % 2 == 0)); then clients=("${clients[1]}" "${clients[0]}" "${clients[3]}" "${clients[2]}"); fi
+      for c in "${clients[@]}"; do
+        line=$(timeout 300 $c) || { echo "client failed: $c" >&2; exit 1; }
+        echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(shape=sys.argv[1], compress=int(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(d))' "$shape" "$z" "$r" >> "$OUT"
+      done
+    done
+    kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+  done
+done
+
+$PY - "$OUT" <<'EOF'
+import json, statistics, sys
+by = {}
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    by.setdefault((d["shape"], d["compress"], d["round"]), {})[d["client"]] = d["eps"]
+for a, b in (("c-lent", "c-single"), ("python-tether-orjson", "python-picows-orjson")):
+    print(f"\n{a} / {b} (events/s, per-round ratio)")
+    print("| stream | median | IQR | rounds >= 1 |\n|---|---:|---:|---:|")
+    for shape in ("realistic", "1024", "10240"):
+        for z in (0, 1):
+            r = [v[a] / v[b] for (s, c, _), v in sorted(by.items()) if s == shape and c == z]
+            q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+            name = f"{shape if shape == 'realistic' else str(int(shape) // 1024) + ' KB'}, {'compressed' if z else 'uncompressed'}"
+            print(f"| {name} | {statistics.median(r):.3f}x | {q[0]:.3f}-{q[2]:.3f} | {sum(x >= 1 for x in r)}/{len(r)} |")
+EOF
