@@ -526,6 +526,47 @@ async fn connect_once_free(root: &Root) {
     }
 }
 
+/// §12.3: the callbacks carry no context, and gomuks's event goroutine may still send an event
+/// after `GomuksDestroy` returned. One that arrives while the next client's backend starts is
+/// not that backend's: the next client sees exactly its own start events, in order.
+#[tokio::test]
+async fn spec12_3_a_late_event_of_the_previous_backend_is_not_the_next_ones() {
+    let _turn = serial().await;
+    let first_root = Root::new().with("fake_late_event_ms", "150");
+    let first = started(&first_root, |b| b).await;
+    close_and_drain(&first).await;
+    // The late event comes 150 ms after the first backend stopped, while this start sleeps.
+    let root = Root::new().with("fake_start_delay_ms", "600");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        let c = Client::new(config(&root, |b| b));
+        match c.connect() {
+            Ok(()) => break c,
+            Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (_, before) = until_kind(&c, EventKind::Connected).await;
+    assert_eq!(kinds(&before), ["Connecting::0"]);
+    let ev = next(&c).await;
+    assert_eq!(
+        (ev.kind(), ev.command()),
+        (EventKind::Message, "client_state")
+    );
+    assert_eq!(
+        json(&ev)["is_logged_in"],
+        true,
+        "the late event of the first backend"
+    );
+    assert_eq!(next(&c).await.command(), "sync_status");
+    let id = c.request("echo", b"{}").unwrap();
+    let (_, between) = response(&c, id).await;
+    assert!(between.is_empty(), "{:?}", kinds(&between));
+    close_and_drain(&c).await;
+}
+
 /// Dropping a client without close stops its backend too: the root is free afterwards.
 #[tokio::test]
 async fn drop_without_close_stops_the_backend() {

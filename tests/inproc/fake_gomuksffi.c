@@ -87,6 +87,11 @@
  *   EventCallback runs after it returns), wakes sleeping "sleep" commands, and invalidates
  *   the handle at once. Memory is freed when the last call still running on the handle
  *   returns. Destroying a handle whose start failed or never ran is fine.
+ *   Except: if the handle started and <root>/fake_late_event_ms holds an integer N > 0, a
+ *   detached thread calls the handle's EventCallback once more N ms after GomuksDestroy
+ *   returned: cb("client_state", 0, {"is_logged_in":false,"is_verified":false,"late":true}).
+ *   The real library can do that: its event goroutine may still send one event after
+ *   GomuksDestroy, through the context-free callback that the next backend's client shares.
  *
  * GomuksFreeBuffer(buf) = free(buf.base).
  */
@@ -648,6 +653,20 @@ EXPORT int GomuksStart(GomuksHandle h, EventCallback cb) {
     return 0;
 }
 
+typedef struct {
+    EventCallback cb;
+    uint64_t ms;
+} late_event;
+
+static void *late_event_main(void *arg) {
+    late_event le = *(late_event *)arg;
+    free(arg);
+    sleep_ms(le.ms);
+    static const char json[] = "{\"is_logged_in\":false,\"is_verified\":false,\"late\":true}";
+    le.cb("client_state", 0, owned_copy(json, strlen(json)));
+    return NULL;
+}
+
 EXPORT void GomuksDestroy(GomuksHandle h) {
     pthread_mutex_lock(&g_mu);
     fake *f = find_locked("GomuksDestroy", h);
@@ -664,6 +683,16 @@ EXPORT void GomuksDestroy(GomuksHandle h) {
     int have_thread = f->have_thread;
     pthread_mutex_unlock(&g_mu);
     if (have_thread) pthread_join(f->thread, NULL);
+    long long late = have_thread ? control_file(f, "fake_late_event_ms") : 0;
+    if (late > 0) {
+        late_event *le = xmalloc(sizeof *le);
+        le->cb = f->cb;
+        le->ms = (uint64_t)late;
+        pthread_t t;
+        int rc = pthread_create(&t, NULL, late_event_main, le);
+        if (rc != 0) die("GomuksDestroy: pthread_create: %s", strerror(rc));
+        pthread_detach(t);
+    }
     release(f);
 }
 

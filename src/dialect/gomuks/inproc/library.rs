@@ -12,6 +12,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
 
 use bytes::Bytes;
 use once_cell::sync::Lazy;
@@ -291,15 +292,39 @@ fn json_or_string(data: Bytes) -> Bytes {
 }
 
 /// Where the one running backend's events go; `None` while none runs.
-static SINK: Mutex<Option<(Sink, &'static Api)>> = Mutex::new(None);
+static SINK: Mutex<Option<Registered>> = Mutex::new(None);
+
+/// The running backend's sink.
+struct Registered {
+    sink: Sink,
+    api: &'static Api,
+    /// The thread running `GomuksStart`, until the backend's own start events are in (it sends
+    /// them on that thread before it starts any other: `client_state`, then `sync_status`).
+    /// A callback from another thread meanwhile is a late one of the backend stopped before:
+    /// gomuks's event goroutine may still send an event after `GomuksDestroy` returned, and
+    /// the callbacks carry nothing that says which backend they come from (§12.3).
+    starting_on: Option<ThreadId>,
+}
 
 /// Whether the running backend's latest `client_state` said it is logged in.
 static LOGGED_IN: AtomicBool = AtomicBool::new(false);
 
-/// Installs (or with `None`, removes) the sink of the process's running backend.
+/// Installs (or with `None`, removes) the sink of the process's running backend. Installed
+/// on the thread that is about to call `GomuksStart`, which then calls [`started`].
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
     LOGGED_IN.store(false, Ordering::Release);
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|(sink, api)| Registered {
+        sink,
+        api,
+        starting_on: Some(std::thread::current().id()),
+    });
+}
+
+/// `GomuksStart` returned: every thread's callbacks are the running backend's from now on.
+pub(super) fn started() {
+    if let Some(r) = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        r.starting_on = None;
+    }
 }
 
 /// Whether the running backend is logged in, as its latest `client_state` event said (the
@@ -322,8 +347,8 @@ fn note_client_state(data: &[u8]) {
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
     let guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((sink, api)) = guard.as_ref() {
-        f(sink, api);
+    if let Some(r) = guard.as_ref() {
+        f(&r.sink, r.api);
     }
 }
 
@@ -331,8 +356,8 @@ fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
 /// among the known names, and hands both to the session. Never blocks, never unwinds.
 unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, data: Owned) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((sink, api)) = guard.as_ref() else {
+        let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = guard.as_mut() else {
             // No backend is registered (an event after close): nobody wants it.
             if !data.base.is_null() {
                 // SAFETY: the FFI's malloc'd buffer (§12.1), ours to free.
@@ -341,17 +366,31 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
             return;
         };
         // Owned before anything else can fail, so it is freed whatever happens next.
-        let data = json_or_string(api.take(data));
+        let data = r.api.take(data);
         let name = if command.is_null() {
             std::borrow::Cow::Borrowed("")
         } else {
             // SAFETY: a static NUL-terminated string from the FFI.
             String::from_utf8_lossy(unsafe { CStr::from_ptr(command) }.to_bytes())
         };
+        if let Some(starting) = r.starting_on {
+            if starting != std::thread::current().id() {
+                tracing::debug!(
+                    command = %name,
+                    "an event of the previous in-process backend arrived while the next one \
+                     started; dropped"
+                );
+                return;
+            }
+            if name == "sync_status" {
+                r.starting_on = None;
+            }
+        }
+        let data = json_or_string(data);
         if name == "client_state" {
             note_client_state(&data);
         }
-        sink.send(Incoming::Event {
+        r.sink.send(Incoming::Event {
             command: command_name(&name),
             id: request_id,
             data,

@@ -244,6 +244,7 @@ impl Local for InProcess {
         *slot = Some(h);
         // Held across the start: no call may reach the FFI before it returned.
         let code = self.api.start(h);
+        library::started();
         drop(slot);
         let status = match code {
             0 => return Ok(()),
