@@ -506,24 +506,27 @@ async fn close_during_a_slow_start_is_prompt() {
     connect_once_free(&root).await;
 }
 
-/// Connects a new client on `root` as soon as the previous one's backend has stopped (that
-/// stop runs in the background), then closes it.
-async fn connect_once_free(root: &Root) {
+/// A new client on `root`, connecting as soon as the previous backend has stopped (that stop
+/// runs in the background).
+async fn connect_when_free(root: &Root) -> Client {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let again = Client::new(config(root, |b| b));
-        match again.connect() {
-            Ok(()) => {
-                until_kind(&again, EventKind::Connected).await;
-                close_and_drain(&again).await;
-                return;
-            }
+        let c = Client::new(config(root, |b| b));
+        match c.connect() {
+            Ok(()) => return c,
             Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// Connects a new client on `root` once the previous backend has stopped, then closes it.
+async fn connect_once_free(root: &Root) {
+    let again = connect_when_free(root).await;
+    until_kind(&again, EventKind::Connected).await;
+    close_and_drain(&again).await;
 }
 
 /// §12.3: the callbacks carry no context, and gomuks's event goroutine may still send an event
@@ -537,17 +540,7 @@ async fn spec12_3_a_late_event_of_the_previous_backend_is_not_the_next_ones() {
     close_and_drain(&first).await;
     // The late event comes 150 ms after the first backend stopped, while this start sleeps.
     let root = Root::new().with("fake_start_delay_ms", "600");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let c = loop {
-        let c = Client::new(config(&root, |b| b));
-        match c.connect() {
-            Ok(()) => break c,
-            Err(e) if e.status() == Status::ErrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let c = connect_when_free(&root).await;
     let (_, before) = until_kind(&c, EventKind::Connected).await;
     assert_eq!(kinds(&before), ["Connecting::0"]);
     let ev = next(&c).await;
