@@ -11,38 +11,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-21}
 PY=bench/.venv/bin/python
-OUT=bench/out/pairs.jsonl
+RES=bench/out/pairs.jsonl
 [[ -x bench/out/blast_c && -x $PY ]] || { echo "run bench/run.sh first" >&2; exit 1; }
-: > "$OUT"
-BLASTER_PID=
-cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
-trap cleanup EXIT
+: > "$RES"
+# start_server, stop_server, run_client.
+source bench/lib.sh
 
 for spec in "realistic 50000" "1024 50000" "10240 10000"; do
   set -- $spec; shape=$1; n=$2
   for z in 0 1; do
     echo "== $shape events, compress=$z, $ROUNDS rounds"
-    rm -f bench/out/pairs-blaster.out
-    target/release/tether-bench blaster 0 "$shape" "$n" "$z" 16 > bench/out/pairs-blaster.out &
-    BLASTER_PID=$!
-    until port=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' bench/out/pairs-blaster.out 2>/dev/null); do
-      kill -0 "$BLASTER_PID"; sleep 0.2
-    done
+    start_server bench/out/pairs-blaster.out blaster 0 "$shape" "$n" "$z" 16
     URL=http://127.0.0.1:$port
     for ((r = 1; r <= ROUNDS; r++)); do
       clients=("bench/out/blast_c $URL $z lent" "bench/out/blast_c $URL $z single"
                "$PY bench/py/tether_client.py $URL $z orjson" "$PY bench/py/picows_client.py $URL $z orjson")
       if ((r % 2 == 0)); then clients=("${clients[1]}" "${clients[0]}" "${clients[3]}" "${clients[2]}"); fi
       for c in "${clients[@]}"; do
-        line=$(timeout 300 $c) || { echo "client failed: $c" >&2; exit 1; }
-        echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(shape=sys.argv[1], compress=int(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(d))' "$shape" "$z" "$r" >> "$OUT"
+        run_client "$shape" "$z" "$r" $c
       done
     done
-    kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+    stop_server
   done
 done
 
-$PY - "$OUT" <<'EOF'
+$PY - "$RES" <<'EOF'
 import json, statistics, sys
 by = {}
 for line in open(sys.argv[1]):

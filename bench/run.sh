@@ -59,32 +59,8 @@ else
   ROUNDS=5; N_SMALL=50000; N_BIG=10000
 fi
 RES=$OUT/throughput.jsonl
-BLASTER_PID=
-cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
-trap cleanup EXIT
-
-# Starts a server (a tether-bench one unless the first argument is a path) in the background and
-# sets BLASTER_PID and port from the JSON line it prints once listening ("port", or tether-backend's
-# "address"); the file is removed first, so an old one is never read.
-start_server() {
-  local out=$1; shift
-  rm -f "$out"
-  if [[ $1 == */* ]]; then "$@" > "$out" & else target/release/tether-bench "$@" > "$out" & fi
-  BLASTER_PID=$!
-  until port=$($PY -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d.get("port") or d["address"].rsplit(":",1)[1])' "$out" 2>/dev/null); do
-    kill -0 "$BLASTER_PID" || { echo "server failed: $*" >&2; exit 1; }
-    sleep 0.2
-  done
-}
-
-# One client run: adds the scenario to the client's JSON line; a failing client fails the run.
-run_client() {
-  local shape=$1 z=$2 round=$3; shift 3
-  local line
-  line=$(timeout 300 "$@") || { echo "client failed: $*" >&2; exit 1; }
-  echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(shape=sys.argv[1], compress=int(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(d))' "$shape" "$z" "$round" >> "$RES"
-  echo "   $line"
-}
+# start_server, stop_server, run_client.
+source bench/lib.sh
 
 want throughput && : > "$RES"
 want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
@@ -113,7 +89,7 @@ want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BI
       if [[ $HAVE_NODE == 1 ]]; then run_client "$shape" "$z" "$r" node bench/node/client.js "$URL" "$z"; fi
       if [[ $HAVE_GO == 1 ]]; then run_client "$shape" "$z" "$r" "$OUT/go-client" "$URL" "$z"; fi
     done
-    kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+    stop_server
   done
 done
 
@@ -176,7 +152,7 @@ if want memory; then
   echo "   $line"; echo "$line" > "$OUT/idle.json"
 fi
 if want rtt || want memory; then
-  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+  stop_server
 fi
 
 if want resume; then
@@ -198,7 +174,7 @@ if want resume; then
 print("   {}, backoff min {} ms: cut -> first replayed event p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms ({} replayed ids checked)".format(d["client"], d["backoff_min_ms"], p(.5), p(.99), v[-1], d["replayed_checked"]))'
     done
   done
-  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+  stop_server
 fi
 
 if want store; then
@@ -210,7 +186,7 @@ if want store; then
   echo "== store: 100 rooms, $S_BURST live messages, $S_ROUNDS rounds"
   start_server "$OUT/backend.out" target/release/tether-backend --listen 127.0.0.1:0 --conn-queue-limit 0 --buffer-size 200000
   timeout 600 target/release/tether-bench-store "http://127.0.0.1:$port" 100 20 "$S_BURST" "$S_ROUNDS" | tee "$OUT/store.jsonl"
-  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+  stop_server
 fi
 
 if want bandwidth; then

@@ -1,0 +1,35 @@
+# Shared by bench/run.sh and bench/pairs.sh (sourced from the repository root, with PY set to the
+# bench venv's python): the background server and the client runs that record JSON lines.
+
+BLASTER_PID=
+cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
+# Starts a server (a tether-bench one unless the first argument is a path) in the background and
+# sets BLASTER_PID and port from the JSON line it prints once listening ("port", or tether-backend's
+# "address"); the file is removed first, so an old one is never read.
+start_server() {
+  local out=$1; shift
+  rm -f "$out"
+  if [[ $1 == */* ]]; then "$@" > "$out" & else target/release/tether-bench "$@" > "$out" & fi
+  BLASTER_PID=$!
+  until port=$($PY -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d.get("port") or d["address"].rsplit(":",1)[1])' "$out" 2>/dev/null); do
+    kill -0 "$BLASTER_PID" || { echo "server failed: $*" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
+# Stops the server start_server started.
+stop_server() {
+  kill "$BLASTER_PID"; wait "$BLASTER_PID" 2>/dev/null || true; BLASTER_PID=
+}
+
+# One client run: adds the scenario to the client's JSON line, appended to $RES; a failing client
+# fails the run.
+run_client() {
+  local shape=$1 z=$2 round=$3; shift 3
+  local line
+  line=$(timeout 300 "$@") || { echo "client failed: $*" >&2; exit 1; }
+  echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(shape=sys.argv[1], compress=int(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(d))' "$shape" "$z" "$round" >> "$RES"
+  echo "   $line"
+}
