@@ -32,19 +32,9 @@ for side in new old; do
 done
 bench() { local side=$1; shift; if [[ $side == new ]]; then "$ROOT/target/release/tether-bench" "$@"; else "$OLD/target/release/tether-bench" "$@"; fi; }
 
-SERVER_PID=
-cleanup() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true; }
-trap cleanup EXIT
-serve() {
-  rm -f "$OUT/server.out"
-  "$ROOT/target/release/tether-bench" "$@" > "$OUT/server.out" &
-  SERVER_PID=$!
-  until port=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["port"])' "$OUT/server.out" 2>/dev/null); do
-    kill -0 "$SERVER_PID"
-    sleep 0.1
-  done
-}
-stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+# start_server and stop_server (the venv is not needed here: any python3 reads the port).
+PY=python3
+source bench/lib.sh
 
 RES=$OUT/results.jsonl
 : > "$RES"
@@ -56,7 +46,7 @@ record() {
 
 for z in 0 1; do
   echo "== throughput, realistic, compress=$z, $ROUNDS rounds"
-  serve blaster 0 realistic 50000 "$z" 16
+  start_server "$OUT/server.out" blaster 0 realistic 50000 "$z" 16
   for ((r = 1; r <= ROUNDS; r++)); do
     for side in new old; do
       record "rust z=$z" $side "$(bench $side rust "http://127.0.0.1:$port" "$z")"
@@ -64,12 +54,12 @@ for z in 0 1; do
       record "c batch z=$z" $side "$("$OUT/blast_c.$side" "http://127.0.0.1:$port" "$z" batch)"
     done
   done
-  stop
+  stop_server
 done
 
 echo "== round trip and memory, $ROUNDS rounds"
 ulimit -n 8192 2>/dev/null || true
-serve echo 0
+start_server "$OUT/server.out" echo 0
 # The round trip with the server on core 0 and the client on core 1, as bench/run.sh's "split"
 # figure: unpinned, the placement the scheduler picks moves it by up to 8x.
 pin_rtt=()
@@ -78,13 +68,13 @@ if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null && taskset -c 
 fi
 for ((r = 1; r <= ROUNDS; r++)); do
   for side in new old; do
-    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c 0 "$SERVER_PID" >/dev/null
+    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c 0 "$BLASTER_PID" >/dev/null
     record "c rtt" $side "$("${pin_rtt[@]}" "$OUT/blast_c.$side" "http://127.0.0.1:$port" 0 rtt 5000)"
-    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c "0-$(($(nproc) - 1))" "$SERVER_PID" >/dev/null
+    [[ ${#pin_rtt[@]} == 0 ]] || taskset -a -p -c "0-$(($(nproc) - 1))" "$BLASTER_PID" >/dev/null
     record "memory" $side "$(bench $side conns "http://127.0.0.1:$port" 1000 1 0)"
   done
 done
-stop
+stop_server
 
 python3 - "$RES" "$REV" <<'PY'
 import json, statistics, sys

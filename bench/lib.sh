@@ -1,5 +1,5 @@
-# Shared by bench/run.sh and bench/pairs.sh (sourced from the repository root, with PY set to the
-# bench venv's python): the background server and the client runs that record JSON lines.
+# Shared by bench/run.sh, bench/pairs.sh and bench/compare.sh, sourced from the repository root
+# with PY set: the background server and the client runs that record JSON lines.
 
 BLASTER_PID=
 cleanup() { [[ -n $BLASTER_PID ]] && kill "$BLASTER_PID" 2>/dev/null || true; }
