@@ -255,7 +255,7 @@ def _signals_held() -> Iterator[None]:
     library is delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of
     the batch, which the library has already handed over. Each such handler is swapped for
     one that only notes the signal, and the noted signals are handled right after, in order,
-    by the app's handlers. Masking the signal instead does not work: the kernel hands a
+    by the app's handlers (see _restore_signals). Masking the signal instead does not work: the kernel hands a
     process signal to another thread, and Python still runs the handler on the main thread.
     Which signals have handlers is looked up again every 50 ms and when ``events()`` starts,
     so a handler set within 50 ms inside a loop may still interrupt a batch. Other threads
@@ -276,11 +276,31 @@ def _signals_held() -> Iterator[None]:
                 _sig.signal(n, lambda signum, frame: noted.append(signum))
         yield
     finally:
-        for n, h in saved.items():
-            _sig.signal(n, h)
-        frame = sys._getframe()
-        for n in noted:
+        _restore_signals(saved, noted)
+
+
+def _restore_signals(saved: Dict[int, Any], noted: List[int]) -> None:
+    """Puts every saved handler back, then runs the app's handler of each noted signal, in
+    order; the first exception a handler raised propagates once all of that is done. A signal
+    that arrives once its own handler is back runs that handler between two of these steps:
+    should it raise (Ctrl-C), stopping there would leave the signals after it with the noting
+    stand-in for good, since the next batch saves whatever handler it finds."""
+    first: Optional[BaseException] = None
+    for n, h in saved.items():
+        while True:
+            try:
+                _sig.signal(n, h)
+                break
+            except BaseException as e:  # a restored handler raised: restore on, raise later
+                first = first or e
+    frame = sys._getframe()
+    for n in noted:
+        try:
             saved[n](n, frame)
+        except BaseException as e:
+            first = first or e
+    if first is not None:
+        raise first
 
 
 def _timeout_ms(seconds: float) -> int:
@@ -528,7 +548,8 @@ class _SyncCore(CoreBase):
                 finally:
                     with cond:
                         self.reader_holds = False
-                    self.release_token(by_reader=True)
+                    self.token.release()
+                    self.token_released(by_reader=True)
         finally:
             # Normally delivery has ended here (CLOSED was taken); after an unexpected error
             # this ends it, so no thread waits for events that nobody would deliver.
@@ -560,8 +581,8 @@ class _SyncCore(CoreBase):
         self.cond.notify_all()
         self.reader_cond.notify_all()
 
-    def release_token(self, by_reader: bool = False) -> None:
-        self.token.release()
+    def token_released(self, by_reader: bool = False) -> None:
+        """Right after the token was released: lets whoever waits for it go on."""
         with self.cond:
             if not by_reader:
                 # The grace period runs from the end of this thread's wait, not its start: a
@@ -651,7 +672,11 @@ class _SyncCore(CoreBase):
                 if not self.ended:
                     self.take(left)
             finally:
-                self.release_token()
+                # Released here, before any call: a signal handler that raises (Ctrl-C) runs
+                # at the entry of the next Python function, and raised there it would leave
+                # the token held for good, every later wait on this client stuck.
+                self.token.release()
+                self.token_released()
 
     def wait_done(self, p: "PendingRequest", timeout: Optional[float]) -> bool:
         """Waits up to ``timeout`` seconds for ``p``'s reply."""
