@@ -19,16 +19,17 @@ import kotlinx.coroutines.flow.flow
  *
  * Locks: [gate] counts the calls inside the native client, so that the free waits for them
  * (the C API forbids racing it) while a call that comes after the free was asked for fails at
- * once instead of waiting; [lock] guards the request book, the event queue and the flags. No
- * user code runs while either is held.
+ * once instead of waiting; [lock] guards the request book, the event queue, the media
+ * transfers' streams and the flags. No user code runs while either is held.
  */
 internal class ClientState(private val client: Pointer, private val capacity: Int) : Reaper.Releasable {
     private val gate = UseGate()
     private val lock = Object()
     private val pending = HashMap<Long, CompletableDeferred<Event>>()
-    private val queue = ArrayDeque<Event>()
-    // Wakes collectors; closed at the end so that every collector, not just one, sees it.
-    private val wake = Channel<Unit>(Channel.CONFLATED)
+    // The PROGRESS and CHUNK events of the media transfers in flight, by request id.
+    private val streams = HashMap<Long, Buffer>()
+    // The app's events.
+    private val queue = Buffer(capacity)
     private var closing = false
     private var ended = false
     // The last stats of the native client, read just before it is freed.
@@ -57,40 +58,96 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         }
     }
 
-    private fun deliver(ev: Event) {
-        if (ev.kind == EventKind.RESPONSE) {
-            // No waiter: the request was cancelled or the client is being freed; the reply is
-            // not kept, so nothing accumulates per request.
-            val waiter = synchronized(lock) { pending.remove(ev.requestId) }
-            waiter?.complete(ev)
-            return
-        }
-        // The store's subscribers first, then the app's events like a MESSAGE: a RESPONSE that
-        // follows (a store action's) completes after every subscriber has the change set.
-        if (ev.kind == EventKind.STORE) storeHub?.publish(ev.text)
-        var interrupted = false
-        synchronized(lock) {
-            // Blocking here is the backpressure: the library's queue fills behind us and it
-            // stops reading the socket. A graceful close lifts the bound so that CLOSED can
-            // come through; free() ends the wait so that tether_client_free never waits on us.
-            while (!ended && !closing && queue.size >= capacity) {
+    /**
+     * A bounded FIFO from the dispatcher to one consumer, under [lock]: the app's events, or
+     * the reports of one media transfer. [put] blocks the dispatcher while it is full, which
+     * is the backpressure: the library's queue fills behind it and it stops reading.
+     */
+    private inner class Buffer(private val bound: Int) {
+        val items = ArrayDeque<Event>()
+        // Wakes the consumer; closed at the end so that every consumer, not just one, sees it.
+        val wake = Channel<Unit>(Channel.CONFLATED)
+        // No more items will come (a transfer that was answered or stopped); under [lock].
+        var done = false
+
+        /**
+         * With [lock] held: appends [ev], waiting while full. A graceful close lifts the bound
+         * so that CLOSED can come through; the client's end (free() or CLOSED) and [done] end
+         * the wait, so that tether_client_free never waits on us. False if [ev] was dropped.
+         */
+        fun put(ev: Event): Boolean {
+            var interrupted = false
+            while (!ended && !done && !closing && items.size >= bound) {
                 try {
                     lock.wait()
                 } catch (e: InterruptedException) {
                     interrupted = true
                 }
             }
-            if (ended) return
-            queue.addLast(ev)
-            if (ev.kind == EventKind.CLOSED) ended = true
+            if (interrupted) Thread.currentThread().interrupt()
+            if (ended || done) return false
+            items.addLast(ev)
+            return true
         }
-        if (interrupted) Thread.currentThread().interrupt()
-        wake.trySend(Unit)
+
+        /** The next item, suspending for it; null once [done] or the client ended, and drained. */
+        suspend fun take(): Event? {
+            while (true) {
+                var finished = false
+                val ev = synchronized(lock) {
+                    items.removeFirstOrNull().also {
+                        if (it != null) lock.notifyAll() else finished = done || ended
+                    }
+                }
+                when {
+                    ev != null -> return ev
+                    finished -> return null
+                    // Closed means finished: the next round drains what is left, then stops.
+                    else -> wake.receiveCatching()
+                }
+            }
+        }
+    }
+
+    private fun deliver(ev: Event) {
+        when (ev.kind) {
+            EventKind.RESPONSE -> {
+                // No waiter: the request was cancelled or the client is being freed; the reply
+                // is not kept, so nothing accumulates per request.
+                val waiter = unbook(ev.requestId)
+                waiter?.complete(ev)
+                return
+            }
+            EventKind.PROGRESS, EventKind.CHUNK -> {
+                // A media transfer's reports go to its caller, never to the app's events. None
+                // without a stream: the transfer was stopped (or is not ours); the library
+                // sends none after the RESPONSE.
+                val stream = synchronized(lock) { streams[ev.requestId]?.takeIf { it.put(ev) } }
+                stream?.wake?.trySend(Unit)
+                return
+            }
+            else -> {}
+        }
+        // The store's subscribers first, then the app's events like a MESSAGE: a RESPONSE that
+        // follows (a store action's) completes after every subscriber has the change set.
+        if (ev.kind == EventKind.STORE) storeHub?.publish(ev.text)
+        val queued = synchronized(lock) {
+            queue.put(ev).also { if (it && ev.kind == EventKind.CLOSED) ended = true }
+        }
+        if (!queued) return
+        queue.wake.trySend(Unit)
         if (ev.kind == EventKind.CLOSED) {
-            wake.close()
+            wakeAll()
             storeHub?.close()
             closed.complete(Unit)
         }
+    }
+
+    /** Once ended: lets every consumer (the events' collectors, the transfers) see it. */
+    private fun wakeAll() {
+        val wakes = synchronized(lock) { streams.values.map { it.wake } }
+        queue.wake.close()
+        for (w in wakes) w.close()
     }
 
     private fun end() {
@@ -98,26 +155,13 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             ended = true
             lock.notifyAll()
         }
-        wake.close()
+        wakeAll()
         storeHub?.close()
     }
 
     /** The events in order; ends after CLOSED, or once the client is freed and the rest read. */
     fun events(): Flow<Event> = flow {
-        while (true) {
-            var done = false
-            val ev = synchronized(lock) {
-                queue.removeFirstOrNull().also {
-                    if (it != null) lock.notifyAll() else done = ended
-                }
-            }
-            when {
-                ev != null -> emit(ev)
-                done -> return@flow
-                // Closed means ended: the next round drains what is left, then stops.
-                else -> wake.receiveCatching()
-            }
-        }
+        while (true) emit(queue.take() ?: return@flow)
     }
 
     /** The native client's stats; after the free, the ones it had last, as CLOSED. */
@@ -125,7 +169,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         callOrNull { c -> TetherStats.read(c, queuedEvents()) } ?: finalStats ?: EMPTY_STATS
 
     /** Events waiting for a collector (never more than the capacity unless closing). */
-    fun queuedEvents(): Int = synchronized(lock) { queue.size }
+    fun queuedEvents(): Int = synchronized(lock) { queue.items.size }
+
+    /** Reports waiting for the callers of media transfers, all transfers together. */
+    fun queuedReports(): Int = synchronized(lock) { streams.values.sumOf { it.items.size } }
 
     /** Requests waiting for their reply. */
     fun pendingRequests(): Int = synchronized(lock) { pending.size }
@@ -143,20 +190,13 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * the native call, so the reply cannot be delivered before its waiter is known.
      */
     fun request(command: String, data: ByteArray, timeoutMs: Int?, waiter: CompletableDeferred<Event>): Long =
-        call { c ->
-            val out = LongByReference()
+        book(waiter, null) { c, out ->
             val n = TetherNative
-            synchronized(lock) {
-                check(
-                    if (timeoutMs == null) {
-                        n.tether_client_request(c, n.cstr(command), data, data.size.toLong(), out)
-                    } else {
-                        n.tether_client_request_with_timeout(c, n.cstr(command), data, data.size.toLong(), timeoutMs, out)
-                    },
-                )
-                pending[out.value] = waiter
+            if (timeoutMs == null) {
+                n.tether_client_request(c, n.cstr(command), data, data.size.toLong(), out)
+            } else {
+                n.tether_client_request_with_timeout(c, n.cstr(command), data, data.size.toLong(), timeoutMs, out)
             }
-            out.value
         }
 
     /**
@@ -165,17 +205,74 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * means nothing was sent and nothing is booked.
      */
     fun storeRequest(waiter: CompletableDeferred<Event>, start: (LongByReference) -> Int): Long =
-        call { _ ->
-            val out = LongByReference()
-            synchronized(lock) {
-                check(start(out))
-                if (out.value != 0L) pending[out.value] = waiter
+        book(waiter, null) { _, out -> start(out) }
+
+    /**
+     * Sends with [start] (a native call that writes the request id) and books [waiter], and
+     * [stream] for a media transfer, under that id; under [lock], so that the dispatcher
+     * finds them for the first report and the reply. Returns the id (0: nothing booked).
+     */
+    private fun book(
+        waiter: CompletableDeferred<Event>,
+        stream: Buffer?,
+        start: (Pointer, LongByReference) -> Int,
+    ): Long = call { c ->
+        val out = LongByReference()
+        synchronized(lock) {
+            check(start(c, out))
+            if (out.value != 0L) {
+                pending[out.value] = waiter
+                if (stream != null) streams[out.value] = stream
             }
-            out.value
         }
+        out.value
+    }
+
+    /**
+     * A media transfer: sends it with [start] (`tether_client_upload_media` or `_download_media`),
+     * hands each of its PROGRESS or CHUNK events to [each], in order, on the caller's
+     * coroutine, and returns the reply's text (or throws its error). At most
+     * [TRANSFER_CAPACITY] reports wait for [each]; past that the dispatcher waits (the
+     * events' backpressure). Anything thrown meanwhile (by [each], a cancellation) cancels the
+     * request, keeps nothing of it and propagates.
+     */
+    suspend fun transfer(start: (Pointer, LongByReference) -> Int, each: suspend (Event) -> Unit): String {
+        val waiter = CompletableDeferred<Event>()
+        val stream = Buffer(TRANSFER_CAPACITY)
+        val id = book(waiter, stream, start)
+        try {
+            while (true) each(stream.take() ?: break)
+        } catch (e: Throwable) {
+            cancelRequest(id)
+            throw e
+        }
+        return awaitReply(id, waiter)
+    }
+
+    /**
+     * Unbooks request [id]; returns its waiter (null if none). Its stream, if any, is
+     * finished: the dispatcher stops waiting on it and drops its later reports.
+     */
+    private fun unbook(id: Long): CompletableDeferred<Event>? {
+        val (waiter, stream) = synchronized(lock) {
+            val st = streams.remove(id)?.also {
+                it.done = true
+                lock.notifyAll()
+            }
+            pending.remove(id) to st
+        }
+        // Outside the lock: closing may resume the consumer at once (Dispatchers.Unconfined).
+        stream?.wake?.close()
+        return waiter
+    }
 
     /** Forgets request [id]; true if it was still waiting (so the server should be told). */
-    fun forget(id: Long): Boolean = synchronized(lock) { pending.remove(id) != null }
+    fun forget(id: Long): Boolean = unbook(id) != null
+
+    /** Forgets request [id] and, if it was still waiting, tells the library to cancel it. */
+    private fun cancelRequest(id: Long) {
+        if (forget(id)) callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+    }
 
     /**
      * Waits for the reply to request [id] booked with [waiter] and returns its text (or throws
@@ -185,7 +282,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         val ev = try {
             waiter.await()
         } catch (e: CancellationException) {
-            if (forget(id)) callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+            cancelRequest(id)
             throw e
         }
         return replyText(ev)
@@ -244,7 +341,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         gate.drain()
         snapshotStats(client)
         TetherNative.tether_client_free(client)
-        val waiters = synchronized(lock) { pending.values.toList().also { pending.clear() } }
+        val waiters = synchronized(lock) {
+            streams.clear()
+            pending.values.toList().also { pending.clear() }
+        }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
         closed.complete(Unit)
     }
@@ -255,6 +355,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         )
 
         private val INSIDE_CALLBACK = ThreadLocal<Boolean>()
+
+        /**
+         * How many reports (upload progress, download chunks of up to 64 KiB with gomuks) of one
+         * media transfer wait for its caller before the dispatcher waits.
+         */
+        const val TRANSFER_CAPACITY = 8
 
         private val CLOSERS = Executors.newCachedThreadPool { r ->
             Thread(r, "tether-close").apply { isDaemon = true }

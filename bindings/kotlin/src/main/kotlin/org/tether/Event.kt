@@ -88,6 +88,8 @@ class Event internal constructor(
     val resumeAttempted: Boolean,
     /** RESUMED: whether the resume succeeded or the server's state was reset; null otherwise. */
     val resumeOutcome: ResumeOutcome? = null,
+    /** PROGRESS: how much of the upload is done, as the backend reports it; -1 otherwise. */
+    internal val progress: Double = -1.0,
 ) {
     /** The payload as UTF-8 text. */
     val text: String get() = data.toString(Charsets.UTF_8)
@@ -126,6 +128,7 @@ class Event internal constructor(
                 serverTimeMs = n.tether_event_server_time_ms(ev),
                 resumeAttempted = n.tether_event_resume_attempted(ev).toInt() != 0,
                 resumeOutcome = ResumeOutcome.of(n.tether_event_resume_outcome(ev)),
+                progress = n.tether_event_progress(ev),
             )
         }
     }

@@ -66,6 +66,8 @@ internal object TetherNative {
     @JvmStatic external fun tether_client_connect(c: Pointer): Int
     @JvmStatic external fun tether_client_request(c: Pointer, command: ByteArray, data: ByteArray?, len: Long, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_client_request_with_timeout(c: Pointer, command: ByteArray, data: ByteArray?, len: Long, timeoutMs: Int, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_client_upload_media(c: Pointer, params: ByteArray, paramsLen: Long, bytes: ByteArray?, bytesLen: Long, timeoutMs: Int, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_client_download_media(c: Pointer, params: ByteArray, paramsLen: Long, timeoutMs: Int, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_client_cancel(c: Pointer, requestId: Long): Int
     @JvmStatic external fun tether_client_send_packet(c: Pointer, bytes: ByteArray, len: Long): Int
     @JvmStatic external fun tether_client_set_event_callback(c: Pointer, cb: EventCallback, ctx: Pointer?, destroy: DestroyCallback): Int
@@ -94,6 +96,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_event_resume_attempted(ev: Pointer): Byte
     @JvmStatic external fun tether_event_attempt(ev: Pointer): Int
     @JvmStatic external fun tether_event_resume_outcome(ev: Pointer): Int
+    @JvmStatic external fun tether_event_progress(ev: Pointer): Double
 
     @JvmStatic external fun tether_store_new(c: Pointer, optionsJson: ByteArray?, out: PointerByReference): Int
     @JvmStatic external fun tether_store_free(s: Pointer?)

@@ -385,6 +385,36 @@ internal object Json {
         else -> throw IllegalArgumentException("no JSON for ${v::class.java.name}")
     }
 
+    /**
+     * The keys of the JSON object [text], its top level only; null when [text] is not an
+     * object. Not a validator: the library checks the JSON itself.
+     */
+    fun objectKeys(text: String): Set<String>? {
+        val t = text.trim()
+        if (t.length < 2 || t[0] != '{' || t[t.length - 1] != '}') return null
+        val keys = HashSet<String>()
+        var depth = 0
+        var expectKey = false
+        var i = 0
+        while (i < t.length) {
+            when (t[i]) {
+                '{', '[' -> expectKey = ++depth == 1
+                '}', ']' -> depth--
+                ',' -> expectKey = depth == 1
+                '"' -> {
+                    var end = i + 1
+                    while (end < t.length && t[end] != '"') end += if (t[end] == '\\') 2 else 1
+                    if (end >= t.length) return null
+                    if (expectKey) keys.add(TetherClient.jsonString(t.substring(i, end + 1)))
+                    expectKey = false
+                    i = end
+                }
+            }
+            i++
+        }
+        return keys
+    }
+
     fun quote(s: String): String {
         val out = StringBuilder(s.length + 2).append('"')
         for (ch in s) {

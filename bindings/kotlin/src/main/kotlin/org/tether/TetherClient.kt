@@ -13,7 +13,8 @@ import kotlinx.coroutines.withTimeoutOrNull
  * A connection to one backend, kept alive and resumed across drops by the native library.
  *
  * Server events arrive on [events] (collect it once, on a coroutine of its own). Replies to
- * [request] are routed to the caller instead. The library's callbacks run on one daemon
+ * [request] are routed to the caller instead, and so are the progress reports and chunks of
+ * in-process media transfers ([uploadMedia], [downloadMedia]). The library's callbacks run on one daemon
  * dispatcher thread per client and only copy events out. [close] frees everything; a client
  * that becomes unreachable without being closed is freed by a background reaper thread.
  *
@@ -99,12 +100,86 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * cancels the request on the server and keeps nothing of it.
      */
     suspend fun request(command: String, data: String = "{}", timeoutMs: Int? = null): String {
-        if (timeoutMs != null && timeoutMs <= 0) {
-            throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "timeoutMs must be positive")
-        }
+        checkTimeout(timeoutMs)
         val waiter = CompletableDeferred<Event>()
         val id = core.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
         return core.awaitReply(id, waiter)
+    }
+
+    /**
+     * In-process ([TetherOptions.inProcess]): uploads media with gomuks's `upload_media` and
+     * suspends until the backend's reply; returns it, the `m.room.message` content to send
+     * (JSON: `msgtype`, `url`, `info`, ...).
+     *
+     * What to upload is exactly one of [bytes] (copied before the upload starts; an empty
+     * array is an empty file) and [path], a file the backend reads, which is set as the
+     * `"path"` of [params] (or give `"path"` in [params] yourself). [params] is the command's
+     * other JSON (`filename`, `encrypt`, `voice_message`, resize options, ...). [timeoutMs]
+     * overrides [TetherOptions.requestTimeoutMs] and covers the whole upload.
+     *
+     * [onProgress] gets each progress report in order, as the backend reports it (gomuks
+     * v0.2607.0: a fraction from 0 to 1), on the calling coroutine; none of them reaches
+     * [events]. While it runs, at most a few reports wait, then the dispatcher (and with it
+     * [events] and every reply of this client) waits for it: keep it short, and do not wait
+     * for another request of this client inside it.
+     *
+     * Anything [onProgress] throws, and cancelling the coroutine, cancels the upload and
+     * propagates (the backend's call itself cannot be stopped; its result is dropped).
+     *
+     * @throws UnsupportedException a websocket client (use the backend's HTTP upload).
+     * @throws InvalidArgumentException both or neither of [bytes] and a path, [params] not a
+     *   JSON object, or [timeoutMs] not positive.
+     * @throws RemoteException the backend failed the upload (its message, e.g. a missing
+     *   file); also what [request] throws ([RequestTimeoutException], [ClientClosedException], ...).
+     */
+    suspend fun uploadMedia(
+        params: String = "{}",
+        bytes: ByteArray? = null,
+        path: String? = null,
+        timeoutMs: Int? = null,
+        onProgress: suspend (Double) -> Unit = {},
+    ): String {
+        val ms = Media.timeoutArg(timeoutMs)
+        val p = Media.uploadParams(params, bytes, path)
+        // NULL means "the params' path", so an empty upload still passes an array (length 0).
+        val body = bytes?.let { if (it.isEmpty()) ByteArray(1) else it }
+        val len = bytes?.size?.toLong() ?: 0L
+        return core.transfer({ c, out ->
+            TetherNative.tether_client_upload_media(c, p, p.size.toLong(), body, len, ms, out)
+        }) { onProgress(it.progress) }
+    }
+
+    /**
+     * In-process ([TetherOptions.inProcess]): downloads media with gomuks's `download_media`,
+     * handing the file's bytes to [onChunk] in order as they arrive, and suspends until the
+     * backend's reply; returns it, the cached file's row and path (JSON).
+     *
+     * [params] is the command's JSON (`{"mxc": "mxc://…", "encrypted": …}`) or an `mxc://`
+     * URI alone. Chunks come for uncached, unencrypted media (up to 64 KiB each with gomuks);
+     * otherwise read the file at the reply's path. [timeoutMs] overrides
+     * [TetherOptions.requestTimeoutMs] and covers the whole download.
+     *
+     * [onChunk] runs on the calling coroutine, one chunk at a time (each array is the
+     * caller's to keep); none of them reaches [events]. It applies backpressure: while it
+     * runs, at most a few chunks wait, then the dispatcher waits for it (so [events] and
+     * every reply of this client wait too): do not wait for another request of this client
+     * inside it.
+     *
+     * Anything [onChunk] throws, and cancelling the coroutine, cancels the download and
+     * propagates (later chunks are dropped; the backend's call itself cannot be stopped).
+     *
+     * @throws UnsupportedException a websocket client; or, as the reply, a backend library
+     *   without streaming download (gomuks v0.2607.0).
+     * @throws InvalidArgumentException [timeoutMs] not positive, or [params] not JSON.
+     * @throws RemoteException the backend failed the download (its message, e.g. an invalid
+     *   mxc URI); also what [request] throws ([RequestTimeoutException], [ClientClosedException], ...).
+     */
+    suspend fun downloadMedia(params: String, timeoutMs: Int? = null, onChunk: suspend (ByteArray) -> Unit): String {
+        val ms = Media.timeoutArg(timeoutMs)
+        val p = Media.downloadParams(params)
+        return core.transfer({ c, out ->
+            TetherNative.tether_client_download_media(c, p, p.size.toLong(), ms, out)
+        }) { onChunk(it.data) }
     }
 
     /**
@@ -226,6 +301,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
 
     /** Events buffered for the collector; for tests of the bound. */
     internal fun queuedEvents(): Int = core.queuedEvents()
+
+    /** Media transfer reports waiting for their callers; for tests of the bound. */
+    internal fun queuedReports(): Int = core.queuedReports()
 
     /** Requests booked and waiting for a reply; for tests that nothing is left behind. */
     internal fun pendingRequests(): Int = core.pendingRequests()
