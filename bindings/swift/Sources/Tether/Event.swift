@@ -36,9 +36,11 @@ public enum EventKind: UInt32, Sendable {
     /// after a 401, or a new login); read it with `TetherClient.authToken()` and persist it.
     /// Carries no secret. The first token of a password login is not announced.
     case tokenRenewed
-    /// In-process: progress of a media upload (the data is the percentage as JSON).
+    /// In-process: progress of a media upload (`progress`; the data is the same number as
+    /// JSON). `TetherClient.uploadMedia` consumes these, so `events` never carries one.
     case progress
     /// In-process: the next bytes of a streamed media download (the data).
+    /// `TetherClient.downloadMedia` consumes these, so `events` never carries one.
     case chunk
     /// The client's `Store` (`TetherOptions.store`) applied an event or the answer to a store
     /// action: the data is the JSON change set (`gen`, `cause`, what changed; `StoreChange`
@@ -91,6 +93,9 @@ public struct Event: Sendable {
     public let attempt: UInt32
     /// RESUMED: whether the resume succeeded or the server's state was reset; nil otherwise.
     public let resumeOutcome: ResumeOutcome?
+    /// PROGRESS: how much of the upload is done, as the backend reports it (gomuks v0.2607.0:
+    /// a fraction from 0 to 1); nil otherwise.
+    public let progress: Double?
 
     /// `nil` for a kind this wrapper does not know (a newer library), which is skipped rather
     /// than passed on as something it is not.
@@ -117,6 +122,7 @@ public struct Event: Sendable {
         resumeAttempted = tether_event_resume_attempted(ev)
         attempt = tether_event_attempt(ev)
         resumeOutcome = ResumeOutcome(rawValue: tether_event_resume_outcome(ev))
+        progress = kind == .progress ? tether_event_progress(ev) : nil
     }
 }
 

@@ -51,13 +51,15 @@ final class EventBuffer: @unchecked Sendable {
 
     private var count: Int { items.count - head }
 
-    /// Called on the library's dispatcher thread; waits while the buffer is full.
-    func push(_ ev: Event) {
+    /// Called on the library's dispatcher thread; waits while the buffer is full. False if
+    /// the buffer was finished, so the event was dropped.
+    @discardableResult
+    func push(_ ev: Event) -> Bool {
         cond.lock()
         while true {
             if finished {
                 cond.unlock()
-                return
+                return false
             }
             // Checked again after every wait: a reader that drained the buffer while this
             // thread waited is now a waiter, and must get this event, not the one after it.
@@ -65,12 +67,12 @@ final class EventBuffer: @unchecked Sendable {
                 let w = waiters.removeFirst()
                 cond.unlock()
                 w.cont.resume(returning: ev)
-                return
+                return true
             }
             if count < capacity || unbounded {
                 items.append(ev)
                 cond.unlock()
-                return
+                return true
             }
             cond.wait()
         }

@@ -6,8 +6,9 @@ import Foundation
 /// (`Unmanaged.passRetained`) and released by the library's `destroy` callback, which runs
 /// exactly once.
 ///
-/// `@unchecked Sendable`: `pending`, `early` and `freed` are only touched with `lock` held;
-/// `events`, `closed` and `storeHub` are thread-safe themselves.
+/// `@unchecked Sendable`: `pending`, `early`, `transfers`, `transfersUnbounded` and `freed`
+/// are only touched with `lock` held; `events`, `closed`, `storeHub` and the transfers'
+/// buffers are thread-safe themselves.
 final class ClientCore: @unchecked Sendable {
     private let lock = NSLock()
     private var pending: [Int64: CheckedContinuation<Data, Error>] = [:]
@@ -17,6 +18,17 @@ final class ClientCore: @unchecked Sendable {
     /// Replies that arrived before their request was registered: the dispatcher can deliver a
     /// reply between `tether_client_request` returning the id and `register`.
     private var early: [Int64: Event] = [:]
+    /// The media transfers in flight (`TetherClient.uploadMedia`/`downloadMedia`), by request
+    /// id: each gets its PROGRESS or CHUNK events and then its RESPONSE, in order, through a
+    /// bounded buffer of its own. An entry stays until the RESPONSE, also after the transfer
+    /// was abandoned (its buffer finished, so what still comes is dropped).
+    private var transfers: [Int64: EventBuffer] = [:]
+    /// Set with `stopWaiting()`: transfer buffers created from then on do not wait either.
+    private var transfersUnbounded = false
+    /// The status of the last RESPONSE that came for an abandoned transfer
+    /// (`TETHER_ERR_CANCELLED` once `abandon`'s caller cancelled it in time); for tests and
+    /// diagnostics.
+    private var abandonedReply: Int32?
     let events: EventBuffer
     /// Fired when the library delivers CLOSED, whether or not the app has read it yet.
     let closed = OnceSignal()
@@ -30,10 +42,25 @@ final class ClientCore: @unchecked Sendable {
         switch ev.kind {
         case .response:
             lock.lock()
-            let waiter = pending.removeValue(forKey: ev.requestId)
-            if waiter == nil { early[ev.requestId] = ev }
+            let transfer = transfers.removeValue(forKey: ev.requestId)
+            let waiter = transfer == nil ? pending.removeValue(forKey: ev.requestId) : nil
+            if transfer == nil && waiter == nil { early[ev.requestId] = ev }
             lock.unlock()
+            if let t = transfer, !t.push(ev) {
+                lock.lock()
+                abandonedReply = ev.status
+                lock.unlock()
+            }
+            transfer?.finish()
             if let w = waiter { ClientCore.complete(w, with: ev) }
+        case .progress, .chunk:
+            // Only ever a transfer's, registered before the library could deliver anything for
+            // it (`startTransfer`); never the app's events. Waits while the transfer's buffer
+            // is full: the backpressure of `events`, for one transfer.
+            lock.lock()
+            let transfer = transfers[ev.requestId]
+            lock.unlock()
+            transfer?.push(ev)
         case .store:
             // The store's streams first, then the app's events like a MESSAGE: a RESPONSE
             // that follows (a store action's) completes after every stream has the change.
@@ -64,6 +91,53 @@ final class ClientCore: @unchecked Sendable {
         if gone { w.resume(throwing: TetherError.clientClosed("client freed")) }
     }
 
+    /// Starts a media transfer with `start` (which calls the C function and writes the request
+    /// id) and registers it, all with `lock` held: the dispatcher takes `lock` to route an
+    /// event, so it finds the transfer's buffer for the first PROGRESS or CHUNK and for the
+    /// RESPONSE. `start` only hands the request to the library's runtime; it does not wait
+    /// for the dispatcher. Throws the library's error when it refuses the call.
+    func startTransfer(capacity: Int, _ start: (UnsafeMutablePointer<Int64>) -> tether_status) throws
+        -> (id: Int64, buffer: EventBuffer)
+    {
+        lock.lock()
+        defer { lock.unlock() }
+        var id: Int64 = 0
+        let status = start(&id)
+        // Read on this thread, before any other tether call here (`TetherError.last`).
+        if status != TETHER_OK { throw TetherError.last(status) }
+        let buffer = EventBuffer(capacity: capacity)
+        if transfersUnbounded { buffer.stopWaiting() }
+        // Never freed here: a transfer's task holds its client until the transfer ends.
+        transfers[id] = buffer
+        return (id, buffer)
+    }
+
+    /// The transfer's task stops reading (an error of its closure, cancellation): its buffer is
+    /// finished, so the dispatcher drops the transfer's remaining events, and never waits for
+    /// this reader. The entry stays until the RESPONSE, which the caller asks for by
+    /// cancelling the request right after, so that late events of the id reach no one else.
+    func abandon(_ buffer: EventBuffer) {
+        buffer.finish()
+    }
+
+    /// See `abandonedReply`.
+    var lastAbandonedReply: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        return abandonedReply
+    }
+
+    /// Stops the dispatcher from waiting for room in `events` and in every transfer's buffer
+    /// (see `EventBuffer.stopWaiting`), also in those started later.
+    func stopWaiting() {
+        lock.lock()
+        transfersUnbounded = true
+        let buffers = Array(transfers.values)
+        lock.unlock()
+        events.stopWaiting()
+        for b in buffers { b.stopWaiting() }
+    }
+
     /// After free: no reply will come for what is still pending.
     func failAll() {
         lock.lock()
@@ -71,18 +145,25 @@ final class ClientCore: @unchecked Sendable {
         let waiters = pending
         pending.removeAll()
         early.removeAll()
+        // Only abandoned transfers are left (a transfer's task holds its client): their
+        // RESPONSE will not come.
+        let buffers = transfers.values
+        transfers.removeAll()
         lock.unlock()
         for (_, w) in waiters { w.resume(throwing: TetherError.clientClosed("client freed")) }
+        for b in buffers { b.finish() }
         storeHub.finish()
         events.finish()
         closed.fire()
     }
 
     static func complete(_ w: CheckedContinuation<Data, Error>, with ev: Event) {
-        if ev.status == TETHER_OK {
-            w.resume(returning: ev.data)
-            return
-        }
+        w.resume(with: Result { try reply(ev) })
+    }
+
+    /// A RESPONSE's data, or its failure as a `TetherError`.
+    static func reply(_ ev: Event) throws -> Data {
+        if ev.status == TETHER_OK { return ev.data }
         // A remote error's data is the server's error string as JSON; other failures carry
         // the library's text.
         var text = String(decoding: ev.data, as: UTF8.self)
@@ -90,7 +171,7 @@ final class ClientCore: @unchecked Sendable {
            let s = try? JSONSerialization.jsonObject(with: ev.data, options: .fragmentsAllowed) as? String {
             text = s
         }
-        w.resume(throwing: TetherError(status: ev.status, message: text))
+        throw TetherError(status: ev.status, message: text)
     }
 }
 
@@ -133,7 +214,8 @@ final class RequestTicket: @unchecked Sendable {
 public final class TetherClient: @unchecked Sendable {
     /// The C client; internal so the extensions in other files of the module can call it.
     let client: OpaquePointer
-    private let core: ClientCore
+    /// Internal for the media transfers (Media.swift).
+    let core: ClientCore
     /// Unique in the process and never 0; log records name their client by it
     /// (`TetherLogRecord.clientID`).
     public let id: UInt64
@@ -213,7 +295,7 @@ public final class TetherClient: @unchecked Sendable {
 
     deinit {
         // A dispatcher blocked on a full event buffer would keep free from returning.
-        core.events.stopWaiting()
+        core.stopWaiting()
         // Joins the dispatcher: no callback runs after this; destroy releases the core.
         tether_client_free(client)
         core.failAll()
@@ -341,7 +423,7 @@ public final class TetherClient: @unchecked Sendable {
     public func close(keepResume: Bool = false) {
         // From here on the only events left are those the library already holds, so the
         // buffer may take them all rather than keep CLOSED waiting for a reader.
-        core.events.stopWaiting()
+        core.stopWaiting()
         // The only failure for a live client is TETHER_ERR_STATE: already closed.
         _ = keepResume ? tether_client_close_keep_resume(client) : tether_client_close(client)
     }

@@ -9,8 +9,9 @@ import XCTest
 /// one after another: each test closes its clients with `close(timeout:)`, which returns once
 /// CLOSED came, when the backend has stopped and the slot is free again.
 final class InProcessTests: XCTestCase {
-    /// Closes `c` and checks its last events: DISCONNECTED (OK, no retry), then CLOSED.
-    private func closeAndCheck(_ c: TetherClient, file: StaticString = #filePath, line: UInt = #line) async throws {
+    /// Closes `c` and checks its last events: DISCONNECTED (OK, no retry), then CLOSED (so no
+    /// unread event is left, such as a media transfer's PROGRESS or CHUNK).
+    func closeAndCheck(_ c: TetherClient, file: StaticString = #filePath, line: UInt = #line) async throws {
         let closed = await c.close(timeout: .seconds(10))
         XCTAssertTrue(closed, "CLOSED within 10 s", file: file, line: line)
         let evs = try await rest(c)
@@ -19,7 +20,7 @@ final class InProcessTests: XCTestCase {
         XCTAssertNil(evs.first?.retryInMs, file: file, line: line)
     }
 
-    private func text(_ d: Data) -> String { String(decoding: d, as: UTF8.self) }
+    func text(_ d: Data) -> String { String(decoding: d, as: UTF8.self) }
 
     func testStartupEventsARequestRoundTripARemoteErrorAndClose() async throws {
         let root = try DataRoot()
