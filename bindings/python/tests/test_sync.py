@@ -707,6 +707,14 @@ def test_interrupts_while_events_stream_in_lose_none(backend: Backend) -> None:
         assert len(expected) - len(ids) <= interrupts
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _raising(signum: int, frame: Any) -> None:
+    raise _Interrupted()  # like Ctrl-C's KeyboardInterrupt (SIGINT may be ignored here)
+
+
 def test_every_held_signal_is_handled_and_restored_when_one_handler_raises() -> None:
     # Two signals held back during one batch: the first one's handler raises (Ctrl-C), and
     # the second one's handler still runs; the first exception is the one that propagates.
@@ -718,32 +726,34 @@ def test_every_held_signal_is_handled_and_restored_when_one_handler_raises() -> 
     ran: List[str] = []
 
     def app_handler(n: int, f: Any) -> None:
-        ran.append("USR1")
+        ran.append("USR2")
 
-    old = signal.signal(signal.SIGUSR1, app_handler)
+    old1 = signal.signal(signal.SIGUSR1, _raising)
+    old2 = signal.signal(signal.SIGUSR2, app_handler)
     try:
         tc._rescan_signals()
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(_Interrupted):
             with tc._signals_held():
-                os.kill(os.getpid(), signal.SIGINT)  # signal.default_int_handler
                 os.kill(os.getpid(), signal.SIGUSR1)
+                os.kill(os.getpid(), signal.SIGUSR2)
                 for _ in range(1000):  # Python runs handlers between bytecodes
                     pass
                 assert ran == []  # held back
-        assert ran == ["USR1"]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        assert signal.getsignal(signal.SIGUSR1) is app_handler
+        assert ran == ["USR2"]
+        assert signal.getsignal(signal.SIGUSR1) is _raising
+        assert signal.getsignal(signal.SIGUSR2) is app_handler
     finally:
-        signal.signal(signal.SIGUSR1, old)
+        signal.signal(signal.SIGUSR1, old1)
+        signal.signal(signal.SIGUSR2, old2)
         tc._rescan_signals()
 
 
 def test_a_signal_raising_while_handlers_are_restored_leaves_none_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Ctrl-C landing after SIGINT's own handler is back but before the next one is: its
-    # KeyboardInterrupt must not leave a later signal with the binding's noting stand-in,
-    # which the next batch would then take for the app's handler and the app lose for good.
+    # Ctrl-C landing after its own handler is back but before the next one is: the exception
+    # must not leave a later signal with the binding's noting stand-in, which the next batch
+    # would then take for the app's handler, and the app lose its handler for good.
     import signal
 
     from tether import client as tc
@@ -751,10 +761,9 @@ def test_a_signal_raising_while_handlers_are_restored_leaves_none_replaced(
     ran: List[str] = []
 
     def app_handler(n: int, f: Any) -> None:
-        ran.append("USR1")
+        ran.append("USR2")
 
     real = tc._sig
-
     raised: List[int] = []
 
     class Shim:
@@ -763,31 +772,30 @@ def test_a_signal_raising_while_handlers_are_restored_leaves_none_replaced(
         @staticmethod
         def signal(n: int, h: Any) -> Any:
             prev = real.signal(n, h)
-            if n == signal.SIGINT and h is signal.default_int_handler and not raised:
+            if h is _raising and not raised:
                 raised.append(n)
-                signal.raise_signal(signal.SIGINT)  # handled on return, mid-restore
+                signal.raise_signal(n)  # handled on return, mid-restore
             return prev
 
-    old = signal.signal(signal.SIGUSR1, app_handler)
+    old1 = signal.signal(signal.SIGUSR1, _raising)
+    old2 = signal.signal(signal.SIGUSR2, app_handler)
     try:
         tc._rescan_signals()
-        assert signal.SIGINT < signal.SIGUSR1  # restored in this order
+        assert signal.SIGUSR1 < signal.SIGUSR2  # restored in this order
         monkeypatch.setattr(tc, "_sig", Shim)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(_Interrupted):
             with tc._signals_held():
                 pass
         monkeypatch.setattr(tc, "_sig", real)
-        assert signal.getsignal(signal.SIGUSR1) is app_handler
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        signal.raise_signal(signal.SIGUSR1)
-        assert ran == ["USR1"]
+        assert raised == [signal.SIGUSR1]
+        assert signal.getsignal(signal.SIGUSR2) is app_handler
+        assert signal.getsignal(signal.SIGUSR1) is _raising
+        signal.raise_signal(signal.SIGUSR2)
+        assert ran == ["USR2"]
     finally:
-        signal.signal(signal.SIGUSR1, old)
+        signal.signal(signal.SIGUSR1, old1)
+        signal.signal(signal.SIGUSR2, old2)
         tc._rescan_signals()
-
-
-class _Interrupted(Exception):
-    pass
 
 
 def _raise_at_each_call(tries: List[Callable[[], Any]], check: Callable[[int], None]) -> int:
