@@ -255,8 +255,9 @@ def _signals_held() -> Iterator[None]:
     library is delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of
     the batch, which the library has already handed over. Each such handler is swapped for
     one that only notes the signal, and the noted signals are handled right after, in order,
-    by the app's handlers (see _restore_signals). Masking the signal instead does not work: the kernel hands a
-    process signal to another thread, and Python still runs the handler on the main thread.
+    by the app's handlers (see _restore_signals). Masking the signal instead does not work:
+    the kernel hands a process signal to another thread, and Python still runs the handler on
+    the main thread.
     Which signals have handlers is looked up again every 50 ms and when ``events()`` starts,
     so a handler set within 50 ms inside a loop may still interrupt a batch. Other threads
     never run signal handlers, so they skip this."""
