@@ -1068,13 +1068,15 @@ tether_status tether_config_add_header(struct tether_config *cfg, const char *na
 tether_status tether_config_set_ca_pem(struct tether_config *cfg, const uint8_t *pem, size_t len);
 
 /**
- * Pins the server's public key: adds one SHA-256 hash of the leaf certificate's
+ * Pins the server's public key: adds one SHA-256 hash of a certificate's
  * SubjectPublicKeyInfo, written `sha256/<base64>` (as OkHttp) or as the bare base64 (as
  * HPKP's `pin-sha256`). Call once per pin (a backup pin survives a key rotation). With
- * pins, the server is accepted only when its leaf key matches one, *in addition to* the
- * normal chain and name verification: a pinned self-signed server still needs its
- * certificate given to `tether_config_set_ca_pem`. A mismatch ends the client with
- * `TETHER_ERR_CERTIFICATE` (no retry). Checked by `tether_client_new` (the form, and a
+ * pins, the server is accepted only when one matches the leaf's key or the key of a
+ * certificate on a verified path from the leaf to a trusted root (an intermediate, the
+ * root), as OkHttp matches, *in addition to* the normal chain and name verification;
+ * another certificate the server sends matches nothing. A pinned self-signed server
+ * still needs its certificate given to `tether_config_set_ca_pem`. A mismatch ends the
+ * client with `TETHER_ERR_CERTIFICATE` (no retry). Checked by `tether_client_new` (the form, and a
  * `wss://`/`https://` URL). Copied. Default: no pins.
  */
 tether_status tether_config_add_pin_sha256(struct tether_config *cfg, const char *pin);

@@ -342,9 +342,12 @@ impl ConfigBuilder {
     /// `sha256/<base64>` (OkHttp's form) or the bare base64 (HPKP's `pin-sha256`); `openssl
     /// x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst
     /// -sha256 -binary | base64` prints it. With pins, a connection is accepted only when
-    /// the leaf certificate's key matches one of them, *in addition to* the normal chain and
-    /// name verification (a pinned self-signed server still needs its certificate as an
-    /// extra CA). Call once per pin; give a backup pin to survive a key rotation. A mismatch
+    /// one matches the leaf certificate's key or the key of a certificate on a verified path
+    /// from the leaf to a trusted root (an intermediate, the root; as OkHttp matches; a pin of
+    /// the issuing intermediate survives the leaf's renewal), *in addition to* the normal
+    /// chain and name verification (a pinned self-signed server still needs its certificate
+    /// as an extra CA). A certificate the server sends that is on no such path matches
+    /// nothing. Call once per pin; give a backup pin to survive a key rotation. A mismatch
     /// ends the client with [`Status::ErrCertificate`] (no retry). Pins need a `wss://` or
     /// `https://` URL. Default: no pins.
     pub fn pin_sha256(mut self, pin: &str) -> Self {

@@ -6,9 +6,12 @@
 //!   system's store ([`Trust::os_store`], loaded by `rustls-native-certs` when a client
 //!   connects: instead of the webpki roots, so a CA the system distrusts stays distrusted),
 //!   plus the extra CAs in either case;
-//! - pins: SHA-256 hashes of the leaf certificate's SubjectPublicKeyInfo. They are checked
-//!   *in addition to* the normal chain verification, never instead of it: a pinned
-//!   self-signed server still needs its certificate given as an extra CA;
+//! - pins: SHA-256 hashes of a SubjectPublicKeyInfo. They are checked *in addition to* the
+//!   normal chain verification, never instead of it: a pinned self-signed server still needs
+//!   its certificate given as an extra CA. A pin matches the leaf's key or the key of any
+//!   certificate on a verified path from the leaf to a trusted root, that root included (as
+//!   HPKP and OkHttp match): a leaf renewed every few months keeps its intermediate's pin;
+//!   a certificate the server sends that is on no such path matches nothing;
 //! - a client certificate and key for servers that ask for one (mTLS).
 
 use std::error::Error as StdError;
@@ -18,9 +21,9 @@ use std::sync::Arc;
 use once_cell::sync::OnceCell;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, OtherError,
     RootCertStore, SignatureScheme,
@@ -57,7 +60,7 @@ pub(crate) struct Trust {
     pub(crate) extra_ca: Vec<CertificateDer<'static>>,
     /// The OS store instead of the webpki roots.
     pub(crate) os_store: bool,
-    /// With pins, the leaf's public key must match one of them.
+    /// With pins, one of them must match a key on a verified path (see the module doc).
     pub(crate) pins: Vec<Pin>,
     /// Shown to a server that asks for a client certificate.
     pub(crate) client_cert: Option<ClientCert>,
@@ -198,13 +201,16 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
     let builder = if trust.pins.is_empty() {
         builder.with_root_certificates(roots)
     } else {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        let roots = Arc::new(roots);
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
                 inner,
+                roots,
+                algorithms: provider.signature_verification_algorithms,
                 pins: trust.pins.clone(),
             }))
     };
@@ -217,11 +223,50 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
     Ok(Arc::new(cc))
 }
 
-/// The normal verification, then the pins: the leaf's SubjectPublicKeyInfo must hash to one.
+/// The normal verification, then the pins: the leaf's key, or a key on a verified path from
+/// it to one of `roots`, must hash to one.
 #[derive(Debug)]
 struct Pinned {
     inner: Arc<WebPkiServerVerifier>,
+    /// The roots `inner` verifies with, for building the paths the pins are matched against.
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
     pins: Vec<Pin>,
+}
+
+impl Pinned {
+    fn pinned(&self, spki: &[u8]) -> bool {
+        self.pins.contains(&spki_pin(spki))
+    }
+
+    /// Whether a path from `leaf` through some of `intermediates` to a root holds a pinned
+    /// key. webpki's path building tries every candidate path until the check accepts one,
+    /// so a cross-signed chain passes if any of its paths is pinned, not only the first.
+    fn path_is_pinned(
+        &self,
+        leaf: &webpki::EndEntityCert<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> bool {
+        let pinned_path = |path: &webpki::VerifiedPath<'_>| {
+            let hit = path
+                .intermediate_certificates()
+                .any(|c| self.pinned(c.subject_public_key_info().as_ref()))
+                || self.pinned(webpki::spki_for_anchor(path.anchor()).as_ref());
+            // The variant only steers the search on to the next candidate; it is never shown.
+            hit.then_some(()).ok_or(webpki::Error::UnknownIssuer)
+        };
+        leaf.verify_for_usage(
+            self.algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            Some(&pinned_path),
+        )
+        .is_ok()
+    }
 }
 
 /// A verified certificate whose public key matches no pin.
@@ -238,7 +283,8 @@ impl fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the server's public key ({}) matches no configured pin",
+            "the server's public key ({}) matches no configured pin, and no key on its \
+             certificate's verified path to a trusted root does",
             show_pin(&self.0)
         )
     }
@@ -262,13 +308,15 @@ impl ServerCertVerifier for Pinned {
             ocsp_response,
             now,
         )?;
-        let spki = ParsedCertificate::try_from(end_entity)?.subject_public_key_info();
-        let pin = spki_pin(spki.as_ref());
-        if self.pins.contains(&pin) {
+        let leaf = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let spki = leaf.subject_public_key_info();
+        // The leaf first: the common pin, and it needs no second path search.
+        if self.pinned(spki.as_ref()) || self.path_is_pinned(&leaf, intermediates, now) {
             Ok(ok)
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch(pin))),
+                OtherError(Arc::new(PinMismatch(spki_pin(spki.as_ref())))),
             )))
         }
     }

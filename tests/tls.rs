@@ -38,6 +38,29 @@ impl Ca {
         self.cert.pem()
     }
 
+    /// A CA under this one.
+    fn intermediate(&self, name: &str) -> Ca {
+        self.intermediate_with_key(name, KeyPair::generate().unwrap())
+    }
+
+    /// A CA under this one with a given key: two of these with one key and name are one
+    /// intermediate cross-signed by two CAs.
+    fn intermediate_with_key(&self, name: &str, key: KeyPair) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pin(&self) -> String {
+        pin_of(&self.key)
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from(self.cert.der().to_vec())
+    }
+
     /// A leaf for "localhost" (a server) or a client certificate.
     fn issue(&self, client: bool) -> Leaf {
         self.issue_with(client, |_| {})
@@ -61,21 +84,25 @@ impl Ca {
     }
 }
 
+/// `sha256/<base64>` of the SubjectPublicKeyInfo, as `openssl x509 -pubkey | openssl pkey
+/// -pubin -outform der | openssl dgst -sha256 -binary | base64` prints it.
+fn pin_of(key: &KeyPair) -> String {
+    use base64::Engine;
+    let d = ring::digest::digest(&ring::digest::SHA256, &key.public_key_der());
+    format!(
+        "sha256/{}",
+        base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+    )
+}
+
 struct Leaf {
     cert: Certificate,
     key: KeyPair,
 }
 
 impl Leaf {
-    /// `sha256/<base64>` of the SubjectPublicKeyInfo, as `openssl x509 -pubkey | openssl pkey
-    /// -pubin -outform der | openssl dgst -sha256 -binary | base64` prints it.
     fn pin(&self) -> String {
-        use base64::Engine;
-        let d = ring::digest::digest(&ring::digest::SHA256, &self.key.public_key_der());
-        format!(
-            "sha256/{}",
-            base64::engine::general_purpose::STANDARD.encode(d.as_ref())
-        )
+        pin_of(&self.key)
     }
 
     fn der(&self) -> CertificateDer<'static> {
@@ -89,12 +116,24 @@ impl Leaf {
 
 /// A front presenting `leaf`; with `client_ca`, it requires a client certificate from it.
 async fn front(upstream: std::net::SocketAddr, leaf: &Leaf, client_ca: Option<&Ca>) -> Front {
+    front_sending(upstream, leaf, &[], client_ca).await
+}
+
+/// A front presenting `leaf` followed by the certificates of `more`, in that order.
+async fn front_sending(
+    upstream: std::net::SocketAddr,
+    leaf: &Leaf,
+    more: &[&Ca],
+    client_ca: Option<&Ca>,
+) -> Front {
+    let mut chain = vec![leaf.der()];
+    chain.extend(more.iter().map(|ca| ca.der()));
     Front::start(
         upstream,
         FrontConfig {
-            chain: vec![leaf.der()],
+            chain,
             key: leaf.key_der(),
-            client_ca: client_ca.map(|ca| CertificateDer::from(ca.cert.der().to_vec())),
+            client_ca: client_ca.map(Ca::der),
         },
     )
     .await
@@ -218,6 +257,68 @@ async fn a_pin_mismatch_is_final_after_one_attempt() {
     let d = refused_once(&c, &f).await;
     let why = String::from_utf8_lossy(d.data()).into_owned();
     assert!(why.contains("pin") && why.contains(&leaf.pin()), "{why}");
+}
+
+/// A pin may name the intermediate that issued the leaf, or the trusted root above it: the
+/// leaf can be renewed under either without a new pin.
+#[tokio::test]
+async fn a_pin_of_the_intermediate_or_the_root_connects() {
+    let b = backend().await;
+    let root = Ca::new("test root");
+    let inter = root.intermediate("test intermediate");
+    let leaf = inter.issue(false);
+    for pin in [inter.pin(), root.pin()] {
+        let f = front_sending(b.addr(), &leaf, &[&inter], None).await;
+        let c = client_for(&f, &b, |x| {
+            x.extra_ca_pem(root.pem().as_bytes()).pin_sha256(&pin)
+        });
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+    }
+}
+
+/// Only keys on the verified path count: not a certificate the server sends beside its chain,
+/// and not a trusted root that does not sign it.
+#[tokio::test]
+async fn a_key_off_the_verified_path_matches_no_pin() {
+    let b = backend().await;
+    let root = Ca::new("test root");
+    let other_root = Ca::new("another trusted root");
+    let stray = root.intermediate("an intermediate the leaf is not under");
+    let leaf = root.issue(false);
+    for pin in [stray.pin(), other_root.pin()] {
+        let f = front_sending(b.addr(), &leaf, &[&stray], None).await;
+        let c = client_for(&f, &b, |x| {
+            x.extra_ca_pem(format!("{}{}", root.pem(), other_root.pem()).as_bytes())
+                .pin_sha256(&pin)
+        });
+        let d = refused_once(&c, &f).await;
+        let why = String::from_utf8_lossy(d.data()).into_owned();
+        assert!(why.contains("pin") && why.contains(&leaf.pin()), "{why}");
+    }
+}
+
+/// A cross-signed intermediate gives two paths; the pin of the second path's root is
+/// enough although the first path, the one tried first, holds no pinned key.
+#[tokio::test]
+async fn a_cross_signed_chain_passes_when_any_path_is_pinned() {
+    let b = backend().await;
+    let (old_root, new_root) = (Ca::new("old root"), Ca::new("new root"));
+    let key = KeyPair::generate().unwrap();
+    let key_again = KeyPair::from_pem(&key.serialize_pem()).unwrap();
+    let under_old = old_root.intermediate_with_key("cross-signed", key);
+    let under_new = new_root.intermediate_with_key("cross-signed", key_again);
+    let leaf = under_old.issue(false);
+    let both = format!("{}{}", old_root.pem(), new_root.pem());
+    let trusting_both = |x: ConfigBuilder| x.extra_ca_pem(both.as_bytes());
+    let f = front_sending(b.addr(), &leaf, &[&under_old, &under_new], None).await;
+    let c = client_for(&f, &b, |x| trusting_both(x).pin_sha256(&new_root.pin()));
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+    // The control: without the new root's certificate sent, only the unpinned path is left.
+    let f = front_sending(b.addr(), &leaf, &[&under_old], None).await;
+    let c = client_for(&f, &b, |x| trusting_both(x).pin_sha256(&new_root.pin()));
+    refused_once(&c, &f).await;
 }
 
 /// Pins add to the chain verification, never replace it: a pinned server whose CA is not

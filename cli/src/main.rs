@@ -89,8 +89,9 @@ struct ConnOpts {
     /// Extra CA certificates (PEM) to trust for wss/https.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Pin the server's public key: `sha256/BASE64` of the SHA-256 of its SubjectPublicKeyInfo,
-    /// checked on top of the chain verification; repeat for backup pins.
+    /// Pin a public key: `sha256/BASE64` of the SHA-256 of a SubjectPublicKeyInfo, the
+    /// server's or one on its verified chain (an intermediate, the root), checked on top of
+    /// the chain verification; repeat for backup pins.
     #[arg(long = "pin", value_name = "SHA256")]
     pins: Vec<String>,
     /// Client certificate chain (PEM) for servers that require one (mTLS).

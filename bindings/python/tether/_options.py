@@ -298,8 +298,9 @@ class Options(TypedDict, total=False):
         Optional[Iterable[str]], Option(None, "tether_config_add_pin_sha256", _pins)
     ]
     """Public-key pins: ``sha256/<base64>`` (or the bare base64) of the SHA-256 of the
-    server certificate's SubjectPublicKeyInfo. With pins, the leaf's key must match one of
-    them *in addition to* the normal chain and name checks (a pinned self-signed server still
+    server certificate's SubjectPublicKeyInfo. With pins, one must match the key of the leaf
+    or of a certificate on its verified path to a trusted root (an intermediate, the root),
+    *in addition to* the normal chain and name checks (a pinned self-signed server still
     needs ``ca_pem``). A mismatch ends the client with :class:`tether.CertificateError`
     (``ERR_CERTIFICATE``, no retry). Needs a ``wss://``/``https://`` URL."""
 

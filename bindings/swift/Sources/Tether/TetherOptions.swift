@@ -69,8 +69,9 @@ public struct TetherOptions: Sendable {
     public var headers: [(name: String, value: String)] = []
     /// CA certificates (PEM) trusted in addition to the roots (webpki, or the OS store).
     public var caPEM: Data?
-    /// Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of the server
-    /// certificate's SubjectPublicKeyInfo, checked *in addition to* the chain and name (a
+    /// Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of a
+    /// SubjectPublicKeyInfo: the leaf's, or that of a certificate on its verified path to a
+    /// trusted root (an intermediate, the root). Checked *in addition to* the chain and name (a
     /// pinned self-signed server still needs `caPEM`). A mismatch ends the client with
     /// `.certificate`, no retry. Needs a `wss://`/`https://` URL.
     public var pinsSHA256: [String] = []

@@ -82,7 +82,8 @@ data class TetherOptions(
     val caPem: String? = null,
     /**
      * Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of the server
-     * certificate's SubjectPublicKeyInfo. With pins, the leaf's key must match one, *in
+     * certificate's SubjectPublicKeyInfo. With pins, one must match the key of the leaf or of
+     * a certificate on its verified path to a trusted root (an intermediate, the root), *in
      * addition to* the normal chain and name checks (a pinned self-signed server still needs
      * [caPem]). A mismatch ends the client with [Status.ERR_CERTIFICATE], no retry. Needs a
      * `wss://`/`https://` URL.
