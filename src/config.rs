@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::proxy::{self, Proxy, ProxyChoice};
+use crate::proxy::{self, Proxy, ProxyChoice, ProxyKind};
 use crate::resume::ResumeState;
 use crate::secret::{Secret, SecretBytes};
 use crate::status::{Error, Status};
@@ -377,6 +377,9 @@ impl ConfigBuilder {
     }
     /// Connects through this proxy, for the websocket and the gomuks login alike:
     /// `http://[user:pass@]host[:port]` (HTTP CONNECT with Basic proxy auth),
+    /// `https://[user:pass@]host[:port]` (the same inside TLS to the proxy; its certificate is
+    /// verified with this configuration's roots and extra CAs, not its pins, which are the
+    /// server's; a client certificate is shown to a proxy that asks for one),
     /// `socks5://[user:pass@]host[:port]` (SOCKS5, RFC 1929 auth, the server's name resolved
     /// locally) or `socks5h://…` (the proxy resolves the name); no scheme means `http://`.
     /// An explicit proxy is used for every host, loopback included, and no environment
@@ -593,9 +596,11 @@ impl ConfigBuilder {
                 ));
             }
         }
+        // Plain ws:// without an https:// proxy never uses TLS: no reason to read the store
+        // (or fail on its absence).
+        let tls_proxy = proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
         let mut trust = Trust {
-            // Plain ws:// never uses TLS: no reason to read the store (or fail on its absence).
-            os_store: self.use_os_trust && secure,
+            os_store: self.use_os_trust && (secure || tls_proxy),
             ..Trust::default()
         };
         if let Some(pem) = &self.extra_ca_pem {
@@ -607,6 +612,11 @@ impl ConfigBuilder {
         // Over plain ws:// nothing would check a pin: fail loudly instead.
         if !trust.pins.is_empty() && !secure {
             return Err(bad("public key pins need a wss:// or https:// URL"));
+        }
+        if !trust.pins.is_empty() {
+            // Pins are the server's: an https:// proxy on the way is verified without them.
+            let host = url.host_str().unwrap_or_default();
+            trust.pinned_server = Some(tls::server_name(host)?);
         }
         if let Some((cert, key)) = &self.client_cert {
             trust.client_cert = Some(tls::parse_client_cert(cert, &key.0)?);

@@ -15,7 +15,9 @@
 //! - A loopback destination (`localhost`, `127.0.0.0/8`, `::1`) is never proxied from the
 //!   environment: a proxy cannot reach the app's own machine.
 //! - Proxy URLs: `http://[user:pass@]host[:port]` (HTTP CONNECT, default port 80, Basic
-//!   proxy auth), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929 auth; the
+//!   proxy auth), `https://[user:pass@]host[:port]` (the same inside TLS to the proxy,
+//!   default port 443; the proxy's certificate is verified like a server's, pins aside, and
+//!   a `wss://` server's TLS runs inside that), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929 auth; the
 //!   destination name is resolved locally, as curl does), `socks5h://` (the proxy resolves
 //!   the name). A URL without a scheme is `http://`. User and password are percent-decoded.
 
@@ -61,6 +63,8 @@ impl ProxyChoice {
 pub(crate) enum ProxyKind {
     /// HTTP CONNECT.
     Http,
+    /// HTTP CONNECT inside TLS to the proxy.
+    Https,
     /// SOCKS5, the destination name resolved locally.
     Socks5,
     /// SOCKS5, the destination name resolved by the proxy.
@@ -91,6 +95,7 @@ impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             ProxyKind::Http => "HTTP",
+            ProxyKind::Https => "HTTPS",
             ProxyKind::Socks5 => "SOCKS5",
             ProxyKind::Socks5h => "SOCKS5h",
         };
@@ -130,11 +135,12 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
     let url = Url::parse(&with_scheme).map_err(|_| bad("not a valid proxy URL"))?;
     let (kind, default_port) = match url.scheme() {
         "http" => (ProxyKind::Http, 80),
+        "https" => (ProxyKind::Https, 443),
         "socks5" => (ProxyKind::Socks5, 1080),
         "socks5h" => (ProxyKind::Socks5h, 1080),
         _ => {
             return Err(bad(
-                "unsupported proxy scheme (use http://, socks5:// or socks5h://)",
+                "unsupported proxy scheme (use http://, https://, socks5:// or socks5h://)",
             ))
         }
     };
@@ -157,7 +163,8 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
         let pass = decode(url.password().unwrap_or(""))?;
         // RFC 1929 §2: each is one to 255 bytes.
         let fits = |s: &str| (1..=255).contains(&s.len());
-        if kind != ProxyKind::Http && !(fits(&user) && fits(&pass)) {
+        let socks = matches!(kind, ProxyKind::Socks5 | ProxyKind::Socks5h);
+        if socks && !(fits(&user) && fits(&pass)) {
             return Err(bad("SOCKS5 user name and password are 1 to 255 bytes each"));
         }
         Some((user, Secret::new(pass)))
@@ -328,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_three_kinds_and_keeps_credentials_out_of_debug() {
+    fn parses_the_four_kinds_and_keeps_credentials_out_of_debug() {
         let p = parse(
             "http://us%40er:p%3Ass@proxy.example:3128",
             "proxy",
@@ -359,12 +366,15 @@ mod tests {
             parse("socks5h://h:1", "x", "explicit").unwrap().kind,
             ProxyKind::Socks5h
         );
+        let t = parse("https://u:p@tls.proxy", "x", "explicit").unwrap();
+        assert_eq!((t.kind, t.port), (ProxyKind::Https, 443));
+        assert_eq!(format!("{t}"), "HTTPS proxy tls.proxy:443");
     }
 
     #[test]
     fn bad_proxy_urls_are_config_errors_that_do_not_echo_the_url() {
         for u in [
-            "https://u:hunter2@h:1",
+            "ftp://u:hunter2@h:1",
             "socks4://u:hunter2@h:1",
             "http://u:hunter2@h:1/path",
             "http://u:hunter2@:1",

@@ -62,6 +62,9 @@ pub(crate) struct Trust {
     pub(crate) os_store: bool,
     /// With pins, one of them must match a key on a verified path (see the module doc).
     pub(crate) pins: Vec<Pin>,
+    /// The server the pins are for (the URL's host); a TLS peer of another name, an
+    /// `https://` proxy, is verified without them.
+    pub(crate) pinned_server: Option<ServerName<'static>>,
     /// Shown to a server that asks for a client certificate.
     pub(crate) client_cert: Option<ClientCert>,
 }
@@ -73,6 +76,13 @@ impl Trust {
             && self.pins.is_empty()
             && self.client_cert.is_none()
     }
+}
+
+/// The TLS name of a URL's host (brackets of an IPv6 literal removed).
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned())
+        .map_err(|e| Error::new(Status::ErrConfig, format!("bad TLS server name: {e}")))
 }
 
 /// Parses PEM CA certificates; an empty or unparsable bundle is a config error.
@@ -212,6 +222,7 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
                 roots,
                 algorithms: provider.signature_verification_algorithms,
                 pins: trust.pins.clone(),
+                server: trust.pinned_server.clone(),
             }))
     };
     let cc = match &trust.client_cert {
@@ -232,6 +243,8 @@ struct Pinned {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
     pins: Vec<Pin>,
+    /// Whom the pins are for; any other name (a proxy's) gets the normal verification only.
+    server: Option<ServerName<'static>>,
 }
 
 impl Pinned {
@@ -308,6 +321,9 @@ impl ServerCertVerifier for Pinned {
             ocsp_response,
             now,
         )?;
+        if self.server.as_ref().is_some_and(|s| s != server_name) {
+            return Ok(ok);
+        }
         let leaf = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let spki = leaf.subject_public_key_info();

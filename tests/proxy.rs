@@ -260,9 +260,29 @@ async fn environment_variables_and_no_proxy_are_honoured() {
 /// "localhost" (as in tests/tls.rs); returns its port, the certificate PEM and the peers it
 /// accepted.
 async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String, Arc<Mutex<Vec<IpAddr>>>) {
+    let f = tls_front_named(upstream, "localhost").await;
+    (f.port, f.pem, f.peers)
+}
+
+/// A TLS front as [`tls_front`] makes, its certificate for `name` (a DNS name or an IP).
+struct Front {
+    port: u16,
+    pem: String,
+    /// `sha256/<base64>` of the certificate's public key.
+    pin: String,
+    peers: Arc<Mutex<Vec<IpAddr>>>,
+}
+
+async fn tls_front_named(upstream: std::net::SocketAddr, name: &str) -> Front {
+    use base64::Engine;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     let pem = ck.cert.pem();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &ck.key_pair.public_key_der());
+    let pin = format!(
+        "sha256/{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    );
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -292,7 +312,110 @@ async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String, Arc<Mutex<Ve
             });
         }
     });
-    (port, pem, peers)
+    Front {
+        port,
+        pem,
+        pin,
+        peers,
+    }
+}
+
+/// tinyproxy behind a TLS front whose certificate is for `name`: an `https://` proxy.
+async fn https_proxy(name: &str) -> Option<(ProxyServer, Front)> {
+    let p = ProxyServer::tinyproxy(Some(("puser", "ppass")))?;
+    let front = tls_front_named(([127, 0, 0, 1], p.port).into(), name).await;
+    Some((p, front))
+}
+
+/// §1.2 through an `https://` proxy: the login (plain http, sent to the proxy inside TLS) and
+/// the websocket (CONNECT inside TLS) both reach the backend from the proxy, the proxy's
+/// certificate verified with the extra CA.
+#[tokio::test]
+async fn spec1_2_an_https_proxy_carries_the_login_and_the_websocket() {
+    let Some((p, front)) = https_proxy("localhost").await else {
+        return;
+    };
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "tether-password")
+            .extra_ca_pem(front.pem.as_bytes())
+            .proxy(&format!("https://puser:ppass@localhost:{}", front.port))
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    let reply = c.call("echo", br#"{"via":"https proxy"}"#).await.unwrap();
+    assert_eq!(&reply[..], br#"{"via":"https proxy"}"#);
+    close_and_drain(&c).await;
+    let s = b.stats();
+    assert!(s.auth_requests >= 1, "{s:?}");
+    assert!(
+        s.tcp_peers.len() >= 2 && s.tcp_peers.iter().all(|ip| *ip == PROXY_SOURCE),
+        "every connection came through the proxy: {:?}\n{}",
+        s.tcp_peers,
+        p.log_text()
+    );
+    assert!(front.peers.lock().unwrap().len() >= 2);
+    assert!(p.log_text().contains("CONNECT"), "{}", p.log_text());
+}
+
+/// Pins are the server's: through an `https://` proxy with a certificate of its own, a pin of
+/// the server's key lets the wss login and websocket in; a pin of the proxy's key alone
+/// refuses the server, once, as any pin mismatch.
+#[tokio::test]
+async fn pins_check_the_server_not_the_https_proxy() {
+    let Some((_p, proxy)) = https_proxy("127.0.0.1").await else {
+        return;
+    };
+    let b = backend().await;
+    let server = tls_front_named(b.addr(), "localhost").await;
+    let cfg = |pin: &str| {
+        Config::builder(&format!("https://localhost:{}", server.port))
+            .basic_auth("tether", "tether-password")
+            .extra_ca_pem(format!("{}{}", server.pem, proxy.pem).as_bytes())
+            .pin_sha256(pin)
+            .proxy(&format!("https://puser:ppass@127.0.0.1:{}", proxy.port))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap()
+    };
+    let c = start(cfg(&server.pin));
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+    assert!(b.stats().auth_requests >= 1);
+
+    let c = start(cfg(&proxy.pin));
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let why = text(&d);
+    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
+    assert_eq!(d.retry_in(), None, "{why}");
+    assert!(why.contains("pin") && why.contains(&server.pin), "{why}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.stats().connect_attempts, 1, "{why}");
+}
+
+/// An `https://` proxy whose certificate is not trusted is refused like a server's: once,
+/// `ERR_CERTIFICATE`, the message naming the proxy; the server is never reached.
+#[tokio::test]
+async fn an_untrusted_https_proxy_is_final_after_one_attempt() {
+    let Some((_p, front)) = https_proxy("localhost").await else {
+        return;
+    };
+    let b = backend().await;
+    let c = client_at(&b.ws_url(), &b.token(), |x| {
+        x.proxy(&format!("https://puser:ppass@localhost:{}", front.port))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+    });
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let why = text(&d);
+    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
+    assert_eq!(d.retry_in(), None, "{why}");
+    assert!(why.contains("HTTPS proxy localhost:"), "{why}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.stats().connect_attempts, 1, "{why}");
+    assert_eq!(front.peers.lock().unwrap().len(), 1);
+    assert!(b.stats().tcp_peers.is_empty());
 }
 
 /// §1.2 over TLS: the https login and the wss websocket both tunnel through the HTTP proxy

@@ -34,21 +34,33 @@ async fn the_os_store_replaces_the_webpki_roots() {
     std::env::remove_var("SSL_CERT_DIR");
 
     let b = backend().await;
-    let f = TlsFront::start(
-        b.addr(),
-        FrontConfig {
-            chain: vec![CertificateDer::from(leaf.der().to_vec())],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            client_ca: None,
-        },
-    )
-    .await
-    .unwrap();
+    let front = |upstream| {
+        TlsFront::start(
+            upstream,
+            FrontConfig {
+                chain: vec![CertificateDer::from(leaf.der().to_vec())],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+                client_ca: None,
+            },
+        )
+    };
+    let f = front(b.addr()).await.unwrap();
     let url = format!("https://localhost:{}", f.port());
     // With the option, the CA in the "system" store is trusted.
     let c = client_at(&url, &b.token(), |x| x.use_os_trust(true));
     until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
+    // It verifies an https:// proxy too, also on the way to a plain ws:// server.
+    if let Some(p) = common::proxies::ProxyServer::tinyproxy(None) {
+        let pf = front(([127, 0, 0, 1], p.port).into()).await.unwrap();
+        let c = client_at(&b.ws_url(), &b.token(), |x| {
+            x.use_os_trust(true)
+                .proxy(&format!("https://localhost:{}", pf.port()))
+        });
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+        assert_eq!(pf.handshakes(), 1);
+    }
     // Without it, the webpki roots alone do not know the CA: refused, once, for good.
     let c = client_at(&url, &b.token(), |x| x);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;

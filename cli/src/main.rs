@@ -114,7 +114,7 @@ struct ConnOpts {
     #[arg(long, value_name = "MS")]
     pong_timeout: Option<u64>,
     /// Proxy for the websocket and the login: `http://[user:pass@]host:port` (HTTP CONNECT),
-    /// `socks5://...` or `socks5h://...`; `direct` ignores the environment. Unset: the
+    /// `https://...` (the same inside TLS to the proxy), `socks5://...` or `socks5h://...`; `direct` ignores the environment. Unset: the
     /// https_proxy, http_proxy, all_proxy and no_proxy variables decide.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,

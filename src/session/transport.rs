@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -82,9 +81,16 @@ impl PayloadCopies {
 /// Plain or TLS stream under the websocket.
 pub(crate) enum Stream {
     /// ws://
-    Plain(Counted),
+    Plain(Link),
     /// wss://
-    Tls(Box<TlsStream<Counted>>),
+    Tls(Box<TlsStream<Link>>),
+}
+
+/// What the websocket, or its TLS, runs over: the TCP connection (to the server, or a tunnel
+/// through a proxy), or the TLS session with an `https://` proxy that carries the tunnel.
+pub(crate) enum Link {
+    Tcp(Counted),
+    ProxyTls(Box<TlsStream<Counted>>),
 }
 
 /// The TCP stream, counting the bytes it carries into the client's statistics (TLS records
@@ -134,46 +140,55 @@ impl AsyncWrite for Counted {
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Plain($s) => {
-                let $s = Pin::new($s);
-                $e
+/// Implements `AsyncRead` and `AsyncWrite` for an enum of one plain and one boxed TLS
+/// variant by passing each call to the variant's stream.
+macro_rules! delegate_io {
+    ($ty:ident, $plain:ident, $tls:ident) => {
+        macro_rules! each {
+            ($self:ident, $s:ident => $e:expr) => {
+                match $self.get_mut() {
+                    $ty::$plain($s) => {
+                        let $s = Pin::new($s);
+                        $e
+                    }
+                    $ty::$tls($s) => {
+                        let $s = Pin::new(&mut **$s);
+                        $e
+                    }
+                }
+            };
+        }
+
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                each!(self, s => s.poll_read(cx, buf))
             }
-            Stream::Tls($s) => {
-                let $s = Pin::new(&mut **$s);
-                $e
+        }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                each!(self, s => s.poll_write(cx, buf))
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                each!(self, s => s.poll_flush(cx))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                each!(self, s => s.poll_shutdown(cx))
             }
         }
     };
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => s.poll_write(cx, buf))
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_flush(cx))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_shutdown(cx))
-    }
-}
+delegate_io!(Stream, Plain, Tls);
+delegate_io!(Link, Tcp, ProxyTls);
 
 /// The websocket type every dialect reads and writes.
 pub(crate) type Ws = WebSocketStream<Stream>;
@@ -232,12 +247,19 @@ pub(crate) async fn connect(
     }
     // Pings, acks and small requests must not wait for Nagle.
     tcp.set_nodelay(true).ok();
-    let mut tcp = Counted {
+    let tcp = Counted {
         tcp,
         counters: probe.counters.clone(),
     };
+    let mut link = match &cfg.proxy {
+        Some(p) if p.kind == ProxyKind::Https => {
+            let session = handshake(tls, p.addr().0, &p.to_string(), tcp, client).await?;
+            Link::ProxyTls(Box::new(session))
+        }
+        _ => Link::Tcp(tcp),
+    };
     if let Some(p) = &cfg.proxy {
-        tcp = through_proxy(p, tcp, host_for_dns, port).await?;
+        link = through_proxy(p, link, host_for_dns, port).await?;
         tlog!(
             client,
             Debug,
@@ -247,33 +269,10 @@ pub(crate) async fn connect(
         );
     }
     let stream = if url.scheme() == "wss" {
-        let name = ServerName::try_from(host_for_dns.to_owned()).map_err(|e| {
-            ConnectError::other(Status::ErrConfig, format!("bad TLS server name: {e}"))
-        })?;
-        let t1 = Instant::now();
-        let tls_stream = TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| {
-                // A refused certificate is final (the dialects stop on it); any other TLS
-                // failure is retried like a broken connection.
-                let status = if crate::tls::is_certificate_failure(&e) {
-                    Status::ErrCertificate
-                } else {
-                    Status::ErrTls
-                };
-                ConnectError::other(status, format!("TLS handshake with {host}: {e}"))
-            })?;
-        tlog!(
-            client,
-            Debug,
-            "transport",
-            "TLS handshake with {host} in {} ms",
-            t1.elapsed().as_millis()
-        );
-        Stream::Tls(Box::new(tls_stream))
+        let session = handshake(tls, host_for_dns, host, link, client).await?;
+        Stream::Tls(Box::new(session))
     } else {
-        Stream::Plain(tcp)
+        Stream::Plain(link)
     };
     let t2 = Instant::now();
     let req = upgrade_request(url, headers, &cfg.headers)?;
@@ -299,15 +298,48 @@ pub(crate) async fn connect(
     Ok(ws)
 }
 
+/// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`
+/// proxy), shown as `who` in messages.
+async fn handshake<S>(
+    tls: &Arc<ClientConfig>,
+    name: &str,
+    who: &str,
+    io: S,
+    client: u64,
+) -> Result<TlsStream<S>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server =
+        crate::tls::server_name(name).map_err(|error| ConnectError { error, code: None })?;
+    let t = Instant::now();
+    let session = TlsConnector::from(tls.clone())
+        .connect(server, io)
+        .await
+        .map_err(|e| {
+            // A refused certificate is final (the dialects stop on it); any other TLS
+            // failure is retried like a broken connection.
+            let status = if crate::tls::is_certificate_failure(&e) {
+                Status::ErrCertificate
+            } else {
+                Status::ErrTls
+            };
+            ConnectError::other(status, format!("TLS handshake with {who}: {e}"))
+        })?;
+    tlog!(
+        client,
+        Debug,
+        "transport",
+        "TLS handshake with {who} in {} ms",
+        t.elapsed().as_millis()
+    );
+    Ok(session)
+}
+
 /// Turns the connection to the proxy into a tunnel to `host:port`. Plain `socks5://` gets an
 /// address resolved here (the first the resolver returns); `socks5h://` and HTTP CONNECT hand
 /// the name to the proxy.
-async fn through_proxy(
-    p: &Proxy,
-    tcp: Counted,
-    host: &str,
-    port: u16,
-) -> Result<Counted, ConnectError> {
+async fn through_proxy(p: &Proxy, link: Link, host: &str, port: u16) -> Result<Link, ConnectError> {
     let resolved = if p.kind == ProxyKind::Socks5 {
         let addr = tokio::net::lookup_host((host, port))
             .await
@@ -323,7 +355,7 @@ async fn through_proxy(
     } else {
         None
     };
-    tunnel::open(p, tcp, host, port, resolved)
+    tunnel::open(p, link, host, port, resolved)
         .await
         .map_err(|e| ConnectError {
             error: Error::new(e.status, e.message),

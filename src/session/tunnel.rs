@@ -44,7 +44,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match proxy.kind {
-        ProxyKind::Http => http_connect(proxy, io, host, port).await,
+        // An https:// proxy's TLS is the caller's: `io` already runs inside it.
+        ProxyKind::Http | ProxyKind::Https => http_connect(proxy, io, host, port).await,
         ProxyKind::Socks5 | ProxyKind::Socks5h => socks5(proxy, io, host, port, resolved).await,
     }
 }
