@@ -471,6 +471,39 @@ async fn typing_and_the_watch_filter() {
     close_and_drain(&c).await;
 }
 
+/// §4.2 SyncRoom `notifications` and `dismiss_notifications`: a mention in a room the app does
+/// not watch still reaches it, resolved to the stored event; a plain message does not notify;
+/// reading the room elsewhere (here: mark_read's echo) dismisses.
+#[tokio::test]
+async fn notifications_reach_unwatched_rooms_and_reading_dismisses_them() {
+    let (b, c, s) = setup(4, 3).await;
+    s.watch(None, false).unwrap();
+    let r = room_id(1);
+    b.room_message(&r, BOB, "no mention").unwrap();
+    let (ch, _) = until_store(&c, |ch| ch["rooms"].get(&r).is_some()).await;
+    assert_eq!(ch["rooms"][&r], json!({"meta": true}));
+    let (rowid, _) = b.room_message(&r, BOB, &format!("ping {ME}")).unwrap();
+    let (ch, _) = until_store(&c, |ch| ch["rooms"].get(&r).is_some()).await;
+    let ev = read(&s, "event", json!({"room_id": r, "rowid": rowid}));
+    let event_id = ev["event"]["event_id"].as_str().expect("stored").to_owned();
+    assert_eq!(
+        ch["rooms"][&r],
+        json!({"meta": true, "notifications": [{"rowid": rowid, "event_id": event_id,
+               "sender": BOB, "sound": true, "highlight": true}]}),
+        "only the list's and the notification's part, the room being unwatched"
+    );
+    assert_eq!(
+        read(&s, "room", json!({"room_id": r}))["entry"]["unread_notifications"],
+        1
+    );
+    let id = s.mark_read(&r, "").unwrap();
+    answered(&c, id).await;
+    let (ch, _) = until_store(&c, |ch| ch["rooms"][&r]["dismiss_notifications"] == true).await;
+    assert_eq!(ch["rooms"][&r]["meta"], true);
+    assert!(ch["rooms"][&r].get("notifications").is_none());
+    close_and_drain(&c).await;
+}
+
 /// Memory stays bounded: a closed room's timeline is evicted (web GC), an open one's is
 /// kept; the preview event survives.
 #[tokio::test]

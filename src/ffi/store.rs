@@ -222,8 +222,9 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Limits the detail of STORE events to watched rooms; the others report only `meta`
-    /// and `removed`, which is all a room list needs. `room_id` NULL with `on` true watches
+    /// Limits the detail of STORE events to watched rooms; the others report only `meta`,
+    /// `removed`, `notifications` and `dismiss_notifications`, which is all a room list and
+    /// the OS notifications need. `room_id` NULL with `on` true watches
     /// every room (the default); NULL with false watches only the open rooms; a room id
     /// adds it to or removes it from the watch list (`TETHER_ERR_INVALID_ARGUMENT` for a room
     /// the store does not know). `TETHER_ERR_NULL` for a NULL store.

@@ -372,7 +372,7 @@ impl Changes {
 }
 
 /// What changed in one room.
-#[derive(Default, Serialize)]
+#[derive(Default, Serialize, PartialEq)]
 pub(super) struct RoomChanges {
     #[serde(skip_serializing_if = "is_false")]
     pub meta: bool,
@@ -402,6 +402,27 @@ pub(super) struct RoomChanges {
     pub typing: bool,
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub account_data: BTreeSet<String>,
+    /// New events the user's push rules say notify, in the order gomuks listed them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
+    /// The room's notifications were read elsewhere: close the ones shown.
+    #[serde(skip_serializing_if = "is_false")]
+    pub dismiss_notifications: bool,
+}
+
+/// An event to notify the user about, resolved from the sync's `notifications`. The event
+/// itself is in the store by then (`event` read with the rowid).
+#[derive(Serialize, Default, PartialEq, Debug, Clone)]
+pub(super) struct Notification {
+    pub rowid: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub event_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sender: String,
+    /// The push rule asks for a sound.
+    pub sound: bool,
+    /// The push rule highlights it (a mention, a keyword).
+    pub highlight: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -409,11 +430,15 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl RoomChanges {
-    /// Only what a room list needs, for rooms the app does not watch.
+    /// Only what a room list needs, for rooms the app does not watch, and the notifications,
+    /// which concern every room.
     pub fn summary(&self) -> Option<RoomChanges> {
-        (self.meta || self.removed).then(|| RoomChanges {
+        let notifies = !self.notifications.is_empty() || self.dismiss_notifications;
+        (self.meta || self.removed || notifies).then(|| RoomChanges {
             meta: self.meta,
             removed: self.removed,
+            notifications: self.notifications.clone(),
+            dismiss_notifications: self.dismiss_notifications,
             ..RoomChanges::default()
         })
     }
@@ -630,6 +655,20 @@ impl Model {
         rc.appended.extend(appended);
         rc.updated.extend(existed);
         room.apply_receipts(sync.receipts, rc);
+        rc.dismiss_notifications |= sync.dismiss_notifications;
+        for raw in wire::raw_list(sync.notifications) {
+            let Some(n) = wire::object::<wire::NotificationHead>(raw.get().as_bytes()) else {
+                continue;
+            };
+            let head = room.events.get(&n.event_rowid).map(|e| &e.head);
+            rc.notifications.push(Notification {
+                rowid: n.event_rowid,
+                event_id: head.map(|h| h.event_id.clone()).unwrap_or_default(),
+                sender: head.map(|h| h.sender.clone()).unwrap_or_default(),
+                sound: n.sound,
+                highlight: n.highlight,
+            });
+        }
         if self.list_key(id) != before {
             ch.room_list = true;
             ch.spaces = true;
@@ -826,22 +865,6 @@ impl Model {
             skipped_rooms: self.skipped_rooms,
             ..Model::default()
         };
-    }
-}
-
-impl PartialEq for RoomChanges {
-    fn eq(&self, o: &RoomChanges) -> bool {
-        self.meta == o.meta
-            && self.removed == o.removed
-            && self.reset == o.reset
-            && self.appended == o.appended
-            && self.prepended == o.prepended
-            && self.updated == o.updated
-            && self.pending == o.pending
-            && self.state == o.state
-            && self.receipts == o.receipts
-            && self.typing == o.typing
-            && self.account_data == o.account_data
     }
 }
 

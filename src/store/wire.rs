@@ -84,6 +84,23 @@ pub(super) struct SyncRoom<'a> {
     pub events: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub receipts: Option<&'a RawValue>,
+    /// hicli `SyncNotification`s: new events the push rules say notify (live syncs only).
+    #[serde(default, borrow)]
+    pub notifications: Option<&'a RawValue>,
+    /// The room's notification count went to zero elsewhere: shown notifications can close.
+    #[serde(default, deserialize_with = "lenient")]
+    pub dismiss_notifications: bool,
+}
+
+/// One entry of a room's `notifications`.
+#[derive(Deserialize, Default)]
+pub(super) struct NotificationHead {
+    #[serde(default, deserialize_with = "lenient")]
+    pub event_rowid: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    pub sound: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    pub highlight: bool,
 }
 
 /// A timeline tuple: the row's position and the event it shows.

@@ -14,7 +14,9 @@
 //!
 //! Simplifications: only messages get timeline rows (state events live in the state map only);
 //! there is no server-side history beyond the seeded rows (`from_server` is always false); no
-//! encryption, edits, reactions, replies or notifications lists.
+//! encryption, edits, reactions or replies. The push rules are reduced to one: a live message
+//! whose body names [`ME`] notifies with sound and highlight (a `notifications` entry); every
+//! other message only counts as unread.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -535,6 +537,7 @@ impl Rooms {
         events: Vec<Value>,
         receipts: Value,
         dismiss: bool,
+        notifications: Vec<Value>,
     ) -> Value {
         json!({
             "meta": meta,
@@ -545,7 +548,7 @@ impl Rooms {
             "events": events,
             "receipts": receipts,
             "dismiss_notifications": dismiss,
-            "notifications": [],
+            "notifications": notifications,
         })
     }
 
@@ -679,6 +682,7 @@ impl Rooms {
             vec![synced],
             json!({}),
             false,
+            Vec::new(),
         );
         let sync = self.live_sync(&p.room_id.clone(), sr);
         vec![
@@ -713,11 +717,14 @@ impl Rooms {
             Vec::new(),
             json!({ event_id: [receipt] }),
             dismiss,
+            Vec::new(),
         );
         Ok(self.live_sync(&room_id, sr))
     }
 
-    /// A message from someone else: a new event and timeline row, `unread_messages + 1`.
+    /// A message from someone else: a new event and timeline row, `unread_messages + 1`; one
+    /// that names [`ME`] also notifies (unread type normal, notify, highlight and sound, as
+    /// hicli marks a mention; the counts and a `notifications` entry follow).
     /// Returns `(rowid, timeline_rowid, sync_complete)`.
     pub fn remote_message(
         &mut self,
@@ -728,9 +735,17 @@ impl Rooms {
         if self.room(room).is_none() {
             return Err(format!("unknown room {room}"));
         }
-        let (rowid, tl) = self.append_message(room, sender, body, Some(1));
+        let mention = body.contains(ME);
+        let (rowid, tl) =
+            self.append_message(room, sender, body, Some(if mention { 15 } else { 1 }));
         let r = &mut self.rooms[self.index[room]];
         r.unread_messages += 1;
+        let mut notifications = Vec::new();
+        if mention {
+            r.unread_notifications += 1;
+            r.unread_highlights += 1;
+            notifications.push(json!({"event_rowid": rowid, "sound": true, "highlight": true}));
+        }
         let meta = r.meta();
         let ev = self.events[&rowid].clone();
         let sr = Self::sync_room(
@@ -739,6 +754,7 @@ impl Rooms {
             vec![ev],
             json!({}),
             false,
+            notifications,
         );
         Ok((rowid, tl, self.live_sync(room, sr)))
     }

@@ -438,7 +438,8 @@ class _StoreBase:
     def watch(self, room_id: Optional[str] = None, on: bool = True) -> None:
         """Limits the detail of change sets: ``watch()`` watches every room (the default);
         ``watch(on=False)`` only the open rooms; ``watch(room_id, on)`` adds or removes one.
-        Rooms not watched report only ``meta`` and ``removed`` (what a room list needs)."""
+        Rooms not watched report only ``meta``, ``removed`` and the notification fields (what
+        a room list and OS notifications need)."""
         rid = None if room_id is None else _room(room_id)
         self._plain("watch", _ffi.lib.tether_store_watch, rid, bool(on))
 

@@ -514,3 +514,50 @@ mod recorded {
         assert!(r.state_event("m.room.create", "").is_some());
     }
 }
+
+#[test]
+fn notifications_are_resolved_and_bad_entries_dropped() {
+    let mut m = seeded();
+    let sync = json!({"rooms": {ROOM: {
+        "timeline": [{"timeline_rowid": 10, "event_rowid": 1}],
+        "events": [msg(1, "hi @me")],
+        "notifications": [
+            {"event_rowid": 1, "sound": true, "highlight": true},
+            "not an object",
+            {"event_rowid": 99, "sound": "loud"},
+        ],
+    }}});
+    let ch = apply(&mut m, "sync_complete", sync);
+    let rc = &ch.rooms[ROOM];
+    assert_eq!(
+        rc.notifications,
+        [
+            Notification {
+                rowid: 1,
+                event_id: "$e1".into(),
+                sender: "@bob:example.org".into(),
+                sound: true,
+                highlight: true,
+            },
+            // Not (yet) in the store: the rowid alone; a field of the wrong type reads as unset.
+            Notification {
+                rowid: 99,
+                ..Notification::default()
+            },
+        ]
+    );
+    assert!(!rc.dismiss_notifications);
+    // Notifications concern unwatched rooms too.
+    let summary = rc.summary().expect("notifications are summarised");
+    assert_eq!(summary.notifications.len(), 2);
+    assert!(summary.appended.is_empty());
+
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"dismiss_notifications": true, "notifications": null}}}),
+    );
+    let rc = &ch.rooms[ROOM];
+    assert!(rc.dismiss_notifications && rc.notifications.is_empty());
+    assert!(rc.summary().is_some_and(|s| s.dismiss_notifications));
+}

@@ -60,6 +60,20 @@ public struct StoreChange: Sendable {
         public let receipts: [String]
         public let typing: Bool
         public let accountData: [String]
+        /// New events the user's push rules say notify (reported for unwatched rooms too).
+        public let notifications: [Notification]
+        /// The room's notifications were read elsewhere: close the ones shown.
+        public let dismissNotifications: Bool
+    }
+
+    /// An event to notify the user about; the store holds it (`event(roomId:rowid:)`).
+    public struct Notification: Sendable, Equatable {
+        public let rowid: Int64
+        /// Missing only if gomuks listed an event it did not send.
+        public let eventId: String?
+        public let sender: String?
+        public let sound: Bool
+        public let highlight: Bool
     }
 
     /// Counts the change sets the store announced; a gap means a stream missed some.
@@ -103,7 +117,15 @@ public struct StoreChange: Sendable {
                 appended: ints(r, "appended"), prepended: Int(int64(r["prepended"]) ?? 0),
                 updated: ints(r, "updated"), pending: bool(r, "pending"),
                 state: strings(r, "state"), receipts: strings(r, "receipts"),
-                typing: bool(r, "typing"), accountData: strings(r, "account_data"))
+                typing: bool(r, "typing"), accountData: strings(r, "account_data"),
+                notifications: (r["notifications"] as? [[String: Any]] ?? []).compactMap { n in
+                    int64(n["rowid"]).map {
+                        Notification(rowid: $0, eventId: n["event_id"] as? String,
+                                     sender: n["sender"] as? String, sound: bool(n, "sound"),
+                                     highlight: bool(n, "highlight"))
+                    }
+                },
+                dismissNotifications: bool(r, "dismiss_notifications"))
         }
         self.rooms = rooms
     }
@@ -292,7 +314,8 @@ public final class Store: @unchecked Sendable {
 
     /// Limits the detail of change sets: `watch()` watches every room (the default),
     /// `watch(on: false)` only the open rooms, `watch(roomId, on:)` adds or removes one room.
-    /// Rooms not watched report only `meta` and `removed` (all a room list needs).
+    /// Rooms not watched report only `meta`, `removed` and the notification fields (all a
+    /// room list and OS notifications need).
     /// `.invalidArgument` for a room the store does not know.
     public func watch(_ roomId: String? = nil, on: Bool = true) throws {
         try handle.use { s in try check(tether_store_watch(s, roomId, on)) }

@@ -265,6 +265,36 @@ final class StoreTests: XCTestCase {
         await c.close(timeout: .seconds(10))
     }
 
+    func testAMentionNotifiesEvenUnwatchedAndMarkReadDismisses() async throws {
+        let (b, c, store) = try await session()
+        defer { b.stop() }  // keeps the backend alive to the end
+        try store.watch(on: false)
+        var it = store.changes.makeAsyncIterator()
+        _ = try b.control("/_testkit/rooms/message?room=%21r1%3Aexample.org&body=hi%20%40me%3Aexample.org")
+        var note: StoreChange.Notification?
+        while let ch = await it.next() {
+            if let n = ch.rooms[r1]?.notifications.first {
+                note = n
+                XCTAssertEqual(ch.rooms[r1]?.appended, [], "the room is not watched")
+                break
+            }
+        }
+        XCTAssertEqual(note?.sound, true)
+        XCTAssertEqual(note?.highlight, true)
+        XCTAssertEqual(note?.sender, "@alice:example.org")
+        XCTAssertTrue((note?.eventId ?? "").hasPrefix("$"), "\(String(describing: note))")
+        _ = try await store.markRead(r1)
+        var dismissed = false
+        while let ch = await it.next() {
+            if ch.rooms[r1]?.dismissNotifications == true {
+                dismissed = true
+                break
+            }
+        }
+        XCTAssertTrue(dismissed)
+        await c.close(timeout: .seconds(10))
+    }
+
     func testLoadStateRequestMembersMarkReadOpenWatchAndCollectGarbage() async throws {
         let (b, c, store) = try await session(StoreOptions(evictAfterMs: 0))
         defer { b.stop() }  // keeps the backend alive to the end

@@ -67,8 +67,10 @@ class Store private constructor(private val handle: StoreHandle, private val cor
      * `{"gen", "cause": {"command"?, "event_id"?, "request_id"?}, "cleared"?, "room_list"?,
      * "spaces"?, "session"?, "account_data"?, "rooms"?: {id: {"meta"?, "removed"?, "reset"?,
      * "appended"?, "prepended"?, "updated"?, "pending"?, "state"?, "receipts"?, "typing"?,
-     * "account_data"?}}}`. Each collector has its own unbounded buffer (change sets are small
-     * and the client's [TetherClient.events] keeps the backpressure). Ends after [close], and
+     * "account_data"?, "notifications"?: [{"rowid", "event_id"?, "sender"?, "sound",
+     * "highlight"}], "dismiss_notifications"?}}}` (docs/store.md). Each collector has its own
+     * unbounded buffer (change sets are small and the client's [TetherClient.events] keeps the
+     * backpressure). Ends after [close], and
      * after the client's CLOSED or free. Collection subscribes when it starts: start the
      * collector (e.g. with `CoroutineStart.UNDISPATCHED`) before the action whose change it
      * should see.
@@ -179,7 +181,8 @@ class Store private constructor(private val handle: StoreHandle, private val cor
     /**
      * Limits the detail of change sets: `watch()` watches every room (the default),
      * `watch(on = false)` only the open rooms, `watch(roomId, on)` adds or removes one room.
-     * Rooms not watched report only `meta` and `removed` (all a room list needs).
+     * Rooms not watched report only `meta`, `removed` and the notification fields (all a room
+     * list and OS notifications need).
      * [InvalidArgumentException] for a room the store does not know.
      */
     fun watch(roomId: String? = null, on: Boolean = true) = handle.use { s ->
