@@ -635,9 +635,9 @@ typedef struct tether_stats {
 #define TETHER_ERR_REMOTE_CLOSED (-36)
 
 /**
- * A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
- * valid, no pin matches its key) or ours (the server refused or required a client
- * certificate).
+ * A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
+ * wrong name, expired, not yet valid, no pin matches a key of the server's verified
+ * chain) or ours (the server refused or required a client certificate).
  * Final: it would fail the same way on every attempt, so the client stops instead of
  * retrying; reconnect with a new client once the configuration or the server changed.
  */
@@ -1096,7 +1096,8 @@ tether_status tether_config_set_client_cert_pem(struct tether_config *cfg, const
  * (default off): on Linux the OpenSSL locations (`SSL_CERT_FILE`/`SSL_CERT_DIR` replace
  * them when set), on macOS the keychain, on Windows the system store; on Android and iOS
  * no store is found (rustls-native-certs reads none there), so the connect fails. CAs
- * given to `tether_config_set_ca_pem` still add to it. Only read for `wss://`. Read when the client connects;
+ * given to `tether_config_set_ca_pem` still add to it. Only read when TLS is used (a
+ * `wss://` server, or an `https://` proxy). Read when the client connects;
  * `tether_client_connect` fails with `TETHER_ERR_TLS` when the store holds no usable
  * certificate.
  */
@@ -1431,8 +1432,9 @@ tether_status tether_store_request_members(const struct tether_store *s, const c
 tether_status tether_store_set_open(const struct tether_store *s, const char *room_id, bool open);
 
 /**
- * Limits the detail of STORE events to watched rooms; the others report only `meta`
- * and `removed`, which is all a room list needs. `room_id` NULL with `on` true watches
+ * Limits the detail of STORE events to watched rooms; the others report only `meta`,
+ * `removed`, `notifications` and `dismiss_notifications`, which is all a room list and
+ * the OS notifications need. `room_id` NULL with `on` true watches
  * every room (the default); NULL with false watches only the open rooms; a room id
  * adds it to or removes it from the watch list (`TETHER_ERR_INVALID_ARGUMENT` for a room
  * the store does not know). `TETHER_ERR_NULL` for a NULL store.

@@ -368,7 +368,8 @@ impl ConfigBuilder {
     /// added is trusted and one the system distrusts is not; extra CAs still add to it. Read
     /// through `rustls-native-certs` when the client connects: on Linux the OpenSSL locations
     /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them when set), on macOS the keychain, on
-    /// Windows the system store; on Android and iOS none is found. Only read for `wss://`.
+    /// Windows the system store; on Android and iOS none is found. Only read when TLS is used
+    /// (a `wss://` server, or an `https://` proxy).
     /// A store with no usable certificate fails the connect with [`Status::ErrTls`]. Default
     /// off.
     pub fn use_os_trust(mut self, on: bool) -> Self {
@@ -379,7 +380,8 @@ impl ConfigBuilder {
     /// `http://[user:pass@]host[:port]` (HTTP CONNECT with Basic proxy auth),
     /// `https://[user:pass@]host[:port]` (the same inside TLS to the proxy; its certificate is
     /// verified with this configuration's roots and extra CAs, not its pins, which are the
-    /// server's; a client certificate is shown to a proxy that asks for one),
+    /// server's, unless the proxy has the server's host name; a client certificate is shown
+    /// to a proxy that asks for one),
     /// `socks5://[user:pass@]host[:port]` (SOCKS5, RFC 1929 auth, the server's name resolved
     /// locally) or `socks5h://…` (the proxy resolves the name); no scheme means `http://`.
     /// An explicit proxy is used for every host, loopback included, and no environment
@@ -613,10 +615,16 @@ impl ConfigBuilder {
         if !trust.pins.is_empty() && !secure {
             return Err(bad("public key pins need a wss:// or https:// URL"));
         }
-        if !trust.pins.is_empty() {
-            // Pins are the server's: an https:// proxy on the way is verified without them.
-            let host = url.host_str().unwrap_or_default();
-            trust.pinned_server = Some(tls::server_name(host)?);
+        if let Some(p) = proxy
+            .as_ref()
+            .filter(|_| tls_proxy && !trust.pins.is_empty())
+        {
+            // Pins are the server's: the https:// proxy on the way is verified without them,
+            // told apart by its name. Only that name is exempt, so any other peer stays
+            // pinned; a proxy under the server's own name cannot be told apart and is pinned.
+            let server = tls::server_name(url.host_str().unwrap_or_default())?;
+            let name = tls::server_name(p.addr().0)?;
+            trust.unpinned_proxy = (name != server).then_some(name);
         }
         if let Some((cert, key)) = &self.client_cert {
             trust.client_cert = Some(tls::parse_client_cert(cert, &key.0)?);
@@ -681,6 +689,31 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_https_proxy_of_another_name_escapes_the_pins() {
+        let exempt = |url: &str, proxy: &str| {
+            let c = Config::builder(url)
+                .pin_sha256("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+                .proxy(proxy)
+                .build()
+                .unwrap();
+            c.trust.unpinned_proxy.map(|n| n.to_str().into_owned())
+        };
+        let url = "https://chat.example.org";
+        assert_eq!(
+            exempt(url, "https://proxy.example.org:3128").as_deref(),
+            Some("proxy.example.org")
+        );
+        // Names compare without case; one the server shares cannot be told apart.
+        assert_eq!(exempt(url, "https://Chat.Example.org:3128"), None);
+        assert_eq!(exempt(url, "http://proxy.example.org:3128"), None);
+        assert_eq!(exempt(url, "direct"), None);
+        assert_eq!(
+            exempt("https://[::1]:8443", "https://[::2]:3128").as_deref(),
+            Some("::2")
+        );
+    }
 
     #[test]
     fn http_base_derives_websocket_path() {

@@ -69,9 +69,9 @@ pub enum Status {
     ErrReceiveTimeout = -35,
     /// The server closed the websocket with a close frame (see the close code).
     ErrRemoteClosed = -36,
-    /// A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
-    /// valid, no pin matches its key) or ours (the server refused or required a client
-    /// certificate).
+    /// A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
+    /// wrong name, expired, not yet valid, no pin matches a key of the server's verified
+    /// chain) or ours (the server refused or required a client certificate).
     /// Final: it would fail the same way on every attempt, so the client stops instead of
     /// retrying; reconnect with a new client once the configuration or the server changed.
     ErrCertificate = -37,

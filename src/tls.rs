@@ -62,9 +62,9 @@ pub(crate) struct Trust {
     pub(crate) os_store: bool,
     /// With pins, one of them must match a key on a verified path (see the module doc).
     pub(crate) pins: Vec<Pin>,
-    /// The server the pins are for (the URL's host); a TLS peer of another name, an
-    /// `https://` proxy, is verified without them.
-    pub(crate) pinned_server: Option<ServerName<'static>>,
+    /// The name of the `https://` proxy, whose certificate is verified without the pins
+    /// (they are the server's); every other name is pinned.
+    pub(crate) unpinned_proxy: Option<ServerName<'static>>,
     /// Shown to a server that asks for a client certificate.
     pub(crate) client_cert: Option<ClientCert>,
 }
@@ -222,7 +222,7 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
                 roots,
                 algorithms: provider.signature_verification_algorithms,
                 pins: trust.pins.clone(),
-                server: trust.pinned_server.clone(),
+                unpinned_proxy: trust.unpinned_proxy.clone(),
             }))
     };
     let cc = match &trust.client_cert {
@@ -243,8 +243,8 @@ struct Pinned {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
     pins: Vec<Pin>,
-    /// Whom the pins are for; any other name (a proxy's) gets the normal verification only.
-    server: Option<ServerName<'static>>,
+    /// The one name that gets the normal verification only: the `https://` proxy's.
+    unpinned_proxy: Option<ServerName<'static>>,
 }
 
 impl Pinned {
@@ -321,7 +321,7 @@ impl ServerCertVerifier for Pinned {
             ocsp_response,
             now,
         )?;
-        if self.server.as_ref().is_some_and(|s| s != server_name) {
+        if self.unpinned_proxy.as_ref() == Some(server_name) {
             return Ok(ok);
         }
         let leaf = webpki::EndEntityCert::try_from(end_entity)

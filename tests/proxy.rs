@@ -360,9 +360,21 @@ async fn spec1_2_an_https_proxy_carries_the_login_and_the_websocket() {
     assert!(p.log_text().contains("CONNECT"), "{}", p.log_text());
 }
 
+/// The client is refused once with `ERR_CERTIFICATE` and never retries; returns the reason.
+async fn refused_for_good(c: &Client) -> String {
+    let (d, _) = until_kind(c, EventKind::Disconnected).await;
+    let why = text(&d);
+    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
+    assert_eq!(d.retry_in(), None, "{why}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.stats().connect_attempts, 1, "{why}");
+    why
+}
+
 /// Pins are the server's: through an `https://` proxy with a certificate of its own, a pin of
 /// the server's key lets the wss login and websocket in; a pin of the proxy's key alone
-/// refuses the server, once, as any pin mismatch.
+/// refuses the server, once, as any pin mismatch, on the login's route (reqwest) and on the
+/// websocket's (a token, no login) alike.
 #[tokio::test]
 async fn pins_check_the_server_not_the_https_proxy() {
     let Some((_p, proxy)) = https_proxy("127.0.0.1").await else {
@@ -370,51 +382,61 @@ async fn pins_check_the_server_not_the_https_proxy() {
     };
     let b = backend().await;
     let server = tls_front_named(b.addr(), "localhost").await;
-    let cfg = |pin: &str| {
-        Config::builder(&format!("https://localhost:{}", server.port))
-            .basic_auth("tether", "tether-password")
-            .extra_ca_pem(format!("{}{}", server.pem, proxy.pem).as_bytes())
+    let url = format!("https://localhost:{}", server.port);
+    let trust_both = format!("{}{}", server.pem, proxy.pem);
+    let via_proxy = |x: tether::ConfigBuilder, pin: &str| {
+        x.extra_ca_pem(trust_both.as_bytes())
             .pin_sha256(pin)
             .proxy(&format!("https://puser:ppass@127.0.0.1:{}", proxy.port))
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .build()
-            .unwrap()
     };
-    let c = start(cfg(&server.pin));
+    let login = |pin: &str| {
+        let x = Config::builder(&url).basic_auth("tether", "tether-password");
+        start(via_proxy(x, pin).build().unwrap())
+    };
+    let c = login(&server.pin);
     until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
     assert!(b.stats().auth_requests >= 1);
 
-    let c = start(cfg(&proxy.pin));
-    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
-    let why = text(&d);
-    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
-    assert_eq!(d.retry_in(), None, "{why}");
+    let why = refused_for_good(&login(&proxy.pin)).await;
     assert!(why.contains("pin") && why.contains(&server.pin), "{why}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.stats().connect_attempts, 1, "{why}");
+
+    let c = client_at(&url, &b.token(), |x| via_proxy(x, &proxy.pin));
+    let why = refused_for_good(&c).await;
+    assert!(why.contains("pin") && why.contains(&server.pin), "{why}");
+    let c = client_at(&url, &b.token(), |x| via_proxy(x, &server.pin));
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
 }
 
 /// An `https://` proxy whose certificate is not trusted is refused like a server's: once,
-/// `ERR_CERTIFICATE`, the message naming the proxy; the server is never reached.
+/// `ERR_CERTIFICATE`, on the websocket's route (the message naming the proxy) and on the
+/// login's; the server is never reached.
 #[tokio::test]
 async fn an_untrusted_https_proxy_is_final_after_one_attempt() {
     let Some((_p, front)) = https_proxy("localhost").await else {
         return;
     };
     let b = backend().await;
+    let proxy = format!("https://puser:ppass@localhost:{}", front.port);
     let c = client_at(&b.ws_url(), &b.token(), |x| {
-        x.proxy(&format!("https://puser:ppass@localhost:{}", front.port))
+        x.proxy(&proxy)
             .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
     });
-    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
-    let why = text(&d);
-    assert_eq!(d.status(), Status::ErrCertificate, "{why}");
-    assert_eq!(d.retry_in(), None, "{why}");
+    let why = refused_for_good(&c).await;
     assert!(why.contains("HTTPS proxy localhost:"), "{why}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.stats().connect_attempts, 1, "{why}");
     assert_eq!(front.peers.lock().unwrap().len(), 1);
+    let c = start(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "tether-password")
+            .proxy(&proxy)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    );
+    refused_for_good(&c).await;
+    assert_eq!(front.peers.lock().unwrap().len(), 2);
     assert!(b.stats().tcp_peers.is_empty());
 }
 

@@ -86,7 +86,7 @@ struct ConnOpts {
     /// gomuks: no compression.
     #[arg(long)]
     no_compress: bool,
-    /// Extra CA certificates (PEM) to trust for wss/https.
+    /// Extra CA certificates (PEM) to trust for wss/https (the server, and an https proxy).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Pin a public key: `sha256/BASE64` of the SHA-256 of a SubjectPublicKeyInfo, the

@@ -290,7 +290,8 @@ ffi_fn! {
     /// (default off): on Linux the OpenSSL locations (`SSL_CERT_FILE`/`SSL_CERT_DIR` replace
     /// them when set), on macOS the keychain, on Windows the system store; on Android and iOS
     /// no store is found (rustls-native-certs reads none there), so the connect fails. CAs
-    /// given to `tether_config_set_ca_pem` still add to it. Only read for `wss://`. Read when the client connects;
+    /// given to `tether_config_set_ca_pem` still add to it. Only read when TLS is used (a
+    /// `wss://` server, or an `https://` proxy). Read when the client connects;
     /// `tether_client_connect` fails with `TETHER_ERR_TLS` when the store holds no usable
     /// certificate.
     fn tether_config_set_use_os_trust(cfg: *mut tether_config, on: bool) -> tether_status {

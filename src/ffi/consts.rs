@@ -63,9 +63,9 @@ pub const TETHER_ERR_HTTP: tether_status = -34;
 pub const TETHER_ERR_RECEIVE_TIMEOUT: tether_status = -35;
 /// The server closed the websocket with a close frame (see the close code).
 pub const TETHER_ERR_REMOTE_CLOSED: tether_status = -36;
-/// A certificate was refused: the server's (unknown issuer, wrong name, expired, not yet
-/// valid, no pin matches its key) or ours (the server refused or required a client
-/// certificate).
+/// A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
+/// wrong name, expired, not yet valid, no pin matches a key of the server's verified
+/// chain) or ours (the server refused or required a client certificate).
 /// Final: it would fail the same way on every attempt, so the client stops instead of
 /// retrying; reconnect with a new client once the configuration or the server changed.
 pub const TETHER_ERR_CERTIFICATE: tether_status = -37;

@@ -293,7 +293,7 @@ final class TetherTests: XCTestCase {
         o.prevListenerId = false
         o.headers = [(name: "X-Tether-Test", value: "1")]
         o.allowInsecureCredentials = false
-        o.useOSTrust = true  // only read for wss://
+        o.useOSTrust = true  // only read for wss:// or an https:// proxy
         o.eventBufferCapacity = 16
         let c = try TetherClient(o)
         let echo = try await c.request("echo", data: json(#"{"ok":true}"#))
