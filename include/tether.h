@@ -786,7 +786,8 @@ tether_status tether_client_request_with_timeout(struct tether_client *c, const 
  * JSON of gomuks's `upload_media` (`filename`, `encrypt`, `voice_message`, resize
  * options, ...). With `bytes` non-NULL the `bytes_len` bytes are uploaded (copied before
  * the call returns); with `bytes` NULL and `bytes_len` 0 the file named by `"path"` in the
- * params is (NULL with a length is `TETHER_ERR_NULL`).
+ * params is (NULL with a length is `TETHER_ERR_NULL`). Bytes and a `"path"`, or neither,
+ * is `TETHER_ERR_INVALID_ARGUMENT`.
  * `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
  * receives the id: PROGRESS events for it (`tether_event_progress`) come
  * first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:

@@ -294,7 +294,8 @@ impl Client {
     /// Uploads media through an in-process backend (`upload_media` with progress): PROGRESS
     /// events for the returned request id, then its RESPONSE with the `m.room.message`
     /// content to send. `params` is the command's JSON (`filename`, `encrypt`, ...; with
-    /// `bytes` `None`, `path` names the file to read). `timeout` `None` means the configured
+    /// `bytes` `None`, `path` names the file to read; bytes and a `path`, or neither, is
+    /// `ErrInvalidArgument`). `timeout` `None` means the configured
     /// request timeout. Websocket clients: `ErrUnsupported` (the backend's HTTP upload
     /// endpoint serves them).
     pub fn upload_media(
@@ -332,6 +333,9 @@ impl Client {
                 Status::ErrUnsupported,
                 format!("{what} with progress is for in-process clients; over the websocket use the backend's HTTP media endpoints"),
             ));
+        }
+        if let gomuks::inproc::Media::Upload(bytes) = media {
+            upload_source(params, bytes.is_some())?;
         }
         self.req.enqueue(timeout, ReplyTo::Event, |id| {
             gomuks::inproc::media_message(id, media, params)
@@ -453,6 +457,20 @@ impl Client {
     pub fn config(&self) -> &Config {
         &self.req.cfg
     }
+}
+
+/// An upload names exactly one source: the bytes given, or a `"path"` in its params. gomuks
+/// would pick one of the two silently, or fail late with neither.
+fn upload_source(params: &[u8], has_bytes: bool) -> Result<(), Error> {
+    let has_path =
+        serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(params)
+            .is_ok_and(|m| m.contains_key("path"));
+    let why = match (has_bytes, has_path) {
+        (true, true) => "upload_media takes bytes or a \"path\" in its params, not both",
+        (false, false) => "upload_media needs bytes or a \"path\" in its params",
+        _ => return Ok(()),
+    };
+    Err(Error::new(Status::ErrInvalidArgument, why))
 }
 
 impl Requester {

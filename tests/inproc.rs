@@ -307,6 +307,13 @@ async fn spec12_2_upload_reports_progress_then_the_content() {
     let (ev, before) = response(&c, id).await;
     assert_eq!(json(&ev)["url"], "mxc://fake/5");
     assert_eq!(before.len(), 3);
+    // Exactly one source: bytes, or a "path" in the params; neither and both are refused.
+    let neither: &[u8] = br#"{"filename":"a"}"#;
+    for (params, bytes) in [(params.as_bytes(), Some(&b"x"[..])), (neither, None)] {
+        let e = c.upload_media(params, bytes, None).unwrap_err();
+        assert_eq!(e.status(), Status::ErrInvalidArgument, "{}", e.message());
+        assert!(e.message().contains("\"path\""), "{}", e.message());
+    }
 
     let id = c
         .upload_media(br#"{"fail":true}"#, Some(b"x"), None)

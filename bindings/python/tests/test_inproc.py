@@ -332,6 +332,13 @@ def test_spec12_2_a_failing_upload_raises_the_backends_error(
             c.upload(path=missing)
         with pytest.raises(tether.InvalidArgumentError, match="not both"):
             c.upload_media({}, b"x", path=missing)
+        with pytest.raises(tether.InvalidArgumentError, match="not both"):
+            c.upload_media({"path": str(missing)}, b"x")
+        with pytest.raises(tether.InvalidArgumentError, match="not both"):
+            c.upload_media({"path": str(missing)}, path=missing)
+        # Params as JSON bytes reach the library, which refuses the same.
+        with pytest.raises(tether.InvalidArgumentError, match="not both"):
+            c.upload_media(b'{"path": "/x"}', b"x")
         with pytest.raises(tether.InvalidArgumentError, match="data or a path"):
             c.upload_media({"filename": "nothing"})
         # An exception from the progress callback cancels the upload and propagates.

@@ -61,10 +61,13 @@ def upload_params(params: JSONData, data: Optional[BytesLike], path: Optional[Pa
     """The JSON params of ``upload_media``: ``params`` as :func:`encode_payload` takes them,
     with ``path`` (when given) set as their ``"path"``. Exactly one of ``data`` and a path
     (``path`` or ``"path"`` in a mapping) says what to upload."""
-    if data is not None and path is not None:
-        raise InvalidArgumentError("upload_media takes data or a path, not both")
+    in_params = isinstance(params, Mapping) and "path" in params
+    given = [w for w, g in (("data", data is not None), ("path", path is not None),
+                            ('a "path" in params', in_params)) if g]
+    if len(given) > 1:
+        raise InvalidArgumentError(f"upload_media takes data or a path, not both ({' and '.join(given)})")
     if path is None:
-        if data is None and isinstance(params, Mapping) and "path" not in params:
+        if not given and isinstance(params, Mapping):
             raise InvalidArgumentError("upload_media needs data or a path")
         return encode_payload(params)
     if isinstance(params, (bytes, bytearray, memoryview)):
