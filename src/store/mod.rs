@@ -41,8 +41,8 @@ enum Action {
     Plain,
 }
 
-/// Which rooms' STORE events carry every detail; the others report only meta changes and
-/// removals (what a room list needs).
+/// Which rooms' STORE events carry every detail; the others report only meta changes,
+/// removals and notifications (what a room list and OS notifications need).
 enum Watch {
     All,
     Rooms(HashSet<String>),

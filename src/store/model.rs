@@ -405,7 +405,8 @@ pub(super) struct RoomChanges {
     /// New events the user's push rules say notify, in the order gomuks listed them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
-    /// The room's notifications were read elsewhere: close the ones shown.
+    /// The room's notification count went to zero (read on any device, or a message sent
+    /// there): close the ones shown.
     #[serde(skip_serializing_if = "is_false")]
     pub dismiss_notifications: bool,
 }
@@ -415,9 +416,7 @@ pub(super) struct RoomChanges {
 #[derive(Serialize, Default, PartialEq, Debug, Clone)]
 pub(super) struct Notification {
     pub rowid: i64,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub event_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub sender: String,
     /// The push rule asks for a sound.
     pub sound: bool,
@@ -592,6 +591,10 @@ impl Model {
 
     fn apply_room(&mut self, id: &str, sync: wire::SyncRoom, catchup: bool, ch: &mut Changes) {
         let before = self.list_key(id);
+        let notified_before = self
+            .rooms
+            .get(id)
+            .map_or(0, |r| r.meta_i64("unread_notifications"));
         let room = match (self.rooms.contains_key(id), sync.meta) {
             (true, meta) => {
                 let r = self.rooms.get_mut(id).expect("checked");
@@ -655,19 +658,29 @@ impl Model {
         rc.appended.extend(appended);
         rc.updated.extend(existed);
         room.apply_receipts(sync.receipts, rc);
-        rc.dismiss_notifications |= sync.dismiss_notifications;
+        // hicli flags only a live sync; a catch-up that brings the count to zero closes the
+        // room's notifications as well.
+        let read_elsewhere = notified_before > 0 && room.meta_i64("unread_notifications") == 0;
+        rc.dismiss_notifications |= sync.dismiss_notifications || read_elsewhere;
         for raw in wire::raw_list(sync.notifications) {
             let Some(n) = wire::object::<wire::NotificationHead>(raw.get().as_bytes()) else {
                 continue;
             };
-            let head = room.events.get(&n.event_rowid).map(|e| &e.head);
+            // As gomuks' own clients do, a notification whose event is unknown is dropped.
+            let Some(head) = room.events.get(&n.event_rowid).map(|e| &e.head) else {
+                continue;
+            };
             rc.notifications.push(Notification {
                 rowid: n.event_rowid,
-                event_id: head.map(|h| h.event_id.clone()).unwrap_or_default(),
-                sender: head.map(|h| h.sender.clone()).unwrap_or_default(),
+                event_id: head.event_id.clone(),
+                sender: head.sender.clone(),
                 sound: n.sound,
                 highlight: n.highlight,
             });
+        }
+        if !rc.notifications.is_empty() {
+            // The app reads the notified event next: no eviction may beat it to it.
+            room.idle_since = Instant::now();
         }
         if self.list_key(id) != before {
             ch.room_list = true;

@@ -445,6 +445,27 @@ mod recorded {
         );
     }
 
+    /// gomuks v0.2607.0's own output: a live message that notifies with sound, then the echo
+    /// of our own message, which read the room.
+    #[test]
+    fn the_recorded_notification_and_dismissal() {
+        let mut m = Model::default();
+        for data in [fixture!("sync_clear_state"), fixture!("sync_room_batch")] {
+            m.apply_event("sync_complete", data.as_bytes()).unwrap();
+        }
+        let live = fixture!("sync_live_message");
+        let ch = m.apply_event("sync_complete", live.as_bytes()).unwrap();
+        let notes: Vec<_> = ch.rooms.values().flat_map(|r| &r.notifications).collect();
+        assert_eq!(notes.len(), 1, "{:?}", notes);
+        let n = notes[0];
+        assert_eq!((n.rowid, n.sound, n.highlight), (56, true, false));
+        assert_eq!(n.sender, "@bob:localhost");
+        assert!(n.event_id.starts_with('$'), "{n:?}");
+        let echo = fixture!("sync_own_echo");
+        let ch = m.apply_event("sync_complete", echo.as_bytes()).unwrap();
+        assert!(ch.rooms.values().any(|r| r.dismiss_notifications));
+    }
+
     #[test]
     fn the_recorded_syncs_and_events_apply_cleanly() {
         let mut m = Model::default();
@@ -522,34 +543,30 @@ fn notifications_are_resolved_and_bad_entries_dropped() {
         "timeline": [{"timeline_rowid": 10, "event_rowid": 1}],
         "events": [msg(1, "hi @me")],
         "notifications": [
-            {"event_rowid": 1, "sound": true, "highlight": true},
+            {"event_rowid": 1, "sound": "loud", "highlight": true},
             "not an object",
-            {"event_rowid": 99, "sound": "loud"},
+            {"event_rowid": 99, "sound": true},
+            {},
         ],
     }}});
     let ch = apply(&mut m, "sync_complete", sync);
     let rc = &ch.rooms[ROOM];
+    // A field of the wrong type reads as unset; an event the store does not hold (99, or
+    // none at all) is dropped, as gomuks' own clients drop it.
     assert_eq!(
         rc.notifications,
-        [
-            Notification {
-                rowid: 1,
-                event_id: "$e1".into(),
-                sender: "@bob:example.org".into(),
-                sound: true,
-                highlight: true,
-            },
-            // Not (yet) in the store: the rowid alone; a field of the wrong type reads as unset.
-            Notification {
-                rowid: 99,
-                ..Notification::default()
-            },
-        ]
+        [Notification {
+            rowid: 1,
+            event_id: "$e1".into(),
+            sender: "@bob:example.org".into(),
+            sound: false,
+            highlight: true,
+        }]
     );
     assert!(!rc.dismiss_notifications);
     // Notifications concern unwatched rooms too.
     let summary = rc.summary().expect("notifications are summarised");
-    assert_eq!(summary.notifications.len(), 2);
+    assert_eq!(summary.notifications.len(), 1);
     assert!(summary.appended.is_empty());
 
     let ch = apply(
@@ -560,4 +577,44 @@ fn notifications_are_resolved_and_bad_entries_dropped() {
     let rc = &ch.rooms[ROOM];
     assert!(rc.dismiss_notifications && rc.notifications.is_empty());
     assert!(rc.summary().is_some_and(|s| s.dismiss_notifications));
+}
+
+#[test]
+fn a_catch_up_that_zeroes_the_count_dismisses_too() {
+    let mut m = seeded();
+    let mut meta = m.rooms[ROOM].meta.clone();
+    meta.insert("unread_notifications".into(), json!(2));
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"meta": meta}}}),
+    );
+    assert!(!ch.rooms[ROOM].dismiss_notifications);
+    meta.insert("unread_notifications".into(), json!(0));
+    // gomuks' catch-up sync carries no dismiss flag; the count going to zero is enough.
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"catchup": true, "rooms": {ROOM: {"meta": meta}}}),
+    );
+    assert!(ch.rooms[ROOM].dismiss_notifications);
+}
+
+#[test]
+fn a_notification_restarts_its_rooms_idle_time() {
+    let mut m = seeded();
+    let long_ago = Instant::now() - std::time::Duration::from_secs(60);
+    m.rooms.get_mut(ROOM).unwrap().idle_since = long_ago;
+    let plain =
+        json!({"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]});
+    apply(&mut m, "sync_complete", json!({"rooms": {ROOM: plain}}));
+    assert_eq!(
+        m.rooms[ROOM].idle_since, long_ago,
+        "a plain message leaves it idle"
+    );
+    let mention = json!({"timeline": [{"timeline_rowid": 11, "event_rowid": 2}], "events": [msg(2, "@me")],
+                         "notifications": [{"event_rowid": 2, "sound": true, "highlight": true}]});
+    apply(&mut m, "sync_complete", json!({"rooms": {ROOM: mention}}));
+    // An eviction right after would drop the event the app is about to read.
+    assert!(m.rooms[ROOM].idle_since.elapsed() < std::time::Duration::from_secs(30));
 }

@@ -62,16 +62,17 @@ public struct StoreChange: Sendable {
         public let accountData: [String]
         /// New events the user's push rules say notify (reported for unwatched rooms too).
         public let notifications: [Notification]
-        /// The room's notifications were read elsewhere: close the ones shown.
+        /// The room's notification count went to zero (read anywhere, or a message sent
+        /// there): close the ones shown.
         public let dismissNotifications: Bool
     }
 
-    /// An event to notify the user about; the store holds it (`event(roomId:rowid:)`).
+    /// An event to notify the user about; the store holds it (`event(roomId:rowid:)`). In an
+    /// encrypted room it may not be decrypted yet (docs/store.md).
     public struct Notification: Sendable, Equatable {
         public let rowid: Int64
-        /// Missing only if gomuks listed an event it did not send.
-        public let eventId: String?
-        public let sender: String?
+        public let eventId: String
+        public let sender: String
         public let sound: Bool
         public let highlight: Bool
     }
@@ -120,8 +121,8 @@ public struct StoreChange: Sendable {
                 typing: bool(r, "typing"), accountData: strings(r, "account_data"),
                 notifications: (r["notifications"] as? [[String: Any]] ?? []).compactMap { n in
                     int64(n["rowid"]).map {
-                        Notification(rowid: $0, eventId: n["event_id"] as? String,
-                                     sender: n["sender"] as? String, sound: bool(n, "sound"),
+                        Notification(rowid: $0, eventId: n["event_id"] as? String ?? "",
+                                     sender: n["sender"] as? String ?? "", sound: bool(n, "sound"),
                                      highlight: bool(n, "highlight"))
                     }
                 },
