@@ -205,10 +205,13 @@ def throughput():
         rs = [ratio(z, a, b) for z in (0, 1)]
         return rs, " / ".join(f"{r:.2f}x" if r is not None else "n/a" for r in rs)
 
-    def target_row(name, a, b, want, key=lambda r, want: r >= want):
+    def target_row(name, a, b, want, key=lambda r, want: r >= want, bounded=False):
+        """`bounded`: an earlier target, closed with the bound the notes below explain; a
+        miss reads as that, not as open work."""
         rs, shown = both_ratios(a, b)
         met = all(r is not None and key(r, want) for r in rs)
-        w(f"| {name} | {shown} | {'yes' if met else '**no**'} |")
+        miss = "no (bounded: see the notes below; superseded by the picows targets)" if bounded else "**no**"
+        w(f"| {name} | {shown} | {'yes' if met else miss} |")
 
     def every_stream_row(name, a, b, want):
         """A target that holds on every stream of this section (each size, plain and
@@ -237,11 +240,12 @@ def throughput():
     every_stream_row("… on every stream of this section", "c-lent", "c-single", 1.0)
     # The binding with each parser: json (what it does by default) and orjson (its `fast` extra).
     for c, how in (("python-tether", "json"), ("python-tether-orjson", "orjson")):
-        target_row(f"Python binding ({how}) ≥ 3x Python websockets (json)", c, "python-websockets", 3.0)
-        target_row(f"Python binding ({how}) ahead of Node ws", c, "node-ws", 1.0)
+        target_row(f"Python binding ({how}) ≥ 3x Python websockets (json)", c, "python-websockets", 3.0,
+                   bounded=True)
+        target_row(f"Python binding ({how}) ahead of Node ws", c, "node-ws", 1.0, bounded=True)
         target_row(f"Python binding ({how}) ahead of Go coder/websocket", c, "go-coder", 1.0)
     target_row("Python binding ≥ 3x websockets, both with orjson (like for like)", "python-tether-orjson",
-               "python-websockets-orjson", 3.0)
+               "python-websockets-orjson", 3.0, bounded=True)
     # The fastest Python client, with the same parser, and the parse-only ceiling.
     for c, peer, ceiling, how in (("python-tether", "python-picows", "python-parse", "json"),
                                   ("python-tether-orjson", "python-picows-orjson", "python-parse-orjson", "orjson")):
