@@ -112,6 +112,36 @@ async fn a_wrong_proxy_password_is_final_and_clear() {
     assert!(peers(&b).is_empty());
 }
 
+/// §1.2 over TLS: the https login's CONNECT refused for wrong credentials (tinyproxy: 401) is
+/// as final and clear as the websocket's, although reqwest only says "unsuccessful": tether
+/// asks the proxy itself why.
+#[tokio::test]
+async fn a_wrong_proxy_password_on_the_https_login_is_final_and_clear() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let (port, pem, _) = tls_front(b.addr()).await;
+    let c = start(
+        Config::builder(&format!("https://localhost:{port}"))
+            .basic_auth("tether", "tether-password")
+            .extra_ca_pem(pem.as_bytes())
+            .proxy(&format!("http://puser:wrong-SECRET@127.0.0.1:{}", p.port))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let msg = text(&d);
+    assert_eq!(d.status(), Status::ErrUnauthorized, "{msg}");
+    assert_eq!((d.retry_in(), d.close_code()), (None, 407), "{msg}");
+    assert!(msg.starts_with("auth request: "), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{}", p.port)), "{msg}");
+    assert!(!msg.contains("wrong-SECRET"), "{msg}");
+    until_kind(&c, EventKind::Closed).await;
+    assert!(peers(&b).is_empty());
+}
+
 /// §7: SOCKS5 with the name resolved by the proxy (dante, no auth): connected, a request
 /// answered, and a cut resumed through the proxy with every missed event once.
 #[tokio::test]

@@ -207,6 +207,48 @@ pub(crate) async fn connect(
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
+    let link = open_link(cfg, tls, host, port, probe).await?;
+    let stream = if url.scheme() == "wss" {
+        let session = handshake(tls, host_for_dns, host, link, client).await?;
+        Stream::Tls(Box::new(session))
+    } else {
+        Stream::Plain(link)
+    };
+    let t2 = Instant::now();
+    let req = upgrade_request(url, headers, &cfg.headers)?;
+    let mut wsc = WebSocketConfig::default();
+    wsc.max_message_size = Some(cfg.max_message_bytes);
+    wsc.max_frame_size = Some(cfg.max_message_bytes);
+    // tungstenite zero-fills a 128 KiB read buffer per connection by default, which alone
+    // breaks the 64 KiB-per-idle-connection budget (bench/RESULTS.md §3); 16 KiB reads
+    // still carry a 10 KB event per read.
+    wsc.read_buffer_size = 16 * 1024;
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
+        .await
+        .map_err(ConnectError::from_ws)?;
+    tlog!(
+        client,
+        Debug,
+        "transport",
+        "websocket upgrade to {} answered {} in {} ms",
+        url.path(),
+        resp.status().as_u16(),
+        t2.elapsed().as_millis()
+    );
+    Ok(ws)
+}
+
+/// The connection the websocket (or its TLS) runs over, to `host:port` (`host` as in the URL,
+/// brackets included): TCP to the server, or a tunnel through the configured proxy.
+async fn open_link(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    host: &str,
+    port: u16,
+    probe: &Probe,
+) -> Result<Link, ConnectError> {
+    let client = probe.client;
+    let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let t0 = Instant::now();
     // Through a proxy, the TCP connection goes to the proxy; the proxy reaches the server.
     let (dial_host, dial_port) = match &cfg.proxy {
@@ -268,34 +310,25 @@ pub(crate) async fn connect(
             t0.elapsed().as_millis()
         );
     }
-    let stream = if url.scheme() == "wss" {
-        let session = handshake(tls, host_for_dns, host, link, client).await?;
-        Stream::Tls(Box::new(session))
-    } else {
-        Stream::Plain(link)
-    };
-    let t2 = Instant::now();
-    let req = upgrade_request(url, headers, &cfg.headers)?;
-    let mut wsc = WebSocketConfig::default();
-    wsc.max_message_size = Some(cfg.max_message_bytes);
-    wsc.max_frame_size = Some(cfg.max_message_bytes);
-    // tungstenite zero-fills a 128 KiB read buffer per connection by default, which alone
-    // breaks the 64 KiB-per-idle-connection budget (bench/RESULTS.md §3); 16 KiB reads
-    // still carry a 10 KB event per read.
-    wsc.read_buffer_size = 16 * 1024;
-    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
+    Ok(link)
+}
+
+/// Why the configured HTTP(S) proxy refuses a tunnel to `url`'s host, found by asking it
+/// ourselves: reqwest reports a refused CONNECT other than 407 only as "unsuccessful tunnel".
+/// `None` when the tunnel opens (the failure was something else) or there is no such proxy.
+pub(crate) async fn tunnel_refusal(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+) -> Option<ConnectError> {
+    let p = cfg.proxy.as_ref()?;
+    if !matches!(p.kind, ProxyKind::Http | ProxyKind::Https) {
+        return None;
+    }
+    let port = url.port_or_known_default()?;
+    open_link(cfg, tls, url.host_str()?, port, &Probe::default())
         .await
-        .map_err(ConnectError::from_ws)?;
-    tlog!(
-        client,
-        Debug,
-        "transport",
-        "websocket upgrade to {} answered {} in {} ms",
-        url.path(),
-        resp.status().as_u16(),
-        t2.elapsed().as_millis()
-    );
-    Ok(ws)
+        .err()
 }
 
 /// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`

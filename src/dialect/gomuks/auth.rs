@@ -185,6 +185,12 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Whether reqwest failed to open its tunnel through the proxy. Its text (hyper-util's
+/// "tunnel error: unsuccessful") does not say why: a refused CONNECT's status is dropped.
+pub(crate) fn tunnel_failed(e: &ConnectError) -> bool {
+    e.error.message().contains("tunnel error: ")
+}
+
 /// A failed auth call that the proxy caused: its refusal of our credentials is final like a
 /// 401 (`ErrUnauthorized`), as on the websocket's tunnel. reqwest's proxy layers (hyper-util)
 /// only say so in their error text.

@@ -102,6 +102,7 @@ enum Show {
 /// beside a connection.
 async fn auth_call(
     http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
     cfg: Arc<Config>,
     show: Show,
     client: u64,
@@ -120,7 +121,22 @@ async fn auth_call(
         None => String::new(),
     };
     let t0 = Instant::now();
-    let got = auth::fetch_token(&http, &url, creds, &cfg.headers, cfg.proxy.as_ref()).await;
+    let mut got = auth::fetch_token(&http, &url, creds, &cfg.headers, cfg.proxy.as_ref()).await;
+    if let Err(e) = &got {
+        if auth::tunnel_failed(e) {
+            // Ask the proxy ourselves, as the websocket does, to learn why (a 401 for wrong
+            // credentials is final, as there).
+            if let Some(why) = transport::tunnel_refusal(&cfg, &tls, &url).await {
+                got = Err(ConnectError {
+                    error: Error::new(
+                        why.error.status(),
+                        format!("auth request: {}", why.error.message()),
+                    ),
+                    code: why.code,
+                });
+            }
+        }
+    }
     match &got {
         Ok(_) => tlog!(
             client,
@@ -190,7 +206,14 @@ impl Gomuks {
             (None, Some(t)) => Show::Cookie(t.clone()),
             (None, None) => return Ok(()),
         };
-        let got = auth_call(self.http.clone(), self.cfg.clone(), show, self.probe.client).await?;
+        let got = auth_call(
+            self.http.clone(),
+            self.tls.clone(),
+            self.cfg.clone(),
+            show,
+            self.probe.client,
+        )
+        .await?;
         self.took_token(got);
         Ok(())
     }
@@ -523,6 +546,7 @@ impl Dialect for Gomuks {
         };
         let call = auth_call(
             self.http.clone(),
+            self.tls.clone(),
             self.cfg.clone(),
             Show::Cookie(t),
             self.probe.client,
