@@ -1069,6 +1069,17 @@ tether_status tether_config_add_header(struct tether_config *cfg, const char *na
 tether_status tether_config_set_ca_pem(struct tether_config *cfg, const uint8_t *pem, size_t len);
 
 /**
+ * Refuses a server certificate that these certificate revocation lists (PEM, `X509 CRL`
+ * blocks) revoke, with `TETHER_ERR_CERTIFICATE` and no retry. Only the leaf is checked,
+ * and only against the lists given: a leaf whose issuer has no list here is accepted,
+ * and a list past its next update still revokes. tether fetches no CRL; replace the
+ * lists with a new client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy).
+ * The bytes are copied; `tether_client_new` parses them (`TETHER_ERR_CONFIG` for a bad
+ * list). NULL with a length is `TETHER_ERR_NULL`; empty data `TETHER_ERR_INVALID_ARGUMENT`.
+ */
+tether_status tether_config_set_crl_pem(struct tether_config *cfg, const uint8_t *pem, size_t len);
+
+/**
  * Pins the server's public key: adds one SHA-256 hash of a certificate's
  * SubjectPublicKeyInfo, written `sha256/<base64>` (as OkHttp) or as the bare base64 (as
  * HPKP's `pin-sha256`). Call once per pin (a backup pin survives a key rotation). With

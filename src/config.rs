@@ -181,6 +181,7 @@ pub struct ConfigBuilder {
     send_prev_listener_id: bool,
     headers: Vec<(String, String)>,
     extra_ca_pem: Option<Vec<u8>>,
+    crl_pem: Option<Vec<u8>>,
     pins: Vec<String>,
     client_cert: Option<(Vec<u8>, SecretBytes)>,
     use_os_trust: bool,
@@ -215,6 +216,7 @@ impl ConfigBuilder {
             send_prev_listener_id: false,
             headers: Vec::new(),
             extra_ca_pem: None,
+            crl_pem: None,
             pins: Vec::new(),
             client_cert: None,
             use_os_trust: false,
@@ -336,6 +338,17 @@ impl ConfigBuilder {
     /// roots, or the OS store with [`ConfigBuilder::use_os_trust`]).
     pub fn extra_ca_pem(mut self, pem: &[u8]) -> Self {
         self.extra_ca_pem = Some(pem.to_vec());
+        self
+    }
+    /// Refuses a server certificate that these certificate revocation lists (PEM, `X509
+    /// CRL` blocks, each signed by the CA that issued the certificates it lists) revoke, with
+    /// [`Status::ErrCertificate`] and no retry. Only the leaf certificate is checked, and only
+    /// against the lists given: a leaf whose issuer has no list here is accepted as before,
+    /// and a list past its next update still revokes what it lists. For a private PKI whose
+    /// CRL the app ships or fetches (tether fetches none); replace the lists with a new
+    /// client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy). Default: none.
+    pub fn crl_pem(mut self, pem: &[u8]) -> Self {
+        self.crl_pem = Some(pem.to_vec());
         self
     }
     /// Pins the server's public key: adds one SHA-256 hash of a SubjectPublicKeyInfo, as
@@ -610,6 +623,14 @@ impl ConfigBuilder {
         }
         for pin in &self.pins {
             trust.pins.push(tls::parse_pin(pin)?);
+        }
+        if let Some(pem) = &self.crl_pem {
+            trust.crls = tls::parse_crl_pem(pem)?;
+            if !(secure || tls_proxy) {
+                return Err(bad(
+                    "revocation lists need TLS: a wss:// or https:// URL, or an https:// proxy",
+                ));
+            }
         }
         // Over plain ws:// nothing would check a pin: fail loudly instead.
         if !trust.pins.is_empty() && !secure {

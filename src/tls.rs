@@ -12,7 +12,11 @@
 //!   certificate on a verified path from the leaf to a trusted root, that root included (as
 //!   HPKP and OkHttp match): a leaf renewed every few months keeps its intermediate's pin;
 //!   a certificate the server sends that is on no such path matches nothing;
-//! - a client certificate and key for servers that ask for one (mTLS).
+//! - a client certificate and key for servers that ask for one (mTLS);
+//! - certificate revocation lists: a leaf certificate one of them revokes is refused. Only the
+//!   leaf is checked, and only against the CRLs given: a leaf whose issuer has no CRL here is
+//!   not refused for that (a private PKI hands its CRL to its clients; the public web has
+//!   none to give), and a CRL past its next update still revokes what it lists.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -23,7 +27,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, OtherError,
     RootCertStore, SignatureScheme,
@@ -58,6 +64,8 @@ impl fmt::Debug for ClientCert {
 pub(crate) struct Trust {
     /// CAs trusted besides the roots.
     pub(crate) extra_ca: Vec<CertificateDer<'static>>,
+    /// Certificate revocation lists for the leaf.
+    pub(crate) crls: Vec<CertificateRevocationListDer<'static>>,
     /// The OS store instead of the webpki roots.
     pub(crate) os_store: bool,
     /// With pins, one of them must match a key on a verified path (see the module doc).
@@ -75,6 +83,7 @@ impl Trust {
             && !self.os_store
             && self.pins.is_empty()
             && self.client_cert.is_none()
+            && self.crls.is_empty()
     }
 }
 
@@ -99,6 +108,25 @@ pub(crate) fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, E
             format!("invalid CA PEM: {e}"),
         )),
     }
+}
+
+/// Parses PEM certificate revocation lists (`X509 CRL` blocks); an empty or unparsable bundle
+/// is a config error, and so is a list webpki cannot read (checked here, not at connect).
+pub(crate) fn parse_crl_pem(
+    pem: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let bad = |why: String| Error::new(Status::ErrConfig, why);
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("invalid CRL PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad("CRL file holds no revocation list".into()));
+    }
+    for crl in &crls {
+        webpki::OwnedCertRevocationList::from_der(crl.as_ref())
+            .map_err(|e| bad(format!("unusable CRL: {e}")))?;
+    }
+    Ok(crls)
 }
 
 /// Parses a pin: the base64 SHA-256 of a SubjectPublicKeyInfo, as HPKP's `pin-sha256` value,
@@ -208,13 +236,20 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
+    let roots = Arc::new(roots);
+    let mut verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if !trust.crls.is_empty() {
+        verifier = verifier
+            .with_crls(trust.crls.iter().cloned())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let inner = verifier
+        .build()
+        .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
     let builder = if trust.pins.is_empty() {
-        builder.with_root_certificates(roots)
+        builder.with_webpki_verifier(inner)
     } else {
-        let roots = Arc::new(roots);
-        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
 };
 use tether::{Client, Config, ConfigBuilder, Event, EventKind, Status};
 use tether_testkit::tls::{FrontConfig, TlsFront as Front};
@@ -51,6 +51,31 @@ impl Ca {
         p.distinguished_name.push(DnType::CommonName, name);
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         Ca { cert, key }
+    }
+
+    /// A CRL of this CA revoking the given serial numbers; its next update is long past.
+    fn crl(&self, revoked: &[u64]) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2025, 2, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .unwrap()
+            .pem()
+            .unwrap()
     }
 
     fn pin(&self) -> String {
@@ -333,6 +358,44 @@ async fn a_pin_does_not_replace_the_chain_check() {
     assert!(String::from_utf8_lossy(d.data()).contains("UnknownIssuer"));
 }
 
+/// A leaf that a given CRL revokes is refused once, for good, naming the revocation; one the
+/// CRL does not list connects. The CRL is past its next update: it still revokes.
+#[tokio::test]
+async fn a_revoked_leaf_is_final_and_an_unlisted_one_connects() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let serial = |n: u64| move |p: &mut CertificateParams| p.serial_number = Some(n.into());
+    let crl = ca.crl(&[7]);
+    let trusting = |x: ConfigBuilder| x.extra_ca_pem(ca.pem().as_bytes()).crl_pem(crl.as_bytes());
+    let f = front(b.addr(), &ca.issue_with(false, serial(7)), None).await;
+    let c = client_for(&f, &b, trusting);
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.contains("Revoked"), "{why}");
+    let f = front(b.addr(), &ca.issue_with(false, serial(8)), None).await;
+    let c = client_for(&f, &b, trusting);
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}
+
+/// Only the leaf is checked, and only against the CRLs given: a leaf under an intermediate
+/// whose CRL is not given connects beside the root's CRL.
+#[tokio::test]
+async fn a_leaf_without_a_crl_for_its_issuer_connects() {
+    let b = backend().await;
+    let root = Ca::new("test root");
+    let inter = root.intermediate("test intermediate");
+    let leaf = inter.issue(false);
+    let f = front_sending(b.addr(), &leaf, &[&inter], None).await;
+    let crl = root.crl(&[1, 2, 3]);
+    let c = client_for(&f, &b, |x| {
+        x.extra_ca_pem(root.pem().as_bytes())
+            .crl_pem(crl.as_bytes())
+    });
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}
+
 /// mTLS: a server that requires a client certificate accepts ours.
 #[tokio::test]
 async fn a_client_certificate_is_shown_when_asked() {
@@ -446,6 +509,22 @@ fn bad_trust_settings_are_config_errors() {
     assert_eq!(e.status(), Status::ErrConfig);
     let e = b().pin_sha256("sha256/short").build().unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig);
+    for bad in [
+        &b"garbage"[..],
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    ] {
+        let e = b().crl_pem(bad).build().unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig, "{}", e.message());
+        assert!(e.message().contains("CRL"), "{}", e.message());
+    }
+    // Over plain ws:// nothing would be checked.
+    let crl = Ca::new("x").crl(&[1]);
+    let e = Config::builder("ws://localhost/")
+        .crl_pem(crl.as_bytes())
+        .build()
+        .unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    assert!(b().crl_pem(crl.as_bytes()).build().is_ok());
     // A pin over plain ws:// would check nothing.
     let e = Config::builder("ws://localhost/")
         .pin_sha256(&Ca::new("x").issue(false).pin())

@@ -89,6 +89,10 @@ struct ConnOpts {
     /// Extra CA certificates (PEM) to trust for wss/https (the server, and an https proxy).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) for the server's certificate: one they revoke is
+    /// refused (only the leaf, only against these lists).
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
     /// Pin a public key: `sha256/BASE64` of the SHA-256 of a SubjectPublicKeyInfo, the
     /// server's or one on its verified chain (an intermediate, the root), checked on top of
     /// the chain verification; repeat for backup pins.
@@ -206,25 +210,22 @@ fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> R
         }
         b = b.basic_auth(user, pw.trim_end_matches(['\r', '\n']));
     }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| {
+            eprintln!("tether: {flag} {}: {e}", path.display());
+            exit::USAGE
+        })
+    };
     if let Some(path) = &o.ca {
-        match std::fs::read(path) {
-            Ok(pem) => b = b.extra_ca_pem(&pem),
-            Err(e) => {
-                eprintln!("tether: --ca {}: {e}", path.display());
-                return Err(exit::USAGE);
-            }
-        }
+        b = b.extra_ca_pem(&read("--ca", path)?);
+    }
+    if let Some(path) = &o.crl {
+        b = b.crl_pem(&read("--crl", path)?);
     }
     for pin in &o.pins {
         b = b.pin_sha256(pin);
     }
     if let (Some(cert), Some(key)) = (&o.client_cert, &o.client_key) {
-        let read = |flag: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
-                eprintln!("tether: {flag} {}: {e}", path.display());
-                exit::USAGE
-            })
-        };
         b = b.client_cert_pem(&read("--client-cert", cert)?, &read("--client-key", key)?);
     }
     b = b.use_os_trust(o.os_trust);

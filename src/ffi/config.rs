@@ -225,6 +225,16 @@ ffi_fn! {
     } ?= code
 }
 
+/// PEM data given as (pointer, length): NULL with a length is `ErrNull`, nothing at all
+/// `ErrInvalidArgument` (no PEM file is empty on purpose).
+fn pem_arg<'a>(pem: *const u8, len: usize) -> Result<&'a [u8], Error> {
+    let pem = bytes_arg(pem, len, "pem")?;
+    if pem.is_empty() {
+        return Err(Error::new(Status::ErrInvalidArgument, "empty PEM data"));
+    }
+    Ok(pem)
+}
+
 ffi_fn! {
     /// Trusts the CA certificates in this PEM data, in addition to the roots (the built-in
     /// webpki roots, or the OS store with `tether_config_set_use_os_trust`).
@@ -234,13 +244,24 @@ ffi_fn! {
         pem: *const u8,
         len: usize,
     ) -> tether_status {
-        edit(cfg, |b| {
-            let pem = bytes_arg(pem, len, "pem")?;
-            if pem.is_empty() {
-                return Err(Error::new(Status::ErrInvalidArgument, "empty PEM data"));
-            }
-            Ok(b.extra_ca_pem(pem))
-        })
+        edit(cfg, |b| Ok(b.extra_ca_pem(pem_arg(pem, len)?)))
+    } ?= code
+}
+
+ffi_fn! {
+    /// Refuses a server certificate that these certificate revocation lists (PEM, `X509 CRL`
+    /// blocks) revoke, with `TETHER_ERR_CERTIFICATE` and no retry. Only the leaf is checked,
+    /// and only against the lists given: a leaf whose issuer has no list here is accepted,
+    /// and a list past its next update still revokes. tether fetches no CRL; replace the
+    /// lists with a new client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy).
+    /// The bytes are copied; `tether_client_new` parses them (`TETHER_ERR_CONFIG` for a bad
+    /// list). NULL with a length is `TETHER_ERR_NULL`; empty data `TETHER_ERR_INVALID_ARGUMENT`.
+    fn tether_config_set_crl_pem(
+        cfg: *mut tether_config,
+        pem: *const u8,
+        len: usize,
+    ) -> tether_status {
+        edit(cfg, |b| Ok(b.crl_pem(pem_arg(pem, len)?)))
     } ?= code
 }
 

@@ -119,6 +119,7 @@ static void test_every_config_setter_rejects_null_config(void) {
     CHECK_FAILS(tether_config_set_prev_listener_id(NULL, true), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_add_header(NULL, "Origin", "x"), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_ca_pem(NULL, pem, sizeof pem), TETHER_ERR_NULL, "config");
+    CHECK_FAILS(tether_config_set_crl_pem(NULL, pem, sizeof pem), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_allow_insecure_credentials(NULL, true), TETHER_ERR_NULL,
                 "config");
     CHECK_FAILS(tether_config_set_proxy(NULL, "http://127.0.0.1:3128"), TETHER_ERR_NULL,
@@ -221,6 +222,9 @@ static void test_failed_setters_leave_config_unchanged(void) {
     CHECK_FAILS(tether_config_set_protocol(cfg, 0), TETHER_ERR_INVALID_ARGUMENT, "protocol");
     CHECK_FAILS(tether_config_set_ca_pem(cfg, (const uint8_t *)"x", 0),
                 TETHER_ERR_INVALID_ARGUMENT, "PEM");
+    CHECK_FAILS(tether_config_set_crl_pem(cfg, (const uint8_t *)"x", 0),
+                TETHER_ERR_INVALID_ARGUMENT, "PEM");
+    CHECK_FAILS(tether_config_set_crl_pem(cfg, NULL, 5), TETHER_ERR_NULL, "pem");
     CHECK_FAILS(tether_config_add_pin_sha256(cfg, NULL), TETHER_ERR_NULL, "pin");
     CHECK_FAILS(tether_config_add_pin_sha256(cfg, bad_utf8), TETHER_ERR_INVALID_UTF8, "pin");
     CHECK_FAILS(tether_config_set_client_cert_pem(cfg, NULL, 5, (const uint8_t *)"k", 1),
@@ -426,6 +430,10 @@ static void test_out_of_range_config_values_fail_client_new(void) {
     cfg = rwws_config();
     CHECK_OK(tether_config_set_token(cfg, ""));
     EXPECT_CONFIG_ERROR(cfg, "1-127 bytes");
+    /* A revocation list that is not one is refused when the client is made. */
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_crl_pem(cfg, (const uint8_t *)"garbage", 7));
+    EXPECT_CONFIG_ERROR(cfg, "CRL");
     /* A proxy URL tether cannot use: the message names the option, never the URL. */
     cfg = th_config(&backend);
     CHECK_OK(tether_config_set_proxy(cfg, "ftp://u:hunter2@127.0.0.1:21"));

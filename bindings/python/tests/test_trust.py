@@ -64,6 +64,22 @@ class Pki:
     def read(self, path: str) -> bytes:
         return Path(path).read_bytes()
 
+    def crl(self, revoke: Optional[str]) -> bytes:
+        """A CRL of this CA (``openssl ca -gencrl``), revoking the certificate ``revoke``."""
+        d = self.d / f"ca-db-{revoke is not None}"
+        d.mkdir(exist_ok=True)
+        (d / "index.txt").write_text("")
+        (d / "crlnumber").write_text("01\n")
+        conf = d / "ca.cnf"
+        conf.write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {d}/index.txt\n"
+                        f"crlnumber = {d}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n")
+        base = ["ca", "-config", str(conf), "-keyfile", self.ca_key, "-cert", self.ca]
+        if revoke is not None:
+            _openssl(*base, "-revoke", revoke)
+        out = d / "crl.pem"
+        _openssl(*base, "-gencrl", "-out", str(out))
+        return out.read_bytes()
+
 
 class Front:
     """TLS on 127.0.0.1 relaying to the backend; counts accepted TCP connections."""
@@ -164,6 +180,16 @@ def test_a_pin_mismatch_is_final(front: Front, pki: Pki, other: Pki) -> None:
         assert pki.pin() in d.reason
 
 
+def test_a_revoked_certificate_is_final(front: Front, pki: Pki) -> None:
+    opts = gomuks_opts(ca_pem=pki.read(pki.ca), crl_pem=pki.crl(revoke=None))
+    with Client(front.url(), **opts) as c:
+        assert c.request("echo", {"listed": False}) == {"listed": False}
+    front.accepted = 0  # the login and the websocket above
+    with Client(front.url(), **gomuks_opts(ca_pem=pki.read(pki.ca), crl_pem=pki.crl(revoke=pki.cert))) as c:
+        d = refused_once(c, front)
+        assert "Revoked" in d.reason
+
+
 def test_an_unknown_ca_is_final(front: Front) -> None:
     with Client(front.url(), **gomuks_opts()) as c:
         refused_once(c, front)
@@ -195,4 +221,6 @@ def test_bad_trust_options_are_refused(pki: Pki, other: Pki) -> None:
         Client(url, pins="sha256/not-a-list")
     with pytest.raises(tether.InvalidArgumentError):
         Client(url, client_cert=(b"", b""))
+    with pytest.raises(tether.ConfigError, match="CRL"):
+        Client(url, crl_pem=b"not a CRL")
     Client(url, use_os_trust=True).close()

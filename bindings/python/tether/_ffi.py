@@ -194,6 +194,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_set_prev_listener_id": (_status, [_p, c_bool]),
     "tether_config_add_header": (_status, [_p, c_char_p, c_char_p]),
     "tether_config_set_ca_pem": (_status, [_p, c_char_p, c_size_t]),
+    "tether_config_set_crl_pem": (_status, [_p, c_char_p, c_size_t]),
     "tether_config_add_pin_sha256": (_status, [_p, c_char_p]),
     "tether_config_set_client_cert_pem": (_status, [_p, c_char_p, c_size_t, c_char_p, c_size_t]),
     "tether_config_set_use_os_trust": (_status, [_p, c_bool]),

@@ -294,6 +294,14 @@ class Options(TypedDict, total=False):
     ]
     """Extra trusted CA certificates (PEM), added to the roots (webpki, or the OS store)."""
 
+    crl_pem: Annotated[
+        Optional[Union[bytes, str]], Option(None, "tether_config_set_crl_pem", _pem)
+    ]
+    """Certificate revocation lists (PEM ``X509 CRL`` blocks): a server certificate they revoke
+    is refused with :class:`tether.CertificateError`, no retry. Only the leaf is checked, and
+    only against these lists (a leaf whose issuer has none here is accepted; a list past its
+    next update still revokes). tether fetches none. Needs TLS."""
+
     pins: Annotated[
         Optional[Iterable[str]], Option(None, "tether_config_add_pin_sha256", _pins)
     ]

@@ -69,6 +69,11 @@ public struct TetherOptions: Sendable {
     public var headers: [(name: String, value: String)] = []
     /// CA certificates (PEM) trusted in addition to the roots (webpki, or the OS store).
     public var caPEM: Data?
+    /// Certificate revocation lists (PEM `X509 CRL` blocks): a server certificate they revoke
+    /// is refused with `.certificate`, no retry. Only the leaf is checked, and only against
+    /// these lists (a leaf whose issuer has none here is accepted; a list past its next
+    /// update still revokes). tether fetches none. Needs TLS.
+    public var crlPEM: Data?
     /// Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of a
     /// SubjectPublicKeyInfo: the leaf's, or that of a certificate on its verified path to a
     /// trusted root (an intermediate, the root). Checked *in addition to* the chain and name (a
@@ -154,6 +159,11 @@ public struct TetherOptions: Sendable {
         if let v = caPEM {
             try v.withUnsafeBytes { raw in
                 try check(tether_config_set_ca_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
+            }
+        }
+        if let v = crlPEM {
+            try v.withUnsafeBytes { raw in
+                try check(tether_config_set_crl_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
             }
         }
         for pin in pinsSHA256 { try check(tether_config_add_pin_sha256(cfg, pin)) }

@@ -54,6 +54,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_prev_listener_id(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_add_header(cfg: Pointer, name: ByteArray, value: ByteArray): Int
     @JvmStatic external fun tether_config_set_ca_pem(cfg: Pointer, pem: ByteArray, len: Long): Int
+    @JvmStatic external fun tether_config_set_crl_pem(cfg: Pointer, pem: ByteArray, len: Long): Int
     @JvmStatic external fun tether_config_add_pin_sha256(cfg: Pointer, pin: ByteArray): Int
     @JvmStatic external fun tether_config_set_client_cert_pem(cfg: Pointer, cert: ByteArray, certLen: Long, key: ByteArray, keyLen: Long): Int
     @JvmStatic external fun tether_config_set_use_os_trust(cfg: Pointer, on: Byte): Int

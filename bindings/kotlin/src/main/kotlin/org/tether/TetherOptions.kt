@@ -130,6 +130,13 @@ data class TetherOptions(
      * [UnsupportedException].
      */
     val store: StoreOptions? = null,
+    /**
+     * Certificate revocation lists (PEM `X509 CRL` blocks): a server certificate they revoke
+     * is refused with [Status.ERR_CERTIFICATE], no retry. Only the leaf is checked, and only
+     * against these lists (a leaf whose issuer has none here is accepted; a list past its next
+     * update still revokes). tether fetches none. Needs TLS.
+     */
+    val crlPem: String? = null,
 ) {
     // Written out for the same reason as ResumeState.hashCode (Android API 21).
     override fun hashCode(): Int = arrayOf<Any?>(
@@ -137,7 +144,7 @@ data class TetherOptions(
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
         clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, inProcess,
-        eventBufferCapacity, store,
+        eventBufferCapacity, store, crlPem,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -153,7 +160,8 @@ data class TetherOptions(
             "pinsSha256=$pinsSha256, clientCertPem=${clientCertPem?.let { "${it.length} chars" }}, " +
             "clientKeyPem=${mask(clientKeyPem)}, useOsTrust=$useOsTrust, " +
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
-            "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity, store=$store)"
+            "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity, store=$store, " +
+            "crlPem=${crlPem?.let { "${it.length} chars" }})"
 
     /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
     internal fun applyTo(cfg: Pointer) {
@@ -184,6 +192,10 @@ data class TetherOptions(
         caPem?.let {
             val pem = it.toByteArray(Charsets.UTF_8)
             check(n.tether_config_set_ca_pem(cfg, pem, pem.size.toLong()))
+        }
+        crlPem?.let {
+            val pem = it.toByteArray(Charsets.UTF_8)
+            check(n.tether_config_set_crl_pem(cfg, pem, pem.size.toLong()))
         }
         for (pin in pinsSha256) check(n.tether_config_add_pin_sha256(cfg, n.cstr(pin)))
         if (clientCertPem != null || clientKeyPem != null) {
