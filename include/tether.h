@@ -1072,7 +1072,9 @@ tether_status tether_config_set_ca_pem(struct tether_config *cfg, const uint8_t 
  * Refuses a server certificate that these certificate revocation lists (PEM, `X509 CRL`
  * blocks) revoke, with `TETHER_ERR_CERTIFICATE` and no retry. Only the leaf is checked,
  * and only against the lists given: a leaf whose issuer has no list here is accepted,
- * and a list past its next update still revokes. tether fetches no CRL; replace the
+ * and a list past its next update still revokes. A list for the leaf's issuer that does
+ * not verify refuses it too; two lists of one issuer and scope are `TETHER_ERR_CONFIG`.
+ * They apply to an `https://` proxy's certificate too. tether fetches no CRL; replace the
  * lists with a new client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy).
  * The bytes are copied; `tether_client_new` parses them (`TETHER_ERR_CONFIG` for a bad
  * list). NULL with a length is `TETHER_ERR_NULL`; empty data `TETHER_ERR_INVALID_ARGUMENT`.

@@ -344,9 +344,12 @@ impl ConfigBuilder {
     /// CRL` blocks, each signed by the CA that issued the certificates it lists) revoke, with
     /// [`Status::ErrCertificate`] and no retry. Only the leaf certificate is checked, and only
     /// against the lists given: a leaf whose issuer has no list here is accepted as before,
-    /// and a list past its next update still revokes what it lists. For a private PKI whose
-    /// CRL the app ships or fetches (tether fetches none); replace the lists with a new
-    /// client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy). Default: none.
+    /// and a list past its next update still revokes what it lists. A list for the leaf's
+    /// issuer that does not verify also refuses it, for good; two lists of one issuer and
+    /// scope are a config error (give the newest only). The lists apply to every certificate
+    /// this configuration verifies: an `https://` proxy's and the login's too. For a private
+    /// PKI whose CRL the app ships or fetches (tether fetches none); replace the lists with a
+    /// new client. Needs TLS (a `wss://`/`https://` URL or an `https://` proxy). Default: none.
     pub fn crl_pem(mut self, pem: &[u8]) -> Self {
         self.crl_pem = Some(pem.to_vec());
         self

@@ -16,7 +16,10 @@
 //! - certificate revocation lists: a leaf certificate one of them revokes is refused. Only the
 //!   leaf is checked, and only against the CRLs given: a leaf whose issuer has no CRL here is
 //!   not refused for that (a private PKI hands its CRL to its clients; the public web has
-//!   none to give), and a CRL past its next update still revokes what it lists.
+//!   none to give), and a CRL past its next update still revokes what it lists. A CRL for the
+//!   leaf's issuer that does not verify refuses the certificate too (final, like a revoked
+//!   one). They apply to every certificate verified with this config: an `https://` proxy's
+//!   too, and the login's.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -122,9 +125,23 @@ pub(crate) fn parse_crl_pem(
     if crls.is_empty() {
         return Err(bad("CRL file holds no revocation list".into()));
     }
+    // webpki consults the first list that covers a certificate: a second list of the same
+    // scope (an older one left in the bundle, say) would be silently ignored.
+    let mut scopes = std::collections::HashSet::new();
     for crl in &crls {
-        webpki::OwnedCertRevocationList::from_der(crl.as_ref())
-            .map_err(|e| bad(format!("unusable CRL: {e}")))?;
+        let parsed: webpki::CertRevocationList<'_> =
+            webpki::OwnedCertRevocationList::from_der(crl.as_ref())
+                .map_err(|e| bad(format!("unusable CRL: {e}")))?
+                .into();
+        let scope = (
+            parsed.issuer().to_vec(),
+            parsed.issuing_distribution_point().map(<[u8]>::to_vec),
+        );
+        if !scopes.insert(scope) {
+            return Err(bad(
+                "two CRLs of the same issuer and scope: give only the newest".into(),
+            ));
+        }
     }
     Ok(crls)
 }
@@ -421,7 +438,9 @@ pub(crate) fn is_certificate_failure(e: &(dyn StdError + 'static)) -> bool {
 
 fn refuses_certificate(e: &rustls::Error) -> bool {
     match e {
-        rustls::Error::InvalidCertificate(_) => true,
+        // A CRL given for the server's issuer that does not verify (another key, no cRLSign)
+        // fails every attempt alike.
+        rustls::Error::InvalidCertificate(_) | rustls::Error::InvalidCertRevocationList(_) => true,
         rustls::Error::AlertReceived(a) => matches!(
             a,
             AlertDescription::BadCertificate

@@ -378,6 +378,23 @@ async fn a_revoked_leaf_is_final_and_an_unlisted_one_connects() {
     close_and_drain(&c).await;
 }
 
+/// A CRL for the leaf's issuer that does not verify (signed by another key under the same
+/// name) refuses the certificate for good too: it would fail every attempt alike.
+#[tokio::test]
+async fn a_crl_that_does_not_verify_is_final() {
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let impostor = Ca::new("test CA");
+    let f = front(b.addr(), &ca.issue(false), None).await;
+    let crl = impostor.crl(&[99]);
+    let c = client_for(&f, &b, |x| {
+        x.extra_ca_pem(ca.pem().as_bytes()).crl_pem(crl.as_bytes())
+    });
+    let d = refused_once(&c, &f).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.contains("revocation list"), "{why}");
+}
+
 /// Only the leaf is checked, and only against the CRLs given: a leaf under an intermediate
 /// whose CRL is not given connects beside the root's CRL.
 #[tokio::test]
@@ -525,6 +542,12 @@ fn bad_trust_settings_are_config_errors() {
         .unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig);
     assert!(b().crl_pem(crl.as_bytes()).build().is_ok());
+    // Two lists of one issuer: webpki would read only the first, so the bundle is refused.
+    let ca = Ca::new("y");
+    let two = format!("{}{}", ca.crl(&[1]), ca.crl(&[1, 2]));
+    let e = b().crl_pem(two.as_bytes()).build().unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig);
+    assert!(e.message().contains("same issuer"), "{}", e.message());
     // A pin over plain ws:// would check nothing.
     let e = Config::builder("ws://localhost/")
         .pin_sha256(&Ca::new("x").issue(false).pin())

@@ -89,8 +89,8 @@ struct ConnOpts {
     /// Extra CA certificates (PEM) to trust for wss/https (the server, and an https proxy).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Certificate revocation lists (PEM) for the server's certificate: one they revoke is
-    /// refused (only the leaf, only against these lists).
+    /// Certificate revocation lists (PEM), one per issuer: a leaf certificate they revoke (the
+    /// server's, or an https proxy's) is refused; only the leaf, only against these lists.
     #[arg(long, value_name = "FILE")]
     crl: Option<PathBuf>,
     /// Pin a public key: `sha256/BASE64` of the SHA-256 of a SubjectPublicKeyInfo, the

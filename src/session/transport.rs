@@ -316,18 +316,27 @@ async fn open_link(
 /// Why the configured HTTP(S) proxy refuses a tunnel to `url`'s host, found by asking it
 /// ourselves: reqwest reports a refused CONNECT other than 407 only as "unsuccessful tunnel".
 /// `None` when the tunnel opens (the failure was something else) or there is no such proxy.
+/// Bounded by the connect timeout: it runs beside a live connection too (a token renewal).
 pub(crate) async fn tunnel_refusal(
     cfg: &Config,
     tls: &Arc<ClientConfig>,
     url: &Url,
+    client: u64,
 ) -> Option<ConnectError> {
     let p = cfg.proxy.as_ref()?;
     if !matches!(p.kind, ProxyKind::Http | ProxyKind::Https) {
         return None;
     }
     let port = url.port_or_known_default()?;
-    open_link(cfg, tls, url.host_str()?, port, &Probe::default())
+    // Its own counters: the question is not traffic of the client's connection.
+    let probe = Probe {
+        client,
+        counters: Default::default(),
+    };
+    let asked = open_link(cfg, tls, url.host_str()?, port, &probe);
+    tokio::time::timeout(cfg.connect_timeout, asked)
         .await
+        .ok()?
         .err()
 }
 

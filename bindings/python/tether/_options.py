@@ -300,7 +300,8 @@ class Options(TypedDict, total=False):
     """Certificate revocation lists (PEM ``X509 CRL`` blocks): a server certificate they revoke
     is refused with :class:`tether.CertificateError`, no retry. Only the leaf is checked, and
     only against these lists (a leaf whose issuer has none here is accepted; a list past its
-    next update still revokes). tether fetches none. Needs TLS."""
+    next update still revokes; one per issuer). They apply to an ``https://`` proxy's
+    certificate too. tether fetches none. Needs TLS."""
 
     pins: Annotated[
         Optional[Iterable[str]], Option(None, "tether_config_add_pin_sha256", _pins)

@@ -126,7 +126,7 @@ async fn auth_call(
         if auth::tunnel_failed(e) {
             // Ask the proxy ourselves, as the websocket does, to learn why (a 401 for wrong
             // credentials is final, as there).
-            if let Some(why) = transport::tunnel_refusal(&cfg, &tls, &url).await {
+            if let Some(why) = transport::tunnel_refusal(&cfg, &tls, &url, client).await {
                 got = Err(ConnectError {
                     error: Error::new(
                         why.error.status(),

@@ -72,7 +72,8 @@ public struct TetherOptions: Sendable {
     /// Certificate revocation lists (PEM `X509 CRL` blocks): a server certificate they revoke
     /// is refused with `.certificate`, no retry. Only the leaf is checked, and only against
     /// these lists (a leaf whose issuer has none here is accepted; a list past its next
-    /// update still revokes). tether fetches none. Needs TLS.
+    /// update still revokes; one per issuer). They apply to an `https://` proxy's
+    /// certificate too. tether fetches none. Needs TLS.
     public var crlPEM: Data?
     /// Public-key pins: `sha256/<base64>` (or the bare base64) of the SHA-256 of a
     /// SubjectPublicKeyInfo: the leaf's, or that of a certificate on its verified path to a

@@ -134,7 +134,8 @@ data class TetherOptions(
      * Certificate revocation lists (PEM `X509 CRL` blocks): a server certificate they revoke
      * is refused with [Status.ERR_CERTIFICATE], no retry. Only the leaf is checked, and only
      * against these lists (a leaf whose issuer has none here is accepted; a list past its next
-     * update still revokes). tether fetches none. Needs TLS.
+     * update still revokes; one per issuer). They apply to an `https://` proxy's certificate
+     * too. tether fetches none. Needs TLS.
      */
     val crlPem: String? = null,
 ) {
