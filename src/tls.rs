@@ -378,13 +378,13 @@ impl ServerCertVerifier for Pinned {
         }
         let leaf = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let spki = leaf.subject_public_key_info();
+        let pin = spki_pin(leaf.subject_public_key_info().as_ref());
         // The leaf first: the common pin, and it needs no second path search.
-        if self.pinned(spki.as_ref()) || self.path_is_pinned(&leaf, intermediates, now) {
+        if self.pins.contains(&pin) || self.path_is_pinned(&leaf, intermediates, now) {
             Ok(ok)
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch(spki_pin(spki.as_ref())))),
+                OtherError(Arc::new(PinMismatch(pin))),
             )))
         }
     }

@@ -26,14 +26,16 @@ fn text(ev: &tether::Event) -> String {
 
 /// A client that logs in with the backend's username and password (spec §1.2) through `proxy`.
 fn login_client(b: &tether_testkit::gomuks::Backend, proxy: &str) -> Client {
-    start(
-        Config::builder(&b.http_url())
-            .basic_auth("tether", "tether-password")
-            .proxy(proxy)
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
+    start(login_at(&b.http_url(), proxy).build().unwrap())
+}
+
+/// The configuration of a client that logs in at `url` with the backend's username and
+/// password through `proxy`, with a short backoff.
+fn login_at(url: &str, proxy: &str) -> tether::ConfigBuilder {
+    Config::builder(url)
+        .basic_auth("tether", "tether-password")
+        .proxy(proxy)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
 /// §1.2, §16: through an HTTP proxy with Basic proxy auth, the login and the websocket both
@@ -122,12 +124,10 @@ async fn a_wrong_proxy_password_on_the_https_login_is_final_and_clear() {
     };
     let b = backend().await;
     let (port, pem, _) = tls_front(b.addr()).await;
+    let wrong = format!("http://puser:wrong-SECRET@127.0.0.1:{}", p.port);
     let c = start(
-        Config::builder(&format!("https://localhost:{port}"))
-            .basic_auth("tether", "tether-password")
+        login_at(&format!("https://localhost:{port}"), &wrong)
             .extra_ca_pem(pem.as_bytes())
-            .proxy(&format!("http://puser:wrong-SECRET@127.0.0.1:{}", p.port))
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
             .build()
             .unwrap(),
     );
@@ -366,11 +366,10 @@ async fn spec1_2_an_https_proxy_carries_the_login_and_the_websocket() {
         return;
     };
     let b = backend().await;
+    let proxy = format!("https://puser:ppass@localhost:{}", front.port);
     let c = start(
-        Config::builder(&b.http_url())
-            .basic_auth("tether", "tether-password")
+        login_at(&b.http_url(), &proxy)
             .extra_ca_pem(front.pem.as_bytes())
-            .proxy(&format!("https://puser:ppass@localhost:{}", front.port))
             .build()
             .unwrap(),
     );
@@ -457,15 +456,7 @@ async fn an_untrusted_https_proxy_is_final_after_one_attempt() {
     let why = refused_for_good(&c).await;
     assert!(why.contains("HTTPS proxy localhost:"), "{why}");
     assert_eq!(front.peers.lock().unwrap().len(), 1);
-    let c = start(
-        Config::builder(&b.http_url())
-            .basic_auth("tether", "tether-password")
-            .proxy(&proxy)
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    );
-    refused_for_good(&c).await;
+    refused_for_good(&login_client(&b, &proxy)).await;
     assert_eq!(front.peers.lock().unwrap().len(), 2);
     assert!(b.stats().tcp_peers.is_empty());
 }
@@ -479,11 +470,10 @@ async fn spec1_2_wss_and_the_https_login_tunnel_through_http_connect() {
     };
     let b = backend().await;
     let (port, pem, front_peers) = tls_front(b.addr()).await;
+    let proxy = format!("http://puser:ppass@127.0.0.1:{}", p.port);
     let c = start(
-        Config::builder(&format!("https://localhost:{port}"))
-            .basic_auth("tether", "tether-password")
+        login_at(&format!("https://localhost:{port}"), &proxy)
             .extra_ca_pem(pem.as_bytes())
-            .proxy(&format!("http://puser:ppass@127.0.0.1:{}", p.port))
             .build()
             .unwrap(),
     );

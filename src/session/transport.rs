@@ -206,10 +206,10 @@ pub(crate) async fn connect(
         .host_str()
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let link = open_link(cfg, tls, host, port, probe).await?;
     let stream = if url.scheme() == "wss" {
-        let session = handshake(tls, host_for_dns, host, link, client).await?;
+        // The TLS name drops an IPv6 literal's brackets itself.
+        let session = handshake(tls, host, host, link, client).await?;
         Stream::Tls(Box::new(session))
     } else {
         Stream::Plain(link)
