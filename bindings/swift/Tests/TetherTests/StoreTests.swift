@@ -54,6 +54,18 @@ private func drain(_ stream: AsyncStream<StoreChange>, within limit: Duration = 
     }
 }
 
+/// The next element of `stream` that matches, within `limit`; the ones before it are consumed.
+/// A regression fails here instead of hanging the suite until the runner's limit.
+private func nextChange(
+    _ stream: AsyncStream<StoreChange>, _ what: String, within limit: Duration = .seconds(20),
+    where match: @escaping @Sendable (StoreChange) -> Bool
+) async throws -> StoreChange {
+    try await withTimeout(limit, what) {
+        for await c in stream where match(c) { return c }
+        throw TestFailure("the changes ended before \(what)")
+    }
+}
+
 /// Polls `cond` until it holds, within 10 s.
 private func until(_ what: String, _ cond: () throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .seconds(10)
@@ -234,30 +246,16 @@ final class StoreTests: XCTestCase {
         let echoId = at(echo, "event_id") as? String ?? ""
         XCTAssertTrue(echoId.hasPrefix("~"), echoId)
         // The send's change set reported the pending tail, before the reply.
-        var it = changes.makeAsyncIterator()
-        var sent: StoreChange?
-        while let ch = await it.next() {
-            if ch.cause.requestId != nil {
-                sent = ch
-                break
-            }
-        }
-        XCTAssertEqual(sent?.rooms[r1]?.pending, true)
+        let sent = try await nextChange(changes, "the send's change set") { $0.cause.requestId != nil }
+        XCTAssertEqual(sent.rooms[r1]?.pending, true)
         // The echo is pending in the timeline as long as nothing else was applied since.
         let tl = try parse(try store.timeline(r1))
-        if (at(try parse(try store.session()), "gen") as? NSNumber)?.uint64Value == sent?.gen {
+        if (at(try parse(try store.session()), "gen") as? NSNumber)?.uint64Value == sent.gen {
             XCTAssertEqual(bodies(list(tl, "pending")), ["hello store"])
             XCTAssertFalse(bodies(list(tl, "events")).contains("hello store"))
         }
         // Then send_complete and the sync: the event joins the timeline, the tail empties.
-        var appended = false
-        while let ch = await it.next() {
-            if !(ch.rooms[r1]?.appended ?? []).isEmpty {
-                appended = true
-                break
-            }
-        }
-        XCTAssertTrue(appended)
+        _ = try await nextChange(changes, "the synced event") { !($0.rooms[r1]?.appended ?? []).isEmpty }
         let after = try parse(try store.timeline(r1))
         XCTAssertEqual(list(after, "pending").count, 0)
         XCTAssertEqual(bodies(list(after, "events")).last, "hello store")
@@ -269,29 +267,17 @@ final class StoreTests: XCTestCase {
         let (b, c, store) = try await session()
         defer { b.stop() }  // keeps the backend alive to the end
         try store.watch(on: false)
-        var it = store.changes.makeAsyncIterator()
+        let changes = store.changes
         _ = try b.control("/_testkit/rooms/message?room=%21r1%3Aexample.org&body=hi%20%40me%3Aexample.org")
-        var note: StoreChange.Notification?
-        while let ch = await it.next() {
-            if let n = ch.rooms[r1]?.notifications.first {
-                note = n
-                XCTAssertEqual(ch.rooms[r1]?.appended, [], "the room is not watched")
-                break
-            }
-        }
+        let ch = try await nextChange(changes, "the notification") { $0.rooms[r1]?.notifications.isEmpty == false }
+        XCTAssertEqual(ch.rooms[r1]?.appended, [], "the room is not watched")
+        let note = ch.rooms[r1]?.notifications.first
         XCTAssertEqual(note?.sound, true)
         XCTAssertEqual(note?.highlight, true)
         XCTAssertEqual(note?.sender, "@alice:example.org")
         XCTAssertTrue((note?.eventId ?? "").hasPrefix("$"), "\(String(describing: note))")
         _ = try await store.markRead(r1)
-        var dismissed = false
-        while let ch = await it.next() {
-            if ch.rooms[r1]?.dismissNotifications == true {
-                dismissed = true
-                break
-            }
-        }
-        XCTAssertTrue(dismissed)
+        _ = try await nextChange(changes, "the dismissal") { $0.rooms[r1]?.dismissNotifications == true }
         await c.close(timeout: .seconds(10))
     }
 
