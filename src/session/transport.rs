@@ -247,27 +247,120 @@ async fn open_link(
     port: u16,
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
-    let client = probe.client;
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
-    let t0 = Instant::now();
-    // Through a proxy, the TCP connection goes to the proxy; the proxy reaches the server.
-    let (dial_host, dial_port) = match &cfg.proxy {
+    let targets = match &cfg.proxy {
         Some(p) => {
             tlog!(
-                client,
+                probe.client,
                 Info,
                 "transport",
                 "connecting to {host}:{port} through {p} (from {})",
                 p.source
             );
-            p.addr()
+            socks_targets(p, host_for_dns, port).await?
         }
-        None => (host_for_dns, port),
+        None => vec![None],
+    };
+    open_link_to(cfg, tls, host_for_dns, port, probe, &targets).await
+}
+
+/// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
+/// `host` (resolved here, families alternating as for a direct connection), otherwise the
+/// name itself (`None`), which `socks5h://` and HTTP CONNECT hand to the proxy.
+async fn socks_targets(
+    p: &Proxy,
+    host: &str,
+    port: u16,
+) -> Result<Vec<Option<SocketAddr>>, ConnectError> {
+    if p.kind != ProxyKind::Socks5 {
+        return Ok(vec![None]);
+    }
+    let no_address = |why: String| {
+        ConnectError::other(Status::ErrConnect, format!("resolve {host} for {p}: {why}"))
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| no_address(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(no_address("no address".to_owned()));
+    }
+    Ok(interleave(addrs).into_iter().map(Some).collect())
+}
+
+/// [`open_link`] once the targets are known (`host` without brackets). Through a proxy, each
+/// target gets a connection of its own: the proxy's refusal of one address (it has no route
+/// to IPv6, say) moves on to the next, as Happy Eyeballs would move on from a refused
+/// address; any other failure ends the attempt.
+async fn open_link_to(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    host: &str,
+    port: u16,
+    probe: &Probe,
+    targets: &[Option<SocketAddr>],
+) -> Result<Link, ConnectError> {
+    let client = probe.client;
+    let t0 = Instant::now();
+    let mut left = targets.iter().copied().peekable();
+    while let Some(target) = left.next() {
+        let link = first_hop(cfg, tls, host, port, probe).await?;
+        let Some(p) = &cfg.proxy else {
+            return Ok(link);
+        };
+        match tunnel::open(p, link, host, port, target).await {
+            Ok(link) => {
+                tlog!(
+                    client,
+                    Debug,
+                    "transport",
+                    "{p} opened a tunnel to {host}:{port} in {} ms",
+                    t0.elapsed().as_millis()
+                );
+                return Ok(link);
+            }
+            Err(e) if e.per_address && left.peek().is_some() => {
+                tlog!(
+                    client,
+                    Info,
+                    "transport",
+                    "{}; trying the next address of {host}",
+                    e.message
+                );
+            }
+            Err(e) => {
+                return Err(ConnectError {
+                    error: Error::new(e.status, e.message),
+                    code: e.code,
+                })
+            }
+        }
+    }
+    Err(ConnectError::other(
+        Status::ErrConnect,
+        format!("connect to {host}:{port}: no address to try"),
+    ))
+}
+
+/// The connection to the first hop: TCP to the server, or to the proxy (inside TLS for an
+/// `https://` proxy), its addresses tried as RFC 8305 asks.
+async fn first_hop(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    host: &str,
+    port: u16,
+    probe: &Probe,
+) -> Result<Link, ConnectError> {
+    let client = probe.client;
+    let t0 = Instant::now();
+    let (dial_host, dial_port) = match &cfg.proxy {
+        Some(p) => p.addr(),
+        None => (host, port),
     };
     let failed = |e: io::Error| {
         let to = match &cfg.proxy {
             Some(p) => p.to_string(),
-            None => format!("{host}:{port}"),
+            None => format!("{}:{port}", url_host(host)),
         };
         ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
     };
@@ -293,24 +386,22 @@ async fn open_link(
         tcp,
         counters: probe.counters.clone(),
     };
-    let mut link = match &cfg.proxy {
+    Ok(match &cfg.proxy {
         Some(p) if p.kind == ProxyKind::Https => {
             let session = handshake(tls, p.addr().0, &p.to_string(), tcp, client).await?;
             Link::ProxyTls(Box::new(session))
         }
         _ => Link::Tcp(tcp),
-    };
-    if let Some(p) = &cfg.proxy {
-        link = through_proxy(p, link, host_for_dns, port).await?;
-        tlog!(
-            client,
-            Debug,
-            "transport",
-            "{p} opened a tunnel to {host}:{port} in {} ms",
-            t0.elapsed().as_millis()
-        );
+    })
+}
+
+/// `host` as a URL writes it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
     }
-    Ok(link)
 }
 
 /// Why the configured HTTP(S) proxy refuses a tunnel to `url`'s host, found by asking it
@@ -376,33 +467,6 @@ where
         t.elapsed().as_millis()
     );
     Ok(session)
-}
-
-/// Turns the connection to the proxy into a tunnel to `host:port`. Plain `socks5://` gets an
-/// address resolved here (the first the resolver returns); `socks5h://` and HTTP CONNECT hand
-/// the name to the proxy.
-async fn through_proxy(p: &Proxy, link: Link, host: &str, port: u16) -> Result<Link, ConnectError> {
-    let resolved = if p.kind == ProxyKind::Socks5 {
-        let addr = tokio::net::lookup_host((host, port))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                ConnectError::other(
-                    Status::ErrConnect,
-                    format!("resolve {host} for {p}: no address"),
-                )
-            })?;
-        Some(addr)
-    } else {
-        None
-    };
-    tunnel::open(p, link, host, port, resolved)
-        .await
-        .map_err(|e| ConnectError {
-            error: Error::new(e.status, e.message),
-            code: e.code,
-        })
 }
 
 /// RFC 8305 §5's recommended "Connection Attempt Delay": how long one address may keep us
@@ -567,6 +631,7 @@ fn upgrade_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Whether `inner` lies inside `outer`'s memory.
     fn within(inner: &[u8], outer: &[u8]) -> bool {
@@ -746,6 +811,93 @@ mod tests {
                 .kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    /// Plain SOCKS5 (RFC 1928 §4, §6): the proxy's refusal of one address of the server's
+    /// name moves on to the next over a new proxy connection; a refusal of the last one, or
+    /// of anything but the address, ends the attempt with the proxy's reason.
+    #[tokio::test]
+    async fn rfc1928_6_a_socks_refusal_of_one_address_tries_the_next() {
+        let socks = tether_testkit::socks::Socks5::start().await.unwrap();
+        let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
+            .proxy(&format!("socks5://{}", socks.addr()))
+            .build()
+            .unwrap();
+        let tls = crate::tls::client_config(&cfg.trust).unwrap();
+        let probe = Probe::default();
+        let refused = std::net::TcpListener::bind(v6(0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let targets = [Some(refused), Some(good_addr)];
+        let mut link = open_link_to(&cfg, &tls, "example.invalid", 9, &probe, &targets)
+            .await
+            .unwrap();
+        assert_eq!(
+            socks.asked(),
+            [refused.to_string(), good_addr.to_string()],
+            "one CONNECT per address, in order"
+        );
+        // The tunnel reaches the second address.
+        let (mut server, _) = good.accept().await.unwrap();
+        link.write_all(b"through").await.unwrap();
+        let mut got = [0u8; 7];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"through");
+
+        // Only refused addresses: the last refusal, as a connect error to retry later.
+        let err = open_link_to(&cfg, &tls, "example.invalid", 9, &probe, &[Some(refused)])
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        assert!(
+            err.error.message().contains("Connection refused"),
+            "{}",
+            err.error.message()
+        );
+    }
+
+    /// A refusal that is not about the address (here the proxy wants credentials we do not
+    /// have) is not retried on the next address.
+    #[tokio::test]
+    async fn rfc1928_3_an_auth_refusal_is_not_retried_per_address() {
+        // A SOCKS5 server that accepts no method we offer.
+        let proxy = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok(Ok((mut s, _))) =
+                tokio::time::timeout(Duration::from_millis(500), proxy.accept()).await
+            {
+                n += 1;
+                let mut head = [0u8; 3];
+                let _ = s.read_exact(&mut head).await;
+                let _ = s.write_all(&[5, 0xff]).await;
+            }
+            n
+        });
+        let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
+            .proxy(&format!("socks5://{proxy_addr}"))
+            .build()
+            .unwrap();
+        let tls = crate::tls::client_config(&cfg.trust).unwrap();
+        let targets = [Some(v4(1)), Some(v4(2))];
+        let err = open_link_to(
+            &cfg,
+            &tls,
+            "example.invalid",
+            9,
+            &Probe::default(),
+            &targets,
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.error.status(), Status::ErrUnauthorized);
+        assert_eq!(served.await.unwrap(), 1, "one connection to the proxy");
     }
 
     #[test]

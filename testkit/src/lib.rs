@@ -8,4 +8,5 @@ pub mod gomuks;
 pub mod proxy;
 pub mod rooms;
 pub mod rwws;
+pub mod socks;
 pub mod tls;
