@@ -79,8 +79,6 @@ pub(crate) struct Proxy {
     pub(crate) port: u16,
     /// Username and password, percent-decoded.
     pub(crate) auth: Option<(String, Secret)>,
-    /// The URL as given (credentials included), for the HTTP client of the auth call.
-    pub(crate) url: Secret,
     /// Where it came from: `explicit` or the environment variable's name.
     pub(crate) source: &'static str,
 }
@@ -174,7 +172,6 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
         host,
         port,
         auth,
-        url: Secret::new(with_scheme),
         source,
     })
 }

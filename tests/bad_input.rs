@@ -1017,6 +1017,123 @@ async fn server_misbehaviour_corpus() {
     eprintln!("server misbehaviour corpus: {total} cases passed");
 }
 
+/// §1.2: a login endpoint that misbehaves is a clear error on the first DISCONNECTED, never a
+/// hang past the connect timeout nor a crash: silence, a closed connection mid-answer, an
+/// answer that is not a token, one too big to read, and bytes that are not HTTP. The refusals
+/// a server means (401, 403) are final; everything else is retried.
+#[tokio::test]
+async fn spec1_2_a_misbehaving_login_endpoint_is_a_clear_error() {
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{{\"token\":\"{pad}\"}}",
+        n = 200_012,
+        pad = "x".repeat(200_000)
+    );
+    // Name, server, status, HTTP code, words of the message, retried.
+    type LoginCase = (
+        &'static str,
+        Script,
+        Status,
+        Option<u16>,
+        &'static str,
+        bool,
+    );
+    let cases: Vec<LoginCase> = vec![
+        (
+            "silent",
+            Script::Silent,
+            Status::ErrConnect,
+            None,
+            "no answer within",
+            true,
+        ),
+        (
+            "cut mid-answer",
+            Script::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"tok".to_vec()),
+            Status::ErrHttp,
+            None,
+            "auth response",
+            true,
+        ),
+        (
+            "not a token",
+            Script::Answer(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nnope!".to_vec()),
+            Status::ErrProtocol,
+            Some(201),
+            "not a token",
+            true,
+        ),
+        (
+            "too big",
+            Script::Answer(big.into_bytes()),
+            Status::ErrHttp,
+            None,
+            "auth response",
+            true,
+        ),
+        (
+            "not HTTP",
+            Script::NotHttp,
+            Status::ErrHttp,
+            None,
+            "auth request failed",
+            true,
+        ),
+        (
+            "500",
+            Script::Http(500),
+            Status::ErrHttp,
+            Some(500),
+            "HTTP 500",
+            true,
+        ),
+        (
+            "401",
+            Script::Http(401),
+            Status::ErrUnauthorized,
+            Some(401),
+            "HTTP 401",
+            false,
+        ),
+        (
+            "403",
+            Script::Http(403),
+            Status::ErrForbidden,
+            Some(403),
+            "HTTP 403",
+            false,
+        ),
+    ];
+    for (name, script, status, code, says, retried) in cases {
+        let s = ScriptServer::start(script).await;
+        let c = start(
+            Config::builder(&s.http_url())
+                .basic_auth("tether", "tether-password")
+                .connect_timeout(ms(500))
+                .reconnect_backoff(ms(20), ms(200))
+                .build()
+                .unwrap(),
+        );
+        let t0 = std::time::Instant::now();
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        let msg = String::from_utf8_lossy(d.data()).into_owned();
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{name}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(d.status(), status, "{name}: {msg}");
+        assert_eq!(d.close_code(), code.unwrap_or(0), "{name}: {msg}");
+        assert!(msg.contains(says), "{name}: {msg}");
+        assert!(!msg.contains("tether-password"), "{name}: {msg}");
+        assert_eq!(d.retry_in().is_some(), retried, "{name}: {msg}");
+        close_and_drain(&c).await;
+        assert!(
+            s.wait_idle(Duration::from_secs(5)).await,
+            "{name}: the login let go"
+        );
+    }
+}
+
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()

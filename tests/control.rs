@@ -5,9 +5,8 @@ mod common;
 use common::*;
 use tether::{EventKind, Status};
 
-/// reqwest is built without a default TLS provider (the library hands it its own config).
+/// Plain HTTP only: the control endpoints are on loopback.
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 

@@ -69,8 +69,7 @@ async fn spec1_2_http_connect_with_auth_carries_the_login_and_the_websocket() {
 
 /// A proxy that refuses our credentials ends the client, like a 401 from the server: one
 /// DISCONNECTED with ERR_UNAUTHORIZED and the proxy's status, no retry, CLOSED — whether the
-/// websocket's CONNECT or the login's forwarded POST meets the refusal. The password never
-/// shows.
+/// websocket's CONNECT or the login's meets the refusal. The password never shows.
 #[tokio::test]
 async fn a_wrong_proxy_password_is_final_and_clear() {
     let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
@@ -91,7 +90,7 @@ async fn a_wrong_proxy_password_is_final_and_clear() {
     assert!(msg.contains(&format!("127.0.0.1:{}", p.port)), "{msg}");
     assert!(!msg.contains("wrong-SECRET"), "{msg}");
     until_kind(&c, EventKind::Closed).await;
-    // The login: the POST to http:// is forwarded, the refusal is the answer.
+    // The login tunnels as the websocket does, and meets the same refusal.
     let c = login_client(&b, &wrong);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrUnauthorized, "{}", text(&d));
@@ -115,8 +114,7 @@ async fn a_wrong_proxy_password_is_final_and_clear() {
 }
 
 /// §1.2 over TLS: the https login's CONNECT refused for wrong credentials (tinyproxy: 401) is
-/// as final and clear as the websocket's, although reqwest only says "unsuccessful": tether
-/// asks the proxy itself why.
+/// as final and clear as the websocket's, and says it was the login's.
 #[tokio::test]
 async fn a_wrong_proxy_password_on_the_https_login_is_final_and_clear() {
     let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
@@ -140,6 +138,38 @@ async fn a_wrong_proxy_password_on_the_https_login_is_final_and_clear() {
     assert!(!msg.contains("wrong-SECRET"), "{msg}");
     until_kind(&c, EventKind::Closed).await;
     assert!(peers(&b).is_empty());
+}
+
+/// §1.2 to an IPv6-literal server through an HTTP proxy: the https login and the wss
+/// websocket both tunnel to `[::1]:port`, and TLS verifies the address (the certificate is
+/// for the IP).
+#[tokio::test]
+async fn spec1_2_an_ipv6_literal_server_through_a_proxy_logs_in() {
+    // tinyproxy without a source address of its own: it must reach IPv6 loopback.
+    let Some(p) = ProxyServer::tinyproxy_any_source(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let front = tls_front_named(b.addr(), "::1").await;
+    let proxy = format!("http://puser:ppass@127.0.0.1:{}", p.port);
+    let c = start(
+        login_at(&format!("https://[::1]:{}", front.port), &proxy)
+            .extra_ca_pem(front.pem.as_bytes())
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    let r = c.call("echo", br#"{"over":"v6"}"#).await.unwrap();
+    assert_eq!(&r[..], br#"{"over":"v6"}"#);
+    close_and_drain(&c).await;
+    assert!(b.stats().auth_requests >= 1);
+    let log = p.log_text();
+    assert!(
+        log.matches(&format!("CONNECT [::1]:{}", front.port))
+            .count()
+            >= 2,
+        "the login and the websocket: {log}"
+    );
 }
 
 /// §7: SOCKS5 with the name resolved by the proxy (dante, no auth): connected, a request
@@ -294,7 +324,8 @@ async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String, Arc<Mutex<Ve
     (f.port, f.pem, f.peers)
 }
 
-/// A TLS front as [`tls_front`] makes, its certificate for `name` (a DNS name or an IP).
+/// A TLS front as [`tls_front`] makes, its certificate for `name` (a DNS name or an IP; for
+/// `::1` it listens on IPv6 loopback).
 struct Front {
     port: u16,
     pem: String,
@@ -323,7 +354,13 @@ async fn tls_front_named(upstream: std::net::SocketAddr, name: &str) -> Front {
         .with_single_cert(vec![cert], key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // An IPv6 name is served on IPv6 loopback.
+    let bind = if name.contains(':') {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let l = tokio::net::TcpListener::bind(bind).await.unwrap();
     let port = l.local_addr().unwrap().port();
     let peers = Arc::new(Mutex::new(Vec::new()));
     let seen = peers.clone();
@@ -402,8 +439,8 @@ async fn refused_for_good(c: &Client) -> String {
 
 /// Pins are the server's: through an `https://` proxy with a certificate of its own, a pin of
 /// the server's key lets the wss login and websocket in; a pin of the proxy's key alone
-/// refuses the server, once, as any pin mismatch, on the login's route (reqwest) and on the
-/// websocket's (a token, no login) alike.
+/// refuses the server, once, as any pin mismatch, on the login's route and on the websocket's
+/// (a token, no login) alike.
 #[tokio::test]
 async fn pins_check_the_server_not_the_https_proxy() {
     let Some((_p, proxy)) = https_proxy("127.0.0.1").await else {

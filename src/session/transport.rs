@@ -202,18 +202,7 @@ pub(crate) async fn connect(
     probe: &Probe,
 ) -> Result<Ws, ConnectError> {
     let client = probe.client;
-    let host = url
-        .host_str()
-        .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let link = open_link(cfg, tls, host, port, probe).await?;
-    let stream = if url.scheme() == "wss" {
-        // The TLS name drops an IPv6 literal's brackets itself.
-        let session = handshake(tls, host, host, link, client).await?;
-        Stream::Tls(Box::new(session))
-    } else {
-        Stream::Plain(link)
-    };
+    let stream = open_stream(cfg, tls, url, probe).await?;
     let t2 = Instant::now();
     let req = upgrade_request(url, headers, &cfg.headers)?;
     let mut wsc = WebSocketConfig::default();
@@ -236,6 +225,29 @@ pub(crate) async fn connect(
         t2.elapsed().as_millis()
     );
     Ok(ws)
+}
+
+/// The byte stream to `url`'s server (`ws`, `wss`, `http` or `https`): TCP, or a tunnel
+/// through the configured proxy, inside TLS for `wss` and `https`. The websocket and the
+/// gomuks login both run over it, so they reach the server the same way.
+pub(crate) async fn open_stream(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+    probe: &Probe,
+) -> Result<Stream, ConnectError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let link = open_link(cfg, tls, host, port, probe).await?;
+    Ok(if matches!(url.scheme(), "wss" | "https") {
+        // The TLS name drops an IPv6 literal's brackets itself.
+        let session = handshake(tls, host, host, link, probe.client).await?;
+        Stream::Tls(Box::new(session))
+    } else {
+        Stream::Plain(link)
+    })
 }
 
 /// The connection the websocket (or its TLS) runs over, to `host:port` (`host` as in the URL,
@@ -402,33 +414,6 @@ fn url_host(host: &str) -> String {
     } else {
         host.to_owned()
     }
-}
-
-/// Why the configured HTTP(S) proxy refuses a tunnel to `url`'s host, found by asking it
-/// ourselves: reqwest reports a refused CONNECT other than 407 only as "unsuccessful tunnel".
-/// `None` when the tunnel opens (the failure was something else) or there is no such proxy.
-/// Bounded by the connect timeout: it runs beside a live connection too (a token renewal).
-pub(crate) async fn tunnel_refusal(
-    cfg: &Config,
-    tls: &Arc<ClientConfig>,
-    url: &Url,
-    client: u64,
-) -> Option<ConnectError> {
-    let p = cfg.proxy.as_ref()?;
-    if !matches!(p.kind, ProxyKind::Http | ProxyKind::Https) {
-        return None;
-    }
-    let port = url.port_or_known_default()?;
-    // Its own counters: the question is not traffic of the client's connection.
-    let probe = Probe {
-        client,
-        counters: Default::default(),
-    };
-    let asked = open_link(cfg, tls, url.host_str()?, port, &probe);
-    tokio::time::timeout(cfg.connect_timeout, asked)
-        .await
-        .ok()?
-        .err()
 }
 
 /// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`

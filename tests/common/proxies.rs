@@ -89,17 +89,34 @@ impl ProxyServer {
         s
     }
 
-    /// tinyproxy (HTTP CONNECT and forwarding) with `BasicAuth user pass` when given.
+    /// tinyproxy (HTTP CONNECT and forwarding) with `BasicAuth user pass` when given; its
+    /// connections come from [`PROXY_SOURCE`].
     pub fn tinyproxy(auth: Option<(&str, &str)>) -> Option<ProxyServer> {
+        Self::tinyproxy_from(auth, Some(PROXY_SOURCE))
+    }
+
+    /// tinyproxy as [`Self::tinyproxy`], its connections from whatever address the system
+    /// picks (so it reaches IPv6 too).
+    pub fn tinyproxy_any_source(auth: Option<(&str, &str)>) -> Option<ProxyServer> {
+        Self::tinyproxy_from(auth, None)
+    }
+
+    fn tinyproxy_from(
+        auth: Option<(&str, &str)>,
+        source: Option<std::net::IpAddr>,
+    ) -> Option<ProxyServer> {
         let bin = require("tinyproxy")?;
         let port = free_port();
         let dir = temp_dir("tinyproxy");
         let log = dir.join("tinyproxy.log");
         let mut conf = format!(
-            "Port {port}\nListen 127.0.0.1\nBind {PROXY_SOURCE}\nTimeout 60\nMaxClients 50\n\
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\n\
              LogLevel Connect\nLogFile \"{}\"\n",
             log.display()
         );
+        if let Some(ip) = source {
+            conf.push_str(&format!("Bind {ip}\n"));
+        }
         if let Some((u, p)) = auth {
             conf.push_str(&format!("BasicAuth {u} {p}\n"));
         }

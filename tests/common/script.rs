@@ -22,6 +22,8 @@ pub enum Script {
     Silent,
     /// Writes bytes that are not HTTP at all, then closes.
     NotHttp,
+    /// Answers the HTTP request with these bytes as they are (head and body), then closes.
+    Answer(Vec<u8>),
     /// Completes the websocket upgrade, then runs the steps and keeps the socket open.
     Upgrade(Vec<Step>),
 }
@@ -140,6 +142,12 @@ async fn play(mut sock: TcpStream, script: Script) -> std::io::Result<()> {
         Script::NotHttp => {
             read_head(&mut sock).await?;
             sock.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await?;
+        }
+        Script::Answer(bytes) => {
+            read_head(&mut sock).await?;
+            sock.write_all(&bytes).await?;
+            sock.shutdown().await?;
+            hold(&mut sock).await;
         }
         Script::Http(code) => {
             read_head(&mut sock).await?;

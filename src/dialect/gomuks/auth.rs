@@ -3,11 +3,17 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use url::Url;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{CONTENT_LENGTH, HOST};
+use hyper::HeaderMap;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use url::{Position, Url};
 
-use crate::config::BasicAuth;
-use crate::proxy::Proxy;
-use crate::session::transport::{merge_headers, ConnectError};
+use crate::config::{BasicAuth, Config};
+use crate::session::transport::{self, merge_headers, ConnectError};
+use crate::stats::Probe;
 use crate::status::{Error, Status};
 
 /// The auth endpoint that belongs to a websocket URL: `…/_gomuks/websocket` → `…/_gomuks/auth`.
@@ -41,15 +47,21 @@ pub(crate) enum Credentials<'a> {
     Cookie(&'a str),
 }
 
+/// The most of an auth answer that is read: a token is a few hundred bytes, an error page a
+/// few KiB.
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// Exchanges credentials for a `gomuks_auth` token; `None` when the backend has auth disabled.
 /// The app's headers go along, as on the websocket upgrade: a reverse proxy in front of gomuks
-/// with its own header auth must let the login through too.
+/// with its own header auth must let the login through too. The request runs over the stream
+/// the websocket would (`transport::open_stream`: the same proxy, tunnel, TLS and trust), and
+/// the whole exchange is bounded by the connect timeout.
 pub(crate) async fn fetch_token(
-    http: &reqwest::Client,
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
     url: &Url,
     creds: Credentials<'_>,
-    app_headers: &[(String, String)],
-    proxy: Option<&Proxy>,
+    client: u64,
 ) -> Result<Option<String>, ConnectError> {
     let (name, value) = match creds {
         Credentials::Basic(b) => {
@@ -62,39 +74,26 @@ pub(crate) async fn fetch_token(
         }
         Credentials::Cookie(token) => ("Cookie", format!("gomuks_auth={token}")),
     };
-    let headers = merge_headers(&[(name.to_owned(), value)], app_headers)?;
-    let resp = http
-        .post(url.as_str())
-        .headers(headers)
-        .send()
-        .await
-        .map_err(|e| {
-            let e = e.without_url();
-            let text = chain(&e);
-            if let Some(refusal) = proxy_refusal(&text, proxy) {
-                return refusal;
-            }
-            // reqwest errors may echo the URL but never headers, so no secret leaks here.
-            // A refused certificate is final, as on the websocket (the same rustls config).
-            let status = if crate::tls::is_certificate_failure(&e) {
-                Status::ErrCertificate
-            } else if e.is_connect() || e.is_timeout() {
-                Status::ErrConnect
-            } else {
-                Status::ErrHttp
-            };
-            ConnectError {
-                error: Error::new(status, format!("auth request failed: {text}")),
-                code: None,
-            }
-        })?;
-    let code = resp.status().as_u16();
+    let headers = merge_headers(&[(name.to_owned(), value)], &cfg.headers)?;
+    // Its own counters: the login is not traffic of the client's websocket.
+    let probe = Probe {
+        client,
+        counters: Default::default(),
+    };
+    let (code, body) =
+        tokio::time::timeout(cfg.connect_timeout, post(cfg, tls, url, headers, &probe))
+            .await
+            .map_err(|_| {
+                ConnectError::other(
+                    Status::ErrConnect,
+                    format!(
+                        "auth request: no answer within {} ms",
+                        cfg.connect_timeout.as_millis()
+                    ),
+                )
+            })??;
     match code {
         200 | 201 => {
-            let body = resp.bytes().await.map_err(|e| ConnectError {
-                error: Error::new(Status::ErrConnect, format!("auth response: {e}")),
-                code: Some(code),
-            })?;
             let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
                 error: Error::new(
                     Status::ErrProtocol,
@@ -106,34 +105,19 @@ pub(crate) async fn fetch_token(
         }
         // Auth disabled on the backend: no cookie needed.
         204 => Ok(None),
-        // A plain http:// login goes to an HTTP proxy as a forwarded request, so the proxy's
-        // refusal comes back as the answer.
-        407 if proxy.is_some() => Err(ConnectError {
-            error: Error::new(
-                Status::ErrUnauthorized,
-                format!(
-                    "auth request: {} refused the proxy credentials (HTTP 407)",
-                    proxy.map(|p| p.to_string()).unwrap_or_default()
-                ),
-            ),
-            code: Some(407),
-        }),
         _ => {
             let status = match code {
                 401 => Status::ErrUnauthorized,
                 403 => Status::ErrForbidden,
                 _ => Status::ErrHttp,
             };
-            let text = resp.text().await.unwrap_or_default();
-            // Through an HTTP proxy the answer may be the proxy's (tinyproxy answers wrong
-            // proxy credentials with 401 and an HTML page): say which way it came, and keep
-            // a page to its start.
-            let via = proxy.map(|p| format!(" (through {p})")).unwrap_or_default();
+            // An error page is kept to its start.
+            let text = String::from_utf8_lossy(&body);
             let text: String = text.trim().chars().take(300).collect();
             Err(ConnectError {
                 error: Error::new(
                     status,
-                    format!("auth endpoint answered HTTP {code}{via}: {text}"),
+                    format!("auth endpoint answered HTTP {code}: {text}"),
                 ),
                 code: Some(code),
             })
@@ -141,36 +125,70 @@ pub(crate) async fn fetch_token(
     }
 }
 
-/// The HTTP client for auth, verifying TLS exactly like the websocket does and going through
-/// the proxy the websocket goes through (`Config::proxy`, decided once by `proxy::resolve`):
-/// reqwest never reads the proxy environment variables itself.
-pub(crate) fn http_client(
-    tls: Arc<rustls::ClientConfig>,
-    timeout: std::time::Duration,
-    proxy: Option<&Proxy>,
-) -> Result<reqwest::Client, Error> {
-    let mut b = reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy();
-    if let Some(p) = proxy {
-        // The URL carries the credentials; reqwest percent-decodes them as `proxy::parse`
-        // does. Its error would print the URL, so it is not passed on.
-        let rp = reqwest::Proxy::all(p.url.expose()).map_err(|_| {
-            Error::new(
-                Status::ErrConfig,
-                format!("{p}: not usable for the auth call"),
-            )
+/// `POST url` with `headers` and no body over a new stream to the server; the answer's status
+/// and body.
+async fn post(
+    cfg: &Config,
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+    headers: HeaderMap,
+    probe: &Probe,
+) -> Result<(u16, Bytes), ConnectError> {
+    let stream = transport::open_stream(cfg, tls, url, probe)
+        .await
+        .map_err(|e| ConnectError {
+            error: Error::new(
+                e.error.status(),
+                format!("auth request: {}", e.error.message()),
+            ),
+            code: e.code,
         })?;
-        b = b.proxy(rp);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(failed)?;
+    let mut req = hyper::Request::post(&url[Position::BeforePath..])
+        .header(HOST, &url[Position::BeforeHost..Position::AfterPort])
+        .header(CONTENT_LENGTH, 0)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ConnectError::other(Status::ErrConfig, format!("auth request: {e}")))?;
+    req.headers_mut().extend(headers);
+    let exchange = async {
+        let resp = sender.send_request(req).await.map_err(failed)?;
+        let code = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| ConnectError::other(Status::ErrHttp, format!("auth response: {e}")))?
+            .to_bytes();
+        Ok((code, body))
+    };
+    // The connection is driven beside the exchange and dropped with it: nothing outlives
+    // the call. A server that closes right after its answer ends the connection first; the
+    // answer is buffered by then (or the exchange fails with hyper's reason).
+    tokio::pin!(conn, exchange);
+    tokio::select! {
+        biased;
+        r = &mut exchange => r,
+        c = &mut conn => match c {
+            Ok(()) => exchange.await,
+            Err(e) => Err(failed(e)),
+        },
     }
-    b.build()
-        .map_err(|e| Error::new(Status::ErrConfig, format!("HTTP client: {e}")))
 }
 
-/// The error and its sources, for the message (reqwest's own text is only "error sending
-/// request"). No layer under reqwest prints a header or the proxy URL.
+/// A failed HTTP exchange with the auth endpoint. A certificate the server refuses (ours,
+/// with TLS 1.3 only on the first read) is final, as on the websocket; anything else is
+/// retried as an HTTP failure.
+fn failed(e: hyper::Error) -> ConnectError {
+    let status = if crate::tls::is_certificate_failure(&e) {
+        Status::ErrCertificate
+    } else {
+        Status::ErrHttp
+    };
+    ConnectError::other(status, format!("auth request failed: {}", chain(&e)))
+}
+
+/// The error and its sources, for the message. No layer prints a header.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
@@ -183,35 +201,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     out
-}
-
-/// Whether reqwest failed to open its tunnel through the proxy. Its text (hyper-util's
-/// "tunnel error: unsuccessful") does not say why: a refused CONNECT's status is dropped.
-pub(crate) fn tunnel_failed(e: &ConnectError) -> bool {
-    e.error.message().contains("tunnel error: ")
-}
-
-/// A failed auth call that the proxy caused: its refusal of our credentials is final like a
-/// 401 (`ErrUnauthorized`), as on the websocket's tunnel. reqwest's proxy layers (hyper-util)
-/// only say so in their error text.
-fn proxy_refusal(text: &str, proxy: Option<&Proxy>) -> Option<ConnectError> {
-    let p = proxy?;
-    let code = if text.contains("proxy authorization required") {
-        Some(407)
-    } else if text.contains("credentials not accepted")
-        || text.contains("does not support user/pass authentication")
-    {
-        None
-    } else {
-        return None;
-    };
-    Some(ConnectError {
-        error: Error::new(
-            Status::ErrUnauthorized,
-            format!("auth request: {p} refused the proxy credentials"),
-        ),
-        code,
-    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ use codec::{parse_envelope, Decompressor, Kind};
 pub(crate) struct Gomuks {
     cfg: Arc<Config>,
     tls: Arc<rustls::ClientConfig>,
-    http: reqwest::Client,
     token: Option<Secret>,
     auth_disabled: bool,
     resume: Arc<SharedResume>,
@@ -101,7 +100,6 @@ enum Show {
 /// One `POST /_gomuks/auth`, logged (without the secret); owns what it needs so it can run
 /// beside a connection.
 async fn auth_call(
-    http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
     cfg: Arc<Config>,
     show: Show,
@@ -121,22 +119,7 @@ async fn auth_call(
         None => String::new(),
     };
     let t0 = Instant::now();
-    let mut got = auth::fetch_token(&http, &url, creds, &cfg.headers, cfg.proxy.as_ref()).await;
-    if let Err(e) = &got {
-        if auth::tunnel_failed(e) {
-            // Ask the proxy ourselves, as the websocket does, to learn why (a 401 for wrong
-            // credentials is final, as there).
-            if let Some(why) = transport::tunnel_refusal(&cfg, &tls, &url, client).await {
-                got = Err(ConnectError {
-                    error: Error::new(
-                        why.error.status(),
-                        format!("auth request: {}", why.error.message()),
-                    ),
-                    code: why.code,
-                });
-            }
-        }
-    }
+    let got = auth::fetch_token(&cfg, &tls, &url, creds, client).await;
     match &got {
         Ok(_) => tlog!(
             client,
@@ -174,7 +157,6 @@ impl Gomuks {
         queue: Arc<EventQueue>,
         probe: Probe,
     ) -> Result<Gomuks, Error> {
-        let http = auth::http_client(tls.clone(), cfg.connect_timeout, cfg.proxy.as_ref())?;
         // A configured token is renewed like a fetched one, from the expiry it carries (or
         // daily), so a long-running client never lets it expire.
         let renew_at = cfg
@@ -185,7 +167,6 @@ impl Gomuks {
             token: cfg.token.clone(),
             cfg,
             tls,
-            http,
             auth_disabled: false,
             tracker: Tracker::new(resume.clone()),
             resume,
@@ -206,14 +187,7 @@ impl Gomuks {
             (None, Some(t)) => Show::Cookie(t.clone()),
             (None, None) => return Ok(()),
         };
-        let got = auth_call(
-            self.http.clone(),
-            self.tls.clone(),
-            self.cfg.clone(),
-            show,
-            self.probe.client,
-        )
-        .await?;
+        let got = auth_call(self.tls.clone(), self.cfg.clone(), show, self.probe.client).await?;
         self.took_token(got);
         Ok(())
     }
@@ -545,7 +519,6 @@ impl Dialect for Gomuks {
             return Box::pin(std::future::pending());
         };
         let call = auth_call(
-            self.http.clone(),
             self.tls.clone(),
             self.cfg.clone(),
             Show::Cookie(t),
