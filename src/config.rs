@@ -124,9 +124,13 @@ fn sets_gomuks_cookie(name: &str, value: &str) -> bool {
             .any(|c| c.trim_start().starts_with("gomuks_auth="))
 }
 
-/// Headers the websocket upgrade sets itself; an extra header may not repeat them.
-const HANDSHAKE_HEADERS: [&str; 7] = [
+/// Headers the websocket upgrade and the gomuks login set themselves (the message framing
+/// among them: a `Content-Length` of the app's would leave the login's POST unfinished); an
+/// extra header may not repeat them.
+const HANDSHAKE_HEADERS: [&str; 9] = [
     "Host",
+    "Content-Length",
+    "Transfer-Encoding",
     "Connection",
     "Upgrade",
     "Sec-WebSocket-Key",
@@ -327,7 +331,8 @@ impl ConfigBuilder {
     }
     /// Adds a header to the upgrade request (e.g. `Origin`). [`ConfigBuilder::build`] refuses
     /// a name other than letters, digits, `-` and `_`, a value other than printable ASCII,
-    /// space and tab, and the websocket handshake's own headers (`Host`, `Upgrade`, ...).
+    /// space and tab, and the headers the library sets itself (`Host`, `Upgrade`,
+    /// `Content-Length`, ...).
     /// `Cookie` headers are merged into one, after the library's `gomuks_auth` cookie; one that
     /// sets `gomuks_auth` next to a configured token or login is refused.
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -610,7 +615,7 @@ impl ConfigBuilder {
                 .any(|h| h.eq_ignore_ascii_case(name))
             {
                 return Err(bad(
-                    "extra header would replace one of the websocket handshake",
+                    "extra header would replace one the library sets (handshake or framing)",
                 ));
             }
         }

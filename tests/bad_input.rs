@@ -1028,6 +1028,10 @@ async fn spec1_2_a_misbehaving_login_endpoint_is_a_clear_error() {
         n = 200_012,
         pad = "x".repeat(200_000)
     );
+    let big401 = format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 200000\r\n\r\n{}",
+        "x".repeat(200_000)
+    );
     // Name, server, status, HTTP code, words of the message, retried.
     type LoginCase = (
         &'static str,
@@ -1050,7 +1054,7 @@ async fn spec1_2_a_misbehaving_login_endpoint_is_a_clear_error() {
             "cut mid-answer",
             Script::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"tok".to_vec()),
             Status::ErrHttp,
-            None,
+            Some(200),
             "auth response",
             true,
         ),
@@ -1066,9 +1070,28 @@ async fn spec1_2_a_misbehaving_login_endpoint_is_a_clear_error() {
             "too big",
             Script::Answer(big.into_bytes()),
             Status::ErrHttp,
-            None,
-            "auth response",
+            Some(200),
+            "length limit exceeded",
             true,
+        ),
+        // A refusal whose page is too long or cut short is still the refusal.
+        (
+            "401, a page too long",
+            Script::Answer(big401.into_bytes()),
+            Status::ErrUnauthorized,
+            Some(401),
+            "HTTP 401: xxxx",
+            false,
+        ),
+        (
+            "403, a page cut short",
+            Script::Answer(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot you".to_vec(),
+            ),
+            Status::ErrForbidden,
+            Some(403),
+            "HTTP 403: not you",
+            false,
         ),
         (
             "not HTTP",

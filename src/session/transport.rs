@@ -846,10 +846,17 @@ mod tests {
     }
 
     /// A refusal that is not about the address (here the proxy wants credentials we do not
-    /// have) is not retried on the next address.
+    /// have: it accepts none of our methods, or picks user/password anyway) is final and not
+    /// retried on the next address.
     #[tokio::test]
     async fn rfc1928_3_an_auth_refusal_is_not_retried_per_address() {
-        // A SOCKS5 server that accepts no method we offer.
+        for method in [0xff, 0x02] {
+            auth_refusal(method).await;
+        }
+    }
+
+    async fn auth_refusal(method: u8) {
+        // A SOCKS5 server that answers our greeting with `method`.
         let proxy = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let proxy_addr = proxy.local_addr().unwrap();
         let served = tokio::spawn(async move {
@@ -860,7 +867,7 @@ mod tests {
                 n += 1;
                 let mut head = [0u8; 3];
                 let _ = s.read_exact(&mut head).await;
-                let _ = s.write_all(&[5, 0xff]).await;
+                let _ = s.write_all(&[5, method]).await;
             }
             n
         });
@@ -881,7 +888,12 @@ mod tests {
         .await
         .err()
         .expect("refused");
-        assert_eq!(err.error.status(), Status::ErrUnauthorized);
+        assert_eq!(err.error.status(), Status::ErrUnauthorized, "{method:#x}");
+        assert!(
+            err.error.message().contains("requires proxy credentials"),
+            "{}",
+            err.error.message()
+        );
         assert_eq!(served.await.unwrap(), 1, "one connection to the proxy");
     }
 

@@ -200,6 +200,11 @@ where
                         "requires proxy credentials".to_owned()
                     },
                 ),
+                // The proxy chose user/password although we offered none.
+                SocksError::AuthorizationRequired => (
+                    Status::ErrUnauthorized,
+                    "requires proxy credentials".to_owned(),
+                ),
                 SocksError::Io(io) => (Status::ErrConnect, format!("I/O error: {io}")),
                 // The SOCKS reply codes (RFC 1928 §6) and malformed replies; none echoes a
                 // credential.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::HeaderMap;
@@ -155,23 +155,42 @@ async fn post(
     let exchange = async {
         let resp = sender.send_request(req).await.map_err(failed)?;
         let code = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| ConnectError::other(Status::ErrHttp, format!("auth response: {e}")))?
-            .to_bytes();
-        Ok((code, body))
+        let mut body = Limited::new(resp.into_body(), MAX_ANSWER);
+        let mut got = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        got.extend_from_slice(&data);
+                    }
+                }
+                // A refusal stays a refusal when its page is cut or too long: only a token
+                // must arrive whole.
+                Err(_) if !(200..300).contains(&code) => break,
+                Err(e) => {
+                    return Err(ConnectError {
+                        error: Error::new(
+                            Status::ErrHttp,
+                            format!("auth response: {}", chain(&*e)),
+                        ),
+                        code: Some(code),
+                    })
+                }
+            }
+        }
+        Ok((code, got.freeze()))
     };
     // The connection is driven beside the exchange and dropped with it: nothing outlives
-    // the call. A server that closes right after its answer ends the connection first; the
-    // answer is buffered by then (or the exchange fails with hyper's reason).
+    // the call. The connection can end first although the answer arrived whole (a server
+    // that closes right after it, with or without TLS's close_notify): the exchange then
+    // still has it, or fails with hyper's reason, at once.
     tokio::pin!(conn, exchange);
     tokio::select! {
         biased;
         r = &mut exchange => r,
         c = &mut conn => match c {
             Ok(()) => exchange.await,
-            Err(e) => Err(failed(e)),
+            Err(e) => exchange.await.map_err(|_| failed(e)),
         },
     }
 }
