@@ -9,7 +9,7 @@ process.
   a loop unpacking each (a batch that carries the event fields too, so no `Event` object nor
   ctypes read per event would be needed).
 
-The payloads are taken from the blaster through the binding first, untimed, as
+The payloads are taken from the blaster through the binding first, untimed (stream.py), as
 parse_ceiling.py does. Prints one JSON line: events per second of each way (median of the
 rounds) and each ratio to per payload.
 
@@ -22,24 +22,9 @@ import statistics
 import sys
 import time
 
-import tether
+from stream import collect
 
 BATCH = 256
-
-
-def collect(url: str, compress: bool) -> list:
-    out = []
-    with tether.Client(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
-                       ping_interval=300.0, receive_timeout=600.0) as client:
-        for ev in client.events():
-            if ev.kind == tether.EventKind.DISCONNECTED:
-                raise SystemExit(f"disconnected: {ev.reason}")
-            if ev.kind != tether.EventKind.MESSAGE:
-                continue
-            if ev.command == "bench_end":
-                break
-            out.append((ev.command, ev.request_id, ev.raw))
-    return out[1:]  # the run_id snapshot is not an event of the stream
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-import tether
+from stream import collect
 
 
 def main() -> None:
@@ -20,18 +20,7 @@ def main() -> None:
         import orjson
 
         loads = orjson.loads
-    payloads = []
-    with tether.Client(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
-                       ping_interval=300.0, receive_timeout=600.0) as client:
-        for ev in client.events():
-            if ev.kind == tether.EventKind.DISCONNECTED:
-                raise SystemExit(f"disconnected: {ev.reason}")
-            if ev.kind != tether.EventKind.MESSAGE:
-                continue
-            if ev.command == "bench_end":
-                break
-            payloads.append(ev.raw)
-    payloads = payloads[1:]  # the run_id snapshot is not an event of the stream
+    payloads = [raw for _, _, raw in collect(url, compress)]
     start = time.perf_counter()
     for p in payloads:
         loads(p)

@@ -326,7 +326,8 @@ async fn open_link_to(
                     client,
                     Debug,
                     "transport",
-                    "{p} opened a tunnel to {host}:{port} in {} ms",
+                    "{p} opened a tunnel to {} in {} ms",
+                    tunnel::authority(host, port),
                     t0.elapsed().as_millis()
                 );
                 return Ok(link);
@@ -350,7 +351,10 @@ async fn open_link_to(
     }
     Err(ConnectError::other(
         Status::ErrConnect,
-        format!("connect to {host}:{port}: no address to try"),
+        format!(
+            "connect to {}: no address to try",
+            tunnel::authority(host, port)
+        ),
     ))
 }
 
@@ -372,7 +376,7 @@ async fn first_hop(
     let failed = |e: io::Error| {
         let to = match &cfg.proxy {
             Some(p) => p.to_string(),
-            None => format!("{}:{port}", url_host(host)),
+            None => tunnel::authority(host, port),
         };
         ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
     };
@@ -405,15 +409,6 @@ async fn first_hop(
         }
         _ => Link::Tcp(tcp),
     })
-}
-
-/// `host` as a URL writes it: an IPv6 address in brackets.
-fn url_host(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
 }
 
 /// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`

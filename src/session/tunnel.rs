@@ -54,6 +54,15 @@ where
     }
 }
 
+/// `host:port` as a URL or a CONNECT request writes it: an IPv6 address in brackets.
+pub(crate) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 async fn http_connect<S>(proxy: &Proxy, mut io: S, host: &str, port: u16) -> Result<S, TunnelError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -61,11 +70,7 @@ where
     let io_err = |e: std::io::Error| {
         TunnelError::new(Status::ErrConnect, None, format!("{proxy}: CONNECT: {e}"))
     };
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let authority = authority(host, port);
     let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some((user, pass)) = &proxy.auth {
         let token =
