@@ -1,6 +1,7 @@
 //! TCP (Nagle off) + optional rustls + websocket upgrade.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -301,9 +302,11 @@ async fn socks_targets(
 }
 
 /// [`open_link`] once the targets are known (`host` without brackets). Through a proxy, each
-/// target gets a connection of its own: the proxy's refusal of one address (it has no route
-/// to IPv6, say) moves on to the next, as Happy Eyeballs would move on from a refused
-/// address; any other failure ends the attempt.
+/// target gets a connection of its own, raced as RFC 8305 §5 races addresses: the next target
+/// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when the proxy refuses one (it has no
+/// route to IPv6, say), so an address the proxy cannot reach costs the delay, not the
+/// connect timeout. A failure that is not about one address (the proxy is down or wants
+/// credentials) ends the attempt.
 async fn open_link_to(
     cfg: &Config,
     tls: &Arc<ClientConfig>,
@@ -312,81 +315,112 @@ async fn open_link_to(
     probe: &Probe,
     targets: &[Option<SocketAddr>],
 ) -> Result<Link, ConnectError> {
+    let hop = first_hop_addrs(cfg, host, port).await?;
+    let Some(p) = &cfg.proxy else {
+        return first_hop(cfg, tls, host, port, &hop, probe).await;
+    };
     let client = probe.client;
     let t0 = Instant::now();
-    let mut left = targets.iter().copied().peekable();
-    while let Some(target) = left.next() {
-        let link = first_hop(cfg, tls, host, port, probe).await?;
-        let Some(p) = &cfg.proxy else {
-            return Ok(link);
-        };
-        match tunnel::open(p, link, host, port, target).await {
-            Ok(link) => {
-                tlog!(
-                    client,
-                    Debug,
-                    "transport",
-                    "{p} opened a tunnel to {} in {} ms",
-                    tunnel::authority(host, port),
-                    t0.elapsed().as_millis()
-                );
-                return Ok(link);
-            }
-            Err(e) if e.per_address && left.peek().is_some() => {
-                tlog!(
-                    client,
-                    Info,
-                    "transport",
-                    "{}; trying the next address of {host}",
-                    e.message
-                );
-            }
-            Err(e) => {
-                return Err(ConnectError {
-                    error: Error::new(e.status, e.message),
-                    code: e.code,
-                })
+    let attempt = |target: Option<SocketAddr>| {
+        let hop = &hop;
+        async move {
+            // The proxy itself unreachable: no other address of the server will do better.
+            let link = first_hop(cfg, tls, host, port, hop, probe)
+                .await
+                .map_err(|e| (e, false))?;
+            match tunnel::open(p, link, host, port, target).await {
+                Ok(link) => {
+                    tlog!(
+                        client,
+                        Debug,
+                        "transport",
+                        "{p} opened a tunnel to {} in {} ms",
+                        tunnel::authority(host, port),
+                        t0.elapsed().as_millis()
+                    );
+                    Ok(link)
+                }
+                Err(e) => {
+                    if e.per_address {
+                        tlog!(
+                            client,
+                            Info,
+                            "transport",
+                            "{} (one of {} addresses of {host})",
+                            e.message,
+                            targets.len()
+                        );
+                    }
+                    let error = ConnectError {
+                        error: Error::new(e.status, e.message),
+                        code: e.code,
+                    };
+                    Err((error, e.per_address))
+                }
             }
         }
+    };
+    match race(
+        targets,
+        CONNECTION_ATTEMPT_DELAY,
+        attempt,
+        |(_, per_address)| !per_address,
+    )
+    .await
+    {
+        Ok(link) => Ok(link),
+        Err(Some((e, _))) => Err(e),
+        Err(None) => Err(ConnectError::other(
+            Status::ErrConnect,
+            format!(
+                "connect to {}: no address to try",
+                tunnel::authority(host, port)
+            ),
+        )),
     }
-    Err(ConnectError::other(
-        Status::ErrConnect,
-        format!(
-            "connect to {}: no address to try",
-            tunnel::authority(host, port)
-        ),
-    ))
 }
 
-/// The connection to the first hop: TCP to the server, or to the proxy (inside TLS for an
-/// `https://` proxy), its addresses tried as RFC 8305 asks.
+/// Why the first hop (the server, or the proxy) could not be reached.
+fn first_hop_failed(cfg: &Config, host: &str, port: u16, e: io::Error) -> ConnectError {
+    let to = match &cfg.proxy {
+        Some(p) => p.to_string(),
+        None => tunnel::authority(host, port),
+    };
+    ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
+}
+
+/// The addresses of the first hop, in the order RFC 8305 §4 tries them: the server's, or
+/// the proxy's. Resolved once per connect, however many tunnels are tried through it.
+async fn first_hop_addrs(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    let (dial_host, dial_port) = match &cfg.proxy {
+        Some(p) => p.addr(),
+        None => (host, port),
+    };
+    let addrs = tokio::net::lookup_host((dial_host, dial_port))
+        .await
+        .map_err(|e| first_hop_failed(cfg, host, port, e))?;
+    Ok(interleave(addrs.collect()))
+}
+
+/// The connection to the first hop at one of `addrs` (see [`first_hop_addrs`]): TCP to the
+/// server, or to the proxy (inside TLS for an `https://` proxy).
 async fn first_hop(
     cfg: &Config,
     tls: &Arc<ClientConfig>,
     host: &str,
     port: u16,
+    addrs: &[SocketAddr],
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
     let client = probe.client;
     let t0 = Instant::now();
-    let (dial_host, dial_port) = match &cfg.proxy {
-        Some(p) => p.addr(),
-        None => (host, port),
-    };
-    let failed = |e: io::Error| {
-        let to = match &cfg.proxy {
-            Some(p) => p.to_string(),
-            None => tunnel::authority(host, port),
-        };
-        ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((dial_host, dial_port))
+    let tcp = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY)
         .await
-        .map_err(failed)?
-        .collect();
-    let tcp = happy_eyeballs(&interleave(addrs), CONNECTION_ATTEMPT_DELAY)
-        .await
-        .map_err(failed)?;
+        .map_err(|e| first_hop_failed(cfg, host, port, e))?;
     if let Ok(peer) = tcp.peer_addr() {
         tlog!(
             client,
@@ -469,40 +503,60 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     out
 }
 
-/// Connects to the first of `addrs` that answers (RFC 8305 §5): a new attempt starts every
-/// `delay`, or at once when every running attempt has failed, and the first to connect wins;
-/// the others are dropped. An address that never answers (a broken IPv6 route, a black hole)
-/// so costs `delay`, not the whole connect timeout.
+/// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`]. An
+/// address that never answers (a broken IPv6 route, a black hole) so costs `delay`, not the
+/// whole connect timeout.
 async fn happy_eyeballs(addrs: &[SocketAddr], delay: Duration) -> io::Result<TcpStream> {
-    let mut next = addrs.iter();
+    race(addrs, delay, TcpStream::connect, |_| false)
+        .await
+        .map_err(|e| {
+            e.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+            })
+        })
+}
+
+/// Runs `attempt` on each of `targets` as RFC 8305 §5 races connection attempts: a new one
+/// starts every `delay`, or at once when every running one has failed, and the first to
+/// succeed wins; the others are dropped. An error `is_final` picks ends the race at once. With
+/// every target failed, the last error; with no target, `Err(None)`.
+async fn race<A, T, E, F>(
+    targets: &[A],
+    delay: Duration,
+    attempt: impl Fn(A) -> F,
+    is_final: impl Fn(&E) -> bool,
+) -> Result<T, Option<E>>
+where
+    A: Copy,
+    F: Future<Output = Result<T, E>>,
+{
+    let mut next = targets.iter();
     let Some(first) = next.next() else {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the name resolved to no address",
-        ));
+        return Err(None);
     };
     let mut running = FuturesUnordered::new();
-    running.push(TcpStream::connect(*first));
+    running.push(attempt(*first));
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
     loop {
         tokio::select! {
             r = running.next(), if !running.is_empty() => match r {
-                Some(Ok(tcp)) => return Ok(tcp),
+                Some(Ok(won)) => return Ok(won),
+                Some(Err(e)) if is_final(&e) => return Err(Some(e)),
                 Some(Err(e)) => {
                     // A failed attempt does not make the next one wait out the delay (§5).
-                    if let Some(a) = next.next() {
-                        running.push(TcpStream::connect(*a));
+                    if let Some(t) = next.next() {
+                        running.push(attempt(*t));
                         timer.as_mut().reset(tokio::time::Instant::now() + delay);
                     } else if running.is_empty() {
-                        return Err(e);
+                        return Err(Some(e));
                     }
                 }
                 None => {}
             },
             () = &mut timer, if next.len() > 0 => {
-                if let Some(a) = next.next() {
-                    running.push(TcpStream::connect(*a));
+                if let Some(t) = next.next() {
+                    running.push(attempt(*t));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + delay);
             }
@@ -793,26 +847,42 @@ mod tests {
         );
     }
 
+    /// [`open_link_to`] through the SOCKS5 proxy at `proxy` to the port-9 server
+    /// `example.invalid`, whose addresses are `targets`.
+    async fn through_socks(
+        proxy: SocketAddr,
+        targets: &[Option<SocketAddr>],
+    ) -> Result<Link, ConnectError> {
+        let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
+            .proxy(&format!("socks5://{proxy}"))
+            .build()
+            .unwrap();
+        let tls = crate::tls::client_config(&cfg.trust).unwrap();
+        open_link_to(&cfg, &tls, "example.invalid", 9, &Probe::default(), targets).await
+    }
+
+    /// Bytes written into `link` come out at `server`'s next accepted connection.
+    async fn reaches(mut link: Link, server: &tokio::net::TcpListener) {
+        let (mut conn, _) = server.accept().await.unwrap();
+        link.write_all(b"through").await.unwrap();
+        let mut got = [0u8; 7];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"through");
+    }
+
     /// Plain SOCKS5 (RFC 1928 §4, §6): the proxy's refusal of one address of the server's
     /// name moves on to the next over a new proxy connection; a refusal of the last one, or
     /// of anything but the address, ends the attempt with the proxy's reason.
     #[tokio::test]
     async fn rfc1928_6_a_socks_refusal_of_one_address_tries_the_next() {
         let socks = tether_testkit::socks::Socks5::start().await.unwrap();
-        let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
-            .proxy(&format!("socks5://{}", socks.addr()))
-            .build()
-            .unwrap();
-        let tls = crate::tls::client_config(&cfg.trust).unwrap();
-        let probe = Probe::default();
         let refused = std::net::TcpListener::bind(v6(0))
             .unwrap()
             .local_addr()
             .unwrap();
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let good_addr = good.local_addr().unwrap();
-        let targets = [Some(refused), Some(good_addr)];
-        let mut link = open_link_to(&cfg, &tls, "example.invalid", 9, &probe, &targets)
+        let link = through_socks(socks.addr(), &[Some(refused), Some(good_addr)])
             .await
             .unwrap();
         assert_eq!(
@@ -820,15 +890,10 @@ mod tests {
             [refused.to_string(), good_addr.to_string()],
             "one CONNECT per address, in order"
         );
-        // The tunnel reaches the second address.
-        let (mut server, _) = good.accept().await.unwrap();
-        link.write_all(b"through").await.unwrap();
-        let mut got = [0u8; 7];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"through");
+        reaches(link, &good).await;
 
         // Only refused addresses: the last refusal, as a connect error to retry later.
-        let err = open_link_to(&cfg, &tls, "example.invalid", 9, &probe, &[Some(refused)])
+        let err = through_socks(socks.addr(), &[Some(refused)])
             .await
             .err()
             .expect("refused");
@@ -838,6 +903,35 @@ mod tests {
             "{}",
             err.error.message()
         );
+    }
+
+    /// Plain SOCKS5 raced as RFC 8305 §5 races addresses: an address the proxy cannot reach
+    /// (its connect hangs, as behind a broken IPv6 route) costs the attempt delay, not the
+    /// connect timeout; the next address, over a second proxy connection, wins.
+    #[tokio::test]
+    async fn rfc8305_5_an_address_the_socks_proxy_cannot_reach_costs_only_the_delay() {
+        let socks = tether_testkit::socks::Socks5::start().await.unwrap();
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+        let targets = [Some(hole.addr()), Some(good.local_addr().unwrap())];
+        let t0 = Instant::now();
+        let link = tokio::time::timeout(
+            Duration::from_secs(5),
+            through_socks(socks.addr(), &targets),
+        )
+        .await
+        .expect("connected well within the hole's hang")
+        .unwrap();
+        let took = t0.elapsed();
+        assert!(
+            took >= CONNECTION_ATTEMPT_DELAY && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert_eq!(
+            socks.asked(),
+            [hole.addr().to_string(), targets[1].unwrap().to_string()]
+        );
+        reaches(link, &good).await;
     }
 
     /// A refusal that is not about the address (here the proxy wants credentials we do not
@@ -866,23 +960,10 @@ mod tests {
             }
             n
         });
-        let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
-            .proxy(&format!("socks5://{proxy_addr}"))
-            .build()
-            .unwrap();
-        let tls = crate::tls::client_config(&cfg.trust).unwrap();
-        let targets = [Some(v4(1)), Some(v4(2))];
-        let err = open_link_to(
-            &cfg,
-            &tls,
-            "example.invalid",
-            9,
-            &Probe::default(),
-            &targets,
-        )
-        .await
-        .err()
-        .expect("refused");
+        let err = through_socks(proxy_addr, &[Some(v4(1)), Some(v4(2))])
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(err.error.status(), Status::ErrUnauthorized, "{method:#x}");
         assert!(
             err.error.message().contains("requires proxy credentials"),
