@@ -1121,7 +1121,8 @@ tether_status tether_config_set_use_os_trust(struct tether_config *cfg, bool on)
  * The proxy the websocket and the gomuks login (`POST /_gomuks/auth`) both go through:
  * `http://[user:pass@]host[:port]` (HTTP CONNECT, Basic proxy auth, port 80 by default),
  * `https://[user:pass@]host[:port]` (the same inside TLS to the proxy, port 443 by
- * default; its certificate verified with the client's trust settings, pins aside),
+ * default; its certificate verified with the client's roots, CAs and CRLs, never the
+ * pins, and shown no client certificate: both are the server's),
  * `socks5://[user:pass@]host[:port]` (SOCKS5 with RFC 1929 auth, port 1080 by default; the
  * server's name is resolved locally) or `socks5h://...` (the proxy resolves the name).
  * No scheme means `http://`; user and password may be percent-encoded. An explicit proxy

@@ -95,8 +95,8 @@ impl Client {
         // client as it was.
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
-        // One TLS config per client, shared by the websocket and the auth HTTP client.
-        let tls = crate::tls::client_config(&self.req.cfg.trust)?;
+        // One set of TLS configs per client, shared by the websocket and the login.
+        let tls = self.req.cfg.tls_configs()?;
         if let Transport::InProcess { .. } = self.req.cfg.transport() {
             let local = gomuks::inproc::InProcess::open(&self.req.cfg, self.probe.client)?;
             self.spawn(&handle, &mut slot, |rx| {

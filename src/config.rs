@@ -148,6 +148,12 @@ impl Config {
         ConfigBuilder::new(url)
     }
 
+    /// The rustls configs a client of this configuration verifies and shows itself with.
+    pub(crate) fn tls_configs(&self) -> Result<tls::Configs, Error> {
+        let https_proxy = matches!(&self.proxy, Some(p) if p.kind == ProxyKind::Https);
+        tls::configs(&self.trust, https_proxy)
+    }
+
     /// The websocket URL this configuration connects to.
     pub fn websocket_url(&self) -> &Url {
         &self.url
@@ -400,9 +406,8 @@ impl ConfigBuilder {
     /// Connects through this proxy, for the websocket and the gomuks login alike:
     /// `http://[user:pass@]host[:port]` (HTTP CONNECT with Basic proxy auth),
     /// `https://[user:pass@]host[:port]` (the same inside TLS to the proxy; its certificate is
-    /// verified with this configuration's roots and extra CAs, not its pins, which are the
-    /// server's, unless the proxy has the server's host name; a client certificate is shown
-    /// to a proxy that asks for one),
+    /// verified with this configuration's roots, extra CAs and revocation lists, never its
+    /// pins, and it is shown no client certificate: both are the server's),
     /// `socks5://[user:pass@]host[:port]` (SOCKS5, RFC 1929 auth, the server's name resolved
     /// locally) or `socks5h://…` (the proxy resolves the name); no scheme means `http://`.
     /// An explicit proxy is used for every host, loopback included, and no environment
@@ -644,17 +649,6 @@ impl ConfigBuilder {
         if !trust.pins.is_empty() && !secure {
             return Err(bad("public key pins need a wss:// or https:// URL"));
         }
-        if let Some(p) = proxy
-            .as_ref()
-            .filter(|_| tls_proxy && !trust.pins.is_empty())
-        {
-            // Pins are the server's: the https:// proxy on the way is verified without them,
-            // told apart by its name. Only that name is exempt, so any other peer stays
-            // pinned; a proxy under the server's own name cannot be told apart and is pinned.
-            let server = tls::server_name(url.host_str().unwrap_or_default())?;
-            let name = tls::server_name(p.addr().0)?;
-            trust.unpinned_proxy = (name != server).then_some(name);
-        }
         if let Some((cert, key)) = &self.client_cert {
             trust.client_cert = Some(tls::parse_client_cert(cert, &key.0)?);
         }
@@ -718,31 +712,6 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_an_https_proxy_of_another_name_escapes_the_pins() {
-        let exempt = |url: &str, proxy: &str| {
-            let c = Config::builder(url)
-                .pin_sha256("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-                .proxy(proxy)
-                .build()
-                .unwrap();
-            c.trust.unpinned_proxy.map(|n| n.to_str().into_owned())
-        };
-        let url = "https://chat.example.org";
-        assert_eq!(
-            exempt(url, "https://proxy.example.org:3128").as_deref(),
-            Some("proxy.example.org")
-        );
-        // Names compare without case; one the server shares cannot be told apart.
-        assert_eq!(exempt(url, "https://Chat.Example.org:3128"), None);
-        assert_eq!(exempt(url, "http://proxy.example.org:3128"), None);
-        assert_eq!(exempt(url, "direct"), None);
-        assert_eq!(
-            exempt("https://[::1]:8443", "https://[::2]:3128").as_deref(),
-            Some("::2")
-        );
-    }
 
     #[test]
     fn http_base_derives_websocket_path() {

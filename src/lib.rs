@@ -81,7 +81,7 @@ pub mod internals {
         >,
         crate::Error,
     > {
-        let tls = crate::tls::client_config(&cfg.trust)?;
+        let tls = cfg.tls_configs()?;
         crate::session::transport::connect(cfg, &tls, url, &[], &Default::default())
             .await
             .map_err(|e| e.error)

@@ -16,10 +16,11 @@
 //!   environment: a proxy cannot reach the app's own machine.
 //! - Proxy URLs: `http://[user:pass@]host[:port]` (HTTP CONNECT, default port 80, Basic
 //!   proxy auth), `https://[user:pass@]host[:port]` (the same inside TLS to the proxy,
-//!   default port 443; the proxy's certificate is verified like a server's, pins aside, and
-//!   a `wss://` server's TLS runs inside that), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929 auth; the
-//!   destination name is resolved locally, as curl does), `socks5h://` (the proxy resolves
-//!   the name). A URL without a scheme is `http://`. User and password are percent-decoded.
+//!   default port 443; the proxy's certificate is verified like a server's, without the
+//!   pins, the proxy is shown no client certificate (`tls::Configs`), and a `wss://` server's
+//!   TLS runs inside that), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929
+//!   auth; the destination name is resolved locally, as curl does, and its addresses raced
+//!   through the proxy), `socks5h://` (the proxy resolves the name). A URL without a scheme is `http://`. User and password are percent-decoded.
 
 use std::fmt;
 use std::net::IpAddr;

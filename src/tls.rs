@@ -1,5 +1,6 @@
-//! TLS setup, in one place: the rustls client config that the websocket and the gomuks auth
-//! call both verify with, and which TLS failures are final. Imports only the status leaf.
+//! TLS setup, in one place: the rustls client configs that the websocket and the gomuks auth
+//! call both verify with ([`Configs`]: the server's, and an `https://` proxy's), and which TLS
+//! failures are final. Imports only the status leaf.
 //!
 //! Trust is decided by [`Trust`]:
 //! - the roots: the webpki roots (Mozilla's list, compiled in; the default) or the operating
@@ -20,6 +21,10 @@
 //!   leaf's issuer that does not verify refuses the certificate too (final, like a revoked
 //!   one). They apply to every certificate verified with this config: an `https://` proxy's
 //!   too, and the login's.
+//!
+//! The pins and the client certificate are the server's alone: an `https://` proxy's
+//! certificate is verified with the roots, the extra CAs and the CRLs, and the proxy is shown
+//! no client certificate.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -73,9 +78,6 @@ pub(crate) struct Trust {
     pub(crate) os_store: bool,
     /// With pins, one of them must match a key on a verified path (see the module doc).
     pub(crate) pins: Vec<Pin>,
-    /// The name of the `https://` proxy, whose certificate is verified without the pins
-    /// (they are the server's); every other name is pinned.
-    pub(crate) unpinned_proxy: Option<ServerName<'static>>,
     /// Shown to a server that asks for a client certificate.
     pub(crate) client_cert: Option<ClientCert>,
 }
@@ -212,6 +214,33 @@ pub(crate) fn parse_client_cert(cert_pem: &[u8], key_pem: &[u8]) -> Result<Clien
     })
 }
 
+/// The rustls configs of one client. The server's carries the pins and the client
+/// certificate. An `https://` proxy's verifies with the same roots, extra CAs and CRLs and
+/// shows nothing: the pins are the server's keys, and the client certificate says who the
+/// client is to the server, which a proxy on the way is not to learn.
+#[derive(Clone)]
+pub(crate) struct Configs {
+    pub(crate) server: Arc<ClientConfig>,
+    /// For the TLS to an `https://` proxy; the server's config when there is none (a client's
+    /// proxy is fixed when its configuration is built, so it is then never used).
+    pub(crate) proxy: Arc<ClientConfig>,
+}
+
+/// The [`Configs`] of a client trusting as `trust` says, with an `https://` proxy or not.
+pub(crate) fn configs(trust: &Trust, https_proxy: bool) -> Result<Configs, Error> {
+    let server = client_config(trust)?;
+    let proxy = if https_proxy {
+        client_config(&Trust {
+            pins: Vec::new(),
+            client_cert: None,
+            ..trust.clone()
+        })?
+    } else {
+        server.clone()
+    };
+    Ok(Configs { server, proxy })
+}
+
 /// The rustls config for a client. With default trust every client shares one config
 /// (building the root store costs about a millisecond); the OS store is read anew for each
 /// client that asks for it, so a CA installed meanwhile counts.
@@ -274,7 +303,6 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
                 roots,
                 algorithms: provider.signature_verification_algorithms,
                 pins: trust.pins.clone(),
-                unpinned_proxy: trust.unpinned_proxy.clone(),
             }))
     };
     let cc = match &trust.client_cert {
@@ -295,8 +323,6 @@ struct Pinned {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
     pins: Vec<Pin>,
-    /// The one name that gets the normal verification only: the `https://` proxy's.
-    unpinned_proxy: Option<ServerName<'static>>,
 }
 
 impl Pinned {
@@ -373,9 +399,6 @@ impl ServerCertVerifier for Pinned {
             ocsp_response,
             now,
         )?;
-        if self.unpinned_proxy.as_ref() == Some(server_name) {
-            return Ok(ok);
-        }
         let leaf = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let pin = spki_pin(leaf.subject_public_key_info().as_ref());

@@ -440,7 +440,7 @@ async fn refused_for_good(c: &Client) -> String {
 /// Pins are the server's: through an `https://` proxy with a certificate of its own, a pin of
 /// the server's key lets the wss login and websocket in; a pin of the proxy's key alone
 /// refuses the server, once, as any pin mismatch, on the login's route and on the websocket's
-/// (a token, no login) alike.
+/// (a token, no login) alike. The proxy is never pinned, even under the server's own name.
 #[tokio::test]
 async fn pins_check_the_server_not_the_https_proxy() {
     let Some((_p, proxy)) = https_proxy("127.0.0.1").await else {
@@ -474,6 +474,20 @@ async fn pins_check_the_server_not_the_https_proxy() {
     let c = client_at(&url, &b.token(), |x| via_proxy(x, &server.pin));
     until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
+
+    // A proxy under the server's own name is verified without the pins as well.
+    let Some((_q, same_name)) = https_proxy("localhost").await else {
+        return;
+    };
+    let trust = format!("{}{}", server.pem, same_name.pem);
+    let c = client_at(&url, &b.token(), |x| {
+        x.extra_ca_pem(trust.as_bytes())
+            .pin_sha256(&server.pin)
+            .proxy(&format!("https://puser:ppass@localhost:{}", same_name.port))
+    });
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+    assert_eq!(same_name.peers.lock().unwrap().len(), 1);
 }
 
 /// An `https://` proxy whose certificate is not trusted is refused like a server's: once,

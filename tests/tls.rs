@@ -431,6 +431,50 @@ async fn a_client_certificate_is_shown_when_asked() {
     close_and_drain(&c).await;
 }
 
+/// The client certificate is the server's alone: a server behind an `https://` proxy that
+/// requires one gets it through the tunnel, and a proxy that requires one is shown none and
+/// refuses us, once and for good, before the server is reached.
+#[tokio::test]
+async fn the_client_certificate_is_shown_to_the_server_not_the_https_proxy() {
+    let Some(tinyproxy) = common::proxies::ProxyServer::tinyproxy(None) else {
+        return;
+    };
+    let b = backend().await;
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let me = clients.issue(true);
+    let server = front(b.addr(), &ca.issue(false), Some(&clients)).await;
+    let to_proxy = ([127, 0, 0, 1], tinyproxy.port).into();
+    let via = |proxy: &Front| {
+        let (me, ca) = (&me, &ca);
+        let proxy = format!("https://localhost:{}", proxy.port());
+        move |x: ConfigBuilder| {
+            x.extra_ca_pem(ca.pem().as_bytes())
+                .client_cert_pem(me.cert.pem().as_bytes(), me.key.serialize_pem().as_bytes())
+                .proxy(&proxy)
+        }
+    };
+
+    let open_proxy = front(to_proxy, &ca.issue(false), None).await;
+    let c = client_for(&server, &b, via(&open_proxy));
+    until_command(&c, "init_complete").await;
+    let r = c
+        .call("echo", br#"{"mtls":"through the proxy"}"#)
+        .await
+        .unwrap();
+    assert_eq!(&r[..], br#"{"mtls":"through the proxy"}"#);
+    close_and_drain(&c).await;
+    assert_eq!(server.handshakes(), 1);
+
+    let strict_proxy = front(to_proxy, &ca.issue(false), Some(&clients)).await;
+    let c = client_for(&server, &b, via(&strict_proxy));
+    let d = refused_once(&c, &strict_proxy).await;
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert!(why.contains("HTTPS proxy localhost:"), "{why}");
+    assert_eq!(strict_proxy.handshakes(), 0, "{why}");
+    assert_eq!(server.accepted(), 1, "{why}");
+}
+
 /// Without a client certificate, or with one the server does not trust, the server's refusal
 /// is final too.
 #[tokio::test]

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -32,6 +31,7 @@ use crate::logging::tlog;
 use crate::proxy::{Proxy, ProxyKind};
 use crate::stats::{self, Counters, Probe};
 use crate::status::{Error, Status};
+use crate::tls::Configs;
 
 /// Copies small received payloads out of tungstenite's read buffer into buffers of our own.
 ///
@@ -197,7 +197,7 @@ pub(crate) type Ws = WebSocketStream<Stream>;
 /// Opens the websocket at `url` with the given extra headers (cookie, Origin, ...).
 pub(crate) async fn connect(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &Configs,
     url: &Url,
     headers: &[(String, String)],
     probe: &Probe,
@@ -233,7 +233,7 @@ pub(crate) async fn connect(
 /// gomuks login both run over it, so they reach the server the same way.
 pub(crate) async fn open_stream(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &Configs,
     url: &Url,
     probe: &Probe,
 ) -> Result<Stream, ConnectError> {
@@ -244,7 +244,7 @@ pub(crate) async fn open_stream(
     let link = open_link(cfg, tls, host, port, probe).await?;
     Ok(if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
-        let session = handshake(tls, host, host, link, probe.client).await?;
+        let session = handshake(&tls.server, host, host, link, probe.client).await?;
         Stream::Tls(Box::new(session))
     } else {
         Stream::Plain(link)
@@ -255,7 +255,7 @@ pub(crate) async fn open_stream(
 /// brackets included): TCP to the server, or a tunnel through the configured proxy.
 async fn open_link(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &Configs,
     host: &str,
     port: u16,
     probe: &Probe,
@@ -309,7 +309,7 @@ async fn socks_targets(
 /// credentials) ends the attempt.
 async fn open_link_to(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &Configs,
     host: &str,
     port: u16,
     probe: &Probe,
@@ -410,7 +410,7 @@ async fn first_hop_addrs(
 /// server, or to the proxy (inside TLS for an `https://` proxy).
 async fn first_hop(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &Configs,
     host: &str,
     port: u16,
     addrs: &[SocketAddr],
@@ -438,7 +438,7 @@ async fn first_hop(
     };
     Ok(match &cfg.proxy {
         Some(p) if p.kind == ProxyKind::Https => {
-            let session = handshake(tls, p.addr().0, &p.to_string(), tcp, client).await?;
+            let session = handshake(&tls.proxy, p.addr().0, &p.to_string(), tcp, client).await?;
             Link::ProxyTls(Box::new(session))
         }
         _ => Link::Tcp(tcp),
@@ -448,7 +448,7 @@ async fn first_hop(
 /// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`
 /// proxy), shown as `who` in messages.
 async fn handshake<S>(
-    tls: &Arc<ClientConfig>,
+    tls: &Arc<rustls::ClientConfig>,
     name: &str,
     who: &str,
     io: S,
@@ -857,7 +857,7 @@ mod tests {
             .proxy(&format!("socks5://{proxy}"))
             .build()
             .unwrap();
-        let tls = crate::tls::client_config(&cfg.trust).unwrap();
+        let tls = cfg.tls_configs().unwrap();
         open_link_to(&cfg, &tls, "example.invalid", 9, &Probe::default(), targets).await
     }
 

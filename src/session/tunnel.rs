@@ -68,7 +68,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let io_err = |e: std::io::Error| {
-        TunnelError::new(Status::ErrConnect, None, format!("{proxy}: CONNECT: {e}"))
+        // Inside TLS to an `https://` proxy, TLS 1.3 lets the proxy refuse our certificate (or
+        // its absence) only after the handshake: the alert arrives here, and is as final as
+        // the same refusal from the server.
+        let status = if crate::tls::is_certificate_failure(&e) {
+            Status::ErrCertificate
+        } else {
+            Status::ErrConnect
+        };
+        TunnelError::new(status, None, format!("{proxy}: CONNECT: {e}"))
     };
     let authority = authority(host, port);
     let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");

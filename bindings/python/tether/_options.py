@@ -332,7 +332,7 @@ class Options(TypedDict, total=False):
     proxy: Annotated[Optional[str], Option(None, "tether_config_set_proxy", _text("proxy"))]
     """The proxy for the websocket and the gomuks login alike: ``http://[user:pass@]host:port``
     (HTTP CONNECT), ``https://…`` (the same inside TLS to the proxy, verified like the server
-    but without the pins), ``socks5://…`` (name resolved locally) or ``socks5h://…`` (by the
+    but without the pins, and shown no client certificate), ``socks5://…`` (name resolved locally) or ``socks5h://…`` (by the
     proxy);
     ``"direct"`` ignores the environment. ``None`` (default): ``https_proxy``/``http_proxy``/
     ``all_proxy`` and ``no_proxy`` decide, loopback hosts are never proxied from them. A proxy

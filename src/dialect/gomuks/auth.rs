@@ -1,14 +1,11 @@
 //! `POST /_gomuks/auth` (spec §1.2, §16 step 1).
 
-use std::sync::Arc;
-
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::HeaderMap;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use url::{Position, Url};
 
 use crate::config::{BasicAuth, Config};
@@ -58,7 +55,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// the whole exchange is bounded by the connect timeout.
 pub(crate) async fn fetch_token(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &crate::tls::Configs,
     url: &Url,
     creds: Credentials<'_>,
     client: u64,
@@ -129,7 +126,7 @@ pub(crate) async fn fetch_token(
 /// and body.
 async fn post(
     cfg: &Config,
-    tls: &Arc<ClientConfig>,
+    tls: &crate::tls::Configs,
     url: &Url,
     headers: HeaderMap,
     probe: &Probe,

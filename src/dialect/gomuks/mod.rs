@@ -27,7 +27,7 @@ use codec::{parse_envelope, Decompressor, Kind};
 /// gomuks session state that outlives single connections: credentials and the resume point.
 pub(crate) struct Gomuks {
     cfg: Arc<Config>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: crate::tls::Configs,
     token: Option<Secret>,
     auth_disabled: bool,
     resume: Arc<SharedResume>,
@@ -100,7 +100,7 @@ enum Show {
 /// One `POST /_gomuks/auth`, logged (without the secret); owns what it needs so it can run
 /// beside a connection.
 async fn auth_call(
-    tls: Arc<rustls::ClientConfig>,
+    tls: crate::tls::Configs,
     cfg: Arc<Config>,
     show: Show,
     client: u64,
@@ -152,7 +152,7 @@ impl Gomuks {
     /// A dialect for this configuration.
     pub(crate) fn new(
         cfg: Arc<Config>,
-        tls: Arc<rustls::ClientConfig>,
+        tls: crate::tls::Configs,
         resume: Arc<SharedResume>,
         queue: Arc<EventQueue>,
         probe: Probe,

@@ -21,7 +21,7 @@ use crate::status::{Error, Status};
 /// rwws session state: the decoded key, re-sent on every connection.
 pub(crate) struct Rwws {
     cfg: Arc<Config>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: crate::tls::Configs,
     probe: Probe,
 }
 
@@ -29,7 +29,7 @@ impl Rwws {
     /// A dialect for this configuration (the key was validated when the config was built).
     pub(crate) fn new(
         cfg: Arc<Config>,
-        tls: Arc<rustls::ClientConfig>,
+        tls: crate::tls::Configs,
         probe: Probe,
     ) -> Result<Rwws, Error> {
         if cfg.rwws_key.is_none() {

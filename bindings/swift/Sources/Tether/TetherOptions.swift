@@ -90,7 +90,7 @@ public struct TetherOptions: Sendable {
     public var allowInsecureCredentials: Bool?
     /// The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
     /// (HTTP CONNECT), `https://…` (the same inside TLS to the proxy, verified like the server
-    /// but without the pins), `socks5://…` (the name resolved locally) or `socks5h://…` (by
+    /// but without the pins, and shown no client certificate), `socks5://…` (the name resolved locally) or `socks5h://…` (by
     /// the proxy); `"direct"` ignores the environment. `nil`: the environment decides
     /// (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A proxy that
     /// refuses the credentials ends the client with `.unauthorized`. Its credentials are secrets.
