@@ -272,6 +272,12 @@ typedef struct tether_config tether_config;
 typedef struct tether_event tether_event;
 
 /**
+ * The answer a `tether_proxy_resolver_cb` gives, set with `tether_proxy_answer_set`. Lent to
+ * the callback for the duration of the call only.
+ */
+typedef struct tether_proxy_answer tether_proxy_answer;
+
+/**
  * rwws settings to send with `tether_client_send_settings`. Create with
  * `tether_settings_new`, free with `tether_settings_free`. Not thread-safe.
  */
@@ -386,6 +392,19 @@ typedef void (*tether_event_cb)(void *ctx, const struct tether_event *ev);
  * Called once with `ctx` after the last event callback.
  */
 typedef void (*tether_destroy_cb)(void *ctx);
+
+/**
+ * Says which proxy one connection takes: `url` is the URL about to be opened (NUL-terminated
+ * UTF-8, valid during the call: `wss://host:port/path`, or `https://host:port/_gomuks/auth`
+ * for the gomuks login; no query). Set the answer with `tether_proxy_answer_set` and return
+ * `TETHER_OK`; leaving it unset leaves the decision to `tether_config_set_proxy` and the
+ * environment. Any other return value fails that connection attempt (`TETHER_ERR_CONNECT`,
+ * retried with backoff). Runs on a blocking thread of the library, never on a network
+ * thread, possibly on several threads at once when clients share it; it may block (a PAC
+ * script, an OS lookup), and its time counts against the connect timeout. It must not free
+ * or reconfigure the client it answers for.
+ */
+typedef tether_status (*tether_proxy_resolver_cb)(void *ctx, const char *url, struct tether_proxy_answer *answer);
 
 /**
  * One log record, lent to a `tether_log_cb` for the duration of the call.
@@ -637,7 +656,9 @@ typedef struct tether_stats {
 /**
  * A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
  * wrong name, expired, not yet valid, no pin matches a key of the server's verified
- * chain) or ours (the server refused or required a client certificate).
+ * chain) or ours (the server refused or required a client certificate; an `https://`
+ * proxy that requires one, which it is never shown, refuses this way too when it
+ * answers with a TLS alert).
  * Final: it would fail the same way on every attempt, so the client stops instead of
  * retrying; reconnect with a new client once the configuration or the server changed.
  */
@@ -1140,6 +1161,32 @@ tether_status tether_config_set_use_os_trust(struct tether_config *cfg, bool on)
  * `TETHER_ERR_CONNECT` and retried. Copied; the credentials are never logged.
  */
 tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url);
+
+/**
+ * Asks `cb(ctx, url, answer)` before every connection a client of this config opens
+ * (each websocket attempt and each gomuks login) which proxy to take: for settings that
+ * change while the app runs, such as a PAC script or the OS's proxy settings, which
+ * follow the network. Its answer overrides `tether_config_set_proxy` and the environment
+ * for that connection; see `tether_proxy_resolver_cb`. An answer that is not a proxy URL,
+ * or that would carry a token or password over plain `ws://` to a proxy that is not
+ * loopback (without `tether_config_set_allow_insecure_credentials`), ends the client
+ * with `TETHER_ERR_CONFIG`; the answer is never logged (it may hold a password). `cb`
+ * NULL removes the resolver. `destroy(ctx)` (may be NULL) runs exactly once, whatever
+ * this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
+ * this config nor any client made from it can call `cb` any more (after
+ * `tether_config_free`, a later call of this function, and the end of those clients),
+ * on the thread that lets go last. Default: no resolver.
+ */
+tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether_proxy_resolver_cb cb, void *ctx, tether_destroy_cb destroy);
+
+/**
+ * Sets the answer of a `tether_proxy_resolver_cb`: a proxy URL as
+ * `tether_config_set_proxy` takes it, or `"direct"`; NULL or `""` takes the answer back
+ * (the configured decision). Copied. Only valid inside the callback that was given
+ * `answer`. `TETHER_ERR_NULL` if `answer` is NULL, `TETHER_ERR_INVALID_UTF8` if `proxy`
+ * is not UTF-8 (the answer is then unchanged).
+ */
+tether_status tether_proxy_answer_set(struct tether_proxy_answer *answer, const char *proxy);
 
 /**
  * Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback

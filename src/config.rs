@@ -84,6 +84,11 @@ pub struct Config {
     /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
     /// once by `proxy::resolve` when the configuration is built.
     pub(crate) proxy: Option<Proxy>,
+    /// Asked before each connection; its answer overrides `proxy`.
+    pub(crate) proxy_resolver: Option<proxy::Resolver>,
+    /// Whether a token or password may cross plain `ws://` to a host (or proxy) that is not
+    /// loopback; checked again against each answer of `proxy_resolver`.
+    pub(crate) allow_insecure_credentials: bool,
     pub(crate) transport: Transport,
 }
 
@@ -150,8 +155,21 @@ impl Config {
 
     /// The rustls configs a client of this configuration verifies and shows itself with.
     pub(crate) fn tls_configs(&self) -> Result<tls::Configs, Error> {
-        let https_proxy = matches!(&self.proxy, Some(p) if p.kind == ProxyKind::Https);
+        // A resolver may answer an https:// proxy at any connection.
+        let https_proxy = self.proxy_resolver.is_some()
+            || matches!(&self.proxy, Some(p) if p.kind == ProxyKind::Https);
         tls::configs(&self.trust, https_proxy)
+    }
+
+    /// Checks a proxy a resolver answered as [`ConfigBuilder::build`] checks the configured
+    /// one.
+    pub(crate) fn check_proxy_route(&self, proxy: Option<&Proxy>) -> Result<(), Error> {
+        let secure = matches!(self.url.scheme(), "wss" | "https");
+        let has_credentials = self.token.is_some() || self.basic_auth.is_some();
+        insecure_proxy_route(
+            has_credentials && !secure && !self.allow_insecure_credentials,
+            proxy,
+        )
     }
 
     /// The websocket URL this configuration connects to.
@@ -197,6 +215,7 @@ pub struct ConfigBuilder {
     use_os_trust: bool,
     allow_insecure_credentials: bool,
     proxy: ProxyChoice,
+    proxy_resolver: Option<proxy::Resolver>,
     transport: Transport,
 }
 
@@ -232,6 +251,7 @@ impl ConfigBuilder {
             use_os_trust: false,
             allow_insecure_credentials: false,
             proxy: ProxyChoice::Environment,
+            proxy_resolver: None,
             transport: Transport::Websocket,
         }
     }
@@ -427,6 +447,32 @@ impl ConfigBuilder {
         self.proxy = ProxyChoice::Direct;
         self
     }
+    /// Asks `resolve` which proxy to take before every connection the client opens (each
+    /// websocket attempt and each gomuks login), for settings that change while the app runs:
+    /// a PAC script, the OS's or the platform's proxy settings, which follow the network.
+    ///
+    /// `resolve` gets the URL about to be opened (`wss://host:port/path` or
+    /// `https://host:port/_gomuks/auth`, no query) and answers `Ok(Some(proxy))` with a
+    /// proxy URL as [`ConfigBuilder::proxy`] takes it or `"direct"`, or `Ok(None)` (an empty
+    /// answer too) to leave the decision to [`ConfigBuilder::proxy`] and the environment. It
+    /// runs on a blocking thread of the library, never on a network thread, and may take a
+    /// while (its time counts against the connect timeout). `Err(why)` fails that attempt
+    /// with [`Status::ErrConnect`], retried with backoff; an answer that is not a proxy URL,
+    /// or that would carry credentials over plain `ws://` to a proxy that is not loopback
+    /// (without [`ConfigBuilder::allow_insecure_credentials`]), ends the client with
+    /// [`Status::ErrConfig`]. Default: none.
+    pub fn proxy_resolver(
+        mut self,
+        resolve: impl Fn(&str) -> Result<Option<String>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.proxy_resolver = Some(proxy::Resolver(std::sync::Arc::new(resolve)));
+        self
+    }
+    /// Removes the resolver of [`ConfigBuilder::proxy_resolver`].
+    pub fn no_proxy_resolver(mut self) -> Self {
+        self.proxy_resolver = None;
+        self
+    }
     /// Allows tokens and passwords over plain `ws://`/`http://` to a non-loopback host.
     pub fn allow_insecure_credentials(mut self, on: bool) -> Self {
         self.allow_insecure_credentials = on;
@@ -512,16 +558,10 @@ impl ConfigBuilder {
                 "refusing to send credentials over plain ws:// to a non-loopback host",
             ));
         }
-        // Through a proxy, plain ws:// credentials also cross the way to the proxy.
-        if has_credentials
-            && !secure
-            && !self.allow_insecure_credentials
-            && proxy.as_ref().is_some_and(|p| !p.is_loopback())
-        {
-            return Err(bad(
-                "refusing to send credentials over plain ws:// through a non-loopback proxy",
-            ));
-        }
+        insecure_proxy_route(
+            has_credentials && !secure && !self.allow_insecure_credentials,
+            proxy.as_ref(),
+        )?;
         if self.protocol == Protocol::Gomuks {
             if let Some(t) = &self.token {
                 let t = t.expose();
@@ -674,9 +714,24 @@ impl ConfigBuilder {
             trust,
             rwws_key,
             proxy,
+            proxy_resolver: self.proxy_resolver,
+            allow_insecure_credentials: self.allow_insecure_credentials,
             transport: self.transport,
         })
     }
+}
+
+/// Through a proxy, plain `ws://` credentials also cross the way to the proxy: refused unless
+/// the proxy is on this machine. `exposed`: the client sends credentials over plain `ws://`
+/// and the app has not allowed it.
+fn insecure_proxy_route(exposed: bool, proxy: Option<&Proxy>) -> Result<(), Error> {
+    if exposed && proxy.is_some_and(|p| !p.is_loopback()) {
+        return Err(Error::new(
+            Status::ErrConfig,
+            "refusing to send credentials over plain ws:// through a non-loopback proxy",
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes an rwws access key leniently (spec §2.6): surrounding whitespace ignored, standard

@@ -20,10 +20,16 @@
 //!   pins, the proxy is shown no client certificate (`tls::Configs`), and a `wss://` server's
 //!   TLS runs inside that), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929
 //!   auth; the destination name is resolved locally, as curl does, and its addresses raced
-//!   through the proxy), `socks5h://` (the proxy resolves the name). A URL without a scheme is `http://`. User and password are percent-decoded.
+//!   through the proxy), `socks5h://` (the proxy resolves the name). A URL without a scheme
+//!   is `http://`. User and password are percent-decoded.
+//! - An app's resolver (`ConfigBuilder::proxy_resolver`: PAC, the OS's or the platform's
+//!   settings, which change with the network) is asked before every connection and
+//!   overrides all of the above when it answers; the answer is a proxy URL as above or
+//!   `direct`, and the rules above apply when it has none.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use url::Url;
 
@@ -56,6 +62,21 @@ impl ProxyChoice {
         } else {
             ProxyChoice::Explicit(Secret::new(t))
         }
+    }
+}
+
+/// The app's per-connection proxy decision (see the module doc): called with the URL a
+/// connection is about to open; `Ok(None)` (or an empty answer) leaves the decision to the
+/// configuration, `Ok(Some(..))` is a proxy URL or `direct`, `Err` fails the attempt.
+#[derive(Clone)]
+pub(crate) struct Resolver(pub(crate) Arc<ResolverFn>);
+
+/// What [`Resolver`] wraps.
+pub(crate) type ResolverFn = dyn Fn(&str) -> Result<Option<String>, String> + Send + Sync;
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver(..)")
     }
 }
 

@@ -71,7 +71,9 @@ pub enum Status {
     ErrRemoteClosed = -36,
     /// A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
     /// wrong name, expired, not yet valid, no pin matches a key of the server's verified
-    /// chain) or ours (the server refused or required a client certificate).
+    /// chain) or ours (the server refused or required a client certificate; an `https://`
+    /// proxy that requires one, which it is never shown, refuses this way too when it
+    /// answers with a TLS alert).
     /// Final: it would fail the same way on every attempt, so the client stops instead of
     /// retrying; reconnect with a new client once the configuration or the server changed.
     ErrCertificate = -37,

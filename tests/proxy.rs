@@ -544,3 +544,129 @@ async fn spec1_2_wss_and_the_https_login_tunnel_through_http_connect() {
         "{log}"
     );
 }
+
+/// A resolver's answers, changed by the test, and every URL it was asked about.
+#[derive(Clone)]
+struct Answers {
+    next: Arc<Mutex<Result<Option<String>, String>>>,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Default for Answers {
+    fn default() -> Answers {
+        Answers {
+            next: Arc::new(Mutex::new(Ok(None))),
+            asked: Arc::default(),
+        }
+    }
+}
+
+impl Answers {
+    fn set(&self, answer: Result<Option<&str>, &str>) {
+        *self.next.lock().unwrap() = answer.map(|a| a.map(str::to_owned)).map_err(str::to_owned);
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    fn resolver(&self) -> impl Fn(&str) -> Result<Option<String>, String> + Send + Sync + 'static {
+        let me = self.clone();
+        move |url| {
+            me.asked.lock().unwrap().push(url.to_owned());
+            me.next.lock().unwrap().clone()
+        }
+    }
+}
+
+/// A proxy resolver (PAC, the OS's settings) is asked before every connection, the login's
+/// and the websocket's, and its answer holds for that connection only: through the proxy
+/// first, directly after the network changed and the link was cut; no answer leaves the
+/// decision to the configured proxy.
+#[tokio::test]
+async fn spec1_2_a_proxy_resolver_decides_each_connection() {
+    let Some(p) = ProxyServer::tinyproxy(Some(("puser", "ppass"))) else {
+        return;
+    };
+    let b = backend().await;
+    let answers = Answers::default();
+    let proxy = format!("http://puser:ppass@127.0.0.1:{}", p.port);
+    answers.set(Ok(Some(&proxy)));
+    let c = start(
+        login_at(&b.http_url(), "direct")
+            .proxy_resolver(answers.resolver())
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    assert_eq!(peers(&b), [PROXY_SOURCE, PROXY_SOURCE], "login, websocket");
+    let port = b.addr().port();
+    assert_eq!(
+        answers.asked(),
+        [
+            format!("http://127.0.0.1:{port}/_gomuks/auth"),
+            format!("ws://127.0.0.1:{port}/_gomuks/websocket"),
+        ]
+    );
+
+    answers.set(Ok(Some("direct")));
+    b.cut_all();
+    until_kind(&c, EventKind::Connected).await;
+    assert_eq!(peers(&b)[2..], [LOCAL]);
+    close_and_drain(&c).await;
+
+    // No answer: the configured proxy.
+    answers.set(Ok(None));
+    let c = start(
+        login_at(&b.http_url(), &proxy)
+            .proxy_resolver(answers.resolver())
+            .build()
+            .unwrap(),
+    );
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+    assert!(peers(&b)[3..].iter().all(|ip| *ip == PROXY_SOURCE));
+    assert_eq!(answers.asked().len(), 5);
+}
+
+/// A resolver that fails fails that attempt only (`ERR_CONNECT`, retried, and the next
+/// attempt asks again); an answer that is not a proxy, or that would carry credentials over
+/// plain ws:// through a proxy on another machine, ends the client with `ERR_CONFIG`. Nothing
+/// reaches the network for them, and no answer is echoed (it may hold a password).
+#[tokio::test]
+async fn a_failing_or_unusable_proxy_resolver_is_a_clear_error() {
+    let b = backend().await;
+    let answers = Answers::default();
+    answers.set(Err("PAC script unreachable"));
+    let c = client_at(&b.ws_url(), &b.token(), |x| {
+        x.proxy_resolver(answers.resolver())
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50))
+    });
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrConnect, "{}", text(&d));
+    assert!(text(&d).contains("the proxy resolver failed: PAC script unreachable"));
+    assert!(d.retry_in().is_some());
+    answers.set(Ok(Some("direct")));
+    until_kind(&c, EventKind::Connected).await;
+    assert!(answers.asked().len() >= 2);
+    close_and_drain(&c).await;
+
+    let before = peers(&b).len();
+    for answer in [
+        "ftp://me:hunter2@proxy:21",
+        "http://me:hunter2@192.0.2.1:3128",
+    ] {
+        answers.set(Ok(Some(answer)));
+        let c = client_at(&b.ws_url(), &b.token(), |x| {
+            x.proxy_resolver(answers.resolver())
+                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        });
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        let why = text(&d);
+        assert_eq!(d.status(), Status::ErrConfig, "{why}");
+        assert_eq!(d.retry_in(), None, "{why}");
+        assert!(!why.contains("hunter2"), "{why}");
+        until_kind(&c, EventKind::Closed).await;
+    }
+    assert_eq!(peers(&b).len(), before, "{:?}", peers(&b));
+}

@@ -1,13 +1,14 @@
 //! `tether_config`: a mutable builder. Setters check their arguments (NULL, UTF-8, ranges
 //! that need no context); `tether_client_new` validates the whole and reports the reason.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 use crate::config::{ConfigBuilder, Protocol};
 use crate::status::{Error, Status};
 
 use super::boundary::{bytes_arg, code, free_handle, out_arg, status_of, str_arg};
+use super::dispatch::tether_destroy_cb;
 use super::tether_status;
 
 /// gomuks JSON RPC over `/_gomuks/websocket` (the default).
@@ -348,6 +349,120 @@ ffi_fn! {
             let url = if url.is_null() { "" } else { str_arg(url, "url")? };
             Ok(b.proxy(url))
         })
+    } ?= code
+}
+
+/// The answer a `tether_proxy_resolver_cb` gives, set with `tether_proxy_answer_set`. Lent to
+/// the callback for the duration of the call only.
+pub struct tether_proxy_answer {
+    proxy: Option<String>,
+}
+
+/// Says which proxy one connection takes: `url` is the URL about to be opened (NUL-terminated
+/// UTF-8, valid during the call: `wss://host:port/path`, or `https://host:port/_gomuks/auth`
+/// for the gomuks login; no query). Set the answer with `tether_proxy_answer_set` and return
+/// `TETHER_OK`; leaving it unset leaves the decision to `tether_config_set_proxy` and the
+/// environment. Any other return value fails that connection attempt (`TETHER_ERR_CONNECT`,
+/// retried with backoff). Runs on a blocking thread of the library, never on a network
+/// thread, possibly on several threads at once when clients share it; it may block (a PAC
+/// script, an OS lookup), and its time counts against the connect timeout. It must not free
+/// or reconfigure the client it answers for.
+pub type tether_proxy_resolver_cb = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        url: *const c_char,
+        answer: *mut tether_proxy_answer,
+    ) -> tether_status,
+>;
+
+/// The app's resolver and its context; dropping the last copy runs `destroy`.
+struct AppResolver {
+    cb: unsafe extern "C" fn(*mut c_void, *const c_char, *mut tether_proxy_answer) -> tether_status,
+    ctx: *mut c_void,
+    destroy: tether_destroy_cb,
+}
+
+// SAFETY: the C contract lets the library call the resolver from any thread, at once from
+// several, and run `destroy` on whichever thread lets go of it last.
+unsafe impl Send for AppResolver {}
+unsafe impl Sync for AppResolver {}
+
+impl AppResolver {
+    fn ask(&self, url: &str) -> Result<Option<String>, String> {
+        let url = CString::new(url).map_err(|_| "the URL holds a NUL byte".to_owned())?;
+        let mut answer = tether_proxy_answer { proxy: None };
+        // SAFETY: the app registered `cb` for this call; `url` and `answer` outlive it.
+        let code = unsafe { (self.cb)(self.ctx, url.as_ptr(), &mut answer) };
+        if code == Status::Ok.code() {
+            return Ok(answer.proxy);
+        }
+        let what = Status::from_code(code)
+            .map(|s| s.description_nul().trim_end_matches('\0'))
+            .unwrap_or("not a tether status");
+        Err(format!("it returned {code} ({what})"))
+    }
+}
+
+impl Drop for AppResolver {
+    fn drop(&mut self) {
+        if let Some(d) = self.destroy {
+            // SAFETY: destroy(ctx) runs exactly once, when nothing can call `cb` any more.
+            unsafe { d(self.ctx) };
+        }
+    }
+}
+
+ffi_fn! {
+    /// Asks `cb(ctx, url, answer)` before every connection a client of this config opens
+    /// (each websocket attempt and each gomuks login) which proxy to take: for settings that
+    /// change while the app runs, such as a PAC script or the OS's proxy settings, which
+    /// follow the network. Its answer overrides `tether_config_set_proxy` and the environment
+    /// for that connection; see `tether_proxy_resolver_cb`. An answer that is not a proxy URL,
+    /// or that would carry a token or password over plain `ws://` to a proxy that is not
+    /// loopback (without `tether_config_set_allow_insecure_credentials`), ends the client
+    /// with `TETHER_ERR_CONFIG`; the answer is never logged (it may hold a password). `cb`
+    /// NULL removes the resolver. `destroy(ctx)` (may be NULL) runs exactly once, whatever
+    /// this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
+    /// this config nor any client made from it can call `cb` any more (after
+    /// `tether_config_free`, a later call of this function, and the end of those clients),
+    /// on the thread that lets go last. Default: no resolver.
+    fn tether_config_set_proxy_resolver(
+        cfg: *mut tether_config,
+        cb: tether_proxy_resolver_cb,
+        ctx: *mut c_void,
+        destroy: tether_destroy_cb,
+    ) -> tether_status {
+        let app = cb.map(|cb| AppResolver { cb, ctx, destroy });
+        if app.is_none() {
+            if let Some(d) = destroy {
+                // SAFETY: the app passed `destroy` for `ctx`; it is never used again.
+                unsafe { d(ctx) };
+            }
+        }
+        edit(cfg, |b| {
+            Ok(match app {
+                Some(app) => b.proxy_resolver(move |url| app.ask(url)),
+                None => b.no_proxy_resolver(),
+            })
+        })
+    } ?= code
+}
+
+ffi_fn! {
+    /// Sets the answer of a `tether_proxy_resolver_cb`: a proxy URL as
+    /// `tether_config_set_proxy` takes it, or `"direct"`; NULL or `""` takes the answer back
+    /// (the configured decision). Copied. Only valid inside the callback that was given
+    /// `answer`. `TETHER_ERR_NULL` if `answer` is NULL, `TETHER_ERR_INVALID_UTF8` if `proxy`
+    /// is not UTF-8 (the answer is then unchanged).
+    fn tether_proxy_answer_set(
+        answer: *mut tether_proxy_answer,
+        proxy: *const c_char,
+    ) -> tether_status {
+        status_of(out_arg(answer, "answer").and_then(|a| {
+            let text = if proxy.is_null() { "" } else { str_arg(proxy, "proxy")? };
+            a.proxy = (!text.is_empty()).then(|| text.to_owned());
+            Ok(())
+        }))
     } ?= code
 }
 

@@ -65,7 +65,9 @@ pub const TETHER_ERR_RECEIVE_TIMEOUT: tether_status = -35;
 pub const TETHER_ERR_REMOTE_CLOSED: tether_status = -36;
 /// A certificate was refused: the server's or an `https://` proxy's (unknown issuer,
 /// wrong name, expired, not yet valid, no pin matches a key of the server's verified
-/// chain) or ours (the server refused or required a client certificate).
+/// chain) or ours (the server refused or required a client certificate; an `https://`
+/// proxy that requires one, which it is never shown, refuses this way too when it
+/// answers with a TLS alert).
 /// Final: it would fail the same way on every attempt, so the client stops instead of
 /// retrying; reconnect with a new client once the configuration or the server changed.
 pub const TETHER_ERR_CERTIFICATE: tether_status = -37;

@@ -28,7 +28,7 @@ use url::Url;
 use super::tunnel;
 use crate::config::Config;
 use crate::logging::tlog;
-use crate::proxy::{Proxy, ProxyKind};
+use crate::proxy::{self, Proxy, ProxyChoice, ProxyKind};
 use crate::stats::{self, Counters, Probe};
 use crate::status::{Error, Status};
 use crate::tls::Configs;
@@ -241,7 +241,8 @@ pub(crate) async fn open_stream(
         .host_str()
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let link = open_link(cfg, tls, host, port, probe).await?;
+    let proxy = route(cfg, url).await?;
+    let link = open_link(proxy.as_ref(), tls, host, port, probe).await?;
     Ok(if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
         let session = handshake(&tls.server, host, host, link, probe.client).await?;
@@ -251,17 +252,54 @@ pub(crate) async fn open_stream(
     })
 }
 
+/// The proxy of one connection to `url`: the app's resolver's answer when it has one (asked
+/// on a blocking thread: a PAC script or an OS lookup may take a while), else the configured
+/// decision.
+async fn route(cfg: &Config, url: &Url) -> Result<Option<Proxy>, ConnectError> {
+    let Some(resolver) = cfg.proxy_resolver.clone() else {
+        return Ok(cfg.proxy.clone());
+    };
+    // The resolver is shown where the connection goes, nothing the app put in the query.
+    let mut asked = url.clone();
+    asked.set_query(None);
+    asked.set_fragment(None);
+    let answer = tokio::task::spawn_blocking(move || (resolver.0)(asked.as_str()))
+        .await
+        .unwrap_or_else(|_| Err("it panicked".to_owned()))
+        .map_err(|why| {
+            ConnectError::other(
+                Status::ErrConnect,
+                format!("the proxy resolver failed: {why}"),
+            )
+        })?;
+    let proxy = match ProxyChoice::from_setting(answer.as_deref().unwrap_or("")) {
+        ProxyChoice::Environment => return Ok(cfg.proxy.clone()),
+        ProxyChoice::Direct => None,
+        ProxyChoice::Explicit(text) => Some(
+            proxy::parse(
+                text.expose(),
+                "the proxy resolver's answer",
+                "the proxy resolver",
+            )
+            .map_err(|error| ConnectError { error, code: None })?,
+        ),
+    };
+    cfg.check_proxy_route(proxy.as_ref())
+        .map_err(|error| ConnectError { error, code: None })?;
+    Ok(proxy)
+}
+
 /// The connection the websocket (or its TLS) runs over, to `host:port` (`host` as in the URL,
-/// brackets included): TCP to the server, or a tunnel through the configured proxy.
+/// brackets included): TCP to the server, or a tunnel through `proxy`.
 async fn open_link(
-    cfg: &Config,
+    proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
-    let targets = match &cfg.proxy {
+    let targets = match proxy {
         Some(p) => {
             tlog!(
                 probe.client,
@@ -274,7 +312,7 @@ async fn open_link(
         }
         None => vec![None],
     };
-    open_link_to(cfg, tls, host_for_dns, port, probe, &targets).await
+    open_link_to(proxy, tls, host_for_dns, port, probe, &targets).await
 }
 
 /// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
@@ -303,33 +341,38 @@ async fn socks_targets(
 
 /// [`open_link`] once the targets are known (`host` without brackets). Through a proxy, each
 /// target gets a connection of its own, raced as RFC 8305 §5 races addresses: the next target
-/// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when the proxy refuses one (it has no
-/// route to IPv6, say), so an address the proxy cannot reach costs the delay, not the
-/// connect timeout. A failure that is not about one address (the proxy is down or wants
-/// credentials) ends the attempt.
+/// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when an attempt fails (the proxy
+/// cannot reach that address, say), so an address the proxy cannot reach costs the delay, not
+/// the connect timeout. Only a failure that every attempt would meet alike (see
+/// [`fails_every_attempt`]) ends the race before the other attempts have ended.
 async fn open_link_to(
-    cfg: &Config,
+    proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
     probe: &Probe,
     targets: &[Option<SocketAddr>],
 ) -> Result<Link, ConnectError> {
-    let hop = first_hop_addrs(cfg, host, port).await?;
-    let Some(p) = &cfg.proxy else {
-        return first_hop(cfg, tls, host, port, &hop, probe).await;
+    let hop = first_hop_addrs(proxy, host, port).await?;
+    let Some(p) = proxy else {
+        return first_hop(proxy, tls, host, port, &hop, probe).await;
     };
     let client = probe.client;
     let t0 = Instant::now();
     let attempt = |target: Option<SocketAddr>| {
         let hop = &hop;
         async move {
-            // The proxy itself unreachable: no other address of the server will do better.
-            let link = first_hop(cfg, tls, host, port, hop, probe)
-                .await
-                .map_err(|e| (e, false))?;
-            match tunnel::open(p, link, host, port, target).await {
-                Ok(link) => {
+            let tried = async {
+                let link = first_hop(proxy, tls, host, port, hop, probe).await?;
+                tunnel::open(p, link, host, port, target)
+                    .await
+                    .map_err(|e| ConnectError {
+                        error: Error::new(e.status, e.message),
+                        code: e.code,
+                    })
+            };
+            match (tried.await, target) {
+                (Ok(link), _) => {
                     tlog!(
                         client,
                         Debug,
@@ -340,49 +383,54 @@ async fn open_link_to(
                     );
                     Ok(link)
                 }
-                Err(e) => {
-                    if e.per_address {
-                        tlog!(
-                            client,
-                            Info,
-                            "transport",
-                            "{} (one of {} addresses of {host})",
-                            e.message,
-                            targets.len()
-                        );
-                    }
-                    let error = ConnectError {
-                        error: Error::new(e.status, e.message),
-                        code: e.code,
-                    };
-                    Err((error, e.per_address))
+                (Err(e), Some(a)) if targets.len() > 1 && !fails_every_attempt(&e) => {
+                    tlog!(
+                        client,
+                        Info,
+                        "transport",
+                        "{} (address {a}, one of {} of {host})",
+                        e.error.message(),
+                        targets.len()
+                    );
+                    Err(e)
                 }
+                (Err(e), _) => Err(e),
             }
         }
     };
-    match race(
+    race(
         targets,
         CONNECTION_ATTEMPT_DELAY,
         attempt,
-        |(_, per_address)| !per_address,
+        fails_every_attempt,
     )
     .await
-    {
-        Ok(link) => Ok(link),
-        Err(Some((e, _))) => Err(e),
-        Err(None) => Err(ConnectError::other(
-            Status::ErrConnect,
-            format!(
-                "connect to {}: no address to try",
-                tunnel::authority(host, port)
-            ),
-        )),
-    }
+    .map_err(|e| {
+        e.unwrap_or_else(|| {
+            ConnectError::other(
+                Status::ErrConnect,
+                format!(
+                    "connect to {}: no address to try",
+                    tunnel::authority(host, port)
+                ),
+            )
+        })
+    })
+}
+
+/// A failure that no other attempt of the same connect can escape: refused credentials or
+/// certificates, a configuration the proxy cannot serve. Anything else (a refused address, a
+/// reset, a proxy that is busy) may be one attempt's bad luck while another still succeeds.
+fn fails_every_attempt(e: &ConnectError) -> bool {
+    matches!(
+        e.error.status(),
+        Status::ErrUnauthorized | Status::ErrCertificate | Status::ErrConfig
+    )
 }
 
 /// Why the first hop (the server, or the proxy) could not be reached.
-fn first_hop_failed(cfg: &Config, host: &str, port: u16, e: io::Error) -> ConnectError {
-    let to = match &cfg.proxy {
+fn first_hop_failed(proxy: Option<&Proxy>, host: &str, port: u16, e: io::Error) -> ConnectError {
+    let to = match proxy {
         Some(p) => p.to_string(),
         None => tunnel::authority(host, port),
     };
@@ -392,24 +440,24 @@ fn first_hop_failed(cfg: &Config, host: &str, port: u16, e: io::Error) -> Connec
 /// The addresses of the first hop, in the order RFC 8305 §4 tries them: the server's, or
 /// the proxy's. Resolved once per connect, however many tunnels are tried through it.
 async fn first_hop_addrs(
-    cfg: &Config,
+    proxy: Option<&Proxy>,
     host: &str,
     port: u16,
 ) -> Result<Vec<SocketAddr>, ConnectError> {
-    let (dial_host, dial_port) = match &cfg.proxy {
+    let (dial_host, dial_port) = match proxy {
         Some(p) => p.addr(),
         None => (host, port),
     };
     let addrs = tokio::net::lookup_host((dial_host, dial_port))
         .await
-        .map_err(|e| first_hop_failed(cfg, host, port, e))?;
+        .map_err(|e| first_hop_failed(proxy, host, port, e))?;
     Ok(interleave(addrs.collect()))
 }
 
 /// The connection to the first hop at one of `addrs` (see [`first_hop_addrs`]): TCP to the
 /// server, or to the proxy (inside TLS for an `https://` proxy).
 async fn first_hop(
-    cfg: &Config,
+    proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
@@ -420,7 +468,7 @@ async fn first_hop(
     let t0 = Instant::now();
     let tcp = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY)
         .await
-        .map_err(|e| first_hop_failed(cfg, host, port, e))?;
+        .map_err(|e| first_hop_failed(proxy, host, port, e))?;
     if let Ok(peer) = tcp.peer_addr() {
         tlog!(
             client,
@@ -436,7 +484,7 @@ async fn first_hop(
         tcp,
         counters: probe.counters.clone(),
     };
-    Ok(match &cfg.proxy {
+    Ok(match proxy {
         Some(p) if p.kind == ProxyKind::Https => {
             let session = handshake(&tls.proxy, p.addr().0, &p.to_string(), tcp, client).await?;
             Link::ProxyTls(Box::new(session))
@@ -517,8 +565,8 @@ async fn happy_eyeballs(addrs: &[SocketAddr], delay: Duration) -> io::Result<Tcp
 }
 
 /// Runs `attempt` on each of `targets` as RFC 8305 §5 races connection attempts: a new one
-/// starts every `delay`, or at once when every running one has failed, and the first to
-/// succeed wins; the others are dropped. An error `is_final` picks ends the race at once. With
+/// starts every `delay`, or at once when one fails, and the first to succeed wins; the others
+/// are dropped. An error `is_final` picks ends the race at once. With
 /// every target failed, the last error; with no target, `Err(None)`.
 async fn race<A, T, E, F>(
     targets: &[A],
@@ -858,7 +906,8 @@ mod tests {
             .build()
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
-        open_link_to(&cfg, &tls, "example.invalid", 9, &Probe::default(), targets).await
+        let p = cfg.proxy.as_ref();
+        open_link_to(p, &tls, "example.invalid", 9, &Probe::default(), targets).await
     }
 
     /// Bytes written into `link` come out at `server`'s next accepted connection.
@@ -971,6 +1020,39 @@ mod tests {
             err.error.message()
         );
         assert_eq!(served.await.unwrap(), 1, "one connection to the proxy");
+    }
+
+    /// RFC 8305 §5: a later attempt that fails for a reason of its own (the proxy drops the
+    /// second connection, as under a per-client connection limit) does not end the race while
+    /// an earlier attempt is still on its way to a tunnel.
+    #[tokio::test]
+    async fn rfc8305_5_a_failed_later_attempt_does_not_cancel_a_running_one() {
+        let proxy = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut first = None;
+            while let Ok((mut s, _)) = proxy.accept().await {
+                if first.is_some() {
+                    drop(s);
+                    continue;
+                }
+                // Greeting, then a CONNECT to an IPv4 address, answered after 600 ms.
+                first = Some(tokio::spawn(async move {
+                    let mut head = [0u8; 3];
+                    s.read_exact(&mut head).await.unwrap();
+                    s.write_all(&[5, 0]).await.unwrap();
+                    let mut req = [0u8; 10];
+                    s.read_exact(&mut req).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    s.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }));
+            }
+        });
+        let t0 = Instant::now();
+        let r = through_socks(proxy_addr, &[Some(v4(1)), Some(v4(2))]).await;
+        assert!(r.is_ok(), "{:?}", r.err().map(|e| e.error));
+        assert!(t0.elapsed() >= Duration::from_millis(600));
     }
 
     #[test]

@@ -16,9 +16,6 @@ pub(crate) struct TunnelError {
     /// The proxy's HTTP status for a refused CONNECT.
     pub(crate) code: Option<u16>,
     pub(crate) message: String,
-    /// The proxy could not reach the one address it was asked for (a SOCKS reply of RFC 1928
-    /// §6), so another address of the same name may still work.
-    pub(crate) per_address: bool,
 }
 
 impl TunnelError {
@@ -27,7 +24,6 @@ impl TunnelError {
             status,
             code,
             message,
-            per_address: false,
         }
     }
 }
@@ -226,22 +222,7 @@ where
                     format!("did not connect to {host}:{port}: {other}"),
                 ),
             };
-            // What the proxy says of the address it tried. A general failure is included: some
-            // proxies answer every failed connect with it.
-            let per_address = matches!(
-                e,
-                SocksError::GeneralSocksServerFailure
-                    | SocksError::ConnectionNotAllowedByRuleset
-                    | SocksError::NetworkUnreachable
-                    | SocksError::HostUnreachable
-                    | SocksError::ConnectionRefused
-                    | SocksError::TtlExpired
-                    | SocksError::AddressTypeNotSupported
-            );
-            Err(TunnelError {
-                per_address,
-                ..TunnelError::new(status, None, format!("{proxy} {what}"))
-            })
+            Err(TunnelError::new(status, None, format!("{proxy} {what}")))
         }
     }
 }

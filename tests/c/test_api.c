@@ -4,6 +4,7 @@
  * Also compiled as C++ (the header must work there too).
  */
 #include "harness.h"
+#include <stdatomic.h>
 
 #include <stddef.h>
 
@@ -460,6 +461,29 @@ static int free_port(void) {
     return ntohs(sa.sin_port);
 }
 
+/* A proxy resolver for the tests: counts its calls, keeps the last URL asked about, answers
+ * `answer` (NULL: no answer) and returns `ret`. */
+typedef struct {
+    atomic_int calls;
+    atomic_int destroyed;
+    const char *answer;
+    tether_status ret;
+    tether_status bad_utf8;
+    char last_url[256];
+} resolver_ctx;
+
+static tether_status resolve_proxy(void *ctx, const char *url, tether_proxy_answer *answer) {
+    resolver_ctx *r = ctx;
+    snprintf(r->last_url, sizeof r->last_url, "%s", url);
+    /* A bad answer is refused and leaves the answer as it was. */
+    r->bad_utf8 = tether_proxy_answer_set(answer, "http://\xff@h:1");
+    if (r->answer) CHECK_OK(tether_proxy_answer_set(answer, r->answer));
+    atomic_fetch_add(&r->calls, 1);
+    return r->ret;
+}
+
+static void resolver_destroyed(void *ctx) { atomic_fetch_add(&((resolver_ctx *)ctx)->destroyed, 1); }
+
 /* The websocket and the login through tinyproxy with Basic proxy auth; a wrong proxy password
  * ends the client with TETHER_ERR_UNAUTHORIZED and no retry, and never shows in the message.
  * Skipped (with the reason) when tinyproxy is missing, except under CI=true. */
@@ -528,6 +552,52 @@ static void test_proxy_through_tinyproxy(void) {
     CHECK(strstr(text, "proxy") != NULL);
     CHECK(strstr(text, "not-SECRET") == NULL);
     tether_event_free(ev);
+    tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
+    tether_client_free(c);
+
+    /* A resolver is asked before the login and the websocket, and its answer is taken: the
+     * proxy although the config says "direct". destroy(ctx) runs once, after the client. */
+    snprintf(url, sizeof url, "http://puser:ppass@127.0.0.1:%d", port);
+    resolver_ctx r = {.answer = url, .ret = TETHER_OK};
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy(cfg, "direct"));
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
+    c = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
+    CHECK(atomic_load(&r.calls) == 2);
+    CHECK(r.bad_utf8 == TETHER_ERR_INVALID_UTF8);
+    CHECK(strncmp(r.last_url, "ws://127.0.0.1:", 15) == 0);
+    CHECK(strstr(r.last_url, "/_gomuks/websocket") != NULL);
+    CHECK(atomic_load(&r.destroyed) == 0);
+    CHECK_OK(tether_client_close(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
+    tether_client_free(c);
+    int64_t until = th_now_ms() + 5000 * th_scale();
+    while (atomic_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
+    CHECK(atomic_load(&r.destroyed) == 1);
+    f = fopen(log, "r");
+    CHECK(f != NULL);
+    int connects = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f)) connects += strstr(line, "CONNECT 127.0.0.1:") != NULL;
+    fclose(f);
+    CHECK(connects >= 4); /* two of the first client, two of this one */
+
+    /* A resolver that fails fails the attempt only: TETHER_ERR_CONNECT, retried. */
+    resolver_ctx failing = {.answer = NULL, .ret = TETHER_ERR_CONNECT};
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &failing, NULL));
+    c = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(c));
+    ev = th_wait(c, TETHER_EVENT_DISCONNECTED, NULL, 10000);
+    CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CONNECT);
+    CHECK(tether_event_retry_in_ms(ev) >= 0);
+    CHECK_OK(tether_event_data(ev, &msg, &len));
+    snprintf(text, sizeof text, "%.*s", (int)len, (const char *)msg);
+    CHECK(strstr(text, "proxy resolver failed") != NULL);
+    tether_event_free(ev);
+    CHECK_OK(tether_client_close(c));
     tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
     tether_client_free(c);
 

@@ -101,6 +101,14 @@ static void expect_config_error(tether_config *cfg, const char *what, int line) 
 /* ---------------------------------------------------------------------------------------- */
 /* NULL handles and pointers not covered by test_api.c                                      */
 
+static tether_status never_resolve(void *ctx, const char *url, tether_proxy_answer *answer) {
+    (void)ctx, (void)url, (void)answer;
+    th_fail(__FILE__, __LINE__, "a resolver was asked without a client");
+    return TETHER_ERR_CONNECT;
+}
+
+static void count_ctx_destroy(void *ctx) { ++*(int *)ctx; }
+
 static void test_every_config_setter_rejects_null_config(void) {
     const uint8_t pem[] = "-----BEGIN CERTIFICATE-----";
     CHECK_FAILS(tether_config_set_protocol(NULL, TETHER_PROTOCOL_GOMUKS), TETHER_ERR_NULL,
@@ -128,6 +136,29 @@ static void test_every_config_setter_rejects_null_config(void) {
     CHECK_FAILS(tether_config_set_client_cert_pem(NULL, pem, sizeof pem, pem, sizeof pem),
                 TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_use_os_trust(NULL, true), TETHER_ERR_NULL, "config");
+    /* The resolver's context is the app's again at once: destroy ran. */
+    int gone = 0;
+    CHECK_FAILS(tether_config_set_proxy_resolver(NULL, never_resolve, &gone, count_ctx_destroy),
+                TETHER_ERR_NULL, "config");
+    CHECK(gone == 1);
+    CHECK_FAILS(tether_proxy_answer_set(NULL, "direct"), TETHER_ERR_NULL, "answer");
+}
+
+/* Removing a resolver (cb NULL) runs the destroy given with the call at once, and replacing or
+ * freeing the config runs the old one's; none is ever asked. */
+static void test_proxy_resolver_contexts_are_destroyed_once(void) {
+    int a = 0, b = 0, none = 0;
+    tether_config *cfg = NULL;
+    CHECK_OK(tether_config_new(&cfg));
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, never_resolve, &a, count_ctx_destroy));
+    CHECK(a == 0);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, never_resolve, &b, count_ctx_destroy));
+    CHECK(a == 1 && b == 0);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, NULL, &none, count_ctx_destroy));
+    CHECK(b == 1 && none == 1);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, never_resolve, &a, count_ctx_destroy));
+    tether_config_free(cfg);
+    CHECK(a == 2 && b == 1 && none == 1);
 }
 
 static void test_client_calls_reject_null_client_and_keep_outputs(void) {
@@ -920,6 +951,7 @@ static void test_header_value_checked_by_client_new(void) {
 int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_every_config_setter_rejects_null_config);
+    TH_RUN(test_proxy_resolver_contexts_are_destroyed_once);
     TH_RUN(test_client_calls_reject_null_client_and_keep_outputs);
     TH_RUN(test_settings_reject_null_list_and_null_value);
     TH_RUN(test_event_accessors_on_null_and_null_outputs);

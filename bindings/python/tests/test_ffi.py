@@ -21,7 +21,7 @@ from tether.events import EventKind
 from conftest import HEADER, run_python
 
 OPAQUE = {"tether_client", "tether_config", "tether_batch", "tether_event", "tether_settings",
-          "tether_store", "tether_batch_entry", "void"}
+          "tether_store", "tether_batch_entry", "tether_proxy_answer", "void"}
 SCALARS: Dict[str, Any] = {
     "tether_status": c_int32,
     "int32_t": c_int32,
@@ -38,6 +38,7 @@ SCALARS: Dict[str, Any] = {
     "tether_event_cb": _ffi.EVENT_CB,
     "tether_destroy_cb": _ffi.DESTROY_CB,
     "tether_log_cb": _ffi.LOG_CB,
+    "tether_proxy_resolver_cb": _ffi.PROXY_RESOLVER_CB,
 }
 
 

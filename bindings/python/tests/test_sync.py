@@ -153,6 +153,51 @@ def test_the_client_proxy_option_applies(backend: Backend, tmp_path: Any) -> Non
         proc.wait(5)
 
 
+def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: Any) -> None:
+    proc, port, log = _tinyproxy(tmp_path, "puser ppass")
+    asked: List[str] = []
+    answer = [f"http://puser:ppass@127.0.0.1:{port}"]
+
+    def resolve(url: str) -> Any:
+        asked.append(url)
+        if answer[0] == "raise":
+            raise OSError("PAC script unreachable")
+        return answer[0]
+
+    try:
+        # Asked before the login and before the websocket; its proxy wins over "direct".
+        with client(backend, proxy="direct", proxy_resolver=resolve) as c:
+            assert c.request("echo", {"via": "resolver"}) == {"via": "resolver"}
+            assert asked[0].startswith("http://127.0.0.1:") and asked[0].endswith("/_gomuks/auth")
+            assert asked[1].startswith("ws://127.0.0.1:")
+            assert asked[1].endswith("/_gomuks/websocket")
+        assert log.read_text().count("CONNECT 127.0.0.1:") >= 2
+        # An exception fails that attempt only: ConnectError, retried.
+        answer[0] = "raise"
+        with client(backend, proxy_resolver=resolve) as c:
+            ev = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+            assert ev.status == Status.ERR_CONNECT
+            assert "proxy resolver failed" in str(ev.error)
+            assert ev.retry_in_ms is not None
+            answer[0] = None  # the configured decision: the environment, here direct
+            c.wait_connected(10 * SLOW)
+        # An answer that is no proxy ends the client; it is never repeated.
+        answer[0] = "ftp://u:hunter2@127.0.0.1:1"
+        with client(backend, proxy_resolver=resolve) as c:
+            ev = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+            assert ev.status == Status.ERR_CONFIG
+            assert ev.retry_in_ms is None
+            assert "hunter2" not in repr(ev) and "hunter2" not in str(ev.error)
+        with pytest.raises(TypeError):
+            client(backend, proxy_resolver="http://not-callable")
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    # Every resolver was let go once its client ended.
+    gc.collect()
+    assert not tether._options._resolvers
+
+
 def test_cancel_a_pending_request(backend: Backend) -> None:
     with client(backend) as c:
         c.wait_connected(10 * SLOW)

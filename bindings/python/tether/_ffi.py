@@ -79,6 +79,8 @@ assert BATCH_ENTRY_COMMON.size == BATCH_ENTRY.size
 #: ``tether_event_cb`` and ``tether_destroy_cb``.
 EVENT_CB = CFUNCTYPE(None, c_void_p, c_void_p)
 DESTROY_CB = CFUNCTYPE(None, c_void_p)
+#: ``tether_proxy_resolver_cb``: ``(ctx, url, answer) -> tether_status``.
+PROXY_RESOLVER_CB = CFUNCTYPE(c_int32, c_void_p, c_char_p, c_void_p)
 
 
 
@@ -200,6 +202,8 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_set_use_os_trust": (_status, [_p, c_bool]),
     "tether_config_set_allow_insecure_credentials": (_status, [_p, c_bool]),
     "tether_config_set_proxy": (_status, [_p, c_char_p]),
+    "tether_config_set_proxy_resolver": (_status, [_p, PROXY_RESOLVER_CB, _p, DESTROY_CB]),
+    "tether_proxy_answer_set": (_status, [_p, c_char_p]),
     "tether_config_set_in_process": (_status, [_p, c_char_p, c_char_p]),
     "tether_config_free": (None, [_p]),
     # event

@@ -7,6 +7,8 @@ them to a native config."""
 # types are read at run time from Options.__annotations__.
 
 import difflib
+import itertools
+import logging
 import os
 import sys
 from typing import (
@@ -22,7 +24,9 @@ from typing import (
 )
 
 from . import _ffi
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, Status
+
+log = logging.getLogger("tether")
 
 if sys.version_info >= (3, 9):
     from typing import Annotated, TypedDict
@@ -108,6 +112,47 @@ def _count(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
 def _flag(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
     # False leaves the library's default (off) alone.
     return [(True,)] if v else []
+
+
+#: The resolvers of live configs and clients, by the key their native context carries; the
+#: library's destroy removes one once nothing can call it any more.
+_resolvers: Dict[int, Callable[[str], Optional[str]]] = {}
+_next_resolver = itertools.count(1)
+
+
+def _ask_resolver(ctx: Optional[int], url: bytes, answer: Optional[int]) -> int:
+    resolve = _resolvers.get(ctx or 0)
+    if resolve is None:
+        return 0
+    try:
+        proxy = resolve(url.decode("utf-8"))
+        if proxy is not None:
+            status = _ffi.lib.tether_proxy_answer_set(answer, _cstr("proxy", proxy))
+            if status != 0:
+                return int(status)
+        return 0
+    except BaseException:  # never let an exception reach the library's thread
+        log.exception("tether: proxy_resolver failed")
+        return int(Status.ERR_CONNECT)
+
+
+def _forget_resolver(ctx: Optional[int]) -> None:
+    _resolvers.pop(ctx or 0, None)
+
+
+# Module-level thunks: never freed, so the library can call them at any time until destroy.
+_RESOLVER_THUNK = _ffi.PROXY_RESOLVER_CB(_ask_resolver)
+_FORGET_THUNK = _ffi.DESTROY_CB(_forget_resolver)
+
+
+def _proxy_resolver(resolve: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+    if resolve is None:
+        return []
+    if not callable(resolve):
+        raise TypeError(f"proxy_resolver must be callable, not {type(resolve).__name__}")
+    key = next(_next_resolver)
+    _resolvers[key] = resolve
+    return [(_RESOLVER_THUNK, key, _FORGET_THUNK)]
 
 
 def _basic_auth(username: Any, given: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
@@ -337,6 +382,20 @@ class Options(TypedDict, total=False):
     ``"direct"`` ignores the environment. ``None`` (default): ``https_proxy``/``http_proxy``/
     ``all_proxy`` and ``no_proxy`` decide, loopback hosts are never proxied from them. A proxy
     that refuses the credentials raises :class:`tether.UnauthorizedError` (no retry)."""
+
+    proxy_resolver: Annotated[
+        Optional[Callable[[str], Optional[str]]],
+        Option(None, "tether_config_set_proxy_resolver", _proxy_resolver),
+    ]
+    """Asked before every connection (each websocket attempt and each gomuks login) which
+    proxy to take, for settings that change while the app runs (a PAC script, the system's
+    proxy settings): called with the URL about to be opened (``wss://host:port/path``,
+    ``https://host:port/_gomuks/auth``; no query), it returns a proxy URL as ``proxy`` takes
+    it, ``"direct"``, or ``None`` to leave the decision to ``proxy`` and the environment. It
+    runs on a thread of the library (holding the GIL while it runs), possibly on several at
+    once, and may block; its time counts against ``connect_timeout``. An exception fails that
+    attempt (logged to the ``tether`` logger; :class:`tether.ConnectError`, retried); an
+    answer that is not a proxy URL ends the client with :class:`tether.ConfigError`."""
 
 
 #: Every option's :class:`Option`, in declaration order (the order they are applied in).

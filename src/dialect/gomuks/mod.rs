@@ -114,9 +114,10 @@ async fn auth_call(
         (Show::Basic, None) => return Ok(None),
     };
     let url = auth::auth_url(&cfg.url);
+    // A resolver decides per connection; the transport logs its answer.
     let via = match &cfg.proxy {
-        Some(p) => format!(" through {p}"),
-        None => String::new(),
+        Some(p) if cfg.proxy_resolver.is_none() => format!(" through {p}"),
+        _ => String::new(),
     };
     let t0 = Instant::now();
     let got = auth::fetch_token(&cfg, &tls, &url, creds, client).await;
