@@ -30,6 +30,15 @@ internal object TetherNative {
         fun invoke(ctx: Pointer?)
     }
 
+    /**
+     * `tether_proxy_resolver_cb`: runs on a blocking thread of the library before each
+     * connection; [url] is a NUL-terminated UTF-8 string, [answer] a `tether_proxy_answer*`
+     * for [tether_proxy_answer_set], both valid during the call only.
+     */
+    fun interface ProxyResolverCallback : Callback {
+        fun invoke(ctx: Pointer?, url: Pointer?, answer: Pointer?): Int
+    }
+
     /** `tether_log_cb`: runs on the library's `tether-log` thread; [record] is a `tether_log_record*`. */
     fun interface LogCallback : Callback {
         fun invoke(ctx: Pointer?, record: Pointer?)
@@ -60,6 +69,13 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_use_os_trust(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_allow_insecure_credentials(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_proxy(cfg: Pointer, url: ByteArray): Int
+    @JvmStatic external fun tether_config_set_proxy_resolver(
+        cfg: Pointer,
+        cb: ProxyResolverCallback?,
+        ctx: Pointer?,
+        destroy: DestroyCallback?,
+    ): Int
+    @JvmStatic external fun tether_proxy_answer_set(answer: Pointer, proxy: ByteArray?): Int
     @JvmStatic external fun tether_config_set_in_process(cfg: Pointer, libraryPath: ByteArray, dataRoot: ByteArray): Int
     @JvmStatic external fun tether_config_free(cfg: Pointer?)
 

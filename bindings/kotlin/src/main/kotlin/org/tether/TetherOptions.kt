@@ -108,6 +108,21 @@ data class TetherOptions(
      */
     val proxy: String? = null,
     /**
+     * Asked before every connection (each websocket attempt and each gomuks login) which
+     * proxy to take, as OkHttp asks: `select(uri)` with the URL about to be opened (`ws`
+     * and `wss` given as `http` and `https`). Its first HTTP proxy is taken as `http://`,
+     * a SOCKS proxy as `socks5h://` (the proxy resolves the name, as Java's SOCKS does);
+     * [java.net.Proxy.NO_PROXY] (DIRECT) or an empty list leaves the decision to [proxy]
+     * and the environment. It runs on a library thread and may block; an exception fails
+     * that attempt ([Status.ERR_CONNECT], retried). Credentials cannot come from it:
+     * put them in [proxy]. `null` (default): `ProxySelector.getDefault()` at each
+     * connection when [proxy] is `null` — on Android the system's proxy settings, which
+     * follow the network (a PAC script through the platform's local PAC proxy); on a JVM
+     * the `https.proxyHost`/`http.proxyHost`/`socksProxyHost` properties minus
+     * `http.nonProxyHosts` — and none when [proxy] is set.
+     */
+    val proxySelector: java.net.ProxySelector? = null,
+    /**
      * gomuks: use the backend bundled into this process instead of a websocket (see
      * [InProcess]). The client's URL is then ignored (pass `""`), and so are [compression],
      * pings, acks, [resume], [proxy], the TLS options and the credentials. [TetherClient.pause],
@@ -144,8 +159,8 @@ data class TetherOptions(
         protocol, token, username, password, compression, pingIntervalMs, receiveTimeoutMs,
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
-        clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, inProcess,
-        eventBufferCapacity, store, crlPem,
+        clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, proxySelector,
+        inProcess, eventBufferCapacity, store, crlPem,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -161,6 +176,7 @@ data class TetherOptions(
             "pinsSha256=$pinsSha256, clientCertPem=${clientCertPem?.let { "${it.length} chars" }}, " +
             "clientKeyPem=${mask(clientKeyPem)}, useOsTrust=$useOsTrust, " +
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
+            "proxySelector=$proxySelector, " +
             "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity, store=$store, " +
             "crlPem=${crlPem?.let { "${it.length} chars" }})"
 
@@ -208,6 +224,10 @@ data class TetherOptions(
         if (useOsTrust) check(n.tether_config_set_use_os_trust(cfg, 1))
         check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
         proxy?.let { check(n.tether_config_set_proxy(cfg, n.cstr(it))) }
+        if (inProcess == null && (proxySelector != null || proxy == null)) {
+            val r = SelectorResolver(proxySelector)
+            check(n.tether_config_set_proxy_resolver(cfg, r.onAsk, null, r.onDestroy))
+        }
         inProcess?.let { check(n.tether_config_set_in_process(cfg, n.cstr(it.library), n.cstr(it.dataRoot))) }
     }
 

@@ -84,8 +84,8 @@ class OptionsTest : WithBackend() {
         }
     }
 
-    @Test
-    fun `the proxy option carries the login and the websocket through tinyproxy`(): Unit = runBlocking {
+    /** Runs [block] with tinyproxy on a free loopback port (with Basic auth puser/ppass when [auth]) and its log. */
+    private fun withTinyproxy(auth: Boolean, block: (port: Int, log: File) -> Unit) {
         val bin = File("/usr/bin/tinyproxy")
         if (!bin.canExecute()) {
             check(System.getenv("CI") != "true") { "tinyproxy is not installed (scripts/ensure-tools.sh)" }
@@ -95,7 +95,10 @@ class OptionsTest : WithBackend() {
         val dir = Files.createTempDirectory("tether-kt-tinyproxy").toFile()
         val log = File(dir, "tinyproxy.log")
         val conf = File(dir, "tinyproxy.conf")
-        conf.writeText("Port $port\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\nLogFile \"$log\"\nBasicAuth puser ppass\n")
+        conf.writeText(
+            "Port $port\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\nLogFile \"$log\"\n" +
+                (if (auth) "BasicAuth puser ppass\n" else ""),
+        )
         val proc = ProcessBuilder(bin.path, "-d", "-c", conf.path).redirectErrorStream(true)
             .redirectOutput(File(dir, "out")).start()
         try {
@@ -104,23 +107,91 @@ class OptionsTest : WithBackend() {
                 check(System.nanoTime() < deadline) { "tinyproxy did not start" }
                 Thread.sleep(20)
             }
-            TetherClient(backend.url, login(TetherOptions(proxy = "http://puser:ppass@127.0.0.1:$port"))).use { c ->
-                withTimeout(15_000) { assertEquals("{\"p\":1}", c.request("echo", "{\"p\":1}")) }
-            }
-            val text = log.readText()
-            // The login and the websocket both tunnel.
-            assertTrue(Regex("CONNECT 127\\.0\\.0\\.1:").findAll(text).count() >= 2, text)
-            // A wrong proxy password is final: ERR_UNAUTHORIZED and no retry.
-            val d = firstDisconnect(login(TetherOptions(proxy = "http://puser:not-SECRET@127.0.0.1:$port")))
-            assertEquals(Status.ERR_UNAUTHORIZED, d.status)
-            assertEquals(null, d.retryInMs)
-            assertFalse(d.text.contains("not-SECRET"), d.text)
+            block(port, log)
         } finally {
             proc.destroy()
             proc.waitFor()
             dir.deleteRecursively()
         }
     }
+
+    private fun connects(log: File) = Regex("CONNECT 127\\.0\\.0\\.1:").findAll(log.readText()).count()
+
+    @Test
+    fun `the proxy option carries the login and the websocket through tinyproxy`() = withTinyproxy(auth = true) { port, log ->
+        runBlocking {
+            TetherClient(backend.url, login(TetherOptions(proxy = "http://puser:ppass@127.0.0.1:$port"))).use { c ->
+                withTimeout(15_000) { assertEquals("{\"p\":1}", c.request("echo", "{\"p\":1}")) }
+            }
+        }
+        // The login and the websocket both tunnel.
+        assertTrue(connects(log) >= 2, log.readText())
+        // A wrong proxy password is final: ERR_UNAUTHORIZED and no retry.
+        val d = firstDisconnect(login(TetherOptions(proxy = "http://puser:not-SECRET@127.0.0.1:$port")))
+        assertEquals(Status.ERR_UNAUTHORIZED, d.status)
+        assertEquals(null, d.retryInMs)
+        assertFalse(d.text.contains("not-SECRET"), d.text)
+    }
+
+    /** A ProxySelector answering [proxy] for every URI, keeping the URIs it was asked about. */
+    private class Selector(val proxy: java.net.Proxy) : java.net.ProxySelector() {
+        val asked: MutableList<java.net.URI> = java.util.concurrent.CopyOnWriteArrayList()
+        override fun select(uri: java.net.URI): List<java.net.Proxy> {
+            asked.add(uri)
+            return listOf(proxy)
+        }
+        override fun connectFailed(uri: java.net.URI?, sa: java.net.SocketAddress?, e: java.io.IOException?) {}
+    }
+
+    @Test
+    fun `a ProxySelector is asked before every connection, the default one when no proxy is set`() =
+        withTinyproxy(auth = false) { port, log ->
+            val http = java.net.Proxy(java.net.Proxy.Type.HTTP, java.net.InetSocketAddress.createUnresolved("127.0.0.1", port))
+            // Its own selector: asked for the login and the websocket (as http), both tunnel.
+            val mine = Selector(http)
+            runBlocking {
+                TetherClient(backend.url, login(TetherOptions(proxy = "direct", proxySelector = mine))).use { c ->
+                    withTimeout(15_000) { assertEquals("{}", c.request("echo", "{}")) }
+                }
+            }
+            assertEquals(listOf("/_gomuks/auth", "/_gomuks/websocket"), mine.asked.take(2).map { it.path })
+            assertTrue(mine.asked.all { it.scheme == "http" }, mine.asked.toString())
+            assertTrue(connects(log) >= 2, log.readText())
+            val first = connects(log)
+
+            // No proxy set: the process's default selector decides, at each connection.
+            val before = java.net.ProxySelector.getDefault()
+            val global = Selector(http)
+            java.net.ProxySelector.setDefault(global)
+            try {
+                runBlocking {
+                    TetherClient(backend.url, login()).use { c ->
+                        withTimeout(15_000) { assertEquals("{}", c.request("echo", "{}")) }
+                    }
+                }
+                assertTrue(global.asked.size >= 2, global.asked.toString())
+                assertTrue(connects(log) >= first + 2, log.readText())
+                val asked = global.asked.size
+                // An explicit proxy means no selector: "direct" stays direct.
+                runBlocking {
+                    TetherClient(backend.url, login(TetherOptions(proxy = "direct"))).use { c ->
+                        withTimeout(15_000) { assertEquals("{}", c.request("echo", "{}")) }
+                    }
+                }
+                assertEquals(asked, global.asked.size)
+            } finally {
+                java.net.ProxySelector.setDefault(before)
+            }
+            // A selector that throws fails the attempt, which is retried.
+            val broken = object : java.net.ProxySelector() {
+                override fun select(uri: java.net.URI): List<java.net.Proxy> = throw IllegalStateException("no PAC")
+                override fun connectFailed(uri: java.net.URI?, sa: java.net.SocketAddress?, e: java.io.IOException?) {}
+            }
+            val d = firstDisconnect(login(TetherOptions(proxySelector = broken)))
+            assertEquals(Status.ERR_CONNECT, d.status)
+            assertTrue(d.text.contains("proxy resolver failed"), d.text)
+            assertTrue(d.retryInMs != null)
+        }
 
     @Test
     fun `toString leaves the secrets out`() {
