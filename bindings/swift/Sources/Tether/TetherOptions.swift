@@ -95,6 +95,16 @@ public struct TetherOptions: Sendable {
     /// (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A proxy that
     /// refuses the credentials ends the client with `.unauthorized`. Its credentials are secrets.
     public var proxy: String?
+    /// Asked before every connection (each websocket attempt and each gomuks login) which
+    /// proxy to take, for settings that change while the app runs (a PAC script, the system's
+    /// proxy settings, which follow the network): given the URL about to be opened
+    /// (`wss://host:port/path`, `https://host:port/_gomuks/auth`; no query), it returns a proxy
+    /// URL as `proxy` takes it, `"direct"`, or `nil` to leave the decision to `proxy` and the
+    /// environment. It runs on a thread of the library, possibly on several at once, and may
+    /// block; its time counts against `connectTimeoutMs`. A thrown error fails that attempt
+    /// (`.connect`, retried); an answer that is not a proxy URL ends the client with
+    /// `.config`. `nil` (default): none.
+    public var proxyResolver: (@Sendable (String) throws -> String?)?
     /// gomuks: talk to the backend bundled into this process instead of a websocket (see
     /// `InProcess`; `init(inProcess:)` sets it). `url` is then ignored, and so are compression,
     /// pings, acks, `resume`, `proxy`, the TLS options and the credentials. One in-process
@@ -182,9 +192,36 @@ public struct TetherOptions: Sendable {
             try check(tether_config_set_allow_insecure_credentials(cfg, v))
         }
         if let v = proxy { try check(tether_config_set_proxy(cfg, v)) }
+        if let resolve = proxyResolver {
+            // Released by the library's destroy, which also runs when the call fails.
+            let ctx = Unmanaged.passRetained(ProxyResolverBox(resolve)).toOpaque()
+            try check(tether_config_set_proxy_resolver(
+                cfg,
+                { ctx, url, answer in
+                    guard let ctx, let url else { return TETHER_OK }
+                    let box = Unmanaged<ProxyResolverBox>.fromOpaque(ctx).takeUnretainedValue()
+                    do {
+                        guard let proxy = try box.resolve(String(cString: url)) else { return TETHER_OK }
+                        return tether_proxy_answer_set(answer, proxy)
+                    } catch {
+                        return TETHER_ERR_CONNECT
+                    }
+                },
+                ctx,
+                { ctx in
+                    guard let ctx else { return }
+                    Unmanaged<ProxyResolverBox>.fromOpaque(ctx).release()
+                }))
+        }
         if let v = inProcess { try check(tether_config_set_in_process(cfg, v.library, v.dataRoot)) }
         guard eventBufferCapacity >= 1 else {
             throw TetherError.invalidArgument("eventBufferCapacity must be at least 1")
         }
     }
+}
+
+/// A `TetherOptions.proxyResolver` while the library holds it.
+final class ProxyResolverBox: Sendable {
+    let resolve: @Sendable (String) throws -> String?
+    init(_ resolve: @escaping @Sendable (String) throws -> String?) { self.resolve = resolve }
 }

@@ -198,6 +198,41 @@ final class TetherTests: XCTestCase {
         XCTAssertEqual(evs.last?.kind, .closed)
     }
 
+    /// A proxy resolver is asked before the login and the websocket, and its answer wins over
+    /// `proxy`; a thrown error fails the attempt, which is retried.
+    func testTheProxyResolverDecidesEachConnection() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let proxy = env["TETHER_TEST_PROXY"] else {
+            if env["CI"] == "true" { throw TestFailure("CI=true but TETHER_TEST_PROXY is not set") }
+            throw XCTSkip("set TETHER_TEST_PROXY to tinyproxy with BasicAuth puser ppass (run-tests.sh does)")
+        }
+        let b = try Backend()
+        let asked = Shared<[String]>([])
+        var o = b.gomuks()
+        o.proxy = "direct"
+        o.proxyResolver = { url in
+            asked.withLock { $0.append(url) }
+            return proxy
+        }
+        let c = try TetherClient(o)
+        let echo = try await c.request("echo", data: json(#"{"r":1}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"r":1}"#)
+        await c.close(timeout: .seconds(10))
+        let urls = asked.withLock { $0 }
+        XCTAssertGreaterThanOrEqual(urls.count, 1)
+        XCTAssertTrue(urls.contains { $0.hasSuffix("/_gomuks/websocket") }, "\(urls)")
+
+        struct NoPAC: Error {}
+        var failing = b.gomuks()
+        failing.proxyResolver = { _ in throw NoPAC() }
+        let c2 = try TetherClient(failing)
+        let d = try await next(c2, "DISCONNECTED") { $0.kind == .disconnected }
+        XCTAssertEqual(TetherError(status: d.status, message: ""), .connect(""))
+        XCTAssertNotNil(d.retryInMs)
+        XCTAssertTrue(String(decoding: d.data, as: UTF8.self).contains("proxy resolver failed"))
+        await c2.close(timeout: .seconds(10))
+    }
+
     func testConfigErrorsAndUseAfterClose() async throws {
         XCTAssertThrowsError(try TetherClient(url: "ftp://nope")) { e in
             guard case TetherError.config = e else { return XCTFail("\(e)") }
