@@ -395,14 +395,18 @@ typedef void (*tether_destroy_cb)(void *ctx);
 
 /**
  * Says which proxy one connection takes: `url` is the URL about to be opened (NUL-terminated
- * UTF-8, valid during the call: `wss://host:port/path`, or `https://host:port/_gomuks/auth`
- * for the gomuks login; no query). Set the answer with `tether_proxy_answer_set` and return
- * `TETHER_OK`; leaving it unset leaves the decision to `tether_config_set_proxy` and the
- * environment. Any other return value fails that connection attempt (`TETHER_ERR_CONNECT`,
- * retried with backoff). Runs on a blocking thread of the library, never on a network
- * thread, possibly on several threads at once when clients share it; it may block (a PAC
- * script, an OS lookup), and its time counts against the connect timeout. It must not free
- * or reconfigure the client it answers for.
+ * UTF-8, valid during the call: `ws[s]://host:port/path`, or `http[s]://host:port/_gomuks/auth`
+ * for the gomuks login, the scheme following the configured URL's; no query). Set the answer
+ * with `tether_proxy_answer_set` and return `TETHER_OK`; leaving it unset leaves the decision
+ * to `tether_config_set_proxy` and the environment. `TETHER_ERR_CONFIG` ends the client with
+ * that status (the app's settings cannot work); any other return value fails that connection
+ * attempt (`TETHER_ERR_CONNECT`, retried with backoff). Runs on a blocking thread of the
+ * library, never on a network thread; one call per client at a time (an attempt that timed
+ * out waiting for a call leaves it running, and the next attempt waits for it instead of
+ * calling again), but clients made from one config may call it at once. It may block (a PAC
+ * script, an OS lookup), and its time counts against the connect timeout.
+ * `tether_client_free` waits for a call in progress for that client, so none runs once it
+ * has returned. It must not free or reconfigure the client it answers for.
  */
 typedef tether_status (*tether_proxy_resolver_cb)(void *ctx, const char *url, struct tether_proxy_answer *answer);
 
@@ -1175,7 +1179,8 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
  * this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
  * this config nor any client made from it can call `cb` any more (after
  * `tether_config_free`, a later call of this function, and the end of those clients),
- * on the thread that lets go last. Default: no resolver.
+ * on the thread that lets go last, which may be one of the library's network threads:
+ * keep it short. Default: no resolver.
  */
 tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether_proxy_resolver_cb cb, void *ctx, tether_destroy_cb destroy);
 

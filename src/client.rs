@@ -28,7 +28,8 @@ use crate::status::{Error, Status};
 /// A connection to one backend, kept alive and resumed across drops.
 ///
 /// All methods are non-blocking except [`Client::poll`], which waits up to its timeout.
-/// Dropping the client closes it (gomuks: close code 1001) without waiting.
+/// Dropping the client closes it (gomuks: close code 1001) without waiting, except for a
+/// call of its proxy resolver in progress, which it lets return first.
 pub struct Client {
     req: Requester,
     resume: Arc<SharedResume>,
@@ -50,7 +51,9 @@ pub(crate) struct Requester {
 
 impl Client {
     /// A client for this configuration; nothing happens on the network until [`Client::connect`].
-    pub fn new(cfg: Config) -> Client {
+    pub fn new(mut cfg: Config) -> Client {
+        // Calls of this client's resolver are this client's: one at a time, none after it ends.
+        cfg.proxy_resolver = cfg.proxy_resolver.as_ref().map(|r| r.for_client());
         let (tx, rx) = crate::session::commands::channel();
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         Client {
@@ -589,6 +592,11 @@ impl Drop for Client {
         }
         // Nobody will read the queue again; never let the session wait for space.
         self.req.queue.abandon();
+        // The app's resolver must not run once its client is gone (its context may be freed
+        // next): wait for a call in progress.
+        if let Some(r) = &self.req.cfg.proxy_resolver {
+            r.close_and_wait();
+        }
     }
 }
 

@@ -451,8 +451,9 @@ impl ConfigBuilder {
     /// websocket attempt and each gomuks login), for settings that change while the app runs:
     /// a PAC script, the OS's or the platform's proxy settings, which follow the network.
     ///
-    /// `resolve` gets the URL about to be opened (`wss://host:port/path` or
-    /// `https://host:port/_gomuks/auth`, no query) and answers `Ok(Some(proxy))` with a
+    /// `resolve` gets the URL about to be opened (`ws[s]://host:port/path` or
+    /// `http[s]://host:port/_gomuks/auth`, the scheme following the configured URL's; no
+    /// query) and answers `Ok(Some(proxy))` with a
     /// proxy URL as [`ConfigBuilder::proxy`] takes it or `"direct"`, or `Ok(None)` (an empty
     /// answer too) to leave the decision to [`ConfigBuilder::proxy`] and the environment. It
     /// runs on a blocking thread of the library, never on a network thread, and may take a
@@ -460,12 +461,22 @@ impl ConfigBuilder {
     /// with [`Status::ErrConnect`], retried with backoff; an answer that is not a proxy URL,
     /// or that would carry credentials over plain `ws://` to a proxy that is not loopback
     /// (without [`ConfigBuilder::allow_insecure_credentials`]), ends the client with
-    /// [`Status::ErrConfig`]. Default: none.
+    /// [`Status::ErrConfig`]. One call per client runs at a time (an attempt that timed out
+    /// waiting for a call leaves it running, and the next one waits for it), and dropping the
+    /// client waits for a call in progress. Default: none.
     pub fn proxy_resolver(
         mut self,
         resolve: impl Fn(&str) -> Result<Option<String>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.proxy_resolver = Some(proxy::Resolver(std::sync::Arc::new(resolve)));
+        self.proxy_resolver = Some(proxy::Resolver::new(std::sync::Arc::new(move |url| {
+            resolve(url).map_err(|why| Error::new(Status::ErrConnect, why))
+        })));
+        self
+    }
+    /// [`ConfigBuilder::proxy_resolver`] for a resolver whose errors carry their status (the
+    /// C API's).
+    pub(crate) fn proxy_resolver_with_status(mut self, r: proxy::Resolver) -> Self {
+        self.proxy_resolver = Some(r);
         self
     }
     /// Removes the resolver of [`ConfigBuilder::proxy_resolver`].

@@ -29,7 +29,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use url::Url;
 
@@ -67,16 +67,102 @@ impl ProxyChoice {
 
 /// The app's per-connection proxy decision (see the module doc): called with the URL a
 /// connection is about to open; `Ok(None)` (or an empty answer) leaves the decision to the
-/// configuration, `Ok(Some(..))` is a proxy URL or `direct`, `Err` fails the attempt.
+/// configuration, `Ok(Some(..))` is a proxy URL or `direct`, `Err` fails the attempt with
+/// its status (`ErrConfig` ends the client, anything else is retried).
+///
+/// Each client asks through a gate of its own ([`Resolver::for_client`]): at most one call
+/// of a client runs at a time, so a resolver that hangs holds one thread, not one per
+/// attempt; and [`Resolver::close_and_wait`] lets the client's end wait for a call in
+/// progress, so the app's code never runs after the client is freed.
 #[derive(Clone)]
-pub(crate) struct Resolver(pub(crate) Arc<ResolverFn>);
+pub(crate) struct Resolver {
+    f: Arc<ResolverFn>,
+    gate: Arc<Gate>,
+}
 
 /// What [`Resolver`] wraps.
-pub(crate) type ResolverFn = dyn Fn(&str) -> Result<Option<String>, String> + Send + Sync;
+pub(crate) type ResolverFn = dyn Fn(&str) -> Result<Option<String>, Error> + Send + Sync;
+
+/// The answer of one call.
+type Answer = Result<Option<String>, Error>;
+
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    done: Condvar,
+    /// The call of an attempt that gave up waiting for it (its connect timed out), still
+    /// running: the next attempt waits for it instead of starting a second.
+    running: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Answer>>>,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    calling: bool,
+}
 
 impl fmt::Debug for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Resolver(..)")
+    }
+}
+
+impl Resolver {
+    pub(crate) fn new(f: Arc<ResolverFn>) -> Resolver {
+        Resolver {
+            f,
+            gate: Arc::default(),
+        }
+    }
+
+    /// The same resolver behind a new gate, for one client.
+    pub(crate) fn for_client(&self) -> Resolver {
+        Resolver::new(self.f.clone())
+    }
+
+    /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while),
+    /// after the call an earlier attempt left running, if any, has ended.
+    pub(crate) async fn ask(&self, url: String) -> Answer {
+        let mut slot = self.gate.running.lock().await;
+        if let Some(earlier) = slot.as_mut() {
+            let _ = earlier.await;
+        }
+        let (f, gate) = (self.f.clone(), self.gate.clone());
+        // Dropped mid-call (the attempt timed out), the handle stays in the slot.
+        let call = slot.insert(tokio::task::spawn_blocking(move || gate.call(&*f, &url)));
+        let answer = call.await;
+        *slot = None;
+        answer.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
+    }
+
+    /// No call starts any more; returns once the one in progress, if any, has returned.
+    pub(crate) fn close_and_wait(&self) {
+        let mut s = self.gate.state();
+        s.closed = true;
+        while s.calling {
+            s = self.gate.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Gate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn call(&self, f: &ResolverFn, url: &str) -> Answer {
+        {
+            let mut s = self.state();
+            if s.closed {
+                return Err(Error::new(Status::ErrConnect, "the client is closed"));
+            }
+            s.calling = true;
+        }
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(url)))
+            .unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")));
+        self.state().calling = false;
+        self.done.notify_all();
+        answer
     }
 }
 

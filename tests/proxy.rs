@@ -670,3 +670,75 @@ async fn a_failing_or_unusable_proxy_resolver_is_a_clear_error() {
     }
     assert_eq!(peers(&b).len(), before, "{:?}", peers(&b));
 }
+
+/// A resolver that hangs holds one thread of its client, not one per attempt: while its call
+/// runs, the attempts that time out waiting for it start no other call. Freeing the client
+/// waits for the call in progress, so the app's code never runs after its client is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_proxy_resolver_holds_one_thread_and_the_client_waits_for_it() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let b = backend().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let returned = Arc::new(AtomicBool::new(false));
+    let (c2, r2, done) = (calls.clone(), release.clone(), returned.clone());
+    let c = client_at(&b.ws_url(), &b.token(), move |x| {
+        x.connect_timeout(Duration::from_millis(100))
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .proxy_resolver(move |_| {
+                c2.fetch_add(1, Ordering::SeqCst);
+                while !r2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                done.store(true, Ordering::SeqCst);
+                Ok(Some("direct".to_owned()))
+            })
+    });
+    // Should an assertion fail, the resolver returns before the client is dropped (which
+    // would wait for it forever).
+    struct ReleaseOnDrop(Arc<AtomicBool>);
+    impl Drop for ReleaseOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _on_failure = ReleaseOnDrop(release.clone());
+    // Several attempts time out meanwhile (each ends within twice the connect timeout).
+    let mut attempts = 0;
+    while attempts < 4 {
+        if until_kind(&c, EventKind::Disconnected).await.0.kind() == EventKind::Disconnected {
+            attempts += 1;
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one call in flight at a time"
+    );
+
+    let releaser = {
+        let release = release.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            release.store(true, Ordering::SeqCst);
+        })
+    };
+    let t0 = std::time::Instant::now();
+    tokio::task::block_in_place(|| drop(c));
+    assert!(
+        returned.load(Ordering::SeqCst),
+        "free returned before the resolver"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    releaser.join().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no call after the client is gone"
+    );
+}

@@ -359,14 +359,18 @@ pub struct tether_proxy_answer {
 }
 
 /// Says which proxy one connection takes: `url` is the URL about to be opened (NUL-terminated
-/// UTF-8, valid during the call: `wss://host:port/path`, or `https://host:port/_gomuks/auth`
-/// for the gomuks login; no query). Set the answer with `tether_proxy_answer_set` and return
-/// `TETHER_OK`; leaving it unset leaves the decision to `tether_config_set_proxy` and the
-/// environment. Any other return value fails that connection attempt (`TETHER_ERR_CONNECT`,
-/// retried with backoff). Runs on a blocking thread of the library, never on a network
-/// thread, possibly on several threads at once when clients share it; it may block (a PAC
-/// script, an OS lookup), and its time counts against the connect timeout. It must not free
-/// or reconfigure the client it answers for.
+/// UTF-8, valid during the call: `ws[s]://host:port/path`, or `http[s]://host:port/_gomuks/auth`
+/// for the gomuks login, the scheme following the configured URL's; no query). Set the answer
+/// with `tether_proxy_answer_set` and return `TETHER_OK`; leaving it unset leaves the decision
+/// to `tether_config_set_proxy` and the environment. `TETHER_ERR_CONFIG` ends the client with
+/// that status (the app's settings cannot work); any other return value fails that connection
+/// attempt (`TETHER_ERR_CONNECT`, retried with backoff). Runs on a blocking thread of the
+/// library, never on a network thread; one call per client at a time (an attempt that timed
+/// out waiting for a call leaves it running, and the next attempt waits for it instead of
+/// calling again), but clients made from one config may call it at once. It may block (a PAC
+/// script, an OS lookup), and its time counts against the connect timeout.
+/// `tether_client_free` waits for a call in progress for that client, so none runs once it
+/// has returned. It must not free or reconfigure the client it answers for.
 pub type tether_proxy_resolver_cb = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
@@ -388,18 +392,26 @@ unsafe impl Send for AppResolver {}
 unsafe impl Sync for AppResolver {}
 
 impl AppResolver {
-    fn ask(&self, url: &str) -> Result<Option<String>, String> {
-        let url = CString::new(url).map_err(|_| "the URL holds a NUL byte".to_owned())?;
+    fn ask(&self, url: &str) -> Result<Option<String>, Error> {
+        let url = CString::new(url)
+            .map_err(|_| Error::new(Status::ErrConnect, "the URL holds a NUL byte"))?;
         let mut answer = tether_proxy_answer { proxy: None };
         // SAFETY: the app registered `cb` for this call; `url` and `answer` outlive it.
         let code = unsafe { (self.cb)(self.ctx, url.as_ptr(), &mut answer) };
         if code == Status::Ok.code() {
             return Ok(answer.proxy);
         }
-        let what = Status::from_code(code)
+        let status = Status::from_code(code);
+        let what = status
             .map(|s| s.description_nul().trim_end_matches('\0'))
             .unwrap_or("not a tether status");
-        Err(format!("it returned {code} ({what})"))
+        // The app's own verdict that its settings cannot work ends the client; anything else
+        // may pass.
+        let status = match status {
+            Some(Status::ErrConfig) => Status::ErrConfig,
+            _ => Status::ErrConnect,
+        };
+        Err(Error::new(status, format!("it returned {code} ({what})")))
     }
 }
 
@@ -425,7 +437,8 @@ ffi_fn! {
     /// this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
     /// this config nor any client made from it can call `cb` any more (after
     /// `tether_config_free`, a later call of this function, and the end of those clients),
-    /// on the thread that lets go last. Default: no resolver.
+    /// on the thread that lets go last, which may be one of the library's network threads:
+    /// keep it short. Default: no resolver.
     fn tether_config_set_proxy_resolver(
         cfg: *mut tether_config,
         cb: tether_proxy_resolver_cb,
@@ -441,7 +454,9 @@ ffi_fn! {
         }
         edit(cfg, |b| {
             Ok(match app {
-                Some(app) => b.proxy_resolver(move |url| app.ask(url)),
+                Some(app) => b.proxy_resolver_with_status(crate::proxy::Resolver::new(
+                    std::sync::Arc::new(move |url: &str| app.ask(url)),
+                )),
                 None => b.no_proxy_resolver(),
             })
         })

@@ -256,22 +256,17 @@ pub(crate) async fn open_stream(
 /// on a blocking thread: a PAC script or an OS lookup may take a while), else the configured
 /// decision.
 async fn route(cfg: &Config, url: &Url) -> Result<Option<Proxy>, ConnectError> {
-    let Some(resolver) = cfg.proxy_resolver.clone() else {
+    let Some(resolver) = &cfg.proxy_resolver else {
         return Ok(cfg.proxy.clone());
     };
     // The resolver is shown where the connection goes, nothing the app put in the query.
     let mut asked = url.clone();
     asked.set_query(None);
     asked.set_fragment(None);
-    let answer = tokio::task::spawn_blocking(move || (resolver.0)(asked.as_str()))
-        .await
-        .unwrap_or_else(|_| Err("it panicked".to_owned()))
-        .map_err(|why| {
-            ConnectError::other(
-                Status::ErrConnect,
-                format!("the proxy resolver failed: {why}"),
-            )
-        })?;
+    let answer = resolver.ask(asked.into()).await.map_err(|e| {
+        let why = format!("the proxy resolver failed: {}", e.message());
+        ConnectError::other(e.status(), why)
+    })?;
     let proxy = match ProxyChoice::from_setting(answer.as_deref().unwrap_or("")) {
         ProxyChoice::Environment => return Ok(cfg.proxy.clone()),
         ProxyChoice::Direct => None,

@@ -4,7 +4,6 @@
  * Also compiled as C++ (the header must work there too).
  */
 #include "harness.h"
-#include <stdatomic.h>
 
 #include <stddef.h>
 
@@ -462,10 +461,11 @@ static int free_port(void) {
 }
 
 /* A proxy resolver for the tests: counts its calls, keeps the last URL asked about, answers
- * `answer` (NULL: no answer) and returns `ret`. */
+ * `answer` (NULL: no answer) and returns `ret`. The counters are read with __atomic builtins
+ * (this file is compiled as C and as C++). */
 typedef struct {
-    atomic_int calls;
-    atomic_int destroyed;
+    int calls;
+    int destroyed;
     const char *answer;
     tether_status ret;
     tether_status bad_utf8;
@@ -473,16 +473,29 @@ typedef struct {
 } resolver_ctx;
 
 static tether_status resolve_proxy(void *ctx, const char *url, tether_proxy_answer *answer) {
-    resolver_ctx *r = ctx;
+    resolver_ctx *r = (resolver_ctx *)ctx;
     snprintf(r->last_url, sizeof r->last_url, "%s", url);
     /* A bad answer is refused and leaves the answer as it was. */
     r->bad_utf8 = tether_proxy_answer_set(answer, "http://\xff@h:1");
     if (r->answer) CHECK_OK(tether_proxy_answer_set(answer, r->answer));
-    atomic_fetch_add(&r->calls, 1);
+    __atomic_fetch_add(&r->calls, 1, __ATOMIC_SEQ_CST);
     return r->ret;
 }
 
-static void resolver_destroyed(void *ctx) { atomic_fetch_add(&((resolver_ctx *)ctx)->destroyed, 1); }
+static void resolver_destroyed(void *ctx) {
+    __atomic_fetch_add(&((resolver_ctx *)ctx)->destroyed, 1, __ATOMIC_SEQ_CST);
+}
+
+static int resolver_load(const int *counter) { return __atomic_load_n(counter, __ATOMIC_SEQ_CST); }
+
+/* A connecting client of the backend whose proxy resolver is `resolve_proxy` over `r`. */
+static tether_client *connect_with_resolver(resolver_ctx *r) {
+    tether_config *cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, r, NULL));
+    tether_client *c = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(c));
+    return c;
+}
 
 /* The websocket and the login through tinyproxy with Basic proxy auth; a wrong proxy password
  * ends the client with TETHER_ERR_UNAUTHORIZED and no retry, and never shows in the message.
@@ -558,24 +571,26 @@ static void test_proxy_through_tinyproxy(void) {
     /* A resolver is asked before the login and the websocket, and its answer is taken: the
      * proxy although the config says "direct". destroy(ctx) runs once, after the client. */
     snprintf(url, sizeof url, "http://puser:ppass@127.0.0.1:%d", port);
-    resolver_ctx r = {.answer = url, .ret = TETHER_OK};
+    resolver_ctx r;
+    memset(&r, 0, sizeof r);
+    r.answer = url;
     cfg = th_config(&backend);
     CHECK_OK(tether_config_set_proxy(cfg, "direct"));
     CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
     c = th_client_from(cfg);
     CHECK_OK(tether_client_connect(c));
     tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
-    CHECK(atomic_load(&r.calls) == 2);
+    CHECK(resolver_load(&r.calls) == 2);
     CHECK(r.bad_utf8 == TETHER_ERR_INVALID_UTF8);
     CHECK(strncmp(r.last_url, "ws://127.0.0.1:", 15) == 0);
     CHECK(strstr(r.last_url, "/_gomuks/websocket") != NULL);
-    CHECK(atomic_load(&r.destroyed) == 0);
+    CHECK(resolver_load(&r.destroyed) == 0);
     CHECK_OK(tether_client_close(c));
     tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
     tether_client_free(c);
     int64_t until = th_now_ms() + 5000 * th_scale();
-    while (atomic_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
-    CHECK(atomic_load(&r.destroyed) == 1);
+    while (resolver_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
+    CHECK(resolver_load(&r.destroyed) == 1);
     f = fopen(log, "r");
     CHECK(f != NULL);
     int connects = 0;
@@ -585,11 +600,10 @@ static void test_proxy_through_tinyproxy(void) {
     CHECK(connects >= 4); /* two of the first client, two of this one */
 
     /* A resolver that fails fails the attempt only: TETHER_ERR_CONNECT, retried. */
-    resolver_ctx failing = {.answer = NULL, .ret = TETHER_ERR_CONNECT};
-    cfg = th_config(&backend);
-    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &failing, NULL));
-    c = th_client_from(cfg);
-    CHECK_OK(tether_client_connect(c));
+    resolver_ctx failing;
+    memset(&failing, 0, sizeof failing);
+    failing.ret = TETHER_ERR_CONNECT;
+    c = connect_with_resolver(&failing);
     ev = th_wait(c, TETHER_EVENT_DISCONNECTED, NULL, 10000);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CONNECT);
     CHECK(tether_event_retry_in_ms(ev) >= 0);
@@ -598,6 +612,16 @@ static void test_proxy_through_tinyproxy(void) {
     CHECK(strstr(text, "proxy resolver failed") != NULL);
     tether_event_free(ev);
     CHECK_OK(tether_client_close(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
+    tether_client_free(c);
+
+    /* TETHER_ERR_CONFIG from the resolver ends the client: its settings cannot work. */
+    failing.ret = TETHER_ERR_CONFIG;
+    c = connect_with_resolver(&failing);
+    ev = th_wait(c, TETHER_EVENT_DISCONNECTED, NULL, 10000);
+    CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CONFIG);
+    CHECK(tether_event_retry_in_ms(ev) == -1);
+    tether_event_free(ev);
     tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
     tether_client_free(c);
 

@@ -156,7 +156,7 @@ def test_the_client_proxy_option_applies(backend: Backend, tmp_path: Any) -> Non
 def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: Any) -> None:
     proc, port, log = _tinyproxy(tmp_path, "puser ppass")
     asked: List[str] = []
-    answer = [f"http://puser:ppass@127.0.0.1:{port}"]
+    answer: List[Any] = [f"http://puser:ppass@127.0.0.1:{port}"]
 
     def resolve(url: str) -> Any:
         asked.append(url)
@@ -181,13 +181,14 @@ def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: An
             assert ev.retry_in_ms is not None
             answer[0] = None  # the configured decision: the environment, here direct
             c.wait_connected(10 * SLOW)
-        # An answer that is no proxy ends the client; it is never repeated.
-        answer[0] = "ftp://u:hunter2@127.0.0.1:1"
-        with client(backend, proxy_resolver=resolve) as c:
-            ev = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
-            assert ev.status == Status.ERR_CONFIG
-            assert ev.retry_in_ms is None
-            assert "hunter2" not in repr(ev) and "hunter2" not in str(ev.error)
+        # An answer that is no proxy, or no str, ends the client; it is never repeated.
+        for bad in ("ftp://u:hunter2@127.0.0.1:1", b"http://u:hunter2@127.0.0.1:1"):
+            answer[0] = bad
+            with client(backend, proxy_resolver=resolve) as c:
+                ev = wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+                assert ev.status == Status.ERR_CONFIG
+                assert ev.retry_in_ms is None
+                assert "hunter2" not in repr(ev) and "hunter2" not in str(ev.error)
         with pytest.raises(TypeError):
             client(backend, proxy_resolver="http://not-callable")
     finally:
@@ -196,6 +197,29 @@ def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: An
     # Every resolver was let go once its client ended.
     gc.collect()
     assert not tether._options._resolvers
+
+
+def test_an_interpreter_exiting_during_a_proxy_resolver_call_waits_for_it() -> None:
+    # The client is freed at exit while its resolver runs Python code on a library thread;
+    # freeing waits for that call, so it never takes the GIL during finalization.
+    code = textwrap.dedent(
+        """
+        import time, tether
+        def resolve(url):
+            print("asked", flush=True)
+            t = time.monotonic()
+            while time.monotonic() - t < 0.5:
+                sum(range(1000))
+            print("answered", flush=True)
+            return "direct"
+        c = tether.Client("ws://127.0.0.1:9/_gomuks/websocket", proxy_resolver=resolve)
+        time.sleep(0.2)
+        print("exiting", flush=True)
+        """
+    )
+    r = run_python(code, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["asked", "exiting", "answered"], (r.stdout, r.stderr)
 
 
 def test_cancel_a_pending_request(backend: Backend) -> None:

@@ -126,14 +126,17 @@ def _ask_resolver(ctx: Optional[int], url: bytes, answer: Optional[int]) -> int:
         return 0
     try:
         proxy = resolve(url.decode("utf-8"))
-        if proxy is not None:
-            status = _ffi.lib.tether_proxy_answer_set(answer, _cstr("proxy", proxy))
-            if status != 0:
-                return int(status)
-        return 0
     except BaseException:  # never let an exception reach the library's thread
         log.exception("tether: proxy_resolver failed")
         return int(Status.ERR_CONNECT)
+    if proxy is None:
+        return 0
+    try:
+        return int(_ffi.lib.tether_proxy_answer_set(answer, _cstr("proxy", proxy)))
+    except Exception:  # not a str, a NUL in it, or not encodable
+        # Not a passing failure: the same resolver answers the same way next time.
+        log.error("tether: proxy_resolver returned %s, not a proxy URL", type(proxy).__name__)
+        return int(Status.ERR_CONFIG)
 
 
 def _forget_resolver(ctx: Optional[int]) -> None:
@@ -390,12 +393,14 @@ class Options(TypedDict, total=False):
     """Asked before every connection (each websocket attempt and each gomuks login) which
     proxy to take, for settings that change while the app runs (a PAC script, the system's
     proxy settings): called with the URL about to be opened (``wss://host:port/path``,
-    ``https://host:port/_gomuks/auth``; no query), it returns a proxy URL as ``proxy`` takes
+    ``http[s]://host:port/_gomuks/auth``; no query), it returns a proxy URL as ``proxy`` takes
     it, ``"direct"``, or ``None`` to leave the decision to ``proxy`` and the environment. It
     runs on a thread of the library (holding the GIL while it runs), possibly on several at
     once, and may block; its time counts against ``connect_timeout``. An exception fails that
     attempt (logged to the ``tether`` logger; :class:`tether.ConnectError`, retried); an
-    answer that is not a proxy URL ends the client with :class:`tether.ConfigError`."""
+    answer that is not a proxy URL (or not a ``str``) ends the client with
+    :class:`tether.ConfigError`. One call per client runs at a time, and closing the client
+    waits for a call in progress."""
 
 
 #: Every option's :class:`Option`, in declaration order (the order they are applied in).

@@ -98,7 +98,7 @@ public struct TetherOptions: Sendable {
     /// Asked before every connection (each websocket attempt and each gomuks login) which
     /// proxy to take, for settings that change while the app runs (a PAC script, the system's
     /// proxy settings, which follow the network): given the URL about to be opened
-    /// (`wss://host:port/path`, `https://host:port/_gomuks/auth`; no query), it returns a proxy
+    /// (`ws[s]://host:port/path`, `http[s]://host:port/_gomuks/auth`; no query), it returns a proxy
     /// URL as `proxy` takes it, `"direct"`, or `nil` to leave the decision to `proxy` and the
     /// environment. It runs on a thread of the library, possibly on several at once, and may
     /// block; its time counts against `connectTimeoutMs`. A thrown error fails that attempt

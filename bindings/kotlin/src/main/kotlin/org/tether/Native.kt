@@ -69,12 +69,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_use_os_trust(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_allow_insecure_credentials(cfg: Pointer, on: Byte): Int
     @JvmStatic external fun tether_config_set_proxy(cfg: Pointer, url: ByteArray): Int
-    @JvmStatic external fun tether_config_set_proxy_resolver(
-        cfg: Pointer,
-        cb: ProxyResolverCallback?,
-        ctx: Pointer?,
-        destroy: DestroyCallback?,
-    ): Int
+    @JvmStatic external fun tether_config_set_proxy_resolver(cfg: Pointer, cb: ProxyResolverCallback?, ctx: Pointer?, destroy: DestroyCallback?): Int
     @JvmStatic external fun tether_proxy_answer_set(answer: Pointer, proxy: ByteArray?): Int
     @JvmStatic external fun tether_config_set_in_process(cfg: Pointer, libraryPath: ByteArray, dataRoot: ByteArray): Int
     @JvmStatic external fun tether_config_free(cfg: Pointer?)
