@@ -228,16 +228,23 @@ pub(crate) struct Configs {
 
 /// The [`Configs`] of a client trusting as `trust` says, with an `https://` proxy or not.
 pub(crate) fn configs(trust: &Trust, https_proxy: bool) -> Result<Configs, Error> {
-    let server = client_config(trust)?;
-    let proxy = if https_proxy {
-        client_config(&Trust {
-            pins: Vec::new(),
-            client_cert: None,
-            ..trust.clone()
-        })?
-    } else {
-        server.clone()
+    // Without pins or a client certificate the server's config shows a proxy nothing either.
+    if !https_proxy || (trust.pins.is_empty() && trust.client_cert.is_none()) {
+        let server = client_config(trust)?;
+        return Ok(Configs {
+            proxy: server.clone(),
+            server,
+        });
+    }
+    // One root store for both: the OS store is read once.
+    let roots = root_store(trust)?;
+    let server = build_with(trust, roots.clone())?;
+    let proxy_trust = Trust {
+        pins: Vec::new(),
+        client_cert: None,
+        ..trust.clone()
     };
+    let proxy = build_with(&proxy_trust, roots)?;
     Ok(Configs { server, proxy })
 }
 
@@ -253,6 +260,11 @@ pub(crate) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
 }
 
 fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
+    build_with(trust, root_store(trust)?)
+}
+
+/// The roots `trust` verifies with: the webpki roots or the OS store, plus the extra CAs.
+fn root_store(trust: &Trust) -> Result<Arc<RootCertStore>, Error> {
     let mut roots = RootCertStore::empty();
     if trust.os_store {
         let found = rustls_native_certs::load_native_certs();
@@ -278,11 +290,15 @@ fn build(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
             .add(c.clone())
             .map_err(|e| Error::new(Status::ErrConfig, format!("bad CA certificate: {e}")))?;
     }
+    Ok(Arc::new(roots))
+}
+
+/// The config for `trust` over `roots` (from [`root_store`]).
+fn build_with(trust: &Trust, roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Status::ErrTls, e.to_string()))?;
-    let roots = Arc::new(roots);
     let mut verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
     if !trust.crls.is_empty() {
         verifier = verifier
@@ -495,6 +511,23 @@ mod tests {
         let a = client_config(&Trust::default()).unwrap();
         let b = client_config(&Trust::default()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    /// An `https://` proxy gets a config of its own only when the server's has something to
+    /// keep from it (pins, a client certificate); otherwise both are one.
+    #[test]
+    fn the_proxy_config_differs_only_when_it_must() {
+        let plain = configs(&Trust::default(), true).unwrap();
+        assert!(Arc::ptr_eq(&plain.server, &plain.proxy));
+        let pinned = Trust {
+            pins: vec![[7; 32]],
+            ..Trust::default()
+        };
+        let c = configs(&pinned, false).unwrap();
+        assert!(Arc::ptr_eq(&c.server, &c.proxy));
+        let c = configs(&pinned, true).unwrap();
+        assert!(!Arc::ptr_eq(&c.server, &c.proxy));
+        assert!(!c.proxy.client_auth_cert_resolver.has_certs());
     }
 
     #[test]
