@@ -38,9 +38,12 @@ fuzz_target!(|data: &[u8]| {
         }
         h.check();
     }
+    // JSON by its grammar: events are handed back as received, so a number past what an f64
+    // holds (`1e99999`, valid JSON) passes through, and `serde_json::Value` would refuse it.
     for r in h.read_all() {
         if let Ok(json) = r {
-            serde_json::from_slice::<serde_json::Value>(&json).expect("a read is JSON");
+            serde_json::from_slice::<Box<serde_json::value::RawValue>>(&json)
+                .expect("a read is JSON");
         }
     }
 });
