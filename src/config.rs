@@ -86,9 +86,10 @@ pub struct Config {
     pub(crate) proxy: Option<Proxy>,
     /// Asked before each connection; its answer overrides `proxy`.
     pub(crate) proxy_resolver: Option<proxy::Resolver>,
-    /// Whether a token or password may cross plain `ws://` to a host (or proxy) that is not
-    /// loopback; checked again against each answer of `proxy_resolver`.
-    pub(crate) allow_insecure_credentials: bool,
+    /// The client sends a token or password over plain `ws://` and the app has not allowed
+    /// it through a proxy that is not loopback: decided once when the configuration is built,
+    /// and checked against the configured proxy then and each answer of `proxy_resolver`.
+    pub(crate) plain_credentials: bool,
     pub(crate) transport: Transport,
 }
 
@@ -164,12 +165,7 @@ impl Config {
     /// Checks a proxy a resolver answered as [`ConfigBuilder::build`] checks the configured
     /// one.
     pub(crate) fn check_proxy_route(&self, proxy: Option<&Proxy>) -> Result<(), Error> {
-        let secure = matches!(self.url.scheme(), "wss" | "https");
-        let has_credentials = self.token.is_some() || self.basic_auth.is_some();
-        insecure_proxy_route(
-            has_credentials && !secure && !self.allow_insecure_credentials,
-            proxy,
-        )
+        insecure_proxy_route(self.plain_credentials, proxy)
     }
 
     /// The websocket URL this configuration connects to.
@@ -535,7 +531,7 @@ impl ConfigBuilder {
                 return Err(bad("in-process library path is empty"));
             }
             let url = self.in_process_endpoint(root)?;
-            return self.freeze(url, false, None, None);
+            return self.freeze(url, false, None, false, None);
         }
         if self.url.is_empty() {
             return Err(bad("no URL set"));
@@ -569,10 +565,8 @@ impl ConfigBuilder {
                 "refusing to send credentials over plain ws:// to a non-loopback host",
             ));
         }
-        insecure_proxy_route(
-            has_credentials && !secure && !self.allow_insecure_credentials,
-            proxy.as_ref(),
-        )?;
+        let plain_credentials = has_credentials && !secure && !self.allow_insecure_credentials;
+        insecure_proxy_route(plain_credentials, proxy.as_ref())?;
         if self.protocol == Protocol::Gomuks {
             if let Some(t) = &self.token {
                 let t = t.expose();
@@ -600,7 +594,7 @@ impl ConfigBuilder {
             }
             Protocol::Gomuks => None,
         };
-        self.freeze(url, secure, proxy, rwws_key)
+        self.freeze(url, secure, proxy, plain_credentials, rwws_key)
     }
 
     /// The checks and defaults every transport shares, and the frozen [`Config`].
@@ -609,6 +603,7 @@ impl ConfigBuilder {
         url: Url,
         secure: bool,
         proxy: Option<Proxy>,
+        plain_credentials: bool,
         rwws_key: Option<SecretBytes>,
     ) -> Result<Config, Error> {
         let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
@@ -726,7 +721,7 @@ impl ConfigBuilder {
             rwws_key,
             proxy,
             proxy_resolver: self.proxy_resolver,
-            allow_insecure_credentials: self.allow_insecure_credentials,
+            plain_credentials,
             transport: self.transport,
         })
     }

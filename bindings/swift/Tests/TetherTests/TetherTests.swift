@@ -171,14 +171,21 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(c.isClosed)
     }
 
-    /// The login and the websocket through tinyproxy with Basic proxy auth (run-tests.sh starts
-    /// it on the host's loopback and passes its URL); a wrong proxy password is final.
-    func testTheProxyOptionCarriesTheLoginAndTheWebsocket() async throws {
+    /// tinyproxy with Basic proxy auth puser/ppass, which run-tests.sh starts on the host's
+    /// loopback and passes as TETHER_TEST_PROXY; a skip without it (a failure under CI).
+    private func testProxy() throws -> String {
         let env = ProcessInfo.processInfo.environment
         guard let proxy = env["TETHER_TEST_PROXY"] else {
             if env["CI"] == "true" { throw TestFailure("CI=true but TETHER_TEST_PROXY is not set") }
             throw XCTSkip("set TETHER_TEST_PROXY to tinyproxy with BasicAuth puser ppass (run-tests.sh does)")
         }
+        return proxy
+    }
+
+    /// The login and the websocket through tinyproxy with Basic proxy auth; a wrong proxy
+    /// password is final.
+    func testTheProxyOptionCarriesTheLoginAndTheWebsocket() async throws {
+        let proxy = try testProxy()
         let b = try Backend()
         var o = b.gomuks()
         o.proxy = proxy
@@ -201,11 +208,7 @@ final class TetherTests: XCTestCase {
     /// A proxy resolver is asked before the login and the websocket, and its answer wins over
     /// `proxy`; a thrown error fails the attempt, which is retried.
     func testTheProxyResolverDecidesEachConnection() async throws {
-        let env = ProcessInfo.processInfo.environment
-        guard let proxy = env["TETHER_TEST_PROXY"] else {
-            if env["CI"] == "true" { throw TestFailure("CI=true but TETHER_TEST_PROXY is not set") }
-            throw XCTSkip("set TETHER_TEST_PROXY to tinyproxy with BasicAuth puser ppass (run-tests.sh does)")
-        }
+        let proxy = try testProxy()
         let b = try Backend()
         let asked = Shared<[String]>([])
         var o = b.gomuks()
