@@ -1033,7 +1033,10 @@ tether_status tether_config_set_pong_timeout_ms(struct tether_config *cfg, uint3
 tether_status tether_config_set_request_timeout_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
- * Bound on TCP connect + TLS + upgrade in milliseconds (default 10000).
+ * Bound on a connection's TCP connects and proxy tunnel in milliseconds (default 10000):
+ * addresses still silent then are given up, and the DISCONNECTED reason names them
+ * beside what the others did. A whole attempt (gomuks login, TLS and upgrade included)
+ * is bounded by twice this.
  */
 tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, uint32_t ms);
 

@@ -188,6 +188,27 @@ async fn spec8_pong_deadline_notices_a_silent_link() {
     close_and_drain(&c).await;
 }
 
+/// RFC 8305 §5 under the connect timeout: a server whose address never answers (a broken
+/// route, a firewall dropping packets) ends the attempt at the connect timeout, and the
+/// DISCONNECTED event names the address that stayed silent, for the app's report.
+#[tokio::test]
+async fn rfc8305_5_a_connect_that_never_answers_names_the_address() {
+    let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+    let c = client_at(&format!("http://{}", hole.addr()), "token", |c| {
+        c.connect_timeout(Duration::from_millis(400))
+    });
+    let t0 = Instant::now();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let took = t0.elapsed();
+    let why = String::from_utf8_lossy(d.data()).into_owned();
+    assert_eq!(d.status(), Status::ErrConnect, "{why}");
+    let silent = format!("connect to {0}: no answer from {0} in ", hole.addr());
+    assert!(why.starts_with(&silent) && why.ends_with(" ms"), "{why}");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    close_and_drain(&c).await;
+}
+
 /// A slow link is not a dead one: bytes still arriving keep the connection, even when no
 /// whole message (and so no pong) gets through within the pong timeout.
 #[tokio::test]

@@ -242,7 +242,10 @@ pub(crate) async fn open_stream(
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let proxy = route(cfg, url).await?;
-    let link = open_link(proxy.as_ref(), tls, host, port, probe).await?;
+    // The connect timeout bounds the TCP connects and tunnels here, so that what they did
+    // by then is reported, not only that the whole attempt ran out of time.
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let link = open_link(proxy.as_ref(), tls, host, port, deadline, probe).await?;
     Ok(if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
         let session = handshake(&tls.server, host, host, link, probe.client).await?;
@@ -291,6 +294,7 @@ async fn open_link(
     tls: &Configs,
     host: &str,
     port: u16,
+    deadline: Instant,
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
@@ -307,7 +311,7 @@ async fn open_link(
         }
         None => vec![None],
     };
-    open_link_to(proxy, tls, host_for_dns, port, probe, &targets).await
+    open_link_to(proxy, tls, host_for_dns, port, deadline, probe, &targets).await
 }
 
 /// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
@@ -339,18 +343,20 @@ async fn socks_targets(
 /// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when an attempt fails (the proxy
 /// cannot reach that address, say), so an address the proxy cannot reach costs the delay, not
 /// the connect timeout. Only a failure that every attempt would meet alike (see
-/// [`fails_every_attempt`]) ends the race before the other attempts have ended.
+/// [`fails_every_attempt`]) ends the race before the other attempts have ended; at
+/// `deadline` the attempts still running are given up.
 async fn open_link_to(
     proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
+    deadline: Instant,
     probe: &Probe,
     targets: &[Option<SocketAddr>],
 ) -> Result<Link, ConnectError> {
     let hop = first_hop_addrs(proxy, host, port).await?;
     let Some(p) = proxy else {
-        return first_hop(proxy, tls, host, port, &hop, probe).await;
+        return first_hop(proxy, tls, host, port, &hop, deadline, probe).await;
     };
     let client = probe.client;
     let t0 = Instant::now();
@@ -358,7 +364,7 @@ async fn open_link_to(
         let hop = &hop;
         async move {
             let tried = async {
-                let link = first_hop(proxy, tls, host, port, hop, probe).await?;
+                let link = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
                 tunnel::open(p, link, host, port, target)
                     .await
                     .map_err(|e| ConnectError {
@@ -393,23 +399,37 @@ async fn open_link_to(
             }
         }
     };
-    race(
+    let mut lost = match race(
         targets,
         CONNECTION_ATTEMPT_DELAY,
+        deadline,
         attempt,
         fails_every_attempt,
     )
     .await
-    .map_err(|e| {
-        e.unwrap_or_else(|| {
-            ConnectError::other(
-                Status::ErrConnect,
-                format!(
-                    "connect to {}: no address to try",
-                    tunnel::authority(host, port)
-                ),
-            )
-        })
+    {
+        Ok(link) => return Ok(link),
+        Err(lost) => lost,
+    };
+    if lost.failed.len() == 1 && lost.unanswered.is_empty() {
+        if let Some((_, e)) = lost.failed.pop() {
+            return Err(e);
+        }
+    }
+    let message = format!(
+        "connect to {} through {p}: {}",
+        tunnel::authority(host, port),
+        lost.describe(
+            |t| t.map_or_else(|| p.to_string(), |a| a.to_string()),
+            |e| e.error.message().to_owned(),
+        )
+    );
+    Err(match lost.ending_error() {
+        Some(e) => ConnectError {
+            error: Error::new(e.error.status(), message),
+            code: e.code,
+        },
+        None => ConnectError::other(Status::ErrConnect, message),
     })
 }
 
@@ -424,12 +444,17 @@ fn fails_every_attempt(e: &ConnectError) -> bool {
 }
 
 /// Why the first hop (the server, or the proxy) could not be reached.
-fn first_hop_failed(proxy: Option<&Proxy>, host: &str, port: u16, e: io::Error) -> ConnectError {
+fn first_hop_failed(
+    proxy: Option<&Proxy>,
+    host: &str,
+    port: u16,
+    why: impl std::fmt::Display,
+) -> ConnectError {
     let to = match proxy {
         Some(p) => p.to_string(),
         None => tunnel::authority(host, port),
     };
-    ConnectError::other(Status::ErrConnect, format!("connect to {to}: {e}"))
+    ConnectError::other(Status::ErrConnect, format!("connect to {to}: {why}"))
 }
 
 /// The addresses of the first hop, in the order RFC 8305 §4 tries them: the server's, or
@@ -457,13 +482,17 @@ async fn first_hop(
     host: &str,
     port: u16,
     addrs: &[SocketAddr],
+    deadline: Instant,
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
     let client = probe.client;
     let t0 = Instant::now();
-    let tcp = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY)
+    let tcp = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY, deadline)
         .await
-        .map_err(|e| first_hop_failed(proxy, host, port, e))?;
+        .map_err(|lost| {
+            let why = lost.describe(SocketAddr::to_string, io::Error::to_string);
+            first_hop_failed(proxy, host, port, why)
+        })?;
     if let Ok(peer) = tcp.peer_addr() {
         tlog!(
             client,
@@ -548,63 +577,140 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 
 /// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`]. An
 /// address that never answers (a broken IPv6 route, a black hole) so costs `delay`, not the
-/// whole connect timeout.
-async fn happy_eyeballs(addrs: &[SocketAddr], delay: Duration) -> io::Result<TcpStream> {
-    race(addrs, delay, TcpStream::connect, |_| false)
-        .await
-        .map_err(|e| {
-            e.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
-            })
-        })
+/// whole connect timeout; at `deadline` whatever is still unanswered is given up.
+async fn happy_eyeballs(
+    addrs: &[SocketAddr],
+    delay: Duration,
+    deadline: Instant,
+) -> Result<TcpStream, Lost<SocketAddr, io::Error>> {
+    race(addrs, delay, deadline, TcpStream::connect, |_| false).await
+}
+
+/// How a [`race`] ended without a winner: every attempt failed, one failed in a way that is
+/// final, or the deadline passed first.
+#[derive(Debug)]
+struct Lost<A, E> {
+    /// The attempts that failed, in the order they failed; a final error is the last.
+    failed: Vec<(A, E)>,
+    /// The attempts still running at the deadline (none unless it passed).
+    unanswered: Vec<A>,
+    /// How long the race ran.
+    waited: Duration,
+}
+
+impl<A, E> Lost<A, E> {
+    /// The race's story for an error message, so that an app's report names every address
+    /// that was tried and what each did, not only the last one's error: `name` shows a
+    /// target, `why` an error. With one attempt and no deadline passed, just its error.
+    fn describe(&self, name: impl Fn(&A) -> String, why: impl Fn(&E) -> String) -> String {
+        if let ([(_, e)], []) = (self.failed.as_slice(), self.unanswered.as_slice()) {
+            return why(e);
+        }
+        let mut parts: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(a, e)| format!("{}: {}", name(a), why(e)))
+            .collect();
+        if !self.unanswered.is_empty() {
+            let silent: Vec<String> = self.unanswered.iter().map(&name).collect();
+            parts.push(format!(
+                "no answer from {} in {} ms",
+                silent.join(", "),
+                self.waited.as_millis()
+            ));
+        }
+        if parts.is_empty() {
+            return "no address to try".to_owned();
+        }
+        parts.join("; ")
+    }
+
+    /// The error that ended the race when one did (it was final, or the last of all), not
+    /// when the deadline passed with attempts still running.
+    fn ending_error(&self) -> Option<&E> {
+        match self.unanswered.is_empty() {
+            true => self.failed.last().map(|(_, e)| e),
+            false => None,
+        }
+    }
 }
 
 /// Runs `attempt` on each of `targets` as RFC 8305 §5 races connection attempts: a new one
 /// starts every `delay`, or at once when one fails, and the first to succeed wins; the others
-/// are dropped. An error `is_final` picks ends the race at once. With
-/// every target failed, the last error; with no target, `Err(None)`.
+/// are dropped. An error `is_final` picks ends the race at once; at `deadline` the attempts
+/// still running are given up.
 async fn race<A, T, E, F>(
     targets: &[A],
     delay: Duration,
+    deadline: Instant,
     attempt: impl Fn(A) -> F,
     is_final: impl Fn(&E) -> bool,
-) -> Result<T, Option<E>>
+) -> Result<T, Lost<A, E>>
 where
     A: Copy,
     F: Future<Output = Result<T, E>>,
 {
-    let mut next = targets.iter();
-    let Some(first) = next.next() else {
-        return Err(None);
+    let t0 = Instant::now();
+    let mut lost = Lost {
+        failed: Vec::new(),
+        unanswered: Vec::new(),
+        waited: Duration::ZERO,
     };
     let mut running = FuturesUnordered::new();
-    running.push(attempt(*first));
+    // Which targets have started and not yet ended, for the report at the deadline.
+    let mut pending = vec![false; targets.len()];
+    let mut started = 0;
+    let mut start = |running: &mut FuturesUnordered<_>, pending: &mut Vec<bool>| {
+        let i = started;
+        started += 1;
+        pending[i] = true;
+        let fut = attempt(targets[i]);
+        running.push(async move { (i, fut.await) });
+    };
+    if targets.is_empty() {
+        return Err(lost);
+    }
+    start(&mut running, &mut pending);
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
+    let give_up = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(give_up);
     loop {
+        let more = pending.len() > running.len() + lost.failed.len();
         tokio::select! {
-            r = running.next(), if !running.is_empty() => match r {
-                Some(Ok(won)) => return Ok(won),
-                Some(Err(e)) if is_final(&e) => return Err(Some(e)),
-                Some(Err(e)) => {
-                    // A failed attempt does not make the next one wait out the delay (§5).
-                    if let Some(t) = next.next() {
-                        running.push(attempt(*t));
-                        timer.as_mut().reset(tokio::time::Instant::now() + delay);
-                    } else if running.is_empty() {
-                        return Err(Some(e));
+            Some((i, r)) = running.next() => {
+                pending[i] = false;
+                match r {
+                    Ok(won) => return Ok(won),
+                    Err(e) => {
+                        let last = is_final(&e) || (!more && running.is_empty());
+                        lost.failed.push((targets[i], e));
+                        if last {
+                            break;
+                        }
+                        // A failed attempt does not make the next one wait out the delay (§5).
+                        if more {
+                            start(&mut running, &mut pending);
+                            timer.as_mut().reset((Instant::now() + delay).into());
+                        }
                     }
                 }
-                None => {}
             },
-            () = &mut timer, if next.len() > 0 => {
-                if let Some(t) = next.next() {
-                    running.push(attempt(*t));
-                }
-                timer.as_mut().reset(tokio::time::Instant::now() + delay);
+            () = &mut timer, if more => {
+                start(&mut running, &mut pending);
+                timer.as_mut().reset((Instant::now() + delay).into());
+            }
+            () = &mut give_up => {
+                lost.unanswered = (0..targets.len())
+                    .filter(|&i| pending[i])
+                    .map(|i| targets[i])
+                    .collect();
+                break;
             }
         }
     }
+    lost.waited = t0.elapsed();
+    Err(lost)
 }
 
 /// Why a connection attempt failed.
@@ -848,7 +954,7 @@ mod tests {
         let t0 = Instant::now();
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),
-            happy_eyeballs(&addrs, Duration::from_millis(100)),
+            happy_eyeballs(&addrs, Duration::from_millis(100), far()),
         )
         .await
         .expect("connected well within the hole's hang")
@@ -871,22 +977,97 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let addrs = [refused, good.local_addr().unwrap()];
         let t0 = Instant::now();
-        let tcp = happy_eyeballs(&addrs, Duration::from_secs(10))
+        let tcp = happy_eyeballs(&addrs, Duration::from_secs(10), far())
             .await
             .unwrap();
         assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
         assert!(t0.elapsed() < Duration::from_secs(2));
-        // Every address refused: the last error.
-        let err = happy_eyeballs(&[refused], Duration::from_secs(10))
+        // Every address refused: the refusal.
+        let lost = happy_eyeballs(&[refused], Duration::from_secs(10), far())
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(lost.failed.len(), 1);
+        assert_eq!(lost.failed[0].1.kind(), io::ErrorKind::ConnectionRefused);
+        let lost = happy_eyeballs(&[], Duration::from_secs(1), far())
+            .await
+            .unwrap_err();
+        assert!(lost.failed.is_empty() && lost.unanswered.is_empty());
+    }
+
+    /// A deadline far beyond any test.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// A port on which nothing listens (connects to it are refused).
+    fn refusing(addr: SocketAddr) -> SocketAddr {
+        std::net::TcpListener::bind(addr)
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// [`first_hop`] straight to the port-9 server `example.invalid` at `addrs`.
+    async fn direct(addrs: &[SocketAddr], deadline: Instant) -> Result<Link, ConnectError> {
+        let cfg = Config::builder("ws://example.invalid:9/_gomuks/websocket")
+            .build()
+            .unwrap();
+        let tls = cfg.tls_configs().unwrap();
+        let probe = Probe::default();
+        first_hop(None, &tls, "example.invalid", 9, addrs, deadline, &probe).await
+    }
+
+    /// RFC 8305 §5 with every address failing: the error names each address and what it
+    /// did, in the order they failed, not only the last one's refusal.
+    #[tokio::test]
+    async fn rfc8305_5_every_failed_address_is_named() {
+        let addrs = [refusing(v6(0)), refusing(v4(0))];
+        let err = direct(&addrs, far()).await.err().expect("refused");
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        let msg = err.error.message();
+        assert!(msg.starts_with("connect to example.invalid:9: "), "{msg}");
+        for a in addrs {
+            assert!(msg.contains(&format!("{a}: Connection refused")), "{msg}");
+        }
+        // One address: its error, as it was.
+        let err = direct(&addrs[..1], far()).await.err().expect("refused");
         assert_eq!(
-            happy_eyeballs(&[], Duration::from_secs(1))
-                .await
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::NotFound
+            err.error.message(),
+            "connect to example.invalid:9: Connection refused (os error 111)"
+        );
+    }
+
+    /// RFC 8305 §5 under the connect timeout: an address that never answers is given up at
+    /// the deadline, and the error says so beside the other address's refusal; the attempt
+    /// does not wait for the whole connect attempt's limit.
+    #[tokio::test]
+    async fn rfc8305_5_an_unanswered_address_is_named_at_the_deadline() {
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let refused = refusing(v4(0));
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(400);
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            direct(&[hole.addr(), refused], deadline),
+        )
+        .await
+        .expect("given up at the deadline")
+        .err()
+        .expect("nothing answered");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        let msg = err.error.message();
+        assert!(
+            msg.contains(&format!("{refused}: Connection refused")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("no answer from {} in ", hole.addr())),
+            "{msg}"
         );
     }
 
@@ -896,13 +1077,31 @@ mod tests {
         proxy: SocketAddr,
         targets: &[Option<SocketAddr>],
     ) -> Result<Link, ConnectError> {
+        through_socks_until(proxy, targets, far()).await
+    }
+
+    /// [`through_socks`], giving up at `deadline`.
+    async fn through_socks_until(
+        proxy: SocketAddr,
+        targets: &[Option<SocketAddr>],
+        deadline: Instant,
+    ) -> Result<Link, ConnectError> {
         let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
             .proxy(&format!("socks5://{proxy}"))
             .build()
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
         let p = cfg.proxy.as_ref();
-        open_link_to(p, &tls, "example.invalid", 9, &Probe::default(), targets).await
+        open_link_to(
+            p,
+            &tls,
+            "example.invalid",
+            9,
+            deadline,
+            &Probe::default(),
+            targets,
+        )
+        .await
     }
 
     /// Bytes written into `link` come out at `server`'s next accepted connection.
@@ -946,6 +1145,61 @@ mod tests {
             err.error.message().contains("Connection refused"),
             "{}",
             err.error.message()
+        );
+
+        // Two refused: each address is named with the proxy's reason for it.
+        let other = refusing(v4(0));
+        let err = through_socks(socks.addr(), &[Some(refused), Some(other)])
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        let msg = err.error.message();
+        let proxy = format!("SOCKS5 proxy {}", socks.addr());
+        assert!(
+            msg.starts_with(&format!("connect to example.invalid:9 through {proxy}: ")),
+            "{msg}"
+        );
+        for a in [refused, other] {
+            assert!(msg.contains(&format!("{a}: ")), "{msg}");
+        }
+        assert_eq!(msg.matches("Connection refused").count(), 2, "{msg}");
+    }
+
+    /// RFC 8305 §5 through a proxy under the connect timeout: an address the proxy cannot
+    /// reach is given up at the deadline and named, so the report does not read as a
+    /// generic timeout.
+    #[tokio::test]
+    async fn rfc8305_5_an_address_the_socks_proxy_never_reaches_is_named_at_the_deadline() {
+        let socks = tether_testkit::socks::Socks5::start().await.unwrap();
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let t0 = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            through_socks_until(
+                socks.addr(),
+                &[Some(hole.addr())],
+                t0 + Duration::from_millis(400),
+            ),
+        )
+        .await
+        .expect("given up at the deadline")
+        .err()
+        .expect("nothing answered");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        let msg = err.error.message();
+        assert!(
+            msg.contains(&format!("no answer from {} in ", hole.addr())),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("SOCKS5 proxy {}", socks.addr())),
+            "{msg}"
         );
     }
 
