@@ -475,6 +475,16 @@ pub(crate) fn is_certificate_failure(e: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// The status of a failed connection step: `ERR_CERTIFICATE` (final) when `e` is a refused
+/// certificate (see [`is_certificate_failure`]), else the step's own `otherwise` (retried).
+pub(crate) fn certificate_or(e: &(dyn StdError + 'static), otherwise: Status) -> Status {
+    if is_certificate_failure(e) {
+        Status::ErrCertificate
+    } else {
+        otherwise
+    }
+}
+
 fn refuses_certificate(e: &rustls::Error) -> bool {
     match e {
         // A CRL given for the server's issuer that does not verify (another key, no cRLSign)

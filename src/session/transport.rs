@@ -538,11 +538,7 @@ where
         .map_err(|e| {
             // A refused certificate is final (the dialects stop on it); any other TLS
             // failure is retried like a broken connection.
-            let status = if crate::tls::is_certificate_failure(&e) {
-                Status::ErrCertificate
-            } else {
-                Status::ErrTls
-            };
+            let status = crate::tls::certificate_or(&e, Status::ErrTls);
             ConnectError::other(status, format!("TLS handshake with {who}: {e}"))
         })?;
     tlog!(

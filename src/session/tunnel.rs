@@ -67,11 +67,7 @@ where
         // Inside TLS to an `https://` proxy, TLS 1.3 lets the proxy refuse our certificate (or
         // its absence) only after the handshake: the alert arrives here, and is as final as
         // the same refusal from the server.
-        let status = if crate::tls::is_certificate_failure(&e) {
-            Status::ErrCertificate
-        } else {
-            Status::ErrConnect
-        };
+        let status = crate::tls::certificate_or(&e, Status::ErrConnect);
         TunnelError::new(status, None, format!("{proxy}: CONNECT: {e}"))
     };
     let authority = authority(host, port);

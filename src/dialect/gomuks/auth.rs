@@ -196,11 +196,7 @@ async fn post(
 /// with TLS 1.3 only on the first read) is final, as on the websocket; anything else is
 /// retried as an HTTP failure.
 fn failed(e: hyper::Error) -> ConnectError {
-    let status = if crate::tls::is_certificate_failure(&e) {
-        Status::ErrCertificate
-    } else {
-        Status::ErrHttp
-    };
+    let status = crate::tls::certificate_or(&e, Status::ErrHttp);
     ConnectError::other(status, format!("auth request failed: {}", chain(&e)))
 }
 
