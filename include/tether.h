@@ -404,7 +404,8 @@ typedef void (*tether_destroy_cb)(void *ctx);
  * library, never on a network thread; one call per client at a time (an attempt that timed
  * out waiting for a call leaves it running, and the next attempt waits for it instead of
  * calling again), but clients made from one config may call it at once. It may block (a PAC
- * script, an OS lookup), and its time counts against the connect timeout.
+ * script, an OS lookup), and its time counts against the attempt's limit (twice the connect
+ * timeout).
  * `tether_client_free` waits for a call in progress for that client, so none runs once it
  * has returned. It must not free or reconfigure the client it answers for.
  */

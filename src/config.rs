@@ -456,10 +456,11 @@ impl ConfigBuilder {
     /// proxy URL as [`ConfigBuilder::proxy`] takes it or `"direct"`, or `Ok(None)` (an empty
     /// answer too) to leave the decision to [`ConfigBuilder::proxy`] and the environment. It
     /// runs on a blocking thread of the library, never on a network thread, and may take a
-    /// while (its time counts against the connect timeout). `Err(why)` fails that attempt
-    /// with [`Status::ErrConnect`], retried with backoff; an answer that is not a proxy URL,
-    /// or that would carry credentials over plain `ws://` to a proxy that is not loopback
-    /// (without [`ConfigBuilder::allow_insecure_credentials`]), ends the client with
+    /// while (its time counts against the attempt's limit, twice the connect timeout).
+    /// `Err(why)` fails that attempt with [`Status::ErrConnect`], retried with backoff; an
+    /// answer that is not a proxy URL, or that would carry credentials over plain `ws://` to
+    /// a proxy that is not loopback (without [`ConfigBuilder::allow_insecure_credentials`]),
+    /// ends the client with
     /// [`Status::ErrConfig`]. One call per client runs at a time (an attempt that timed out
     /// waiting for a call leaves it running, and the next one waits for it), and dropping the
     /// client waits for a call in progress. Default: none.

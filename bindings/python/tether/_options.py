@@ -299,7 +299,9 @@ class Options(TypedDict, total=False):
         Optional[float],
         Option(None, "tether_config_set_connect_timeout_ms", _seconds("connect_timeout")),
     ]
-    """Bound on TCP connect + TLS + upgrade, in seconds (library default 10)."""
+    """Bound on a connection's TCP connects and proxy tunnel, in seconds (library default
+    10): addresses still silent then are given up and named in the error. A whole attempt
+    (login, TLS and upgrade included) is bounded by twice this."""
 
     reconnect_backoff: Annotated[
         Optional[Tuple[float, float]],
@@ -396,8 +398,9 @@ class Options(TypedDict, total=False):
     ``http[s]://host:port/_gomuks/auth``; no query), it returns a proxy URL as ``proxy`` takes
     it, ``"direct"``, or ``None`` to leave the decision to ``proxy`` and the environment. It
     runs on a thread of the library (holding the GIL while it runs), possibly on several at
-    once, and may block; its time counts against ``connect_timeout``. An exception fails that
-    attempt (logged to the ``tether`` logger; :class:`tether.ConnectError`, retried); an
+    once, and may block; its time counts against the attempt's limit (twice
+    ``connect_timeout``). An exception fails that attempt (logged to the ``tether`` logger;
+    :class:`tether.ConnectError`, retried); an
     answer that is not a proxy URL (or not a ``str``) ends the client with
     :class:`tether.ConfigError`. One call per client runs at a time, and closing the client
     waits for a call in progress."""

@@ -51,7 +51,9 @@ public struct TetherOptions: Sendable {
     public var pongTimeoutMs: UInt32?
     /// Default per-request timeout (the library's default is 60 s).
     public var requestTimeoutMs: UInt32?
-    /// Bound on TCP connect + TLS + upgrade.
+    /// Bound on a connection's TCP connects and proxy tunnel (the library's default is 10 s):
+    /// addresses still silent then are given up and named in the error. A whole attempt
+    /// (login, TLS and upgrade included) is bounded by twice this.
     public var connectTimeoutMs: UInt32?
     /// First reconnect delay and the cap; needs `0 < min <= max`.
     public var reconnectBackoffMs: (min: UInt32, max: UInt32)?
@@ -101,8 +103,9 @@ public struct TetherOptions: Sendable {
     /// (`ws[s]://host:port/path`, `http[s]://host:port/_gomuks/auth`; no query), it returns a proxy
     /// URL as `proxy` takes it, `"direct"`, or `nil` to leave the decision to `proxy` and the
     /// environment. It runs on a thread of the library, possibly on several at once, and may
-    /// block; its time counts against `connectTimeoutMs`. A thrown error fails that attempt
-    /// (`.connect`, retried); an answer that is not a proxy URL ends the client with
+    /// block; its time counts against the attempt's limit (twice `connectTimeoutMs`). A thrown
+    /// error fails that attempt (`.connect`, retried); an answer that is not a proxy URL ends
+    /// the client with
     /// `.config`. `nil` (default): none.
     public var proxyResolver: (@Sendable (String) throws -> String?)?
     /// gomuks: talk to the backend bundled into this process instead of a websocket (see
