@@ -199,6 +199,49 @@ def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: An
     assert not tether._options._resolvers
 
 
+def test_system_proxy_answers_from_the_system_settings(monkeypatch: Any) -> None:
+    import os
+    import urllib.request
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    settings: dict = {"https": "proxy.corp:8080", "http": "http://p.corp:3128"}
+    bypassed: List[str] = []
+
+    def bypass(host: str) -> bool:
+        bypassed.append(host)
+        return host.startswith("intranet.corp")
+
+    # What the macOS settings or the Windows registry would give; read at each call.
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: dict(settings))
+    monkeypatch.setattr(urllib.request, "proxy_bypass", bypass)
+    sp = tether.system_proxy
+    assert sp("wss://example.org/_gomuks/websocket") == "http://proxy.corp:8080"
+    assert sp("https://example.org:8443/_gomuks/auth") == "http://proxy.corp:8080"
+    assert sp("ws://example.org:29325/_gomuks/websocket") == "http://p.corp:3128"
+    assert sp("wss://intranet.corp:443/_gomuks/websocket") == "direct"
+    assert "intranet.corp:443" in bypassed
+    # Loopback stays tether's own decision, never the settings'.
+    for url in ("ws://127.0.0.1:9/x", "wss://[::1]:9/x", "ws://localhost:9/x", "ws://a.localhost/x"):
+        assert sp(url) is None, url
+    settings.clear()
+    settings["socks"] = "socks://s.corp:1080"
+    assert sp("wss://example.org/x") == "socks5://s.corp:1080"
+    settings.clear()
+    assert sp("wss://example.org/x") is None
+    # A *_proxy variable: tether's own environment rules decide (networks in no_proxy too).
+    settings["https"] = "http://proxy.corp:8080"
+    monkeypatch.setenv("https_proxy", "http://env.corp:3128")
+    assert sp("wss://example.org/x") is None
+
+
+def test_system_proxy_as_the_resolver_connects(backend: Backend) -> None:
+    # Loopback: the resolver leaves it to tether, which connects directly.
+    with client(backend, proxy_resolver=tether.system_proxy) as c:
+        assert c.request("echo", {"via": "system"}) == {"via": "system"}
+
+
 def test_an_interpreter_exiting_during_a_proxy_resolver_call_waits_for_it() -> None:
     # The client is freed at exit while its resolver runs Python code on a library thread;
     # freeing waits for that call, so it never takes the GIL during finalization.

@@ -26,6 +26,7 @@ from .errors import __all__ as _errors_all
 from .events import Event, EventKind, ResumeOutcome
 from .stats import ConnectionState, Stats
 from .store import ChangeStream, Store
+from ._system_proxy import system_proxy
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "Stats",
     "Options",
     "ResumeState",
+    "system_proxy",
     "LibraryLoadError",
     "ABI_VERSION",
     "library_path",
