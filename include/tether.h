@@ -1130,7 +1130,8 @@ tether_status tether_config_add_pin_sha256(struct tether_config *cfg, const char
  * `tether_client_new` parses them and refuses a key that does not belong to the
  * certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
  * error messages. A server that refuses the certificate ends the client with
- * `TETHER_ERR_CERTIFICATE`. Default: none.
+ * `TETHER_ERR_CERTIFICATE`. It needs a `wss://`/`https://` URL (`TETHER_ERR_CONFIG`
+ * otherwise): it is shown only to the server, never to a proxy. Default: none.
  */
 tether_status tether_config_set_client_cert_pem(struct tether_config *cfg, const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len);
 

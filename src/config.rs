@@ -404,7 +404,9 @@ impl ConfigBuilder {
     /// PKCS#1 or SEC1), shown to a server that asks for one (mTLS). Checked by
     /// [`ConfigBuilder::build`], which refuses a key that does not belong to the certificate;
     /// the key is a secret and never appears in `Debug` output, logs or errors. A server that
-    /// refuses the certificate ends the client with [`Status::ErrCertificate`]. Default: none.
+    /// refuses the certificate ends the client with [`Status::ErrCertificate`]. It needs a
+    /// `wss://` or `https://` URL: it is shown only to the server, never to a proxy. Default:
+    /// none.
     pub fn client_cert_pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
         self.client_cert = Some((cert_pem.to_vec(), SecretBytes(key_pem.to_vec())));
         self
@@ -701,6 +703,11 @@ impl ConfigBuilder {
         }
         if let Some((cert, key)) = &self.client_cert {
             trust.client_cert = Some(tls::parse_client_cert(cert, &key.0)?);
+            // Only the server's TLS handshake shows it (never a proxy's): over plain ws://
+            // it would go unused, and the app believe it authenticates.
+            if !secure {
+                return Err(bad("a client certificate needs a wss:// or https:// URL"));
+            }
         }
         Ok(Config {
             url,
@@ -885,5 +892,37 @@ mod tests {
         let s = format!("{:?}", b.clone().build().unwrap());
         assert!(!s.contains("hunter2") && !s.contains("tok-SECRET"), "{s}");
         assert!(!format!("{b:?}").contains("hunter2"));
+    }
+
+    /// A client certificate is shown only in the server's TLS handshake: over plain `ws://`
+    /// it would be silently unused, so the configuration is refused, like pins there.
+    #[test]
+    fn a_client_certificate_needs_tls_to_the_server() {
+        let me = rcgen::generate_simple_self_signed(vec!["me".to_owned()]).unwrap();
+        let (cert, key) = (me.cert.pem(), me.key_pair.serialize_pem());
+        let with_cert = |url: &str| {
+            Config::builder(url)
+                .client_cert_pem(cert.as_bytes(), key.as_bytes())
+                .build()
+        };
+        for url in ["ws://127.0.0.1:1/", "http://localhost:1"] {
+            let e = with_cert(url).unwrap_err();
+            assert_eq!(e.status(), Status::ErrConfig);
+            assert!(e.message().contains("wss://"), "{}", e.message());
+        }
+        // Not even an https:// proxy is shown it.
+        let e = Config::builder("ws://127.0.0.1:1/")
+            .proxy("https://127.0.0.1:3128")
+            .client_cert_pem(cert.as_bytes(), key.as_bytes())
+            .build()
+            .unwrap_err();
+        assert!(
+            e.message().contains("client certificate"),
+            "{}",
+            e.message()
+        );
+        for url in ["wss://localhost:1/", "https://localhost:1"] {
+            assert!(with_cert(url).unwrap().trust.client_cert.is_some(), "{url}");
+        }
     }
 }

@@ -293,7 +293,8 @@ ffi_fn! {
     /// `tether_client_new` parses them and refuses a key that does not belong to the
     /// certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
     /// error messages. A server that refuses the certificate ends the client with
-    /// `TETHER_ERR_CERTIFICATE`. Default: none.
+    /// `TETHER_ERR_CERTIFICATE`. It needs a `wss://`/`https://` URL (`TETHER_ERR_CONFIG`
+    /// otherwise): it is shown only to the server, never to a proxy. Default: none.
     fn tether_config_set_client_cert_pem(
         cfg: *mut tether_config,
         cert: *const u8,

@@ -397,8 +397,9 @@ static const char OTHER_KEY[] =
 #define BYTES(s) (const uint8_t *)(s), strlen(s)
 
 /* Trust settings are parsed by tether_client_new: a malformed pin, a pin over plain ws://
- * (it would check nothing), a client key that is no key or belongs to another certificate.
- * The key's text never appears in the error. */
+ * (it would check nothing), a client key that is no key or belongs to another certificate,
+ * a client certificate over plain ws:// (nobody would be shown it). The key's text never
+ * appears in the error. */
 static void test_trust_settings_are_checked_by_client_new(void) {
     tether_config *cfg = th_config(&backend);
     CHECK_OK(tether_config_add_pin_sha256(cfg, "sha256/too-short"));
@@ -414,6 +415,10 @@ static void test_trust_settings_are_checked_by_client_new(void) {
     cfg = th_config(&backend);
     CHECK_OK(tether_config_set_client_cert_pem(cfg, BYTES(CLIENT_CERT), BYTES(OTHER_KEY)));
     EXPECT_CONFIG_ERROR(cfg, "does not belong");
+    /* A good pair over plain http: nobody would be shown it. */
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_client_cert_pem(cfg, BYTES(CLIENT_CERT), BYTES(CLIENT_KEY)));
+    EXPECT_CONFIG_ERROR(cfg, "client certificate needs a wss://");
     /* Well-formed: both forms of a pin over https, a matching key, the OS store. */
     cfg = th_config(&backend);
     CHECK_OK(tether_config_set_url(cfg, "https://localhost:1"));

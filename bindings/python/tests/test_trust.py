@@ -217,6 +217,9 @@ def test_bad_trust_options_are_refused(pki: Pki, other: Pki) -> None:
     with pytest.raises(tether.ConfigError) as e:
         Client(url, client_cert=(pki.read(pki.client_cert), pki.read(other.client_key)))
     assert "BEGIN" not in e.value.message
+    # Over plain ws:// nobody would be shown it.
+    with pytest.raises(tether.ConfigError, match="wss://"):
+        Client("ws://localhost:1", client_cert=(pki.read(pki.client_cert), pki.read(pki.client_key)))
     with pytest.raises(TypeError):
         Client(url, pins="sha256/not-a-list")
     with pytest.raises(tether.InvalidArgumentError):

@@ -368,7 +368,9 @@ class Options(TypedDict, total=False):
         Option(None, "tether_config_set_client_cert_pem", _client_cert),
     ]
     """``(certificate chain PEM, private key PEM)`` shown to a server that asks for a client
-    certificate (mTLS). The key is a secret: never logged, never in an error."""
+    certificate (mTLS). The key is a secret: never logged, never in an error. Needs a
+    ``wss://``/``https://`` URL (:class:`tether.ConfigError` otherwise): only the server is
+    shown it, never a proxy."""
 
     use_os_trust: Annotated[bool, Option(False, "tether_config_set_use_os_trust", _flag)]
     """Trust the operating system's certificate store instead of the built-in webpki roots

@@ -84,7 +84,8 @@ public struct TetherOptions: Sendable {
     /// `.certificate`, no retry. Needs a `wss://`/`https://` URL.
     public var pinsSHA256: [String] = []
     /// A client certificate chain and its private key (PEM) for servers that require one
-    /// (mTLS). The key is a secret.
+    /// (mTLS). The key is a secret. Needs a `wss://`/`https://` URL (`.config` otherwise):
+    /// only the server is shown it, never a proxy.
     public var clientCertificate: (certPEM: Data, keyPEM: Data)?
     /// Trust the operating system's certificate store instead of the built-in webpki roots.
     public var useOSTrust: Bool?

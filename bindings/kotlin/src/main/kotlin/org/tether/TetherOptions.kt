@@ -93,7 +93,11 @@ data class TetherOptions(
      * `wss://`/`https://` URL.
      */
     val pinsSha256: List<String> = emptyList(),
-    /** Client certificate chain (PEM, leaf first) for servers that require one (mTLS); needs [clientKeyPem]. */
+    /**
+     * Client certificate chain (PEM, leaf first) for servers that require one (mTLS); needs
+     * [clientKeyPem] and a `wss://`/`https://` URL ([ConfigException] otherwise): only the
+     * server is shown it, never a proxy.
+     */
     val clientCertPem: String? = null,
     /** The private key (PEM) of [clientCertPem]. A secret. */
     val clientKeyPem: String? = null,
