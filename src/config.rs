@@ -310,10 +310,10 @@ impl ConfigBuilder {
         self.request_timeout = d;
         self
     }
-    /// Bound on a connection's TCP connects and proxy tunnel (default 10 s): addresses still
-    /// silent then are given up, and the DISCONNECTED reason names them beside what the
-    /// others did. A whole attempt (gomuks login, TLS and upgrade included) is bounded by
-    /// twice this.
+    /// Bound on a connection's TCP connects and proxy tunnel, once the names are resolved
+    /// (default 10 s): addresses still silent then are given up, and the DISCONNECTED reason
+    /// names them beside what the others did. A whole attempt (name resolution, gomuks login,
+    /// TLS and upgrade included) is bounded by twice this.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self

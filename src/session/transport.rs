@@ -242,10 +242,7 @@ pub(crate) async fn open_stream(
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let proxy = route(cfg, url).await?;
-    // The connect timeout bounds the TCP connects and tunnels here, so that what they did
-    // by then is reported, not only that the whole attempt ran out of time.
-    let deadline = Instant::now() + cfg.connect_timeout;
-    let link = open_link(proxy.as_ref(), tls, host, port, deadline, probe).await?;
+    let link = open_link(proxy.as_ref(), tls, host, port, cfg.connect_timeout, probe).await?;
     Ok(if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
         let session = handshake(&tls.server, host, host, link, probe.client).await?;
@@ -294,7 +291,7 @@ async fn open_link(
     tls: &Configs,
     host: &str,
     port: u16,
-    deadline: Instant,
+    limit: Duration,
     probe: &Probe,
 ) -> Result<Link, ConnectError> {
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
@@ -311,7 +308,7 @@ async fn open_link(
         }
         None => vec![None],
     };
-    open_link_to(proxy, tls, host_for_dns, port, deadline, probe, &targets).await
+    open_link_to(proxy, tls, host_for_dns, port, limit, probe, &targets).await
 }
 
 /// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
@@ -343,18 +340,23 @@ async fn socks_targets(
 /// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when an attempt fails (the proxy
 /// cannot reach that address, say), so an address the proxy cannot reach costs the delay, not
 /// the connect timeout. Only a failure that every attempt would meet alike (see
-/// [`fails_every_attempt`]) ends the race before the other attempts have ended; at
-/// `deadline` the attempts still running are given up.
+/// [`fails_every_attempt`]) ends the race before the other attempts have ended. `limit`
+/// (the connect timeout) bounds the TCP connects and tunnels once the names are resolved:
+/// attempts still running then are given up and named in the error, rather than the whole
+/// connection attempt running out of time with nothing to say.
 async fn open_link_to(
     proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
-    deadline: Instant,
+    limit: Duration,
     probe: &Probe,
     targets: &[Option<SocketAddr>],
 ) -> Result<Link, ConnectError> {
     let hop = first_hop_addrs(proxy, host, port).await?;
+    // Name resolution is not the addresses' fault, so it does not count here (the whole
+    // attempt's limit still bounds it).
+    let deadline = Instant::now() + limit;
     let Some(p) = proxy else {
         return first_hop(proxy, tls, host, port, &hop, deadline, probe).await;
     };
@@ -588,10 +590,9 @@ async fn happy_eyeballs(
 struct Lost<A, E> {
     /// The attempts that failed, in the order they failed; a final error is the last.
     failed: Vec<(A, E)>,
-    /// The attempts still running at the deadline (none unless it passed).
-    unanswered: Vec<A>,
-    /// How long the race ran.
-    waited: Duration,
+    /// The attempts still running at the deadline, each with how long it ran (none unless
+    /// the deadline passed).
+    unanswered: Vec<(A, Duration)>,
 }
 
 impl<A, E> Lost<A, E> {
@@ -602,19 +603,15 @@ impl<A, E> Lost<A, E> {
         if let ([(_, e)], []) = (self.failed.as_slice(), self.unanswered.as_slice()) {
             return why(e);
         }
-        let mut parts: Vec<String> = self
+        let failed = self
             .failed
             .iter()
-            .map(|(a, e)| format!("{}: {}", name(a), why(e)))
-            .collect();
-        if !self.unanswered.is_empty() {
-            let silent: Vec<String> = self.unanswered.iter().map(&name).collect();
-            parts.push(format!(
-                "no answer from {} in {} ms",
-                silent.join(", "),
-                self.waited.as_millis()
-            ));
-        }
+            .map(|(a, e)| format!("{}: {}", name(a), why(e)));
+        let silent = self
+            .unanswered
+            .iter()
+            .map(|(a, ran)| format!("no answer from {} in {} ms", name(a), ran.as_millis()));
+        let parts: Vec<String> = failed.chain(silent).collect();
         if parts.is_empty() {
             return "no address to try".to_owned();
         }
@@ -646,36 +643,38 @@ where
     A: Copy,
     F: Future<Output = Result<T, E>>,
 {
-    let t0 = Instant::now();
     let mut lost = Lost {
         failed: Vec::new(),
         unanswered: Vec::new(),
-        waited: Duration::ZERO,
-    };
-    let mut running = FuturesUnordered::new();
-    // Which targets have started and not yet ended, for the report at the deadline.
-    let mut pending = vec![false; targets.len()];
-    let mut started = 0;
-    let mut start = |running: &mut FuturesUnordered<_>, pending: &mut Vec<bool>| {
-        let i = started;
-        started += 1;
-        pending[i] = true;
-        let fut = attempt(targets[i]);
-        running.push(async move { (i, fut.await) });
     };
     if targets.is_empty() {
         return Err(lost);
     }
-    start(&mut running, &mut pending);
+    let mut running = FuturesUnordered::new();
+    // When each target's attempt started, while it runs: the report at the deadline says how
+    // long each one stayed silent.
+    let mut running_since: Vec<Option<Instant>> = vec![None; targets.len()];
+    let mut started = 0;
+    let mut start = |running: &mut FuturesUnordered<_>, since: &mut Vec<Option<Instant>>| {
+        let i = started;
+        started += 1;
+        since[i] = Some(Instant::now());
+        let fut = attempt(targets[i]);
+        running.push(async move { (i, fut.await) });
+    };
+    start(&mut running, &mut running_since);
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
     let give_up = tokio::time::sleep_until(deadline.into());
     tokio::pin!(give_up);
     loop {
-        let more = pending.len() > running.len() + lost.failed.len();
+        let more = targets.len() > running.len() + lost.failed.len();
+        // Attempts first: one that ends in the same tick as the deadline (a success, or a
+        // deadline of its own that says which hop stayed silent) is not thrown away.
         tokio::select! {
+            biased;
             Some((i, r)) = running.next() => {
-                pending[i] = false;
+                running_since[i] = None;
                 match r {
                     Ok(won) => return Ok(won),
                     Err(e) => {
@@ -686,26 +685,26 @@ where
                         }
                         // A failed attempt does not make the next one wait out the delay (§5).
                         if more {
-                            start(&mut running, &mut pending);
+                            start(&mut running, &mut running_since);
                             timer.as_mut().reset((Instant::now() + delay).into());
                         }
                     }
                 }
             },
-            () = &mut timer, if more => {
-                start(&mut running, &mut pending);
-                timer.as_mut().reset((Instant::now() + delay).into());
-            }
             () = &mut give_up => {
-                lost.unanswered = (0..targets.len())
-                    .filter(|&i| pending[i])
-                    .map(|i| targets[i])
+                lost.unanswered = targets
+                    .iter()
+                    .zip(&running_since)
+                    .filter_map(|(t, since)| since.map(|at| (*t, at.elapsed())))
                     .collect();
                 break;
             }
+            () = &mut timer, if more => {
+                start(&mut running, &mut running_since);
+                timer.as_mut().reset((Instant::now() + delay).into());
+            }
         }
     }
-    lost.waited = t0.elapsed();
     Err(lost)
 }
 
@@ -1027,10 +1026,12 @@ mod tests {
         }
         // One address: its error, as it was.
         let err = direct(&addrs[..1], far()).await.err().expect("refused");
-        assert_eq!(
-            err.error.message(),
-            "connect to example.invalid:9: Connection refused (os error 111)"
+        let msg = err.error.message();
+        assert!(
+            msg.starts_with("connect to example.invalid:9: Connection refused"),
+            "{msg}"
         );
+        assert!(!msg.contains(&addrs[0].to_string()), "{msg}");
     }
 
     /// RFC 8305 §5 under the connect timeout: an address that never answers is given up at
@@ -1073,14 +1074,14 @@ mod tests {
         proxy: SocketAddr,
         targets: &[Option<SocketAddr>],
     ) -> Result<Link, ConnectError> {
-        through_socks_until(proxy, targets, far()).await
+        through_socks_until(proxy, targets, Duration::from_secs(3600)).await
     }
 
     /// [`through_socks`], giving up at `deadline`.
     async fn through_socks_until(
         proxy: SocketAddr,
         targets: &[Option<SocketAddr>],
-        deadline: Instant,
+        limit: Duration,
     ) -> Result<Link, ConnectError> {
         let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
             .proxy(&format!("socks5://{proxy}"))
@@ -1093,7 +1094,7 @@ mod tests {
             &tls,
             "example.invalid",
             9,
-            deadline,
+            limit,
             &Probe::default(),
             targets,
         )
@@ -1175,7 +1176,7 @@ mod tests {
             through_socks_until(
                 socks.addr(),
                 &[Some(hole.addr())],
-                t0 + Duration::from_millis(400),
+                Duration::from_millis(400),
             ),
         )
         .await
@@ -1226,6 +1227,32 @@ mod tests {
             [hole.addr().to_string(), targets[1].unwrap().to_string()]
         );
         reaches(link, &good).await;
+    }
+
+    /// A proxy that never answers is the one named at the deadline, not the server's
+    /// addresses the attempts were for: each attempt's own connect to the proxy ends at the
+    /// same deadline, and its report wins over the race's.
+    #[tokio::test]
+    async fn rfc8305_5_a_silent_proxy_is_blamed_not_the_addresses_behind_it() {
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let targets = [Some(v4(1)), Some(v4(2))];
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            through_socks_until(hole.addr(), &targets, Duration::from_millis(400)),
+        )
+        .await
+        .expect("given up at the deadline")
+        .err()
+        .expect("nothing answered");
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        let msg = err.error.message();
+        assert!(
+            msg.contains(&format!("no answer from {} in ", hole.addr())),
+            "{msg}"
+        );
+        for t in targets.iter().flatten() {
+            assert!(!msg.contains(&format!("no answer from {t} ")), "{msg}");
+        }
     }
 
     /// A refusal that is not about the address (here the proxy wants credentials we do not

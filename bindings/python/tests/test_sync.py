@@ -199,40 +199,59 @@ def test_the_client_proxy_resolver_option_applies(backend: Backend, tmp_path: An
     assert not tether._options._resolvers
 
 
-def test_system_proxy_answers_from_the_system_settings(monkeypatch: Any) -> None:
+def test_system_proxy_answers_from_the_system_settings(monkeypatch: Any, caplog: Any) -> None:
     import os
     import urllib.request
 
     for name in list(os.environ):
         if name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)
-    settings: dict = {"https": "proxy.corp:8080", "http": "http://p.corp:3128"}
+    settings: dict = {}
     bypassed: List[str] = []
 
     def bypass(host: str) -> bool:
         bypassed.append(host)
-        return host.startswith("intranet.corp")
+        return host.startswith("intranet.corp:") or host.startswith("2001:")
 
-    # What the macOS settings or the Windows registry would give; read at each call.
+    # What urllib's readings of the macOS settings or the Windows registry give (the shapes
+    # of getproxies_macosx_sysconf and getproxies_registry); read at each call.
     monkeypatch.setattr(urllib.request, "getproxies", lambda: dict(settings))
     monkeypatch.setattr(urllib.request, "proxy_bypass", bypass)
     sp = tether.system_proxy
-    assert sp("wss://example.org/_gomuks/websocket") == "http://proxy.corp:8080"
-    assert sp("https://example.org:8443/_gomuks/auth") == "http://proxy.corp:8080"
+    assert sp("wss://example.org/_gomuks/websocket") is None  # no proxy set
+    # macOS: both keys as http:// URLs.
+    settings.update(http="http://p.corp:3128", https="http://s.corp:8080")
+    assert sp("wss://example.org/_gomuks/websocket") == "http://s.corp:8080"
+    assert sp("https://example.org:8443/_gomuks/auth") == "http://s.corp:8080"
     assert sp("ws://example.org:29325/_gomuks/websocket") == "http://p.corp:3128"
-    assert sp("wss://intranet.corp:443/_gomuks/websocket") == "direct"
-    assert "intranet.corp:443" in bypassed
+    # The bypass list is asked with the port, the scheme's default when the URL has none.
+    assert sp("wss://intranet.corp/_gomuks/websocket") == "direct"
+    assert bypassed[-1] == "intranet.corp:443"
+    # An IPv6 literal is not matched (urllib's simple-host rule would take any of them).
+    assert sp("wss://[2001:db8::1]:443/x") == "http://s.corp:8080"
+    assert not any(h.startswith("2001:") for h in bypassed)
     # Loopback stays tether's own decision, never the settings'.
     for url in ("ws://127.0.0.1:9/x", "wss://[::1]:9/x", "ws://localhost:9/x", "ws://a.localhost/x"):
         assert sp(url) is None, url
+    # Windows "socks=s.corp:1080": urllib copies it into http and https as socks4://.
     settings.clear()
-    settings["socks"] = "socks://s.corp:1080"
+    settings.update(socks="socks://s.corp:1080", http="socks4://s.corp:1080", https="socks4://s.corp:1080")
     assert sp("wss://example.org/x") == "socks5://s.corp:1080"
+    # Windows "p.corp:3128" for every protocol, and an entry without a scheme.
     settings.clear()
-    assert sp("wss://example.org/x") is None
-    # A *_proxy variable: tether's own environment rules decide (networks in no_proxy too).
-    settings["https"] = "http://proxy.corp:8080"
-    monkeypatch.setenv("https_proxy", "http://env.corp:3128")
+    settings.update(http="http://p.corp:3128", https="http://p.corp:3128", ftp="http://p.corp:3128")
+    assert sp("wss://example.org/x") == "http://p.corp:3128"
+    settings["https"] = "p.corp:3129"
+    assert sp("wss://example.org/x") == "http://p.corp:3129"
+    # A kind tether cannot use: logged, and left to tether's own rules.
+    settings["https"] = "ftp://f.corp:21"
+    with caplog.at_level("WARNING", logger="tether"):
+        assert sp("wss://example.org/x") is None
+    assert "ftp://" in caplog.text
+    # Any *_proxy variable, no_proxy alone too: urllib reads only the environment, and
+    # tether's own rules decide (networks in no_proxy included).
+    settings["https"] = "http://s.corp:8080"
+    monkeypatch.setenv("no_proxy", "10.0.0.0/8")
     assert sp("wss://example.org/x") is None
 
 
