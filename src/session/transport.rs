@@ -1158,7 +1158,11 @@ mod tests {
             "{msg}"
         );
         for a in [refused, other] {
-            assert!(msg.contains(&format!("{a}: ")), "{msg}");
+            // The race names each address, and the proxy's reason names it too.
+            assert!(
+                msg.contains(&format!("{a}: {proxy} did not connect to {a}: ")),
+                "{msg}"
+            );
         }
         assert_eq!(msg.matches("Connection refused").count(), 2, "{msg}");
     }

@@ -213,10 +213,17 @@ where
                 SocksError::Io(io) => (Status::ErrConnect, format!("I/O error: {io}")),
                 // The SOCKS reply codes (RFC 1928 §6) and malformed replies; none echoes a
                 // credential.
-                other => (
-                    Status::ErrConnect,
-                    format!("did not connect to {host}:{port}: {other}"),
-                ),
+                other => {
+                    // The address asked for, when it was one of several of the name.
+                    let to = match resolved {
+                        Some(addr) => addr.to_string(),
+                        None => authority(host, port),
+                    };
+                    (
+                        Status::ErrConnect,
+                        format!("did not connect to {to}: {other}"),
+                    )
+                }
             };
             Err(TunnelError::new(status, None, format!("{proxy} {what}")))
         }
