@@ -965,10 +965,7 @@ mod tests {
     /// A refused address does not wait out the delay: the next one starts at once.
     #[tokio::test]
     async fn rfc8305_5_a_refused_address_moves_on_at_once() {
-        let refused = std::net::TcpListener::bind(v4(0))
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let refused = refusing(v4(0));
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let addrs = [refused, good.local_addr().unwrap()];
         let t0 = Instant::now();
@@ -1116,10 +1113,7 @@ mod tests {
     #[tokio::test]
     async fn rfc1928_6_a_socks_refusal_of_one_address_tries_the_next() {
         let socks = tether_testkit::socks::Socks5::start().await.unwrap();
-        let refused = std::net::TcpListener::bind(v6(0))
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let refused = refusing(v6(0));
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let good_addr = good.local_addr().unwrap();
         let link = through_socks(socks.addr(), &[Some(refused), Some(good_addr)])
