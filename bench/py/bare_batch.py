@@ -11,75 +11,53 @@ Usage: bare_batch.py URL COMPRESS(0|1) [orjson]. Timed from the first server mes
 end marker.
 """
 import ctypes
-import json
-import sys
 import time
 from ctypes import byref, c_size_t, c_void_p
 
+from common import native_client, report, stream_args
 from csw import switches
 
 from tether import EventKind, _ffi
-from tether._options import build_config
 
 MESSAGE = int(EventKind.MESSAGE)
 ENTRY_SIZE = _ffi.BATCH_ENTRY.size
 
 
 def main() -> None:
-    url, compress = sys.argv[1], sys.argv[2] == "1"
-    fast = sys.argv[3:] == ["orjson"]
-    if fast:
-        import orjson
-
-        loads = orjson.loads
-        own = False
-    else:
-        loads = json.loads
-        own = True  # json.loads takes bytes, not a view
+    url, compress, fast, loads = stream_args()
+    own = not fast  # json.loads takes bytes, not a view
     lib = _ffi.lib
-    cfg = build_config(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
-                       ping_interval=300.0, receive_timeout=600.0)
-    try:
-        client = _ffi.new_handle(lib.tether_client_new, cfg)
-    finally:
-        lib.tether_config_free(cfg)
-    batch = _ffi.new_handle(lib.tether_batch_new, 256)
     count, entries, n, data, size = c_size_t(), c_void_p(), c_size_t(), c_void_p(), c_size_t()
-    _ffi.check(lib.tether_client_connect(client), "connect")
     start = csw0 = None
     events = 0
     done = False
-    while not done:
-        st = lib.tether_client_poll_batch(client, 10000, batch, byref(count))
-        if st != 0:
-            raise SystemExit(f"poll_batch: status {st}")
-        _ffi.check(lib.tether_batch_view(batch, byref(entries), byref(n), byref(data), byref(size)), "view")
-        raw = ctypes.string_at(entries.value, n.value * ENTRY_SIZE)
-        buf = memoryview((ctypes.c_char * size.value).from_address(data.value)).cast("B") if size.value else b""
-        names = {}
-        for rid, off, length, kind, _status, name_at, name_len in _ffi.BATCH_ENTRY_COMMON.iter_unpack(raw):
-            if kind != MESSAGE:
-                continue
-            if start is None:
-                csw0 = switches()
-                start = time.perf_counter()
-            name = names.get(name_at)
-            if name is None:
-                name = names[name_at] = bytes(buf[name_at:name_at + name_len]).decode()
-            payload = buf[off:off + length]
-            loads(payload.tobytes() if own else payload)
-            if name == "bench_end":
-                done = True
-                break
-            events += 1
-    secs = time.perf_counter() - start
-    csw = switches() - csw0
-    lib.tether_batch_free(batch)
-    lib.tether_client_close(client)
-    lib.tether_client_free(client)
+    with native_client(url, compress) as (client, batch):
+        while not done:
+            st = lib.tether_client_poll_batch(client, 10000, batch, byref(count))
+            if st != 0:
+                raise SystemExit(f"poll_batch: status {st}")
+            _ffi.check(lib.tether_batch_view(batch, byref(entries), byref(n), byref(data), byref(size)), "view")
+            raw = ctypes.string_at(entries.value, n.value * ENTRY_SIZE)
+            buf = memoryview((ctypes.c_char * size.value).from_address(data.value)).cast("B") if size.value else b""
+            names = {}
+            for rid, off, length, kind, _status, name_at, name_len in _ffi.BATCH_ENTRY_COMMON.iter_unpack(raw):
+                if kind != MESSAGE:
+                    continue
+                if start is None:
+                    csw0 = switches()
+                    start = time.perf_counter()
+                name = names.get(name_at)
+                if name is None:
+                    name = names[name_at] = bytes(buf[name_at:name_at + name_len]).decode()
+                payload = buf[off:off + length]
+                loads(payload.tobytes() if own else payload)
+                if name == "bench_end":
+                    done = True
+                    break
+                events += 1
+        secs = time.perf_counter() - start
+        csw = switches() - csw0
     events -= 1  # the run_id snapshot is not an event of the stream
-    name = "python-bare-orjson" if fast else "python-bare"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs, "csw": csw}))
-
+    report("python-bare-orjson" if fast else "python-bare", events, secs, csw)
 
 main()

@@ -5,21 +5,14 @@ part is `loads(payload)` for each, which is what every Python client must at lea
 
 Usage: parse_ceiling.py URL COMPRESS(0|1) [orjson].
 """
-import json
-import sys
 import time
 
+from common import report, stream_args
 from stream import collect
 
 
 def main() -> None:
-    url, compress = sys.argv[1], sys.argv[2] == "1"
-    fast = sys.argv[3:] == ["orjson"]
-    loads = json.loads
-    if fast:
-        import orjson
-
-        loads = orjson.loads
+    url, compress, fast, loads = stream_args()
     payloads = [raw for _, _, raw in collect(url, compress)]
     start = time.perf_counter()
     for p in payloads:
@@ -27,7 +20,7 @@ def main() -> None:
     secs = time.perf_counter() - start
     events = len(payloads)
     name = "python-parse-orjson" if fast else "python-parse"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs}))
+    report(name, events, secs)
 
 
 main()

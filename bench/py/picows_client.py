@@ -7,24 +7,17 @@ blaster sends every message as one unfragmented frame, as gomuks does; a fragmen
 fail the run instead of being measured wrongly.
 """
 import asyncio
-import json
-import sys
 import time
 import zlib
 
+from common import report, stream_args
 from csw import switches
 
 from picows import WSListener, WSMsgType, ws_connect
 
 
 def main() -> None:
-    url, compress = sys.argv[1], sys.argv[2] == "1"
-    fast = sys.argv[3:] == ["orjson"]
-    loads = json.loads
-    if fast:
-        import orjson
-
-        loads = orjson.loads
+    url, compress, fast, loads = stream_args()
     ws_url = url.replace("http://", "ws://") + "/_gomuks/websocket" + ("?compress=1" if compress else "")
     inflater = zlib.decompressobj(-15)
     result = {"events": 0, "start": None, "end": None}
@@ -66,8 +59,7 @@ def main() -> None:
     events = result["events"] - 1  # the run_id snapshot is not an event of the stream
     secs = result["end"] - result["start"]
     name = "python-picows-orjson" if fast else "python-picows"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs,
-                      "csw": result["csw"]}))
+    report(name, events, secs, result["csw"])
 
 
 main()

@@ -4,24 +4,17 @@ Usage: tether_client.py URL COMPRESS(0|1) [orjson]. With `orjson`, the client is
 ``json_loads=orjson.loads`` (the binding's ``fast`` extra); otherwise ``data`` uses ``json.loads``.
 Timed from the first server message to the end marker.
 """
-import json
-import sys
 import time
 
 import tether
+from common import report, stream_args
 from csw import switches
 
 
 def main() -> None:
-    url, compress = sys.argv[1], sys.argv[2] == "1"
-    fast = sys.argv[3:] == ["orjson"]
-    loads = None
-    if fast:
-        import orjson
-
-        loads = orjson.loads
+    url, compress, fast, loads = stream_args()
     with tether.Client(url, token="bench-token", compress=compress, allow_insecure_credentials=True,
-                       ping_interval=300.0, receive_timeout=600.0, json_loads=loads) as client:
+                       ping_interval=300.0, receive_timeout=600.0, json_loads=loads if fast else None) as client:
         start = None
         events = 0
         for ev in client.events():
@@ -40,7 +33,7 @@ def main() -> None:
         csw = switches() - csw0
     events -= 1  # the run_id snapshot is not an event of the stream
     name = "python-tether-orjson" if fast else "python-tether"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs, "csw": csw}))
+    report(name, events, secs, csw)
 
 
 main()

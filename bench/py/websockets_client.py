@@ -4,24 +4,17 @@ Usage: websockets_client.py URL COMPRESS(0|1) [orjson]. With `orjson`, each line
 orjson.loads instead of json.loads. Timed from the first server message to the end marker.
 """
 import asyncio
-import json
-import sys
 import time
 import zlib
 
 import websockets
 
+from common import report, stream_args
 from csw import switches
 
 
 async def main() -> None:
-    url, compress = sys.argv[1], sys.argv[2] == "1"
-    fast = sys.argv[3:] == ["orjson"]
-    loads = json.loads
-    if fast:
-        import orjson
-
-        loads = orjson.loads
+    url, compress, fast, loads = stream_args()
     ws_url = url.replace("http://", "ws://") + "/_gomuks/websocket" + ("?compress=1" if compress else "")
     inflater = zlib.decompressobj(-15)
     async with websockets.connect(ws_url, additional_headers={"Cookie": "gomuks_auth=bench-token"},
@@ -49,7 +42,7 @@ async def main() -> None:
         csw = switches() - csw0
     events -= 1
     name = "python-websockets-orjson" if fast else "python-websockets"
-    print(json.dumps({"client": name, "events": events, "secs": secs, "eps": events / secs, "csw": csw}))
+    report(name, events, secs, csw)
 
 
 asyncio.run(main())
