@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -308,7 +308,8 @@ async fn open_link(
         }
         None => vec![None],
     };
-    open_link_to(proxy, tls, host_for_dns, port, limit, probe, &targets).await
+    let hop = first_hop_addrs(proxy, host_for_dns, port).await?;
+    open_link_to(proxy, tls, host_for_dns, port, limit, probe, &targets, &hop).await
 }
 
 /// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
@@ -335,7 +336,8 @@ async fn socks_targets(
     Ok(interleave(addrs).into_iter().map(Some).collect())
 }
 
-/// [`open_link`] once the targets are known (`host` without brackets). Through a proxy, each
+/// [`open_link`] once the names are resolved (`host` without brackets): `targets` as
+/// [`socks_targets`] gives them, `hop` as [`first_hop_addrs`] does. Through a proxy, each
 /// target gets a connection of its own, raced as RFC 8305 §5 races addresses: the next target
 /// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when an attempt fails (the proxy
 /// cannot reach that address, say), so an address the proxy cannot reach costs the delay, not
@@ -344,6 +346,7 @@ async fn socks_targets(
 /// (the connect timeout) bounds the TCP connects and tunnels once the names are resolved:
 /// attempts still running then are given up and named in the error, rather than the whole
 /// connection attempt running out of time with nothing to say.
+#[allow(clippy::too_many_arguments)]
 async fn open_link_to(
     proxy: Option<&Proxy>,
     tls: &Configs,
@@ -352,21 +355,40 @@ async fn open_link_to(
     limit: Duration,
     probe: &Probe,
     targets: &[Option<SocketAddr>],
+    hop: &[SocketAddr],
 ) -> Result<Link, ConnectError> {
-    let hop = first_hop_addrs(proxy, host, port).await?;
     // Name resolution is not the addresses' fault, so it does not count here (the whole
     // attempt's limit still bounds it).
     let deadline = Instant::now() + limit;
-    let Some(p) = proxy else {
-        return first_hop(proxy, tls, host, port, &hop, deadline, probe).await;
-    };
-    let client = probe.client;
     let t0 = Instant::now();
+    let (link, reached) = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
+    let Some(p) = proxy else {
+        return Ok(link);
+    };
+    // The proxy is reached once per connect, not once per tunnel: the first tunnel is asked
+    // over this connection, and the later ones open theirs to the address that answered it
+    // first, so a proxy address that never answers costs the attempt delay once.
+    let reached_first = Mutex::new(Some(link));
+    let hop: Vec<SocketAddr> = std::iter::once(reached)
+        .chain(hop.iter().copied().filter(|a| *a != reached))
+        .collect();
+    let client = probe.client;
     let attempt = |target: Option<SocketAddr>| {
-        let hop = &hop;
+        let (hop, reached_first) = (&hop, &reached_first);
         async move {
             let tried = async {
-                let link = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
+                let lent = reached_first
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let link = match lent {
+                    Some(link) => link,
+                    None => {
+                        first_hop(proxy, tls, host, port, hop, deadline, probe)
+                            .await?
+                            .0
+                    }
+                };
                 tunnel::open(p, link, host, port, target)
                     .await
                     .map_err(|e| ConnectError {
@@ -477,7 +499,8 @@ async fn first_hop_addrs(
 }
 
 /// The connection to the first hop at one of `addrs` (see [`first_hop_addrs`]): TCP to the
-/// server, or to the proxy (inside TLS for an `https://` proxy).
+/// server, or to the proxy (inside TLS for an `https://` proxy), and the address that
+/// answered.
 async fn first_hop(
     proxy: Option<&Proxy>,
     tls: &Configs,
@@ -486,37 +509,36 @@ async fn first_hop(
     addrs: &[SocketAddr],
     deadline: Instant,
     probe: &Probe,
-) -> Result<Link, ConnectError> {
+) -> Result<(Link, SocketAddr), ConnectError> {
     let client = probe.client;
     let t0 = Instant::now();
-    let tcp = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY, deadline)
+    let (peer, tcp) = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY, deadline)
         .await
         .map_err(|lost| {
             let why = lost.describe(SocketAddr::to_string, io::Error::to_string);
             first_hop_failed(proxy, host, port, why)
         })?;
-    if let Ok(peer) = tcp.peer_addr() {
-        tlog!(
-            client,
-            Debug,
-            "transport",
-            "TCP connected to {peer} in {} ms",
-            t0.elapsed().as_millis()
-        );
-    }
+    tlog!(
+        client,
+        Debug,
+        "transport",
+        "TCP connected to {peer} in {} ms",
+        t0.elapsed().as_millis()
+    );
     // Pings, acks and small requests must not wait for Nagle.
     tcp.set_nodelay(true).ok();
     let tcp = Counted {
         tcp,
         counters: probe.counters.clone(),
     };
-    Ok(match proxy {
+    let link = match proxy {
         Some(p) if p.kind == ProxyKind::Https => {
             let session = handshake(&tls.proxy, p.addr().0, &p.to_string(), tcp, client).await?;
             Link::ProxyTls(Box::new(session))
         }
         _ => Link::Tcp(tcp),
-    })
+    };
+    Ok((link, peer))
 }
 
 /// The TLS handshake over `io` with the peer named `name` (the server, or an `https://`
@@ -573,15 +595,17 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     out
 }
 
-/// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`]. An
-/// address that never answers (a broken IPv6 route, a black hole) so costs `delay`, not the
-/// whole connect timeout; at `deadline` whatever is still unanswered is given up.
+/// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`], and says
+/// which one it was. An address that never answers (a broken IPv6 route, a black hole) so
+/// costs `delay`, not the whole connect timeout; at `deadline` whatever is still unanswered
+/// is given up.
 async fn happy_eyeballs(
     addrs: &[SocketAddr],
     delay: Duration,
     deadline: Instant,
-) -> Result<TcpStream, Lost<SocketAddr, io::Error>> {
-    race(addrs, delay, deadline, TcpStream::connect, |_| false).await
+) -> Result<(SocketAddr, TcpStream), Lost<SocketAddr, io::Error>> {
+    let connect = |a| async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) };
+    race(addrs, delay, deadline, connect, |_| false).await
 }
 
 /// How a [`race`] ended without a winner: every attempt failed, one failed in a way that is
@@ -947,7 +971,7 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
         let addrs = [hole.addr(), good.local_addr().unwrap()];
         let t0 = Instant::now();
-        let tcp = tokio::time::timeout(
+        let (won, tcp) = tokio::time::timeout(
             Duration::from_secs(5),
             happy_eyeballs(&addrs, Duration::from_millis(100), far()),
         )
@@ -955,6 +979,7 @@ mod tests {
         .expect("connected well within the hole's hang")
         .unwrap();
         let took = t0.elapsed();
+        assert_eq!(won, addrs[1]);
         assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
         assert!(
             took >= Duration::from_millis(100) && took < Duration::from_millis(1500),
@@ -969,9 +994,10 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let addrs = [refused, good.local_addr().unwrap()];
         let t0 = Instant::now();
-        let tcp = happy_eyeballs(&addrs, Duration::from_secs(10), far())
+        let (won, tcp) = happy_eyeballs(&addrs, Duration::from_secs(10), far())
             .await
             .unwrap();
+        assert_eq!(won, addrs[1]);
         assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
         assert!(t0.elapsed() < Duration::from_secs(2));
         // Every address refused: the refusal.
@@ -1006,7 +1032,9 @@ mod tests {
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
         let probe = Probe::default();
-        first_hop(None, &tls, "example.invalid", 9, addrs, deadline, &probe).await
+        let (link, _) =
+            first_hop(None, &tls, "example.invalid", 9, addrs, deadline, &probe).await?;
+        Ok(link)
     }
 
     /// RFC 8305 §5 with every address failing: the error names each address and what it
@@ -1080,22 +1108,24 @@ mod tests {
         targets: &[Option<SocketAddr>],
         limit: Duration,
     ) -> Result<Link, ConnectError> {
+        through_socks_at(proxy, &[proxy], targets, limit).await
+    }
+
+    /// [`through_socks_until`] with the proxy's name resolving to `hop`.
+    async fn through_socks_at(
+        proxy: SocketAddr,
+        hop: &[SocketAddr],
+        targets: &[Option<SocketAddr>],
+        limit: Duration,
+    ) -> Result<Link, ConnectError> {
         let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
             .proxy(&format!("socks5://{proxy}"))
             .build()
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
         let p = cfg.proxy.as_ref();
-        open_link_to(
-            p,
-            &tls,
-            "example.invalid",
-            9,
-            limit,
-            &Probe::default(),
-            targets,
-        )
-        .await
+        let probe = Probe::default();
+        open_link_to(p, &tls, "example.invalid", 9, limit, &probe, targets, hop).await
     }
 
     /// Bytes written into `link` come out at `server`'s next accepted connection.
@@ -1227,9 +1257,45 @@ mod tests {
         reaches(link, &good).await;
     }
 
+    /// RFC 8305 §5 over two races: the proxy's name has a silent address first, and the
+    /// proxy refuses the server's first address. The second tunnel goes straight to the proxy
+    /// address that answered the first, so the silent one costs the attempt delay once
+    /// (re-racing it would cost it twice: each tunnel's wait for it runs after the other's).
+    #[tokio::test]
+    async fn rfc8305_5_the_proxy_address_that_answered_goes_first_in_later_tunnels() {
+        let socks = tether_testkit::socks::Socks5::start().await.unwrap();
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let refused = refusing(v6(0));
+        let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let targets = [Some(refused), Some(good.local_addr().unwrap())];
+        let t0 = Instant::now();
+        let link = tokio::time::timeout(
+            Duration::from_secs(5),
+            through_socks_at(
+                socks.addr(),
+                &[hole.addr(), socks.addr()],
+                &targets,
+                Duration::from_secs(3600),
+            ),
+        )
+        .await
+        .expect("connected well within the hole's hang")
+        .unwrap();
+        let took = t0.elapsed();
+        assert!(
+            took >= CONNECTION_ATTEMPT_DELAY && took < 2 * CONNECTION_ATTEMPT_DELAY,
+            "{took:?}"
+        );
+        assert_eq!(
+            socks.asked(),
+            [refused.to_string(), targets[1].unwrap().to_string()]
+        );
+        reaches(link, &good).await;
+    }
+
     /// A proxy that never answers is the one named at the deadline, not the server's
-    /// addresses the attempts were for: each attempt's own connect to the proxy ends at the
-    /// same deadline, and its report wins over the race's.
+    /// addresses the tunnels would have been for: the proxy is reached before any tunnel is
+    /// asked for.
     #[tokio::test]
     async fn rfc8305_5_a_silent_proxy_is_blamed_not_the_addresses_behind_it() {
         let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
