@@ -1047,7 +1047,7 @@ async fn spec1_2_a_misbehaving_login_endpoint_is_a_clear_error() {
             Script::Silent,
             Status::ErrConnect,
             None,
-            "no answer within",
+            "auth request: connected, but no answer within",
             true,
         ),
         (

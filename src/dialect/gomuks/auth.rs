@@ -1,5 +1,7 @@
 //! `POST /_gomuks/auth` (spec §1.2, §16 step 1).
 
+use std::time::Duration;
+
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -51,8 +53,10 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Exchanges credentials for a `gomuks_auth` token; `None` when the backend has auth disabled.
 /// The app's headers go along, as on the websocket upgrade: a reverse proxy in front of gomuks
 /// with its own header auth must let the login through too. The request runs over the stream
-/// the websocket would (`transport::open_stream`: the same proxy, tunnel, TLS and trust), and
-/// the whole exchange is bounded by the connect timeout.
+/// the websocket would (`transport::open_stream`: the same proxy, tunnel, TLS and trust) and
+/// is bounded as a connection attempt is: its connect by the connect timeout once names are
+/// resolved (an address that stays silent is named, as for the websocket), the HTTP exchange
+/// by the connect timeout once connected, and the whole call by twice the connect timeout.
 pub(crate) async fn fetch_token(
     cfg: &Config,
     tls: &crate::tls::Configs,
@@ -77,18 +81,10 @@ pub(crate) async fn fetch_token(
         client,
         counters: Default::default(),
     };
-    let (code, body) =
-        tokio::time::timeout(cfg.connect_timeout, post(cfg, tls, url, headers, &probe))
-            .await
-            .map_err(|_| {
-                ConnectError::other(
-                    Status::ErrConnect,
-                    format!(
-                        "auth request: no answer within {} ms",
-                        cfg.connect_timeout.as_millis()
-                    ),
-                )
-            })??;
+    let limit = cfg.connect_timeout * 2;
+    let (code, body) = tokio::time::timeout(limit, post(cfg, tls, url, headers, &probe))
+        .await
+        .map_err(|_| no_answer("", limit))??;
     match code {
         200 | 201 => {
             let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
@@ -182,14 +178,30 @@ async fn post(
     // that closes right after it, with or without TLS's close_notify): the exchange then
     // still has it, or fails with hyper's reason, at once.
     tokio::pin!(conn, exchange);
-    tokio::select! {
-        biased;
-        r = &mut exchange => r,
-        c = &mut conn => match c {
-            Ok(()) => exchange.await,
-            Err(e) => exchange.await.map_err(|_| failed(e)),
-        },
-    }
+    let answered = async {
+        tokio::select! {
+            biased;
+            r = &mut exchange => r,
+            c = &mut conn => match c {
+                Ok(()) => exchange.await,
+                Err(e) => exchange.await.map_err(|_| failed(e)),
+            },
+        }
+    };
+    tokio::time::timeout(cfg.connect_timeout, answered)
+        .await
+        .map_err(|_| no_answer("connected, but ", cfg.connect_timeout))?
+}
+
+/// The login ran out of time: `after` says how far it got.
+fn no_answer(after: &str, limit: Duration) -> ConnectError {
+    ConnectError::other(
+        Status::ErrConnect,
+        format!(
+            "auth request: {after}no answer within {} ms",
+            limit.as_millis()
+        ),
+    )
 }
 
 /// A failed HTTP exchange with the auth endpoint. A certificate the server refuses (ours,
