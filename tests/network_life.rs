@@ -226,8 +226,8 @@ async fn rfc8305_5_a_login_that_never_connects_names_the_address() {
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .build()
         .unwrap();
-    let c = start(cfg);
     let t0 = Instant::now();
+    let c = start(cfg);
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     let took = t0.elapsed();
     let why = String::from_utf8_lossy(d.data()).into_owned();

@@ -533,7 +533,19 @@ async fn first_hop(
     };
     let link = match proxy {
         Some(p) if p.kind == ProxyKind::Https => {
-            let session = handshake(&tls.proxy, p.addr().0, &p.to_string(), tcp, client).await?;
+            // A proxy that takes the connection and then says nothing is as silent as one
+            // that never answers the connect, and is named the same way at the deadline.
+            let who = p.to_string();
+            let shake = handshake(&tls.proxy, p.addr().0, &who, tcp, client);
+            let session = tokio::time::timeout_at(deadline.into(), shake)
+                .await
+                .map_err(|_| {
+                    let why = format!(
+                        "no answer to the TLS handshake from {peer} in {} ms",
+                        t0.elapsed().as_millis()
+                    );
+                    first_hop_failed(proxy, host, port, why)
+                })??;
             Link::ProxyTls(Box::new(session))
         }
         _ => Link::Tcp(tcp),
@@ -1025,6 +1037,29 @@ mod tests {
             .unwrap()
     }
 
+    /// The error of `connect`, given a deadline 400 ms from now (or given nothing, with a
+    /// 400 ms limit of its own): a retried connect failure, at the deadline and not long
+    /// after it.
+    async fn given_up_at_400_ms<T, F>(connect: impl FnOnce(Instant) -> F) -> String
+    where
+        F: Future<Output = Result<T, ConnectError>>,
+    {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(400);
+        let err = tokio::time::timeout(Duration::from_secs(5), connect(deadline))
+            .await
+            .expect("given up at the deadline")
+            .err()
+            .expect("nothing answered");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert_eq!(err.error.status(), Status::ErrConnect);
+        err.error.message().to_owned()
+    }
+
     /// [`first_hop`] straight to the port-9 server `example.invalid` at `addrs`.
     async fn direct(addrs: &[SocketAddr], deadline: Instant) -> Result<Link, ConnectError> {
         let cfg = Config::builder("ws://example.invalid:9/_gomuks/websocket")
@@ -1066,23 +1101,9 @@ mod tests {
     async fn rfc8305_5_an_unanswered_address_is_named_at_the_deadline() {
         let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
         let refused = refusing(v4(0));
-        let t0 = Instant::now();
-        let deadline = t0 + Duration::from_millis(400);
-        let err = tokio::time::timeout(
-            Duration::from_secs(5),
-            direct(&[hole.addr(), refused], deadline),
-        )
-        .await
-        .expect("given up at the deadline")
-        .err()
-        .expect("nothing answered");
-        let took = t0.elapsed();
-        assert!(
-            took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
-            "{took:?}"
-        );
-        assert_eq!(err.error.status(), Status::ErrConnect);
-        let msg = err.error.message();
+        let addrs = [hole.addr(), refused];
+        let msg = given_up_at_400_ms(|deadline| direct(&addrs, deadline)).await;
+        let msg = msg.as_str();
         assert!(
             msg.contains(&format!("{refused}: Connection refused")),
             "{msg}"
@@ -1118,8 +1139,18 @@ mod tests {
         targets: &[Option<SocketAddr>],
         limit: Duration,
     ) -> Result<Link, ConnectError> {
+        through(&format!("socks5://{proxy}"), hop, targets, limit).await
+    }
+
+    /// [`open_link_to`] through the proxy `proxy` (a URL), whose name resolves to `hop`.
+    async fn through(
+        proxy: &str,
+        hop: &[SocketAddr],
+        targets: &[Option<SocketAddr>],
+        limit: Duration,
+    ) -> Result<Link, ConnectError> {
         let cfg = Config::builder("ws://example.invalid/_gomuks/websocket")
-            .proxy(&format!("socks5://{proxy}"))
+            .proxy(proxy)
             .build()
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
@@ -1290,6 +1321,9 @@ mod tests {
             socks.asked(),
             [refused.to_string(), targets[1].unwrap().to_string()]
         );
+        // One connection per tunnel: the first tunnel went over the connection that found
+        // the proxy.
+        assert_eq!(socks.connections(), 2);
         reaches(link, &good).await;
     }
 
@@ -1317,6 +1351,30 @@ mod tests {
         for t in targets.iter().flatten() {
             assert!(!msg.contains(&format!("no answer from {t} ")), "{msg}");
         }
+    }
+
+    /// An `https://` proxy that accepts the connection and never answers the TLS handshake is
+    /// named at the connect timeout, like one that never answers the connect.
+    #[tokio::test]
+    async fn rfc8305_5_an_https_proxy_silent_in_the_tls_handshake_is_named_at_the_deadline() {
+        let mute = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let at = mute.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((s, _)) = mute.accept().await {
+                kept.push(s);
+            }
+        });
+        let proxy = format!("https://{at}");
+        let limit = Duration::from_millis(400);
+        let (hop, targets) = ([at], [None]);
+        let msg = given_up_at_400_ms(|_| through(&proxy, &hop, &targets, limit)).await;
+        assert!(
+            msg.starts_with(&format!(
+                "connect to HTTPS proxy {at}: no answer to the TLS handshake from {at} in "
+            )),
+            "{msg}"
+        );
     }
 
     /// A refusal that is not about the address (here the proxy wants credentials we do not

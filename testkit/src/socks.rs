@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Socks5 {
     addr: SocketAddr,
     asked: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -29,14 +31,18 @@ impl Socks5 {
         let addr = listener.local_addr()?;
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = asked.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
         let accept = tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(serve(down, log.clone()));
             }
         });
         Ok(Socks5 {
             addr,
             asked,
+            connections,
             accept,
         })
     }
@@ -48,6 +54,11 @@ impl Socks5 {
     /// The targets of every CONNECT so far (`ip:port`, `[ipv6]:port` or `name:port`).
     pub fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
