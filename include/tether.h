@@ -1034,10 +1034,12 @@ tether_status tether_config_set_pong_timeout_ms(struct tether_config *cfg, uint3
 tether_status tether_config_set_request_timeout_ms(struct tether_config *cfg, uint32_t ms);
 
 /**
- * Bound on a connection's TCP connects and proxy tunnel, once the names are resolved, in
- * milliseconds (default 10000): addresses still silent then are given up, and the
- * DISCONNECTED reason names them beside what the others did. A whole attempt (name
- * resolution, gomuks login, TLS and upgrade included) is bounded by twice this.
+ * Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
+ * handshake included), once the names are resolved, in milliseconds (default 10000):
+ * addresses still silent then are given up, and the DISCONNECTED reason names them
+ * beside what the others did. It also bounds the gomuks login's answer once its
+ * connection is open. A whole attempt (name resolution, gomuks login, TLS and upgrade
+ * included), and a token renewal, is bounded by twice this.
  */
 tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, uint32_t ms);
 

@@ -139,10 +139,12 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Bound on a connection's TCP connects and proxy tunnel, once the names are resolved, in
-    /// milliseconds (default 10000): addresses still silent then are given up, and the
-    /// DISCONNECTED reason names them beside what the others did. A whole attempt (name
-    /// resolution, gomuks login, TLS and upgrade included) is bounded by twice this.
+    /// Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
+    /// handshake included), once the names are resolved, in milliseconds (default 10000):
+    /// addresses still silent then are given up, and the DISCONNECTED reason names them
+    /// beside what the others did. It also bounds the gomuks login's answer once its
+    /// connection is open. A whole attempt (name resolution, gomuks login, TLS and upgrade
+    /// included), and a token renewal, is bounded by twice this.
     fn tether_config_set_connect_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.connect_timeout(millis(ms))))
     } ?= code

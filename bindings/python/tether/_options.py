@@ -299,10 +299,11 @@ class Options(TypedDict, total=False):
         Optional[float],
         Option(None, "tether_config_set_connect_timeout_ms", _seconds("connect_timeout")),
     ]
-    """Bound on a connection's TCP connects and proxy tunnel once the names are resolved, in
-    seconds (library default 10): addresses still silent then are given up and named in the
-    error. A whole attempt (name resolution, login, TLS and upgrade included) is bounded by
-    twice this."""
+    """Bound on a connection's TCP connects and proxy tunnel (an ``https://`` proxy's TLS
+    handshake included) once the names are resolved, in seconds (library default 10):
+    addresses still silent then are given up and named in the error. It also bounds the
+    gomuks login's answer once its connection is open. A whole attempt (name resolution,
+    login, TLS and upgrade included), and a token renewal, is bounded by twice this."""
 
     reconnect_backoff: Annotated[
         Optional[Tuple[float, float]],

@@ -51,10 +51,11 @@ public struct TetherOptions: Sendable {
     public var pongTimeoutMs: UInt32?
     /// Default per-request timeout (the library's default is 60 s).
     public var requestTimeoutMs: UInt32?
-    /// Bound on a connection's TCP connects and proxy tunnel once the names are resolved (the
-    /// library's default is 10 s): addresses still silent then are given up and named in the
-    /// error. A whole attempt (name resolution, login, TLS and upgrade included) is bounded
-    /// by twice this.
+    /// Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
+    /// handshake included) once the names are resolved (the library's default is 10 s):
+    /// addresses still silent then are given up and named in the error. It also bounds the
+    /// gomuks login's answer once its connection is open. A whole attempt (name resolution,
+    /// login, TLS and upgrade included), and a token renewal, is bounded by twice this.
     public var connectTimeoutMs: UInt32?
     /// First reconnect delay and the cap; needs `0 < min <= max`.
     public var reconnectBackoffMs: (min: UInt32, max: UInt32)?

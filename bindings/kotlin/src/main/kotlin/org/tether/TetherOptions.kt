@@ -60,10 +60,11 @@ data class TetherOptions(
     /** Default timeout of a [TetherClient.request] (default 60000). */
     val requestTimeoutMs: Int? = null,
     /**
-     * Bound on a connection's TCP connects and proxy tunnel once the names are resolved
-     * (default 10000): addresses still silent then are given up and named in the error. A
-     * whole attempt (name resolution, login, TLS and upgrade included) is bounded by twice
-     * this.
+     * Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
+     * handshake included) once the names are resolved (default 10000): addresses still
+     * silent then are given up and named in the error. It also bounds the gomuks login's
+     * answer once its connection is open. A whole attempt (name resolution, login, TLS and
+     * upgrade included), and a token renewal, is bounded by twice this.
      */
     val connectTimeoutMs: Int? = null,
     /** First reconnect delay and its cap, `min..max` (default gomuks 125..10000, rwws 1000..60000). */
