@@ -7,6 +7,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,16 @@ def backend_path() -> str:
         return env
     target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
     return str(target / "debug" / "tether-backend")
+
+
+def _stopped(stat: str) -> bool:
+    """Whether the thread whose /proc stat file is ``stat`` is stopped (or gone)."""
+    try:
+        with open(stat) as f:
+            # The state follows the command name, which is in parentheses.
+            return f.read().rsplit(") ", 1)[1].startswith("T")
+    except (OSError, IndexError):
+        return True
 
 
 class Backend:
@@ -125,6 +136,20 @@ class Backend:
             if time.monotonic() > deadline:
                 pytest.fail(f"backend stats never matched: {s}")
             time.sleep(0.02)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nothing answers. Returns once every
+        thread has stopped: kill() returns earlier, and a reply could still slip out."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        tasks = f"/proc/{self.proc.pid}/task"
+        deadline = time.monotonic() + 5 * SLOW
+        while not all(_stopped(f"{tasks}/{t}/stat") for t in os.listdir(tasks)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("tether-backend did not stop")
+            time.sleep(0.001)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

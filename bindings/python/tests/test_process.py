@@ -3,9 +3,7 @@ after fork()."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import textwrap
 import time
 from typing import Any
@@ -108,7 +106,7 @@ def test_exit_waits_once_for_all_clients_when_the_server_is_silent(make_backend:
         assert p.stdout is not None and p.stdin is not None
         line = p.stdout.readline()
         assert line.strip() == "READY", line + p.communicate(timeout=30)[1]
-        os.kill(b.proc.pid, signal.SIGSTOP)
+        b.freeze()
         stopped = True
         t0 = time.monotonic()
         p.stdin.write("\n")
@@ -117,7 +115,7 @@ def test_exit_waits_once_for_all_clients_when_the_server_is_silent(make_backend:
         elapsed = time.monotonic() - t0
     finally:
         if stopped:
-            os.kill(b.proc.pid, signal.SIGCONT)
+            b.thaw()
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -1014,13 +1014,10 @@ def test_close_fails_a_request_waiting_on_a_silent_server_at_once(
 ) -> None:
     # The requesting thread waits for its reply itself (on the library's descriptor): a
     # close that gives up on CLOSED must still end that wait, not leave it to the library.
-    import os
-    import signal
-
     b = make_backend()
     c = Client(b.url, **gomuks_opts())
     c.wait_connected(10 * SLOW)
-    os.kill(b.proc.pid, signal.SIGSTOP)
+    b.freeze()
     try:
         outcome: List[Any] = []
 
@@ -1041,7 +1038,7 @@ def test_close_fails_a_request_waiting_on_a_silent_server_at_once(
         assert isinstance(err, tether.ClientClosedError), err
         assert at - closed_at < 0.5 * SLOW
     finally:
-        os.kill(b.proc.pid, signal.SIGCONT)
+        b.thaw()
 
 
 def test_requests_inside_the_events_loop_are_answered_and_no_event_is_lost(
