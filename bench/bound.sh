@@ -25,23 +25,19 @@ export PYTHONPATH=$PWD/bench/out
 # start_server, stop_server, run_client.
 source bench/lib.sh
 
-for spec in "realistic 50000" "1024 50000" "10240 10000"; do
-  set -- $spec; shape=$1; n=$2
-  for z in 0 1; do
-    echo "== $shape events, compress=$z, $ROUNDS rounds"
-    start_server bench/out/bound-blaster.out blaster 0 "$shape" "$n" "$z" 16
-    URL=http://127.0.0.1:$port
-    for ((r = 1; r <= ROUNDS; r++)); do
-      run_client "$shape" "$z" "$r" target/release/tether-bench floor "ws://127.0.0.1:$port" "$z"
-      run_client "$shape" "$z" "$r" target/release/tether-bench rust "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/native_take_client.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
-    done
-    stop_server
+N_SMALL=50000 N_BIG=10000
+rounds() {
+  local shape=$1 z=$2 r
+  for ((r = 1; r <= ROUNDS; r++)); do
+    run_client "$shape" "$z" "$r" target/release/tether-bench floor "ws://127.0.0.1:$port" "$z"
+    run_client "$shape" "$z" "$r" target/release/tether-bench rust "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/native_take_client.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
   done
-done
+}
+each_stream bound rounds
 
 $PY - "$RES" <<'PYEOF'
 import json, statistics, sys

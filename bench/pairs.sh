@@ -17,23 +17,19 @@ RES=bench/out/pairs.jsonl
 # start_server, stop_server, run_client.
 source bench/lib.sh
 
-for spec in "realistic 50000" "1024 50000" "10240 10000"; do
-  set -- $spec; shape=$1; n=$2
-  for z in 0 1; do
-    echo "== $shape events, compress=$z, $ROUNDS rounds"
-    start_server bench/out/pairs-blaster.out blaster 0 "$shape" "$n" "$z" 16
-    URL=http://127.0.0.1:$port
-    for ((r = 1; r <= ROUNDS; r++)); do
-      clients=("bench/out/blast_c $URL $z lent" "bench/out/blast_c $URL $z single"
-               "$PY bench/py/tether_client.py $URL $z orjson" "$PY bench/py/picows_client.py $URL $z orjson")
-      if ((r % 2 == 0)); then clients=("${clients[1]}" "${clients[0]}" "${clients[3]}" "${clients[2]}"); fi
-      for c in "${clients[@]}"; do
-        run_client "$shape" "$z" "$r" $c
-      done
+N_SMALL=50000 N_BIG=10000
+rounds() {
+  local shape=$1 z=$2 r c clients
+  for ((r = 1; r <= ROUNDS; r++)); do
+    clients=("bench/out/blast_c $URL $z lent" "bench/out/blast_c $URL $z single"
+             "$PY bench/py/tether_client.py $URL $z orjson" "$PY bench/py/picows_client.py $URL $z orjson")
+    if ((r % 2 == 0)); then clients=("${clients[1]}" "${clients[0]}" "${clients[3]}" "${clients[2]}"); fi
+    for c in "${clients[@]}"; do
+      run_client "$shape" "$z" "$r" $c
     done
-    stop_server
   done
-done
+}
+each_stream pairs rounds
 
 $PY - "$RES" <<'EOF'
 import json, statistics, sys
