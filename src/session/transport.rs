@@ -359,8 +359,8 @@ async fn open_link_to(
 ) -> Result<Link, ConnectError> {
     // Name resolution is not the addresses' fault, so it does not count here (the whole
     // attempt's limit still bounds it).
-    let deadline = Instant::now() + limit;
     let t0 = Instant::now();
+    let deadline = t0 + limit;
     let (link, reached) = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
     let Some(p) = proxy else {
         return Ok(link);
