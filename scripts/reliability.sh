@@ -31,7 +31,8 @@ fuzz() {
         "$tools/bin/cargo-fuzz" run -O "$t" "$scratch" "corpus/$t" -- \
             -max_total_time="$secs" -rss_limit_mb=3072 -print_final_stats=1 >"$log" 2>&1 || rc=$?
         grep -E "^(stat::number_of_executed_units|Done)" "$log" || true
-        if [[ $rc -ne 0 ]]; then tail -40 "$log"; echo "fuzz $t: crash (fuzz/artifacts/$t)" >&2; exit 1; fi
+        # The assertion's message comes well before libFuzzer's report of the input.
+        if [[ $rc -ne 0 ]]; then grep -m1 -A3 "panicked at" "$log" || true; tail -40 "$log"; echo "fuzz $t: crash (fuzz/artifacts/$t)" >&2; exit 1; fi
     done
     cd "$root"
 }

@@ -474,6 +474,24 @@ mod tests {
         assert_eq!(split.pending(), 0);
     }
 
+    /// Spec §3.2: `data` is handed over as the server wrote it, so a number no f64 holds
+    /// (valid JSON, RFC 8259 §6) reaches the app intact instead of failing the message.
+    #[test]
+    fn spec3_2_data_keeps_numbers_beyond_f64() {
+        let line = Bytes::from_static(
+            br#"{"command":"typing","request_id":-3,"data":[1,2e1000000,-123456789012345678901234567890]}"#,
+        );
+        let env = parse_envelope(&line).unwrap();
+        assert_eq!(env.request_id, -3);
+        assert_eq!(
+            &env.data[..],
+            b"[1,2e1000000,-123456789012345678901234567890]"
+        );
+        // A request id out of range is still refused: it must match a request.
+        let line = Bytes::from_static(br#"{"command":"response","request_id":1e400,"data":1}"#);
+        assert!(parse_envelope(&line).is_err());
+    }
+
     /// `n` event lines of about `size` bytes each, numbered from `first`.
     fn event_lines(first: i64, n: usize, size: usize) -> Vec<u8> {
         let mut text = Vec::new();
