@@ -963,7 +963,9 @@ tether_status tether_client_auth_token(const struct tether_client *c, char *buf,
  * queued events are discarded. In callback mode this waits for a running
  * callback to return, so no callback runs after free returns, except when called from the
  * callback itself: then the dispatcher stops after the callback returns. Either way
- * `destroy(ctx)` runs exactly once. After fork() in the child this does nothing (the memory
+ * `destroy(ctx)` runs exactly once. A proxy resolver call of this client in progress is
+ * waited for, and none starts afterwards; if this client held the resolver last, its
+ * `destroy(ctx)` runs here (see `tether_config_set_proxy_resolver`). After fork() in the child this does nothing (the memory
  * is left alone).
  */
 void tether_client_free(struct tether_client *c);
@@ -1185,9 +1187,10 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
  * NULL removes the resolver. `destroy(ctx)` (may be NULL) runs exactly once, whatever
  * this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
  * this config nor any client made from it can call `cb` any more (after
- * `tether_config_free`, a later call of this function, and the end of those clients),
- * on the thread that lets go last, which may be one of the library's network threads:
- * keep it short. Default: no resolver.
+ * `tether_config_free`, a later call of this function, and `tether_client_free` of those
+ * clients), inside whichever of those calls lets go last and on its thread, never on one
+ * of the library's threads: after it, the app's code for this resolver never runs again,
+ * so an interpreter may shut down. Default: no resolver.
  */
 tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether_proxy_resolver_cb cb, void *ctx, tether_destroy_cb destroy);
 

@@ -73,10 +73,11 @@ impl ProxyChoice {
 /// Each client asks through a gate of its own ([`Resolver::for_client`]): at most one call
 /// of a client runs at a time, so a resolver that hangs holds one thread, not one per
 /// attempt; and [`Resolver::close_and_wait`] lets the client's end wait for a call in
-/// progress, so the app's code never runs after the client is freed.
+/// progress and let go of the function there, so the app's code (its resolver, and the
+/// destructor of what the resolver holds) never runs on a network thread after the client
+/// is freed.
 #[derive(Clone)]
 pub(crate) struct Resolver {
-    f: Arc<ResolverFn>,
     gate: Arc<Gate>,
 }
 
@@ -86,7 +87,6 @@ pub(crate) type ResolverFn = dyn Fn(&str) -> Result<Option<String>, Error> + Sen
 /// The answer of one call.
 type Answer = Result<Option<String>, Error>;
 
-#[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
     done: Condvar,
@@ -95,8 +95,10 @@ struct Gate {
     running: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Answer>>>,
 }
 
-#[derive(Default)]
 struct GateState {
+    /// The gate's reference to the app's function, the only one outside a call in
+    /// progress; `None` once closed.
+    f: Option<Arc<ResolverFn>>,
     closed: bool,
     calling: bool,
 }
@@ -109,15 +111,26 @@ impl fmt::Debug for Resolver {
 
 impl Resolver {
     pub(crate) fn new(f: Arc<ResolverFn>) -> Resolver {
+        Resolver::gated(Some(f))
+    }
+
+    fn gated(f: Option<Arc<ResolverFn>>) -> Resolver {
         Resolver {
-            f,
-            gate: Arc::default(),
+            gate: Arc::new(Gate {
+                state: Mutex::new(GateState {
+                    f,
+                    closed: false,
+                    calling: false,
+                }),
+                done: Condvar::new(),
+                running: tokio::sync::Mutex::default(),
+            }),
         }
     }
 
     /// The same resolver behind a new gate, for one client.
     pub(crate) fn for_client(&self) -> Resolver {
-        Resolver::new(self.f.clone())
+        Resolver::gated(self.gate.state().f.clone())
     }
 
     /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while),
@@ -127,21 +140,25 @@ impl Resolver {
         if let Some(earlier) = slot.as_mut() {
             let _ = earlier.await;
         }
-        let (f, gate) = (self.f.clone(), self.gate.clone());
+        let gate = self.gate.clone();
         // Dropped mid-call (the attempt timed out), the handle stays in the slot.
-        let call = slot.insert(tokio::task::spawn_blocking(move || gate.call(&*f, &url)));
+        let call = slot.insert(tokio::task::spawn_blocking(move || gate.call(&url)));
         let answer = call.await;
         *slot = None;
         answer.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
     }
 
-    /// No call starts any more; returns once the one in progress, if any, has returned.
+    /// No call starts any more; returns once the one in progress, if any, has returned, after
+    /// letting go of the function on this thread (the app's destructor of it may run here).
     pub(crate) fn close_and_wait(&self) {
         let mut s = self.gate.state();
         s.closed = true;
         while s.calling {
             s = self.gate.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
+        let f = s.f.take();
+        drop(s);
+        drop(f);
     }
 }
 
@@ -150,16 +167,19 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn call(&self, f: &ResolverFn, url: &str) -> Answer {
-        {
+    fn call(&self, url: &str) -> Answer {
+        let f = {
             let mut s = self.state();
-            if s.closed {
+            let Some(f) = s.f.clone().filter(|_| !s.closed) else {
                 return Err(Error::new(Status::ErrConnect, "the client is closed"));
-            }
+            };
             s.calling = true;
-        }
+            f
+        };
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(url)))
             .unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")));
+        // Gone before `calling` clears: close_and_wait then holds the last reference.
+        drop(f);
         self.state().calling = false;
         self.done.notify_all();
         answer

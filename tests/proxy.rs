@@ -673,10 +673,21 @@ async fn a_failing_or_unusable_proxy_resolver_is_a_clear_error() {
 
 /// A resolver that hangs holds one thread of its client, not one per attempt: while its call
 /// runs, the attempts that time out waiting for it start no other call. Freeing the client
-/// waits for the call in progress, so the app's code never runs after its client is gone.
+/// waits for the call in progress and lets go of the resolver there, so the app's code (the
+/// resolver and what it owns) never runs after its client is gone, nor on a network thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_proxy_resolver_holds_one_thread_and_the_client_waits_for_it() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    /// Records the thread the resolver was dropped on.
+    struct Owned(Arc<Mutex<Option<std::thread::ThreadId>>>);
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+    let dropped_on = Arc::new(Mutex::new(None));
+    let owned = Owned(dropped_on.clone());
     let b = backend().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(AtomicBool::new(false));
@@ -686,6 +697,7 @@ async fn a_hanging_proxy_resolver_holds_one_thread_and_the_client_waits_for_it()
         x.connect_timeout(Duration::from_millis(100))
             .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
             .proxy_resolver(move |_| {
+                let _owned = &owned;
                 c2.fetch_add(1, Ordering::SeqCst);
                 while !r2.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -733,6 +745,11 @@ async fn a_hanging_proxy_resolver_holds_one_thread_and_the_client_waits_for_it()
         t0.elapsed() >= Duration::from_millis(250),
         "{:?}",
         t0.elapsed()
+    );
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id()),
+        "the resolver is dropped by the client's drop"
     );
     releaser.join().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

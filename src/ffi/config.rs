@@ -443,9 +443,10 @@ ffi_fn! {
     /// NULL removes the resolver. `destroy(ctx)` (may be NULL) runs exactly once, whatever
     /// this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
     /// this config nor any client made from it can call `cb` any more (after
-    /// `tether_config_free`, a later call of this function, and the end of those clients),
-    /// on the thread that lets go last, which may be one of the library's network threads:
-    /// keep it short. Default: no resolver.
+    /// `tether_config_free`, a later call of this function, and `tether_client_free` of those
+    /// clients), inside whichever of those calls lets go last and on its thread, never on one
+    /// of the library's threads: after it, the app's code for this resolver never runs again,
+    /// so an interpreter may shut down. Default: no resolver.
     fn tether_config_set_proxy_resolver(
         cfg: *mut tether_config,
         cb: tether_proxy_resolver_cb,

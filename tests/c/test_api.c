@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 
+#include <pthread.h>
 #include <stddef.h>
 
 /* The batch entry layout is part of the ABI (bindings read it with struct offsets). */
@@ -464,8 +465,11 @@ static int free_port(void) {
  * `answer` (NULL: no answer) and returns `ret`. The counters are read with __atomic builtins
  * (this file is compiled as C and as C++). */
 typedef struct {
+    int asked;
     int calls;
     int destroyed;
+    pthread_t destroyed_on;
+    int delay_ms;
     const char *answer;
     tether_status ret;
     tether_status bad_utf8;
@@ -474,6 +478,8 @@ typedef struct {
 
 static tether_status resolve_proxy(void *ctx, const char *url, tether_proxy_answer *answer) {
     resolver_ctx *r = (resolver_ctx *)ctx;
+    __atomic_fetch_add(&r->asked, 1, __ATOMIC_SEQ_CST);
+    if (r->delay_ms) usleep((useconds_t)r->delay_ms * 1000);
     snprintf(r->last_url, sizeof r->last_url, "%s", url);
     /* A bad answer is refused and leaves the answer as it was. */
     r->bad_utf8 = tether_proxy_answer_set(answer, "http://\xff@h:1");
@@ -483,6 +489,7 @@ static tether_status resolve_proxy(void *ctx, const char *url, tether_proxy_answ
 }
 
 static void resolver_destroyed(void *ctx) {
+    ((resolver_ctx *)ctx)->destroyed_on = pthread_self();
     __atomic_fetch_add(&((resolver_ctx *)ctx)->destroyed, 1, __ATOMIC_SEQ_CST);
 }
 
@@ -588,8 +595,6 @@ static void test_proxy_through_tinyproxy(void) {
     CHECK_OK(tether_client_close(c));
     tether_event_free(th_wait(c, TETHER_EVENT_CLOSED, NULL, 10000));
     tether_client_free(c);
-    int64_t until = th_now_ms() + 5000 * th_scale();
-    while (resolver_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
     CHECK(resolver_load(&r.destroyed) == 1);
     f = fopen(log, "r");
     CHECK(f != NULL);
@@ -631,6 +636,44 @@ static void test_proxy_through_tinyproxy(void) {
     unlink(log);
 }
 
+/* The resolver's destroy(ctx) runs in the free that lets go of it last, on the caller's
+ * thread, never later on a library thread: a client freed while its resolver is being asked
+ * waits for that call, and after free returns the app's code is never called again. */
+static void test_proxy_resolver_ends_with_free(void) {
+    resolver_ctx r;
+    memset(&r, 0, sizeof r);
+    r.delay_ms = 300;
+    tether_config *cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
+    tether_client *a = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(a));
+    int64_t until = th_now_ms() + 10000 * th_scale();
+    while (resolver_load(&r.asked) == 0 && th_now_ms() < until) usleep(1000);
+    CHECK(resolver_load(&r.asked) == 1);
+    CHECK(resolver_load(&r.calls) == 0);
+    tether_client_free(a);
+    CHECK(resolver_load(&r.calls) == 1);
+    CHECK(resolver_load(&r.destroyed) == 1);
+    CHECK(pthread_equal(r.destroyed_on, pthread_self()));
+
+    /* Shared by a config and two clients: the last of the three to go runs destroy. */
+    memset(&r, 0, sizeof r);
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
+    tether_client *b = NULL, *c = NULL;
+    CHECK_OK(tether_client_new(cfg, &b));
+    CHECK_OK(tether_client_new(cfg, &c));
+    CHECK_OK(tether_client_connect(b));
+    tether_event_free(th_wait(b, TETHER_EVENT_CONNECTED, NULL, 10000));
+    CHECK(resolver_load(&r.calls) >= 1);
+    tether_client_free(b);
+    tether_config_free(cfg);
+    CHECK(resolver_load(&r.destroyed) == 0);
+    tether_client_free(c);
+    CHECK(resolver_load(&r.destroyed) == 1);
+    CHECK(pthread_equal(r.destroyed_on, pthread_self()));
+}
+
 int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_version_and_status_strings);
@@ -645,6 +688,7 @@ int main(void) {
     TH_RUN(test_resume_state);
     TH_RUN(test_auth_token);
     TH_RUN(test_proxy_through_tinyproxy);
+    TH_RUN(test_proxy_resolver_ends_with_free);
     th_backend_stop(&backend);
     return 0;
 }
