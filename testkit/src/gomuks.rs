@@ -23,6 +23,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -906,60 +907,76 @@ impl Writer {
 /// Soft cap of one batched compressed message (§5 `preferredMaxFrameSize`).
 const BATCH_BYTES: usize = 256 * 1024;
 
+// The handshake callback's error type is tungstenite's own HTTP response.
+#[allow(clippy::result_large_err)]
 async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     let mut wsc = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     wsc.max_message_size = Some(1024 * 1024 + 1);
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(wsc)).await else {
-        return;
-    };
-    let (mut sink, mut stream) = ws.split();
     let q = |k: &str| head.query.get(k).cloned().unwrap_or_default();
     let compress = q("compress") == "1";
     let last: i64 = q("last_received_event").parse().unwrap_or(0);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let overflow = Arc::new(tokio::sync::Notify::new());
-    let (listener, replay, run_id, ping_timeout, logged_in, initial_rooms) = {
-        let mut g = lock(&state);
-        g.next_listener += 1;
-        let listener = g.next_listener;
-        let run_matches = q("run_id") == g.stats.run_id;
-        // §2/§7.2: a run id from another process makes the resume point meaningless; the old
-        // entry goes (with its GC) before the new listener subscribes (§7.4 item 1).
-        let resume_from = if run_matches { last } else { 0 };
-        if run_matches {
-            if let Ok(prev) = q("prev_listener_id").parse::<u64>() {
-                g.buffer.forget(prev);
+    // Registered as the 101 goes out, not once the handshake future resumes: a client that has
+    // seen its upgrade answered may have an event pushed at once, and it must not be missed.
+    let mut registered = None;
+    let accepted = tokio_tungstenite::accept_hdr_async_with_config(
+        tcp,
+        |_: &Request, answer: Response| {
+            let mut g = lock(&state);
+            g.next_listener += 1;
+            let listener = g.next_listener;
+            let run_matches = q("run_id") == g.stats.run_id;
+            // §2/§7.2: a run id from another process makes the resume point meaningless; the old
+            // entry goes (with its GC) before the new listener subscribes (§7.4 item 1).
+            let resume_from = if run_matches { last } else { 0 };
+            if run_matches {
+                if let Ok(prev) = q("prev_listener_id").parse::<u64>() {
+                    g.buffer.forget(prev);
+                }
             }
-        }
-        let replay = g.buffer.subscribe(listener, resume_from);
-        if replay.is_some() {
-            g.stats.resumes += 1;
-        } else {
-            g.stats.fresh_starts += 1;
-        }
-        g.stats.total_connections += 1;
-        g.conns.insert(
-            listener,
-            Conn {
-                tx: tx.clone(),
-                queued: queued.clone(),
-                overflow: overflow.clone(),
-            },
-        );
-        // Built under the same lock as the subscription, so no live room event falls between
-        // the snapshot and the first buffered event this connection receives.
-        let initial_rooms = (replay.is_none() && g.cfg.logged_in && !g.rooms.is_empty())
-            .then(|| g.rooms.initial_sync(Some(since_epoch().as_millis() as i64)));
-        (
-            listener,
-            replay,
-            g.stats.run_id.clone(),
-            g.cfg.ping_timeout,
-            g.cfg.logged_in,
-            initial_rooms,
-        )
+            let replay = g.buffer.subscribe(listener, resume_from);
+            if replay.is_some() {
+                g.stats.resumes += 1;
+            } else {
+                g.stats.fresh_starts += 1;
+            }
+            g.stats.total_connections += 1;
+            g.conns.insert(
+                listener,
+                Conn {
+                    tx: tx.clone(),
+                    queued: queued.clone(),
+                    overflow: overflow.clone(),
+                },
+            );
+            // Built under the same lock as the subscription, so no live room event falls between
+            // the snapshot and the first buffered event this connection receives.
+            let initial_rooms = (replay.is_none() && g.cfg.logged_in && !g.rooms.is_empty())
+                .then(|| g.rooms.initial_sync(Some(since_epoch().as_millis() as i64)));
+            registered = Some((
+                listener,
+                replay,
+                g.stats.run_id.clone(),
+                g.cfg.ping_timeout,
+                g.cfg.logged_in,
+                initial_rooms,
+            ));
+            Ok(answer)
+        },
+        Some(wsc),
+    )
+    .await;
+    let Some((listener, replay, run_id, ping_timeout, logged_in, initial_rooms)) = registered
+    else {
+        return;
     };
+    let Ok(ws) = accepted else {
+        lock(&state).conns.remove(&listener);
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
     let mut w = Writer {
         compress: compress.then(|| Compress::new(Compression::default(), false)),
         sent: lock(&state).sent.clone(),
