@@ -260,7 +260,10 @@ def test_a_small_event_queue_pauses_reading_without_loss(backend: Backend) -> No
         async with client(backend, event_queue_size=4, batch_size=2) as c:
             await init_complete(c)
             newest = backend.push(40)
-            await asyncio.sleep(0.3)
+            deadline = time.monotonic() + 5 * SLOW
+            while not c._core.paused and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # reading stays paused: the queue does not grow
             assert c._core.paused and c._core.queue.qsize() <= 4 + 2
             assert await buffered_ids(c, newest, []) == list(range(newest + 39, newest - 1, -1))
 

@@ -408,6 +408,9 @@ def test_a_final_close_lets_the_backend_forget_the_resume_point(backend: Backend
         first = backend.push(2)
         buffered_ids(a, first, [])
         state = a.resume_state()
+        open_now = backend.stats()["connections"]
+    # The backend forgets once it has handled the 1001, which close() does not wait for.
+    backend.wait_stats(lambda s: s["connections"] == open_now - 1)
     backend.push(3)
     resumes = backend.stats()["resumes"]
     with client(backend, resume=state) as b:
