@@ -964,7 +964,7 @@ tether_status tether_client_auth_token(const struct tether_client *c, char *buf,
  * callback to return, so no callback runs after free returns, except when called from the
  * callback itself: then the dispatcher stops after the callback returns. Either way
  * `destroy(ctx)` runs exactly once. A proxy resolver call of this client in progress is
- * waited for, and none starts afterwards; if this client held the resolver last, its
+ * waited for (unless this is called from inside it), and none starts afterwards; if this client held the resolver last, its
  * `destroy(ctx)` runs here (see `tether_config_set_proxy_resolver`). After fork() in the child this does nothing (the memory
  * is left alone).
  */
@@ -1190,7 +1190,9 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
  * `tether_config_free`, a later call of this function, and `tether_client_free` of those
  * clients), inside whichever of those calls lets go last and on its thread, never on one
  * of the library's threads: after it, the app's code for this resolver never runs again,
- * so an interpreter may shut down. Default: no resolver.
+ * so an interpreter may shut down. The one exception is a client freed from inside its own
+ * resolver call: then `destroy(ctx)` runs when that call returns, on its thread. Default:
+ * no resolver.
  */
 tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether_proxy_resolver_cb cb, void *ctx, tether_destroy_cb destroy);
 

@@ -100,7 +100,8 @@ struct GateState {
     /// progress; `None` once closed.
     f: Option<Arc<ResolverFn>>,
     closed: bool,
-    calling: bool,
+    /// The thread of the call in progress.
+    calling: Option<std::thread::ThreadId>,
 }
 
 impl fmt::Debug for Resolver {
@@ -120,7 +121,7 @@ impl Resolver {
                 state: Mutex::new(GateState {
                     f,
                     closed: false,
-                    calling: false,
+                    calling: None,
                 }),
                 done: Condvar::new(),
                 running: tokio::sync::Mutex::default(),
@@ -150,10 +151,13 @@ impl Resolver {
 
     /// No call starts any more; returns once the one in progress, if any, has returned, after
     /// letting go of the function on this thread (the app's destructor of it may run here).
+    /// Called from inside that call (the app frees its client from its resolver) it cannot
+    /// wait for it: the call's own reference then goes last, when it returns.
     pub(crate) fn close_and_wait(&self) {
         let mut s = self.gate.state();
         s.closed = true;
-        while s.calling {
+        let me = std::thread::current().id();
+        while s.calling.is_some_and(|t| t != me) {
             s = self.gate.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         let f = s.f.take();
@@ -173,14 +177,14 @@ impl Gate {
             let Some(f) = s.f.clone().filter(|_| !s.closed) else {
                 return Err(Error::new(Status::ErrConnect, "the client is closed"));
             };
-            s.calling = true;
+            s.calling = Some(std::thread::current().id());
             f
         };
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(url)))
             .unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")));
         // Gone before `calling` clears: close_and_wait then holds the last reference.
         drop(f);
-        self.state().calling = false;
+        self.state().calling = None;
         self.done.notify_all();
         answer
     }

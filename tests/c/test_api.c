@@ -470,6 +470,7 @@ typedef struct {
     int destroyed;
     pthread_t destroyed_on;
     int delay_ms;
+    tether_client *free_me; /* freed by the resolver itself, inside its call */
     const char *answer;
     tether_status ret;
     tether_status bad_utf8;
@@ -480,6 +481,10 @@ static tether_status resolve_proxy(void *ctx, const char *url, tether_proxy_answ
     resolver_ctx *r = (resolver_ctx *)ctx;
     __atomic_fetch_add(&r->asked, 1, __ATOMIC_SEQ_CST);
     if (r->delay_ms) usleep((useconds_t)r->delay_ms * 1000);
+    if (r->free_me) {
+        tether_client_free(r->free_me);
+        r->free_me = NULL;
+    }
     snprintf(r->last_url, sizeof r->last_url, "%s", url);
     /* A bad answer is refused and leaves the answer as it was. */
     r->bad_utf8 = tether_proxy_answer_set(answer, "http://\xff@h:1");
@@ -672,6 +677,19 @@ static void test_proxy_resolver_ends_with_free(void) {
     tether_client_free(c);
     CHECK(resolver_load(&r.destroyed) == 1);
     CHECK(pthread_equal(r.destroyed_on, pthread_self()));
+
+    /* Freed by its own resolver: that free cannot wait for the call it is in, so it returns,
+     * and destroy runs once the resolver has returned, on the resolver's thread. */
+    memset(&r, 0, sizeof r);
+    cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
+    r.free_me = th_client_from(cfg);
+    CHECK_OK(tether_client_connect(r.free_me));
+    until = th_now_ms() + 10000 * th_scale();
+    while (resolver_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
+    CHECK(resolver_load(&r.destroyed) == 1);
+    CHECK(resolver_load(&r.calls) == 1);
+    CHECK(!pthread_equal(r.destroyed_on, pthread_self()));
 }
 
 int main(void) {
