@@ -37,15 +37,16 @@ run_client() {
 }
 
 # Calls FN SHAPE COMPRESS for each stream of section 1 (realistic, 1 KB and 10 KB events, each
-# uncompressed and compressed) with its blaster running (writing NAME-blaster.out in bench/out)
-# and URL and port set: N_SMALL events of the first two sizes, N_BIG of 10 KB.
+# uncompressed and compressed) with its blaster running (writing NAME-blaster.out)
+# in $OUT (default bench/out) and URL and port set: N_SMALL events of the first two sizes, N_BIG of
+# 10 KB.
 each_stream() {
   local name=$1 fn=$2 spec shape n z
   for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
     read -r shape n <<< "$spec"
     for z in 0 1; do
       echo "== $shape events, compress=$z, $n events, $ROUNDS rounds"
-      start_server "bench/out/$name-blaster.out" blaster 0 "$shape" "$n" "$z" 16
+      start_server "${OUT:-bench/out}/$name-blaster.out" blaster 0 "$shape" "$n" "$z" 16
       URL=http://127.0.0.1:$port
       "$fn" "$shape" "$z"
       stop_server

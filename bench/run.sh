@@ -59,39 +59,34 @@ else
   ROUNDS=5; N_SMALL=50000; N_BIG=10000
 fi
 RES=$OUT/throughput.jsonl
-# start_server, stop_server, run_client.
+# start_server, stop_server, run_client, each_stream.
 source bench/lib.sh
 
 want throughput && : > "$RES"
-want throughput && for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do
-  set -- $spec; shape=$1; n=$2
-  for z in 0 1; do
-    echo "== throughput: $shape events, compress=$z, $n events, $ROUNDS rounds"
-    start_server "$OUT/blaster.out" blaster 0 "$shape" "$n" "$z" 16
-    URL=http://127.0.0.1:$port
-    # Round-robin, so load from elsewhere on the machine hits every client alike.
-    for ((r = 1; r <= ROUNDS; r++)); do
-      run_client "$shape" "$z" "$r" target/release/tether-bench floor "ws://127.0.0.1:$port" "$z"
-      run_client "$shape" "$z" "$r" target/release/tether-bench rust "$URL" "$z"
-      run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" single
-      run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" batch
-      run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" lent
-      run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z" orjson
-      run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z"
-      run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z" orjson
-      if [[ $HAVE_NODE == 1 ]]; then run_client "$shape" "$z" "$r" node bench/node/client.js "$URL" "$z"; fi
-      if [[ $HAVE_GO == 1 ]]; then run_client "$shape" "$z" "$r" "$OUT/go-client" "$URL" "$z"; fi
-    done
-    stop_server
+# Round-robin, so load from elsewhere on the machine hits every client alike.
+throughput_rounds() {
+  local shape=$1 z=$2 r
+  for ((r = 1; r <= ROUNDS; r++)); do
+    run_client "$shape" "$z" "$r" target/release/tether-bench floor "ws://127.0.0.1:$port" "$z"
+    run_client "$shape" "$z" "$r" target/release/tether-bench rust "$URL" "$z"
+    run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" single
+    run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" batch
+    run_client "$shape" "$z" "$r" "$OUT/blast_c" "$URL" "$z" lent
+    run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/tether_client.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/websockets_client.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/picows_client.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/bare_batch.py "$URL" "$z" orjson
+    run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z"
+    run_client "$shape" "$z" "$r" $PY bench/py/parse_ceiling.py "$URL" "$z" orjson
+    if [[ $HAVE_NODE == 1 ]]; then run_client "$shape" "$z" "$r" node bench/node/client.js "$URL" "$z"; fi
+    if [[ $HAVE_GO == 1 ]]; then run_client "$shape" "$z" "$r" "$OUT/go-client" "$URL" "$z"; fi
   done
-done
+}
+want throughput && each_stream throughput throughput_rounds
 
 if [[ $SMOKE == 1 ]]; then
   N_RTT=200; N_CONNS=20; IDLE_CLIENTS=5; IDLE_SECS=2
