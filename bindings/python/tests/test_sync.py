@@ -284,6 +284,31 @@ def test_an_interpreter_exiting_during_a_proxy_resolver_call_waits_for_it() -> N
     assert r.stdout.split() == ["asked", "exiting", "answered"], (r.stdout, r.stderr)
 
 
+def test_a_proxy_resolver_may_close_its_own_client(backend: Backend) -> None:
+    # The library frees the client only once the resolver has returned, so close() from
+    # inside it returns at once instead of waiting for that free (which waited for it).
+    made = threading.Event()
+    closed_in: List[float] = []
+    holder: List[Client] = []
+
+    def resolve(url: str) -> None:
+        assert made.wait(10 * SLOW)
+        t0 = time.monotonic()
+        holder[0].close()
+        closed_in.append(time.monotonic() - t0)
+        return None
+
+    c = client(backend, proxy_resolver=resolve)
+    holder.append(c)
+    made.set()
+    # Freed by the library's side once CLOSED has passed and the resolver has returned.
+    assert c._core.freed.wait(10 * SLOW)
+    assert closed_in and closed_in[0] < 1.0 * SLOW, closed_in
+    with pytest.raises(tether.ClientClosedError):
+        c.request("echo", {})
+    c.close()  # idempotent from outside too
+
+
 def test_cancel_a_pending_request(backend: Backend) -> None:
     with client(backend) as c:
         c.wait_connected(10 * SLOW)

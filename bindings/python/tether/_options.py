@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import sys
+import threading
 from typing import (
     Any,
     Callable,
@@ -120,15 +121,28 @@ _resolvers: Dict[int, Callable[[str], Optional[str]]] = {}
 _next_resolver = itertools.count(1)
 
 
+# Marks a thread while it runs a resolver: the library waits for that call before it frees
+# the client, so a close() from inside it must not wait for the client to be freed.
+_resolving = threading.local()
+
+
+def in_resolver() -> bool:
+    """Whether this thread is inside a proxy resolver call."""
+    return getattr(_resolving, "flag", False)
+
+
 def _ask_resolver(ctx: Optional[int], url: bytes, answer: Optional[int]) -> int:
     resolve = _resolvers.get(ctx or 0)
     if resolve is None:
         return 0
+    _resolving.flag = True
     try:
         proxy = resolve(url.decode("utf-8"))
     except BaseException:  # never let an exception reach the library's thread
         log.exception("tether: proxy_resolver failed")
         return int(Status.ERR_CONNECT)
+    finally:
+        _resolving.flag = False
     if proxy is None:
         return 0
     try:

@@ -43,7 +43,7 @@ from ._base import (
     response_result,
     upload_params,
 )
-from ._options import Options, PathArg, check_options
+from ._options import Options, PathArg, check_options, in_resolver
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -937,9 +937,10 @@ class _SyncCore(CoreBase):
             return
         if self.on_delivery_thread():
             return  # inside on_event (or a collection on the reader): CLOSED comes after
-        if self.on_event is not None and _on_dispatcher():
+        if (self.on_event is not None and _on_dispatcher()) or in_resolver():
             # Inside another client's callback: this client's dispatcher may be waiting for
-            # ours (each closing the other), so do not wait for it at all.
+            # ours (each closing the other), so do not wait for it at all. Inside a proxy
+            # resolver: freeing waits for the resolver to return.
             self.fail_pending()
             return
         if self.reader is not None:
