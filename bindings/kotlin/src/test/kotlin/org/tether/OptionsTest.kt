@@ -194,6 +194,31 @@ class OptionsTest : WithBackend() {
         }
 
     @Test
+    fun `a ProxySelector may close its own client`() = runBlocking {
+        val made = java.util.concurrent.CompletableFuture<TetherClient>()
+        val closedInMs = java.util.concurrent.CompletableFuture<Long>()
+        val selfClosing = object : java.net.ProxySelector() {
+            override fun select(uri: java.net.URI): List<java.net.Proxy> {
+                val c = made.get(10, java.util.concurrent.TimeUnit.SECONDS)
+                val t0 = System.nanoTime()
+                // Frees the client on the thread the library is waiting on: it must not wait
+                // for this very call to return.
+                c.close()
+                closedInMs.complete((System.nanoTime() - t0) / 1_000_000)
+                return listOf(java.net.Proxy.NO_PROXY)
+            }
+            override fun connectFailed(uri: java.net.URI?, sa: java.net.SocketAddress?, e: java.io.IOException?) {}
+        }
+        val c = TetherClient(backend.url, login(TetherOptions(proxySelector = selfClosing)))
+        made.complete(c)
+        val ms = closedInMs.get(10, java.util.concurrent.TimeUnit.SECONDS)
+        assertTrue(ms < 1_000, "close inside the selector took $ms ms")
+        withTimeout(10_000) { c.closedSignal.await() }
+        assertThrows<ClientClosedException> { runBlocking { c.request("echo", "{}") } }
+        c.close() // idempotent
+    }
+
+    @Test
     fun `toString leaves the secrets out`() {
         val p = TetherOptions(proxy = "socks5h://me:px-789@127.0.0.1:1080").toString()
         assertFalse(p.contains("px-789"), p)
