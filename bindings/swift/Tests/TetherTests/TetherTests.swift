@@ -236,6 +236,52 @@ final class TetherTests: XCTestCase {
         await c2.close(timeout: .seconds(10))
     }
 
+    /// The last reference to a client may go inside its own resolver: the free that runs there
+    /// does not wait for the very call it is in, and the resolver's context is released once
+    /// that call has returned.
+    func testAClientMayBeReleasedInsideItsOwnResolver() async throws {
+        /// Released with the resolver's context.
+        final class Token: @unchecked Sendable {
+            let released: Shared<Bool>
+            init(_ r: Shared<Bool>) { released = r }
+            deinit { released.withLock { $0 = true } }
+        }
+        let b = try Backend()
+        let slot = Shared<TetherClient?>(nil)
+        let released = Shared<Bool>(false)
+        let freedInside = Shared<Bool>(false)
+        let handedOver = Shared<Bool>(false)
+        do {
+            let token = Token(released)
+            var o = b.gomuks()
+            o.proxyResolver = { _ in
+                _ = token
+                let deadline = Date().addingTimeInterval(10)
+                while !handedOver.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+                do {
+                    // The only reference: the client is freed at the end of this scope.
+                    let c = slot.withLock { v -> TetherClient? in
+                        defer { v = nil }
+                        return v
+                    }
+                    _ = c
+                }
+                freedInside.withLock { $0 = true }
+                return nil
+            }
+            let c = try TetherClient(o)
+            slot.withLock { $0 = c }
+        }
+        // The test's own reference is gone: the slot holds the last one.
+        handedOver.withLock { $0 = true }
+        let deadline = Date().addingTimeInterval(10)
+        while !(freedInside.withLock { $0 } && released.withLock { $0 }) && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        XCTAssertTrue(freedInside.withLock { $0 }, "the free inside the resolver returned")
+        XCTAssertTrue(released.withLock { $0 }, "the resolver's context was released")
+    }
+
     func testConfigErrorsAndUseAfterClose() async throws {
         XCTAssertThrowsError(try TetherClient(url: "ftp://nope")) { e in
             guard case TetherError.config = e else { return XCTFail("\(e)") }
