@@ -37,9 +37,8 @@ run_client() {
 }
 
 # Calls FN SHAPE COMPRESS for each stream of section 1 (realistic, 1 KB and 10 KB events, each
-# uncompressed and compressed) with its blaster running (writing NAME-blaster.out)
-# in $OUT (default bench/out) and URL and port set: N_SMALL events of the first two sizes, N_BIG of
-# 10 KB.
+# uncompressed and compressed) with its blaster running (writing NAME-blaster.out in $OUT, by
+# default bench/out) and URL and port set: N_SMALL events of the first two sizes, N_BIG of 10 KB.
 each_stream() {
   local name=$1 fn=$2 spec shape n z
   for spec in "realistic $N_SMALL" "1024 $N_SMALL" "10240 $N_BIG"; do

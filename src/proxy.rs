@@ -97,9 +97,8 @@ struct Gate {
 
 struct GateState {
     /// The gate's reference to the app's function, the only one outside a call in
-    /// progress; `None` once closed.
+    /// progress; `None` once closed, so no call starts.
     f: Option<Arc<ResolverFn>>,
-    closed: bool,
     /// The thread of the call in progress.
     calling: Option<std::thread::ThreadId>,
 }
@@ -118,11 +117,7 @@ impl Resolver {
     fn gated(f: Option<Arc<ResolverFn>>) -> Resolver {
         Resolver {
             gate: Arc::new(Gate {
-                state: Mutex::new(GateState {
-                    f,
-                    closed: false,
-                    calling: None,
-                }),
+                state: Mutex::new(GateState { f, calling: None }),
                 done: Condvar::new(),
                 running: tokio::sync::Mutex::default(),
             }),
@@ -155,12 +150,11 @@ impl Resolver {
     /// wait for it: the call's own reference then goes last, when it returns.
     pub(crate) fn close_and_wait(&self) {
         let mut s = self.gate.state();
-        s.closed = true;
+        let f = s.f.take();
         let me = std::thread::current().id();
         while s.calling.is_some_and(|t| t != me) {
             s = self.gate.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        let f = s.f.take();
         drop(s);
         drop(f);
     }
@@ -174,7 +168,7 @@ impl Gate {
     fn call(&self, url: &str) -> Answer {
         let f = {
             let mut s = self.state();
-            let Some(f) = s.f.clone().filter(|_| !s.closed) else {
+            let Some(f) = s.f.clone() else {
                 return Err(Error::new(Status::ErrConnect, "the client is closed"));
             };
             s.calling = Some(std::thread::current().id());

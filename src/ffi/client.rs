@@ -559,9 +559,10 @@ ffi_fn! {
     /// callback to return, so no callback runs after free returns, except when called from the
     /// callback itself: then the dispatcher stops after the callback returns. Either way
     /// `destroy(ctx)` runs exactly once. A proxy resolver call of this client in progress is
-    /// waited for (unless this is called from inside it), and none starts afterwards; if this client held the resolver last, its
-    /// `destroy(ctx)` runs here (see `tether_config_set_proxy_resolver`). After fork() in the child this does nothing (the memory
-    /// is left alone).
+    /// waited for (unless this is called from inside it), and none starts afterwards; if this
+    /// client held the resolver last, its `destroy(ctx)` runs here (see
+    /// `tether_config_set_proxy_resolver`). After fork() in the child this does nothing (the
+    /// memory is left alone).
     fn tether_client_free(c: *mut tether_client) {
         // SAFETY: the caller passes a client from tether_client_new, once, or NULL.
         unsafe {

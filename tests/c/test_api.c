@@ -500,6 +500,13 @@ static void resolver_destroyed(void *ctx) {
 
 static int resolver_load(const int *counter) { return __atomic_load_n(counter, __ATOMIC_SEQ_CST); }
 
+/* Waits up to 10 s (scaled) for `counter` to leave 0; returns its value then. */
+static int resolver_wait(const int *counter) {
+    int64_t until = th_now_ms() + 10000 * th_scale();
+    while (resolver_load(counter) == 0 && th_now_ms() < until) usleep(1000);
+    return resolver_load(counter);
+}
+
 /* A connecting client of the backend whose proxy resolver is `resolve_proxy` over `r`. */
 static tether_client *connect_with_resolver(resolver_ctx *r) {
     tether_config *cfg = th_config(&backend);
@@ -652,9 +659,7 @@ static void test_proxy_resolver_ends_with_free(void) {
     CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
     tether_client *a = th_client_from(cfg);
     CHECK_OK(tether_client_connect(a));
-    int64_t until = th_now_ms() + 10000 * th_scale();
-    while (resolver_load(&r.asked) == 0 && th_now_ms() < until) usleep(1000);
-    CHECK(resolver_load(&r.asked) == 1);
+    CHECK(resolver_wait(&r.asked) == 1);
     CHECK(resolver_load(&r.calls) == 0);
     tether_client_free(a);
     CHECK(resolver_load(&r.calls) == 1);
@@ -685,9 +690,7 @@ static void test_proxy_resolver_ends_with_free(void) {
     CHECK_OK(tether_config_set_proxy_resolver(cfg, resolve_proxy, &r, resolver_destroyed));
     r.free_me = th_client_from(cfg);
     CHECK_OK(tether_client_connect(r.free_me));
-    until = th_now_ms() + 10000 * th_scale();
-    while (resolver_load(&r.destroyed) == 0 && th_now_ms() < until) usleep(1000);
-    CHECK(resolver_load(&r.destroyed) == 1);
+    CHECK(resolver_wait(&r.destroyed) == 1);
     CHECK(resolver_load(&r.calls) == 1);
     CHECK(!pthread_equal(r.destroyed_on, pthread_self()));
 }
