@@ -119,8 +119,10 @@ if [[ $VALGRIND == 1 ]]; then
     echo "[$t.plain under valgrind]"
     # "Possibly lost" is not counted: live hash tables (hashbrown keeps an interior pointer)
     # and the stacks of the runtime's still-running threads show up there at exit; a leaked
-    # table or thread would be "definitely lost".
-    TETHER_TEST_SLOW=1 valgrind -q --error-exitcode=99 --leak-check=full \
+    # table or thread would be "definitely lost". --fair-sched: valgrind runs one thread at a
+    # time, and its default lock lets spinning threads starve the rest for seconds (a closing
+    # thread in test_close_race, while three requesters queued 70,000 requests).
+    TETHER_TEST_SLOW=1 valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full \
       --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
       --child-silent-after-fork=yes "$OUT/$t.plain" 2>&1 | tee -a "$LOG"
   done
