@@ -275,8 +275,12 @@ def test_close_ends_with_closed_and_frees_the_root_for_a_new_client(
     FFI cannot cancel it, up to 5 s), then DISCONNECTED (OK, no retry) and CLOSED; when
     close() returns, the root and the process's backend slot are free again."""
     c = started(fake_ffi, root)
+    sent = c.stats().requests_sent
     pending = c.submit("sleep", {"ms": 1500})
-    time.sleep(0.2)  # the backend runs it
+    deadline = time.monotonic() + 5 * SLOW
+    while c.stats().requests_sent == sent:  # until the backend runs it
+        assert time.monotonic() < deadline, "the sleep was never handed to the backend"
+        time.sleep(0.002)
     closer = threading.Thread(target=c.close)
     t0 = time.monotonic()
     closer.start()
