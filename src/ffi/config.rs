@@ -377,7 +377,10 @@ pub struct tether_proxy_answer {
 /// script, an OS lookup), and its time counts against the attempt's limit (twice the connect
 /// timeout).
 /// `tether_client_free` waits for a call in progress for that client, so none runs once it
-/// has returned. It must not free or reconfigure the client it answers for.
+/// has returned; called from inside that call it returns without waiting. Freeing another
+/// client from inside a resolver waits for that client's call: two resolvers that each free
+/// the other's client at the same time wait for each other for ever, like two threads joining
+/// each other.
 pub type tether_proxy_resolver_cb = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
