@@ -189,6 +189,15 @@ def gomuks_opts(**extra: Any) -> Dict[str, Any]:
     return opts
 
 
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Polls ``pred`` until it holds; fails after ``timeout`` s (scaled) naming ``what``."""
+    deadline = time.monotonic() + timeout * SLOW
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
 def wait_event(client: Any, pred: Callable[[Any], bool], timeout: float = 10.0,
                seen: Optional[List[Any]] = None) -> Any:
     """Takes events from a sync client until ``pred(event)``; fails after ``timeout`` s."""

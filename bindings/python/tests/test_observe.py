@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import socket
 import time
-from typing import Callable, List
+from typing import List
 
 import pytest
 
@@ -29,6 +29,7 @@ from conftest import (
     gomuks_opts,
     run_python,
     wait_event,
+    wait_until,
 )
 
 
@@ -67,14 +68,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout * SLOW
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # -- logging --------------------------------------------------------------------------------
