@@ -480,11 +480,13 @@ typedef struct tether_stats {
      */
     uint64_t resumes_reset;
     /**
-     * Bytes read from the network (TLS and websocket framing included).
+     * Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
+     * the upgrade and the framing included; the gomuks login request is not counted).
      */
     uint64_t wire_bytes_in;
     /**
-     * Bytes written to the network (TLS and websocket framing included).
+     * Bytes written to the network by the websocket's connections (a proxy's handshake, TLS,
+     * the upgrade and the framing included; the gomuks login request is not counted).
      */
     uint64_t wire_bytes_out;
     /**

@@ -136,9 +136,11 @@ pub struct tether_stats {
     pub resumes_succeeded: u64,
     /// gomuks: connections that asked to resume and got a fresh state (or a catchup) instead.
     pub resumes_reset: u64,
-    /// Bytes read from the network (TLS and websocket framing included).
+    /// Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
+    /// the upgrade and the framing included; the gomuks login request is not counted).
     pub wire_bytes_in: u64,
-    /// Bytes written to the network (TLS and websocket framing included).
+    /// Bytes written to the network by the websocket's connections (a proxy's handshake, TLS,
+    /// the upgrade and the framing included; the gomuks login request is not counted).
     pub wire_bytes_out: u64,
     /// Bytes of the received messages after decompression: compression saved
     /// `1 - wire_bytes_in / payload_bytes_in`.

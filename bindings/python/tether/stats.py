@@ -52,9 +52,11 @@ class Stats:
     resumes_succeeded: int
     #: gomuks: connections that asked to resume and got a fresh state instead.
     resumes_reset: int
-    #: Bytes read from the network (TLS and websocket framing included).
+    #: Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
+    #: the upgrade and the framing included; the gomuks login request is not counted).
     wire_bytes_in: int
-    #: Bytes written to the network (TLS and websocket framing included).
+    #: Bytes written to the network by the websocket's connections (a proxy's handshake, TLS,
+    #: the upgrade and the framing included; the gomuks login request is not counted).
     wire_bytes_out: int
     #: Bytes of the received messages after decompression (compression saved
     #: ``1 - wire_bytes_in / payload_bytes_in``).

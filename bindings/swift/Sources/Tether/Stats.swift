@@ -40,9 +40,11 @@ public struct TetherStats: Sendable, Equatable {
     public var resumesSucceeded: UInt64
     /// gomuks: connections that asked to resume and got a fresh state instead.
     public var resumesReset: UInt64
-    /// Bytes read from the network, TLS and websocket framing included.
+    /// Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
+    /// the upgrade and the framing included; the gomuks login request is not counted).
     public var wireBytesIn: UInt64
-    /// Bytes written to the network, TLS and websocket framing included.
+    /// Bytes written to the network by the websocket's connections (a proxy's handshake, TLS,
+    /// the upgrade and the framing included; the gomuks login request is not counted).
     public var wireBytesOut: UInt64
     /// Bytes of the received messages after decompression; compression saved
     /// `1 - wireBytesIn / payloadBytesIn`.

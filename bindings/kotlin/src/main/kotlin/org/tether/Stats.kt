@@ -39,9 +39,15 @@ data class TetherStats(
     val resumesSucceeded: Long,
     /** gomuks: connections that asked to resume and got a fresh state instead. */
     val resumesReset: Long,
-    /** Bytes read from the network, TLS and websocket framing included. */
+    /**
+     * Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
+     * the upgrade and the framing included; the gomuks login request is not counted).
+     */
     val wireBytesIn: Long,
-    /** Bytes written to the network, TLS and websocket framing included. */
+    /**
+     * Bytes written to the network by the websocket's connections (a proxy's handshake, TLS,
+     * the upgrade and the framing included; the gomuks login request is not counted).
+     */
     val wireBytesOut: Long,
     /**
      * Bytes of the received messages after decompression: compression saved
