@@ -211,6 +211,14 @@ where
                     "requires proxy credentials".to_owned(),
                 ),
                 SocksError::Io(io) => (Status::ErrConnect, format!("I/O error: {io}")),
+                // tokio-socks reports both as "Unknown auth method"; which one it was is not
+                // kept, so the message names both rather than mislead.
+                SocksError::UnknownAuthMethod => (
+                    Status::ErrConnect,
+                    "answered outside RFC 1928 (a reply code it does not define, or an \
+                     authentication method we did not offer)"
+                        .to_owned(),
+                ),
                 // The SOCKS reply codes (RFC 1928 §6) and malformed replies; none echoes a
                 // credential.
                 other => {
@@ -227,5 +235,69 @@ where
             };
             Err(TunnelError::new(status, None, format!("{proxy} {what}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A SOCKS5 proxy on loopback that answers the method selection with `method` and, if
+    /// that is "no authentication", the CONNECT with reply code `code` (RFC 1928 §3, §6);
+    /// the error `open` returns through it.
+    async fn socks_answering(method: u8, code: u8) -> TunnelError {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut down, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 2];
+            down.read_exact(&mut head).await.unwrap();
+            let mut methods = vec![0u8; head[1] as usize];
+            down.read_exact(&mut methods).await.unwrap();
+            down.write_all(&[5, method]).await.unwrap();
+            if method != 0 {
+                return;
+            }
+            // VER CMD RSV ATYP(3) LEN NAME PORT.
+            let mut req = [0u8; 5];
+            down.read_exact(&mut req).await.unwrap();
+            let mut rest = vec![0u8; req[4] as usize + 2];
+            down.read_exact(&mut rest).await.unwrap();
+            down.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0])
+                .await
+                .unwrap();
+        });
+        let proxy = crate::proxy::parse(&format!("socks5h://{addr}"), "proxy", "explicit").unwrap();
+        let io = TcpStream::connect(addr).await.unwrap();
+        let err = open(&proxy, io, "example.invalid", 9, None)
+            .await
+            .expect_err("the proxy refused");
+        server.await.unwrap();
+        err
+    }
+
+    /// RFC 1928 §6 defines reply codes 0-8: a code past them (and a method we did not offer,
+    /// §3, which the SOCKS crate reports the same way) is named as the proxy answering
+    /// outside the RFC, not as an authentication problem, and is retried as a failed connect.
+    #[tokio::test]
+    async fn rfc1928_6_an_undefined_reply_code_or_method_is_named_as_such() {
+        for (method, code) in [(0u8, 9u8), (0, 0x7f), (1, 0)] {
+            let err = socks_answering(method, code).await;
+            assert_eq!(err.status, Status::ErrConnect, "{}", err.message);
+            assert!(
+                err.message.contains("answered outside RFC 1928"),
+                "{}",
+                err.message
+            );
+            assert!(!err.message.contains("Unknown auth"), "{}", err.message);
+        }
+        // A defined code keeps its own reason.
+        let err = socks_answering(0, 5).await;
+        assert!(
+            err.message.contains("Connection refused"),
+            "{}",
+            err.message
+        );
     }
 }
