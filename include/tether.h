@@ -1391,8 +1391,8 @@ uint64_t tether_client_id(const struct tether_client *c);
 
 /**
  * Writes the client's connection state (`TETHER_STATE_IDLE`, `_CONNECTING`,
- * `_CONNECTED`, `_WAITING` between attempts, `_CLOSED`) to `*out`. Reading it takes no
- * event. `TETHER_ERR_NULL` for a NULL argument. Any thread.
+ * `_CONNECTED`, `_WAITING` between attempts, `_PAUSED` by the app, `_CLOSED`) to `*out`.
+ * Reading it takes no event. `TETHER_ERR_NULL` for a NULL argument. Any thread.
  */
 tether_status tether_client_state(const struct tether_client *c, uint32_t *out);
 

@@ -177,8 +177,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// Writes the client's connection state (`TETHER_STATE_IDLE`, `_CONNECTING`,
-    /// `_CONNECTED`, `_WAITING` between attempts, `_CLOSED`) to `*out`. Reading it takes no
-    /// event. `TETHER_ERR_NULL` for a NULL argument. Any thread.
+    /// `_CONNECTED`, `_WAITING` between attempts, `_PAUSED` by the app, `_CLOSED`) to `*out`.
+    /// Reading it takes no event. `TETHER_ERR_NULL` for a NULL argument. Any thread.
     client fn tether_client_state(c: *const tether_client, out: *mut u32) -> tether_status |h| {
         status_of(out_arg(out, "out").map(|o| *o = h.client().state() as u32))
     } ?= code
