@@ -569,7 +569,11 @@ typedef struct tether_stats {
 #define TETHER_ERR_WRONG_MODE (-5)
 
 /**
- * A panic was caught at the boundary; the client is poisoned.
+ * An internal panic was caught. Inside a call on a handle: that handle refuses every
+ * later call (free still works). In a client's session task: the session ended with a
+ * DISCONNECTED event of this status and CLOSED, which are still taken as usual (requests
+ * then in flight get no RESPONSE: CLOSED ends them); the client's requests and sends
+ * fail with this status, and its state, statistics and resume state still answer.
  */
 #define TETHER_ERR_PANIC (-6)
 

@@ -34,7 +34,6 @@ pub struct Client {
     req: Requester,
     resume: Arc<SharedResume>,
     rx: std::sync::Mutex<Option<CommandRx>>,
-    poisoned: Arc<AtomicBool>,
     probe: Probe,
 }
 
@@ -47,6 +46,8 @@ pub(crate) struct Requester {
     ids: Arc<IdGen>,
     tx: Arc<CommandTx>,
     closed: Arc<AtomicBool>,
+    /// Set when the session task panicked: nothing is sent any more.
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -63,10 +64,10 @@ impl Client {
                 ids: Arc::new(IdGen::new()),
                 tx: Arc::new(tx),
                 closed: Arc::new(AtomicBool::new(false)),
+                poisoned: Arc::new(AtomicBool::new(false)),
             },
             resume,
             rx: std::sync::Mutex::new(Some(rx)),
-            poisoned: Arc::new(AtomicBool::new(false)),
             probe: Probe::new(),
         }
     }
@@ -167,13 +168,21 @@ impl Client {
         handle.spawn(guard_session(
             make(rx),
             self.req.queue.clone(),
-            self.poisoned.clone(),
+            self.req.poisoned.clone(),
         ));
     }
 
-    /// Whether an internal panic ended the session; the client is then unusable.
+    /// Whether an internal panic ended the session. The events it queued (DISCONNECTED with
+    /// `ErrPanic`, then CLOSED) can still be taken, and the resume state and statistics still
+    /// be read; everything that would send fails with `ErrPanic`.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.req.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Makes the session task panic, as a bug in it would.
+    #[cfg(test)]
+    pub(crate) fn inject_session_panic(&self) {
+        let _ = self.req.tx.send(Command::Panic);
     }
 
     /// rwws: sends one raw packet. Not available for gomuks clients.
@@ -487,6 +496,12 @@ impl Requester {
 
     /// Refuses any call once the client is closed.
     pub(crate) fn ensure_open(&self) -> Result<(), Error> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::new(
+                Status::ErrPanic,
+                "the client's session ended with an internal panic",
+            ));
+        }
         if self.is_closed() {
             return Err(closed_error());
         }

@@ -28,7 +28,11 @@ pub enum Status {
     ErrState = -4,
     /// Poll mode and callback mode were mixed.
     ErrWrongMode = -5,
-    /// A panic was caught at the boundary; the client is poisoned.
+    /// An internal panic was caught. Inside a call on a handle: that handle refuses every
+    /// later call (free still works). In a client's session task: the session ended with a
+    /// DISCONNECTED event of this status and CLOSED, which are still taken as usual (requests
+    /// then in flight get no RESPONSE: CLOSED ends them); the client's requests and sends
+    /// fail with this status, and its state, statistics and resume state still answer.
     ErrPanic = -6,
     /// The process forked after the library started; nothing works in the child.
     ErrForked = -7,

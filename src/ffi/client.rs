@@ -40,8 +40,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Handle for tether_client {
     const NAME: &'static str = "client";
 
+    // Only a panic inside a call on this handle: a panic of the session task leaves the
+    // handle whole, and its last events (DISCONNECTED with ERR_PANIC, CLOSED) must still be
+    // taken in poll mode; calls that would send fail with ERR_PANIC in the client.
     fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire) || self.client.is_poisoned()
+        self.poisoned.load(Ordering::Acquire)
     }
 
     fn poison(&self) {
@@ -604,6 +607,79 @@ mod tests {
             assert_eq!(r, TETHER_ERR_PANIC);
             assert_eq!(tether_client_close(c), TETHER_ERR_PANIC);
             assert_eq!(tether_client_event_fd(c), -1);
+            tether_client_free(c);
+        }
+    }
+
+    /// Takes events until one of `kind`, failing after 20 s; returns its status.
+    ///
+    /// # Safety
+    /// `c` is a live client in poll mode.
+    unsafe fn poll_until(c: *mut tether_client, kind: u32) -> tether_status {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "no event {kind}");
+            let mut ev = std::ptr::null_mut();
+            match tether_client_poll(c, 100, &mut ev) {
+                TETHER_TIMEOUT => continue,
+                TETHER_OK => {}
+                other => panic!("poll: {other}"),
+            }
+            let (k, status) = (tether_event_kind(ev), tether_event_status(ev));
+            tether_event_free(ev);
+            if k == kind {
+                return status;
+            }
+        }
+    }
+
+    /// A panic of the session task, over a real connection to the testkit backend, poisons
+    /// the client, not its handle: poll mode still takes the DISCONNECTED (ERR_PANIC) and
+    /// CLOSED the session queued for it and then returns TETHER_CLOSED, as the shutdown
+    /// protocol promises; the id, event fd and resume state still answer, and a request fails
+    /// with ERR_PANIC.
+    #[test]
+    fn a_session_panic_still_ends_the_event_stream_in_poll_mode() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let backend = rt
+            .block_on(tether_testkit::gomuks::Backend::start(Default::default()))
+            .unwrap();
+        let url = std::ffi::CString::new(backend.http_url()).unwrap();
+        let token = std::ffi::CString::new(backend.token()).unwrap();
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let mut cfg = std::ptr::null_mut();
+            assert_eq!(tether_config_new(&mut cfg), TETHER_OK);
+            assert_eq!(tether_config_set_url(cfg, url.as_ptr()), TETHER_OK);
+            assert_eq!(tether_config_set_token(cfg, token.as_ptr()), TETHER_OK);
+            let mut c = std::ptr::null_mut();
+            assert_eq!(tether_client_new(cfg, &mut c), TETHER_OK);
+            tether_config_free(cfg);
+            assert_eq!(tether_client_connect(c), TETHER_OK);
+            poll_until(c, TETHER_EVENT_CONNECTED);
+            // gomuks-rpc.md §6: the first message is the run_id, which the resume state keeps.
+            poll_until(c, TETHER_EVENT_MESSAGE);
+
+            (*c).client().inject_session_panic();
+            assert_eq!(poll_until(c, TETHER_EVENT_DISCONNECTED), TETHER_ERR_PANIC);
+            poll_until(c, TETHER_EVENT_CLOSED);
+            let mut ev = std::ptr::null_mut();
+            assert_eq!(tether_client_poll(c, 0, &mut ev), TETHER_CLOSED);
+
+            assert_ne!(tether_client_id(c), 0);
+            assert!(tether_client_event_fd(c) >= 0);
+            let mut run_id = [0 as std::ffi::c_char; 64];
+            let (mut len, mut last) = (0usize, 0i64);
+            assert_eq!(
+                tether_client_resume_state(c, run_id.as_mut_ptr(), 64, &mut len, &mut last),
+                TETHER_OK
+            );
+            assert!(len > 0, "the backend's run_id was kept");
+            let mut id = 0i64;
+            assert_eq!(
+                tether_client_request(c, c"ping".as_ptr(), b"{}".as_ptr(), 2, &mut id),
+                TETHER_ERR_PANIC
+            );
             tether_client_free(c);
         }
     }

@@ -184,6 +184,8 @@ pub(crate) async fn run<L: Local>(
                 }
                 // The client refuses these for an in-process backend.
                 Some(Command::Send(_) | Command::Pause | Command::Unpause | Command::Reconnect) => {}
+                #[cfg(test)]
+                Some(Command::Panic) => panic!("injected by a test"),
             },
             first = rx.recv(), if can_take => {
                 let Some(first) = first else { continue };

@@ -58,6 +58,9 @@ pub(crate) enum Command {
     /// reconnect, connect now; while connected, probe the link and reconnect at once if the
     /// probe goes unanswered.
     Reconnect,
+    /// Panic in the session task, as a bug in it would.
+    #[cfg(test)]
+    Panic,
 }
 
 /// Where the supervisor is.
@@ -755,6 +758,8 @@ impl Book {
             Command::Pause => Flow::Pause,
             Command::Unpause => Flow::Unpause,
             Command::Reconnect => Flow::Reconnect,
+            #[cfg(test)]
+            Command::Panic => panic!("injected by a test"),
         }
     }
 

@@ -205,7 +205,8 @@ class InUseError(UsageError):
 
 
 class PanicError(TetherError):
-    """``TETHER_ERR_PANIC``: the library caught an internal panic; the client is unusable."""
+    """``TETHER_ERR_PANIC``: the library caught an internal panic; the client sends nothing more
+    (after a panic of its session, its last events can still be taken)."""
 
     STATUS = Status.ERR_PANIC
 

@@ -73,7 +73,7 @@ class BackendException(s: Status, m: String) : TetherException(s, m)
 class InvalidArgumentException(s: Status, m: String) : TetherException(s, m)
 /** The call is not valid now (closed client, wrong delivery mode). */
 class StateException(s: Status, m: String) : TetherException(s, m)
-/** The library caught an internal panic; the client is unusable. */
+/** The library caught an internal panic; the client sends nothing more (its last events can still be taken). */
 class PanicException(s: Status, m: String) : TetherException(s, m)
 /** Used in a child process after fork(). */
 class ForkedException(s: Status, m: String) : TetherException(s, m)
