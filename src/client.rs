@@ -339,13 +339,16 @@ impl Client {
             gomuks::inproc::Media::Upload(_) => "upload_media",
             gomuks::inproc::Media::Download => "download_media",
         };
-        self.req.validate_request(what, params)?;
+        // Unsupported before anything about the request: an rwws client is a websocket
+        // client too, and an app that falls back to HTTP media on this status must see it.
+        self.req.ensure_open()?;
         if !matches!(self.req.cfg.transport(), Transport::InProcess { .. }) {
             return Err(Error::new(
                 Status::ErrUnsupported,
                 format!("{what} with progress is for in-process clients; over the websocket use the backend's HTTP media endpoints"),
             ));
         }
+        self.req.validate_request(what, params)?;
         if let gomuks::inproc::Media::Upload(bytes) = media {
             upload_source(params, bytes.is_some())?;
         }

@@ -443,7 +443,7 @@ async fn spec12_2_download_without_the_streaming_entry_point_is_unsupported() {
 }
 
 /// What has no meaning in-process answers a clear status: pause, unpause and reconnect are
-/// ERR_UNSUPPORTED; media calls on a websocket client too; an rwws in-process config and a
+/// ERR_UNSUPPORTED; media calls on a websocket client (gomuks or rwws) too; an rwws in-process config and a
 /// library that is not a gomuks FFI are configuration errors.
 #[tokio::test]
 async fn calls_that_do_not_apply_answer_a_clear_status() {
@@ -456,13 +456,20 @@ async fn calls_that_do_not_apply_answer_a_clear_status() {
     assert_eq!(c.send_packet(b"x").unwrap_err().status(), Status::ErrState);
     close_and_drain(&c).await;
 
-    let ws = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
-    let e = ws.upload_media(b"{}", Some(b"x"), None).unwrap_err();
-    assert_eq!(e.status(), Status::ErrUnsupported);
-    assert_eq!(
-        ws.download_media(b"{}", None).unwrap_err().status(),
-        Status::ErrUnsupported
-    );
+    // gomuks and rwws over the websocket alike (rwws has no requests at all, but the app
+    // that falls back to HTTP media on this status must see it).
+    let rwws = Config::builder("ws://127.0.0.1:9/")
+        .protocol(Protocol::Rwws)
+        .token("AAEC");
+    for cfg in [Config::builder("ws://127.0.0.1:9/"), rwws] {
+        let ws = Client::new(cfg.build().unwrap());
+        let e = ws.upload_media(b"{}", Some(b"x"), None).unwrap_err();
+        assert_eq!(e.status(), Status::ErrUnsupported, "{e}");
+        assert_eq!(
+            ws.download_media(b"{}", None).unwrap_err().status(),
+            Status::ErrUnsupported
+        );
+    }
 
     let e = Config::builder("")
         .protocol(Protocol::Rwws)
