@@ -945,8 +945,9 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
  * `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
  * `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
- * `run_id = NULL, run_id_cap = 0` asks for the size. The run_id is "" before the first
- * connection. Any thread.
+ * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
+ * `TETHER_ERR_NULL`, nothing written). The run_id is "" before the first connection. Any
+ * thread.
  */
 tether_status tether_client_resume_state(const struct tether_client *c, char *run_id, size_t run_id_cap, size_t *out_run_id_len, int64_t *out_last_received_event);
 
@@ -961,7 +962,8 @@ tether_status tether_client_resume_state(const struct tether_client *c, char *ru
  * NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
  * `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
  * password (and no token) has logged in, and with auth disabled and no token configured. The token is a secret:
- * keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
+ * keep it out of logs. `TETHER_ERR_NULL` for a NULL client, or a NULL `buf` with a
+ * nonzero `cap` (nothing written). Any thread.
  */
 tether_status tether_client_auth_token(const struct tether_client *c, char *buf, size_t cap, size_t *out_len);
 
@@ -1461,7 +1463,8 @@ void tether_store_free(struct tether_store *s);
  * `{"room_id": "!a:b", "limit": 50}` for `timeline`). The JSON is copied NUL-terminated
  * into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
  * NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
- * size. The store may change between two calls: a second call may need more room, so
+ * size (a NULL `buf` with a nonzero `cap` is `TETHER_ERR_NULL`, nothing written). The
+ * store may change between two calls: a second call may need more room, so
  * loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. `room` of a room the store does not
  * hold reads `null`, and so do an unknown event (`event`) and an unknown state key
  * (`state` with a key); a room the store does not know is `TETHER_ERR_INVALID_ARGUMENT`

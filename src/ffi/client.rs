@@ -467,8 +467,9 @@ ffi_fn! {
     /// `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
     /// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
     /// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
-    /// `run_id = NULL, run_id_cap = 0` asks for the size. The run_id is "" before the first
-    /// connection. Any thread.
+    /// `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
+    /// `TETHER_ERR_NULL`, nothing written). The run_id is "" before the first connection. Any
+    /// thread.
     client fn tether_client_resume_state(
         c: *const tether_client,
         run_id: *mut c_char,
@@ -503,7 +504,8 @@ ffi_fn! {
     /// NULL) receives its length without the NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so
     /// `buf = NULL, cap = 0` asks for the size. "" before a client configured with a username and
     /// password (and no token) has logged in, and with auth disabled and no token configured. The token is a secret:
-    /// keep it out of logs. `TETHER_ERR_NULL` for a NULL client. Any thread.
+    /// keep it out of logs. `TETHER_ERR_NULL` for a NULL client, or a NULL `buf` with a
+    /// nonzero `cap` (nothing written). Any thread.
     client fn tether_client_auth_token(
         c: *const tether_client,
         buf: *mut c_char,
@@ -518,7 +520,8 @@ ffi_fn! {
 }
 
 /// Copies `s` NUL-terminated into the caller's `buf` of `cap` bytes, writing its length to
-/// `*out_len` first (also when the buffer is too small, so callers can size it).
+/// `*out_len` first (also when the buffer is too small, so callers can size it). A NULL `buf`
+/// with a capacity is `ErrNull` and writes nothing; NULL with 0 asks for the size.
 ///
 /// # Safety
 /// `buf` is NULL or points to `cap` writable bytes; `out_len` is NULL or writable.
@@ -529,21 +532,22 @@ pub(crate) unsafe fn copy_c_string(
     cap: usize,
     out_len: *mut usize,
 ) -> Result<(), Error> {
+    if buf.is_null() && cap > 0 {
+        return Err(Error::new(
+            Status::ErrNull,
+            format!("{what} buffer is NULL"),
+        ));
+    }
     let bytes = s.as_bytes();
     // SAFETY: the caller guarantees `out_len` is NULL or writable.
     if let Some(l) = unsafe { out_len.as_mut() } {
         *l = bytes.len();
     }
+    // Also the size query: a NULL `buf` has capacity 0 here.
     if cap < bytes.len() + 1 {
         return Err(Error::new(
             Status::ErrBufferTooSmall,
             format!("{what} needs {} bytes", bytes.len() + 1),
-        ));
-    }
-    if buf.is_null() {
-        return Err(Error::new(
-            Status::ErrNull,
-            format!("{what} buffer is NULL"),
         ));
     }
     // SAFETY: `buf` has `cap` > len writable bytes (the caller's promise, checked above).

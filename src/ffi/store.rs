@@ -87,7 +87,8 @@ ffi_fn! {
     /// `{"room_id": "!a:b", "limit": 50}` for `timeline`). The JSON is copied NUL-terminated
     /// into `buf` (capacity `cap`); `*out_len` (may be NULL) receives its length without the
     /// NUL, also with `TETHER_ERR_BUFFER_TOO_SMALL`, so `buf = NULL, cap = 0` asks for the
-    /// size. The store may change between two calls: a second call may need more room, so
+    /// size (a NULL `buf` with a nonzero `cap` is `TETHER_ERR_NULL`, nothing written). The
+    /// store may change between two calls: a second call may need more room, so
     /// loop while it says `TETHER_ERR_BUFFER_TOO_SMALL`. `room` of a room the store does not
     /// hold reads `null`, and so do an unknown event (`event`) and an unknown state key
     /// (`state` with a key); a room the store does not know is `TETHER_ERR_INVALID_ARGUMENT`

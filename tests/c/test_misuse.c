@@ -320,10 +320,17 @@ static void test_resume_state_getter_with_small_or_null_buffer(void) {
         CHECK(last == 99);
         for (size_t j = 0; j < sizeof buf; j++) CHECK(buf[j] == 'Z');
     }
-    /* Enough room but no buffer: TETHER_ERR_NULL, the event id untouched. */
+    /* A capacity but no buffer (enough room or not): TETHER_ERR_NULL, and nothing written,
+     * neither the length nor the event id. */
     int64_t last = 99;
-    CHECK_FAILS(tether_client_resume_state(c, NULL, 100, NULL, &last), TETHER_ERR_NULL, "run_id");
-    CHECK(last == 99);
+    size_t untouched = 7;
+    CHECK_FAILS(tether_client_resume_state(c, NULL, 100, &untouched, &last), TETHER_ERR_NULL,
+                "run_id");
+    CHECK_FAILS(tether_client_resume_state(c, NULL, 3, &untouched, &last), TETHER_ERR_NULL,
+                "run_id");
+    CHECK(last == 99 && untouched == 7);
+    CHECK_FAILS(tether_client_auth_token(c, NULL, 100, &untouched), TETHER_ERR_NULL, "token");
+    CHECK(untouched == 7);
     /* Exactly enough: written with its NUL. */
     memset(buf, 'Z', sizeof buf);
     size_t len = 0;
