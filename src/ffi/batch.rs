@@ -78,9 +78,10 @@ pub struct tether_bytes {
 /// event is taken off the queue only if it fits, so packing cannot fail after the take.
 const MAX_BATCH_BYTES: usize = u32::MAX as usize;
 
-/// Distinct command names a batch stores once (later ones are stored per entry): gomuks has
-/// nine, and a linear search of a few short names costs less than copying them.
-const MAX_NAMES_SHARED: usize = 8;
+/// Distinct command names a batch finds by a linear search (gomuks has nine; a scan of a few
+/// short names costs less than hashing them); names past these go into a map, so a batch of
+/// many distinct names still stores each once.
+const NAMES_SCANNED: usize = 8;
 
 #[cfg(test)]
 thread_local! {
@@ -134,21 +135,29 @@ impl tether_batch {
     fn pack(&mut self) {
         // (offset, length) of the names packed so far: a batch carries a few names many times.
         let mut names: Vec<(usize, usize)> = Vec::new();
+        let mut more: std::collections::HashMap<Vec<u8>, u32> = Default::default();
         for ev in &self.events {
             let cmd = ev.command().as_bytes();
-            let command_offset = match names
-                .iter()
-                .find(|&&(at, n)| self.bytes[at..at + n] == *cmd)
-            {
-                Some(&(at, _)) => at as u32,
-                None => {
-                    let at = self.bytes.len();
-                    self.bytes.extend_from_slice(cmd);
-                    if names.len() < MAX_NAMES_SHARED && !cmd.is_empty() {
-                        names.push((at, cmd.len()));
-                    }
-                    at as u32
+            let scanned = || {
+                names
+                    .iter()
+                    .find(|&&(at, n)| self.bytes[at..at + n] == *cmd)
+                    .map(|&(at, _)| at as u32)
+            };
+            // Every empty name is the same: offset 0, length 0.
+            let command_offset = if cmd.is_empty() {
+                0
+            } else if let Some(at) = scanned().or_else(|| more.get(cmd).copied()) {
+                at
+            } else {
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(cmd);
+                if names.len() < NAMES_SCANNED {
+                    names.push((at, cmd.len()));
+                } else {
+                    more.insert(cmd.to_vec(), at as u32);
                 }
+                at as u32
             };
             let data_offset = if self.lends {
                 TETHER_BATCH_DATA_LENT
@@ -466,6 +475,68 @@ mod tests {
                 assert_eq!(&buf[at..at + 3], b"xxx");
             }
             tether_batch_free(b);
+            tether_client_free(c);
+        }
+    }
+
+    /// The header's promise holds past the names found by a scan: with twelve distinct
+    /// names, each twice, and events without a name, equal names have equal offsets, each
+    /// name is stored once, and every empty name is offset 0; copying and lending alike.
+    #[test]
+    fn a_batch_of_many_distinct_names_still_stores_each_once() {
+        let names: Vec<String> = (0..12).map(|i| format!("command_{i:02}")).collect();
+        let stream = || {
+            let mut events = Vec::new();
+            for round in 0..2 {
+                for (i, n) in names.iter().enumerate() {
+                    let mut e = message(round * 100 + i as i64, 1);
+                    e.command = crate::event::command_name(n);
+                    events.push(e);
+                    events.push(Event::new(EventKind::Connecting));
+                }
+            }
+            events
+        };
+        // SAFETY: pointers come from the API itself and are freed once.
+        unsafe {
+            let c = client_with(Vec::new());
+            for lends in [false, true] {
+                (*c).client().queue().push_all(stream());
+                let mut b = null_mut();
+                let made = if lends {
+                    tether_batch_new_lending(64, &mut b)
+                } else {
+                    tether_batch_new(64, &mut b)
+                };
+                assert_eq!(made, TETHER_OK);
+                let mut n = 0;
+                assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
+                assert_eq!(n, 48);
+                let (mut e, mut count, mut bytes, mut len) =
+                    (std::ptr::null(), 0, std::ptr::null(), 0);
+                assert_eq!(
+                    tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
+                    TETHER_OK
+                );
+                let e = std::slice::from_raw_parts(e, count);
+                let buf = std::slice::from_raw_parts(bytes, len);
+                let mut offsets = std::collections::HashMap::new();
+                for x in e {
+                    let at = x.command_offset as usize;
+                    let name = &buf[at..at + x.command_len as usize];
+                    if name.is_empty() {
+                        assert_eq!(x.command_offset, 0);
+                        continue;
+                    }
+                    let first = *offsets.entry(name.to_vec()).or_insert(x.command_offset);
+                    assert_eq!(x.command_offset, first, "{}", String::from_utf8_lossy(name));
+                }
+                assert_eq!(offsets.len(), 12);
+                // Each name once; the copying batch adds the 24 one-byte payloads.
+                let name_bytes: usize = names.iter().map(String::len).sum();
+                assert_eq!(len, name_bytes + if lends { 0 } else { 24 });
+                tether_batch_free(b);
+            }
             tether_client_free(c);
         }
     }
