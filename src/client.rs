@@ -457,7 +457,7 @@ impl Client {
         if !self.req.queue.set_tap(tap) {
             return Err(Error::new(
                 Status::ErrInUse,
-                "a store is already attached to this client",
+                "a store was already attached to this client (one per client)",
             ));
         }
         Ok(())

@@ -59,6 +59,9 @@ struct State {
     last_gc: Instant,
     /// The store actions' request timeout (the client's when `None`).
     timeout: Option<Duration>,
+    /// The app dropped the store: a batch the session had already started to hand over
+    /// passes through unchanged, so no STORE event follows the drop.
+    detached: bool,
 }
 
 struct Inner {
@@ -112,8 +115,10 @@ impl Store {
     /// Attaches a store to a gomuks client that has not connected yet, so it sees every event
     /// from the first. `options` is JSON (`{"evict_after_ms": N, "request_timeout_ms": N}`,
     /// docs/store.md) or empty.
-    /// `ErrState` once `connect` was called, `ErrInUse` if a store is already attached,
-    /// `ErrUnsupported` for an rwws client, `ErrInvalidArgument` for bad options.
+    /// `ErrState` once `connect` was called, `ErrInUse` if a store was attached before (one
+    /// per client, also once dropped), `ErrUnsupported` for an rwws client,
+    /// `ErrInvalidArgument` for bad options. Dropping the store detaches it: no STORE event
+    /// follows the drop.
     pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {
         let opts: Options = views::args(options)?;
         let store = Store {
@@ -129,6 +134,7 @@ impl Store {
                         .map_or(DEFAULT_EVICT_AFTER, Duration::from_millis),
                     last_gc: Instant::now(),
                     timeout: opts.request_timeout_ms.map(Duration::from_millis),
+                    detached: false,
                 }),
                 req: client.requester().clone(),
             }),
@@ -574,9 +580,21 @@ impl State {
     }
 }
 
+impl Drop for Store {
+    /// Detaches under the store's lock: a batch being applied right now is queued first
+    /// (with its change set), and one the session took hold of just before passes through.
+    fn drop(&mut self) {
+        self.lock().detached = true;
+    }
+}
+
 impl Tap for Inner {
     fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>)) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.detached {
+            queue(events);
+            return;
+        }
         // A bug in the store must not cost the app its events: the batch then goes out as
         // it came (the answers in it were already retired from the request book).
         let out =
@@ -676,5 +694,39 @@ impl Harness {
             out.push(views::event(m, e.as_bytes()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The race of a drop with a delivery: the session upgraded its weak handle to the store
+    /// just before the app dropped it, then hands a batch over. The batch is queued as it
+    /// came, with no STORE event after the drop (tether.h, `tether_store_free`).
+    #[test]
+    fn a_batch_handed_over_after_the_drop_carries_no_change_set() {
+        let client = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let sync = || {
+            let mut ev = Event::new(EventKind::Message);
+            ev.command = crate::event::command_name("sync_complete");
+            ev.data = bytes::Bytes::from_static(include_bytes!(
+                "../../tests/fixtures/gomuks/v0.2607_initial.json"
+            ));
+            ev
+        };
+        let kinds = |inner: &Inner| {
+            let out = std::sync::Mutex::new(Vec::new());
+            inner.deliver(vec![sync()], &|v| out.lock().unwrap().extend(v));
+            let out = out.into_inner().unwrap();
+            out.iter().map(Event::kind).collect::<Vec<_>>()
+        };
+        let store = Store::attach(&client, b"").unwrap();
+        // Attached, the batch brings its change set.
+        assert!(kinds(&store.inner).contains(&EventKind::Store));
+        let held = store.inner.clone();
+        drop(store);
+        assert_eq!(kinds(&held), [EventKind::Message]);
     }
 }
