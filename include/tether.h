@@ -894,8 +894,9 @@ tether_status tether_client_set_event_callback(struct tether_client *c, tether_e
  * the backend frees the events it kept for this client), pending requests complete with
  * `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
  * `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
- * `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
- * inside an event callback.
+ * `TETHER_ERR_STATE` if the app already closed it (a client the server ended for good
+ * returns `TETHER_OK`: its CLOSED is queued already, nothing more happens);
+ * `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
  */
 tether_status tether_client_close(struct tether_client *c);
 
@@ -934,8 +935,10 @@ tether_status tether_client_reconnect_now(struct tether_client *c);
  * close code 1000 instead of 1001), so a later client given this one's
  * `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
  * it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
- * rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
- * closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
+ * rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if the app
+ * already closed it (as for `tether_client_close`, a client the server ended for good
+ * returns `TETHER_OK`); `TETHER_ERR_NULL` for NULL. Any thread, including inside an event
+ * callback.
  */
 tether_status tether_client_close_keep_resume(struct tether_client *c);
 
@@ -1203,8 +1206,9 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
  * clients), inside whichever of those calls lets go last and on its thread, never on one
  * of the library's threads: after it, the app's code for this resolver never runs again,
  * so an interpreter may shut down. The one exception is a client freed from inside its own
- * resolver call: then `destroy(ctx)` runs when that call returns, on its thread. Default:
- * no resolver.
+ * resolver call: then `destroy(ctx)` runs when that call returns, on its thread. After
+ * fork(), in the child, the call returns `TETHER_ERR_FORKED` and calls nothing: `ctx`
+ * stays the app's. Default: no resolver.
  */
 tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether_proxy_resolver_cb cb, void *ctx, tether_destroy_cb destroy);
 
@@ -1383,9 +1387,12 @@ uint32_t tether_version_number(void);
  * thread), so it is never called again afterwards. `cb` NULL (or `max_level` 0) removes
  * the callback; then logging costs one atomic load per record site. `destroy` may be
  * NULL. `destroy(ctx)` runs exactly once whatever this call returns, also on
- * `TETHER_ERR_STATE` (called from inside a log callback), where it runs at once; the one
- * exception is `TETHER_ERR_FORKED` (a child process after fork()), where nothing is
- * called and `ctx` stays the app's. Any thread.
+ * `TETHER_ERR_STATE` (called from inside a log callback, or the `tether-log` thread could
+ * not be started), where it runs at once; the one exception is `TETHER_ERR_FORKED` (a
+ * child process after fork()), where nothing is called and `ctx` stays the app's. Any
+ * thread. Since this call waits for the log thread, a log callback must not free a client
+ * whose event callback may be inside this call at that moment: the free waits for that
+ * callback, and the callback for the log thread, for ever.
  */
 tether_status tether_set_log_callback(tether_log_cb cb, void *ctx, tether_destroy_cb destroy, uint32_t max_level);
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tether::{Client, Config, EventKind, Status};
+use tether::{Client, Config, EventKind, Pop, Status};
 use tether_testkit::proxy::Proxy;
 
 fn ms(n: u64) -> Duration {
@@ -86,6 +86,15 @@ async fn spec1_2_invalid_cookie_is_unauthorized() {
     );
     assert_eq!(d.close_code(), 401);
     assert_eq!(next(&c).await.kind(), EventKind::Closed);
+    // Ended by the server: requests are refused, the app's own close is accepted once and
+    // adds nothing after CLOSED (tether.h, tether_client_close).
+    assert_eq!(
+        c.request("ping", b"{}").unwrap_err().status(),
+        Status::ErrState
+    );
+    c.close().unwrap();
+    assert_eq!(c.close().unwrap_err().status(), Status::ErrState);
+    assert!(matches!(c.poll(Some(Duration::ZERO)), Pop::Finished));
 }
 
 /// §16 step 1: HTTP 401 at the upgrade → re-authenticate once with the password, then connect.

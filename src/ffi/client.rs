@@ -406,8 +406,9 @@ ffi_fn! {
     /// the backend frees the events it kept for this client), pending requests complete with
     /// `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
     /// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
-    /// `TETHER_ERR_STATE` if already closed; `TETHER_ERR_NULL` for NULL. Any thread, including
-    /// inside an event callback.
+    /// `TETHER_ERR_STATE` if the app already closed it (a client the server ended for good
+    /// returns `TETHER_OK`: its CLOSED is queued already, nothing more happens);
+    /// `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
     client fn tether_client_close(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.close())
     } ?= code
@@ -454,8 +455,10 @@ ffi_fn! {
     /// close code 1000 instead of 1001), so a later client given this one's
     /// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
     /// it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
-    /// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if already
-    /// closed; `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
+    /// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if the app
+    /// already closed it (as for `tether_client_close`, a client the server ended for good
+    /// returns `TETHER_OK`); `TETHER_ERR_NULL` for NULL. Any thread, including inside an event
+    /// callback.
     client fn tether_client_close_keep_resume(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.close_keep_resume())
     } ?= code

@@ -450,8 +450,9 @@ ffi_fn! {
     /// clients), inside whichever of those calls lets go last and on its thread, never on one
     /// of the library's threads: after it, the app's code for this resolver never runs again,
     /// so an interpreter may shut down. The one exception is a client freed from inside its own
-    /// resolver call: then `destroy(ctx)` runs when that call returns, on its thread. Default:
-    /// no resolver.
+    /// resolver call: then `destroy(ctx)` runs when that call returns, on its thread. After
+    /// fork(), in the child, the call returns `TETHER_ERR_FORKED` and calls nothing: `ctx`
+    /// stays the app's. Default: no resolver.
     fn tether_config_set_proxy_resolver(
         cfg: *mut tether_config,
         cb: tether_proxy_resolver_cb,

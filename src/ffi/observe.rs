@@ -85,9 +85,12 @@ ffi_fn! {
     /// thread), so it is never called again afterwards. `cb` NULL (or `max_level` 0) removes
     /// the callback; then logging costs one atomic load per record site. `destroy` may be
     /// NULL. `destroy(ctx)` runs exactly once whatever this call returns, also on
-    /// `TETHER_ERR_STATE` (called from inside a log callback), where it runs at once; the one
-    /// exception is `TETHER_ERR_FORKED` (a child process after fork()), where nothing is
-    /// called and `ctx` stays the app's. Any thread.
+    /// `TETHER_ERR_STATE` (called from inside a log callback, or the `tether-log` thread could
+    /// not be started), where it runs at once; the one exception is `TETHER_ERR_FORKED` (a
+    /// child process after fork()), where nothing is called and `ctx` stays the app's. Any
+    /// thread. Since this call waits for the log thread, a log callback must not free a client
+    /// whose event callback may be inside this call at that moment: the free waits for that
+    /// callback, and the callback for the log thread, for ever.
     fn tether_set_log_callback(
         cb: tether_log_cb,
         ctx: *mut c_void,
@@ -107,12 +110,19 @@ ffi_fn! {
             }
         };
         let sink = hook.map(|h| -> crate::logging::LogSink { Box::new(move |r: &LogRecord| h.call(r)) });
+        let from_log_thread = std::thread::current().name() == Some("tether-log");
         if set_log_sink(sink, level.unwrap_or(LogLevel::Error)) {
             status_of(Ok(()))
-        } else {
+        } else if from_log_thread {
             status_of(Err(Error::new(
                 Status::ErrState,
                 "tether_set_log_callback cannot be called from a log callback",
+            )))
+        } else {
+            // set_log_sink refuses only those two cases.
+            status_of(Err(Error::new(
+                Status::ErrState,
+                "cannot start the tether-log thread",
             )))
         }
     } ?= code
