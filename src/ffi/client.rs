@@ -618,11 +618,13 @@ mod tests {
         }
     }
 
-    /// Takes events until one of `kind`, failing after 20 s; returns its status.
+    /// Takes events until one of `kind`, failing after 20 s; returns its status and request
+    /// id, and the kinds skipped on the way.
     ///
     /// # Safety
     /// `c` is a live client in poll mode.
-    unsafe fn poll_until(c: *mut tether_client, kind: u32) -> tether_status {
+    unsafe fn poll_until(c: *mut tether_client, kind: u32) -> (tether_status, i64, Vec<u32>) {
+        let mut skipped = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             assert!(std::time::Instant::now() < deadline, "no event {kind}");
@@ -632,19 +634,24 @@ mod tests {
                 TETHER_OK => {}
                 other => panic!("poll: {other}"),
             }
-            let (k, status) = (tether_event_kind(ev), tether_event_status(ev));
+            let (k, status, id) = (
+                tether_event_kind(ev),
+                tether_event_status(ev),
+                tether_event_request_id(ev),
+            );
             tether_event_free(ev);
             if k == kind {
-                return status;
+                return (status, id, skipped);
             }
+            skipped.push(k);
         }
     }
 
     /// A panic of the session task, over a real connection to the testkit backend, poisons
-    /// the client, not its handle: poll mode still takes the DISCONNECTED (ERR_PANIC) and
-    /// CLOSED the session queued for it and then returns TETHER_CLOSED, as the shutdown
-    /// protocol promises; the id, event fd and resume state still answer, and a request fails
-    /// with ERR_PANIC.
+    /// the client, not its handle: the request in flight gets its RESPONSE (ERR_PANIC), poll
+    /// mode still takes the DISCONNECTED (ERR_PANIC) and CLOSED the session queued and then
+    /// returns TETHER_CLOSED, as the shutdown protocol promises; the id, state (CLOSED),
+    /// event fd and resume state still answer, and a new request fails with ERR_PANIC.
     #[test]
     fn a_session_panic_still_ends_the_event_stream_in_poll_mode() {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -666,14 +673,47 @@ mod tests {
             poll_until(c, TETHER_EVENT_CONNECTED);
             // gomuks-rpc.md §6: the first message is the run_id, which the resume state keeps.
             poll_until(c, TETHER_EVENT_MESSAGE);
+            let sleep = br#"{"ms":60000}"#;
+            let mut asleep = 0i64;
+            assert_eq!(
+                tether_client_request(
+                    c,
+                    c"sleep".as_ptr(),
+                    sleep.as_ptr(),
+                    sleep.len(),
+                    &mut asleep
+                ),
+                TETHER_OK
+            );
+            // Plain integers: all zero is a valid value.
+            let mut stats: tether_stats = std::mem::zeroed();
+            stats.size = std::mem::size_of::<tether_stats>() as u32;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while stats.requests_sent == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the sleep was never sent"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                assert_eq!(tether_client_stats(c, &mut stats), TETHER_OK);
+            }
 
             (*c).client().inject_session_panic();
-            assert_eq!(poll_until(c, TETHER_EVENT_DISCONNECTED), TETHER_ERR_PANIC);
-            poll_until(c, TETHER_EVENT_CLOSED);
+            let (status, id, _) = poll_until(c, TETHER_EVENT_RESPONSE);
+            assert_eq!((status, id), (TETHER_ERR_PANIC, asleep));
+            let (status, _, skipped) = poll_until(c, TETHER_EVENT_DISCONNECTED);
+            assert_eq!(status, TETHER_ERR_PANIC);
+            assert!(!skipped.contains(&TETHER_EVENT_RESPONSE), "{skipped:?}");
+            assert!(poll_until(c, TETHER_EVENT_CLOSED).2.is_empty());
             let mut ev = std::ptr::null_mut();
             assert_eq!(tether_client_poll(c, 0, &mut ev), TETHER_CLOSED);
 
             assert_ne!(tether_client_id(c), 0);
+            let mut state = 0;
+            assert_eq!(tether_client_state(c, &mut state), TETHER_OK);
+            assert_eq!(state, TETHER_STATE_CLOSED);
+            assert_eq!(tether_client_stats(c, &mut stats), TETHER_OK);
+            assert_eq!(stats.requests_in_flight, 0);
             assert!(tether_client_event_fd(c) >= 0);
             let mut run_id = [0 as std::ffi::c_char; 64];
             let (mut len, mut last) = (0usize, 0i64);

@@ -23,10 +23,10 @@ pub const TETHER_ERR_STATE: tether_status = -4;
 /// Poll mode and callback mode were mixed.
 pub const TETHER_ERR_WRONG_MODE: tether_status = -5;
 /// An internal panic was caught. Inside a call on a handle: that handle refuses every
-/// later call (free still works). In a client's session task: the session ended with a
-/// DISCONNECTED event of this status and CLOSED, which are still taken as usual (requests
-/// then in flight get no RESPONSE: CLOSED ends them); the client's requests and sends
-/// fail with this status, and its state, statistics and resume state still answer.
+/// later call (free still works). In a client's session task: each request in flight
+/// gets a RESPONSE of this status, then come a DISCONNECTED of this status and CLOSED,
+/// all taken as usual; the client's state is CLOSED, later requests and sends fail with
+/// this status, and its statistics and resume state still answer.
 pub const TETHER_ERR_PANIC: tether_status = -6;
 /// The process forked after the library started; nothing works in the child.
 pub const TETHER_ERR_FORKED: tether_status = -7;

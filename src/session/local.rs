@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::commands::CommandRx;
 use super::dialect::Incoming;
 use super::pings::Pings;
-use super::requests::{self, Requests};
+use super::requests;
 use super::{Book, Command, Offline};
 use crate::config::Config;
 use crate::event::{Event, EventKind};
@@ -71,13 +71,7 @@ pub(crate) async fn run<L: Local>(
     local: Arc<L>,
     mut commands: CommandRx,
 ) {
-    let mut book = Book {
-        queue,
-        ids,
-        probe,
-        requests: Requests::default(),
-        unsent_packets: Default::default(),
-    };
+    let mut book = Book::new(queue, ids, probe);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = Sink(tx);
     let client = book.probe.client;

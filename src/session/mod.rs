@@ -150,6 +150,29 @@ struct Book {
     requests: Requests,
     /// Packets written while disconnected, in order.
     unsent_packets: VecDeque<Message>,
+    /// [`Book::finish`] ran: the session ended as sessions end.
+    finished: bool,
+}
+
+impl Drop for Book {
+    /// The runtime is never shut down, so a book dropped unfinished is a session that
+    /// panicked: the requests it still held get their RESPONSE here (before the guard queues
+    /// DISCONNECTED and CLOSED), so every accepted request is still answered once.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Nothing here may unwind out of the task: the guard still has to queue the end.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let failed = self.requests.fail_all(
+                Status::ErrPanic,
+                "the session ended with an internal panic before the reply",
+            );
+            self.probe.counters.set_state(ConnectionState::Closed);
+            self.count_in_flight();
+            self.push_outcomes(failed);
+        }));
+    }
 }
 
 /// Runs a client's session until it closes for good.
@@ -167,13 +190,7 @@ pub(crate) async fn run<D: Dialect>(
         dialect,
         attempt: 0,
         copies: Default::default(),
-        book: Book {
-            queue,
-            ids,
-            probe,
-            requests: Requests::default(),
-            unsent_packets: VecDeque::new(),
-        },
+        book: Book::new(queue, ids, probe),
     };
     let mut state = State::Connecting;
     loop {
@@ -661,6 +678,17 @@ enum Offline<T> {
 }
 
 impl Book {
+    fn new(queue: Arc<EventQueue>, ids: Arc<IdGen>, probe: Probe) -> Book {
+        Book {
+            queue,
+            ids,
+            probe,
+            requests: Requests::default(),
+            unsent_packets: VecDeque::new(),
+            finished: false,
+        }
+    }
+
     /// Serves commands and request timers while disconnected, until `work` finishes or the
     /// app closes.
     async fn offline<F: std::future::Future + Unpin>(
@@ -906,6 +934,7 @@ impl Book {
     /// Ends the session: every request left, and every request that reached the channel
     /// before it closed, gets CLIENT_CLOSED; then CLOSED, the last event.
     fn finish(&mut self, commands: &mut CommandRx) {
+        self.finished = true;
         let failed = self
             .requests
             .fail_all(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
