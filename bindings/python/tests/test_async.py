@@ -4,6 +4,7 @@ its own event loop with an overall deadline)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -40,6 +41,19 @@ async def buffered_ids(c: AsyncClient, until: int, seen: List[Any]) -> List[int]
 
     await await_event(c, pred, seen=seen)
     return ids
+
+
+def test_a_bad_batch_size_raises_and_frees_the_native_client(backend: Backend) -> None:
+    # The native client exists before the batch is made: it must be freed, which the
+    # library shows by letting go of the client's proxy resolver (its destroy callback).
+    async def main() -> None:
+        for bad in (0, -1):
+            with pytest.raises((tether.InvalidArgumentError, ValueError, OverflowError)):
+                client(backend, batch_size=bad, proxy_resolver=lambda url: None)
+
+    arun(main())
+    gc.collect()
+    assert not tether._options._resolvers
 
 
 def test_request_response_and_errors(backend: Backend) -> None:

@@ -243,6 +243,13 @@ def test_invalid_configurations_raise_config_errors() -> None:
         tether.Client("http://127.0.0.1:1", reconnect_backoff=(2, 1))
     with pytest.raises(tether.ConfigError):
         tether.Client("http://127.0.0.1:1", protocol="rwws", token="!!!not base64")
+    # Out of the C type's range: refused, not wrapped (-1 as size_t would lift the cap).
+    for name, bad in (("max_message_bytes", -1), ("queue_capacity", -5),
+                      ("max_message_bytes", 1 << 64), ("last_server_ts", 1 << 63)):
+        with pytest.raises(tether.InvalidArgumentError, match=name):
+            tether.Client("http://127.0.0.1:1", **{name: bad})
+    with pytest.raises(tether.InvalidArgumentError, match="batch_size"):
+        tether.Client("http://127.0.0.1:1", batch_size=-1)
 
 
 def test_the_package_is_typed() -> None:

@@ -46,6 +46,9 @@ def test_packets_and_settings(backend: Backend) -> None:
             c.send_packet(b"")
         with pytest.raises(tether.InvalidArgumentError):
             c.send_settings([(0xFF, b"")])  # the list terminator is not a setting id
+        for not_a_byte in (0x101, -1):  # ctypes would have sent 0x101 as setting 1
+            with pytest.raises(tether.InvalidArgumentError, match="not a byte"):
+                c.send_settings([(not_a_byte, b"")])
         backend.control("/_testkit/rwws/fault?kind=unknown_packet")
         p = wait_event(c, lambda e: e.kind == EventKind.PACKET)
         assert p.raw[:1] == b"\x7f" and p.data is None

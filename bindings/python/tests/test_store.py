@@ -188,6 +188,40 @@ def test_store_events_reach_subscribers_first_and_stay_in_events(rooms: Backend)
             plain.store
 
 
+def test_in_poll_mode_a_wait_inside_on_change_raises_instead_of_waiting_for_itself(
+    rooms: Backend,
+) -> None:
+    """on_change runs on the app thread that is taking events (here the one in
+    wait_event): waiting there for a change or a reply raises StateError, as in callback
+    mode, instead of waiting forever; a look without waiting still works."""
+    with store_client(rooms) as c:
+        s = c.store
+        outcomes: List[Any] = []
+        stream = s.changes()
+
+        def on_change(ch: Dict[str, Any]) -> None:
+            if threading.get_ident() != main:
+                return  # delivered by the reader thread: not the case under test
+            while stream.get(0) is not None:  # no wait: fine
+                pass
+            for wait in (lambda: stream.get(5 * SLOW), lambda: c.request("echo", {})):
+                try:
+                    wait()
+                    outcomes.append("returned")
+                except tether.StateError as e:
+                    outcomes.append(str(e))
+
+        main = threading.get_ident()
+        s.on_change(on_change)
+        deadline = time.monotonic() + 20 * SLOW
+        while not outcomes:
+            assert time.monotonic() < deadline, "no change set was delivered on this thread"
+            remote_message(rooms, R[2], "delivered here")
+            wait_event(c, lambda e: e.kind == EventKind.STORE)
+        assert len(outcomes) == 2 and all("on_change" in o for o in outcomes), outcomes
+        stream.close()
+
+
 def test_in_callback_mode_on_change_runs_before_on_event_gets_the_store_event(
     rooms: Backend,
 ) -> None:

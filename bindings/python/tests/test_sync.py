@@ -15,7 +15,7 @@ import tether
 from tether import Client, EventKind, Status
 from tether.events import _UNSET
 
-from conftest import SLOW, Backend, foreign_env, gomuks_opts, run_python, wait_event
+from conftest import SLOW, Backend, foreign_env, gomuks_opts, run_python, wait_event, wait_until
 
 
 def client(backend: Backend, **extra: Any) -> Client:
@@ -1269,3 +1269,25 @@ def test_a_batch_of_large_payloads_parses_in_runs_of_bounded_size() -> None:
     # event's parser (not this loads).
     assert [[d["i"] for d in json.loads(c)] for c in calls] == [[0, 1], [4, 5]]
     assert all(len(c) <= BATCH_JSON_BYTES + 3 for c in calls)
+
+
+def test_cancel_after_the_session_ended_returns_false(backend: Backend) -> None:
+    # The request's CLIENT_CLOSED reply is still behind a callback that holds the dispatcher
+    # when the server ends the session (a token it refuses): cancel() says it came too late
+    # instead of raising StateError from the library's refusal.
+    release = threading.Event()
+
+    def on_event(ev: tether.Event) -> None:
+        release.wait(10 * SLOW)
+
+    c = tether.Client(backend.url, token="not-a-valid-token", on_event=on_event)
+    try:
+        p = c.submit("echo", {})
+        wait_until(lambda: c.state == tether.ConnectionState.CLOSED, "the session to end")
+        assert not p.done()
+        assert p.cancel() is False
+    finally:
+        release.set()
+        c.close()
+    with pytest.raises(tether.ClientClosedError):
+        p.result(5 * SLOW)

@@ -349,14 +349,24 @@ class CoreBase:
     def cancel(self, request_id: int) -> None:
         _ffi.check(self.call(_ffi.lib.tether_client_cancel, int(request_id)), "cancel")
 
+    def call_control(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """:meth:`call` for what is not a request (pause, packets, settings): once the
+        client is freed, :class:`StateError`, as the library answers between close and free,
+        so one ``except StateError`` covers a closed client whenever it was closed."""
+        try:
+            return self.call(fn, *args)
+        except ClientClosedError as e:
+            raise StateError(str(e), Status.ERR_STATE) from None
+
     def command(self, fn: Any, what: str) -> None:
         """Calls a status-returning C function that takes only the client."""
-        _ffi.check(self.call(fn), what)
+        _ffi.check(self.call_control(fn), what)
 
     def send_packet(self, packet: bytes) -> None:
         data = bytes(packet)
         _ffi.check(
-            self.call(_ffi.lib.tether_client_send_packet, data, len(data)), "send_packet"
+            self.call_control(_ffi.lib.tether_client_send_packet, data, len(data)),
+            "send_packet",
         )
 
     def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
@@ -366,8 +376,11 @@ class CoreBase:
         try:
             for sid, value in settings:
                 v = bytes(value)
-                _ffi.check(lib.tether_settings_add(s, int(sid), v, len(v)), "settings")
-            _ffi.check(self.handle.call(lib.tether_client_send_settings, s), "send_settings")
+                sid = int(sid)
+                if not 0 <= sid <= 0xFF:  # c_uint8 would wrap 257 into setting 1
+                    raise InvalidArgumentError(f"setting id {sid} is not a byte (0-255)")
+                _ffi.check(lib.tether_settings_add(s, sid, v, len(v)), "settings")
+            _ffi.check(self.call_control(lib.tether_client_send_settings, s), "send_settings")
         finally:
             lib.tether_settings_free(s)
 
@@ -667,7 +680,8 @@ class RequestInFlight:
             return False
         try:
             self._core.cancel(self.id)
-        except ClientClosedError:
+        except (ClientClosedError, StateError):
+            # Freed, or the session already ended: its reply (CLIENT_CLOSED) is on the way.
             return False
         return True
 

@@ -355,6 +355,14 @@ def forked_error() -> ForkedError:
     )
 
 
+def int_range(ctype: Any) -> "tuple[int, int]":
+    """The values an integer ctype holds; ctypes wraps anything outside them silently."""
+    bits = 8 * ctypes.sizeof(ctype)
+    if ctype(-1).value > 0:
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
 def new_handle(fn: Any, *args: Any) -> int:
     """Calls a ``*_new(..., out)`` constructor and returns the handle."""
     out = c_void_p()

@@ -106,8 +106,20 @@ def _seconds(name: str) -> Args:
     return lambda v, _: [] if v is None else [(_ms(name, v),)]
 
 
-def _count(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
-    return [] if v is None else [(int(v),)]
+def _count(name: str, ctype: Any) -> Args:
+    """An integer for a setter taking ``ctype``, checked against its range: ctypes would
+    wrap -1 into SIZE_MAX (no cap at all) without a word."""
+    lo, hi = _ffi.int_range(ctype)
+
+    def args(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
+        if v is None:
+            return []
+        n = int(v)
+        if not lo <= n <= hi:
+            raise InvalidArgumentError(f"{name} must be between {lo} and {hi}, not {n}")
+        return [(n,)]
+
+    return args
 
 
 def _flag(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
@@ -326,12 +338,18 @@ class Options(TypedDict, total=False):
     """``(first, cap)`` reconnect delays in seconds."""
 
     max_message_bytes: Annotated[
-        Optional[int], Option(None, "tether_config_set_max_message_bytes", _count)
+        Optional[int], Option(
+            None,
+            "tether_config_set_max_message_bytes",
+            _count("max_message_bytes", _ffi.c_size_t),
+        )
     ]
     """Cap on one server message after decompression."""
 
     queue_capacity: Annotated[
-        Optional[int], Option(None, "tether_config_set_queue_capacity", _count)
+        Optional[int], Option(
+            None, "tether_config_set_queue_capacity", _count("queue_capacity", _ffi.c_size_t)
+        )
     ]
     """Events the library buffers before it stops reading the socket."""
 
@@ -343,7 +361,9 @@ class Options(TypedDict, total=False):
     backend replays exactly the events that client missed."""
 
     last_server_ts: Annotated[
-        Optional[int], Option(None, "tether_config_set_last_server_ts", _count)
+        Optional[int], Option(
+            None, "tether_config_set_last_server_ts", _count("last_server_ts", _ffi.c_int64)
+        )
     ]
     """gomuks ``last_server_ts`` (only if the app persisted its state)."""
 

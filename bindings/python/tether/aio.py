@@ -157,7 +157,11 @@ class _AsyncCore(CoreBase):
         super().__init__(url, options, event_queue_size, json_loads)
         self.loop = loop
         self.loop_thread = threading.get_ident()
-        self.reader = BatchReader(batch_size, self.event_cls)
+        try:
+            self.reader = BatchReader(batch_size, self.event_cls)
+        except BaseException:
+            self.free()  # a bad batch_size must not leak the native client made above
+            raise
         self.batch_size = batch_size
         self.pending: Dict[int, "asyncio.Future[Event]"] = {}
         self.transfers: Dict[int, AsyncTransfer] = {}

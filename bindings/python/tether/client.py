@@ -458,6 +458,9 @@ class _SyncCore(CoreBase):
         # token is held while polling, delivering, and waiting on the event descriptor, so
         # batches are delivered in the order they were taken.
         self.token = threading.Lock()
+        # The app thread holding the token: what it delivers (on_change) runs on it, so a
+        # wait there for a reply or a change would wait for itself.
+        self.token_holder: Optional[int] = None
         self.batch: Optional[BatchReader] = None
         self.waiter: Optional[_Waiter] = None
         self.reader_holds = False  # the reader thread holds the token
@@ -644,6 +647,7 @@ class _SyncCore(CoreBase):
         waiting thread polls the library itself whenever no other thread does, so what it
         waits for is delivered on this very thread. A ``consumer`` takes events out of the
         queue, so it may poll while the queue is full; other waiters would only fill it."""
+        me = threading.get_ident()
         cond = self.cond
         while True:
             with cond:
@@ -656,6 +660,13 @@ class _SyncCore(CoreBase):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
+                if self.token_holder == me:
+                    # Inside on_change on the thread delivering events: nobody else would.
+                    raise StateError(
+                        "waiting inside an on_change callback would wait forever (this thread "
+                        "is delivering the client's events)",
+                        Status.ERR_STATE,
+                    )
                 full = not consumer and len(self.queue) >= self.queue_limit and not self.closing
                 if full:
                     self.room_wanted = True  # then read the length again (see run_reader)
@@ -669,6 +680,7 @@ class _SyncCore(CoreBase):
                 self.last_taken = time.monotonic()
             if not self.token.acquire(blocking=False):
                 continue
+            self.token_holder = me  # no call between acquire and try (see below)
             try:
                 if not self.ended:
                     self.take(left)
@@ -676,6 +688,7 @@ class _SyncCore(CoreBase):
                 # Released here, before any call: a signal handler that raises (Ctrl-C) runs
                 # at the entry of the next Python function, and raised there it would leave
                 # the token held for good, every later wait on this client stuck.
+                self.token_holder = None
                 self.token.release()
                 self.token_released()
 
@@ -1306,7 +1319,9 @@ class Client(ClientState):
         ``on_event``: the native client is then freed once CLOSED has been delivered. Inside
         an ``on_event`` callback it does not wait for a client in callback mode (that
         client's callback may be waiting for this one). Pending requests have failed with
-        :class:`ClientClosedError` when it returns; queued events can still be read, and
+        :class:`ClientClosedError` when it returns (called from this client's own
+        ``on_event``: once that callback has returned and the library has delivered their
+        replies, which come before CLOSED); queued events can still be read, and
         ``on_event`` still receives every event up to CLOSED. Idempotent.
 
         gomuks: close code 1001, so the backend frees the events it kept for this client.

@@ -9,7 +9,7 @@ from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _ffi
-from .errors import Status, TetherError, exception_for
+from .errors import InvalidArgumentError, Status, TetherError, exception_for
 
 __all__ = ["EventKind", "Event", "JSONLoads", "ResumeOutcome"]
 
@@ -403,6 +403,9 @@ class BatchReader:
     """
 
     def __init__(self, max_events: int = 256, event_cls: Type[Event] = Event) -> None:
+        if not 1 <= max_events <= _ffi.int_range(c_size_t)[1]:
+            # c_size_t would wrap -1 into a batch of every queued event.
+            raise InvalidArgumentError(f"batch_size must be at least 1, not {max_events}")
         self._lib = _ffi.lib
         self._event_cls = event_cls
         self._handle: Optional[int] = _ffi.new_handle(self._lib.tether_batch_new, max_events)
