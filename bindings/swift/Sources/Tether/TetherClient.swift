@@ -72,8 +72,10 @@ final class ClientCore: @unchecked Sendable {
             closed.fire()
             events.push(ev)
             events.finish()
-        case .disconnected where ev.retryInMs == nil:
-            // Only CLOSED follows; it must not wait behind a reader that is gone.
+        case .disconnected where ev.retryInMs == nil && ev.status < 0:
+            // The library gave up: only CLOSED follows, and it must not wait behind a reader
+            // that is gone. A pause also comes without a retry, but with status OK, and the
+            // client goes on: the buffer stays bounded.
             events.stopWaiting()
             events.push(ev)
         default:

@@ -530,4 +530,30 @@ final class TetherTests: XCTestCase {
         // Close may cut the stream short, but what arrives is in order with no gap or repeat.
         XCTAssertEqual(rest, Array(stride(from: more + Int64(n) - 1, through: more + Int64(n) - Int64(rest.count), by: -1)))
     }
+
+    /// A pause ends its connection with a DISCONNECTED that has no retry, like the library
+    /// giving up, but the client goes on: after unpausing, an app that stops reading still
+    /// holds at most `eventBufferCapacity` events in Swift.
+    func testTheBufferStaysBoundedAfterAPause() async throws {
+        let b = try Backend()
+        var o = b.gomuks()
+        o.eventBufferCapacity = 8
+        o.queueCapacity = 16
+        let c = try TetherClient(o)
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        try c.pause()
+        _ = try await next(c, "the pause") { $0.kind == .disconnected }
+        try c.unpause()
+        _ = try await next(c, "connected again") { $0.kind == .connected }
+        let n = 2000
+        let newest = try b.push(n)
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertLessThanOrEqual(c.bufferedEventCount, 8)
+        let last = try await next(c, "the last event", within: .seconds(30)) {
+            $0.kind == .message && $0.requestId == newest
+        }
+        XCTAssertEqual(last.requestId, newest)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+    }
 }
