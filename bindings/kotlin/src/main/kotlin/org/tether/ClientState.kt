@@ -26,6 +26,11 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private val gate = UseGate()
     private val lock = Object()
     private val pending = HashMap<Long, CompletableDeferred<Event>>()
+    // The TetherClient, held strongly only while a request is booked: a caller suspended in
+    // `request` keeps only this state alive, and the reaper must not free the client under
+    // it. Weakly otherwise, so an abandoned client is still reaped.
+    private var owner: java.lang.ref.WeakReference<Any>? = null
+    private var ownerHeld: Any? = null
     // The PROGRESS and CHUNK events of the media transfers in flight, by request id.
     private val streams = HashMap<Long, Buffer>()
     // The app's events.
@@ -34,6 +39,8 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private var ended = false
     // The last stats of the native client, read just before it is freed.
     @Volatile private var finalStats: TetherStats? = null
+    @Volatile private var finalResume: ResumeState? = null
+    @Volatile private var finalToken: String? = null
     val closed = CompletableDeferred<Unit>()
     /** The subscribers of the client's [Store], if it has one (set before connect). */
     @Volatile var storeHub: StoreHub? = null
@@ -164,9 +171,29 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         while (true) emit(queue.take() ?: return@flow)
     }
 
+    /** Names the client this state belongs to (see `ownerHeld`). */
+    fun setOwner(client: Any) {
+        synchronized(lock) { owner = java.lang.ref.WeakReference(client) }
+    }
+
     /** The native client's stats; after the free, the ones it had last, as CLOSED. */
     fun stats(): TetherStats =
         callOrNull { c -> TetherStats.read(c, queuedEvents()) } ?: finalStats ?: EMPTY_STATS
+
+    /**
+     * The resume point; after the free, the one the client had last (read just before the
+     * native free), so an app can close, drain to CLOSED and persist it, as the C API orders.
+     */
+    fun resumeState(): ResumeState =
+        callOrNull { c -> readResumeState(c) } ?: finalResume
+            ?: throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
+
+    /** The credential of the next connection; after the free, the one the client had last. */
+    fun authToken(): String? {
+        callOrNull { c -> readAuthToken(c) }?.let { return it.ifEmpty { null } }
+        if (finalResume == null) throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
+        return finalToken
+    }
 
     /** Events waiting for a collector (never more than the capacity unless closing). */
     fun queuedEvents(): Int = synchronized(lock) { queue.items.size }
@@ -223,6 +250,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             if (out.value != 0L) {
                 pending[out.value] = waiter
                 if (stream != null) streams[out.value] = stream
+                if (ownerHeld == null) ownerHeld = owner?.get()
             }
         }
         out.value
@@ -259,7 +287,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
                 it.done = true
                 lock.notifyAll()
             }
-            pending.remove(id) to st
+            val w = pending.remove(id)
+            if (pending.isEmpty()) ownerHeld = null
+            w to st
         }
         // Outside the lock: closing may resume the consumer at once (Dispatchers.Unconfined).
         stream?.wake?.close()
@@ -333,6 +363,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
                 state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
             )
         }
+        runCatching { readAuthToken(c) }.getOrNull()?.let { finalToken = it.ifEmpty { null } }
+        // Last: its being set means the token beside it was read too.
+        runCatching { readResumeState(c) }.getOrNull()?.let { finalResume = it }
     }
 
     private fun release() {
@@ -343,6 +376,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) {
             streams.clear()
+            ownerHeld = null
             pending.values.toList().also { pending.clear() }
         }
         for (w in waiters) w.completeExceptionally(ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed"))
@@ -416,3 +450,14 @@ internal object Reaper {
         r.clear()
     }
 }
+
+private fun readResumeState(c: Pointer): ResumeState {
+    val last = LongByReference()
+    val runId = sizedString { buf, cap, len ->
+        TetherNative.tether_client_resume_state(c, buf, cap, len, last)
+    }
+    return ResumeState(runId, last.value)
+}
+
+private fun readAuthToken(c: Pointer): String =
+    sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }

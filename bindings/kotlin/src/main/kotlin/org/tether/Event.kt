@@ -14,7 +14,7 @@ enum class EventKind(val code: Int) {
     CONNECTING(1), CONNECTED(2), DISCONNECTED(3), MESSAGE(4), RESPONSE(5), PONG(6), PACKET(7),
     CLOSED(8), RESUMED(9), TOKEN_RENEWED(10),
 
-    /** In-process: progress of a media upload (the data is the percentage as JSON). */
+    /** In-process: progress of a media upload (the data is the backend's figure as JSON; gomuks v0.2607.0: a fraction from 0 to 1). */
     PROGRESS(11),
 
     /** In-process: the next bytes of a streamed media download (the data). */

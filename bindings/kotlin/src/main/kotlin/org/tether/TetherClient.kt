@@ -60,6 +60,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         }
         id = n.tether_client_id(client)
         core = ClientState(client, options.eventBufferCapacity)
+        core.setOwner(this)
         ref = Reaper.register(this, core)
         Native.setCallbackThreadInitializer(
             core.onEvent,
@@ -95,9 +96,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * Sends [command] with [data] (JSON) and suspends until the reply; returns the reply's raw
      * JSON data. [timeoutMs] overrides [TetherOptions.requestTimeoutMs] for this request.
      * Throws [RemoteException] (with the server's message), [RequestTimeoutException],
-     * [DisconnectedException], [ClientClosedException], [StateException] (after close, or an
-     * rwws client), [InvalidArgumentException] (data is not JSON). Cancelling the coroutine
-     * cancels the request on the server and keeps nothing of it.
+     * [DisconnectedException], [ClientClosedException] (after close), [StateException] (once
+     * the server ended the client, or an rwws client), [InvalidArgumentException] (data is not
+     * JSON). Cancelling the coroutine cancels the request on the server and keeps nothing of
+     * it.
      */
     suspend fun request(command: String, data: String = "{}", timeoutMs: Int? = null): String {
         checkTimeout(timeoutMs)
@@ -244,14 +246,12 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         core.call { c -> check(TetherNative.tether_client_send_packet(c, bytes, bytes.size.toLong())) }
     }
 
-    /** The resume point to persist and pass to a later client. */
-    fun resumeState(): ResumeState = core.call { c ->
-        val last = LongByReference()
-        val runId = sizedString { buf, cap, len ->
-            TetherNative.tether_client_resume_state(c, buf, cap, len, last)
-        }
-        ResumeState(runId, last.value)
-    }
+    /**
+     * The resume point to persist and pass to a later client. Also after [close] and
+     * [closeAndWait]: the point the client had when it was freed, so the one to persist is
+     * read after CLOSED (the library moves it as events arrive, not as they are collected).
+     */
+    fun resumeState(): ResumeState = core.resumeState()
 
     /**
      * The credential the next connection sends, to persist instead of the password (gomuks
@@ -259,12 +259,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * [TetherOptions.username] and [TetherOptions.password] or a renewal replaces it (each
      * replacement comes with a [EventKind.TOKEN_RENEWED] event; renewals happen while
      * connected, before the token expires); rwws: the configured key. `null` before the first login and with auth disabled, unless a token was
-     * configured. A secret: keep it out of logs.
+     * configured. Also after [close], as the client had it when it was freed. A secret: keep
+     * it out of logs.
      */
-    fun authToken(): String? = core.call { c ->
-        sizedString { buf, cap, len -> TetherNative.tether_client_auth_token(c, buf, cap, len) }
-            .ifEmpty { null }
-    }
+    fun authToken(): String? = core.authToken()
 
     /**
      * Closes gracefully and waits up to [timeoutMs] for the final CLOSED event, then frees the
@@ -273,16 +271,17 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * the code is 1000 and a later client given [resumeState] receives what it missed. rwws:
      * 1000 either way. While closing, [events] takes what the library still delivers without
      * a bound (at most the library's queue), so that CLOSED is not stuck behind a collector
-     * that stopped reading.
+     * that stopped reading. Returns whether CLOSED arrived in time; [resumeState] afterwards
+     * is the point to persist.
      */
-    suspend fun closeAndWait(timeoutMs: Long = 5000, keepResume: Boolean = false) {
+    suspend fun closeAndWait(timeoutMs: Long = 5000, keepResume: Boolean = false): Boolean {
         try {
             core.beginClosing()
             core.callOrNull { c ->
                 if (keepResume) TetherNative.tether_client_close_keep_resume(c)
                 else TetherNative.tether_client_close(c)
             }
-            withTimeoutOrNull(timeoutMs) { core.closed.await() }
+            return withTimeoutOrNull(timeoutMs) { core.closed.await() } != null
         } finally {
             close()
         }

@@ -1,5 +1,6 @@
 package org.tether
 
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.takeWhile
 import kotlinx.coroutines.flow.toList
@@ -10,6 +11,7 @@ import org.junit.jupiter.api.Assertions.assertNotEquals
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
 
 /** RESUMED and TOKEN_RENEWED against a real `tether-backend` (gomuks spec 7.2 and 1.2). */
 class EventsTest {
@@ -63,6 +65,34 @@ class EventsTest {
                 b.control("/_testkit/reject_upgrades?n=0")
             }
             assertEquals(listOf(ResumeOutcome.RESET), outcomes(evs))
+        }
+    }
+
+    @Test
+    fun `the resume point and token read after closeAndWait are the client's last (gomuks spec 7_2)`(): Unit = runBlocking {
+        TestBackend.start().use { b ->
+            val c = TetherClient(b.url, testOptions())
+            val token: String?
+            val newest: Long
+            withTimeout(20_000) {
+                c.events.first { it.command == "init_complete" }
+                token = c.authToken()
+                val before = c.stats().eventsReceived
+                newest = b.push(5)
+                // Not collected: the library keeps the point of what arrived, taken or not.
+                while (c.stats().eventsReceived < before + 5) delay(5)
+            }
+            assertTrue(c.closeAndWait(timeoutMs = 10_000, keepResume = true), "CLOSED in time")
+            val state = c.resumeState()
+            assertTrue(state.runId.isNotEmpty())
+            assertEquals(newest, state.lastReceivedEvent)
+            assertEquals(token, c.authToken())
+            assertThrows<ClientClosedException> { runBlocking { c.request("echo", "{}") } }
+            // A later client resumes from it with nothing missed.
+            TetherClient(b.url, testOptions().copy(resume = state)).use { d ->
+                val resumed = withTimeout(20_000) { d.events.first { it.kind == EventKind.RESUMED } }
+                assertEquals(ResumeOutcome.SUCCEEDED, resumed.resumeOutcome)
+            }
         }
     }
 

@@ -114,10 +114,13 @@ class LifecycleTest {
                     inCallback.await(5, TimeUnit.SECONDS)
                 }
                 target.close()
-                // Still inside the callback, use this client until the other side's close
+                // Still inside the callback, call into this client until the other side's close
                 // lands: the free waiting for this callback must not also block these calls.
+                // (A gomuks client refuses packets with StateException until it is freed.)
                 val until = System.nanoTime() + 5_000_000_000
-                while (System.nanoTime() < until && runCatching { me.resumeState() }.isSuccess) Thread.yield()
+                while (System.nanoTime() < until &&
+                    runCatching { me.sendPacket(byteArrayOf(0)) }.exceptionOrNull() !is ClientClosedException
+                ) Thread.yield()
             }
             val jobs = listOf(closeFrom(a, b, true), closeFrom(b, a, true), closeFrom(own, own, false))
             try {
@@ -130,7 +133,7 @@ class LifecycleTest {
             }
             assertEquals(3, onDispatcher.get())
             for (c in listOf(a, b, own)) {
-                assertThrows<ClientClosedException> { c.resumeState() }
+                assertThrows<ClientClosedException> { c.sendPacket(byteArrayOf(0)) }
                 c.close()
             }
         }
@@ -193,6 +196,20 @@ class LifecycleTest {
             }
             // Its flow ends too, after what was buffered.
             events.collect {}
+        }
+    }
+
+    @Test
+    fun `a request keeps its client from the reaper until the reply`(): Unit = runBlocking {
+        // Nothing but the suspended request refers to the client (request ends in a tail call,
+        // so not even its own frame does): collections during the wait must not free it.
+        val reply = async(pool) { TetherClient(backend.url, testOptions()).request("sleep", "{\"ms\":1500}") }
+        withTimeout(20_000) {
+            while (!reply.isCompleted) {
+                System.gc()
+                delay(20)
+            }
+            reply.await() // throws ClientClosedException if the reaper freed the client
         }
     }
 
