@@ -56,6 +56,26 @@ def test_a_bad_batch_size_raises_and_frees_the_native_client(backend: Backend) -
     assert not tether._options._resolvers
 
 
+def test_a_collection_on_the_loop_while_it_holds_the_clients_lock_does_not_deadlock(
+    backend: Backend,
+) -> None:
+    # As for the blocking client: a finalizer run by a collection inside the lock only
+    # schedules the close, which then runs from the loop.
+    async def main() -> None:
+        c = client(backend)
+        await c.wait_connected(10 * SLOW)
+        core = c._core
+        with core.lock:
+            core.close_from_gc()  # would deadlock if it took the lock here
+        deadline = time.monotonic() + 10 * SLOW
+        while core.handle.live or not core.closed:
+            assert time.monotonic() < deadline, "the scheduled close did not run"
+            await asyncio.sleep(0.01)
+
+    arun(main())
+    backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
+
+
 def test_request_response_and_errors(backend: Backend) -> None:
     async def main() -> None:
         async with client(backend) as c:

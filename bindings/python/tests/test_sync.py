@@ -529,6 +529,29 @@ def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Back
     backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
 
 
+def test_a_collection_on_a_thread_that_holds_the_clients_lock_does_not_deadlock(
+    backend: Backend,
+) -> None:
+    # The garbage collector can run the finalizer at any allocation, also on the delivery
+    # thread while it holds the client's (not reentrant) lock: the close must not wait there.
+    c = client(backend)
+    c.wait_connected(10 * SLOW)
+    core = c._core
+    done = threading.Event()
+
+    def collected_under_the_lock() -> None:
+        with core.lock:
+            core.close_from_gc()
+        done.set()
+
+    t = threading.Thread(target=collected_under_the_lock, daemon=True)
+    t.start()
+    assert done.wait(5 * SLOW), "the finalizer waited for a lock its own thread holds"
+    # And it did close: the backend saw the close that keeps the resume point.
+    backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
+    c.close()
+
+
 # -- callback mode -------------------------------------------------------------------------
 
 

@@ -491,6 +491,11 @@ class CoreBase:
         raise NotImplementedError
 
 
+def start_thread(target: Callable[[], None]) -> None:
+    """Runs ``target`` on a daemon thread of its own (``RuntimeError`` at interpreter exit)."""
+    threading.Thread(target=target, name="tether-collected", daemon=True).start()
+
+
 def _request(ptr: int, fn: Any, cmd: bytes, payload: bytes, rid: c_int64) -> Tuple[int, str]:
     st = fn(ptr, cmd, payload or None, len(payload), byref(rid))
     return st, (_ffi.last_error() if st < 0 else "")

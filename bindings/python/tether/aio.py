@@ -41,6 +41,7 @@ from ._base import (
     download_params,
     log,
     response_result,
+    start_thread,
     upload_params,
 )
 from ._options import Options, PathArg, check_options
@@ -386,6 +387,21 @@ class _AsyncCore(CoreBase):
             self.queue.put_nowait(None)
 
     def close_from_gc(self) -> None:
+        """The client object was collected without close(). A collection runs at any
+        allocation, on any thread, also one that holds this client's lock (not reentrant):
+        the close itself runs later, from the loop, or on a thread of its own."""
+        if self.pid != os.getpid() or not self.handle.live:
+            return
+        try:
+            if not self.loop.is_closed() and self.loop.is_running():
+                _strong.add(self)
+                self.loop.call_soon_threadsafe(self.close_collected)
+            else:
+                start_thread(self.close_collected)
+        except RuntimeError:  # the loop closed in between, or the interpreter is exiting
+            pass
+
+    def close_collected(self) -> None:
         if self.pid != os.getpid() or not self.handle.live:
             return
         try:
@@ -399,7 +415,7 @@ class _AsyncCore(CoreBase):
                     self.watch()
             elif not self.loop.is_closed() and self.loop.is_running():
                 _strong.add(self)
-                self.loop.call_soon_threadsafe(self.close_from_gc)
+                self.loop.call_soon_threadsafe(self.close_collected)
             elif self.begin_exit():
                 # No loop will read its events any more: drain here, as at exit.
                 self.end_exit(time.monotonic() + AT_EXIT_TIMEOUT_S)

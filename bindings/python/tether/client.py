@@ -41,6 +41,7 @@ from ._base import (
     download_params,
     log,
     response_result,
+    start_thread,
     upload_params,
 )
 from ._options import Options, PathArg, check_options, in_resolver
@@ -965,7 +966,17 @@ class _SyncCore(CoreBase):
             self.fail_pending()
 
     def close_from_gc(self) -> None:
-        """The Client object was collected without close(): close without waiting."""
+        """The Client object was collected without close(): close without waiting. A
+        collection runs at any allocation, on any thread, also one that holds this client's
+        lock (not reentrant): the close runs on a thread of its own."""
+        if self.pid != os.getpid() or not self.handle.live:
+            return
+        try:
+            start_thread(self.close_collected)
+        except RuntimeError:  # the interpreter is exiting: its handler closes every client
+            pass
+
+    def close_collected(self) -> None:
         if self.pid != os.getpid() or not self.handle.live:
             return
         try:
