@@ -76,6 +76,27 @@ def test_a_collection_on_the_loop_while_it_holds_the_clients_lock_does_not_deadl
     backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
 
 
+def test_close_after_an_internal_panic_frees_at_once(backend: Backend, monkeypatch: Any) -> None:
+    # As for the blocking client: close's answer is replaced by ERR_PANIC (a handle a panic
+    # left unusable); nothing else is simulated.
+    import tether._base as base
+
+    panicked = lambda ptr: (int(Status.ERR_PANIC), "internal panic: injected")  # noqa: E731
+
+    async def main() -> None:
+        c = client(backend)
+        await c.wait_connected(10 * SLOW)
+        monkeypatch.setattr(base, "_close", panicked)
+        monkeypatch.setattr(base, "_close_keep_resume", panicked)
+        t0 = time.monotonic()
+        await c.close(timeout=30)
+        assert time.monotonic() - t0 < 5 * SLOW, "close waited for a CLOSED that cannot come"
+        assert not c._core.handle.live
+
+    arun(main())
+    backend.wait_stats(lambda s: s["connections"] == 0)
+
+
 def test_request_response_and_errors(backend: Backend) -> None:
     async def main() -> None:
         async with client(backend) as c:

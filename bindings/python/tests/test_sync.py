@@ -552,6 +552,30 @@ def test_a_collection_on_a_thread_that_holds_the_clients_lock_does_not_deadlock(
     c.close()
 
 
+@pytest.mark.parametrize("callbacks", [False, True])
+def test_close_after_an_internal_panic_frees_at_once_and_raises_nothing(
+    backend: Backend, monkeypatch: Any, callbacks: bool
+) -> None:
+    # A panic inside a C call leaves that handle refusing everything but its free
+    # (TETHER_ERR_PANIC), so no CLOSED comes through it. The library cannot be made to panic
+    # on purpose: its answer to close is replaced; everything else is the real client.
+    import tether._base as base
+
+    c = client(backend, on_event=(lambda ev: None) if callbacks else None)
+    c.wait_connected(10 * SLOW)
+    p = c.submit("sleep", {"ms": 60000})
+    panicked = lambda ptr: (int(Status.ERR_PANIC), "internal panic: injected")  # noqa: E731
+    monkeypatch.setattr(base, "_close", panicked)
+    monkeypatch.setattr(base, "_close_keep_resume", panicked)
+    t0 = time.monotonic()
+    c.close(timeout=30)
+    assert time.monotonic() - t0 < 5 * SLOW, "close waited for a CLOSED that cannot come"
+    assert not c._core.handle.live
+    with pytest.raises(tether.ClientClosedError):
+        p.result(1)
+    backend.wait_stats(lambda s: s["connections"] == 0)
+
+
 # -- callback mode -------------------------------------------------------------------------
 
 

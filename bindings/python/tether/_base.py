@@ -428,18 +428,25 @@ class CoreBase:
         saved = self.saved_stats or empty_stats()
         return dataclasses.replace(saved, queued_events=self.queued_here())
 
-    def close_native(self, keep_resume: bool = True) -> None:
+    def close_native(self, keep_resume: bool = True) -> bool:
         """``tether_client_close`` (``keep_resume``: ``tether_client_close_keep_resume``); an
         already closed client is fine. Closes the app did not ask for (garbage collection,
-        interpreter exit) keep the resume point usable, as ``tether_client_free`` does."""
+        interpreter exit) keep the resume point usable, as ``tether_client_free`` does.
+        Returns ``False`` when an internal panic left the native handle unusable: then only
+        its free works (it closes the connection in the background) and no CLOSED will come
+        through it, so the caller frees at once instead of waiting."""
         with self.lock:
             self.closing = True
         try:
             st, _ = self.handle.call(_close_keep_resume if keep_resume else _close)
         except ClientClosedError:
-            return
+            return True
+        if st == Status.ERR_PANIC:
+            log.error("tether: the client is unusable after an internal panic; freeing it")
+            return False
         if st < 0 and st != Status.ERR_STATE:
             _ffi.check(st, "close")
+        return True
 
     def free(self) -> bool:
         """Frees the native client once, saving its resume state first. Returns whether

@@ -374,8 +374,8 @@ class _AsyncCore(CoreBase):
         self.check_pid()
         if not self.handle.live:
             return
-        self.close_native(keep_resume)
-        if not self.closed:
+        # False: an internal panic left the handle unusable; no CLOSED will come, free now.
+        if self.close_native(keep_resume) and not self.closed:
             self.watch()  # a paused client must still see CLOSED
             try:
                 await asyncio.wait_for(self.closed_flag.wait(), timeout)

@@ -941,7 +941,9 @@ class _SyncCore(CoreBase):
         self.check_pid()
         if not self.handle.live:
             return
-        self.close_native(keep_resume)
+        if not self.close_native(keep_resume):
+            self.abandon()
+            return
         with self.cond:
             self.wake_all()  # a reader waiting for room goes on
         # tether_client_free waits for a running callback, and the reader may sit in a poll:
@@ -976,11 +978,19 @@ class _SyncCore(CoreBase):
         except RuntimeError:  # the interpreter is exiting: its handler closes every client
             pass
 
+    def abandon(self) -> None:
+        """The native handle is unusable (see ``close_native``): ends delivery, fails what
+        waits and frees now."""
+        self.finish()
+        self.free()
+
     def close_collected(self) -> None:
         if self.pid != os.getpid() or not self.handle.live:
             return
         try:
-            self.close_native()
+            if not self.close_native():
+                self.abandon()
+                return
             with self.cond:
                 self.wake_all()
             if self.free_when_delivery_ends():
@@ -993,7 +1003,9 @@ class _SyncCore(CoreBase):
             return False
         if not self.handle.live:
             return True  # being freed on another thread: end_exit waits for it
-        self.close_native(keep_resume=True)
+        if not self.close_native(keep_resume=True):
+            self.abandon()
+            return False
         with self.cond:
             self.wake_all()
         if self.free_when_delivery_ends():
