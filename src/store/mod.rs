@@ -67,6 +67,9 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     req: Requester,
+    /// The app's `Store` handles (clones): the last one dropped detaches the store. Not the
+    /// `Arc`'s count, which the session raises for as long as it hands a batch over.
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 /// The options of [`Store::attach`], as JSON (all optional).
@@ -83,9 +86,19 @@ struct Options {
 /// A gomuks store attached to one client. Cheap to clone; every clone is the same store.
 /// Reads and actions may come from any thread. Once the last clone is dropped the client
 /// stops feeding it (no more STORE events); the store may outlive its client.
-#[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Store {
+        self.inner
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Store {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -137,6 +150,7 @@ impl Store {
                     detached: false,
                 }),
                 req: client.requester().clone(),
+                handles: std::sync::atomic::AtomicUsize::new(1),
             }),
         };
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&store.inner);
@@ -581,10 +595,17 @@ impl State {
 }
 
 impl Drop for Store {
-    /// Detaches under the store's lock: a batch being applied right now is queued first
-    /// (with its change set), and one the session took hold of just before passes through.
+    /// The last handle detaches, under the store's lock: a batch being applied right now is
+    /// queued first (with its change set), and one the session took hold of just before
+    /// passes through.
     fn drop(&mut self) {
-        self.lock().detached = true;
+        let was = self
+            .inner
+            .handles
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if was == 1 {
+            self.lock().detached = true;
+        }
     }
 }
 
@@ -703,8 +724,9 @@ mod tests {
     use crate::config::Config;
 
     /// The race of a drop with a delivery: the session upgraded its weak handle to the store
-    /// just before the app dropped it, then hands a batch over. The batch is queued as it
-    /// came, with no STORE event after the drop (tether.h, `tether_store_free`).
+    /// just before the app dropped its last clone, then hands a batch over. The batch is
+    /// queued as it came, with no STORE event after the drop (tether.h, `tether_store_free`);
+    /// dropping one clone of several detaches nothing.
     #[test]
     fn a_batch_handed_over_after_the_drop_carries_no_change_set() {
         let client = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
@@ -723,7 +745,9 @@ mod tests {
             out.iter().map(Event::kind).collect::<Vec<_>>()
         };
         let store = Store::attach(&client, b"").unwrap();
-        // Attached, the batch brings its change set.
+        // Attached, the batch brings its change set; a clone let go changes nothing.
+        assert!(kinds(&store.inner).contains(&EventKind::Store));
+        drop(store.clone());
         assert!(kinds(&store.inner).contains(&EventKind::Store));
         let held = store.inner.clone();
         drop(store);
