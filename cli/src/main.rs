@@ -49,8 +49,11 @@ struct Cli {
 enum Cmd {
     /// Connect and stay connected: every event is one JSON line on stdout; requests are read
     /// from stdin as `COMMAND JSON` lines (rwws: hex bytes of a packet). Connection state,
-    /// pongs and reconnects go to stderr. At the end of stdin the client closes once every
-    /// request is answered (unless --keep-open). Ctrl-C closes cleanly (gomuks: 1001).
+    /// pongs and reconnects go to stderr. At the end of stdin the client closes once the
+    /// first connection attempt ended, every request is answered (a timeout at worst) and
+    /// every packet typed before the first connection went out (unless --keep-open). Ctrl-C closes cleanly (gomuks: 1001); a
+    /// second Ctrl-C stops waiting for the close. Exit status: 0, 1 if it never connected or
+    /// the server refused it for good, 130 Ctrl-C.
     /// A phone's network life from a shell: the stdin lines `:pause`, `:unpause` and
     /// `:reconnect`, and SIGUSR1 (e.g. from a network-change hook) as the reconnect cue.
     Connect(Connect),
@@ -69,19 +72,15 @@ struct ConnOpts {
     /// Wire protocol.
     #[arg(long, value_enum, default_value = "gomuks")]
     protocol: ProtocolArg,
-    /// gomuks session token (cookie) or rwws access key (base64).
-    #[arg(
-        long,
-        env = "TETHER_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "user"
-    )]
+    /// gomuks session token (cookie) or rwws access key (base64). Unset: the TETHER_TOKEN
+    /// environment variable, unless --user is given.
+    #[arg(long, conflicts_with = "user")]
     token: Option<String>,
     /// gomuks user for `POST /_gomuks/auth` (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
     user: Option<String>,
-    /// Read the password from the first line of stdin.
-    #[arg(long)]
+    /// Read the password from the first line of stdin (with --user).
+    #[arg(long, requires = "user")]
     password_stdin: bool,
     /// gomuks: no compression.
     #[arg(long)]
@@ -151,8 +150,16 @@ struct Request {
     /// The request data as JSON (default `{}`).
     json: Option<String>,
     /// Seconds to wait for the answer (the request is cancelled on the server after that).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
     timeout: f64,
+}
+
+/// A positive, finite number of seconds (`nan` or `inf` would not make a duration).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -199,8 +206,14 @@ fn start(o: &ConnOpts, stdin: &mut impl BufRead, timeout: Option<Duration>) -> R
             ProtocolArg::Rwws => Protocol::Rwws,
         })
         .compression(!o.no_compress);
-    if let Some(t) = &o.token {
-        b = b.token(t);
+    // The environment's token stands back for an explicit login.
+    let env_token = || {
+        std::env::var("TETHER_TOKEN")
+            .ok()
+            .filter(|_| o.user.is_none())
+    };
+    if let Some(t) = o.token.clone().or_else(env_token) {
+        b = b.token(&t);
     }
     if let Some(user) = &o.user {
         let mut pw = String::new();
@@ -292,8 +305,6 @@ fn gave_up(ev: &Event) -> bool {
 
 async fn connect(a: Connect) -> u8 {
     output::set_json_status(a.conn.json_status);
-    let mut sigint = interrupted();
-    let mut cues = reconnect_cues();
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut stdin = std::io::stdin().lock();
     let client = match start(&a.conn, &mut stdin, None) {
@@ -301,6 +312,9 @@ async fn connect(a: Connect) -> u8 {
         Err(code) => return code,
     };
     drop(stdin);
+    // After the password is read: until then Ctrl-C ends the process as usual.
+    let mut sigint = interrupted();
+    let mut cues = reconnect_cues();
     // Blocking stdin reads live on their own thread; lines arrive through the channel, and
     // its end means the end of stdin.
     std::thread::spawn(move || {
@@ -315,17 +329,22 @@ async fn connect(a: Connect) -> u8 {
     let pending = AtomicUsize::new(0);
     let mut stdin_open = true;
     let mut closing = false;
-    let mut interrupted = false;
+    let mut was_interrupted = false;
     let mut failed = false;
-    // Packets and requests typed before the first connection go out when it opens, so the
-    // end of stdin closes only after that.
+    // Packets typed before the first connection go out when it opens, so the end of stdin
+    // waits for that; requests have their answer (a timeout at worst) to wait for.
     let mut connected_once = false;
+    let mut packets_waiting = false;
+    // The end of stdin waits for the first attempt to end either way, so that an empty stdin
+    // still shows whether the server can be reached.
+    let mut attempted = false;
     loop {
         tokio::select! {
             line = lines.recv(), if stdin_open => match line {
                 Some(line) => match send_line(&client, &line, rwws) {
-                    Ok(true) => { pending.fetch_add(1, Ordering::Relaxed); }
-                    Ok(false) => {}
+                    Ok(Sent::Request) => { pending.fetch_add(1, Ordering::Relaxed); }
+                    Ok(Sent::Packet) => packets_waiting |= !connected_once,
+                    Ok(Sent::Nothing) => {}
                     Err(e) => eprintln!("tether: {e}"),
                 },
                 None => {
@@ -341,6 +360,7 @@ async fn connect(a: Connect) -> u8 {
                 }
                 failed |= gave_up(&ev);
                 connected_once |= ev.kind() == EventKind::Connected;
+                attempted |= matches!(ev.kind(), EventKind::Connected | EventKind::Disconnected);
                 if ev.kind() == EventKind::Closed {
                     break;
                 }
@@ -351,16 +371,21 @@ async fn connect(a: Connect) -> u8 {
                     eprintln!("tether: {e}");
                 }
             },
-            _ = &mut sigint, if !closing => {
-                interrupted = true;
+            _ = &mut sigint => {
+                if closing {
+                    break; // a second Ctrl-C: stop waiting for the close
+                }
+                was_interrupted = true;
                 closing = true;
                 let _ = client.close();
+                sigint = interrupted();
             },
         }
         if !closing
             && !stdin_open
             && !a.keep_open
-            && connected_once
+            && attempted
+            && (connected_once || !packets_waiting)
             && pending.load(Ordering::Relaxed) == 0
         {
             closing = true;
@@ -370,20 +395,27 @@ async fn connect(a: Connect) -> u8 {
     if a.stats {
         output::stats(&client.stats());
     }
-    if failed {
-        exit::CONNECTION
-    } else if interrupted {
+    if was_interrupted {
         exit::INTERRUPTED
+    } else if failed || !connected_once {
+        exit::CONNECTION
     } else {
         exit::OK
     }
 }
 
-/// Sends one stdin line; `Ok(true)` when a reply will come.
-fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
+/// What a stdin line sent.
+enum Sent {
+    Nothing,
+    Request,
+    Packet,
+}
+
+/// Sends one stdin line.
+fn send_line(client: &Client, line: &str, rwws: bool) -> Result<Sent, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
-        return Ok(false);
+        return Ok(Sent::Nothing);
     }
     let control = match line {
         ":pause" => Some(client.pause()),
@@ -392,7 +424,7 @@ fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
         _ => None,
     };
     if let Some(r) = control {
-        return r.map(|()| false).map_err(|e| e.to_string());
+        return r.map(|()| Sent::Nothing).map_err(|e| e.to_string());
     }
     if rwws {
         let hex: String = line.split_whitespace().collect();
@@ -402,7 +434,7 @@ fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
             .collect::<Result<Vec<u8>, _>>()
             .map_err(|_| format!("not hex bytes: {line:?}"))?;
         client.send_packet(&bytes).map_err(|e| e.to_string())?;
-        return Ok(false);
+        return Ok(Sent::Packet);
     }
     let (command, data) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     client
@@ -412,19 +444,21 @@ fn send_line(client: &Client, line: &str, rwws: bool) -> Result<bool, String> {
                 format!(r#"{{"type":"request","request_id":{id}}}"#)
             })
         })
-        .map(|()| true)
+        .map(|()| Sent::Request)
         .map_err(|e| e.to_string())
 }
 
 async fn request(a: Request) -> u8 {
+    output::set_json_status(a.conn.json_status);
     let timeout = Duration::from_secs_f64(a.timeout.clamp(0.001, 86_400.0));
-    let mut sigint = interrupted();
     let mut stdin = std::io::stdin().lock();
     let client = match start(&a.conn, &mut stdin, Some(timeout)) {
         Ok(c) => c,
         Err(code) => return code,
     };
     drop(stdin);
+    // After the password is read: until then Ctrl-C ends the process as usual.
+    let mut sigint = interrupted();
     let data = a.json.unwrap_or_default();
     let id = match client.request(&a.command, data.as_bytes()) {
         Ok(id) => id,
@@ -449,15 +483,15 @@ async fn request(a: Request) -> u8 {
                             // The error data is a JSON string (gomuks spec §3.4).
                             let text = serde_json::from_slice::<String>(ev.data())
                                 .unwrap_or_else(|_| String::from_utf8_lossy(ev.data()).into_owned());
-                            eprintln!("tether: {}: {text}", a.command);
+                            failure(Status::ErrRemote, &format!("{}: {text}", a.command));
                             exit::REMOTE
                         }
                         Status::ErrRequestTimeout => {
-                            eprintln!("tether: no answer within {timeout:?}{last_problem}");
+                            failure(Status::ErrRequestTimeout, &format!("no answer within {timeout:?}{last_problem}"));
                             exit::TIMEOUT
                         }
                         s => {
-                            eprintln!("tether: {s}: {}", String::from_utf8_lossy(ev.data()));
+                            failure(s, &format!("{s}: {}", String::from_utf8_lossy(ev.data())));
                             exit::CONNECTION
                         }
                     };
@@ -466,12 +500,12 @@ async fn request(a: Request) -> u8 {
                     last_problem = format!(" (last attempt: {}: {})", ev.status(), String::from_utf8_lossy(ev.data()));
                 }
                 if gave_up(&ev) {
-                    eprintln!("tether: {}: {}", ev.status(), String::from_utf8_lossy(ev.data()));
+                    failure(ev.status(), &format!("{}: {}", ev.status(), String::from_utf8_lossy(ev.data())));
                     break exit::CONNECTION;
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
-                eprintln!("tether: no answer within {timeout:?}{last_problem}");
+                failure(Status::ErrRequestTimeout, &format!("no answer within {timeout:?}{last_problem}"));
                 break exit::TIMEOUT;
             }
             _ = &mut sigint => break exit::INTERRUPTED,
@@ -488,6 +522,19 @@ async fn request(a: Request) -> u8 {
     })
     .await;
     code
+}
+
+/// Why `request` failed, on stderr: prose, or with --json-status one JSON line
+/// `{"type":"error","status":NAME,"message":TEXT}`.
+fn failure(status: Status, message: &str) {
+    output::status(&format!("tether: {message}"), || {
+        serde_json::json!({
+            "type": "error",
+            "status": output::status_name(status),
+            "message": message,
+        })
+        .to_string()
+    });
 }
 
 /// Whether stderr is a terminal (for the demo's live line).

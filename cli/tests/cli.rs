@@ -24,12 +24,8 @@ async fn run(args: &[&str], stdin: &str) -> Output {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A process that refuses its arguments exits before reading: a broken pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
         let pid = child.id();
         let watchdog = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(30));
@@ -63,6 +59,94 @@ fn help_for_every_command() {
     }
     let out = Command::new(BIN).args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Argument mistakes are usage errors (exit 2), never a panic or a password sent as a
+/// request; a token in the environment stands back for an explicit --user login.
+#[tokio::test]
+async fn argument_mistakes_are_usage_errors_and_the_env_token_yields_to_a_login() {
+    let b = backend().await;
+    let url = b.http_url();
+    for args in [
+        &["request", &url, "echo", "--timeout", "nan"][..],
+        &["request", &url, "echo", "--timeout", "-1"],
+        &["request", &url, "echo", "--password-stdin"],
+        &["connect", &url, "--password-stdin"],
+    ] {
+        let out = run(args, "hunter2\n").await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(b.stats().total_connections, 0, "nothing reached the server");
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let mut child = Command::new(BIN)
+                .args([
+                    "request",
+                    &url,
+                    "echo",
+                    "--user",
+                    "tether",
+                    "--password-stdin",
+                ])
+                .env("TETHER_TOKEN", "a-stale-token")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"tether-password\n")
+                .unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// `connect` to a server that never answers ends at the end of stdin (exit 1: it never
+/// connected), and `request --json-status` reports its failure as one JSON line.
+#[tokio::test]
+async fn a_connect_that_never_connects_ends_with_stdin_and_request_failures_can_be_json() {
+    let t0 = Instant::now();
+    let out = run(&["connect", "http://127.0.0.1:9", "--token", "t"], "").await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let out = run(
+        &[
+            "request",
+            "http://127.0.0.1:9",
+            "echo",
+            "--timeout",
+            "0.3",
+            "--json-status",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4));
+    let line: serde_json::Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!(line["type"], "error");
+    assert_eq!(line["status"], "request_timeout");
+    assert!(
+        line["message"].as_str().unwrap().contains("no answer"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
