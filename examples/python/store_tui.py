@@ -64,6 +64,8 @@ class App:
         self.rooms: List[Dict[str, Any]] = []
         self.selected = 0
         self.open: Optional[str] = None
+        # The room the store was told is open (not an invite, which the store cannot open).
+        self.opened: Optional[str] = None
         self.compose = ""
         self.composing = False
         self.scroll = 0  # timeline rows scrolled up from the newest
@@ -124,14 +126,16 @@ class App:
 
     def open_room(self, room_id: str) -> None:
         store = self.store
-        if self.open and self.open != room_id:
-            store.close_room(self.open)
+        if self.opened and self.opened != room_id:
+            store.close_room(self.opened)
+            self.opened = None
         self.open, self.scroll, self.note = room_id, 0, ""
         info = store.room(room_id)
         if info is None or "invite" in info:
             self.composing = False
             return
         store.open_room(room_id)
+        self.opened = room_id
         self.composing = True
         if not store.timeline(room_id, limit=1)["events"]:
             self.paginate()
