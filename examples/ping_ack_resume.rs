@@ -3,7 +3,8 @@
 //! Connects to a running tether-backend (or any gomuks backend), sends a request every two
 //! seconds, prints each pong with its round-trip time and the event id it acknowledged, rides
 //! out the cuts the backend makes, shows the events it missed being replayed, and closes
-//! cleanly (close code 1001) after the given number of seconds.
+//! cleanly after the given number of seconds with close code 1000, so the backend keeps the
+//! events a later client resuming from the printed resume state will need.
 //!
 //! ```sh
 //! tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
@@ -57,8 +58,8 @@ async fn main() -> ExitCode {
     loop {
         tokio::select! {
             () = &mut close_at, if !closing => {
-                println!("closing (1001)");
-                if let Err(e) = client.close() {
+                println!("closing (1000: the backend keeps what a resume needs)");
+                if let Err(e) = client.close_keep_resume() {
                     eprintln!("close: {e}");
                 }
                 closing = true;
@@ -123,7 +124,8 @@ impl Tally {
                 }
             }
             EventKind::Disconnected => {
-                self.cuts += 1;
+                // A cut is retried; the DISCONNECTED of our own close is not.
+                self.cuts += u64::from(ev.retry_in().is_some());
                 let retry = ev.retry_in().map_or(-1, |d| d.as_millis() as i64);
                 println!(
                     "disconnected: {}, close code {}, {data:?}; retry in {retry} ms",

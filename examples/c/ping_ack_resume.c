@@ -4,7 +4,8 @@
  * Connects to a running tether-backend (or any gomuks backend), sends a request every two
  * seconds, prints each pong with its round-trip time and the event id it acknowledged, rides
  * out the cuts the backend makes, shows the events it missed being replayed, and closes
- * cleanly (close code 1001) after the given number of seconds.
+ * cleanly after the given number of seconds with close code 1000, so the backend keeps the
+ * events a later client resuming from the printed resume state will need.
  *
  *   tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
  *   ping_ack_resume http://127.0.0.1:PORT [seconds] [user] [password]
@@ -85,8 +86,8 @@ int main(int argc, char **argv) {
     while (!done) {
         int64_t now = now_ms();
         if (!closing && now >= end) {
-            printf(in_process ? "closing\n" : "closing (1001)\n");
-            check(tether_client_close(c), "close");
+            printf(in_process ? "closing\n" : "closing (1000: the backend keeps what a resume needs)\n");
+            check(tether_client_close_keep_resume(c), "close");
             closing = 1;
         }
         if (!closing && now >= next_request) {

@@ -43,7 +43,7 @@ fun pingAckResume(url: String, seconds: Int, out: (String) -> Unit = ::println):
                         replayed = if (ev.resumeAttempted) 0 else -1
                     }
                     EventKind.DISCONNECTED -> {
-                        cuts++
+                        if (ev.retryInMs != null) cuts++ // not the DISCONNECTED of our own close
                         out("disconnected: ${ev.status.description} (code ${ev.closeCode}) \"${ev.text}\"; retry in ${ev.retryInMs} ms")
                     }
                     EventKind.PONG -> {
@@ -79,10 +79,11 @@ fun pingAckResume(url: String, seconds: Int, out: (String) -> Unit = ::println):
             }
             out("response: $reply")
         }
-        val resume = client.resumeState()
-        out("closing (1001); resume state to persist: $resume")
-        client.closeAndWait()
+        out("closing (1000: the backend keeps what a resume needs)")
+        client.closeAndWait(keepResume = true)
         reader.join()
+        // Read after CLOSED: the library moves it as events arrive, collected or not.
+        out("resume state to persist: ${client.resumeState()}")
         out("summary: $received events, $gaps gaps, $cuts cuts survived, $pongs pongs")
         // Still readable after the close: the counters of the client's last moment.
         val s = client.stats()

@@ -4,7 +4,8 @@
 Connects to a running tether-backend (or any gomuks backend), sends a request every two
 seconds, prints each pong with its round-trip time and the event id it acknowledged, rides
 out the cuts the backend makes, shows the events it missed being replayed, and closes
-cleanly (close code 1001) after the given number of seconds.
+cleanly after the given number of seconds with close code 1000, so the backend keeps the
+events a later client resuming from the printed resume state will need.
 
     tether-backend --event-rate 20 --cut-after-events 40 &     # prints its address
     python3 ping_ack_resume.py http://127.0.0.1:PORT [seconds] [user] [password]
@@ -170,8 +171,8 @@ def main(argv: List[str]) -> int:
                 if ev.kind == EventKind.CLOSED:
                     break
             report_responses()
-        print("closing" if args.in_process else "closing (1001)")
-        client.close()
+        print("closing" if args.in_process else "closing (1000: the backend keeps what a resume needs)")
+        client.close(keep_resume=True)
         for ev in client.events(timeout=5):  # what was queued before CLOSED, then CLOSED
             handle(ev)
         report_responses()

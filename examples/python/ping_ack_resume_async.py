@@ -135,8 +135,8 @@ async def run(args: Args) -> int:
             tally.handle(ev)
         requests.cancel()
         await asyncio.gather(requests, return_exceptions=True)
-        print("closing" if args.in_process else "closing (1001)")
-        closing = asyncio.ensure_future(client.close())
+        print("closing" if args.in_process else "closing (1000: the backend keeps what a resume needs)")
+        closing = asyncio.ensure_future(client.close(keep_resume=True))
         async for ev in client:  # what was queued before CLOSED, then CLOSED
             tally.handle(ev)
         await closing

@@ -69,11 +69,19 @@ struct PingAckResume {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
             try await Task.sleep(for: .seconds(2))
-            let reply = try await client.request("echo", data: Data(#"{"hello":"from Swift"}"#.utf8))
-            print("response: \(String(decoding: reply, as: UTF8.self))")
+            do {
+                let reply = try await client.request("echo", data: Data(#"{"hello":"from Swift"}"#.utf8))
+                print("response: \(String(decoding: reply, as: UTF8.self))")
+            } catch TetherError.disconnected(let why) {
+                // On the wire when the backend cut: whether the server ran it is unknown, so
+                // only the app can decide to repeat it (an echo could be).
+                print("response: lost in a cut (\(why))")
+            }
         }
+        print("closing (1000: the backend keeps what a resume needs)")
+        let closed = await client.close(keepResume: true, timeout: .seconds(5))
+        // Read after CLOSED: the library moves it as events arrive, taken or not.
         print("resume state to persist: \(try client.resumeState())")
-        let closed = await client.close(timeout: .seconds(5))
         // Without CLOSED the events never end; stop reading rather than wait forever.
         if !closed { reader.cancel() }
         let s = await reader.value
