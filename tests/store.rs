@@ -594,6 +594,16 @@ async fn misuse_is_refused_clearly() {
         .status(),
         Status::ErrInvalidArgument
     );
+    // A zero timeout would time every action out at once.
+    let unattached = Client::new(
+        tether::Config::builder(&b.http_url())
+            .token(&b.token())
+            .build()
+            .unwrap(),
+    );
+    let e = Store::attach(&unattached, br#"{"request_timeout_ms": 0}"#).unwrap_err();
+    assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
+    assert!(Store::attach(&unattached, br#"{"request_timeout_ms": 1}"#).is_ok());
     let rw = Client::new(
         tether::Config::builder(&b.rwws_url())
             .protocol(tether::Protocol::Rwws)

@@ -134,6 +134,13 @@ impl Store {
     /// follows the drop.
     pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {
         let opts: Options = views::args(options)?;
+        if opts.request_timeout_ms == Some(0) {
+            // A request's timeout must be positive: every action would time out at once.
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                "request_timeout_ms must be at least 1",
+            ));
+        }
         let store = Store {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -536,7 +543,7 @@ impl State {
             }
             Action::Send { room } if ok => {
                 if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
-                    self.model.apply_echo(&room, raw, ch);
+                    self.model.apply_echo(&room, raw, model::Echo::Answer, ch);
                 }
             }
             Action::Members if ok => self.model.apply_state_events(data, ch),
@@ -656,7 +663,8 @@ impl Harness {
         self.model.apply_state(&room, true, data, &mut ch);
         self.model.apply_state_events(data, &mut ch);
         if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
-            self.model.apply_echo(&room, raw, &mut ch);
+            self.model
+                .apply_echo(&room, raw, model::Echo::Answer, &mut ch);
         }
         for room in self.model.rooms.values_mut() {
             room.evict();

@@ -51,6 +51,17 @@ pub(super) struct Room {
     /// Open in the app (drives eviction), and since when it is not.
     pub open: bool,
     pub idle_since: Instant,
+    /// Evicted, and no event added since: evicting again would only announce another reset
+    /// (what eviction keeps, pending sends and the preview, may be more than it checks for).
+    evicted: bool,
+}
+
+/// Which of a sent message's two reports: the answer of `send_message` (the echo as it
+/// started) or `send_complete` (its outcome). They can arrive in either order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Echo {
+    Answer,
+    Outcome,
 }
 
 /// A fresh timeline epoch, unique in the process: a room created again (after `clear_state`,
@@ -79,6 +90,7 @@ impl Room {
             epoch: next_epoch(),
             open: false,
             idle_since: Instant::now(),
+            evicted: false,
         }
     }
 
@@ -138,6 +150,7 @@ impl Room {
             return None;
         }
         let rowid = head.rowid;
+        self.evicted = false;
         if !head.event_id.is_empty() {
             self.by_id.insert(head.event_id.clone(), rowid);
         }
@@ -226,9 +239,10 @@ impl Room {
     /// Drops the timeline and every event but the preview (and its edit) and the preview
     /// sender's member event, as the web client's garbage collection does.
     pub fn evict(&mut self) -> bool {
-        if self.timeline.is_empty() && self.events.len() <= 3 {
+        if self.evicted || (self.timeline.is_empty() && self.events.len() <= 3) {
             return false;
         }
+        self.evicted = true;
         let mut keep = BTreeSet::new();
         let preview = self.meta_i64("preview_event_rowid");
         let mut sender = None;
@@ -563,6 +577,8 @@ impl Model {
             ch.account_data.insert(kind);
         }
         for id in s.left_rooms {
+            // Left: no longer open either (a rejoined room starts closed, so it is evicted).
+            self.open.remove(&id);
             let known = self.rooms.remove(&id).is_some() | self.invites.remove(&id).is_some();
             if known {
                 ch.room(&id).removed = true;
@@ -726,12 +742,12 @@ impl Model {
         let Some(head) = wire::object::<EventHead>(raw.get().as_bytes()) else {
             return false;
         };
-        self.apply_echo(&head.room_id, raw, ch);
+        self.apply_echo(&head.room_id, raw, Echo::Outcome, ch);
         true
     }
 
     /// A local echo or its outcome: kept in the pending tail until the timeline shows it.
-    pub fn apply_echo(&mut self, room_id: &str, raw: &RawValue, ch: &mut Changes) {
+    pub fn apply_echo(&mut self, room_id: &str, raw: &RawValue, echo: Echo, ch: &mut Changes) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -741,6 +757,11 @@ impl Model {
         // The synced copy came first (the answer or send_complete is late): it is the newer
         // state of the event, as in the web client.
         if room.timeline.iter().any(|r| r.event_rowid == head.rowid) {
+            return;
+        }
+        // gomuks sends before it answers, so send_complete can come first: the answer's
+        // "sending" echo must not undo the outcome (a failed send would read as sending).
+        if echo == Echo::Answer && room.events.contains_key(&head.rowid) {
             return;
         }
         let Some((rowid, _)) = room.upsert(raw) else {

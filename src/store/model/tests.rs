@@ -113,6 +113,7 @@ fn a_reset_makes_a_running_pagination_stale() {
     m.apply_echo(
         ROOM,
         &serde_json::value::to_raw_value(&msg(2, "echo")).unwrap(),
+        Echo::Answer,
         &mut ch,
     );
     assert_eq!(m.rooms[ROOM].pending, [2]);
@@ -185,6 +186,7 @@ fn the_echo_becomes_the_synced_event() {
     m.apply_echo(
         ROOM,
         &serde_json::value::to_raw_value(&echo).unwrap(),
+        Echo::Answer,
         &mut ch,
     );
     assert!(m.rooms[ROOM].by_id.contains_key("~hicli-1"));
@@ -250,9 +252,26 @@ fn left_rooms_and_invites() {
     assert!(!m.rooms.contains_key("!inv:x"));
 }
 
-/// Eviction keeps the preview, its edit and its sender's member event, and nothing else.
+/// A room the app had open and then left (from another device) is no longer open: when it
+/// is joined again it starts closed, so its timeline is evicted as any other's (the app
+/// cannot close a room the store no longer knows).
 #[test]
-fn eviction_keeps_what_the_room_list_shows() {
+fn a_left_room_is_not_open_when_it_comes_back() {
+    let mut m = seeded();
+    m.open.insert(ROOM.to_owned());
+    apply(&mut m, "sync_complete", json!({"left_rooms": [ROOM]}));
+    assert!(!m.open.contains(ROOM));
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"meta": {"room_id": ROOM, "name": "Back"}}}}),
+    );
+    assert!(!m.rooms[ROOM].open);
+}
+
+/// The seeded model whose room shows a preview (event 62) edited by event 63, after event
+/// 61.
+fn with_edited_preview() -> Model {
     let mut m = seeded();
     let mut preview = msg(62, "p");
     preview["last_edit_rowid"] = json!(63);
@@ -264,6 +283,13 @@ fn eviction_keeps_what_the_room_list_shows() {
         "timeline": [{"timeline_rowid": 1, "event_rowid": 61}, {"timeline_rowid": 2, "event_rowid": 62}, {"timeline_rowid": 3, "event_rowid": 63}],
         "events": [msg(61, "a"), preview, msg(63, "edit")]}}}),
     );
+    m
+}
+
+/// Eviction keeps the preview, its edit and its sender's member event, and nothing else.
+#[test]
+fn eviction_keeps_what_the_room_list_shows() {
+    let mut m = with_edited_preview();
     let r = m.rooms.get_mut(ROOM).unwrap();
     assert!(r.evict());
     let mut kept: Vec<i64> = r.events.keys().copied().collect();
@@ -271,6 +297,65 @@ fn eviction_keeps_what_the_room_list_shows() {
     assert_eq!(kept, [50, 62, 63]);
     assert!(r.timeline.is_empty() && r.has_more);
     assert!(!r.evict(), "nothing left to evict");
+}
+
+/// What eviction keeps can be more than its own check allows for (a pending send beside the
+/// preview, its edit and a member event): a second pass evicts nothing and announces no
+/// reset until an event is added again.
+#[test]
+fn an_evicted_room_is_not_evicted_again_until_it_changes() {
+    let mut m = with_edited_preview();
+    let mut failed = msg(70, "not sent");
+    failed["send_error"] = json!("no route");
+    let mut ch = Changes::default();
+    let raw = serde_json::value::to_raw_value(&failed).unwrap();
+    m.apply_echo(ROOM, &raw, Echo::Outcome, &mut ch);
+    let r = m.rooms.get_mut(ROOM).unwrap();
+    assert!(r.evict());
+    assert_eq!(
+        r.events.len(),
+        4,
+        "preview, edit, member and the failed send"
+    );
+    let epoch = r.epoch;
+    assert!(!r.evict(), "evicted again");
+    assert_eq!(r.epoch, epoch, "a pagination running on it stays valid");
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 4, "event_rowid": 71}], "events": [msg(71, "new")]}}}),
+    );
+    assert!(
+        m.rooms.get_mut(ROOM).unwrap().evict(),
+        "a new event makes it evictable"
+    );
+}
+
+/// gomuks sends before it answers `send_message`, so `send_complete` can arrive first: the
+/// answer's "sending" echo that comes after does not undo the outcome.
+#[test]
+fn a_late_send_answer_does_not_undo_send_complete() {
+    let mut m = seeded();
+    let mut outcome = msg(80, "hello");
+    outcome["event_id"] = json!("~hicli-80");
+    outcome["send_error"] = json!("encryption failed");
+    let mut answer = msg(80, "hello");
+    answer["event_id"] = json!("~hicli-80");
+    let mut ch = Changes::default();
+    let raw = |v: &Value| serde_json::value::to_raw_value(v).unwrap();
+    m.apply_echo(ROOM, &raw(&outcome), Echo::Outcome, &mut ch);
+    m.apply_echo(ROOM, &raw(&answer), Echo::Answer, &mut ch);
+    let r = &m.rooms[ROOM];
+    assert_eq!(r.pending, [80]);
+    assert!(r.events[&80].raw.get().contains("encryption failed"));
+    // In the usual order the outcome replaces the answer.
+    let mut m = seeded();
+    m.apply_echo(ROOM, &raw(&answer), Echo::Answer, &mut ch);
+    m.apply_echo(ROOM, &raw(&outcome), Echo::Outcome, &mut ch);
+    assert!(m.rooms[ROOM].events[&80]
+        .raw
+        .get()
+        .contains("encryption failed"));
 }
 
 #[test]
@@ -299,6 +384,7 @@ fn a_late_echo_does_not_undo_the_synced_event() {
     m.apply_echo(
         ROOM,
         &serde_json::value::to_raw_value(&late).unwrap(),
+        Echo::Outcome,
         &mut ch,
     );
     ch.prune();
