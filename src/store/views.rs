@@ -291,7 +291,29 @@ pub(super) struct RoomArgs {
     pub limit: Option<usize>,
 }
 
+/// The arguments of a read that takes none: empty, `null` or `{}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
 impl RoomArgs {
+    /// The room reads share this struct, so unknown names are refused by serde but a name
+    /// another read takes is not: refuse each set argument that `read` does not take.
+    fn only(self, read: &str, takes: &[&str]) -> Result<Self, Error> {
+        let set = [
+            ("event_id", self.event_id.is_some()),
+            ("rowid", self.rowid.is_some()),
+            ("type", self.kind.is_some()),
+            ("state_key", self.state_key.is_some()),
+            ("before", self.before.is_some()),
+            ("limit", self.limit.is_some()),
+        ];
+        match set.iter().find(|(name, on)| *on && !takes.contains(name)) {
+            Some((name, _)) => Err(bad(format!("{read} does not take {name:?}"))),
+            None => Ok(self),
+        }
+    }
+
     pub fn room<'a>(&self, m: &'a Model) -> Result<&'a Room, Error> {
         if self.room_id.is_empty() {
             return Err(bad("room_id is missing"));
@@ -303,7 +325,7 @@ impl RoomArgs {
 }
 
 pub(super) fn room(m: &Model, paginating: &Paginating, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("room", &[])?;
     if a.room_id.is_empty() {
         return Err(bad("room_id is missing"));
     }
@@ -387,7 +409,7 @@ fn item<'a>(r: &'a Room, ev: &'a Stored, timeline_rowid: Option<i64>) -> Item<'a
 }
 
 pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("timeline", &["before", "limit"])?;
     let r = a.room(m)?;
     let limit = a.limit.unwrap_or(50).max(1);
     let end = match a.before {
@@ -429,7 +451,7 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
 }
 
 pub(super) fn event(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("event", &["event_id", "rowid"])?;
     let r = a.room(m)?;
     let rowid = match (&a.event_id, a.rowid) {
         (Some(id), None) => r.by_id.get(id).copied(),
@@ -443,7 +465,7 @@ pub(super) fn event(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 pub(super) fn state(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("state", &["type", "state_key"])?;
     let r = a.room(m)?;
     let Some(kind) = &a.kind else {
         if a.state_key.is_some() {
@@ -530,7 +552,7 @@ impl Power {
 }
 
 pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("members", &[])?;
     let r = a.room(m)?;
     let power = Power::of(r);
     #[derive(Serialize)]
@@ -585,7 +607,7 @@ pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 pub(super) fn receipts(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("receipts", &["event_id"])?;
     let r = a.room(m)?;
     let mut by_event: BTreeMap<&str, Vec<&RawValue>> = BTreeMap::new();
     for rc in r.receipts.values() {
@@ -597,13 +619,13 @@ pub(super) fn receipts(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 pub(super) fn typing(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("typing", &[])?;
     let r = a.room(m)?;
     Ok(to_json(&serde_json::json!({ "user_ids": r.typing })))
 }
 
 pub(super) fn account_data(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a: RoomArgs = args(data)?;
+    let a = args::<RoomArgs>(data)?.only("account_data", &["type"])?;
     let map = if a.room_id.is_empty() {
         &m.account_data
     } else {
@@ -615,7 +637,8 @@ pub(super) fn account_data(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
     })
 }
 
-pub(super) fn spaces(m: &Model, _data: &[u8]) -> Result<Vec<u8>, Error> {
+pub(super) fn spaces(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let NoArgs {} = args(data)?;
     let all = entries(m);
     #[derive(Serialize)]
     struct Space<'a> {
@@ -667,7 +690,8 @@ pub(super) fn spaces(m: &Model, _data: &[u8]) -> Result<Vec<u8>, Error> {
     }))
 }
 
-pub(super) fn session(m: &Model, gen: u64, _data: &[u8]) -> Result<Vec<u8>, Error> {
+pub(super) fn session(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let NoArgs {} = args(data)?;
     let s = &m.session;
     #[derive(Serialize)]
     struct Out<'a> {
