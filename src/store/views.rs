@@ -747,6 +747,41 @@ mod tests {
             .collect()
     }
 
+    /// docs/store.md: arguments a read does not take are refused, also those another read
+    /// takes (the room reads share one argument struct), and the reads without arguments take
+    /// none.
+    #[test]
+    fn a_read_refuses_arguments_it_does_not_take() {
+        const ROOM: &str = "!r:x";
+        let m = model(json!({"rooms": {ROOM: {"meta": {"room_id": ROOM, "name": "R"}}}}));
+        let p = Paginating::default();
+        let room = |extra: &str| format!(r#"{{"room_id": "{ROOM}"{extra}}}"#);
+        for (what, args) in [
+            ("timeline", room(r#", "type": "x""#)),
+            ("timeline", room(r#", "event_id": "$e""#)),
+            ("room", room(r#", "limit": 3"#)),
+            ("typing", room(r#", "before": 1"#)),
+            ("members", room(r#", "state_key": "x""#)),
+            ("event", room(r#", "rowid": 1, "limit": 1"#)),
+        ] {
+            let r = match what {
+                "timeline" => timeline(&m, &p, args.as_bytes()),
+                "room" => super::room(&m, &p, args.as_bytes()),
+                "typing" => typing(&m, args.as_bytes()),
+                "members" => members(&m, args.as_bytes()),
+                _ => event(&m, args.as_bytes()),
+            };
+            let e = r.expect_err(&args);
+            assert!(e.message().contains("does not take"), "{what} {args}: {e}");
+        }
+        assert!(timeline(&m, &p, room(r#", "limit": 2"#).as_bytes()).is_ok());
+        for bad in [&b"not json"[..], br#"{"x": 1}"#] {
+            assert!(session(&m, 0, bad).is_err());
+            assert!(spaces(&m, bad).is_err());
+        }
+        assert!(session(&m, 0, b"").is_ok() && spaces(&m, b"{}").is_ok());
+    }
+
     /// A tombstoned room is hidden once its replacement, naming it as predecessor, is known.
     #[test]
     fn tombstoned_rooms_hide_behind_their_replacement() {

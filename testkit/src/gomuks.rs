@@ -205,32 +205,53 @@ impl State {
     }
 
     fn push(&mut self, command: &str, data: &Value) -> i64 {
-        let (id, line) = self.buffer.push(|id| {
+        let (id, line) = self.record(command, data);
+        self.send_burst(&[line]);
+        id
+    }
+
+    /// Buffers one event; its id and line, not yet sent.
+    fn record(&mut self, command: &str, data: &Value) -> (i64, Arc<str>) {
+        self.buffer.push(|id| {
             format!(
                 "{}\n",
                 json!({"command": command, "request_id": id, "data": data})
             )
             .into()
-        });
+        })
+    }
+
+    /// Sends buffered lines to every connection as one burst. Each connection counts them
+    /// all as queued before the first goes out, so a burst past the queue limit overflows it
+    /// (gomuks-rpc.md §10) however fast the writer drains meanwhile.
+    fn send_burst(&self, lines: &[Arc<str>]) {
         let limit = self.cfg.conn_queue_limit.unwrap_or(usize::MAX);
         for c in self.conns.values() {
-            let n = c.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-            let _ = c.tx.send(Out::Event(line.clone()));
+            let n = c
+                .queued
+                .fetch_add(lines.len(), std::sync::atomic::Ordering::AcqRel)
+                + lines.len();
+            for line in lines {
+                let _ = c.tx.send(Out::Event(line.clone()));
+            }
             if n > limit {
                 c.overflow.notify_one();
             }
         }
-        id
     }
 
     fn push_generated(&mut self, n: usize) -> i64 {
         let mut id = self.buffer.newest_id();
+        let mut lines = Vec::with_capacity(n);
         for _ in 0..n {
             let (lo, hi) = self.cfg.event_size;
             let size = lo + (self.next_rand() as usize) % (hi.saturating_sub(lo) + 1);
             let seq = self.next_rand();
-            id = self.push("sync_complete", &crate::events::sync_complete(seq, size));
+            let line;
+            (id, line) = self.record("sync_complete", &crate::events::sync_complete(seq, size));
+            lines.push(line);
         }
+        self.send_burst(&lines);
         id
     }
 
@@ -259,13 +280,25 @@ impl State {
             return Err("no modelled rooms: seed them first".into());
         }
         let mut newest = 0;
+        let mut lines = Vec::with_capacity(n);
         for i in 0..n {
             let room = &ids[i % ids.len()];
-            let (_, _, sync) =
-                self.rooms
-                    .remote_message(room, crate::rooms::BOB, &format!("burst {i}"))?;
-            newest = self.push("sync_complete", &sync);
+            let sync =
+                match self
+                    .rooms
+                    .remote_message(room, crate::rooms::BOB, &format!("burst {i}"))
+                {
+                    Ok((_, _, sync)) => sync,
+                    Err(e) => {
+                        self.send_burst(&lines); // what is buffered goes out, as before
+                        return Err(e);
+                    }
+                };
+            let line;
+            (newest, line) = self.record("sync_complete", &sync);
+            lines.push(line);
         }
+        self.send_burst(&lines);
         Ok(newest)
     }
 

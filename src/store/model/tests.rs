@@ -704,37 +704,3 @@ fn a_notification_restarts_its_rooms_idle_time() {
     // An eviction right after would drop the event the app is about to read.
     assert!(m.rooms[ROOM].idle_since.elapsed() < std::time::Duration::from_secs(30));
 }
-
-/// docs/store.md: arguments a read does not take are refused, also those another read takes
-/// (the room reads share one argument struct), and the reads without arguments take none.
-#[test]
-fn a_read_refuses_arguments_it_does_not_take() {
-    use crate::store::views;
-    let m = seeded();
-    let p = views::Paginating::default();
-    let room = |extra: &str| format!(r#"{{"room_id": "{ROOM}"{extra}}}"#);
-    for (what, args) in [
-        ("timeline", room(r#", "type": "x""#)),
-        ("timeline", room(r#", "event_id": "$e""#)),
-        ("room", room(r#", "limit": 3"#)),
-        ("typing", room(r#", "before": 1"#)),
-        ("members", room(r#", "state_key": "x""#)),
-        ("event", room(r#", "rowid": 1, "limit": 1"#)),
-    ] {
-        let r = match what {
-            "timeline" => views::timeline(&m, &p, args.as_bytes()),
-            "room" => views::room(&m, &p, args.as_bytes()),
-            "typing" => views::typing(&m, args.as_bytes()),
-            "members" => views::members(&m, args.as_bytes()),
-            _ => views::event(&m, args.as_bytes()),
-        };
-        let e = r.expect_err(&args);
-        assert!(e.message().contains("does not take"), "{what} {args}: {e}");
-    }
-    assert!(views::timeline(&m, &p, room(r#", "limit": 2"#).as_bytes()).is_ok());
-    for bad in [&b"not json"[..], br#"{"x": 1}"#] {
-        assert!(views::session(&m, 0, bad).is_err());
-        assert!(views::spaces(&m, bad).is_err());
-    }
-    assert!(views::session(&m, 0, b"").is_ok() && views::spaces(&m, b"{}").is_ok());
-}
