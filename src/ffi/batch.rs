@@ -406,14 +406,28 @@ mod tests {
         c
     }
 
-    /// (kind, request id, data length) of each entry.
-    unsafe fn entries(b: *const tether_batch) -> Vec<(u32, i64, u64)> {
+    /// The batch's entries and its buffer, as `tether_batch_view` shows them.
+    ///
+    /// # Safety
+    /// `b` is a live batch; the slices live until its next poll or free.
+    unsafe fn view<'a>(b: *const tether_batch) -> (&'a [tether_batch_entry], &'a [u8]) {
         let (mut e, mut n, mut bytes, mut len) = (std::ptr::null(), 0, std::ptr::null(), 0);
         assert_eq!(
             tether_batch_view(b, &mut e, &mut n, &mut bytes, &mut len),
             TETHER_OK
         );
-        std::slice::from_raw_parts(e, n)
+        let buf = if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(bytes, len)
+        };
+        (std::slice::from_raw_parts(e, n), buf)
+    }
+
+    /// (kind, request id, data length) of each entry.
+    unsafe fn entries(b: *const tether_batch) -> Vec<(u32, i64, u64)> {
+        view(b)
+            .0
             .iter()
             .map(|e| (e.kind, e.request_id, e.data_len))
             .collect()
@@ -442,13 +456,7 @@ mod tests {
             assert_eq!(tether_batch_new(16, &mut b), TETHER_OK);
             let mut n = 0;
             assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
-            let (mut e, mut count, mut bytes, mut len) = (std::ptr::null(), 0, std::ptr::null(), 0);
-            assert_eq!(
-                tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
-                TETHER_OK
-            );
-            let e = std::slice::from_raw_parts(e, count);
-            let buf = std::slice::from_raw_parts(bytes, len);
+            let (e, buf) = view(b);
             let name = |x: &tether_batch_entry| {
                 let at = x.command_offset as usize;
                 std::str::from_utf8(&buf[at..at + x.command_len as usize]).unwrap()
@@ -469,7 +477,7 @@ mod tests {
             assert_eq!(e[3].command_offset, e[4].command_offset);
             assert_ne!(e[0].command_offset, e[1].command_offset);
             // Three names and five payloads of 3 bytes.
-            assert_eq!(len, "sync_completetypingcustom_event".len() + 5 * 3);
+            assert_eq!(buf.len(), "sync_completetypingcustom_event".len() + 5 * 3);
             for x in &e[..5] {
                 let at = x.data_offset as usize;
                 assert_eq!(&buf[at..at + 3], b"xxx");
@@ -503,23 +511,16 @@ mod tests {
             for lends in [false, true] {
                 (*c).client().queue().push_all(stream());
                 let mut b = null_mut();
-                let made = if lends {
-                    tether_batch_new_lending(64, &mut b)
+                let new = if lends {
+                    tether_batch_new_lending
                 } else {
-                    tether_batch_new(64, &mut b)
+                    tether_batch_new
                 };
-                assert_eq!(made, TETHER_OK);
+                assert_eq!(new(64, &mut b), TETHER_OK);
                 let mut n = 0;
                 assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
                 assert_eq!(n, 48);
-                let (mut e, mut count, mut bytes, mut len) =
-                    (std::ptr::null(), 0, std::ptr::null(), 0);
-                assert_eq!(
-                    tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
-                    TETHER_OK
-                );
-                let e = std::slice::from_raw_parts(e, count);
-                let buf = std::slice::from_raw_parts(bytes, len);
+                let (e, buf) = view(b);
                 let mut offsets = std::collections::HashMap::new();
                 for x in e {
                     let at = x.command_offset as usize;
@@ -534,7 +535,7 @@ mod tests {
                 assert_eq!(offsets.len(), 12);
                 // Each name once; the copying batch adds the 24 one-byte payloads.
                 let name_bytes: usize = names.iter().map(String::len).sum();
-                assert_eq!(len, name_bytes + if lends { 0 } else { 24 });
+                assert_eq!(buf.len(), name_bytes + if lends { 0 } else { 24 });
                 tether_batch_free(b);
             }
             tether_client_free(c);
@@ -591,17 +592,11 @@ mod tests {
                 let mut n = 0;
                 assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_OK);
                 assert_eq!(payloads(b), expected);
-                let (mut e, mut count, mut bytes, mut len) =
-                    (std::ptr::null(), 0, std::ptr::null(), 0);
-                assert_eq!(
-                    tether_batch_view(b, &mut e, &mut count, &mut bytes, &mut len),
-                    TETHER_OK
-                );
-                let e = std::slice::from_raw_parts(e, count);
+                let (e, buf) = view(b);
                 let (mut p, mut pn) = (std::ptr::null(), 0);
                 assert_eq!(tether_batch_payloads(b, &mut p, &mut pn), TETHER_OK);
                 let p = std::slice::from_raw_parts(p, pn);
-                assert_eq!(pn, count);
+                assert_eq!(pn, e.len());
                 for (i, (x, lent)) in e.iter().zip(p).enumerate() {
                     assert_eq!(x.data_len as usize, lent.len);
                     if lending {
@@ -610,12 +605,12 @@ mod tests {
                             assert_eq!(lent.ptr, origins[i], "lent where it was received");
                         }
                     } else {
-                        assert_eq!(lent.ptr, bytes.add(x.data_offset as usize));
+                        assert_eq!(lent.ptr, buf.as_ptr().add(x.data_offset as usize));
                     }
                 }
                 // Lending: only the one command name (the events carry none but "").
                 let payload_bytes: usize = expected.iter().map(Vec::len).sum();
-                assert_eq!(len, if lending { 0 } else { payload_bytes });
+                assert_eq!(buf.len(), if lending { 0 } else { payload_bytes });
                 // An empty poll empties the payloads as it does the entries.
                 assert_eq!(tether_client_poll_batch(c, 0, b, &mut n), TETHER_TIMEOUT);
                 assert!(payloads(b).is_empty());
