@@ -492,16 +492,23 @@ final class TetherTests: XCTestCase {
         XCTAssertEqual(evs.last?.kind, .closed)
     }
 
-    /// An app that stops reading holds at most `eventBufferCapacity` events in Swift; the rest
-    /// waits in the library's bounded queue and then in the server. Nothing is dropped, and
-    /// CLOSED still arrives.
-    func testEventsAreBoundedWithBackpressureAndNothingIsDropped() async throws {
+    /// A client with an event buffer of 8 (and a library queue of 16) after init_complete,
+    /// and its backend.
+    private func boundedClient() async throws -> (Backend, TetherClient) {
         let b = try Backend()
         var o = b.gomuks()
         o.eventBufferCapacity = 8
         o.queueCapacity = 16
         let c = try TetherClient(o)
         _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        return (b, c)
+    }
+
+    /// An app that stops reading holds at most `eventBufferCapacity` events in Swift; the rest
+    /// waits in the library's bounded queue and then in the server. Nothing is dropped, and
+    /// CLOSED still arrives.
+    func testEventsAreBoundedWithBackpressureAndNothingIsDropped() async throws {
+        let (b, c) = try await boundedClient()
         let n = 2000
         let newest = try b.push(n)
         try await Task.sleep(for: .seconds(1))
@@ -535,12 +542,7 @@ final class TetherTests: XCTestCase {
     /// giving up, but the client goes on: after unpausing, an app that stops reading still
     /// holds at most `eventBufferCapacity` events in Swift.
     func testTheBufferStaysBoundedAfterAPause() async throws {
-        let b = try Backend()
-        var o = b.gomuks()
-        o.eventBufferCapacity = 8
-        o.queueCapacity = 16
-        let c = try TetherClient(o)
-        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let (b, c) = try await boundedClient()
         try c.pause()
         _ = try await next(c, "the pause") { $0.kind == .disconnected }
         try c.unpause()
