@@ -14,11 +14,21 @@ async fn backend() -> Backend {
 
 /// Runs the binary with `stdin` and returns its output (bounded by a 30 s watchdog).
 async fn run(args: &[&str], stdin: &str) -> Output {
+    run_with_env(args, stdin, &[]).await
+}
+
+/// [`run`] with `env` added to the binary's environment.
+async fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let stdin = stdin.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(BIN)
             .args(&args)
+            .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -87,35 +97,19 @@ async fn argument_mistakes_are_usage_errors_and_the_env_token_yields_to_a_login(
         );
     }
     assert_eq!(b.stats().total_connections, 0, "nothing reached the server");
-    let out = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            let mut child = Command::new(BIN)
-                .args([
-                    "request",
-                    &url,
-                    "echo",
-                    "--user",
-                    "tether",
-                    "--password-stdin",
-                ])
-                .env("TETHER_TOKEN", "a-stale-token")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"tether-password\n")
-                .unwrap();
-            child.wait_with_output().unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_with_env(
+        &[
+            "request",
+            &url,
+            "echo",
+            "--user",
+            "tether",
+            "--password-stdin",
+        ],
+        "tether-password\n",
+        &[("TETHER_TOKEN", "a-stale-token")],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -184,19 +178,12 @@ async fn request_prints_data_and_exit_codes_follow_the_status() {
     assert!(text(&out.stderr).contains("unauthorized"));
     // The token from the environment works too, and never shows in the output.
     let token = b.token();
-    let out = tokio::task::spawn_blocking({
-        let url = url.clone();
-        let token = token.clone();
-        move || {
-            Command::new(BIN)
-                .args(["request", &url, "get_state"])
-                .env("TETHER_TOKEN", &token)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_with_env(
+        &["request", &url, "get_state"],
+        "",
+        &[("TETHER_TOKEN", &token)],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains(&token) && !text(&out.stderr).contains(&token));
     // Nothing listening: no answer in time, with the reason.
