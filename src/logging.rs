@@ -85,7 +85,7 @@ enum Msg {
 /// Returns false, changing nothing, when called from a sink itself (the log thread would wait
 /// for itself).
 pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
-    if std::thread::current().name() == Some("tether-log") {
+    if on_log_thread() {
         return false;
     }
     let level = if sink.is_some() { max as u8 } else { 0 };
@@ -114,10 +114,19 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
     true
 }
 
+/// The name of the thread that runs the sinks.
+const LOG_THREAD: &str = "tether-log";
+
+/// Whether this is the log thread, where sinks run (and cannot be replaced: the swap waits
+/// for that thread).
+pub(crate) fn on_log_thread() -> bool {
+    std::thread::current().name() == Some(LOG_THREAD)
+}
+
 fn start_thread() -> Option<SyncSender<Msg>> {
     let (tx, rx) = sync_channel::<Msg>(BACKLOG);
     std::thread::Builder::new()
-        .name("tether-log".into())
+        .name(LOG_THREAD.into())
         .spawn(move || {
             let mut sink: Option<LogSink> = None;
             for msg in rx {

@@ -110,7 +110,7 @@ ffi_fn! {
             }
         };
         let sink = hook.map(|h| -> crate::logging::LogSink { Box::new(move |r: &LogRecord| h.call(r)) });
-        let from_log_thread = std::thread::current().name() == Some("tether-log");
+        let from_log_thread = crate::logging::on_log_thread();
         if set_log_sink(sink, level.unwrap_or(LogLevel::Error)) {
             status_of(Ok(()))
         } else if from_log_thread {
