@@ -164,13 +164,10 @@ impl Drop for Book {
         }
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let failed = self.requests.fail_all(
+            self.end_requests(
                 Status::ErrPanic,
                 "the session ended with an internal panic before the reply",
             );
-            self.probe.counters.set_state(ConnectionState::Closed);
-            self.count_in_flight();
-            self.push_outcomes(failed);
         }));
     }
 }
@@ -931,16 +928,19 @@ impl Book {
         }
     }
 
+    /// The session is over: every request left ends with `status`, and the state is CLOSED.
+    fn end_requests(&mut self, status: Status, why: &str) {
+        let failed = self.requests.fail_all(status, why);
+        self.probe.counters.set_state(ConnectionState::Closed);
+        self.count_in_flight();
+        self.push_outcomes(failed);
+    }
+
     /// Ends the session: every request left, and every request that reached the channel
     /// before it closed, gets CLIENT_CLOSED; then CLOSED, the last event.
     fn finish(&mut self, commands: &mut CommandRx) {
         self.finished = true;
-        let failed = self
-            .requests
-            .fail_all(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
-        self.probe.counters.set_state(ConnectionState::Closed);
-        self.count_in_flight();
-        self.push_outcomes(failed);
+        self.end_requests(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
         self.unsent_packets.clear();
         tlog!(
             self.probe.client,
