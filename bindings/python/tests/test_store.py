@@ -222,6 +222,30 @@ def test_in_poll_mode_a_wait_inside_on_change_raises_instead_of_waiting_for_itse
         stream.close()
 
 
+def test_on_the_reader_thread_a_request_inside_on_change_raises(rooms: Backend) -> None:
+    """While no app thread waits, the binding's reader thread delivers, and on_change runs
+    there: a request() inside it raises StateError rather than waiting for its own reply."""
+    with store_client(rooms) as c:
+        outcomes: List[str] = []
+        reader = threading.Event()
+
+        def on_change(ch: Dict[str, Any]) -> None:
+            if threading.get_ident() == main or outcomes:
+                return
+            try:
+                c.request("echo", {})
+                outcomes.append("returned")
+            except tether.StateError as e:
+                outcomes.append(str(e))
+            reader.set()
+
+        main = threading.get_ident()
+        c.store.on_change(on_change)
+        remote_message(rooms, R[3], "delivered by the reader")
+        assert reader.wait(10 * SLOW), "no change set was delivered by the reader thread"
+        assert len(outcomes) == 1 and "on_change" in outcomes[0], outcomes
+
+
 def test_in_callback_mode_on_change_runs_before_on_event_gets_the_store_event(
     rooms: Backend,
 ) -> None:

@@ -459,8 +459,9 @@ class _SyncCore(CoreBase):
         # token is held while polling, delivering, and waiting on the event descriptor, so
         # batches are delivered in the order they were taken.
         self.token = threading.Lock()
-        # The app thread holding the token: what it delivers (on_change) runs on it, so a
-        # wait there for a reply or a change would wait for itself.
+        # The thread holding the token (the reader or an app thread): what it delivers
+        # (on_change) runs on it, so a wait there for a reply or a change would wait for
+        # itself.
         self.token_holder: Optional[int] = None
         self.batch: Optional[BatchReader] = None
         self.waiter: Optional[_Waiter] = None
@@ -545,6 +546,7 @@ class _SyncCore(CoreBase):
                         break
                 if not self.token.acquire(blocking=False):
                     continue
+                self.token_holder = self.delivery_ident
                 try:
                     with cond:
                         self.reader_holds = True
@@ -553,6 +555,7 @@ class _SyncCore(CoreBase):
                 finally:
                     with cond:
                         self.reader_holds = False
+                    self.token_holder = None
                     self.token.release()
                     self.token_released(by_reader=True)
         finally:
