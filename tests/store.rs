@@ -471,6 +471,57 @@ async fn typing_and_the_watch_filter() {
     close_and_drain(&c).await;
 }
 
+/// Per-room detail of a message from Bob in `r`: every detail (`appended`) or only what a
+/// room list needs.
+async fn detailed(b: &Backend, c: &Client, r: &str) -> bool {
+    b.room_message(r, BOB, "hello").unwrap();
+    let (ch, _) = until_store(c, |ch| ch["rooms"].get(r).is_some()).await;
+    let detailed = ch["rooms"][r]["appended"].is_array();
+    assert!(detailed || ch["rooms"][r] == json!({"meta": true}), "{ch}");
+    detailed
+}
+
+/// §4.2 `left_rooms`: the store forgets a left room, its watch setting too.
+async fn leave(b: &Backend, c: &Client, r: &str) {
+    b.push_event(
+        "sync_complete",
+        json!({"rooms": {}, "left_rooms": [r], "invited_rooms": [], "account_data": {}}),
+    );
+    until_store(c, |ch| ch["rooms"][r]["removed"] == true).await;
+}
+
+/// The watch list as the C header states it: an open room is always watched, whatever the
+/// list says; an explicit watch outlives closing the room; after "watch every room" a room
+/// joined later is watched though another was unwatched; after "watch none" a room left and
+/// rejoined (§4.2 `left_rooms`, then the room's meta again) is a new room, not watched.
+#[tokio::test]
+async fn the_watch_list_follows_open_joined_and_left_rooms() {
+    let (b, c, s) = setup(4, 2).await;
+    let (r0, r1, r2, r3) = (room_id(0), room_id(1), room_id(2), room_id(3));
+
+    // Every room but r0; r2 left before that, so it is joined later.
+    leave(&b, &c, &r2).await;
+    s.watch(Some(&r0), false).unwrap();
+    assert!(!detailed(&b, &c, &r0).await);
+    assert!(detailed(&b, &c, &r1).await);
+    assert!(detailed(&b, &c, &r2).await, "joined after the list changed");
+
+    // None but the open ones and r1.
+    s.watch(None, false).unwrap();
+    s.watch(Some(&r1), true).unwrap();
+    s.open_room(&r3).unwrap();
+    s.watch(Some(&r3), false).unwrap();
+    assert!(detailed(&b, &c, &r3).await, "open, so watched");
+    s.close_room(&r3).unwrap();
+    assert!(!detailed(&b, &c, &r3).await);
+    s.open_room(&r1).unwrap();
+    s.close_room(&r1).unwrap();
+    assert!(detailed(&b, &c, &r1).await, "watched before it was opened");
+    leave(&b, &c, &r1).await;
+    assert!(!detailed(&b, &c, &r1).await, "rejoined: a new room");
+    close_and_drain(&c).await;
+}
+
 /// §4.2 SyncRoom `notifications` and `dismiss_notifications`: a mention in a room the app does
 /// not watch still reaches it, resolved to the stored event; a plain message does not notify;
 /// reading the room elsewhere (here: mark_read's echo) dismisses.

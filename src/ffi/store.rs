@@ -207,8 +207,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// The app shows (`open` true) or no longer shows the room. An open room keeps its
-    /// timeline; a closed one loses it after the eviction delay (`evict_after_ms`). With a
-    /// watch list (`tether_store_watch`), open rooms are watched. `TETHER_ERR_INVALID_ARGUMENT`
+    /// timeline; a closed one loses it after the eviction delay (`evict_after_ms`). An open
+    /// room is watched whatever the watch list (`tether_store_watch`) says; closing it
+    /// leaves the list as it was. `TETHER_ERR_INVALID_ARGUMENT`
     /// for an unknown room, `TETHER_ERR_NULL` for NULL. Any thread.
     fn tether_store_set_open(
         s: *const tether_store,
@@ -228,7 +229,9 @@ ffi_fn! {
     /// the OS notifications need. `room_id` NULL with `on` true watches
     /// every room (the default); NULL with false watches only the open rooms; a room id
     /// adds it to or removes it from the watch list (`TETHER_ERR_INVALID_ARGUMENT` for a room
-    /// the store does not know). `TETHER_ERR_NULL` for a NULL store.
+    /// the store does not know). Open rooms are always watched. A room joined later is
+    /// watched after NULL with true, not after NULL with false; a room left is forgotten
+    /// with its watch setting. `TETHER_ERR_NULL` for a NULL store.
     fn tether_store_watch(
         s: *const tether_store,
         room_id: *const c_char,

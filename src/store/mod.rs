@@ -41,11 +41,43 @@ enum Action {
     Plain,
 }
 
-/// Which rooms' STORE events carry every detail; the others report only meta changes,
-/// removals and notifications (what a room list and OS notifications need).
+/// Which rooms' STORE events carry every detail besides the open ones (always detailed);
+/// the others report only meta changes, removals and notifications (what a room list and OS
+/// notifications need). Kept as the app said it, so a room joined later follows the mode:
+/// watched under `All`, not under `Rooms`.
 enum Watch {
-    All,
+    /// Every room but these.
+    All { except: HashSet<String> },
+    /// Only these.
     Rooms(HashSet<String>),
+}
+
+impl Watch {
+    fn covers(&self, room_id: &str) -> bool {
+        match self {
+            Watch::All { except } => !except.contains(room_id),
+            Watch::Rooms(set) => set.contains(room_id),
+        }
+    }
+
+    fn set(&mut self, room_id: &str, on: bool) {
+        let (set, add) = match self {
+            Watch::All { except } => (except, !on),
+            Watch::Rooms(set) => (set, on),
+        };
+        if add {
+            set.insert(room_id.to_owned());
+        } else {
+            set.remove(room_id);
+        }
+    }
+
+    /// A left room is forgotten with the rest of its state: rejoined, it follows the mode.
+    fn forget(&mut self, room_id: &str) {
+        match self {
+            Watch::All { except: set } | Watch::Rooms(set) => set.remove(room_id),
+        };
+    }
 }
 
 struct State {
@@ -148,7 +180,9 @@ impl Store {
                     gen: 0,
                     actions: HashMap::new(),
                     paginating: HashMap::new(),
-                    watch: Watch::All,
+                    watch: Watch::All {
+                        except: HashSet::new(),
+                    },
                     evict_after: opts
                         .evict_after_ms
                         .map_or(DEFAULT_EVICT_AFTER, Duration::from_millis),
@@ -352,16 +386,13 @@ impl Store {
         )
     }
 
-    /// The app shows this room: it keeps its timeline, and with a watch list its STORE
-    /// events carry every detail. `ErrInvalidArgument` for an unknown room.
+    /// The app shows this room: it keeps its timeline, and its STORE events carry every
+    /// detail whatever the watch list says. `ErrInvalidArgument` for an unknown room.
     pub fn open_room(&self, room_id: &str) -> Result<(), Error> {
         let mut st = self.lock();
         let room = known_room_mut(&mut st.model, room_id)?;
         room.open = true;
         st.model.open.insert(room_id.to_owned());
-        if let Watch::Rooms(set) = &mut st.watch {
-            set.insert(room_id.to_owned());
-        }
         Ok(())
     }
 
@@ -372,49 +403,28 @@ impl Store {
         room.open = false;
         room.idle_since = Instant::now();
         st.model.open.remove(room_id);
-        if let Watch::Rooms(set) = &mut st.watch {
-            set.remove(room_id);
-        }
         Ok(())
     }
 
     /// Limits the detail of STORE events: `None` with `true` watches every room (the
     /// default); `None` with `false` watches none but the open ones; a room id adds or
-    /// removes that room (`ErrInvalidArgument` for a room the store does not know).
+    /// removes that room (`ErrInvalidArgument` for a room the store does not know). An open
+    /// room is always watched; a room joined later is watched after `None` with `true`, not
+    /// after `None` with `false`; a room left is forgotten.
     pub fn watch(&self, room_id: Option<&str>, on: bool) -> Result<(), Error> {
         let mut st = self.lock();
-        if let Some(id) = room_id {
-            known_room(&st.model, id)?;
+        match room_id {
+            Some(id) => {
+                known_room(&st.model, id)?;
+                st.watch.set(id, on);
+            }
+            None if on => {
+                st.watch = Watch::All {
+                    except: HashSet::new(),
+                }
+            }
+            None => st.watch = Watch::Rooms(HashSet::new()),
         }
-        let opened = || -> HashSet<String> {
-            st.model
-                .rooms
-                .iter()
-                .filter(|(_, r)| r.open)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        let next = match (room_id, on, &st.watch) {
-            (None, true, _) => Watch::All,
-            (None, false, _) => Watch::Rooms(opened()),
-            (Some(id), true, Watch::Rooms(set)) => {
-                let mut set = set.clone();
-                set.insert(id.to_owned());
-                Watch::Rooms(set)
-            }
-            (Some(_), true, Watch::All) => Watch::All,
-            (Some(id), false, Watch::All) => {
-                let mut set: HashSet<String> = st.model.rooms.keys().cloned().collect();
-                set.remove(id);
-                Watch::Rooms(set)
-            }
-            (Some(id), false, Watch::Rooms(set)) => {
-                let mut set = set.clone();
-                set.remove(id);
-                Watch::Rooms(set)
-            }
-        };
-        st.watch = next;
         Ok(())
     }
 
@@ -493,19 +503,20 @@ impl Cause<'_> {
 impl State {
     /// The STORE event for `ch`, or `None` when nothing changed.
     fn announce(&mut self, mut ch: Changes, cause: Cause) -> Option<Event> {
-        if let Watch::Rooms(set) = &self.watch {
-            ch.rooms = std::mem::take(&mut ch.rooms)
-                .into_iter()
-                .filter_map(|(id, rc)| {
-                    let rc = if set.contains(&id) {
-                        Some(rc)
-                    } else {
-                        rc.summary()
-                    };
-                    rc.map(|rc| (id, rc))
-                })
-                .collect();
+        for (id, _) in ch.rooms.iter().filter(|(_, rc)| rc.removed) {
+            self.watch.forget(id);
         }
+        ch.rooms = std::mem::take(&mut ch.rooms)
+            .into_iter()
+            .filter_map(|(id, rc)| {
+                let rc = if self.model.open.contains(&id) || self.watch.covers(&id) {
+                    Some(rc)
+                } else {
+                    rc.summary()
+                };
+                rc.map(|rc| (id, rc))
+            })
+            .collect();
         ch.prune();
         if ch.is_empty() {
             return None;

@@ -426,8 +426,9 @@ class _StoreBase:
             raise exception_for(st, f"{what}: {err}")
 
     def open_room(self, room_id: str) -> None:
-        """The app shows this room: it keeps its timeline (no eviction), and with a watch
-        list its change sets carry every detail. :raises InvalidArgumentError: unknown room."""
+        """The app shows this room: it keeps its timeline (no eviction), and its change sets
+        carry every detail whatever the watch list says. :raises InvalidArgumentError:
+        unknown room."""
         self._plain("open_room", _ffi.lib.tether_store_set_open, _room(room_id), True)
 
     def close_room(self, room_id: str) -> None:
@@ -439,7 +440,9 @@ class _StoreBase:
         """Limits the detail of change sets: ``watch()`` watches every room (the default);
         ``watch(on=False)`` only the open rooms; ``watch(room_id, on)`` adds or removes one.
         Rooms not watched report only ``meta``, ``removed`` and the notification fields (what
-        a room list and OS notifications need)."""
+        a room list and OS notifications need). Open rooms are always watched; a room joined
+        later is watched after ``watch()``, not after ``watch(on=False)``; a room left is
+        forgotten with its setting. :raises InvalidArgumentError: unknown room."""
         rid = None if room_id is None else _room(room_id)
         self._plain("watch", _ffi.lib.tether_store_watch, rid, bool(on))
 

@@ -303,7 +303,7 @@ public final class Store: @unchecked Sendable {
 
     // MARK: rooms shown, watch list, eviction
 
-    /// The app shows this room: it keeps its timeline (and is watched, with a watch list).
+    /// The app shows this room: it keeps its timeline and is watched whatever `watch` says.
     public func openRoom(_ roomId: String) throws {
         try handle.use { s in try check(tether_store_set_open(s, roomId, true)) }
     }
@@ -316,8 +316,9 @@ public final class Store: @unchecked Sendable {
     /// Limits the detail of change sets: `watch()` watches every room (the default),
     /// `watch(on: false)` only the open rooms, `watch(roomId, on:)` adds or removes one room.
     /// Rooms not watched report only `meta`, `removed` and the notification fields (all a
-    /// room list and OS notifications need).
-    /// `.invalidArgument` for a room the store does not know.
+    /// room list and OS notifications need). Open rooms are always watched; a room joined
+    /// later is watched after `watch()`, not after `watch(on: false)`; a room left is
+    /// forgotten with its setting. `.invalidArgument` for a room the store does not know.
     public func watch(_ roomId: String? = nil, on: Bool = true) throws {
         try handle.use { s in try check(tether_store_watch(s, roomId, on)) }
     }

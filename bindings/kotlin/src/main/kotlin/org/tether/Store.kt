@@ -168,7 +168,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
 
     // -- rooms shown, watch list, eviction -----------------------------------------------------
 
-    /** The app shows this room: it keeps its timeline (and is watched, with a watch list). */
+    /** The app shows this room: it keeps its timeline and is watched whatever [watch] says. */
     fun openRoom(roomId: String) = handle.use { s ->
         check(TetherNative.tether_store_set_open(s, TetherNative.cstr(roomId), 1))
     }
@@ -182,8 +182,9 @@ class Store private constructor(private val handle: StoreHandle, private val cor
      * Limits the detail of change sets: `watch()` watches every room (the default),
      * `watch(on = false)` only the open rooms, `watch(roomId, on)` adds or removes one room.
      * Rooms not watched report only `meta`, `removed` and the notification fields (all a room
-     * list and OS notifications need).
-     * [InvalidArgumentException] for a room the store does not know.
+     * list and OS notifications need). Open rooms are always watched; a room joined later is
+     * watched after `watch()`, not after `watch(on = false)`; a room left is forgotten with
+     * its setting. [InvalidArgumentException] for a room the store does not know.
      */
     fun watch(roomId: String? = null, on: Boolean = true) = handle.use { s ->
         check(TetherNative.tether_store_watch(s, roomId?.let { TetherNative.cstr(it) }, if (on) 1 else 0))
