@@ -156,6 +156,46 @@ async fn reconnect_cue_on_a_silent_link_reconnects_at_once() {
     close_and_drain(&c).await;
 }
 
+/// The cue while the app has fallen behind (a phone back in the foreground with a full
+/// event queue): the probe's deadline waits for the app to make room, then runs from there,
+/// so a dead link still ends at once instead of at the next keepalive ping.
+#[tokio::test]
+async fn reconnect_cue_with_a_full_queue_still_probes() {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.compression(false)
+            .queue_capacity(8)
+            .ping_interval(Duration::from_secs(25))
+            .pong_timeout(Duration::from_millis(300))
+            .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_command(&c, "init_complete").await;
+    while matches!(
+        c.poll(Some(Duration::from_millis(200))),
+        tether::Pop::Event(_)
+    ) {}
+    b.push_events(8);
+    let t0 = Instant::now();
+    while c.queued_events() < 8 {
+        assert!(t0.elapsed() < WAIT, "the queue never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.set_blackhole(true);
+    c.reconnect_now().unwrap();
+    // Longer than the pong timeout, with the queue still full: no reading, no verdict.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.state(), ConnectionState::Connected);
+    let t0 = Instant::now();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let took = t0.elapsed();
+    assert_eq!(d.status(), Status::ErrReceiveTimeout);
+    assert_eq!(d.retry_in(), Some(Duration::ZERO), "the app's cue");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    proxy.set_blackhole(false);
+    close_and_drain(&c).await;
+}
+
 /// §8: without any cue, a ping that goes unanswered ends a silent link within the ping
 /// interval plus the pong timeout, long before the 60 s receive timeout.
 #[tokio::test]

@@ -513,9 +513,13 @@ impl<D: Dialect> Supervisor<D> {
                     }
                 }
                 () = self.book.queue.wait_space(), if !can_read => {
-                    // Our own stall is not the server's silence.
+                    // Our own stall is not the server's silence: the clocks restart now. A
+                    // ping still unanswered keeps its deadline, from now (the app's probe
+                    // after a cue must not be forgotten because the app was behind).
                     last_recv = Instant::now();
-                    due = None;
+                    if let Some(d) = due.as_mut() {
+                        d.0 = d.0.max(last_recv + self.cfg.pong_timeout);
+                    }
                 }
                 () = sleep_until(next_ping) => {
                     next_ping = Instant::now() + self.cfg.ping_interval;
