@@ -166,10 +166,11 @@
 #define TETHER_RESUME_RESET 2
 
 /**
- * The resume point was gone (as for `Reset`), but the app configured `last_server_ts`,
- * so the server sends what changed since then as one `sync_complete` with `catchup`
- * instead of the missed events: the cached state stays valid once that is applied; the
- * missed events themselves are not delivered (gomuks-rpc.md §6.1).
+ * The resume point was gone (the backend restarted or no longer held it, as for `Reset`),
+ * but the app configured `last_server_ts`, so the server sends what changed since then as
+ * one `sync_complete` with `catchup` instead of the missed events: the cached state stays
+ * valid once that is applied; the missed events themselves are not delivered
+ * (gomuks-rpc.md §6.1).
  */
 #define TETHER_RESUME_CAUGHT_UP 3
 

@@ -70,10 +70,11 @@ pub enum ResumeOutcome {
     /// event buffer no longer held the resume point): missed events are lost and the server
     /// sends its state afresh (`sync_complete` with `clear_state`); drop the cached state.
     Reset = 2,
-    /// The resume point was gone (as for `Reset`), but the app configured `last_server_ts`,
-    /// so the server sends what changed since then as one `sync_complete` with `catchup`
-    /// instead of the missed events: the cached state stays valid once that is applied; the
-    /// missed events themselves are not delivered (gomuks-rpc.md §6.1).
+    /// The resume point was gone (the backend restarted or no longer held it, as for `Reset`),
+    /// but the app configured `last_server_ts`, so the server sends what changed since then as
+    /// one `sync_complete` with `catchup` instead of the missed events: the cached state stays
+    /// valid once that is applied; the missed events themselves are not delivered
+    /// (gomuks-rpc.md §6.1).
     CaughtUp = 3,
 }
 

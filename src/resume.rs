@@ -54,15 +54,12 @@ impl SharedResume {
         *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
     }
 
-    /// A consistent snapshot.
+    /// A consistent snapshot: the event id is read under the run id's lock, which a new run
+    /// holds while it replaces both, so an old run's id never comes with the new run's id.
     pub(crate) fn get(&self) -> ResumeState {
-        let run_id = self
-            .run_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let run_id = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
         ResumeState {
-            run_id,
+            run_id: run_id.clone(),
             last_received_event: self.last_event(),
         }
     }
@@ -76,26 +73,25 @@ impl SharedResume {
         self.last_event.fetch_min(id, Ordering::AcqRel);
     }
 
-    fn reset_last_event(&self, id: i64) {
-        self.last_event.store(id, Ordering::Release);
-    }
-
-    /// Stores the run id; true if it changed (a different backend process, or unknown before).
-    fn set_run_id(&self, run_id: &str) -> bool {
+    /// Stores the run id; if it changed (a different backend process, or unknown before),
+    /// the last event becomes `last_event` (the new run's only), together, and true.
+    fn new_run(&self, run_id: &str, last_event: i64) -> bool {
         let mut g = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
         if *g == run_id {
             return false;
         }
         *g = run_id.to_owned();
+        self.last_event.store(last_event, Ordering::Release);
         true
     }
 }
 
 /// What became of a connection's request to resume. The server never says (§7.2); the client
-/// infers it: a changed `run_id` or a `sync_complete` with `clear_state` before
-/// `init_complete` means the state was reset; one with `catchup` means the resume point was
-/// gone and a catchup since `last_server_ts` replaced the replay (§6.1); `init_complete`
-/// without any of these means every missed event was replayed.
+/// infers it: a `sync_complete` with `clear_state` before `init_complete`, or a changed
+/// `run_id` without `last_server_ts`, means the state was reset; one with `catchup` means
+/// the resume point was gone (in the same run or a new one) and a catchup since
+/// `last_server_ts` replaced the replay (§6.1); `init_complete` without any of these means
+/// every missed event was replayed (or, in a new run, that nothing was).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ResumeOutcome {
     /// Every missed event was replayed.
@@ -119,6 +115,11 @@ pub(crate) struct Tracker {
     listener_id: u64,
     /// This connection asked to resume and its outcome is not known yet.
     deciding: bool,
+    /// This connection sent `last_server_ts`, so a failed resume may be a catchup (§6.1).
+    catchup_asked: bool,
+    /// This connection's `run_id` differs from the one it asked to resume: the missed events
+    /// are gone whatever follows.
+    run_changed: bool,
 }
 
 impl Tracker {
@@ -129,14 +130,19 @@ impl Tracker {
             last_sent_ack: 0,
             listener_id: 0,
             deciding: false,
+            catchup_asked: false,
+            run_changed: false,
         }
     }
 
     /// The resume point a new connection asks for, if there is one (§7.2). The server's ack
     /// entry for a resumed listener starts there, so the next ack is counted from it.
-    pub(crate) fn begin_attempt(&mut self) -> Option<ResumeState> {
+    /// `catchup_asked`: the connection sends `last_server_ts`.
+    pub(crate) fn begin_attempt(&mut self, catchup_asked: bool) -> Option<ResumeState> {
         let snapshot = self.shared.get();
         self.deciding = snapshot.is_resumable();
+        self.catchup_asked = catchup_asked;
+        self.run_changed = false;
         if self.deciding {
             self.last_sent_ack = snapshot.last_received_event;
             Some(snapshot)
@@ -167,11 +173,15 @@ impl Tracker {
     /// The backend's `run_id` event (§7.2).
     pub(crate) fn run_id(&mut self, run_id: &str, listener_id: u64) -> Option<ResumeOutcome> {
         self.listener_id = listener_id;
-        if self.shared.set_run_id(run_id) {
-            // New backend process: only this connection's ids are valid.
-            self.shared.reset_last_event(self.conn_min_event);
+        // New backend process: only this connection's ids are valid.
+        if self.shared.new_run(run_id, self.conn_min_event) {
             self.last_sent_ack = 0;
-            return self.decide(ResumeOutcome::Reset);
+            self.run_changed = true;
+            // With `last_server_ts` a restarted backend sends a catchup rather than its
+            // state afresh (§6.1, §7.5): the first sync_complete says which.
+            if !self.catchup_asked {
+                return self.decide(ResumeOutcome::Reset);
+            }
         }
         None
     }
@@ -197,8 +207,13 @@ impl Tracker {
         None
     }
 
-    /// `init_complete` arrived: with no reset seen, the replay was complete (§7.5).
+    /// `init_complete` arrived: with no reset seen, the replay was complete (§7.5). After a
+    /// new run whose catchup never came (gomuks sends nothing else when building it fails),
+    /// nothing was replayed: a reset.
     pub(crate) fn init_complete(&mut self) -> Option<ResumeOutcome> {
+        if self.run_changed {
+            return self.decide(ResumeOutcome::Reset);
+        }
         self.decide(ResumeOutcome::Succeeded)
     }
 
@@ -234,16 +249,16 @@ mod tests {
 
     #[test]
     fn spec7_2_resume_needs_run_id_and_an_event() {
-        assert!(tracker("", -5).0.begin_attempt().is_none());
-        assert!(tracker("r", 0).0.begin_attempt().is_none());
-        let got = tracker("r", -5).0.begin_attempt().unwrap();
+        assert!(tracker("", -5).0.begin_attempt(false).is_none());
+        assert!(tracker("r", 0).0.begin_attempt(false).is_none());
+        let got = tracker("r", -5).0.begin_attempt(false).unwrap();
         assert_eq!((got.run_id.as_str(), got.last_received_event), ("r", -5));
     }
 
     #[test]
     fn spec7_4_acks_only_on_change_and_not_the_resume_point_again() {
         let (mut t, _) = tracker("r", -5);
-        t.begin_attempt();
+        t.begin_attempt(false);
         t.connection_opened();
         assert_eq!(
             t.ack(),
@@ -261,7 +276,7 @@ mod tests {
     #[test]
     fn spec7_2_new_run_id_keeps_only_this_connections_events() {
         let (mut t, shared) = tracker("old", -50);
-        t.begin_attempt();
+        t.begin_attempt(false);
         t.connection_opened();
         t.event(-1);
         t.event(-2);
@@ -284,7 +299,7 @@ mod tests {
     #[test]
     fn spec7_2_resume_outcome_is_decided_once_per_connection() {
         let (mut t, _) = tracker("r", -5);
-        t.begin_attempt();
+        t.begin_attempt(false);
         assert!(t.deciding());
         assert_eq!(t.run_id("r", 1), None);
         assert_eq!(t.sync_complete(false, false), None);
@@ -292,22 +307,42 @@ mod tests {
         assert_eq!(t.init_complete(), None, "decided once");
 
         let (mut t, _) = tracker("r", -5);
-        t.begin_attempt();
+        t.begin_attempt(false);
         assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
         assert_eq!(t.init_complete(), None);
 
         let (mut t, _) = tracker("r", -5);
-        t.begin_attempt();
+        t.begin_attempt(false);
         assert_eq!(t.sync_complete(false, true), Some(ResumeOutcome::CaughtUp));
         assert_eq!(t.init_complete(), None);
 
         let (mut t, _) = tracker("old", -5);
-        t.begin_attempt();
+        t.begin_attempt(false);
         assert_eq!(t.run_id("new", 1), Some(ResumeOutcome::Reset));
+
+        // A new run after sending last_server_ts: its first sync says which (§6.1).
+        let (mut t, _) = tracker("old", -5);
+        t.begin_attempt(true);
+        assert_eq!(t.run_id("new", 1), None);
+        assert_eq!(t.sync_complete(false, true), Some(ResumeOutcome::CaughtUp));
+        let (mut t, _) = tracker("old", -5);
+        t.begin_attempt(true);
+        assert_eq!(t.run_id("new", 1), None);
+        assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
+        // ... and without any sync (the catchup failed), nothing was replayed.
+        let (mut t, _) = tracker("old", -5);
+        t.begin_attempt(true);
+        assert_eq!(t.run_id("new", 1), None);
+        assert_eq!(t.init_complete(), Some(ResumeOutcome::Reset));
+        // The same run with last_server_ts still succeeds.
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt(true);
+        assert_eq!(t.run_id("r", 1), None);
+        assert_eq!(t.init_complete(), Some(ResumeOutcome::Succeeded));
 
         // No resume asked: nothing to decide.
         let (mut t, _) = tracker("", 0);
-        t.begin_attempt();
+        t.begin_attempt(false);
         assert!(!t.deciding());
         assert_eq!(t.init_complete(), None);
     }

@@ -142,6 +142,29 @@ async fn spec7_2_buffer_overrun_with_last_server_ts_reports_caught_up() {
     close_and_drain(&c).await;
 }
 
+/// §6.1, §7.5: a backend restart for a client that sends `last_server_ts`: the new run
+/// answers with a catchup (`catchup`, no `clear_state`), not its state afresh, so RESUMED
+/// says `CaughtUp` (dropping the cache on `Reset` and applying a delta would lose every
+/// room the delta leaves out), once, before that `sync_complete`.
+#[tokio::test]
+async fn spec6_1_backend_restart_with_last_server_ts_reports_caught_up() {
+    let b = backend().await;
+    let c = client(&b, |c| c.last_server_ts(1_700_000_000_000));
+    until_command(&c, "init_complete").await;
+    let seen = b.push_events(3);
+    until(&c, |e| e.request_id() == seen).await;
+    b.restart();
+    let (ev, _) = until_kind(&c, EventKind::Resumed).await;
+    assert_eq!(ev.resume_outcome(), Some(ResumeOutcome::CaughtUp));
+    let (sync, _) = until_command(&c, "sync_complete").await;
+    assert_eq!(json(&sync)["catchup"], true);
+    assert_ne!(json(&sync)["clear_state"], true);
+    let (_, after) = until_command(&c, "init_complete").await;
+    assert!(resumed(&after).is_empty(), "decided once");
+    assert_eq!(c.stats().resumes_reset, 1);
+    close_and_drain(&c).await;
+}
+
 /// §1.2: a client holding a token renews it while connected, before it expires, with the
 /// app's headers (the backend here stands behind a header-checking proxy), and announces
 /// each new token with TOKEN_RENEWED, which carries no secret. The connection stays up.

@@ -225,7 +225,9 @@ impl Gomuks {
             self.login().await?;
         }
         let mut url = self.cfg.url.clone();
-        let resume = self.tracker.begin_attempt();
+        let resume = self
+            .tracker
+            .begin_attempt(self.cfg.last_server_ts.is_some());
         {
             let mut q = url.query_pairs_mut();
             if self.cfg.compression {
