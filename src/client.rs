@@ -226,7 +226,8 @@ impl Client {
         self.req.submit(command, data, None, ReplyTo::Event)
     }
 
-    /// [`Client::request`] with its own timeout.
+    /// [`Client::request`] with its own timeout, at most `u32::MAX` ms (about 49 days;
+    /// longer is `ErrInvalidArgument`).
     pub fn request_with_timeout(
         &self,
         command: &str,
@@ -553,6 +554,12 @@ impl Requester {
         reply: ReplyTo,
         encode: impl FnOnce(i64) -> Message,
     ) -> Result<i64, Error> {
+        if timeout.is_some_and(|t| t > crate::config::MAX_DURATION) {
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                "a request timeout must be at most u32::MAX ms (about 49 days)",
+            ));
+        }
         // The deadline counts from the app's call, whatever the session is doing meanwhile.
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();

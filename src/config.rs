@@ -148,6 +148,11 @@ const HANDSHAKE_HEADERS: [&str; 9] = [
 /// The rwws server closes connections that have not pinged for this long (spec §2.7).
 pub(crate) const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 
+/// The longest timeout, interval or backoff a configuration or request takes: the C API's
+/// `u32` milliseconds (about 49.7 days). Longer ones (`Duration::MAX` for "never") would
+/// overflow the runtime's clock arithmetic; they are refused instead.
+pub(crate) const MAX_DURATION: Duration = Duration::from_millis(u32::MAX as u64);
+
 impl Config {
     /// A builder with the defaults of the gomuks web client (§8, §16 of the spec).
     pub fn builder(url: &str) -> ConfigBuilder {
@@ -531,7 +536,8 @@ impl ConfigBuilder {
         Url::from_file_path(&root).map_err(|()| bad("in-process data root is not a usable path"))
     }
 
-    /// Validates and freezes the configuration.
+    /// Validates and freezes the configuration. `ErrConfig` names what is wrong; every
+    /// timeout, interval and backoff must be positive and at most `u32::MAX` ms.
     pub fn build(self) -> Result<Config, Error> {
         let bad = |m: &str| Error::new(Status::ErrConfig, m.to_owned());
         if let Transport::InProcess { library, root } = &self.transport {
@@ -623,6 +629,20 @@ impl ConfigBuilder {
         let receive_timeout = self
             .receive_timeout
             .unwrap_or_else(|| d.receive_timeout.max(ping_interval.saturating_mul(ratio)));
+        let (min, max) = self.backoff.unwrap_or(d.backoff);
+        let longest = [
+            ping_interval,
+            receive_timeout,
+            self.request_timeout,
+            self.connect_timeout,
+            self.pong_timeout,
+            max,
+        ];
+        if longest.iter().any(|d| *d > MAX_DURATION) {
+            return Err(bad(
+                "timeouts, intervals and the backoff must be at most u32::MAX ms (about 49 days)",
+            ));
+        }
         let ms = |d: Duration| d.as_millis();
         if ms(ping_interval) == 0 || ms(receive_timeout) == 0 {
             return Err(bad("ping interval and receive timeout must be positive"));
@@ -641,7 +661,6 @@ impl ConfigBuilder {
         {
             return Err(bad("timeouts must be positive"));
         }
-        let (min, max) = self.backoff.unwrap_or(d.backoff);
         let max_message_bytes = self.max_message_bytes.unwrap_or(d.max_message_bytes);
         if min.is_zero() || max < min {
             return Err(bad("reconnect backoff needs 0 < min <= max"));
@@ -795,6 +814,36 @@ mod tests {
         assert_eq!(c.url.as_str(), "wss://example.org/sub/_gomuks/websocket");
         let c = Config::builder("wss://h/x?y=1").build().unwrap();
         assert_eq!(c.url.as_str(), "wss://h/x?y=1");
+    }
+
+    /// `Duration::MAX` ("never") in any timeout, interval or backoff is refused at build,
+    /// not left to overflow the session's clock arithmetic (a panic that poisoned the
+    /// client); the longest taken is u32::MAX ms, the C API's range.
+    #[test]
+    fn durations_past_the_clock_are_refused() {
+        type Set = fn(ConfigBuilder, Duration) -> ConfigBuilder;
+        let setters: [Set; 6] = [
+            |b, d| b.ping_interval(d),
+            |b, d| b.receive_timeout(d),
+            |b, d| b.request_timeout(d),
+            |b, d| b.connect_timeout(d),
+            |b, d| b.pong_timeout(d),
+            |b, d| b.reconnect_backoff(Duration::from_secs(1), d),
+        ];
+        for set in setters {
+            let b = || Config::builder("http://127.0.0.1:1");
+            let e = set(b(), Duration::MAX).build().unwrap_err();
+            assert_eq!(e.status(), Status::ErrConfig, "{e}");
+            assert!(e.message().contains("u32::MAX ms"), "{e}");
+        }
+        let c = Config::builder("http://127.0.0.1:1")
+            .request_timeout(MAX_DURATION)
+            .connect_timeout(MAX_DURATION)
+            .pong_timeout(MAX_DURATION)
+            .reconnect_backoff(Duration::from_secs(1), MAX_DURATION)
+            .build()
+            .unwrap();
+        assert_eq!(c.request_timeout, MAX_DURATION);
     }
 
     #[test]

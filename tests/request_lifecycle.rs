@@ -129,6 +129,30 @@ async fn spec3_5_timeout_while_connected_cancels_on_the_server() {
     close_and_drain(&c).await;
 }
 
+/// A timeout past what the clock can add (`Duration::MAX`, Rust's "never") is refused with a
+/// clear error instead of panicking in the caller, and the client goes on: the longest one
+/// taken (u32::MAX ms) is answered like any other.
+#[tokio::test]
+async fn a_timeout_too_long_for_the_clock_is_refused() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    for t in [
+        Duration::MAX,
+        Duration::from_millis(u64::from(u32::MAX) + 1),
+    ] {
+        let e = c.request_with_timeout("echo", b"{}", t).unwrap_err();
+        assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
+        assert!(e.message().contains("at most"), "{e}");
+    }
+    let t0 = Instant::now();
+    let id = c
+        .request_with_timeout("echo", b"{}", Duration::from_millis(u64::from(u32::MAX)))
+        .unwrap();
+    assert_eq!(response(&c, id, t0).await.0, Status::Ok);
+    close_and_drain(&c).await;
+}
+
 /// `n` threads request until refused, pausing `pause` between requests (none: as fast as
 /// they can); each returns the ids that were accepted. A thread that reached `MAX_PER_THREAD`
 /// waits for the refusal without adding more: the point is the race with close, not load.

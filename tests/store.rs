@@ -654,6 +654,9 @@ async fn misuse_is_refused_clearly() {
     );
     let e = Store::attach(&unattached, br#"{"request_timeout_ms": 0}"#).unwrap_err();
     assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
+    // One past what a request takes would be refused by every action.
+    let e = Store::attach(&unattached, br#"{"request_timeout_ms": 4294967296}"#).unwrap_err();
+    assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
     assert!(Store::attach(&unattached, br#"{"request_timeout_ms": 1}"#).is_ok());
     let rw = Client::new(
         tether::Config::builder(&b.rwws_url())

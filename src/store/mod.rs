@@ -166,11 +166,15 @@ impl Store {
     /// follows the drop.
     pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {
         let opts: Options = views::args(options)?;
-        if opts.request_timeout_ms == Some(0) {
-            // A request's timeout must be positive: every action would time out at once.
+        if opts
+            .request_timeout_ms
+            .is_some_and(|t| t == 0 || t > u64::from(u32::MAX))
+        {
+            // A request's timeout must be positive (every action would time out at once) and
+            // within what a request takes.
             return Err(Error::new(
                 Status::ErrInvalidArgument,
-                "request_timeout_ms must be at least 1",
+                "request_timeout_ms must be 1 to u32::MAX (about 49 days)",
             ));
         }
         let store = Store {
