@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tether::{Client, Config, EventKind, Pop, Status};
+use tether_testkit::proxy::Proxy;
 use tokio::net::TcpListener;
 
 /// Requests one racing thread makes at most before it waits for the close.
@@ -126,6 +127,104 @@ async fn spec3_5_timeout_while_connected_cancels_on_the_server() {
     let (st, took) = response(&c, id, t0).await;
     assert_eq!(st, Status::ErrRequestTimeout);
     assert!(took < ON_TIME, "took {took:?}");
+    close_and_drain(&c).await;
+}
+
+/// An echo request of about 900 KB: a slow link takes seconds to carry it.
+fn big_request() -> Vec<u8> {
+    format!("{{\"x\":\"{}\"}}", "a".repeat(900 << 10)).into_bytes()
+}
+
+/// A client connected through a fault-injecting proxy, past `init_complete`, whose replies
+/// may be large (echoes of `big_request`).
+async fn behind_a_proxy() -> (tether_testkit::gomuks::Backend, Proxy, Client) {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.max_message_bytes(64 << 20)
+    });
+    until_command(&c, "init_complete").await;
+    (b, proxy, c)
+}
+
+/// §3.5 on a slow uplink (every 16 KB delayed 500 ms: about 32 KB/s): while megabytes of
+/// requests wait for the peer to take them, a later request's timeout and another's cancel
+/// still end them on time (neither was written, so no cancel goes out), and a close ends
+/// the client within its bounded close handshake. A write used to hold every deadline,
+/// cancel and close until the receive timeout gave up on the connection.
+#[tokio::test]
+async fn spec3_5_a_slow_write_holds_no_deadline_cancel_or_close() {
+    let (_b, proxy, c) = behind_a_proxy().await;
+    proxy.set_delay(Duration::from_millis(500));
+    let big = big_request();
+    for _ in 0..24 {
+        c.request("echo", &big).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let timed = c
+        .request_with_timeout("echo", b"{}", Duration::from_millis(300))
+        .unwrap();
+    let cancelled = c.request("echo", b"{}").unwrap();
+    c.cancel(cancelled).unwrap();
+    let (st, took) = response(&c, cancelled, t0).await;
+    assert_eq!(st, Status::ErrCancelled);
+    assert!(took < ON_TIME, "took {took:?}");
+    let (st, took) = response(&c, timed, t0).await;
+    assert_eq!(st, Status::ErrRequestTimeout);
+    assert!(took < ON_TIME, "took {took:?}");
+    let t0 = Instant::now();
+    c.close().unwrap();
+    until_kind(&c, EventKind::Closed).await;
+    let took = t0.elapsed();
+    // Close frame (2 s at most) and the server's reply (2 s at most), with room for load.
+    assert!(
+        took < Duration::from_secs(8),
+        "CLOSED {took:?} after close()"
+    );
+}
+
+/// Requests a connection ends before writing are not lost with it: written on the next
+/// connection, they are answered there, rather than failed as if the server had them
+/// (ERR_DISCONNECTED, "outcome unknown"). Here the backlog made while paused goes out over a
+/// slow link that is cut after a few hundred KB.
+#[tokio::test]
+async fn requests_a_cut_left_unwritten_go_out_on_the_next_connection() {
+    let (_b, proxy, c) = behind_a_proxy().await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    let big = big_request();
+    let bigs: Vec<i64> = (0..8).map(|_| c.request("echo", &big).unwrap()).collect();
+    let tail = c
+        .request_with_timeout("echo", br#"{"tail":1}"#, Duration::from_secs(60))
+        .unwrap();
+    proxy.set_delay(Duration::from_millis(500));
+    c.unpause().unwrap();
+    until_kind(&c, EventKind::Connected).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.set_delay(Duration::ZERO);
+    proxy.cut_all();
+    let t0 = Instant::now();
+    let (ev, seen) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == tail
+    })
+    .await;
+    assert_eq!(
+        ev.status(),
+        Status::Ok,
+        "{}",
+        String::from_utf8_lossy(ev.data())
+    );
+    assert_eq!(ev.data(), br#"{"tail":1}"#);
+    let lost = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Response && e.status() == Status::ErrDisconnected)
+        .count();
+    assert!(
+        lost < bigs.len(),
+        "{lost} of the 8 big requests failed: all were written?"
+    );
+    assert!(t0.elapsed() < WAIT);
     close_and_drain(&c).await;
 }
 

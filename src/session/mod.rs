@@ -7,6 +7,7 @@ mod backoff;
 pub(crate) mod commands;
 pub(crate) mod dialect;
 pub(crate) mod local;
+mod outbox;
 mod pings;
 pub(crate) mod requests;
 pub(crate) mod transport;
@@ -35,6 +36,7 @@ use crate::status::{Error, Status};
 use backoff::Backoff;
 use commands::CommandRx;
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
+use outbox::{Out, Outbox};
 use pings::Pings;
 use requests::{Outcome, Request, Requests};
 use transport::Ws;
@@ -110,7 +112,7 @@ impl End {
 /// What a command asks of the connection loop.
 enum Flow {
     /// Write this message (online only).
-    Write(Message),
+    Write(Out),
     /// Nothing to write.
     Nothing,
     /// Close the session.
@@ -426,8 +428,27 @@ impl<D: Dialect> Supervisor<D> {
     }
 
     /// Serves one open connection; returns how it ended and whether it proved healthy.
-    async fn serve(&mut self, ws: Ws, mut pings: Pings, commands: &mut CommandRx) -> (End, bool) {
+    /// What it could not write goes back to the book for the next connection.
+    async fn serve(&mut self, ws: Ws, pings: Pings, commands: &mut CommandRx) -> (End, bool) {
+        let mut outbox = Outbox::default();
+        let r = self.serve_with(ws, pings, commands, &mut outbox).await;
+        let unwritten = std::mem::take(&mut outbox).into_unwritten();
+        self.book.requests.put_back(unwritten.requests);
+        for m in unwritten.packets.into_iter().rev() {
+            self.book.unsent_packets.push_front(m);
+        }
+        r
+    }
+
+    async fn serve_with(
+        &mut self,
+        ws: Ws,
+        mut pings: Pings,
+        commands: &mut CommandRx,
+        outbox: &mut Outbox,
+    ) -> (End, bool) {
         let (mut sink, mut stream) = ws.split();
+        // A write the peer takes no byte of for this long ends the connection.
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
         let mut last_recv = Instant::now();
@@ -438,23 +459,32 @@ impl<D: Dialect> Supervisor<D> {
         let mut due: Option<(Instant, u64, bool)> = None;
         let wire_in =
             |c: &stats::Counters| c.wire_bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+        let wire_out =
+            |c: &stats::Counters| c.wire_bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+        // While the outbox is busy: when to check that the peer took a byte, and how many
+        // bytes had gone out by then.
+        let mut stall: Option<(Instant, u64)> = None;
         // A credential renewal running beside the connection (gomuks: the token, spec §1.2).
         let mut renewal: Option<
             std::pin::Pin<Box<dyn std::future::Future<Output = dialect::Renewal> + Send>>,
         > = None;
 
         // Packets and requests made while disconnected go out first, in order.
-        let unsent = self.book.requests.take_unsent();
-        stats::add(&self.book.probe.counters.requests_sent, unsent.len() as u64);
-        let backlog: Vec<Message> = self.book.unsent_packets.drain(..).chain(unsent).collect();
-        for m in backlog {
-            if let Err(e) = send(&mut sink, m, write_timeout).await {
-                return (e, healthy);
-            }
+        for m in self.book.unsent_packets.drain(..) {
+            outbox.push(Out::Packet(m));
+        }
+        for (id, m) in self.book.requests.take_unsent_with_ids() {
+            outbox.push(Out::Request(id, m));
         }
 
         let end = loop {
             let can_read = self.book.queue.has_space();
+            let counters = &self.book.probe.counters;
+            stall = match (outbox.busy(), stall) {
+                (false, _) => None,
+                (true, None) => Some((Instant::now() + write_timeout, wire_out(counters))),
+                (true, kept) => kept,
+            };
             let next_timer = self.book.requests.next_deadline();
             let renew_at = match renewal {
                 Some(_) => None,
@@ -470,7 +500,7 @@ impl<D: Dialect> Supervisor<D> {
                         None => Flow::Close(CloseIntent::KeepResume),
                     };
                     match flow {
-                        Flow::Write(m) => if let Err(e) = send(&mut sink, m, write_timeout).await { break e },
+                        Flow::Write(out) => outbox.push(out),
                         Flow::Nothing | Flow::Unpause => {}
                         Flow::Close(intent) => {
                             let (code, reason) = self.close_gracefully(&mut sink, &mut stream, intent).await;
@@ -485,7 +515,7 @@ impl<D: Dialect> Supervisor<D> {
                             let (m, at) = self.ping(&mut pings);
                             due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), true));
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
-                            if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
+                            outbox.push(Out::Control(m));
                         }
                     }
                 }
@@ -527,11 +557,15 @@ impl<D: Dialect> Supervisor<D> {
                     if due.is_none() {
                         due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), false));
                     }
-                    if let Err(e) = send(&mut sink, m, write_timeout).await { break e }
+                    outbox.push(Out::Control(m));
                 }
                 () = sleep_until(due.map_or_else(Instant::now, |d| d.0)), if due.is_some() && can_read => {
                     let Some((_, bytes_then, probe)) = due.take() else { continue };
-                    if wire_in(&self.book.probe.counters) == bytes_then {
+                    if outbox.busy() && stall.is_some_and(|(_, out_then)| wire_out(&self.book.probe.counters) != out_then) {
+                        // The ping may still wait behind a large write the peer is taking:
+                        // its silence says nothing yet.
+                        due = Some((Instant::now() + self.cfg.pong_timeout, bytes_then, probe));
+                    } else if wire_in(&self.book.probe.counters) == bytes_then {
                         let ms = self.cfg.pong_timeout.as_millis();
                         let (code, reason) = self.dialect.timeout_close();
                         send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
@@ -556,14 +590,20 @@ impl<D: Dialect> Supervisor<D> {
                     self.dialect.renewed(r);
                 }
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
-                    let mut failed = None;
-                    for m in self.book.expire() {
-                        if let Err(e) = send(&mut sink, m, write_timeout).await {
-                            failed = Some(e);
-                            break;
-                        }
+                    for out in self.book.expire() {
+                        outbox.push(out);
                     }
-                    if let Some(e) = failed { break e }
+                }
+                r = std::future::poll_fn(|cx| outbox.poll_write(&mut sink, cx, |_| stats::add(&counters.requests_sent, 1))), if outbox.busy() => {
+                    if let Err(e) = r { break ws_error(e) }
+                }
+                () = sleep_until(stall.map_or_else(Instant::now, |s| s.0)), if stall.is_some() => {
+                    let out_now = wire_out(&self.book.probe.counters);
+                    if stall.is_some_and(|(_, out_then)| out_now == out_then) {
+                        let ms = write_timeout.as_millis();
+                        break End::lost(Status::ErrConnect, 0, format!("write stalled: the peer took no byte within {ms} ms"));
+                    }
+                    stall = Some((Instant::now() + write_timeout, out_now));
                 }
             }
         };
@@ -765,20 +805,20 @@ impl Book {
 
     fn command_inner(&mut self, cmd: Command, online: bool) -> Flow {
         match cmd {
-            Command::Request(r) => match self.requests.add(r, online) {
-                Some(m) => {
-                    stats::add(&self.probe.counters.requests_sent, 1);
-                    Flow::Write(m)
+            Command::Request(r) => {
+                let id = r.id;
+                match self.requests.add(r, online) {
+                    Some(m) => Flow::Write(Out::Request(id, m)),
+                    None => Flow::Nothing,
                 }
-                None => Flow::Nothing,
-            },
+            }
             Command::Cancel(id) => {
                 match self.end_request(id, Status::ErrCancelled, "cancelled by the caller") {
-                    Some(m) if online => Flow::Write(m),
+                    Some(m) if online => Flow::Write(Out::Cancel(id, m)),
                     _ => Flow::Nothing,
                 }
             }
-            Command::Send(m) if online => Flow::Write(m),
+            Command::Send(m) if online => Flow::Write(Out::Packet(m)),
             Command::Send(m) => {
                 self.unsent_packets.push_back(m);
                 Flow::Nothing
@@ -804,7 +844,7 @@ impl Book {
     }
 
     /// Ends requests whose deadline passed; returns cancels for those on the wire.
-    fn expire(&mut self) -> Vec<Message> {
+    fn expire(&mut self) -> Vec<Out> {
         let mut cancels = Vec::new();
         let mut out = Vec::new();
         for ended in self.requests.expire(Instant::now()) {
@@ -818,7 +858,10 @@ impl Book {
             );
             out.extend(ended.outcome.into_event());
             if let Some(encode) = ended.cancel {
-                cancels.push(encode(self.ids.next(), id, "request timed out"));
+                cancels.push(Out::Cancel(
+                    id,
+                    encode(self.ids.next(), id, "request timed out"),
+                ));
             }
         }
         self.count_in_flight();
@@ -992,14 +1035,6 @@ async fn send_close(sink: &mut SplitSink<Ws, Message>, code: u16, reason: &str, 
         reason: reason.to_owned().into(),
     };
     let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
-}
-
-async fn send(sink: &mut SplitSink<Ws, Message>, m: Message, limit: Duration) -> Result<(), End> {
-    match timeout(limit, sink.send(m)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ws_error(e)),
-        Err(_) => Err(End::lost(Status::ErrConnect, 0, "write timed out")),
-    }
 }
 
 fn ws_error(e: WsError) -> End {

@@ -125,6 +125,7 @@ impl Requests {
 
     /// The messages of requests made while offline, in submission order; they count as on
     /// the wire from here on.
+    #[cfg(test)]
     pub(crate) fn take_unsent(&mut self) -> Vec<Message> {
         self.take_unsent_with_ids()
             .into_iter()
@@ -141,6 +142,17 @@ impl Requests {
             }
         }
         out
+    }
+
+    /// Requests a connection ended before writing: unsent again, ahead of those made since
+    /// and in their order; those that ended meanwhile are dropped.
+    pub(crate) fn put_back(&mut self, items: Vec<(i64, Message)>) {
+        for (id, m) in items.into_iter().rev() {
+            if let Some(e) = self.pending.get_mut(&id) {
+                e.message = Some(m);
+                self.unsent.push_front(id);
+            }
+        }
     }
 
     /// The server answered request `id`; `None` for an id with no pending request (already
