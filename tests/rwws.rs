@@ -169,6 +169,42 @@ async fn spec4_retryable_codes() {
     close_and_drain(&c).await;
 }
 
+/// §4 reconnect policy: a `3003` again before the session stayed authenticated for 60 s
+/// backs off instead of reconnecting at once (a server that answers every connection with
+/// 3003 made 132 connections a second), and the backoff resets only after 60 s
+/// authenticated, so a server that accepts, answers a ping and drops each connection sees
+/// the delays grow rather than the minimum for ever.
+#[tokio::test]
+async fn spec4_no_reconnect_storm_from_a_flapping_server() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| {
+        c.reconnect_backoff(Duration::from_millis(100), Duration::from_secs(2))
+            .ping_interval(Duration::from_millis(50))
+    });
+    until_kind(&c, EventKind::Connected).await;
+    let mut waits = Vec::new();
+    for code in [3003u16, 3003, 3005, 3005, 3005] {
+        // The auth reply, then a pong read on the open connection: it carried data.
+        until_kind(&c, EventKind::Pong).await;
+        until_kind(&c, EventKind::Pong).await;
+        b.rwws().close_all(code, "test");
+        waits.push(ends_with(&c, code).await.retry_in().expect("retries"));
+        until_kind(&c, EventKind::Connected).await;
+    }
+    assert_eq!(
+        waits[0],
+        Duration::ZERO,
+        "the first 3003 comes back at once"
+    );
+    let ms = |i: usize| waits[i].as_millis();
+    // Steps 100, 200, 400, 800 ms, each drawn from [step/2, step].
+    assert!((50..=100).contains(&ms(1)), "{waits:?}");
+    assert!((100..=200).contains(&ms(2)), "{waits:?}");
+    assert!((200..=400).contains(&ms(3)), "{waits:?}");
+    assert!((400..=800).contains(&ms(4)), "{waits:?}");
+    close_and_drain(&c).await;
+}
+
 /// §2.4 client rules: a wrong hello is a configuration error (no retry); a missing hello or a
 /// missing auth reply times out and retries with backoff.
 #[tokio::test]

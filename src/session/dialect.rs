@@ -127,8 +127,15 @@ pub(crate) trait Dialect: Send + 'static {
     fn ping(&mut self, id: i64) -> (Message, i64);
     /// Delay of the first ping on a new connection.
     fn first_ping_delay(&self, interval: Duration) -> Duration;
-    /// What to do after the connection ended with this status and close code.
+    /// What to do after the connection ended with this status and close code. The
+    /// supervisor grants `Immediately` once in a row: until a connection proves stable, the
+    /// next is `Backoff`, so a server that keeps asking for it gets no reconnect storm.
     fn policy(&self, status: Status, close_code: u16) -> Policy;
+    /// How long a connection that carried data must have lasted to reset the backoff (and
+    /// the once-in-a-row `Immediately`). Zero: any such connection.
+    fn stable_after(&self) -> Duration {
+        Duration::ZERO
+    }
     /// The status a server close frame with `code` maps to.
     fn close_status(&self, code: u16) -> Status;
     /// Close code and reason for a client-initiated close.

@@ -188,6 +188,7 @@ pub(crate) async fn run<D: Dialect>(
         cfg,
         dialect,
         attempt: 0,
+        immediate_spent: false,
         copies: Default::default(),
         book: Book::new(queue, ids, probe),
     };
@@ -213,6 +214,8 @@ struct Supervisor<D> {
     backoff: Backoff,
     /// Connection attempts so far, the current one included.
     attempt: u32,
+    /// The dialect's `Immediately` was granted since the last stable connection.
+    immediate_spent: bool,
     book: Book,
     /// Small payloads copied out of tungstenite's read buffer (see [`transport::PayloadCopies`]).
     copies: transport::PayloadCopies,
@@ -311,7 +314,9 @@ impl<D: Dialect> Supervisor<D> {
         let Opened { ws, early, .. } = *opened;
         let mut pings = Pings::default();
         self.book.deliver(early, &mut pings);
+        let t0 = Instant::now();
         let (end, healthy) = self.serve(ws, pings, commands).await;
+        let healthy = healthy && t0.elapsed() >= self.dialect.stable_after();
         State::Disconnected { end, healthy }
     }
 
@@ -339,16 +344,26 @@ impl<D: Dialect> Supervisor<D> {
             } => {
                 self.book
                     .fail_sent(Status::ErrDisconnected, "connection lost before the reply");
-                let policy = if now {
-                    Policy::Immediately
-                } else {
-                    self.dialect.policy(status, code)
+                let policy = match (now, self.dialect.policy(status, code)) {
+                    // The app's cue: it knows the network changed.
+                    (true, _) => Policy::Immediately,
+                    (false, Policy::Immediately) if self.immediate_spent && !healthy => {
+                        Policy::Backoff
+                    }
+                    (false, Policy::Immediately) => {
+                        self.immediate_spent = true;
+                        Policy::Immediately
+                    }
+                    (false, p) => p,
                 };
                 (status, code, reason, policy)
             }
         };
         if healthy {
             self.backoff.reset();
+            if !matches!(policy, Policy::Immediately) {
+                self.immediate_spent = false;
+            }
         }
         let delay = match policy {
             Policy::Stop => None,

@@ -188,7 +188,8 @@ impl Dialect for Rwws {
     fn policy(&self, status: Status, close_code: u16) -> Policy {
         match close_code {
             3001 | 3002 | 3004 => Policy::Stop,
-            // The server saw our pings stall (machine sleep, blocked runtime): come back now.
+            // The server saw our pings stall (machine sleep, blocked runtime): come back now
+            // (once: a 3003 again before the connection proved stable backs off).
             3003 => Policy::Immediately,
             _ => match status {
                 Status::ErrConfig
@@ -199,6 +200,12 @@ impl Dialect for Rwws {
                 _ => Policy::Backoff,
             },
         }
+    }
+
+    /// §4: the backoff resets once a session stayed authenticated for 60 s; a server that
+    /// accepts and drops every connection (each answers the first ping) must see it grow.
+    fn stable_after(&self) -> Duration {
+        Duration::from_secs(60)
     }
 
     fn final_close(&self, _intent: CloseIntent) -> (u16, &'static str) {
