@@ -805,7 +805,9 @@ tether_status tether_client_connect(struct tether_client *c);
  * Sends a request: `command` (NUL-terminated UTF-8) with `data` as JSON (`len` bytes; NULL
  * with `len` 0 means `{}`), both copied. Returns at once; the reply arrives as a RESPONSE
  * event carrying the id written to `*out_request_id` (may be NULL). Requests made while
- * disconnected are sent once connected. The config's request timeout applies. gomuks only:
+ * disconnected are sent once connected. The config's request timeout applies, counted
+ * from this call; before `tether_client_connect` nothing runs the timers, so a request
+ * made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
  * `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
  * `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
  * `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.

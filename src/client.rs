@@ -221,7 +221,9 @@ impl Client {
     }
 
     /// Sends a request; the reply arrives as a RESPONSE event with this id. `data` is JSON
-    /// (empty means `{}`). Requests made while disconnected are sent once connected.
+    /// (empty means `{}`). Requests made while disconnected are sent once connected. The
+    /// timeout counts from this call; before [`Client::connect`] nothing runs the timers, so
+    /// a request made then waits for it (one whose timeout passed meanwhile ends at once).
     pub fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
         self.req.submit(command, data, None, ReplyTo::Event)
     }

@@ -23,6 +23,11 @@ pub(crate) struct Answered {
     pub(crate) acked: i64,
 }
 
+/// Most unanswered pings remembered. A server that keeps sending data but answers no ping
+/// keeps the link alive (any byte does), so without a bound one entry per ping interval
+/// would pile up for as long as the connection lasts; a pong for a forgotten ping has no RTT.
+const MAX_WAITING: usize = 64;
+
 /// Pings sent on the current connection and not answered yet, oldest first.
 #[derive(Default)]
 pub(crate) struct Pings {
@@ -32,6 +37,9 @@ pub(crate) struct Pings {
 impl Pings {
     /// A ping with request id `id` acknowledging `acked` was written at `at`.
     pub(crate) fn sent(&mut self, id: i64, at: Instant, acked: i64) {
+        if self.waiting.len() == MAX_WAITING {
+            self.waiting.pop_front();
+        }
         self.waiting.push_back(Sent { id, at, acked });
     }
 
@@ -93,6 +101,19 @@ mod tests {
                 acked: 0
             }
         );
+    }
+
+    #[test]
+    fn unanswered_pings_are_bounded_oldest_forgotten_first() {
+        let t0 = Instant::now();
+        let mut p = Pings::default();
+        for id in 1..=1000 {
+            p.sent(id, t0, 0);
+        }
+        assert_eq!(p.waiting.len(), MAX_WAITING);
+        assert_eq!(p.answered(1, t0).rtt, None, "forgotten");
+        assert!(p.answered(1000, t0).rtt.is_some());
+        assert_eq!(p.answered(0, t0).id, 1001 - MAX_WAITING as i64);
     }
 
     #[test]
