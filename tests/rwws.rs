@@ -271,6 +271,28 @@ async fn spec2_8_settings_and_raw_packets() {
     close_and_drain(&c).await;
 }
 
+/// A packet the app sent before closing is written before the close frame, every time (the
+/// close could overtake it in the session's outbox, and the packet was lost without a word).
+#[tokio::test]
+async fn spec2_8_packets_sent_just_before_close_go_out_first() {
+    let b = backend().await;
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let c = rwws_client(&b, |c| c);
+        until_kind(&c, EventKind::Connected).await;
+        c.send_packet(&[0x42, i]).unwrap();
+        c.close().unwrap();
+        until_kind(&c, EventKind::Closed).await;
+        want.push(format!("42{i:02x}"));
+    }
+    let r = b.rwws();
+    assert!(
+        r.wait_for(|s| s.unknown == want, WAIT).await,
+        "{:?}",
+        r.stats().unknown
+    );
+}
+
 /// §2.6: keys decode leniently; bad keys are config errors that never echo the key.
 #[test]
 fn spec2_6_key_handling() {

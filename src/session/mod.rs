@@ -472,10 +472,6 @@ impl<D: Dialect> Supervisor<D> {
         // sent, and whether it was the app's probe. Any byte since then proves the link alive
         // (a large message may take longer than the deadline to arrive whole).
         let mut due: Option<(Instant, u64, bool)> = None;
-        let wire_in =
-            |c: &stats::Counters| c.wire_bytes_in.load(std::sync::atomic::Ordering::Relaxed);
-        let wire_out =
-            |c: &stats::Counters| c.wire_bytes_out.load(std::sync::atomic::Ordering::Relaxed);
         // While the outbox is busy: when to check that the peer took a byte, and how many
         // bytes had gone out by then.
         let mut stall: Option<(Instant, u64)> = None;
@@ -518,11 +514,11 @@ impl<D: Dialect> Supervisor<D> {
                         Flow::Write(out) => outbox.push(out),
                         Flow::Nothing | Flow::Unpause => {}
                         Flow::Close(intent) => {
-                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, intent).await;
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, intent).await;
                             break End::ByApp { code, reason };
                         }
                         Flow::Pause => {
-                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, CloseIntent::KeepResume).await;
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, CloseIntent::KeepResume).await;
                             break End::Paused { code, reason };
                         }
                         Flow::Reconnect => {
@@ -565,6 +561,10 @@ impl<D: Dialect> Supervisor<D> {
                     if let Some(d) = due.as_mut() {
                         d.0 = d.0.max(last_recv + self.cfg.pong_timeout);
                     }
+                    // Nor is a peer that stopped taking our bytes while we stopped taking its.
+                    if let Some(s) = stall.as_mut() {
+                        *s = (s.0.max(last_recv + write_timeout), wire_out(&self.book.probe.counters));
+                    }
                 }
                 () = sleep_until(next_ping) => {
                     next_ping = Instant::now() + self.cfg.ping_interval;
@@ -576,11 +576,7 @@ impl<D: Dialect> Supervisor<D> {
                 }
                 () = sleep_until(due.map_or_else(Instant::now, |d| d.0)), if due.is_some() && can_read => {
                     let Some((_, bytes_then, probe)) = due.take() else { continue };
-                    if outbox.busy() && stall.is_some_and(|(_, out_then)| wire_out(&self.book.probe.counters) != out_then) {
-                        // The ping may still wait behind a large write the peer is taking:
-                        // its silence says nothing yet.
-                        due = Some((Instant::now() + self.cfg.pong_timeout, bytes_then, probe));
-                    } else if wire_in(&self.book.probe.counters) == bytes_then {
+                    if wire_in(&self.book.probe.counters) == bytes_then {
                         let ms = self.cfg.pong_timeout.as_millis();
                         let (code, reason) = self.dialect.timeout_close();
                         send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
@@ -635,16 +631,28 @@ impl<D: Dialect> Supervisor<D> {
         (m, now)
     }
 
-    /// Sends our close frame and waits (bounded) for the server's; returns the code and reason
-    /// sent.
+    /// Writes what the outbox holds, then our close frame, within two seconds (the app's sends
+    /// before its close go out first, as it made them; what does not fit goes back to the
+    /// book), and waits (bounded) for the server's close; returns the code and reason sent.
     async fn close_gracefully(
         &mut self,
         sink: &mut SplitSink<Ws, Message>,
         stream: &mut SplitStream<Ws>,
+        outbox: &mut Outbox,
         intent: CloseIntent,
     ) -> (u16, String) {
         let (code, reason) = self.dialect.final_close(intent);
-        send_close(sink, code, reason, Duration::from_secs(2)).await;
+        let counters = &self.book.probe.counters;
+        let _ = timeout(Duration::from_secs(2), async {
+            let written = std::future::poll_fn(|cx| {
+                outbox.poll_write(sink, cx, |_| stats::add(&counters.requests_sent, 1))
+            })
+            .await;
+            if written.is_ok() {
+                let _ = sink.send(close_message(code, reason)).await;
+            }
+        })
+        .await;
         // Wait (bounded) for the server's close reply so the close handshake completes.
         let _ = timeout(Duration::from_secs(2), async {
             while let Some(Ok(m)) = stream.next().await {
@@ -1045,11 +1053,22 @@ fn redacted_url(url: &url::Url) -> String {
 
 /// Sends a close frame, giving up after `limit`: the peer may be gone or not reading.
 async fn send_close(sink: &mut SplitSink<Ws, Message>, code: u16, reason: &str, limit: Duration) {
-    let frame = CloseFrame {
+    let _ = timeout(limit, sink.send(close_message(code, reason))).await;
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
-    };
-    let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
+    }))
+}
+
+fn wire_in(c: &stats::Counters) -> u64 {
+    c.wire_bytes_in.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn wire_out(c: &stats::Counters) -> u64 {
+    c.wire_bytes_out.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn ws_error(e: WsError) -> End {
