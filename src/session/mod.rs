@@ -511,7 +511,13 @@ impl<D: Dialect> Supervisor<D> {
                         None => Flow::Close(CloseIntent::KeepResume),
                     };
                     match flow {
-                        Flow::Write(out) => outbox.push(out),
+                        Flow::Write(out) => {
+                            outbox.push(out);
+                            // Written at once when the socket takes it: a reply is awaited,
+                            // and the branch below would take one more turn of the loop.
+                            let now = std::future::poll_fn(|cx| write(outbox, &mut sink, &self.book.probe.counters, cx));
+                            if let Some(Err(e)) = now.now_or_never() { break ws_error(e) }
+                        }
                         Flow::Nothing | Flow::Unpause => {}
                         Flow::Close(intent) => {
                             let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, intent).await;
@@ -605,7 +611,7 @@ impl<D: Dialect> Supervisor<D> {
                         outbox.push(out);
                     }
                 }
-                r = std::future::poll_fn(|cx| outbox.poll_write(&mut sink, cx, |_| stats::add(&counters.requests_sent, 1))), if outbox.busy() => {
+                r = std::future::poll_fn(|cx| write(outbox, &mut sink, counters, cx)), if outbox.busy() => {
                     if let Err(e) = r { break ws_error(e) }
                 }
                 () = sleep_until(stall.map_or_else(Instant::now, |s| s.0)), if stall.is_some() => {
@@ -644,10 +650,7 @@ impl<D: Dialect> Supervisor<D> {
         let (code, reason) = self.dialect.final_close(intent);
         let counters = &self.book.probe.counters;
         let _ = timeout(Duration::from_secs(2), async {
-            let written = std::future::poll_fn(|cx| {
-                outbox.poll_write(sink, cx, |_| stats::add(&counters.requests_sent, 1))
-            })
-            .await;
+            let written = std::future::poll_fn(|cx| write(outbox, sink, counters, cx)).await;
             if written.is_ok() {
                 let _ = sink.send(close_message(code, reason)).await;
             }
@@ -1061,6 +1064,16 @@ fn close_message(code: u16, reason: &str) -> Message {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     }))
+}
+
+/// [`Outbox::poll_write`], counting each request handed to the websocket.
+fn write(
+    outbox: &mut Outbox,
+    sink: &mut SplitSink<Ws, Message>,
+    counters: &stats::Counters,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<(), WsError>> {
+    outbox.poll_write(sink, cx, |_| stats::add(&counters.requests_sent, 1))
 }
 
 fn wire_in(c: &stats::Counters) -> u64 {
