@@ -150,7 +150,7 @@ pub(crate) async fn run<L: Local>(
     ev.attempt = 1;
     book.queue.push(ev);
 
-    let unsent = book.requests.take_unsent_with_ids();
+    let unsent = book.requests.take_unsent();
     stats::add(&book.probe.counters.requests_sent, unsent.len() as u64);
     for (id, m) in unsent {
         call(&local, &sink, id, m);

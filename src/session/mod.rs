@@ -323,6 +323,11 @@ impl<D: Dialect> Supervisor<D> {
     /// Reports the end of a connection and picks what follows.
     fn disconnected(&mut self, end: End, healthy: bool) -> State {
         let paused = matches!(end, End::Paused { .. });
+        // A stable connection earns a fresh backoff and one more at-once reconnect.
+        if healthy {
+            self.backoff.reset();
+            self.immediate_spent = false;
+        }
         let (status, code, reason, policy) = match end {
             End::ByApp { code, reason } => {
                 self.book
@@ -347,9 +352,7 @@ impl<D: Dialect> Supervisor<D> {
                 let policy = match (now, self.dialect.policy(status, code)) {
                     // The app's cue: it knows the network changed.
                     (true, _) => Policy::Immediately,
-                    (false, Policy::Immediately) if self.immediate_spent && !healthy => {
-                        Policy::Backoff
-                    }
+                    (false, Policy::Immediately) if self.immediate_spent => Policy::Backoff,
                     (false, Policy::Immediately) => {
                         self.immediate_spent = true;
                         Policy::Immediately
@@ -359,12 +362,6 @@ impl<D: Dialect> Supervisor<D> {
                 (status, code, reason, policy)
             }
         };
-        if healthy {
-            self.backoff.reset();
-            if !matches!(policy, Policy::Immediately) {
-                self.immediate_spent = false;
-            }
-        }
         let delay = match policy {
             Policy::Stop => None,
             Policy::Immediately => Some(Duration::ZERO),
@@ -484,7 +481,7 @@ impl<D: Dialect> Supervisor<D> {
         for m in self.book.unsent_packets.drain(..) {
             outbox.push(Out::Packet(m));
         }
-        for (id, m) in self.book.requests.take_unsent_with_ids() {
+        for (id, m) in self.book.requests.take_unsent() {
             outbox.push(Out::Request(id, m));
         }
 

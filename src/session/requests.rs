@@ -123,18 +123,9 @@ impl Requests {
         out
     }
 
-    /// The messages of requests made while offline, in submission order; they count as on
-    /// the wire from here on.
-    #[cfg(test)]
-    pub(crate) fn take_unsent(&mut self) -> Vec<Message> {
-        self.take_unsent_with_ids()
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect()
-    }
-
-    /// [`Requests::take_unsent`] with each message's request id.
-    pub(crate) fn take_unsent_with_ids(&mut self) -> Vec<(i64, Message)> {
+    /// The requests made while offline, each with its id, in submission order; they count as
+    /// on the wire from here on.
+    pub(crate) fn take_unsent(&mut self) -> Vec<(i64, Message)> {
         let mut out = Vec::with_capacity(self.unsent.len());
         for id in self.unsent.drain(..) {
             if let Some(m) = self.pending.get_mut(&id).and_then(|e| e.message.take()) {
@@ -293,7 +284,7 @@ mod tests {
         let sent = r.take_unsent();
         assert_eq!(
             sent,
-            ["req 5", "req 3", "req 9"].map(Message::text).to_vec()
+            [(5, "req 5"), (3, "req 3"), (9, "req 9")].map(|(id, m)| (id, Message::text(m)))
         );
         assert!(r.take_unsent().is_empty());
     }
@@ -358,8 +349,29 @@ mod tests {
             (failed[0].id, status(&failed[0])),
             (1, Status::ErrDisconnected)
         );
-        assert_eq!(r.take_unsent(), vec![Message::text("req 2")]);
+        assert_eq!(r.take_unsent(), vec![(2, Message::text("req 2"))]);
         assert_eq!(r.len(), 1);
+    }
+
+    /// What a connection ended without writing goes out first on the next one, in its order;
+    /// a request that ended meanwhile is dropped.
+    #[test]
+    fn put_back_requests_go_first_in_their_order() {
+        let mut r = Requests::default();
+        for id in [1, 2, 3] {
+            r.add(req(id, later(60)), true);
+        }
+        r.add(req(4, later(60)), false);
+        r.end(2, Status::ErrCancelled, "cancelled");
+        r.put_back(
+            [1, 2, 3]
+                .map(|id| (id, Message::text(format!("req {id}"))))
+                .to_vec(),
+        );
+        assert_eq!(
+            r.take_unsent(),
+            [(1, "req 1"), (3, "req 3"), (4, "req 4")].map(|(id, m)| (id, Message::text(m)))
+        );
     }
 
     #[test]
