@@ -168,7 +168,7 @@ impl Store {
         let opts: Options = views::args(options)?;
         if opts
             .request_timeout_ms
-            .is_some_and(|t| t == 0 || t > u64::from(u32::MAX))
+            .is_some_and(|t| t == 0 || Duration::from_millis(t) > crate::config::MAX_DURATION)
         {
             // A request's timeout must be positive (every action would time out at once) and
             // within what a request takes.
