@@ -12,6 +12,19 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A client of `b` past `init_complete` that has received three pushed events; returns it
+/// and the newest event's id.
+async fn three_events_seen(
+    b: &tether_testkit::gomuks::Backend,
+    f: impl FnOnce(tether::ConfigBuilder) -> tether::ConfigBuilder,
+) -> (tether::Client, i64) {
+    let c = client(b, f);
+    until_command(&c, "init_complete").await;
+    let seen = b.push_events(3);
+    until(&c, |e| e.request_id() == seen).await;
+    (c, seen)
+}
+
 fn resumed(evs: &[tether::Event]) -> Vec<Option<ResumeOutcome>> {
     evs.iter()
         .filter(|e| e.kind() == EventKind::Resumed)
@@ -62,10 +75,7 @@ async fn spec7_2_resume_after_a_cut_reports_succeeded() {
 #[tokio::test]
 async fn spec7_2_backend_restart_reports_reset() {
     let b = backend().await;
-    let c = client(&b, |c| c);
-    until_command(&c, "init_complete").await;
-    let seen = b.push_events(3);
-    until(&c, |e| e.request_id() == seen).await;
+    let (c, _) = three_events_seen(&b, |c| c).await;
     b.restart();
     let (conn, _) = until_kind(&c, EventKind::Connected).await;
     assert!(conn.resume_attempted());
@@ -92,10 +102,8 @@ async fn spec7_2_backend_restart_reports_reset() {
 #[tokio::test]
 async fn spec7_2_buffer_overrun_reports_reset() {
     let b = backend_with(|c| c.event_buffer_size = 5).await;
-    let c = client(&b, |c| c.ping_interval(ms(50)).receive_timeout(ms(2000)));
-    until_command(&c, "init_complete").await;
-    let seen = b.push_events(3);
-    until(&c, |e| e.request_id() == seen).await;
+    let (c, seen) =
+        three_events_seen(&b, |c| c.ping_interval(ms(50)).receive_timeout(ms(2000))).await;
     assert!(b.wait_for(|s| s.last_ack == seen, WAIT).await);
     b.reject_upgrades(u64::MAX);
     b.cut_all();
@@ -120,14 +128,12 @@ async fn spec7_2_buffer_overrun_reports_reset() {
 #[tokio::test]
 async fn spec7_2_buffer_overrun_with_last_server_ts_reports_caught_up() {
     let b = backend_with(|c| c.event_buffer_size = 5).await;
-    let c = client(&b, |c| {
+    let (c, seen) = three_events_seen(&b, |c| {
         c.ping_interval(ms(50))
             .receive_timeout(ms(2000))
             .last_server_ts(1_700_000_000_000)
-    });
-    until_command(&c, "init_complete").await;
-    let seen = b.push_events(3);
-    until(&c, |e| e.request_id() == seen).await;
+    })
+    .await;
     assert!(b.wait_for(|s| s.last_ack == seen, WAIT).await);
     b.reject_upgrades(u64::MAX);
     b.cut_all();
@@ -149,10 +155,7 @@ async fn spec7_2_buffer_overrun_with_last_server_ts_reports_caught_up() {
 #[tokio::test]
 async fn spec6_1_backend_restart_with_last_server_ts_reports_caught_up() {
     let b = backend().await;
-    let c = client(&b, |c| c.last_server_ts(1_700_000_000_000));
-    until_command(&c, "init_complete").await;
-    let seen = b.push_events(3);
-    until(&c, |e| e.request_id() == seen).await;
+    let (c, _) = three_events_seen(&b, |c| c.last_server_ts(1_700_000_000_000)).await;
     b.restart();
     let (ev, _) = until_kind(&c, EventKind::Resumed).await;
     assert_eq!(ev.resume_outcome(), Some(ResumeOutcome::CaughtUp));
