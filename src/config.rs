@@ -568,6 +568,13 @@ impl ConfigBuilder {
         if url.host_str().is_none() {
             return Err(bad("URL has no host"));
         }
+        // RFC 1035 §2.3.4: no resolver takes a longer name, and a SOCKS5 request cannot carry
+        // one (RFC 1928 §5: one length byte).
+        if let Some(url::Host::Domain(d)) = url.host() {
+            if d.trim_end_matches('.').len() > 253 {
+                return Err(bad("the URL's host name is longer than 253 bytes"));
+            }
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad(
                 "credentials in the URL are not supported; use the auth setters",
@@ -699,8 +706,10 @@ impl ConfigBuilder {
             }
         }
         // Plain ws:// without an https:// proxy never uses TLS: no reason to read the store
-        // (or fail on its absence).
-        let tls_proxy = proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
+        // (or fail on its absence). A resolver may answer an https:// proxy at any
+        // connection, as in `Config::tls_configs`.
+        let tls_proxy = self.proxy_resolver.is_some()
+            || proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
         let mut trust = Trust {
             os_store: self.use_os_trust && (secure || tls_proxy),
             ..Trust::default()

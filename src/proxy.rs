@@ -11,7 +11,9 @@
 //!   `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`; the lower-case name wins, an empty value
 //!   counts as unset. `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
 //!   comma-separated, `*` for all, a domain matches itself and its subdomains (a leading `.`
-//!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` match a network.
+//!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` (or `[v6]/n`) match a
+//!   network; `name:port`, `a.b.c.d:port` and `[v6]:port` match that port only (the URL's,
+//!   or its scheme's default), as curl and Go read them.
 //! - A loopback destination (`localhost`, `127.0.0.0/8`, `::1`) is never proxied from the
 //!   environment: a proxy cannot reach the app's own machine.
 //! - Proxy URLs: `http://[user:pass@]host[:port]` (HTTP CONNECT, default port 80, Basic
@@ -20,8 +22,10 @@
 //!   pins, the proxy is shown no client certificate (`tls::Configs`), and a `wss://` server's
 //!   TLS runs inside that), `socks5://[user:pass@]host[:port]` (default port 1080, RFC 1929
 //!   auth; the destination name is resolved locally, as curl does, and its addresses raced
-//!   through the proxy), `socks5h://` (the proxy resolves the name). A URL without a scheme
-//!   is `http://`. User and password are percent-decoded.
+//!   through the proxy), `socks5h://` (the proxy resolves the name). `socks://`, which
+//!   desktop proxy settings write into `all_proxy`, is taken as `socks5://`, as the OS's own
+//!   settings are (SOCKS5 servers such as `ssh -D` and dante answer it). A URL without a
+//!   scheme is `http://`. User and password are percent-decoded.
 //! - An app's resolver (`ConfigBuilder::proxy_resolver`: PAC, the OS's or the platform's
 //!   settings, which change with the network) is asked before every connection and
 //!   overrides all of the above when it answers; the answer is a proxy URL as above or
@@ -260,11 +264,12 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
     let (kind, default_port) = match url.scheme() {
         "http" => (ProxyKind::Http, 80),
         "https" => (ProxyKind::Https, 443),
-        "socks5" => (ProxyKind::Socks5, 1080),
+        "socks5" | "socks" => (ProxyKind::Socks5, 1080),
         "socks5h" => (ProxyKind::Socks5h, 1080),
         _ => {
             return Err(bad(
-                "unsupported proxy scheme (use http://, https://, socks5:// or socks5h://)",
+                "unsupported proxy scheme (use http://, https://, socks5:// or socks5h://; \
+                 SOCKS4 is not spoken)",
             ))
         }
     };
@@ -303,22 +308,10 @@ pub(crate) fn parse(text: &str, what: &str, source: &'static str) -> Result<Prox
 }
 
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// The proxy for a connection to `url` (`ws`, `wss`, `http` or `https`), `None` for direct.
@@ -353,7 +346,8 @@ pub(crate) fn resolve(
             let no_proxy = env("no_proxy")
                 .filter(|v| !v.trim().is_empty())
                 .or_else(|| env("NO_PROXY"));
-            if no_proxy.is_some_and(|list| bypassed(&list, &host)) {
+            let port = url.port_or_known_default();
+            if no_proxy.is_some_and(|list| bypassed(&list, &host, port)) {
                 return Ok(None);
             }
             parse(&value, &format!("environment variable {name}"), name).map(Some)
@@ -377,8 +371,8 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// Whether `NO_PROXY`'s list exempts `host`.
-fn bypassed(list: &str, host: &url::Host<&str>) -> bool {
+/// Whether `NO_PROXY`'s list exempts `host` at `port`.
+fn bypassed(list: &str, host: &url::Host<&str>, port: Option<u16>) -> bool {
     let ip: Option<IpAddr> = match host {
         url::Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
         url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
@@ -395,12 +389,25 @@ fn bypassed(list: &str, host: &url::Host<&str>) -> bool {
             if entry == "*" {
                 return true;
             }
+            let Some(NoProxyEntry {
+                host: entry,
+                bits,
+                port: only,
+            }) = NoProxyEntry::parse(entry)
+            else {
+                return false;
+            };
+            if only.is_some() && only != port {
+                return false;
+            }
             if let Some(ip) = ip {
-                let entry = entry.trim_start_matches('[').trim_end_matches(']');
-                if let Some((net, bits)) = entry.split_once('/') {
-                    return cidr_contains(net, bits, ip);
-                }
-                return entry.parse::<IpAddr>().is_ok_and(|e| e == ip);
+                return match bits {
+                    Some(bits) => cidr_contains(entry, bits, ip),
+                    None => entry.parse::<IpAddr>().is_ok_and(|e| e == ip),
+                };
+            }
+            if bits.is_some() {
+                return false;
             }
             let e = entry
                 .trim_start_matches("*.")
@@ -411,6 +418,64 @@ fn bypassed(list: &str, host: &url::Host<&str>) -> bool {
                 && (name == e
                     || (name.ends_with(&e) && name[..name.len() - e.len()].ends_with('.')))
         })
+}
+
+/// One `NO_PROXY` entry taken apart: a host (name, IP, or a network's address), a network's
+/// prefix length, a port.
+struct NoProxyEntry<'a> {
+    host: &'a str,
+    bits: Option<&'a str>,
+    port: Option<u16>,
+}
+
+impl<'a> NoProxyEntry<'a> {
+    /// `None` for an entry that can match nothing (a port that is not one, a bracket left
+    /// open).
+    fn parse(entry: &'a str) -> Option<NoProxyEntry<'a>> {
+        let port = |p: &str| p.parse::<u16>().ok();
+        if let Some(rest) = entry.strip_prefix('[') {
+            // `[v6]`, `[v6]:port`, `[v6]/bits`.
+            let (host, after) = rest.split_once(']')?;
+            return match after.chars().next() {
+                None => Some(NoProxyEntry {
+                    host,
+                    bits: None,
+                    port: None,
+                }),
+                Some(':') => Some(NoProxyEntry {
+                    host,
+                    bits: None,
+                    port: Some(port(&after[1..])?),
+                }),
+                Some('/') => Some(NoProxyEntry {
+                    host,
+                    bits: Some(&after[1..]),
+                    port: None,
+                }),
+                Some(_) => None,
+            };
+        }
+        if let Some((host, bits)) = entry.split_once('/') {
+            return Some(NoProxyEntry {
+                host,
+                bits: Some(bits),
+                port: None,
+            });
+        }
+        // One colon is a port; more are a bare IPv6 address.
+        match entry.split_once(':') {
+            Some((host, p)) if !p.contains(':') => Some(NoProxyEntry {
+                host,
+                bits: None,
+                port: Some(port(p)?),
+            }),
+            _ => Some(NoProxyEntry {
+                host: entry,
+                bits: None,
+                port: None,
+            }),
+        }
+    }
 }
 
 fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
@@ -590,6 +655,63 @@ mod tests {
             ]
         )
         .is_some());
+    }
+
+    #[test]
+    fn no_proxy_entries_with_a_port_match_that_port_only() {
+        let with = |np: &str, u: &str| at(u, &[("ALL_PROXY", "http://p:1"), ("NO_PROXY", np)]);
+        // The URL's port, or its scheme's default.
+        assert_eq!(
+            with("internal.corp:8443", "wss://internal.corp:8443/x"),
+            None
+        );
+        assert_eq!(with("a.corp:8443", "wss://b.a.corp:8443/x"), None);
+        assert!(with("internal.corp:8443", "wss://internal.corp/x").is_some());
+        assert_eq!(with("internal.corp:443", "wss://internal.corp/x"), None);
+        assert_eq!(with("internal.corp:80", "ws://internal.corp/x"), None);
+        assert_eq!(with("10.1.2.3:9000", "ws://10.1.2.3:9000/"), None);
+        assert!(with("10.1.2.3:9000", "ws://10.1.2.3:9001/").is_some());
+        assert_eq!(with("[2001:db8::7]:443", "wss://[2001:db8::7]/x"), None);
+        assert!(with("[2001:db8::7]:443", "ws://[2001:db8::7]/x").is_some());
+        // A bracketed network, and a bare address whose colons are not a port.
+        assert_eq!(with("[2001:db8::]/32", "wss://[2001:db8::7]/x"), None);
+        assert!(with("[2001:db8::]/32", "wss://[2001:db9::7]/x").is_some());
+        assert_eq!(with("2001:db8::7", "wss://[2001:db8::7]/x"), None);
+        // What cannot be a port, or a bracket left open, matches nothing.
+        for bad in [
+            "internal.corp:x",
+            "internal.corp:99999",
+            "[2001:db8::7",
+            "[::1]x",
+        ] {
+            assert!(with(bad, "wss://internal.corp/x").is_some(), "{bad}");
+        }
+        assert!(with("[2001:db8::7", "wss://[2001:db8::7]/x").is_some());
+    }
+
+    #[test]
+    fn socks_as_desktop_settings_write_it_is_socks5() {
+        let p = parse("socks://h:1080/", "x", "all_proxy").unwrap();
+        assert_eq!((p.kind, p.port), (ProxyKind::Socks5, 1080));
+        assert_eq!(
+            at("ws://h/x", &[("all_proxy", "socks://s.corp:1080/")]).unwrap(),
+            "SOCKS5 proxy s.corp:1080 all_proxy"
+        );
+    }
+
+    #[test]
+    fn credentials_decode_only_two_hex_digits_after_a_percent() {
+        let creds = |u: &str| {
+            let p = parse(u, "proxy", "explicit").unwrap();
+            let (user, pass) = p.auth.unwrap();
+            (user, pass.expose().to_owned())
+        };
+        // A `%` not followed by two hex digits is itself, as curl reads it: `+1` is no byte.
+        assert_eq!(creds("http://u:50%+1off@h:1").1, "50%+1off");
+        assert_eq!(creds("http://u:a%zzb%4@h:1").1, "a%zzb%4");
+        assert_eq!(creds("http://%41%3a:%C3%A9@h:1"), ("A:".into(), "é".into()));
+        let e = parse("http://u:%FF@h:1", "proxy", "explicit").unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
     }
 
     #[test]

@@ -210,6 +210,52 @@ async fn spec7_socks5h_through_dante_requests_and_resumes_after_a_cut() {
     close_and_drain(&c).await;
 }
 
+/// §1.2 through `socks5h://` to an IP-literal server (RFC 1928 §5): the address goes as an
+/// address, so a strict proxy that refuses an IP sent as a name (the testkit's) carries the
+/// login and the websocket; both arrive from loopback, the proxy asked for the address each
+/// time.
+#[tokio::test]
+async fn spec1_2_socks5h_sends_an_ip_literal_server_as_an_address() {
+    let p = tether_testkit::socks::Socks5::start().await.unwrap();
+    let b = backend().await;
+    let c = login_client(&b, &format!("socks5h://{}", p.addr()));
+    until_command(&c, "init_complete").await;
+    let reply = c.call("echo", br#"{"socks":"ip"}"#).await.unwrap();
+    assert_eq!(&reply[..], br#"{"socks":"ip"}"#);
+    let asked = p.asked();
+    assert!(
+        asked.len() >= 2 && asked.iter().all(|a| *a == b.addr().to_string()),
+        "{asked:?}"
+    );
+    close_and_drain(&c).await;
+}
+
+/// RFC 1035 §2.3.4 and RFC 1928 §5: a host name no resolver and no SOCKS5 request can carry
+/// is refused when the configuration is built, not by a panic or a garbled request later.
+#[test]
+fn a_host_name_longer_than_253_bytes_is_a_config_error() {
+    let label = "a".repeat(63);
+    let long = [&label[..], &label, &label, &label, "example"].join(".");
+    assert!(long.len() > 253);
+    for proxy in ["socks5h://127.0.0.1:1", "socks5://127.0.0.1:1", "direct"] {
+        let e = Config::builder(&format!("wss://{long}/"))
+            .proxy(proxy)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig, "{proxy}");
+        assert!(e.message().contains("253"), "{}", e.message());
+    }
+    // 253 bytes, and one trailing dot more, still build.
+    let fits = [&label[..], &label, &label, &"b".repeat(61)].join(".");
+    assert_eq!(fits.len(), 253);
+    for host in [fits.clone(), format!("{fits}.")] {
+        Config::builder(&format!("wss://{host}/"))
+            .proxy("socks5h://127.0.0.1:1")
+            .build()
+            .unwrap();
+    }
+}
+
 /// §1.2: SOCKS5 with RFC 1929 auth (microsocks): the login and the websocket go through it;
 /// a wrong password ends the client with ERR_UNAUTHORIZED and reaches nothing.
 #[tokio::test]

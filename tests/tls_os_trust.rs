@@ -60,6 +60,15 @@ async fn the_os_store_replaces_the_webpki_roots() {
         until_command(&c, "init_complete").await;
         close_and_drain(&c).await;
         assert_eq!(pf.handshakes(), 1);
+        // And when a resolver, not the configuration, answers that proxy.
+        let answer = format!("https://localhost:{}", pf.port());
+        let c = client_at(&b.ws_url(), &b.token(), |x| {
+            x.use_os_trust(true)
+                .proxy_resolver(move |_| Ok(Some(answer.clone())))
+        });
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+        assert_eq!(pf.handshakes(), 2);
     }
     // Without it, the webpki roots alone do not know the CA: refused, once, for good.
     let c = client_at(&url, &b.token(), |x| x);

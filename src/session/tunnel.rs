@@ -178,10 +178,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use tokio_socks::tcp::Socks5Stream;
-    use tokio_socks::{Error as SocksError, TargetAddr};
+    use tokio_socks::{Error as SocksError, IntoTargetAddr, TargetAddr};
+    // A literal address goes as one (RFC 1928 §5, ATYP 1 or 4): strict proxies refuse it as
+    // a name. The conversion also refuses a name longer than the request's length byte.
     let target: TargetAddr<'_> = match resolved {
         Some(addr) => TargetAddr::Ip(addr),
-        None => TargetAddr::Domain(host.into(), port),
+        None => (host, port).into_target_addr().map_err(|e| {
+            TunnelError::new(
+                Status::ErrConfig,
+                None,
+                format!("{proxy} cannot be asked for {}: {e}", authority(host, port)),
+            )
+        })?,
     };
     let r = match &proxy.auth {
         Some((user, pass)) => {

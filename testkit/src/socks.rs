@@ -1,6 +1,7 @@
 //! A SOCKS5 proxy on loopback (RFC 1928: no authentication, CONNECT only) that answers a
 //! connect it could not make with the reply code of the error, as dante and microsocks do, and
-//! keeps every target it was asked for, in order.
+//! keeps every target it was asked for, in order. Strict where RFC 1928 §5 is: an IP address
+//! sent as a name (ATYP 3) is refused with "address type not supported", as some servers do.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -100,7 +101,12 @@ async fn serve(mut down: TcpStream, asked: Arc<Mutex<Vec<String>>>) -> io::Resul
             let n = down.read_u8().await? as usize;
             let mut name = vec![0u8; n];
             down.read_exact(&mut name).await?;
-            String::from_utf8_lossy(&name).into_owned()
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                let _ = down.read_u16().await?;
+                return reply(&mut down, ADDRESS_TYPE_NOT_SUPPORTED).await;
+            }
+            name
         }
         _ => return reply(&mut down, ADDRESS_TYPE_NOT_SUPPORTED).await,
     };
