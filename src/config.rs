@@ -1,5 +1,6 @@
 //! Typed client configuration, validated once by [`ConfigBuilder::build`].
 
+use std::fmt;
 use std::time::Duration;
 
 use url::Url;
@@ -56,6 +57,32 @@ pub(crate) struct BasicAuth {
     pub(crate) password: Secret,
 }
 
+/// The app's extra headers, in order. A value may be a credential (a reverse proxy's cookie
+/// or bearer token), so `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub(crate) struct Headers(Vec<(String, String)>);
+
+impl std::ops::Deref for Headers {
+    type Target = Vec<(String, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Headers {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
+
 /// Validated, immutable configuration. Build it with [`Config::builder`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -76,7 +103,7 @@ pub struct Config {
     pub(crate) resume: ResumeState,
     pub(crate) last_server_ts: Option<i64>,
     pub(crate) send_prev_listener_id: bool,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Headers,
     /// Roots, extra CAs, pins and the client certificate, parsed once here.
     pub(crate) trust: Trust,
     /// rwws: the access key, base64-decoded once here.
@@ -153,6 +180,13 @@ pub(crate) const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 /// overflow the runtime's clock arithmetic; they are refused instead.
 pub(crate) const MAX_DURATION: Duration = Duration::from_millis(u32::MAX as u64);
 
+/// Whether `t` can be a `gomuks_auth` cookie value: 1-500 printable ASCII characters, no
+/// `;` (which would end the cookie and start another). Both the app's token and one the
+/// auth endpoint answers are held to it.
+pub(crate) fn is_gomuks_token(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 500 && t.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
+}
+
 impl Config {
     /// A builder with the defaults of the gomuks web client (§8, §16 of the spec).
     pub fn builder(url: &str) -> ConfigBuilder {
@@ -208,7 +242,7 @@ pub struct ConfigBuilder {
     resume: ResumeState,
     last_server_ts: Option<i64>,
     send_prev_listener_id: bool,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     extra_ca_pem: Option<Vec<u8>>,
     crl_pem: Option<Vec<u8>>,
     pins: Vec<String>,
@@ -244,7 +278,7 @@ impl ConfigBuilder {
             resume: ResumeState::default(),
             last_server_ts: None,
             send_prev_listener_id: false,
-            headers: Vec::new(),
+            headers: Headers::default(),
             extra_ca_pem: None,
             crl_pem: None,
             pins: Vec::new(),
@@ -591,11 +625,7 @@ impl ConfigBuilder {
         insecure_proxy_route(plain_credentials, proxy.as_ref())?;
         if self.protocol == Protocol::Gomuks {
             if let Some(t) = &self.token {
-                let t = t.expose();
-                if t.is_empty()
-                    || t.len() > 500
-                    || t.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b';')
-                {
+                if !is_gomuks_token(t.expose()) {
                     return Err(bad("gomuks token must be 1-500 printable characters"));
                 }
             }
@@ -605,6 +635,29 @@ impl ConfigBuilder {
                 return Err(bad(
                     "a Cookie header with gomuks_auth conflicts with the token or login; \
                      set the token instead",
+                ));
+            }
+            // The login carries Basic in `Authorization`, a field with one value (RFC 9110
+            // §11.6.2): a proxy would read one of the two and refuse, blaming the password.
+            if self.basic_auth.is_some()
+                && self
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
+                return Err(bad(
+                    "an Authorization header conflicts with the username and password, which \
+                     the login sends as Authorization: Basic",
+                ));
+            }
+            // RFC 7617 §2: the user-id ends at the first colon.
+            if self
+                .basic_auth
+                .as_ref()
+                .is_some_and(|b| b.username.contains(':'))
+            {
+                return Err(bad(
+                    "a username cannot contain ':' (HTTP Basic ends it there)",
                 ));
             }
         }
@@ -682,7 +735,7 @@ impl ConfigBuilder {
         if self.resume.last_received_event > 0 {
             return Err(bad("last_received_event must be 0 or negative"));
         }
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter() {
             let ok_name = !name.is_empty()
                 && name
                     .bytes()
@@ -953,6 +1006,42 @@ mod tests {
         let s = format!("{:?}", b.clone().build().unwrap());
         assert!(!s.contains("hunter2") && !s.contains("tok-SECRET"), "{s}");
         assert!(!format!("{b:?}").contains("hunter2"));
+        // The app's headers may be a reverse proxy's credentials: names only.
+        let b = Config::builder("wss://h/")
+            .token("tok")
+            .header("Cookie", "session=COOKIE-SECRET")
+            .header("X-Auth", "Bearer BEARER-SECRET");
+        for s in [format!("{b:?}"), format!("{:?}", b.build().unwrap())] {
+            assert!(!s.contains("SECRET"), "{s}");
+            assert!(
+                s.contains("Cookie: <redacted>") && s.contains("X-Auth"),
+                "{s}"
+            );
+        }
+    }
+
+    /// RFC 9110 §11.6.2, RFC 7617 §2: the login's `Authorization: Basic` leaves no room for
+    /// an app's `Authorization`, and a username with `:` could never log in.
+    #[test]
+    fn the_login_credentials_are_refused_where_basic_cannot_carry_them() {
+        let e = Config::builder("wss://h/")
+            .basic_auth("u", "p")
+            .header("authorization", "Bearer X")
+            .build()
+            .unwrap_err();
+        assert_eq!(e.status(), Status::ErrConfig);
+        assert!(e.message().contains("Authorization"), "{}", e.message());
+        // With a token alone the login never sends Basic: the header is the app's.
+        Config::builder("wss://h/")
+            .token("t")
+            .header("Authorization", "Bearer X")
+            .build()
+            .unwrap();
+        let e = Config::builder("wss://h/")
+            .basic_auth("a:b", "p")
+            .build()
+            .unwrap_err();
+        assert!(e.message().contains("':'"), "{}", e.message());
     }
 
     /// A client certificate is shown only in the server's TLS handshake: over plain `ws://`

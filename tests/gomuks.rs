@@ -13,6 +13,35 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Cuts `c`'s connection to `b` and waits for it to connect again, refused by no 401.
+async fn reconnects_without_a_401(b: &tether_testkit::gomuks::Backend, c: &Client) {
+    b.cut_all();
+    let (_, seen) = until_kind(c, EventKind::Connected).await;
+    assert!(
+        seen.iter().all(|e| e.status() != Status::ErrUnauthorized),
+        "{:?}",
+        kinds(&seen)
+    );
+}
+
+/// The DISCONNECTED events among `seen`.
+fn disconnects(seen: &[tether::Event]) -> impl Iterator<Item = &tether::Event> {
+    seen.iter().filter(|e| e.kind() == EventKind::Disconnected)
+}
+
+/// A started client of `b` that retries within 10-50 ms; `f` gives it its credentials.
+fn quick_retries(
+    b: &tether_testkit::gomuks::Backend,
+    f: impl FnOnce(tether::ConfigBuilder) -> tether::ConfigBuilder,
+) -> Client {
+    start(
+        f(Config::builder(&b.http_url()))
+            .reconnect_backoff(ms(10), ms(50))
+            .build()
+            .unwrap(),
+    )
+}
+
 /// §1.2 + §6.1: cookie auth, then run_id, client_state, sync_status, the initial sync with
 /// clear_state and init_complete, all as MESSAGE events with request_id 0.
 #[tokio::test]
@@ -740,13 +769,7 @@ async fn resume_across_cuts_after_n_bytes() {
 #[tokio::test]
 async fn spec10_later_retries_refresh_the_token() {
     let b = backend().await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .basic_auth("tether", "tether-password")
-            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .build()
-            .unwrap(),
-    );
+    let c = quick_retries(&b, |c| c.basic_auth("tether", "tether-password"));
     until_command(&c, "init_complete").await;
     assert_eq!(b.stats().auth_requests, 1);
     // A plain cut: the first retry succeeds without a new token.
@@ -757,13 +780,26 @@ async fn spec10_later_retries_refresh_the_token() {
     b.reject_upgrades(2);
     b.cut_all();
     let (_, seen) = until_kind(&c, EventKind::Connected).await;
-    let refused: Vec<u16> = seen
-        .iter()
-        .filter(|e| e.kind() == EventKind::Disconnected)
-        .map(|e| e.close_code())
-        .collect();
+    let refused: Vec<u16> = disconnects(&seen).map(|e| e.close_code()).collect();
     assert_eq!(refused, [0, 503, 503], "{:?}", kinds(&seen));
-    assert_eq!(b.stats().auth_requests, 3);
+    let s = b.stats();
+    assert_eq!(s.auth_requests, 3);
+    // Renewed with the token as the cookie, as the web client does: no password hashed.
+    assert_eq!(s.token_renewals, 2, "{s:?}");
+    // A renewal the backend refuses falls back to the username and password at once.
+    b.answer_auth_with(
+        1,
+        401,
+        r#"{"errcode":"FI.MAU.GOMUKS.INVALID_COOKIE","error":"Invalid gomuks_auth cookie"}"#,
+    );
+    b.reject_upgrades(2);
+    reconnects_without_a_401(&b, &c).await;
+    let s = b.stats();
+    assert_eq!(
+        (s.auth_requests, s.token_renewals),
+        (3 + 3, 3),
+        "retry 2: refused renewal, then a login; retry 3: a renewal"
+    );
     close_and_drain(&c).await;
 }
 
@@ -772,13 +808,7 @@ async fn spec10_later_retries_refresh_the_token() {
 #[tokio::test]
 async fn spec1_2_token_only_clients_renew_their_cookie_on_later_retries() {
     let b = backend().await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .token(&b.token())
-            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .build()
-            .unwrap(),
-    );
+    let c = quick_retries(&b, |c| c.token(&b.token()));
     until_command(&c, "init_complete").await;
     assert_eq!(
         b.stats().auth_requests,
@@ -793,6 +823,79 @@ async fn spec1_2_token_only_clients_renew_their_cookie_on_later_retries() {
         2,
         "retries 2 and 3 renew the cookie first"
     );
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}
+
+/// Spec §1.2 + §11.1: the renewal before a later retry fails without a refusal (here the auth
+/// endpoint is not published by the reverse proxy: 404; a 5xx is the same). The token held
+/// has not expired, so the upgrade goes ahead with it instead of failing every attempt.
+#[tokio::test]
+async fn spec1_2_a_failing_auth_endpoint_does_not_keep_a_valid_token_off_the_upgrade() {
+    let b = backend().await;
+    let c = quick_retries(&b, |c| c.token(&b.token()));
+    until_command(&c, "init_complete").await;
+    b.answer_auth_with(u64::MAX, 404, "404 page not found");
+    b.reject_upgrades(1);
+    b.cut_all();
+    let (_, seen) = until_kind(&c, EventKind::Connected).await;
+    let failed: Vec<Status> = disconnects(&seen).map(|e| e.status()).collect();
+    assert_eq!(
+        failed,
+        [Status::ErrConnect, Status::ErrHttp],
+        "the cut, the refused upgrade, then connected: {:?}",
+        kinds(&seen)
+    );
+    assert_eq!(b.stats().auth_requests, 1, "the renewal was tried");
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
+}
+
+/// Spec §1.2: a 2xx from the auth endpoint without a token the upgrade can carry (a
+/// control character, a `;` that would start another cookie, a bare JSON string) is a
+/// protocol error of that attempt, retried, and its message never quotes the body; the
+/// next login's token connects.
+#[tokio::test]
+async fn spec1_2_a_malformed_token_from_the_auth_endpoint_is_retried_and_not_shown() {
+    let b = backend().await;
+    for body in [
+        r#"{"token":"SECRET\u0001cd"}"#,
+        r#"{"token":"SECRET;gomuks_auth=x"}"#,
+        r#"{"token":""}"#,
+        r#""SECRET.signature""#,
+    ] {
+        b.answer_auth_with(1, 201, body);
+        let c = quick_retries(&b, |c| c.basic_auth("tether", "tether-password"));
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(
+            d.status(),
+            Status::ErrProtocol,
+            "{body}: {}",
+            String::from_utf8_lossy(d.data())
+        );
+        assert!(d.retry_in().is_some(), "{body}");
+        assert!(
+            !String::from_utf8_lossy(d.data()).contains("SECRET"),
+            "{}",
+            String::from_utf8_lossy(d.data())
+        );
+        until_command(&c, "init_complete").await;
+        close_and_drain(&c).await;
+    }
+}
+
+/// Spec §1.2: a backend that had auth disabled (204 from `/_gomuks/auth`) and comes back
+/// with it on: the upgrade's 401 leads to a login with the configured password, not to a
+/// final UNAUTHORIZED.
+#[tokio::test]
+async fn spec1_2_auth_turned_on_after_a_204_logs_in() {
+    let b = backend_with(|c| c.disable_auth = true).await;
+    let c = quick_retries(&b, |c| c.basic_auth("tether", "tether-password"));
+    until_command(&c, "init_complete").await;
+    assert_eq!(c.auth_token(), None, "auth disabled: no token");
+    b.set_auth_disabled(false);
+    reconnects_without_a_401(&b, &c).await;
+    assert!(c.auth_token().is_some());
     until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
 }

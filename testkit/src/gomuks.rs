@@ -177,6 +177,9 @@ struct State {
     sent: Arc<Sent>,
     /// HTTP status of the scripted upgrade rejections.
     reject_code: u16,
+    /// Scripted answers to `POST /_gomuks/auth` (`answer_auth_with`): how many are left, and
+    /// the status and body of each.
+    auth_script: (u64, u16, String),
     cfg: BackendConfig,
     rwws: crate::rwws::Rwws,
     stats: Stats,
@@ -356,6 +359,7 @@ impl Backend {
         let mut st = State {
             sent: Arc::default(),
             reject_code: 503,
+            auth_script: (0, 0, String::new()),
             rwws: crate::rwws::Rwws(Arc::new(Mutex::new(crate::rwws::RwwsState::new(
                 cfg.rwws.clone(),
             )))),
@@ -478,6 +482,18 @@ impl Backend {
         let mut g = self.lock();
         g.stats.reject_upgrades = n;
         g.reject_code = code;
+    }
+    /// Answers the next `n` `POST /_gomuks/auth` requests (`u64::MAX`: all) with HTTP `code`
+    /// and `body`, whatever they carry: a reverse proxy that publishes only the websocket
+    /// (404), a failing backend (5xx), or a 200 whose token is malformed. Counted in
+    /// `auth_requests`.
+    pub fn answer_auth_with(&self, n: u64, code: u16, body: &str) {
+        self.lock().auth_script = (n, code, body.to_owned());
+    }
+    /// Turns auth off (every request accepted, `POST /_gomuks/auth` answers 204) or back on,
+    /// as a backend restarted with another configuration.
+    pub fn set_auth_disabled(&self, disabled: bool) {
+        self.lock().cfg.disable_auth = disabled;
     }
     /// A snapshot of what the backend has seen.
     pub fn stats(&self) -> Stats {
@@ -672,6 +688,20 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/_gomuks/auth") => {
             lock(&state).stats.auth_requests += 1;
+            let scripted = {
+                let mut g = lock(&state);
+                let (left, code, body) = &mut g.auth_script;
+                (*left > 0).then(|| {
+                    *left = left.saturating_sub(1);
+                    (*code, body.clone())
+                })
+            };
+            if let Some((code, body)) = scripted {
+                return respond(tcp, &head, code, "application/json", &body).await;
+            }
+            if cfg.disable_auth {
+                return respond(tcp, &head, 204, "text/plain", "").await;
+            }
             // A valid cookie renews the token (200); Basic credentials create one (201).
             // An invalid cookie is not final: gomuks then tries Basic credentials.
             let basic = head.headers.get("authorization").map(String::as_str);

@@ -10,7 +10,7 @@ use hyper::HeaderMap;
 use hyper_util::rt::TokioIo;
 use url::{Position, Url};
 
-use crate::config::{BasicAuth, Config};
+use crate::config::{is_gomuks_token, BasicAuth, Config};
 use crate::session::transport::{self, merge_headers, ConnectError};
 use crate::stats::Probe;
 use crate::status::{Error, Status};
@@ -87,13 +87,19 @@ pub(crate) async fn fetch_token(
         .map_err(|_| no_answer("", limit))??;
     match code {
         200 | 201 => {
-            let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| ConnectError {
+            // Neither message quotes the body: it may be the token, in another shape.
+            let refuse = |why: &str| ConnectError {
                 error: Error::new(
                     Status::ErrProtocol,
-                    format!("auth response is not a token: {e}"),
+                    format!("auth response (HTTP {code}) is not a token: {why}"),
                 ),
                 code: Some(code),
-            })?;
+            };
+            let reply: TokenReply = serde_json::from_slice(&body)
+                .map_err(|_| refuse("the body is not {\"token\": \"…\"}"))?;
+            if !is_gomuks_token(&reply.token) {
+                return Err(refuse("not 1-500 printable characters without ';'"));
+            }
             Ok(Some(reply.token))
         }
         // Auth disabled on the backend: no cookie needed.

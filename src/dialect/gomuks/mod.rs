@@ -42,19 +42,82 @@ pub(crate) struct Gomuks {
     reauthed: bool,
     /// When the token we hold is renewed: before a reconnect once passed, and while connected
     /// by a timer (spec §1.2: tokens expire). `None`: nothing to renew.
-    renew_at: Option<Instant>,
+    renew_at: Option<RenewPoint>,
+    /// Renewals in a row that failed for a reason other than a refusal: each waits twice as
+    /// long as the one before.
+    renew_failures: u32,
     /// Where TOKEN_RENEWED goes.
     queue: Arc<EventQueue>,
     probe: Probe,
+}
+
+/// A moment to renew the token, on both clocks. Timers run on the monotonic clock, which
+/// stops while the device sleeps (CLOCK_MONOTONIC, Apple's uptime clock); the wall clock goes
+/// on. A phone asleep for days, or an app paused in the background, would otherwise wake
+/// with a token that expired while the monotonic clock said a few hours had passed.
+#[derive(Clone, Copy, Debug)]
+struct RenewPoint {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl RenewPoint {
+    /// `after` from now, on both clocks.
+    fn after(after: Duration) -> RenewPoint {
+        RenewPoint {
+            mono: Instant::now() + after,
+            wall: SystemTime::now() + after,
+        }
+    }
+
+    /// Passed on either clock, as read at `mono` and `wall`.
+    fn passed_at(&self, mono: Instant, wall: SystemTime) -> bool {
+        mono >= self.mono || wall >= self.wall
+    }
+
+    fn passed(&self) -> bool {
+        self.passed_at(Instant::now(), SystemTime::now())
+    }
+
+    /// The monotonic instant a timer waits for: the earlier of the two. Read again at every
+    /// turn of the connection's loop (a ping every 15 s at least), so after a sleep the
+    /// renewal runs at the next turn.
+    fn instant(&self) -> Instant {
+        let left = self
+            .wall
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        self.mono.min(Instant::now() + left)
+    }
 }
 
 /// A token is renewed at least this often: well inside the 7-day life of gomuks tokens, and
 /// the rule for a token whose expiry cannot be read (spec §1.2).
 const TOKEN_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
+/// The first wait after a renewal failed while connected; each later one doubles.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether the auth endpoint refused the credentials it was shown (as opposed to failing).
+fn refused(e: &ConnectError) -> bool {
+    matches!(
+        e.error.status(),
+        Status::ErrUnauthorized | Status::ErrForbidden
+    )
+}
+
 /// The shortest wait before a renewal, so a token with a very short life cannot make the
 /// client renew in a tight loop.
 const MIN_RENEW: Duration = Duration::from_millis(250);
+
+/// Whether `token` has an `expiry` that the wall clock has not reached, or none to read (a
+/// token of another shape is taken as valid until the backend says otherwise).
+fn unexpired(token: &str) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    !token_expiry(token).is_some_and(|expiry| expiry <= now)
+}
 
 /// How long after it was obtained a token is renewed: halfway through the life it has left,
 /// read from the `expiry` inside the token (spec §1.2), and at least daily. A token whose
@@ -163,7 +226,7 @@ impl Gomuks {
         let renew_at = cfg
             .token
             .as_ref()
-            .map(|t| Instant::now() + renew_after(t.expose()));
+            .map(|t| RenewPoint::after(renew_after(t.expose())));
         Ok(Gomuks {
             token: cfg.token.clone(),
             cfg,
@@ -175,20 +238,40 @@ impl Gomuks {
             attempts_since_open: 0,
             reauthed: false,
             renew_at,
+            renew_failures: 0,
             queue,
             probe,
         })
     }
 
-    /// Gets a fresh token: from the Basic credentials when configured, else by renewing the
-    /// token we hold (spec §1.2). Without either there is nothing to do.
-    async fn login(&mut self) -> Result<(), ConnectError> {
-        let show = match (&self.cfg.basic_auth, &self.token) {
-            (Some(_), _) => Show::Basic,
-            (None, Some(t)) => Show::Cookie(t.clone()),
-            (None, None) => return Ok(()),
-        };
-        let got = auth_call(self.tls.clone(), self.cfg.clone(), show, self.probe.client).await?;
+    /// Gets a fresh token. The token we hold is renewed with itself as the cookie (spec §1.2),
+    /// as the web client does: the backend checks a signature, not a password hash. The
+    /// configured username and password log in when we hold no token, when the upgrade
+    /// refused the one we hold (`held_refused`), or when its renewal is refused. Without
+    /// either there is nothing to do.
+    async fn login(&mut self, held_refused: bool) -> Result<(), ConnectError> {
+        let basic = self.cfg.basic_auth.is_some();
+        let renewable = self.token.clone().filter(|_| !(held_refused && basic));
+        if let Some(t) = renewable {
+            let client = self.probe.client;
+            match auth_call(self.tls.clone(), self.cfg.clone(), Show::Cookie(t), client).await {
+                Ok(got) => {
+                    self.took_token(got);
+                    return Ok(());
+                }
+                Err(e) if basic && refused(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if !basic {
+            return Ok(());
+        }
+        let got = auth_call(
+            self.tls.clone(),
+            self.cfg.clone(),
+            Show::Basic,
+            self.probe.client,
+        )
+        .await?;
         self.took_token(got);
         Ok(())
     }
@@ -201,7 +284,8 @@ impl Gomuks {
             self.renew_at = None;
             return;
         };
-        self.renew_at = Some(Instant::now() + renew_after(&t));
+        self.renew_at = Some(RenewPoint::after(renew_after(&t)));
+        self.renew_failures = 0;
         // Announced when it replaces a token the app could have persisted; the first token
         // of a password login is read after CONNECTED, as before.
         let replaces = match &self.token {
@@ -219,10 +303,24 @@ impl Gomuks {
 
     /// Credentials and resume parameters for the next upgrade (spec §16 steps 1-2).
     async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
-        let stale = self.renew_at.is_some_and(|t| Instant::now() >= t);
+        let stale = self.renew_at.is_some_and(|t| t.passed());
         let retrying = self.attempts_since_open >= 2;
         if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
-            self.login().await?;
+            if let Err(e) = self.login(false).await {
+                // A renewal that failed for another reason than a refusal (an auth endpoint
+                // a reverse proxy does not publish, a 5xx, a blip) must not keep a valid
+                // token off the upgrade; the upgrade says whether it still opens.
+                let held = self.token.as_ref().filter(|t| unexpired(t.expose()));
+                if held.is_none() || refused(&e) {
+                    return Err(e);
+                }
+                tlog!(
+                    self.probe.client,
+                    Warn,
+                    "gomuks",
+                    "connecting with the token held, which has not expired, after its renewal failed"
+                );
+            }
         }
         let mut url = self.cfg.url.clone();
         let resume = self
@@ -269,16 +367,15 @@ impl Gomuks {
     /// password, or else renew the token we hold, and retry once (spec §1.2). A token the
     /// upgrade refused is usually refused by the auth endpoint too, which makes the 401 final.
     async fn reauthenticate(&mut self) -> Result<bool, ConnectError> {
-        if self.reauthed
-            || self.auth_disabled
-            || self.token.is_none() && self.cfg.basic_auth.is_none()
-        {
+        if self.reauthed || self.token.is_none() && self.cfg.basic_auth.is_none() {
             return Ok(false);
         }
+        // The backend had auth disabled and has turned it on: log in now.
+        self.auth_disabled = false;
         self.reauthed = true;
         // With a password configured this logs in afresh (the refused token is replaced);
         // else it renews the token with itself.
-        self.login().await?;
+        self.login(true).await?;
         Ok(true)
     }
 
@@ -512,7 +609,7 @@ impl Dialect for Gomuks {
         if self.auth_disabled || self.token.is_none() {
             return None;
         }
-        self.renew_at
+        self.renew_at.map(|r| r.instant())
     }
 
     /// Renews the token with itself as the cookie (spec §1.2: 200 and a fresh token), with the
@@ -535,23 +632,85 @@ impl Dialect for Gomuks {
             Ok(got) => self.took_token(got.map(|t| t.expose().to_owned())),
             // The token was refused: renewing it again cannot help; the next reconnect reports
             // the 401 (spec §1.2).
-            Err(e)
-                if matches!(
-                    e.error.status(),
-                    Status::ErrUnauthorized | Status::ErrForbidden
-                ) =>
-            {
+            Err(e) if refused(&e) => {
                 self.renew_at = None;
             }
-            // The backend or the network failed: try again soon, still before the expiry.
+            // The backend or the network failed: try again, backing off from 30 s, and
+            // always before the expiry (halfway through the life left).
             Err(_) => {
+                let backoff = RENEW_RETRY.saturating_mul(1 << self.renew_failures.min(12));
+                self.renew_failures = self.renew_failures.saturating_add(1);
                 let wait = self
                     .token
                     .as_ref()
                     .map_or(TOKEN_REFRESH, |t| renew_after(t.expose()))
-                    .min(Duration::from_secs(30));
-                self.renew_at = Some(Instant::now() + wait);
+                    .min(backoff);
+                self.renew_at = Some(RenewPoint::after(wait));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resume::ResumeState;
+
+    /// §1.2: a renewal point passed on the wall clock alone (the device slept, so the
+    /// monotonic clock stood still) is due, and the connection's timer fires at once.
+    #[test]
+    fn spec1_2_a_renewal_point_passed_on_the_wall_clock_alone_is_due() {
+        let hour = Duration::from_secs(3600);
+        let p = RenewPoint::after(hour);
+        let (mono, wall) = (Instant::now(), SystemTime::now());
+        assert!(!p.passed_at(mono, wall));
+        assert!(p.passed_at(mono, wall + 2 * hour), "asleep for two hours");
+        assert!(p.passed_at(mono + 2 * hour, wall));
+        assert!(p.instant() > Instant::now() + hour / 2);
+        let slept = RenewPoint {
+            mono: Instant::now() + hour,
+            wall: SystemTime::now() - Duration::from_secs(1),
+        };
+        assert!(slept.passed());
+        assert!(slept.instant() <= Instant::now());
+    }
+
+    /// §1.2: a renewal while connected that keeps failing without a refusal is retried
+    /// after 30 s, then twice as long each time, never later than the token's own
+    /// schedule (daily for a token whose expiry cannot be read), and a success resets it.
+    #[test]
+    fn spec1_2_failed_renewals_back_off() {
+        let cfg = Arc::new(
+            Config::builder("ws://127.0.0.1:9/")
+                .token("opaque-token")
+                .build()
+                .unwrap(),
+        );
+        let tls = cfg.tls_configs().unwrap();
+        let resume = Arc::new(SharedResume::new(
+            &ResumeState::default(),
+            cfg.token.clone(),
+        ));
+        let queue = Arc::new(EventQueue::new(8));
+        let mut g = Gomuks::new(cfg, tls, resume, queue, Probe::new()).unwrap();
+        let failed = || {
+            Err(ConnectError {
+                error: Error::new(Status::ErrHttp, "auth endpoint answered HTTP 502"),
+                code: Some(502),
+            })
+        };
+        let mut waits = Vec::new();
+        for _ in 0..14 {
+            g.renewed(failed());
+            let left = g.renew_at().unwrap() - Instant::now();
+            waits.push((left.as_secs_f64() / 30.0).round() as u64);
+        }
+        let mut want: Vec<u64> = (0..12).map(|i| 1 << i).collect();
+        want.extend([2880, 2880]); // 24 h
+        assert_eq!(waits, want);
+        g.renewed(Ok(Some(Secret::new("opaque-token-2"))));
+        g.renewed(failed());
+        let left = g.renew_at().unwrap() - Instant::now();
+        assert!(left <= RENEW_RETRY && left > RENEW_RETRY / 2, "{left:?}");
     }
 }
