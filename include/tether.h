@@ -1237,10 +1237,13 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * `library_path` names `libgomuksffi` (gomuks `pkg/ffi`), loaded by
  * `tether_client_connect` and never unloaded (a Go runtime cannot be); `data_root` is
  * the backend's directory for its config, database, cache and logs, created if missing.
- * No URL is needed; compression, pings, acks, resume, proxies, TLS settings and
- * credentials do not apply and are ignored. One in-process backend runs per process at a
- * time, and a data root is locked while its client runs: a second client gets
- * `TETHER_ERR_IN_USE` from `tether_client_connect`. A close answers every request at
+ * No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials
+ * and the connect timeout do not apply and are ignored (the start may take minutes). One
+ * in-process backend runs per process at a time, and a data root is locked while its
+ * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
+ * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`
+ * (Go supports one runtime per process). At most 64 calls run in the backend at once;
+ * later requests wait in tether, where their timeouts and cancels still answer them. A close answers every request at
  * once but waits up to 5 s for calls the backend is still running (the FFI can neither
  * cancel them nor be destroyed under them); past that CLOSED comes and the backend stops
  * once they return, keeping the root locked until then. The backend writes its own log to

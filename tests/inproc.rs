@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,19 +21,8 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// The double, built once per test run.
-fn fake_library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = root.join("target/fake-gomuksffi");
-        let status = std::process::Command::new("bash")
-            .arg(root.join("tests/inproc/build.sh"))
-            .arg(&out)
-            .status()
-            .expect("run tests/inproc/build.sh");
-        assert!(status.success(), "building the fake libgomuksffi failed");
-        out.join("libfakegomuksffi.so")
-    })
+fn fake_library() -> PathBuf {
+    fake_gomuksffi_dir().join("libfakegomuksffi.so")
 }
 
 /// A fresh data root, removed with the value.
@@ -226,6 +214,26 @@ async fn one_backend_per_root_and_per_process() {
     let other = Root::new();
     let other_root = Client::new(config(&other, |b| b));
     assert_eq!(other_root.connect().unwrap_err().status(), Status::ErrInUse);
+    // Refused before its library is loaded: a second gomuks library would bring a second Go
+    // runtime into the process.
+    let copy = other
+        .0
+        .with_file_name(format!("libgomuksffi-copy-{}.so", std::process::id()));
+    std::fs::copy(fake_library(), &copy).unwrap();
+    let another_library = Client::new(
+        Config::builder("")
+            .in_process(&copy, &other.0)
+            .build()
+            .unwrap(),
+    );
+    let err = another_library.connect().unwrap_err();
+    assert_eq!(err.status(), Status::ErrInUse, "{err}");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        !maps.contains(copy.to_str().unwrap()),
+        "the refused client's library was loaded"
+    );
+    let _ = std::fs::remove_file(&copy);
     close_and_drain(&first).await;
     // The refused clients are untouched: connect works now.
     same_root.connect().unwrap();
@@ -275,6 +283,48 @@ async fn spec12_3_a_slow_app_never_stalls_the_backend() {
     assert!(
         max_us < 250_000,
         "a callback waited {max_us} µs for the app"
+    );
+    close_and_drain(&c).await;
+}
+
+/// §12.3: a call the FFI cannot interrupt holds a thread of the shared blocking pool until the
+/// backend answers, also after its request timed out. At most 64 run at once; the rest wait in
+/// the session, where a timeout ends them before they reach the backend, and a request behind
+/// them is served as soon as a call returns.
+#[tokio::test]
+async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let t0 = Instant::now();
+    let slow: Vec<i64> = (0..100)
+        .map(|_| {
+            c.request_with_timeout("sleep", br#"{"ms":1500}"#, Duration::from_millis(100))
+                .unwrap()
+        })
+        .collect();
+    let mut timed_out = 0;
+    while timed_out < slow.len() {
+        let ev = next(&c).await;
+        if ev.kind() == EventKind::Response && slow.contains(&ev.request_id()) {
+            assert_eq!(ev.status(), Status::ErrRequestTimeout);
+            timed_out += 1;
+        }
+    }
+    let echo = c.call("echo", br#"{"behind":true}"#).await.unwrap();
+    assert_eq!(&echo[..], br#"{"behind":true}"#);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500) + PROMPT,
+        "{:?}",
+        t0.elapsed()
+    );
+    let stats: serde_json::Value =
+        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    assert_eq!(stats["max_running"], 64, "{stats}");
+    assert_eq!(
+        stats["submitted"],
+        64 + 2,
+        "the 36 that timed out waiting never started: {stats}"
     );
     close_and_drain(&c).await;
 }

@@ -62,6 +62,53 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Most items moved into the queue per wake-up, as a connection's read burst.
 const BURST: usize = 256;
 
+/// Most calls in the backend at once. The backend cannot be told to drop a call, so each holds
+/// a thread of the runtime's blocking pool until it answers, after its request timed out or
+/// was cancelled too; that pool is shared by every client of the process (name lookups, proxy
+/// resolvers, stops). Past this many, requests wait in the session, where their deadlines and
+/// cancels still end them, and one that ended while waiting never reaches the backend.
+pub(crate) const MAX_CALLS: usize = 64;
+
+/// The requests handed to the backend: how many of its calls run, and those waiting for one
+/// of them to return.
+struct Calls<L: Local> {
+    local: Arc<L>,
+    sink: Sink,
+    running: usize,
+    waiting: std::collections::VecDeque<(i64, Message)>,
+    /// One `()` each time a call returned.
+    returned: mpsc::UnboundedSender<()>,
+}
+
+impl<L: Local> Calls<L> {
+    /// Queues request `id` and starts what may start.
+    fn submit(&mut self, book: &mut Book, id: i64, message: Message) {
+        self.waiting.push_back((id, message));
+        self.start(book);
+    }
+
+    /// One call returned: its slot goes to the next waiting request still open.
+    fn returned(&mut self, book: &mut Book) {
+        self.running -= 1;
+        self.start(book);
+    }
+
+    fn start(&mut self, book: &mut Book) {
+        while self.running < MAX_CALLS {
+            let Some((id, message)) = self.waiting.pop_front() else {
+                return;
+            };
+            // Timed out or cancelled while it waited: the app has its answer already.
+            if !book.requests.contains(id) {
+                continue;
+            }
+            self.running += 1;
+            stats::add(&book.probe.counters.requests_sent, 1);
+            call(&self.local, &self.sink, &self.returned, id, message);
+        }
+    }
+}
+
 /// Runs a client's in-process session until it closes.
 pub(crate) async fn run<L: Local>(
     cfg: Arc<Config>,
@@ -150,10 +197,16 @@ pub(crate) async fn run<L: Local>(
     ev.attempt = 1;
     book.queue.push(ev);
 
-    let unsent = book.requests.take_unsent();
-    stats::add(&book.probe.counters.requests_sent, unsent.len() as u64);
-    for (id, m) in unsent {
-        call(&local, &sink, id, m);
+    let (returned, mut calls_returned) = mpsc::unbounded_channel();
+    let mut calls = Calls {
+        local: local.clone(),
+        sink: sink.clone(),
+        running: 0,
+        waiting: Default::default(),
+        returned,
+    };
+    for (id, m) in book.requests.take_unsent() {
+        calls.submit(&mut book, id, m);
     }
     let mut pings = Pings::default();
     let mut warn_backlog = cfg.queue_capacity.saturating_mul(4);
@@ -166,8 +219,7 @@ pub(crate) async fn run<L: Local>(
                 Some(Command::Request(r)) => {
                     let id = r.id;
                     if let Some(m) = book.requests.add(r, true) {
-                        stats::add(&book.probe.counters.requests_sent, 1);
-                        call(&local, &sink, id, m);
+                        calls.submit(&mut book, id, m);
                     }
                     book.count_in_flight();
                 }
@@ -202,6 +254,7 @@ pub(crate) async fn run<L: Local>(
                     warn_backlog = warn_backlog.saturating_mul(2);
                 }
             }
+            Some(()) = calls_returned.recv() => calls.returned(&mut book),
             () = book.queue.wait_space(), if !can_take => {}
             () = sleep_until(next_timer.unwrap_or_else(tokio::time::Instant::now)), if next_timer.is_some() => {
                 // Nothing to send: the backend cannot be told to stop.
@@ -216,10 +269,25 @@ pub(crate) async fn run<L: Local>(
     book.finish(&mut commands);
 }
 
-/// Runs request `id` on the blocking pool; its answer follows its progress and chunks.
-fn call<L: Local>(local: &Arc<L>, sink: &Sink, id: i64, message: Message) {
-    let (local, sink) = (local.clone(), sink.clone());
+/// Runs request `id` on the blocking pool; its answer follows its progress and chunks, and
+/// `returned` hears when the call is over.
+fn call<L: Local>(
+    local: &Arc<L>,
+    sink: &Sink,
+    returned: &mpsc::UnboundedSender<()>,
+    id: i64,
+    message: Message,
+) {
+    /// Says the call is over when dropped: after its answer, or when it panicked.
+    struct Over(mpsc::UnboundedSender<()>);
+    impl Drop for Over {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let (local, sink, over) = (local.clone(), sink.clone(), Over(returned.clone()));
     tokio::task::spawn_blocking(move || {
+        let _over = over;
         let item = match local.call(id, &message) {
             Ok(data) => Incoming::Reply { id, ok: true, data },
             Err(error) => Incoming::Failed { id, error },

@@ -117,3 +117,20 @@ pub fn assert_no_drop(evs: &[Event]) {
         .count();
     assert_eq!(drops, 0, "{:?}", kinds(evs));
 }
+
+/// The directory of the in-process doubles (`tests/inproc/fake_gomuksffi.c`), built once per
+/// test binary: `libfakegomuksffi.so`, `-nodownload.so` and `-go.so` (tests/inproc/build.sh).
+pub fn fake_gomuksffi_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("target/fake-gomuksffi");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("tests/inproc/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run tests/inproc/build.sh");
+        assert!(status.success(), "building the fake libgomuksffi failed");
+        out
+    })
+}

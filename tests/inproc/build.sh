@@ -6,6 +6,8 @@
 #                                          sanitized and unsanitized hosts alike
 #   OUTDIR/libfakegomuksffi-nodownload.so  the same without GomuksDownloadMediaPath, like the
 #                                          pinned gomuks v0.2607.0
+#   OUTDIR/libfakegomuksffi-go.so          the same with the symbol a Go-built library exports
+#                                          (_cgo_panic), so it is taken for one with a Go runtime
 # When the pinned upstream header is found ($GOMUKSFFI_H, else the Go module cache) the double is
 # also compiled once against it (syntax only), so a drift in types or prototypes fails the build.
 # --smoke: also builds tests/inproc/smoke.c and runs it twice:
@@ -35,7 +37,9 @@ SRC=$HERE/fake_gomuksffi.c
 "$CC" "${CFLAGS[@]}" -O1 -shared -fPIC -o "$OUT/libfakegomuksffi.so" "$SRC" -lpthread
 "$CC" "${CFLAGS[@]}" -O1 -shared -fPIC -DFAKE_GOMUKS_NO_DOWNLOAD \
   -o "$OUT/libfakegomuksffi-nodownload.so" "$SRC" -lpthread
-echo "built $OUT/libfakegomuksffi.so and $OUT/libfakegomuksffi-nodownload.so"
+"$CC" "${CFLAGS[@]}" -O1 -shared -fPIC -DFAKE_GOMUKS_GO_RUNTIME \
+  -o "$OUT/libfakegomuksffi-go.so" "$SRC" -lpthread
+echo "built $OUT/libfakegomuksffi.so, $OUT/libfakegomuksffi-nodownload.so and $OUT/libfakegomuksffi-go.so"
 
 # Prototype/type check against the pinned upstream header, when it is on this machine.
 HEADER=${GOMUKSFFI_H:-}

@@ -8,6 +8,8 @@
  * Build: cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpedantic -Werror -shared -fPIC \
  *           -o libfakegomuksffi.so fake_gomuksffi.c -lpthread
  * With -DFAKE_GOMUKS_NO_DOWNLOAD the library lacks GomuksDownloadMediaPath, like v0.2607.0.
+ * With -DFAKE_GOMUKS_GO_RUNTIME it also exports an empty _cgo_panic, the symbol by which a
+ * library Go built (and so its Go runtime) is recognised; nothing calls it.
  *
  * Rules (everything the double does):
  *
@@ -53,9 +55,11 @@
  *     (with "not_json":true the data is the text `seq i` instead)
  *     (each data a fresh buffer). The events of one emit are contiguous; emits are delivered
  *     in the order they were queued. GomuksDestroy drops what is still queued.
- *   - "fake_stats": {"emitted":E,"max_callback_us":M,"callbacks":C}: E = emit events delivered,
- *     C = all EventCallback calls (the two start events included), M = the longest single
- *     EventCallback call in microseconds (CLOCK_MONOTONIC time around the call).
+ *   - "fake_stats": {"emitted":E,"max_callback_us":M,"callbacks":C,"submitted":S,
+ *     "max_running":R}: E = emit events delivered, C = all EventCallback calls (the two start
+ *     events included), M = the longest single EventCallback call in microseconds
+ *     (CLOCK_MONOTONIC time around the call), S = GomuksSubmitCommand calls so far (this one
+ *     included), R = the most of them that ran at once.
  *   - "get_account_info": {"user_id":"@fake:localhost","device_id":"FAKE",
  *     "homeserver_url":"http://127.0.0.1:1","access_token":"fake-token"}.
  *   - anything else (NULL = ""): error "unknown command \"<name>\"" (JSON-escaped; invalid
@@ -444,6 +448,7 @@ typedef struct fake {
     pthread_cond_t stop_cv;  /* "sleep" commands: stopping */
     job *head, *tail;
     uint64_t emitted, callbacks, max_cb_us;
+    uint64_t submitted, running, max_running; /* GomuksSubmitCommand calls: all, now, most at once */
 } fake;
 
 typedef struct name {
@@ -750,17 +755,23 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
 
 static GomuksResponse cmd_stats(fake *f) {
     pthread_mutex_lock(&g_mu);
-    uint64_t e = f->emitted, m = f->max_cb_us, c = f->callbacks;
+    uint64_t e = f->emitted, m = f->max_cb_us, c = f->callbacks, s = f->submitted, r = f->max_running;
     pthread_mutex_unlock(&g_mu);
     sb b = {0};
-    sb_printf(&b, "{\"emitted\":%" PRIu64 ",\"max_callback_us\":%" PRIu64 ",\"callbacks\":%" PRIu64 "}",
-              e, m, c);
+    sb_printf(&b,
+              "{\"emitted\":%" PRIu64 ",\"max_callback_us\":%" PRIu64 ",\"callbacks\":%" PRIu64
+              ",\"submitted\":%" PRIu64 ",\"max_running\":%" PRIu64 "}",
+              e, m, c, s, r);
     return sb_response(&b, RESP_OK);
 }
 
 EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksBorrowedBuffer data) {
     fake *f = acquire("GomuksSubmitCommand", h);
     check_borrowed("GomuksSubmitCommand", data);
+    pthread_mutex_lock(&g_mu);
+    f->submitted++;
+    if (++f->running > f->max_running) f->max_running = f->running;
+    pthread_mutex_unlock(&g_mu);
     const char *c = command ? command : "";
     const uint8_t *p = data.base;
     size_t n = data.length;
@@ -788,6 +799,9 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
         free(msg.p);
         r = sb_response(&b, RESP_ERR);
     }
+    pthread_mutex_lock(&g_mu);
+    f->running--;
+    pthread_mutex_unlock(&g_mu);
     release(f);
     return r;
 }
@@ -919,4 +933,9 @@ EXPORT GomuksResponse GomuksDownloadMediaPath(GomuksHandle h, GomuksBorrowedBuff
     release(f);
     return r;
 }
+#endif
+
+#ifdef FAKE_GOMUKS_GO_RUNTIME
+EXPORT void _cgo_panic(void);
+void _cgo_panic(void) {}
 #endif

@@ -78,6 +78,9 @@ pub(super) struct Api {
     submit: unsafe extern "C" fn(Handle, *const c_char, Borrowed) -> Response,
     upload_path: unsafe extern "C" fn(Handle, Borrowed, ProgressCallback) -> Response,
     upload_bytes: unsafe extern "C" fn(Handle, Borrowed, Borrowed, ProgressCallback) -> Response,
+    /// Whether the library carries a Go runtime (it exports cgo's `_cgo_panic`, as every
+    /// library Go builds with `-buildmode=c-shared` does).
+    go_runtime: bool,
     /// Newer than the pinned gomuks (§12.2); `None` when the library lacks it.
     download_path: Option<unsafe extern "C" fn(Handle, Borrowed, StreamCallback) -> Response>,
     free_buffer: unsafe extern "C" fn(Owned),
@@ -95,6 +98,16 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
     let mut libs = LIBRARIES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(api) = libs.get(&canonical) {
         return Ok(api);
+    }
+    // Go supports one Go runtime per process; a second library starts a second one (random
+    // crashes in the garbage collector). Refused before it is loaded.
+    if let Some((first, _)) = libs.iter().find(|(_, api)| api.go_runtime) {
+        return Err(bad(format!(
+            "{} cannot be loaded: this process already runs the Go runtime of {}, and Go \
+             supports one per process; name that library",
+            canonical.display(),
+            first.display()
+        )));
     }
     // SAFETY: loading runs the library's initialisers; a libgomuksffi's start the Go runtime,
     // which is what the app asked for by naming it.
@@ -128,6 +141,8 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
             .ok()
             .map(|s| *s),
         free_buffer: sym!("GomuksFreeBuffer"),
+        // SAFETY: only looked up, never called.
+        go_runtime: unsafe { lib.get::<unsafe extern "C" fn()>(b"_cgo_panic\0") }.is_ok(),
     };
     let api: &'static Api = Box::leak(Box::new(api));
     libs.insert(canonical, api);

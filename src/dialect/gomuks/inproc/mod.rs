@@ -137,16 +137,37 @@ const NEEDS_ACCOUNT: &[&str] = &["upload_media", "calculate_room_id"];
 /// Whether a process's one in-process backend is taken.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// What a started client holds exclusively until its backend stopped: the process's backend
-/// slot and the lock on the data root.
-struct Held {
-    _lock: File,
+/// The process's one in-process backend, taken; given back when dropped.
+struct ProcessSlot;
+
+impl ProcessSlot {
+    fn take() -> Result<ProcessSlot, Error> {
+        RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ProcessSlot)
+            .map_err(|_| {
+                Error::new(
+                    Status::ErrInUse,
+                    "an in-process gomuks backend already runs in this process (its FFI \
+                     callbacks carry no context, so a process runs one at a time); close that \
+                     client first",
+                )
+            })
+    }
 }
 
-impl Drop for Held {
+impl Drop for ProcessSlot {
     fn drop(&mut self) {
         RUNNING.store(false, Ordering::Release);
     }
+}
+
+/// What a started client holds exclusively until its backend stopped: the lock on the data
+/// root and the process's backend slot. Fields drop in order: the root is unlocked before the
+/// slot is free, so a client that takes the slot at once finds the root free too.
+struct Held {
+    _lock: File,
+    _slot: ProcessSlot,
 }
 
 /// One in-process gomuks backend.
@@ -161,13 +182,15 @@ pub(crate) struct InProcess {
 }
 
 impl InProcess {
-    /// Loads the library and takes the process's backend slot and the data root's lock; the
-    /// backend itself starts in [`Local::start`]. Fails with `ErrConfig` (library, root) or
-    /// `ErrInUse`; a failure holds nothing.
+    /// Takes the process's backend slot, loads the library and takes the data root's lock;
+    /// the backend itself starts in [`Local::start`]. Fails with `ErrConfig` (library, root)
+    /// or `ErrInUse`; a failure holds nothing. The slot comes first: a client refused because
+    /// another runs loads no library (another library would be a second Go runtime).
     pub(crate) fn open(cfg: &Config, client: u64) -> Result<Arc<InProcess>, Error> {
         let Transport::InProcess { library, root } = cfg.transport() else {
             return Err(Error::new(Status::ErrConfig, "not an in-process client"));
         };
+        let slot = ProcessSlot::take()?;
         let api = library::load(library)?;
         let root_c = CString::new(root.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::new(Status::ErrConfig, "data root contains a NUL byte"))?;
@@ -179,28 +202,15 @@ impl InProcess {
                 format!("cannot create the data root {}: {e}", root.display()),
             )
         })?;
-        if RUNNING
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(Error::new(
-                Status::ErrInUse,
-                "an in-process gomuks backend already runs in this process (its FFI callbacks \
-                 carry no context, so a process runs one at a time); close that client first",
-            ));
-        }
-        let lock = match lock_root(root) {
-            Ok(l) => l,
-            Err(e) => {
-                RUNNING.store(false, Ordering::Release);
-                return Err(e);
-            }
-        };
+        let lock = lock_root(root)?;
         Ok(Arc::new(InProcess {
             api,
             root: root_c,
             handle: RwLock::new(None),
-            held: Mutex::new(Some(Held { _lock: lock })),
+            held: Mutex::new(Some(Held {
+                _lock: lock,
+                _slot: slot,
+            })),
             client,
         }))
     }
