@@ -224,6 +224,8 @@ impl Room {
                     ch.receipts.insert(old.event_id.clone());
                 }
                 ch.receipts.insert(event_id.clone());
+                // Something to evict again.
+                self.evicted = false;
                 self.receipts.insert(
                     key,
                     Receipt {
@@ -282,12 +284,15 @@ impl Room {
     }
 
     /// Drops events nothing refers to any more (after the timeline was replaced): those of
-    /// the timeline, the state, the pending tail, the preview, and the edits they link.
-    fn prune(&mut self) {
+    /// the timeline, the state, the pending tail, the preview, the edits they link, and
+    /// `also` (the events the same sync brought: hicli sends the targets of replies, edits
+    /// and reactions with them on purpose).
+    fn prune(&mut self, also: &[i64]) {
         let mut keep: std::collections::HashSet<i64> = self
             .timeline
             .iter()
             .map(|r| r.event_rowid)
+            .chain(also.iter().copied())
             .chain(self.pending.iter().copied())
             .chain(self.state.values().flat_map(|m| m.values().copied()))
             .chain(Some(self.meta_i64("preview_event_rowid")))
@@ -508,13 +513,23 @@ impl Model {
             "typing" => self.apply_typing(data, &mut ch),
             "client_state" | "sync_status" | "run_id" => {
                 let raw = serde_json::from_slice::<Box<RawValue>>(data).ok();
-                let slot = match command {
-                    "client_state" => &mut self.session.client_state,
-                    "sync_status" => &mut self.session.sync_status,
-                    _ => &mut self.session.run_id,
-                };
                 match raw {
                     Some(raw) => {
+                        // Logged out, or another account: gomuks sends no clear_state (its
+                        // web client clears its own store), and the old account's rooms must
+                        // not stay readable.
+                        let gone = command == "client_state" && self.account_gone(&raw);
+                        if gone {
+                            self.clear();
+                            ch.cleared = true;
+                            ch.room_list = true;
+                            ch.spaces = true;
+                        }
+                        let slot = match command {
+                            "client_state" => &mut self.session.client_state,
+                            "sync_status" => &mut self.session.sync_status,
+                            _ => &mut self.session.run_id,
+                        };
                         ch.session = slot.as_ref().map(|o| o.get()) != Some(raw.get());
                         *slot = Some(raw);
                         true
@@ -543,12 +558,35 @@ impl Model {
         Some(ch)
     }
 
+    /// Whether the `client_state` `new` ends the account the store holds: logged out, or a
+    /// different user than the one before. Nothing to drop when the store is empty.
+    fn account_gone(&self, new: &RawValue) -> bool {
+        let holds = !(self.rooms.is_empty()
+            && self.invites.is_empty()
+            && self.account_data.is_empty()
+            && self.space_edges.is_empty());
+        let Some(now) = wire::object::<wire::ClientState>(new.get().as_bytes()) else {
+            return false;
+        };
+        let before = self
+            .session
+            .client_state
+            .as_ref()
+            .and_then(|r| wire::object::<wire::ClientState>(r.get().as_bytes()));
+        let switched = before.is_some_and(|b| {
+            !b.user_id.is_empty() && !now.user_id.is_empty() && b.user_id != now.user_id
+        });
+        holds && (!now.is_logged_in || switched)
+    }
+
     fn apply_sync(&mut self, data: &[u8], ch: &mut Changes) -> bool {
         let Some(s) = wire::object::<wire::SyncComplete>(data) else {
             return false;
         };
         if s.clear_state {
             self.clear();
+            // The initial sync starts over; its init_complete follows.
+            ch.session |= std::mem::take(&mut self.session.init_complete);
             ch.cleared = true;
             ch.room_list = true;
             ch.spaces = true;
@@ -565,6 +603,9 @@ impl Model {
             ch.room_list = true;
             ch.spaces = true;
         }
+        if s.catchup && !s.clear_state {
+            self.collect_for_catchup(ch);
+        }
         for (id, raw) in wire::raw_map(s.rooms) {
             let Some(room) = wire::object::<wire::SyncRoom>(raw.get().as_bytes()) else {
                 self.undecodable += 1;
@@ -579,7 +620,10 @@ impl Model {
         for id in s.left_rooms {
             // Left: no longer open either (a rejoined room starts closed, so it is evicted).
             self.open.remove(&id);
-            let known = self.rooms.remove(&id).is_some() | self.invites.remove(&id).is_some();
+            // A left space's children are no longer its own (gomuks sends no empty edges).
+            let known = self.rooms.remove(&id).is_some()
+                | self.invites.remove(&id).is_some()
+                | self.space_edges.remove(&id).is_some();
             if known {
                 ch.room(&id).removed = true;
                 ch.room_list = true;
@@ -603,6 +647,23 @@ impl Model {
             ch.spaces = true;
         }
         true
+    }
+
+    /// A catch-up (spec §6.1) names only the rooms whose row changed during the gap: a room
+    /// that got only reactions, edits, redactions or state is left out. So every room's
+    /// timeline, receipts and state may be stale: all are collected, open ones too, as gomuks
+    /// web does on a catch-up, and the app reloads what it shows.
+    fn collect_for_catchup(&mut self, ch: &mut Changes) {
+        for (id, room) in &mut self.rooms {
+            let loaded = room.state_loaded || room.members_loaded;
+            room.evicted = false;
+            let evicted = room.evict();
+            room.state_loaded = false;
+            room.members_loaded = false;
+            if evicted || loaded {
+                ch.room(id).reset = true;
+            }
+        }
     }
 
     fn apply_room(&mut self, id: &str, sync: wire::SyncRoom, catchup: bool, ch: &mut Changes) {
@@ -642,9 +703,13 @@ impl Model {
             rc.account_data.insert(kind);
         }
         let mut existed = BTreeSet::new();
+        let mut brought = Vec::new();
         for raw in wire::raw_list(sync.events) {
-            if let Some((rowid, true)) = room.upsert(raw) {
-                existed.insert(rowid);
+            if let Some((rowid, known)) = room.upsert(raw) {
+                brought.push(rowid);
+                if known {
+                    existed.insert(rowid);
+                }
             }
         }
         for (kind, keys) in sync.state {
@@ -665,7 +730,7 @@ impl Model {
         let pending_before = room.pending.len();
         let (appended, prepended) = room.merge_rows(&sync.timeline);
         if rc.reset {
-            room.prune();
+            room.prune(&brought);
         }
         rc.prepended += prepended;
         rc.pending |= room.pending.len() != pending_before;

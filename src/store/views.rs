@@ -86,6 +86,19 @@ struct Entry<'a> {
     preview: Option<&'a RawValue>,
 }
 
+impl Entry<'_> {
+    /// Unread as gomuks web counts it: messages, notifications (gomuks flags an event that
+    /// is no message, a call invite or an undecryptable event, as notifying without counting
+    /// it as a message), highlights, or marked unread; and, here, an invite.
+    fn is_unread(&self) -> bool {
+        self.unread_messages > 0
+            || self.unread_notifications > 0
+            || self.unread_highlights > 0
+            || self.marked_unread
+            || self.invite
+    }
+}
+
 fn entry<'a>(id: &'a str, r: &'a Room) -> Entry<'a> {
     let preview = r.events.get(&r.meta_i64("preview_event_rowid"));
     // The preview shows the edited text when the backend linked an edit.
@@ -153,8 +166,9 @@ impl<'a> SpaceFilter<'a> {
         match self.kind {
             "home" => true,
             "dms" => e.dm_user_id.is_some(),
-            "unreads" => e.unread_messages > 0 || e.marked_unread || e.invite,
-            "orphans" => !self.members.contains(e.room_id),
+            "unreads" => e.is_unread(),
+            // As gomuks web: a DM is in `dms`, not among the other rooms.
+            "orphans" => !self.members.contains(e.room_id) && e.dm_user_id.is_none(),
             _ => self.members.contains(e.room_id),
         }
     }
@@ -185,8 +199,7 @@ struct Unreads {
 impl Unreads {
     /// Counts come from the server: saturating, never overflowing.
     fn add(&mut self, e: &Entry) {
-        let unread = e.unread_messages > 0 || e.marked_unread || e.invite;
-        self.rooms = self.rooms.saturating_add(i64::from(unread));
+        self.rooms = self.rooms.saturating_add(i64::from(e.is_unread()));
         self.messages = self.messages.saturating_add(e.unread_messages);
         self.notifications = self.notifications.saturating_add(e.unread_notifications);
         self.highlights = self.highlights.saturating_add(e.unread_highlights);
@@ -444,7 +457,8 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
         room_id: &a.room_id,
         events,
         pending: pending.into_iter().map(|e| item(r, e, None)).collect(),
-        oldest: r.timeline.get(start).map(|row| row.timeline_rowid),
+        // None for an empty page: no row of it to page back from.
+        oldest: r.timeline[start..end].first().map(|row| row.timeline_rowid),
         has_more: start > 0 || r.has_more,
         paginating: paginating.contains_key(&a.room_id),
     }))
@@ -833,6 +847,60 @@ mod tests {
             spaces["spaces"]["!s1:x"]["children"],
             json!(["!s2:x", "!a:x"])
         );
+    }
+
+    /// gomuks web's pseudo-spaces: `unreads` holds a room that notifies without an unread
+    /// message (gomuks flags a call invite or an undecryptable event so), and its sums count
+    /// it; `orphans` ("other rooms") leaves out DMs, which `dms` shows; a left space's
+    /// children are orphans again.
+    #[test]
+    fn unreads_count_notifications_and_orphans_leave_out_dms() {
+        let room = |id: &str, extra: Value| {
+            let mut meta = json!({"room_id": id, "sorting_timestamp": 1});
+            meta.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"meta": meta})
+        };
+        let space =
+            |id: &str| json!({"meta": {"room_id": id, "creation_content": {"type": "m.space"}}});
+        let mut m = model(json!({"rooms": {
+            "!call:x": room("!call:x", json!({"unread_notifications": 1})),
+            "!hl:x": room("!hl:x", json!({"unread_highlights": 1})),
+            "!read:x": room("!read:x", json!({})),
+            "!dm:x": room("!dm:x", json!({"dm_user_id": "@bob:x"})),
+            "!in:x": room("!in:x", json!({})),
+            "!s:x": space("!s:x")},
+            "space_edges": {"!s:x": [{"space_id": "!s:x", "child_id": "!in:x"}]},
+            "top_level_spaces": ["!s:x"]}));
+        let mut unread = list(&m, json!({"space": "unreads"}));
+        unread.sort();
+        assert_eq!(unread, ["!call:x", "!hl:x"]);
+        let sums = read(spaces, &m, json!({}));
+        assert_eq!(sums["pseudo"]["unreads"]["rooms"], 2, "{sums}");
+        let mut orphans = list(&m, json!({"space": "orphans"}));
+        orphans.sort();
+        assert_eq!(orphans, ["!call:x", "!hl:x", "!read:x"]);
+        m.apply_event(
+            "sync_complete",
+            json!({"left_rooms": ["!s:x"]}).to_string().as_bytes(),
+        );
+        assert!(list(&m, json!({"space": "orphans"})).contains(&"!in:x".to_owned()));
+        assert!(read(spaces, &m, json!({}))["spaces"].get("!s:x").is_none());
+    }
+
+    /// A page before the oldest row is empty, and names no `oldest` row to page back from.
+    #[test]
+    fn an_empty_page_has_no_oldest_row() {
+        let m = model(json!({"rooms": {"!r:x": {"meta": {"room_id": "!r:x"},
+            "timeline": [{"timeline_rowid": 10, "event_rowid": 1}],
+            "events": [{"rowid": 1, "room_id": "!r:x", "event_id": "$a", "type": "m.room.message"}]}}}));
+        let p = Paginating::default();
+        let page = |args: Value| read(|m, a| timeline(m, &p, a), &m, args);
+        assert_eq!(page(json!({"room_id": "!r:x"}))["oldest"], 10);
+        let empty = page(json!({"room_id": "!r:x", "before": 10}));
+        assert_eq!(empty["events"], json!([]));
+        assert_eq!(empty["oldest"], Value::Null, "{empty}");
     }
 
     /// Room version 12: creators outrank every power level.

@@ -164,6 +164,15 @@ pub(super) struct InvitedHead {
     pub invite_state: Vec<Value>,
 }
 
+/// A `client_state` event: who is logged in.
+#[derive(Deserialize, Default)]
+pub(super) struct ClientState {
+    #[serde(default, deserialize_with = "lenient")]
+    pub is_logged_in: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    pub user_id: String,
+}
+
 /// `database.SpaceEdge`.
 #[derive(Deserialize, Default)]
 pub(super) struct EdgeHead {

@@ -81,6 +81,37 @@ fn a_room_without_meta_applies_when_known_and_is_skipped_when_not() {
 
 /// v0.2608 catch-up sync: missed events are not delivered, so cached timelines would have a
 /// gap; they are reset.
+/// Spec §6.1: a catch-up names only rooms whose row changed; one that got only reactions in
+/// the gap is left out. Every room is collected: timelines, receipts and loaded state are
+/// stale, open rooms included, and each is reported `reset`.
+#[test]
+fn a_catchup_collects_the_rooms_it_does_not_name() {
+    let (mut m, epoch) = with_one_row();
+    let other = "!other:example.org";
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {other: {"meta": {"room_id": other}}}}),
+    );
+    {
+        let r = m.rooms.get_mut(ROOM).unwrap();
+        r.open = true;
+        r.state_loaded = true;
+    }
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"catchup": true, "rooms": {other: {"meta": {"room_id": other, "name": "O"}}}}),
+    );
+    let r = &m.rooms[ROOM];
+    assert!(
+        ch.rooms[ROOM].reset,
+        "left out of the catch-up, still reset"
+    );
+    assert!(r.timeline.is_empty() && !r.state_loaded && r.epoch != epoch);
+    assert!(r.events.contains_key(&50), "what the list shows stays");
+}
+
 #[test]
 fn a_catchup_sync_resets_timelines() {
     let mut m = seeded();
@@ -102,6 +133,35 @@ fn clear_state_drops_everything_but_the_session() {
     assert!(ch.cleared && ch.room_list);
     assert!(m.rooms.is_empty() && m.account_data.is_empty());
     assert_eq!(m.session.image_auth_token.as_deref(), Some("tok"));
+    // The initial sync starts over: init_complete is false until its event comes again.
+    apply(&mut m, "init_complete", json!(null));
+    let ch = apply(&mut m, "sync_complete", json!({"clear_state": true}));
+    assert!(ch.session && !m.session.init_complete);
+}
+
+/// gomuks' logout sends `client_state` with `is_logged_in: false` and no `clear_state`: the
+/// account's rooms go, as gomuks web clears its store. So do they when another user logs in.
+#[test]
+fn logging_out_or_another_account_clears_the_store() {
+    let logged_in =
+        |user: &str| json!({"is_logged_in": true, "is_verified": true, "user_id": user});
+    let mut m = seeded();
+    let ch = apply(&mut m, "client_state", logged_in("@me:example.org"));
+    assert!(!ch.cleared && !m.rooms.is_empty(), "the same account");
+    let ch = apply(&mut m, "client_state", logged_in("@me:example.org"));
+    assert!(!ch.cleared);
+    let ch = apply(&mut m, "client_state", json!({"is_logged_in": false}));
+    assert!(ch.cleared && ch.room_list && ch.session);
+    assert!(m.rooms.is_empty() && m.account_data.is_empty());
+    assert_eq!(
+        m.session.client_state.as_ref().unwrap().get(),
+        r#"{"is_logged_in":false}"#
+    );
+
+    let mut m = seeded();
+    apply(&mut m, "client_state", logged_in("@me:example.org"));
+    let ch = apply(&mut m, "client_state", logged_in("@other:example.org"));
+    assert!(ch.cleared && m.rooms.is_empty());
 }
 
 /// A limited sync (`reset`) replaces the timeline and drops pending echoes; a pagination
@@ -329,6 +389,15 @@ fn an_evicted_room_is_not_evicted_again_until_it_changes() {
         m.rooms.get_mut(ROOM).unwrap().evict(),
         "a new event makes it evictable"
     );
+    // So does a receipt: receipts are what an evicted room would otherwise gather for ever.
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {"$e71": [{"user_id": "@c:example.org",
+               "receipt_type": "m.read", "timestamp": 5}]}}}}),
+    );
+    assert!(m.rooms.get_mut(ROOM).unwrap().evict(), "a receipt came");
+    assert!(m.rooms[ROOM].receipts.is_empty());
 }
 
 /// gomuks sends before it answers `send_message`, so `send_complete` can arrive first: the
@@ -487,6 +556,24 @@ fn page_rows_past_the_tail_are_appended() {
 }
 
 /// A limited sync in an open room drops the old window's events, not the state or preview.
+/// hicli sends the targets of replies, edits and reactions in a sync's `events` on purpose:
+/// a reset keeps them, though no timeline row names them.
+#[test]
+fn a_reset_keeps_the_events_its_sync_brought() {
+    let (mut m, _) = with_one_row();
+    let mut reply = msg(3, "b");
+    reply["content"]["m.relates_to"] = json!({"m.in_reply_to": {"event_id": "$e2"}});
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"reset": true, "timeline": [{"timeline_rowid": 20, "event_rowid": 3}],
+               "events": [msg(2, "replied to"), reply]}}}),
+    );
+    let r = &m.rooms[ROOM];
+    assert_eq!(r.by_id.get("$e2"), Some(&2), "the reply's target");
+    assert!(r.events.contains_key(&3) && !r.events.contains_key(&1));
+}
+
 #[test]
 fn a_reset_prunes_the_old_window() {
     let (mut m, _) = with_one_row();
