@@ -1057,9 +1057,11 @@ tether_status tether_config_set_request_timeout_ms(struct tether_config *cfg, ui
  * Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
  * handshake included), once the names are resolved, in milliseconds (default 10000):
  * addresses still silent then are given up, and the DISCONNECTED reason names them
- * beside what the others did. It also bounds the gomuks login's answer once its
- * connection is open. A whole attempt (name resolution, gomuks login, TLS and upgrade
- * included), and a token renewal, is bounded by twice this.
+ * beside what the others did. It also bounds the server's TLS handshake and the
+ * websocket upgrade, each (a server silent after the connect is named with the step),
+ * and the gomuks login's answer once its connection is open. A whole attempt (name
+ * resolution, gomuks login, TLS and upgrade included), and a token renewal, is bounded
+ * by twice this.
  */
 tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, uint32_t ms);
 

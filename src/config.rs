@@ -352,9 +352,11 @@ impl ConfigBuilder {
     /// Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
     /// handshake included), once the names are resolved (default 10 s): addresses still
     /// silent then are given up, and the DISCONNECTED reason names them beside what the
-    /// others did. It also bounds the gomuks login's answer once its connection is open. A
-    /// whole attempt (name resolution, gomuks login, TLS and upgrade included), and a token
-    /// renewal, is bounded by twice this.
+    /// others did. It also bounds the server's TLS handshake and the websocket upgrade, each
+    /// (a server that took the connection and stays silent is named with the step), and the
+    /// gomuks login's answer once its connection is open. A whole attempt (name resolution,
+    /// gomuks login, TLS and upgrade included), and a token renewal, is bounded by twice
+    /// this.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self

@@ -282,6 +282,42 @@ async fn rfc8305_5_a_login_that_never_connects_names_the_address() {
     close_and_drain(&c).await;
 }
 
+/// A server that takes the TCP connection and then says nothing (a stuck TLS terminator, a
+/// proxy in front of a dead backend): the step it left unanswered, TLS or the websocket
+/// upgrade, is named with the server at the connect timeout, not reported as a generic
+/// timeout at twice that.
+#[tokio::test]
+async fn a_server_silent_after_the_connect_is_named_with_the_step() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    for (scheme, step) in [
+        ("wss", "the TLS handshake"),
+        ("ws", "the websocket upgrade"),
+    ] {
+        let c = client_at(
+            &format!("{scheme}://{addr}/_gomuks/websocket"),
+            "token",
+            |c| {
+                c.connect_timeout(Duration::from_millis(400))
+                    .allow_insecure_credentials(true)
+            },
+        );
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        let why = String::from_utf8_lossy(d.data()).into_owned();
+        assert_eq!(d.status(), Status::ErrConnect, "{why}");
+        // Not "connect timed out", the attempt's own limit at twice the connect timeout.
+        assert_eq!(why, format!("no answer to {step} from {addr} in 400 ms"));
+        close_and_drain(&c).await;
+    }
+    held.abort();
+}
+
 /// A slow link is not a dead one: bytes still arriving keep the connection, even when no
 /// whole message (and so no pong) gets through within the pong timeout.
 #[tokio::test]

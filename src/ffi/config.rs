@@ -142,9 +142,11 @@ ffi_fn! {
     /// Bound on a connection's TCP connects and proxy tunnel (an `https://` proxy's TLS
     /// handshake included), once the names are resolved, in milliseconds (default 10000):
     /// addresses still silent then are given up, and the DISCONNECTED reason names them
-    /// beside what the others did. It also bounds the gomuks login's answer once its
-    /// connection is open. A whole attempt (name resolution, gomuks login, TLS and upgrade
-    /// included), and a token renewal, is bounded by twice this.
+    /// beside what the others did. It also bounds the server's TLS handshake and the
+    /// websocket upgrade, each (a server silent after the connect is named with the step),
+    /// and the gomuks login's answer once its connection is open. A whole attempt (name
+    /// resolution, gomuks login, TLS and upgrade included), and a token renewal, is bounded
+    /// by twice this.
     fn tether_config_set_connect_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.connect_timeout(millis(ms))))
     } ?= code

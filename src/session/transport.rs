@@ -213,8 +213,10 @@ pub(crate) async fn connect(
     // breaks the 64 KiB-per-idle-connection budget (bench/RESULTS.md §3); 16 KiB reads
     // still carry a 10 KB event per read.
     wsc.read_buffer_size = 16 * 1024;
-    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc))
+    let upgrade = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc));
+    let (ws, resp) = tokio::time::timeout(cfg.connect_timeout, upgrade)
         .await
+        .map_err(|_| silent("the websocket upgrade", url, cfg.connect_timeout))?
         .map_err(ConnectError::from_ws)?;
     tlog!(
         client,
@@ -245,11 +247,29 @@ pub(crate) async fn open_stream(
     let link = open_link(proxy.as_ref(), tls, host, port, cfg.connect_timeout, probe).await?;
     Ok(if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
-        let session = handshake(&tls.server, host, host, link, probe.client).await?;
+        let tls = handshake(&tls.server, host, host, link, probe.client);
+        let session = tokio::time::timeout(cfg.connect_timeout, tls)
+            .await
+            .map_err(|_| silent("the TLS handshake", url, cfg.connect_timeout))??;
         Stream::Tls(Box::new(session))
     } else {
         Stream::Plain(link)
     })
+}
+
+/// A server that took the connection but left `step` unanswered for the connect timeout:
+/// named, rather than the attempt's generic timeout at twice that.
+fn silent(step: &str, url: &Url, limit: Duration) -> ConnectError {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    ConnectError::other(
+        Status::ErrConnect,
+        format!(
+            "no answer to {step} from {} in {} ms",
+            tunnel::authority(host.trim_start_matches('[').trim_end_matches(']'), port),
+            limit.as_millis()
+        ),
+    )
 }
 
 /// The proxy of one connection to `url`: the app's resolver's answer when it has one (asked
