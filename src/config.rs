@@ -106,6 +106,10 @@ pub struct Config {
     pub(crate) headers: Headers,
     /// Roots, extra CAs, pins and the client certificate, parsed once here.
     pub(crate) trust: Trust,
+    /// The OS store is in `trust` only for an `https://` proxy a resolver may answer (the
+    /// server is plain `ws://`): a store with nothing usable then falls back to the webpki
+    /// roots instead of failing the connect of a client that may never use TLS.
+    os_trust_optional: bool,
     /// rwws: the access key, base64-decoded once here.
     pub(crate) rwws_key: Option<SecretBytes>,
     /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
@@ -198,7 +202,16 @@ impl Config {
         // A resolver may answer an https:// proxy at any connection.
         let https_proxy = self.proxy_resolver.is_some()
             || matches!(&self.proxy, Some(p) if p.kind == ProxyKind::Https);
-        tls::configs(&self.trust, https_proxy)
+        match tls::configs(&self.trust, https_proxy) {
+            Err(_) if self.os_trust_optional => {
+                let trust = Trust {
+                    os_store: false,
+                    ..self.trust.clone()
+                };
+                tls::configs(&trust, https_proxy)
+            }
+            built => built,
+        }
     }
 
     /// Checks a proxy a resolver answered as [`ConfigBuilder::build`] checks the configured
@@ -763,8 +776,9 @@ impl ConfigBuilder {
         // Plain ws:// without an https:// proxy never uses TLS: no reason to read the store
         // (or fail on its absence). A resolver may answer an https:// proxy at any
         // connection, as in `Config::tls_configs`.
-        let tls_proxy = self.proxy_resolver.is_some()
-            || proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
+        let configured_tls_proxy = proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
+        let tls_proxy = self.proxy_resolver.is_some() || configured_tls_proxy;
+        let os_trust_optional = self.use_os_trust && !(secure || configured_tls_proxy);
         let mut trust = Trust {
             os_store: self.use_os_trust && (secure || tls_proxy),
             ..Trust::default()
@@ -815,6 +829,7 @@ impl ConfigBuilder {
             send_prev_listener_id: self.send_prev_listener_id,
             headers: self.headers,
             trust,
+            os_trust_optional: os_trust_optional && self.proxy_resolver.is_some(),
             rwws_key,
             proxy,
             proxy_resolver: self.proxy_resolver,

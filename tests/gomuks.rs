@@ -848,6 +848,27 @@ async fn spec1_2_a_failing_auth_endpoint_does_not_keep_a_valid_token_off_the_upg
     );
     assert_eq!(b.stats().auth_requests, 1, "the renewal was tried");
     until_command(&c, "init_complete").await;
+    // Its failure counts: the next renewal backs off (30 s) instead of running again as
+    // soon as the connection opened.
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(b.stats().auth_requests, 1);
+    close_and_drain(&c).await;
+}
+
+/// Spec §1.2: the upgrade refused the token held (the backend's key changed), and the login
+/// with the password then failed without a refusal (the auth endpoint answered 502 while the
+/// backend restarted). The refused token is not tried again, nor renewed with itself: the
+/// password logs in at the next attempt, and the client connects instead of stopping.
+#[tokio::test]
+async fn spec1_2_a_token_the_upgrade_refused_is_not_used_again_while_auth_fails() {
+    let b = backend().await;
+    let c = quick_retries(&b, |c| c.basic_auth("tether", "tether-password"));
+    until_command(&c, "init_complete").await;
+    b.rotate_token_key();
+    b.answer_auth_with(2, 502, "bad gateway");
+    reconnects_without_a_401(&b, &c).await;
+    assert!(b.stats().auth_requests >= 4, "{:?}", b.stats());
+    until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
 }
 

@@ -88,6 +88,14 @@ async fn the_os_store_replaces_the_webpki_roots() {
     let e = c.connect().unwrap_err();
     assert_eq!(e.status(), Status::ErrTls, "{}", e.message());
     assert!(e.message().contains("OS trust store"), "{}", e.message());
+    // A plain ws:// client whose resolver may answer an https:// proxy (Kotlin always has
+    // one) needs no store to connect directly: the webpki roots stand in.
+    let c = client_at(&b.ws_url(), &b.token(), |x| {
+        x.use_os_trust(true)
+            .proxy_resolver(|_| Ok(Some("direct".to_owned())))
+    });
+    until_command(&c, "init_complete").await;
+    close_and_drain(&c).await;
     let _ = std::fs::remove_file(&store);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

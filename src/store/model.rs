@@ -518,12 +518,8 @@ impl Model {
                         // Logged out, or another account: gomuks sends no clear_state (its
                         // web client clears its own store), and the old account's rooms must
                         // not stay readable.
-                        let gone = command == "client_state" && self.account_gone(&raw);
-                        if gone {
-                            self.clear();
-                            ch.cleared = true;
-                            ch.room_list = true;
-                            ch.spaces = true;
+                        if command == "client_state" && self.account_gone(&raw) {
+                            self.clear(&mut ch);
                         }
                         let slot = match command {
                             "client_state" => &mut self.session.client_state,
@@ -576,7 +572,9 @@ impl Model {
         let switched = before.is_some_and(|b| {
             !b.user_id.is_empty() && !now.user_id.is_empty() && b.user_id != now.user_id
         });
-        holds && (!now.is_logged_in || switched)
+        // A backend whose client is still starting says "not logged in" too.
+        let logged_out = !now.is_logged_in && now.is_initialized != Some(false);
+        holds && (logged_out || switched)
     }
 
     fn apply_sync(&mut self, data: &[u8], ch: &mut Changes) -> bool {
@@ -584,12 +582,7 @@ impl Model {
             return false;
         };
         if s.clear_state {
-            self.clear();
-            // The initial sync starts over; its init_complete follows.
-            ch.session |= std::mem::take(&mut self.session.init_complete);
-            ch.cleared = true;
-            ch.room_list = true;
-            ch.spaces = true;
+            self.clear(ch);
         }
         for (id, raw) in wire::raw_list(s.invited_rooms)
             .into_iter()
@@ -954,7 +947,14 @@ impl Model {
         }
     }
 
-    fn clear(&mut self) {
+    /// Drops every room, invite, space and account data, keeping the session fields (but
+    /// `init_complete`: the initial sync starts over, and its own `init_complete` follows)
+    /// and the open rooms; the change says `cleared`.
+    fn clear(&mut self, ch: &mut Changes) {
+        ch.session |= std::mem::take(&mut self.session.init_complete);
+        ch.cleared = true;
+        ch.room_list = true;
+        ch.spaces = true;
         let session = std::mem::take(&mut self.session);
         let open = std::mem::take(&mut self.open);
         *self = Model {

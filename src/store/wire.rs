@@ -167,6 +167,10 @@ pub(super) struct InvitedHead {
 /// A `client_state` event: who is logged in.
 #[derive(Deserialize, Default)]
 pub(super) struct ClientState {
+    /// Absent in older gomuks; `false` while the backend's client is still starting, when
+    /// `is_logged_in` says nothing yet.
+    #[serde(default, deserialize_with = "lenient")]
+    pub is_initialized: Option<bool>,
     #[serde(default, deserialize_with = "lenient")]
     pub is_logged_in: bool,
     #[serde(default, deserialize_with = "lenient")]

@@ -490,6 +490,12 @@ impl Backend {
     pub fn answer_auth_with(&self, n: u64, code: u16, body: &str) {
         self.lock().auth_script = (n, code, body.to_owned());
     }
+    /// Signs tokens with a new key from now on: every token issued before is refused, at the
+    /// upgrade (401) and as a cookie at `/_gomuks/auth` (401), as after gomuks' `token_key`
+    /// changed.
+    pub fn rotate_token_key(&self) {
+        self.lock().cfg.token_key = rand::random::<[u8; 32]>().to_vec();
+    }
     /// Turns auth off (every request accepted, `POST /_gomuks/auth` answers 204) or back on,
     /// as a backend restarted with another configuration.
     pub fn set_auth_disabled(&self, disabled: bool) {

@@ -40,6 +40,9 @@ pub(crate) struct Gomuks {
     /// A 401 at the upgrade already led to a fresh login or renewal since the last successful
     /// upgrade; a second one is final.
     reauthed: bool,
+    /// The upgrade refused the token we hold (401) and no new one came since: it must not be
+    /// tried again, nor renewed with itself when a password is configured.
+    held_refused: bool,
     /// When the token we hold is renewed: before a reconnect once passed, and while connected
     /// by a timer (spec §1.2: tokens expire). `None`: nothing to renew.
     renew_at: Option<RenewPoint>,
@@ -237,6 +240,7 @@ impl Gomuks {
             decompressor: None,
             attempts_since_open: 0,
             reauthed: false,
+            held_refused: false,
             renew_at,
             renew_failures: 0,
             queue,
@@ -286,6 +290,7 @@ impl Gomuks {
         };
         self.renew_at = Some(RenewPoint::after(renew_after(&t)));
         self.renew_failures = 0;
+        self.held_refused = false;
         // Announced when it replaces a token the app could have persisted; the first token
         // of a password login is read after CONNECTED, as before.
         let replaces = match &self.token {
@@ -305,15 +310,20 @@ impl Gomuks {
     async fn prepare(&mut self) -> Result<Upgrade, ConnectError> {
         let stale = self.renew_at.is_some_and(|t| t.passed());
         let retrying = self.attempts_since_open >= 2;
-        if (self.token.is_none() || stale || retrying) && !self.auth_disabled {
-            if let Err(e) = self.login(false).await {
+        let fresh = self.token.is_none() || stale || retrying || self.held_refused;
+        if fresh && !self.auth_disabled {
+            if let Err(e) = self.login(self.held_refused).await {
                 // A renewal that failed for another reason than a refusal (an auth endpoint
                 // a reverse proxy does not publish, a 5xx, a blip) must not keep a valid
-                // token off the upgrade; the upgrade says whether it still opens.
+                // token off the upgrade; the upgrade says whether it still opens. Not a
+                // token the upgrade refused already.
                 let held = self.token.as_ref().filter(|t| unexpired(t.expose()));
-                if held.is_none() || refused(&e) {
+                if held.is_none() || self.held_refused || refused(&e) {
                     return Err(e);
                 }
+                // The next renewal waits as after a failure while connected, instead of
+                // running again as soon as the connection opens.
+                self.renewal_failed();
                 tlog!(
                     self.probe.client,
                     Warn,
@@ -373,10 +383,24 @@ impl Gomuks {
         // The backend had auth disabled and has turned it on: log in now.
         self.auth_disabled = false;
         self.reauthed = true;
+        self.held_refused = self.token.is_some();
         // With a password configured this logs in afresh (the refused token is replaced);
         // else it renews the token with itself.
         self.login(true).await?;
         Ok(true)
+    }
+
+    /// The backend or the network failed a renewal: the next one backs off from 30 s,
+    /// doubling, and always comes before the expiry (halfway through the life left).
+    fn renewal_failed(&mut self) {
+        let backoff = RENEW_RETRY.saturating_mul(1 << self.renew_failures.min(12));
+        self.renew_failures = self.renew_failures.saturating_add(1);
+        let wait = self
+            .token
+            .as_ref()
+            .map_or(TOKEN_REFRESH, |t| renew_after(t.expose()))
+            .min(backoff);
+        self.renew_at = Some(RenewPoint::after(wait));
     }
 
     /// Per-connection state starts afresh: the deflate stream and the line splitter (spec §5).
@@ -635,18 +659,7 @@ impl Dialect for Gomuks {
             Err(e) if refused(&e) => {
                 self.renew_at = None;
             }
-            // The backend or the network failed: try again, backing off from 30 s, and
-            // always before the expiry (halfway through the life left).
-            Err(_) => {
-                let backoff = RENEW_RETRY.saturating_mul(1 << self.renew_failures.min(12));
-                self.renew_failures = self.renew_failures.saturating_add(1);
-                let wait = self
-                    .token
-                    .as_ref()
-                    .map_or(TOKEN_REFRESH, |t| renew_after(t.expose()))
-                    .min(backoff);
-                self.renew_at = Some(RenewPoint::after(wait));
-            }
+            Err(_) => self.renewal_failed(),
         }
     }
 }

@@ -150,9 +150,15 @@ fn logging_out_or_another_account_clears_the_store() {
     assert!(!ch.cleared && !m.rooms.is_empty(), "the same account");
     let ch = apply(&mut m, "client_state", logged_in("@me:example.org"));
     assert!(!ch.cleared);
+    // A backend whose client is still starting (after a restart) is no logout.
+    let starting = json!({"is_initialized": false, "is_logged_in": false});
+    let ch = apply(&mut m, "client_state", starting);
+    assert!(!ch.cleared && !m.rooms.is_empty());
+    apply(&mut m, "init_complete", json!(null));
     let ch = apply(&mut m, "client_state", json!({"is_logged_in": false}));
     assert!(ch.cleared && ch.room_list && ch.session);
     assert!(m.rooms.is_empty() && m.account_data.is_empty());
+    assert!(!m.session.init_complete);
     assert_eq!(
         m.session.client_state.as_ref().unwrap().get(),
         r#"{"is_logged_in":false}"#
