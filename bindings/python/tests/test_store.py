@@ -222,6 +222,37 @@ def test_in_poll_mode_a_wait_inside_on_change_raises_instead_of_waiting_for_itse
         stream.close()
 
 
+def test_close_inside_on_change_on_the_taking_thread_returns_at_once(rooms: Backend) -> None:
+    """close() inside on_change, on the app thread that is taking events, cannot wait for
+    CLOSED (this thread delivers it once on_change returns): it returns at once, and the
+    events() loop then ends with CLOSED, the client freed."""
+    c = store_client(rooms)
+    took: List[float] = []
+    main = threading.get_ident()
+
+    def on_change(ch: Dict[str, Any]) -> None:
+        if threading.get_ident() != main or took:
+            return
+        t0 = time.monotonic()
+        c.close(timeout=None)
+        took.append(time.monotonic() - t0)
+
+    c.store.on_change(on_change)
+    deadline = time.monotonic() + 20 * SLOW
+    kinds = []
+    while not took:
+        assert time.monotonic() < deadline, "no change set was delivered on this thread"
+        remote_message(rooms, R[2], "close from here")
+        for ev in c.events(timeout=SLOW):
+            kinds.append(ev.kind)
+            if took or ev.kind == EventKind.STORE:
+                break
+    assert took[0] < SLOW, took
+    for ev in c.events(timeout=10 * SLOW):
+        kinds.append(ev.kind)
+    assert kinds[-1] == EventKind.CLOSED, kinds
+
+
 def test_on_the_reader_thread_a_request_inside_on_change_raises(rooms: Backend) -> None:
     """While no app thread waits, the binding's reader thread delivers, and on_change runs
     there: a request() inside it raises StateError rather than waiting for its own reply."""
@@ -497,6 +528,27 @@ def test_a_backend_restart_clears_the_store(rooms: Backend) -> None:
         wait_event(c, lambda e: e.command == "init_complete")
         assert ids(s.room_list()) == before
         assert s.timeline(R[5])["events"] == []  # the paginated rows went with the reset
+
+
+def test_asyncio_store_actions_wait_for_the_store_request_timeout(rooms: Backend) -> None:
+    """The store's own ``request_timeout_ms`` bounds its actions, not the client's request
+    timeout: a paginate asked while paused, with a client timeout of 0.2 s and a store one
+    of 30 s, is answered once the client unpauses 6 s later (past the client's timeout and
+    the binding's grace)."""
+
+    async def main() -> None:
+        opts = gomuks_opts(request_timeout=0.2)
+        async with AsyncClient(rooms.url, store={"request_timeout_ms": 30000}, **opts) as c:
+            s = c.store
+            await await_event(c, lambda e: e.command == "init_complete")
+            c.pause()
+            pending = s.paginate(R[5], 3)
+            await asyncio.sleep(6)
+            c.unpause()
+            reply = await pending
+            assert len(reply["events"]) == 3
+
+    asyncio.run(asyncio.wait_for(main(), 40 * SLOW))
 
 
 def test_asyncio_store_changes_iterate_and_actions_await(rooms: Backend) -> None:

@@ -954,8 +954,10 @@ class _SyncCore(CoreBase):
         if self.free_when_delivery_ends():
             self.free()
             return
-        if self.on_delivery_thread():
-            return  # inside on_event (or a collection on the reader): CLOSED comes after
+        if self.on_delivery_thread() or self.token_holder == threading.get_ident():
+            # Inside on_event (or a collection on the reader), or inside on_change on the app
+            # thread that is taking events: this thread delivers CLOSED once it returns.
+            return
         if (self.on_event is not None and _on_dispatcher()) or in_resolver():
             # Inside another client's callback: this client's dispatcher may be waiting for
             # ours (each closing the other), so do not wait for it at all. Inside a proxy

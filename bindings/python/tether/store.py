@@ -256,6 +256,11 @@ class _StoreBase:
                 f"evict_after_ms must be a non-negative int, not {evict!r}",
                 Status.ERR_INVALID_ARGUMENT,
             )
+        timeout = options.get("request_timeout_ms")
+        #: The store's own request timeout in seconds, ``None``: the client's.
+        self._request_timeout: Optional[float] = (
+            timeout / 1000 if isinstance(timeout, int) and timeout > 0 else None
+        )
         core.check_pid()
         ptr = core.handle.call(_new_store, opts)
         self._core = core
@@ -751,9 +756,17 @@ class AsyncStoreRequest(AsyncReply):
     __slots__ = ()
 
     def __init__(
-        self, core: "_AsyncCore", rid: int, what: str, fut: "asyncio.Future[Event]"
+        self,
+        core: "_AsyncCore",
+        rid: int,
+        what: str,
+        fut: "asyncio.Future[Event]",
+        timeout: Optional[float] = None,
     ) -> None:
-        super().__init__(core, rid, what, fut, core.loop.time() + core.request_timeout + REQUEST_GRACE_S)
+        # The library ends the action at the store's request timeout (the client's when the
+        # store has none); the grace covers its answer's way here.
+        limit = core.request_timeout if timeout is None else timeout
+        super().__init__(core, rid, what, fut, core.loop.time() + limit + REQUEST_GRACE_S)
 
     def _forget(self) -> None:
         self._core.pending.pop(self.id, None)
@@ -854,7 +867,7 @@ class AsyncStore(_StoreBase):
         else:
             # The loop thread, no await since the native call: nothing delivered in between.
             core.pending[rid] = fut
-        return AsyncStoreRequest(core, rid, what, fut)
+        return AsyncStoreRequest(core, rid, what, fut, self._request_timeout)
 
     def paginate(self, room_id: str, limit: int = 0) -> AsyncStoreRequest:
         """As :meth:`Store.paginate`; ``await`` the result."""

@@ -221,7 +221,8 @@ public final class Store: @unchecked Sendable {
     /// One snapshot as JSON: `what` is one of `Store.reads`, `args` its JSON arguments (nil:
     /// none). The typed reads below call this.
     public func read(_ what: String, args: Data? = nil) throws -> Data {
-        let a = args.map { String(decoding: $0, as: UTF8.self) }
+        let what = try cString(what, "the read's name")
+        let a = try args.map { try cString(String(decoding: $0, as: UTF8.self), "args") }
         return try handle.use { s in
             try readJSON { buf, cap, len in tether_store_read(s, what, a, buf, cap, len) }
         }
@@ -305,11 +306,13 @@ public final class Store: @unchecked Sendable {
 
     /// The app shows this room: it keeps its timeline and is watched whatever `watch` says.
     public func openRoom(_ roomId: String) throws {
+        let roomId = try cString(roomId, "roomId")
         try handle.use { s in try check(tether_store_set_open(s, roomId, true)) }
     }
 
     /// The app no longer shows this room: after `evictAfterMs` its timeline is dropped.
     public func closeRoom(_ roomId: String) throws {
+        let roomId = try cString(roomId, "roomId")
         try handle.use { s in try check(tether_store_set_open(s, roomId, false)) }
     }
 
@@ -320,6 +323,7 @@ public final class Store: @unchecked Sendable {
     /// later is watched after `watch()`, not after `watch(on: false)`; a room left is
     /// forgotten with its setting. `.invalidArgument` for a room the store does not know.
     public func watch(_ roomId: String? = nil, on: Bool = true) throws {
+        let roomId = try roomId.map { try cString($0, "roomId") }
         try handle.use { s in try check(tether_store_watch(s, roomId, on)) }
     }
 
@@ -340,12 +344,14 @@ public final class Store: @unchecked Sendable {
     /// ...}`) once the rows are in the store. `limit` 0 picks 50 (100 once 100 rows are
     /// cached). `.inUse` while a pagination of the room runs.
     public func paginate(_ roomId: String, limit: UInt32 = 0) async throws -> Data {
-        try await act { s, id in tether_store_paginate(s, roomId, limit, id) } ?? Data()
+        let roomId = try cString(roomId, "roomId")
+        return try await act { s, id in tether_store_paginate(s, roomId, limit, id) } ?? Data()
     }
 
     /// Loads the room's whole state (`get_room_state`), with the member list if `members`.
     public func loadState(_ roomId: String, members: Bool = false) async throws -> Data {
-        try await act { s, id in tether_store_load_state(s, roomId, members, id) } ?? Data()
+        let roomId = try cString(roomId, "roomId")
+        return try await act { s, id in tether_store_load_state(s, roomId, members, id) } ?? Data()
     }
 
     /// Sends a message with local echo: `params` is `send_message`'s JSON (`room_id`, `text`,
@@ -353,7 +359,7 @@ public final class Store: @unchecked Sendable {
     /// echo event); `send_complete` then marks it sent or failed, and the synced event takes
     /// its place in the timeline.
     public func sendMessage(_ params: Data) async throws -> Data {
-        let p = String(decoding: params, as: UTF8.self)
+        let p = try cString(String(decoding: params, as: UTF8.self), "params")
         return try await act { s, id in tether_store_send_message(s, p, id) } ?? Data()
     }
 
@@ -365,13 +371,16 @@ public final class Store: @unchecked Sendable {
     /// Marks the room read up to the newest event the store holds (`mark_read`; `receiptType`
     /// nil means `m.read`). The unread counts change with the backend's next sync.
     public func markRead(_ roomId: String, receiptType: String? = nil) async throws -> Data {
-        try await act { s, id in tether_store_mark_read(s, roomId, receiptType, id) } ?? Data()
+        let roomId = try cString(roomId, "roomId")
+        let receiptType = try receiptType.map { try cString($0, "receiptType") }
+        return try await act { s, id in tether_store_mark_read(s, roomId, receiptType, id) } ?? Data()
     }
 
     /// Fetches the member events of `userIds` the store does not hold, in one request
     /// (`get_specific_room_state`); returns its reply, or nil when none was missing (nothing
     /// was sent).
     public func requestMembers(_ roomId: String, userIds: [String]) async throws -> Data? {
+        let roomId = try cString(roomId, "roomId")
         let ids = String(decoding: try JSONSerialization.data(withJSONObject: userIds), as: UTF8.self)
         return try await act { s, id in tether_store_request_members(s, roomId, ids, id) }
     }

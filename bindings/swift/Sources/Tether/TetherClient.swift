@@ -314,6 +314,7 @@ public final class TetherClient: @unchecked Sendable {
         async throws -> Data
     {
         try Task.checkCancellation()
+        let command = try cString(command, "command")
         let timeoutMs = timeout.map(Self.milliseconds)
         let ticket = RequestTicket()
         do {

@@ -1,6 +1,16 @@
 import CTether
 import Foundation
 
+/// `s`, checked for the library: a NUL inside it would cut it short where the library reads
+/// it (a command, a header value, a token sent truncated), so it is refused with
+/// `.invalidArgument`, as the Python and Kotlin bindings refuse it.
+func cString(_ s: String, _ what: String) throws -> String {
+    if s.utf8.contains(0) {
+        throw TetherError.invalidArgument("\(what) contains a NUL character")
+    }
+    return s
+}
+
 /// Every status of the header, as a Swift error. The associated text is `tether_last_error()`
 /// for a refused call, or what the event carried (the server's error text for `.remote`).
 public enum TetherError: Error, Equatable, Sendable {

@@ -150,10 +150,13 @@ public struct TetherOptions: Sendable {
             guard v >= 0 else { throw TetherError.invalidArgument("\(name) must not be negative") }
             return v
         }
-        try check(tether_config_set_url(cfg, url))
+        try check(tether_config_set_url(cfg, try cString(url, "url")))
         try check(tether_config_set_protocol(cfg, self.protocol.rawValue))
-        if let v = token { try check(tether_config_set_token(cfg, v)) }
-        if let v = basicAuth { try check(tether_config_set_basic_auth(cfg, v.username, v.password)) }
+        if let v = token { try check(tether_config_set_token(cfg, try cString(v, "token"))) }
+        if let v = basicAuth {
+            try check(tether_config_set_basic_auth(
+                cfg, try cString(v.username, "username"), try cString(v.password, "password")))
+        }
         if let v = compression { try check(tether_config_set_compression(cfg, v)) }
         if let v = pingIntervalMs { try check(tether_config_set_ping_interval_ms(cfg, v)) }
         if let v = receiveTimeoutMs { try check(tether_config_set_receive_timeout_ms(cfg, v)) }
@@ -168,11 +171,14 @@ public struct TetherOptions: Sendable {
             try check(tether_config_set_queue_capacity(cfg, try size(v, "queueCapacity")))
         }
         if let v = resume {
-            try check(tether_config_set_resume_state(cfg, v.runId, v.lastReceivedEvent))
+            try check(tether_config_set_resume_state(cfg, try cString(v.runId, "runId"), v.lastReceivedEvent))
         }
         if let v = lastServerTs { try check(tether_config_set_last_server_ts(cfg, v)) }
         if let v = prevListenerId { try check(tether_config_set_prev_listener_id(cfg, v)) }
-        for h in headers { try check(tether_config_add_header(cfg, h.name, h.value)) }
+        for h in headers {
+            try check(tether_config_add_header(
+                cfg, try cString(h.name, "a header name"), try cString(h.value, "a header value")))
+        }
         if let v = caPEM {
             try v.withUnsafeBytes { raw in
                 try check(tether_config_set_ca_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
@@ -183,7 +189,7 @@ public struct TetherOptions: Sendable {
                 try check(tether_config_set_crl_pem(cfg, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
             }
         }
-        for pin in pinsSHA256 { try check(tether_config_add_pin_sha256(cfg, pin)) }
+        for pin in pinsSHA256 { try check(tether_config_add_pin_sha256(cfg, try cString(pin, "a pin"))) }
         if let v = clientCertificate {
             try v.certPEM.withUnsafeBytes { cert in
                 try v.keyPEM.withUnsafeBytes { key in
@@ -197,7 +203,7 @@ public struct TetherOptions: Sendable {
         if let v = allowInsecureCredentials {
             try check(tether_config_set_allow_insecure_credentials(cfg, v))
         }
-        if let v = proxy { try check(tether_config_set_proxy(cfg, v)) }
+        if let v = proxy { try check(tether_config_set_proxy(cfg, try cString(v, "proxy"))) }
         if let resolve = proxyResolver {
             // Released by the library's destroy, which also runs when the call fails.
             let ctx = Unmanaged.passRetained(ProxyResolverBox(resolve)).toOpaque()
@@ -208,7 +214,7 @@ public struct TetherOptions: Sendable {
                     let box = Unmanaged<ProxyResolverBox>.fromOpaque(ctx).takeUnretainedValue()
                     do {
                         guard let proxy = try box.resolve(String(cString: url)) else { return TETHER_OK }
-                        return tether_proxy_answer_set(answer, proxy)
+                        return tether_proxy_answer_set(answer, try cString(proxy, "the proxy answer"))
                     } catch {
                         return TETHER_ERR_CONNECT
                     }
@@ -219,7 +225,10 @@ public struct TetherOptions: Sendable {
                     Unmanaged<ProxyResolverBox>.fromOpaque(ctx).release()
                 }))
         }
-        if let v = inProcess { try check(tether_config_set_in_process(cfg, v.library, v.dataRoot)) }
+        if let v = inProcess {
+            try check(tether_config_set_in_process(
+                cfg, try cString(v.library, "library"), try cString(v.dataRoot, "dataRoot")))
+        }
         guard eventBufferCapacity >= 1 else {
             throw TetherError.invalidArgument("eventBufferCapacity must be at least 1")
         }

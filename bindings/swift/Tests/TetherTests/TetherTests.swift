@@ -23,6 +23,10 @@ final class TetherTests: XCTestCase {
             if case .invalidUTF8 = $0 { return true }
             return false
         }
+        await assertThrows("NUL in the command", { try await c.request("echo\u{0}fail") }) {
+            if case .invalidArgument = $0 { return true }
+            return false
+        }
         let closed = await c.close(timeout: .seconds(10))
         XCTAssertTrue(closed)
     }
@@ -344,6 +348,9 @@ final class TetherTests: XCTestCase {
             ("handshake header", { $0.headers = [(name: "Host", value: "x")] }),
             ("header name", { $0.headers = [(name: "bad name", value: "x")] }),
             ("header value", { $0.headers = [(name: "X-A", value: "a\nb")] }),
+            // A NUL would cut the value short where the library reads (and checks) it.
+            ("NUL in a header value", { $0.headers = [(name: "X-A", value: "a\u{0}\r\nX-B: 1")] }),
+            ("NUL in the token", { $0.token = "t\u{0}x" }),
             ("rwws key", { $0.protocol = .rwws; $0.token = "not base64!" }),
             ("eventBufferCapacity", { $0.eventBufferCapacity = 0 }),
             ("malformed pin", { $0.url = "https://localhost:1"; $0.pinsSHA256 = ["sha256/short"] }),

@@ -128,8 +128,17 @@ internal object TetherNative {
     @JvmStatic external fun tether_version_number(): Int
     @JvmStatic external fun tether_set_log_callback(cb: LogCallback?, ctx: Pointer?, destroy: DestroyCallback?, maxLevel: Int): Int
 
-    /** A NUL-terminated UTF-8 copy of [s]. */
-    fun cstr(s: String): ByteArray = (s + "\u0000").toByteArray(Charsets.UTF_8)
+    /**
+     * A NUL-terminated UTF-8 copy of [s]. A NUL inside [s] would cut it short where the library
+     * reads it (a command, a header value, a token sent truncated): [InvalidArgumentException]
+     * instead, as the Python binding refuses it.
+     */
+    fun cstr(s: String): ByteArray {
+        if (s.indexOf('\u0000') >= 0) {
+            throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "a string passed to the library contains a NUL character")
+        }
+        return (s + "\u0000").toByteArray(Charsets.UTF_8)
+    }
 
     /** Reads a NUL-terminated UTF-8 string the library lends. */
     fun string(p: Pointer): String = p.getString(0, "UTF-8")

@@ -56,6 +56,9 @@ class OptionsTest : WithBackend() {
         config(TetherOptions(headers = listOf("Sec-WebSocket-Key" to "x")))
         config(TetherOptions(headers = listOf("bad name" to "x")))
         config(TetherOptions(headers = listOf("X-Ok" to "caf\u00e9")))
+        // A NUL would cut the value short where the library reads (and checks) it.
+        argument(TetherOptions(headers = listOf("X-Ok" to "a\u0000\r\nX-Injected: 1")))
+        argument(TetherOptions(token = "tok\u0000en"))
         config(TetherOptions(token = "t", headers = listOf("Cookie" to "gomuks_auth=other")))
         config(TetherOptions(caPem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"))
         config(TetherOptions(caPem = "no certificate here"))

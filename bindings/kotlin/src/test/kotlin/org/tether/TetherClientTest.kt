@@ -68,6 +68,8 @@ class TetherClientTest {
                 val e = assertThrows<RemoteException> { runBlocking { c.request("fail", "{\"message\":\"nope\"}") } }
                 assertEquals("nope", e.message)
                 assertThrows<InvalidArgumentException> { runBlocking { c.request("echo", "{not json") } }
+                // A NUL would cut the command short in the library: refused, nothing sent.
+                assertThrows<InvalidArgumentException> { runBlocking { c.request("echo\u0000fail", "{}") } }
             }
         }
     }
