@@ -1245,11 +1245,12 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
  * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`
  * (Go supports one runtime per process). At most 64 calls run in the backend at once;
- * later requests wait in tether, where their timeouts and cancels still answer them. A close answers every request at
- * once but waits up to 5 s for calls the backend is still running (the FFI can neither
- * cancel them nor be destroyed under them); past that CLOSED comes and the backend stops
- * once they return, keeping the root locked until then. The backend writes its own log to
- * stdout and to a file under the data root (the FFI offers no way to configure it).
+ * later requests wait in tether, where their timeouts and cancels still answer them. A
+ * close answers every request at once but waits up to 5 s for calls the backend is still
+ * running (the FFI can neither cancel them nor be destroyed under them); past that
+ * CLOSED comes and the backend stops once they return, keeping the root locked until
+ * then. The backend writes its own log to stdout and to a file under the data root (the
+ * FFI offers no way to configure it).
  * Both strings are copied. `TETHER_ERR_NULL` if either is NULL; `tether_client_new`
  * checks the rest (`TETHER_ERR_CONFIG` for an rwws client or an empty path).
  */

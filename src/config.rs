@@ -106,10 +106,6 @@ pub struct Config {
     pub(crate) headers: Headers,
     /// Roots, extra CAs, pins and the client certificate, parsed once here.
     pub(crate) trust: Trust,
-    /// The OS store is in `trust` only for an `https://` proxy a resolver may answer (the
-    /// server is plain `ws://`): a store with nothing usable then falls back to the webpki
-    /// roots instead of failing the connect of a client that may never use TLS.
-    os_trust_optional: bool,
     /// rwws: the access key, base64-decoded once here.
     pub(crate) rwws_key: Option<SecretBytes>,
     /// The proxy the websocket and the gomuks auth call go through (`None`: direct), decided
@@ -199,11 +195,16 @@ impl Config {
 
     /// The rustls configs a client of this configuration verifies and shows itself with.
     pub(crate) fn tls_configs(&self) -> Result<tls::Configs, Error> {
-        // A resolver may answer an https:// proxy at any connection.
-        let https_proxy = self.proxy_resolver.is_some()
-            || matches!(&self.proxy, Some(p) if p.kind == ProxyKind::Https);
+        let https_proxy = may_use_https_proxy(self.proxy.as_ref(), self.proxy_resolver.is_some());
+        // The OS store is in `trust` only for an `https://` proxy a resolver may answer (the
+        // server is plain `ws://`, no such proxy configured): a store with nothing usable then
+        // falls back to the webpki roots instead of failing the connect of a client that may
+        // never use TLS.
+        let os_trust_optional = self.trust.os_store
+            && self.url.scheme() == "ws"
+            && !may_use_https_proxy(self.proxy.as_ref(), false);
         match tls::configs(&self.trust, https_proxy) {
-            Err(_) if self.os_trust_optional => {
+            Err(_) if os_trust_optional => {
                 let trust = Trust {
                     os_store: false,
                     ..self.trust.clone()
@@ -774,11 +775,8 @@ impl ConfigBuilder {
             }
         }
         // Plain ws:// without an https:// proxy never uses TLS: no reason to read the store
-        // (or fail on its absence). A resolver may answer an https:// proxy at any
-        // connection, as in `Config::tls_configs`.
-        let configured_tls_proxy = proxy.as_ref().is_some_and(|p| p.kind == ProxyKind::Https);
-        let tls_proxy = self.proxy_resolver.is_some() || configured_tls_proxy;
-        let os_trust_optional = self.use_os_trust && !(secure || configured_tls_proxy);
+        // (or fail on its absence).
+        let tls_proxy = may_use_https_proxy(proxy.as_ref(), self.proxy_resolver.is_some());
         let mut trust = Trust {
             os_store: self.use_os_trust && (secure || tls_proxy),
             ..Trust::default()
@@ -829,7 +827,6 @@ impl ConfigBuilder {
             send_prev_listener_id: self.send_prev_listener_id,
             headers: self.headers,
             trust,
-            os_trust_optional: os_trust_optional && self.proxy_resolver.is_some(),
             rwws_key,
             proxy,
             proxy_resolver: self.proxy_resolver,
@@ -837,6 +834,12 @@ impl ConfigBuilder {
             transport: self.transport,
         })
     }
+}
+
+/// Whether a connection may go through an `https://` proxy: the configured one is, or a
+/// resolver (`has_resolver`) may answer one at any connection.
+fn may_use_https_proxy(configured: Option<&Proxy>, has_resolver: bool) -> bool {
+    has_resolver || configured.is_some_and(|p| p.kind == ProxyKind::Https)
 }
 
 /// Through a proxy, plain `ws://` credentials also cross the way to the proxy: refused unless

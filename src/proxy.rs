@@ -432,49 +432,27 @@ impl<'a> NoProxyEntry<'a> {
     /// `None` for an entry that can match nothing (a port that is not one, a bracket left
     /// open).
     fn parse(entry: &'a str) -> Option<NoProxyEntry<'a>> {
-        let port = |p: &str| p.parse::<u16>().ok();
-        if let Some(rest) = entry.strip_prefix('[') {
+        let number = |p: &str| p.parse::<u16>().ok();
+        let (host, bits, port) = if let Some(rest) = entry.strip_prefix('[') {
             // `[v6]`, `[v6]:port`, `[v6]/bits`.
             let (host, after) = rest.split_once(']')?;
-            return match after.chars().next() {
-                None => Some(NoProxyEntry {
-                    host,
-                    bits: None,
-                    port: None,
-                }),
-                Some(':') => Some(NoProxyEntry {
-                    host,
-                    bits: None,
-                    port: Some(port(&after[1..])?),
-                }),
-                Some('/') => Some(NoProxyEntry {
-                    host,
-                    bits: Some(&after[1..]),
-                    port: None,
-                }),
-                Some(_) => None,
-            };
-        }
-        if let Some((host, bits)) = entry.split_once('/') {
-            return Some(NoProxyEntry {
-                host,
-                bits: Some(bits),
-                port: None,
-            });
-        }
-        // One colon is a port; more are a bare IPv6 address.
-        match entry.split_once(':') {
-            Some((host, p)) if !p.contains(':') => Some(NoProxyEntry {
-                host,
-                bits: None,
-                port: Some(port(p)?),
-            }),
-            _ => Some(NoProxyEntry {
-                host: entry,
-                bits: None,
-                port: None,
-            }),
-        }
+            if after.is_empty() {
+                (host, None, None)
+            } else if let Some(p) = after.strip_prefix(':') {
+                (host, None, Some(number(p)?))
+            } else {
+                (host, Some(after.strip_prefix('/')?), None)
+            }
+        } else if let Some((host, bits)) = entry.split_once('/') {
+            (host, Some(bits), None)
+        } else {
+            // One colon is a port; more are a bare IPv6 address.
+            match entry.split_once(':') {
+                Some((host, p)) if !p.contains(':') => (host, None, Some(number(p)?)),
+                _ => (entry, None, None),
+            }
+        };
+        Some(NoProxyEntry { host, bits, port })
     }
 }
 

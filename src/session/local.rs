@@ -67,7 +67,7 @@ const BURST: usize = 256;
 /// was cancelled too; that pool is shared by every client of the process (name lookups, proxy
 /// resolvers, stops). Past this many, requests wait in the session, where their deadlines and
 /// cancels still end them, and one that ended while waiting never reaches the backend.
-pub(crate) const MAX_CALLS: usize = 64;
+const MAX_CALLS: usize = 64;
 
 /// The requests handed to the backend: how many of its calls run, and those waiting for one
 /// of them to return.

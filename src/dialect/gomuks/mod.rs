@@ -116,10 +116,14 @@ const MIN_RENEW: Duration = Duration::from_millis(250);
 /// Whether `token` has an `expiry` that the wall clock has not reached, or none to read (a
 /// token of another shape is taken as valid until the backend says otherwise).
 fn unexpired(token: &str) -> bool {
-    let now = SystemTime::now()
+    !token_expiry(token).is_some_and(|expiry| expiry <= unix_now())
+}
+
+/// The wall clock as a token's `expiry` counts it (zero before the epoch).
+fn unix_now() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    !token_expiry(token).is_some_and(|expiry| expiry <= now)
+        .unwrap_or_default()
 }
 
 /// How long after it was obtained a token is renewed: halfway through the life it has left,
@@ -130,10 +134,7 @@ fn renew_after(token: &str) -> Duration {
     let Some(expiry) = token_expiry(token) else {
         return TOKEN_REFRESH;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    match expiry.checked_sub(now) {
+    match expiry.checked_sub(unix_now()) {
         Some(left) if !left.is_zero() => (left / 2).clamp(MIN_RENEW, TOKEN_REFRESH),
         _ => TOKEN_REFRESH,
     }
@@ -257,8 +258,7 @@ impl Gomuks {
         let basic = self.cfg.basic_auth.is_some();
         let renewable = self.token.clone().filter(|_| !(held_refused && basic));
         if let Some(t) = renewable {
-            let client = self.probe.client;
-            match auth_call(self.tls.clone(), self.cfg.clone(), Show::Cookie(t), client).await {
+            match self.auth(Show::Cookie(t)).await {
                 Ok(got) => {
                     self.took_token(got);
                     return Ok(());
@@ -269,15 +269,15 @@ impl Gomuks {
         } else if !basic {
             return Ok(());
         }
-        let got = auth_call(
-            self.tls.clone(),
-            self.cfg.clone(),
-            Show::Basic,
-            self.probe.client,
-        )
-        .await?;
+        let got = self.auth(Show::Basic).await?;
         self.took_token(got);
         Ok(())
+    }
+
+    /// One `POST /_gomuks/auth` showing `show`; owns what it needs, so it may run beside a
+    /// connection.
+    fn auth(&self, show: Show) -> impl Future<Output = Result<Option<String>, ConnectError>> {
+        auth_call(self.tls.clone(), self.cfg.clone(), show, self.probe.client)
     }
 
     /// Keeps a token the auth endpoint issued (`None`: the backend has auth disabled),
@@ -642,12 +642,7 @@ impl Dialect for Gomuks {
         let Some(t) = self.token.clone() else {
             return Box::pin(std::future::pending());
         };
-        let call = auth_call(
-            self.tls.clone(),
-            self.cfg.clone(),
-            Show::Cookie(t),
-            self.probe.client,
-        );
+        let call = self.auth(Show::Cookie(t));
         Box::pin(async move { call.await.map(|got| got.map(Secret::new)) })
     }
 

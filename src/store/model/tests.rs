@@ -79,8 +79,6 @@ fn a_room_without_meta_applies_when_known_and_is_skipped_when_not() {
     assert!(!ch.rooms.contains_key("!unknown:example.org"));
 }
 
-/// v0.2608 catch-up sync: missed events are not delivered, so cached timelines would have a
-/// gap; they are reset.
 /// Spec §6.1: a catch-up names only rooms whose row changed; one that got only reactions in
 /// the gap is left out. Every room is collected: timelines, receipts and loaded state are
 /// stale, open rooms included, and each is reported `reset`.
@@ -112,6 +110,8 @@ fn a_catchup_collects_the_rooms_it_does_not_name() {
     assert!(r.events.contains_key(&50), "what the list shows stays");
 }
 
+/// v0.2608 catch-up sync: missed events are not delivered, so cached timelines would have a
+/// gap; they are reset.
 #[test]
 fn a_catchup_sync_resets_timelines() {
     let mut m = seeded();
@@ -561,7 +561,6 @@ fn page_rows_past_the_tail_are_appended() {
     );
 }
 
-/// A limited sync in an open room drops the old window's events, not the state or preview.
 /// hicli sends the targets of replies, edits and reactions in a sync's `events` on purpose:
 /// a reset keeps them, though no timeline row names them.
 #[test]
@@ -580,6 +579,7 @@ fn a_reset_keeps_the_events_its_sync_brought() {
     assert!(r.events.contains_key(&3) && !r.events.contains_key(&1));
 }
 
+/// A limited sync in an open room drops the old window's events, not the state or preview.
 #[test]
 fn a_reset_prunes_the_old_window() {
     let (mut m, _) = with_one_row();
