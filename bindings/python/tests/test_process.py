@@ -171,6 +171,60 @@ def test_use_after_fork_raises_forked_error(backend: Any) -> None:
     assert re.search(r"tether.session \[[1-9][0-9]*\] client closed", r.stderr), r.stderr
 
 
+FORK_STORE = PRELUDE + """
+c = tether.Client(URL, store=True, **OPTS)
+c.wait_connected(10)
+store = c.store
+# A store call in flight while another thread forks (here held open on purpose; in an app,
+# any read that is running at that moment).
+entered, gate = threading.Event(), threading.Event()
+busy = threading.Thread(target=store._handle.call, args=(lambda ptr: (entered.set(), gate.wait()),))
+busy.start()
+entered.wait()
+pid = os.fork()
+if pid == 0:
+    failures = []
+    for what, fn in (("read", store.session), ("close", store.close)):
+        try:
+            fn()
+            failures.append(what + ": no error")
+        except tether.ForkedError:
+            pass
+        except BaseException as e:
+            failures.append(what + ": " + repr(e))
+    print("CHILD", failures, flush=True)
+    sys.exit(1 if failures else 0)  # a normal exit: the store's finaliser runs in the child
+gate.set()
+busy.join()
+deadline = time.monotonic() + 10
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print("CHILD-HUNG", flush=True)
+        break
+    time.sleep(0.05)
+print("PARENT", isinstance(store.session()["gen"], int), flush=True)
+store.close()
+c.close()
+"""
+
+
+def test_a_forked_child_exits_although_a_store_call_was_in_flight(backend: Any) -> None:
+    """A child forked while another thread was inside a store call refuses the store with
+    ForkedError, and exits: its finaliser does not wait for a call that will never return
+    there. The parent's store goes on."""
+    r = run_python(FORK_STORE, timeout=30, URL=backend.url)
+    assert "CHILD []" in r.stdout, r.stdout + r.stderr
+    assert "CHILD-EXIT 0" in r.stdout, r.stdout + r.stderr
+    assert "PARENT True" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.fixture(scope="module")
 def backend() -> Any:
     from conftest import Backend

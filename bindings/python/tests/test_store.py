@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 import urllib.parse
@@ -275,6 +276,58 @@ def test_on_the_reader_thread_a_request_inside_on_change_raises(rooms: Backend) 
         remote_message(rooms, R[3], "delivered by the reader")
         assert reader.wait(10 * SLOW), "no change set was delivered by the reader thread"
         assert len(outcomes) == 1 and "on_change" in outcomes[0], outcomes
+
+
+def test_system_exit_raised_by_on_change_loses_no_event(rooms: Backend) -> None:
+    """gomuks-rpc.md §4 (every server event reaches the app once, in order), with an
+    on_change that calls sys.exit(). On the app thread taking events, SystemExit comes out of
+    events() once the whole batch is queued, and the next events() call goes on with the rest;
+    on the binding's reader thread it is logged and delivery goes on. No event id is skipped
+    either way."""
+    with store_client(rooms) as c:
+        raised_on: List[int] = []
+
+        def on_change(ch: Dict[str, Any]) -> None:
+            raised_on.append(threading.get_ident())
+            sys.exit(3)
+
+        c.store.on_change(on_change)
+        main = threading.get_ident()
+        newest: List[int] = []
+
+        def push() -> None:
+            # Room messages (each a STORE event), and generated events behind each in the
+            # same batches; a pause now and then lets the reader thread deliver some.
+            for i in range(12):
+                remote_message(rooms, R[2], f"exit {i}")
+                newest.append(rooms.push(40))
+                if i % 4 == 3:
+                    time.sleep(0.3)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        seen: List[int] = []
+        exits = 0
+        deadline = time.monotonic() + 30 * SLOW
+        while not newest or len(newest) < 12 or not seen or min(seen) > newest[-1]:
+            assert time.monotonic() < deadline, f"events stopped at {min(seen, default=0)}"
+            try:
+                for ev in c.events(timeout=0.5):
+                    if ev.kind == EventKind.MESSAGE and ev.request_id < 0:
+                        seen.append(ev.request_id)
+                    if not pusher.is_alive() and newest and seen and min(seen) <= newest[-1]:
+                        break
+                    if len(seen) % 97 == 0:
+                        time.sleep(0.1)  # not waiting now: the reader thread takes over
+            except SystemExit as e:
+                assert e.code == 3
+                exits += 1
+        pusher.join()
+        first = max(seen)
+        assert seen == list(range(first, newest[-1] - 1, -1)), "an event was lost or repeated"
+        assert exits >= 1 and main in raised_on, "no SystemExit on the app thread"
+        assert any(t != main for t in raised_on), "no change set on the reader thread"
+        assert c.request("echo", {"still": "delivering"}) == {"still": "delivering"}
 
 
 def test_in_callback_mode_on_change_runs_before_on_event_gets_the_store_event(
@@ -598,6 +651,50 @@ def test_asyncio_store_changes_iterate_and_actions_await(rooms: Backend) -> None
         s.close()
 
     asyncio.run(asyncio.wait_for(main(), 40 * SLOW))
+
+
+def test_asyncio_system_exit_raised_by_on_change_stops_the_loop_and_loses_no_event(
+    rooms: Backend,
+) -> None:
+    """gomuks-rpc.md §4 with an AsyncStore whose on_change calls sys.exit(): SystemExit
+    stops the loop, as from any of its callbacks, once the batch being delivered is queued;
+    run again, the loop's consumer gets every event, no id skipped."""
+    loop = asyncio.new_event_loop()
+    try:
+        c = loop.run_until_complete(_async_store_client(rooms))
+        c.store.on_change(lambda ch: sys.exit(4))
+        newest = 0
+        for i in range(3):
+            remote_message(rooms, R[2], f"exit {i}")
+            newest = rooms.push(40)
+        seen: List[int] = []
+
+        async def consume() -> None:
+            while not seen or min(seen) > newest:
+                ev = await c.next_event(10 * SLOW)
+                assert ev is not None, f"events stopped at {min(seen, default=0)}"
+                if ev.kind == EventKind.MESSAGE and ev.request_id < 0:
+                    seen.append(ev.request_id)
+
+        task = loop.create_task(consume())
+        exits = 0
+        while not task.done():
+            try:
+                loop.run_until_complete(task)
+            except SystemExit as e:
+                assert e.code == 4
+                exits += 1
+        assert exits >= 1
+        assert seen == list(range(max(seen), newest - 1, -1)), "an event was lost or repeated"
+        loop.run_until_complete(c.close())
+    finally:
+        loop.close()
+
+
+async def _async_store_client(backend: Backend) -> AsyncClient:
+    c = AsyncClient(backend.url, store=True, **gomuks_opts())
+    await await_event(c, lambda e: e.command == "init_complete")
+    return c
 
 
 def test_bad_arguments_raise_clearly(rooms: Backend) -> None:

@@ -89,6 +89,37 @@ def download_params(params: JSONData) -> bytes:
     return encode_payload(params)
 
 
+def call_app(fn: Callable[[Any], Any], arg: Any, what: str) -> Optional[BaseException]:
+    """Runs an app callback in the middle of delivering a batch. An ``Exception`` is logged
+    and dropped. Any other ``BaseException`` (``SystemExit`` from ``sys.exit()``,
+    ``KeyboardInterrupt``) is returned instead of raised: raised here it would lose the rest
+    of a batch the library has already handed over, so the delivering code raises it once
+    the whole batch is delivered (:func:`pass_on`)."""
+    try:
+        fn(arg)
+    except Exception:
+        log.exception("tether: %s raised", what)
+    except BaseException as e:
+        return e
+    return None
+
+
+def pass_on(e: Optional[BaseException], app_thread: bool) -> None:
+    """After a batch is delivered: raises what an app callback raised to stop the app
+    (see :func:`call_app`) on the app's own thread; on the binding's or the library's thread
+    (nobody there to stop) it is logged, and delivery goes on."""
+    if e is None:
+        return
+    if app_thread:
+        raise e
+    log.error(
+        "tether: a callback raised %s on tether's delivery thread, which cannot stop the app; "
+        "delivery goes on",
+        type(e).__name__,
+        exc_info=e,
+    )
+
+
 class Handle:
     """A ``tether_client *`` shared by threads. Calls go through :meth:`call`, which counts
     callers in flight; :meth:`free` forbids new calls, waits for those in flight, then frees,
@@ -174,6 +205,11 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_since(pid: int) -> bool:
+    """Whether this is a child forked after process ``pid`` made a client or store."""
+    return _forked_child or os.getpid() != pid
 
 
 @atexit.register
@@ -270,7 +306,7 @@ class CoreBase:
     # -- checks ----------------------------------------------------------------------------
 
     def check_pid(self) -> None:
-        if _forked_child or os.getpid() != self.pid:
+        if forked_since(self.pid):
             raise _ffi.forked_error()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -40,6 +40,7 @@ from ._base import (
     _strong,
     download_params,
     log,
+    pass_on,
     response_result,
     start_thread,
     upload_params,
@@ -201,6 +202,7 @@ class _AsyncCore(CoreBase):
                 pass
 
     def on_readable(self) -> None:
+        deferred: Optional[BaseException] = None
         try:
             for _ in range(_MAX_BATCHES_PER_WAKEUP):
                 st, events = self.handle.call(self.reader.poll, 0)
@@ -208,7 +210,7 @@ class _AsyncCore(CoreBase):
                     if st == Status.CLOSED:
                         self.unwatch()
                     break
-                self.deliver(events)
+                deferred = self.deliver(events)
                 if self.closed:
                     self.unwatch()
                     break
@@ -218,6 +220,8 @@ class _AsyncCore(CoreBase):
                     self.paused = True
                     self.unwatch()
                     break
+                if deferred is not None:
+                    break  # the app is stopping: no more batches before it hears of it
                 if len(events) < self.batch_size:
                     # The library's queue was empty after this batch, so the descriptor was
                     # reset; anything newer makes it readable again.
@@ -233,8 +237,12 @@ class _AsyncCore(CoreBase):
             self.queue.put_nowait(None)
         if self.closed and self.closing:
             self.release()
+        pass_on(deferred, app_thread=True)  # the loop's thread is the app's
 
-    def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> Optional[BaseException]:
+        """Routes and queues a batch; returns what an ``on_change`` callback raised to stop
+        the app, raised by the caller once the batch is delivered (see ``call_app``)."""
+        deferred: Optional[BaseException] = None
         for ev in events:
             if ev.kind == EventKind.RESPONSE:
                 fut = self.pending.pop(ev.request_id, None)
@@ -252,7 +260,8 @@ class _AsyncCore(CoreBase):
                 # The store's subscribers first, then the app's events like a MESSAGE.
                 hub = self.store_hub
                 if hub is not None:
-                    hub.publish(ev)
+                    e = hub.publish(ev)
+                    deferred = deferred or e
             self.note(ev)
             self.queue.put_nowait(ev)
             if ev.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED):
@@ -261,6 +270,7 @@ class _AsyncCore(CoreBase):
                 self.queue.put_nowait(None)  # wakes every other consumer
                 self.closed_flag.set()
                 self.fail_pending()
+        return deferred
 
     def fail_pending(self) -> None:
         pending, self.pending = self.pending, {}

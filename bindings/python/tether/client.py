@@ -38,8 +38,10 @@ from ._base import (
     JSONData,
     RequestInFlight,
     _strong,
+    call_app,
     download_params,
     log,
+    pass_on,
     response_result,
     start_thread,
     upload_params,
@@ -637,10 +639,12 @@ class _SyncCore(CoreBase):
         if st == Status.TIMEOUT:
             return False
         if st == Status.OK:
-            self.deliver(events)
-            if not self.closed:
-                return True
-        self.finish()  # CLOSED was taken
+            deferred = self.deliver(events)
+            if self.closed:
+                self.finish()  # CLOSED was taken
+            pass_on(deferred, threading.get_ident() != self.delivery_ident)
+            return True
+        self.finish()
         return True
 
     def wait_until(
@@ -708,10 +712,11 @@ class _SyncCore(CoreBase):
         if self.delivery_ident is None:
             self.delivery_ident = threading.get_ident()
             _dispatcher.flag = True
-        self.deliver([ev])
+        deferred = self.deliver([ev])
         if ev.kind == EventKind.CLOSED:
             self.finish()
             self.delivery_ended()
+        pass_on(deferred, app_thread=False)
 
     def delivery_ended(self) -> None:
         """On the delivery thread, after its last event: frees if a close asked for it."""
@@ -743,7 +748,10 @@ class _SyncCore(CoreBase):
             _strong.add(self)  # alive until the delivery thread frees it
             return False
 
-    def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> Optional[BaseException]:
+        """Routes and queues a batch; returns what a callback raised to stop the app, for
+        the caller to pass on once the batch is delivered (see ``call_app``)."""
+        deferred: Optional[BaseException] = None
         ready: List[Event] = []
         state_changed = False
         streamed = False
@@ -774,20 +782,19 @@ class _SyncCore(CoreBase):
                 # The store's subscribers first, then the app's events like a MESSAGE.
                 hub = self.store_hub
                 if hub is not None:
-                    hub.publish(ev)
+                    e = hub.publish(ev)
+                    deferred = deferred or e
                     streamed = True  # wakes a thread iterating Store.changes()
             elif kind in _STATE_KINDS:
                 self.note(ev)
                 state_changed = True
             if self.on_event is not None:
-                try:
-                    self.on_event(ev)
-                except Exception:
-                    log.exception("tether: on_event raised")
+                e = call_app(self.on_event, ev, "on_event")
+                deferred = deferred or e
             else:
                 ready.append(ev)
         if not ready and not state_changed and not streamed and not answered:
-            return
+            return deferred
         # One lock and one notify per batch: the consumer's wake-up is the dear part (this
         # also wakes a thread iterating a Transfer, or waiting for a reply in poll mode).
         with self.cond:
@@ -796,6 +803,7 @@ class _SyncCore(CoreBase):
                 self.ended = True
                 self.reader_cond.notify_all()
             self.cond.notify_all()  # next_event(), wait_connected()
+        return deferred
 
     def resolve(self, ev: Event) -> None:
         with self.lock:
@@ -1064,7 +1072,9 @@ class Client(ClientState):
         ...), each with its default and documentation there.
     :param on_event: callback mode: ``on_event(event)`` runs on the library's dispatcher
         thread for every event except replies (which still complete requests), in order.
-        Keep it short; it is kept referenced until the library is done with it.
+        Keep it short; it is kept referenced until the library is done with it. An
+        exception it raises is logged, ``SystemExit`` and ``KeyboardInterrupt`` too (no app
+        code runs on that thread to stop); the next event is delivered as usual.
     :param event_queue_size: poll mode: events buffered in Python before only a consumer
         (:meth:`events`) takes more (the library then applies TCP backpressure). Replies wait
         behind them, so consume :meth:`events` or use ``on_event``.

@@ -51,7 +51,7 @@ from typing import (
 )
 
 from . import _ffi
-from ._base import REQUEST_GRACE_S, AsyncReply, CoreBase, Handle, log
+from ._base import REQUEST_GRACE_S, AsyncReply, CoreBase, Handle, call_app, forked_since
 from ._options import _cstr
 from .errors import (
     InvalidArgumentError,
@@ -118,6 +118,14 @@ def _new_store(client_ptr: int, options: Optional[bytes]) -> int:
     return _ffi.new_handle(_ffi.lib.tether_store_new, client_ptr, options)
 
 
+def _free_store(handle: Handle, pid: int) -> None:
+    """The store's finaliser. In a child forked after the store was made it does nothing:
+    a call in flight at the fork never returns there, so freeing would wait for it for ever,
+    and the library refuses every call in a child anyway."""
+    if not forked_since(pid):
+        handle.free()
+
+
 def _read(ptr: int, what: bytes, args: Optional[bytes]) -> bytes:
     """One ``tether_store_read`` into this thread's buffer, growing it while the snapshot
     does not fit (the store may grow between two calls); returns the JSON bytes."""
@@ -166,21 +174,24 @@ class _Hub:
         self.streams: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.closed = False
 
-    def publish(self, ev: Event) -> None:
+    def publish(self, ev: Event) -> Optional[BaseException]:
+        """Hands ``ev`` to every stream and callback; returns the first ``SystemExit`` or
+        ``KeyboardInterrupt`` a callback raised, for the caller to raise once its batch is
+        delivered (:func:`tether._base.call_app`)."""
         with self.lock:
             if self.closed:
-                return
+                return None
             streams = list(self.streams)
             callbacks = list(self.callbacks)
         for s in streams:
             s._push(ev)
+        first: Optional[BaseException] = None
         if callbacks:
             change = ev.data
             for cb in callbacks:
-                try:
-                    cb(change)
-                except Exception:
-                    log.exception("tether: a store on_change callback raised")
+                e = call_app(cb, change, "a store on_change callback")
+                first = first or e
+        return first
 
     def add_stream(self, s: Any) -> None:
         with self.lock:
@@ -266,7 +277,7 @@ class _StoreBase:
         self._core = core
         self._handle = Handle(ptr, _ffi.lib.tether_store_free, _store_closed)
         # Frees (and detaches) the store when the Store is collected, or at exit.
-        self._finalizer = weakref.finalize(self, self._handle.free)
+        self._finalizer = weakref.finalize(self, _free_store, self._handle, core.pid)
         self._hub = core.store_hub = _Hub(core.queue_limit)
         self._loads = core.event_cls._loads
 
@@ -282,7 +293,11 @@ class _StoreBase:
         and actions raise :class:`StateError` from now on, ``on_change`` callbacks are
         dropped, ``changes()`` streams end once drained, and the client's events carry no
         more STORE events. The client itself goes on. Idempotent; a Store nobody references
-        any more is closed by the garbage collector (or at exit)."""
+        any more is closed by the garbage collector (or at exit).
+
+        :raises ForkedError: in a child process after ``fork()``.
+        """
+        self._core.check_pid()
         for s in self._hub.close():
             s._end()
         self._finalizer()
@@ -705,7 +720,10 @@ class Store(_StoreBase):
         ``PendingRequest.wait()`` or a :class:`ChangeStream` at that moment; never two at
         once for one client, always in order. Keep it short, and never wait there for a
         reply or a change (it would wait for itself): reads and starting actions are fine.
-        An exception it raises is logged and dropped."""
+        An exception it raises is logged and dropped. ``SystemExit`` (``sys.exit()``) and
+        ``KeyboardInterrupt`` propagate out of the call that was taking events on an app
+        thread (``events()``, ``request()``, ...) once the whole batch is delivered, so no
+        event is lost; raised on the reader or dispatcher thread they are logged."""
         if not callable(callback):
             raise TypeError("callback must be callable")
         hub = self._hub
@@ -893,7 +911,9 @@ class AsyncStore(_StoreBase):
     def on_change(self, callback: Callable[[Dict[str, Any]], Any]) -> Callable[[], None]:
         """Calls ``callback(change)`` on the loop thread for every change set, before the
         STORE event is queued for the client's iteration; returns a function that removes
-        it. It must not block; an exception it raises is logged and dropped."""
+        it. It must not block; an exception it raises is logged and dropped, except
+        ``SystemExit`` and ``KeyboardInterrupt``, which stop the loop (as from any of its
+        callbacks) once the batch being delivered is queued."""
         return Store.on_change(self, callback)  # type: ignore[arg-type]
 
     def changes(self, timeout: Optional[float] = None) -> AsyncChangeStream:
