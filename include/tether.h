@@ -1041,8 +1041,8 @@ tether_status tether_config_set_receive_timeout_ms(struct tether_config *cfg, ui
 
 /**
  * How long a ping may go unanswered (no byte at all arriving) before the link counts as
- * dead and the client reconnects, in milliseconds (default 10000): a silent link is noticed
- * within the ping interval plus this. Also the deadline of the probe that
+ * dead and the client reconnects, in milliseconds (default: gomuks 10000, rwws 20000): a
+ * silent link is noticed within the ping interval plus this. Also the deadline of the probe that
  * `tether_client_reconnect_now` sends. Must be positive (checked by `tether_client_new`).
  */
 tether_status tether_config_set_pong_timeout_ms(struct tether_config *cfg, uint32_t ms);
@@ -1321,7 +1321,7 @@ int64_t tether_event_rtt_us(const struct tether_event *ev);
 int64_t tether_event_acked_id(const struct tether_event *ev);
 
 /**
- * PONG (rwws): the server's unix time in milliseconds, 0 if absent or implausible.
+ * PONG (rwws): the server's unix time in milliseconds, 0 if absent or negative.
  */
 int64_t tether_event_server_time_ms(const struct tether_event *ev);
 

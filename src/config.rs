@@ -126,6 +126,7 @@ pub struct Config {
 struct Defaults {
     ping_interval: Duration,
     receive_timeout: Duration,
+    pong_timeout: Duration,
     backoff: (Duration, Duration),
     max_message_bytes: usize,
 }
@@ -136,12 +137,14 @@ impl Protocol {
             Protocol::Gomuks => Defaults {
                 ping_interval: Duration::from_secs(15),
                 receive_timeout: Duration::from_secs(60),
+                pong_timeout: Duration::from_secs(10),
                 backoff: (Duration::from_millis(125), Duration::from_secs(10)),
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
             Protocol::Rwws => Defaults {
                 ping_interval: Duration::from_secs(10),
                 receive_timeout: Duration::from_secs(20),
+                pong_timeout: Duration::from_secs(20),
                 backoff: (Duration::from_secs(1), Duration::from_secs(60)),
                 max_message_bytes: 64 * 1024,
             },
@@ -247,7 +250,7 @@ pub struct ConfigBuilder {
     compression: bool,
     ping_interval: Option<Duration>,
     receive_timeout: Option<Duration>,
-    pong_timeout: Duration,
+    pong_timeout: Option<Duration>,
     request_timeout: Duration,
     connect_timeout: Duration,
     backoff: Option<(Duration, Duration)>,
@@ -283,7 +286,7 @@ impl ConfigBuilder {
             compression: true,
             ping_interval: None,
             receive_timeout: None,
-            pong_timeout: Duration::from_secs(10),
+            pong_timeout: None,
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             backoff: None,
@@ -351,11 +354,13 @@ impl ConfigBuilder {
         self
     }
     /// How long a ping may go unanswered (no byte at all arrives) before the link counts as
-    /// dead and the client reconnects (default 10 s): a silent link is noticed within the ping
-    /// interval plus this, not only after the receive timeout. Also the deadline of the probe
-    /// that [`crate::Client::reconnect_now`] sends.
+    /// dead and the client reconnects (default: gomuks 10 s, rwws 20 s as its spec's pong
+    /// deadline): a silent link is noticed within the ping interval plus this, not only after
+    /// the receive timeout. Any byte counts as an answer, so a pong queued behind a large or
+    /// slow message is not taken for silence. Also the deadline of the probe that
+    /// [`crate::Client::reconnect_now`] sends.
     pub fn pong_timeout(mut self, d: Duration) -> Self {
-        self.pong_timeout = d;
+        self.pong_timeout = Some(d);
         self
     }
     /// Default per-request timeout (default 60 s); a timed-out request is cancelled server-side.
@@ -706,13 +711,14 @@ impl ConfigBuilder {
         let receive_timeout = self
             .receive_timeout
             .unwrap_or_else(|| d.receive_timeout.max(ping_interval.saturating_mul(ratio)));
+        let pong_timeout = self.pong_timeout.unwrap_or(d.pong_timeout);
         let (min, max) = self.backoff.unwrap_or(d.backoff);
         let longest = [
             ping_interval,
             receive_timeout,
             self.request_timeout,
             self.connect_timeout,
-            self.pong_timeout,
+            pong_timeout,
             max,
         ];
         if longest.iter().any(|d| *d > MAX_DURATION) {
@@ -732,10 +738,7 @@ impl ConfigBuilder {
                 "rwws ping interval must stay below the server's 30 s limit",
             ));
         }
-        if ms(self.request_timeout) == 0
-            || ms(self.connect_timeout) == 0
-            || ms(self.pong_timeout) == 0
-        {
+        if ms(self.request_timeout) == 0 || ms(self.connect_timeout) == 0 || ms(pong_timeout) == 0 {
             return Err(bad("timeouts must be positive"));
         }
         let max_message_bytes = self.max_message_bytes.unwrap_or(d.max_message_bytes);
@@ -815,7 +818,7 @@ impl ConfigBuilder {
             compression: self.compression,
             ping_interval,
             receive_timeout,
-            pong_timeout: self.pong_timeout,
+            pong_timeout,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             backoff_min: min,
@@ -927,6 +930,23 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.request_timeout, MAX_DURATION);
+    }
+
+    /// rwws-binary.md §2.7: a 20 s pong deadline for rwws; gomuks keeps 10 s. Set, it wins.
+    #[test]
+    fn spec2_7_pong_deadline_defaults_per_protocol() {
+        let b = || Config::builder("http://127.0.0.1:1");
+        assert_eq!(b().build().unwrap().pong_timeout, Duration::from_secs(10));
+        let rwws = || b().protocol(Protocol::Rwws).token("a2V5");
+        assert_eq!(
+            rwws().build().unwrap().pong_timeout,
+            Duration::from_secs(20)
+        );
+        let set = rwws()
+            .pong_timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        assert_eq!(set.pong_timeout, Duration::from_millis(1500));
     }
 
     #[test]

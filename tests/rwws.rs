@@ -346,8 +346,8 @@ async fn spec4_message_size_cap() {
     close_and_drain(&c).await;
 }
 
-/// §2.7: when pongs stop, the pong deadline (the receive timeout, 20 s by default) ends the
-/// connection; the client closes with 1000 and reconnects.
+/// §2.7: when pongs stop (the receive timeout here shorter than the pong timeout), the
+/// connection ends; the client closes with 1000 and reconnects.
 #[tokio::test]
 async fn spec2_7_pong_deadline() {
     let b = backend().await;
@@ -355,16 +355,45 @@ async fn spec2_7_pong_deadline() {
         c.ping_interval(Duration::from_millis(50))
             .receive_timeout(Duration::from_millis(300))
     });
-    until_kind(&c, EventKind::Connected).await;
-    until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    mute_until_reconnected(&b, &c).await;
+    close_and_drain(&c).await;
+}
+
+/// §2.7 / §5.3: the pong deadline on its own, the receive timeout far away: a server that
+/// stops answering is left with close 1000 "pong timeout" once a ping goes unanswered for
+/// the pong timeout, and the client reconnects.
+#[tokio::test]
+async fn spec2_7_unanswered_ping_ends_the_link_before_the_receive_timeout() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| {
+        c.ping_interval(Duration::from_millis(100))
+            .pong_timeout(Duration::from_millis(500))
+            .receive_timeout(Duration::from_secs(30))
+    });
+    let muted = std::time::Instant::now();
+    let why = mute_until_reconnected(&b, &c).await;
+    assert!(why.contains("no answer to a ping within 500 ms"), "{why}");
+    assert!(
+        muted.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        muted.elapsed()
+    );
+    close_and_drain(&c).await;
+}
+
+/// Once pongs flow, silences the server: the client must end the link with
+/// `ErrReceiveTimeout`, close with 1000 and connect again. Returns the DISCONNECTED message.
+async fn mute_until_reconnected(b: &Backend, c: &Client) -> String {
+    until_kind(c, EventKind::Connected).await;
+    until(c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
     b.rwws().inject(RwwsFault::Mute);
-    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let (d, _) = until_kind(c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrReceiveTimeout);
     let r = b.rwws();
     assert!(
         r.wait_for(|s| s.closes_received.contains(&1000), WAIT)
             .await
     );
-    until_kind(&c, EventKind::Connected).await;
-    close_and_drain(&c).await;
+    until_kind(c, EventKind::Connected).await;
+    String::from_utf8_lossy(d.data()).into_owned()
 }

@@ -122,8 +122,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// How long a ping may go unanswered (no byte at all arriving) before the link counts as
-    /// dead and the client reconnects, in milliseconds (default 10000): a silent link is noticed
-    /// within the ping interval plus this. Also the deadline of the probe that
+    /// dead and the client reconnects, in milliseconds (default: gomuks 10000, rwws 20000): a
+    /// silent link is noticed within the ping interval plus this. Also the deadline of the probe that
     /// `tether_client_reconnect_now` sends. Must be positive (checked by `tether_client_new`).
     fn tether_config_set_pong_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.pong_timeout(millis(ms))))

@@ -130,7 +130,7 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or implausible.
+    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or negative.
     fn tether_event_server_time_ms(ev: *const tether_event) -> i64 {
         field(ev, 0, |e| e.server_time_ms())
     } ?= |_| 0

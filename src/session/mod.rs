@@ -1088,7 +1088,12 @@ fn ws_error(e: WsError) -> End {
             0,
             format!("server message too large: {c}"),
         ),
-        WsError::Utf8(_) => End::lost(Status::ErrJson, 0, "text frame is not valid UTF-8"),
+        // A text message or a close frame's reason (RFC 6455 §8.1: fail the connection).
+        WsError::Utf8(_) => End::lost(
+            Status::ErrJson,
+            0,
+            "the server sent text that is not valid UTF-8",
+        ),
         // A peer (or proxy) dropping TCP is a lost connection, not a protocol breach.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::lost(
             Status::ErrConnect,

@@ -313,7 +313,8 @@ class Options(TypedDict, total=False):
         Option(None, "tether_config_set_pong_timeout_ms", _seconds("pong_timeout")),
     ]
     """Seconds a ping may go unanswered (no byte arriving) before the link counts as dead
-    (library default 10); also the deadline of :meth:`Client.reconnect_now`'s probe."""
+    (library default: gomuks 10, rwws 20); also the deadline of :meth:`Client.reconnect_now`'s
+    probe."""
 
     request_timeout: Annotated[
         Optional[float],

@@ -71,20 +71,24 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The Pong's time: big-endian unless only the little-endian reading is within a year of the
-/// local clock (spec §2.2: byte order undocumented); 0 if neither is plausible.
+/// The Pong's time (spec §2.2: byte order undocumented): big-endian, unless that is over a
+/// year from the local clock and the little-endian reading is within it. A big-endian time far
+/// from a local clock that is wrong (a device back at 1970) is kept: telling the app the
+/// server's time is what the value is for. A negative time is 0 ("unknown").
 pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
     const YEAR_MS: i64 = 366 * 24 * 3600 * 1000;
+    /// The little-endian reading is reported once per process, as §2.2 asks.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let near = |v: i64| v.checked_sub(now_ms).is_some_and(|d| d.abs() <= YEAR_MS);
     let be = i64::from_be_bytes(raw);
     let le = i64::from_le_bytes(raw);
-    if near(be) {
-        be
-    } else if near(le) {
-        tracing::warn!("rwws pong time is little-endian; using it");
+    if !near(be) && near(le) {
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("rwws pong time is little-endian; using it");
+        }
         le
     } else {
-        0
+        be.max(0)
     }
 }
 
@@ -151,6 +155,13 @@ mod tests {
     fn spec2_2_pong_time_byte_order() {
         assert_eq!(pong_time(T.to_be_bytes(), T + 5), T);
         assert_eq!(pong_time(T.to_le_bytes(), T + 5), T);
+        // A local clock years off (here at 1970): the big-endian time is the server's.
+        assert_eq!(pong_time(T.to_be_bytes(), 0), T);
+        assert_eq!(
+            pong_time(T.to_be_bytes(), T + 5 * 366 * 24 * 3600 * 1000),
+            T
+        );
+        // Negative either way: unknown.
         assert_eq!(pong_time([0xff; 8], T), 0);
         assert_eq!(pong_time(i64::MIN.to_be_bytes(), T), 0);
     }

@@ -46,8 +46,8 @@ public struct TetherOptions: Sendable {
     /// Reconnect when nothing arrives for this long.
     public var receiveTimeoutMs: UInt32?
     /// How long a ping may go unanswered (no byte arriving) before the link counts as dead;
-    /// also the deadline of ``TetherClient/reconnectNow()``'s probe (the library's default is
-    /// 10 s).
+    /// also the deadline of ``TetherClient/reconnectNow()``'s probe (the library's default:
+    /// gomuks 10 s, rwws 20 s).
     public var pongTimeoutMs: UInt32?
     /// Default per-request timeout (the library's default is 60 s).
     public var requestTimeoutMs: UInt32?

@@ -52,7 +52,7 @@ data class TetherOptions(
     val receiveTimeoutMs: Int? = null,
     /**
      * How long a ping may go unanswered, no byte at all arriving, before the link counts as
-     * dead and the client reconnects (default 10000; positive): a silent link is noticed
+     * dead and the client reconnects (default gomuks 10000, rwws 20000; positive): a silent link is noticed
      * within [pingIntervalMs] plus this. Also the deadline of the probe
      * [TetherClient.reconnectNow] sends on a live connection.
      */
