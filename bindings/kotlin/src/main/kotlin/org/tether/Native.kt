@@ -82,6 +82,10 @@ internal object TetherNative {
     @JvmStatic external fun tether_client_download_media(c: Pointer, params: ByteArray, paramsLen: Long, timeoutMs: Int, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_client_cancel(c: Pointer, requestId: Long): Int
     @JvmStatic external fun tether_client_send_packet(c: Pointer, bytes: ByteArray, len: Long): Int
+    @JvmStatic external fun tether_settings_new(out: PointerByReference): Int
+    @JvmStatic external fun tether_settings_add(s: Pointer, id: Byte, value: ByteArray?, len: Long): Int
+    @JvmStatic external fun tether_client_send_settings(c: Pointer, s: Pointer): Int
+    @JvmStatic external fun tether_settings_free(s: Pointer?)
     @JvmStatic external fun tether_client_set_event_callback(c: Pointer, cb: EventCallback, ctx: Pointer?, destroy: DestroyCallback): Int
     @JvmStatic external fun tether_client_close(c: Pointer): Int
     @JvmStatic external fun tether_client_close_keep_resume(c: Pointer): Int

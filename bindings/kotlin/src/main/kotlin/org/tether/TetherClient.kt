@@ -247,6 +247,33 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     }
 
     /**
+     * rwws: sends one Settings packet with these `(id, value)` pairs, in order (queued while
+     * disconnected). The server must know each id and its value's layout.
+     *
+     * @throws InvalidArgumentException for an id that is not a byte (0..255), or is 0x00 or
+     *   0xFF (reserved, and the list's end); [StateException] for a gomuks client or once the
+     *   client ended; [ClientClosedException] after [close].
+     */
+    fun sendSettings(settings: List<Pair<Int, ByteArray>>) {
+        for ((id, _) in settings) {
+            if (id !in 0..255) {
+                throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "setting id $id is not a byte")
+            }
+        }
+        val out = PointerByReference()
+        check(TetherNative.tether_settings_new(out))
+        val s = out.value
+        try {
+            for ((id, value) in settings) {
+                check(TetherNative.tether_settings_add(s, id.toByte(), value, value.size.toLong()))
+            }
+            core.call { c -> check(TetherNative.tether_client_send_settings(c, s)) }
+        } finally {
+            TetherNative.tether_settings_free(s)
+        }
+    }
+
+    /**
      * The resume point to persist and pass to a later client. Also after [close] and
      * [closeAndWait]: the point the client had when it was freed, so the one to persist is
      * read after CLOSED (the library moves it as events arrive, not as they are collected).

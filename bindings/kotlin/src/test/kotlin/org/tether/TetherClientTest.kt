@@ -140,6 +140,28 @@ class TetherClientTest {
         }
     }
 
+    /** rwws-binary.md §2.8: a Settings packet is `01`, the (id, value) pairs, then `ff`. */
+    @Test
+    fun `rwws packets and settings reach the server as the spec encodes them`(): Unit = runBlocking {
+        TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5")).use { c ->
+            withTimeout(20_000) { c.events.first { it.kind == EventKind.CONNECTED } }
+            c.sendPacket(byteArrayOf(0x42, 1, 2))
+            c.sendSettings(listOf(1 to byteArrayOf(5, 6), 7 to ByteArray(0)))
+            val until = System.nanoTime() + 10_000_000_000
+            var stats = ""
+            while (System.nanoTime() < until) {
+                stats = control("/_testkit/rwws/stats", "GET")
+                if ("420102" in stats && "0101050607ff" in stats) break
+                Thread.sleep(20)
+            }
+            assertTrue("420102" in stats && "0101050607ff" in stats, stats)
+            for (bad in listOf(0xFF, 0, 0x101, -1)) {
+                assertThrows<InvalidArgumentException> { c.sendSettings(listOf(bad to ByteArray(0))) }
+            }
+        }
+        gomuks().use { g -> assertThrows<StateException> { g.sendSettings(listOf(1 to ByteArray(0))) } }
+    }
+
     @Test
     fun `a rejected rwws key stops with an auth status and closes`(): Unit = runBlocking {
         TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "d3Jvbmc=")).use { c ->
