@@ -7,10 +7,15 @@
 //! blocking sink (a Python logger waiting for the GIL) never stalls the network threads; when
 //! the channel is full, records are dropped and the next delivered record says how many.
 //! With no sink installed a record costs one relaxed atomic load before any formatting.
+//!
+//! The log thread does not survive `fork()`. In a child the sink installed in the parent is
+//! gone (never called, never dropped) and records wait for a sink installed in the child,
+//! which starts a log thread of its own there.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, Once};
 
 /// How important a record is. Discriminants are the C ABI's `TETHER_LOG_*` values.
 #[repr(u8)]
@@ -89,10 +94,13 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
         return false;
     }
     let level = if sink.is_some() { max as u8 } else { 0 };
-    let tx = {
+    let (done_tx, done) = sync_channel(1);
+    let mut swap = Msg::Sink(sink, done_tx);
+    loop {
         let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
-            if sink.is_none() {
+            if matches!(swap, Msg::Sink(None, _)) {
+                MAX_LEVEL.store(0, Ordering::Release);
                 return true;
             }
             match start_thread() {
@@ -100,17 +108,25 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
                 None => return false,
             }
         }
-        g.clone()
-    };
-    // Records made before the swap still reach the old sink; new ones wait for the new level.
-    MAX_LEVEL.store(level, Ordering::Release);
-    if let Some(tx) = tx {
-        let (done_tx, done) = sync_channel(1);
-        // Blocking here is fine: this is the app's call, and the thread drains the channel.
-        if tx.send(Msg::Sink(sink, done_tx)).is_ok() {
-            let _ = done.recv();
+        let Some(tx) = g.as_ref() else { return false };
+        // The swap is queued and the level set under the lock, so concurrent calls take
+        // effect in one order and the level left in place is that of the sink left in place.
+        // Records made before the swap still reach the old sink. The lock is never held while
+        // waiting: a full channel is tried again after the log thread had a moment.
+        match tx.try_send(swap) {
+            Ok(()) => {
+                MAX_LEVEL.store(level, Ordering::Release);
+                break;
+            }
+            Err(TrySendError::Full(m)) => swap = m,
+            Err(TrySendError::Disconnected(_)) => return false,
         }
+        drop(g);
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    // Waiting is fine: this is the app's call, and the log thread answers once it has dropped
+    // the old sink.
+    let _ = done.recv();
     true
 }
 
@@ -124,6 +140,7 @@ pub(crate) fn on_log_thread() -> bool {
 }
 
 fn start_thread() -> Option<SyncSender<Msg>> {
+    forget_the_thread_in_a_forked_child();
     let (tx, rx) = sync_channel::<Msg>(BACKLOG);
     std::thread::Builder::new()
         .name(LOG_THREAD.into())
@@ -157,6 +174,48 @@ fn start_thread() -> Option<SyncSender<Msg>> {
         })
         .ok()
         .map(|_| tx)
+}
+
+thread_local! {
+    /// The channel's lock, held by the thread that forks from just before the fork to just
+    /// after it, so the child never inherits it held by a thread it does not have.
+    static HELD: RefCell<Option<MutexGuard<'static, Option<SyncSender<Msg>>>>> =
+        const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    let g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+    HELD.with(|h| *h.borrow_mut() = Some(g));
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// The child has no log thread: its channel is forgotten (dropping it would wake a receiver
+/// that is not there) and nothing is recorded until the child installs a sink.
+extern "C" fn after_fork_in_child() {
+    HELD.with(|h| {
+        if let Some(mut g) = h.borrow_mut().take() {
+            std::mem::forget(g.take());
+        }
+    });
+    MAX_LEVEL.store(0, Ordering::Release);
+}
+
+/// Registers the fork handlers, once, before the first log thread starts.
+fn forget_the_thread_in_a_forked_child() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers only take and release this module's lock and store atomics.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            );
+        }
+    });
 }
 
 /// Whether a record at `level` would reach the sink.
@@ -233,7 +292,9 @@ pub(crate) use tracing_event;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::channel;
+    use std::sync::Arc;
     use std::time::Duration;
 
     /// The sink is process-wide; tests that install one run in this single test.
@@ -279,5 +340,36 @@ mod tests {
         tlog!(1u64, Error, "test", "nobody listens");
         // Both sinks gone: every sender dropped, the channel ends.
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+
+        // Installing and removing at once, from two threads: whichever call takes effect last
+        // leaves its sink and its level together. Never a sink in place (not dropped) with
+        // records switched off, nor records on with no sink.
+        for _ in 0..3000 {
+            struct Flag(Arc<AtomicBool>);
+            impl Drop for Flag {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let dropped = Arc::new(AtomicBool::new(false));
+            let flag = Flag(dropped.clone());
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let g = go.clone();
+            let install = std::thread::spawn(move || {
+                g.wait();
+                set_log_sink(
+                    Some(Box::new(move |_: &LogRecord| {
+                        let _ = &flag;
+                    })),
+                    LogLevel::Trace,
+                )
+            });
+            go.wait();
+            assert!(set_log_sink(None, LogLevel::Trace));
+            assert!(install.join().unwrap());
+            let installed = !dropped.load(Ordering::SeqCst);
+            assert_eq!(enabled(LogLevel::Trace), installed);
+            set_log_sink(None, LogLevel::Trace);
+        }
     }
 }

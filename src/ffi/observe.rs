@@ -87,8 +87,12 @@ ffi_fn! {
     /// NULL. `destroy(ctx)` runs exactly once whatever this call returns, also on
     /// `TETHER_ERR_STATE` (called from inside a log callback, or the `tether-log` thread could
     /// not be started), where it runs at once; the one exception is `TETHER_ERR_FORKED` (a
-    /// child process after fork()), where nothing is called and `ctx` stays the app's. Any
-    /// thread. Since this call waits for the log thread, a log callback must not free a client
+    /// child process after fork() in a process that had created a client), where nothing is
+    /// called and `ctx` stays the app's. In a child forked before any client was created the
+    /// library works, but the callback installed before the fork is gone with the parent's
+    /// log thread (never called there, its `destroy` never run): install one again in the
+    /// child to get its records. Concurrent calls take effect in one order; the level left
+    /// in place is that of the callback left in place. Any thread. Since this call waits for the log thread, a log callback must not free a client
     /// whose event callback may be inside this call at that moment: the free waits for that
     /// callback, and the callback for the log thread, for ever.
     fn tether_set_log_callback(

@@ -1,13 +1,15 @@
 /*
  * Fork guard (ARCHITECTURE.md "Runtime and threads"): after fork() in a process that created a
  * client, every call in the child fails with TETHER_ERR_FORKED and touches nothing; the
- * parent keeps working.
+ * parent keeps working. A child forked before any client existed uses the library as usual,
+ * its logging included.
  */
 #include "harness.h"
 
 static th_backend backend;
 
-static int child_checks(tether_client *c) {
+static int child_checks(void *client) {
+    tether_client *c = (tether_client *)client;
     int bad = 0;
     tether_config *cfg = NULL;
     tether_event *ev = NULL;
@@ -35,12 +37,10 @@ static int child_checks(tether_client *c) {
     return bad;
 }
 
-static void test_child_gets_forked_error(void) {
-    tether_client *c = th_client_from(th_config(&backend));
-    CHECK_OK(tether_client_connect(c));
-    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
-    /* The verdict travels through a pipe, not the exit code: under valgrind the child's exit
-     * code reports the parent's memory it inherited and, by design, never frees. */
+/* Runs `checks(arg)` in a forked child; fails the test if it reports a problem or hangs. The
+ * verdict travels through a pipe, not the exit code: under valgrind the child's exit code
+ * reports the parent's memory it inherited and, by design, never frees. */
+static void in_child(int (*checks)(void *), void *arg) {
     int fds[2];
     CHECK(pipe(fds) == 0);
     fflush(NULL);
@@ -48,11 +48,17 @@ static void test_child_gets_forked_error(void) {
     CHECK(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
-        const char *verdict = child_checks(c) ? "bad" : "ok!";
+        const char *verdict = checks(arg) ? "bad" : "ok!";
         if (write(fds[1], verdict, 3) != 3) _exit(3);
         _exit(0);
     }
     close(fds[1]);
+    struct pollfd p = {.fd = fds[0], .events = POLLIN};
+    if (poll(&p, 1, 30000 * th_scale()) != 1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        CHECK(!"the child hung");
+    }
     char verdict[4] = {0};
     CHECK(read(fds[0], verdict, 3) == 3);
     close(fds[0]);
@@ -60,6 +66,43 @@ static void test_child_gets_forked_error(void) {
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status));
+}
+
+static volatile int parent_records, child_records;
+static void on_parent_log(void *ctx, const tether_log_record *r) { (void)ctx; (void)r; parent_records++; }
+static void on_child_log(void *ctx, const tether_log_record *r) { (void)ctx; (void)r; child_records++; }
+
+/* The child of a process that installed a log callback but created no client (a daemon that
+ * forks after setting up its logging): the library works there, the parent's callback is not
+ * called (its thread did not survive the fork), a callback installed in the child gets the
+ * child's records, and replacing or removing it returns instead of waiting for the parent's
+ * log thread. */
+static int logging_child(void *unused) {
+    (void)unused;
+    int bad = 0;
+    if (tether_set_log_callback(on_child_log, NULL, NULL, TETHER_LOG_DEBUG) != TETHER_OK) bad = 1;
+    tether_client *c = th_client_from(th_config(&backend));
+    if (tether_client_connect(c) != TETHER_OK) bad = 1;
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
+    th_close_and_free(c);
+    if (child_records == 0) bad = 1;
+    if (parent_records != 0) bad = 1;
+    if (tether_set_log_callback(NULL, NULL, NULL, 0) != TETHER_OK) bad = 1;
+    return bad;
+}
+
+static void test_child_of_a_logging_parent_without_clients(void) {
+    CHECK_OK(tether_set_log_callback(on_parent_log, NULL, NULL, TETHER_LOG_DEBUG));
+    in_child(logging_child, NULL);
+    /* The parent's own callback is still installed and is removed as usual. */
+    CHECK_OK(tether_set_log_callback(NULL, NULL, NULL, 0));
+}
+
+static void test_child_gets_forked_error(void) {
+    tether_client *c = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_connect(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
+    in_child(child_checks, c);
     /* The parent is unaffected. */
     int64_t id = 0;
     CHECK_OK(tether_client_request(c, "echo", (const uint8_t *)"{}", 2, &id));
@@ -71,6 +114,8 @@ static void test_child_gets_forked_error(void) {
 
 int main(void) {
     th_backend_start(&backend, NULL);
+    /* First: the other test creates a client, after which a child can use nothing. */
+    TH_RUN(test_child_of_a_logging_parent_without_clients);
     TH_RUN(test_child_gets_forked_error);
     th_backend_stop(&backend);
     return 0;
