@@ -154,7 +154,8 @@ impl Event {
     pub fn close_code(&self) -> u16 {
         self.close_code
     }
-    /// CONNECTED/CONNECTING: whether this connection asked the server to resume.
+    /// CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked (CONNECTING: will
+    /// ask) the server to resume.
     pub fn resume_attempted(&self) -> bool {
         self.resume_attempted
     }

@@ -135,6 +135,11 @@ impl Tracker {
         }
     }
 
+    /// Whether [`Tracker::begin_attempt`] would ask to resume now.
+    pub(crate) fn will_resume(&self) -> bool {
+        self.shared.get().is_resumable()
+    }
+
     /// The resume point a new connection asks for, if there is one (§7.2). The server's ack
     /// entry for a resumed listener starts there, so the next ack is counted from it.
     /// `catchup_asked`: the connection sends `last_server_ts`.

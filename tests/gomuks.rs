@@ -48,6 +48,8 @@ fn quick_retries(
 async fn spec1_2_and_6_1_cookie_auth_and_startup_sequence() {
     let b = backend().await;
     let c = client(&b, |c| c);
+    let (connecting, _) = until_kind(&c, EventKind::Connecting).await;
+    assert!(!connecting.resume_attempted());
     let (ev, _) = until_kind(&c, EventKind::Connected).await;
     assert!(!ev.resume_attempted());
     let (init, skipped) = until_command(&c, "init_complete").await;
@@ -282,7 +284,8 @@ async fn spec5_held_events_of_large_compressed_batches_keep_their_bytes() {
 }
 
 /// §7.2/§6.3: after a cut, the client resumes with run_id + last_received_event and gets
-/// exactly the missed events, then init_complete, without clear_state.
+/// exactly the missed events, then init_complete, without clear_state. CONNECTING, CONNECTED
+/// and DISCONNECTED each say whether their connection asked to resume.
 #[tokio::test]
 async fn spec7_2_resume_after_cut_replays_missed_events() {
     let b = backend().await;
@@ -299,6 +302,12 @@ async fn spec7_2_resume_after_cut_replays_missed_events() {
         (Status::ErrConnect, 0),
         "a cut is a connection loss"
     );
+    assert!(
+        !d.resume_attempted(),
+        "the first connection asked for no resume"
+    );
+    let (connecting, _) = until_kind(&c, EventKind::Connecting).await;
+    assert!(connecting.resume_attempted());
     let (conn, _) = until_kind(&c, EventKind::Connected).await;
     assert!(conn.resume_attempted());
     let (_, skipped) = until_command(&c, "init_complete").await;
@@ -310,6 +319,9 @@ async fn spec7_2_resume_after_cut_replays_missed_events() {
         .iter()
         .any(|e| e.command() == "sync_complete" && json(e)["clear_state"] == true));
     assert!(b.stats().resumes >= 1);
+    b.cut_all();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert!(d.resume_attempted(), "the resumed connection ended");
     close_and_drain(&c).await;
 }
 

@@ -113,6 +113,10 @@ pub(crate) trait Dialect: Send + 'static {
     /// Opens one connection: credentials, the upgrade and the protocol's handshake. The
     /// supervisor bounds the whole call by twice the connect timeout.
     fn open(&mut self) -> impl Future<Output = Result<Opened, ConnectError>> + Send;
+    /// Whether the next [`Dialect::open`] will ask the server to resume.
+    fn will_resume(&self) -> bool {
+        false
+    }
     /// Whether the events [`Dialect::decode`] makes from `msg` keep slices of it (so the
     /// session copies a small payload out of tungstenite's read buffer first: see
     /// `transport::PayloadCopies`).

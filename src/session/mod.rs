@@ -188,6 +188,7 @@ pub(crate) async fn run<D: Dialect>(
         cfg,
         dialect,
         attempt: 0,
+        resume_asked: false,
         immediate_spent: false,
         copies: Default::default(),
         book: Book::new(queue, ids, probe),
@@ -214,6 +215,9 @@ struct Supervisor<D> {
     backoff: Backoff,
     /// Connection attempts so far, the current one included.
     attempt: u32,
+    /// Whether the current (or last) connection asked the server to resume: what CONNECTING,
+    /// CONNECTED and DISCONNECTED report.
+    resume_asked: bool,
     /// The dialect's `Immediately` was granted since the last stable connection.
     immediate_spent: bool,
     book: Book,
@@ -239,8 +243,10 @@ impl<D: Dialect> Supervisor<D> {
             self.attempt
         );
         let t0 = Instant::now();
+        self.resume_asked = self.dialect.will_resume();
         let mut ev = Event::new(EventKind::Connecting);
         ev.attempt = self.attempt;
+        ev.resume_attempted = self.resume_asked;
         self.book.queue.push(ev);
         let limit = self.cfg.connect_timeout * 2;
         let attempt = timeout(limit, self.dialect.open());
@@ -307,9 +313,10 @@ impl<D: Dialect> Supervisor<D> {
         let c = &self.book.probe.counters;
         c.set_state(ConnectionState::Connected);
         stats::add(&c.connections, 1);
+        self.resume_asked = opened.resume_attempted;
         let mut ev = Event::new(EventKind::Connected);
         ev.attempt = self.attempt;
-        ev.resume_attempted = opened.resume_attempted;
+        ev.resume_attempted = self.resume_asked;
         self.book.queue.push(ev);
         let Opened { ws, early, .. } = *opened;
         let mut pings = Pings::default();
@@ -408,6 +415,7 @@ impl<D: Dialect> Supervisor<D> {
         ev.data = Bytes::from(reason.into_bytes());
         ev.retry_in = delay;
         ev.attempt = self.attempt;
+        ev.resume_attempted = self.resume_asked;
         self.book.queue.push(ev);
         match delay {
             None if paused => State::Paused,

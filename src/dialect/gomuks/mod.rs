@@ -527,6 +527,10 @@ impl Gomuks {
 }
 
 impl Dialect for Gomuks {
+    fn will_resume(&self) -> bool {
+        self.tracker.will_resume()
+    }
+
     async fn open(&mut self) -> Result<Opened, ConnectError> {
         // Counted once per attempt: the retry after a re-authentication is the same attempt
         // and must not log in again.

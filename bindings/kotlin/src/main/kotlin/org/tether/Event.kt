@@ -84,7 +84,7 @@ class Event internal constructor(
     val ackedId: Long,
     /** PONG (rwws): the server's unix millis, 0 if unknown. */
     val serverTimeMs: Long,
-    /** CONNECTING/CONNECTED: whether a resume was attempted. */
+    /** CONNECTING/CONNECTED/DISCONNECTED: whether this connection asked the server to resume. */
     val resumeAttempted: Boolean,
     /** RESUMED: whether the resume succeeded or the server's state was reset; null otherwise. */
     val resumeOutcome: ResumeOutcome? = null,
