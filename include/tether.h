@@ -1075,10 +1075,12 @@ tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, ui
 tether_status tether_config_set_reconnect_backoff_ms(struct tether_config *cfg, uint32_t min_ms, uint32_t max_ms);
 
 /**
- * Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
- * 1024). A larger
- * message, a decompression bomb included, ends the connection with
- * `TETHER_ERR_MESSAGE_TOO_LARGE`.
+ * Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at
+ * least 1024). A larger message, a decompression bomb included, ends the connection with
+ * `TETHER_ERR_MESSAGE_TOO_LARGE`, and that connection does not reset the backoff: a
+ * buffered gomuks event that large comes back with every resume, so the client keeps
+ * retrying further apart, the resume point still before it. To get past it, close with
+ * `tether_client_close_keep_resume` and resume in a client with a larger cap.
  */
 tether_status tether_config_set_max_message_bytes(struct tether_config *cfg, size_t bytes);
 

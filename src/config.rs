@@ -387,7 +387,9 @@ impl ConfigBuilder {
         self.backoff = Some((min, max));
         self
     }
-    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB).
+    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB). A
+    /// connection that ends on a larger message does not reset the backoff (a buffered event
+    /// that large comes back with every resume).
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = Some(n);
         self

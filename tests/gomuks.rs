@@ -325,6 +325,38 @@ async fn spec7_2_resume_after_cut_replays_missed_events() {
     close_and_drain(&c).await;
 }
 
+/// §7.2/§16: a buffered event over `max_message_bytes` comes back with every resume and
+/// ends every connection. Each ending says why (`ErrMessageTooLarge`, naming the limit), and
+/// the backoff grows instead of starting over after each short connection: no reconnect storm,
+/// and nothing skipped (the resume point stays before the event, for a client with a larger
+/// limit).
+#[tokio::test]
+async fn spec7_2_an_event_over_the_size_limit_backs_off_instead_of_looping() {
+    let b = backend().await;
+    let c = client(&b, |c| {
+        c.compression(false)
+            .max_message_bytes(4096)
+            .reconnect_backoff(ms(10), ms(5000))
+    });
+    until_command(&c, "init_complete").await;
+    let before = b.push_events(1);
+    until(&c, |e| e.request_id() == before).await;
+    b.push_event("big", serde_json::json!({ "text": "x".repeat(8000) }));
+    let mut delays = Vec::new();
+    while delays.len() < 6 {
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        assert_eq!(d.status(), Status::ErrMessageTooLarge);
+        let why = String::from_utf8_lossy(d.data()).into_owned();
+        assert!(why.contains("max_message_bytes"), "{why}");
+        delays.push(d.retry_in().expect("retried").as_millis());
+    }
+    // Drawn from [min/2, min] of a step that doubles: the sixth is at least 160 ms; without
+    // the growth every one is at most 10 ms.
+    assert!(delays[5] >= 160, "{delays:?}");
+    assert_eq!(c.resume_state().last_received_event, before);
+    close_and_drain(&c).await;
+}
+
 /// §7.3/§7.4: pings acknowledge the last received event, only when it changed.
 #[tokio::test]
 async fn spec7_3_pings_ack_last_received_event() {

@@ -170,10 +170,12 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at least
-    /// 1024). A larger
-    /// message, a decompression bomb included, ends the connection with
-    /// `TETHER_ERR_MESSAGE_TOO_LARGE`.
+    /// Cap on one server message after decompression (default gomuks 64 MiB, rwws 64 KiB; at
+    /// least 1024). A larger message, a decompression bomb included, ends the connection with
+    /// `TETHER_ERR_MESSAGE_TOO_LARGE`, and that connection does not reset the backoff: a
+    /// buffered gomuks event that large comes back with every resume, so the client keeps
+    /// retrying further apart, the resume point still before it. To get past it, close with
+    /// `tether_client_close_keep_resume` and resume in a client with a larger cap.
     fn tether_config_set_max_message_bytes(cfg: *mut tether_config, bytes: usize) -> tether_status {
         edit(cfg, |b| Ok(b.max_message_bytes(bytes)))
     } ?= code

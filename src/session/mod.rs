@@ -323,7 +323,17 @@ impl<D: Dialect> Supervisor<D> {
         self.book.deliver(early, &mut pings);
         let t0 = Instant::now();
         let (end, healthy) = self.serve(ws, pings, commands).await;
-        let healthy = healthy && t0.elapsed() >= self.dialect.stable_after();
+        // A message over the size limit is no sign of health even after data: a buffered
+        // event that large comes back with every resume, and a backoff that started over
+        // each time would reconnect in a tight loop.
+        let too_large = matches!(
+            end,
+            End::Lost {
+                status: Status::ErrMessageTooLarge,
+                ..
+            }
+        );
+        let healthy = healthy && !too_large && t0.elapsed() >= self.dialect.stable_after();
         State::Disconnected { end, healthy }
     }
 
@@ -1094,7 +1104,7 @@ fn ws_error(e: WsError) -> End {
         WsError::Capacity(c) => End::lost(
             Status::ErrMessageTooLarge,
             0,
-            format!("server message too large: {c}"),
+            format!("server message over max_message_bytes: {c}"),
         ),
         // A text message or a close frame's reason (RFC 6455 §8.1: fail the connection).
         WsError::Utf8(_) => End::lost(

@@ -66,7 +66,10 @@ impl Inflater {
             if out.len() - start_len > self.cap {
                 return Err(Error::new(
                     Status::ErrMessageTooLarge,
-                    format!("decompressed message exceeds {} bytes", self.cap),
+                    format!(
+                        "decompressed message exceeds {} bytes (max_message_bytes)",
+                        self.cap
+                    ),
                 ));
             }
             let output_full = written == buf.len();
@@ -297,7 +300,10 @@ impl LineSplitter {
         if self.partial.len() > self.cap {
             return Err(Error::new(
                 Status::ErrMessageTooLarge,
-                format!("unterminated server message exceeds {} bytes", self.cap),
+                format!(
+                    "unterminated server message exceeds {} bytes (max_message_bytes)",
+                    self.cap
+                ),
             ));
         }
         Ok(())
