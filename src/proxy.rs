@@ -133,11 +133,19 @@ impl Resolver {
         Resolver::gated(self.gate.state().f.clone())
     }
 
-    /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while),
-    /// after the call an earlier attempt left running, if any, has ended.
+    /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while).
+    /// While a call an earlier attempt left running (it timed out waiting) has not returned,
+    /// fails at once rather than start another or wait for it: a client never holds more than
+    /// one thread in the app's resolver, and each attempt says what held it up.
     pub(crate) async fn ask(&self, url: String) -> Answer {
         let mut slot = self.gate.running.lock().await;
         if let Some(earlier) = slot.as_mut() {
+            if !earlier.is_finished() {
+                return Err(Error::new(
+                    Status::ErrConnect,
+                    "it is still in an earlier call, which has not returned",
+                ));
+            }
             let _ = earlier.await;
         }
         let gate = self.gate.clone();

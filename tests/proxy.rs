@@ -717,8 +717,9 @@ async fn a_failing_or_unusable_proxy_resolver_is_a_clear_error() {
     assert_eq!(peers(&b).len(), before, "{:?}", peers(&b));
 }
 
-/// A resolver that hangs holds one thread of its client, not one per attempt: while its call
-/// runs, the attempts that time out waiting for it start no other call. Freeing the client
+/// A resolver that hangs holds one thread of its client, not one per attempt: the attempt
+/// that asked gives up after the connect timeout, those after it fail at once while the call
+/// runs and start no other, and each names the resolver as what held it up. Freeing the client
 /// waits for the call in progress and lets go of the resolver there, so the app's code (the
 /// resolver and what it owns) never runs after its client is gone, nor on a network thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,12 +762,19 @@ async fn a_hanging_proxy_resolver_holds_one_thread_and_the_client_waits_for_it()
         }
     }
     let _on_failure = ReleaseOnDrop(release.clone());
-    // Several attempts time out meanwhile (each ends within twice the connect timeout).
+    // Several attempts time out meanwhile (each ends within twice the connect timeout), each
+    // saying that the resolver did not answer, not blaming the server.
     let mut attempts = 0;
     while attempts < 4 {
-        if until_kind(&c, EventKind::Disconnected).await.0.kind() == EventKind::Disconnected {
-            attempts += 1;
-        }
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        let why = String::from_utf8_lossy(d.data()).into_owned();
+        let named = if attempts == 0 {
+            "the proxy resolver gave no answer within 100 ms"
+        } else {
+            "the proxy resolver failed: it is still in an earlier call"
+        };
+        assert!(why.contains(named), "{why}");
+        attempts += 1;
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
