@@ -1121,7 +1121,9 @@ tether_status tether_config_add_header(struct tether_config *cfg, const char *na
 /**
  * Trusts the CA certificates in this PEM data, in addition to the roots (the built-in
  * webpki roots, or the OS store with `tether_config_set_use_os_trust`).
- * The bytes are copied; they are parsed by `tether_client_new`.
+ * The bytes are copied; they are parsed by `tether_client_new` (`TETHER_ERR_CONFIG` for
+ * bad PEM). NULL with a length is `TETHER_ERR_NULL`; empty data (NULL with 0 included)
+ * `TETHER_ERR_INVALID_ARGUMENT`.
  */
 tether_status tether_config_set_ca_pem(struct tether_config *cfg, const uint8_t *pem, size_t len);
 

@@ -451,7 +451,13 @@ impl Client {
             ));
         }
         let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() || self.req.is_closed() {
+        if self.req.is_closed() {
+            return Err(Error::new(
+                Status::ErrState,
+                "the client is closed: a store needs a client not closed nor connected yet",
+            ));
+        }
+        if slot.is_none() {
             return Err(Error::new(
                 Status::ErrState,
                 "attach the store before connect (it must see every event)",

@@ -710,9 +710,12 @@ impl ConfigBuilder {
         // Unset, it keeps the default's ratio to the ping interval, so raising only the ping
         // interval does not make the config invalid.
         let ratio = (d.receive_timeout.as_millis() / d.ping_interval.as_millis()) as u32;
-        let receive_timeout = self
-            .receive_timeout
-            .unwrap_or_else(|| d.receive_timeout.max(ping_interval.saturating_mul(ratio)));
+        // Capped: a long ping interval alone must not make the derived timeout too long.
+        let receive_timeout = self.receive_timeout.unwrap_or_else(|| {
+            d.receive_timeout
+                .max(ping_interval.saturating_mul(ratio))
+                .min(MAX_DURATION)
+        });
         let pong_timeout = self.pong_timeout.unwrap_or(d.pong_timeout);
         let (min, max) = self.backoff.unwrap_or(d.backoff);
         let longest = [
@@ -972,6 +975,11 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e.status(), Status::ErrConfig);
+        // 12.7 days of ping interval: 4x that is over the limit, so the derived timeout stops
+        // at it rather than fail the config over a value the app never set.
+        let long = Duration::from_millis(1_100_000_000);
+        let c = b().ping_interval(long).build().unwrap();
+        assert_eq!(c.receive_timeout, MAX_DURATION);
     }
 
     #[test]

@@ -250,7 +250,9 @@ fn pem_arg<'a>(pem: *const u8, len: usize) -> Result<&'a [u8], Error> {
 ffi_fn! {
     /// Trusts the CA certificates in this PEM data, in addition to the roots (the built-in
     /// webpki roots, or the OS store with `tether_config_set_use_os_trust`).
-    /// The bytes are copied; they are parsed by `tether_client_new`.
+    /// The bytes are copied; they are parsed by `tether_client_new` (`TETHER_ERR_CONFIG` for
+    /// bad PEM). NULL with a length is `TETHER_ERR_NULL`; empty data (NULL with 0 included)
+    /// `TETHER_ERR_INVALID_ARGUMENT`.
     fn tether_config_set_ca_pem(
         cfg: *mut tether_config,
         pem: *const u8,

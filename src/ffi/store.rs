@@ -197,10 +197,12 @@ ffi_fn! {
         out_request_id: *mut i64,
     ) -> tether_status {
         put_id(out_request_id, || {
+            // Every pointer is checked before any argument is parsed: a NULL is ERR_NULL.
+            let (store, room_id) = (store(s)?, str_arg(room_id, "room_id")?);
             let users: Vec<String> = serde_json::from_str(str_arg(user_ids_json, "user_ids_json")?)
                 .map_err(|e| Error::new(Status::ErrInvalidArgument, format!("user_ids_json: {e}")))?;
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
-            store(s)?.request_members(str_arg(room_id, "room_id")?, &users)
+            store.request_members(room_id, &users)
         })
     } ?= code
 }

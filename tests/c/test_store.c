@@ -163,6 +163,9 @@ static void test_store_misuse(void) {
     CHECK_STATUS(tether_store_mark_read(s, "!nope:x", NULL, &id), TETHER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(tether_store_request_members(s, "!nope:x", "not json", &id), TETHER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(tether_store_request_members(s, "!r1:example.org", "[\"@x:y\"]", NULL), TETHER_ERR_NULL);
+    /* A NULL is ERR_NULL whatever the other arguments hold. */
+    CHECK_STATUS(tether_store_request_members(NULL, "!r1:example.org", "not json", &id), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_request_members(s, NULL, "not json", &id), TETHER_ERR_NULL);
     CHECK(id == 7);
     CHECK_STATUS(tether_store_set_open(s, "!nope:x", true), TETHER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(tether_store_set_open(NULL, "!nope:x", true), TETHER_ERR_NULL);
@@ -182,7 +185,14 @@ static void test_store_misuse(void) {
     tether_store *late = NULL;
     CHECK_STATUS(tether_store_new(c2, NULL, &late), TETHER_ERR_STATE);
     CHECK(late == NULL);
+    CHECK(strstr(tether_last_error(), "before connect") != NULL);
     th_close_and_free(c2);
+    /* Closed without ever connecting: the message says so, not "before connect". */
+    tether_client *closed = new_client();
+    CHECK_OK(tether_client_close(closed));
+    CHECK_STATUS(tether_store_new(closed, NULL, &late), TETHER_ERR_STATE);
+    CHECK(strstr(tether_last_error(), "closed") != NULL);
+    tether_client_free(closed);
 
     tether_config *cfg = th_config(&backend);
     CHECK_OK(tether_config_set_protocol(cfg, TETHER_PROTOCOL_RWWS));
