@@ -111,6 +111,11 @@ fn up(steps: Vec<Step>) -> Server {
     Server::Script(Script::Upgrade(steps))
 }
 
+/// The rwws hello, then `step` as the answer to the client's auth message.
+fn after_hello(step: Vec<u8>) -> Server {
+    up(vec![Step::Raw(frame(BINARY, b"ms")), Step::Raw(step)])
+}
+
 /// One scripted text or binary message, then the socket stays open.
 fn msg(opcode: u8, payload: &[u8]) -> Server {
     up(vec![Step::Raw(frame(opcode, payload))])
@@ -674,12 +679,37 @@ fn server_cases() -> Vec<Case> {
         case(
             "rwws hello then binary garbage",
             Rwws,
-            up(vec![
-                Step::Raw(frame(BINARY, b"ms")),
-                Step::Raw(frame(BINARY, b"\x7f\x7f")),
-            ]),
+            after_hello(frame(BINARY, b"\x7f\x7f")),
             drop_with(Status::ErrProtocol),
             Reconnects,
+        ),
+        case(
+            "rwws pong before the hello",
+            Rwws,
+            msg(BINARY, &[0, 0, 0, 1, 0x91, 0x75, 0xaa, 0x98, 0]),
+            drop_with(Status::ErrConfig),
+            Stops,
+        ),
+        case(
+            "rwws empty auth reply",
+            Rwws,
+            after_hello(frame(BINARY, b"")),
+            drop_with(Status::ErrProtocol),
+            Reconnects,
+        ),
+        case(
+            "rwws cut-off pong as the auth reply",
+            Rwws,
+            after_hello(frame(BINARY, &[0, 0, 0, 1])),
+            drop_with(Status::ErrProtocol),
+            Reconnects,
+        ),
+        case(
+            "rwws version mismatch (3002) during the handshake",
+            Rwws,
+            after_hello(close_frame(3002, "version")),
+            close_with(Status::ErrVersionMismatch, 3002),
+            Stops,
         ),
     ];
     // Every close code a server may send (gomuks-rpc.md §9, rwws-binary.md §4).

@@ -205,8 +205,9 @@ async fn spec4_no_reconnect_storm_from_a_flapping_server() {
     close_and_drain(&c).await;
 }
 
-/// §2.4 client rules: a wrong hello is a configuration error (no retry); a missing hello or a
-/// missing auth reply times out and retries with backoff.
+/// §2.4 client rules: a wrong hello is a configuration error (no retry), and the client
+/// closes with 1002 (protocol error); a missing hello or a missing auth reply times out and
+/// retries with backoff.
 #[tokio::test]
 async fn spec2_4_hello_and_auth_deadlines() {
     let b = backend_with(|c| c.rwws.hello = Hello::Wrong).await;
@@ -214,6 +215,13 @@ async fn spec2_4_hello_and_auth_deadlines() {
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!((d.status(), d.retry_in()), (Status::ErrConfig, None));
     until_kind(&c, EventKind::Closed).await;
+    let r = b.rwws();
+    assert!(
+        r.wait_for(|s| s.closes_received.contains(&1002), WAIT)
+            .await,
+        "{:?}",
+        r.stats().closes_received
+    );
 
     for cfg in [
         |c: &mut tether_testkit::gomuks::BackendConfig| c.rwws.hello = Hello::Silent,
@@ -305,8 +313,14 @@ fn spec2_6_key_handling() {
     for ok in ["AAECAw==", "AAECAw", " AAECAw== ", "-_-_", "+/+/"] {
         assert!(build(ok).is_ok(), "{ok}");
     }
+    // 127 bytes is the longest key a signed length byte carries (§2.2); 128 is refused.
+    let (k127, k128) = (
+        format!("{}AA==", "A".repeat(168)),
+        format!("{}AAA=", "A".repeat(168)),
+    );
+    assert!(build(&k127).is_ok());
     let long = "A".repeat(200);
-    for bad in ["", "!!!!", long.as_str()] {
+    for bad in ["", "!!!!", long.as_str(), k128.as_str()] {
         let e = build(bad).unwrap_err();
         assert_eq!(e.status(), Status::ErrConfig);
         if !bad.is_empty() {
@@ -328,6 +342,17 @@ fn spec2_6_key_handling() {
         .build()
         .unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig);
+}
+
+/// §2.2/§5.2: a key of 127 bytes, the longest a signed length byte carries, authenticates
+/// with a server that reads that byte as a JVM does.
+#[tokio::test]
+async fn spec2_2_a_127_byte_key_authenticates() {
+    let b = backend_with(|c| c.rwws.keys = vec![vec![0u8; 127]]).await;
+    let c = rwws_client(&b, |c| c.token(&format!("{}AA==", "A".repeat(168))));
+    until_kind(&c, EventKind::Connected).await;
+    until(&c, |e| e.kind() == EventKind::Pong).await;
+    close_and_drain(&c).await;
 }
 
 /// §4 item 5: a message over the size cap (64 KiB by default for rwws) ends the connection with

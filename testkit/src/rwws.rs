@@ -221,7 +221,12 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
         loop {
             match stream.next().await {
                 Some(Ok(Message::Binary(b))) => return Some(b),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    lock(&state).stats.closes_received.push(code);
+                    return None;
+                }
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             }
         }
@@ -246,7 +251,12 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
     let key = auth[4..].to_vec();
     let accepted = {
         let g = lock(&state);
-        usize::from(auth[3]) == key.len() && g.cfg.keys.contains(&key) && !g.revoked.contains(&key)
+        // The length byte is signed, as a JVM server reads it (spec §2.2): 128 and up are
+        // negative, so such a key is refused whatever follows.
+        let len = i8::from_be_bytes([auth[3]]);
+        usize::try_from(len).is_ok_and(|n| n == key.len())
+            && g.cfg.keys.contains(&key)
+            && !g.revoked.contains(&key)
     };
     if !accepted {
         let _ = sink.send(close(3001, "unauthorized")).await;
