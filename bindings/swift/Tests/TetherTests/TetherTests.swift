@@ -161,6 +161,31 @@ final class TetherTests: XCTestCase {
         await c.close(timeout: .seconds(10))
     }
 
+    /// rwws-binary.md §2.8: a Settings packet is `01`, the (id, value) pairs, then `ff`.
+    func testRwwsPacketsAndSettingsReachTheServerAsTheSpecEncodesThem() async throws {
+        let b = try Backend()
+        var o = TetherOptions(url: b.url, protocol: .rwws)
+        o.token = "dGV0aGVyLXRlc3Qta2V5"
+        let c = try TetherClient(o)
+        _ = try await next(c, "CONNECTED") { $0.kind == .connected }
+        try c.sendPacket(Data([0x42, 1, 2]))
+        try c.sendSettings([(id: 1, value: Data([5, 6])), (id: 7, value: Data())])
+        var stats = ""
+        for _ in 0..<500 {
+            stats = try b.control("/_testkit/rwws/stats", method: "GET")
+            if stats.contains("420102") && stats.contains("0101050607ff") { break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTAssertTrue(stats.contains("420102") && stats.contains("0101050607ff"), stats)
+        for bad: UInt8 in [0x00, 0xFF] {
+            await assertThrows("setting id \(bad)", { try c.sendSettings([(id: bad, value: Data())]) }) {
+                if case .invalidArgument = $0 { return true }
+                return false
+            }
+        }
+        await c.close(timeout: .seconds(10))
+    }
+
     func testARejectedRwwsKeyStopsWithCloseCode3001() async throws {
         let b = try Backend()
         var o = TetherOptions(url: b.url, protocol: .rwws)
