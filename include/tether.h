@@ -402,11 +402,12 @@ typedef void (*tether_destroy_cb)(void *ctx);
  * to `tether_config_set_proxy` and the environment. `TETHER_ERR_CONFIG` ends the client with
  * that status (the app's settings cannot work); any other return value fails that connection
  * attempt (`TETHER_ERR_CONNECT`, retried with backoff). Runs on a blocking thread of the
- * library, never on a network thread; one call per client at a time, but clients made from
- * one config may call it at once. It may block (a PAC script, an OS lookup) for up to the
- * connect timeout: after that the attempt fails with `TETHER_ERR_CONNECT` ("the proxy resolver
- * gave no answer within N ms") and leaves the call running, and attempts made before it
- * returns fail at once ("it is still in an earlier call") instead of calling again.
+ * library, never on a network thread; one call per client at a time (an attempt that timed
+ * out waiting for a call leaves it running, and the next attempt waits for it instead of
+ * calling again, and takes its answer when it was about the same URL), but clients made from
+ * one config may call it at once. It may block (a PAC script, an OS lookup), and its time
+ * counts against the attempt's limit (twice the connect timeout); an attempt that ran out of
+ * time while it was still running says so ("the proxy resolver has not answered for N ms").
  * `tether_client_free` waits for a call in progress for that client, so none runs once it
  * has returned; called from inside that call it returns without waiting. Freeing another
  * client from inside a resolver waits for that client's call: two resolvers that each free
@@ -1325,13 +1326,15 @@ int64_t tether_event_rtt_us(const struct tether_event *ev);
 int64_t tether_event_acked_id(const struct tether_event *ev);
 
 /**
- * PONG (rwws): the server's unix time in milliseconds, 0 if absent or negative.
+ * PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date.
  */
 int64_t tether_event_server_time_ms(const struct tether_event *ev);
 
 /**
  * CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked the server to resume
- * (gomuks: `run_id` + `last_received_event` were sent). false otherwise and for NULL.
+ * (gomuks: `run_id` + `last_received_event` in its upgrade request); for CONNECTING, and
+ * for an attempt that ended before its upgrade was sent, whether it was to ask. false
+ * otherwise and for NULL.
  */
 bool tether_event_resume_attempted(const struct tether_event *ev);
 
@@ -1452,7 +1455,10 @@ tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const u
 
 /**
  * rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
- * disconnected. `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+ * disconnected. Sent once: a later connection does not repeat them, so settings the
+ * server must know on every connection are sent again on each CONNECTED. Packets still
+ * queued when the client stops for good (a 3001, say) are dropped with it.
+ * `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
  */
 tether_status tether_client_send_settings(struct tether_client *c, const struct tether_settings *s);
 

@@ -94,9 +94,10 @@ type Answer = Result<Option<String>, Error>;
 struct Gate {
     state: Mutex<GateState>,
     done: Condvar,
-    /// The call of an attempt that gave up waiting for it (its connect timed out), still
-    /// running: the next attempt waits for it instead of starting a second.
-    running: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Answer>>>,
+    /// The call of an attempt that gave up waiting for it (its connect timed out), with the
+    /// URL it was asked about: the next attempt waits for it instead of starting a second,
+    /// and takes its answer when it was about the same URL.
+    running: tokio::sync::Mutex<Option<(String, tokio::task::JoinHandle<Answer>)>>,
 }
 
 struct GateState {
@@ -105,6 +106,8 @@ struct GateState {
     f: Option<Arc<ResolverFn>>,
     /// The thread of the call in progress.
     calling: Option<std::thread::ThreadId>,
+    /// When the call in progress started.
+    since: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for Resolver {
@@ -121,7 +124,11 @@ impl Resolver {
     fn gated(f: Option<Arc<ResolverFn>>) -> Resolver {
         Resolver {
             gate: Arc::new(Gate {
-                state: Mutex::new(GateState { f, calling: None }),
+                state: Mutex::new(GateState {
+                    f,
+                    calling: None,
+                    since: None,
+                }),
                 done: Condvar::new(),
                 running: tokio::sync::Mutex::default(),
             }),
@@ -133,27 +140,35 @@ impl Resolver {
         Resolver::gated(self.gate.state().f.clone())
     }
 
-    /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while).
-    /// While a call an earlier attempt left running (it timed out waiting) has not returned,
-    /// fails at once rather than start another or wait for it: a client never holds more than
-    /// one thread in the app's resolver, and each attempt says what held it up.
+    /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while),
+    /// after the call an earlier attempt left running, if any, has ended: a client never
+    /// holds more than one thread in the app's resolver. That call's answer is taken when it
+    /// was about the same URL, so a resolver slower than an attempt's limit still gets its
+    /// answer used by the next attempt.
     pub(crate) async fn ask(&self, url: String) -> Answer {
         let mut slot = self.gate.running.lock().await;
-        if let Some(earlier) = slot.as_mut() {
-            if !earlier.is_finished() {
-                return Err(Error::new(
-                    Status::ErrConnect,
-                    "it is still in an earlier call, which has not returned",
-                ));
+        if let Some((asked, earlier)) = slot.as_mut() {
+            let answer = earlier.await;
+            let same = *asked == url;
+            *slot = None;
+            if same {
+                return joined(answer);
             }
-            let _ = earlier.await;
         }
         let gate = self.gate.clone();
         // Dropped mid-call (the attempt timed out), the handle stays in the slot.
-        let call = slot.insert(tokio::task::spawn_blocking(move || gate.call(&url)));
+        let (_, call) = slot.insert((
+            url.clone(),
+            tokio::task::spawn_blocking(move || gate.call(&url)),
+        ));
         let answer = call.await;
         *slot = None;
-        answer.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
+        joined(answer)
+    }
+
+    /// How long the call in progress has been running, if there is one.
+    pub(crate) fn busy_for(&self) -> Option<std::time::Duration> {
+        self.gate.state().since.map(|t| t.elapsed())
     }
 
     /// No call starts any more; returns once the one in progress, if any, has returned, after
@@ -184,16 +199,26 @@ impl Gate {
                 return Err(Error::new(Status::ErrConnect, "the client is closed"));
             };
             s.calling = Some(std::thread::current().id());
+            s.since = Some(std::time::Instant::now());
             f
         };
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(url)))
             .unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")));
         // Gone before `calling` clears: close_and_wait then holds the last reference.
         drop(f);
-        self.state().calling = None;
+        {
+            let mut s = self.state();
+            s.calling = None;
+            s.since = None;
+        }
         self.done.notify_all();
         answer
     }
+}
+
+/// The answer of a call's task (a panic is caught inside the call already).
+fn joined(r: Result<Answer, tokio::task::JoinError>) -> Answer {
+    r.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
 }
 
 /// How the tunnel is opened.

@@ -379,11 +379,12 @@ pub struct tether_proxy_answer {
 /// to `tether_config_set_proxy` and the environment. `TETHER_ERR_CONFIG` ends the client with
 /// that status (the app's settings cannot work); any other return value fails that connection
 /// attempt (`TETHER_ERR_CONNECT`, retried with backoff). Runs on a blocking thread of the
-/// library, never on a network thread; one call per client at a time, but clients made from
-/// one config may call it at once. It may block (a PAC script, an OS lookup) for up to the
-/// connect timeout: after that the attempt fails with `TETHER_ERR_CONNECT` ("the proxy resolver
-/// gave no answer within N ms") and leaves the call running, and attempts made before it
-/// returns fail at once ("it is still in an earlier call") instead of calling again.
+/// library, never on a network thread; one call per client at a time (an attempt that timed
+/// out waiting for a call leaves it running, and the next attempt waits for it instead of
+/// calling again, and takes its answer when it was about the same URL), but clients made from
+/// one config may call it at once. It may block (a PAC script, an OS lookup), and its time
+/// counts against the attempt's limit (twice the connect timeout); an attempt that ran out of
+/// time while it was still running says so ("the proxy resolver has not answered for N ms").
 /// `tether_client_free` waits for a call in progress for that client, so none runs once it
 /// has returned; called from inside that call it returns without waiting. Freeing another
 /// client from inside a resolver waits for that client's call: two resolvers that each free

@@ -303,7 +303,7 @@ impl<D: Dialect> Supervisor<D> {
                 healthy: false,
             },
             Err(_) => State::Disconnected {
-                end: End::lost(Status::ErrConnect, 0, "connect timed out"),
+                end: End::lost(Status::ErrConnect, 0, timed_out_why(&self.cfg, limit)),
                 healthy: false,
             },
         }
@@ -1089,6 +1089,19 @@ fn write(
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<Result<(), WsError>> {
     outbox.poll_write(sink, cx, |_| stats::add(&counters.requests_sent, 1))
+}
+
+/// Why an attempt ran out of its time: the app's proxy resolver when a call of it is still
+/// running (a PAC lookup that hangs is not the server's fault), else the connect.
+fn timed_out_why(cfg: &Config, limit: Duration) -> String {
+    match cfg.proxy_resolver.as_ref().and_then(|r| r.busy_for()) {
+        Some(d) => format!(
+            "connect timed out after {} ms: the proxy resolver has not answered for {} ms",
+            limit.as_millis(),
+            d.as_millis()
+        ),
+        None => "connect timed out".to_owned(),
+    }
 }
 
 fn wire_in(c: &stats::Counters) -> u64 {

@@ -283,23 +283,10 @@ async fn route(cfg: &Config, url: &Url) -> Result<Option<Proxy>, ConnectError> {
     let mut asked = url.clone();
     asked.set_query(None);
     asked.set_fragment(None);
-    // Bounded like a connect, so a resolver that hangs (a PAC lookup that never ends) is named
-    // as what did not answer, before the attempt's own limit blames the server. The call goes
-    // on in the background; no other starts until it returns (`Resolver::ask`).
-    let limit = cfg.connect_timeout;
-    let answer = match tokio::time::timeout(limit, resolver.ask(asked.into())).await {
-        Ok(answer) => answer.map_err(|e| {
-            let why = format!("the proxy resolver failed: {}", e.message());
-            ConnectError::other(e.status(), why)
-        })?,
-        Err(_) => {
-            let why = format!(
-                "the proxy resolver gave no answer within {} ms",
-                limit.as_millis()
-            );
-            return Err(ConnectError::other(Status::ErrConnect, why));
-        }
-    };
+    let answer = resolver.ask(asked.into()).await.map_err(|e| {
+        let why = format!("the proxy resolver failed: {}", e.message());
+        ConnectError::other(e.status(), why)
+    })?;
     let proxy = match ProxyChoice::from_setting(answer.as_deref().unwrap_or("")) {
         ProxyChoice::Environment => return Ok(cfg.proxy.clone()),
         ProxyChoice::Direct => None,
