@@ -171,7 +171,7 @@ impl Event {
     pub fn acked_id(&self) -> i64 {
         self.acked_id
     }
-    /// PONG (rwws): the server's unix time in milliseconds (0 if absent or negative).
+    /// PONG (rwws): the server's unix time in milliseconds (0 if absent or not a date).
     pub fn server_time_ms(&self) -> i64 {
         self.server_time_ms
     }

@@ -72,23 +72,34 @@ fn now_ms() -> i64 {
 }
 
 /// The Pong's time (spec §2.2: byte order undocumented): big-endian, unless that is over a
-/// year from the local clock and the little-endian reading is within it. A big-endian time far
-/// from a local clock that is wrong (a device back at 1970) is kept: telling the app the
-/// server's time is what the value is for. A negative time is 0 ("unknown").
+/// year from the local clock and the little-endian reading is within it. When neither is near
+/// the local clock (the device's clock is wrong, back at 1970 say: just when the server's time
+/// is worth telling the app), the reading that is a date between 2000 and 2200 wins, the
+/// big-endian one first; 0 ("unknown") if neither is.
 pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
     const YEAR_MS: i64 = 366 * 24 * 3600 * 1000;
+    const DATES: std::ops::Range<i64> = 946_684_800_000..7_258_118_400_000;
     /// The little-endian reading is reported once per process, as §2.2 asks.
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let near = |v: i64| v.checked_sub(now_ms).is_some_and(|d| d.abs() <= YEAR_MS);
-    let be = i64::from_be_bytes(raw);
-    let le = i64::from_le_bytes(raw);
-    if !near(be) && near(le) {
+    let little = |le: i64| {
         if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!("rwws pong time is little-endian; using it");
         }
         le
+    };
+    let near = |v: i64| v.checked_sub(now_ms).is_some_and(|d| d.abs() <= YEAR_MS);
+    let be = i64::from_be_bytes(raw);
+    let le = i64::from_le_bytes(raw);
+    if near(be) {
+        be
+    } else if near(le) {
+        little(le)
+    } else if DATES.contains(&be) {
+        be
+    } else if DATES.contains(&le) {
+        little(le)
     } else {
-        be.max(0)
+        0
     }
 }
 
@@ -155,15 +166,19 @@ mod tests {
     fn spec2_2_pong_time_byte_order() {
         assert_eq!(pong_time(T.to_be_bytes(), T + 5), T);
         assert_eq!(pong_time(T.to_le_bytes(), T + 5), T);
-        // A local clock years off (here at 1970): the big-endian time is the server's.
-        assert_eq!(pong_time(T.to_be_bytes(), 0), T);
-        assert_eq!(
-            pong_time(T.to_be_bytes(), T + 5 * 366 * 24 * 3600 * 1000),
-            T
-        );
-        // Negative either way: unknown.
+        // A local clock years off (here at 1970, then five years ahead): the reading that is
+        // a date is the server's time, in either byte order.
+        let ahead = T + 5 * 366 * 24 * 3600 * 1000;
+        for now in [0, ahead] {
+            assert_eq!(pong_time(T.to_be_bytes(), now), T);
+            assert_eq!(pong_time(T.to_le_bytes(), now), T);
+            let t = 1_733_000_000_000i64;
+            assert_eq!(pong_time(t.to_le_bytes(), now), t);
+        }
+        // Neither reading a date: unknown.
         assert_eq!(pong_time([0xff; 8], T), 0);
         assert_eq!(pong_time(i64::MIN.to_be_bytes(), T), 0);
+        assert_eq!(pong_time([0x7f, 0, 0, 0, 0, 0, 0, 0x7f], 0), 0);
     }
 
     /// §2.3: several packets per message, in order; an unknown id hands the rest to the app.
