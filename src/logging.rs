@@ -13,7 +13,8 @@
 //! which starts a log thread of its own there.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Mutex, MutexGuard, Once};
 
@@ -96,38 +97,72 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
     let level = if sink.is_some() { max as u8 } else { 0 };
     let (done_tx, done) = sync_channel(1);
     let mut swap = Msg::Sink(sink, done_tx);
-    loop {
-        let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_none() {
-            if matches!(swap, Msg::Sink(None, _)) {
-                MAX_LEVEL.store(0, Ordering::Release);
+    // Concurrent swaps go one at a time, so the level left in place is that of the sink left
+    // in place. The channel's own lock is not held while waiting for room in it.
+    let one_at_a_time = swap_lock().lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..2 {
+        let tx = {
+            let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_none() {
+                if matches!(swap, Msg::Sink(None, _)) {
+                    MAX_LEVEL.store(0, Ordering::Release);
+                    return true;
+                }
+                *g = start_thread();
+            }
+            g.clone()
+        };
+        let Some(tx) = tx else { break };
+        // Records made before the swap still reach the old sink; new ones wait for the new
+        // level. A full channel blocks this call only (records are dropped, never wait), and
+        // it is woken as the log thread takes messages.
+        MAX_LEVEL.store(level, Ordering::Release);
+        match tx.send(swap) {
+            Ok(()) => {
+                drop(one_at_a_time);
+                // The log thread answers once it has dropped the old sink.
+                let _ = done.recv();
                 return true;
             }
-            match start_thread() {
-                Some(tx) => *g = Some(tx),
-                None => return false,
+            Err(back) => {
+                // The log thread is gone: start another and try once more.
+                swap = back.0;
+                *SENDER.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
         }
-        let Some(tx) = g.as_ref() else { return false };
-        // The swap is queued and the level set under the lock, so concurrent calls take
-        // effect in one order and the level left in place is that of the sink left in place.
-        // Records made before the swap still reach the old sink. The lock is never held while
-        // waiting: a full channel is tried again after the log thread had a moment.
-        match tx.try_send(swap) {
-            Ok(()) => {
-                MAX_LEVEL.store(level, Ordering::Release);
-                break;
-            }
-            Err(TrySendError::Full(m)) => swap = m,
-            Err(TrySendError::Disconnected(_)) => return false,
-        }
-        drop(g);
-        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    // Waiting is fine: this is the app's call, and the log thread answers once it has dropped
-    // the old sink.
-    let _ = done.recv();
-    true
+    MAX_LEVEL.store(0, Ordering::Release);
+    drop(one_at_a_time);
+    // The sink goes outside the locks: its owner's destroy may log or install another.
+    drop(swap);
+    false
+}
+
+/// Serializes sink swaps. Behind a pointer so that a forked child starts with a fresh lock:
+/// a thread that held this one at the fork does not exist there.
+static SWAP: AtomicPtr<Mutex<()>> = AtomicPtr::new(std::ptr::null_mut());
+
+fn swap_lock() -> &'static Mutex<()> {
+    let p = SWAP.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: set once per process below and never freed (a child forgets it).
+        return unsafe { &*p };
+    }
+    let fresh = Box::into_raw(Box::new(Mutex::new(())));
+    match SWAP.compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: leaked on purpose: it lives as long as the process.
+        Ok(_) => unsafe { &*fresh },
+        Err(other) => {
+            // SAFETY: `fresh` was never shared; `other` is the one in place, never freed.
+            drop(unsafe { Box::from_raw(fresh) });
+            unsafe { &*other }
+        }
+    }
 }
 
 /// The name of the thread that runs the sinks.
@@ -149,25 +184,29 @@ fn start_thread() -> Option<SyncSender<Msg>> {
             for msg in rx {
                 match msg {
                     Msg::Sink(s, done) => {
-                        // The old sink (and what it owns) goes before the caller returns.
-                        drop(std::mem::replace(&mut sink, s));
+                        // The old sink (and what it owns) goes before the caller returns. A
+                        // panic in a sink is the sink's: it must not end this thread.
+                        let old = std::mem::replace(&mut sink, s);
+                        let _ = catch_unwind(AssertUnwindSafe(|| drop(old)));
                         let _ = done.send(());
                     }
                     Msg::Record(r) => {
                         let Some(f) = sink.as_mut() else { continue };
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
-                        if dropped > 0 {
-                            f(&LogRecord {
-                                level: LogLevel::Warn,
-                                target: "tether::log",
-                                client: 0,
-                                message: format!(
-                                    "{dropped} log records dropped: the log callback fell behind"
-                                ),
-                                time: r.time,
-                            });
-                        }
-                        f(&r);
+                        let _ = catch_unwind(AssertUnwindSafe(|| {
+                            if dropped > 0 {
+                                f(&LogRecord {
+                                    level: LogLevel::Warn,
+                                    target: "tether::log",
+                                    client: 0,
+                                    message: format!(
+                                        "{dropped} log records dropped: the log callback fell behind"
+                                    ),
+                                    time: r.time,
+                                });
+                            }
+                            f(&r);
+                        }));
                     }
                 }
             }
@@ -200,6 +239,8 @@ extern "C" fn after_fork_in_child() {
             std::mem::forget(g.take());
         }
     });
+    // A swap may have been under way on another thread: the child gets a lock of its own.
+    SWAP.store(std::ptr::null_mut(), Ordering::Release);
     MAX_LEVEL.store(0, Ordering::Release);
 }
 
