@@ -104,6 +104,17 @@ def call_app(fn: Callable[[Any], Any], arg: Any, what: str) -> Optional[BaseExce
     return None
 
 
+def keep_first(
+    first: Optional[BaseException], e: Optional[BaseException]
+) -> Optional[BaseException]:
+    """The first of two exceptions a batch's callbacks raised to stop the app; a later one
+    is logged, not lost without a trace."""
+    if first is not None and e is not None:
+        log.error("tether: a callback also raised %s; only the first is raised", type(e).__name__,
+                  exc_info=e)
+    return first or e
+
+
 def pass_on(e: Optional[BaseException], app_thread: bool) -> None:
     """After a batch is delivered: raises what an app callback raised to stop the app
     (see :func:`call_app`) on the app's own thread; on the binding's or the library's thread

@@ -39,6 +39,7 @@ from ._base import (
     JSONData,
     _strong,
     download_params,
+    keep_first,
     log,
     pass_on,
     response_result,
@@ -260,8 +261,7 @@ class _AsyncCore(CoreBase):
                 # The store's subscribers first, then the app's events like a MESSAGE.
                 hub = self.store_hub
                 if hub is not None:
-                    e = hub.publish(ev)
-                    deferred = deferred or e
+                    deferred = keep_first(deferred, hub.publish(ev))
             self.note(ev)
             self.queue.put_nowait(ev)
             if ev.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED):

@@ -40,6 +40,7 @@ from ._base import (
     _strong,
     call_app,
     download_params,
+    keep_first,
     log,
     pass_on,
     response_result,
@@ -782,15 +783,13 @@ class _SyncCore(CoreBase):
                 # The store's subscribers first, then the app's events like a MESSAGE.
                 hub = self.store_hub
                 if hub is not None:
-                    e = hub.publish(ev)
-                    deferred = deferred or e
+                    deferred = keep_first(deferred, hub.publish(ev))
                     streamed = True  # wakes a thread iterating Store.changes()
             elif kind in _STATE_KINDS:
                 self.note(ev)
                 state_changed = True
             if self.on_event is not None:
-                e = call_app(self.on_event, ev, "on_event")
-                deferred = deferred or e
+                deferred = keep_first(deferred, call_app(self.on_event, ev, "on_event"))
             else:
                 ready.append(ev)
         if not ready and not state_changed and not streamed and not answered:

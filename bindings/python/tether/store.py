@@ -51,7 +51,15 @@ from typing import (
 )
 
 from . import _ffi
-from ._base import REQUEST_GRACE_S, AsyncReply, CoreBase, Handle, call_app, forked_since
+from ._base import (
+    REQUEST_GRACE_S,
+    AsyncReply,
+    CoreBase,
+    Handle,
+    call_app,
+    forked_since,
+    keep_first,
+)
 from ._options import _cstr
 from .errors import (
     InvalidArgumentError,
@@ -189,8 +197,7 @@ class _Hub:
         if callbacks:
             change = ev.data
             for cb in callbacks:
-                e = call_app(cb, change, "a store on_change callback")
-                first = first or e
+                first = keep_first(first, call_app(cb, change, "a store on_change callback"))
         return first
 
     def add_stream(self, s: Any) -> None:
