@@ -197,6 +197,8 @@ impl Client {
 
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
     /// 0xFF are reserved; values are sent as given. No setting is defined by the protocol yet.
+    /// Sent once, not again on a later connection (send them again on each CONNECTED if the
+    /// server must know them per connection).
     pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
         self.req.ensure_open()?;
         self.require_rwws("send_settings")?;

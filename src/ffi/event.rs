@@ -130,7 +130,7 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or negative.
+    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date.
     fn tether_event_server_time_ms(ev: *const tether_event) -> i64 {
         field(ev, 0, |e| e.server_time_ms())
     } ?= |_| 0
@@ -138,7 +138,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// CONNECTING, CONNECTED, DISCONNECTED: whether this connection asked the server to resume
-    /// (gomuks: `run_id` + `last_received_event` were sent). false otherwise and for NULL.
+    /// (gomuks: `run_id` + `last_received_event` in its upgrade request); for CONNECTING, and
+    /// for an attempt that ended before its upgrade was sent, whether it was to ask. false
+    /// otherwise and for NULL.
     fn tether_event_resume_attempted(ev: *const tether_event) -> bool {
         field(ev, false, |e| e.resume_attempted())
     } ?= |_| false

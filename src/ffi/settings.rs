@@ -47,7 +47,10 @@ fn add(s: *mut tether_settings, id: u8, value: *const u8, len: usize) -> Result<
 
 ffi_fn! {
     /// rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
-    /// disconnected. `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+    /// disconnected. Sent once: a later connection does not repeat them, so settings the
+    /// server must know on every connection are sent again on each CONNECTED. Packets still
+    /// queued when the client stops for good (a 3001, say) are dropped with it.
+    /// `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
     client fn tether_client_send_settings(
         c: *mut tether_client,
         s: *const tether_settings,
