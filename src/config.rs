@@ -529,9 +529,8 @@ impl ConfigBuilder {
     /// a proxy that is not loopback (without [`ConfigBuilder::allow_insecure_credentials`]),
     /// ends the client with
     /// [`Status::ErrConfig`]. One call per client runs at a time (an attempt that timed out
-    /// waiting for a call leaves it running, and the next one waits for it and takes its
-    /// answer when it was about the same URL), and dropping the client waits for a call in
-    /// progress. Default: none.
+    /// waiting for a call leaves it running, and the next one waits for it to return before
+    /// calling again), and dropping the client waits for a call in progress. Default: none.
     pub fn proxy_resolver(
         mut self,
         resolve: impl Fn(&str) -> Result<Option<String>, String> + Send + Sync + 'static,

@@ -94,10 +94,9 @@ type Answer = Result<Option<String>, Error>;
 struct Gate {
     state: Mutex<GateState>,
     done: Condvar,
-    /// The call of an attempt that gave up waiting for it (its connect timed out), with the
-    /// URL it was asked about: the next attempt waits for it instead of starting a second,
-    /// and takes its answer when it was about the same URL.
-    running: tokio::sync::Mutex<Option<(String, tokio::task::JoinHandle<Answer>)>>,
+    /// The call of an attempt that gave up waiting for it (its connect timed out), still
+    /// running: the next attempt waits for it instead of starting a second.
+    running: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Answer>>>,
 }
 
 struct GateState {
@@ -142,28 +141,19 @@ impl Resolver {
 
     /// Asks about `url` on a blocking thread (a PAC script or an OS lookup may take a while),
     /// after the call an earlier attempt left running, if any, has ended: a client never
-    /// holds more than one thread in the app's resolver. That call's answer is taken when it
-    /// was about the same URL, so a resolver slower than an attempt's limit still gets its
-    /// answer used by the next attempt.
+    /// holds more than one thread in the app's resolver. That call's answer is not used: it
+    /// may be old (a pause, a network change since), and every connection asks afresh.
     pub(crate) async fn ask(&self, url: String) -> Answer {
         let mut slot = self.gate.running.lock().await;
-        if let Some((asked, earlier)) = slot.as_mut() {
-            let answer = earlier.await;
-            let same = *asked == url;
-            *slot = None;
-            if same {
-                return joined(answer);
-            }
+        if let Some(earlier) = slot.as_mut() {
+            let _ = earlier.await;
         }
         let gate = self.gate.clone();
         // Dropped mid-call (the attempt timed out), the handle stays in the slot.
-        let (_, call) = slot.insert((
-            url.clone(),
-            tokio::task::spawn_blocking(move || gate.call(&url)),
-        ));
+        let call = slot.insert(tokio::task::spawn_blocking(move || gate.call(&url)));
         let answer = call.await;
         *slot = None;
-        joined(answer)
+        answer.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
     }
 
     /// How long the call in progress has been running, if there is one.
@@ -214,11 +204,6 @@ impl Gate {
         self.done.notify_all();
         answer
     }
-}
-
-/// The answer of a call's task (a panic is caught inside the call already).
-fn joined(r: Result<Answer, tokio::task::JoinError>) -> Answer {
-    r.unwrap_or_else(|_| Err(Error::new(Status::ErrConnect, "it panicked")))
 }
 
 /// How the tunnel is opened.

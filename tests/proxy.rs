@@ -717,49 +717,6 @@ async fn a_failing_or_unusable_proxy_resolver_is_a_clear_error() {
     assert_eq!(peers(&b).len(), before, "{:?}", peers(&b));
 }
 
-/// A resolver slower than an attempt's limit (twice the connect timeout) still gets its
-/// answer used: the attempt that asked gives up, and the next one waits for that same call
-/// and takes its answer instead of asking again (and timing out again, for ever).
-#[tokio::test]
-async fn a_proxy_resolver_slower_than_an_attempt_still_gets_the_client_connected() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let b = backend().await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let c = start(
-        Config::builder(&b.http_url())
-            .protocol(tether::Protocol::Rwws)
-            .token(tether_testkit::rwws::DEFAULT_KEY)
-            .connect_timeout(Duration::from_millis(150))
-            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
-            .proxy_resolver(move |_| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(450));
-                Ok(Some("direct".to_owned()))
-            })
-            .build()
-            .unwrap(),
-    );
-    let (_, seen) = until_kind(&c, EventKind::Connected).await;
-    let timed_out: Vec<String> = seen
-        .iter()
-        .filter(|e| e.kind() == EventKind::Disconnected)
-        .map(text)
-        .collect();
-    assert!(
-        !timed_out.is_empty(),
-        "the first attempt should have timed out"
-    );
-    assert!(
-        timed_out
-            .iter()
-            .all(|t| t.contains("the proxy resolver has not answered")),
-        "{timed_out:?}"
-    );
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one call, its answer used");
-    close_and_drain(&c).await;
-}
-
 /// A resolver that hangs holds one thread of its client, not one per attempt: while its call
 /// runs, the attempts that time out waiting for it start no other call, and each says that
 /// the resolver has not answered rather than blame the server. Freeing the client

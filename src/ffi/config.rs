@@ -380,11 +380,12 @@ pub struct tether_proxy_answer {
 /// that status (the app's settings cannot work); any other return value fails that connection
 /// attempt (`TETHER_ERR_CONNECT`, retried with backoff). Runs on a blocking thread of the
 /// library, never on a network thread; one call per client at a time (an attempt that timed
-/// out waiting for a call leaves it running, and the next attempt waits for it instead of
-/// calling again, and takes its answer when it was about the same URL), but clients made from
-/// one config may call it at once. It may block (a PAC script, an OS lookup), and its time
-/// counts against the attempt's limit (twice the connect timeout); an attempt that ran out of
-/// time while it was still running says so ("the proxy resolver has not answered for N ms").
+/// out waiting for a call leaves it running, and the next attempt waits for it to return
+/// before calling again), but clients made from one config may call it at once. It may block
+/// (a PAC script, an OS lookup), and its time counts against the attempt's limit (twice the
+/// connect timeout): an attempt that ran out of time while it was still running says so ("the
+/// proxy resolver has not answered for N ms"), and a resolver that is always slower than that
+/// fails every attempt (raise the connect timeout, or answer from a cache of its own).
 /// `tether_client_free` waits for a call in progress for that client, so none runs once it
 /// has returned; called from inside that call it returns without waiting. Freeing another
 /// client from inside a resolver waits for that client's call: two resolvers that each free
