@@ -81,7 +81,7 @@ enum Msg {
     Record(LogRecord),
     /// Replaces the sink; the old one is dropped on the log thread, after its last record,
     /// and then the sender is told.
-    Sink(Option<LogSink>, SyncSender<()>),
+    Sink(Option<LogSink>, u8, SyncSender<()>),
 }
 
 /// Installs `sink` for every record at `max` or more important, replacing the previous sink;
@@ -96,7 +96,8 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
     }
     let level = if sink.is_some() { max as u8 } else { 0 };
     let (done_tx, done) = sync_channel(1);
-    let mut swap = Msg::Sink(sink, done_tx);
+    let mut swap = Msg::Sink(sink, level, done_tx);
+    forget_the_thread_in_a_forked_child();
     // Concurrent swaps go one at a time, so the level left in place is that of the sink left
     // in place. The channel's own lock is not held while waiting for room in it.
     let one_at_a_time = swap_lock().lock().unwrap_or_else(|e| e.into_inner());
@@ -104,7 +105,7 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
         let tx = {
             let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
             if g.is_none() {
-                if matches!(swap, Msg::Sink(None, _)) {
+                if matches!(swap, Msg::Sink(None, ..)) {
                     MAX_LEVEL.store(0, Ordering::Release);
                     return true;
                 }
@@ -113,15 +114,17 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
             g.clone()
         };
         let Some(tx) = tx else { break };
-        // Records made before the swap still reach the old sink; new ones wait for the new
-        // level. A full channel blocks this call only (records are dropped, never wait), and
-        // it is woken as the log thread takes messages.
-        MAX_LEVEL.store(level, Ordering::Release);
+        // Until the swap is done, records are made for whichever of the two sinks wants more;
+        // the log thread hands each sink only those at its own level. A full channel blocks
+        // this call only (records are dropped, never wait), and it is woken as the log thread
+        // takes messages.
+        MAX_LEVEL.fetch_max(level, Ordering::AcqRel);
         match tx.send(swap) {
             Ok(()) => {
-                drop(one_at_a_time);
                 // The log thread answers once it has dropped the old sink.
                 let _ = done.recv();
+                MAX_LEVEL.store(level, Ordering::Release);
+                drop(one_at_a_time);
                 return true;
             }
             Err(back) => {
@@ -181,20 +184,25 @@ fn start_thread() -> Option<SyncSender<Msg>> {
         .name(LOG_THREAD.into())
         .spawn(move || {
             let mut sink: Option<LogSink> = None;
+            let mut sink_level = 0u8;
             for msg in rx {
                 match msg {
-                    Msg::Sink(s, done) => {
+                    Msg::Sink(s, level, done) => {
                         // The old sink (and what it owns) goes before the caller returns. A
                         // panic in a sink is the sink's: it must not end this thread.
                         let old = std::mem::replace(&mut sink, s);
+                        sink_level = level;
                         let _ = catch_unwind(AssertUnwindSafe(|| drop(old)));
                         let _ = done.send(());
                     }
                     Msg::Record(r) => {
                         let Some(f) = sink.as_mut() else { continue };
+                        if r.level as u8 > sink_level {
+                            continue; // made for the other sink of a swap under way
+                        }
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
                         let _ = catch_unwind(AssertUnwindSafe(|| {
-                            if dropped > 0 {
+                            if dropped > 0 && LogLevel::Warn as u8 <= sink_level {
                                 f(&LogRecord {
                                     level: LogLevel::Warn,
                                     target: "tether::log",
@@ -381,6 +389,18 @@ mod tests {
         tlog!(1u64, Error, "test", "nobody listens");
         // Both sinks gone: every sender dropped, the channel ends.
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+
+        // A record made for a more verbose sink (the other one of a swap under way) never
+        // reaches a sink that did not ask for it.
+        let (tx3, rx3) = channel::<LogLevel>();
+        set_log_sink(
+            Some(Box::new(move |r: &LogRecord| tx3.send(r.level).unwrap())),
+            LogLevel::Error,
+        );
+        emit(LogLevel::Trace, "tether::test", 1, "made for another sink".into());
+        emit(LogLevel::Error, "tether::test", 1, "for this one".into());
+        set_log_sink(None, LogLevel::Error);
+        assert_eq!(rx3.try_iter().collect::<Vec<_>>(), [LogLevel::Error]);
 
         // Installing and removing at once, from two threads: whichever call takes effect last
         // leaves its sink and its level together. Never a sink in place (not dropped) with
