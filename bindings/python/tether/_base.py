@@ -112,7 +112,7 @@ def keep_first(
     if first is not None and e is not None:
         log.error("tether: a callback also raised %s; only the first is raised", type(e).__name__,
                   exc_info=e)
-    return first or e
+    return first if first is not None else e
 
 
 def pass_on(e: Optional[BaseException], app_thread: bool) -> None:
