@@ -397,7 +397,12 @@ mod tests {
             Some(Box::new(move |r: &LogRecord| tx3.send(r.level).unwrap())),
             LogLevel::Error,
         );
-        emit(LogLevel::Trace, "tether::test", 1, "made for another sink".into());
+        emit(
+            LogLevel::Trace,
+            "tether::test",
+            1,
+            "made for another sink".into(),
+        );
         emit(LogLevel::Error, "tether::test", 1, "for this one".into());
         set_log_sink(None, LogLevel::Error);
         assert_eq!(rx3.try_iter().collect::<Vec<_>>(), [LogLevel::Error]);
