@@ -1327,13 +1327,17 @@ def test_cancel_after_the_session_ended_returns_false(backend: Backend) -> None:
     def on_event(ev: tether.Event) -> None:
         release.wait(10 * SLOW)
 
+    # Frozen, the backend cannot refuse the token before the request is made.
+    backend.freeze()
     c = tether.Client(backend.url, token="not-a-valid-token", on_event=on_event)
     try:
         p = c.submit("echo", {})
+        backend.thaw()
         wait_until(lambda: c.state == tether.ConnectionState.CLOSED, "the session to end")
         assert not p.done()
         assert p.cancel() is False
     finally:
+        backend.thaw()
         release.set()
         c.close()
     with pytest.raises(tether.ClientClosedError):
