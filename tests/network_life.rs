@@ -362,3 +362,58 @@ fn pause_and_cues_on_a_closed_client_are_refused() {
         .build()
         .is_err());
 }
+
+/// §8 behind a slow uplink: a ping written after a large send waits in our own send buffer
+/// until the link has carried the send, which takes longer than the pong timeout (and the
+/// receive timeout). While the server keeps taking our bytes, neither deadline cuts the link
+/// and the send's reply arrives; once the server takes none, the link is cut as before.
+#[tokio::test]
+async fn spec8_a_ping_behind_our_own_backlog_is_not_a_silent_server() {
+    let b = backend_with(|c| c.recv_buffer = Some(16 * 1024)).await;
+    let c = client(&b, |c| {
+        c.compression(false)
+            .ping_interval(Duration::from_millis(200))
+            .pong_timeout(Duration::from_millis(300))
+            .receive_timeout(Duration::from_millis(900))
+            .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_command(&c, "init_complete").await;
+    // About 3 s for the link to carry: ten pong timeouts, three receive timeouts.
+    b.set_read_rate(Some(300 * 1024));
+    let big = format!("\"{}\"", "x".repeat(900 * 1024));
+    let t0 = Instant::now();
+    let id = c
+        .request_with_timeout("echo", big.as_bytes(), WAIT)
+        .unwrap();
+    let (r, seen) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(r.data().len(), big.len());
+    assert!(
+        took > Duration::from_secs(2),
+        "the uplink was not slow: {took:?}"
+    );
+    assert!(
+        seen.iter().all(|e| e.kind() != EventKind::Disconnected),
+        "{:?}",
+        kinds(&seen)
+    );
+    assert_eq!(b.stats().total_connections, 1);
+
+    // A server that stops reading: the backlog no longer moves, and the pong deadline ends it.
+    b.set_read_rate(Some(0));
+    c.request_with_timeout("echo", big.as_bytes(), WAIT)
+        .unwrap();
+    let t0 = Instant::now();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    let took = t0.elapsed();
+    let why = String::from_utf8_lossy(d.data());
+    assert_eq!(d.status(), Status::ErrReceiveTimeout, "{why}");
+    assert!(why.contains("ping"), "{why}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    b.set_read_rate(None);
+    close_and_drain(&c).await;
+}

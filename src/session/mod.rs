@@ -12,6 +12,7 @@ mod pings;
 pub(crate) mod requests;
 pub(crate) mod transport;
 mod tunnel;
+mod uplink;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use outbox::{Out, Outbox};
 use pings::Pings;
 use requests::{Outcome, Request, Requests};
 use transport::Ws;
+use uplink::{Backlog, PingTrack, Uplink};
 
 /// Commands from the client handle to its session task.
 pub(crate) enum Command {
@@ -477,16 +479,18 @@ impl<D: Dialect> Supervisor<D> {
         commands: &mut CommandRx,
         outbox: &mut Outbox,
     ) -> (End, bool) {
+        let uplink = ws.get_ref().uplink();
         let (mut sink, mut stream) = ws.split();
         // A write the peer takes no byte of for this long ends the connection.
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
         let mut last_recv = Instant::now();
         let mut next_ping = Instant::now() + self.dialect.first_ping_delay(self.cfg.ping_interval);
-        // An unanswered ping: when its deadline passes, how many bytes had arrived when it was
-        // sent, and whether it was the app's probe. Any byte since then proves the link alive
-        // (a large message may take longer than the deadline to arrive whole).
-        let mut due: Option<(Instant, u64, bool)> = None;
+        // An unanswered ping (see `Due`).
+        let mut due: Option<Due> = None;
+        // The receive timeout put off while our own bytes are still leaving (see uplink.rs):
+        // the later deadline, and the backlog when it was put off.
+        let mut quiet: Option<(Instant, Backlog)> = None;
         // While the outbox is busy: when to check that the peer took a byte, and how many
         // bytes had gone out by then.
         let mut stall: Option<(Instant, u64)> = None;
@@ -545,7 +549,7 @@ impl<D: Dialect> Supervisor<D> {
                         Flow::Reconnect => {
                             // A ping now; the deadline below turns its silence into a reconnect.
                             let (m, at) = self.ping(&mut pings);
-                            due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), true));
+                            due = Some(self.due(at, &uplink, outbox.busy(), true));
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
                             outbox.push(Out::Control(m));
                         }
@@ -554,6 +558,7 @@ impl<D: Dialect> Supervisor<D> {
                 msg = stream.next(), if can_read => {
                     last_recv = Instant::now();
                     due = None;
+                    quiet = None;
                     let (items, read_ok, read_end) = self.read_burst(msg, &mut stream);
                     healthy |= read_ok;
                     // What was decoded is delivered before the end is reported: the resume
@@ -579,8 +584,9 @@ impl<D: Dialect> Supervisor<D> {
                     // ping still unanswered keeps its deadline, from now (the app's probe
                     // after a cue must not be forgotten because the app was behind).
                     last_recv = Instant::now();
+                    quiet = None;
                     if let Some(d) = due.as_mut() {
-                        d.0 = d.0.max(last_recv + self.cfg.pong_timeout);
+                        d.at = d.at.max(last_recv + self.cfg.pong_timeout);
                     }
                     // Nor is a peer that stopped taking our bytes while we stopped taking its.
                     if let Some(s) = stall.as_mut() {
@@ -591,13 +597,19 @@ impl<D: Dialect> Supervisor<D> {
                     next_ping = Instant::now() + self.cfg.ping_interval;
                     let (m, at) = self.ping(&mut pings);
                     if due.is_none() {
-                        due = Some((at + self.cfg.pong_timeout, wire_in(&self.book.probe.counters), false));
+                        due = Some(self.due(at, &uplink, outbox.busy(), false));
                     }
                     outbox.push(Out::Control(m));
                 }
-                () = sleep_until(due.map_or_else(Instant::now, |d| d.0)), if due.is_some() && can_read => {
-                    let Some((_, bytes_then, probe)) = due.take() else { continue };
-                    if wire_in(&self.book.probe.counters) == bytes_then {
+                () = sleep_until(due.as_ref().map_or_else(Instant::now, |d| d.at)), if due.is_some() && can_read => {
+                    let Some(mut d) = due.take() else { continue };
+                    if wire_in(&self.book.probe.counters) == d.bytes_in {
+                        if let Some(b) = d.track.wait_more(uplink.backlog(), uplink.written(), outbox.busy()) {
+                            self.log_waiting(b, "pong");
+                            d.at = Instant::now() + self.cfg.pong_timeout;
+                            due = Some(d);
+                            continue;
+                        }
                         let ms = self.cfg.pong_timeout.as_millis();
                         let (code, reason) = self.dialect.timeout_close();
                         send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
@@ -605,11 +617,16 @@ impl<D: Dialect> Supervisor<D> {
                             status: Status::ErrReceiveTimeout,
                             code: 0,
                             reason: format!("no answer to a ping within {ms} ms"),
-                            now: probe,
+                            now: d.probe,
                         };
                     }
                 }
-                () = sleep_until(last_recv + self.cfg.receive_timeout), if can_read => {
+                () = sleep_until(quiet.map_or(last_recv + self.cfg.receive_timeout, |q| q.0)), if can_read => {
+                    if let Some(b) = uplink.backlog().filter(|b| b.moving_since(quiet.map(|q| q.1))) {
+                        self.log_waiting(b, "byte");
+                        quiet = Some((Instant::now() + self.cfg.pong_timeout, b));
+                        continue;
+                    }
                     let (code, reason) = self.dialect.timeout_close();
                     send_close(&mut sink, code, reason, Duration::from_secs(1)).await;
                     break End::lost(Status::ErrReceiveTimeout, 0, "nothing received within the receive timeout");
@@ -640,6 +657,29 @@ impl<D: Dialect> Supervisor<D> {
             }
         };
         (end, healthy)
+    }
+
+    /// The deadline of a ping made at `at`, queued behind unwritten bytes if `queued`.
+    fn due(&self, at: Instant, uplink: &Uplink, queued: bool, probe: bool) -> Due {
+        Due {
+            at: at + self.cfg.pong_timeout,
+            bytes_in: wire_in(&self.book.probe.counters),
+            probe,
+            track: PingTrack::sent(uplink.backlog(), queued),
+        }
+    }
+
+    /// A deadline put off because our own bytes are still leaving (`b`): the server's
+    /// answer may be behind them.
+    fn log_waiting(&self, b: Backlog, awaited: &str) {
+        tlog!(
+            self.book.probe.client,
+            Debug,
+            "session",
+            "no {awaited} from the server yet, but {} bytes of ours are still on their way: waiting {} ms more",
+            b.unacked,
+            self.cfg.pong_timeout.as_millis()
+        );
     }
 
     /// The next keepalive ping, registered as waiting for its pong; returns it and when it
@@ -1102,6 +1142,19 @@ fn timed_out_why(cfg: &Config, limit: Duration) -> String {
         ),
         None => "connect timed out".to_owned(),
     }
+}
+
+/// An unanswered ping. Any byte received since it was sent proves the link alive (a large
+/// message may take longer than the deadline to arrive whole).
+struct Due {
+    /// When its pong is late.
+    at: Instant,
+    /// Bytes received when it was sent.
+    bytes_in: u64,
+    /// Whether it was the app's probe.
+    probe: bool,
+    /// What the uplink said when it was sent and at each deadline since.
+    track: PingTrack,
 }
 
 fn wire_in(c: &stats::Counters) -> u64 {

@@ -26,6 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
 use super::tunnel;
+use super::uplink::{Uplink, Written};
 use crate::config::Config;
 use crate::logging::tlog;
 use crate::proxy::{self, Proxy, ProxyChoice, ProxyKind};
@@ -99,6 +100,7 @@ pub(crate) enum Link {
 pub(crate) struct Counted {
     tcp: TcpStream,
     counters: Arc<Counters>,
+    written: Written,
 }
 
 impl AsyncRead for Counted {
@@ -130,6 +132,7 @@ impl AsyncWrite for Counted {
         let r = Pin::new(&mut this.tcp).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             stats::add(&this.counters.wire_bytes_out, n as u64);
+            this.written.add(n);
         }
         r
     }
@@ -190,6 +193,24 @@ macro_rules! delegate_io {
 
 delegate_io!(Stream, Plain, Tls);
 delegate_io!(Link, Tcp, ProxyTls);
+
+impl Stream {
+    /// The send side of the TCP connection under any TLS and proxy layers.
+    pub(crate) fn uplink(&self) -> Uplink {
+        let link = match self {
+            Stream::Plain(l) => l,
+            Stream::Tls(t) => t.get_ref().0,
+        };
+        let c = match link {
+            Link::Tcp(c) => c,
+            Link::ProxyTls(t) => t.get_ref().0,
+        };
+        #[cfg(unix)]
+        return Uplink::new(c.written.clone(), std::os::fd::AsRawFd::as_raw_fd(&c.tcp));
+        #[cfg(not(unix))]
+        return Uplink::new(c.written.clone());
+    }
+}
 
 /// The websocket type every dialect reads and writes.
 pub(crate) type Ws = WebSocketStream<Stream>;
@@ -550,6 +571,7 @@ async fn first_hop(
     let tcp = Counted {
         tcp,
         counters: probe.counters.clone(),
+        written: Written::default(),
     };
     let link = match proxy {
         Some(p) if p.kind == ProxyKind::Https => {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::sync::atomic::AtomicU64;
 
 use crate::buffer::EventBuffer;
+use crate::throttle::{ReadRate, Throttled};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,6 +71,10 @@ pub struct BackendConfig {
     /// How long issued tokens stay valid (gomuks: 7 days, spec §1.2). The token's `expiry`
     /// is in whole seconds, so a token lives between this minus one second and this.
     pub token_lifetime: Duration,
+    /// The listening socket's receive buffer (`SO_RCVBUF`, which connections inherit), so that
+    /// what a slow reader (`Backend::set_read_rate`) has not read waits in the client's send
+    /// buffer, as behind a slow uplink, instead of in this server's; `None`: the system's.
+    pub recv_buffer: Option<u32>,
 }
 
 impl Default for BackendConfig {
@@ -92,6 +97,7 @@ impl Default for BackendConfig {
             conn_queue_limit: Some(512),
             required_header: None,
             token_lifetime: Duration::from_secs(7 * 86400),
+            recv_buffer: None,
         }
     }
 }
@@ -189,6 +195,8 @@ struct State {
     rng: u64,
     /// The Matrix room model (`rooms.rs`); empty unless seeded.
     rooms: crate::rooms::Rooms,
+    /// How fast websocket connections at `/_gomuks/websocket` read.
+    read_rate: ReadRate,
 }
 
 /// One websocket connection as the event buffer sees it.
@@ -332,6 +340,21 @@ impl State {
     }
 }
 
+/// The listening socket, with the configured receive buffer.
+fn listen(cfg: &BackendConfig) -> std::io::Result<TcpListener> {
+    let sock = if cfg.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    if let Some(n) = cfg.recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+    }
+    sock.bind(cfg.listen)?;
+    sock.listen(1024)
+}
+
 /// A running backend; dropping it stops accepting connections.
 pub struct Backend {
     addr: SocketAddr,
@@ -354,7 +377,7 @@ impl Backend {
                 "the testkit backend only listens on loopback",
             ));
         }
-        let listener = TcpListener::bind(cfg.listen).await?;
+        let listener = listen(&cfg)?;
         let addr = listener.local_addr()?;
         let mut st = State {
             sent: Arc::default(),
@@ -370,6 +393,7 @@ impl Backend {
             conns: HashMap::new(),
             next_listener: 0,
             rooms: crate::rooms::Rooms::new(),
+            read_rate: ReadRate::default(),
         };
         st.new_run();
         let state = Arc::new(Mutex::new(st));
@@ -390,6 +414,12 @@ impl Backend {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// How many bytes per second the websocket connections read from now on, open ones
+    /// included (`None`: as fast as they come; 0: nothing).
+    pub fn set_read_rate(&self, bytes_per_second: Option<u64>) {
+        self.lock().read_rate.set(bytes_per_second);
     }
 
     /// Listening address.
@@ -979,6 +1009,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 // The handshake callback's error type is tungstenite's own HTTP response.
 #[allow(clippy::result_large_err)]
 async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
+    let tcp = Throttled::new(tcp, lock(&state).read_rate.clone());
     let mut wsc = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     wsc.max_message_size = Some(1024 * 1024 + 1);
     let q = |k: &str| head.query.get(k).cloned().unwrap_or_default();

@@ -9,4 +9,5 @@ pub mod proxy;
 pub mod rooms;
 pub mod rwws;
 pub mod socks;
+pub mod throttle;
 pub mod tls;
