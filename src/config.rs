@@ -357,10 +357,12 @@ impl ConfigBuilder {
     /// dead and the client reconnects (default: gomuks 10 s, rwws 20 s as its spec's pong
     /// deadline): a silent link is noticed within the ping interval plus this, not only after
     /// the receive timeout. Any byte counts as an answer, so a pong queued behind a large or
-    /// slow message is not taken for silence; nor is a ping queued behind our own large send
-    /// while the peer keeps acknowledging its bytes (read from the kernel on Linux, Android
-    /// and Apple systems): then this deadline and the receive timeout are put off by this much
-    /// at a time. Also the deadline of the probe that [`crate::Client::reconnect_now`] sends.
+    /// slow message is not taken for silence; nor is a ping queued behind our own sends (more
+    /// than 64 KiB unacknowledged, or messages not written yet) while the peer keeps
+    /// acknowledging them (read from the kernel on Linux, Android and Apple systems): its
+    /// deadline is put off by this much at a time, once more after the ping itself is
+    /// acknowledged, and the receive timeout waits for the verdict.
+    /// Also the deadline of the probe that [`crate::Client::reconnect_now`] sends.
     pub fn pong_timeout(mut self, d: Duration) -> Self {
         self.pong_timeout = Some(d);
         self

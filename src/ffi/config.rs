@@ -125,9 +125,10 @@ ffi_fn! {
     /// dead and the client reconnects, in milliseconds (default: gomuks 10000, rwws 20000): a
     /// silent link is noticed within the ping interval plus this. Also the deadline of the probe that
     /// `tether_client_reconnect_now` sends. Must be positive (checked by `tether_client_new`).
-    /// While bytes written before the ping are still leaving and the peer keeps acknowledging
-    /// them (read from the kernel on Linux, Android and Apple systems), this deadline and the
-    /// receive timeout are put off by this much at a time.
+    /// A ping queued behind earlier sends (more than 64 KiB unacknowledged, or messages not
+    /// written yet) that the peer keeps acknowledging (read from the kernel on Linux, Android
+    /// and Apple systems) has its deadline put off by this much at a time, once more after the
+    /// ping itself is acknowledged; the receive timeout waits for that verdict.
     fn tether_config_set_pong_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.pong_timeout(millis(ms))))
     } ?= code

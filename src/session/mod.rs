@@ -479,7 +479,9 @@ impl<D: Dialect> Supervisor<D> {
         commands: &mut CommandRx,
         outbox: &mut Outbox,
     ) -> (End, bool) {
-        let uplink = ws.get_ref().uplink();
+        // SAFETY: `sink` and `stream`, which own the socket, live until this function
+        // returns, as `uplink` does.
+        let uplink = unsafe { ws.get_ref().uplink() };
         let (mut sink, mut stream) = ws.split();
         // A write the peer takes no byte of for this long ends the connection.
         let write_timeout = self.cfg.receive_timeout;
@@ -488,9 +490,9 @@ impl<D: Dialect> Supervisor<D> {
         let mut next_ping = Instant::now() + self.dialect.first_ping_delay(self.cfg.ping_interval);
         // An unanswered ping (see `Due`).
         let mut due: Option<Due> = None;
-        // The receive timeout put off while our own bytes are still leaving (see uplink.rs):
-        // the later deadline, and the backlog when it was put off.
-        let mut quiet: Option<(Instant, Backlog)> = None;
+        // The receive timeout, put off while an unanswered ping queued behind our own backlog
+        // awaits its verdict (see uplink.rs).
+        let mut quiet: Option<Instant> = None;
         // While the outbox is busy: when to check that the peer took a byte, and how many
         // bytes had gone out by then.
         let mut stall: Option<(Instant, u64)> = None;
@@ -549,7 +551,7 @@ impl<D: Dialect> Supervisor<D> {
                         Flow::Reconnect => {
                             // A ping now; the deadline below turns its silence into a reconnect.
                             let (m, at) = self.ping(&mut pings);
-                            due = Some(self.due(at, &uplink, outbox.busy(), true));
+                            due = Some(self.due(at, &uplink, outbox, true));
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
                             outbox.push(Out::Control(m));
                         }
@@ -587,6 +589,7 @@ impl<D: Dialect> Supervisor<D> {
                     quiet = None;
                     if let Some(d) = due.as_mut() {
                         d.at = d.at.max(last_recv + self.cfg.pong_timeout);
+                        d.track.restart(uplink.backlog());
                     }
                     // Nor is a peer that stopped taking our bytes while we stopped taking its.
                     if let Some(s) = stall.as_mut() {
@@ -597,15 +600,15 @@ impl<D: Dialect> Supervisor<D> {
                     next_ping = Instant::now() + self.cfg.ping_interval;
                     let (m, at) = self.ping(&mut pings);
                     if due.is_none() {
-                        due = Some(self.due(at, &uplink, outbox.busy(), false));
+                        due = Some(self.due(at, &uplink, outbox, false));
                     }
                     outbox.push(Out::Control(m));
                 }
                 () = sleep_until(due.as_ref().map_or_else(Instant::now, |d| d.at)), if due.is_some() && can_read => {
                     let Some(mut d) = due.take() else { continue };
                     if wire_in(&self.book.probe.counters) == d.bytes_in {
-                        if let Some(b) = d.track.wait_more(uplink.backlog(), uplink.written(), outbox.busy()) {
-                            self.log_waiting(b, "pong");
+                        if let Some(b) = d.track.wait_more(uplink.backlog(), uplink.written(), outbox.flushed()) {
+                            self.log_waiting(b);
                             d.at = Instant::now() + self.cfg.pong_timeout;
                             due = Some(d);
                             continue;
@@ -621,10 +624,10 @@ impl<D: Dialect> Supervisor<D> {
                         };
                     }
                 }
-                () = sleep_until(quiet.map_or(last_recv + self.cfg.receive_timeout, |q| q.0)), if can_read => {
-                    if let Some(b) = uplink.backlog().filter(|b| b.moving_since(quiet.map(|q| q.1))) {
-                        self.log_waiting(b, "byte");
-                        quiet = Some((Instant::now() + self.cfg.pong_timeout, b));
+                () = sleep_until(quiet.unwrap_or(last_recv + self.cfg.receive_timeout)), if can_read => {
+                    // The ping's deadline judges the link meanwhile; this comes after its verdict.
+                    if let Some(d) = due.as_ref().filter(|d| d.track.behind()) {
+                        quiet = Some(d.at + self.cfg.pong_timeout);
                         continue;
                     }
                     let (code, reason) = self.dialect.timeout_close();
@@ -659,26 +662,33 @@ impl<D: Dialect> Supervisor<D> {
         (end, healthy)
     }
 
-    /// The deadline of a ping made at `at`, queued behind unwritten bytes if `queued`.
-    fn due(&self, at: Instant, uplink: &Uplink, queued: bool, probe: bool) -> Due {
+    /// The deadline of a ping made at `at`, about to be pushed to `outbox`.
+    fn due(&self, at: Instant, uplink: &Uplink, outbox: &Outbox, probe: bool) -> Due {
         Due {
             at: at + self.cfg.pong_timeout,
             bytes_in: wire_in(&self.book.probe.counters),
             probe,
-            track: PingTrack::sent(uplink.backlog(), queued),
+            track: PingTrack::sent(uplink.backlog(), outbox.busy(), outbox.next_place()),
         }
     }
 
-    /// A deadline put off because our own bytes are still leaving (`b`): the server's
-    /// answer may be behind them.
-    fn log_waiting(&self, b: Backlog, awaited: &str) {
+    /// A pong deadline put off: the ping was queued behind our own bytes, and the peer took
+    /// some since the last look (`b` is the backlog now), or only just took the ping.
+    fn log_waiting(&self, b: Backlog) {
+        let ms = self.cfg.pong_timeout.as_millis();
+        let why = if b.unacked == 0 {
+            "the peer has only just taken all the bytes written so far".to_owned()
+        } else {
+            format!(
+                "{} bytes of ours ahead of it are still on their way",
+                b.unacked
+            )
+        };
         tlog!(
             self.book.probe.client,
             Debug,
             "session",
-            "no {awaited} from the server yet, but {} bytes of ours are still on their way: waiting {} ms more",
-            b.unacked,
-            self.cfg.pong_timeout.as_millis()
+            "no pong from the server yet, but {why}: waiting {ms} ms more"
         );
     }
 

@@ -27,6 +27,10 @@ pub(crate) struct Outbox {
     items: VecDeque<Out>,
     /// Something was handed to the websocket and not flushed yet.
     unflushed: bool,
+    /// Messages handed to the websocket so far.
+    handed: u64,
+    /// Messages handed to the websocket and flushed so far.
+    flushed: u64,
 }
 
 /// What the connection left unwritten when it ended.
@@ -61,6 +65,18 @@ impl Outbox {
         self.unflushed || !self.items.is_empty()
     }
 
+    /// The place, in the order of writing, of the next message pushed: it is flushed once
+    /// [`Outbox::flushed`] reaches this (a request withdrawn ahead of it only makes that
+    /// sooner).
+    pub(crate) fn next_place(&self) -> u64 {
+        self.handed + self.items.len() as u64 + 1
+    }
+
+    /// How many messages were handed to the websocket and flushed.
+    pub(crate) fn flushed(&self) -> u64 {
+        self.flushed
+    }
+
     /// Hands messages to `sink` while it takes them, then flushes; ready once everything is
     /// written, or at the first error. Cancel-safe: a message leaves the outbox only when
     /// the sink takes it. `written` is called with each request id handed over.
@@ -86,9 +102,13 @@ impl Outbox {
             }
             self.unflushed = true;
             Pin::new(&mut *sink).start_send(m)?;
+            self.handed += 1;
         }
         let r = std::task::ready!(Pin::new(&mut *sink).poll_flush(cx));
         self.unflushed = false;
+        if r.is_ok() {
+            self.flushed = self.handed;
+        }
         Poll::Ready(r)
     }
 

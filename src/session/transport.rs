@@ -196,7 +196,12 @@ delegate_io!(Link, Tcp, ProxyTls);
 
 impl Stream {
     /// The send side of the TCP connection under any TLS and proxy layers.
-    pub(crate) fn uplink(&self) -> Uplink {
+    ///
+    /// # Safety
+    ///
+    /// The value must not be used once this stream is dropped (it reads the socket by its
+    /// descriptor).
+    pub(crate) unsafe fn uplink(&self) -> Uplink {
         let link = match self {
             Stream::Plain(l) => l,
             Stream::Tls(t) => t.get_ref().0,
@@ -205,8 +210,9 @@ impl Stream {
             Link::Tcp(c) => c,
             Link::ProxyTls(t) => t.get_ref().0,
         };
+        // SAFETY: passed on to the caller.
         #[cfg(unix)]
-        return Uplink::new(c.written.clone(), std::os::fd::AsRawFd::as_raw_fd(&c.tcp));
+        return unsafe { Uplink::new(c.written.clone(), std::os::fd::AsRawFd::as_raw_fd(&c.tcp)) };
         #[cfg(not(unix))]
         return Uplink::new(c.written.clone());
     }

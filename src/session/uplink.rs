@@ -1,15 +1,22 @@
-//! What the peer has acknowledged of the bytes a connection wrote, so that a deadline can tell
-//! a slow uplink from a dead one.
+//! What the peer has acknowledged of the bytes a connection wrote, so that a pong deadline can
+//! tell a slow uplink from a dead one.
 //!
 //! A ping written behind megabytes of earlier sends sits in the kernel's send buffer until the
 //! link has carried them; on a slow uplink that takes longer than the pong timeout, and the
 //! server's silence until then says nothing about the server. The kernel knows how many of the
 //! bytes handed to it the peer has not acknowledged yet (Linux and Android: `SIOCOUTQ`; Apple:
-//! `SO_NWRITE`). While that backlog is not empty and the peer keeps acknowledging, bytes are
-//! moving; a peer that stopped acknowledging is gone, or has stopped reading.
+//! `SO_NWRITE`). While the peer keeps acknowledging bytes that were ahead of the ping, the link
+//! is carrying them; a peer that stopped acknowledging is gone, or has stopped reading.
+//!
+//! "The peer" is the first hop: a proxy, or a load balancer that ends TLS, acknowledges what
+//! it buffers; a server behind it is judged only once the ping has reached that hop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A backlog the link carries well within any pong timeout (64 KiB is a few seconds even on
+/// a 2G uplink): a ping behind no more than this keeps its deadline unchanged.
+const SMALL: u64 = 64 * 1024;
 
 /// Bytes written to one TCP connection, counted by its stream; shared with [`Uplink`].
 #[derive(Clone, Default)]
@@ -26,12 +33,13 @@ impl Written {
 }
 
 /// The send side of one open connection.
-///
-/// Holds the socket's descriptor without owning it: the session keeps the stream that owns it
-/// open for as long as it uses this value.
 pub(crate) struct Uplink {
     written: Written,
     #[cfg(unix)]
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "android", target_vendor = "apple")),
+        allow(dead_code)
+    )]
     fd: std::os::fd::RawFd,
 }
 
@@ -44,55 +52,56 @@ pub(crate) struct Backlog {
     pub(crate) acked: u64,
 }
 
-impl Backlog {
-    /// Whether the peer still has bytes of ours to take and acknowledged some since
-    /// `earlier` (with no earlier look, a backlog alone counts): the link is carrying our
-    /// bytes, so the silence of its other direction may be our own backlog's doing.
-    pub(crate) fn moving_since(&self, earlier: Option<Backlog>) -> bool {
-        self.unacked > 0 && !matches!(earlier, Some(e) if self.acked <= e.acked)
-    }
-}
-
-/// One ping the server has not answered by its deadline, as the uplink saw it.
+/// One unanswered ping, as the uplink saw it.
 ///
-/// A ping with nothing of ours ahead of it reached the server at once, so its deadline
-/// stands. One written behind a backlog is waited for while the peer keeps taking our bytes,
-/// and once those include the ping, for one more pong timeout: it may have arrived just now.
+/// A ping with (almost) nothing of ours ahead of it reached the peer at once, so its deadline
+/// stands. One written behind a backlog is waited for while the peer keeps acknowledging our
+/// bytes, and once those include the ping, for one more pong timeout: it may have arrived
+/// only just now. The ping's own place in the byte stream bounds the wait, however much the
+/// app goes on sending.
 pub(crate) struct PingTrack {
-    /// Whether bytes of ours were ahead of the ping when it was sent.
+    /// Whether a backlog was ahead of the ping when it was queued.
     behind: bool,
-    /// The backlog at the previous look (first: when the ping was sent).
+    /// The backlog at the previous look (first: when the ping was queued).
     last: Option<Backlog>,
-    /// Bytes written once the ping was surely among them (at a look with nothing unflushed).
+    /// The ping's place in the outbox's order of writing (see `Outbox::next_place`).
+    place: u64,
+    /// Bytes written by a look at which the ping was surely flushed: once the peer has
+    /// acknowledged these, it has the ping.
     end: Option<u64>,
     /// Whether a look has seen the ping acknowledged.
     arrived: bool,
 }
 
 impl PingTrack {
-    /// A ping about to be queued behind `backlog`; `queued` tells whether tether holds
-    /// unwritten bytes.
-    pub(crate) fn sent(backlog: Option<Backlog>, queued: bool) -> PingTrack {
-        let last = backlog;
+    /// A ping about to be queued at `place`, behind `backlog` in the kernel and, if `queued`,
+    /// behind messages tether has not flushed yet.
+    pub(crate) fn sent(backlog: Option<Backlog>, queued: bool, place: u64) -> PingTrack {
         PingTrack {
-            behind: last.is_some_and(|b| queued || b.unacked > 0),
-            last,
+            behind: backlog.is_some_and(|b| queued || b.unacked > SMALL),
+            last: backlog,
+            place,
             end: None,
             arrived: false,
         }
     }
 
+    /// Whether the ping was queued behind a backlog, so its deadline may be put off.
+    pub(crate) fn behind(&self) -> bool {
+        self.behind
+    }
+
     /// At the ping's deadline, the server silent since: whether to wait one more pong
-    /// timeout, given the backlog now, the bytes written so far, and whether tether still
-    /// holds unwritten bytes. Returns the backlog it waits on.
+    /// timeout, given the backlog now, the bytes written so far, and how many messages the
+    /// outbox has flushed. Returns the backlog it waits on.
     pub(crate) fn wait_more(
         &mut self,
         now: Option<Backlog>,
         written: u64,
-        queued: bool,
+        flushed: u64,
     ) -> Option<Backlog> {
         let now = now.filter(|_| self.behind)?;
-        if self.end.is_none() && !queued {
+        if self.end.is_none() && flushed >= self.place {
             self.end = Some(written);
         }
         let wait = if self.end.is_some_and(|e| now.acked >= e) {
@@ -103,12 +112,23 @@ impl PingTrack {
         self.last = Some(now);
         wait.then_some(now)
     }
+
+    /// Progress is counted from `backlog` on: the app stopped reading for a while, and what
+    /// the peer acknowledged meanwhile says nothing about the link now.
+    pub(crate) fn restart(&mut self, backlog: Option<Backlog>) {
+        self.last = backlog;
+    }
 }
 
 impl Uplink {
-    /// The uplink of the TCP connection whose writes `written` counts.
+    /// The uplink of the TCP connection `fd` whose writes `written` counts.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay open, as that connection, for as long as the value is used: the
+    /// stream that owns it must outlive it.
     #[cfg(unix)]
-    pub(crate) fn new(written: Written, fd: std::os::fd::RawFd) -> Uplink {
+    pub(crate) unsafe fn new(written: Written, fd: std::os::fd::RawFd) -> Uplink {
         Uplink { written, fd }
     }
 
@@ -136,22 +156,17 @@ impl Uplink {
     fn unacked(&self) -> Option<u64> {
         let mut n: libc::c_int = 0;
         // SIOCOUTQ (the same number as TIOCOUTQ): unsent plus sent-but-unacknowledged bytes.
-        // SAFETY: the descriptor is open (see the type's doc) and `n` outlives the call.
+        // SAFETY: the descriptor is open (`new`'s contract) and `n` outlives the call.
         let r = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ as _, &mut n) };
         (r == 0).then(|| u64::try_from(n).unwrap_or(0))
     }
 
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "tvos",
-        target_os = "watchos"
-    ))]
+    #[cfg(target_vendor = "apple")]
     fn unacked(&self) -> Option<u64> {
         let mut n: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SO_NWRITE: bytes in the send buffer, which keeps them until they are acknowledged.
-        // SAFETY: the descriptor is open (see the type's doc); `n` and `len` outlive the call.
+        // SAFETY: the descriptor is open (`new`'s contract); `n` and `len` outlive the call.
         let r = unsafe {
             libc::getsockopt(
                 self.fd,
@@ -164,14 +179,7 @@ impl Uplink {
         (r == 0).then(|| u64::try_from(n).unwrap_or(0))
     }
 
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "tvos",
-        target_os = "watchos"
-    )))]
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
     fn unacked(&self) -> Option<u64> {
         None
     }
@@ -185,53 +193,47 @@ mod tests {
         Backlog { unacked, acked }
     }
 
-    #[test]
-    fn moving_needs_a_backlog_and_acknowledged_progress() {
-        assert!(at(10, 5).moving_since(Some(at(20, 4))));
-        assert!(!at(0, 5).moving_since(Some(at(20, 4))), "all delivered");
-        assert!(
-            !at(10, 4).moving_since(Some(at(10, 4))),
-            "nothing acknowledged"
-        );
-        assert!(
-            at(10, 5).moving_since(None),
-            "a first look needs a backlog only"
-        );
-        assert!(!at(0, 5).moving_since(None));
-    }
-
-    /// Looks at a ping's deadlines: (backlog, bytes written, tether holds unwritten bytes).
-    fn looks(sent: (Option<Backlog>, bool), at: &[(Option<Backlog>, u64, bool)]) -> Vec<bool> {
-        let mut t = PingTrack::sent(sent.0, sent.1);
+    /// A ping queued at place 5 (`sent`: backlog, tether holds unflushed messages), then
+    /// looked at deadline after deadline: (backlog, bytes written, messages flushed).
+    fn looks(sent: (Option<Backlog>, bool), at: &[(Option<Backlog>, u64, u64)]) -> Vec<bool> {
+        let mut t = PingTrack::sent(sent.0, sent.1, 5);
         at.iter()
-            .map(|&(b, w, q)| t.wait_more(b, w, q).is_some())
+            .map(|&(b, w, f)| t.wait_more(b, w, f).is_some())
             .collect()
     }
 
+    const MB: u64 = 1 << 20;
+
     #[test]
-    fn a_ping_with_nothing_ahead_keeps_its_deadline() {
+    fn a_ping_with_little_ahead_keeps_its_deadline() {
         let idle = Some(at(0, 100));
-        assert_eq!(looks((idle, false), &[(idle, 100, false)]), [false]);
-        // Our writes after the ping do not put it off either.
+        assert_eq!(looks((idle, false), &[(idle, 100, 5)]), [false]);
+        // A message in flight when the ping went out changes nothing,
+        let small = Some(at(2000, 100));
         assert_eq!(
-            looks((idle, false), &[(Some(at(50, 100)), 150, true)]),
+            looks((small, false), &[(Some(at(0, 2100)), 2100, 5)]),
             [false]
         );
-        // Nor where the system does not tell.
-        assert_eq!(looks((None, true), &[(None, 100, false)]), [false]);
+        // nor do our writes after the ping,
+        assert_eq!(
+            looks((idle, false), &[(Some(at(MB, 100)), MB + 100, 5)]),
+            [false]
+        );
+        // nor a system that does not tell.
+        assert_eq!(looks((None, true), &[(None, 100, 5)]), [false]);
     }
 
     #[test]
     fn a_ping_behind_a_backlog_waits_while_it_moves_then_one_timeout_more() {
-        let sent = (Some(at(900, 100)), true);
+        let sent = (Some(at(MB, 100)), true);
         assert_eq!(
             looks(
                 sent,
                 &[
-                    (Some(at(700, 300)), 1000, true),  // moving, ping not flushed yet
-                    (Some(at(400, 600)), 1010, false), // moving; the ping ends by 1010
-                    (Some(at(0, 1010)), 1010, false),  // arrived since the last look
-                    (Some(at(0, 1010)), 1010, false),  // and the server still silent
+                    (Some(at(MB, 300)), 2 * MB, 3),       // moving, ping not flushed yet
+                    (Some(at(MB, 600)), 2 * MB + 700, 5), // moving; flushed, ends by 2 MB + 700
+                    (Some(at(0, 2 * MB + 700)), 2 * MB + 700, 6), // arrived since the last look
+                    (Some(at(0, 2 * MB + 700)), 2 * MB + 700, 6), // and the server still silent
                 ]
             ),
             [true, true, true, false]
@@ -239,21 +241,44 @@ mod tests {
     }
 
     #[test]
+    fn an_app_that_keeps_sending_does_not_hold_off_the_verdict() {
+        // The peer takes every byte, the app writes more at every look: once the ping is
+        // flushed and acknowledged, one more timeout, then the verdict.
+        let sent = (Some(at(MB, 0)), true);
+        let verdicts = looks(
+            sent,
+            &[
+                (Some(at(MB, MB)), 2 * MB, 5),
+                (Some(at(MB, 2 * MB)), 3 * MB, 9),
+                (Some(at(MB, 3 * MB)), 4 * MB, 13),
+            ],
+        );
+        assert_eq!(verdicts, [true, true, false]);
+    }
+
+    #[test]
     fn a_ping_behind_a_backlog_that_stopped_moving_is_not_waited_for() {
-        let sent = (Some(at(900, 100)), false);
-        assert_eq!(looks(sent, &[(Some(at(900, 100)), 1000, false)]), [false]);
+        let sent = (Some(at(MB, 100)), false);
+        assert_eq!(looks(sent, &[(Some(at(MB, 100)), MB + 100, 5)]), [false]);
         assert_eq!(
             looks(
                 sent,
                 &[
-                    (Some(at(500, 500)), 1000, false),
-                    (Some(at(500, 500)), 1000, false)
+                    (Some(at(MB, 500)), MB + 500, 3),
+                    (Some(at(MB, 500)), MB + 500, 3)
                 ]
             ),
             [true, false]
         );
         // A backlog the system stops telling ends the wait.
-        assert_eq!(looks(sent, &[(None, 1000, false)]), [false]);
+        assert_eq!(looks(sent, &[(None, 1000, 5)]), [false]);
+    }
+
+    #[test]
+    fn a_restart_counts_progress_from_then() {
+        let mut t = PingTrack::sent(Some(at(MB, 0)), true, 5);
+        t.restart(Some(at(MB, 500)));
+        assert!(t.wait_more(Some(at(MB, 500)), MB + 500, 3).is_none());
     }
 
     #[cfg(target_os = "linux")]
@@ -267,7 +292,8 @@ mod tests {
             .unwrap();
         let (mut s, _) = l.accept().await.unwrap();
         let written = Written::default();
-        let up = Uplink::new(written.clone(), c.as_raw_fd());
+        // SAFETY: `c` outlives `up`.
+        let up = unsafe { Uplink::new(written.clone(), c.as_raw_fd()) };
         c.write_all(b"hello").await.unwrap();
         written.add(5);
         let mut buf = [0u8; 5];
