@@ -92,9 +92,10 @@ LOG=$OUT/run.log
 
 # Runs one test program against a fresh gomuks data directory; stops the run on failure.
 # In-process programs (test_gomuks_inproc*) run with Go's own allocations suppressed for
-# LeakSanitizer (interop/lsan-gomuksffi.supp), and exactly the ones pkg/ffi keeps for the
+# LeakSanitizer (interop/lsan-gomuksffi.supp), and at most the ones pkg/ffi keeps for the
 # process (one per command name) may have been suppressed: an FFI buffer tether did not free
-# would add to them.
+# would add to them. Fewer is no leak: a name whose string a register or stack slot still
+# points to at exit counts as reachable (seen once: 67 of 68).
 run_test() {
   local t=$1
   export GOMUKS_ROOT=$SCRATCH/gomuks-$t GOMUKS_INTEROP_LOG=$OUT/$t.gomuks.log
@@ -110,8 +111,8 @@ run_test() {
   if [[ $rc == 0 && $t == test_gomuks_inproc* ]]; then
     local go_allocs
     go_allocs=$(awk '$3 == "_Cfunc__Cmalloc" {n += $1} END {print n + 0}' "$OUT/$t.out")
-    if [[ $go_allocs != "$GO_CMD_NAMES" ]]; then
-      echo "interop: $t: $go_allocs Go allocations left at exit, expected $GO_CMD_NAMES (one per command name): an FFI buffer was not freed?" >&2
+    if (( go_allocs > GO_CMD_NAMES )); then
+      echo "interop: $t: $go_allocs Go allocations left at exit, at most $GO_CMD_NAMES expected (one per command name): an FFI buffer was not freed?" >&2
       rc=1
     fi
   fi
