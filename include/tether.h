@@ -1037,7 +1037,9 @@ tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint
 
 /**
  * Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
- * intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
+ * intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline). While
+ * the deadline of a ping queued behind our own sends is put off (see
+ * `tether_config_set_pong_timeout_ms`), this waits for that ping's verdict.
  */
 tether_status tether_config_set_receive_timeout_ms(struct tether_config *cfg, uint32_t ms);
 

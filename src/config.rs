@@ -348,7 +348,9 @@ impl ConfigBuilder {
     }
     /// Reconnect when nothing arrives for this long (default gomuks 60 s or 4 ping intervals,
     /// whichever is longer; rwws 20 s or 2 ping intervals, the pong deadline since the server
-    /// only answers pings). Must exceed the ping interval.
+    /// only answers pings). Must exceed the ping interval. While the deadline of a ping queued
+    /// behind our own sends is put off (see [`ConfigBuilder::pong_timeout`]), this waits for
+    /// that ping's verdict.
     pub fn receive_timeout(mut self, d: Duration) -> Self {
         self.receive_timeout = Some(d);
         self

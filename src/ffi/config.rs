@@ -114,7 +114,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// Reconnect when nothing arrives for this many milliseconds (default gomuks 60000 or 4 ping
-    /// intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline).
+    /// intervals, whichever is longer; rwws 20000 or 2 ping intervals, the pong deadline). While
+    /// the deadline of a ping queued behind our own sends is put off (see
+    /// `tether_config_set_pong_timeout_ms`), this waits for that ping's verdict.
     fn tether_config_set_receive_timeout_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.receive_timeout(millis(ms))))
     } ?= code

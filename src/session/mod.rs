@@ -41,7 +41,7 @@ use outbox::{Out, Outbox};
 use pings::Pings;
 use requests::{Outcome, Request, Requests};
 use transport::Ws;
-use uplink::{Backlog, PingTrack, Uplink};
+use uplink::{PingTrack, Uplink, Wait};
 
 /// Commands from the client handle to its session task.
 pub(crate) enum Command {
@@ -512,6 +512,9 @@ impl<D: Dialect> Supervisor<D> {
         let end = loop {
             let can_read = self.book.queue.has_space();
             let counters = &self.book.probe.counters;
+            if let Some(d) = due.as_mut() {
+                d.track.flushed(outbox.controls_flushed(), uplink.written());
+            }
             stall = match (outbox.busy(), stall) {
                 (false, _) => None,
                 (true, None) => Some((Instant::now() + write_timeout, wire_out(counters))),
@@ -551,7 +554,12 @@ impl<D: Dialect> Supervisor<D> {
                         Flow::Reconnect => {
                             // A ping now; the deadline below turns its silence into a reconnect.
                             let (m, at) = self.ping(&mut pings);
-                            due = Some(self.due(at, &uplink, outbox, true));
+                            let fresh = self.due(at, &uplink, outbox, true);
+                            // An earlier verdict that comes sooner stands, now as the probe's.
+                            due = Some(match due.take() {
+                                Some(d) if d.at <= fresh.at => Due { probe: true, ..d },
+                                _ => fresh,
+                            });
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
                             outbox.push(Out::Control(m));
                         }
@@ -607,8 +615,8 @@ impl<D: Dialect> Supervisor<D> {
                 () = sleep_until(due.as_ref().map_or_else(Instant::now, |d| d.at)), if due.is_some() && can_read => {
                     let Some(mut d) = due.take() else { continue };
                     if wire_in(&self.book.probe.counters) == d.bytes_in {
-                        if let Some(b) = d.track.wait_more(uplink.backlog(), uplink.written(), outbox.flushed()) {
-                            self.log_waiting(b);
+                        if let Some(why) = d.track.wait_more(uplink.backlog()) {
+                            self.log_waiting(why);
                             d.at = Instant::now() + self.cfg.pong_timeout;
                             due = Some(d);
                             continue;
@@ -626,7 +634,7 @@ impl<D: Dialect> Supervisor<D> {
                 }
                 () = sleep_until(quiet.unwrap_or(last_recv + self.cfg.receive_timeout)), if can_read => {
                     // The ping's deadline judges the link meanwhile; this comes after its verdict.
-                    if let Some(d) = due.as_ref().filter(|d| d.track.behind()) {
+                    if let Some(d) = due.as_ref().filter(|d| d.track.pending(uplink.backlog())) {
                         quiet = Some(d.at + self.cfg.pong_timeout);
                         continue;
                     }
@@ -668,21 +676,18 @@ impl<D: Dialect> Supervisor<D> {
             at: at + self.cfg.pong_timeout,
             bytes_in: wire_in(&self.book.probe.counters),
             probe,
-            track: PingTrack::sent(uplink.backlog(), outbox.busy(), outbox.next_place()),
+            track: PingTrack::sent(uplink.backlog(), outbox.busy(), outbox.next_control_place()),
         }
     }
 
-    /// A pong deadline put off: the ping was queued behind our own bytes, and the peer took
-    /// some since the last look (`b` is the backlog now), or only just took the ping.
-    fn log_waiting(&self, b: Backlog) {
+    /// A pong deadline put off: the ping was queued behind our own bytes.
+    fn log_waiting(&self, why: Wait) {
         let ms = self.cfg.pong_timeout.as_millis();
-        let why = if b.unacked == 0 {
-            "the peer has only just taken all the bytes written so far".to_owned()
-        } else {
-            format!(
-                "{} bytes of ours ahead of it are still on their way",
-                b.unacked
-            )
+        let why = match why {
+            Wait::Moving(n) => {
+                format!("the peer is still taking the bytes ahead of the ping ({n} unacknowledged)")
+            }
+            Wait::Arrived => "the ping has only just reached the peer".to_owned(),
         };
         tlog!(
             self.book.probe.client,

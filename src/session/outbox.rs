@@ -27,10 +27,15 @@ pub(crate) struct Outbox {
     items: VecDeque<Out>,
     /// Something was handed to the websocket and not flushed yet.
     unflushed: bool,
-    /// Messages handed to the websocket so far.
-    handed: u64,
-    /// Messages handed to the websocket and flushed so far.
-    flushed: u64,
+    /// `Control` messages pushed so far: a ping's place among them tells when it is out.
+    controls_pushed: u64,
+    /// `Control` messages handed to the websocket so far.
+    controls_handed: u64,
+    /// `Control` messages handed to the websocket and flushed so far.
+    controls_flushed: u64,
+    /// A `Control` message was handed over: flush before the next message, so that a ping
+    /// reaches the socket as soon as it can, whatever the app queues behind it.
+    flush_first: bool,
 }
 
 /// What the connection left unwritten when it ended.
@@ -47,6 +52,9 @@ impl Outbox {
             if self.withdraw(of) {
                 return;
             }
+        }
+        if let Out::Control(_) = out {
+            self.controls_pushed += 1;
         }
         self.items.push_back(out);
     }
@@ -65,20 +73,20 @@ impl Outbox {
         self.unflushed || !self.items.is_empty()
     }
 
-    /// The place, in the order of writing, of the next message pushed: it is flushed once
-    /// [`Outbox::flushed`] reaches this (a request withdrawn ahead of it only makes that
-    /// sooner).
-    pub(crate) fn next_place(&self) -> u64 {
-        self.handed + self.items.len() as u64 + 1
+    /// The place of the next `Control` message pushed among all of them: it is in the socket
+    /// once [`Outbox::controls_flushed`] reaches this.
+    pub(crate) fn next_control_place(&self) -> u64 {
+        self.controls_pushed + 1
     }
 
-    /// How many messages were handed to the websocket and flushed.
-    pub(crate) fn flushed(&self) -> u64 {
-        self.flushed
+    /// How many `Control` messages were handed to the websocket and flushed.
+    pub(crate) fn controls_flushed(&self) -> u64 {
+        self.controls_flushed
     }
 
     /// Hands messages to `sink` while it takes them, then flushes; ready once everything is
-    /// written, or at the first error. Cancel-safe: a message leaves the outbox only when
+    /// written, or at the first error. A `Control` message is flushed before the next one is
+    /// handed over. Cancel-safe: a message leaves the outbox only when
     /// the sink takes it. `written` is called with each request id handed over.
     pub(crate) fn poll_write<S>(
         &mut self,
@@ -89,7 +97,18 @@ impl Outbox {
     where
         S: Sink<Message, Error = WsError> + Unpin,
     {
-        while !self.items.is_empty() {
+        loop {
+            if self.flush_first || self.items.is_empty() {
+                let r = std::task::ready!(Pin::new(&mut *sink).poll_flush(cx));
+                self.flush_first = false;
+                self.unflushed = false;
+                r?;
+                self.controls_flushed = self.controls_handed;
+                if self.items.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let control = matches!(self.items.front(), Some(Out::Control(_)));
             if let Err(e) = std::task::ready!(Pin::new(&mut *sink).poll_ready(cx)) {
                 return Poll::Ready(Err(e));
             }
@@ -102,14 +121,11 @@ impl Outbox {
             }
             self.unflushed = true;
             Pin::new(&mut *sink).start_send(m)?;
-            self.handed += 1;
+            if control {
+                self.controls_handed += 1;
+                self.flush_first = true;
+            }
         }
-        let r = std::task::ready!(Pin::new(&mut *sink).poll_flush(cx));
-        self.unflushed = false;
-        if r.is_ok() {
-            self.flushed = self.handed;
-        }
-        Poll::Ready(r)
     }
 
     /// Empties the outbox at the connection's end: the requests and packets to write on

@@ -14,8 +14,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A backlog the link carries well within any pong timeout (64 KiB is a few seconds even on
-/// a 2G uplink): a ping behind no more than this keeps its deadline unchanged.
+/// A backlog small enough to count as nothing: a ping behind no more than this keeps its
+/// deadline unchanged. 64 KiB is a second or less on 3G and later uplinks; on 2G it is about a
+/// pong timeout, as a message in flight always was.
 const SMALL: u64 = 64 * 1024;
 
 /// Bytes written to one TCP connection, counted by its stream; shared with [`Uplink`].
@@ -55,27 +56,39 @@ pub(crate) struct Backlog {
 /// One unanswered ping, as the uplink saw it.
 ///
 /// A ping with (almost) nothing of ours ahead of it reached the peer at once, so its deadline
-/// stands. One written behind a backlog is waited for while the peer keeps acknowledging our
-/// bytes, and once those include the ping, for one more pong timeout: it may have arrived
-/// only just now. The ping's own place in the byte stream bounds the wait, however much the
-/// app goes on sending.
+/// stands. One queued behind a backlog is waited for while the peer keeps acknowledging our
+/// bytes, and once the ping's own bytes are acknowledged, for one more pong timeout: it may
+/// have arrived only just now. The outbox flushes a ping before anything queued after it, and
+/// the bytes written by then bound the wait, however much the app goes on sending.
 pub(crate) struct PingTrack {
     /// Whether a backlog was ahead of the ping when it was queued.
     behind: bool,
     /// The backlog at the previous look (first: when the ping was queued).
     last: Option<Backlog>,
-    /// The ping's place in the outbox's order of writing (see `Outbox::next_place`).
+    /// The ping's place among the outbox's `Control` messages.
     place: u64,
-    /// Bytes written by a look at which the ping was surely flushed: once the peer has
-    /// acknowledged these, it has the ping.
+    /// Bytes written when the ping was flushed: once the peer has acknowledged these, it has
+    /// the ping.
     end: Option<u64>,
     /// Whether a look has seen the ping acknowledged.
     arrived: bool,
+    /// Whether the last look put the deadline off.
+    put_off: bool,
+}
+
+/// Why a pong deadline is put off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The peer acknowledged bytes ahead of the ping since the last look; this many of ours
+    /// are still unacknowledged.
+    Moving(u64),
+    /// The peer has acknowledged the ping since the last look.
+    Arrived,
 }
 
 impl PingTrack {
-    /// A ping about to be queued at `place`, behind `backlog` in the kernel and, if `queued`,
-    /// behind messages tether has not flushed yet.
+    /// A ping about to be queued as `Control` message `place`, behind `backlog` in the kernel
+    /// and, if `queued`, behind messages tether has not flushed yet.
     pub(crate) fn sent(backlog: Option<Backlog>, queued: bool, place: u64) -> PingTrack {
         PingTrack {
             behind: backlog.is_some_and(|b| queued || b.unacked > SMALL),
@@ -83,34 +96,43 @@ impl PingTrack {
             place,
             end: None,
             arrived: false,
+            put_off: false,
         }
     }
 
-    /// Whether the ping was queued behind a backlog, so its deadline may be put off.
-    pub(crate) fn behind(&self) -> bool {
-        self.behind
+    /// Notes what the outbox has flushed (`Control` messages) and the bytes written by then;
+    /// called before anything more can be written.
+    pub(crate) fn flushed(&mut self, controls_flushed: u64, written: u64) {
+        if self.end.is_none() && controls_flushed >= self.place {
+            self.end = Some(written);
+        }
+    }
+
+    /// What a look with the backlog `now` finds, without counting as a look.
+    pub(crate) fn judge(&self, now: Option<Backlog>) -> Option<Wait> {
+        let now = now.filter(|_| self.behind)?;
+        if self.end.is_some_and(|e| now.acked >= e) {
+            (!self.arrived).then_some(Wait::Arrived)
+        } else {
+            let moving = self.last.is_some_and(|l| now.acked > l.acked);
+            moving.then_some(Wait::Moving(now.unacked))
+        }
     }
 
     /// At the ping's deadline, the server silent since: whether to wait one more pong
-    /// timeout, given the backlog now, the bytes written so far, and how many messages the
-    /// outbox has flushed. Returns the backlog it waits on.
-    pub(crate) fn wait_more(
-        &mut self,
-        now: Option<Backlog>,
-        written: u64,
-        flushed: u64,
-    ) -> Option<Backlog> {
-        let now = now.filter(|_| self.behind)?;
-        if self.end.is_none() && flushed >= self.place {
-            self.end = Some(written);
-        }
-        let wait = if self.end.is_some_and(|e| now.acked >= e) {
-            !std::mem::replace(&mut self.arrived, true)
-        } else {
-            self.last.is_some_and(|l| now.acked > l.acked)
-        };
-        self.last = Some(now);
-        wait.then_some(now)
+    /// timeout, given the backlog now.
+    pub(crate) fn wait_more(&mut self, now: Option<Backlog>) -> Option<Wait> {
+        let wait = self.judge(now);
+        self.arrived |= wait == Some(Wait::Arrived);
+        self.put_off = wait.is_some();
+        self.last = now;
+        wait
+    }
+
+    /// Whether the ping's deadline is being waited for, by its last look or by what a look
+    /// would find now: a verdict on the link is still to come.
+    pub(crate) fn pending(&self, now: Option<Backlog>) -> bool {
+        self.put_off || self.judge(now).is_some()
     }
 
     /// Progress is counted from `backlog` on: the app stopped reading for a while, and what
@@ -193,92 +215,113 @@ mod tests {
         Backlog { unacked, acked }
     }
 
-    /// A ping queued at place 5 (`sent`: backlog, tether holds unflushed messages), then
-    /// looked at deadline after deadline: (backlog, bytes written, messages flushed).
-    fn looks(sent: (Option<Backlog>, bool), at: &[(Option<Backlog>, u64, u64)]) -> Vec<bool> {
+    /// A ping queued as control message 5 (`sent`: backlog, tether holds unflushed
+    /// messages), then looked at deadline after deadline: (backlog, controls flushed and
+    /// bytes written before the look).
+    fn looks(
+        sent: (Option<Backlog>, bool),
+        at: &[(Option<Backlog>, u64, u64)],
+    ) -> Vec<Option<Wait>> {
         let mut t = PingTrack::sent(sent.0, sent.1, 5);
         at.iter()
-            .map(|&(b, w, f)| t.wait_more(b, w, f).is_some())
+            .map(|&(b, f, w)| {
+                t.flushed(f, w);
+                t.wait_more(b)
+            })
             .collect()
     }
 
     const MB: u64 = 1 << 20;
+    use Wait::{Arrived, Moving};
 
     #[test]
     fn a_ping_with_little_ahead_keeps_its_deadline() {
         let idle = Some(at(0, 100));
-        assert_eq!(looks((idle, false), &[(idle, 100, 5)]), [false]);
+        assert_eq!(looks((idle, false), &[(idle, 5, 100)]), [None]);
         // A message in flight when the ping went out changes nothing,
         let small = Some(at(2000, 100));
         assert_eq!(
-            looks((small, false), &[(Some(at(0, 2100)), 2100, 5)]),
-            [false]
+            looks((small, false), &[(Some(at(0, 2100)), 5, 2100)]),
+            [None]
         );
         // nor do our writes after the ping,
         assert_eq!(
-            looks((idle, false), &[(Some(at(MB, 100)), MB + 100, 5)]),
-            [false]
+            looks((idle, false), &[(Some(at(MB, 100)), 5, MB + 100)]),
+            [None]
         );
         // nor a system that does not tell.
-        assert_eq!(looks((None, true), &[(None, 100, 5)]), [false]);
+        assert_eq!(looks((None, true), &[(None, 5, 100)]), [None]);
     }
 
     #[test]
     fn a_ping_behind_a_backlog_waits_while_it_moves_then_one_timeout_more() {
         let sent = (Some(at(MB, 100)), true);
+        let end = 2 * MB + 700;
         assert_eq!(
             looks(
                 sent,
                 &[
-                    (Some(at(MB, 300)), 2 * MB, 3),       // moving, ping not flushed yet
-                    (Some(at(MB, 600)), 2 * MB + 700, 5), // moving; flushed, ends by 2 MB + 700
-                    (Some(at(0, 2 * MB + 700)), 2 * MB + 700, 6), // arrived since the last look
-                    (Some(at(0, 2 * MB + 700)), 2 * MB + 700, 6), // and the server still silent
+                    (Some(at(MB, 300)), 4, 2 * MB),    // moving, ping not flushed yet
+                    (Some(at(MB - 600, 600)), 5, end), // moving; flushed at `end`
+                    (Some(at(0, end)), 6, end),        // arrived since the last look
+                    (Some(at(0, end)), 6, end),        // and the server still silent
                 ]
             ),
-            [true, true, true, false]
+            [
+                Some(Moving(MB)),
+                Some(Moving(MB - 600)),
+                Some(Arrived),
+                None
+            ]
         );
     }
 
     #[test]
     fn an_app_that_keeps_sending_does_not_hold_off_the_verdict() {
-        // The peer takes every byte, the app writes more at every look: once the ping is
-        // flushed and acknowledged, one more timeout, then the verdict.
-        let sent = (Some(at(MB, 0)), true);
-        let verdicts = looks(
-            sent,
-            &[
-                (Some(at(MB, MB)), 2 * MB, 5),
-                (Some(at(MB, 2 * MB)), 3 * MB, 9),
-                (Some(at(MB, 3 * MB)), 4 * MB, 13),
-            ],
-        );
-        assert_eq!(verdicts, [true, true, false]);
+        // The peer takes every byte, the app writes more all the time: the ping was flushed
+        // when 2 MB had been written; once those are acknowledged, one more timeout.
+        let mut t = PingTrack::sent(Some(at(MB, 0)), true, 5);
+        t.flushed(5, 2 * MB);
+        t.flushed(9, 3 * MB);
+        assert_eq!(t.wait_more(Some(at(2 * MB, MB))), Some(Moving(2 * MB)));
+        t.flushed(13, 5 * MB);
+        assert_eq!(t.wait_more(Some(at(3 * MB, 2 * MB))), Some(Arrived));
+        t.flushed(17, 7 * MB);
+        assert_eq!(t.wait_more(Some(at(4 * MB, 3 * MB))), None);
     }
 
     #[test]
     fn a_ping_behind_a_backlog_that_stopped_moving_is_not_waited_for() {
         let sent = (Some(at(MB, 100)), false);
-        assert_eq!(looks(sent, &[(Some(at(MB, 100)), MB + 100, 5)]), [false]);
+        assert_eq!(looks(sent, &[(Some(at(MB, 100)), 5, MB + 100)]), [None]);
         assert_eq!(
             looks(
                 sent,
                 &[
-                    (Some(at(MB, 500)), MB + 500, 3),
-                    (Some(at(MB, 500)), MB + 500, 3)
+                    (Some(at(MB, 500)), 4, MB + 500),
+                    (Some(at(MB, 500)), 4, MB + 500)
                 ]
             ),
-            [true, false]
+            [Some(Moving(MB)), None]
         );
         // A backlog the system stops telling ends the wait.
-        assert_eq!(looks(sent, &[(None, 1000, 5)]), [false]);
+        assert_eq!(looks(sent, &[(None, 5, 1000)]), [None]);
     }
 
     #[test]
-    fn a_restart_counts_progress_from_then() {
+    fn judging_is_not_a_look_and_a_restart_counts_progress_from_then() {
         let mut t = PingTrack::sent(Some(at(MB, 0)), true, 5);
+        assert_eq!(t.judge(Some(at(MB, 10))), Some(Moving(MB)));
+        assert_eq!(
+            t.judge(Some(at(MB, 10))),
+            Some(Moving(MB)),
+            "judge changes nothing"
+        );
+        assert!(t.pending(Some(at(MB, 10))));
+        assert_eq!(t.wait_more(Some(at(MB, 10))), Some(Moving(MB)));
+        assert!(t.pending(Some(at(MB, 10))), "the look put it off");
         t.restart(Some(at(MB, 500)));
-        assert!(t.wait_more(Some(at(MB, 500)), MB + 500, 3).is_none());
+        assert_eq!(t.wait_more(Some(at(MB, 500))), None);
     }
 
     #[cfg(target_os = "linux")]
