@@ -196,6 +196,54 @@ async fn reconnect_cue_with_a_full_queue_still_probes() {
     close_and_drain(&c).await;
 }
 
+/// ARCHITECTURE.md "The event queue": an app that fell behind for longer than the receive
+/// timeout is not cut when it makes room, even when a command reaches the session in the same
+/// turn (the receive timeout restarts at the first turn with room, whichever branch woke it).
+#[tokio::test]
+async fn room_made_together_with_a_command_restarts_the_receive_timeout() {
+    let b = backend().await;
+    let c = client(&b, |c| {
+        c.compression(false)
+            .queue_capacity(8)
+            .ping_interval(Duration::from_millis(100))
+            .receive_timeout(Duration::from_millis(200))
+            .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_command(&c, "init_complete").await;
+    // Waits without blocking the runtime that serves the backend.
+    let event_within = |ms| tokio::time::timeout(Duration::from_millis(ms), c.next_event());
+    for round in 0..12 {
+        while let Ok(Some(e)) = event_within(50).await {
+            assert_ne!(e.kind(), EventKind::Disconnected, "round {round}");
+        }
+        b.push_events(16);
+        let t0 = Instant::now();
+        while c.queued_events() < 8 {
+            assert!(t0.elapsed() < WAIT, "the queue never filled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Behind for longer than the receive timeout, then room and a request at once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tether::Pop::Event(_) = c.poll(Some(Duration::ZERO)) else {
+            panic!("the queue was full")
+        };
+        c.request("echo", b"1").unwrap();
+        let deadline = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < deadline {
+            if let Ok(Some(e)) = event_within(20).await {
+                assert_ne!(
+                    e.kind(),
+                    EventKind::Disconnected,
+                    "round {round}: {}",
+                    String::from_utf8_lossy(e.data())
+                );
+            }
+        }
+    }
+    assert_eq!(b.stats().total_connections, 1);
+    close_and_drain(&c).await;
+}
+
 /// §8: without any cue, a ping that goes unanswered ends a silent link within the ping
 /// interval plus the pong timeout, long before the 60 s receive timeout.
 #[tokio::test]

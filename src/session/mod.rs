@@ -483,6 +483,7 @@ impl<D: Dialect> Supervisor<D> {
         // returns, as `uplink` does.
         let uplink = unsafe { ws.get_ref().uplink() };
         let (mut sink, mut stream) = ws.split();
+        outbox.meter(uplink.meter());
         // A write the peer takes no byte of for this long ends the connection.
         let write_timeout = self.cfg.receive_timeout;
         let mut healthy = false;
@@ -509,12 +510,33 @@ impl<D: Dialect> Supervisor<D> {
             outbox.push(Out::Request(id, m));
         }
 
+        // Whether the last turn found the event queue full (reading stopped).
+        let mut was_full = false;
         let end = loop {
             let can_read = self.book.queue.has_space();
-            let counters = &self.book.probe.counters;
-            if let Some(d) = due.as_mut() {
-                d.track.flushed(outbox.controls_flushed(), uplink.written());
+            if can_read && was_full {
+                // Our own stall is not the server's silence: the clocks restart now, at the
+                // first turn with room, whichever branch woke it (a restart left to the
+                // branch that waits for room was skipped when another won the race, and
+                // the stale receive timeout then raced the first read). A ping still
+                // unanswered keeps its deadline, from now (the app's probe after a cue must
+                // not be forgotten because the app was behind).
+                last_recv = Instant::now();
+                quiet = None;
+                if let Some(d) = due.as_mut() {
+                    d.at = d.at.max(last_recv + self.cfg.pong_timeout);
+                    d.track.restart(uplink.backlog());
+                }
+                // Nor is a peer that stopped taking our bytes while we stopped taking its.
+                if let Some(s) = stall.as_mut() {
+                    *s = (
+                        s.0.max(last_recv + write_timeout),
+                        wire_out(&self.book.probe.counters),
+                    );
+                }
             }
+            was_full = !can_read;
+            let counters = &self.book.probe.counters;
             stall = match (outbox.busy(), stall) {
                 (false, _) => None,
                 (true, None) => Some((Instant::now() + write_timeout, wire_out(counters))),
@@ -554,11 +576,11 @@ impl<D: Dialect> Supervisor<D> {
                         Flow::Reconnect => {
                             // A ping now; the deadline below turns its silence into a reconnect.
                             let (m, at) = self.ping(&mut pings);
-                            let fresh = self.due(at, &uplink, outbox, true);
-                            // An earlier verdict that comes sooner stands, now as the probe's.
+                            // A ping already awaiting its pong gives the verdict the probe asks
+                            // for, no later than the new one would.
                             due = Some(match due.take() {
-                                Some(d) if d.at <= fresh.at => Due { probe: true, ..d },
-                                _ => fresh,
+                                Some(d) => Due { probe: true, ..d },
+                                None => self.due(at, &uplink, outbox, true),
                             });
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
                             outbox.push(Out::Control(m));
@@ -589,21 +611,8 @@ impl<D: Dialect> Supervisor<D> {
                         Some(ReadEnd::Lost(e)) => break e,
                     }
                 }
-                () = self.book.queue.wait_space(), if !can_read => {
-                    // Our own stall is not the server's silence: the clocks restart now. A
-                    // ping still unanswered keeps its deadline, from now (the app's probe
-                    // after a cue must not be forgotten because the app was behind).
-                    last_recv = Instant::now();
-                    quiet = None;
-                    if let Some(d) = due.as_mut() {
-                        d.at = d.at.max(last_recv + self.cfg.pong_timeout);
-                        d.track.restart(uplink.backlog());
-                    }
-                    // Nor is a peer that stopped taking our bytes while we stopped taking its.
-                    if let Some(s) = stall.as_mut() {
-                        *s = (s.0.max(last_recv + write_timeout), wire_out(&self.book.probe.counters));
-                    }
-                }
+                // Only wakes the loop: its top restarts the clocks once there is room.
+                () = self.book.queue.wait_space(), if !can_read => {}
                 () = sleep_until(next_ping) => {
                     next_ping = Instant::now() + self.cfg.ping_interval;
                     let (m, at) = self.ping(&mut pings);
@@ -615,6 +624,7 @@ impl<D: Dialect> Supervisor<D> {
                 () = sleep_until(due.as_ref().map_or_else(Instant::now, |d| d.at)), if due.is_some() && can_read => {
                     let Some(mut d) = due.take() else { continue };
                     if wire_in(&self.book.probe.counters) == d.bytes_in {
+                        d.track.flushed(outbox.control_mark());
                         if let Some(why) = d.track.wait_more(uplink.backlog()) {
                             self.log_waiting(why);
                             d.at = Instant::now() + self.cfg.pong_timeout;
@@ -634,8 +644,11 @@ impl<D: Dialect> Supervisor<D> {
                 }
                 () = sleep_until(quiet.unwrap_or(last_recv + self.cfg.receive_timeout)), if can_read => {
                     // The ping's deadline judges the link meanwhile; this comes after its verdict.
+                    if let Some(d) = due.as_mut() {
+                        d.track.flushed(outbox.control_mark());
+                    }
                     if let Some(d) = due.as_ref().filter(|d| d.track.pending(uplink.backlog())) {
-                        quiet = Some(d.at + self.cfg.pong_timeout);
+                        quiet = Some(d.at.max(Instant::now()) + self.cfg.pong_timeout);
                         continue;
                     }
                     let (code, reason) = self.dialect.timeout_close();
@@ -685,7 +698,7 @@ impl<D: Dialect> Supervisor<D> {
         let ms = self.cfg.pong_timeout.as_millis();
         let why = match why {
             Wait::Moving(n) => {
-                format!("the peer is still taking the bytes ahead of the ping ({n} unacknowledged)")
+                format!("the peer is still taking our bytes ({n} unacknowledged)")
             }
             Wait::Arrived => "the ping has only just reached the peer".to_owned(),
         };

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use futures_util::Sink;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::uplink::Written;
+
 /// One message to write, and what becomes of it if the connection ends first.
 pub(crate) enum Out {
     /// Request `id`: back with the unsent requests, written on the next connection.
@@ -31,8 +33,11 @@ pub(crate) struct Outbox {
     controls_pushed: u64,
     /// `Control` messages handed to the websocket so far.
     controls_handed: u64,
-    /// `Control` messages handed to the websocket and flushed so far.
-    controls_flushed: u64,
+    /// At the last flush that took `Control` messages out: how many had been flushed then,
+    /// and the bytes the connection had written by then (0 without a meter).
+    control_mark: (u64, u64),
+    /// The connection's written bytes, read for `control_mark`.
+    meter: Option<Written>,
     /// A `Control` message was handed over: flush before the next message, so that a ping
     /// reaches the socket as soon as it can, whatever the app queues behind it.
     flush_first: bool,
@@ -74,14 +79,21 @@ impl Outbox {
     }
 
     /// The place of the next `Control` message pushed among all of them: it is in the socket
-    /// once [`Outbox::controls_flushed`] reaches this.
+    /// once the count of [`Outbox::control_mark`] reaches this.
     pub(crate) fn next_control_place(&self) -> u64 {
         self.controls_pushed + 1
     }
 
-    /// How many `Control` messages were handed to the websocket and flushed.
-    pub(crate) fn controls_flushed(&self) -> u64 {
-        self.controls_flushed
+    /// Reads the connection's written bytes from `meter` at each flush that takes `Control`
+    /// messages out.
+    pub(crate) fn meter(&mut self, meter: Written) {
+        self.meter = Some(meter);
+    }
+
+    /// How many `Control` messages were handed to the websocket and flushed, and the bytes
+    /// written right after the flush that took the last of them out.
+    pub(crate) fn control_mark(&self) -> (u64, u64) {
+        self.control_mark
     }
 
     /// Hands messages to `sink` while it takes them, then flushes; ready once everything is
@@ -103,7 +115,10 @@ impl Outbox {
                 self.flush_first = false;
                 self.unflushed = false;
                 r?;
-                self.controls_flushed = self.controls_handed;
+                if self.control_mark.0 != self.controls_handed {
+                    let bytes = self.meter.as_ref().map_or(0, Written::get);
+                    self.control_mark = (self.controls_handed, bytes);
+                }
                 if self.items.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
@@ -149,6 +164,70 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that takes messages and flushes only when told to.
+    #[derive(Default)]
+    struct Gate {
+        flush_ready: bool,
+        taken: Vec<Message>,
+    }
+
+    impl Sink<Message> for Gate {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, m: Message) -> Result<(), WsError> {
+            self.get_mut().taken.push(m);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            if self.flush_ready {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_ping_is_flushed_before_the_next_message_and_marks_the_bytes_written_then() {
+        let mut o = Outbox::default();
+        let meter = Written::default();
+        o.meter(meter.clone());
+        o.push(Out::Request(1, Message::text("r1")));
+        assert_eq!(o.next_control_place(), 1);
+        o.push(Out::Control(Message::text("ping")));
+        o.push(Out::Request(2, Message::text("r2")));
+        let mut sink = Gate::default();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut ids = Vec::new();
+        // The flush after the ping does not complete: nothing more is handed over.
+        assert!(o
+            .poll_write(&mut sink, &mut cx, |id| ids.push(id))
+            .is_pending());
+        assert_eq!(sink.taken, [Message::text("r1"), Message::text("ping")]);
+        assert_eq!(o.control_mark(), (0, 0));
+        assert!(o.busy());
+        // Polled again (as after a cancelled select branch), it goes on where it stopped.
+        meter.add(123);
+        sink.flush_ready = true;
+        assert!(o
+            .poll_write(&mut sink, &mut cx, |id| ids.push(id))
+            .is_ready());
+        assert_eq!(
+            o.control_mark(),
+            (1, 123),
+            "the bytes written when the ping was out"
+        );
+        assert_eq!(sink.taken.len(), 3);
+        assert_eq!(ids, [1, 2], "each request reported once");
+        assert!(!o.busy());
+        assert_eq!(o.next_control_place(), 2);
+    }
 
     #[test]
     fn a_cancel_of_a_request_still_here_takes_it_out() {

@@ -28,7 +28,7 @@ impl Written {
         self.0.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -100,9 +100,9 @@ impl PingTrack {
         }
     }
 
-    /// Notes what the outbox has flushed (`Control` messages) and the bytes written by then;
-    /// called before anything more can be written.
-    pub(crate) fn flushed(&mut self, controls_flushed: u64, written: u64) {
+    /// Takes the outbox's mark (`Outbox::control_mark`): once its count reaches the ping's
+    /// place, its bytes bound where the ping ends.
+    pub(crate) fn flushed(&mut self, (controls_flushed, written): (u64, u64)) {
         if self.end.is_none() && controls_flushed >= self.place {
             self.end = Some(written);
         }
@@ -160,9 +160,9 @@ impl Uplink {
         Uplink { written }
     }
 
-    /// Bytes written to the connection so far.
-    pub(crate) fn written(&self) -> u64 {
-        self.written.get()
+    /// The count of bytes written to the connection.
+    pub(crate) fn meter(&self) -> Written {
+        self.written.clone()
     }
 
     /// The backlog now; `None` where the system does not tell it.
@@ -225,7 +225,7 @@ mod tests {
         let mut t = PingTrack::sent(sent.0, sent.1, 5);
         at.iter()
             .map(|&(b, f, w)| {
-                t.flushed(f, w);
+                t.flushed((f, w));
                 t.wait_more(b)
             })
             .collect()
@@ -261,15 +261,15 @@ mod tests {
             looks(
                 sent,
                 &[
-                    (Some(at(MB, 300)), 4, 2 * MB),    // moving, ping not flushed yet
-                    (Some(at(MB - 600, 600)), 5, end), // moving; flushed at `end`
-                    (Some(at(0, end)), 6, end),        // arrived since the last look
-                    (Some(at(0, end)), 6, end),        // and the server still silent
+                    (Some(at(MB, 300)), 4, 2 * MB),        // moving, ping not flushed yet
+                    (Some(at(2 * MB + 100, 600)), 5, end), // moving; flushed at `end`
+                    (Some(at(0, end)), 6, end),            // arrived since the last look
+                    (Some(at(0, end)), 6, end),            // and the server still silent
                 ]
             ),
             [
                 Some(Moving(MB)),
-                Some(Moving(MB - 600)),
+                Some(Moving(2 * MB + 100)),
                 Some(Arrived),
                 None
             ]
@@ -281,12 +281,12 @@ mod tests {
         // The peer takes every byte, the app writes more all the time: the ping was flushed
         // when 2 MB had been written; once those are acknowledged, one more timeout.
         let mut t = PingTrack::sent(Some(at(MB, 0)), true, 5);
-        t.flushed(5, 2 * MB);
-        t.flushed(9, 3 * MB);
+        t.flushed((5, 2 * MB));
+        t.flushed((9, 3 * MB));
         assert_eq!(t.wait_more(Some(at(2 * MB, MB))), Some(Moving(2 * MB)));
-        t.flushed(13, 5 * MB);
+        t.flushed((13, 5 * MB));
         assert_eq!(t.wait_more(Some(at(3 * MB, 2 * MB))), Some(Arrived));
-        t.flushed(17, 7 * MB);
+        t.flushed((17, 7 * MB));
         assert_eq!(t.wait_more(Some(at(4 * MB, 3 * MB))), None);
     }
 
