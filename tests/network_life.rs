@@ -10,6 +10,15 @@ use common::*;
 use tether::{Config, ConnectionState, EventKind, Status};
 use tether_testkit::proxy::Proxy;
 
+/// Waits until the app's event queue holds `n` events (the session then stops reading).
+async fn until_queue_holds(c: &tether::Client, n: usize) {
+    let t0 = Instant::now();
+    while c.queued_events() < n {
+        assert!(t0.elapsed() < WAIT, "the queue never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// §7.1, §7.2: a pause closes with 1000 (the backend keeps our entry), nothing reconnects
 /// meanwhile, requests keep their timeouts, and unpausing resumes with every missed event
 /// exactly once, on the same client and event stream.
@@ -176,11 +185,7 @@ async fn reconnect_cue_with_a_full_queue_still_probes() {
         tether::Pop::Event(_)
     ) {}
     b.push_events(8);
-    let t0 = Instant::now();
-    while c.queued_events() < 8 {
-        assert!(t0.elapsed() < WAIT, "the queue never filled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_queue_holds(&c, 8).await;
     proxy.set_blackhole(true);
     c.reconnect_now().unwrap();
     // Longer than the pong timeout, with the queue still full: no reading, no verdict.
@@ -217,11 +222,7 @@ async fn room_made_together_with_a_command_restarts_the_receive_timeout() {
             assert_ne!(e.kind(), EventKind::Disconnected, "round {round}");
         }
         b.push_events(16);
-        let t0 = Instant::now();
-        while c.queued_events() < 8 {
-            assert!(t0.elapsed() < WAIT, "the queue never filled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_queue_holds(&c, 8).await;
         // Behind for longer than the receive timeout, then room and a request at once.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let tether::Pop::Event(_) = c.poll(Some(Duration::ZERO)) else {
