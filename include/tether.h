@@ -529,6 +529,14 @@ typedef struct tether_stats {
      * How long the current connection has been up, in milliseconds; -1 while not connected.
      */
     int64_t connected_ms;
+    /**
+     * Bytes of requests and packets waiting to be written: made while disconnected, or
+     * faster than the uplink carries. At most `max_unsent_bytes` (one larger message alone
+     * excepted); a send that would pass it fails with `TETHER_ERR_SEND_BUFFER_FULL`. Added
+     * after the first version of the struct: a caller whose `size` ends before it gets
+     * everything else.
+     */
+    uint64_t unsent_bytes;
 } tether_stats;
 
 /**
@@ -607,6 +615,13 @@ typedef struct tether_stats {
  * across processes), or the one in-process backend a process can run at a time.
  */
 #define TETHER_ERR_IN_USE (-11)
+
+/**
+ * More bytes of requests and packets already wait to be written than the client's
+ * `max_unsent_bytes` allows with this one: the call took nothing; make it again once
+ * `unsent_bytes` (in the stats) has dropped.
+ */
+#define TETHER_ERR_SEND_BUFFER_FULL (-12)
 
 /**
  * The server answered a request with an `error` reply.
@@ -812,7 +827,9 @@ tether_status tether_client_connect(struct tether_client *c);
  * made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
  * `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
  * `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
- * `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
+ * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken, no
+ * id written); `TETHER_ERR_STATE` after close. Any thread, including inside an event
+ * callback.
  */
 tether_status tether_client_request(struct tether_client *c, const char *command, const uint8_t *data, size_t len, int64_t *out_request_id);
 
@@ -831,7 +848,10 @@ tether_status tether_client_request_with_timeout(struct tether_client *c, const 
  * `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
  * receives the id: PROGRESS events for it (`tether_event_progress`) come
  * first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
- * `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
+ * `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). The bytes count
+ * against `max_unsent_bytes` until the backend takes them (`TETHER_ERR_SEND_BUFFER_FULL`
+ * past it, nothing taken; one upload larger than it goes while nothing else waits). Any
+ * thread.
  */
 tether_status tether_client_upload_media(struct tether_client *c, const uint8_t *params, size_t params_len, const uint8_t *bytes, size_t bytes_len, uint32_t timeout_ms, int64_t *out_request_id);
 
@@ -856,7 +876,9 @@ tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 /**
  * rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
  * disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
- * clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
+ * clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes;
+ * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). Any
+ * thread.
  */
 tether_status tether_client_send_packet(struct tether_client *c, const uint8_t *bytes, size_t len);
 
@@ -1097,6 +1119,17 @@ tether_status tether_config_set_max_message_bytes(struct tether_config *cfg, siz
  * (default 4096). Nothing is dropped: the server sees TCP backpressure.
  */
 tether_status tether_config_set_queue_capacity(struct tether_config *cfg, size_t events);
+
+/**
+ * How many bytes of requests and packets may wait to be written (default 32 MiB): those
+ * made while disconnected, and those made faster than the uplink carries. A
+ * `tether_client_request*` or `tether_client_send_*` call that would pass it returns
+ * `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again once
+ * `tether_stats.unsent_bytes` has dropped). One message larger than the limit is taken
+ * while nothing else waits. Pings and cancels are not counted. 0 is
+ * `TETHER_ERR_CONFIG` at `tether_client_new`.
+ */
+tether_status tether_config_set_max_unsent_bytes(struct tether_config *cfg, size_t bytes);
 
 /**
  * Resume point from an earlier client (see `tether_client_resume_state`): the backend's
@@ -1465,7 +1498,8 @@ tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const u
  * disconnected. Sent once: a later connection does not repeat them, so settings the
  * server must know on every connection are sent again on each CONNECTED. Packets still
  * queued when the client stops for good (a 3001, say) are dropped with it.
- * `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+ * `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
+ * if it would pass `max_unsent_bytes` (nothing taken). Any thread.
  */
 tether_status tether_client_send_settings(struct tether_client *c, const struct tether_settings *s);
 

@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::ids::IdGen;
 use crate::queue::{EventQueue, Pop, Tap};
 use crate::resume::{ResumeState, SharedResume};
+use crate::session::budget::SendBudget;
 use crate::session::commands::{CommandRx, CommandTx};
 use crate::session::dialect::{CloseIntent, Dialect};
 use crate::session::requests::{ReplyTo, Request};
@@ -48,6 +49,8 @@ pub(crate) struct Requester {
     closed: Arc<AtomicBool>,
     /// Set when the session task panicked: nothing is sent any more.
     poisoned: Arc<AtomicBool>,
+    /// What the app's requests and packets may hold until they are written.
+    budget: Arc<SendBudget>,
 }
 
 impl Client {
@@ -57,8 +60,10 @@ impl Client {
         cfg.proxy_resolver = cfg.proxy_resolver.as_ref().map(|r| r.for_client());
         let (tx, rx) = crate::session::commands::channel();
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
+        let probe = Probe::new();
         Client {
             req: Requester {
+                budget: SendBudget::new(cfg.max_unsent_bytes, probe.counters.unsent_bytes.clone()),
                 queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
                 cfg: Arc::new(cfg),
                 ids: Arc::new(IdGen::new()),
@@ -68,7 +73,7 @@ impl Client {
             },
             resume,
             rx: std::sync::Mutex::new(Some(rx)),
-            probe: Probe::new(),
+            probe,
         }
     }
 
@@ -185,7 +190,9 @@ impl Client {
         let _ = self.req.tx.send(Command::Panic);
     }
 
-    /// rwws: sends one raw packet. Not available for gomuks clients.
+    /// rwws: sends one raw packet. Not available for gomuks clients. Packets made while
+    /// disconnected go out once connected, in order; `ErrSendBufferFull` when one would pass
+    /// the send budget (`max_unsent_bytes`): nothing was taken.
     pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
         self.req.ensure_open()?;
         if bytes.is_empty() {
@@ -208,6 +215,7 @@ impl Client {
 
     /// Hands a checked, non-empty packet to the session.
     fn queue_packet(&self, packet: Message) -> Result<(), Error> {
+        let packet = self.req.budget.take(packet)?;
         self.command(Command::Send(packet))
     }
 
@@ -226,6 +234,8 @@ impl Client {
     /// (empty means `{}`). Requests made while disconnected are sent once connected. The
     /// timeout counts from this call; before [`Client::connect`] nothing runs the timers, so
     /// a request made then waits for it (one whose timeout passed meanwhile ends at once).
+    /// `ErrSendBufferFull` when it would pass the send budget (`max_unsent_bytes`): nothing
+    /// was taken.
     pub fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
         self.req.submit(command, data, None, ReplyTo::Event)
     }
@@ -573,10 +583,11 @@ impl Requester {
         // The deadline counts from the app's call, whatever the session is doing meanwhile.
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();
+        let message = self.budget.take(encode(id))?;
         self.tx
             .send(Command::Request(Request {
                 id,
-                message: encode(id),
+                message,
                 deadline,
                 reply,
                 cancel: gomuks::codec::cancel_message,

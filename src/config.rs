@@ -100,6 +100,7 @@ pub struct Config {
     pub(crate) backoff_max: Duration,
     pub(crate) max_message_bytes: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) max_unsent_bytes: u64,
     pub(crate) resume: ResumeState,
     pub(crate) last_server_ts: Option<i64>,
     pub(crate) send_prev_listener_id: bool,
@@ -256,6 +257,7 @@ pub struct ConfigBuilder {
     backoff: Option<(Duration, Duration)>,
     max_message_bytes: Option<usize>,
     queue_capacity: usize,
+    max_unsent_bytes: u64,
     resume: ResumeState,
     last_server_ts: Option<i64>,
     send_prev_listener_id: bool,
@@ -275,6 +277,10 @@ pub struct ConfigBuilder {
 /// 50 MiB and initial-sync payloads reach several MB.
 pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default send budget (see [`ConfigBuilder::max_unsent_bytes`]): room for what a phone
+/// queues through an outage, far below what would strain one.
+pub(crate) const DEFAULT_MAX_UNSENT_BYTES: u64 = 32 * 1024 * 1024;
+
 impl ConfigBuilder {
     /// Starts a builder; `url` is a `ws(s)://` endpoint or an `http(s)://` backend base.
     pub fn new(url: &str) -> ConfigBuilder {
@@ -292,6 +298,7 @@ impl ConfigBuilder {
             backoff: None,
             max_message_bytes: None,
             queue_capacity: 4096,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             resume: ResumeState::default(),
             last_server_ts: None,
             send_prev_listener_id: false,
@@ -403,6 +410,15 @@ impl ConfigBuilder {
     /// How many events may wait for the app before the socket stops being read (default 4096).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
+        self
+    }
+    /// How many bytes of requests and packets may wait to be written (default 32 MiB): those
+    /// made while disconnected, and those made faster than the uplink carries. A call that
+    /// would pass it fails with `ErrSendBufferFull` and takes nothing; `unsent_bytes` in
+    /// [`crate::Client::stats`] tells how much waits. One message larger than the limit is
+    /// taken while nothing else waits. Pings and cancels are not counted.
+    pub fn max_unsent_bytes(mut self, n: u64) -> Self {
+        self.max_unsent_bytes = n;
         self
     }
     /// Resume point from an earlier client (see [`crate::Client::resume_state`]).
@@ -762,6 +778,9 @@ impl ConfigBuilder {
         if self.queue_capacity == 0 {
             return Err(bad("queue capacity must be positive"));
         }
+        if self.max_unsent_bytes == 0 {
+            return Err(bad("max unsent bytes must be positive"));
+        }
         if self.resume.last_received_event > 0 {
             return Err(bad("last_received_event must be 0 or negative"));
         }
@@ -836,6 +855,7 @@ impl ConfigBuilder {
             backoff_max: max,
             max_message_bytes,
             queue_capacity: self.queue_capacity,
+            max_unsent_bytes: self.max_unsent_bytes,
             resume: self.resume,
             last_server_ts: self.last_server_ts,
             send_prev_listener_id: self.send_prev_listener_id,
@@ -1023,6 +1043,11 @@ mod tests {
             .header("X\r\n", "v")
             .build()
             .is_err());
+        let e = Config::builder("ws://localhost/")
+            .max_unsent_bytes(0)
+            .build()
+            .unwrap_err();
+        assert!(e.message().contains("max unsent bytes"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct Stats {
     pub last_rtt: Option<Duration>,
     /// How long the current connection has been up; `None` while not connected.
     pub connected_for: Option<Duration>,
+    /// Bytes of requests and packets waiting to be written: made while disconnected, or
+    /// faster than the uplink carries. At most `max_unsent_bytes` (one larger message alone
+    /// excepted).
+    pub unsent_bytes: u64,
 }
 
 /// What the session and the dialects of one client report through: its id for log records
@@ -113,6 +117,8 @@ pub(crate) struct Counters {
     pub(crate) requests_sent: AtomicU64,
     pub(crate) requests_in_flight: AtomicU64,
     pub(crate) requests_timed_out: AtomicU64,
+    /// Shared with the client's send budget, which keeps it.
+    pub(crate) unsent_bytes: Arc<AtomicU64>,
     /// Last RTT in microseconds, plus one (0: none yet).
     last_rtt_us: AtomicU64,
     /// When the current connection opened, as microseconds since `epoch`, plus one (0: not
@@ -181,6 +187,7 @@ impl Counters {
                     .elapsed()
                     .saturating_sub(Duration::from_micros(at - 1))
             }),
+            unsent_bytes: get(&self.unsent_bytes),
         }
     }
 }

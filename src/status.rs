@@ -47,6 +47,10 @@ pub enum Status {
     /// Held by another client: the in-process backend's data root (a lock file guards it
     /// across processes), or the one in-process backend a process can run at a time.
     ErrInUse = -11,
+    /// More bytes of requests and packets already wait to be written than the client's
+    /// `max_unsent_bytes` allows with this one: the call took nothing; make it again once
+    /// `unsent_bytes` (in the stats) has dropped.
+    ErrSendBufferFull = -12,
     /// The server answered a request with an `error` reply.
     ErrRemote = -20,
     /// A request got no reply within its timeout (a `cancel` was sent).
@@ -119,6 +123,7 @@ impl Status {
         Status::ErrBufferTooSmall,
         Status::ErrUnsupported,
         Status::ErrInUse,
+        Status::ErrSendBufferFull,
         Status::ErrRemote,
         Status::ErrRequestTimeout,
         Status::ErrCancelled,
@@ -170,6 +175,7 @@ impl Status {
             Status::ErrBufferTooSmall => "buffer too small\0",
             Status::ErrUnsupported => "not supported by this transport or protocol\0",
             Status::ErrInUse => "in use by another client\0",
+            Status::ErrSendBufferFull => "too many bytes already wait to be sent\0",
             Status::ErrRemote => "the server returned an error\0",
             Status::ErrRequestTimeout => "request timed out\0",
             Status::ErrCancelled => "request cancelled\0",

@@ -422,3 +422,45 @@ async fn mute_until_reconnected(b: &Backend, c: &Client) -> String {
     until_kind(c, EventKind::Connected).await;
     String::from_utf8_lossy(d.data()).into_owned()
 }
+
+/// §2.8 packets while disconnected: they wait for the next connection within the send budget
+/// (`max_unsent_bytes`); one past it is refused with SEND_BUFFER_FULL and taken nowhere, and
+/// the accepted ones arrive once, in order, after the reconnect.
+#[tokio::test]
+async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c.max_unsent_bytes(8 * 1024));
+    until_kind(&c, EventKind::Connected).await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    let packet = |i: u8| [&[0x42, i][..], &[i; 1022][..]].concat();
+    let mut want = Vec::new();
+    for i in 0..8u8 {
+        c.send_packet(&packet(i)).unwrap();
+        want.push(
+            packet(i)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+    }
+    assert_eq!(c.stats().unsent_bytes, 8 * 1024);
+    let e = c.send_packet(&packet(8)).unwrap_err();
+    assert_eq!(e.status(), Status::ErrSendBufferFull, "{e}");
+    assert_eq!(
+        c.send_settings(&[(5, &[1][..])]).unwrap_err().status(),
+        Status::ErrSendBufferFull
+    );
+    assert_eq!(c.stats().unsent_bytes, 8 * 1024);
+
+    c.unpause().unwrap();
+    let r = b.rwws();
+    assert!(
+        r.wait_for(|s| s.unknown == want, WAIT).await,
+        "{:?}",
+        r.stats().unknown.len()
+    );
+    assert_eq!(c.stats().unsent_bytes, 0);
+    c.send_packet(&packet(8)).unwrap();
+    close_and_drain(&c).await;
+}

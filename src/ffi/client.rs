@@ -123,7 +123,9 @@ ffi_fn! {
     /// made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
     /// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
     /// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
-    /// `TETHER_ERR_STATE` after close. Any thread, including inside an event callback.
+    /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken, no
+    /// id written); `TETHER_ERR_STATE` after close. Any thread, including inside an event
+    /// callback.
     client fn tether_client_request(
         c: *mut tether_client,
         command: *const c_char,
@@ -184,7 +186,10 @@ ffi_fn! {
     /// `timeout_ms` 0 means the configured request timeout. `*out_request_id` (optional)
     /// receives the id: PROGRESS events for it (`tether_event_progress`) come
     /// first, then one RESPONSE with the `m.room.message` content to send. Websocket clients:
-    /// `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). Any thread.
+    /// `TETHER_ERR_UNSUPPORTED` (use the backend's HTTP upload endpoint). The bytes count
+    /// against `max_unsent_bytes` until the backend takes them (`TETHER_ERR_SEND_BUFFER_FULL`
+    /// past it, nothing taken; one upload larger than it goes while nothing else waits). Any
+    /// thread.
     client fn tether_client_upload_media(
         c: *mut tether_client,
         params: *const u8,
@@ -258,7 +263,9 @@ ffi_fn! {
 ffi_fn! {
     /// rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
     /// disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
-    /// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes. Any thread.
+    /// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes;
+    /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). Any
+    /// thread.
     client fn tether_client_send_packet(
         c: *mut tether_client,
         bytes: *const u8,

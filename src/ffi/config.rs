@@ -196,6 +196,19 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// How many bytes of requests and packets may wait to be written (default 32 MiB): those
+    /// made while disconnected, and those made faster than the uplink carries. A
+    /// `tether_client_request*` or `tether_client_send_*` call that would pass it returns
+    /// `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again once
+    /// `tether_stats.unsent_bytes` has dropped). One message larger than the limit is taken
+    /// while nothing else waits. Pings and cancels are not counted. 0 is
+    /// `TETHER_ERR_CONFIG` at `tether_client_new`.
+    fn tether_config_set_max_unsent_bytes(cfg: *mut tether_config, bytes: usize) -> tether_status {
+        edit(cfg, |b| Ok(b.max_unsent_bytes(bytes as u64)))
+    } ?= code
+}
+
+ffi_fn! {
     /// Resume point from an earlier client (see `tether_client_resume_state`): the backend's
     /// `run_id` and the last received event id (0 or negative). The string is copied.
     fn tether_config_set_resume_state(

@@ -41,6 +41,10 @@ pub const TETHER_ERR_UNSUPPORTED: tether_status = -10;
 /// Held by another client: the in-process backend's data root (a lock file guards it
 /// across processes), or the one in-process backend a process can run at a time.
 pub const TETHER_ERR_IN_USE: tether_status = -11;
+/// More bytes of requests and packets already wait to be written than the client's
+/// `max_unsent_bytes` allows with this one: the call took nothing; make it again once
+/// `unsent_bytes` (in the stats) has dropped.
+pub const TETHER_ERR_SEND_BUFFER_FULL: tether_status = -12;
 /// The server answered a request with an `error` reply.
 pub const TETHER_ERR_REMOTE: tether_status = -20;
 /// A request got no reply within its timeout (a `cancel` was sent).

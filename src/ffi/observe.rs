@@ -175,11 +175,17 @@ pub struct tether_stats {
     pub last_rtt_us: i64,
     /// How long the current connection has been up, in milliseconds; -1 while not connected.
     pub connected_ms: i64,
+    /// Bytes of requests and packets waiting to be written: made while disconnected, or
+    /// faster than the uplink carries. At most `max_unsent_bytes` (one larger message alone
+    /// excepted); a send that would pass it fails with `TETHER_ERR_SEND_BUFFER_FULL`. Added
+    /// after the first version of the struct: a caller whose `size` ends before it gets
+    /// everything else.
+    pub unsent_bytes: u64,
 }
 
 /// The size of the first version of `tether_stats`, which every caller's struct holds at
 /// least. Fields added later go at the end and leave this as it is.
-const STATS_MIN_SIZE: usize = std::mem::size_of::<tether_stats>();
+const STATS_MIN_SIZE: usize = std::mem::offset_of!(tether_stats, unsent_bytes);
 
 ffi_fn! {
     /// The client's id, unique in the process and never 0: log records name their client by
@@ -241,6 +247,7 @@ fn fill_stats(h: &tether_client, out: *mut tether_stats) -> Result<(), Error> {
         queued_events: s.queued_events,
         last_rtt_us: ms(s.last_rtt, std::time::Duration::as_micros),
         connected_ms: ms(s.connected_for, std::time::Duration::as_millis),
+        unsent_bytes: s.unsent_bytes,
     };
     // An older caller's struct is shorter than ours: copy only what it has room for.
     let n = size.min(std::mem::size_of::<tether_stats>());

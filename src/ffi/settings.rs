@@ -50,7 +50,8 @@ ffi_fn! {
     /// disconnected. Sent once: a later connection does not repeat them, so settings the
     /// server must know on every connection are sent again on each CONNECTED. Packets still
     /// queued when the client stops for good (a 3001, say) are dropped with it.
-    /// `TETHER_ERR_STATE` for gomuks clients and after close. Any thread.
+    /// `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
+    /// if it would pass `max_unsent_bytes` (nothing taken). Any thread.
     client fn tether_client_send_settings(
         c: *mut tether_client,
         s: *const tether_settings,

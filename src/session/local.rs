@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::budget::Outgoing;
 use super::commands::CommandRx;
 use super::dialect::Incoming;
 use super::pings::Pings;
@@ -75,14 +76,14 @@ struct Calls<L: Local> {
     local: Arc<L>,
     sink: Sink,
     running: usize,
-    waiting: std::collections::VecDeque<(i64, Message)>,
+    waiting: std::collections::VecDeque<(i64, Outgoing)>,
     /// One `()` each time a call returned.
     returned: mpsc::UnboundedSender<()>,
 }
 
 impl<L: Local> Calls<L> {
     /// Queues request `id` and starts what may start.
-    fn submit(&mut self, book: &mut Book, id: i64, message: Message) {
+    fn submit(&mut self, book: &mut Book, id: i64, message: Outgoing) {
         self.waiting.push_back((id, message));
         self.start(book);
     }
@@ -104,7 +105,14 @@ impl<L: Local> Calls<L> {
             }
             self.running += 1;
             stats::add(&book.probe.counters.requests_sent, 1);
-            call(&self.local, &self.sink, &self.returned, id, message);
+            // Handed to the backend, the message leaves the send budget.
+            call(
+                &self.local,
+                &self.sink,
+                &self.returned,
+                id,
+                message.into_message(),
+            );
         }
     }
 }

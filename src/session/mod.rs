@@ -4,6 +4,7 @@
 //! request rules live in [`requests`], the ping rules in [`pings`].
 
 mod backoff;
+pub(crate) mod budget;
 pub(crate) mod commands;
 pub(crate) mod dialect;
 pub(crate) mod local;
@@ -35,6 +36,7 @@ use crate::queue::EventQueue;
 use crate::stats::{self, ConnectionState, Probe};
 use crate::status::{Error, Status};
 use backoff::Backoff;
+use budget::Outgoing;
 use commands::CommandRx;
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use outbox::{Out, Outbox};
@@ -50,7 +52,7 @@ pub(crate) enum Command {
     /// End a request now with CANCELLED; the server is told if it has it.
     Cancel(i64),
     /// Write a message as it is (an rwws packet); kept until connected.
-    Send(Message),
+    Send(Outgoing),
     /// Close the session.
     Close(CloseIntent),
     /// Close the connection keeping the server's resume entry and stop reconnecting until
@@ -153,7 +155,7 @@ struct Book {
     probe: Probe,
     requests: Requests,
     /// Packets written while disconnected, in order.
-    unsent_packets: VecDeque<Message>,
+    unsent_packets: VecDeque<Outgoing>,
     /// [`Book::finish`] ran: the session ended as sessions end.
     finished: bool,
 }

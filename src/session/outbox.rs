@@ -9,14 +9,15 @@ use std::task::{Context, Poll};
 use futures_util::Sink;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::budget::Outgoing;
 use super::uplink::Written;
 
 /// One message to write, and what becomes of it if the connection ends first.
 pub(crate) enum Out {
     /// Request `id`: back with the unsent requests, written on the next connection.
-    Request(i64, Message),
+    Request(i64, Outgoing),
     /// The app's packet: back with the unsent packets likewise.
-    Packet(Message),
+    Packet(Outgoing),
     /// The cancel of request `of` (needless while that request is still here).
     Cancel(i64, Message),
     /// A ping or anything else that only means something on this connection.
@@ -45,8 +46,8 @@ pub(crate) struct Outbox {
 
 /// What the connection left unwritten when it ended.
 pub(crate) struct Unwritten {
-    pub(crate) requests: Vec<(i64, Message)>,
-    pub(crate) packets: Vec<Message>,
+    pub(crate) requests: Vec<(i64, Outgoing)>,
+    pub(crate) packets: Vec<Outgoing>,
 }
 
 impl Outbox {
@@ -128,8 +129,10 @@ impl Outbox {
                 return Poll::Ready(Err(e));
             }
             let (id, m) = match self.items.pop_front().expect("not empty") {
-                Out::Request(id, m) => (Some(id), m),
-                Out::Packet(m) | Out::Cancel(_, m) | Out::Control(m) => (None, m),
+                // Handed over, the message leaves the send budget.
+                Out::Request(id, m) => (Some(id), m.into_message()),
+                Out::Packet(m) => (None, m.into_message()),
+                Out::Cancel(_, m) | Out::Control(m) => (None, m),
             };
             if let Some(id) = id {
                 written(id);
@@ -198,10 +201,10 @@ mod tests {
         let mut o = Outbox::default();
         let meter = Written::default();
         o.meter(meter.clone());
-        o.push(Out::Request(1, Message::text("r1")));
+        o.push(Out::Request(1, Message::text("r1").into()));
         assert_eq!(o.next_control_place(), 1);
         o.push(Out::Control(Message::text("ping")));
-        o.push(Out::Request(2, Message::text("r2")));
+        o.push(Out::Request(2, Message::text("r2").into()));
         let mut sink = Gate::default();
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let mut ids = Vec::new();
@@ -232,14 +235,14 @@ mod tests {
     #[test]
     fn a_cancel_of_a_request_still_here_takes_it_out() {
         let mut o = Outbox::default();
-        o.push(Out::Request(1, Message::text("r1")));
+        o.push(Out::Request(1, Message::text("r1").into()));
         o.push(Out::Control(Message::text("ping")));
-        o.push(Out::Request(2, Message::text("r2")));
+        o.push(Out::Request(2, Message::text("r2").into()));
         o.push(Out::Cancel(1, Message::text("cancel 1")));
         o.push(Out::Cancel(9, Message::text("cancel 9")));
-        o.push(Out::Packet(Message::binary(vec![1])));
+        o.push(Out::Packet(Message::binary(vec![1]).into()));
         let u = o.into_unwritten();
-        assert_eq!(u.requests, vec![(2, Message::text("r2"))]);
-        assert_eq!(u.packets, vec![Message::binary(vec![1])]);
+        assert_eq!(u.requests, vec![(2, Message::text("r2").into())]);
+        assert_eq!(u.packets, vec![Message::binary(vec![1]).into()]);
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::budget::Outgoing;
 use crate::event::{Event, EventKind};
 use crate::status::{Error, Status};
 
@@ -33,8 +34,8 @@ pub(crate) type CancelEncoder = fn(id: i64, target: i64, reason: &str) -> Messag
 pub(crate) struct Request {
     /// Request id.
     pub(crate) id: i64,
-    /// The encoded request.
-    pub(crate) message: Message,
+    /// The encoded request, holding its bytes of the send budget.
+    pub(crate) message: Outgoing,
     /// When the caller stops waiting; fixed when the app made the call.
     pub(crate) deadline: Instant,
     /// Where the outcome goes.
@@ -85,7 +86,7 @@ pub(crate) struct Ended {
 
 struct Entry {
     /// `Some` until the request is written to a connection.
-    message: Option<Message>,
+    message: Option<Outgoing>,
     reply: ReplyTo,
     deadline: Instant,
     cancel: CancelEncoder,
@@ -103,7 +104,7 @@ pub(crate) struct Requests {
 impl Requests {
     /// Takes a request. Online, its message is returned to be written now; offline it is kept
     /// and handed out, in order, by [`Requests::take_unsent`].
-    pub(crate) fn add(&mut self, r: Request, online: bool) -> Option<Message> {
+    pub(crate) fn add(&mut self, r: Request, online: bool) -> Option<Outgoing> {
         self.timers.insert((r.deadline, r.id));
         let (kept, out) = if online {
             (None, Some(r.message))
@@ -125,7 +126,7 @@ impl Requests {
 
     /// The requests made while offline, each with its id, in submission order; they count as
     /// on the wire from here on.
-    pub(crate) fn take_unsent(&mut self) -> Vec<(i64, Message)> {
+    pub(crate) fn take_unsent(&mut self) -> Vec<(i64, Outgoing)> {
         let mut out = Vec::with_capacity(self.unsent.len());
         for id in self.unsent.drain(..) {
             if let Some(m) = self.pending.get_mut(&id).and_then(|e| e.message.take()) {
@@ -137,7 +138,7 @@ impl Requests {
 
     /// Requests a connection ended before writing: unsent again, ahead of those made since
     /// and in their order; those that ended meanwhile are dropped.
-    pub(crate) fn put_back(&mut self, items: Vec<(i64, Message)>) {
+    pub(crate) fn put_back(&mut self, items: Vec<(i64, Outgoing)>) {
         for (id, m) in items.into_iter().rev() {
             if let Some(e) = self.pending.get_mut(&id) {
                 e.message = Some(m);
@@ -244,7 +245,7 @@ mod tests {
     fn req(id: i64, deadline: Instant) -> Request {
         Request {
             id,
-            message: Message::text(format!("req {id}")),
+            message: Message::text(format!("req {id}")).into(),
             deadline,
             reply: ReplyTo::Event,
             cancel: cancel_msg,
@@ -264,7 +265,10 @@ mod tests {
     #[test]
     fn online_request_is_sent_at_once_and_answered_once() {
         let mut r = Requests::default();
-        assert_eq!(r.add(req(1, later(60)), true), Some(Message::text("req 1")));
+        assert_eq!(
+            r.add(req(1, later(60)), true),
+            Some(Message::text("req 1").into())
+        );
         assert!(r.take_unsent().is_empty());
         let o = r.reply(1, Ok(Bytes::from_static(b"{}"))).unwrap();
         assert_eq!((o.id, status(&o)), (1, Status::Ok));
@@ -284,7 +288,7 @@ mod tests {
         let sent = r.take_unsent();
         assert_eq!(
             sent,
-            [(5, "req 5"), (3, "req 3"), (9, "req 9")].map(|(id, m)| (id, Message::text(m)))
+            [(5, "req 5"), (3, "req 3"), (9, "req 9")].map(|(id, m)| (id, Message::text(m).into()))
         );
         assert!(r.take_unsent().is_empty());
     }
@@ -349,7 +353,7 @@ mod tests {
             (failed[0].id, status(&failed[0])),
             (1, Status::ErrDisconnected)
         );
-        assert_eq!(r.take_unsent(), vec![(2, Message::text("req 2"))]);
+        assert_eq!(r.take_unsent(), vec![(2, Message::text("req 2").into())]);
         assert_eq!(r.len(), 1);
     }
 
@@ -365,12 +369,13 @@ mod tests {
         r.end(2, Status::ErrCancelled, "cancelled");
         r.put_back(
             [1, 2, 3]
-                .map(|id| (id, Message::text(format!("req {id}"))))
-                .to_vec(),
+                .into_iter()
+                .map(|id| (id, Message::text(format!("req {id}")).into()))
+                .collect(),
         );
         assert_eq!(
             r.take_unsent(),
-            [(1, "req 1"), (3, "req 3"), (4, "req 4")].map(|(id, m)| (id, Message::text(m)))
+            [(1, "req 1"), (3, "req 3"), (4, "req 4")].map(|(id, m)| (id, Message::text(m).into()))
         );
     }
 

@@ -150,10 +150,66 @@ static void test_null_handling(void) {
     tether_client_free(c);
 }
 
+/* The send budget: requests made before connect wait in the client and hold their bytes; one
+ * past tether_config_set_max_unsent_bytes is refused with TETHER_ERR_SEND_BUFFER_FULL and
+ * takes nothing; once written, the bytes are back. A caller with the first version of
+ * tether_stats gets everything before unsent_bytes. */
+static void test_send_budget(void) {
+    tether_config *bad = th_config(&backend);
+    CHECK_OK(tether_config_set_max_unsent_bytes(bad, 0));
+    tether_client *none = NULL;
+    CHECK_STATUS(tether_client_new(bad, &none), TETHER_ERR_CONFIG);
+    CHECK(none == NULL);
+    tether_config_free(bad);
+    CHECK_STATUS(tether_config_set_max_unsent_bytes(NULL, 1), TETHER_ERR_NULL);
+
+    tether_config *cfg = th_config(&backend);
+    CHECK_OK(tether_config_set_max_unsent_bytes(cfg, 4096));
+    tether_client *c = th_client_from(cfg);
+    char body[3002];
+    memset(body, 'x', sizeof body);
+    body[0] = body[sizeof body - 1] = '"';
+    int64_t first = 0, second = 0;
+    CHECK_OK(tether_client_request(c, "echo", (const uint8_t *)body, sizeof body, &first));
+    tether_stats st;
+    st.size = sizeof st;
+    CHECK_OK(tether_client_stats(c, &st));
+    CHECK(st.unsent_bytes > sizeof body && st.unsent_bytes < 4096);
+    uint64_t held = st.unsent_bytes;
+    CHECK_STATUS(tether_client_request(c, "echo", (const uint8_t *)body, sizeof body, &second),
+                 TETHER_ERR_SEND_BUFFER_FULL);
+    CHECK(second == 0);
+    CHECK(strstr(tether_last_error(), "max_unsent_bytes") != NULL);
+    CHECK_OK(tether_client_stats(c, &st));
+    CHECK(st.unsent_bytes == held);
+
+    /* The first version of the struct ends where unsent_bytes starts. */
+    tether_stats old;
+    memset(&old, 0xff, sizeof old);
+    old.size = (uint32_t)offsetof(tether_stats, unsent_bytes);
+    CHECK_OK(tether_client_stats(c, &old));
+    CHECK(old.size == offsetof(tether_stats, unsent_bytes));
+    CHECK(old.unsent_bytes == UINT64_MAX);
+    CHECK(old.connect_attempts == 0);
+
+    CHECK_OK(tether_client_connect(c));
+    tether_event *ev = th_wait_response(c, first, 10000);
+    CHECK(tether_event_status(ev) == TETHER_OK);
+    tether_event_free(ev);
+    CHECK_OK(tether_client_stats(c, &st));
+    CHECK(st.unsent_bytes == 0);
+    CHECK_OK(tether_client_request(c, "echo", (const uint8_t *)body, sizeof body, &second));
+    ev = th_wait_response(c, second, 10000);
+    CHECK(tether_event_status(ev) == TETHER_OK);
+    tether_event_free(ev);
+    th_close_and_free(c);
+}
+
 int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_log_records_state_and_stats);
     TH_RUN(test_null_handling);
+    TH_RUN(test_send_budget);
     th_backend_stop(&backend);
     return 0;
 }

@@ -59,3 +59,31 @@ def test_pause_after_close_is_a_state_error(backend: Backend) -> None:
             call()
     with pytest.raises(tether.InvalidArgumentError):
         Client(backend.url, **gomuks_opts(pong_timeout=0))
+
+
+def test_requests_while_paused_stop_at_the_send_budget(backend: Backend) -> None:
+    # max_unsent_bytes: a request past the budget raises SendBufferFullError and takes
+    # nothing; the accepted one goes out after unpausing and frees the budget.
+    with Client(backend.url, **gomuks_opts(max_unsent_bytes=4096)) as c:
+        wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete")
+        assert c.stats().unsent_bytes == 0
+        c.pause()
+        wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+        body = {"x": "y" * 3000}
+        first = c.submit("echo", body)
+        held = c.stats().unsent_bytes
+        assert 3000 < held < 4096
+        with pytest.raises(tether.SendBufferFullError) as e:
+            c.submit("echo", body)
+        assert e.value.status == tether.Status.ERR_SEND_BUFFER_FULL
+        assert isinstance(e.value, tether.UsageError)
+        assert "max_unsent_bytes" in str(e.value)
+        assert c.stats().unsent_bytes == held
+        c.unpause()
+        assert first.result(10) == body
+        assert c.stats().unsent_bytes == 0
+        assert c.request("echo", body) == body
+    with pytest.raises(tether.InvalidArgumentError):
+        Client(backend.url, **gomuks_opts(max_unsent_bytes=-1))
+    with pytest.raises(tether.ConfigError):
+        Client(backend.url, **gomuks_opts(max_unsent_bytes=0))

@@ -121,6 +121,7 @@ class StatsStruct(ctypes.Structure):
         ("queued_events", c_uint64),
         ("last_rtt_us", c_int64),
         ("connected_ms", c_int64),
+        ("unsent_bytes", c_uint64),
     ]
 
 
@@ -191,6 +192,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_config_set_reconnect_backoff_ms": (_status, [_p, c_uint32, c_uint32]),
     "tether_config_set_max_message_bytes": (_status, [_p, c_size_t]),
     "tether_config_set_queue_capacity": (_status, [_p, c_size_t]),
+    "tether_config_set_max_unsent_bytes": (_status, [_p, c_size_t]),
     "tether_config_set_resume_state": (_status, [_p, c_char_p, c_int64]),
     "tether_config_set_last_server_ts": (_status, [_p, c_int64]),
     "tether_config_set_prev_listener_id": (_status, [_p, c_bool]),

@@ -354,6 +354,18 @@ class Options(TypedDict, total=False):
     ]
     """Events the library buffers before it stops reading the socket."""
 
+    max_unsent_bytes: Annotated[
+        Optional[int], Option(
+            None,
+            "tether_config_set_max_unsent_bytes",
+            _count("max_unsent_bytes", _ffi.c_size_t),
+        )
+    ]
+    """Bytes of requests and packets that may wait to be written (default 32 MiB): those
+    made while disconnected, or faster than the uplink carries. A call past it raises
+    :class:`tether.SendBufferFullError` and takes nothing; one message larger than the limit
+    is taken while nothing else waits. 0 is refused."""
+
     resume: Annotated[
         Optional[Union[ResumeState, Tuple[str, int]]],
         Option(None, "tether_config_set_resume_state", _resume),

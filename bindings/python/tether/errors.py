@@ -9,7 +9,8 @@ whole family:
 * :class:`ConnectionFailedError` -- why a connection ended (connect, TLS, auth, HTTP,
   receive timeout, close frame, protocol violations; in-process, the backend's start);
 * :class:`UsageError` -- a call the library refused (bad argument, wrong state or mode,
-  configuration, a call that does not apply to the transport, a data root in use);
+  configuration, a call that does not apply to the transport, a data root in use, a full
+  send buffer);
 * :class:`PanicError` and :class:`ForkedError` -- the library cannot be used any more (in
   this client, or in this process).
 
@@ -35,6 +36,7 @@ __all__ = [
     "BufferTooSmallError",
     "UnsupportedError",
     "InUseError",
+    "SendBufferFullError",
     "PanicError",
     "ForkedError",
     "RequestError",
@@ -84,6 +86,7 @@ class Status(enum.IntEnum):
     ERR_BUFFER_TOO_SMALL = -9
     ERR_UNSUPPORTED = -10
     ERR_IN_USE = -11
+    ERR_SEND_BUFFER_FULL = -12
     ERR_REMOTE = -20
     ERR_REQUEST_TIMEOUT = -21
     ERR_CANCELLED = -22
@@ -202,6 +205,15 @@ class InUseError(UsageError):
     (in this process or another), or another in-process backend runs in this process."""
 
     STATUS = Status.ERR_IN_USE
+
+
+class SendBufferFullError(UsageError):
+    """``TETHER_ERR_SEND_BUFFER_FULL``: more bytes of requests and packets already wait to be
+    written than the client's ``max_unsent_bytes`` allows with this one (the server does not
+    read, the uplink is slow, or the client is disconnected). Nothing was taken: make the call
+    again once ``Client.stats().unsent_bytes`` has dropped."""
+
+    STATUS = Status.ERR_SEND_BUFFER_FULL
 
 
 class PanicError(TetherError):

@@ -78,6 +78,10 @@ class Stats:
     last_rtt: Optional[float]
     #: How long the current connection has been up, in seconds; ``None`` while not connected.
     connected_for: Optional[float]
+    #: Bytes of requests and packets waiting to be written (made while disconnected, or
+    #: faster than the uplink carries); a call that would pass ``max_unsent_bytes`` raises
+    #: :class:`~tether.SendBufferFullError`. 0 from a library older than this field.
+    unsent_bytes: int
 
 
 def read_state(ptr: int) -> ConnectionState:
@@ -115,6 +119,7 @@ def read_stats(ptr: int, queued_here: int = 0) -> Stats:
         queued_events=raw.queued_events + queued_here,
         last_rtt=None if rtt < 0 else rtt / 1e6,
         connected_for=None if up < 0 else up / 1e3,
+        unsent_bytes=raw.unsent_bytes if filled >= _end("unsent_bytes") else 0,
     )
 
 
@@ -126,7 +131,11 @@ def _end(field: str) -> int:
 def closed_copy(stats: Stats) -> Stats:
     """``stats`` of a client that is gone: CLOSED, nothing in flight or connected."""
     return dataclasses.replace(
-        stats, state=ConnectionState.CLOSED, requests_in_flight=0, connected_for=None
+        stats,
+        state=ConnectionState.CLOSED,
+        requests_in_flight=0,
+        connected_for=None,
+        unsent_bytes=0,
     )
 
 

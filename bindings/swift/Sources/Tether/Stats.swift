@@ -66,6 +66,10 @@ public struct TetherStats: Sendable, Equatable {
     public var lastRTT: Duration?
     /// How long the current connection has been up; nil while not connected.
     public var connectedFor: Duration?
+    /// Bytes of requests and packets waiting to be written (made while disconnected, or
+    /// faster than the uplink carries); a call that would pass
+    /// `TetherOptions.maxUnsentBytes` throws `.sendBufferFull`.
+    public var unsentBytes: UInt64
 }
 
 extension TetherStats {
@@ -89,6 +93,7 @@ extension TetherStats {
         queuedEvents = s.queued_events
         lastRTT = s.last_rtt_us < 0 ? nil : .microseconds(s.last_rtt_us)
         connectedFor = s.connected_ms < 0 ? nil : .milliseconds(s.connected_ms)
+        unsentBytes = s.unsent_bytes
     }
 }
 

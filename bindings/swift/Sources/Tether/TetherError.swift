@@ -28,6 +28,11 @@ public enum TetherError: Error, Equatable, Sendable {
     /// The in-process backend's data root, or the process's one backend, is held by another
     /// client.
     case inUse(String)
+    /// More bytes of requests and packets already wait to be written than
+    /// `TetherOptions.maxUnsentBytes` allows with this one (the server does not read, the
+    /// uplink is slow, or the client is disconnected). Nothing was taken: try again once
+    /// `TetherStats.unsentBytes` has dropped.
+    case sendBufferFull(String)
     case remote(String)
     case requestTimeout(String)
     case cancelled(String)
@@ -77,6 +82,7 @@ public enum TetherError: Error, Equatable, Sendable {
         case TETHER_ERR_BUFFER_TOO_SMALL: self = .bufferTooSmall(message)
         case TETHER_ERR_UNSUPPORTED: self = .unsupported(message)
         case TETHER_ERR_IN_USE: self = .inUse(message)
+        case TETHER_ERR_SEND_BUFFER_FULL: self = .sendBufferFull(message)
         case TETHER_ERR_REMOTE: self = .remote(message)
         case TETHER_ERR_REQUEST_TIMEOUT: self = .requestTimeout(message)
         case TETHER_ERR_CANCELLED: self = .cancelled(message)

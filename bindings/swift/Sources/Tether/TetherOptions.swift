@@ -63,6 +63,12 @@ public struct TetherOptions: Sendable {
     public var maxMessageBytes: Int?
     /// Events the library queues for the wrapper before it stops reading the socket.
     public var queueCapacity: Int?
+    /// Bytes of requests and packets that may wait to be written (the library's default is
+    /// 32 MiB; at least 1): those made while disconnected, or faster than the uplink carries.
+    /// A call past it throws `.sendBufferFull` and takes nothing (`TetherStats.unsentBytes`
+    /// tells how much waits); one message larger than the limit is taken while nothing else
+    /// waits.
+    public var maxUnsentBytes: Int?
     /// Resume from an earlier client's `resumeState()`.
     public var resume: ResumeState?
     /// gomuks: `last_server_ts`, only if the app persisted its state from that time.
@@ -166,6 +172,9 @@ public struct TetherOptions: Sendable {
         if let v = reconnectBackoffMs { try check(tether_config_set_reconnect_backoff_ms(cfg, v.min, v.max)) }
         if let v = maxMessageBytes {
             try check(tether_config_set_max_message_bytes(cfg, try size(v, "maxMessageBytes")))
+        }
+        if let v = maxUnsentBytes {
+            try check(tether_config_set_max_unsent_bytes(cfg, try size(v, "maxUnsentBytes")))
         }
         if let v = queueCapacity {
             try check(tether_config_set_queue_capacity(cfg, try size(v, "queueCapacity")))

@@ -308,4 +308,37 @@ final class ObserveTests: XCTestCase {
         XCTAssertTrue(closed)
         XCTAssertThrowsError(try c.pause())
     }
+
+    /// A request past `maxUnsentBytes` while paused throws `.sendBufferFull` and takes
+    /// nothing; the accepted one goes out after unpausing and frees the budget.
+    func testARequestPastTheSendBudgetIsRefused() async throws {
+        let b = try Backend()
+        var o = b.gomuks()
+        o.maxUnsentBytes = 4096
+        let c = try TetherClient(o)
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        try c.pause()
+        _ = try await next(c, "disconnected") { $0.kind == .disconnected }
+        let body = Data(("\"" + String(repeating: "y", count: 3000) + "\"").utf8)
+        let first = Task { try await c.request("echo", data: body) }
+        var held: UInt64 = 0
+        for _ in 0..<1000 where held == 0 {
+            held = try c.stats().unsentBytes
+            if held == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        XCTAssertTrue(held > 3000 && held < 4096, "\(held)")
+        do {
+            _ = try await c.request("echo", data: body)
+            XCTFail("a request past the budget was taken")
+        } catch let TetherError.sendBufferFull(why) {
+            XCTAssertTrue(why.contains("max_unsent_bytes"), why)
+        }
+        XCTAssertEqual(try c.stats().unsentBytes, held)
+        try c.unpause()
+        let echoed = try await withTimeout(.seconds(20), "the echo") { try await first.value }
+        XCTAssertEqual(echoed, body)
+        XCTAssertEqual(try c.stats().unsentBytes, 0)
+        let closed = await c.close(timeout: .seconds(10))
+        XCTAssertTrue(closed)
+    }
 }

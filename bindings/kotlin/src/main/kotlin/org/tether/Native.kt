@@ -58,6 +58,7 @@ internal object TetherNative {
     @JvmStatic external fun tether_config_set_reconnect_backoff_ms(cfg: Pointer, minMs: Int, maxMs: Int): Int
     @JvmStatic external fun tether_config_set_max_message_bytes(cfg: Pointer, bytes: Long): Int
     @JvmStatic external fun tether_config_set_queue_capacity(cfg: Pointer, events: Long): Int
+    @JvmStatic external fun tether_config_set_max_unsent_bytes(cfg: Pointer, bytes: Long): Int
     @JvmStatic external fun tether_config_set_resume_state(cfg: Pointer, runId: ByteArray, lastReceivedEvent: Long): Int
     @JvmStatic external fun tether_config_set_last_server_ts(cfg: Pointer, tsMs: Long): Int
     @JvmStatic external fun tether_config_set_prev_listener_id(cfg: Pointer, on: Byte): Int
@@ -157,7 +158,7 @@ internal object TetherNative {
     "size", "state", "connect_attempts", "connections", "resumes_succeeded", "resumes_reset",
     "wire_bytes_in", "wire_bytes_out", "payload_bytes_in", "messages_received", "events_received",
     "requests_sent", "requests_in_flight", "requests_timed_out", "queued_events", "last_rtt_us",
-    "connected_ms",
+    "connected_ms", "unsent_bytes",
 )
 internal class StatsStruct : Structure() {
     @JvmField var size: Int = 0
@@ -177,6 +178,7 @@ internal class StatsStruct : Structure() {
     @JvmField var queued_events: Long = 0
     @JvmField var last_rtt_us: Long = -1
     @JvmField var connected_ms: Long = -1
+    @JvmField var unsent_bytes: Long = 0
 
     init {
         size = size()

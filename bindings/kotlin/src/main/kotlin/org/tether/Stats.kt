@@ -73,6 +73,12 @@ data class TetherStats(
     val lastRttMicros: Long?,
     /** How long the current connection has been up, in milliseconds; null while not connected. */
     val connectedMillis: Long?,
+    /**
+     * Bytes of requests and packets waiting to be written (made while disconnected, or faster
+     * than the uplink carries); a call that would pass [TetherOptions.maxUnsentBytes] throws
+     * [SendBufferFullException].
+     */
+    val unsentBytes: Long = 0,
 ) {
     // Written out: the generated one calls java.lang.Long.hashCode(long), which Android
     // only has from API 24.
@@ -80,6 +86,7 @@ data class TetherStats(
         state, connectAttempts, connections, resumesSucceeded, resumesReset, wireBytesIn,
         wireBytesOut, payloadBytesIn, messagesReceived, eventsReceived, requestsSent,
         requestsInFlight, requestsTimedOut, queuedEvents, lastRttMicros, connectedMillis,
+        unsentBytes,
     ).contentHashCode()
 
     internal companion object {
@@ -104,6 +111,7 @@ data class TetherStats(
                 queuedEvents = s.queued_events + queuedHere,
                 lastRttMicros = s.last_rtt_us.takeIf { it >= 0 },
                 connectedMillis = s.connected_ms.takeIf { it >= 0 },
+                unsentBytes = s.unsent_bytes,
             )
         }
     }

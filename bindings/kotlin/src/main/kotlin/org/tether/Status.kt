@@ -5,7 +5,7 @@ enum class Status(val code: Int) {
     OK(0), TIMEOUT(1), CLOSED(2),
     ERR_NULL(-1), ERR_INVALID_ARGUMENT(-2), ERR_INVALID_UTF8(-3), ERR_STATE(-4),
     ERR_WRONG_MODE(-5), ERR_PANIC(-6), ERR_FORKED(-7), ERR_CONFIG(-8), ERR_BUFFER_TOO_SMALL(-9),
-    ERR_UNSUPPORTED(-10), ERR_IN_USE(-11),
+    ERR_UNSUPPORTED(-10), ERR_IN_USE(-11), ERR_SEND_BUFFER_FULL(-12),
     ERR_REMOTE(-20), ERR_REQUEST_TIMEOUT(-21), ERR_CANCELLED(-22), ERR_DISCONNECTED(-23),
     ERR_CLIENT_CLOSED(-24),
     ERR_CONNECT(-30), ERR_TLS(-31), ERR_UNAUTHORIZED(-32), ERR_FORBIDDEN(-33), ERR_HTTP(-34),
@@ -40,6 +40,7 @@ open class TetherException(val status: Status, message: String) : Exception(mess
                 Status.ERR_STATE, Status.ERR_WRONG_MODE -> StateException(s, text)
                 Status.ERR_UNSUPPORTED -> UnsupportedException(s, text)
                 Status.ERR_IN_USE -> InUseException(s, text)
+                Status.ERR_SEND_BUFFER_FULL -> SendBufferFullException(s, text)
                 Status.ERR_BACKEND_DATABASE, Status.ERR_BACKEND_ACCOUNT, Status.ERR_BACKEND_START ->
                     BackendException(s, text)
                 Status.ERR_PANIC -> PanicException(s, text)
@@ -67,6 +68,13 @@ open class TetherException(val status: Status, message: String) : Exception(mess
 class UnsupportedException(s: Status, m: String) : TetherException(s, m)
 /** The in-process backend's data root (or the process's one backend) is held by another client. */
 class InUseException(s: Status, m: String) : TetherException(s, m)
+/**
+ * More bytes of requests and packets already wait to be written than
+ * [TetherOptions.maxUnsentBytes] allows with this one (the server does not read, the uplink is
+ * slow, or the client is disconnected). Nothing was taken: try again once
+ * [TetherStats.unsentBytes] has dropped.
+ */
+class SendBufferFullException(s: Status, m: String) : TetherException(s, m)
 /** The in-process backend failed to start (database, account lookup, or start). */
 class BackendException(s: Status, m: String) : TetherException(s, m)
 /** A bad argument (NULL, invalid UTF-8, non-JSON data, out of range). */

@@ -163,6 +163,14 @@ data class TetherOptions(
      * too. tether fetches none. Needs TLS.
      */
     val crlPem: String? = null,
+    /**
+     * Bytes of requests and packets that may wait to be written (default 32 MiB): those made
+     * while disconnected, or faster than the uplink carries. A call past it throws
+     * [SendBufferFullException] and takes nothing ([TetherStats.unsentBytes] tells how much
+     * waits); one message larger than the limit is taken while nothing else waits. Must be
+     * at least 1.
+     */
+    val maxUnsentBytes: Long? = null,
 ) {
     // Written out for the same reason as ResumeState.hashCode (Android API 21).
     override fun hashCode(): Int = arrayOf<Any?>(
@@ -170,7 +178,7 @@ data class TetherOptions(
         pongTimeoutMs, requestTimeoutMs, connectTimeoutMs, reconnectBackoffMs, maxMessageBytes,
         queueCapacity, resume, lastServerTs, prevListenerId, headers, caPem, pinsSha256,
         clientCertPem, clientKeyPem, useOsTrust, allowInsecureCredentials, proxy, proxySelector,
-        inProcess, eventBufferCapacity, store, crlPem,
+        inProcess, eventBufferCapacity, store, crlPem, maxUnsentBytes,
     ).contentHashCode()
 
     /** Leaves the secrets out, since options end up in logs. */
@@ -188,7 +196,7 @@ data class TetherOptions(
             "allowInsecureCredentials=$allowInsecureCredentials, proxy=${proxy?.let { maskProxy(it) }}, " +
             "proxySelector=$proxySelector, " +
             "inProcess=$inProcess, eventBufferCapacity=$eventBufferCapacity, store=$store, " +
-            "crlPem=${crlPem?.let { "${it.length} chars" }})"
+            "crlPem=${crlPem?.let { "${it.length} chars" }}, maxUnsentBytes=$maxUnsentBytes)"
 
     /** Writes every option into a fresh `tether_config`; the one place options meet the C API. */
     internal fun applyTo(cfg: Pointer) {
@@ -212,6 +220,7 @@ data class TetherOptions(
         }
         maxMessageBytes?.let { check(n.tether_config_set_max_message_bytes(cfg, size("maxMessageBytes", it))) }
         queueCapacity?.let { check(n.tether_config_set_queue_capacity(cfg, size("queueCapacity", it))) }
+        maxUnsentBytes?.let { check(n.tether_config_set_max_unsent_bytes(cfg, size("maxUnsentBytes", it))) }
         resume?.let { check(n.tether_config_set_resume_state(cfg, n.cstr(it.runId), it.lastReceivedEvent)) }
         lastServerTs?.let { check(n.tether_config_set_last_server_ts(cfg, it)) }
         check(n.tether_config_set_prev_listener_id(cfg, flag(prevListenerId)))

@@ -1,5 +1,7 @@
 package org.tether
 
+import kotlinx.coroutines.CoroutineStart
+import kotlinx.coroutines.async
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.takeWhile
 import kotlinx.coroutines.flow.toList
@@ -80,6 +82,29 @@ class NetworkLifeTest : WithBackend() {
                 assertEquals(ConnectionState.PAUSED, c.state)
                 c.unpause()
                 assertEquals("{\"p\":1}", c.request("echo", "{\"p\":1}"))
+            }
+        }
+    }
+
+    @Test
+    fun `a request past maxUnsentBytes while paused throws SendBufferFullException and takes nothing`(): Unit = runBlocking {
+        TetherClient(backend.url, testOptions().copy(maxUnsentBytes = 4096)).use { c ->
+            withTimeout(30_000) {
+                c.events.first { it.command == "init_complete" }
+                c.pause()
+                c.events.first { it.kind == EventKind.DISCONNECTED }
+                val body = "\"" + "y".repeat(3000) + "\""
+                // Undispatched: the request is handed over before this coroutine goes on.
+                val first = async(start = CoroutineStart.UNDISPATCHED) { c.request("echo", body) }
+                val held = c.stats().unsentBytes
+                assertTrue(held in 3001..4095, "$held")
+                val e = assertThrows<SendBufferFullException> { runBlocking { c.request("echo", body) } }
+                assertEquals(Status.ERR_SEND_BUFFER_FULL, e.status)
+                assertTrue(e.message!!.contains("max_unsent_bytes"), e.message)
+                assertEquals(held, c.stats().unsentBytes)
+                c.unpause()
+                assertEquals(body, first.await())
+                assertEquals(0L, c.stats().unsentBytes)
             }
         }
     }

@@ -52,6 +52,8 @@ class OptionsTest : WithBackend() {
         config(TetherOptions(reconnectBackoffMs = 0..100))
         config(TetherOptions(maxMessageBytes = 1_000))
         config(TetherOptions(queueCapacity = 0))
+        config(TetherOptions(maxUnsentBytes = 0))
+        argument(TetherOptions(maxUnsentBytes = -1))
         config(TetherOptions(resume = ResumeState("run", 5)))
         config(TetherOptions(headers = listOf("Sec-WebSocket-Key" to "x")))
         config(TetherOptions(headers = listOf("bad name" to "x")))
@@ -240,6 +242,7 @@ class OptionsTest : WithBackend() {
                 maxMessageBytes = 1L shl 20, queueCapacity = 64, lastServerTs = 1_700_000_000_000,
                 prevListenerId = true, headers = listOf("X-Tether-Test" to "1", "Origin" to backend.url),
                 caPem = selfSigned().pem, allowInsecureCredentials = true, eventBufferCapacity = 8,
+                maxUnsentBytes = 1L shl 20,
             ),
         )
         TetherClient(backend.url, o).use { c ->

@@ -1,0 +1,143 @@
+//! The send budget (`max_unsent_bytes`): requests and packets the link has not taken yet may
+//! hold only so many bytes, whether the uplink is slow or the client is disconnected. A call
+//! past it is refused with `ErrSendBufferFull` and takes nothing; everything accepted still
+//! goes out, exactly once, and its bytes come back once written or ended.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether::{EventKind, Status};
+
+const LIMIT: u64 = 256 * 1024;
+
+/// Waits until the client's `unsent_bytes` passes `ok`.
+async fn until_unsent(c: &tether::Client, ok: impl Fn(u64) -> bool) {
+    let t0 = Instant::now();
+    while !ok(c.stats().unsent_bytes) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "unsent_bytes stayed at {}",
+            c.stats().unsent_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A server that stops reading: once our socket's buffers are full the requests back up in
+/// the client, until the budget refuses one. Nothing accepted is lost: when the server reads
+/// again, every accepted request is answered once and the budget is free again.
+#[tokio::test]
+async fn requests_past_the_budget_behind_a_server_that_does_not_read_are_refused() {
+    let b = backend_with(|c| c.recv_buffer = Some(16 * 1024)).await;
+    let c = client(&b, |c| c.compression(false).max_unsent_bytes(LIMIT));
+    until_command(&c, "init_complete").await;
+    assert_eq!(c.stats().unsent_bytes, 0);
+    b.set_read_rate(Some(0));
+    let body = format!("\"{}\"", "x".repeat(60 * 1024));
+    let mut accepted = BTreeSet::new();
+    let refused = loop {
+        // The kernel's buffers take a few MB first; 64 MB more would be a budget not kept.
+        assert!(accepted.len() < 1000, "never refused");
+        match c.request_with_timeout("echo", body.as_bytes(), WAIT) {
+            Ok(id) => accepted.insert(id),
+            Err(e) => break e,
+        };
+        // Let the session hand what it can to the socket, as an app's pace would.
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(refused.status(), Status::ErrSendBufferFull, "{refused}");
+    assert!(refused.message().contains("max_unsent_bytes"), "{refused}");
+    let held = c.stats().unsent_bytes;
+    assert!(
+        held <= LIMIT && held + body.len() as u64 > LIMIT,
+        "{held} bytes held when a {}-byte request was refused",
+        body.len()
+    );
+    // The refusal took nothing; a request small enough for the room left still fits.
+    assert_eq!(c.stats().unsent_bytes, held);
+    let small = c.request_with_timeout("echo", b"{}", WAIT).unwrap();
+    accepted.insert(small);
+
+    b.set_read_rate(None);
+    let mut answered = BTreeSet::new();
+    while answered.len() < accepted.len() {
+        let (r, _) = until(&c, |e| e.kind() == EventKind::Response).await;
+        assert_eq!(r.status(), Status::Ok, "{:?}", r.data());
+        if r.request_id() != small {
+            assert_eq!(r.data().len(), body.len());
+        }
+        assert!(accepted.contains(&r.request_id()));
+        assert!(answered.insert(r.request_id()), "answered twice");
+    }
+    assert_eq!(c.stats().unsent_bytes, 0);
+    assert_eq!(b.stats().total_connections, 1);
+    let id = c.request("echo", body.as_bytes()).unwrap();
+    let (r, _) = until(&c, |e| e.request_id() == id).await;
+    assert_eq!(r.status(), Status::Ok);
+    close_and_drain(&c).await;
+}
+
+/// Disconnected (paused): requests wait for the next connection and count against the
+/// budget; one that times out or is cancelled gives its bytes back, and those still waiting
+/// go out after unpausing.
+#[tokio::test]
+async fn requests_made_while_disconnected_hold_the_budget_until_they_end() {
+    let b = backend().await;
+    let c = client(&b, |c| c.max_unsent_bytes(LIMIT));
+    until_command(&c, "init_complete").await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+
+    let body = format!("\"{}\"", "y".repeat(100 * 1024));
+    let soon = c
+        .request_with_timeout("echo", body.as_bytes(), Duration::from_millis(300))
+        .unwrap();
+    let cancelled = c.request("echo", body.as_bytes()).unwrap();
+    let held = c.stats().unsent_bytes;
+    assert!(held > 2 * 100 * 1024, "{held}");
+    let e = c.request("echo", body.as_bytes()).unwrap_err();
+    assert_eq!(e.status(), Status::ErrSendBufferFull);
+
+    c.cancel(cancelled).unwrap();
+    let (r, _) = until(&c, |e| e.request_id() == cancelled).await;
+    assert_eq!(r.status(), Status::ErrCancelled);
+    let kept = c.request("echo", body.as_bytes()).unwrap();
+    // Ids may differ in length by a digit.
+    assert!(c.stats().unsent_bytes.abs_diff(held) < 4);
+
+    let (r, _) = until(&c, |e| e.request_id() == soon).await;
+    assert_eq!(r.status(), Status::ErrRequestTimeout);
+    until_unsent(&c, |n| n.abs_diff(held / 2) < 4).await;
+
+    c.unpause().unwrap();
+    let (r, _) = until(&c, |e| e.request_id() == kept).await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(r.data().len(), body.len());
+    assert_eq!(c.stats().unsent_bytes, 0);
+    close_and_drain(&c).await;
+}
+
+/// Closing gives back what never went out: the client's requests end with CLIENT_CLOSED and
+/// the budget is empty once CLOSED is taken.
+#[tokio::test]
+async fn closing_gives_back_what_never_went_out() {
+    let b = backend().await;
+    let c = client(&b, |c| c.max_unsent_bytes(LIMIT));
+    until_command(&c, "init_complete").await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    let body = format!("\"{}\"", "z".repeat(50 * 1024));
+    let ids: Vec<i64> = (0..3)
+        .map(|_| c.request("echo", body.as_bytes()).unwrap())
+        .collect();
+    assert!(c.stats().unsent_bytes > 3 * 50 * 1024);
+    let evs = close_and_drain(&c).await;
+    for id in ids {
+        let r = evs.iter().find(|e| e.request_id() == id).expect("answered");
+        assert_eq!(r.status(), Status::ErrClientClosed);
+    }
+    assert_eq!(c.stats().unsent_bytes, 0);
+}
