@@ -289,8 +289,8 @@ async fn spec12_3_a_slow_app_never_stalls_the_backend() {
 
 /// §12.3: a call the FFI cannot interrupt holds a thread of the shared blocking pool until the
 /// backend answers, also after its request timed out. At most 64 run at once; the rest wait in
-/// the session, where a timeout ends them before they reach the backend, and a request behind
-/// them is served as soon as a call returns.
+/// the session, where a timeout ends them before they reach the backend (and gives their bytes
+/// back to the send budget), and a request behind them is served as soon as a call returns.
 #[tokio::test]
 async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() {
     let _turn = serial().await;
@@ -311,6 +311,8 @@ async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() 
             timed_out += 1;
         }
     }
+    // The 36 that ended waiting gave their bytes back at once, while every call still runs.
+    assert_eq!(c.stats().unsent_bytes, 0);
     let echo = c.call("echo", br#"{"behind":true}"#).await.unwrap();
     assert_eq!(&echo[..], br#"{"behind":true}"#);
     assert!(

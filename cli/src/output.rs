@@ -182,7 +182,7 @@ pub fn stats(s: &tether::Stats) {
         &format!(
             "stats: {} attempts, {} connections, resumes {} ok / {} reset; in {} wire bytes for \
              {} payload bytes ({:.1}% saved), out {} bytes; {} messages, {} events; requests {} \
-             sent, {} in flight, {} timed out; last rtt {:.2} ms",
+             sent, {} in flight, {} timed out; {} bytes unsent; last rtt {:.2} ms",
             s.connect_attempts,
             s.connections,
             s.resumes_succeeded,
@@ -196,11 +196,12 @@ pub fn stats(s: &tether::Stats) {
             s.requests_sent,
             s.requests_in_flight,
             s.requests_timed_out,
+            s.unsent_bytes,
             ms(s.last_rtt),
         ),
         || {
             format!(
-                r#"{{"type":"stats","connect_attempts":{},"connections":{},"resumes_succeeded":{},"resumes_reset":{},"wire_bytes_in":{},"wire_bytes_out":{},"payload_bytes_in":{},"messages_received":{},"events_received":{},"requests_sent":{},"requests_in_flight":{},"requests_timed_out":{},"queued_events":{},"last_rtt_ms":{}}}"#,
+                r#"{{"type":"stats","connect_attempts":{},"connections":{},"resumes_succeeded":{},"resumes_reset":{},"wire_bytes_in":{},"wire_bytes_out":{},"payload_bytes_in":{},"messages_received":{},"events_received":{},"requests_sent":{},"requests_in_flight":{},"requests_timed_out":{},"queued_events":{},"unsent_bytes":{},"last_rtt_ms":{}}}"#,
                 s.connect_attempts,
                 s.connections,
                 s.resumes_succeeded,
@@ -214,6 +215,7 @@ pub fn stats(s: &tether::Stats) {
                 s.requests_in_flight,
                 s.requests_timed_out,
                 s.queued_events,
+                s.unsent_bytes,
                 ms(s.last_rtt),
             )
         },

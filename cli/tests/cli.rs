@@ -385,6 +385,7 @@ async fn verbose_shows_log_records_and_stats_prints_counters() {
         (Some(1), Some(1))
     );
     assert!(v["wire_bytes_in"].as_u64().unwrap() > 0);
+    assert_eq!(v["unsent_bytes"].as_u64(), Some(0));
     let out = run(&["connect", &url, "--token", &token], "echo {}\n").await;
     assert!(
         !text(&out.stderr).contains("tether::"),

@@ -216,8 +216,13 @@ ffi_fn! {
 }
 
 fn fill_stats(h: &tether_client, out: *mut tether_stats) -> Result<(), Error> {
-    let out = out_arg(out, "out")?;
-    let size = out.size as usize;
+    if out.is_null() {
+        return Err(Error::new(Status::ErrNull, "out is NULL"));
+    }
+    // Only raw pointers into `out`: an older caller's struct is shorter than ours, so no
+    // `&mut tether_stats` may be made of it.
+    // SAFETY: `out` is non-NULL and points to the caller's struct, whose first field is `size`.
+    let size = unsafe { std::ptr::addr_of!((*out).size).read_unaligned() } as usize;
     if size < STATS_MIN_SIZE {
         return Err(Error::new(
             Status::ErrInvalidArgument,
@@ -251,14 +256,15 @@ fn fill_stats(h: &tether_client, out: *mut tether_stats) -> Result<(), Error> {
     };
     // An older caller's struct is shorter than ours: copy only what it has room for.
     let n = size.min(std::mem::size_of::<tether_stats>());
-    // SAFETY: `out` has `size` writable bytes (the caller's promise) and `full` has at least `n`.
+    // SAFETY: `out` has `size` writable bytes (the caller's promise) and `full` has at least
+    // `n`; `size` is the struct's first field, within every version.
     unsafe {
         std::ptr::copy_nonoverlapping(
             (&full as *const tether_stats).cast::<u8>(),
-            (out as *mut tether_stats).cast::<u8>(),
+            out.cast::<u8>(),
             n,
         );
+        std::ptr::addr_of_mut!((*out).size).write_unaligned(n as u32);
     }
-    out.size = n as u32;
     Ok(())
 }

@@ -94,6 +94,13 @@ impl<L: Local> Calls<L> {
         self.start(book);
     }
 
+    /// Drops the waiting requests that ended meanwhile (timed out, cancelled), so that their
+    /// bytes go back to the send budget now, not when a call slot frees up (with every slot
+    /// held by calls the backend never answers, that would be never).
+    fn forget_ended(&mut self, book: &Book) {
+        self.waiting.retain(|(id, _)| book.requests.contains(*id));
+    }
+
     fn start(&mut self, book: &mut Book) {
         while self.running < MAX_CALLS {
             let Some((id, message)) = self.waiting.pop_front() else {
@@ -235,6 +242,7 @@ pub(crate) async fn run<L: Local>(
                     // The backend cannot be told (its calls have no id); its late answer is
                     // dropped.
                     let _ = book.end_request(id, Status::ErrCancelled, "cancelled by the caller");
+                    calls.forget_ended(&book);
                 }
                 // The client refuses these for an in-process backend.
                 Some(Command::Send(_) | Command::Pause | Command::Unpause | Command::Reconnect) => {}
@@ -267,10 +275,13 @@ pub(crate) async fn run<L: Local>(
             () = sleep_until(next_timer.unwrap_or_else(tokio::time::Instant::now)), if next_timer.is_some() => {
                 // Nothing to send: the backend cannot be told to stop.
                 let _ = book.expire();
+                calls.forget_ended(&book);
             }
         }
     }
     tlog!(client, Info, "session", "stopping the in-process backend");
+    // Their bytes go back before CLOSED, which the app may take as "nothing waits any more".
+    calls.waiting.clear();
     book.fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
     stop(&local).await;
     end(&mut book, Status::Ok, "closed by the app".to_owned());

@@ -80,7 +80,7 @@ class Stats:
     connected_for: Optional[float]
     #: Bytes of requests and packets waiting to be written (made while disconnected, or
     #: faster than the uplink carries); a call that would pass ``max_unsent_bytes`` raises
-    #: :class:`~tether.SendBufferFullError`. 0 from a library older than this field.
+    #: :class:`~tether.SendBufferFullError`.
     unsent_bytes: int
 
 

@@ -361,6 +361,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         runCatching { TetherStats.read(c, 0) }.getOrNull()?.let {
             finalStats = it.copy(
                 state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
+                unsentBytes = 0,
             )
         }
         runCatching { readAuthToken(c) }.getOrNull()?.let { finalToken = it.ifEmpty { null } }
