@@ -122,6 +122,7 @@ static void test_every_config_setter_rejects_null_config(void) {
     CHECK_FAILS(tether_config_set_reconnect_backoff_ms(NULL, 1, 2), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_max_message_bytes(NULL, 4096), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_queue_capacity(NULL, 16), TETHER_ERR_NULL, "config");
+    CHECK_FAILS(tether_config_set_max_unsent_bytes(NULL, 16), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_resume_state(NULL, "r", -1), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_last_server_ts(NULL, 1), TETHER_ERR_NULL, "config");
     CHECK_FAILS(tether_config_set_prev_listener_id(NULL, true), TETHER_ERR_NULL, "config");
@@ -223,7 +224,7 @@ static void test_event_accessors_on_null_and_null_outputs(void) {
 
 static void test_status_str_of_undefined_values(void) {
     /* Gaps between the defined ranges, just past both ends, and the extremes. */
-    const tether_status undefined[] = {3,  -12, -19, -25, -29, -38, -44, -49, -52, -59, -63,
+    const tether_status undefined[] = {3,  -13, -19, -25, -29, -38, -44, -49, -52, -59, -63,
                                        1000, INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof undefined / sizeof undefined[0]; i++) {
         const char *s = tether_status_str(undefined[i]);
