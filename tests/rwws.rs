@@ -206,8 +206,8 @@ async fn spec4_no_reconnect_storm_from_a_flapping_server() {
 }
 
 /// §2.4 client rules: a wrong hello is a configuration error (no retry), and the client
-/// closes with 1002 (protocol error); a missing hello or a missing auth reply times out and
-/// retries with backoff.
+/// closes with 1002 (protocol error); a missing hello or a missing auth reply times out, closes
+/// with 1000 ("on expiry close and reconnect") and retries with backoff.
 #[tokio::test]
 async fn spec2_4_hello_and_auth_deadlines() {
     let b = backend_with(|c| c.rwws.hello = Hello::Wrong).await;
@@ -237,6 +237,13 @@ async fn spec2_4_hello_and_auth_deadlines() {
             String::from_utf8_lossy(d.data())
         );
         assert!(d.retry_in().is_some());
+        let r = b.rwws();
+        assert!(
+            r.wait_for(|s| s.closes_received.contains(&1000), WAIT)
+                .await,
+            "{:?}",
+            r.stats().closes_received
+        );
         close_and_drain(&c).await;
     }
 

@@ -265,7 +265,9 @@ pub async fn serve(tcp: TcpStream, rwws: Rwws) {
     if cfg.silent_auth {
         // Hold the connection open and say nothing until the client gives up.
         while let Some(Ok(m)) = stream.next().await {
-            if m.is_close() {
+            if let Message::Close(frame) = m {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                lock(&state).stats.closes_received.push(code);
                 break;
             }
         }

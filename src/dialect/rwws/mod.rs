@@ -88,19 +88,26 @@ async fn next_data(ws: &mut Ws, deadline: Duration, what: &str) -> Result<Messag
             }
         }
     };
-    tokio::time::timeout(deadline, wait)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ConnectError::other(
-                Status::ErrProtocol,
-                format!("no {what} within {} ms", deadline.as_millis()),
-            ))
-        })
+    match tokio::time::timeout(deadline, wait).await {
+        Ok(r) => r,
+        // Spec §2.4: "on expiry close and reconnect"; a normal close says we are leaving.
+        Err(_) => {
+            let why = format!("no {what} within {} ms", deadline.as_millis());
+            Err(fail_handshake(ws, CloseCode::Normal, Status::ErrProtocol, &why).await)
+        }
+    }
 }
 
-async fn fail_handshake(ws: &mut Ws, status: Status, message: &str) -> ConnectError {
+/// Closes the websocket with `code` and `message` as the reason (at most a second is spent on
+/// it) and returns the failure.
+async fn fail_handshake(
+    ws: &mut Ws,
+    code: CloseCode,
+    status: Status,
+    message: &str,
+) -> ConnectError {
     let frame = CloseFrame {
-        code: CloseCode::Protocol,
+        code,
         reason: message.chars().take(100).collect::<String>().into(),
     };
     let _ =
@@ -118,6 +125,7 @@ impl Rwws {
             // Not a retryable condition: the URL points at something that is not rwws.
             return Err(fail_handshake(
                 ws,
+                CloseCode::Protocol,
                 Status::ErrConfig,
                 "the server did not send the rwws hello; is this an rwws /api/ws endpoint?",
             )
@@ -147,9 +155,13 @@ impl Rwws {
         });
         if !first_is_pong {
             out.clear();
-            return Err(
-                fail_handshake(ws, Status::ErrProtocol, "the auth reply was not a pong").await,
-            );
+            return Err(fail_handshake(
+                ws,
+                CloseCode::Protocol,
+                Status::ErrProtocol,
+                "the auth reply was not a pong",
+            )
+            .await);
         }
         Ok(())
     }
