@@ -254,8 +254,14 @@ fn fill_stats(h: &tether_client, out: *mut tether_stats) -> Result<(), Error> {
         connected_ms: ms(s.connected_for, std::time::Duration::as_millis),
         unsent_bytes: s.unsent_bytes,
     };
-    // An older caller's struct is shorter than ours: copy only what it has room for.
-    let n = size.min(std::mem::size_of::<tether_stats>());
+    // An older caller's struct is shorter than ours: copy only the fields it has room for
+    // (past the first version every field is 8 bytes, so whole ones end on a multiple of 8).
+    let full_size = std::mem::size_of::<tether_stats>();
+    let n = if size >= full_size {
+        full_size
+    } else {
+        size - size % 8
+    };
     // SAFETY: `out` has `size` writable bytes (the caller's promise) and `full` has at least
     // `n`; `size` is the struct's first field, within every version.
     unsafe {

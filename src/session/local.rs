@@ -76,7 +76,10 @@ struct Calls<L: Local> {
     local: Arc<L>,
     sink: Sink,
     running: usize,
-    waiting: std::collections::VecDeque<(i64, Outgoing)>,
+    /// Ids of the requests waiting for a call; their messages wait in the request book, so a
+    /// timeout, cancel or close drops a message (and gives its bytes back to the send budget)
+    /// before its RESPONSE is out, as on a connection. Ids that ended stay until skipped.
+    waiting: std::collections::VecDeque<i64>,
     /// One `()` each time a call returned.
     returned: mpsc::UnboundedSender<()>,
 }
@@ -84,7 +87,12 @@ struct Calls<L: Local> {
 impl<L: Local> Calls<L> {
     /// Queues request `id` and starts what may start.
     fn submit(&mut self, book: &mut Book, id: i64, message: Outgoing) {
-        self.waiting.push_back((id, message));
+        book.requests.hold(id, message);
+        self.waiting.push_back(id);
+        // With every call stuck, requests that keep timing out must not grow this for good.
+        if self.waiting.len() > 2 * book.requests.len() + MAX_CALLS {
+            self.waiting.retain(|id| book.requests.contains(*id));
+        }
         self.start(book);
     }
 
@@ -94,22 +102,15 @@ impl<L: Local> Calls<L> {
         self.start(book);
     }
 
-    /// Drops the waiting requests that ended meanwhile (timed out, cancelled), so that their
-    /// bytes go back to the send budget now, not when a call slot frees up (with every slot
-    /// held by calls the backend never answers, that would be never).
-    fn forget_ended(&mut self, book: &Book) {
-        self.waiting.retain(|(id, _)| book.requests.contains(*id));
-    }
-
     fn start(&mut self, book: &mut Book) {
         while self.running < MAX_CALLS {
-            let Some((id, message)) = self.waiting.pop_front() else {
+            let Some(id) = self.waiting.pop_front() else {
                 return;
             };
             // Timed out or cancelled while it waited: the app has its answer already.
-            if !book.requests.contains(id) {
+            let Some(message) = book.requests.take_held(id) else {
                 continue;
-            }
+            };
             self.running += 1;
             stats::add(&book.probe.counters.requests_sent, 1);
             // Handed to the backend, the message leaves the send budget.
@@ -242,7 +243,6 @@ pub(crate) async fn run<L: Local>(
                     // The backend cannot be told (its calls have no id); its late answer is
                     // dropped.
                     let _ = book.end_request(id, Status::ErrCancelled, "cancelled by the caller");
-                    calls.forget_ended(&book);
                 }
                 // The client refuses these for an in-process backend.
                 Some(Command::Send(_) | Command::Pause | Command::Unpause | Command::Reconnect) => {}
@@ -275,13 +275,10 @@ pub(crate) async fn run<L: Local>(
             () = sleep_until(next_timer.unwrap_or_else(tokio::time::Instant::now)), if next_timer.is_some() => {
                 // Nothing to send: the backend cannot be told to stop.
                 let _ = book.expire();
-                calls.forget_ended(&book);
             }
         }
     }
     tlog!(client, Info, "session", "stopping the in-process backend");
-    // Their bytes go back before CLOSED, which the app may take as "nothing waits any more".
-    calls.waiting.clear();
     book.fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
     stop(&local).await;
     end(&mut book, Status::Ok, "closed by the app".to_owned());

@@ -213,6 +213,20 @@ impl Requests {
             .collect()
     }
 
+    /// Keeps request `id`'s message here after all (in-process: while it waits for a call),
+    /// so that ending the request drops it before the outcome is out. It is not queued as
+    /// unsent: no later connection writes it.
+    pub(crate) fn hold(&mut self, id: i64, message: Outgoing) {
+        if let Some(e) = self.pending.get_mut(&id) {
+            e.message = Some(message);
+        }
+    }
+
+    /// The message [`Requests::hold`] kept for `id`; `None` once the request ended.
+    pub(crate) fn take_held(&mut self, id: i64) -> Option<Outgoing> {
+        self.pending.get_mut(&id)?.message.take()
+    }
+
     /// Whether request `id` still waits for its outcome.
     pub(crate) fn contains(&self, id: i64) -> bool {
         self.pending.contains_key(&id)
@@ -277,6 +291,41 @@ mod tests {
             "a second reply is ignored"
         );
         assert_eq!((r.len(), r.next_deadline()), (0, None));
+    }
+
+    /// In-process, a request waiting for a call keeps its message in the book: when it ends,
+    /// the message, and its bytes of the send budget, are gone before its outcome is handed out.
+    #[test]
+    fn a_held_message_goes_with_its_request() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let held = std::sync::Arc::new(AtomicU64::new(0));
+        let budget = super::super::budget::SendBudget::new(1000, held.clone());
+        let metered = |id: i64, deadline: Instant| Request {
+            message: budget.take(Message::text(format!("req {id}"))).unwrap(),
+            ..req(id, deadline)
+        };
+        let mut r = Requests::default();
+        let now = Instant::now();
+        for (id, deadline) in [(1, now), (2, later(60))] {
+            let m = r.add(metered(id, deadline), true).unwrap();
+            r.hold(id, m);
+        }
+        assert_eq!(held.load(Ordering::Relaxed), 10);
+        let ended = r.expire(now);
+        assert_eq!(
+            held.load(Ordering::Relaxed),
+            5,
+            "dropped before the outcome is out"
+        );
+        assert_eq!(ended.len(), 1);
+        assert!(r.take_held(1).is_none());
+        // Not unsent: no connection writes it; taken for its call, it is still counted.
+        assert!(r.take_unsent().is_empty());
+        let m = r.take_held(2).unwrap();
+        assert!(r.take_held(2).is_none());
+        assert_eq!(held.load(Ordering::Relaxed), 5);
+        assert_eq!(m.into_message(), Message::text("req 2"));
+        assert_eq!(held.load(Ordering::Relaxed), 0);
     }
 
     #[test]

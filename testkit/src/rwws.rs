@@ -97,7 +97,7 @@ pub struct RwwsStats {
     pub unknown: Vec<String>,
     /// Close codes the server sent.
     pub closes_sent: Vec<u16>,
-    /// Close codes authenticated clients sent.
+    /// Close codes clients sent (during the handshake too).
     pub closes_received: Vec<u16>,
 }
 

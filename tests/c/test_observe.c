@@ -191,6 +191,12 @@ static void test_send_budget(void) {
     CHECK(old.size == offsetof(tether_stats, unsent_bytes));
     CHECK(old.unsent_bytes == UINT64_MAX);
     CHECK(old.connect_attempts == 0);
+    /* A size that ends inside a field gets the whole fields before it, nothing of that one. */
+    memset(&old, 0xff, sizeof old);
+    old.size = (uint32_t)offsetof(tether_stats, unsent_bytes) + 4;
+    CHECK_OK(tether_client_stats(c, &old));
+    CHECK(old.size == offsetof(tether_stats, unsent_bytes));
+    CHECK(old.unsent_bytes == UINT64_MAX);
 
     CHECK_OK(tether_client_connect(c));
     tether_event *ev = th_wait_response(c, first, 10000);
