@@ -10,6 +10,17 @@ use tether::{Client, Config, ConfigBuilder, EventKind, Protocol, Status};
 use tether_testkit::gomuks::Backend;
 use tether_testkit::rwws::{Hello, RwwsFault, DEFAULT_KEY};
 
+/// Waits until the rwws side has received a close frame with `code` from a client.
+async fn until_close_received(b: &Backend, code: u16) {
+    let r = b.rwws();
+    assert!(
+        r.wait_for(|s| s.closes_received.contains(&code), WAIT)
+            .await,
+        "no close {code}: {:?}",
+        r.stats().closes_received
+    );
+}
+
 fn rwws_client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
     let cfg = Config::builder(&b.http_url())
         .protocol(Protocol::Rwws)
@@ -215,13 +226,7 @@ async fn spec2_4_hello_and_auth_deadlines() {
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!((d.status(), d.retry_in()), (Status::ErrConfig, None));
     until_kind(&c, EventKind::Closed).await;
-    let r = b.rwws();
-    assert!(
-        r.wait_for(|s| s.closes_received.contains(&1002), WAIT)
-            .await,
-        "{:?}",
-        r.stats().closes_received
-    );
+    until_close_received(&b, 1002).await;
 
     for cfg in [
         |c: &mut tether_testkit::gomuks::BackendConfig| c.rwws.hello = Hello::Silent,
@@ -237,13 +242,7 @@ async fn spec2_4_hello_and_auth_deadlines() {
             String::from_utf8_lossy(d.data())
         );
         assert!(d.retry_in().is_some());
-        let r = b.rwws();
-        assert!(
-            r.wait_for(|s| s.closes_received.contains(&1000), WAIT)
-                .await,
-            "{:?}",
-            r.stats().closes_received
-        );
+        until_close_received(&b, 1000).await;
         close_and_drain(&c).await;
     }
 
@@ -421,11 +420,7 @@ async fn mute_until_reconnected(b: &Backend, c: &Client) -> String {
     b.rwws().inject(RwwsFault::Mute);
     let (d, _) = until_kind(c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrReceiveTimeout);
-    let r = b.rwws();
-    assert!(
-        r.wait_for(|s| s.closes_received.contains(&1000), WAIT)
-            .await
-    );
+    until_close_received(b, 1000).await;
     until_kind(c, EventKind::Connected).await;
     String::from_utf8_lossy(d.data()).into_owned()
 }

@@ -26,6 +26,15 @@ async fn until_unsent(c: &tether::Client, ok: impl Fn(u64) -> bool) {
     }
 }
 
+/// A client with the test's budget, connected once and then paused.
+async fn paused_client(b: &tether_testkit::gomuks::Backend) -> tether::Client {
+    let c = client(b, |c| c.max_unsent_bytes(LIMIT));
+    until_command(&c, "init_complete").await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    c
+}
+
 /// Waits until neither the bytes waiting nor those written change for 200 ms.
 async fn until_still(c: &tether::Client) {
     let look = || {
@@ -114,10 +123,7 @@ async fn requests_past_the_budget_behind_a_server_that_does_not_read_are_refused
 #[tokio::test]
 async fn requests_made_while_disconnected_hold_the_budget_until_they_end() {
     let b = backend().await;
-    let c = client(&b, |c| c.max_unsent_bytes(LIMIT));
-    until_command(&c, "init_complete").await;
-    c.pause().unwrap();
-    until_kind(&c, EventKind::Disconnected).await;
+    let c = paused_client(&b).await;
 
     let body = format!("\"{}\"", "y".repeat(100 * 1024));
     let soon = c
@@ -157,10 +163,7 @@ async fn requests_made_while_disconnected_hold_the_budget_until_they_end() {
 #[tokio::test]
 async fn closing_gives_back_what_never_went_out() {
     let b = backend().await;
-    let c = client(&b, |c| c.max_unsent_bytes(LIMIT));
-    until_command(&c, "init_complete").await;
-    c.pause().unwrap();
-    until_kind(&c, EventKind::Disconnected).await;
+    let c = paused_client(&b).await;
     let body = format!("\"{}\"", "z".repeat(50 * 1024));
     let ids: Vec<i64> = (0..3)
         .map(|_| c.request("echo", body.as_bytes()).unwrap())
