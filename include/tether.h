@@ -153,6 +153,14 @@
 #define TETHER_EVENT_STORE 13
 
 /**
+ * A request, packet or upload was refused (SEND_BUFFER_FULL), and enough has been
+ * written (or has ended) since that the largest message refused would fit with at most
+ * half of `max_unsent_bytes` waiting: send again. One per run of refusals, however many
+ * calls were refused; an app that is never refused never sees one. Carries nothing.
+ */
+#define TETHER_EVENT_SEND_READY 14
+
+/**
  * The resume succeeded: every event missed since the resume point is delivered exactly
  * once, in order, before `init_complete`; the app's cached state stays valid.
  */
@@ -618,8 +626,8 @@ typedef struct tether_stats {
 
 /**
  * More bytes of requests and packets already wait to be written than the client's
- * `max_unsent_bytes` allows with this one: the call took nothing; make it again once
- * `unsent_bytes` (in the stats) has dropped.
+ * `max_unsent_bytes` allows with this one: the call took nothing; make it again after the
+ * SEND_READY event that follows once room frees.
  */
 #define TETHER_ERR_SEND_BUFFER_FULL (-12)
 
@@ -1124,9 +1132,9 @@ tether_status tether_config_set_queue_capacity(struct tether_config *cfg, size_t
  * How many bytes of requests and packets may wait to be written (default 32 MiB): those
  * made while disconnected, and those made faster than the uplink carries. A
  * `tether_client_request*` or `tether_client_send_*` call that would pass it returns
- * `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again once
- * `tether_stats.unsent_bytes` has dropped). One message larger than the limit is taken
- * while nothing else waits. Pings and cancels are not counted. 0 is
+ * `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again after the
+ * `TETHER_EVENT_SEND_READY` that follows once room frees). One message larger than the
+ * limit is taken while nothing else waits. Pings and cancels are not counted. 0 is
  * `TETHER_ERR_CONFIG` at `tether_client_new`.
  */
 tether_status tether_config_set_max_unsent_bytes(struct tether_config *cfg, size_t bytes);

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{Config, Protocol, Transport};
 use crate::dialect::{gomuks, rwws};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::ids::IdGen;
 use crate::queue::{EventQueue, Pop, Tap};
 use crate::resume::{ResumeState, SharedResume};
@@ -61,14 +61,27 @@ impl Client {
         let (tx, rx) = crate::session::commands::channel();
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         let probe = Probe::new();
+        let queue = Arc::new(EventQueue::new(cfg.queue_capacity));
+        let closed = Arc::new(AtomicBool::new(false));
+        let budget = SendBudget::new(cfg.max_unsent_bytes, probe.counters.unsent_bytes.clone(), {
+            let (queue, closed) = (queue.clone(), closed.clone());
+            // Past the tap: a store has nothing to apply to it, and the tap takes the store's
+            // lock, which no place that drops a message may be made to need. Closing gives
+            // everything back: no SEND_READY for a client the app closed.
+            move || {
+                if !closed.load(Ordering::Acquire) {
+                    queue.push_untapped([Event::new(EventKind::SendReady)]);
+                }
+            }
+        });
         Client {
             req: Requester {
-                budget: SendBudget::new(cfg.max_unsent_bytes, probe.counters.unsent_bytes.clone()),
-                queue: Arc::new(EventQueue::new(cfg.queue_capacity)),
+                budget,
+                queue,
                 cfg: Arc::new(cfg),
                 ids: Arc::new(IdGen::new()),
                 tx: Arc::new(tx),
-                closed: Arc::new(AtomicBool::new(false)),
+                closed,
                 poisoned: Arc::new(AtomicBool::new(false)),
             },
             resume,
@@ -621,11 +634,11 @@ async fn guard_session(
 ) {
     if AssertUnwindSafe(session).catch_unwind().await.is_err() {
         poisoned.store(true, Ordering::Release);
-        let mut ev = Event::new(crate::event::EventKind::Disconnected);
+        let mut ev = Event::new(EventKind::Disconnected);
         ev.status = Status::ErrPanic;
         ev.data = Bytes::from_static(b"internal panic in the session task");
         queue.push(ev);
-        queue.push(Event::new(crate::event::EventKind::Closed));
+        queue.push(Event::new(EventKind::Closed));
     }
 }
 
@@ -654,7 +667,6 @@ fn closed_error() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
 
     /// A panicking session poisons the client and still ends the event stream with CLOSED.
     #[tokio::test]

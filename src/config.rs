@@ -414,7 +414,8 @@ impl ConfigBuilder {
     }
     /// How many bytes of requests and packets may wait to be written (default 32 MiB): those
     /// made while disconnected, and those made faster than the uplink carries. A call that
-    /// would pass it fails with `ErrSendBufferFull` and takes nothing; `unsent_bytes` in
+    /// would pass it fails with `ErrSendBufferFull` and takes nothing, and a
+    /// [`crate::EventKind::SendReady`] follows once room frees; `unsent_bytes` in
     /// [`crate::Client::stats`] tells how much waits. One message larger than the limit is
     /// taken while nothing else waits. Pings and cancels are not counted.
     pub fn max_unsent_bytes(mut self, n: u64) -> Self {

@@ -55,6 +55,11 @@ pub enum EventKind {
     /// reflects and precedes the RESPONSE of a store action, so a read after either sees the
     /// change.
     Store = 13,
+    /// A request, packet or upload was refused (SEND_BUFFER_FULL), and enough has been
+    /// written (or has ended) since that the largest message refused would fit with at most
+    /// half of `max_unsent_bytes` waiting: send again. One per run of refusals, however many
+    /// calls were refused; an app that is never refused never sees one. Carries nothing.
+    SendReady = 14,
 }
 
 /// What a RESUMED event reports. Discriminants are the C ABI's `TETHER_RESUME_*` values (0

@@ -48,8 +48,8 @@ pub enum Status {
     /// across processes), or the one in-process backend a process can run at a time.
     ErrInUse = -11,
     /// More bytes of requests and packets already wait to be written than the client's
-    /// `max_unsent_bytes` allows with this one: the call took nothing; make it again once
-    /// `unsent_bytes` (in the stats) has dropped.
+    /// `max_unsent_bytes` allows with this one: the call took nothing; make it again after the
+    /// SEND_READY event that follows once room frees.
     ErrSendBufferFull = -12,
     /// The server answered a request with an `error` reply.
     ErrRemote = -20,

@@ -331,6 +331,59 @@ async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() 
     close_and_drain(&c).await;
 }
 
+/// §12.3 with the send budget: requests waiting for one of the 64 call slots hold their bytes,
+/// so with a small budget one more is refused; the refused app gets one SEND_READY once the
+/// calls return and the waiting requests reach the backend, and its request then goes through.
+#[tokio::test]
+async fn spec12_3_requests_waiting_for_a_call_hold_the_budget_and_room_is_announced() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b.max_unsent_bytes(256)).await;
+    let body = br#"{"ms":500}"#;
+    let mut ids: Vec<i64> = Vec::new();
+    // The first 64 reach the backend and give their bytes back; the app can outrun the
+    // session, so wait for each.
+    for _ in 0..64 {
+        ids.push(c.request("sleep", body).unwrap());
+        let t0 = Instant::now();
+        while c.stats().unsent_bytes != 0 {
+            assert!(t0.elapsed() < PROMPT, "a call did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let refused = loop {
+        assert!(ids.len() < 200, "never refused");
+        match c.request("sleep", body) {
+            Ok(id) => ids.push(id),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused.status(), Status::ErrSendBufferFull, "{refused}");
+    assert!(
+        ids.len() > 64,
+        "{} accepted: 64 run, the rest wait",
+        ids.len()
+    );
+    // The calls end in any order.
+    let (mut answered, mut ready) = (0, 0);
+    while answered < ids.len() {
+        let ev = next(&c).await;
+        match ev.kind() {
+            EventKind::Response if ids.contains(&ev.request_id()) => {
+                assert_eq!(ev.status(), Status::Ok);
+                answered += 1;
+            }
+            EventKind::SendReady => ready += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ready, 1);
+    assert_eq!(c.stats().unsent_bytes, 0);
+    let id = c.request("sleep", br#"{"ms":1}"#).unwrap();
+    assert_eq!(response(&c, id).await.0.status(), Status::Ok);
+    close_and_drain(&c).await;
+}
+
 /// Media upload with progress (§12.2 GomuksUploadMediaBytes/Path): PROGRESS events for the
 /// request, rising, then its RESPONSE; a failing upload is ERR_REMOTE with the backend's text.
 #[tokio::test]

@@ -427,7 +427,8 @@ async fn mute_until_reconnected(b: &Backend, c: &Client) -> String {
 
 /// §2.8 packets while disconnected: they wait for the next connection within the send budget
 /// (`max_unsent_bytes`); one past it is refused with SEND_BUFFER_FULL and taken nowhere, and
-/// the accepted ones arrive once, in order, after the reconnect.
+/// the accepted ones arrive once, in order, after the reconnect; then one SEND_READY tells the
+/// refused app to send again.
 #[tokio::test]
 async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
     let b = backend().await;
@@ -463,6 +464,10 @@ async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
         r.stats().unknown.len()
     );
     assert_eq!(c.stats().unsent_bytes, 0);
+    // The refused app was told when to send again, once for both refusals.
+    let (_, seen) = until_kind(&c, EventKind::SendReady).await;
+    assert!(seen.iter().all(|e| e.kind() != EventKind::SendReady));
     c.send_packet(&packet(8)).unwrap();
-    close_and_drain(&c).await;
+    let evs = close_and_drain(&c).await;
+    assert!(evs.iter().all(|e| e.kind() != EventKind::SendReady));
 }

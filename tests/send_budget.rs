@@ -159,20 +159,90 @@ async fn requests_made_while_disconnected_hold_the_budget_until_they_end() {
 }
 
 /// Closing gives back what never went out: the client's requests end with CLIENT_CLOSED and
-/// the budget is empty once CLOSED is taken.
+/// the budget is empty once CLOSED is taken. A refusal just before does not bring a
+/// SEND_READY for the client the app closed.
 #[tokio::test]
 async fn closing_gives_back_what_never_went_out() {
     let b = backend().await;
     let c = paused_client(&b).await;
     let body = format!("\"{}\"", "z".repeat(50 * 1024));
-    let ids: Vec<i64> = (0..3)
-        .map(|_| c.request("echo", body.as_bytes()).unwrap())
-        .collect();
+    let (ids, _) = fill(&c, &body);
     assert!(c.stats().unsent_bytes > 3 * 50 * 1024);
     let evs = close_and_drain(&c).await;
     for id in ids {
         let r = evs.iter().find(|e| e.request_id() == id).expect("answered");
         assert_eq!(r.status(), Status::ErrClientClosed);
     }
+    assert_eq!(count(&evs, EventKind::SendReady), 0);
     assert_eq!(c.stats().unsent_bytes, 0);
+}
+
+/// Sends `body` until the budget refuses it; the ids accepted, and the refusal.
+fn fill(c: &tether::Client, body: &str) -> (Vec<i64>, tether::Error) {
+    let mut ids = Vec::new();
+    loop {
+        assert!(ids.len() < 1000, "never refused");
+        match c.request("echo", body.as_bytes()) {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                assert_eq!(e.status(), Status::ErrSendBufferFull, "{e}");
+                return (ids, e);
+            }
+        }
+    }
+}
+
+fn count(evs: &[tether::Event], kind: EventKind) -> usize {
+    evs.iter().filter(|e| e.kind() == kind).count()
+}
+
+/// SEND_READY: a refused app learns when to send again without polling `unsent_bytes`. Not
+/// for bytes coming back while nobody was refused, not while the refused request would not
+/// fit with at most half the budget waiting, then exactly once for any number of refusals;
+/// a later refusal starts over, and room made by writing counts as room made by ending.
+#[tokio::test]
+async fn a_refused_app_is_told_once_when_room_frees() {
+    let b = backend().await;
+    let c = paused_client(&b).await;
+    let body = format!("\"{}\"", "w".repeat(30 * 1024));
+    let first = c.request("echo", body.as_bytes()).unwrap();
+    c.cancel(first).unwrap();
+    let (_, seen) = until(&c, |e| e.request_id() == first).await;
+    assert_eq!(count(&seen, EventKind::SendReady), 0, "nobody was refused");
+
+    let (mut ids, refused) = fill(&c, &body);
+    assert!(refused.message().contains("SEND_READY"), "{refused}");
+    assert!(ids.len() >= 4, "{} requests fit", ids.len());
+    assert!(c.request("echo", body.as_bytes()).is_err(), "refused again");
+    let mut ready_at = None;
+    while let Some(id) = ids.pop() {
+        c.cancel(id).unwrap();
+        // The request's message is gone before its RESPONSE: a SEND_READY it made comes first.
+        let (r, seen) = until(&c, |e| e.request_id() == id).await;
+        assert_eq!(r.status(), Status::ErrCancelled);
+        let left = c.stats().unsent_bytes;
+        let fits = left <= LIMIT / 2;
+        assert_eq!(
+            count(&seen, EventKind::SendReady),
+            usize::from(fits && ready_at.is_none()),
+            "{left} bytes left, ready already at {ready_at:?}"
+        );
+        if fits && ready_at.is_none() {
+            ready_at = Some(left);
+        }
+    }
+    assert!(ready_at.is_some());
+
+    // Refused again, then the link takes everything: one SEND_READY, among the answers.
+    let (ids, _) = fill(&c, &body);
+    c.unpause().unwrap();
+    let mut seen = Vec::new();
+    for id in &ids {
+        let (r, skipped) = until(&c, |e| e.request_id() == *id).await;
+        assert_eq!(r.status(), Status::Ok);
+        seen.extend(skipped);
+    }
+    assert_eq!(count(&seen, EventKind::SendReady), 1);
+    let evs = close_and_drain(&c).await;
+    assert_eq!(count(&evs, EventKind::SendReady), 0);
 }

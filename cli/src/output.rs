@@ -153,6 +153,9 @@ pub fn emit(ev: &Event) {
                 },
             )
         }
+        EventKind::SendReady => status("send buffer has room again", || {
+            r#"{"type":"send_ready"}"#.to_owned()
+        }),
         EventKind::Closed => status("closed", || r#"{"type":"closed"}"#.to_owned()),
         // A kind newer than this binary: say so rather than drop it.
         other => status(&format!("event {other:?}"), || {

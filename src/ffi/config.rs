@@ -199,9 +199,9 @@ ffi_fn! {
     /// How many bytes of requests and packets may wait to be written (default 32 MiB): those
     /// made while disconnected, and those made faster than the uplink carries. A
     /// `tether_client_request*` or `tether_client_send_*` call that would pass it returns
-    /// `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again once
-    /// `tether_stats.unsent_bytes` has dropped). One message larger than the limit is taken
-    /// while nothing else waits. Pings and cancels are not counted. 0 is
+    /// `TETHER_ERR_SEND_BUFFER_FULL` and takes nothing (make it again after the
+    /// `TETHER_EVENT_SEND_READY` that follows once room frees). One message larger than the
+    /// limit is taken while nothing else waits. Pings and cancels are not counted. 0 is
     /// `TETHER_ERR_CONFIG` at `tether_client_new`.
     fn tether_config_set_max_unsent_bytes(cfg: *mut tether_config, bytes: usize) -> tether_status {
         edit(cfg, |b| Ok(b.max_unsent_bytes(bytes as u64)))

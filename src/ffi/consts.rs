@@ -42,8 +42,8 @@ pub const TETHER_ERR_UNSUPPORTED: tether_status = -10;
 /// across processes), or the one in-process backend a process can run at a time.
 pub const TETHER_ERR_IN_USE: tether_status = -11;
 /// More bytes of requests and packets already wait to be written than the client's
-/// `max_unsent_bytes` allows with this one: the call took nothing; make it again once
-/// `unsent_bytes` (in the stats) has dropped.
+/// `max_unsent_bytes` allows with this one: the call took nothing; make it again after the
+/// SEND_READY event that follows once room frees.
 pub const TETHER_ERR_SEND_BUFFER_FULL: tether_status = -12;
 /// The server answered a request with an `error` reply.
 pub const TETHER_ERR_REMOTE: tether_status = -20;
@@ -142,6 +142,11 @@ pub const TETHER_EVENT_CHUNK: u32 = 12;
 /// reflects and precedes the RESPONSE of a store action, so a read after either sees the
 /// change.
 pub const TETHER_EVENT_STORE: u32 = 13;
+/// A request, packet or upload was refused (SEND_BUFFER_FULL), and enough has been
+/// written (or has ended) since that the largest message refused would fit with at most
+/// half of `max_unsent_bytes` waiting: send again. One per run of refusals, however many
+/// calls were refused; an app that is never refused never sees one. Carries nothing.
+pub const TETHER_EVENT_SEND_READY: u32 = 14;
 
 /// The resume succeeded: every event missed since the resume point is delivered exactly
 /// once, in order, before `init_complete`; the app's cached state stays valid.

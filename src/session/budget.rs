@@ -7,6 +7,12 @@
 //! client closed). The bytes travel with the message as an [`Outgoing`], so no path that drops
 //! one can forget to give them back. A call that would overdraw the budget is refused with
 //! `ErrSendBufferFull` and the app keeps its message; pings and cancels are not counted.
+//!
+//! After a refusal the app needs to know when to try again without polling `unsent_bytes`:
+//! the first give-back after which the refused message would fit with at most half the limit
+//! waiting announces it (SEND_READY). Half, not "any room", so a refused app is woken once the
+//! uplink has really caught up, not for every message written while it is full. An app that
+//! is never refused never sees one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,12 +26,55 @@ pub(crate) struct SendBudget {
     limit: u64,
     /// Bytes taken and not given back; read by `stats()` as `unsent_bytes`.
     held: Arc<AtomicU64>,
+    /// One more than the size of the largest message refused since room was last announced;
+    /// 0: none was.
+    refused: AtomicU64,
+    /// Announces room after a refusal; called on whichever thread gave the bytes back.
+    ready: Box<dyn Fn() + Send + Sync>,
 }
 
 impl SendBudget {
-    /// A budget of `limit` bytes whose holdings `held` counts.
-    pub(crate) fn new(limit: u64, held: Arc<AtomicU64>) -> Arc<SendBudget> {
-        Arc::new(SendBudget { limit, held })
+    /// A budget of `limit` bytes whose holdings `held` counts; after a refusal, `ready` is
+    /// called once, when room frees (see [`SendBudget::announce_room`]). It runs on the thread
+    /// that gave the bytes back (or on the refused caller's, when room freed while it was
+    /// being refused), so it must not block, nor take a lock held while a message is dropped.
+    pub(crate) fn new(
+        limit: u64,
+        held: Arc<AtomicU64>,
+        ready: impl Fn() + Send + Sync + 'static,
+    ) -> Arc<SendBudget> {
+        Arc::new(SendBudget {
+            limit,
+            held,
+            refused: AtomicU64::new(0),
+            ready: Box::new(ready),
+        })
+    }
+
+    /// Announces room if a call was refused and, now, the largest message refused would fit
+    /// with at most half the limit waiting (or nothing waits: a message larger than the
+    /// limit goes alone). At the refusal itself that never holds, so a SEND_READY always
+    /// means something was given back since. The refusal (record, then read the bytes) and a
+    /// give-back (bytes, then read the record) each check after their own write, all SeqCst,
+    /// so one of them always sees the other's: room that frees while a call is being refused
+    /// is never left unannounced.
+    fn announce_room(&self) {
+        let mut want = self.refused.load(Ordering::SeqCst);
+        while want != 0 {
+            let held = self.held.load(Ordering::SeqCst);
+            let ceiling = (self.limit / 2).min(self.limit.saturating_sub(want - 1));
+            if held != 0 && held > ceiling {
+                return;
+            }
+            match self
+                .refused
+                .compare_exchange(want, 0, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return (self.ready)(),
+                // Another refusal came in between: judge again with its size.
+                Err(now) => want = now,
+            }
+        }
     }
 
     /// Takes `message`'s bytes from the budget. A message larger than the whole budget is
@@ -45,15 +94,24 @@ impl SendBudget {
                     bytes,
                 },
             }),
-            Err(held) => Err(Error::new(
-                Status::ErrSendBufferFull,
-                format!(
-                    "{held} bytes already wait to be sent and this {bytes}-byte message would \
-                     pass the limit of {} (max_unsent_bytes); send it again once fewer wait",
-                    self.limit
-                ),
-            )),
+            Err(held) => {
+                self.refused
+                    .fetch_max(bytes.saturating_add(1), Ordering::SeqCst);
+                self.announce_room();
+                Err(self.full(held, bytes))
+            }
         }
+    }
+
+    fn full(&self, held: u64, bytes: u64) -> Error {
+        Error::new(
+            Status::ErrSendBufferFull,
+            format!(
+                "{held} bytes already wait to be sent and this {bytes}-byte message would pass \
+                 the limit of {} (max_unsent_bytes); send it again after the SEND_READY event",
+                self.limit
+            ),
+        )
     }
 }
 
@@ -71,7 +129,8 @@ struct Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.held.fetch_sub(self.bytes, Ordering::SeqCst);
+        self.budget.announce_room();
     }
 }
 
@@ -93,7 +152,7 @@ impl std::fmt::Debug for Outgoing {
 #[cfg(test)]
 impl From<Message> for Outgoing {
     fn from(message: Message) -> Outgoing {
-        SendBudget::new(u64::MAX, Arc::default())
+        SendBudget::new(u64::MAX, Arc::default(), || {})
             .take(message)
             .expect("an unlimited budget")
     }
@@ -111,8 +170,19 @@ mod tests {
     use super::*;
 
     fn budget(limit: u64) -> (Arc<SendBudget>, Arc<AtomicU64>) {
+        let (b, held, _) = announcing(limit);
+        (b, held)
+    }
+
+    /// A budget that counts how often it announced room.
+    fn announcing(limit: u64) -> (Arc<SendBudget>, Arc<AtomicU64>, Arc<AtomicU64>) {
         let held = Arc::new(AtomicU64::new(0));
-        (SendBudget::new(limit, held.clone()), held)
+        let ready = Arc::new(AtomicU64::new(0));
+        let count = ready.clone();
+        let b = SendBudget::new(limit, held.clone(), move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        (b, held, ready)
     }
 
     fn msg(n: usize) -> Message {
@@ -177,5 +247,82 @@ mod tests {
         assert_eq!(held.load(Ordering::Relaxed), 1000);
         drop(kept);
         assert_eq!(held.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn room_is_announced_once_per_refusal_when_half_the_limit_or_less_waits() {
+        let (b, _, ready) = announcing(100);
+        let mut kept: Vec<Outgoing> = (0..10).map(|_| b.take(msg(10)).unwrap()).collect();
+        // Bytes going back while nobody was refused announce nothing.
+        kept.truncate(8);
+        assert_eq!(ready.load(Ordering::SeqCst), 0);
+        kept.extend((0..2).map(|_| b.take(msg(10)).unwrap()));
+        assert!(b.take(msg(10)).is_err());
+        assert!(
+            b.take(msg(10)).is_err(),
+            "a second refusal: still one episode"
+        );
+        kept.truncate(6);
+        assert_eq!(ready.load(Ordering::SeqCst), 0, "60 of 100 still wait");
+        kept.truncate(5);
+        assert_eq!(ready.load(Ordering::SeqCst), 1, "50 of 100 wait");
+        kept.clear();
+        assert_eq!(ready.load(Ordering::SeqCst), 1, "once per refusal");
+    }
+
+    #[test]
+    fn room_is_announced_when_the_largest_refused_message_fits() {
+        let (b, _, ready) = announcing(100);
+        let mut kept: Vec<Outgoing> = (0..6).map(|_| b.take(msg(10)).unwrap()).collect();
+        // 60 wait; a 70-byte message needs 30 or less.
+        assert!(b.take(msg(70)).is_err());
+        kept.truncate(4);
+        assert_eq!(
+            ready.load(Ordering::SeqCst),
+            0,
+            "40 wait: half, but no room for 70"
+        );
+        kept.truncate(3);
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        // Larger than the whole budget: it goes alone, so only an empty budget is room.
+        assert!(b.take(msg(500)).is_err());
+        kept.truncate(1);
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        kept.clear();
+        assert_eq!(ready.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_refusal_racing_give_backs_is_always_announced() {
+        for _ in 0..200 {
+            let (b, held, ready) = announcing(100);
+            let refusals = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        let mut kept = Vec::new();
+                        for i in 0..50 {
+                            match b.take(msg(30)) {
+                                Ok(o) => kept.push(o),
+                                Err(_) => {
+                                    refusals.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            if i % 3 == 0 {
+                                kept.clear();
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(held.load(Ordering::SeqCst), 0);
+            let (refused, announced) = (
+                refusals.load(Ordering::SeqCst),
+                ready.load(Ordering::SeqCst),
+            );
+            // Every refusal is followed by an announcement: none is left pending.
+            assert_eq!(b.refused.load(Ordering::SeqCst), 0, "{refused} refused");
+            assert!(announced <= refused && (refused == 0) == (announced == 0));
+        }
     }
 }

@@ -299,7 +299,7 @@ mod tests {
     fn a_held_message_goes_with_its_request() {
         use std::sync::atomic::{AtomicU64, Ordering};
         let held = std::sync::Arc::new(AtomicU64::new(0));
-        let budget = super::super::budget::SendBudget::new(1000, held.clone());
+        let budget = super::super::budget::SendBudget::new(1000, held.clone(), || {});
         let metered = |id: i64, deadline: Instant| Request {
             message: budget.take(Message::text(format!("req {id}"))).unwrap(),
             ..req(id, deadline)

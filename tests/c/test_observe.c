@@ -152,8 +152,8 @@ static void test_null_handling(void) {
 
 /* The send budget: requests made before connect wait in the client and hold their bytes; one
  * past tether_config_set_max_unsent_bytes is refused with TETHER_ERR_SEND_BUFFER_FULL and
- * takes nothing; once written, the bytes are back. A caller with the first version of
- * tether_stats gets everything before unsent_bytes. */
+ * takes nothing; once written, the bytes are back and SEND_READY tells the refused caller so.
+ * A caller with the first version of tether_stats gets everything before unsent_bytes. */
 static void test_send_budget(void) {
     tether_config *bad = th_config(&backend);
     CHECK_OK(tether_config_set_max_unsent_bytes(bad, 0));
@@ -198,8 +198,16 @@ static void test_send_budget(void) {
     CHECK(old.size == offsetof(tether_stats, unsent_bytes));
     CHECK(old.unsent_bytes == UINT64_MAX);
 
+    /* Connected, the first request is written: SEND_READY says to send again, before the
+     * reply to what was written. */
     CHECK_OK(tether_client_connect(c));
-    tether_event *ev = th_wait_response(c, first, 10000);
+    tether_event *ev = th_wait(c, TETHER_EVENT_SEND_READY, NULL, 10000);
+    const uint8_t *data = NULL;
+    size_t len = 1;
+    CHECK_OK(tether_event_data(ev, &data, &len));
+    CHECK(tether_event_request_id(ev) == 0 && len == 0);
+    tether_event_free(ev);
+    ev = th_wait_response(c, first, 10000);
     CHECK(tether_event_status(ev) == TETHER_OK);
     tether_event_free(ev);
     CHECK_OK(tether_client_stats(c, &st));

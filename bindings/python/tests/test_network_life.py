@@ -63,7 +63,8 @@ def test_pause_after_close_is_a_state_error(backend: Backend) -> None:
 
 def test_requests_while_paused_stop_at_the_send_budget(backend: Backend) -> None:
     # max_unsent_bytes: a request past the budget raises SendBufferFullError and takes
-    # nothing; the accepted one goes out after unpausing and frees the budget.
+    # nothing; the accepted one goes out after unpausing and frees the budget, and one
+    # SEND_READY tells the refused app to send again.
     with Client(backend.url, **gomuks_opts(max_unsent_bytes=4096)) as c:
         wait_event(c, lambda e: e.kind == EventKind.MESSAGE and e.command == "init_complete")
         assert c.stats().unsent_bytes == 0
@@ -79,9 +80,12 @@ def test_requests_while_paused_stop_at_the_send_budget(backend: Backend) -> None
         assert isinstance(e.value, tether.UsageError)
         assert "max_unsent_bytes" in str(e.value)
         assert c.stats().unsent_bytes == held
+        with pytest.raises(tether.SendBufferFullError):
+            c.submit("echo", body)
         c.unpause()
         assert first.result(10) == body
         assert c.stats().unsent_bytes == 0
+        wait_event(c, lambda e: e.kind == EventKind.SEND_READY)
         assert c.request("echo", body) == body
     with pytest.raises(tether.InvalidArgumentError):
         Client(backend.url, **gomuks_opts(max_unsent_bytes=-1))

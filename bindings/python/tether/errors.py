@@ -211,7 +211,7 @@ class SendBufferFullError(UsageError):
     """``TETHER_ERR_SEND_BUFFER_FULL``: more bytes of requests and packets already wait to be
     written than the client's ``max_unsent_bytes`` allows with this one (the server does not
     read, the uplink is slow, or the client is disconnected). Nothing was taken: make the call
-    again once ``Client.stats().unsent_bytes`` has dropped."""
+    again after the :attr:`~tether.EventKind.SEND_READY` event that follows once room frees."""
 
     STATUS = Status.ERR_SEND_BUFFER_FULL
 

@@ -60,6 +60,11 @@ class EventKind(enum.IntEnum):
     the MESSAGE it reflects and precedes the RESPONSE of a store action. Delivered like a
     MESSAGE (``events()``, ``on_event``, async iteration), and handed to the store's
     subscribers first (``Store.on_change``, ``Store.changes()``)."""
+    SEND_READY = 14
+    """A call raised :class:`~tether.SendBufferFullError`, and enough has been written (or has
+    ended) since that the largest message refused would fit with at most half of
+    ``max_unsent_bytes`` waiting: send again. One per run of refusals, however many calls
+    were refused; an app that is never refused never sees one. Carries nothing."""
 
 
 class ResumeOutcome(enum.IntEnum):

@@ -48,6 +48,11 @@ public enum EventKind: UInt32, Sendable {
     /// action. It stays in `TetherClient.events` like a MESSAGE, and its change set is handed
     /// to the store's `changes` streams first.
     case store
+    /// A call threw `.sendBufferFull`, and enough has been written (or has ended) since that
+    /// the largest message refused would fit with at most half of
+    /// `TetherOptions.maxUnsentBytes` waiting: send again. One per run of refusals, however
+    /// many calls were refused; an app that is never refused never sees one. Carries nothing.
+    case sendReady
 }
 
 /// A RESUMED event's `resumeOutcome` (`TETHER_RESUME_*`).

@@ -30,8 +30,8 @@ public enum TetherError: Error, Equatable, Sendable {
     case inUse(String)
     /// More bytes of requests and packets already wait to be written than
     /// `TetherOptions.maxUnsentBytes` allows with this one (the server does not read, the
-    /// uplink is slow, or the client is disconnected). Nothing was taken: try again once
-    /// `TetherStats.unsentBytes` has dropped.
+    /// uplink is slow, or the client is disconnected). Nothing was taken: try again after the
+    /// `.sendReady` event that follows once room frees.
     case sendBufferFull(String)
     case remote(String)
     case requestTimeout(String)

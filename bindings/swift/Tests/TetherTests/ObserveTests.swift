@@ -310,7 +310,8 @@ final class ObserveTests: XCTestCase {
     }
 
     /// A request past `maxUnsentBytes` while paused throws `.sendBufferFull` and takes
-    /// nothing; the accepted one goes out after unpausing and frees the budget.
+    /// nothing; the accepted one goes out after unpausing and frees the budget, and one
+    /// `.sendReady` tells the refused app to send again.
     func testARequestPastTheSendBudgetIsRefused() async throws {
         let b = try Backend()
         var o = b.gomuks()
@@ -338,6 +339,11 @@ final class ObserveTests: XCTestCase {
         let echoed = try await withTimeout(.seconds(20), "the echo") { try await first.value }
         XCTAssertEqual(echoed, body)
         XCTAssertEqual(try c.stats().unsentBytes, 0)
+        _ = try await next(c, "send ready") { $0.kind == .sendReady }
+        let again = try await withTimeout(.seconds(20), "the second echo") {
+            try await c.request("echo", data: body)
+        }
+        XCTAssertEqual(again, body)
         let closed = await c.close(timeout: .seconds(10))
         XCTAssertTrue(closed)
     }

@@ -27,7 +27,15 @@ enum class EventKind(val code: Int) {
      * [TetherClient.events] like a MESSAGE, and its change set is handed to [Store.changes]
      * first.
      */
-    STORE(13);
+    STORE(13),
+
+    /**
+     * A call threw [SendBufferFullException], and enough has been written (or has ended) since
+     * that the largest message refused would fit with at most half of
+     * [TetherOptions.maxUnsentBytes] waiting: send again. One per run of refusals, however many
+     * calls were refused; an app that is never refused never sees one. Carries nothing.
+     */
+    SEND_READY(14);
 
     companion object {
         fun of(code: Int): EventKind =

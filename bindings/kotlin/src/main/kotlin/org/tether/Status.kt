@@ -71,8 +71,8 @@ class InUseException(s: Status, m: String) : TetherException(s, m)
 /**
  * More bytes of requests and packets already wait to be written than
  * [TetherOptions.maxUnsentBytes] allows with this one (the server does not read, the uplink is
- * slow, or the client is disconnected). Nothing was taken: try again once
- * [TetherStats.unsentBytes] has dropped.
+ * slow, or the client is disconnected). Nothing was taken: try again after the
+ * [EventKind.SEND_READY] event that follows once room frees.
  */
 class SendBufferFullException(s: Status, m: String) : TetherException(s, m)
 /** The in-process backend failed to start (database, account lookup, or start). */

@@ -102,9 +102,13 @@ class NetworkLifeTest : WithBackend() {
                 assertEquals(Status.ERR_SEND_BUFFER_FULL, e.status)
                 assertTrue(e.message!!.contains("max_unsent_bytes"), e.message)
                 assertEquals(held, c.stats().unsentBytes)
+                assertThrows<SendBufferFullException> { runBlocking { c.request("echo", body) } }
                 c.unpause()
                 assertEquals(body, first.await())
                 assertEquals(0L, c.stats().unsentBytes)
+                // Refused twice, told once that room is back.
+                c.events.first { it.kind == EventKind.SEND_READY }
+                assertEquals(body, c.request("echo", body))
             }
         }
     }
