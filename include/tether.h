@@ -652,7 +652,8 @@ typedef struct tether_stats {
 #define TETHER_ERR_DISCONNECTED (-23)
 
 /**
- * The client was closed before the request was answered.
+ * The client was closed before the request was answered: by the app, or for good by
+ * the library after an error it does not retry (the RESPONSE's text then says which).
  */
 #define TETHER_ERR_CLIENT_CLOSED (-24)
 

@@ -413,7 +413,11 @@ impl Client {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
             self.probe.counters.set_state(ConnectionState::Closed);
-            crate::session::close_channel(&mut rx, &self.req.queue);
+            crate::session::close_channel(
+                &mut rx,
+                &self.req.queue,
+                crate::session::requests::CLOSED_BEFORE_REPLY,
+            );
         } else {
             let _ = self.req.tx.send(Command::Close(intent));
         }

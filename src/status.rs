@@ -59,7 +59,8 @@ pub enum Status {
     ErrCancelled = -22,
     /// The connection dropped before the request was answered; its outcome is unknown.
     ErrDisconnected = -23,
-    /// The client was closed before the request was answered.
+    /// The client was closed before the request was answered: by the app, or for good by
+    /// the library after an error it does not retry (the RESPONSE's text then says which).
     ErrClientClosed = -24,
     /// TCP connect or I/O failure (refused, reset, unreachable, connect timeout).
     ErrConnect = -30,

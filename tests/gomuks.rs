@@ -103,6 +103,36 @@ async fn spec1_2_wrong_password_stops_with_unauthorized() {
     assert_eq!(b.stats().total_connections, 0);
 }
 
+/// §1.2 with the close contract: a client that stops for good on its own (here, a wrong
+/// password) ends the requests still waiting with CLIENT_CLOSED after its DISCONNECTED, as a
+/// close does, and says why: the app did not close it, the server refused the login.
+#[tokio::test]
+async fn spec1_2_requests_waiting_when_the_client_gives_up_say_why() {
+    let b = backend().await;
+    let c = Client::new(
+        Config::builder(&b.http_url())
+            .basic_auth("tether", "wrong-pass")
+            .build()
+            .unwrap(),
+    );
+    let id = c.request("echo", b"{}").unwrap();
+    c.connect().unwrap();
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::ErrUnauthorized);
+    let r = next(&c).await;
+    assert_eq!(
+        (r.kind(), r.request_id(), r.status()),
+        (EventKind::Response, id, Status::ErrClientClosed)
+    );
+    let why: String = serde_json::from_slice(r.data()).unwrap();
+    assert!(
+        why.contains("stopped for good") && why.contains(Status::ErrUnauthorized.description()),
+        "{why}"
+    );
+    assert!(why.contains(&*String::from_utf8_lossy(d.data())), "{why}");
+    assert_eq!(next(&c).await.kind(), EventKind::Closed);
+}
+
 /// §1.2: an invalid cookie is a 401 at the upgrade; with only a token there is nobody to
 /// re-authenticate, so the client stops with UNAUTHORIZED.
 #[tokio::test]

@@ -173,7 +173,8 @@ async fn spec12_2_requests_during_start_wait_for_it() {
 }
 
 /// §12.2: GomuksStart's codes 10, 11 and 12 (and any other) end the client with a status
-/// each, no retry, then CLOSED; requests waiting for the start get the same status.
+/// each, no retry, then CLOSED; requests waiting for the start end with CLIENT_CLOSED (the
+/// app did not close it), whose text gives the start's error.
 #[tokio::test]
 async fn spec12_2_start_codes_map_to_statuses() {
     let _turn = serial().await;
@@ -196,6 +197,11 @@ async fn spec12_2_start_codes_map_to_statuses() {
         assert!(String::from_utf8_lossy(ev.data()).contains(&format!("returned {code}")));
         let (ev, _) = response(&c, id).await;
         assert_eq!(ev.status(), Status::ErrClientClosed);
+        let why: String = serde_json::from_slice(ev.data()).unwrap();
+        assert!(
+            why.contains("stopped for good") && why.contains(&format!("returned {code}")),
+            "{why}"
+        );
         until_kind(&c, EventKind::Closed).await;
     }
 }

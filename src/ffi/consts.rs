@@ -53,7 +53,8 @@ pub const TETHER_ERR_REQUEST_TIMEOUT: tether_status = -21;
 pub const TETHER_ERR_CANCELLED: tether_status = -22;
 /// The connection dropped before the request was answered; its outcome is unknown.
 pub const TETHER_ERR_DISCONNECTED: tether_status = -23;
-/// The client was closed before the request was answered.
+/// The client was closed before the request was answered: by the app, or for good by
+/// the library after an error it does not retry (the RESPONSE's text then says which).
 pub const TETHER_ERR_CLIENT_CLOSED: tether_status = -24;
 /// TCP connect or I/O failure (refused, reset, unreachable, connect timeout).
 pub const TETHER_ERR_CONNECT: tether_status = -30;

@@ -195,8 +195,8 @@ pub(crate) async fn run<L: Local>(
             "the in-process backend did not start: {e}"
         );
         stop(&local).await;
-        book.fail_sent(e.status(), e.message());
         end(&mut book, e.status(), e.message().to_owned());
+        book.give_up(e.status(), 0, e.message());
         book.finish(&mut commands);
         return;
     }

@@ -158,6 +158,9 @@ struct Book {
     unsent_packets: VecDeque<Outgoing>,
     /// [`Book::finish`] ran: the session ended as sessions end.
     finished: bool,
+    /// Why the session stopped for good on its own (not closed by the app): what the
+    /// requests it still holds end with, so an app is not told it closed the client.
+    gave_up: Option<String>,
 }
 
 impl Drop for Book {
@@ -389,6 +392,9 @@ impl<D: Dialect> Supervisor<D> {
             Policy::Backoff => Some(self.backoff.next_delay()),
         };
         let client = self.book.probe.client;
+        if delay.is_none() && !paused && status != Status::Ok {
+            self.book.give_up(status, code, &reason);
+        }
         match delay {
             None if paused => tlog!(
                 client,
@@ -838,6 +844,7 @@ impl Book {
             requests: Requests::default(),
             unsent_packets: VecDeque::new(),
             finished: false,
+            gave_up: None,
         }
     }
 
@@ -1094,11 +1101,31 @@ impl Book {
         self.push_outcomes(failed);
     }
 
+    /// The session stops for good with `status` (close code `code`, `reason`), not by the
+    /// app's wish: the requests it still holds will say so when it finishes.
+    fn give_up(&mut self, status: Status, code: u16, reason: &str) {
+        let mut why = format!(
+            "the client stopped for good before the reply: {}",
+            status.description()
+        );
+        if code != 0 {
+            why.push_str(&format!(" (close code {code})"));
+        }
+        if !reason.is_empty() {
+            why.push_str(": ");
+            why.push_str(reason);
+        }
+        self.gave_up = Some(why);
+    }
+
     /// Ends the session: every request left, and every request that reached the channel
-    /// before it closed, gets CLIENT_CLOSED; then CLOSED, the last event.
+    /// before it closed, gets CLIENT_CLOSED (with why the client gave up, if it did); then
+    /// CLOSED, the last event.
     fn finish(&mut self, commands: &mut CommandRx) {
         self.finished = true;
-        self.end_requests(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
+        let gave_up = self.gave_up.take();
+        let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
+        self.end_requests(Status::ErrClientClosed, why);
         self.unsent_packets.clear();
         tlog!(
             self.probe.client,
@@ -1106,24 +1133,21 @@ impl Book {
             "session",
             "client closed; CLOSED is the last event"
         );
-        close_channel(commands, &self.queue);
+        close_channel(commands, &self.queue, why);
     }
 }
 
 /// Closes the command channel and answers every request still in it with CLIENT_CLOSED, then
 /// pushes CLOSED. Once the channel is closed no request can enter it (the client's send
 /// fails and the app gets an error instead of an id), so none is left without an outcome.
-pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue) {
+pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &str) {
     let mut out = Vec::new();
     for cmd in commands.close_and_drain() {
         if let Command::Request(r) = cmd {
             let o = Outcome {
                 id: r.id,
                 reply: r.reply,
-                result: Err(Error::new(
-                    Status::ErrClientClosed,
-                    requests::CLOSED_BEFORE_REPLY,
-                )),
+                result: Err(Error::new(Status::ErrClientClosed, why)),
             };
             out.extend(o.into_event());
         }
