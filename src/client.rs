@@ -65,11 +65,13 @@ impl Client {
         let closed = Arc::new(AtomicBool::new(false));
         let budget = SendBudget::new(cfg.max_unsent_bytes, probe.counters.unsent_bytes.clone(), {
             let (queue, closed) = (queue.clone(), closed.clone());
+            let counters = probe.counters.clone();
             // Past the tap: a store has nothing to apply to it, and the tap takes the store's
-            // lock, which no place that drops a message may be made to need. Closing gives
-            // everything back: no SEND_READY for a client the app closed.
+            // lock, which no place that drops a message may be made to need. Ending gives
+            // everything back: no SEND_READY for a client the app closed, nor for one that
+            // stopped for good (its state is CLOSED before its requests end).
             move || {
-                if !closed.load(Ordering::Acquire) {
+                if !closed.load(Ordering::Acquire) && counters.state() != ConnectionState::Closed {
                     queue.push_untapped([Event::new(EventKind::SendReady)]);
                 }
             }

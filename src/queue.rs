@@ -3,7 +3,8 @@
 //! The producer (the session task) checks [`EventQueue::has_space`] before it reads the next
 //! websocket message, so when the app falls behind the socket is simply not read: TCP
 //! backpressure reaches the server and nothing is dropped. One message may carry a batch, so
-//! the queue can exceed its capacity by at most one message's events.
+//! the queue can exceed its capacity by at most one message's events (and the SEND_READY
+//! events, at most one per refused call of the app's).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -72,7 +73,9 @@ struct Inner {
     sleepers: usize,
 }
 
-/// The queue. Single producer, single consumer at a time.
+/// The queue. One producer, the session task, plus the SEND_READY a give-back of the send
+/// budget queues from whichever thread it runs on (an event the app's own refused calls
+/// bound, so outside the capacity); one consumer at a time.
 pub struct EventQueue {
     inner: Mutex<Inner>,
     cond: Condvar,

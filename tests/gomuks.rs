@@ -105,17 +105,24 @@ async fn spec1_2_wrong_password_stops_with_unauthorized() {
 
 /// §1.2 with the close contract: a client that stops for good on its own (here, a wrong
 /// password) ends the requests still waiting with CLIENT_CLOSED after its DISCONNECTED, as a
-/// close does, and says why: the app did not close it, the server refused the login.
+/// close does, and says why: the app did not close it, the server refused the login. A
+/// refusal by the send budget before brings no SEND_READY: nothing can be sent any more.
 #[tokio::test]
 async fn spec1_2_requests_waiting_when_the_client_gives_up_say_why() {
     let b = backend().await;
     let c = Client::new(
         Config::builder(&b.http_url())
             .basic_auth("tether", "wrong-pass")
+            .max_unsent_bytes(100)
             .build()
             .unwrap(),
     );
-    let id = c.request("echo", b"{}").unwrap();
+    let body = br#"{"pad":"xxxxxxxxxxxxxxxxxxxx"}"#;
+    let id = c.request("echo", body).unwrap();
+    assert_eq!(
+        c.request("echo", body).unwrap_err().status(),
+        Status::ErrSendBufferFull
+    );
     c.connect().unwrap();
     let (d, _) = until_kind(&c, EventKind::Disconnected).await;
     assert_eq!(d.status(), Status::ErrUnauthorized);

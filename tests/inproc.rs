@@ -365,11 +365,8 @@ async fn spec12_3_requests_waiting_for_a_call_hold_the_budget_and_room_is_announ
         }
     };
     assert_eq!(refused.status(), Status::ErrSendBufferFull, "{refused}");
-    assert!(
-        ids.len() > 64,
-        "{} accepted: 64 run, the rest wait",
-        ids.len()
-    );
+    // Refused by the requests that wait for a call: the 64 running hold nothing.
+    assert!(c.stats().unsent_bytes > 0);
     // The calls end in any order.
     let (mut answered, mut ready) = (0, 0);
     while answered < ids.len() {

@@ -464,9 +464,8 @@ async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
         r.stats().unknown.len()
     );
     assert_eq!(c.stats().unsent_bytes, 0);
-    // The refused app was told when to send again, once for both refusals.
-    let (_, seen) = until_kind(&c, EventKind::SendReady).await;
-    assert!(seen.iter().all(|e| e.kind() != EventKind::SendReady));
+    // The refused app was told when to send again, once for both refusals (none follows).
+    until_kind(&c, EventKind::SendReady).await;
     c.send_packet(&packet(8)).unwrap();
     let evs = close_and_drain(&c).await;
     assert!(evs.iter().all(|e| e.kind() != EventKind::SendReady));

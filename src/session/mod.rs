@@ -1095,8 +1095,9 @@ impl Book {
 
     /// The session is over: every request left ends with `status`, and the state is CLOSED.
     fn end_requests(&mut self, status: Status, why: &str) {
-        let failed = self.requests.fail_all(status, why);
+        // Closed first: the bytes the ended requests give back announce no SEND_READY.
         self.probe.counters.set_state(ConnectionState::Closed);
+        let failed = self.requests.fail_all(status, why);
         self.count_in_flight();
         self.push_outcomes(failed);
     }
@@ -1109,7 +1110,8 @@ impl Book {
             status.description()
         );
         if code != 0 {
-            why.push_str(&format!(" (close code {code})"));
+            // A close code, or the HTTP status of a refused upgrade or login.
+            why.push_str(&format!(" (code {code})"));
         }
         if !reason.is_empty() {
             why.push_str(": ");
