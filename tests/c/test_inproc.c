@@ -802,11 +802,14 @@ static void test_spec12_3_timeout_and_cancel_answer_at_once(void) {
 
 /* §12.2: GomuksStart returning 10 ends the client with DISCONNECTED
  * (TETHER_ERR_BACKEND_DATABASE, no retry) and CLOSED without the app closing; a request
- * that waited for the start gets TETHER_ERR_CLIENT_CLOSED in between; the root is free again. */
+ * that waited for the start gets TETHER_ERR_CLIENT_CLOSED in between, whose text gives the
+ * start's error; the root is free again. The start fails only after 300 ms, so the request
+ * surely waits for it (a start failing at once may end the client before the request). */
 static void test_spec12_2_start_failure_database(void) {
     char root[512];
     new_root(root, sizeof root);
     write_file(root, "fake_start_code", "10");
+    write_file(root, "fake_start_delay_ms", "300");
     tether_client *c = inproc_client(fake_lib, root);
     CHECK_OK(tether_client_connect(c));
     int64_t id = 0;
@@ -825,6 +828,7 @@ static void test_spec12_2_start_failure_database(void) {
     expect_kind(ev, TETHER_EVENT_RESPONSE, __LINE__);
     CHECK(tether_event_request_id(ev) == id);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_CLIENT_CLOSED);
+    CHECK(data_contains(ev, "stopped for good") && data_contains(ev, "GomuksStart returned 10"));
     tether_event_free(ev);
     ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_CLOSED, __LINE__);
@@ -839,6 +843,8 @@ static void test_spec12_2_start_failure_database(void) {
     /* The failed backend holds nothing. */
     char file[600];
     snprintf(file, sizeof file, "%s/fake_start_code", root);
+    CHECK(unlink(file) == 0);
+    snprintf(file, sizeof file, "%s/fake_start_delay_ms", root);
     CHECK(unlink(file) == 0);
     c = started_client(fake_lib, root);
     close_inproc(c);
