@@ -156,10 +156,11 @@
  * A request, packet or upload was refused (SEND_BUFFER_FULL), and enough has been
  * written (or has ended) since that the largest message refused would fit with at most
  * half of `max_unsent_bytes` waiting: send again. One per run of refusals, however many
- * calls were refused; an app that is never refused never sees one, nor one that closed
- * or stopped for good. Carries nothing. Another thread (a callback, an event-fd loop) may
- * get it before the refused call has returned to its caller: keep what was refused where
- * the handler finds it, under the lock the send holds.
+ * calls were refused; an app that is never refused never sees one, and none follows the
+ * DISCONNECTED that ends the client for good, or a close (bar one already under way).
+ * Carries nothing. Another thread (a callback, an event-fd loop) may get it before the
+ * refused call has returned to its caller: keep what was refused where the handler finds
+ * it, under the lock the send holds.
  */
 #define TETHER_EVENT_SEND_READY 14
 

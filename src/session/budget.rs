@@ -10,12 +10,12 @@
 //!
 //! After a refusal the app needs to know when to try again without polling `unsent_bytes`:
 //! the first give-back after which the largest message refused would fit with at most half
-//! the limit waiting announces it (SEND_READY). Half, not "any room", so a refused app is woken once the
-//! uplink has really caught up, not for every message written while it is full. An app that
-//! is never refused never sees one.
+//! the limit waiting announces it (SEND_READY). Half, not "any room", so a refused app is
+//! woken once the uplink has really caught up, not for every message written while it is
+//! full. An app that is never refused never sees one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,8 +27,11 @@ pub(crate) struct SendBudget {
     /// Bytes taken and not given back; read by `stats()` as `unsent_bytes`.
     held: Arc<AtomicU64>,
     /// One more than the size of the largest message refused since room was last announced;
-    /// 0: none was.
+    /// 0: none was. Changed only under `runs`; a give-back reads it without the lock and
+    /// takes the lock only when a refusal is recorded.
     refused: AtomicU64,
+    /// Orders refusals and announcements (not takes and give-backs, which stay lock-free).
+    runs: Mutex<()>,
     /// Announces room after a refusal; called on whichever thread gave the bytes back.
     ready: Box<dyn Fn() + Send + Sync>,
 }
@@ -47,35 +50,31 @@ impl SendBudget {
             limit,
             held,
             refused: AtomicU64::new(0),
+            runs: Mutex::new(()),
             ready: Box::new(ready),
         })
     }
 
     /// Announces room if a call was refused and, now, the largest message refused would fit
     /// with at most half the limit waiting (or nothing waits: a message larger than the
-    /// limit goes alone). Called after every give-back; the refusal itself never announces
-    /// (see [`SendBudget::take`]). Room is a look at one moment: a take may fill it again
-    /// before the app acts on the event, and is then refused and announced anew.
+    /// limit goes alone). Called after every give-back, which costs one load while nobody
+    /// is refused. Room is a look at one moment: a take may fill it again before the app
+    /// acts on the event, and is then refused and announced anew.
     fn announce_room(&self) {
-        let mut want = self.refused.load(Ordering::SeqCst);
-        while want != 0 {
-            if !self.has_room(want) {
-                return;
+        if self.refused.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let announce = {
+            let _runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let want = self.refused.load(Ordering::SeqCst);
+            let room = want != 0 && self.has_room(want);
+            if room {
+                self.refused.store(0, Ordering::SeqCst);
             }
-            if let Err(now) =
-                self.refused
-                    .compare_exchange(want, 0, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                // Another refusal came in between: judge again with its size.
-                want = now;
-                continue;
-            }
-            // A take may have filled the room between the look and the clear (and been
-            // refused without a record, `want` being as large): then the run is not over.
-            if self.has_room(want) {
-                return (self.ready)();
-            }
-            want = self.refused.fetch_max(want, Ordering::SeqCst).max(want);
+            room
+        };
+        if announce {
+            (self.ready)();
         }
     }
 
@@ -89,36 +88,38 @@ impl SendBudget {
     /// Takes `message`'s bytes from the budget. A message larger than the whole budget is
     /// taken only while nothing else waits, so it can still be sent, alone.
     ///
-    /// A refusal is recorded, then the budget looked at again: a give-back that ran in
-    /// between may have missed the record (it reads it after its own write, and all four
-    /// accesses are SeqCst, so one of the two sees the other). If room freed, the take is
-    /// tried again instead of announced, so no event is queued while the app has not seen
-    /// its refusal; otherwise every later give-back sees the record.
+    /// A take that finds no room records a refusal, then tries once more: a give-back may
+    /// have freed room after the first try without seeing the record (it reads the record
+    /// after its own write, the second try reads the bytes after the record's, all SeqCst, so
+    /// one of the two sees the other). If the second try succeeds the record goes back to
+    /// what it was, under the lock that every change of the record takes: this call was not
+    /// refused, and announces nothing. If it fails, no room was owed an announcement yet, and
+    /// every later give-back sees the record.
     pub(crate) fn take(self: &Arc<Self>, message: Message) -> Result<Outgoing, Error> {
         let bytes = message.len() as u64;
-        let fits = |held: u64| held == 0 || held.saturating_add(bytes) <= self.limit;
-        loop {
-            let taken = self
-                .held
+        let attempt = || {
+            self.held
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
-                    fits(held).then(|| held + bytes)
-                });
-            if taken.is_ok() {
-                return Ok(Outgoing {
-                    message,
-                    hold: Hold {
-                        budget: self.clone(),
-                        bytes,
-                    },
-                });
-            }
-            self.refused
+                    (held == 0 || held.saturating_add(bytes) <= self.limit).then(|| held + bytes)
+                })
+        };
+        if attempt().is_err() {
+            let _runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let before = self
+                .refused
                 .fetch_max(bytes.saturating_add(1), Ordering::SeqCst);
-            let held = self.held.load(Ordering::SeqCst);
-            if !fits(held) {
+            if let Err(held) = attempt() {
                 return Err(self.full(held, bytes));
             }
+            self.refused.store(before, Ordering::SeqCst);
         }
+        Ok(Outgoing {
+            message,
+            hold: Hold {
+                budget: self.clone(),
+                bytes,
+            },
+        })
     }
 
     fn full(&self, held: u64, bytes: u64) -> Error {
