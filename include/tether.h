@@ -43,7 +43,8 @@
  *     the backend keeps the events a later client resuming from
  *     tether_client_resume_state will need.
  *  2. Keep consuming events until TETHER_EVENT_CLOSED (the last event); pending requests
- *     complete with TETHER_ERR_CLIENT_CLOSED first. tether_client_poll then returns
+ *     complete with TETHER_ERR_CLIENT_CLOSED first, and rwws packets never written come
+ *     back as TETHER_EVENT_UNSENT. tether_client_poll then returns
  *     TETHER_CLOSED. In callback mode, destroy(ctx) follows the CLOSED callback.
  *  3. tether_client_free(c).
  *  Freeing without closing is also fine: free closes the connection in the background
@@ -163,6 +164,17 @@
  * it, under the lock the send holds.
  */
 #define TETHER_EVENT_SEND_READY 14
+
+/**
+ * rwws: a packet the client took (`send_packet`, `send_settings`) but never wrote,
+ * handed back as the client ends (the app closed it, or it stopped for good) so nothing
+ * is lost without a word: the data is the packet's bytes, ready to send again on another
+ * client. One per packet, in the order they were sent, after the DISCONNECTED of a stop
+ * for good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the
+ * socket: the protocol has no acknowledgement, so a packet written just before a cut may
+ * still never have reached the server.
+ */
+#define TETHER_EVENT_UNSENT 15
 
 /**
  * The resume succeeded: every event missed since the resume point is delivered exactly
@@ -890,8 +902,10 @@ tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
  * rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
  * disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
  * clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes;
- * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). Any
- * thread.
+ * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). A
+ * packet the client ends without having written (a close while offline, a stop for good
+ * such as a 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before
+ * CLOSED. Any thread.
  */
 tether_status tether_client_send_packet(struct tether_client *c, const uint8_t *bytes, size_t len);
 
@@ -1509,8 +1523,9 @@ tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const u
 /**
  * rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
  * disconnected. Sent once: a later connection does not repeat them, so settings the
- * server must know on every connection are sent again on each CONNECTED. Packets still
- * queued when the client stops for good (a 3001, say) are dropped with it.
+ * server must know on every connection are sent again on each CONNECTED. A packet the
+ * client ends without having written (a close while offline, a stop for good such as a
+ * 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
  * `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
  * if it would pass `max_unsent_bytes` (nothing taken). Any thread.
  */

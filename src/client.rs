@@ -207,7 +207,8 @@ impl Client {
 
     /// rwws: sends one raw packet. Not available for gomuks clients. Packets made while
     /// disconnected go out once connected, in order; `ErrSendBufferFull` when one would pass
-    /// the send budget (`max_unsent_bytes`): nothing was taken.
+    /// the send budget (`max_unsent_bytes`): nothing was taken. One the client ends without
+    /// having written comes back in an [`EventKind::Unsent`](crate::EventKind::Unsent) event.
     pub fn send_packet(&self, bytes: &[u8]) -> Result<(), Error> {
         self.req.ensure_open()?;
         if bytes.is_empty() {
@@ -220,7 +221,8 @@ impl Client {
     /// rwws: sends a Settings packet with these (id, value) pairs (spec §2.8). Ids 0x00 and
     /// 0xFF are reserved; values are sent as given. No setting is defined by the protocol yet.
     /// Sent once, not again on a later connection (send them again on each CONNECTED if the
-    /// server must know them per connection).
+    /// server must know them per connection). Like [`Client::send_packet`], it comes back in
+    /// an UNSENT event if the client ends before writing it.
     pub fn send_settings(&self, settings: &[(u8, &[u8])]) -> Result<(), Error> {
         self.req.ensure_open()?;
         self.require_rwws("send_settings")?;

@@ -64,6 +64,14 @@ pub enum EventKind {
     /// refused call has returned to its caller: keep what was refused where the handler finds
     /// it, under the lock the send holds.
     SendReady = 14,
+    /// rwws: a packet the client took (`send_packet`, `send_settings`) but never wrote,
+    /// handed back as the client ends (the app closed it, or it stopped for good) so nothing
+    /// is lost without a word: the data is the packet's bytes, ready to send again on another
+    /// client. One per packet, in the order they were sent, after the DISCONNECTED of a stop
+    /// for good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the
+    /// socket: the protocol has no acknowledgement, so a packet written just before a cut may
+    /// still never have reached the server.
+    Unsent = 15,
 }
 
 /// What a RESUMED event reports. Discriminants are the C ABI's `TETHER_RESUME_*` values (0
@@ -150,7 +158,7 @@ impl Event {
         &self.command
     }
     /// MESSAGE/RESPONSE: the raw JSON of the envelope's `data`, exactly as received;
-    /// PACKET: the packet bytes; DISCONNECTED: the close reason or error text.
+    /// PACKET and UNSENT: the packet bytes; DISCONNECTED: the close reason or error text.
     pub fn data(&self) -> &[u8] {
         &self.data
     }

@@ -470,3 +470,104 @@ async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
     let evs = close_and_drain(&c).await;
     assert!(evs.iter().all(|e| e.kind() != EventKind::SendReady));
 }
+
+/// The UNSENT events among `evs`, checked to say CLIENT_CLOSED, as hex.
+fn unsent_hex(evs: &[tether::Event]) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e.kind() == EventKind::Unsent)
+        .map(|e| {
+            assert_eq!(e.status(), Status::ErrClientClosed);
+            e.data().iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .collect()
+}
+
+/// §2.8 with §4: packets waiting for the next connection when the server refuses it for good
+/// (3001 after the key was revoked) come back to the app as UNSENT, each once, in the order
+/// sent, settings included, after the DISCONNECTED that ends the client and before CLOSED;
+/// their bytes leave the send budget and none reached the server.
+#[tokio::test]
+async fn spec4_packets_never_written_come_back_when_the_client_stops_for_good() {
+    let b = backend().await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    c.send_packet(&[0x42, 1]).unwrap();
+    c.send_settings(&[(5, &[7][..])]).unwrap();
+    c.send_packet(&[0x42, 2, 3]).unwrap();
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(DEFAULT_KEY)
+        .unwrap();
+    b.rwws().revoke(&key);
+    c.unpause().unwrap();
+    let (d, _) = until(&c, |e| {
+        e.kind() == EventKind::Disconnected && e.retry_in().is_none()
+    })
+    .await;
+    assert_eq!(
+        (d.close_code(), d.status()),
+        (3001, Status::ErrUnauthorized)
+    );
+    let (_, rest) = until_kind(&c, EventKind::Closed).await;
+    assert_eq!(unsent_hex(&rest), ["4201", "010507ff", "420203"]);
+    assert_eq!(rest.len(), 3, "{:?}", kinds(&rest));
+    assert_eq!(c.stats().unsent_bytes, 0);
+    let s = b.rwws().stats();
+    assert!(s.unknown.is_empty() && s.settings.is_empty(), "{s:?}");
+}
+
+/// A close hands back what was never written: packets made before `connect`, and packets
+/// made while paused, as UNSENT before CLOSED.
+#[tokio::test]
+async fn spec2_8_a_close_hands_back_the_packets_never_written() {
+    let b = backend().await;
+    let cfg = Config::builder(&b.http_url())
+        .protocol(Protocol::Rwws)
+        .token(DEFAULT_KEY)
+        .build()
+        .unwrap();
+    let never_connected = Client::new(cfg);
+    never_connected.send_packet(&[0x42, 9]).unwrap();
+    let rest = close_and_drain(&never_connected).await;
+    assert_eq!(unsent_hex(&rest), ["4209"]);
+
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    c.pause().unwrap();
+    until_kind(&c, EventKind::Disconnected).await;
+    c.send_packet(&[0x42, 1]).unwrap();
+    c.send_packet(&[0x42, 2]).unwrap();
+    let rest = close_and_drain(&c).await;
+    assert_eq!(unsent_hex(&rest), ["4201", "4202"]);
+    assert_eq!(c.stats().unsent_bytes, 0);
+}
+
+/// §2.8: a close while the server takes no bytes writes what it can within its two seconds;
+/// the packets still in the outbox then come back as UNSENT, the last ones sent, in order.
+#[tokio::test]
+async fn spec2_8_a_close_the_peer_will_not_read_hands_back_the_rest() {
+    // A small receive buffer, so the kernel takes little of what the server does not read.
+    let b = backend_with(|c| c.recv_buffer = Some(16 * 1024)).await;
+    let c = rwws_client(&b, |c| c);
+    until_kind(&c, EventKind::Connected).await;
+    b.set_read_rate(Some(0));
+    let packet = |i: u16| [&[0x42][..], &i.to_be_bytes(), &[0x55; 16 * 1024][..]].concat();
+    let sent: Vec<String> = (0..256u16)
+        .map(|i| {
+            c.send_packet(&packet(i)).unwrap();
+            packet(i).iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .collect();
+    let rest = close_and_drain(&c).await;
+    let back = unsent_hex(&rest);
+    assert!(
+        !back.is_empty() && back.len() < sent.len(),
+        "{} of {} back",
+        back.len(),
+        sent.len()
+    );
+    assert_eq!(back[..], sent[sent.len() - back.len()..]);
+    assert_eq!(c.stats().unsent_bytes, 0);
+}

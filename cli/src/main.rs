@@ -51,7 +51,8 @@ enum Cmd {
     /// from stdin as `COMMAND JSON` lines (rwws: hex bytes of a packet). Connection state,
     /// pongs and reconnects go to stderr. At the end of stdin the client closes once the
     /// first connection attempt ended, every request is answered (a timeout at worst) and
-    /// every packet typed before the first connection went out (unless --keep-open). Ctrl-C closes cleanly (gomuks: 1001); a
+    /// every packet typed before the first connection went out (unless --keep-open); packets
+    /// never written print as `{"type":"unsent","hex":...}`. Ctrl-C closes cleanly (gomuks: 1001); a
     /// second Ctrl-C stops waiting for the close. Exit status: 0, 1 if it never connected or
     /// the server refused it for good, 130 Ctrl-C.
     /// A phone's network life from a shell: the stdin lines `:pause`, `:unpause` and

@@ -65,10 +65,9 @@ pub fn emit(ev: &Event) {
             q(&status_name(ev.status())),
             data_json(ev)
         )),
-        EventKind::Packet => {
-            let hex: String = ev.data().iter().map(|b| format!("{b:02x}")).collect();
-            out(&format!(r#"{{"type":"packet","hex":"{hex}"}}"#))
-        }
+        EventKind::Packet => out(&format!(r#"{{"type":"packet","hex":"{}"}}"#, hex(ev))),
+        // On stdout, like the packets typed: what was never sent, to send again.
+        EventKind::Unsent => out(&format!(r#"{{"type":"unsent","hex":"{}"}}"#, hex(ev))),
         EventKind::Connecting => status(&format!("connecting (attempt {})", ev.attempt()), || {
             format!(r#"{{"type":"connecting","attempt":{}}}"#, ev.attempt())
         }),
@@ -162,6 +161,11 @@ pub fn emit(ev: &Event) {
             format!(r#"{{"type":"unknown","kind":{}}}"#, other as u32)
         }),
     }
+}
+
+/// The event's data as lowercase hex, the form packets are typed in.
+fn hex(ev: &Event) -> String {
+    ev.data().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn out(line: &str) {

@@ -302,7 +302,8 @@ async fn rwws_connect_sends_hex_packets_and_reports_pongs() {
         (st.settings, st.unknown),
         (vec!["01ff".to_owned()], vec!["4243".to_owned()])
     );
-    // A rejected key: no retry, exit 1.
+    // A rejected key: no retry, exit 1; the packet typed is printed back as never sent (or,
+    // if the 3001 came before the line was read, its send failed), not dropped unseen.
     let out = run(
         &[
             "connect",
@@ -312,11 +313,17 @@ async fn rwws_connect_sends_hex_packets_and_reports_pongs() {
             "--token",
             "d3Jvbmc=",
         ],
-        "",
+        "4243\n",
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("3001"));
+    let err = text(&out.stderr);
+    assert!(err.contains("3001"), "{err}");
+    assert!(
+        text(&out.stdout).contains(r#"{"type":"unsent","hex":"4243"}"#) || err.contains("tether: "),
+        "{}\n{err}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test]

@@ -264,8 +264,10 @@ ffi_fn! {
     /// rwws: sends one raw packet (`len` bytes, copied, one binary websocket message); queued while
     /// disconnected. The library already sends Ping (`00`) itself. `TETHER_ERR_STATE` for gomuks
     /// clients and after close; `TETHER_ERR_INVALID_ARGUMENT` for 0 bytes;
-    /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). Any
-    /// thread.
+    /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). A
+    /// packet the client ends without having written (a close while offline, a stop for good
+    /// such as a 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before
+    /// CLOSED. Any thread.
     client fn tether_client_send_packet(
         c: *mut tether_client,
         bytes: *const u8,

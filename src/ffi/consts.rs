@@ -152,6 +152,14 @@ pub const TETHER_EVENT_STORE: u32 = 13;
 /// refused call has returned to its caller: keep what was refused where the handler finds
 /// it, under the lock the send holds.
 pub const TETHER_EVENT_SEND_READY: u32 = 14;
+/// rwws: a packet the client took (`send_packet`, `send_settings`) but never wrote,
+/// handed back as the client ends (the app closed it, or it stopped for good) so nothing
+/// is lost without a word: the data is the packet's bytes, ready to send again on another
+/// client. One per packet, in the order they were sent, after the DISCONNECTED of a stop
+/// for good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the
+/// socket: the protocol has no acknowledgement, so a packet written just before a cut may
+/// still never have reached the server.
+pub const TETHER_EVENT_UNSENT: u32 = 15;
 
 /// The resume succeeded: every event missed since the resume point is delivered exactly
 /// once, in order, before `init_complete`; the app's cached state stays valid.

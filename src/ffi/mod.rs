@@ -65,6 +65,8 @@ mod tests {
         assert_eq!(TETHER_ERR_KEY_REVOKED, Status::ErrKeyRevoked.code());
         assert_eq!(TETHER_EVENT_CONNECTING, EventKind::Connecting as u32);
         assert_eq!(TETHER_EVENT_CLOSED, EventKind::Closed as u32);
+        assert_eq!(TETHER_EVENT_SEND_READY, EventKind::SendReady as u32);
+        assert_eq!(TETHER_EVENT_UNSENT, EventKind::Unsent as u32);
         let header = include_str!("../../include/tether.h");
         for s in Status::ALL {
             let n = header

@@ -48,8 +48,9 @@ fn add(s: *mut tether_settings, id: u8, value: *const u8, len: usize) -> Result<
 ffi_fn! {
     /// rwws: sends the settings as one Settings packet (`01`, pairs, `ff`); queued while
     /// disconnected. Sent once: a later connection does not repeat them, so settings the
-    /// server must know on every connection are sent again on each CONNECTED. Packets still
-    /// queued when the client stops for good (a 3001, say) are dropped with it.
+    /// server must know on every connection are sent again on each CONNECTED. A packet the
+    /// client ends without having written (a close while offline, a stop for good such as a
+    /// 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
     /// `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
     /// if it would pass `max_unsent_bytes` (nothing taken). Any thread.
     client fn tether_client_send_settings(

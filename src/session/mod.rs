@@ -1128,7 +1128,11 @@ impl Book {
         let gave_up = self.gave_up.take();
         let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
         self.end_requests(Status::ErrClientClosed, why);
-        self.unsent_packets.clear();
+        // After the state is CLOSED (end_requests), so the bytes they give back announce no
+        // SEND_READY.
+        // Collected first: a give-back must not run under the queue's lock.
+        let unsent: Vec<Event> = self.unsent_packets.drain(..).map(unsent_packet).collect();
+        self.queue.push_all(unsent);
         tlog!(
             self.probe.client,
             Info,
@@ -1139,23 +1143,37 @@ impl Book {
     }
 }
 
-/// Closes the command channel and answers every request still in it with CLIENT_CLOSED, then
-/// pushes CLOSED. Once the channel is closed no request can enter it (the client's send
-/// fails and the app gets an error instead of an id), so none is left without an outcome.
+/// Closes the command channel and answers every request still in it with CLIENT_CLOSED and
+/// hands every packet in it back (UNSENT), then pushes CLOSED. Once the channel is closed no
+/// request or packet can enter it (the client's send fails and the app gets an error), so
+/// none is left without an outcome. The state must be CLOSED already: the bytes given back
+/// must not announce SEND_READY.
 pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &str) {
     let mut out = Vec::new();
     for cmd in commands.close_and_drain() {
-        if let Command::Request(r) = cmd {
-            let o = Outcome {
-                id: r.id,
-                reply: r.reply,
-                result: Err(Error::new(Status::ErrClientClosed, why)),
-            };
-            out.extend(o.into_event());
+        match cmd {
+            Command::Request(r) => {
+                let o = Outcome {
+                    id: r.id,
+                    reply: r.reply,
+                    result: Err(Error::new(Status::ErrClientClosed, why)),
+                };
+                out.extend(o.into_event());
+            }
+            Command::Send(m) => out.push(unsent_packet(m)),
+            _ => {}
         }
     }
     out.push(Event::new(EventKind::Closed));
     queue.push_all(out);
+}
+
+/// The UNSENT event that hands a packet the client never wrote back to the app.
+fn unsent_packet(packet: Outgoing) -> Event {
+    let mut ev = Event::new(EventKind::Unsent);
+    ev.status = Status::ErrClientClosed;
+    ev.data = packet.into_message().into_data();
+    ev
 }
 
 /// The URL without its query: resume parameters are no secret, but they make logs noisy.

@@ -758,8 +758,11 @@ async fn handle_tcp(tcp: TcpStream, state: Arc<Mutex<State>>) {
             respond(tcp, &head, created, "application/json", &body).await
         }
         ("GET", "/api/ws") => {
-            let rwws = lock(&state).rwws.clone();
-            crate::rwws::serve(tcp, rwws).await
+            let (rwws, rate) = {
+                let g = lock(&state);
+                (g.rwws.clone(), g.read_rate.clone())
+            };
+            crate::rwws::serve(Throttled::new(tcp, rate), rwws).await
         }
         ("GET", "/_gomuks/websocket") => {
             match take_rejection(&state) {

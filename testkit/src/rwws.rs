@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::throttle::Throttled;
+
 /// The key the backend accepts unless told otherwise: base64 of `tether-test-key`.
 pub const DEFAULT_KEY: &str = "dGV0aGVyLXRlc3Qta2V5";
 
@@ -188,8 +190,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Serves one `/api/ws` connection.
-pub async fn serve(tcp: TcpStream, rwws: Rwws) {
+/// Serves one `/api/ws` connection, reading at the backend's read rate.
+pub async fn serve(tcp: Throttled<TcpStream>, rwws: Rwws) {
     let state = rwws.0;
     let mut wsc = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     wsc.max_message_size = Some(64 * 1024);

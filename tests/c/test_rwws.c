@@ -97,6 +97,43 @@ static void test_close_codes_that_stop(void) {
     tether_client_free(c);
 }
 
+/* The next event is an UNSENT handing back the packet `want`. */
+static void expect_unsent(tether_client *c, const char *want) {
+    tether_event *ev = th_next(c, 10000);
+    CHECK(tether_event_kind(ev) == TETHER_EVENT_UNSENT);
+    CHECK(tether_event_status(ev) == TETHER_ERR_CLIENT_CLOSED);
+    CHECK(th_data_is(ev, want));
+    tether_event_free(ev);
+}
+
+/* §2.8 with §4: packets the client never wrote come back as UNSENT, each once and in order,
+ * after the DISCONNECTED that stops it for good (3001) and before CLOSED; a close before
+ * connect hands them back the same way. */
+static void test_unsent_packets_come_back(void) {
+    tether_client *c = rwws_client("d3Jvbmcta2V5");
+    CHECK_OK(tether_client_send_packet(c, (const uint8_t *)"\x42\x01", 2));
+    CHECK_OK(tether_client_send_packet(c, (const uint8_t *)"\x42\x02\x03", 3));
+    CHECK_OK(tether_client_connect(c));
+    tether_event *ev = th_wait(c, TETHER_EVENT_DISCONNECTED, NULL, 10000);
+    CHECK(tether_event_close_code(ev) == 3001 && tether_event_retry_in_ms(ev) == -1);
+    tether_event_free(ev);
+    expect_unsent(c, "\x42\x01");
+    expect_unsent(c, "\x42\x02\x03");
+    ev = th_next(c, 10000);
+    CHECK(tether_event_kind(ev) == TETHER_EVENT_CLOSED);
+    tether_event_free(ev);
+    tether_client_free(c);
+
+    c = rwws_client("dGV0aGVyLXRlc3Qta2V5");
+    CHECK_OK(tether_client_send_packet(c, (const uint8_t *)"\x42\x09", 2));
+    CHECK_OK(tether_client_close(c));
+    expect_unsent(c, "\x42\x09");
+    ev = th_next(c, 10000);
+    CHECK(tether_event_kind(ev) == TETHER_EVENT_CLOSED);
+    tether_event_free(ev);
+    tether_client_free(c);
+}
+
 /* A key that is not base64 is a configuration error that does not echo the key. */
 static void test_bad_key_is_config_error(void) {
     tether_config *cfg = NULL;
@@ -115,6 +152,7 @@ int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_handshake_pongs_packets_settings);
     TH_RUN(test_close_codes_that_stop);
+    TH_RUN(test_unsent_packets_come_back);
     TH_RUN(test_bad_key_is_config_error);
     th_backend_stop(&backend);
     return 0;

@@ -125,3 +125,23 @@ def test_async_rwws_handshake(backend: Backend) -> None:
         backend.wait_stats(lambda s: "43" in s["unknown"], rwws=True)
 
     asyncio.run(asyncio.wait_for(main(), 30 * SLOW))
+
+
+def test_a_close_hands_back_the_packets_never_written(backend: Backend) -> None:
+    """rwws-binary.md §2.8: packets waiting while paused come back as UNSENT on close, in
+    the order sent, before CLOSED."""
+    c = rwws(backend)
+    try:
+        c.wait_connected(10 * SLOW)
+        c.pause()
+        wait_event(c, lambda e: e.kind == EventKind.DISCONNECTED)
+        c.send_packet(b"\x42\x01")
+        c.send_settings([(5, b"\x07")])
+        c.close()
+        seen: List[Any] = []
+        wait_event(c, lambda e: e.kind == EventKind.CLOSED, seen=seen)
+        unsent = [e for e in seen if e.kind == EventKind.UNSENT]
+        assert [e.raw for e in unsent] == [b"\x42\x01", b"\x01\x05\x07\xff"]
+        assert all(e.status == Status.ERR_CLIENT_CLOSED for e in unsent)
+    finally:
+        c.close()

@@ -1265,11 +1265,13 @@ class Client(ClientState):
         return _run_transfer(t, write)
 
     def send_packet(self, packet: bytes) -> None:
-        """rwws: sends one raw packet (queued while disconnected)."""
+        """rwws: sends one raw packet (queued while disconnected). If the client ends before
+        writing it, it comes back as an :attr:`~tether.EventKind.UNSENT` event."""
         self._core.send_packet(packet)
 
     def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
-        """rwws: sends one Settings packet with ``(id, value)`` pairs."""
+        """rwws: sends one Settings packet with ``(id, value)`` pairs (comes back as UNSENT
+        like :meth:`send_packet`)."""
         self._core.send_settings(settings)
 
     # -- events ----------------------------------------------------------------------------

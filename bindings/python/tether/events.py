@@ -65,6 +65,13 @@ class EventKind(enum.IntEnum):
     ended) since that the largest message refused would fit with at most half of
     ``max_unsent_bytes`` waiting: send again. One per run of refusals, however many calls
     were refused; an app that is never refused never sees one. Carries nothing."""
+    UNSENT = 15
+    """rwws: a packet the client took (``send_packet``, ``send_settings``) but never wrote,
+    handed back as the client ends (``close()``, or a stop for good) so nothing is lost
+    without a word: ``raw`` holds its bytes, ready to send on another client. One per packet,
+    in the order sent, after the DISCONNECTED of a stop for good and before CLOSED;
+    ``status`` is ``Status.CLIENT_CLOSED``. Written means handed to the socket: the protocol
+    has no acknowledgement."""
 
 
 class ResumeOutcome(enum.IntEnum):
@@ -124,7 +131,7 @@ class Event:
     #: MESSAGE: the gomuks command name (``sync_complete``, ``init_complete``, ...).
     command: str
     #: The payload exactly as received: JSON for MESSAGE, RESPONSE and STORE, the packet for
-    #: PACKET, the close reason or error text for DISCONNECTED, the progress as JSON for PROGRESS,
+    #: PACKET and UNSENT, the close reason or error text for DISCONNECTED, the progress as JSON for PROGRESS,
     #: the file's next bytes for CHUNK.
     raw: bytes
     # The parser of ``data``; a client created with ``json_loads`` uses a subclass that

@@ -53,6 +53,12 @@ public enum EventKind: UInt32, Sendable {
     /// `TetherOptions.maxUnsentBytes` waiting: send again. One per run of refusals, however
     /// many calls were refused; an app that is never refused never sees one. Carries nothing.
     case sendReady
+    /// rwws: a packet the client took (`sendPacket`, `sendSettings`) but never wrote, handed
+    /// back as the client ends (`close`, or a stop for good) so nothing is lost without a
+    /// word: the data is its bytes, ready to send on another client. One per packet, in the
+    /// order sent, after the DISCONNECTED of a stop for good and before CLOSED; the status is
+    /// CLIENT_CLOSED. Written means handed to the socket: the protocol has no acknowledgement.
+    case unsent
 }
 
 /// A RESUMED event's `resumeOutcome` (`TETHER_RESUME_*`).
@@ -78,7 +84,7 @@ public struct Event: Sendable {
     public let status: Int32
     /// gomuks command name of a MESSAGE, "" otherwise.
     public let command: String
-    /// JSON for MESSAGE/RESPONSE/STORE, packet bytes for PACKET, reason text for DISCONNECTED.
+    /// JSON for MESSAGE/RESPONSE/STORE, packet bytes for PACKET and UNSENT, reason text for DISCONNECTED.
     public let data: Data
     /// DISCONNECTED: the websocket close code, 0 without a close frame, or the HTTP status of a
     /// refused upgrade.

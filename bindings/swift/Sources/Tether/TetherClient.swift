@@ -353,7 +353,8 @@ public final class TetherClient: @unchecked Sendable {
         return UInt32(clamping: total)
     }
 
-    /// rwws: sends one raw packet (queued while disconnected).
+    /// rwws: sends one raw packet (queued while disconnected). If the client ends before
+    /// writing it, it comes back in an `.unsent` event.
     public func sendPacket(_ bytes: Data) throws {
         try bytes.withUnsafeBytes { raw in
             try check(tether_client_send_packet(client, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))

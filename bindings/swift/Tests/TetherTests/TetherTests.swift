@@ -145,11 +145,16 @@ final class TetherTests: XCTestCase {
         await later.close(timeout: .seconds(10))
     }
 
+    /// Options for an rwws client of `b` with `key` (the backend's by default).
+    private func rwws(_ b: Backend, key: String = "dGV0aGVyLXRlc3Qta2V5") -> TetherOptions {
+        var o = TetherOptions(url: b.url, protocol: .rwws)
+        o.token = key
+        return o
+    }
+
     func testRwwsHandshakeAndPongWithServerTime() async throws {
         let b = try Backend()
-        var o = TetherOptions(url: b.url, protocol: .rwws)
-        o.token = "dGV0aGVyLXRlc3Qta2V5"
-        let c = try TetherClient(o)
+        let c = try TetherClient(rwws(b))
         _ = try await next(c, "CONNECTED") { $0.kind == .connected }
         let pong = try await next(c, "PONG") { $0.kind == .pong }
         XCTAssertGreaterThan(pong.serverTimeMs, 1_700_000_000_000)
@@ -164,9 +169,7 @@ final class TetherTests: XCTestCase {
     /// rwws-binary.md §2.8: a Settings packet is `01`, the (id, value) pairs, then `ff`.
     func testRwwsPacketsAndSettingsReachTheServerAsTheSpecEncodesThem() async throws {
         let b = try Backend()
-        var o = TetherOptions(url: b.url, protocol: .rwws)
-        o.token = "dGV0aGVyLXRlc3Qta2V5"
-        let c = try TetherClient(o)
+        let c = try TetherClient(rwws(b))
         _ = try await next(c, "CONNECTED") { $0.kind == .connected }
         try c.sendPacket(Data([0x42, 1, 2]))
         try c.sendSettings([(id: 1, value: Data([5, 6])), (id: 7, value: Data())])
@@ -186,11 +189,29 @@ final class TetherTests: XCTestCase {
         await c.close(timeout: .seconds(10))
     }
 
+    /// rwws-binary.md §2.8: packets waiting while paused come back as UNSENT on close, in
+    /// order, before CLOSED.
+    func testACloseHandsBackTheRwwsPacketsNeverWritten() async throws {
+        let b = try Backend()
+        let c = try TetherClient(rwws(b))
+        _ = try await next(c, "CONNECTED") { $0.kind == .connected }
+        try c.pause()
+        _ = try await next(c, "DISCONNECTED") { $0.kind == .disconnected }
+        try c.sendPacket(Data([0x42, 1]))
+        try c.sendSettings([(id: 5, value: Data([7]))])
+        c.close()
+        let evs = try await rest(c)
+        let unsent = evs.filter { $0.kind == .unsent }
+        XCTAssertEqual(unsent.map { $0.data }, [Data([0x42, 1]), Data([0x01, 0x05, 0x07, 0xff])])
+        for e in unsent {
+            XCTAssertEqual(TetherError(status: e.status, message: ""), .clientClosed(""))
+        }
+        XCTAssertEqual(evs.last?.kind, .closed)
+    }
+
     func testARejectedRwwsKeyStopsWithCloseCode3001() async throws {
         let b = try Backend()
-        var o = TetherOptions(url: b.url, protocol: .rwws)
-        o.token = "d3Jvbmc="
-        let c = try TetherClient(o)
+        let c = try TetherClient(rwws(b, key: "d3Jvbmc="))
         let evs = try await rest(c)
         let d = try XCTUnwrap(evs.first { $0.kind == .disconnected })
         XCTAssertEqual(TetherError(status: d.status, message: ""), .unauthorized(""))

@@ -35,7 +35,18 @@ enum class EventKind(val code: Int) {
      * [TetherOptions.maxUnsentBytes] waiting: send again. One per run of refusals, however many
      * calls were refused; an app that is never refused never sees one. Carries nothing.
      */
-    SEND_READY(14);
+    SEND_READY(14),
+
+    /**
+     * rwws: a packet the client took ([TetherClient.sendPacket], [TetherClient.sendSettings])
+     * but never wrote, handed back as the client ends ([TetherClient.closeAndWait], or a stop
+     * for good) so nothing is lost without a word: the data is its bytes, ready to send on
+     * another client. One per packet, in the order sent, after the DISCONNECTED of a stop for
+     * good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the socket:
+     * the protocol has no acknowledgement. [TetherClient.close] frees at once, so use
+     * [TetherClient.closeAndWait] to get them.
+     */
+    UNSENT(15);
 
     companion object {
         fun of(code: Int): EventKind =
@@ -72,7 +83,7 @@ enum class ResumeOutcome(val code: Int) {
 
 /**
  * One event, copied out of the library. [data] is the raw payload: JSON for MESSAGE, RESPONSE
- * and STORE, packet bytes for PACKET, the reason text for DISCONNECTED ([text] decodes it).
+ * and STORE, packet bytes for PACKET and UNSENT, the reason text for DISCONNECTED ([text] decodes it).
  */
 class Event internal constructor(
     val kind: EventKind,

@@ -241,7 +241,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         core.call { c -> check(TetherNative.tether_client_reconnect_now(c)) }
     }
 
-    /** rwws: sends one raw packet. */
+    /**
+     * rwws: sends one raw packet (queued while disconnected). If the client ends before
+     * writing it, it comes back in an [EventKind.UNSENT] event (with [closeAndWait]).
+     */
     fun sendPacket(bytes: ByteArray) {
         core.call { c -> check(TetherNative.tether_client_send_packet(c, bytes, bytes.size.toLong())) }
     }
