@@ -69,8 +69,11 @@ pub enum EventKind {
     /// is lost without a word: the data is the packet's bytes, ready to send again on another
     /// client. One per packet, in the order they were sent, after the DISCONNECTED of a stop
     /// for good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the
-    /// socket: the protocol has no acknowledgement, so a packet written just before a cut may
-    /// still never have reached the server.
+    /// connection: the websocket writer's buffer (about 128 KiB) and the kernel's send
+    /// buffer hold what the peer has not taken yet, and what they hold when a connection is
+    /// cut, or a close runs out of time against a peer that stopped reading, is lost with it;
+    /// the protocol has no acknowledgement to tell. Freeing (dropping) a client without
+    /// closing it discards its events, these too.
     Unsent = 15,
 }
 

@@ -4,7 +4,8 @@
 //! websocket message, so when the app falls behind the socket is simply not read: TCP
 //! backpressure reaches the server and nothing is dropped. One message may carry a batch, so
 //! the queue can exceed its capacity by at most one message's events (and the SEND_READY
-//! events, at most one per refused call of the app's).
+//! events, at most one per refused call of the app's, and at the end the UNSENT events, one
+//! per packet the send budget let the app make).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -1132,7 +1132,7 @@ impl Book {
         // SEND_READY.
         // Collected first: a give-back must not run under the queue's lock.
         let unsent: Vec<Event> = self.unsent_packets.drain(..).map(unsent_packet).collect();
-        self.queue.push_all(unsent);
+        self.push_events(unsent);
         tlog!(
             self.probe.client,
             Info,

@@ -165,19 +165,20 @@ class TetherClientTest {
     /** rwws-binary.md §2.8: packets waiting while paused come back as UNSENT on close, in order, before CLOSED. */
     @Test
     fun `a close hands back the rwws packets never written`(): Unit = runBlocking {
-        val c = TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5"))
-        withTimeout(20_000) {
-            c.events.first { it.kind == EventKind.CONNECTED }
-            c.pause()
-            c.events.first { it.kind == EventKind.DISCONNECTED }
-            c.sendPacket(byteArrayOf(0x42, 1))
-            c.sendSettings(listOf(5 to byteArrayOf(7)))
-            assertTrue(c.closeAndWait())
-            val evs = c.events.toList()
-            val unsent = evs.filter { it.kind == EventKind.UNSENT }
-            assertEquals(listOf("4201", "010507ff"), unsent.map { e -> e.data.joinToString("") { "%02x".format(it) } })
-            assertTrue(unsent.all { it.status == Status.ERR_CLIENT_CLOSED })
-            assertEquals(EventKind.CLOSED, evs.last().kind)
+        TetherClient(url, TetherOptions(protocol = Protocol.RWWS, token = "dGV0aGVyLXRlc3Qta2V5")).use { c ->
+            withTimeout(20_000) {
+                c.events.first { it.kind == EventKind.CONNECTED }
+                c.pause()
+                c.events.first { it.kind == EventKind.DISCONNECTED }
+                c.sendPacket(byteArrayOf(0x42, 1))
+                c.sendSettings(listOf(5 to byteArrayOf(7)))
+                assertTrue(c.closeAndWait())
+                val evs = c.events.toList()
+                val unsent = evs.filter { it.kind == EventKind.UNSENT }
+                assertEquals(listOf("4201", "010507ff"), unsent.map { e -> e.data.joinToString("") { "%02x".format(it) } })
+                assertTrue(unsent.all { it.status == Status.ERR_CLIENT_CLOSED })
+                assertEquals(EventKind.CLOSED, evs.last().kind)
+            }
         }
     }
 
