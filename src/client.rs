@@ -695,6 +695,128 @@ mod tests {
         assert!(queue.pop().await.is_none());
     }
 
+    /// Every event up to CLOSED, failing after 20 s.
+    async fn rest(c: &Client) -> Vec<Event> {
+        let mut all = Vec::new();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), c.next_event())
+                .await
+                .expect("CLOSED within 20 s")
+                .expect("an event before the end");
+            let last = ev.kind() == EventKind::Closed;
+            all.push(ev);
+            if last {
+                return all;
+            }
+        }
+    }
+
+    /// The events from the first UNSENT on, each UNSENT checked to say PANIC; their data.
+    fn handed_back_on_panic(evs: &[Event]) -> Vec<Vec<u8>> {
+        let tail: Vec<&Event> = evs
+            .iter()
+            .skip_while(|e| e.kind() != EventKind::Unsent)
+            .collect();
+        let n = tail.len().saturating_sub(2);
+        let kinds: Vec<EventKind> = tail.iter().map(|e| e.kind()).collect();
+        let mut want = vec![EventKind::Unsent; n];
+        want.extend([EventKind::Disconnected, EventKind::Closed]);
+        assert_eq!(kinds, want);
+        assert_eq!(tail[n].status(), Status::ErrPanic);
+        let all: Vec<EventKind> = evs.iter().map(|e| e.kind()).collect();
+        assert!(!all.contains(&EventKind::SendReady), "{all:?}");
+        tail[..n]
+            .iter()
+            .map(|e| {
+                assert_eq!(e.status(), Status::ErrPanic);
+                e.data().to_vec()
+            })
+            .collect()
+    }
+
+    /// An internal panic hands back the rwws packets the session held, as UNSENT with PANIC,
+    /// in order, before its DISCONNECTED (PANIC) and CLOSED: those waiting in the book while
+    /// paused, and those waiting in a connection's outbox behind a server that reads nothing.
+    /// The bytes they give back announce no SEND_READY to the app refused just before (the
+    /// state is CLOSED first).
+    #[tokio::test]
+    async fn a_session_panic_hands_back_the_packets_it_held() {
+        use tether_testkit::gomuks::{Backend, BackendConfig};
+        let b = Backend::start(BackendConfig {
+            recv_buffer: Some(16 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = || {
+            let c = Client::new(
+                Config::builder(&b.http_url())
+                    .protocol(Protocol::Rwws)
+                    .token(tether_testkit::rwws::DEFAULT_KEY)
+                    .max_unsent_bytes(1 << 20)
+                    .build()
+                    .unwrap(),
+            );
+            c.connect().unwrap();
+            c
+        };
+        async fn until(c: &Client, kind: EventKind) {
+            while tokio::time::timeout(Duration::from_secs(20), c.next_event())
+                .await
+                .expect("in time")
+                .expect("an event")
+                .kind()
+                != kind
+            {}
+        }
+
+        let c = client();
+        until(&c, EventKind::Connected).await;
+        c.pause().unwrap();
+        until(&c, EventKind::Disconnected).await;
+        c.send_packet(&[0x42, 1]).unwrap();
+        c.send_packet(&[0x42, 2]).unwrap();
+        c.inject_session_panic();
+        let back = handed_back_on_panic(&rest(&c).await);
+        assert_eq!(back, [vec![0x42, 1], vec![0x42, 2]]);
+
+        let c = client();
+        until(&c, EventKind::Connected).await;
+        b.set_read_rate(Some(0));
+        let packet = |i: u32| [&[0x42][..], &i.to_be_bytes(), &[0x55; 16 * 1024][..]].concat();
+        let mut sent = 0u32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Until the kernel's buffers are full and the outbox holds the budget: refused, and
+        // refused again after 200 ms in which nothing was written.
+        loop {
+            match c.send_packet(&packet(sent)) {
+                Ok(()) => {
+                    sent += 1;
+                    continue;
+                }
+                Err(e) => assert_eq!(e.status(), Status::ErrSendBufferFull, "{e}"),
+            }
+            let held = c.stats().unsent_bytes;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if c.stats().unsent_bytes == held && c.send_packet(&packet(sent)).is_err() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the link never stalled"
+            );
+        }
+        // A SEND_READY of the drains before is no concern here: only what the panic brings.
+        while let Pop::Event(_) = c.poll(Some(Duration::ZERO)) {}
+        c.inject_session_panic();
+        let back = handed_back_on_panic(&rest(&c).await);
+        assert!(!back.is_empty());
+        let first = sent - back.len() as u32;
+        for (i, p) in back.iter().enumerate() {
+            assert_eq!(*p, packet(first + i as u32));
+        }
+    }
+
     /// A connect that fails changes nothing: the same error again (not "already called"), and
     /// close still ends with CLOSED.
     #[test]

@@ -156,7 +156,8 @@ pub const TETHER_EVENT_SEND_READY: u32 = 14;
 /// handed back as the client ends (the app closed it, or it stopped for good) so nothing
 /// is lost without a word: the data is the packet's bytes, ready to send again on another
 /// client. One per packet, in the order they were sent, after the DISCONNECTED of a stop
-/// for good and before CLOSED; the status is CLIENT_CLOSED. Written means handed to the
+/// for good and before CLOSED; the status is CLIENT_CLOSED (PANIC after an internal
+/// panic, before its DISCONNECTED). Written means handed to the
 /// connection: the websocket writer's buffer (about 128 KiB) and the kernel's send
 /// buffer hold what the peer has not taken yet, and what they hold when a connection is
 /// cut, or a close runs out of time against a peer that stopped reading, is lost with it;

@@ -165,8 +165,9 @@ struct Book {
 
 impl Drop for Book {
     /// The runtime is never shut down, so a book dropped unfinished is a session that
-    /// panicked: the requests it still held get their RESPONSE here (before the guard queues
-    /// DISCONNECTED and CLOSED), so every accepted request is still answered once.
+    /// panicked: the requests it still held get their RESPONSE here, and its packets come
+    /// back (before the guard queues DISCONNECTED and CLOSED), so every accepted request is
+    /// still answered once and no packet vanishes without a word.
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -177,6 +178,7 @@ impl Drop for Book {
                 Status::ErrPanic,
                 "the session ended with an internal panic before the reply",
             );
+            hand_back(&self.queue, self.unsent_packets.drain(..), Status::ErrPanic);
         }));
     }
 }
@@ -470,9 +472,13 @@ impl<D: Dialect> Supervisor<D> {
     /// Serves one open connection; returns how it ended and whether it proved healthy.
     /// What it could not write goes back to the book for the next connection.
     async fn serve(&mut self, ws: Ws, pings: Pings, commands: &mut CommandRx) -> (End, bool) {
-        let mut outbox = Outbox::default();
-        let r = self.serve_with(ws, pings, commands, &mut outbox).await;
-        let unwritten = std::mem::take(&mut outbox).into_unwritten();
+        let mut out = ConnectionOutbox {
+            outbox: Outbox::default(),
+            queue: self.book.queue.clone(),
+            counters: self.book.probe.counters.clone(),
+        };
+        let r = self.serve_with(ws, pings, commands, &mut out.outbox).await;
+        let unwritten = std::mem::take(&mut out.outbox).into_unwritten();
         self.book.requests.put_back(unwritten.requests);
         for m in unwritten.packets.into_iter().rev() {
             self.book.unsent_packets.push_front(m);
@@ -1128,11 +1134,12 @@ impl Book {
         let gave_up = self.gave_up.take();
         let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
         self.end_requests(Status::ErrClientClosed, why);
-        // After the state is CLOSED (end_requests), so the bytes they give back announce no
-        // SEND_READY.
-        // Collected first: a give-back must not run under the queue's lock.
-        let unsent: Vec<Event> = self.unsent_packets.drain(..).map(unsent_packet).collect();
-        self.push_events(unsent);
+        // After end_requests, which made the state CLOSED.
+        hand_back(
+            &self.queue,
+            self.unsent_packets.drain(..),
+            Status::ErrClientClosed,
+        );
         tlog!(
             self.probe.client,
             Info,
@@ -1160,7 +1167,7 @@ pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &
                 };
                 out.extend(o.into_event());
             }
-            Command::Send(m) => out.push(unsent_packet(m)),
+            Command::Send(m) => out.push(unsent_packet(m, Status::ErrClientClosed)),
             _ => {}
         }
     }
@@ -1169,11 +1176,49 @@ pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &
 }
 
 /// The UNSENT event that hands a packet the client never wrote back to the app.
-fn unsent_packet(packet: Outgoing) -> Event {
+fn unsent_packet(packet: Outgoing, status: Status) -> Event {
     let mut ev = Event::new(EventKind::Unsent);
-    ev.status = Status::ErrClientClosed;
+    ev.status = status;
     ev.data = packet.into_message().into_data();
     ev
+}
+
+/// Hands packets the client will never write back to the app, one UNSENT event each. The
+/// state must be CLOSED already, so the bytes they give back announce no SEND_READY.
+fn hand_back(queue: &EventQueue, packets: impl IntoIterator<Item = Outgoing>, status: Status) {
+    // Collected first: a give-back must not run under the queue's lock.
+    let events: Vec<Event> = packets
+        .into_iter()
+        .map(|p| unsent_packet(p, status))
+        .collect();
+    if !events.is_empty() {
+        queue.push_all(events);
+    }
+}
+
+/// A connection's outbox. Should the session panic while it holds packets, they go back to
+/// the app here (UNSENT with PANIC), as the book's requests get their RESPONSE: `serve`
+/// empties it whenever the connection ends otherwise.
+struct ConnectionOutbox {
+    outbox: Outbox,
+    queue: Arc<EventQueue>,
+    counters: Arc<stats::Counters>,
+}
+
+impl Drop for ConnectionOutbox {
+    fn drop(&mut self) {
+        let unwritten = std::mem::take(&mut self.outbox).into_unwritten();
+        if unwritten.packets.is_empty() && unwritten.requests.is_empty() {
+            return;
+        }
+        // Nothing here may unwind out of the task: the guard still has to queue the end.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Closed first: what the outbox held gives its bytes back now.
+            self.counters.set_state(ConnectionState::Closed);
+            drop(unwritten.requests);
+            hand_back(&self.queue, unwritten.packets, Status::ErrPanic);
+        }));
+    }
 }
 
 /// The URL without its query: resume parameters are no secret, but they make logs noisy.
