@@ -610,7 +610,8 @@ typedef struct tether_stats {
 /**
  * An internal panic was caught. Inside a call on a handle: that handle refuses every
  * later call (free still works). In a client's session task: each request in flight
- * gets a RESPONSE of this status, then come a DISCONNECTED of this status and CLOSED,
+ * gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
+ * status, then come a DISCONNECTED of this status and CLOSED,
  * all taken as usual; the client's state is CLOSED, later requests and sends fail with
  * this status, and its statistics and resume state still answer.
  */

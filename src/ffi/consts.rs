@@ -24,7 +24,8 @@ pub const TETHER_ERR_STATE: tether_status = -4;
 pub const TETHER_ERR_WRONG_MODE: tether_status = -5;
 /// An internal panic was caught. Inside a call on a handle: that handle refuses every
 /// later call (free still works). In a client's session task: each request in flight
-/// gets a RESPONSE of this status, then come a DISCONNECTED of this status and CLOSED,
+/// gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
+/// status, then come a DISCONNECTED of this status and CLOSED,
 /// all taken as usual; the client's state is CLOSED, later requests and sends fail with
 /// this status, and its statistics and resume state still answer.
 pub const TETHER_ERR_PANIC: tether_status = -6;

@@ -174,10 +174,7 @@ impl Drop for Book {
         }
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.end_requests(
-                Status::ErrPanic,
-                "the session ended with an internal panic before the reply",
-            );
+            self.end_requests(Status::ErrPanic, PANIC_BEFORE_REPLY);
             hand_back(&self.queue, self.unsent_packets.drain(..), Status::ErrPanic);
         }));
     }
@@ -190,8 +187,15 @@ pub(crate) async fn run<D: Dialect>(
     ids: Arc<IdGen>,
     probe: Probe,
     dialect: D,
-    mut commands: CommandRx,
+    commands: CommandRx,
 ) {
+    // Declared before the supervisor, so dropped after it: after a panic the book's
+    // requests and packets are answered before those the session never read.
+    let mut commands = Commands {
+        rx: commands,
+        leftovers: Leftovers::new(&queue, &probe),
+    };
+    let commands = &mut commands.rx;
     let mut sup = Supervisor {
         backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
         cfg,
@@ -205,13 +209,13 @@ pub(crate) async fn run<D: Dialect>(
     let mut state = State::Connecting;
     loop {
         state = match state {
-            State::Connecting => sup.connecting(&mut commands).await,
-            State::Connected(opened) => sup.connected(opened, &mut commands).await,
+            State::Connecting => sup.connecting(commands).await,
+            State::Connected(opened) => sup.connected(opened, commands).await,
             State::Disconnected { end, healthy } => sup.disconnected(end, healthy),
-            State::Waiting(until) => sup.book.wait(until, &mut commands).await,
-            State::Paused => sup.paused(&mut commands).await,
+            State::Waiting(until) => sup.book.wait(until, commands).await,
+            State::Paused => sup.paused(commands).await,
             State::Closed => {
-                sup.book.finish(&mut commands);
+                sup.book.finish(commands);
                 return;
             }
         }
@@ -474,8 +478,7 @@ impl<D: Dialect> Supervisor<D> {
     async fn serve(&mut self, ws: Ws, pings: Pings, commands: &mut CommandRx) -> (End, bool) {
         let mut out = ConnectionOutbox {
             outbox: Outbox::default(),
-            queue: self.book.queue.clone(),
-            counters: self.book.probe.counters.clone(),
+            leftovers: Leftovers::new(&self.book.queue, &self.book.probe),
         };
         let r = self.serve_with(ws, pings, commands, &mut out.outbox).await;
         let unwritten = std::mem::take(&mut out.outbox).into_unwritten();
@@ -1156,6 +1159,14 @@ impl Book {
 /// none is left without an outcome. The state must be CLOSED already: the bytes given back
 /// must not announce SEND_READY.
 pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &str) {
+    let mut out = drain_channel(commands, Status::ErrClientClosed, why);
+    out.push(Event::new(EventKind::Closed));
+    queue.push_all(out);
+}
+
+/// Closes the command channel; the outcome of each request and packet still in it, ended
+/// with `status` and `why`.
+fn drain_channel(commands: &mut CommandRx, status: Status, why: &str) -> Vec<Event> {
     let mut out = Vec::new();
     for cmd in commands.close_and_drain() {
         match cmd {
@@ -1163,16 +1174,61 @@ pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &
                 let o = Outcome {
                     id: r.id,
                     reply: r.reply,
-                    result: Err(Error::new(Status::ErrClientClosed, why)),
+                    result: Err(Error::new(status, why)),
                 };
                 out.extend(o.into_event());
             }
-            Command::Send(m) => out.push(unsent_packet(m, Status::ErrClientClosed)),
+            Command::Send(m) => out.push(unsent_packet(m, status)),
             _ => {}
         }
     }
-    out.push(Event::new(EventKind::Closed));
-    queue.push_all(out);
+    out
+}
+
+/// What requests still waiting end with when an internal panic ended the session.
+const PANIC_BEFORE_REPLY: &str = "the session ended with an internal panic before the reply";
+
+/// The session's command channel. Should the session panic, the requests and packets the
+/// app made that it never read get their outcome here (RESPONSE, UNSENT; PANIC), after the
+/// book's: [`Book::finish`] drains it whenever the session ends otherwise.
+struct Commands {
+    rx: CommandRx,
+    leftovers: Leftovers,
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.leftovers
+            .hand_over(|| drain_channel(&mut self.rx, Status::ErrPanic, PANIC_BEFORE_REPLY));
+    }
+}
+
+/// Where what a panicking session still held goes: the client's queue, once its state is
+/// CLOSED (so the bytes given back announce no SEND_READY).
+struct Leftovers {
+    queue: Arc<EventQueue>,
+    counters: Arc<stats::Counters>,
+}
+
+impl Leftovers {
+    fn new(queue: &Arc<EventQueue>, probe: &Probe) -> Leftovers {
+        Leftovers {
+            queue: queue.clone(),
+            counters: probe.counters.clone(),
+        }
+    }
+
+    /// Queues the events `make` builds; runs while a panic unwinds, so nothing here may
+    /// unwind out of the task (the guard still has to queue the end).
+    fn hand_over(&self, make: impl FnOnce() -> Vec<Event>) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.counters.set_state(ConnectionState::Closed);
+            let events = make();
+            if !events.is_empty() {
+                self.queue.push_all(events);
+            }
+        }));
+    }
 }
 
 /// The UNSENT event that hands a packet the client never wrote back to the app.
@@ -1201,8 +1257,7 @@ fn hand_back(queue: &EventQueue, packets: impl IntoIterator<Item = Outgoing>, st
 /// empties it whenever the connection ends otherwise.
 struct ConnectionOutbox {
     outbox: Outbox,
-    queue: Arc<EventQueue>,
-    counters: Arc<stats::Counters>,
+    leftovers: Leftovers,
 }
 
 impl Drop for ConnectionOutbox {
@@ -1211,13 +1266,15 @@ impl Drop for ConnectionOutbox {
         if unwritten.packets.is_empty() && unwritten.requests.is_empty() {
             return;
         }
-        // Nothing here may unwind out of the task: the guard still has to queue the end.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // Closed first: what the outbox held gives its bytes back now.
-            self.counters.set_state(ConnectionState::Closed);
+        self.leftovers.hand_over(|| {
+            // The book answers these requests; their bytes go back with them.
             drop(unwritten.requests);
-            hand_back(&self.queue, unwritten.packets, Status::ErrPanic);
-        }));
+            unwritten
+                .packets
+                .into_iter()
+                .map(|p| unsent_packet(p, Status::ErrPanic))
+                .collect()
+        });
     }
 }
 
