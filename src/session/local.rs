@@ -22,7 +22,7 @@ use super::commands::CommandRx;
 use super::dialect::Incoming;
 use super::pings::Pings;
 use super::requests;
-use super::{Book, Command, Offline};
+use super::{Book, Command, Commands, Offline};
 use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::ids::IdGen;
@@ -132,8 +132,11 @@ pub(crate) async fn run<L: Local>(
     ids: Arc<IdGen>,
     probe: Probe,
     local: Arc<L>,
-    mut commands: CommandRx,
+    commands: CommandRx,
 ) {
+    // Before the book, so dropped after it (see `Commands`).
+    let mut commands = Commands::new(commands, &queue, &probe);
+    let commands = &mut commands.rx;
     let mut book = Book::new(queue, ids, probe);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = Sink(tx);
@@ -159,7 +162,7 @@ pub(crate) async fn run<L: Local>(
     // Requests made meanwhile wait in the book: nothing reaches the backend before its start
     // returned.
     let started = loop {
-        match book.offline(&mut commands, &mut start).await {
+        match book.offline(commands, &mut start).await {
             Offline::Ready(r) => break r,
             Offline::Closed => {
                 // The start cannot be interrupted; it is stopped once it returns, in the
@@ -175,7 +178,7 @@ pub(crate) async fn run<L: Local>(
                     let _ = start.await;
                     let _ = tokio::task::spawn_blocking(move || local.stop()).await;
                 });
-                book.finish(&mut commands);
+                book.finish(commands);
                 return;
             }
             Offline::Pause | Offline::Unpause | Offline::Reconnect => {}
@@ -197,7 +200,7 @@ pub(crate) async fn run<L: Local>(
         stop(&local).await;
         end(&mut book, e.status(), e.message().to_owned());
         book.give_up(e.status(), 0, e.message());
-        book.finish(&mut commands);
+        book.finish(commands);
         return;
     }
     tlog!(
@@ -282,7 +285,7 @@ pub(crate) async fn run<L: Local>(
     book.fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
     stop(&local).await;
     end(&mut book, Status::Ok, "closed by the app".to_owned());
-    book.finish(&mut commands);
+    book.finish(commands);
 }
 
 /// Runs request `id` on the blocking pool; its answer follows its progress and chunks, and
@@ -326,4 +329,66 @@ fn end(book: &mut Book, status: Status, reason: String) {
     ev.attempt = 1;
     ev.data = Bytes::from(reason.into_bytes());
     book.queue.push(ev);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::commands;
+    use crate::session::requests::{ReplyTo, Request};
+    use futures_util::FutureExt;
+
+    /// A backend that starts at once; the test's session panics before any call.
+    struct Idle;
+
+    impl Local for Idle {
+        fn start(&self, _: Sink) -> Result<(), Error> {
+            Ok(())
+        }
+        fn call(&self, _: i64, _: &Message) -> Result<Bytes, Error> {
+            Ok(Bytes::from_static(b"{}"))
+        }
+        fn stop(&self) {}
+    }
+
+    /// After an internal panic, the requests the in-process session never read from its
+    /// channel still get their RESPONSE (PANIC), as on a connection.
+    #[tokio::test]
+    async fn a_panic_answers_the_requests_left_in_the_channel() {
+        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let queue = Arc::new(EventQueue::new(64));
+        let (tx, rx) = commands::channel();
+        let request = |id| {
+            Command::Request(Request {
+                id,
+                message: Message::text("{}").into(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+                reply: ReplyTo::Event,
+                cancel: crate::dialect::gomuks::codec::cancel_message,
+            })
+        };
+        tx.send(Command::Panic).ok().expect("the channel is open");
+        tx.send(request(7)).ok().expect("the channel is open");
+        tx.send(request(8)).ok().expect("the channel is open");
+        let session = run(
+            cfg,
+            queue.clone(),
+            Arc::new(IdGen::new()),
+            Probe::new(),
+            Arc::new(Idle),
+            rx,
+        );
+        assert!(std::panic::AssertUnwindSafe(session)
+            .catch_unwind()
+            .await
+            .is_err());
+        let mut answered = Vec::new();
+        while let crate::queue::Pop::Event(ev) = queue.pop_blocking(Some(Duration::ZERO)) {
+            if ev.kind() == EventKind::Response {
+                assert_eq!(ev.status(), Status::ErrPanic);
+                answered.push(ev.request_id());
+            }
+        }
+        assert_eq!(answered, [7, 8]);
+    }
 }

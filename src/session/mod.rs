@@ -191,10 +191,7 @@ pub(crate) async fn run<D: Dialect>(
 ) {
     // Declared before the supervisor, so dropped after it: after a panic the book's
     // requests and packets are answered before those the session never read.
-    let mut commands = Commands {
-        rx: commands,
-        leftovers: Leftovers::new(&queue, &probe),
-    };
+    let mut commands = Commands::new(commands, &queue, &probe);
     let commands = &mut commands.rx;
     let mut sup = Supervisor {
         backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
@@ -1189,11 +1186,21 @@ fn drain_channel(commands: &mut CommandRx, status: Status, why: &str) -> Vec<Eve
 const PANIC_BEFORE_REPLY: &str = "the session ended with an internal panic before the reply";
 
 /// The session's command channel. Should the session panic, the requests and packets the
-/// app made that it never read get their outcome here (RESPONSE, UNSENT; PANIC), after the
-/// book's: [`Book::finish`] drains it whenever the session ends otherwise.
-struct Commands {
-    rx: CommandRx,
+/// app made that it never read get their outcome here (RESPONSE, UNSENT; PANIC): declared
+/// before the session's [`Book`], it drops after it. [`Book::finish`] drains it whenever the
+/// session ends otherwise.
+pub(crate) struct Commands {
+    pub(crate) rx: CommandRx,
     leftovers: Leftovers,
+}
+
+impl Commands {
+    pub(crate) fn new(rx: CommandRx, queue: &Arc<EventQueue>, probe: &Probe) -> Commands {
+        Commands {
+            rx,
+            leftovers: Leftovers::new(queue, probe),
+        }
+    }
 }
 
 impl Drop for Commands {
