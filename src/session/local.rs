@@ -364,7 +364,7 @@ mod tests {
                 message: Message::text("{}").into(),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(60),
                 reply: ReplyTo::Event,
-                cancel: crate::dialect::gomuks::codec::cancel_message,
+                cancel: |_, _, _| Message::text("{}"),
             })
         };
         tx.send(Command::Panic).ok().expect("the channel is open");
