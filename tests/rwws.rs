@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use tether::{Client, Config, ConfigBuilder, EventKind, Protocol, Status};
 use tether_testkit::gomuks::Backend;
-use tether_testkit::rwws::{Hello, RwwsFault, DEFAULT_KEY};
+use tether_testkit::rwws::{hex, Hello, RwwsFault, DEFAULT_KEY};
 
 /// Waits until the rwws side has received a close frame with `code` from a client.
 async fn until_close_received(b: &Backend, code: u16) {
@@ -440,12 +440,7 @@ async fn spec2_8_packets_while_disconnected_stop_at_the_send_budget() {
     let mut want = Vec::new();
     for i in 0..8u8 {
         c.send_packet(&packet(i)).unwrap();
-        want.push(
-            packet(i)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        );
+        want.push(hex(&packet(i)));
     }
     assert_eq!(c.stats().unsent_bytes, 8 * 1024);
     let e = c.send_packet(&packet(8)).unwrap_err();
@@ -477,7 +472,7 @@ fn unsent_hex(evs: &[tether::Event]) -> Vec<String> {
         .filter(|e| e.kind() == EventKind::Unsent)
         .map(|e| {
             assert_eq!(e.status(), Status::ErrClientClosed);
-            e.data().iter().map(|b| format!("{b:02x}")).collect()
+            hex(e.data())
         })
         .collect()
 }
@@ -565,7 +560,7 @@ async fn spec2_8_a_close_the_peer_will_not_read_hands_back_the_rest() {
     let sent: Vec<String> = (0..512u16)
         .map(|i| {
             c.send_packet(&packet(i)).unwrap();
-            packet(i).iter().map(|b| format!("{b:02x}")).collect()
+            hex(&packet(i))
         })
         .collect();
     let rest = close_and_drain(&c).await;

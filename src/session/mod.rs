@@ -175,7 +175,8 @@ impl Drop for Book {
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.end_requests(Status::ErrPanic, PANIC_BEFORE_REPLY);
-            hand_back(&self.queue, self.unsent_packets.drain(..), Status::ErrPanic);
+            let unsent = unsent_events(self.unsent_packets.drain(..), Status::ErrPanic);
+            self.push_events(unsent);
         }));
     }
 }
@@ -993,11 +994,8 @@ impl Book {
         cancels
     }
 
-    /// Pushes events unless there are none (an empty push would still wake the app).
     fn push_events(&self, events: Vec<Event>) {
-        if !events.is_empty() {
-            self.queue.push_all(events);
-        }
+        push_events(&self.queue, events);
     }
 
     fn push_outcomes(&self, outcomes: Vec<Outcome>) {
@@ -1135,11 +1133,8 @@ impl Book {
         let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
         self.end_requests(Status::ErrClientClosed, why);
         // After end_requests, which made the state CLOSED.
-        hand_back(
-            &self.queue,
-            self.unsent_packets.drain(..),
-            Status::ErrClientClosed,
-        );
+        let unsent = unsent_events(self.unsent_packets.drain(..), Status::ErrClientClosed);
+        self.push_events(unsent);
         tlog!(
             self.probe.client,
             Info,
@@ -1230,11 +1225,15 @@ impl Leftovers {
     fn hand_over(&self, make: impl FnOnce() -> Vec<Event>) {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.counters.set_state(ConnectionState::Closed);
-            let events = make();
-            if !events.is_empty() {
-                self.queue.push_all(events);
-            }
+            push_events(&self.queue, make());
         }));
+    }
+}
+
+/// Pushes events unless there are none (an empty push would still wake the app).
+fn push_events(queue: &EventQueue, events: Vec<Event>) {
+    if !events.is_empty() {
+        queue.push_all(events);
     }
 }
 
@@ -1246,17 +1245,14 @@ fn unsent_packet(packet: Outgoing, status: Status) -> Event {
     ev
 }
 
-/// Hands packets the client will never write back to the app, one UNSENT event each. The
-/// state must be CLOSED already, so the bytes they give back announce no SEND_READY.
-fn hand_back(queue: &EventQueue, packets: impl IntoIterator<Item = Outgoing>, status: Status) {
-    // Collected first: a give-back must not run under the queue's lock.
-    let events: Vec<Event> = packets
+/// The UNSENT events that hand packets the client will never write back to the app, built
+/// before they are queued: a give-back must not run under the queue's lock. The state must
+/// be CLOSED already, so the bytes they give back announce no SEND_READY.
+fn unsent_events(packets: impl IntoIterator<Item = Outgoing>, status: Status) -> Vec<Event> {
+    packets
         .into_iter()
         .map(|p| unsent_packet(p, status))
-        .collect();
-    if !events.is_empty() {
-        queue.push_all(events);
-    }
+        .collect()
 }
 
 /// A connection's outbox. Should the session panic while it holds packets, they go back to
@@ -1276,11 +1272,7 @@ impl Drop for ConnectionOutbox {
         self.leftovers.hand_over(|| {
             // The book answers these requests; their bytes go back with them.
             drop(unwritten.requests);
-            unwritten
-                .packets
-                .into_iter()
-                .map(|p| unsent_packet(p, Status::ErrPanic))
-                .collect()
+            unsent_events(unwritten.packets, Status::ErrPanic)
         });
     }
 }

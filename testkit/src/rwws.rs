@@ -186,7 +186,8 @@ fn pong(le: bool) -> Vec<u8> {
     m
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as lowercase hex, the form the stats record packets in.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
