@@ -36,7 +36,7 @@ PRIVATE=$(cargo rustc --quiet --profile "$PROFILE" -p tether --lib --crate-type 
 [[ -n $PRIVATE ]] || { echo "install.sh: rustc did not report the native static libraries" >&2; exit 1; }
 TARGET=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 SO=$TARGET/$OUTDIR/libtether.so
-readelf -d "$SO" | grep -q "SONAME.*\[$SONAME\]" || { echo "install.sh: $SO has no SONAME $SONAME" >&2; exit 1; }
+grep -q "SONAME.*\[$SONAME\]" <<<"$(readelf -d "$SO")" || { echo "install.sh: $SO has no SONAME $SONAME" >&2; exit 1; }
 
 L=$DEST/$LIBDIR
 mkdir -p "$L/pkgconfig" "$L/cmake/tether" "$DEST/include"

@@ -44,7 +44,7 @@ SDIST=$(ls "$OUT"/tether-*.tar.gz)
 PLAT=$(basename "$WHEEL" .whl); PLAT=${PLAT##*-}
 "$TOOLS/bin/auditwheel" show "$WHEEL" | tee "$OUT/auditwheel.txt"
 # auditwheel wraps its prose at any word.
-tr -s ' \n' '  ' <"$OUT/auditwheel.txt" | grep -q "consistent with the following platform tag: \"$PLAT\"" \
+grep -q "consistent with the following platform tag: \"$PLAT\"" <<<"$(tr -s ' \n' '  ' <"$OUT/auditwheel.txt")" \
   || { echo "auditwheel does not confirm the wheel's tag $PLAT" >&2; exit 1; }
 [[ $PLAT == manylinux_2_1[0-9]_* || $PLAT == manylinux_2_2[0-8]_* ]] \
   || { echo "$PLAT needs a newer glibc than manylinux_2_28" >&2; exit 1; }

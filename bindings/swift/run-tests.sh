@@ -125,7 +125,8 @@ in_root() {
     ${TEST_PROXY:+TETHER_TEST_PROXY="$TEST_PROXY"} \
     bash -c "cd '$ROOT' && $1"
 }
-in_root "swift --version" | head -n1
+# sed reads all of it: `head` would stop early and, under pipefail, fail on the SIGPIPE.
+in_root "swift --version" | sed -n 1p
 
 # Swift 6 language mode comes from swift-tools-version 6.0; complete strict concurrency is
 # its default, restated so the intent is visible, and any warning fails the build.
@@ -161,7 +162,7 @@ if in_root "swift build --package-path examples/swift/PingAckResume --scratch-pa
   "$BACKEND" --event-rate 20 --cut-after-events 40 >"$WORK/backend.out" &
   BACKEND_PID=$!
   for _ in $(seq 100); do grep -q started "$WORK/backend.out" 2>/dev/null && break; sleep 0.1; done
-  ADDR=$(grep -oE '127\.0\.0\.1:[0-9]+' "$WORK/backend.out" | head -n1)
+  ADDR=$(grep -m1 -oE '127\.0\.0\.1:[0-9]+' "$WORK/backend.out")
   if in_root "'$TARGET/swift-example/debug/PingAckResume' http://$ADDR 10" >"$WORK/example.log" 2>&1 &&
     grep -q "replayed" "$WORK/example.log" && grep -q "^pong:" "$WORK/example.log" &&
     grep -q "^closed" "$WORK/example.log"; then

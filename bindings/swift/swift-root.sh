@@ -65,7 +65,7 @@ fi
 # interrupted run may have left (a bind-mounted clone must not be deleted through it).
 for old in "$parent"/.swift-root.tmp.* "$ROOTDIR"; do
   [[ -e $old ]] || continue
-  if findmnt -rn -o TARGET | grep -qF "$old/"; then
+  if grep -qF -- "$old/" <<<"$(findmnt -rn -o TARGET)"; then
     log "$old still has mounts (see 'mount | grep $old'); unmount them first"
     exit 1
   fi

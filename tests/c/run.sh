@@ -68,6 +68,9 @@ for t in "${CXX_TESTS[@]}"; do
 done
 
 echo "-- installed library, example through pkg-config and CMake"
+# Output is captured before it is searched: under pipefail, `ldd X | grep -q` fails whenever
+# grep stops reading before ldd has written its last line (SIGPIPE), which a busy machine hits.
+has() { grep -q -- "$2" <<<"$1"; }
 t0=$SECONDS
 rm -rf "$OUT/prefix"
 scripts/install.sh "$OUT/prefix"
@@ -75,8 +78,8 @@ echo "   (install: $((SECONDS - t0)) s)"
 P=$OUT/prefix/lib
 [[ $(readlink "$P/libtether.so") == libtether.so.0 ]] || { echo "libtether.so does not link to libtether.so.0" >&2; exit 1; }
 [[ $(readlink "$P/libtether.so.0") == libtether.so.0.* ]] || { echo "libtether.so.0 does not link to libtether.so.0.x.y" >&2; exit 1; }
-readelf -d "$P/libtether.so" | grep -q 'SONAME.*\[libtether.so.0\]' || { echo "installed library lacks SONAME libtether.so.0" >&2; exit 1; }
-if readelf -S "$P/libtether.so" | grep -q '\.debug_'; then echo "installed library keeps debug info" >&2; exit 1; fi
+has "$(readelf -d "$P/libtether.so")" 'SONAME.*\[libtether.so.0\]' || { echo "installed library lacks SONAME libtether.so.0" >&2; exit 1; }
+if has "$(readelf -S "$P/libtether.so")" '\.debug_'; then echo "installed library keeps debug info" >&2; exit 1; fi
 echo "   installed $(readlink -f "$P/libtether.so" | xargs basename): $(stat -L -c %s "$P/libtether.so") bytes"
 export PKG_CONFIG_PATH=$P/pkgconfig
 EX=examples/c/ping_ack_resume.c
@@ -84,16 +87,17 @@ EX=examples/c/ping_ack_resume.c
 cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether) -Wl,-rpath,"$OUT/prefix/lib" -o "$OUT/example.shared"
 # shellcheck disable=SC2046
 cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether-static) -o "$OUT/example.static"
-if ldd "$OUT/example.static" | grep -q libtether; then echo "example.static links libtether.so" >&2; exit 1; fi
-readelf -d "$OUT/example.shared" | grep -q 'NEEDED.*\[libtether.so.0\]' || { echo "example.shared does not need libtether.so.0" >&2; exit 1; }
+if has "$(ldd "$OUT/example.static")" libtether; then echo "example.static links libtether.so" >&2; exit 1; fi
+has "$(readelf -d "$OUT/example.shared")" 'NEEDED.*\[libtether.so.0\]' || { echo "example.shared does not need libtether.so.0" >&2; exit 1; }
 rm -rf "$OUT/cmake-build"
 cmake -S tests/c/cmake -B "$OUT/cmake-build" -DCMAKE_PREFIX_PATH="$OUT/prefix" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log"; exit 1; }
 cmake --build "$OUT/cmake-build" >>"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log"; exit 1; }
 cp "$OUT/cmake-build/example_shared" "$OUT/example.cmake-shared"
 cp "$OUT/cmake-build/example_static" "$OUT/example.cmake-static"
-if ldd "$OUT/example.cmake-static" | grep -q libtether; then echo "example.cmake-static links libtether.so" >&2; exit 1; fi
-ldd "$OUT/example.cmake-shared" | grep -q "libtether.so.0 => $P/" || { echo "example.cmake-shared does not load the installed libtether.so.0" >&2; exit 1; }
+if has "$(ldd "$OUT/example.cmake-static")" libtether; then echo "example.cmake-static links libtether.so" >&2; exit 1; fi
+LOADED=$(ldd "$OUT/example.cmake-shared")
+has "$LOADED" "libtether.so.0 => $P/" || { echo "$LOADED"; echo "example.cmake-shared does not load the installed libtether.so.0" >&2; exit 1; }
 "$TETHER_BACKEND" --event-rate 30 --cut-after-events 40 > "$OUT/backend.out" &
 BACKEND=$!
 trap 'kill $BACKEND 2>/dev/null || true' EXIT
