@@ -204,8 +204,39 @@ struct Conn {
     tx: mpsc::UnboundedSender<Out>,
     /// Events queued for this connection and not yet written.
     queued: Arc<std::sync::atomic::AtomicUsize>,
-    /// Woken when `queued` passes the limit.
-    overflow: Arc<tokio::sync::Notify>,
+    overflow: Arc<Overflow>,
+}
+
+/// A connection's queue passing its limit (§10). Raised before the burst that passes it is
+/// queued, and checked by the writer before each write, so none of that burst goes out
+/// however the writer and the pusher are scheduled; the wake reaches a writer that is idle
+/// or stuck on a slow client.
+#[derive(Default)]
+struct Overflow {
+    raised: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Overflow {
+    fn raise(&self) {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// §10: the 4001 that ends an overflowed connection; gives up after 2 s on a client that
+/// stopped reading.
+async fn send_queue_full<S: futures_util::Sink<Message> + Unpin>(sink: &mut S) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(close(4001, "Event queue full")),
+    )
+    .await;
 }
 
 impl State {
@@ -234,7 +265,7 @@ impl State {
 
     /// Sends buffered lines to every connection as one burst. Each connection counts them
     /// all as queued before the first goes out, so a burst past the queue limit overflows it
-    /// (gomuks-rpc.md §10) however fast the writer drains meanwhile.
+    /// (gomuks-rpc.md §10) however fast the writer drains meanwhile: none of it is written.
     fn send_burst(&self, lines: &[Arc<str>]) {
         let limit = self.cfg.conn_queue_limit.unwrap_or(usize::MAX);
         for c in self.conns.values() {
@@ -242,11 +273,11 @@ impl State {
                 .queued
                 .fetch_add(lines.len(), std::sync::atomic::Ordering::AcqRel)
                 + lines.len();
+            if n > limit {
+                c.overflow.raise();
+            }
             for line in lines {
                 let _ = c.tx.send(Out::Event(line.clone()));
-            }
-            if n > limit {
-                c.overflow.notify_one();
             }
         }
     }
@@ -1020,7 +1051,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
     let last: i64 = q("last_received_event").parse().unwrap_or(0);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let overflow = Arc::new(tokio::sync::Notify::new());
+    let overflow = Arc::new(Overflow::default());
     // Registered as the 101 goes out, not once the handshake future resumes: a client that has
     // seen its upgrade answered may have an event pushed at once, and it must not be missed.
     let mut registered = None;
@@ -1182,14 +1213,18 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                         }
                     }
                     queued.fetch_sub(lines, std::sync::atomic::Ordering::AcqRel);
+                    if overflow.is_raised() {
+                        send_queue_full(&mut sink).await;
+                        break;
+                    }
                     let m = w.message(&text);
                     sent_bytes += m.len();
                     sent_events += lines;
                     // §10: a writer stuck on a slow client does not stop the 4001.
                     let sent = tokio::select! {
                         r = sink.send(m) => r.is_ok(),
-                        () = overflow.notified() => {
-                            let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close(4001, "Event queue full"))).await;
+                        () = overflow.wake.notified() => {
+                            send_queue_full(&mut sink).await;
                             false
                         }
                     };
@@ -1242,8 +1277,8 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                 }
                 Some(Err(_)) | None => break,
             },
-            () = overflow.notified() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close(4001, "Event queue full"))).await;
+            () = overflow.wake.notified() => {
+                send_queue_full(&mut sink).await;
                 break;
             }
             _ = ticker.tick() => {
