@@ -107,6 +107,9 @@ fi
 
 run_example() {
   local name=$1 out=$WORK/$1.out
+  # Emptied here: the child's own truncation may come after the first read below, which would
+  # then find the address of the backend the previous example stopped.
+  : >"$WORK/backend.out"
   "$TETHER_BACKEND" --event-rate 20 --cut-after-events 40 >"$WORK/backend.out" 2>/dev/null &
   BACKEND_PID=$!
   local addr="" i

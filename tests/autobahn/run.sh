@@ -17,18 +17,20 @@ fi
 ( cd "$root/tests/autobahn/client" && CARGO_TARGET_DIR="$out" cargo build --quiet )
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-rm -rf "$out/reports"
+rm -rf "$out/reports" "$out/server.log"
 "$out/venv/bin/kosoku" -m fuzzingserver "127.0.0.1:$port" -x '12.*' -x '13.*' -o "$out/reports" \
     >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-    grep -q listening "$out/server.log" && break
+    grep -qs listening "$out/server.log" && break
     sleep 0.1
 done
+grep -qs listening "$out/server.log" || { cat "$out/server.log"; echo "fuzzingserver did not start" >&2; exit 1; }
 timeout 170 "$out/debug/tether-autobahn-client" "ws://127.0.0.1:$port" tether
 # The fuzzingserver exits once the agent has asked for its report.
 for _ in $(seq 100); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
+if kill -0 $server 2>/dev/null; then cat "$out/server.log"; echo "fuzzingserver did not exit" >&2; exit 1; fi
 wait $server || true
 trap - EXIT
 cat "$out/server.log"

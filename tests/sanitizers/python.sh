@@ -66,6 +66,7 @@ pytest_args=(-q -p no:cacheprovider tests "${third_party[@]}")
 if [[ $mode == asan || $mode == all ]]; then
     echo "== python under ASan (LD_PRELOAD libasan)"
     libasan="$(gcc -print-file-name=libasan.so)"
+    rm -f "$out"/asan.*  # an interrupted run's reports are not this run's
     (cd bindings/python && PYTHONMALLOC=malloc TETHER_TEST_SLOW=1 LD_PRELOAD="$libasan" \
         ASAN_OPTIONS=detect_leaks=1:exitcode=23:log_path="$out/asan" \
         LSAN_OPTIONS=suppressions="$root/tests/sanitizers/python-lsan.supp":print_suppressions=0 \
