@@ -58,7 +58,8 @@ impl Client {
     pub fn new(mut cfg: Config) -> Client {
         // Calls of this client's resolver are this client's: one at a time, none after it ends.
         cfg.proxy_resolver = cfg.proxy_resolver.as_ref().map(|r| r.for_client());
-        let (tx, rx) = crate::session::commands::channel();
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crate::session::commands::channel(poisoned.clone());
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         let probe = Probe::new();
         let queue = Arc::new(EventQueue::new(cfg.queue_capacity));
@@ -84,7 +85,7 @@ impl Client {
                 ids: Arc::new(IdGen::new()),
                 tx: Arc::new(tx),
                 closed,
-                poisoned: Arc::new(AtomicBool::new(false)),
+                poisoned,
             },
             resume,
             rx: std::sync::Mutex::new(Some(rx)),
@@ -287,10 +288,7 @@ impl Client {
         if !self.req.ids.issued(id) {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
         }
-        self.req
-            .tx
-            .send(Command::Cancel(id))
-            .map_err(|_| closed_error())
+        self.req.send(Command::Cancel(id))
     }
 
     /// Pauses in place (an app going to the background, a phone suspending its sockets): the
@@ -391,7 +389,7 @@ impl Client {
 
     fn command(&self, c: Command) -> Result<(), Error> {
         self.req.ensure_open()?;
-        self.req.tx.send(c).map_err(|_| closed_error())
+        self.req.send(c)
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is
@@ -541,16 +539,28 @@ impl Requester {
 
     /// Refuses any call once the client is closed.
     pub(crate) fn ensure_open(&self) -> Result<(), Error> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::new(
-                Status::ErrPanic,
-                "the client's session ended with an internal panic",
-            ));
-        }
-        if self.is_closed() {
-            return Err(closed_error());
+        if self.is_closed() || self.poisoned.load(Ordering::Acquire) {
+            return Err(self.refusal());
         }
         Ok(())
+    }
+
+    /// Why a call is refused once the command channel is closed: the session panicked (the
+    /// flag is set before a panic closes the channel), or the client closed.
+    fn refusal(&self) -> Error {
+        if self.poisoned.load(Ordering::Acquire) {
+            Error::new(
+                Status::ErrPanic,
+                "the client's session ended with an internal panic",
+            )
+        } else {
+            closed_error()
+        }
+    }
+
+    /// Hands `c` to the session, refused once the channel is closed.
+    fn send(&self, c: Command) -> Result<(), Error> {
+        self.tx.send(c).map_err(|_| self.refusal())
     }
 
     pub(crate) fn validate_request(&self, command: &str, data: &[u8]) -> Result<(), Error> {
@@ -605,15 +615,13 @@ impl Requester {
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();
         let message = self.budget.take(encode(id))?;
-        self.tx
-            .send(Command::Request(Request {
-                id,
-                message,
-                deadline,
-                reply,
-                cancel: gomuks::codec::cancel_message,
-            }))
-            .map_err(|_| closed_error())?;
+        self.send(Command::Request(Request {
+            id,
+            message,
+            deadline,
+            reply,
+            cancel: gomuks::codec::cancel_message,
+        }))?;
         Ok(id)
     }
 
@@ -641,6 +649,7 @@ async fn guard_session(
     poisoned: Arc<AtomicBool>,
 ) {
     if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+        // Already set if the session's command channel was open (see `Commands`).
         poisoned.store(true, Ordering::Release);
         let mut ev = Event::new(EventKind::Disconnected);
         ev.status = Status::ErrPanic;
@@ -823,6 +832,50 @@ mod tests {
         let first = sent - back.len() as u32;
         for (i, p) in back.iter().enumerate() {
             assert_eq!(*p, packet(first + i as u32));
+        }
+    }
+
+    /// A send racing an internal panic is either taken, and then handed back (UNSENT, PANIC),
+    /// or refused with PANIC: never with STATE, as if the app had closed the client. The
+    /// session's end closes the command channel, so the client must read as panicked before.
+    #[tokio::test]
+    async fn a_send_racing_a_panic_is_taken_or_refused_with_panic() {
+        use tether_testkit::gomuks::{Backend, BackendConfig};
+        let b = Backend::start(BackendConfig::default()).await.unwrap();
+        for round in 0..20 {
+            let c = Client::new(
+                Config::builder(&b.http_url())
+                    .protocol(Protocol::Rwws)
+                    .token(tether_testkit::rwws::DEFAULT_KEY)
+                    .max_unsent_bytes(64 << 20)
+                    .build()
+                    .unwrap(),
+            );
+            c.connect().unwrap();
+            // Every send is behind the panic in the channel: each one taken must come back.
+            c.inject_session_panic();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let mut taken = 0usize;
+            let refusal = loop {
+                match c.send_packet(&[0x42, round]) {
+                    Ok(()) => taken += 1,
+                    Err(e) if e.status() == Status::ErrSendBufferFull => std::thread::yield_now(),
+                    Err(e) => break e,
+                }
+                assert!(std::time::Instant::now() < deadline, "never refused");
+            };
+            assert_eq!(
+                refusal.status(),
+                Status::ErrPanic,
+                "round {round}: {refusal}"
+            );
+            let unsent: Vec<Event> = rest(&c)
+                .await
+                .into_iter()
+                .filter(|e| e.kind() == EventKind::Unsent)
+                .collect();
+            assert_eq!(unsent.len(), taken, "round {round}");
+            assert!(unsent.iter().all(|e| e.status() == Status::ErrPanic));
         }
     }
 

@@ -8,14 +8,16 @@
 //! send happens under a shared gate that the close takes exclusively, so no send is ever half
 //! done while the channel is drained.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
 use super::Command;
 
-/// A new channel, open.
-pub(crate) fn channel() -> (CommandTx, CommandRx) {
+/// A new channel, open. `panicked` is the client's flag that its session panicked, which
+/// the session sets through [`CommandRx::mark_panicked`].
+pub(crate) fn channel(panicked: Arc<AtomicBool>) -> (CommandTx, CommandRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     let open = Arc::new(RwLock::new(true));
     (
@@ -23,7 +25,7 @@ pub(crate) fn channel() -> (CommandTx, CommandRx) {
             tx,
             open: open.clone(),
         },
-        CommandRx { rx, open },
+        CommandRx { rx, open, panicked },
     )
 }
 
@@ -49,12 +51,19 @@ impl CommandTx {
 pub(crate) struct CommandRx {
     rx: mpsc::UnboundedReceiver<Command>,
     open: Arc<RwLock<bool>>,
+    panicked: Arc<AtomicBool>,
 }
 
 impl CommandRx {
     /// The next command; `None` only when every sender is gone.
     pub(crate) async fn recv(&mut self) -> Option<Command> {
         self.rx.recv().await
+    }
+
+    /// Tells the app's side that the session panicked; called before the channel closes, so
+    /// a send the close refuses can already tell the app why.
+    pub(crate) fn mark_panicked(&self) {
+        self.panicked.store(true, Ordering::Release);
     }
 
     /// Closes the channel for good and returns every command sent before, in order. A send
@@ -76,7 +85,7 @@ impl CommandRx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::thread;
 
     /// Sends racing a close: what was accepted is exactly what the drain returns. Many
@@ -84,7 +93,7 @@ mod tests {
     #[test]
     fn every_accepted_send_is_drained() {
         for _ in 0..300 {
-            let (tx, mut rx) = channel();
+            let (tx, mut rx) = channel(Arc::default());
             let tx = Arc::new(tx);
             let accepted = Arc::new(AtomicUsize::new(0));
             let senders: Vec<_> = (0..3)

@@ -357,7 +357,7 @@ mod tests {
     async fn a_panic_answers_the_requests_left_in_the_channel() {
         let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
         let queue = Arc::new(EventQueue::new(64));
-        let (tx, rx) = commands::channel();
+        let (tx, rx) = commands::channel(Arc::default());
         let request = |id| {
             Command::Request(Request {
                 id,

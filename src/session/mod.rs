@@ -1200,6 +1200,11 @@ impl Commands {
 
 impl Drop for Commands {
     fn drop(&mut self) {
+        // A panic unwinds through here (the session's locals drop as it unwinds). Poisoned
+        // before the channel closes, so a send the close refuses says PANIC, not a close.
+        if std::thread::panicking() {
+            self.rx.mark_panicked();
+        }
         self.leftovers
             .hand_over(|| drain_channel(&mut self.rx, Status::ErrPanic, PANIC_BEFORE_REPLY));
     }

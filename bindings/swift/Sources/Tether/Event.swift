@@ -57,10 +57,10 @@ public enum EventKind: UInt32, Sendable {
     /// back as the client ends (`close`, or a stop for good) so nothing is lost without a
     /// word: the data is its bytes, ready to send on another client. One per packet, in the
     /// order sent, after the DISCONNECTED of a stop for good and before CLOSED; the status is
-    /// CLIENT_CLOSED (PANIC after an internal panic). Written means handed to the connection: what its buffers (the websocket
-    /// writer's, about 128 KiB, and the kernel's) hold when it is cut, or when a close runs
-    /// out of time against a peer that stopped reading, is lost with it; the protocol has no
-    /// acknowledgement.
+    /// CLIENT_CLOSED (PANIC after an internal panic, before its DISCONNECTED). Written means
+    /// handed to the connection: what its buffers (the websocket writer's, about 128 KiB, and
+    /// the kernel's) hold when it is cut, or when a close runs out of time against a peer that
+    /// stopped reading, is lost with it; the protocol has no acknowledgement.
     case unsent
 }
 
