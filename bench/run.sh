@@ -113,14 +113,17 @@ if want rtt; then
     PLACEMENTS=(free split shared)
   fi
   ALL_CPUS=0-$(($(nproc) - 1))
+  # Pins every thread of the server. Tried twice: `taskset -a` fails (ESRCH) when a thread of
+  # the previous client's connection exits between its listing and its pinning.
+  pin_server() { taskset -a -p -c "$1" "$BLASTER_PID" >/dev/null 2>&1 || taskset -a -p -c "$1" "$BLASTER_PID" >/dev/null; }
   for ((r = 1; r <= ROUNDS; r++)); do
     for placement in "${PLACEMENTS[@]}"; do
       pin=()
       case $placement in
-        free) [[ ${#PLACEMENTS[@]} == 1 ]] || taskset -a -p -c "$ALL_CPUS" "$BLASTER_PID" >/dev/null ;;
+        free) [[ ${#PLACEMENTS[@]} == 1 ]] || pin_server "$ALL_CPUS" ;;
         # New connection threads inherit the accept thread's affinity.
-        split) taskset -a -p -c 0 "$BLASTER_PID" >/dev/null; pin=(taskset -c 1) ;;
-        shared) taskset -a -p -c 0 "$BLASTER_PID" >/dev/null; pin=(taskset -c 0) ;;
+        split) pin_server 0; pin=(taskset -c 1) ;;
+        shared) pin_server 0; pin=(taskset -c 0) ;;
       esac
       for cmd in "target/release/tether-bench rtt-floor ws://127.0.0.1:$port $N_RTT" \
                  "$OUT/blast_c $URL 0 rtt $N_RTT" "$PY bench/py/tether_rtt.py $URL $N_RTT"; do
@@ -130,7 +133,7 @@ if want rtt; then
       done
     done
   done
-  [[ ${#PLACEMENTS[@]} == 1 ]] || taskset -a -p -c "$ALL_CPUS" "$BLASTER_PID" >/dev/null
+  [[ ${#PLACEMENTS[@]} == 1 ]] || pin_server "$ALL_CPUS"
 fi
 
 if want memory; then
