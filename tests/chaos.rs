@@ -229,6 +229,8 @@ async fn spec7_2_buffer_overflow_is_a_visible_resync() {
     check.see(&ev);
     // Cut, then push more than the buffer holds before the client (300 ms backoff) is back.
     p.cut_all();
+    // Gone on the server's side too, so none of the burst can go to the old connection.
+    assert!(b.wait_for(|s| s.connections == 0, WAIT).await);
     b.push_events(500);
     // A failed resume replays nothing: the next event is one pushed after the new start.
     until(&c, |e| {
