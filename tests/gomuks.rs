@@ -1009,6 +1009,33 @@ async fn spec1_2_auth_turned_on_after_a_204_logs_in() {
     close_and_drain(&c).await;
 }
 
+/// Spec §16 with the testkit's cut: a cut keeps its place among the events, even inside a
+/// batch (§5), so the events pushed after it reach the client on the next connection, by
+/// resume, never on the connection that was cut.
+#[tokio::test]
+async fn spec16_events_pushed_after_a_cut_come_after_it() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let first = b.push_events(20);
+    b.cut_all();
+    let newest = b.push_events(5);
+    let (_, seen) = until(&c, |e| e.request_id() == newest).await;
+    let cut = seen
+        .iter()
+        .position(|e| e.kind() == EventKind::Disconnected)
+        .expect("the cut comes before the last event");
+    let after = seen
+        .iter()
+        .position(|e| e.kind() == EventKind::Message && e.request_id() < first)
+        .unwrap_or(seen.len());
+    assert!(cut < after, "{:?}", kinds(&seen));
+    let mut ids = event_ids(&seen);
+    ids.push(newest);
+    assert_eq!(ids, (newest..=-1).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}
+
 /// Spec §10: more than 512 events queued for one connection close it with 4001 "Event queue
 /// full"; the client reconnects, resumes, and with a large enough buffer loses nothing.
 #[tokio::test]

@@ -229,6 +229,15 @@ impl Overflow {
     }
 }
 
+/// The writer's next item: the one a batch stopped at (a line, fault, close or cut keeps its
+/// place ahead of events queued after it), else the channel's next.
+async fn next_out(held: &mut Option<Out>, rx: &mut mpsc::UnboundedReceiver<Out>) -> Option<Out> {
+    match held.take() {
+        Some(o) => Some(o),
+        None => rx.recv().await,
+    }
+}
+
 /// §10: the 4001 that ends an overflowed connection; gives up after 2 s on a client that
 /// stopped reading.
 async fn send_queue_full<S: futures_util::Sink<Message> + Unpin>(sink: &mut S) {
@@ -1190,13 +1199,14 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
         (g.cfg.cut_after_events, g.cfg.cut_after_bytes)
     };
     let (mut sent_events, mut sent_bytes) = (0usize, 0usize);
+    // What a batch stopped at: it goes next, ahead of what was queued after it.
+    let mut held = None;
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
+            out = next_out(&mut held, &mut rx) => match out {
                 Some(Out::Event(line)) => {
                     let mut text = line.to_string();
                     // Batching (§5): drain what is already queued, compressed mode only.
-                    let mut extra = Vec::new();
                     let mut lines = 1;
                     // A scheduled cut lands exactly after its Nth event, even inside a batch.
                     while compress
@@ -1208,7 +1218,7 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                                 text.push_str(&l);
                                 lines += 1;
                             }
-                            Ok(other) => { extra.push(other); break }
+                            Ok(other) => { held = Some(other); break }
                             Err(_) => break,
                         }
                     }
@@ -1229,7 +1239,6 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                         }
                     };
                     if !sent { break }
-                    for o in extra { let _ = tx.send(o); }
                     if cut_after_events.is_some_and(|n| sent_events >= n)
                         || cut_after_bytes.is_some_and(|n| sent_bytes >= n)
                     {
