@@ -193,9 +193,10 @@ impl Client {
         ));
     }
 
-    /// Whether an internal panic ended the session. The events it queued (DISCONNECTED with
-    /// `ErrPanic`, then CLOSED) can still be taken, and the resume state and statistics still
-    /// be read; everything that would send fails with `ErrPanic`.
+    /// Whether an internal panic ended the session. It may read true shortly before the
+    /// panic's events (UNSENT and RESPONSE, then DISCONNECTED with `ErrPanic`, then CLOSED)
+    /// are queued; they can all still be taken, and the resume state and statistics still be
+    /// read; everything that would send fails with `ErrPanic`.
     pub fn is_poisoned(&self) -> bool {
         self.req.poisoned.load(Ordering::Acquire)
     }
@@ -847,7 +848,9 @@ mod tests {
                 Config::builder(&b.http_url())
                     .protocol(Protocol::Rwws)
                     .token(tether_testkit::rwws::DEFAULT_KEY)
-                    .max_unsent_bytes(64 << 20)
+                    // Small, so a sender that outruns a slow panic waits on the budget
+                    // rather than queueing millions of packets.
+                    .max_unsent_bytes(1 << 16)
                     .build()
                     .unwrap(),
             );
@@ -876,6 +879,22 @@ mod tests {
                 .collect();
             assert_eq!(unsent.len(), taken, "round {round}");
             assert!(unsent.iter().all(|e| e.status() == Status::ErrPanic));
+        }
+    }
+
+    /// A closed command channel refuses with PANIC once the session marked it panicked, and
+    /// with STATE otherwise (a close): the mapping every send goes through.
+    #[test]
+    fn a_refused_send_says_why_the_channel_closed() {
+        for (panicked, want) in [(true, Status::ErrPanic), (false, Status::ErrState)] {
+            let c = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+            let mut rx = c.rx.lock().unwrap().take().unwrap();
+            if panicked {
+                rx.mark_panicked();
+            }
+            assert!(rx.close_and_drain().is_empty());
+            let e = c.req.send(Command::Pause).unwrap_err();
+            assert_eq!(e.status(), want, "{e}");
         }
     }
 

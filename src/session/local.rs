@@ -357,7 +357,8 @@ mod tests {
     async fn a_panic_answers_the_requests_left_in_the_channel() {
         let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
         let queue = Arc::new(EventQueue::new(64));
-        let (tx, rx) = commands::channel(Arc::default());
+        let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = commands::channel(panicked.clone());
         let request = |id| {
             Command::Request(Request {
                 id,
@@ -382,6 +383,8 @@ mod tests {
             .catch_unwind()
             .await
             .is_err());
+        // Set by the session itself (the task's guard is not in this test).
+        assert!(panicked.load(std::sync::atomic::Ordering::Acquire));
         let mut answered = Vec::new();
         while let crate::queue::Pop::Event(ev) = queue.pop_blocking(Some(Duration::ZERO)) {
             if ev.kind() == EventKind::Response {
