@@ -171,6 +171,42 @@ def test_use_after_fork_raises_forked_error(backend: Any) -> None:
     assert re.search(r"tether.session \[[1-9][0-9]*\] client closed", r.stderr), r.stderr
 
 
+FORK_MID_RECORD = PRELUDE + """
+import logging
+# Stands in for the lock of sys.stderr's buffer, which a fork does not reset either.
+held = threading.Lock()
+inside = threading.Event()
+class Slow(logging.Handler):
+    armed = True
+    def emit(self, record):
+        if self.armed and threading.current_thread() is not threading.main_thread():
+            self.armed = False
+            with held:
+                inside.set()
+                time.sleep(0.5)
+lg = logging.getLogger("tether")
+lg.setLevel(logging.DEBUG)
+lg.addHandler(Slow())
+c = tether.Client(URL, **OPTS)
+assert inside.wait(10), "no record reached the handler"
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if held.acquire(timeout=2) else 3)
+_, status = os.waitpid(pid, 0)
+print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
+c.close()
+"""
+
+
+def test_a_fork_waits_for_the_record_being_handled(backend: Any) -> None:
+    # Forked while the tether-log thread is inside a handler, the child would inherit what
+    # the handler holds (sys.stderr's buffer lock, say) held for good by a thread it does not
+    # have, and hang at its first write. The fork waits for the record instead.
+    r = run_python(FORK_MID_RECORD, timeout=30, URL=backend.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CHILD-EXIT 0" in r.stdout, r.stdout + r.stderr
+
+
 FORK_STORE = PRELUDE + """
 c = tether.Client(URL, store=True, **OPTS)
 c.wait_connected(10)

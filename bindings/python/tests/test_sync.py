@@ -266,16 +266,18 @@ def test_an_interpreter_exiting_during_a_proxy_resolver_call_waits_for_it() -> N
     # freeing waits for that call, so it never takes the GIL during finalization.
     code = textwrap.dedent(
         """
-        import time, tether
+        import threading, time, tether
+        asked = threading.Event()
         def resolve(url):
             print("asked", flush=True)
+            asked.set()
             t = time.monotonic()
             while time.monotonic() - t < 0.5:
                 sum(range(1000))
             print("answered", flush=True)
             return "direct"
         c = tether.Client("ws://127.0.0.1:9/_gomuks/websocket", proxy_resolver=resolve)
-        time.sleep(0.2)
+        assert asked.wait(10), "the resolver was never called"
         print("exiting", flush=True)
         """
     )
@@ -920,6 +922,52 @@ class _Interrupted(Exception):
 
 def _raising(signum: int, frame: Any) -> None:
     raise _Interrupted()  # like Ctrl-C's KeyboardInterrupt (SIGINT may be ignored here)
+
+
+def test_an_interrupt_as_the_polling_token_is_taken_leaves_it_free(backend: Backend) -> None:
+    # CPython runs a signal handler right after a call returns. One that raises (Ctrl-C) as
+    # the main thread's acquire of the polling token returns must not leave the token taken
+    # by nobody: every later wait on the client would be stuck.
+    import signal
+
+    from tether.client import _rescan_signals
+
+    with client(backend) as c:
+        init_complete(c)
+        core = c._core
+        real = core.token
+
+        class Token:
+            """The real token; the main thread's first acquire raises a signal as it returns."""
+
+            armed = True
+
+            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+                got = real.acquire(blocking, timeout)
+                if self.armed and threading.current_thread() is threading.main_thread():
+                    self.armed = False
+                    signal.raise_signal(signal.SIGUSR1)
+                return got
+
+            def release(self) -> None:
+                real.release()
+
+            def locked(self) -> bool:
+                return real.locked()
+
+        token = Token()
+        old = signal.signal(signal.SIGUSR1, _raising)
+        core.token = token
+        try:
+            _rescan_signals()
+            with pytest.raises(_Interrupted):
+                c.request("sleep", {"ms": 200}, timeout=5 * SLOW)
+            assert not token.armed
+        finally:
+            core.token = real
+            signal.signal(signal.SIGUSR1, old)
+            _rescan_signals()
+        assert c.request("echo", {"after": "interrupt"}, timeout=5 * SLOW) == {"after": "interrupt"}
 
 
 def test_every_held_signal_is_handled_and_restored_when_one_handler_raises() -> None:

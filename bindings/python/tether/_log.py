@@ -101,7 +101,8 @@ def _on_log(_ctx: Optional[int], record: Any) -> None:
         r.created = created
         r.msecs = (created - int(created)) * 1000
         r.relativeCreated = (created - logging._startTime) * 1000
-        lg.handle(r)
+        with _emitting:
+            lg.handle(r)
     except BaseException:  # noqa: BLE001 - see above; logging.raiseExceptions is for emit()
         pass
 
@@ -117,15 +118,30 @@ _installed_pid: Optional[int] = None
 _removed_for_good = False
 
 
+#: Held while a record is handled: a fork waits for it (see below). Reentrant, so a handler
+#: that forks does not wait for itself.
+_emitting = threading.RLock()
+
+
 def _after_fork_in_child() -> None:
     # The parent's lock may have been held by another thread at fork; the child has no
     # tether-log thread, and the library refuses calls there, so nothing is installed.
-    global _lock
+    global _lock, _emitting
     _lock = threading.Lock()
+    _emitting = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    # A fork waits until the tether-log thread has handed its record over. Forked in the
+    # middle, the child would inherit what the handler held, such as the lock of
+    # sys.stderr's buffer (which Python does not reset at fork), held by a thread the child
+    # does not have: its first write to stderr would block for good. Registered after
+    # logging's own hooks, so taken before logging's lock, which a handler may need.
+    os.register_at_fork(
+        before=lambda: _emitting.acquire(),
+        after_in_parent=lambda: _emitting.release(),
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def install() -> None:

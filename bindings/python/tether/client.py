@@ -609,8 +609,11 @@ class _SyncCore(CoreBase):
         asks the reader thread for the token, when pending requests fail, or (main thread)
         for a signal such as ``KeyboardInterrupt``; taking and delivering is never
         interrupted (see _signals_held)."""
-        if self.pump(0):
-            return
+        if not self.pump(0):
+            self.wait_and_take(timeout)
+
+    def wait_and_take(self, timeout: Optional[float]) -> None:
+        """``take`` once nothing was queued: waits for the library, then takes."""
         w = self.waiter
         if w is None:  # no descriptor: the library's own wait (not interruptible)
             self.pump(-1 if timeout is None else _timeout_ms(timeout))
@@ -687,19 +690,29 @@ class _SyncCore(CoreBase):
                     cond.wait(left)
                     continue
                 self.last_taken = time.monotonic()
-            if not self.token.acquire(blocking=False):
-                continue
-            self.token_holder = me  # no call between acquire and try (see below)
+            took = taken = False
             try:
-                if not self.ended:
-                    self.take(left)
+                # CPython runs a signal handler right after a call returns: one that raised
+                # (Ctrl-C) as acquire returned would leave the token taken by nobody, and
+                # every later wait on this client stuck. Held back here, it raises at the
+                # end of the block, with `took` set.
+                with _signals_held():
+                    took = self.token.acquire(blocking=False)
+                    if took:
+                        self.token_holder = me
+                        # What is queued already is taken under the same hold: one per batch.
+                        taken = self.ended or self.pump_held(0)
+                if took and not taken:
+                    self.wait_and_take(left)
             finally:
-                # Released here, before any call: a signal handler that raises (Ctrl-C) runs
-                # at the entry of the next Python function, and raised there it would leave
-                # the token held for good, every later wait on this client stuck.
-                self.token_holder = None
-                self.token.release()
-                self.token_released()
+                if took:
+                    # No call before the release; a handler that raises as release returns
+                    # still lets the waiters know.
+                    self.token_holder = None
+                    try:
+                        self.token.release()
+                    finally:
+                        self.token_released()
 
     def wait_done(self, p: "PendingRequest", timeout: Optional[float]) -> bool:
         """Waits up to ``timeout`` seconds for ``p``'s reply."""
