@@ -175,15 +175,17 @@ FORK_MID_RECORD = PRELUDE + """
 import logging
 # Stands in for the lock of sys.stderr's buffer, which a fork does not reset either.
 held = threading.Lock()
-inside = threading.Event()
+inside, forked = threading.Event(), threading.Event()
 class Slow(logging.Handler):
     armed = True
     def emit(self, record):
-        if self.armed and threading.current_thread() is not threading.main_thread():
+        # The library's records only; holds the lock until the fork, or for 1 s (less than
+        # the fork's wait, so a fork that waits finds it free).
+        if self.armed and record.pathname == "(tether)":
             self.armed = False
             with held:
                 inside.set()
-                time.sleep(0.5)
+                forked.wait(1)
 lg = logging.getLogger("tether")
 lg.setLevel(logging.DEBUG)
 lg.addHandler(Slow())
@@ -191,7 +193,8 @@ c = tether.Client(URL, **OPTS)
 assert inside.wait(10), "no record reached the handler"
 pid = os.fork()
 if pid == 0:
-    os._exit(0 if held.acquire(timeout=2) else 3)
+    os._exit(0 if held.acquire(blocking=False) else 3)
+forked.set()
 _, status = os.waitpid(pid, 0)
 print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
 c.close()

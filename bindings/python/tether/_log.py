@@ -121,6 +121,25 @@ _removed_for_good = False
 #: Held while a record is handled: a fork waits for it (see below). Reentrant, so a handler
 #: that forks does not wait for itself.
 _emitting = threading.RLock()
+#: How long a fork waits for the record being handled; past it, it goes ahead as before.
+FORK_WAIT_S = 2.0
+#: Per forking thread (two may fork at once): whether its fork took `_emitting`.
+_fork = threading.local()
+
+
+def _before_fork() -> None:
+    # Bounded: a handler may be slow (a network handler), or wait for something the forking
+    # thread or a hook run before this one holds; the fork must not hang on it.
+    try:
+        _fork.held = _emitting.acquire(timeout=FORK_WAIT_S)
+    except BaseException:  # noqa: BLE001 - an interrupt here would only be printed
+        _fork.held = False
+
+
+def _after_fork_in_parent() -> None:
+    if getattr(_fork, "held", False):
+        _fork.held = False
+        _emitting.release()
 
 
 def _after_fork_in_child() -> None:
@@ -129,17 +148,18 @@ def _after_fork_in_child() -> None:
     global _lock, _emitting
     _lock = threading.Lock()
     _emitting = threading.RLock()
+    _fork.held = False
 
 
 if hasattr(os, "register_at_fork"):
-    # A fork waits until the tether-log thread has handed its record over. Forked in the
-    # middle, the child would inherit what the handler held, such as the lock of
-    # sys.stderr's buffer (which Python does not reset at fork), held by a thread the child
-    # does not have: its first write to stderr would block for good. Registered after
+    # A fork waits (up to FORK_WAIT_S) until the tether-log thread has handed its record
+    # over. Forked in the middle, the child would inherit what the handler held, such as the
+    # lock of sys.stderr's buffer (which Python does not reset at fork), held by a thread the
+    # child does not have: its first write to stderr would block for good. Registered after
     # logging's own hooks, so taken before logging's lock, which a handler may need.
     os.register_at_fork(
-        before=lambda: _emitting.acquire(),
-        after_in_parent=lambda: _emitting.release(),
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )
 
