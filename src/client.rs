@@ -721,6 +721,20 @@ mod tests {
         }
     }
 
+    /// An rwws client of the testkit's backend with send budget `max_unsent`, connecting.
+    fn connected_rwws(b: &tether_testkit::gomuks::Backend, max_unsent: u64) -> Client {
+        let c = Client::new(
+            Config::builder(&b.http_url())
+                .protocol(Protocol::Rwws)
+                .token(tether_testkit::rwws::DEFAULT_KEY)
+                .max_unsent_bytes(max_unsent)
+                .build()
+                .unwrap(),
+        );
+        c.connect().unwrap();
+        c
+    }
+
     /// The events from the first UNSENT on, each UNSENT checked to say PANIC; their data.
     fn handed_back_on_panic(evs: &[Event]) -> Vec<Vec<u8>> {
         let tail: Vec<&Event> = evs
@@ -758,18 +772,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let client = || {
-            let c = Client::new(
-                Config::builder(&b.http_url())
-                    .protocol(Protocol::Rwws)
-                    .token(tether_testkit::rwws::DEFAULT_KEY)
-                    .max_unsent_bytes(1 << 20)
-                    .build()
-                    .unwrap(),
-            );
-            c.connect().unwrap();
-            c
-        };
+        let client = || connected_rwws(&b, 1 << 20);
         async fn until(c: &Client, kind: EventKind) {
             while tokio::time::timeout(Duration::from_secs(20), c.next_event())
                 .await
@@ -844,17 +847,9 @@ mod tests {
         use tether_testkit::gomuks::{Backend, BackendConfig};
         let b = Backend::start(BackendConfig::default()).await.unwrap();
         for round in 0..20 {
-            let c = Client::new(
-                Config::builder(&b.http_url())
-                    .protocol(Protocol::Rwws)
-                    .token(tether_testkit::rwws::DEFAULT_KEY)
-                    // Small, so a sender that outruns a slow panic waits on the budget
-                    // rather than queueing millions of packets.
-                    .max_unsent_bytes(1 << 16)
-                    .build()
-                    .unwrap(),
-            );
-            c.connect().unwrap();
+            // A small budget, so a sender that outruns a slow panic waits on it rather than
+            // queueing millions of packets.
+            let c = connected_rwws(&b, 1 << 16);
             // Every send is behind the panic in the channel: each one taken must come back.
             c.inject_session_panic();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);

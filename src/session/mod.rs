@@ -175,8 +175,7 @@ impl Drop for Book {
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.end_requests(Status::ErrPanic, PANIC_BEFORE_REPLY);
-            let unsent = unsent_events(self.unsent_packets.drain(..), Status::ErrPanic);
-            self.push_events(unsent);
+            self.hand_back_packets(Status::ErrPanic);
         }));
     }
 }
@@ -998,6 +997,13 @@ impl Book {
         push_events(&self.queue, events);
     }
 
+    /// Hands every packet still waiting back to the app, one UNSENT each with `status`; the
+    /// state must be CLOSED already (see [`unsent_events`]).
+    fn hand_back_packets(&mut self, status: Status) {
+        let unsent = unsent_events(self.unsent_packets.drain(..), status);
+        self.push_events(unsent);
+    }
+
     fn push_outcomes(&self, outcomes: Vec<Outcome>) {
         self.push_events(
             outcomes
@@ -1133,8 +1139,7 @@ impl Book {
         let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
         self.end_requests(Status::ErrClientClosed, why);
         // After end_requests, which made the state CLOSED.
-        let unsent = unsent_events(self.unsent_packets.drain(..), Status::ErrClientClosed);
-        self.push_events(unsent);
+        self.hand_back_packets(Status::ErrClientClosed);
         tlog!(
             self.probe.client,
             Info,

@@ -71,10 +71,10 @@ class EventKind(enum.IntEnum):
     without a word: ``raw`` holds its bytes, ready to send on another client. One per packet,
     in the order sent, after the DISCONNECTED of a stop for good and before CLOSED;
     ``status`` is ``Status.ERR_CLIENT_CLOSED`` (``Status.ERR_PANIC`` after an internal
-    panic, before its DISCONNECTED). Written means handed to the connection: what its buffers (the websocket
-    writer's, about 128 KiB, and the kernel's) hold when it is cut, or when a close runs out
-    of time against a peer that stopped reading, is lost with it; the protocol has no
-    acknowledgement."""
+    panic, before its DISCONNECTED). Written means handed to the connection: what its
+    buffers (the websocket writer's, about 128 KiB, and the kernel's) hold when it is cut, or
+    when a close runs out of time against a peer that stopped reading, is lost with it; the
+    protocol has no acknowledgement."""
 
 
 class ResumeOutcome(enum.IntEnum):
