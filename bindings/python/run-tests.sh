@@ -20,10 +20,10 @@ ROOT=$PWD
 PY=${PYTHON:-python3}
 VENV=$ROOT/bindings/python/.venv
 WORK=$(mktemp -d)
-BACKEND_PID=
+source scripts/backend.sh
 
 cleanup() {
-  if [[ -n $BACKEND_PID ]]; then kill "$BACKEND_PID" 2>/dev/null || true; wait "$BACKEND_PID" 2>/dev/null || true; fi
+  stop_backend
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -107,21 +107,10 @@ fi
 
 run_example() {
   local name=$1 out=$WORK/$1.out
-  # Emptied here: the child's own truncation may come after the first read below, which would
-  # then find the address of the backend the previous example stopped.
-  : >"$WORK/backend.out"
-  "$TETHER_BACKEND" --event-rate 20 --cut-after-events 40 >"$WORK/backend.out" 2>/dev/null &
-  BACKEND_PID=$!
-  local addr="" i
-  for i in $(seq 100); do
-    addr=$(grep -o '127\.0\.0\.1:[0-9]*' "$WORK/backend.out" || true)
-    [[ -n $addr ]] && break
-    sleep 0.1
-  done
-  [[ -n $addr ]] || { echo "tether-backend did not start" >&2; return 1; }
+  start_backend "$WORK/backend.out" "$TETHER_BACKEND" --event-rate 20 --cut-after-events 40 || return 1
   local ok=1
-  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" "http://$addr" 6 >"$out" 2>&1 || ok=0
-  kill "$BACKEND_PID" 2>/dev/null || true; wait "$BACKEND_PID" 2>/dev/null || true; BACKEND_PID=
+  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" "http://$BACKEND_ADDR" 6 >"$out" 2>&1 || ok=0
+  stop_backend
   grep -q "resuming after the last received event" "$out" || ok=0
   grep -q "in order, no gap" "$out" || ok=0
   grep -q "^pong: rtt" "$out" || ok=0

@@ -98,23 +98,17 @@ cp "$OUT/cmake-build/example_static" "$OUT/example.cmake-static"
 if has "$(ldd "$OUT/example.cmake-static")" libtether; then echo "example.cmake-static links libtether.so" >&2; exit 1; fi
 LOADED=$(ldd "$OUT/example.cmake-shared")
 has "$LOADED" "libtether.so.0 => $P/" || { echo "$LOADED"; echo "example.cmake-shared does not load the installed libtether.so.0" >&2; exit 1; }
-# Emptied first: the child's own truncation may come after the first read below, which would
-# then find the previous run's address.
-: > "$OUT/backend.out"
-"$TETHER_BACKEND" --event-rate 30 --cut-after-events 40 > "$OUT/backend.out" &
-BACKEND=$!
-trap 'kill $BACKEND 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q started "$OUT/backend.out" && break; sleep 0.1; done
-ADDR=$(grep -o '127.0.0.1:[0-9]*' "$OUT/backend.out" || true)
-[[ -n $ADDR ]] || { cat "$OUT/backend.out"; echo "tether-backend did not start" >&2; exit 1; }
+source scripts/backend.sh
+trap stop_backend EXIT
+start_backend "$OUT/backend.out" "$TETHER_BACKEND" --event-rate 30 --cut-after-events 40
+ADDR=$BACKEND_ADDR
 for ex in example.static example.shared example.cmake-static example.cmake-shared; do
   "$OUT/$ex" "http://$ADDR" 6 > "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex failed" >&2; exit 1; }
   grep -q "replayed" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no resume seen" >&2; exit 1; }
   grep -q "^pong: .*acknowledged event -" "$OUT/$ex.log" || { cat "$OUT/$ex.log"; echo "$ex: no ack" >&2; exit 1; }
   echo "ok $ex: $(tail -1 "$OUT/$ex.log")" | tee -a "$LOG"
 done
-kill $BACKEND 2>/dev/null || true
-wait $BACKEND 2>/dev/null || true
+stop_backend
 trap - EXIT
 # The same example through the in-process transport, against the libgomuksffi test double.
 INPROC_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tether-c-inproc.XXXXXX")
