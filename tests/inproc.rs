@@ -469,9 +469,11 @@ async fn spec12_2_download_streams_chunks_in_order() {
     close_and_drain(&c).await;
 }
 
-/// The bundled gomuks aborts the whole process when `upload_media` or `calculate_room_id` run
-/// without an account (interop/FINDINGS.md I7): while the backend's `client_state` says it is
-/// not logged in, tether answers them ERR_STATE instead of calling it; other requests go on.
+/// gomuks aborts the whole process when `upload_media` or `calculate_room_id` run without an
+/// account (interop/FINDINGS.md I7), and so do newer gomuks's `download_media` (streamed or
+/// not) and `get_url_preview`, which reach the homeserver URL it does not have: while the
+/// backend's `client_state` says it is not logged in, tether answers them ERR_STATE instead of
+/// calling it (the double aborts as gomuks does); other requests go on.
 #[tokio::test]
 async fn account_commands_are_refused_while_the_backend_is_logged_out() {
     let _turn = serial().await;
@@ -485,6 +487,12 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
         c.request("upload_media", br#"{"path":"/etc/hostname"}"#)
             .unwrap(),
         c.request("calculate_room_id", b"{}").unwrap(),
+        c.download_media(br#"{"mxc":"mxc://fake/10"}"#, None)
+            .unwrap(),
+        c.request("download_media", br#"{"mxc":"mxc://fake/10"}"#)
+            .unwrap(),
+        c.request("get_url_preview", br#"{"url":"https://example.org"}"#)
+            .unwrap(),
     ];
     // Each call runs on its own blocking thread, so the answers may come in any order.
     let mut pending = ids.to_vec();

@@ -32,7 +32,10 @@
  *   - GomuksStart a second time on a handle (whatever the first outcome), or with a NULL cb;
  *   - GomuksDestroy while GomuksStart runs on that handle, or from inside that handle's
  *     EventCallback (the delivery thread cannot join itself);
- *   - a borrowed buffer with base NULL and length > 0.
+ *   - a borrowed buffer with base NULL and length > 0;
+ *   - on a handle that started logged out (fake_logged_out): Upload*, Download, and the
+ *     commands upload_media, download_media, get_url_preview and calculate_room_id (the real
+ *     library dereferences the nil homeserver URL or account there, interop/FINDINGS.md I7).
  *
  * GomuksStart(handle, cb).
  *   1. If <root>/fake_start_delay_ms holds an integer N > 0, sleep N ms first.
@@ -443,6 +446,7 @@ typedef struct fake {
     int refs;     /* the registry's one + calls running on the handle */
     int stopping; /* set by GomuksDestroy */
     int have_thread;
+    int logged_out; /* started with fake_logged_out > 0 */
     pthread_t thread;
     pthread_cond_t queue_cv; /* delivery thread: queue non-empty or stopping */
     pthread_cond_t stop_cv;  /* "sleep" commands: stopping */
@@ -527,6 +531,14 @@ static fake *acquire(const char *fn, GomuksHandle h) {
     f->refs++;
     pthread_mutex_unlock(&g_mu);
     return f;
+}
+
+/* What needs an account aborts without one, as the real library's nil dereference does. */
+static void needs_account(fake *f, const char *what) {
+    pthread_mutex_lock(&g_mu);
+    int out = f->logged_out;
+    pthread_mutex_unlock(&g_mu);
+    if (out) die("%s without an account: runtime error: invalid memory address or nil pointer dereference", what);
 }
 
 EXPORT GomuksHandle GomuksInit(char *root) {
@@ -643,15 +655,17 @@ EXPORT int GomuksStart(GomuksHandle h, EventCallback cb) {
 
     /* Logged in unless told otherwise: tether refuses account commands (upload_media, ...)
      * to a backend that says it is not, as the real one would abort the process. */
+    int logged_out = control_file(f, "fake_logged_out") > 0;
     deliver(f, "client_state",
-            control_file(f, "fake_logged_out") > 0 ? "{\"is_logged_in\":false,\"is_verified\":false}"
-                                                   : "{\"is_logged_in\":true,\"is_verified\":true}",
+            logged_out ? "{\"is_logged_in\":false,\"is_verified\":false}"
+                       : "{\"is_logged_in\":true,\"is_verified\":true}",
             0);
     deliver(f, "sync_status", "{\"type\":\"waiting\"}", 0);
     int rc = pthread_create(&f->thread, NULL, delivery_main, f);
     if (rc != 0) die("GomuksStart: pthread_create: %s", strerror(rc));
     pthread_mutex_lock(&g_mu);
     f->have_thread = 1;
+    f->logged_out = logged_out;
     f->state = ST_STARTED;
     release_locked(f);
     pthread_mutex_unlock(&g_mu);
@@ -773,6 +787,10 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
     if (++f->running > f->max_running) f->max_running = f->running;
     pthread_mutex_unlock(&g_mu);
     const char *c = command ? command : "";
+    static const char *const account_commands[] = {"upload_media", "download_media",
+                                                   "get_url_preview", "calculate_room_id"};
+    for (size_t i = 0; i < sizeof account_commands / sizeof *account_commands; i++)
+        if (strcmp(c, account_commands[i]) == 0) needs_account(f, c);
     const uint8_t *p = data.base;
     size_t n = data.length;
     GomuksResponse r;
@@ -843,6 +861,7 @@ static GomuksResponse upload_result(uint64_t len, int fail, ProgressCallback cb)
 EXPORT GomuksResponse GomuksUploadMediaBytes(GomuksHandle h, GomuksBorrowedBuffer params,
                                              GomuksBorrowedBuffer mediaBytes, ProgressCallback cb) {
     fake *f = acquire("GomuksUploadMediaBytes", h);
+    needs_account(f, "GomuksUploadMediaBytes");
     check_borrowed("GomuksUploadMediaBytes", params);
     check_borrowed("GomuksUploadMediaBytes", mediaBytes);
     GomuksResponse r;
@@ -855,6 +874,7 @@ EXPORT GomuksResponse GomuksUploadMediaBytes(GomuksHandle h, GomuksBorrowedBuffe
 EXPORT GomuksResponse GomuksUploadMediaPath(GomuksHandle h, GomuksBorrowedBuffer params,
                                             ProgressCallback cb) {
     fake *f = acquire("GomuksUploadMediaPath", h);
+    needs_account(f, "GomuksUploadMediaPath");
     check_borrowed("GomuksUploadMediaPath", params);
     GomuksResponse r;
     char *path = json_string(params.base, params.length, "path");
@@ -892,6 +912,7 @@ EXPORT GomuksResponse GomuksUploadMediaPath(GomuksHandle h, GomuksBorrowedBuffer
 EXPORT GomuksResponse GomuksDownloadMediaPath(GomuksHandle h, GomuksBorrowedBuffer params,
                                               StreamCallback cb) {
     fake *f = acquire("GomuksDownloadMediaPath", h);
+    needs_account(f, "GomuksDownloadMediaPath");
     check_borrowed("GomuksDownloadMediaPath", params);
     GomuksResponse r;
     char *mxc = json_string(params.base, params.length, "mxc");

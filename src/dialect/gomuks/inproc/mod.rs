@@ -129,10 +129,18 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
     }
 }
 
-/// Commands the bundled gomuks (v0.2607.0) runs into a nil account with when not logged in:
-/// over the websocket that costs the connection (close 1011), in-process its Go panic aborts
-/// the app's whole process, so they are refused before they reach it.
-const NEEDS_ACCOUNT: &[&str] = &["upload_media", "calculate_room_id"];
+/// Commands gomuks runs into a nil account or homeserver URL with when not logged in:
+/// `upload_media` and `calculate_room_id` in the bundled v0.2607.0 (interop/FINDINGS.md I7),
+/// and in newer gomuks also `download_media` and `get_url_preview`, which its FFI runs itself
+/// against the homeserver. Over the websocket that costs the connection (close 1011);
+/// in-process the Go panic aborts the app's whole process, so they are refused before they
+/// reach it.
+const NEEDS_ACCOUNT: &[&str] = &[
+    "upload_media",
+    "calculate_room_id",
+    "download_media",
+    "get_url_preview",
+];
 
 /// Whether a process's one in-process backend is taken.
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -276,7 +284,7 @@ impl Local for InProcess {
         let needs_account = match &call {
             Call::Upload { .. } => Some("upload_media"),
             Call::Command { command, .. } => NEEDS_ACCOUNT.iter().copied().find(|c| c == command),
-            Call::Download { .. } => None,
+            Call::Download { .. } => Some("download_media"),
         };
         if let Some(what) = needs_account {
             if !library::logged_in() {
