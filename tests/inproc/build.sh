@@ -8,6 +8,8 @@
 #                                          pinned gomuks v0.2607.0
 #   OUTDIR/libfakegomuksffi-go.so          the same with the symbol a Go-built library exports
 #                                          (_cgo_panic), so it is taken for one with a Go runtime
+#   OUTDIR/libnotgomuks-go.so              that symbol alone: a Go-built library that is not a
+#                                          gomuks FFI
 # When the pinned upstream header is found ($GOMUKSFFI_H, else the Go module cache) the double is
 # also compiled once against it (syntax only), so a drift in types or prototypes fails the build.
 # --smoke: also builds tests/inproc/smoke.c and runs it twice:
@@ -39,7 +41,9 @@ SRC=$HERE/fake_gomuksffi.c
   -o "$OUT/libfakegomuksffi-nodownload.so" "$SRC" -lpthread
 "$CC" "${CFLAGS[@]}" -O1 -shared -fPIC -DFAKE_GOMUKS_GO_RUNTIME \
   -o "$OUT/libfakegomuksffi-go.so" "$SRC" -lpthread
-echo "built $OUT/libfakegomuksffi.so, $OUT/libfakegomuksffi-nodownload.so and $OUT/libfakegomuksffi-go.so"
+printf 'void _cgo_panic(void);\nvoid _cgo_panic(void) {}\n' |
+  "$CC" "${CFLAGS[@]}" -O1 -shared -fPIC -x c -o "$OUT/libnotgomuks-go.so" -
+echo "built $OUT/libfakegomuksffi.so, $OUT/libfakegomuksffi-nodownload.so, $OUT/libfakegomuksffi-go.so and $OUT/libnotgomuks-go.so"
 
 # Prototype/type check against the pinned upstream header, when it is on this machine.
 HEADER=${GOMUKSFFI_H:-}

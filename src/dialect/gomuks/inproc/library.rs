@@ -78,16 +78,23 @@ pub(super) struct Api {
     submit: unsafe extern "C" fn(Handle, *const c_char, Borrowed) -> Response,
     upload_path: unsafe extern "C" fn(Handle, Borrowed, ProgressCallback) -> Response,
     upload_bytes: unsafe extern "C" fn(Handle, Borrowed, Borrowed, ProgressCallback) -> Response,
-    /// Whether the library carries a Go runtime (it exports cgo's `_cgo_panic`, as every
-    /// library Go builds with `-buildmode=c-shared` does).
-    go_runtime: bool,
     /// Newer than the pinned gomuks (§12.2); `None` when the library lacks it.
     download_path: Option<unsafe extern "C" fn(Handle, Borrowed, StreamCallback) -> Response>,
     free_buffer: unsafe extern "C" fn(Owned),
 }
 
+/// A library opened so far.
+struct Opened {
+    /// Its entry points, or why it is not a gomuks FFI library (asked again, it says so again).
+    api: Result<&'static Api, String>,
+    /// Whether it carries a Go runtime (it exports cgo's `_cgo_panic`, as every library Go
+    /// builds with `-buildmode=c-shared` does). Recorded also for one that turned out not to be
+    /// a gomuks FFI: its runtime started all the same.
+    go_runtime: bool,
+}
+
 /// Libraries opened so far, by canonical path. Never closed: a Go runtime cannot be unloaded.
-static LIBRARIES: Lazy<Mutex<HashMap<PathBuf, &'static Api>>> = Lazy::new(Default::default);
+static LIBRARIES: Lazy<Mutex<HashMap<PathBuf, Opened>>> = Lazy::new(Default::default);
 
 /// Opens `path` (once per process) and resolves its entry points.
 pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
@@ -96,12 +103,12 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
         .canonicalize()
         .map_err(|e| bad(format!("gomuks FFI library {}: {e}", path.display())))?;
     let mut libs = LIBRARIES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(api) = libs.get(&canonical) {
-        return Ok(api);
+    if let Some(opened) = libs.get(&canonical) {
+        return opened.api.clone().map_err(bad);
     }
     // Go supports one Go runtime per process; a second library starts a second one (random
     // crashes in the garbage collector). Refused before it is loaded.
-    if let Some((first, _)) = libs.iter().find(|(_, api)| api.go_runtime) {
+    if let Some((first, _)) = libs.iter().find(|(_, opened)| opened.go_runtime) {
         return Err(bad(format!(
             "{} cannot be loaded: this process already runs the Go runtime of {}, and Go \
              supports one per process; name that library",
@@ -117,16 +124,33 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
     // below stay valid for the process. Not boxed and leaked: nothing would point to the box,
     // and leak checkers (LeakSanitizer, valgrind) would report it lost at exit.
     let lib = std::mem::ManuallyDrop::new(lib);
+    // SAFETY: only looked up, never called.
+    let go_runtime = unsafe { lib.get::<unsafe extern "C" fn()>(b"_cgo_panic\0") }.is_ok();
+    let api = entry_points(&lib).map_err(|(name, e)| {
+        format!(
+            "{} is not a gomuks FFI library (no {name}): {e}",
+            canonical.display()
+        )
+    });
+    libs.insert(
+        canonical,
+        Opened {
+            api: api.clone(),
+            go_runtime,
+        },
+    );
+    api.map_err(bad)
+}
+
+/// The gomuks FFI's entry points in `lib`, or the first one it lacks.
+fn entry_points(
+    lib: &libloading::Library,
+) -> Result<&'static Api, (&'static str, libloading::Error)> {
     macro_rules! sym {
         ($name:literal) => {
-            // SAFETY: the type is the one declared in gomuksffi.h for this name.
-            *unsafe { lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| {
-                bad(format!(
-                    "{} is not a gomuks FFI library (no {}): {e}",
-                    canonical.display(),
-                    $name
-                ))
-            })?
+            // SAFETY: the type is the one declared in gomuksffi.h for this name; `lib` is
+            // never closed, so the symbol stays valid for the process.
+            *unsafe { lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| ($name, e))?
         };
     }
     let api = Api {
@@ -141,12 +165,8 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
             .ok()
             .map(|s| *s),
         free_buffer: sym!("GomuksFreeBuffer"),
-        // SAFETY: only looked up, never called.
-        go_runtime: unsafe { lib.get::<unsafe extern "C" fn()>(b"_cgo_panic\0") }.is_ok(),
     };
-    let api: &'static Api = Box::leak(Box::new(api));
-    libs.insert(canonical, api);
-    Ok(api)
+    Ok(Box::leak(Box::new(api)))
 }
 
 /// A buffer the FFI handed over, freed with its `GomuksFreeBuffer` when the last `Bytes`
