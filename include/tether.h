@@ -1551,7 +1551,9 @@ void tether_settings_free(struct tether_settings *s);
  * (how long a room that is not open keeps its timeline, default 30 minutes; the timeout of
  * the store's actions, default the client's request timeout). `*out` is owned by the caller (free with
  * `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
- * a store was attached to the client before (one per client, also once freed), `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_INVALID_ARGUMENT`
+ * a store was attached to the client before (one per client, also once freed), `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_CONFIG` for a websocket client
+ * with `last_server_ts` (the store starts empty; that first sync would hold only what
+ * changed since then), `TETHER_ERR_INVALID_ARGUMENT`
  * for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
  */
 tether_status tether_store_new(struct tether_client *c, const char *options_json, struct tether_store **out);

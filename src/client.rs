@@ -482,6 +482,16 @@ impl Client {
                 "a store is for gomuks clients",
             ));
         }
+        if self.req.cfg.last_server_ts.is_some()
+            && matches!(self.req.cfg.transport, Transport::Websocket)
+        {
+            // gomuks-rpc.md §2: the first sync would be a catchup of only what changed since
+            // then, for a client that kept the rest; the store keeps nothing across runs.
+            return Err(Error::new(
+                Status::ErrConfig,
+                "a store starts empty, and with last_server_ts the backend's first sync holds                  only the rooms changed since then: leave last_server_ts unset on a client                  with a store",
+            ));
+        }
         let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         if self.req.is_closed() {
             return Err(Error::new(

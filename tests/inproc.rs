@@ -707,7 +707,9 @@ async fn drop_without_close_stops_the_backend() {
 async fn the_store_follows_an_in_process_backend() {
     let _turn = serial().await;
     let root = Root::new();
-    let c = Client::new(config(&root, |b| b));
+    // last_server_ts does not apply in-process (there is no catchup), so it does not keep a
+    // store away as it does over the websocket.
+    let c = Client::new(config(&root, |b| b.last_server_ts(1)));
     let store = tether::Store::attach(&c, b"").unwrap();
     c.connect().unwrap();
     let (ev, _) = until_command(&c, "sync_status").await;

@@ -658,6 +658,18 @@ async fn misuse_is_refused_clearly() {
     let e = Store::attach(&unattached, br#"{"request_timeout_ms": 4294967296}"#).unwrap_err();
     assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
     assert!(Store::attach(&unattached, br#"{"request_timeout_ms": 1}"#).is_ok());
+    // gomuks-rpc.md §2: with `last_server_ts` the first sync is a catchup of what changed
+    // since then, meant for a client holding the rest from that time; a store starts empty.
+    let catching_up = Client::new(
+        tether::Config::builder(&b.http_url())
+            .token(&b.token())
+            .last_server_ts(1)
+            .build()
+            .unwrap(),
+    );
+    let e = Store::attach(&catching_up, b"").unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig, "{e}");
+    assert!(e.message().contains("last_server_ts"), "{e}");
     let rw = Client::new(
         tether::Config::builder(&b.rwws_url())
             .protocol(tether::Protocol::Rwws)

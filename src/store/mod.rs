@@ -162,6 +162,8 @@ impl Store {
     /// docs/store.md) or empty.
     /// `ErrState` once `connect` was called, `ErrInUse` if a store was attached before (one
     /// per client, also once dropped), `ErrUnsupported` for an rwws client,
+    /// `ErrConfig` for a websocket client with `last_server_ts` (the store starts empty, and
+    /// that first sync would hold only the rooms changed since then),
     /// `ErrInvalidArgument` for bad options. Dropping the store detaches it: no STORE event
     /// follows the drop.
     pub fn attach(client: &Client, options: &[u8]) -> Result<Store, Error> {

@@ -234,7 +234,8 @@ public final class TetherClient: @unchecked Sendable {
     /// library's `.config`/`.invalidArgument` error (naming the option) for a bad option.
     /// In-process (`TetherOptions.inProcess`): `.config` when the library does not load,
     /// `.inUse` when the data root or the process's one in-process backend is taken. With
-    /// `TetherOptions.store`: `.unsupported` for rwws, `.invalidArgument` for bad store options.
+    /// `TetherOptions.store`: `.unsupported` for rwws, `.config` with `lastServerTs` over the
+    /// websocket, `.invalidArgument` for bad store options.
     public init(_ options: TetherOptions) throws {
         if let e = libraryIncompatibility { throw e }
         var cfg: OpaquePointer? = nil

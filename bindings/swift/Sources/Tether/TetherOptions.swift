@@ -133,7 +133,9 @@ public struct TetherOptions: Sendable {
     /// backpressure. Nothing is dropped. At least 1.
     public var eventBufferCapacity: Int = 256
     /// gomuks: attach a `Store` before connecting, read as `TetherClient.store`. nil (default):
-    /// no store. rwws clients refuse it with `.unsupported`.
+    /// no store. rwws clients refuse it with `.unsupported`, websocket clients with
+    /// `lastServerTs` with `.config` (the store starts empty, and that first sync would hold
+    /// only what changed since then).
     public var store: StoreOptions?
 
     public init(url: String, protocol proto: TetherProtocol = .gomuks) {

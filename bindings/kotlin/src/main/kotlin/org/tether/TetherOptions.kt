@@ -152,7 +152,8 @@ data class TetherOptions(
     /**
      * gomuks: attach a [Store] before connecting (`tether_store_new`), read as
      * [TetherClient.store]. `null` (default): no store. rwws clients refuse it with an
-     * [UnsupportedException].
+     * [UnsupportedException], websocket clients with [lastServerTs] with a [ConfigException]
+     * (the store starts empty, and that first sync would hold only what changed since then).
      */
     val store: StoreOptions? = null,
     /**
