@@ -599,6 +599,25 @@ impl State {
                     }
                     out.push(ev.clone());
                 }
+                // Not the last DISCONNECTED (no retry: CLOSED, a pause or giving up follows):
+                // a closed client's store keeps its last state, and an app shutting down is
+                // not handed one more change set.
+                EventKind::Connected | EventKind::Disconnected
+                    if ev.kind == EventKind::Connected || ev.retry_in.is_some() =>
+                {
+                    let ch = self.model.connection_changed();
+                    let cause = Cause {
+                        command: if ev.kind == EventKind::Connected {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        },
+                        event_id: None,
+                        request_id: None,
+                    };
+                    out.push(ev.clone());
+                    out.extend(self.announce(ch, cause));
+                }
                 _ => out.push(ev.clone()),
             }
         }

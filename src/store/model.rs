@@ -18,12 +18,15 @@ pub(super) struct Stored {
     pub raw: Box<RawValue>,
 }
 
-/// A read receipt, the newest of its (user, type, thread).
+/// A user's read receipt: the one furthest down the timeline, of any type and thread.
 pub(super) struct Receipt {
     pub event_id: String,
     pub timestamp: i64,
     pub raw: Box<RawValue>,
 }
+
+/// State types eviction keeps, as gomuks web does: the composer's emoji come from them.
+const EMOJI_PACKS: &[&str] = &["m.room.image_pack", "im.ponies.room_emotes"];
 
 /// Everything the store knows about one joined room.
 pub(super) struct Room {
@@ -42,7 +45,8 @@ pub(super) struct Room {
     /// The tags of its `m.tag` account data, read once when it arrives: the room list asks
     /// for them for every room on every read.
     tags: Vec<String>,
-    pub receipts: HashMap<(String, String, String), Receipt>,
+    /// By user.
+    pub receipts: HashMap<String, Receipt>,
     pub typing: Vec<String>,
     /// The server may hold older history than the oldest cached row.
     pub has_more: bool,
@@ -213,12 +217,19 @@ impl Room {
                 if head.user_id.is_empty() {
                     continue;
                 }
-                let key = (head.user_id, head.receipt_type, head.thread_id);
-                if let Some(old) = self.receipts.get(&key) {
-                    // An older receipt, or the same one again (a page re-sends them).
-                    if old.timestamp > head.timestamp
-                        || (old.event_id == event_id && old.timestamp == head.timestamp)
-                    {
+                if let Some(old) = self.receipts.get(&head.user_id) {
+                    // One per user, as gomuks web keeps them: the one further down the
+                    // timeline, whatever its type or thread. Where the timeline does not
+                    // place both, the newer. The same one again (a page re-sends them) is
+                    // no change.
+                    let later = match (self.position(&event_id), self.position(&old.event_id)) {
+                        (Some(new), Some(was)) => new > was,
+                        _ => {
+                            head.timestamp > old.timestamp
+                                || (head.timestamp == old.timestamp && old.event_id != event_id)
+                        }
+                    };
+                    if !later {
                         continue;
                     }
                     ch.receipts.insert(old.event_id.clone());
@@ -227,7 +238,7 @@ impl Room {
                 // Something to evict again.
                 self.evicted = false;
                 self.receipts.insert(
-                    key,
+                    head.user_id,
                     Receipt {
                         event_id: event_id.clone(),
                         timestamp: head.timestamp,
@@ -238,10 +249,24 @@ impl Room {
         }
     }
 
-    /// Drops the timeline and every event but the preview (and its edit) and the preview
-    /// sender's member event, as the web client's garbage collection does.
+    /// The timeline rowid of the row showing `event_id`, if the cached timeline has one.
+    fn position(&self, event_id: &str) -> Option<i64> {
+        let rowid = *self.by_id.get(event_id)?;
+        // Receipts point near the end.
+        self.timeline
+            .iter()
+            .rev()
+            .find(|r| r.event_rowid == rowid)
+            .map(|r| r.timeline_rowid)
+    }
+
+    /// Drops the timeline and every event but the preview (and its edit), the preview
+    /// sender's member event and the room's emoji packs, as the web client's garbage
+    /// collection does.
     pub fn evict(&mut self) -> bool {
-        if self.evicted || (self.timeline.is_empty() && self.events.len() <= 3) {
+        if self.evicted
+            || (self.timeline.is_empty() && self.events.len() <= 3 && self.receipts.is_empty())
+        {
             return false;
         }
         self.evicted = true;
@@ -259,10 +284,12 @@ impl Room {
         });
         keep.extend(member.as_ref().map(|m| m.1));
         keep.extend(self.pending.iter().copied());
+        self.state
+            .retain(|kind, _| EMOJI_PACKS.contains(&kind.as_str()));
+        keep.extend(self.state.values().flat_map(|keys| keys.values().copied()));
         self.events.retain(|rowid, _| keep.contains(rowid));
         self.by_id.retain(|_, rowid| keep.contains(rowid));
         self.timeline.clear();
-        self.state.clear();
         if let Some((s, rowid)) = member {
             self.state
                 .entry("m.room.member".into())
@@ -406,6 +433,9 @@ pub(super) struct RoomChanges {
     /// How many rows went before the oldest (pagination).
     #[serde(skip_serializing_if = "is_zero")]
     pub prepended: usize,
+    /// Whether older history is left changed (a page said there is none).
+    #[serde(skip_serializing_if = "is_false")]
+    pub has_more: bool,
     /// Known events that changed (decrypted, edited, reacted to, redacted, sent).
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub updated: BTreeSet<i64>,
@@ -554,6 +584,21 @@ impl Model {
         Some(ch)
     }
 
+    /// The connection came up or went down (gomuks web does the same on both): the backend
+    /// sends typing only as it changes, so lists from before may never be cleared otherwise,
+    /// and the startup is complete again only at this connection's own `init_complete`.
+    pub fn connection_changed(&mut self) -> Changes {
+        let mut ch = Changes {
+            session: std::mem::take(&mut self.session.init_complete),
+            ..Changes::default()
+        };
+        for (id, room) in self.rooms.iter_mut().filter(|(_, r)| !r.typing.is_empty()) {
+            room.typing.clear();
+            ch.room(id).typing = true;
+        }
+        ch
+    }
+
     /// Whether the `client_state` `new` ends the account the store holds: logged out, or a
     /// different user than the one before. Nothing to drop when the store is empty.
     fn account_gone(&self, new: &RawValue) -> bool {
@@ -613,10 +658,14 @@ impl Model {
         for id in s.left_rooms {
             // Left: no longer open either (a rejoined room starts closed, so it is evicted).
             self.open.remove(&id);
-            // A left space's children are no longer its own (gomuks sends no empty edges).
+            // A left space's children are no longer its own (gomuks sends no empty edges),
+            // and it is no longer at the top (gomuks sends that list only when edges change).
+            let top = self.top_level_spaces.len();
+            self.top_level_spaces.retain(|s| *s != id);
             let known = self.rooms.remove(&id).is_some()
                 | self.invites.remove(&id).is_some()
-                | self.space_edges.remove(&id).is_some();
+                | self.space_edges.remove(&id).is_some()
+                | (self.top_level_spaces.len() != top);
             if known {
                 ch.room(&id).removed = true;
                 ch.room_list = true;
@@ -887,6 +936,7 @@ impl Model {
             rc.appended.extend(appended);
         }
         room.apply_receipts(p.receipts, rc);
+        rc.has_more |= room.has_more != p.has_more;
         room.has_more = p.has_more;
     }
 

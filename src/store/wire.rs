@@ -146,10 +146,6 @@ pub(super) struct ReceiptHead {
     #[serde(default, deserialize_with = "lenient")]
     pub user_id: String,
     #[serde(default, deserialize_with = "lenient")]
-    pub receipt_type: String,
-    #[serde(default, deserialize_with = "lenient")]
-    pub thread_id: String,
-    #[serde(default, deserialize_with = "lenient")]
     pub timestamp: i64,
 }
 

@@ -226,7 +226,81 @@ fn pages_merge_in_timeline_order() {
     );
 }
 
-/// A receipt is kept per (user, type, thread), the newest by timestamp.
+/// The last page, even an empty one, says so: `has_more` changed, and a UI drawing "start of
+/// the room" learns it from the change set its action brings, not only from the RESPONSE.
+#[test]
+fn an_empty_last_page_reports_has_more() {
+    let (mut m, epoch) = with_one_row();
+    let last_page = |m: &mut Model| {
+        let mut ch = Changes::default();
+        m.apply_page(
+            ROOM,
+            epoch,
+            br#"{"events": [], "has_more": false}"#,
+            &mut ch,
+        );
+        ch.prune();
+        ch
+    };
+    assert!(last_page(&mut m).rooms[ROOM].has_more);
+    assert!(!m.rooms[ROOM].has_more);
+    assert!(
+        last_page(&mut m).is_empty(),
+        "the same again changes nothing"
+    );
+}
+
+/// One receipt per user, as gomuks web keeps them (room.ts `applyReceipt`): a thread's
+/// receipt and the main one, or a public and a private one, do not show the user twice; the
+/// one further down the timeline wins, whatever the timestamps say (hicli stamps a sender's
+/// implicit receipt with the event's own origin_server_ts, and servers' clocks differ).
+#[test]
+fn receipts_keep_one_per_user_the_furthest_in_the_timeline() {
+    let mut m = seeded();
+    let rows = json!({"timeline": [{"timeline_rowid": 10, "event_rowid": 1},
+                                   {"timeline_rowid": 11, "event_rowid": 2}],
+                      "events": [msg(1, "a"), msg(2, "b")]});
+    apply(&mut m, "sync_complete", json!({"rooms": {ROOM: rows}}));
+    let bob = |event: &str, thread: &str, ts: i64| {
+        json!({"user_id": "@bob:example.org", "receipt_type": "m.read", "thread_id": thread,
+               "event_id": event, "timestamp": ts})
+    };
+    let users = |m: &Model| -> Vec<String> {
+        m.rooms[ROOM]
+            .receipts
+            .values()
+            .map(|r| r.event_id.clone())
+            .collect()
+    };
+    // The later row, stamped earlier, in a thread; then the earlier row, stamped later.
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {"$e2": [bob("$e2", "$root", 10)]}}}}),
+    );
+    let ch = apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {"$e1": [bob("$e1", "", 20)]}}}}),
+    );
+    assert!(
+        !ch.rooms.contains_key(ROOM),
+        "an earlier row changes nothing"
+    );
+    assert_eq!(users(&m), ["$e2"]);
+    // Both in one sync: still one.
+    let mut m2 = seeded();
+    apply(&mut m2, "sync_complete", json!({"rooms": {ROOM: rows}}));
+    apply(
+        &mut m2,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {
+        "$e1": [bob("$e1", "", 20)], "$e2": [bob("$e2", "$root", 10)]}}}}),
+    );
+    assert_eq!(users(&m2), ["$e2"]);
+}
+
+/// Where the timeline does not place both events, the newer timestamp wins.
 #[test]
 fn receipts_keep_the_newest_per_user() {
     let mut m = seeded();
@@ -404,6 +478,32 @@ fn an_evicted_room_is_not_evicted_again_until_it_changes() {
     );
     assert!(m.rooms.get_mut(ROOM).unwrap().evict(), "a receipt came");
     assert!(m.rooms[ROOM].receipts.is_empty());
+}
+
+/// A room known only by its preview (no timeline, a few events) still drops its receipts when
+/// evicted, and keeps its emoji packs as gomuks web's garbage collection does.
+#[test]
+fn eviction_of_a_preview_only_room_drops_receipts_and_keeps_emoji_packs() {
+    let mut m = seeded();
+    let mut pack = msg(90, "");
+    pack["type"] = json!("m.room.image_pack");
+    pack["state_key"] = json!("p");
+    pack["content"] = json!({"images": {}});
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {
+        "events": [pack], "state": {"m.room.image_pack": {"p": 90}},
+        "receipts": {"$e71": [{"user_id": "@c:example.org", "receipt_type": "m.read", "timestamp": 5}]}}}}),
+    );
+    let room = m.rooms.get_mut(ROOM).unwrap();
+    room.timeline.clear();
+    room.events.retain(|rowid, _| *rowid == 90);
+    room.evicted = false;
+    assert!(room.evict());
+    assert!(room.receipts.is_empty());
+    assert_eq!(room.state["m.room.image_pack"]["p"], 90);
+    assert!(room.events.contains_key(&90));
 }
 
 /// gomuks sends before it answers `send_message`, so `send_complete` can arrive first: the

@@ -50,6 +50,8 @@ public struct StoreChange: Sendable {
         /// How many rows went before the oldest (pagination, the first page into an empty
         /// timeline included).
         public let prepended: Int
+        /// Whether older history is left changed (a page said there is none).
+        public let hasMore: Bool
         /// Known events that changed (decrypted, edited, reacted to, redacted, sent).
         public let updated: [Int64]
         /// The pending tail (local echoes) changed.
@@ -116,7 +118,7 @@ public struct StoreChange: Sendable {
             rooms[id] = Room(
                 meta: bool(r, "meta"), removed: bool(r, "removed"), reset: bool(r, "reset"),
                 appended: ints(r, "appended"), prepended: Int(int64(r["prepended"]) ?? 0),
-                updated: ints(r, "updated"), pending: bool(r, "pending"),
+                hasMore: bool(r, "has_more"), updated: ints(r, "updated"), pending: bool(r, "pending"),
                 state: strings(r, "state"), receipts: strings(r, "receipts"),
                 typing: bool(r, "typing"), accountData: strings(r, "account_data"),
                 notifications: (r["notifications"] as? [[String: Any]] ?? []).compactMap { n in

@@ -196,6 +196,9 @@ final class StoreTests: XCTestCase {
         // History is never `appended`: the first page into an empty timeline is `prepended` too.
         XCTAssertEqual(pages.first?.rooms[r2]?.prepended, 10)
         XCTAssertEqual(pages.last?.rooms[r2]?.prepended, 20)
+        // The second page was the last: whether history is left changed with it only.
+        XCTAssertEqual(pages.first?.rooms[r2]?.hasMore, false)
+        XCTAssertEqual(pages.last?.rooms[r2]?.hasMore, true)
         await c.close(timeout: .seconds(10))
     }
 

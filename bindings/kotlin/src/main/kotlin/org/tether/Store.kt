@@ -66,7 +66,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
      * Every change set from the moment collection starts, as the JSON of its STORE event:
      * `{"gen", "cause": {"command"?, "event_id"?, "request_id"?}, "cleared"?, "room_list"?,
      * "spaces"?, "session"?, "account_data"?, "rooms"?: {id: {"meta"?, "removed"?, "reset"?,
-     * "appended"?, "prepended"?, "updated"?, "pending"?, "state"?, "receipts"?, "typing"?,
+     * "appended"?, "prepended"?, "has_more"?, "updated"?, "pending"?, "state"?, "receipts"?, "typing"?,
      * "account_data"?, "notifications"?: [{"rowid", "event_id", "sender", "sound",
      * "highlight"}], "dismiss_notifications"?}}}` (docs/store.md). Each collector has its own
      * unbounded buffer (change sets are small and the client's [TetherClient.events] keeps the
