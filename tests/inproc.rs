@@ -510,6 +510,47 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
     close_and_drain(&c).await;
 }
 
+/// §12.3 logout: newer gomuks sets its client to nil while it logs out, and a call meanwhile
+/// panics (aborting the process; the double aborts as it does). tether runs nothing beside a
+/// logout: a request made while it runs waits for it, and an account command is refused at
+/// once, from the logout's start rather than from the client_state at its end.
+#[tokio::test]
+async fn a_logout_runs_alone_and_ends_account_commands_at_its_start() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = start(config(&root, |b| b));
+    let (ev, _) = until_command(&c, "client_state").await;
+    assert_eq!(json(&ev)["is_logged_in"], true);
+    let logout = c.request("logout", br#"{"ms": 400}"#).unwrap();
+    let marker = root.0.join("fake_logging_out");
+    let deadline = Instant::now() + WAIT;
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the logout never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let echo = c.request("echo", b"{}").unwrap();
+    let upload = c.request("calculate_room_id", b"{}").unwrap();
+    let (r, _) = response(&c, upload).await;
+    assert_eq!(r.status(), Status::ErrState, "{}", json(&r));
+    // The logout's and the echo's replies (in either order) and the logout's client_state.
+    let (mut pending, mut logged_out) = (vec![logout, echo], false);
+    while !pending.is_empty() || !logged_out {
+        let ev = next(&c).await;
+        match ev.kind() {
+            EventKind::Response if pending.contains(&ev.request_id()) => {
+                assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
+                pending.retain(|&id| id != ev.request_id());
+            }
+            EventKind::Message if ev.command() == "client_state" => {
+                assert_eq!(json(&ev)["is_logged_in"], false);
+                logged_out = true;
+            }
+            _ => {}
+        }
+    }
+    close_and_drain(&c).await;
+}
+
 /// A backend that breaks its JSON promise loses nothing and breaks nothing: its non-JSON
 /// event data and reply arrive as JSON strings of the text, so every MESSAGE and RESPONSE
 /// stays JSON (as the websocket's parser guarantees).

@@ -33,7 +33,9 @@
  *   - GomuksDestroy while GomuksStart runs on that handle, or from inside that handle's
  *     EventCallback (the delivery thread cannot join itself);
  *   - a borrowed buffer with base NULL and length > 0;
- *   - on a handle that started logged out (fake_logged_out): Upload*, Download, and the
+ *   - any call while "logout" runs on the handle;
+ *   - on a handle that started logged out (fake_logged_out) or logged out since: Upload*,
+ *     Download, and the
  *     commands upload_media, download_media, get_url_preview and calculate_room_id (the real
  *     library dereferences the nil homeserver URL or account there, interop/FINDINGS.md I7).
  *
@@ -63,6 +65,10 @@
  *     events included), M = the longest single EventCallback call in microseconds
  *     (CLOCK_MONOTONIC time around the call), S = GomuksSubmitCommand calls so far (this one
  *     included), R = the most of them that ran at once.
+ *   - "logout" {"ms":N} (params optional, N default 0): as newer gomuks's Logout, any call on
+ *     the handle while it runs aborts (its client is nil), and afterwards the handle is logged
+ *     out (see the account calls above); it creates <root>/fake_logging_out as it starts,
+ *     waits N ms, answers null, then queues client_state {"is_logged_in":false,...}.
  *   - "get_account_info": {"user_id":"@fake:localhost","device_id":"FAKE",
  *     "homeserver_url":"http://127.0.0.1:1","access_token":"fake-token"}.
  *   - anything else (NULL = ""): error "unknown command \"<name>\"" (JSON-escaped; invalid
@@ -435,6 +441,7 @@ typedef struct job {
     const char *name; /* interned */
     uint64_t count, sent;
     int not_json; /* "not_json":true: the data is the text `seq N`, not JSON */
+    const char *data; /* static: the data of each event instead of {"seq":N} */
 } job;
 
 typedef struct fake {
@@ -446,7 +453,8 @@ typedef struct fake {
     int refs;     /* the registry's one + calls running on the handle */
     int stopping; /* set by GomuksDestroy */
     int have_thread;
-    int logged_out; /* started with fake_logged_out > 0 */
+    int logged_out; /* started with fake_logged_out > 0, or logged out since */
+    int logging_out; /* a "logout" command is running */
     pthread_t thread;
     pthread_cond_t queue_cv; /* delivery thread: queue non-empty or stopping */
     pthread_cond_t stop_cv;  /* "sleep" commands: stopping */
@@ -528,6 +536,7 @@ static fake *acquire(const char *fn, GomuksHandle h) {
     case ST_FAILED: die("%s called after GomuksStart failed (handle %" PRIuPTR ")", fn, h);
     case ST_STARTED: break;
     }
+    if (f->logging_out) die("%s called while logout runs (handle %" PRIuPTR "): the client is nil", fn, h);
     f->refs++;
     pthread_mutex_unlock(&g_mu);
     return f;
@@ -612,6 +621,7 @@ static void *delivery_main(void *arg) {
         job *j = f->head;
         const char *cmd = j->name;
         int not_json = j->not_json; /* read before j may be freed below */
+        const char *data = j->data;
         uint64_t seq = j->sent++;
         if (j->sent == j->count) {
             f->head = j->next;
@@ -621,7 +631,7 @@ static void *delivery_main(void *arg) {
         pthread_mutex_unlock(&g_mu);
         char json[48];
         snprintf(json, sizeof json, not_json ? "seq %" PRIu64 : "{\"seq\":%" PRIu64 "}", seq);
-        deliver(f, cmd, json, 1);
+        deliver(f, cmd, data ? data : json, 1);
         pthread_mutex_lock(&g_mu);
     }
     pthread_mutex_unlock(&g_mu);
@@ -755,6 +765,7 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
         j->count = count;
         j->sent = 0;
         j->not_json = json_true(p, n, "not_json");
+        j->data = NULL;
         if (f->tail) f->tail->next = j;
         else f->head = j;
         f->tail = j;
@@ -765,6 +776,43 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
     sb b = {0};
     sb_printf(&b, "{\"queued\":%" PRIu64 "}", count);
     return sb_response(&b, RESP_OK);
+}
+
+/* Newer gomuks's Logout: its client is nil from the start (any call meanwhile panics), the
+ * account is gone, and client_state says so at the end. */
+static GomuksResponse cmd_logout(fake *f, const uint8_t *p, size_t n) {
+    uint64_t ms = 0;
+    if (n && !json_uint(p, n, "ms", 86400000u, &ms)) return error_text("invalid params");
+    pthread_mutex_lock(&g_mu);
+    f->logging_out = 1;
+    f->logged_out = 1;
+    pthread_mutex_unlock(&g_mu);
+    if (f->root) { /* tells a test the logout is under way */
+        size_t l = strlen(f->root) + sizeof "/fake_logging_out";
+        char *path = xmalloc(l);
+        snprintf(path, l, "%s/fake_logging_out", f->root);
+        FILE *fp = fopen(path, "w");
+        if (fp) fclose(fp);
+        free(path);
+    }
+    sleep_ms(ms);
+    pthread_mutex_lock(&g_mu);
+    f->logging_out = 0;
+    if (!f->stopping) {
+        job *j = xmalloc(sizeof *j);
+        j->next = NULL;
+        j->name = intern_locked("client_state");
+        j->count = 1;
+        j->sent = 0;
+        j->not_json = 0;
+        j->data = "{\"is_logged_in\":false,\"is_verified\":false}";
+        if (f->tail) f->tail->next = j;
+        else f->head = j;
+        f->tail = j;
+        pthread_cond_signal(&f->queue_cv);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return ok_json("null");
 }
 
 static GomuksResponse cmd_stats(fake *f) {
@@ -803,6 +851,8 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
         r = cmd_sleep(f, p, n);
     } else if (strcmp(c, "emit") == 0) {
         r = cmd_emit(f, p, n);
+    } else if (strcmp(c, "logout") == 0) {
+        r = cmd_logout(f, p, n);
     } else if (strcmp(c, "fake_stats") == 0) {
         r = cmd_stats(f);
     } else if (strcmp(c, "get_account_info") == 0) {

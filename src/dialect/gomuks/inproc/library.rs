@@ -363,9 +363,14 @@ pub(super) fn started() {
 }
 
 /// Whether the running backend is logged in, as its latest `client_state` event said (the
-/// first one arrives before `GomuksStart` returns).
+/// first one arrives before `GomuksStart` returns), or as [`set_logged_in`] said since.
 pub(super) fn logged_in() -> bool {
     LOGGED_IN.load(Ordering::Acquire)
+}
+
+/// Overrides [`logged_in`] until the next `client_state`; returns what it was.
+pub(super) fn set_logged_in(v: bool) -> bool {
+    LOGGED_IN.swap(v, Ordering::AcqRel)
 }
 
 /// Follows `client_state` for [`logged_in`].

@@ -142,6 +142,14 @@ const NEEDS_ACCOUNT: &[&str] = &[
     "get_url_preview",
 ];
 
+/// What a call gets once the backend was stopped (the client closed).
+fn closed_before_reply() -> Error {
+    Error::new(
+        Status::ErrClientClosed,
+        crate::session::requests::CLOSED_BEFORE_REPLY,
+    )
+}
+
 /// Whether a process's one in-process backend is taken.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
@@ -222,6 +230,40 @@ impl InProcess {
             client,
         }))
     }
+
+    /// `logout` alone: newer gomuks sets its client to nil while it logs out, and any call
+    /// meanwhile panics, aborting the process; so nothing else runs beside it (the handle's
+    /// write lock), and account commands are refused from its start, not from the
+    /// `client_state` at its end. If it fails, the account is still there.
+    fn logout(&self, call: Call) -> Result<Bytes, Error> {
+        let handle = self.handle.write().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = *handle else {
+            return Err(closed_before_reply());
+        };
+        let was = library::set_logged_in(false);
+        let r = self.run(h, call, 0);
+        if r.is_err() {
+            library::set_logged_in(was);
+        }
+        r
+    }
+
+    /// Makes the call; the caller holds the handle's lock.
+    fn run(&self, h: library::Handle, call: Call, id: i64) -> Result<Bytes, Error> {
+        match call {
+            Call::Command { command, data } => {
+                let command = CString::new(command).map_err(|_| {
+                    Error::new(
+                        Status::ErrInvalidArgument,
+                        "command name contains a NUL byte",
+                    )
+                })?;
+                self.api.submit(h, &command, data)
+            }
+            Call::Upload { params, bytes } => self.api.upload(h, id, params, bytes),
+            Call::Download { params } => self.api.download(h, id, params),
+        }
+    }
 }
 
 /// Locks `root/tether.lock` for this process (released when the file closes), so a second
@@ -297,26 +339,14 @@ impl Local for InProcess {
                 ));
             }
         }
+        if matches!(&call, Call::Command { command, .. } if command == "logout") {
+            return self.logout(call);
+        }
         let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
         let Some(h) = *handle else {
-            return Err(Error::new(
-                Status::ErrClientClosed,
-                crate::session::requests::CLOSED_BEFORE_REPLY,
-            ));
+            return Err(closed_before_reply());
         };
-        match call {
-            Call::Command { command, data } => {
-                let command = CString::new(command).map_err(|_| {
-                    Error::new(
-                        Status::ErrInvalidArgument,
-                        "command name contains a NUL byte",
-                    )
-                })?;
-                self.api.submit(h, &command, data)
-            }
-            Call::Upload { params, bytes } => self.api.upload(h, id, params, bytes),
-            Call::Download { params } => self.api.download(h, id, params),
-        }
+        self.run(h, call, id)
     }
 
     fn stop(&self) {
