@@ -1352,7 +1352,8 @@ int64_t tether_event_request_id(const struct tether_event *ev);
 /**
  * RESPONSE: `TETHER_OK`, `TETHER_ERR_REMOTE` (data is the server's error string as JSON),
  * `_REQUEST_TIMEOUT`, `_CANCELLED`, `_DISCONNECTED` or `_CLIENT_CLOSED`. DISCONNECTED: why the
- * connection ended. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
+ * connection ended. UNSENT: `TETHER_ERR_CLIENT_CLOSED`, or `TETHER_ERR_PANIC` after an
+ * internal panic. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
  */
 tether_status tether_event_status(const struct tether_event *ev);
 

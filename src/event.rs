@@ -149,7 +149,8 @@ impl Event {
     pub fn request_id(&self) -> i64 {
         self.request_id
     }
-    /// RESPONSE: the outcome; DISCONNECTED: the reason; otherwise `Ok`.
+    /// RESPONSE: the outcome; DISCONNECTED: the reason; UNSENT: `ErrClientClosed`, or
+    /// `ErrPanic` after an internal panic; otherwise `Ok`.
     pub fn status(&self) -> Status {
         self.status
     }

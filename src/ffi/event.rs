@@ -47,7 +47,8 @@ ffi_fn! {
 ffi_fn! {
     /// RESPONSE: `TETHER_OK`, `TETHER_ERR_REMOTE` (data is the server's error string as JSON),
     /// `_REQUEST_TIMEOUT`, `_CANCELLED`, `_DISCONNECTED` or `_CLIENT_CLOSED`. DISCONNECTED: why the
-    /// connection ended. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
+    /// connection ended. UNSENT: `TETHER_ERR_CLIENT_CLOSED`, or `TETHER_ERR_PANIC` after an
+    /// internal panic. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
     fn tether_event_status(ev: *const tether_event) -> tether_status {
         field(ev, Status::ErrNull.code(), |e| e.status().code())
     } ?= code

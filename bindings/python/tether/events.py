@@ -129,7 +129,9 @@ class Event:
     #: (negative for buffered events, 0 otherwise); PROGRESS, CHUNK: the upload's or
     #: download's request id.
     request_id: int
-    #: RESPONSE: the outcome; DISCONNECTED: why the connection ended; else ``Status.OK``.
+    #: RESPONSE: the outcome; DISCONNECTED: why the connection ended; UNSENT:
+    #: ``Status.ERR_CLIENT_CLOSED``, or ``Status.ERR_PANIC`` after an internal panic; else
+    #: ``Status.OK``.
     status: int
     #: MESSAGE: the gomuks command name (``sync_complete``, ``init_complete``, ...).
     command: str

@@ -83,7 +83,9 @@ public struct Event: Sendable {
     /// RESPONSE/PONG: the request id; MESSAGE: the server's event id (negative for buffered
     /// events, 0 otherwise).
     public let requestId: Int64
-    /// DISCONNECTED: why the connection ended (a `TETHER_*` status; `TETHER_OK` otherwise).
+    /// RESPONSE: the outcome; DISCONNECTED: why the connection ended; UNSENT:
+    /// `TETHER_ERR_CLIENT_CLOSED`, or `TETHER_ERR_PANIC` after an internal panic (a `TETHER_*`
+    /// status; `TETHER_OK` otherwise).
     public let status: Int32
     /// gomuks command name of a MESSAGE, "" otherwise.
     public let command: String

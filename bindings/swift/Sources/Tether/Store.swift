@@ -398,6 +398,10 @@ public final class Store: @unchecked Sendable {
         do {
             let data = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (w: CheckedContinuation<Data, Error>) in
+                    if ticket.cancelledBeforeSending {
+                        w.resume(throwing: CancellationError())
+                        return
+                    }
                     var id: Int64 = 0
                     let status: tether_status
                     do {

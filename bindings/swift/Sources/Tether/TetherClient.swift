@@ -194,6 +194,15 @@ final class RequestTicket: @unchecked Sendable {
         return cancelled
     }
 
+    /// Whether the task was cancelled before the request was sent: a cancellation that lands
+    /// between `Task.checkCancellation()` and the continuation runs the cancellation handler
+    /// at once, before the body that would send.
+    var cancelledBeforeSending: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return cancelled && id == nil
+    }
+
     /// Marks cancelled; the id to cancel if the request was already sent.
     func cancel() -> Int64? {
         lock.lock()
@@ -222,7 +231,10 @@ public final class TetherClient: @unchecked Sendable {
     /// (`TetherLogRecord.clientID`).
     public let id: UInt64
     /// Every event except request replies, in order, bounded with backpressure (see
-    /// `TetherEvents`); ends after CLOSED.
+    /// `TetherEvents`); ends after CLOSED. The sequence does not hold the client: a task that
+    /// iterates `let events = client.events` lets the client go when its last reference is
+    /// released (the sequence then ends), while one that reads `client.events` inside keeps
+    /// it alive until CLOSED.
     public let events: TetherEvents
     /// The client's gomuks store, attached before the client connected when
     /// `TetherOptions.store` is set; nil otherwise. It may outlive the client (reads work,
@@ -321,6 +333,10 @@ public final class TetherClient: @unchecked Sendable {
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (w: CheckedContinuation<Data, Error>) in
+                    if ticket.cancelledBeforeSending {
+                        w.resume(throwing: CancellationError())
+                        return
+                    }
                     var id: Int64 = 0
                     let status = data.withUnsafeBytes { raw -> tether_status in
                         let p = raw.bindMemory(to: UInt8.self).baseAddress

@@ -223,12 +223,17 @@ public struct TetherOptions: Sendable {
                 { ctx, url, answer in
                     guard let ctx, let url else { return TETHER_OK }
                     let box = Unmanaged<ProxyResolverBox>.fromOpaque(ctx).takeUnretainedValue()
+                    let proxy: String?
                     do {
-                        guard let proxy = try box.resolve(String(cString: url)) else { return TETHER_OK }
-                        return tether_proxy_answer_set(answer, try cString(proxy, "the proxy answer"))
+                        proxy = try box.resolve(String(cString: url))
                     } catch {
-                        return TETHER_ERR_CONNECT
+                        return TETHER_ERR_CONNECT  // the resolver's own failure: retried
                     }
+                    guard let proxy else { return TETHER_OK }
+                    // An answer with a NUL is no proxy URL: the same resolver would give it
+                    // again, so it ends the client (.config) like any other such answer.
+                    guard let c = try? cString(proxy, "the proxy answer") else { return TETHER_ERR_CONFIG }
+                    return tether_proxy_answer_set(answer, c)
                 },
                 ctx,
                 { ctx in

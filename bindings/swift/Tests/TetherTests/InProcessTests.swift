@@ -7,7 +7,8 @@ import XCTest
 
 /// A process runs one in-process backend at a time, and XCTest runs every test in one process,
 /// one after another: each test closes its clients with `close(timeout:)`, which returns once
-/// CLOSED came, when the backend has stopped and the slot is free again.
+/// CLOSED came. The backend has stopped and the slot is free by then unless a call was still
+/// running in it for more than 5 s (none of these tests leaves one).
 final class InProcessTests: XCTestCase {
     /// Closes `c` and checks its last events: DISCONNECTED (OK, no retry), then CLOSED (so no
     /// unread event is left, such as a media transfer's PROGRESS or CHUNK).

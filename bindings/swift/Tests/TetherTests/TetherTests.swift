@@ -31,6 +31,27 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(closed)
     }
 
+    /// A task reading a copy of `client.events` (the README's pattern) does not keep the
+    /// client: releasing the last reference frees it, closing it first, and the sequence ends.
+    func testReleasingTheClientEndsAReaderOfItsEvents() async throws {
+        let b = try Backend()
+        weak var released: TetherClient?
+        let events: TetherEvents
+        do {
+            let c = try TetherClient(b.gomuks())
+            released = c
+            events = c.events
+            _ = try await c.request("echo", data: json("{}"))
+        }
+        let kinds = try await withTimeout(.seconds(20), "the end of the events") {
+            var kinds: [EventKind] = []
+            for await ev in events { kinds.append(ev.kind) }
+            return kinds
+        }
+        XCTAssertNil(released)
+        XCTAssertTrue(kinds.contains(.connected), "\(kinds)")
+    }
+
     func testRequestTimeoutAndCancel() async throws {
         let b = try Backend()
         var o = b.gomuks()
@@ -284,6 +305,15 @@ final class TetherTests: XCTestCase {
         XCTAssertNotNil(d.retryInMs)
         XCTAssertTrue(String(decoding: d.data, as: UTF8.self).contains("proxy resolver failed"))
         await c2.close(timeout: .seconds(10))
+
+        // An answer with a NUL is no proxy URL and would come again: the client ends (.config).
+        var broken = b.gomuks()
+        broken.proxyResolver = { _ in "http://a\u{0}b" }
+        let c3 = try TetherClient(broken)
+        let d3 = try await next(c3, "DISCONNECTED") { $0.kind == .disconnected }
+        XCTAssertEqual(TetherError(status: d3.status, message: ""), .config(""))
+        XCTAssertNil(d3.retryInMs)
+        await c3.close(timeout: .seconds(10))
     }
 
     /// The last reference to a client may go inside its own resolver: the free that runs there

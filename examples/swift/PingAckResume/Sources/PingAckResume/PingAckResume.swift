@@ -31,12 +31,13 @@ struct PingAckResume {
         try TetherLog.setHandler(level: .info) { r in print("log: \(r.level) \(r.target): \(r.message)") }
         let client = try TetherClient(options)
 
+        let events = client.events  // not the client: the task must not keep it alive
         let reader = Task { () -> Summary in
             var s = Summary()
             // Buffered events count down from -1; each must be the previous one minus 1.
             var lastId: Int64 = 0
             var replayed: Int? = nil
-            for await ev in client.events {
+            for await ev in events {
                 switch ev.kind {
                 case .connected:
                     print("connected\(ev.resumeAttempted ? ", resuming after event \(lastId)" : "")")

@@ -92,6 +92,10 @@ class Event internal constructor(
     val kind: EventKind,
     /** RESPONSE/PONG: the request id; MESSAGE: the server's event id (negative when buffered). */
     val requestId: Long,
+    /**
+     * RESPONSE: the outcome; DISCONNECTED: why the connection ended; UNSENT: ERR_CLIENT_CLOSED,
+     * or ERR_PANIC after an internal panic; OK otherwise.
+     */
     val status: Status,
     /** gomuks command name of a MESSAGE, "" otherwise. */
     val command: String,
