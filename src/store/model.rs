@@ -45,6 +45,8 @@ pub(super) struct Room {
     /// The tags of its `m.tag` account data, read once when it arrives: the room list asks
     /// for them for every room on every read.
     tags: Vec<String>,
+    /// The `order` of its `m.favourite` tag (0 when the tag has none), `None` when not one.
+    pub favourite_order: Option<f64>,
     /// By user.
     pub receipts: HashMap<String, Receipt>,
     pub typing: Vec<String>,
@@ -88,6 +90,7 @@ impl Room {
             members_loaded: false,
             account_data: HashMap::new(),
             tags: Vec::new(),
+            favourite_order: None,
             receipts: HashMap::new(),
             typing: Vec::new(),
             has_more: true,
@@ -130,14 +133,20 @@ impl Room {
     /// Stores room account data of one type (keeping the tags current).
     fn put_account_data(&mut self, kind: &str, raw: &RawValue) {
         if kind == "m.tag" {
-            self.tags = serde_json::from_str::<Value>(raw.get())
-                .ok()
-                .and_then(|v| {
-                    v["content"]["tags"]
-                        .as_object()
-                        .map(|t| t.keys().cloned().collect())
-                })
+            let v = serde_json::from_str::<Value>(raw.get()).ok();
+            let tags = v.as_ref().and_then(|v| v["content"]["tags"].as_object());
+            self.tags = tags
+                .map(|t| t.keys().cloned().collect())
                 .unwrap_or_default();
+            // As gomuks web reads it: a number, or a string holding one; anything else is 0.
+            self.favourite_order = tags.and_then(|t| t.get("m.favourite")).map(|f| {
+                let order = match &f["order"] {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                };
+                order.filter(|o: &f64| o.is_finite()).unwrap_or(0.0)
+            });
         }
         self.account_data.insert(kind.to_owned(), raw.to_owned());
     }
@@ -494,7 +503,7 @@ impl RoomChanges {
 
 /// The fields of a room's list entry: a change to any of them moves or redraws the entry.
 #[derive(PartialEq)]
-pub(super) struct ListKey(Vec<Value>, Vec<Option<String>>, bool, bool);
+pub(super) struct ListKey(Vec<Value>, Vec<Option<String>>, Option<f64>, bool);
 
 impl Model {
     /// The list-relevant facts of a room, to tell whether an event changed the list.
@@ -528,7 +537,7 @@ impl Model {
         Some(ListKey(
             fields,
             shown,
-            r.has_tag("m.favourite"),
+            r.favourite_order,
             r.has_tag("m.lowpriority"),
         ))
     }

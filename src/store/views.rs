@@ -78,8 +78,15 @@ struct Entry<'a> {
     unread_highlights: i64,
     marked_unread: bool,
     favourite: bool,
+    /// Where a favourite goes among the favourites (its tag's `order`, lowest first).
+    #[serde(skip)]
+    favourite_order: f64,
     low_priority: bool,
     invite: bool,
+    /// Open in the app: the `unreads` filter keeps it once read, as gomuks web keeps the
+    /// room being viewed.
+    #[serde(skip)]
+    open: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     inviter: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,9 +123,11 @@ fn entry<'a>(id: &'a str, r: &'a Room) -> Entry<'a> {
         unread_notifications: r.meta_i64("unread_notifications"),
         unread_highlights: r.meta_i64("unread_highlights"),
         marked_unread: r.meta.get("marked_unread") == Some(&Value::Bool(true)),
-        favourite: r.has_tag("m.favourite"),
+        favourite: r.favourite_order.is_some(),
+        favourite_order: r.favourite_order.unwrap_or(0.0),
         low_priority: r.has_tag("m.lowpriority"),
         invite: false,
+        open: r.open,
         inviter: None,
         preview: preview.map(|p| &*p.raw),
     }
@@ -166,7 +175,7 @@ impl<'a> SpaceFilter<'a> {
         match self.kind {
             "home" => true,
             "dms" => e.dm_user_id.is_some(),
-            "unreads" => e.is_unread(),
+            "unreads" => e.is_unread() || e.open,
             // As gomuks web: a DM is in `dms`, not among the other rooms.
             "orphans" => !self.members.contains(e.room_id) && e.dm_user_id.is_none(),
             _ => self.members.contains(e.room_id),
@@ -227,8 +236,10 @@ fn entries(m: &Model) -> Vec<Entry<'_>> {
         unread_highlights: 1,
         marked_unread: true,
         favourite: false,
+        favourite_order: 0.0,
         low_priority: false,
         invite: true,
+        open: false,
         inviter: i.inviter.as_deref(),
         preview: None,
     }));
@@ -267,7 +278,15 @@ pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Err
     let low = a.low_priority_last.unwrap_or(true);
     list.sort_by(|x, y| {
         let group = |e: &Entry| (!e.invite, !(fav && e.favourite), low && e.low_priority);
-        group(x).cmp(&group(y)).then_with(|| {
+        // Pinned favourites in their tags' order, as gomuks web sorts them; then the list's
+        // own order.
+        let pinned = |e: &Entry| fav && e.favourite;
+        let by_order = if pinned(x) && pinned(y) {
+            x.favourite_order.total_cmp(&y.favourite_order)
+        } else {
+            std::cmp::Ordering::Equal
+        };
+        group(x).cmp(&group(y)).then(by_order).then_with(|| {
             if by_name {
                 x.name.to_lowercase().cmp(&y.name.to_lowercase())
             } else {

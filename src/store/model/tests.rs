@@ -250,6 +250,72 @@ fn an_empty_last_page_reports_has_more() {
     );
 }
 
+/// The room ids of a `room_list` read.
+fn listed(m: &Model, args: Value) -> Vec<String> {
+    let out = crate::store::views::room_list(m, 0, args.to_string().as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `unreads` filter keeps a room that is open once it is read, as gomuks web keeps the
+/// room being viewed, and only while it is open.
+#[test]
+fn the_unreads_filter_keeps_the_open_room() {
+    let mut m = Model::default();
+    let meta = json!({"room_id": ROOM, "name": "r", "sorting_timestamp": 1});
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"meta": meta}}}),
+    );
+    let unreads = |m: &Model| listed(m, json!({"space": "unreads"}));
+    assert!(unreads(&m).is_empty());
+    m.rooms.get_mut(ROOM).unwrap().open = true;
+    assert_eq!(unreads(&m), [ROOM]);
+    m.rooms.get_mut(ROOM).unwrap().open = false;
+    assert!(unreads(&m).is_empty());
+}
+
+/// Favourites are pinned in their `m.favourite` tag's order, lowest first, whatever their
+/// activity (gomuks web's `favoriteSort`); a change of order changes the room list.
+#[test]
+fn favourites_keep_their_tag_order() {
+    let mut m = Model::default();
+    let room = |id: &str, ts: i64, order: Value| {
+        let tags = if order.is_null() {
+            json!({})
+        } else {
+            json!({"m.favourite": {"order": order}})
+        };
+        (
+            id.to_owned(),
+            json!({"meta": {"room_id": id, "name": id, "sorting_timestamp": ts},
+                               "account_data": {"m.tag": {"type": "m.tag", "content": {"tags": tags}}}}),
+        )
+    };
+    let rooms: serde_json::Map<String, Value> = [
+        room("!new:x", 300, json!(0.9)),
+        room("!old:x", 100, json!("0.1")),
+        room("!plain:x", 400, Value::Null),
+        room("!bad:x", 200, json!("not a number")),
+    ]
+    .into_iter()
+    .collect();
+    apply(&mut m, "sync_complete", json!({"rooms": rooms}));
+    let list = |m: &Model| listed(m, json!({}));
+    assert_eq!(list(&m), ["!bad:x", "!old:x", "!new:x", "!plain:x"]);
+    let reordered = json!({"rooms": {"!new:x": {"account_data": {"m.tag": {"type": "m.tag",
+        "content": {"tags": {"m.favourite": {"order": 0.05}}}}}}}});
+    let ch = apply(&mut m, "sync_complete", reordered);
+    assert!(ch.room_list);
+    assert_eq!(list(&m), ["!bad:x", "!new:x", "!old:x", "!plain:x"]);
+}
+
 /// One receipt per user, as gomuks web keeps them (room.ts `applyReceipt`): a thread's
 /// receipt and the main one, or a public and a private one, do not show the user twice; the
 /// one further down the timeline wins, whatever the timestamps say (hicli stamps a sender's
