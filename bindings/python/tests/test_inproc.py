@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -304,6 +306,38 @@ def test_close_ends_with_closed_and_frees_the_root_for_a_new_client(
     assert c.closed and c.state == tether.ConnectionState.CLOSED
     with started(fake_ffi, root) as again:
         assert again.request("echo", {"second": "life"}) == {"second": "life"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_does_not_keep_the_data_root_locked(fake_ffi: Path, root: Path) -> None:
+    """A client in another process is refused the data root while one here holds it; a child
+    forked without exec (multiprocessing's fork start method) does not hold it: once the
+    client is closed, a new one opens the root while the child still lives."""
+    other = (
+        "import sys, tether\n"
+        "try:\n"
+        "    tether.Client(in_process=(sys.argv[1], sys.argv[2]))\n"
+        "except tether.InUseError as e:\n"
+        "    print(e)\n"
+        "    sys.exit(3)\n"
+    )
+    r, w = os.pipe()
+    with started(fake_ffi, root):
+        run = subprocess.run([sys.executable, "-c", other, str(fake_ffi), str(root)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 3 and "in use by another client" in run.stdout, run
+        pid = os.fork()
+        if pid == 0:  # the child: lives until the parent closes the pipe, touches no client
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+    try:
+        with started(fake_ffi, root) as again:
+            assert again.request("echo", {"child": "alive"}) == {"child": "alive"}
+    finally:
+        os.close(w)
+        os.close(r)
+        os.waitpid(pid, 0)
 
 
 # -- media -------------------------------------------------------------------------------------

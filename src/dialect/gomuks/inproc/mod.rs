@@ -266,9 +266,9 @@ impl InProcess {
     }
 }
 
-/// Locks `root/tether.lock` for this process (released when the file closes), so a second
-/// client on the same data root, here or in another process, is refused instead of sharing
-/// the database with the first.
+/// Locks `root/tether.lock` for this process (released when the file closes), so a client
+/// of another process on the same data root is refused instead of sharing the database with
+/// this one (a second client in this process is refused by the process slot before).
 fn lock_root(root: &Path) -> Result<File, Error> {
     use std::os::fd::AsRawFd;
     let path = root.join("tether.lock");
@@ -283,8 +283,18 @@ fn lock_root(root: &Path) -> Result<File, Error> {
                 format!("cannot open {}: {e}", path.display()),
             )
         })?;
-    // SAFETY: a valid open descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A POSIX record lock, not flock(2): it belongs to this process, so a child forked
+    // without exec (Python's multiprocessing) does not keep the root locked after this
+    // client closed. Such a lock ends when any descriptor of the file closes in this
+    // process: only this function opens it, and it does not run while this process holds
+    // the lock (the process slot, taken first, refuses a second backend).
+    // SAFETY: zeroed is a valid `flock` (plain integers); the fields set are the ones the
+    // call reads.
+    let mut whole: libc::flock = unsafe { std::mem::zeroed() };
+    whole.l_type = libc::F_WRLCK as _;
+    whole.l_whence = libc::SEEK_SET as _;
+    // SAFETY: a valid open descriptor and a valid `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &whole) } != 0 {
         return Err(Error::new(
             Status::ErrInUse,
             format!(
