@@ -37,6 +37,42 @@ pub(super) fn raw_map(v: Option<&RawValue>) -> Vec<(String, &RawValue)> {
         .unwrap_or_default()
 }
 
+/// A list whose items are decoded one by one, as a field: an item of the wrong shape is
+/// skipped alone, and anything but a list reads as empty.
+pub(super) fn lenient_items<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|i| T::deserialize(i).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// A room's state map (type → state key → event rowid), as a field: an entry of the wrong
+/// shape is skipped alone, and anything but an object reads as empty.
+pub(super) fn lenient_state<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<HashMap<String, HashMap<String, i64>>, D::Error> {
+    let Value::Object(types) = Value::deserialize(d)? else {
+        return Ok(HashMap::new());
+    };
+    Ok(types
+        .into_iter()
+        .filter_map(|(kind, keys)| match keys {
+            Value::Object(keys) => Some((
+                kind,
+                keys.into_iter()
+                    .filter_map(|(key, rowid)| Some((key, rowid.as_i64()?)))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
 /// A list whose items are decoded one by one.
 pub(super) fn raw_list(v: Option<&RawValue>) -> Vec<&RawValue> {
     v.and_then(|v| serde_json::from_str::<Vec<&RawValue>>(v.get()).ok())
@@ -71,12 +107,12 @@ pub(super) struct SyncRoom<'a> {
     /// Replaces the meta; v0.2608 omits it when unchanged.
     #[serde(default, deserialize_with = "lenient")]
     pub meta: Option<serde_json::Map<String, Value>>,
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub timeline: Vec<TimelineRow>,
     #[serde(default, deserialize_with = "lenient")]
     pub reset: bool,
     /// type → state_key → event rowid, deep-merged.
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "lenient_state")]
     pub state: HashMap<String, HashMap<String, i64>>,
     #[serde(default, borrow)]
     pub account_data: Option<&'a RawValue>,

@@ -250,6 +250,25 @@ fn an_empty_last_page_reports_has_more() {
     );
 }
 
+/// docs/store.md Tolerance: one bad timeline row or state entry is skipped alone, not the
+/// room's whole timeline or state.
+#[test]
+fn a_bad_row_or_state_entry_is_skipped_alone() {
+    let (mut m, _) = with_one_row();
+    let room = json!({
+        "timeline": [5, {"timeline_rowid": 11, "event_rowid": 2}],
+        "events": [msg(2, "b")],
+        "state": {"m.room.topic": "not a map",
+                  "m.room.member": {"@a:x": "not a rowid", "@b:x": 2}},
+    });
+    apply(&mut m, "sync_complete", json!({"rooms": {ROOM: room}}));
+    assert_eq!(rows(&m), [(10, 1), (11, 2)]);
+    let state = &m.rooms[ROOM].state;
+    assert_eq!(state["m.room.member"].get("@b:x"), Some(&2));
+    assert!(!state["m.room.member"].contains_key("@a:x"));
+    assert!(!state.contains_key("m.room.topic"));
+}
+
 /// The room ids of a `room_list` read.
 fn listed(m: &Model, args: Value) -> Vec<String> {
     let out = crate::store::views::room_list(m, 0, args.to_string().as_bytes()).unwrap();
