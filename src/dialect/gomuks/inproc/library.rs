@@ -5,7 +5,10 @@
 //! one sink for the one backend a process runs at a time, and a small table of slots for the
 //! progress and stream callbacks of uploads and downloads running at once, each slot with its
 //! own trampoline. Every callback only copies (or takes ownership of) what it is given and
-//! hands it to an unbounded channel: it never blocks the backend's threads.
+//! hands it to an unbounded channel: it never waits for the app. Callbacks share the sink's
+//! lock, held while one checks and queues what it was given (an event's JSON is validated
+//! under it, which keeps delivery in the order the backend called; a multi-megabyte
+//! `sync_complete` holds a download's chunk callbacks for that long).
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
@@ -393,7 +396,8 @@ fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
 }
 
 /// The FFI's event callback: takes ownership of the data (no copy), looks the command up
-/// among the known names, and hands both to the session. Never blocks, never unwinds.
+/// among the known names, and hands both to the session. Never waits for the app, never
+/// unwinds.
 unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, data: Owned) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
@@ -441,8 +445,18 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
 /// Slots for the callbacks that carry no context at all (progress, stream): each running
 /// upload or download holds one slot, whose trampoline knows the slot's request id.
 struct Slots {
-    ids: Mutex<[i64; SLOTS]>,
+    table: Mutex<Table>,
     freed: Condvar,
+}
+
+struct Table {
+    /// The request id holding each slot, 0 when free.
+    ids: [i64; SLOTS],
+    /// Where the search for a free slot starts: slots are taken in turn, so a freed slot is
+    /// not the next one taken. gomuks reports upload progress from its HTTP transport's
+    /// goroutine, which may still run when the upload call has returned (an early error
+    /// answer); its late report then finds the slot free, not another upload's.
+    next: usize,
 }
 
 /// Uploads (and, separately, downloads) that can report at once; more wait for a slot.
@@ -456,7 +470,10 @@ struct SlotGuard {
 impl Slots {
     const fn new() -> Slots {
         Slots {
-            ids: Mutex::new([0; SLOTS]),
+            table: Mutex::new(Table {
+                ids: [0; SLOTS],
+                next: 0,
+            }),
             freed: Condvar::new(),
         }
     }
@@ -464,24 +481,33 @@ impl Slots {
     /// A free slot for request `id`; waits (on the blocking thread running the request)
     /// while all are taken.
     fn acquire(&'static self, id: i64) -> SlotGuard {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(index) = ids.iter().position(|&s| s == 0) {
-                ids[index] = id;
+            let start = t.next;
+            let free = (0..SLOTS)
+                .map(|k| (start + k) % SLOTS)
+                .find(|&i| t.ids[i] == 0);
+            if let Some(index) = free {
+                t.ids[index] = id;
+                t.next = (index + 1) % SLOTS;
                 return SlotGuard { table: self, index };
             }
-            ids = self.freed.wait(ids).unwrap_or_else(|e| e.into_inner());
+            t = self.freed.wait(t).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     fn id(&self, index: usize) -> i64 {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner())[index]
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).ids[index]
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.table.ids.lock().unwrap_or_else(|e| e.into_inner())[self.index] = 0;
+        self.table
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ids[self.index] = 0;
         self.table.freed.notify_one();
     }
 }
@@ -531,3 +557,29 @@ trampolines!(STREAM_TRAMPOLINES, StreamCallback, Borrowed, stream_in, [
     0 => stream_0, 1 => stream_1, 2 => stream_2, 3 => stream_3,
     4 => stream_4, 5 => stream_5, 6 => stream_6, 7 => stream_7,
 ]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A freed slot is not the next one taken, so a late progress report of an upload that
+    /// has returned finds its slot free rather than credited to the next upload; a slot
+    /// comes back once the others had their turn.
+    #[test]
+    fn slots_are_taken_in_turn() {
+        static T: Slots = Slots::new();
+        let first = T.acquire(1);
+        let index = first.index;
+        drop(first);
+        let second = T.acquire(2);
+        assert_ne!(second.index, index);
+        assert_eq!(T.id(index), 0, "the late report finds no request");
+        let others: Vec<SlotGuard> = (3..).take(SLOTS - 1).map(|id| T.acquire(id)).collect();
+        assert_eq!(
+            T.id(index),
+            3 + SLOTS as i64 - 2,
+            "the last one taken wrapped round"
+        );
+        drop((second, others));
+    }
+}
