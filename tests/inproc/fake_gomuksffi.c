@@ -35,9 +35,10 @@
  *   - a borrowed buffer with base NULL and length > 0;
  *   - any call while "logout" runs on the handle;
  *   - on a handle that started logged out (fake_logged_out) or logged out since: Upload*,
- *     Download, and the
- *     commands upload_media, download_media, get_url_preview and calculate_room_id (the real
- *     library dereferences the nil homeserver URL or account there, interop/FINDINGS.md I7).
+ *     Download, "logout", and the commands upload_media and calculate_room_id, and (not with
+ *     -DFAKE_GOMUKS_NO_DOWNLOAD, as older FFIs pass them to hicli) download_media and
+ *     get_url_preview (the real library dereferences the nil homeserver URL or account there,
+ *     interop/FINDINGS.md I7).
  *
  * GomuksStart(handle, cb).
  *   1. If <root>/fake_start_delay_ms holds an integer N > 0, sleep N ms first.
@@ -65,7 +66,8 @@
  *     events included), M = the longest single EventCallback call in microseconds
  *     (CLOCK_MONOTONIC time around the call), S = GomuksSubmitCommand calls so far (this one
  *     included), R = the most of them that ran at once.
- *   - "logout" {"ms":N} (params optional, N default 0): as newer gomuks's Logout, any call on
+ *   - "logout" {"ms":N} (without a valid "ms", 0): aborts when logged out (it reads the
+ *     account); else, as newer gomuks's Logout, any call on
  *     the handle while it runs aborts (its client is nil), and afterwards the handle is logged
  *     out (see the account calls above); it creates <root>/fake_logging_out as it starts,
  *     waits N ms, answers null, then queues client_state {"is_logged_in":false,...}.
@@ -782,7 +784,8 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
  * account is gone, and client_state says so at the end. */
 static GomuksResponse cmd_logout(fake *f, const uint8_t *p, size_t n) {
     uint64_t ms = 0;
-    if (n && !json_uint(p, n, "ms", 86400000u, &ms)) return error_text("invalid params");
+    if (!json_uint(p, n, "ms", 86400000u, &ms)) ms = 0; /* optional: gomuks takes no params */
+    needs_account(f, "logout"); /* gomuks's Logout reads the account first */
     pthread_mutex_lock(&g_mu);
     f->logging_out = 1;
     f->logged_out = 1;
@@ -835,8 +838,13 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
     if (++f->running > f->max_running) f->max_running = f->running;
     pthread_mutex_unlock(&g_mu);
     const char *c = command ? command : "";
-    static const char *const account_commands[] = {"upload_media", "download_media",
-                                                   "get_url_preview", "calculate_room_id"};
+    /* download_media and get_url_preview are run by the FFI itself from the version that
+     * has GomuksDownloadMediaPath on; older ones pass them to hicli, which does not know them. */
+    static const char *const account_commands[] = {"upload_media", "calculate_room_id",
+#ifndef FAKE_GOMUKS_NO_DOWNLOAD
+                                                   "download_media", "get_url_preview",
+#endif
+    };
     for (size_t i = 0; i < sizeof account_commands / sizeof *account_commands; i++)
         if (strcmp(c, account_commands[i]) == 0) needs_account(f, c);
     const uint8_t *p = data.base;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
@@ -296,6 +296,12 @@ impl Api {
     }
 
     /// `GomuksDownloadMediaPath`, streaming chunks for request `id`. Blocking.
+    /// Whether the library has `GomuksDownloadMediaPath`: the FFI of gomuks v0.2608 on,
+    /// which also runs `download_media` and `get_url_preview` itself.
+    pub(super) fn streams_downloads(&self) -> bool {
+        self.download_path.is_some()
+    }
+
     pub(super) fn download(&self, h: Handle, id: i64, params: &[u8]) -> Result<Bytes, Error> {
         let Some(download) = self.download_path else {
             return Err(Error::new(
@@ -347,6 +353,9 @@ struct Registered {
 /// Whether the running backend's latest `client_state` said it is logged in.
 static LOGGED_IN: AtomicBool = AtomicBool::new(false);
 
+/// How many `client_state` events arrived (so an override can tell whether one came since).
+static CLIENT_STATES: AtomicU64 = AtomicU64::new(0);
+
 /// Installs (or with `None`, removes) the sink of the process's running backend. Installed
 /// on the thread that is about to call `GomuksStart`, which then calls [`started`].
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
@@ -371,6 +380,11 @@ pub(super) fn logged_in() -> bool {
     LOGGED_IN.load(Ordering::Acquire)
 }
 
+/// How many `client_state` events have arrived so far.
+pub(super) fn client_states_seen() -> u64 {
+    CLIENT_STATES.load(Ordering::Acquire)
+}
+
 /// Overrides [`logged_in`] until the next `client_state`; returns what it was.
 pub(super) fn set_logged_in(v: bool) -> bool {
     LOGGED_IN.swap(v, Ordering::AcqRel)
@@ -385,6 +399,7 @@ fn note_client_state(data: &[u8]) {
     }
     if let Ok(s) = serde_json::from_slice::<ClientState>(data) {
         LOGGED_IN.store(s.is_logged_in, Ordering::Release);
+        CLIENT_STATES.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -129,18 +129,27 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
     }
 }
 
-/// Commands gomuks runs into a nil account or homeserver URL with when not logged in:
-/// `upload_media` and `calculate_room_id` in the bundled v0.2607.0 (interop/FINDINGS.md I7),
-/// and in newer gomuks also `download_media` and `get_url_preview`, which its FFI runs itself
-/// against the homeserver. Over the websocket that costs the connection (close 1011);
-/// in-process the Go panic aborts the app's whole process, so they are refused before they
-/// reach it.
-const NEEDS_ACCOUNT: &[&str] = &[
-    "upload_media",
-    "calculate_room_id",
-    "download_media",
-    "get_url_preview",
-];
+/// Commands gomuks runs into a nil account or homeserver URL with when not logged in
+/// (`upload_media` and `calculate_room_id` since the bundled v0.2607.0, interop/FINDINGS.md
+/// I7). Over the websocket that costs the connection (close 1011); in-process the Go panic
+/// aborts the app's whole process, so they are refused before they reach it.
+const NEEDS_ACCOUNT: &[&str] = &["upload_media", "calculate_room_id"];
+
+/// The same for the commands a newer FFI (the one with `GomuksDownloadMediaPath`, v0.2608
+/// on) runs itself against the homeserver. Older ones pass them to hicli, which does not
+/// know them and answers so.
+const NEEDS_ACCOUNT_IN_NEWER_FFI: &[&str] = &["download_media", "get_url_preview"];
+
+/// What an account command gets while the backend is not logged in.
+fn no_account(what: &str) -> Error {
+    Error::new(
+        Status::ErrState,
+        format!(
+            "{what} needs a logged-in backend (wait for client_state with is_logged_in): \
+             gomuks aborts the whole process otherwise"
+        ),
+    )
+}
 
 /// What a call gets once the backend was stopped (the client closed).
 fn closed_before_reply() -> Error {
@@ -235,14 +244,22 @@ impl InProcess {
     /// meanwhile panics, aborting the process; so nothing else runs beside it (the handle's
     /// write lock), and account commands are refused from its start, not from the
     /// `client_state` at its end. If it fails, the account is still there.
+    ///
+    /// gomuks's logout itself reads the account: a second logout (a double tap, a retry
+    /// after a timeout) or one before login would abort the process, so it is refused.
     fn logout(&self, call: Call) -> Result<Bytes, Error> {
         let handle = self.handle.write().unwrap_or_else(|e| e.into_inner());
         let Some(h) = *handle else {
             return Err(closed_before_reply());
         };
+        if !library::logged_in() {
+            return Err(no_account("logout"));
+        }
+        let seen = library::client_states_seen();
         let was = library::set_logged_in(false);
         let r = self.run(h, call, 0);
-        if r.is_err() {
+        // Unless the backend said otherwise meanwhile.
+        if r.is_err() && library::client_states_seen() == seen {
             library::set_logged_in(was);
         }
         r
@@ -333,29 +350,35 @@ impl Local for InProcess {
 
     fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error> {
         let call = unpack(message)?;
-        let needs_account = match &call {
-            Call::Upload { .. } => Some("upload_media"),
-            Call::Command { command, .. } => NEEDS_ACCOUNT.iter().copied().find(|c| c == command),
-            Call::Download { .. } => Some("download_media"),
-        };
-        if let Some(what) = needs_account {
-            if !library::logged_in() {
-                return Err(Error::new(
-                    Status::ErrState,
-                    format!(
-                        "{what} needs a logged-in backend (wait for client_state with \
-                         is_logged_in): the bundled gomuks aborts the whole process otherwise"
-                    ),
-                ));
-            }
-        }
         if matches!(&call, Call::Command { command, .. } if command == "logout") {
             return self.logout(call);
         }
+        let newer = self.api.streams_downloads();
+        let needs_account = match &call {
+            Call::Upload { .. } => Some("upload_media"),
+            Call::Command { command, .. } => NEEDS_ACCOUNT
+                .iter()
+                .chain(if newer {
+                    NEEDS_ACCOUNT_IN_NEWER_FFI
+                } else {
+                    &[]
+                })
+                .copied()
+                .find(|c| c == command),
+            // Without the FFI's download, ERR_UNSUPPORTED says more.
+            Call::Download { .. } => newer.then_some("download_media"),
+        };
         let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
         let Some(h) = *handle else {
             return Err(closed_before_reply());
         };
+        // Under the lock: a logout, which ends the account, runs under the write lock, so
+        // one that was waiting when this call came has finished by now.
+        if let Some(what) = needs_account {
+            if !library::logged_in() {
+                return Err(no_account(what));
+            }
+        }
         self.run(h, call, id)
     }
 
