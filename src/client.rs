@@ -489,7 +489,9 @@ impl Client {
             // then, for a client that kept the rest; the store keeps nothing across runs.
             return Err(Error::new(
                 Status::ErrConfig,
-                "a store starts empty, and with last_server_ts the backend's first sync holds                  only the rooms changed since then: leave last_server_ts unset on a client                  with a store",
+                "a store starts empty, and with last_server_ts the backend's first sync holds \
+                 only the rooms changed since then: leave last_server_ts unset on a client \
+                 with a store",
             ));
         }
         let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());

@@ -456,6 +456,8 @@ async fn a_cut_clears_typing_and_init_complete_until_the_next_one() {
     assert_eq!(read(&s, "session", json!({}))["init_complete"], true);
     b.room_typing(&room_id(1), &[BOB.to_owned()]);
     until_store(&c, |ch| ch["rooms"][room_id(1)]["typing"] == true).await;
+    // Kept out until the reads below, so the next connection cannot have set it again.
+    b.reject_upgrades(u64::MAX);
     b.cut_all();
     let (ch, seen) = until_store(&c, |ch| ch["cause"]["command"] == "disconnected").await;
     assert_eq!(seen.last().unwrap().kind(), EventKind::Disconnected);
@@ -466,6 +468,7 @@ async fn a_cut_clears_typing_and_init_complete_until_the_next_one() {
         json!([])
     );
     assert_eq!(read(&s, "session", json!({}))["init_complete"], false);
+    b.reject_upgrades(0);
     // The next connection's own init_complete sets it again.
     let (_, seen) = until_store(&c, |ch| ch["cause"]["command"] == "init_complete").await;
     assert!(seen.iter().any(|e| e.kind() == EventKind::Connected));
@@ -608,7 +611,7 @@ async fn notifications_reach_unwatched_rooms_and_reading_dismisses_them() {
 /// kept; the preview event survives.
 #[tokio::test]
 async fn idle_rooms_lose_their_timeline() {
-    let (_b, c, s) = setup_with(3, 12, br#"{"evict_after_ms": 0}"#).await;
+    let (b, c, s) = setup_with(3, 12, br#"{"evict_after_ms": 0}"#).await;
     for r in [room_id(0), room_id(1)] {
         let id = s.paginate(&r, 10).unwrap();
         answered(&c, id).await;
@@ -630,6 +633,19 @@ async fn idle_rooms_lose_their_timeline() {
     let id = s.paginate(&room_id(1), 1).unwrap();
     let (_, ch) = answered(&c, id).await;
     assert_eq!(ch["rooms"][room_id(1)]["prepended"], 1);
+    // Receipts an evicted room gathers since go at the next collection, alone: its timeline
+    // is not reset again.
+    let r0 = room_id(0);
+    b.push_event(
+        "sync_complete",
+        json!({"rooms": {&r0: {"receipts": {"$x": [{"user_id": ALICE, "receipt_type": "m.read",
+                                                    "timestamp": 1}]}}}}),
+    );
+    until_store(&c, |ch| ch["rooms"][&r0]["receipts"].is_array()).await;
+    assert_eq!(s.collect_garbage(), 0);
+    let (ch, _) = until_store(&c, |ch| ch["cause"]["command"] == "gc").await;
+    assert_eq!(ch["rooms"][&r0], json!({"receipts": ["$x"]}));
+    assert_eq!(read(&s, "receipts", json!({"room_id": r0})), json!({}));
     close_and_drain(&c).await;
 }
 

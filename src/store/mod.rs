@@ -473,10 +473,17 @@ fn evict_idle(st: &mut State, ch: &mut Changes) -> usize {
     let after = st.evict_after;
     let mut n = 0;
     for (id, room) in &mut st.model.rooms {
-        if !room.open && now.duration_since(room.idle_since) >= after && room.evict() {
-            let rc = ch.room(id);
-            rc.reset = true;
+        if room.open || now.duration_since(room.idle_since) < after {
+            continue;
+        }
+        if room.evict() {
+            ch.room(id).reset = true;
             n += 1;
+        } else if !room.receipts.is_empty() {
+            // Evicted before (or never with more than its preview): only the receipts that
+            // came since are left to drop, which is no reset of its timeline.
+            let gone = room.drop_receipts();
+            ch.room(id).receipts.extend(gone);
         }
     }
     st.last_gc = now;

@@ -228,15 +228,18 @@ impl Room {
                 }
                 if let Some(old) = self.receipts.get(&head.user_id) {
                     // One per user, as gomuks web keeps them: the one further down the
-                    // timeline, whatever its type or thread. Where the timeline does not
-                    // place both, the newer. The same one again (a page re-sends them) is
-                    // no change.
+                    // timeline, whatever its type or thread. One on an event the timeline
+                    // places beats one on an event it does not (gomuks web drops those);
+                    // between two it does not place, the newer. The same event again (a page
+                    // re-sends them) is no change.
+                    if old.event_id == event_id {
+                        continue;
+                    }
                     let later = match (self.position(&event_id), self.position(&old.event_id)) {
                         (Some(new), Some(was)) => new > was,
-                        _ => {
-                            head.timestamp > old.timestamp
-                                || (head.timestamp == old.timestamp && old.event_id != event_id)
-                        }
+                        (Some(_), None) => true,
+                        (None, Some(_)) => false,
+                        (None, None) => head.timestamp >= old.timestamp,
                     };
                     if !later {
                         continue;
@@ -258,6 +261,14 @@ impl Room {
         }
     }
 
+    /// Drops the receipts (what an idle room that eviction has nothing else to take from
+    /// gathers); the event ids whose receipts went.
+    pub fn drop_receipts(&mut self) -> BTreeSet<String> {
+        let gone = self.receipts.drain().map(|(_, r)| r.event_id).collect();
+        self.receipts.shrink_to_fit();
+        gone
+    }
+
     /// The timeline rowid of the row showing `event_id`, if the cached timeline has one.
     fn position(&self, event_id: &str) -> Option<i64> {
         let rowid = *self.by_id.get(event_id)?;
@@ -273,9 +284,7 @@ impl Room {
     /// sender's member event and the room's emoji packs, as the web client's garbage
     /// collection does.
     pub fn evict(&mut self) -> bool {
-        if self.evicted
-            || (self.timeline.is_empty() && self.events.len() <= 3 && self.receipts.is_empty())
-        {
+        if self.evicted || (self.timeline.is_empty() && self.events.len() <= 3) {
             return false;
         }
         self.evicted = true;
@@ -442,9 +451,9 @@ pub(super) struct RoomChanges {
     /// How many rows went before the oldest (pagination).
     #[serde(skip_serializing_if = "is_zero")]
     pub prepended: usize,
-    /// Whether older history is left changed (a page said there is none).
+    /// The room read's `has_more` changed (a page said no older history is left).
     #[serde(skip_serializing_if = "is_false")]
-    pub has_more: bool,
+    pub has_more_changed: bool,
     /// Known events that changed (decrypted, edited, reacted to, redacted, sent).
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub updated: BTreeSet<i64>,
@@ -945,7 +954,7 @@ impl Model {
             rc.appended.extend(appended);
         }
         room.apply_receipts(p.receipts, rc);
-        rc.has_more |= room.has_more != p.has_more;
+        rc.has_more_changed |= room.has_more != p.has_more;
         room.has_more = p.has_more;
     }
 

@@ -986,4 +986,61 @@ mod tests {
         assert_eq!(own("~hicli-1", "M_FORBIDDEN: no"), Some("failed"));
         assert_eq!(own("$real", ""), Some("sent"));
     }
+
+    /// The `unreads` filter keeps a room that is open once it is read, as gomuks web keeps the
+    /// room being viewed, and only while it is open.
+    #[test]
+    fn the_unreads_filter_keeps_the_open_room() {
+        let room = "!r:x";
+        let meta = json!({"room_id": room, "name": "r", "sorting_timestamp": 1});
+        let mut m = model(json!({"rooms": {room: {"meta": meta}}}));
+        let unreads = |m: &Model| list(m, json!({"space": "unreads"}));
+        assert!(unreads(&m).is_empty());
+        m.rooms.get_mut(room).unwrap().open = true;
+        assert_eq!(unreads(&m), [room]);
+        m.rooms.get_mut(room).unwrap().open = false;
+        assert!(unreads(&m).is_empty());
+    }
+
+    /// Favourites are pinned in their `m.favourite` tag's order, lowest first, whatever their
+    /// activity (gomuks web's `favoriteSort`); a change of order changes the room list.
+    #[test]
+    fn favourites_keep_their_tag_order() {
+        let room = |id: &str, ts: i64, order: Value| {
+            let tags = if order.is_null() {
+                json!({})
+            } else {
+                json!({"m.favourite": {"order": order}})
+            };
+            let tag = json!({"type": "m.tag", "content": {"tags": tags}});
+            let meta = json!({"room_id": id, "name": id, "sorting_timestamp": ts});
+            (
+                id.to_owned(),
+                json!({"meta": meta, "account_data": {"m.tag": tag}}),
+            )
+        };
+        let rooms: serde_json::Map<String, Value> = [
+            room("!new:x", 300, json!(0.9)),
+            room("!old:x", 100, json!("0.1")),
+            room("!plain:x", 400, Value::Null),
+            room("!bad:x", 200, json!("not a number")),
+        ]
+        .into_iter()
+        .collect();
+        let mut m = model(json!({"rooms": rooms}));
+        assert_eq!(
+            list(&m, json!({})),
+            ["!bad:x", "!old:x", "!new:x", "!plain:x"]
+        );
+        let tag = json!({"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.05}}}});
+        let reordered = json!({"rooms": {"!new:x": {"account_data": {"m.tag": tag}}}});
+        let ch = m
+            .apply_event("sync_complete", reordered.to_string().as_bytes())
+            .unwrap();
+        assert!(ch.room_list);
+        assert_eq!(
+            list(&m, json!({})),
+            ["!bad:x", "!new:x", "!old:x", "!plain:x"]
+        );
+    }
 }

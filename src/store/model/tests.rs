@@ -226,7 +226,7 @@ fn pages_merge_in_timeline_order() {
     );
 }
 
-/// The last page, even an empty one, says so: `has_more` changed, and a UI drawing "start of
+/// The last page, even an empty one, says so (`has_more_changed`), and a UI drawing "start of
 /// the room" learns it from the change set its action brings, not only from the RESPONSE.
 #[test]
 fn an_empty_last_page_reports_has_more() {
@@ -242,7 +242,7 @@ fn an_empty_last_page_reports_has_more() {
         ch.prune();
         ch
     };
-    assert!(last_page(&mut m).rooms[ROOM].has_more);
+    assert!(last_page(&mut m).rooms[ROOM].has_more_changed);
     assert!(!m.rooms[ROOM].has_more);
     assert!(
         last_page(&mut m).is_empty(),
@@ -267,72 +267,6 @@ fn a_bad_row_or_state_entry_is_skipped_alone() {
     assert_eq!(state["m.room.member"].get("@b:x"), Some(&2));
     assert!(!state["m.room.member"].contains_key("@a:x"));
     assert!(!state.contains_key("m.room.topic"));
-}
-
-/// The room ids of a `room_list` read.
-fn listed(m: &Model, args: Value) -> Vec<String> {
-    let out = crate::store::views::room_list(m, 0, args.to_string().as_bytes()).unwrap();
-    let v: Value = serde_json::from_slice(&out).unwrap();
-    v["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["room_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The `unreads` filter keeps a room that is open once it is read, as gomuks web keeps the
-/// room being viewed, and only while it is open.
-#[test]
-fn the_unreads_filter_keeps_the_open_room() {
-    let mut m = Model::default();
-    let meta = json!({"room_id": ROOM, "name": "r", "sorting_timestamp": 1});
-    apply(
-        &mut m,
-        "sync_complete",
-        json!({"rooms": {ROOM: {"meta": meta}}}),
-    );
-    let unreads = |m: &Model| listed(m, json!({"space": "unreads"}));
-    assert!(unreads(&m).is_empty());
-    m.rooms.get_mut(ROOM).unwrap().open = true;
-    assert_eq!(unreads(&m), [ROOM]);
-    m.rooms.get_mut(ROOM).unwrap().open = false;
-    assert!(unreads(&m).is_empty());
-}
-
-/// Favourites are pinned in their `m.favourite` tag's order, lowest first, whatever their
-/// activity (gomuks web's `favoriteSort`); a change of order changes the room list.
-#[test]
-fn favourites_keep_their_tag_order() {
-    let mut m = Model::default();
-    let room = |id: &str, ts: i64, order: Value| {
-        let tags = if order.is_null() {
-            json!({})
-        } else {
-            json!({"m.favourite": {"order": order}})
-        };
-        (
-            id.to_owned(),
-            json!({"meta": {"room_id": id, "name": id, "sorting_timestamp": ts},
-                               "account_data": {"m.tag": {"type": "m.tag", "content": {"tags": tags}}}}),
-        )
-    };
-    let rooms: serde_json::Map<String, Value> = [
-        room("!new:x", 300, json!(0.9)),
-        room("!old:x", 100, json!("0.1")),
-        room("!plain:x", 400, Value::Null),
-        room("!bad:x", 200, json!("not a number")),
-    ]
-    .into_iter()
-    .collect();
-    apply(&mut m, "sync_complete", json!({"rooms": rooms}));
-    let list = |m: &Model| listed(m, json!({}));
-    assert_eq!(list(&m), ["!bad:x", "!old:x", "!new:x", "!plain:x"]);
-    let reordered = json!({"rooms": {"!new:x": {"account_data": {"m.tag": {"type": "m.tag",
-        "content": {"tags": {"m.favourite": {"order": 0.05}}}}}}}});
-    let ch = apply(&mut m, "sync_complete", reordered);
-    assert!(ch.room_list);
-    assert_eq!(list(&m), ["!bad:x", "!new:x", "!old:x", "!plain:x"]);
 }
 
 /// One receipt per user, as gomuks web keeps them (room.ts `applyReceipt`): a thread's
@@ -382,6 +316,14 @@ fn receipts_keep_one_per_user_the_furthest_in_the_timeline() {
         json!({"rooms": {ROOM: {"receipts": {
         "$e1": [bob("$e1", "", 20)], "$e2": [bob("$e2", "$root", 10)]}}}}),
     );
+    assert_eq!(users(&m2), ["$e2"]);
+    // One on an event the timeline does not place, however new, does not replace it.
+    let ch = apply(
+        &mut m2,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {"$gone": [bob("$gone", "$root", 99)]}}}}),
+    );
+    assert!(!ch.rooms.contains_key(ROOM));
     assert_eq!(users(&m2), ["$e2"]);
 }
 
@@ -565,11 +507,11 @@ fn an_evicted_room_is_not_evicted_again_until_it_changes() {
     assert!(m.rooms[ROOM].receipts.is_empty());
 }
 
-/// A room known only by its preview (no timeline, a few events) still drops its receipts when
-/// evicted, and keeps its emoji packs as gomuks web's garbage collection does.
+/// Eviction keeps a room's emoji packs, as gomuks web's garbage collection does; a room it
+/// has nothing else to take from (its preview only) gives up its receipts alone.
 #[test]
-fn eviction_of_a_preview_only_room_drops_receipts_and_keeps_emoji_packs() {
-    let mut m = seeded();
+fn eviction_keeps_emoji_packs_and_a_preview_only_room_gives_up_receipts() {
+    let (mut m, _) = with_one_row();
     let mut pack = msg(90, "");
     pack["type"] = json!("m.room.image_pack");
     pack["state_key"] = json!("p");
@@ -582,13 +524,22 @@ fn eviction_of_a_preview_only_room_drops_receipts_and_keeps_emoji_packs() {
         "receipts": {"$e71": [{"user_id": "@c:example.org", "receipt_type": "m.read", "timestamp": 5}]}}}}),
     );
     let room = m.rooms.get_mut(ROOM).unwrap();
-    room.timeline.clear();
-    room.events.retain(|rowid, _| *rowid == 90);
-    room.evicted = false;
     assert!(room.evict());
     assert!(room.receipts.is_empty());
     assert_eq!(room.state["m.room.image_pack"]["p"], 90);
     assert!(room.events.contains_key(&90));
+    // Receipts that come later: nothing else to evict, they go alone.
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"receipts": {"$e71": [
+        {"user_id": "@d:example.org", "receipt_type": "m.read", "timestamp": 6}]}}}}),
+    );
+    let room = m.rooms.get_mut(ROOM).unwrap();
+    room.events.retain(|rowid, _| *rowid == 90);
+    assert!(!room.evict());
+    assert_eq!(room.drop_receipts(), BTreeSet::from(["$e71".to_owned()]));
+    assert!(room.receipts.is_empty());
 }
 
 /// gomuks sends before it answers `send_message`, so `send_complete` can arrive first: the

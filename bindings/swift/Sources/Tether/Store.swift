@@ -29,7 +29,8 @@ public struct StoreOptions: Sendable, Equatable {
 /// store's reads.
 public struct StoreChange: Sendable {
     /// What caused it: a server event (`command`, `eventId`), the answer to a store action
-    /// (`requestId`), or an eviction (`command` "gc").
+    /// (`requestId`), an eviction (`command` "gc"), or a connection that came up or went down
+    /// (`command` "connected" or "disconnected").
     public struct Cause: Sendable, Equatable {
         public let command: String?
         /// The server event's id (negative when resumable).
@@ -50,8 +51,9 @@ public struct StoreChange: Sendable {
         /// How many rows went before the oldest (pagination, the first page into an empty
         /// timeline included).
         public let prepended: Int
-        /// Whether older history is left changed (a page said there is none).
-        public let hasMore: Bool
+        /// The `room` and `timeline` reads' `has_more` changed (a page said no older history
+        /// is left).
+        public let hasMoreChanged: Bool
         /// Known events that changed (decrypted, edited, reacted to, redacted, sent).
         public let updated: [Int64]
         /// The pending tail (local echoes) changed.
@@ -118,7 +120,7 @@ public struct StoreChange: Sendable {
             rooms[id] = Room(
                 meta: bool(r, "meta"), removed: bool(r, "removed"), reset: bool(r, "reset"),
                 appended: ints(r, "appended"), prepended: Int(int64(r["prepended"]) ?? 0),
-                hasMore: bool(r, "has_more"), updated: ints(r, "updated"), pending: bool(r, "pending"),
+                hasMoreChanged: bool(r, "has_more_changed"), updated: ints(r, "updated"), pending: bool(r, "pending"),
                 state: strings(r, "state"), receipts: strings(r, "receipts"),
                 typing: bool(r, "typing"), accountData: strings(r, "account_data"),
                 notifications: (r["notifications"] as? [[String: Any]] ?? []).compactMap { n in

@@ -44,7 +44,7 @@ data class StoreOptions(val evictAfterMs: Long? = null, val requestTimeoutMs: Lo
  * **How STORE events reach the app.** Each change the store applies is one
  * [EventKind.STORE] event. The client's dispatcher hands its change set to every collector of
  * [changes] first, and then queues the event in [TetherClient.events] like a MESSAGE, right
- * after the MESSAGE it reflects. Nothing is diverted: [changes] is an extra view of the same
+ * after the MESSAGE (or CONNECTED, DISCONNECTED) it reflects. Nothing is diverted: [changes] is an extra view of the same
  * events, so the app still collects [TetherClient.events] (a client whose event buffer is full
  * stops taking events, for the store's collectors too).
  *
@@ -66,7 +66,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
      * Every change set from the moment collection starts, as the JSON of its STORE event:
      * `{"gen", "cause": {"command"?, "event_id"?, "request_id"?}, "cleared"?, "room_list"?,
      * "spaces"?, "session"?, "account_data"?, "rooms"?: {id: {"meta"?, "removed"?, "reset"?,
-     * "appended"?, "prepended"?, "has_more"?, "updated"?, "pending"?, "state"?, "receipts"?, "typing"?,
+     * "appended"?, "prepended"?, "has_more_changed"?, "updated"?, "pending"?, "state"?, "receipts"?, "typing"?,
      * "account_data"?, "notifications"?: [{"rowid", "event_id", "sender", "sound",
      * "highlight"}], "dismiss_notifications"?}}}` (docs/store.md). Each collector has its own
      * unbounded buffer (change sets are small and the client's [TetherClient.events] keeps the
