@@ -4,15 +4,25 @@ import XCTest
 
 @testable import Tether
 
+/// How many websocket upgrades the backend still refuses (`/_testkit/reject_upgrades`).
+private func upgradesLeftToRefuse(_ b: Backend) throws -> Int {
+    let stats = try b.control("/_testkit/stats", method: "GET")
+    let o = try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any]
+    guard let n = (o?["reject_upgrades"] as? NSNumber)?.intValue else {
+        throw TestFailure("no reject_upgrades in \(stats)")
+    }
+    return n
+}
+
 final class EventsTests: XCTestCase {
     /// Connects, takes two buffered events (so a reconnect resumes), runs `disrupt`, and
     /// returns the events from the resuming CONNECTED through init_complete.
-    private func resume(_ b: Backend, _ disrupt: @escaping @Sendable () throws -> Void) async throws -> [Event] {
+    private func resume(_ b: Backend, _ disrupt: @escaping @Sendable () async throws -> Void) async throws -> [Event] {
         let c = try TetherClient(b.gomuks())
         _ = try await next(c, "init_complete") { $0.command == "init_complete" }
         let newest = try b.push(2)
         _ = try await next(c, "newest event") { $0.requestId == newest }
-        try disrupt()
+        try await disrupt()
         let conn = try await next(c, "CONNECTED") { $0.kind == .connected }
         XCTAssertTrue(conn.resumeAttempted)
         let evs = try await withTimeout(.seconds(20), "init_complete") { () -> [Event] in
@@ -55,7 +65,8 @@ final class EventsTests: XCTestCase {
         let evs = try await resume(b) {
             try b.control("/_testkit/reject_upgrades?n=1000000")
             try b.control("/_testkit/cut?push=20")
-            usleep(300_000)
+            // Let it back in only once it came back and was refused at least once.
+            try await waitUntil("a refused reconnect") { try upgradesLeftToRefuse(b) < 1_000_000 }
             try b.control("/_testkit/reject_upgrades?n=0")
         }
         XCTAssertEqual(outcomes(evs), [.reset])

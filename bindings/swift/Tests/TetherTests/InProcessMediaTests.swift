@@ -244,8 +244,14 @@ extension InProcessTests {
             if chunks == 1 {
                 // A slow reader: the transfer's buffer fills, then the dispatcher waits and the
                 // library's queue fills behind it instead of everything being buffered here.
-                try await Task.sleep(for: .milliseconds(300))
-                queuedWhileSlow = try c.stats().queuedEvents
+                // Read again until it holds 8, or for 10 s at most (the assertion below then
+                // reports what it held).
+                let deadline = ContinuousClock.now + .seconds(10)
+                while true {
+                    queuedWhileSlow = try c.stats().queuedEvents
+                    if queuedWhileSlow >= 8 || ContinuousClock.now >= deadline { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
             }
         }
         XCTAssertGreaterThanOrEqual(queuedWhileSlow, 8, "events queued in the library while the reader was slow")

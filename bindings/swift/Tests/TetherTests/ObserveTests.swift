@@ -238,7 +238,8 @@ final class ObserveTests: XCTestCase {
         let c = try TetherClient(b.gomuks())
         XCTAssertNotEqual(c.id, 0)
         XCTAssertTrue([.idle, .connecting].contains(c.state), "\(c.state)")
-        try await Task.sleep(for: .milliseconds(50))
+        // Once the first attempt started it stays there: the stopped backend never answers.
+        try await waitUntil("the first attempt to start") { c.state != .idle }
         XCTAssertEqual(c.state, .connecting)
         kill(b.pid, SIGCONT)
         _ = try await next(c, "init_complete") { $0.command == "init_complete" }
@@ -274,7 +275,10 @@ final class ObserveTests: XCTestCase {
     /// keeps it.
     func testPauseUnpauseAndTheReconnectCue() async throws {
         let b = try Backend()
-        let c = try TetherClient(b.gomuks())
+        var o = b.gomuks()
+        // Short, so that a cue wrongly taken for a dead link shows within the test.
+        o.pongTimeoutMs = 500
+        let c = try TetherClient(o)
         _ = try await next(c, "init_complete") { $0.command == "init_complete" }
         let before = try b.push(2)
         _ = try await next(c, "event \(before)") { $0.kind == .message && $0.requestId == before }
@@ -300,10 +304,34 @@ final class ObserveTests: XCTestCase {
         }
         XCTAssertTrue(resumed)
         XCTAssertEqual(ids, Array(stride(from: before - 1, through: missed, by: -1)))
+        // The cue on a live link: the probe's ping is answered (a PONG), and the link is kept
+        // past the 500 ms pong timeout, with no new attempt.
+        let atCue = try c.stats()
+        let cued = ContinuousClock.now
         try c.reconnectNow()
         try c.reconnectNow()
-        try await Task.sleep(for: .milliseconds(300))
-        XCTAssertEqual(c.state, .connected)
+        let untilPong = try await withTimeout(.seconds(20), "the probe's PONG") { () -> [EventKind] in
+            var kinds: [EventKind] = []
+            for await ev in c.events {
+                if ev.kind == .pong { return kinds }
+                kinds.append(ev.kind)
+            }
+            throw TestFailure("events ended before the probe's PONG")
+        }
+        XCTAssertFalse(untilPong.contains(.disconnected), "\(untilPong)")
+        // Three pong timeouts from the cue: a wrongful reconnect would have begun by then.
+        while ContinuousClock.now < cued + .milliseconds(1500) {
+            let state = c.state
+            guard state == .connected else {
+                XCTFail("the cue dropped a live link: \(state)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let after = try c.stats()
+        XCTAssertEqual(after.state, .connected)
+        XCTAssertEqual(after.connections, atCue.connections)
+        XCTAssertEqual(after.connectAttempts, atCue.connectAttempts)
         let closed = await c.close(timeout: .seconds(10))
         XCTAssertTrue(closed)
         XCTAssertThrowsError(try c.pause())

@@ -173,6 +173,15 @@ func withTimeout<T: Sendable>(
     }
 }
 
+/// Polls `cond` every 10 ms until it holds; throws `TimedOut` after `limit`.
+func waitUntil(_ what: String, within limit: Duration = .seconds(20), _ cond: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + limit
+    while try !cond() {
+        guard ContinuousClock.now < deadline else { throw TimedOut(what: what) }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
 /// The next event of `c` that matches, within 20 s; the events before it are consumed.
 func next(
     _ c: TetherClient, _ what: String, within limit: Duration = .seconds(20),
