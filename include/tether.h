@@ -148,7 +148,7 @@
 /**
  * A store attached to this client applied an event or an answer (see `Store`): the data
  * is the JSON change set (`gen`, what changed, the ids). It follows the MESSAGE (or
- * CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store action, so a read after either sees the
+ * CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store action, so a read after either sees the
  * change.
  */
 #define TETHER_EVENT_STORE 13
@@ -1353,8 +1353,9 @@ int64_t tether_event_request_id(const struct tether_event *ev);
  * RESPONSE: `TETHER_OK`, `TETHER_ERR_REMOTE` (data is the server's error string as JSON),
  * `_REQUEST_TIMEOUT`, `_CANCELLED`, `_DISCONNECTED`, `_CLIENT_CLOSED`, `_PANIC` after an
  * internal panic, or (in-process) `_STATE` for an account command the backend cannot run
- * logged out, `_UNSUPPORTED` for what the library lacks and `_PROTOCOL` for an answer
- * that is neither a response nor an error. DISCONNECTED: why the
+ * logged out, `_UNSUPPORTED` for what the library lacks, `_INVALID_ARGUMENT` for a
+ * command name with a NUL and `_PROTOCOL` for an answer that is neither a response nor
+ * an error. DISCONNECTED: why the
  * connection ended. UNSENT: `TETHER_ERR_CLIENT_CLOSED`, or `TETHER_ERR_PANIC` after an
  * internal panic. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
  */
@@ -1549,7 +1550,7 @@ void tether_settings_free(struct tether_settings *s);
  * Attaches a new store to `client`, which must be a gomuks client (websocket or
  * in-process) on which `tether_client_connect` was not called yet, so the store sees
  * every event. From then on the client's event stream carries `TETHER_EVENT_STORE`
- * events: each follows the MESSAGE (or CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store
+ * events: each follows the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store
  * action, and a read made after taking any event sees that event applied.
  * `options_json` may be NULL or JSON: `{"evict_after_ms": N, "request_timeout_ms": N}`
  * (how long a room that is not open keeps its timeline, default 30 minutes; the timeout of

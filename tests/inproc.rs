@@ -554,6 +554,69 @@ async fn a_logout_runs_alone_and_ends_account_commands() {
     close_and_drain(&c).await;
 }
 
+/// Returns once the one call made before (and not answered) runs in the double: it got one
+/// command more than the stats calls made here.
+async fn until_the_backend_runs_it(c: &Client) {
+    let deadline = Instant::now() + WAIT;
+    for polls in 1u64.. {
+        let id = c.request("fake_stats", b"{}").unwrap();
+        if json(&response(c, id).await.0)["submitted"].as_u64() > Some(polls) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the call never ran");
+    }
+}
+
+/// A logout still waiting for a running call when the client is closed never runs: the app
+/// was told the client closed, and a logout revokes the token and deletes the data.
+#[tokio::test]
+async fn a_logout_waiting_when_the_client_closes_never_runs() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = start(config(&root, |b| b));
+    until_command(&c, "client_state").await;
+    c.request("sleep", br#"{"ms": 500}"#).unwrap();
+    until_the_backend_runs_it(&c).await;
+    let logout = c.request("logout", b"{}").unwrap();
+    c.close().unwrap();
+    let (r, _) = response(&c, logout).await;
+    assert_eq!(r.status(), Status::ErrClientClosed, "{}", json(&r));
+    until_kind(&c, EventKind::Closed).await;
+    assert!(
+        !root.0.join("fake_logging_out").exists(),
+        "the logout ran after the close"
+    );
+}
+
+/// After a logout, gomuks's old client may still report itself logged in (a profile fetch
+/// returning late), naming the device that logged out: account commands stay refused (the
+/// double aborts as gomuks does if one reaches it).
+#[tokio::test]
+async fn a_late_logged_in_report_of_the_ended_device_changes_nothing() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = start(config(&root, |b| b));
+    until_command(&c, "client_state").await;
+    let logout = c
+        .request("logout", br#"{"late_login_state": true}"#)
+        .unwrap();
+    let (mut answered, mut late) = (false, false);
+    while !answered || !late {
+        let ev = next(&c).await;
+        if ev.kind() == EventKind::Response && ev.request_id() == logout {
+            assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
+            answered = true;
+        } else if ev.command() == "client_state" && json(&ev)["is_logged_in"] == true {
+            assert_eq!(json(&ev)["device_id"], "FAKE");
+            late = true;
+        }
+    }
+    let id = c.request("calculate_room_id", b"{}").unwrap();
+    let (r, _) = response(&c, id).await;
+    assert_eq!(r.status(), Status::ErrState, "{}", json(&r));
+    close_and_drain(&c).await;
+}
+
 /// An account command made while a logout waits for a running call is looked at once the
 /// logout is done, so it is refused rather than run without an account (which aborts the
 /// process; the double aborts as gomuks does). A second logout is refused too: gomuks's own
@@ -565,15 +628,7 @@ async fn an_account_command_behind_a_waiting_logout_is_refused() {
     let c = start(config(&root, |b| b));
     until_command(&c, "client_state").await;
     let sleep = c.request("sleep", br#"{"ms": 300}"#).unwrap();
-    // Until the sleep runs in the backend: it got one command more than these stats calls.
-    let deadline = Instant::now() + WAIT;
-    for polls in 1u64.. {
-        let id = c.request("fake_stats", b"{}").unwrap();
-        if json(&response(&c, id).await.0)["submitted"].as_u64() > Some(polls) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the sleep never ran");
-    }
+    until_the_backend_runs_it(&c).await;
     let logout = c.request("logout", b"{}").unwrap();
     let account = c.request("calculate_room_id", b"{}").unwrap();
     let mut pending = vec![sleep, logout, account];

@@ -141,7 +141,7 @@ pub const TETHER_EVENT_PROGRESS: u32 = 11;
 pub const TETHER_EVENT_CHUNK: u32 = 12;
 /// A store attached to this client applied an event or an answer (see `Store`): the data
 /// is the JSON change set (`gen`, what changed, the ids). It follows the MESSAGE (or
-/// CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store action, so a read after either sees the
+/// CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store action, so a read after either sees the
 /// change.
 pub const TETHER_EVENT_STORE: u32 = 13;
 /// A request, packet or upload was refused (SEND_BUFFER_FULL), and enough has been

@@ -48,8 +48,9 @@ ffi_fn! {
     /// RESPONSE: `TETHER_OK`, `TETHER_ERR_REMOTE` (data is the server's error string as JSON),
     /// `_REQUEST_TIMEOUT`, `_CANCELLED`, `_DISCONNECTED`, `_CLIENT_CLOSED`, `_PANIC` after an
     /// internal panic, or (in-process) `_STATE` for an account command the backend cannot run
-    /// logged out, `_UNSUPPORTED` for what the library lacks and `_PROTOCOL` for an answer
-    /// that is neither a response nor an error. DISCONNECTED: why the
+    /// logged out, `_UNSUPPORTED` for what the library lacks, `_INVALID_ARGUMENT` for a
+    /// command name with a NUL and `_PROTOCOL` for an answer that is neither a response nor
+    /// an error. DISCONNECTED: why the
     /// connection ended. UNSENT: `TETHER_ERR_CLIENT_CLOSED`, or `TETHER_ERR_PANIC` after an
     /// internal panic. `TETHER_OK` for other kinds; `TETHER_ERR_NULL` for NULL.
     fn tether_event_status(ev: *const tether_event) -> tether_status {

@@ -48,7 +48,7 @@ ffi_fn! {
     /// Attaches a new store to `client`, which must be a gomuks client (websocket or
     /// in-process) on which `tether_client_connect` was not called yet, so the store sees
     /// every event. From then on the client's event stream carries `TETHER_EVENT_STORE`
-    /// events: each follows the MESSAGE (or CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store
+    /// events: each follows the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store
     /// action, and a read made after taking any event sees that event applied.
     /// `options_json` may be NULL or JSON: `{"evict_after_ms": N, "request_timeout_ms": N}`
     /// (how long a room that is not open keeps its timeline, default 30 minutes; the timeout of

@@ -247,8 +247,6 @@ impl Room {
                     ch.receipts.insert(old.event_id.clone());
                 }
                 ch.receipts.insert(event_id.clone());
-                // Something to evict again.
-                self.evicted = false;
                 self.receipts.insert(
                     head.user_id,
                     Receipt {
@@ -261,8 +259,9 @@ impl Room {
         }
     }
 
-    /// Drops the receipts (what an idle room that eviction has nothing else to take from
-    /// gathers); the event ids whose receipts went.
+    /// Drops the receipts: all an evicted room gathers until an event comes (eviction then
+    /// has nothing else to take, so a receipt is no reason to reset its timeline again); the
+    /// event ids whose receipts went.
     pub fn drop_receipts(&mut self) -> BTreeSet<String> {
         let gone = self.receipts.drain().map(|(_, r)| r.event_id).collect();
         self.receipts.shrink_to_fit();

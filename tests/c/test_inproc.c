@@ -103,7 +103,8 @@ static void take_startup(tether_client *c) {
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);
     CHECK(strcmp(tether_event_command(ev), "client_state") == 0);
     CHECK(tether_event_request_id(ev) == 0);
-    CHECK(th_data_is(ev, "{\"is_logged_in\":true,\"is_verified\":true}"));
+    CHECK(th_data_is(ev, "{\"is_logged_in\":true,\"is_verified\":true,"
+                         "\"user_id\":\"@fake:localhost\",\"device_id\":\"FAKE\"}"));
     tether_event_free(ev);
     ev = th_next(c, 10000);
     expect_kind(ev, TETHER_EVENT_MESSAGE, __LINE__);

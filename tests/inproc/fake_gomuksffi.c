@@ -45,7 +45,8 @@
  *   2. If <root>/fake_start_code holds an integer N != 0, return N; cb is never called.
  *      (A control file holding no integer is ignored with a warning on stderr.)
  *   3. Else, on the calling thread before returning: cb("client_state", 0,
- *      {"is_logged_in":true,"is_verified":true}, or false/false when <root>/fake_logged_out
+ *      {"is_logged_in":true,"is_verified":true,"user_id":"@fake:localhost","device_id":"FAKE"},
+ *      or {"is_logged_in":false,"is_verified":false} when <root>/fake_logged_out
  *      holds an integer > 0) then cb("sync_status", 0, {"type":"waiting"});
  *      then start one delivery thread and return 0. All later events come from that thread,
  *      one at a time (callbacks are serialised), request_id always 0.
@@ -70,7 +71,9 @@
  *     account); else, as newer gomuks's Logout, any call on
  *     the handle while it runs aborts (its client is nil), and afterwards the handle is logged
  *     out (see the account calls above); it creates <root>/fake_logging_out as it starts,
- *     waits N ms, answers null, then queues client_state {"is_logged_in":false,...}.
+ *     waits N ms, answers null, then queues client_state {"is_logged_in":false,...}; with
+ *     "late_login_state":true, then also the logged-in client_state again (gomuks's old
+ *     client reporting late, with the device that logged out).
  *   - "get_account_info": {"user_id":"@fake:localhost","device_id":"FAKE",
  *     "homeserver_url":"http://127.0.0.1:1","access_token":"fake-token"}.
  *   - anything else (NULL = ""): error "unknown command \"<name>\"" (JSON-escaped; invalid
@@ -173,6 +176,10 @@ EXPORT void GomuksFreeBuffer(GomuksOwnedBuffer buf);
 
 static const char RESP_OK[] = "response";
 static const char RESP_ERR[] = "error";
+
+/* The client_state of the fake account. */
+#define LOGGED_IN_STATE \
+    "{\"is_logged_in\":true,\"is_verified\":true,\"user_id\":\"@fake:localhost\",\"device_id\":\"FAKE\"}"
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
     va_list ap;
@@ -670,7 +677,7 @@ EXPORT int GomuksStart(GomuksHandle h, EventCallback cb) {
     int logged_out = control_file(f, "fake_logged_out") > 0;
     deliver(f, "client_state",
             logged_out ? "{\"is_logged_in\":false,\"is_verified\":false}"
-                       : "{\"is_logged_in\":true,\"is_verified\":true}",
+                       : LOGGED_IN_STATE,
             0);
     deliver(f, "sync_status", "{\"type\":\"waiting\"}", 0);
     int rc = pthread_create(&f->thread, NULL, delivery_main, f);
@@ -780,6 +787,22 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
     return sb_response(&b, RESP_OK);
 }
 
+/* Queues one client_state event with static `data`; under g_mu. */
+static void queue_client_state_locked(fake *f, const char *data) {
+    if (f->stopping) return;
+    job *j = xmalloc(sizeof *j);
+    j->next = NULL;
+    j->name = intern_locked("client_state");
+    j->count = 1;
+    j->sent = 0;
+    j->not_json = 0;
+    j->data = data;
+    if (f->tail) f->tail->next = j;
+    else f->head = j;
+    f->tail = j;
+    pthread_cond_signal(&f->queue_cv);
+}
+
 /* Newer gomuks's Logout: its client is nil from the start (any call meanwhile panics), the
  * account is gone, and client_state says so at the end. */
 static GomuksResponse cmd_logout(fake *f, const uint8_t *p, size_t n) {
@@ -801,19 +824,10 @@ static GomuksResponse cmd_logout(fake *f, const uint8_t *p, size_t n) {
     sleep_ms(ms);
     pthread_mutex_lock(&g_mu);
     f->logging_out = 0;
-    if (!f->stopping) {
-        job *j = xmalloc(sizeof *j);
-        j->next = NULL;
-        j->name = intern_locked("client_state");
-        j->count = 1;
-        j->sent = 0;
-        j->not_json = 0;
-        j->data = "{\"is_logged_in\":false,\"is_verified\":false}";
-        if (f->tail) f->tail->next = j;
-        else f->head = j;
-        f->tail = j;
-        pthread_cond_signal(&f->queue_cv);
-    }
+    queue_client_state_locked(f, "{\"is_logged_in\":false,\"is_verified\":false}");
+    /* gomuks's old client can still report its state after the logout (a profile fetch
+     * that comes back late): it says logged in, with the device that logged out. */
+    if (json_true(p, n, "late_login_state")) queue_client_state_locked(f, LOGGED_IN_STATE);
     pthread_mutex_unlock(&g_mu);
     return ok_json("null");
 }

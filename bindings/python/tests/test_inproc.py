@@ -139,7 +139,8 @@ def test_spec12_3_startup_events_arrive_through_the_in_process_transport(
         assert not seen[1].resume_attempted
         assert [e.command for e in seen[2:]] == STARTUP
         assert all(e.id == 0 for e in seen[2:])  # no event buffer in-process
-        assert seen[2].data == {"is_logged_in": True, "is_verified": True}
+        assert seen[2].data == {"is_logged_in": True, "is_verified": True,
+                                "user_id": "@fake:localhost", "device_id": "FAKE"}
         assert seen[3].data == {"type": "waiting"}
         assert c.connected and c.state == tether.ConnectionState.CONNECTED
         s = c.stats()

@@ -57,7 +57,7 @@ class EventKind(enum.IntEnum):
     """A store attached to the client (``Client(..., store=True)``) applied an event or the
     answer to a store action: ``data`` is the JSON change set (``gen``, ``cause``, what
     changed: ``room_list``, ``rooms``, ``cleared``, ...; see :mod:`tether.store`). It follows
-    the MESSAGE (or CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store action. Delivered like a
+    the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store action. Delivered like a
     MESSAGE (``events()``, ``on_event``, async iteration), and handed to the store's
     subscribers first (``Store.on_change``, ``Store.changes()``)."""
     SEND_READY = 14

@@ -15,7 +15,7 @@ when the client is created, since the store must see every event from the first:
 change set, a ``TETHER_EVENT_STORE`` event (:attr:`EventKind.STORE`) whose ``data`` is the
 JSON ``{"gen", "cause", "room_list"?, "rooms"?, "cleared"?, ...}``. One rule: a STORE event
 is an ordinary event of the client (``events()``, ``next_event()``, ``on_event``, ``async
-for``), in order, right after the MESSAGE (or CONNECTED, DISCONNECTED) it reflects and before the RESPONSE of a store
+for``), in order, right after the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and before the RESPONSE of a store
 action; and the thread that delivers it hands its change set to the store's subscribers
 (:meth:`Store.on_change` callbacks, :meth:`Store.changes` streams) *before* the event is
 queued for the app. Nothing is diverted: a subscriber is an extra view of the same events,

@@ -44,7 +44,7 @@ public enum EventKind: UInt32, Sendable {
     case chunk
     /// The client's `Store` (`TetherOptions.store`) applied an event or the answer to a store
     /// action: the data is the JSON change set (`gen`, `cause`, what changed; `StoreChange`
-    /// decodes it). It follows the MESSAGE (or CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store
+    /// decodes it). It follows the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store
     /// action. It stays in `TetherClient.events` like a MESSAGE, and its change set is handed
     /// to the store's `changes` streams first.
     case store

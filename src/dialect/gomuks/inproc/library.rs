@@ -356,10 +356,28 @@ static LOGGED_IN: AtomicBool = AtomicBool::new(false);
 /// How many `client_state` events arrived (so an override can tell whether one came since).
 static CLIENT_STATES: AtomicU64 = AtomicU64::new(0);
 
+/// The devices of the running backend: the one its latest logged-in `client_state` named, and
+/// the one a logout ended. gomuks's old client can still report itself logged in after a
+/// logout (a profile fetch that returns late); that report names the ended device and must not
+/// let account commands through again. A new login is a new device.
+static DEVICES: Mutex<Devices> = Mutex::new(Devices {
+    current: None,
+    ended: None,
+});
+
+struct Devices {
+    current: Option<String>,
+    ended: Option<String>,
+}
+
 /// Installs (or with `None`, removes) the sink of the process's running backend. Installed
 /// on the thread that is about to call `GomuksStart`, which then calls [`started`].
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
     LOGGED_IN.store(false, Ordering::Release);
+    *DEVICES.lock().unwrap_or_else(|e| e.into_inner()) = Devices {
+        current: None,
+        ended: None,
+    };
     *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|(sink, api)| Registered {
         sink,
         api,
@@ -380,6 +398,13 @@ pub(super) fn logged_in() -> bool {
     LOGGED_IN.load(Ordering::Acquire)
 }
 
+/// A logout succeeded: the device it ended is gone for good (see [`DEVICES`]).
+pub(super) fn logged_out() {
+    let mut d = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    d.ended = d.current.take();
+    LOGGED_IN.store(false, Ordering::Release);
+}
+
 /// How many `client_state` events have arrived so far.
 pub(super) fn client_states_seen() -> u64 {
     CLIENT_STATES.load(Ordering::Acquire)
@@ -396,11 +421,21 @@ fn note_client_state(data: &[u8]) {
     struct ClientState {
         #[serde(default)]
         is_logged_in: bool,
+        #[serde(default)]
+        device_id: Option<String>,
     }
-    if let Ok(s) = serde_json::from_slice::<ClientState>(data) {
-        LOGGED_IN.store(s.is_logged_in, Ordering::Release);
-        CLIENT_STATES.fetch_add(1, Ordering::AcqRel);
+    let Ok(s) = serde_json::from_slice::<ClientState>(data) else {
+        return;
+    };
+    let mut d = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    if s.is_logged_in {
+        if s.device_id.is_some() && s.device_id == d.ended {
+            return; // the old client's late report (see DEVICES)
+        }
+        d.current = s.device_id;
     }
+    LOGGED_IN.store(s.is_logged_in, Ordering::Release);
+    CLIENT_STATES.fetch_add(1, Ordering::AcqRel);
 }
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {

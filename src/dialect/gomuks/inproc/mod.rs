@@ -204,6 +204,9 @@ pub(crate) struct InProcess {
     handle: RwLock<Option<Handle>>,
     held: Mutex<Option<Held>>,
     client: u64,
+    /// Set as the backend stops, before its write lock is asked for: a logout waiting for
+    /// the lock too must not run after the client was closed.
+    stopping: AtomicBool,
 }
 
 impl InProcess {
@@ -237,6 +240,7 @@ impl InProcess {
                 _slot: slot,
             })),
             client,
+            stopping: AtomicBool::new(false),
         }))
     }
 
@@ -248,19 +252,30 @@ impl InProcess {
     /// gomuks's logout itself reads the account: a second logout (a double tap, a retry
     /// after a timeout) or one before login would abort the process, so it is refused.
     fn logout(&self, call: Call) -> Result<Bytes, Error> {
+        // Also before waiting for the lock, which holds every later call back meanwhile.
+        if !library::logged_in() {
+            return Err(no_account("logout"));
+        }
         let handle = self.handle.write().unwrap_or_else(|e| e.into_inner());
         let Some(h) = *handle else {
             return Err(closed_before_reply());
         };
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(closed_before_reply());
+        }
         if !library::logged_in() {
             return Err(no_account("logout"));
         }
         let seen = library::client_states_seen();
         let was = library::set_logged_in(false);
         let r = self.run(h, call, 0);
-        // Unless the backend said otherwise meanwhile.
-        if r.is_err() && library::client_states_seen() == seen {
-            library::set_logged_in(was);
+        match &r {
+            Ok(_) => library::logged_out(),
+            // Unless the backend said otherwise meanwhile.
+            Err(_) if library::client_states_seen() == seen => {
+                library::set_logged_in(was);
+            }
+            Err(_) => {}
         }
         r
     }
@@ -383,6 +398,7 @@ impl Local for InProcess {
     }
 
     fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         let handle = self
             .handle
             .write()

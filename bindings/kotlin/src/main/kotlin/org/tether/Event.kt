@@ -23,7 +23,7 @@ enum class EventKind(val code: Int) {
     /**
      * The client's [Store] ([TetherOptions.store]) applied an event or the answer to a store
      * action: the data is the JSON change set (`gen`, `cause`, what changed). It follows the
-     * MESSAGE (or CONNECTED, DISCONNECTED) it reflects and precedes the RESPONSE of a store action. It stays in
+     * MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects and precedes the RESPONSE of a store action. It stays in
      * [TetherClient.events] like a MESSAGE, and its change set is handed to [Store.changes]
      * first.
      */

@@ -44,7 +44,7 @@ data class StoreOptions(val evictAfterMs: Long? = null, val requestTimeoutMs: Lo
  * **How STORE events reach the app.** Each change the store applies is one
  * [EventKind.STORE] event. The client's dispatcher hands its change set to every collector of
  * [changes] first, and then queues the event in [TetherClient.events] like a MESSAGE, right
- * after the MESSAGE (or CONNECTED, DISCONNECTED) it reflects. Nothing is diverted: [changes] is an extra view of the same
+ * after the MESSAGE (or CONNECTED, DISCONNECTED with a retry) it reflects. Nothing is diverted: [changes] is an extra view of the same
  * events, so the app still collects [TetherClient.events] (a client whose event buffer is full
  * stops taking events, for the store's collectors too).
  *
