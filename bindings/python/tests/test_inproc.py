@@ -11,7 +11,6 @@ import asyncio
 import io
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from conftest import (
     await_event,
     foreign_env,
     gomuks_opts,
+    run_python,
     wait_event,
     wait_until,
 )
@@ -315,17 +315,16 @@ def test_a_forked_child_does_not_keep_the_data_root_locked(fake_ffi: Path, root:
     forked without exec (multiprocessing's fork start method) does not hold it: once the
     client is closed, a new one opens the root while the child still lives."""
     other = (
-        "import sys, tether\n"
+        "import os, sys, tether\n"
         "try:\n"
-        "    tether.Client(in_process=(sys.argv[1], sys.argv[2]))\n"
+        "    tether.Client(in_process=(os.environ['LIB'], os.environ['ROOT']))\n"
         "except tether.InUseError as e:\n"
         "    print(e)\n"
         "    sys.exit(3)\n"
     )
     r, w = os.pipe()
     with started(fake_ffi, root):
-        run = subprocess.run([sys.executable, "-c", other, str(fake_ffi), str(root)],
-                             capture_output=True, text=True, timeout=60)
+        run = run_python(other, timeout=60, LIB=str(fake_ffi), ROOT=str(root))
         assert run.returncode == 3 and "in use by another client" in run.stdout, run
         pid = os.fork()
         if pid == 0:  # the child: lives until the parent closes the pipe, touches no client

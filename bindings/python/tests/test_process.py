@@ -131,6 +131,11 @@ c = tether.Client(URL, **OPTS)
 c.wait_connected(10)
 pid = os.fork()
 if pid == 0:
+    # A hang in the child is a lock the fork copied while held: faulthandler writes the
+    # stack to the descriptor itself (no lock of sys.stderr) and exits, so the test says
+    # where instead of timing out with nothing.
+    import faulthandler
+    faulthandler.dump_traceback_later(20, exit=True)
     failures = []
     def expect_forked(what, fn):
         try:
@@ -151,6 +156,7 @@ if pid == 0:
     expect_forked("new client", lambda: tether.Client(URL, **OPTS))
     logging.getLogger("tether.child").info("the child logs as usual", extra={"tether_client": 0})
     print("CHILD", failures, flush=True)
+    faulthandler.cancel_dump_traceback_later()
     sys.exit(1 if failures else 0)  # a normal exit: atexit and finalizers run in the child
 _, status = os.waitpid(pid, 0)
 print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
