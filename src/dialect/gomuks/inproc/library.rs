@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
@@ -350,34 +349,41 @@ struct Registered {
     starting_on: Option<ThreadId>,
 }
 
-/// Whether the running backend's latest `client_state` said it is logged in.
-static LOGGED_IN: AtomicBool = AtomicBool::new(false);
-
-/// How many `client_state` events arrived (so an override can tell whether one came since).
-static CLIENT_STATES: AtomicU64 = AtomicU64::new(0);
-
-/// The devices of the running backend: the one its latest logged-in `client_state` named, and
-/// the one a logout ended. gomuks's old client can still report itself logged in after a
-/// logout (a profile fetch that returns late); that report names the ended device and must not
-/// let account commands through again. A new login is a new device.
-static DEVICES: Mutex<Devices> = Mutex::new(Devices {
-    current: None,
-    ended: None,
-});
-
-struct Devices {
+/// What the running backend's `client_state` events said about its account, and what a
+/// logout changed since.
+struct Account {
+    /// Whether account commands may reach the backend.
+    logged_in: bool,
+    /// How many `client_state` events were taken (so a failed logout can tell whether one
+    /// came meanwhile).
+    states: u64,
+    /// The device the latest logged-in `client_state` named.
     current: Option<String>,
+    /// The device a logout ended. gomuks's old client can still report itself logged in after
+    /// a logout (a profile fetch that returns late); that report names this device and must
+    /// not let account commands through again. A new login is a new device.
     ended: Option<String>,
+}
+
+static ACCOUNT: Mutex<Account> = Mutex::new(Account::NONE);
+
+impl Account {
+    const NONE: Account = Account {
+        logged_in: false,
+        states: 0,
+        current: None,
+        ended: None,
+    };
+}
+
+fn account() -> std::sync::MutexGuard<'static, Account> {
+    ACCOUNT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Installs (or with `None`, removes) the sink of the process's running backend. Installed
 /// on the thread that is about to call `GomuksStart`, which then calls [`started`].
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
-    LOGGED_IN.store(false, Ordering::Release);
-    *DEVICES.lock().unwrap_or_else(|e| e.into_inner()) = Devices {
-        current: None,
-        ended: None,
-    };
+    *account() = Account::NONE;
     *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|(sink, api)| Registered {
         sink,
         api,
@@ -393,26 +399,38 @@ pub(super) fn started() {
 }
 
 /// Whether the running backend is logged in, as its latest `client_state` event said (the
-/// first one arrives before `GomuksStart` returns), or as [`set_logged_in`] said since.
+/// first one arrives before `GomuksStart` returns), and no logout is under way or done since.
 pub(super) fn logged_in() -> bool {
-    LOGGED_IN.load(Ordering::Acquire)
+    account().logged_in
 }
 
-/// A logout succeeded: the device it ended is gone for good (see [`DEVICES`]).
-pub(super) fn logged_out() {
-    let mut d = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
-    d.ended = d.current.take();
-    LOGGED_IN.store(false, Ordering::Release);
+/// Where a logout started from: given back to [`logout_ended`].
+pub(super) struct LogoutMark {
+    was: bool,
+    states: u64,
 }
 
-/// How many `client_state` events have arrived so far.
-pub(super) fn client_states_seen() -> u64 {
-    CLIENT_STATES.load(Ordering::Acquire)
+/// A logout is about to reach the backend: account commands are refused from now on.
+pub(super) fn logout_starts() -> LogoutMark {
+    let mut a = account();
+    let mark = LogoutMark {
+        was: a.logged_in,
+        states: a.states,
+    };
+    a.logged_in = false;
+    mark
 }
 
-/// Overrides [`logged_in`] until the next `client_state`; returns what it was.
-pub(super) fn set_logged_in(v: bool) -> bool {
-    LOGGED_IN.swap(v, Ordering::AcqRel)
+/// The logout returned: done, its device is gone for good; failed, the account is back,
+/// unless a `client_state` came meanwhile and said otherwise.
+pub(super) fn logout_ended(mark: LogoutMark, done: bool) {
+    let mut a = account();
+    if done {
+        a.ended = a.current.take();
+        a.logged_in = false;
+    } else if a.states == mark.states {
+        a.logged_in = mark.was;
+    }
 }
 
 /// Follows `client_state` for [`logged_in`].
@@ -427,15 +445,15 @@ fn note_client_state(data: &[u8]) {
     let Ok(s) = serde_json::from_slice::<ClientState>(data) else {
         return;
     };
-    let mut d = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = account();
     if s.is_logged_in {
-        if s.device_id.is_some() && s.device_id == d.ended {
-            return; // the old client's late report (see DEVICES)
+        if s.device_id.is_some() && s.device_id == a.ended {
+            return; // the old client's late report (see Account::ended)
         }
-        d.current = s.device_id;
+        a.current = s.device_id;
     }
-    LOGGED_IN.store(s.is_logged_in, Ordering::Release);
-    CLIENT_STATES.fetch_add(1, Ordering::AcqRel);
+    a.logged_in = s.is_logged_in;
+    a.states += 1;
 }
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {

@@ -266,17 +266,9 @@ impl InProcess {
         if !library::logged_in() {
             return Err(no_account("logout"));
         }
-        let seen = library::client_states_seen();
-        let was = library::set_logged_in(false);
+        let mark = library::logout_starts();
         let r = self.run(h, call, 0);
-        match &r {
-            Ok(_) => library::logged_out(),
-            // Unless the backend said otherwise meanwhile.
-            Err(_) if library::client_states_seen() == seen => {
-                library::set_logged_in(was);
-            }
-            Err(_) => {}
-        }
+        library::logout_ended(mark, r.is_ok());
         r
     }
 
