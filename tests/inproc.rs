@@ -494,14 +494,7 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
         c.request("get_url_preview", br#"{"url":"https://example.org"}"#)
             .unwrap(),
     ];
-    // Each call runs on its own blocking thread, so the answers may come in any order.
-    let mut pending = ids.to_vec();
-    while !pending.is_empty() {
-        let (ev, _) = until(&c, |e| {
-            e.kind() == EventKind::Response && pending.contains(&e.request_id())
-        })
-        .await;
-        pending.retain(|&id| id != ev.request_id());
+    for ev in replies(&c, &ids, None).await.0 {
         assert_eq!(ev.status(), Status::ErrState);
         assert!(json(&ev).as_str().unwrap().contains("logged-in backend"));
     }
@@ -530,28 +523,42 @@ async fn a_logout_runs_alone_and_ends_account_commands() {
     }
     let echo = c.request("echo", b"{}").unwrap();
     let account = c.request("calculate_room_id", b"{}").unwrap();
-    // The three replies (in any order) and the logout's client_state.
-    let (mut pending, mut logged_out) = (vec![logout, echo, account], false);
-    while !pending.is_empty() || !logged_out {
-        let ev = next(&c).await;
-        match ev.kind() {
-            EventKind::Response if pending.contains(&ev.request_id()) => {
-                let want = if ev.request_id() == account {
-                    Status::ErrState
-                } else {
-                    Status::Ok
-                };
-                assert_eq!(ev.status(), want, "{}", json(&ev));
-                pending.retain(|&id| id != ev.request_id());
-            }
-            EventKind::Message if ev.command() == "client_state" => {
-                assert_eq!(json(&ev)["is_logged_in"], false);
-                logged_out = true;
-            }
-            _ => {}
+    let is_state = |e: &tether::Event| e.command() == "client_state";
+    let (r, state) = replies(&c, &[logout, echo, account], Some(&is_state)).await;
+    let statuses: Vec<Status> = r.iter().map(|e| e.status()).collect();
+    assert_eq!(
+        statuses,
+        [Status::Ok, Status::Ok, Status::ErrState],
+        "{:?}",
+        kinds(&r)
+    );
+    assert_eq!(json(&state.unwrap())["is_logged_in"], false);
+    close_and_drain(&c).await;
+}
+
+/// Takes events until the RESPONSE of each of `ids` (in any order: each call runs on its own
+/// blocking thread) and, with `message`, the first MESSAGE it matches have come; returns the
+/// responses in the order of `ids`, and that message.
+async fn replies(
+    c: &Client,
+    ids: &[i64],
+    message: Option<&dyn Fn(&tether::Event) -> bool>,
+) -> (Vec<tether::Event>, Option<tether::Event>) {
+    let mut got = std::collections::HashMap::new();
+    let mut matched = None;
+    while got.len() < ids.len() || (message.is_some() && matched.is_none()) {
+        let ev = next(c).await;
+        if ev.kind() == EventKind::Response && ids.contains(&ev.request_id()) {
+            got.insert(ev.request_id(), ev);
+        } else if ev.kind() == EventKind::Message
+            && matched.is_none()
+            && message.is_some_and(|m| m(&ev))
+        {
+            matched = Some(ev);
         }
     }
-    close_and_drain(&c).await;
+    let responses = ids.iter().map(|id| got.remove(id).unwrap()).collect();
+    (responses, matched)
 }
 
 /// Returns once the one call made before (and not answered) runs in the double: it got one
@@ -573,8 +580,7 @@ async fn until_the_backend_runs_it(c: &Client) {
 async fn a_logout_waiting_when_the_client_closes_never_runs() {
     let _turn = serial().await;
     let root = Root::new();
-    let c = start(config(&root, |b| b));
-    until_command(&c, "client_state").await;
+    let c = started(&root, |b| b).await;
     c.request("sleep", br#"{"ms": 500}"#).unwrap();
     until_the_backend_runs_it(&c).await;
     let logout = c.request("logout", b"{}").unwrap();
@@ -595,22 +601,14 @@ async fn a_logout_waiting_when_the_client_closes_never_runs() {
 async fn a_late_logged_in_report_of_the_ended_device_changes_nothing() {
     let _turn = serial().await;
     let root = Root::new();
-    let c = start(config(&root, |b| b));
-    until_command(&c, "client_state").await;
+    let c = started(&root, |b| b).await;
     let logout = c
         .request("logout", br#"{"late_login_state": true}"#)
         .unwrap();
-    let (mut answered, mut late) = (false, false);
-    while !answered || !late {
-        let ev = next(&c).await;
-        if ev.kind() == EventKind::Response && ev.request_id() == logout {
-            assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
-            answered = true;
-        } else if ev.command() == "client_state" && json(&ev)["is_logged_in"] == true {
-            assert_eq!(json(&ev)["device_id"], "FAKE");
-            late = true;
-        }
-    }
+    let late = |e: &tether::Event| e.command() == "client_state" && json(e)["is_logged_in"] == true;
+    let (r, state) = replies(&c, &[logout], Some(&late)).await;
+    assert_eq!(r[0].status(), Status::Ok, "{}", json(&r[0]));
+    assert_eq!(json(&state.unwrap())["device_id"], "FAKE");
     let id = c.request("calculate_room_id", b"{}").unwrap();
     let (r, _) = response(&c, id).await;
     assert_eq!(r.status(), Status::ErrState, "{}", json(&r));
@@ -625,32 +623,22 @@ async fn a_late_logged_in_report_of_the_ended_device_changes_nothing() {
 async fn an_account_command_behind_a_waiting_logout_is_refused() {
     let _turn = serial().await;
     let root = Root::new();
-    let c = start(config(&root, |b| b));
-    until_command(&c, "client_state").await;
+    let c = started(&root, |b| b).await;
     let sleep = c.request("sleep", br#"{"ms": 300}"#).unwrap();
     until_the_backend_runs_it(&c).await;
     let logout = c.request("logout", b"{}").unwrap();
     let account = c.request("calculate_room_id", b"{}").unwrap();
-    let mut pending = vec![sleep, logout, account];
-    while !pending.is_empty() {
-        let (ev, _) = until(&c, |e| {
-            e.kind() == EventKind::Response && pending.contains(&e.request_id())
-        })
-        .await;
-        pending.retain(|&id| id != ev.request_id());
-        if ev.request_id() == account {
-            // Refused after the logout, or (if it reached the backend before the logout
-            // asked for it) run while still logged in; never run after the logout.
-            assert!(
-                [Status::ErrState, Status::ErrRemote].contains(&ev.status()),
-                "{:?} {}",
-                ev.status(),
-                json(&ev)
-            );
-        } else {
-            assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
-        }
-    }
+    let (r, _) = replies(&c, &[sleep, logout, account], None).await;
+    assert_eq!(r[0].status(), Status::Ok, "{}", json(&r[0]));
+    assert_eq!(r[1].status(), Status::Ok, "{}", json(&r[1]));
+    // Refused after the logout, or (if it reached the backend before the logout asked for
+    // it) run while still logged in; never run after the logout.
+    assert!(
+        [Status::ErrState, Status::ErrRemote].contains(&r[2].status()),
+        "{:?} {}",
+        r[2].status(),
+        json(&r[2])
+    );
     let again = c.request("logout", b"{}").unwrap();
     let (r, _) = response(&c, again).await;
     assert_eq!(r.status(), Status::ErrState, "{}", json(&r));

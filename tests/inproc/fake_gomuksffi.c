@@ -757,6 +757,29 @@ static GomuksResponse cmd_sleep(fake *f, const uint8_t *p, size_t n) {
     return sb_response(&b, RESP_OK);
 }
 
+/* Queues `count` events named `name` (interned) for the delivery thread, each with the static
+ * `data` or, when NULL, {"seq":i} (`seq i` with not_json); dropped once stopping. Under g_mu. */
+static void queue_locked(fake *f, const char *name, uint64_t count, int not_json,
+                         const char *data) {
+    if (f->stopping) return;
+    job *j = xmalloc(sizeof *j);
+    j->next = NULL;
+    j->name = name;
+    j->count = count;
+    j->sent = 0;
+    j->not_json = not_json;
+    j->data = data;
+    if (f->tail) f->tail->next = j;
+    else f->head = j;
+    f->tail = j;
+    pthread_cond_signal(&f->queue_cv);
+}
+
+/* Queues one client_state event with static `data`; under g_mu. */
+static void queue_client_state_locked(fake *f, const char *data) {
+    queue_locked(f, intern_locked("client_state"), 1, 0, data);
+}
+
 static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
     uint64_t count;
     if (!json_uint(p, n, "count", 1000000000u, &count)) return error_text("invalid params");
@@ -766,20 +789,7 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
         return error_text("invalid params");
     }
     pthread_mutex_lock(&g_mu);
-    const char *interned = intern_locked(cmd);
-    if (count > 0 && !f->stopping) {
-        job *j = xmalloc(sizeof *j);
-        j->next = NULL;
-        j->name = interned;
-        j->count = count;
-        j->sent = 0;
-        j->not_json = json_true(p, n, "not_json");
-        j->data = NULL;
-        if (f->tail) f->tail->next = j;
-        else f->head = j;
-        f->tail = j;
-        pthread_cond_signal(&f->queue_cv);
-    }
+    if (count > 0) queue_locked(f, intern_locked(cmd), count, json_true(p, n, "not_json"), NULL);
     pthread_mutex_unlock(&g_mu);
     free(cmd);
     sb b = {0};
@@ -787,21 +797,6 @@ static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
     return sb_response(&b, RESP_OK);
 }
 
-/* Queues one client_state event with static `data`; under g_mu. */
-static void queue_client_state_locked(fake *f, const char *data) {
-    if (f->stopping) return;
-    job *j = xmalloc(sizeof *j);
-    j->next = NULL;
-    j->name = intern_locked("client_state");
-    j->count = 1;
-    j->sent = 0;
-    j->not_json = 0;
-    j->data = data;
-    if (f->tail) f->tail->next = j;
-    else f->head = j;
-    f->tail = j;
-    pthread_cond_signal(&f->queue_cv);
-}
 
 /* Newer gomuks's Logout: its client is nil from the start (any call meanwhile panics), the
  * account is gone, and client_state says so at the end. */
