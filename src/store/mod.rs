@@ -443,7 +443,7 @@ impl Store {
         let n = evict_idle(&mut st, &mut ch);
         // Queued under the store's lock, past the tap, as the tap queues: generations stay
         // in order.
-        if let Some(ev) = st.announce(ch, Cause::gc()) {
+        if let Some(ev) = st.announce(ch, Cause::local("gc")) {
             self.inner.req.queue().push_untapped([ev]);
         }
         n
@@ -504,9 +504,10 @@ struct Cause<'a> {
 }
 
 impl Cause<'_> {
-    fn gc() -> Cause<'static> {
+    /// The store's own doing, or the connection's: `gc`, `connected`, `disconnected`.
+    fn local(command: &'static str) -> Cause<'static> {
         Cause {
-            command: "gc",
+            command,
             event_id: None,
             request_id: None,
         }
@@ -577,6 +578,14 @@ impl State {
 }
 
 impl State {
+    /// Queues a CONNECTED or DISCONNECTED event, then the change set its reset of typing and
+    /// `init_complete` caused, if any.
+    fn connection_changed(&mut self, ev: &Event, cause: &'static str, out: &mut Vec<Event>) {
+        let ch = self.model.connection_changed();
+        out.push(ev.clone());
+        out.extend(self.announce(ch, Cause::local(cause)));
+    }
+
     /// The batch to queue for `events`: each with the change set it caused.
     fn apply_batch(&mut self, events: &[Event]) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len() + 1);
@@ -606,24 +615,12 @@ impl State {
                     }
                     out.push(ev.clone());
                 }
+                EventKind::Connected => self.connection_changed(ev, "connected", &mut out),
                 // Not the last DISCONNECTED (no retry: CLOSED, a pause or giving up follows):
                 // a closed client's store keeps its last state, and an app shutting down is
                 // not handed one more change set.
-                EventKind::Connected | EventKind::Disconnected
-                    if ev.kind == EventKind::Connected || ev.retry_in.is_some() =>
-                {
-                    let ch = self.model.connection_changed();
-                    let cause = Cause {
-                        command: if ev.kind == EventKind::Connected {
-                            "connected"
-                        } else {
-                            "disconnected"
-                        },
-                        event_id: None,
-                        request_id: None,
-                    };
-                    out.push(ev.clone());
-                    out.extend(self.announce(ch, cause));
+                EventKind::Disconnected if ev.retry_in.is_some() => {
+                    self.connection_changed(ev, "disconnected", &mut out)
                 }
                 _ => out.push(ev.clone()),
             }
@@ -631,7 +628,7 @@ impl State {
         if self.last_gc.elapsed() >= GC_EVERY {
             let mut ch = Changes::default();
             evict_idle(self, &mut ch);
-            if let Some(note) = self.announce(ch, Cause::gc()) {
+            if let Some(note) = self.announce(ch, Cause::local("gc")) {
                 // CLOSED stays last.
                 let at = out
                     .iter()
