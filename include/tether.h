@@ -1613,6 +1613,26 @@ tether_status tether_store_load_state(const struct tether_store *s, const char *
 tether_status tether_store_send_message(const struct tether_store *s, const char *params_json, int64_t *out_request_id);
 
 /**
+ * Sends a failed message again (`resend_event`): `rowid` is the echo's `rowid`, a
+ * timeline read's `pending` item with `send_status` `failed`. The echo reads as
+ * `sending` at once (a STORE event with cause `resend`, queued before this returns);
+ * `send_complete` then updates it as after `tether_store_send_message`. If the backend
+ * refuses, the echo is failed again in the STORE event before the RESPONSE.
+ * `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
+ * tail; other errors as `tether_store_paginate`.
+ */
+tether_status tether_store_resend(const struct tether_store *s, const char *room_id, int64_t rowid, int64_t *out_request_id);
+
+/**
+ * Drops a failed send from the room's pending tail (the backend keeps its copy), and
+ * queues the STORE event that reports it (cause `discard`) before returning.
+ * `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
+ * tail (an unknown room included), `TETHER_ERR_NULL` for a NULL store or room id. Works
+ * on a store whose client is closed. Any thread.
+ */
+tether_status tether_store_discard(const struct tether_store *s, const char *room_id, int64_t rowid);
+
+/**
  * Marks the room read up to the newest event the store holds (`mark_read`);
  * `receipt_type` NULL means `m.read`. The unread counts change with the backend's next
  * sync. `TETHER_ERR_INVALID_ARGUMENT` when the store holds no event of the room; other

@@ -294,6 +294,163 @@ async fn send_message_shows_a_local_echo_until_synced() {
     close_and_drain(&c).await;
 }
 
+/// A message whose simulated send fails (`text` one of the testkit's failing texts): its
+/// rowid, once `send_complete` has marked it failed.
+async fn failed_send(c: &Client, s: &Store, room: &str, text: &str) -> i64 {
+    let params = json!({"room_id": room, "text": text}).to_string();
+    let id = s.send_message(params.as_bytes()).unwrap();
+    let (resp, _) = answered(c, id).await;
+    let echo: Value = serde_json::from_slice(resp.data()).unwrap();
+    until_store(c, |ch| ch["cause"]["command"] == "send_complete").await;
+    let tl = read(s, "timeline", json!({"room_id": room}));
+    assert_eq!(tl["pending"][0]["send_status"], "failed", "{tl}");
+    echo["rowid"].as_i64().unwrap()
+}
+
+/// A room whose message `text` failed, resent: the room, the echo's rowid and the resend's
+/// request id.
+struct Resent {
+    _b: Backend,
+    c: Client,
+    s: Store,
+    r: String,
+    rowid: i64,
+    id: i64,
+}
+
+async fn resent(text: &str) -> Resent {
+    let (_b, c, s) = setup(3, 2).await;
+    let r = room_id(2);
+    let rowid = failed_send(&c, &s, &r, text).await;
+    let id = s.resend(&r, rowid).unwrap();
+    Resent {
+        _b,
+        c,
+        s,
+        r,
+        rowid,
+        id,
+    }
+}
+
+/// Resending a failed send (§4.3; hicli `resend_event`): the echo shows as sending at once,
+/// in a STORE event before the RESPONSE, without `send_error` as gomuks answers it; a send
+/// that goes through then syncs like any other and reads as sent.
+#[tokio::test]
+async fn a_failed_send_is_resent_until_synced() {
+    let Resent {
+        _b,
+        c,
+        s,
+        r,
+        rowid,
+        id,
+    } = resent("fail once").await;
+    let (change, _) = until_store(&c, |ch| ch["cause"]["command"] == "resend").await;
+    assert_eq!(change["rooms"][&r]["pending"], true);
+    assert_eq!(change["rooms"][&r]["updated"], json!([rowid]));
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    assert_eq!(tl["pending"][0]["send_status"], "sending", "{tl}");
+    assert!(tl["pending"][0]["event"].get("send_error").is_none());
+    let (resp, _) = answered(&c, id).await;
+    assert_eq!(resp.status(), Status::Ok);
+    until_store(&c, |ch| {
+        ch["cause"]["command"] == "sync_complete" && ch["rooms"][&r]["appended"].is_array()
+    })
+    .await;
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    assert_eq!(tl["pending"], json!([]));
+    let last = tl["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["event"]["rowid"], rowid);
+    assert_eq!(last["send_status"], "sent", "{last}");
+    close_and_drain(&c).await;
+}
+
+/// A resend the homeserver refuses at once (§4.3): hicli's `send_complete` then comes before
+/// the answer, which must not turn the failure back into sending.
+#[tokio::test]
+async fn a_resend_that_fails_again_stays_failed_when_its_answer_comes_last() {
+    let Resent {
+        _b, c, s, r, id, ..
+    } = resent("fail").await;
+    let (resp, seen) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    assert_eq!(resp.status(), Status::Ok);
+    assert!(
+        seen.iter().any(|e| e.kind() == EventKind::Store
+            && json(e)["cause"]["command"] == "send_complete"),
+        "the outcome came first"
+    );
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    let p = &tl["pending"][0];
+    assert_eq!(p["send_status"], "failed", "{tl}");
+    assert!(p["event"]["send_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("M_FORBIDDEN"));
+    close_and_drain(&c).await;
+}
+
+/// A resend the backend refuses (hicli's "unknown transaction ID"): the echo is failed again,
+/// reported by the answer's STORE event.
+#[tokio::test]
+async fn a_refused_resend_shows_the_failure_again() {
+    let Resent {
+        _b,
+        c,
+        s,
+        r,
+        rowid,
+        id,
+    } = resent("fail, forget").await;
+    let (resp, change) = answered(&c, id).await;
+    assert_ne!(resp.status(), Status::Ok);
+    assert_eq!(change["rooms"][&r]["updated"], json!([rowid]), "{change}");
+    let tl = read(&s, "timeline", json!({"room_id": r}));
+    let p = &tl["pending"][0];
+    assert_eq!(p["send_status"], "failed", "{tl}");
+    assert!(p["event"]["send_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("M_FORBIDDEN"));
+    close_and_drain(&c).await;
+}
+
+/// Discarding a failed send (gomuks web's "undo send"): it leaves the pending tail, in a
+/// STORE event (cause `discard`); only a failed send in the pending tail can be discarded
+/// or resent.
+#[tokio::test]
+async fn a_failed_send_can_be_discarded_and_nothing_else() {
+    let (_b, c, s) = setup(3, 2).await;
+    let r = room_id(2);
+    let rowid = failed_send(&c, &s, &r, "fail").await;
+    s.discard(&r, rowid).unwrap();
+    let (change, _) = until_store(&c, |ch| ch["cause"]["command"] == "discard").await;
+    assert_eq!(change["rooms"][&r]["pending"], true);
+    assert_eq!(
+        read(&s, "timeline", json!({"room_id": r}))["pending"],
+        json!([])
+    );
+
+    let refused = |e: tether::Error| assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
+    refused(s.discard(&r, rowid).unwrap_err());
+    refused(s.resend(&r, rowid).unwrap_err());
+    refused(s.discard("!nowhere:example.org", rowid).unwrap_err());
+    // A sending echo, and then a synced one: neither is a failed send.
+    let params = json!({"room_id": r, "text": "hello"}).to_string();
+    let id = s.send_message(params.as_bytes()).unwrap();
+    let (resp, _) = answered(&c, id).await;
+    let echo: Value = serde_json::from_slice(resp.data()).unwrap();
+    let sent = echo["rowid"].as_i64().unwrap();
+    refused(s.discard(&r, sent).unwrap_err());
+    refused(s.resend(&r, sent).unwrap_err());
+    until_store(&c, |ch| ch["rooms"][&r]["appended"].is_array()).await;
+    refused(s.discard(&r, sent).unwrap_err());
+    close_and_drain(&c).await;
+}
+
 /// mark_read (§4.3): the backend's sync zeroes the counts (and brings no receipt of ours:
 /// hicli leaves the user's own receipts out).
 #[tokio::test]

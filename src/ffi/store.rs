@@ -171,6 +171,39 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// Sends a failed message again (`resend_event`): `rowid` is the echo's `rowid`, a
+    /// timeline read's `pending` item with `send_status` `failed`. The echo reads as
+    /// `sending` at once (a STORE event with cause `resend`, queued before this returns);
+    /// `send_complete` then updates it as after `tether_store_send_message`. If the backend
+    /// refuses, the echo is failed again in the STORE event before the RESPONSE.
+    /// `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
+    /// tail; other errors as `tether_store_paginate`.
+    fn tether_store_resend(
+        s: *const tether_store,
+        room_id: *const c_char,
+        rowid: i64,
+        out_request_id: *mut i64,
+    ) -> tether_status {
+        put_id(out_request_id, || store(s)?.resend(str_arg(room_id, "room_id")?, rowid))
+    } ?= code
+}
+
+ffi_fn! {
+    /// Drops a failed send from the room's pending tail (the backend keeps its copy), and
+    /// queues the STORE event that reports it (cause `discard`) before returning.
+    /// `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
+    /// tail (an unknown room included), `TETHER_ERR_NULL` for a NULL store or room id. Works
+    /// on a store whose client is closed. Any thread.
+    fn tether_store_discard(
+        s: *const tether_store,
+        room_id: *const c_char,
+        rowid: i64,
+    ) -> tether_status {
+        status_of(store(s).and_then(|st| st.discard(str_arg(room_id, "room_id")?, rowid)))
+    } ?= code
+}
+
+ffi_fn! {
     /// Marks the room read up to the newest event the store holds (`mark_read`);
     /// `receipt_type` NULL means `m.read`. The unread counts change with the backend's next
     /// sync. `TETHER_ERR_INVALID_ARGUMENT` when the store holds no event of the room; other

@@ -34,9 +34,25 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 
 /// What a store action's answer does to the store.
 enum Action {
-    Paginate { room: String, epoch: u64 },
-    LoadState { room: String, members: bool },
-    Send { room: String },
+    Paginate {
+        room: String,
+        epoch: u64,
+    },
+    LoadState {
+        room: String,
+        members: bool,
+    },
+    Send {
+        room: String,
+    },
+    /// A failed send sent again: shown as sending when asked (`sending`); `failed`, the echo
+    /// before, is put back if the backend refuses and nothing has changed the echo since.
+    Resend {
+        room: String,
+        rowid: i64,
+        failed: Box<RawValue>,
+        sending: Box<RawValue>,
+    },
     Members,
     Plain,
 }
@@ -335,6 +351,58 @@ impl Store {
         )
     }
 
+    /// Sends a failed message again (`resend_event` with its transaction id). The echo shows
+    /// as sending at once, as gomuks answers it (`send_error` cleared), in a STORE event (cause
+    /// `resend`) queued before the RESPONSE: a `send_complete` that beats the answer is then
+    /// not undone by it. If the backend refuses, the echo is failed again (the answer's
+    /// STORE event). `ErrInvalidArgument` unless `rowid` is a failed send in the room's
+    /// pending tail.
+    pub fn resend(&self, room_id: &str, rowid: i64) -> Result<i64, Error> {
+        let mut st = self.lock();
+        let ev = failed_send(&st.model, room_id, rowid)?;
+        let txn = ev.head.transaction_id.clone().unwrap_or_default();
+        if txn.is_empty() {
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                format!("event {rowid} of {room_id} has no transaction id to resend by"),
+            ));
+        }
+        let failed = ev.raw.clone();
+        let sending = without_send_error(&failed);
+        let params = json!({ "transaction_id": txn });
+        let action = Action::Resend {
+            room: room_id.to_owned(),
+            rowid,
+            failed,
+            sending: sending.clone(),
+        };
+        let id = self.act(
+            &mut st,
+            "resend_event",
+            params.to_string().as_bytes(),
+            action,
+        )?;
+        let mut ch = Changes::default();
+        st.model
+            .apply_echo(room_id, &sending, model::Echo::Local, &mut ch);
+        self.announce_local(&mut st, ch, "resend");
+        Ok(id)
+    }
+
+    /// Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
+    /// keeps its copy), and queues the STORE event that reports it (cause `discard`).
+    /// `ErrInvalidArgument` unless `rowid` is a failed send in the room's pending tail.
+    pub fn discard(&self, room_id: &str, rowid: i64) -> Result<(), Error> {
+        let mut st = self.lock();
+        failed_send(&st.model, room_id, rowid)?;
+        let room = known_room_mut(&mut st.model, room_id)?;
+        room.pending.retain(|&p| p != rowid);
+        let mut ch = Changes::default();
+        ch.room(room_id).pending = true;
+        self.announce_local(&mut st, ch, "discard");
+        Ok(())
+    }
+
     /// Marks the room read up to its newest event (`mark_read`; `receipt_type` empty means
     /// `m.read`). The unread counts change when the backend's next sync says so.
     /// `ErrInvalidArgument` when the store holds no event of the room to mark.
@@ -441,13 +509,42 @@ impl Store {
         let mut st = self.lock();
         let mut ch = Changes::default();
         let n = evict_idle(&mut st, &mut ch);
-        // Queued under the store's lock, past the tap, as the tap queues: generations stay
-        // in order.
-        if let Some(ev) = st.announce(ch, Cause::local("gc")) {
-            self.inner.req.queue().push_untapped([ev]);
-        }
+        self.announce_local(&mut st, ch, "gc");
         n
     }
+
+    /// Queues the STORE event of a change the app's call made, if anything changed. Under the
+    /// store's lock, past the tap, as the tap queues: generations stay in order.
+    fn announce_local(&self, st: &mut State, ch: Changes, cause: &'static str) {
+        if let Some(ev) = st.announce(ch, Cause::local(cause)) {
+            self.inner.req.queue().push_untapped([ev]);
+        }
+    }
+}
+
+/// The failed send `rowid` in the room's pending tail: what can be resent or discarded.
+fn failed_send<'a>(m: &'a Model, room_id: &str, rowid: i64) -> Result<&'a model::Stored, Error> {
+    let room = known_room(m, room_id)?;
+    room.pending
+        .contains(&rowid)
+        .then(|| room.events.get(&rowid))
+        .flatten()
+        .filter(|e| e.send_status() == Some("failed"))
+        .ok_or_else(|| {
+            Error::new(
+                Status::ErrInvalidArgument,
+                format!("event {rowid} is not a failed send in the pending tail of {room_id}"),
+            )
+        })
+}
+
+/// The echo as gomuks answers a resend: `send_error` cleared, which its JSON omits.
+fn without_send_error(raw: &RawValue) -> Box<RawValue> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw.get()).unwrap_or_default();
+    v.remove("send_error");
+    RawValue::from_string(serde_json::Value::Object(v).to_string())
+        .expect("a JSON object serializes to valid JSON")
 }
 
 fn unknown_room(room_id: &str) -> Error {
@@ -569,6 +666,23 @@ impl State {
             Action::Send { room } if ok => {
                 if let Ok(raw) = serde_json::from_slice::<&RawValue>(data) {
                     self.model.apply_echo(&room, raw, model::Echo::Answer, ch);
+                }
+            }
+            Action::Resend {
+                room,
+                rowid,
+                failed,
+                sending,
+            } if !ok => {
+                // Put back only what the resend itself showed: an outcome that came since
+                // (a timed-out request the backend did carry out) is newer.
+                let unchanged = self.model.rooms.get(&room).is_some_and(|r| {
+                    r.pending.contains(&rowid)
+                        && r.events.get(&rowid).map(|e| e.raw.get()) == Some(sending.get())
+                });
+                if unchanged {
+                    self.model
+                        .apply_echo(&room, &failed, model::Echo::Local, ch);
                 }
             }
             Action::Members if ok => self.model.apply_state_events(data, ch),

@@ -18,6 +18,31 @@ pub(super) struct Stored {
     pub raw: Box<RawValue>,
 }
 
+impl Stored {
+    /// The state of an own send: `sending`, `sent` or `failed`; `None` for other events.
+    /// gomuks keeps `send_error: "not sent"` on an event even once the homeserver took it
+    /// (its real `$` id says so), and leaves the field out of a resent echo and its outcome
+    /// (cleared, and omitted when empty); any other text is the failure. An own send without
+    /// the field is told by its local `~` id or hicli's transaction id.
+    pub fn send_status(&self) -> Option<&'static str> {
+        let h = &self.head;
+        let own = h.send_error.is_some()
+            || h.event_id.starts_with('~')
+            || h.transaction_id.as_deref().is_some_and(|t| !t.is_empty());
+        if !own {
+            return None;
+        }
+        let err = h.send_error.as_deref().unwrap_or("");
+        Some(if !err.is_empty() && err != "not sent" {
+            "failed"
+        } else if h.event_id.starts_with('$') {
+            "sent"
+        } else {
+            "sending"
+        })
+    }
+}
+
 /// A user's read receipt: the one furthest down the timeline, of any type and thread.
 pub(super) struct Receipt {
     pub event_id: String,
@@ -68,6 +93,9 @@ pub(super) struct Room {
 pub(super) enum Echo {
     Answer,
     Outcome,
+    /// The store's own rewrite of an echo: a resend shown before its answer, or undone when
+    /// the backend refused it.
+    Local,
 }
 
 /// A fresh timeline epoch, unique in the process: a room created again (after `clear_state`,

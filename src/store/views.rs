@@ -414,23 +414,10 @@ struct Item<'a> {
     send_status: Option<&'static str>,
 }
 
-/// The state of an own send. gomuks keeps `send_error: "not sent"` on an event even once the
-/// homeserver took it (its real `$` id says so); any other text is the failure.
-fn send_status(ev: &Stored) -> Option<&'static str> {
-    let err = ev.head.send_error.as_deref()?;
-    Some(if !err.is_empty() && err != "not sent" {
-        "failed"
-    } else if ev.head.event_id.starts_with('$') {
-        "sent"
-    } else {
-        "sending"
-    })
-}
-
 fn item<'a>(r: &'a Room, ev: &'a Stored, timeline_rowid: Option<i64>) -> Item<'a> {
     Item {
         timeline_rowid,
-        send_status: send_status(ev),
+        send_status: ev.send_status(),
         event: &ev.raw,
         edit: ev
             .head
@@ -976,15 +963,36 @@ mod tests {
         let own = |id: &str, err: &str| {
             let raw = json!({"rowid": 1, "event_id": id, "send_error": err}).to_string();
             let head = serde_json::from_str(&raw).unwrap();
-            send_status(&Stored {
+            Stored {
                 head,
                 raw: serde_json::value::RawValue::from_string(raw).unwrap(),
-            })
+            }
+            .send_status()
         };
         assert_eq!(own("~hicli-1", "not sent"), Some("sending"));
         assert_eq!(own("$real", "not sent"), Some("sent"));
         assert_eq!(own("~hicli-1", "M_FORBIDDEN: no"), Some("failed"));
         assert_eq!(own("$real", ""), Some("sent"));
+        // A resent echo and its outcome carry no send_error at all (gomuks clears it and the
+        // field is omitempty): the local id or the transaction id still marks an own send.
+        let bare = |raw: Value| {
+            let raw = raw.to_string();
+            Stored {
+                head: serde_json::from_str(&raw).unwrap(),
+                raw: serde_json::value::RawValue::from_string(raw).unwrap(),
+            }
+            .send_status()
+        };
+        assert_eq!(
+            bare(json!({"rowid": 1, "event_id": "~hicli-1"})),
+            Some("sending")
+        );
+        let txn = "hicli-mautrix-go_1";
+        assert_eq!(
+            bare(json!({"rowid": 1, "event_id": "$real", "transaction_id": txn})),
+            Some("sent")
+        );
+        assert_eq!(bare(json!({"rowid": 1, "event_id": "$theirs"})), None);
     }
 
     /// The `unreads` filter keeps a room that is open once it is read, as gomuks web keeps the

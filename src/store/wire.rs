@@ -174,6 +174,10 @@ pub(super) struct EventHead {
     /// v0.2607.0), another text when it failed.
     #[serde(default, deserialize_with = "lenient")]
     pub send_error: Option<String>,
+    /// hicli's own sends (`hicli-mautrix-go_…`; others are dropped by gomuks): what
+    /// `resend_event` names the send by.
+    #[serde(default, deserialize_with = "lenient")]
+    pub transaction_id: Option<String>,
 }
 
 /// A read receipt (`database.Receipt`).

@@ -607,6 +607,19 @@ fn since_epoch() -> Duration {
 }
 
 /// Locks the shared state; a panicked test thread must not wedge the backend.
+/// The homeserver round trip of a send: send_complete, then (on success) the sync carrying
+/// the event, both buffered like any server event.
+fn complete_send_later(state: &Arc<Mutex<State>>, pending: crate::rooms::PendingSend) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut g = lock(&state);
+        for (command, data) in g.rooms.complete_send(&pending) {
+            g.push(command, &data);
+        }
+    });
+}
+
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1401,16 +1414,27 @@ fn handle_command(
             match r {
                 Ok((echo, pending)) => {
                     let _ = tx.send(Out::Line(reply("response", echo)));
-                    // The homeserver round trip: send_complete, then the sync carrying the event,
-                    // both buffered like any server event.
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        let mut g = lock(&state);
-                        for (command, data) in g.rooms.complete_send(&pending) {
-                            g.push(command, &data);
-                        }
-                    });
+                    complete_send_later(state, pending);
+                }
+                Err(e) => {
+                    let _ = tx.send(Out::Line(reply("error", json!(e))));
+                }
+            }
+        }
+        "resend_event" => {
+            let mut g = lock(state);
+            match g.rooms.resend_event(&data) {
+                // hicli sends from a goroutine started before it answers: a homeserver that
+                // refuses at once has its send_complete out before the answer.
+                Ok((echo, pending)) if pending.fails() => {
+                    for (command, data) in g.rooms.complete_send(&pending) {
+                        g.push(command, &data);
+                    }
+                    let _ = tx.send(Out::Line(reply("response", echo)));
+                }
+                Ok((echo, pending)) => {
+                    let _ = tx.send(Out::Line(reply("response", echo)));
+                    complete_send_later(state, pending);
                 }
                 Err(e) => {
                     let _ = tx.send(Out::Line(reply("error", json!(e))));

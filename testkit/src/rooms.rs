@@ -122,6 +122,13 @@ pub struct PendingSend {
     fail: bool,
 }
 
+impl PendingSend {
+    /// Whether the simulated homeserver refuses this send.
+    pub fn fails(&self) -> bool {
+        self.fail
+    }
+}
+
 /// The room model. Empty by default; [`Rooms::seeded`] builds the fixture.
 #[derive(Clone, Debug, Default)]
 pub struct Rooms {
@@ -624,7 +631,8 @@ impl Rooms {
     }
 
     /// `send_message` {room_id, text}: the local echo, and what [`Rooms::complete_send`] needs.
-    /// The text "fail" makes the simulated send fail.
+    /// The texts "fail", "fail once" and "fail, forget" make the simulated send fail (see
+    /// [`Rooms::resend_event`] for how each resends).
     pub fn send_message(&mut self, params: &Value) -> Result<(Value, PendingSend), String> {
         let room_id = params["room_id"].as_str().unwrap_or_default().to_owned();
         if self.room(&room_id).is_none() {
@@ -652,9 +660,36 @@ impl Rooms {
             PendingSend {
                 room_id,
                 rowid,
-                fail: text == "fail",
+                fail: text.starts_with("fail"),
             },
         ))
+    }
+
+    /// `resend_event` {transaction_id}, as hicli's `Resend`: the echo with its `send_error`
+    /// cleared (and so left out), and what [`Rooms::complete_send`] needs. A message "fail"
+    /// fails again, "fail once" goes through, "fail, forget" was lost by the backend (gomuks's
+    /// "unknown transaction ID").
+    pub fn resend_event(&mut self, params: &Value) -> Result<(Value, PendingSend), String> {
+        let txn = params["transaction_id"].as_str().unwrap_or_default();
+        let found = self
+            .events
+            .iter_mut()
+            .find(|(_, e)| e["transaction_id"] == txn && e["content"]["body"] != "fail, forget");
+        let Some((&rowid, e)) = found else {
+            return Err("unknown transaction ID".into());
+        };
+        if !e["event_id"].as_str().unwrap_or_default().starts_with('~') {
+            return Err("event was already sent successfully".into());
+        }
+        if let Some(obj) = e.as_object_mut() {
+            obj.remove("send_error");
+        }
+        let pending = PendingSend {
+            room_id: e["room_id"].as_str().unwrap_or_default().to_owned(),
+            rowid,
+            fail: e["content"]["body"] == "fail",
+        };
+        Ok((e.clone(), pending))
     }
 
     /// The simulated homeserver answer to a `send_message`: `send_complete` and, on success, a

@@ -25,6 +25,18 @@ static char *read_json(const tether_store *s, const char *what, const char *args
     }
 }
 
+/* An event's data as a malloc'd NUL-terminated string (owned by the caller). */
+static char *data_text(const tether_event *ev) {
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    CHECK_OK(tether_event_data(ev, &p, &n));
+    char *text = (char *)malloc(n + 1);
+    CHECK(text != NULL);
+    memcpy(text, p, n);
+    text[n] = 0;
+    return text;
+}
+
 static tether_client *new_client(void) { return th_client_from(th_config(&backend)); }
 
 /* §4.2 initial sync through the store: the list is there once init_complete is taken, a
@@ -63,15 +75,9 @@ static void test_store_follows_the_stream(void) {
     int saw_change = 0;
     for (;;) {
         tether_event *ev = th_wait(c, TETHER_EVENT_STORE, NULL, 10000);
-        const uint8_t *p = NULL;
-        size_t n = 0;
-        CHECK_OK(tether_event_data(ev, &p, &n));
         char want[64];
         snprintf(want, sizeof want, "\"request_id\":%lld", (long long)id);
-        char *text = (char *)malloc(n + 1);
-        CHECK(text != NULL);
-        memcpy(text, p, n);
-        text[n] = 0;
+        char *text = data_text(ev);
         if (strstr(text, want)) saw_change = 1;
         free(text);
         tether_event_free(ev);
@@ -109,6 +115,73 @@ static void test_store_follows_the_stream(void) {
     CHECK(strstr(session, "\"init_complete\":true") != NULL);
     free(session);
     CHECK_STATUS(tether_store_load_state(s, "!r1:example.org", true, &id), TETHER_ERR_STATE);
+    tether_store_free(s);
+}
+
+/* The rowid in an event's JSON data (the echo a send answers with). */
+static int64_t data_rowid(const tether_event *ev) {
+    char *text = data_text(ev);
+    const char *at = strstr(text, "\"rowid\":");
+    CHECK(at != NULL);
+    int64_t rowid = strtoll(at + 8, NULL, 10);
+    free(text);
+    return rowid;
+}
+
+/* §4.3 a failed send resent (it fails again) and then discarded; both refused for anything
+ * but a failed send in the pending tail, and a NULL out-pointer sends nothing. */
+static void test_store_resend_and_discard(void) {
+    tether_client *c = new_client();
+    tether_store *s = NULL;
+    CHECK_OK(tether_store_new(c, NULL, &s));
+    CHECK_OK(tether_client_connect(c));
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 20000));
+    const char *room = "!r1:example.org";
+    int64_t id = 0;
+    CHECK_OK(tether_store_send_message(s, "{\"room_id\": \"!r1:example.org\", \"text\": \"fail\"}", &id));
+    tether_event *resp = th_wait_response(c, id, 10000);
+    int64_t rowid = data_rowid(resp);
+    tether_event_free(resp);
+    tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "send_complete", 10000));
+    const char *args = "{\"room_id\": \"!r1:example.org\"}";
+    char *tl = read_json(s, "timeline", args);
+    CHECK(strstr(tl, "\"send_status\":\"failed\"") != NULL);
+    free(tl);
+
+    CHECK_STATUS(tether_store_resend(s, room, rowid, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_resend(NULL, room, rowid, &id), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_resend(s, NULL, rowid, &id), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_resend(s, room, rowid + 1000, &id), TETHER_ERR_INVALID_ARGUMENT);
+    tl = read_json(s, "timeline", args);
+    CHECK(strstr(tl, "\"send_status\":\"failed\"") != NULL);
+    free(tl);
+    CHECK_OK(tether_store_resend(s, room, rowid, &id));
+    tl = read_json(s, "timeline", args);
+    CHECK(strstr(tl, "\"send_status\":\"sending\"") != NULL);
+    free(tl);
+    /* The testkit's homeserver refuses "fail" at once: the outcome comes before the answer,
+     * and the answer leaves it failed. */
+    tether_event_free(th_wait_response(c, id, 10000));
+    tl = read_json(s, "timeline", args);
+    CHECK(strstr(tl, "\"send_status\":\"failed\"") != NULL);
+    free(tl);
+
+    CHECK_STATUS(tether_store_discard(NULL, room, rowid), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_discard(s, NULL, rowid), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_store_discard(s, "!nope:x", rowid), TETHER_ERR_INVALID_ARGUMENT);
+    CHECK_OK(tether_store_discard(s, room, rowid));
+    tether_event *ev = th_wait(c, TETHER_EVENT_STORE, NULL, 10000);
+    char *change = data_text(ev);
+    CHECK(strstr(change, "\"command\":\"discard\"") != NULL);
+    free(change);
+    tether_event_free(ev);
+    tl = read_json(s, "timeline", args);
+    CHECK(strstr(tl, "\"pending\":[]") != NULL);
+    free(tl);
+    CHECK_STATUS(tether_store_discard(s, room, rowid), TETHER_ERR_INVALID_ARGUMENT);
+    th_close_and_free(c);
+    /* Discarding is local: a store whose client is gone still answers it. */
+    CHECK_STATUS(tether_store_discard(s, room, rowid), TETHER_ERR_INVALID_ARGUMENT);
     tether_store_free(s);
 }
 
@@ -210,6 +283,7 @@ int main(void) {
     const char *const args[] = {"--rooms", "4", "--history", "30", NULL};
     th_backend_start(&backend, args);
     TH_RUN(test_store_follows_the_stream);
+    TH_RUN(test_store_resend_and_discard);
     TH_RUN(test_store_freed_before_client);
     TH_RUN(test_store_misuse);
     th_backend_stop(&backend);

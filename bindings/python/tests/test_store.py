@@ -488,6 +488,81 @@ def test_a_failed_send_leaves_a_failed_pending_echo(rooms: Backend) -> None:
         assert all(e["event"]["rowid"] != echo["rowid"] for e in s.timeline(R[1])["events"])
 
 
+def failed_send(s: Store, stream: ChangeStream, room: str, text: str) -> int:
+    """Sends a message the testkit's homeserver refuses; its rowid once it reads failed."""
+    echo = s.send_message(room, text).result(10 * SLOW)
+
+    def failed() -> bool:
+        pending = s.timeline(room)["pending"]
+        return bool(pending) and pending[0]["send_status"] == "failed"
+
+    wait_until(failed, stream)
+    return int(echo["rowid"])
+
+
+def test_a_failed_send_is_resent_then_synced(rooms: Backend) -> None:
+    """resend(): the echo reads as sending at once (a change set with cause "resend"
+    before the call returns); the backend's second try goes through and the synced event,
+    sent, takes its place."""
+    with store_client(rooms) as c:
+        s = c.store
+        stream = s.changes()
+        rowid = failed_send(s, stream, R[1], "fail once")
+        p = s.resend(R[1], rowid)
+        assert p.id > 0
+        assert s.timeline(R[1])["pending"][0]["send_status"] == "sending"
+        ch = wait_change(stream, lambda ch: ch["cause"].get("command") == "resend")
+        assert ch["rooms"][R[1]]["updated"] == [rowid] and ch["rooms"][R[1]]["pending"]
+        assert p.result(10 * SLOW)["rowid"] == rowid
+
+        def synced() -> bool:
+            t = s.timeline(R[1])
+            return not t["pending"] and t["events"][-1]["event"]["rowid"] == rowid
+
+        wait_until(synced, stream)
+        assert s.timeline(R[1])["events"][-1]["send_status"] == "sent"
+
+
+def test_a_refused_resend_fails_and_the_echo_is_failed_again(rooms: Backend) -> None:
+    """A resend the backend refuses ("unknown transaction ID"): the reply raises, and the
+    echo reads failed again as before."""
+    with store_client(rooms) as c:
+        s = c.store
+        stream = s.changes()
+        rowid = failed_send(s, stream, R[1], "fail, forget")
+        before = s.timeline(R[1])["pending"]
+        p = s.resend(R[1], rowid)
+        with pytest.raises(tether.RemoteError):
+            p.result(10 * SLOW)
+        assert s.timeline(R[1])["pending"] == before
+
+
+def test_a_failed_send_is_discarded_and_misuse_is_refused(rooms: Backend) -> None:
+    """discard(): the failed echo leaves pending (cause "discard"); resend and discard take
+    only a failed send in the pending tail, and a rowid that is not an int is a TypeError."""
+    with store_client(rooms) as c:
+        s = c.store
+        stream = s.changes()
+        rowid = failed_send(s, stream, R[1], "fail")
+        with pytest.raises(TypeError):
+            s.discard(R[1], str(rowid))  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            s.resend(R[1], True)
+        with pytest.raises(tether.InvalidArgumentError):
+            s.resend(R[1], 2**63)
+        with pytest.raises(tether.InvalidArgumentError):
+            s.discard("!nope:example.org", rowid)
+        s.discard(R[1], rowid)
+        assert s.timeline(R[1])["pending"] == []
+        wait_change(stream, lambda ch: ch["cause"].get("command") == "discard")
+        for again in (s.discard, s.resend):
+            with pytest.raises(tether.InvalidArgumentError, match="not a failed send"):
+                again(R[1], rowid)
+    with pytest.raises(tether.InvalidArgumentError):
+        s.discard(R[1], rowid)  # the store outlives its client; discarding is local
+    s.close()
+
+
 def test_mark_read_zeroes_the_unread_count(rooms: Backend) -> None:
     """mark_read() on the room with 3 unread messages: after the backend's sync the counts
     are 0 and the room leaves the unreads filter; the sync brings no receipt of ours (hicli
@@ -634,6 +709,14 @@ def test_asyncio_store_changes_iterate_and_actions_await(rooms: Backend) -> None
                 assert await stream.get(10 * SLOW) is not None  # until the send is synced
             with pytest.raises(tether.InvalidArgumentError):
                 s.paginate("!nope:example.org")
+            failed = await s.send_message(R[5], "fail once")
+            while not s.timeline(R[5])["pending"] or \
+                    s.timeline(R[5])["pending"][0]["send_status"] != "failed":
+                assert await stream.get(10 * SLOW) is not None
+            resent = await s.resend(R[5], failed["rowid"])
+            assert resent["rowid"] == failed["rowid"] and "send_error" not in resent
+            while s.timeline(R[5])["pending"] or bodies(s.timeline(R[5]))[-1] != "fail once":
+                assert await stream.get(10 * SLOW) is not None  # until the resend is synced
             nothing = s.request_members(R[5], [ALICE])
             assert nothing.id == 0 and await nothing is None
             seen = []

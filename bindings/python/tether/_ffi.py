@@ -251,6 +251,8 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_store_send_message": (_status, [_p, c_char_p, POINTER(c_int64)]),
     "tether_store_mark_read": (_status, [_p, c_char_p, c_char_p, POINTER(c_int64)]),
     "tether_store_request_members": (_status, [_p, c_char_p, c_char_p, POINTER(c_int64)]),
+    "tether_store_resend": (_status, [_p, c_char_p, c_int64, POINTER(c_int64)]),
+    "tether_store_discard": (_status, [_p, c_char_p, c_int64]),
     "tether_store_set_open": (_status, [_p, c_char_p, c_bool]),
     "tether_store_watch": (_status, [_p, c_char_p, c_bool]),
     "tether_store_collect_garbage": (_status, [_p, POINTER(c_size_t)]),

@@ -165,6 +165,15 @@ def _plain(ptr: int, fn: Any, args: Tuple[Any, ...]) -> Tuple[int, str]:
     return st, (_ffi.last_error() if st < 0 else "")
 
 
+def _rowid(rowid: int) -> int:
+    # bool is an int too, and True would name event 1.
+    if not isinstance(rowid, int) or isinstance(rowid, bool):
+        raise TypeError(f"rowid must be an int, not {type(rowid).__name__}")
+    if not -(2**63) <= rowid < 2**63:
+        raise InvalidArgumentError(f"rowid {rowid} is out of range", Status.ERR_INVALID_ARGUMENT)
+    return rowid
+
+
 def _room(room_id: str) -> bytes:
     if not room_id:
         raise InvalidArgumentError("room_id is empty", Status.ERR_INVALID_ARGUMENT)
@@ -473,6 +482,14 @@ class _StoreBase:
         rid = None if room_id is None else _room(room_id)
         self._plain("watch", _ffi.lib.tether_store_watch, rid, bool(on))
 
+    def discard(self, room_id: str, rowid: int) -> None:
+        """Drops a failed send (a ``pending`` item of :meth:`timeline` whose ``send_status``
+        is ``failed``; ``rowid`` is its event's) from the room's pending tail, as gomuks
+        web's "undo send"; the backend keeps its copy. A change set with cause ``discard``
+        reports it. Works after the client closed. :raises InvalidArgumentError: ``rowid``
+        is not a failed send in the room's pending tail."""
+        self._plain("discard", _ffi.lib.tether_store_discard, _room(room_id), _rowid(rowid))
+
     def collect_garbage(self) -> int:
         """Evicts now the timelines of rooms not open and idle for ``evict_after_ms``;
         returns how many rooms lost theirs (a change set with cause "gc" reports them at once)."""
@@ -519,6 +536,9 @@ class _StoreBase:
         _room(room_id)
         payload = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return self._start("send_message", _ffi.lib.tether_store_send_message, payload)
+
+    def _resend(self, room_id: str, rowid: int) -> int:
+        return self._start("resend", _ffi.lib.tether_store_resend, _room(room_id), _rowid(rowid))
 
     def _mark_read(self, room_id: str, receipt_type: Optional[str]) -> int:
         rt = None if receipt_type is None else _cstr("receipt_type", receipt_type)
@@ -698,6 +718,18 @@ class Store(_StoreBase):
         :meth:`timeline`'s ``pending`` when the reply arrives; the synced event replaces it
         later (a failed send keeps it, with ``send_error``)."""
         return self._pending(self._send_message(room_id, text, extra))
+
+    def resend(self, room_id: str, rowid: int) -> "PendingRequest":
+        """Sends a failed message again (``resend_event``; ``rowid`` is the failed
+        ``pending`` item's event's). The echo reads as ``sending`` at once (a change set with
+        cause ``resend``, before this returns); its ``send_complete`` updates it as after
+        :meth:`send_message`. If the backend refuses, the reply fails and the echo is failed
+        again.
+
+        :raises InvalidArgumentError: ``rowid`` is not a failed send in the room's pending
+            tail.
+        :raises ClientClosedError: the client is closed."""
+        return self._pending(self._resend(room_id, rowid))
 
     def mark_read(self, room_id: str, receipt_type: Optional[str] = None) -> "PendingRequest":
         """Marks the room read up to the newest event the store holds (``receipt_type``
@@ -905,6 +937,10 @@ class AsyncStore(_StoreBase):
     def send_message(self, room_id: str, text: str, **extra: Any) -> AsyncStoreRequest:
         """As :meth:`Store.send_message`; ``await`` the result."""
         return self._request("send_message", self._send_message(room_id, text, extra))
+
+    def resend(self, room_id: str, rowid: int) -> AsyncStoreRequest:
+        """As :meth:`Store.resend`; ``await`` the result."""
+        return self._request("resend", self._resend(room_id, rowid))
 
     def mark_read(self, room_id: str, receipt_type: Optional[str] = None) -> AsyncStoreRequest:
         """As :meth:`Store.mark_read`; ``await`` the result."""

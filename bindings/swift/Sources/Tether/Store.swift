@@ -331,6 +331,14 @@ public final class Store: @unchecked Sendable {
         try handle.use { s in try check(tether_store_watch(s, roomId, on)) }
     }
 
+    /// Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
+    /// keeps its copy); a change set with cause "discard" reports it. Works after the client
+    /// closed. `.invalidArgument` unless `rowid` is a failed send in the room's pending tail.
+    public func discard(_ roomId: String, rowid: Int64) throws {
+        let roomId = try cString(roomId, "roomId")
+        try handle.use { s in try check(tether_store_discard(s, roomId, rowid)) }
+    }
+
     /// Evicts now the timelines of rooms not open and idle for `evictAfterMs`; returns how many
     /// rooms lost theirs (their change set, cause "gc", is queued at once).
     @discardableResult
@@ -370,6 +378,17 @@ public final class Store: @unchecked Sendable {
     /// `sendMessage(_:)` of a plain `text` to `roomId`.
     public func sendMessage(roomId: String, text: String) async throws -> Data {
         try await sendMessage(try Store.object(["room_id": roomId, "text": text]))
+    }
+
+    /// Sends a failed message again (`resend_event`; `rowid` is the failed `pending` item's
+    /// event's). The echo reads as `sending` before this suspends (a change set with cause
+    /// "resend"); its `send_complete` then updates it as after `sendMessage`. Returns the reply
+    /// (the echo as the backend resends it); if the backend refuses, throws `.remote` and the
+    /// echo reads failed again. `.invalidArgument` unless `rowid` is a failed send in the
+    /// room's pending tail.
+    public func resend(_ roomId: String, rowid: Int64) async throws -> Data {
+        let roomId = try cString(roomId, "roomId")
+        return try await act { s, id in tether_store_resend(s, roomId, rowid, id) } ?? Data()
     }
 
     /// Marks the room read up to the newest event the store holds (`mark_read`; `receiptType`

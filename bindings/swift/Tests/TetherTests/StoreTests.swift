@@ -277,6 +277,46 @@ final class StoreTests: XCTestCase {
         await c.close(timeout: .seconds(10))
     }
 
+    func testAFailedSendIsResentUntilSyncedOrDiscarded() async throws {
+        let (b, c, store) = try await session()
+        defer { b.stop() }  // keeps the backend alive to the end
+        func pendingStatus() throws -> String? {
+            at(list(try parse(try store.timeline(r1)), "pending").first, "send_status") as? String
+        }
+        func failedSend(_ text: String) async throws -> Int64 {
+            let echo = try parse(try await store.sendMessage(roomId: r1, text: text))
+            try await until("the send failed") { try pendingStatus() == "failed" }
+            return Int64(try XCTUnwrap(int(at(echo, "rowid"))))
+        }
+        let changes = store.changes
+        let rowid = try await failedSend("fail once")
+        let reply = try parse(try await store.resend(r1, rowid: rowid))
+        XCTAssertEqual(int(at(reply, "rowid")).map(Int64.init), rowid)
+        _ = try await nextChange(changes, "the resend's change set") { $0.cause.command == "resend" }
+        try await until("the resent event synced, sent") {
+            let last = list(try parse(try store.timeline(r1)), "events").last
+            return try pendingStatus() == nil && int(at(last, "event", "rowid")).map(Int64.init) == rowid
+                && at(last, "send_status") as? String == "sent"
+        }
+        // Refused by the backend: .remote, and the echo reads failed again.
+        let forgotten = try await failedSend("fail, forget")
+        await assertThrows("a refused resend", { try await store.resend(r1, rowid: forgotten) }) {
+            if case .remote = $0 { return true }
+            return false
+        }
+        XCTAssertEqual(try pendingStatus(), "failed")
+        try store.discard(r1, rowid: forgotten)
+        XCTAssertNil(try pendingStatus())
+        _ = try await nextChange(changes, "the discard's change set") { $0.cause.command == "discard" }
+        func invalid(_ e: TetherError) -> Bool {
+            if case .invalidArgument = e { return true }
+            return false
+        }
+        await assertThrows("discard twice", { try store.discard(r1, rowid: forgotten) }, matches: invalid)
+        await assertThrows("resend discarded", { try await store.resend(r1, rowid: forgotten) }, matches: invalid)
+        await c.close(timeout: .seconds(10))
+    }
+
     func testAMentionNotifiesEvenUnwatchedAndMarkReadDismisses() async throws {
         let (b, c, store) = try await session()
         defer { b.stop() }  // keeps the backend alive to the end

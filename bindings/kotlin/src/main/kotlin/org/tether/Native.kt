@@ -123,6 +123,8 @@ internal object TetherNative {
     @JvmStatic external fun tether_store_send_message(s: Pointer, paramsJson: ByteArray, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_store_mark_read(s: Pointer, roomId: ByteArray, receiptType: ByteArray?, outRequestId: LongByReference): Int
     @JvmStatic external fun tether_store_request_members(s: Pointer, roomId: ByteArray, userIdsJson: ByteArray, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_resend(s: Pointer, roomId: ByteArray, rowid: Long, outRequestId: LongByReference): Int
+    @JvmStatic external fun tether_store_discard(s: Pointer, roomId: ByteArray, rowid: Long): Int
     @JvmStatic external fun tether_store_set_open(s: Pointer, roomId: ByteArray, open: Byte): Int
     @JvmStatic external fun tether_store_watch(s: Pointer, roomId: ByteArray?, on: Byte): Int
     @JvmStatic external fun tether_store_collect_garbage(s: Pointer, outEvicted: LongByReference): Int

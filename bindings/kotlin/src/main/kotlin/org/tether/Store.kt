@@ -191,6 +191,16 @@ class Store private constructor(private val handle: StoreHandle, private val cor
     }
 
     /**
+     * Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
+     * keeps its copy); a change set with cause `discard` reports it. Works after the client
+     * closed. [InvalidArgumentException] unless [rowid] is a failed send in the room's
+     * pending tail.
+     */
+    fun discard(roomId: String, rowid: Long) = handle.use { s ->
+        check(TetherNative.tether_store_discard(s, TetherNative.cstr(roomId), rowid))
+    }
+
+    /**
      * Evicts now the timelines of rooms not open and idle for `evictAfterMs`; returns how many
      * rooms lost theirs (their change set, cause `gc`, is queued at once).
      */
@@ -233,6 +243,19 @@ class Store private constructor(private val handle: StoreHandle, private val cor
     /** [sendMessage] of a plain [text] to [roomId]. */
     suspend fun sendMessage(roomId: String, text: String): String =
         sendMessage(Json.obj("room_id" to roomId, "text" to text))
+
+    /**
+     * Sends a failed message again (`resend_event`; [rowid] is the failed `pending` item's
+     * event's). The echo reads as `sending` before this suspends (a change set with cause
+     * `resend`); its `send_complete` then updates it as after [sendMessage]. Returns the
+     * reply (the echo as the backend resends it); if the backend refuses, throws
+     * [RemoteException] and the echo reads failed again. [InvalidArgumentException] unless
+     * [rowid] is a failed send in the room's pending tail.
+     */
+    suspend fun resend(roomId: String, rowid: Long): String {
+        val room = TetherNative.cstr(roomId)
+        return act { s, out -> TetherNative.tether_store_resend(s, room, rowid, out) }!!
+    }
 
     /**
      * Marks the room read up to the newest event the store holds (`mark_read`; [receiptType]

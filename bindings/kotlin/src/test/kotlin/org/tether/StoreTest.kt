@@ -238,6 +238,44 @@ class StoreTest {
         job.cancel()
     }
 
+    /** Sends [text] (one the testkit's homeserver refuses); its rowid once it reads failed. */
+    private suspend fun failedSend(s: Session, text: String): Long {
+        val rowid = TestJson.parse(s.store.sendMessage(r1, text)).at<Long>("rowid")
+        until("the send failed") { pendingStatus(s) == "failed" }
+        return rowid
+    }
+
+    private fun pendingStatus(s: Session): String? =
+        TestJson.parse(s.store.timeline(r1)).at<List<Any?>>("pending").firstOrNull()?.at<String>("send_status")
+
+    @Test
+    fun `a failed send is resent until synced, or discarded`() = withSession { _, s ->
+        val (seen, job) = s.changes(this)
+        val rowid = failedSend(s, "fail once")
+        // Shown as sending in a change set of its own (cause resend) before the reply.
+        val reply = TestJson.parse(s.store.resend(r1, rowid))
+        assertEquals(rowid, reply.at<Long>("rowid"))
+        assertTrue(seen.any { TestJson.parse(it).at<String?>("cause", "command") == "resend" })
+        until("the resent event synced, sent") {
+            val last = TestJson.parse(s.store.timeline(r1)).at<List<Any?>>("events").lastOrNull()
+            pendingStatus(s) == null && last?.at<Long>("event", "rowid") == rowid &&
+                last.at<String>("send_status") == "sent"
+        }
+        // Refused by the backend: RemoteException, and the echo reads failed again.
+        val forgotten = failedSend(s, "fail, forget")
+        assertThrows<RemoteException> { runBlocking { s.store.resend(r1, forgotten) } }
+        assertEquals("failed", pendingStatus(s))
+        s.store.discard(r1, forgotten)
+        assertNull(pendingStatus(s))
+        until("the discard's change set") {
+            seen.any { TestJson.parse(it).at<String?>("cause", "command") == "discard" }
+        }
+        assertThrows<InvalidArgumentException> { s.store.discard(r1, forgotten) }
+        assertThrows<InvalidArgumentException> { runBlocking { s.store.resend(r1, forgotten) } }
+        assertThrows<InvalidArgumentException> { s.store.discard("!nope:example.org", forgotten) }
+        job.cancel()
+    }
+
     @Test
     fun `loadState, requestMembers, markRead, open, watch and collectGarbage`() =
         withSession(StoreOptions(evictAfterMs = 0)) { _, s ->
