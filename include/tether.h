@@ -29,12 +29,13 @@
  *    TETHER_ERR_WRONG_MODE.
  *  - Callback mode runs every callback on one dispatcher thread per client
  *    ("tether-dispatch"): serialised, in event order, never on an I/O thread. The
- *    callback may call tether_client_request, _cancel, _close and even _free on its own
- *    client. destroy(ctx) runs exactly once, after the last callback.
+ *    callback may call tether_client_request, _cancel, _close, _close_keep_resume and
+ *    even _free on its own client. destroy(ctx) runs exactly once, after the last callback.
  *  - The log callback (tether_set_log_callback) is process-wide and runs on one more
  *    library thread ("tether-log"), so a slow callback drops records, never stalls I/O.
  *  - After fork(), every tether_* call in the child returns TETHER_ERR_FORKED (or the
- *    documented fallback) once the parent has created a client.
+ *    documented fallback) once the parent has created a client; tether_status_str,
+ *    tether_last_error and the version functions keep working.
  *
  * SHUTDOWN
  *  1. tether_client_close(c): the library sends the protocol's close frame
@@ -475,7 +476,8 @@ typedef struct tether_log_record {
 /**
  * Receives log records on the library's `tether-log` thread, one at a time, in order. The
  * record and its strings are valid only during the call. It may do anything but call
- * `tether_set_log_callback`.
+ * `tether_set_log_callback`, or free a client whose event callback or proxy resolver may be
+ * inside `tether_set_log_callback` at that moment (see there).
  */
 typedef void (*tether_log_cb)(void *ctx, const struct tether_log_record *record);
 
@@ -898,8 +900,10 @@ tether_status tether_client_download_media(struct tether_client *c, const uint8_
 
 /**
  * Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
- * reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
- * client never issued. Any thread.
+ * reply won the race), and the server is told if it has the request and the client is
+ * online (a request not written yet is dropped unsent; offline, nothing is sent). `TETHER_ERR_INVALID_ARGUMENT` for an
+ * id this client never issued (the ids of the library's own pings count as issued:
+ * cancelling one does nothing), `TETHER_ERR_STATE` after close. Any thread.
  */
 tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 
@@ -931,7 +935,8 @@ tether_status tether_client_poll(struct tether_client *c, int32_t timeout_ms, st
  * never read or close it: the library resets it when the queue drains and closes it in
  * `tether_client_free` (remove it from your poll set before). The same descriptor is returned
  * on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
- * for NULL, in callback mode, or if no descriptor could be created.
+ * for NULL, in callback mode, for a client an internal panic poisoned, or if no
+ * descriptor could be created.
  */
 int tether_client_event_fd(const struct tether_client *c);
 
@@ -1008,7 +1013,8 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
  * `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
  * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
- * `TETHER_ERR_NULL`, nothing written). The run_id is "" before the first connection. Any
+ * `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id
+ * are those the config was given (`tether_config_set_resume_state`), else "" and 0. Any
  * thread.
  */
 tether_status tether_client_resume_state(const struct tether_client *c, char *run_id, size_t run_id_cap, size_t *out_run_id_len, int64_t *out_last_received_event);
@@ -1287,10 +1293,11 @@ tether_status tether_config_set_proxy(struct tether_config *cfg, const char *url
  * this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
  * this config nor any client made from it can call `cb` any more (after
  * `tether_config_free`, a later call of this function, and `tether_client_free` of those
- * clients), inside whichever of those calls lets go last and on its thread, never on one
- * of the library's threads: after it, the app's code for this resolver never runs again,
- * so an interpreter may shut down. The one exception is a client freed from inside its own
- * resolver call: then `destroy(ctx)` runs when that call returns, on its thread. After
+ * clients), inside whichever of those calls lets go last and on its thread: after it, the
+ * app's code for this resolver never runs again, so an interpreter may shut down. That is
+ * one of the library's threads only when the app made it so: a client freed from inside
+ * its own resolver call (`destroy(ctx)` runs when that call returns, on its thread), or
+ * from inside an event or log callback (on that callback's thread). After
  * fork(), in the child, the call returns `TETHER_ERR_FORKED` and calls nothing: `ctx`
  * stays the app's. Default: no resolver.
  */
@@ -1490,14 +1497,15 @@ uint32_t tether_version_number(void);
  * log thread (never called there, its `destroy` never run): install one again in the
  * child to get its records. Concurrent calls take effect in one order; the level left
  * in place is that of the callback left in place. Any thread. Since this call waits for the log thread, a log callback must not free a client
- * whose event callback may be inside this call at that moment: the free waits for that
- * callback, and the callback for the log thread, for ever.
+ * whose event callback or proxy resolver may be inside this call at that moment: the free
+ * waits for that callback, and the callback for the log thread, for ever.
  */
 tether_status tether_set_log_callback(tether_log_cb cb, void *ctx, tether_destroy_cb destroy, uint32_t max_level);
 
 /**
  * The client's id, unique in the process and never 0: log records name their client by
- * it (`tether_log_record.client_id`). 0 for NULL. Any thread.
+ * it (`tether_log_record.client_id`). 0 for NULL, and for a client an internal panic
+ * poisoned (`TETHER_ERR_PANIC`). Any thread.
  */
 uint64_t tether_client_id(const struct tether_client *c);
 

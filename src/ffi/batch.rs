@@ -16,7 +16,7 @@ use crate::queue::Batch;
 use crate::status::{Error, Status};
 
 use super::boundary::{code, fail, free_handle, out_arg, status_of};
-use super::client::{take_batch, tether_client};
+use super::client::{poll_mode, take_batch, tether_client};
 use super::tether_status;
 
 /// One event of a batch. `command_*` and `data_*` locate the command name (no NUL) and the
@@ -262,6 +262,10 @@ ffi_fn! {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
+        // A wrong mode changes nothing: the batch keeps what it holds (and lends).
+        if let Err(e) = poll_mode(h) {
+            return fail(e);
+        }
         b.clear();
         let (cap, mut used, mut refused) = (max_batch_bytes(), 0usize, 0usize);
         // Sizes only: this runs under the queue lock; the copying happens in `pack`.

@@ -35,15 +35,20 @@ pub(crate) fn install_fork_guard() {
     });
 }
 
-/// Records `message` as this thread's last error.
+/// Records `message` as this thread's last error. A call from a thread-local or pthread key
+/// destructor may come after this thread's slot was destroyed: the message is then dropped
+/// (`with` would panic, and that panic would reach C).
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
 }
 
 /// Pointer to this thread's last error message; valid until the thread's next failing call.
+/// Empty once the thread's slot is destroyed (see [`set_last_error`]).
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Records the error and returns its status code.
@@ -179,6 +184,14 @@ pub(crate) fn bytes_arg<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a 
         return Err(Error::new(
             Status::ErrNull,
             format!("{what} is NULL with a non-zero length"),
+        ));
+    }
+    // No object is larger (and from_raw_parts requires it): a garbage length is refused
+    // instead of read past.
+    if len > isize::MAX as usize {
+        return Err(Error::new(
+            Status::ErrInvalidArgument,
+            format!("{what} length {len} is larger than any object"),
         ));
     }
     // SAFETY: the caller passes `len` readable bytes that outlive this call.

@@ -253,8 +253,10 @@ fn write_id(out: *mut i64, id: i64) {
 
 ffi_fn! {
     /// Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
-    /// reply won the race) and the server is told. `TETHER_ERR_INVALID_ARGUMENT` for an id this
-    /// client never issued. Any thread.
+    /// reply won the race), and the server is told if it has the request and the client is
+    /// online (a request not written yet is dropped unsent; offline, nothing is sent). `TETHER_ERR_INVALID_ARGUMENT` for an
+    /// id this client never issued (the ids of the library's own pings count as issued:
+    /// cancelling one does nothing), `TETHER_ERR_STATE` after close. Any thread.
     client fn tether_client_cancel(c: *mut tether_client, request_id: i64) -> tether_status |h| {
         status_of(h.client.cancel(request_id))
     } ?= code
@@ -313,6 +315,11 @@ fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Resu
 /// whatever else is queued, up to `max` events, for as long as `fits` accepts the next one
 /// (see [`EventQueue::pop_batch`](crate::queue::EventQueue::pop_batch)). Helper of
 /// `tether_client_poll_batch`.
+/// Puts the client in poll mode; `ErrWrongMode` in callback mode.
+pub(crate) fn poll_mode(h: &tether_client) -> Result<(), Error> {
+    h.claim(MODE_POLL)
+}
+
 pub(crate) fn take_batch(
     h: &tether_client,
     timeout_ms: i32,
@@ -320,7 +327,7 @@ pub(crate) fn take_batch(
     out: &mut Vec<crate::event::Event>,
     fits: impl FnMut(&crate::event::Event) -> bool,
 ) -> Result<Batch, Error> {
-    h.claim(MODE_POLL)?;
+    poll_mode(h)?;
     Ok(h.client
         .queue()
         .pop_batch(timeout_arg(timeout_ms), max, out, fits))
@@ -333,7 +340,8 @@ ffi_fn! {
     /// never read or close it: the library resets it when the queue drains and closes it in
     /// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
     /// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
-    /// for NULL, in callback mode, or if no descriptor could be created.
+    /// for NULL, in callback mode, for a client an internal panic poisoned, or if no
+    /// descriptor could be created.
     client fn tether_client_event_fd(c: *const tether_client) -> c_int |h| {
         match event_fd(h) {
             Ok(fd) => fd,
@@ -482,7 +490,8 @@ ffi_fn! {
     /// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
     /// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
     /// `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
-    /// `TETHER_ERR_NULL`, nothing written). The run_id is "" before the first connection. Any
+    /// `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id
+    /// are those the config was given (`tether_config_set_resume_state`), else "" and 0. Any
     /// thread.
     client fn tether_client_resume_state(
         c: *const tether_client,

@@ -476,10 +476,11 @@ ffi_fn! {
     /// this call returns: at once when `cb` is NULL or the call fails, otherwise when neither
     /// this config nor any client made from it can call `cb` any more (after
     /// `tether_config_free`, a later call of this function, and `tether_client_free` of those
-    /// clients), inside whichever of those calls lets go last and on its thread, never on one
-    /// of the library's threads: after it, the app's code for this resolver never runs again,
-    /// so an interpreter may shut down. The one exception is a client freed from inside its own
-    /// resolver call: then `destroy(ctx)` runs when that call returns, on its thread. After
+    /// clients), inside whichever of those calls lets go last and on its thread: after it, the
+    /// app's code for this resolver never runs again, so an interpreter may shut down. That is
+    /// one of the library's threads only when the app made it so: a client freed from inside
+    /// its own resolver call (`destroy(ctx)` runs when that call returns, on its thread), or
+    /// from inside an event or log callback (on that callback's thread). After
     /// fork(), in the child, the call returns `TETHER_ERR_FORKED` and calls nothing: `ctx`
     /// stays the app's. Default: no resolver.
     fn tether_config_set_proxy_resolver(

@@ -29,7 +29,8 @@ pub struct tether_log_record {
 
 /// Receives log records on the library's `tether-log` thread, one at a time, in order. The
 /// record and its strings are valid only during the call. It may do anything but call
-/// `tether_set_log_callback`.
+/// `tether_set_log_callback`, or free a client whose event callback or proxy resolver may be
+/// inside `tether_set_log_callback` at that moment (see there).
 pub type tether_log_cb =
     Option<unsafe extern "C" fn(ctx: *mut c_void, record: *const tether_log_record)>;
 
@@ -93,8 +94,8 @@ ffi_fn! {
     /// log thread (never called there, its `destroy` never run): install one again in the
     /// child to get its records. Concurrent calls take effect in one order; the level left
     /// in place is that of the callback left in place. Any thread. Since this call waits for the log thread, a log callback must not free a client
-    /// whose event callback may be inside this call at that moment: the free waits for that
-    /// callback, and the callback for the log thread, for ever.
+    /// whose event callback or proxy resolver may be inside this call at that moment: the free
+    /// waits for that callback, and the callback for the log thread, for ever.
     fn tether_set_log_callback(
         cb: tether_log_cb,
         ctx: *mut c_void,
@@ -189,7 +190,8 @@ const STATS_MIN_SIZE: usize = std::mem::offset_of!(tether_stats, unsent_bytes);
 
 ffi_fn! {
     /// The client's id, unique in the process and never 0: log records name their client by
-    /// it (`tether_log_record.client_id`). 0 for NULL. Any thread.
+    /// it (`tether_log_record.client_id`). 0 for NULL, and for a client an internal panic
+    /// poisoned (`TETHER_ERR_PANIC`). Any thread.
     client fn tether_client_id(c: *const tether_client) -> u64 |h| {
         h.client().id()
     } ?= |_| 0

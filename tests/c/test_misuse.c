@@ -620,6 +620,9 @@ static void test_request_timeout_zero_is_invalid_and_max_is_accepted(void) {
                 "data");
     CHECK_FAILS(tether_client_request_with_timeout(c, NULL, NULL, 0, 1000, &id), TETHER_ERR_NULL,
                 "command");
+    /* A length no object can have (a garbage size_t) is refused before anything is read. */
+    CHECK_FAILS(tether_client_request(c, "echo", (const uint8_t *)"x", SIZE_MAX, &id),
+                TETHER_ERR_INVALID_ARGUMENT, "larger than any object");
     CHECK(id == 17);
     /* ~49.7 days: no overflow into an instant timeout; the reply is a success. */
     CHECK_OK(tether_client_request_with_timeout(c, "echo", (const uint8_t *)"[1]", 3, UINT32_MAX,
@@ -773,8 +776,49 @@ static void test_batch_misuse_keeps_outputs(void) {
             break;
     }
     CHECK(kinds_seen == 3);
+    /* A poll into it for a client in callback mode fails and leaves it as it was: the
+     * event it holds (and what it lends) stays. */
+    tether_client *cb = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_set_event_callback(cb, ignore_event, NULL, NULL));
+    size_t count = 9;
+    CHECK_FAILS(tether_client_poll_batch(cb, 0, b, &count), TETHER_ERR_WRONG_MODE, "callback");
+    CHECK(count == 9);
+    CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
+    CHECK(n == 1 && e[0].kind == TETHER_EVENT_MESSAGE);
+    CHECK(memcmp(bytes + e[0].command_offset, "init_complete", e[0].command_len) == 0);
+    tether_client_free(cb);
     th_close_and_free(c);
     tether_batch_free(b);
+}
+
+/* A failing call from a pthread key destructor, which glibc runs after the thread's Rust
+ * thread-locals (the last error among them) are gone: a status, not an abort. */
+static pthread_key_t late_key;
+static tether_status late_status = TETHER_OK;
+static const char *late_error = NULL;
+
+static void call_from_key_destructor(void *c) {
+    late_status = tether_client_close((tether_client *)c);
+    late_error = tether_last_error();
+}
+
+static void *fail_then_exit(void *c) {
+    CHECK(pthread_setspecific(late_key, c) == 0);
+    CHECK_FAILS(tether_client_close((tether_client *)c), TETHER_ERR_STATE, "closed");
+    return NULL;
+}
+
+static void test_failing_call_from_a_thread_exit_destructor(void) {
+    CHECK(pthread_key_create(&late_key, call_from_key_destructor) == 0);
+    tether_client *c = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_close(c));
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, fail_then_exit, c) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(late_status == TETHER_ERR_STATE);
+    CHECK(late_error != NULL);
+    CHECK(pthread_key_delete(late_key) == 0);
+    tether_client_free(c);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -983,6 +1027,7 @@ int main(void) {
     TH_RUN(test_cancel_of_completed_or_cancelled_request_adds_no_response);
     TH_RUN(test_poll_with_null_output_takes_nothing_and_sets_no_mode);
     TH_RUN(test_batch_misuse_keeps_outputs);
+    TH_RUN(test_failing_call_from_a_thread_exit_destructor);
     TH_RUN(test_close_from_other_thread_wakes_blocked_poll_connected);
     TH_RUN(test_close_from_other_thread_wakes_blocked_poll_never_connected);
     TH_RUN(test_request_before_connect_answered_on_close);
