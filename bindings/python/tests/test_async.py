@@ -97,6 +97,33 @@ def test_close_after_an_internal_panic_frees_at_once(backend: Backend, monkeypat
     backend.wait_stats(lambda s: s["connections"] == 0)
 
 
+def test_a_close_without_closed_ends_wait_connected_and_change_streams(
+    backend: Backend, monkeypatch: Any
+) -> None:
+    """A close that ends without CLOSED (here a panicked handle; also a close timeout) still
+    tells whoever waits: wait_connected() raises ClientClosedError and a store's change
+    stream ends."""
+    import tether._base as base
+
+    panicked = lambda ptr: (int(Status.ERR_PANIC), "internal panic: injected")  # noqa: E731
+
+    async def main() -> None:
+        # Never connects: the port is closed, and the retries go on until the close.
+        c = AsyncClient("http://127.0.0.1:9", store=True, **gomuks_opts())
+        stream = c.store.changes()
+        waiting = asyncio.ensure_future(c.wait_connected())
+        changes = asyncio.ensure_future(stream.get())
+        await asyncio.sleep(0.1)
+        monkeypatch.setattr(base, "_close", panicked)
+        await c.close(timeout=30)
+        with pytest.raises(tether.ClientClosedError):
+            await asyncio.wait_for(waiting, 2 * SLOW)
+        assert await asyncio.wait_for(changes, 2 * SLOW) is None
+        c.store.close()
+
+    arun(main())
+
+
 def test_request_response_and_errors(backend: Backend) -> None:
     async def main() -> None:
         async with client(backend) as c:
@@ -349,6 +376,51 @@ def test_an_unreferenced_client_is_closed_by_the_garbage_collector(backend: Back
         backend.wait_stats(lambda s: s["connections"] == 0 and s["last_client_close_code"] == 1000)
 
     arun(main())
+
+
+def test_a_client_collected_while_its_loop_is_idle_is_never_polled_from_two_threads(
+    backend: Backend,
+) -> None:
+    """Collected while its loop is not running, a client is drained and freed on a thread of
+    its own; when the loop runs again meanwhile, it stays off that client's batch (one
+    thread at a time, the header's rule for a tether_batch)."""
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def make() -> AsyncClient:
+            c = client(backend)
+            await c.wait_connected(10 * SLOW)
+            return c
+
+        c = loop.run_until_complete(make())
+        core = c._core
+        inside, overlaps = [0], [0]
+        real_poll = core.reader.poll
+        guard = threading.Lock()
+
+        def spy(ptr: int, timeout_ms: int) -> Any:
+            with guard:
+                inside[0] += 1
+                overlaps[0] += inside[0] > 1
+            try:
+                if threading.get_ident() != core.loop_thread:
+                    time.sleep(0.3)  # stands in for a native wait off the loop's thread
+                return real_poll(ptr, timeout_ms)
+            finally:
+                with guard:
+                    inside[0] -= 1
+
+        core.reader.poll = spy  # type: ignore[method-assign]
+        del c
+        gc.collect()  # the loop is not running: the close goes to a thread of its own
+        loop.run_until_complete(asyncio.sleep(1.5 * SLOW))
+        deadline = time.monotonic() + 10 * SLOW
+        while core.handle.live and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.05))
+        assert not core.handle.live
+        assert overlaps[0] == 0, "the batch was polled from two threads at once"
+    finally:
+        loop.close()
 
 
 def test_json_loads_parses_event_data_and_request_results(backend: Backend) -> None:

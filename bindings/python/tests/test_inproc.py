@@ -228,8 +228,10 @@ def test_spec12_2_start_codes_end_the_client_with_their_exception(
         assert disc[0].status == error.STATUS and f"returned {code}" in disc[0].reason
         assert EventKind.CONNECTED not in [ev.kind for ev in seen]
         assert type(c.fatal) is error
-        with pytest.raises(tether.ClientClosedError):
+        with pytest.raises(tether.ClientClosedError) as closed:
             waiting.result(5 * SLOW)
+        # The library's reason, not only the status's name.
+        assert f"returned {code}" in closed.value.message, closed.value.message
 
 
 def test_a_second_client_on_the_same_root_is_refused_with_in_use(

@@ -177,6 +177,41 @@ def test_use_after_fork_raises_forked_error(backend: Any) -> None:
     assert re.search(r"tether.session \[[1-9][0-9]*\] client closed", r.stderr), r.stderr
 
 
+FORK_BEFORE_ANY_CLIENT = PRELUDE + """
+import logging
+logging.basicConfig(level=logging.DEBUG, format="%(name)s [%(tether_client)s] %(message)s")
+# A constructor that fails in the library before the fork: the process made no client.
+try:
+    tether.Client("ftp://nowhere", **OPTS)
+except tether.ConfigError:
+    pass
+pid = os.fork()
+if pid == 0:
+    import faulthandler
+    faulthandler.dump_traceback_later(20, exit=True)
+    c = tether.Client(URL, **OPTS)
+    print("CHILD", c.request("echo", {"in": "child"}), flush=True)
+    # Left open: the child's exit closes its own clients, as any process's.
+    faulthandler.cancel_dump_traceback_later()
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+print("CHILD-EXIT", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_child_forked_before_any_client_uses_its_own(backend: Any) -> None:
+    """The library works in a child forked before the process made a client (the header's
+    fork rule): the child's clients are its own, its log records flow, and its exit closes
+    them."""
+    r = run_python(FORK_BEFORE_ANY_CLIENT, timeout=30, URL=backend.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CHILD {'in': 'child'}" in r.stdout, r.stdout + r.stderr
+    assert "CHILD-EXIT 0" in r.stdout, r.stdout + r.stderr
+    # The child's records reach logging (the parent installed the callback before the fork),
+    # up to the close its exit makes.
+    assert re.search(r"tether.session \[[1-9][0-9]*\] client closed", r.stderr), r.stderr
+
+
 FORK_MID_RECORD = PRELUDE + """
 import logging
 # Stands in for the lock of sys.stderr's buffer, which a fork does not reset either.

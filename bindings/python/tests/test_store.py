@@ -331,6 +331,25 @@ def test_system_exit_raised_by_on_change_loses_no_event(rooms: Backend) -> None:
         assert c.request("echo", {"still": "delivering"}) == {"still": "delivering"}
 
 
+def test_a_json_loads_that_fails_on_a_change_set_loses_no_event(rooms: Backend) -> None:
+    """The app's json_loads raising on a change set (an on_change callback wants it parsed)
+    costs the callbacks that change set only: it is logged, and the client goes on
+    delivering, replies included."""
+    calls = []
+
+    def picky(raw: Any) -> Any:
+        if b'"cause"' in bytes(raw):
+            raise ValueError("no change sets here")
+        return json.loads(raw)
+
+    with store_client(rooms, json_loads=picky) as c:
+        c.store.on_change(calls.append)
+        remote_message(rooms, R[1], "parse me")
+        wait_event(c, lambda e: e.kind == EventKind.STORE)
+        assert c.request("echo", {"still": "here"}) == {"still": "here"}
+        assert calls == []
+
+
 def test_in_callback_mode_on_change_runs_before_on_event_gets_the_store_event(
     rooms: Backend,
 ) -> None:

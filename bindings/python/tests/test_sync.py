@@ -578,6 +578,26 @@ def test_close_after_an_internal_panic_frees_at_once_and_raises_nothing(
     backend.wait_stats(lambda s: s["connections"] == 0)
 
 
+def test_close_after_an_internal_panic_ends_the_reader_thread(
+    backend: Backend, monkeypatch: Any
+) -> None:
+    # As above, with nothing pending: the binding's reader thread waits in poll(2) on the
+    # library's descriptor, where nothing comes any more; the close must wake it.
+    import tether._base as base
+
+    c = client(backend)
+    c.wait_connected(10 * SLOW)
+    reader = c._core.reader
+    assert reader is not None
+    time.sleep(0.3)  # nobody consumes: the reader takes over the wait
+    panicked = lambda ptr: (int(Status.ERR_PANIC), "internal panic: injected")  # noqa: E731
+    monkeypatch.setattr(base, "_close", panicked)
+    monkeypatch.setattr(base, "_close_keep_resume", panicked)
+    c.close(timeout=30)
+    reader.join(3 * SLOW)
+    assert not reader.is_alive(), "the reader thread waits for ever"
+
+
 # -- callback mode -------------------------------------------------------------------------
 
 

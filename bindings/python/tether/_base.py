@@ -22,14 +22,13 @@ from .errors import (
     ClientClosedError,
     InvalidArgumentError,
     InvalidUtf8Error,
-    RemoteError,
     RequestTimeoutError,
     StateError,
     Status,
     TetherError,
     exception_for,
 )
-from .events import Event, EventKind, JSONLoads, event_class, remote_message
+from .events import Event, EventKind, JSONLoads, event_class
 from .stats import ConnectionState, Stats, closed_copy, empty_stats, read_state, read_stats
 
 log = logging.getLogger("tether")
@@ -204,23 +203,28 @@ class Handle:
 
 # -- processes: fork detection and interpreter exit ---------------------------------------
 
-_forked_child = False
+#: This process, as clients know it: replaced in a forked child, so a client made before the
+#: fork sees it is in another process without a getpid() call per event, and one made in
+#: the child does not.
+_process = object()
 _live: "weakref.WeakSet[CoreBase]" = weakref.WeakSet()
 _strong: "set[CoreBase]" = set()  # cores that must outlive their client object (closing)
 
 
 def _after_fork_in_child() -> None:
-    global _forked_child
-    _forked_child = True
+    global _process
+    _process = object()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def forked_since(pid: int) -> bool:
-    """Whether this is a child forked after process ``pid`` made a client or store."""
-    return _forked_child or os.getpid() != pid
+def forked_since(process: object, pid: int) -> bool:
+    """Whether this is a child forked after the process (``process`` and ``pid``, as
+    :class:`CoreBase` records them) made a client or store. A client made in a child is the
+    child's own."""
+    return process is not _process or os.getpid() != pid
 
 
 @atexit.register
@@ -238,10 +242,8 @@ def _close_all_at_exit() -> None:
     """Closes and frees every client still open when the interpreter exits, so no library
     callback or poller touches a finalizing interpreter. All are closed first and then
     awaited against one deadline: a silent server costs one timeout, not one per client."""
-    if _forked_child:
-        return
-    pid = os.getpid()
-    cores = [c for c in dict.fromkeys([*_live, *_strong]) if c.pid == pid]
+    # Only this process's own: those made before a fork belong to the parent.
+    cores = [c for c in dict.fromkeys([*_live, *_strong]) if not forked_since(c.process, c.pid)]
     deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
     closing = []
     for core in cores:
@@ -286,6 +288,7 @@ class CoreBase:
         #: The class of this client's events (its ``data`` parses with ``json_loads``).
         self.event_cls = event_class(json_loads)
         self.pid = os.getpid()
+        self.process = _process
         self.protocol = parse_protocol(option(options, "protocol"))
         rt = option(options, "request_timeout")
         self.request_timeout = float(rt) if rt is not None else DEFAULT_REQUEST_TIMEOUT_S
@@ -317,7 +320,7 @@ class CoreBase:
     # -- checks ----------------------------------------------------------------------------
 
     def check_pid(self) -> None:
-        if forked_since(self.pid):
+        if forked_since(self.process, self.pid):
             raise _ffi.forked_error()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -713,9 +716,7 @@ def response_result(ev: Event) -> JSONData:
     st = ev.status
     if st == Status.OK:
         return ev.data
-    if st == Status.ERR_REMOTE:
-        raise RemoteError(remote_message(ev.raw), st, request_id=ev.request_id)
-    raise exception_for(st, _ffi.status_str(st), ev.request_id)
+    raise ev.error or exception_for(st, _ffi.status_str(st), ev.request_id)
 
 
 class RequestInFlight:

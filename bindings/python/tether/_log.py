@@ -167,10 +167,12 @@ if hasattr(os, "register_at_fork"):
 def install() -> None:
     """Installs the log callback once per process (cheap after the first call)."""
     global _installed_pid
-    if _installed_pid is not None or _removed_for_good:
-        return  # in a forked child too: the parent's installation stands for it (refused)
+    # A forked child installs its own (the parent's log thread is not there): the library
+    # takes it if the parent made no client, and refuses it (logged) otherwise.
+    if _installed_pid == os.getpid() or _removed_for_good:
+        return
     with _lock:
-        if _installed_pid is not None or _removed_for_good:
+        if _installed_pid == os.getpid() or _removed_for_good:
             return
         st = _ffi.lib.tether_set_log_callback(_LOG_THUNK, None, _ffi.DESTROY_CB(), 5)
         if st == 0:

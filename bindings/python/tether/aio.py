@@ -175,6 +175,10 @@ class _AsyncCore(CoreBase):
         self.fd = -1
         self.watching = False
         self.paused = False
+        #: Held by whoever polls the batch reader or frees it: the loop (on_readable), or the
+        #: thread that drains a client collected while its loop was not running (end_exit),
+        #: which the loop may start running again meanwhile. A batch is one thread's at a time.
+        self.drain_lock = threading.Lock()
 
     def start(self) -> None:
         fd = self.call(_ffi.lib.tether_client_event_fd)
@@ -195,6 +199,13 @@ class _AsyncCore(CoreBase):
             self.watching = True
 
     def unwatch(self) -> None:
+        if threading.get_ident() != self.loop_thread:
+            # A loop's readers are changed on its own thread only.
+            try:
+                self.loop.call_soon_threadsafe(self.unwatch)
+            except RuntimeError:  # the loop is closed: it watches nothing any more
+                pass
+            return
         if self.watching:
             self.watching = False
             try:
@@ -203,6 +214,16 @@ class _AsyncCore(CoreBase):
                 pass
 
     def on_readable(self) -> None:
+        if not self.drain_lock.acquire(blocking=False):
+            # Another thread drains this collected client and frees it: not the loop's any more.
+            self.unwatch()
+            return
+        try:
+            self.take_ready()
+        finally:
+            self.drain_lock.release()
+
+    def take_ready(self) -> None:
         deferred: Optional[BaseException] = None
         try:
             for _ in range(_MAX_BATCHES_PER_WAKEUP):
@@ -233,6 +254,7 @@ class _AsyncCore(CoreBase):
             self.fatal = e
             log.error("tether: event delivery stopped: %s", e)
             self.state_changed.set()  # wait_connected() raises it
+            self.closed_flag.set()  # change streams end: nothing more will be delivered
             self.unwatch()
             self.fail_pending()
             self.queue.put_nowait(None)
@@ -395,6 +417,10 @@ class _AsyncCore(CoreBase):
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
+        # CLOSED may never have come (a timeout, a panic): whoever waits for it, or for the
+        # connection (wait_connected, change streams), is told here instead.
+        self.closed_flag.set()
+        self.state_changed.set()
 
     def close_from_gc(self) -> None:
         """The client object was collected without close(). A collection runs at any
@@ -445,7 +471,16 @@ class _AsyncCore(CoreBase):
 
     def end_exit(self, deadline: float) -> bool:
         """Drains until CLOSED or ``deadline``, then frees. Only when no loop is running
-        this client's reader, so nothing polls concurrently."""
+        this client's reader; should its loop run again meanwhile, the drain lock keeps it
+        off the reader."""
+        if not self.drain_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False  # the loop is delivering: it frees the client once CLOSED comes
+        try:
+            return self.drain_until(deadline)
+        finally:
+            self.drain_lock.release()
+
+    def drain_until(self, deadline: float) -> bool:
         try:
             while not self.closed:
                 left_ms = int((deadline - time.monotonic()) * 1000)

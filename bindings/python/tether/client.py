@@ -835,6 +835,10 @@ class _SyncCore(CoreBase):
         with self.cond:
             self.ended = True
             self.wake_all()
+            # A thread in poll(2) on the library's descriptor (the reader's wait) may wait
+            # for an event that never comes (after an internal panic, nothing does).
+            if self.waiter is not None:
+                self.waiter.wake()
         self.closed_event.set()
 
     def fail_pending(self) -> None:
@@ -1298,7 +1302,7 @@ class Client(ClientState):
         core = self._core
         # Per-event path: the at-fork flag stands in for getpid() (a syscall) while events are
         # queued; the waiting path below checks the pid as well.
-        if not _base._forked_child:
+        if core.process is _base._process:
             ev = core.take_ready()
             if ev is not None:
                 return ev
@@ -1318,7 +1322,7 @@ class Client(ClientState):
         while True:
             # The per-event path of next_event(), inlined: most events are taken here.
             ev = None
-            if queue and not _base._forked_child:
+            if queue and core.process is _base._process:
                 try:
                     ev = queue.popleft()
                 except IndexError:  # another thread took it meanwhile

@@ -30,7 +30,8 @@ class EventKind(enum.IntEnum):
     MESSAGE = 4
     """A server event: ``command``, ``id`` (negative for buffered events), ``data``."""
     RESPONSE = 5
-    """The reply to a request (consumed by ``request()``; seen only via ``on_event``)."""
+    """The reply to a request: it resolves the request (``request()``, ``submit()``, ...) and is
+    never handed to ``events()`` or ``on_event``."""
     PONG = 6
     """A keepalive reply: ``rtt_us``, ``acked_id`` (gomuks), ``server_time_ms`` (rwws)."""
     PACKET = 7
@@ -286,7 +287,11 @@ class Event:
             return None
         if self.kind == EventKind.RESPONSE and self.status == Status.ERR_REMOTE:
             return exception_for(self.status, remote_message(self.raw), self.request_id)
-        text = self.reason if self.kind == EventKind.DISCONNECTED else ""
+        if self.kind == EventKind.RESPONSE:
+            # The library's reason (a JSON string): which timeout, why the client stopped.
+            text = remote_message(self.raw) if self.raw else ""
+        else:
+            text = self.reason if self.kind == EventKind.DISCONNECTED else ""
         return exception_for(
             self.status, text or _ffi.status_str(self.status), self.request_id
         )

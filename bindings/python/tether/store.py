@@ -59,6 +59,7 @@ from ._base import (
     call_app,
     forked_since,
     keep_first,
+    log,
 )
 from ._options import _cstr
 from .errors import (
@@ -126,11 +127,11 @@ def _new_store(client_ptr: int, options: Optional[bytes]) -> int:
     return _ffi.new_handle(_ffi.lib.tether_store_new, client_ptr, options)
 
 
-def _free_store(handle: Handle, pid: int) -> None:
+def _free_store(handle: Handle, process: object, pid: int) -> None:
     """The store's finaliser. In a child forked after the store was made it does nothing:
     a call in flight at the fork never returns there, so freeing would wait for it for ever,
     and the library refuses every call in a child anyway."""
-    if not forked_since(pid):
+    if not forked_since(process, pid):
         handle.free()
 
 
@@ -204,7 +205,13 @@ class _Hub:
             s._push(ev)
         first: Optional[BaseException] = None
         if callbacks:
-            change = ev.data
+            try:
+                change = ev.data
+            except Exception:
+                # The app's json_loads failed: its callbacks miss this change set, and the
+                # rest of the batch (RESPONSEs among them) is still delivered.
+                log.exception("tether: a change set could not be parsed for on_change")
+                return None
             for cb in callbacks:
                 first = keep_first(first, call_app(cb, change, "a store on_change callback"))
         return first
@@ -293,7 +300,7 @@ class _StoreBase:
         self._core = core
         self._handle = Handle(ptr, _ffi.lib.tether_store_free, _store_closed)
         # Frees (and detaches) the store when the Store is collected, or at exit.
-        self._finalizer = weakref.finalize(self, _free_store, self._handle, core.pid)
+        self._finalizer = weakref.finalize(self, _free_store, self._handle, core.process, core.pid)
         self._hub = core.store_hub = _Hub(core.queue_limit)
         self._loads = core.event_cls._loads
 
