@@ -41,7 +41,11 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     @Volatile private var finalStats: TetherStats? = null
     @Volatile private var finalResume: ResumeState? = null
     @Volatile private var finalToken: String? = null
+    /** Completed by CLOSED, or by the free when CLOSED did not come first. */
     val closed = CompletableDeferred<Unit>()
+    /** Whether the CLOSED event itself arrived (what [TetherClient.closeAndWait] reports). */
+    @Volatile var closedArrived = false
+        private set
     /** The subscribers of the client's [Store], if it has one (set before connect). */
     @Volatile var storeHub: StoreHub? = null
 
@@ -144,6 +148,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         if (!queued) return
         queue.wake.trySend(Unit)
         if (ev.kind == EventKind.CLOSED) {
+            closedArrived = true
             wakeAll()
             storeHub?.close()
             closed.complete(Unit)
@@ -344,9 +349,10 @@ internal class ClientState(private val client: Pointer, private val capacity: In
 
     /**
      * Frees the native client; runs once, from any thread. Inside a tether callback (of this
-     * or another client) the native free is handed to another thread: tether_client_free
-     * waits for the freed client's running callback, and two callbacks each waiting for the
-     * other's client is a deadlock.
+     * or another client) or a log handler the native free is handed to another thread:
+     * tether_client_free waits for the freed client's running callback, and two callbacks
+     * each waiting for the other's client is a deadlock (the log thread's too: a callback
+     * replacing the log handler waits for it).
      */
     override fun free() {
         // Readable at once, also when the free itself is handed to another thread below;
@@ -354,7 +360,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         callOrNull { c -> snapshotStats(c) }
         if (!gate.close()) return
         end()
-        if (INSIDE_CALLBACK.get() == true) CLOSERS.execute { release() } else release()
+        if (INSIDE_CALLBACK.get() == true || Tether.onLogThread()) CLOSERS.execute { release() } else release()
     }
 
     private fun snapshotStats(c: Pointer) {

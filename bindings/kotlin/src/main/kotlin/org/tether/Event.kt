@@ -112,7 +112,9 @@ class Event internal constructor(
     val serverTimeMs: Long,
     /** CONNECTING/CONNECTED/DISCONNECTED: whether this connection asked the server to resume. */
     val resumeAttempted: Boolean,
-    /** RESUMED: whether the resume succeeded or the server's state was reset; null otherwise. */
+    /** CONNECTING/CONNECTED/DISCONNECTED: the connection attempt number, from 1; 0 otherwise. */
+    val attempt: Long = 0,
+    /** RESUMED: whether the resume succeeded, was caught up, or the server's state was reset; null otherwise. */
     val resumeOutcome: ResumeOutcome? = null,
     /** PROGRESS: how much of the upload is done, as the backend reports it; -1 otherwise. */
     internal val progress: Double = -1.0,
@@ -153,6 +155,7 @@ class Event internal constructor(
                 ackedId = n.tether_event_acked_id(ev),
                 serverTimeMs = n.tether_event_server_time_ms(ev),
                 resumeAttempted = n.tether_event_resume_attempted(ev).toInt() != 0,
+                attempt = n.tether_event_attempt(ev).toLong() and 0xffffffffL,
                 resumeOutcome = ResumeOutcome.of(n.tether_event_resume_outcome(ev)),
                 progress = n.tether_event_progress(ev),
             )

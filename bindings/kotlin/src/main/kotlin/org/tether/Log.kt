@@ -58,6 +58,9 @@ object Tether {
 
     private val ON_LOG_THREAD = ThreadLocal<Boolean>()
 
+    /** Whether this thread is running a log handler right now. */
+    internal fun onLogThread(): Boolean = ON_LOG_THREAD.get() == true
+
     private class Installed(handler: LogHandler) {
         val onLog = TetherNative.LogCallback { _, p ->
             ON_LOG_THREAD.set(true)

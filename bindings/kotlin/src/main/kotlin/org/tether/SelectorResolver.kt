@@ -18,7 +18,15 @@ internal class SelectorResolver(private val selector: ProxySelector?) {
     val onAsk = TetherNative.ProxyResolverCallback { _, url, answer ->
         try {
             val proxy = if (url == null) null else choose(url.getString(0, "UTF-8"))
-            if (proxy == null || answer == null) 0 else TetherNative.tether_proxy_answer_set(answer, TetherNative.cstr(proxy))
+            if (proxy == null || answer == null) {
+                0
+            } else if (proxy.indexOf('\u0000') >= 0) {
+                // Not a proxy URL (the header's rule): the client ends with ERR_CONFIG rather
+                // than retrying an answer that can never work.
+                Status.ERR_CONFIG.code
+            } else {
+                TetherNative.tether_proxy_answer_set(answer, TetherNative.cstr(proxy))
+            }
         } catch (t: Throwable) {
             // An exception must not cross into the library's thread: the attempt fails instead.
             Status.ERR_CONNECT.code

@@ -37,7 +37,7 @@ data class TetherStats(
     val connections: Long,
     /** gomuks: connections that asked to resume and got every missed event. */
     val resumesSucceeded: Long,
-    /** gomuks: connections that asked to resume and got a fresh state instead. */
+    /** gomuks: connections that asked to resume and got a fresh state (or a catch-up) instead. */
     val resumesReset: Long,
     /**
      * Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,

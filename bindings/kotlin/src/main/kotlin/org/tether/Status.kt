@@ -64,9 +64,12 @@ open class TetherException(val status: Status, message: String) : Exception(mess
     }
 }
 
-/** The call does not apply to this transport (pause in-process, media over the websocket). */
+/** The call does not apply to this transport (pause in-process, media over the websocket, a store on rwws). */
 class UnsupportedException(s: Status, m: String) : TetherException(s, m)
-/** The in-process backend's data root (or the process's one backend) is held by another client. */
+/**
+ * The in-process backend's data root (or the process's one backend) is held by another
+ * client; a store's pagination of the room is already running; a store was attached before.
+ */
 class InUseException(s: Status, m: String) : TetherException(s, m)
 /**
  * More bytes of requests and packets already wait to be written than

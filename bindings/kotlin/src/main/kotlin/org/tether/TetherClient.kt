@@ -311,7 +311,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
                 if (keepResume) TetherNative.tether_client_close_keep_resume(c)
                 else TetherNative.tether_client_close(c)
             }
-            return withTimeoutOrNull(timeoutMs) { core.closed.await() } != null
+            // A free (a close() racing this one) also ends the wait, without CLOSED.
+            withTimeoutOrNull(timeoutMs) { core.closed.await() }
+            return core.closedArrived
         } finally {
             close()
         }
@@ -377,9 +379,16 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
                     'r' -> out.append('\r')
                     'b' -> out.append('\b')
                     'f' -> out.append('\u000c')
-                    'u' -> if (i + 5 < t.length) {
-                        out.append(t.substring(i + 2, i + 6).toInt(16).toChar())
-                        i += 4
+                    // Four hex digits before the closing quote; anything else is kept as it came
+                    // (a malformed escape must not turn into a NumberFormatException).
+                    'u' -> {
+                        val code = if (i + 5 < t.length - 1) t.substring(i + 2, i + 6).toIntOrNull(16) else null
+                        if (code != null) {
+                            out.append(code.toChar())
+                            i += 4
+                        } else {
+                            out.append('u')
+                        }
                     }
                     else -> out.append(e)
                 }

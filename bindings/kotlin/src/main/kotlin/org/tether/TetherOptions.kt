@@ -147,6 +147,7 @@ data class TetherOptions(
      * How many events [TetherClient.events] holds for a collector that is behind. When it is
      * full the library's dispatcher waits, the library's own queue ([queueCapacity]) fills
      * and the socket stops being read: nothing is dropped, the server sees TCP backpressure.
+     * In-process there is no socket: gomuks's events then wait in the library's memory.
      */
     val eventBufferCapacity: Int = 256,
     /**

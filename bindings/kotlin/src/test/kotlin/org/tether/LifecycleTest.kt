@@ -183,6 +183,18 @@ class LifecycleTest {
     }
 
     @Test
+    fun `events carry their attempt, and closeAndWait after close says CLOSED did not arrive`(): Unit = runBlocking {
+        TestBackend.start().use { b ->
+            val c = TetherClient(b.url, testOptions())
+            val connected = withTimeout(10_000) { c.events.first { it.kind == EventKind.CONNECTED } }
+            assertEquals(1L, connected.attempt)
+            c.close()
+            // The free ended the wait, not CLOSED.
+            assertEquals(false, c.closeAndWait(100))
+        }
+    }
+
+    @Test
     fun `a client dropped without close is freed by the reaper`(): Unit = runBlocking {
         fun dropped(): Pair<kotlinx.coroutines.Deferred<Unit>, kotlinx.coroutines.flow.Flow<Event>> {
             val c = TetherClient(backend.url, testOptions())

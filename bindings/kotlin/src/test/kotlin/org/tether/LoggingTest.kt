@@ -2,7 +2,9 @@ package org.tether
 
 import java.net.ServerSocket
 import java.util.Base64
+import kotlinx.coroutines.cancel
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.AfterEach
@@ -52,6 +54,50 @@ class LoggingTest : WithBackend() {
         while (c.state !in want) {
             if (System.currentTimeMillis() > until) fail<Unit>("state ${c.state}, wanted ${want.toList()}")
             Thread.sleep(5)
+        }
+    }
+
+    @Test
+    fun `a log handler that closes a client whose collector removes the handler does not deadlock`(): Unit = runBlocking {
+        // The header forbids a log callback to free a client whose event callback waits in
+        // tether_set_log_callback: the binding hands that free to another thread.
+        val x = TetherClient(backend.url, testOptions(pingIntervalMs = 50))
+        val armed = java.util.concurrent.atomic.AtomicBoolean(false)
+        val handlerRunning = java.util.concurrent.CountDownLatch(1)
+        val signal = java.util.concurrent.CountDownLatch(1)
+        val closedFromLog = java.util.concurrent.CountDownLatch(1)
+        Tether.setLogHandler(LogLevel.TRACE, object : LogHandler {
+            override fun log(record: LogRecord) {
+                if (!armed.compareAndSet(true, false)) return
+                handlerRunning.countDown()
+                signal.await(5, java.util.concurrent.TimeUnit.SECONDS)
+                Thread.sleep(200) // the collector is inside removeLogHandler by now
+                x.close()
+                closedFromLog.countDown()
+            }
+        })
+        val removed = java.util.concurrent.CompletableFuture<Unit>()
+        val scope = kotlinx.coroutines.CoroutineScope(kotlinx.coroutines.SupervisorJob())
+        scope.launch(kotlinx.coroutines.Dispatchers.Unconfined) {
+            x.events.first { ClientState.insideCallback() }
+            armed.set(true)
+            // Any record will do: another client's connection logs.
+            TetherClient(backend.url, testOptions()).use { other ->
+                assertTrue(handlerRunning.await(10, java.util.concurrent.TimeUnit.SECONDS), "no record came")
+                signal.countDown()
+                Tether.removeLogHandler()
+                removed.complete(Unit)
+                other.close()
+            }
+        }
+        try {
+            removed.get(10, java.util.concurrent.TimeUnit.SECONDS)
+            assertTrue(closedFromLog.await(10, java.util.concurrent.TimeUnit.SECONDS))
+            withTimeout(10_000) { x.closedSignal.await() }
+        } catch (e: java.util.concurrent.TimeoutException) {
+            fail<Unit>("the log thread and the dispatcher waited for each other")
+        } finally {
+            scope.cancel()
         }
     }
 

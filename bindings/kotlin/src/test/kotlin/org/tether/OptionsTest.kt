@@ -196,6 +196,11 @@ class OptionsTest : WithBackend() {
             assertEquals(Status.ERR_CONNECT, d.status)
             assertTrue(d.text.contains("proxy resolver failed"), d.text)
             assertTrue(d.retryInMs != null)
+            // An answer with a NUL is no proxy URL, and would come again: the client ends.
+            val nul = Selector(java.net.Proxy(java.net.Proxy.Type.HTTP, java.net.InetSocketAddress.createUnresolved("bad\u0000h", 3128)))
+            val e = firstDisconnect(login(TetherOptions(proxySelector = nul)))
+            assertEquals(Status.ERR_CONFIG, e.status, e.text)
+            assertEquals(null, e.retryInMs)
         }
 
     @Test

@@ -61,6 +61,13 @@ class TetherClientTest {
     )
 
     @Test
+    fun `a server error text with a malformed unicode escape is kept as it came`() {
+        assertEquals("nope \u00e9", TetherClient.jsonString("\"nope \\u00e9\""))
+        assertEquals("bad u12", TetherClient.jsonString("\"bad \\u12\""))
+        assertEquals("bad uzzzz!", TetherClient.jsonString("\"bad \\uzzzz!\""))
+    }
+
+    @Test
     fun `request and response, errors map to typed exceptions`(): Unit = runBlocking {
         gomuks().use { c ->
             withTimeout(20_000) {
