@@ -901,9 +901,12 @@ tether_status tether_client_download_media(struct tether_client *c, const uint8_
 /**
  * Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
  * reply won the race), and the server is told if it has the request and the client is
- * online (a request not written yet is dropped unsent; offline, nothing is sent). `TETHER_ERR_INVALID_ARGUMENT` for an
- * id this client never issued (the ids of the library's own pings count as issued:
- * cancelling one does nothing), `TETHER_ERR_STATE` after close. Any thread.
+ * online (a request not written yet is dropped unsent; offline, nothing is sent; an
+ * in-process backend cannot be told, and its late answer is dropped).
+ * `TETHER_ERR_INVALID_ARGUMENT` for an id this client never issued (the ids of the
+ * library's own pings count as issued: cancelling one does nothing). After close it has
+ * no effect (`TETHER_OK` while the client is closing, `TETHER_ERR_STATE` once it has
+ * stopped): requests still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
  */
 tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 
@@ -1623,7 +1626,8 @@ tether_status tether_store_send_message(const struct tether_store *s, const char
 /**
  * Sends a failed message again (`resend_event`): `rowid` is the echo's `rowid`, a
  * timeline read's `pending` item with `send_status` `failed`. The echo reads as
- * `sending` at once (a STORE event with cause `resend`, queued before this returns);
+ * `sending` at once (a STORE event with cause `resend`, queued before this returns, for a
+ * watched or open room);
  * `send_complete` then updates it as after `tether_store_send_message`. If the backend
  * refuses, the echo is failed again in the STORE event before the RESPONSE.
  * `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
@@ -1633,7 +1637,9 @@ tether_status tether_store_resend(const struct tether_store *s, const char *room
 
 /**
  * Drops a failed send from the room's pending tail (the backend keeps its copy), and
- * queues the STORE event that reports it (cause `discard`) before returning.
+ * queues the STORE event that reports it (cause `discard`) before returning: for a watched
+ * or open room, and not once the client's CLOSED was queued (the change then shows in
+ * reads only).
  * `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
  * tail (an unknown room included), `TETHER_ERR_NULL` for a NULL store or room id. Works
  * on a store whose client is closed. Any thread.

@@ -254,9 +254,12 @@ fn write_id(out: *mut i64, id: i64) {
 ffi_fn! {
     /// Cancels request `request_id`: its RESPONSE arrives with `TETHER_ERR_CANCELLED` (unless the
     /// reply won the race), and the server is told if it has the request and the client is
-    /// online (a request not written yet is dropped unsent; offline, nothing is sent). `TETHER_ERR_INVALID_ARGUMENT` for an
-    /// id this client never issued (the ids of the library's own pings count as issued:
-    /// cancelling one does nothing), `TETHER_ERR_STATE` after close. Any thread.
+    /// online (a request not written yet is dropped unsent; offline, nothing is sent; an
+    /// in-process backend cannot be told, and its late answer is dropped).
+    /// `TETHER_ERR_INVALID_ARGUMENT` for an id this client never issued (the ids of the
+    /// library's own pings count as issued: cancelling one does nothing). After close it has
+    /// no effect (`TETHER_OK` while the client is closing, `TETHER_ERR_STATE` once it has
+    /// stopped): requests still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
     client fn tether_client_cancel(c: *mut tether_client, request_id: i64) -> tether_status |h| {
         status_of(h.client.cancel(request_id))
     } ?= code

@@ -173,7 +173,8 @@ ffi_fn! {
 ffi_fn! {
     /// Sends a failed message again (`resend_event`): `rowid` is the echo's `rowid`, a
     /// timeline read's `pending` item with `send_status` `failed`. The echo reads as
-    /// `sending` at once (a STORE event with cause `resend`, queued before this returns);
+    /// `sending` at once (a STORE event with cause `resend`, queued before this returns, for a
+    /// watched or open room);
     /// `send_complete` then updates it as after `tether_store_send_message`. If the backend
     /// refuses, the echo is failed again in the STORE event before the RESPONSE.
     /// `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
@@ -190,7 +191,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// Drops a failed send from the room's pending tail (the backend keeps its copy), and
-    /// queues the STORE event that reports it (cause `discard`) before returning.
+    /// queues the STORE event that reports it (cause `discard`) before returning: for a watched
+    /// or open room, and not once the client's CLOSED was queued (the change then shows in
+    /// reads only).
     /// `TETHER_ERR_INVALID_ARGUMENT` unless `rowid` is a failed send in the room's pending
     /// tail (an unknown room included), `TETHER_ERR_NULL` for a NULL store or room id. Works
     /// on a store whose client is closed. Any thread.

@@ -46,10 +46,12 @@ enum Action {
         room: String,
     },
     /// A failed send sent again: shown as sending when asked (`sending`); `failed`, the echo
-    /// before, is put back if the backend refuses and nothing has changed the echo since.
+    /// before, is put back if the backend refuses, nothing has changed the echo since and no
+    /// later resend of it was made (`token`, see `State::resending`).
     Resend {
         room: String,
         rowid: i64,
+        token: u64,
         failed: Box<RawValue>,
         sending: Box<RawValue>,
     },
@@ -110,6 +112,11 @@ struct State {
     /// The app dropped the store: a batch the session had already started to hand over
     /// passes through unchanged, so no STORE event follows the drop.
     detached: bool,
+    /// Event rowid → the token of its latest resend, until that resend is answered: an
+    /// earlier resend refused late must not put back a failure over a later one (their
+    /// "sending" copies are the same bytes).
+    resending: HashMap<i64, u64>,
+    resend_tokens: u64,
 }
 
 struct Inner {
@@ -211,6 +218,8 @@ impl Store {
                     last_gc: Instant::now(),
                     timeout: opts.request_timeout_ms.map(Duration::from_millis),
                     detached: false,
+                    resending: HashMap::new(),
+                    resend_tokens: 0,
                 }),
                 req: client.requester().clone(),
                 handles: std::sync::atomic::AtomicUsize::new(1),
@@ -370,9 +379,11 @@ impl Store {
         let failed = ev.raw.clone();
         let sending = without_send_error(&failed);
         let params = json!({ "transaction_id": txn });
+        let token = st.resend_tokens + 1;
         let action = Action::Resend {
             room: room_id.to_owned(),
             rowid,
+            token,
             failed,
             sending: sending.clone(),
         };
@@ -382,6 +393,8 @@ impl Store {
             params.to_string().as_bytes(),
             action,
         )?;
+        st.resend_tokens = token;
+        st.resending.insert(rowid, token);
         let mut ch = Changes::default();
         st.model
             .apply_echo(room_id, &sending, model::Echo::Local, &mut ch);
@@ -390,13 +403,15 @@ impl Store {
     }
 
     /// Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
-    /// keeps its copy), and queues the STORE event that reports it (cause `discard`).
+    /// keeps its copy), and queues the STORE event that reports it (cause `discard`; as every
+    /// change set, none for a room neither watched nor open, and none after CLOSED).
     /// `ErrInvalidArgument` unless `rowid` is a failed send in the room's pending tail.
     pub fn discard(&self, room_id: &str, rowid: i64) -> Result<(), Error> {
         let mut st = self.lock();
         failed_send(&st.model, room_id, rowid)?;
-        let room = known_room_mut(&mut st.model, room_id)?;
-        room.pending.retain(|&p| p != rowid);
+        known_room_mut(&mut st.model, room_id)?.discard_echo(rowid);
+        // A resend of it still unanswered must not put it back.
+        st.resending.remove(&rowid);
         let mut ch = Changes::default();
         ch.room(room_id).pending = true;
         self.announce_local(&mut st, ch, "discard");
@@ -671,16 +686,21 @@ impl State {
             Action::Resend {
                 room,
                 rowid,
+                token,
                 failed,
                 sending,
-            } if !ok => {
-                // Put back only what the resend itself showed: an outcome that came since
-                // (a timed-out request the backend did carry out) is newer.
+            } => {
+                let latest = self.resending.get(&rowid) == Some(&token);
+                if latest {
+                    self.resending.remove(&rowid);
+                }
+                // Put back only what this resend itself showed: an outcome that came since (a
+                // timed-out request the backend did carry out) or a later resend is newer.
                 let unchanged = self.model.rooms.get(&room).is_some_and(|r| {
                     r.pending.contains(&rowid)
                         && r.events.get(&rowid).map(|e| e.raw.get()) == Some(sending.get())
                 });
-                if unchanged {
+                if !ok && latest && unchanged {
                     self.model
                         .apply_echo(&room, &failed, model::Echo::Local, ch);
                 }
@@ -914,5 +934,58 @@ mod tests {
         let held = store.inner.clone();
         drop(store);
         assert_eq!(kinds(&held), [EventKind::Message]);
+    }
+
+    /// A resend refused late (timed out) after a later resend of the same send was made puts
+    /// no failure back over that later one: both show the same "sending" bytes.
+    #[test]
+    fn a_late_refusal_of_an_earlier_resend_leaves_the_later_one_sending() {
+        let client = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let store = Store::attach(&client, b"").unwrap();
+        let message = |command: &str, data: String| {
+            let mut ev = Event::new(EventKind::Message);
+            ev.command = crate::event::command_name(command);
+            ev.data = bytes::Bytes::from(data);
+            ev
+        };
+        let deliver = |ev: Event| store.inner.deliver(vec![ev], &|_| {});
+        let initial = include_str!("../../tests/fixtures/gomuks/v0.2607_initial.json");
+        deliver(message("sync_complete", initial.to_owned()));
+        let room = "!known:example.org";
+        let failed = |why: &str| {
+            let ev = json!({"rowid": 9001, "room_id": room, "event_id": "~hicli-mautrix-go_1",
+                "transaction_id": "hicli-mautrix-go_1", "sender": "@me:example.org",
+                "type": "m.room.message", "timestamp": 1, "send_error": why});
+            message(
+                "send_complete",
+                json!({"event": ev, "error": {}}).to_string(),
+            )
+        };
+        let status = || {
+            let tl = store.read("timeline", json!({"room_id": room}).to_string().as_bytes());
+            let tl: serde_json::Value = serde_json::from_slice(&tl.unwrap()).unwrap();
+            tl["pending"][0]["send_status"].clone()
+        };
+        deliver(failed("M_FORBIDDEN: first"));
+        assert_eq!(status(), "failed");
+        let first = store.resend(room, 9001).unwrap();
+        deliver(failed("M_FORBIDDEN: second"));
+        store.resend(room, 9001).unwrap();
+        assert_eq!(status(), "sending");
+        let mut refused = Event::new(EventKind::Response);
+        refused.request_id = first;
+        refused.status = Status::ErrRequestTimeout;
+        deliver(refused);
+        assert_eq!(status(), "sending", "the later resend is still out");
+        // Discarded, the echo is gone from every read, not only the pending tail.
+        deliver(failed("M_FORBIDDEN: third"));
+        store.discard(room, 9001).unwrap();
+        let ev = store.read(
+            "event",
+            json!({"room_id": room, "rowid": 9001})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(ev.unwrap(), b"null");
     }
 }

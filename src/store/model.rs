@@ -212,6 +212,16 @@ impl Room {
         Some((rowid, old.is_some()))
     }
 
+    /// Forgets a discarded echo: the pending tail, the event and its `~` id.
+    pub fn discard_echo(&mut self, rowid: i64) {
+        self.pending.retain(|&p| p != rowid);
+        if let Some(e) = self.events.remove(&rowid) {
+            if self.by_id.get(&e.head.event_id) == Some(&rowid) {
+                self.by_id.remove(&e.head.event_id);
+            }
+        }
+    }
+
     /// Puts rows in timeline order; rows already there are left alone. Returns the rows
     /// added at the end and how many went before the previous oldest.
     fn merge_rows(&mut self, rows: &[TimelineRow]) -> (Vec<i64>, usize) {

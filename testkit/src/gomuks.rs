@@ -606,7 +606,6 @@ fn since_epoch() -> Duration {
         .unwrap_or_default()
 }
 
-/// Locks the shared state; a panicked test thread must not wedge the backend.
 /// The homeserver round trip of a send: send_complete, then (on success) the sync carrying
 /// the event, both buffered like any server event.
 fn complete_send_later(state: &Arc<Mutex<State>>, pending: crate::rooms::PendingSend) {
@@ -620,6 +619,7 @@ fn complete_send_later(state: &Arc<Mutex<State>>, pending: crate::rooms::Pending
     });
 }
 
+/// Locks the shared state; a panicked test thread must not wedge the backend.
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }

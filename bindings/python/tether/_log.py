@@ -144,7 +144,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     # The parent's lock may have been held by another thread at fork; the child has no
-    # tether-log thread, and the library refuses calls there, so nothing is installed.
+    # tether-log thread: install() tries again there with the child's first client.
     global _lock, _emitting
     _lock = threading.Lock()
     _emitting = threading.RLock()

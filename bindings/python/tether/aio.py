@@ -199,11 +199,11 @@ class _AsyncCore(CoreBase):
             self.watching = True
 
     def unwatch(self) -> None:
-        if threading.get_ident() != self.loop_thread:
-            # A loop's readers are changed on its own thread only.
+        if threading.get_ident() != self.loop_thread and self.loop.is_running():
+            # A running loop's readers are changed on its own thread only.
             try:
                 self.loop.call_soon_threadsafe(self.unwatch)
-            except RuntimeError:  # the loop is closed: it watches nothing any more
+            except RuntimeError:  # the loop closed in between: it watches nothing any more
                 pass
             return
         if self.watching:
@@ -396,7 +396,15 @@ class _AsyncCore(CoreBase):
     # -- closing ---------------------------------------------------------------------------
 
     def release(self) -> None:
-        """Stops watching the descriptor and frees the native client (loop thread)."""
+        """Stops watching the descriptor and frees the native client: on the loop's thread
+        when the loop runs, so the descriptor leaves its selector before the free closes it
+        (a descriptor opened meanwhile with the same number would be taken for it)."""
+        if threading.get_ident() != self.loop_thread and self.loop.is_running():
+            try:
+                self.loop.call_soon_threadsafe(self.release)
+                return
+            except RuntimeError:  # the loop closed in between: nothing watches the descriptor
+                pass
         self.unwatch()
         self.reader.free()
         self.free()

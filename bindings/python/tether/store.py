@@ -493,8 +493,9 @@ class _StoreBase:
         """Drops a failed send (a ``pending`` item of :meth:`timeline` whose ``send_status``
         is ``failed``; ``rowid`` is its event's) from the room's pending tail, as gomuks
         web's "undo send"; the backend keeps its copy. A change set with cause ``discard``
-        reports it. Works after the client closed. :raises InvalidArgumentError: ``rowid``
-        is not a failed send in the room's pending tail."""
+        reports it (a watched or open room's, while the client is open). Works after the
+        client closed. :raises InvalidArgumentError: ``rowid`` is not a failed send in the
+        room's pending tail."""
         self._plain("discard", _ffi.lib.tether_store_discard, _room(room_id), _rowid(rowid))
 
     def collect_garbage(self) -> int:

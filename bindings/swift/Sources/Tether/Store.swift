@@ -332,7 +332,8 @@ public final class Store: @unchecked Sendable {
     }
 
     /// Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
-    /// keeps its copy); a change set with cause "discard" reports it. Works after the client
+    /// keeps its copy); a change set with cause "discard" reports it (a watched or open
+    /// room's, while the client is open). Works after the client
     /// closed. `.invalidArgument` unless `rowid` is a failed send in the room's pending tail.
     public func discard(_ roomId: String, rowid: Int64) throws {
         let roomId = try cString(roomId, "roomId")

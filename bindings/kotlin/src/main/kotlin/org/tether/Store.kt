@@ -192,9 +192,9 @@ class Store private constructor(private val handle: StoreHandle, private val cor
 
     /**
      * Drops a failed send from the room's pending tail (gomuks web's "undo send"; the backend
-     * keeps its copy); a change set with cause `discard` reports it. Works after the client
-     * closed. [InvalidArgumentException] unless [rowid] is a failed send in the room's
-     * pending tail.
+     * keeps its copy); a change set with cause `discard` reports it (a watched or open
+     * room's, while the client is open). Works after the client closed.
+     * [InvalidArgumentException] unless [rowid] is a failed send in the room's pending tail.
      */
     fun discard(roomId: String, rowid: Long) = handle.use { s ->
         check(TetherNative.tether_store_discard(s, TetherNative.cstr(roomId), rowid))

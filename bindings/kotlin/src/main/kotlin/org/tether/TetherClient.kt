@@ -382,12 +382,12 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
                     // Four hex digits before the closing quote; anything else is kept as it came
                     // (a malformed escape must not turn into a NumberFormatException).
                     'u' -> {
-                        val code = if (i + 5 < t.length - 1) t.substring(i + 2, i + 6).toIntOrNull(16) else null
-                        if (code != null) {
-                            out.append(code.toChar())
+                        val hex = if (i + 5 < t.length - 1) t.substring(i + 2, i + 6) else ""
+                        if (hex.length == 4 && hex.all { it in '0'..'9' || it.lowercaseChar() in 'a'..'f' }) {
+                            out.append(hex.toInt(16).toChar())
                             i += 4
                         } else {
-                            out.append('u')
+                            out.append("\\u")
                         }
                     }
                     else -> out.append(e)

@@ -63,8 +63,9 @@ class TetherClientTest {
     @Test
     fun `a server error text with a malformed unicode escape is kept as it came`() {
         assertEquals("nope \u00e9", TetherClient.jsonString("\"nope \\u00e9\""))
-        assertEquals("bad u12", TetherClient.jsonString("\"bad \\u12\""))
-        assertEquals("bad uzzzz!", TetherClient.jsonString("\"bad \\uzzzz!\""))
+        assertEquals("bad \\u12", TetherClient.jsonString("\"bad \\u12\""))
+        assertEquals("bad \\uzzzz!", TetherClient.jsonString("\"bad \\uzzzz!\""))
+        assertEquals("bad \\u-041", TetherClient.jsonString("\"bad \\u-041\""))
     }
 
     @Test
