@@ -600,7 +600,9 @@ ffi_fn! {
         // SAFETY: the caller passes a client from tether_client_new, once, or NULL.
         unsafe {
             free_handle(c, |h| {
-                // Wake the dispatcher and any poller, and detach the event fd from the queue.
+                // Wake the dispatcher and detach the event fd from the queue. A poller blocked
+                // in tether_client_poll is the caller's bug (free must not race any call): it
+                // is woken, but nothing waits for it to leave.
                 h.client.queue().abandon();
                 let dispatcher = lock(&h.dispatcher).take();
                 if let Some(d) = dispatcher {

@@ -420,7 +420,9 @@ class _AsyncCore(CoreBase):
             try:
                 await asyncio.wait_for(self.closed_flag.wait(), timeout)
             except asyncio.TimeoutError:
-                log.warning("tether: CLOSED did not arrive in %s s; freeing anyway", timeout)
+                # CLOSED may have come while wait_for cancelled its wait.
+                if not self.closed:
+                    log.warning("tether: CLOSED did not arrive in %s s; freeing anyway", timeout)
         self.release()
         if not self.closed:
             self.closed = True
