@@ -33,7 +33,11 @@ fi
 # LeakSanitizer in that child would report it by design. They are deselected under ASan only.
 by_design=(--deselect "tests/test_process.py::test_the_interpreter_exits_cleanly_with_open_clients"
            --deselect "tests/test_process.py::test_use_after_fork_raises_forked_error"
-           --deselect "tests/test_process.py::test_a_forked_child_exits_although_a_store_call_was_in_flight")
+           --deselect "tests/test_process.py::test_a_forked_child_exits_although_a_store_call_was_in_flight"
+           --deselect "tests/test_process.py::test_a_child_forked_before_any_client_uses_its_own")
+# The fourth forks after the library's log thread started (a client constructor that failed):
+# in the child what that thread held, about 1 KB, is reachable from no running thread, which
+# LeakSanitizer reports of any process forked after a thread started.
 # Under valgrind every thread runs on one serialised scheduler (--fair-sched only evens the
 # turns), so a test whose subject is that a CPU-bound Python thread does not starve the
 # library's callback thread measures valgrind, not tether; it runs everywhere else.
