@@ -124,6 +124,22 @@ def test_a_close_without_closed_ends_wait_connected_and_change_streams(
     arun(main())
 
 
+def test_no_event_reads_as_queued_once_closed_is_taken(backend: Backend) -> None:
+    """stats().queued_events counts events only: the markers that wake consumers at the end
+    are none."""
+
+    async def main() -> None:
+        c = client(backend)
+        await c.wait_connected(10 * SLOW)
+        await c.close()
+        async for _ in c.events(5 * SLOW):
+            pass
+        assert await c.next_event(0) is None
+        assert c.stats().queued_events == 0
+
+    arun(main())
+
+
 def test_request_response_and_errors(backend: Backend) -> None:
     async def main() -> None:
         async with client(backend) as c:

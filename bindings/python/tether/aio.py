@@ -170,6 +170,7 @@ class _AsyncCore(CoreBase):
         self.transfers: Dict[int, AsyncTransfer] = {}
         self.queue: "asyncio.Queue[Optional[Event]]" = asyncio.Queue()
         self.ended = False  # CLOSED taken by a consumer (or delivery failed)
+        self.end_markers = 0  # the None markers in ``queue``
         self.closed_flag = asyncio.Event()
         self.state_changed = asyncio.Event()
         self.fd = -1
@@ -189,7 +190,13 @@ class _AsyncCore(CoreBase):
         self.connect()
 
     def queued_here(self) -> int:
-        return self.queue.qsize()
+        # The end markers are no events.
+        return self.queue.qsize() - self.end_markers
+
+    def mark_end(self) -> None:
+        """Queues an end marker: it wakes a consumer, which puts it back for the next."""
+        self.end_markers += 1
+        self.queue.put_nowait(None)
 
     # -- delivery (loop thread) ------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class _AsyncCore(CoreBase):
             self.closed_flag.set()  # change streams end: nothing more will be delivered
             self.unwatch()
             self.fail_pending()
-            self.queue.put_nowait(None)
+            self.mark_end()
         if self.closed and self.closing:
             self.release()
         pass_on(deferred, app_thread=True)  # the loop's thread is the app's
@@ -289,7 +296,7 @@ class _AsyncCore(CoreBase):
             if ev.kind in (EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.CLOSED):
                 self.state_changed.set()
             if ev.kind == EventKind.CLOSED:
-                self.queue.put_nowait(None)  # wakes every other consumer
+                self.mark_end()  # wakes every other consumer
                 self.closed_flag.set()
                 self.fail_pending()
         return deferred
@@ -319,7 +326,8 @@ class _AsyncCore(CoreBase):
                 return None
         if ev is None:
             self.ended = True
-            self.queue.put_nowait(None)
+            self.end_markers -= 1
+            self.mark_end()
             return None
         if self.paused and self.queue.qsize() <= self.queue_limit // 2:
             self.paused = False
@@ -426,7 +434,7 @@ class _AsyncCore(CoreBase):
         self.release()
         if not self.closed:
             self.closed = True
-            self.queue.put_nowait(None)
+            self.mark_end()
         # CLOSED may never have come (a timeout, a panic): whoever waits for it, or for the
         # connection (wait_connected, change streams), is told here instead.
         self.closed_flag.set()

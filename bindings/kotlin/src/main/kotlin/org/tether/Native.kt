@@ -144,6 +144,20 @@ internal object TetherNative {
         if (s.indexOf('\u0000') >= 0) {
             throw InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, "a string passed to the library contains a NUL character")
         }
+        // A lone surrogate has no UTF-8 form: the encoder would send '?' in its place, a
+        // different room id or token than the app gave.
+        var i = 0
+        while (i < s.length) {
+            val c = s[i]
+            if (Character.isHighSurrogate(c) && i + 1 < s.length && Character.isLowSurrogate(s[i + 1])) {
+                i += 2
+                continue
+            }
+            if (Character.isSurrogate(c)) {
+                throw InvalidArgumentException(Status.ERR_INVALID_UTF8, "a string passed to the library contains a lone surrogate at index $i")
+            }
+            i++
+        }
         return (s + "\u0000").toByteArray(Charsets.UTF_8)
     }
 

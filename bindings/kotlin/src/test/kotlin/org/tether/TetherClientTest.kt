@@ -69,6 +69,15 @@ class TetherClientTest {
     }
 
     @Test
+    fun `a string with a lone surrogate is refused, not sent with a question mark`() {
+        val e = assertThrows<InvalidArgumentException> { TetherNative.cstr("room\ud800") }
+        assertEquals(Status.ERR_INVALID_UTF8, e.status)
+        assertThrows<InvalidArgumentException> { TetherNative.cstr("\udc00x") }
+        // A pair is one character, and passes.
+        assertEquals("a\ud83d\ude00\u0000", String(TetherNative.cstr("a\ud83d\ude00"), Charsets.UTF_8))
+    }
+
+    @Test
     fun `request and response, errors map to typed exceptions`(): Unit = runBlocking {
         gomuks().use { c ->
             withTimeout(20_000) {
