@@ -307,6 +307,17 @@ async fn failed_send(c: &Client, s: &Store, room: &str, text: &str) -> i64 {
     echo["rowid"].as_i64().unwrap()
 }
 
+/// The room's pending echo reads failed, with the homeserver's refusal.
+fn assert_refused_again(s: &Store, room: &str) {
+    let tl = read(s, "timeline", json!({"room_id": room}));
+    let p = &tl["pending"][0];
+    assert_eq!(p["send_status"], "failed", "{tl}");
+    assert!(p["event"]["send_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("M_FORBIDDEN"));
+}
+
 /// A room whose message `text` failed, resent: the room, the echo's rowid and the resend's
 /// request id.
 struct Resent {
@@ -383,13 +394,7 @@ async fn a_resend_that_fails_again_stays_failed_when_its_answer_comes_last() {
             && json(e)["cause"]["command"] == "send_complete"),
         "the outcome came first"
     );
-    let tl = read(&s, "timeline", json!({"room_id": r}));
-    let p = &tl["pending"][0];
-    assert_eq!(p["send_status"], "failed", "{tl}");
-    assert!(p["event"]["send_error"]
-        .as_str()
-        .unwrap()
-        .starts_with("M_FORBIDDEN"));
+    assert_refused_again(&s, &r);
     close_and_drain(&c).await;
 }
 
@@ -408,13 +413,7 @@ async fn a_refused_resend_shows_the_failure_again() {
     let (resp, change) = answered(&c, id).await;
     assert_ne!(resp.status(), Status::Ok);
     assert_eq!(change["rooms"][&r]["updated"], json!([rowid]), "{change}");
-    let tl = read(&s, "timeline", json!({"room_id": r}));
-    let p = &tl["pending"][0];
-    assert_eq!(p["send_status"], "failed", "{tl}");
-    assert!(p["event"]["send_error"]
-        .as_str()
-        .unwrap()
-        .starts_with("M_FORBIDDEN"));
+    assert_refused_again(&s, &r);
     close_and_drain(&c).await;
 }
 

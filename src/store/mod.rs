@@ -47,11 +47,10 @@ enum Action {
     },
     /// A failed send sent again: shown as sending when asked (`sending`); `failed`, the echo
     /// before, is put back if the backend refuses, nothing has changed the echo since and no
-    /// later resend of it was made (`token`, see `State::resending`).
+    /// later resend of it was made (see `State::resending`).
     Resend {
         room: String,
         rowid: i64,
-        token: u64,
         failed: Box<RawValue>,
         sending: Box<RawValue>,
     },
@@ -112,11 +111,10 @@ struct State {
     /// The app dropped the store: a batch the session had already started to hand over
     /// passes through unchanged, so no STORE event follows the drop.
     detached: bool,
-    /// Event rowid → the token of its latest resend, until that resend is answered: an
+    /// Event rowid → the request id of its latest resend, until that resend is answered: an
     /// earlier resend refused late must not put back a failure over a later one (their
     /// "sending" copies are the same bytes).
-    resending: HashMap<i64, u64>,
-    resend_tokens: u64,
+    resending: HashMap<i64, i64>,
 }
 
 struct Inner {
@@ -219,7 +217,6 @@ impl Store {
                     timeout: opts.request_timeout_ms.map(Duration::from_millis),
                     detached: false,
                     resending: HashMap::new(),
-                    resend_tokens: 0,
                 }),
                 req: client.requester().clone(),
                 handles: std::sync::atomic::AtomicUsize::new(1),
@@ -379,11 +376,9 @@ impl Store {
         let failed = ev.raw.clone();
         let sending = without_send_error(&failed);
         let params = json!({ "transaction_id": txn });
-        let token = st.resend_tokens + 1;
         let action = Action::Resend {
             room: room_id.to_owned(),
             rowid,
-            token,
             failed,
             sending: sending.clone(),
         };
@@ -393,8 +388,7 @@ impl Store {
             params.to_string().as_bytes(),
             action,
         )?;
-        st.resend_tokens = token;
-        st.resending.insert(rowid, token);
+        st.resending.insert(rowid, id);
         let mut ch = Changes::default();
         st.model
             .apply_echo(room_id, &sending, model::Echo::Local, &mut ch);
@@ -667,7 +661,7 @@ impl State {
     }
 
     /// Applies a store action's answer.
-    fn answer(&mut self, action: Action, ok: bool, data: &[u8], ch: &mut Changes) {
+    fn answer(&mut self, id: i64, action: Action, ok: bool, data: &[u8], ch: &mut Changes) {
         match action {
             Action::Paginate { room, epoch } => {
                 self.paginating.remove(&room);
@@ -686,11 +680,10 @@ impl State {
             Action::Resend {
                 room,
                 rowid,
-                token,
                 failed,
                 sending,
             } => {
-                let latest = self.resending.get(&rowid) == Some(&token);
+                let latest = self.resending.get(&rowid) == Some(&id);
                 if latest {
                     self.resending.remove(&rowid);
                 }
@@ -739,7 +732,8 @@ impl State {
                 EventKind::Response => {
                     if let Some(action) = self.actions.remove(&ev.request_id) {
                         let mut ch = Changes::default();
-                        self.answer(action, ev.status == Status::Ok, ev.data(), &mut ch);
+                        let ok = ev.status == Status::Ok;
+                        self.answer(ev.request_id, action, ok, ev.data(), &mut ch);
                         let cause = Cause {
                             command: "",
                             event_id: None,
