@@ -134,7 +134,9 @@ in_root "swift build --scratch-path '$TARGET/swift' $FLAGS"
 
 echo "== swift: swift test"
 rc=0
-in_root "swift test --scratch-path '$TARGET/swift' $FLAGS" 2>&1 | tee "$WORK/test.log" || rc=$?
+# TETHER_SWIFT_FILTER (a test name or pattern) runs only the tests it matches.
+in_root "swift test --scratch-path '$TARGET/swift' $FLAGS${TETHER_SWIFT_FILTER:+ --filter '$TETHER_SWIFT_FILTER'}" 2>&1 |
+  tee "$WORK/test.log" || rc=$?
 # XCTest's totals: "Executed N tests, with [S test(s) skipped and ]M failures" for the
 # 'All tests' suite (the last such line); skipped tests are not counted as passed.
 read -r executed skipped xfailed < <(

@@ -3,6 +3,11 @@
 import CTether
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 #if canImport(os)
 import os
 #endif
@@ -77,12 +82,13 @@ public enum TetherLog {
         let status = tether_set_log_callback(
             { ctx, record in
                 guard let ctx, let record, let r = TetherLogRecord(record.pointee) else { return }
-                Unmanaged<LogSink>.fromOpaque(ctx).takeUnretainedValue().handler(r)
+                LogThread.running { Unmanaged<LogSink>.fromOpaque(ctx).takeUnretainedValue().handler(r) }
             },
             ctx,
             { ctx in
                 guard let ctx else { return }
-                Unmanaged<LogSink>.fromOpaque(ctx).release()
+                // The handler's captures go with it, perhaps the last reference to a client.
+                LogThread.running { Unmanaged<LogSink>.fromOpaque(ctx).release() }
             },
             level.rawValue)
         // No release on failure: a refused call has already run destroy (the library drops
@@ -127,6 +133,27 @@ extension TetherLogLevel {
     }
 }
 #endif
+
+/// Marks the library's `tether-log` thread while a handler (or its release) runs there. A
+/// client whose last reference goes there is freed on another thread (`TetherClient.deinit`):
+/// `tether_set_log_callback` waits for the log thread, so a free there could wait for a
+/// callback of that client which is itself inside that call, and neither would ever return.
+enum LogThread {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        precondition(pthread_key_create(&k, nil) == 0, "pthread_key_create failed")
+        return k
+    }()
+
+    /// Whether this thread is running a log handler or its release right now.
+    static var isCurrent: Bool { pthread_getspecific(key) != nil }
+
+    static func running(_ body: () -> Void) {
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(key, nil) }
+        body()
+    }
+}
 
 /// The handler, owned by the library through one retain: `setHandler` retains it once and the
 /// library's destroy callback, which runs exactly once, releases it.

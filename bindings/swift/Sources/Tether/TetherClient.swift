@@ -212,6 +212,20 @@ final class RequestTicket: @unchecked Sendable {
     }
 }
 
+/// What `TetherClient.deinit` leaves to do, possibly on another thread.
+///
+/// `@unchecked Sendable`: the client is no one else's once its last reference is gone.
+private struct PendingFree: @unchecked Sendable {
+    let client: OpaquePointer
+    let core: ClientCore
+
+    func run() {
+        // Joins the dispatcher: no callback runs after this; destroy releases the core.
+        tether_client_free(client)
+        core.failAll()
+    }
+}
+
 /// A connection to one backend, kept alive and resumed across drops by the native library.
 ///
 /// Events arrive on `events` (copied on the library's dispatcher thread, never on an I/O
@@ -311,9 +325,13 @@ public final class TetherClient: @unchecked Sendable {
     deinit {
         // A dispatcher blocked on a full event buffer would keep free from returning.
         core.stopWaiting()
-        // Joins the dispatcher: no callback runs after this; destroy releases the core.
-        tether_client_free(client)
-        core.failAll()
+        let free = PendingFree(client: client, core: core)
+        if LogThread.isCurrent {
+            // A log handler let go of the last reference: the free may not wait there.
+            DispatchQueue.global().async { free.run() }
+        } else {
+            free.run()
+        }
     }
 
     /// Sends `command` with `data` (JSON) and returns the reply's raw JSON.

@@ -230,6 +230,57 @@ final class ObserveTests: XCTestCase {
         try TetherLog.removeHandler()
     }
 
+    /// A handler may let go of the last reference to a client whose resolver is inside
+    /// `removeHandler()` (which waits for the log thread) at that moment: the free does not
+    /// run on the log thread, where it would wait for that resolver call, and the resolver for
+    /// the log thread, for ever.
+    func testALogHandlerMayReleaseAClientWhoseResolverWaitsForTheLogThread() async throws {
+        let b = try Backend()
+        let slot = Shared<TetherClient?>(nil)
+        let resolving = Shared(false)
+        let handling = Shared(false)
+        let removed = Shared(false)
+        let releasedInHandler = Shared(false)
+        try TetherLog.setHandler(level: .trace) { _ in
+            guard resolving.withLock({ $0 }), slot.withLock({ $0 != nil }),
+                handling.withLock({ h in defer { h = true }; return !h })
+            else { return }
+            usleep(200_000)  // the resolver is inside removeHandler() by now
+            let c = slot.withLock { v -> TetherClient? in
+                defer { v = nil }
+                return v
+            }
+            _ = c
+            releasedInHandler.withLock { $0 = true }
+        }
+        let events: TetherEvents
+        do {
+            var o = b.gomuks()
+            o.proxyResolver = { _ in
+                guard resolving.withLock({ r in defer { r = true }; return !r }) else { return nil }
+                let deadline = Date().addingTimeInterval(10)
+                while !handling.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+                try? TetherLog.removeHandler()
+                removed.withLock { $0 = true }
+                return nil
+            }
+            let c = try TetherClient(o)
+            events = c.events
+            slot.withLock { $0 = c }
+        }
+        try await waitUntil("the resolver runs") { resolving.withLock { $0 } }
+        // Any record will do: another client's attempt logs.
+        let other = try TetherClient(b.gomuks())
+        try await waitUntil("the handler and the resolver are done", within: .seconds(10)) {
+            releasedInHandler.withLock { $0 } && removed.withLock { $0 }
+        }
+        // The free ran elsewhere and returned: the released client's events end (after it).
+        try await withTimeout(.seconds(10), "the free") {
+            for await _ in events {}
+        }
+        await other.close(timeout: .seconds(10))
+    }
+
     func testStatsAfterPushedEventsAndOneRequest() async throws {
         let b = try Backend()
         // A stopped backend still accepts the TCP connection but never answers the login, so
