@@ -118,6 +118,8 @@ class Event internal constructor(
     val resumeOutcome: ResumeOutcome? = null,
     /** PROGRESS: how much of the upload is done, as the backend reports it; -1 otherwise. */
     internal val progress: Double = -1.0,
+    /** The C value of [status], which says which status it was when that is [Status.UNKNOWN]. */
+    val statusCode: Int = status.code,
 ) {
     /** The payload as UTF-8 text. */
     val text: String get() = data.toString(Charsets.UTF_8)
@@ -141,12 +143,13 @@ class Event internal constructor(
             } else {
                 ByteArray(0)
             }
+            val status = n.tether_event_status(ev)
             val retry = n.tether_event_retry_in_ms(ev)
             val rtt = n.tether_event_rtt_us(ev)
             return Event(
                 kind = kind,
                 requestId = n.tether_event_request_id(ev),
-                status = Status.of(n.tether_event_status(ev)),
+                status = Status.of(status),
                 command = n.string(n.tether_event_command(ev)),
                 data = data,
                 closeCode = n.tether_event_close_code(ev).toInt() and 0xffff,
@@ -158,6 +161,7 @@ class Event internal constructor(
                 attempt = n.tether_event_attempt(ev).toLong() and 0xffffffffL,
                 resumeOutcome = ResumeOutcome.of(n.tether_event_resume_outcome(ev)),
                 progress = n.tether_event_progress(ev),
+                statusCode = status,
             )
         }
     }

@@ -27,13 +27,16 @@ enum class Status(val code: Int) {
     }
 }
 
-/** Base of every error tether raises; [status] is the library's status. */
-open class TetherException(val status: Status, message: String) : Exception(message) {
+/**
+ * Base of every error tether raises; [status] is the library's status, and [code] its C value,
+ * which says which status it was when [status] is [Status.UNKNOWN] (a newer library's).
+ */
+open class TetherException(val status: Status, message: String, val code: Int = status.code) : Exception(message) {
     companion object {
         /** The typed exception for [code] with [message]. */
         fun of(code: Int, message: String): TetherException {
             val s = Status.of(code)
-            val text = message.ifEmpty { s.description }
+            val text = message.ifEmpty { if (s == Status.UNKNOWN) "unknown status $code" else s.description }
             return when (s) {
                 Status.ERR_NULL, Status.ERR_INVALID_ARGUMENT, Status.ERR_INVALID_UTF8,
                 Status.ERR_BUFFER_TOO_SMALL -> InvalidArgumentException(s, text)
@@ -58,7 +61,7 @@ open class TetherException(val status: Status, message: String) : Exception(mess
                 Status.ERR_PROTOCOL, Status.ERR_INFLATE, Status.ERR_JSON,
                 Status.ERR_MESSAGE_TOO_LARGE, Status.ERR_VERSION_MISMATCH ->
                     ProtocolException(s, text)
-                Status.OK, Status.TIMEOUT, Status.UNKNOWN -> TetherException(s, text)
+                Status.OK, Status.TIMEOUT, Status.UNKNOWN -> TetherException(s, text, code)
             }
         }
     }

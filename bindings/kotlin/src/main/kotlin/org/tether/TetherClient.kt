@@ -403,7 +403,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
 internal fun replyText(ev: Event): String {
     if (ev.status == Status.OK) return ev.text
     val message = if (ev.status == Status.ERR_REMOTE) TetherClient.jsonString(ev.text) else ev.text
-    throw TetherException.of(ev.status.code, message)
+    throw TetherException.of(ev.statusCode, message)
 }
 
 /**

@@ -237,6 +237,25 @@ class TetherClientTest {
     }
 
     @Test
+    fun `a status this binding does not know keeps its code`() {
+        // A newer library's code: UNKNOWN, but the number survives, in the text too.
+        val e = TetherException.of(-99, "")
+        assertEquals(Status.UNKNOWN, e.status)
+        assertEquals(-99, e.code)
+        assertEquals("unknown status -99", e.message)
+        assertEquals(Status.ERR_REMOTE.code, TetherException.of(Status.ERR_REMOTE.code, "x").code)
+        // A failed reply with such a status throws with its code, not UNKNOWN's placeholder.
+        val ev = Event(
+            kind = EventKind.RESPONSE, requestId = 7, status = Status.of(-99), command = "",
+            data = "why".toByteArray(), closeCode = 0, retryInMs = null, rttMicros = null,
+            ackedId = 0, serverTimeMs = 0, resumeAttempted = false, statusCode = -99,
+        )
+        val thrown = assertThrows<TetherException> { replyText(ev) }
+        assertEquals(-99, thrown.code)
+        assertEquals("why", thrown.message)
+    }
+
+    @Test
     fun `the example runs against a cutting backend`() {
         val p = ProcessBuilder(System.getProperty("tether.backend"), "--event-rate", "20", "--cut-after-events", "40").start()
         try {
