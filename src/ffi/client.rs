@@ -147,12 +147,6 @@ ffi_fn! {
         timeout_ms: u32,
         out_request_id: *mut i64,
     ) -> tether_status |h| {
-        if timeout_ms == 0 {
-            return fail(Error::new(
-                Status::ErrInvalidArgument,
-                "timeout must be positive",
-            ));
-        }
         let t = Duration::from_millis(u64::from(timeout_ms));
         status_of(request(h, command, data, len, Some(t), out_request_id))
     } ?= code
@@ -168,6 +162,13 @@ fn request(
 ) -> Result<(), Error> {
     let command = str_arg(command, "command")?;
     let data = bytes_arg(data, len, "data")?;
+    // After the pointers: a NULL command is ERR_NULL whatever the timeout.
+    if timeout == Some(Duration::ZERO) {
+        return Err(Error::new(
+            Status::ErrInvalidArgument,
+            "timeout must be positive",
+        ));
+    }
     let id = match timeout {
         Some(t) => h.client.request_with_timeout(command, data, t)?,
         None => h.client.request(command, data)?,

@@ -620,6 +620,11 @@ static void test_request_timeout_zero_is_invalid_and_max_is_accepted(void) {
                 "data");
     CHECK_FAILS(tether_client_request_with_timeout(c, NULL, NULL, 0, 1000, &id), TETHER_ERR_NULL,
                 "command");
+    /* The pointers are checked first, as in every call: a NULL is ERR_NULL whatever else. */
+    CHECK_FAILS(tether_client_request_with_timeout(c, NULL, NULL, 0, 0, &id), TETHER_ERR_NULL,
+                "command");
+    CHECK_FAILS(tether_client_request_with_timeout(c, "echo", NULL, 5, 0, &id), TETHER_ERR_NULL,
+                "data");
     /* A length no object can have (a garbage size_t) is refused before anything is read. */
     CHECK_FAILS(tether_client_request(c, "echo", (const uint8_t *)"x", SIZE_MAX, &id),
                 TETHER_ERR_INVALID_ARGUMENT, "larger than any object");
