@@ -1427,3 +1427,34 @@ async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
     assert_eq!(c.resume_state().last_received_event, -2);
     close_and_drain(&c).await;
 }
+
+/// gomuks-rpc.md §7.2: a `run_id` holding a NUL cannot be handed to C intact (the resume state
+/// is copied NUL-terminated, so an app would persist a cut-off id and resume a run that never
+/// was). It is ignored like any other malformed `run_id`: the message is still delivered, the
+/// resume point keeps no run, and the connection stays up.
+#[tokio::test]
+async fn spec7_2_a_run_id_with_a_nul_is_not_taken_as_the_resume_point() {
+    let batch = concat!(
+        r#"{"command":"run_id","request_id":-1,"data":{"run_id":"ab\u0000cd","etag":""}}"#,
+        "\n",
+        r#"{"command":"after","request_id":-2,"data":{}}"#,
+        "\n",
+    );
+    let srv = ScriptServer::start(Script::Upgrade(vec![Step::Raw(frame(
+        BINARY,
+        &deflate_sync(batch.as_bytes()),
+    ))]))
+    .await;
+    let c = start(config(&srv.http_url(), "scripted-token", Dialect::Gz, same));
+    let (after, seen) = until_command(&c, "after").await;
+    assert_eq!(after.request_id(), -2);
+    assert!(
+        seen.iter().any(|e| e.command() == "run_id"),
+        "{:?}",
+        kinds(&seen)
+    );
+    assert_no_drop_named("run_id with a NUL", &seen).unwrap();
+    let st = c.resume_state();
+    assert_eq!((st.run_id.as_str(), st.last_received_event), ("", -2));
+    close_and_drain(&c).await;
+}

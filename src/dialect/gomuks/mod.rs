@@ -431,6 +431,17 @@ impl Gomuks {
                     listener_id: u64,
                 }
                 match serde_json::from_slice::<RunData>(data) {
+                    // The resume state reaches C NUL-terminated: a cut-off id persisted by
+                    // the app would ask to resume a run that never was.
+                    Ok(rd) if rd.run_id.contains('\0') => {
+                        tlog!(
+                            self.probe.client,
+                            Warn,
+                            "gomuks",
+                            "ignoring a run_id event whose run_id holds a NUL"
+                        );
+                        None
+                    }
                     Ok(rd) => self.tracker.run_id(&rd.run_id, rd.listener_id),
                     Err(e) => {
                         tlog!(
