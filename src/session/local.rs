@@ -125,6 +125,30 @@ impl<L: Local> Calls<L> {
     }
 }
 
+/// The session's reference to the backend. Should the session panic, it goes on the blocking
+/// pool: if it is the last one, dropping it stops the backend (`GomuksDestroy`, which waits for
+/// the calls still running), and that must not hold up a thread that runs every client's I/O.
+struct Held<L: Local>(Option<Arc<L>>);
+
+impl<L: Local> std::ops::Deref for Held<L> {
+    type Target = Arc<L>;
+
+    fn deref(&self) -> &Arc<L> {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl<L: Local> Drop for Held<L> {
+    fn drop(&mut self) {
+        let Some(local) = self.0.take() else { return };
+        if std::thread::panicking() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                drop(rt.spawn_blocking(move || drop(local)));
+            }
+        }
+    }
+}
+
 /// Runs a client's in-process session until it closes.
 pub(crate) async fn run<L: Local>(
     cfg: Arc<Config>,
@@ -134,6 +158,8 @@ pub(crate) async fn run<L: Local>(
     local: Arc<L>,
     commands: CommandRx,
 ) {
+    // First, so dropped last: after `Calls` and every other clone this task holds.
+    let local = Held(Some(local));
     // Before the book, so dropped after it (see `Commands`).
     let mut commands = Commands::new(commands, &queue, &probe);
     let commands = &mut commands.rx;
@@ -393,5 +419,54 @@ mod tests {
             }
         }
         assert_eq!(answered, [7, 8]);
+    }
+
+    /// Tells, as it is dropped, which thread let go of it last.
+    struct DroppedOn(std::sync::mpsc::Sender<std::thread::ThreadId>);
+
+    impl Local for DroppedOn {
+        fn start(&self, _: Sink) -> Result<(), Error> {
+            Ok(())
+        }
+        fn call(&self, _: i64, _: &Message) -> Result<Bytes, Error> {
+            Ok(Bytes::from_static(b"{}"))
+        }
+        fn stop(&self) {}
+    }
+
+    impl Drop for DroppedOn {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+
+    /// After an internal panic the session never stops the backend, so its last reference
+    /// does (`InProcess`'s drop runs `GomuksDestroy`, which waits for running calls): that
+    /// reference goes on the blocking pool, not on the thread that ran the session.
+    #[tokio::test]
+    async fn after_a_panic_the_backend_is_released_off_the_sessions_thread() {
+        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = commands::channel(panicked);
+        tx.send(Command::Panic).ok().expect("the channel is open");
+        let (on, dropped) = std::sync::mpsc::channel();
+        let session = run(
+            cfg,
+            Arc::new(EventQueue::new(64)),
+            Arc::new(IdGen::new()),
+            Probe::new(),
+            Arc::new(DroppedOn(on)),
+            rx,
+        );
+        assert!(std::panic::AssertUnwindSafe(session)
+            .catch_unwind()
+            .await
+            .is_err());
+        let thread =
+            tokio::task::spawn_blocking(move || dropped.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .expect("the backend was released");
+        assert_ne!(thread, std::thread::current().id());
     }
 }
