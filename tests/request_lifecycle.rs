@@ -130,6 +130,38 @@ async fn spec3_5_timeout_while_connected_cancels_on_the_server() {
     close_and_drain(&c).await;
 }
 
+/// §3.1: a request whose deadline passed while it waited to be written (a busy session) ends
+/// with REQUEST_TIMEOUT and never reaches the server; a `send_message` that ran anyway would be
+/// sent twice by an app that retries what timed out (§3.1: a cancel does not stop a send).
+#[tokio::test]
+async fn spec3_1_a_request_already_past_its_deadline_is_never_sent() {
+    let b = backend().await;
+    b.seed_rooms(1, 0);
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let send = |text: &str, timeout| {
+        let data = format!(r#"{{"room_id":"!r0:example.org","text":"{text}"}}"#);
+        c.request_with_timeout("send_message", data.as_bytes(), timeout)
+            .unwrap()
+    };
+    let late = send("too late", Duration::from_nanos(1));
+    let (st, _) = response(&c, late, Instant::now()).await;
+    assert_eq!(st, Status::ErrRequestTimeout);
+    // The server answers in order: what it did with the first it did before the second.
+    send("on time", Duration::from_secs(10));
+    let (_, seen) = until(&c, |e| {
+        e.command() == "send_complete" && String::from_utf8_lossy(e.data()).contains("on time")
+    })
+    .await;
+    let texts: Vec<String> = seen
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.data()).into_owned())
+        .filter(|d| d.contains("too late"))
+        .collect();
+    assert!(texts.is_empty(), "the server got it: {texts:?}");
+    close_and_drain(&c).await;
+}
+
 /// An echo request of about 900 KB: a slow link takes seconds to carry it.
 fn big_request() -> Vec<u8> {
     format!("{{\"x\":\"{}\"}}", "a".repeat(900 << 10)).into_bytes()

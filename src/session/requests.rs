@@ -105,6 +105,10 @@ impl Requests {
     /// Takes a request. Online, its message is returned to be written now; offline it is kept
     /// and handed out, in order, by [`Requests::take_unsent`].
     pub(crate) fn add(&mut self, r: Request, online: bool) -> Option<Outgoing> {
+        // One whose deadline passed while it waited for the session (a busy one) is kept, not
+        // written: the timer ends it at once, and the server, which would run it although the
+        // app was told it timed out, never sees it.
+        let online = online && r.deadline > Instant::now();
         self.timers.insert((r.deadline, r.id));
         let (kept, out) = if online {
             (None, Some(r.message))
@@ -305,13 +309,13 @@ mod tests {
             ..req(id, deadline)
         };
         let mut r = Requests::default();
-        let now = Instant::now();
-        for (id, deadline) in [(1, now), (2, later(60))] {
+        let soon = later(30);
+        for (id, deadline) in [(1, soon), (2, later(60))] {
             let m = r.add(metered(id, deadline), true).unwrap();
             r.hold(id, m);
         }
         assert_eq!(held.load(Ordering::Relaxed), 10);
-        let ended = r.expire(now);
+        let ended = r.expire(soon);
         assert_eq!(
             held.load(Ordering::Relaxed),
             5,
@@ -326,6 +330,21 @@ mod tests {
         assert_eq!(held.load(Ordering::Relaxed), 5);
         assert_eq!(m.into_message(), Message::text("req 2"));
         assert_eq!(held.load(Ordering::Relaxed), 0);
+    }
+
+    /// §3.1: a request already past its deadline when it is added is not handed out to be
+    /// written; it ends with REQUEST_TIMEOUT and no cancel (the server never had it).
+    #[test]
+    fn spec3_1_a_request_past_its_deadline_is_not_written() {
+        let mut r = Requests::default();
+        let now = Instant::now();
+        assert!(r.add(req(1, now), true).is_none());
+        let ended = r.expire(Instant::now());
+        assert_eq!(ended.len(), 1);
+        assert_eq!(status(&ended[0].outcome), Status::ErrRequestTimeout);
+        assert!(ended[0].cancel.is_none(), "nothing to cancel on the server");
+        assert!(r.take_unsent().is_empty());
+        assert_eq!(r.len(), 0);
     }
 
     #[test]
