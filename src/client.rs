@@ -295,7 +295,9 @@ impl Client {
     /// Pauses in place (an app going to the background, a phone suspending its sockets): the
     /// connection closes keeping the server's resume entry (gomuks close code 1000) with a
     /// DISCONNECTED event (status `Ok`, no retry), and no reconnect happens until
-    /// [`Client::unpause`]. Requests made meanwhile wait (their timeouts still run); the same
+    /// [`Client::unpause`]. Requests already sent get the replies that come before the
+    /// server's close reply (waited for up to 2 s), the others end with `ErrDisconnected`.
+    /// Requests made meanwhile wait (their timeouts still run); the same
     /// client and event stream go on afterwards, and the events missed meanwhile arrive then,
     /// exactly once. A pause while not connected stops the attempts.
     /// In-process clients: `ErrUnsupported` (there is no connection to pause).

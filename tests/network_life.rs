@@ -81,6 +81,36 @@ async fn spec7_pause_and_unpause_in_place_lose_nothing() {
     close_and_drain(&c).await;
 }
 
+/// §7.1: a pause closes with the close handshake, and what the server sends before its close
+/// reply reaches the app: a request the pause flushed gets its real RESPONSE, not DISCONNECTED
+/// (outcome unknown), which an app retrying a send would have sent twice.
+#[tokio::test]
+async fn spec7_1_a_reply_arriving_while_a_pause_closes_is_delivered() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    // The server reads the request, and so answers it, before the close frame behind it.
+    b.set_read_rate(Some(4096));
+    let data = format!(r#"{{"x":"{}"}}"#, "a".repeat(2000));
+    let id = c.request("echo", data.as_bytes()).unwrap();
+    c.pause().unwrap();
+    let (r, skipped) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    let text = String::from_utf8_lossy(r.data());
+    assert_eq!(r.status(), Status::Ok, "{text}");
+    assert!(text == data, "not the echo: {} bytes", text.len());
+    assert!(
+        skipped.iter().all(|e| e.kind() != EventKind::Disconnected),
+        "{:?}",
+        kinds(&skipped)
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!((d.status(), d.close_code()), (Status::Ok, 1000));
+    close_and_drain(&c).await;
+}
+
 /// A pause while the client waits out a backoff stops the attempts; unpause connects at once.
 #[tokio::test]
 async fn pause_while_waiting_stops_attempts_and_unpause_connects_now() {

@@ -427,7 +427,8 @@ fn set_callback(
 ffi_fn! {
     /// Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
     /// the backend frees the events it kept for this client), pending requests complete with
-    /// `TETHER_ERR_CLIENT_CLOSED`, and CLOSED is the last event. To resume later from
+    /// `TETHER_ERR_CLIENT_CLOSED` (unless their reply comes before the server's close reply,
+    /// waited for up to 2 s), and CLOSED is the last event. To resume later from
     /// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
     /// `TETHER_ERR_STATE` if the app already closed it (a client the server ended for good
     /// returns `TETHER_OK`: its CLOSED is queued already, nothing more happens);
@@ -441,8 +442,10 @@ ffi_fn! {
     /// Pauses in place (the app goes to the background, the OS suspends its sockets): the
     /// connection closes keeping the backend's resume entry (gomuks close code 1000) with a
     /// DISCONNECTED event (status `TETHER_OK`, no retry), and no reconnect happens until
-    /// `tether_client_unpause`. Requests made meanwhile wait for the connection (their timeouts
-    /// still run). The same client and events go on afterwards; the events missed meanwhile
+    /// `tether_client_unpause`. Requests already sent get the replies that come before the
+    /// server's close reply (waited for up to 2 s), the others end with
+    /// `TETHER_ERR_DISCONNECTED`; requests made meanwhile wait for the connection (their
+    /// timeouts still run). The same client and events go on afterwards; the events missed meanwhile
     /// arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
     /// `TETHER_ERR_UNSUPPORTED` for an in-process client (there is no connection);
     /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.

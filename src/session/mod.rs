@@ -580,11 +580,11 @@ impl<D: Dialect> Supervisor<D> {
                         }
                         Flow::Nothing | Flow::Unpause => {}
                         Flow::Close(intent) => {
-                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, intent).await;
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, &mut pings, intent).await;
                             break End::ByApp { code, reason };
                         }
                         Flow::Pause => {
-                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, CloseIntent::KeepResume).await;
+                            let (code, reason) = self.close_gracefully(&mut sink, &mut stream, outbox, &mut pings, CloseIntent::KeepResume).await;
                             break End::Paused { code, reason };
                         }
                         Flow::Reconnect => {
@@ -742,6 +742,7 @@ impl<D: Dialect> Supervisor<D> {
         sink: &mut SplitSink<Ws, Message>,
         stream: &mut SplitStream<Ws>,
         outbox: &mut Outbox,
+        pings: &mut Pings,
         intent: CloseIntent,
     ) -> (u16, String) {
         let (code, reason) = self.dialect.final_close(intent);
@@ -753,10 +754,20 @@ impl<D: Dialect> Supervisor<D> {
             }
         })
         .await;
-        // Wait (bounded) for the server's close reply so the close handshake completes.
+        // Wait (bounded) for the server's close reply so the close handshake completes. What
+        // comes before it is delivered while the queue has room: replies to what was just
+        // flushed (otherwise ended as DISCONNECTED, outcome unknown) and events that a resume
+        // would not replay. Past that room it is dropped, uncounted: buffered events come again
+        // with the resume.
         let _ = timeout(Duration::from_secs(2), async {
-            while let Some(Ok(m)) = stream.next().await {
-                if m.is_close() {
+            while let Some(msg) = stream.next().await {
+                if self.book.queue.has_space() {
+                    let (items, _, end) = self.read_burst(Some(msg), stream);
+                    self.book.deliver(items, pings);
+                    if end.is_some() {
+                        break;
+                    }
+                } else if !matches!(msg, Ok(ref m) if !m.is_close()) {
                     break;
                 }
             }
