@@ -111,6 +111,37 @@ async fn spec7_1_a_reply_arriving_while_a_pause_closes_is_delivered() {
     close_and_drain(&c).await;
 }
 
+/// §7.1, §3.1: while a pause waits (up to 2 s) for a server's close reply that does not come,
+/// a request's timeout still ends it on time, as REQUEST_TIMEOUT.
+#[tokio::test]
+async fn spec7_1_a_timeout_ends_on_time_while_a_pause_waits_for_the_close_reply() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    b.set_read_rate(Some(0));
+    let t0 = Instant::now();
+    let id = c
+        .request_with_timeout("echo", b"{}", Duration::from_millis(300))
+        .unwrap();
+    c.pause().unwrap();
+    let (r, skipped) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(r.status(), Status::ErrRequestTimeout);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        skipped.iter().all(|e| e.kind() != EventKind::Disconnected),
+        "{:?}",
+        kinds(&skipped)
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(d.status(), Status::Ok);
+    b.set_read_rate(None);
+    close_and_drain(&c).await;
+}
+
 /// A pause while the client waits out a backoff stops the attempts; unpause connects at once.
 #[tokio::test]
 async fn pause_while_waiting_stops_attempts_and_unpause_connects_now() {

@@ -759,16 +759,27 @@ impl<D: Dialect> Supervisor<D> {
         // flushed (otherwise ended as DISCONNECTED, outcome unknown) and events that a resume
         // would not replay. Past that room it is dropped, uncounted: buffered events come again
         // with the resume.
+        // Request deadlines still end requests on time meanwhile; their cancels are not
+        // written after the close frame (the server drops every call at the close anyway).
         let _ = timeout(Duration::from_secs(2), async {
-            while let Some(msg) = stream.next().await {
-                if self.book.queue.has_space() {
-                    let (items, _, end) = self.read_burst(Some(msg), stream);
-                    self.book.deliver(items, pings);
-                    if end.is_some() {
-                        break;
+            loop {
+                let next_timer = self.book.requests.next_deadline();
+                tokio::select! {
+                    msg = stream.next() => {
+                        let Some(msg) = msg else { break };
+                        if self.book.queue.has_space() {
+                            let (items, _, end) = self.read_burst(Some(msg), stream);
+                            self.book.deliver(items, pings);
+                            if end.is_some() {
+                                break;
+                            }
+                        } else if !matches!(msg, Ok(ref m) if !m.is_close()) {
+                            break;
+                        }
                     }
-                } else if !matches!(msg, Ok(ref m) if !m.is_close()) {
-                    break;
+                    () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                        drop(self.book.expire());
+                    }
                 }
             }
         })
