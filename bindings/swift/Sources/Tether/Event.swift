@@ -142,6 +142,27 @@ public struct Event: Sendable {
     }
 }
 
+extension Event {
+    /// A RESPONSE made in Swift, for the tests of reply routing: the library's own events
+    /// cannot be made to arrive in every order.
+    init(response id: Int64, status: Int32, data: Data) {
+        kind = .response
+        requestId = id
+        self.status = status
+        command = ""
+        self.data = data
+        closeCode = 0
+        retryInMs = nil
+        rttMicros = nil
+        ackedId = 0
+        serverTimeMs = 0
+        resumeAttempted = false
+        attempt = 0
+        resumeOutcome = nil
+        progress = nil
+    }
+}
+
 /// Where to resume: the backend's run id and the last received event id (0 or negative).
 /// Persist it (it is `Codable`) and pass it in `TetherOptions.resume` to a later client.
 public struct ResumeState: Equatable, Sendable, Codable {

@@ -47,7 +47,16 @@ final class EventBuffer: @unchecked Sendable {
     private var waiters: [(id: UInt64, cont: CheckedContinuation<Event?, Never>)] = []
     private var nextWaiter: UInt64 = 0
 
-    init(capacity: Int) { self.capacity = max(1, capacity) }
+    /// Asked, with `cond` locked, while `push` waits for room: whether the client has stopped
+    /// for good. Its DISCONNECTED, which would lift the limit (`ClientCore.deliver`), waits
+    /// behind the very push that waits here, so an app that stopped reading would never see
+    /// CLOSED, and its requests would never end.
+    private let stopped: (@Sendable () -> Bool)?
+
+    init(capacity: Int, stopped: (@Sendable () -> Bool)? = nil) {
+        self.capacity = max(1, capacity)
+        self.stopped = stopped
+    }
 
     private var count: Int { items.count - head }
 
@@ -74,7 +83,15 @@ final class EventBuffer: @unchecked Sendable {
                 cond.unlock()
                 return true
             }
-            cond.wait()
+            if let stopped {
+                if stopped() {
+                    unbounded = true
+                    continue
+                }
+                _ = cond.wait(until: Date(timeIntervalSinceNow: 0.25))
+            } else {
+                cond.wait()
+            }
         }
     }
 

@@ -148,9 +148,12 @@ enum LogThread {
     /// Whether this thread is running a log handler or its release right now.
     static var isCurrent: Bool { pthread_getspecific(key) != nil }
 
+    /// Nests: a handler's refused `setHandler` releases the refused handler here too, and the
+    /// outer handler is still running when that returns.
     static func running(_ body: () -> Void) {
+        let outer = pthread_getspecific(key)
         pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
-        defer { pthread_setspecific(key, nil) }
+        defer { pthread_setspecific(key, outer) }
         body()
     }
 }

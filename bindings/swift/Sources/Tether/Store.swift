@@ -226,7 +226,7 @@ public final class Store: @unchecked Sendable {
     /// none). The typed reads below call this.
     public func read(_ what: String, args: Data? = nil) throws -> Data {
         let what = try cString(what, "the read's name")
-        let a = try args.map { try cString(String(decoding: $0, as: UTF8.self), "args") }
+        let a = try args.map { try cString(utf8: $0, "args") }
         return try handle.use { s in
             try readJSON { buf, cap, len in tether_store_read(s, what, a, buf, cap, len) }
         }
@@ -372,7 +372,7 @@ public final class Store: @unchecked Sendable {
     /// echo event); `send_complete` then marks it sent or failed, and the synced event takes
     /// its place in the timeline.
     public func sendMessage(_ params: Data) async throws -> Data {
-        let p = try cString(String(decoding: params, as: UTF8.self), "params")
+        let p = try cString(utf8: params, "params")
         return try await act { s, id in tether_store_send_message(s, p, id) } ?? Data()
     }
 

@@ -35,7 +35,10 @@ final class ClientCore: @unchecked Sendable {
     /// The `changes` streams of the client's store (none without a store).
     let storeHub = StoreHub()
 
-    init(eventCapacity: Int) { events = EventBuffer(capacity: eventCapacity) }
+    /// `stopped` tells whether the client stopped for good (see `EventBuffer.stopped`).
+    init(eventCapacity: Int, stopped: (@Sendable () -> Bool)? = nil) {
+        events = EventBuffer(capacity: eventCapacity, stopped: stopped)
+    }
 
     /// On the dispatcher thread, one event at a time, in order.
     func deliver(_ ev: Event) {
@@ -146,7 +149,9 @@ final class ClientCore: @unchecked Sendable {
         freed = true
         let waiters = pending
         pending.removeAll()
-        early.removeAll()
+        // `early` stays: a reply that came before its request was registered is still the
+        // answer (a store action that succeeded must not read as closed); `register` looks
+        // there before it looks at `freed`.
         // Only abandoned transfers are left (a transfer's task holds its client): their
         // RESPONSE will not come.
         let buffers = transfers.values
@@ -212,6 +217,19 @@ final class RequestTicket: @unchecked Sendable {
     }
 }
 
+/// The C client, for the event buffer's question while its dispatcher waits for room.
+///
+/// `@unchecked Sendable`: only asked from inside `EventBuffer.push` with the buffer locked and
+/// before `stopWaiting()`, which `deinit` calls (taking that lock) before it frees the client.
+private struct ClientRef: @unchecked Sendable {
+    let client: OpaquePointer
+
+    var stoppedForGood: Bool {
+        var state: UInt32 = 0
+        return tether_client_state(client, &state) == TETHER_OK && state == UInt32(TETHER_STATE_CLOSED)
+    }
+}
+
 /// What `TetherClient.deinit` leaves to do, possibly on another thread.
 ///
 /// `@unchecked Sendable`: the client is no one else's once its last reference is gone.
@@ -273,7 +291,8 @@ public final class TetherClient: @unchecked Sendable {
         guard let client = c else { throw TetherError.nullArgument("tether_client_new gave no client") }
         self.client = client
         id = tether_client_id(client)
-        core = ClientCore(eventCapacity: options.eventBufferCapacity)
+        let ref = ClientRef(client: client)
+        core = ClientCore(eventCapacity: options.eventBufferCapacity) { ref.stoppedForGood }
         events = TetherEvents(buffer: core.events)
         // Before connect, so that the store sees the first event. Not every stored property
         // is set if this throws, so deinit will not run: the client is freed here.
@@ -384,8 +403,9 @@ public final class TetherClient: @unchecked Sendable {
         if s < 0 || (s == 0 && atto <= 0) { return 1 }
         let ms = s.multipliedReportingOverflow(by: 1000)
         if ms.overflow { return UInt32.max }
-        let total = ms.partialValue + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
-        return UInt32(clamping: total)
+        let total = ms.partialValue.addingReportingOverflow(
+            (atto + 999_999_999_999_999) / 1_000_000_000_000_000)
+        return total.overflow ? UInt32.max : UInt32(clamping: total.partialValue)
     }
 
     /// rwws: sends one raw packet (queued while disconnected). If the client ends before

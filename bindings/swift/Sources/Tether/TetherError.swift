@@ -11,6 +11,15 @@ func cString(_ s: String, _ what: String) throws -> String {
     return s
 }
 
+/// `cString` of UTF-8 bytes, refusing invalid UTF-8 (`.invalidUTF8`) as the C API does,
+/// rather than sending U+FFFD in place of the bad bytes.
+func cString(utf8 d: Data, _ what: String) throws -> String {
+    guard let s = String(data: d, encoding: .utf8) else {
+        throw TetherError.invalidUTF8("\(what) is not valid UTF-8")
+    }
+    return try cString(s, what)
+}
+
 /// Every status of the header, as a Swift error. The associated text is `tether_last_error()`
 /// for a refused call, or what the event carried (the server's error text for `.remote`).
 public enum TetherError: Error, Equatable, Sendable {

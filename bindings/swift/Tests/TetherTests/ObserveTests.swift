@@ -281,6 +281,24 @@ final class ObserveTests: XCTestCase {
         await other.close(timeout: .seconds(10))
     }
 
+    /// The log thread's mark survives a refused `setHandler` inside a handler (whose refused
+    /// handler is released there too): the rest of the handler still frees clients elsewhere.
+    func testTheLogThreadMarkOutlivesARefusedSetHandlerInsideAHandler() async throws {
+        let marked = Shared<Bool?>(nil)
+        try TetherLog.setHandler(level: .trace) { _ in
+            guard marked.withLock({ $0 == nil }) else { return }
+            try? TetherLog.setHandler { _ in }
+            let now = LogThread.isCurrent
+            marked.withLock { $0 = now }
+        }
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        try await waitUntil("a record") { marked.withLock { $0 != nil } }
+        XCTAssertEqual(marked.withLock { $0 }, true)
+        XCTAssertFalse(LogThread.isCurrent)
+        await c.close(timeout: .seconds(10))
+    }
+
     func testStatsAfterPushedEventsAndOneRequest() async throws {
         let b = try Backend()
         // A stopped backend still accepts the TCP connection but never answers the login, so

@@ -379,6 +379,15 @@ final class StoreTests: XCTestCase {
         await assertThrows("watch unknown", { try store.watch("!nope:example.org", on: true) }, matches: invalid)
         await assertThrows("paginate unknown", { try await store.paginate("!nope:example.org") }, matches: invalid)
         await assertThrows("send without room", { try await store.sendMessage(json(#"{"text":"x"}"#)) }, matches: invalid)
+        // Invalid UTF-8 is refused, as by the C API, not sent with U+FFFD in its place.
+        func badUTF8(_ e: TetherError) -> Bool {
+            if case .invalidUTF8 = e { return true }
+            return false
+        }
+        let bad = Data(#"{"room_id":"\#(r2)","text":""#.utf8) + Data([0xFF]) + Data(#""}"#.utf8)
+        await assertThrows("send invalid UTF-8", { try await store.sendMessage(bad) }, matches: badUTF8)
+        await assertThrows("read args invalid UTF-8", { try store.read("timeline", args: Data([0x22, 0xFF, 0x22])) },
+                           matches: badUTF8)
         // The server's refusal of a store action (a receipt type it refuses).
         await assertThrows("remote", { try await store.markRead(r2, receiptType: "m.bogus") }) {
             if case .remote = $0 { return true }

@@ -366,6 +366,28 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(released.withLock { $0 }, "the resolver's context was released")
     }
 
+    /// A reply that came before its request was registered is still the answer after the
+    /// client was freed: a store action that succeeded must not read as `.clientClosed`.
+    func testAReplyThatCameFirstSurvivesTheFree() async throws {
+        let core = ClientCore(eventCapacity: 4)
+        core.deliver(Event(response: 7, status: 0 /* TETHER_OK */, data: json("{\"ok\":1}")))
+        core.failAll()
+        let reply = try await withCheckedThrowingContinuation { core.register(7, $0) }
+        XCTAssertEqual(String(decoding: reply, as: UTF8.self), #"{"ok":1}"#)
+        // One that never came ends as closed.
+        await assertThrows("no reply", { try await withCheckedThrowingContinuation { core.register(8, $0) } }) {
+            if case .clientClosed = $0 { return true }
+            return false
+        }
+    }
+
+    /// A timeout too long for milliseconds in 32 bits is the longest there is, not a crash.
+    func testAHugeTimeoutIsClamped() {
+        XCTAssertEqual(TetherClient.milliseconds(.seconds(Int64.max / 1000) + .milliseconds(900)), UInt32.max)
+        XCTAssertEqual(TetherClient.milliseconds(.milliseconds(1500)), 1500)
+        XCTAssertEqual(TetherClient.milliseconds(.nanoseconds(1)), 1)
+    }
+
     func testConfigErrorsAndUseAfterClose() async throws {
         XCTAssertThrowsError(try TetherClient(url: "ftp://nope")) { e in
             guard case TetherError.config = e else { return XCTFail("\(e)") }
@@ -596,6 +618,30 @@ final class TetherTests: XCTestCase {
         let c = try TetherClient(o)
         _ = try await next(c, "init_complete") { $0.command == "init_complete" }
         return (b, c)
+    }
+
+    /// A client that stops for good while its app is not reading and the buffer is full still
+    /// closes: CLOSED arrives (and `waitUntilClosed` returns) although the DISCONNECTED that
+    /// says so waits behind the full buffer; nothing before it is dropped.
+    func testAClientThatStopsForGoodBehindAFullBufferStillCloses() async throws {
+        let (b, c) = try await boundedClient()
+        let newest = try b.push(12)
+        try await waitUntil("a full buffer") { c.bufferedEventCount == 8 }
+        // A 403 at the next upgrade ends the client for good.
+        try b.control("/_testkit/reject_upgrades?n=100&code=403")
+        try b.control("/_testkit/cut")
+        let closed = await withTaskGroup(of: Bool.self) { g in
+            g.addTask { await c.waitUntilClosed(); return true }
+            g.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+            defer { g.cancelAll() }
+            return await g.next() ?? false
+        }
+        XCTAssertTrue(closed, "no CLOSED within 10 s")
+        let evs = try await rest(c)
+        XCTAssertEqual(evs.last?.kind, .closed)
+        XCTAssertTrue(evs.contains { $0.kind == .message && $0.requestId == newest }, "an event was dropped")
+        let end = evs.last { $0.kind == .disconnected }
+        XCTAssertEqual(end.map { TetherError(status: $0.status, message: "") }, .forbidden(""))
     }
 
     /// An app that stops reading holds at most `eventBufferCapacity` events in Swift; the rest

@@ -1,6 +1,7 @@
 package org.tether
 
 import com.sun.jna.Pointer
+import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import java.lang.ref.PhantomReference
 import java.lang.ref.ReferenceQueue
@@ -90,10 +91,14 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             var interrupted = false
             while (!ended && !done && !closing && items.size >= bound) {
                 try {
-                    lock.wait()
+                    lock.wait(STOPPED_CHECK_MS)
                 } catch (e: InterruptedException) {
                     interrupted = true
                 }
+                // A client that stopped for good (a 403, a revoked key) says so with a
+                // DISCONNECTED and CLOSED queued behind this very event: without this, an app
+                // that stopped reading would never see CLOSED, nor its requests end.
+                if (!ended && !closing && stoppedForGood()) closing = true
             }
             if (interrupted) Thread.currentThread().interrupt()
             if (ended || done) return false
@@ -345,6 +350,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
 
     private fun enter(): Boolean = gate.enter()
 
+    /** Whether the native client has stopped for good (state CLOSED); false once freed. */
+    private fun stoppedForGood(): Boolean = callOrNull { c ->
+        val out = IntByReference()
+        TetherNative.tether_client_state(c, out) == Status.OK.code && out.value == ConnectionState.CLOSED.code
+    } == true
+
     private fun leave() = gate.leave()
 
     /**
@@ -457,6 +468,9 @@ internal object Reaper {
         r.clear()
     }
 }
+
+/** How often a dispatcher waiting for room asks whether the client stopped for good. */
+private const val STOPPED_CHECK_MS = 250L
 
 private fun readResumeState(c: Pointer): ResumeState {
     val last = LongByReference()

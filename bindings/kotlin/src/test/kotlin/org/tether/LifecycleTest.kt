@@ -15,6 +15,7 @@ import kotlinx.coroutines.asCoroutineDispatcher
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.joinAll
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
@@ -23,6 +24,7 @@ import kotlinx.coroutines.withTimeoutOrNull
 import kotlinx.coroutines.yield
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Assertions.fail
 import org.junit.jupiter.api.BeforeAll
@@ -280,6 +282,28 @@ class LifecycleTest {
         assertTrue(ms < 4_000, "closeAndWait waited $ms ms behind a collector that does not read")
         val rest = withTimeout(5_000) { c.events.first { it.kind == EventKind.CLOSED }; c.queuedEvents() }
         assertEquals(0, rest)
+    }
+
+    @Test
+    fun `a client that stops for good behind a full buffer still closes`(): Unit = runBlocking {
+        val c = TetherClient(backend.url, testOptions(eventBufferCapacity = 8, queueCapacity = 16))
+        withTimeout(10_000) { c.events.first { it.command == "init_complete" } }
+        val newest = backend.push(12)
+        withTimeout(5_000) { while (c.queuedEvents() < 8) delay(5) }
+        // A 403 at the next upgrade ends the client for good; nobody reads meanwhile.
+        backend.control("/_testkit/reject_upgrades?n=100&code=403")
+        backend.control("/_testkit/cut")
+        val closed = try {
+            withTimeoutOrNull(10_000) { c.closedSignal.await() }
+        } finally {
+            backend.control("/_testkit/reject_upgrades?n=0") // the backend is the class's
+        }
+        assertNotNull(closed, "no CLOSED within 10 s behind a full buffer")
+        val rest = withTimeout(5_000) { c.events.toList() }
+        assertEquals(EventKind.CLOSED, rest.last().kind)
+        assertTrue(rest.any { it.kind == EventKind.MESSAGE && it.requestId == newest }, "an event was dropped")
+        assertEquals(Status.ERR_FORBIDDEN, rest.last { it.kind == EventKind.DISCONNECTED }.status)
+        c.close()
     }
 
     @Test
