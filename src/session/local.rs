@@ -364,8 +364,17 @@ mod tests {
     use crate::session::requests::{ReplyTo, Request};
     use futures_util::FutureExt;
 
-    /// A backend that starts at once; the test's session panics before any call.
-    struct Idle;
+    /// A backend that starts at once; the test's session panics before any call. Tells, as it
+    /// is dropped, which thread let go of it last, if asked to.
+    struct Idle(Option<std::sync::mpsc::Sender<std::thread::ThreadId>>);
+
+    impl Drop for Idle {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(std::thread::current().id());
+            }
+        }
+    }
 
     impl Local for Idle {
         fn start(&self, _: Sink) -> Result<(), Error> {
@@ -402,7 +411,7 @@ mod tests {
             queue.clone(),
             Arc::new(IdGen::new()),
             Probe::new(),
-            Arc::new(Idle),
+            Arc::new(Idle(None)),
             rx,
         );
         assert!(std::panic::AssertUnwindSafe(session)
@@ -421,25 +430,6 @@ mod tests {
         assert_eq!(answered, [7, 8]);
     }
 
-    /// Tells, as it is dropped, which thread let go of it last.
-    struct DroppedOn(std::sync::mpsc::Sender<std::thread::ThreadId>);
-
-    impl Local for DroppedOn {
-        fn start(&self, _: Sink) -> Result<(), Error> {
-            Ok(())
-        }
-        fn call(&self, _: i64, _: &Message) -> Result<Bytes, Error> {
-            Ok(Bytes::from_static(b"{}"))
-        }
-        fn stop(&self) {}
-    }
-
-    impl Drop for DroppedOn {
-        fn drop(&mut self) {
-            let _ = self.0.send(std::thread::current().id());
-        }
-    }
-
     /// After an internal panic the session never stops the backend, so its last reference
     /// does (`InProcess`'s drop runs `GomuksDestroy`, which waits for running calls): that
     /// reference goes on the blocking pool, not on the thread that ran the session.
@@ -455,7 +445,7 @@ mod tests {
             Arc::new(EventQueue::new(64)),
             Arc::new(IdGen::new()),
             Probe::new(),
-            Arc::new(DroppedOn(on)),
+            Arc::new(Idle(Some(on))),
             rx,
         );
         assert!(std::panic::AssertUnwindSafe(session)

@@ -173,6 +173,16 @@ func withTimeout<T: Sendable>(
     }
 }
 
+/// Whether CLOSED arrives (`waitUntilClosed` returns) within `limit`.
+func closed(_ c: TetherClient, within limit: Duration) async -> Bool {
+    await withTaskGroup(of: Bool.self) { g in
+        g.addTask { await c.waitUntilClosed(); return true }
+        g.addTask { try? await Task.sleep(for: limit); return false }
+        defer { g.cancelAll() }
+        return await g.next() ?? false
+    }
+}
+
 /// Polls `cond` every 10 ms until it holds; throws `TimedOut` after `limit`.
 func waitUntil(_ what: String, within limit: Duration = .seconds(20), _ cond: () throws -> Bool) async throws {
     let deadline = ContinuousClock.now + limit

@@ -558,13 +558,8 @@ final class TetherTests: XCTestCase {
                 return
             }
             for w in workers { await w.value }
-            let closed = await withTaskGroup(of: Bool.self) { g in
-                g.addTask { await c.waitUntilClosed(); return true }
-                g.addTask { try? await Task.sleep(for: .seconds(10)); return false }
-                defer { g.cancelAll() }
-                return await g.next() ?? false
-            }
-            XCTAssertTrue(closed, "round \(rounds): no CLOSED within 10 s")
+            let ended = await closed(c, within: .seconds(10))
+            XCTAssertTrue(ended, "round \(rounds): no CLOSED within 10 s")
             accepted += t.ended
             refused += t.refused
             closedErrors += t.clientClosed
@@ -630,13 +625,8 @@ final class TetherTests: XCTestCase {
         // A 403 at the next upgrade ends the client for good.
         try b.control("/_testkit/reject_upgrades?n=100&code=403")
         try b.control("/_testkit/cut")
-        let closed = await withTaskGroup(of: Bool.self) { g in
-            g.addTask { await c.waitUntilClosed(); return true }
-            g.addTask { try? await Task.sleep(for: .seconds(10)); return false }
-            defer { g.cancelAll() }
-            return await g.next() ?? false
-        }
-        XCTAssertTrue(closed, "no CLOSED within 10 s")
+        let ended = await closed(c, within: .seconds(10))
+        XCTAssertTrue(ended, "no CLOSED within 10 s")
         let evs = try await rest(c)
         XCTAssertEqual(evs.last?.kind, .closed)
         XCTAssertTrue(evs.contains { $0.kind == .message && $0.requestId == newest }, "an event was dropped")
