@@ -216,6 +216,28 @@ async fn spec3_5_a_slow_write_holds_no_deadline_cancel_or_close() {
     );
 }
 
+/// §7.1, §3.1: a pause flushes what the app sent before it (for up to 2 s) over a slow link;
+/// a request's timeout still ends it on time meanwhile, as REQUEST_TIMEOUT.
+#[tokio::test]
+async fn spec3_1_a_timeout_ends_on_time_while_a_pause_flushes_a_slow_write() {
+    let (_b, proxy, c) = behind_a_proxy().await;
+    proxy.set_delay(Duration::from_millis(500));
+    let big = big_request();
+    for _ in 0..24 {
+        c.request("echo", &big).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let timed = c
+        .request_with_timeout("echo", b"{}", Duration::from_millis(300))
+        .unwrap();
+    c.pause().unwrap();
+    let (st, took) = response(&c, timed, t0).await;
+    assert_eq!(st, Status::ErrRequestTimeout);
+    assert!(took < ON_TIME, "took {took:?}");
+    close_and_drain(&c).await;
+}
+
 /// Requests a connection ends before writing are not lost with it: written on the next
 /// connection, they are answered there, rather than failed as if the server had them
 /// (ERR_DISCONNECTED, "outcome unknown"). Here the backlog made while paused goes out over a

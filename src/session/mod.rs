@@ -746,21 +746,25 @@ impl<D: Dialect> Supervisor<D> {
         intent: CloseIntent,
     ) -> (u16, String) {
         let (code, reason) = self.dialect.final_close(intent);
-        let counters = &self.book.probe.counters;
-        let _ = timeout(Duration::from_secs(2), async {
-            let written = std::future::poll_fn(|cx| write(outbox, sink, counters, cx)).await;
+        let counters = self.book.probe.counters.clone();
+        let flush = async {
+            let written = std::future::poll_fn(|cx| write(outbox, sink, &counters, cx)).await;
             if written.is_ok() {
                 let _ = sink.send(close_message(code, reason)).await;
             }
-        })
+        };
+        let _ = timeout(
+            Duration::from_secs(2),
+            self.ending_requests_meanwhile(flush),
+        )
         .await;
         // Wait (bounded) for the server's close reply so the close handshake completes. What
         // comes before it is delivered while the queue has room: replies to what was just
         // flushed (otherwise ended as DISCONNECTED, outcome unknown) and events that a resume
         // would not replay. Past that room it is dropped, uncounted: buffered events come again
         // with the resume.
-        // Request deadlines still end requests on time meanwhile; their cancels are not
-        // written after the close frame (the server drops every call at the close anyway).
+        // Request deadlines still end requests on time meanwhile (see
+        // `ending_requests_meanwhile`, which cannot serve here: reading needs the session).
         let _ = timeout(Duration::from_secs(2), async {
             loop {
                 let next_timer = self.book.requests.next_deadline();
@@ -785,6 +789,25 @@ impl<D: Dialect> Supervisor<D> {
         })
         .await;
         (code, reason.to_owned())
+    }
+
+    /// Runs `work` (part of a close, which does not serve the session's loop) while request
+    /// deadlines still end requests on time. The cancels of those that time out meanwhile are
+    /// not written: the close is under way, and the server drops every call at the close.
+    async fn ending_requests_meanwhile<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let next_timer = self.book.requests.next_deadline();
+            tokio::select! {
+                out = &mut work => return out,
+                () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                    drop(self.book.expire());
+                }
+            }
+        }
     }
 
     /// Decodes `first` and every further message the transport already holds (up to
