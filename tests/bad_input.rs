@@ -648,6 +648,25 @@ fn server_cases() -> Vec<Case> {
                 Reconnects,
             )
         },
+        Case {
+            tweak: short_timeouts,
+            // §2.4: the wait for the auth reply is bounded once, not restarted by each frame
+            // that is not the reply.
+            ..case(
+                "rwws text frames instead of the auth reply",
+                Rwws,
+                up(std::iter::once(Step::Raw(frame(BINARY, b"ms")))
+                    .chain((0..10).flat_map(|_| {
+                        [
+                            Step::Sleep(ms(200)),
+                            Step::Raw(frame(TEXT, b"not the reply")),
+                        ]
+                    }))
+                    .collect()),
+                drop_with(Status::ErrProtocol),
+                Reconnects,
+            )
+        },
         case(
             "rwws hello as text frame",
             Rwws,

@@ -53,13 +53,23 @@ fn close_status(code: u16) -> Status {
     }
 }
 
-/// Waits for the next data message of the handshake; a close frame becomes an error carrying
+/// Waits for the next data message of the handshake (binary only unless `text_too`: a text
+/// frame is then skipped within the same deadline); a close frame becomes an error carrying
 /// its code and reason.
-async fn next_data(ws: &mut Ws, deadline: Duration, what: &str) -> Result<Message, ConnectError> {
+async fn next_data(
+    ws: &mut Ws,
+    deadline: Duration,
+    what: &str,
+    text_too: bool,
+) -> Result<Message, ConnectError> {
     let wait = async {
         loop {
             match ws.next().await {
-                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => return Ok(m),
+                Some(Ok(m @ Message::Binary(_))) => return Ok(m),
+                Some(Ok(m @ Message::Text(_))) if text_too => return Ok(m),
+                Some(Ok(Message::Text(_))) => {
+                    tracing::debug!("ignoring a text frame during the rwws handshake")
+                }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -120,7 +130,7 @@ impl Rwws {
     /// Pong means authenticated. Each wait is bounded by the connect timeout.
     async fn handshake(&self, ws: &mut Ws, out: &mut Vec<Incoming>) -> Result<(), ConnectError> {
         let deadline = self.cfg.connect_timeout;
-        let hello = next_data(ws, deadline, "rwws hello").await?;
+        let hello = next_data(ws, deadline, "rwws hello", true).await?;
         if !codec::is_hello(&hello) {
             // Not a retryable condition: the URL points at something that is not rwws.
             return Err(fail_handshake(
@@ -140,12 +150,9 @@ impl Rwws {
             .map_err(|e| {
                 ConnectError::other(Status::ErrConnect, format!("sending the auth message: {e}"))
             })?;
-        let reply = loop {
-            match next_data(ws, deadline, "auth reply").await? {
-                Message::Binary(b) => break b,
-                _ => tracing::debug!("ignoring a text frame during the rwws handshake"),
-            }
-        };
+        let reply = next_data(ws, deadline, "auth reply", false)
+            .await?
+            .into_data();
         let mut first_is_pong = false;
         codec::parse_server_message(&reply, |item| {
             if out.is_empty() {
