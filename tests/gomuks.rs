@@ -920,10 +920,22 @@ async fn spec1_2_token_only_clients_renew_their_cookie_on_later_retries() {
 /// has not expired, so the upgrade goes ahead with it instead of failing every attempt.
 #[tokio::test]
 async fn spec1_2_a_failing_auth_endpoint_does_not_keep_a_valid_token_off_the_upgrade() {
+    a_failing_auth_endpoint_keeps_the_token_on_the_upgrade(404, "404 page not found").await;
+}
+
+/// Spec §1.2: gomuks's auth endpoint refuses a token with 401 and never answers 403 to this
+/// client; a 403 there comes from in front of it (a reverse proxy that denies the path), so
+/// it does not end a client whose token the upgrade still takes.
+#[tokio::test]
+async fn spec1_2_a_forbidden_auth_endpoint_does_not_keep_a_valid_token_off_the_upgrade() {
+    a_failing_auth_endpoint_keeps_the_token_on_the_upgrade(403, "Forbidden").await;
+}
+
+async fn a_failing_auth_endpoint_keeps_the_token_on_the_upgrade(code: u16, body: &str) {
     let b = backend().await;
     let c = quick_retries(&b, |c| c.token(&b.token()));
     until_command(&c, "init_complete").await;
-    b.answer_auth_with(u64::MAX, 404, "404 page not found");
+    b.answer_auth_with(u64::MAX, code, body);
     b.reject_upgrades(1);
     b.cut_all();
     let (_, seen) = until_kind(&c, EventKind::Connected).await;

@@ -101,12 +101,12 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// The first wait after a renewal failed while connected; each later one doubles.
 const RENEW_RETRY: Duration = Duration::from_secs(30);
 
-/// Whether the auth endpoint refused the credentials it was shown (as opposed to failing).
+/// Whether the auth endpoint refused the credentials it was shown (as opposed to failing):
+/// its 401. Not a 403, which gomuks's endpoint never answers this client (it sends no
+/// `secure=false`): that comes from in front of it (a reverse proxy denying the path), as does
+/// a proxy's own 407, and neither says anything of the token.
 fn refused(e: &ConnectError) -> bool {
-    matches!(
-        e.error.status(),
-        Status::ErrUnauthorized | Status::ErrForbidden
-    )
+    e.error.status() == Status::ErrUnauthorized && e.code != Some(407)
 }
 
 /// The shortest wait before a renewal, so a token with a very short life cannot make the
@@ -678,6 +678,21 @@ impl Dialect for Gomuks {
 mod tests {
     use super::*;
     use crate::resume::ResumeState;
+
+    /// §1.2: only the backend's 401 refuses the credentials; a 403 (gomuks's auth endpoint
+    /// never answers one) and a proxy's 407 come from in front of it, so they neither end a
+    /// client holding a valid token nor make it try the password through a refusing proxy.
+    #[test]
+    fn spec1_2_only_the_backends_401_is_a_refusal() {
+        let e = |status, code| ConnectError {
+            error: Error::new(status, "x"),
+            code: Some(code),
+        };
+        assert!(refused(&e(Status::ErrUnauthorized, 401)));
+        assert!(!refused(&e(Status::ErrUnauthorized, 407)), "the proxy's");
+        assert!(!refused(&e(Status::ErrForbidden, 403)));
+        assert!(!refused(&e(Status::ErrHttp, 502)));
+    }
 
     /// §1.2: a renewal point passed on the wall clock alone (the device slept, so the
     /// monotonic clock stood still) is due, and the connection's timer fires at once.
