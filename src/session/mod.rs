@@ -798,7 +798,7 @@ impl<D: Dialect> Supervisor<D> {
         &mut self,
         work: impl std::future::Future<Output = T>,
     ) -> T {
-        let mut work = std::pin::pin!(work);
+        tokio::pin!(work);
         loop {
             let next_timer = self.book.requests.next_deadline();
             tokio::select! {
