@@ -619,6 +619,33 @@ fn complete_send_later(state: &Arc<Mutex<State>>, pending: crate::rooms::Pending
     });
 }
 
+/// Writes the replies at the head of `rx` (up to the first item that is not one, which goes
+/// to `held`); false if the connection failed.
+async fn answer_at_once<S>(
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    held: &mut Option<Out>,
+    sink: &mut S,
+    w: &mut Writer,
+) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    while let Ok(out) = rx.try_recv() {
+        match out {
+            Out::Line(l) => {
+                if sink.send(w.message(&l)).await.is_err() {
+                    return false;
+                }
+            }
+            other => {
+                *held = Some(other);
+                break;
+            }
+        }
+    }
+    true
+}
+
 /// Locks the shared state; a panicked test thread must not wedge the backend.
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
@@ -1282,6 +1309,13 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                     };
                     let data = v.get("data").cloned().unwrap_or(json!({}));
                     handle_command(cmd, id, data, listener, &state, &tx, &mut tasks);
+                    // A reply the command gave at once goes out before the next message is
+                    // read, unless something queued earlier is ahead of it: once the websocket
+                    // has read a close frame it can send nothing more, and a client's close
+                    // right behind a request must find that request answered.
+                    if held.is_none() && !answer_at_once(&mut rx, &mut held, &mut sink, &mut w).await {
+                        break;
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let _ = sink.send(close(1003, "Non-text message")).await;
