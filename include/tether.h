@@ -1142,8 +1142,9 @@ tether_status tether_config_set_connect_timeout_ms(struct tether_config *cfg, ui
 /**
  * Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
  * 10000, rwws 1000 and 60000);
- * delays double with jitter, back to the first after a connection that carried data
- * (rwws: one that stayed authenticated 60 s). Needs `0 < min_ms <= max_ms` (checked by
+ * delays double with jitter, back to the first after a connection that got through its
+ * start (gomuks: delivered `init_complete`, or carried data for 30 s; rwws: stayed
+ * authenticated 60 s). Needs `0 < min_ms <= max_ms` (checked by
  * `tether_client_new`).
  */
 tether_status tether_config_set_reconnect_backoff_ms(struct tether_config *cfg, uint32_t min_ms, uint32_t max_ms);

@@ -394,8 +394,9 @@ impl ConfigBuilder {
         self
     }
     /// Reconnect backoff bounds (default gomuks 125 ms doubling to 10 s, as its web client;
-    /// rwws 1 s doubling to 60 s), back to the minimum after a connection that carried data
-    /// (rwws: one that stayed authenticated 60 s, its spec's rule).
+    /// rwws 1 s doubling to 60 s), back to the minimum after a connection that got through
+    /// its start (gomuks: delivered `init_complete`, or carried data for 30 s; rwws: stayed
+    /// authenticated 60 s, its spec's rule).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = Some((min, max));
         self

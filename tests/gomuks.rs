@@ -1226,3 +1226,25 @@ async fn spec1_ipv6_literal_url() {
     until_command(&c, "init_complete").await;
     close_and_drain(&c).await;
 }
+
+/// Spec §11.1 (reconnect with backoff): a backend that sends a message and then drops every
+/// connection before `init_complete` (a start-up failure, §9; a 4001 during a large resume)
+/// sees the backoff grow. One message used to reset it, so the client reconnected at its
+/// shortest delay for ever, each time with a full handshake.
+#[tokio::test]
+async fn spec11_1_connections_dropped_before_init_complete_back_off() {
+    let b = backend_with(|c| c.cut_during_startup = Some(1)).await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .token(&b.token())
+            .reconnect_backoff(ms(50), Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Doubling from 50 ms (with up to half of each step as jitter): at most 8 attempts fit in
+    // 3 s; at the shortest delay, 24 or more would.
+    let n = b.stats().total_connections;
+    assert!((2..=8).contains(&n), "{n} connections in 3 s");
+    let _ = c.close();
+}

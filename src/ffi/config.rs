@@ -161,8 +161,9 @@ ffi_fn! {
 ffi_fn! {
     /// Reconnect backoff: the first delay and the cap, in milliseconds (default gomuks 125 and
     /// 10000, rwws 1000 and 60000);
-    /// delays double with jitter, back to the first after a connection that carried data
-    /// (rwws: one that stayed authenticated 60 s). Needs `0 < min_ms <= max_ms` (checked by
+    /// delays double with jitter, back to the first after a connection that got through its
+    /// start (gomuks: delivered `init_complete`, or carried data for 30 s; rwws: stayed
+    /// authenticated 60 s). Needs `0 < min_ms <= max_ms` (checked by
     /// `tether_client_new`).
     fn tether_config_set_reconnect_backoff_ms(
         cfg: *mut tether_config,

@@ -136,9 +136,15 @@ pub(crate) trait Dialect: Send + 'static {
     /// next is `Backoff`, so a server that keeps asking for it gets no reconnect storm.
     fn policy(&self, status: Status, close_code: u16) -> Policy;
     /// How long a connection that carried data must have lasted to reset the backoff (and
-    /// the once-in-a-row `Immediately`). Zero: any such connection.
+    /// the once-in-a-row `Immediately`), unless it proved itself sooner ([`Dialect::proved`]).
+    /// Zero: any such connection.
     fn stable_after(&self) -> Duration {
         Duration::ZERO
+    }
+    /// Whether the connection that just ended got through the protocol's start (gomuks: its
+    /// `init_complete`), which resets the backoff however short it was.
+    fn proved(&self) -> bool {
+        false
     }
     /// The status a server close frame with `code` maps to.
     fn close_status(&self, code: u16) -> Status;

@@ -343,7 +343,8 @@ impl<D: Dialect> Supervisor<D> {
                 ..
             }
         );
-        let healthy = healthy && !too_large && t0.elapsed() >= self.dialect.stable_after();
+        let lasted = t0.elapsed() >= self.dialect.stable_after();
+        let healthy = healthy && !too_large && (lasted || self.dialect.proved());
         State::Disconnected { end, healthy }
     }
 

@@ -60,6 +60,9 @@ pub struct BackendConfig {
     pub cut_after_events: Option<usize>,
     /// Cut every connection once this many websocket payload bytes were sent on it.
     pub cut_after_bytes: Option<usize>,
+    /// Cut every connection after this many of its start-up messages (`run_id` first), before
+    /// `init_complete`: a backend that fails each session as it starts it.
+    pub cut_during_startup: Option<usize>,
     /// The rwws side, served at `/api/ws`.
     pub rwws: crate::rwws::RwwsConfig,
     /// Close a connection with 4001 "Event queue full" when more events than this wait to be
@@ -93,6 +96,7 @@ impl Default for BackendConfig {
             event_size: (300, 2000),
             cut_after_events: None,
             cut_after_bytes: None,
+            cut_during_startup: None,
             rwws: crate::rwws::RwwsConfig::default(),
             conn_queue_limit: Some(512),
             required_header: None,
@@ -1221,6 +1225,12 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                 "rooms": {"!room:example.org": {"meta": {"room_id": "!room:example.org", "name": "Test room"}}}})));
         }
         startup.push(env("init_complete", 0, json!({})));
+    }
+    let cut_during_startup = lock(&state).cfg.cut_during_startup;
+    if let Some(n) = cut_during_startup {
+        startup.truncate(n);
+        // Nothing of the session after them: the serving loop ends at its first turn.
+        rx.close();
     }
     for m in startup {
         if sink.send(w.message(&m)).await.is_err() {

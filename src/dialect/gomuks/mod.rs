@@ -40,6 +40,8 @@ pub(crate) struct Gomuks {
     /// A 401 at the upgrade already led to a fresh login or renewal since the last successful
     /// upgrade; a second one is final.
     reauthed: bool,
+    /// The current connection delivered `init_complete`: the backend got through its start.
+    init_completed: bool,
     /// The upgrade refused the token we hold (401) and no new one came since: it must not be
     /// tried again, nor renewed with itself when a password is configured.
     held_refused: bool,
@@ -241,6 +243,7 @@ impl Gomuks {
             decompressor: None,
             attempts_since_open: 0,
             reauthed: false,
+            init_completed: false,
             held_refused: false,
             renew_at,
             renew_failures: 0,
@@ -407,6 +410,7 @@ impl Gomuks {
     fn connection_opened(&mut self) {
         self.attempts_since_open = 0;
         self.reauthed = false;
+        self.init_completed = false;
         self.decompressor = self
             .cfg
             .compression
@@ -469,7 +473,10 @@ impl Gomuks {
                 });
                 self.tracker.sync_complete(d.clear_state, d.catchup)
             }
-            "init_complete" => self.tracker.init_complete(),
+            "init_complete" => {
+                self.init_completed = true;
+                self.tracker.init_complete()
+            }
             _ => None,
         };
         let c = &self.probe.counters;
@@ -614,6 +621,18 @@ impl Dialect for Gomuks {
 
     fn first_ping_delay(&self, interval: Duration) -> Duration {
         interval
+    }
+
+    /// §11.1: a backend that drops every connection as it starts it (a failing start, a 4001
+    /// during a large resume) must see the backoff grow; one whose session got through its
+    /// start resets it however soon it ended. A session that never sends `init_complete` (no
+    /// account yet) counts once it lasted this long.
+    fn stable_after(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    fn proved(&self) -> bool {
+        self.init_completed
     }
 
     fn policy(&self, status: Status, _close_code: u16) -> Policy {
