@@ -1456,6 +1456,8 @@ mod tests {
             .err()
             .expect("refused");
         assert_eq!(err.error.status(), Status::ErrUnauthorized, "{method:#x}");
+        // Reported like an HTTP proxy's refusal: the close code of the DISCONNECTED.
+        assert_eq!(err.code, Some(407), "{method:#x}");
         assert!(
             err.error.message().contains("requires proxy credentials"),
             "{}",

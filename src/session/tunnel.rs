@@ -241,7 +241,9 @@ where
                     )
                 }
             };
-            Err(TunnelError::new(status, None, format!("{proxy} {what}")))
+            // A refusal of the credentials reads as an HTTP proxy's 407, as the header says.
+            let code = (status == Status::ErrUnauthorized).then_some(407);
+            Err(TunnelError::new(status, code, format!("{proxy} {what}")))
         }
     }
 }
