@@ -258,3 +258,29 @@ async fn log_records_give_close_codes_and_timings() {
     wait_log(c.id(), "client closed").await;
     wait_log(c.id(), "closed by the app (close code 1001)").await;
 }
+
+/// rwws-binary.md §2.2 and §4: what the rwws parser notices reaches the app's log sink with
+/// the client's id: a little-endian pong time at WARN (once per process, as the spec asks) and
+/// a packet the library hands to the app at DEBUG.
+#[tokio::test]
+async fn rwws_notes_reach_the_log_sink() {
+    records();
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .protocol(tether::Protocol::Rwws)
+            .token(tether_testkit::rwws::DEFAULT_KEY)
+            .build()
+            .unwrap(),
+    );
+    until_kind(&c, EventKind::Pong).await;
+    b.rwws()
+        .inject(tether_testkit::rwws::RwwsFault::LittleEndianPong);
+    let recs = wait_log(c.id(), "little-endian").await;
+    assert_eq!(level_of(&recs, "little-endian"), LogLevel::Warn);
+    b.rwws()
+        .inject(tether_testkit::rwws::RwwsFault::UnknownPacket);
+    let recs = wait_log(c.id(), "handed to the app").await;
+    assert_eq!(level_of(&recs, "handed to the app"), LogLevel::Debug);
+    close_and_drain(&c).await;
+}

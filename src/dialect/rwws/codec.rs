@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::logging::tlog;
 use crate::session::dialect::Incoming;
 use crate::status::{Error, Status};
 
@@ -76,14 +77,19 @@ fn now_ms() -> i64 {
 /// the local clock (the device's clock is wrong, back at 1970 say: just when the server's time
 /// is worth telling the app), the reading that is a date between 2000 and 2200 wins, the
 /// big-endian one first; 0 ("unknown") if neither is.
-pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
+pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64, client: u64) -> i64 {
     const YEAR_MS: i64 = 366 * 24 * 3600 * 1000;
     const DATES: std::ops::Range<i64> = 946_684_800_000..7_258_118_400_000;
     /// The little-endian reading is reported once per process, as §2.2 asks.
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let little = |le: i64| {
         if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!("rwws pong time is little-endian; using it");
+            tlog!(
+                client,
+                Warn,
+                "rwws",
+                "the server's pong time is little-endian; using it"
+            );
         }
         le
     };
@@ -106,14 +112,22 @@ pub(crate) fn pong_time(raw: [u8; 8], now_ms: i64) -> i64 {
 /// Parses one server message: each Pong becomes [`Incoming::Pong`]. At an unknown packet id or
 /// a truncated Pong, parsing of this message stops and the rest, from that byte on, goes to the
 /// app as [`Incoming::Packet`] (spec §4 items 3 and 4); the connection stays up.
-pub fn parse_server_message(msg: &[u8], mut out: impl FnMut(Incoming)) {
+pub fn parse_server_message(msg: &[u8], out: impl FnMut(Incoming)) {
+    parse_for(0, msg, out)
+}
+
+/// [`parse_server_message`] for `client`, whose log its warnings go to.
+pub(crate) fn parse_for(client: u64, msg: &[u8], mut out: impl FnMut(Incoming)) {
     let now = now_ms();
     let mut at = 0;
     let mut packets = 0;
     while at < msg.len() {
         if packets == MAX_PACKETS_PER_MESSAGE {
-            tracing::warn!(
-                "rwws message holds over {MAX_PACKETS_PER_MESSAGE} packets; rest ignored"
+            tlog!(
+                client,
+                Warn,
+                "rwws",
+                "a server message holds over {MAX_PACKETS_PER_MESSAGE} packets; the rest is ignored"
             );
             return;
         }
@@ -124,14 +138,16 @@ pub fn parse_server_message(msg: &[u8], mut out: impl FnMut(Incoming)) {
                 raw.copy_from_slice(&msg[at + 1..at + 9]);
                 out(Incoming::Pong {
                     id: 0,
-                    server_time_ms: pong_time(raw, now),
+                    server_time_ms: pong_time(raw, now, client),
                 });
                 at += 9;
             }
             id => {
-                tracing::debug!(
-                    id,
-                    "rwws packet the library does not consume; handed to the app"
+                tlog!(
+                    client,
+                    Debug,
+                    "rwws",
+                    "packet {id:#04x} is not the library's; handed to the app"
                 );
                 out(Incoming::Packet(Bytes::copy_from_slice(&msg[at..])));
                 return;
@@ -164,26 +180,26 @@ mod tests {
     /// §2.2: big-endian millis, little-endian only when it alone is plausible.
     #[test]
     fn spec2_2_pong_time_byte_order() {
-        assert_eq!(pong_time(T.to_be_bytes(), T + 5), T);
-        assert_eq!(pong_time(T.to_le_bytes(), T + 5), T);
+        assert_eq!(pong_time(T.to_be_bytes(), T + 5, 0), T);
+        assert_eq!(pong_time(T.to_le_bytes(), T + 5, 0), T);
         // A local clock years off (here at 1970, then five years ahead): the reading that is
         // a date is the server's time, in either byte order.
         let ahead = T + 5 * 366 * 24 * 3600 * 1000;
         for now in [0, ahead] {
-            assert_eq!(pong_time(T.to_be_bytes(), now), T);
-            assert_eq!(pong_time(T.to_le_bytes(), now), T);
+            assert_eq!(pong_time(T.to_be_bytes(), now, 0), T);
+            assert_eq!(pong_time(T.to_le_bytes(), now, 0), T);
             let t = 1_733_000_000_000i64;
-            assert_eq!(pong_time(t.to_le_bytes(), now), t);
+            assert_eq!(pong_time(t.to_le_bytes(), now, 0), t);
         }
         // Neither reading a date: unknown.
-        assert_eq!(pong_time([0xff; 8], T), 0);
-        assert_eq!(pong_time(i64::MIN.to_be_bytes(), T), 0);
-        assert_eq!(pong_time([0x7f, 0, 0, 0, 0, 0, 0, 0x7f], 0), 0);
+        assert_eq!(pong_time([0xff; 8], T, 0), 0);
+        assert_eq!(pong_time(i64::MIN.to_be_bytes(), T, 0), 0);
+        assert_eq!(pong_time([0x7f, 0, 0, 0, 0, 0, 0, 0x7f], 0, 0), 0);
         // The extremes against the extremes of the local clock: no overflow (a panic in a
         // debug build, a wrong answer in release).
         for now in [0, i64::MIN, i64::MAX] {
             for v in [i64::MIN, i64::MAX, -1] {
-                pong_time(v.to_be_bytes(), now);
+                pong_time(v.to_be_bytes(), now, 0);
             }
         }
     }

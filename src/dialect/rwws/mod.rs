@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
+use crate::logging::tlog;
 use crate::session::dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use crate::session::transport::{self, ConnectError, Ws};
 use crate::stats::{self, Probe};
@@ -154,7 +155,7 @@ impl Rwws {
             .await?
             .into_data();
         let mut first_is_pong = false;
-        codec::parse_server_message(&reply, |item| {
+        codec::parse_for(self.probe.client, &reply, |item| {
             if out.is_empty() {
                 first_is_pong = matches!(item, Incoming::Pong { .. });
             }
@@ -191,10 +192,15 @@ impl Dialect for Rwws {
         match msg {
             Message::Binary(data) => {
                 stats::add(&self.probe.counters.payload_bytes_in, data.len() as u64);
-                codec::parse_server_message(&data, out)
+                codec::parse_for(self.probe.client, &data, out)
             }
             // Spec §2.1: after the hello, text frames carry nothing; log and ignore.
-            Message::Text(_) => tracing::debug!("ignoring a text frame from the rwws server"),
+            Message::Text(_) => tlog!(
+                self.probe.client,
+                Debug,
+                "rwws",
+                "ignoring a text frame from the server"
+            ),
             _ => {}
         }
         Ok(())
