@@ -142,6 +142,59 @@ async fn spec7_1_a_timeout_ends_on_time_while_a_pause_waits_for_the_close_reply(
     close_and_drain(&c).await;
 }
 
+/// §7.1, §7.2: a pause whose close meets a full queue drops what arrives before the server's
+/// close reply, uncounted, even once the app makes room meanwhile: one counted after a dropped
+/// one would move the resume point past it for good (and a compressed stream cannot be
+/// decoded past a gap). Unpaused, every event arrives exactly once, in order.
+#[tokio::test]
+async fn spec7_2_events_dropped_while_a_pause_closes_come_again_with_the_resume() {
+    for compression in [false, true] {
+        let b = backend().await;
+        let c = client(&b, |c| c.compression(compression).queue_capacity(8));
+        until_command(&c, "init_complete").await;
+        let first = b.push_events(1);
+        until(&c, |e| e.request_id() == first).await;
+        b.push_events(16);
+        until_queue_holds(&c, 8).await;
+        // The server reads the close late, and sends what is pushed until then.
+        b.set_read_rate(Some(50));
+        c.pause().unwrap();
+        let mut seen = Vec::new();
+        let push = async {
+            for _ in 0..15 {
+                b.push_events(2);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // The app makes room while the close runs.
+        let read = async {
+            let mut got = Vec::new();
+            for _ in 0..8 {
+                got.push(next(&c).await);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            got
+        };
+        let ((), got) = tokio::join!(push, read);
+        seen.extend(got);
+        let (_, rest) = until_kind(&c, EventKind::Disconnected).await;
+        seen.extend(rest);
+        b.set_read_rate(None);
+        let newest = b.push_events(1);
+        c.unpause().unwrap();
+        let (_, rest) = until(&c, |e| e.request_id() == newest).await;
+        seen.extend(rest);
+        let mut ids = event_ids(&seen);
+        ids.push(newest);
+        assert_eq!(
+            ids,
+            (newest..first).rev().collect::<Vec<_>>(),
+            "compression {compression}: each event once, in order"
+        );
+        close_and_drain(&c).await;
+    }
+}
+
 /// A pause while the client waits out a backoff stops the attempts; unpause connects at once.
 #[tokio::test]
 async fn pause_while_waiting_stops_attempts_and_unpause_connects_now() {

@@ -238,6 +238,45 @@ async fn spec3_1_a_timeout_ends_on_time_while_a_pause_flushes_a_slow_write() {
     close_and_drain(&c).await;
 }
 
+/// §3.1 with §7.1: a request whose timeout passes while a pause flushes the backlog ahead of
+/// it is taken out of what is left to write: the server never runs what the app was told
+/// timed out (here a message that would have been sent).
+#[tokio::test]
+async fn spec3_1_a_request_timed_out_during_a_pause_flush_is_never_written() {
+    let b = backend().await;
+    b.seed_rooms(1, 0);
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let room = "!r0:example.org";
+    let before = b.rooms().timeline(room).unwrap().len();
+    // The server stops reading: the backlog fills the socket's buffers, the rest waits in the
+    // client. Its replies are small, so the server never waits to write once it reads again.
+    b.set_read_rate(Some(0));
+    let padded = format!(r#"{{"ms":0,"x":"{}"}}"#, "a".repeat(900 << 10));
+    for _ in 0..24 {
+        c.request("sleep", padded.as_bytes()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let data = format!(r#"{{"room_id":"{room}","text":"too late"}}"#);
+    let late = c
+        .request_with_timeout("send_message", data.as_bytes(), Duration::from_millis(300))
+        .unwrap();
+    c.pause().unwrap();
+    let (st, _) = response(&c, late, t0).await;
+    assert_eq!(st, Status::ErrRequestTimeout);
+    // The server reads again, and the flush finishes within its 2 s.
+    b.set_read_rate(None);
+    until_kind(&c, EventKind::Disconnected).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        b.rooms().timeline(room).unwrap().len(),
+        before,
+        "the server sent the message the app was told timed out"
+    );
+    close_and_drain(&c).await;
+}
+
 /// Requests a connection ends before writing are not lost with it: written on the next
 /// connection, they are answered there, rather than failed as if the server had them
 /// (ERR_DISCONNECTED, "outcome unknown"). Here the backlog made while paused goes out over a

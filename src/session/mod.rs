@@ -748,31 +748,43 @@ impl<D: Dialect> Supervisor<D> {
     ) -> (u16, String) {
         let (code, reason) = self.dialect.final_close(intent);
         let counters = self.book.probe.counters.clone();
-        let flush = async {
-            let written = std::future::poll_fn(|cx| write(outbox, sink, &counters, cx)).await;
-            if written.is_ok() {
-                let _ = sink.send(close_message(code, reason)).await;
+        let give_up = Instant::now() + Duration::from_secs(2);
+        // What was sent before the close goes out first, then the close frame. Deadlines still
+        // end requests meanwhile, as in the session's loop: the cancel of one still here takes
+        // it out (`Outbox::push`), so the server never gets a request the app was told timed
+        // out; that of one already written goes before the close frame.
+        let flushed = loop {
+            let next_timer = self.book.requests.next_deadline();
+            tokio::select! {
+                r = std::future::poll_fn(|cx| write(outbox, sink, &counters, cx)) => break r.is_ok(),
+                () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                    for out in self.book.expire() {
+                        outbox.push(out);
+                    }
+                }
+                () = sleep_until(give_up) => break false,
             }
         };
-        let _ = timeout(
-            Duration::from_secs(2),
-            self.ending_requests_meanwhile(flush),
-        )
-        .await;
+        if flushed {
+            let _ = tokio::time::timeout_at(give_up, sink.send(close_message(code, reason))).await;
+        }
         // Wait (bounded) for the server's close reply so the close handshake completes. What
         // comes before it is delivered while the queue has room: replies to what was just
         // flushed (otherwise ended as DISCONNECTED, outcome unknown) and events that a resume
-        // would not replay. Past that room it is dropped, uncounted: buffered events come again
-        // with the resume.
-        // Request deadlines still end requests on time meanwhile (see
-        // `ending_requests_meanwhile`, which cannot serve here: reading needs the session).
+        // would not replay. Once one message finds no room, it and every later one are dropped
+        // uncounted: one counted after a gap would move the resume point past it, and a
+        // compressed stream cannot be decoded past one. Buffered events come again with the
+        // resume. Deadlines still end requests; their cancels are not written after the close
+        // frame (the server drops every call at the close anyway).
+        let mut dropping = false;
         let _ = timeout(Duration::from_secs(2), async {
             loop {
                 let next_timer = self.book.requests.next_deadline();
                 tokio::select! {
                     msg = stream.next() => {
                         let Some(msg) = msg else { break };
-                        if self.book.queue.has_space() {
+                        dropping |= !self.book.queue.has_space();
+                        if !dropping {
                             let (items, _, end) = self.read_burst(Some(msg), stream);
                             self.book.deliver(items, pings);
                             if end.is_some() {
@@ -790,25 +802,6 @@ impl<D: Dialect> Supervisor<D> {
         })
         .await;
         (code, reason.to_owned())
-    }
-
-    /// Runs `work` (part of a close, which does not serve the session's loop) while request
-    /// deadlines still end requests on time. The cancels of those that time out meanwhile are
-    /// not written: the close is under way, and the server drops every call at the close.
-    async fn ending_requests_meanwhile<T>(
-        &mut self,
-        work: impl std::future::Future<Output = T>,
-    ) -> T {
-        tokio::pin!(work);
-        loop {
-            let next_timer = self.book.requests.next_deadline();
-            tokio::select! {
-                out = &mut work => return out,
-                () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
-                    drop(self.book.expire());
-                }
-            }
-        }
     }
 
     /// Decodes `first` and every further message the transport already holds (up to
