@@ -130,13 +130,19 @@ impl Requests {
 
     /// The requests made while offline, each with its id, in submission order; they count as
     /// on the wire from here on.
+    /// One whose deadline has passed stays here, unwritten: the timer ends it next.
     pub(crate) fn take_unsent(&mut self) -> Vec<(i64, Outgoing)> {
+        let now = Instant::now();
         let mut out = Vec::with_capacity(self.unsent.len());
+        let mut late = VecDeque::new();
         for id in self.unsent.drain(..) {
-            if let Some(m) = self.pending.get_mut(&id).and_then(|e| e.message.take()) {
-                out.push((id, m));
+            match self.pending.get_mut(&id) {
+                Some(e) if e.deadline <= now => late.push_back(id),
+                Some(e) => out.extend(e.message.take().map(|m| (id, m))),
+                None => {}
             }
         }
+        self.unsent = late;
         out
     }
 
@@ -226,9 +232,15 @@ impl Requests {
         }
     }
 
-    /// The message [`Requests::hold`] kept for `id`; `None` once the request ended.
+    /// The message [`Requests::hold`] kept for `id`; `None` once the request ended, or once
+    /// its deadline passed (the timer ends it next: the backend, which cannot be told to drop
+    /// a call, never gets it).
     pub(crate) fn take_held(&mut self, id: i64) -> Option<Outgoing> {
-        self.pending.get_mut(&id)?.message.take()
+        let e = self.pending.get_mut(&id)?;
+        if e.deadline <= Instant::now() {
+            return None;
+        }
+        e.message.take()
     }
 
     /// Whether request `id` still waits for its outcome.
@@ -344,6 +356,23 @@ mod tests {
         assert_eq!(status(&ended[0].outcome), Status::ErrRequestTimeout);
         assert!(ended[0].cancel.is_none(), "nothing to cancel on the server");
         assert!(r.take_unsent().is_empty());
+        assert_eq!(r.len(), 0);
+
+        // Made offline, and past its deadline when the connection opens (the timer and the
+        // connection were ready at once): not handed out; the timer ends it.
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(r.add(req(2, soon), false).is_none());
+        // Held for the in-process backend likewise: not handed to the backend once late.
+        let m = r.add(req(3, soon), true).unwrap();
+        r.hold(3, m);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(r.take_unsent().is_empty());
+        assert!(r.take_held(3).is_none());
+        let ended = r.expire(Instant::now());
+        assert_eq!(ended.len(), 2);
+        assert!(ended
+            .iter()
+            .all(|e| e.cancel.is_none() && status(&e.outcome) == Status::ErrRequestTimeout));
         assert_eq!(r.len(), 0);
     }
 
