@@ -1248,3 +1248,26 @@ async fn spec11_1_connections_dropped_before_init_complete_back_off() {
     assert!((2..=8).contains(&n), "{n} connections in 3 s");
     let _ = c.close();
 }
+
+/// Spec §6.1 with §11.1: a backend without a verified account sends no `init_complete`; its
+/// `client_state` saying so ends the start, so a session cut soon after still resets the
+/// backoff (a login screen on a flaky network reconnects at once, every time).
+#[tokio::test]
+async fn spec6_1_a_session_without_an_account_resets_the_backoff_at_its_client_state() {
+    let b = backend_with(|c| c.logged_in = false).await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .token(&b.token())
+            .reconnect_backoff(ms(50), Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    );
+    for cut in 0..4 {
+        until_command(&c, "client_state").await;
+        b.cut_all();
+        let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+        let retry = d.retry_in().expect("a retry follows");
+        assert!(retry <= ms(50), "cut {cut}: retry in {retry:?}");
+    }
+    close_and_drain(&c).await;
+}

@@ -40,8 +40,9 @@ pub(crate) struct Gomuks {
     /// A 401 at the upgrade already led to a fresh login or renewal since the last successful
     /// upgrade; a second one is final.
     reauthed: bool,
-    /// The current connection delivered `init_complete`: the backend got through its start.
-    init_completed: bool,
+    /// The current connection got through the backend's start: `init_complete`, or a
+    /// `client_state` without a verified account, after which none comes (spec §6.1).
+    started: bool,
     /// The upgrade refused the token we hold (401) and no new one came since: it must not be
     /// tried again, nor renewed with itself when a password is configured.
     held_refused: bool,
@@ -243,7 +244,7 @@ impl Gomuks {
             decompressor: None,
             attempts_since_open: 0,
             reauthed: false,
-            init_completed: false,
+            started: false,
             held_refused: false,
             renew_at,
             renew_failures: 0,
@@ -410,7 +411,7 @@ impl Gomuks {
     fn connection_opened(&mut self) {
         self.attempts_since_open = 0;
         self.reauthed = false;
-        self.init_completed = false;
+        self.started = false;
         self.decompressor = self
             .cfg
             .compression
@@ -474,8 +475,21 @@ impl Gomuks {
                 self.tracker.sync_complete(d.clear_state, d.catchup)
             }
             "init_complete" => {
-                self.init_completed = true;
+                self.started = true;
                 self.tracker.init_complete()
+            }
+            "client_state" => {
+                #[derive(serde::Deserialize)]
+                struct ClientState {
+                    #[serde(default)]
+                    is_logged_in: bool,
+                    #[serde(default)]
+                    is_verified: bool,
+                }
+                if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
+                    self.started |= !(st.is_logged_in && st.is_verified);
+                }
+                None
             }
             _ => None,
         };
@@ -625,14 +639,14 @@ impl Dialect for Gomuks {
 
     /// §11.1: a backend that drops every connection as it starts it (a failing start, a 4001
     /// during a large resume) must see the backoff grow; one whose session got through its
-    /// start resets it however soon it ended. A session that never sends `init_complete` (no
-    /// account yet) counts once it lasted this long.
+    /// start (see `started`) resets it however soon it ended, and any other once it lasted
+    /// this long.
     fn stable_after(&self) -> Duration {
         Duration::from_secs(30)
     }
 
     fn proved(&self) -> bool {
-        self.init_completed
+        self.started
     }
 
     fn policy(&self, status: Status, _close_code: u16) -> Policy {
