@@ -44,9 +44,11 @@
  *     the backend keeps the events a later client resuming from
  *     tether_client_resume_state will need.
  *  2. Keep consuming events until TETHER_EVENT_CLOSED (the last event); pending requests
- *     complete with TETHER_ERR_CLIENT_CLOSED first, and rwws packets never written come
- *     back as TETHER_EVENT_UNSENT. tether_client_poll then returns
- *     TETHER_CLOSED. In callback mode, destroy(ctx) follows the CLOSED callback.
+ *     complete first (with their reply if it comes before the server's close reply, else
+ *     TETHER_ERR_CLIENT_CLOSED), and rwws packets never written come back as
+ *     TETHER_EVENT_UNSENT. tether_client_poll then returns TETHER_CLOSED. In callback
+ *     mode, destroy(ctx) follows the CLOSED callback. Read tether_client_resume_state
+ *     after CLOSED: events delivered during the close move it.
  *  3. tether_client_free(c).
  *  Freeing without closing is also fine: free closes the connection in the background
  *  (as tether_client_close_keep_resume does), discards queued events, stops the dispatcher (waiting for a running callback unless
@@ -1005,6 +1007,7 @@ tether_status tether_client_reconnect_now(struct tether_client *c);
  * close code 1000 instead of 1001), so a later client given this one's
  * `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
  * it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
+ * Read the resume state after CLOSED: events delivered while the close runs move it.
  * rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if the app
  * already closed it (as for `tether_client_close`, a client the server ended for good
  * returns `TETHER_OK`); `TETHER_ERR_NULL` for NULL. Any thread, including inside an event

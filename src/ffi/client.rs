@@ -481,6 +481,7 @@ ffi_fn! {
     /// close code 1000 instead of 1001), so a later client given this one's
     /// `tether_client_resume_state` through `tether_config_set_resume_state` receives the events
     /// it missed. For apps that suspend (mobile backgrounding, restarts) rather than log out.
+    /// Read the resume state after CLOSED: events delivered while the close runs move it.
     /// rwws has no resume: the same as `tether_client_close`. `TETHER_ERR_STATE` if the app
     /// already closed it (as for `tether_client_close`, a client the server ended for good
     /// returns `TETHER_OK`); `TETHER_ERR_NULL` for NULL. Any thread, including inside an event
