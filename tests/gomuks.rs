@@ -1227,6 +1227,17 @@ async fn spec1_ipv6_literal_url() {
     close_and_drain(&c).await;
 }
 
+/// A client whose backoff starts at 50 ms and doubles up to 10 s.
+fn backing_off_from_50_ms(b: &tether_testkit::gomuks::Backend) -> Client {
+    start(
+        Config::builder(&b.http_url())
+            .token(&b.token())
+            .reconnect_backoff(ms(50), Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+}
+
 /// Spec §11.1 (reconnect with backoff): a backend that sends a message and then drops every
 /// connection before `init_complete` (a start-up failure, §9; a 4001 during a large resume)
 /// sees the backoff grow. One message used to reset it, so the client reconnected at its
@@ -1234,13 +1245,7 @@ async fn spec1_ipv6_literal_url() {
 #[tokio::test]
 async fn spec11_1_connections_dropped_before_init_complete_back_off() {
     let b = backend_with(|c| c.cut_during_startup = Some(1)).await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .token(&b.token())
-            .reconnect_backoff(ms(50), Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    );
+    let c = backing_off_from_50_ms(&b);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Doubling from 50 ms (with up to half of each step as jitter): at most 8 attempts fit in
     // 3 s; at the shortest delay, 24 or more would.
@@ -1255,13 +1260,7 @@ async fn spec11_1_connections_dropped_before_init_complete_back_off() {
 #[tokio::test]
 async fn spec6_1_a_session_without_an_account_resets_the_backoff_at_its_client_state() {
     let b = backend_with(|c| c.logged_in = false).await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .token(&b.token())
-            .reconnect_backoff(ms(50), Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    );
+    let c = backing_off_from_50_ms(&b);
     for cut in 0..4 {
         until_command(&c, "client_state").await;
         b.cut_all();

@@ -179,6 +179,19 @@ async fn behind_a_proxy() -> (tether_testkit::gomuks::Backend, Proxy, Client) {
     (b, proxy, c)
 }
 
+/// A client behind a proxy that delays every 16 KB by 500 ms (about 32 KB/s), with about
+/// 21 MB of requests still to write: a write the link takes minutes for.
+async fn behind_a_slow_write() -> (tether_testkit::gomuks::Backend, Proxy, Client) {
+    let (b, proxy, c) = behind_a_proxy().await;
+    proxy.set_delay(Duration::from_millis(500));
+    let big = big_request();
+    for _ in 0..24 {
+        c.request("echo", &big).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (b, proxy, c)
+}
+
 /// §3.5 on a slow uplink (every 16 KB delayed 500 ms: about 32 KB/s): while megabytes of
 /// requests wait for the peer to take them, a later request's timeout and another's cancel
 /// still end them on time (neither was written, so no cancel goes out), and a close ends
@@ -186,13 +199,7 @@ async fn behind_a_proxy() -> (tether_testkit::gomuks::Backend, Proxy, Client) {
 /// cancel and close until the receive timeout gave up on the connection.
 #[tokio::test]
 async fn spec3_5_a_slow_write_holds_no_deadline_cancel_or_close() {
-    let (_b, proxy, c) = behind_a_proxy().await;
-    proxy.set_delay(Duration::from_millis(500));
-    let big = big_request();
-    for _ in 0..24 {
-        c.request("echo", &big).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_b, _proxy, c) = behind_a_slow_write().await;
     let t0 = Instant::now();
     let timed = c
         .request_with_timeout("echo", b"{}", Duration::from_millis(300))
@@ -220,13 +227,7 @@ async fn spec3_5_a_slow_write_holds_no_deadline_cancel_or_close() {
 /// a request's timeout still ends it on time meanwhile, as REQUEST_TIMEOUT.
 #[tokio::test]
 async fn spec3_1_a_timeout_ends_on_time_while_a_pause_flushes_a_slow_write() {
-    let (_b, proxy, c) = behind_a_proxy().await;
-    proxy.set_delay(Duration::from_millis(500));
-    let big = big_request();
-    for _ in 0..24 {
-        c.request("echo", &big).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_b, _proxy, c) = behind_a_slow_write().await;
     let t0 = Instant::now();
     let timed = c
         .request_with_timeout("echo", b"{}", Duration::from_millis(300))

@@ -142,7 +142,8 @@ pub(crate) trait Dialect: Send + 'static {
         Duration::ZERO
     }
     /// Whether the connection that just ended got through the protocol's start (gomuks: its
-    /// `init_complete`), which resets the backoff however short it was.
+    /// `init_complete`, or a `client_state` without a verified account), which resets the
+    /// backoff however short it was.
     fn proved(&self) -> bool {
         false
     }
