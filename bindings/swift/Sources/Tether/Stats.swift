@@ -115,9 +115,12 @@ extension TetherClient {
 
     /// Where the connection stands now. `.closed` where the library refuses every call (in a
     /// forked child), since nothing can use the client there.
-    public var state: ConnectionState {
-        var raw: UInt32 = 0
-        guard tether_client_state(client, &raw) == TETHER_OK else { return .closed }
-        return ConnectionState(rawValue: raw) ?? .connecting
-    }
+    public var state: ConnectionState { connectionState(client) }
+}
+
+/// `TetherClient.state` of a C client (see there).
+func connectionState(_ client: OpaquePointer) -> ConnectionState {
+    var raw: UInt32 = 0
+    guard tether_client_state(client, &raw) == TETHER_OK else { return .closed }
+    return ConnectionState(rawValue: raw) ?? .connecting
 }

@@ -224,10 +224,7 @@ final class RequestTicket: @unchecked Sendable {
 private struct ClientRef: @unchecked Sendable {
     let client: OpaquePointer
 
-    var stoppedForGood: Bool {
-        var state: UInt32 = 0
-        return tether_client_state(client, &state) == TETHER_OK && state == UInt32(TETHER_STATE_CLOSED)
-    }
+    var stoppedForGood: Bool { connectionState(client) == .closed }
 }
 
 /// What `TetherClient.deinit` leaves to do, possibly on another thread.

@@ -350,11 +350,15 @@ internal class ClientState(private val client: Pointer, private val capacity: In
 
     private fun enter(): Boolean = gate.enter()
 
-    /** Whether the native client has stopped for good (state CLOSED); false once freed. */
-    private fun stoppedForGood(): Boolean = callOrNull { c ->
+    /** The native client's connection state; null once a free was asked for. */
+    fun state(): ConnectionState? = callOrNull { c ->
         val out = IntByReference()
-        TetherNative.tether_client_state(c, out) == Status.OK.code && out.value == ConnectionState.CLOSED.code
-    } == true
+        check(TetherNative.tether_client_state(c, out))
+        ConnectionState.of(out.value)
+    }
+
+    /** Whether the native client has stopped for good (state CLOSED); false once freed. */
+    private fun stoppedForGood(): Boolean = state() == ConnectionState.CLOSED
 
     private fun leave() = gate.leave()
 

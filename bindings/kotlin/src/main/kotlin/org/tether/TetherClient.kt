@@ -2,7 +2,6 @@ package org.tether
 
 import com.sun.jna.CallbackThreadInitializer
 import com.sun.jna.Native
-import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 import kotlinx.coroutines.CompletableDeferred
@@ -189,11 +188,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * [ConnectionState.CLOSED] once the client is closed or freed.
      */
     val state: ConnectionState
-        get() = core.callOrNull { c ->
-            val out = IntByReference()
-            check(TetherNative.tether_client_state(c, out))
-            ConnectionState.of(out.value)
-        } ?: ConnectionState.CLOSED
+        get() = core.state() ?: ConnectionState.CLOSED
 
     /**
      * A snapshot of the client's statistics; cheap (a few atomic loads). After [close] it
