@@ -143,10 +143,10 @@ public struct Event: Sendable {
 }
 
 extension Event {
-    /// A RESPONSE made in Swift, for the tests of reply routing: the library's own events
-    /// cannot be made to arrive in every order.
-    init(response id: Int64, status: Int32, data: Data) {
-        kind = .response
+    /// A RESPONSE (or, with `kind`, a CHUNK or PROGRESS) made in Swift, for the tests of
+    /// reply routing: the library's own events cannot be made to arrive in every order.
+    init(response id: Int64, status: Int32, data: Data, kind: EventKind = .response) {
+        self.kind = kind
         requestId = id
         self.status = status
         command = ""

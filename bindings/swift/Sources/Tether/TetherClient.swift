@@ -35,8 +35,12 @@ final class ClientCore: @unchecked Sendable {
     /// The `changes` streams of the client's store (none without a store).
     let storeHub = StoreHub()
 
-    /// `stopped` tells whether the client stopped for good (see `EventBuffer.stopped`).
+    /// Whether the client stopped for good, asked by `events` and every transfer's buffer
+    /// while it waits for room (see `EventBuffer.stopped`).
+    private let stopped: (@Sendable () -> Bool)?
+
     init(eventCapacity: Int, stopped: (@Sendable () -> Bool)? = nil) {
+        self.stopped = stopped
         events = EventBuffer(capacity: eventCapacity, stopped: stopped)
     }
 
@@ -110,7 +114,9 @@ final class ClientCore: @unchecked Sendable {
         let status = start(&id)
         // Read on this thread, before any other tether call here (`TetherError.last`).
         if status != TETHER_OK { throw TetherError.last(status) }
-        let buffer = EventBuffer(capacity: capacity)
+        // A transfer whose task stopped reading (`onChunk` waiting for something that never
+        // comes) must not keep a client that stopped for good from closing either.
+        let buffer = EventBuffer(capacity: capacity, stopped: stopped)
         if transfersUnbounded { buffer.stopWaiting() }
         // Never freed here: a transfer's task holds its client until the transfer ends.
         transfers[id] = buffer

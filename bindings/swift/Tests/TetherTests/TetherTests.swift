@@ -381,6 +381,30 @@ final class TetherTests: XCTestCase {
         }
     }
 
+    /// A media transfer whose task stopped reading does not keep a client that stopped for good
+    /// from closing: the dispatcher waiting for room in the transfer's full buffer asks, as it
+    /// does for `events`, whether the client stopped, and then goes on without dropping.
+    func testAFullTransferBufferLetsAClientThatStoppedForGoodGoOn() async throws {
+        let stopped = Shared(false)
+        let core = ClientCore(eventCapacity: 4) { stopped.withLock { $0 } }
+        let (id, buffer) = try core.startTransfer(capacity: 2) { $0.pointee = 5; return 0 /* TETHER_OK */ }
+        XCTAssertEqual(id, 5)
+        let delivered = Shared(0)
+        Thread.detachNewThread {
+            for _ in 0..<3 {
+                core.deliver(Event(response: 5, status: 0, data: Data([1]), kind: .chunk))
+                delivered.withLock { $0 += 1 }
+            }
+        }
+        try await waitUntil("two chunks buffered") { delivered.withLock { $0 } == 2 }
+        // Over a few of the dispatcher's 250 ms checks: the third waits while the client runs.
+        try await Task.sleep(for: .milliseconds(700))
+        XCTAssertEqual(delivered.withLock { $0 }, 2, "a chunk went past a full buffer")
+        stopped.withLock { $0 = true }
+        try await waitUntil("the dispatcher went on", within: .seconds(5)) { delivered.withLock { $0 } == 3 }
+        XCTAssertEqual(buffer.bufferedCount, 3)
+    }
+
     /// A timeout too long for milliseconds in 32 bits is the longest there is, not a crash.
     func testAHugeTimeoutIsClamped() {
         XCTAssertEqual(TetherClient.milliseconds(.seconds(Int64.max / 1000) + .milliseconds(900)), UInt32.max)
