@@ -9,7 +9,8 @@
 //! - Otherwise the environment decides, read once when the configuration is built:
 //!   `https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`, `http_proxy`/`HTTP_PROXY` for
 //!   `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`; the lower-case name wins, an empty value
-//!   counts as unset. `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
+//!   counts as unset, and `HTTP_PROXY` is ignored when `REQUEST_METHOD` is set (a CGI
+//!   program, where a request's `Proxy:` header would set it). `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
 //!   comma-separated, `*` for all, a domain matches itself and its subdomains (a leading `.`
 //!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` (or `[v6]/n`) match a
 //!   network; `name:port`, `a.b.c.d:port` and `[v6]:port` match that port only (the URL's,
@@ -349,8 +350,12 @@ pub(crate) fn resolve(
             } else {
                 &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
             };
+            // In a CGI program a request's `Proxy:` header arrives as HTTP_PROXY ("httpoxy"):
+            // the client of that request would pick the proxy. Go ignores it there too.
+            let cgi = env("REQUEST_METHOD").is_some();
             let Some((name, value)) = names
                 .iter()
+                .filter(|n| !(cgi && **n == "HTTP_PROXY"))
                 .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
             else {
                 return Ok(None);
@@ -601,6 +606,28 @@ mod tests {
         );
         assert_eq!(at("wss://h/", &[("http_proxy", "p:1")]), None);
         assert_eq!(at("wss://h/", &[]), None);
+    }
+
+    #[test]
+    fn a_cgi_program_ignores_http_proxy_which_a_request_header_can_set() {
+        let cgi = [
+            ("REQUEST_METHOD", "GET"),
+            ("HTTP_PROXY", "http://evil:1"),
+            ("ALL_PROXY", "socks5h://a:3"),
+        ];
+        assert_eq!(at("ws://h/x", &cgi).unwrap(), "SOCKS5h proxy a:3 ALL_PROXY");
+        assert_eq!(at("ws://h/x", &cgi[..2]), None);
+        // The lower-case name, which no header can set, and HTTPS_PROXY still count.
+        let mut e = cgi.to_vec();
+        e.push(("http_proxy", "p:2"));
+        e.push(("HTTPS_PROXY", "s:4"));
+        assert_eq!(at("ws://h/x", &e).unwrap(), "HTTP proxy p:2 http_proxy");
+        assert_eq!(at("wss://h/x", &e).unwrap(), "HTTP proxy s:4 HTTPS_PROXY");
+        // Outside CGI it is read as before.
+        assert_eq!(
+            at("ws://h/x", &cgi[1..2]).unwrap(),
+            "HTTP proxy evil:1 HTTP_PROXY"
+        );
     }
 
     #[test]
