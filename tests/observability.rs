@@ -259,6 +259,38 @@ async fn log_records_give_close_codes_and_timings() {
     wait_log(c.id(), "closed by the app (close code 1001)").await;
 }
 
+/// rwws-binary.md §2.7: a `3003` (the server saw this client's pings stall) is logged loudly,
+/// at WARN with what it means; another server close code that is retried stays at INFO.
+#[tokio::test]
+async fn rwws_3003_is_logged_as_a_warning() {
+    records();
+    let b = backend().await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .protocol(tether::Protocol::Rwws)
+            .token(tether_testkit::rwws::DEFAULT_KEY)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(40))
+            .build()
+            .unwrap(),
+    );
+    for code in [3005u16, 3003] {
+        until_kind(&c, EventKind::Pong).await;
+        b.rwws().close_all(code, "test");
+        let text = format!("close code {code}");
+        let recs = wait_log(c.id(), &text).await;
+        let want = if code == 3003 {
+            LogLevel::Warn
+        } else {
+            LogLevel::Info
+        };
+        assert_eq!(level_of(&recs, &text), want, "{code}");
+        until_kind(&c, EventKind::Connected).await;
+    }
+    let recs = wait_log(c.id(), "pings stall").await;
+    assert_eq!(level_of(&recs, "pings stall"), LogLevel::Warn);
+    close_and_drain(&c).await;
+}
+
 /// rwws-binary.md §2.2 and §4: what the rwws parser notices reaches the app's log sink with
 /// the client's id: a little-endian pong time at WARN (once per process, as the spec asks) and
 /// a packet the library hands to the app at DEBUG.

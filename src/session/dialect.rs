@@ -81,7 +81,8 @@ pub(crate) type Renewal = Result<Option<Secret>, ConnectError>;
 pub(crate) enum Policy {
     /// Reconnect after the backoff delay.
     Backoff,
-    /// Reconnect at once.
+    /// Reconnect at once: the server ended the connection over this client's own stall
+    /// (rwws 3003), which a new connection cures; logged as a warning.
     Immediately,
     /// Give up; the client closes.
     Stop,

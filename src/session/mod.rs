@@ -356,6 +356,9 @@ impl<D: Dialect> Supervisor<D> {
             self.backoff.reset();
             self.immediate_spent = false;
         }
+        // The server ended the connection over this client's own stall (rwws 3003: its
+        // pings stopped, so the machine slept or the runtime was blocked): worth a warning.
+        let mut stalled = false;
         let (status, code, reason, policy) = match end {
             End::ByApp { code, reason } => {
                 self.book
@@ -377,7 +380,9 @@ impl<D: Dialect> Supervisor<D> {
             } => {
                 self.book
                     .fail_sent(Status::ErrDisconnected, "connection lost before the reply");
-                let policy = match (now, self.dialect.policy(status, code)) {
+                let asked = self.dialect.policy(status, code);
+                stalled = asked == Policy::Immediately;
+                let policy = match (now, asked) {
                     // The app's cue: it knows the network changed.
                     (true, _) => Policy::Immediately,
                     (false, Policy::Immediately) if self.immediate_spent => Policy::Backoff,
@@ -418,6 +423,16 @@ impl<D: Dialect> Supervisor<D> {
                 "session",
                 "connection ended for good: {} (close code {code}) {reason}",
                 status.description()
+            ),
+            Some(d) if stalled => tlog!(
+                client,
+                Warn,
+                "session",
+                "disconnected: {} (close code {code}) {reason}; the server saw this client's \
+                 pings stall (was the machine asleep, or the runtime blocked?); reconnecting in \
+                 {} ms",
+                status.description(),
+                d.as_millis()
             ),
             Some(d) => tlog!(
                 client,
