@@ -1,8 +1,10 @@
 //! Per-client counters and the connection state, readable at any time from any thread while
 //! the session task updates them. A leaf: imports nothing of the crate.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where a client's connection is. Discriminants are the C ABI's `TETHER_STATE_*` values.
@@ -83,11 +85,63 @@ pub struct Stats {
 }
 
 /// What the session and the dialects of one client report through: its id for log records
-/// and its counters.
+/// and its counters, and what its connects learned about the server's addresses.
 #[derive(Clone, Default)]
 pub(crate) struct Probe {
     pub(crate) client: u64,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) stalled: Arc<StalledAddrs>,
+}
+
+/// Server addresses that took a connection's TCP and then left TLS or the websocket upgrade
+/// unanswered, oldest first: the client's later connects try them after the others (RFC 8305
+/// §4 lets a client sort by what it has seen). A path-MTU black hole on one address family
+/// does this: the small TCP handshake gets through and the server's certificate never
+/// arrives. That address wins every TCP race, so without this each attempt would stall on it
+/// until the connect timeout, for ever, while the other family works.
+#[derive(Default)]
+pub(crate) struct StalledAddrs(Mutex<VecDeque<SocketAddr>>);
+
+impl StalledAddrs {
+    /// How many are remembered; the oldest is forgotten first.
+    const KEEP: usize = 8;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<SocketAddr>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `a` stalled after its TCP connect.
+    pub(crate) fn add(&self, a: SocketAddr) {
+        let mut v = self.lock();
+        v.retain(|x| *x != a);
+        if v.len() == Self::KEEP {
+            v.pop_front();
+        }
+        v.push_back(a);
+    }
+
+    /// `a` completed a connection: it is tried in its usual place again.
+    pub(crate) fn forget(&self, a: SocketAddr) {
+        self.lock().retain(|x| *x != a);
+    }
+
+    /// `items` with those whose address (`addr`) stalled moved to the end, both parts in
+    /// their order, and how many were moved.
+    pub(crate) fn last<T>(
+        &self,
+        items: Vec<T>,
+        addr: impl Fn(&T) -> Option<SocketAddr>,
+    ) -> (Vec<T>, usize) {
+        let v = self.lock();
+        if v.is_empty() {
+            return (items, 0);
+        }
+        let (stalled, fine): (Vec<T>, Vec<T>) = items
+            .into_iter()
+            .partition(|t| addr(t).is_some_and(|a| v.contains(&a)));
+        let moved = stalled.len();
+        (fine.into_iter().chain(stalled).collect(), moved)
+    }
 }
 
 impl Probe {
@@ -96,7 +150,7 @@ impl Probe {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Probe {
             client: NEXT.fetch_add(1, Ordering::Relaxed),
-            counters: Arc::default(),
+            ..Probe::default()
         }
     }
 }
@@ -217,5 +271,39 @@ mod tests {
         assert_eq!(c.snapshot(0).last_rtt, None);
         c.set_rtt(Duration::ZERO);
         assert_eq!(c.snapshot(0).last_rtt, Some(Duration::ZERO));
+    }
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], i))
+    }
+
+    #[test]
+    fn stalled_addresses_go_last_until_they_connect_and_only_the_newest_are_kept() {
+        let s = StalledAddrs::default();
+        let all: Vec<SocketAddr> = (1..=4).map(addr).collect();
+        assert_eq!(s.last(all.clone(), |a| Some(*a)), (all.clone(), 0));
+        s.add(addr(1));
+        s.add(addr(3));
+        let (sorted, moved) = s.last(all.clone(), |a| Some(*a));
+        assert_eq!(
+            (sorted, moved),
+            (vec![addr(2), addr(4), addr(1), addr(3)], 2)
+        );
+        s.forget(addr(1));
+        assert_eq!(
+            s.last(all.clone(), |a| Some(*a)).0,
+            [addr(1), addr(2), addr(4), addr(3)]
+        );
+        // Items without an address stay in place.
+        assert_eq!(
+            s.last(vec![None, Some(addr(3)), None], |a| *a).0,
+            [None, None, Some(addr(3))]
+        );
+        for i in 10..10 + StalledAddrs::KEEP as u16 {
+            s.add(addr(i));
+        }
+        // addr(3) was the oldest: forgotten.
+        assert_eq!(s.last(vec![addr(3), addr(2)], |a| Some(*a)).1, 0);
+        assert_eq!(s.last(vec![addr(10), addr(2)], |a| Some(*a)).1, 1);
     }
 }

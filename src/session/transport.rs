@@ -230,7 +230,7 @@ pub(crate) async fn connect(
     probe: &Probe,
 ) -> Result<Ws, ConnectError> {
     let client = probe.client;
-    let stream = open_stream(cfg, tls, url, probe).await?;
+    let (stream, peer) = open_stream_to(cfg, tls, url, probe).await?;
     let t2 = Instant::now();
     let req = upgrade_request(url, headers, &cfg.headers)?;
     let mut wsc = WebSocketConfig::default();
@@ -243,8 +243,19 @@ pub(crate) async fn connect(
     let upgrade = tokio_tungstenite::client_async_with_config(req, stream, Some(wsc));
     let (ws, resp) = tokio::time::timeout(cfg.connect_timeout, upgrade)
         .await
-        .map_err(|_| silent("the websocket upgrade", url, cfg.connect_timeout))?
+        .map_err(|_| {
+            stalled(
+                probe,
+                peer,
+                "the websocket upgrade",
+                url,
+                cfg.connect_timeout,
+            )
+        })?
         .map_err(ConnectError::from_ws)?;
+    if let Some(a) = peer {
+        probe.stalled.forget(a);
+    }
     tlog!(
         client,
         Debug,
@@ -266,22 +277,50 @@ pub(crate) async fn open_stream(
     url: &Url,
     probe: &Probe,
 ) -> Result<Stream, ConnectError> {
+    Ok(open_stream_to(cfg, tls, url, probe).await?.0)
+}
+
+/// [`open_stream`], and the server's address it reached when it knows it (not through a
+/// proxy that resolves the name itself).
+async fn open_stream_to(
+    cfg: &Config,
+    tls: &Configs,
+    url: &Url,
+    probe: &Probe,
+) -> Result<(Stream, Option<SocketAddr>), ConnectError> {
     let host = url
         .host_str()
         .ok_or_else(|| ConnectError::other(Status::ErrConfig, "URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let proxy = route(cfg, url).await?;
-    let link = open_link(proxy.as_ref(), tls, host, port, cfg.connect_timeout, probe).await?;
-    Ok(if matches!(url.scheme(), "wss" | "https") {
+    let (link, peer) =
+        open_link(proxy.as_ref(), tls, host, port, cfg.connect_timeout, probe).await?;
+    let stream = if matches!(url.scheme(), "wss" | "https") {
         // The TLS name drops an IPv6 literal's brackets itself.
         let tls = handshake(&tls.server, host, host, link, probe.client);
         let session = tokio::time::timeout(cfg.connect_timeout, tls)
             .await
-            .map_err(|_| silent("the TLS handshake", url, cfg.connect_timeout))??;
+            .map_err(|_| stalled(probe, peer, "the TLS handshake", url, cfg.connect_timeout))??;
         Stream::Tls(Box::new(session))
     } else {
         Stream::Plain(link)
-    })
+    };
+    Ok((stream, peer))
+}
+
+/// [`silent`], for a server that took the TCP connection at `peer`: later connects of the
+/// client try that address last (see [`crate::stats::StalledAddrs`]).
+fn stalled(
+    probe: &Probe,
+    peer: Option<SocketAddr>,
+    step: &str,
+    url: &Url,
+    limit: Duration,
+) -> ConnectError {
+    if let Some(a) = peer {
+        probe.stalled.add(a);
+    }
+    silent(step, url, limit)
 }
 
 /// A server that took the connection but left `step` unanswered for the connect timeout:
@@ -332,7 +371,9 @@ async fn route(cfg: &Config, url: &Url) -> Result<Option<Proxy>, ConnectError> {
 }
 
 /// The connection the websocket (or its TLS) runs over, to `host:port` (`host` as in the URL,
-/// brackets included): TCP to the server, or a tunnel through `proxy`.
+/// brackets included): TCP to the server, or a tunnel through `proxy`; and the server's
+/// address it reached, when known. Addresses that stalled after the TCP connect before are
+/// tried last.
 async fn open_link(
     proxy: Option<&Proxy>,
     tls: &Configs,
@@ -340,7 +381,7 @@ async fn open_link(
     port: u16,
     limit: Duration,
     probe: &Probe,
-) -> Result<Link, ConnectError> {
+) -> Result<(Link, Option<SocketAddr>), ConnectError> {
     let host_for_dns = host.trim_start_matches('[').trim_end_matches(']');
     let targets = match proxy {
         Some(p) => {
@@ -356,7 +397,38 @@ async fn open_link(
         None => vec![None],
     };
     let hop = first_hop_addrs(proxy, host_for_dns, port).await?;
+    // The server's own addresses: the targets raced through a plain SOCKS5 proxy, or the
+    // first hop without a proxy. A proxy's addresses keep their order.
+    let targets = stalled_last(probe, targets, |t| *t);
+    let hop = match proxy {
+        Some(_) => hop,
+        None => stalled_last(probe, hop, |a| Some(*a)),
+    };
     open_link_to(proxy, tls, host_for_dns, port, limit, probe, &targets, &hop).await
+}
+
+/// `items` with the addresses that stalled after the TCP connect before moved to the end,
+/// logged so that a bug report shows why the resolver's order was not followed.
+fn stalled_last<T>(
+    probe: &Probe,
+    items: Vec<T>,
+    addr: impl Fn(&T) -> Option<SocketAddr>,
+) -> Vec<T> {
+    let (sorted, moved) = probe.stalled.last(items, &addr);
+    if moved > 0 && moved < sorted.len() {
+        let last: Vec<String> = sorted[sorted.len() - moved..]
+            .iter()
+            .filter_map(|t| addr(t).map(|a| a.to_string()))
+            .collect();
+        tlog!(
+            probe.client,
+            Info,
+            "transport",
+            "trying {} last: it took the TCP connection and then stalled on an earlier connect",
+            last.join(", ")
+        );
+    }
+    sorted
 }
 
 /// What the proxy is asked to connect to, in order: for plain `socks5://` every address of
@@ -373,10 +445,9 @@ async fn socks_targets(
     let no_address = |why: String| {
         ConnectError::other(Status::ErrConnect, format!("resolve {host} for {p}: {why}"))
     };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let addrs = lookup(host, port)
         .await
-        .map_err(|e| no_address(e.to_string()))?
-        .collect();
+        .map_err(|e| no_address(e.to_string()))?;
     if addrs.is_empty() {
         return Err(no_address("no address".to_owned()));
     }
@@ -403,14 +474,14 @@ async fn open_link_to(
     probe: &Probe,
     targets: &[Option<SocketAddr>],
     hop: &[SocketAddr],
-) -> Result<Link, ConnectError> {
+) -> Result<(Link, Option<SocketAddr>), ConnectError> {
     // Name resolution is not the addresses' fault, so it does not count here (the whole
     // attempt's limit still bounds it).
     let t0 = Instant::now();
     let deadline = t0 + limit;
     let (link, reached) = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
     let Some(p) = proxy else {
-        return Ok(link);
+        return Ok((link, Some(reached)));
     };
     // The proxy is reached once per connect, not once per tunnel: the first tunnel is asked
     // over this connection, and the later ones open theirs to the address that answered it
@@ -453,7 +524,7 @@ async fn open_link_to(
                         tunnel::authority(host, port),
                         t0.elapsed().as_millis()
                     );
-                    Ok(link)
+                    Ok((link, target))
                 }
                 (Err(e), Some(a)) if targets.len() > 1 && !fails_every_attempt(&e) => {
                     tlog!(
@@ -479,7 +550,7 @@ async fn open_link_to(
     )
     .await
     {
-        Ok(link) => return Ok(link),
+        Ok(reached) => return Ok(reached),
         Err(lost) => lost,
     };
     if lost.failed.len() == 1 && lost.unanswered.is_empty() {
@@ -539,10 +610,21 @@ async fn first_hop_addrs(
         Some(p) => p.addr(),
         None => (host, port),
     };
-    let addrs = tokio::net::lookup_host((dial_host, dial_port))
+    let addrs = lookup(dial_host, dial_port)
         .await
         .map_err(|e| first_hop_failed(proxy, host, port, e))?;
-    Ok(interleave(addrs.collect()))
+    Ok(interleave(addrs))
+}
+
+/// The addresses of `host:port` from the system's resolver; in unit tests, those a test gave
+/// the name (`tests::resolving`): no machine's resolver offers one name with several loopback
+/// addresses.
+async fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    #[cfg(test)]
+    if let Some(addrs) = tests::resolved(host, port) {
+        return Ok(addrs);
+    }
+    Ok(tokio::net::lookup_host((host, port)).await?.collect())
 }
 
 /// The connection to the first hop at one of `addrs` (see [`first_hop_addrs`]): TCP to the
@@ -893,7 +975,132 @@ fn upgrade_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::net::IpAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    thread_local! {
+        /// Names given addresses by [`resolving`], for [`lookup`] on this test's thread.
+        static NAMES: RefCell<Vec<(String, Vec<IpAddr>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// From now on, on this thread (a `#[tokio::test]` runs on one), `name` resolves to
+    /// `ips`, in that order.
+    fn resolving(name: &str, ips: &[IpAddr]) {
+        NAMES.with(|n| n.borrow_mut().push((name.to_owned(), ips.to_vec())));
+    }
+
+    /// What [`resolving`] gave `host`, with `port`.
+    pub(super) fn resolved(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+        NAMES.with(|n| {
+            n.borrow()
+                .iter()
+                .find(|(name, _)| name == host)
+                .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        })
+    }
+
+    /// A server `scheme://name:port` with two addresses on one port, as a dual-stack server
+    /// has: `name` resolves to 127.0.0.2 first, which takes TCP connections and never says a
+    /// word (until the returned task is aborted), then to 127.0.0.1, the returned listener.
+    /// The first connect of a client therefore stalls after its TCP connect, on 127.0.0.2.
+    async fn one_silent_address(
+        scheme: &str,
+        name: &str,
+    ) -> (Url, tokio::net::TcpListener, tokio::task::JoinHandle<()>) {
+        let (silent, other) = loop {
+            let silent = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+            let port = silent.local_addr().unwrap().port();
+            if let Ok(other) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                break (silent, other);
+            }
+        };
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        resolving(
+            name,
+            &["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        );
+        let port = other.local_addr().unwrap().port();
+        let url = Url::parse(&format!("{scheme}://{name}:{port}/_gomuks/websocket")).unwrap();
+        (url, other, held)
+    }
+
+    /// The first connect to `url` with a 300 ms connect timeout, which must stall at `step`;
+    /// the client's configuration and probe for the next.
+    async fn stalls_first(url: &Url, step: &str) -> (Config, Configs, Probe) {
+        let cfg = Config::builder(url.as_str())
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let tls = cfg.tls_configs().unwrap();
+        let probe = Probe::default();
+        let first = connect(&cfg, &tls, url, &[], &probe).await.err().unwrap();
+        let at = tunnel::authority(url.host_str().unwrap(), url.port().unwrap());
+        assert_eq!(
+            first.error.message(),
+            format!("no answer to {step} from {at} in 300 ms")
+        );
+        (cfg, tls, probe)
+    }
+
+    /// RFC 8305 §4, sorting by what the client has seen: a server address that takes the TCP
+    /// connection and then leaves the websocket upgrade unanswered (one family behind a path
+    /// MTU black hole: the TCP handshake gets through, the rest does not) is tried last by
+    /// the client's next connect, which reaches the server at its other address instead of
+    /// stalling on the same one again until the connect timeout, attempt after attempt.
+    #[tokio::test]
+    async fn rfc8305_4_an_address_that_stalled_after_the_tcp_connect_is_tried_last() {
+        let (url, good, held) = one_silent_address("ws", "dual.test").await;
+        let served = tokio::spawn(async move {
+            let (c, _) = good.accept().await.unwrap();
+            tokio_tungstenite::accept_async(c).await.unwrap()
+        });
+        let (cfg, tls, probe) = stalls_first(&url, "the websocket upgrade").await;
+        let _ws = tokio::time::timeout(
+            Duration::from_secs(5),
+            connect(&cfg, &tls, &url, &[], &probe),
+        )
+        .await
+        .expect("the next connect ends in time")
+        .expect("the next connect reaches the server at its other address");
+        assert!(served.await.is_ok());
+        // 127.0.0.2 stays last; 127.0.0.1, which completed a connection, is not moved.
+        let port = url.port().unwrap();
+        let addrs = ["127.0.0.2", "127.0.0.1"].map(|ip| SocketAddr::new(ip.parse().unwrap(), port));
+        let (sorted, moved) = probe.stalled.last(addrs.to_vec(), |a| Some(*a));
+        assert_eq!((sorted[0], moved), (addrs[1], 1));
+        held.abort();
+    }
+
+    /// The same for a `wss://` server whose address takes the TCP connection and then never
+    /// answers TLS: the next connect goes to the other address (here one that closes at
+    /// once, so the TLS handshake fails there quickly instead of stalling).
+    #[tokio::test]
+    async fn rfc8305_4_an_address_that_stalled_in_tls_is_tried_last() {
+        let (url, other, held) = one_silent_address("wss", "dual-tls.test").await;
+        let closing = tokio::spawn(async move {
+            while let Ok((c, _)) = other.accept().await {
+                drop(c);
+            }
+        });
+        let (cfg, tls, probe) = stalls_first(&url, "the TLS handshake").await;
+        let t0 = Instant::now();
+        let next = connect(&cfg, &tls, &url, &[], &probe).await.err().unwrap();
+        let why = next.error.message();
+        assert_eq!(next.error.status(), Status::ErrTls, "{why}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        held.abort();
+        closing.abort();
+    }
 
     /// Whether `inner` lies inside `outer`'s memory.
     fn within(inner: &[u8], outer: &[u8]) -> bool {
@@ -1204,7 +1411,9 @@ mod tests {
         let tls = cfg.tls_configs().unwrap();
         let p = cfg.proxy.as_ref();
         let probe = Probe::default();
-        open_link_to(p, &tls, "example.invalid", 9, limit, &probe, targets, hop).await
+        open_link_to(p, &tls, "example.invalid", 9, limit, &probe, targets, hop)
+            .await
+            .map(|(link, _)| link)
     }
 
     /// Bytes written into `link` come out at `server`'s next accepted connection.

@@ -62,7 +62,7 @@ pub(crate) async fn fetch_token(
     tls: &crate::tls::Configs,
     url: &Url,
     creds: Credentials<'_>,
-    client: u64,
+    probe: &Probe,
 ) -> Result<Option<String>, ConnectError> {
     let (name, value) = match creds {
         Credentials::Basic(b) => {
@@ -76,10 +76,11 @@ pub(crate) async fn fetch_token(
         Credentials::Cookie(token) => ("Cookie", format!("gomuks_auth={token}")),
     };
     let headers = merge_headers(&[(name.to_owned(), value)], &cfg.headers)?;
-    // Its own counters: the login is not traffic of the client's websocket.
+    // Its own counters: the login is not traffic of the client's websocket. What it learns
+    // of the server's addresses is the client's.
     let probe = Probe {
-        client,
         counters: Default::default(),
+        ..probe.clone()
     };
     let limit = cfg.connect_timeout * 2;
     let (code, body) = tokio::time::timeout(limit, post(cfg, tls, url, headers, &probe))

@@ -173,8 +173,9 @@ async fn auth_call(
     tls: crate::tls::Configs,
     cfg: Arc<Config>,
     show: Show,
-    client: u64,
+    probe: Probe,
 ) -> Result<Option<String>, ConnectError> {
+    let client = probe.client;
     let (creds, how) = match (&show, &cfg.basic_auth) {
         (Show::Basic, Some(b)) => (
             auth::Credentials::Basic(b),
@@ -190,7 +191,7 @@ async fn auth_call(
         _ => String::new(),
     };
     let t0 = Instant::now();
-    let got = auth::fetch_token(&cfg, &tls, &url, creds, client).await;
+    let got = auth::fetch_token(&cfg, &tls, &url, creds, &probe).await;
     match &got {
         Ok(_) => tlog!(
             client,
@@ -281,7 +282,7 @@ impl Gomuks {
     /// One `POST /_gomuks/auth` showing `show`; owns what it needs, so it may run beside a
     /// connection.
     fn auth(&self, show: Show) -> impl Future<Output = Result<Option<String>, ConnectError>> {
-        auth_call(self.tls.clone(), self.cfg.clone(), show, self.probe.client)
+        auth_call(self.tls.clone(), self.cfg.clone(), show, self.probe.clone())
     }
 
     /// Keeps a token the auth endpoint issued (`None`: the backend has auth disabled),
