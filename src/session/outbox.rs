@@ -52,17 +52,25 @@ pub(crate) struct Unwritten {
 
 impl Outbox {
     /// Queues `out`. A cancel of a request not written yet takes the request out instead:
-    /// the server never sees either.
+    /// the server never sees either. A `Control` message goes ahead of every request,
+    /// packet and cancel still here (behind earlier `Control` messages): a ping is the
+    /// connection's liveness and, for rwws, must reach the server at most 30 s after the last
+    /// one, which a backlog of the app's packets on a slow uplink would otherwise hold up;
+    /// nothing the app sent depends on its place.
     pub(crate) fn push(&mut self, out: Out) {
-        if let Out::Cancel(of, _) = out {
-            if self.withdraw(of) {
-                return;
+        match out {
+            Out::Cancel(of, _) if self.withdraw(of) => {}
+            Out::Control(_) => {
+                self.controls_pushed += 1;
+                let at = self
+                    .items
+                    .iter()
+                    .take_while(|o| matches!(o, Out::Control(_)))
+                    .count();
+                self.items.insert(at, out);
             }
+            _ => self.items.push_back(out),
         }
-        if let Out::Control(_) = out {
-            self.controls_pushed += 1;
-        }
-        self.items.push_back(out);
     }
 
     /// Takes request `id` out if it is still waiting here; true if it was.
@@ -208,11 +216,12 @@ mod tests {
         let mut sink = Gate::default();
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let mut ids = Vec::new();
-        // The flush after the ping does not complete: nothing more is handed over.
+        // The ping goes first; the flush after it does not complete: nothing more is handed
+        // over.
         assert!(o
             .poll_write(&mut sink, &mut cx, |id| ids.push(id))
             .is_pending());
-        assert_eq!(sink.taken, [Message::text("r1"), Message::text("ping")]);
+        assert_eq!(sink.taken, [Message::text("ping")]);
         assert_eq!(o.control_mark(), (0, 0));
         assert!(o.busy());
         // Polled again (as after a cancelled select branch), it goes on where it stopped.
@@ -230,6 +239,42 @@ mod tests {
         assert_eq!(ids, [1, 2], "each request reported once");
         assert!(!o.busy());
         assert_eq!(o.next_control_place(), 2);
+    }
+
+    /// rwws-binary.md §2.7 (pings at most 30 s apart) and gomuks-rpc.md §8: a ping does not
+    /// wait behind the app's requests, packets and cancels not written yet; pings keep their
+    /// order among themselves, and so does everything else.
+    #[test]
+    fn a_ping_goes_ahead_of_what_the_app_queued() {
+        let mut o = Outbox::default();
+        o.push(Out::Request(1, Message::text("r1").into()));
+        o.push(Out::Packet(Message::binary(vec![1]).into()));
+        o.push(Out::Control(Message::text("ping1")));
+        o.push(Out::Cancel(7, Message::text("cancel 7")));
+        o.push(Out::Control(Message::text("ping2")));
+        o.push(Out::Request(2, Message::text("r2").into()));
+        let mut sink = Gate {
+            flush_ready: true,
+            ..Gate::default()
+        };
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut ids = Vec::new();
+        assert!(o
+            .poll_write(&mut sink, &mut cx, |id| ids.push(id))
+            .is_ready());
+        assert_eq!(
+            sink.taken,
+            [
+                Message::text("ping1"),
+                Message::text("ping2"),
+                Message::text("r1"),
+                Message::binary(vec![1]),
+                Message::text("cancel 7"),
+                Message::text("r2"),
+            ]
+        );
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(o.control_mark().0, 2, "both pings counted as out");
     }
 
     #[test]
