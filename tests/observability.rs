@@ -291,6 +291,26 @@ async fn rwws_3003_is_logged_as_a_warning() {
     close_and_drain(&c).await;
 }
 
+/// rwws-binary.md §2.1: a text frame during the handshake is skipped (the client still
+/// authenticates), and the note of it reaches the app's log sink with the client's id.
+#[tokio::test]
+async fn rwws_a_text_frame_in_the_handshake_is_logged_for_the_client() {
+    records();
+    let b = backend_with(|c| c.rwws.text_before_auth_reply = true).await;
+    let c = start(
+        Config::builder(&b.http_url())
+            .protocol(tether::Protocol::Rwws)
+            .token(tether_testkit::rwws::DEFAULT_KEY)
+            .build()
+            .unwrap(),
+    );
+    until_kind(&c, EventKind::Connected).await;
+    let text = "ignoring a text frame while waiting for the auth reply";
+    let recs = wait_log(c.id(), text).await;
+    assert_eq!(level_of(&recs, text), LogLevel::Debug);
+    close_and_drain(&c).await;
+}
+
 /// rwws-binary.md §2.2 and §4: what the rwws parser notices reaches the app's log sink with
 /// the client's id: a little-endian pong time at WARN (once per process, as the spec asks) and
 /// a packet the library hands to the app at DEBUG.

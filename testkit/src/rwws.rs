@@ -49,6 +49,9 @@ pub struct RwwsConfig {
     pub hello: Hello,
     /// Answer a valid auth with nothing (to test the client's auth deadline).
     pub silent_auth: bool,
+    /// Send a text frame before the auth Pong (spec §2.1: after the hello, text frames carry
+    /// nothing; a client skips it).
+    pub text_before_auth_reply: bool,
 }
 
 impl Default for RwwsConfig {
@@ -59,6 +62,7 @@ impl Default for RwwsConfig {
             auth_timeout: Duration::from_secs(10),
             hello: Hello::Binary,
             silent_auth: false,
+            text_before_auth_reply: false,
         }
     }
 }
@@ -287,6 +291,10 @@ pub async fn serve(tcp: Throttled<TcpStream>, rwws: Rwws) {
         g.conns.insert(id, (key, tx));
         id
     };
+    if cfg.text_before_auth_reply && sink.send(Message::text("welcome")).await.is_err() {
+        lock(&state).conns.remove(&id);
+        return;
+    }
     if sink.send(Message::binary(pong(false))).await.is_err() {
         lock(&state).conns.remove(&id);
         return;

@@ -55,22 +55,26 @@ fn close_status(code: u16) -> Status {
 }
 
 /// Waits for the next data message of the handshake (binary only unless `text_too`: a text
-/// frame is then skipped within the same deadline); a close frame becomes an error carrying
-/// its code and reason.
+/// frame is then skipped within the same deadline, and logged for `client`); a close frame
+/// becomes an error carrying its code and reason.
 async fn next_data(
     ws: &mut Ws,
     deadline: Duration,
     what: &str,
     text_too: bool,
+    client: u64,
 ) -> Result<Message, ConnectError> {
     let wait = async {
         loop {
             match ws.next().await {
                 Some(Ok(m @ Message::Binary(_))) => return Ok(m),
                 Some(Ok(m @ Message::Text(_))) if text_too => return Ok(m),
-                Some(Ok(Message::Text(_))) => {
-                    tracing::debug!("ignoring a text frame during the rwws handshake")
-                }
+                Some(Ok(Message::Text(_))) => tlog!(
+                    client,
+                    Debug,
+                    "rwws",
+                    "ignoring a text frame while waiting for the {what}"
+                ),
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -131,7 +135,7 @@ impl Rwws {
     /// Pong means authenticated. Each wait is bounded by the connect timeout.
     async fn handshake(&self, ws: &mut Ws, out: &mut Vec<Incoming>) -> Result<(), ConnectError> {
         let deadline = self.cfg.connect_timeout;
-        let hello = next_data(ws, deadline, "rwws hello", true).await?;
+        let hello = next_data(ws, deadline, "rwws hello", true, self.probe.client).await?;
         if !codec::is_hello(&hello) {
             // Not a retryable condition: the URL points at something that is not rwws.
             return Err(fail_handshake(
@@ -151,7 +155,7 @@ impl Rwws {
             .map_err(|e| {
                 ConnectError::other(Status::ErrConnect, format!("sending the auth message: {e}"))
             })?;
-        let reply = next_data(ws, deadline, "auth reply", false)
+        let reply = next_data(ws, deadline, "auth reply", false, self.probe.client)
             .await?
             .into_data();
         let mut first_is_pong = false;
