@@ -265,14 +265,7 @@ async fn log_records_give_close_codes_and_timings() {
 async fn rwws_3003_is_logged_as_a_warning() {
     records();
     let b = backend().await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .protocol(tether::Protocol::Rwws)
-            .token(tether_testkit::rwws::DEFAULT_KEY)
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(40))
-            .build()
-            .unwrap(),
-    );
+    let c = rwws_client(&b, |c| c);
     for code in [3005u16, 3003] {
         until_kind(&c, EventKind::Pong).await;
         b.rwws().close_all(code, "test");
@@ -297,13 +290,7 @@ async fn rwws_3003_is_logged_as_a_warning() {
 async fn rwws_a_text_frame_in_the_handshake_is_logged_for_the_client() {
     records();
     let b = backend_with(|c| c.rwws.text_before_auth_reply = true).await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .protocol(tether::Protocol::Rwws)
-            .token(tether_testkit::rwws::DEFAULT_KEY)
-            .build()
-            .unwrap(),
-    );
+    let c = rwws_client(&b, |c| c);
     until_kind(&c, EventKind::Connected).await;
     let text = "ignoring a text frame while waiting for the auth reply";
     let recs = wait_log(c.id(), text).await;
@@ -318,13 +305,7 @@ async fn rwws_a_text_frame_in_the_handshake_is_logged_for_the_client() {
 async fn rwws_notes_reach_the_log_sink() {
     records();
     let b = backend().await;
-    let c = start(
-        Config::builder(&b.http_url())
-            .protocol(tether::Protocol::Rwws)
-            .token(tether_testkit::rwws::DEFAULT_KEY)
-            .build()
-            .unwrap(),
-    );
+    let c = rwws_client(&b, |c| c);
     until_kind(&c, EventKind::Pong).await;
     b.rwws()
         .inject(tether_testkit::rwws::RwwsFault::LittleEndianPong);

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tether::{Client, Config, ConfigBuilder, EventKind, Protocol, Status};
+use tether::{Client, Config, EventKind, Protocol, Status};
 use tether_testkit::gomuks::Backend;
 use tether_testkit::rwws::{hex, Hello, RwwsFault, DEFAULT_KEY};
 
@@ -19,15 +19,6 @@ async fn until_close_received(b: &Backend, code: u16) {
         "no close {code}: {:?}",
         r.stats().closes_received
     );
-}
-
-fn rwws_client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
-    let cfg = Config::builder(&b.http_url())
-        .protocol(Protocol::Rwws)
-        .token(DEFAULT_KEY)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .connect_timeout(Duration::from_millis(500));
-    start(f(cfg).build().expect("valid config"))
 }
 
 fn now_ms() -> i64 {

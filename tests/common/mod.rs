@@ -42,6 +42,16 @@ pub fn client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Cl
     client_at(&b.http_url(), &b.token(), f)
 }
 
+/// An rwws client of the backend with its default key; `f` adjusts the config.
+pub fn rwws_client(b: &Backend, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Client {
+    let cfg = Config::builder(&b.http_url())
+        .protocol(tether::Protocol::Rwws)
+        .token(tether_testkit::rwws::DEFAULT_KEY)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(500));
+    start(f(cfg).build().expect("valid config"))
+}
+
 /// Next event, bounded (blocking poll runs on a blocking thread).
 pub async fn next(c: &Client) -> Event {
     match tokio::time::timeout(WAIT, c.next_event()).await {
