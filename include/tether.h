@@ -1279,8 +1279,10 @@ tether_status tether_config_set_use_os_trust(struct tether_config *cfg, bool on)
  * the environment. NULL or `""` restores the default: the environment decides when
  * `tether_client_new` runs (`https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`,
  * `http_proxy`/`HTTP_PROXY` for `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`, lower
- * case first, `HTTP_PROXY` not when `REQUEST_METHOD` is set (a CGI program); hosts in `no_proxy`/`NO_PROXY` — a comma list of domain suffixes, IPs,
- * networks or `*` — and loopback hosts go directly). The URL is checked by
+ * case first, neither `http_proxy` spelling when `REQUEST_METHOD` is set (a CGI
+ * program, where a request header sets `HTTP_PROXY`); hosts in `no_proxy`/`NO_PROXY` —
+ * a comma list of domain suffixes, IPs, networks or `*` — and loopback hosts go
+ * directly). The URL is checked by
  * `tether_client_new` (`TETHER_ERR_CONFIG`, a message that does not repeat the URL). A
  * proxy that refuses the credentials (HTTP 407, SOCKS5 auth failure) ends the client
  * with `TETHER_ERR_UNAUTHORIZED`, like a 401 from the server, but with close code 407

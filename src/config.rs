@@ -524,11 +524,11 @@ impl ConfigBuilder {
     /// variable is read. `""` restores the default, `"direct"` is [`ConfigBuilder::no_proxy`].
     ///
     /// Default: the environment decides when the configuration is built — `https_proxy` /
-    /// `HTTPS_PROXY` for `wss://`, `http_proxy` / `HTTP_PROXY` for `ws://` (`HTTP_PROXY` not
-    /// when `REQUEST_METHOD` is set: in a CGI program a request header sets it), then
-    /// `all_proxy` / `ALL_PROXY`, minus the hosts in `no_proxy` / `NO_PROXY` (comma list: domain suffixes,
-    /// IPs, networks, `*`) and minus loopback hosts, which are never proxied from the
-    /// environment. [`ConfigBuilder::build`] rejects a URL it cannot use without echoing it.
+    /// `HTTPS_PROXY` for `wss://`, `http_proxy` / `HTTP_PROXY` for `ws://` (neither when
+    /// `REQUEST_METHOD` is set: in a CGI program a request header sets `HTTP_PROXY`), then
+    /// `all_proxy` / `ALL_PROXY`, minus the hosts in `no_proxy` / `NO_PROXY` (comma list:
+    /// domain suffixes, IPs, networks, `*`) and minus loopback hosts, which are never proxied
+    /// from the environment. [`ConfigBuilder::build`] rejects a URL it cannot use without echoing it.
     pub fn proxy(mut self, url: &str) -> Self {
         self.proxy = ProxyChoice::from_setting(url);
         self

@@ -9,8 +9,8 @@
 //! - Otherwise the environment decides, read once when the configuration is built:
 //!   `https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`, `http_proxy`/`HTTP_PROXY` for
 //!   `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`; the lower-case name wins, an empty value
-//!   counts as unset, and `HTTP_PROXY` is ignored when `REQUEST_METHOD` is set (a CGI
-//!   program, where a request's `Proxy:` header would set it). `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
+//!   counts as unset, and `http_proxy`/`HTTP_PROXY` are ignored when `REQUEST_METHOD` is set
+//!   (a CGI program, where a request's `Proxy:` header sets `HTTP_PROXY`). `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
 //!   comma-separated, `*` for all, a domain matches itself and its subdomains (a leading `.`
 //!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` (or `[v6]/n`) match a
 //!   network; `name:port`, `a.b.c.d:port` and `[v6]:port` match that port only (the URL's,
@@ -351,11 +351,12 @@ pub(crate) fn resolve(
                 &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
             };
             // In a CGI program a request's `Proxy:` header arrives as HTTP_PROXY ("httpoxy"):
-            // the client of that request would pick the proxy. Go ignores it there too.
-            let cgi = env("REQUEST_METHOD").is_some();
+            // the client of that request would pick the proxy. Both spellings are skipped
+            // there, since names ignore case on Windows; Go refuses them there too.
+            let cgi = env("REQUEST_METHOD").is_some_and(|m| !m.is_empty());
             let Some((name, value)) = names
                 .iter()
-                .filter(|n| !(cgi && **n == "HTTP_PROXY"))
+                .filter(|n| !(cgi && n.eq_ignore_ascii_case("http_proxy")))
                 .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
             else {
                 return Ok(None);
@@ -613,21 +614,23 @@ mod tests {
         let cgi = [
             ("REQUEST_METHOD", "GET"),
             ("HTTP_PROXY", "http://evil:1"),
+            ("http_proxy", "http://evil:2"),
             ("ALL_PROXY", "socks5h://a:3"),
         ];
         assert_eq!(at("ws://h/x", &cgi).unwrap(), "SOCKS5h proxy a:3 ALL_PROXY");
-        assert_eq!(at("ws://h/x", &cgi[..2]), None);
-        // The lower-case name, which no header can set, and HTTPS_PROXY still count.
+        assert_eq!(at("ws://h/x", &cgi[..3]), None);
+        // HTTPS_PROXY, which no header sets, still counts.
         let mut e = cgi.to_vec();
-        e.push(("http_proxy", "p:2"));
         e.push(("HTTPS_PROXY", "s:4"));
-        assert_eq!(at("ws://h/x", &e).unwrap(), "HTTP proxy p:2 http_proxy");
         assert_eq!(at("wss://h/x", &e).unwrap(), "HTTP proxy s:4 HTTPS_PROXY");
-        // Outside CGI it is read as before.
+        // Outside CGI (an empty REQUEST_METHOD included) both are read as before.
         assert_eq!(
             at("ws://h/x", &cgi[1..2]).unwrap(),
             "HTTP proxy evil:1 HTTP_PROXY"
         );
+        let mut e = cgi.to_vec();
+        e[0].1 = "";
+        assert_eq!(at("ws://h/x", &e).unwrap(), "HTTP proxy evil:2 http_proxy");
     }
 
     #[test]

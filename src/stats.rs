@@ -125,8 +125,11 @@ impl StalledAddrs {
         self.lock().retain(|x| *x != a);
     }
 
-    /// `items` with those whose address (`addr`) stalled moved to the end, both parts in
-    /// their order, and how many were moved.
+    /// `items` with those whose address (`addr`) stalled moved to the end, and how many were
+    /// moved. The others keep their order; the moved ones go in the order they stalled, the
+    /// one that stalled longest ago first: when every address has stalled, each connect tries
+    /// first the one with the oldest failure (which may have recovered), and one that stalls
+    /// again goes to the back, so no address that works is left untried for good.
     pub(crate) fn last<T>(
         &self,
         items: Vec<T>,
@@ -136,9 +139,10 @@ impl StalledAddrs {
         if v.is_empty() {
             return (items, 0);
         }
-        let (stalled, fine): (Vec<T>, Vec<T>) = items
-            .into_iter()
-            .partition(|t| addr(t).is_some_and(|a| v.contains(&a)));
+        let age = |t: &T| addr(t).and_then(|a| v.iter().position(|x| *x == a));
+        let (mut stalled, fine): (Vec<T>, Vec<T>) =
+            items.into_iter().partition(|t| age(t).is_some());
+        stalled.sort_by_key(|t| age(t));
         let moved = stalled.len();
         (fine.into_iter().chain(stalled).collect(), moved)
     }
@@ -281,19 +285,18 @@ mod tests {
     fn stalled_addresses_go_last_until_they_connect_and_only_the_newest_are_kept() {
         let s = StalledAddrs::default();
         let all: Vec<SocketAddr> = (1..=4).map(addr).collect();
-        assert_eq!(s.last(all.clone(), |a| Some(*a)), (all.clone(), 0));
-        s.add(addr(1));
+        let order = |items: &[SocketAddr]| s.last(items.to_vec(), |a| Some(*a));
+        assert_eq!(order(&all), (all.clone(), 0));
         s.add(addr(3));
-        let (sorted, moved) = s.last(all.clone(), |a| Some(*a));
-        assert_eq!(
-            (sorted, moved),
-            (vec![addr(2), addr(4), addr(1), addr(3)], 2)
-        );
+        s.add(addr(1));
+        // 3 stalled before 1.
+        assert_eq!(order(&all), (vec![addr(2), addr(4), addr(3), addr(1)], 2));
+        // Every address stalled: the oldest stall goes first; stalling again sends it back.
+        assert_eq!(order(&[addr(1), addr(3)]).0, [addr(3), addr(1)]);
+        s.add(addr(3));
+        assert_eq!(order(&[addr(1), addr(3)]).0, [addr(1), addr(3)]);
         s.forget(addr(1));
-        assert_eq!(
-            s.last(all.clone(), |a| Some(*a)).0,
-            [addr(1), addr(2), addr(4), addr(3)]
-        );
+        assert_eq!(order(&all).0, [addr(1), addr(2), addr(4), addr(3)]);
         // Items without an address stay in place.
         assert_eq!(
             s.last(vec![None, Some(addr(3)), None], |a| *a).0,
@@ -303,7 +306,7 @@ mod tests {
             s.add(addr(i));
         }
         // addr(3) was the oldest: forgotten.
-        assert_eq!(s.last(vec![addr(3), addr(2)], |a| Some(*a)).1, 0);
-        assert_eq!(s.last(vec![addr(10), addr(2)], |a| Some(*a)).1, 1);
+        assert_eq!(order(&[addr(3), addr(2)]).1, 0);
+        assert_eq!(order(&[addr(10), addr(2)]).1, 1);
     }
 }

@@ -81,8 +81,7 @@ pub(crate) type Renewal = Result<Option<Secret>, ConnectError>;
 pub(crate) enum Policy {
     /// Reconnect after the backoff delay.
     Backoff,
-    /// Reconnect at once: the server ended the connection over this client's own stall
-    /// (rwws 3003), which a new connection cures; logged as a warning.
+    /// Reconnect at once.
     Immediately,
     /// Give up; the client closes.
     Stop,
@@ -136,6 +135,11 @@ pub(crate) trait Dialect: Send + 'static {
     /// supervisor grants `Immediately` once in a row: until a connection proves stable, the
     /// next is `Backoff`, so a server that keeps asking for it gets no reconnect storm.
     fn policy(&self, status: Status, close_code: u16) -> Policy;
+    /// What a server's close with this code says about this client, when it says something
+    /// the app should hear (logged as a warning with the disconnect).
+    fn close_note(&self, _close_code: u16) -> Option<&'static str> {
+        None
+    }
     /// How long a connection that carried data must have lasted to reset the backoff (and
     /// the once-in-a-row `Immediately`), unless it proved itself sooner ([`Dialect::proved`]).
     /// Zero: any such connection.

@@ -356,9 +356,6 @@ impl<D: Dialect> Supervisor<D> {
             self.backoff.reset();
             self.immediate_spent = false;
         }
-        // The server ended the connection over this client's own stall (rwws 3003: its
-        // pings stopped, so the machine slept or the runtime was blocked): worth a warning.
-        let mut stalled = false;
         let (status, code, reason, policy) = match end {
             End::ByApp { code, reason } => {
                 self.book
@@ -380,9 +377,7 @@ impl<D: Dialect> Supervisor<D> {
             } => {
                 self.book
                     .fail_sent(Status::ErrDisconnected, "connection lost before the reply");
-                let asked = self.dialect.policy(status, code);
-                stalled = asked == Policy::Immediately;
-                let policy = match (now, asked) {
+                let policy = match (now, self.dialect.policy(status, code)) {
                     // The app's cue: it knows the network changed.
                     (true, _) => Policy::Immediately,
                     (false, Policy::Immediately) if self.immediate_spent => Policy::Backoff,
@@ -401,6 +396,7 @@ impl<D: Dialect> Supervisor<D> {
             Policy::Backoff => Some(self.backoff.next_delay()),
         };
         let client = self.book.probe.client;
+        let note = self.dialect.close_note(code);
         if delay.is_none() && !paused && status != Status::Ok {
             self.book.give_up(status, code, &reason);
         }
@@ -424,14 +420,13 @@ impl<D: Dialect> Supervisor<D> {
                 "connection ended for good: {} (close code {code}) {reason}",
                 status.description()
             ),
-            Some(d) if stalled => tlog!(
+            Some(d) if note.is_some() => tlog!(
                 client,
                 Warn,
                 "session",
-                "disconnected: {} (close code {code}) {reason}; the server saw this client's \
-                 pings stall (was the machine asleep, or the runtime blocked?); reconnecting in \
-                 {} ms",
+                "disconnected: {} (close code {code}) {reason}; {}; reconnecting in {} ms",
                 status.description(),
+                note.unwrap_or_default(),
                 d.as_millis()
             ),
             Some(d) => tlog!(
@@ -719,7 +714,11 @@ impl<D: Dialect> Supervisor<D> {
             at: at + self.cfg.pong_timeout,
             bytes_in: wire_in(&self.book.probe.counters),
             probe,
-            track: PingTrack::sent(uplink.backlog(), outbox.busy(), outbox.next_control_place()),
+            track: PingTrack::sent(
+                uplink.backlog(),
+                outbox.ahead_of_next_control(),
+                outbox.next_control_place(),
+            ),
         }
     }
 

@@ -87,6 +87,13 @@ impl Outbox {
         self.unflushed || !self.items.is_empty()
     }
 
+    /// Whether a `Control` message pushed now would wait behind anything of ours: messages
+    /// handed to the websocket and not flushed, or earlier `Control` messages (it goes ahead
+    /// of everything else, see [`Outbox::push`]).
+    pub(crate) fn ahead_of_next_control(&self) -> bool {
+        self.unflushed || matches!(self.items.front(), Some(Out::Control(_)))
+    }
+
     /// The place of the next `Control` message pushed among all of them: it is in the socket
     /// once the count of [`Outbox::control_mark`] reaches this.
     pub(crate) fn next_control_place(&self) -> u64 {
@@ -253,6 +260,7 @@ mod tests {
         o.push(Out::Cancel(7, Message::text("cancel 7")));
         o.push(Out::Control(Message::text("ping2")));
         o.push(Out::Request(2, Message::text("r2").into()));
+        assert!(o.ahead_of_next_control(), "behind ping1 and ping2");
         let mut sink = Gate {
             flush_ready: true,
             ..Gate::default()
@@ -275,6 +283,9 @@ mod tests {
         );
         assert_eq!(ids, [1, 2]);
         assert_eq!(o.control_mark().0, 2, "both pings counted as out");
+        // Requests alone, none handed over: a ping would be the first thing written.
+        o.push(Out::Request(3, Message::text("r3").into()));
+        assert!(o.busy() && !o.ahead_of_next_control());
     }
 
     #[test]

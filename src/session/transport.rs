@@ -415,17 +415,29 @@ fn stalled_last<T>(
     addr: impl Fn(&T) -> Option<SocketAddr>,
 ) -> Vec<T> {
     let (sorted, moved) = probe.stalled.last(items, &addr);
-    if moved > 0 && moved < sorted.len() {
-        let last: Vec<String> = sorted[sorted.len() - moved..]
+    let named = |ts: &[T]| -> String {
+        let v: Vec<String> = ts
             .iter()
             .filter_map(|t| addr(t).map(|a| a.to_string()))
             .collect();
+        v.join(", ")
+    };
+    if moved > 0 && moved < sorted.len() {
         tlog!(
             probe.client,
             Info,
             "transport",
             "trying {} last: it took the TCP connection and then stalled on an earlier connect",
-            last.join(", ")
+            named(&sorted[sorted.len() - moved..])
+        );
+    } else if moved > 1 {
+        tlog!(
+            probe.client,
+            Info,
+            "transport",
+            "every address took the TCP connection and then stalled on an earlier connect; \
+             trying them in the order they stalled: {}",
+            named(&sorted)
         );
     }
     sorted
@@ -986,6 +998,7 @@ mod tests {
 
     /// From now on, on this thread (a `#[tokio::test]` runs on one), `name` resolves to
     /// `ips`, in that order.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn resolving(name: &str, ips: &[IpAddr]) {
         NAMES.with(|n| n.borrow_mut().push((name.to_owned(), ips.to_vec())));
     }
@@ -1004,6 +1017,9 @@ mod tests {
     /// has: `name` resolves to 127.0.0.2 first, which takes TCP connections and never says a
     /// word (until the returned task is aborted), then to 127.0.0.1, the returned listener.
     /// The first connect of a client therefore stalls after its TCP connect, on 127.0.0.2.
+    // Linux only, here and below: other systems have only 127.0.0.1 on the loopback
+    // interface by default.
+    #[cfg(target_os = "linux")]
     async fn one_silent_address(
         scheme: &str,
         name: &str,
@@ -1032,9 +1048,11 @@ mod tests {
 
     /// The first connect to `url` with a 300 ms connect timeout, which must stall at `step`;
     /// the client's configuration and probe for the next.
+    #[cfg(target_os = "linux")]
     async fn stalls_first(url: &Url, step: &str) -> (Config, Configs, Probe) {
         let cfg = Config::builder(url.as_str())
             .connect_timeout(Duration::from_millis(300))
+            .no_proxy()
             .build()
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
@@ -1053,6 +1071,7 @@ mod tests {
     /// MTU black hole: the TCP handshake gets through, the rest does not) is tried last by
     /// the client's next connect, which reaches the server at its other address instead of
     /// stalling on the same one again until the connect timeout, attempt after attempt.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn rfc8305_4_an_address_that_stalled_after_the_tcp_connect_is_tried_last() {
         let (url, good, held) = one_silent_address("ws", "dual.test").await;
@@ -1080,6 +1099,7 @@ mod tests {
     /// The same for a `wss://` server whose address takes the TCP connection and then never
     /// answers TLS: the next connect goes to the other address (here one that closes at
     /// once, so the TLS handshake fails there quickly instead of stalling).
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn rfc8305_4_an_address_that_stalled_in_tls_is_tried_last() {
         let (url, other, held) = one_silent_address("wss", "dual-tls.test").await;
@@ -1089,15 +1109,10 @@ mod tests {
             }
         });
         let (cfg, tls, probe) = stalls_first(&url, "the TLS handshake").await;
-        let t0 = Instant::now();
+        // The stalled address would end it as ErrConnect ("no answer to the TLS handshake").
         let next = connect(&cfg, &tls, &url, &[], &probe).await.err().unwrap();
         let why = next.error.message();
         assert_eq!(next.error.status(), Status::ErrTls, "{why}");
-        assert!(
-            t0.elapsed() < Duration::from_millis(250),
-            "{:?}",
-            t0.elapsed()
-        );
         held.abort();
         closing.abort();
     }

@@ -231,6 +231,14 @@ impl Dialect for Rwws {
         }
     }
 
+    /// §2.7: "log it loudly".
+    fn close_note(&self, close_code: u16) -> Option<&'static str> {
+        (close_code == 3003).then_some(
+            "the server saw this client's pings stall (was the machine asleep, the runtime \
+             blocked, or the pings held behind a large send?)",
+        )
+    }
+
     /// §4: the backoff resets once a session stayed authenticated for 60 s; a server that
     /// accepts and drops every connection (each answers the first ping) must see it grow.
     fn stable_after(&self) -> Duration {

@@ -223,10 +223,13 @@ final class RequestTicket: @unchecked Sendable {
     }
 }
 
-/// The C client, for the event buffer's question while its dispatcher waits for room.
+/// The C client, for the question of the event buffers (`events`, a transfer's) while their
+/// dispatcher waits for room.
 ///
-/// `@unchecked Sendable`: only asked from inside `EventBuffer.push` with the buffer locked and
-/// before `stopWaiting()`, which `deinit` calls (taking that lock) before it frees the client.
+/// `@unchecked Sendable`: only asked from inside `EventBuffer.push` with the buffer locked:
+/// for `events` and the transfers still registered, before `stopWaiting()`, which `deinit`
+/// calls (taking each lock) before it frees the client; a transfer's buffer taken out of
+/// `transfers` for its RESPONSE is pushed to while its `transfer()` still holds the client.
 private struct ClientRef: @unchecked Sendable {
     let client: OpaquePointer
 
