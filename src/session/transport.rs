@@ -987,30 +987,26 @@ fn upgrade_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use std::net::IpAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    thread_local! {
-        /// Names given addresses by [`resolving`], for [`lookup`] on this test's thread.
-        static NAMES: RefCell<Vec<(String, Vec<IpAddr>)>> = const { RefCell::new(Vec::new()) };
-    }
+    /// Names given addresses by [`resolving`], for [`lookup`] (in the whole process: a
+    /// client's session runs on the library's threads; each test uses names of its own).
+    static NAMES: Mutex<Vec<(String, Vec<IpAddr>)>> = Mutex::new(Vec::new());
 
-    /// From now on, on this thread (a `#[tokio::test]` runs on one), `name` resolves to
-    /// `ips`, in that order.
+    /// From now on `name` resolves to `ips`, in that order.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn resolving(name: &str, ips: &[IpAddr]) {
-        NAMES.with(|n| n.borrow_mut().push((name.to_owned(), ips.to_vec())));
+        let mut n = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        n.push((name.to_owned(), ips.to_vec()));
     }
 
     /// What [`resolving`] gave `host`, with `port`.
     pub(super) fn resolved(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
-        NAMES.with(|n| {
-            n.borrow()
-                .iter()
-                .find(|(name, _)| name == host)
-                .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
-        })
+        let n = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        n.iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
     }
 
     /// A server `scheme://name:port` with two addresses on one port, as a dual-stack server
@@ -1093,6 +1089,70 @@ mod tests {
         let addrs = ["127.0.0.2", "127.0.0.1"].map(|ip| SocketAddr::new(ip.parse().unwrap(), port));
         let (sorted, moved) = probe.stalled.last(addrs.to_vec(), |a| Some(*a));
         assert_eq!((sorted[0], moved), (addrs[1], 1));
+        held.abort();
+    }
+
+    /// The same through a whole client against the testkit's gomuks backend, which listens at
+    /// 127.0.0.1 only: the first attempt stalls at 127.0.0.2 and its DISCONNECTED names the
+    /// step, the next reaches the backend and the session starts (`init_complete`).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn rfc8305_4_a_client_reaches_a_dual_stack_backend_over_the_address_that_works() {
+        use crate::{Client, EventKind};
+        let b = tether_testkit::gomuks::Backend::start(Default::default())
+            .await
+            .unwrap();
+        let port = b.addr().port();
+        let silent = tokio::net::TcpListener::bind(("127.0.0.2", port))
+            .await
+            .unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        resolving(
+            "dual-backend.test",
+            &["127.0.0.2".parse().unwrap(), b.addr().ip()],
+        );
+        let c = Client::new(
+            Config::builder(&format!("http://dual-backend.test:{port}"))
+                .token(&b.token())
+                .connect_timeout(Duration::from_millis(300))
+                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+                // The name is not loopback, though its addresses are.
+                .allow_insecure_credentials(true)
+                .no_proxy()
+                .build()
+                .unwrap(),
+        );
+        c.connect().unwrap();
+        let mut kinds = Vec::new();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), c.next_event())
+                .await
+                .expect("init_complete within 20 s")
+                .expect("an event");
+            if ev.kind() == EventKind::Disconnected {
+                let why = String::from_utf8_lossy(ev.data()).into_owned();
+                let stalled = format!(
+                    "no answer to the websocket upgrade from dual-backend.test:{port} in 300 ms"
+                );
+                assert_eq!(why, stalled, "only the first attempt fails");
+            }
+            kinds.push(ev.kind());
+            if ev.kind() == EventKind::Message && ev.command() == "init_complete" {
+                break;
+            }
+        }
+        let count = |k| kinds.iter().filter(|x| **x == k).count();
+        assert_eq!(
+            (count(EventKind::Connecting), count(EventKind::Disconnected)),
+            (2, 1),
+            "{kinds:?}"
+        );
+        c.close().unwrap();
         held.abort();
     }
 
