@@ -861,6 +861,10 @@ tether_status tether_client_connect(struct tether_client *c);
  * made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
  * `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
  * `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
+ * `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `data` that is `null` (gomuks
+ * handlers dereference it: the backend would close the connection), and over the
+ * websocket for a request over the backend's 1 MiB limit for one message (it would close
+ * the connection, failing every request in flight);
  * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken, no
  * id written); `TETHER_ERR_STATE` after close. Any thread, including inside an event
  * callback.
@@ -1100,7 +1104,8 @@ tether_status tether_config_set_compression(struct tether_config *cfg, bool on);
 
 /**
  * Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
- * receive timeout, and for rwws below the server's 30000 limit).
+ * receive timeout, for a gomuks websocket below the backend's 60000 limit, and for rwws
+ * below the server's 30000 limit).
  */
 tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint32_t ms);
 

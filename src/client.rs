@@ -254,7 +254,8 @@ impl Client {
     /// timeout counts from this call; before [`Client::connect`] nothing runs the timers, so
     /// a request made then waits for it (one whose timeout passed meanwhile ends at once).
     /// `ErrSendBufferFull` when it would pass the send budget (`max_unsent_bytes`): nothing
-    /// was taken.
+    /// was taken. `ErrInvalidArgument` for `null` data (gomuks handlers dereference it) and,
+    /// over the websocket, for a request over the backend's 1 MiB limit for one message.
     pub fn request(&self, command: &str, data: &[u8]) -> Result<i64, Error> {
         self.req.submit(command, data, None, ReplyTo::Event)
     }
@@ -590,12 +591,22 @@ impl Requester {
             return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
         }
         if !data.is_empty() {
-            serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {
+            let v = serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {
                 Error::new(
                     Status::ErrInvalidUtf8,
                     format!("request data is not JSON: {e}"),
                 )
             })?;
+            // gomuks reads `null` into a nil parameter struct, which the command's handler
+            // then dereferences: the websocket backend closes the connection (1011), failing
+            // every request in flight, and libgomuksffi takes the app's process down.
+            if v.get() == "null" {
+                return Err(Error::new(
+                    Status::ErrInvalidArgument,
+                    "request data is null: gomuks commands take an object ({} or no data for \
+                     none; listen_to_device takes a bool)",
+                ));
+            }
         }
         Ok(())
     }
@@ -629,7 +640,18 @@ impl Requester {
         // The deadline counts from the app's call, whatever the session is doing meanwhile.
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(self.cfg.request_timeout);
         let id = self.ids.next();
-        let message = self.budget.take(encode(id))?;
+        let message = encode(id);
+        if let Some(limit) = self.cfg.max_request_bytes().filter(|l| message.len() > *l) {
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                format!(
+                    "request of {} bytes is over the backend's {limit}-byte limit for one \
+                     message (it would close the connection)",
+                    message.len()
+                ),
+            ));
+        }
+        let message = self.budget.take(message)?;
         self.send(Command::Request(Request {
             id,
             message,

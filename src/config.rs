@@ -179,6 +179,15 @@ const HANDSHAKE_HEADERS: [&str; 9] = [
 /// The rwws server closes connections that have not pinged for this long (spec §2.7).
 pub(crate) const RWWS_SERVER_PING_LIMIT: Duration = Duration::from_secs(30);
 
+/// The gomuks backend closes a websocket that sent no message for this long (4002 "Ping
+/// timeout", checked once a minute: gomuks-rpc.md §8).
+pub(crate) const GOMUKS_SERVER_PING_LIMIT: Duration = Duration::from_secs(60);
+
+/// The largest message the gomuks backend reads from its websocket (`SetReadLimit` in
+/// `pkg/gomuks/websocket.go`); a larger one makes it close the connection with 1009, failing
+/// every request in flight, not only that one.
+pub(crate) const GOMUKS_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// The longest timeout, interval or backoff a configuration or request takes: the C API's
 /// `u32` milliseconds (about 49.7 days). Longer ones (`Duration::MAX` for "never") would
 /// overflow the runtime's clock arithmetic; they are refused instead.
@@ -238,6 +247,15 @@ impl Config {
     /// How the client reaches its backend.
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// The largest request message the backend takes: the gomuks websocket's read limit;
+    /// none in process.
+    pub(crate) fn max_request_bytes(&self) -> Option<usize> {
+        match (self.protocol, &self.transport) {
+            (Protocol::Gomuks, Transport::Websocket) => Some(GOMUKS_MAX_REQUEST_BYTES),
+            _ => None,
+        }
     }
 }
 
@@ -347,8 +365,9 @@ impl ConfigBuilder {
         self.compression = on;
         self
     }
-    /// Interval between keepalive pings (default gomuks 15 s; rwws 10 s, and it must stay
-    /// below the server's 30 s limit).
+    /// Interval between keepalive pings (default gomuks 15 s, and over the websocket it must
+    /// stay below the backend's 60 s limit; rwws 10 s, and it must stay below the server's
+    /// 30 s limit).
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.ping_interval = Some(d);
         self
@@ -766,6 +785,15 @@ impl ConfigBuilder {
         if self.protocol == Protocol::Rwws && ping_interval >= RWWS_SERVER_PING_LIMIT {
             return Err(bad(
                 "rwws ping interval must stay below the server's 30 s limit",
+            ));
+        }
+        let websocket = matches!(self.transport, Transport::Websocket);
+        if self.protocol == Protocol::Gomuks
+            && websocket
+            && ping_interval >= GOMUKS_SERVER_PING_LIMIT
+        {
+            return Err(bad(
+                "gomuks ping interval must stay below the backend's 60 s limit",
             ));
         }
         if ms(self.request_timeout) == 0 || ms(self.connect_timeout) == 0 || ms(pong_timeout) == 0 {

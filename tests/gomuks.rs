@@ -781,6 +781,54 @@ async fn spec6_1_last_server_ts_gives_catchup() {
     close_and_drain(&c).await;
 }
 
+/// §10 (client→server limit: 1 MiB, larger closes with 1009): a request over the limit is
+/// refused at the call with ERR_INVALID_ARGUMENT and never sent, so the connection, and the
+/// request made before it, go on; one just under the limit is answered.
+#[tokio::test]
+async fn spec10_a_request_over_the_1_mib_read_limit_is_refused_at_the_call() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let string_of = |n: usize| format!("\"{}\"", "a".repeat(n - 2)).into_bytes();
+    let before = c.request("echo", b"{}").unwrap();
+    let e = c.request("echo", &string_of(1024 * 1024 + 1)).unwrap_err();
+    assert_eq!(e.status(), Status::ErrInvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("1048576-byte limit"),
+        "{}",
+        e.message()
+    );
+    // The envelope around the data takes well under 100 bytes.
+    let under = c.request("echo", &string_of(1024 * 1024 - 100)).unwrap();
+    let (first, skipped) = until(&c, |e| e.kind() == EventKind::Response).await;
+    assert_eq!((first.request_id(), first.status()), (before, Status::Ok));
+    let (last, more) = until(&c, |e| e.kind() == EventKind::Response).await;
+    assert_eq!((last.request_id(), last.status()), (under, Status::Ok));
+    assert_eq!(last.data().len(), 1024 * 1024 - 100);
+    let all: Vec<_> = skipped.iter().chain(&more).map(|e| e.kind()).collect();
+    assert!(!all.contains(&EventKind::Disconnected), "{all:?}");
+    close_and_drain(&c).await;
+}
+
+/// §3: `null` as a request's data is refused at the call: gomuks reads it into a nil
+/// parameter struct and the command's handler dereferences it (the backend closes the
+/// connection with 1011; in process the app's process would abort). Nothing is sent.
+#[tokio::test]
+async fn spec3_null_request_data_is_refused_at_the_call() {
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    for data in [&b"null"[..], b" null\n"] {
+        let e = c.request("mark_read", data).unwrap_err();
+        assert_eq!(e.status(), Status::ErrInvalidArgument, "{}", e.message());
+    }
+    // Nested nulls and other values are the backend's to judge.
+    let id = c.request("echo", br#"{"room_id":null}"#).unwrap();
+    let (r, _) = until(&c, |e| e.kind() == EventKind::Response).await;
+    assert_eq!((r.request_id(), r.status()), (id, Status::Ok));
+    close_and_drain(&c).await;
+}
+
 /// §8/§9: a client that stays silent past the server's ping timeout is closed with 4002 and
 /// reconnects; one that pings in time stays connected.
 #[tokio::test]

@@ -123,6 +123,10 @@ ffi_fn! {
     /// made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
     /// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
     /// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
+    /// `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `data` that is `null` (gomuks
+    /// handlers dereference it: the backend would close the connection), and over the
+    /// websocket for a request over the backend's 1 MiB limit for one message (it would close
+    /// the connection, failing every request in flight);
     /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken, no
     /// id written); `TETHER_ERR_STATE` after close. Any thread, including inside an event
     /// callback.

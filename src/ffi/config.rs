@@ -106,7 +106,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
-    /// receive timeout, and for rwws below the server's 30000 limit).
+    /// receive timeout, for a gomuks websocket below the backend's 60000 limit, and for rwws
+    /// below the server's 30000 limit).
     fn tether_config_set_ping_interval_ms(cfg: *mut tether_config, ms: u32) -> tether_status {
         edit(cfg, |b| Ok(b.ping_interval(millis(ms))))
     } ?= code
