@@ -42,6 +42,8 @@ public struct TetherOptions: Sendable {
     public var basicAuth: BasicAuth?
     /// gomuks: `compress=1` (raw deflate); on by default.
     public var compression: Bool?
+    /// Keepalive ping interval (default gomuks 15000, rwws 10000); below `receiveTimeoutMs`, and
+    /// below the server's limit: 60000 for a gomuks websocket, 30000 for rwws.
     public var pingIntervalMs: UInt32?
     /// Reconnect when nothing arrives for this long.
     public var receiveTimeoutMs: UInt32?

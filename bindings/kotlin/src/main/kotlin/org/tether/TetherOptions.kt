@@ -46,7 +46,10 @@ data class TetherOptions(
     val password: String? = null,
     /** gomuks: per-message raw deflate (default on). */
     val compression: Boolean = true,
-    /** Keepalive ping interval (default gomuks 15000, rwws 10000); below [receiveTimeoutMs]. */
+    /**
+     * Keepalive ping interval (default gomuks 15000, rwws 10000); below [receiveTimeoutMs], and
+     * below the server's limit: 60000 for a gomuks websocket, 30000 for rwws.
+     */
     val pingIntervalMs: Int? = null,
     /** Reconnect when nothing arrives this long (default gomuks 60000, rwws 20000, or more). */
     val receiveTimeoutMs: Int? = null,
