@@ -1104,8 +1104,9 @@ tether_status tether_config_set_compression(struct tether_config *cfg, bool on);
 
 /**
  * Keepalive ping interval in milliseconds (default gomuks 15000, rwws 10000; must be below the
- * receive timeout, for a gomuks websocket below the backend's 60000 limit, and for rwws
- * below the server's 30000 limit).
+ * receive timeout, and for rwws below the server's 30000 limit; a gomuks websocket that
+ * sends nothing else for 60000 ms is closed by the backend with 4002, so an interval of
+ * 60000 or more is logged as a warning at connect).
  */
 tether_status tether_config_set_ping_interval_ms(struct tether_config *cfg, uint32_t ms);
 

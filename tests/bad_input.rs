@@ -1278,12 +1278,6 @@ fn config_misuse() -> Vec<(&'static str, ConfigBuilder)> {
                 .receive_timeout(Duration::from_secs(40)),
         ),
         (
-            "config: gomuks ping interval at the backend's 60 s limit (4002 at a minute)",
-            g("ws://127.0.0.1/")
-                .ping_interval(Duration::from_secs(60))
-                .receive_timeout(Duration::from_secs(90)),
-        ),
-        (
             "config: token over plain ws:// to a non-loopback host",
             g("ws://192.0.2.1/").token("tok"),
         ),

@@ -259,6 +259,30 @@ async fn log_records_give_close_codes_and_timings() {
     wait_log(c.id(), "closed by the app (close code 1001)").await;
 }
 
+/// gomuks-rpc.md §8: a ping interval of 60 s or more is allowed (a test of the backend's 4002,
+/// an app whose requests keep the connection busy) but warned about when the client connects,
+/// since the backend closes a websocket that sent nothing for a minute; 59.999 s is not.
+#[tokio::test]
+async fn a_gomuks_ping_interval_past_the_backends_limit_is_warned_about() {
+    records();
+    let b = backend().await;
+    let text = "is not below the backend's 60 s limit";
+    for (ms, warned) in [(60_000, true), (59_999, false)] {
+        let c = client(&b, |c| {
+            c.ping_interval(Duration::from_millis(ms))
+                .receive_timeout(Duration::from_secs(120))
+        });
+        let recs = wait_log(c.id(), "connected in").await;
+        let found = recs.iter().find(|r| r.message.contains(text));
+        assert_eq!(
+            found.map(|r| r.level),
+            warned.then_some(LogLevel::Warn),
+            "{ms}"
+        );
+        close_and_drain(&c).await;
+    }
+}
+
 /// rwws-binary.md §2.7: a `3003` (the server saw this client's pings stall) is logged loudly,
 /// at WARN with what it means; another server close code that is retried stays at INFO.
 #[tokio::test]

@@ -1099,13 +1099,17 @@ mod tests {
     #[tokio::test]
     async fn rfc8305_4_a_client_reaches_a_dual_stack_backend_over_the_address_that_works() {
         use crate::{Client, EventKind};
-        let b = tether_testkit::gomuks::Backend::start(Default::default())
-            .await
-            .unwrap();
+        // Another test may hold the backend's port on 127.0.0.2: then a new backend.
+        let (b, silent) = loop {
+            let b = tether_testkit::gomuks::Backend::start(Default::default())
+                .await
+                .unwrap();
+            let port = b.addr().port();
+            if let Ok(silent) = tokio::net::TcpListener::bind(("127.0.0.2", port)).await {
+                break (b, silent);
+            }
+        };
         let port = b.addr().port();
-        let silent = tokio::net::TcpListener::bind(("127.0.0.2", port))
-            .await
-            .unwrap();
         let held = tokio::spawn(async move {
             let mut conns = Vec::new();
             while let Ok((c, _)) = silent.accept().await {
@@ -1119,7 +1123,8 @@ mod tests {
         let c = Client::new(
             Config::builder(&format!("http://dual-backend.test:{port}"))
                 .token(&b.token())
-                .connect_timeout(Duration::from_millis(300))
+                // Room for the second attempt's upgrade on a busy machine.
+                .connect_timeout(Duration::from_millis(1000))
                 .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
                 // The name is not loopback, though its addresses are.
                 .allow_insecure_credentials(true)
@@ -1137,7 +1142,7 @@ mod tests {
             if ev.kind() == EventKind::Disconnected {
                 let why = String::from_utf8_lossy(ev.data()).into_owned();
                 let stalled = format!(
-                    "no answer to the websocket upgrade from dual-backend.test:{port} in 300 ms"
+                    "no answer to the websocket upgrade from dual-backend.test:{port} in 1000 ms"
                 );
                 assert_eq!(why, stalled, "only the first attempt fails");
             }

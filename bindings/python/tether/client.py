@@ -1163,6 +1163,9 @@ class Client(ClientState):
         :raises ClientClosedError: the client is (or got) closed.
         :raises StateError: not possible on this client (rwws has no requests; or called
             inside ``on_event``, where replies cannot arrive: use :meth:`submit` there).
+        :raises InvalidArgumentError: ``data`` is the bytes ``null``, or over the websocket
+            the request is over the backend's 1 MiB limit for one message (which would
+            close the connection).
         """
         core = self._core
         if core.on_event is not None and core.on_delivery_thread():

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::Config;
+use crate::config::{Config, GOMUKS_SERVER_PING_LIMIT};
 use crate::event::{self, Event, EventKind};
 use crate::logging::tlog;
 use crate::queue::EventQueue;
@@ -229,6 +229,16 @@ impl Gomuks {
         queue: Arc<EventQueue>,
         probe: Probe,
     ) -> Result<Gomuks, Error> {
+        if cfg.ping_interval >= GOMUKS_SERVER_PING_LIMIT {
+            tlog!(
+                probe.client,
+                Warn,
+                "gomuks",
+                "the ping interval ({} ms) is not below the backend's 60 s limit: a connection \
+                 that sends nothing else is closed with 4002 after about a minute",
+                cfg.ping_interval.as_millis()
+            );
+        }
         // A configured token is renewed like a fetched one, from the expiry it carries (or
         // daily), so a long-running client never lets it expire.
         let renew_at = cfg

@@ -364,8 +364,10 @@ public final class TetherClient: @unchecked Sendable {
     /// Throws `.remote` with the server's error text, `.requestTimeout` after `timeout` (or
     /// the configured request timeout), `.disconnected` when the connection dropped before the
     /// reply (the outcome is unknown), `.clientClosed` when the client closed first, and
-    /// `.state` if the client was already closed or speaks rwws. Cancelling the task cancels
-    /// the request on the server and throws `CancellationError`.
+    /// `.state` if the client was already closed or speaks rwws; `.invalidArgument` for `null`
+    /// data or, over the websocket, a request over the backend's 1 MiB limit for one message
+    /// (which would close the connection). Cancelling the task cancels the request on the
+    /// server and throws `CancellationError`.
     public func request(_ command: String, data: Data = Data("{}".utf8), timeout: Duration? = nil)
         async throws -> Data
     {

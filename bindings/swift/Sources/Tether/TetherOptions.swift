@@ -43,7 +43,8 @@ public struct TetherOptions: Sendable {
     /// gomuks: `compress=1` (raw deflate); on by default.
     public var compression: Bool?
     /// Keepalive ping interval (default gomuks 15000, rwws 10000); below `receiveTimeoutMs`, and
-    /// below the server's limit: 60000 for a gomuks websocket, 30000 for rwws.
+    /// for rwws below the server's 30000 limit (a gomuks websocket sending nothing else for
+    /// 60000 is closed by the backend with 4002).
     public var pingIntervalMs: UInt32?
     /// Reconnect when nothing arrives for this long.
     public var receiveTimeoutMs: UInt32?

@@ -48,7 +48,8 @@ data class TetherOptions(
     val compression: Boolean = true,
     /**
      * Keepalive ping interval (default gomuks 15000, rwws 10000); below [receiveTimeoutMs], and
-     * below the server's limit: 60000 for a gomuks websocket, 30000 for rwws.
+     * for rwws below the server's 30000 limit (a gomuks websocket sending nothing else for
+     * 60000 is closed by the backend with 4002).
      */
     val pingIntervalMs: Int? = null,
     /** Reconnect when nothing arrives this long (default gomuks 60000, rwws 20000, or more). */
