@@ -14,23 +14,35 @@
  *  - Everything the library returns by pointer is freed with its own tether_*_free,
  *    exactly once. Every free function accepts NULL. Borrowed pointers (event command
  *    and data, status strings) must not be freed.
- *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing.
+ *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing (also
+ *    when another argument is wrong too). The event accessors answer a NULL event with the
+ *    value each names. A function taking a destroy(ctx) says whether a call that fails
+ *    runs it.
  *
  * THREADS
+ *  - Any function may be called from any thread unless its comment says otherwise.
  *  - The library runs its network I/O on its own threads ("tether-io-*"). No function
- *    blocks on the network; only tether_client_poll and tether_client_poll_batch wait,
- *    and only up to their timeout.
- *  - A tether_client may be used from several threads at once, except that
- *    tether_client_free must not race any other call on the same client.
- *    A tether_config and a tether_batch must not be used from two threads at once.
+ *    blocks on the network. These wait: tether_client_poll and tether_client_poll_batch,
+ *    up to their timeout; tether_client_free, for a running event callback of that client
+ *    (unless called from it) and for a running call of its proxy resolver;
+ *    tether_set_log_callback, for the log thread to let go of the old callback; and the
+ *    tether_store_* calls, briefly, while the library applies received events.
+ *  - A tether_client and a tether_store may be used from several threads at once, except
+ *    that their free must not race any other call on the same handle. A tether_config, a
+ *    tether_batch and a tether_settings must not be used from two threads at once. An
+ *    event may be read from several threads at once and freed from any thread, once; an
+ *    event lent to a callback only until the callback returns.
  *  - Events are consumed in one of two modes, chosen by the first call that consumes:
  *    poll mode (tether_client_poll, tether_client_poll_batch, tether_client_event_fd) or
  *    callback mode (tether_client_set_event_callback). Mixing them returns
  *    TETHER_ERR_WRONG_MODE.
  *  - Callback mode runs every callback on one dispatcher thread per client
  *    ("tether-dispatch"): serialised, in event order, never on an I/O thread. The
- *    callback may call tether_client_request, _cancel, _close, _close_keep_resume and
- *    even _free on its own client. destroy(ctx) runs exactly once, after the last callback.
+ *    callback may call any function but the poll-mode ones on its own client (request,
+ *    cancel, close, close_keep_resume, pause, the store's calls, even _free) and on others.
+ *    Freeing another client waits for that client's running callback, so two callbacks
+ *    that free each other's clients wait for each other for ever. destroy(ctx) runs
+ *    exactly once, after the last callback.
  *  - The log callback (tether_set_log_callback) is process-wide and runs on one more
  *    library thread ("tether-log"), so a slow callback drops records, never stalls I/O.
  *  - After fork(), every tether_* call in the child returns TETHER_ERR_FORKED (or the
@@ -318,8 +330,10 @@ typedef struct tether_settings tether_settings;
 /**
  * A store attached to one gomuks client: room list, timelines, state, receipts and local
  * echo, kept from the client's events. Create with `tether_store_new`, free with
- * `tether_store_free`. Every function may be called from any thread, at the same time;
- * the store may outlive its client (reads keep working, actions fail with
+ * `tether_store_free`. Every function may be called from any thread, at the same time,
+ * except `tether_store_free`, which must not race any other call on the store. The actions
+ * write their request id to `out_request_id`, which must not be NULL (`TETHER_ERR_NULL`,
+ * nothing sent). The store may outlive its client (reads keep working, actions fail with
  * `TETHER_ERR_STATE`).
  */
 typedef struct tether_store tether_store;
@@ -612,8 +626,8 @@ typedef struct tether_stats {
 #define TETHER_ERR_WRONG_MODE (-5)
 
 /**
- * An internal panic was caught. Inside a call on a handle: that handle refuses every
- * later call (free still works). In a client's session task: each request in flight
+ * An internal panic was caught. Inside a call on a client: the client refuses every
+ * later call (free still works); on another handle, only that call failed. In a client's session task: each request in flight
  * gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
  * status, then come a DISCONNECTED of this status and CLOSED,
  * all taken as usual; the client's state is CLOSED, later requests and sends fail with
@@ -872,7 +886,9 @@ tether_status tether_client_connect(struct tether_client *c);
 tether_status tether_client_request(struct tether_client *c, const char *command, const uint8_t *data, size_t len, int64_t *out_request_id);
 
 /**
- * `tether_client_request` with its own timeout in milliseconds (must be positive).
+ * `tether_client_request` with its own timeout in milliseconds (must be positive:
+ * `TETHER_ERR_INVALID_ARGUMENT` for 0); otherwise exactly as `tether_client_request`
+ * (`out_request_id` may be NULL; any thread, including inside an event callback).
  */
 tether_status tether_client_request_with_timeout(struct tether_client *c, const char *command, const uint8_t *data, size_t len, uint32_t timeout_ms, int64_t *out_request_id);
 
@@ -933,7 +949,8 @@ tether_status tether_client_send_packet(struct tether_client *c, const uint8_t *
  * `tether_event_free`; `TETHER_TIMEOUT` if none arrived; `TETHER_CLOSED` once the CLOSED event
  * has been taken (every later call too). Puts the client in poll mode
  * (`TETHER_ERR_WRONG_MODE` if a callback is set). Any thread; concurrent pollers each get
- * different events.
+ * different events. The event owns what it carries and stays valid after
+ * `tether_client_free`.
  */
 tether_status tether_client_poll(struct tether_client *c, int32_t timeout_ms, struct tether_event **out);
 
@@ -1256,7 +1273,9 @@ tether_status tether_config_add_pin_sha256(struct tether_config *cfg, const char
  * certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
  * error messages. A server that refuses the certificate ends the client with
  * `TETHER_ERR_CERTIFICATE`. It needs a `wss://`/`https://` URL (`TETHER_ERR_CONFIG`
- * otherwise): it is shown only to the server, never to a proxy. Default: none.
+ * otherwise): it is shown only to the server, never to a proxy. Default: none. NULL with
+ * a length is `TETHER_ERR_NULL`; empty PEM data (NULL with length 0 included) is
+ * `TETHER_ERR_INVALID_ARGUMENT`.
  */
 tether_status tether_config_set_client_cert_pem(struct tether_config *cfg, const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len);
 
@@ -1428,7 +1447,8 @@ int64_t tether_event_rtt_us(const struct tether_event *ev);
 int64_t tether_event_acked_id(const struct tether_event *ev);
 
 /**
- * PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date.
+ * PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date; 0 for
+ * other kinds and NULL.
  */
 int64_t tether_event_server_time_ms(const struct tether_event *ev);
 
@@ -1452,7 +1472,8 @@ bool tether_event_resume_attempted(const struct tether_event *ev);
 uint32_t tether_event_resume_outcome(const struct tether_event *ev);
 
 /**
- * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise.
+ * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise
+ * and for NULL.
  */
 uint32_t tether_event_attempt(const struct tether_event *ev);
 
@@ -1563,7 +1584,8 @@ tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const u
  * client ends without having written (a close while offline, a stop for good such as a
  * 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
  * `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
- * if it would pass `max_unsent_bytes` (nothing taken). Any thread.
+ * if it would pass `max_unsent_bytes` (nothing taken). `s` is read during the call only
+ * (free or reuse it afterwards; no other thread may change it meanwhile). Any thread.
  */
 tether_status tether_client_send_settings(struct tether_client *c, const struct tether_settings *s);
 

@@ -229,14 +229,16 @@ ffi_fn! {
 }
 
 fn new_batch(max_events: usize, lends: bool, out: *mut *mut tether_batch) -> tether_status {
-    if max_events == 0 {
-        return fail(Error::new(
-            Status::ErrInvalidArgument,
-            "max_events must be positive",
-        ));
-    }
-    status_of(out_arg(out, "out").map(|o| {
+    // NULL first, as everywhere: a NULL is TETHER_ERR_NULL whatever else is wrong.
+    status_of(out_arg(out, "out").and_then(|o| {
+        if max_events == 0 {
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                "max_events must be positive",
+            ));
+        }
         *o = Box::into_raw(Box::new(tether_batch::new(max_events, lends)));
+        Ok(())
     }))
 }
 

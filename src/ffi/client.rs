@@ -142,7 +142,9 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// `tether_client_request` with its own timeout in milliseconds (must be positive).
+    /// `tether_client_request` with its own timeout in milliseconds (must be positive:
+    /// `TETHER_ERR_INVALID_ARGUMENT` for 0); otherwise exactly as `tether_client_request`
+    /// (`out_request_id` may be NULL; any thread, including inside an event callback).
     client fn tether_client_request_with_timeout(
         c: *mut tether_client,
         command: *const c_char,
@@ -293,7 +295,8 @@ ffi_fn! {
     /// `tether_event_free`; `TETHER_TIMEOUT` if none arrived; `TETHER_CLOSED` once the CLOSED event
     /// has been taken (every later call too). Puts the client in poll mode
     /// (`TETHER_ERR_WRONG_MODE` if a callback is set). Any thread; concurrent pollers each get
-    /// different events.
+    /// different events. The event owns what it carries and stays valid after
+    /// `tether_client_free`.
     client fn tether_client_poll(
         c: *mut tether_client,
         timeout_ms: i32,

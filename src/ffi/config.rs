@@ -326,7 +326,9 @@ ffi_fn! {
     /// certificate (`TETHER_ERR_CONFIG`). The key is a secret: it never appears in logs or
     /// error messages. A server that refuses the certificate ends the client with
     /// `TETHER_ERR_CERTIFICATE`. It needs a `wss://`/`https://` URL (`TETHER_ERR_CONFIG`
-    /// otherwise): it is shown only to the server, never to a proxy. Default: none.
+    /// otherwise): it is shown only to the server, never to a proxy. Default: none. NULL with
+    /// a length is `TETHER_ERR_NULL`; empty PEM data (NULL with length 0 included) is
+    /// `TETHER_ERR_INVALID_ARGUMENT`.
     fn tether_config_set_client_cert_pem(
         cfg: *mut tether_config,
         cert: *const u8,

@@ -135,7 +135,8 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date.
+    /// PONG (rwws): the server's unix time in milliseconds, 0 if absent or not a date; 0 for
+    /// other kinds and NULL.
     fn tether_event_server_time_ms(ev: *const tether_event) -> i64 {
         field(ev, 0, |e| e.server_time_ms())
     } ?= |_| 0
@@ -165,7 +166,8 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise.
+    /// CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise
+    /// and for NULL.
     fn tether_event_attempt(ev: *const tether_event) -> u32 {
         field(ev, 0, |e| e.attempt())
     } ?= |_| 0

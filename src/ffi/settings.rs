@@ -52,7 +52,8 @@ ffi_fn! {
     /// client ends without having written (a close while offline, a stop for good such as a
     /// 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
     /// `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
-    /// if it would pass `max_unsent_bytes` (nothing taken). Any thread.
+    /// if it would pass `max_unsent_bytes` (nothing taken). `s` is read during the call only
+    /// (free or reuse it afterwards; no other thread may change it meanwhile). Any thread.
     client fn tether_client_send_settings(
         c: *mut tether_client,
         s: *const tether_settings,

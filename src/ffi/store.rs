@@ -11,8 +11,10 @@ use super::tether_status;
 
 /// A store attached to one gomuks client: room list, timelines, state, receipts and local
 /// echo, kept from the client's events. Create with `tether_store_new`, free with
-/// `tether_store_free`. Every function may be called from any thread, at the same time;
-/// the store may outlive its client (reads keep working, actions fail with
+/// `tether_store_free`. Every function may be called from any thread, at the same time,
+/// except `tether_store_free`, which must not race any other call on the store. The actions
+/// write their request id to `out_request_id`, which must not be NULL (`TETHER_ERR_NULL`,
+/// nothing sent). The store may outlive its client (reads keep working, actions fail with
 /// `TETHER_ERR_STATE`).
 pub struct tether_store {
     store: Store,

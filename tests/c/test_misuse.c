@@ -725,6 +725,9 @@ static void test_batch_misuse_keeps_outputs(void) {
     tether_batch *b = sentinel;
     CHECK_FAILS(tether_batch_new(0, &b), TETHER_ERR_INVALID_ARGUMENT, "max_events");
     CHECK(b == sentinel);
+    /* A NULL output is TETHER_ERR_NULL whatever else is wrong, as everywhere. */
+    CHECK_FAILS(tether_batch_new(0, NULL), TETHER_ERR_NULL, "out");
+    CHECK_FAILS(tether_batch_new_lending(0, NULL), TETHER_ERR_NULL, "out");
     CHECK_OK(tether_batch_new(1, &b));
     /* An empty batch views as 0 entries with non-NULL pointers. */
     const tether_batch_entry *e = NULL;
