@@ -14,9 +14,8 @@
  *  - Everything the library returns by pointer is freed with its own tether_*_free,
  *    exactly once. Every free function accepts NULL. Borrowed pointers (event command
  *    and data, status strings) must not be freed.
- *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing (also
- *    when another argument is wrong too). The event accessors answer a NULL event with the
- *    value each names. A function taking a destroy(ctx) says whether a call that fails
+ *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing. The
+ *    event accessors answer a NULL event with the value each names. A function taking a destroy(ctx) says whether a call that fails
  *    runs it.
  *
  * THREADS
