@@ -249,6 +249,36 @@ async fn reconnect_cue_in_backoff_connects_now() {
     close_and_drain(&c).await;
 }
 
+/// Cues in quick succession (a flapping network's callbacks) while the probe's ping awaits its
+/// pong send no second ping: that ping's answer is the verdict they ask for. One PONG comes,
+/// and the link stays up.
+#[tokio::test]
+async fn reconnect_cues_while_a_probe_awaits_its_pong_send_one_ping() {
+    let b = backend().await;
+    let proxy = Proxy::start(b.addr()).await.unwrap();
+    let c = client_at(&format!("http://{}", proxy.addr()), &b.token(), |c| {
+        c.ping_interval(Duration::from_secs(25))
+            .pong_timeout(Duration::from_secs(5))
+    });
+    until_command(&c, "init_complete").await;
+    // Every chunk through the proxy waits 300 ms: the pong cannot beat the other cues.
+    proxy.set_delay(Duration::from_millis(300));
+    for _ in 0..20 {
+        c.reconnect_now().unwrap();
+    }
+    until_kind(&c, EventKind::Pong).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rest = Vec::new();
+    c.drain(&mut rest, 1000);
+    let kinds: Vec<EventKind> = rest.iter().map(|e| e.kind()).collect();
+    // At most one more: a message arriving between two cues answers the first probe, and
+    // the next cue then probes anew. Without this, each of the 20 cues sent its own ping.
+    let pongs = kinds.iter().filter(|k| **k == EventKind::Pong).count();
+    assert!(pongs <= 1, "{} pings for 20 cues: {kinds:?}", pongs + 1);
+    assert!(!kinds.contains(&EventKind::Disconnected), "{kinds:?}");
+    close_and_drain(&c).await;
+}
+
 /// The cue on a link that went silent: the probe goes unanswered within the pong timeout
 /// and the client reconnects at once (no backoff), resuming.
 #[tokio::test]

@@ -599,16 +599,22 @@ impl<D: Dialect> Supervisor<D> {
                             break End::Paused { code, reason };
                         }
                         Flow::Reconnect => {
-                            // A ping now; the deadline below turns its silence into a reconnect.
-                            let (m, at) = self.ping(&mut pings);
-                            // A ping already awaiting its pong gives the verdict the probe asks
-                            // for, no later than the new one would.
-                            due = Some(match due.take() {
-                                Some(d) => Due { probe: true, ..d },
-                                None => self.due(at, &uplink, outbox, true),
-                            });
                             tlog!(self.book.probe.client, Info, "session", "the app asked to check the connection: probing");
-                            outbox.push(Out::Control(m));
+                            due = Some(match due.take() {
+                                // A ping already awaiting its pong gives the verdict the probe
+                                // asks for, no later than a new one would: no second ping, so
+                                // cues in quick succession (a flapping network) send one.
+                                Some(d) => Due { probe: true, ..d },
+                                // A ping now; the deadline below turns its silence into a
+                                // reconnect.
+                                None => {
+                                    let (m, at) = self.ping(&mut pings);
+                                    // Tracked before it is queued: its place is the next one.
+                                    let d = self.due(at, &uplink, outbox, true);
+                                    outbox.push(Out::Control(m));
+                                    d
+                                }
+                            });
                         }
                     }
                 }
