@@ -23,11 +23,15 @@
  *  - The library runs its network I/O on its own threads ("tether-io-*"). No function
  *    blocks on the network. These wait: tether_client_poll and tether_client_poll_batch,
  *    up to their timeout; tether_client_free, for a running event callback of that client
- *    (unless called from it) and for a running call of its proxy resolver;
- *    tether_set_log_callback, for the log thread to let go of the old callback; and the
- *    tether_store_* calls, briefly, while the library applies received events.
+ *    and its destroy(ctx) (unless called from it) and for a running call of its proxy
+ *    resolver; tether_client_connect, while it reads the OS trust store (use_os_trust) or
+ *    loads the in-process library, and close, close_keep_resume and tether_store_new on
+ *    that client meanwhile; tether_set_log_callback, for the log thread to let go of the
+ *    old callback; and the tether_store_* calls, while received events are applied (the
+ *    first sync may take a while) or another call on the same store runs.
  *  - A tether_client and a tether_store may be used from several threads at once, except
- *    that their free must not race any other call on the same handle. A tether_config, a
+ *    that their free must not race any other call on the same handle (but a client's own
+ *    event callback may be inside a call: free waits for it). A tether_config, a
  *    tether_batch and a tether_settings must not be used from two threads at once. An
  *    event may be read from several threads at once and freed from any thread, once; an
  *    event lent to a callback only until the callback returns.
@@ -625,8 +629,9 @@ typedef struct tether_stats {
 #define TETHER_ERR_WRONG_MODE (-5)
 
 /**
- * An internal panic was caught. Inside a call on a client: the client refuses every
- * later call (free still works); on another handle, only that call failed. In a client's session task: each request in flight
+ * An internal panic was caught. Inside a call on a client: every later call that takes
+ * that `tether_client` is refused (free still works; a store attached to it keeps
+ * working); on another handle, only that call failed. In a client's session task: each request in flight
  * gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
  * status, then come a DISCONNECTED of this status and CLOSED,
  * all taken as usual; the client's state is CLOSED, later requests and sends fail with
@@ -1471,8 +1476,8 @@ bool tether_event_resume_attempted(const struct tether_event *ev);
 uint32_t tether_event_resume_outcome(const struct tether_event *ev);
 
 /**
- * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise
- * and for NULL.
+ * CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1 (0 for the
+ * DISCONNECTED of an internal panic). 0 otherwise and for NULL.
  */
 uint32_t tether_event_attempt(const struct tether_event *ev);
 

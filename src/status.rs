@@ -28,8 +28,9 @@ pub enum Status {
     ErrState = -4,
     /// Poll mode and callback mode were mixed.
     ErrWrongMode = -5,
-    /// An internal panic was caught. Inside a call on a client: the client refuses every
-    /// later call (free still works); on another handle, only that call failed. In a client's session task: each request in flight
+    /// An internal panic was caught. Inside a call on a client: every later call that takes
+    /// that `tether_client` is refused (free still works; a store attached to it keeps
+    /// working); on another handle, only that call failed. In a client's session task: each request in flight
     /// gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
     /// status, then come a DISCONNECTED of this status and CLOSED,
     /// all taken as usual; the client's state is CLOSED, later requests and sends fail with

@@ -166,8 +166,8 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1. 0 otherwise
-    /// and for NULL.
+    /// CONNECTING, CONNECTED, DISCONNECTED: the connection attempt number, from 1 (0 for the
+    /// DISCONNECTED of an internal panic). 0 otherwise and for NULL.
     fn tether_event_attempt(ev: *const tether_event) -> u32 {
         field(ev, 0, |e| e.attempt())
     } ?= |_| 0
