@@ -488,12 +488,7 @@ async fn rfc8305_5_a_login_that_never_connects_names_the_address() {
 async fn a_server_silent_after_the_connect_is_named_with_the_step() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = silent.accept().await {
-            conns.push(c);
-        }
-    });
+    let held = tether_testkit::blackhole::hold_silently(silent);
     for (scheme, step) in [
         ("wss", "the TLS handshake"),
         ("ws", "the websocket upgrade"),

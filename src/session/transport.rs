@@ -1027,12 +1027,7 @@ mod tests {
                 break (silent, other);
             }
         };
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = silent.accept().await {
-                conns.push(c);
-            }
-        });
+        let held = tether_testkit::blackhole::hold_silently(silent);
         resolving(
             name,
             &["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()],
@@ -1110,12 +1105,7 @@ mod tests {
             }
         };
         let port = b.addr().port();
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = silent.accept().await {
-                conns.push(c);
-            }
-        });
+        let held = tether_testkit::blackhole::hold_silently(silent);
         resolving(
             "dual-backend.test",
             &["127.0.0.2".parse().unwrap(), b.addr().ip()],

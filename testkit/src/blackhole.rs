@@ -41,3 +41,15 @@ impl BlackHole {
         self.listener.local_addr().expect("bound listener")
     }
 }
+
+/// Takes every TCP connection on `listener` and never says a word, holding each open until the
+/// returned task is aborted: a stuck TLS terminator, a proxy in front of a dead backend, a
+/// path that lets the TCP handshake through and nothing after it.
+pub fn hold_silently(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    })
+}
