@@ -631,11 +631,11 @@ typedef struct tether_stats {
 /**
  * An internal panic was caught. Inside a call on a client: every later call that takes
  * that `tether_client` is refused (free still works; a store attached to it keeps
- * working); on another handle, only that call failed. In a client's session task: each request in flight
- * gets a RESPONSE of this status and each rwws packet not yet written an UNSENT of this
- * status, then come a DISCONNECTED of this status and CLOSED,
- * all taken as usual; the client's state is CLOSED, later requests and sends fail with
- * this status, and its statistics and resume state still answer.
+ * working); on another handle, only that call failed. In a client's session task: each
+ * request in flight gets a RESPONSE of this status and each rwws packet not yet written
+ * an UNSENT of this status, then come a DISCONNECTED of this status and CLOSED, all
+ * taken as usual; the client's state is CLOSED, later requests and sends fail with this
+ * status, and its statistics and resume state still answer.
  */
 #define TETHER_ERR_PANIC (-6)
 

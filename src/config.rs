@@ -548,7 +548,8 @@ impl ConfigBuilder {
     /// `REQUEST_METHOD` is set: in a CGI program a request header sets `HTTP_PROXY`), then
     /// `all_proxy` / `ALL_PROXY`, minus the hosts in `no_proxy` / `NO_PROXY` (comma list:
     /// domain suffixes, IPs, networks, `*`) and minus loopback hosts, which are never proxied
-    /// from the environment. [`ConfigBuilder::build`] rejects a URL it cannot use without echoing it.
+    /// from the environment. [`ConfigBuilder::build`] rejects a URL it cannot use without
+    /// echoing it.
     pub fn proxy(mut self, url: &str) -> Self {
         self.proxy = ProxyChoice::from_setting(url);
         self

@@ -10,7 +10,8 @@
 //!   `https_proxy`/`HTTPS_PROXY` for `wss://`/`https://`, `http_proxy`/`HTTP_PROXY` for
 //!   `ws://`/`http://`, then `all_proxy`/`ALL_PROXY`; the lower-case name wins, an empty value
 //!   counts as unset, and `http_proxy`/`HTTP_PROXY` are ignored when `REQUEST_METHOD` is set
-//!   (a CGI program, where a request's `Proxy:` header sets `HTTP_PROXY`). `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
+//!   (a CGI program, where a request's `Proxy:` header sets `HTTP_PROXY`).
+//!   `no_proxy`/`NO_PROXY` (lower case first) lists hosts to reach directly:
 //!   comma-separated, `*` for all, a domain matches itself and its subdomains (a leading `.`
 //!   is ignored), an IP address matches itself, `a.b.c.d/n` and `v6/n` (or `[v6]/n`) match a
 //!   network; `name:port`, `a.b.c.d:port` and `[v6]:port` match that port only (the URL's,
