@@ -15,8 +15,8 @@
  *    exactly once. Every free function accepts NULL. Borrowed pointers (event command
  *    and data, status strings) must not be freed.
  *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing. The
- *    event accessors answer a NULL event with the value each names. A function taking a destroy(ctx) says whether a call that fails
- *    runs it.
+ *    event accessors answer a NULL event with the value each names. A function taking a
+ *    destroy(ctx) says whether a call that fails runs it.
  *
  * THREADS
  *  - Any function may be called from any thread unless its comment says otherwise.

@@ -98,8 +98,8 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * [DisconnectedException], [ClientClosedException] (after close), [StateException] (once
      * the server ended the client, or an rwws client), [InvalidArgumentException] (data is not
      * JSON, is `null`, or over the websocket makes a request over the backend's 1 MiB limit for
-     * one message, which would close the connection). Cancelling the coroutine cancels the request on the server and keeps nothing of
-     * it.
+     * one message, which would close the connection). Cancelling the coroutine cancels the
+     * request on the server and keeps nothing of it.
      */
     suspend fun request(command: String, data: String = "{}", timeoutMs: Int? = null): String {
         checkTimeout(timeoutMs)
