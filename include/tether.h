@@ -16,7 +16,9 @@
  *    and data, status strings) must not be freed.
  *  - A NULL where a pointer is required returns TETHER_ERR_NULL and changes nothing. The
  *    event accessors answer a NULL event with the value each names. A function taking a
- *    destroy(ctx) says whether a call that fails runs it.
+ *    destroy(ctx) owns ctx from the call on: destroy(ctx) runs exactly once whatever the
+ *    call returns (on failure at once, on the calling thread, before the call returns),
+ *    except TETHER_ERR_FORKED, where nothing is called and ctx stays the app's.
  *
  * THREADS
  *  - Any function may be called from any thread unless its comment says otherwise.
@@ -977,9 +979,12 @@ int tether_client_event_fd(const struct tether_client *c);
  * thread after the last callback: after the CLOSED event, or when the client is freed.
  * Inside `cb` you may call `tether_client_request`, `_cancel`, `_close` and `_free` on this
  * client; do not block for long, since events wait behind the callback. On failure nothing is
- * started and `destroy` is not called. `TETHER_ERR_NULL` if `cb` is NULL;
- * `TETHER_ERR_WRONG_MODE` after poll mode was used; `TETHER_ERR_STATE` if a callback is
- * already set.
+ * started and `destroy(ctx)` runs at once, on the calling thread, before this returns: as
+ * for every function taking a `destroy`, it runs exactly once whatever the call returns,
+ * except `TETHER_ERR_FORKED` (nothing is called; `ctx` stays the app's).
+ * `TETHER_ERR_NULL` if `c` or `cb` is NULL; `TETHER_ERR_WRONG_MODE` after poll mode was
+ * used; `TETHER_ERR_STATE` if a callback is already set; `TETHER_ERR_PANIC` for a
+ * client an internal panic poisoned.
  */
 tether_status tether_client_set_event_callback(struct tether_client *c, tether_event_cb cb, void *ctx, tether_destroy_cb destroy);
 

@@ -10,11 +10,11 @@ use crate::queue::{Batch, Pop};
 use crate::status::{Error, Status};
 
 use super::boundary::{
-    bytes_arg, code, fail, free_handle, install_fork_guard, out_arg, status_of, str_arg,
-    timeout_arg, Handle,
+    bytes_arg, code, fail, free_handle, handle_boundary, install_fork_guard, out_arg, status_of,
+    str_arg, timeout_arg, Handle,
 };
 use super::config::tether_config;
-use super::dispatch::{tether_destroy_cb, tether_event_cb, Dispatcher};
+use super::dispatch::{tether_destroy_cb, tether_event_cb, AppCtx, Dispatcher};
 use super::event::tether_event;
 use super::readiness::Readiness;
 use super::tether_status;
@@ -392,25 +392,26 @@ ffi_fn! {
     /// thread after the last callback: after the CLOSED event, or when the client is freed.
     /// Inside `cb` you may call `tether_client_request`, `_cancel`, `_close` and `_free` on this
     /// client; do not block for long, since events wait behind the callback. On failure nothing is
-    /// started and `destroy` is not called. `TETHER_ERR_NULL` if `cb` is NULL;
-    /// `TETHER_ERR_WRONG_MODE` after poll mode was used; `TETHER_ERR_STATE` if a callback is
-    /// already set.
-    client fn tether_client_set_event_callback(
+    /// started and `destroy(ctx)` runs at once, on the calling thread, before this returns: as
+    /// for every function taking a `destroy`, it runs exactly once whatever the call returns,
+    /// except `TETHER_ERR_FORKED` (nothing is called; `ctx` stays the app's).
+    /// `TETHER_ERR_NULL` if `c` or `cb` is NULL; `TETHER_ERR_WRONG_MODE` after poll mode was
+    /// used; `TETHER_ERR_STATE` if a callback is already set; `TETHER_ERR_PANIC` for a
+    /// client an internal panic poisoned.
+    fn tether_client_set_event_callback(
         c: *mut tether_client,
         cb: tether_event_cb,
         ctx: *mut c_void,
         destroy: tether_destroy_cb,
-    ) -> tether_status |h| {
-        status_of(set_callback(h, cb, ctx, destroy))
+    ) -> tether_status {
+        // Owned before the client is looked at, so that a NULL or poisoned client gives the
+        // context back too (the closure holding it is dropped unrun).
+        let ctx = AppCtx::new(ctx, destroy);
+        handle_boundary(c, code, move |h| status_of(set_callback(h, cb, ctx)))
     } ?= code
 }
 
-fn set_callback(
-    h: &tether_client,
-    cb: tether_event_cb,
-    ctx: *mut c_void,
-    destroy: tether_destroy_cb,
-) -> Result<(), Error> {
+fn set_callback(h: &tether_client, cb: tether_event_cb, ctx: AppCtx) -> Result<(), Error> {
     let cb = cb.ok_or_else(|| Error::new(Status::ErrNull, "callback is NULL"))?;
     let mut slot = lock(&h.dispatcher);
     if slot.is_some() {
@@ -420,7 +421,7 @@ fn set_callback(
         ));
     }
     h.claim(MODE_CALLBACK)?;
-    let d = Dispatcher::start(h.client.queue().clone(), cb, ctx, destroy).map_err(|e| {
+    let d = Dispatcher::start(h.client.queue().clone(), cb, ctx).map_err(|e| {
         h.mode.store(MODE_UNSET, Ordering::Release);
         Error::new(
             Status::ErrState,

@@ -8,7 +8,7 @@ use crate::config::{ConfigBuilder, Protocol};
 use crate::status::{Error, Status};
 
 use super::boundary::{bytes_arg, code, free_handle, out_arg, status_of, str_arg};
-use super::dispatch::tether_destroy_cb;
+use super::dispatch::{tether_destroy_cb, AppCtx};
 use super::tether_status;
 
 /// gomuks JSON RPC over `/_gomuks/websocket` (the default).
@@ -428,14 +428,8 @@ pub type tether_proxy_resolver_cb = Option<
 /// The app's resolver and its context; dropping the last copy runs `destroy`.
 struct AppResolver {
     cb: unsafe extern "C" fn(*mut c_void, *const c_char, *mut tether_proxy_answer) -> tether_status,
-    ctx: *mut c_void,
-    destroy: tether_destroy_cb,
+    ctx: AppCtx,
 }
-
-// SAFETY: the C contract lets the library call the resolver from any thread, at once from
-// several, and run `destroy` on whichever thread lets go of it last.
-unsafe impl Send for AppResolver {}
-unsafe impl Sync for AppResolver {}
 
 impl AppResolver {
     fn ask(&self, url: &str) -> Result<Option<String>, Error> {
@@ -443,7 +437,7 @@ impl AppResolver {
             .map_err(|_| Error::new(Status::ErrConnect, "the URL holds a NUL byte"))?;
         let mut answer = tether_proxy_answer { proxy: None };
         // SAFETY: the app registered `cb` for this call; `url` and `answer` outlive it.
-        let code = unsafe { (self.cb)(self.ctx, url.as_ptr(), &mut answer) };
+        let code = unsafe { (self.cb)(self.ctx.ptr(), url.as_ptr(), &mut answer) };
         if code == Status::Ok.code() {
             return Ok(answer.proxy);
         }
@@ -458,15 +452,6 @@ impl AppResolver {
             _ => Status::ErrConnect,
         };
         Err(Error::new(status, format!("it returned {code} ({what})")))
-    }
-}
-
-impl Drop for AppResolver {
-    fn drop(&mut self) {
-        if let Some(d) = self.destroy {
-            // SAFETY: destroy(ctx) runs exactly once, when nothing can call `cb` any more.
-            unsafe { d(self.ctx) };
-        }
     }
 }
 
@@ -496,13 +481,9 @@ ffi_fn! {
         ctx: *mut c_void,
         destroy: tether_destroy_cb,
     ) -> tether_status {
-        let app = cb.map(|cb| AppResolver { cb, ctx, destroy });
-        if app.is_none() {
-            if let Some(d) = destroy {
-                // SAFETY: the app passed `destroy` for `ctx`; it is never used again.
-                unsafe { d(ctx) };
-            }
-        }
+        let ctx = AppCtx::new(ctx, destroy);
+        // Without a resolver the context is the app's again, at once.
+        let app = cb.map(|cb| AppResolver { cb, ctx });
         edit(cfg, |b| {
             Ok(match app {
                 Some(app) => b.proxy_resolver_with_status(crate::proxy::Resolver::new(

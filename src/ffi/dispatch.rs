@@ -16,24 +16,55 @@ pub type tether_event_cb = Option<unsafe extern "C" fn(ctx: *mut c_void, ev: *co
 /// Called once with `ctx` after the last event callback.
 pub type tether_destroy_cb = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 
-/// The app's context pointer; the app promised it may be used from the dispatcher thread.
-struct Ctx(*mut c_void);
-// SAFETY: the C contract hands `ctx` to the dispatcher thread; the app owns its thread safety.
-unsafe impl Send for Ctx {}
+/// An app's `ctx` together with the `destroy` it passed for it: dropping this runs
+/// `destroy(ctx)`, so it runs exactly once, on whichever thread lets go. Every function that
+/// takes a `destroy` wraps its `ctx` in one first, so that every way the call can fail (a NULL
+/// or refused argument, a thread that would not start) gives the context back to the app the
+/// same way as the end of a successful registration does.
+pub(crate) struct AppCtx {
+    ctx: *mut c_void,
+    destroy: tether_destroy_cb,
+}
+
+// SAFETY: the C contract lets the library use `ctx` (and run `destroy`) on its own threads, and
+// call a callback with it from several threads where the function says so; the app owns
+// `ctx`'s thread safety.
+unsafe impl Send for AppCtx {}
+unsafe impl Sync for AppCtx {}
+
+impl AppCtx {
+    pub(crate) fn new(ctx: *mut c_void, destroy: tether_destroy_cb) -> AppCtx {
+        AppCtx { ctx, destroy }
+    }
+
+    /// The pointer to pass to the app's callbacks.
+    pub(crate) fn ptr(&self) -> *mut c_void {
+        self.ctx
+    }
+}
+
+impl Drop for AppCtx {
+    fn drop(&mut self) {
+        if let Some(d) = self.destroy {
+            // SAFETY: the app passed `destroy` for `ctx`; this is the one owner, so it runs
+            // once, and nothing calls a callback with `ctx` after it.
+            unsafe { d(self.ctx) };
+        }
+    }
+}
 
 pub(crate) struct Dispatcher {
     thread: Option<JoinHandle<()>>,
 }
 
 impl Dispatcher {
-    /// Starts the thread. On error nothing was started and `ctx` still belongs to the caller.
+    /// Starts the thread, which drops `ctx` (running its `destroy`) after the last callback.
+    /// On error nothing was started and `ctx` has been dropped.
     pub(crate) fn start(
         queue: Arc<EventQueue>,
         cb: unsafe extern "C" fn(*mut c_void, *const tether_event),
-        ctx: *mut c_void,
-        destroy: tether_destroy_cb,
+        ctx: AppCtx,
     ) -> std::io::Result<Dispatcher> {
-        let ctx = Ctx(ctx);
         let thread = std::thread::Builder::new()
             .name("tether-dispatch".into())
             .spawn(move || {
@@ -45,7 +76,7 @@ impl Dispatcher {
                             let ev = tether_event::wrap(ev);
                             // SAFETY: the app registered `cb` for this `ctx`; `ev` lives
                             // until after the call.
-                            unsafe { cb(ctx.0, &ev) };
+                            unsafe { cb(ctx.ptr(), &ev) };
                             if last {
                                 break;
                             }
@@ -54,10 +85,8 @@ impl Dispatcher {
                         Pop::Timeout => {}
                     }
                 }
-                if let Some(d) = destroy {
-                    // SAFETY: exactly once, after the last callback.
-                    unsafe { d(ctx.0) };
-                }
+                // destroy(ctx), after the last callback.
+                drop(ctx);
             })?;
         Ok(Dispatcher {
             thread: Some(thread),

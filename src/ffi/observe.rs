@@ -8,7 +8,7 @@ use crate::status::{Error, Status};
 
 use super::boundary::{code, out_arg, status_of};
 use super::client::tether_client;
-use super::dispatch::tether_destroy_cb;
+use super::dispatch::{tether_destroy_cb, AppCtx};
 use super::tether_status;
 
 /// One log record, lent to a `tether_log_cb` for the duration of the call.
@@ -37,12 +37,8 @@ pub type tether_log_cb =
 /// The app's callback and context, owned by the log thread; dropping it runs `destroy`.
 struct Hook {
     cb: unsafe extern "C" fn(*mut c_void, *const tether_log_record),
-    ctx: *mut c_void,
-    destroy: tether_destroy_cb,
+    ctx: AppCtx,
 }
-
-// SAFETY: the C contract hands `ctx` to the log thread; the library uses it nowhere else.
-unsafe impl Send for Hook {}
 
 impl Hook {
     fn call(&self, r: &LogRecord) {
@@ -60,16 +56,7 @@ impl Hook {
         };
         // A panic must not unwind through the app's frames, nor kill the log thread.
         // SAFETY: the app registered `cb` for exactly this call; `rec` outlives it.
-        let _ = std::panic::catch_unwind(|| unsafe { (self.cb)(self.ctx, &rec) });
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        if let Some(d) = self.destroy {
-            // SAFETY: destroy(ctx) runs exactly once, after the last record for this hook.
-            let _ = std::panic::catch_unwind(|| unsafe { d(self.ctx) });
-        }
+        let _ = std::panic::catch_unwind(|| unsafe { (self.cb)(self.ctx.ptr(), &rec) });
     }
 }
 
@@ -103,14 +90,12 @@ ffi_fn! {
         max_level: u32,
     ) -> tether_status {
         let level = LogLevel::from_u8(max_level.min(u32::from(u8::MAX)) as u8);
+        let ctx = AppCtx::new(ctx, destroy);
         let hook = match (cb, level) {
-            (Some(cb), Some(_)) => Some(Hook { cb, ctx, destroy }),
+            (Some(cb), Some(_)) => Some(Hook { cb, ctx }),
             _ => {
                 // Nothing to install: the context is the app's again, at once.
-                if let Some(d) = destroy {
-                    // SAFETY: the app passed `destroy` for `ctx`; it is never used again.
-                    unsafe { d(ctx) };
-                }
+                drop(ctx);
                 None
             }
         };

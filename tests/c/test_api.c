@@ -232,14 +232,18 @@ static void test_wrong_mode(void) {
     destroyed = 0;
     CHECK_STATUS(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy),
                  TETHER_ERR_WRONG_MODE);
+    CHECK(destroyed == 1); /* a refused registration gives ctx back at once */
     tether_client_free(c);
-    CHECK(destroyed == 0); /* a failed registration keeps ctx with the caller */
+    CHECK(destroyed == 1);
 
     c = th_client_from(th_config(&backend));
-    CHECK_STATUS(tether_client_set_event_callback(c, NULL, NULL, NULL), TETHER_ERR_NULL);
+    CHECK_STATUS(tether_client_set_event_callback(c, NULL, NULL, count_destroy), TETHER_ERR_NULL);
+    CHECK(destroyed == 2);
+    destroyed = 0;
     CHECK_OK(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy));
     CHECK_STATUS(tether_client_set_event_callback(c, ignore_event, NULL, count_destroy),
                  TETHER_ERR_STATE);
+    CHECK(destroyed == 1); /* the refused one's; the registered one runs at free */
     CHECK_STATUS(tether_client_poll(c, 0, &ev), TETHER_ERR_WRONG_MODE);
     CHECK(tether_client_event_fd(c) == -1);
     tether_batch *b = NULL;
@@ -247,7 +251,7 @@ static void test_wrong_mode(void) {
     CHECK_STATUS(tether_client_poll_batch(c, 0, b, NULL), TETHER_ERR_WRONG_MODE);
     tether_batch_free(b);
     tether_client_free(c);
-    CHECK(destroyed == 1);
+    CHECK(destroyed == 2);
     CHECK(ev == NULL);
 }
 

@@ -720,6 +720,15 @@ static void test_poll_with_null_output_takes_nothing_and_sets_no_mode(void) {
     CHECK(destroyed == 1);
 }
 
+/* A refused event callback gives its context back as every function taking a destroy does,
+ * also when the client is NULL (test_api covers the refusals of a live client). */
+static void test_event_callback_on_null_client_runs_destroy(void) {
+    int gone = 0;
+    CHECK_FAILS(tether_client_set_event_callback(NULL, ignore_event, &gone, count_ctx_destroy),
+                TETHER_ERR_NULL, "client");
+    CHECK(gone == 1);
+}
+
 static void test_batch_misuse_keeps_outputs(void) {
     tether_batch *sentinel = (tether_batch *)&backend;
     tether_batch *b = sentinel;
@@ -1017,6 +1026,7 @@ int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_every_config_setter_rejects_null_config);
     TH_RUN(test_proxy_resolver_contexts_are_destroyed_once);
+    TH_RUN(test_event_callback_on_null_client_runs_destroy);
     TH_RUN(test_client_calls_reject_null_client_and_keep_outputs);
     TH_RUN(test_settings_reject_null_list_and_null_value);
     TH_RUN(test_event_accessors_on_null_and_null_outputs);

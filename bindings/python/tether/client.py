@@ -486,6 +486,7 @@ class _SyncCore(CoreBase):
                     "set_event_callback",
                 )
             except BaseException:
+                # A refused call has run destroy, which popped it, except after fork.
                 _registry.pop(self.ctx, None)
                 raise
         else:

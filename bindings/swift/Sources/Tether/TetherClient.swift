@@ -329,8 +329,8 @@ public final class TetherClient: @unchecked Sendable {
         // Every stored property is set, so throwing from here on runs deinit, which frees the
         // client: freeing it here as well would free it twice.
         if status != TETHER_OK {
-            // Not registered: destroy will never run, so the retain is balanced here.
-            Unmanaged<ClientCore>.fromOpaque(ctx).release()
+            // No release here: a refused call has already run destroy, which balanced the
+            // retain.
             throw TetherError.last(status)
         }
         store?.adopt(owner: self)

@@ -68,10 +68,8 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         Reaper.keep.add(core)
         var attached: Store? = null
         try {
-            val st = n.tether_client_set_event_callback(client, core.onEvent, null, core.onDestroy)
-            // On failure the library never calls destroy, so nothing else would let go.
-            if (st != Status.OK.code) Reaper.keep.remove(core)
-            check(st)
+            // A refused call has already run onDestroy, which let go of core.
+            check(n.tether_client_set_event_callback(client, core.onEvent, null, core.onDestroy))
             // Before connect, so that the store sees the first event.
             attached = options.store?.let { Store.attach(client, core, it) }
             check(n.tether_client_connect(client))
