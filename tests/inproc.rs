@@ -470,10 +470,11 @@ async fn spec12_2_download_streams_chunks_in_order() {
 }
 
 /// gomuks aborts the whole process when `upload_media` or `calculate_room_id` run without an
-/// account (interop/FINDINGS.md I7), and so do newer gomuks's `download_media` (streamed or
-/// not) and `get_url_preview`, which reach the homeserver URL it does not have: while the
-/// backend's `client_state` says it is not logged in, tether answers them ERR_STATE instead of
-/// calling it (the double aborts as gomuks does); other requests go on.
+/// account (interop/FINDINGS.md I7), and so does every command that reaches the homeserver
+/// URL it does not have (`get_profile`, `join_room`, `paginate`, ..., and newer gomuks's
+/// `download_media`, streamed or not, and `get_url_preview`): while the backend's
+/// `client_state` says it is not logged in, tether answers them ERR_STATE instead of calling
+/// it (the double aborts as gomuks does); the login commands and other requests go on.
 #[tokio::test]
 async fn account_commands_are_refused_while_the_backend_is_logged_out() {
     let _turn = serial().await;
@@ -493,6 +494,14 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
             .unwrap(),
         c.request("get_url_preview", br#"{"url":"https://example.org"}"#)
             .unwrap(),
+        c.request("get_profile", br#"{"user_id":"@a:b"}"#).unwrap(),
+        c.request("join_room", br##"{"room_id_or_alias":"#a:b"}"##)
+            .unwrap(),
+        c.request(
+            "paginate",
+            br#"{"room_id":"!a:b","max_timeline_id":0,"limit":50}"#,
+        )
+        .unwrap(),
     ];
     for ev in replies(&c, &ids, None).await.0 {
         assert_eq!(ev.status(), Status::ErrState);
@@ -500,6 +509,16 @@ async fn account_commands_are_refused_while_the_backend_is_logged_out() {
     }
     let id = c.request("echo", b"{}").unwrap();
     assert_eq!(response(&c, id).await.0.status(), Status::Ok);
+    // A login command reaches the backend (the double does not know it).
+    let id = c
+        .request(
+            "get_login_flows",
+            br#"{"homeserver_url":"http://127.0.0.1:1"}"#,
+        )
+        .unwrap();
+    let (ev, _) = response(&c, id).await;
+    assert_eq!(ev.status(), Status::ErrRemote);
+    assert!(json(&ev).as_str().unwrap().contains("unknown command"));
     close_and_drain(&c).await;
 }
 

@@ -35,7 +35,8 @@
  *   - a borrowed buffer with base NULL and length > 0;
  *   - any call while "logout" runs on the handle;
  *   - on a handle that started logged out (fake_logged_out) or logged out since: Upload*,
- *     Download, "logout", and the commands upload_media and calculate_room_id, and (not with
+ *     Download, "logout", and the commands upload_media, calculate_room_id, get_profile,
+ *     join_room and paginate (a sample of those that need the account), and (not with
  *     -DFAKE_GOMUKS_NO_DOWNLOAD, as older FFIs pass them to hicli) download_media and
  *     get_url_preview (the real library dereferences the nil homeserver URL or account there,
  *     interop/FINDINGS.md I7).
@@ -850,6 +851,7 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
     /* download_media and get_url_preview are run by the FFI itself from the version that
      * has GomuksDownloadMediaPath on; older ones pass them to hicli, which does not know them. */
     static const char *const account_commands[] = {"upload_media", "calculate_room_id",
+                                                   "get_profile", "join_room", "paginate",
 #ifndef FAKE_GOMUKS_NO_DOWNLOAD
                                                    "download_media", "get_url_preview",
 #endif

@@ -129,11 +129,74 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
     }
 }
 
-/// Commands gomuks runs into a nil account or homeserver URL with when not logged in
-/// (`upload_media` and `calculate_room_id` since the bundled v0.2607.0, interop/FINDINGS.md
-/// I7). Over the websocket that costs the connection (close 1011); in-process the Go panic
-/// aborts the app's whole process, so they are refused before they reach it.
-const NEEDS_ACCOUNT: &[&str] = &["upload_media", "calculate_room_id"];
+/// Commands gomuks runs with its account, its homeserver URL (set only by a login) or its
+/// crypto, all nil while it is not logged in: every request command of gomuks v0.2607.0 to
+/// main (2026-08) and of its FFI, except those that work without an account (`get_state`,
+/// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
+/// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
+/// `listen_to_device`) and `logout` (refused on its own terms). Over the websocket one of
+/// these costs the connection (the backend recovers and closes with 1011); in-process nothing
+/// recovers, and the Go panic aborts the app's whole process (interop/FINDINGS.md I7: the
+/// mautrix URL builder dereferences the nil homeserver URL), so they are refused before they
+/// reach it. A command not listed (newer than this list, or an app's own) goes through.
+const NEEDS_ACCOUNT: &[&str] = &[
+    "send_message",
+    "send_event",
+    "send_sticky_event",
+    "resend_event",
+    "report_event",
+    "redact_event",
+    "set_state",
+    "update_delayed_event",
+    "set_membership",
+    "set_account_data",
+    "mark_read",
+    "set_typing",
+    "get_profile",
+    "set_profile_field",
+    "get_mutual_rooms",
+    "track_user_devices",
+    "reset_master_key_tofu",
+    "get_profile_encryption_info",
+    "get_own_devices",
+    "get_event",
+    "get_event_by_rowid",
+    "get_event_context",
+    "paginate_manual",
+    "search_local",
+    "search_server",
+    "get_mentions",
+    "get_related_events",
+    "get_sticky_events",
+    "get_room_state",
+    "get_specific_room_state",
+    "get_receipts",
+    "paginate",
+    "get_room_summary",
+    "get_space_hierarchy",
+    "join_room",
+    "knock_room",
+    "leave_room",
+    "create_room",
+    "mute_room",
+    "update_push_rule",
+    "ensure_group_session_shared",
+    "send_to_device",
+    "resolve_alias",
+    "request_openid_token",
+    "verify",
+    "reset_encryption",
+    "get_capabilities",
+    "register_homeserver_push",
+    "get_turn_servers",
+    "get_rtc_transports",
+    "get_media_config",
+    "calculate_room_id",
+    "rerequest_session",
+    "get_account_info",
+    "upload_media",
+    "export_keys",
+];
 
 /// The same for the commands a newer FFI (the one with `GomuksDownloadMediaPath`, v0.2608
 /// on) runs itself against the homeserver. Older ones pass them to hicli, which does not
