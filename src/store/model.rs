@@ -395,7 +395,8 @@ pub(super) struct Invite {
     pub name: Option<String>,
     pub avatar: Option<String>,
     pub inviter: Option<String>,
-    pub is_direct: bool,
+    /// The inviter, when the invite is a DM as the web client tells one.
+    pub dm_user_id: Option<String>,
     pub raw: Box<RawValue>,
 }
 
@@ -654,6 +655,13 @@ impl Model {
         ch
     }
 
+    /// The logged-in user's id, from the backend's `client_state`.
+    fn own_user_id(&self) -> Option<String> {
+        let raw = self.session.client_state.as_ref()?;
+        let state = wire::object::<wire::ClientState>(raw.get().as_bytes())?;
+        (!state.user_id.is_empty()).then_some(state.user_id)
+    }
+
     /// Whether the `client_state` `new` ends the account the store holds: logged out, or a
     /// different user than the one before. Nothing to drop when the store is empty.
     fn account_gone(&self, new: &RawValue) -> bool {
@@ -684,6 +692,7 @@ impl Model {
         if s.clear_state {
             self.clear(ch);
         }
+        let own_user = self.own_user_id();
         for (id, raw) in wire::raw_list(s.invited_rooms)
             .into_iter()
             .filter_map(|raw| {
@@ -691,7 +700,8 @@ impl Model {
                 (!head.room_id.is_empty()).then(|| (head.room_id.clone(), (head, raw)))
             })
         {
-            self.invites.insert(id, invite(raw.0, raw.1));
+            self.invites
+                .insert(id, invite(raw.0, raw.1, own_user.as_deref()));
             // An invite counts as a highlight in the unread sums.
             ch.room_list = true;
             ch.spaces = true;
@@ -1072,26 +1082,73 @@ impl Model {
     }
 }
 
-/// An invite's list entry from its stripped state.
-fn invite(head: wire::InvitedHead, raw: &RawValue) -> Invite {
+/// An invite's list entry from its stripped state, as the web client builds it
+/// (`InvitedRoomStore`): a direct invite to a room with no name, avatar, topic or alias that
+/// only invitees may join is a DM with the inviter, and shows the inviter's name and avatar.
+/// `own_user` picks the app's own member event; without it (no `client_state` yet) the first
+/// member event that is an invite stands in.
+fn invite(head: wire::InvitedHead, raw: &RawValue, own_user: Option<&str>) -> Invite {
+    let text = |e: &Value, field: &str| {
+        e["content"][field]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
     let find = |kind: &str, field: &str| {
         head.invite_state
             .iter()
-            .find(|e| e["type"] == kind)
-            .and_then(|e| e["content"][field].as_str())
-            .map(str::to_owned)
+            .filter(|e| e["type"] == kind)
+            .find_map(|e| text(e, field))
     };
-    let own_member = head
-        .invite_state
-        .iter()
-        .find(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite");
+    let member = |user: &str| {
+        head.invite_state
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == user)
+    };
+    let own_member = match own_user {
+        Some(me) => member(me),
+        None => head
+            .invite_state
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite"),
+    };
+    let inviter = own_member.and_then(|e| e["sender"].as_str().map(str::to_owned));
+    let is_direct = own_member.is_some_and(|e| e["content"]["is_direct"] == true);
+    let (mut name, mut avatar) = (find("m.room.name", "name"), find("m.room.avatar", "url"));
+    let bare = name.is_none()
+        && avatar.is_none()
+        && find("m.room.topic", "topic").is_none()
+        && find("m.room.canonical_alias", "alias").is_none()
+        && find("m.room.join_rules", "join_rule").as_deref() == Some("invite");
+    let dm_user_id = inviter.clone().filter(|_| is_direct && bare);
+    if let Some(who) = &dm_user_id {
+        let profile = member(who);
+        name = profile
+            .and_then(|p| p["content"]["displayname"].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .or_else(|| Some(localpart(who).to_owned()));
+        avatar = profile.and_then(|p| text(p, "avatar_url"));
+    }
     Invite {
         created_at: head.created_at,
-        name: find("m.room.name", "name"),
-        avatar: find("m.room.avatar", "url"),
-        inviter: own_member.and_then(|e| e["sender"].as_str().map(str::to_owned)),
-        is_direct: own_member.is_some_and(|e| e["content"]["is_direct"] == true),
+        name,
+        avatar,
+        inviter,
+        dm_user_id,
         raw: raw.to_owned(),
+    }
+}
+
+/// A user id's localpart (`@alice:example.org` → `alice`), or the id when it has none.
+fn localpart(user_id: &str) -> &str {
+    let bare = user_id.strip_prefix('@').unwrap_or(user_id);
+    let local = bare.split_once(':').map_or(bare, |(l, _)| l);
+    if local.is_empty() {
+        user_id
+    } else {
+        local
     }
 }
 

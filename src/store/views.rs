@@ -228,7 +228,7 @@ fn entries(m: &Model) -> Vec<Entry<'_>> {
         room_id: id,
         name: i.name.as_deref().unwrap_or("Unnamed room"),
         avatar: i.avatar.as_deref(),
-        dm_user_id: i.is_direct.then_some(i.inviter.as_deref()).flatten(),
+        dm_user_id: i.dm_user_id.as_deref(),
         sorting_timestamp: i.created_at,
         unread_messages: 0,
         unread_notifications: 0,

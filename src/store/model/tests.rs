@@ -398,9 +398,14 @@ fn left_rooms_and_invites() {
     );
     assert!(ch.room_list);
     let i = &m.invites["!inv:x"];
+    // A named room is no DM, even when the invite says is_direct.
     assert_eq!(
-        (i.name.as_deref(), i.inviter.as_deref(), i.is_direct),
-        (Some("Inv"), Some("@bob:x"), true)
+        (
+            i.name.as_deref(),
+            i.inviter.as_deref(),
+            i.dm_user_id.as_deref()
+        ),
+        (Some("Inv"), Some("@bob:x"), None)
     );
     // Joining turns the invite into a room.
     apply(
@@ -933,4 +938,69 @@ fn a_notification_restarts_its_rooms_idle_time() {
     apply(&mut m, "sync_complete", json!({"rooms": {ROOM: mention}}));
     // An eviction right after would drop the event the app is about to read.
     assert!(m.rooms[ROOM].idle_since.elapsed() < std::time::Duration::from_secs(30));
+}
+
+/// gomuks web `InvitedRoomStore`: a direct invite to a bare room that only invitees may join
+/// is a DM with the inviter, named and pictured after the inviter's member event; the app's
+/// own member event (from `client_state`) is the one that says who invited it.
+#[test]
+fn a_direct_invite_to_a_bare_room_is_a_dm_named_after_the_inviter() {
+    let mut m = seeded();
+    apply(
+        &mut m,
+        "client_state",
+        json!({"is_logged_in": true, "is_verified": true, "user_id": "@me:x"}),
+    );
+    let state = |own: Value, extra: Vec<Value>| {
+        let mut v = vec![
+            json!({"type": "m.room.join_rules", "state_key": "", "sender": "@alice:x",
+                   "content": {"join_rule": "invite"}}),
+            json!({"type": "m.room.member", "state_key": "@alice:x", "sender": "@alice:x",
+                   "content": {"membership": "join", "displayname": " Alice ",
+                               "avatar_url": "mxc://x/alice"}}),
+            // Someone else's invite, first: not the one that says who invited us.
+            json!({"type": "m.room.member", "state_key": "@carol:x", "sender": "@dave:x",
+                   "content": {"membership": "invite", "is_direct": true}}),
+            own,
+        ];
+        v.extend(extra);
+        v
+    };
+    let own = json!({"type": "m.room.member", "state_key": "@me:x", "sender": "@alice:x",
+                     "content": {"membership": "invite", "is_direct": true}});
+    let not_direct = json!({"type": "m.room.member", "state_key": "@me:x", "sender": "@alice:x",
+                            "content": {"membership": "invite"}});
+    let topic = json!({"type": "m.room.topic", "state_key": "", "content": {"topic": "t"}});
+    let invites = json!({"invited_rooms": [
+        {"room_id": "!dm:x", "created_at": 1, "invite_state": state(own.clone(), vec![])},
+        {"room_id": "!plain:x", "created_at": 2, "invite_state": state(not_direct, vec![])},
+        {"room_id": "!topic:x", "created_at": 3, "invite_state": state(own, vec![topic])},
+    ]});
+    apply(&mut m, "sync_complete", invites);
+    let dm = &m.invites["!dm:x"];
+    assert_eq!(
+        (
+            dm.name.as_deref(),
+            dm.avatar.as_deref(),
+            dm.dm_user_id.as_deref()
+        ),
+        (Some("Alice"), Some("mxc://x/alice"), Some("@alice:x"))
+    );
+    assert_eq!(dm.inviter.as_deref(), Some("@alice:x"));
+    for id in ["!plain:x", "!topic:x"] {
+        let i = &m.invites[id];
+        assert_eq!(
+            (i.name.as_deref(), i.dm_user_id.as_deref()),
+            (None, None),
+            "{id}"
+        );
+        assert_eq!(i.inviter.as_deref(), Some("@alice:x"), "{id}");
+    }
+    // No display name: the inviter's localpart.
+    let bare = json!({"invited_rooms": [{"room_id": "!dm2:x", "invite_state": [
+        {"type": "m.room.join_rules", "content": {"join_rule": "invite"}},
+        {"type": "m.room.member", "state_key": "@me:x", "sender": "@bob:y",
+         "content": {"membership": "invite", "is_direct": true}}]}]});
+    apply(&mut m, "sync_complete", bare);
+    assert_eq!(m.invites["!dm2:x"].name.as_deref(), Some("bob"));
 }
