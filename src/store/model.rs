@@ -50,6 +50,9 @@ pub(super) struct Receipt {
     pub raw: Box<RawValue>,
 }
 
+/// The sender of the events gomuks makes up to answer a slash command (`cmdspec`).
+const FAKE_SENDER: &str = "@gomuks";
+
 /// State types eviction keeps, as gomuks web does: the composer's emoji come from them.
 const EMOJI_PACKS: &[&str] = &["m.room.image_pack", "im.ponies.room_emotes"];
 
@@ -62,6 +65,11 @@ pub(super) struct Room {
     pub timeline: Vec<TimelineRow>,
     /// Local echoes (and failed sends) not yet in the timeline, by event rowid.
     pub pending: Vec<i64>,
+    /// gomuks's own answers to slash commands (fake events from `@gomuks`, which never
+    /// reach the room), in arrival order: each with the timeline rowid of the newest row
+    /// when it came (`i64::MIN` for an empty timeline), and its event rowid. Shown after that
+    /// row, where gomuks web puts it; gone with the timeline it was shown in.
+    pub notices: Vec<(i64, i64)>,
     pub state: HashMap<String, HashMap<String, i64>>,
     /// The whole state was loaded (`get_room_state`), and with members.
     pub state_loaded: bool,
@@ -113,6 +121,7 @@ impl Room {
             by_id: HashMap::new(),
             timeline: Vec::new(),
             pending: Vec::new(),
+            notices: Vec::new(),
             state: HashMap::new(),
             state_loaded: false,
             members_loaded: false,
@@ -345,6 +354,7 @@ impl Room {
         self.events.retain(|rowid, _| keep.contains(rowid));
         self.by_id.retain(|_, rowid| keep.contains(rowid));
         self.timeline.clear();
+        self.notices.clear();
         if let Some((s, rowid)) = member {
             self.state
                 .entry("m.room.member".into())
@@ -826,6 +836,7 @@ impl Model {
         }
         if sync.reset || catchup {
             room.timeline.clear();
+            room.notices.clear();
             if !room.pending.is_empty() {
                 rc.pending = true;
             }
@@ -940,6 +951,17 @@ impl Model {
             return;
         };
         let rc = ch.room(room_id);
+        if head.sender == FAKE_SENDER {
+            // A command's answer, never sent: a row of its own at the end of the timeline
+            // (gomuks web `handleOutgoingEvent`), not a send that waits in the pending tail
+            // for good.
+            if !room.notices.iter().any(|n| n.1 == rowid) {
+                let after = room.timeline.last().map_or(i64::MIN, |r| r.timeline_rowid);
+                room.notices.push((after, rowid));
+                rc.appended.push(rowid);
+            }
+            return;
+        }
         rc.updated.insert(rowid);
         rc.pending = true;
         if !room.pending.contains(&rowid) {

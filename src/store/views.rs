@@ -436,13 +436,28 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
         Some(b) => r.timeline.partition_point(|row| row.timeline_rowid < b),
     };
     let start = end.saturating_sub(limit);
-    let events: Vec<Item> = r.timeline[start..end]
-        .iter()
-        .filter_map(|row| {
-            let ev = r.events.get(&row.event_rowid)?;
-            Some(item(r, ev, Some(row.timeline_rowid)))
-        })
-        .collect();
+    // A command's answer (model `notices`) goes before the first row newer than the newest
+    // row it came after, or at the end; each lands on exactly one page.
+    let notices = |after: Option<i64>, before: Option<i64>| {
+        r.notices
+            .iter()
+            .filter(move |(at, _)| after.is_none_or(|a| *at >= a) && before.is_none_or(|b| *at < b))
+            .filter_map(|(_, rowid)| r.events.get(rowid))
+            .map(|ev| item(r, ev, Some(0)))
+    };
+    let newest = |i: usize| i.checked_sub(1).map(|p| r.timeline[p].timeline_rowid);
+    let mut events: Vec<Item> = Vec::with_capacity(end - start);
+    for (i, row) in r.timeline.iter().enumerate().take(end).skip(start) {
+        events.extend(notices(newest(i), Some(row.timeline_rowid)));
+        events.extend(
+            r.events
+                .get(&row.event_rowid)
+                .map(|ev| item(r, ev, Some(row.timeline_rowid))),
+        );
+    }
+    if end == r.timeline.len() {
+        events.extend(notices(newest(end), None));
+    }
     let mut pending: Vec<&Stored> = if end == r.timeline.len() {
         r.pending.iter().filter_map(|p| r.events.get(p)).collect()
     } else {
@@ -932,6 +947,100 @@ mod tests {
             .collect();
         assert_eq!(ids, ["@c:x", "@admin:x", "@z:x"]);
         assert!(v["members"][0]["power_level"].is_null());
+    }
+
+    /// gomuks web `handleOutgoingEvent`: the answer to a slash command (a fake event from
+    /// `@gomuks`) is a row at the end of the timeline, which later messages follow, and not a
+    /// send stuck in the pending tail; it goes with the timeline it was shown in.
+    #[test]
+    fn a_command_answer_is_a_row_after_the_newest_not_a_pending_send() {
+        const R: &str = "!r:x";
+        let msg = |rowid: i64| {
+            json!({"rowid": rowid, "room_id": R, "event_id": format!("$e{rowid}"),
+                   "sender": "@me:x", "type": "m.room.message"})
+        };
+        let row = |t: i64, e: i64| json!({"timeline_rowid": t, "event_rowid": e});
+        let mut m = model(json!({"rooms": {R: {"meta": {"room_id": R},
+            "timeline": [row(1, 10), row(2, 11)], "events": [msg(10), msg(11)]}}}));
+        let fake = json!({"rowid": -1_764_000_000_000_i64, "timeline_rowid": 0, "room_id": R,
+            "event_id": "$gomuks-internal-abc", "sender": "@gomuks", "type": "m.room.message",
+            "content": {"msgtype": "m.text"}, "local_content": {"sanitized_html": "Use two slashes"}});
+        let raw = serde_json::value::RawValue::from_string(fake.to_string()).unwrap();
+        let mut ch = super::super::model::Changes::default();
+        m.apply_echo(R, &raw, super::super::model::Echo::Answer, &mut ch);
+        let rc = &ch.rooms[R];
+        assert_eq!(rc.appended, [-1_764_000_000_000_i64]);
+        assert!(!rc.pending && m.rooms[R].pending.is_empty());
+        // The same answer again (a resent reply) is not a second row.
+        m.apply_echo(
+            R,
+            &raw,
+            super::super::model::Echo::Answer,
+            &mut super::super::model::Changes::default(),
+        );
+        m.apply_event(
+            "sync_complete",
+            json!({"rooms": {R: {"timeline": [row(3, 12)],
+            "events": [msg(12)]}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let p = Paginating::default();
+        let ids = |v: &Value| -> Vec<String> {
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event"]["event_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let page = |m: &Model, args: Value| read(|m, a| timeline(m, &p, a), m, args);
+        let all = page(&m, json!({"room_id": R}));
+        assert_eq!(
+            ids(&all),
+            ["$e10", "$e11", "$gomuks-internal-abc", "$e12"],
+            "{all}"
+        );
+        assert_eq!(all["pending"], json!([]));
+        assert_eq!(all["events"][2]["timeline_rowid"], 0);
+        // On exactly one page: the one holding the row that follows it.
+        let newest = page(&m, json!({"room_id": R, "limit": 1}));
+        let older = page(&m, json!({"room_id": R, "before": 3}));
+        assert_eq!(ids(&newest), ["$gomuks-internal-abc", "$e12"]);
+        assert_eq!(ids(&older), ["$e10", "$e11"]);
+        // A limited sync replaces the timeline: the answer goes with it.
+        m.apply_event(
+            "sync_complete",
+            json!({"rooms": {R: {"reset": true,
+            "timeline": [row(9, 13)], "events": [msg(13)]}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ids(&page(&m, json!({"room_id": R}))), ["$e13"]);
+        assert!(m.rooms[R].notices.is_empty());
+        assert!(!m.rooms[R].events.contains_key(&-1_764_000_000_000_i64));
+        // Into an empty timeline: before every row that comes later.
+        let mut m = model(json!({"rooms": {R: {"meta": {"room_id": R}}}}));
+        m.apply_echo(
+            R,
+            &raw,
+            super::super::model::Echo::Answer,
+            &mut super::super::model::Changes::default(),
+        );
+        m.apply_event(
+            "sync_complete",
+            json!({"rooms": {R: {"timeline": [row(1, 10)],
+            "events": [msg(10)]}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&page(&m, json!({"room_id": R}))),
+            ["$gomuks-internal-abc", "$e10"]
+        );
     }
 
     /// A timeline item carries the edit the backend linked; `before` pages backwards.
