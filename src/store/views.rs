@@ -441,7 +441,9 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
     let notices = |after: Option<i64>, before: Option<i64>| {
         r.notices
             .iter()
-            .filter(move |(at, _)| after.is_none_or(|a| *at >= a) && before.is_none_or(|b| *at < b))
+            .filter(move |(at, _)| {
+                after.map_or(true, |a| *at >= a) && before.map_or(true, |b| *at < b)
+            })
             .filter_map(|(_, rowid)| r.events.get(rowid))
             .map(|ev| item(r, ev, Some(0)))
     };
