@@ -579,7 +579,7 @@ fn evict_idle(st: &mut State, ch: &mut Changes) -> usize {
     let after = st.evict_after;
     let mut n = 0;
     for (id, room) in &mut st.model.rooms {
-        if room.open || now.duration_since(room.idle_since) < after {
+        if !room.evictable(now, after) {
             continue;
         }
         if room.evict() {

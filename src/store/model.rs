@@ -4,7 +4,7 @@
 //! every rule here has a unit test without a socket.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -50,6 +50,10 @@ pub(super) struct Receipt {
     pub raw: Box<RawValue>,
 }
 
+/// How long a notification keeps its room from eviction: the app reads the notified event
+/// right after the STORE event that names it.
+pub(super) const NOTIFIED_GRACE: Duration = Duration::from_secs(60);
+
 /// The sender of the events gomuks makes up to answer a slash command (`cmdspec`).
 const FAKE_SENDER: &str = "@gomuks";
 
@@ -90,6 +94,9 @@ pub(super) struct Room {
     /// Open in the app (drives eviction), and since when it is not.
     pub open: bool,
     pub idle_since: Instant,
+    /// When its latest notification came: the app reads the notified event next, so no
+    /// eviction may beat it to it (for [`NOTIFIED_GRACE`]).
+    pub notified_at: Option<Instant>,
     /// Evicted, and no event added since: evicting again would only announce another reset
     /// (what eviction keeps, pending sends and the preview, may be more than it checks for).
     evicted: bool,
@@ -134,6 +141,7 @@ impl Room {
             epoch: next_epoch(),
             open: false,
             idle_since: Instant::now(),
+            notified_at: None,
             evicted: false,
         }
     }
@@ -324,6 +332,15 @@ impl Room {
             .rev()
             .find(|r| r.event_rowid == rowid)
             .map(|r| r.timeline_rowid)
+    }
+
+    /// Whether eviction may take it at `now`: not open, idle (not open) for `after`, as the
+    /// web client's garbage collection asks, and not notified within [`NOTIFIED_GRACE`].
+    pub fn evictable(&self, now: Instant, after: Duration) -> bool {
+        let recent = |t: Instant, d: Duration| now.saturating_duration_since(t) < d;
+        !self.open
+            && !recent(self.idle_since, after)
+            && !self.notified_at.is_some_and(|t| recent(t, NOTIFIED_GRACE))
     }
 
     /// Drops the timeline and every event but the preview (and its edit), the preview
@@ -878,8 +895,9 @@ impl Model {
             });
         }
         if !rc.notifications.is_empty() {
-            // The app reads the notified event next: no eviction may beat it to it.
-            room.idle_since = Instant::now();
+            // Not the idle time: a room that keeps notifying (a busy DM) would never be
+            // evicted, and its timeline would grow for good.
+            room.notified_at = Some(Instant::now());
         }
         if self.list_key(id) != before {
             ch.room_list = true;

@@ -921,23 +921,36 @@ fn a_catch_up_that_zeroes_the_count_dismisses_too() {
     assert!(ch.rooms[ROOM].dismiss_notifications);
 }
 
+/// A notification keeps its room from eviction for a minute (the app reads the notified event
+/// next), but does not restart its idle time: a room that keeps notifying is still evicted
+/// once it has not been open for the delay, as gomuks web's garbage collection does.
 #[test]
-fn a_notification_restarts_its_rooms_idle_time() {
+fn a_notification_holds_off_eviction_briefly_without_restarting_the_idle_time() {
+    use std::time::Duration;
+    let after = Duration::from_secs(30 * 60);
     let mut m = seeded();
-    let long_ago = Instant::now() - std::time::Duration::from_secs(60);
+    let long_ago = Instant::now() - after - Duration::from_secs(1);
     m.rooms.get_mut(ROOM).unwrap().idle_since = long_ago;
     let plain =
         json!({"timeline": [{"timeline_rowid": 10, "event_rowid": 1}], "events": [msg(1, "a")]});
     apply(&mut m, "sync_complete", json!({"rooms": {ROOM: plain}}));
-    assert_eq!(
-        m.rooms[ROOM].idle_since, long_ago,
-        "a plain message leaves it idle"
-    );
+    assert!(m.rooms[ROOM].evictable(Instant::now(), after));
     let mention = json!({"timeline": [{"timeline_rowid": 11, "event_rowid": 2}], "events": [msg(2, "@me")],
                          "notifications": [{"event_rowid": 2, "sound": true, "highlight": true}]});
     apply(&mut m, "sync_complete", json!({"rooms": {ROOM: mention}}));
+    let room = &m.rooms[ROOM];
+    assert_eq!(room.idle_since, long_ago, "the idle time goes on");
     // An eviction right after would drop the event the app is about to read.
-    assert!(m.rooms[ROOM].idle_since.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!room.evictable(Instant::now(), after));
+    let later = Instant::now() + NOTIFIED_GRACE;
+    assert!(room.evictable(later, after));
+    // Open, or closed within the delay: never.
+    let mut r = m.rooms.remove(ROOM).unwrap();
+    r.open = true;
+    assert!(!r.evictable(later, after));
+    r.open = false;
+    r.idle_since = Instant::now();
+    assert!(!r.evictable(later, after));
 }
 
 /// gomuks web `InvitedRoomStore`: a direct invite to a bare room that only invitees may join
