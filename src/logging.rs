@@ -201,10 +201,17 @@ fn start_thread() -> Option<SyncSender<Msg>> {
                             continue; // made for the other sink of a swap under way
                         }
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                        // A warning, or an error for a sink that takes no warnings: it
+                        // must learn that it lost records either way.
+                        let notice = if LogLevel::Warn as u8 <= sink_level {
+                            LogLevel::Warn
+                        } else {
+                            LogLevel::Error
+                        };
                         let _ = catch_unwind(AssertUnwindSafe(|| {
-                            if dropped > 0 && LogLevel::Warn as u8 <= sink_level {
+                            if dropped > 0 {
                                 f(&LogRecord {
-                                    level: LogLevel::Warn,
+                                    level: notice,
                                     target: "tether::log",
                                     client: 0,
                                     message: format!(
@@ -406,6 +413,35 @@ mod tests {
         emit(LogLevel::Error, "tether::test", 1, "for this one".into());
         set_log_sink(None, LogLevel::Error);
         assert_eq!(rx3.try_iter().collect::<Vec<_>>(), [LogLevel::Error]);
+
+        // A sink of errors only still learns that records were dropped: the notice comes at
+        // its level when it takes no warnings.
+        let (tx4, rx4) = channel::<(LogLevel, String)>();
+        let (open, gate) = channel::<()>();
+        let mut first = true;
+        set_log_sink(
+            Some(Box::new(move |r: &LogRecord| {
+                if std::mem::take(&mut first) {
+                    let _ = gate.recv_timeout(Duration::from_secs(10));
+                }
+                tx4.send((r.level, r.message.clone())).unwrap();
+            })),
+            LogLevel::Error,
+        );
+        for i in 0..BACKLOG + 100 {
+            tlog!(1u64, Error, "test", "flood {i}");
+        }
+        open.send(()).unwrap();
+        tlog!(1u64, Error, "test", "after the flood");
+        set_log_sink(None, LogLevel::Error);
+        let got: Vec<_> = rx4.try_iter().collect();
+        let notice = got.iter().find(|(_, m)| m.contains("log records dropped"));
+        assert_eq!(
+            notice.map(|n| n.0),
+            Some(LogLevel::Error),
+            "{} records, none says how many were dropped",
+            got.len()
+        );
 
         // Installing and removing at once, from two threads: whichever call takes effect last
         // leaves its sink and its level together. Never a sink in place (not dropped) with
