@@ -3,16 +3,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where a client's connection is. Discriminants are the C ABI's `TETHER_STATE_*` values.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConnectionState {
     /// Created; `connect` was not called yet.
+    #[default]
     Idle = 0,
     /// A connection attempt runs (TCP, TLS, upgrade, handshake).
     Connecting = 1,
@@ -44,6 +45,8 @@ impl ConnectionState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// The connection's state when the snapshot was taken (`connected_for` agrees with it).
+    pub state: ConnectionState,
     /// Connection attempts started.
     pub connect_attempts: u64,
     /// Attempts that ended connected (and, for rwws, authenticated).
@@ -162,7 +165,10 @@ impl Probe {
 /// The live counters behind [`Stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
-    state: AtomicU8,
+    /// The state (low 8 bits) and, while connected, when the connection opened (the rest:
+    /// microseconds since `epoch`, plus one), in one word so that a reader never sees one
+    /// state with the other's connect time.
+    link: AtomicU64,
     pub(crate) connect_attempts: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) resumes_succeeded: AtomicU64,
@@ -179,9 +185,6 @@ pub(crate) struct Counters {
     pub(crate) unsent_bytes: Arc<AtomicU64>,
     /// Last RTT in microseconds, plus one (0: none yet).
     last_rtt_us: AtomicU64,
-    /// When the current connection opened, as microseconds since `epoch`, plus one (0: not
-    /// connected).
-    connected_at_us: AtomicU64,
     epoch: EpochCell,
 }
 
@@ -201,17 +204,22 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 
 impl Counters {
     pub(crate) fn state(&self) -> ConnectionState {
-        ConnectionState::from_u8(self.state.load(Ordering::Acquire))
+        Self::unpack(self.link.load(Ordering::Acquire)).0
     }
 
     pub(crate) fn set_state(&self, s: ConnectionState) {
-        self.state.store(s as u8, Ordering::Release);
         let at = if s == ConnectionState::Connected {
+            // 56 bits of microseconds last two thousand years.
             self.epoch.0.elapsed().as_micros() as u64 + 1
         } else {
             0
         };
-        self.connected_at_us.store(at, Ordering::Relaxed);
+        self.link.store(at << 8 | s as u64, Ordering::Release);
+    }
+
+    /// The state and when the connection opened (0: not connected) of a `link` word.
+    fn unpack(link: u64) -> (ConnectionState, u64) {
+        (ConnectionState::from_u8(link as u8), link >> 8)
     }
 
     pub(crate) fn set_rtt(&self, rtt: Duration) {
@@ -223,8 +231,9 @@ impl Counters {
     pub(crate) fn snapshot(&self, queued_events: usize) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let rtt = get(&self.last_rtt_us);
-        let at = get(&self.connected_at_us);
+        let (state, at) = Self::unpack(self.link.load(Ordering::Acquire));
         Stats {
+            state,
             connect_attempts: get(&self.connect_attempts),
             connections: get(&self.connections),
             resumes_succeeded: get(&self.resumes_succeeded),
@@ -253,6 +262,33 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot taken while the state changes never pairs one state with the other's
+    /// connect time (`connected_for` is `Some` exactly when the state is `Connected`).
+    #[test]
+    fn a_snapshot_never_mixes_two_states() {
+        let c = Arc::new(Counters::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flip = {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    c.set_state(ConnectionState::Connected);
+                    c.set_state(ConnectionState::Waiting);
+                }
+            })
+        };
+        for _ in 0..200_000 {
+            let s = c.snapshot(0);
+            assert_eq!(
+                s.state == ConnectionState::Connected,
+                s.connected_for.is_some(),
+                "{s:?}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        flip.join().unwrap();
+    }
 
     #[test]
     fn state_and_connected_time_follow_each_other() {

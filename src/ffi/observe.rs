@@ -223,7 +223,7 @@ fn fill_stats(h: &tether_client, out: *mut tether_stats) -> Result<(), Error> {
     };
     let full = tether_stats {
         size: 0,
-        state: c.state() as u32,
+        state: s.state as u32,
         connect_attempts: s.connect_attempts,
         connections: s.connections,
         resumes_succeeded: s.resumes_succeeded,
