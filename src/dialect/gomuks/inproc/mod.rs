@@ -134,11 +134,12 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
 /// main (2026-08) and of its FFI, except those that work without an account (`get_state`,
 /// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
 /// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
-/// `listen_to_device`) and `logout` (refused on its own terms). Over the websocket one of
-/// these costs the connection (the backend recovers and closes with 1011); in-process nothing
-/// recovers, and the Go panic aborts the app's whole process (interop/FINDINGS.md I7: the
-/// mautrix URL builder dereferences the nil homeserver URL), so they are refused before they
-/// reach it. A command not listed (newer than this list, or an app's own) goes through.
+/// `listen_to_device`, and the FFI's `get_account_info`, `null` then) and `logout` (refused
+/// on its own terms). Over the websocket one of these costs the connection (the backend
+/// recovers and closes with 1011); in-process nothing recovers, and the Go panic aborts the
+/// app's whole process (interop/FINDINGS.md I7: the mautrix URL builder dereferences the nil
+/// homeserver URL), so they are refused before they reach it. A command not listed (newer
+/// than this list, or an app's own) goes through.
 const NEEDS_ACCOUNT: &[&str] = &[
     "send_message",
     "send_event",
@@ -193,7 +194,6 @@ const NEEDS_ACCOUNT: &[&str] = &[
     "get_media_config",
     "calculate_room_id",
     "rerequest_session",
-    "get_account_info",
     "upload_media",
     "export_keys",
 ];
