@@ -538,7 +538,11 @@ pub(super) fn state(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(to_json(&evs))
 }
 
-/// Power levels with room-version-12 creators above everyone (`None` is a creator).
+/// Room versions whose creators hold only their power level; in every later one (12, and any
+/// version string gomuks web does not know as older) they outrank every level.
+const PRE_V12: &[&str] = &["", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+
+/// Power levels with creators above everyone from room version 12 on (`None` is a creator).
 struct Power {
     users: serde_json::Map<String, Value>,
     default: i64,
@@ -556,7 +560,9 @@ impl Power {
         let pl = content("m.room.power_levels");
         let create = content("m.room.create");
         let mut creators = HashSet::new();
-        if create["room_version"] == "12" {
+        // A create event without a version is a version 1 room.
+        let version = create["room_version"].as_str().unwrap_or("");
+        if r.state_event("m.room.create", "").is_some() && !PRE_V12.contains(&version) {
             if let Some(c) = r.state_event("m.room.create", "") {
                 creators.insert(c.head.sender.clone());
             }
@@ -598,7 +604,7 @@ pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
         membership: String,
         displayname: Option<String>,
         avatar_url: Option<String>,
-        /// `null` for a room creator (room version 12), who outranks every level.
+        /// `null` for a room creator (room version 12 on), who outranks every level.
         power_level: Option<i64>,
     }
     let mut list: Vec<Member> = r
@@ -620,6 +626,8 @@ pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
         })
         .collect();
     list.sort_by(|x, y| {
+        // As gomuks web: knocks after everyone, whatever their level.
+        let knocks = |mm: &Member| mm.membership == "knock";
         let rank = |p: Option<i64>| Reverse(p.unwrap_or(i64::MAX));
         let name = |mm: &Member| {
             mm.displayname
@@ -627,8 +635,9 @@ pub(super) fn members(m: &Model, data: &[u8]) -> Result<Vec<u8>, Error> {
                 .unwrap_or(&mm.user_id)
                 .to_lowercase()
         };
-        rank(x.power_level)
-            .cmp(&rank(y.power_level))
+        knocks(x)
+            .cmp(&knocks(y))
+            .then_with(|| rank(x.power_level).cmp(&rank(y.power_level)))
             .then_with(|| name(x).cmp(&name(y)))
             .then_with(|| x.user_id.cmp(&y.user_id))
     });
@@ -926,29 +935,43 @@ mod tests {
         assert_eq!(empty["oldest"], Value::Null, "{empty}");
     }
 
-    /// Room version 12: creators outrank every power level.
+    /// Room version 12 and later: creators outrank every power level (gomuks web
+    /// `getUserLevel`); knocks come last whatever their level (`room.ts` members sort).
     #[test]
     fn creators_of_v12_rooms_come_first() {
         let ev = |rowid: i64, kind: &str, key: &str, sender: &str, content: Value| json!({"rowid": rowid, "room_id": "!r:x", "type": kind, "state_key": key, "sender": sender, "content": content});
-        let m = model(json!({"rooms": {"!r:x": {
-            "meta": {"room_id": "!r:x"},
-            "state": {"m.room.create": {"": 1}, "m.room.power_levels": {"": 2},
-                      "m.room.member": {"@c:x": 3, "@admin:x": 4, "@z:x": 5, "@gone:x": 6}},
-            "events": [ev(1, "m.room.create", "", "@c:x", json!({"room_version": "12"})),
-                       ev(2, "m.room.power_levels", "", "@c:x", json!({"users": {"@admin:x": 100}})),
-                       ev(3, "m.room.member", "@c:x", "@c:x", json!({"membership": "join", "displayname": "Creator"})),
-                       ev(4, "m.room.member", "@admin:x", "@admin:x", json!({"membership": "join"})),
-                       ev(5, "m.room.member", "@z:x", "@z:x", json!({"membership": "invite", "displayname": "Alice"})),
-                       ev(6, "m.room.member", "@gone:x", "@gone:x", json!({"membership": "leave"}))]}}}));
-        let v = read(members, &m, json!({"room_id": "!r:x"}));
-        let ids: Vec<&str> = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["user_id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["@c:x", "@admin:x", "@z:x"]);
-        assert!(v["members"][0]["power_level"].is_null());
+        let order = |create: Value| {
+            let m = model(json!({"rooms": {"!r:x": {
+                "meta": {"room_id": "!r:x"},
+                "state": {"m.room.create": {"": 1}, "m.room.power_levels": {"": 2},
+                          "m.room.member": {"@c:x": 3, "@admin:x": 4, "@z:x": 5, "@gone:x": 6, "@k:x": 7}},
+                "events": [ev(1, "m.room.create", "", "@c:x", create),
+                           ev(2, "m.room.power_levels", "", "@c:x", json!({"users": {"@admin:x": 100, "@k:x": 100}})),
+                           ev(3, "m.room.member", "@c:x", "@c:x", json!({"membership": "join", "displayname": "Creator"})),
+                           ev(4, "m.room.member", "@admin:x", "@admin:x", json!({"membership": "join"})),
+                           ev(5, "m.room.member", "@z:x", "@z:x", json!({"membership": "invite", "displayname": "Alice"})),
+                           ev(6, "m.room.member", "@gone:x", "@gone:x", json!({"membership": "leave"})),
+                           ev(7, "m.room.member", "@k:x", "@k:x", json!({"membership": "knock"}))]}}}));
+            let v = read(members, &m, json!({"room_id": "!r:x"}));
+            let ids: Vec<String> = v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["user_id"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, v["members"][0]["power_level"].clone())
+        };
+        for version in ["12", "13", "org.example.v12"] {
+            let (ids, top) = order(json!({"room_version": version}));
+            assert_eq!(ids, ["@c:x", "@admin:x", "@z:x", "@k:x"], "{version}");
+            assert!(top.is_null(), "{version}");
+        }
+        // Before version 12 (no version is version 1) a creator holds its level only.
+        for create in [json!({"room_version": "11"}), json!({})] {
+            let (ids, top) = order(create.clone());
+            assert_eq!(ids, ["@admin:x", "@z:x", "@c:x", "@k:x"], "{create}");
+            assert_eq!(top, 100, "{create}");
+        }
     }
 
     /// gomuks web `handleOutgoingEvent`: the answer to a slash command (a fake event from
