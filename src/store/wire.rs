@@ -42,12 +42,22 @@ pub(super) fn raw_map(v: Option<&RawValue>) -> Vec<(String, &RawValue)> {
 pub(super) fn lenient_items<'de, D: Deserializer<'de>, T: DeserializeOwned>(
     d: D,
 ) -> Result<Vec<T>, D::Error> {
+    Ok(lenient_list(d)?.unwrap_or_default())
+}
+
+/// [`lenient_items`] for a list whose absence means something (keep what is known):
+/// anything but a list reads as absent.
+pub(super) fn lenient_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|i| T::deserialize(i).ok())
-            .collect(),
-        _ => Vec::new(),
+        Value::Array(items) => Some(
+            items
+                .into_iter()
+                .filter_map(|i| T::deserialize(i).ok())
+                .collect(),
+        ),
+        _ => None,
     })
 }
 
@@ -91,13 +101,13 @@ pub(super) struct SyncComplete<'a> {
     pub account_data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub rooms: Option<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub left_rooms: Vec<String>,
     #[serde(default, borrow)]
     pub invited_rooms: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub space_edges: Option<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub top_level_spaces: Option<Vec<String>>,
 }
 
@@ -236,7 +246,7 @@ pub(super) struct EventsDecrypted<'a> {
 pub(super) struct Typing {
     #[serde(default, deserialize_with = "lenient")]
     pub room_id: String,
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub user_ids: Vec<String>,
 }
 
@@ -274,6 +284,23 @@ mod tests {
         assert!(!s.clear_state);
         assert!(s.left_rooms.is_empty());
         assert!(s.top_level_spaces.is_none());
+        // docs/store.md "Tolerance": one bad item of a list is skipped alone.
+        let s: SyncComplete =
+            serde_json::from_str(r#"{"left_rooms":["!a:x",1],"top_level_spaces":[{},"!s:x"]}"#)
+                .unwrap();
+        assert_eq!(s.left_rooms, ["!a:x"]);
+        assert_eq!(
+            s.top_level_spaces.as_deref(),
+            Some(&["!s:x".to_owned()][..])
+        );
+        let s: SyncComplete = serde_json::from_str(r#"{"top_level_spaces":"x"}"#).unwrap();
+        assert!(
+            s.top_level_spaces.is_none(),
+            "not a list: the known list stays"
+        );
+        let t: Typing =
+            serde_json::from_str(r#"{"room_id":"!r:x","user_ids":["@a:x",null,"@b:x"]}"#).unwrap();
+        assert_eq!(t.user_ids, ["@a:x", "@b:x"]);
         let e: EventHead =
             serde_json::from_str(r#"{"rowid":"7","type":"m.room.message","timestamp":5}"#).unwrap();
         assert_eq!(
