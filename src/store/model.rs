@@ -921,11 +921,22 @@ impl Model {
             return true;
         };
         let rc = ch.room(&d.room_id);
+        let mut decrypted = BTreeSet::new();
         for raw in wire::raw_list(d.events) {
             if let Some((rowid, _)) = room.upsert(raw) {
-                rc.updated.insert(rowid);
+                decrypted.insert(rowid);
             }
         }
+        // An edit decrypted late changes how its target reads (a read shows the target's
+        // newest edit): the target changed too, as gomuks web re-renders it.
+        let targets = room.events.iter().filter_map(|(&rowid, e)| {
+            e.head
+                .last_edit_rowid
+                .filter(|edit| decrypted.contains(edit))
+                .map(|_| rowid)
+        });
+        rc.updated.extend(targets);
+        rc.updated.extend(decrypted);
         if let Some(p) = d.preview_event_rowid {
             room.meta.insert("preview_event_rowid".into(), p.into());
         }

@@ -387,6 +387,34 @@ fn decrypted_events_update_in_place_and_move_the_preview() {
     assert_eq!(m.rooms[ROOM].meta_i64("preview_event_rowid"), 61);
 }
 
+/// An edit decrypted late: hicli already linked it to its target (`last_edit_rowid`), and
+/// reads show the target with it, so the target is reported changed with the edit (gomuks
+/// web `applyDecrypted` re-renders the timeline).
+#[test]
+fn a_late_decrypted_edit_reports_its_target_changed() {
+    let mut m = seeded();
+    let mut target = msg(70, "typo");
+    target["last_edit_rowid"] = json!(71);
+    let encrypted = json!({"rowid": 71, "room_id": ROOM, "event_id": "$e71",
+                           "type": "m.room.encrypted", "content": {}});
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"timeline": [{"timeline_rowid": 20, "event_rowid": 70},
+                                             {"timeline_rowid": 21, "event_rowid": 71}],
+                                "events": [target, encrypted]}}}),
+    );
+    let mut edit = msg(71, "* fixed");
+    edit["relation_type"] = json!("m.replace");
+    let ch = apply(
+        &mut m,
+        "events_decrypted",
+        json!({"room_id": ROOM, "events": [edit]}),
+    );
+    let updated: Vec<i64> = ch.rooms[ROOM].updated.iter().copied().collect();
+    assert_eq!(updated, [70, 71]);
+}
+
 #[test]
 fn left_rooms_and_invites() {
     let mut m = seeded();
