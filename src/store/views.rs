@@ -276,11 +276,13 @@ pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Err
         .collect();
     let fav = a.favourites_first.unwrap_or(true);
     let low = a.low_priority_last.unwrap_or(true);
+    // gomuks web's chain of sorts: pinned low priority outermost (a favourite that is also
+    // low priority goes down with it), then pinned favourites in their tags' order, then
+    // activity, where an invite's timestamp is past every message's (1e15 + its creation),
+    // or the name, invites among the rooms.
     list.sort_by(|x, y| {
-        let group = |e: &Entry| (!e.invite, !(fav && e.favourite), low && e.low_priority);
-        // Pinned favourites in their tags' order, as gomuks web sorts them; then the list's
-        // own order.
         let pinned = |e: &Entry| fav && e.favourite;
+        let group = |e: &Entry| (low && e.low_priority, !pinned(e));
         let by_order = if pinned(x) && pinned(y) {
             x.favourite_order.total_cmp(&y.favourite_order)
         } else {
@@ -290,7 +292,8 @@ pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Err
             if by_name {
                 x.name.to_lowercase().cmp(&y.name.to_lowercase())
             } else {
-                Reverse(x.sorting_timestamp).cmp(&Reverse(y.sorting_timestamp))
+                let activity = |e: &Entry| Reverse((e.invite, e.sorting_timestamp));
+                activity(x).cmp(&activity(y))
             }
             .then_with(|| x.room_id.cmp(y.room_id))
         })
@@ -1142,6 +1145,55 @@ mod tests {
         assert_eq!(unreads(&m), [room]);
         m.rooms.get_mut(room).unwrap().open = false;
         assert!(unreads(&m).is_empty());
+    }
+
+    /// gomuks web's chain of sorts (`main.ts`): pinned low priority outermost, so a favourite
+    /// that is also low priority goes to the bottom; pinned favourites above invites; by
+    /// activity invites above every room, by name among them.
+    #[test]
+    fn the_room_list_orders_as_gomuks_web_chains_its_sorts() {
+        let room = |id: &str, name: &str, ts: i64, tags: Value| {
+            let tag = json!({"type": "m.tag", "content": {"tags": tags}});
+            let meta = json!({"room_id": id, "name": name, "sorting_timestamp": ts});
+            (
+                id.to_owned(),
+                json!({"meta": meta, "account_data": {"m.tag": tag}}),
+            )
+        };
+        let fav = json!({"m.favourite": {"order": 0.5}});
+        let low = json!({"m.lowpriority": {}});
+        let both = json!({"m.favourite": {"order": 0.1}, "m.lowpriority": {}});
+        let rooms: serde_json::Map<String, Value> = [
+            room("!fav:x", "d", 100, fav),
+            room("!low:x", "a", 500, low),
+            room("!both:x", "b", 400, both),
+            room("!busy:x", "e", 300, json!({})),
+            room("!quiet:x", "f", 200, json!({})),
+        ]
+        .into_iter()
+        .collect();
+        let invite = json!({"room_id": "!inv:x", "created_at": 1, "invite_state": [
+            {"type": "m.room.name", "content": {"name": "c"}}]});
+        let m = model(json!({"rooms": rooms, "invited_rooms": [invite]}));
+        assert_eq!(
+            list(&m, json!({})),
+            ["!fav:x", "!inv:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
+        );
+        assert_eq!(
+            list(&m, json!({"order": "name"})),
+            ["!fav:x", "!inv:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
+        );
+        let unpinned =
+            json!({"order": "name", "favourites_first": false, "low_priority_last": false});
+        assert_eq!(
+            list(&m, unpinned),
+            ["!low:x", "!both:x", "!inv:x", "!fav:x", "!busy:x", "!quiet:x"]
+        );
+        let unpinned = json!({"favourites_first": false, "low_priority_last": false});
+        assert_eq!(
+            list(&m, unpinned),
+            ["!inv:x", "!low:x", "!both:x", "!busy:x", "!quiet:x", "!fav:x"]
+        );
     }
 
     /// Favourites are pinned in their `m.favourite` tag's order, lowest first, whatever their
