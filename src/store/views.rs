@@ -276,13 +276,13 @@ pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Err
         .collect();
     let fav = a.favourites_first.unwrap_or(true);
     let low = a.low_priority_last.unwrap_or(true);
-    // gomuks web's chain of sorts: pinned low priority outermost (a favourite that is also
-    // low priority goes down with it), then pinned favourites in their tags' order, then
-    // activity, where an invite's timestamp is past every message's (1e15 + its creation),
-    // or the name, invites among the rooms.
+    // Invites first (they wait for an answer; gomuks web puts pinned favourites above
+    // them), then gomuks web's chain of sorts: pinned low priority outermost (a favourite
+    // that is also low priority goes down with it), pinned favourites in their tags' order,
+    // then activity or the name.
     list.sort_by(|x, y| {
         let pinned = |e: &Entry| fav && e.favourite;
-        let group = |e: &Entry| (low && e.low_priority, !pinned(e));
+        let group = |e: &Entry| (!e.invite, low && e.low_priority, !pinned(e));
         let by_order = if pinned(x) && pinned(y) {
             x.favourite_order.total_cmp(&y.favourite_order)
         } else {
@@ -292,8 +292,7 @@ pub(super) fn room_list(m: &Model, gen: u64, data: &[u8]) -> Result<Vec<u8>, Err
             if by_name {
                 x.name.to_lowercase().cmp(&y.name.to_lowercase())
             } else {
-                let activity = |e: &Entry| Reverse((e.invite, e.sorting_timestamp));
-                activity(x).cmp(&activity(y))
+                Reverse(x.sorting_timestamp).cmp(&Reverse(y.sorting_timestamp))
             }
             .then_with(|| x.room_id.cmp(y.room_id))
         })
@@ -1147,9 +1146,9 @@ mod tests {
         assert!(unreads(&m).is_empty());
     }
 
-    /// gomuks web's chain of sorts (`main.ts`): pinned low priority outermost, so a favourite
-    /// that is also low priority goes to the bottom; pinned favourites above invites; by
-    /// activity invites above every room, by name among them.
+    /// Invites first, then gomuks web's chain of sorts (`main.ts`): pinned low priority
+    /// outermost, so a favourite that is also low priority goes to the bottom, then pinned
+    /// favourites, then activity or the name.
     #[test]
     fn the_room_list_orders_as_gomuks_web_chains_its_sorts() {
         let room = |id: &str, name: &str, ts: i64, tags: Value| {
@@ -1177,17 +1176,17 @@ mod tests {
         let m = model(json!({"rooms": rooms, "invited_rooms": [invite]}));
         assert_eq!(
             list(&m, json!({})),
-            ["!fav:x", "!inv:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
+            ["!inv:x", "!fav:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
         );
         assert_eq!(
             list(&m, json!({"order": "name"})),
-            ["!fav:x", "!inv:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
+            ["!inv:x", "!fav:x", "!busy:x", "!quiet:x", "!both:x", "!low:x"]
         );
         let unpinned =
             json!({"order": "name", "favourites_first": false, "low_priority_last": false});
         assert_eq!(
             list(&m, unpinned),
-            ["!low:x", "!both:x", "!inv:x", "!fav:x", "!busy:x", "!quiet:x"]
+            ["!inv:x", "!low:x", "!both:x", "!fav:x", "!busy:x", "!quiet:x"]
         );
         let unpinned = json!({"favourites_first": false, "low_priority_last": false});
         assert_eq!(
