@@ -337,6 +337,43 @@ async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() 
     close_and_drain(&c).await;
 }
 
+/// §12.3 close: "a close answers every request at once", also those still waiting for one of
+/// the 64 call slots, not only those the backend runs; the stop then waits for the running
+/// calls (here 2 s) before DISCONNECTED and CLOSED.
+#[tokio::test]
+async fn a_close_answers_requests_waiting_for_a_call_at_once() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let ids: Vec<i64> = (0..66)
+        .map(|_| c.request("sleep", br#"{"ms":2000}"#).unwrap())
+        .collect();
+    // Until the backend runs 64 of them (two wait).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    c.close().unwrap();
+    let (_, seen) = until_kind(&c, EventKind::Closed).await;
+    let answered: Vec<&tether::Event> = seen
+        .iter()
+        .take_while(|e| e.kind() != EventKind::Disconnected)
+        .filter(|e| e.kind() == EventKind::Response && ids.contains(&e.request_id()))
+        .collect();
+    assert_eq!(
+        answered.len(),
+        ids.len(),
+        "answered before DISCONNECTED: {:?}",
+        kinds(&seen)
+    );
+    assert!(answered
+        .iter()
+        .all(|e| e.status() == Status::ErrClientClosed));
+    assert!(seen.iter().any(|e| e.kind() == EventKind::Disconnected));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "the stop waited for the calls"
+    );
+}
+
 /// §12.3 with the send budget: requests waiting for one of the 64 call slots hold their bytes,
 /// so with a small budget one more is refused; the refused app gets one SEND_READY once the
 /// calls return and the waiting requests reach the backend, and its request then goes through.

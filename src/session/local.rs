@@ -308,7 +308,8 @@ pub(crate) async fn run<L: Local>(
         }
     }
     tlog!(client, Info, "session", "stopping the in-process backend");
-    book.fail_sent(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
+    // Also those waiting for a call: the stop below may wait seconds for the running ones.
+    book.fail_all(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
     stop(&local).await;
     end(&mut book, Status::Ok, "closed by the app".to_owned());
     book.finish(commands);

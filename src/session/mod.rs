@@ -1166,6 +1166,11 @@ impl Book {
     fn end_requests(&mut self, status: Status, why: &str) {
         // Closed first: the bytes the ended requests give back announce no SEND_READY.
         self.probe.counters.set_state(ConnectionState::Closed);
+        self.fail_all(status, why);
+    }
+
+    /// Every request left ends with `status`, whether its message left or still waits.
+    fn fail_all(&mut self, status: Status, why: &str) {
         let failed = self.requests.fail_all(status, why);
         self.count_in_flight();
         self.push_outcomes(failed);
