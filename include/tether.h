@@ -1374,8 +1374,9 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * in-process backend runs per process at a time, and a data root is locked while its
  * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
  * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`
- * (Go supports one runtime per process). At most 64 calls run in the backend at once;
- * later requests wait in tether, where their timeouts and cancels still answer them. A
+ * (Go supports one runtime per process). At most 64 calls run in the backend at once,
+ * of them at most 8 uploads and 8 streamed downloads; later requests wait in tether,
+ * where their timeouts and cancels still answer them. A
  * close answers every request at once but waits up to 5 s for calls the backend is still
  * running (the FFI can neither cancel them nor be destroyed under them); past that
  * CLOSED comes and the backend stops once they return, keeping the root locked until

@@ -337,6 +337,49 @@ async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() 
     close_and_drain(&c).await;
 }
 
+/// §12.3: eight uploads report progress at once (the FFI's callback slots); a ninth waits in
+/// tether, where its timeout ends it before it reaches the backend, and requests of other
+/// kinds go past it. A tenth starts once an upload returned.
+#[tokio::test]
+async fn uploads_past_the_eight_progress_slots_wait_in_tether() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    let hold = br#"{"filename":"f","hold_ms":1200}"#;
+    let running: Vec<i64> = (0..8)
+        .map(|_| c.upload_media(hold, Some(b"x"), None).unwrap())
+        .collect();
+    let t0 = Instant::now();
+    let late = c
+        .upload_media(hold, Some(b"x"), Some(Duration::from_millis(300)))
+        .unwrap();
+    let last = c
+        .upload_media(br#"{"filename":"g"}"#, Some(b"yz"), None)
+        .unwrap();
+    let echo = c.call("echo", br#"{"past":true}"#).await.unwrap();
+    assert_eq!(&echo[..], br#"{"past":true}"#);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    let (ev, _) = response(&c, late).await;
+    assert_eq!(ev.status(), Status::ErrRequestTimeout);
+    let mut ids = running.clone();
+    ids.push(last);
+    for ev in replies(&c, &ids, None).await.0 {
+        assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
+    }
+    let stats: serde_json::Value =
+        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    assert_eq!(stats["max_uploading"], 8, "{stats}");
+    assert_eq!(
+        stats["uploads"], 9,
+        "the one that timed out waiting never started: {stats}"
+    );
+    close_and_drain(&c).await;
+}
+
 /// §12.3 close: "a close answers every request at once", also those still waiting for one of
 /// the 64 call slots, not only those the backend runs; the stop then waits for the running
 /// calls (here 2 s) before DISCONNECTED and CLOSED.

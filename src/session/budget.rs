@@ -154,6 +154,11 @@ impl Drop for Hold {
 }
 
 impl Outgoing {
+    /// The message, still held in the budget.
+    pub(crate) fn message(&self) -> &Message {
+        &self.message
+    }
+
     /// The message for the websocket; its bytes go back to the budget now.
     pub(crate) fn into_message(self) -> Message {
         drop(self.hold);

@@ -39,6 +39,11 @@ pub(crate) trait Local: Send + Sync + 'static {
     /// Serves request `id` (the message the client encoded); blocks until the backend
     /// answers. Progress and chunks of the request go to `sink` meanwhile.
     fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error>;
+    /// The lane (below [`LANES`]) of a call that takes one of its kind's [`LANE_CALLS`]
+    /// places while it runs, or `None`. Cheap: asked of every request.
+    fn lane(&self, _message: &Message) -> Option<usize> {
+        None
+    }
     /// Stops the backend and releases what it holds; blocks. Called once, after `start`
     /// returned, whatever it returned; waits for calls still running.
     fn stop(&self);
@@ -70,48 +75,77 @@ const BURST: usize = 256;
 /// cancels still end them, and one that ended while waiting never reaches the backend.
 const MAX_CALLS: usize = 64;
 
+/// How many lanes [`Local::lane`] may name.
+pub(crate) const LANES: usize = 2;
+
+/// Most calls of one lane at once (within [`MAX_CALLS`]). In-process, uploads and streamed
+/// downloads report through a fixed set of C callbacks, one per running call; a call past them
+/// would wait for one inside the backend's thread, where a timeout or cancel no longer keeps
+/// it from running, so it waits here instead, and other requests go past it.
+pub(crate) const LANE_CALLS: usize = 8;
+
 /// The requests handed to the backend: how many of its calls run, and those waiting for one
 /// of them to return.
 struct Calls<L: Local> {
     local: Arc<L>,
     sink: Sink,
     running: usize,
-    /// Ids of the requests waiting for a call; their messages wait in the request book, so a
-    /// timeout, cancel or close drops a message (and gives its bytes back to the send budget)
-    /// before its RESPONSE is out, as on a connection. Ids that ended stay until skipped.
-    waiting: std::collections::VecDeque<i64>,
-    /// One `()` each time a call returned.
-    returned: mpsc::UnboundedSender<()>,
+    /// How many of them run in each lane.
+    in_lane: [usize; LANES],
+    /// Ids (with their lane) of the requests waiting for a call; their messages wait in the
+    /// request book, so a timeout, cancel or close drops a message (and gives its bytes back
+    /// to the send budget) before its RESPONSE is out, as on a connection. Ids that ended
+    /// stay until skipped.
+    waiting: std::collections::VecDeque<(i64, Option<usize>)>,
+    /// The lane of each call that returned.
+    returned: mpsc::UnboundedSender<Option<usize>>,
 }
 
 impl<L: Local> Calls<L> {
     /// Queues request `id` and starts what may start.
     fn submit(&mut self, book: &mut Book, id: i64, message: Outgoing) {
+        let lane = self.local.lane(message.message()).filter(|&l| l < LANES);
         book.requests.hold(id, message);
-        self.waiting.push_back(id);
+        self.waiting.push_back((id, lane));
         // With every call stuck, requests that keep timing out must not grow this for good.
         if self.waiting.len() > 2 * book.requests.len() + MAX_CALLS {
-            self.waiting.retain(|id| book.requests.contains(*id));
+            self.waiting.retain(|(id, _)| book.requests.contains(*id));
         }
         self.start(book);
     }
 
-    /// One call returned: its slot goes to the next waiting request still open.
-    fn returned(&mut self, book: &mut Book) {
+    /// One call returned: its place goes to the next waiting request still open.
+    fn returned(&mut self, book: &mut Book, lane: Option<usize>) {
         self.running -= 1;
+        if let Some(l) = lane {
+            self.in_lane[l] -= 1;
+        }
         self.start(book);
     }
 
+    /// Starts waiting requests in order while places are free; one whose lane is full keeps
+    /// its turn, and those behind it of other lanes go first.
     fn start(&mut self, book: &mut Book) {
-        while self.running < MAX_CALLS {
-            let Some(id) = self.waiting.pop_front() else {
-                return;
-            };
+        let mut at = 0;
+        while self.running < MAX_CALLS && at < self.waiting.len() {
+            let (id, lane) = self.waiting[at];
+            if lane.is_some_and(|l| self.in_lane[l] >= LANE_CALLS) {
+                if book.requests.contains(id) {
+                    at += 1;
+                } else {
+                    self.waiting.remove(at);
+                }
+                continue;
+            }
+            self.waiting.remove(at);
             // Timed out or cancelled while it waited: the app has its answer already.
             let Some(message) = book.requests.take_held(id) else {
                 continue;
             };
             self.running += 1;
+            if let Some(l) = lane {
+                self.in_lane[l] += 1;
+            }
             stats::add(&book.probe.counters.requests_sent, 1);
             // Handed to the backend, the message leaves the send budget.
             call(
@@ -119,6 +153,7 @@ impl<L: Local> Calls<L> {
                 &self.sink,
                 &self.returned,
                 id,
+                lane,
                 message.into_message(),
             );
         }
@@ -247,6 +282,7 @@ pub(crate) async fn run<L: Local>(
         local: local.clone(),
         sink: sink.clone(),
         running: 0,
+        in_lane: [0; LANES],
         waiting: Default::default(),
         returned,
     };
@@ -299,7 +335,7 @@ pub(crate) async fn run<L: Local>(
                     warn_backlog = warn_backlog.saturating_mul(2);
                 }
             }
-            Some(()) = calls_returned.recv() => calls.returned(&mut book),
+            Some(lane) = calls_returned.recv() => calls.returned(&mut book, lane),
             () = book.queue.wait_space(), if !can_take => {}
             () = sleep_until(next_timer.unwrap_or_else(tokio::time::Instant::now)), if next_timer.is_some() => {
                 // Nothing to send: the backend cannot be told to stop.
@@ -316,22 +352,24 @@ pub(crate) async fn run<L: Local>(
 }
 
 /// Runs request `id` on the blocking pool; its answer follows its progress and chunks, and
-/// `returned` hears when the call is over.
+/// `returned` hears when the call (of `lane`) is over.
 fn call<L: Local>(
     local: &Arc<L>,
     sink: &Sink,
-    returned: &mpsc::UnboundedSender<()>,
+    returned: &mpsc::UnboundedSender<Option<usize>>,
     id: i64,
+    lane: Option<usize>,
     message: Message,
 ) {
-    /// Says the call is over when dropped: after its answer, or when it panicked.
-    struct Over(mpsc::UnboundedSender<()>);
+    /// Says the call (of its lane) is over when dropped: after its answer, or when it
+    /// panicked.
+    struct Over(mpsc::UnboundedSender<Option<usize>>, Option<usize>);
     impl Drop for Over {
         fn drop(&mut self) {
-            let _ = self.0.send(());
+            let _ = self.0.send(self.1);
         }
     }
-    let (local, sink, over) = (local.clone(), sink.clone(), Over(returned.clone()));
+    let (local, sink, over) = (local.clone(), sink.clone(), Over(returned.clone(), lane));
     tokio::task::spawn_blocking(move || {
         let _over = over;
         let item = match local.call(id, &message) {

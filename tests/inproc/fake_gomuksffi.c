@@ -88,7 +88,8 @@
  *   "invalid params"). A separate thread, joined before returning, calls cb(0), cb(50),
  *   cb(100) (skipped when cb is NULL). Response {"msgtype":"m.file","url":"mxc://fake/<len>",
  *   "info":{"size":<len>}}, len = bytes.length. With "fail":true in params: cb(0) only, then
- *   error "upload failed".
+ *   error "upload failed". With "hold_ms":N (N <= 60000) it returns N ms after its progress.
+ *   fake_stats counts both uploads: "uploads" (all) and "max_uploading" (most at once).
  * GomuksUploadMediaPath(handle, params, cb). params {"path":"..."} (missing → "invalid
  *   params"); stat(path) fails → error "open <path>: no such file or directory" (other errnos:
  *   "open <path>: <strerror, lower-case first letter>"), a directory → error
@@ -471,6 +472,7 @@ typedef struct fake {
     job *head, *tail;
     uint64_t emitted, callbacks, max_cb_us;
     uint64_t submitted, running, max_running; /* GomuksSubmitCommand calls: all, now, most at once */
+    uint64_t uploads, uploading, max_uploading; /* GomuksUploadMedia* calls, the same */
 } fake;
 
 typedef struct name {
@@ -831,12 +833,14 @@ static GomuksResponse cmd_logout(fake *f, const uint8_t *p, size_t n) {
 static GomuksResponse cmd_stats(fake *f) {
     pthread_mutex_lock(&g_mu);
     uint64_t e = f->emitted, m = f->max_cb_us, c = f->callbacks, s = f->submitted, r = f->max_running;
+    uint64_t u = f->uploads, mu = f->max_uploading;
     pthread_mutex_unlock(&g_mu);
     sb b = {0};
     sb_printf(&b,
               "{\"emitted\":%" PRIu64 ",\"max_callback_us\":%" PRIu64 ",\"callbacks\":%" PRIu64
-              ",\"submitted\":%" PRIu64 ",\"max_running\":%" PRIu64 "}",
-              e, m, c, s, r);
+              ",\"submitted\":%" PRIu64 ",\"max_running\":%" PRIu64 ",\"uploads\":%" PRIu64
+              ",\"max_uploading\":%" PRIu64 "}",
+              e, m, c, s, r, u, mu);
     return sb_response(&b, RESP_OK);
 }
 
@@ -910,6 +914,24 @@ static void *progress_main(void *arg) {
     return NULL;
 }
 
+/* Counts an upload that starts; upload_ends sleeps "hold_ms" of its params (at most 60 s) once
+ * it has reported its progress, so that a test can keep the FFI's progress slots taken. */
+static void upload_starts(fake *f) {
+    pthread_mutex_lock(&g_mu);
+    f->uploads++;
+    if (++f->uploading > f->max_uploading) f->max_uploading = f->uploading;
+    pthread_mutex_unlock(&g_mu);
+}
+
+static void upload_ends(fake *f, GomuksBorrowedBuffer params) {
+    uint64_t ms = 0;
+    if (params.length && json_uint(params.base, params.length, "hold_ms", 60000u, &ms) && ms)
+        nanosleep(&(struct timespec){(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L}, NULL);
+    pthread_mutex_lock(&g_mu);
+    f->uploading--;
+    pthread_mutex_unlock(&g_mu);
+}
+
 /* The shared tail of both uploads: progress from another thread, then the result. */
 static GomuksResponse upload_result(uint64_t len, int fail, ProgressCallback cb) {
     if (cb) {
@@ -933,9 +955,11 @@ EXPORT GomuksResponse GomuksUploadMediaBytes(GomuksHandle h, GomuksBorrowedBuffe
     needs_account(f, "GomuksUploadMediaBytes");
     check_borrowed("GomuksUploadMediaBytes", params);
     check_borrowed("GomuksUploadMediaBytes", mediaBytes);
+    upload_starts(f);
     GomuksResponse r;
     if (params.length == 0) r = error_text("invalid params");
     else r = upload_result(mediaBytes.length, json_true(params.base, params.length, "fail"), cb);
+    upload_ends(f, params);
     release(f);
     return r;
 }
@@ -945,6 +969,7 @@ EXPORT GomuksResponse GomuksUploadMediaPath(GomuksHandle h, GomuksBorrowedBuffer
     fake *f = acquire("GomuksUploadMediaPath", h);
     needs_account(f, "GomuksUploadMediaPath");
     check_borrowed("GomuksUploadMediaPath", params);
+    upload_starts(f);
     GomuksResponse r;
     char *path = json_string(params.base, params.length, "path");
     struct stat st;
@@ -971,6 +996,7 @@ EXPORT GomuksResponse GomuksUploadMediaPath(GomuksHandle h, GomuksBorrowedBuffer
         r = upload_result((uint64_t)st.st_size, json_true(params.base, params.length, "fail"), cb);
     }
     free(path);
+    upload_ends(f, params);
     release(f);
     return r;
 }

@@ -527,8 +527,9 @@ struct Table {
     next: usize,
 }
 
-/// Uploads (and, separately, downloads) that can report at once; more wait for a slot.
-const SLOTS: usize = 8;
+/// Uploads (and, separately, downloads) that can report at once; more wait for a slot. The
+/// session starts no more than this many of each (its lanes), so none waits here for long.
+const SLOTS: usize = crate::session::local::LANE_CALLS;
 
 struct SlotGuard {
     table: &'static Slots,

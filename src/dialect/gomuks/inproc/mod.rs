@@ -418,6 +418,19 @@ impl Local for InProcess {
         ))
     }
 
+    /// Uploads and streamed downloads each take one of the FFI's progress or chunk callbacks
+    /// while they run (`library::Slots`).
+    fn lane(&self, message: &Message) -> Option<usize> {
+        match message {
+            Message::Binary(b) => match b.first() {
+                Some(&(FRAME_UPLOAD_BYTES | FRAME_UPLOAD_PATH)) => Some(0),
+                Some(&FRAME_DOWNLOAD) => Some(1),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error> {
         let call = unpack(message)?;
         if matches!(&call, Call::Command { command, .. } if command == "logout") {
