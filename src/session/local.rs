@@ -9,6 +9,7 @@
 //! unbounded channel, in order; the session moves it into the bounded queue while the queue
 //! has room, exactly as it reads a socket only while the queue has room.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,10 +79,12 @@ const MAX_CALLS: usize = 64;
 /// How many lanes [`Local::lane`] may name.
 pub(crate) const LANES: usize = 2;
 
-/// Most calls of one lane at once (within [`MAX_CALLS`]). In-process, uploads and streamed
-/// downloads report through a fixed set of C callbacks, one per running call; a call past them
-/// would wait for one inside the backend's thread, where a timeout or cancel no longer keeps
-/// it from running, so it waits here instead, and other requests go past it.
+/// Most calls of one lane at once. In-process, uploads and streamed downloads report through
+/// a fixed set of C callbacks, one per running call; a call past them would wait for one
+/// inside the backend's thread, where a timeout or cancel no longer keeps it from running.
+/// So it is parked here instead: it takes one of the [`MAX_CALLS`] places and its bytes leave
+/// the send budget, as if the backend had it, but it reaches the backend only once its lane
+/// has room and only if its request is still open.
 pub(crate) const LANE_CALLS: usize = 8;
 
 /// The requests handed to the backend: how many of its calls run, and those waiting for one
@@ -89,14 +92,17 @@ pub(crate) const LANE_CALLS: usize = 8;
 struct Calls<L: Local> {
     local: Arc<L>,
     sink: Sink,
+    /// Calls running, and requests parked for their lane (they hold a place too).
     running: usize,
-    /// How many of them run in each lane.
+    /// How many calls run in each lane.
     in_lane: [usize; LANES],
-    /// Ids (with their lane) of the requests waiting for a call; their messages wait in the
+    /// Ids (with their lane) of the requests waiting for a place; their messages wait in the
     /// request book, so a timeout, cancel or close drops a message (and gives its bytes back
     /// to the send budget) before its RESPONSE is out, as on a connection. Ids that ended
     /// stay until skipped.
-    waiting: std::collections::VecDeque<(i64, Option<usize>)>,
+    waiting: VecDeque<(i64, Option<usize>)>,
+    /// Per lane, the requests that have a place but wait for their lane, in order.
+    parked: [VecDeque<(i64, Message)>; LANES],
     /// The lane of each call that returned.
     returned: mpsc::UnboundedSender<Option<usize>>,
 }
@@ -114,49 +120,57 @@ impl<L: Local> Calls<L> {
         self.start(book);
     }
 
-    /// One call returned: its place goes to the next waiting request still open.
+    /// One call returned: its lane's next parked request still open runs, and its place goes
+    /// to the next waiting request.
     fn returned(&mut self, book: &mut Book, lane: Option<usize>) {
         self.running -= 1;
         if let Some(l) = lane {
             self.in_lane[l] -= 1;
+            while self.in_lane[l] < LANE_CALLS {
+                let Some((id, message)) = self.parked[l].pop_front() else {
+                    break;
+                };
+                if book.requests.contains(id) {
+                    self.launch(book, id, lane, message);
+                } else {
+                    // Ended while parked: the app has its answer; the backend never sees it.
+                    self.running -= 1;
+                }
+            }
         }
         self.start(book);
     }
 
-    /// Starts waiting requests in order while places are free; one whose lane is full keeps
-    /// its turn, and those behind it of other lanes go first.
+    /// Gives waiting requests, in order, the places that are free: a call, or a spot in its
+    /// lane's queue when the lane is full.
     fn start(&mut self, book: &mut Book) {
-        let mut at = 0;
-        while self.running < MAX_CALLS && at < self.waiting.len() {
-            let (id, lane) = self.waiting[at];
-            if lane.is_some_and(|l| self.in_lane[l] >= LANE_CALLS) {
-                if book.requests.contains(id) {
-                    at += 1;
-                } else {
-                    self.waiting.remove(at);
-                }
-                continue;
-            }
-            self.waiting.remove(at);
+        while self.running < MAX_CALLS {
+            let Some((id, lane)) = self.waiting.pop_front() else {
+                return;
+            };
             // Timed out or cancelled while it waited: the app has its answer already.
             let Some(message) = book.requests.take_held(id) else {
                 continue;
             };
             self.running += 1;
-            if let Some(l) = lane {
-                self.in_lane[l] += 1;
+            // Handed on, the message leaves the send budget.
+            let message = message.into_message();
+            match lane {
+                Some(l) if self.in_lane[l] >= LANE_CALLS => {
+                    self.parked[l].push_back((id, message));
+                }
+                _ => self.launch(book, id, lane, message),
             }
-            stats::add(&book.probe.counters.requests_sent, 1);
-            // Handed to the backend, the message leaves the send budget.
-            call(
-                &self.local,
-                &self.sink,
-                &self.returned,
-                id,
-                lane,
-                message.into_message(),
-            );
         }
+    }
+
+    /// Runs request `id` in `lane` (its place is counted already).
+    fn launch(&mut self, book: &Book, id: i64, lane: Option<usize>, message: Message) {
+        if let Some(l) = lane {
+            self.in_lane[l] += 1;
+        }
+        stats::add(&book.probe.counters.requests_sent, 1);
+        call(&self.local, &self.sink, &self.returned, id, lane, message);
     }
 }
 
@@ -284,6 +298,7 @@ pub(crate) async fn run<L: Local>(
         running: 0,
         in_lane: [0; LANES],
         waiting: Default::default(),
+        parked: Default::default(),
         returned,
     };
     for (id, m) in book.requests.take_unsent() {
