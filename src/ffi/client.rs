@@ -421,15 +421,23 @@ fn set_callback(h: &tether_client, cb: tether_event_cb, ctx: AppCtx) -> Result<(
         ));
     }
     h.claim(MODE_CALLBACK)?;
-    let d = Dispatcher::start(h.client.queue().clone(), cb, ctx).map_err(|e| {
-        h.mode.store(MODE_UNSET, Ordering::Release);
-        Error::new(
-            Status::ErrState,
-            format!("cannot start the dispatcher thread: {e}"),
-        )
-    })?;
-    *slot = Some(d);
-    Ok(())
+    match Dispatcher::start(h.client.queue().clone(), cb, ctx) {
+        Ok(d) => {
+            *slot = Some(d);
+            Ok(())
+        }
+        Err((e, ctx)) => {
+            h.mode.store(MODE_UNSET, Ordering::Release);
+            drop(slot);
+            // destroy(ctx) outside the lock: it may call into this client (free it, or try
+            // again).
+            drop(ctx);
+            Err(Error::new(
+                Status::ErrState,
+                format!("cannot start the dispatcher thread: {e}"),
+            ))
+        }
+    }
 }
 
 ffi_fn! {

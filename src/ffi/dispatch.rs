@@ -59,16 +59,20 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the thread, which drops `ctx` (running its `destroy`) after the last callback.
-    /// On error nothing was started and `ctx` has been dropped.
+    /// On error nothing was started and `ctx` comes back, for the caller to drop once it
+    /// holds no lock (its `destroy` may call into the library).
     pub(crate) fn start(
         queue: Arc<EventQueue>,
         cb: unsafe extern "C" fn(*mut c_void, *const tether_event),
         ctx: AppCtx,
-    ) -> std::io::Result<Dispatcher> {
-        let thread = std::thread::Builder::new()
+    ) -> Result<Dispatcher, (std::io::Error, AppCtx)> {
+        // Handed over once the thread runs: a spawn that fails drops its closure, and the
+        // context must not go with it.
+        let (hand, take) = std::sync::mpsc::sync_channel::<AppCtx>(1);
+        let spawned = std::thread::Builder::new()
             .name("tether-dispatch".into())
             .spawn(move || {
-                let ctx = ctx;
+                let Ok(ctx) = take.recv() else { return };
                 loop {
                     match queue.pop_blocking(None) {
                         Pop::Event(ev) => {
@@ -87,10 +91,17 @@ impl Dispatcher {
                 }
                 // destroy(ctx), after the last callback.
                 drop(ctx);
-            })?;
-        Ok(Dispatcher {
-            thread: Some(thread),
-        })
+            });
+        match spawned {
+            Ok(thread) => {
+                // The thread waits for it, so it cannot be gone.
+                let _ = hand.send(ctx);
+                Ok(Dispatcher {
+                    thread: Some(thread),
+                })
+            }
+            Err(e) => Err((e, ctx)),
+        }
     }
 
     /// Waits for the thread to end (the queue must have been abandoned or finished). From the
