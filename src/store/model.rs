@@ -70,10 +70,11 @@ pub(super) struct Room {
     /// Local echoes (and failed sends) not yet in the timeline, by event rowid.
     pub pending: Vec<i64>,
     /// gomuks's own answers to slash commands (fake events from `@gomuks`, which never
-    /// reach the room), in arrival order: each with the timeline rowid of the newest row
-    /// when it came (`i64::MIN` for an empty timeline), and its event rowid. Shown after that
-    /// row, where gomuks web puts it; gone with the timeline it was shown in.
-    pub notices: Vec<(i64, i64)>,
+    /// reach the room), in arrival order: each with the timeline rowid of the first row
+    /// appended after it came (`None` until one is), and its event rowid. Shown before that
+    /// row, or at the end: where gomuks web puts it, below every row cached or paginated
+    /// before it and above every row synced after it. Gone with the timeline it was shown in.
+    pub notices: Vec<(Option<i64>, i64)>,
     pub state: HashMap<String, HashMap<String, i64>>,
     /// The whole state was loaded (`get_room_state`), and with members.
     pub state_loaded: bool,
@@ -241,7 +242,9 @@ impl Room {
 
     /// Puts rows in timeline order; rows already there are left alone. Returns the rows
     /// added at the end and how many went before the previous oldest.
-    fn merge_rows(&mut self, rows: &[TimelineRow]) -> (Vec<i64>, usize) {
+    /// `live`: the rows of a sync, new messages (not a page of older history): the first one
+    /// appended goes after the command answers shown so far.
+    fn merge_rows(&mut self, rows: &[TimelineRow], live: bool) -> (Vec<i64>, usize) {
         let mut appended = Vec::new();
         let mut prepended = 0;
         for row in rows {
@@ -268,6 +271,17 @@ impl Room {
                 }
             }
             self.pending.retain(|&p| p != row.event_rowid);
+        }
+        if let (true, Some(&first)) = (live, appended.first()) {
+            let at = self
+                .timeline
+                .iter()
+                .rev()
+                .find(|r| r.event_rowid == first)
+                .map(|r| r.timeline_rowid);
+            for n in self.notices.iter_mut().filter(|n| n.0.is_none()) {
+                n.0 = at;
+            }
         }
         (appended, prepended)
     }
@@ -863,7 +877,7 @@ impl Model {
             rc.reset = true;
         }
         let pending_before = room.pending.len();
-        let (appended, prepended) = room.merge_rows(&sync.timeline);
+        let (appended, prepended) = room.merge_rows(&sync.timeline, true);
         if rc.reset {
             room.prune(&brought);
         }
@@ -985,8 +999,7 @@ impl Model {
             // (gomuks web `handleOutgoingEvent`), not a send that waits in the pending tail
             // for good.
             if !room.notices.iter().any(|n| n.1 == rowid) {
-                let after = room.timeline.last().map_or(i64::MIN, |r| r.timeline_rowid);
-                room.notices.push((after, rowid));
+                room.notices.push((None, rowid));
                 rc.appended.push(rowid);
             }
             return;
@@ -1044,7 +1057,7 @@ impl Model {
         // History, even into an empty timeline; but rows past a tail the store already had
         // are new to it (the page was read after a live row the sync has not brought yet).
         let was_empty = room.timeline.is_empty();
-        let (appended, prepended) = room.merge_rows(&rows);
+        let (appended, prepended) = room.merge_rows(&rows, false);
         if was_empty {
             rc.prepended += prepended + appended.len();
         } else {

@@ -438,21 +438,20 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
         Some(b) => r.timeline.partition_point(|row| row.timeline_rowid < b),
     };
     let start = end.saturating_sub(limit);
-    // A command's answer (model `notices`) goes before the first row newer than the newest
-    // row it came after, or at the end; each lands on exactly one page.
-    let notices = |after: Option<i64>, before: Option<i64>| {
+    // A command's answer (model `notices`) goes before the first row synced after it, or at
+    // the end; each lands on exactly one page.
+    let notices = |before: Option<i64>| {
         r.notices
             .iter()
-            .filter(move |(at, _)| {
-                after.map_or(true, |a| *at >= a) && before.map_or(true, |b| *at < b)
-            })
+            .filter(move |(at, _)| *at == before)
             .filter_map(|(_, rowid)| r.events.get(rowid))
             .map(|ev| item(r, ev, Some(0)))
     };
-    let newest = |i: usize| i.checked_sub(1).map(|p| r.timeline[p].timeline_rowid);
     let mut events: Vec<Item> = Vec::with_capacity(end - start);
-    for (i, row) in r.timeline.iter().enumerate().take(end).skip(start) {
-        events.extend(notices(newest(i), Some(row.timeline_rowid)));
+    for row in &r.timeline[start..end] {
+        if !r.notices.is_empty() {
+            events.extend(notices(Some(row.timeline_rowid)));
+        }
         events.extend(
             r.events
                 .get(&row.event_rowid)
@@ -460,7 +459,7 @@ pub(super) fn timeline(m: &Model, paginating: &Paginating, data: &[u8]) -> Resul
         );
     }
     if end == r.timeline.len() {
-        events.extend(notices(newest(end), None));
+        events.extend(notices(None));
     }
     let mut pending: Vec<&Stored> = if end == r.timeline.len() {
         r.pending.iter().filter_map(|p| r.events.get(p)).collect()
@@ -1067,6 +1066,29 @@ mod tests {
         assert_eq!(
             ids(&page(&m, json!({"room_id": R}))),
             ["$gomuks-internal-abc", "$e10"]
+        );
+        // Into an empty timeline (an evicted room) that a page of older history fills next:
+        // below that history, as gomuks web splices history in before it.
+        let mut m = model(json!({"rooms": {R: {"meta": {"room_id": R}}}}));
+        m.apply_echo(
+            R,
+            &raw,
+            super::super::model::Echo::Answer,
+            &mut super::super::model::Changes::default(),
+        );
+        let epoch = m.rooms[R].epoch;
+        let mut older = msg(5);
+        older["timeline_rowid"] = json!(5);
+        let history = json!({"events": [older], "has_more": true});
+        m.apply_page(
+            R,
+            epoch,
+            history.to_string().as_bytes(),
+            &mut super::super::model::Changes::default(),
+        );
+        assert_eq!(
+            ids(&page(&m, json!({"room_id": R}))),
+            ["$e5", "$gomuks-internal-abc"]
         );
     }
 
