@@ -134,12 +134,15 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
 /// main (2026-08) and of its FFI, except those that work without an account (`get_state`,
 /// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
 /// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
-/// `listen_to_device`, and the FFI's `get_account_info`, `null` then) and `logout` (refused
-/// on its own terms). Over the websocket one of these costs the connection (the backend
-/// recovers and closes with 1011); in-process nothing recovers, and the Go panic aborts the
-/// app's whole process (interop/FINDINGS.md I7: the mautrix URL builder dereferences the nil
-/// homeserver URL), so they are refused before they reach it. A command not listed (newer
-/// than this list, or an app's own) goes through.
+/// `listen_to_device`, the database reads `search_local`, `get_related_events`,
+/// `get_sticky_events` and `get_specific_room_state`, and the FFI's `get_account_info`, `null`
+/// then) and `logout` (refused on its own terms). Kept to be safe, though they may not touch
+/// the account: `get_event_by_rowid` (it reprocesses what it finds), `rerequest_session` (it
+/// wakes the key-request worker) and `export_keys` (the crypto store). Over the websocket one
+/// of these costs the connection (the backend recovers and closes with 1011); in-process
+/// nothing recovers, and the Go panic aborts the app's whole process (interop/FINDINGS.md I7:
+/// the mautrix URL builder dereferences the nil homeserver URL), so they are refused before
+/// they reach it. A command not listed (newer than this list, or an app's own) goes through.
 const NEEDS_ACCOUNT: &[&str] = &[
     "send_message",
     "send_event",
@@ -164,13 +167,9 @@ const NEEDS_ACCOUNT: &[&str] = &[
     "get_event_by_rowid",
     "get_event_context",
     "paginate_manual",
-    "search_local",
     "search_server",
     "get_mentions",
-    "get_related_events",
-    "get_sticky_events",
     "get_room_state",
-    "get_specific_room_state",
     "get_receipts",
     "paginate",
     "get_room_summary",
