@@ -2,10 +2,14 @@
 //!
 //! The producer (the session task) checks [`EventQueue::has_space`] before it reads the next
 //! websocket message, so when the app falls behind the socket is simply not read: TCP
-//! backpressure reaches the server and nothing is dropped. One message may carry a batch, so
-//! the queue can exceed its capacity by at most one message's events (and the SEND_READY
-//! events, at most one per refused call of the app's, and at the end the UNSENT events, one
-//! per packet the send budget let the app make).
+//! backpressure reaches the server and nothing is dropped. A read takes at most as many
+//! messages as there is room for, but a message may carry a batch of events and a store adds
+//! a change set for what it applies, so the queue can exceed its capacity by those extra
+//! events of one read (at most 256 messages). Events the session makes itself are queued
+//! whatever the room: the connection's (CONNECTING, CONNECTED, DISCONNECTED, a few per
+//! reconnect while the app stays behind), request outcomes (timeouts, the RESPONSEs a cut or a
+//! close ends), SEND_READY (at most one per refused call of the app's) and at the end the
+//! UNSENT events (one per packet the send budget let the app make).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -241,7 +245,8 @@ impl EventQueue {
     /// Waits up to `timeout` until an event is queued and returns the lock with it still
     /// queued, or says why there is none.
     fn wait_queued(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_, Inner>, Idle> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what an Instant can hold waits as long as no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut g = self.lock();
         loop {
             if !g.events.is_empty() {
@@ -334,6 +339,11 @@ impl EventQueue {
             {
                 let mut g = self.lock();
                 if let Some(ev) = self.take(&mut g) {
+                    if !g.events.is_empty() {
+                        // A push wakes one task per batch; with several tasks waiting, pass
+                        // it on (as `take` does for blocked threads).
+                        self.readable.notify_one();
+                    }
                     return Some(ev);
                 }
                 if g.finished || g.abandoned {
@@ -382,6 +392,34 @@ mod tests {
         let mut e = Event::new(EventKind::Message);
         e.request_id = id;
         e
+    }
+
+    /// A timeout too large for an Instant waits as none does, instead of panicking.
+    #[test]
+    fn a_huge_timeout_is_no_timeout() {
+        let q = EventQueue::new(2);
+        q.push(ev(1));
+        assert!(matches!(q.pop_blocking(Some(Duration::MAX)), Pop::Event(e) if e.request_id == 1));
+    }
+
+    /// Two tasks wait in `pop`; one push of two events wakes one of them, and the one that
+    /// takes the first event passes the wake-up on, so the other takes the second at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_tasks_pass_a_wake_up_on() {
+        let q = std::sync::Arc::new(EventQueue::new(8));
+        let (a, b) = (q.clone(), q.clone());
+        let ta = tokio::spawn(async move { a.pop().await.map(|e| e.request_id) });
+        let tb = tokio::spawn(async move { b.pop().await.map(|e| e.request_id) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.push_all([ev(1), ev(2)]);
+        let both = tokio::time::timeout(Duration::from_secs(2), async {
+            (ta.await.unwrap(), tb.await.unwrap())
+        })
+        .await
+        .expect("the second task was left asleep with an event queued");
+        let mut got = [both.0, both.1];
+        got.sort();
+        assert_eq!(got, [Some(1), Some(2)]);
     }
 
     #[test]
