@@ -886,7 +886,11 @@ tether_status tether_client_connect(struct tether_client *c);
  * websocket for a request over the backend's 1 MiB limit for one message (it would close
  * the connection, failing every request in flight);
  * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken, no
- * id written); `TETHER_ERR_STATE` after close. Any thread, including inside an event
+ * id written); `TETHER_ERR_STATE` after close, and over the websocket for a command
+ * that needs the account (`get_profile`, `send_message`, ...; README, "The bundled
+ * backend") while the backend's latest `client_state` says it is not logged in (its
+ * handler would panic and the backend close the connection; in-process such a request is
+ * answered `TETHER_ERR_STATE` as a RESPONSE). Any thread, including inside an event
  * callback.
  */
 tether_status tether_client_request(struct tether_client *c, const char *command, const uint8_t *data, size_t len, int64_t *out_request_id);

@@ -212,7 +212,7 @@ static void test_forbidden_origin(void) {
 }
 
 /* §3.4, §4.1: requests that need no account, unknown commands and bad params (decoding
- * fails before the handler runs, so this calculate_room_id does not reach the nil account). */
+ * fails before the handler runs). */
 static void test_requests_without_account(void) {
     tether_client *c = connect_client(gomuks_config(NULL), NULL, 0);
     char buf[8192];
@@ -246,7 +246,7 @@ static void test_requests_without_account(void) {
     CHECK_HAS(data_str(ev, buf, sizeof buf), "unknown command");
     tether_event_free(ev);
 
-    id = request(c, "calculate_room_id", "\"not an object\"");
+    id = request(c, "get_login_flows", "\"not an object\"");
     ev = th_wait_response(c, id, 15000);
     CHECK_STATUS(tether_event_status(ev), TETHER_ERR_REMOTE);
     data_str(ev, buf, sizeof buf);
@@ -263,31 +263,30 @@ static void test_requests_without_account(void) {
     th_close_and_free(c);
 }
 
-/* §9 1011: calculate_room_id is not account-free in v0.2607.0 (it reads the logged-in user's
- * ID, nil here), so the handler panics and the backend closes with 1011 "Command handler
- * panicked". The library fails the request as disconnected, reports 1011, reconnects, and
- * the new connection works. */
-static void test_handler_panic_1011(void) {
+/* §9 1011 (FINDINGS F8): calculate_room_id is not account-free in v0.2607.0 (it reads the
+ * logged-in user's ID, nil here), so its handler would panic and the backend close with 1011
+ * "Command handler panicked", failing every request in flight. Since the backend's
+ * client_state says it is not logged in, the library refuses it at the call (ERR_STATE): the
+ * request in flight is answered and the connection stays up. */
+static void test_account_command_refused_while_logged_out(void) {
     tether_client *c = connect_client(gomuks_config(NULL), NULL, 0);
-    int64_t id = request(c, "calculate_room_id",
-                         "{\"timestamp\":1700000000000,\"content\":{\"room_version\":\"12\"}}");
-    tether_event *ev = th_wait_response(c, id, 15000);
-    CHECK_STATUS(tether_event_status(ev), TETHER_ERR_DISCONNECTED);
-    tether_event_free(ev);
-    ev = th_wait(c, TETHER_EVENT_DISCONNECTED, NULL, 15000);
-    CHECK(tether_event_close_code(ev) == 1011);
-    CHECK_STATUS(tether_event_status(ev), TETHER_ERR_REMOTE_CLOSED);
-    CHECK(tether_event_retry_in_ms(ev) >= 0);
-    tether_event_free(ev);
-    ev = th_wait(c, TETHER_EVENT_CONNECTED, NULL, 15000);
-    CHECK(tether_event_attempt(ev) == 2);
-    tether_event_free(ev);
-    char scratch[4096];
-    expect_connect_snapshot(c, scratch, sizeof scratch);
-    id = request(c, "get_state", "{}");
-    ev = th_wait_response(c, id, 15000);
+    int64_t before = request(c, "get_state", "{}");
+    const char *body = "{\"timestamp\":1700000000000,\"content\":{\"room_version\":\"12\"}}";
+    int64_t id = 0;
+    CHECK_STATUS(tether_client_request(c, "calculate_room_id", (const uint8_t *)body, strlen(body),
+                                       &id),
+                 TETHER_ERR_STATE);
+    CHECK_HAS(tether_last_error(), "logged-in backend");
+    tether_event *ev = th_wait_response(c, before, 15000);
     CHECK_OK(tether_event_status(ev));
     tether_event_free(ev);
+    int64_t after = request(c, "get_state", "{}");
+    ev = th_wait_response(c, after, 15000);
+    CHECK_OK(tether_event_status(ev));
+    tether_event_free(ev);
+    tether_stats st = {.size = sizeof st};
+    CHECK_OK(tether_client_stats(c, &st));
+    CHECK(st.connections == 1);
     th_close_and_free(c);
 }
 
@@ -510,7 +509,7 @@ int main(void) {
     TH_RUN(test_unauthorized);
     TH_RUN(test_forbidden_origin);
     TH_RUN(test_requests_without_account);
-    TH_RUN(test_handler_panic_1011);
+    TH_RUN(test_account_command_refused_while_logged_out);
     TH_RUN(test_cancel_in_flight);
     TH_RUN(test_ping_pong_compression_and_close_1001);
     TH_RUN(test_close_1003);

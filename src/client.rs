@@ -51,6 +51,8 @@ pub(crate) struct Requester {
     poisoned: Arc<AtomicBool>,
     /// What the app's requests and packets may hold until they are written.
     budget: Arc<SendBudget>,
+    /// The gomuks backend said it is not logged in (the probe's flag).
+    logged_out: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -86,6 +88,7 @@ impl Client {
                 tx: Arc::new(tx),
                 closed,
                 poisoned,
+                logged_out: probe.logged_out.clone(),
             },
             resume,
             rx: std::sync::Mutex::new(Some(rx)),
@@ -589,6 +592,18 @@ impl Requester {
         }
         if command.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
+        }
+        // In-process the backend's own state is checked under its lock, at the call.
+        if matches!(self.cfg.transport(), Transport::Websocket)
+            && self.logged_out.load(Ordering::Acquire)
+            && gomuks::needs_account(command)
+        {
+            return Err(Error::new(
+                Status::ErrState,
+                format!(
+                    "{command} needs a logged-in backend (wait for client_state with                      is_logged_in): gomuks would close the connection otherwise"
+                ),
+            ));
         }
         if !data.is_empty() {
             let v = serde_json::from_slice::<&serde_json::value::RawValue>(data).map_err(|e| {

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,10 @@ pub(crate) struct Probe {
     pub(crate) client: u64,
     pub(crate) counters: Arc<Counters>,
     pub(crate) stalled: Arc<StalledAddrs>,
+    /// gomuks: the backend's latest `client_state` said it is not logged in, so a request
+    /// that needs the account would make it close the connection
+    /// ([`crate::dialect::gomuks::needs_account`]).
+    pub(crate) logged_out: Arc<AtomicBool>,
 }
 
 /// Server addresses that took a connection's TCP and then left TLS or the websocket upgrade

@@ -829,6 +829,49 @@ async fn spec3_null_request_data_is_refused_at_the_call() {
     close_and_drain(&c).await;
 }
 
+/// §6.1 with §9 1011 (interop/FINDINGS.md F8): while the backend's `client_state` says it is
+/// not logged in, a command that needs the account is refused at the call with ERR_STATE: its
+/// handler would dereference the nil homeserver URL, and the backend closes the connection
+/// (1011), failing every request in flight. Account-free commands and unknown names go
+/// through.
+#[tokio::test]
+async fn spec6_1_account_commands_are_refused_while_the_backend_is_logged_out() {
+    let b = backend_with(|c| c.logged_in = false).await;
+    let c = client(&b, |c| c);
+    let (st, _) = until_command(&c, "client_state").await;
+    assert_eq!(json(&st)["is_logged_in"], false);
+    let slow = c.request("sleep", br#"{"ms":300}"#).unwrap();
+    for cmd in [
+        "get_profile",
+        "calculate_room_id",
+        "join_room",
+        "send_message",
+    ] {
+        let e = c.request(cmd, b"{}").unwrap_err();
+        assert_eq!(e.status(), Status::ErrState, "{cmd}: {}", e.message());
+        assert!(e.message().contains("logged-in backend"), "{}", e.message());
+    }
+    let free = c.request("get_state", b"{}").unwrap();
+    let unknown = c.request("no_such", b"{}").unwrap();
+    let mut answered = std::collections::HashMap::new();
+    let (_, seen) = until(&c, |e| {
+        if e.kind() == EventKind::Response {
+            answered.insert(e.request_id(), e.status());
+        }
+        answered.len() == 3
+    })
+    .await;
+    assert_eq!(
+        answered[&slow],
+        Status::Ok,
+        "the request in flight was not failed"
+    );
+    assert_eq!(answered[&free], Status::Ok);
+    assert_eq!(answered[&unknown], Status::ErrRemote);
+    assert!(seen.iter().all(|e| e.kind() != EventKind::Disconnected));
+    close_and_drain(&c).await;
+}
+
 /// §8/§9: a client that stays silent past the server's ping timeout is closed with 4002 and
 /// reconnects; one that pings in time stays connected.
 #[tokio::test]

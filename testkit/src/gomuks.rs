@@ -47,7 +47,9 @@ pub struct BackendConfig {
     pub event_buffer_size: usize,
     /// Close 4002 after this long without a client text message (§8).
     pub ping_timeout: Duration,
-    /// Whether the account is logged in and verified (initial sync on connect, §6.1).
+    /// Whether the account is logged in and verified (initial sync on connect, §6.1). Logged
+    /// out, a sample of the commands that need the account closes the connection with 1011,
+    /// as real gomuks' panicking handler does.
     pub logged_in: bool,
     /// Where to listen (loopback only).
     pub listen: SocketAddr,
@@ -1318,6 +1320,12 @@ async fn serve_ws(tcp: TcpStream, head: Head, state: Arc<Mutex<State>>) {
                         break;
                     };
                     let data = v.get("data").cloned().unwrap_or(json!({}));
+                    if !logged_in && PANICS_LOGGED_OUT.contains(&cmd) {
+                        // gomuks' handler dereferences the nil homeserver URL; the websocket
+                        // recovers and closes (pkg/gomuks/websocket.go).
+                        let _ = sink.send(close(1011, "Command handler panicked")).await;
+                        break;
+                    }
                     handle_command(cmd, id, data, listener, &state, &tx, &mut tasks);
                     // A reply the command gave at once goes out before the next message is
                     // read, unless something queued earlier is ahead of it: once the websocket
@@ -1375,6 +1383,10 @@ fn close(code: u16, reason: &str) -> Message {
         reason: reason.to_owned().into(),
     }))
 }
+
+/// A sample of the commands real gomuks runs with its account or homeserver URL, which are
+/// nil while it is not logged in: the handler panics (interop/FINDINGS.md F8).
+const PANICS_LOGGED_OUT: &[&str] = &["get_profile", "calculate_room_id", "join_room"];
 
 fn handle_command(
     cmd: &str,

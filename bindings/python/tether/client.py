@@ -1162,7 +1162,8 @@ class Client(ClientState):
         :raises RequestTimeoutError: no reply in time.
         :raises DisconnectedError: the connection dropped first; the outcome is unknown.
         :raises ClientClosedError: the client is (or got) closed.
-        :raises StateError: not possible on this client (rwws has no requests; or called
+        :raises StateError: not possible on this client (rwws has no requests; a command that
+            needs the account while the backend says it is not logged in; or called
             inside ``on_event``, where replies cannot arrive: use :meth:`submit` there).
         :raises InvalidArgumentError: ``data`` is the bytes ``null``, or over the websocket
             the request is over the backend's 1 MiB limit for one message (which would

@@ -6,6 +6,7 @@ pub(crate) mod inproc;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,74 @@ use crate::session::transport::{self, ConnectError};
 use crate::stats::{self, Probe};
 use crate::status::{Error, Status};
 use codec::{parse_envelope, Decompressor, Kind};
+
+/// Whether gomuks runs `command` with its account, its homeserver URL (set only by a login)
+/// or its crypto, all nil while it is not logged in: every request command of gomuks
+/// v0.2607.0 to main (2026-08) except those that work without an account (`get_state`,
+/// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
+/// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
+/// `listen_to_device`, the database reads `search_local`, `get_related_events`,
+/// `get_sticky_events` and `get_specific_room_state`) and `logout`. Kept to be safe, though
+/// they may not touch the account: `get_event_by_rowid` (it reprocesses what it finds) and
+/// `rerequest_session` (it wakes the key-request worker). The handler panics: over the
+/// websocket the backend recovers and closes with 1011, failing every request in flight
+/// (interop/FINDINGS.md F8); in-process nothing recovers and the app's process aborts (I7).
+/// So while the backend says it is not logged in, tether refuses them before they leave. A
+/// command not listed (newer than this list, or an app's own) goes through.
+pub(crate) fn needs_account(command: &str) -> bool {
+    const LIST: &[&str] = &[
+        "send_message",
+        "send_event",
+        "send_sticky_event",
+        "resend_event",
+        "report_event",
+        "redact_event",
+        "set_state",
+        "update_delayed_event",
+        "set_membership",
+        "set_account_data",
+        "mark_read",
+        "set_typing",
+        "get_profile",
+        "set_profile_field",
+        "get_mutual_rooms",
+        "track_user_devices",
+        "reset_master_key_tofu",
+        "get_profile_encryption_info",
+        "get_own_devices",
+        "get_event",
+        "get_event_by_rowid",
+        "get_event_context",
+        "paginate_manual",
+        "search_server",
+        "get_mentions",
+        "get_room_state",
+        "get_receipts",
+        "paginate",
+        "get_room_summary",
+        "get_space_hierarchy",
+        "join_room",
+        "knock_room",
+        "leave_room",
+        "create_room",
+        "mute_room",
+        "update_push_rule",
+        "ensure_group_session_shared",
+        "send_to_device",
+        "resolve_alias",
+        "request_openid_token",
+        "verify",
+        "reset_encryption",
+        "get_capabilities",
+        "register_homeserver_push",
+        "get_turn_servers",
+        "get_rtc_transports",
+        "get_media_config",
+        "calculate_room_id",
+        "rerequest_session",
+    ];
+    LIST.contains(&command)
+}
 
 /// gomuks session state that outlives single connections: credentials and the resume point.
 pub(crate) struct Gomuks {
@@ -496,9 +565,15 @@ impl Gomuks {
                     is_logged_in: bool,
                     #[serde(default)]
                     is_verified: bool,
+                    /// `false` while the backend's client starts: `is_logged_in` says nothing
+                    /// yet. Absent in older gomuks.
+                    #[serde(default)]
+                    is_initialized: Option<bool>,
                 }
                 if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
                     self.started |= !(st.is_logged_in && st.is_verified);
+                    let out = !st.is_logged_in && st.is_initialized != Some(false);
+                    self.probe.logged_out.store(out, Ordering::Release);
                 }
                 None
             }

@@ -364,7 +364,8 @@ public final class TetherClient: @unchecked Sendable {
     /// Throws `.remote` with the server's error text, `.requestTimeout` after `timeout` (or
     /// the configured request timeout), `.disconnected` when the connection dropped before the
     /// reply (the outcome is unknown), `.clientClosed` when the client closed first, and
-    /// `.state` if the client was already closed or speaks rwws; `.invalidArgument` for `null`
+    /// `.state` if the client was already closed or speaks rwws, or for a command that needs
+    /// the account while the backend says it is not logged in; `.invalidArgument` for `null`
     /// data or, over the websocket, a request over the backend's 1 MiB limit for one message
     /// (which would close the connection). Cancelling the task cancels the request on the
     /// server and throws `CancellationError`.

@@ -129,73 +129,9 @@ fn unpack(message: &Message) -> Result<Call<'_>, Error> {
     }
 }
 
-/// Commands gomuks runs with its account, its homeserver URL (set only by a login) or its
-/// crypto, all nil while it is not logged in: every request command of gomuks v0.2607.0 to
-/// main (2026-08) and of its FFI, except those that work without an account (`get_state`,
-/// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
-/// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
-/// `listen_to_device`, the database reads `search_local`, `get_related_events`,
-/// `get_sticky_events` and `get_specific_room_state`, and the FFI's `get_account_info`, `null`
-/// then) and `logout` (refused on its own terms). Kept to be safe, though they may not touch
-/// the account: `get_event_by_rowid` (it reprocesses what it finds), `rerequest_session` (it
-/// wakes the key-request worker) and `export_keys` (the crypto store). Over the websocket one
-/// of these costs the connection (the backend recovers and closes with 1011); in-process
-/// nothing recovers, and the Go panic aborts the app's whole process (interop/FINDINGS.md I7:
-/// the mautrix URL builder dereferences the nil homeserver URL), so they are refused before
-/// they reach it. A command not listed (newer than this list, or an app's own) goes through.
-const NEEDS_ACCOUNT: &[&str] = &[
-    "send_message",
-    "send_event",
-    "send_sticky_event",
-    "resend_event",
-    "report_event",
-    "redact_event",
-    "set_state",
-    "update_delayed_event",
-    "set_membership",
-    "set_account_data",
-    "mark_read",
-    "set_typing",
-    "get_profile",
-    "set_profile_field",
-    "get_mutual_rooms",
-    "track_user_devices",
-    "reset_master_key_tofu",
-    "get_profile_encryption_info",
-    "get_own_devices",
-    "get_event",
-    "get_event_by_rowid",
-    "get_event_context",
-    "paginate_manual",
-    "search_server",
-    "get_mentions",
-    "get_room_state",
-    "get_receipts",
-    "paginate",
-    "get_room_summary",
-    "get_space_hierarchy",
-    "join_room",
-    "knock_room",
-    "leave_room",
-    "create_room",
-    "mute_room",
-    "update_push_rule",
-    "ensure_group_session_shared",
-    "send_to_device",
-    "resolve_alias",
-    "request_openid_token",
-    "verify",
-    "reset_encryption",
-    "get_capabilities",
-    "register_homeserver_push",
-    "get_turn_servers",
-    "get_rtc_transports",
-    "get_media_config",
-    "calculate_room_id",
-    "rerequest_session",
-    "upload_media",
-    "export_keys",
-];
+/// The FFI's own commands that run with the account (over the websocket gomuks does not know
+/// them): refused while logged out with those of [`super::needs_account`].
+const NEEDS_ACCOUNT_IN_FFI: &[&str] = &["upload_media", "export_keys"];
 
 /// The same for the commands a newer FFI (the one with `GomuksDownloadMediaPath`, v0.2608
 /// on) runs itself against the homeserver. Older ones pass them to hicli, which does not
@@ -438,7 +374,7 @@ impl Local for InProcess {
         let newer = self.api.streams_downloads();
         let needs_account = match &call {
             Call::Upload { .. } => Some("upload_media"),
-            Call::Command { command, .. } => NEEDS_ACCOUNT
+            Call::Command { command, .. } => NEEDS_ACCOUNT_IN_FFI
                 .iter()
                 .chain(if newer {
                     NEEDS_ACCOUNT_IN_NEWER_FFI
@@ -446,7 +382,8 @@ impl Local for InProcess {
                     &[]
                 })
                 .copied()
-                .find(|c| c == command),
+                .find(|c| c == command)
+                .or_else(|| super::needs_account(command).then_some(command.as_str())),
             // Without the FFI's download, ERR_UNSUPPORTED says more.
             Call::Download { .. } => newer.then_some("download_media"),
         };

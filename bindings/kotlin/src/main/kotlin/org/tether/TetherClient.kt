@@ -94,7 +94,8 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * JSON data. [timeoutMs] overrides [TetherOptions.requestTimeoutMs] for this request.
      * Throws [RemoteException] (with the server's message), [RequestTimeoutException],
      * [DisconnectedException], [ClientClosedException] (after close), [StateException] (once
-     * the server ended the client, or an rwws client), [InvalidArgumentException] (data is not
+     * the server ended the client, an rwws client, or a command that needs the account while
+     * the backend says it is not logged in), [InvalidArgumentException] (data is not
      * JSON, is `null`, or over the websocket makes a request over the backend's 1 MiB limit for
      * one message, which would close the connection). Cancelling the coroutine cancels the
      * request on the server and keeps nothing of it.
