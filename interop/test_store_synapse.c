@@ -269,6 +269,16 @@ static void read_rows(sp_peer *p, const char *room, rows_t *r) {
     free(tl);
 }
 
+/* The RESPONSE of pagination `id`, which follows the one STORE event of its request. */
+static void take_page(sp_peer *p, int64_t id, const char *fixture) {
+    int stores = 0;
+    tether_event *ev = sp_response(p, id, 60000, &stores);
+    if (tether_event_status(ev) != TETHER_OK) th_fail(__FILE__, __LINE__, "paginate: %.500s", sp_data);
+    if (strstr(sp_data, "\"events\":[{")) sp_record(fixture, sp_data);
+    tether_event_free(ev);
+    CHECK(stores == 1);
+}
+
 /* tether_store_paginate (limit 0: the store's choice) until the room's timeline holds all
  * `n` hist messages or has_more is false; every RESPONSE follows the one STORE event of its
  * request, and a second pagination meanwhile is refused. Returns the pages taken. */
@@ -280,14 +290,18 @@ static int paginate_all(sp_peer *p, const char *room, int n, rows_t *r, const ch
         int64_t id = 0;
         CHECK_OK(tether_store_paginate(p->s, room, 0, &id));
         int64_t busy = 0;
-        CHECK_STATUS(tether_store_paginate(p->s, room, 0, &busy), TETHER_ERR_IN_USE);
-        int stores = 0;
-        tether_event *ev = sp_response(p, id, 60000, &stores);
-        if (tether_event_status(ev) != TETHER_OK) th_fail(__FILE__, __LINE__, "paginate: %.500s", sp_data);
-        if (strstr(sp_data, "\"events\":[{")) sp_record(fixture, sp_data);
-        tether_event_free(ev);
-        CHECK(stores == 1);
+        tether_status second = tether_store_paginate(p->s, room, 0, &busy);
+        take_page(p, id, fixture);
         pages++;
+        if (second == TETHER_OK) {
+            /* The first was answered and applied between the two calls (gomuks reads its own
+             * database in well under a millisecond; a loaded machine may pause this thread
+             * longer): the second is a pagination of its own. */
+            take_page(p, busy, fixture);
+            pages++;
+        } else {
+            CHECK_STATUS(second, TETHER_ERR_IN_USE);
+        }
         read_rows(p, room, r);
     }
     return pages;
