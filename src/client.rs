@@ -601,7 +601,8 @@ impl Requester {
             return Err(Error::new(
                 Status::ErrState,
                 format!(
-                    "{command} needs a logged-in backend (wait for client_state with                      is_logged_in): gomuks would close the connection otherwise"
+                    "{command} needs a logged-in backend (wait for client_state with is_logged_in): \
+                     gomuks would close the connection otherwise"
                 ),
             ));
         }

@@ -82,9 +82,10 @@ pub(crate) const LANES: usize = 2;
 /// Most calls of one lane at once. In-process, uploads and streamed downloads report through
 /// a fixed set of C callbacks, one per running call; a call past them would wait for one
 /// inside the backend's thread, where a timeout or cancel no longer keeps it from running.
-/// So it is parked here instead: it takes one of the [`MAX_CALLS`] places and its bytes leave
-/// the send budget, as if the backend had it, but it reaches the backend only once its lane
-/// has room and only if its request is still open.
+/// So it waits here, in its lane's queue, like any request not handed over yet: its message
+/// stays in the request book (and its bytes in the send budget), a timeout or cancel ends it
+/// before it reaches the backend, and it holds none of the [`MAX_CALLS`] places, so other
+/// requests go past it.
 pub(crate) const LANE_CALLS: usize = 8;
 
 /// The requests handed to the backend: how many of its calls run, and those waiting for one
@@ -92,17 +93,15 @@ pub(crate) const LANE_CALLS: usize = 8;
 struct Calls<L: Local> {
     local: Arc<L>,
     sink: Sink,
-    /// Calls running, and requests parked for their lane (they hold a place too).
     running: usize,
-    /// How many calls run in each lane.
+    /// How many of them run in each lane.
     in_lane: [usize; LANES],
-    /// Ids (with their lane) of the requests waiting for a place; their messages wait in the
-    /// request book, so a timeout, cancel or close drops a message (and gives its bytes back
-    /// to the send budget) before its RESPONSE is out, as on a connection. Ids that ended
-    /// stay until skipped.
-    waiting: VecDeque<(i64, Option<usize>)>,
-    /// Per lane, the requests that have a place but wait for their lane, in order.
-    parked: [VecDeque<(i64, Message)>; LANES],
+    /// Ids of the requests waiting for a call, in order: those of no lane, and per lane. Their
+    /// messages wait in the request book, so a timeout, cancel or close drops a message (and
+    /// gives its bytes back to the send budget) before its RESPONSE is out, as on a
+    /// connection. Ids that ended stay until skipped.
+    waiting: VecDeque<i64>,
+    lane_waiting: [VecDeque<i64>; LANES],
     /// The lane of each call that returned.
     returned: mpsc::UnboundedSender<Option<usize>>,
 }
@@ -112,65 +111,67 @@ impl<L: Local> Calls<L> {
     fn submit(&mut self, book: &mut Book, id: i64, message: Outgoing) {
         let lane = self.local.lane(message.message()).filter(|&l| l < LANES);
         book.requests.hold(id, message);
-        self.waiting.push_back((id, lane));
+        let queue = match lane {
+            Some(l) => &mut self.lane_waiting[l],
+            None => &mut self.waiting,
+        };
+        queue.push_back(id);
         // With every call stuck, requests that keep timing out must not grow this for good.
-        if self.waiting.len() > 2 * book.requests.len() + MAX_CALLS {
-            self.waiting.retain(|(id, _)| book.requests.contains(*id));
+        if queue.len() > 2 * book.requests.len() + MAX_CALLS {
+            queue.retain(|id| book.requests.contains(*id));
         }
         self.start(book);
     }
 
-    /// One call returned: its lane's next parked request still open runs, and its place goes
-    /// to the next waiting request.
+    /// One call returned: its place goes to the next waiting request still open.
     fn returned(&mut self, book: &mut Book, lane: Option<usize>) {
         self.running -= 1;
         if let Some(l) = lane {
             self.in_lane[l] -= 1;
-            while self.in_lane[l] < LANE_CALLS {
-                let Some((id, message)) = self.parked[l].pop_front() else {
-                    break;
-                };
-                if book.requests.contains(id) {
-                    self.launch(book, id, lane, message);
-                } else {
-                    // Ended while parked: the app has its answer; the backend never sees it.
-                    self.running -= 1;
-                }
-            }
         }
         self.start(book);
     }
 
-    /// Gives waiting requests, in order, the places that are free: a call, or a spot in its
-    /// lane's queue when the lane is full.
+    /// Starts waiting requests while places are free: each lane's in order while it has
+    /// room (a lane takes at most [`LANE_CALLS`] of the places, so the others always have
+    /// some), then the others in order.
     fn start(&mut self, book: &mut Book) {
+        for l in 0..LANES {
+            while self.in_lane[l] < LANE_CALLS && self.running < MAX_CALLS {
+                let Some(id) = self.lane_waiting[l].pop_front() else {
+                    break;
+                };
+                self.launch(book, id, Some(l));
+            }
+        }
         while self.running < MAX_CALLS {
-            let Some((id, lane)) = self.waiting.pop_front() else {
+            let Some(id) = self.waiting.pop_front() else {
                 return;
             };
-            // Timed out or cancelled while it waited: the app has its answer already.
-            let Some(message) = book.requests.take_held(id) else {
-                continue;
-            };
-            self.running += 1;
-            // Handed on, the message leaves the send budget.
-            let message = message.into_message();
-            match lane {
-                Some(l) if self.in_lane[l] >= LANE_CALLS => {
-                    self.parked[l].push_back((id, message));
-                }
-                _ => self.launch(book, id, lane, message),
-            }
+            self.launch(book, id, None);
         }
     }
 
-    /// Runs request `id` in `lane` (its place is counted already).
-    fn launch(&mut self, book: &Book, id: i64, lane: Option<usize>, message: Message) {
+    /// Hands request `id` to the backend, unless it ended while it waited (timed out or
+    /// cancelled: the app has its answer already).
+    fn launch(&mut self, book: &mut Book, id: i64, lane: Option<usize>) {
+        let Some(message) = book.requests.take_held(id) else {
+            return;
+        };
+        self.running += 1;
         if let Some(l) = lane {
             self.in_lane[l] += 1;
         }
         stats::add(&book.probe.counters.requests_sent, 1);
-        call(&self.local, &self.sink, &self.returned, id, lane, message);
+        // Handed to the backend, the message leaves the send budget.
+        call(
+            &self.local,
+            &self.sink,
+            &self.returned,
+            id,
+            lane,
+            message.into_message(),
+        );
     }
 }
 
@@ -298,7 +299,7 @@ pub(crate) async fn run<L: Local>(
         running: 0,
         in_lane: [0; LANES],
         waiting: Default::default(),
-        parked: Default::default(),
+        lane_waiting: Default::default(),
         returned,
     };
     for (id, m) in book.requests.take_unsent() {
