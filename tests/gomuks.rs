@@ -846,6 +846,7 @@ async fn spec6_1_account_commands_are_refused_while_the_backend_is_logged_out() 
         "calculate_room_id",
         "join_room",
         "send_message",
+        "logout",
     ] {
         let e = c.request(cmd, b"{}").unwrap_err();
         assert_eq!(e.status(), Status::ErrState, "{cmd}: {}", e.message());

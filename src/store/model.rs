@@ -1057,7 +1057,8 @@ impl Model {
         // History, even into an empty timeline; but rows past a tail the store already had
         // are new to it (the page was read after a live row the sync has not brought yet).
         let was_empty = room.timeline.is_empty();
-        let (appended, prepended) = room.merge_rows(&rows, false);
+        // Rows past a tail the store had are newer than anything shown, as a sync's are.
+        let (appended, prepended) = room.merge_rows(&rows, !was_empty);
         if was_empty {
             rc.prepended += prepended + appended.len();
         } else {

@@ -1090,6 +1090,20 @@ mod tests {
             ids(&page(&m, json!({"room_id": R}))),
             ["$e5", "$gomuks-internal-abc"]
         );
+        // A page that also brings a row newer than the tail (read after a live row the sync
+        // has not brought yet): that row is new, and follows the answer.
+        let mut newer = msg(7);
+        newer["timeline_rowid"] = json!(7);
+        let mut older = msg(4);
+        older["timeline_rowid"] = json!(4);
+        let both = json!({"events": [newer, older], "has_more": true});
+        let mut ch = super::super::model::Changes::default();
+        m.apply_page(R, epoch, both.to_string().as_bytes(), &mut ch);
+        assert_eq!(ch.rooms[R].appended, [7]);
+        assert_eq!(
+            ids(&page(&m, json!({"room_id": R}))),
+            ["$e4", "$e5", "$gomuks-internal-abc", "$e7"]
+        );
     }
 
     /// A timeline item carries the edit the backend linked; `before` pages backwards.

@@ -31,15 +31,18 @@ use codec::{parse_envelope, Decompressor, Kind};
 /// `cancel`, `login`, `login_custom`, the `oauth_*` steps, `discover_homeserver`,
 /// `get_login_flows`, `get_versions`, `generate_recovery_key`, `register_push`,
 /// `listen_to_device`, the database reads `search_local`, `get_related_events`,
-/// `get_sticky_events` and `get_specific_room_state`) and `logout`. Kept to be safe, though
-/// they may not touch the account: `get_event_by_rowid` (it reprocesses what it finds) and
-/// `rerequest_session` (it wakes the key-request worker). The handler panics: over the
-/// websocket the backend recovers and closes with 1011, failing every request in flight
-/// (interop/FINDINGS.md F8); in-process nothing recovers and the app's process aborts (I7).
-/// So while the backend says it is not logged in, tether refuses them before they leave. A
-/// command not listed (newer than this list, or an app's own) goes through.
+/// `get_sticky_events` and `get_specific_room_state`). `logout` reads the account too (a
+/// second one panics); in-process it is refused on its own terms before this list is read.
+/// Kept to be safe, though they may not touch the account: `get_event_by_rowid` (it
+/// reprocesses what it finds) and `rerequest_session` (it wakes the key-request worker).
+/// The handler panics: over the websocket the backend recovers and closes with 1011,
+/// failing every request in flight (interop/FINDINGS.md F8); in-process nothing recovers and
+/// the app's process aborts (I7). So while the backend says it is not logged in, tether
+/// refuses them before they leave. A command not listed (newer than this list, or an app's
+/// own) goes through.
 pub(crate) fn needs_account(command: &str) -> bool {
     const LIST: &[&str] = &[
+        "logout",
         "send_message",
         "send_event",
         "send_sticky_event",
@@ -572,8 +575,13 @@ impl Gomuks {
                 }
                 if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
                     self.started |= !(st.is_logged_in && st.is_verified);
-                    let out = !st.is_logged_in && st.is_initialized != Some(false);
-                    self.probe.logged_out.store(out, Ordering::Release);
+                    // While the backend starts it says nothing of its account: what was
+                    // known stays.
+                    if st.is_initialized != Some(false) {
+                        self.probe
+                            .logged_out
+                            .store(!st.is_logged_in, Ordering::Release);
+                    }
                 }
                 None
             }
@@ -835,6 +843,32 @@ mod tests {
     /// §1.2: a renewal while connected that keeps failing without a refusal is retried
     /// after 30 s, then twice as long each time, never later than the token's own
     /// schedule (daily for a token whose expiry cannot be read), and a success resets it.
+    /// §6.1: the backend's `client_state` says whether account commands may go out; one sent
+    /// while its client starts (`is_initialized: false`) says nothing of the account, so what
+    /// was known stays.
+    #[test]
+    fn spec6_1_client_state_sets_the_logged_out_flag_except_while_starting() {
+        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let tls = cfg.tls_configs().unwrap();
+        let resume = Arc::new(SharedResume::new(&ResumeState::default(), None));
+        let queue = Arc::new(EventQueue::new(8));
+        let probe = Probe::new();
+        let mut g = Gomuks::new(cfg, tls, resume, queue, probe.clone()).unwrap();
+        let flag = || probe.logged_out.load(Ordering::Acquire);
+        let mut state = |json: &str| {
+            g.observe_event("client_state", 0, json.as_bytes());
+        };
+        assert!(!flag(), "unknown before the first client_state");
+        state(r#"{"is_initialized":true,"is_logged_in":false}"#);
+        assert!(flag());
+        state(r#"{"is_initialized":false,"is_logged_in":false}"#);
+        assert!(flag(), "a starting backend says nothing of its account");
+        state(r#"{"is_logged_in":true,"is_verified":true}"#);
+        assert!(!flag(), "older gomuks sends no is_initialized");
+        state(r#"{"is_initialized":false}"#);
+        assert!(!flag());
+    }
+
     #[test]
     fn spec1_2_failed_renewals_back_off() {
         let cfg = Arc::new(
