@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the C library under PREFIX:
-#   lib/libtether.so.X.Y.Z (SONAME libtether.so.MAJOR) with the links libtether.so.MAJOR and
-#   libtether.so, lib/libtether.a, include/tether.h, the pkg-config files tether.pc (shared)
+#   lib/libtether.so.X.Y.Z (SONAME libtether.so.ABI) with the links libtether.so.ABI and
+#   libtether.so, where ABI is MAJOR.MINOR before 1.0 (a minor release may change the ABI
+#   then) and MAJOR from 1.0 on, lib/libtether.a, include/tether.h, the pkg-config files tether.pc (shared)
 #   and tether-static.pc (links libtether.a), and a CMake package in lib/cmake/tether
 #   (imported targets tether::tether and tether::tether_static).
 #   scripts/install.sh PREFIX [--debug]     (default: the `dist` profile, LTO)
@@ -14,8 +15,10 @@
 #       cc app.c $(pkg-config --cflags --libs tether-static)   (static library)
 #       find_package(tether 0.1 REQUIRED) + target_link_libraries(app PRIVATE tether::tether)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 PREFIX=${1:?usage: scripts/install.sh PREFIX [--debug]}
+# Relative to where it was called from, and absolute in the pkg-config and CMake files.
+[[ $PREFIX == /* ]] || PREFIX=$PWD/$PREFIX
+cd "$(dirname "$0")/.."
 PROFILE=dist
 [[ "${2:-}" == "--debug" ]] && PROFILE=dev
 OUTDIR=$PROFILE
@@ -25,7 +28,11 @@ DEST=${DESTDIR:-}$PREFIX
 VERSION=$(sed -n 's/^#define TETHER_VERSION_STRING "\(.*\)"/\1/p' include/tether.h)
 MAJOR=${VERSION%%.*}
 MINOR=${VERSION#*.}; MINOR=${MINOR%%.*}
-SONAME=libtether.so.$MAJOR
+# The loader then refuses an incompatible library instead of loading it under an old name:
+# an app linked against 0.1 asks for libtether.so.0.1, which a 0.2 install does not provide.
+ABI=$MAJOR
+[[ $MAJOR == 0 ]] && ABI=$MAJOR.$MINOR
+SONAME=libtether.so.$ABI
 # The SONAME is set here rather than in a build script so that the build tree's
 # libtether.so, which tests link with -ltether, keeps resolving by that name. The same
 # command prints the system libraries a static link needs, as rustc reports them for this

@@ -76,9 +76,13 @@ rm -rf "$OUT/prefix"
 scripts/install.sh "$OUT/prefix"
 echo "   (install: $((SECONDS - t0)) s)"
 P=$OUT/prefix/lib
-[[ $(readlink "$P/libtether.so") == libtether.so.0 ]] || { echo "libtether.so does not link to libtether.so.0" >&2; exit 1; }
-[[ $(readlink "$P/libtether.so.0") == libtether.so.0.* ]] || { echo "libtether.so.0 does not link to libtether.so.0.x.y" >&2; exit 1; }
-has "$(readelf -d "$P/libtether.so")" 'SONAME.*\[libtether.so.0\]' || { echo "installed library lacks SONAME libtether.so.0" >&2; exit 1; }
+# Before 1.0 the SONAME names MAJOR.MINOR (a minor release may change the ABI), then MAJOR.
+V=$(sed -n 's/^#define TETHER_VERSION_STRING "\(.*\)"/\1/p' include/tether.h)
+SONAME=libtether.so.${V%%.*}
+[[ ${V%%.*} == 0 ]] && SONAME=libtether.so.${V%.*}
+[[ $(readlink "$P/libtether.so") == "$SONAME" ]] || { echo "libtether.so does not link to $SONAME" >&2; exit 1; }
+[[ $(readlink "$P/$SONAME") == "libtether.so.$V" ]] || { echo "$SONAME does not link to libtether.so.$V" >&2; exit 1; }
+has "$(readelf -d "$P/libtether.so")" "SONAME.*\\[$SONAME\\]" || { echo "installed library lacks SONAME $SONAME" >&2; exit 1; }
 if has "$(readelf -S "$P/libtether.so")" '\.debug_'; then echo "installed library keeps debug info" >&2; exit 1; fi
 echo "   installed $(readlink -f "$P/libtether.so" | xargs basename): $(stat -L -c %s "$P/libtether.so") bytes"
 export PKG_CONFIG_PATH=$P/pkgconfig
@@ -88,7 +92,7 @@ cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether) -Wl,-rpath,"$OUT/pr
 # shellcheck disable=SC2046
 cc "${CFLAGS[@]}" "$EX" $(pkg-config --cflags --libs tether-static) -o "$OUT/example.static"
 if has "$(ldd "$OUT/example.static")" libtether; then echo "example.static links libtether.so" >&2; exit 1; fi
-has "$(readelf -d "$OUT/example.shared")" 'NEEDED.*\[libtether.so.0\]' || { echo "example.shared does not need libtether.so.0" >&2; exit 1; }
+has "$(readelf -d "$OUT/example.shared")" "NEEDED.*\\[$SONAME\\]" || { echo "example.shared does not need $SONAME" >&2; exit 1; }
 rm -rf "$OUT/cmake-build"
 cmake -S tests/c/cmake -B "$OUT/cmake-build" -DCMAKE_PREFIX_PATH="$OUT/prefix" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log"; exit 1; }
@@ -97,7 +101,7 @@ cp "$OUT/cmake-build/example_shared" "$OUT/example.cmake-shared"
 cp "$OUT/cmake-build/example_static" "$OUT/example.cmake-static"
 if has "$(ldd "$OUT/example.cmake-static")" libtether; then echo "example.cmake-static links libtether.so" >&2; exit 1; fi
 LOADED=$(ldd "$OUT/example.cmake-shared")
-has "$LOADED" "libtether.so.0 => $P/" || { echo "$LOADED"; echo "example.cmake-shared does not load the installed libtether.so.0" >&2; exit 1; }
+has "$LOADED" "$SONAME => $P/" || { echo "$LOADED"; echo "example.cmake-shared does not load the installed $SONAME" >&2; exit 1; }
 source scripts/backend.sh
 trap stop_backend EXIT
 start_backend "$OUT/backend.out" "$TETHER_BACKEND" --event-rate 30 --cut-after-events 40

@@ -281,7 +281,7 @@ def library_path() -> str:
 
 def _load() -> ctypes.CDLL:
     path = library_path()
-    # A bare name ("libtether.so.0") is left to the dynamic loader's search path.
+    # A bare name ("libtether.so.0.1") is left to the dynamic loader's search path.
     if os.sep in path and not os.path.exists(path):
         raise LibraryLoadError(
             f"tether: native library not found at {path}. Install the package with "
