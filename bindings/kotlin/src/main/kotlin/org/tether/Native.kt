@@ -2,11 +2,13 @@ package org.tether
 
 import com.sun.jna.Callback
 import com.sun.jna.Native
+import com.sun.jna.NativeLibrary
 import com.sun.jna.Pointer
 import com.sun.jna.Structure
 import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
+import java.io.IOException
 
 /**
  * JNA direct mapping of `include/tether.h`. Types follow the header: `tether_status` and
@@ -16,8 +18,29 @@ import com.sun.jna.ptr.PointerByReference
  * `scripts/check-bindings.py` checks every function here against the header.
  */
 internal object TetherNative {
+    /** The library loaded: the jar's own copy unless `-Djna.library.path` names another. */
+    val library: NativeLibrary = load()
+
     init {
-        Native.register(TetherNative::class.java, "tether")
+        Native.register(TetherNative::class.java, library)
+    }
+
+    /**
+     * The jar's copy by its absolute path: loaded by name, JNA would take a `libtether.so` the
+     * system's loader finds first (an install in `/usr/local/lib`, `LD_LIBRARY_PATH`), perhaps
+     * another version. With `-Djna.library.path`, or without a copy for this platform in the
+     * jar (an Android app's own `lib` directory), the name is looked up as JNA does.
+     */
+    private fun load(): NativeLibrary {
+        if (System.getProperty("jna.library.path") == null) {
+            val bundled = try {
+                Native.extractFromResourcePath("tether", TetherNative::class.java.classLoader)
+            } catch (e: IOException) {
+                null
+            }
+            if (bundled != null) return NativeLibrary.getInstance(bundled.absolutePath)
+        }
+        return NativeLibrary.getInstance("tether")
     }
 
     /** `tether_event_cb`: runs on the client's dispatcher thread. */

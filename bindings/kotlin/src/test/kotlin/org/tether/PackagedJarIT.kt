@@ -1,6 +1,5 @@
 package org.tether
 
-import com.sun.jna.NativeLibrary
 import java.io.File
 import java.util.jar.JarFile
 import org.junit.jupiter.api.Assertions.assertArrayEquals
@@ -36,8 +35,16 @@ class PackagedJarIT {
         assertEquals(TetherClient.BINDING_VERSION.substringBeforeLast('.'), TetherClient.libraryVersion.substringBeforeLast('.'))
         // A native call that goes through the config checks.
         assertThrows<ConfigException> { TetherClient("ftp://nope") }
-        // JNA extracted the library out of the jar rather than finding a build output.
-        val lib = NativeLibrary.getInstance("tether").file
+        // JNA extracted the library out of the jar rather than finding a build output, or the
+        // copy LD_LIBRARY_PATH offers (standing in for a system install).
+        val lib = TetherNative.library.file
+        val decoy = File(System.getProperty("tether.decoy")).canonicalPath
+        assertTrue(File(decoy, "libtether.so").exists(), "no decoy at $decoy")
+        assertTrue(System.getenv("LD_LIBRARY_PATH")?.contains(decoy) == true)
+        assertTrue(lib.isAbsolute && lib.exists(), "loaded by name: $lib")
+        // What the process really mapped, whatever JNA reports.
+        val mapped = File("/proc/self/maps").readLines().filter { "libtether" in it || lib.path in it }
+        assertTrue(mapped.isNotEmpty() && mapped.none { decoy in it }, "mapped: $mapped")
         assertTrue(!lib.path.contains("/target/debug/") && !lib.path.contains("/target/release/"), "loaded $lib")
         println("libtether loaded from ${lib.path} (extracted from ${jar.name})")
     }
