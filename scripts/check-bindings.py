@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks that every C function the Swift and Kotlin bindings use exists in include/tether.h
-and is called (Swift) or declared (Kotlin) with the header's number of arguments: a check in
-seconds, before the bindings' own stages (a JDK build, a Swift root) compile and test them."""
+and is called (Swift) or declared (Kotlin) with the header's number of arguments, and that
+every version number copied by hand (the Python package and its ABI, the Kotlin jar and its
+binding version) is the crate's: a check in seconds, before the bindings' own stages (a JDK
+build, a Swift root) compile and test them. (Swift reads the header's macros.)"""
 import pathlib
 import re
 import sys
@@ -43,9 +45,37 @@ def call_arity(src, start):
     raise ValueError("unbalanced call")
 
 
+def versions():
+    """(where, version found) for each hand-copied version, and the crate's version."""
+
+    def find(path, pattern):
+        m = re.search(pattern, (ROOT / path).read_text(), re.M)
+        return (path, m.group(1) if m else "(not found)")
+
+    crate = find("Cargo.toml", r'^version = "([^"]+)"')[1]
+    found = [
+        find("include/tether.h", r'^#define TETHER_VERSION_STRING "([^"]+)"'),
+        find("bindings/python/pyproject.toml", r'^version = "([^"]+)"'),
+        find("bindings/python/tether/__init__.py", r'^__version__ = "([^"]+)"'),
+        find("bindings/kotlin/pom.xml", r"^  <version>([^<]+)</version>"),
+        find(
+            "bindings/kotlin/src/main/kotlin/org/tether/TetherClient.kt",
+            r'const val BINDING_VERSION = "([^"]+)"',
+        ),
+    ]
+    abi = find("bindings/python/tether/_ffi.py", r"^ABI_VERSION: .* = \((\d+, \d+)\)")
+    found.append((abi[0], abi[1].replace(", ", ".") + "." + crate.split(".")[2]))
+    return crate, found
+
+
 def main():
     funcs = header_functions()
     problems, checked = [], 0
+    crate, found = versions()
+    for where, version in found:
+        checked += 1
+        if version != crate:
+            problems.append(f"{where}: version {version}, the crate is {crate}")
     for path in sorted((ROOT / "bindings/swift").rglob("*.swift")) + sorted(
         (ROOT / "examples/swift").rglob("*.swift")
     ):

@@ -186,6 +186,11 @@ def test_the_version_check_refuses_another_abi() -> None:
         _ffi.check_version((major << 16) | ((minor + 1) << 8), "next minor")
     with pytest.raises(tether.LibraryLoadError, match="needs ABI"):
         _ffi.check_version(((major + 1) << 16) | (minor << 8), "next major")
+    # From 1.0 on a newer minor release only adds: it serves an older binding, not the other
+    # way round (the CMake package's rule too).
+    assert _ffi.compatible((1, 3), (1, 2)) and _ffi.compatible((1, 2), (1, 2))
+    assert not _ffi.compatible((1, 1), (1, 2)) and not _ffi.compatible((2, 2), (1, 2))
+    assert not _ffi.compatible((0, 3), (0, 2))
 
 
 def header_batch_fields() -> List[Tuple[str, str, int]]:

@@ -306,10 +306,20 @@ def _load() -> ctypes.CDLL:
     return lib
 
 
+def compatible(library: Tuple[int, int], binding: Tuple[int, int] = ABI_VERSION) -> bool:
+    """Whether a library of MAJOR.MINOR ``library`` serves a binding written for ``binding``:
+    before 1.0 a minor release may change the ABI, so both must match; from 1.0 on a newer
+    minor release only adds, so the library's minor may be higher."""
+    (major, minor), (want_major, want_minor) = library, binding
+    if major != want_major:
+        return False
+    return minor == want_minor if want_major == 0 else minor >= want_minor
+
+
 def check_version(number: int, text: str, path: str = "the library") -> None:
-    """Raises :class:`LibraryLoadError` unless MAJOR.MINOR of ``number`` is ``ABI_VERSION``."""
+    """Raises :class:`LibraryLoadError` unless ``number`` is :func:`compatible`."""
     major, minor = (number >> 16) & 0xFF, (number >> 8) & 0xFF
-    if (major, minor) != ABI_VERSION:
+    if not compatible((major, minor)):
         raise LibraryLoadError(
             f"tether: {path} is version {text} (ABI {major}.{minor}), but this Python binding "
             f"needs ABI {ABI_VERSION[0]}.{ABI_VERSION[1]}; rebuild and reinstall the package "

@@ -528,6 +528,11 @@ final class TetherTests: XCTestCase {
                 XCTAssertTrue(m.contains("other"), m)
             }
         }
+        // From 1.0 on a newer minor release only adds: it serves older code, not the reverse.
+        XCTAssertTrue(compatible(library: (1, 3), header: (1, 2)))
+        XCTAssertFalse(compatible(library: (1, 1), header: (1, 2)))
+        XCTAssertFalse(compatible(library: (2, 2), header: (1, 2)))
+        XCTAssertFalse(compatible(library: (0, 3), header: (0, 2)))
     }
 
     /// Close races requests from three tasks, over many rounds with random timing: every

@@ -338,16 +338,24 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     internal val closedSignal: CompletableDeferred<Unit> get() = core.closed
 
     companion object {
-        /** The version this binding was written for; MAJOR.MINOR must match (no ABI promise before 1.0). */
+        /** The version this binding was written for (see [compatible] for the library it takes). */
         const val BINDING_VERSION = "0.1.0"
 
         /** The native library's version string. */
         val libraryVersion: String get() = TetherNative.string(TetherNative.tether_version())
 
+        /**
+         * Whether a library of [major].[minor] serves a binding written for
+         * [wantMajor].[wantMinor]: before 1.0 a minor release may change the ABI, so both must
+         * match; from 1.0 on a newer minor release only adds, so the library's may be higher.
+         */
+        internal fun compatible(major: Int, minor: Int, wantMajor: Int, wantMinor: Int): Boolean =
+            major == wantMajor && if (wantMajor == 0) minor == wantMinor else minor >= wantMinor
+
         internal fun checkLibraryVersion() {
             val n = TetherNative.tether_version_number()
             val (major, minor) = BINDING_VERSION.split(".").map { it.toInt() }
-            if (n shr 16 != major || (n shr 8) and 0xff != minor) {
+            if (!compatible(n shr 16, (n shr 8) and 0xff, major, minor)) {
                 throw ConfigException(
                     Status.ERR_CONFIG,
                     "libtether $libraryVersion does not match this binding ($BINDING_VERSION)",

@@ -31,6 +31,16 @@ class OptionsTest : WithBackend() {
     }
 
     @Test
+    fun `the library version rule takes a newer minor release only from 1_0 on`() {
+        val (major, minor) = TetherClient.BINDING_VERSION.split(".").map { it.toInt() }
+        assertTrue(TetherClient.compatible(major, minor, major, minor))
+        assertFalse(TetherClient.compatible(0, 3, 0, 2))
+        assertTrue(TetherClient.compatible(1, 3, 1, 2))
+        assertFalse(TetherClient.compatible(1, 1, 1, 2))
+        assertFalse(TetherClient.compatible(2, 2, 1, 2))
+    }
+
+    @Test
     fun `bad values are refused with typed exceptions`() {
         fun refused(o: TetherOptions, url: String = backend.url) =
             assertThrows<TetherException>(o.toString()) { TetherClient(url, o).close() }
