@@ -16,8 +16,10 @@
 #       find_package(tether 0.1 REQUIRED) + target_link_libraries(app PRIVATE tether::tether)
 set -euo pipefail
 PREFIX=${1:?usage: scripts/install.sh PREFIX [--debug]}
-# Relative to where it was called from, and absolute in the pkg-config and CMake files.
+# Both relative to where it was called from; PREFIX is written absolute into the pkg-config
+# and CMake files.
 [[ $PREFIX == /* ]] || PREFIX=$PWD/$PREFIX
+[[ -z ${DESTDIR:-} || $DESTDIR == /* ]] || DESTDIR=$PWD/$DESTDIR
 cd "$(dirname "$0")/.."
 PROFILE=dist
 [[ "${2:-}" == "--debug" ]] && PROFILE=dev
