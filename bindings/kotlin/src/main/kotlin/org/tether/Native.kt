@@ -1,13 +1,16 @@
 package org.tether
 
 import com.sun.jna.Callback
+import com.sun.jna.Library
 import com.sun.jna.Native
 import com.sun.jna.NativeLibrary
+import com.sun.jna.Platform
 import com.sun.jna.Pointer
 import com.sun.jna.Structure
 import com.sun.jna.ptr.IntByReference
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
+import java.io.File
 import java.io.IOException
 
 /**
@@ -28,19 +31,39 @@ internal object TetherNative {
     /**
      * The jar's copy by its absolute path: loaded by name, JNA would take a `libtether.so` the
      * system's loader finds first (an install in `/usr/local/lib`, `LD_LIBRARY_PATH`), perhaps
-     * another version. With `-Djna.library.path`, or without a copy for this platform in the
-     * jar (an Android app's own `lib` directory), the name is looked up as JNA does.
+     * another version. The name is looked up as JNA does instead when `-Djna.library.path`
+     * names a directory holding libtether (the documented override), when the jar has no copy
+     * for this platform (an Android app's own `lib` directory; also `-Djna.nounpack`), and
+     * when the jar's copy does not load here (a C library older than the build machine's).
      */
     private fun load(): NativeLibrary {
-        if (System.getProperty("jna.library.path") == null) {
-            val bundled = try {
-                Native.extractFromResourcePath("tether", TetherNative::class.java.classLoader)
-            } catch (e: IOException) {
-                null
+        val loader = TetherNative::class.java.classLoader
+        val name = System.mapLibraryName("tether")
+        val override = System.getProperty("jna.library.path")?.split(File.pathSeparator)
+            ?.any { it.isNotEmpty() && File(it, name).exists() } == true
+        val byName = { NativeLibrary.getInstance("tether", mapOf(Library.OPTION_CLASSLOADER to loader)) }
+        if (override) return byName()
+        val resource = loader.getResource("${Platform.RESOURCE_PREFIX}/$name") ?: return byName()
+        val bundled = try {
+            Native.extractFromResourcePath("tether", loader)
+        } catch (e: IOException) {
+            null
+        } ?: return byName()
+        val lib = try {
+            NativeLibrary.getInstance(bundled.absolutePath, mapOf(Library.OPTION_CLASSLOADER to loader))
+        } catch (e: UnsatisfiedLinkError) {
+            try {
+                byName()
+            } catch (other: UnsatisfiedLinkError) {
+                e.addSuppressed(other)
+                throw e
             }
-            if (bundled != null) return NativeLibrary.getInstance(bundled.absolutePath)
+        } finally {
+            // An extracted copy is unlinked once mapped, as JNA does with its own: none is left
+            // behind by a JVM that dies without an orderly exit.
+            if (resource.protocol != "file") bundled.delete()
         }
-        return NativeLibrary.getInstance("tether")
+        return lib
     }
 
     /** `tether_event_cb`: runs on the client's dispatcher thread. */

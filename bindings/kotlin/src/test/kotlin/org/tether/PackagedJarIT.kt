@@ -4,6 +4,7 @@ import java.io.File
 import java.util.jar.JarFile
 import org.junit.jupiter.api.Assertions.assertArrayEquals
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertNotNull
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
@@ -38,14 +39,17 @@ class PackagedJarIT {
         // JNA extracted the library out of the jar rather than finding a build output, or the
         // copy LD_LIBRARY_PATH offers (standing in for a system install).
         val lib = TetherNative.library.file
-        val decoy = File(System.getProperty("tether.decoy")).canonicalPath
+        val decoy = File(System.getProperty("tether.decoy")).canonicalFile
         assertTrue(File(decoy, "libtether.so").exists(), "no decoy at $decoy")
-        assertTrue(System.getenv("LD_LIBRARY_PATH")?.contains(decoy) == true)
-        assertTrue(lib.isAbsolute && lib.exists(), "loaded by name: $lib")
-        // What the process really mapped, whatever JNA reports.
+        val searched = System.getenv("LD_LIBRARY_PATH").orEmpty().split(File.pathSeparator)
+        assertTrue(searched.any { it.isNotEmpty() && File(it).canonicalFile == decoy }, "LD_LIBRARY_PATH: $searched")
+        assertTrue(lib.isAbsolute, "loaded by name: $lib")
+        // What the process mapped: JNA's copy out of the jar, already unlinked (none is left
+        // behind), and no other libtether.
         val mapped = File("/proc/self/maps").readLines().filter { "libtether" in it || lib.path in it }
-        assertTrue(mapped.isNotEmpty() && mapped.none { decoy in it }, "mapped: $mapped")
-        assertTrue(!lib.path.contains("/target/debug/") && !lib.path.contains("/target/release/"), "loaded $lib")
+        assertTrue(mapped.isNotEmpty() && mapped.all { lib.path in it && it.endsWith("(deleted)") }, "mapped: $mapped")
+        assertTrue(Regex("""jna\d*\.tmp""").matches(lib.name), "not an extracted copy: $lib")
+        assertFalse(lib.exists(), "the extracted copy was left behind: $lib")
         println("libtether loaded from ${lib.path} (extracted from ${jar.name})")
     }
 }
