@@ -1650,10 +1650,12 @@ tether_status tether_store_read(const struct tether_store *s, const char *what, 
 /**
  * Loads older history of the room (`paginate`): the RESPONSE with `*out_request_id`
  * follows the STORE event that reports the rows as `prepended` (also the first page,
- * into an empty timeline). `limit` 0 picks 50 (100 once
- * 100 rows are cached). One pagination per room at a time: `TETHER_ERR_IN_USE` while one
- * runs. `TETHER_ERR_INVALID_ARGUMENT` for a room the store does not know,
- * `TETHER_ERR_STATE` once the client is closed, `TETHER_ERR_NULL` for NULL. Any thread.
+ * into an empty timeline; rows newer than the newest cached one, read after a live row
+ * the sync has not brought yet, as `appended`). `limit` 0 picks 50 (100 once 100 rows
+ * are cached). One pagination per room at a time: `TETHER_ERR_IN_USE` while one runs.
+ * `TETHER_ERR_INVALID_ARGUMENT` for a room the store does not know, `TETHER_ERR_STATE`
+ * once the client is closed or, over the websocket, while the backend says it is not
+ * logged in, `TETHER_ERR_NULL` for NULL. Any thread.
  */
 tether_status tether_store_paginate(const struct tether_store *s, const char *room_id, uint32_t limit, int64_t *out_request_id);
 

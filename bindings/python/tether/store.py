@@ -708,10 +708,12 @@ class Store(_StoreBase):
     def paginate(self, room_id: str, limit: int = 0) -> "PendingRequest":
         """Loads older history of the room (``paginate``); ``limit`` 0 picks 50 (100 once
         100 rows are cached). The reply (gomuks' pagination response) arrives after the
-        rows were prepended; :meth:`timeline` then shows them.
+        rows were prepended (rows newer than the newest cached one: appended);
+        :meth:`timeline` then shows them.
 
         :raises InUseError: a pagination of this room is running.
         :raises InvalidArgumentError: a room the store does not know.
+        :raises StateError: over the websocket, the backend says it is not logged in.
         :raises ClientClosedError: the client is closed."""
         return self._pending(self._paginate(room_id, limit))
 
