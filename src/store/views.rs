@@ -980,6 +980,7 @@ mod tests {
     /// send stuck in the pending tail; it goes with the timeline it was shown in.
     #[test]
     fn a_command_answer_is_a_row_after_the_newest_not_a_pending_send() {
+        use super::super::model::{Changes, Echo};
         const R: &str = "!r:x";
         let msg = |rowid: i64| {
             json!({"rowid": rowid, "room_id": R, "event_id": format!("$e{rowid}"),
@@ -992,26 +993,23 @@ mod tests {
             "event_id": "$gomuks-internal-abc", "sender": "@gomuks", "type": "m.room.message",
             "content": {"msgtype": "m.text"}, "local_content": {"sanitized_html": "Use two slashes"}});
         let raw = serde_json::value::RawValue::from_string(fake.to_string()).unwrap();
-        let mut ch = super::super::model::Changes::default();
-        m.apply_echo(R, &raw, super::super::model::Echo::Answer, &mut ch);
+        let answer = |m: &mut Model| m.apply_echo(R, &raw, Echo::Answer, &mut Changes::default());
+        let sync = |m: &mut Model, rooms: Value| {
+            let data = json!({ "rooms": rooms }).to_string();
+            m.apply_event("sync_complete", data.as_bytes()).unwrap();
+        };
+        let mut ch = Changes::default();
+        m.apply_echo(R, &raw, Echo::Answer, &mut ch);
         let rc = &ch.rooms[R];
         assert_eq!(rc.appended, [-1_764_000_000_000_i64]);
         assert!(!rc.pending && m.rooms[R].pending.is_empty());
         // The same answer again (a resent reply) is not a second row.
-        m.apply_echo(
-            R,
-            &raw,
-            super::super::model::Echo::Answer,
-            &mut super::super::model::Changes::default(),
+        answer(&mut m);
+        sync(
+            &mut m,
+            json!({R: {"timeline": [row(3, 12)],
+            "events": [msg(12)]}}),
         );
-        m.apply_event(
-            "sync_complete",
-            json!({"rooms": {R: {"timeline": [row(3, 12)],
-            "events": [msg(12)]}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
         let p = Paginating::default();
         let ids = |v: &Value| -> Vec<String> {
             v["events"]
@@ -1036,33 +1034,22 @@ mod tests {
         assert_eq!(ids(&newest), ["$gomuks-internal-abc", "$e12"]);
         assert_eq!(ids(&older), ["$e10", "$e11"]);
         // A limited sync replaces the timeline: the answer goes with it.
-        m.apply_event(
-            "sync_complete",
-            json!({"rooms": {R: {"reset": true,
-            "timeline": [row(9, 13)], "events": [msg(13)]}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
+        sync(
+            &mut m,
+            json!({R: {"reset": true,
+            "timeline": [row(9, 13)], "events": [msg(13)]}}),
+        );
         assert_eq!(ids(&page(&m, json!({"room_id": R}))), ["$e13"]);
         assert!(m.rooms[R].notices.is_empty());
         assert!(!m.rooms[R].events.contains_key(&-1_764_000_000_000_i64));
         // Into an empty timeline: before every row that comes later.
         let mut m = model(json!({"rooms": {R: {"meta": {"room_id": R}}}}));
-        m.apply_echo(
-            R,
-            &raw,
-            super::super::model::Echo::Answer,
-            &mut super::super::model::Changes::default(),
+        answer(&mut m);
+        sync(
+            &mut m,
+            json!({R: {"timeline": [row(1, 10)],
+            "events": [msg(10)]}}),
         );
-        m.apply_event(
-            "sync_complete",
-            json!({"rooms": {R: {"timeline": [row(1, 10)],
-            "events": [msg(10)]}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
         assert_eq!(
             ids(&page(&m, json!({"room_id": R}))),
             ["$gomuks-internal-abc", "$e10"]
@@ -1070,12 +1057,7 @@ mod tests {
         // Into an empty timeline (an evicted room) that a page of older history fills next:
         // below that history, as gomuks web splices history in before it.
         let mut m = model(json!({"rooms": {R: {"meta": {"room_id": R}}}}));
-        m.apply_echo(
-            R,
-            &raw,
-            super::super::model::Echo::Answer,
-            &mut super::super::model::Changes::default(),
-        );
+        answer(&mut m);
         let epoch = m.rooms[R].epoch;
         let mut older = msg(5);
         older["timeline_rowid"] = json!(5);
@@ -1084,7 +1066,7 @@ mod tests {
             R,
             epoch,
             history.to_string().as_bytes(),
-            &mut super::super::model::Changes::default(),
+            &mut Changes::default(),
         );
         assert_eq!(
             ids(&page(&m, json!({"room_id": R}))),
@@ -1097,7 +1079,7 @@ mod tests {
         let mut older = msg(4);
         older["timeline_rowid"] = json!(4);
         let both = json!({"events": [newer, older], "has_more": true});
-        let mut ch = super::super::model::Changes::default();
+        let mut ch = Changes::default();
         m.apply_page(R, epoch, both.to_string().as_bytes(), &mut ch);
         assert_eq!(ch.rooms[R].appended, [7]);
         assert_eq!(
