@@ -20,6 +20,15 @@ PREFIX=${1:?usage: scripts/install.sh PREFIX [--debug]}
 # and CMake files.
 [[ $PREFIX == /* ]] || PREFIX=$PWD/$PREFIX
 [[ -z ${DESTDIR:-} || $DESTDIR == /* ]] || DESTDIR=$PWD/$DESTDIR
+# Written as is into tether.pc, where pkg-config would split it at a space, and into sed
+# replacements, where & and | mean something.
+bad='[[:space:]&|\]'
+if [[ $PREFIX =~ $bad ]]; then
+  echo "install.sh: PREFIX must not hold spaces, '&', '|' or '\\': $PREFIX" >&2
+  exit 2
+fi
+# Readable by everyone whatever the caller's umask (a staged tree is copied as is).
+umask 022
 cd "$(dirname "$0")/.."
 PROFILE=dist
 [[ "${2:-}" == "--debug" ]] && PROFILE=dev

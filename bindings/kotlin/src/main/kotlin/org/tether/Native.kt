@@ -21,7 +21,11 @@ import java.io.IOException
  * `scripts/check-bindings.py` checks every function here against the header.
  */
 internal object TetherNative {
-    /** The library loaded: the jar's own copy unless `-Djna.library.path` names another. */
+    /** Why the jar's own copy did not load, when another libtether was taken instead. */
+    var bundledFailure: UnsatisfiedLinkError? = null
+        private set
+
+    /** The library loaded: the jar's own copy, unless [load] says why another. */
     val library: NativeLibrary = load()
 
     init {
@@ -53,7 +57,7 @@ internal object TetherNative {
             NativeLibrary.getInstance(bundled.absolutePath, mapOf(Library.OPTION_CLASSLOADER to loader))
         } catch (e: UnsatisfiedLinkError) {
             try {
-                byName()
+                byName().also { bundledFailure = e }
             } catch (other: UnsatisfiedLinkError) {
                 e.addSuppressed(other)
                 throw e

@@ -356,9 +356,11 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             val n = TetherNative.tether_version_number()
             val (major, minor) = BINDING_VERSION.split(".").map { it.toInt() }
             if (!compatible(n shr 16, (n shr 8) and 0xff, major, minor)) {
+                // Found by name because the jar's own copy did not load: say why.
+                val why = TetherNative.bundledFailure?.let { "; the jar's own copy did not load: ${it.message}" } ?: ""
                 throw ConfigException(
                     Status.ERR_CONFIG,
-                    "libtether $libraryVersion does not match this binding ($BINDING_VERSION)",
+                    "libtether $libraryVersion does not match this binding ($BINDING_VERSION)$why",
                 )
             }
         }
