@@ -247,40 +247,34 @@ impl Room {
     fn merge_rows(&mut self, rows: &[TimelineRow], live: bool) -> (Vec<i64>, usize) {
         let mut appended = Vec::new();
         let mut prepended = 0;
+        // The timeline rowid of the first row appended.
+        let mut first = None;
         for row in rows {
             if row.timeline_rowid == 0 || row.event_rowid == 0 {
                 continue;
             }
-            match self.timeline.last() {
-                None => {
-                    self.timeline.push(*row);
-                    appended.push(row.event_rowid);
-                }
-                Some(last) if row.timeline_rowid > last.timeline_rowid => {
-                    self.timeline.push(*row);
-                    appended.push(row.event_rowid);
-                }
-                _ => {
-                    let at = self
-                        .timeline
-                        .partition_point(|r| r.timeline_rowid < row.timeline_rowid);
-                    if self.timeline.get(at).map(|r| r.timeline_rowid) != Some(row.timeline_rowid) {
-                        self.timeline.insert(at, *row);
-                        prepended += 1;
-                    }
+            let past_tail = self
+                .timeline
+                .last()
+                .map_or(true, |last| row.timeline_rowid > last.timeline_rowid);
+            if past_tail {
+                self.timeline.push(*row);
+                appended.push(row.event_rowid);
+                first.get_or_insert(row.timeline_rowid);
+            } else {
+                let at = self
+                    .timeline
+                    .partition_point(|r| r.timeline_rowid < row.timeline_rowid);
+                if self.timeline.get(at).map(|r| r.timeline_rowid) != Some(row.timeline_rowid) {
+                    self.timeline.insert(at, *row);
+                    prepended += 1;
                 }
             }
             self.pending.retain(|&p| p != row.event_rowid);
         }
-        if let (true, Some(&first)) = (live, appended.first()) {
-            let at = self
-                .timeline
-                .iter()
-                .rev()
-                .find(|r| r.event_rowid == first)
-                .map(|r| r.timeline_rowid);
+        if let (true, Some(at)) = (live, first) {
             for n in self.notices.iter_mut().filter(|n| n.0.is_none()) {
-                n.0 = at;
+                n.0 = Some(at);
             }
         }
         (appended, prepended)
