@@ -201,15 +201,15 @@ fn start_thread() -> Option<SyncSender<Msg>> {
                             continue; // made for the other sink of a swap under way
                         }
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
-                        // A warning, or an error for a sink that takes no warnings: it
-                        // must learn that it lost records either way.
-                        let notice = if LogLevel::Warn as u8 <= sink_level {
-                            LogLevel::Warn
-                        } else {
-                            LogLevel::Error
-                        };
                         let _ = catch_unwind(AssertUnwindSafe(|| {
                             if dropped > 0 {
+                                // A warning, or an error for a sink that takes no warnings:
+                                // it must learn that it lost records either way.
+                                let notice = if LogLevel::Warn as u8 <= sink_level {
+                                    LogLevel::Warn
+                                } else {
+                                    LogLevel::Error
+                                };
                                 f(&LogRecord {
                                     level: notice,
                                     target: "tether::log",

@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_snapshot_never_mixes_two_states() {
         let c = Arc::new(Counters::default());
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let flip = {
             let (c, stop) = (c.clone(), stop.clone());
             std::thread::spawn(move || {

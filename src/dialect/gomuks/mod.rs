@@ -840,20 +840,27 @@ mod tests {
         assert!(slept.instant() <= Instant::now());
     }
 
-    /// §1.2: a renewal while connected that keeps failing without a refusal is retried
-    /// after 30 s, then twice as long each time, never later than the token's own
-    /// schedule (daily for a token whose expiry cannot be read), and a success resets it.
+    /// A dialect for `cfg` (its token seeds the resume state, as the client does) reporting
+    /// through `probe`.
+    fn dialect(cfg: Config, probe: Probe) -> Gomuks {
+        let cfg = Arc::new(cfg);
+        let tls = cfg.tls_configs().unwrap();
+        let resume = Arc::new(SharedResume::new(
+            &ResumeState::default(),
+            cfg.token.clone(),
+        ));
+        let queue = Arc::new(EventQueue::new(8));
+        Gomuks::new(cfg, tls, resume, queue, probe).unwrap()
+    }
+
     /// §6.1: the backend's `client_state` says whether account commands may go out; one sent
     /// while its client starts (`is_initialized: false`) says nothing of the account, so what
     /// was known stays.
     #[test]
     fn spec6_1_client_state_sets_the_logged_out_flag_except_while_starting() {
-        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
-        let tls = cfg.tls_configs().unwrap();
-        let resume = Arc::new(SharedResume::new(&ResumeState::default(), None));
-        let queue = Arc::new(EventQueue::new(8));
         let probe = Probe::new();
-        let mut g = Gomuks::new(cfg, tls, resume, queue, probe.clone()).unwrap();
+        let cfg = Config::builder("ws://127.0.0.1:9/").build().unwrap();
+        let mut g = dialect(cfg, probe.clone());
         let flag = || probe.logged_out.load(Ordering::Acquire);
         let mut state = |json: &str| {
             g.observe_event("client_state", 0, json.as_bytes());
@@ -869,21 +876,16 @@ mod tests {
         assert!(!flag());
     }
 
+    /// §1.2: a renewal while connected that keeps failing without a refusal is retried
+    /// after 30 s, then twice as long each time, never later than the token's own
+    /// schedule (daily for a token whose expiry cannot be read), and a success resets it.
     #[test]
     fn spec1_2_failed_renewals_back_off() {
-        let cfg = Arc::new(
-            Config::builder("ws://127.0.0.1:9/")
-                .token("opaque-token")
-                .build()
-                .unwrap(),
-        );
-        let tls = cfg.tls_configs().unwrap();
-        let resume = Arc::new(SharedResume::new(
-            &ResumeState::default(),
-            cfg.token.clone(),
-        ));
-        let queue = Arc::new(EventQueue::new(8));
-        let mut g = Gomuks::new(cfg, tls, resume, queue, Probe::new()).unwrap();
+        let cfg = Config::builder("ws://127.0.0.1:9/")
+            .token("opaque-token")
+            .build()
+            .unwrap();
+        let mut g = dialect(cfg, Probe::new());
         let failed = || {
             Err(ConnectError {
                 error: Error::new(Status::ErrHttp, "auth endpoint answered HTTP 502"),
