@@ -282,8 +282,7 @@ async fn spec12_3_a_slow_app_never_stalls_the_backend() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let stats: serde_json::Value =
-        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    let stats = fake_stats(&c).await;
     assert_eq!(stats["emitted"], N);
     let max_us = stats["max_callback_us"].as_u64().unwrap();
     assert!(
@@ -326,8 +325,7 @@ async fn spec12_3_at_most_64_calls_run_at_once_and_ended_requests_never_start() 
         "{:?}",
         t0.elapsed()
     );
-    let stats: serde_json::Value =
-        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    let stats = fake_stats(&c).await;
     assert_eq!(stats["max_running"], 64, "{stats}");
     assert_eq!(
         stats["submitted"],
@@ -377,8 +375,7 @@ async fn uploads_past_the_eight_progress_slots_wait_in_tether() {
         assert_eq!(ev.status(), Status::Ok, "{}", json(&ev));
     }
     assert_eq!(c.stats().unsent_bytes, 0);
-    let stats: serde_json::Value =
-        serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap();
+    let stats = fake_stats(&c).await;
     assert_eq!(stats["max_uploading"], 8, "{stats}");
     assert_eq!(
         stats["uploads"], 78,
@@ -640,6 +637,11 @@ async fn a_logout_runs_alone_and_ends_account_commands() {
     );
     assert_eq!(json(&state.unwrap())["is_logged_in"], false);
     close_and_drain(&c).await;
+}
+
+/// What the libgomuksffi double counted (its `fake_stats` command).
+async fn fake_stats(c: &Client) -> serde_json::Value {
+    serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap()
 }
 
 /// Takes events until the RESPONSE of each of `ids` (in any order: each call runs on its own
