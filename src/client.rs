@@ -65,6 +65,7 @@ impl Client {
         let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         let probe = Probe::new();
         let queue = Arc::new(EventQueue::new(cfg.queue_capacity));
+        queue.follow_resume(resume.clone());
         let closed = Arc::new(AtomicBool::new(false));
         let budget = SendBudget::new(cfg.max_unsent_bytes, probe.counters.unsent_bytes.clone(), {
             let (queue, closed) = (queue.clone(), closed.clone());
@@ -500,6 +501,17 @@ impl Client {
                  with a store",
             ));
         }
+        if self.req.cfg.resume.is_resumable()
+            && matches!(self.req.cfg.transport, Transport::Websocket)
+        {
+            // A resume that succeeds replays only what was missed, for a client holding the
+            // rest; the store would stay without the rooms it never saw.
+            return Err(Error::new(
+                Status::ErrConfig,
+                "a store starts empty, and a resumed connection brings only the events missed \
+                 since the resume state: leave the resume state unset on a client with a store",
+            ));
+        }
         let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         if self.req.is_closed() {
             return Err(Error::new(
@@ -592,6 +604,14 @@ impl Requester {
         }
         if command.is_empty() {
             return Err(Error::new(Status::ErrInvalidArgument, "empty command"));
+        }
+        if command == "ping" {
+            // gomuks answers it with a pong, not a response, and its ack would move the
+            // backend's entry behind the client's back (§7.3).
+            return Err(Error::new(
+                Status::ErrInvalidArgument,
+                "ping is the client's own keepalive and acknowledgement: tether sends it",
+            ));
         }
         // In-process the backend's own state is checked under its lock, at the call.
         if matches!(self.cfg.transport(), Transport::Websocket)

@@ -117,6 +117,9 @@ pub struct Event {
     pub(crate) attempt: u32,
     pub(crate) resume_outcome: Option<ResumeOutcome>,
     pub(crate) progress: Option<f64>,
+    /// gomuks: the resume era of a buffered event (see `SharedResume`), 0 for any other
+    /// event: taking it moves the resume point the app persists.
+    pub(crate) resume_era: u32,
 }
 
 const EMPTY_COMMAND: &str = "\0";
@@ -138,6 +141,7 @@ impl Event {
             attempt: 0,
             resume_outcome: None,
             progress: None,
+            resume_era: 0,
         }
     }
 

@@ -12,12 +12,13 @@
 //! UNSENT events (one per packet the send budget let the app make).
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::event::{Event, EventKind};
+use crate::resume::SharedResume;
 
 /// What a blocking pop returns.
 #[derive(Debug)]
@@ -90,6 +91,8 @@ pub struct EventQueue {
     hook: Mutex<Option<ReadinessHook>>,
     /// Weak: the tap (a store) holds what sends its requests, which holds this queue.
     tap: std::sync::OnceLock<std::sync::Weak<dyn Tap>>,
+    /// Told of each buffered gomuks event the consumer takes (see `SharedResume`).
+    resume: std::sync::OnceLock<Arc<SharedResume>>,
 }
 
 impl EventQueue {
@@ -109,7 +112,13 @@ impl EventQueue {
             capacity,
             hook: Mutex::new(None),
             tap: std::sync::OnceLock::new(),
+            resume: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, taking a buffered gomuks event moves `resume`'s taken point.
+    pub(crate) fn follow_resume(&self, resume: Arc<SharedResume>) {
+        let _ = self.resume.set(resume);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -147,6 +156,11 @@ impl EventQueue {
             }
             notified.await;
         }
+    }
+
+    /// Whether [`EventQueue::abandon`] ran: the consumer is gone.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.lock().abandoned
     }
 
     /// Room left before [`EventQueue::has_space`] turns false (unbounded once abandoned).
@@ -209,6 +223,13 @@ impl EventQueue {
 
     fn take(&self, g: &mut MutexGuard<'_, Inner>) -> Option<Event> {
         let ev = g.events.pop_front()?;
+        // Under the queue's lock, so the point moves in the order the events are taken. A
+        // callback counts once its event is taken: freeing the client waits for it to run.
+        if ev.resume_era != 0 {
+            if let Some(r) = self.resume.get() {
+                r.took(ev.resume_era, ev.request_id);
+            }
+        }
         if ev.kind == EventKind::Closed {
             g.finished = true;
             // Every other waiting consumer must see the end, not sleep on.

@@ -2,18 +2,18 @@
 //! credential), and the gomuks rules that keep it right across connections and backend
 //! restarts (gomuks-rpc.md §7). Imports only leaves.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::secret::Secret;
 
 /// Resume point carried across clients (and processes): the backend's `run_id` and the most
-/// recent (most negative) buffered event id the app has received.
+/// recent (most negative) buffered event id the app has taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResumeState {
     /// `run_id` string from the backend's `run_id` event; empty if unknown.
     pub run_id: String,
-    /// Most recent negative event id received; 0 if none.
+    /// Most recent negative event id the app has taken from the client; 0 if none.
     pub last_received_event: i64,
 }
 
@@ -26,11 +26,31 @@ impl ResumeState {
 
 /// What an app persists to come back later, readable from any thread while the session task
 /// updates it: the resume point and the credential the next connection sends.
-#[derive(Debug, Default)]
+///
+/// Two points are kept. The *received* point is the newest event the session has read: a
+/// reconnect of this client resumes from it, since what it read before the cut is still in
+/// the client's queue. The *taken* point is the newest event the app has taken from that
+/// queue: it is what [`SharedResume::get`] hands out to persist and what pings acknowledge,
+/// because a later client starts with an empty queue, so events read but never taken must be
+/// replayed to it (and the backend must keep them until then).
+#[derive(Debug)]
 pub(crate) struct SharedResume {
     run_id: Mutex<String>,
     last_event: AtomicI64,
+    taken: Mutex<Taken>,
+    /// `taken.era`, for the session to stamp events with without the lock; written only under
+    /// that lock, by the session.
+    era: AtomicU32,
     token: Mutex<Option<Secret>>,
+}
+
+/// The taken point, and the era whose events may move it.
+#[derive(Debug)]
+struct Taken {
+    /// Bumped whenever the ids before it stop counting: a new run, or a resume that failed.
+    /// Events still queued from an earlier era are taken without moving the point.
+    era: u32,
+    point: i64,
 }
 
 impl SharedResume {
@@ -39,6 +59,11 @@ impl SharedResume {
         SharedResume {
             run_id: Mutex::new(resume.run_id.clone()),
             last_event: AtomicI64::new(resume.last_received_event),
+            taken: Mutex::new(Taken {
+                era: FIRST_ERA,
+                point: resume.last_received_event,
+            }),
+            era: AtomicU32::new(FIRST_ERA),
             token: Mutex::new(token),
         }
     }
@@ -46,26 +71,50 @@ impl SharedResume {
     /// The token the next connection sends: the configured one, or the one the last login or
     /// renewal obtained.
     pub(crate) fn token(&self) -> Option<Secret> {
-        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.token).clone()
     }
 
     /// Records a token obtained from the backend.
     pub(crate) fn set_token(&self, token: Secret) {
-        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        *lock(&self.token) = Some(token);
     }
 
-    /// A consistent snapshot: the event id is read under the run id's lock, which a new run
-    /// holds while it replaces both, so an old run's id never comes with the new run's id.
+    /// What the app persists: the run and the newest event it has taken. A consistent
+    /// snapshot: the point is read under the run id's lock, which a new run holds while it
+    /// replaces both, so an old run's id never comes with the new run's id.
     pub(crate) fn get(&self) -> ResumeState {
-        let run_id = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
+        let run_id = lock(&self.run_id);
         ResumeState {
             run_id: run_id.clone(),
-            last_received_event: self.last_event(),
+            last_received_event: self.taken_point(),
         }
     }
 
-    fn last_event(&self) -> i64 {
-        self.last_event.load(Ordering::Acquire)
+    /// What a reconnect of this client asks for: the run and the newest event received.
+    fn received(&self) -> ResumeState {
+        let run_id = lock(&self.run_id);
+        ResumeState {
+            run_id: run_id.clone(),
+            last_received_event: self.last_event.load(Ordering::Acquire),
+        }
+    }
+
+    fn taken_point(&self) -> i64 {
+        lock(&self.taken).point
+    }
+
+    /// The era a buffered event read now belongs to (see [`crate::event::Event`]).
+    pub(crate) fn era(&self) -> u32 {
+        self.era.load(Ordering::Acquire)
+    }
+
+    /// The app took buffered event `id` of era `era` from the queue.
+    pub(crate) fn took(&self, era: u32, id: i64) {
+        let mut t = lock(&self.taken);
+        // Ids only decrease within an era, so the minimum is the most recent.
+        if t.era == era {
+            t.point = t.point.min(id);
+        }
     }
 
     /// Ids only decrease within a run, so the minimum is the most recent.
@@ -73,17 +122,34 @@ impl SharedResume {
         self.last_event.fetch_min(id, Ordering::AcqRel);
     }
 
+    /// Starts a new era: the ids received so far stop counting, except `last_event` (this
+    /// connection's own); nothing of the new era is taken yet.
+    fn new_era(&self, last_event: i64) {
+        self.last_event.store(last_event, Ordering::Release);
+        let mut t = lock(&self.taken);
+        t.era = t.era.wrapping_add(1).max(FIRST_ERA);
+        t.point = 0;
+        self.era.store(t.era, Ordering::Release);
+    }
+
     /// Stores the run id; if it changed (a different backend process, or unknown before),
     /// the last event becomes `last_event` (the new run's only), together, and true.
     fn new_run(&self, run_id: &str, last_event: i64) -> bool {
-        let mut g = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.run_id);
         if *g == run_id {
             return false;
         }
         *g = run_id.to_owned();
-        self.last_event.store(last_event, Ordering::Release);
+        self.new_era(last_event);
         true
     }
+}
+
+/// Era 0 marks an event no resume point follows (replies, rwws, in-process).
+const FIRST_ERA: u32 = 1;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What became of a connection's request to resume. The server never says (§7.2); the client
@@ -124,10 +190,12 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(shared: Arc<SharedResume>) -> Tracker {
+        // A configured point was acknowledged by the client that saved it, as far as we know.
+        let last_sent_ack = shared.taken_point();
         Tracker {
             shared,
             conn_min_event: 0,
-            last_sent_ack: 0,
+            last_sent_ack,
             listener_id: 0,
             deciding: false,
             catchup_asked: false,
@@ -137,24 +205,17 @@ impl Tracker {
 
     /// Whether [`Tracker::begin_attempt`] would ask to resume now.
     pub(crate) fn will_resume(&self) -> bool {
-        self.shared.get().is_resumable()
+        self.shared.received().is_resumable()
     }
 
-    /// The resume point a new connection asks for, if there is one (§7.2). The server's ack
-    /// entry for a resumed listener starts there, so the next ack is counted from it.
+    /// The resume point a new connection asks for, if there is one (§7.2).
     /// `catchup_asked`: the connection sends `last_server_ts`.
     pub(crate) fn begin_attempt(&mut self, catchup_asked: bool) -> Option<ResumeState> {
-        let snapshot = self.shared.get();
+        let snapshot = self.shared.received();
         self.deciding = snapshot.is_resumable();
         self.catchup_asked = catchup_asked;
         self.run_changed = false;
-        if self.deciding {
-            self.last_sent_ack = snapshot.last_received_event;
-            Some(snapshot)
-        } else {
-            self.last_sent_ack = 0;
-            None
-        }
+        self.deciding.then_some(snapshot)
     }
 
     /// A new connection is open: its events start afresh.
@@ -168,11 +229,15 @@ impl Tracker {
     }
 
     /// A server event with id `id` was received (negative ids are buffered events, §7.1).
-    pub(crate) fn event(&mut self, id: i64) {
-        if id < 0 {
-            self.conn_min_event = self.conn_min_event.min(id);
-            self.shared.advance(id);
+    /// Returns the era to stamp its [`crate::event::Event`] with, so that taking it moves the
+    /// taken point (0 for an id that is no buffered event).
+    pub(crate) fn event(&mut self, id: i64) -> u32 {
+        if id >= 0 {
+            return 0;
         }
+        self.conn_min_event = self.conn_min_event.min(id);
+        self.shared.advance(id);
+        self.shared.era()
     }
 
     /// The backend's `run_id` event (§7.2).
@@ -203,13 +268,22 @@ impl Tracker {
         clear_state: bool,
         catchup: bool,
     ) -> Option<ResumeOutcome> {
-        if clear_state {
-            return self.decide(ResumeOutcome::Reset);
+        let outcome = if clear_state {
+            ResumeOutcome::Reset
+        } else if catchup {
+            ResumeOutcome::CaughtUp
+        } else {
+            return None;
+        };
+        if self.deciding && !self.run_changed {
+            // The same run no longer holds the point asked for (or never did: a point from a
+            // corrupt save, ahead of the backend). Kept, it would be asked for again after the
+            // next cut, where the backend may by then hold it and replay only what follows,
+            // skipping everything between (§7.2).
+            self.shared.new_era(self.conn_min_event);
+            self.last_sent_ack = 0;
         }
-        if catchup {
-            return self.decide(ResumeOutcome::CaughtUp);
-        }
-        None
+        self.decide(outcome)
     }
 
     /// `init_complete` arrived: with no reset seen, the replay was complete (§7.5). After a
@@ -226,10 +300,15 @@ impl Tracker {
         std::mem::take(&mut self.deciding).then_some(outcome)
     }
 
-    /// The id the next ping acknowledges, or 0 (§6: ack only on change).
+    /// The id the next ping acknowledges, or 0. The newest event the app has taken, not the
+    /// newest read: the backend drops what is acknowledged, and what sits unread in the queue
+    /// is lost with the client if it ends. Only an id newer than every ack of this run since
+    /// its last fresh start goes out, on this connection or an earlier one: the backend's
+    /// collection drops a listener whose entry is the id it last collected up to (§7.4 item
+    /// 2), which a repeated ack, or one of the point a resumed listener starts at, would be.
     pub(crate) fn ack(&mut self) -> i64 {
-        let last = self.shared.last_event();
-        if last == 0 || last == self.last_sent_ack {
+        let last = self.shared.taken_point();
+        if last == 0 || (self.last_sent_ack != 0 && last >= self.last_sent_ack) {
             return 0;
         }
         self.last_sent_ack = last;
@@ -260,9 +339,15 @@ mod tests {
         assert_eq!((got.run_id.as_str(), got.last_received_event), ("r", -5));
     }
 
+    /// The session reads `id` and the app takes it.
+    fn read_and_take(t: &mut Tracker, shared: &SharedResume, id: i64) {
+        let era = t.event(id);
+        shared.took(era, id);
+    }
+
     #[test]
     fn spec7_4_acks_only_on_change_and_not_the_resume_point_again() {
-        let (mut t, _) = tracker("r", -5);
+        let (mut t, shared) = tracker("r", -5);
         t.begin_attempt(false);
         t.connection_opened();
         assert_eq!(
@@ -270,12 +355,38 @@ mod tests {
             0,
             "the server already holds -5 as the resume point"
         );
-        t.event(-6);
-        t.event(-7);
+        read_and_take(&mut t, &shared, -6);
+        read_and_take(&mut t, &shared, -7);
         assert_eq!(t.ack(), -7);
         assert_eq!(t.ack(), 0);
-        t.event(3); // a positive id is no buffered event
+        assert_eq!(t.event(3), 0, "a positive id is no buffered event");
         assert_eq!(t.ack(), 0);
+    }
+
+    #[test]
+    fn spec7_4_the_app_persists_and_acks_what_it_took_a_reconnect_asks_for_what_was_read() {
+        let (mut t, shared) = tracker("r", -5);
+        t.begin_attempt(false);
+        t.connection_opened();
+        read_and_take(&mut t, &shared, -6);
+        // Read, still queued for the app.
+        t.event(-7);
+        t.event(-8);
+        assert_eq!(shared.get().last_received_event, -6);
+        assert_eq!(t.ack(), -6, "the backend keeps what the app has not taken");
+        let asked = t.begin_attempt(false).expect("resumable");
+        assert_eq!(
+            asked.last_received_event, -8,
+            "the queue still holds -7 and -8"
+        );
+        t.connection_opened();
+        assert_eq!(
+            t.ack(),
+            0,
+            "-6 again would drop the new listener (§7.4 item 2)"
+        );
+        shared.took(shared.era(), -7);
+        assert_eq!(t.ack(), -7);
     }
 
     #[test]
@@ -283,22 +394,55 @@ mod tests {
         let (mut t, shared) = tracker("old", -50);
         t.begin_attempt(false);
         t.connection_opened();
-        t.event(-1);
+        let old_era = t.event(-1);
         t.event(-2);
         t.run_id("new", 7);
         assert_eq!(
-            shared.get(),
+            t.begin_attempt(false).unwrap(),
             ResumeState {
                 run_id: "new".into(),
                 last_received_event: -2
             }
         );
+        // Events of the old era still queued move nothing when taken.
+        shared.took(old_era, -2);
+        assert_eq!(
+            shared.get(),
+            ResumeState {
+                run_id: "new".into(),
+                last_received_event: 0
+            }
+        );
         assert_eq!(t.listener_id(), Some(7));
-        assert_eq!(t.ack(), -2);
+        assert_eq!(t.ack(), 0);
         // The same run id again changes nothing.
-        t.event(-3);
+        read_and_take(&mut t, &shared, -3);
         assert_eq!(t.run_id("new", 8), None);
         assert_eq!(shared.get().last_received_event, -3);
+        assert_eq!(t.ack(), -3);
+    }
+
+    #[test]
+    fn spec7_2_a_failed_resume_in_the_same_run_forgets_the_point_it_asked_for() {
+        // A point ahead of the backend (a corrupt save): the backend starts afresh.
+        let (mut t, shared) = tracker("r", -50);
+        t.begin_attempt(false);
+        t.connection_opened();
+        let stale = t.event(-1);
+        assert_eq!(t.run_id("r", 1), None);
+        assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
+        shared.took(stale, -1);
+        read_and_take(&mut t, &shared, -2);
+        assert_eq!(shared.get().last_received_event, -2, "not stuck at -50");
+        assert_eq!(t.ack(), -2);
+        assert_eq!(t.begin_attempt(false).unwrap().last_received_event, -2);
+        // A catchup forgets it too.
+        let (mut t, shared) = tracker("r", -50);
+        t.begin_attempt(true);
+        t.connection_opened();
+        assert_eq!(t.sync_complete(false, true), Some(ResumeOutcome::CaughtUp));
+        assert_eq!(shared.get().last_received_event, 0);
+        assert!(t.begin_attempt(false).is_none());
     }
 
     #[test]

@@ -362,6 +362,77 @@ async fn spec7_2_resume_after_cut_replays_missed_events() {
     close_and_drain(&c).await;
 }
 
+/// §7.2/§7.4: the resume state counts only the events the app has taken. Events the client
+/// has read but still queues are lost with it when it is dropped, so a later client resuming
+/// from that state must receive them, and the backend must still hold them: pings acknowledge
+/// what the app took, not what the socket delivered.
+#[tokio::test]
+async fn spec7_2_events_queued_when_the_client_is_dropped_come_back_to_the_next_client() {
+    let b = backend().await;
+    let c = client(&b, |c| c.ping_interval(ms(50)));
+    until_command(&c, "init_complete").await;
+    let taken = b.push_events(3);
+    until(&c, |e| e.request_id() == taken).await;
+    let queued = b.push_events(5);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.queued_events() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the events never arrived"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    // A few pings go by: none may acknowledge the queued events.
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(b.stats().last_ack, taken);
+    let state = c.resume_state();
+    assert_eq!(state.last_received_event, taken);
+    drop(c);
+    let more = b.push_events(2);
+    let c2 = client(&b, |c| {
+        c.resume_state(&state.run_id, state.last_received_event)
+    });
+    let (resumed, got) = until_kind(&c2, EventKind::Resumed).await;
+    assert_eq!(
+        resumed.resume_outcome(),
+        Some(tether::ResumeOutcome::Succeeded)
+    );
+    assert_eq!(
+        event_ids(&got),
+        (more..=queued + 4).rev().collect::<Vec<_>>()
+    );
+    close_and_drain(&c2).await;
+}
+
+/// §7.2: a saved point the backend's run never reached (a corrupt save) gets a fresh start.
+/// The client then forgets it: kept, it would be asked for again after the next cut, once the
+/// backend's ids had passed it, and the backend would replay only what follows it.
+#[tokio::test]
+async fn spec7_2_a_point_the_run_never_reached_is_forgotten_after_the_fresh_start() {
+    let b = backend().await;
+    let run = b.stats().run_id;
+    let c = client(&b, |c| {
+        c.resume_state(&run, -50).reconnect_backoff(ms(10), ms(50))
+    });
+    let (r, _) = until_kind(&c, EventKind::Resumed).await;
+    assert_eq!(r.resume_outcome(), Some(tether::ResumeOutcome::Reset));
+    until_command(&c, "init_complete").await;
+    let live = b.push_events(40);
+    until(&c, |e| e.request_id() == live).await;
+    assert_eq!(c.resume_state().last_received_event, live);
+    b.reject_upgrades(u64::MAX);
+    b.cut_all();
+    until_kind(&c, EventKind::Disconnected).await;
+    let newest = b.push_events(15);
+    b.reject_upgrades(0);
+    let (r, seen) = until_kind(&c, EventKind::Resumed).await;
+    assert_eq!(r.resume_outcome(), Some(tether::ResumeOutcome::Succeeded));
+    let (_, more) = until_command(&c, "init_complete").await;
+    let seen: Vec<_> = seen.into_iter().chain(more).collect();
+    assert_eq!(event_ids(&seen), (newest..live).rev().collect::<Vec<_>>());
+    close_and_drain(&c).await;
+}
+
 /// §7.2/§16: a buffered event over `max_message_bytes` comes back with every resume and
 /// ends every connection. Each ending says why (`ErrMessageTooLarge`, naming the limit), and
 /// the backoff grows instead of starting over after each short connection: no reconnect storm,
@@ -714,6 +785,9 @@ async fn bad_request_input_is_rejected() {
         c.request("", b"{}").unwrap_err().status(),
         Status::ErrInvalidArgument
     );
+    // §4.1/§7.3: its reply is a pong, which no request would ever get as its response.
+    let e = c.request("ping", b"{}").unwrap_err();
+    assert_eq!(e.status(), Status::ErrInvalidArgument, "{e}");
     let id = c.request("echo", b"[1]").unwrap();
     let (r, _) = until_kind(&c, EventKind::Response).await;
     assert_eq!(r.request_id(), id);

@@ -891,6 +891,17 @@ async fn misuse_is_refused_clearly() {
     let e = Store::attach(&catching_up, b"").unwrap_err();
     assert_eq!(e.status(), Status::ErrConfig, "{e}");
     assert!(e.message().contains("last_server_ts"), "{e}");
+    // gomuks-rpc.md §7.2: a resume that succeeds replays only the events missed since then.
+    let resuming = Client::new(
+        tether::Config::builder(&b.http_url())
+            .token(&b.token())
+            .resume_state(&b.stats().run_id, -1)
+            .build()
+            .unwrap(),
+    );
+    let e = Store::attach(&resuming, b"").unwrap_err();
+    assert_eq!(e.status(), Status::ErrConfig, "{e}");
+    assert!(e.message().contains("resume state"), "{e}");
     let rw = Client::new(
         tether::Config::builder(&b.rwws_url())
             .protocol(tether::Protocol::Rwws)

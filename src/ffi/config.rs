@@ -213,7 +213,7 @@ ffi_fn! {
 
 ffi_fn! {
     /// Resume point from an earlier client (see `tether_client_resume_state`): the backend's
-    /// `run_id` and the last received event id (0 or negative). The string is copied.
+    /// `run_id` and the newest event id the app took (0 or negative). The string is copied.
     fn tether_config_set_resume_state(
         cfg: *mut tether_config,
         run_id: *const c_char,

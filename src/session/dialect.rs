@@ -42,6 +42,8 @@ pub enum Incoming {
         id: i64,
         /// Raw JSON data.
         data: Bytes,
+        /// gomuks: the resume era of a buffered event, 0 otherwise (`Event::resume_era`).
+        era: u32,
     },
     /// Raw bytes for the app (rwws).
     Packet(Bytes),

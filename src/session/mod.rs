@@ -1110,12 +1110,18 @@ impl Book {
                     ev.acked_id = answered.acked;
                     out.push(ev);
                 }
-                Incoming::Event { command, id, data } => {
+                Incoming::Event {
+                    command,
+                    id,
+                    data,
+                    era,
+                } => {
                     stats::add(&self.probe.counters.events_received, 1);
                     let mut ev = Event::new(EventKind::Message);
                     ev.command = command;
                     ev.request_id = id;
                     ev.data = data;
+                    ev.resume_era = era;
                     out.push(ev);
                 }
                 Incoming::Packet(data) => {

@@ -12,7 +12,7 @@ from typing import Any, Callable, List
 import pytest
 
 import tether
-from tether import Client, EventKind, Status
+from tether import Client, EventKind, InvalidArgumentError, Status
 from tether.events import _UNSET
 
 from conftest import SLOW, Backend, foreign_env, gomuks_opts, run_python, wait_event, wait_until
@@ -426,6 +426,37 @@ def test_resume_state_passed_to_a_new_client(backend: Backend) -> None:
         more = backend.push(1)
         assert buffered_ids(b, more, []) == [more]
     assert backend.stats()["resumes"] == resumes + 1
+
+
+def test_events_never_taken_come_back_to_the_client_given_the_resume_state(
+    backend: Backend,
+) -> None:
+    """gomuks-rpc.md §7.2: the resume state counts only the events the app took. Events the
+    client read but the app never iterated (held by the binding or by the library) are
+    replayed to the next client, which resumes exactly after the last one the app saw."""
+    with client(backend) as a:
+        init_complete(a)
+        first = backend.push(3)
+        buffered_ids(a, first, [])
+        unread = backend.push(5)
+        deadline = time.monotonic() + 10
+        # Read by the binding or the library, never handed to the app.
+        while a.stats().queued_events < 5:
+            assert time.monotonic() < deadline, "the events never arrived"
+            time.sleep(0.01)
+        assert a.resume_state().last_event_id == first
+        a.close(keep_resume=True)
+        state = a.resume_state()
+    assert state.last_event_id == first, state
+    newest = backend.push(2)
+    with client(backend, resume=state) as b:
+        ids = buffered_ids(b, newest, [])
+        assert ids == list(range(first - 1, newest - 1, -1)), (ids, unread)
+
+
+def test_a_resume_point_out_of_range_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError):
+        Client("http://127.0.0.1:9", resume=("1", 2**64 - 50))
 
 
 def test_a_final_close_lets_the_backend_forget_the_resume_point(backend: Backend) -> None:

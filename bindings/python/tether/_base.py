@@ -436,13 +436,13 @@ class CoreBase:
 
     def resume_state(self) -> ResumeState:
         self.check_pid()
-        if not self.handle.live:
-            return self.saved_resume or ResumeState("", 0)
-        try:
-            state: ResumeState = self.handle.call(_resume_state)
-            return state
-        except ClientClosedError:
-            return self.saved_resume or ResumeState("", 0)
+        state = self.saved_resume or ResumeState("", 0)
+        if self.handle.live:
+            try:
+                state = self.handle.call(_resume_state)
+            except ClientClosedError:
+                state = self.saved_resume or state
+        return before_held(state, self.held_events())
 
     def auth_token(self) -> Optional[str]:
         self.check_pid()
@@ -457,6 +457,10 @@ class CoreBase:
     def queued_here(self) -> int:  # pragma: no cover - overridden
         """Events this binding took from the library and holds for the app."""
         return 0
+
+    def held_events(self) -> Sequence[Event]:  # pragma: no cover - overridden
+        """A snapshot of the events this binding holds for the app, oldest first."""
+        return ()
 
     def state(self) -> ConnectionState:
         self.check_pid()
@@ -691,6 +695,25 @@ def _sized_string(what: str, call: Callable[[Any, int, Any], int]) -> str:
             continue
         _ffi.check(st, what)
         return buf.value.decode("utf-8", "replace")
+
+
+def before_held(state: ResumeState, held: Sequence[Event]) -> ResumeState:
+    """The resume point of an app that has not taken ``held`` yet. The library counts what
+    this binding took from it, and a later client must be replayed what the app never saw:
+    the point goes back to just before the first buffered event held. Buffered ids count
+    down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one. A held
+    ``run_id`` event means the app has seen nothing of the run the library reports yet."""
+    if state.last_event_id == 0:
+        # Nothing of this run was taken from the library: whatever is held is older.
+        return state
+    for ev in held:
+        if ev.kind != EventKind.MESSAGE:
+            continue
+        if ev.command == "run_id":
+            return ResumeState(state.run_id, 0)
+        if ev.request_id < 0:
+            return ResumeState(state.run_id, ev.request_id + 1)
+    return state
 
 
 def _resume_state(ptr: int) -> ResumeState:

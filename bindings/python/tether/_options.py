@@ -204,7 +204,8 @@ def _resume(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:
     if v is None:
         return []
     run_id, last = v
-    return [(_cstr("run_id", run_id), int(last))]
+    ((last,),) = _count("last_received_event", _ffi.c_int64)(last, {})
+    return [(_cstr("run_id", run_id), last)]
 
 
 def _headers(v: Any, _: Mapping[str, Any]) -> Iterable[Tuple[Any, ...]]:

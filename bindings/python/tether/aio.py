@@ -193,6 +193,10 @@ class _AsyncCore(CoreBase):
         # The end markers are no events.
         return self.queue.qsize() - self.end_markers
 
+    def held_events(self) -> Sequence[Event]:
+        # asyncio.Queue keeps its items in the deque `_queue` (CPython and PyPy alike).
+        return tuple(ev for ev in getattr(self.queue, "_queue", ()) if ev is not None)
+
     def mark_end(self) -> None:
         """Queues an end marker: it wakes a consumer, which puts it back for the next."""
         self.end_markers += 1

@@ -508,6 +508,10 @@ class _SyncCore(CoreBase):
     def queued_here(self) -> int:
         return len(self.queue)
 
+    def held_events(self) -> Sequence[Event]:
+        # Copied in one step under the GIL: the reader may append meanwhile.
+        return tuple(self.queue)
+
     # -- delivery --------------------------------------------------------------------------
 
     def run_reader(self) -> None:

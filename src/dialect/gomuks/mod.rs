@@ -502,14 +502,9 @@ impl Gomuks {
         self.tracker.connection_opened();
     }
 
-    /// Follows the resume point; returns the resume outcome this event decides, if any.
-    fn observe_event(
-        &mut self,
-        command: &str,
-        id: i64,
-        data: &[u8],
-    ) -> Option<event::ResumeOutcome> {
-        self.tracker.event(id);
+    /// Follows the run id, the first sync of a resume and `client_state`; returns the resume
+    /// outcome this event decides, if any.
+    fn observe_event(&mut self, command: &str, data: &[u8]) -> Option<event::ResumeOutcome> {
         let outcome = match command {
             "run_id" => {
                 #[derive(serde::Deserialize)]
@@ -636,15 +631,17 @@ impl Gomuks {
             }),
             Kind::Event => {
                 let name = &env.command[..env.command.len() - 1];
+                let era = self.tracker.event(env.request_id);
                 // The outcome goes first: an app that drops its cache on a reset must do so
                 // before the fresh state this message starts (§7.2).
-                if let Some(outcome) = self.observe_event(name, env.request_id, &env.data) {
+                if let Some(outcome) = self.observe_event(name, &env.data) {
                     out(Incoming::Resumed(outcome));
                 }
                 out(Incoming::Event {
                     command: env.command,
                     id: env.request_id,
                     data: env.data,
+                    era,
                 })
             }
         }
@@ -863,7 +860,7 @@ mod tests {
         let mut g = dialect(cfg, probe.clone());
         let flag = || probe.logged_out.load(Ordering::Acquire);
         let mut state = |json: &str| {
-            g.observe_event("client_state", 0, json.as_bytes());
+            g.observe_event("client_state", json.as_bytes());
         };
         assert!(!flag(), "unknown before the first client_state");
         state(r#"{"is_initialized":true,"is_logged_in":false}"#);

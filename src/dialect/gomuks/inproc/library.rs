@@ -506,6 +506,8 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
             command: command_name(&name),
             id: request_id,
             data,
+            // No resume point: the backend is in this process.
+            era: 0,
         });
     }));
 }
