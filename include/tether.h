@@ -987,7 +987,8 @@ int tether_client_event_fd(const struct tether_client *c);
  * for every function taking a `destroy`, it runs exactly once whatever the call returns,
  * except `TETHER_ERR_FORKED` (nothing is called; `ctx` stays the app's).
  * `TETHER_ERR_NULL` if `c` or `cb` is NULL; `TETHER_ERR_WRONG_MODE` after poll mode was
- * used; `TETHER_ERR_STATE` if a callback is already set; `TETHER_ERR_PANIC` for a
+ * used; `TETHER_ERR_STATE` if a callback is already set, or the client is being freed (a
+ * call from the running callback while another thread frees it); `TETHER_ERR_PANIC` for a
  * client an internal panic poisoned.
  */
 tether_status tether_client_set_event_callback(struct tether_client *c, tether_event_cb cb, void *ctx, tether_destroy_cb destroy);
@@ -1052,8 +1053,11 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
 /**
  * The resume point, to persist and pass to a later client with
  * `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
- * `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
- * `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
+ * `run_id` (capacity `run_id_cap` bytes) and the id of the newest buffered event the app has
+ * taken (polled, in a batch, or passed to the event callback; 0 or negative) into
+ * `*out_last_received_event` (may be NULL). Events the client has read but still queues
+ * are not counted, so a later client resuming from here receives them (pings acknowledge
+ * the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
  * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
  * `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id
@@ -1217,7 +1221,7 @@ tether_status tether_config_set_max_unsent_bytes(struct tether_config *cfg, size
 
 /**
  * Resume point from an earlier client (see `tether_client_resume_state`): the backend's
- * `run_id` and the last received event id (0 or negative). The string is copied.
+ * `run_id` and the newest event id the app took (0 or negative). The string is copied.
  */
 tether_status tether_config_set_resume_state(struct tether_config *cfg, const char *run_id, int64_t last_received_event);
 
@@ -1550,8 +1554,9 @@ uint32_t tether_version_number(void);
  * log thread (never called there, its `destroy` never run): install one again in the
  * child to get its records. Concurrent calls take effect in one order; the level left
  * in place is that of the callback left in place. Any thread. Since this call waits for the log thread, a log callback must not free a client
- * whose event callback or proxy resolver may be inside this call at that moment: the free
- * waits for that callback, and the callback for the log thread, for ever.
+ * whose event callback or proxy resolver may be inside this call at that moment, nor one
+ * whose event callback's `destroy(ctx)` (which that free runs and waits for) makes this
+ * call: the free waits for that callback, and the callback for the log thread, for ever.
  */
 tether_status tether_set_log_callback(tether_log_cb cb, void *ctx, tether_destroy_cb destroy, uint32_t max_level);
 

@@ -400,7 +400,8 @@ ffi_fn! {
     /// for every function taking a `destroy`, it runs exactly once whatever the call returns,
     /// except `TETHER_ERR_FORKED` (nothing is called; `ctx` stays the app's).
     /// `TETHER_ERR_NULL` if `c` or `cb` is NULL; `TETHER_ERR_WRONG_MODE` after poll mode was
-    /// used; `TETHER_ERR_STATE` if a callback is already set; `TETHER_ERR_PANIC` for a
+    /// used; `TETHER_ERR_STATE` if a callback is already set, or the client is being freed (a
+    /// call from the running callback while another thread frees it); `TETHER_ERR_PANIC` for a
     /// client an internal panic poisoned.
     fn tether_client_set_event_callback(
         c: *mut tether_client,
@@ -423,6 +424,12 @@ fn set_callback(h: &tether_client, cb: tether_event_cb, ctx: AppCtx) -> Result<(
             Status::ErrState,
             "an event callback is already set",
         ));
+    }
+    // Free abandons the queue before it takes the dispatcher out of its slot to wait for it:
+    // a callback registered from the running callback meanwhile would start a thread nothing
+    // waits for, whose destroy(ctx) would run after free returned.
+    if h.client.queue().is_abandoned() {
+        return Err(Error::new(Status::ErrState, "the client is being freed"));
     }
     h.claim(MODE_CALLBACK)?;
     match Dispatcher::start(h.client.queue().clone(), cb, ctx) {
@@ -514,8 +521,11 @@ ffi_fn! {
 ffi_fn! {
     /// The resume point, to persist and pass to a later client with
     /// `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
-    /// `run_id` (capacity `run_id_cap` bytes) and the last received event id (0 or negative) into
-    /// `*out_last_received_event` (may be NULL). `*out_run_id_len` (may be NULL) receives the
+    /// `run_id` (capacity `run_id_cap` bytes) and the id of the newest buffered event the app has
+    /// taken (polled, in a batch, or passed to the event callback; 0 or negative) into
+    /// `*out_last_received_event` (may be NULL). Events the client has read but still queues
+    /// are not counted, so a later client resuming from here receives them (pings acknowledge
+    /// the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
     /// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
     /// `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
     /// `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id

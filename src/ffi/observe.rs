@@ -81,8 +81,9 @@ ffi_fn! {
     /// log thread (never called there, its `destroy` never run): install one again in the
     /// child to get its records. Concurrent calls take effect in one order; the level left
     /// in place is that of the callback left in place. Any thread. Since this call waits for the log thread, a log callback must not free a client
-    /// whose event callback or proxy resolver may be inside this call at that moment: the free
-    /// waits for that callback, and the callback for the log thread, for ever.
+    /// whose event callback or proxy resolver may be inside this call at that moment, nor one
+    /// whose event callback's `destroy(ctx)` (which that free runs and waits for) makes this
+    /// call: the free waits for that callback, and the callback for the log thread, for ever.
     fn tether_set_log_callback(
         cb: tether_log_cb,
         ctx: *mut c_void,

@@ -217,6 +217,46 @@ static void test_free_waits_for_running_callback(void) {
     state_destroy(&s);
 }
 
+/* The running callback registers a new one while another thread frees the client: refused,
+ * since nothing would wait for the new dispatcher, whose destroy(ctx) would run after free
+ * returned. */
+static state s2; /* static: a late destroy must not write to a dead stack */
+static int rereg_status = 12345;
+static void on_destroy_slow(void *ctx) {
+    usleep(300000);
+    on_destroy(ctx);
+}
+static void on_event_rereg(void *ctx, const tether_event *ev) {
+    state *s = (state *)ctx;
+    record(s, ev);
+    if (tether_event_kind(ev) == TETHER_EVENT_MESSAGE && !s->freed_inside) {
+        s->freed_inside = 1;
+        pthread_mutex_lock(&s->mu);
+        s->in_callback = 1;
+        pthread_mutex_unlock(&s->mu);
+        usleep(200000); /* the main thread is in tether_client_free, waiting for us */
+        rereg_status =
+            tether_client_set_event_callback(s->client, on_event_in_order, &s2, on_destroy_slow);
+    }
+}
+
+static void test_set_callback_inside_callback_during_free(void) {
+    state s;
+    state_init(&s);
+    state_init(&s2);
+    s.client = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_set_event_callback(s.client, on_event_rereg, &s, on_destroy));
+    CHECK_OK(tether_client_connect(s.client));
+    wait_flag(&s, &s.in_callback);
+    tether_client_free(s.client);
+    CHECK(s.destroyed == 1);
+    CHECK(rereg_status == TETHER_ERR_STATE);
+    /* The refused registration's destroy ran inside the call, before free returned. */
+    CHECK(s2.destroyed == 1);
+    state_destroy(&s);
+    state_destroy(&s2);
+}
+
 /* Poll mode: free with hundreds of undelivered events queued loses nothing to leaks. */
 static void test_free_with_events_queued(void) {
     tether_client *c = th_client_from(th_config(&backend));
@@ -249,6 +289,7 @@ int main(void) {
     TH_RUN(test_free_inside_callback);
     TH_RUN(test_free_waits_for_running_callback);
     TH_RUN(test_free_with_events_queued);
+    TH_RUN(test_set_callback_inside_callback_during_free);
     th_backend_stop(&backend);
     return 0;
 }
