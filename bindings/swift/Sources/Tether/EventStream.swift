@@ -152,6 +152,9 @@ final class EventBuffer: @unchecked Sendable {
     }
 
     func next() async -> Event? {
+        // A cancelled task takes nothing: under load events are always buffered, and a loop
+        // that kept taking them would never end, and would take them from the next reader.
+        if Task.isCancelled { return nil }
         if let ev = takeNow() { return ev }
         let id = reserveWaiter()
         return await withTaskCancellationHandler {

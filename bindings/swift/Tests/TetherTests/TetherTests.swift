@@ -366,6 +366,21 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(released.withLock { $0 }, "the resolver's context was released")
     }
 
+    /// A cancelled task's `next()` takes nothing, even with events buffered: under load the
+    /// buffer never empties, so a loop that kept taking would never end, and the events it took
+    /// would be lost to the next reader.
+    func testACancelledReaderGetsNilAndLeavesTheBufferedEvents() async {
+        let buf = EventBuffer(capacity: 4)
+        for i in 1...4 { _ = buf.push(Event(response: Int64(i), status: 0, data: Data(), kind: .message)) }
+        let t = Task { () -> Event? in
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await buf.next()
+        }
+        let got = await t.value
+        XCTAssertNil(got)
+        XCTAssertEqual(buf.bufferedCount, 4)
+    }
+
     /// A reply that came before its request was registered is still the answer after the
     /// client was freed: a store action that succeeded must not read as `.clientClosed`.
     func testAReplyThatCameFirstSurvivesTheFree() async throws {
