@@ -852,6 +852,14 @@ tether_status tether_batch_view(const struct tether_batch *batch, const struct t
 tether_status tether_batch_payloads(const struct tether_batch *batch, const struct tether_bytes **payloads, size_t *count);
 
 /**
+ * Empties the batch now, as the next `tether_client_poll_batch` into it would: what it
+ * lent is released, and its events count as taken by the app in the resume state
+ * (`tether_client_resume_state`). For a consumer that moves a batch's events elsewhere
+ * before the app sees them, and then calls this. NULL is fine. The batch's thread only.
+ */
+void tether_batch_clear(struct tether_batch *batch);
+
+/**
  * Frees a batch. NULL is fine; never twice.
  */
 void tether_batch_free(struct tether_batch *batch);
@@ -1054,10 +1062,11 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
  * The resume point, to persist and pass to a later client with
  * `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
  * `run_id` (capacity `run_id_cap` bytes) and the id of the newest buffered event the app has
- * taken (polled, in a batch, or passed to the event callback; 0 or negative) into
- * `*out_last_received_event` (may be NULL). Events the client has read but still queues
- * are not counted, so a later client resuming from here receives them (pings acknowledge
- * the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
+ * taken (0 or negative) into `*out_last_received_event` (may be NULL): a polled event
+ * counts once polled, a batch's events once the batch is polled into again or freed, a
+ * callback's event once the callback returns. Events the client has read but the app has
+ * not taken are not counted, so a later client resuming from here receives them (pings
+ * acknowledge the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
  * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
  * `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id

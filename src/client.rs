@@ -436,17 +436,26 @@ impl Client {
 
     /// Takes the next event, waiting up to `timeout` (`None`: until one arrives).
     pub fn poll(&self, timeout: Option<Duration>) -> Pop {
-        self.req.queue.pop_blocking(timeout)
+        let pop = self.req.queue.pop_blocking(timeout);
+        if let Pop::Event(ev) = &pop {
+            self.req.queue.handed_over(std::slice::from_ref(ev));
+        }
+        pop
     }
 
     /// Takes the next event asynchronously; `None` after CLOSED was taken.
     pub async fn next_event(&self) -> Option<Event> {
-        self.req.queue.pop().await
+        let ev = self.req.queue.pop().await?;
+        self.req.queue.handed_over(std::slice::from_ref(&ev));
+        Some(ev)
     }
 
     /// Takes up to `max` queued events without waiting.
     pub fn drain(&self, out: &mut Vec<Event>, max: usize) -> usize {
-        self.req.queue.drain_into(out, max)
+        let start = out.len();
+        let n = self.req.queue.drain_into(out, max);
+        self.req.queue.handed_over(&out[start..]);
+        n
     }
 
     /// The resume point: persist it and pass it to a new client's config to resume there.

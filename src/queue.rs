@@ -79,6 +79,22 @@ struct Inner {
     sleepers: usize,
 }
 
+/// Events a consumer took and will hand over to the app later; see
+/// [`EventQueue::hand_over_later`].
+pub(crate) struct HandOver {
+    resume: Arc<SharedResume>,
+    era: u32,
+    id: i64,
+}
+
+impl HandOver {
+    /// The app has the events now.
+    pub(crate) fn done(self) {
+        // Within an era the newest is all that counts; an older era's is ignored.
+        self.resume.took(self.era, self.id);
+    }
+}
+
 /// The queue. One producer, the session task, plus the SEND_READY a give-back of the send
 /// budget queues from whichever thread it runs on (an event the app's own refused calls
 /// bound, so outside the capacity); one consumer at a time.
@@ -116,9 +132,30 @@ impl EventQueue {
         }
     }
 
-    /// From now on, taking a buffered gomuks event moves `resume`'s taken point.
+    /// From now on, [`EventQueue::handed_over`] moves `resume`'s taken point.
     pub(crate) fn follow_resume(&self, resume: Arc<SharedResume>) {
         let _ = self.resume.set(resume);
+    }
+
+    /// What [`EventQueue::handed_over`] would do for `events`, to be done later: for a consumer
+    /// that hands them over only after it took them (a C batch, once the app is done with it).
+    pub(crate) fn hand_over_later(&self, events: &[Event]) -> Option<HandOver> {
+        let ev = events.iter().rev().find(|e| e.resume_era != 0)?;
+        Some(HandOver {
+            resume: self.resume.get()?.clone(),
+            era: ev.resume_era,
+            id: ev.request_id,
+        })
+    }
+
+    /// The app has `events` (taken from this queue, in order): the resume point the app
+    /// persists moves past them. Not done by taking itself, since a consumer may still hold
+    /// taken events the app has not seen: the dispatcher until its callback returns, a batch
+    /// until the app polls again.
+    pub(crate) fn handed_over(&self, events: &[Event]) {
+        if let Some(h) = self.hand_over_later(events) {
+            h.done();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -223,13 +260,6 @@ impl EventQueue {
 
     fn take(&self, g: &mut MutexGuard<'_, Inner>) -> Option<Event> {
         let ev = g.events.pop_front()?;
-        // Under the queue's lock, so the point moves in the order the events are taken. A
-        // callback counts once its event is taken: freeing the client waits for it to run.
-        if ev.resume_era != 0 {
-            if let Some(r) = self.resume.get() {
-                r.took(ev.resume_era, ev.request_id);
-            }
-        }
         if ev.kind == EventKind::Closed {
             g.finished = true;
             // Every other waiting consumer must see the end, not sleep on.

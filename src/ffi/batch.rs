@@ -12,7 +12,7 @@
 //! call, so a C reader pays no copy. The events themselves are kept alive for that long.
 
 use crate::event::Event;
-use crate::queue::Batch;
+use crate::queue::{Batch, HandOver};
 use crate::status::{Error, Status};
 
 use super::boundary::{code, fail, free_handle, out_arg, status_of};
@@ -108,6 +108,17 @@ pub struct tether_batch {
     /// One per entry, into `bytes` or into the kept events.
     payloads: Vec<tether_bytes>,
     bytes: Vec<u8>,
+    /// The app has this batch's events once it polls again or frees the batch: only then do
+    /// they move the resume point it persists.
+    handed: Option<HandOver>,
+}
+
+impl Drop for tether_batch {
+    fn drop(&mut self) {
+        if let Some(h) = self.handed.take() {
+            h.done();
+        }
+    }
 }
 
 impl tether_batch {
@@ -119,10 +130,14 @@ impl tether_batch {
             entries: Vec::with_capacity(max.min(4096)),
             payloads: Vec::with_capacity(max.min(4096)),
             bytes: Vec::new(),
+            handed: None,
         }
     }
 
     fn clear(&mut self) {
+        if let Some(h) = self.handed.take() {
+            h.done();
+        }
         self.events.clear();
         self.entries.clear();
         self.payloads.clear();
@@ -286,6 +301,7 @@ ffi_fn! {
         b.events = events;
         let status = match taken {
             Ok(Batch::Taken(_)) => {
+                b.handed = h.client().queue().hand_over_later(&b.events);
                 b.pack();
                 Status::Ok
             }
@@ -373,6 +389,18 @@ ffi_fn! {
 fn batch_ref<'a>(batch: *const tether_batch) -> Result<&'a tether_batch, Error> {
     // SAFETY: the caller passes a live batch or NULL.
     unsafe { batch.as_ref() }.ok_or_else(|| Error::new(Status::ErrNull, "batch is NULL"))
+}
+
+ffi_fn! {
+    /// Empties the batch now, as the next `tether_client_poll_batch` into it would: what it
+    /// lent is released, and its events count as taken by the app in the resume state
+    /// (`tether_client_resume_state`). For a consumer that moves a batch's events elsewhere
+    /// before the app sees them, and then calls this. NULL is fine. The batch's thread only.
+    fn tether_batch_clear(batch: *mut tether_batch) {
+        if let Ok(b) = out_arg(batch, "batch") {
+            b.clear();
+        }
+    } ?= |_| ()
 }
 
 ffi_fn! {

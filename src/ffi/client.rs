@@ -522,10 +522,11 @@ ffi_fn! {
     /// The resume point, to persist and pass to a later client with
     /// `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
     /// `run_id` (capacity `run_id_cap` bytes) and the id of the newest buffered event the app has
-    /// taken (polled, in a batch, or passed to the event callback; 0 or negative) into
-    /// `*out_last_received_event` (may be NULL). Events the client has read but still queues
-    /// are not counted, so a later client resuming from here receives them (pings acknowledge
-    /// the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
+    /// taken (0 or negative) into `*out_last_received_event` (may be NULL): a polled event
+    /// counts once polled, a batch's events once the batch is polled into again or freed, a
+    /// callback's event once the callback returns. Events the client has read but the app has
+    /// not taken are not counted, so a later client resuming from here receives them (pings
+    /// acknowledge the same point, so the backend keeps them). `*out_run_id_len` (may be NULL) receives the
     /// run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
     /// `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
     /// `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id

@@ -77,10 +77,16 @@ impl Dispatcher {
                     match queue.pop_blocking(None) {
                         Pop::Event(ev) => {
                             let last = ev.kind() == EventKind::Closed;
+                            // Counted for the resume point once the callback has returned:
+                            // a binding's callback may only buffer it, and wait for room.
+                            let handed = queue.hand_over_later(std::slice::from_ref(&ev));
                             let ev = tether_event::wrap(ev);
                             // SAFETY: the app registered `cb` for this `ctx`; `ev` lives
                             // until after the call.
                             unsafe { cb(ctx.ptr(), &ev) };
+                            if let Some(h) = handed {
+                                h.done();
+                            }
                             if last {
                                 break;
                             }

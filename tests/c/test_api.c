@@ -410,6 +410,47 @@ static void test_resume_state(void) {
     th_close_and_free(c);
 }
 
+static int64_t last_taken(tether_client *c) {
+    char run_id[128];
+    int64_t last = 1;
+    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, NULL, &last));
+    return last;
+}
+
+/* gomuks-rpc.md §7.2: a batch's events count in the resume state once the app is done with
+ * the batch (it polls into it again, or frees it): a client freed while the app still works
+ * through a batch must have them replayed to the next one. */
+static void test_resume_state_counts_a_batch_once_the_app_is_done_with_it(void) {
+    for (int reuse = 0; reuse <= 1; reuse++) {
+        tether_client *c = connected_client();
+        tether_batch *b = NULL;
+        CHECK_OK(tether_batch_new(64, &b));
+        int64_t newest = th_push(&backend, 3);
+        int64_t deadline = th_now_ms() + 10000 * th_scale();
+        for (int seen = 0; !seen;) {
+            CHECK(th_now_ms() < deadline);
+            tether_status s = tether_client_poll_batch(c, 500, b, NULL);
+            if (s == TETHER_TIMEOUT) continue;
+            CHECK_OK(s);
+            const tether_batch_entry *e = NULL;
+            const uint8_t *bytes = NULL;
+            size_t n = 0, len = 0;
+            CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
+            for (size_t i = 0; i < n; i++) seen |= e[i].request_id == newest;
+        }
+        CHECK(last_taken(c) > newest); /* the batch holding it is still the app's */
+        if (reuse) {
+            CHECK_STATUS(tether_client_poll_batch(c, 0, b, NULL), TETHER_TIMEOUT);
+        } else {
+            tether_batch_free(b);
+            b = NULL;
+        }
+        CHECK(last_taken(c) == newest);
+        tether_batch_free(b);
+        th_close_and_free(c);
+    }
+}
+
 /* gomuks-rpc.md §1.2: the token from the Basic login is handed back; it alone authorizes a
  * later client, which is how an app persists a session without the password. */
 static void test_auth_token(void) {
@@ -711,6 +752,7 @@ int main(void) {
     TH_RUN(test_batch);
     TH_RUN(test_batch_lending);
     TH_RUN(test_resume_state);
+    TH_RUN(test_resume_state_counts_a_batch_once_the_app_is_done_with_it);
     TH_RUN(test_auth_token);
     TH_RUN(test_proxy_through_tinyproxy);
     TH_RUN(test_proxy_resolver_ends_with_free);

@@ -30,6 +30,7 @@ typedef struct {
     int in_callback;
     int callback_done;
     int init_complete;
+    int counted_inside; /* buffered events already in the resume state inside their callback */
 } state;
 
 static void state_init(state *s) {
@@ -217,6 +218,48 @@ static void test_free_waits_for_running_callback(void) {
     state_destroy(&s);
 }
 
+static int64_t last_taken(tether_client *c) {
+    char run_id[128];
+    int64_t last = 1;
+    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, NULL, &last));
+    return last;
+}
+
+static void on_event_check_resume(void *ctx, const tether_event *ev) {
+    state *s = (state *)ctx;
+    int64_t id = tether_event_request_id(ev);
+    if (tether_event_kind(ev) == TETHER_EVENT_MESSAGE && id < 0 && last_taken(s->client) <= id) {
+        pthread_mutex_lock(&s->mu);
+        s->counted_inside++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    record(s, ev);
+}
+
+/* gomuks-rpc.md §7.2: an event counts in the resume state once its callback has returned,
+ * not while it runs: a binding's callback may only buffer it for the app. */
+static void test_resume_state_counts_an_event_once_its_callback_returned(void) {
+    state s;
+    state_init(&s);
+    s.client = th_client_from(th_config(&backend));
+    CHECK_OK(tether_client_set_event_callback(s.client, on_event_check_resume, &s, on_destroy));
+    CHECK_OK(tether_client_connect(s.client));
+    wait_flag(&s, &s.init_complete);
+    int64_t newest = th_push(&backend, 5);
+    int64_t deadline = th_now_ms() + 10000 * th_scale();
+    while (last_taken(s.client) != newest) {
+        CHECK(th_now_ms() < deadline);
+        usleep(2000);
+    }
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.counted_inside == 0 && s.last_message_id == newest);
+    pthread_mutex_unlock(&s.mu);
+    CHECK_OK(tether_client_close(s.client));
+    wait_flag(&s, &s.closed_seen);
+    tether_client_free(s.client);
+    state_destroy(&s);
+}
+
 /* The running callback registers a new one while another thread frees the client: refused,
  * since nothing would wait for the new dispatcher, whose destroy(ctx) would run after free
  * returned. */
@@ -290,6 +333,7 @@ int main(void) {
     TH_RUN(test_free_waits_for_running_callback);
     TH_RUN(test_free_with_events_queued);
     TH_RUN(test_set_callback_inside_callback_during_free);
+    TH_RUN(test_resume_state_counts_an_event_once_its_callback_returned);
     th_backend_stop(&backend);
     return 0;
 }

@@ -136,6 +136,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "tether_batch_new": (_status, [c_size_t, _pp]),
     "tether_batch_new_lending": (_status, [c_size_t, _pp]),
     "tether_client_poll_batch": (_status, [_p, c_int32, _p, POINTER(c_size_t)]),
+    "tether_batch_clear": (None, [_p]),
     "tether_batch_view": (
         _status,
         [_p, _pp, POINTER(c_size_t), _pp, POINTER(c_size_t)],

@@ -244,6 +244,7 @@ class _AsyncCore(CoreBase):
                         self.unwatch()
                     break
                 deferred = self.deliver(events)
+                self.reader.delivered()
                 if self.closed:
                     self.unwatch()
                     break

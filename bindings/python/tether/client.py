@@ -649,6 +649,7 @@ class _SyncCore(CoreBase):
             return False
         if st == Status.OK:
             deferred = self.deliver(events)
+            self.batch.delivered()
             if self.closed:
                 self.finish()  # CLOSED was taken
             pass_on(deferred, threading.get_ident() != self.delivery_ident)

@@ -465,6 +465,12 @@ class BatchReader:
         with memoryview(mem).cast("B") as buf:
             return st, self._events(entries, buf)
 
+    def delivered(self) -> None:
+        """The events of the last poll are where the app takes them from (or were handed to
+        it): the library counts them as taken in the resume state from now on."""
+        if self._handle is not None:
+            self._lib.tether_batch_clear(self._handle)
+
     def _events(self, entries: bytes, buf: memoryview) -> List[Event]:
         out: List[Event] = []
         append = out.append

@@ -172,4 +172,19 @@ public struct ResumeState: Equatable, Sendable, Codable {
         self.runId = runId
         self.lastReceivedEvent = lastReceivedEvent
     }
+
+    /// The resume point of an app that has not taken `held` yet. The library counts what the
+    /// binding's callback took from it, and a later client must be replayed what the app
+    /// never saw: the point goes back to just before the first buffered event held. Buffered
+    /// ids count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus
+    /// one. A held `run_id` event means the app has seen nothing of the run reported yet.
+    func before(held: [Event]) -> ResumeState {
+        // Nothing of this run was taken from the library: whatever is held is older.
+        if lastReceivedEvent == 0 { return self }
+        for ev in held where ev.kind == .message {
+            if ev.command == "run_id" { return ResumeState(runId: runId, lastReceivedEvent: 0) }
+            if ev.requestId < 0 { return ResumeState(runId: runId, lastReceivedEvent: ev.requestId + 1) }
+        }
+        return self
+    }
 }

@@ -114,6 +114,13 @@ final class EventBuffer: @unchecked Sendable {
         for w in ws { w.cont.resume(returning: nil) }
     }
 
+    /// The events waiting to be read, oldest first.
+    var heldEvents: [Event] {
+        cond.lock()
+        defer { cond.unlock() }
+        return Array(items[head...])
+    }
+
     /// Events waiting to be read (for tests and diagnostics).
     var bufferedCount: Int {
         cond.lock()

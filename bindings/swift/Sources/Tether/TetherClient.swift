@@ -444,7 +444,7 @@ public final class TetherClient: @unchecked Sendable {
         let runId = try sizedString { buf, cap, len in
             tether_client_resume_state(client, buf, cap, len, &last)
         }
-        return ResumeState(runId: runId, lastReceivedEvent: last)
+        return ResumeState(runId: runId, lastReceivedEvent: last).before(held: core.events.heldEvents)
     }
 
     /// The credential the next connection sends, to persist instead of the password: gomuks,

@@ -154,6 +154,36 @@ final class TetherTests: XCTestCase {
         await later.close(timeout: .seconds(10))
     }
 
+    /// gomuks spec 7.2: the resume state counts what the app took from `events`. Events read
+    /// and buffered for the app but never taken are replayed to the client given the state.
+    func testEventsTheAppNeverTookAreReplayedToTheClientGivenTheResumeState() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let taken = try b.push(1)
+        _ = try await next(c, "event \(taken)") { $0.requestId == taken }
+        let before = try c.stats().eventsReceived
+        let newest = try b.push(5)
+        try await waitUntil("5 events read") { try c.stats().eventsReceived >= before + 5 }
+        let closed = await c.close(keepResume: true, timeout: .seconds(10))
+        XCTAssertTrue(closed)
+        let state = try c.resumeState()
+        XCTAssertEqual(state.lastReceivedEvent, taken)
+        var o = b.gomuks()
+        o.resume = state
+        let later = try TetherClient(o)
+        let replay = try await withTimeout(.seconds(20), "5 replayed events") { () -> [Int64] in
+            var ids: [Int64] = []
+            for await ev in later.events where ev.kind == .message && ev.requestId < 0 {
+                ids.append(ev.requestId)
+                if ev.requestId == newest { break }
+            }
+            return ids
+        }
+        XCTAssertEqual(replay, Array(stride(from: taken - 1, through: newest, by: -1)))
+        await later.close(timeout: .seconds(10))
+    }
+
     func testTheLoginTokenAuthorizesALaterClient() async throws {
         let b = try Backend()
         let c = try TetherClient(b.gomuks())

@@ -194,9 +194,11 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * The resume point; after the free, the one the client had last (read just before the
      * native free), so an app can close, drain to CLOSED and persist it, as the C API orders.
      */
-    fun resumeState(): ResumeState =
-        callOrNull { c -> readResumeState(c) } ?: finalResume
+    fun resumeState(): ResumeState {
+        val state = callOrNull { c -> readResumeState(c) } ?: finalResume
             ?: throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
+        return state.before(synchronized(lock) { queue.items.toList() })
+    }
 
     /** The credential of the next connection; after the free, the one the client had last. */
     fun authToken(): String? {

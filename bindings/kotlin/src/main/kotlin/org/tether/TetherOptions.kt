@@ -10,6 +10,24 @@ data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
     // Written out: the generated one calls java.lang.Long.hashCode(long), which Android
     // only has from API 24.
     override fun hashCode(): Int = runId.hashCode() * 31 + (lastReceivedEvent xor (lastReceivedEvent ushr 32)).toInt()
+
+    /**
+     * The resume point of an app that has not taken [held] yet. The library counts what the
+     * binding's callback took from it, and a later client must be replayed what the app never
+     * saw: the point goes back to just before the first buffered event held. Buffered ids
+     * count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one.
+     * A held `run_id` event means the app has seen nothing of the run reported yet.
+     */
+    internal fun before(held: List<Event>): ResumeState {
+        // Nothing of this run was taken from the library: whatever is held is older.
+        if (lastReceivedEvent == 0L) return this
+        for (ev in held) {
+            if (ev.kind != EventKind.MESSAGE) continue
+            if (ev.command == "run_id") return ResumeState(runId, 0)
+            if (ev.requestId < 0) return ResumeState(runId, ev.requestId + 1)
+        }
+        return this
+    }
 }
 
 /**

@@ -73,25 +73,33 @@ class EventsTest {
         TestBackend.start().use { b ->
             val c = TetherClient(b.url, testOptions())
             val token: String?
+            val taken: Long
             val newest: Long
             withTimeout(20_000) {
                 c.events.first { it.command == "init_complete" }
                 token = c.authToken()
+                taken = b.push(1)
+                c.events.first { it.requestId == taken }
                 val before = c.stats().eventsReceived
                 newest = b.push(5)
-                // Not collected: the library keeps the point of what arrived, taken or not.
+                // Not collected: read by the library and held by the binding, never taken.
                 while (c.stats().eventsReceived < before + 5) delay(5)
             }
             assertTrue(c.closeAndWait(timeoutMs = 10_000, keepResume = true), "CLOSED in time")
             val state = c.resumeState()
             assertTrue(state.runId.isNotEmpty())
-            assertEquals(newest, state.lastReceivedEvent)
+            assertEquals(taken, state.lastReceivedEvent, "the point of what the app took")
             assertEquals(token, c.authToken())
             assertThrows<ClientClosedException> { runBlocking { c.request("echo", "{}") } }
-            // A later client resumes from it with nothing missed.
+            // A later client resumes from it and receives the events the app never took.
             TetherClient(b.url, testOptions().copy(resume = state)).use { d ->
-                val resumed = withTimeout(20_000) { d.events.first { it.kind == EventKind.RESUMED } }
-                assertEquals(ResumeOutcome.SUCCEEDED, resumed.resumeOutcome)
+                val seen = mutableListOf<Event>()
+                withTimeout(20_000) {
+                    d.events.takeWhile { seen.lastOrNull()?.command != "init_complete" }.collect { seen.add(it) }
+                }
+                assertEquals(listOf(ResumeOutcome.SUCCEEDED), outcomes(seen))
+                val replayed = seen.filter { it.kind == EventKind.MESSAGE && it.requestId < 0 }.map { it.requestId }
+                assertEquals((taken - 1 downTo newest).toList(), replayed)
             }
         }
     }
