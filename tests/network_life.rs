@@ -394,6 +394,45 @@ async fn room_made_together_with_a_command_restarts_the_receive_timeout() {
     close_and_drain(&c).await;
 }
 
+/// ARCHITECTURE.md "The event queue": while the app is behind, the session stops reading,
+/// and a server blocked writing to us may stop reading too. Its silence on our writes is then
+/// ours, as its silence on reads is: the write-stall clock is frozen like the receive timeout
+/// and the pong deadline, instead of cutting the link after `receive_timeout`.
+#[tokio::test]
+async fn a_write_stall_while_the_app_is_behind_is_not_the_servers() {
+    let b = backend_with(|c| c.recv_buffer = Some(16 * 1024)).await;
+    let c = client(&b, |c| {
+        c.compression(false)
+            .queue_capacity(8)
+            .ping_interval(Duration::from_secs(1))
+            .receive_timeout(Duration::from_secs(2))
+            .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
+    });
+    until_command(&c, "init_complete").await;
+    // The app falls behind, and the server reads nothing of ours meanwhile.
+    b.push_events(16);
+    until_queue_holds(&c, 8).await;
+    b.set_read_rate(Some(0));
+    // More than the kernel's buffers take, so the outbox stays busy and no byte moves.
+    let body = format!("\"{}\"", "x".repeat(60 * 1024));
+    for _ in 0..150 {
+        c.request_with_timeout("echo", body.as_bytes(), WAIT)
+            .unwrap();
+    }
+    let out = c.stats().wire_bytes_out;
+    // Behind for longer than the receive timeout, which is also the write-stall limit.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        c.stats().wire_bytes_out,
+        out,
+        "the outbox was not stuck: the test proves nothing"
+    );
+    assert_eq!(c.state(), ConnectionState::Connected);
+    assert_eq!(b.stats().total_connections, 1);
+    b.set_read_rate(None);
+    close_and_drain(&c).await;
+}
+
 /// §8: without any cue, a ping that goes unanswered ends a silent link within the ping
 /// interval plus the pong timeout, long before the 60 s receive timeout.
 #[tokio::test]

@@ -701,7 +701,9 @@ impl<D: Dialect> Supervisor<D> {
                 r = std::future::poll_fn(|cx| write(outbox, &mut sink, counters, cx)), if outbox.busy() => {
                     if let Err(e) = r { break ws_error(e) }
                 }
-                () = sleep_until(stall.map_or_else(Instant::now, |s| s.0)), if stall.is_some() => {
+                // Frozen while the queue is full, as the receive timeout and the pong deadline
+                // are: a server blocked writing to us stops reading our bytes too.
+                () = sleep_until(stall.map_or_else(Instant::now, |s| s.0)), if stall.is_some() && can_read => {
                     let out_now = wire_out(&self.book.probe.counters);
                     if stall.is_some_and(|(_, out_then)| out_now == out_then) {
                         let ms = write_timeout.as_millis();
