@@ -29,17 +29,19 @@ impl ResumeState {
 ///
 /// Two points are kept. The *received* point is the newest event the session has read: a
 /// reconnect of this client resumes from it, since what it read before the cut is still in
-/// the client's queue. The *taken* point is the newest event the app has taken from that
-/// queue: it is what [`SharedResume::get`] hands out to persist and what pings acknowledge,
-/// because a later client starts with an empty queue, so events read but never taken must be
-/// replayed to it (and the backend must keep them until then).
+/// the client's queue, and pings acknowledge it (an older ack would risk the backend's
+/// collection dropping the listener, §7.4). The *taken* point is the newest event the app has
+/// taken from that queue: it is what [`SharedResume::get`] hands out to persist, because a
+/// later client starts with an empty queue, so events read but never taken must be replayed
+/// to it. If a ping acknowledged them meanwhile the backend may have dropped them, and the
+/// later client's resume then fails (RESET): never a silent gap.
 #[derive(Debug)]
 pub(crate) struct SharedResume {
     run_id: Mutex<String>,
     last_event: AtomicI64,
     taken: Mutex<Taken>,
     /// `taken.era`, for the session to stamp events with without the lock; written only under
-    /// that lock, by the session.
+    /// that lock, by the session. 0 (no era) while a fresh start is unfinished.
     era: AtomicU32,
     token: Mutex<Option<Secret>>,
 }
@@ -47,8 +49,9 @@ pub(crate) struct SharedResume {
 /// The taken point, and the era whose events may move it.
 #[derive(Debug)]
 struct Taken {
-    /// Bumped whenever the ids before it stop counting: a new run, or a resume that failed.
-    /// Events still queued from an earlier era are taken without moving the point.
+    /// Bumped whenever the ids before it stop counting: a new run, a resume that failed, a
+    /// connection that did not resume. Events still queued from an earlier era are taken
+    /// without moving the point.
     era: u32,
     point: i64,
 }
@@ -104,7 +107,7 @@ impl SharedResume {
     }
 
     /// The era a buffered event read now belongs to (see [`crate::event::Event`]).
-    pub(crate) fn era(&self) -> u32 {
+    fn era(&self) -> u32 {
         self.era.load(Ordering::Acquire)
     }
 
@@ -186,36 +189,62 @@ pub(crate) struct Tracker {
     /// This connection's `run_id` differs from the one it asked to resume: the missed events
     /// are gone whatever follows.
     run_changed: bool,
+    /// No fresh start (a connection that did not resume, or whose resume failed) is under
+    /// way. A fresh start sends the backend's state in payloads no resume replays (id 0,
+    /// §3.3) between its buffered events: until its `init_complete`, resuming from one of
+    /// those events would skip the rest of that state, so none counts for the point the app
+    /// persists, and a reconnect starts afresh again.
+    settled: bool,
 }
 
 impl Tracker {
     pub(crate) fn new(shared: Arc<SharedResume>) -> Tracker {
-        // A configured point was acknowledged by the client that saved it, as far as we know.
-        let last_sent_ack = shared.taken_point();
         Tracker {
             shared,
             conn_min_event: 0,
-            last_sent_ack,
+            last_sent_ack: 0,
             listener_id: 0,
             deciding: false,
             catchup_asked: false,
             run_changed: false,
+            settled: true,
         }
     }
 
     /// Whether [`Tracker::begin_attempt`] would ask to resume now.
     pub(crate) fn will_resume(&self) -> bool {
-        self.shared.received().is_resumable()
+        self.settled && self.shared.received().is_resumable()
     }
 
-    /// The resume point a new connection asks for, if there is one (§7.2).
+    /// The resume point a new connection asks for, if there is one (§7.2). The server's ack
+    /// entry for a resumed listener starts there, so the next ack is counted from it.
     /// `catchup_asked`: the connection sends `last_server_ts`.
     pub(crate) fn begin_attempt(&mut self, catchup_asked: bool) -> Option<ResumeState> {
         let snapshot = self.shared.received();
-        self.deciding = snapshot.is_resumable();
+        self.deciding = self.will_resume();
         self.catchup_asked = catchup_asked;
         self.run_changed = false;
-        self.deciding.then_some(snapshot)
+        if self.deciding {
+            self.last_sent_ack = snapshot.last_received_event;
+            Some(snapshot)
+        } else {
+            self.last_sent_ack = 0;
+            self.fresh_start(0);
+            None
+        }
+    }
+
+    /// A fresh start begins: what was received before stops counting, except `last_event`
+    /// (this connection's own), and nothing counts for the app's point until it is settled.
+    fn fresh_start(&mut self, last_event: i64) {
+        self.shared.new_era(last_event);
+        self.settled = false;
+    }
+
+    /// The backend's state is complete on this connection (`init_complete`, or a
+    /// `client_state` saying there is no account whose state would follow).
+    pub(crate) fn settle(&mut self) {
+        self.settled = true;
     }
 
     /// A new connection is open: its events start afresh.
@@ -237,7 +266,11 @@ impl Tracker {
         }
         self.conn_min_event = self.conn_min_event.min(id);
         self.shared.advance(id);
-        self.shared.era()
+        if self.settled {
+            self.shared.era()
+        } else {
+            0
+        }
     }
 
     /// The backend's `run_id` event (§7.2).
@@ -245,6 +278,7 @@ impl Tracker {
         self.listener_id = listener_id;
         // New backend process: only this connection's ids are valid.
         if self.shared.new_run(run_id, self.conn_min_event) {
+            self.settled = false;
             self.last_sent_ack = 0;
             self.run_changed = true;
             // With `last_server_ts` a restarted backend sends a catchup rather than its
@@ -280,7 +314,7 @@ impl Tracker {
             // corrupt save, ahead of the backend). Kept, it would be asked for again after the
             // next cut, where the backend may by then hold it and replay only what follows,
             // skipping everything between (§7.2).
-            self.shared.new_era(self.conn_min_event);
+            self.fresh_start(self.conn_min_event);
             self.last_sent_ack = 0;
         }
         self.decide(outcome)
@@ -290,6 +324,7 @@ impl Tracker {
     /// new run whose catchup never came (gomuks sends nothing else when building it fails),
     /// nothing was replayed: a reset.
     pub(crate) fn init_complete(&mut self) -> Option<ResumeOutcome> {
+        self.settle();
         if self.run_changed {
             return self.decide(ResumeOutcome::Reset);
         }
@@ -300,15 +335,10 @@ impl Tracker {
         std::mem::take(&mut self.deciding).then_some(outcome)
     }
 
-    /// The id the next ping acknowledges, or 0. The newest event the app has taken, not the
-    /// newest read: the backend drops what is acknowledged, and what sits unread in the queue
-    /// is lost with the client if it ends. Only an id newer than every ack of this run since
-    /// its last fresh start goes out, on this connection or an earlier one: the backend's
-    /// collection drops a listener whose entry is the id it last collected up to (§7.4 item
-    /// 2), which a repeated ack, or one of the point a resumed listener starts at, would be.
+    /// The id the next ping acknowledges, or 0 (§6: ack only on change): the newest received.
     pub(crate) fn ack(&mut self) -> i64 {
-        let last = self.shared.taken_point();
-        if last == 0 || (self.last_sent_ack != 0 && last >= self.last_sent_ack) {
+        let last = self.shared.last_event.load(Ordering::Acquire);
+        if last == 0 || last == self.last_sent_ack {
             return 0;
         }
         self.last_sent_ack = last;
@@ -347,7 +377,7 @@ mod tests {
 
     #[test]
     fn spec7_4_acks_only_on_change_and_not_the_resume_point_again() {
-        let (mut t, shared) = tracker("r", -5);
+        let (mut t, _) = tracker("r", -5);
         t.begin_attempt(false);
         t.connection_opened();
         assert_eq!(
@@ -355,16 +385,16 @@ mod tests {
             0,
             "the server already holds -5 as the resume point"
         );
-        read_and_take(&mut t, &shared, -6);
-        read_and_take(&mut t, &shared, -7);
-        assert_eq!(t.ack(), -7);
+        t.event(-6);
+        t.event(-7);
+        assert_eq!(t.ack(), -7, "what was read, taken or not");
         assert_eq!(t.ack(), 0);
         assert_eq!(t.event(3), 0, "a positive id is no buffered event");
         assert_eq!(t.ack(), 0);
     }
 
     #[test]
-    fn spec7_4_the_app_persists_and_acks_what_it_took_a_reconnect_asks_for_what_was_read() {
+    fn spec7_2_the_app_persists_what_it_took_a_reconnect_asks_for_what_was_read() {
         let (mut t, shared) = tracker("r", -5);
         t.begin_attempt(false);
         t.connection_opened();
@@ -373,20 +403,11 @@ mod tests {
         t.event(-7);
         t.event(-8);
         assert_eq!(shared.get().last_received_event, -6);
-        assert_eq!(t.ack(), -6, "the backend keeps what the app has not taken");
         let asked = t.begin_attempt(false).expect("resumable");
         assert_eq!(
             asked.last_received_event, -8,
             "the queue still holds -7 and -8"
         );
-        t.connection_opened();
-        assert_eq!(
-            t.ack(),
-            0,
-            "-6 again would drop the new listener (§7.4 item 2)"
-        );
-        shared.took(shared.era(), -7);
-        assert_eq!(t.ack(), -7);
     }
 
     #[test]
@@ -396,14 +417,9 @@ mod tests {
         t.connection_opened();
         let old_era = t.event(-1);
         t.event(-2);
-        t.run_id("new", 7);
-        assert_eq!(
-            t.begin_attempt(false).unwrap(),
-            ResumeState {
-                run_id: "new".into(),
-                last_received_event: -2
-            }
-        );
+        assert_eq!(t.run_id("new", 7), Some(ResumeOutcome::Reset));
+        assert_eq!(t.listener_id(), Some(7));
+        assert_eq!(t.ack(), -2);
         // Events of the old era still queued move nothing when taken.
         shared.took(old_era, -2);
         assert_eq!(
@@ -413,13 +429,52 @@ mod tests {
                 last_received_event: 0
             }
         );
-        assert_eq!(t.listener_id(), Some(7));
-        assert_eq!(t.ack(), 0);
-        // The same run id again changes nothing.
+        // The new run's fresh start counts once its state is complete.
         read_and_take(&mut t, &shared, -3);
+        assert_eq!(shared.get().last_received_event, 0);
+        assert!(
+            !t.will_resume(),
+            "a reconnect now would skip the rest of the state"
+        );
+        assert_eq!(t.init_complete(), None);
+        read_and_take(&mut t, &shared, -4);
+        assert_eq!(shared.get().last_received_event, -4);
+        assert_eq!(t.begin_attempt(false).unwrap().last_received_event, -4);
+        // The same run id again changes nothing.
+        t.connection_opened();
+        read_and_take(&mut t, &shared, -5);
         assert_eq!(t.run_id("new", 8), None);
+        assert_eq!(shared.get().last_received_event, -5);
+    }
+
+    #[test]
+    fn spec6_1_a_fresh_start_counts_and_resumes_only_once_its_state_is_complete() {
+        let (mut t, shared) = tracker("", 0);
+        assert!(t.begin_attempt(false).is_none());
+        t.connection_opened();
+        t.run_id("r", 1);
+        // A live event between the state's payloads (§6.1).
+        read_and_take(&mut t, &shared, -1);
+        assert_eq!(shared.get().last_received_event, 0);
+        assert!(!t.will_resume());
+        assert!(
+            t.begin_attempt(false).is_none(),
+            "cut before init_complete: start afresh"
+        );
+        t.connection_opened();
+        t.run_id("r", 2);
+        read_and_take(&mut t, &shared, -2);
+        t.init_complete();
+        read_and_take(&mut t, &shared, -3);
         assert_eq!(shared.get().last_received_event, -3);
-        assert_eq!(t.ack(), -3);
+        assert!(t.will_resume());
+        // Logged out, no state follows: settled at once.
+        let (mut t, shared) = tracker("", 0);
+        t.begin_attempt(false);
+        t.run_id("r", 1);
+        t.settle();
+        read_and_take(&mut t, &shared, -1);
+        assert_eq!(shared.get().last_received_event, -1);
     }
 
     #[test]
@@ -433,9 +488,16 @@ mod tests {
         assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
         shared.took(stale, -1);
         read_and_take(&mut t, &shared, -2);
-        assert_eq!(shared.get().last_received_event, -2, "not stuck at -50");
+        assert_eq!(
+            shared.get().last_received_event,
+            0,
+            "not -50, nor inside the fresh state"
+        );
         assert_eq!(t.ack(), -2);
-        assert_eq!(t.begin_attempt(false).unwrap().last_received_event, -2);
+        t.init_complete();
+        read_and_take(&mut t, &shared, -3);
+        assert_eq!(shared.get().last_received_event, -3);
+        assert_eq!(t.begin_attempt(false).unwrap().last_received_event, -3);
         // A catchup forgets it too.
         let (mut t, shared) = tracker("r", -50);
         t.begin_attempt(true);

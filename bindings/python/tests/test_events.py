@@ -135,3 +135,37 @@ def test_spec7_2_buffer_overrun_with_last_server_ts_reports_caught_up(make_backe
         assert seen[at].resume_outcome == ResumeOutcome.CAUGHT_UP
         sync = next(e for e in seen[at:] if e.command == "sync_complete")
         assert sync.data.get("catchup") is True and not sync.data.get("clear_state")
+
+
+def test_the_resume_point_before_held_events_is_just_before_the_first_one() -> None:
+    """gomuks-rpc.md §7.2: the binding's resume point leaves out the events it holds for the
+    app, and is 0 (start afresh) when what it holds starts a state the app has not seen."""
+    from tether._base import before_held
+    from tether._options import ResumeState
+    from tether.events import Event
+
+    def msg(rid: int, command: str = "x") -> Event:
+        return Event(EventKind.MESSAGE, rid, 0, command)
+
+    state = ResumeState("r", -9)
+    assert before_held(state, []) == state
+    assert before_held(state, [Event(EventKind.PONG, 3)]) == state
+    assert before_held(state, [msg(-7), msg(-8), msg(-9)]) == ResumeState("r", -6)
+    assert before_held(ResumeState("r", 0), [msg(-1)]) == ResumeState("r", 0)
+    # A resume that succeeded continues what the app saw.
+    resumed = [
+        msg(-7),
+        Event(EventKind.CONNECTED, resume_attempted=True),
+        msg(0, "run_id"),
+        msg(-8),
+        Event(EventKind.RESUMED, resume_outcome=ResumeOutcome.SUCCEEDED),
+        msg(0, "init_complete"),
+        msg(-9),
+    ]
+    assert before_held(state, resumed) == ResumeState("r", -6)
+    # Anything else starts afresh.
+    assert before_held(state, [msg(-7), Event(EventKind.CONNECTED)]) == ResumeState("r", 0)
+    reset = Event(EventKind.RESUMED, resume_outcome=ResumeOutcome.RESET)
+    assert before_held(state, [msg(-7), reset, msg(-9)]) == ResumeState("r", 0)
+    # The rest of a fresh start whose beginning the app already took.
+    assert before_held(state, [msg(-8), msg(0, "init_complete"), msg(-9)]) == ResumeState("r", 0)

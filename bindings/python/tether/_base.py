@@ -28,7 +28,7 @@ from .errors import (
     TetherError,
     exception_for,
 )
-from .events import Event, EventKind, JSONLoads, event_class
+from .events import Event, EventKind, JSONLoads, ResumeOutcome, event_class
 from .stats import ConnectionState, Stats, closed_copy, empty_stats, read_state, read_stats
 
 log = logging.getLogger("tether")
@@ -646,7 +646,9 @@ class ClientState:
         return self._core.fatal
 
     def resume_state(self) -> ResumeState:
-        """The resume point (``run_id``, last event id); also valid after :meth:`close`."""
+        """The resume point (``run_id``, last event id): just after the newest event the app
+        has taken from this client, so a later client given it is replayed what was read but
+        never iterated. Also valid after :meth:`close`."""
         return self._core.resume_state()
 
     def pause(self) -> None:
@@ -698,22 +700,42 @@ def _sized_string(what: str, call: Callable[[Any, int, Any], int]) -> str:
 
 
 def before_held(state: ResumeState, held: Sequence[Event]) -> ResumeState:
-    """The resume point of an app that has not taken ``held`` yet. The library counts what
-    this binding took from it, and a later client must be replayed what the app never saw:
-    the point goes back to just before the first buffered event held. Buffered ids count
-    down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one. A held
-    ``run_id`` event means the app has seen nothing of the run the library reports yet."""
+    """The resume point of an app that has not taken ``held`` (oldest first) yet. The library
+    counts what this binding took from it, but a later client must be replayed what the app
+    never saw: the point goes back to just before the first buffered event held. Buffered ids
+    count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one.
+
+    That holds only while the held events continue what the app saw. A connection that did
+    not resume, or whose resume failed, starts the backend's state afresh: held, the app has
+    not seen that start, and its point belongs to no state the app has; so does an event of
+    a connection start whose ``init_complete`` is held without a successful RESUMED before it
+    (a fresh start's state comes in payloads no resume replays). The app must then start
+    afresh too: the point is 0."""
     if state.last_event_id == 0:
-        # Nothing of this run was taken from the library: whatever is held is older.
+        # Nothing the library counts was taken: whatever is held is older.
         return state
+    first: Optional[int] = None
+    resumed = False
     for ev in held:
-        if ev.kind != EventKind.MESSAGE:
-            continue
-        if ev.command == "run_id":
-            return ResumeState(state.run_id, 0)
-        if ev.request_id < 0:
-            return ResumeState(state.run_id, ev.request_id + 1)
-    return state
+        kind = ev.kind
+        if kind == EventKind.MESSAGE:
+            rid = ev.request_id
+            if rid < 0:
+                if first is None:
+                    first = rid
+            elif first is not None and rid == 0 and ev.command == "init_complete" and not resumed:
+                return ResumeState(state.run_id, 0)
+        elif kind == EventKind.CONNECTED:
+            if not ev.resume_attempted:
+                return ResumeState(state.run_id, 0)
+            resumed = False
+        elif kind == EventKind.RESUMED:
+            if ev.resume_outcome != ResumeOutcome.SUCCEEDED:
+                return ResumeState(state.run_id, 0)
+            resumed = True
+    if first is None:
+        return state
+    return ResumeState(state.run_id, first + 1)
 
 
 def _resume_state(ptr: int) -> ResumeState:

@@ -569,7 +569,12 @@ impl Gomuks {
                     is_initialized: Option<bool>,
                 }
                 if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
-                    self.started |= !(st.is_logged_in && st.is_verified);
+                    let no_state_follows = !(st.is_logged_in && st.is_verified);
+                    self.started |= no_state_follows;
+                    if no_state_follows {
+                        // Nothing follows that a resume would skip (§6.2).
+                        self.tracker.settle();
+                    }
                     // While the backend starts it says nothing of its account: what was
                     // known stays.
                     if st.is_initialized != Some(false) {

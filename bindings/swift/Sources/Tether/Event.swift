@@ -161,6 +161,25 @@ extension Event {
         resumeOutcome = nil
         progress = nil
     }
+
+    /// Any kind of event made in Swift, for the tests of the resume point.
+    init(kind: EventKind, requestId: Int64 = 0, command: String = "", resumeAttempted: Bool = false,
+         resumeOutcome: ResumeOutcome? = nil) {
+        self.kind = kind
+        self.requestId = requestId
+        status = 0
+        self.command = command
+        data = Data()
+        closeCode = 0
+        retryInMs = nil
+        rttMicros = nil
+        ackedId = 0
+        serverTimeMs = 0
+        self.resumeAttempted = resumeAttempted
+        attempt = 0
+        self.resumeOutcome = resumeOutcome
+        progress = nil
+    }
 }
 
 /// Where to resume: the backend's run id and the last received event id (0 or negative).
@@ -173,18 +192,38 @@ public struct ResumeState: Equatable, Sendable, Codable {
         self.lastReceivedEvent = lastReceivedEvent
     }
 
-    /// The resume point of an app that has not taken `held` yet. The library counts what the
-    /// binding's callback took from it, and a later client must be replayed what the app
-    /// never saw: the point goes back to just before the first buffered event held. Buffered
-    /// ids count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus
-    /// one. A held `run_id` event means the app has seen nothing of the run reported yet.
+    /// The resume point of an app that has not taken `held` (oldest first) yet. The library
+    /// counts what the binding's callback took from it, but a later client must be replayed
+    /// what the app never saw: the point goes back to just before the first buffered event
+    /// held. Buffered ids count down by one per event in a run (gomuks-rpc.md §3.3), so that
+    /// is its id plus one. That holds only while the held events continue what the app saw: a
+    /// held connection that did not resume or whose resume failed, or a held `init_complete`
+    /// (id 0) of a start with no successful RESUMED before it, starts a state the app has not
+    /// seen, and the point is 0 (the Python binding's `before_held` follows the same rule).
     func before(held: [Event]) -> ResumeState {
-        // Nothing of this run was taken from the library: whatever is held is older.
+        // Nothing the library counts was taken: whatever is held is older.
         if lastReceivedEvent == 0 { return self }
-        for ev in held where ev.kind == .message {
-            if ev.command == "run_id" { return ResumeState(runId: runId, lastReceivedEvent: 0) }
-            if ev.requestId < 0 { return ResumeState(runId: runId, lastReceivedEvent: ev.requestId + 1) }
+        let fresh = ResumeState(runId: runId, lastReceivedEvent: 0)
+        var first: Int64? = nil
+        var resumed = false
+        for ev in held {
+            switch ev.kind {
+            case .message:
+                if ev.requestId < 0 {
+                    if first == nil { first = ev.requestId }
+                } else if first != nil && ev.requestId == 0 && ev.command == "init_complete" && !resumed {
+                    return fresh
+                }
+            case .connected:
+                if !ev.resumeAttempted { return fresh }
+                resumed = false
+            case .resumed:
+                if ev.resumeOutcome != .succeeded { return fresh }
+                resumed = true
+            default:
+                break
+            }
         }
-        return self
+        return first.map { ResumeState(runId: runId, lastReceivedEvent: $0 + 1) } ?? self
     }
 }

@@ -438,7 +438,9 @@ public final class TetherClient: @unchecked Sendable {
         try check(tether_client_send_settings(client, s))
     }
 
-    /// The resume point to persist and pass (as `TetherOptions.resume`) to a later client.
+    /// The resume point to persist and pass (as `TetherOptions.resume`) to a later client:
+    /// just after the newest event taken from `events`, so a later client is replayed what
+    /// was read but never taken.
     public func resumeState() throws -> ResumeState {
         var last: Int64 = 0
         let runId = try sizedString { buf, cap, len in

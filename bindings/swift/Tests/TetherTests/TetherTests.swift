@@ -154,6 +154,25 @@ final class TetherTests: XCTestCase {
         await later.close(timeout: .seconds(10))
     }
 
+    /// gomuks spec 7.2: the resume point leaves out the events held for the app, and is 0
+    /// (start afresh) when they start a state the app has not seen.
+    func testTheResumePointLeavesOutTheEventsHeldForTheApp() {
+        func msg(_ id: Int64, _ command: String = "x") -> Event { Event(kind: .message, requestId: id, command: command) }
+        let s = ResumeState(runId: "r", lastReceivedEvent: -9)
+        let fresh = ResumeState(runId: "r", lastReceivedEvent: 0)
+        XCTAssertEqual(s.before(held: []), s)
+        XCTAssertEqual(s.before(held: [msg(-7), msg(-8), msg(-9)]), ResumeState(runId: "r", lastReceivedEvent: -6))
+        XCTAssertEqual(fresh.before(held: [msg(-1)]), fresh)
+        let resumed = [
+            msg(-7), Event(kind: .connected, resumeAttempted: true), msg(0, "run_id"), msg(-8),
+            Event(kind: .resumed, resumeOutcome: .succeeded), msg(0, "init_complete"), msg(-9),
+        ]
+        XCTAssertEqual(s.before(held: resumed), ResumeState(runId: "r", lastReceivedEvent: -6))
+        XCTAssertEqual(s.before(held: [msg(-7), Event(kind: .connected)]), fresh)
+        XCTAssertEqual(s.before(held: [msg(-7), Event(kind: .resumed, resumeOutcome: .reset), msg(-9)]), fresh)
+        XCTAssertEqual(s.before(held: [msg(-8), msg(0, "init_complete"), msg(-9)]), fresh)
+    }
+
     /// gomuks spec 7.2: the resume state counts what the app took from `events`. Events read
     /// and buffered for the app but never taken are replayed to the client given the state.
     func testEventsTheAppNeverTookAreReplayedToTheClientGivenTheResumeState() async throws {

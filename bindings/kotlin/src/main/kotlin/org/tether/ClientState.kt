@@ -85,7 +85,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         /**
          * With [lock] held: appends [ev], waiting while full. A graceful close lifts the bound
          * so that CLOSED can come through; the client's end (free() or CLOSED) and [done] end
-         * the wait, so that tether_client_free never waits on us. False if [ev] was dropped.
+         * the wait, so that tether_client_free never waits on us. After the end the event is
+         * still kept (the library counts it as the app's once this returns, and the resume
+         * state leaves out only what is held here). False if [ev] was dropped ([done]).
          */
         fun put(ev: Event): Boolean {
             var interrupted = false
@@ -101,7 +103,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
                 if (!ended && !closing && stoppedForGood()) closing = true
             }
             if (interrupted) Thread.currentThread().interrupt()
-            if (ended || done) return false
+            if (done) return false
             items.addLast(ev)
             return true
         }

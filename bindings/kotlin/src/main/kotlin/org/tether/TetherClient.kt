@@ -272,9 +272,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     }
 
     /**
-     * The resume point to persist and pass to a later client. Also after [close] and
-     * [closeAndWait]: the point the client had when it was freed, so the one to persist is
-     * read after CLOSED (the library moves it as events arrive, not as they are collected).
+     * The resume point to persist and pass to a later client: just after the newest event
+     * collected from [events], so a later client is replayed what was read but never
+     * collected. Also after [close] and [closeAndWait]: the point the client had when it was
+     * freed, less the events still waiting in [events].
      */
     fun resumeState(): ResumeState = core.resumeState()
 

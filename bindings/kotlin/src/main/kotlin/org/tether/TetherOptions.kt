@@ -12,21 +12,39 @@ data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
     override fun hashCode(): Int = runId.hashCode() * 31 + (lastReceivedEvent xor (lastReceivedEvent ushr 32)).toInt()
 
     /**
-     * The resume point of an app that has not taken [held] yet. The library counts what the
-     * binding's callback took from it, and a later client must be replayed what the app never
-     * saw: the point goes back to just before the first buffered event held. Buffered ids
-     * count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one.
-     * A held `run_id` event means the app has seen nothing of the run reported yet.
+     * The resume point of an app that has not taken [held] (oldest first) yet. The library
+     * counts what the binding's callback took from it, but a later client must be replayed
+     * what the app never saw: the point goes back to just before the first buffered event
+     * held. Buffered ids count down by one per event in a run (gomuks-rpc.md §3.3), so that is
+     * its id plus one. That holds only while the held events continue what the app saw: a
+     * held connection that did not resume or whose resume failed, or a held `init_complete`
+     * (id 0) of a start with no successful RESUMED before it, starts a state the app has not
+     * seen, and the point is 0 (the Python binding's `before_held` follows the same rule).
      */
     internal fun before(held: List<Event>): ResumeState {
-        // Nothing of this run was taken from the library: whatever is held is older.
+        // Nothing the library counts was taken: whatever is held is older.
         if (lastReceivedEvent == 0L) return this
+        var first: Long? = null
+        var resumed = false
         for (ev in held) {
-            if (ev.kind != EventKind.MESSAGE) continue
-            if (ev.command == "run_id") return ResumeState(runId, 0)
-            if (ev.requestId < 0) return ResumeState(runId, ev.requestId + 1)
+            when (ev.kind) {
+                EventKind.MESSAGE -> when {
+                    ev.requestId < 0 -> if (first == null) first = ev.requestId
+                    first != null && ev.requestId == 0L && ev.command == "init_complete" && !resumed ->
+                        return ResumeState(runId, 0)
+                }
+                EventKind.CONNECTED -> {
+                    if (!ev.resumeAttempted) return ResumeState(runId, 0)
+                    resumed = false
+                }
+                EventKind.RESUMED -> {
+                    if (ev.resumeOutcome != ResumeOutcome.SUCCEEDED) return ResumeState(runId, 0)
+                    resumed = true
+                }
+                else -> {}
+            }
         }
-        return this
+        return first?.let { ResumeState(runId, it + 1) } ?: this
     }
 }
 

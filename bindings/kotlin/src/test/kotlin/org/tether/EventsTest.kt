@@ -105,6 +105,28 @@ class EventsTest {
     }
 
     @Test
+    fun `the resume point leaves out the events held for the app (gomuks spec 7_2)`() {
+        fun ev(kind: EventKind, id: Long = 0, command: String = "x", resumed: Boolean = false, outcome: ResumeOutcome? = null) =
+            Event(kind, id, Status.OK, command, ByteArray(0), 0, null, null, 0, 0, resumed, 0, outcome)
+        fun msg(id: Long, command: String = "x") = ev(EventKind.MESSAGE, id, command)
+        val s = ResumeState("r", -9)
+        assertEquals(s, s.before(emptyList()))
+        assertEquals(ResumeState("r", -6), s.before(listOf(msg(-7), msg(-8), msg(-9))))
+        assertEquals(ResumeState("r", 0), ResumeState("r", 0).before(listOf(msg(-1))))
+        // A resume that succeeded continues what the app saw.
+        val resumed = listOf(
+            msg(-7), ev(EventKind.CONNECTED, resumed = true), msg(0, "run_id"), msg(-8),
+            ev(EventKind.RESUMED, outcome = ResumeOutcome.SUCCEEDED), msg(0, "init_complete"), msg(-9),
+        )
+        assertEquals(ResumeState("r", -6), s.before(resumed))
+        // Anything else starts afresh.
+        assertEquals(ResumeState("r", 0), s.before(listOf(msg(-7), ev(EventKind.CONNECTED))))
+        val reset = ev(EventKind.RESUMED, outcome = ResumeOutcome.RESET)
+        assertEquals(ResumeState("r", 0), s.before(listOf(msg(-7), reset, msg(-9))))
+        assertEquals(ResumeState("r", 0), s.before(listOf(msg(-8), msg(0, "init_complete"), msg(-9))))
+    }
+
+    @Test
     fun `a short-lived token is renewed while connected and announced (gomuks spec 1_2)`(): Unit = runBlocking {
         TestBackend.start("--token-lifetime-ms", "2000").use { b ->
             TetherClient(b.url, testOptions()).use { c ->
