@@ -52,7 +52,10 @@
  *    library thread ("tether-log"), so a slow callback drops records, never stalls I/O.
  *  - After fork(), every tether_* call in the child returns TETHER_ERR_FORKED (or the
  *    documented fallback) once the parent has created a client; tether_status_str,
- *    tether_last_error and the version functions keep working.
+ *    tether_last_error and the version functions keep working. A child forked inside an
+ *    event or log callback must exec or _exit before it returns from the callback: the
+ *    library thread it returns to would otherwise go on in the child with the parent's
+ *    copied state (queued events delivered again, then waiting for ever).
  *
  * SHUTDOWN
  *  1. tether_client_close(c): the library sends the protocol's close frame

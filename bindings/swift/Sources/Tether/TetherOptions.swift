@@ -117,8 +117,11 @@ public struct TetherOptions: Sendable {
     /// environment. It runs on a thread of the library, possibly on several at once, and may
     /// block; its time counts against the attempt's limit (twice `connectTimeoutMs`). A thrown
     /// error fails that attempt (`.connect`, retried); an answer that is not a proxy URL ends
-    /// the client with
-    /// `.config`. `nil` (default): none.
+    /// the client with `.config`. Releasing the last reference to the client waits for a
+    /// call in progress to return (none starts afterwards), on the releasing thread: a
+    /// resolver that blocks for long, or waits for the thread that releases the client (the
+    /// main thread, say), must not be used, or the client released from elsewhere.
+    /// `nil` (default): none.
     public var proxyResolver: (@Sendable (String) throws -> String?)?
     /// gomuks: talk to the backend bundled into this process instead of a websocket (see
     /// `InProcess`; `init(inProcess:)` sets it). `url` is then ignored, and so are compression,
