@@ -434,7 +434,9 @@ impl Client {
         Ok(())
     }
 
-    /// Takes the next event, waiting up to `timeout` (`None`: until one arrives).
+    /// Takes the next event, waiting up to `timeout` (`None`: until one arrives). Blocks the
+    /// calling thread: in async code use [`Client::next_event`], or the waiting stalls every
+    /// other task of that thread's runtime.
     pub fn poll(&self, timeout: Option<Duration>) -> Pop {
         let pop = self.req.queue.pop_blocking(timeout);
         if let Pop::Event(ev) = &pop {

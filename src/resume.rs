@@ -195,6 +195,10 @@ pub(crate) struct Tracker {
     /// those events would skip the rest of that state, so none counts for the point the app
     /// persists, and a reconnect starts afresh again.
     settled: bool,
+    /// While a resume is being decided: the id the replay continues with. A replay is the
+    /// contiguous tail after the point asked for (§7.2), so any other buffered id means the
+    /// resume failed, even before the `sync_complete` that says so.
+    replay_next: i64,
 }
 
 impl Tracker {
@@ -208,6 +212,7 @@ impl Tracker {
             catchup_asked: false,
             run_changed: false,
             settled: true,
+            replay_next: 0,
         }
     }
 
@@ -226,6 +231,7 @@ impl Tracker {
         self.run_changed = false;
         if self.deciding {
             self.last_sent_ack = snapshot.last_received_event;
+            self.replay_next = snapshot.last_received_event - 1;
             Some(snapshot)
         } else {
             self.last_sent_ack = 0;
@@ -241,10 +247,16 @@ impl Tracker {
         self.settled = false;
     }
 
-    /// The backend's state is complete on this connection (`init_complete`, or a
-    /// `client_state` saying there is no account whose state would follow).
-    pub(crate) fn settle(&mut self) {
+    /// The backend's state is complete on this connection (`init_complete`).
+    fn settle(&mut self) {
         self.settled = true;
+    }
+
+    /// The backend's account became ready (logged in and verified) while connected: the room
+    /// list that follows comes in payloads no resume replays (§4.2, `since: ""`), so this is
+    /// a fresh start until the `init_complete` after it.
+    pub(crate) fn account_ready(&mut self) {
+        self.fresh_start(self.conn_min_event);
     }
 
     /// A new connection is open: its events start afresh.
@@ -266,6 +278,14 @@ impl Tracker {
         }
         self.conn_min_event = self.conn_min_event.min(id);
         self.shared.advance(id);
+        if self.deciding && !self.run_changed && self.settled {
+            if id == self.replay_next {
+                self.replay_next -= 1;
+            } else {
+                // A live event where the replay would be: the backend started afresh.
+                self.fresh_start(self.conn_min_event);
+            }
+        }
         if self.settled {
             self.shared.era()
         } else {
@@ -315,7 +335,6 @@ impl Tracker {
             // next cut, where the backend may by then hold it and replay only what follows,
             // skipping everything between (§7.2).
             self.fresh_start(self.conn_min_event);
-            self.last_sent_ack = 0;
         }
         self.decide(outcome)
     }
@@ -468,13 +487,39 @@ mod tests {
         read_and_take(&mut t, &shared, -3);
         assert_eq!(shared.get().last_received_event, -3);
         assert!(t.will_resume());
-        // Logged out, no state follows: settled at once.
-        let (mut t, shared) = tracker("", 0);
+        // Logged in and verified while connected: the room list that follows is no more
+        // replayable than a fresh start's state (§4.2).
+        read_and_take(&mut t, &shared, -4);
+        t.account_ready();
+        read_and_take(&mut t, &shared, -5);
+        assert_eq!(shared.get().last_received_event, 0);
+        assert!(!t.will_resume());
+        t.init_complete();
+        read_and_take(&mut t, &shared, -6);
+        assert_eq!(shared.get().last_received_event, -6);
+    }
+
+    #[test]
+    fn spec7_2_a_live_event_where_the_replay_would_be_means_the_resume_failed() {
+        let (mut t, shared) = tracker("r", -5);
         t.begin_attempt(false);
-        t.run_id("r", 1);
-        t.settle();
-        read_and_take(&mut t, &shared, -1);
-        assert_eq!(shared.get().last_received_event, -1);
+        t.connection_opened();
+        assert_eq!(t.run_id("r", 1), None);
+        read_and_take(&mut t, &shared, -6);
+        read_and_take(&mut t, &shared, -7);
+        assert_eq!(shared.get().last_received_event, -7, "the replay counts");
+        // The backend no longer held -5: what comes is live, far past it.
+        read_and_take(&mut t, &shared, -30);
+        assert_eq!(shared.get().last_received_event, 0);
+        assert!(t.begin_attempt(false).is_none(), "a cut now starts afresh");
+        // The next ack is not the one already sent (§7.4 item 2).
+        let (mut t, _) = tracker("r", -5);
+        t.begin_attempt(false);
+        t.connection_opened();
+        t.event(-30);
+        assert_eq!(t.ack(), -30);
+        assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
+        assert_eq!(t.ack(), 0);
     }
 
     #[test]

@@ -706,16 +706,15 @@ def before_held(state: ResumeState, held: Sequence[Event]) -> ResumeState:
     count down by one per event in a run (gomuks-rpc.md §3.3), so that is its id plus one.
 
     That holds only while the held events continue what the app saw. A connection that did
-    not resume, or whose resume failed, starts the backend's state afresh: held, the app has
-    not seen that start, and its point belongs to no state the app has; so does an event of
-    a connection start whose ``init_complete`` is held without a successful RESUMED before it
-    (a fresh start's state comes in payloads no resume replays). The app must then start
-    afresh too: the point is 0."""
+    not resume, or whose resume failed, starts the backend's state afresh; and a
+    ``sync_complete`` with id 0 (a start's state, a catchup, the room list after a login) is
+    never replayed by a resume. Held, the app has not seen them: it must start afresh too,
+    and the point is 0."""
     if state.last_event_id == 0:
         # Nothing the library counts was taken: whatever is held is older.
         return state
+    fresh = ResumeState(state.run_id, 0)
     first: Optional[int] = None
-    resumed = False
     for ev in held:
         kind = ev.kind
         if kind == EventKind.MESSAGE:
@@ -723,16 +722,12 @@ def before_held(state: ResumeState, held: Sequence[Event]) -> ResumeState:
             if rid < 0:
                 if first is None:
                     first = rid
-            elif first is not None and rid == 0 and ev.command == "init_complete" and not resumed:
-                return ResumeState(state.run_id, 0)
-        elif kind == EventKind.CONNECTED:
-            if not ev.resume_attempted:
-                return ResumeState(state.run_id, 0)
-            resumed = False
-        elif kind == EventKind.RESUMED:
-            if ev.resume_outcome != ResumeOutcome.SUCCEEDED:
-                return ResumeState(state.run_id, 0)
-            resumed = True
+            elif rid == 0 and ev.command == "sync_complete":
+                return fresh
+        elif kind == EventKind.CONNECTED and not ev.resume_attempted:
+            return fresh
+        elif kind == EventKind.RESUMED and ev.resume_outcome != ResumeOutcome.SUCCEEDED:
+            return fresh
     if first is None:
         return state
     return ResumeState(state.run_id, first + 1)

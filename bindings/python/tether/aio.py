@@ -195,7 +195,8 @@ class _AsyncCore(CoreBase):
 
     def held_events(self) -> Sequence[Event]:
         # asyncio.Queue keeps its items in the deque `_queue` (CPython and PyPy alike).
-        return tuple(ev for ev in getattr(self.queue, "_queue", ()) if ev is not None)
+        # Copied in one step first: the loop may change it meanwhile.
+        return tuple(ev for ev in tuple(getattr(self.queue, "_queue", ())) if ev is not None)
 
     def mark_end(self) -> None:
         """Queues an end marker: it wakes a consumer, which puts it back for the next."""

@@ -115,6 +115,9 @@ pub(crate) struct Gomuks {
     /// The current connection got through the backend's start: `init_complete`, or a
     /// `client_state` without a verified account, after which none comes (spec §6.1).
     started: bool,
+    /// The latest `client_state` of a backend past its start said logged in and verified;
+    /// `None` before any.
+    account_ready: Option<bool>,
     /// The upgrade refused the token we hold (401) and no new one came since: it must not be
     /// tried again, nor renewed with itself when a password is configured.
     held_refused: bool,
@@ -328,6 +331,7 @@ impl Gomuks {
             attempts_since_open: 0,
             reauthed: false,
             started: false,
+            account_ready: None,
             held_refused: false,
             renew_at,
             renew_failures: 0,
@@ -569,11 +573,13 @@ impl Gomuks {
                     is_initialized: Option<bool>,
                 }
                 if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
-                    let no_state_follows = !(st.is_logged_in && st.is_verified);
-                    self.started |= no_state_follows;
-                    if no_state_follows {
-                        // Nothing follows that a resume would skip (§6.2).
-                        self.tracker.settle();
+                    let ready = st.is_logged_in && st.is_verified;
+                    self.started |= !ready;
+                    if st.is_initialized != Some(false) {
+                        if self.account_ready == Some(false) && ready {
+                            self.tracker.account_ready();
+                        }
+                        self.account_ready = Some(ready);
                     }
                     // While the backend starts it says nothing of its account: what was
                     // known stays.

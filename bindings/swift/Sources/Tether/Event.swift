@@ -197,29 +197,27 @@ public struct ResumeState: Equatable, Sendable, Codable {
     /// what the app never saw: the point goes back to just before the first buffered event
     /// held. Buffered ids count down by one per event in a run (gomuks-rpc.md §3.3), so that
     /// is its id plus one. That holds only while the held events continue what the app saw: a
-    /// held connection that did not resume or whose resume failed, or a held `init_complete`
-    /// (id 0) of a start with no successful RESUMED before it, starts a state the app has not
-    /// seen, and the point is 0 (the Python binding's `before_held` follows the same rule).
+    /// held connection that did not resume or whose resume failed, or a held `sync_complete`
+    /// with id 0 (a start's state, a catchup, the room list after a login), which no resume
+    /// replays, means the app must start afresh, and the point is 0 (the Python binding's
+    /// `before_held` follows the same rule).
     func before(held: [Event]) -> ResumeState {
         // Nothing the library counts was taken: whatever is held is older.
         if lastReceivedEvent == 0 { return self }
         let fresh = ResumeState(runId: runId, lastReceivedEvent: 0)
         var first: Int64? = nil
-        var resumed = false
         for ev in held {
             switch ev.kind {
             case .message:
                 if ev.requestId < 0 {
                     if first == nil { first = ev.requestId }
-                } else if first != nil && ev.requestId == 0 && ev.command == "init_complete" && !resumed {
+                } else if ev.requestId == 0 && ev.command == "sync_complete" {
                     return fresh
                 }
             case .connected:
                 if !ev.resumeAttempted { return fresh }
-                resumed = false
             case .resumed:
                 if ev.resumeOutcome != .succeeded { return fresh }
-                resumed = true
             default:
                 break
             }

@@ -170,7 +170,8 @@ final class TetherTests: XCTestCase {
         XCTAssertEqual(s.before(held: resumed), ResumeState(runId: "r", lastReceivedEvent: -6))
         XCTAssertEqual(s.before(held: [msg(-7), Event(kind: .connected)]), fresh)
         XCTAssertEqual(s.before(held: [msg(-7), Event(kind: .resumed, resumeOutcome: .reset), msg(-9)]), fresh)
-        XCTAssertEqual(s.before(held: [msg(-8), msg(0, "init_complete"), msg(-9)]), fresh)
+        XCTAssertEqual(s.before(held: [msg(0, "sync_complete"), msg(0, "init_complete"), msg(-9)]), fresh)
+        XCTAssertEqual(s.before(held: [msg(-8), msg(0, "init_complete"), msg(-9)]), ResumeState(runId: "r", lastReceivedEvent: -7))
     }
 
     /// gomuks spec 7.2: the resume state counts what the app took from `events`. Events read

@@ -17,30 +17,24 @@ data class ResumeState(val runId: String, val lastReceivedEvent: Long) {
      * what the app never saw: the point goes back to just before the first buffered event
      * held. Buffered ids count down by one per event in a run (gomuks-rpc.md §3.3), so that is
      * its id plus one. That holds only while the held events continue what the app saw: a
-     * held connection that did not resume or whose resume failed, or a held `init_complete`
-     * (id 0) of a start with no successful RESUMED before it, starts a state the app has not
-     * seen, and the point is 0 (the Python binding's `before_held` follows the same rule).
+     * held connection that did not resume or whose resume failed, or a held `sync_complete`
+     * with id 0 (a start's state, a catchup, the room list after a login), which no resume
+     * replays, means the app must start afresh, and the point is 0 (the Python binding's
+     * `before_held` follows the same rule).
      */
     internal fun before(held: List<Event>): ResumeState {
         // Nothing the library counts was taken: whatever is held is older.
         if (lastReceivedEvent == 0L) return this
+        val fresh = ResumeState(runId, 0)
         var first: Long? = null
-        var resumed = false
         for (ev in held) {
             when (ev.kind) {
                 EventKind.MESSAGE -> when {
                     ev.requestId < 0 -> if (first == null) first = ev.requestId
-                    first != null && ev.requestId == 0L && ev.command == "init_complete" && !resumed ->
-                        return ResumeState(runId, 0)
+                    ev.requestId == 0L && ev.command == "sync_complete" -> return fresh
                 }
-                EventKind.CONNECTED -> {
-                    if (!ev.resumeAttempted) return ResumeState(runId, 0)
-                    resumed = false
-                }
-                EventKind.RESUMED -> {
-                    if (ev.resumeOutcome != ResumeOutcome.SUCCEEDED) return ResumeState(runId, 0)
-                    resumed = true
-                }
+                EventKind.CONNECTED -> if (!ev.resumeAttempted) return fresh
+                EventKind.RESUMED -> if (ev.resumeOutcome != ResumeOutcome.SUCCEEDED) return fresh
                 else -> {}
             }
         }
