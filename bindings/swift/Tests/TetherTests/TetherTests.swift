@@ -139,19 +139,25 @@ final class TetherTests: XCTestCase {
         let closed = await c.close(keepResume: true, timeout: .seconds(10))
         XCTAssertTrue(closed)
         let missed = try b.push(5)
+        let replay = try await replayed(b, from: state, through: missed)
+        XCTAssertEqual(replay, Array(stride(from: missed + 4, through: missed, by: -1)))
+    }
+
+    /// A later client given `state`: the buffered event ids it is replayed, up to `newest`.
+    private func replayed(_ b: Backend, from state: ResumeState, through newest: Int64) async throws -> [Int64] {
         var o = b.gomuks()
         o.resume = state
         let later = try TetherClient(o)
-        let replay = try await withTimeout(.seconds(20), "5 replayed events") { () -> [Int64] in
+        let ids = try await withTimeout(.seconds(20), "replayed events") { () -> [Int64] in
             var ids: [Int64] = []
             for await ev in later.events where ev.kind == .message && ev.requestId < 0 {
                 ids.append(ev.requestId)
-                if ev.requestId == missed { break }
+                if ev.requestId == newest { break }
             }
             return ids
         }
-        XCTAssertEqual(replay, Array(stride(from: missed + 4, through: missed, by: -1)))
         await later.close(timeout: .seconds(10))
+        return ids
     }
 
     /// gomuks spec 7.2: the resume point leaves out the events held for the app, and is 0
@@ -189,19 +195,8 @@ final class TetherTests: XCTestCase {
         XCTAssertTrue(closed)
         let state = try c.resumeState()
         XCTAssertEqual(state.lastReceivedEvent, taken)
-        var o = b.gomuks()
-        o.resume = state
-        let later = try TetherClient(o)
-        let replay = try await withTimeout(.seconds(20), "5 replayed events") { () -> [Int64] in
-            var ids: [Int64] = []
-            for await ev in later.events where ev.kind == .message && ev.requestId < 0 {
-                ids.append(ev.requestId)
-                if ev.requestId == newest { break }
-            }
-            return ids
-        }
+        let replay = try await replayed(b, from: state, through: newest)
         XCTAssertEqual(replay, Array(stride(from: taken - 1, through: newest, by: -1)))
-        await later.close(timeout: .seconds(10))
     }
 
     func testTheLoginTokenAuthorizesALaterClient() async throws {
