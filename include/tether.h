@@ -1072,7 +1072,8 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
  * a ping acknowledged them meanwhile (pings acknowledge what the client read) and the
  * backend let them go: that resume then fails (`TETHER_RESUME_RESET`), never leaving a
  * silent gap. Nor do the events of a connection that started the backend's state afresh
- * count until its `init_complete`: resuming inside that state would skip the rest of it. `*out_run_id_len` (may be NULL) receives the
+ * (or of a room list after a login) count until the `init_complete` after it: resuming
+ * inside that state would skip the rest of it, which no resume replays. `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
  * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
  * `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id

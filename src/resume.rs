@@ -199,6 +199,9 @@ pub(crate) struct Tracker {
     /// contiguous tail after the point asked for (§7.2), so any other buffered id means the
     /// resume failed, even before the `sync_complete` that says so.
     replay_next: i64,
+    /// This connection's replay was broken by a live event: the resume failed, whatever the
+    /// backend sends next (it may send no `sync_complete` at all when building one fails).
+    replay_broken: bool,
 }
 
 impl Tracker {
@@ -213,6 +216,7 @@ impl Tracker {
             run_changed: false,
             settled: true,
             replay_next: 0,
+            replay_broken: false,
         }
     }
 
@@ -229,6 +233,7 @@ impl Tracker {
         self.deciding = self.will_resume();
         self.catchup_asked = catchup_asked;
         self.run_changed = false;
+        self.replay_broken = false;
         if self.deciding {
             self.last_sent_ack = snapshot.last_received_event;
             self.replay_next = snapshot.last_received_event - 1;
@@ -252,11 +257,13 @@ impl Tracker {
         self.settled = true;
     }
 
-    /// The backend's account became ready (logged in and verified) while connected: the room
-    /// list that follows comes in payloads no resume replays (§4.2, `since: ""`), so this is
-    /// a fresh start until the `init_complete` after it.
-    pub(crate) fn account_ready(&mut self) {
-        self.fresh_start(self.conn_min_event);
+    /// A `sync_complete` with id 0: state no resume replays (a start's, a catchup, or the
+    /// room list after a login, §3.3, §4.2). Until the `init_complete` after it, this is a
+    /// fresh start.
+    pub(crate) fn unreplayable_state(&mut self) {
+        if self.settled {
+            self.fresh_start(self.conn_min_event);
+        }
     }
 
     /// A new connection is open: its events start afresh.
@@ -283,6 +290,7 @@ impl Tracker {
                 self.replay_next -= 1;
             } else {
                 // A live event where the replay would be: the backend started afresh.
+                self.replay_broken = true;
                 self.fresh_start(self.conn_min_event);
             }
         }
@@ -298,8 +306,9 @@ impl Tracker {
         self.listener_id = listener_id;
         // New backend process: only this connection's ids are valid.
         if self.shared.new_run(run_id, self.conn_min_event) {
+            // The last ack stays: acking it again, for an event read before this message,
+            // would drop the new listener (§7.4 item 2).
             self.settled = false;
-            self.last_sent_ack = 0;
             self.run_changed = true;
             // With `last_server_ts` a restarted backend sends a catchup rather than its
             // state afresh (§6.1, §7.5): the first sync_complete says which.
@@ -344,7 +353,7 @@ impl Tracker {
     /// nothing was replayed: a reset.
     pub(crate) fn init_complete(&mut self) -> Option<ResumeOutcome> {
         self.settle();
-        if self.run_changed {
+        if self.run_changed || self.replay_broken {
             return self.decide(ResumeOutcome::Reset);
         }
         self.decide(ResumeOutcome::Succeeded)
@@ -487,10 +496,10 @@ mod tests {
         read_and_take(&mut t, &shared, -3);
         assert_eq!(shared.get().last_received_event, -3);
         assert!(t.will_resume());
-        // Logged in and verified while connected: the room list that follows is no more
-        // replayable than a fresh start's state (§4.2).
+        // A login's room list (id-0 sync_complete) is no more replayable than a fresh start's
+        // state (§4.2).
         read_and_take(&mut t, &shared, -4);
-        t.account_ready();
+        t.unreplayable_state();
         read_and_take(&mut t, &shared, -5);
         assert_eq!(shared.get().last_received_event, 0);
         assert!(!t.will_resume());
@@ -511,7 +520,9 @@ mod tests {
         // The backend no longer held -5: what comes is live, far past it.
         read_and_take(&mut t, &shared, -30);
         assert_eq!(shared.get().last_received_event, 0);
-        assert!(t.begin_attempt(false).is_none(), "a cut now starts afresh");
+        assert!(!t.will_resume(), "a cut now starts afresh");
+        // Failed, even when no sync_complete says so (a catchup that could not be built).
+        assert_eq!(t.init_complete(), Some(ResumeOutcome::Reset));
         // The next ack is not the one already sent (§7.4 item 2).
         let (mut t, _) = tracker("r", -5);
         t.begin_attempt(false);

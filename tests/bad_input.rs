@@ -1414,10 +1414,13 @@ async fn api_misuse_on_a_live_client() {
 /// gomuks-rpc.md §5 (batched lines) with §7.2 (resume point): a compressed message whose
 /// third line is malformed still delivers the two events before it, in order and before the
 /// DISCONNECTED, since the resume point has already moved past them; dropping them would lose
-/// them for good (the resume replays only what comes after).
+/// them for good (the resume replays only what comes after). The start is complete first
+/// (`init_complete`): only then do events count for the point the app persists.
 #[tokio::test]
 async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
     let batch = concat!(
+        r#"{"command":"init_complete","request_id":0,"data":{}}"#,
+        "\n",
         r#"{"command":"first","request_id":-1,"data":{}}"#,
         "\n",
         r#"{"command":"second","request_id":-2,"data":{}}"#,
@@ -1434,7 +1437,7 @@ async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
     assert_eq!(d.status(), Status::ErrJson);
     let got: Vec<(String, i64)> = seen
         .iter()
-        .filter(|e| e.kind() == EventKind::Message)
+        .filter(|e| e.kind() == EventKind::Message && e.request_id() < 0)
         .map(|e| (e.command().to_owned(), e.request_id()))
         .collect();
     assert_eq!(
@@ -1454,6 +1457,8 @@ async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
 #[tokio::test]
 async fn spec7_2_a_run_id_with_a_nul_is_not_taken_as_the_resume_point() {
     let batch = concat!(
+        r#"{"command":"init_complete","request_id":0,"data":{}}"#,
+        "\n",
         r#"{"command":"run_id","request_id":-1,"data":{"run_id":"ab\u0000cd","etag":""}}"#,
         "\n",
         r#"{"command":"after","request_id":-2,"data":{}}"#,

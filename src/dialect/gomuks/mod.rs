@@ -115,9 +115,6 @@ pub(crate) struct Gomuks {
     /// The current connection got through the backend's start: `init_complete`, or a
     /// `client_state` without a verified account, after which none comes (spec §6.1).
     started: bool,
-    /// The latest `client_state` of a backend past its start said logged in and verified;
-    /// `None` before any.
-    account_ready: Option<bool>,
     /// The upgrade refused the token we hold (401) and no new one came since: it must not be
     /// tried again, nor renewed with itself when a password is configured.
     held_refused: bool,
@@ -331,7 +328,6 @@ impl Gomuks {
             attempts_since_open: 0,
             reauthed: false,
             started: false,
-            account_ready: None,
             held_refused: false,
             renew_at,
             renew_failures: 0,
@@ -573,14 +569,7 @@ impl Gomuks {
                     is_initialized: Option<bool>,
                 }
                 if let Ok(st) = serde_json::from_slice::<ClientState>(data) {
-                    let ready = st.is_logged_in && st.is_verified;
-                    self.started |= !ready;
-                    if st.is_initialized != Some(false) {
-                        if self.account_ready == Some(false) && ready {
-                            self.tracker.account_ready();
-                        }
-                        self.account_ready = Some(ready);
-                    }
+                    self.started |= !(st.is_logged_in && st.is_verified);
                     // While the backend starts it says nothing of its account: what was
                     // known stays.
                     if st.is_initialized != Some(false) {
@@ -643,6 +632,9 @@ impl Gomuks {
             Kind::Event => {
                 let name = &env.command[..env.command.len() - 1];
                 let era = self.tracker.event(env.request_id);
+                if name == "sync_complete" && env.request_id == 0 {
+                    self.tracker.unreplayable_state();
+                }
                 // The outcome goes first: an app that drops its cache on a reset must do so
                 // before the fresh state this message starts (§7.2).
                 if let Some(outcome) = self.observe_event(name, &env.data) {
