@@ -257,6 +257,14 @@ impl Tracker {
         self.settled = true;
     }
 
+    /// A replay holds a buffered `init_complete`: it followed state no resume replays (the
+    /// room list after a login, sent while this client was away, §4.2). The resume cannot
+    /// bring it; only a start afresh does.
+    pub(crate) fn missed_state(&mut self) {
+        self.replay_broken = true;
+        self.fresh_start(self.conn_min_event);
+    }
+
     /// A `sync_complete` with id 0: state no resume replays (a start's, a catchup, or the
     /// room list after a login, §3.3, §4.2). Until the `init_complete` after it, this is a
     /// fresh start.
@@ -506,6 +514,33 @@ mod tests {
         t.init_complete();
         read_and_take(&mut t, &shared, -6);
         assert_eq!(shared.get().last_received_event, -6);
+    }
+
+    #[test]
+    fn spec7_2_an_earlier_eras_event_taken_later_moves_nothing() {
+        let (mut t, shared) = tracker("r", -5);
+        t.begin_attempt(false);
+        t.connection_opened();
+        let old = t.event(-6);
+        assert_eq!(old, FIRST_ERA, "a replayed event counts");
+        assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
+        shared.took(old, -6);
+        assert_eq!(shared.get().last_received_event, 0);
+    }
+
+    #[test]
+    fn spec7_4_a_new_run_keeps_the_last_ack() {
+        let (mut t, _) = tracker("old", -50);
+        t.begin_attempt(false);
+        t.connection_opened();
+        t.event(-1);
+        assert_eq!(t.ack(), -1);
+        t.run_id("new", 2);
+        assert_eq!(
+            t.ack(),
+            0,
+            "-1 again would drop the new listener (§7.4 item 2)"
+        );
     }
 
     #[test]

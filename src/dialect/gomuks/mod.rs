@@ -635,6 +635,17 @@ impl Gomuks {
                 if name == "sync_complete" && env.request_id == 0 {
                     self.tracker.unreplayable_state();
                 }
+                if name == "init_complete" && env.request_id < 0 && self.tracker.deciding() {
+                    // A buffered init_complete ends the room list of a login (§4.2). In a
+                    // replay, that list went out while this client was away, and no resume
+                    // brings it: only a connection that starts afresh does.
+                    self.tracker.missed_state();
+                    return Err(Error::new(
+                        Status::ErrConnect,
+                        "the backend sent a room list while this client was away (after a \
+                         login), which no resume replays: reconnecting without resuming",
+                    ));
+                }
                 // The outcome goes first: an app that drops its cache on a reset must do so
                 // before the fresh state this message starts (§7.2).
                 if let Some(outcome) = self.observe_event(name, &env.data) {
@@ -851,6 +862,48 @@ mod tests {
         ));
         let queue = Arc::new(EventQueue::new(8));
         Gomuks::new(cfg, tls, resume, queue, probe).unwrap()
+    }
+
+    /// §4.2/§7.2: a replay holding a buffered `init_complete` followed a login's room list,
+    /// sent while the client was away, which no resume replays. The connection ends, and the
+    /// next one starts afresh instead of resuming without the rooms.
+    #[test]
+    fn spec7_2_a_replayed_login_room_list_end_restarts_afresh() {
+        let cfg = Config::builder("ws://127.0.0.1:9/")
+            .resume_state("r", -5)
+            .build()
+            .unwrap();
+        let mut g = Gomuks::new(
+            Arc::new(cfg.clone()),
+            cfg.tls_configs().unwrap(),
+            Arc::new(SharedResume::new(&cfg.resume, None)),
+            Arc::new(EventQueue::new(8)),
+            Probe::new(),
+        )
+        .unwrap();
+        assert!(g.tracker.begin_attempt(false).is_some());
+        g.tracker.connection_opened();
+        let mut line = |json: &str| g.dispatch_line(Bytes::from(json.to_owned()), &mut |_| {});
+        line(r#"{"command":"run_id","request_id":0,"data":{"run_id":"r"}}"#).unwrap();
+        line(r#"{"command":"client_state","request_id":-6,"data":{"is_logged_in":true,"is_verified":true}}"#).unwrap();
+        let e = line(r#"{"command":"init_complete","request_id":-7,"data":{}}"#).unwrap_err();
+        assert_eq!(e.status(), Status::ErrConnect, "{e}");
+        assert!(
+            !g.tracker.will_resume(),
+            "the next connection starts afresh"
+        );
+        // Live, the same message ends a room list this connection received: no error.
+        let mut g = dialect(
+            Config::builder("ws://127.0.0.1:9/").build().unwrap(),
+            Probe::new(),
+        );
+        g.tracker.begin_attempt(false);
+        g.tracker.connection_opened();
+        g.dispatch_line(
+            Bytes::from_static(br#"{"command":"init_complete","request_id":-7,"data":{}}"#),
+            &mut |_| {},
+        )
+        .unwrap();
     }
 
     /// §6.1: the backend's `client_state` says whether account commands may go out; one sent
