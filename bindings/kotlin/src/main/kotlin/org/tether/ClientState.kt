@@ -85,9 +85,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         /**
          * With [lock] held: appends [ev], waiting while full. A graceful close lifts the bound
          * so that CLOSED can come through; the client's end (free() or CLOSED) and [done] end
-         * the wait, so that tether_client_free never waits on us. After the end the event is
-         * still kept (the library counts it as the app's once this returns, and the resume
-         * state leaves out only what is held here). False if [ev] was dropped ([done]).
+         * the wait, so that tether_client_free never waits on us. False if [ev] was dropped.
          */
         fun put(ev: Event): Boolean {
             var interrupted = false
@@ -103,7 +101,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
                 if (!ended && !closing && stoppedForGood()) closing = true
             }
             if (interrupted) Thread.currentThread().interrupt()
-            if (done) return false
+            if (ended || done) return false
             items.addLast(ev)
             return true
         }
@@ -375,14 +373,16 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      */
     override fun free() {
         // Readable at once, also when the free itself is handed to another thread below;
-        // release() takes a fresher one just before the native free.
-        callOrNull { c -> snapshotStats(c) }
+        // release() takes fresher stats just before the native free. The resume point is the
+        // one from here, before end(): the events delivered after it are dropped, and the
+        // library counts each as the app's once its callback has returned.
+        callOrNull { c -> snapshotStats(c, resume = true) }
         if (!gate.close()) return
         end()
         if (INSIDE_CALLBACK.get() == true || Tether.onLogThread()) CLOSERS.execute { release() } else release()
     }
 
-    private fun snapshotStats(c: Pointer) {
+    private fun snapshotStats(c: Pointer, resume: Boolean) {
         runCatching { TetherStats.read(c, 0) }.getOrNull()?.let {
             finalStats = it.copy(
                 state = ConnectionState.CLOSED, requestsInFlight = 0, queuedEvents = 0, connectedMillis = null,
@@ -391,14 +391,14 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         }
         runCatching { readAuthToken(c) }.getOrNull()?.let { finalToken = it.ifEmpty { null } }
         // Last: its being set means the token beside it was read too.
-        runCatching { readResumeState(c) }.getOrNull()?.let { finalResume = it }
+        if (resume || finalResume == null) runCatching { readResumeState(c) }.getOrNull()?.let { finalResume = it }
     }
 
     private fun release() {
         // Calls already inside the library are short (nothing in it blocks on the network);
         // new ones fail fast, so nobody, a callback included, can be stuck waiting to enter.
         gate.drain()
-        snapshotStats(client)
+        snapshotStats(client, resume = false)
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) {
             streams.clear()
