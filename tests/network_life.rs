@@ -604,13 +604,15 @@ async fn spec8_a_ping_behind_our_own_backlog_is_not_a_silent_server() {
     let b = backend_with(|c| c.recv_buffer = Some(16 * 1024)).await;
     let c = client(&b, |c| {
         c.compression(false)
-            .ping_interval(Duration::from_millis(200))
-            .pong_timeout(Duration::from_millis(300))
-            .receive_timeout(Duration::from_millis(900))
+            .ping_interval(Duration::from_millis(400))
+            // Wide enough that a test runner starving the server's reads for a moment under
+            // load does not look like a peer that stopped taking our bytes.
+            .pong_timeout(Duration::from_millis(600))
+            .receive_timeout(Duration::from_millis(1500))
             .reconnect_backoff(Duration::from_secs(10), Duration::from_secs(10))
     });
     until_command(&c, "init_complete").await;
-    // About 3 s for the link to carry: ten pong timeouts, three receive timeouts.
+    // About 3 s for the link to carry: five pong timeouts, two receive timeouts.
     b.set_read_rate(Some(300 * 1024));
     let big = format!("\"{}\"", "x".repeat(900 * 1024));
     let t0 = Instant::now();
