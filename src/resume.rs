@@ -2,7 +2,7 @@
 //! credential), and the gomuks rules that keep it right across connections and backend
 //! restarts (gomuks-rpc.md §7). Imports only leaves.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::secret::Secret;
@@ -40,9 +40,6 @@ pub(crate) struct SharedResume {
     run_id: Mutex<String>,
     last_event: AtomicI64,
     taken: Mutex<Taken>,
-    /// `taken.era`, for the session to stamp events with without the lock; written only under
-    /// that lock, by the session. 0 (no era) while a fresh start is unfinished.
-    era: AtomicU32,
     token: Mutex<Option<Secret>>,
 }
 
@@ -66,7 +63,6 @@ impl SharedResume {
                 era: FIRST_ERA,
                 point: resume.last_received_event,
             }),
-            era: AtomicU32::new(FIRST_ERA),
             token: Mutex::new(token),
         }
     }
@@ -89,7 +85,7 @@ impl SharedResume {
         let run_id = lock(&self.run_id);
         ResumeState {
             run_id: run_id.clone(),
-            last_received_event: self.taken_point(),
+            last_received_event: lock(&self.taken).point,
         }
     }
 
@@ -100,15 +96,6 @@ impl SharedResume {
             run_id: run_id.clone(),
             last_received_event: self.last_event.load(Ordering::Acquire),
         }
-    }
-
-    fn taken_point(&self) -> i64 {
-        lock(&self.taken).point
-    }
-
-    /// The era a buffered event read now belongs to (see [`crate::event::Event`]).
-    fn era(&self) -> u32 {
-        self.era.load(Ordering::Acquire)
     }
 
     /// The app took buffered event `id` of era `era` from the queue.
@@ -125,26 +112,26 @@ impl SharedResume {
         self.last_event.fetch_min(id, Ordering::AcqRel);
     }
 
-    /// Starts a new era: the ids received so far stop counting, except `last_event` (this
-    /// connection's own); nothing of the new era is taken yet.
-    fn new_era(&self, last_event: i64) {
+    /// Starts a new era and returns it: the ids received so far stop counting, except
+    /// `last_event` (this connection's own); nothing of the new era is taken yet.
+    fn new_era(&self, last_event: i64) -> u32 {
         self.last_event.store(last_event, Ordering::Release);
         let mut t = lock(&self.taken);
         t.era = t.era.wrapping_add(1).max(FIRST_ERA);
         t.point = 0;
-        self.era.store(t.era, Ordering::Release);
+        t.era
     }
 
     /// Stores the run id; if it changed (a different backend process, or unknown before),
-    /// the last event becomes `last_event` (the new run's only), together, and true.
-    fn new_run(&self, run_id: &str, last_event: i64) -> bool {
+    /// the last event becomes `last_event` (the new run's only), together, and the new era
+    /// is returned.
+    fn new_run(&self, run_id: &str, last_event: i64) -> Option<u32> {
         let mut g = lock(&self.run_id);
         if *g == run_id {
-            return false;
+            return None;
         }
         *g = run_id.to_owned();
-        self.new_era(last_event);
-        true
+        Some(self.new_era(last_event))
     }
 }
 
@@ -202,6 +189,9 @@ pub(crate) struct Tracker {
     /// This connection's replay was broken by a live event: the resume failed, whatever the
     /// backend sends next (it may send no `sync_complete` at all when building one fails).
     replay_broken: bool,
+    /// The era this tracker stamps buffered events with: the taken point's, which only this
+    /// tracker moves on.
+    era: u32,
 }
 
 impl Tracker {
@@ -217,6 +207,7 @@ impl Tracker {
             settled: true,
             replay_next: 0,
             replay_broken: false,
+            era: FIRST_ERA,
         }
     }
 
@@ -248,7 +239,7 @@ impl Tracker {
     /// A fresh start begins: what was received before stops counting, except `last_event`
     /// (this connection's own), and nothing counts for the app's point until it is settled.
     fn fresh_start(&mut self, last_event: i64) {
-        self.shared.new_era(last_event);
+        self.era = self.shared.new_era(last_event);
         self.settled = false;
     }
 
@@ -303,7 +294,7 @@ impl Tracker {
             }
         }
         if self.settled {
-            self.shared.era()
+            self.era
         } else {
             0
         }
@@ -313,7 +304,8 @@ impl Tracker {
     pub(crate) fn run_id(&mut self, run_id: &str, listener_id: u64) -> Option<ResumeOutcome> {
         self.listener_id = listener_id;
         // New backend process: only this connection's ids are valid.
-        if self.shared.new_run(run_id, self.conn_min_event) {
+        if let Some(era) = self.shared.new_run(run_id, self.conn_min_event) {
+            self.era = era;
             // The last ack stays: acking it again, for an event read before this message,
             // would drop the new listener (§7.4 item 2).
             self.settled = false;
