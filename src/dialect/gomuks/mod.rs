@@ -815,7 +815,6 @@ impl Dialect for Gomuks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resume::ResumeState;
 
     /// §1.2: only the backend's 401 refuses the credentials; a 403 (gomuks's auth endpoint
     /// never answers one) and a proxy's 407 come from in front of it, so they neither end a
@@ -851,15 +850,12 @@ mod tests {
         assert!(slept.instant() <= Instant::now());
     }
 
-    /// A dialect for `cfg` (its token seeds the resume state, as the client does) reporting
-    /// through `probe`.
+    /// A dialect for `cfg` (its resume state and token seed the shared state, as the client
+    /// does) reporting through `probe`.
     fn dialect(cfg: Config, probe: Probe) -> Gomuks {
         let cfg = Arc::new(cfg);
         let tls = cfg.tls_configs().unwrap();
-        let resume = Arc::new(SharedResume::new(
-            &ResumeState::default(),
-            cfg.token.clone(),
-        ));
+        let resume = Arc::new(SharedResume::new(&cfg.resume, cfg.token.clone()));
         let queue = Arc::new(EventQueue::new(8));
         Gomuks::new(cfg, tls, resume, queue, probe).unwrap()
     }
@@ -873,14 +869,7 @@ mod tests {
             .resume_state("r", -5)
             .build()
             .unwrap();
-        let mut g = Gomuks::new(
-            Arc::new(cfg.clone()),
-            cfg.tls_configs().unwrap(),
-            Arc::new(SharedResume::new(&cfg.resume, None)),
-            Arc::new(EventQueue::new(8)),
-            Probe::new(),
-        )
-        .unwrap();
+        let mut g = dialect(cfg, Probe::new());
         assert!(g.tracker.begin_attempt(false).is_some());
         g.tracker.connection_opened();
         let mut line = |json: &str| g.dispatch_line(Bytes::from(json.to_owned()), &mut |_| {});
