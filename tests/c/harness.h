@@ -185,6 +185,14 @@ static inline tether_config *th_config(const th_backend *b) {
     return cfg;
 }
 
+/* The event id of the client's resume state (what the app has taken). */
+static inline int64_t th_last_taken(tether_client *c) {
+    char run_id[128];
+    int64_t last = 1;
+    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, NULL, &last));
+    return last;
+}
+
 static inline tether_client *th_client_from(tether_config *cfg) {
     tether_client *c = NULL;
     CHECK_OK(tether_client_new(cfg, &c));

@@ -410,13 +410,6 @@ static void test_resume_state(void) {
     th_close_and_free(c);
 }
 
-static int64_t last_taken(tether_client *c) {
-    char run_id[128];
-    int64_t last = 1;
-    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, NULL, &last));
-    return last;
-}
-
 /* gomuks-rpc.md §7.2: a batch's events count in the resume state once the app is done with
  * the batch (it polls into it again, or frees it): a client freed while the app still works
  * through a batch must have them replayed to the next one. */
@@ -438,14 +431,14 @@ static void test_resume_state_counts_a_batch_once_the_app_is_done_with_it(void) 
             CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
             for (size_t i = 0; i < n; i++) seen |= e[i].request_id == newest;
         }
-        CHECK(last_taken(c) > newest); /* the batch holding it is still the app's */
+        CHECK(th_last_taken(c) > newest); /* the batch holding it is still the app's */
         if (reuse) {
             CHECK_STATUS(tether_client_poll_batch(c, 0, b, NULL), TETHER_TIMEOUT);
         } else {
             tether_batch_free(b);
             b = NULL;
         }
-        CHECK(last_taken(c) == newest);
+        CHECK(th_last_taken(c) == newest);
         tether_batch_free(b);
         th_close_and_free(c);
     }

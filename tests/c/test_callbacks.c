@@ -218,17 +218,10 @@ static void test_free_waits_for_running_callback(void) {
     state_destroy(&s);
 }
 
-static int64_t last_taken(tether_client *c) {
-    char run_id[128];
-    int64_t last = 1;
-    CHECK_OK(tether_client_resume_state(c, run_id, sizeof run_id, NULL, &last));
-    return last;
-}
-
 static void on_event_check_resume(void *ctx, const tether_event *ev) {
     state *s = (state *)ctx;
     int64_t id = tether_event_request_id(ev);
-    if (tether_event_kind(ev) == TETHER_EVENT_MESSAGE && id < 0 && last_taken(s->client) <= id) {
+    if (tether_event_kind(ev) == TETHER_EVENT_MESSAGE && id < 0 && th_last_taken(s->client) <= id) {
         pthread_mutex_lock(&s->mu);
         s->counted_inside++;
         pthread_mutex_unlock(&s->mu);
@@ -247,7 +240,7 @@ static void test_resume_state_counts_an_event_once_its_callback_returned(void) {
     wait_flag(&s, &s.init_complete);
     int64_t newest = th_push(&backend, 5);
     int64_t deadline = th_now_ms() + 10000 * th_scale();
-    while (last_taken(s.client) != newest) {
+    while (th_last_taken(s.client) != newest) {
         CHECK(th_now_ms() < deadline);
         usleep(2000);
     }
