@@ -54,6 +54,13 @@ pub use stats::{ConnectionState, Stats};
 pub use status::{Error, Status};
 pub use store::{Store, READS as STORE_READS};
 
+/// Locks `m`, also after a panic elsewhere poisoned it: the data behind tether's locks stays
+/// whole across a panic (each holder leaves it consistent), and a poisoned lock must not make
+/// the client unusable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Not part of the API and without any semver promise: the internals that tether's own fuzz
 /// targets, benchmarks and test tools drive directly.
 #[doc(hidden)]

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::lock;
 use crate::secret::Secret;
 
 /// Resume point carried across clients (and processes): the backend's `run_id` and the most
@@ -137,10 +138,6 @@ impl SharedResume {
 
 /// Era 0 marks an event no resume point follows (replies, rwws, in-process).
 const FIRST_ERA: u32 = 1;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What became of a connection's request to resume. The server never says (§7.2); the client
 /// infers it: a `sync_complete` with `clear_state` before `init_complete`, or a changed

@@ -2,10 +2,11 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::lock;
 use crate::queue::{Batch, Pop};
 use crate::status::{Error, Status};
 
@@ -31,10 +32,6 @@ pub struct tether_client {
     mode: AtomicU8,
     readiness: Mutex<Option<Arc<Readiness>>>,
     dispatcher: Mutex<Option<Dispatcher>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Handle for tether_client {
