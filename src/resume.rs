@@ -274,8 +274,10 @@ impl Tracker {
 
     /// A server event with id `id` was received (negative ids are buffered events, §7.1).
     /// Returns the era to stamp its [`crate::event::Event`] with, so that taking it moves the
-    /// taken point (0 for an id that is no buffered event).
-    pub(crate) fn event(&mut self, id: i64) -> u32 {
+    /// taken point (0 for an id that is no buffered event). `completes_state`: the event is an
+    /// `init_complete`, which ends a fresh start's state (a login's room list ends with a
+    /// buffered one, §4.2), so taking it counts even though the start settles only after it.
+    pub(crate) fn event(&mut self, id: i64, completes_state: bool) -> u32 {
         if id >= 0 {
             return 0;
         }
@@ -290,7 +292,7 @@ impl Tracker {
                 self.fresh_start(self.conn_min_event);
             }
         }
-        if self.settled {
+        if self.settled || completes_state {
             self.era
         } else {
             0
@@ -396,7 +398,7 @@ mod tests {
 
     /// The session reads `id` and the app takes it.
     fn read_and_take(t: &mut Tracker, shared: &SharedResume, id: i64) {
-        let era = t.event(id);
+        let era = t.event(id, false);
         shared.took(era, id);
     }
 
@@ -410,11 +412,11 @@ mod tests {
             0,
             "the server already holds -5 as the resume point"
         );
-        t.event(-6);
-        t.event(-7);
+        t.event(-6, false);
+        t.event(-7, false);
         assert_eq!(t.ack(), -7, "what was read, taken or not");
         assert_eq!(t.ack(), 0);
-        assert_eq!(t.event(3), 0, "a positive id is no buffered event");
+        assert_eq!(t.event(3, false), 0, "a positive id is no buffered event");
         assert_eq!(t.ack(), 0);
     }
 
@@ -425,8 +427,8 @@ mod tests {
         t.connection_opened();
         read_and_take(&mut t, &shared, -6);
         // Read, still queued for the app.
-        t.event(-7);
-        t.event(-8);
+        t.event(-7, false);
+        t.event(-8, false);
         assert_eq!(shared.get().last_received_event, -6);
         let asked = t.begin_attempt(false).expect("resumable");
         assert_eq!(
@@ -440,8 +442,8 @@ mod tests {
         let (mut t, shared) = tracker("old", -50);
         t.begin_attempt(false);
         t.connection_opened();
-        let old_era = t.event(-1);
-        t.event(-2);
+        let old_era = t.event(-1, false);
+        t.event(-2, false);
         assert_eq!(t.run_id("new", 7), Some(ResumeOutcome::Reset));
         assert_eq!(t.listener_id(), Some(7));
         assert_eq!(t.ack(), -2);
@@ -510,7 +512,7 @@ mod tests {
         let (mut t, shared) = tracker("r", -5);
         t.begin_attempt(false);
         t.connection_opened();
-        let old = t.event(-6);
+        let old = t.event(-6, false);
         assert_eq!(old, FIRST_ERA, "a replayed event counts");
         assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
         shared.took(old, -6);
@@ -522,7 +524,7 @@ mod tests {
         let (mut t, _) = tracker("old", -50);
         t.begin_attempt(false);
         t.connection_opened();
-        t.event(-1);
+        t.event(-1, false);
         assert_eq!(t.ack(), -1);
         t.run_id("new", 2);
         assert_eq!(
@@ -551,7 +553,7 @@ mod tests {
         let (mut t, _) = tracker("r", -5);
         t.begin_attempt(false);
         t.connection_opened();
-        t.event(-30);
+        t.event(-30, false);
         assert_eq!(t.ack(), -30);
         assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
         assert_eq!(t.ack(), 0);
@@ -563,7 +565,7 @@ mod tests {
         let (mut t, shared) = tracker("r", -50);
         t.begin_attempt(false);
         t.connection_opened();
-        let stale = t.event(-1);
+        let stale = t.event(-1, false);
         assert_eq!(t.run_id("r", 1), None);
         assert_eq!(t.sync_complete(true, false), Some(ResumeOutcome::Reset));
         shared.took(stale, -1);

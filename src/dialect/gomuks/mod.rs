@@ -631,7 +631,7 @@ impl Gomuks {
             }),
             Kind::Event => {
                 let name = &env.command[..env.command.len() - 1];
-                let era = self.tracker.event(env.request_id);
+                let era = self.tracker.event(env.request_id, name == "init_complete");
                 if name == "sync_complete" && env.request_id == 0 {
                     self.tracker.unreplayable_state();
                 }
@@ -893,6 +893,44 @@ mod tests {
             &mut |_| {},
         )
         .unwrap();
+    }
+
+    /// §4.2/§7.2: a login completed on a live connection sends its room list (id 0, which no
+    /// resume replays) and ends it with a buffered `init_complete`. Taking that
+    /// `init_complete` is what makes the state the app holds resumable, so it moves the point
+    /// the app persists; the live events before it do not.
+    #[test]
+    fn spec4_2_a_login_room_list_counts_from_its_buffered_init_complete() {
+        let cfg = Config::builder("ws://127.0.0.1:9/").build().unwrap();
+        let mut g = dialect(cfg, Probe::new());
+        let shared = g.resume.clone();
+        g.tracker.begin_attempt(false);
+        g.tracker.connection_opened();
+        let mut take = |json: &str| {
+            let mut events = Vec::new();
+            g.dispatch_line(Bytes::from(json.to_owned()), &mut |i| events.push(i))
+                .unwrap();
+            for i in events {
+                if let Incoming::Event { id, era, .. } = i {
+                    shared.took(era, id);
+                }
+            }
+        };
+        take(r#"{"command":"run_id","request_id":0,"data":{"run_id":"r"}}"#);
+        take(r#"{"command":"init_complete","request_id":0,"data":{}}"#);
+        take(r#"{"command":"client_state","request_id":-1,"data":{"is_logged_in":true}}"#);
+        assert_eq!(shared.get().last_received_event, -1);
+        // The login's room list, with a live event inside it.
+        take(r#"{"command":"sync_complete","request_id":0,"data":{"rooms":{}}}"#);
+        take(r#"{"command":"typing","request_id":-2,"data":{}}"#);
+        assert_eq!(
+            shared.get().last_received_event,
+            0,
+            "resuming from inside the room list would skip the rest of it"
+        );
+        take(r#"{"command":"init_complete","request_id":-3,"data":{}}"#);
+        assert_eq!(shared.get().last_received_event, -3);
+        assert!(g.tracker.will_resume());
     }
 
     /// §6.1: the backend's `client_state` says whether account commands may go out; one sent
