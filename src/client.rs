@@ -116,7 +116,7 @@ impl Client {
     /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
         self.req.ensure_open()?;
-        let mut slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = crate::lock(&self.rx);
         if slot.is_none() {
             return Err(Error::new(Status::ErrState, "connect was already called"));
         }
@@ -418,7 +418,7 @@ impl Client {
         if self.req.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(Status::ErrState, "client is already closed"));
         }
-        let never_started = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let never_started = crate::lock(&self.rx).take();
         if let Some(mut rx) = never_started {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
@@ -523,7 +523,7 @@ impl Client {
                  since the resume state: leave the resume state unset on a client with a store",
             ));
         }
-        let slot = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = crate::lock(&self.rx);
         if self.req.is_closed() {
             return Err(Error::new(
                 Status::ErrState,

@@ -100,10 +100,10 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
     forget_the_thread_in_a_forked_child();
     // Concurrent swaps go one at a time, so the level left in place is that of the sink left
     // in place. The channel's own lock is not held while waiting for room in it.
-    let one_at_a_time = swap_lock().lock().unwrap_or_else(|e| e.into_inner());
+    let one_at_a_time = crate::lock(swap_lock());
     for _ in 0..2 {
         let tx = {
-            let mut g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+            let mut g = crate::lock(&SENDER);
             if g.is_none() {
                 if matches!(swap, Msg::Sink(None, ..)) {
                     MAX_LEVEL.store(0, Ordering::Release);
@@ -130,7 +130,7 @@ pub fn set_log_sink(sink: Option<LogSink>, max: LogLevel) -> bool {
             Err(back) => {
                 // The log thread is gone: start another and try once more.
                 swap = back.0;
-                *SENDER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *crate::lock(&SENDER) = None;
             }
         }
     }
@@ -238,7 +238,7 @@ thread_local! {
 }
 
 extern "C" fn before_fork() {
-    let g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+    let g = crate::lock(&SENDER);
     HELD.with(|h| *h.borrow_mut() = Some(g));
 }
 
@@ -282,7 +282,7 @@ pub(crate) fn enabled(level: LogLevel) -> bool {
 
 /// Hands a record to the sink thread without ever blocking the caller.
 pub(crate) fn emit(level: LogLevel, target: &'static str, client: u64, message: String) {
-    let g = SENDER.lock().unwrap_or_else(|e| e.into_inner());
+    let g = crate::lock(&SENDER);
     let Some(tx) = g.as_ref() else { return };
     let r = LogRecord {
         level,

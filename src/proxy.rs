@@ -181,7 +181,7 @@ impl Resolver {
 
 impl Gate {
     fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     fn call(&self, url: &str) -> Answer {

@@ -160,20 +160,20 @@ impl EventQueue {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere must not make the queue unusable: the data is a plain deque.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Installs the readiness hook and reports the current state through it.
     pub fn set_readiness_hook(&self, hook: ReadinessHook) {
         let g = self.lock();
         hook(!g.events.is_empty());
-        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        *crate::lock(&self.hook) = Some(hook);
         drop(g);
     }
 
     /// Reports a transition; the caller holds the queue lock (see [`ReadinessHook`]).
     fn signal(&self, _held: &MutexGuard<'_, Inner>, ready: bool) {
-        if let Some(h) = &*self.hook.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(h) = &*crate::lock(&self.hook) {
             h(ready);
         }
     }
@@ -424,7 +424,7 @@ impl EventQueue {
             if !g.events.is_empty() {
                 self.signal(&g, false);
             }
-            let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let hook = crate::lock(&self.hook).take();
             (std::mem::take(&mut g.events), hook)
         };
         // Event payloads and the hook are dropped outside the lock.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a client's connection is. Discriminants are the C ABI's `TETHER_STATE_*` values.
@@ -114,7 +114,7 @@ impl StalledAddrs {
     const KEEP: usize = 8;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<SocketAddr>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.0)
     }
 
     /// `a` stalled after its TCP connect.

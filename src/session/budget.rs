@@ -65,7 +65,7 @@ impl SendBudget {
             return;
         }
         let announce = {
-            let _runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let _runs = crate::lock(&self.runs);
             let want = self.refused.load(Ordering::SeqCst);
             let room = want != 0 && self.has_room(want);
             if room {
@@ -104,7 +104,7 @@ impl SendBudget {
                 })
         };
         if attempt().is_err() {
-            let _runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let _runs = crate::lock(&self.runs);
             let before = self
                 .refused
                 .fetch_max(bytes.saturating_add(1), Ordering::SeqCst);

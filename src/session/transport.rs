@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -507,10 +507,7 @@ async fn open_link_to(
         let (hop, reached_first) = (&hop, &reached_first);
         async move {
             let tried = async {
-                let lent = reached_first
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                let lent = crate::lock(reached_first).take();
                 let link = match lent {
                     Some(link) => link,
                     None => {
@@ -997,13 +994,13 @@ mod tests {
     /// From now on `name` resolves to `ips`, in that order.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn resolving(name: &str, ips: &[IpAddr]) {
-        let mut n = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = crate::lock(&NAMES);
         n.push((name.to_owned(), ips.to_vec()));
     }
 
     /// What [`resolving`] gave `host`, with `port`.
     pub(super) fn resolved(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
-        let n = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = crate::lock(&NAMES);
         n.iter()
             .find(|(name, _)| name == host)
             .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())

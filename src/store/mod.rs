@@ -229,7 +229,7 @@ impl Store {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The model is plain data: a panic while applying leaves it usable.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner.state)
     }
 
     /// One snapshot as JSON: `what` is one of [`READS`], `args` its JSON arguments (empty
@@ -786,7 +786,7 @@ impl Drop for Store {
 
 impl Tap for Inner {
     fn deliver(&self, events: Vec<Event>, queue: &dyn Fn(Vec<Event>)) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = crate::lock(&self.state);
         if st.detached {
             queue(events);
             return;

@@ -216,7 +216,7 @@ impl MessagePool {
 
     fn lock(&self) -> MutexGuard<'_, Spare> {
         // A panic elsewhere cannot leave the list of spare buffers inconsistent.
-        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.spare)
     }
 
     /// Spare buffers waiting and their capacity in all (tests).

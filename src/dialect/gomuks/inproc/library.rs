@@ -104,7 +104,7 @@ pub(super) fn load(path: &Path) -> Result<&'static Api, Error> {
     let canonical = path
         .canonicalize()
         .map_err(|e| bad(format!("gomuks FFI library {}: {e}", path.display())))?;
-    let mut libs = LIBRARIES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut libs = crate::lock(&LIBRARIES);
     if let Some(opened) = libs.get(&canonical) {
         return opened.api.clone().map_err(bad);
     }
@@ -377,14 +377,14 @@ impl Account {
 }
 
 fn account() -> std::sync::MutexGuard<'static, Account> {
-    ACCOUNT.lock().unwrap_or_else(|e| e.into_inner())
+    crate::lock(&ACCOUNT)
 }
 
 /// Installs (or with `None`, removes) the sink of the process's running backend. Installed
 /// on the thread that is about to call `GomuksStart`, which then calls [`started`].
 pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
     *account() = Account::NONE;
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink.map(|(sink, api)| Registered {
+    *crate::lock(&SINK) = sink.map(|(sink, api)| Registered {
         sink,
         api,
         starting_on: Some(std::thread::current().id()),
@@ -393,7 +393,7 @@ pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
 
 /// `GomuksStart` returned: every thread's callbacks are the running backend's from now on.
 pub(super) fn started() {
-    if let Some(r) = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+    if let Some(r) = crate::lock(&SINK).as_mut() {
         r.starting_on = None;
     }
 }
@@ -457,7 +457,7 @@ fn note_client_state(data: &[u8]) {
 }
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
-    let guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = crate::lock(&SINK);
     if let Some(r) = guard.as_ref() {
         f(&r.sink, r.api);
     }
@@ -468,7 +468,7 @@ fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
 /// unwinds.
 unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, data: Owned) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::lock(&SINK);
         let Some(r) = guard.as_mut() else {
             // No backend is registered (an event after close): nobody wants it.
             if !data.base.is_null() {
@@ -552,7 +552,7 @@ impl Slots {
     /// A free slot for request `id`; waits (on the blocking thread running the request)
     /// while all are taken.
     fn acquire(&'static self, id: i64) -> SlotGuard {
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::lock(&self.table);
         loop {
             let start = t.next;
             let free = (0..SLOTS)
@@ -568,17 +568,13 @@ impl Slots {
     }
 
     fn id(&self, index: usize) -> i64 {
-        self.table.lock().unwrap_or_else(|e| e.into_inner()).ids[index]
+        crate::lock(&self.table).ids[index]
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.table
-            .table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ids[self.index] = 0;
+        crate::lock(&self.table.table).ids[self.index] = 0;
         self.table.freed.notify_one();
     }
 }

@@ -413,7 +413,7 @@ impl Local for InProcess {
             tlog!(self.client, Info, "session", "in-process backend stopped");
         }
         library::set_sink(None);
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        crate::lock(&self.held).take();
     }
 }
 
