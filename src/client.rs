@@ -38,6 +38,21 @@ pub struct Client {
     probe: Probe,
 }
 
+/// Cancels request `id` when dropped, unless it was answered first (`id` is `None` then).
+struct CancelOnDrop<'a> {
+    req: &'a Requester,
+    id: Option<i64>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            // A closed client has ended the request already.
+            let _ = self.req.send(Command::Cancel(id));
+        }
+    }
+}
+
 /// What sending a request needs, shared beyond the client's own life: a store keeps one for
 /// its actions, and a request after the client closed fails as the client's own would.
 #[derive(Clone)]
@@ -278,10 +293,20 @@ impl Client {
 
     /// Sends a request and awaits its reply directly (it does not go through the event queue).
     /// Returns the raw JSON `data` of the response.
+    ///
+    /// Dropping the future before it completes (a `select!` branch that lost, a timeout around
+    /// it) cancels the request as [`Client::cancel`] does: the server is told, and the request
+    /// stops counting against the send budget and the requests in flight.
     pub async fn call(&self, command: &str, data: &[u8]) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
-        self.req.submit(command, data, None, ReplyTo::Oneshot(tx))?;
-        rx.await.unwrap_or_else(|_| {
+        let id = self.req.submit(command, data, None, ReplyTo::Oneshot(tx))?;
+        let mut pending = CancelOnDrop {
+            req: &self.req,
+            id: Some(id),
+        };
+        let reply = rx.await;
+        pending.id = None;
+        reply.unwrap_or_else(|_| {
             Err(Error::new(
                 Status::ErrClientClosed,
                 crate::session::requests::CLOSED_BEFORE_REPLY,

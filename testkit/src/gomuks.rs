@@ -152,6 +152,8 @@ pub struct Stats {
     pub resumes: u64,
     /// Connections that started fresh.
     pub fresh_starts: u64,
+    /// `cancel` requests received, whether or not their request was still running.
+    pub cancels: u64,
     /// `POST /_gomuks/auth` requests answered.
     pub auth_requests: u64,
     /// Of those, renewals: a valid cookie answered with a fresh token (200).
@@ -1414,6 +1416,7 @@ fn handle_command(
             let _ = tx.send(Out::Line(reply("pong", Value::Null)));
         }
         "cancel" => {
+            lock(state).stats.cancels += 1;
             let target = data["request_id"].as_i64().unwrap_or(0);
             let found = tasks.remove(&target).map(|t| {
                 t.abort();
