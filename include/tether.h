@@ -1401,7 +1401,8 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * (Go supports one runtime per process). At most 64 calls run in the backend at once,
  * of them at most 8 uploads and 8 streamed downloads; later requests wait in tether,
  * where their timeouts and cancels still answer them. A
- * close answers every request at once but waits up to 5 s for calls the backend is still
+ * close answers every request at once (those the backend already answered with that
+ * answer) but waits up to 5 s for calls the backend is still
  * running (the FFI can neither cancel them nor be destroyed under them); past that
  * CLOSED comes and the backend stops once they return, keeping the root locked until
  * then. The backend writes its own log to stdout and to a file under the data root (the

@@ -421,6 +421,33 @@ async fn a_close_answers_requests_waiting_for_a_call_at_once() {
     );
 }
 
+/// §12.3 close: a call the backend answered before the close keeps its answer, also while a
+/// full queue kept that answer waiting behind the backend's events; it used to end with
+/// CLIENT_CLOSED as if it had never been answered.
+#[tokio::test]
+async fn a_close_keeps_the_answers_of_calls_that_returned() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b.queue_capacity(4)).await;
+    c.request("emit", br#"{"count":50,"command":"flood"}"#)
+        .unwrap();
+    let t0 = Instant::now();
+    while c.queued_events() < 4 {
+        assert!(t0.elapsed() < PROMPT, "the queue never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = c.request("echo", b"1").unwrap();
+    // The backend answers at once; the answer waits behind the flood for room in the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.close().unwrap();
+    let (_, seen) = until_kind(&c, EventKind::Closed).await;
+    let answer = seen
+        .iter()
+        .find(|e| e.kind() == EventKind::Response && e.request_id() == id)
+        .unwrap_or_else(|| panic!("no RESPONSE: {:?}", kinds(&seen)));
+    assert_eq!((answer.status(), answer.data()), (Status::Ok, &b"1"[..]));
+}
+
 /// §12.3 with the send budget: requests waiting for one of the 64 call slots hold their bytes,
 /// so with a small budget one more is refused; the refused app gets one SEND_READY once the
 /// calls return and the waiting requests reach the backend, and its request then goes through.

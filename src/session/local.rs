@@ -360,6 +360,16 @@ pub(crate) async fn run<L: Local>(
         }
     }
     tlog!(client, Info, "session", "stopping the in-process backend");
+    // Calls that returned before the close keep their answers, as replies read before a
+    // websocket's close reply do; a full queue may have kept them waiting here behind events.
+    // Those events are not delivered: the app closed, and nothing resumes them.
+    let mut answers = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        if matches!(item, Incoming::Reply { .. } | Incoming::Failed { .. }) {
+            answers.push(item);
+        }
+    }
+    book.deliver(answers, &mut pings);
     // Also those waiting for a call: the stop below may wait seconds for the running ones.
     book.fail_all(Status::ErrClientClosed, requests::CLOSED_BEFORE_REPLY);
     stop(&local).await;
