@@ -1238,6 +1238,8 @@ tether_status tether_config_set_max_unsent_bytes(struct tether_config *cfg, size
 /**
  * Resume point from an earlier client (see `tether_client_resume_state`): the backend's
  * `run_id` and the newest event id the app took (0 or negative). The string is copied.
+ * A positive id or a `run_id` over 64 bytes is `TETHER_ERR_CONFIG` at
+ * `tether_client_new`.
  */
 tether_status tether_config_set_resume_state(struct tether_config *cfg, const char *run_id, int64_t last_received_event);
 

@@ -444,6 +444,8 @@ impl ConfigBuilder {
         self
     }
     /// Resume point from an earlier client (see [`crate::Client::resume_state`]).
+    /// [`ConfigBuilder::build`] refuses a positive `last_received_event`, and a `run_id` over
+    /// 64 bytes or holding a NUL.
     pub fn resume_state(mut self, run_id: &str, last_received_event: i64) -> Self {
         self.resume = ResumeState {
             run_id: run_id.to_owned(),
@@ -808,6 +810,9 @@ impl ConfigBuilder {
         if self.resume.last_received_event > 0 {
             return Err(bad("last_received_event must be 0 or negative"));
         }
+        if let Some(why) = crate::resume::unusable_run_id(&self.resume.run_id) {
+            return Err(bad(&format!("resume state: {why}")));
+        }
         for (name, value) in self.headers.iter() {
             let ok_name = !name.is_empty()
                 && name
@@ -1058,6 +1063,18 @@ mod tests {
             .resume_state("1", 5)
             .build()
             .is_err());
+        // §7.2: a run id goes into every upgrade URL and reaches C NUL-terminated.
+        for run_id in ["a\0b".to_owned(), "9".repeat(65)] {
+            let e = Config::builder("ws://localhost/")
+                .resume_state(&run_id, -5)
+                .build()
+                .unwrap_err();
+            assert!(e.message().contains("run_id"), "{e}");
+        }
+        assert!(Config::builder("ws://localhost/")
+            .resume_state(&"9".repeat(64), -5)
+            .build()
+            .is_ok());
         assert!(Config::builder("ws://localhost/")
             .ping_interval(Duration::from_secs(60))
             .receive_timeout(Duration::from_secs(60))

@@ -25,6 +25,37 @@ impl ResumeState {
     }
 }
 
+/// The longest `run_id` accepted, in bytes. gomuks sends a decimal `int64` (at most 20
+/// characters); this leaves room for other backends while keeping a hostile or corrupt id out
+/// of every upgrade URL.
+pub(crate) const MAX_RUN_ID_BYTES: usize = 64;
+
+/// Why `run_id` cannot be resumed with, if it cannot: the resume state reaches C
+/// NUL-terminated, so an id holding a NUL would be persisted cut off and ask to resume a run
+/// that never was, and an overlong one would go into every upgrade URL.
+pub(crate) fn unusable_run_id(run_id: &str) -> Option<String> {
+    if run_id.contains('\0') {
+        return Some("the run_id holds a NUL".to_owned());
+    }
+    (run_id.len() > MAX_RUN_ID_BYTES).then(|| {
+        format!(
+            "the run_id is {} bytes long, over the {MAX_RUN_ID_BYTES} accepted (gomuks sends a \
+             decimal number)",
+            run_id.len()
+        )
+    })
+}
+
+/// Whether two run ids name the same backend run: gomuks compares them as decimal numbers
+/// (§7.2), so a persisted `0123` resumes run `123` there, and must not read as a new run here.
+fn same_run(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (a.parse::<i64>(), b.parse::<i64>()),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 /// What an app persists to come back later, readable from any thread while the session task
 /// updates it: the resume point and the credential the next connection sends.
 ///
@@ -128,11 +159,10 @@ impl SharedResume {
     /// is returned.
     fn new_run(&self, run_id: &str, last_event: i64) -> Option<u32> {
         let mut g = lock(&self.run_id);
-        if *g == run_id {
-            return None;
-        }
+        let same = same_run(&g, run_id);
+        // The backend's spelling is the one persisted from now on.
         *g = run_id.to_owned();
-        Some(self.new_era(last_event))
+        (!same).then(|| self.new_era(last_event))
     }
 }
 
@@ -400,6 +430,26 @@ mod tests {
     fn read_and_take(t: &mut Tracker, shared: &SharedResume, id: i64) {
         let era = t.event(id, false);
         shared.took(era, id);
+    }
+
+    /// §7.2: gomuks reads the run id it is asked for as a decimal `int64`, so a persisted
+    /// `0123` resumes its run `123`: that is no new run (no false RESET), and the backend's
+    /// spelling is what is persisted from then on.
+    #[test]
+    fn spec7_2_run_ids_compare_as_the_backend_parses_them() {
+        let (mut t, shared) = tracker("0123", -5);
+        assert!(t.begin_attempt(false).is_some());
+        t.connection_opened();
+        assert_eq!(t.run_id("123", 1), None);
+        assert_eq!(
+            shared.get(),
+            ResumeState {
+                run_id: "123".into(),
+                last_received_event: -5
+            }
+        );
+        assert_eq!(t.run_id("124", 2), Some(ResumeOutcome::Reset));
+        assert!(same_run("r", "r") && !same_run("", "0") && !same_run("r", "s"));
     }
 
     #[test]

@@ -1452,33 +1452,36 @@ async fn spec5_events_before_a_bad_line_in_a_batch_are_delivered() {
 
 /// gomuks-rpc.md §7.2: a `run_id` holding a NUL cannot be handed to C intact (the resume state
 /// is copied NUL-terminated, so an app would persist a cut-off id and resume a run that never
-/// was). It is ignored like any other malformed `run_id`: the message is still delivered, the
-/// resume point keeps no run, and the connection stays up.
+/// was), and one over 64 bytes would go into every upgrade URL. Each is ignored like any
+/// other malformed `run_id`: the message is still delivered, the resume point keeps no run,
+/// and the connection stays up.
 #[tokio::test]
-async fn spec7_2_a_run_id_with_a_nul_is_not_taken_as_the_resume_point() {
-    let batch = concat!(
-        r#"{"command":"init_complete","request_id":0,"data":{}}"#,
-        "\n",
-        r#"{"command":"run_id","request_id":-1,"data":{"run_id":"ab\u0000cd","etag":""}}"#,
-        "\n",
-        r#"{"command":"after","request_id":-2,"data":{}}"#,
-        "\n",
-    );
-    let srv = ScriptServer::start(Script::Upgrade(vec![Step::Raw(frame(
-        BINARY,
-        &deflate_sync(batch.as_bytes()),
-    ))]))
-    .await;
-    let c = start(config(&srv.http_url(), "scripted-token", Dialect::Gz, same));
-    let (after, seen) = until_command(&c, "after").await;
-    assert_eq!(after.request_id(), -2);
-    assert!(
-        seen.iter().any(|e| e.command() == "run_id"),
-        "{:?}",
-        kinds(&seen)
-    );
-    assert_no_drop_named("run_id with a NUL", &seen).unwrap();
-    let st = c.resume_state();
-    assert_eq!((st.run_id.as_str(), st.last_received_event), ("", -2));
-    close_and_drain(&c).await;
+async fn spec7_2_a_run_id_with_a_nul_or_overlong_is_not_taken_as_the_resume_point() {
+    for run_id in [r"ab\u0000cd".to_owned(), "9".repeat(65)] {
+        let batch = format!(
+            "{}\n{}\n{}\n",
+            r#"{"command":"init_complete","request_id":0,"data":{}}"#,
+            format_args!(
+                r#"{{"command":"run_id","request_id":-1,"data":{{"run_id":"{run_id}","etag":""}}}}"#
+            ),
+            r#"{"command":"after","request_id":-2,"data":{}}"#,
+        );
+        let srv = ScriptServer::start(Script::Upgrade(vec![Step::Raw(frame(
+            BINARY,
+            &deflate_sync(batch.as_bytes()),
+        ))]))
+        .await;
+        let c = start(config(&srv.http_url(), "scripted-token", Dialect::Gz, same));
+        let (after, seen) = until_command(&c, "after").await;
+        assert_eq!(after.request_id(), -2);
+        assert!(
+            seen.iter().any(|e| e.command() == "run_id"),
+            "{:?}",
+            kinds(&seen)
+        );
+        assert_no_drop_named("run_id with a NUL or overlong", &seen).unwrap();
+        let st = c.resume_state();
+        assert_eq!((st.run_id.as_str(), st.last_received_event), ("", -2));
+        close_and_drain(&c).await;
+    }
 }

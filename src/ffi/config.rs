@@ -214,6 +214,8 @@ ffi_fn! {
 ffi_fn! {
     /// Resume point from an earlier client (see `tether_client_resume_state`): the backend's
     /// `run_id` and the newest event id the app took (0 or negative). The string is copied.
+    /// A positive id or a `run_id` over 64 bytes is `TETHER_ERR_CONFIG` at
+    /// `tether_client_new`.
     fn tether_config_set_resume_state(
         cfg: *mut tether_config,
         run_id: *const c_char,

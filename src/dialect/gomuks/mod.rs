@@ -514,18 +514,18 @@ impl Gomuks {
                     listener_id: u64,
                 }
                 match serde_json::from_slice::<RunData>(data) {
-                    // The resume state reaches C NUL-terminated: a cut-off id persisted by
-                    // the app would ask to resume a run that never was.
-                    Ok(rd) if rd.run_id.contains('\0') => {
-                        tlog!(
-                            self.probe.client,
-                            Warn,
-                            "gomuks",
-                            "ignoring a run_id event whose run_id holds a NUL"
-                        );
-                        None
-                    }
-                    Ok(rd) => self.tracker.run_id(&rd.run_id, rd.listener_id),
+                    Ok(rd) => match crate::resume::unusable_run_id(&rd.run_id) {
+                        Some(why) => {
+                            tlog!(
+                                self.probe.client,
+                                Warn,
+                                "gomuks",
+                                "ignoring a run_id event: {why}"
+                            );
+                            None
+                        }
+                        None => self.tracker.run_id(&rd.run_id, rd.listener_id),
+                    },
                     Err(e) => {
                         tlog!(
                             self.probe.client,
@@ -931,6 +931,28 @@ mod tests {
         take(r#"{"command":"init_complete","request_id":-3,"data":{}}"#);
         assert_eq!(shared.get().last_received_event, -3);
         assert!(g.tracker.will_resume());
+    }
+
+    /// §7.2: a `run_id` event whose id holds a NUL or is over 64 bytes is ignored: it would
+    /// be persisted cut off, or go into every upgrade URL.
+    #[test]
+    fn spec7_2_an_unusable_run_id_event_is_ignored() {
+        let mut g = dialect(
+            Config::builder("ws://127.0.0.1:9/").build().unwrap(),
+            Probe::new(),
+        );
+        for run_id in ["1\\u00002".to_owned(), "9".repeat(65)] {
+            let line =
+                format!(r#"{{"command":"run_id","request_id":0,"data":{{"run_id":"{run_id}"}}}}"#);
+            g.dispatch_line(Bytes::from(line), &mut |_| {}).unwrap();
+            assert_eq!(g.resume.get().run_id, "");
+        }
+        let ok = format!(
+            r#"{{"command":"run_id","request_id":0,"data":{{"run_id":"{}"}}}}"#,
+            "9".repeat(64)
+        );
+        g.dispatch_line(Bytes::from(ok), &mut |_| {}).unwrap();
+        assert_eq!(g.resume.get().run_id.len(), 64);
     }
 
     /// §6.1: the backend's `client_state` says whether account commands may go out; one sent
