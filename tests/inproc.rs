@@ -423,7 +423,8 @@ async fn a_close_answers_requests_waiting_for_a_call_at_once() {
 
 /// §12.3 close: a call the backend answered before the close keeps its answer, also while a
 /// full queue kept that answer waiting behind the backend's events; it used to end with
-/// CLIENT_CLOSED as if it had never been answered.
+/// CLIENT_CLOSED as if it had never been answered. A streamed download keeps its chunks with
+/// it: an OK after only part of the file would read as a complete (or cached) download.
 #[tokio::test]
 async fn a_close_keeps_the_answers_of_calls_that_returned() {
     let _turn = serial().await;
@@ -437,15 +438,30 @@ async fn a_close_keeps_the_answers_of_calls_that_returned() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let id = c.request("echo", b"1").unwrap();
-    // The backend answers at once; the answer waits behind the flood for room in the queue.
+    const SIZE: usize = 200_000;
+    let download = c
+        .download_media(format!(r#"{{"mxc":"mxc://fake/{SIZE}"}}"#).as_bytes(), None)
+        .unwrap();
+    // The backend answers at once; the answers wait behind the flood for room in the queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.close().unwrap();
     let (_, seen) = until_kind(&c, EventKind::Closed).await;
-    let answer = seen
+    let answer = |id| {
+        seen.iter()
+            .find(|e| e.kind() == EventKind::Response && e.request_id() == id)
+            .unwrap_or_else(|| panic!("no RESPONSE: {:?}", kinds(&seen)))
+    };
+    assert_eq!(
+        (answer(id).status(), answer(id).data()),
+        (Status::Ok, &b"1"[..])
+    );
+    assert_eq!(answer(download).status(), Status::Ok);
+    let file: Vec<u8> = seen
         .iter()
-        .find(|e| e.kind() == EventKind::Response && e.request_id() == id)
-        .unwrap_or_else(|| panic!("no RESPONSE: {:?}", kinds(&seen)));
-    assert_eq!((answer.status(), answer.data()), (Status::Ok, &b"1"[..]));
+        .filter(|e| e.kind() == EventKind::Chunk && e.request_id() == download)
+        .flat_map(|e| e.data().iter().copied())
+        .collect();
+    assert_eq!(file.len(), SIZE, "the chunks before the OK");
 }
 
 /// §12.3 with the send budget: requests waiting for one of the 64 call slots hold their bytes,

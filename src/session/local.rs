@@ -362,10 +362,12 @@ pub(crate) async fn run<L: Local>(
     tlog!(client, Info, "session", "stopping the in-process backend");
     // Calls that returned before the close keep their answers, as replies read before a
     // websocket's close reply do; a full queue may have kept them waiting here behind events.
-    // Those events are not delivered: the app closed, and nothing resumes them.
+    // A download's chunks come with its answer (an OK after part of the file would read as
+    // complete). The backend's events are not delivered: the app closed, and nothing resumes
+    // them.
     let mut answers = Vec::new();
     while let Ok(item) = rx.try_recv() {
-        if matches!(item, Incoming::Reply { .. } | Incoming::Failed { .. }) {
+        if !matches!(item, Incoming::Event { .. }) {
             answers.push(item);
         }
     }
