@@ -45,6 +45,10 @@ pub(crate) trait Local: Send + Sync + 'static {
     fn lane(&self, _message: &Message) -> Option<usize> {
         None
     }
+    /// The client is closing: from now on no call may start in the backend, since the app
+    /// is told every request ended unanswered (a logout waiting for its turn above all: it
+    /// would end the account). Called before that answer; must not block.
+    fn closing(&self) {}
     /// Stops the backend and releases what it holds; blocks. Called once, after `start`
     /// returned, whatever it returned; waits for calls still running.
     fn stop(&self);
@@ -365,6 +369,7 @@ pub(crate) async fn run<L: Local>(
     // A download's chunks come with its answer (an OK after part of the file would read as
     // complete). The backend's events are not delivered: the app closed, and nothing resumes
     // them.
+    local.closing();
     let mut answers = Vec::new();
     while let Ok(item) = rx.try_recv() {
         if !matches!(item, Incoming::Event { .. }) {

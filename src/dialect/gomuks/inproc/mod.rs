@@ -202,8 +202,8 @@ pub(crate) struct InProcess {
     handle: RwLock<Option<Handle>>,
     held: Mutex<Option<Held>>,
     client: u64,
-    /// Set as the backend stops, before its write lock is asked for: a logout waiting for
-    /// the lock too must not run after the client was closed.
+    /// Set as the client closes, before its requests are ended unanswered: a call waiting
+    /// for the lock (a logout above all) must not run after the app was told it ended.
     stopping: AtomicBool,
 }
 
@@ -391,6 +391,10 @@ impl Local for InProcess {
         let Some(h) = *handle else {
             return Err(closed_before_reply());
         };
+        // A call that waited for a logout's lock past the close was answered already.
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(closed_before_reply());
+        }
         // Under the lock: a logout, which ends the account, runs under the write lock, so
         // one that was waiting when this call came has finished by now.
         if let Some(what) = needs_account {
@@ -401,8 +405,12 @@ impl Local for InProcess {
         self.run(h, call, id)
     }
 
-    fn stop(&self) {
+    fn closing(&self) {
         self.stopping.store(true, Ordering::Release);
+    }
+
+    fn stop(&self) {
+        self.closing();
         let handle = self
             .handle
             .write()
