@@ -106,10 +106,24 @@ async fn a_wrong_proxy_password_is_final_and_clear() {
         text(&d)
     );
     until_kind(&c, EventKind::Closed).await;
-    // No storm: three clients, three requests at the proxy, nothing reached the backend.
+    // rwws retries an HTTP 401 at its upgrade (it sends no HTTP credentials, so that one
+    // comes from in front of the server), but not the proxy's refusal.
+    let c = start(
+        Config::builder(&format!("http://{}/api/ws", b.addr()))
+            .protocol(tether::Protocol::Rwws)
+            .token(tether_testkit::rwws::DEFAULT_KEY)
+            .proxy(&wrong)
+            .build()
+            .unwrap(),
+    );
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!((d.status(), d.close_code()), (Status::ErrUnauthorized, 407));
+    assert_eq!(d.retry_in(), None, "{}", text(&d));
+    until_kind(&c, EventKind::Closed).await;
+    // No storm: four clients, four requests at the proxy, nothing reached the backend.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = p.log_text();
-    assert_eq!(log.matches("Request (file descriptor").count(), 3, "{log}");
+    assert_eq!(log.matches("Request (file descriptor").count(), 4, "{log}");
     assert!(peers(&b).is_empty());
 }
 
