@@ -682,6 +682,31 @@ async fn a_logout_runs_alone_and_ends_account_commands() {
     close_and_drain(&c).await;
 }
 
+/// gomuks logs out by itself when the homeserver no longer knows its session (the device was
+/// signed out from elsewhere): its sync fails for good with M_UNKNOWN_TOKEN, and the logout it
+/// then runs drops its client until it restarts one, so any call into the FFI meanwhile would
+/// abort the process (the double aborts as gomuks does). tether refuses every request from
+/// that `sync_status` until the restarted client's `client_state`; then plain commands go on
+/// and account commands stay refused (logged out).
+#[tokio::test]
+async fn a_session_revoked_elsewhere_refuses_calls_until_the_backend_restarted() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| b).await;
+    c.request("revoke", br#"{"ms": 600}"#).unwrap();
+    let (status, _) = until_command(&c, "sync_status").await;
+    assert_eq!(json(&status)["type"], "failed");
+    let err = c.call("echo", b"1").await.unwrap_err();
+    assert_eq!(err.status(), Status::ErrState, "{err}");
+    assert!(err.message().contains("logging out by itself"), "{err}");
+    let (state, _) = until_command(&c, "client_state").await;
+    assert_eq!(json(&state)["is_logged_in"], false);
+    assert_eq!(c.call("echo", b"2").await.unwrap(), &b"2"[..]);
+    let id = c.request("calculate_room_id", b"{}").unwrap();
+    assert_eq!(response(&c, id).await.0.status(), Status::ErrState);
+    close_and_drain(&c).await;
+}
+
 /// What the libgomuksffi double counted (its `fake_stats` command).
 async fn fake_stats(c: &Client) -> serde_json::Value {
     serde_json::from_slice(&c.call("fake_stats", b"").await.unwrap()).unwrap()

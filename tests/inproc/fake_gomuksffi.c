@@ -75,6 +75,11 @@
  *     waits N ms, answers null, then queues client_state {"is_logged_in":false,...}; with
  *     "late_login_state":true, then also the logged-in client_state again (gomuks's old
  *     client reporting late, with the device that logged out).
+ *   - "revoke" {"ms":N}: the homeserver revoked the session (signed out elsewhere), as
+ *     gomuks meets it: queues sync_status {"type":"failed","error":"M_UNKNOWN_TOKEN ..."};
+ *     right after delivering it the delivery thread runs gomuks's own logout: any call on the
+ *     handle aborts (its client is nil) for N ms, the handle is logged out, then
+ *     client_state {"is_logged_in":false,...} is queued. Answers {"queued":1} at once.
  *   - "get_account_info": {"user_id":"@fake:localhost","device_id":"FAKE",
  *     "homeserver_url":"http://127.0.0.1:1","access_token":"fake-token"}.
  *   - anything else (NULL = ""): error "unknown command \"<name>\"" (JSON-escaped; invalid
@@ -453,6 +458,8 @@ typedef struct job {
     uint64_t count, sent;
     int not_json; /* "not_json":true: the data is the text `seq N`, not JSON */
     const char *data; /* static: the data of each event instead of {"seq":N} */
+    uint64_t revoke_ms; /* a "revoke" job: the logout after its event takes this long */
+    int revoke;
 } job;
 
 typedef struct fake {
@@ -612,6 +619,8 @@ static long long control_file(const fake *f, const char *file) {
     return v;
 }
 
+static void queue_client_state_locked(fake *f, const char *data);
+
 static void deliver(fake *f, const char *command, const char *json, int is_emit) {
     GomuksOwnedBuffer data = owned_copy(json, strlen(json));
     uint64_t t0 = now_us();
@@ -634,6 +643,8 @@ static void *delivery_main(void *arg) {
         const char *cmd = j->name;
         int not_json = j->not_json; /* read before j may be freed below */
         const char *data = j->data;
+        int revoke = j->revoke;
+        uint64_t revoke_ms = j->revoke_ms;
         uint64_t seq = j->sent++;
         if (j->sent == j->count) {
             f->head = j->next;
@@ -643,8 +654,19 @@ static void *delivery_main(void *arg) {
         pthread_mutex_unlock(&g_mu);
         char json[48];
         snprintf(json, sizeof json, not_json ? "seq %" PRIu64 : "{\"seq\":%" PRIu64 "}", seq);
-        deliver(f, cmd, data ? data : json, 1);
+        deliver(f, cmd, data ? data : json, !revoke);
         pthread_mutex_lock(&g_mu);
+        if (revoke) {
+            /* gomuks's logout after a revoked session: the client is nil until it restarts
+             * one, whose client_state ends it. */
+            f->logging_out = 1;
+            f->logged_out = 1;
+            pthread_mutex_unlock(&g_mu);
+            sleep_ms(revoke_ms);
+            pthread_mutex_lock(&g_mu);
+            f->logging_out = 0;
+            queue_client_state_locked(f, "{\"is_logged_in\":false,\"is_verified\":false}");
+        }
     }
     pthread_mutex_unlock(&g_mu);
     return NULL;
@@ -772,6 +794,8 @@ static void queue_locked(fake *f, const char *name, uint64_t count, int not_json
     j->sent = 0;
     j->not_json = not_json;
     j->data = data;
+    j->revoke = 0;
+    j->revoke_ms = 0;
     if (f->tail) f->tail->next = j;
     else f->head = j;
     f->tail = j;
@@ -781,6 +805,21 @@ static void queue_locked(fake *f, const char *name, uint64_t count, int not_json
 /* Queues one client_state event with static `data`; under g_mu. */
 static void queue_client_state_locked(fake *f, const char *data) {
     queue_locked(f, intern_locked("client_state"), 1, 0, data);
+}
+
+static GomuksResponse cmd_revoke(fake *f, const uint8_t *p, size_t n) {
+    uint64_t ms;
+    if (!json_uint(p, n, "ms", 86400000u, &ms)) return error_text("invalid params");
+    pthread_mutex_lock(&g_mu);
+    queue_locked(f, intern_locked("sync_status"), 1, 0,
+                 "{\"type\":\"failed\",\"error\":\"M_UNKNOWN_TOKEN (HTTP 401): Invalid access "
+                 "token passed.\",\"error_count\":1}");
+    if (f->tail && !f->stopping) {
+        f->tail->revoke = 1;
+        f->tail->revoke_ms = ms;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return ok_json("{\"queued\":1}");
 }
 
 static GomuksResponse cmd_emit(fake *f, const uint8_t *p, size_t n) {
@@ -876,6 +915,8 @@ EXPORT GomuksResponse GomuksSubmitCommand(GomuksHandle h, char *command, GomuksB
         r = cmd_emit(f, p, n);
     } else if (strcmp(c, "logout") == 0) {
         r = cmd_logout(f, p, n);
+    } else if (strcmp(c, "revoke") == 0) {
+        r = cmd_revoke(f, p, n);
     } else if (strcmp(c, "fake_stats") == 0) {
         r = cmd_stats(f);
     } else if (strcmp(c, "get_account_info") == 0) {

@@ -363,6 +363,11 @@ struct Account {
     /// a logout (a profile fetch that returns late); that report names this device and must
     /// not let account commands through again. A new login is a new device.
     ended: Option<String>,
+    /// gomuks is logging out by itself: its sync failed for good because the homeserver no
+    /// longer knows the session (see [`note_sync_status`]). That logout drops gomuks's client
+    /// until it restarts one, and any call into the FFI meanwhile aborts the process, so no
+    /// call may start until the restarted client's `client_state`.
+    revoked: bool,
 }
 
 static ACCOUNT: Mutex<Account> = Mutex::new(Account::NONE);
@@ -373,6 +378,7 @@ impl Account {
         states: 0,
         current: None,
         ended: None,
+        revoked: false,
     };
 }
 
@@ -402,6 +408,11 @@ pub(super) fn started() {
 /// first one arrives before `GomuksStart` returns), and no logout is under way or done since.
 pub(super) fn logged_in() -> bool {
     account().logged_in
+}
+
+/// Whether gomuks is logging out by itself (see `Account::revoked`): no call may start.
+pub(super) fn revoked() -> bool {
+    account().revoked
 }
 
 /// Where a logout started from: given back to [`logout_ended`].
@@ -454,6 +465,32 @@ fn note_client_state(data: &[u8]) {
     }
     a.logged_in = s.is_logged_in;
     a.states += 1;
+    a.revoked = false;
+}
+
+/// Follows `sync_status` for [`revoked`]. gomuks starts a logout of its own, right after it
+/// sends this event, when its sync fails for good (`failed`) with the homeserver refusing the
+/// session's token (`M_UNKNOWN_TOKEN`, or an OAuth `invalid_grant`): the device was signed
+/// out from elsewhere. This event's callback runs before that logout starts, so from here on
+/// no call reaches the client it drops.
+fn note_sync_status(data: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct SyncStatus<'a> {
+        #[serde(default, borrow)]
+        r#type: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        error: std::borrow::Cow<'a, str>,
+    }
+    let Ok(s) = serde_json::from_slice::<SyncStatus>(data) else {
+        return;
+    };
+    let refused = s.error.contains("M_UNKNOWN_TOKEN") || s.error.contains("invalid_grant");
+    if s.r#type == "failed" && refused {
+        let mut a = account();
+        a.revoked = true;
+        a.logged_in = false;
+        a.ended = a.current.take();
+    }
 }
 
 fn with_sink(f: impl FnOnce(&Sink, &'static Api)) {
@@ -499,8 +536,10 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
             }
         }
         let data = json_or_string(data);
-        if name == "client_state" {
-            note_client_state(&data);
+        match &*name {
+            "client_state" => note_client_state(&data),
+            "sync_status" => note_sync_status(&data),
+            _ => {}
         }
         r.sink.send(Incoming::Event {
             command: command_name(&name),

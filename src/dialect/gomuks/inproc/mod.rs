@@ -395,6 +395,14 @@ impl Local for InProcess {
         if self.stopping.load(Ordering::Acquire) {
             return Err(closed_before_reply());
         }
+        if library::revoked() {
+            return Err(Error::new(
+                Status::ErrState,
+                "the backend is logging out by itself: the homeserver no longer accepts this \
+                 session (signed out from elsewhere?); requests are refused until its next \
+                 client_state",
+            ));
+        }
         // Under the lock: a logout, which ends the account, runs under the write lock, so
         // one that was waiting when this call came has finished by now.
         if let Some(what) = needs_account {
