@@ -695,7 +695,7 @@ async fn a_session_revoked_elsewhere_refuses_calls_until_the_backend_restarted()
     let c = started(&root, |b| b).await;
     c.request("revoke", br#"{"ms": 600}"#).unwrap();
     let (status, _) = until_command(&c, "sync_status").await;
-    assert_eq!(json(&status)["type"], "failed");
+    assert_eq!(json(&status)["type"], "permanently-failed");
     let err = c.call("echo", b"1").await.unwrap_err();
     assert_eq!(err.status(), Status::ErrState, "{err}");
     assert!(err.message().contains("logging out by itself"), "{err}");

@@ -76,7 +76,8 @@
  *     "late_login_state":true, then also the logged-in client_state again (gomuks's old
  *     client reporting late, with the device that logged out).
  *   - "revoke" {"ms":N}: the homeserver revoked the session (signed out elsewhere), as
- *     gomuks meets it: queues sync_status {"type":"failed","error":"M_UNKNOWN_TOKEN ..."};
+ *     gomuks meets it: queues sync_status {"type":"permanently-failed",
+ *     "error":"M_UNKNOWN_TOKEN ..."};
  *     right after delivering it the delivery thread runs gomuks's own logout: any call on the
  *     handle aborts (its client is nil) for N ms, the handle is logged out, then
  *     client_state {"is_logged_in":false,...} is queued. Answers {"queued":1} at once.
@@ -812,7 +813,7 @@ static GomuksResponse cmd_revoke(fake *f, const uint8_t *p, size_t n) {
     if (!json_uint(p, n, "ms", 86400000u, &ms)) return error_text("invalid params");
     pthread_mutex_lock(&g_mu);
     queue_locked(f, intern_locked("sync_status"), 1, 0,
-                 "{\"type\":\"failed\",\"error\":\"M_UNKNOWN_TOKEN (HTTP 401): Invalid access "
+                 "{\"type\":\"permanently-failed\",\"error\":\"M_UNKNOWN_TOKEN (HTTP 401): Invalid access "
                  "token passed.\",\"error_count\":1}");
     if (f->tail && !f->stopping) {
         f->tail->revoke = 1;

@@ -468,11 +468,15 @@ fn note_client_state(data: &[u8]) {
     a.revoked = false;
 }
 
-/// Follows `sync_status` for [`revoked`]. gomuks starts a logout of its own, right after it
-/// sends this event, when its sync fails for good (`failed`) with the homeserver refusing the
+/// Follows `sync_status` for [`revoked`]. gomuks starts a logout of its own as it sends this
+/// event, when its sync fails for good (`permanently-failed`) with the homeserver refusing the
 /// session's token (`M_UNKNOWN_TOKEN`, or an OAuth `invalid_grant`): the device was signed
-/// out from elsewhere. This event's callback runs before that logout starts, so from here on
-/// no call reaches the client it drops.
+/// out from elsewhere. That logout drops the client only after a request to the homeserver,
+/// so this callback nearly always comes first; the event passes through gomuks's event
+/// channel, though, and behind a backlog of events (the room list of a start) a call can still
+/// meet the dropped client. If the logout fails (that request failed otherwise), gomuks
+/// neither drops the client nor restarts one, and no `client_state` ends the refusal: the
+/// session is gone for good, and closing the client is what is left.
 fn note_sync_status(data: &[u8]) {
     #[derive(serde::Deserialize)]
     struct SyncStatus<'a> {
@@ -485,7 +489,7 @@ fn note_sync_status(data: &[u8]) {
         return;
     };
     let refused = s.error.contains("M_UNKNOWN_TOKEN") || s.error.contains("invalid_grant");
-    if s.r#type == "failed" && refused {
+    if s.r#type == "permanently-failed" && refused {
         let mut a = account();
         a.revoked = true;
         a.logged_in = false;

@@ -400,7 +400,7 @@ impl Local for InProcess {
                 Status::ErrState,
                 "the backend is logging out by itself: the homeserver no longer accepts this \
                  session (signed out from elsewhere?); requests are refused until its next \
-                 client_state",
+                 client_state (if none comes, its logout failed: close the client)",
             ));
         }
         // Under the lock: a logout, which ends the account, runs under the write lock, so
