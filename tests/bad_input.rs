@@ -512,7 +512,7 @@ fn server_cases() -> Vec<Case> {
             Rwws,
             Server::Script(Script::Http(401)),
             close_with(Status::ErrUnauthorized, 401),
-            Reconnects,
+            Stops,
         ),
         case(
             "rwws HTTP 503 at upgrade",

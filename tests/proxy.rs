@@ -106,8 +106,7 @@ async fn a_wrong_proxy_password_is_final_and_clear() {
         text(&d)
     );
     until_kind(&c, EventKind::Closed).await;
-    // rwws retries an HTTP 401 at its upgrade (it sends no HTTP credentials, so that one
-    // comes from in front of the server), but not the proxy's refusal.
+    // rwws stops on it too (§4: a refusal of credentials, here the proxy's).
     let c = start(
         Config::builder(&format!("http://{}/api/ws", b.addr()))
             .protocol(tether::Protocol::Rwws)

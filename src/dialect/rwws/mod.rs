@@ -220,13 +220,11 @@ impl Dialect for Rwws {
             // The server saw our pings stall (machine sleep, blocked runtime): come back now
             // (once: a 3003 again before the connection proved stable backs off).
             3003 => Policy::Immediately,
-            // A proxy refused its credentials (reported as its 407, whatever it answered):
-            // retrying cannot help. An HTTP 401 at the upgrade is retried: rwws sends no HTTP
-            // credentials, so it comes from something in front of the server, not a refusal
-            // of the key (§4).
-            407 if status == Status::ErrUnauthorized => Policy::Stop,
+            // An HTTP 401 at the upgrade (or a proxy's refusal, reported as 407) refuses the
+            // credentials of the app's headers, or asks for some: retrying cannot help (§4).
             _ => match status {
                 Status::ErrConfig
+                | Status::ErrUnauthorized
                 | Status::ErrVersionMismatch
                 | Status::ErrKeyRevoked
                 | Status::ErrCertificate => Policy::Stop,
