@@ -18,7 +18,8 @@ use futures_util::FutureExt;
 
 use common::*;
 use script::{
-    close_frame, deflate_sync, frame, frame_with, Script, ScriptServer, Step, BINARY, PING, TEXT,
+    close_frame, deflate_sync, frame, frame_with, Script, ScriptServer, Step, BINARY, CLOSE, PING,
+    TEXT,
 };
 use tether::{Client, Config, ConfigBuilder, EventKind, Pop, Protocol, Status};
 use tether_testkit::gomuks::{Backend, BackendConfig, Fault};
@@ -728,6 +729,41 @@ fn server_cases() -> Vec<Case> {
             Rwws,
             after_hello(close_frame(3002, "version")),
             close_with(Status::ErrVersionMismatch, 3002),
+            Stops,
+        ),
+        case(
+            "rwws key revoked (3004) during the handshake",
+            Rwws,
+            after_hello(close_frame(3004, "revoked")),
+            close_with(Status::ErrKeyRevoked, 3004),
+            Stops,
+        ),
+        case(
+            "rwws ping lapsed (3003) during the handshake",
+            Rwws,
+            after_hello(close_frame(3003, "timeout")),
+            close_with(Status::ErrRemoteClosed, 3003),
+            Reconnects,
+        ),
+        case(
+            "rwws 3005 during the handshake",
+            Rwws,
+            after_hello(close_frame(3005, "busy")),
+            close_with(Status::ErrRemoteClosed, 3005),
+            Reconnects,
+        ),
+        case(
+            "rwws close without a code (1005) during the handshake",
+            Rwws,
+            after_hello(frame(CLOSE, b"")),
+            close_with(Status::ErrRemoteClosed, 1005),
+            Reconnects,
+        ),
+        case(
+            "rwws hello with a trailing byte",
+            Rwws,
+            msg(BINARY, b"ms\0"),
+            drop_with(Status::ErrConfig),
             Stops,
         ),
     ];
