@@ -11,6 +11,7 @@ pub(crate) mod local;
 mod outbox;
 mod pings;
 pub(crate) mod requests;
+pub(crate) mod resolve;
 pub(crate) mod transport;
 mod tunnel;
 mod uplink;

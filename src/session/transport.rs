@@ -1,6 +1,5 @@
 //! TCP (Nagle off) + optional rustls + websocket upgrade.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
+use super::resolve::{self, interleave, Later, Resolved};
 use super::tunnel;
 use super::uplink::{Uplink, Written};
 use crate::config::Config;
@@ -396,7 +397,7 @@ async fn open_link(
         }
         None => vec![None],
     };
-    let hop = first_hop_addrs(proxy, host_for_dns, port).await?;
+    let Resolved { now: hop, later } = first_hop_addrs(proxy, host_for_dns, port).await?;
     // The server's own addresses: the targets raced through a plain SOCKS5 proxy, or the
     // first hop without a proxy. A proxy's addresses keep their order.
     let targets = stalled_last(probe, targets, |t| *t);
@@ -404,7 +405,18 @@ async fn open_link(
         Some(_) => hop,
         None => stalled_last(probe, hop, |a| Some(*a)),
     };
-    open_link_to(proxy, tls, host_for_dns, port, limit, probe, &targets, &hop).await
+    open_link_to(
+        proxy,
+        tls,
+        host_for_dns,
+        port,
+        limit,
+        probe,
+        &targets,
+        &hop,
+        later,
+    )
+    .await
 }
 
 /// `items` with the addresses that stalled after the TCP connect before moved to the end,
@@ -457,17 +469,17 @@ async fn socks_targets(
     let no_address = |why: String| {
         ConnectError::other(Status::ErrConnect, format!("resolve {host} for {p}: {why}"))
     };
-    let addrs = lookup(host, port)
+    let addrs = resolve::resolve_all(host, port)
         .await
         .map_err(|e| no_address(e.to_string()))?;
     if addrs.is_empty() {
         return Err(no_address("no address".to_owned()));
     }
-    Ok(interleave(addrs).into_iter().map(Some).collect())
+    Ok(addrs.into_iter().map(Some).collect())
 }
 
 /// [`open_link`] once the names are resolved (`host` without brackets): `targets` as
-/// [`socks_targets`] gives them, `hop` as [`first_hop_addrs`] does. Through a proxy, each
+/// [`socks_targets`] gives them, `hop` and `later` as [`first_hop_addrs`] does. Through a proxy, each
 /// target gets a connection of its own, raced as RFC 8305 §5 races addresses: the next target
 /// starts after [`CONNECTION_ATTEMPT_DELAY`], or at once when an attempt fails (the proxy
 /// cannot reach that address, say), so an address the proxy cannot reach costs the delay, not
@@ -486,12 +498,13 @@ async fn open_link_to(
     probe: &Probe,
     targets: &[Option<SocketAddr>],
     hop: &[SocketAddr],
+    later: Option<Later>,
 ) -> Result<(Link, Option<SocketAddr>), ConnectError> {
     // Name resolution is not the addresses' fault, so it does not count here (the whole
     // attempt's limit still bounds it).
     let t0 = Instant::now();
     let deadline = t0 + limit;
-    let (link, reached) = first_hop(proxy, tls, host, port, hop, deadline, probe).await?;
+    let (link, reached) = first_hop(proxy, tls, host, port, hop, later, deadline, probe).await?;
     let Some(p) = proxy else {
         return Ok((link, Some(reached)));
     };
@@ -511,7 +524,7 @@ async fn open_link_to(
                 let link = match lent {
                     Some(link) => link,
                     None => {
-                        first_hop(proxy, tls, host, port, hop, deadline, probe)
+                        first_hop(proxy, tls, host, port, hop, None, deadline, probe)
                             .await?
                             .0
                     }
@@ -552,6 +565,8 @@ async fn open_link_to(
     };
     let mut lost = match race(
         targets,
+        None,
+        |rest| rest,
         CONNECTION_ATTEMPT_DELAY,
         deadline,
         attempt,
@@ -609,48 +624,41 @@ fn first_hop_failed(
 }
 
 /// The addresses of the first hop, in the order RFC 8305 §4 tries them: the server's, or
-/// the proxy's. Resolved once per connect, however many tunnels are tried through it.
+/// the proxy's, with the family that has not answered yet to come (RFC 8305 §3). Resolved
+/// once per connect, however many tunnels are tried through it.
 async fn first_hop_addrs(
     proxy: Option<&Proxy>,
     host: &str,
     port: u16,
-) -> Result<Vec<SocketAddr>, ConnectError> {
+) -> Result<Resolved, ConnectError> {
     let (dial_host, dial_port) = match proxy {
         Some(p) => p.addr(),
         None => (host, port),
     };
-    let addrs = lookup(dial_host, dial_port)
+    let dial_host = dial_host.trim_start_matches('[').trim_end_matches(']');
+    resolve::resolve(dial_host, dial_port)
         .await
-        .map_err(|e| first_hop_failed(proxy, host, port, e))?;
-    Ok(interleave(addrs))
+        .map_err(|e| first_hop_failed(proxy, host, port, e))
 }
 
-/// The addresses of `host:port` from the system's resolver; in unit tests, those a test gave
-/// the name (`tests::resolving`): no machine's resolver offers one name with several loopback
-/// addresses.
-async fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    #[cfg(test)]
-    if let Some(addrs) = tests::resolved(host, port) {
-        return Ok(addrs);
-    }
-    Ok(tokio::net::lookup_host((host, port)).await?.collect())
-}
-
-/// The connection to the first hop at one of `addrs` (see [`first_hop_addrs`]): TCP to the
+/// The connection to the first hop at one of `addrs`, or of those `later` brings (see
+/// [`first_hop_addrs`]): TCP to the
 /// server, or to the proxy (inside TLS for an `https://` proxy), and the address that
 /// answered.
+#[allow(clippy::too_many_arguments)]
 async fn first_hop(
     proxy: Option<&Proxy>,
     tls: &Configs,
     host: &str,
     port: u16,
     addrs: &[SocketAddr],
+    later: Option<Later>,
     deadline: Instant,
     probe: &Probe,
 ) -> Result<(Link, SocketAddr), ConnectError> {
     let client = probe.client;
     let t0 = Instant::now();
-    let (peer, tcp) = happy_eyeballs(addrs, CONNECTION_ATTEMPT_DELAY, deadline)
+    let (peer, tcp) = happy_eyeballs(addrs, later, CONNECTION_ATTEMPT_DELAY, deadline)
         .await
         .map_err(|lost| {
             let why = lost.describe(SocketAddr::to_string, io::Error::to_string);
@@ -730,33 +738,21 @@ where
 /// waiting before the next one is tried alongside it.
 const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
-/// Orders resolved addresses as RFC 8305 §4 asks: families alternate, starting with the
-/// family of the first address, each family keeping the resolver's order.
-fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    let Some(first_v6) = addrs.first().map(SocketAddr::is_ipv6) else {
-        return addrs;
-    };
-    let (mut first, mut second): (VecDeque<_>, VecDeque<_>) =
-        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
-    let mut out = Vec::with_capacity(first.len() + second.len());
-    while !first.is_empty() || !second.is_empty() {
-        out.extend(first.pop_front());
-        out.extend(second.pop_front());
-    }
-    out
-}
-
 /// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`], and says
-/// which one it was. An address that never answers (a broken IPv6 route, a black hole) so
-/// costs `delay`, not the whole connect timeout; at `deadline` whatever is still unanswered
-/// is given up.
+/// which one it was; the addresses `later` brings (the family that answered late) join the
+/// race. An address that never answers (a broken IPv6 route, a black hole) so costs `delay`,
+/// not the whole connect timeout; at `deadline` whatever is still unanswered is given up.
 async fn happy_eyeballs(
     addrs: &[SocketAddr],
+    later: Option<Later>,
     delay: Duration,
     deadline: Instant,
 ) -> Result<(SocketAddr, TcpStream), Lost<SocketAddr, io::Error>> {
     let connect = |a| async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) };
-    race(addrs, delay, deadline, connect, |_| false).await
+    race(addrs, later, interleave, delay, deadline, connect, |_| {
+        false
+    })
+    .await
 }
 
 /// How a [`race`] ended without a winner: every attempt failed, one failed in a way that is
@@ -806,44 +802,55 @@ impl<A, E> Lost<A, E> {
 /// Runs `attempt` on each of `targets` as RFC 8305 §5 races connection attempts: a new one
 /// starts every `delay`, or at once when one fails, and the first to succeed wins; the others
 /// are dropped. An error `is_final` picks ends the race at once; at `deadline` the attempts
-/// still running are given up.
+/// still running are given up. `later` brings more targets while the race runs (the address
+/// family that answered late, RFC 8305 §3): `order` sorts them in with those not started yet,
+/// and the race waits for them before it gives up on the ones it has.
 async fn race<A, T, E, F>(
     targets: &[A],
+    later: Option<Pin<Box<dyn Future<Output = Vec<A>> + Send>>>,
+    order: impl Fn(Vec<A>) -> Vec<A>,
     delay: Duration,
     deadline: Instant,
     attempt: impl Fn(A) -> F,
     is_final: impl Fn(&E) -> bool,
 ) -> Result<T, Lost<A, E>>
 where
-    A: Copy,
+    A: Copy + PartialEq,
     F: Future<Output = Result<T, E>>,
 {
     let mut lost = Lost {
         failed: Vec::new(),
         unanswered: Vec::new(),
     };
-    if targets.is_empty() {
+    let mut later = later;
+    if targets.is_empty() && later.is_none() {
         return Err(lost);
     }
+    let mut targets = targets.to_vec();
     let mut running = FuturesUnordered::new();
     // When each target's attempt started, while it runs: the report at the deadline says how
     // long each one stayed silent.
     let mut running_since: Vec<Option<Instant>> = vec![None; targets.len()];
     let mut started = 0;
-    let mut start = |running: &mut FuturesUnordered<_>, since: &mut Vec<Option<Instant>>| {
-        let i = started;
-        started += 1;
+    let start = |i: usize,
+                 targets: &[A],
+                 running: &mut FuturesUnordered<_>,
+                 since: &mut Vec<Option<Instant>>| {
         since[i] = Some(Instant::now());
         let fut = attempt(targets[i]);
         running.push(async move { (i, fut.await) });
     };
-    start(&mut running, &mut running_since);
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
+    if !targets.is_empty() {
+        start(started, &targets, &mut running, &mut running_since);
+        started += 1;
+    }
     let give_up = tokio::time::sleep_until(deadline.into());
     tokio::pin!(give_up);
     loop {
-        let more = targets.len() > running.len() + lost.failed.len();
+        let more = started < targets.len();
+        let waiting = later.is_some();
         // Attempts first: one that ends in the same tick as the deadline (a success, or a
         // deadline of its own that says which hop stayed silent) is not thrown away.
         tokio::select! {
@@ -853,19 +860,41 @@ where
                 match r {
                     Ok(won) => return Ok(won),
                     Err(e) => {
-                        let last = is_final(&e) || (!more && running.is_empty());
+                        let last = is_final(&e) || (!more && running.is_empty() && !waiting);
                         lost.failed.push((targets[i], e));
                         if last {
                             break;
                         }
                         // A failed attempt does not make the next one wait out the delay (§5).
                         if more {
-                            start(&mut running, &mut running_since);
+                            start(started, &targets, &mut running, &mut running_since);
+                            started += 1;
                             timer.as_mut().reset((Instant::now() + delay).into());
                         }
                     }
                 }
             },
+            found = OptionFuture::from(later.as_mut()), if waiting => {
+                later = None;
+                let fresh: Vec<A> = found
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| !targets.contains(t))
+                    .collect();
+                let mut rest = targets.split_off(started);
+                rest.extend(fresh);
+                targets.extend(order(rest));
+                running_since.resize(targets.len(), None);
+                // Every attempt so far ended: the next starts at once, or nothing is left.
+                if running.is_empty() {
+                    if started == targets.len() {
+                        break;
+                    }
+                    start(started, &targets, &mut running, &mut running_since);
+                    started += 1;
+                    timer.as_mut().reset((Instant::now() + delay).into());
+                }
+            }
             () = &mut give_up => {
                 lost.unanswered = targets
                     .iter()
@@ -875,7 +904,8 @@ where
                 break;
             }
             () = &mut timer, if more => {
-                start(&mut running, &mut running_since);
+                start(started, &targets, &mut running, &mut running_since);
+                started += 1;
                 timer.as_mut().reset((Instant::now() + delay).into());
             }
         }
@@ -984,27 +1014,8 @@ fn upgrade_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
+    use crate::session::resolve::fake::resolving;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Names given addresses by [`resolving`], for [`lookup`] (in the whole process: a
-    /// client's session runs on the library's threads; each test uses names of its own).
-    static NAMES: Mutex<Vec<(String, Vec<IpAddr>)>> = Mutex::new(Vec::new());
-
-    /// From now on `name` resolves to `ips`, in that order.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    fn resolving(name: &str, ips: &[IpAddr]) {
-        let mut n = crate::lock(&NAMES);
-        n.push((name.to_owned(), ips.to_vec()));
-    }
-
-    /// What [`resolving`] gave `host`, with `port`.
-    pub(super) fn resolved(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
-        let n = crate::lock(&NAMES);
-        n.iter()
-            .find(|(name, _)| name == host)
-            .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
-    }
 
     /// A server `scheme://name:port` with two addresses on one port, as a dual-stack server
     /// has: `name` resolves to 127.0.0.2 first, which takes TCP connections and never says a
@@ -1307,7 +1318,7 @@ mod tests {
         let t0 = Instant::now();
         let (won, tcp) = tokio::time::timeout(
             Duration::from_secs(5),
-            happy_eyeballs(&addrs, Duration::from_millis(100), far()),
+            happy_eyeballs(&addrs, None, Duration::from_millis(100), far()),
         )
         .await
         .expect("connected well within the hole's hang")
@@ -1328,22 +1339,129 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let addrs = [refused, good.local_addr().unwrap()];
         let t0 = Instant::now();
-        let (won, tcp) = happy_eyeballs(&addrs, Duration::from_secs(10), far())
+        let (won, tcp) = happy_eyeballs(&addrs, None, Duration::from_secs(10), far())
             .await
             .unwrap();
         assert_eq!(won, addrs[1]);
         assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
         assert!(t0.elapsed() < Duration::from_secs(2));
         // Every address refused: the refusal.
-        let lost = happy_eyeballs(&[refused], Duration::from_secs(10), far())
+        let lost = happy_eyeballs(&[refused], None, Duration::from_secs(10), far())
             .await
             .unwrap_err();
         assert_eq!(lost.failed.len(), 1);
         assert_eq!(lost.failed[0].1.kind(), io::ErrorKind::ConnectionRefused);
-        let lost = happy_eyeballs(&[], Duration::from_secs(1), far())
+        let lost = happy_eyeballs(&[], None, Duration::from_secs(1), far())
             .await
             .unwrap_err();
         assert!(lost.failed.is_empty() && lost.unanswered.is_empty());
+    }
+
+    /// Addresses that arrive `after` (a family that answered late).
+    fn arriving(after: Duration, addrs: Vec<SocketAddr>) -> Option<Later> {
+        Some(Box::pin(async move {
+            tokio::time::sleep(after).await;
+            addrs
+        }))
+    }
+
+    /// RFC 8305 §3: addresses of the family that answered late join the race still under
+    /// way: behind an address that hangs, the late one connects as soon as it is known (the
+    /// attempt delay has passed by then), not only after the connect timeout.
+    #[tokio::test]
+    async fn rfc8305_3_late_addresses_join_a_race_under_way() {
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+        let late = good.local_addr().unwrap();
+        let t0 = Instant::now();
+        let later = arriving(Duration::from_millis(300), vec![late]);
+        let (won, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            happy_eyeballs(&[hole.addr()], later, Duration::from_millis(100), far()),
+        )
+        .await
+        .expect("connected well within the hole's hang")
+        .unwrap();
+        let took = t0.elapsed();
+        assert_eq!(won, late);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(2000),
+            "{took:?}"
+        );
+    }
+
+    /// RFC 8305 §3: when every address tried so far has failed, the race waits for the late
+    /// family instead of giving up; one that brings nothing ends it with what failed.
+    #[tokio::test]
+    async fn rfc8305_3_a_race_whose_addresses_failed_waits_for_the_late_family() {
+        let refused = refusing(v4(0));
+        let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+        let late = good.local_addr().unwrap();
+        let later = arriving(Duration::from_millis(200), vec![refused, late]);
+        let (won, _) = happy_eyeballs(&[refused], later, Duration::from_secs(10), far())
+            .await
+            .unwrap();
+        assert_eq!(won, late, "the refused address is not tried twice");
+        let lost = happy_eyeballs(
+            &[refused],
+            arriving(Duration::from_millis(50), Vec::new()),
+            Duration::from_secs(10),
+            far(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(lost.failed.len(), 1);
+        // Only a late family: the race starts when it comes.
+        let (won, _) = happy_eyeballs(
+            &[],
+            arriving(Duration::from_millis(50), vec![late]),
+            Duration::from_secs(10),
+            far(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(won, late);
+    }
+
+    /// RFC 8305 §3 through a whole client against the testkit's gomuks backend: a name whose
+    /// AAAA lookup never answers (a resolver or middlebox that drops those queries) connects
+    /// over its A answer after the Resolution Delay, not after the resolver's timeout (here:
+    /// never), and the session starts (`init_complete`).
+    #[tokio::test]
+    async fn rfc8305_3_a_client_connects_while_the_aaaa_lookup_never_answers() {
+        use crate::{Client, EventKind};
+        let b = tether_testkit::gomuks::Backend::start(Default::default())
+            .await
+            .unwrap();
+        crate::session::resolve::fake::resolving_after(
+            "no-aaaa-backend.test",
+            &[b.addr().ip()],
+            None,
+            Some(Duration::ZERO),
+        );
+        let c = Client::new(
+            Config::builder(&format!("http://no-aaaa-backend.test:{}", b.addr().port()))
+                .token(&b.token())
+                .connect_timeout(Duration::from_secs(30))
+                .allow_insecure_credentials(true)
+                .no_proxy()
+                .build()
+                .unwrap(),
+        );
+        let t0 = Instant::now();
+        c.connect().unwrap();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), c.next_event())
+                .await
+                .expect("init_complete within 10 s")
+                .expect("an event");
+            assert_ne!(ev.kind(), EventKind::Disconnected, "{ev:?}");
+            if ev.kind() == EventKind::Message && ev.command() == "init_complete" {
+                break;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        c.close().unwrap();
     }
 
     /// A deadline far beyond any test.
@@ -1389,8 +1507,17 @@ mod tests {
             .unwrap();
         let tls = cfg.tls_configs().unwrap();
         let probe = Probe::default();
-        let (link, _) =
-            first_hop(None, &tls, "example.invalid", 9, addrs, deadline, &probe).await?;
+        let (link, _) = first_hop(
+            None,
+            &tls,
+            "example.invalid",
+            9,
+            addrs,
+            None,
+            deadline,
+            &probe,
+        )
+        .await?;
         Ok(link)
     }
 
@@ -1478,9 +1605,19 @@ mod tests {
         let tls = cfg.tls_configs().unwrap();
         let p = cfg.proxy.as_ref();
         let probe = Probe::default();
-        open_link_to(p, &tls, "example.invalid", 9, limit, &probe, targets, hop)
-            .await
-            .map(|(link, _)| link)
+        open_link_to(
+            p,
+            &tls,
+            "example.invalid",
+            9,
+            limit,
+            &probe,
+            targets,
+            hop,
+            None,
+        )
+        .await
+        .map(|(link, _)| link)
     }
 
     /// Bytes written into `link` come out at `server`'s next accepted connection.

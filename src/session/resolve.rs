@@ -1,0 +1,305 @@
+//! Name resolution as RFC 8305 §3 asks for it: the AAAA and A lookups run at once, and
+//! connecting starts on the first useful answer instead of waiting for both. A resolver
+//! whose AAAA answer never comes (a middlebox that drops those queries, a broken DNS64) then
+//! costs the Resolution Delay, not the resolver's timeout of several seconds; the answer that
+//! comes late joins the race of addresses still under way.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+
+/// RFC 8305 §3's recommended Resolution Delay: how long an A answer waits for the AAAA answer
+/// before connecting starts without it.
+const RESOLUTION_DELAY: Duration = Duration::from_millis(50);
+
+/// One family's lookup, or the addresses of a family that answered late.
+type Lookup = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// The addresses of the family that answered late; empty if it found none or failed.
+pub(crate) type Later = Pin<Box<dyn Future<Output = Vec<SocketAddr>> + Send>>;
+
+/// A name's addresses: those to try now, in the order RFC 8305 §4 tries them, and the other
+/// family's answer if it has not come yet.
+pub(crate) struct Resolved {
+    pub(crate) now: Vec<SocketAddr>,
+    pub(crate) later: Option<Later>,
+}
+
+/// Resolves `host` (without brackets) for `port`: an IP literal at once, a name with both
+/// lookups at once (see the module's comment). An error only when neither family has an
+/// address: the A lookup's error, which names the usual cause (no such name), unless only the
+/// AAAA one failed.
+pub(crate) async fn resolve(host: &str, port: u16) -> io::Result<Resolved> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Resolved {
+            now: vec![SocketAddr::new(ip, port)],
+            later: None,
+        });
+    }
+    first_answers(lookup(host, port, true), lookup(host, port, false)).await
+}
+
+/// [`resolve`], waiting for both answers: where the addresses are handed over as one list
+/// (through a plain SOCKS5 proxy, which is given them one by one).
+pub(crate) async fn resolve_all(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let r = resolve(host, port).await?;
+    let mut all = r.now;
+    if let Some(later) = r.later {
+        all.extend(later.await);
+    }
+    Ok(interleave(all))
+}
+
+/// Picks the addresses to start with from the two lookups (RFC 8305 §3): the AAAA answer at
+/// once; the A answer after waiting up to [`RESOLUTION_DELAY`] for the AAAA one. A family
+/// that failed or found nothing waits for the other.
+async fn first_answers(mut v6: Lookup, mut v4: Lookup) -> io::Result<Resolved> {
+    let (first_is_v6, first) = tokio::select! {
+        biased;
+        r = &mut v6 => (true, r),
+        r = &mut v4 => (false, r),
+    };
+    let first = match first {
+        Ok(addrs) if !addrs.is_empty() => addrs,
+        failed => {
+            // Nothing to start with: everything rests on the other answer.
+            let other = if first_is_v6 { v4.await } else { v6.await };
+            let (v6, v4) = if first_is_v6 {
+                (failed, other)
+            } else {
+                (other, failed)
+            };
+            let found = |addrs: Vec<SocketAddr>| Resolved {
+                now: interleave(addrs),
+                later: None,
+            };
+            return match (v6, v4) {
+                (_, Ok(addrs)) if !addrs.is_empty() => Ok(found(addrs)),
+                (Ok(addrs), _) if !addrs.is_empty() => Ok(found(addrs)),
+                // The A lookup's error first: it names the usual cause (no such name).
+                (_, Err(e)) | (Err(e), _) => Err(e),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the name has no address",
+                )),
+            };
+        }
+    };
+    if first_is_v6 {
+        return Ok(Resolved {
+            now: interleave(first),
+            later: Some(Box::pin(async move { v4.await.unwrap_or_default() })),
+        });
+    }
+    match tokio::time::timeout(RESOLUTION_DELAY, &mut v6).await {
+        Ok(v6) => {
+            let mut both = v6.unwrap_or_default();
+            both.extend(first);
+            Ok(Resolved {
+                now: interleave(both),
+                later: None,
+            })
+        }
+        Err(_) => Ok(Resolved {
+            now: interleave(first),
+            later: Some(Box::pin(async move { v6.await.unwrap_or_default() })),
+        }),
+    }
+}
+
+/// One family's addresses of `host` from the system's resolver, on a blocking thread; in unit
+/// tests, those a test gave the name ([`fake::resolving`]): no machine's resolver offers one
+/// name with several loopback addresses.
+fn lookup(host: &str, port: u16, v6: bool) -> Lookup {
+    #[cfg(test)]
+    if let Some(answer) = fake::answer(host, port, v6) {
+        return answer;
+    }
+    let host = host.to_owned();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || family_lookup(&host, port, v6))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    })
+}
+
+/// `getaddrinfo` for one family, stream sockets only (one answer per address).
+fn family_lookup(host: &str, port: u16, v6: bool) -> io::Result<Vec<SocketAddr>> {
+    let hints = dns_lookup::AddrInfoHints {
+        flags: 0,
+        address: if v6 { libc::AF_INET6 } else { libc::AF_INET },
+        socktype: libc::SOCK_STREAM,
+        protocol: 0,
+    };
+    let found = dns_lookup::getaddrinfo(Some(host), None, Some(hints)).map_err(io::Error::from)?;
+    let mut addrs = Vec::new();
+    for info in found {
+        let mut addr = info?.sockaddr;
+        addr.set_port(port);
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    Ok(addrs)
+}
+
+/// Orders addresses as RFC 8305 §4 asks: families alternate, starting with the family of the
+/// first address, each family keeping the resolver's order.
+pub(crate) fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first_v6) = addrs.first().map(SocketAddr::is_ipv6) else {
+        return addrs;
+    };
+    let (mut first, mut second): (VecDeque<_>, VecDeque<_>) =
+        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    while !first.is_empty() || !second.is_empty() {
+        out.extend(first.pop_front());
+        out.extend(second.pop_front());
+    }
+    out
+}
+
+/// Names with addresses given by tests, for [`lookup`] (in the whole process: a client's
+/// session runs on the library's threads; each test uses names of its own).
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Name {
+        name: String,
+        ips: Vec<IpAddr>,
+        /// How long each family's answer takes (AAAA, A); `None`: it never comes.
+        delays: [Option<Duration>; 2],
+    }
+
+    static NAMES: Mutex<Vec<Name>> = Mutex::new(Vec::new());
+
+    /// From now on `name` resolves to `ips`, in that order, both families answering at once.
+    pub(crate) fn resolving(name: &str, ips: &[IpAddr]) {
+        resolving_after(name, ips, Some(Duration::ZERO), Some(Duration::ZERO));
+    }
+
+    /// `name` resolves to `ips`; its AAAA answer comes after `v6`, its A answer after `v4`
+    /// (`None`: never).
+    pub(crate) fn resolving_after(
+        name: &str,
+        ips: &[IpAddr],
+        v6: Option<Duration>,
+        v4: Option<Duration>,
+    ) {
+        crate::lock(&NAMES).push(Name {
+            name: name.to_owned(),
+            ips: ips.to_vec(),
+            delays: [v6, v4],
+        });
+    }
+
+    /// The answer of family `v6` that a test gave `host`, with `port`.
+    pub(super) fn answer(host: &str, port: u16, v6: bool) -> Option<Lookup> {
+        let names = crate::lock(&NAMES);
+        let n = names.iter().rev().find(|n| n.name == host)?;
+        let addrs: Vec<SocketAddr> = n
+            .ips
+            .iter()
+            .filter(|ip| ip.is_ipv6() == v6)
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        let delay = n.delays[usize::from(!v6)];
+        Some(Box::pin(async move {
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            Ok(addrs)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::resolving_after;
+    use super::*;
+    use std::time::Instant;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// RFC 8305 §3: an AAAA answer that never comes costs the Resolution Delay, and the
+    /// A answer's addresses are tried meanwhile; the AAAA ones would join the race later.
+    #[tokio::test]
+    async fn rfc8305_3_a_silent_aaaa_lookup_costs_only_the_resolution_delay() {
+        resolving_after(
+            "no-aaaa.test",
+            &[ip("::1"), ip("127.0.0.1")],
+            None,
+            Some(Duration::ZERO),
+        );
+        let t0 = Instant::now();
+        let r = resolve("no-aaaa.test", 80).await.unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert_eq!(r.now, [SocketAddr::new(ip("127.0.0.1"), 80)]);
+        assert!(r.later.is_some(), "the AAAA answer may still come");
+    }
+
+    /// RFC 8305 §3: an AAAA answer starts connecting at once; the A answer follows as
+    /// `later`. Both within the Resolution Delay: one list, IPv6 first, families alternating.
+    #[tokio::test]
+    async fn rfc8305_3_the_aaaa_answer_starts_at_once_and_the_a_answer_joins_later() {
+        resolving_after(
+            "slow-a.test",
+            &[ip("127.0.0.1"), ip("::1"), ip("127.0.0.2")],
+            Some(Duration::ZERO),
+            Some(Duration::from_millis(300)),
+        );
+        let r = resolve("slow-a.test", 80).await.unwrap();
+        assert_eq!(r.now, [SocketAddr::new(ip("::1"), 80)]);
+        let later = r.later.expect("the A answer").await;
+        assert_eq!(later.len(), 2);
+
+        resolving_after(
+            "both.test",
+            &[ip("127.0.0.1"), ip("127.0.0.2"), ip("::1")],
+            Some(Duration::from_millis(10)),
+            Some(Duration::ZERO),
+        );
+        let r = resolve("both.test", 80).await.unwrap();
+        let order: Vec<IpAddr> = r.now.iter().map(SocketAddr::ip).collect();
+        assert_eq!(order, [ip("::1"), ip("127.0.0.1"), ip("127.0.0.2")]);
+        assert!(r.later.is_none());
+        assert_eq!(resolve_all("slow-a.test", 80).await.unwrap().len(), 3);
+    }
+
+    /// A family with no address leaves it all to the other; neither: a clear error. IP
+    /// literals are not looked up.
+    #[tokio::test]
+    async fn a_family_without_addresses_waits_for_the_other() {
+        resolving_after(
+            "v4-only.test",
+            &[ip("127.0.0.1")],
+            Some(Duration::ZERO),
+            Some(Duration::from_millis(100)),
+        );
+        let r = resolve("v4-only.test", 80).await.unwrap();
+        assert_eq!(r.now, [SocketAddr::new(ip("127.0.0.1"), 80)]);
+        assert!(r.later.is_none());
+        resolving_after("none.test", &[], Some(Duration::ZERO), Some(Duration::ZERO));
+        let e = resolve("none.test", 80).await.err().expect("no address");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let r = resolve("::1", 80).await.unwrap();
+        assert_eq!(r.now, [SocketAddr::new(ip("::1"), 80)]);
+    }
+
+    /// The system's resolver, one family at a time: `localhost` has an IPv4 address.
+    #[tokio::test]
+    async fn the_system_resolver_answers_per_family() {
+        let all = resolve_all("localhost", 80).await.unwrap();
+        assert!(all.iter().any(SocketAddr::is_ipv4), "{all:?}");
+        assert!(all.iter().all(|a| a.port() == 80));
+        assert!(resolve("no-such-name.invalid", 80).await.is_err());
+    }
+}
