@@ -162,6 +162,23 @@ pub(crate) fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     out
 }
 
+/// `addrs` joining a race whose last attempt went to `last`: [`interleave`]d, starting with
+/// the other family when there is one, so that families keep alternating (RFC 8305 §4).
+pub(crate) fn interleave_after(
+    last: Option<SocketAddr>,
+    addrs: Vec<SocketAddr>,
+) -> Vec<SocketAddr> {
+    let mut out = interleave(addrs);
+    if let Some(last) = last {
+        if let Some(other) = out.iter().position(|a| a.is_ipv6() != last.is_ipv6()) {
+            let first = out.remove(other);
+            out.insert(0, first);
+            out = interleave(out);
+        }
+    }
+    out
+}
+
 /// Names with addresses given by tests, for [`lookup`] (in the whole process: a client's
 /// session runs on the library's threads; each test uses names of its own).
 #[cfg(test)]

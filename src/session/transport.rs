@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
-use super::resolve::{self, interleave, Later, Resolved};
+use super::resolve::{self, interleave, interleave_after, Later, Resolved};
 use super::tunnel;
 use super::uplink::{Uplink, Written};
 use crate::config::Config;
@@ -398,6 +398,19 @@ async fn open_link(
         None => vec![None],
     };
     let Resolved { now: hop, later } = first_hop_addrs(proxy, host_for_dns, port).await?;
+    // Every server address known so far took the TCP connection and then stalled on an
+    // earlier connect (one family behind a path MTU black hole, say): the family still to
+    // answer may reach the server, so it is waited for instead of the stalled ones going
+    // first again (RFC 8305 §4, sorting by what was seen).
+    let all_stalled = || probe.stalled.last(hop.clone(), |a| Some(*a)).1 == hop.len();
+    let (hop, later) = match later {
+        Some(l) if proxy.is_none() && all_stalled() => {
+            let mut all = hop;
+            all.extend(l.await);
+            (interleave(all), None)
+        }
+        l => (hop, l),
+    };
     // The server's own addresses: the targets raced through a plain SOCKS5 proxy, or the
     // first hop without a proxy. A proxy's addresses keep their order.
     let targets = stalled_last(probe, targets, |t| *t);
@@ -566,7 +579,7 @@ async fn open_link_to(
     let mut lost = match race(
         targets,
         None,
-        |rest| rest,
+        |_, rest| rest,
         CONNECTION_ATTEMPT_DELAY,
         deadline,
         attempt,
@@ -658,7 +671,12 @@ async fn first_hop(
 ) -> Result<(Link, SocketAddr), ConnectError> {
     let client = probe.client;
     let t0 = Instant::now();
-    let (peer, tcp) = happy_eyeballs(addrs, later, CONNECTION_ATTEMPT_DELAY, deadline)
+    // A proxy's addresses keep their order; the server's that stalled before go last.
+    let tried_last = |addrs: Vec<SocketAddr>| match proxy {
+        Some(_) => addrs,
+        None => probe.stalled.last(addrs, |a| Some(*a)).0,
+    };
+    let (peer, tcp) = happy_eyeballs(addrs, later, tried_last, CONNECTION_ATTEMPT_DELAY, deadline)
         .await
         .map_err(|lost| {
             let why = lost.describe(SocketAddr::to_string, io::Error::to_string);
@@ -740,19 +758,19 @@ const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Connects to the first of `addrs` that answers (RFC 8305 §5), raced by [`race`], and says
 /// which one it was; the addresses `later` brings (the family that answered late) join the
-/// race. An address that never answers (a broken IPv6 route, a black hole) so costs `delay`,
-/// not the whole connect timeout; at `deadline` whatever is still unanswered is given up.
+/// race, families alternating, and `tried_last` moves those to try last to the end. An
+/// address that never answers (a broken IPv6 route, a black hole) so costs `delay`, not the
+/// whole connect timeout; at `deadline` whatever is still unanswered is given up.
 async fn happy_eyeballs(
     addrs: &[SocketAddr],
     later: Option<Later>,
+    tried_last: impl Fn(Vec<SocketAddr>) -> Vec<SocketAddr>,
     delay: Duration,
     deadline: Instant,
 ) -> Result<(SocketAddr, TcpStream), Lost<SocketAddr, io::Error>> {
     let connect = |a| async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) };
-    race(addrs, later, interleave, delay, deadline, connect, |_| {
-        false
-    })
-    .await
+    let order = |last, rest| tried_last(interleave_after(last, rest));
+    race(addrs, later, order, delay, deadline, connect, |_| false).await
 }
 
 /// How a [`race`] ended without a winner: every attempt failed, one failed in a way that is
@@ -804,11 +822,12 @@ impl<A, E> Lost<A, E> {
 /// are dropped. An error `is_final` picks ends the race at once; at `deadline` the attempts
 /// still running are given up. `later` brings more targets while the race runs (the address
 /// family that answered late, RFC 8305 §3): `order` sorts them in with those not started yet,
-/// and the race waits for them before it gives up on the ones it has.
+/// given the target last started, and the race waits for them before it gives up on the ones
+/// it has.
 async fn race<A, T, E, F>(
     targets: &[A],
     later: Option<Pin<Box<dyn Future<Output = Vec<A>> + Send>>>,
-    order: impl Fn(Vec<A>) -> Vec<A>,
+    order: impl Fn(Option<A>, Vec<A>) -> Vec<A>,
     delay: Duration,
     deadline: Instant,
     attempt: impl Fn(A) -> F,
@@ -883,7 +902,8 @@ where
                     .collect();
                 let mut rest = targets.split_off(started);
                 rest.extend(fresh);
-                targets.extend(order(rest));
+                let last = started.checked_sub(1).map(|i| targets[i]);
+                targets.extend(order(last, rest));
                 running_since.resize(targets.len(), None);
                 // Every attempt so far ended: the next starts at once, or nothing is left.
                 if running.is_empty() {
@@ -1318,7 +1338,7 @@ mod tests {
         let t0 = Instant::now();
         let (won, tcp) = tokio::time::timeout(
             Duration::from_secs(5),
-            happy_eyeballs(&addrs, None, Duration::from_millis(100), far()),
+            happy_eyeballs(&addrs, None, |v| v, Duration::from_millis(100), far()),
         )
         .await
         .expect("connected well within the hole's hang")
@@ -1339,19 +1359,19 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let addrs = [refused, good.local_addr().unwrap()];
         let t0 = Instant::now();
-        let (won, tcp) = happy_eyeballs(&addrs, None, Duration::from_secs(10), far())
+        let (won, tcp) = happy_eyeballs(&addrs, None, |v| v, Duration::from_secs(10), far())
             .await
             .unwrap();
         assert_eq!(won, addrs[1]);
         assert_eq!(tcp.peer_addr().unwrap(), addrs[1]);
         assert!(t0.elapsed() < Duration::from_secs(2));
         // Every address refused: the refusal.
-        let lost = happy_eyeballs(&[refused], None, Duration::from_secs(10), far())
+        let lost = happy_eyeballs(&[refused], None, |v| v, Duration::from_secs(10), far())
             .await
             .unwrap_err();
         assert_eq!(lost.failed.len(), 1);
         assert_eq!(lost.failed[0].1.kind(), io::ErrorKind::ConnectionRefused);
-        let lost = happy_eyeballs(&[], None, Duration::from_secs(1), far())
+        let lost = happy_eyeballs(&[], None, |v| v, Duration::from_secs(1), far())
             .await
             .unwrap_err();
         assert!(lost.failed.is_empty() && lost.unanswered.is_empty());
@@ -1377,7 +1397,13 @@ mod tests {
         let later = arriving(Duration::from_millis(300), vec![late]);
         let (won, _) = tokio::time::timeout(
             Duration::from_secs(5),
-            happy_eyeballs(&[hole.addr()], later, Duration::from_millis(100), far()),
+            happy_eyeballs(
+                &[hole.addr()],
+                later,
+                |v| v,
+                Duration::from_millis(100),
+                far(),
+            ),
         )
         .await
         .expect("connected well within the hole's hang")
@@ -1397,15 +1423,25 @@ mod tests {
         let refused = refusing(v4(0));
         let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
         let late = good.local_addr().unwrap();
-        let later = arriving(Duration::from_millis(200), vec![refused, late]);
-        let (won, _) = happy_eyeballs(&[refused], later, Duration::from_secs(10), far())
+        // Every attempt, counted: the late answer repeats the refused address.
+        let tried = Mutex::new(Vec::new());
+        let connect = |a: SocketAddr| {
+            crate::lock(&tried).push(a);
+            async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) }
+        };
+        let later: Option<Later> = arriving(Duration::from_millis(200), vec![refused, late]);
+        let order = |last, rest| interleave_after(last, rest);
+        let delay = Duration::from_secs(10);
+        let (won, _) = race(&[refused], later, order, delay, far(), connect, |_| false)
             .await
             .unwrap();
-        assert_eq!(won, late, "the refused address is not tried twice");
+        assert_eq!(won, late);
+        assert_eq!(*crate::lock(&tried), [refused, late], "none tried twice");
         let lost = happy_eyeballs(
             &[refused],
             arriving(Duration::from_millis(50), Vec::new()),
-            Duration::from_secs(10),
+            |v| v,
+            delay,
             far(),
         )
         .await
@@ -1415,12 +1451,63 @@ mod tests {
         let (won, _) = happy_eyeballs(
             &[],
             arriving(Duration::from_millis(50), vec![late]),
-            Duration::from_secs(10),
+            |v| v,
+            delay,
             far(),
         )
         .await
         .unwrap();
         assert_eq!(won, late);
+    }
+
+    /// RFC 8305 §4 with §3: when every address of the family that answered first stalled on
+    /// an earlier connect (IPv6 behind a path MTU black hole), the connect waits for the other
+    /// family and tries it first, instead of reaching the stalled address again at once.
+    #[tokio::test]
+    async fn rfc8305_4_a_stalled_family_waits_for_the_other_to_answer() {
+        let (v6_side, v4_side) = loop {
+            let a = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+            let port = a.local_addr().unwrap().port();
+            if let Ok(b) = tokio::net::TcpListener::bind(v4(port)).await {
+                break (a, b);
+            }
+        };
+        let port = v4_side.local_addr().unwrap().port();
+        // `::1` answers at once, `127.0.0.1` 100 ms later.
+        crate::session::resolve::fake::resolving_after(
+            "stalled-v6.test",
+            &["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+            Some(Duration::ZERO),
+            Some(Duration::from_millis(100)),
+        );
+        let probe = Probe::default();
+        probe.stalled.add(v6_side.local_addr().unwrap());
+        let cfg = Config::builder("ws://example.invalid/").build().unwrap();
+        let tls = cfg.tls_configs().unwrap();
+        let (_, reached) = open_link(
+            None,
+            &tls,
+            "stalled-v6.test",
+            port,
+            Duration::from_secs(5),
+            &probe,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reached, Some(v4_side.local_addr().unwrap()));
+        drop(v6_side);
+    }
+
+    /// RFC 8305 §4: late addresses are sorted in so that families keep alternating after the
+    /// last attempt started, not after the family just tried again.
+    #[test]
+    fn rfc8305_4_late_addresses_alternate_with_the_last_attempt() {
+        assert_eq!(
+            interleave_after(Some(v6(1)), vec![v6(2), v4(3), v4(4)]),
+            [v4(3), v6(2), v4(4)]
+        );
+        assert_eq!(interleave_after(Some(v4(1)), vec![v4(2)]), [v4(2)]);
+        assert_eq!(interleave_after(None, vec![v4(2), v6(3)]), [v4(2), v6(3)]);
     }
 
     /// RFC 8305 §3 through a whole client against the testkit's gomuks backend: a name whose
