@@ -440,7 +440,10 @@ public final class TetherClient: @unchecked Sendable {
 
     /// The resume point to persist and pass (as `TetherOptions.resume`) to a later client:
     /// just after the newest event taken from `events`, so a later client is replayed what
-    /// was read but never taken.
+    /// was read but never taken. An event counts once the library's delivery of it into
+    /// `events` has returned, which can be a moment after a task took it: a state read in that
+    /// moment is one event behind, so the later client gets that event again (never misses
+    /// one). After `close(timeout:)` the state is exact.
     public func resumeState() throws -> ResumeState {
         var last: Int64 = 0
         let runId = try sizedString { buf, cap, len in

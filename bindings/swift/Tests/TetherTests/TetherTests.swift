@@ -133,6 +133,11 @@ final class TetherTests: XCTestCase {
         XCTAssertEqual(resumed, 1)
 
         // The resume point carries to a new client, which gets what it missed exactly once.
+        // The last event counts once the callback that delivered it returned, which may be a
+        // moment after the loop above took it.
+        try await waitUntil("the point counts event \(first - 20)") {
+            try c.resumeState().lastReceivedEvent == first - 20
+        }
         let state = try c.resumeState()
         XCTAssertFalse(state.runId.isEmpty)
         XCTAssertEqual(state.lastReceivedEvent, first - 20)

@@ -275,7 +275,10 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * The resume point to persist and pass to a later client: just after the newest event
      * collected from [events], so a later client is replayed what was read but never
      * collected. Also after [close] and [closeAndWait]: the point the client had when it was
-     * freed, less the events still waiting in [events].
+     * freed, less the events still waiting in [events]. An event counts once the library's
+     * delivery of it into [events] has returned, which can be a moment after a collector got
+     * it: a state read in that moment is one event behind, so the later client gets that
+     * event again (never misses one). After [closeAndWait] the state is exact.
      */
     fun resumeState(): ResumeState = core.resumeState()
 
