@@ -400,14 +400,29 @@ async fn open_link(
     let Resolved { now: hop, later } = first_hop_addrs(proxy, host_for_dns, port).await?;
     // Every server address known so far took the TCP connection and then stalled on an
     // earlier connect (one family behind a path MTU black hole, say): the family still to
-    // answer may reach the server, so it is waited for instead of the stalled ones going
-    // first again (RFC 8305 §4, sorting by what was seen).
+    // answer may reach the server, so it is waited for, for a while, instead of the stalled
+    // ones going first again (RFC 8305 §4, sorting by what was seen). Not for good: a
+    // resolver that drops its queries would take the whole attempt every time, and the
+    // stalled addresses are all there is then.
     let all_stalled = || probe.stalled.last(hop.clone(), |a| Some(*a)).1 == hop.len();
     let (hop, later) = match later {
-        Some(l) if proxy.is_none() && all_stalled() => {
-            let mut all = hop;
-            all.extend(l.await);
-            (interleave(all), None)
+        Some(mut l) if proxy.is_none() && all_stalled() => {
+            tlog!(
+                probe.client,
+                Info,
+                "transport",
+                "every address of {host_for_dns} known so far stalled on an earlier connect; \
+                 waiting up to {} ms for its other address family",
+                STALLED_FAMILY_WAIT.as_millis()
+            );
+            match tokio::time::timeout(STALLED_FAMILY_WAIT, &mut l).await {
+                Ok(more) => {
+                    let mut all = hop;
+                    all.extend(more);
+                    (interleave(all), None)
+                }
+                Err(_) => (hop, Some(l)),
+            }
         }
         l => (hop, l),
     };
@@ -751,6 +766,10 @@ where
     );
     Ok(session)
 }
+
+/// How long a connect whose known addresses all stalled before waits for the other address
+/// family's answer (see [`open_link`]): a resolver that answers at all does so well within it.
+const STALLED_FAMILY_WAIT: Duration = Duration::from_secs(1);
 
 /// RFC 8305 §5's recommended "Connection Attempt Delay": how long one address may keep us
 /// waiting before the next one is tried alongside it.
@@ -1506,8 +1525,76 @@ mod tests {
             interleave_after(Some(v6(1)), vec![v6(2), v4(3), v4(4)]),
             [v4(3), v6(2), v4(4)]
         );
+        assert_eq!(
+            interleave_after(Some(v4(1)), vec![v4(2), v4(3), v6(4), v6(5)]),
+            [v6(4), v4(2), v6(5), v4(3)]
+        );
         assert_eq!(interleave_after(Some(v4(1)), vec![v4(2)]), [v4(2)]);
+        assert_eq!(interleave_after(Some(v4(1)), vec![v6(2)]), [v6(2)]);
+        assert!(interleave_after(Some(v4(1)), vec![]).is_empty());
         assert_eq!(interleave_after(None, vec![v4(2), v6(3)]), [v4(2), v6(3)]);
+    }
+
+    /// The race sorts late addresses in after the attempt it last started: behind a hanging
+    /// IPv4 address, a late answer of both families goes on with IPv6.
+    #[tokio::test]
+    async fn rfc8305_4_the_race_alternates_after_its_last_attempt() {
+        let hole = tether_testkit::blackhole::BlackHole::start().await.unwrap();
+        assert!(hole.addr().is_ipv4());
+        let a = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let b = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
+        let (late_v4, late_v6) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let tried = Mutex::new(Vec::new());
+        let connect = |a: SocketAddr| {
+            crate::lock(&tried).push(a);
+            async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) }
+        };
+        let later: Option<Later> = arriving(Duration::from_millis(100), vec![late_v4, late_v6]);
+        let order = |last, rest| interleave_after(last, rest);
+        let delay = Duration::from_millis(50);
+        let (won, _) = race(&[hole.addr()], later, order, delay, far(), connect, |_| {
+            false
+        })
+        .await
+        .unwrap();
+        assert_eq!(won, late_v6);
+        assert_eq!(*crate::lock(&tried), [hole.addr(), late_v6]);
+    }
+
+    /// A connect whose known addresses all stalled before waits for the other family only a
+    /// while: a resolver that drops the AAAA queries would otherwise take every attempt, and
+    /// the stalled address is all there is.
+    #[tokio::test]
+    async fn a_stalled_family_waits_for_the_other_only_a_while() {
+        let only = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
+        let addr = only.local_addr().unwrap();
+        crate::session::resolve::fake::resolving_after(
+            "stalled-no-aaaa.test",
+            &[addr.ip()],
+            None,
+            Some(Duration::ZERO),
+        );
+        let probe = Probe::default();
+        probe.stalled.add(addr);
+        let cfg = Config::builder("ws://example.invalid/").build().unwrap();
+        let tls = cfg.tls_configs().unwrap();
+        let t0 = Instant::now();
+        let (_, reached) = open_link(
+            None,
+            &tls,
+            "stalled-no-aaaa.test",
+            addr.port(),
+            Duration::from_secs(10),
+            &probe,
+        )
+        .await
+        .unwrap();
+        let took = t0.elapsed();
+        assert_eq!(reached, Some(addr));
+        assert!(
+            took >= STALLED_FAMILY_WAIT && took < STALLED_FAMILY_WAIT * 4,
+            "{took:?}"
+        );
     }
 
     /// RFC 8305 §3 through a whole client against the testkit's gomuks backend: a name whose
