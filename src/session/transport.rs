@@ -1,5 +1,6 @@
 //! TCP (Nagle off) + optional rustls + websocket upgrade.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -864,49 +865,49 @@ where
     if targets.is_empty() && later.is_none() {
         return Err(lost);
     }
-    let mut targets = targets.to_vec();
+    // The targets not started yet, in the order they start.
+    let mut pending: VecDeque<A> = targets.iter().copied().collect();
+    // The targets started, in order, each with when its attempt started while it runs: the
+    // report at the deadline says how long each one stayed silent.
+    let mut tried: Vec<(A, Option<Instant>)> = Vec::new();
     let mut running = FuturesUnordered::new();
-    // When each target's attempt started, while it runs: the report at the deadline says how
-    // long each one stayed silent.
-    let mut running_since: Vec<Option<Instant>> = vec![None; targets.len()];
-    let mut started = 0;
-    let start = |i: usize,
-                 targets: &[A],
-                 running: &mut FuturesUnordered<_>,
-                 since: &mut Vec<Option<Instant>>| {
-        since[i] = Some(Instant::now());
-        let fut = attempt(targets[i]);
+    // Starts the next pending target; false when none is left.
+    let start = |pending: &mut VecDeque<A>,
+                 tried: &mut Vec<(A, Option<Instant>)>,
+                 running: &mut FuturesUnordered<_>| {
+        let Some(t) = pending.pop_front() else {
+            return false;
+        };
+        let i = tried.len();
+        tried.push((t, Some(Instant::now())));
+        let fut = attempt(t);
         running.push(async move { (i, fut.await) });
+        true
     };
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
-    if !targets.is_empty() {
-        start(started, &targets, &mut running, &mut running_since);
-        started += 1;
-    }
+    start(&mut pending, &mut tried, &mut running);
     let give_up = tokio::time::sleep_until(deadline.into());
     tokio::pin!(give_up);
     loop {
-        let more = started < targets.len();
+        let more = !pending.is_empty();
         let waiting = later.is_some();
         // Attempts first: one that ends in the same tick as the deadline (a success, or a
         // deadline of its own that says which hop stayed silent) is not thrown away.
         tokio::select! {
             biased;
             Some((i, r)) = running.next() => {
-                running_since[i] = None;
+                tried[i].1 = None;
                 match r {
                     Ok(won) => return Ok(won),
                     Err(e) => {
                         let last = is_final(&e) || (!more && running.is_empty() && !waiting);
-                        lost.failed.push((targets[i], e));
+                        lost.failed.push((tried[i].0, e));
                         if last {
                             break;
                         }
                         // A failed attempt does not make the next one wait out the delay (§5).
-                        if more {
-                            start(started, &targets, &mut running, &mut running_since);
-                            started += 1;
+                        if start(&mut pending, &mut tried, &mut running) {
                             timer.as_mut().reset((Instant::now() + delay).into());
                         }
                     }
@@ -914,37 +915,31 @@ where
             },
             found = OptionFuture::from(later.as_mut()), if waiting => {
                 later = None;
+                let known = |t: &A| pending.contains(t) || tried.iter().any(|(x, _)| x == t);
                 let fresh: Vec<A> = found
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|t| !targets.contains(t))
+                    .filter(|t| !known(t))
                     .collect();
-                let mut rest = targets.split_off(started);
-                rest.extend(fresh);
-                let last = started.checked_sub(1).map(|i| targets[i]);
-                targets.extend(order(last, rest));
-                running_since.resize(targets.len(), None);
+                let rest: Vec<A> = pending.drain(..).chain(fresh).collect();
+                pending = order(tried.last().map(|(t, _)| *t), rest).into();
                 // Every attempt so far ended: the next starts at once, or nothing is left.
                 if running.is_empty() {
-                    if started == targets.len() {
+                    if !start(&mut pending, &mut tried, &mut running) {
                         break;
                     }
-                    start(started, &targets, &mut running, &mut running_since);
-                    started += 1;
                     timer.as_mut().reset((Instant::now() + delay).into());
                 }
             }
             () = &mut give_up => {
-                lost.unanswered = targets
+                lost.unanswered = tried
                     .iter()
-                    .zip(&running_since)
                     .filter_map(|(t, since)| since.map(|at| (*t, at.elapsed())))
                     .collect();
                 break;
             }
             () = &mut timer, if more => {
-                start(started, &targets, &mut running, &mut running_since);
-                started += 1;
+                start(&mut pending, &mut tried, &mut running);
                 timer.as_mut().reset((Instant::now() + delay).into());
             }
         }
