@@ -127,6 +127,12 @@ impl StalledAddrs {
         v.push_back(a);
     }
 
+    /// Whether every one of `addrs` stalled (and there is one).
+    pub(crate) fn all(&self, addrs: &[SocketAddr]) -> bool {
+        let v = self.lock();
+        !addrs.is_empty() && addrs.iter().all(|a| v.contains(a))
+    }
+
     /// `a` completed a connection: it is tried in its usual place again.
     pub(crate) fn forget(&self, a: SocketAddr) {
         self.lock().retain(|x| *x != a);

@@ -405,9 +405,8 @@ async fn open_link(
     // ones going first again (RFC 8305 §4, sorting by what was seen). Not for good: a
     // resolver that drops its queries would take the whole attempt every time, and the
     // stalled addresses are all there is then.
-    let all_stalled = || probe.stalled.last(hop.clone(), |a| Some(*a)).1 == hop.len();
     let (hop, later) = match later {
-        Some(mut l) if proxy.is_none() && all_stalled() => {
+        Some(mut l) if proxy.is_none() && probe.stalled.all(&hop) => {
             tlog!(
                 probe.client,
                 Info,
