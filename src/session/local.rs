@@ -364,12 +364,13 @@ pub(crate) async fn run<L: Local>(
         }
     }
     tlog!(client, Info, "session", "stopping the in-process backend");
+    // No call starts from here on: the requests are answered below.
+    local.closing();
     // Calls that returned before the close keep their answers, as replies read before a
     // websocket's close reply do; a full queue may have kept them waiting here behind events.
     // A download's chunks come with its answer (an OK after part of the file would read as
     // complete). The backend's events are not delivered: the app closed, and nothing resumes
     // them.
-    local.closing();
     let mut answers = Vec::new();
     while let Ok(item) = rx.try_recv() {
         if !matches!(item, Incoming::Event { .. }) {
