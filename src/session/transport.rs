@@ -1398,6 +1398,25 @@ mod tests {
         }))
     }
 
+    /// A TCP race of `first` and what `later` brings, families alternating after the last
+    /// attempt: the address that connected, and every address tried, in order.
+    async fn race_counted(
+        first: SocketAddr,
+        later: Option<Later>,
+        delay: Duration,
+    ) -> (SocketAddr, Vec<SocketAddr>) {
+        let tried = Mutex::new(Vec::new());
+        let connect = |a: SocketAddr| {
+            crate::lock(&tried).push(a);
+            async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) }
+        };
+        let order = |last, rest| interleave_after(last, rest);
+        let (won, _) = race(&[first], later, order, delay, far(), connect, |_| false)
+            .await
+            .unwrap();
+        (won, tried.into_inner().unwrap())
+    }
+
     /// RFC 8305 §3: addresses of the family that answered late join the race still under
     /// way: behind an address that hangs, the late one connects as soon as it is known (the
     /// attempt delay has passed by then), not only after the connect timeout.
@@ -1437,19 +1456,11 @@ mod tests {
         let good = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
         let late = good.local_addr().unwrap();
         // Every attempt, counted: the late answer repeats the refused address.
-        let tried = Mutex::new(Vec::new());
-        let connect = |a: SocketAddr| {
-            crate::lock(&tried).push(a);
-            async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) }
-        };
-        let later: Option<Later> = arriving(Duration::from_millis(200), vec![refused, late]);
-        let order = |last, rest| interleave_after(last, rest);
+        let later = arriving(Duration::from_millis(200), vec![refused, late]);
         let delay = Duration::from_secs(10);
-        let (won, _) = race(&[refused], later, order, delay, far(), connect, |_| false)
-            .await
-            .unwrap();
+        let (won, tried) = race_counted(refused, later, delay).await;
         assert_eq!(won, late);
-        assert_eq!(*crate::lock(&tried), [refused, late], "none tried twice");
+        assert_eq!(tried, [refused, late], "none tried twice");
         let lost = happy_eyeballs(
             &[refused],
             arriving(Duration::from_millis(50), Vec::new()),
@@ -1538,21 +1549,10 @@ mod tests {
         let a = tokio::net::TcpListener::bind(v4(0)).await.unwrap();
         let b = tokio::net::TcpListener::bind(v6(0)).await.unwrap();
         let (late_v4, late_v6) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        let tried = Mutex::new(Vec::new());
-        let connect = |a: SocketAddr| {
-            crate::lock(&tried).push(a);
-            async move { TcpStream::connect(a).await.map(|tcp| (a, tcp)) }
-        };
-        let later: Option<Later> = arriving(Duration::from_millis(100), vec![late_v4, late_v6]);
-        let order = |last, rest| interleave_after(last, rest);
-        let delay = Duration::from_millis(50);
-        let (won, _) = race(&[hole.addr()], later, order, delay, far(), connect, |_| {
-            false
-        })
-        .await
-        .unwrap();
+        let later = arriving(Duration::from_millis(100), vec![late_v4, late_v6]);
+        let (won, tried) = race_counted(hole.addr(), later, Duration::from_millis(50)).await;
         assert_eq!(won, late_v6);
-        assert_eq!(*crate::lock(&tried), [hole.addr(), late_v6]);
+        assert_eq!(tried, [hole.addr(), late_v6]);
     }
 
     /// A connect whose known addresses all stalled before waits for the other family only a
