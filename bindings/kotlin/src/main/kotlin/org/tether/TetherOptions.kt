@@ -145,8 +145,8 @@ data class TetherOptions(
      * The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
      * (HTTP CONNECT), `https://…` (the same inside TLS to the proxy, verified like the
      * server but without the pins, and shown no client certificate), `socks5://…` (the name resolved locally) or `socks5h://…`
-     * (by the proxy); `"direct"` ignores the environment. `null` (default): the process environment
-     * decides (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A
+     * (by the proxy); `"direct"` ignores the environment. `null` (default) or `""`: the process
+     * environment decides (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`; never for loopback). A
      * proxy that refuses the credentials ends the client with [Status.ERR_UNAUTHORIZED]. The
      * credentials in it are secrets.
      */
@@ -160,7 +160,7 @@ data class TetherOptions(
      * and the environment. It runs on a library thread and may block; an exception fails
      * that attempt ([Status.ERR_CONNECT], retried). Credentials cannot come from it:
      * put them in [proxy]. `null` (default): `ProxySelector.getDefault()` at each
-     * connection when [proxy] is `null` — on Android the system's proxy settings, which
+     * connection when [proxy] is `null` or `""` — on Android the system's proxy settings, which
      * follow the network (a PAC script through the platform's local PAC proxy); on a JVM
      * the `https.proxyHost`/`http.proxyHost`/`socksProxyHost` properties minus
      * `http.nonProxyHosts` — and none when [proxy] is set.
@@ -279,7 +279,7 @@ data class TetherOptions(
         if (useOsTrust) check(n.tether_config_set_use_os_trust(cfg, 1))
         check(n.tether_config_set_allow_insecure_credentials(cfg, flag(allowInsecureCredentials)))
         proxy?.let { check(n.tether_config_set_proxy(cfg, n.cstr(it))) }
-        if (inProcess == null && (proxySelector != null || proxy == null)) {
+        if (inProcess == null && (proxySelector != null || proxy.isNullOrEmpty())) {
             val r = SelectorResolver(proxySelector)
             check(n.tether_config_set_proxy_resolver(cfg, r.onAsk, null, r.onDestroy))
         }

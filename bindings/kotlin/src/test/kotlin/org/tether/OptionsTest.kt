@@ -186,6 +186,14 @@ class OptionsTest : WithBackend() {
                 }
                 assertTrue(global.asked.size >= 2, global.asked.toString())
                 assertTrue(connects(log) >= first + 2, log.readText())
+                // An empty proxy is no proxy, as in the C API: the default selector still decides.
+                val beforeEmpty = global.asked.size
+                runBlocking {
+                    TetherClient(backend.url, login(TetherOptions(proxy = ""))).use { c ->
+                        withTimeout(15_000) { assertEquals("{}", c.request("echo", "{}")) }
+                    }
+                }
+                assertTrue(global.asked.size >= beforeEmpty + 2, global.asked.toString())
                 val asked = global.asked.size
                 // An explicit proxy means no selector: "direct" stays direct.
                 runBlocking {
