@@ -210,7 +210,8 @@ async fn spec4_no_reconnect_storm_from_a_flapping_server() {
 
 /// §2.4 client rules: a wrong hello is a configuration error (no retry), and the client
 /// closes with 1002 (protocol error); a missing hello or a missing auth reply times out, closes
-/// with 1000 ("on expiry close and reconnect") and retries with backoff.
+/// with 1000 ("on expiry close and reconnect") and retries with backoff; an auth reply that is
+/// not a Pong closes with 1002 and retries with backoff.
 #[tokio::test]
 async fn spec2_4_hello_and_auth_deadlines() {
     let b = backend_with(|c| c.rwws.hello = Hello::Wrong).await;
@@ -237,6 +238,20 @@ async fn spec2_4_hello_and_auth_deadlines() {
         until_close_received(&b, 1000).await;
         close_and_drain(&c).await;
     }
+
+    // An auth reply that is not a Pong (here a Settings packet) is a protocol error: the
+    // client closes with 1002 and retries, since the next connection may be answered right.
+    let b = backend_with(|c| c.rwws.auth_reply = Some(vec![0x01, 0x02, 0x03, 0xff])).await;
+    let c = rwws_client(&b, |c| c);
+    let (d, _) = until_kind(&c, EventKind::Disconnected).await;
+    assert_eq!(
+        (d.status(), d.retry_in().is_some()),
+        (Status::ErrProtocol, true),
+        "{:?}",
+        String::from_utf8_lossy(d.data())
+    );
+    until_close_received(&b, 1002).await;
+    close_and_drain(&c).await;
 
     // The hello as a text frame is accepted (§2.1).
     let b = backend_with(|c| c.rwws.hello = Hello::Text).await;

@@ -49,6 +49,9 @@ pub struct RwwsConfig {
     pub hello: Hello,
     /// Answer a valid auth with nothing (to test the client's auth deadline).
     pub silent_auth: bool,
+    /// Answer a valid auth with this message instead of the Pong, then wait for the client's
+    /// close (to test how a client refuses a reply that is not a Pong).
+    pub auth_reply: Option<Vec<u8>>,
     /// Send a text frame before the auth Pong (spec §2.1: after the hello, text frames carry
     /// nothing; a client skips it).
     pub text_before_auth_reply: bool,
@@ -62,6 +65,7 @@ impl Default for RwwsConfig {
             auth_timeout: Duration::from_secs(10),
             hello: Hello::Binary,
             silent_auth: false,
+            auth_reply: None,
             text_before_auth_reply: false,
         }
     }
@@ -269,8 +273,13 @@ pub async fn serve(tcp: Throttled<TcpStream>, rwws: Rwws) {
         let _ = sink.send(close(3001, "unauthorized")).await;
         return;
     }
-    if cfg.silent_auth {
-        // Hold the connection open and say nothing until the client gives up.
+    if let Some(reply) = &cfg.auth_reply {
+        if sink.send(Message::binary(reply.clone())).await.is_err() {
+            return;
+        }
+    }
+    if cfg.silent_auth || cfg.auth_reply.is_some() {
+        // Hold the connection open and say nothing more until the client gives up.
         while let Some(Ok(m)) = stream.next().await {
             if let Message::Close(frame) = m {
                 let code = frame.map_or(1005, |f| u16::from(f.code));

@@ -221,6 +221,30 @@ mod tests {
         assert!(matches!(&v[2], Incoming::Packet(b) if b[..] == [0x7f, 1, 2]));
     }
 
+    /// §4 item 5: at most 8192 packets of one message are parsed; what follows is dropped
+    /// (a legitimate message holds a few), so a rogue peer cannot make one message cost
+    /// unbounded work or events.
+    #[test]
+    fn spec4_item5_packets_per_message_cap() {
+        let pong = [PONG, 0, 0, 1, 0x91, 0x75, 0xaa, 0x98, 0];
+        let mut m = pong.repeat(MAX_PACKETS_PER_MESSAGE);
+        let v = parse(&m);
+        assert_eq!(v.len(), MAX_PACKETS_PER_MESSAGE);
+        assert!(v.iter().all(|i| matches!(i, Incoming::Pong { .. })));
+        // One more Pong, then an app packet: both past the cap.
+        m.extend_from_slice(&pong);
+        m.extend_from_slice(&[0x7f, 1, 2]);
+        let v = parse(&m);
+        assert_eq!(v.len(), MAX_PACKETS_PER_MESSAGE);
+        assert!(v.iter().all(|i| matches!(i, Incoming::Pong { .. })));
+        // Under the cap, the packet after the Pongs reaches the app.
+        let mut m = pong.repeat(MAX_PACKETS_PER_MESSAGE - 1);
+        m.extend_from_slice(&[0x7f, 1, 2]);
+        let v = parse(&m);
+        assert_eq!(v.len(), MAX_PACKETS_PER_MESSAGE);
+        assert!(matches!(v.last(), Some(Incoming::Packet(b)) if b[..] == [0x7f, 1, 2]));
+    }
+
     /// §4 item 4: a truncated Pong is not a Pong; its bytes go to the app.
     #[test]
     fn spec4_truncated_pong() {
