@@ -235,11 +235,21 @@ async fn spec3_5_timeout_and_cancel() {
         .unwrap();
     let (r, _) = until_kind(&c, EventKind::Response).await;
     assert_eq!((r.request_id(), r.status()), (t, Status::ErrRequestTimeout));
+    assert!(
+        b.wait_for(|s| s.cancels == 1, WAIT).await,
+        "no cancel after the timeout: the backend got {}",
+        b.stats().cancels
+    );
     let x = c.request("sleep", br#"{"ms":5000}"#).unwrap();
     tokio::time::sleep(ms(50)).await;
     c.cancel(x).unwrap();
     let (r, _) = until_kind(&c, EventKind::Response).await;
     assert_eq!((r.request_id(), r.status()), (x, Status::ErrCancelled));
+    assert!(
+        b.wait_for(|s| s.cancels == 2, WAIT).await,
+        "no cancel after cancel(): the backend got {}",
+        b.stats().cancels
+    );
     // The connection is still fine and no stray RESPONSE follows for the cancelled ids.
     let e = c.request("echo", b"1").unwrap();
     let (r, _) = until_kind(&c, EventKind::Response).await;
@@ -721,19 +731,42 @@ async fn spec7_2_ten_thousand_events_cut_fifty_times_exactly_once() {
 /// ARCHITECTURE.md "The event queue": a full queue stops reading the socket; nothing is dropped.
 #[tokio::test]
 async fn backpressure_loses_nothing() {
-    let b = backend().await;
-    let c = client(&b, |c| c.queue_capacity(8));
+    // The backend neither closes the connection it cannot write to (4001 past 512 waiting
+    // events, §10) nor forgets events meanwhile: only the client's own backpressure is tested.
+    let b = backend_with(|c| {
+        c.conn_queue_limit = None;
+        c.event_buffer_size = 4096;
+    })
+    .await;
+    // Uncompressed: one event per message, so a read takes no more events than there is room
+    // for (a compressed batch could overfill the queue by hundreds).
+    let c = client(&b, |c| c.queue_capacity(8).compression(false));
     until_command(&c, "init_complete").await;
-    let newest = b.push_events(400);
+    let before = c.stats().events_received;
+    let pushed = 2000;
+    let newest = b.push_events(pushed);
     tokio::time::sleep(ms(500)).await;
+    let queued = c.queued_events();
+    let read = c.stats().events_received - before;
+    // Small slack: a PONG read beside the events is queued too.
+    assert!(queued <= 8 + 2, "{queued} events queued, capacity 8");
     assert!(
-        c.queued_events() <= 8 + 400,
-        "bounded by capacity plus one batch"
+        read <= 8 + 2,
+        "{read} of {pushed} events read while the queue was full"
+    );
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(
+        c.stats().events_received - before,
+        read,
+        "the socket was read while the queue stayed full"
     );
     let (_, skipped) = until(&c, |e| e.request_id() == newest).await;
     let mut ids = event_ids(&skipped);
     ids.push(newest);
-    assert_eq!(ids, (newest..newest + 400).rev().collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        (newest..newest + pushed as i64).rev().collect::<Vec<_>>()
+    );
     close_and_drain(&c).await;
 }
 

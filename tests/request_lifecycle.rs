@@ -127,6 +127,12 @@ async fn spec3_5_timeout_while_connected_cancels_on_the_server() {
     let (st, took) = response(&c, id, t0).await;
     assert_eq!(st, Status::ErrRequestTimeout);
     assert!(took < ON_TIME, "took {took:?}");
+    // §3.5: the server is told, so it stops the work nobody waits for.
+    assert!(
+        b.wait_for(|s| s.cancels == 1, ON_TIME).await,
+        "the backend got {} cancels, expected 1",
+        b.stats().cancels
+    );
     close_and_drain(&c).await;
 }
 
@@ -438,11 +444,18 @@ fn close_racing_requests_answers_every_accepted_id_before_closed() {
         let c = Arc::new(client(&b, |c| c));
         if round % 2 == 0 {
             // Half the rounds close while connecting, half once connected.
-            while let Pop::Event(ev) = c.poll(Some(WAIT)) {
+            let mut connected = false;
+            let deadline = Instant::now() + WAIT;
+            while let Pop::Event(ev) =
+                c.poll(Some(deadline.saturating_duration_since(Instant::now())))
+            {
                 if ev.kind() == EventKind::Connected {
+                    connected = true;
                     break;
                 }
             }
+            // Otherwise this round would race the close with a connection attempt again.
+            assert!(connected, "round {round}: never connected");
         }
         let closing = Arc::new(AtomicBool::new(false));
         let threads = spawn_requesters(&c, 3, None, &closing);

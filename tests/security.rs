@@ -102,14 +102,18 @@ fn secrets_never_in_debug_output() {
     // Malformed secrets: the error says what is wrong, not what was given.
     for bad in ["S3CRET*not*base64", "S3CRET;semicolon"] {
         for proto in [Protocol::Gomuks, Protocol::Rwws] {
-            if let Err(e) = Config::builder("ws://127.0.0.1/")
+            let built = Config::builder("ws://127.0.0.1/")
                 .protocol(proto)
                 .token(bad)
-                .build()
-            {
-                let s = format!("{e} {e:?}");
-                assert!(!s.contains("S3CRET"), "{proto:?}: {s}");
+                .build();
+            // A gomuks token is any printable cookie value without `;`, so gomuks may take the
+            // first as it is: no error to check. Every other pair is malformed and refused.
+            if proto == Protocol::Gomuks && !bad.contains(';') {
+                continue;
             }
+            let e = built.unwrap_err();
+            let s = format!("{e} {e:?}");
+            assert!(!s.contains("S3CRET"), "{proto:?}: {s}");
         }
     }
 }

@@ -46,9 +46,20 @@ impl Ca {
     /// A CA under this one with a given key: two of these with one key and name are one
     /// intermediate cross-signed by two CAs.
     fn intermediate_with_key(&self, name: &str, key: KeyPair) -> Ca {
+        self.intermediate_with(name, key, |_| {})
+    }
+
+    /// A CA under this one, its parameters adjusted by `f` (a fixed serial, say).
+    fn intermediate_with(
+        &self,
+        name: &str,
+        key: KeyPair,
+        f: impl FnOnce(&mut CertificateParams),
+    ) -> Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, name);
+        f(&mut p);
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         Ca { cert, key }
     }
@@ -396,12 +407,15 @@ async fn a_crl_that_does_not_verify_is_final() {
 }
 
 /// Only the leaf is checked, and only against the CRLs given: a leaf under an intermediate
-/// whose CRL is not given connects beside the root's CRL.
+/// whose CRL is not given connects beside the root's CRL, even though that CRL revokes the
+/// intermediate itself (serial 2), which a check of the whole chain would refuse.
 #[tokio::test]
 async fn a_leaf_without_a_crl_for_its_issuer_connects() {
     let b = backend().await;
     let root = Ca::new("test root");
-    let inter = root.intermediate("test intermediate");
+    let inter = root.intermediate_with("test intermediate", KeyPair::generate().unwrap(), |p| {
+        p.serial_number = Some(2u64.into())
+    });
     let leaf = inter.issue(false);
     let f = front_sending(b.addr(), &leaf, &[&inter], None).await;
     let crl = root.crl(&[1, 2, 3]);

@@ -89,11 +89,25 @@ static void test_resume_after_cuts(void) {
 static void test_backpressure(void) {
     tether_config *cfg = th_config(&backend);
     CHECK_OK(tether_config_set_queue_capacity(cfg, 16));
+    /* Uncompressed: one event per message, so a read takes no more events than there is room
+     * for (a compressed batch could overfill the queue by hundreds). */
+    CHECK_OK(tether_config_set_compression(cfg, false));
     tether_client *c = th_client_from(cfg);
     CHECK_OK(tether_client_connect(c));
     tether_event_free(th_wait(c, TETHER_EVENT_MESSAGE, "init_complete", 10000));
+    tether_stats st;
+    st.size = sizeof st;
+    CHECK_OK(tether_client_stats(c, &st));
+    uint64_t before = st.events_received;
     int64_t newest = th_push(&backend, 2000);
     usleep(300000); /* the queue is full long before this */
+    /* Full, the library stopped reading: nearly all of the 2000 wait on the server's side. */
+    st.size = sizeof st;
+    CHECK_OK(tether_client_stats(c, &st));
+    if (st.queued_events > 16 + 1 || st.events_received - before > 16 + 1)
+        th_fail(__FILE__, __LINE__, "queue full, yet %llu events queued and %llu of 2000 read",
+                (unsigned long long)st.queued_events,
+                (unsigned long long)(st.events_received - before));
     int64_t prev = newest + 2000;
     int disconnects = 0, resumed = 0;
     take_until(c, newest, &prev, &disconnects, &resumed);
