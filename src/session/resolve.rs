@@ -9,7 +9,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// RFC 8305 §3's recommended Resolution Delay: how long an A answer waits for the AAAA answer
 /// before connecting starts without it.
@@ -118,16 +121,98 @@ fn lookup(host: &str, port: u16, v6: bool) -> Lookup {
     if let Some(answer) = fake::answer(host, port, v6) {
         return answer;
     }
-    let host = host.to_owned();
+    let owned = host.to_owned();
+    with_port(shared(host, v6, move || family_lookup(&owned, v6)), port)
+}
+
+/// A family's answer, shared by every attempt that asked while it ran: the error's kind and
+/// text, since an `io::Error` cannot be cloned.
+type Answer = Result<Arc<[IpAddr]>, (io::ErrorKind, String)>;
+
+/// The lookups still running, by name and family.
+static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+struct Running {
+    host: String,
+    v6: bool,
+    answer: watch::Receiver<Option<Answer>>,
+}
+
+/// Takes a finished lookup out of [`RUNNING`], also if its thread never ran it (the runtime
+/// shutting down), so that a later attempt starts afresh instead of waiting on it.
+struct Finished {
+    host: String,
+    v6: bool,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        crate::lock(&RUNNING).retain(|r| !(r.host == self.host && r.v6 == self.v6));
+    }
+}
+
+/// The answer of `blocking` (one family's lookup of `host`) on the blocking pool, or of the
+/// lookup of the same name and family that is still running: `getaddrinfo` cannot be
+/// cancelled, so each attempt that gave up on a stalled resolver (at its connect timeout, a
+/// pause, a close) would otherwise leave a thread behind, until a long outage filled the pool
+/// the library's other blocking work needs. With this, a name holds at most one thread per
+/// family, and the next attempt gets the answer the stalled lookup brings at last.
+fn shared(
+    host: &str,
+    v6: bool,
+    blocking: impl FnOnce() -> io::Result<Vec<IpAddr>> + Send + 'static,
+) -> impl Future<Output = io::Result<Arc<[IpAddr]>>> + Send + 'static {
+    let mut answer = {
+        let mut running = crate::lock(&RUNNING);
+        match running.iter().find(|r| r.host == host && r.v6 == v6) {
+            Some(r) => r.answer.clone(),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                running.push(Running {
+                    host: host.to_owned(),
+                    v6,
+                    answer: rx.clone(),
+                });
+                let finished = Finished {
+                    host: host.to_owned(),
+                    v6,
+                };
+                tokio::task::spawn_blocking(move || {
+                    let answer = blocking()
+                        .map(Arc::from)
+                        .map_err(|e| (e.kind(), e.to_string()));
+                    // Out of the list first: whoever asks after this answer asks anew.
+                    drop(finished);
+                    let _ = tx.send(Some(answer));
+                });
+                rx
+            }
+        }
+    };
+    async move {
+        let done = answer.wait_for(Option::is_some).await.map_err(|_| {
+            io::Error::other("the name lookup ended without an answer (the runtime is stopping)")
+        })?;
+        match done.as_ref().expect("waited for an answer") {
+            Ok(ips) => Ok(ips.clone()),
+            Err((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+        }
+    }
+}
+
+/// `answer`'s addresses with `port`.
+fn with_port(
+    answer: impl Future<Output = io::Result<Arc<[IpAddr]>>> + Send + 'static,
+    port: u16,
+) -> Lookup {
     Box::pin(async move {
-        tokio::task::spawn_blocking(move || family_lookup(&host, port, v6))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))
+        let ips = answer.await?;
+        Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
     })
 }
 
 /// `getaddrinfo` for one family, stream sockets only (one answer per address).
-fn family_lookup(host: &str, port: u16, v6: bool) -> io::Result<Vec<SocketAddr>> {
+fn family_lookup(host: &str, v6: bool) -> io::Result<Vec<IpAddr>> {
     let hints = dns_lookup::AddrInfoHints {
         flags: 0,
         address: if v6 { libc::AF_INET6 } else { libc::AF_INET },
@@ -135,15 +220,14 @@ fn family_lookup(host: &str, port: u16, v6: bool) -> io::Result<Vec<SocketAddr>>
         protocol: 0,
     };
     let found = dns_lookup::getaddrinfo(Some(host), None, Some(hints)).map_err(io::Error::from)?;
-    let mut addrs = Vec::new();
+    let mut ips = Vec::new();
     for info in found {
-        let mut addr = info?.sockaddr;
-        addr.set_port(port);
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
+        let ip = info?.sockaddr.ip();
+        if !ips.contains(&ip) {
+            ips.push(ip);
         }
     }
-    Ok(addrs)
+    Ok(ips)
 }
 
 /// Orders addresses as RFC 8305 §4 asks: families alternate, starting with the family of the
@@ -184,13 +268,72 @@ pub(crate) fn interleave_after(
 #[cfg(test)]
 pub(crate) mod fake {
     use super::*;
-    use std::sync::Mutex;
 
     struct Name {
         name: String,
         ips: Vec<IpAddr>,
         /// How long each family's answer takes (AAAA, A); `None`: it never comes.
         delays: [Option<Duration>; 2],
+        /// Looked up on the blocking pool, as the system's resolver is, held there until
+        /// released.
+        held: Option<Arc<Held>>,
+    }
+
+    /// A stalled resolver: each lookup of its name holds a blocking thread until
+    /// [`Held::release`].
+    pub(crate) struct Held {
+        started: std::sync::atomic::AtomicUsize,
+        released: Mutex<bool>,
+        cond: std::sync::Condvar,
+    }
+
+    impl Held {
+        /// How many lookups of the name have started on a blocking thread.
+        pub(crate) fn started(&self) -> usize {
+            self.started.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        /// Lets every lookup, held or later, answer.
+        pub(crate) fn release(&self) {
+            *crate::lock(&self.released) = true;
+            self.cond.notify_all();
+        }
+
+        fn block(&self) {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut released = crate::lock(&self.released);
+            while !*released {
+                released = self.cond.wait(released).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Releases its [`Held`] when dropped, also when the test fails: held blocking threads
+    /// would keep the test's runtime from shutting down.
+    pub(crate) struct Release(pub(crate) Arc<Held>);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    /// From now on `name`'s lookups hold a blocking thread each until released, then resolve
+    /// to `ips`.
+    pub(crate) fn held(name: &str, ips: &[IpAddr]) -> Arc<Held> {
+        let held = Arc::new(Held {
+            started: Default::default(),
+            released: Mutex::new(false),
+            cond: Default::default(),
+        });
+        crate::lock(&NAMES).push(Name {
+            name: name.to_owned(),
+            ips: ips.to_vec(),
+            delays: [Some(Duration::ZERO); 2],
+            held: Some(held.clone()),
+        });
+        held
     }
 
     static NAMES: Mutex<Vec<Name>> = Mutex::new(Vec::new());
@@ -212,6 +355,7 @@ pub(crate) mod fake {
             name: name.to_owned(),
             ips: ips.to_vec(),
             delays: [v6, v4],
+            held: None,
         });
     }
 
@@ -219,6 +363,21 @@ pub(crate) mod fake {
     pub(super) fn answer(host: &str, port: u16, v6: bool) -> Option<Lookup> {
         let names = crate::lock(&NAMES);
         let n = names.iter().rev().find(|n| n.name == host)?;
+        if let Some(held) = n.held.clone() {
+            let ips: Vec<IpAddr> = n
+                .ips
+                .iter()
+                .filter(|ip| ip.is_ipv6() == v6)
+                .copied()
+                .collect();
+            return Some(with_port(
+                shared(host, v6, move || {
+                    held.block();
+                    Ok(ips)
+                }),
+                port,
+            ));
+        }
         let addrs: Vec<SocketAddr> = n
             .ips
             .iter()
@@ -309,6 +468,42 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let r = resolve("::1", 80).await.unwrap();
         assert_eq!(r.now, [SocketAddr::new(ip("::1"), 80)]);
+    }
+
+    /// `getaddrinfo` cannot be cancelled: attempts that gave up on a stalled lookup leave it
+    /// running, and later ones wait for it instead of starting another (one blocking thread
+    /// per name and family, not two per attempt); once it answered, the next one asks anew.
+    #[tokio::test]
+    async fn a_stalled_lookup_is_shared_by_later_attempts() {
+        let held = super::fake::held("held.test", &[ip("127.0.0.1"), ip("::1")]);
+        let _release = super::fake::Release(held.clone());
+        for _ in 0..20 {
+            let attempt = tokio::time::timeout(Duration::from_millis(5), resolve("held.test", 80));
+            assert!(attempt.await.is_err(), "held: no answer yet");
+        }
+        let t0 = Instant::now();
+        while held.started() < 2 && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(held.started(), 2, "one lookup per family");
+        // One more attempt joins the held lookups, then gets their answer.
+        let mut waiting = Box::pin(resolve_all("held.test", 80));
+        let joined = tokio::time::timeout(Duration::from_millis(5), &mut waiting);
+        assert!(joined.await.is_err(), "held: no answer yet");
+        held.release();
+        let all = waiting.await.unwrap();
+        assert_eq!(held.started(), 2, "the last attempt shared them too");
+        assert_eq!(
+            all,
+            [
+                SocketAddr::new(ip("::1"), 80),
+                SocketAddr::new(ip("127.0.0.1"), 80)
+            ]
+        );
+        let again = resolve_all("held.test", 81).await.unwrap();
+        assert!(again.iter().all(|a| a.port() == 81), "{again:?}");
+        assert_eq!(held.started(), 4, "answered lookups are not reused");
     }
 
     /// The system's resolver, one family at a time: `localhost` has an IPv4 address.

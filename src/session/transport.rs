@@ -1632,6 +1632,51 @@ mod tests {
         c.close().unwrap();
     }
 
+    /// A client whose resolver stalls through many attempts holds one lookup per family, not
+    /// two more per attempt (they cannot be cancelled, and would fill the blocking pool during
+    /// a long outage), and connects once the resolver answers.
+    #[tokio::test]
+    async fn attempts_during_a_stalled_lookup_share_it() {
+        use crate::{Client, EventKind};
+        let b = tether_testkit::gomuks::Backend::start(Default::default())
+            .await
+            .unwrap();
+        let held = crate::session::resolve::fake::held("held-backend.test", &[b.addr().ip()]);
+        let _release = crate::session::resolve::fake::Release(held.clone());
+        let c = Client::new(
+            Config::builder(&format!("http://held-backend.test:{}", b.addr().port()))
+                .token(&b.token())
+                .connect_timeout(Duration::from_millis(50))
+                .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
+                .allow_insecure_credentials(true)
+                .no_proxy()
+                .build()
+                .unwrap(),
+        );
+        c.connect().unwrap();
+        let next = || async {
+            tokio::time::timeout(Duration::from_secs(10), c.next_event())
+                .await
+                .expect("an event within 10 s")
+                .expect("an event")
+        };
+        let mut failed = 0;
+        while failed < 5 {
+            if next().await.kind() == EventKind::Disconnected {
+                failed += 1;
+            }
+        }
+        assert_eq!(held.started(), 2, "one lookup per family");
+        held.release();
+        loop {
+            let ev = next().await;
+            if ev.kind() == EventKind::Message && ev.command() == "init_complete" {
+                break;
+            }
+        }
+        c.close().unwrap();
+    }
+
     /// A deadline far beyond any test.
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(3600)
