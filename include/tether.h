@@ -1385,8 +1385,10 @@ tether_status tether_config_set_proxy_resolver(struct tether_config *cfg, tether
 tether_status tether_proxy_answer_set(struct tether_proxy_answer *answer, const char *proxy);
 
 /**
- * Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback
- * (refused by default).
+ * Allows credentials over plain `ws://`/`http://` to a host that is not loopback, or
+ * through a proxy that is not loopback (refused by default, `tether_client_new` failing
+ * with `TETHER_ERR_CONFIG`): the token, the username and password, and the app's own
+ * `Cookie`, `Authorization` and `Proxy-Authorization` headers.
  */
 tether_status tether_config_set_allow_insecure_credentials(struct tether_config *cfg, bool on);
 

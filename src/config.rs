@@ -260,10 +260,32 @@ impl Config {
     }
 }
 
+/// The URL as the app gave it to the builder. Its `Debug` leaves out a user and password,
+/// which [`ConfigBuilder::build`] refuses: apps tend to log the builder when `build` fails.
+#[derive(Clone)]
+struct GivenUrl(String);
+
+impl std::fmt::Debug for GivenUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(mut u) => {
+                if !u.username().is_empty() || u.password().is_some() {
+                    let _ = u.set_username("redacted");
+                    let _ = u.set_password(None);
+                }
+                write!(f, "{:?}", u.as_str())
+            }
+            // Unparsable: it may still hold a password.
+            Err(_) if self.0.contains('@') => f.write_str("\"<redacted: not a URL>\""),
+            Err(_) => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 /// Builder for [`Config`]; setters never fail, [`ConfigBuilder::build`] validates everything.
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
-    url: String,
+    url: GivenUrl,
     protocol: Protocol,
     token: Option<Secret>,
     basic_auth: Option<BasicAuth>,
@@ -304,7 +326,7 @@ impl ConfigBuilder {
     /// Starts a builder; `url` is a `ws(s)://` endpoint or an `http(s)://` backend base.
     pub fn new(url: &str) -> ConfigBuilder {
         ConfigBuilder {
-            url: url.to_owned(),
+            url: GivenUrl(url.to_owned()),
             protocol: Protocol::Gomuks,
             token: None,
             basic_auth: None,
@@ -336,7 +358,7 @@ impl ConfigBuilder {
 
     /// Replaces the URL.
     pub fn url(mut self, url: &str) -> Self {
-        self.url = url.to_owned();
+        self.url = GivenUrl(url.to_owned());
         self
     }
     /// Selects the protocol (default gomuks).
@@ -599,7 +621,9 @@ impl ConfigBuilder {
         self.proxy_resolver = None;
         self
     }
-    /// Allows tokens and passwords over plain `ws://`/`http://` to a non-loopback host.
+    /// Allows credentials over plain `ws://`/`http://` to a non-loopback host (or through a
+    /// proxy that is not loopback): the token, the username and password, and the app's own
+    /// `Cookie`, `Authorization` and `Proxy-Authorization` headers.
     pub fn allow_insecure_credentials(mut self, on: bool) -> Self {
         self.allow_insecure_credentials = on;
         self
@@ -653,10 +677,10 @@ impl ConfigBuilder {
             let url = self.in_process_endpoint(root)?;
             return self.freeze(url, false, None, false, None);
         }
-        if self.url.is_empty() {
+        if self.url.0.is_empty() {
             return Err(bad("no URL set"));
         }
-        let mut url = Url::parse(&self.url).map_err(|e| bad(&format!("invalid URL: {e}")))?;
+        let mut url = Url::parse(&self.url.0).map_err(|e| bad(&format!("invalid URL: {e}")))?;
         let secure = match url.scheme() {
             "ws" => false,
             "wss" => true,
@@ -687,12 +711,19 @@ impl ConfigBuilder {
         }
         let proxy = proxy::resolve(&self.proxy, &url, &proxy::process_env)?;
         let has_credentials = self.token.is_some() || self.basic_auth.is_some();
-        if has_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
+        // The app's own cookies and authorization go out in the clear as the token would.
+        let sends_credentials = has_credentials
+            || self.headers.iter().any(|(k, _)| {
+                ["cookie", "authorization", "proxy-authorization"]
+                    .iter()
+                    .any(|c| k.eq_ignore_ascii_case(c))
+            });
+        if sends_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
             return Err(bad(
                 "refusing to send credentials over plain ws:// to a non-loopback host",
             ));
         }
-        let plain_credentials = has_credentials && !secure && !self.allow_insecure_credentials;
+        let plain_credentials = sends_credentials && !secure && !self.allow_insecure_credentials;
         insecure_proxy_route(plain_credentials, proxy.as_ref())?;
         if self.protocol == Protocol::Gomuks {
             if let Some(t) = &self.token {
@@ -1128,6 +1159,16 @@ mod tests {
         let s = format!("{:?}", b.clone().build().unwrap());
         assert!(!s.contains("hunter2") && !s.contains("tok-SECRET"), "{s}");
         assert!(!format!("{b:?}").contains("hunter2"));
+        // A URL with a password is refused, and the refused builder does not print it.
+        for url in [
+            "wss://me:hunter2@h/",
+            "wss://me:hun@ter2@h/",
+            "not a url me:hunter2@",
+        ] {
+            let b = Config::builder(url);
+            assert!(!format!("{b:?}").contains("ter2"), "{b:?}");
+            assert!(!b.build().unwrap_err().message().contains("ter2"));
+        }
         // The app's headers may be a reverse proxy's credentials: names only.
         let b = Config::builder("wss://h/")
             .token("tok")

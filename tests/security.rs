@@ -13,7 +13,7 @@ const PASSWORD: &str = "hunter2-S3CRET";
 const RWWS_KEY: &str = "dGV0aGVyLXRlc3Qta2V5";
 
 /// Every way a client can carry credentials: gomuks token, gomuks Basic auth (through the
-/// auth POST), gomuks desktop key, rwws key.
+/// auth POST), gomuks desktop key, rwws key, the app's credential headers.
 fn with_credentials(url: &str) -> Vec<(&'static str, ConfigBuilder)> {
     vec![
         ("gomuks token", Config::builder(url).token(TOKEN)),
@@ -30,6 +30,19 @@ fn with_credentials(url: &str) -> Vec<(&'static str, ConfigBuilder)> {
             Config::builder(url)
                 .protocol(Protocol::Rwws)
                 .token(RWWS_KEY),
+        ),
+        // The app's own credentials travel as headers, in the clear alike.
+        (
+            "app cookie",
+            Config::builder(url).header("Cookie", &format!("session={TOKEN}")),
+        ),
+        (
+            "app authorization",
+            Config::builder(url).header("authorization", &format!("Bearer {TOKEN}")),
+        ),
+        (
+            "app proxy authorization",
+            Config::builder(url).header("Proxy-Authorization", &format!("Bearer {TOKEN}")),
         ),
     ]
 }
@@ -133,4 +146,88 @@ fn assert_no_secret(s: &str) {
     ] {
         assert!(!s.contains(secret), "secret {secret:?} in: {s}");
     }
+}
+
+/// A server at `127.0.0.1:port` that answers every request with `code` and the body `body`
+/// makes of the request head (an echo of the headers, as debug endpoints and some error pages
+/// do), then closes.
+async fn answering(code: u16, body: fn(&str) -> String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = body(&String::from_utf8_lossy(&head));
+                let answer = format!(
+                    "HTTP/1.1 {code} Whatever\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// The first DISCONNECTED's text of a client built by `f` for `http://127.0.0.1:port`.
+async fn refusal(port: u16, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> String {
+    let c = Client::new(
+        f(Config::builder(&format!("http://127.0.0.1:{port}")))
+            .no_proxy()
+            .build()
+            .unwrap(),
+    );
+    c.connect().unwrap();
+    let text = loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), c.next_event())
+            .await
+            .expect("an event within 10 s")
+            .expect("an event");
+        if ev.kind() == tether::EventKind::Disconnected {
+            break String::from_utf8_lossy(ev.data()).into_owned();
+        }
+    };
+    let _ = c.close();
+    text
+}
+
+/// A server's answer is quoted in the error only when it is an error page (4xx, 5xx), and
+/// never with the credentials the request carried: a page that echoes the request's headers
+/// (a debug endpoint behind a misrouted reverse proxy) would otherwise put the token, the app's
+/// bearer or the Basic credentials into the DISCONNECTED text and the log, on every retry. A
+/// 2xx answer to the login that is not one gomuks gives is never quoted: it may be a token.
+#[tokio::test]
+async fn server_answers_never_quote_the_credentials_sent() {
+    const BEARER: &str = "bearer-S3CRET-value";
+    for code in [200, 400, 502] {
+        let port = answering(code, |head| head.to_owned()).await;
+        let text = refusal(port, |c| {
+            c.token(TOKEN)
+                .header("Authorization", &format!("Bearer {BEARER}"))
+        })
+        .await;
+        assert_no_secret(&text);
+        assert!(!text.contains(BEARER), "{text}");
+        assert!(text.contains(&format!("HTTP {code}")), "{text}");
+        // The page itself is still quoted where it explains a refusal.
+        assert_eq!(text.contains("GET /"), code >= 400, "{text}");
+    }
+    // The login: the Basic credentials echoed in a 400, a token in an unusual 2xx.
+    let port = answering(400, |head| head.to_owned()).await;
+    let text = refusal(port, |c| c.basic_auth("me", PASSWORD)).await;
+    assert_no_secret(&text);
+    assert!(text.contains("POST /"), "{text}");
+    let port = answering(203, |_| format!("{{\"token\":\"{TOKEN}\"}}")).await;
+    let text = refusal(port, |c| c.basic_auth("me", PASSWORD)).await;
+    assert_no_secret(&text);
+    assert!(text.contains("HTTP 203"), "{text}");
 }

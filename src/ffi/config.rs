@@ -516,8 +516,10 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Allows tokens and passwords over plain `ws://`/`http://` to a host that is not loopback
-    /// (refused by default).
+    /// Allows credentials over plain `ws://`/`http://` to a host that is not loopback, or
+    /// through a proxy that is not loopback (refused by default, `tether_client_new` failing
+    /// with `TETHER_ERR_CONFIG`): the token, the username and password, and the app's own
+    /// `Cookie`, `Authorization` and `Proxy-Authorization` headers.
     fn tether_config_set_allow_insecure_credentials(
         cfg: *mut tether_config,
         on: bool,

@@ -235,6 +235,7 @@ pub(crate) async fn connect(
     let (stream, peer) = open_stream_to(cfg, tls, url, probe).await?;
     let t2 = Instant::now();
     let req = upgrade_request(url, headers, &cfg.headers)?;
+    let sent = req.headers().clone();
     let mut wsc = WebSocketConfig::default();
     wsc.max_message_size = Some(cfg.max_message_bytes);
     wsc.max_frame_size = Some(cfg.max_message_bytes);
@@ -254,7 +255,7 @@ pub(crate) async fn connect(
                 cfg.connect_timeout,
             )
         })?
-        .map_err(ConnectError::from_ws)?;
+        .map_err(|e| ConnectError::from_ws(e, &sent))?;
     if let Some(a) = peer {
         probe.stalled.forget(a);
     }
@@ -965,22 +966,25 @@ impl ConnectError {
         }
     }
 
-    fn from_ws(e: WsError) -> ConnectError {
+    /// The failure of an upgrade request that sent `sent`.
+    fn from_ws(e: WsError, sent: &HeaderMap) -> ConnectError {
         match e {
             WsError::Http(resp) => {
                 let code = resp.status().as_u16();
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
-                    .unwrap_or_default();
+                let body = resp.body().as_deref().unwrap_or_default();
+                let page = quote_answer(code, body, 512, sent);
                 let status = match code {
                     401 => Status::ErrUnauthorized,
                     403 => Status::ErrForbidden,
                     _ => Status::ErrHttp,
                 };
+                let message = if page.is_empty() {
+                    format!("HTTP {code} at upgrade")
+                } else {
+                    format!("HTTP {code} at upgrade: {page}")
+                };
                 ConnectError {
-                    error: Error::new(status, format!("HTTP {code} at upgrade: {}", body.trim())),
+                    error: Error::new(status, message),
                     code: Some(code),
                 }
             }
@@ -1027,6 +1031,72 @@ pub(crate) fn merge_headers(
         map.insert(COOKIE, value);
     }
     Ok(map)
+}
+
+/// What of a server's answer (`code`, `body`) to a request that sent `sent` an error may
+/// quote: the start of an error page (4xx, 5xx) and nothing else, since other answers are
+/// not there to explain a refusal and a 2xx body may be a token. Without the credentials
+/// the request carried (a page may echo the request's headers: debug endpoints do) and
+/// without control characters (a server must not forge lines in the app's log); at most
+/// `max_chars` characters.
+pub(crate) fn quote_answer(code: u16, body: &[u8], max_chars: usize, sent: &HeaderMap) -> String {
+    if !(400..600).contains(&code) {
+        return String::new();
+    }
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    for secret in credentials_in(sent) {
+        text = text.replace(&secret, "<redacted>");
+    }
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    text.trim().chars().take(max_chars).collect()
+}
+
+/// The credentials in `headers` as a page could echo them: each credential header's value,
+/// its parts (cookies, their values, an `Authorization` header's credentials) and the user
+/// and password inside Basic credentials, longest first so that no part of a longer one is
+/// left. Parts under four characters are left: replacing them would garble the page and
+/// hide nothing.
+fn credentials_in(headers: &HeaderMap) -> Vec<String> {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::http::header::PROXY_AUTHORIZATION;
+    let mut found = Vec::new();
+    for (name, value) in headers {
+        if !(value.is_sensitive()
+            || *name == COOKIE
+            || *name == AUTHORIZATION
+            || *name == PROXY_AUTHORIZATION)
+        {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        found.push(value.to_owned());
+        for part in value.split([';', ',']).map(str::trim) {
+            found.push(part.to_owned());
+            if let Some((_, v)) = part.split_once('=') {
+                found.push(v.to_owned());
+            }
+            if let Some((scheme, cred)) = part.split_once(' ') {
+                found.push(cred.to_owned());
+                let decoded = base64::engine::general_purpose::STANDARD.decode(cred.trim());
+                if let (true, Ok(Ok(pair))) = (
+                    scheme.eq_ignore_ascii_case("basic"),
+                    decoded.map(String::from_utf8),
+                ) {
+                    if let Some((user, pass)) = pair.split_once(':') {
+                        found.extend([user.to_owned(), pass.to_owned()]);
+                    }
+                    found.push(pair);
+                }
+            }
+        }
+    }
+    found.retain(|s| s.chars().count() >= 4);
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found.dedup();
+    found
 }
 
 /// The upgrade request with the dialect's headers, then the user's ([`merge_headers`]).

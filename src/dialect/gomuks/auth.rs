@@ -83,6 +83,7 @@ pub(crate) async fn fetch_token(
         ..probe.clone()
     };
     let limit = cfg.connect_timeout * 2;
+    let sent = headers.clone();
     let (code, body) = tokio::time::timeout(limit, post(cfg, tls, url, headers, &probe))
         .await
         .map_err(|_| no_answer("", limit))??;
@@ -111,14 +112,14 @@ pub(crate) async fn fetch_token(
                 403 => Status::ErrForbidden,
                 _ => Status::ErrHttp,
             };
-            // An error page is kept to its start.
-            let text = String::from_utf8_lossy(&body);
-            let text: String = text.trim().chars().take(300).collect();
+            let page = transport::quote_answer(code, &body, 300, &sent);
+            let message = if page.is_empty() {
+                format!("auth endpoint answered HTTP {code}")
+            } else {
+                format!("auth endpoint answered HTTP {code}: {page}")
+            };
             Err(ConnectError {
-                error: Error::new(
-                    status,
-                    format!("auth endpoint answered HTTP {code}: {text}"),
-                ),
+                error: Error::new(status, message),
                 code: Some(code),
             })
         }
