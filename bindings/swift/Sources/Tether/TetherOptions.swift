@@ -257,6 +257,84 @@ public struct TetherOptions: Sendable {
     }
 }
 
+/// Options end up in logs and crash reports (`print`, `dump`, a debugger, a reporter walking the
+/// `Mirror`), so every view of them leaves the secrets out: the token (the rwws key), the
+/// password, the header values, the client key and the proxy's userinfo. The mirror is the one
+/// list the text is made from, so an option left out of it is missing from the logs, never
+/// leaked.
+extension TetherOptions: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var customMirror: Mirror {
+        Mirror(self, children: [
+            "url": url,
+            "protocol": self.protocol,
+            "token": token.map { _ in redacted } as Any,
+            "basicAuth": basicAuth as Any,
+            "compression": compression as Any,
+            "pingIntervalMs": pingIntervalMs as Any,
+            "receiveTimeoutMs": receiveTimeoutMs as Any,
+            "pongTimeoutMs": pongTimeoutMs as Any,
+            "requestTimeoutMs": requestTimeoutMs as Any,
+            "connectTimeoutMs": connectTimeoutMs as Any,
+            "reconnectBackoffMs": reconnectBackoffMs as Any,
+            "maxMessageBytes": maxMessageBytes as Any,
+            "queueCapacity": queueCapacity as Any,
+            "maxUnsentBytes": maxUnsentBytes as Any,
+            "resume": resume as Any,
+            "lastServerTs": lastServerTs as Any,
+            "prevListenerId": prevListenerId as Any,
+            // The names tell what was sent; a value may be a credential (Authorization, Cookie).
+            "headers": headers.map { (name: $0.name, value: redacted) },
+            "caPEM": caPEM as Any,
+            "crlPEM": crlPEM as Any,
+            "pinsSHA256": pinsSHA256,
+            "clientCertificate": clientCertificate.map { (certPEM: $0.certPEM, keyPEM: redacted) } as Any,
+            "useOSTrust": useOSTrust as Any,
+            "allowInsecureCredentials": allowInsecureCredentials as Any,
+            "proxy": proxy.map(Self.maskProxy) as Any,
+            "proxyResolver": proxyResolver as Any,
+            "inProcess": inProcess as Any,
+            "eventBufferCapacity": eventBufferCapacity,
+            "store": store as Any,
+        ], displayStyle: .struct)
+    }
+
+    public var description: String { describe(customMirror, as: "TetherOptions") }
+    public var debugDescription: String { description }
+
+    /// The proxy URL without its user and password. Userinfo ends at the last `@`, where URL
+    /// parsers split it, and not at the first `/`: options are logged most when the library
+    /// refused them, and a raw password it refuses may hold `@`, `/`, `:`, `?` or `#`.
+    static func maskProxy(_ url: String) -> String {
+        guard let at = url.lastIndex(of: "@") else { return url }
+        // Only a real scheme is kept: a `//` inside the password is no scheme's.
+        let scheme = url.range(of: "^[A-Za-z][A-Za-z0-9+.-]*://", options: .regularExpression)
+        return "\(url[..<(scheme?.upperBound ?? url.startIndex)])\(redacted)\(url[at...])"
+    }
+}
+
+extension TetherOptions.BasicAuth: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var customMirror: Mirror {
+        Mirror(self, children: ["username": username, "password": redacted], displayStyle: .struct)
+    }
+
+    public var description: String { describe(customMirror, as: "BasicAuth") }
+    public var debugDescription: String { description }
+}
+
+private let redacted = "<redacted>"
+
+/// `Name(label: value, ...)` with optionals shown as their value or `nil`, as in the logs of the
+/// other bindings.
+private func describe(_ mirror: Mirror, as name: String) -> String {
+    let fields = mirror.children.map { child -> String in
+        var shown = "\(child.value)"
+        let value = Mirror(reflecting: child.value)
+        if value.displayStyle == .optional { shown = value.children.first.map { "\($0.value)" } ?? "nil" }
+        return "\(child.label ?? "_"): \(shown)"
+    }
+    return "\(name)(\(fields.joined(separator: ", ")))"
+}
+
 /// A `TetherOptions.proxyResolver` while the library holds it.
 final class ProxyResolverBox: Sendable {
     let resolve: @Sendable (String) throws -> String?

@@ -527,6 +527,100 @@ final class TetherTests: XCTestCase {
         }
     }
 
+    /// Options end up in logs and crash reports: every way Swift prints or reflects them
+    /// leaves the secrets out, and keeps everything else readable.
+    func testOptionsLeaveTheirSecretsOutOfDescriptionsDumpsAndMirrors() {
+        var o = TetherOptions(url: "wss://example.invalid/ws")
+        o.token = "S3CRET-token"
+        o.basicAuth = .init(username: "tether-user", password: "S3CRET-pw")
+        o.proxy = "http://u:S3CRET-px@proxy.invalid:3128"
+        o.headers = [(name: "X-Tether-Test", value: "S3CRET-hdr")]
+        o.clientCertificate = (certPEM: Data("CERT".utf8), keyPEM: Data("S3CRET-key".utf8))
+        o.pongTimeoutMs = 4321
+        o.pinsSHA256 = ["sha256/pin"]
+        var rwws = TetherOptions(url: "https://example.invalid", protocol: .rwws)
+        rwws.token = "S3CRET-rwws-key"
+
+        func outputs<T>(_ value: T) -> [(String, String)] {
+            var dumped = ""
+            dump(value, to: &dumped)
+            var printed = ""
+            print(value, to: &printed)
+            let children = Mirror(reflecting: value).children
+                .map { "\($0.label ?? "_"): \(String(reflecting: $0.value))" }
+            return [
+                ("String(describing:)", String(describing: value)),
+                ("String(reflecting:)", String(reflecting: value)),
+                ("interpolation", "\(value)"),
+                ("print", printed),
+                ("dump", dumped),
+                ("Mirror children", children.joined(separator: ", ")),
+            ]
+        }
+        let all = outputs(o).map { ("gomuks options, \($0.0)", $0.1) }
+            + outputs(rwws).map { ("rwws options, \($0.0)", $0.1) }
+            + outputs(o.basicAuth!).map { ("basicAuth, \($0.0)", $0.1) }
+        for (how, text) in all {
+            XCTAssertFalse(text.contains("S3CRET"), "\(how): \(text)")
+        }
+
+        let text = String(describing: o)
+        for shown in ["wss://example.invalid/ws", "gomuks", "tether-user", "X-Tether-Test",
+                      "http://<redacted>@proxy.invalid:3128", "4321", "sha256/pin", "4 bytes",
+                      "eventBufferCapacity: 256"] {
+            XCTAssertTrue(text.contains(shown), "\(shown) is missing from \(text)")
+        }
+        XCTAssertTrue(String(describing: rwws).contains("protocol: rwws"), String(describing: rwws))
+        XCTAssertTrue(String(describing: TetherOptions(url: "ws://h")).contains("token: nil,"))
+        let children = Dictionary(
+            Mirror(reflecting: o).children.map { ($0.label ?? "_", $0.value) }, uniquingKeysWith: { a, _ in a })
+        XCTAssertEqual(children["url"] as? String, "wss://example.invalid/ws")
+        XCTAssertEqual(children["pongTimeoutMs"] as? UInt32, 4321)
+        XCTAssertEqual(children["eventBufferCapacity"] as? Int, 256)
+        for label in ["token", "basicAuth", "headers", "clientCertificate", "proxy", "inProcess", "store"] {
+            XCTAssertNotNil(children[label], "no \(label) in the mirror")
+        }
+    }
+
+    /// The text of options is made from their mirror: an option missing from it would be
+    /// missing from every log.
+    func testEveryOptionIsInTheOptionsMirror() throws {
+        let source = try String(
+            contentsOf: repoRoot.appendingPathComponent("bindings/swift/Sources/Tether/TetherOptions.swift"),
+            encoding: .utf8)
+        let re = try NSRegularExpression(pattern: #"(?m)^    public var `?(\w+)`?"#)
+        let declared = Set(re.matches(in: source, range: NSRange(source.startIndex..., in: source))
+            .map { String(source[Range($0.range(at: 1), in: source)!]) })
+            .subtracting(["description", "debugDescription", "customMirror"])
+        XCTAssertGreaterThan(declared.count, 25)
+        let labels = Set(Mirror(reflecting: TetherOptions(url: "ws://h")).children.compactMap(\.label))
+        XCTAssertEqual(declared.subtracting(labels), [], "options missing from the mirror")
+        XCTAssertEqual(labels.subtracting(declared), [], "mirror labels that are no option")
+    }
+
+    /// A proxy's userinfo ends at its last `@`, as URL parsers split it: a raw password (which
+    /// the library refuses, when apps are likeliest to log their options) stays hidden whatever
+    /// it holds.
+    func testTheProxyUserinfoIsHiddenUpToTheLastAt() {
+        let cases = [
+            ("http://user:p@ss@proxy:3128", "http://<redacted>@proxy:3128"),
+            ("socks5://u:a/b@h:1", "socks5://<redacted>@h:1"),
+            ("https://u:S3CRET:x?y#z@h:443", "https://<redacted>@h:443"),
+            ("socks5h://u:a//b@c@h:1080", "socks5h://<redacted>@h:1080"),
+            ("http://u:p%40ss@h:3128", "http://<redacted>@h:3128"),
+            ("u:a/b@h:1", "<redacted>@h:1"),
+            ("u:x://y@h:1", "<redacted>@h:1"),
+            ("http://proxy:3128", "http://proxy:3128"),
+            ("direct", "direct"),
+        ]
+        for (proxy, shown) in cases {
+            var o = TetherOptions(url: "ws://h")
+            o.proxy = proxy
+            let text = String(describing: o)
+            XCTAssertTrue(text.contains("proxy: \(shown),"), "\(proxy) shown as: \(text)")
+        }
+    }
+
     func testBadOptionsAreRefusedAndGoodOnesWork() async throws {
         let b = try Backend()
         let bad: [(String, (inout TetherOptions) -> Void)] = [

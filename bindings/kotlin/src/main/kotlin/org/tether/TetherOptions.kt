@@ -139,7 +139,7 @@ data class TetherOptions(
     val clientKeyPem: String? = null,
     /** Trust the operating system's certificate store instead of the built-in webpki roots. */
     val useOsTrust: Boolean = false,
-    /** Allow a token or password over plain `ws://`/`http://` to a host that is not loopback. */
+    /** Allow credentials (token, password, `Cookie`/`Authorization` headers) over plain `ws://`/`http://` to a host that is not loopback. */
     val allowInsecureCredentials: Boolean = false,
     /**
      * The proxy for the websocket and the gomuks login alike: `http://[user:pass@]host:port`
@@ -289,8 +289,20 @@ data class TetherOptions(
     private companion object {
         fun mask(secret: String?) = if (secret == null) "null" else "<redacted>"
 
-        /** The proxy URL without its user and password. */
-        fun maskProxy(url: String) = url.replace(Regex("^([^/]*//)?[^@/]*@"), "$1<redacted>@")
+        /**
+         * The proxy URL without its user and password. Userinfo ends at the last `@`, where URL
+         * parsers split it, and not at the first `/`: options are logged most when the library
+         * refused them, and a raw password it refuses may hold `@`, `/`, `:`, `?` or `#`.
+         */
+        fun maskProxy(url: String): String {
+            val at = url.lastIndexOf('@')
+            if (at < 0) return url
+            // Only a real scheme is kept: a `//` inside the password is no scheme's.
+            val scheme = SCHEME.find(url)?.value ?: ""
+            return "$scheme<redacted>${url.substring(at)}"
+        }
+
+        val SCHEME = Regex("^[A-Za-z][A-Za-z0-9+.-]*://")
 
         fun flag(on: Boolean): Byte = if (on) 1 else 0
 

@@ -257,6 +257,30 @@ class OptionsTest : WithBackend() {
     }
 
     @Test
+    fun `toString hides the whole userinfo of a proxy URL, up to its last @`() {
+        // Raw userinfo (refused by the library, but logged by apps all the same) is split at
+        // the last @, as URL parsers do: whatever a password holds stays hidden.
+        val cases = listOf(
+            "http://user:p@ss@proxy:3128" to "http://<redacted>@proxy:3128",
+            "socks5://u:a/b@h:1" to "socks5://<redacted>@h:1",
+            "https://u:S3CRET:x?y#z@h:443" to "https://<redacted>@h:443",
+            "socks5h://u:a//b@c@h:1080" to "socks5h://<redacted>@h:1080",
+            "http://u:p%40ss@h:3128" to "http://<redacted>@h:3128",
+            "u:a/b@h:1" to "<redacted>@h:1",
+            "u:x://y@h:1" to "<redacted>@h:1",
+            "http://proxy:3128" to "http://proxy:3128",
+            "direct" to "direct",
+        )
+        val wrong = cases.mapNotNull { (proxy, shown) ->
+            val s = TetherOptions(proxy = proxy).toString()
+            s.substringAfter("proxy=").substringBefore(", proxySelector=").takeIf { !s.contains("proxy=$shown,") }
+                ?.let { "$proxy printed as $it, not $shown" }
+        }
+        assertTrue(wrong.isEmpty(), wrong.joinToString("\n"))
+        assertTrue(TetherOptions().toString().contains("proxy=null,"))
+    }
+
+    @Test
     fun `every option at once, with values that work`(): Unit = runBlocking {
         val o = login(
             TetherOptions(
