@@ -1220,7 +1220,10 @@ tether_status tether_config_set_max_message_bytes(struct tether_config *cfg, siz
 
 /**
  * How many events may wait for the app before the library stops reading the socket
- * (default 4096). Nothing is dropped: the server sees TCP backpressure.
+ * (default 4096). Nothing is dropped: the server sees TCP backpressure. While
+ * disconnected, a full queue also holds back the next connection attempt until the app
+ * takes an event (or calls `tether_client_reconnect_now`), so an app that stops polling
+ * during an outage does not gather two events per attempt.
  */
 tether_status tether_config_set_queue_capacity(struct tether_config *cfg, size_t events);
 

@@ -451,6 +451,9 @@ impl ConfigBuilder {
         self
     }
     /// How many events may wait for the app before the socket stops being read (default 4096).
+    /// While disconnected, a full queue also holds back the next connection attempt until the
+    /// app takes an event (or cues a reconnect): attempts would only add their CONNECTING and
+    /// DISCONNECTED to it.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
         self

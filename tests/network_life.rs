@@ -222,6 +222,49 @@ async fn pause_while_waiting_stops_attempts_and_unpause_connects_now() {
     close_and_drain(&c).await;
 }
 
+/// An app that stops taking events (a backgrounded app in poll mode) while the server is
+/// unreachable does not collect a CONNECTING and a DISCONNECTED per attempt for as long as the
+/// outage lasts: once its queue is full the next attempt waits for room (no connection could
+/// deliver anything meanwhile), and attempts go on once the app takes events again.
+#[tokio::test]
+async fn attempts_wait_for_room_while_the_app_takes_no_events() {
+    // A port nothing listens on: every attempt is refused at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = start(
+        Config::builder(&format!("http://127.0.0.1:{port}"))
+            .queue_capacity(8)
+            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
+            .build()
+            .unwrap(),
+    );
+    until_queue_holds(&c, 8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = c.stats();
+    assert!(
+        held.queued_events <= 8 + 2,
+        "{} events queued",
+        held.queued_events
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.stats().connect_attempts,
+        held.connect_attempts,
+        "attempts went on while the queue was full"
+    );
+    // Taking events makes room, and the attempts go on.
+    let mut disconnects = 0;
+    while disconnects < 10 {
+        if next(&c).await.kind() == EventKind::Disconnected {
+            disconnects += 1;
+        }
+    }
+    assert!(c.stats().connect_attempts > held.connect_attempts);
+    close_and_drain(&c).await;
+}
+
 /// The reconnect cue while waiting in backoff connects at once, and never opens a second
 /// connection.
 #[tokio::test]

@@ -943,9 +943,26 @@ impl Book {
         }
     }
 
-    /// Waits out a backoff delay while serving commands and timers.
+    /// Waits out a backoff delay while serving commands and timers, and then, if the app's
+    /// queue is full, for room in it: an app that takes no events (backgrounded, in poll mode)
+    /// would otherwise gather a CONNECTING and a DISCONNECTED per attempt for as long as an
+    /// outage lasts, and a connection could deliver nothing meanwhile. The app's cues still
+    /// connect at once.
     async fn wait(&mut self, until: Instant, commands: &mut CommandRx) -> State {
-        let mut sleep = Box::pin(sleep_until(until));
+        let queue = self.queue.clone();
+        let client = self.probe.client;
+        let mut sleep = Box::pin(async move {
+            sleep_until(until).await;
+            if !queue.has_space() {
+                tlog!(
+                    client,
+                    Info,
+                    "session",
+                    "the app's event queue is full: the next attempt waits until it takes one"
+                );
+                queue.wait_space().await;
+            }
+        });
         loop {
             match self.offline(commands, &mut sleep).await {
                 Offline::Closed => return State::Closed,
