@@ -129,66 +129,83 @@ fn lookup(host: &str, port: u16, v6: bool) -> Lookup {
 /// text, since an `io::Error` cannot be cloned.
 type Answer = Result<Arc<[IpAddr]>, (io::ErrorKind, String)>;
 
-/// The lookups still running, by name and family.
+/// How long a running lookup is joined. An attempt after that (at the app's cue after a
+/// network change, say) asks afresh: the new network's resolver may answer at once where the
+/// old one stalls.
+const JOIN_WITHIN: Duration = Duration::from_secs(1);
+
+/// The most lookups of one name and family running at once; past it, attempts join the
+/// youngest, whatever its age.
+pub(crate) const MAX_RUNNING: usize = 4;
+
+/// The lookups still running.
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
 
 struct Running {
+    id: u64,
     host: String,
     v6: bool,
+    since: std::time::Instant,
     answer: watch::Receiver<Option<Answer>>,
 }
 
 /// Takes a finished lookup out of [`RUNNING`], also if its thread never ran it (the runtime
 /// shutting down), so that a later attempt starts afresh instead of waiting on it.
-struct Finished {
-    host: String,
-    v6: bool,
-}
+struct Finished(u64);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        crate::lock(&RUNNING).retain(|r| !(r.host == self.host && r.v6 == self.v6));
+        crate::lock(&RUNNING).retain(|r| r.id != self.0);
     }
 }
 
-/// The answer of `blocking` (one family's lookup of `host`) on the blocking pool, or of the
-/// lookup of the same name and family that is still running: `getaddrinfo` cannot be
-/// cancelled, so each attempt that gave up on a stalled resolver (at its connect timeout, a
-/// pause, a close) would otherwise leave a thread behind, until a long outage filled the pool
-/// the library's other blocking work needs. With this, a name holds at most one thread per
-/// family, and the next attempt gets the answer the stalled lookup brings at last.
+/// The answer of `blocking` (one family's lookup of `host`) on the blocking pool, or of a
+/// lookup of the same name and family still running that started within [`JOIN_WITHIN`]:
+/// `getaddrinfo` cannot be cancelled, so each attempt that gave up on a stalled resolver (at
+/// its connect timeout, a pause, a close) would otherwise leave a thread behind, until a long
+/// outage filled the pool the library's other blocking work needs. With this, a name holds at
+/// most [`MAX_RUNNING`] threads per family, and later attempts get the answer a stalled
+/// lookup brings at last.
 fn shared(
     host: &str,
     v6: bool,
     blocking: impl FnOnce() -> io::Result<Vec<IpAddr>> + Send + 'static,
 ) -> impl Future<Output = io::Result<Arc<[IpAddr]>>> + Send + 'static {
-    let mut answer = {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (mut answer, start) = {
         let mut running = crate::lock(&RUNNING);
-        match running.iter().find(|r| r.host == host && r.v6 == v6) {
-            Some(r) => r.answer.clone(),
-            None => {
+        let same = || running.iter().filter(|r| r.host == host && r.v6 == v6);
+        match same().max_by_key(|r| r.since) {
+            Some(r) if r.since.elapsed() < JOIN_WITHIN || same().count() >= MAX_RUNNING => {
+                (r.answer.clone(), None)
+            }
+            _ => {
+                let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (tx, rx) = watch::channel(None);
                 running.push(Running {
+                    id,
                     host: host.to_owned(),
                     v6,
+                    since: std::time::Instant::now(),
                     answer: rx.clone(),
                 });
-                let finished = Finished {
-                    host: host.to_owned(),
-                    v6,
-                };
-                tokio::task::spawn_blocking(move || {
-                    let answer = blocking()
-                        .map(Arc::from)
-                        .map_err(|e| (e.kind(), e.to_string()));
-                    // Out of the list first: whoever asks after this answer asks anew.
-                    drop(finished);
-                    let _ = tx.send(Some(answer));
-                });
-                rx
+                (rx, Some((id, tx)))
             }
         }
     };
+    // Spawned with the list unlocked: a task the pool refuses is dropped at once, and its
+    // `Finished` takes the list's lock.
+    if let Some((id, tx)) = start {
+        let finished = Finished(id);
+        tokio::task::spawn_blocking(move || {
+            let answer = blocking()
+                .map(Arc::from)
+                .map_err(|e| (e.kind(), e.to_string()));
+            // Out of the list first: whoever asks after this answer asks anew.
+            drop(finished);
+            let _ = tx.send(Some(answer));
+        });
+    }
     async move {
         let done = answer.wait_for(Option::is_some).await.map_err(|_| {
             io::Error::other("the name lookup ended without an answer (the runtime is stopping)")
@@ -492,18 +509,42 @@ mod tests {
         let joined = tokio::time::timeout(Duration::from_millis(5), &mut waiting);
         assert!(joined.await.is_err(), "held: no answer yet");
         held.release();
-        let all = waiting.await.unwrap();
+        let mut all = waiting.await.unwrap();
         assert_eq!(held.started(), 2, "the last attempt shared them too");
+        // Either family may answer first once released.
+        all.sort();
         assert_eq!(
             all,
             [
-                SocketAddr::new(ip("::1"), 80),
-                SocketAddr::new(ip("127.0.0.1"), 80)
+                SocketAddr::new(ip("127.0.0.1"), 80),
+                SocketAddr::new(ip("::1"), 80)
             ]
         );
         let again = resolve_all("held.test", 81).await.unwrap();
         assert!(again.iter().all(|a| a.port() == 81), "{again:?}");
         assert_eq!(held.started(), 4, "answered lookups are not reused");
+    }
+
+    /// A lookup stalled for over [`JOIN_WITHIN`] is not joined (the resolver of a network the
+    /// device just joined may answer at once), up to [`MAX_RUNNING`] per name and family;
+    /// past that, attempts join the youngest.
+    #[tokio::test]
+    async fn an_old_stalled_lookup_is_not_joined_up_to_a_cap() {
+        let held = super::fake::held("held-long.test", &[ip("127.0.0.1"), ip("::1")]);
+        let _release = super::fake::Release(held.clone());
+        for round in 1..=MAX_RUNNING + 1 {
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(5), resolve("held-long.test", 80));
+            assert!(attempt.await.is_err(), "held: no answer yet");
+            let expected = 2 * round.min(MAX_RUNNING);
+            let t0 = Instant::now();
+            while held.started() < expected && t0.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(held.started(), expected, "round {round}");
+            tokio::time::sleep(JOIN_WITHIN + Duration::from_millis(50)).await;
+        }
     }
 
     /// The system's resolver, one family at a time: `localhost` has an IPv4 address.

@@ -1702,9 +1702,9 @@ mod tests {
         c.close().unwrap();
     }
 
-    /// A client whose resolver stalls through many attempts holds one lookup per family, not
-    /// two more per attempt (they cannot be cancelled, and would fill the blocking pool during
-    /// a long outage), and connects once the resolver answers.
+    /// A client whose resolver stalls through many attempts holds a few lookups per family,
+    /// not two more per attempt (they cannot be cancelled, and would fill the blocking pool
+    /// during a long outage), and connects once the resolver answers.
     #[tokio::test]
     async fn attempts_during_a_stalled_lookup_share_it() {
         use crate::{Client, EventKind};
@@ -1730,13 +1730,16 @@ mod tests {
                 .expect("an event within 10 s")
                 .expect("an event")
         };
-        let mut failed = 0;
-        while failed < 5 {
+        // Attempts of 50 ms for 2.5 s: about 50, each asking both families.
+        let (t0, mut failed) = (Instant::now(), 0);
+        while t0.elapsed() < Duration::from_millis(2500) {
             if next().await.kind() == EventKind::Disconnected {
                 failed += 1;
             }
         }
-        assert_eq!(held.started(), 2, "one lookup per family");
+        assert!(failed >= 10, "{failed} attempts");
+        let most = 2 * crate::session::resolve::MAX_RUNNING;
+        assert!(held.started() <= most, "{} lookups", held.started());
         held.release();
         loop {
             let ev = next().await;
