@@ -268,6 +268,10 @@ struct GivenUrl(String);
 impl std::fmt::Debug for GivenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match Url::parse(&self.0) {
+            // Without a host (`foo:me:pw@h`) no userinfo is parsed, yet a password may be there.
+            Ok(u) if u.host().is_none() && self.0.contains('@') => {
+                f.write_str("\"<redacted: no host>\"")
+            }
             Ok(mut u) => {
                 if !u.username().is_empty() || u.password().is_some() {
                     let _ = u.set_username("redacted");
@@ -1167,6 +1171,7 @@ mod tests {
             "wss://me:hunter2@h/",
             "wss://me:hun@ter2@h/",
             "not a url me:hunter2@",
+            "foo:me:hunter2@h",
         ] {
             let b = Config::builder(url);
             assert!(!format!("{b:?}").contains("ter2"), "{b:?}");

@@ -221,6 +221,23 @@ async fn server_answers_never_quote_the_credentials_sent() {
         // The page itself is still quoted where it explains a refusal.
         assert_eq!(text.contains("GET /"), code >= 400, "{text}");
     }
+    // Echoed as JSON escapes it and as a query encodes it, with a key of the app's own
+    // (a reverse proxy's credential, of any header name).
+    let echoes: [fn(&str) -> String; 2] = [
+        |head| head.replace('/', "\\/"),
+        |head| url::form_urlencoded::byte_serialize(head.as_bytes()).collect(),
+    ];
+    for echo in echoes {
+        let port = answering(400, echo).await;
+        let text = refusal(port, |c| {
+            c.token(TOKEN)
+                .header("Authorization", &format!("Bearer {BEARER}"))
+                .header("X-Api-Key", "key/S3CRET/value")
+        })
+        .await;
+        assert!(!text.contains("S3CRET"), "{text}");
+        assert!(text.contains("HTTP 400"), "{text}");
+    }
     // The login: the Basic credentials echoed in a 400, a token in an unusual 2xx.
     let port = answering(400, |head| head.to_owned()).await;
     let text = refusal(port, |c| c.basic_auth("me", PASSWORD)).await;

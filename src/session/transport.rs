@@ -1054,29 +1054,38 @@ pub(crate) fn quote_answer(code: u16, body: &[u8], max_chars: usize, sent: &Head
     text.trim().chars().take(max_chars).collect()
 }
 
-/// The credentials in `headers` as a page could echo them: each credential header's value,
-/// its parts (cookies, their values, an `Authorization` header's credentials) and the user
-/// and password inside Basic credentials, longest first so that no part of a longer one is
-/// left. Parts under four characters are left: replacing them would garble the page and
-/// hide nothing.
+/// The credentials in `headers` as a page could echo them: the value of each header that is
+/// not the protocol's own (the library's cookie, and the app's headers, which may be a reverse
+/// proxy's credentials of any name), its parts (cookies, their values, an `Authorization`
+/// header's credentials), the user and password inside Basic credentials, and each of those
+/// as JSON escapes `/` and as a query percent-encodes it; longest first so that no part of a
+/// longer one is left. Parts under four characters are left: replacing them would garble the
+/// page and hide nothing.
 fn credentials_in(headers: &HeaderMap) -> Vec<String> {
     use base64::Engine;
-    use tokio_tungstenite::tungstenite::http::header::PROXY_AUTHORIZATION;
+    const PROTOCOL: [&str; 10] = [
+        "host",
+        "connection",
+        "upgrade",
+        "content-length",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "user-agent",
+        "origin",
+    ];
     let mut found = Vec::new();
     for (name, value) in headers {
-        if !(value.is_sensitive()
-            || *name == COOKIE
-            || *name == AUTHORIZATION
-            || *name == PROXY_AUTHORIZATION)
-        {
+        if PROTOCOL.contains(&name.as_str()) {
             continue;
         }
-        let Ok(value) = value.to_str() else { continue };
-        found.push(value.to_owned());
+        let value = String::from_utf8_lossy(value.as_bytes());
+        found.push(value.to_string());
         for part in value.split([';', ',']).map(str::trim) {
             found.push(part.to_owned());
             if let Some((_, v)) = part.split_once('=') {
-                found.push(v.to_owned());
+                found.extend([v.to_owned(), v.trim_matches('"').to_owned()]);
             }
             if let Some((scheme, cred)) = part.split_once(' ') {
                 found.push(cred.to_owned());
@@ -1093,9 +1102,19 @@ fn credentials_in(headers: &HeaderMap) -> Vec<String> {
             }
         }
     }
+    let escaped: Vec<String> = found
+        .iter()
+        .flat_map(|s| {
+            let json = s.replace('/', "\\/");
+            let query: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+            [json, query]
+        })
+        .collect();
+    found.extend(escaped);
     found.retain(|s| s.chars().count() >= 4);
-    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found.sort();
     found.dedup();
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
     found
 }
 

@@ -259,13 +259,14 @@ public struct TetherOptions: Sendable {
 
 /// Options end up in logs and crash reports (`print`, `dump`, a debugger, a reporter walking the
 /// `Mirror`), so every view of them leaves the secrets out: the token (the rwws key), the
-/// password, the header values, the client key and the proxy's userinfo. The mirror is the one
+/// password, the header values, the client key and the userinfo of the URL and the proxy. The mirror is the one
 /// list the text is made from, so an option left out of it is missing from the logs, never
 /// leaked.
 extension TetherOptions: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var customMirror: Mirror {
         Mirror(self, children: [
-            "url": url,
+            // A password in the URL is refused when the client is made, but may be printed first.
+            "url": Self.maskUserinfo(url),
             "protocol": self.protocol,
             "token": token.map { _ in redacted } as Any,
             "basicAuth": basicAuth as Any,
@@ -290,7 +291,7 @@ extension TetherOptions: CustomStringConvertible, CustomDebugStringConvertible, 
             "clientCertificate": clientCertificate.map { (certPEM: $0.certPEM, keyPEM: redacted) } as Any,
             "useOSTrust": useOSTrust as Any,
             "allowInsecureCredentials": allowInsecureCredentials as Any,
-            "proxy": proxy.map(Self.maskProxy) as Any,
+            "proxy": proxy.map(Self.maskUserinfo) as Any,
             "proxyResolver": proxyResolver as Any,
             "inProcess": inProcess as Any,
             "eventBufferCapacity": eventBufferCapacity,
@@ -301,10 +302,11 @@ extension TetherOptions: CustomStringConvertible, CustomDebugStringConvertible, 
     public var description: String { describe(customMirror, as: "TetherOptions") }
     public var debugDescription: String { description }
 
-    /// The proxy URL without its user and password. Userinfo ends at the last `@`, where URL
-    /// parsers split it, and not at the first `/`: options are logged most when the library
-    /// refused them, and a raw password it refuses may hold `@`, `/`, `:`, `?` or `#`.
-    static func maskProxy(_ url: String) -> String {
+    /// A URL (the server's, the proxy's) without its user and password. Userinfo ends at the
+    /// last `@`, where URL parsers split it, and not at the first `/`: options are logged most
+    /// when the library refused them, and a raw password it refuses may hold `@`, `/`, `:`,
+    /// `?` or `#`. An `@` further on (in a path) hides more than the userinfo, never less.
+    static func maskUserinfo(_ url: String) -> String {
         guard let at = url.lastIndex(of: "@") else { return url }
         // Only a real scheme is kept: a `//` inside the password is no scheme's.
         let scheme = url.range(of: "^[A-Za-z][A-Za-z0-9+.-]*://", options: .regularExpression)

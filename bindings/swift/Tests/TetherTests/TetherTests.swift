@@ -540,6 +540,8 @@ final class TetherTests: XCTestCase {
         o.pinsSHA256 = ["sha256/pin"]
         var rwws = TetherOptions(url: "https://example.invalid", protocol: .rwws)
         rwws.token = "S3CRET-rwws-key"
+        // A URL with a password is refused when the client is made: just when apps log options.
+        let withPassword = TetherOptions(url: "wss://me:S3CRET-url@example.invalid/ws")
 
         func outputs<T>(_ value: T) -> [(String, String)] {
             var dumped = ""
@@ -560,6 +562,7 @@ final class TetherTests: XCTestCase {
         let all = outputs(o).map { ("gomuks options, \($0.0)", $0.1) }
             + outputs(rwws).map { ("rwws options, \($0.0)", $0.1) }
             + outputs(o.basicAuth!).map { ("basicAuth, \($0.0)", $0.1) }
+            + outputs(withPassword).map { ("URL with a password, \($0.0)", $0.1) }
         for (how, text) in all {
             XCTAssertFalse(text.contains("S3CRET"), "\(how): \(text)")
         }
