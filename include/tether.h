@@ -1222,8 +1222,9 @@ tether_status tether_config_set_max_message_bytes(struct tether_config *cfg, siz
  * How many events may wait for the app before the library stops reading the socket
  * (default 4096). Nothing is dropped: the server sees TCP backpressure. While
  * disconnected, a full queue also holds back the next connection attempt until the app
- * takes an event (or calls `tether_client_reconnect_now`), so an app that stops polling
- * during an outage does not gather two events per attempt.
+ * has taken it below its capacity (or calls `tether_client_reconnect_now`), so an app
+ * that stops polling during an outage does not gather two events per attempt; requests
+ * made meanwhile wait unsent.
  */
 tether_status tether_config_set_queue_capacity(struct tether_config *cfg, size_t events);
 
@@ -1469,7 +1470,8 @@ uint16_t tether_event_close_code(const struct tether_event *ev);
 
 /**
  * DISCONNECTED: milliseconds until the next connection attempt; -1 when no retry follows
- * (CLOSED comes next) and for other kinds and NULL.
+ * (CLOSED comes next) and for other kinds and NULL. Later if the event queue is full by
+ * then: the attempt waits for room (see `tether_config_set_queue_capacity`).
  */
 int64_t tether_event_retry_in_ms(const struct tether_event *ev);
 

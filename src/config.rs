@@ -456,8 +456,8 @@ impl ConfigBuilder {
     }
     /// How many events may wait for the app before the socket stops being read (default 4096).
     /// While disconnected, a full queue also holds back the next connection attempt until the
-    /// app takes an event (or cues a reconnect): attempts would only add their CONNECTING and
-    /// DISCONNECTED to it.
+    /// app has taken it below its capacity (or cues a reconnect): attempts would only add
+    /// their CONNECTING and DISCONNECTED to it, and requests made meanwhile wait unsent.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
         self

@@ -186,6 +186,8 @@ impl Event {
         self.resume_attempted
     }
     /// DISCONNECTED: when the next attempt starts; `None` means no retry (CLOSED follows).
+    /// Later if the event queue is full by then: the attempt waits for room (see
+    /// [`crate::ConfigBuilder::queue_capacity`]).
     pub fn retry_in(&self) -> Option<Duration> {
         self.retry_in
     }

@@ -194,8 +194,9 @@ ffi_fn! {
     /// How many events may wait for the app before the library stops reading the socket
     /// (default 4096). Nothing is dropped: the server sees TCP backpressure. While
     /// disconnected, a full queue also holds back the next connection attempt until the app
-    /// takes an event (or calls `tether_client_reconnect_now`), so an app that stops polling
-    /// during an outage does not gather two events per attempt.
+    /// has taken it below its capacity (or calls `tether_client_reconnect_now`), so an app
+    /// that stops polling during an outage does not gather two events per attempt; requests
+    /// made meanwhile wait unsent.
     fn tether_config_set_queue_capacity(cfg: *mut tether_config, events: usize) -> tether_status {
         edit(cfg, |b| Ok(b.queue_capacity(events)))
     } ?= code

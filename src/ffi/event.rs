@@ -103,7 +103,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// DISCONNECTED: milliseconds until the next connection attempt; -1 when no retry follows
-    /// (CLOSED comes next) and for other kinds and NULL.
+    /// (CLOSED comes next) and for other kinds and NULL. Later if the event queue is full by
+    /// then: the attempt waits for room (see `tether_config_set_queue_capacity`).
     fn tether_event_retry_in_ms(ev: *const tether_event) -> i64 {
         field(ev, -1, |e| {
             e.retry_in()

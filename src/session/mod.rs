@@ -958,7 +958,7 @@ impl Book {
                     client,
                     Info,
                     "session",
-                    "the app's event queue is full: the next attempt waits until it takes one"
+                    "the app's event queue is full: the next attempt waits for room in it"
                 );
                 queue.wait_space().await;
             }
