@@ -745,7 +745,8 @@ async fn backpressure_loses_nothing() {
     let before = c.stats().events_received;
     let pushed = 2000;
     let newest = b.push_events(pushed);
-    tokio::time::sleep(ms(500)).await;
+    until_queue_holds(&c, 8).await;
+    tokio::time::sleep(ms(300)).await;
     let queued = c.queued_events();
     let read = c.stats().events_received - before;
     // Small slack: a PONG read beside the events is queued too.

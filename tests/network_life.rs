@@ -10,15 +10,6 @@ use common::*;
 use tether::{Config, ConnectionState, EventKind, Status};
 use tether_testkit::proxy::Proxy;
 
-/// Waits until the app's event queue holds `n` events (the session then stops reading).
-async fn until_queue_holds(c: &tether::Client, n: usize) {
-    let t0 = Instant::now();
-    while c.queued_events() < n {
-        assert!(t0.elapsed() < WAIT, "the queue never filled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// §7.1, §7.2: a pause closes with 1000 (the backend keeps our entry), nothing reconnects
 /// meanwhile, requests keep their timeouts, and unpausing resumes with every missed event
 /// exactly once, on the same client and event stream.

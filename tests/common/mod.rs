@@ -82,6 +82,15 @@ pub async fn until(c: &Client, mut pred: impl FnMut(&Event) -> bool) -> (Event, 
     }
 }
 
+/// Waits until the app's event queue holds `n` events (the session then stops reading).
+pub async fn until_queue_holds(c: &Client, n: usize) {
+    let t0 = std::time::Instant::now();
+    while c.queued_events() < n {
+        assert!(t0.elapsed() < WAIT, "the queue never filled");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 pub async fn until_kind(c: &Client, kind: EventKind) -> (Event, Vec<Event>) {
     until(c, |e| e.kind() == kind).await
 }
