@@ -262,27 +262,31 @@ impl Config {
 
 /// The URL as the app gave it to the builder. Its `Debug` leaves out a user and password,
 /// which [`ConfigBuilder::build`] refuses: apps tend to log the builder when `build` fails.
+/// Everything after the scheme up to the last `@` is hidden: a raw password may hold `/`, `:`
+/// or `@` and so parse as something else (`wss://me:1234/pw@h/` has host `me`, port 1234), and
+/// an `@` in a path hides more than the userinfo, never less.
 #[derive(Clone)]
 struct GivenUrl(String);
 
 impl std::fmt::Debug for GivenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match Url::parse(&self.0) {
-            // Without a host (`foo:me:pw@h`) no userinfo is parsed, yet a password may be there.
-            Ok(u) if u.host().is_none() && self.0.contains('@') => {
-                f.write_str("\"<redacted: no host>\"")
-            }
-            Ok(mut u) => {
-                if !u.username().is_empty() || u.password().is_some() {
-                    let _ = u.set_username("redacted");
-                    let _ = u.set_password(None);
-                }
-                write!(f, "{:?}", u.as_str())
-            }
-            // Unparsable: it may still hold a password.
-            Err(_) if self.0.contains('@') => f.write_str("\"<redacted: not a URL>\""),
-            Err(_) => write!(f, "{:?}", self.0),
-        }
+        let Some(at) = self.0.rfind('@') else {
+            return write!(f, "{:?}", self.0);
+        };
+        let scheme = self.0[..at]
+            .find("://")
+            .filter(|&i| {
+                let s = &self.0[..i];
+                s.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            })
+            .map_or(0, |i| i + 3);
+        write!(
+            f,
+            "{:?}",
+            format!("{}<redacted>{}", &self.0[..scheme], &self.0[at..])
+        )
     }
 }
 
@@ -1177,6 +1181,12 @@ mod tests {
             assert!(!format!("{b:?}").contains("ter2"), "{b:?}");
             assert!(!b.build().unwrap_err().message().contains("ter2"));
         }
+        // A password that parses as a port and a path is hidden too.
+        let b = Config::builder("wss://me:1234/hunter2@h/");
+        assert!(
+            format!("{b:?}").contains("\"wss://<redacted>@h/\""),
+            "{b:?}"
+        );
         // The app's headers may be a reverse proxy's credentials: names only.
         let b = Config::builder("wss://h/")
             .token("tok")

@@ -488,12 +488,14 @@ mod tests {
     }
 
     /// `getaddrinfo` cannot be cancelled: attempts that gave up on a stalled lookup leave it
-    /// running, and later ones wait for it instead of starting another (one blocking thread
-    /// per name and family, not two per attempt); once it answered, the next one asks anew.
+    /// running, and later ones within [`JOIN_WITHIN`] wait for it instead of starting another
+    /// (one blocking thread per name and family, not two per attempt); once it answered, the
+    /// next one asks anew.
     #[tokio::test]
     async fn a_stalled_lookup_is_shared_by_later_attempts() {
         let held = super::fake::held("held.test", &[ip("127.0.0.1"), ip("::1")]);
         let _release = super::fake::Release(held.clone());
+        let first = Instant::now();
         for _ in 0..20 {
             let attempt = tokio::time::timeout(Duration::from_millis(5), resolve("held.test", 80));
             assert!(attempt.await.is_err(), "held: no answer yet");
@@ -508,9 +510,12 @@ mod tests {
         let mut waiting = Box::pin(resolve_all("held.test", 80));
         let joined = tokio::time::timeout(Duration::from_millis(5), &mut waiting);
         assert!(joined.await.is_err(), "held: no answer yet");
+        // Normally well within the window; a machine slowed past it may start a second pair.
+        let shared = if first.elapsed() < JOIN_WITHIN { 2 } else { 4 };
         held.release();
         let mut all = waiting.await.unwrap();
-        assert_eq!(held.started(), 2, "the last attempt shared them too");
+        assert!(held.started() <= shared, "the last attempt shared them too");
+        let before = held.started();
         // Either family may answer first once released.
         all.sort();
         assert_eq!(
@@ -522,7 +527,11 @@ mod tests {
         );
         let again = resolve_all("held.test", 81).await.unwrap();
         assert!(again.iter().all(|a| a.port() == 81), "{again:?}");
-        assert_eq!(held.started(), 4, "answered lookups are not reused");
+        assert_eq!(
+            held.started(),
+            before + 2,
+            "answered lookups are not reused"
+        );
     }
 
     /// A lookup stalled for over [`JOIN_WITHIN`] is not joined (the resolver of a network the
