@@ -972,16 +972,12 @@ impl ConnectError {
             WsError::Http(resp) => {
                 let code = resp.status().as_u16();
                 let body = resp.body().as_deref().unwrap_or_default();
-                let page = quote_answer(code, body, 512, sent);
+                let message =
+                    quoting_answer(format!("HTTP {code} at upgrade"), code, body, 512, sent);
                 let status = match code {
                     401 => Status::ErrUnauthorized,
                     403 => Status::ErrForbidden,
                     _ => Status::ErrHttp,
-                };
-                let message = if page.is_empty() {
-                    format!("HTTP {code} at upgrade")
-                } else {
-                    format!("HTTP {code} at upgrade: {page}")
                 };
                 ConnectError {
                     error: Error::new(status, message),
@@ -1033,15 +1029,21 @@ pub(crate) fn merge_headers(
     Ok(map)
 }
 
-/// What of a server's answer (`code`, `body`) to a request that sent `sent` an error may
-/// quote: the start of an error page (4xx, 5xx) and nothing else, since other answers are
-/// not there to explain a refusal and a 2xx body may be a token. Without the credentials
-/// the request carried (a page may echo the request's headers: debug endpoints do) and
-/// without control characters (a server must not forge lines in the app's log); at most
-/// `max_chars` characters.
-pub(crate) fn quote_answer(code: u16, body: &[u8], max_chars: usize, sent: &HeaderMap) -> String {
+/// `message` about a server's answer (`code`, `body`) to a request that sent `sent`, with
+/// what of it an error may quote after a colon: the start of an error page (4xx, 5xx) and
+/// nothing else, since other answers are not there to explain a refusal and a 2xx body may be
+/// a token. Without the credentials the request carried (a page may echo the request's
+/// headers: debug endpoints do) and without control characters (a server must not forge
+/// lines in the app's log); at most `max_chars` characters of it.
+pub(crate) fn quoting_answer(
+    message: String,
+    code: u16,
+    body: &[u8],
+    max_chars: usize,
+    sent: &HeaderMap,
+) -> String {
     if !(400..600).contains(&code) {
-        return String::new();
+        return message;
     }
     let secrets = credentials_in(sent);
     // Only the start is quoted: scrubbing a 64 KiB page for each of many secrets would cost
@@ -1058,7 +1060,12 @@ pub(crate) fn quote_answer(code: u16, body: &[u8], max_chars: usize, sent: &Head
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    text.trim().chars().take(max_chars).collect()
+    let page: String = text.trim().chars().take(max_chars).collect();
+    if page.is_empty() {
+        message
+    } else {
+        format!("{message}: {page}")
+    }
 }
 
 /// The credentials in `headers` as a page could echo them: the value of each header that is

@@ -112,12 +112,8 @@ pub(crate) async fn fetch_token(
                 403 => Status::ErrForbidden,
                 _ => Status::ErrHttp,
             };
-            let page = transport::quote_answer(code, &body, 300, &sent);
-            let message = if page.is_empty() {
-                format!("auth endpoint answered HTTP {code}")
-            } else {
-                format!("auth endpoint answered HTTP {code}: {page}")
-            };
+            let what = format!("auth endpoint answered HTTP {code}");
+            let message = transport::quoting_answer(what, code, &body, 300, &sent);
             Err(ConnectError {
                 error: Error::new(status, message),
                 code: Some(code),
