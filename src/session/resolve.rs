@@ -380,35 +380,28 @@ pub(crate) mod fake {
     pub(super) fn answer(host: &str, port: u16, v6: bool) -> Option<Lookup> {
         let names = crate::lock(&NAMES);
         let n = names.iter().rev().find(|n| n.name == host)?;
-        if let Some(held) = n.held.clone() {
-            let ips: Vec<IpAddr> = n
-                .ips
-                .iter()
-                .filter(|ip| ip.is_ipv6() == v6)
-                .copied()
-                .collect();
-            return Some(with_port(
-                shared(host, v6, move || {
-                    held.block();
-                    Ok(ips)
-                }),
-                port,
-            ));
-        }
-        let addrs: Vec<SocketAddr> = n
+        let ips: Vec<IpAddr> = n
             .ips
             .iter()
             .filter(|ip| ip.is_ipv6() == v6)
-            .map(|ip| SocketAddr::new(*ip, port))
+            .copied()
             .collect();
+        if let Some(held) = n.held.clone() {
+            let answer = shared(host, v6, move || {
+                held.block();
+                Ok(ips)
+            });
+            return Some(with_port(answer, port));
+        }
         let delay = n.delays[usize::from(!v6)];
-        Some(Box::pin(async move {
+        let answer = async move {
             match delay {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending::<()>().await,
             }
-            Ok(addrs)
-        }))
+            Ok(Arc::from(ips))
+        };
+        Some(with_port(answer, port))
     }
 }
 
