@@ -1231,13 +1231,28 @@ mod tests {
         held.abort();
     }
 
+    /// A client of the testkit's backend `b` that reaches it by `name` (which the test made
+    /// resolve to its addresses), with its token and no proxy, set up further by `f`.
+    fn client_by_name(
+        b: &tether_testkit::gomuks::Backend,
+        name: &str,
+        f: impl FnOnce(crate::ConfigBuilder) -> crate::ConfigBuilder,
+    ) -> crate::Client {
+        let cfg = Config::builder(&format!("http://{name}:{}", b.addr().port()))
+            .token(&b.token())
+            // The name is not loopback, though its addresses are.
+            .allow_insecure_credentials(true)
+            .no_proxy();
+        crate::Client::new(f(cfg).build().unwrap())
+    }
+
     /// The same through a whole client against the testkit's gomuks backend, which listens at
     /// 127.0.0.1 only: the first attempt stalls at 127.0.0.2 and its DISCONNECTED names the
     /// step, the next reaches the backend and the session starts (`init_complete`).
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn rfc8305_4_a_client_reaches_a_dual_stack_backend_over_the_address_that_works() {
-        use crate::{Client, EventKind};
+        use crate::EventKind;
         // Another test may hold the backend's port on 127.0.0.2: then a new backend.
         let (b, silent) = loop {
             let b = tether_testkit::gomuks::Backend::start(Default::default())
@@ -1254,18 +1269,11 @@ mod tests {
             "dual-backend.test",
             &["127.0.0.2".parse().unwrap(), b.addr().ip()],
         );
-        let c = Client::new(
-            Config::builder(&format!("http://dual-backend.test:{port}"))
-                .token(&b.token())
-                // Room for the second attempt's upgrade on a busy machine.
-                .connect_timeout(Duration::from_millis(1000))
+        let c = client_by_name(&b, "dual-backend.test", |c| {
+            // Room for the second attempt's upgrade on a busy machine.
+            c.connect_timeout(Duration::from_millis(1000))
                 .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
-                // The name is not loopback, though its addresses are.
-                .allow_insecure_credentials(true)
-                .no_proxy()
-                .build()
-                .unwrap(),
-        );
+        });
         c.connect().unwrap();
         let mut kinds = Vec::new();
         loop {
@@ -1700,7 +1708,7 @@ mod tests {
     /// never), and the session starts (`init_complete`).
     #[tokio::test]
     async fn rfc8305_3_a_client_connects_while_the_aaaa_lookup_never_answers() {
-        use crate::{Client, EventKind};
+        use crate::EventKind;
         let b = tether_testkit::gomuks::Backend::start(Default::default())
             .await
             .unwrap();
@@ -1710,15 +1718,9 @@ mod tests {
             None,
             Some(Duration::ZERO),
         );
-        let c = Client::new(
-            Config::builder(&format!("http://no-aaaa-backend.test:{}", b.addr().port()))
-                .token(&b.token())
-                .connect_timeout(Duration::from_secs(30))
-                .allow_insecure_credentials(true)
-                .no_proxy()
-                .build()
-                .unwrap(),
-        );
+        let c = client_by_name(&b, "no-aaaa-backend.test", |c| {
+            c.connect_timeout(Duration::from_secs(30))
+        });
         let t0 = Instant::now();
         c.connect().unwrap();
         loop {
@@ -1740,22 +1742,16 @@ mod tests {
     /// during a long outage), and connects once the resolver answers.
     #[tokio::test]
     async fn attempts_during_a_stalled_lookup_share_it() {
-        use crate::{Client, EventKind};
+        use crate::EventKind;
         let b = tether_testkit::gomuks::Backend::start(Default::default())
             .await
             .unwrap();
         let held = crate::session::resolve::fake::held("held-backend.test", &[b.addr().ip()]);
         let _release = crate::session::resolve::fake::Release(held.clone());
-        let c = Client::new(
-            Config::builder(&format!("http://held-backend.test:{}", b.addr().port()))
-                .token(&b.token())
-                .connect_timeout(Duration::from_millis(50))
+        let c = client_by_name(&b, "held-backend.test", |c| {
+            c.connect_timeout(Duration::from_millis(50))
                 .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-                .allow_insecure_credentials(true)
-                .no_proxy()
-                .build()
-                .unwrap(),
-        );
+        });
         c.connect().unwrap();
         let next = || async {
             tokio::time::timeout(Duration::from_secs(10), c.next_event())
