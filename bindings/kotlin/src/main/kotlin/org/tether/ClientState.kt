@@ -11,8 +11,10 @@ import java.util.concurrent.Executors
 import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.currentCoroutineContext
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.isActive
 
 /**
  * The native client and everything its callbacks touch. Kept apart from [TetherClient] (and
@@ -106,6 +108,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             return true
         }
 
+        /** With [lock] not held: puts [ev], just taken, back in front for the next consumer. */
+        fun putBack(ev: Event) {
+            synchronized(lock) { items.addFirst(ev) }
+            wake.trySend(Unit)
+        }
+
         /** The next item, suspending for it; null once [done] or the client ended, and drained. */
         suspend fun take(): Event? {
             while (true) {
@@ -176,9 +184,24 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         storeHub?.close()
     }
 
-    /** The events in order; ends after CLOSED, or once the client is freed and the rest read. */
+    /**
+     * The events in order; ends after CLOSED, or once the client is freed and the rest read.
+     * An event whose collector is cancelled before its handling of it returns (emit checks for
+     * cancellation before it calls the collector, so this includes one the collector never
+     * saw) goes back in front for the next collector: a lifecycle that stops and restarts
+     * collecting loses nothing. A collector that ends the flow itself (`first`, `take`) throws
+     * a CancellationException too, but its job stays active: that event was handed over.
+     */
     fun events(): Flow<Event> = flow {
-        while (true) emit(queue.take() ?: return@flow)
+        while (true) {
+            val ev = queue.take() ?: return@flow
+            try {
+                emit(ev)
+            } catch (e: CancellationException) {
+                if (!currentCoroutineContext().isActive) queue.putBack(ev)
+                throw e
+            }
+        }
     }
 
     /** Names the client this state belongs to (see `ownerHeld`). */

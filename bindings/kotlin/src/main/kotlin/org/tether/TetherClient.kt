@@ -86,6 +86,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * freed and the buffered events are read). At most [TetherOptions.eventBufferCapacity]
      * events wait here: past that the library stops reading the socket until the collector
      * catches up. Replies share that path, so a [request] also waits while nothing collects.
+     * A collector cancelled before its handling of an event returns (a lifecycle that stops
+     * collecting, a timeout around `collect`) leaves that event in front for the next
+     * collector, which sees it again rather than never; `first` and `take` keep what they took.
      */
     val events: Flow<Event> = core.events()
 

@@ -1,9 +1,13 @@
 package org.tether
 
+import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.awaitCancellation
+import kotlinx.coroutines.cancelAndJoin
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.takeWhile
 import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.Assertions.assertEquals
@@ -142,6 +146,31 @@ class EventsTest {
                     assertNotEquals(before, c.authToken())
                     assertEquals(1L, b.stat("total_connections"))
                     assertTrue((b.stat("token_renewals") ?: 0) >= 1)
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `an event whose collector is cancelled while handling it goes to the next collector, once (gomuks spec 7_1)`(): Unit = runBlocking {
+        TestBackend.start().use { b ->
+            TetherClient(b.url, testOptions()).use { c ->
+                withTimeout(20_000) {
+                    c.events.first { it.command == "init_complete" }
+                    val newest = b.push(3)
+                    val got = CompletableDeferred<Event>()
+                    // A lifecycle-bound collector, stopped while it handles an event.
+                    val job = launch { c.events.collect { got.complete(it); awaitCancellation() } }
+                    val held = got.await()
+                    job.cancelAndJoin()
+                    assertEquals(newest + 2, held.requestId)
+                    // first() ends the flow with a CancellationException of its own, its job
+                    // still active: the event it took is handed over, not put back.
+                    assertEquals(newest + 2, c.events.first().requestId)
+                    assertEquals(newest + 1, c.events.first().requestId)
+                    val rest = c.events.first { it.kind == EventKind.MESSAGE }
+                    assertEquals(newest, rest.requestId)
+                    assertEquals(0L, c.stats().queuedEvents)
                 }
             }
         }
