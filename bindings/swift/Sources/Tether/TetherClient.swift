@@ -30,7 +30,8 @@ final class ClientCore: @unchecked Sendable {
     /// diagnostics.
     private var abandonedReply: Int32?
     let events: EventBuffer
-    /// Fired when the library delivers CLOSED, whether or not the app has read it yet.
+    /// Fired when the library delivers CLOSED, whether or not the app has read it yet, or
+    /// when it refused to close (`endWithoutClosed`).
     let closed = OnceSignal()
     /// The `changes` streams of the client's store (none without a store).
     let storeHub = StoreHub()
@@ -147,6 +148,15 @@ final class ClientCore: @unchecked Sendable {
         lock.unlock()
         events.stopWaiting()
         for b in buffers { b.stopWaiting() }
+    }
+
+    /// The library refused to close a client an internal panic left unusable, so no CLOSED
+    /// will come: `events` and the store's streams end after what they hold, and whoever
+    /// waits for CLOSED goes on.
+    func endWithoutClosed() {
+        storeHub.finish()
+        events.finish()
+        closed.fire()
     }
 
     /// After free: no reply will come for what is still pending.
@@ -493,20 +503,38 @@ public final class TetherClient: @unchecked Sendable {
     /// frees the events it kept for this client; with `keepResume` the code is 1000 and a later
     /// client given `resumeState()` receives what it missed. Closing a closed client does
     /// nothing.
+    ///
+    /// A client an internal panic left unusable (every call throws `.panic`) cannot close and
+    /// will deliver no CLOSED: `events` then ends after what it holds, and the waits for
+    /// CLOSED return; its connection lasts until the client is released.
     public func close(keepResume: Bool = false) {
+        _ = startClose(keepResume: keepResume)
+    }
+
+    /// Stands in for `tether_client_close`/`_keep_resume` in tests: a refused close (an
+    /// internal panic) cannot be caused from outside the library.
+    nonisolated(unsafe) static var nativeClose: (OpaquePointer, Bool) -> tether_status = { c, keep in
+        keep ? tether_client_close_keep_resume(c) : tether_client_close(c)
+    }
+
+    /// `close(keepResume:)`; false when the library refused it for an internal panic.
+    private func startClose(keepResume: Bool) -> Bool {
         // From here on the only events left are those the library already holds, so the
         // buffer may take them all rather than keep CLOSED waiting for a reader.
         core.stopWaiting()
-        // The only failure for a live client is TETHER_ERR_STATE: already closed.
-        _ = keepResume ? tether_client_close_keep_resume(client) : tether_client_close(client)
+        // TETHER_ERR_STATE means already closed: CLOSED is delivered or on its way.
+        guard TetherClient.nativeClose(client, keepResume) == TETHER_ERR_PANIC else { return true }
+        core.endWithoutClosed()
+        return false
     }
 
     /// `close(keepResume:)`, then waits up to `timeout` for the library to finish (CLOSED
     /// delivered; the app need not have read it). Returns whether it finished in time; an
-    /// unresponsive server cannot make this wait longer than `timeout`.
+    /// unresponsive server cannot make this wait longer than `timeout`. False at once for a
+    /// client an internal panic left unusable.
     @discardableResult
     public func close(keepResume: Bool = false, timeout: Duration) async -> Bool {
-        close(keepResume: keepResume)
+        guard startClose(keepResume: keepResume) else { return false }
         let closed = core.closed
         if closed.isFired { return true }
         return await withTaskGroup(of: Bool.self) { group in

@@ -1,5 +1,6 @@
 // Against real tether-backend processes (TETHER_BACKEND; bindings/swift/run-tests.sh sets it).
 import Foundation
+import CTether
 import XCTest
 
 @testable import Tether
@@ -792,6 +793,27 @@ final class TetherTests: XCTestCase {
         kill(b.pid, SIGCONT)
         let evs = try await rest(c, within: .seconds(30))
         XCTAssertEqual(evs.last?.kind, .closed)
+    }
+
+    /// A close the library refuses for an internal panic (no CLOSED will ever come) ends the
+    /// events after what they hold and returns the waits, instead of leaving a reader of
+    /// `events` waiting until the client is released.
+    func testACloseRefusedForAPanicEndsTheEventsAndTheWaits() async throws {
+        let b = try Backend()
+        let c = try TetherClient(b.gomuks())
+        _ = try await next(c, "init_complete") { $0.command == "init_complete" }
+        let real = TetherClient.nativeClose
+        TetherClient.nativeClose = { _, _ in TETHER_ERR_PANIC }
+        defer { TetherClient.nativeClose = real }
+        let reader = Task { try await rest(c, within: .seconds(20)) }
+        let t0 = ContinuousClock.now
+        let closed = await c.close(timeout: .seconds(20))
+        XCTAssertFalse(closed)
+        XCTAssertLessThan(ContinuousClock.now - t0, .seconds(5))
+        let evs = try await reader.value
+        XCTAssertFalse(evs.contains { $0.kind == .closed }, "\(evs.map(\.kind))")
+        try await withTimeout(.seconds(5), "waitUntilClosed") { await c.waitUntilClosed() }
+        XCTAssertTrue(c.isClosed)
     }
 
     /// A client with an event buffer of 8 (and a library queue of 16) after init_complete,
