@@ -89,6 +89,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * A collector cancelled before its handling of an event returns (a lifecycle that stops
      * collecting, a timeout around `collect`) leaves that event in front for the next
      * collector, which sees it again rather than never; `first` and `take` keep what they took.
+     * Operators that buffer (`buffer`, `flowOn`, `conflate`) take events ahead of the
+     * collector: what they hold when it is cancelled is dropped with them, so collect this
+     * flow without them when every event matters (it never blocks a thread while it waits).
      */
     val events: Flow<Event> = core.events()
 
