@@ -47,6 +47,7 @@ from ._base import (
     upload_params,
 )
 from ._options import Options, PathArg, check_options
+from ._signals import signals_held
 from .errors import (
     ClientClosedError,
     RequestTimeoutError,
@@ -238,29 +239,11 @@ class _AsyncCore(CoreBase):
     def take_ready(self) -> None:
         deferred: Optional[BaseException] = None
         try:
-            for _ in range(_MAX_BATCHES_PER_WAKEUP):
-                st, events = self.handle.call(self.reader.poll, 0)
-                if st != Status.OK:
-                    if st == Status.CLOSED:
-                        self.unwatch()
-                    break
-                deferred = self.deliver(events)
-                self.reader.delivered()
-                if self.closed:
-                    self.unwatch()
-                    break
-                if self.queue.qsize() >= self.queue_limit and not self.closing:
-                    # Backpressure: stop taking events until a consumer catches up (the
-                    # library then stops reading the socket). Closing always drains.
-                    self.paused = True
-                    self.unwatch()
-                    break
-                if deferred is not None:
-                    break  # the app is stopping: no more batches before it hears of it
-                if len(events) < self.batch_size:
-                    # The library's queue was empty after this batch, so the descriptor was
-                    # reset; anything newer makes it readable again.
-                    break
+            # A plain signal handler that raised as a batch was being queued would lose the
+            # rest of that batch, which the library counts as taken once the next poll clears
+            # it; held back, it raises once the batches are queued.
+            with signals_held():
+                deferred = self.take_batches()
         except ClientClosedError:
             self.unwatch()
         except TetherError as e:
@@ -271,9 +254,40 @@ class _AsyncCore(CoreBase):
             self.unwatch()
             self.fail_pending()
             self.mark_end()
-        if self.closed and self.closing:
-            self.release()
+        finally:
+            # Also when a held-back handler raised: CLOSED may have been queued.
+            if self.closed and self.closing:
+                self.release()
         pass_on(deferred, app_thread=True)  # the loop's thread is the app's
+
+    def take_batches(self) -> Optional[BaseException]:
+        """Up to a few batches from the library, queued; returns what an ``on_change``
+        callback raised to stop the app (see ``deliver``)."""
+        deferred: Optional[BaseException] = None
+        for _ in range(_MAX_BATCHES_PER_WAKEUP):
+            st, events = self.handle.call(self.reader.poll, 0)
+            if st != Status.OK:
+                if st == Status.CLOSED:
+                    self.unwatch()
+                break
+            deferred = self.deliver(events)
+            self.reader.delivered()
+            if self.closed:
+                self.unwatch()
+                break
+            if self.queue.qsize() >= self.queue_limit and not self.closing:
+                # Backpressure: stop taking events until a consumer catches up (the
+                # library then stops reading the socket). Closing always drains.
+                self.paused = True
+                self.unwatch()
+                break
+            if deferred is not None:
+                break  # the app is stopping: no more batches before it hears of it
+            if len(events) < self.batch_size:
+                # The library's queue was empty after this batch, so the descriptor was
+                # reset; anything newer makes it readable again.
+                break
+        return deferred
 
     def deliver(self, events: Sequence[Event]) -> Optional[BaseException]:
         """Routes and queues a batch; returns what an ``on_change`` callback raised to stop

@@ -30,6 +30,7 @@ from typing import (
 )
 
 from . import _base, _ffi
+from ._signals import rescan_signals, signals_held
 from ._base import (
     REQUEST_GRACE_S,
     BytesLike,
@@ -220,92 +221,6 @@ HANDOFF_GRACE_S = 0.1
 #: server the yield lets them run and the figure stays (47-51 µs); pinned apart, 120-125 µs
 #: instead of 111-115 µs. Gains level off from 20 µs on. Without sched_yield it does not spin.
 SPIN_S = 30e-6 if hasattr(os, "sched_yield") else 0.0
-
-
-try:
-    # The C module behind `signal`, whose getsignal() and signal() wrap each call in enum
-    # conversions: 1.8 µs and 2.7 µs per call against 0.04 and 0.2 µs here, which made holding
-    # the handlers back cost 10 µs per batch (and per blocking request's round trip).
-    import _signal as _sig
-except ImportError:  # pragma: no cover - not CPython
-    _sig = signal  # type: ignore[assignment]
-
-#: Signals a Python handler may be set for (SIGKILL and SIGSTOP cannot have one).
-_HANDLEABLE_SIGNALS = tuple(
-    sorted(
-        int(n)
-        for n in set(signal.valid_signals())
-        - {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n)}
-    )
-)
-
-
-#: The signals that had a Python handler at the last look, and when that was: asking for every
-#: signal's handler (about 2 µs) would double what holding them back costs per batch.
-_handled: List[Any] = [(), -1.0]
-_RESCAN_S = 0.05
-
-
-def _rescan_signals() -> Tuple[int, ...]:
-    """Looks again which signals have a Python handler (main thread)."""
-    found = tuple(n for n in _HANDLEABLE_SIGNALS if callable(_sig.getsignal(n)))
-    _handled[0], _handled[1] = found, time.monotonic()
-    return found
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """On the main thread, holds Python signal handlers back while a batch taken from the
-    library is delivered: a handler that raises (Ctrl-C) in the middle would lose the rest of
-    the batch, which the library has already handed over. Each such handler is swapped for
-    one that only notes the signal, and the noted signals are handled right after, in order,
-    by the app's handlers (see _restore_signals). Masking the signal instead does not work:
-    the kernel hands a process signal to another thread, and Python still runs the handler on
-    the main thread.
-    Which signals have handlers is looked up again every 50 ms and when ``events()`` starts,
-    so a handler set within 50 ms inside a loop may still interrupt a batch. Other threads
-    never run signal handlers, so they skip this."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = _handled[0]
-    if time.monotonic() - _handled[1] > _RESCAN_S:
-        handled = _rescan_signals()
-    noted: List[int] = []
-    saved: Dict[int, Any] = {}
-    try:
-        for n in handled:
-            h = _sig.getsignal(n)
-            if callable(h):
-                saved[n] = h
-                _sig.signal(n, lambda signum, frame: noted.append(signum))
-        yield
-    finally:
-        _restore_signals(saved, noted)
-
-
-def _restore_signals(saved: Dict[int, Any], noted: List[int]) -> None:
-    """Puts every saved handler back, then runs the app's handler of each noted signal, in
-    order; the first exception a handler raised propagates once all of that is done. A signal
-    that arrives once its own handler is back runs that handler between two of these steps:
-    should it raise (Ctrl-C), stopping there would leave the signals after it with the noting
-    stand-in for good, since the next batch saves whatever handler it finds."""
-    first: Optional[BaseException] = None
-    for n, h in saved.items():
-        while True:
-            try:
-                _sig.signal(n, h)
-                break
-            except BaseException as e:  # a restored handler raised: restore on, raise later
-                first = first or e
-    frame = sys._getframe()
-    for n in noted:
-        try:
-            saved[n](n, frame)
-        except BaseException as e:
-            first = first or e
-    if first is not None:
-        raise first
 
 
 def _timeout_ms(seconds: float) -> int:
@@ -613,7 +528,7 @@ class _SyncCore(CoreBase):
         to ``timeout`` seconds (``None``: no limit) for it. The wait ends early when a waiter
         asks the reader thread for the token, when pending requests fail, or (main thread)
         for a signal such as ``KeyboardInterrupt``; taking and delivering is never
-        interrupted (see _signals_held)."""
+        interrupted (see _signals.signals_held)."""
         if not self.pump(0):
             self.wait_and_take(timeout)
 
@@ -630,7 +545,7 @@ class _SyncCore(CoreBase):
         """Holding the token: one batch from the library, delivered. Returns whether
         anything happened (events delivered, or delivery ended)."""
         assert self.batch is not None
-        with _signals_held():
+        with signals_held():
             return self.pump_held(timeout_ms)
 
     def pump_held(self, timeout_ms: int) -> bool:
@@ -702,7 +617,7 @@ class _SyncCore(CoreBase):
                 # (Ctrl-C) as acquire returned would leave the token taken by nobody, and
                 # every later wait on this client stuck. Held back here, it raises at the
                 # end of the block, with `took` set.
-                with _signals_held():
+                with signals_held():
                     took = self.token.acquire(blocking=False)
                     if took:
                         self.token_holder = me
@@ -950,14 +865,26 @@ class _SyncCore(CoreBase):
     def take_ready(self) -> Optional[Event]:
         """An event already queued, taken without waiting or locking; ``None`` if none.
         deque.popleft is atomic under the GIL and the reader appends under the lock, so an
-        event seen here is complete."""
+        event seen here is complete. The event is read before it is removed: CPython runs a
+        signal handler right after a call returns, and one that raised (Ctrl-C) as
+        ``popleft()`` returned would lose the event it took, which the library already
+        counts as handed over (the resume point would claim it). Held first, it goes back."""
+        queue = self.queue
         try:
-            ev = self.queue.popleft()
+            ev = queue[0]
         except IndexError:
             return None
-        if self.room_wanted:
-            self.room_taken()
-        return ev
+        try:
+            taken = queue.popleft()
+            if self.room_wanted:
+                self.room_taken()
+        except IndexError:  # another thread took it meanwhile
+            return None
+        except BaseException:
+            if not queue or queue[0] is not ev:
+                queue.appendleft(ev)
+            raise
+        return taken
 
     def room_taken(self) -> None:
         """An event was taken while a thread waits for room in the queue: wake it."""
@@ -1328,18 +1255,12 @@ class Client(ClientState):
         queue = core.queue
         closed = EventKind.CLOSED
         if threading.current_thread() is threading.main_thread():
-            _rescan_signals()  # a handler set just before the loop is held back at once
+            rescan_signals()  # a handler set just before the loop is held back at once
         while True:
-            # The per-event path of next_event(), inlined: most events are taken here.
+            # The per-event path of next_event(): most events are taken here.
             ev = None
             if queue and core.process is _base._process:
-                try:
-                    ev = queue.popleft()
-                except IndexError:  # another thread took it meanwhile
-                    pass
-                else:
-                    if core.room_wanted:
-                        core.room_taken()
+                ev = core.take_ready()
             if ev is None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 ev = self.next_event(left)
