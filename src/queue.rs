@@ -81,18 +81,39 @@ struct Inner {
 
 /// Events a consumer took and will hand over to the app later; see
 /// [`EventQueue::hand_over_later`].
+/// Until then the resume point stops short of them, whatever other consumers hand over.
 pub(crate) struct HandOver {
     resume: Arc<SharedResume>,
     era: u32,
+    /// The first and the newest of the events of `era`.
+    first: i64,
     id: i64,
+    settled: bool,
 }
 
 impl HandOver {
     /// The app has the events now.
-    pub(crate) fn done(self) {
+    pub(crate) fn done(mut self) {
         // Within an era the newest is all that counts; an older era's is ignored.
-        self.resume.took(self.era, self.id);
+        self.resume
+            .settle(self.era, Some(self.first), Some(self.id));
+        self.settled = true;
     }
+}
+
+impl Drop for HandOver {
+    /// Dropped without `done` (a panic on the way): the app never got the events, so they
+    /// stop holding the point back without moving it.
+    fn drop(&mut self) {
+        if !self.settled {
+            self.resume.settle(self.era, Some(self.first), None);
+        }
+    }
+}
+
+/// The newest of `events` that a resume point follows (era 0: replies, rwws, in-process).
+fn newest_buffered(events: &[Event]) -> Option<&Event> {
+    events.iter().rev().find(|e| e.resume_era != 0)
 }
 
 /// The queue. One producer, the session task, plus the SEND_READY a give-back of the send
@@ -140,11 +161,18 @@ impl EventQueue {
     /// What [`EventQueue::handed_over`] would do for `events`, to be done later: for a consumer
     /// that hands them over only after it took them (a C batch, once the app is done with it).
     pub(crate) fn hand_over_later(&self, events: &[Event]) -> Option<HandOver> {
-        let ev = events.iter().rev().find(|e| e.resume_era != 0)?;
+        let ev = newest_buffered(events)?;
+        let era = ev.resume_era;
+        // Present: `ev` itself is of `era`.
+        let first = events.iter().find(|e| e.resume_era == era)?.request_id;
+        let resume = self.resume.get()?.clone();
+        resume.hold(era, first);
         Some(HandOver {
-            resume: self.resume.get()?.clone(),
-            era: ev.resume_era,
+            resume,
+            era,
+            first,
             id: ev.request_id,
+            settled: false,
         })
     }
 
@@ -153,8 +181,9 @@ impl EventQueue {
     /// taken events the app has not seen: the dispatcher until its callback returns, a batch
     /// until the app polls again.
     pub(crate) fn handed_over(&self, events: &[Event]) {
-        if let Some(h) = self.hand_over_later(events) {
-            h.done();
+        // Nothing to hold: the point moves at once.
+        if let (Some(ev), Some(resume)) = (newest_buffered(events), self.resume.get()) {
+            resume.took(ev.resume_era, ev.request_id);
         }
     }
 

@@ -83,6 +83,10 @@ struct Taken {
     /// without moving the point.
     era: u32,
     point: i64,
+    /// The first event of each batch of this era that a consumer has taken and not handed
+    /// over yet, one entry per batch: the point handed out stops short of every one, so a
+    /// thread that hands over a newer batch does not claim one another thread still holds.
+    held: Vec<i64>,
 }
 
 impl SharedResume {
@@ -94,6 +98,7 @@ impl SharedResume {
             taken: Mutex::new(Taken {
                 era: FIRST_ERA,
                 point: resume.last_received_event,
+                held: Vec::new(),
             }),
             token: Mutex::new(token),
         }
@@ -115,9 +120,15 @@ impl SharedResume {
     /// replaces both, so an old run's id never comes with the new run's id.
     pub(crate) fn get(&self) -> ResumeState {
         let run_id = lock(&self.run_id);
+        let t = lock(&self.taken);
+        // Ids only decrease: a held batch's first event is claimed by any point below it.
+        let point = t
+            .held
+            .iter()
+            .fold(t.point, |p, &first| p.max(first.saturating_add(1)));
         ResumeState {
             run_id: run_id.clone(),
-            last_received_event: lock(&self.taken).point,
+            last_received_event: point,
         }
     }
 
@@ -132,9 +143,33 @@ impl SharedResume {
 
     /// The app took buffered event `id` of era `era` from the queue.
     pub(crate) fn took(&self, era: u32, id: i64) {
+        self.settle(era, None, Some(id));
+    }
+
+    /// A consumer took a batch of era `era` whose first buffered event is `first`, to hand
+    /// over later: until [`SharedResume::settle`] releases it, the point stops short of it.
+    pub(crate) fn hold(&self, era: u32, first: i64) {
         let mut t = lock(&self.taken);
-        // Ids only decrease within an era, so the minimum is the most recent.
         if t.era == era {
+            t.held.push(first);
+        }
+    }
+
+    /// Releases the hold of the batch starting at `released` (if any) and, if the app got
+    /// its events, moves the point to `taken`, the batch's newest, at once.
+    pub(crate) fn settle(&self, era: u32, released: Option<i64>, taken: Option<i64>) {
+        let mut t = lock(&self.taken);
+        // An older era's events and holds no longer count (new_era dropped the holds).
+        if t.era != era {
+            return;
+        }
+        if let Some(first) = released {
+            if let Some(i) = t.held.iter().position(|&f| f == first) {
+                t.held.swap_remove(i);
+            }
+        }
+        if let Some(id) = taken {
+            // Ids only decrease within an era, so the minimum is the most recent.
             t.point = t.point.min(id);
         }
     }
@@ -151,6 +186,7 @@ impl SharedResume {
         let mut t = lock(&self.taken);
         t.era = t.era.wrapping_add(1).max(FIRST_ERA);
         t.point = 0;
+        t.held.clear();
         t.era
     }
 
@@ -468,6 +504,40 @@ mod tests {
         assert_eq!(t.ack(), 0);
         assert_eq!(t.event(3, false), 0, "a positive id is no buffered event");
         assert_eq!(t.ack(), 0);
+    }
+
+    /// §7.2: two consumers each hold a batch (two polling threads); the one that hands over
+    /// the newer first does not claim the older batch, and a new era drops the holds.
+    #[test]
+    fn spec7_2_the_point_stops_short_of_every_batch_still_held() {
+        let (mut t, shared) = tracker("r", -5);
+        t.begin_attempt(false);
+        t.connection_opened();
+        let mut era = 0;
+        for id in (-11..=-6).rev() {
+            era = t.event(id, false);
+        }
+        shared.hold(era, -6); // -6 and -7, one thread's
+        shared.hold(era, -8); // -8 to -11, another's
+        shared.settle(era, Some(-8), Some(-11));
+        assert_eq!(shared.get().last_received_event, -5, "-6 is still held");
+        // A hold of another era, or released twice, changes nothing.
+        shared.settle(era.wrapping_add(1), Some(-6), None);
+        shared.settle(era, Some(-8), None);
+        assert_eq!(shared.get().last_received_event, -5);
+        // Dropped without the app getting it: released, not counted.
+        shared.settle(era, Some(-6), None);
+        assert_eq!(shared.get().last_received_event, -11);
+        shared.hold(era, -12);
+        assert_eq!(shared.get().last_received_event, -11);
+        t.begin_attempt(false);
+        t.connection_opened();
+        assert_eq!(t.run_id("other", 2), Some(ResumeOutcome::Reset));
+        assert_eq!(
+            shared.get().last_received_event,
+            0,
+            "a new run holds nothing back"
+        );
     }
 
     #[test]

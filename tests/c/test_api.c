@@ -410,6 +410,22 @@ static void test_resume_state(void) {
     th_close_and_free(c);
 }
 
+/* Polls into `b` until it holds the event `id`. */
+static void poll_batch_until(tether_client *c, tether_batch *b, int64_t id) {
+    int64_t deadline = th_now_ms() + 10000 * th_scale();
+    for (int seen = 0; !seen;) {
+        CHECK(th_now_ms() < deadline);
+        tether_status s = tether_client_poll_batch(c, 500, b, NULL);
+        if (s == TETHER_TIMEOUT) continue;
+        CHECK_OK(s);
+        const tether_batch_entry *e = NULL;
+        const uint8_t *bytes = NULL;
+        size_t n = 0, len = 0;
+        CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
+        for (size_t i = 0; i < n; i++) seen |= e[i].request_id == id;
+    }
+}
+
 /* gomuks-rpc.md §7.2: a batch's events count in the resume state once the app is done with
  * the batch (it polls into it again, or frees it): a client freed while the app still works
  * through a batch must have them replayed to the next one. */
@@ -419,18 +435,7 @@ static void test_resume_state_counts_a_batch_once_the_app_is_done_with_it(void) 
         tether_batch *b = NULL;
         CHECK_OK(tether_batch_new(64, &b));
         int64_t newest = th_push(&backend, 3);
-        int64_t deadline = th_now_ms() + 10000 * th_scale();
-        for (int seen = 0; !seen;) {
-            CHECK(th_now_ms() < deadline);
-            tether_status s = tether_client_poll_batch(c, 500, b, NULL);
-            if (s == TETHER_TIMEOUT) continue;
-            CHECK_OK(s);
-            const tether_batch_entry *e = NULL;
-            const uint8_t *bytes = NULL;
-            size_t n = 0, len = 0;
-            CHECK_OK(tether_batch_view(b, &e, &n, &bytes, &len));
-            for (size_t i = 0; i < n; i++) seen |= e[i].request_id == newest;
-        }
+        poll_batch_until(c, b, newest);
         CHECK(th_last_taken(c) > newest); /* the batch holding it is still the app's */
         if (reuse) {
             CHECK_STATUS(tether_client_poll_batch(c, 0, b, NULL), TETHER_TIMEOUT);
@@ -442,6 +447,25 @@ static void test_resume_state_counts_a_batch_once_the_app_is_done_with_it(void) 
         tether_batch_free(b);
         th_close_and_free(c);
     }
+}
+
+/* gomuks-rpc.md §7.2: with two batches held at once (two polling threads), the one handed
+ * over first does not count the other's older events: the point stops short of every batch
+ * still held, until its thread is done with it too. */
+static void test_resume_state_stops_short_of_a_batch_another_thread_holds(void) {
+    tether_client *c = connected_client();
+    tether_batch *older = NULL, *newer = NULL;
+    CHECK_OK(tether_batch_new(1, &older));
+    CHECK_OK(tether_batch_new(64, &newer));
+    int64_t newest = th_push(&backend, 3);
+    poll_batch_until(c, older, newest + 2);
+    poll_batch_until(c, newer, newest);
+    CHECK_STATUS(tether_client_poll_batch(c, 0, newer, NULL), TETHER_TIMEOUT);
+    CHECK(th_last_taken(c) > newest + 2); /* the older batch is still the app's */
+    tether_batch_free(older);
+    CHECK(th_last_taken(c) == newest);
+    tether_batch_free(newer);
+    th_close_and_free(c);
 }
 
 /* gomuks-rpc.md §1.2: the token from the Basic login is handed back; it alone authorizes a
@@ -746,6 +770,7 @@ int main(void) {
     TH_RUN(test_batch_lending);
     TH_RUN(test_resume_state);
     TH_RUN(test_resume_state_counts_a_batch_once_the_app_is_done_with_it);
+    TH_RUN(test_resume_state_stops_short_of_a_batch_another_thread_holds);
     TH_RUN(test_auth_token);
     TH_RUN(test_proxy_through_tinyproxy);
     TH_RUN(test_proxy_resolver_ends_with_free);
