@@ -27,6 +27,7 @@ import kotlinx.coroutines.isActive
  */
 internal class ClientState(private val client: Pointer, private val capacity: Int) : Reaper.Releasable {
     private val gate = UseGate()
+    private val freeing = Object()
     private val lock = Object()
     private val pending = HashMap<Long, CompletableDeferred<Event>>()
     // The TetherClient, held strongly only while a request is booked: a caller suspended in
@@ -189,7 +190,8 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * An event whose collector is cancelled before its handling of it returns (emit checks for
      * cancellation before it calls the collector, so this includes one the collector never
      * saw) goes back in front for the next collector: a lifecycle that stops and restarts
-     * collecting loses nothing. A collector that ends the flow itself (`first`, `take`) throws
+     * collecting loses nothing (buffering operators downstream drop what they hold; see
+     * [TetherClient.events]). A collector that ends the flow itself (`first`, `take`) throws
      * a CancellationException too, but its job stays active: that event was handed over.
      */
     fun events(): Flow<Event> = flow {
@@ -399,8 +401,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
         // release() takes fresher stats just before the native free. The resume point is the
         // one from here, before end(): the events delivered after it are dropped, and the
         // library counts each as the app's once its callback has returned.
-        callOrNull { c -> snapshotStats(c, resume = true) }
-        if (!gate.close()) return
+        // One free at a time: a second one whose snapshot finished after the first's end()
+        // would store a point that counts the events dropped since.
+        synchronized(freeing) {
+            callOrNull { c -> snapshotStats(c, resume = true) }
+            if (!gate.close()) return
+        }
         end()
         if (INSIDE_CALLBACK.get() == true || Tether.onLogThread()) CLOSERS.execute { release() } else release()
     }
