@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,7 +131,7 @@ impl Client {
     /// `ErrState` if already started or closed; a failed call changes nothing.
     pub fn connect(&self) -> Result<(), Error> {
         self.req.ensure_open()?;
-        let mut slot = crate::lock(&self.rx);
+        let slot = crate::lock(&self.rx);
         if slot.is_none() {
             return Err(Error::new(Status::ErrState, "connect was already called"));
         }
@@ -143,7 +143,7 @@ impl Client {
         let tls = self.req.cfg.tls_configs()?;
         if let Transport::InProcess { .. } = self.req.cfg.transport() {
             let local = gomuks::inproc::InProcess::open(&self.req.cfg, self.probe.client)?;
-            self.spawn(&handle, &mut slot, |rx| {
+            self.spawn(&handle, slot, |rx| {
                 crate::session::local::run(
                     self.req.cfg.clone(),
                     self.req.queue.clone(),
@@ -164,11 +164,11 @@ impl Client {
                     self.req.queue.clone(),
                     self.probe.clone(),
                 )?;
-                self.spawn_session(&handle, d, &mut slot);
+                self.spawn_session(&handle, d, slot);
             }
             Protocol::Rwws => {
                 let d = rwws::Rwws::new(self.req.cfg.clone(), tls, self.probe.clone())?;
-                self.spawn_session(&handle, d, &mut slot);
+                self.spawn_session(&handle, d, slot);
             }
         }
         Ok(())
@@ -179,7 +179,7 @@ impl Client {
         &self,
         handle: &tokio::runtime::Handle,
         dialect: D,
-        slot: &mut Option<CommandRx>,
+        slot: MutexGuard<'_, Option<CommandRx>>,
     ) {
         self.spawn(handle, slot, |rx| {
             crate::session::run(
@@ -194,22 +194,23 @@ impl Client {
     }
 
     /// Takes the command receiver (the point of no return) and starts the session `make`
-    /// builds around it, guarded against panics.
+    /// builds around it, guarded against panics. The spawn is the last thing that touches
+    /// `self`: from then on an event callback or the proxy resolver may free the C handle
+    /// this client lives in (the C API allows both), before `connect` has returned.
     fn spawn<F: Future<Output = ()> + Send + 'static>(
         &self,
         handle: &tokio::runtime::Handle,
-        slot: &mut Option<CommandRx>,
+        mut slot: MutexGuard<'_, Option<CommandRx>>,
         make: impl FnOnce(CommandRx) -> F,
     ) {
         let Some(rx) = slot.take() else { return };
+        // Unlocked before the spawn: the guard's drop writes into `self`.
+        drop(slot);
         // Set here, not only by the task: `state()` right after `connect()` returns must not
         // still read IDLE while the task waits for a runtime thread.
         self.probe.counters.set_state(ConnectionState::Connecting);
-        handle.spawn(guard_session(
-            make(rx),
-            self.req.queue.clone(),
-            self.req.poisoned.clone(),
-        ));
+        let session = guard_session(make(rx), self.req.queue.clone(), self.req.poisoned.clone());
+        handle.spawn(session);
     }
 
     /// Whether an internal panic ended the session. It may read true shortly before the

@@ -409,26 +409,44 @@ ffi_fn! {
         // Owned before the client is looked at, so that a NULL or poisoned client gives the
         // context back too (the closure holding it is dropped unrun).
         let ctx = AppCtx::new(ctx, destroy);
-        handle_boundary(c, code, move |h| status_of(set_callback(h, cb, ctx)))
+        // A refused registration hands the context back, and destroy(ctx) runs only once the
+        // call is done with the client: destroy may free it (or try again).
+        let mut refused = None;
+        let status = handle_boundary(c, code, |h| {
+            status_of(set_callback(h, cb, ctx).map_err(|(e, ctx)| {
+                refused = Some(ctx);
+                e
+            }))
+        });
+        drop(refused);
+        status
     } ?= code
 }
 
-fn set_callback(h: &tether_client, cb: tether_event_cb, ctx: AppCtx) -> Result<(), Error> {
-    let cb = cb.ok_or_else(|| Error::new(Status::ErrNull, "callback is NULL"))?;
+/// Starts the dispatcher; refused, gives `ctx` back with the reason.
+fn set_callback(
+    h: &tether_client,
+    cb: tether_event_cb,
+    ctx: AppCtx,
+) -> Result<(), (Error, AppCtx)> {
+    let Some(cb) = cb else {
+        return Err((Error::new(Status::ErrNull, "callback is NULL"), ctx));
+    };
     let mut slot = lock(&h.dispatcher);
     if slot.is_some() {
-        return Err(Error::new(
-            Status::ErrState,
-            "an event callback is already set",
-        ));
+        let e = Error::new(Status::ErrState, "an event callback is already set");
+        return Err((e, ctx));
     }
     // Free abandons the queue before it takes the dispatcher out of its slot to wait for it:
     // a callback registered from the running callback meanwhile would start a thread nothing
     // waits for, whose destroy(ctx) would run after free returned.
     if h.client.queue().is_abandoned() {
-        return Err(Error::new(Status::ErrState, "the client is being freed"));
+        let e = Error::new(Status::ErrState, "the client is being freed");
+        return Err((e, ctx));
     }
-    h.claim(MODE_CALLBACK)?;
+    if let Err(e) = h.claim(MODE_CALLBACK) {
+        return Err((e, ctx));
+    }
     match Dispatcher::start(h.client.queue().clone(), cb, ctx) {
         Ok(d) => {
             *slot = Some(d);
@@ -436,14 +454,11 @@ fn set_callback(h: &tether_client, cb: tether_event_cb, ctx: AppCtx) -> Result<(
         }
         Err((e, ctx)) => {
             h.mode.store(MODE_UNSET, Ordering::Release);
-            drop(slot);
-            // destroy(ctx) outside the lock: it may call into this client (free it, or try
-            // again).
-            drop(ctx);
-            Err(Error::new(
+            let e = Error::new(
                 Status::ErrState,
                 format!("cannot start the dispatcher thread: {e}"),
-            ))
+            );
+            Err((e, ctx))
         }
     }
 }

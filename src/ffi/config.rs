@@ -32,7 +32,12 @@ fn edit(
         Ok(c) => c,
         Err(e) => return status_of(Err(e)),
     };
-    status_of(f(cfg.builder.clone()).map(|b| cfg.builder = b))
+    status_of(f(cfg.builder.clone()).map(|b| {
+        let old = std::mem::replace(&mut cfg.builder, b);
+        // Dropped once `cfg` is done with: it can hold the last reference to a replaced proxy
+        // resolver, whose destroy(ctx) may call back into this very config.
+        drop(old);
+    }))
 }
 
 fn millis(v: u32) -> Duration {

@@ -162,6 +162,30 @@ static void test_proxy_resolver_contexts_are_destroyed_once(void) {
     CHECK(a == 2 && b == 1 && none == 1);
 }
 
+/* A replaced resolver's destroy(ctx) runs inside the call that replaced it, and may call back
+ * into that same config: set an option, make a client from it. */
+static tether_config *reentered_cfg;
+
+static void destroy_reentering_its_config(void *ctx) {
+    ++*(int *)ctx;
+    CHECK_OK(tether_config_set_url(reentered_cfg, "ws://127.0.0.1:9/second"));
+    tether_client *c = NULL;
+    CHECK_OK(tether_client_new(reentered_cfg, &c));
+    tether_client_free(c);
+}
+
+static void test_a_resolver_destroy_may_call_into_its_config(void) {
+    int destroyed = 0;
+    CHECK_OK(tether_config_new(&reentered_cfg));
+    CHECK_OK(tether_config_set_url(reentered_cfg, "ws://127.0.0.1:9/first"));
+    CHECK_OK(tether_config_set_proxy_resolver(reentered_cfg, never_resolve, &destroyed,
+                                              destroy_reentering_its_config));
+    CHECK_OK(tether_config_set_proxy_resolver(reentered_cfg, NULL, NULL, NULL));
+    CHECK(destroyed == 1);
+    CHECK_OK(tether_config_set_url(reentered_cfg, "ws://127.0.0.1:9/third"));
+    tether_config_free(reentered_cfg);
+}
+
 static void test_client_calls_reject_null_client_and_keep_outputs(void) {
     int64_t id = 55;
     CHECK_FAILS(tether_client_request_with_timeout(NULL, "echo", NULL, 0, 1000, &id),
@@ -1026,6 +1050,7 @@ int main(void) {
     th_backend_start(&backend, NULL);
     TH_RUN(test_every_config_setter_rejects_null_config);
     TH_RUN(test_proxy_resolver_contexts_are_destroyed_once);
+    TH_RUN(test_a_resolver_destroy_may_call_into_its_config);
     TH_RUN(test_event_callback_on_null_client_runs_destroy);
     TH_RUN(test_client_calls_reject_null_client_and_keep_outputs);
     TH_RUN(test_settings_reject_null_list_and_null_value);
