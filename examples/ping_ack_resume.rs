@@ -11,12 +11,18 @@
 //! cargo run --example ping_ack_resume -- http://127.0.0.1:PORT [seconds] [user] [password]
 //! ```
 //!
-//! Exit status 0 when every buffered event arrived exactly once and in order.
+//! On each reconnect that asks to resume, the RESUMED event says how it went: `Succeeded` (the
+//! missed events were replayed, each once), `Reset` (the backend restarted or lost the resume
+//! point: the cached state is dropped and the fresh state follows) or `CaughtUp` (only with
+//! `last_server_ts`).
+//!
+//! Exit status 0 when every buffered event arrived exactly once and in order, a reset starting
+//! afresh.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether::{Client, Config, EventKind};
+use tether::{Client, Config, EventKind, ResumeOutcome};
 use tokio::time::{interval_at, sleep, Instant};
 
 #[tokio::main]
@@ -79,14 +85,15 @@ async fn main() -> ExitCode {
             }
         }
     }
+    // The loop ends only with CLOSED: the resume state no longer moves.
     let state = client.resume_state();
     println!(
         "resume state to persist: run_id {}, last event {}",
         state.run_id, state.last_received_event
     );
     println!(
-        "summary: {} events, {} gaps, {} cuts survived, {} pongs",
-        tally.received, tally.gaps, tally.cuts, tally.pongs
+        "summary: {} events, {} gaps, {} cuts survived, {} resets, {} pongs",
+        tally.received, tally.gaps, tally.cuts, tally.resets, tally.pongs
     );
     if tally.gaps == 0 && tally.received > 0 {
         ExitCode::SUCCESS
@@ -99,12 +106,18 @@ async fn main() -> ExitCode {
 /// that is not one below the previous.
 #[derive(Default)]
 struct Tally {
+    /// Most recent buffered event id; 0: none since a fresh start.
     last_id: i64,
     received: u64,
     gaps: u64,
     cuts: u64,
+    resets: u64,
     pongs: u64,
+    /// Between a CONNECTED that asked to resume and its RESUMED: the events that arrive are the
+    /// replay if the resume succeeds, the new state if it is reset, so an id that does not
+    /// follow is only a gap once RESUMED says `Succeeded`.
     resuming: bool,
+    unsure: u64,
     replayed: u64,
 }
 
@@ -116,12 +129,50 @@ impl Tally {
             EventKind::Connecting => println!("connecting (attempt {})", ev.attempt()),
             EventKind::Connected => {
                 self.resuming = ev.resume_attempted();
+                self.replayed = 0;
                 if self.resuming {
                     println!("connected, resuming after the last received event");
                     println!("  resume from event {}", self.last_id);
                 } else {
                     println!("connected");
+                    self.last_id = 0; // no resume asked: the backend sends its state afresh
                 }
+            }
+            // Once per connection that asked to resume, before the message that decided it.
+            EventKind::Resumed => {
+                match ev.resume_outcome() {
+                    // The missed events arrived just before, each once: keep the cached state.
+                    Some(ResumeOutcome::Succeeded) => {
+                        self.gaps += self.unsure;
+                        let verdict = if self.gaps > 0 {
+                            "WITH GAPS"
+                        } else {
+                            "in order, no gap"
+                        };
+                        println!(
+                            "  RESUMED Succeeded: replayed {} missed events, up to {}; {verdict}",
+                            self.replayed, self.last_id
+                        );
+                    }
+                    // The backend restarted or no longer held the resume point: the missed
+                    // events are gone and its state comes afresh (a new run's ids start at -1).
+                    Some(ResumeOutcome::Reset) => {
+                        self.resets += 1;
+                        println!("  RESUMED Reset: drop the cached state; the fresh state follows");
+                        self.last_id = 0;
+                    }
+                    // Only with `last_server_ts`: the missed events are gone, but a
+                    // sync_complete with catchup brings the cached state up to date.
+                    Some(ResumeOutcome::CaughtUp) => {
+                        println!(
+                            "  RESUMED CaughtUp: keep the cached state; a catchup sync follows"
+                        );
+                        self.last_id = 0;
+                    }
+                    _ => {}
+                }
+                self.resuming = false;
+                self.unsure = 0;
             }
             EventKind::Disconnected => {
                 // A cut is retried; the DISCONNECTED of our own close is not.
@@ -136,8 +187,16 @@ impl Tally {
             EventKind::Message if ev.request_id() < 0 => {
                 let id = ev.request_id();
                 if self.last_id != 0 && id != self.last_id - 1 {
-                    println!("  GAP: event {id} after {}", self.last_id);
-                    self.gaps += 1;
+                    if self.resuming {
+                        println!(
+                            "  event {id} after {}: a gap unless the resume was reset",
+                            self.last_id
+                        );
+                        self.unsure += 1;
+                    } else {
+                        println!("  GAP: event {id} after {}", self.last_id);
+                        self.gaps += 1;
+                    }
                 }
                 if id < self.last_id || self.last_id == 0 {
                     self.last_id = id;
@@ -149,20 +208,6 @@ impl Tally {
                     }
                     self.replayed += 1;
                 }
-            }
-            // The backend sends what was missed before init_complete.
-            EventKind::Message if ev.command() == "init_complete" && self.resuming => {
-                let verdict = if self.gaps > 0 {
-                    "WITH GAPS"
-                } else {
-                    "in order, no gap"
-                };
-                println!(
-                    "  replayed {} missed events, up to {}; {verdict}",
-                    self.replayed, self.last_id
-                );
-                self.resuming = false;
-                self.replayed = 0;
             }
             EventKind::Message => println!("event {}", ev.command()),
             EventKind::Response => {

@@ -16,8 +16,12 @@
  *
  *   ping_ack_resume --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
  *
- * Exit status 0 when every buffered event arrived exactly once and in order (in-process: when
- * every request was answered).
+ * On each reconnect that asks to resume, the RESUMED event says how it went: SUCCEEDED (the missed
+ * events were replayed, each once), RESET (the backend restarted or lost the resume point: the
+ * cached state is dropped and the fresh state follows) or CAUGHT_UP (with last_server_ts only).
+ *
+ * Exit status 0 when every buffered event arrived exactly once and in order, a reset starting
+ * afresh, and the client reached CLOSED (in-process: when every request was answered).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -78,12 +82,18 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    int64_t last_id = 0;      /* most recent buffered event id (negative) */
-    int64_t received = 0, gaps = 0, replayed = 0, pongs = 0, cuts = 0, asked = 0, answered = 0;
+    /* Buffered event ids count down (-1, -2, ...): each must be one below the previous. */
+    int64_t last_id = 0; /* most recent buffered event id (negative); 0: none since a fresh start */
+    int64_t received = 0, gaps = 0, replayed = 0, pongs = 0, cuts = 0, resets = 0, asked = 0,
+            answered = 0;
+    /* Between a CONNECTED that asked to resume and its RESUMED: the events that arrive are the
+     * replay if the resume succeeds, the new state if it is reset, so an id that does not follow
+     * is only a gap once RESUMED says SUCCEEDED. */
     int resuming = 0;
+    int64_t unsure = 0;
     int64_t end = now_ms() + (int64_t)seconds * 1000, next_request = now_ms() + 2000;
-    int closing = 0, done = 0;
-    while (!done) {
+    int closing = 0, closed = 0;
+    while (!closed) {
         int64_t now = now_ms();
         if (!closing && now >= end) {
             printf(in_process ? "closing\n" : "closing (1000: the backend keeps what a resume needs)\n");
@@ -103,8 +113,11 @@ int main(int argc, char **argv) {
         tether_event *ev = NULL;
         tether_status s = tether_client_poll(c, 200, &ev);
         if (s == TETHER_TIMEOUT) continue;
-        if (s == TETHER_CLOSED) break;
-        if (!check(s, "poll")) break;
+        if (s == TETHER_CLOSED) { /* CLOSED was taken already */
+            closed = 1;
+            break;
+        }
+        if (!check(s, "poll")) break; /* not closed: see the resume state below */
         const uint8_t *data = NULL;
         size_t len = 0;
         tether_event_data(ev, &data, &len);
@@ -114,11 +127,43 @@ int main(int argc, char **argv) {
             break;
         case TETHER_EVENT_CONNECTED:
             resuming = tether_event_resume_attempted(ev);
+            replayed = 0;
             printf("connected%s\n", resuming ? ", resuming after the last received event" : "");
-            if (resuming) printf("  resume from event %lld\n", (long long)last_id);
+            if (resuming)
+                printf("  resume from event %lld\n", (long long)last_id);
+            else
+                last_id = 0; /* no resume asked: the backend sends its state afresh */
+            break;
+        case TETHER_EVENT_RESUMED:
+            /* Once per connection that asked to resume, before the message that decided it. */
+            switch (tether_event_resume_outcome(ev)) {
+            case TETHER_RESUME_SUCCEEDED:
+                /* The missed events arrived just before, each once: keep the cached state. */
+                gaps += unsure;
+                printf("  RESUMED SUCCEEDED: replayed %lld missed events, up to %lld; %s\n",
+                       (long long)replayed, (long long)last_id, gaps ? "WITH GAPS" : "in order, no gap");
+                break;
+            case TETHER_RESUME_RESET:
+                /* The backend restarted or no longer held the resume point: the missed events
+                 * are gone and its state comes afresh (a new run's ids start again at -1). */
+                resets++;
+                printf("  RESUMED RESET: drop the cached state; the fresh state follows\n");
+                last_id = 0;
+                break;
+            case TETHER_RESUME_CAUGHT_UP:
+                /* Only with tether_config_set_last_server_ts: the missed events are gone, but a
+                 * sync_complete with catchup brings the cached state up to date. */
+                printf("  RESUMED CAUGHT_UP: keep the cached state; a catchup sync_complete follows\n");
+                last_id = 0;
+                break;
+            default:
+                break;
+            }
+            resuming = 0;
+            unsure = 0;
             break;
         case TETHER_EVENT_DISCONNECTED:
-            if (tether_event_status(ev) != TETHER_OK) cuts++;
+            if (tether_event_retry_in_ms(ev) >= 0) cuts++; /* not our close, nor a refusal */
             printf("disconnected: %s, close code %u, \"%.*s\"; retry in %lld ms\n",
                    tether_status_str(tether_event_status(ev)), tether_event_close_code(ev),
                    (int)len, (const char *)data, (long long)tether_event_retry_in_ms(ev));
@@ -127,18 +172,18 @@ int main(int argc, char **argv) {
             int64_t id = tether_event_request_id(ev);
             if (id < 0) {
                 if (last_id != 0 && id != last_id - 1) {
-                    printf("  GAP: event %lld after %lld\n", (long long)id, (long long)last_id);
-                    gaps++;
+                    if (resuming) {
+                        printf("  event %lld after %lld: a gap unless the resume was reset\n",
+                               (long long)id, (long long)last_id);
+                        unsure++;
+                    } else {
+                        printf("  GAP: event %lld after %lld\n", (long long)id, (long long)last_id);
+                        gaps++;
+                    }
                 }
                 if (id < last_id || last_id == 0) last_id = id;
                 received++;
                 if (resuming && replayed++ == 0) printf("  replay starts at event %lld\n", (long long)id);
-            } else if (strcmp(tether_event_command(ev), "init_complete") == 0 && resuming) {
-                /* The backend sends what was missed before init_complete. */
-                printf("  replayed %lld missed events, up to %lld; %s\n", (long long)replayed,
-                       (long long)last_id, gaps ? "WITH GAPS" : "in order, no gap");
-                resuming = 0;
-                replayed = 0;
             } else {
                 printf("event %s\n", tether_event_command(ev));
             }
@@ -161,23 +206,27 @@ int main(int argc, char **argv) {
             break;
         case TETHER_EVENT_CLOSED:
             printf("closed\n");
-            done = 1;
+            closed = 1;
             break;
         default:
             break;
         }
         tether_event_free(ev);
     }
+    /* Read after CLOSED: until then, events delivered during the close still move it. */
     char run_id[128];
     int64_t last = 0;
     size_t run_id_len = 0;
-    if (tether_client_resume_state(c, run_id, sizeof run_id, &run_id_len, &last) == TETHER_OK)
+    if (!closed)
+        printf("resume state not persisted: read before CLOSED it may be behind (a later "
+               "client would get some events twice)\n");
+    else if (tether_client_resume_state(c, run_id, sizeof run_id, &run_id_len, &last) == TETHER_OK)
         printf("resume state to persist: run_id %s, last event %lld\n", run_id, (long long)last);
     tether_client_free(c);
-    printf("summary: %lld events, %lld gaps, %lld cuts survived, %lld pongs, %lld of %lld "
-           "requests answered\n",
-           (long long)received, (long long)gaps, (long long)cuts, (long long)pongs,
-           (long long)answered, (long long)asked);
-    if (in_process) return asked > 0 && answered == asked ? 0 : 1;
-    return gaps == 0 && received > 0 ? 0 : 1;
+    printf("summary: %lld events, %lld gaps, %lld cuts survived, %lld resets, %lld pongs, "
+           "%lld of %lld requests answered\n",
+           (long long)received, (long long)gaps, (long long)cuts, (long long)resets,
+           (long long)pongs, (long long)answered, (long long)asked);
+    if (in_process) return closed && asked > 0 && answered == asked ? 0 : 1;
+    return closed && gaps == 0 && received > 0 ? 0 : 1;
 }

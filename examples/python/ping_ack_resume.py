@@ -16,8 +16,13 @@ the same events, requests and close.
 
     python3 ping_ack_resume.py --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
 
-Exit status 0 when every buffered event arrived exactly once and in order (in-process: when
-every request was answered).
+On each reconnect that asks to resume, the RESUMED event says how it went: SUCCEEDED (the
+missed events were replayed, each once), RESET (the backend restarted or lost the resume point:
+the cached state is dropped and the fresh state follows) or CAUGHT_UP (only with
+``last_server_ts``).
+
+Exit status 0 when every buffered event arrived exactly once and in order, a reset starting
+afresh, and the client reached CLOSED (in-process: when every request was answered).
 TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff) on stderr.
 """
 
@@ -30,7 +35,7 @@ import time
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 import tether
-from tether import EventKind
+from tether import EventKind, ResumeOutcome
 
 
 class Args(NamedTuple):
@@ -86,61 +91,13 @@ def main(argv: List[str]) -> int:
     print(f"tether {tether.library_version()} (python binding {tether.__version__})")
     say_what_does_not_apply(args)
 
-    last_id = 0  # most recent buffered event id (negative)
-    received = gaps = replayed = pongs = cuts = resumes = 0
-    asked = answered = 0
-    resuming = False
+    tally = Tally()
     pending: List[tether.PendingRequest] = []
 
-    def handle(ev: tether.Event) -> None:
-        nonlocal last_id, received, gaps, replayed, pongs, cuts, resumes, resuming
-        if ev.kind == EventKind.CONNECTING:
-            print(f"connecting (attempt {ev.attempt})")
-        elif ev.kind == EventKind.CONNECTED:
-            resuming = ev.resume_attempted
-            print("connected" + (", resuming after the last received event" if resuming else ""))
-            if resuming:
-                resumes += 1
-                print(f"  resume from event {last_id}")
-        elif ev.kind == EventKind.DISCONNECTED:
-            if ev.status != tether.Status.OK:  # not the close's own
-                cuts += 1
-            status = tether.Status(ev.status).name if ev.status else "OK"
-            retry = f"retry in {ev.retry_in_ms} ms" if ev.retry_in_ms is not None else "no retry"
-            print(f"disconnected: {status}, close code {ev.close_code}, {ev.reason!r}; {retry}")
-        elif ev.kind == EventKind.MESSAGE:
-            if ev.id < 0:
-                if last_id != 0 and ev.id != last_id - 1:
-                    print(f"  GAP: event {ev.id} after {last_id}")
-                    gaps += 1
-                if ev.id < last_id or last_id == 0:
-                    last_id = ev.id
-                received += 1
-                if resuming:
-                    if replayed == 0:
-                        print(f"  replay starts at event {ev.id}")
-                    replayed += 1
-            elif ev.command == "init_complete" and resuming:
-                # The backend sends what was missed before init_complete.
-                print(
-                    f"  replayed {replayed} missed events, up to {last_id}; "
-                    + ("WITH GAPS" if gaps else "in order, no gap")
-                )
-                resuming = False
-                replayed = 0
-            else:
-                print(f"event {ev.command}")
-        elif ev.kind == EventKind.PONG:
-            pongs += 1
-            print(f"pong: rtt {ev.rtt_us} us, acknowledged event {ev.acked_id}")
-        elif ev.kind == EventKind.CLOSED:
-            print("closed")
-
     def report_responses() -> None:
-        nonlocal answered
         for p in [p for p in pending if p.done()]:
             pending.remove(p)
-            answered += 1
+            tally.answered += 1
             try:
                 print(f"response {p.id}: OK {redacted(p.result(0))}")
             except tether.TetherError as e:
@@ -160,31 +117,124 @@ def main(argv: List[str]) -> int:
                 body = {"hello": "from Python"}
                 try:
                     pending.append(client.submit(args.command, body))
-                    asked += 1
+                    tally.asked += 1
                     print(f"request {pending[-1].id}: {args.command} {body}")
                 except tether.TetherError as e:
                     print(f"request: {e}")
                 next_request = now + 2.0
             ev = client.next_event(min(0.2, max(0.0, end - now)))
             if ev is not None:
-                handle(ev)
-                if ev.kind == EventKind.CLOSED:
+                tally.handle(ev)
+                if tally.closed:
                     break
             report_responses()
         print("closing" if args.in_process else "closing (1000: the backend keeps what a resume needs)")
-        client.close(keep_resume=True)
+        client.close(keep_resume=True)  # waits up to 10 s for CLOSED, but may return without it
         for ev in client.events(timeout=5):  # what was queued before CLOSED, then CLOSED
-            handle(ev)
+            tally.handle(ev)
         report_responses()
-        print_resume_state(args, client.resume_state())
+        # Read after CLOSED: until then, events delivered during the close still move it.
+        print_resume_state(args, client.resume_state() if tally.closed else None)
         print_stats(client.stats())
-    print(
-        f"summary: {received} events, {gaps} gaps, {cuts} cuts survived, "
-        f"{resumes} resumes, {pongs} pongs, {answered} of {asked} requests answered"
-    )
-    if args.in_process:
-        return 0 if asked > 0 and answered == asked else 1
-    return 0 if gaps == 0 and received > 0 else 1
+    return tally.finish(args)
+
+
+class Tally:
+    """Checks buffered event ids: each exactly once, in order (ids count down from -1), and
+    follows what each resume did."""
+
+    def __init__(self) -> None:
+        self.last_id = 0  # most recent buffered event id; 0: none since a fresh start
+        self.received = self.gaps = self.replayed = self.pongs = self.cuts = 0
+        self.resumes = self.resets = self.asked = self.answered = 0
+        # Between a CONNECTED that asked to resume and its RESUMED: the events that arrive are
+        # the replay if the resume succeeds, the new state if it is reset, so an id that does
+        # not follow is only a gap once RESUMED says SUCCEEDED.
+        self.resuming = False
+        self.unsure = 0
+        self.closed = False
+
+    def handle(self, ev: tether.Event) -> None:
+        if ev.kind == EventKind.CONNECTING:
+            print(f"connecting (attempt {ev.attempt})")
+        elif ev.kind == EventKind.CONNECTED:
+            self.resuming = ev.resume_attempted
+            self.replayed = 0
+            print("connected" + (", resuming after the last received event" if self.resuming else ""))
+            if self.resuming:
+                self.resumes += 1
+                print(f"  resume from event {self.last_id}")
+            else:
+                self.last_id = 0  # no resume asked: the backend sends its state afresh
+        elif ev.kind == EventKind.RESUMED:
+            # Once per connection that asked to resume, before the message that decided it.
+            self.resumed(ev.resume_outcome)
+        elif ev.kind == EventKind.DISCONNECTED:
+            if ev.retry_in_ms is not None:  # not the close's own, nor a refused login
+                self.cuts += 1
+            status = tether.Status(ev.status).name if ev.status else "OK"
+            retry = f"retry in {ev.retry_in_ms} ms" if ev.retry_in_ms is not None else "no retry"
+            print(f"disconnected: {status}, close code {ev.close_code}, {ev.reason!r}; {retry}")
+        elif ev.kind == EventKind.MESSAGE:
+            if ev.id < 0:
+                self.buffered(ev.id)
+            else:
+                print(f"event {ev.command}")
+        elif ev.kind == EventKind.PONG:
+            self.pongs += 1
+            print(f"pong: rtt {ev.rtt_us} us, acknowledged event {ev.acked_id}")
+        elif ev.kind == EventKind.CLOSED:
+            self.closed = True
+            print("closed")
+
+    def buffered(self, event_id: int) -> None:
+        if self.last_id != 0 and event_id != self.last_id - 1:
+            if self.resuming:
+                print(f"  event {event_id} after {self.last_id}: a gap unless the resume was reset")
+                self.unsure += 1
+            else:
+                print(f"  GAP: event {event_id} after {self.last_id}")
+                self.gaps += 1
+        if event_id < self.last_id or self.last_id == 0:
+            self.last_id = event_id
+        self.received += 1
+        if self.resuming:
+            if self.replayed == 0:
+                print(f"  replay starts at event {event_id}")
+            self.replayed += 1
+
+    def resumed(self, outcome: Optional[ResumeOutcome]) -> None:
+        if outcome == ResumeOutcome.SUCCEEDED:
+            # The missed events arrived just before, each once: keep the cached state.
+            self.gaps += self.unsure
+            print(
+                f"  RESUMED SUCCEEDED: replayed {self.replayed} missed events, "
+                f"up to {self.last_id}; " + ("WITH GAPS" if self.gaps else "in order, no gap")
+            )
+        elif outcome == ResumeOutcome.RESET:
+            # The backend restarted or no longer held the resume point: the missed events are
+            # gone and its state comes afresh (a new run's ids start again at -1).
+            self.resets += 1
+            print("  RESUMED RESET: drop the cached state; the fresh state follows")
+            self.last_id = 0
+        elif outcome == ResumeOutcome.CAUGHT_UP:
+            # Only with last_server_ts: the missed events are gone, but a sync_complete with
+            # catchup brings the cached state up to date.
+            print("  RESUMED CAUGHT_UP: keep the cached state; a catchup sync_complete follows")
+            self.last_id = 0
+        self.resuming = False
+        self.unsure = 0
+
+    def finish(self, args: Args) -> int:
+        """Prints the summary; returns the exit status."""
+        print(
+            f"summary: {self.received} events, {self.gaps} gaps, {self.cuts} cuts survived, "
+            f"{self.resumes} resumes, {self.resets} resets, {self.pongs} pongs, "
+            f"{self.answered} of {self.asked} requests answered"
+        )
+        if args.in_process:
+            return 0 if self.closed and self.asked > 0 and self.answered == self.asked else 1
+        return 0 if self.closed and self.gaps == 0 and self.received > 0 else 1
 
 
 def redacted(reply: Any) -> Any:
@@ -202,9 +252,15 @@ def connect(args: Args) -> tether.Client:
     )
 
 
-def print_resume_state(args: Args, state: tether.ResumeState) -> None:
+def print_resume_state(args: Args, state: Optional[tether.ResumeState]) -> None:
+    """The point to persist, read after CLOSED; ``None`` when CLOSED did not come."""
     if args.in_process:
         print("resume state: none in-process (no event buffer, nothing to resume)")
+    elif state is None:
+        print(
+            "resume state not persisted: read before CLOSED it may be behind "
+            "(a later client would get some events twice)"
+        )
     else:
         print(f"resume state to persist: run_id {state.run_id}, last event {state.last_event_id}")
 

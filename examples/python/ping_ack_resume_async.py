@@ -10,8 +10,11 @@ id they acknowledged, the cuts the backend makes, the missed events replayed on 
     python3 ping_ack_resume_async.py --in-process /path/to/libgomuksffi.so DATA_ROOT [seconds]
 
 In-process (the gomuks backend bundled into the process) there are no pings, cuts or resume;
-it says so and shows the rest. Exit status 0 when every buffered event arrived exactly once
-and in order (in-process: when every request was answered).
+it says so and shows the rest. Each resume's RESUMED event is handled as in the blocking
+example (SUCCEEDED: keep the cached state; RESET: drop it, ids start afresh; CAUGHT_UP: keep
+it, a catchup follows). Exit status 0 when every buffered event arrived exactly once and in
+order, a reset starting afresh, and the client reached CLOSED (in-process: when every request
+was answered).
 TETHER_LOG_LEVEL=INFO adds the library's log records (attempts, resumes, backoff) on stderr.
 """
 
@@ -22,12 +25,12 @@ import sys
 from typing import List
 
 import tether
-from tether import EventKind
 from tether.aio import AsyncClient
 
 # The blocking example's helpers: this one differs only in how it drives the client.
 from ping_ack_resume import (
     Args,
+    Tally,
     parse_args,
     print_resume_state,
     print_stats,
@@ -35,58 +38,6 @@ from ping_ack_resume import (
     say_what_does_not_apply,
     setup_logging,
 )
-
-
-class Tally:
-    """Checks buffered event ids: each exactly once, in order (ids count down from -1)."""
-
-    def __init__(self) -> None:
-        self.last_id = 0
-        self.received = self.gaps = self.replayed = self.pongs = self.cuts = self.resumes = 0
-        self.asked = self.answered = 0
-        self.resuming = False
-
-    def handle(self, ev: tether.Event) -> None:
-        if ev.kind == EventKind.CONNECTING:
-            print(f"connecting (attempt {ev.attempt})")
-        elif ev.kind == EventKind.CONNECTED:
-            self.resuming = ev.resume_attempted
-            print("connected" + (", resuming after the last received event" if self.resuming else ""))
-            if self.resuming:
-                self.resumes += 1
-                print(f"  resume from event {self.last_id}")
-        elif ev.kind == EventKind.DISCONNECTED:
-            if ev.status != tether.Status.OK:  # not the close's own
-                self.cuts += 1
-            status = tether.Status(ev.status).name if ev.status else "OK"
-            retry = f"retry in {ev.retry_in_ms} ms" if ev.retry_in_ms is not None else "no retry"
-            print(f"disconnected: {status}, close code {ev.close_code}, {ev.reason!r}; {retry}")
-        elif ev.kind == EventKind.MESSAGE:
-            if ev.id < 0:
-                if self.last_id != 0 and ev.id != self.last_id - 1:
-                    print(f"  GAP: event {ev.id} after {self.last_id}")
-                    self.gaps += 1
-                if ev.id < self.last_id or self.last_id == 0:
-                    self.last_id = ev.id
-                self.received += 1
-                if self.resuming:
-                    if self.replayed == 0:
-                        print(f"  replay starts at event {ev.id}")
-                    self.replayed += 1
-            elif ev.command == "init_complete" and self.resuming:
-                print(
-                    f"  replayed {self.replayed} missed events, up to {self.last_id}; "
-                    + ("WITH GAPS" if self.gaps else "in order, no gap")
-                )
-                self.resuming = False
-                self.replayed = 0
-            else:
-                print(f"event {ev.command}")
-        elif ev.kind == EventKind.PONG:
-            self.pongs += 1
-            print(f"pong: rtt {ev.rtt_us} us, acknowledged event {ev.acked_id}")
-        elif ev.kind == EventKind.CLOSED:
-            print("closed")
 
 
 async def requester(client: AsyncClient, command: str, tally: Tally) -> None:
@@ -136,20 +87,16 @@ async def run(args: Args) -> int:
         requests.cancel()
         await asyncio.gather(requests, return_exceptions=True)
         print("closing" if args.in_process else "closing (1000: the backend keeps what a resume needs)")
+        # close() waits up to 10 s for CLOSED; the iteration ends with CLOSED, or without it
+        # once close() gave up waiting.
         closing = asyncio.ensure_future(client.close(keep_resume=True))
         async for ev in client:  # what was queued before CLOSED, then CLOSED
             tally.handle(ev)
         await closing
-        print_resume_state(args, client.resume_state())
+        # Read after CLOSED: until then, events delivered during the close still move it.
+        print_resume_state(args, client.resume_state() if tally.closed else None)
         print_stats(client.stats())
-    print(
-        f"summary: {tally.received} events, {tally.gaps} gaps, {tally.cuts} cuts survived, "
-        f"{tally.resumes} resumes, {tally.pongs} pongs, "
-        f"{tally.answered} of {tally.asked} requests answered"
-    )
-    if args.in_process:
-        return 0 if tally.asked > 0 and tally.answered == tally.asked else 1
-    return 0 if tally.gaps == 0 and tally.received > 0 else 1
+    return tally.finish(args)
 
 
 def main(argv: List[str]) -> int:
