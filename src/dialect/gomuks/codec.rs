@@ -47,20 +47,18 @@ impl Inflater {
             }
             let before_in = self.z.total_in();
             let before_out = self.z.total_out();
+            // Straight into the spare capacity, uninitialised (no zeroing first).
             let spare = out.spare_capacity_mut();
-            // SAFETY: zlib writes only initialised bytes into the spare capacity and reports how
-            // many; `set_len` below covers exactly those.
-            let buf = unsafe {
-                std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
-            };
+            let spare_len = spare.len();
             let status = self
                 .z
-                .decompress(&input[consumed..], buf, FlushDecompress::Sync)
+                .decompress_uninit(&input[consumed..], spare, FlushDecompress::Sync)
                 .map_err(|e| {
                     Error::new(Status::ErrInflate, format!("invalid deflate data: {e}"))
                 })?;
             let read = (self.z.total_in() - before_in) as usize;
             let written = (self.z.total_out() - before_out) as usize;
+            // SAFETY: zlib initialised the first `written` bytes of the spare capacity.
             unsafe { out.set_len(out.len() + written) };
             consumed += read;
             if out.len() - start_len > self.cap {
@@ -72,7 +70,7 @@ impl Inflater {
                     ),
                 ));
             }
-            let output_full = written == buf.len();
+            let output_full = written == spare_len;
             match status {
                 ZStatus::StreamEnd if consumed < input.len() => {
                     return Err(Error::new(
