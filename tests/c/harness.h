@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -72,7 +73,17 @@ typedef struct {
     pid_t pid;
     int port;
     char http[64];
+    /* The write end of the backend's stdin: it closes when this process dies, however it
+     * dies (a sanitizer's abort runs no handler), and tether-backend then exits, so a
+     * crashed test never leaves a backend holding the output pipe of the script that runs it. */
+    int lifeline;
 } th_backend;
+
+/* A pipe whose ends no other child inherits. */
+static inline void th_cloexec_pipe(int fds[2]) {
+    CHECK(pipe(fds) == 0);
+    CHECK(fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0 && fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0);
+}
 
 /* Starts $TETHER_BACKEND with `args` (NULL-terminated, may be NULL) and waits for its
  * {"started":true,"address":"127.0.0.1:PORT"} line. */
@@ -84,15 +95,27 @@ static inline void th_backend_start(th_backend *b, const char *const *args) {
     argv[n++] = bin;
     for (; args && *args && n < 31; args++) argv[n++] = *args;
     argv[n] = NULL;
-    int fds[2];
-    CHECK(pipe(fds) == 0);
+    int fds[2], life[2];
+    th_cloexec_pipe(fds);
+    th_cloexec_pipe(life);
+    /* The environment plus the variable that tells tether-backend to exit when its stdin
+     * ends (other backends ignore it); setenv would race the library's threads' getenv. */
+    size_t nenv = 0;
+    while (environ[nenv]) nenv++;
+    char **envp = (char **)calloc(nenv + 2, sizeof *envp);
+    CHECK(envp != NULL);
+    memcpy(envp, environ, nenv * sizeof *envp);
+    envp[nenv] = (char *)"TETHER_BACKEND_EXIT_ON_STDIN_EOF=1";
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    int rc = posix_spawn(&b->pid, bin, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_adddup2(&fa, life[0], 0);
+    int rc = posix_spawn(&b->pid, bin, &fa, NULL, (char *const *)argv, envp);
     posix_spawn_file_actions_destroy(&fa);
+    free(envp);
     close(fds[1]);
+    close(life[0]);
+    b->lifeline = life[1];
     if (rc != 0) th_fail(__FILE__, __LINE__, "cannot start %s: %s", bin, strerror(rc));
     th_backend_pid = b->pid;
     char line[256];
@@ -121,6 +144,7 @@ static inline void th_backend_stop(th_backend *b) {
         waitpid(b->pid, NULL, 0);
         b->pid = 0;
         th_backend_pid = 0;
+        close(b->lifeline);
     }
 }
 

@@ -16,9 +16,20 @@ Serves gomuks at /_gomuks/websocket and rwws at /api/ws on the same port (--prot
 accepted for clarity; both are always served). The default rwws key is dGV0aGVyLXRlc3Qta2V5.
 --rooms seeds the room model (testkit rooms.rs): a space, N rooms !r0..!r{N-1}:example.org with
 H messages each, and an invite; TETHER_BACKEND_ROOMS / TETHER_BACKEND_HISTORY do the same.
-Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.";
+Prints {\"started\":true,\"address\":\"127.0.0.1:PORT\"} once listening; loopback only.
+With TETHER_BACKEND_EXIT_ON_STDIN_EOF=1 it exits once its stdin ends: a test harness that
+hands it a pipe has it end with the harness, even one killed without a chance to clean up.";
 
 fn main() {
+    if std::env::var_os("TETHER_BACKEND_EXIT_ON_STDIN_EOF").is_some_and(|v| v == "1") {
+        std::thread::spawn(|| {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            // Anything written is ignored: only the end (or an error) matters.
+            while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+            std::process::exit(0);
+        });
+    }
     let mut cfg = BackendConfig::default();
     if let Ok(k) = std::env::var("GOMUKS_DESKTOP_KEY") {
         cfg.desktop_key = Some(k);
