@@ -31,7 +31,7 @@ pub enum Pop {
     Finished,
 }
 
-/// What [`EventQueue::pop_batch`] returns.
+/// What [`EventQueue::pop_batch_held`] returns.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Batch {
     /// This many events were taken (at least 1).
@@ -355,16 +355,48 @@ impl EventQueue {
         }
     }
 
+    /// [`EventQueue::pop_batch_held`] without the hand-over, for the queue's own tests.
+    #[cfg(test)]
+    fn pop_batch(
+        &self,
+        timeout: Option<Duration>,
+        max: usize,
+        out: &mut Vec<Event>,
+        fits: impl FnMut(&Event) -> bool,
+    ) -> Batch {
+        self.pop_batch_then(timeout, max, out, fits, |_| {})
+    }
+
     /// Waits up to `timeout` for an event, then moves events into `out` in order, up to
     /// `max`, for as long as `fits` accepts the next one. `fits` sees each event before it is
     /// taken, under the queue lock (keep it cheap); the event it refuses stays first in the
-    /// queue, so a consumer that cannot hold an event never loses it.
-    pub fn pop_batch(
+    /// queue, so a consumer that cannot hold an event never loses it. For a consumer that
+    /// hands the events over later: with the [`HandOver`] of what it took, whose hold is
+    /// registered before the queue is unlocked, so no other consumer can take and hand over
+    /// newer events in between, past these.
+    pub(crate) fn pop_batch_held(
+        &self,
+        timeout: Option<Duration>,
+        max: usize,
+        out: &mut Vec<Event>,
+        fits: impl FnMut(&Event) -> bool,
+    ) -> (Batch, Option<HandOver>) {
+        let mut held = None;
+        let batch = self.pop_batch_then(timeout, max, out, fits, |taken| {
+            held = self.hand_over_later(taken);
+        });
+        (batch, held)
+    }
+
+    /// [`EventQueue::pop_batch_held`]'s taking, running `then` on the events taken (if any)
+    /// with the queue still locked.
+    fn pop_batch_then(
         &self,
         timeout: Option<Duration>,
         max: usize,
         out: &mut Vec<Event>,
         mut fits: impl FnMut(&Event) -> bool,
+        then: impl FnOnce(&[Event]),
     ) -> Batch {
         let mut g = match self.wait_queued(timeout) {
             Ok(g) => g,
@@ -393,6 +425,8 @@ impl EventQueue {
             }
             return Batch::Refused;
         }
+        then(&out[out.len() - n..]);
+        drop(g);
         Batch::Taken(n)
     }
 

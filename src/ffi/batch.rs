@@ -300,12 +300,12 @@ ffi_fn! {
         let taken = take_batch(h, timeout_ms, b.max, &mut events, fits);
         b.events = events;
         let status = match taken {
-            Ok(Batch::Taken(_)) => {
-                b.handed = h.client().queue().hand_over_later(&b.events);
+            Ok((Batch::Taken(_), handed)) => {
+                b.handed = handed;
                 b.pack();
                 Status::Ok
             }
-            Ok(Batch::Refused) => {
+            Ok((Batch::Refused, _)) => {
                 return fail(Error::new(
                     Status::ErrMessageTooLarge,
                     format!(
@@ -314,8 +314,8 @@ ffi_fn! {
                     ),
                 ))
             }
-            Ok(Batch::Timeout) => Status::Timeout,
-            Ok(Batch::Finished) => Status::Closed,
+            Ok((Batch::Timeout, _)) => Status::Timeout,
+            Ok((Batch::Finished, _)) => Status::Closed,
             Err(e) => return fail(e),
         };
         // SAFETY: the caller passes a writable pointer or NULL.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::lock;
-use crate::queue::{Batch, Pop};
+use crate::queue::{Batch, HandOver, Pop};
 use crate::status::{Error, Status};
 
 use super::boundary::{
@@ -323,26 +323,27 @@ fn poll(h: &tether_client, timeout_ms: i32, out: *mut *mut tether_event) -> Resu
     })
 }
 
-/// Waits up to `timeout_ms` for one event (negative: until one arrives), then takes it and
-/// whatever else is queued, up to `max` events, for as long as `fits` accepts the next one
-/// (see [`EventQueue::pop_batch`](crate::queue::EventQueue::pop_batch)). Helper of
-/// `tether_client_poll_batch`.
 /// Puts the client in poll mode; `ErrWrongMode` in callback mode.
 pub(crate) fn poll_mode(h: &tether_client) -> Result<(), Error> {
     h.claim(MODE_POLL)
 }
 
+/// Waits up to `timeout_ms` for one event (negative: until one arrives), then takes it and
+/// whatever else is queued, up to `max` events, for as long as `fits` accepts the next one
+/// (see [`EventQueue::pop_batch_held`](crate::queue::EventQueue::pop_batch_held)), with the
+/// hand-over that counts them for the resume point once the app is done with them. Helper
+/// of `tether_client_poll_batch`.
 pub(crate) fn take_batch(
     h: &tether_client,
     timeout_ms: i32,
     max: usize,
     out: &mut Vec<crate::event::Event>,
     fits: impl FnMut(&crate::event::Event) -> bool,
-) -> Result<Batch, Error> {
+) -> Result<(Batch, Option<HandOver>), Error> {
     poll_mode(h)?;
     Ok(h.client
         .queue()
-        .pop_batch(timeout_arg(timeout_ms), max, out, fits))
+        .pop_batch_held(timeout_arg(timeout_ms), max, out, fits))
 }
 
 ffi_fn! {
