@@ -102,8 +102,9 @@ impl HandOver {
 }
 
 impl Drop for HandOver {
-    /// Dropped without `done` (a panic on the way): the app never got the events, so they
-    /// stop holding the point back without moving it.
+    /// Dropped without `done` (a panic on the way): the app never got the events. They stop
+    /// holding the point back and are not counted, but a newer batch already handed over
+    /// counts past them: after a panic, a later resume may miss them.
     fn drop(&mut self) {
         if !self.settled {
             self.resume.settle(self.era, Some(self.first), None);

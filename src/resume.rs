@@ -525,7 +525,8 @@ mod tests {
         shared.settle(era.wrapping_add(1), Some(-6), None);
         shared.settle(era, Some(-8), None);
         assert_eq!(shared.get().last_received_event, -5);
-        // Dropped without the app getting it: released, not counted.
+        // Dropped without the app getting it (a panic): released, not counted itself, so the
+        // newer batch handed over before counts.
         shared.settle(era, Some(-6), None);
         assert_eq!(shared.get().last_received_event, -11);
         shared.hold(era, -12);

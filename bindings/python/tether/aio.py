@@ -237,13 +237,24 @@ class _AsyncCore(CoreBase):
             self.drain_lock.release()
 
     def take_ready(self) -> None:
-        deferred: Optional[BaseException] = None
         try:
             # A plain signal handler that raised as a batch was being queued would lose the
             # rest of that batch, which the library counts as taken once the next poll clears
-            # it; held back, it raises once the batches are queued.
+            # it; held back, it raises once the batches are queued and what they set off is
+            # done (an on_change exception raised here then is its __context__).
             with signals_held():
-                deferred = self.take_batches()
+                self.take_and_pass_on()
+        finally:
+            # Also when a held-back handler raised: CLOSED may have been queued.
+            if self.closed and self.closing:
+                self.release()
+
+    def take_and_pass_on(self) -> None:
+        """``take_batches``, then what delivery stopping or an ``on_change`` exception calls
+        for."""
+        deferred: Optional[BaseException] = None
+        try:
+            deferred = self.take_batches()
         except ClientClosedError:
             self.unwatch()
         except TetherError as e:
@@ -254,10 +265,6 @@ class _AsyncCore(CoreBase):
             self.unwatch()
             self.fail_pending()
             self.mark_end()
-        finally:
-            # Also when a held-back handler raised: CLOSED may have been queued.
-            if self.closed and self.closing:
-                self.release()
         pass_on(deferred, app_thread=True)  # the loop's thread is the app's
 
     def take_batches(self) -> Optional[BaseException]:

@@ -868,7 +868,10 @@ class _SyncCore(CoreBase):
         event seen here is complete. The event is read before it is removed: CPython runs a
         signal handler right after a call returns, and one that raised (Ctrl-C) as
         ``popleft()`` returned would lose the event it took, which the library already
-        counts as handed over (the resume point would claim it). Held first, it goes back."""
+        counts as handed over (the resume point would claim it). Held first, it goes back.
+        Under CPython's GIL nothing runs between the peek and the pop (the interpreter looks
+        for signals and thread switches at calls and loop jumps, and none comes between them),
+        so no other consumer thread can take ``ev`` in between: the pop takes ``ev``."""
         queue = self.queue
         try:
             ev = queue[0]

@@ -557,7 +557,8 @@ public final class TetherClient: @unchecked Sendable {
         await core.closed.wait()
     }
 
-    /// Whether CLOSED has been delivered.
+    /// Whether CLOSED has been delivered, or a close was refused for an internal panic (then
+    /// none will come).
     public var isClosed: Bool { core.closed.isFired }
 
     /// The native library's version string, e.g. "0.1.0".

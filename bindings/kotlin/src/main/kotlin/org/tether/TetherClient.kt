@@ -90,7 +90,8 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * collecting, a timeout around `collect`) leaves that event in front for the next
      * collector, which sees it again rather than never; `first` and `take` keep what they took.
      * Operators that buffer (`buffer`, `flowOn`, `conflate`) take events ahead of the
-     * collector: what they hold when it is cancelled is dropped with them, so collect this
+     * collector, and `collectLatest`/`mapLatest` hand each one to a handler of its own and
+     * return: what they hold, or a handler cancelled with them, is dropped, so collect this
      * flow without them when every event matters (it never blocks a thread while it waits).
      */
     val events: Flow<Event> = core.events()
