@@ -223,6 +223,13 @@ HANDOFF_GRACE_S = 0.1
 SPIN_S = 30e-6 if hasattr(os, "sched_yield") else 0.0
 
 
+def _put_back(queue: Deque[Event], ev: Optional[Event]) -> None:
+    """After an exception (a signal handler's) as ``ev``, read at the front of ``queue``, was
+    being taken off it: puts it back in front, unless it is still there (or was never read)."""
+    if ev is not None and (not queue or queue[0] is not ev):
+        queue.appendleft(ev)
+
+
 def _timeout_ms(seconds: float) -> int:
     """A wait in whole milliseconds, rounded up (a wait never ends early), within int32."""
     return min(max(0, math.ceil(seconds * 1000)), 2**31 - 1)
@@ -878,16 +885,13 @@ class _SyncCore(CoreBase):
         except IndexError:
             return None
         try:
-            taken = queue.popleft()
+            queue.popleft()
             if self.room_wanted:
                 self.room_taken()
-        except IndexError:  # another thread took it meanwhile
-            return None
         except BaseException:
-            if not queue or queue[0] is not ev:
-                queue.appendleft(ev)
+            _put_back(queue, ev)
             raise
-        return taken
+        return ev
 
     def room_taken(self) -> None:
         """An event was taken while a thread waits for room in the queue: wake it."""
@@ -1260,10 +1264,20 @@ class Client(ClientState):
         if threading.current_thread() is threading.main_thread():
             rescan_signals()  # a handler set just before the loop is held back at once
         while True:
-            # The per-event path of next_event(): most events are taken here.
+            # The per-event path of next_event(), core.take_ready() inlined (a call per event
+            # costs a few percent of the stream): most events are taken here.
             ev = None
             if queue and core.process is _base._process:
-                ev = core.take_ready()
+                try:
+                    ev = queue[0]
+                    queue.popleft()
+                    if core.room_wanted:
+                        core.room_taken()
+                except IndexError:  # another thread took it meanwhile
+                    ev = None
+                except BaseException:
+                    _put_back(queue, ev)
+                    raise
             if ev is None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 ev = self.next_event(left)
