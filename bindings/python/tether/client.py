@@ -872,22 +872,22 @@ class _SyncCore(CoreBase):
     def take_ready(self) -> Optional[Event]:
         """An event already queued, taken without waiting or locking; ``None`` if none.
         deque.popleft is atomic under the GIL and the reader appends under the lock, so an
-        event seen here is complete. The event is read before it is removed: CPython runs a
+        event seen here is complete. The event is read before it is taken: CPython runs a
         signal handler right after a call returns, and one that raised (Ctrl-C) as
         ``popleft()`` returned would lose the event it took, which the library already
-        counts as handed over (the resume point would claim it). Held first, it goes back.
-        Under CPython's GIL nothing runs between the peek and the pop (the interpreter looks
-        for signals and thread switches at calls and loop jumps, and none comes between them),
-        so no other consumer thread can take ``ev`` in between: the pop takes ``ev``."""
+        counts as handed over (the resume point would claim it). Read first, it goes back.
+        (From Python 3.10 no other thread runs between the read and the take; 3.8 and 3.9
+        may switch there, so with two consumer threads the take can be a newer event, which
+        is the one returned.)"""
         queue = self.queue
+        ev: Optional[Event] = None
         try:
             ev = queue[0]
-        except IndexError:
-            return None
-        try:
-            queue.popleft()
+            ev = queue.popleft()
             if self.room_wanted:
                 self.room_taken()
+        except IndexError:  # nothing queued, or another thread took it meanwhile
+            return None
         except BaseException:
             _put_back(queue, ev)
             raise
@@ -1270,7 +1270,7 @@ class Client(ClientState):
             if queue and core.process is _base._process:
                 try:
                     ev = queue[0]
-                    queue.popleft()
+                    ev = queue.popleft()
                     if core.room_wanted:
                         core.room_taken()
                 except IndexError:  # another thread took it meanwhile
