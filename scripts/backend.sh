@@ -36,3 +36,14 @@ stop_backend() {
     BACKEND_PID=
   fi
 }
+
+# restart_backend: has the running tether-backend restart as a real one would (a new run id,
+# event ids afresh, every connection cut), through its control endpoint.
+restart_backend() {
+  local reply
+  exec 3<>"/dev/tcp/${BACKEND_ADDR%:*}/${BACKEND_ADDR#*:}"
+  printf 'POST /_testkit/restart HTTP/1.0\r\nContent-Length: 0\r\n\r\n' >&3
+  reply=$(cat <&3)
+  exec 3>&-
+  [[ $reply == "HTTP/1."[01]" 200"* ]] || { echo "restart refused: ${reply%%$'\r'*}" >&2; return 1; }
+}

@@ -105,12 +105,21 @@ assert str(lib).startswith(str(pathlib.Path(sys.prefix).resolve())), f"{lib} is 
 print(f"fresh venv: tether {tether.__version__}, library {lib.name} ({tether.library_version()})")'
 fi
 
+# run_example NAME [restart]: with "restart", the backend also restarts 2.5 s in, which the
+# example must report as RESUMED RESET without counting a gap.
 run_example() {
-  local name=$1 out=$WORK/$1.out
+  local name=$1 restart=${2:-} out=$WORK/$1.out
   start_backend "$WORK/backend.out" "$TETHER_BACKEND" --event-rate 20 --cut-after-events 40 || return 1
-  local ok=1
-  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" "http://$BACKEND_ADDR" 6 >"$out" 2>&1 || ok=0
+  local ok=1 pid
+  timeout 60 env PATH="$FRESH/bin:$CLEAN_PATH" HOME="$WORK/home" "$FPY" "examples/python/$name" "http://$BACKEND_ADDR" 6 >"$out" 2>&1 &
+  pid=$!
+  if [[ -n $restart ]]; then
+    sleep 2.5
+    restart_backend || ok=0
+  fi
+  wait "$pid" || ok=0
   stop_backend
+  [[ -z $restart ]] || grep -q "RESUMED RESET" "$out" || ok=0
   grep -q "resuming after the last received event" "$out" || ok=0
   grep -q "in order, no gap" "$out" || ok=0
   grep -q "^pong: rtt" "$out" || ok=0
@@ -126,7 +135,7 @@ run_example() {
 }
 
 echo "== python: examples against tether-backend --event-rate 20 --cut-after-events 40"
-run_example ping_ack_resume.py
+run_example ping_ack_resume.py restart
 run_example ping_ack_resume_async.py
 PASSED=$((PASSED + 2))
 

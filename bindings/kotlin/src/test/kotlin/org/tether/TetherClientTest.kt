@@ -256,13 +256,24 @@ class TetherClientTest {
     }
 
     @Test
-    fun `the example runs against a cutting backend`() {
+    fun `the example runs against a cutting backend that restarts once`() {
         val p = ProcessBuilder(System.getProperty("tether.backend"), "--event-rate", "20", "--cut-after-events", "40").start()
         try {
             val addr = Regex("127\\.0\\.0\\.1:\\d+").find(BufferedReader(InputStreamReader(p.inputStream)).readLine())!!.value
             val lines = mutableListOf<String>()
+            // 2 s in, the backend restarts: the example must report RESUMED RESET, no gap.
+            val restarted = java.util.concurrent.atomic.AtomicInteger()
+            val restart = Thread {
+                Thread.sleep(2_000)
+                val c = java.net.URL("http://$addr/_testkit/restart").openConnection() as java.net.HttpURLConnection
+                c.requestMethod = "POST"
+                restarted.set(c.responseCode)
+            }.apply { start() }
             val code = org.tether.examples.pingAckResume("http://$addr", 5) { synchronized(lines) { lines.add(it) } }
+            restart.join()
+            assertEquals(200, restarted.get())
             assertEquals(0, code, lines.joinToString("\n"))
+            assertTrue(lines.any { it.contains("RESUMED RESET") }, lines.joinToString("\n"))
             assertTrue(lines.any { it.startsWith("pong:") && !it.endsWith("event 0") }, lines.joinToString("\n"))
             assertTrue(lines.any { it.contains("replayed") }, lines.joinToString("\n"))
             assertTrue(lines.any { it.startsWith("log: INFO") && it.contains("resume succeeded") }, lines.joinToString("\n"))
