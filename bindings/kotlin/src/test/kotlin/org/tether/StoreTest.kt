@@ -216,7 +216,11 @@ class StoreTest {
         val echoId = echo.at<String>("event_id")
         assertTrue(echoId.startsWith("~"), echoId)
         // The send's change set (cause.request_id) reported the pending tail, before the reply.
-        val sent = seen.map { TestJson.parse(it) }.single { it.at<Long?>("cause", "request_id") != null }
+        // It is in the collector's channel by then, but the collector runs on this test's
+        // thread: a reply that came before sendMessage suspended did not let it run yet.
+        fun sends() = seen.map { TestJson.parse(it) }.filter { it.at<Long?>("cause", "request_id") != null }
+        until("the send's change set") { sends().isNotEmpty() }
+        val sent = sends().single()
         assertEquals(true, sent.at<Boolean>("rooms", r1, "pending"))
         // The echo is pending in the timeline as long as nothing else was applied since.
         val gen = sent.at<Long>("gen")
@@ -255,7 +259,8 @@ class StoreTest {
         // Shown as sending in a change set of its own (cause resend) before the reply.
         val reply = TestJson.parse(s.store.resend(r1, rowid))
         assertEquals(rowid, reply.at<Long>("rowid"))
-        assertTrue(seen.any { TestJson.parse(it).at<String?>("cause", "command") == "resend" })
+        // (Handed to the collector before the reply; it runs once this test's thread lets it.)
+        until("the resend's change set") { seen.any { TestJson.parse(it).at<String?>("cause", "command") == "resend" } }
         until("the resent event synced, sent") {
             val last = TestJson.parse(s.store.timeline(r1)).at<List<Any?>>("events").lastOrNull()
             pendingStatus(s) == null && last?.at<Long>("event", "rowid") == rowid &&
