@@ -1066,15 +1066,16 @@ tether_status tether_client_close_keep_resume(struct tether_client *c);
  * `tether_config_set_resume_state`: the backend's `run_id` is copied NUL-terminated into
  * `run_id` (capacity `run_id_cap` bytes) and the id of the newest buffered event the app has
  * taken (0 or negative) into `*out_last_received_event` (may be NULL): a polled event
- * counts once polled, a batch's events once the batch is polled into again or freed (while
- * one thread still holds a batch, the point stops short of its events, whatever other
- * threads take meanwhile), a callback's event once the callback returns. Events the client has read but the app has
- * not taken are not counted, so a later client resuming from here receives them, unless
- * a ping acknowledged them meanwhile (pings acknowledge what the client read) and the
- * backend let them go: that resume then fails (`TETHER_RESUME_RESET`), never leaving a
- * silent gap. Nor do the events of a connection that started the backend's state afresh
- * (or of a room list after a login) count until the `init_complete` after it: resuming
- * inside that state would skip the rest of it, which no resume replays. `*out_run_id_len` (may be NULL) receives the
+ * counts once polled, a batch's events once the batch is polled into again or freed
+ * (while one thread still holds a batch, the point stops short of its events, whatever
+ * other threads take meanwhile), a callback's event once the callback returns. Events
+ * the client has read but the app has not taken are not counted, so a later client
+ * resuming from here receives them, unless a ping acknowledged them meanwhile (pings
+ * acknowledge what the client read) and the backend let them go: that resume then fails
+ * (`TETHER_RESUME_RESET`), never leaving a silent gap. Nor do the events of a connection
+ * that started the backend's state afresh (or of a room list after a login) count until
+ * the `init_complete` after it: resuming inside that state would skip the rest of it,
+ * which no resume replays. `*out_run_id_len` (may be NULL) receives the
  * run_id's length without the NUL, also when `TETHER_ERR_BUFFER_TOO_SMALL` is returned, so
  * `run_id = NULL, run_id_cap = 0` asks for the size (a NULL `run_id` with a nonzero cap is
  * `TETHER_ERR_NULL`, nothing written). Before the first connection the run_id and event id

@@ -79,9 +79,9 @@ struct Inner {
     sleepers: usize,
 }
 
-/// Events a consumer took and will hand over to the app later; see
-/// [`EventQueue::hand_over_later`].
-/// Until then the resume point stops short of them, whatever other consumers hand over.
+/// Events a consumer took and will hand over to the app later (see
+/// [`EventQueue::hand_over_later`]): until then the resume point stops short of them, whatever
+/// other consumers hand over.
 pub(crate) struct HandOver {
     resume: Arc<SharedResume>,
     era: u32,
@@ -119,7 +119,8 @@ fn newest_buffered(events: &[Event]) -> Option<&Event> {
 
 /// The queue. One producer, the session task, plus the SEND_READY a give-back of the send
 /// budget queues from whichever thread it runs on (an event the app's own refused calls
-/// bound, so outside the capacity); one consumer at a time.
+/// bound, so outside the capacity). Consumers may be several (the C API's polling threads);
+/// each event goes to one of them.
 pub struct EventQueue {
     inner: Mutex<Inner>,
     cond: Condvar,

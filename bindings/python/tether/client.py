@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
 import select
-import signal
-import sys
 import threading
 import time
 import weakref
