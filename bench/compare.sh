@@ -6,7 +6,9 @@
 # builds' clients against one server, so load from elsewhere on the machine hits both alike:
 #   - throughput on the realistic stream, plain and compressed: the Rust API, C poll, C batch;
 #   - request round trip through the C API (server and client pinned to different cores);
-#   - memory per connection (1000 compressed connections).
+#   - memory per connection (1000 compressed connections);
+#   - if bench/run.sh made bench/.venv: the Python binding (with orjson) on the same streams,
+#     each side's bindings/python over its own library.
 # Prints each figure's median for both and the ratio new/old (throughput: higher is better;
 # round trip and memory: lower is better). Writes nothing else.
 set -euo pipefail
@@ -52,6 +54,11 @@ for z in 0 1; do
       record "rust z=$z" $side "$(bench $side rust "http://127.0.0.1:$port" "$z")"
       record "c poll z=$z" $side "$("$OUT/blast_c.$side" "http://127.0.0.1:$port" "$z" single)"
       record "c batch z=$z" $side "$("$OUT/blast_c.$side" "http://127.0.0.1:$port" "$z" batch)"
+      if [[ -x bench/.venv/bin/python ]]; then
+        dir=$ROOT; [[ $side == old ]] && dir=$OLD
+        record "python z=$z" $side "$(PYTHONPATH="$dir/bindings/python" TETHER_LIBRARY="$dir/target/release/libtether.so" \
+          bench/.venv/bin/python bench/py/tether_client.py "http://127.0.0.1:$port" "$z" orjson)"
+      fi
     done
   done
   stop_server
