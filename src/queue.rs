@@ -357,18 +357,6 @@ impl EventQueue {
         }
     }
 
-    /// [`EventQueue::pop_batch_held`] without the hand-over, for the queue's own tests.
-    #[cfg(test)]
-    fn pop_batch(
-        &self,
-        timeout: Option<Duration>,
-        max: usize,
-        out: &mut Vec<Event>,
-        fits: impl FnMut(&Event) -> bool,
-    ) -> Batch {
-        self.pop_batch_then(timeout, max, out, fits, |_| {})
-    }
-
     /// Waits up to `timeout` for an event, then moves events into `out` in order, up to
     /// `max`, for as long as `fits` accepts the next one. `fits` sees each event before it is
     /// taken, under the queue lock (keep it cheap); the event it refuses stays first in the
@@ -381,29 +369,12 @@ impl EventQueue {
         timeout: Option<Duration>,
         max: usize,
         out: &mut Vec<Event>,
-        fits: impl FnMut(&Event) -> bool,
-    ) -> (Batch, Option<HandOver>) {
-        let mut held = None;
-        let batch = self.pop_batch_then(timeout, max, out, fits, |taken| {
-            held = self.hand_over_later(taken);
-        });
-        (batch, held)
-    }
-
-    /// [`EventQueue::pop_batch_held`]'s taking, running `then` on the events taken (if any)
-    /// with the queue still locked.
-    fn pop_batch_then(
-        &self,
-        timeout: Option<Duration>,
-        max: usize,
-        out: &mut Vec<Event>,
         mut fits: impl FnMut(&Event) -> bool,
-        then: impl FnOnce(&[Event]),
-    ) -> Batch {
+    ) -> (Batch, Option<HandOver>) {
         let mut g = match self.wait_queued(timeout) {
             Ok(g) => g,
-            Err(Idle::Timeout) => return Batch::Timeout,
-            Err(Idle::Finished) => return Batch::Finished,
+            Err(Idle::Timeout) => return (Batch::Timeout, None),
+            Err(Idle::Finished) => return (Batch::Finished, None),
         };
         let mut n = 0;
         while n < max {
@@ -425,11 +396,11 @@ impl EventQueue {
             if g.sleepers > 0 {
                 self.cond.notify_one();
             }
-            return Batch::Refused;
+            return (Batch::Refused, None);
         }
-        then(&out[out.len() - n..]);
-        drop(g);
-        Batch::Taken(n)
+        // While `g` still locks the queue.
+        let held = self.hand_over_later(&out[out.len() - n..]);
+        (Batch::Taken(n), held)
     }
 
     /// Takes up to `max` events without waiting.
@@ -565,7 +536,8 @@ mod tests {
     fn pop_batch_leaves_what_does_not_fit() {
         let q = EventQueue::new(8);
         assert_eq!(
-            q.pop_batch(Some(Duration::ZERO), 8, &mut Vec::new(), |_| true),
+            q.pop_batch_held(Some(Duration::ZERO), 8, &mut Vec::new(), |_| true)
+                .0,
             Batch::Timeout
         );
         q.push_all([ev(1), ev(2), ev(3), Event::new(EventKind::Closed)]);
@@ -575,12 +547,21 @@ mod tests {
             room -= 1;
             room >= 0
         };
-        assert_eq!(q.pop_batch(None, 8, &mut v, fits), Batch::Taken(2));
+        assert_eq!(q.pop_batch_held(None, 8, &mut v, fits).0, Batch::Taken(2));
         assert_eq!(q.depth(), 2);
-        assert_eq!(q.pop_batch(None, 8, &mut v, |_| false), Batch::Refused);
+        assert_eq!(
+            q.pop_batch_held(None, 8, &mut v, |_| false).0,
+            Batch::Refused
+        );
         assert_eq!(q.depth(), 2);
-        assert_eq!(q.pop_batch(None, 1, &mut v, |_| true), Batch::Taken(1));
-        assert_eq!(q.pop_batch(None, 8, &mut v, |_| true), Batch::Taken(1));
+        assert_eq!(
+            q.pop_batch_held(None, 1, &mut v, |_| true).0,
+            Batch::Taken(1)
+        );
+        assert_eq!(
+            q.pop_batch_held(None, 8, &mut v, |_| true).0,
+            Batch::Taken(1)
+        );
         let ids: Vec<_> = v.iter().map(|e| (e.kind, e.request_id)).collect();
         assert_eq!(
             ids[..3],
@@ -591,7 +572,10 @@ mod tests {
             ]
         );
         assert_eq!(ids[3].0, EventKind::Closed);
-        assert_eq!(q.pop_batch(None, 8, &mut v, |_| true), Batch::Finished);
+        assert_eq!(
+            q.pop_batch_held(None, 8, &mut v, |_| true).0,
+            Batch::Finished
+        );
     }
 
     #[test]
