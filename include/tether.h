@@ -576,7 +576,8 @@ typedef struct tether_stats {
      */
     uint64_t queued_events;
     /**
-     * Round-trip time of the last answered ping in microseconds; -1 before the first.
+     * Round-trip time of the last ping answered with a measured round trip (see
+     * `tether_event_rtt_us`) in microseconds; -1 before the first.
      */
     int64_t last_rtt_us;
     /**
@@ -1482,7 +1483,9 @@ int64_t tether_event_retry_in_ms(const struct tether_event *ev);
  *
  * Also -1 for the PONG that rwws servers send as the answer to the auth frame (spec
  * rwws-binary.md §2.4): it answers no ping of ours, so it has no round trip, and its request id
- * is 0. Its server clock (`tether_event_server_time_ms`) is still valid.
+ * is 0. Its server clock (`tether_event_server_time_ms`) is still valid. -1 too for the
+ * pong of a ping that waited while the client had stopped reading (the app let the queue
+ * fill): it may have sat unread, so its time would be the app's stall, not the network's.
  */
 int64_t tether_event_rtt_us(const struct tether_event *ev);
 

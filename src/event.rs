@@ -191,7 +191,10 @@ impl Event {
     pub fn retry_in(&self) -> Option<Duration> {
         self.retry_in
     }
-    /// PONG: the round-trip time of the ping.
+    /// PONG: the round-trip time of the ping. `None` for a pong that answers no ping of ours
+    /// (rwws: the answer to the auth frame), and for one that may have waited unread: while
+    /// the app lets its queue fill, the client stops reading, and the time would be the app's
+    /// stall, not the network's latency.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
     }

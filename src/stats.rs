@@ -77,7 +77,8 @@ pub struct Stats {
     pub requests_timed_out: u64,
     /// Events waiting for the app.
     pub queued_events: u64,
-    /// Round-trip time of the last answered ping.
+    /// Round-trip time of the last ping answered with a measured round trip (see
+    /// [`crate::Event::rtt`]).
     pub last_rtt: Option<Duration>,
     /// How long the current connection has been up; `None` while not connected.
     pub connected_for: Option<Duration>,

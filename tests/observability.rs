@@ -135,6 +135,46 @@ async fn stats_count_events_rtt_timeouts_and_queue_depth() {
     close_and_drain(&c).await;
 }
 
+/// §6 pings: an app that stops taking events fills the queue, and the client stops reading
+/// while its pings still go out; their pongs wait unread meanwhile, so they carry no round
+/// trip rather than the app's own stall as the network's.
+#[tokio::test]
+async fn an_app_stall_is_not_counted_as_round_trip_time() {
+    records();
+    let b = backend().await;
+    let c = client(&b, |c| {
+        c.ping_interval(Duration::from_millis(100))
+            .queue_capacity(8)
+    });
+    until_command(&c, "init_complete").await;
+    until(&c, |e| e.kind() == EventKind::Pong && e.rtt().is_some()).await;
+    b.push_events(100);
+    // The app takes nothing for 2 s: the queue fills and the pings of that time wait.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = Duration::from_millis(1500);
+    let mut pongs = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ev = next(&c).await;
+        if ev.kind() != EventKind::Pong {
+            continue;
+        }
+        pongs += 1;
+        match ev.rtt() {
+            Some(rtt) => {
+                assert!(rtt < stalled, "pong {pongs} after the stall: rtt {rtt:?}");
+                // One measured after the stall: the round trip is still reported.
+                break;
+            }
+            None => assert!(tokio::time::Instant::now() < deadline),
+        }
+    }
+    assert!(pongs > 1, "the stall's pongs came first, with no rtt");
+    let last = c.stats().last_rtt.unwrap();
+    assert!(last < stalled, "last_rtt {last:?}");
+    close_and_drain(&c).await;
+}
+
 /// §7.2: a cut resumes (succeeded), a backend restart cannot (reset); both counted and logged.
 #[tokio::test]
 async fn resumes_succeeded_and_reset_are_counted_and_logged() {

@@ -118,7 +118,9 @@ ffi_fn! {
     ///
     /// Also -1 for the PONG that rwws servers send as the answer to the auth frame (spec
     /// rwws-binary.md §2.4): it answers no ping of ours, so it has no round trip, and its request id
-    /// is 0. Its server clock (`tether_event_server_time_ms`) is still valid.
+    /// is 0. Its server clock (`tether_event_server_time_ms`) is still valid. -1 too for the
+    /// pong of a ping that waited while the client had stopped reading (the app let the queue
+    /// fill): it may have sat unread, so its time would be the app's stall, not the network's.
     fn tether_event_rtt_us(ev: *const tether_event) -> i64 {
         field(ev, -1, |e| {
             e.rtt()

@@ -158,7 +158,8 @@ pub struct tether_stats {
     pub requests_timed_out: u64,
     /// Events waiting to be taken.
     pub queued_events: u64,
-    /// Round-trip time of the last answered ping in microseconds; -1 before the first.
+    /// Round-trip time of the last ping answered with a measured round trip (see
+    /// `tether_event_rtt_us`) in microseconds; -1 before the first.
     pub last_rtt_us: i64,
     /// How long the current connection has been up, in milliseconds; -1 while not connected.
     pub connected_ms: i64,

@@ -549,6 +549,7 @@ impl<D: Dialect> Supervisor<D> {
                 // not be forgotten because the app was behind).
                 last_recv = Instant::now();
                 quiet = None;
+                pings.unmeasurable();
                 if let Some(d) = due.as_mut() {
                     d.at = d.at.max(last_recv + self.cfg.pong_timeout);
                     d.track.restart(uplink.backlog());

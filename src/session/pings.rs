@@ -8,7 +8,9 @@ use tokio::time::Instant;
 
 struct Sent {
     id: i64,
-    at: Instant,
+    /// When it was made; `None` once its pong may have waited unread (see
+    /// [`Pings::unmeasurable`]), which would count the client's own stall as the network's.
+    at: Option<Instant>,
     acked: i64,
 }
 
@@ -17,7 +19,7 @@ struct Sent {
 pub(crate) struct Answered {
     /// The ping's id (for an id-less pong, the oldest ping's).
     pub(crate) id: i64,
-    /// Round-trip time, if the ping was ours and still waiting.
+    /// Round-trip time, if the ping was ours, still waiting, and the client read all along.
     pub(crate) rtt: Option<Duration>,
     /// The event id that ping acknowledged (0 if none).
     pub(crate) acked: i64,
@@ -40,7 +42,20 @@ impl Pings {
         if self.waiting.len() == MAX_WAITING {
             self.waiting.pop_front();
         }
-        self.waiting.push_back(Sent { id, at, acked });
+        self.waiting.push_back(Sent {
+            id,
+            at: Some(at),
+            acked,
+        });
+    }
+
+    /// The client stopped reading (the app's queue was full) while these pings waited, so
+    /// a pong may have sat unread in the socket: their pongs still acknowledge, but report
+    /// no round-trip time, rather than the app's stall as the network's latency.
+    pub(crate) fn unmeasurable(&mut self) {
+        for s in &mut self.waiting {
+            s.at = None;
+        }
     }
 
     /// A pong for ping `id` arrived at `now`; id 0 (rwws pongs carry none) answers the oldest.
@@ -53,7 +68,7 @@ impl Pings {
         match pos.and_then(|p| self.waiting.remove(p)) {
             Some(s) => Answered {
                 id: s.id,
-                rtt: Some(now.saturating_duration_since(s.at)),
+                rtt: s.at.map(|at| now.saturating_duration_since(at)),
                 acked: s.acked,
             },
             None => Answered {
@@ -100,6 +115,22 @@ mod tests {
                 rtt: None,
                 acked: 0
             }
+        );
+    }
+
+    #[test]
+    fn spec6_pongs_of_pings_that_waited_through_a_stall_ack_without_rtt() {
+        let t0 = Instant::now();
+        let mut p = Pings::default();
+        p.sent(10, t0, -4);
+        p.unmeasurable();
+        p.sent(11, t0, -5);
+        let a = p.answered(10, t0 + Duration::from_secs(2));
+        assert_eq!((a.id, a.rtt, a.acked), (10, None, -4));
+        let a = p.answered(11, t0 + Duration::from_millis(3));
+        assert_eq!(
+            (a.id, a.rtt, a.acked),
+            (11, Some(Duration::from_millis(3)), -5)
         );
     }
 

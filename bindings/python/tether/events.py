@@ -201,7 +201,8 @@ class Event:
     def rtt_us(self) -> Optional[int]:
         """PONG: round-trip time in microseconds; ``None`` for other kinds and for a pong
         that answered no ping of ours (rwws: the server's pong that acknowledges
-        authentication)."""
+        authentication) or that may have waited unread while the app let the queue fill
+        (the time would be the app's stall, not the network's)."""
         return self._rare(2)  # type: ignore[no-any-return]
 
     @property

@@ -74,7 +74,8 @@ class Stats:
     #: Events received but not taken by the app yet: the library's queue plus the events
     #: this binding moved out of it and holds for ``next_event``.
     queued_events: int
-    #: Round-trip time of the last answered ping, in seconds; ``None`` before the first.
+    #: Round-trip time of the last ping answered with a measured round trip (see
+    #: ``Event.rtt_us``), in seconds; ``None`` before the first.
     last_rtt: Optional[float]
     #: How long the current connection has been up, in seconds; ``None`` while not connected.
     connected_for: Optional[float]

@@ -97,7 +97,8 @@ public struct Event: Sendable {
     /// DISCONNECTED: milliseconds until the next attempt; nil when no retry follows.
     public let retryInMs: Int64?
     /// PONG: round-trip time in microseconds; nil for the rwws auth answer, which answers no
-    /// ping of ours.
+    /// ping of ours, and for a pong that may have waited unread while the app let the queue
+    /// fill.
     public let rttMicros: Int64?
     /// PONG (gomuks): the acknowledged event id, 0 for none.
     public let ackedId: Int64

@@ -62,7 +62,8 @@ public struct TetherStats: Sendable, Equatable {
     /// Events the library holds that the binding has not taken yet (those waiting in
     /// `TetherClient.events` are not counted here).
     public var queuedEvents: UInt64
-    /// Round-trip time of the last answered ping; nil before the first.
+    /// Round-trip time of the last ping with a measured round trip (`Event.rttMicros`); nil
+    /// before the first.
     public var lastRTT: Duration?
     /// How long the current connection has been up; nil while not connected.
     public var connectedFor: Duration?

@@ -104,7 +104,10 @@ class Event internal constructor(
     val closeCode: Int,
     /** DISCONNECTED: ms until the next attempt, null when no retry follows. */
     val retryInMs: Long?,
-    /** PONG: round-trip time in µs, null if unknown. */
+    /**
+     * PONG: round-trip time in µs; null for the rwws auth answer (it answers no ping of ours)
+     * and for a pong that may have waited unread while the app let the queue fill.
+     */
     val rttMicros: Long?,
     /** PONG (gomuks): the event id this ping acknowledged, 0 for none. */
     val ackedId: Long,

@@ -69,7 +69,7 @@ data class TetherStats(
      * [TetherClient.events] buffers.
      */
     val queuedEvents: Long,
-    /** Round-trip time of the last answered ping in microseconds; null before the first. */
+    /** Round-trip time of the last ping with a measured round trip ([Event.rttMicros]) in µs; null before the first. */
     val lastRttMicros: Long?,
     /** How long the current connection has been up, in milliseconds; null while not connected. */
     val connectedMillis: Long?,
