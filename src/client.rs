@@ -16,6 +16,7 @@ use crate::config::{Config, Protocol, Transport};
 use crate::dialect::{gomuks, rwws};
 use crate::event::{Event, EventKind};
 use crate::ids::IdGen;
+use crate::logging::tlog;
 use crate::queue::{EventQueue, Pop, Tap};
 use crate::resume::{ResumeState, SharedResume};
 use crate::session::budget::SendBudget;
@@ -209,7 +210,12 @@ impl Client {
         // Set here, not only by the task: `state()` right after `connect()` returns must not
         // still read IDLE while the task waits for a runtime thread.
         self.probe.counters.set_state(ConnectionState::Connecting);
-        let session = guard_session(make(rx), self.req.queue.clone(), self.req.poisoned.clone());
+        let session = guard_session(
+            make(rx),
+            self.probe.client,
+            self.req.queue.clone(),
+            self.req.poisoned.clone(),
+        );
         handle.spawn(session);
     }
 
@@ -753,17 +759,25 @@ impl Requester {
 
 /// Runs the session; if it panics, the client is poisoned and the app still sees the end
 /// (DISCONNECTED with `ErrPanic`, then CLOSED) instead of a silent stall.
-async fn guard_session(
+pub(crate) async fn guard_session(
     session: impl Future<Output = ()>,
+    client: u64,
     queue: Arc<EventQueue>,
     poisoned: Arc<AtomicBool>,
 ) {
-    if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+    if let Err(p) = AssertUnwindSafe(session).catch_unwind().await {
         // Already set if the session's command channel was open (see `Commands`).
         poisoned.store(true, Ordering::Release);
+        // The panic's own message, where a bug report finds it: on a phone the default
+        // hook's stderr is nowhere.
+        let why = format!(
+            "internal panic in the session task: {}",
+            crate::panic_text(&*p)
+        );
+        tlog!(client, Error, "session", "{why}");
         let mut ev = Event::new(EventKind::Disconnected);
         ev.status = Status::ErrPanic;
-        ev.data = Bytes::from_static(b"internal panic in the session task");
+        ev.data = Bytes::from(why);
         queue.push(ev);
         queue.push(Event::new(EventKind::Closed));
     }
@@ -801,7 +815,7 @@ mod tests {
         let queue = Arc::new(EventQueue::new(8));
         let poisoned = Arc::new(AtomicBool::new(false));
         let session = async { panic!("injected") };
-        tokio::spawn(guard_session(session, queue.clone(), poisoned.clone()))
+        tokio::spawn(guard_session(session, 1, queue.clone(), poisoned.clone()))
             .await
             .unwrap();
         assert!(poisoned.load(Ordering::Acquire));
@@ -809,6 +823,11 @@ mod tests {
         assert_eq!(
             (ev.kind(), ev.status()),
             (EventKind::Disconnected, Status::ErrPanic)
+        );
+        // The panic's message says what went wrong.
+        assert_eq!(
+            ev.data(),
+            b"internal panic in the session task: injected".as_slice()
         );
         assert_eq!(queue.pop().await.unwrap().kind(), EventKind::Closed);
         assert!(queue.pop().await.is_none());

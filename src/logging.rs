@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Mutex, MutexGuard, Once};
 
 /// How important a record is. Discriminants are the C ABI's `TETHER_LOG_*` values.
@@ -79,6 +79,8 @@ const BACKLOG: usize = 4096;
 
 enum Msg {
     Record(LogRecord),
+    /// This many records were dropped (the channel was full) just before the next message.
+    Dropped(u64, std::time::SystemTime),
     /// Replaces the sink; the old one is dropped on the log thread, after its last record,
     /// and then the sender is told.
     Sink(Option<LogSink>, u8, SyncSender<()>),
@@ -185,9 +187,30 @@ fn start_thread() -> Option<SyncSender<Msg>> {
         .spawn(move || {
             let mut sink: Option<LogSink> = None;
             let mut sink_level = 0u8;
-            for msg in rx {
+            loop {
+                let msg = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => {
+                        // Caught up: a loss no record got in after (a flood just before a
+                        // close, say) is told now, after every record made before it.
+                        let lost = DROPPED.swap(0, Ordering::Relaxed);
+                        if lost > 0 {
+                            tell_lost(&mut sink, sink_level, lost, std::time::SystemTime::now());
+                        }
+                        match rx.recv() {
+                            Ok(m) => m,
+                            Err(_) => break,
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                };
                 match msg {
                     Msg::Sink(s, level, done) => {
+                        // Records lost before the swap were the old sink's.
+                        let lost = DROPPED.swap(0, Ordering::Relaxed);
+                        if lost > 0 {
+                            tell_lost(&mut sink, sink_level, lost, std::time::SystemTime::now());
+                        }
                         // The old sink (and what it owns) goes before the caller returns. A
                         // panic in a sink is the sink's: it must not end this thread.
                         let old = std::mem::replace(&mut sink, s);
@@ -195,39 +218,39 @@ fn start_thread() -> Option<SyncSender<Msg>> {
                         let _ = catch_unwind(AssertUnwindSafe(|| drop(old)));
                         let _ = done.send(());
                     }
+                    Msg::Dropped(lost, time) => tell_lost(&mut sink, sink_level, lost, time),
                     Msg::Record(r) => {
                         let Some(f) = sink.as_mut() else { continue };
                         if r.level as u8 > sink_level {
                             continue; // made for the other sink of a swap under way
                         }
-                        let dropped = DROPPED.swap(0, Ordering::Relaxed);
-                        let _ = catch_unwind(AssertUnwindSafe(|| {
-                            if dropped > 0 {
-                                // A warning, or an error for a sink that takes no warnings:
-                                // it must learn that it lost records either way.
-                                let notice = if LogLevel::Warn as u8 <= sink_level {
-                                    LogLevel::Warn
-                                } else {
-                                    LogLevel::Error
-                                };
-                                f(&LogRecord {
-                                    level: notice,
-                                    target: "tether::log",
-                                    client: 0,
-                                    message: format!(
-                                        "{dropped} log records dropped: the log callback fell behind"
-                                    ),
-                                    time: r.time,
-                                });
-                            }
-                            f(&r);
-                        }));
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(&r)));
                     }
                 }
             }
         })
         .ok()
         .map(|_| tx)
+}
+
+/// Tells `sink` that `lost` records were dropped: a warning, or an error for a sink that
+/// takes no warnings (it must learn that it lost records either way).
+fn tell_lost(sink: &mut Option<LogSink>, sink_level: u8, lost: u64, time: std::time::SystemTime) {
+    let Some(f) = sink.as_mut() else { return };
+    let level = if LogLevel::Warn as u8 <= sink_level {
+        LogLevel::Warn
+    } else {
+        LogLevel::Error
+    };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        f(&LogRecord {
+            level,
+            target: "tether::log",
+            client: 0,
+            message: format!("{lost} log records dropped: the log callback fell behind"),
+            time,
+        })
+    }));
 }
 
 thread_local! {
@@ -284,12 +307,21 @@ pub(crate) fn enabled(level: LogLevel) -> bool {
 pub(crate) fn emit(level: LogLevel, target: &'static str, client: u64, message: String) {
     let g = crate::lock(&SENDER);
     let Some(tx) = g.as_ref() else { return };
+    let time = std::time::SystemTime::now();
+    // A loss is told where it happened: before the first record that gets in after it.
+    let lost = DROPPED.swap(0, Ordering::Relaxed);
+    if lost > 0 {
+        if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Dropped(lost, time)) {
+            DROPPED.fetch_add(lost + 1, Ordering::Relaxed);
+            return;
+        }
+    }
     let r = LogRecord {
         level,
         target,
         client,
         message,
-        time: std::time::SystemTime::now(),
+        time,
     };
     if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Record(r)) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +384,32 @@ mod tests {
     use std::sync::mpsc::channel;
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// Installs an error sink that sends `f(record)` on `tx` but holds its first record back
+    /// until the channel has overflowed with `flood 0`, `flood 1`, ...; returns how many
+    /// records were made.
+    fn flood_a_held_sink<T: Send + 'static>(
+        tx: std::sync::mpsc::Sender<T>,
+        f: impl Fn(&LogRecord) -> T + Send + 'static,
+    ) -> usize {
+        let (open, gate) = channel::<()>();
+        let mut first = true;
+        set_log_sink(
+            Some(Box::new(move |r: &LogRecord| {
+                if std::mem::take(&mut first) {
+                    let _ = gate.recv_timeout(Duration::from_secs(10));
+                }
+                tx.send(f(r)).unwrap();
+            })),
+            LogLevel::Error,
+        );
+        let flood = BACKLOG + 100;
+        for i in 0..flood {
+            tlog!(1u64, Error, "test", "flood {i}");
+        }
+        open.send(()).unwrap();
+        flood
+    }
 
     /// The sink is process-wide; tests that install one run in this single test.
     #[test]
@@ -417,31 +475,75 @@ mod tests {
         // A sink of errors only still learns that records were dropped: the notice comes at
         // its level when it takes no warnings.
         let (tx4, rx4) = channel::<(LogLevel, String)>();
-        let (open, gate) = channel::<()>();
-        let mut first = true;
-        set_log_sink(
-            Some(Box::new(move |r: &LogRecord| {
-                if std::mem::take(&mut first) {
-                    let _ = gate.recv_timeout(Duration::from_secs(10));
-                }
-                tx4.send((r.level, r.message.clone())).unwrap();
-            })),
-            LogLevel::Error,
-        );
-        for i in 0..BACKLOG + 100 {
-            tlog!(1u64, Error, "test", "flood {i}");
+        let flood = flood_a_held_sink(tx4, |r| (r.level, r.message.clone()));
+        let is_notice = |m: &str| m.contains("log records dropped");
+        // Nothing follows the flood: the loss is told once the thread has caught up, after
+        // every record that got in, with the count of those that did not.
+        let mut got = Vec::new();
+        while !got
+            .last()
+            .is_some_and(|(_, m): &(LogLevel, String)| is_notice(m))
+        {
+            got.push(
+                rx4.recv_timeout(Duration::from_secs(10))
+                    .expect("the loss is told"),
+            );
         }
-        open.send(()).unwrap();
+        let (level, notice) = got.pop().unwrap();
+        assert_eq!(level, LogLevel::Error, "{notice}");
+        assert!(got.iter().all(|(_, m)| m.starts_with("flood ")), "{got:?}");
+        assert_eq!(
+            notice,
+            format!(
+                "{} log records dropped: the log callback fell behind",
+                flood - got.len()
+            )
+        );
+        // A record made after the loss was told comes after it, and is not counted lost.
         tlog!(1u64, Error, "test", "after the flood");
         set_log_sink(None, LogLevel::Error);
-        let got: Vec<_> = rx4.try_iter().collect();
-        let notice = got.iter().find(|(_, m)| m.contains("log records dropped"));
+        let rest: Vec<_> = rx4.try_iter().map(|(_, m)| m).collect();
+        assert_eq!(rest, ["after the flood"]);
+
+        // A loss just before the sink is removed is told to that sink, before it goes.
+        let (tx5, rx5) = channel::<String>();
+        flood_a_held_sink(tx5, |r| r.message.clone());
+        set_log_sink(None, LogLevel::Error);
+        let got: Vec<_> = rx5.try_iter().collect();
+        let told = got.iter().filter(|m| is_notice(m)).count();
         assert_eq!(
-            notice.map(|n| n.0),
-            Some(LogLevel::Error),
-            "{} records, none says how many were dropped",
-            got.len()
+            (told, got.last().map(|m| is_notice(m))),
+            (1, Some(true)),
+            "{got:?}"
         );
+
+        // A panic that ends a client's session is logged for that client, with its message.
+        let (tx6, rx6) = channel::<LogRecord>();
+        set_log_sink(
+            Some(Box::new(move |r: &LogRecord| tx6.send(r.clone()).unwrap())),
+            LogLevel::Error,
+        );
+        let queue = Arc::new(crate::queue::EventQueue::new(8));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(crate::client::guard_session(
+                async { panic!("injected here") },
+                77,
+                queue,
+                Arc::new(AtomicBool::new(false)),
+            ));
+        let r = rx6.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (r.level, r.target, r.client, r.message.as_str()),
+            (
+                LogLevel::Error,
+                "tether::session",
+                77,
+                "internal panic in the session task: injected here"
+            )
+        );
+        set_log_sink(None, LogLevel::Error);
 
         // Installing and removing at once, from two threads: whichever call takes effect last
         // leaves its sink and its level together. Never a sink in place (not dropped) with

@@ -827,11 +827,22 @@ async fn an_account_command_behind_a_waiting_logout_is_refused() {
 #[tokio::test]
 async fn non_json_from_the_backend_arrives_as_a_json_string() {
     let _turn = serial().await;
+    common::logs::records();
     let root = Root::new();
     let c = started(&root, |b| b).await;
     let id = c.request("not_json", b"{}").unwrap();
     let (ev, _) = response(&c, id).await;
     assert_eq!((ev.status(), json(&ev)), (Status::Ok, "not json {".into()));
+    // And the app's log says so, for this client.
+    let recs = common::logs::wait_log(c.id(), "10 bytes that are not JSON").await;
+    let r = recs
+        .iter()
+        .find(|r| r.message.contains("not JSON"))
+        .unwrap();
+    assert_eq!(
+        (r.level, r.target),
+        (tether::LogLevel::Warn, "tether::gomuks")
+    );
     c.request("emit", br#"{"count":2,"command":"odd","not_json":true}"#)
         .unwrap();
     for seq in 0..2 {

@@ -4,48 +4,11 @@
 
 mod common;
 
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use common::logs::{records, wait_log};
 use common::*;
 use tether::{Config, ConnectionState, EventKind, LogLevel, LogRecord, Status};
-
-/// Every record of the process, for the tests to filter by client id (the sink is global).
-fn records() -> &'static Mutex<Vec<LogRecord>> {
-    static RECORDS: OnceLock<Mutex<Vec<LogRecord>>> = OnceLock::new();
-    RECORDS.get_or_init(|| {
-        assert!(tether::set_log_sink(
-            Some(Box::new(|r: &LogRecord| {
-                records().lock().unwrap().push(r.clone());
-            })),
-            LogLevel::Debug,
-        ));
-        Mutex::new(Vec::new())
-    })
-}
-
-/// Waits (bounded) until client `id` logged a record containing `text`; returns its records.
-async fn wait_log(id: u64, text: &str) -> Vec<LogRecord> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mine: Vec<LogRecord> = records()
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.client == id)
-            .cloned()
-            .collect();
-        if mine.iter().any(|r| r.message.contains(text)) {
-            return mine;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no record with {text:?} for client {id}: {:#?}",
-            mine.iter().map(|r| &r.message).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn level_of(recs: &[LogRecord], text: &str) -> LogLevel {
     recs.iter()
@@ -172,6 +135,30 @@ async fn an_app_stall_is_not_counted_as_round_trip_time() {
     assert!(pongs > 1, "the stall's pongs came first, with no rtt");
     let last = c.stats().last_rtt.unwrap();
     assert!(last < stalled, "last_rtt {last:?}");
+    close_and_drain(&c).await;
+}
+
+/// §3: a reply after its request timed out is dropped, and the client's log says so (a
+/// backend that answers late is what a bug report needs to show).
+#[tokio::test]
+async fn a_late_reply_is_logged_for_its_client() {
+    records();
+    let b = backend().await;
+    let c = client(&b, |c| c);
+    until_command(&c, "init_complete").await;
+    let id = c
+        .request_with_timeout("sleep", br#"{"ms":300}"#, Duration::from_millis(50))
+        .unwrap();
+    let (r, _) = until(&c, |e| {
+        e.kind() == EventKind::Response && e.request_id() == id
+    })
+    .await;
+    assert_eq!(r.status(), Status::ErrRequestTimeout);
+    let recs = wait_log(c.id(), &format!("reply to request {id} ignored")).await;
+    assert_eq!(
+        level_of(&recs, &format!("reply to request {id} ignored")),
+        LogLevel::Debug
+    );
     close_and_drain(&c).await;
 }
 

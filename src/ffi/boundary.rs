@@ -66,12 +66,7 @@ pub(crate) fn status_of(r: Result<(), Error>) -> tether_status {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let what = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    format!("internal panic: {what}")
+    format!("internal panic: {}", crate::panic_text(p))
 }
 
 /// Runs an export body. After a fork or a panic it returns `fallback(status)` instead; no

@@ -1185,7 +1185,12 @@ impl Book {
                 out.extend(o.into_event());
                 self.count_in_flight();
             }
-            None => tracing::debug!(id, "reply to an unknown or finished request ignored"),
+            None => tlog!(
+                self.probe.client,
+                Debug,
+                "session",
+                "reply to request {id} ignored: unknown, or already ended (timed out or cancelled)"
+            ),
         }
     }
 

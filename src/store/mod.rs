@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::client::{Client, Requester};
 use crate::event::{Event, EventKind};
+use crate::logging::tlog;
 use crate::queue::Tap;
 use crate::status::{Error, Status};
 
@@ -120,6 +121,8 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     req: Requester,
+    /// The client's id, for its log records.
+    client: u64,
     /// The app's `Store` handles (clones): the last one dropped detaches the store. Not the
     /// `Arc`'s count, which the session raises for as long as it hands a batch over.
     handles: std::sync::atomic::AtomicUsize,
@@ -219,6 +222,7 @@ impl Store {
                     resending: HashMap::new(),
                 }),
                 req: client.requester().clone(),
+                client: client.id(),
                 handles: std::sync::atomic::AtomicUsize::new(1),
             }),
         };
@@ -795,9 +799,15 @@ impl Tap for Inner {
         // it came (the answers in it were already retired from the request book).
         let out =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.apply_batch(&events)))
-                .unwrap_or_else(|_| {
-                    tracing::error!(
-                        "the store failed to apply a batch; its events are queued without it"
+                .unwrap_or_else(|p| {
+                    tlog!(
+                        self.client,
+                        Error,
+                        "store",
+                        "the store failed to apply a batch of {} events (internal panic: {}); \
+                         they are queued without it",
+                        events.len(),
+                        crate::panic_text(&*p)
                     );
                     events
                 });

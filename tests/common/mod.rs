@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: a real backend, a client, bounded waits.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod proxies;
 
 use std::time::Duration;

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use once_cell::sync::Lazy;
 
 use crate::event::command_name;
+use crate::logging::tlog;
 use crate::session::dialect::Incoming;
 use crate::session::local::Sink;
 use crate::status::{Error, Status};
@@ -221,8 +222,9 @@ impl Api {
         })
     }
 
-    /// Turns a response into the reply's data (JSON), or the backend's error (a JSON string).
-    fn answer(&self, r: Response) -> Result<Bytes, Error> {
+    /// Turns a response into the reply's data (JSON), or the backend's error (a JSON string);
+    /// `client` names the client in a log record.
+    fn answer(&self, r: Response, client: u64) -> Result<Bytes, Error> {
         let data = self.take(r.buf);
         // SAFETY: a static NUL-terminated string (or NULL from a broken library).
         let command = (!r.command.is_null()).then(|| unsafe { CStr::from_ptr(r.command) });
@@ -230,7 +232,7 @@ impl Api {
             Some(b"response") => Ok(if data.is_empty() {
                 Bytes::from_static(b"null")
             } else {
-                json_or_string(data)
+                json_or_string(data, client)
             }),
             Some(b"error") => {
                 let text = serde_json::from_slice::<String>(&data)
@@ -266,9 +268,16 @@ impl Api {
     }
 
     /// `GomuksSubmitCommand`. Blocking.
-    pub(super) fn submit(&self, h: Handle, command: &CStr, data: &[u8]) -> Result<Bytes, Error> {
+    pub(super) fn submit(
+        &self,
+        h: Handle,
+        command: &CStr,
+        data: &[u8],
+        client: u64,
+    ) -> Result<Bytes, Error> {
         // SAFETY: `h` is live and started; both buffers outlive the call.
-        self.answer(unsafe { (self.submit)(h, command.as_ptr(), Borrowed::of(data)) })
+        let r = unsafe { (self.submit)(h, command.as_ptr(), Borrowed::of(data)) };
+        self.answer(r, client)
     }
 
     /// `GomuksUploadMediaBytes` (`bytes` given) or `GomuksUploadMediaPath`, reporting progress
@@ -279,6 +288,7 @@ impl Api {
         id: i64,
         params: &[u8],
         bytes: Option<&[u8]>,
+        client: u64,
     ) -> Result<Bytes, Error> {
         let slot = PROGRESS.acquire(id);
         let cb = PROGRESS_TRAMPOLINES[slot.index];
@@ -291,7 +301,7 @@ impl Api {
             }
         };
         drop(slot);
-        self.answer(r)
+        self.answer(r, client)
     }
 
     /// `GomuksDownloadMediaPath`, streaming chunks for request `id`. Blocking.
@@ -301,7 +311,13 @@ impl Api {
         self.download_path.is_some()
     }
 
-    pub(super) fn download(&self, h: Handle, id: i64, params: &[u8]) -> Result<Bytes, Error> {
+    pub(super) fn download(
+        &self,
+        h: Handle,
+        id: i64,
+        params: &[u8],
+        client: u64,
+    ) -> Result<Bytes, Error> {
         let Some(download) = self.download_path else {
             return Err(Error::new(
                 Status::ErrUnsupported,
@@ -315,20 +331,23 @@ impl Api {
         // SAFETY: as for `upload`.
         let r = unsafe { download(h, Borrowed::of(params), cb) };
         drop(slot);
-        self.answer(r)
+        self.answer(r, client)
     }
 }
 
 /// The FFI's JSON as it is, or, should a backend ever hand over something else, that text as
 /// a JSON string: the app is promised JSON in every MESSAGE and RESPONSE (the websocket's
 /// parser checks the same), and nothing is dropped.
-fn json_or_string(data: Bytes) -> Bytes {
+fn json_or_string(data: Bytes, client: u64) -> Bytes {
     if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
         return data;
     }
-    tracing::warn!(
-        len = data.len(),
-        "the in-process backend sent data that is not JSON; delivered as a JSON string"
+    tlog!(
+        client,
+        Warn,
+        "gomuks",
+        "the in-process backend sent {} bytes that are not JSON; delivered as a JSON string",
+        data.len()
     );
     let text = String::from_utf8_lossy(&data);
     Bytes::from(serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned()))
@@ -341,6 +360,8 @@ static SINK: Mutex<Option<Registered>> = Mutex::new(None);
 struct Registered {
     sink: Sink,
     api: &'static Api,
+    /// The client the backend runs for, for its log records.
+    client: u64,
     /// The thread running `GomuksStart`, until the backend's own start events are in (it sends
     /// them on that thread before it starts any other: `client_state`, then `sync_status`).
     /// A callback from another thread meanwhile is a late one of the backend stopped before:
@@ -388,11 +409,12 @@ fn account() -> std::sync::MutexGuard<'static, Account> {
 
 /// Installs (or with `None`, removes) the sink of the process's running backend. Installed
 /// on the thread that is about to call `GomuksStart`, which then calls [`started`].
-pub(super) fn set_sink(sink: Option<(Sink, &'static Api)>) {
+pub(super) fn set_sink(sink: Option<(Sink, &'static Api, u64)>) {
     *account() = Account::NONE;
-    *crate::lock(&SINK) = sink.map(|(sink, api)| Registered {
+    *crate::lock(&SINK) = sink.map(|(sink, api, client)| Registered {
         sink,
         api,
+        client,
         starting_on: Some(std::thread::current().id()),
     });
 }
@@ -528,10 +550,12 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
         };
         if let Some(starting) = r.starting_on {
             if starting != std::thread::current().id() {
-                tracing::debug!(
-                    command = %name,
-                    "an event of the previous in-process backend arrived while the next one \
-                     started; dropped"
+                tlog!(
+                    r.client,
+                    Debug,
+                    "gomuks",
+                    "a {name} event of the previous in-process backend arrived while the next \
+                     one started; dropped"
                 );
                 return;
             }
@@ -539,7 +563,7 @@ unsafe extern "C" fn event_trampoline(command: *const c_char, request_id: i64, d
                 r.starting_on = None;
             }
         }
-        let data = json_or_string(data);
+        let data = json_or_string(data, r.client);
         match &*name {
             "client_state" => note_client_state(&data),
             "sync_status" => note_sync_status(&data),

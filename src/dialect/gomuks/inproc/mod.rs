@@ -280,10 +280,10 @@ impl InProcess {
                         "command name contains a NUL byte",
                     )
                 })?;
-                self.api.submit(h, &command, data)
+                self.api.submit(h, &command, data, self.client)
             }
-            Call::Upload { params, bytes } => self.api.upload(h, id, params, bytes),
-            Call::Download { params } => self.api.download(h, id, params),
+            Call::Upload { params, bytes } => self.api.upload(h, id, params, bytes, self.client),
+            Call::Download { params } => self.api.download(h, id, params, self.client),
         }
     }
 }
@@ -330,7 +330,7 @@ fn lock_root(root: &Path) -> Result<File, Error> {
 
 impl Local for InProcess {
     fn start(&self, sink: Sink) -> Result<(), Error> {
-        library::set_sink(Some((sink, self.api)));
+        library::set_sink(Some((sink, self.api, self.client)));
         let mut slot = self.handle.write().unwrap_or_else(|e| e.into_inner());
         let h = self.api.init(&self.root);
         *slot = Some(h);
