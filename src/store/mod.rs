@@ -484,13 +484,23 @@ impl Store {
     }
 
     /// The app no longer shows this room: after the eviction delay its timeline is dropped.
+    /// A room still open from before a `clear_state` (or a new session) closes too, though
+    /// the backend has not sent it again yet; `ErrInvalidArgument` for a room the store
+    /// neither knows nor has open.
     pub fn close_room(&self, room_id: &str) -> Result<(), Error> {
         let mut st = self.lock();
-        let room = known_room_mut(&mut st.model, room_id)?;
-        room.open = false;
-        room.idle_since = Instant::now();
-        st.model.open.remove(room_id);
-        Ok(())
+        // The open set first: it outlives the rooms (`Model::clear`), and a room it still
+        // names would come back open for good (never evicted, always in `unreads`).
+        let was_open = st.model.open.remove(room_id);
+        match st.model.rooms.get_mut(room_id) {
+            Some(room) => {
+                room.open = false;
+                room.idle_since = Instant::now();
+                Ok(())
+            }
+            None if was_open => Ok(()),
+            None => Err(unknown_room(room_id)),
+        }
     }
 
     /// Limits the detail of STORE events: `None` with `true` watches every room (the
@@ -991,5 +1001,86 @@ mod tests {
                 .as_bytes(),
         );
         assert_eq!(ev.unwrap(), b"null");
+    }
+
+    fn message(command: &str, data: String) -> Event {
+        let mut ev = Event::new(EventKind::Message);
+        ev.command = crate::event::command_name(command);
+        ev.data = bytes::Bytes::from(data);
+        ev
+    }
+
+    const INITIAL: &str = include_str!("../../tests/fixtures/gomuks/v0.2607_initial.json");
+    const ROOM: &str = "!known:example.org";
+
+    /// gomuks web closes a room by forgetting the active one (`activeRoomID = null`),
+    /// whatever its store holds. The open set outlives `clear_state` so the room on screen
+    /// comes back open; closed before it comes back, it comes back closed: evicted as any
+    /// other and out of the `unreads` list, which lists open rooms.
+    #[test]
+    fn a_room_closed_before_clear_state_sends_it_again_comes_back_closed() {
+        let client = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let store = Store::attach(&client, b"").unwrap();
+        let deliver = |ev: Event| store.inner.deliver(vec![ev], &|_| {});
+        deliver(message("sync_complete", INITIAL.to_owned()));
+        store.open_room(ROOM).unwrap();
+        deliver(message(
+            "sync_complete",
+            json!({"clear_state": true}).to_string(),
+        ));
+        store.close_room(ROOM).unwrap();
+        let meta = json!({"room_id": ROOM, "name": "Known", "sorting_timestamp": 1});
+        deliver(message(
+            "sync_complete",
+            json!({"rooms": {ROOM: {"meta": meta}}}).to_string(),
+        ));
+        let room = store.read("room", json!({"room_id": ROOM}).to_string().as_bytes());
+        let room: serde_json::Value = serde_json::from_slice(&room.unwrap()).unwrap();
+        assert_eq!(room["open"], false);
+        let unreads = store.read("room_list", br#"{"space":"unreads"}"#).unwrap();
+        let unreads: serde_json::Value = serde_json::from_slice(&unreads).unwrap();
+        assert_eq!(unreads["total"], 0, "{unreads}");
+        // Neither known nor open: still the documented refusal.
+        assert_eq!(
+            store.close_room("!never:example.org").unwrap_err().status(),
+            Status::ErrInvalidArgument
+        );
+    }
+
+    /// gomuks web redraws a room's list entry when its preview is decrypted or its tags
+    /// change, with no meta from the backend. The change set of a room not watched keeps
+    /// only what a room list needs, and that must name the room, not only say `room_list`.
+    #[test]
+    fn a_list_entry_change_names_a_room_not_watched() {
+        let client = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let store = Store::attach(&client, b"").unwrap();
+        let out = std::sync::Mutex::new(Vec::new());
+        let changes = |ev: Event| {
+            out.lock().unwrap().clear();
+            store
+                .inner
+                .deliver(vec![ev], &|v| out.lock().unwrap().extend(v));
+            let out = out.lock().unwrap();
+            let set = out.iter().find(|e| e.kind() == EventKind::Store).unwrap();
+            serde_json::from_slice::<serde_json::Value>(set.data()).unwrap()
+        };
+        changes(message("sync_complete", INITIAL.to_owned()));
+        store.watch(None, false).unwrap();
+        let decrypted = json!({"rowid": 60, "room_id": ROOM, "event_id": "$e60",
+            "sender": "@bob:example.org", "type": "m.room.message", "timestamp": 1,
+            "content": {"body": "now decrypted"}});
+        let set = changes(message(
+            "events_decrypted",
+            json!({"room_id": ROOM, "events": [decrypted]}).to_string(),
+        ));
+        assert_eq!(set["room_list"], true);
+        assert_eq!(set["rooms"][ROOM], json!({"meta": true}), "{set}");
+        let tag = json!({"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}});
+        let set = changes(message(
+            "sync_complete",
+            json!({"rooms": {ROOM: {"account_data": {"m.tag": tag}}}}).to_string(),
+        ));
+        assert_eq!(set["room_list"], true);
+        assert_eq!(set["rooms"][ROOM], json!({"meta": true}), "{set}");
     }
 }

@@ -511,6 +511,8 @@ impl Changes {
 /// What changed in one room.
 #[derive(Default, Serialize, PartialEq)]
 pub(super) struct RoomChanges {
+    /// Its meta or its room-list entry changed (the preview decrypted or edited, a
+    /// favourite or low-priority tag): what a room list redraws, so summaries keep it.
     #[serde(skip_serializing_if = "is_false")]
     pub meta: bool,
     #[serde(skip_serializing_if = "is_false")]
@@ -910,6 +912,9 @@ impl Model {
         if self.list_key(id) != before {
             ch.room_list = true;
             ch.spaces = true;
+            // Its entry changed, maybe without its meta (a tag, the preview edited): the
+            // summary of a room not watched names it all the same.
+            ch.room(id).meta = true;
         }
         if ch
             .rooms
@@ -950,6 +955,8 @@ impl Model {
         }
         if self.list_key(&d.room_id) != before {
             ch.room_list = true;
+            // The preview decrypted or moved: as in `apply_room`, named even when not watched.
+            ch.room(&d.room_id).meta = true;
         }
         true
     }
@@ -975,8 +982,16 @@ impl Model {
             return;
         };
         // The synced copy came first (the answer or send_complete is late): it is the newer
-        // state of the event, as in the web client.
-        if room.timeline.iter().any(|r| r.event_rowid == head.rowid) {
+        // state of the event, as in the web client (`applySendComplete` ignores an event it
+        // holds that is not pending). Its row may have left the cached timeline since (an
+        // eviction, a reset, a `clear_state` that brought it back as the preview alone): held
+        // outside the pending tail, it is synced all the same, and back in the tail no row
+        // would ever take it out again.
+        let synced = room.timeline.iter().any(|r| r.event_rowid == head.rowid)
+            || (room.events.contains_key(&head.rowid)
+                && !room.pending.contains(&head.rowid)
+                && !room.notices.iter().any(|n| n.1 == head.rowid));
+        if synced {
             return;
         }
         // gomuks sends before it answers, so send_complete can come first: the answer's

@@ -1045,3 +1045,71 @@ fn a_direct_invite_to_a_bare_room_is_a_dm_named_after_the_inviter() {
     apply(&mut m, "sync_complete", bare);
     assert_eq!(m.invites["!dm2:x"].name.as_deref(), Some("bob"));
 }
+
+/// Our own message 90 as the sync brings it, and its late `send_complete` (gomuks keeps
+/// `send_error: "not sent"` on an event the homeserver took).
+fn own_sent() -> (Value, Value) {
+    let mut synced = msg(90, "mine");
+    synced["sender"] = json!("@me:example.org");
+    synced["transaction_id"] = json!("hicli-mautrix-go_90");
+    let mut outcome = synced.clone();
+    outcome["event_id"] = json!("~hicli-mautrix-go_90");
+    outcome["send_error"] = json!("not sent");
+    (synced, json!({"event": outcome, "error": null}))
+}
+
+/// The late send_complete changed nothing: the synced copy stays, out of the pending tail.
+fn assert_still_synced(m: &mut Model, late: Value) {
+    let mut ch = apply(m, "send_complete", late);
+    ch.prune();
+    assert!(ch.is_empty(), "a late outcome is no change");
+    let r = &m.rooms[ROOM];
+    assert!(
+        r.pending.is_empty(),
+        "back in the pending tail: {:?}",
+        r.pending
+    );
+    assert_eq!(r.events[&90].head.event_id, "$e90");
+}
+
+/// gomuks web `applySendComplete` ignores an event it holds that is not pending. The synced
+/// row of our message came, then eviction took the timeline (the message stays, as the
+/// preview): a late `send_complete` must not put it back in the pending tail, where no row
+/// would take it out again.
+#[test]
+fn a_late_send_complete_after_the_synced_row_was_evicted_stays_synced() {
+    let mut m = seeded();
+    let (synced, late) = own_sent();
+    let mut echo = late["event"].clone();
+    echo.as_object_mut().unwrap().remove("send_error");
+    let raw = serde_json::value::to_raw_value(&echo).unwrap();
+    m.apply_echo(ROOM, &raw, Echo::Answer, &mut Changes::default());
+    assert_eq!(m.rooms[ROOM].pending, [90]);
+    let mut meta = m.rooms[ROOM].meta.clone();
+    meta.insert("preview_event_rowid".into(), json!(90));
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"rooms": {ROOM: {"meta": meta, "events": [synced],
+               "timeline": [{"timeline_rowid": 30, "event_rowid": 90}]}}}),
+    );
+    assert!(m.rooms[ROOM].pending.is_empty());
+    assert!(m.rooms.get_mut(ROOM).unwrap().evict());
+    assert_still_synced(&mut m, late);
+}
+
+/// The same after `clear_state`: the rebuilt room brings our message back as its preview
+/// only, with no timeline row, and the send's outcome comes after.
+#[test]
+fn a_late_send_complete_after_clear_state_brought_the_event_back_stays_synced() {
+    let mut m = seeded();
+    let (synced, late) = own_sent();
+    apply(
+        &mut m,
+        "sync_complete",
+        json!({"clear_state": true, "rooms": {ROOM: {
+            "meta": {"room_id": ROOM, "preview_event_rowid": 90, "sorting_timestamp": 5},
+            "events": [synced]}}}),
+    );
+    assert_still_synced(&mut m, late);
+}
