@@ -15,6 +15,8 @@ import kotlinx.coroutines.currentCoroutineContext
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.isActive
+import kotlinx.coroutines.sync.Mutex
+import kotlinx.coroutines.withTimeoutOrNull
 
 /**
  * The native client and everything its callbacks touch. Kept apart from [TetherClient] (and
@@ -25,7 +27,12 @@ import kotlinx.coroutines.isActive
  * once instead of waiting; [lock] guards the request book, the event queue, the media
  * transfers' streams and the flags. No user code runs while either is held.
  */
-internal class ClientState(private val client: Pointer, private val capacity: Int) : Reaper.Releasable {
+internal class ClientState(
+    private val client: Pointer,
+    private val capacity: Int,
+    /** The client's request timeout ([TetherOptions.requestTimeoutMs], or the library's default). */
+    val requestTimeoutMs: Long,
+) : Reaper.Releasable {
     private val gate = UseGate()
     private val freeing = Object()
     private val lock = Object()
@@ -39,6 +46,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     private val streams = HashMap<Long, Buffer>()
     // The app's events.
     private val queue = Buffer(capacity)
+    // One event at a time in a collector's hands, from its take until its handler returned or
+    // it was put back: a collector started while a cancelled one still unwinds takes the
+    // events in order, after the one put back.
+    private val handing = Mutex()
+    // That event, under [lock]: not yet the app's, so the resume point stays before it.
+    private var inHand: Event? = null
     private var closing = false
     private var ended = false
     // The last stats of the native client, read just before it is freed.
@@ -109,9 +122,9 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             return true
         }
 
-        /** With [lock] not held: puts [ev], just taken, back in front for the next consumer. */
+        /** With [lock] held: puts [ev], just taken, back in front for the next consumer. */
         fun putBack(ev: Event) {
-            synchronized(lock) { items.addFirst(ev) }
+            items.addFirst(ev)
             wake.trySend(Unit)
         }
 
@@ -195,13 +208,28 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * a CancellationException too, but its job stays active: that event was handed over.
      */
     fun events(): Flow<Event> = flow {
+        // Owned by this collector's job: collecting again inside a handler fails at once
+        // instead of waiting for itself.
+        val me = currentCoroutineContext()[kotlinx.coroutines.Job]
         while (true) {
-            val ev = queue.take() ?: return@flow
+            handing.lock(me)
             try {
-                emit(ev)
-            } catch (e: CancellationException) {
-                if (!currentCoroutineContext().isActive) queue.putBack(ev)
-                throw e
+                val ev = queue.take() ?: return@flow
+                synchronized(lock) { inHand = ev }
+                var handed = true
+                try {
+                    emit(ev)
+                } catch (e: CancellationException) {
+                    handed = currentCoroutineContext().isActive
+                    throw e
+                } finally {
+                    synchronized(lock) {
+                        inHand = null
+                        if (!handed) queue.putBack(ev)
+                    }
+                }
+            } finally {
+                handing.unlock(me)
             }
         }
     }
@@ -222,7 +250,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     fun resumeState(): ResumeState {
         val state = callOrNull { c -> readResumeState(c) } ?: finalResume
             ?: throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
-        return state.before(synchronized(lock) { queue.items.toList() })
+        return state.before(synchronized(lock) { listOfNotNull(inHand) + queue.items })
     }
 
     /** The credential of the next connection; after the free, the one the client had last. */
@@ -301,7 +329,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
      * events' backpressure). Anything thrown meanwhile (by [each], a cancellation) cancels the
      * request, keeps nothing of it and propagates.
      */
-    suspend fun transfer(start: (Pointer, LongByReference) -> Int, each: suspend (Event) -> Unit): String {
+    suspend fun transfer(timeoutMs: Long, start: (Pointer, LongByReference) -> Int, each: suspend (Event) -> Unit): String {
         val waiter = CompletableDeferred<Event>()
         val stream = Buffer(TRANSFER_CAPACITY)
         val id = book(waiter, stream, start)
@@ -311,7 +339,7 @@ internal class ClientState(private val client: Pointer, private val capacity: In
             cancelRequest(id)
             throw e
         }
-        return awaitReply(id, waiter)
+        return awaitReply(id, waiter, timeoutMs)
     }
 
     /**
@@ -344,13 +372,28 @@ internal class ClientState(private val client: Pointer, private val capacity: In
     /**
      * Waits for the reply to request [id] booked with [waiter] and returns its text (or throws
      * its error); a cancelled wait cancels the request and keeps nothing of it.
+     *
+     * The library ends a request at its timeout ([timeoutMs]) with a reply, but that reply
+     * queues behind the events no collector has taken: awaited inside the events' collector
+     * with the buffer full, it could never arrive. So the wait ends on its own a moment after
+     * the timeout, as the library's would have.
      */
-    suspend fun awaitReply(id: Long, waiter: CompletableDeferred<Event>): String {
+    suspend fun awaitReply(id: Long, waiter: CompletableDeferred<Event>, timeoutMs: Long): String {
         val ev = try {
-            waiter.await()
+            withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) { waiter.await() }
         } catch (e: CancellationException) {
             cancelRequest(id)
             throw e
+        } ?: if (forget(id)) {
+            callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
+            throw RequestTimeoutException(
+                Status.ERR_REQUEST_TIMEOUT,
+                "no reply within $timeoutMs ms; the reply could not pass the events not collected " +
+                    "ahead of it (awaiting a request inside the events collector with the buffer full)",
+            )
+        } else {
+            // Answered (or freed) just as the wait ended.
+            waiter.await()
         }
         return replyText(ev)
     }
@@ -450,6 +493,12 @@ internal class ClientState(private val client: Pointer, private val capacity: In
          * media transfer wait for its caller before the dispatcher waits.
          */
         const val TRANSFER_CAPACITY = 8
+
+        /** The library's request timeout when none is set (`tether_config_new`'s documented default). */
+        const val DEFAULT_REQUEST_TIMEOUT_MS = 60_000L
+
+        /** How long past its timeout a request's wait ends on its own (see [awaitReply]). */
+        const val REPLY_GRACE_MS = 2_000L
 
         private val CLOSERS = Executors.newCachedThreadPool { r ->
             Thread(r, "tether-close").apply { isDaemon = true }

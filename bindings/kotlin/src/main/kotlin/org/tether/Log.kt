@@ -7,7 +7,11 @@ import com.sun.jna.Native
 enum class LogLevel(val code: Int) {
     /** The client gave up, or a call failed in a way the app must handle. */
     ERROR(1),
-    /** Something failed and will be retried: a lost connection, a refused attempt. */
+    /**
+     * An attempt to connect failed (refused, timed out) and will be retried, or the library
+     * closed a connection over a server's bad message. A connection that dropped and will be
+     * resumed is [INFO].
+     */
     WARN(2),
     /** The connection's life: attempts, connections, closes, resumes, backoff. */
     INFO(3),

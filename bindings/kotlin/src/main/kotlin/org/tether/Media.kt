@@ -30,6 +30,9 @@ internal object Media {
     /** The C API's `timeout_ms` for [timeoutMs]: 0 (the configured timeout) for null. */
     fun timeoutArg(timeoutMs: Int?): Int = checkTimeout(timeoutMs) ?: 0
 
+    /** The timeout a transfer given [arg] (as [timeoutArg] makes it) runs under. */
+    fun timeoutOf(arg: Int, core: ClientState): Long = if (arg > 0) arg.toLong() else core.requestTimeoutMs
+
     private fun invalid(message: String) = InvalidArgumentException(Status.ERR_INVALID_ARGUMENT, message)
 }
 

@@ -6,6 +6,7 @@ import java.net.InetSocketAddress
 import java.net.Proxy
 import java.net.ProxySelector
 import java.net.URI
+import java.net.URISyntaxException
 import java.util.Collections
 import java.util.concurrent.ConcurrentHashMap
 
@@ -44,7 +45,14 @@ internal class SelectorResolver(private val selector: ProxySelector?) {
     private fun choose(url: String): String? {
         val select = selector ?: ProxySelector.getDefault() ?: return null
         // ProxySelectors know http and https; a websocket goes to the same place.
-        val uri = URI(url.replaceFirst(Regex("^ws"), "http"))
+        val http = url.replaceFirst(Regex("^ws"), "http")
+        // A selector looks at the scheme, host and port only: a path java.net.URI refuses
+        // (`|`, `{`) must not fail every attempt, so that is dropped for the selector then.
+        val uri = try {
+            URI(http)
+        } catch (e: URISyntaxException) {
+            URI(Regex("^[a-z]+://[^/?#]*").find(http)?.value ?: return null)
+        }
         // The first usable entry, in the selector's order of preference; DIRECT is an answer
         // too (the configured decision).
         for (p in select.select(uri) ?: return null) {

@@ -54,7 +54,7 @@ data class TetherStats(
      * `1 - wireBytesIn / payloadBytesIn`.
      */
     val payloadBytesIn: Long,
-    /** Websocket data messages received. */
+    /** Websocket data messages received (0 in-process, as the byte counts: only [eventsReceived] counts the backend's events). */
     val messagesReceived: Long,
     /** Server events received (gomuks: not replies or pongs; rwws: packets). */
     val eventsReceived: Long,

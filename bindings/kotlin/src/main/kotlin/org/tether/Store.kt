@@ -58,7 +58,12 @@ data class StoreOptions(val evictAfterMs: Long? = null, val requestTimeoutMs: Lo
  * events. The store may outlive its client: reads keep working, actions fail. A store that
  * becomes unreachable without [close] is freed by the client's reaper thread.
  */
-class Store private constructor(private val handle: StoreHandle, private val core: ClientState) : AutoCloseable {
+class Store private constructor(
+    private val handle: StoreHandle,
+    private val core: ClientState,
+    /** The timeout of the store's actions. */
+    private val timeoutMs: Long,
+) : AutoCloseable {
     private val hub: StoreHub = core.storeHub!!
     private val ref = Reaper.register(this, handle)
 
@@ -283,7 +288,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
         val waiter = CompletableDeferred<Event>()
         val id = handle.use { s -> core.storeRequest(waiter) { out -> start(s, out) } }
         if (id == 0L) return null
-        return core.awaitReply(id, waiter)
+        return core.awaitReply(id, waiter, timeoutMs)
     }
 
     /** Whether [close] was called. */
@@ -315,7 +320,7 @@ class Store private constructor(private val handle: StoreHandle, private val cor
             val out = PointerByReference()
             check(TetherNative.tether_store_new(client, options.json(), out))
             core.storeHub = StoreHub()
-            return Store(StoreHandle(out.value), core)
+            return Store(StoreHandle(out.value), core, options.requestTimeoutMs ?: core.requestTimeoutMs)
         }
 
         private fun nullable(json: String): String? = if (json == "null") null else json

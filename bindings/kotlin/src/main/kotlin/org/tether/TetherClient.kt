@@ -58,7 +58,11 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             n.tether_config_free(cfg)
         }
         id = n.tether_client_id(client)
-        core = ClientState(client, options.eventBufferCapacity)
+        core = ClientState(
+            client,
+            options.eventBufferCapacity,
+            options.requestTimeoutMs?.toLong() ?: ClientState.DEFAULT_REQUEST_TIMEOUT_MS,
+        )
         core.setOwner(this)
         ref = Reaper.register(this, core)
         Native.setCallbackThreadInitializer(
@@ -85,10 +89,16 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * Every event except request replies, in order; ends after CLOSED (or once the client is
      * freed and the buffered events are read). At most [TetherOptions.eventBufferCapacity]
      * events wait here: past that the library stops reading the socket until the collector
-     * catches up. Replies share that path, so a [request] also waits while nothing collects.
-     * A collector cancelled before its handling of an event returns (a lifecycle that stops
-     * collecting, a timeout around `collect`) leaves that event in front for the next
-     * collector, which sees it again rather than never; `first` and `take` keep what they took.
+     * catches up. Replies share that path, so a [request] also waits while nothing collects:
+     * launch requests from a collector in a coroutine of their own rather than awaiting them
+     * in its handler, where a reply behind more than that many events cannot arrive (the
+     * request then ends with [RequestTimeoutException] a moment after its timeout).
+     * One event is in a collector's hands at a time: a second collector waits for the
+     * first's handler to return, and collecting again inside a handler fails with
+     * IllegalStateException. A collector cancelled before its handling of an event returns (a
+     * lifecycle that stops collecting, a timeout around `collect`) leaves that event in front
+     * for the next collector, which sees it again, in order, rather than never; `first` and
+     * `take` keep what they took.
      * Operators that buffer (`buffer`, `flowOn`, `conflate`) take events ahead of the
      * collector, and `collectLatest`/`mapLatest` hand each one to a handler of its own and
      * return: what they hold, or a handler cancelled with them, is dropped, so collect this
@@ -111,7 +121,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         checkTimeout(timeoutMs)
         val waiter = CompletableDeferred<Event>()
         val id = core.request(command, data.toByteArray(Charsets.UTF_8), timeoutMs, waiter)
-        return core.awaitReply(id, waiter)
+        return core.awaitReply(id, waiter, timeoutMs?.toLong() ?: core.requestTimeoutMs)
     }
 
     /**
@@ -152,7 +162,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
         // NULL means "the params' path", so an empty upload still passes an array (length 0).
         val body = bytes?.let { if (it.isEmpty()) ByteArray(1) else it }
         val len = bytes?.size?.toLong() ?: 0L
-        return core.transfer({ c, out ->
+        return core.transfer(Media.timeoutOf(ms, core), { c, out ->
             TetherNative.tether_client_upload_media(c, p, p.size.toLong(), body, len, ms, out)
         }) { onProgress(it.progress) }
     }
@@ -185,7 +195,7 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     suspend fun downloadMedia(params: String, timeoutMs: Int? = null, onChunk: suspend (ByteArray) -> Unit): String {
         val ms = Media.timeoutArg(timeoutMs)
         val p = Media.downloadParams(params)
-        return core.transfer({ c, out ->
+        return core.transfer(Media.timeoutOf(ms, core), { c, out ->
             TetherNative.tether_client_download_media(c, p, p.size.toLong(), ms, out)
         }) { onChunk(it.data) }
     }
@@ -280,8 +290,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
 
     /**
      * The resume point to persist and pass to a later client: just after the newest event
-     * collected from [events], so a later client is replayed what was read but never
-     * collected. Also after [close] and [closeAndWait]: the point the client had when it was
+     * collected from [events] whose handler has returned, so a later client is replayed what
+     * was read but never collected, and the event a handler is still on (or a cancelled
+     * collector puts back). Also after [close] and [closeAndWait]: the point the client had when it was
      * freed, less the events still waiting in [events]. An event counts once the library's
      * delivery of it into [events] has returned, which can be a moment after a collector got
      * it: a state read in that moment is one event behind, so the later client gets that
@@ -364,6 +375,14 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
             major == wantMajor && if (wantMajor == 0) minor == wantMinor else minor >= wantMinor
 
         internal fun checkLibraryVersion() {
+            // Every size_t of the native mapping is a Long: on a 32-bit process each call
+            // would pass shifted arguments and read corrupt results, so refuse it here.
+            if (Native.SIZE_T_SIZE != 8) {
+                throw ConfigException(
+                    Status.ERR_CONFIG,
+                    "this binding needs a 64-bit process (size_t of ${Native.SIZE_T_SIZE} bytes here)",
+                )
+            }
             val n = TetherNative.tether_version_number()
             val (major, minor) = BINDING_VERSION.split(".").map { it.toInt() }
             if (!compatible(n shr 16, (n shr 8) and 0xff, major, minor)) {

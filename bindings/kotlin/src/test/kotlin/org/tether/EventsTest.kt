@@ -5,6 +5,7 @@ import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.cancelAndJoin
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.takeWhile
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.launch
@@ -151,26 +152,98 @@ class EventsTest {
         }
     }
 
-    @Test
-    fun `an event whose collector is cancelled while handling it goes to the next collector, once (gomuks spec 7_1)`(): Unit = runBlocking {
+    /** Runs [body] on a client that has taken init_complete, after three events were pushed
+     * behind it ([body] gets the newest id: the three are newest + 2, newest + 1, newest). */
+    private fun afterThreeEvents(body: suspend kotlinx.coroutines.CoroutineScope.(TetherClient, Long) -> Unit): Unit = runBlocking {
         TestBackend.start().use { b ->
             TetherClient(b.url, testOptions()).use { c ->
                 withTimeout(20_000) {
                     c.events.first { it.command == "init_complete" }
-                    val newest = b.push(3)
-                    val got = CompletableDeferred<Event>()
-                    // A lifecycle-bound collector, stopped while it handles an event.
-                    val job = launch { c.events.collect { got.complete(it); awaitCancellation() } }
-                    val held = got.await()
-                    job.cancelAndJoin()
-                    assertEquals(newest + 2, held.requestId)
-                    // first() ends the flow with a CancellationException of its own, its job
-                    // still active: the event it took is handed over, not put back.
-                    assertEquals(newest + 2, c.events.first().requestId)
-                    assertEquals(newest + 1, c.events.first().requestId)
-                    val rest = c.events.first { it.kind == EventKind.MESSAGE }
-                    assertEquals(newest, rest.requestId)
-                    assertEquals(0L, c.stats().queuedEvents)
+                    body(c, b.push(3))
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `an event whose collector is cancelled while handling it goes to the next collector, once (gomuks spec 7_1)`() =
+        afterThreeEvents { c, newest ->
+            val got = CompletableDeferred<Event>()
+            // A lifecycle-bound collector, stopped while it handles an event.
+            val job = launch { c.events.collect { got.complete(it); awaitCancellation() } }
+            val held = got.await()
+            job.cancelAndJoin()
+            assertEquals(newest + 2, held.requestId)
+            // first() ends the flow with a CancellationException of its own, its job
+            // still active: the event it took is handed over, not put back.
+            assertEquals(newest + 2, c.events.first().requestId)
+            assertEquals(newest + 1, c.events.first().requestId)
+            val rest = c.events.first { it.kind == EventKind.MESSAGE }
+            assertEquals(newest, rest.requestId)
+            assertEquals(0L, c.stats().queuedEvents)
+        }
+
+    @Test
+    fun `a collector started while a cancelled one unwinds gets the events in order (gomuks spec 7_1)`() =
+        afterThreeEvents { c, newest ->
+            val got = CompletableDeferred<Event>()
+            val old = launch {
+                c.events.collect {
+                    got.complete(it)
+                    // Blocking work that does not see the cancellation until it is done.
+                    kotlinx.coroutines.withContext(kotlinx.coroutines.Dispatchers.IO) { Thread.sleep(500) }
+                }
+            }
+            val held = got.await()
+            while (c.queuedEvents() < 2) delay(5)
+            // The lifecycle's stop and start, without waiting for the old collector.
+            old.cancel()
+            // Read before the old collector has put its event back: the point stays before it.
+            val point = c.resumeState()
+            val seen = c.events.take(3).toList().map { it.requestId }
+            assertEquals(listOf(newest + 2, newest + 1, newest), seen)
+            assertEquals(newest + 2, held.requestId)
+            assertTrue(point.lastReceivedEvent > held.requestId, "$point counts ${held.requestId}")
+        }
+
+    @Test
+    fun `collecting again inside a handler fails instead of waiting for itself`(): Unit = runBlocking {
+        TestBackend.start().use { b ->
+            TetherClient(b.url, testOptions()).use { c ->
+                withTimeout(20_000) {
+                    assertThrows<IllegalStateException> { c.events.collect { c.events.first() } }
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `a request awaited inside the collector behind a full buffer ends after its timeout (gomuks spec 3)`(): Unit = runBlocking {
+        TestBackend.start().use { b ->
+            TetherClient(b.url, testOptions(eventBufferCapacity = 2)).use { c ->
+                withTimeout(20_000) {
+                    var took = -1L
+                    var newest = 0L
+                    val e = assertThrows<RequestTimeoutException> {
+                        c.events.collect { ev ->
+                            if (ev.command == "init_complete") {
+                                val before = c.stats().eventsReceived
+                                newest = b.push(20)
+                                while (c.stats().eventsReceived < before + 3) delay(5)
+                                val t0 = System.nanoTime()
+                                try {
+                                    c.request("echo", "{}", timeoutMs = 500)
+                                } finally {
+                                    took = (System.nanoTime() - t0) / 1_000_000
+                                }
+                            }
+                        }
+                    }
+                    assertTrue(took in 500..(500 + ClientState.REPLY_GRACE_MS + 1000), "ended after $took ms: ${e.message}")
+                    assertEquals(0, c.pendingRequests())
+                    // The client goes on: the events behind come, then a request is answered.
+                    c.events.first { it.requestId == newest }
+                    assertEquals("{}", c.request("echo", "{}"))
                 }
             }
         }

@@ -222,6 +222,15 @@ class OptionsTest : WithBackend() {
         }
 
     @Test
+    fun `a ProxySelector is asked for a URL java_net_URI refuses, by its scheme, host and port`() {
+        val direct = Selector(java.net.Proxy.NO_PROXY)
+        val d = firstDisconnect(login(TetherOptions(proxySelector = direct)), "${backend.url}/a|b")
+        // The server's answer for that path, not a failed proxy decision.
+        assertEquals(Status.ERR_HTTP, d.status, d.text)
+        assertTrue(direct.asked.isNotEmpty() && direct.asked.all { it.path.isEmpty() && it.port > 0 }, direct.asked.toString())
+    }
+
+    @Test
     fun `a ProxySelector may close its own client`() = runBlocking {
         val made = java.util.concurrent.CompletableFuture<TetherClient>()
         val closedInMs = java.util.concurrent.CompletableFuture<Long>()
