@@ -552,7 +552,8 @@ typedef struct tether_stats {
      */
     uint64_t payload_bytes_in;
     /**
-     * Websocket data messages received.
+     * Websocket data messages received (0 in-process, where no websocket carries the
+     * backend's events, nor any bytes: only `events_received` counts them).
      */
     uint64_t messages_received;
     /**

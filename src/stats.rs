@@ -64,7 +64,8 @@ pub struct Stats {
     /// Bytes of the messages' payloads after decompression; with gomuks compression,
     /// `1 - wire_bytes_in / payload_bytes_in` is what compression saved.
     pub payload_bytes_in: u64,
-    /// Websocket data messages received.
+    /// Websocket data messages received (0 in-process, where no websocket carries the
+    /// backend's events, nor any bytes: only `events_received` counts them).
     pub messages_received: u64,
     /// Server events received (gomuks: envelopes that are not replies or pongs; rwws:
     /// packets).

@@ -107,6 +107,16 @@ async fn spec12_startup_events_requests_errors_and_close() {
     assert_eq!(json(&ev), "unknown command \"no_such\"");
     let stats = c.stats();
     assert_eq!((stats.connections, stats.requests_sent), (1, 3));
+    // No websocket: the backend's events are counted, no message, byte or compression.
+    assert!(stats.events_received > 0, "{stats:?}");
+    assert_eq!(
+        (
+            stats.messages_received,
+            stats.payload_bytes_in,
+            stats.wire_bytes_in
+        ),
+        (0, 0, 0)
+    );
 
     c.close().unwrap();
     let (ev, skipped) = until_kind(&c, EventKind::Disconnected).await;

@@ -221,6 +221,12 @@ async fn log_records_say_why_a_login_failed() {
         level_of(&recs, "connection ended for good"),
         LogLevel::Error
     );
+    // The login's HTTP status, not read as a websocket close code.
+    let end = recs
+        .iter()
+        .find(|r| r.message.contains("connection ended for good"))
+        .unwrap();
+    assert!(end.message.contains("(HTTP 401)"), "{}", end.message);
     assert!(recs.iter().all(|r| !r.message.contains("wrong")));
     assert!(recs.iter().all(|r| r.target.starts_with("tether::")));
     close_and_drain(&c).await;

@@ -42,6 +42,13 @@ async fn spec2_4_handshake_then_ping_at_once() {
     assert!(pong.rtt().unwrap() < Duration::from_secs(5));
     assert!((pong.server_time_ms() - now_ms()).abs() < 60_000);
     assert_eq!(b.rwws().stats().authenticated, 1);
+    // Each message the server sent counts, the handshake's too: hello, auth reply, pong.
+    let s = c.stats();
+    assert_eq!(s.messages_received, 3, "{s:?}");
+    assert!(
+        s.payload_bytes_in > 0 && s.wire_bytes_in > s.payload_bytes_in,
+        "{s:?}"
+    );
     close_and_drain(&c).await;
 }
 

@@ -146,7 +146,8 @@ pub struct tether_stats {
     /// Bytes of the received messages after decompression: compression saved
     /// `1 - wire_bytes_in / payload_bytes_in`.
     pub payload_bytes_in: u64,
-    /// Websocket data messages received.
+    /// Websocket data messages received (0 in-process, where no websocket carries the
+    /// backend's events, nor any bytes: only `events_received` counts them).
     pub messages_received: u64,
     /// Server events received (gomuks: not replies or pongs; rwws: packets).
     pub events_received: u64,

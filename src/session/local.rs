@@ -344,8 +344,6 @@ pub(crate) async fn run<L: Local>(
                         Err(_) => break,
                     }
                 }
-                let events = items.iter().filter(|i| matches!(i, Incoming::Event { .. })).count();
-                stats::add(&book.probe.counters.messages_received, events as u64);
                 book.deliver(items, &mut pings);
                 // A slow app makes the backend's output wait here, in memory, instead of
                 // stalling the backend; say so when it grows.

@@ -418,15 +418,17 @@ impl<D: Dialect> Supervisor<D> {
                 client,
                 Error,
                 "session",
-                "connection ended for good: {} (close code {code}) {reason}",
-                status.description()
+                "connection ended for good: {} ({}) {reason}",
+                status.description(),
+                code_label(code)
             ),
             Some(d) if note.is_some() => tlog!(
                 client,
                 Warn,
                 "session",
-                "disconnected: {} (close code {code}) {reason}; {}; reconnecting in {} ms",
+                "disconnected: {} ({}) {reason}; {}; reconnecting in {} ms",
                 status.description(),
+                code_label(code),
                 note.unwrap_or_default(),
                 d.as_millis()
             ),
@@ -434,8 +436,9 @@ impl<D: Dialect> Supervisor<D> {
                 client,
                 Info,
                 "session",
-                "disconnected: {} (close code {code}) {reason}; reconnecting in {} ms",
+                "disconnected: {} ({}) {reason}; reconnecting in {} ms",
                 status.description(),
+                code_label(code),
                 d.as_millis()
             ),
         }
@@ -887,6 +890,16 @@ impl<D: Dialect> Supervisor<D> {
             }
         }
         (items, healthy, end)
+    }
+}
+
+/// Names the code a connection ended with: a websocket close code (1000 and up), or the HTTP
+/// status of a refused upgrade, login or proxy, which a reader must not look up as the other.
+fn code_label(code: u16) -> String {
+    match code {
+        0 => "no code".to_owned(),
+        1..=999 => format!("HTTP {code}"),
+        _ => format!("close code {code}"),
     }
 }
 

@@ -50,7 +50,7 @@ class Stats:
     connections: int
     #: gomuks: connections that asked to resume and got every missed event.
     resumes_succeeded: int
-    #: gomuks: connections that asked to resume and got a fresh state instead.
+    #: gomuks: connections that asked to resume and got a fresh state (or a catchup) instead.
     resumes_reset: int
     #: Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
     #: the upgrade and the framing included; the gomuks login request is not counted).
@@ -61,7 +61,8 @@ class Stats:
     #: Bytes of the received messages after decompression (compression saved
     #: ``1 - wire_bytes_in / payload_bytes_in``).
     payload_bytes_in: int
-    #: Websocket data messages received.
+    #: Websocket data messages received (0 in-process, as the byte counts: only
+    #: ``events_received`` counts the backend's events).
     messages_received: int
     #: Server events received (gomuks: not replies or pongs; rwws: packets).
     events_received: int

@@ -62,13 +62,20 @@ async fn next_data(
     deadline: Duration,
     what: &str,
     text_too: bool,
-    client: u64,
+    probe: &Probe,
 ) -> Result<Message, ConnectError> {
+    let client = probe.client;
+    // Counted as the session counts the messages after the handshake.
+    let data = |m: Message| {
+        stats::add(&probe.counters.messages_received, 1);
+        stats::add(&probe.counters.payload_bytes_in, m.len() as u64);
+        Ok(m)
+    };
     let wait = async {
         loop {
             match ws.next().await {
-                Some(Ok(m @ Message::Binary(_))) => return Ok(m),
-                Some(Ok(m @ Message::Text(_))) if text_too => return Ok(m),
+                Some(Ok(m @ Message::Binary(_))) => return data(m),
+                Some(Ok(m @ Message::Text(_))) if text_too => return data(m),
                 Some(Ok(Message::Text(_))) => tlog!(
                     client,
                     Debug,
@@ -135,7 +142,7 @@ impl Rwws {
     /// Pong means authenticated. Each wait is bounded by the connect timeout.
     async fn handshake(&self, ws: &mut Ws, out: &mut Vec<Incoming>) -> Result<(), ConnectError> {
         let deadline = self.cfg.connect_timeout;
-        let hello = next_data(ws, deadline, "rwws hello", true, self.probe.client).await?;
+        let hello = next_data(ws, deadline, "rwws hello", true, &self.probe).await?;
         if !codec::is_hello(&hello) {
             // Not a retryable condition: the URL points at something that is not rwws.
             return Err(fail_handshake(
@@ -155,7 +162,7 @@ impl Rwws {
             .map_err(|e| {
                 ConnectError::other(Status::ErrConnect, format!("sending the auth message: {e}"))
             })?;
-        let reply = next_data(ws, deadline, "auth reply", false, self.probe.client)
+        let reply = next_data(ws, deadline, "auth reply", false, &self.probe)
             .await?
             .into_data();
         let mut first_is_pong = false;

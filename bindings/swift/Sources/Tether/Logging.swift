@@ -16,7 +16,9 @@ import os
 public enum TetherLogLevel: UInt32, Sendable, Comparable, CaseIterable, CustomStringConvertible {
     /// The client gave up, or a call failed in a way the app must handle.
     case error = 1
-    /// Something failed and will be retried: a lost connection, a refused attempt.
+    /// An attempt to connect failed (refused, timed out) and will be retried, or the library
+    /// closed a connection over a server's bad message. A connection that dropped and will be
+    /// resumed is `info`.
     case warn = 2
     /// The connection's life: attempts, connections, closes, resumes, backoff.
     case info = 3

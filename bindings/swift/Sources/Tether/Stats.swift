@@ -38,7 +38,7 @@ public struct TetherStats: Sendable, Equatable {
     public var connections: UInt64
     /// gomuks: connections that asked to resume and got every missed event.
     public var resumesSucceeded: UInt64
-    /// gomuks: connections that asked to resume and got a fresh state instead.
+    /// gomuks: connections that asked to resume and got a fresh state (or a catchup) instead.
     public var resumesReset: UInt64
     /// Bytes read from the network by the websocket's connections (a proxy's handshake, TLS,
     /// the upgrade and the framing included; the gomuks login request is not counted).
@@ -49,7 +49,8 @@ public struct TetherStats: Sendable, Equatable {
     /// Bytes of the received messages after decompression; compression saved
     /// `1 - wireBytesIn / payloadBytesIn`.
     public var payloadBytesIn: UInt64
-    /// Websocket data messages received.
+    /// Websocket data messages received (0 in-process, as the byte counts: only
+    /// `eventsReceived` counts the backend's events).
     public var messagesReceived: UInt64
     /// Server events received (gomuks: not replies or pongs; rwws: packets).
     public var eventsReceived: UInt64
