@@ -42,6 +42,10 @@ internal class ClientState(
     // it. Weakly otherwise, so an abandoned client is still reaped.
     private var owner: java.lang.ref.WeakReference<Any>? = null
     private var ownerHeld: Any? = null
+    // Replies that came before their store action was booked: kept only while a store
+    // action's native call runs outside [lock] ([storeRequest]; [unbooked] counts those).
+    private val early = HashMap<Long, Event>()
+    private var unbooked = 0
     // The PROGRESS and CHUNK events of the media transfers in flight, by request id.
     private val streams = HashMap<Long, Buffer>()
     // The app's events.
@@ -151,8 +155,9 @@ internal class ClientState(
         when (ev.kind) {
             EventKind.RESPONSE -> {
                 // No waiter: the request was cancelled or the client is being freed; the reply
-                // is not kept, so nothing accumulates per request.
-                val waiter = unbook(ev.requestId)
+                // is not kept, so nothing accumulates per request (unless a store action may
+                // be about to book it).
+                val waiter = unbook(ev.requestId, early = ev)
                 waiter?.complete(ev)
                 return
             }
@@ -293,11 +298,32 @@ internal class ClientState(
 
     /**
      * A store action: [start] sends it (a `tether_store_*` call that writes the request id)
-     * and [waiter] is booked under that id, atomically as in [request]. Returns the id; 0
-     * means nothing was sent and nothing is booked.
+     * and [waiter] is booked under that id. Returns the id; 0 means nothing was sent and
+     * nothing is booked. Unlike [request], the call runs outside [lock]: it waits for the
+     * store, which may be applying a large batch, and the collectors and the dispatcher must
+     * not wait with it. A reply that comes first is kept for it ([early]).
      */
-    fun storeRequest(waiter: CompletableDeferred<Event>, start: (LongByReference) -> Int): Long =
-        book(waiter, null) { _, out -> start(out) }
+    fun storeRequest(waiter: CompletableDeferred<Event>, start: (LongByReference) -> Int): Long = call { _ ->
+        val out = LongByReference()
+        synchronized(lock) { unbooked++ }
+        try {
+            check(start(out))
+        } finally {
+            val reply = synchronized(lock) {
+                unbooked--
+                val id = out.value
+                val r = if (id != 0L) early.remove(id) else null
+                if (id != 0L && r == null) {
+                    pending[id] = waiter
+                    if (ownerHeld == null) ownerHeld = owner?.get()
+                }
+                if (unbooked == 0) early.clear()
+                r
+            }
+            reply?.let { waiter.complete(it) }
+        }
+        out.value
+    }
 
     /**
      * Sends with [start] (a native call that writes the request id) and books [waiter], and
@@ -346,13 +372,15 @@ internal class ClientState(
      * Unbooks request [id]; returns its waiter (null if none). Its stream, if any, is
      * finished: the dispatcher stops waiting on it and drops its later reports.
      */
-    private fun unbook(id: Long): CompletableDeferred<Event>? {
+    private fun unbook(id: Long, early: Event? = null): CompletableDeferred<Event>? {
         val (waiter, stream) = synchronized(lock) {
             val st = streams.remove(id)?.also {
                 it.done = true
                 lock.notifyAll()
             }
             val w = pending.remove(id)
+            // [early]: a reply with no waiter yet, which a store action being booked may own.
+            if (w == null && early != null && unbooked > 0) this.early[id] = early
             if (pending.isEmpty()) ownerHeld = null
             w to st
         }
@@ -474,6 +502,7 @@ internal class ClientState(
         TetherNative.tether_client_free(client)
         val waiters = synchronized(lock) {
             streams.clear()
+            early.clear()
             ownerHeld = null
             pending.values.toList().also { pending.clear() }
         }

@@ -4,9 +4,12 @@ import com.sun.jna.Pointer
 import com.sun.jna.ptr.LongByReference
 import com.sun.jna.ptr.PointerByReference
 import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.NonCancellable
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.withContext
 
 /**
  * The options of the [Store] a client attaches before it connects ([TetherOptions.store]);
@@ -286,7 +289,12 @@ class Store private constructor(
     /** Sends a store action and waits for its reply as [TetherClient.request] does; null when nothing was sent. */
     private suspend fun act(start: (Pointer, LongByReference) -> Int): String? {
         val waiter = CompletableDeferred<Event>()
-        val id = handle.use { s -> core.storeRequest(waiter) { out -> start(s, out) } }
+        // Off the caller's thread (it may be Main): the action waits for the store, which
+        // can be applying a large batch. Not cancellable halfway: a sent action is booked, so
+        // a cancellation that came meanwhile cancels it in awaitReply.
+        val id = withContext(Dispatchers.IO + NonCancellable) {
+            handle.use { s -> core.storeRequest(waiter) { out -> start(s, out) } }
+        }
         if (id == 0L) return null
         return core.awaitReply(id, waiter, timeoutMs)
     }
