@@ -634,7 +634,9 @@ impl ConfigBuilder {
     }
     /// Allows credentials over plain `ws://`/`http://` to a non-loopback host (or through a
     /// proxy that is not loopback): the token, the username and password, and the app's own
-    /// `Cookie`, `Authorization` and `Proxy-Authorization` headers.
+    /// headers that carry credentials: `Cookie`, `Authorization`, `Proxy-Authorization`, and
+    /// any whose name has a word such as `key`, `token`, `secret`, `auth` or `session`
+    /// (`X-Api-Key`, `X-Auth-Token`, `CF-Access-Client-Secret`).
     pub fn allow_insecure_credentials(mut self, on: bool) -> Self {
         self.allow_insecure_credentials = on;
         self
@@ -722,13 +724,10 @@ impl ConfigBuilder {
         }
         let proxy = proxy::resolve(&self.proxy, &url, &proxy::process_env)?;
         let has_credentials = self.token.is_some() || self.basic_auth.is_some();
-        // The app's own cookies and authorization go out in the clear as the token would.
-        let sends_credentials = has_credentials
-            || self.headers.iter().any(|(k, _)| {
-                ["cookie", "authorization", "proxy-authorization"]
-                    .iter()
-                    .any(|c| k.eq_ignore_ascii_case(c))
-            });
+        // The app's own cookies, authorization and gateway keys go out in the clear as the
+        // token would.
+        let sends_credentials =
+            has_credentials || self.headers.iter().any(|(k, _)| is_credential_header(k));
         if sends_credentials && !secure && !self.allow_insecure_credentials && !is_loopback(&url) {
             return Err(bad(
                 "refusing to send credentials over plain ws:// to a non-loopback host",
@@ -950,6 +949,31 @@ fn may_use_https_proxy(configured: Option<&Proxy>, has_resolver: bool) -> bool {
 /// Through a proxy, plain `ws://` credentials also cross the way to the proxy: refused unless
 /// the proxy is on this machine. `exposed`: the client sends credentials over plain `ws://`
 /// and the app has not allowed it.
+/// Whether a header named `name` carries a credential: `Cookie`, `Authorization`,
+/// `Proxy-Authorization`, or a name a reverse proxy or API gateway gives its key, token or
+/// secret (`X-Api-Key`, `X-Auth-Token`, `CF-Access-Client-Secret`, `X-Session`): any of its
+/// words, split at `-` and `_`, names one.
+fn is_credential_header(name: &str) -> bool {
+    const WORDS: [&str; 14] = [
+        "cookie",
+        "authorization",
+        "auth",
+        "key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "credentials",
+        "session",
+        "signature",
+        "jwt",
+    ];
+    name.split(['-', '_'])
+        .any(|w| WORDS.iter().any(|c| w.eq_ignore_ascii_case(c)))
+}
+
 fn insecure_proxy_route(exposed: bool, proxy: Option<&Proxy>) -> Result<(), Error> {
     if exposed && proxy.is_some_and(|p| !p.is_loopback()) {
         return Err(Error::new(

@@ -44,6 +44,19 @@ fn with_credentials(url: &str) -> Vec<(&'static str, ConfigBuilder)> {
             "app proxy authorization",
             Config::builder(url).header("Proxy-Authorization", &format!("Bearer {TOKEN}")),
         ),
+        // A reverse proxy's or gateway's own key, under names of its choosing.
+        (
+            "gateway key",
+            Config::builder(url).header("X-Api-Key", TOKEN),
+        ),
+        (
+            "gateway token",
+            Config::builder(url).header("x_auth_token", TOKEN),
+        ),
+        (
+            "access secret",
+            Config::builder(url).header("CF-Access-Client-Secret", TOKEN),
+        ),
     ]
 }
 
@@ -97,8 +110,14 @@ fn tls_loopback_and_explicit_opt_in_are_allowed() {
                 .unwrap_or_else(|e| panic!("{what} to {url} with opt-in refused: {e}"));
         }
     }
-    // Without credentials there is nothing to protect.
-    Config::builder("ws://192.0.2.1/").build().unwrap();
+    // Without credentials there is nothing to protect, whatever else the headers say
+    // ("Keyboard" is no key).
+    Config::builder("ws://192.0.2.1/")
+        .header("Accept-Language", "en")
+        .header("X-Keyboard-Layout", "de")
+        .header("X-Tokenizer", "v2")
+        .build()
+        .unwrap();
 }
 
 /// Debug output of builders, configs, clients' configs and errors never shows a secret.

@@ -528,7 +528,9 @@ ffi_fn! {
     /// Allows credentials over plain `ws://`/`http://` to a host that is not loopback, or
     /// through a proxy that is not loopback (refused by default, `tether_client_new` failing
     /// with `TETHER_ERR_CONFIG`): the token, the username and password, and the app's own
-    /// `Cookie`, `Authorization` and `Proxy-Authorization` headers.
+    /// headers that carry credentials: `Cookie`, `Authorization`, `Proxy-Authorization`, and
+    /// any whose name has a word such as `key`, `token`, `secret`, `auth` or `session`
+    /// (`X-Api-Key`, `X-Auth-Token`, `CF-Access-Client-Secret`; words split at `-` and `_`).
     fn tether_config_set_allow_insecure_credentials(
         cfg: *mut tether_config,
         on: bool,
