@@ -670,7 +670,13 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
                 box["c"].request("echo", {})
             except tether.StateError as e:
                 results.append(e)
-            results.append(box["c"].submit("echo", {"from": "callback"}))
+            p = box["c"].submit("echo", {"from": "callback"})
+            # Its reply comes on this thread: waiting for it here is refused, not endless.
+            try:
+                p.result()
+            except tether.StateError as e:
+                results.append(e)
+            results.append(p)
             box["c"].close()  # closing from inside the callback must not deadlock
         if ev.kind == EventKind.CLOSED:
             done.set()
@@ -680,9 +686,10 @@ def test_callbacks_can_submit_but_not_block_and_close_from_inside(backend: Backe
     created.set()
     assert done.wait(10 * SLOW)
     assert isinstance(results[0], tether.StateError)
+    assert isinstance(results[1], tether.StateError)
     # The submitted request was answered or failed with the close; never left hanging.
     try:
-        assert results[1].result(5 * SLOW) == {"from": "callback"}
+        assert results[2].result(5 * SLOW) == {"from": "callback"}
     except tether.ClientClosedError:
         pass
     assert c.closed
@@ -1277,6 +1284,31 @@ def test_requests_inside_the_events_loop_are_answered_and_no_event_is_lost(
                 break
         assert ids == list(range(newest + 299, newest - 1, -1))
         assert replies == 12
+
+
+def test_a_reply_behind_a_full_queue_ends_the_wait_at_the_requests_timeout(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gomuks-rpc.md §3: every request ends. Its reply queues behind the events this thread
+    # has not taken; with the queue full it cannot arrive, so the wait ends at the request's
+    # timeout and the grace period (shortened here), as request()'s does.
+    monkeypatch.setattr(tether.client, "REQUEST_GRACE_S", 0.5)
+    opts = gomuks_opts(event_queue_size=4, batch_size=2, request_timeout=1.0)
+    with Client(backend.url, **opts) as c:
+        init_complete(c)
+        backend.push(60)
+        wait_until(lambda: c.stats().queued_events >= 4, "a full queue")
+        assert c.next_event(5 * SLOW) is not None
+        p = c.submit("echo", {"x": 1})
+        t0 = time.monotonic()
+        with pytest.raises(tether.RequestTimeoutError):
+            p.result()
+        assert 1.5 <= time.monotonic() - t0 < 1.5 + 5 * SLOW
+        assert c.submit("echo", {}).wait() is False
+        # Once the events are taken, requests are answered again.
+        for _ in c.events(timeout=0.5 * SLOW):
+            pass
+        assert c.request("echo", {"y": 2}) == {"y": 2}
 
 
 def test_a_thread_waiting_in_events_delivers_the_replies_of_other_threads(

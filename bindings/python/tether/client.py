@@ -73,13 +73,16 @@ class PendingRequest(RequestInFlight):
     """A request in flight (from :meth:`Client.submit`). Its reply arrives exactly once: the
     result, the server's error, a timeout, a cancel, a disconnect or the client's close."""
 
-    __slots__ = ("id", "_core", "_done", "_event")
+    __slots__ = ("id", "_core", "_done", "_event", "_deadline")
 
-    def __init__(self, core: "_SyncCore", request_id: int) -> None:
+    def __init__(self, core: "_SyncCore", request_id: int, deadline: Optional[float] = None) -> None:
         self.id: int = request_id
         self._core = core
         self._done = threading.Event()
         self._event: Optional[Event] = None
+        # time.monotonic() past which no reply can come any more: the request's timeout and
+        # a grace period (None: no bound, for a reply already in).
+        self._deadline = deadline
 
     def _resolve(self, ev: Event) -> None:
         self._event = ev
@@ -90,7 +93,14 @@ class PendingRequest(RequestInFlight):
         return self._done.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Waits for the reply; returns whether it arrived within ``timeout`` seconds."""
+        """Waits for the reply; returns whether it arrived within ``timeout`` seconds, and
+        never waits past the request's own timeout and a grace period (as :meth:`Client.request`):
+        by then its reply is queued behind events nobody took (the queue is full, and this
+        thread is the one that should take them), so the request is cancelled and this
+        returns ``False``.
+
+        :raises StateError: inside ``on_event``, where the reply cannot arrive while it waits.
+        """
         return self._core.wait_done(self, timeout)
 
     def result(self, timeout: Optional[float] = None) -> JSONData:
@@ -99,12 +109,18 @@ class PendingRequest(RequestInFlight):
         :raises TimeoutError: nothing arrived within ``timeout`` seconds here (the request
             stays in flight; this is not the request's own timeout).
         :raises RemoteError: the server answered with an error (``.message`` is its text).
-        :raises RequestTimeoutError: the request's timeout passed (the server was told).
+        :raises RequestTimeoutError: the request's timeout passed (the server was told), also
+            when its reply could not get here in time (see :meth:`wait`).
+        :raises StateError: waiting inside ``on_event`` (see :meth:`wait`).
         :raises RequestCancelledError: the request was cancelled.
         :raises DisconnectedError: the connection dropped first; the outcome is unknown.
         :raises ClientClosedError: the client was closed first.
         """
         if not self.wait(timeout):
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise RequestTimeoutError(
+                    f"request {self.id}: no reply in time", request_id=self.id
+                )
             raise TimeoutError(f"request {self.id}: no reply within {timeout} s")
         assert self._event is not None
         return response_result(self._event)
@@ -133,15 +149,14 @@ class Transfer(PendingRequest):
     :meth:`Client.request`) the iteration cancels it and raises ``RequestTimeoutError``.
     """
 
-    __slots__ = ("what", "_items", "_streaming", "_deadline")
+    __slots__ = ("what", "_items", "_streaming")
 
     def __init__(self, core: "_SyncCore", request_id: int, what: str, deadline: float) -> None:
-        super().__init__(core, request_id)
+        super().__init__(core, request_id, deadline)
         #: ``"upload_media"`` or ``"download_media"``.
         self.what: str = what
         self._items: Deque[Event] = deque()
         self._streaming = True
-        self._deadline = deadline
 
     def _push(self, ev: Event) -> None:
         """The delivering thread, under the core's lock: one PROGRESS or CHUNK of this
@@ -640,11 +655,23 @@ class _SyncCore(CoreBase):
                         self.token_released()
 
     def wait_done(self, p: "PendingRequest", timeout: Optional[float]) -> bool:
-        """Waits up to ``timeout`` seconds for ``p``'s reply."""
+        """Waits up to ``timeout`` seconds for ``p``'s reply, and no longer than its deadline
+        (then it is cancelled)."""
+        if p._done.is_set():
+            return True
+        if timeout is None or timeout > 0:
+            self.check_can_wait(f"request {p.id}")
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        if p._deadline is not None and (deadline is None or p._deadline < deadline):
+            deadline = p._deadline
         if self.batch is None:  # callback mode: the dispatcher resolves it
-            return p._done.wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return self.wait_until(p._done.is_set, deadline)
+            arrived = p._done.wait(None if deadline is None else max(0.0, deadline - now))
+        else:
+            arrived = self.wait_until(p._done.is_set, deadline)
+        if not arrived and p._deadline is not None and time.monotonic() >= p._deadline:
+            p.cancel()
+        return arrived
 
     def on_native_event(self, ev: Event) -> None:
         """Callback mode: runs on the library's dispatcher thread."""
@@ -788,12 +815,14 @@ class _SyncCore(CoreBase):
     # -- requests --------------------------------------------------------------------------
 
     def submit(self, command: str, data: JSONData, timeout: Optional[float]) -> PendingRequest:
-        return self.adopt(self.start_request(command, data, timeout))
+        return self.adopt(self.start_request(command, data, timeout), timeout)
 
-    def adopt(self, rid: int) -> PendingRequest:
+    def adopt(self, rid: int, timeout: Optional[float] = None) -> PendingRequest:
         """The :class:`PendingRequest` of request ``rid``, sent already (by :meth:`submit` or
-        a store action): its reply may even have been delivered meanwhile (an orphan)."""
-        p = PendingRequest(self, rid)
+        a store action) with ``timeout`` (``None``: the client's): its reply may even have
+        been delivered meanwhile (an orphan)."""
+        limit = self.request_timeout if timeout is None else timeout
+        p = PendingRequest(self, rid, time.monotonic() + limit + REQUEST_GRACE_S)
         with self.lock:
             early = self.orphans.pop(rid, None)
             if early is None:

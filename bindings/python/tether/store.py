@@ -703,7 +703,7 @@ class Store(_StoreBase):
             p = PendingRequest(core, 0)
             p._resolve(Event(EventKind.RESPONSE, 0, Status.OK, "", b""))
             return p
-        return core.adopt(rid)
+        return core.adopt(rid, self._request_timeout)
 
     def paginate(self, room_id: str, limit: int = 0) -> "PendingRequest":
         """Loads older history of the room (``paginate``); ``limit`` 0 picks 50 (100 once
