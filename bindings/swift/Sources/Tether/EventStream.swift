@@ -14,7 +14,8 @@ import Foundation
 ///
 /// Replies to requests wait behind unread events in the library's queue. A loop over
 /// `events` that awaits a request inside its body therefore waits for itself once more than
-/// `eventBufferCapacity` events arrive in the meantime: start such requests in their own task.
+/// `eventBufferCapacity` events arrive in the meantime, until the request ends with
+/// `.requestTimeout` two seconds after its timeout: start such requests in their own task.
 public struct TetherEvents: AsyncSequence, Sendable {
     public typealias Element = Event
     let buffer: EventBuffer

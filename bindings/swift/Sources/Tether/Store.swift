@@ -169,6 +169,8 @@ public struct StoreChange: Sendable {
 public final class Store: @unchecked Sendable {
     private let handle: StoreHandle
     private let core: ClientCore
+    /// The timeout of the store's actions (nil: the client's).
+    private let timeoutMs: UInt32?
     private let ownerLock = NSLock()
     /// The client, to cancel requests with; weak, since the client holds its store.
     private weak var owner: TetherClient?
@@ -186,6 +188,7 @@ public final class Store: @unchecked Sendable {
         guard let s = out else { throw TetherError.nullArgument("tether_store_new gave no store") }
         handle = StoreHandle(s)
         self.core = core
+        timeoutMs = options.requestTimeoutMs
     }
 
     func adopt(owner client: TetherClient) {
@@ -441,7 +444,7 @@ public final class Store: @unchecked Sendable {
                         return
                     }
                     sent.set()
-                    core.register(id, w)
+                    core.register(id, w, timeoutMs: timeoutMs) { [weak self] in self?.client?.cancelRequest($0) }
                     if ticket.sent(id) { client?.cancelRequest(id) }
                 }
             } onCancel: {

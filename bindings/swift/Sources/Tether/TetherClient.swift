@@ -6,8 +6,8 @@ import Foundation
 /// (`Unmanaged.passRetained`) and released by the library's `destroy` callback, which runs
 /// exactly once.
 ///
-/// `@unchecked Sendable`: `pending`, `early`, `transfers`, `transfersUnbounded` and `freed`
-/// are only touched with `lock` held; `events`, `closed`, `storeHub` and the transfers'
+/// `@unchecked Sendable`: `pending`, `early`, `timers`, `expired`, `transfers`,
+/// `transfersUnbounded` and `freed` are only touched with `lock` held; `events`, `closed`, `storeHub` and the transfers'
 /// buffers are thread-safe themselves.
 final class ClientCore: @unchecked Sendable {
     private let lock = NSLock()
@@ -18,6 +18,12 @@ final class ClientCore: @unchecked Sendable {
     /// Replies that arrived before their request was registered: the dispatcher can deliver a
     /// reply between `tether_client_request` returning the id and `register`.
     private var early: [Int64: Event] = [:]
+    /// Each waiting request's backstop (see `register`), cancelled by its reply.
+    private var timers: [Int64: Task<Void, Never>] = [:]
+    /// Requests whose wait the backstop ended: their late reply is dropped, not kept.
+    private var expired: Set<Int64> = []
+    /// The client's request timeout (`TetherOptions.requestTimeoutMs`, or the library's default).
+    let requestTimeoutMs: UInt32
     /// The media transfers in flight (`TetherClient.uploadMedia`/`downloadMedia`), by request
     /// id: each gets its PROGRESS or CHUNK events and then its RESPONSE, in order, through a
     /// bounded buffer of its own. An entry stays until the RESPONSE, also after the transfer
@@ -40,7 +46,13 @@ final class ClientCore: @unchecked Sendable {
     /// while it waits for room (see `EventBuffer.stopped`).
     private let stopped: (@Sendable () -> Bool)?
 
-    init(eventCapacity: Int, stopped: (@Sendable () -> Bool)? = nil) {
+    /// The library's request timeout when none is set (`tether_config_new`'s documented default).
+    static let defaultRequestTimeoutMs: UInt32 = 60_000
+    /// How long past its timeout a request's wait ends on its own (see `register`).
+    static let replyGrace: Duration = .seconds(2)
+
+    init(eventCapacity: Int, requestTimeoutMs: UInt32? = nil, stopped: (@Sendable () -> Bool)? = nil) {
+        self.requestTimeoutMs = requestTimeoutMs ?? Self.defaultRequestTimeoutMs
         self.stopped = stopped
         events = EventBuffer(capacity: eventCapacity, stopped: stopped)
     }
@@ -52,7 +64,10 @@ final class ClientCore: @unchecked Sendable {
             lock.lock()
             let transfer = transfers.removeValue(forKey: ev.requestId)
             let waiter = transfer == nil ? pending.removeValue(forKey: ev.requestId) : nil
-            if transfer == nil && waiter == nil { early[ev.requestId] = ev }
+            timers.removeValue(forKey: ev.requestId)?.cancel()
+            if transfer == nil && waiter == nil && expired.remove(ev.requestId) == nil {
+                early[ev.requestId] = ev
+            }
             lock.unlock()
             if let t = transfer, !t.push(ev) {
                 lock.lock()
@@ -91,14 +106,45 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    func register(_ id: Int64, _ w: CheckedContinuation<Data, Error>) {
+    /// Registers `w` as the waiter of request `id`, sent with `timeoutMs` (nil: the client's).
+    ///
+    /// The library ends a request at its timeout with a reply, but that reply queues behind
+    /// the events nobody has taken: awaited inside the `events` loop with the buffer full, it
+    /// could never arrive. So the wait ends on its own `replyGrace` after the timeout, with
+    /// `.requestTimeout`, and `cancel` tells the library.
+    func register(
+        _ id: Int64, _ w: CheckedContinuation<Data, Error>, timeoutMs: UInt32? = nil,
+        cancel: @escaping @Sendable (Int64) -> Void = { _ in }
+    ) {
         lock.lock()
         let reply = early.removeValue(forKey: id)
         let gone = reply == nil && freed
-        if reply == nil && !gone { pending[id] = w }
+        if reply == nil && !gone {
+            pending[id] = w
+            let wait = Duration.milliseconds(Int64(timeoutMs ?? requestTimeoutMs)) + Self.replyGrace
+            timers[id] = Task.detached { [weak self] in
+                try? await Task.sleep(for: wait)
+                if !Task.isCancelled { self?.expire(id, after: wait, cancel: cancel) }
+            }
+        }
         lock.unlock()
         if let ev = reply { ClientCore.complete(w, with: ev) }
         if gone { w.resume(throwing: TetherError.clientClosed("client freed")) }
+    }
+
+    /// The backstop of `register`: ends request `id`'s wait unless its reply came first.
+    private func expire(_ id: Int64, after wait: Duration, cancel: @Sendable (Int64) -> Void) {
+        lock.lock()
+        timers.removeValue(forKey: id)
+        let w = pending.removeValue(forKey: id)
+        if w != nil { expired.insert(id) }
+        lock.unlock()
+        guard let w else { return }
+        cancel(id)
+        w.resume(
+            throwing: TetherError.requestTimeout(
+                "no reply within \(wait): the reply could not pass the events not taken ahead of it "
+                    + "(awaiting a request inside the events loop with the buffer full)"))
     }
 
     /// Starts a media transfer with `start` (which calls the C function and writes the request
@@ -165,6 +211,8 @@ final class ClientCore: @unchecked Sendable {
         freed = true
         let waiters = pending
         pending.removeAll()
+        for t in timers.values { t.cancel() }
+        timers.removeAll()
         // `early` stays: a reply that came before its request was registered is still the
         // answer (a store action that succeeded must not read as closed); `register` looks
         // there before it looks at `freed`.
@@ -308,7 +356,9 @@ public final class TetherClient: @unchecked Sendable {
         self.client = client
         id = tether_client_id(client)
         let ref = ClientRef(client: client)
-        core = ClientCore(eventCapacity: options.eventBufferCapacity) { ref.stoppedForGood }
+        core = ClientCore(eventCapacity: options.eventBufferCapacity, requestTimeoutMs: options.requestTimeoutMs) {
+            ref.stoppedForGood
+        }
         events = TetherEvents(buffer: core.events)
         // Before connect, so that the store sees the first event. Not every stored property
         // is set if this throws, so deinit will not run: the client is freed here.
@@ -372,7 +422,8 @@ public final class TetherClient: @unchecked Sendable {
     /// Sends `command` with `data` (JSON) and returns the reply's raw JSON.
     ///
     /// Throws `.remote` with the server's error text, `.requestTimeout` after `timeout` (or
-    /// the configured request timeout), `.disconnected` when the connection dropped before the
+    /// the configured request timeout; two seconds later when its reply is stuck behind
+    /// events nobody takes, see `TetherEvents`), `.disconnected` when the connection dropped before the
     /// reply (the outcome is unknown), `.clientClosed` when the client closed first, and
     /// `.state` if the client was already closed or speaks rwws, or for a command that needs
     /// the account while the backend says it is not logged in; `.invalidArgument` for `null`
@@ -405,7 +456,7 @@ public final class TetherClient: @unchecked Sendable {
                         w.resume(throwing: TetherError.last(status))
                         return
                     }
-                    core.register(id, w)
+                    core.register(id, w, timeoutMs: timeoutMs) { [weak self] in self?.cancelRequest($0) }
                     if ticket.sent(id) { _ = tether_client_cancel(client, id) }
                 }
             } onCancel: {

@@ -828,6 +828,27 @@ final class TetherTests: XCTestCase {
         return (b, c)
     }
 
+    /// gomuks-rpc.md §3: every request ends. A reply behind more unread events than the buffer
+    /// holds cannot arrive (as for a request awaited inside the `events` loop), so the wait
+    /// ends with `.requestTimeout` shortly after the request's timeout, and the client goes on.
+    func testARequestWhoseReplyIsStuckBehindAFullBufferEndsAfterItsTimeout() async throws {
+        let (b, c) = try await boundedClient()
+        let newest = try b.push(30)
+        try await waitUntil("a full buffer") { c.bufferedEventCount == 8 }
+        let t0 = ContinuousClock.now
+        await assertThrows("stuck reply", { try await c.request("echo", data: json("{}"), timeout: .milliseconds(300)) }) {
+            if case .requestTimeout = $0 { return true }
+            return false
+        }
+        let took = ContinuousClock.now - t0
+        XCTAssertGreaterThanOrEqual(took, .milliseconds(2300))
+        XCTAssertLessThan(took, .seconds(10))
+        _ = try await next(c, "the newest event") { $0.kind == .message && $0.requestId == newest }
+        let echo = try await c.request("echo", data: json(#"{"c":3}"#))
+        XCTAssertEqual(String(decoding: echo, as: UTF8.self), #"{"c":3}"#)
+        await c.close(timeout: .seconds(10))
+    }
+
     /// A client that stops for good while its app is not reading and the buffer is full still
     /// closes: CLOSED arrives (and `waitUntilClosed` returns) although the DISCONNECTED that
     /// says so waits behind the full buffer; nothing before it is dropped.
