@@ -15,7 +15,8 @@ import kotlinx.coroutines.currentCoroutineContext
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.isActive
-import kotlinx.coroutines.sync.Mutex
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.withTimeoutOrNull
 
 /**
@@ -50,12 +51,11 @@ internal class ClientState(
     private val streams = HashMap<Long, Buffer>()
     // The app's events.
     private val queue = Buffer(capacity)
-    // One event at a time in a collector's hands, from its take until its handler returned or
-    // it was put back: a collector started while a cancelled one still unwinds takes the
-    // events in order, after the one put back.
-    private val handing = Mutex()
-    // That event, under [lock]: not yet the app's, so the resume point stays before it.
-    private var inHand: Event? = null
+    // The events in collectors' hands, from their take until the handler returned or the
+    // event was put back, each with its collector's job (null: a context without one); under
+    // [lock]. Not yet the app's, so the resume point stays before them; and one whose
+    // collector was cancelled goes back in front, so nobody takes past it meanwhile.
+    private val inHand = ArrayList<Pair<Event, Job?>>()
     private var closing = false
     private var ended = false
     // The last stats of the native client, read just before it is freed.
@@ -132,20 +132,36 @@ internal class ClientState(
             wake.trySend(Unit)
         }
 
-        /** The next item, suspending for it; null once [done] or the client ended, and drained. */
-        suspend fun take(): Event? {
+        /**
+         * The next item, suspending for it; null once [done] or the client ended, and drained.
+         * With [lock] held, [mayTake] says whether to take now (else this waits for a wake-up)
+         * and [claim] gets the item taken.
+         */
+        suspend fun take(mayTake: () -> Boolean = { true }, claim: (Event) -> Unit = {}): Event? {
             while (true) {
                 var finished = false
+                var held = false
                 val ev = synchronized(lock) {
-                    items.removeFirstOrNull().also {
-                        if (it != null) lock.notifyAll() else finished = done || ended
+                    if (!mayTake()) {
+                        held = true
+                        null
+                    } else {
+                        items.removeFirstOrNull().also {
+                            if (it != null) {
+                                lock.notifyAll()
+                                claim(it)
+                            } else {
+                                finished = done || ended
+                            }
+                        }
                     }
                 }
                 when {
                     ev != null -> return ev
                     finished -> return null
                     // Closed means finished: the next round drains what is left, then stops.
-                    else -> wake.receiveCatching()
+                    // Closed at the end it no longer waits: poll for a holder instead.
+                    wake.receiveCatching().isClosed && held -> delay(HELD_POLL_MS)
                 }
             }
         }
@@ -213,30 +229,39 @@ internal class ClientState(
      * a CancellationException too, but its job stays active: that event was handed over.
      */
     fun events(): Flow<Event> = flow {
-        // Owned by this collector's job: collecting again inside a handler fails at once
-        // instead of waiting for itself.
-        val me = currentCoroutineContext()[kotlinx.coroutines.Job]
+        val me = currentCoroutineContext()[Job]
         while (true) {
-            handing.lock(me)
+            // Not past an event a cancelled collector still holds: it comes back in front.
+            val ev = queue.take({ inHand.none { it.second?.isActive == false } }) { inHand.add(it to me) }
+                ?: return@flow
+            var handed = true
             try {
-                val ev = queue.take() ?: return@flow
-                synchronized(lock) { inHand = ev }
-                var handed = true
-                try {
-                    emit(ev)
-                } catch (e: CancellationException) {
-                    handed = currentCoroutineContext().isActive
-                    throw e
-                } finally {
-                    synchronized(lock) {
-                        inHand = null
-                        if (!handed) queue.putBack(ev)
-                    }
-                }
+                emit(ev)
+            } catch (e: CancellationException) {
+                handed = currentCoroutineContext().isActive
+                throw e
             } finally {
-                handing.unlock(me)
+                val waited = synchronized(lock) {
+                    inHand.removeAt(inHand.indexOfFirst { it.first === ev })
+                    if (!handed) queue.putBack(ev)
+                    me?.isActive == false
+                }
+                // A collector may wait for this one to settle (see above).
+                if (waited) queue.wake.trySend(Unit)
             }
         }
+    }
+
+    /**
+     * Whether the coroutine of [me] handles an event of [events] (it is a collector holding
+     * one, or runs inside such a handler): a reply it waits for queues behind the events that
+     * collector has not taken, so it may never arrive.
+     */
+    private fun handlingHere(me: Job?): Boolean {
+        if (me == null) return false
+        val holders = synchronized(lock) { inHand.mapNotNull { it.second } }
+        fun Job.holds(j: Job): Boolean = this === j || children.any { it.holds(j) }
+        return holders.any { it.holds(me) }
     }
 
     /** Names the client this state belongs to (see `ownerHeld`). */
@@ -255,7 +280,7 @@ internal class ClientState(
     fun resumeState(): ResumeState {
         val state = callOrNull { c -> readResumeState(c) } ?: finalResume
             ?: throw ClientClosedException(Status.ERR_CLIENT_CLOSED, "client is closed")
-        return state.before(synchronized(lock) { listOfNotNull(inHand) + queue.items })
+        return state.before(synchronized(lock) { inHand.map { it.first } + queue.items })
     }
 
     /** The credential of the next connection; after the free, the one the client had last. */
@@ -359,8 +384,16 @@ internal class ClientState(
         val waiter = CompletableDeferred<Event>()
         val stream = Buffer(TRANSFER_CAPACITY)
         val id = book(waiter, stream, start)
+        val bound = timeoutMs + REPLY_GRACE_MS
         try {
-            while (true) each(stream.take() ?: break)
+            // Inside an events handler the reports, like the reply, may never get past the
+            // events not taken (see [awaitReply]).
+            val read = if (handlingHere(currentCoroutineContext()[Job])) {
+                withTimeoutOrNull(bound) { while (true) each(stream.take() ?: break) }
+            } else {
+                while (true) each(stream.take() ?: break)
+            }
+            if (read == null) throw stuck(timeoutMs)
         } catch (e: Throwable) {
             cancelRequest(id)
             throw e
@@ -402,29 +435,36 @@ internal class ClientState(
      * its error); a cancelled wait cancels the request and keeps nothing of it.
      *
      * The library ends a request at its timeout ([timeoutMs]) with a reply, but that reply
-     * queues behind the events no collector has taken: awaited inside the events' collector
-     * with the buffer full, it could never arrive. So the wait ends on its own a moment after
-     * the timeout, as the library's would have.
+     * queues behind the events no collector has taken: awaited inside a handler of [events]
+     * with the buffer full, it could never arrive. There the wait ends on its own a moment
+     * after the timeout, as the library's would have. Elsewhere the reply comes once the
+     * events ahead of it are collected (the server may well have answered it).
      */
     suspend fun awaitReply(id: Long, waiter: CompletableDeferred<Event>, timeoutMs: Long): String {
         val ev = try {
-            withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) { waiter.await() }
+            if (handlingHere(currentCoroutineContext()[Job])) {
+                withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) { waiter.await() }
+            } else {
+                waiter.await()
+            }
         } catch (e: CancellationException) {
             cancelRequest(id)
             throw e
         } ?: if (forget(id)) {
             callOrNull { c -> TetherNative.tether_client_cancel(c, id) }
-            throw RequestTimeoutException(
-                Status.ERR_REQUEST_TIMEOUT,
-                "no reply within $timeoutMs ms; the reply could not pass the events not collected " +
-                    "ahead of it (awaiting a request inside the events collector with the buffer full)",
-            )
+            throw stuck(timeoutMs)
         } else {
             // Answered (or freed) just as the wait ended.
             waiter.await()
         }
         return replyText(ev)
     }
+
+    private fun stuck(timeoutMs: Long) = RequestTimeoutException(
+        Status.ERR_REQUEST_TIMEOUT,
+        "no reply within $timeoutMs ms: awaited inside an events handler, it could not pass the " +
+            "events not collected ahead of it (launch it in a coroutine of its own)",
+    )
 
     /** Runs [f] on the native client unless a free was asked for (then [ClientClosedException]). */
     fun <T> call(f: (Pointer) -> T): T {
@@ -528,6 +568,9 @@ internal class ClientState(
 
         /** How long past its timeout a request's wait ends on its own (see [awaitReply]). */
         const val REPLY_GRACE_MS = 2_000L
+
+        /** How often a collector waiting behind a cancelled one looks again once the client ended. */
+        private const val HELD_POLL_MS = 5L
 
         private val CLOSERS = Executors.newCachedThreadPool { r ->
             Thread(r, "tether-close").apply { isDaemon = true }

@@ -91,14 +91,13 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * events wait here: past that the library stops reading the socket until the collector
      * catches up. Replies share that path, so a [request] also waits while nothing collects:
      * launch requests from a collector in a coroutine of their own rather than awaiting them
-     * in its handler, where a reply behind more than that many events cannot arrive (the
-     * request then ends with [RequestTimeoutException] a moment after its timeout).
-     * One event is in a collector's hands at a time: a second collector waits for the
-     * first's handler to return, and collecting again inside a handler fails with
-     * IllegalStateException. A collector cancelled before its handling of an event returns (a
-     * lifecycle that stops collecting, a timeout around `collect`) leaves that event in front
-     * for the next collector, which sees it again, in order, rather than never; `first` and
-     * `take` keep what they took.
+     * in its handler, where a reply behind more than that many events cannot arrive (there
+     * the request ends with [RequestTimeoutException] two seconds after its timeout; a
+     * request awaited elsewhere gets its reply once the events ahead of it are collected).
+     * A collector cancelled before its handling of an event returns (a lifecycle that stops
+     * collecting, a timeout around `collect`) leaves that event in front for the next
+     * collector, which sees it again, in order, rather than never (a collector started while
+     * the cancelled one still unwinds waits for it); `first` and `take` keep what they took.
      * Operators that buffer (`buffer`, `flowOn`, `conflate`) take events ahead of the
      * collector, and `collectLatest`/`mapLatest` hand each one to a handler of its own and
      * return: what they hold, or a handler cancelled with them, is dropped, so collect this
