@@ -809,15 +809,42 @@ fn closed_error() -> Error {
 mod tests {
     use super::*;
 
-    /// A panicking session poisons the client and still ends the event stream with CLOSED.
+    /// A panicking session poisons the client and still ends the event stream with CLOSED;
+    /// its message is logged for the client (here caught from `tracing`, which every record
+    /// also reaches: the app's sink is process-wide, and the logging tests own it).
     #[tokio::test]
     async fn session_panic_poisons_and_closes() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                crate::lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
         let queue = Arc::new(EventQueue::new(8));
         let poisoned = Arc::new(AtomicBool::new(false));
         let session = async { panic!("injected") };
-        tokio::spawn(guard_session(session, 1, queue.clone(), poisoned.clone()))
-            .await
-            .unwrap();
+        // On this thread (the test's runtime has one), where the subscriber is set.
+        guard_session(session, 77, queue.clone(), poisoned.clone()).await;
+        let logged = String::from_utf8(crate::lock(&lines.0).clone()).unwrap();
+        assert!(
+            logged.contains(
+                "ERROR tether::session: internal panic in the session task: injected client=77"
+            ),
+            "{logged}"
+        );
         assert!(poisoned.load(Ordering::Acquire));
         let ev = queue.pop().await.unwrap();
         assert_eq!(
