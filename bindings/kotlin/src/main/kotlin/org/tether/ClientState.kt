@@ -16,6 +16,7 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.isActive
 import kotlinx.coroutines.Job
+import kotlinx.coroutines.TimeoutCancellationException
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.withTimeoutOrNull
 
@@ -126,10 +127,13 @@ internal class ClientState(
             return true
         }
 
-        /** With [lock] held: puts [ev], just taken, back in front for the next consumer. */
+        /**
+         * With [lock] held: puts [ev], just taken, back in front for the next consumer; wake
+         * [wake] after leaving the lock (a consumer it resumes at once, as
+         * Dispatchers.Unconfined does, must not run the app's handler under it).
+         */
         fun putBack(ev: Event) {
             items.addFirst(ev)
-            wake.trySend(Unit)
         }
 
         /**
@@ -157,7 +161,12 @@ internal class ClientState(
                     }
                 }
                 when {
-                    ev != null -> return ev
+                    ev != null -> {
+                        // One wake-up may have been meant for several consumers (a held-back
+                        // queue lets go): pass it on while items remain.
+                        if (synchronized(lock) { items.isNotEmpty() }) wake.trySend(Unit)
+                        return ev
+                    }
                     finished -> return null
                     // Closed means finished: the next round drains what is left, then stops.
                     // Closed at the end it no longer waits: poll for a holder instead.
@@ -231,9 +240,11 @@ internal class ClientState(
     fun events(): Flow<Event> = flow {
         val me = currentCoroutineContext()[Job]
         while (true) {
-            // Not past an event a cancelled collector still holds: it comes back in front.
-            val ev = queue.take({ inHand.none { it.second?.isActive == false } }) { inHand.add(it to me) }
-                ?: return@flow
+            // Not past an event a cancelled collector still holds (it comes back in front),
+            // unless this collector runs inside that one's handler, which waits for it.
+            val ev = queue.take({ inHand.none { (_, j) -> j?.isActive == false && !(me != null && j.holds(me)) } }) {
+                inHand.add(it to me)
+            } ?: return@flow
             var handed = true
             try {
                 emit(ev)
@@ -246,23 +257,14 @@ internal class ClientState(
                     if (!handed) queue.putBack(ev)
                     me?.isActive == false
                 }
-                // A collector may wait for this one to settle (see above).
-                if (waited) queue.wake.trySend(Unit)
+                // The event put back, or a collector waiting for this one to settle.
+                if (!handed || waited) queue.wake.trySend(Unit)
             }
         }
     }
 
-    /**
-     * Whether the coroutine of [me] handles an event of [events] (it is a collector holding
-     * one, or runs inside such a handler): a reply it waits for queues behind the events that
-     * collector has not taken, so it may never arrive.
-     */
-    private fun handlingHere(me: Job?): Boolean {
-        if (me == null) return false
-        val holders = synchronized(lock) { inHand.mapNotNull { it.second } }
-        fun Job.holds(j: Job): Boolean = this === j || children.any { it.holds(j) }
-        return holders.any { it.holds(me) }
-    }
+    /** Whether [j] is this job or runs below it. */
+    private fun Job.holds(j: Job): Boolean = this === j || children.any { it.holds(j) }
 
     /** Names the client this state belongs to (see `ownerHeld`). */
     fun setOwner(client: Any) {
@@ -384,16 +386,21 @@ internal class ClientState(
         val waiter = CompletableDeferred<Event>()
         val stream = Buffer(TRANSFER_CAPACITY)
         val id = book(waiter, stream, start)
-        val bound = timeoutMs + REPLY_GRACE_MS
         try {
-            // Inside an events handler the reports, like the reply, may never get past the
-            // events not taken (see [awaitReply]).
-            val read = if (handlingHere(currentCoroutineContext()[Job])) {
-                withTimeoutOrNull(bound) { while (true) each(stream.take() ?: break) }
-            } else {
-                while (true) each(stream.take() ?: break)
-            }
-            if (read == null) throw stuck(timeoutMs)
+            // The reports, like the reply, may never get past the events not taken (see
+            // [awaitReply]). What [each] throws is rethrown as it is, not as the copy a
+            // coroutine boundary may make of it.
+            var failed: Throwable? = null
+            withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) {
+                try {
+                    while (true) each(stream.take() ?: break)
+                } catch (e: TimeoutCancellationException) {
+                    throw e
+                } catch (e: Throwable) {
+                    failed = e
+                }
+            } ?: throw stuck(timeoutMs)
+            failed?.let { throw it }
         } catch (e: Throwable) {
             cancelRequest(id)
             throw e
@@ -436,17 +443,13 @@ internal class ClientState(
      *
      * The library ends a request at its timeout ([timeoutMs]) with a reply, but that reply
      * queues behind the events no collector has taken: awaited inside a handler of [events]
-     * with the buffer full, it could never arrive. There the wait ends on its own a moment
-     * after the timeout, as the library's would have. Elsewhere the reply comes once the
-     * events ahead of it are collected (the server may well have answered it).
+     * with the buffer full, it could never arrive. So the wait ends on its own a moment after
+     * the timeout, as the library's would have; also when the app merely stopped collecting
+     * for that long, which cannot be told apart (the server may have answered then).
      */
     suspend fun awaitReply(id: Long, waiter: CompletableDeferred<Event>, timeoutMs: Long): String {
         val ev = try {
-            if (handlingHere(currentCoroutineContext()[Job])) {
-                withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) { waiter.await() }
-            } else {
-                waiter.await()
-            }
+            withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) { waiter.await() }
         } catch (e: CancellationException) {
             cancelRequest(id)
             throw e
@@ -462,8 +465,8 @@ internal class ClientState(
 
     private fun stuck(timeoutMs: Long) = RequestTimeoutException(
         Status.ERR_REQUEST_TIMEOUT,
-        "no reply within $timeoutMs ms: awaited inside an events handler, it could not pass the " +
-            "events not collected ahead of it (launch it in a coroutine of its own)",
+        "no reply within $timeoutMs ms: it could not get past the events not collected ahead of " +
+            "it (collect them; a request awaited inside an events handler waits for itself)",
     )
 
     /** Runs [f] on the native client unless a free was asked for (then [ClientClosedException]). */

@@ -91,9 +91,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * events wait here: past that the library stops reading the socket until the collector
      * catches up. Replies share that path, so a [request] also waits while nothing collects:
      * launch requests from a collector in a coroutine of their own rather than awaiting them
-     * in its handler, where a reply behind more than that many events cannot arrive (there
-     * the request ends with [RequestTimeoutException] two seconds after its timeout; a
-     * request awaited elsewhere gets its reply once the events ahead of it are collected).
+     * in its handler, where a reply behind more than that many events cannot arrive: a
+     * request whose reply is stuck that way (or behind a collector that stopped for that
+     * long) ends with [RequestTimeoutException] two seconds after its timeout.
      * A collector cancelled before its handling of an event returns (a lifecycle that stops
      * collecting, a timeout around `collect`) leaves that event in front for the next
      * collector, which sees it again, in order, rather than never (a collector started while

@@ -4,7 +4,6 @@ import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.cancelAndJoin
 import kotlinx.coroutines.delay
-import kotlinx.coroutines.async
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.map
 import kotlinx.coroutines.flow.take
@@ -217,26 +216,6 @@ class EventsTest {
             }
         }.toList()
         assertEquals(listOf(newest + 2 to newest), seen)
-    }
-
-    @Test
-    fun `a request awaited outside the collector waits for the events ahead of its reply`() = runBlocking {
-        TestBackend.start().use { b ->
-            TetherClient(b.url, testOptions(eventBufferCapacity = 2)).use { c ->
-                withTimeout(20_000) {
-                    c.events.first { it.command == "init_complete" }
-                    val newest = b.push(20)
-                    while (c.queuedEvents() < 2) delay(5)
-                    // Nobody collects for longer than its timeout and the grace period: the
-                    // answer waits behind the events, it is not turned into a timeout.
-                    val reply = async { c.request("echo", "{\"z\":1}", timeoutMs = 300) }
-                    delay(300 + ClientState.REPLY_GRACE_MS + 500)
-                    assertTrue(reply.isActive)
-                    c.events.first { it.requestId == newest }
-                    assertEquals("{\"z\":1}", reply.await())
-                }
-            }
-        }
     }
 
     @Test
