@@ -16,7 +16,6 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
 import kotlinx.coroutines.isActive
 import kotlinx.coroutines.Job
-import kotlinx.coroutines.TimeoutCancellationException
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.withTimeoutOrNull
 
@@ -240,11 +239,10 @@ internal class ClientState(
     fun events(): Flow<Event> = flow {
         val me = currentCoroutineContext()[Job]
         while (true) {
-            // Not past an event a cancelled collector still holds (it comes back in front),
-            // unless this collector runs inside that one's handler, which waits for it.
-            val ev = queue.take({ inHand.none { (_, j) -> j?.isActive == false && !(me != null && j.holds(me)) } }) {
-                inHand.add(it to me)
-            } ?: return@flow
+            // Not past an event a cancelled collector still holds: it comes back in front.
+            // (A cancelled handler that collects again under NonCancellable waits for itself.)
+            val ev = queue.take({ inHand.none { it.second?.isActive == false } }) { inHand.add(it to me) }
+                ?: return@flow
             var handed = true
             try {
                 emit(ev)
@@ -263,8 +261,6 @@ internal class ClientState(
         }
     }
 
-    /** Whether [j] is this job or runs below it. */
-    private fun Job.holds(j: Job): Boolean = this === j || children.any { it.holds(j) }
 
     /** Names the client this state belongs to (see `ownerHeld`). */
     fun setOwner(client: Any) {
@@ -386,21 +382,18 @@ internal class ClientState(
         val waiter = CompletableDeferred<Event>()
         val stream = Buffer(TRANSFER_CAPACITY)
         val id = book(waiter, stream, start)
+        val deadline = System.nanoTime() + (timeoutMs + REPLY_GRACE_MS) * 1_000_000
         try {
-            // The reports, like the reply, may never get past the events not taken (see
-            // [awaitReply]). What [each] throws is rethrown as it is, not as the copy a
-            // coroutine boundary may make of it.
-            var failed: Throwable? = null
-            withTimeoutOrNull(timeoutMs + REPLY_GRACE_MS) {
-                try {
-                    while (true) each(stream.take() ?: break)
-                } catch (e: TimeoutCancellationException) {
-                    throw e
-                } catch (e: Throwable) {
-                    failed = e
-                }
-            } ?: throw stuck(timeoutMs)
-            failed?.let { throw it }
+            while (true) {
+                // The reports, like the reply, may never get past the events not taken (see
+                // [awaitReply]). Only the waits count, not the app's time in [each]: once
+                // the library's timeout has passed, all that is still to come is queued, so a
+                // wait past the deadline means it cannot get through. A report already here
+                // is taken without waiting, also past the deadline.
+                val left = maxOf(1L, (deadline - System.nanoTime()) / 1_000_000)
+                val next = withTimeoutOrNull(left) { listOfNotNull(stream.take()) } ?: throw stuck(timeoutMs)
+                each(next.firstOrNull() ?: break)
+            }
         } catch (e: Throwable) {
             cancelRequest(id)
             throw e
