@@ -68,6 +68,9 @@ class Store private constructor(
     private val timeoutMs: Long,
 ) : AutoCloseable {
     private val hub: StoreHub = core.storeHub!!
+    // Where the actions' native calls run (see [act]).
+    @OptIn(kotlinx.coroutines.ExperimentalCoroutinesApi::class)
+    private val calls = Dispatchers.IO.limitedParallelism(1)
     private val ref = Reaper.register(this, handle)
 
     /**
@@ -290,9 +293,11 @@ class Store private constructor(
     private suspend fun act(start: (Pointer, LongByReference) -> Int): String? {
         val waiter = CompletableDeferred<Event>()
         // Off the caller's thread (it may be Main): the action waits for the store, which
-        // can be applying a large batch. Not cancellable halfway: a sent action is booked, so
-        // a cancellation that came meanwhile cancels it in awaitReply.
-        val id = withContext(Dispatchers.IO + NonCancellable) {
+        // can be applying a large batch. One at a time, in the order they were called, so
+        // two messages sent one after the other go out in that order. Not cancellable
+        // halfway: a sent action is booked, so a cancellation that came meanwhile cancels it
+        // in awaitReply.
+        val id = withContext(calls + NonCancellable) {
             handle.use { s -> core.storeRequest(waiter) { out -> start(s, out) } }
         }
         if (id == 0L) return null
