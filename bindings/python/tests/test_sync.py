@@ -1304,6 +1304,8 @@ def test_a_reply_behind_a_full_queue_ends_the_wait_at_the_requests_timeout(
         with pytest.raises(tether.RequestTimeoutError):
             p.result()
         assert 1.5 <= time.monotonic() - t0 < 1.5 + 5 * SLOW
+        with pytest.raises(tether.RequestTimeoutError):  # again, at once (cancelled once)
+            p.result()
         assert c.submit("echo", {}).wait() is False
         # Once the events are taken, requests are answered again.
         for _ in c.events(timeout=0.5 * SLOW):

@@ -73,7 +73,7 @@ class PendingRequest(RequestInFlight):
     """A request in flight (from :meth:`Client.submit`). Its reply arrives exactly once: the
     result, the server's error, a timeout, a cancel, a disconnect or the client's close."""
 
-    __slots__ = ("id", "_core", "_done", "_event", "_deadline")
+    __slots__ = ("id", "_core", "_done", "_event", "_deadline", "_expired")
 
     def __init__(self, core: "_SyncCore", request_id: int, deadline: Optional[float] = None) -> None:
         self.id: int = request_id
@@ -83,6 +83,7 @@ class PendingRequest(RequestInFlight):
         # time.monotonic() past which no reply can come any more: the request's timeout and
         # a grace period (None: no bound, for a reply already in).
         self._deadline = deadline
+        self._expired = False  # the deadline passed and the request was cancelled
 
     def _resolve(self, ev: Event) -> None:
         self._event = ev
@@ -670,7 +671,12 @@ class _SyncCore(CoreBase):
         else:
             arrived = self.wait_until(p._done.is_set, deadline)
         if not arrived and p._deadline is not None and time.monotonic() >= p._deadline:
-            p.cancel()
+            if not p._expired:  # once: a caller that asks again must not resend the cancel
+                p._expired = True
+                try:
+                    p.cancel()
+                except TetherError:  # the client broke meanwhile: the timeout is the answer
+                    pass
         return arrived
 
     def on_native_event(self, ev: Event) -> None:

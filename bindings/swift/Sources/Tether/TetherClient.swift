@@ -213,6 +213,8 @@ final class ClientCore: @unchecked Sendable {
         pending.removeAll()
         for t in timers.values { t.cancel() }
         timers.removeAll()
+        // No reply comes after the free: nothing left to drop.
+        expired.removeAll()
         // `early` stays: a reply that came before its request was registered is still the
         // answer (a store action that succeeded must not read as closed); `register` looks
         // there before it looks at `freed`.
