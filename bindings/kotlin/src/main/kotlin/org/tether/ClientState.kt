@@ -261,7 +261,6 @@ internal class ClientState(
         }
     }
 
-
     /** Names the client this state belongs to (see `ownerHeld`). */
     fun setOwner(client: Any) {
         synchronized(lock) { owner = java.lang.ref.WeakReference(client) }
@@ -336,10 +335,7 @@ internal class ClientState(
                 unbooked--
                 val id = out.value
                 val r = if (id != 0L) early.remove(id) else null
-                if (id != 0L && r == null) {
-                    pending[id] = waiter
-                    if (ownerHeld == null) ownerHeld = owner?.get()
-                }
+                if (r == null) register(id, waiter, null)
                 if (unbooked == 0) early.clear()
                 r
             }
@@ -361,13 +357,17 @@ internal class ClientState(
         val out = LongByReference()
         synchronized(lock) {
             check(start(c, out))
-            if (out.value != 0L) {
-                pending[out.value] = waiter
-                if (stream != null) streams[out.value] = stream
-                if (ownerHeld == null) ownerHeld = owner?.get()
-            }
+            register(out.value, waiter, stream)
         }
         out.value
+    }
+
+    /** With [lock] held: books [waiter] (and [stream]) under request [id]; nothing for id 0. */
+    private fun register(id: Long, waiter: CompletableDeferred<Event>, stream: Buffer?) {
+        if (id == 0L) return
+        pending[id] = waiter
+        if (stream != null) streams[id] = stream
+        if (ownerHeld == null) ownerHeld = owner?.get()
     }
 
     /**
