@@ -951,7 +951,8 @@ tether_status tether_client_download_media(struct tether_client *c, const uint8_
  * `TETHER_ERR_INVALID_ARGUMENT` for an id this client never issued (the ids of the
  * library's own pings count as issued: cancelling one does nothing). After close it has
  * no effect (`TETHER_OK` while the client is closing, `TETHER_ERR_STATE` once it has
- * stopped): requests still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
+ * stopped, from the moment `tether_client_state` reads `TETHER_STATE_CLOSED`): requests
+ * still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
  */
 tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 

@@ -322,9 +322,15 @@ impl Client {
     }
 
     /// Cancels request `id`: its RESPONSE carries `ErrCancelled` and the server is told.
+    /// Once the session has stopped (state CLOSED) it is refused with `ErrState`: every
+    /// request still open ends, or is ending, with `ErrClientClosed`, and a cancel the closing
+    /// session would still take in could not change that.
     pub fn cancel(&self, id: i64) -> Result<(), Error> {
         if !self.req.ids.issued(id) {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
+        }
+        if self.state() == ConnectionState::Closed {
+            return Err(self.req.refusal());
         }
         self.req.send(Command::Cancel(id))
     }
@@ -1046,6 +1052,20 @@ mod tests {
             let e = c.req.send(Command::Pause).unwrap_err();
             assert_eq!(e.status(), want, "{e}");
         }
+    }
+
+    /// A session that has stopped (state CLOSED) but not yet closed its command channel, the
+    /// moment between ending its requests and draining the channel: a cancel is refused with
+    /// STATE, as once the channel is closed, not taken in and then ignored (the request ends
+    /// with CLIENT_CLOSED all the same, so an OK would promise a cancel that cannot happen).
+    #[test]
+    fn a_cancel_after_the_session_stopped_is_refused() {
+        let c = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let id = c.request("echo", b"{}").unwrap();
+        c.cancel(id).unwrap();
+        c.probe.counters.set_state(ConnectionState::Closed);
+        let e = c.cancel(id).unwrap_err();
+        assert_eq!(e.status(), Status::ErrState, "{e}");
     }
 
     /// A connect that fails changes nothing: the same error again (not "already called"), and
