@@ -894,7 +894,8 @@ tether_status tether_client_connect(struct tether_client *c);
  * made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
  * `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
  * `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
- * `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `data` that is `null` (gomuks
+ * `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `ping` (the library sends the
+ * pings, and their replies would move its acknowledgements), for `data` that is `null` (gomuks
  * handlers dereference it: the backend would close the connection), and over the
  * websocket for a request over the backend's 1 MiB limit for one message (it would close
  * the connection, failing every request in flight);
@@ -963,7 +964,8 @@ tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
  * `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). A
  * packet the client ends without having written (a close while offline, a stop for good
  * such as a 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before
- * CLOSED. Any thread.
+ * CLOSED; once the state reads `TETHER_STATE_CLOSED`, `TETHER_ERR_STATE` and nothing is
+ * taken. Any thread.
  */
 tether_status tether_client_send_packet(struct tether_client *c, const uint8_t *bytes, size_t len);
 
@@ -981,7 +983,8 @@ tether_status tether_client_poll(struct tether_client *c, int32_t timeout_ms, st
 /**
  * A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
  * pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
- * `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`. Only wait for readability and
+ * `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT` (or `TETHER_CLOSED`: CLOSED was
+ * taken, and the descriptor stays readable so a waiter never sleeps through the end). Only wait for readability and
  * never read or close it: the library resets it when the queue drains and closes it in
  * `tether_client_free` (remove it from your poll set before). The same descriptor is returned
  * on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
@@ -1008,13 +1011,15 @@ int tether_client_event_fd(const struct tether_client *c);
 tether_status tether_client_set_event_callback(struct tether_client *c, tether_event_cb cb, void *ctx, tether_destroy_cb destroy);
 
 /**
- * Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
- * the backend frees the events it kept for this client), pending requests complete with
+ * Closes gracefully for good and returns at once: if connected, the close frame is sent
+ * (gomuks: 1001, so the backend frees the events it kept for this client; not while paused
+ * or waiting to reconnect, when there is no connection: the backend keeps the events until
+ * its own expiry), pending requests complete with
  * `TETHER_ERR_CLIENT_CLOSED` (unless their reply comes before the server's close reply,
  * waited for up to 2 s), and CLOSED is the last event. To resume later from
  * `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
  * `TETHER_ERR_STATE` if the app already closed it (a client the server ended for good
- * returns `TETHER_OK`: its CLOSED is queued already, nothing more happens);
+ * returns `TETHER_OK`: its CLOSED is queued, or about to be, and nothing more happens);
  * `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
  */
 tether_status tether_client_close(struct tether_client *c);
@@ -1027,16 +1032,21 @@ tether_status tether_client_close(struct tether_client *c);
  * server's close reply (waited for up to 2 s), the others end with
  * `TETHER_ERR_DISCONNECTED`; requests made meanwhile wait for the connection (their
  * timeouts still run). The same client and events go on afterwards; the events missed meanwhile
- * arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+ * arrive after unpausing, exactly once. Paused while connecting, the attempt ends with
+ * that same DISCONNECTED; paused while waiting to reconnect, there is no connection to
+ * close and no event: the state reads `TETHER_STATE_PAUSED` and no attempt follows.
  * `TETHER_ERR_UNSUPPORTED` for an in-process client (there is no connection);
- * `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+ * `TETHER_ERR_STATE` if closed (by the app, or stopped for good: from the moment
+ * `tether_client_state` reads `TETHER_STATE_CLOSED`); `TETHER_ERR_NULL` for NULL. Any
+ * thread.
  */
 tether_status tether_client_pause(struct tether_client *c);
 
 /**
  * Ends a pause: connects at once and resumes where the paused connection stopped. Does
  * nothing when not paused. `TETHER_ERR_UNSUPPORTED` for an in-process client;
- * `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+ * `TETHER_ERR_STATE` if closed (as for `tether_client_pause`); `TETHER_ERR_NULL` for NULL.
+ * Any thread.
  */
 tether_status tether_client_unpause(struct tether_client *c);
 
@@ -1046,8 +1056,8 @@ tether_status tether_client_unpause(struct tether_client *c);
  * connects now. Connected: probes the link with a ping and reconnects at once if nothing
  * arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
  * second connection; does nothing while connecting or paused. `TETHER_ERR_UNSUPPORTED`
- * for an in-process client; `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL.
- * Any thread.
+ * for an in-process client; `TETHER_ERR_STATE` if closed (as for `tether_client_pause`);
+ * `TETHER_ERR_NULL` for NULL. Any thread.
  */
 tether_status tether_client_reconnect_now(struct tether_client *c);
 
@@ -1408,8 +1418,9 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * `library_path` names `libgomuksffi` (gomuks `pkg/ffi`), loaded by
  * `tether_client_connect` and never unloaded (a Go runtime cannot be); `data_root` is
  * the backend's directory for its config, database, cache and logs, created if missing.
- * No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials
- * and the connect timeout do not apply and are ignored (the start may take minutes). One
+ * No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials,
+ * extra headers, the reconnect backoff and the connect timeout do not apply and are
+ * ignored, not checked (the start may take minutes). One
  * in-process backend runs per process at a time, and a data root is locked while its
  * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
  * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`
@@ -1462,8 +1473,10 @@ tether_status tether_event_status(const struct tether_event *ev);
 const char *tether_event_command(const struct tether_event *ev);
 
 /**
- * The payload, borrowed for as long as the event lives: MESSAGE and RESPONSE: the raw JSON of
- * the envelope's `data`, exactly as received; PACKET: the packet bytes; DISCONNECTED: the
+ * The payload, borrowed for as long as the event lives: MESSAGE and a successful RESPONSE:
+ * the raw JSON of the envelope's `data`, exactly as received; a failed RESPONSE: a JSON
+ * string, the server's error text (decoded and encoded again, so its escapes may differ)
+ * or the library's reason; PACKET: the packet bytes; DISCONNECTED: the
  * close reason or error text (UTF-8). `*ptr` is never NULL on success (it may point at 0
  * bytes). `TETHER_ERR_NULL` if any argument is NULL.
  */
@@ -1476,8 +1489,10 @@ tether_status tether_event_data(const struct tether_event *ev, const uint8_t **p
 uint16_t tether_event_close_code(const struct tether_event *ev);
 
 /**
- * DISCONNECTED: milliseconds until the next connection attempt; -1 when no retry follows
- * (CLOSED comes next) and for other kinds and NULL. Later if the event queue is full by
+ * DISCONNECTED: milliseconds until the next connection attempt; -1 when none is planned
+ * (the client stopped for good: the outcomes of what it still held, then CLOSED, follow;
+ * or the app paused it: the client goes on after `tether_client_unpause`) and for other
+ * kinds and NULL. Later if the event queue is full by
  * then: the attempt waits for room (see `tether_config_set_queue_capacity`).
  */
 int64_t tether_event_retry_in_ms(const struct tether_event *ev);
@@ -1637,7 +1652,8 @@ tether_status tether_settings_add(struct tether_settings *s, uint8_t id, const u
  * server must know on every connection are sent again on each CONNECTED. A packet the
  * client ends without having written (a close while offline, a stop for good such as a
  * 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
- * `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
+ * `TETHER_ERR_STATE` for gomuks clients, after close and once the state reads
+ * `TETHER_STATE_CLOSED`; `TETHER_ERR_SEND_BUFFER_FULL`
  * if it would pass `max_unsent_bytes` (nothing taken). `s` is read during the call only
  * (free or reuse it afterwards; no other thread may change it meanwhile). Any thread.
  */
@@ -1660,7 +1676,9 @@ void tether_settings_free(struct tether_settings *s);
  * `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
  * a store was attached to the client before (one per client, also once freed), `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_CONFIG` for a websocket client
  * with `last_server_ts` (the store starts empty; that first sync would hold only what
- * changed since then), `TETHER_ERR_INVALID_ARGUMENT`
+ * changed since then) or with a resume state from `tether_config_set_resume_state` (a
+ * resume replays only what was missed; make the client that keeps a store without it),
+ * `TETHER_ERR_INVALID_ARGUMENT`
  * for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
  */
 tether_status tether_store_new(struct tether_client *c, const char *options_json, struct tether_store **out);

@@ -140,8 +140,6 @@ impl Client {
         // client as it was.
         let handle = crate::runtime::handle()
             .map_err(|e| Error::new(Status::ErrConnect, format!("cannot start runtime: {e}")))?;
-        // One set of TLS configs per client, shared by the websocket and the login.
-        let tls = self.req.cfg.tls_configs()?;
         if let Transport::InProcess { .. } = self.req.cfg.transport() {
             let local = gomuks::inproc::InProcess::open(&self.req.cfg, self.probe.client)?;
             self.spawn(&handle, slot, |rx| {
@@ -156,6 +154,8 @@ impl Client {
             });
             return Ok(());
         }
+        // One set of TLS configs per client, shared by the websocket and the login.
+        let tls = self.req.cfg.tls_configs()?;
         match self.req.cfg.protocol {
             Protocol::Gomuks => {
                 let d = gomuks::Gomuks::new(
@@ -329,9 +329,8 @@ impl Client {
         if !self.req.ids.issued(id) {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
         }
-        if self.state() == ConnectionState::Closed {
-            return Err(self.req.refusal());
-        }
+        // Not `command`: after the app's close, while the session still runs, it is taken.
+        self.ensure_running()?;
         self.req.send(Command::Cancel(id))
     }
 
@@ -435,7 +434,17 @@ impl Client {
 
     fn command(&self, c: Command) -> Result<(), Error> {
         self.req.ensure_open()?;
+        self.ensure_running()?;
         self.req.send(c)
+    }
+
+    /// Refuses a command once the session has stopped (state CLOSED): from then on until it
+    /// closes its channel, the session would take the command in and drop it unread.
+    fn ensure_running(&self) -> Result<(), Error> {
+        if self.state() == ConnectionState::Closed {
+            return Err(self.req.refusal());
+        }
+        Ok(())
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is
@@ -1055,17 +1064,39 @@ mod tests {
     }
 
     /// A session that has stopped (state CLOSED) but not yet closed its command channel, the
-    /// moment between ending its requests and draining the channel: a cancel is refused with
-    /// STATE, as once the channel is closed, not taken in and then ignored (the request ends
-    /// with CLIENT_CLOSED all the same, so an OK would promise a cancel that cannot happen).
+    /// moment between ending its requests and draining the channel: a cancel, pause, unpause,
+    /// reconnect cue or packet is refused with STATE, as once the channel is closed, not taken
+    /// in and then dropped unread (a request ends with CLIENT_CLOSED all the same, so an OK
+    /// would promise a cancel that cannot happen).
     #[test]
-    fn a_cancel_after_the_session_stopped_is_refused() {
-        let c = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
-        let id = c.request("echo", b"{}").unwrap();
-        c.cancel(id).unwrap();
-        c.probe.counters.set_state(ConnectionState::Closed);
-        let e = c.cancel(id).unwrap_err();
-        assert_eq!(e.status(), Status::ErrState, "{e}");
+    fn commands_after_the_session_stopped_are_refused() {
+        let gomuks = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let rwws = Client::new(
+            Config::builder("ws://127.0.0.1:9/")
+                .protocol(Protocol::Rwws)
+                .token("AAECAw==")
+                .build()
+                .unwrap(),
+        );
+        let id = gomuks.request("echo", b"{}").unwrap();
+        type Call = fn(&Client, i64) -> Result<(), Error>;
+        let calls: [(&str, &Client, Call); 5] = [
+            ("cancel", &gomuks, |c, id| c.cancel(id)),
+            ("pause", &gomuks, |c, _| c.pause()),
+            ("unpause", &gomuks, |c, _| c.unpause()),
+            ("reconnect_now", &gomuks, |c, _| c.reconnect_now()),
+            ("send_packet", &rwws, |c, _| c.send_packet(b"\x01")),
+        ];
+        for (name, c, call) in calls {
+            call(c, id).unwrap_or_else(|e| panic!("{name} before the stop: {e}"));
+        }
+        for c in [&gomuks, &rwws] {
+            c.probe.counters.set_state(ConnectionState::Closed);
+        }
+        for (name, c, call) in calls {
+            let e = call(c, id).unwrap_err();
+            assert_eq!(e.status(), Status::ErrState, "{name}: {e}");
+        }
     }
 
     /// A connect that fails changes nothing: the same error again (not "already called"), and

@@ -644,7 +644,9 @@ impl ConfigBuilder {
 
     /// gomuks: talks to the backend bundled into this process instead of a websocket; no URL
     /// is needed then. `library` is the path of `libgomuksffi`, loaded when the client
-    /// connects; `root` holds the backend's data.
+    /// connects; `root` holds the backend's data. What only a connection uses (compression,
+    /// pings, resume, proxies, TLS, credentials, headers, backoff, the connect timeout) is
+    /// ignored, not checked.
     pub fn in_process(
         mut self,
         library: impl Into<std::path::PathBuf>,
@@ -679,6 +681,22 @@ impl ConfigBuilder {
         Url::from_file_path(&root).map_err(|()| bad("in-process data root is not a usable path"))
     }
 
+    /// The builder with every setting only a connection uses back at its default, for an
+    /// in-process client: there they do not apply, and are ignored rather than checked (an
+    /// app may share one configuration between both transports, pins and all).
+    fn without_connection_settings(self) -> ConfigBuilder {
+        ConfigBuilder {
+            url: self.url,
+            protocol: self.protocol,
+            request_timeout: self.request_timeout,
+            max_message_bytes: self.max_message_bytes,
+            queue_capacity: self.queue_capacity,
+            max_unsent_bytes: self.max_unsent_bytes,
+            transport: self.transport,
+            ..ConfigBuilder::new("")
+        }
+    }
+
     /// Validates and freezes the configuration. `ErrConfig` names what is wrong; every
     /// timeout, interval and backoff must be positive and at most `u32::MAX` ms.
     pub fn build(self) -> Result<Config, Error> {
@@ -688,7 +706,9 @@ impl ConfigBuilder {
                 return Err(bad("in-process library path is empty"));
             }
             let url = self.in_process_endpoint(root)?;
-            return self.freeze(url, false, None, false, None);
+            return self
+                .without_connection_settings()
+                .freeze(url, false, None, false, None);
         }
         if self.url.0.is_empty() {
             return Err(bad("no URL set"));

@@ -125,6 +125,36 @@ async fn spec12_startup_events_requests_errors_and_close() {
     assert_eq!(next(&c).await.kind(), EventKind::Closed);
 }
 
+/// Settings only a connection uses are ignored in-process, not checked: an app that shares
+/// one configuration between the websocket and the bundled backend (pins, a client
+/// certificate, its own ping timing, a proxy...) gets a working client, as the header says,
+/// not a config error about a URL it never gave.
+#[tokio::test]
+async fn connection_settings_are_ignored_in_process() {
+    let _turn = serial().await;
+    let root = Root::new();
+    let c = started(&root, |b| {
+        b.pin_sha256("sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .extra_ca_pem(b"not a certificate")
+            .crl_pem(b"not a CRL")
+            .client_cert_pem(b"not a certificate", b"not a key")
+            .use_os_trust(true)
+            .proxy("http://[not a proxy")
+            .ping_interval(Duration::from_secs(20))
+            .receive_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::ZERO)
+            .reconnect_backoff(Duration::from_secs(5), Duration::from_secs(1))
+            .resume_state("not\na run id", 5)
+            .header("Host", "elsewhere")
+            .token("unused")
+    })
+    .await;
+    let data = c.call("echo", br#"{"ok":true}"#).await.unwrap();
+    assert_eq!(&data[..], br#"{"ok":true}"#);
+    c.close().unwrap();
+    until_kind(&c, EventKind::Closed).await;
+}
+
 /// §12.3: the FFI's calls block and cannot be cancelled; a timeout and a cancel answer the
 /// app at once all the same, and the backend's late replies are dropped, not delivered twice.
 #[tokio::test]

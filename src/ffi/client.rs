@@ -120,7 +120,8 @@ ffi_fn! {
     /// made then waits for it (one whose timeout passed meanwhile ends at once). gomuks only:
     /// `TETHER_ERR_STATE` for rwws clients (use `tether_client_send_packet`).
     /// `TETHER_ERR_INVALID_UTF8` if `data` is not JSON or `command` not UTF-8;
-    /// `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `data` that is `null` (gomuks
+    /// `TETHER_ERR_INVALID_ARGUMENT` for an empty command, for `ping` (the library sends the
+    /// pings, and their replies would move its acknowledgements), for `data` that is `null` (gomuks
     /// handlers dereference it: the backend would close the connection), and over the
     /// websocket for a request over the backend's 1 MiB limit for one message (it would close
     /// the connection, failing every request in flight);
@@ -281,7 +282,8 @@ ffi_fn! {
     /// `TETHER_ERR_SEND_BUFFER_FULL` if it would pass `max_unsent_bytes` (nothing taken). A
     /// packet the client ends without having written (a close while offline, a stop for good
     /// such as a 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before
-    /// CLOSED. Any thread.
+    /// CLOSED; once the state reads `TETHER_STATE_CLOSED`, `TETHER_ERR_STATE` and nothing is
+    /// taken. Any thread.
     client fn tether_client_send_packet(
         c: *mut tether_client,
         bytes: *const u8,
@@ -350,7 +352,8 @@ pub(crate) fn take_batch(
 ffi_fn! {
     /// A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
     /// pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
-    /// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`. Only wait for readability and
+    /// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT` (or `TETHER_CLOSED`: CLOSED was
+    /// taken, and the descriptor stays readable so a waiter never sleeps through the end). Only wait for readability and
     /// never read or close it: the library resets it when the queue drains and closes it in
     /// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
     /// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
@@ -466,13 +469,15 @@ fn set_callback(
 }
 
 ffi_fn! {
-    /// Closes gracefully for good and returns at once: the close frame is sent (gomuks: 1001, so
-    /// the backend frees the events it kept for this client), pending requests complete with
+    /// Closes gracefully for good and returns at once: if connected, the close frame is sent
+    /// (gomuks: 1001, so the backend frees the events it kept for this client; not while paused
+    /// or waiting to reconnect, when there is no connection: the backend keeps the events until
+    /// its own expiry), pending requests complete with
     /// `TETHER_ERR_CLIENT_CLOSED` (unless their reply comes before the server's close reply,
     /// waited for up to 2 s), and CLOSED is the last event. To resume later from
     /// `tether_client_resume_state`, use `tether_client_close_keep_resume` instead.
     /// `TETHER_ERR_STATE` if the app already closed it (a client the server ended for good
-    /// returns `TETHER_OK`: its CLOSED is queued already, nothing more happens);
+    /// returns `TETHER_OK`: its CLOSED is queued, or about to be, and nothing more happens);
     /// `TETHER_ERR_NULL` for NULL. Any thread, including inside an event callback.
     client fn tether_client_close(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.close())
@@ -487,9 +492,13 @@ ffi_fn! {
     /// server's close reply (waited for up to 2 s), the others end with
     /// `TETHER_ERR_DISCONNECTED`; requests made meanwhile wait for the connection (their
     /// timeouts still run). The same client and events go on afterwards; the events missed meanwhile
-    /// arrive after unpausing, exactly once. Paused while not connected, the attempts stop.
+    /// arrive after unpausing, exactly once. Paused while connecting, the attempt ends with
+    /// that same DISCONNECTED; paused while waiting to reconnect, there is no connection to
+    /// close and no event: the state reads `TETHER_STATE_PAUSED` and no attempt follows.
     /// `TETHER_ERR_UNSUPPORTED` for an in-process client (there is no connection);
-    /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+    /// `TETHER_ERR_STATE` if closed (by the app, or stopped for good: from the moment
+    /// `tether_client_state` reads `TETHER_STATE_CLOSED`); `TETHER_ERR_NULL` for NULL. Any
+    /// thread.
     client fn tether_client_pause(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.pause())
     } ?= code
@@ -498,7 +507,8 @@ ffi_fn! {
 ffi_fn! {
     /// Ends a pause: connects at once and resumes where the paused connection stopped. Does
     /// nothing when not paused. `TETHER_ERR_UNSUPPORTED` for an in-process client;
-    /// `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL. Any thread.
+    /// `TETHER_ERR_STATE` if closed (as for `tether_client_pause`); `TETHER_ERR_NULL` for NULL.
+    /// Any thread.
     client fn tether_client_unpause(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.unpause())
     } ?= code
@@ -510,8 +520,8 @@ ffi_fn! {
     /// connects now. Connected: probes the link with a ping and reconnects at once if nothing
     /// arrives within the pong timeout (`tether_config_set_pong_timeout_ms`). Never opens a
     /// second connection; does nothing while connecting or paused. `TETHER_ERR_UNSUPPORTED`
-    /// for an in-process client; `TETHER_ERR_STATE` if closed; `TETHER_ERR_NULL` for NULL.
-    /// Any thread.
+    /// for an in-process client; `TETHER_ERR_STATE` if closed (as for `tether_client_pause`);
+    /// `TETHER_ERR_NULL` for NULL. Any thread.
     client fn tether_client_reconnect_now(c: *mut tether_client) -> tether_status |h| {
         status_of(h.client.reconnect_now())
     } ?= code

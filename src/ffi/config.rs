@@ -544,8 +544,9 @@ ffi_fn! {
     /// `library_path` names `libgomuksffi` (gomuks `pkg/ffi`), loaded by
     /// `tether_client_connect` and never unloaded (a Go runtime cannot be); `data_root` is
     /// the backend's directory for its config, database, cache and logs, created if missing.
-    /// No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials
-    /// and the connect timeout do not apply and are ignored (the start may take minutes). One
+    /// No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials,
+    /// extra headers, the reconnect backoff and the connect timeout do not apply and are
+    /// ignored, not checked (the start may take minutes). One
     /// in-process backend runs per process at a time, and a data root is locked while its
     /// client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
     /// a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`

@@ -70,8 +70,10 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// The payload, borrowed for as long as the event lives: MESSAGE and RESPONSE: the raw JSON of
-    /// the envelope's `data`, exactly as received; PACKET: the packet bytes; DISCONNECTED: the
+    /// The payload, borrowed for as long as the event lives: MESSAGE and a successful RESPONSE:
+    /// the raw JSON of the envelope's `data`, exactly as received; a failed RESPONSE: a JSON
+    /// string, the server's error text (decoded and encoded again, so its escapes may differ)
+    /// or the library's reason; PACKET: the packet bytes; DISCONNECTED: the
     /// close reason or error text (UTF-8). `*ptr` is never NULL on success (it may point at 0
     /// bytes). `TETHER_ERR_NULL` if any argument is NULL.
     fn tether_event_data(
@@ -102,8 +104,10 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// DISCONNECTED: milliseconds until the next connection attempt; -1 when no retry follows
-    /// (CLOSED comes next) and for other kinds and NULL. Later if the event queue is full by
+    /// DISCONNECTED: milliseconds until the next connection attempt; -1 when none is planned
+    /// (the client stopped for good: the outcomes of what it still held, then CLOSED, follow;
+    /// or the app paused it: the client goes on after `tether_client_unpause`) and for other
+    /// kinds and NULL. Later if the event queue is full by
     /// then: the attempt waits for room (see `tether_config_set_queue_capacity`).
     fn tether_event_retry_in_ms(ev: *const tether_event) -> i64 {
         field(ev, -1, |e| {

@@ -51,7 +51,8 @@ ffi_fn! {
     /// server must know on every connection are sent again on each CONNECTED. A packet the
     /// client ends without having written (a close while offline, a stop for good such as a
     /// 3001) comes back in a `TETHER_EVENT_UNSENT` event with its bytes, before CLOSED.
-    /// `TETHER_ERR_STATE` for gomuks clients and after close; `TETHER_ERR_SEND_BUFFER_FULL`
+    /// `TETHER_ERR_STATE` for gomuks clients, after close and once the state reads
+    /// `TETHER_STATE_CLOSED`; `TETHER_ERR_SEND_BUFFER_FULL`
     /// if it would pass `max_unsent_bytes` (nothing taken). `s` is read during the call only
     /// (free or reuse it afterwards; no other thread may change it meanwhile). Any thread.
     client fn tether_client_send_settings(

@@ -58,7 +58,9 @@ ffi_fn! {
     /// `tether_store_free`). `TETHER_ERR_STATE` after connect or close, `TETHER_ERR_IN_USE` if
     /// a store was attached to the client before (one per client, also once freed), `TETHER_ERR_UNSUPPORTED` for rwws, `TETHER_ERR_CONFIG` for a websocket client
     /// with `last_server_ts` (the store starts empty; that first sync would hold only what
-    /// changed since then), `TETHER_ERR_INVALID_ARGUMENT`
+    /// changed since then) or with a resume state from `tether_config_set_resume_state` (a
+    /// resume replays only what was missed; make the client that keeps a store without it),
+    /// `TETHER_ERR_INVALID_ARGUMENT`
     /// for bad options, `TETHER_ERR_NULL` for a NULL client or `out`. Any thread.
     client fn tether_store_new(
         c: *mut tether_client,

@@ -25,8 +25,24 @@ pub(crate) fn channel(panicked: Arc<AtomicBool>) -> (CommandTx, CommandRx) {
             tx,
             open: open.clone(),
         },
-        CommandRx { rx, open, panicked },
+        CommandRx {
+            rx,
+            open,
+            panicked: PanicMark(panicked),
+        },
     )
+}
+
+/// The client's flag that its session panicked, for whoever must raise it before the
+/// channel's owner drops: the session's book, whose end makes the state CLOSED, after which
+/// the app's calls are refused, and must be refused with PANIC.
+#[derive(Clone)]
+pub(crate) struct PanicMark(Arc<AtomicBool>);
+
+impl PanicMark {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The app's side; cheap to call from any number of threads at once.
@@ -51,7 +67,7 @@ impl CommandTx {
 pub(crate) struct CommandRx {
     rx: mpsc::UnboundedReceiver<Command>,
     open: Arc<RwLock<bool>>,
-    panicked: Arc<AtomicBool>,
+    panicked: PanicMark,
 }
 
 impl CommandRx {
@@ -63,7 +79,12 @@ impl CommandRx {
     /// Tells the app's side that the session panicked; called before the channel closes, so
     /// a send the close refuses can already tell the app why.
     pub(crate) fn mark_panicked(&self) {
-        self.panicked.store(true, Ordering::Release);
+        self.panicked.set();
+    }
+
+    /// The flag [`CommandRx::mark_panicked`] raises, for the session's book.
+    pub(crate) fn panic_mark(&self) -> PanicMark {
+        self.panicked.clone()
     }
 
     /// Closes the channel for good and returns every command sent before, in order. A send

@@ -217,7 +217,7 @@ pub(crate) async fn run<L: Local>(
     // Before the book, so dropped after it (see `Commands`).
     let mut commands = Commands::new(commands, &queue, &probe);
     let commands = &mut commands.rx;
-    let mut book = Book::new(queue, ids, probe);
+    let mut book = Book::new(queue, ids, probe, commands.panic_mark());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = Sink(tx);
     let client = book.probe.client;

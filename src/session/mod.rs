@@ -38,7 +38,7 @@ use crate::stats::{self, ConnectionState, Probe};
 use crate::status::{Error, Status};
 use backoff::Backoff;
 use budget::Outgoing;
-use commands::CommandRx;
+use commands::{CommandRx, PanicMark};
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use outbox::{Out, Outbox};
 use pings::Pings;
@@ -159,6 +159,8 @@ struct Book {
     unsent_packets: VecDeque<Outgoing>,
     /// [`Book::finish`] ran: the session ended as sessions end.
     finished: bool,
+    /// Raised when the book drops unfinished, before its end makes the state CLOSED.
+    panicked: PanicMark,
     /// Why the session stopped for good on its own (not closed by the app): what the
     /// requests it still holds end with, so an app is not told it closed the client.
     gave_up: Option<String>,
@@ -173,6 +175,9 @@ impl Drop for Book {
         if self.finished {
             return;
         }
+        // Before the state reads CLOSED: from then on the app's calls are refused, and the
+        // refusal must say PANIC, not that the app closed the client.
+        self.panicked.set();
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.end_requests(Status::ErrPanic, PANIC_BEFORE_REPLY);
@@ -202,7 +207,7 @@ pub(crate) async fn run<D: Dialect>(
         resume_asked: false,
         immediate_spent: false,
         copies: Default::default(),
-        book: Book::new(queue, ids, probe),
+        book: Book::new(queue, ids, probe, commands.panic_mark()),
     };
     let mut state = State::Connecting;
     loop {
@@ -918,7 +923,7 @@ enum Offline<T> {
 }
 
 impl Book {
-    fn new(queue: Arc<EventQueue>, ids: Arc<IdGen>, probe: Probe) -> Book {
+    fn new(queue: Arc<EventQueue>, ids: Arc<IdGen>, probe: Probe, panicked: PanicMark) -> Book {
         Book {
             queue,
             ids,
@@ -926,6 +931,7 @@ impl Book {
             requests: Requests::default(),
             unsent_packets: VecDeque::new(),
             finished: false,
+            panicked,
             gave_up: None,
         }
     }
