@@ -149,8 +149,10 @@ async fn a_late_reply_is_logged_for_its_client() {
     let b = backend().await;
     let c = client(&b, |c| c);
     until_command(&c, "init_complete").await;
+    // A request whose deadline passes before the session picks it up is never written, so
+    // the timeout leaves room for a loaded machine, and the reply comes well after it.
     let id = c
-        .request_with_timeout("sleep", br#"{"ms":300}"#, Duration::from_millis(50))
+        .request_with_timeout("sleep", br#"{"ms":1500}"#, Duration::from_millis(300))
         .unwrap();
     let (r, _) = until(&c, |e| {
         e.kind() == EventKind::Response && e.request_id() == id

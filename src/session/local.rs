@@ -166,15 +166,14 @@ impl<L: Local> Calls<L> {
         if let Some(l) = lane {
             self.in_lane[l] += 1;
         }
-        stats::add(&book.probe.counters.requests_sent, 1);
         // Handed to the backend, the message leaves the send budget.
         call(
             &self.local,
             &self.sink,
             &self.returned,
-            id,
-            lane,
+            (id, lane),
             message.into_message(),
+            book.probe.counters.clone(),
         );
     }
 }
@@ -384,14 +383,16 @@ pub(crate) async fn run<L: Local>(
 }
 
 /// Runs request `id` on the blocking pool; its answer follows its progress and chunks, and
-/// `returned` hears when the call (of `lane`) is over.
+/// `returned` hears when the call (of `lane`) is over. Counted as sent when the blocking
+/// thread makes the call, not when it is queued for one: a close in between refuses it
+/// without the backend ever running it.
 fn call<L: Local>(
     local: &Arc<L>,
     sink: &Sink,
     returned: &mpsc::UnboundedSender<Option<usize>>,
-    id: i64,
-    lane: Option<usize>,
+    (id, lane): (i64, Option<usize>),
     message: Message,
+    counters: Arc<stats::Counters>,
 ) {
     /// Says the call (of its lane) is over when dropped: after its answer, or when it
     /// panicked.
@@ -404,6 +405,7 @@ fn call<L: Local>(
     let (local, sink, over) = (local.clone(), sink.clone(), Over(returned.clone(), lane));
     tokio::task::spawn_blocking(move || {
         let _over = over;
+        stats::add(&counters.requests_sent, 1);
         let item = match local.call(id, &message) {
             Ok(data) => Incoming::Reply { id, ok: true, data },
             Err(error) => Incoming::Failed { id, error },

@@ -271,7 +271,7 @@ static void on_event_rereg(void *ctx, const tether_event *ev) {
         pthread_mutex_lock(&s->mu);
         s->in_callback = 1;
         pthread_mutex_unlock(&s->mu);
-        usleep(200000); /* the main thread is in tether_client_free, waiting for us */
+        usleep(200000 * th_scale()); /* the main thread is in tether_client_free, waiting for us */
         rereg_status =
             tether_client_set_event_callback(s->client, on_event_in_order, &s2, on_destroy_slow);
         rereg_being_freed = strstr(tether_last_error(), "being freed") != NULL;

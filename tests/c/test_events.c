@@ -123,7 +123,10 @@ static void test_null_event(void) {
 }
 
 int main(void) {
-    const char *const args[] = {"--buffer-size", "5", "--token-lifetime-ms", "2000", NULL};
+    /* Scaled: renewed at half its life, a token must outlive the renewal's round trip. */
+    char lifetime[16];
+    snprintf(lifetime, sizeof lifetime, "%d", 2000 * th_scale());
+    const char *const args[] = {"--buffer-size", "5", "--token-lifetime-ms", lifetime, NULL};
     th_backend_start(&backend, args);
     TH_RUN(test_null_event);
     TH_RUN(test_resume_after_cut_succeeds);

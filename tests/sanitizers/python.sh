@@ -40,8 +40,10 @@ by_design=(--deselect "tests/test_process.py::test_the_interpreter_exits_cleanly
 # LeakSanitizer reports of any process forked after a thread started.
 # Under valgrind every thread runs on one serialised scheduler (--fair-sched only evens the
 # turns), so a test whose subject is that a CPU-bound Python thread does not starve the
-# library's callback thread measures valgrind, not tether; it runs everywhere else.
-valgrind_timing=(--deselect "tests/test_sync.py::test_a_callback_runs_while_another_python_thread_is_busy")
+# library's callback thread, or a poll-mode caller's requests, measures valgrind, not
+# tether; they run everywhere else.
+valgrind_timing=(--deselect "tests/test_sync.py::test_a_callback_runs_while_another_python_thread_is_busy"
+                 --deselect "tests/test_sync.py::test_poll_mode_requests_complete_while_another_thread_is_busy")
 # The in-process cases (about 90 s under memcheck) run under ASan here; under valgrind their
 # library side is covered by tests/c/test_inproc.c, which drives the same calls and the same
 # libgomuksffi double through the C API, and their Python side is the batch path every other

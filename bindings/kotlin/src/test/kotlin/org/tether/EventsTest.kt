@@ -1,6 +1,7 @@
 package org.tether
 
 import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.cancelAndJoin
 import kotlinx.coroutines.delay
@@ -188,11 +189,15 @@ class EventsTest {
     fun `a collector started while a cancelled one unwinds gets the events in order (gomuks spec 7_1)`() =
         afterThreeEvents { c, newest ->
             val got = CompletableDeferred<Event>()
+            val release = java.util.concurrent.CountDownLatch(1)
             val old = launch {
                 c.events.collect {
                     got.complete(it)
-                    // Blocking work that does not see the cancellation until it is done.
-                    kotlinx.coroutines.withContext(kotlinx.coroutines.Dispatchers.IO) { Thread.sleep(500) }
+                    // Blocking work that does not see the cancellation until it is done: it
+                    // lasts until the test has cancelled and read, however slow the machine.
+                    kotlinx.coroutines.withContext(kotlinx.coroutines.Dispatchers.IO) {
+                        release.await(30, java.util.concurrent.TimeUnit.SECONDS)
+                    }
                 }
             }
             val held = got.await()
@@ -201,7 +206,12 @@ class EventsTest {
             old.cancel()
             // Read before the old collector has put its event back: the point stays before it.
             val point = c.resumeState()
-            val seen = c.events.take(3).toList().map { it.requestId }
+            // Started (up to its first wait) before the old collector lets go.
+            val taking = async(start = kotlinx.coroutines.CoroutineStart.UNDISPATCHED) {
+                c.events.take(3).toList().map { it.requestId }
+            }
+            release.countDown()
+            val seen = taking.await()
             assertEquals(listOf(newest + 2, newest + 1, newest), seen)
             assertEquals(newest + 2, held.requestId)
             assertTrue(point.lastReceivedEvent > held.requestId, "$point counts ${held.requestId}")
