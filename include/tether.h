@@ -983,8 +983,9 @@ tether_status tether_client_poll(struct tether_client *c, int32_t timeout_ms, st
 /**
  * A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
  * pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
- * `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT` (or `TETHER_CLOSED`: CLOSED was
- * taken, and the descriptor stays readable so a waiter never sleeps through the end). Only wait for readability and
+ * `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`, or `TETHER_CLOSED`: CLOSED was
+ * taken, the descriptor is not readable again, and the loop should stop waiting on it.
+ * Only wait for readability and
  * never read or close it: the library resets it when the queue drains and closes it in
  * `tether_client_free` (remove it from your poll set before). The same descriptor is returned
  * on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)
@@ -1420,7 +1421,9 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * the backend's directory for its config, database, cache and logs, created if missing.
  * No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials,
  * extra headers, the reconnect backoff and the connect timeout do not apply and are
- * ignored, not checked (the start may take minutes). One
+ * ignored, not checked (the start may take minutes); a resume state and token are
+ * unused but kept, checked as for a websocket: `tether_client_resume_state` and
+ * `tether_client_auth_token` return them unchanged. One
  * in-process backend runs per process at a time, and a data root is locked while its
  * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
  * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`

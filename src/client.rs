@@ -330,8 +330,7 @@ impl Client {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));
         }
         // Not `command`: after the app's close, while the session still runs, it is taken.
-        self.ensure_running()?;
-        self.req.send(Command::Cancel(id))
+        self.send_running(Command::Cancel(id))
     }
 
     /// Pauses in place (an app going to the background, a phone suspending its sockets): the
@@ -434,17 +433,19 @@ impl Client {
 
     fn command(&self, c: Command) -> Result<(), Error> {
         self.req.ensure_open()?;
-        self.ensure_running()?;
-        self.req.send(c)
+        self.send_running(c)
     }
 
-    /// Refuses a command once the session has stopped (state CLOSED): from then on until it
-    /// closes its channel, the session would take the command in and drop it unread.
-    fn ensure_running(&self) -> Result<(), Error> {
-        if self.state() == ConnectionState::Closed {
-            return Err(self.req.refusal());
-        }
-        Ok(())
+    /// Hands `c` to the session unless it has stopped (state CLOSED): from then on until it
+    /// closes its channel, it would take the command in and drop it unread. Asked under the
+    /// channel's gate, which the switch to CLOSED takes, so no command passes once CLOSED
+    /// reads.
+    fn send_running(&self, c: Command) -> Result<(), Error> {
+        let counters = &self.probe.counters;
+        self.req
+            .tx
+            .send_while(c, || counters.state() != ConnectionState::Closed)
+            .map_err(|_| self.req.refusal())
     }
 
     /// Closes gracefully for good; CLOSED will be the last event. A second close is
@@ -469,7 +470,9 @@ impl Client {
         if let Some(mut rx) = never_started {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each, then CLOSED.
-            self.probe.counters.set_state(ConnectionState::Closed);
+            let counters = &self.probe.counters;
+            rx.end()
+                .stop(|| counters.set_state(ConnectionState::Closed));
             crate::session::close_channel(
                 &mut rx,
                 &self.req.queue,
@@ -1001,7 +1004,17 @@ mod tests {
         // A SEND_READY of the drains before is no concern here: only what the panic brings.
         while let Pop::Event(_) = c.poll(Some(Duration::ZERO)) {}
         c.inject_session_panic();
-        let back = handed_back_on_panic(&rest(&c).await);
+        // The connection's outbox is the first part of the session to drop on the panic's
+        // way out: an app resending what its first UNSENT brings back is refused, and told
+        // PANIC, not that it closed the client.
+        let mut evs = Vec::new();
+        while evs.last().map(Event::kind) != Some(EventKind::Unsent) {
+            evs.push(c.next_event().await.expect("an event"));
+        }
+        let e = c.send_packet(&[0x42]).unwrap_err();
+        assert_eq!(e.status(), Status::ErrPanic, "{e}");
+        evs.extend(rest(&c).await);
+        let back = handed_back_on_panic(&evs);
         assert!(!back.is_empty());
         let first = sent - back.len() as u32;
         for (i, p) in back.iter().enumerate() {
@@ -1055,7 +1068,7 @@ mod tests {
             let c = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
             let mut rx = c.rx.lock().unwrap().take().unwrap();
             if panicked {
-                rx.mark_panicked();
+                rx.end().panicked();
             }
             assert!(rx.close_and_drain().is_empty());
             let e = c.req.send(Command::Pause).unwrap_err();

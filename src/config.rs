@@ -646,7 +646,9 @@ impl ConfigBuilder {
     /// is needed then. `library` is the path of `libgomuksffi`, loaded when the client
     /// connects; `root` holds the backend's data. What only a connection uses (compression,
     /// pings, resume, proxies, TLS, credentials, headers, backoff, the connect timeout) is
-    /// ignored, not checked.
+    /// ignored, not checked, but for the resume state and token: unused, they are checked
+    /// as for a websocket and [`crate::Client::resume_state`] and [`crate::Client::auth_token`] return
+    /// them unchanged.
     pub fn in_process(
         mut self,
         library: impl Into<std::path::PathBuf>,
@@ -683,11 +685,15 @@ impl ConfigBuilder {
 
     /// The builder with every setting only a connection uses back at its default, for an
     /// in-process client: there they do not apply, and are ignored rather than checked (an
-    /// app may share one configuration between both transports, pins and all).
+    /// app may share one configuration between both transports, pins and all). The resume
+    /// state and token stay: unused, but the client hands them back as it got them, so an
+    /// app that saves them after an in-process run keeps what its websocket client needs.
     fn without_connection_settings(self) -> ConfigBuilder {
         ConfigBuilder {
             url: self.url,
             protocol: self.protocol,
+            token: self.token,
+            resume: self.resume,
             request_timeout: self.request_timeout,
             max_message_bytes: self.max_message_bytes,
             queue_capacity: self.queue_capacity,

@@ -144,13 +144,21 @@ async fn connection_settings_are_ignored_in_process() {
             .receive_timeout(Duration::from_secs(1))
             .connect_timeout(Duration::ZERO)
             .reconnect_backoff(Duration::from_secs(5), Duration::from_secs(1))
-            .resume_state("not\na run id", 5)
+            .resume_state("run-7", -42)
             .header("Host", "elsewhere")
             .token("unused")
     })
     .await;
     let data = c.call("echo", br#"{"ok":true}"#).await.unwrap();
     assert_eq!(&data[..], br#"{"ok":true}"#);
+    // Unused, and handed back as given: saved after this run, they still serve the app's
+    // websocket client.
+    let point = c.resume_state();
+    assert_eq!(
+        (point.run_id.as_str(), point.last_received_event),
+        ("run-7", -42)
+    );
+    assert_eq!(c.auth_token().as_deref(), Some("unused"));
     c.close().unwrap();
     until_kind(&c, EventKind::Closed).await;
 }

@@ -352,8 +352,9 @@ pub(crate) fn take_batch(
 ffi_fn! {
     /// A descriptor that is readable while events are queued (Linux: an eventfd; elsewhere a
     /// pipe), for select/poll/epoll/kqueue/asyncio/libuv. Wait on it, then call
-    /// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT` (or `TETHER_CLOSED`: CLOSED was
-    /// taken, and the descriptor stays readable so a waiter never sleeps through the end). Only wait for readability and
+    /// `tether_client_poll` with timeout 0 until `TETHER_TIMEOUT`, or `TETHER_CLOSED`: CLOSED was
+    /// taken, the descriptor is not readable again, and the loop should stop waiting on it.
+    /// Only wait for readability and
     /// never read or close it: the library resets it when the queue drains and closes it in
     /// `tether_client_free` (remove it from your poll set before). The same descriptor is returned
     /// on every call. Puts the client in poll mode. Returns -1 (reason in `tether_last_error()`)

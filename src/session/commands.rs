@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::Command;
 
 /// A new channel, open. `panicked` is the client's flag that its session panicked, which
-/// the session sets through [`CommandRx::mark_panicked`].
+/// the session raises through [`SessionEnd::panicked`].
 pub(crate) fn channel(panicked: Arc<AtomicBool>) -> (CommandTx, CommandRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     let open = Arc::new(RwLock::new(true));
@@ -27,21 +27,34 @@ pub(crate) fn channel(panicked: Arc<AtomicBool>) -> (CommandTx, CommandRx) {
         },
         CommandRx {
             rx,
-            open,
-            panicked: PanicMark(panicked),
+            end: SessionEnd { open, panicked },
         },
     )
 }
 
-/// The client's flag that its session panicked, for whoever must raise it before the
-/// channel's owner drops: the session's book, whose end makes the state CLOSED, after which
-/// the app's calls are refused, and must be refused with PANIC.
+/// What the session's parts need of the channel as the session ends, whichever part sees the
+/// end first (the book, a connection's outbox, the channel's owner): the client's panic flag,
+/// and the gate under which the state turns CLOSED.
 #[derive(Clone)]
-pub(crate) struct PanicMark(Arc<AtomicBool>);
+pub(crate) struct SessionEnd {
+    open: Arc<RwLock<bool>>,
+    panicked: Arc<AtomicBool>,
+}
 
-impl PanicMark {
-    pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Release);
+impl SessionEnd {
+    /// Tells the app's side that the session panicked: raised before the state reads CLOSED
+    /// and before the channel closes, so a call refused from then on says PANIC, not that the
+    /// app closed the client.
+    pub(crate) fn panicked(&self) {
+        self.panicked.store(true, Ordering::Release);
+    }
+
+    /// Runs `stop`, the switch to state CLOSED, with every send shut out: a
+    /// [`CommandTx::send_while`] that saw the session running has handed its command over
+    /// (which the channel's drain then answers), and every later one sees the new state.
+    pub(crate) fn stop(&self, stop: impl FnOnce()) {
+        let _gate = self.open.write().unwrap_or_else(|e| e.into_inner());
+        stop();
     }
 }
 
@@ -54,8 +67,19 @@ pub(crate) struct CommandTx {
 impl CommandTx {
     /// Hands `cmd` to the session; `Err` gives it back once the channel is closed.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.send_while(cmd, || true)
+    }
+
+    /// Hands `cmd` to the session if `running` says so, asked under the gate: the session
+    /// switches to state CLOSED only under [`SessionEnd::stop`], so a command is never
+    /// accepted once the state reads CLOSED. `Err` gives it back.
+    pub(crate) fn send_while(
+        &self,
+        cmd: Command,
+        running: impl FnOnce() -> bool,
+    ) -> Result<(), Command> {
         let open = self.open.read().unwrap_or_else(|e| e.into_inner());
-        if !*open {
+        if !*open || !running() {
             return Err(cmd);
         }
         // The receiver lives as long as the gate is open (closing takes it first).
@@ -66,8 +90,7 @@ impl CommandTx {
 /// The session's side.
 pub(crate) struct CommandRx {
     rx: mpsc::UnboundedReceiver<Command>,
-    open: Arc<RwLock<bool>>,
-    panicked: PanicMark,
+    end: SessionEnd,
 }
 
 impl CommandRx {
@@ -76,22 +99,17 @@ impl CommandRx {
         self.rx.recv().await
     }
 
-    /// Tells the app's side that the session panicked; called before the channel closes, so
-    /// a send the close refuses can already tell the app why.
-    pub(crate) fn mark_panicked(&self) {
-        self.panicked.set();
-    }
-
-    /// The flag [`CommandRx::mark_panicked`] raises, for the session's book.
-    pub(crate) fn panic_mark(&self) -> PanicMark {
-        self.panicked.clone()
+    /// The channel's part in the session's end, for the parts of the session that may see
+    /// it first.
+    pub(crate) fn end(&self) -> SessionEnd {
+        self.end.clone()
     }
 
     /// Closes the channel for good and returns every command sent before, in order. A send
     /// racing with this either completed before (and is returned) or fails.
     pub(crate) fn close_and_drain(&mut self) -> Vec<Command> {
         {
-            let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
+            let mut open = self.end.open.write().unwrap_or_else(|e| e.into_inner());
             *open = false;
         }
         self.rx.close();
@@ -134,6 +152,41 @@ mod tests {
             }
             assert_eq!(drained, accepted.load(Ordering::Relaxed));
             assert!(tx.send(Command::Pause).is_err());
+        }
+    }
+
+    /// Sends racing the switch to CLOSED: once `stop` returns, every command that saw the
+    /// session running is in the channel, and none enters it after.
+    #[test]
+    fn no_send_passes_the_switch_to_closed() {
+        for _ in 0..300 {
+            let (tx, mut rx) = channel(Arc::default());
+            let (tx, closed) = (Arc::new(tx), Arc::new(AtomicBool::new(false)));
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let senders: Vec<_> = (0..3)
+                .map(|_| {
+                    let (tx, closed, accepted) = (tx.clone(), closed.clone(), accepted.clone());
+                    thread::spawn(move || {
+                        while tx
+                            .send_while(Command::Pause, || !closed.load(Ordering::Acquire))
+                            .is_ok()
+                        {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            thread::yield_now();
+            rx.end().stop(|| closed.store(true, Ordering::Release));
+            let mut before = 0;
+            while rx.rx.try_recv().is_ok() {
+                before += 1;
+            }
+            for s in senders {
+                s.join().unwrap();
+            }
+            assert!(rx.rx.try_recv().is_err(), "a command entered after CLOSED");
+            assert_eq!(before, accepted.load(Ordering::Relaxed));
         }
     }
 }

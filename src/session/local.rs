@@ -38,8 +38,10 @@ pub(crate) trait Local: Send + Sync + 'static {
     /// on any thread, goes to `sink`.
     fn start(&self, sink: Sink) -> Result<(), Error>;
     /// Serves request `id` (the message the client encoded); blocks until the backend
-    /// answers. Progress and chunks of the request go to `sink` meanwhile.
-    fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error>;
+    /// answers. Progress and chunks of the request go to `sink` meanwhile. Calls `sent` just
+    /// before the backend is called, and never for a call refused before (a close, a bad
+    /// message).
+    fn call(&self, id: i64, message: &Message, sent: &dyn Fn()) -> Result<Bytes, Error>;
     /// The lane (below [`LANES`]) of a call that takes one of its kind's [`LANE_CALLS`]
     /// places while it runs, or `None`. Cheap: asked of every request.
     fn lane(&self, _message: &Message) -> Option<usize> {
@@ -216,7 +218,7 @@ pub(crate) async fn run<L: Local>(
     // Before the book, so dropped after it (see `Commands`).
     let mut commands = Commands::new(commands, &queue, &probe);
     let commands = &mut commands.rx;
-    let mut book = Book::new(queue, ids, probe, commands.panic_mark());
+    let mut book = Book::new(queue, ids, probe, commands.end());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = Sink(tx);
     let client = book.probe.client;
@@ -383,9 +385,9 @@ pub(crate) async fn run<L: Local>(
 }
 
 /// Runs request `id` on the blocking pool; its answer follows its progress and chunks, and
-/// `returned` hears when the call (of `lane`) is over. Counted as sent when the blocking
-/// thread makes the call, not when it is queued for one: a close in between refuses it
-/// without the backend ever running it.
+/// `returned` hears when the call (of `lane`) is over. Counted as sent when the backend is
+/// called, not when a thread is queued for the call: a close in between refuses it without
+/// the backend ever running it.
 fn call<L: Local>(
     local: &Arc<L>,
     sink: &Sink,
@@ -405,8 +407,8 @@ fn call<L: Local>(
     let (local, sink, over) = (local.clone(), sink.clone(), Over(returned.clone(), lane));
     tokio::task::spawn_blocking(move || {
         let _over = over;
-        stats::add(&counters.requests_sent, 1);
-        let item = match local.call(id, &message) {
+        let sent = || stats::add(&counters.requests_sent, 1);
+        let item = match local.call(id, &message, &sent) {
             Ok(data) => Incoming::Reply { id, ok: true, data },
             Err(error) => Incoming::Failed { id, error },
         };
@@ -453,10 +455,77 @@ mod tests {
         fn start(&self, _: Sink) -> Result<(), Error> {
             Ok(())
         }
-        fn call(&self, _: i64, _: &Message) -> Result<Bytes, Error> {
+        fn call(&self, _: i64, _: &Message, sent: &dyn Fn()) -> Result<Bytes, Error> {
+            sent();
             Ok(Bytes::from_static(b"{}"))
         }
         fn stop(&self) {}
+    }
+
+    /// A request `id` with a minute to live, answered as an event.
+    fn request(id: i64) -> Command {
+        Command::Request(Request {
+            id,
+            message: Message::text("{}").into(),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            reply: ReplyTo::Event,
+            cancel: |_, _, _| Message::text("{}"),
+        })
+    }
+
+    /// `requests_sent` counts the calls that reached the backend, as its `sent` tells: one
+    /// refused before (as a close refuses a call still waiting for its thread) is not counted.
+    #[tokio::test]
+    async fn only_calls_that_reach_the_backend_count_as_sent() {
+        struct RefusesSeven;
+        impl Local for RefusesSeven {
+            fn start(&self, _: Sink) -> Result<(), Error> {
+                Ok(())
+            }
+            fn call(&self, id: i64, _: &Message, sent: &dyn Fn()) -> Result<Bytes, Error> {
+                if id == 7 {
+                    return Err(Error::new(
+                        Status::ErrClientClosed,
+                        "refused before the call",
+                    ));
+                }
+                sent();
+                Ok(Bytes::from_static(b"{}"))
+            }
+            fn stop(&self) {}
+        }
+        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let queue = Arc::new(EventQueue::new(64));
+        let probe = Probe::new();
+        let (tx, rx) = commands::channel(Arc::default());
+        for id in [7, 8] {
+            tx.send(request(id)).ok().expect("the channel is open");
+        }
+        let session = tokio::spawn(run(
+            cfg,
+            queue.clone(),
+            Arc::new(IdGen::new()),
+            probe.clone(),
+            Arc::new(RefusesSeven),
+            rx,
+        ));
+        let mut answered = Vec::new();
+        while answered.len() < 2 {
+            let ev = tokio::time::timeout(Duration::from_secs(20), queue.pop())
+                .await
+                .expect("both answered in time")
+                .expect("an event");
+            if ev.kind() == EventKind::Response {
+                answered.push((ev.request_id(), ev.status()));
+            }
+        }
+        answered.sort_by_key(|(id, _)| *id);
+        assert_eq!(answered, [(7, Status::ErrClientClosed), (8, Status::Ok)]);
+        assert_eq!(probe.counters.snapshot(0).requests_sent, 1);
+        tx.send(Command::Close(crate::session::dialect::CloseIntent::Final))
+            .ok()
+            .expect("the channel is open");
+        session.await.unwrap();
     }
 
     /// After an internal panic, the requests the in-process session never read from its
@@ -467,15 +536,6 @@ mod tests {
         let queue = Arc::new(EventQueue::new(64));
         let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = commands::channel(panicked.clone());
-        let request = |id| {
-            Command::Request(Request {
-                id,
-                message: Message::text("{}").into(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-                reply: ReplyTo::Event,
-                cancel: |_, _, _| Message::text("{}"),
-            })
-        };
         tx.send(Command::Panic).ok().expect("the channel is open");
         tx.send(request(7)).ok().expect("the channel is open");
         tx.send(request(8)).ok().expect("the channel is open");

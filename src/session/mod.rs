@@ -38,7 +38,7 @@ use crate::stats::{self, ConnectionState, Probe};
 use crate::status::{Error, Status};
 use backoff::Backoff;
 use budget::Outgoing;
-use commands::{CommandRx, PanicMark};
+use commands::{CommandRx, SessionEnd};
 use dialect::{CloseIntent, Dialect, Incoming, Opened, Policy};
 use outbox::{Out, Outbox};
 use pings::Pings;
@@ -159,8 +159,9 @@ struct Book {
     unsent_packets: VecDeque<Outgoing>,
     /// [`Book::finish`] ran: the session ended as sessions end.
     finished: bool,
-    /// Raised when the book drops unfinished, before its end makes the state CLOSED.
-    panicked: PanicMark,
+    /// The channel's part in the end: the panic flag, and the gate the switch to CLOSED
+    /// takes.
+    end: SessionEnd,
     /// Why the session stopped for good on its own (not closed by the app): what the
     /// requests it still holds end with, so an app is not told it closed the client.
     gave_up: Option<String>,
@@ -177,7 +178,7 @@ impl Drop for Book {
         }
         // Before the state reads CLOSED: from then on the app's calls are refused, and the
         // refusal must say PANIC, not that the app closed the client.
-        self.panicked.set();
+        self.end.panicked();
         // Nothing here may unwind out of the task: the guard still has to queue the end.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.end_requests(Status::ErrPanic, PANIC_BEFORE_REPLY);
@@ -207,7 +208,7 @@ pub(crate) async fn run<D: Dialect>(
         resume_asked: false,
         immediate_spent: false,
         copies: Default::default(),
-        book: Book::new(queue, ids, probe, commands.panic_mark()),
+        book: Book::new(queue, ids, probe, commands.end()),
     };
     let mut state = State::Connecting;
     loop {
@@ -447,11 +448,11 @@ impl<D: Dialect> Supervisor<D> {
                 d.as_millis()
             ),
         }
-        self.book.probe.counters.set_state(match delay {
-            Some(_) => ConnectionState::Waiting,
-            None if paused => ConnectionState::Paused,
-            None => ConnectionState::Closed,
-        });
+        match delay {
+            Some(_) => self.book.probe.counters.set_state(ConnectionState::Waiting),
+            None if paused => self.book.probe.counters.set_state(ConnectionState::Paused),
+            None => self.book.stop(),
+        }
         let mut ev = Event::new(EventKind::Disconnected);
         ev.status = status;
         ev.close_code = code;
@@ -495,7 +496,7 @@ impl<D: Dialect> Supervisor<D> {
     async fn serve(&mut self, ws: Ws, pings: Pings, commands: &mut CommandRx) -> (End, bool) {
         let mut out = ConnectionOutbox {
             outbox: Outbox::default(),
-            leftovers: Leftovers::new(&self.book.queue, &self.book.probe),
+            leftovers: Leftovers::new(&self.book.queue, &self.book.probe, self.book.end.clone()),
         };
         let r = self.serve_with(ws, pings, commands, &mut out.outbox).await;
         let unwritten = std::mem::take(&mut out.outbox).into_unwritten();
@@ -923,7 +924,7 @@ enum Offline<T> {
 }
 
 impl Book {
-    fn new(queue: Arc<EventQueue>, ids: Arc<IdGen>, probe: Probe, panicked: PanicMark) -> Book {
+    fn new(queue: Arc<EventQueue>, ids: Arc<IdGen>, probe: Probe, end: SessionEnd) -> Book {
         Book {
             queue,
             ids,
@@ -931,7 +932,7 @@ impl Book {
             requests: Requests::default(),
             unsent_packets: VecDeque::new(),
             finished: false,
-            panicked,
+            end,
             gave_up: None,
         }
     }
@@ -1213,10 +1214,17 @@ impl Book {
         }
     }
 
+    /// The state turns CLOSED, and from then on the app's commands are refused (see
+    /// [`SessionEnd::stop`]).
+    fn stop(&self) {
+        self.end
+            .stop(|| self.probe.counters.set_state(ConnectionState::Closed));
+    }
+
     /// The session is over: every request left ends with `status`, and the state is CLOSED.
     fn end_requests(&mut self, status: Status, why: &str) {
         // Closed first: the bytes the ended requests give back announce no SEND_READY.
-        self.probe.counters.set_state(ConnectionState::Closed);
+        self.stop();
         self.fail_all(status, why);
     }
 
@@ -1312,19 +1320,16 @@ pub(crate) struct Commands {
 impl Commands {
     pub(crate) fn new(rx: CommandRx, queue: &Arc<EventQueue>, probe: &Probe) -> Commands {
         Commands {
+            leftovers: Leftovers::new(queue, probe, rx.end()),
             rx,
-            leftovers: Leftovers::new(queue, probe),
         }
     }
 }
 
 impl Drop for Commands {
     fn drop(&mut self) {
-        // A panic unwinds through here (the session's locals drop as it unwinds). Poisoned
-        // before the channel closes, so a send the close refuses says PANIC, not a close.
-        if std::thread::panicking() {
-            self.rx.mark_panicked();
-        }
+        // A panic unwinds through here (the session's locals drop as it unwinds); the hand-over
+        // raises the panic flag before the drain closes the channel.
         self.leftovers
             .hand_over(|| drain_channel(&mut self.rx, Status::ErrPanic, PANIC_BEFORE_REPLY));
     }
@@ -1335,13 +1340,15 @@ impl Drop for Commands {
 struct Leftovers {
     queue: Arc<EventQueue>,
     counters: Arc<stats::Counters>,
+    end: SessionEnd,
 }
 
 impl Leftovers {
-    fn new(queue: &Arc<EventQueue>, probe: &Probe) -> Leftovers {
+    fn new(queue: &Arc<EventQueue>, probe: &Probe, end: SessionEnd) -> Leftovers {
         Leftovers {
             queue: queue.clone(),
             counters: probe.counters.clone(),
+            end,
         }
     }
 
@@ -1349,7 +1356,13 @@ impl Leftovers {
     /// unwind out of the task (the guard still has to queue the end).
     fn hand_over(&self, make: impl FnOnce() -> Vec<Event>) {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.counters.set_state(ConnectionState::Closed);
+            // Whichever part of the session drops first on a panic's way out: the flag goes
+            // up before the state reads CLOSED, so refused calls say PANIC.
+            if std::thread::panicking() {
+                self.end.panicked();
+            }
+            self.end
+                .stop(|| self.counters.set_state(ConnectionState::Closed));
             push_events(&self.queue, make());
         }));
     }

@@ -249,7 +249,7 @@ impl InProcess {
     ///
     /// gomuks's logout itself reads the account: a second logout (a double tap, a retry
     /// after a timeout) or one before login would abort the process, so it is refused.
-    fn logout(&self, call: Call) -> Result<Bytes, Error> {
+    fn logout(&self, call: Call, sent: &dyn Fn()) -> Result<Bytes, Error> {
         // Also before waiting for the lock, which holds every later call back meanwhile.
         if !library::logged_in() {
             return Err(no_account("logout"));
@@ -265,13 +265,20 @@ impl InProcess {
             return Err(no_account("logout"));
         }
         let mark = library::logout_starts();
-        let r = self.run(h, call, 0);
+        let r = self.run(h, call, 0, sent);
         library::logout_ended(mark, r.is_ok());
         r
     }
 
-    /// Makes the call; the caller holds the handle's lock.
-    fn run(&self, h: library::Handle, call: Call, id: i64) -> Result<Bytes, Error> {
+    /// Makes the call, calling `sent` just before the backend is; the caller holds the
+    /// handle's lock.
+    fn run(
+        &self,
+        h: library::Handle,
+        call: Call,
+        id: i64,
+        sent: &dyn Fn(),
+    ) -> Result<Bytes, Error> {
         match call {
             Call::Command { command, data } => {
                 let command = CString::new(command).map_err(|_| {
@@ -280,10 +287,17 @@ impl InProcess {
                         "command name contains a NUL byte",
                     )
                 })?;
+                sent();
                 self.api.submit(h, &command, data, self.client)
             }
-            Call::Upload { params, bytes } => self.api.upload(h, id, params, bytes, self.client),
-            Call::Download { params } => self.api.download(h, id, params, self.client),
+            Call::Upload { params, bytes } => {
+                sent();
+                self.api.upload(h, id, params, bytes, self.client)
+            }
+            Call::Download { params } => {
+                sent();
+                self.api.download(h, id, params, self.client)
+            }
         }
     }
 }
@@ -366,10 +380,10 @@ impl Local for InProcess {
         }
     }
 
-    fn call(&self, id: i64, message: &Message) -> Result<Bytes, Error> {
+    fn call(&self, id: i64, message: &Message, sent: &dyn Fn()) -> Result<Bytes, Error> {
         let call = unpack(message)?;
         if matches!(&call, Call::Command { command, .. } if command == "logout") {
-            return self.logout(call);
+            return self.logout(call, sent);
         }
         let newer = self.api.streams_downloads();
         let needs_account = match &call {
@@ -410,7 +424,7 @@ impl Local for InProcess {
                 return Err(no_account(what));
             }
         }
-        self.run(h, call, id)
+        self.run(h, call, id, sent)
     }
 
     fn closing(&self) {
