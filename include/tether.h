@@ -950,10 +950,11 @@ tether_status tether_client_download_media(struct tether_client *c, const uint8_
  * online (a request not written yet is dropped unsent; offline, nothing is sent; an
  * in-process backend cannot be told, and its late answer is dropped).
  * `TETHER_ERR_INVALID_ARGUMENT` for an id this client never issued (the ids of the
- * library's own pings count as issued: cancelling one does nothing). After close it has
- * no effect (`TETHER_OK` while the client is closing, `TETHER_ERR_STATE` once it has
- * stopped, from the moment `tether_client_state` reads `TETHER_STATE_CLOSED`): requests
- * still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
+ * library's own pings count as issued: cancelling one does nothing). After close:
+ * `TETHER_OK` while the client is closing (the request ends CANCELLED unless the close
+ * ended it first, with `TETHER_ERR_CLIENT_CLOSED`), `TETHER_ERR_STATE` once it has
+ * stopped, from the moment `tether_client_state` reads `TETHER_STATE_CLOSED` (its
+ * requests have all ended or are ending). Any thread.
  */
 tether_status tether_client_cancel(struct tether_client *c, int64_t request_id);
 
@@ -1422,8 +1423,8 @@ tether_status tether_config_set_allow_insecure_credentials(struct tether_config 
  * No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials,
  * extra headers, the reconnect backoff and the connect timeout do not apply and are
  * ignored, not checked (the start may take minutes); a resume state and token are
- * unused but kept, checked as for a websocket: `tether_client_resume_state` and
- * `tether_client_auth_token` return them unchanged. One
+ * unused but kept (the resume state checked as for a websocket):
+ * `tether_client_resume_state` and `tether_client_auth_token` return them unchanged. One
  * in-process backend runs per process at a time, and a data root is locked while its
  * client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
  * a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`

@@ -1112,6 +1112,32 @@ mod tests {
         }
     }
 
+    /// A request cancelled before connect, then the client closed: the cancel the app was
+    /// told was taken ends the request as CANCELLED, though no session ever read either.
+    #[test]
+    fn a_cancel_before_connect_is_honoured_by_the_close() {
+        let c = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let (kept, cancelled) = (
+            c.request("echo", b"{}").unwrap(),
+            c.request("echo", b"{}").unwrap(),
+        );
+        c.cancel(cancelled).unwrap();
+        c.close().unwrap();
+        let mut outcomes = Vec::new();
+        while let Pop::Event(ev) = c.poll(Some(Duration::ZERO)) {
+            if ev.kind() == EventKind::Response {
+                outcomes.push((ev.request_id(), ev.status()));
+            }
+        }
+        assert_eq!(
+            outcomes,
+            [
+                (kept, Status::ErrClientClosed),
+                (cancelled, Status::ErrCancelled)
+            ]
+        );
+    }
+
     /// A connect that fails changes nothing: the same error again (not "already called"), and
     /// close still ends with CLOSED.
     #[test]

@@ -646,9 +646,9 @@ impl ConfigBuilder {
     /// is needed then. `library` is the path of `libgomuksffi`, loaded when the client
     /// connects; `root` holds the backend's data. What only a connection uses (compression,
     /// pings, resume, proxies, TLS, credentials, headers, backoff, the connect timeout) is
-    /// ignored, not checked, but for the resume state and token: unused, they are checked
-    /// as for a websocket and [`crate::Client::resume_state`] and [`crate::Client::auth_token`] return
-    /// them unchanged.
+    /// ignored, not checked, but for the resume state and token: unused, they are kept (the
+    /// resume state checked as for a websocket), and [`crate::Client::resume_state`] and
+    /// [`crate::Client::auth_token`] return them unchanged.
     pub fn in_process(
         mut self,
         library: impl Into<std::path::PathBuf>,

@@ -266,10 +266,11 @@ ffi_fn! {
     /// online (a request not written yet is dropped unsent; offline, nothing is sent; an
     /// in-process backend cannot be told, and its late answer is dropped).
     /// `TETHER_ERR_INVALID_ARGUMENT` for an id this client never issued (the ids of the
-    /// library's own pings count as issued: cancelling one does nothing). After close it has
-    /// no effect (`TETHER_OK` while the client is closing, `TETHER_ERR_STATE` once it has
-    /// stopped, from the moment `tether_client_state` reads `TETHER_STATE_CLOSED`): requests
-    /// still open end with `TETHER_ERR_CLIENT_CLOSED`. Any thread.
+    /// library's own pings count as issued: cancelling one does nothing). After close:
+    /// `TETHER_OK` while the client is closing (the request ends CANCELLED unless the close
+    /// ended it first, with `TETHER_ERR_CLIENT_CLOSED`), `TETHER_ERR_STATE` once it has
+    /// stopped, from the moment `tether_client_state` reads `TETHER_STATE_CLOSED` (its
+    /// requests have all ended or are ending). Any thread.
     client fn tether_client_cancel(c: *mut tether_client, request_id: i64) -> tether_status |h| {
         status_of(h.client.cancel(request_id))
     } ?= code

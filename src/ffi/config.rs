@@ -547,8 +547,8 @@ ffi_fn! {
     /// No URL is needed; compression, pings, acks, resume, proxies, TLS settings, credentials,
     /// extra headers, the reconnect backoff and the connect timeout do not apply and are
     /// ignored, not checked (the start may take minutes); a resume state and token are
-    /// unused but kept, checked as for a websocket: `tether_client_resume_state` and
-    /// `tether_client_auth_token` return them unchanged. One
+    /// unused but kept (the resume state checked as for a websocket):
+    /// `tether_client_resume_state` and `tether_client_auth_token` return them unchanged. One
     /// in-process backend runs per process at a time, and a data root is locked while its
     /// client runs: a second client gets `TETHER_ERR_IN_USE` from `tether_client_connect`, and
     /// a library at another path than one built by Go already loaded gets `TETHER_ERR_CONFIG`

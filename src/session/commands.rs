@@ -51,7 +51,8 @@ impl SessionEnd {
 
     /// Runs `stop`, the switch to state CLOSED, with every send shut out: a
     /// [`CommandTx::send_while`] that saw the session running has handed its command over
-    /// (which the channel's drain then answers), and every later one sees the new state.
+    /// (the session's end answers what it did not read: requests and packets end, cancels
+    /// take effect), and every later one sees the new state.
     pub(crate) fn stop(&self, stop: impl FnOnce()) {
         let _gate = self.open.write().unwrap_or_else(|e| e.into_inner());
         stop();

@@ -328,7 +328,7 @@ pub(crate) async fn run<L: Local>(
                 Some(Command::Cancel(id)) => {
                     // The backend cannot be told (its calls have no id); its late answer is
                     // dropped.
-                    let _ = book.end_request(id, Status::ErrCancelled, "cancelled by the caller");
+                    let _ = book.end_request(id, Status::ErrCancelled, super::CANCELLED_BY_CALLER);
                 }
                 // The client refuses these for an in-process backend.
                 Some(Command::Send(_) | Command::Pause | Command::Unpause | Command::Reconnect) => {}
@@ -526,6 +526,68 @@ mod tests {
             .ok()
             .expect("the channel is open");
         session.await.unwrap();
+    }
+
+    /// A cancel the session took in (OK) but never read, because the session was ending (here
+    /// stopping a backend whose start failed), still ends its request as CANCELLED, as the
+    /// app was told, not as the end's CLIENT_CLOSED.
+    #[tokio::test]
+    async fn a_cancel_taken_while_the_session_ends_still_cancels() {
+        use std::sync::mpsc as sync_mpsc;
+        struct FailsToStart {
+            stopping: std::sync::Mutex<sync_mpsc::Sender<()>>,
+            release: std::sync::Mutex<sync_mpsc::Receiver<()>>,
+        }
+        impl Local for FailsToStart {
+            fn start(&self, _: Sink) -> Result<(), Error> {
+                Err(Error::new(Status::ErrBackendStart, "refused by the test"))
+            }
+            fn call(&self, _: i64, _: &Message, _: &dyn Fn()) -> Result<Bytes, Error> {
+                unreachable!("never started")
+            }
+            fn stop(&self) {
+                let _ = crate::lock(&self.stopping).send(());
+                let _ = crate::lock(&self.release).recv_timeout(Duration::from_secs(20));
+            }
+        }
+        let (stopping_tx, stopping) = sync_mpsc::channel();
+        let (release, release_rx) = sync_mpsc::channel();
+        let local = Arc::new(FailsToStart {
+            stopping: std::sync::Mutex::new(stopping_tx),
+            release: std::sync::Mutex::new(release_rx),
+        });
+        let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
+        let queue = Arc::new(EventQueue::new(64));
+        let probe = Probe::new();
+        let (tx, rx) = commands::channel(Arc::default());
+        tx.send(request(7)).ok().expect("the channel is open");
+        let session = tokio::spawn(run(
+            cfg,
+            queue.clone(),
+            Arc::new(IdGen::new()),
+            probe.clone(),
+            local,
+            rx,
+        ));
+        tokio::task::spawn_blocking(move || stopping.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("the session stops the backend");
+        // Not CLOSED yet: the cancel is taken, and nothing reads it before the end.
+        assert_ne!(probe.counters.state(), ConnectionState::Closed);
+        let send = tx.send_while(Command::Cancel(7), || {
+            probe.counters.state() != ConnectionState::Closed
+        });
+        send.ok().expect("taken before CLOSED");
+        release.send(()).unwrap();
+        session.await.unwrap();
+        let mut outcome = None;
+        while let crate::queue::Pop::Event(ev) = queue.pop_blocking(Some(Duration::ZERO)) {
+            if ev.kind() == EventKind::Response {
+                outcome = Some((ev.request_id(), ev.status()));
+            }
+        }
+        assert_eq!(outcome, Some((7, Status::ErrCancelled)));
     }
 
     /// After an internal panic, the requests the in-process session never read from its

@@ -1037,7 +1037,7 @@ impl Book {
                 }
             }
             Command::Cancel(id) => {
-                match self.end_request(id, Status::ErrCancelled, "cancelled by the caller") {
+                match self.end_request(id, Status::ErrCancelled, CANCELLED_BY_CALLER) {
                     Some(m) if online => Flow::Write(Out::Cancel(id, m)),
                     _ => Flow::Nothing,
                 }
@@ -1260,8 +1260,17 @@ impl Book {
         self.finished = true;
         let gave_up = self.gave_up.take();
         let why = gave_up.as_deref().unwrap_or(requests::CLOSED_BEFORE_REPLY);
+        // CLOSED, then the channel closes: whatever the app sent before CLOSED that nothing
+        // read is in `left`. A cancel among it was answered OK, so it ends its request as
+        // asked if the request is still open, as one read in time would have.
+        self.stop();
+        let left = commands.close_and_drain();
+        for cmd in &left {
+            if let Command::Cancel(id) = cmd {
+                let _ = self.end_request(*id, Status::ErrCancelled, CANCELLED_BY_CALLER);
+            }
+        }
         self.end_requests(Status::ErrClientClosed, why);
-        // After end_requests, which made the state CLOSED.
         self.hand_back_packets(Status::ErrClientClosed);
         tlog!(
             self.probe.client,
@@ -1269,7 +1278,9 @@ impl Book {
             "session",
             "client closed; CLOSED is the last event"
         );
-        close_channel(commands, &self.queue, why);
+        let mut out = answer_left(left, Status::ErrClientClosed, why);
+        out.push(Event::new(EventKind::Closed));
+        self.queue.push_all(out);
     }
 }
 
@@ -1287,14 +1298,33 @@ pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &
 /// Closes the command channel; the outcome of each request and packet still in it, ended
 /// with `status` and `why`.
 fn drain_channel(commands: &mut CommandRx, status: Status, why: &str) -> Vec<Event> {
+    answer_left(commands.close_and_drain(), status, why)
+}
+
+/// The outcome of each request and packet among commands no session will read: ended with
+/// `status` and `why`, or CANCELLED for a request a later one of them cancelled (the app
+/// was told the cancel was taken). Pauses and reconnect cues have nothing left to act on.
+fn answer_left(left: Vec<Command>, status: Status, why: &str) -> Vec<Event> {
+    let cancelled: std::collections::HashSet<i64> = left
+        .iter()
+        .filter_map(|c| match c {
+            Command::Cancel(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
-    for cmd in commands.close_and_drain() {
+    for cmd in left {
         match cmd {
             Command::Request(r) => {
+                let error = if cancelled.contains(&r.id) {
+                    Error::new(Status::ErrCancelled, CANCELLED_BY_CALLER)
+                } else {
+                    Error::new(status, why)
+                };
                 let o = Outcome {
                     id: r.id,
                     reply: r.reply,
-                    result: Err(Error::new(status, why)),
+                    result: Err(error),
                 };
                 out.extend(o.into_event());
             }
@@ -1304,6 +1334,9 @@ fn drain_channel(commands: &mut CommandRx, status: Status, why: &str) -> Vec<Eve
     }
     out
 }
+
+/// Why a request the app cancelled ended.
+pub(crate) const CANCELLED_BY_CALLER: &str = "cancelled by the caller";
 
 /// What requests still waiting end with when an internal panic ended the session.
 const PANIC_BEFORE_REPLY: &str = "the session ended with an internal panic before the reply";

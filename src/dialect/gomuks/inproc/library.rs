@@ -311,12 +311,14 @@ impl Api {
         self.download_path.is_some()
     }
 
+    /// Calls `sent` just before the FFI is called (not when this library lacks the call).
     pub(super) fn download(
         &self,
         h: Handle,
         id: i64,
         params: &[u8],
         client: u64,
+        sent: &dyn Fn(),
     ) -> Result<Bytes, Error> {
         let Some(download) = self.download_path else {
             return Err(Error::new(
@@ -328,6 +330,7 @@ impl Api {
         };
         let slot = STREAM.acquire(id);
         let cb = STREAM_TRAMPOLINES[slot.index];
+        sent();
         // SAFETY: as for `upload`.
         let r = unsafe { download(h, Borrowed::of(params), cb) };
         drop(slot);

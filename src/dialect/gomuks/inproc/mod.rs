@@ -294,10 +294,7 @@ impl InProcess {
                 sent();
                 self.api.upload(h, id, params, bytes, self.client)
             }
-            Call::Download { params } => {
-                sent();
-                self.api.download(h, id, params, self.client)
-            }
+            Call::Download { params } => self.api.download(h, id, params, self.client, sent),
         }
     }
 }
