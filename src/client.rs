@@ -322,9 +322,9 @@ impl Client {
     }
 
     /// Cancels request `id`: its RESPONSE carries `ErrCancelled` and the server is told.
-    /// Once the session has stopped (state CLOSED) it is refused with `ErrState`: every
-    /// request still open ends, or is ending, with `ErrClientClosed`, and a cancel the closing
-    /// session would still take in could not change that.
+    /// Once the session has stopped (state CLOSED) it is refused with `ErrState`: its
+    /// requests have all ended or are ending (`ErrClientClosed`, or `ErrCancelled` for those
+    /// whose cancel was taken before), and a cancel taken in then could not change that.
     pub fn cancel(&self, id: i64) -> Result<(), Error> {
         if !self.req.ids.issued(id) {
             return Err(Error::new(Status::ErrInvalidArgument, "no such request id"));

@@ -591,7 +591,8 @@ mod tests {
     }
 
     /// After an internal panic, the requests the in-process session never read from its
-    /// channel still get their RESPONSE (PANIC), as on a connection.
+    /// channel still get their RESPONSE (PANIC), as on a connection; one whose cancel is in
+    /// the channel too ends with PANIC all the same, as every request in flight does.
     #[tokio::test]
     async fn a_panic_answers_the_requests_left_in_the_channel() {
         let cfg = Arc::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
@@ -601,6 +602,9 @@ mod tests {
         tx.send(Command::Panic).ok().expect("the channel is open");
         tx.send(request(7)).ok().expect("the channel is open");
         tx.send(request(8)).ok().expect("the channel is open");
+        tx.send(Command::Cancel(8))
+            .ok()
+            .expect("the channel is open");
         let session = run(
             cfg,
             queue.clone(),

@@ -1254,8 +1254,9 @@ impl Book {
     }
 
     /// Ends the session: every request left, and every request that reached the channel
-    /// before it closed, gets CLIENT_CLOSED (with why the client gave up, if it did); then
-    /// CLOSED, the last event.
+    /// before it closed, gets CLIENT_CLOSED (with why the client gave up, if it did), or
+    /// CANCELLED if a cancel the session had not read yet names it; then CLOSED, the last
+    /// event.
     fn finish(&mut self, commands: &mut CommandRx) {
         self.finished = true;
         let gave_up = self.gave_up.take();
@@ -1278,37 +1279,43 @@ impl Book {
             "session",
             "client closed; CLOSED is the last event"
         );
-        let mut out = answer_left(left, Status::ErrClientClosed, why);
+        let mut out = answer_left(left, Status::ErrClientClosed, why, Cancels::Honour);
         out.push(Event::new(EventKind::Closed));
         self.queue.push_all(out);
     }
 }
 
-/// Closes the command channel and answers every request still in it with CLIENT_CLOSED and
-/// hands every packet in it back (UNSENT), then pushes CLOSED. Once the channel is closed no
+/// Closes the command channel and answers every request still in it with CLIENT_CLOSED (or
+/// CANCELLED, if a cancel in it names the request) and hands every packet in it back
+/// (UNSENT), then pushes CLOSED. Once the channel is closed no
 /// request or packet can enter it (the client's send fails and the app gets an error), so
 /// none is left without an outcome. The state must be CLOSED already: the bytes given back
 /// must not announce SEND_READY.
 pub(crate) fn close_channel(commands: &mut CommandRx, queue: &EventQueue, why: &str) {
-    let mut out = drain_channel(commands, Status::ErrClientClosed, why);
+    let left = commands.close_and_drain();
+    let mut out = answer_left(left, Status::ErrClientClosed, why, Cancels::Honour);
     out.push(Event::new(EventKind::Closed));
     queue.push_all(out);
 }
 
-/// Closes the command channel; the outcome of each request and packet still in it, ended
-/// with `status` and `why`.
-fn drain_channel(commands: &mut CommandRx, status: Status, why: &str) -> Vec<Event> {
-    answer_left(commands.close_and_drain(), status, why)
+/// Whether a cancel among the commands left ends its request as CANCELLED.
+#[derive(Clone, Copy, PartialEq)]
+enum Cancels {
+    /// A session that ends as sessions end: the app was told the cancel was taken.
+    Honour,
+    /// After a panic, every request in flight ends with PANIC (as the header says), as
+    /// those the book held do, cancelled or not.
+    Ignore,
 }
 
 /// The outcome of each request and packet among commands no session will read: ended with
-/// `status` and `why`, or CANCELLED for a request a later one of them cancelled (the app
-/// was told the cancel was taken). Pauses and reconnect cues have nothing left to act on.
-fn answer_left(left: Vec<Command>, status: Status, why: &str) -> Vec<Event> {
+/// `status` and `why`, or, as `cancels` says, CANCELLED for a request any of them cancels.
+/// Pauses and reconnect cues have nothing left to act on.
+fn answer_left(left: Vec<Command>, status: Status, why: &str, cancels: Cancels) -> Vec<Event> {
     let cancelled: std::collections::HashSet<i64> = left
         .iter()
         .filter_map(|c| match c {
-            Command::Cancel(id) => Some(*id),
+            Command::Cancel(id) if cancels == Cancels::Honour => Some(*id),
             _ => None,
         })
         .collect();
@@ -1363,8 +1370,10 @@ impl Drop for Commands {
     fn drop(&mut self) {
         // A panic unwinds through here (the session's locals drop as it unwinds); the hand-over
         // raises the panic flag before the drain closes the channel.
-        self.leftovers
-            .hand_over(|| drain_channel(&mut self.rx, Status::ErrPanic, PANIC_BEFORE_REPLY));
+        self.leftovers.hand_over(|| {
+            let left = self.rx.close_and_drain();
+            answer_left(left, Status::ErrPanic, PANIC_BEFORE_REPLY, Cancels::Ignore)
+        });
     }
 }
 
