@@ -1079,8 +1079,8 @@ mod tests {
     /// A session that has stopped (state CLOSED) but not yet closed its command channel, the
     /// moment between ending its requests and draining the channel: a cancel, pause, unpause,
     /// reconnect cue or packet is refused with STATE, as once the channel is closed, not taken
-    /// in and then dropped unread (a request ends with CLIENT_CLOSED all the same, so an OK
-    /// would promise a cancel that cannot happen).
+    /// in and then dropped unread (the requests have ended or are ending, so an OK would
+    /// promise a cancel that cannot happen).
     #[test]
     fn commands_after_the_session_stopped_are_refused() {
         let gomuks = Client::new(Config::builder("ws://127.0.0.1:9/").build().unwrap());
