@@ -561,7 +561,7 @@ typedef struct tether_stats {
      */
     uint64_t events_received;
     /**
-     * Requests written to a connection.
+     * Requests written to a connection (in-process: handed to the backend).
      */
     uint64_t requests_sent;
     /**

@@ -469,7 +469,8 @@ impl Client {
         let never_started = crate::lock(&self.rx).take();
         if let Some(mut rx) = never_started {
             // Requests made before connect() are answered as the header promises, not dropped
-            // with the channel: CLIENT_CLOSED for each, then CLOSED.
+            // with the channel: CLIENT_CLOSED for each (CANCELLED for one the app cancelled),
+            // then CLOSED.
             let counters = &self.probe.counters;
             rx.end()
                 .stop(|| counters.set_state(ConnectionState::Closed));

@@ -70,7 +70,7 @@ pub struct Stats {
     /// Server events received (gomuks: envelopes that are not replies or pongs; rwws:
     /// packets).
     pub events_received: u64,
-    /// Requests written to a connection.
+    /// Requests written to a connection (in-process: handed to the backend).
     pub requests_sent: u64,
     /// Requests without an outcome yet.
     pub requests_in_flight: u64,

@@ -151,7 +151,7 @@ pub struct tether_stats {
     pub messages_received: u64,
     /// Server events received (gomuks: not replies or pongs; rwws: packets).
     pub events_received: u64,
-    /// Requests written to a connection.
+    /// Requests written to a connection (in-process: handed to the backend).
     pub requests_sent: u64,
     /// Requests without an outcome yet.
     pub requests_in_flight: u64,

@@ -325,6 +325,9 @@ def test_cancel_a_pending_request(backend: Backend) -> None:
         with pytest.raises(tether.InvalidArgumentError):
             c.cancel(10**12)  # never issued
         assert c.request("echo", {"x": 1}) == {"x": 1}
+    # Closed and freed: StateError, as pause and packets say, not ClientClosedError.
+    with pytest.raises(tether.StateError):
+        c.cancel(p.id)
 
 
 def test_concurrent_requests_from_many_threads(backend: Backend) -> None:

@@ -22,6 +22,7 @@ from .errors import (
     ClientClosedError,
     InvalidArgumentError,
     InvalidUtf8Error,
+    PanicError,
     RequestTimeoutError,
     StateError,
     Status,
@@ -397,7 +398,8 @@ class CoreBase:
         return rid.value
 
     def cancel(self, request_id: int) -> None:
-        _ffi.check(self.call(_ffi.lib.tether_client_cancel, int(request_id)), "cancel")
+        # As pause and packets: StateError once the client stopped, whether freed or not.
+        _ffi.check(self.call_control(_ffi.lib.tether_client_cancel, int(request_id)), "cancel")
 
     def call_control(self, fn: Callable[..., Any], *args: Any) -> Any:
         """:meth:`call` for what is not a request (pause, packets, settings): once the
@@ -656,22 +658,26 @@ class ClientState:
         the backend's resume entry, a DISCONNECTED event with status OK and no retry follows,
         and nothing reconnects until :meth:`unpause`. Requests made meanwhile wait (their
         timeouts still run); after unpausing, the events missed meanwhile arrive exactly once.
+        Paused while waiting to reconnect there is no connection to close and no event: the
+        state reads ``PAUSED``.
 
-        :raises StateError: the client is closed.
+        :raises StateError: the client is closed or has stopped.
         :raises UnsupportedError: an in-process client (there is no connection).
         """
         self._core.command(_ffi.lib.tether_client_pause, "pause")
 
     def unpause(self) -> None:
         """Ends a pause: connects at once and resumes where the paused connection stopped.
-        In-process clients: :class:`UnsupportedError`."""
+        :class:`StateError` once closed or stopped; in-process clients:
+        :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_unpause, "unpause")
 
     def reconnect_now(self) -> None:
         """The cue for a network change or the app coming back to the foreground: while
         waiting to reconnect, connects now; while connected, probes the link and reconnects at
         once if nothing arrives within ``pong_timeout``. Never opens a second connection.
-        In-process clients: :class:`UnsupportedError`."""
+        :class:`StateError` once closed or stopped; in-process clients:
+        :class:`UnsupportedError`."""
         self._core.command(_ffi.lib.tether_client_reconnect_now, "reconnect_now")
 
     def auth_token(self) -> Optional[str]:
@@ -774,14 +780,16 @@ class RequestInFlight:
 
     def cancel(self) -> bool:
         """Asks the library to cancel the request (the server is told). Returns ``False`` if
-        the reply had already arrived. The reply then arrives as ``RequestCancelledError``,
-        unless the server's answer won the race."""
+        the reply had already arrived, or if the client has stopped (its reply is then on
+        the way). The reply then arrives as ``RequestCancelledError``, unless the server's
+        answer won the race."""
         if self.done():
             return False
         try:
             self._core.cancel(self.id)
-        except (ClientClosedError, StateError):
-            # Freed, or the session already ended: its reply (CLIENT_CLOSED) is on the way.
+        except (ClientClosedError, StateError, PanicError):
+            # Freed, or the session already ended (by a panic, too): the request has its
+            # reply on the way (CLIENT_CLOSED, CANCELLED for an earlier cancel, or PANIC).
             return False
         return True
 

@@ -621,11 +621,17 @@ class AsyncClient(ClientState):
         return await self._core.request(command, data, timeout)
 
     def cancel(self, request_id: int) -> None:
-        """Cancels request ``request_id`` by id (prefer cancelling the awaiting task)."""
+        """Cancels request ``request_id`` by id (prefer cancelling the awaiting task).
+
+        :raises StateError: the client has stopped (state ``CLOSED``): the request has ended
+            or is ending.
+        :raises InvalidArgumentError: no request of this client has that id.
+        """
         self._core.cancel(request_id)
 
     def send_packet(self, packet: bytes) -> None:
-        """rwws: sends one raw packet (queued while disconnected)."""
+        """rwws: sends one raw packet (queued while disconnected); raises as
+        :meth:`tether.Client.send_packet` does."""
         self._core.send_packet(packet)
 
     def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
@@ -759,7 +765,7 @@ class AsyncClient(ClientState):
         """Closes gracefully, waits up to ``timeout`` seconds for CLOSED and frees the native
         client. Pending requests fail with :class:`ClientClosedError`. Idempotent.
 
-        gomuks: close code 1001 frees the events the backend kept for this client;
+        gomuks: close code 1001 (if connected) frees the events the backend kept for this client;
         ``keep_resume=True`` closes with 1000 so a later client given :meth:`resume_state`
         receives what it missed."""
         await self._core.close(timeout, keep_resume)

@@ -1169,7 +1169,12 @@ class Client(ClientState):
         return self._core.submit(command, data, timeout)
 
     def cancel(self, request_id: int) -> None:
-        """Cancels request ``request_id`` (its reply arrives as ``RequestCancelledError``)."""
+        """Cancels request ``request_id`` (its reply arrives as ``RequestCancelledError``).
+
+        :raises StateError: the client has stopped (state ``CLOSED``): the request has ended
+            or is ending.
+        :raises InvalidArgumentError: no request of this client has that id.
+        """
         self._core.cancel(request_id)
 
     # -- media (in-process) ------------------------------------------------------------------
@@ -1259,7 +1264,11 @@ class Client(ClientState):
 
     def send_packet(self, packet: bytes) -> None:
         """rwws: sends one raw packet (queued while disconnected). If the client ends before
-        writing it, it comes back as an :attr:`~tether.EventKind.UNSENT` event."""
+        writing it, it comes back as an :attr:`~tether.EventKind.UNSENT` event.
+
+        :raises StateError: the client is closed or has stopped (nothing taken).
+        :raises SendBufferFullError: it would pass ``max_unsent_bytes``.
+        """
         self._core.send_packet(packet)
 
     def send_settings(self, settings: Sequence[Tuple[int, bytes]]) -> None:
@@ -1360,7 +1369,8 @@ class Client(ClientState):
         replies, which come before CLOSED); queued events can still be read, and
         ``on_event`` still receives every event up to CLOSED. Idempotent.
 
-        gomuks: close code 1001, so the backend frees the events it kept for this client.
+        gomuks: close code 1001 (if connected), so the backend frees the events it kept for
+        this client.
         With ``keep_resume=True`` the code is 1000 and the backend keeps them, so a later
         client given :meth:`resume_state` receives what it missed (a client that is only
         garbage-collected also closes this way)."""

@@ -66,7 +66,7 @@ class Stats:
     messages_received: int
     #: Server events received (gomuks: not replies or pongs; rwws: packets).
     events_received: int
-    #: Requests written to a connection.
+    #: Requests written to a connection (in-process: handed to the backend).
     requests_sent: int
     #: Requests without an outcome yet.
     requests_in_flight: int

@@ -54,7 +54,7 @@ public struct TetherStats: Sendable, Equatable {
     public var messagesReceived: UInt64
     /// Server events received (gomuks: not replies or pongs; rwws: packets).
     public var eventsReceived: UInt64
-    /// Requests written to a connection.
+    /// Requests written to a connection (in-process: handed to the backend).
     public var requestsSent: UInt64
     /// Requests without an outcome yet.
     public var requestsInFlight: UInt64

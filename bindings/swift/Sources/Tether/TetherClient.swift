@@ -237,11 +237,10 @@ final class ClientCore: @unchecked Sendable {
     /// A RESPONSE's data, or its failure as a `TetherError`.
     static func reply(_ ev: Event) throws -> Data {
         if ev.status == TETHER_OK { return ev.data }
-        // A remote error's data is the server's error string as JSON; other failures carry
-        // the library's text.
+        // A failure's data is its reason as a JSON string: the server's text for a remote
+        // error, the library's for a timeout, a cancel or a close.
         var text = String(decoding: ev.data, as: UTF8.self)
-        if ev.status == TETHER_ERR_REMOTE,
-           let s = try? JSONSerialization.jsonObject(with: ev.data, options: .fragmentsAllowed) as? String {
+        if let s = try? JSONSerialization.jsonObject(with: ev.data, options: .fragmentsAllowed) as? String {
             text = s
         }
         throw TetherError(status: ev.status, message: text)
@@ -481,14 +480,16 @@ public final class TetherClient: @unchecked Sendable {
     }
 
     /// rwws: sends one raw packet (queued while disconnected). If the client ends before
-    /// writing it, it comes back in an `.unsent` event.
+    /// writing it, it comes back in an `.unsent` event. Throws `.state` once the client has
+    /// stopped (nothing taken), `.sendBufferFull` past `maxUnsentBytes`.
     public func sendPacket(_ bytes: Data) throws {
         try bytes.withUnsafeBytes { raw in
             try check(tether_client_send_packet(client, raw.bindMemory(to: UInt8.self).baseAddress, raw.count))
         }
     }
 
-    /// rwws: sends one Settings packet with these `(id, value)` pairs, in order.
+    /// rwws: sends one Settings packet with these `(id, value)` pairs, in order; comes back
+    /// and throws as ``sendPacket(_:)`` does.
     public func sendSettings(_ settings: [(id: UInt8, value: Data)]) throws {
         var s: OpaquePointer? = nil
         try check(tether_settings_new(&s))
@@ -531,14 +532,16 @@ public final class TetherClient: @unchecked Sendable {
     /// backend's resume entry (gomuks close code 1000), a `.disconnected` event with status OK
     /// and no retry follows, and nothing reconnects until ``unpause()``. Requests made
     /// meanwhile wait (their timeouts still run); after unpausing, the events missed meanwhile
-    /// arrive exactly once. Throws `.state` once closed, `.unsupported` for an in-process
-    /// client (`TetherOptions.inProcess`: there is no connection).
+    /// arrive exactly once. Paused while waiting to reconnect there is no connection to close
+    /// and no event: the state reads `.paused`. Throws `.state` once closed or stopped,
+    /// `.unsupported` for an in-process client (`TetherOptions.inProcess`: there is no
+    /// connection).
     public func pause() throws {
         try check(tether_client_pause(client))
     }
 
     /// Ends a pause: connects at once and resumes where the paused connection stopped.
-    /// `.unsupported` for an in-process client.
+    /// `.state` once closed or stopped, `.unsupported` for an in-process client.
     public func unpause() throws {
         try check(tether_client_unpause(client))
     }
@@ -546,14 +549,15 @@ public final class TetherClient: @unchecked Sendable {
     /// The cue for `NWPathMonitor` (a network change) or the app returning to the foreground:
     /// while waiting to reconnect, connects now; while connected, probes the link and
     /// reconnects at once if nothing arrives within `pongTimeoutMs`. Never opens a second
-    /// connection. `.unsupported` for an in-process client.
+    /// connection. `.state` once closed or stopped, `.unsupported` for an in-process client.
     public func reconnectNow() throws {
         try check(tether_client_reconnect_now(client))
     }
 
     /// Starts a graceful close and returns at once; pending requests fail with
-    /// `.clientClosed`, and `events` ends after CLOSED. gomuks: close code 1001, so the backend
-    /// frees the events it kept for this client; with `keepResume` the code is 1000 and a later
+    /// `.clientClosed`, and `events` ends after CLOSED. gomuks: close code 1001 if connected, so
+    /// the backend frees the events it kept for this client (paused or waiting to reconnect
+    /// there is no connection to close); with `keepResume` the code is 1000 and a later
     /// client given `resumeState()` receives what it missed. Closing a closed client does
     /// nothing.
     ///

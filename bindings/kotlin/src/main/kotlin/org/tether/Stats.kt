@@ -58,7 +58,7 @@ data class TetherStats(
     val messagesReceived: Long,
     /** Server events received (gomuks: not replies or pongs; rwws: packets). */
     val eventsReceived: Long,
-    /** Requests written to a connection. */
+    /** Requests written to a connection (in-process: handed to the backend). */
     val requestsSent: Long,
     /** Requests without an outcome yet. */
     val requestsInFlight: Long,

@@ -217,7 +217,8 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
      * the connection closes keeping the backend's resume entry (gomuks close code 1000)
      * with a DISCONNECTED event (status OK, no retry), and nothing reconnects until
      * [unpause]. Requests made meanwhile wait for the connection (their timeouts still
-     * run). Paused while not connected, the attempts stop.
+     * run). Paused while not connected, the attempts stop; paused while waiting to
+     * reconnect there is no connection to close and no event, the state reads PAUSED.
      *
      * @throws ClientClosedException after [close]; [StateException] once the client ended.
      *   In-process ([TetherOptions.inProcess]): [UnsupportedException].
@@ -255,6 +256,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     /**
      * rwws: sends one raw packet (queued while disconnected). If the client ends before
      * writing it, it comes back in an [EventKind.UNSENT] event (with [closeAndWait]).
+     *
+     * @throws ClientClosedException after [close]; [StateException] once the client ended
+     *   (nothing taken); [SendBufferFullException] past [TetherOptions.maxUnsentBytes].
      */
     fun sendPacket(bytes: ByteArray) {
         core.call { c -> check(TetherNative.tether_client_send_packet(c, bytes, bytes.size.toLong())) }
@@ -313,7 +317,9 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     /**
      * Closes gracefully and waits up to [timeoutMs] for the final CLOSED event, then frees the
      * client; returns within [timeoutMs] also when the server does not answer. gomuks: close
-     * code 1001, so the backend frees the events it kept for this client; with [keepResume]
+     * code 1001 if connected, so the backend frees the events it kept for this client (paused
+     * or waiting to reconnect there is no connection, and it keeps them until its own
+     * expiry); with [keepResume]
      * the code is 1000 and a later client given [resumeState] receives what it missed. rwws:
      * 1000 either way. While closing, [events] takes what the library still delivers without
      * a bound (at most the library's queue), so that CLOSED is not stuck behind a collector
@@ -433,11 +439,14 @@ class TetherClient(val url: String, val options: TetherOptions = TetherOptions()
     }
 }
 
-/** A reply's JSON, or the typed exception of a failed request (the server's text for a remote error). */
+/**
+ * A reply's JSON, or the typed exception of a failed request: its message is the reason the
+ * RESPONSE carries as a JSON string (the server's text for a remote error, the library's for
+ * a timeout, a cancel or a close), decoded.
+ */
 internal fun replyText(ev: Event): String {
     if (ev.status == Status.OK) return ev.text
-    val message = if (ev.status == Status.ERR_REMOTE) TetherClient.jsonString(ev.text) else ev.text
-    throw TetherException.of(ev.statusCode, message)
+    throw TetherException.of(ev.statusCode, TetherClient.jsonString(ev.text))
 }
 
 /**

@@ -84,6 +84,11 @@ class TetherClientTest {
                 assertEquals("{\"a\":1}", c.request("echo", "{\"a\":1}"))
                 val e = assertThrows<RemoteException> { runBlocking { c.request("fail", "{\"message\":\"nope\"}") } }
                 assertEquals("nope", e.message)
+                // The library's own reason comes as a JSON string too, and reads as text.
+                val t = assertThrows<RequestTimeoutException> {
+                    runBlocking { c.request("sleep", "{\"ms\":5000}", timeoutMs = 200) }
+                }
+                assertTrue(t.message.orEmpty().let { it.isNotEmpty() && !it.startsWith("\"") }, t.message)
                 assertThrows<InvalidArgumentException> { runBlocking { c.request("echo", "{not json") } }
                 // A NUL would cut the command short in the library: refused, nothing sent.
                 assertThrows<InvalidArgumentException> { runBlocking { c.request("echo\u0000fail", "{}") } }
