@@ -441,10 +441,9 @@ impl Client {
     /// channel's gate, which the switch to CLOSED takes, so no command passes once CLOSED
     /// reads.
     fn send_running(&self, c: Command) -> Result<(), Error> {
-        let counters = &self.probe.counters;
         self.req
             .tx
-            .send_while(c, || counters.state() != ConnectionState::Closed)
+            .send_running(c, &self.probe.counters)
             .map_err(|_| self.req.refusal())
     }
 
@@ -471,9 +470,7 @@ impl Client {
             // Requests made before connect() are answered as the header promises, not dropped
             // with the channel: CLIENT_CLOSED for each (CANCELLED for one the app cancelled),
             // then CLOSED.
-            let counters = &self.probe.counters;
-            rx.end()
-                .stop(|| counters.set_state(ConnectionState::Closed));
+            rx.end().stop(&self.probe.counters);
             crate::session::close_channel(
                 &mut rx,
                 &self.req.queue,

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use super::Command;
+use crate::stats::{ConnectionState, Counters};
 
 /// A new channel, open. `panicked` is the client's flag that its session panicked, which
 /// the session raises through [`SessionEnd::panicked`].
@@ -49,13 +50,13 @@ impl SessionEnd {
         self.panicked.store(true, Ordering::Release);
     }
 
-    /// Runs `stop`, the switch to state CLOSED, with every send shut out: a
-    /// [`CommandTx::send_while`] that saw the session running has handed its command over
+    /// Switches `counters` to state CLOSED with every send shut out: a
+    /// [`CommandTx::send_running`] that saw the session running has handed its command over
     /// (the session's end answers what it did not read: requests and packets end, cancels
     /// take effect), and every later one sees the new state.
-    pub(crate) fn stop(&self, stop: impl FnOnce()) {
+    pub(crate) fn stop(&self, counters: &Counters) {
         let _gate = self.open.write().unwrap_or_else(|e| e.into_inner());
-        stop();
+        counters.set_state(ConnectionState::Closed);
     }
 }
 
@@ -68,19 +69,19 @@ pub(crate) struct CommandTx {
 impl CommandTx {
     /// Hands `cmd` to the session; `Err` gives it back once the channel is closed.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
-        self.send_while(cmd, || true)
+        self.send_if(cmd, || true)
     }
 
-    /// Hands `cmd` to the session if `running` says so, asked under the gate: the session
-    /// switches to state CLOSED only under [`SessionEnd::stop`], so a command is never
+    /// Hands `cmd` to the session unless `counters` reads CLOSED, asked under the gate: the
+    /// session switches to CLOSED only under [`SessionEnd::stop`], so a command is never
     /// accepted once the state reads CLOSED. `Err` gives it back.
-    pub(crate) fn send_while(
-        &self,
-        cmd: Command,
-        running: impl FnOnce() -> bool,
-    ) -> Result<(), Command> {
+    pub(crate) fn send_running(&self, cmd: Command, counters: &Counters) -> Result<(), Command> {
+        self.send_if(cmd, || counters.state() != ConnectionState::Closed)
+    }
+
+    fn send_if(&self, cmd: Command, ok: impl FnOnce() -> bool) -> Result<(), Command> {
         let open = self.open.read().unwrap_or_else(|e| e.into_inner());
-        if !*open || !running() {
+        if !*open || !ok() {
             return Err(cmd);
         }
         // The receiver lives as long as the gate is open (closing takes it first).
@@ -162,23 +163,20 @@ mod tests {
     fn no_send_passes_the_switch_to_closed() {
         for _ in 0..300 {
             let (tx, mut rx) = channel(Arc::default());
-            let (tx, closed) = (Arc::new(tx), Arc::new(AtomicBool::new(false)));
+            let (tx, counters) = (Arc::new(tx), Arc::new(Counters::default()));
             let accepted = Arc::new(AtomicUsize::new(0));
             let senders: Vec<_> = (0..3)
                 .map(|_| {
-                    let (tx, closed, accepted) = (tx.clone(), closed.clone(), accepted.clone());
+                    let (tx, counters, accepted) = (tx.clone(), counters.clone(), accepted.clone());
                     thread::spawn(move || {
-                        while tx
-                            .send_while(Command::Pause, || !closed.load(Ordering::Acquire))
-                            .is_ok()
-                        {
+                        while tx.send_running(Command::Pause, &counters).is_ok() {
                             accepted.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                 })
                 .collect();
             thread::yield_now();
-            rx.end().stop(|| closed.store(true, Ordering::Release));
+            rx.end().stop(&counters);
             let mut before = 0;
             while rx.rx.try_recv().is_ok() {
                 before += 1;

@@ -575,9 +575,7 @@ mod tests {
             .expect("the session stops the backend");
         // Not CLOSED yet: the cancel is taken, and nothing reads it before the end.
         assert_ne!(probe.counters.state(), ConnectionState::Closed);
-        let send = tx.send_while(Command::Cancel(7), || {
-            probe.counters.state() != ConnectionState::Closed
-        });
+        let send = tx.send_running(Command::Cancel(7), &probe.counters);
         send.ok().expect("taken before CLOSED");
         release.send(()).unwrap();
         session.await.unwrap();

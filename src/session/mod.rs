@@ -1217,8 +1217,7 @@ impl Book {
     /// The state turns CLOSED, and from then on the app's commands are refused (see
     /// [`SessionEnd::stop`]).
     fn stop(&self) {
-        self.end
-            .stop(|| self.probe.counters.set_state(ConnectionState::Closed));
+        self.end.stop(&self.probe.counters);
     }
 
     /// The session is over: every request left ends with `status`, and the state is CLOSED.
@@ -1271,7 +1270,8 @@ impl Book {
                 let _ = self.end_request(*id, Status::ErrCancelled, CANCELLED_BY_CALLER);
             }
         }
-        self.end_requests(Status::ErrClientClosed, why);
+        // The state is CLOSED already, so the bytes given back announce no SEND_READY.
+        self.fail_all(Status::ErrClientClosed, why);
         self.hand_back_packets(Status::ErrClientClosed);
         tlog!(
             self.probe.client,
@@ -1403,8 +1403,7 @@ impl Leftovers {
             if std::thread::panicking() {
                 self.end.panicked();
             }
-            self.end
-                .stop(|| self.counters.set_state(ConnectionState::Closed));
+            self.end.stop(&self.counters);
             push_events(&self.queue, make());
         }));
     }
